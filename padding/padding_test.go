@@ -1,0 +1,154 @@
+package padding
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+func TestNewPolicy(t *testing.T) {
+	good := [][]int{{512}, {512, 2048, 16384, 131072}, {600, 1 << 20}}
+	for _, sizes := range good {
+		if _, err := NewPolicy(sizes...); err != nil {
+			t.Errorf("NewPolicy(%v) = %v, want ok", sizes, err)
+		}
+	}
+	bad := [][]int{nil, {511}, {512, 512}, {2048, 512}, {512, 1<<20 + 1}, {512, 600, 700, 800, 900, 1000, 1100, 1200, 1300}}
+	for _, sizes := range bad {
+		if _, err := NewPolicy(sizes...); !errors.Is(err, ErrBadPolicy) {
+			t.Errorf("NewPolicy(%v) = %v, want ErrBadPolicy", sizes, err)
+		}
+	}
+}
+
+func TestBucket(t *testing.T) {
+	cases := []struct{ n, want int }{{0, 512}, {512, 512}, {513, 2048}, {2048, 2048}, {2049, 16384}, {131072, 131072}}
+	for _, c := range cases {
+		got, err := Default.Bucket(c.n)
+		if err != nil || got != c.want {
+			t.Errorf("Bucket(%d) = %d, %v; want %d", c.n, got, err, c.want)
+		}
+	}
+	if _, err := Default.Bucket(131073); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Bucket(max+1) = %v, want ErrTooLarge", err)
+	}
+	if !Default.IsBucket(2048) || Default.IsBucket(2047) {
+		t.Error("IsBucket disagrees with the policy")
+	}
+}
+
+func TestPadRoundTrip(t *testing.T) {
+	for _, n := range []int{0, 1, 508, 509, 2044, 2045, 100000, 131068} {
+		data := bytes.Repeat([]byte{0xa5}, n)
+		padded, err := Pad(Default, data)
+		if err != nil {
+			t.Fatalf("Pad(%d): %v", n, err)
+		}
+		if !Default.IsBucket(len(padded)) {
+			t.Fatalf("Pad(%d) gave %d bytes, not a bucket", n, len(padded))
+		}
+		got, err := Unpad(Default, padded)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Unpad(Pad(%d)) = %d bytes, %v", n, len(got), err)
+		}
+	}
+	if _, err := Pad(Default, make([]byte, 131069)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Pad(too large) = %v, want ErrTooLarge", err)
+	}
+}
+
+// Bad padded payloads: each must fail with ErrBadPad.
+func TestUnpadFail(t *testing.T) {
+	valid, _ := Pad(Default, []byte("hello"))
+	mutate := func(f func(b []byte) []byte) []byte {
+		return f(append([]byte(nil), valid...))
+	}
+	cases := map[string][]byte{
+		"fail_not_bucket":      valid[:511],
+		"fail_length_too_big":  mutate(func(b []byte) []byte { b[0] = 0xff; return b }),
+		"fail_nonzero_padding": mutate(func(b []byte) []byte { b[len(b)-1] = 1; return b }),
+		"fail_oversized_bucket": func() []byte {
+			b := make([]byte, 2048) // 5 bytes fit in 512: 2048 is a second encoding
+			b[3] = 5
+			return b
+		}(),
+		"fail_empty": {},
+	}
+	for name, in := range cases {
+		if _, err := Unpad(Default, in); !errors.Is(err, ErrBadPad) {
+			t.Errorf("%s: Unpad = %v, want ErrBadPad", name, err)
+		}
+	}
+}
+
+func TestSplitJoin(t *testing.T) {
+	for _, n := range []int{0, 1, 2040, 2041, 10000} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(i * 7)
+		}
+		chunks, err := Split(payload, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range chunks {
+			if len(c) > 2048 {
+				t.Fatalf("chunk of %d bytes exceeds 2048", len(c))
+			}
+		}
+		// Reverse order: Join must not depend on arrival order.
+		for i, j := 0, len(chunks)-1; i < j; i, j = i+1, j-1 {
+			chunks[i], chunks[j] = chunks[j], chunks[i]
+		}
+		got, err := Join(chunks)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("Join(Split(%d)) = %d bytes, %v", n, len(got), err)
+		}
+	}
+}
+
+func TestJoinFail(t *testing.T) {
+	chunks, _ := Split(make([]byte, 5000), 2048)
+	dup := [][]byte{chunks[0], chunks[0], chunks[2]}
+	if _, err := Join(dup); !errors.Is(err, ErrBadPad) {
+		t.Errorf("duplicate index: %v", err)
+	}
+	if _, err := Join(chunks[:2]); !errors.Is(err, ErrBadPad) {
+		t.Errorf("missing chunk: %v", err)
+	}
+	short := [][]byte{chunks[0], chunks[1], chunks[2][:100]}
+	if _, err := Join(short); !errors.Is(err, ErrBadPad) {
+		t.Errorf("truncated chunk: %v", err)
+	}
+	if _, err := Join(nil); !errors.Is(err, ErrBadPad) {
+		t.Errorf("no chunks: %v", err)
+	}
+}
+
+func FuzzUnpad(f *testing.F) {
+	good, _ := Pad(Default, []byte("seed"))
+	f.Add(good)
+	f.Add(make([]byte, 512))
+	f.Add([]byte{0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := Unpad(Default, in)
+		if err != nil {
+			return
+		}
+		again, err := Pad(Default, out)
+		if err != nil || !bytes.Equal(again, in) {
+			t.Fatalf("accepted input does not round-trip")
+		}
+	})
+}
+
+func FuzzJoin(f *testing.F) {
+	chunks, _ := Split([]byte("a payload that spans chunks"), 16)
+	f.Add(chunks[0], chunks[1], chunks[2])
+	f.Fuzz(func(t *testing.T, a, b, c []byte) {
+		out, err := Join([][]byte{a, b, c})
+		if err == nil && len(out) > len(a)+len(b)+len(c) {
+			t.Fatalf("joined more bytes than given")
+		}
+	})
+}

@@ -1,0 +1,96 @@
+package padding
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Limits on any policy (docs/protocol.md §3). The smallest bucket holds a
+// whole handshake record; the largest keeps a single record cheap to
+// buffer and well inside the u24 record length.
+const (
+	MinBucket  = 512
+	MaxBucket  = 1 << 20
+	MaxBuckets = 8
+)
+
+// Errors returned by this package.
+var (
+	ErrBadPolicy = errors.New("padding: invalid bucket policy")
+	ErrTooLarge  = errors.New("padding: larger than the largest bucket")
+	ErrBadPad    = errors.New("padding: malformed padded payload")
+)
+
+// Policy is an ascending list of bucket sizes in bytes.
+type Policy struct {
+	buckets []int
+}
+
+// Default is the policy a server announces unless configured otherwise:
+// one control bucket and three envelope buckets. X-Wing sealing adds about
+// 1.1 KiB to every envelope, so the smallest envelope bucket is 2 KiB.
+var Default = Policy{buckets: []int{512, 2 << 10, 16 << 10, 128 << 10}}
+
+// Control is the policy of the handshake: every hello record is exactly
+// 512 bytes, before either side knows the server's policy.
+var Control = Policy{buckets: []int{MinBucket}}
+
+// NewPolicy validates sizes and returns a policy. Sizes must be strictly
+// ascending, between MinBucket and MaxBucket, and at most MaxBuckets long.
+func NewPolicy(sizes ...int) (Policy, error) {
+	if len(sizes) == 0 || len(sizes) > MaxBuckets {
+		return Policy{}, fmt.Errorf("%w: %d buckets (want 1 to %d)", ErrBadPolicy, len(sizes), MaxBuckets)
+	}
+	for i, s := range sizes {
+		if s < MinBucket || s > MaxBucket {
+			return Policy{}, fmt.Errorf("%w: bucket %d is outside %d..%d", ErrBadPolicy, s, MinBucket, MaxBucket)
+		}
+		if i > 0 && s <= sizes[i-1] {
+			return Policy{}, fmt.Errorf("%w: buckets must be strictly ascending", ErrBadPolicy)
+		}
+	}
+	return Policy{buckets: slices.Clone(sizes)}, nil
+}
+
+// Buckets returns a copy of the bucket sizes.
+func (p Policy) Buckets() []int { return slices.Clone(p.buckets) }
+
+// Max is the largest bucket, or 0 for the zero Policy.
+func (p Policy) Max() int {
+	if len(p.buckets) == 0 {
+		return 0
+	}
+	return p.buckets[len(p.buckets)-1]
+}
+
+// Bucket returns the smallest bucket that holds n bytes.
+func (p Policy) Bucket(n int) (int, error) {
+	for _, b := range p.buckets {
+		if n <= b {
+			return b, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %d bytes, largest bucket %d", ErrTooLarge, n, p.Max())
+}
+
+// IsBucket reports whether n is exactly one of the policy's sizes.
+func (p Policy) IsBucket(n int) bool {
+	_, found := slices.BinarySearch(p.buckets, n)
+	return found
+}
+
+// Equal reports whether two policies have the same buckets.
+func (p Policy) Equal(q Policy) bool { return slices.Equal(p.buckets, q.buckets) }
+
+// String formats the policy as "512,2048,...".
+func (p Policy) String() string {
+	s := ""
+	for i, b := range p.buckets {
+		if i > 0 {
+			s += ","
+		}
+		s += fmt.Sprint(b)
+	}
+	return s
+}

@@ -1,0 +1,146 @@
+package wire
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/quicprochat/qpc/padding"
+)
+
+// Kind is the first byte of a record and names its message type
+// (docs/protocol.md §4).
+type Kind uint8
+
+// HeaderSize is the size of kind (u8) | length (u24).
+const HeaderSize = 4
+
+// maxLength is the largest body a u24 can describe; the policy's largest
+// bucket is the tighter limit in practice.
+const maxLength = 1<<24 - 1
+
+// AppendRecord appends one record holding body to dst, padded with zeros to
+// the smallest bucket of p (docs/protocol.md §2). It refuses a body that
+// does not fit the largest bucket: no record leaves unpadded.
+func AppendRecord(dst []byte, p padding.Policy, kind Kind, body []byte) ([]byte, error) {
+	if len(body) > maxLength {
+		return dst, Errorf(CodeTooLarge, "record body of %d bytes", len(body))
+	}
+	size, err := p.Bucket(HeaderSize + len(body))
+	if err != nil {
+		return dst, Errorf(CodeTooLarge, "record body of %d bytes exceeds the largest bucket %d", len(body), p.Max())
+	}
+	n := len(body)
+	dst = append(dst, byte(kind), byte(n>>16), byte(n>>8), byte(n))
+	dst = append(dst, body...)
+	dst = append(dst, make([]byte, size-HeaderSize-n)...)
+	return dst, nil
+}
+
+// ParseRecord splits the first record off b. It checks that the length
+// fits the policy, that the record is exactly its bucket, and that the
+// padding is zero. body aliases b.
+func ParseRecord(p padding.Policy, b []byte) (kind Kind, body, rest []byte, err error) {
+	if len(b) < HeaderSize {
+		return 0, nil, nil, Errorf(CodeProtocol, "truncated record header")
+	}
+	n := int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+	size, err := p.Bucket(HeaderSize + n)
+	if err != nil {
+		return 0, nil, nil, Errorf(CodeTooLarge, "record length %d exceeds the largest bucket %d", n, p.Max())
+	}
+	if len(b) < size {
+		return 0, nil, nil, Errorf(CodeProtocol, "truncated record: %d of %d bytes", len(b), size)
+	}
+	if !zero(b[HeaderSize+n : size]) {
+		return 0, nil, nil, Errorf(CodeProtocol, "nonzero record padding")
+	}
+	return Kind(b[0]), b[HeaderSize : HeaderSize+n], b[size:], nil
+}
+
+func zero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Reader reads whole records from a stream.
+type Reader struct {
+	r      *bufio.Reader
+	policy padding.Policy
+	buf    []byte
+}
+
+// NewReader reads records padded to policy p from r.
+func NewReader(r io.Reader, p padding.Policy) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 4096), policy: p}
+}
+
+// SetPolicy switches the policy after the handshake.
+func (r *Reader) SetPolicy(p padding.Policy) { r.policy = p }
+
+// ReadRecord returns the next record's kind and body. The body is valid
+// until the next call. A clean end of stream before any byte is io.EOF;
+// an end inside a record is a CodeProtocol error wrapping
+// io.ErrUnexpectedEOF.
+func (r *Reader) ReadRecord() (Kind, []byte, error) {
+	var hdr [HeaderSize]byte
+	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, fmt.Errorf("%w: %w", Errorf(CodeProtocol, "truncated record header"), err)
+		}
+		return 0, nil, err
+	}
+	n := int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3])
+	size, err := r.policy.Bucket(HeaderSize + n)
+	if err != nil {
+		return 0, nil, Errorf(CodeTooLarge, "record length %d exceeds the largest bucket %d", n, r.policy.Max())
+	}
+	if cap(r.buf) < size-HeaderSize {
+		r.buf = make([]byte, size-HeaderSize)
+	}
+	rest := r.buf[:size-HeaderSize]
+	if _, err := io.ReadFull(r.r, rest); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, fmt.Errorf("%w: %w", Errorf(CodeProtocol, "truncated record"), io.ErrUnexpectedEOF)
+		}
+		return 0, nil, err
+	}
+	if !zero(rest[n:]) {
+		return 0, nil, Errorf(CodeProtocol, "nonzero record padding")
+	}
+	return Kind(hdr[0]), rest[:n], nil
+}
+
+// ReadMessage reads and decodes the next record.
+func (r *Reader) ReadMessage() (Message, error) {
+	kind, body, err := r.ReadRecord()
+	if err != nil {
+		return nil, err
+	}
+	return Decode(kind, body)
+}
+
+// WriteMessage encodes m as one padded record and writes it in a single
+// Write call, so a record is never interleaved with another.
+func WriteMessage(w io.Writer, p padding.Policy, m Message) error {
+	rec, err := AppendMessage(nil, p, m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(rec)
+	return err
+}
+
+// AppendMessage appends m as one padded record to dst.
+func AppendMessage(dst []byte, p padding.Policy, m Message) ([]byte, error) {
+	body, err := Encode(m)
+	if err != nil {
+		return dst, err
+	}
+	return AppendRecord(dst, p, m.Kind(), body)
+}
