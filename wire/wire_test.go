@@ -305,3 +305,16 @@ func FuzzDeleteMailbox(f *testing.F) { fuzzBody(f, KindDeleteMailbox) }
 func FuzzHealth(f *testing.F)        { fuzzBody(f, KindHealth) }
 func FuzzDelivery(f *testing.F)      { fuzzBody(f, KindDelivery) }
 func FuzzErrorMessage(f *testing.F)  { fuzzBody(f, KindError) }
+
+func TestAddress(t *testing.T) {
+	a := Address{Pin: PinSPKI([]byte("spki")), Host: "127.0.0.1:4433"}
+	got, err := ParseAddress(a.String())
+	if err != nil || got != a {
+		t.Fatalf("ParseAddress(%q) = %v, %v", a.String(), got, err)
+	}
+	for _, bad := range []string{"", "https://x@h:1", "qpc://h:1", "qpc://AAAA@h:1", "qpc://" + a.String()[6:49] + "@nohost", "qpc://" + a.String()[6:49] + "@:1"} {
+		if _, err := ParseAddress(bad); !errors.Is(err, ErrBadAddress) {
+			t.Errorf("ParseAddress(%q) = %v, want ErrBadAddress", bad, err)
+		}
+	}
+}

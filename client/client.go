@@ -1,0 +1,614 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Errors of this package; protocol refusals are *wire.Error.
+var (
+	ErrClosed    = errors.New("client: connection closed")
+	ErrPin       = errors.New("client: server key does not match the pinned address")
+	ErrNotBucket = errors.New("client: record is not a bucket size")
+)
+
+// Options configure Dial. Zero values take defaults.
+type Options struct {
+	HandshakeTimeout time.Duration // QUIC handshake + hello; default 10 s
+	IdleTimeout      time.Duration // default 60 s
+	RequestTimeout   time.Duration // one attempt of one request; default 30 s
+
+	MaxAttempts int           // per idempotent request; default 6
+	BaseBackoff time.Duration // first retry delay; default 100 ms
+	MaxBackoff  time.Duration // default 5 s
+
+	// PacketConn, if set, carries QUIC instead of a fresh UDP socket
+	// (for example a tunnel through Tor); RemoteAddr is then the peer's
+	// address on it. The connection owns neither.
+	PacketConn net.PacketConn
+	RemoteAddr net.Addr
+
+	// Tap, if set, sees every byte written to and read from request
+	// streams, per stream: for tests that check what goes on the wire.
+	Tap func(stream int64, outgoing bool, b []byte)
+
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.HandshakeTimeout, 10*time.Second)
+	def(&o.IdleTimeout, 60*time.Second)
+	def(&o.RequestTimeout, 30*time.Second)
+	def(&o.BaseBackoff, 100*time.Millisecond)
+	def(&o.MaxBackoff, 5*time.Second)
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 6
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Conn is a connection to one server, redialled as needed. It is safe for
+// concurrent use; each request runs on its own QUIC stream.
+type Conn struct {
+	addr wire.Address
+	opts Options
+
+	mu     sync.Mutex
+	sess   *session // current connection; nil after a failure
+	closed bool
+	owned  *quic.Transport // transport we created, closed by Close
+}
+
+// session is one QUIC connection after a successful hello.
+type session struct {
+	qc      *quic.Conn
+	binding []byte
+	hello   wire.ServerHello
+}
+
+// Dial connects to addr (a qpc:// address) and runs the version handshake.
+func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
+	a, err := wire.ParseAddress(addr)
+	if err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	c := &Conn{addr: a, opts: opts}
+	if _, err := c.session(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Policy is the padding policy the server announced.
+func (c *Conn) Policy() padding.Policy { return c.hello().Policy }
+
+// Limits are the limits the server announced.
+func (c *Conn) Limits() wire.Limits { return c.hello().Limits }
+
+func (c *Conn) hello() wire.ServerHello {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		return wire.ServerHello{}
+	}
+	return c.sess.hello
+}
+
+// Close ends the connection. Requests in flight fail with ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	if c.sess != nil {
+		c.sess.qc.CloseWithError(0, "")
+		c.sess = nil
+	}
+	if c.owned != nil {
+		c.owned.Close()
+		c.owned.Conn.Close()
+	}
+	return nil
+}
+
+func (c *Conn) tlsConfig() *tls.Config {
+	pin := c.addr.Pin
+	return &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		NextProtos:       []string{wire.ALPN},
+		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768},
+		ServerName:       "quicprochat",
+		// The server is authenticated by its pinned key, not by a CA:
+		// chain verification is replaced by the SPKI comparison below.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return ErrPin
+			}
+			cert, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrPin, err)
+			}
+			got := wire.PinSPKI(cert.RawSubjectPublicKeyInfo)
+			if subtle.ConstantTimeCompare(got[:], pin[:]) != 1 {
+				return ErrPin
+			}
+			return nil
+		},
+	}
+}
+
+// session returns the live session, dialling a new one if needed.
+func (c *Conn) session(ctx context.Context) (*session, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if c.sess != nil && c.sess.qc.Context().Err() == nil {
+		return c.sess, nil
+	}
+	c.sess = nil
+	s, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.sess = s
+	return s, nil
+}
+
+// dropSession forgets s after a transport failure so the next request
+// redials.
+func (c *Conn) dropSession(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == s {
+		c.sess = nil
+		s.qc.CloseWithError(0, "")
+	}
+}
+
+func (c *Conn) dial(ctx context.Context) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	defer cancel()
+	qconf := &quic.Config{
+		HandshakeIdleTimeout: c.opts.HandshakeTimeout,
+		MaxIdleTimeout:       c.opts.IdleTimeout,
+		KeepAlivePeriod:      c.opts.IdleTimeout / 3,
+	}
+	var qc *quic.Conn
+	var err error
+	if c.opts.PacketConn != nil {
+		tr := &quic.Transport{Conn: c.opts.PacketConn}
+		qc, err = tr.Dial(ctx, c.opts.RemoteAddr, c.tlsConfig(), qconf)
+	} else {
+		if c.owned == nil {
+			udp, lerr := net.ListenUDP("udp", nil)
+			if lerr != nil {
+				return nil, fmt.Errorf("dial: %w", lerr)
+			}
+			c.owned = &quic.Transport{Conn: udp}
+		}
+		var raddr *net.UDPAddr
+		raddr, err = net.ResolveUDPAddr("udp", c.addr.Host)
+		if err != nil {
+			return nil, fmt.Errorf("dial: %w", err)
+		}
+		qc, err = c.owned.Dial(ctx, raddr, c.tlsConfig(), qconf)
+	}
+	if err != nil {
+		if errors.Is(err, ErrPin) {
+			return nil, ErrPin
+		}
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	cs := qc.ConnectionState().TLS
+	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
+	if err != nil {
+		qc.CloseWithError(1, "")
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	s := &session{qc: qc, binding: binding}
+	if err := c.runHello(ctx, s); err != nil {
+		qc.CloseWithError(1, "")
+		return nil, err
+	}
+	return s, nil
+}
+
+// runHello sends ClientHello on the first stream and reads ServerHello
+// (docs/protocol.md §4.1); both are exactly one control bucket.
+func (c *Conn) runHello(ctx context.Context, s *session) error {
+	st, err := s.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	defer st.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	rw := c.tap(st)
+	if err := c.write(rw, padding.Control, &wire.ClientHello{Versions: []uint16{wire.ProtocolVersion}}); err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	m, err := wire.NewReader(rw, padding.Control).ReadMessage()
+	if err != nil {
+		return fmt.Errorf("hello: %w", err)
+	}
+	switch m := m.(type) {
+	case *wire.ServerHello:
+		if m.Version != wire.ProtocolVersion {
+			return wire.Errorf(wire.CodeVersion, "server chose version %d", m.Version)
+		}
+		s.hello = *m
+		return nil
+	case *wire.ErrorMessage:
+		return m.Err()
+	}
+	return wire.Errorf(wire.CodeProtocol, "unexpected %T in handshake", m)
+}
+
+// write refuses any record that is not exactly one bucket of p.
+func (c *Conn) write(w io.Writer, p padding.Policy, m wire.Message) error {
+	rec, err := wire.AppendMessage(nil, p, m)
+	if err != nil {
+		return err
+	}
+	if !p.IsBucket(len(rec)) {
+		return ErrNotBucket
+	}
+	_, err = w.Write(rec)
+	return err
+}
+
+type tapped struct {
+	st  *quic.Stream
+	tap func(int64, bool, []byte)
+}
+
+func (t tapped) Read(b []byte) (int, error) {
+	n, err := t.st.Read(b)
+	if n > 0 {
+		t.tap(int64(t.st.StreamID()), false, b[:n])
+	}
+	return n, err
+}
+
+func (t tapped) Write(b []byte) (int, error) {
+	n, err := t.st.Write(b)
+	if n > 0 {
+		t.tap(int64(t.st.StreamID()), true, b[:n])
+	}
+	return n, err
+}
+
+func (c *Conn) tap(st *quic.Stream) io.ReadWriter {
+	if c.opts.Tap == nil {
+		return st
+	}
+	return tapped{st: st, tap: c.opts.Tap}
+}
+
+// retryable reports whether err is worth another attempt.
+func retryable(err error) bool {
+	if code, ok := wire.CodeOf(err); ok {
+		return code.Retryable()
+	}
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrPin) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, wire.ErrBadAddress) {
+		return false
+	}
+	// Transport failures: timeouts, resets, closed connections.
+	return true
+}
+
+// backoff is full-jitter exponential backoff for attempt n (from 1).
+func (c *Conn) backoff(n int) time.Duration {
+	d := c.opts.BaseBackoff << min(n-1, 16)
+	if d > c.opts.MaxBackoff || d <= 0 {
+		d = c.opts.MaxBackoff
+	}
+	return time.Duration(mrand.Int64N(int64(d)) + 1)
+}
+
+// do runs attempt up to MaxAttempts times (once if !idempotent), redialling
+// between attempts after transport failures.
+func (c *Conn) do(ctx context.Context, idempotent bool, attempt func(ctx context.Context, s *session) error) error {
+	attempts := 1
+	if idempotent {
+		attempts = c.opts.MaxAttempts
+	}
+	var err error
+	for n := 1; ; n++ {
+		var s *session
+		s, err = c.session(ctx)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+			err = attempt(actx, s)
+			cancel()
+			if err != nil {
+				if _, coded := wire.CodeOf(err); !coded {
+					c.dropSession(s)
+				}
+			}
+		}
+		if err == nil || !retryable(err) || n >= attempts || ctx.Err() != nil {
+			return err
+		}
+		c.opts.Logger.Debug("retrying request", "attempt", n, "err", err)
+		t := time.NewTimer(c.backoff(n))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// roundTrip sends one request on a new stream and returns the reader for
+// its response records.
+func (c *Conn) roundTrip(ctx context.Context, s *session, req wire.Message) (*quic.Stream, *wire.Reader, error) {
+	st, err := s.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		st.SetDeadline(dl)
+	}
+	rw := c.tap(st)
+	if err := c.write(rw, s.hello.Policy, req); err != nil {
+		st.CancelRead(0)
+		st.CancelWrite(0)
+		return nil, nil, err
+	}
+	// One request per stream: closing our side tells the server so.
+	if _, ok := req.(*wire.Subscribe); !ok {
+		st.Close()
+	}
+	return st, wire.NewReader(rw, s.hello.Policy), nil
+}
+
+// call is roundTrip for requests with a single response record.
+func (c *Conn) call(ctx context.Context, s *session, req wire.Message) (wire.Message, error) {
+	st, r, err := c.roundTrip(ctx, s, req)
+	if err != nil {
+		return nil, err
+	}
+	defer st.CancelRead(0)
+	m, err := r.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	if e, ok := m.(*wire.ErrorMessage); ok {
+		return nil, e.Err()
+	}
+	return m, nil
+}
+
+func unexpected(m wire.Message) error {
+	return wire.Errorf(wire.CodeProtocol, "unexpected response %T", m)
+}
+
+// Mailbox is the receive side of a mailbox: its IDs and owner key. Keep it
+// secret; give others only SendID.
+type Mailbox struct {
+	ReceiveID wire.ID
+	SendID    wire.ID
+	Key       ed25519.PrivateKey
+}
+
+// NewMessageID returns a random message ID for Send.
+func NewMessageID() wire.MessageID {
+	var id wire.MessageID
+	rand.Read(id[:])
+	return id
+}
+
+// CreateMailbox creates a mailbox with a fresh owner key. auth is the
+// server's authorization input (nil until tokens are required).
+func (c *Conn) CreateMailbox(ctx context.Context, auth []byte) (*Mailbox, error) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	var mb *Mailbox
+	err = c.do(ctx, false, func(ctx context.Context, s *session) error {
+		req := &wire.CreateMailbox{Auth: auth}
+		copy(req.OwnerKey[:], pub)
+		if err := wire.Sign(req, key, s.binding); err != nil {
+			return err
+		}
+		m, err := c.call(ctx, s, req)
+		if err != nil {
+			return err
+		}
+		r, ok := m.(*wire.MailboxCreated)
+		if !ok {
+			return unexpected(m)
+		}
+		mb = &Mailbox{ReceiveID: r.ReceiveID, SendID: r.SendID, Key: key}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create mailbox: %w", err)
+	}
+	return mb, nil
+}
+
+// Send stores envelope in the mailbox whose send ID is to. A retry with
+// the same id is stored once; duplicate reports that the server had it.
+func (c *Conn) Send(ctx context.Context, to wire.ID, id wire.MessageID, envelope, auth []byte) (duplicate bool, err error) {
+	if max := c.Limits().MaxEnvelope; max > 0 && len(envelope) > int(max) {
+		return false, fmt.Errorf("send: %w", wire.Errorf(wire.CodeTooLarge, "envelope of %d bytes exceeds %d", len(envelope), max))
+	}
+	err = c.do(ctx, true, func(ctx context.Context, s *session) error {
+		m, err := c.call(ctx, s, &wire.Send{SendID: to, MessageID: id, Auth: auth, Envelope: envelope})
+		if err != nil {
+			return err
+		}
+		r, ok := m.(*wire.Sent)
+		if !ok || r.MessageID != id {
+			return unexpected(m)
+		}
+		duplicate = r.Duplicate
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("send: %w", err)
+	}
+	return duplicate, nil
+}
+
+// Message is one delivered envelope.
+type Message struct {
+	Seq        uint64
+	ID         wire.MessageID
+	ReceivedAt time.Time
+	Envelope   []byte
+}
+
+func fromDelivery(d *wire.Delivery) Message {
+	return Message{Seq: d.Seq, ID: d.MessageID, ReceivedAt: time.Unix(int64(d.ReceivedAt), 0), Envelope: d.Envelope}
+}
+
+// Fetch returns up to limit messages after the cursor, and whether more
+// remain.
+func (c *Conn) Fetch(ctx context.Context, mb *Mailbox, after uint64, limit int) (msgs []Message, more bool, err error) {
+	limit = max(1, min(limit, wire.MaxFetchLimit))
+	err = c.do(ctx, true, func(ctx context.Context, s *session) error {
+		msgs = msgs[:0]
+		req := &wire.Fetch{ReceiveID: mb.ReceiveID, After: after, Limit: uint16(limit)}
+		if err := wire.Sign(req, mb.Key, s.binding); err != nil {
+			return err
+		}
+		st, r, err := c.roundTrip(ctx, s, req)
+		if err != nil {
+			return err
+		}
+		defer st.CancelRead(0)
+		for {
+			m, err := r.ReadMessage()
+			if err != nil {
+				return err
+			}
+			switch m := m.(type) {
+			case *wire.Delivery:
+				msgs = append(msgs, fromDelivery(m))
+			case *wire.FetchEnd:
+				more = m.More
+				return nil
+			case *wire.ErrorMessage:
+				return m.Err()
+			default:
+				return unexpected(m)
+			}
+		}
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("fetch: %w", err)
+	}
+	return msgs, more, nil
+}
+
+// Ack deletes delivered messages; acking twice is harmless. It returns how
+// many were deleted by this call.
+func (c *Conn) Ack(ctx context.Context, mb *Mailbox, ids []wire.MessageID) (int, error) {
+	total := 0
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), wire.MaxAckIDs)]
+		ids = ids[len(batch):]
+		err := c.do(ctx, true, func(ctx context.Context, s *session) error {
+			req := &wire.Ack{ReceiveID: mb.ReceiveID, MessageIDs: batch}
+			if err := wire.Sign(req, mb.Key, s.binding); err != nil {
+				return err
+			}
+			m, err := c.call(ctx, s, req)
+			if err != nil {
+				return err
+			}
+			r, ok := m.(*wire.Acked)
+			if !ok {
+				return unexpected(m)
+			}
+			total += int(r.Deleted)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("ack: %w", err)
+		}
+	}
+	return total, nil
+}
+
+// DeleteMailbox removes the mailbox and everything in it.
+func (c *Conn) DeleteMailbox(ctx context.Context, mb *Mailbox) error {
+	err := c.do(ctx, true, func(ctx context.Context, s *session) error {
+		req := &wire.DeleteMailbox{ReceiveID: mb.ReceiveID}
+		if err := wire.Sign(req, mb.Key, s.binding); err != nil {
+			return err
+		}
+		m, err := c.call(ctx, s, req)
+		if err != nil {
+			return err
+		}
+		if _, ok := m.(*wire.Done); !ok {
+			return unexpected(m)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete mailbox: %w", err)
+	}
+	return nil
+}
+
+// Health asks the server for its status (wire.StatusServing or
+// wire.StatusDraining).
+func (c *Conn) Health(ctx context.Context) (uint8, error) {
+	var status uint8
+	err := c.do(ctx, true, func(ctx context.Context, s *session) error {
+		m, err := c.call(ctx, s, &wire.Health{})
+		if err != nil {
+			return err
+		}
+		r, ok := m.(*wire.HealthStatus)
+		if !ok {
+			return unexpected(m)
+		}
+		status = r.Status
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("health: %w", err)
+	}
+	return status, nil
+}
+

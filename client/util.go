@@ -1,0 +1,7 @@
+package client
+
+import "time"
+
+var timeZero time.Time
+
+func timerC(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -1,0 +1,655 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Options configure a Server. Zero values take the defaults below.
+type Options struct {
+	Identity *Identity   // required
+	Store    store.Store // required; the caller closes it after Shutdown
+
+	Policy        padding.Policy // default padding.Default
+	Quota         store.Quota    // per mailbox; default 10,000 messages, 256 MiB
+	TTL           time.Duration  // message lifetime; default 21 days
+	PurgeInterval time.Duration  // expiry sweep; default 10 minutes
+
+	MaxStreams       int           // concurrent request streams per connection; default 100
+	HandshakeTimeout time.Duration // QUIC + hello; default 10 s (raise for Tor)
+	IdleTimeout      time.Duration // QUIC idle timeout; default 60 s
+	RequestTimeout   time.Duration // read one request / write one response; default 30 s
+
+	Authorizer Authorizer   // default: allow all
+	Logger     *slog.Logger // default: slog.Default()
+	Now        func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultTTL           = 21 * 24 * time.Hour
+	DefaultQuotaMessages = 10_000
+	DefaultQuotaBytes    = 256 << 20
+)
+
+func (o *Options) setDefaults() {
+	if o.Policy.Max() == 0 {
+		o.Policy = padding.Default
+	}
+	if o.Quota == (store.Quota{}) {
+		o.Quota = store.Quota{MaxMessages: DefaultQuotaMessages, MaxBytes: DefaultQuotaBytes}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.TTL, DefaultTTL)
+	def(&o.PurgeInterval, 10*time.Minute)
+	def(&o.HandshakeTimeout, 10*time.Second)
+	def(&o.IdleTimeout, 60*time.Second)
+	def(&o.RequestTimeout, 30*time.Second)
+	if o.MaxStreams <= 0 {
+		o.MaxStreams = 100
+	}
+	if o.Authorizer == nil {
+		o.Authorizer = allowAll{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// QUIC application error codes used when closing a connection.
+const (
+	closeNormal    quic.ApplicationErrorCode = 0
+	closeProtocol  quic.ApplicationErrorCode = 1
+	closeGoingAway quic.ApplicationErrorCode = 2
+)
+
+// Server is a delivery service. It is safe for concurrent use.
+type Server struct {
+	opts   Options
+	tls    *tls.Config
+	quic   *quic.Config
+	limits wire.Limits
+	hub    *hub
+	log    *slog.Logger
+
+	mu         sync.RWMutex // guards draining against inflight.Add
+	draining   bool
+	inflight   sync.WaitGroup
+	listeners  []*quic.Listener
+	transports []*quic.Transport
+	packets    []net.PacketConn
+	conns      map[*quic.Conn]struct{}
+
+	subsCtx    context.Context // cancelled when draining starts
+	subsCancel context.CancelFunc
+	purgeStop  chan struct{}
+	purgeDone  chan struct{}
+	closed     atomic.Bool
+}
+
+// New builds a server. It starts the background expiry sweep at once.
+func New(opts Options) (*Server, error) {
+	if opts.Identity == nil || opts.Store == nil {
+		return nil, errors.New("server: Identity and Store are required")
+	}
+	opts.setDefaults()
+	tlsConf, err := opts.Identity.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	// The envelope limit leaves room for the Send and Delivery headers in
+	// the largest bucket (docs/protocol.md §4.3).
+	maxEnv := opts.Policy.Max() - wire.HeaderSize - sendOverhead
+	if maxEnv <= 0 {
+		return nil, fmt.Errorf("server: largest bucket %d leaves no room for an envelope", opts.Policy.Max())
+	}
+	s := &Server{
+		opts: opts,
+		tls:  tlsConf,
+		quic: &quic.Config{
+			HandshakeIdleTimeout:  opts.HandshakeTimeout,
+			MaxIdleTimeout:        opts.IdleTimeout,
+			MaxIncomingStreams:    int64(opts.MaxStreams),
+			MaxIncomingUniStreams: -1, // the protocol uses bidirectional streams only
+		},
+		limits: wire.Limits{
+			MaxEnvelope:   uint32(maxEnv),
+			MaxFetch:      wire.MaxFetchLimit,
+			MaxAckIDs:     wire.MaxAckIDs,
+			QuotaMessages: uint32(opts.Quota.MaxMessages),
+			QuotaBytes:    uint64(opts.Quota.MaxBytes),
+			TTLSeconds:    uint32(opts.TTL / time.Second),
+		},
+		hub:       newHub(),
+		log:       opts.Logger,
+		conns:     make(map[*quic.Conn]struct{}),
+		purgeStop: make(chan struct{}),
+		purgeDone: make(chan struct{}),
+	}
+	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
+	go s.purgeLoop()
+	return s, nil
+}
+
+// sendOverhead is the largest fixed part of a Send body around the
+// envelope: send ID, message ID, auth length + the largest auth, envelope
+// length. Delivery's fixed part (35 bytes) is smaller.
+const sendOverhead = wire.IDSize + wire.MessageIDSize + 2 + wire.MaxAuthSize + 3
+
+// Limits returns what the server announces in ServerHello.
+func (s *Server) Limits() wire.Limits { return s.limits }
+
+// Serve accepts connections on pc until Shutdown, which closes pc. It
+// returns nil after a Shutdown, or the error that stopped the listener.
+func (s *Server) Serve(pc net.PacketConn) error {
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(s.tls, s.quic)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		ln.Close()
+		tr.Close()
+		pc.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, ln)
+	s.transports = append(s.transports, tr)
+	s.packets = append(s.packets, pc)
+	s.mu.Unlock()
+	s.log.Info("listening", "transport", "quic", "addr", pc.LocalAddr().String())
+	for {
+		conn, err := ln.Accept(context.Background())
+		if err != nil {
+			s.mu.RLock()
+			draining := s.draining
+			s.mu.RUnlock()
+			if draining {
+				return nil
+			}
+			return fmt.Errorf("serve: %w", err)
+		}
+		go s.handleConn(conn)
+	}
+}
+
+// ListenAndServe listens on a UDP address and serves it.
+func (s *Server) ListenAndServe(addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(pc)
+}
+
+// Shutdown drains the server: it stops accepting connections and new
+// requests, ends subscriptions, waits for requests in flight until ctx is
+// done, then closes every connection. The store is left open for the
+// caller to close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	s.draining = true
+	listeners := slices.Clone(s.listeners)
+	s.mu.Unlock()
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	s.subsCancel()
+	close(s.purgeStop)
+
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("shutdown: requests still in flight: %w", ctx.Err())
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.CloseWithError(closeGoingAway, "server shutting down")
+	}
+	transports, packets := slices.Clone(s.transports), slices.Clone(s.packets)
+	s.mu.Unlock()
+	for _, tr := range transports {
+		tr.Close()
+	}
+	for _, pc := range packets {
+		pc.Close()
+	}
+	<-s.purgeDone
+	s.log.Info("shut down")
+	return err
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.draining
+}
+
+func (s *Server) track(c *quic.Conn, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.draining {
+			return false
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	return true
+}
+
+func (s *Server) handleConn(conn *quic.Conn) {
+	if !s.track(conn, true) {
+		conn.CloseWithError(closeGoingAway, "server shutting down")
+		return
+	}
+	defer s.track(conn, false)
+
+	cs := conn.ConnectionState().TLS
+	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
+	if err != nil {
+		conn.CloseWithError(closeProtocol, "no TLS exporter")
+		return
+	}
+	if err := s.hello(conn); err != nil {
+		s.log.Debug("handshake failed", "err", err)
+		conn.CloseWithError(closeProtocol, "handshake failed")
+		return
+	}
+	for {
+		st, err := conn.AcceptStream(conn.Context())
+		if err != nil {
+			return
+		}
+		s.mu.RLock()
+		draining := s.draining
+		if !draining {
+			s.inflight.Add(1)
+		}
+		s.mu.RUnlock()
+		if draining {
+			go s.refuse(st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
+			continue
+		}
+		go func() {
+			defer s.inflight.Done()
+			s.handleStream(conn, binding, st)
+		}()
+	}
+}
+
+// hello runs the version handshake on the connection's first stream
+// (docs/protocol.md §4.1). Hello records use the fixed control bucket.
+func (s *Server) hello(conn *quic.Conn) error {
+	ctx, cancel := context.WithTimeout(conn.Context(), s.opts.HandshakeTimeout)
+	defer cancel()
+	st, err := conn.AcceptStream(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	deadline := time.Now().Add(s.opts.HandshakeTimeout)
+	st.SetDeadline(deadline)
+	m, err := wire.NewReader(st, padding.Control).ReadMessage()
+	if err != nil {
+		s.writeError(st, padding.Control, err)
+		return err
+	}
+	ch, ok := m.(*wire.ClientHello)
+	if !ok {
+		err := wire.Errorf(wire.CodeUnknownKind, "expected ClientHello")
+		s.writeError(st, padding.Control, err)
+		return err
+	}
+	if !slices.Contains(ch.Versions, wire.ProtocolVersion) {
+		err := wire.Errorf(wire.CodeVersion, "server speaks version %d", wire.ProtocolVersion)
+		s.writeError(st, padding.Control, err)
+		return err
+	}
+	return wire.WriteMessage(st, padding.Control, &wire.ServerHello{
+		Version: wire.ProtocolVersion, Policy: s.opts.Policy, Limits: s.limits,
+	})
+}
+
+func (s *Server) refuse(st *quic.Stream, err error) {
+	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
+	st.CancelRead(0)
+	s.writeError(st, s.opts.Policy, err)
+	st.Close()
+}
+
+// writeError sends err as an Error record. Errors without a protocol code
+// are internal: their text stays in the debug log, not on the wire.
+func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
+	e := &wire.ErrorMessage{Code: wire.CodeInternal, Detail: "internal error"}
+	var we *wire.Error
+	if errors.As(err, &we) {
+		e.Code, e.Detail = we.Code, we.Detail
+	}
+	wire.WriteMessage(w, p, e)
+}
+
+func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) {
+	defer st.Close()
+	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
+	m, err := wire.NewReader(st, s.opts.Policy).ReadMessage()
+	if err != nil {
+		if _, ok := wire.CodeOf(err); ok {
+			s.log.Debug("bad request", "err", err)
+			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+			s.writeError(st, s.opts.Policy, err)
+		} else {
+			st.CancelWrite(0)
+		}
+		return
+	}
+	if !wire.IsRequest(m.Kind()) || m.Kind() == wire.KindClientHello {
+		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+		s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeUnknownKind, "record kind 0x%02x is not a request here", uint8(m.Kind())))
+		return
+	}
+	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
+	defer cancel()
+	if sub, ok := m.(*wire.Subscribe); ok {
+		s.subscribe(conn, binding, st, sub)
+		return
+	}
+	resp, err := s.dispatch(ctx, binding, st, m)
+	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+	if err != nil {
+		s.logFailure(m.Kind(), err)
+		s.writeError(st, s.opts.Policy, err)
+		return
+	}
+	if resp != nil {
+		wire.WriteMessage(st, s.opts.Policy, resp)
+	}
+}
+
+func (s *Server) logFailure(kind wire.Kind, err error) {
+	code, _ := wire.CodeOf(err)
+	if code == wire.CodeInternal || code == wire.CodeUnavailable {
+		s.log.Warn("request failed", "kind", uint8(kind), "code", code.String(), "err", err)
+		return
+	}
+	s.log.Debug("request refused", "kind", uint8(kind), "code", code.String())
+}
+
+// dispatch runs one request. Fetch writes its own Delivery records and
+// returns the closing FetchEnd.
+func (s *Server) dispatch(ctx context.Context, binding []byte, st *quic.Stream, m wire.Message) (wire.Message, error) {
+	switch m := m.(type) {
+	case *wire.Health:
+		if s.Draining() {
+			return &wire.HealthStatus{Status: wire.StatusDraining}, nil
+		}
+		return &wire.HealthStatus{Status: wire.StatusServing}, nil
+	case *wire.CreateMailbox:
+		return s.createMailbox(ctx, binding, m)
+	case *wire.Send:
+		return s.send(ctx, m)
+	case *wire.Fetch:
+		return s.fetch(ctx, binding, st, m)
+	case *wire.Ack:
+		if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
+			return nil, err
+		}
+		n, err := s.opts.Store.Ack(ctx, m.ReceiveID, toStoreIDs(m.MessageIDs))
+		if err != nil {
+			return nil, storeError(err)
+		}
+		return &wire.Acked{Deleted: uint16(n)}, nil
+	case *wire.DeleteMailbox:
+		if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
+			return nil, err
+		}
+		if err := s.opts.Store.DeleteMailbox(ctx, m.ReceiveID); err != nil {
+			return nil, storeError(err)
+		}
+		s.hub.closeMailbox(m.ReceiveID)
+		return &wire.Done{}, nil
+	}
+	return nil, wire.Errorf(wire.CodeUnknownKind, "record kind 0x%02x", uint8(m.Kind()))
+}
+
+func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.CreateMailbox) (wire.Message, error) {
+	if !wire.Verify(m, ed25519.PublicKey(m.OwnerKey[:]), binding) {
+		return nil, wire.Errorf(wire.CodeUnauthorized, "owner signature does not verify")
+	}
+	if err := s.opts.Authorizer.AuthorizeCreate(ctx, m.Auth); err != nil {
+		return nil, authError(err)
+	}
+	// A collision of two random 256-bit IDs does not happen; a retry keeps
+	// the code honest about ErrExists anyway.
+	for range 3 {
+		mb := store.Mailbox{OwnerKey: m.OwnerKey, Created: s.opts.Now()}
+		rand.Read(mb.ReceiveID[:])
+		rand.Read(mb.SendID[:])
+		err := s.opts.Store.CreateMailbox(ctx, mb)
+		if errors.Is(err, store.ErrExists) {
+			continue
+		}
+		if err != nil {
+			return nil, storeError(err)
+		}
+		return &wire.MailboxCreated{ReceiveID: mb.ReceiveID, SendID: mb.SendID}, nil
+	}
+	return nil, wire.Errorf(wire.CodeExists, "mailbox ID collision")
+}
+
+func (s *Server) send(ctx context.Context, m *wire.Send) (wire.Message, error) {
+	if len(m.Envelope) > int(s.limits.MaxEnvelope) {
+		return nil, wire.Errorf(wire.CodeTooLarge, "envelope of %d bytes exceeds %d", len(m.Envelope), s.limits.MaxEnvelope)
+	}
+	if err := s.opts.Authorizer.AuthorizeSend(ctx, m.Auth); err != nil {
+		return nil, authError(err)
+	}
+	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if !res.Duplicate {
+		s.hub.notify(res.ReceiveID)
+	}
+	return &wire.Sent{MessageID: m.MessageID, Duplicate: res.Duplicate}, nil
+}
+
+// authorizeOwner loads the mailbox a signed request names and checks the
+// owner signature against this connection's binding.
+func (s *Server) authorizeOwner(ctx context.Context, binding []byte, m wire.Signed) (store.Mailbox, error) {
+	mb, err := s.opts.Store.Mailbox(ctx, m.Mailbox())
+	if err != nil {
+		return mb, storeError(err)
+	}
+	if !wire.Verify(m, ed25519.PublicKey(mb.OwnerKey[:]), binding) {
+		return mb, wire.Errorf(wire.CodeUnauthorized, "owner signature does not verify")
+	}
+	return mb, nil
+}
+
+func (s *Server) fetch(ctx context.Context, binding []byte, st *quic.Stream, m *wire.Fetch) (wire.Message, error) {
+	if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
+		return nil, err
+	}
+	limit := min(int(m.Limit), int(s.limits.MaxFetch))
+	msgs, more, err := s.opts.Store.Fetch(ctx, m.ReceiveID, m.After, limit, s.opts.Now())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+	if err := s.deliver(st, msgs); err != nil {
+		return nil, err
+	}
+	return &wire.FetchEnd{More: more}, nil
+}
+
+// deliver writes each message as its own Delivery record, so every one is
+// padded to its own bucket.
+func (s *Server) deliver(w io.Writer, msgs []store.Message) error {
+	var buf []byte
+	for _, msg := range msgs {
+		var err error
+		buf, err = wire.AppendMessage(buf[:0], s.opts.Policy, &wire.Delivery{
+			Seq: msg.Seq, MessageID: msg.ID, ReceivedAt: uint64(msg.ReceivedAt.Unix()), Envelope: msg.Envelope,
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// subscribe streams the backlog after the cursor, a FetchEnd marker, then
+// every new message, until the client closes the stream, the mailbox is
+// deleted, the connection ends, or the server drains.
+func (s *Server) subscribe(conn *quic.Conn, binding []byte, st *quic.Stream, m *wire.Subscribe) {
+	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
+	_, err := s.authorizeOwner(ctx, binding, m)
+	cancel()
+	if err != nil {
+		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+		s.writeError(st, s.opts.Policy, err)
+		return
+	}
+	st.SetReadDeadline(time.Time{})
+	// Register before reading the backlog so no store can slip between.
+	sub, stop := s.hub.subscribe(m.ReceiveID)
+	defer stop()
+	// The client ends a subscription by closing its side; a read that
+	// returns tells us so.
+	clientGone := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, st)
+		close(clientGone)
+	}()
+	cursor, marked := m.After, false
+	for {
+		for {
+			msgs, more, err := s.opts.Store.Fetch(st.Context(), m.ReceiveID, cursor, int(s.limits.MaxFetch), s.opts.Now())
+			if err != nil {
+				st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+				s.writeError(st, s.opts.Policy, storeError(err))
+				return
+			}
+			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+			if err := s.deliver(st, msgs); err != nil {
+				return
+			}
+			if len(msgs) > 0 {
+				cursor = msgs[len(msgs)-1].Seq
+			}
+			if !more {
+				break
+			}
+		}
+		if !marked {
+			if wire.WriteMessage(st, s.opts.Policy, &wire.FetchEnd{}) != nil {
+				return
+			}
+			marked = true
+		}
+		select {
+		case <-sub.wake:
+		case <-sub.gone:
+			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeNotFound, "mailbox deleted"))
+			return
+		case <-clientGone:
+			return
+		case <-conn.Context().Done():
+			return
+		case <-s.subsCtx.Done():
+			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
+			return
+		}
+	}
+}
+
+func (s *Server) purgeLoop() {
+	defer close(s.purgeDone)
+	t := time.NewTicker(s.opts.PurgeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.purgeStop:
+			return
+		case <-t.C:
+			n, err := s.opts.Store.PurgeExpired(context.Background(), s.opts.Now(), s.opts.TTL)
+			if err != nil {
+				s.log.Warn("expiry sweep failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("expired messages purged", "count", n)
+			}
+		}
+	}
+}
+
+func toStoreIDs(ids []wire.MessageID) [][store.MessageIDSize]byte {
+	out := make([][store.MessageIDSize]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+// storeError maps store errors to protocol codes (docs/protocol.md §6).
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return wire.Errorf(wire.CodeNotFound, "no such mailbox")
+	case errors.Is(err, store.ErrQuotaCount):
+		return wire.Errorf(wire.CodeQuota, "mailbox holds too many messages")
+	case errors.Is(err, store.ErrQuotaBytes):
+		return wire.Errorf(wire.CodeQuota, "mailbox holds too many bytes")
+	case errors.Is(err, store.ErrTooLarge):
+		return wire.Errorf(wire.CodeTooLarge, "envelope too large")
+	case errors.Is(err, store.ErrExists):
+		return wire.Errorf(wire.CodeExists, "mailbox exists")
+	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrStorageFailed),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: %w", wire.Errorf(wire.CodeUnavailable, "storage unavailable, retry later"), err)
+	}
+	return err
+}
+
+func authError(err error) error {
+	if _, ok := wire.CodeOf(err); ok {
+		return err
+	}
+	return fmt.Errorf("%w: %w", wire.Errorf(wire.CodeForbidden, "not authorized"), err)
+}

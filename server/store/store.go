@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ID sizes fixed by the protocol (docs/protocol.md §4).
+const (
+	MailboxIDSize = 32 // receive and send IDs
+	MessageIDSize = 16 // client-chosen idempotency key
+	OwnerKeySize  = 32 // Ed25519 public key of the mailbox owner
+)
+
+// Errors returned by every Store implementation. Callers match them with
+// errors.Is; implementations wrap them once with the operation.
+var (
+	ErrNotFound      = errors.New("mailbox not found")
+	ErrExists        = errors.New("mailbox already exists")
+	ErrQuotaCount    = errors.New("mailbox quota exceeded: too many messages")
+	ErrQuotaBytes    = errors.New("mailbox quota exceeded: too many bytes")
+	ErrTooLarge      = errors.New("envelope too large")
+	ErrClosed        = errors.New("store closed")
+	ErrStorageFailed = errors.New("storage failure")
+)
+
+// Mailbox is what the server keeps about one mailbox. It names no account:
+// the owner key belongs to the mailbox alone.
+type Mailbox struct {
+	ReceiveID [MailboxIDSize]byte
+	SendID    [MailboxIDSize]byte
+	OwnerKey  [OwnerKeySize]byte
+	Created   time.Time // coarse (see Options.TimeGranularity)
+}
+
+// Message is one stored envelope. Seq orders messages within a mailbox and
+// is the cursor of Fetch; it is assigned by the store, starting at 1.
+type Message struct {
+	Seq        uint64
+	ID         [MessageIDSize]byte
+	ReceivedAt time.Time // coarse arrival time
+	Envelope   []byte
+}
+
+// Quota limits one mailbox. Zero fields mean "no limit".
+type Quota struct {
+	MaxMessages int
+	MaxBytes    int64
+}
+
+// PutResult reports where a sent message landed.
+type PutResult struct {
+	ReceiveID [MailboxIDSize]byte // the mailbox the send ID resolved to
+	Seq       uint64
+	Duplicate bool // the message ID was already stored (or stored and acked)
+}
+
+// Store is the durable mailbox storage behind the delivery service.
+//
+// Every mutating call returns only after its change is durable (committed
+// and synced); a nil error is a promise the data survives a crash.
+// Implementations must be safe for concurrent use.
+type Store interface {
+	// CreateMailbox stores a new mailbox; ErrExists if either ID is taken.
+	CreateMailbox(ctx context.Context, m Mailbox) error
+	// Mailbox returns the mailbox with the given receive ID, or ErrNotFound.
+	Mailbox(ctx context.Context, receiveID [MailboxIDSize]byte) (Mailbox, error)
+	// Put stores an envelope for the mailbox whose send ID is sendID.
+	// A message ID already seen for that mailbox within the idempotency
+	// window is not stored again: the original result is returned with
+	// Duplicate set, even if the message was acked since. Quota errors are
+	// ErrQuotaCount / ErrQuotaBytes; an unknown send ID is ErrNotFound.
+	Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time) (PutResult, error)
+	// Fetch returns up to limit stored messages with Seq > after, in
+	// order, and whether more remain. Expiry is PurgeExpired's job (Fetch
+	// has no TTL to judge by): a message past its TTL may be returned until
+	// the next purge removes it.
+	Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after uint64, limit int, now time.Time) (msgs []Message, more bool, err error)
+	// Ack deletes the named messages; unknown or already deleted IDs are
+	// ignored (idempotent). It returns how many were deleted now.
+	Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][MessageIDSize]byte) (int, error)
+	// DeleteMailbox removes a mailbox, its messages and its idempotency
+	// keys; ErrNotFound if it does not exist.
+	DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte) error
+	// PurgeExpired deletes messages received before now-ttl and idempotency
+	// keys older than now-ttl, returning how many messages were deleted.
+	PurgeExpired(ctx context.Context, now time.Time, ttl time.Duration) (int, error)
+	// Close flushes pending writes and releases the store.
+	Close() error
+}
