@@ -272,6 +272,18 @@ func (t *SecretTree) consume(r *ratchet, generation uint32) (RatchetKey, error) 
 	return t.step(r)
 }
 
+// restore puts back a key that Key handed out for a message that then
+// failed to decrypt, so that a forgery cannot burn a generation of another
+// member's ratchet. The key goes into the skipped set, subject to the
+// window like any other.
+func (t *SecretTree) restore(leaf uint32, typ RatchetType, k RatchetKey) {
+	r, err := t.leafRatchet(leaf, typ)
+	if err != nil {
+		return
+	}
+	t.keep(r, k)
+}
+
 // keep retains a skipped key, evicting the oldest generations beyond the
 // window so that state stays bounded.
 func (t *SecretTree) keep(r *ratchet, k RatchetKey) {
