@@ -25,7 +25,9 @@ func nodeLevel(x uint32) uint32 {
 	return uint32(bits.TrailingZeros32(^x))
 }
 
-// nodeWidth is the number of nodes in a tree with n leaves.
+// nodeWidth is the number of nodes in a tree with n leaves. Node indices
+// are uint32, so n is limited to 2^31 leaves (width 2^32-1); callers that
+// take n from the wire check that bound (NewSecretTree does).
 func nodeWidth(n uint32) uint32 {
 	if n == 0 {
 		return 0
