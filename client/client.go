@@ -104,6 +104,16 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	return c, nil
 }
 
+// LocalAddr is the local address of the current connection, or nil.
+func (c *Conn) LocalAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == nil {
+		return nil
+	}
+	return c.sess.qc.LocalAddr()
+}
+
 // Policy is the padding policy the server announced.
 func (c *Conn) Policy() padding.Policy { return c.hello().Policy }
 
