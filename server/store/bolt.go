@@ -1,0 +1,977 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// On-disk layout, schema 1.
+//
+// Buckets and keys (IDs are raw bytes, integers big-endian so that byte
+// order is numeric order and a cursor can range-scan):
+//
+//	meta                "schema" -> u8 schema version (1)
+//	mailboxes           receiveID(32) -> mailbox record
+//	send_ids            sendID(32) -> send index record
+//	messages            receiveID(32) | seq(u64) -> message record
+//	idempotency         receiveID(32) | messageID(16) -> idempotency record
+//	message_expiry      time(8) | receiveID(32) | seq(u64) -> empty
+//	idempotency_expiry  time(8) | receiveID(32) | messageID(16) -> empty
+//
+// The two expiry buckets exist so PurgeExpired walks only what has expired,
+// in time order, instead of scanning every message. A time in a key is the
+// Unix second with its sign bit flipped, so that negative times (the zero
+// time.Time included) still sort before positive ones.
+//
+// Every value starts with a format version byte (recordV1); a reader
+// refuses any other version or length with ErrCorrupt instead of guessing.
+// Version 1 values (times are int64 Unix seconds, already coarse):
+//
+//	mailbox record      v | ownerKey(32) | sendID(32) | created(i64) | nextSeq(u64) | count(u64) | bytes(u64)
+//	send index record   v | receiveID(32)
+//	message record      v | messageID(16) | received(i64) | envelope(rest)
+//	idempotency record  v | seq(u64) | received(i64)
+//
+// count and bytes are the mailbox's stored messages and the sum of their
+// envelope lengths; they are updated in the same transaction as the
+// messages, so quota checks never scan.
+var (
+	bucketMeta       = []byte("meta")
+	bucketMailboxes  = []byte("mailboxes")
+	bucketSendIDs    = []byte("send_ids")
+	bucketMessages   = []byte("messages")
+	bucketIdem       = []byte("idempotency")
+	bucketMsgExpiry  = []byte("message_expiry")
+	bucketIdemExpiry = []byte("idempotency_expiry")
+
+	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketIdem, bucketMsgExpiry, bucketIdemExpiry}
+
+	keySchema = []byte("schema")
+)
+
+const (
+	schemaVersion = 1
+	recordV1      = 1
+
+	mailboxRecordSize = 1 + OwnerKeySize + MailboxIDSize + 8 + 8 + 8 + 8
+	sendRecordSize    = 1 + MailboxIDSize
+	messageHeaderSize = 1 + MessageIDSize + 8
+	idemRecordSize    = 1 + 8 + 8
+
+	messageKeySize    = MailboxIDSize + 8
+	idemKeySize       = MailboxIDSize + MessageIDSize
+	msgExpiryKeySize  = 8 + messageKeySize
+	idemExpiryKeySize = 8 + idemKeySize
+
+	// purgeChunk bounds the deletions of one PurgeExpired transaction, so
+	// that purging a large backlog never holds up sends for long.
+	purgeChunk = 1024
+)
+
+// ErrCorrupt reports a stored value or key that does not decode. It wraps
+// ErrStorageFailed: to a caller it is a storage failure, never a panic.
+var ErrCorrupt = fmt.Errorf("%w: corrupt record", ErrStorageFailed)
+
+// Bolt is the embedded Store: one bbolt file, one writer goroutine.
+//
+// Writes are queued and the writer commits everything queued (up to
+// Options.MaxBatch operations) in one fsynced transaction, acknowledging
+// each operation only after that commit. Reads use their own read-only
+// transactions and run concurrently with the writer.
+type Bolt struct {
+	db       *bolt.DB
+	gran     time.Duration
+	maxBatch int
+	maxEnv   int
+	log      *slog.Logger
+	onCommit func(CommitInfo)
+
+	queue chan *op
+	// mu orders submissions against Close: a submitter holds it shared
+	// while it sends on queue, so Close (exclusive) can close queue without
+	// racing a send. The writer never takes it, so it keeps draining.
+	mu         sync.RWMutex
+	closed     bool
+	shut       atomic.Bool // lock-free copy of closed for readers
+	writerDone chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+
+	commits       atomic.Uint64
+	failedCommits atomic.Uint64
+	ops           atomic.Uint64
+	failedOps     atomic.Uint64
+	commitNanos   atomic.Int64
+	largestBatch  atomic.Int64
+}
+
+var _ Store = (*Bolt)(nil)
+
+// Stats are cumulative counters of the group-commit writer, for metrics.
+// Mean batch size is Ops/Commits; mean commit latency CommitTime/Commits.
+type Stats struct {
+	Commits       uint64        // write transactions committed
+	FailedCommits uint64        // write transactions rolled back by a storage failure
+	Ops           uint64        // operations in committed transactions
+	FailedOps     uint64        // operations in failed transactions
+	CommitTime    time.Duration // total time in committed transactions, fsync included
+	LargestBatch  int           // most operations seen in one transaction
+	Queued        int           // operations waiting for the writer now
+}
+
+// Open opens or creates the store file at path (mode 0600, its directory
+// 0700 if it must be created) and starts the writer.
+func Open(path string, opts Options) (*Bolt, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	// The file holds every queued envelope and the mailbox graph; nobody
+	// but the server's user has any business reading it.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: o.OpenTimeout,
+		MaxSize: o.MaxSize,
+		// NoSync stays false: an acknowledged send must survive a crash.
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
+	}
+	if err := db.Update(initSchema); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
+	}
+	s := &Bolt{
+		db:         db,
+		gran:       o.TimeGranularity,
+		maxBatch:   o.MaxBatch,
+		maxEnv:     o.MaxEnvelope,
+		log:        o.Logger,
+		onCommit:   o.OnCommit,
+		queue:      make(chan *op, 4*o.MaxBatch),
+		writerDone: make(chan struct{}),
+	}
+	go s.writer()
+	return s, nil
+}
+
+func initSchema(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	switch v := meta.Get(keySchema); {
+	case v == nil:
+		return meta.Put(keySchema, []byte{schemaVersion})
+	case len(v) != 1 || v[0] != schemaVersion:
+		return fmt.Errorf("%w: unsupported schema version %v", ErrCorrupt, v)
+	}
+	return nil
+}
+
+// Stats returns the writer's counters so far.
+func (s *Bolt) Stats() Stats {
+	return Stats{
+		Commits:       s.commits.Load(),
+		FailedCommits: s.failedCommits.Load(),
+		Ops:           s.ops.Load(),
+		FailedOps:     s.failedOps.Load(),
+		CommitTime:    time.Duration(s.commitNanos.Load()),
+		LargestBatch:  int(s.largestBatch.Load()),
+		Queued:        len(s.queue),
+	}
+}
+
+// Close stops accepting operations (they fail with ErrClosed), commits
+// everything already queued, and closes the file. It is idempotent.
+func (s *Bolt) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.shut.Store(true)
+		close(s.queue)
+		s.mu.Unlock()
+		<-s.writerDone
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("store: close: %w: %w", ErrStorageFailed, err)
+		}
+	})
+	return s.closeErr
+}
+
+// ---- group commit ----
+
+const (
+	opQueued int32 = iota
+	opTaken
+	opCancelled
+)
+
+// op is one queued write. run executes inside the writer's transaction; it
+// must do all its reads and checks before its first write, so that a
+// refusal (quota, not found, corrupt record) returned as a plain error
+// leaves nothing behind and the other operations of the transaction go on.
+// A failed write is returned as *abortError and rolls the whole
+// transaction back.
+type op struct {
+	state atomic.Int32
+	run   func(tx *bolt.Tx) error
+	err   error // written by the writer before done is closed
+	done  chan struct{}
+}
+
+type abortError struct{ err error }
+
+func (e *abortError) Error() string { return e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }
+
+// write marks a bbolt write error as fatal to the transaction.
+func write(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &abortError{err}
+}
+
+// do queues run for the writer and waits until its transaction committed.
+// A context cancelled before the writer took the operation abandons it;
+// once taken, the caller waits for the outcome, because the write may
+// already be durable and the caller must not report it as lost.
+func (s *Bolt) do(ctx context.Context, run func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := &op{run: run, done: make(chan struct{})}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.queue <- o:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opCancelled) {
+			return ctx.Err()
+		}
+		<-o.done
+		return o.err
+	}
+}
+
+func (s *Bolt) writer() {
+	defer close(s.writerDone)
+	batch := make([]*op, 0, s.maxBatch)
+	for first := range s.queue {
+		batch = append(batch[:0], first)
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case o, ok := <-s.queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+		clear(batch) // let the committed envelopes be collected
+	}
+}
+
+func (s *Bolt) commit(batch []*op) {
+	live := batch[:0]
+	for _, o := range batch {
+		if o.state.CompareAndSwap(opQueued, opTaken) {
+			live = append(live, o)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	start := time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range live {
+			if err := runOp(o, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		// bbolt rolled the transaction back: none of these operations
+		// happened, whatever each one concluded inside it.
+		s.failedCommits.Add(1)
+		s.failedOps.Add(uint64(len(live)))
+		s.log.Error("store: write transaction failed", "ops", len(live), "err", err)
+		for _, o := range live {
+			o.err = fmt.Errorf("%w: %w", ErrStorageFailed, err)
+		}
+	} else {
+		s.commits.Add(1)
+		s.ops.Add(uint64(len(live)))
+		s.commitNanos.Add(int64(elapsed))
+		if n := int64(len(live)); n > s.largestBatch.Load() {
+			s.largestBatch.Store(n) // only the writer stores it
+		}
+	}
+	if s.onCommit != nil {
+		s.onCommit(CommitInfo{Ops: len(live), Duration: elapsed, Err: err})
+	}
+	for _, o := range live {
+		close(o.done)
+	}
+}
+
+// runOp runs one operation, turning a panic into a rolled-back transaction:
+// a bug in one operation must not kill the writer and hang every caller.
+func runOp(o *op, tx *bolt.Tx) (abort error) {
+	defer func() {
+		if r := recover(); r != nil {
+			abort = fmt.Errorf("operation panicked: %v", r)
+		}
+	}()
+	err := o.run(tx)
+	var ae *abortError
+	if errors.As(err, &ae) {
+		return ae.err
+	}
+	o.err = err
+	return nil
+}
+
+// view runs a read-only transaction, mapping a closed database to ErrClosed.
+func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.shut.Load() {
+		return ErrClosed
+	}
+	err := s.db.View(fn)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// ---- operations ----
+
+// CreateMailbox implements Store.
+func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox) error {
+	rec := mailboxRecord{
+		owner:   m.OwnerKey,
+		sendID:  m.SendID,
+		created: s.coarse(m.Created),
+		nextSeq: 1,
+	}
+	err := s.do(ctx, func(tx *bolt.Tx) error {
+		mb, si := tx.Bucket(bucketMailboxes), tx.Bucket(bucketSendIDs)
+		if mb.Get(m.ReceiveID[:]) != nil || si.Get(m.SendID[:]) != nil {
+			return ErrExists
+		}
+		if err := mb.Put(m.ReceiveID[:], rec.encode()); err != nil {
+			return write(err)
+		}
+		return write(si.Put(m.SendID[:], encodeSendRecord(m.ReceiveID)))
+	})
+	if err != nil {
+		return fmt.Errorf("store: create mailbox: %w", err)
+	}
+	return nil
+}
+
+// Mailbox implements Store.
+func (s *Bolt) Mailbox(ctx context.Context, receiveID [MailboxIDSize]byte) (Mailbox, error) {
+	var m Mailbox
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		rec, err := getMailbox(tx, receiveID)
+		if err != nil {
+			return err
+		}
+		m = Mailbox{ReceiveID: receiveID, SendID: rec.sendID, OwnerKey: rec.owner, Created: fromUnix(rec.created)}
+		return nil
+	})
+	if err != nil {
+		return Mailbox{}, fmt.Errorf("store: mailbox: %w", err)
+	}
+	return m, nil
+}
+
+// Put implements Store. The message's arrival time is now truncated to
+// Options.TimeGranularity. A duplicate is answered without touching quota:
+// the message was accepted once, so the retry must succeed the same way.
+func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time) (PutResult, error) {
+	if len(envelope) > s.maxEnv {
+		return PutResult{}, fmt.Errorf("store: put: %w", ErrTooLarge)
+	}
+	var res PutResult
+	err := s.do(ctx, s.putOp(sendID, id, envelope, q, now, &res))
+	if err != nil {
+		return PutResult{}, fmt.Errorf("store: put: %w", err)
+	}
+	return res, nil
+}
+
+// putOp builds Put's transaction body; the encoding happens here, in the
+// caller's goroutine, so the single writer does as little as possible.
+func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, res *PutResult) func(tx *bolt.Tx) error {
+	received := s.coarse(now)
+	value := encodeMessage(id, received, envelope)
+	size := uint64(len(envelope))
+	return func(tx *bolt.Tx) error {
+		rid, err := lookupSendID(tx, sendID)
+		if err != nil {
+			return err
+		}
+		mbox, err := getMailbox(tx, rid)
+		if errors.Is(err, ErrNotFound) {
+			// The send index names a mailbox that is not there.
+			return fmt.Errorf("%w: dangling send index", ErrCorrupt)
+		}
+		if err != nil {
+			return err
+		}
+		ikey := idemKey(rid, id)
+		idem := tx.Bucket(bucketIdem)
+		if v := idem.Get(ikey); v != nil {
+			seq, _, err := decodeIdem(v)
+			if err != nil {
+				return err
+			}
+			*res = PutResult{ReceiveID: rid, Seq: seq, Duplicate: true}
+			return nil
+		}
+		if q.MaxMessages > 0 && mbox.count+1 > uint64(q.MaxMessages) {
+			return ErrQuotaCount
+		}
+		if q.MaxBytes > 0 && mbox.bytes+size > uint64(q.MaxBytes) {
+			return ErrQuotaBytes
+		}
+		seq := mbox.nextSeq
+		mbox.nextSeq++
+		mbox.count++
+		mbox.bytes += size
+
+		mkey := messageKey(rid, seq)
+		if err := tx.Bucket(bucketMessages).Put(mkey, value); err != nil {
+			return write(err)
+		}
+		if err := idem.Put(ikey, encodeIdem(seq, received)); err != nil {
+			return write(err)
+		}
+		if err := tx.Bucket(bucketMsgExpiry).Put(expiryKey(received, mkey), nil); err != nil {
+			return write(err)
+		}
+		if err := tx.Bucket(bucketIdemExpiry).Put(expiryKey(received, ikey), nil); err != nil {
+			return write(err)
+		}
+		if err := tx.Bucket(bucketMailboxes).Put(rid[:], mbox.encode()); err != nil {
+			return write(err)
+		}
+		*res = PutResult{ReceiveID: rid, Seq: seq}
+		return nil
+	}
+}
+
+// Fetch implements Store. It returns what is stored: messages past their
+// TTL stay visible until PurgeExpired (which the server runs periodically)
+// deletes them, so now is not consulted. A limit <= 0 returns no messages,
+// and more reports whether any follow after.
+func (s *Bolt) Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after uint64, limit int, now time.Time) ([]Message, bool, error) {
+	var (
+		msgs []Message
+		more bool
+	)
+	err := s.view(ctx, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMailboxes).Get(receiveID[:]) == nil {
+			return ErrNotFound
+		}
+		if after == math.MaxUint64 {
+			return nil
+		}
+		if limit > 0 {
+			msgs = make([]Message, 0, min(limit, 64))
+		}
+		c := tx.Bucket(bucketMessages).Cursor()
+		for k, v := c.Seek(messageKey(receiveID, after+1)); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
+			if len(msgs) >= limit {
+				more = true
+				break
+			}
+			if len(k) != messageKeySize {
+				return fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
+			}
+			id, received, env, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, Message{
+				Seq:        binary.BigEndian.Uint64(k[MailboxIDSize:]),
+				ID:         id,
+				ReceivedAt: fromUnix(received),
+				// bbolt's memory is only valid inside the transaction.
+				Envelope: bytes.Clone(env),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("store: fetch: %w", err)
+	}
+	return msgs, more, nil
+}
+
+// Ack implements Store. The idempotency keys stay (until PurgeExpired), so
+// a sender retrying an acked message still gets Duplicate, not a second
+// delivery. An unknown mailbox is ErrNotFound.
+func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][MessageIDSize]byte) (int, error) {
+	if len(ids) == 0 {
+		// Nothing to write: spare the writer an empty fsync.
+		err := s.view(ctx, func(tx *bolt.Tx) error {
+			_, err := getMailbox(tx, receiveID)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("store: ack: %w", err)
+		}
+		return 0, nil
+	}
+	var n int
+	err := s.do(ctx, func(tx *bolt.Tx) error {
+		mbox, err := getMailbox(tx, receiveID)
+		if err != nil {
+			return err
+		}
+		type victim struct{ key, expiry []byte }
+		var (
+			victims []victim
+			freed   uint64
+			seen    = make(map[uint64]bool, len(ids))
+		)
+		idem, messages := tx.Bucket(bucketIdem), tx.Bucket(bucketMessages)
+		for _, id := range ids {
+			v := idem.Get(idemKey(receiveID, id))
+			if v == nil {
+				continue
+			}
+			seq, _, err := decodeIdem(v)
+			if err != nil {
+				return err
+			}
+			if seen[seq] {
+				continue
+			}
+			seen[seq] = true
+			mkey := messageKey(receiveID, seq)
+			mv := messages.Get(mkey)
+			if mv == nil {
+				continue // acked or purged before
+			}
+			mid, received, env, err := decodeMessage(mv)
+			if err != nil {
+				return err
+			}
+			if mid != id {
+				return fmt.Errorf("%w: idempotency key points to another message", ErrCorrupt)
+			}
+			victims = append(victims, victim{mkey, expiryKey(received, mkey)})
+			freed += uint64(len(env))
+		}
+		if len(victims) == 0 {
+			n = 0
+			return nil
+		}
+		if mbox.count < uint64(len(victims)) || mbox.bytes < freed {
+			return fmt.Errorf("%w: mailbox counters below stored messages", ErrCorrupt)
+		}
+		mbox.count -= uint64(len(victims))
+		mbox.bytes -= freed
+		exp := tx.Bucket(bucketMsgExpiry)
+		for _, vi := range victims {
+			if err := messages.Delete(vi.key); err != nil {
+				return write(err)
+			}
+			if err := exp.Delete(vi.expiry); err != nil {
+				return write(err)
+			}
+		}
+		if err := tx.Bucket(bucketMailboxes).Put(receiveID[:], mbox.encode()); err != nil {
+			return write(err)
+		}
+		n = len(victims)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: ack: %w", err)
+	}
+	return n, nil
+}
+
+// DeleteMailbox implements Store. It removes the mailbox in one
+// transaction; its size is bounded by the mailbox quota.
+func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte) error {
+	err := s.do(ctx, func(tx *bolt.Tx) error {
+		mbox, err := getMailbox(tx, receiveID)
+		if err != nil {
+			return err
+		}
+		// Gather first (refusing corrupt records before any write), then
+		// delete; keys are copied because deleting moves bbolt's memory.
+		var msgKeys, msgExp, idemKeys, idemExp [][]byte
+		c := tx.Bucket(bucketMessages).Cursor()
+		for k, v := c.Seek(receiveID[:]); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
+			if len(k) != messageKeySize {
+				return fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
+			}
+			_, received, _, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			msgKeys = append(msgKeys, bytes.Clone(k))
+			msgExp = append(msgExp, expiryKey(received, k))
+		}
+		c = tx.Bucket(bucketIdem).Cursor()
+		for k, v := c.Seek(receiveID[:]); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
+			if len(k) != idemKeySize {
+				return fmt.Errorf("%w: idempotency key length %d", ErrCorrupt, len(k))
+			}
+			_, received, err := decodeIdem(v)
+			if err != nil {
+				return err
+			}
+			idemKeys = append(idemKeys, bytes.Clone(k))
+			idemExp = append(idemExp, expiryKey(received, k))
+		}
+		for _, d := range []struct {
+			bucket []byte
+			keys   [][]byte
+		}{
+			{bucketMessages, msgKeys},
+			{bucketMsgExpiry, msgExp},
+			{bucketIdem, idemKeys},
+			{bucketIdemExpiry, idemExp},
+		} {
+			b := tx.Bucket(d.bucket)
+			for _, k := range d.keys {
+				if err := b.Delete(k); err != nil {
+					return write(err)
+				}
+			}
+		}
+		si := tx.Bucket(bucketSendIDs)
+		if v := si.Get(mbox.sendID[:]); v != nil {
+			// Only drop the index if it is ours; anything else would
+			// be a corrupt index we must not make worse.
+			if rid, err := decodeSendRecord(v); err == nil && rid == receiveID {
+				if err := si.Delete(mbox.sendID[:]); err != nil {
+					return write(err)
+				}
+			}
+		}
+		return write(tx.Bucket(bucketMailboxes).Delete(receiveID[:]))
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete mailbox: %w", err)
+	}
+	return nil
+}
+
+// PurgeExpired implements Store. A stored time is truncated to the
+// granularity, so a message may go up to one granularity step earlier than
+// its exact arrival time plus ttl. The work is split into transactions of
+// at most purgeChunk deletions, so sends keep flowing during a big purge;
+// an error (a ctx cancelled between chunks included) stops it, keeping the
+// chunks already committed and returning the messages they deleted.
+func (s *Bolt) PurgeExpired(ctx context.Context, now time.Time, ttl time.Duration) (int, error) {
+	cutoff := now.Add(-ttl)
+	// Stored times are whole seconds: t < cutoff  <=>  t < ceil(cutoff).
+	limit := cutoff.Unix()
+	if cutoff.Nanosecond() > 0 {
+		limit++
+	}
+	total := 0
+	for {
+		n, more := 0, false
+		if err := s.do(ctx, purgeMessages(limit, &n, &more)); err != nil {
+			return total, fmt.Errorf("store: purge expired: %w", err)
+		}
+		total += n
+		if !more {
+			break
+		}
+	}
+	for {
+		more := false
+		if err := s.do(ctx, purgeIdem(limit, &more)); err != nil {
+			return total, fmt.Errorf("store: purge expired: %w", err)
+		}
+		if !more {
+			break
+		}
+	}
+	return total, nil
+}
+
+// expiredKeys returns up to purgeChunk keys of an expiry bucket older than
+// limit (copied), and whether the chunk is full.
+func expiredKeys(b *bolt.Bucket, limit int64, size int) ([][]byte, bool, error) {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) != size {
+			return nil, false, fmt.Errorf("%w: expiry key length %d", ErrCorrupt, len(k))
+		}
+		if decodeTimeKey(k) >= limit {
+			break
+		}
+		if len(keys) == purgeChunk {
+			return keys, true, nil
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys, false, nil
+}
+
+func purgeMessages(limit int64, n *int, more *bool) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		exp, messages, mailboxes := tx.Bucket(bucketMsgExpiry), tx.Bucket(bucketMessages), tx.Bucket(bucketMailboxes)
+		keys, full, err := expiredKeys(exp, limit, msgExpiryKeySize)
+		if err != nil {
+			return err
+		}
+		// Mailbox counters are adjusted in memory and written once each.
+		touched := map[[MailboxIDSize]byte]*mailboxRecord{}
+		var deleted int
+		var dropMsgs [][]byte
+		for _, k := range keys {
+			mkey := k[8:]
+			v := messages.Get(mkey)
+			if v == nil {
+				continue // only the index entry is left; drop it below
+			}
+			_, _, env, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			dropMsgs = append(dropMsgs, mkey)
+			deleted++
+			var rid [MailboxIDSize]byte
+			copy(rid[:], mkey)
+			rec, ok := touched[rid]
+			if !ok {
+				r, err := getMailbox(tx, rid)
+				if errors.Is(err, ErrNotFound) {
+					continue // an orphan message: delete it, no counters to fix
+				}
+				if err != nil {
+					return err
+				}
+				rec = &r
+				touched[rid] = rec
+			}
+			if rec.count == 0 || rec.bytes < uint64(len(env)) {
+				return fmt.Errorf("%w: mailbox counters below stored messages", ErrCorrupt)
+			}
+			rec.count--
+			rec.bytes -= uint64(len(env))
+		}
+		for _, k := range keys {
+			if err := exp.Delete(k); err != nil {
+				return write(err)
+			}
+		}
+		for _, k := range dropMsgs {
+			if err := messages.Delete(k); err != nil {
+				return write(err)
+			}
+		}
+		for rid, rec := range touched {
+			if err := mailboxes.Put(rid[:], rec.encode()); err != nil {
+				return write(err)
+			}
+		}
+		*n, *more = deleted, full
+		return nil
+	}
+}
+
+func purgeIdem(limit int64, more *bool) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		exp, idem := tx.Bucket(bucketIdemExpiry), tx.Bucket(bucketIdem)
+		keys, full, err := expiredKeys(exp, limit, idemExpiryKeySize)
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := exp.Delete(k); err != nil {
+				return write(err)
+			}
+			if err := idem.Delete(k[8:]); err != nil {
+				return write(err)
+			}
+		}
+		*more = full
+		return nil
+	}
+}
+
+// ---- records ----
+
+func (s *Bolt) coarse(t time.Time) int64 { return t.Truncate(s.gran).Unix() }
+
+func fromUnix(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
+
+type mailboxRecord struct {
+	owner   [OwnerKeySize]byte
+	sendID  [MailboxIDSize]byte
+	created int64
+	nextSeq uint64
+	count   uint64
+	bytes   uint64
+}
+
+func (r *mailboxRecord) encode() []byte {
+	b := make([]byte, 0, mailboxRecordSize)
+	b = append(b, recordV1)
+	b = append(b, r.owner[:]...)
+	b = append(b, r.sendID[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.created))
+	b = binary.BigEndian.AppendUint64(b, r.nextSeq)
+	b = binary.BigEndian.AppendUint64(b, r.count)
+	return binary.BigEndian.AppendUint64(b, r.bytes)
+}
+
+func decodeMailbox(v []byte) (mailboxRecord, error) {
+	var r mailboxRecord
+	if len(v) != mailboxRecordSize || v[0] != recordV1 {
+		return r, fmt.Errorf("%w: mailbox record", ErrCorrupt)
+	}
+	v = v[1:]
+	v = v[copy(r.owner[:], v):]
+	v = v[copy(r.sendID[:], v):]
+	r.created = int64(binary.BigEndian.Uint64(v))
+	r.nextSeq = binary.BigEndian.Uint64(v[8:])
+	r.count = binary.BigEndian.Uint64(v[16:])
+	r.bytes = binary.BigEndian.Uint64(v[24:])
+	if r.nextSeq == 0 || r.count >= r.nextSeq {
+		// Seqs start at 1 and each stored message used one.
+		return r, fmt.Errorf("%w: mailbox record counters", ErrCorrupt)
+	}
+	return r, nil
+}
+
+func getMailbox(tx *bolt.Tx, rid [MailboxIDSize]byte) (mailboxRecord, error) {
+	v := tx.Bucket(bucketMailboxes).Get(rid[:])
+	if v == nil {
+		return mailboxRecord{}, ErrNotFound
+	}
+	return decodeMailbox(v)
+}
+
+func encodeSendRecord(rid [MailboxIDSize]byte) []byte {
+	return append([]byte{recordV1}, rid[:]...)
+}
+
+func decodeSendRecord(v []byte) ([MailboxIDSize]byte, error) {
+	var rid [MailboxIDSize]byte
+	if len(v) != sendRecordSize || v[0] != recordV1 {
+		return rid, fmt.Errorf("%w: send index record", ErrCorrupt)
+	}
+	copy(rid[:], v[1:])
+	return rid, nil
+}
+
+func lookupSendID(tx *bolt.Tx, sendID [MailboxIDSize]byte) ([MailboxIDSize]byte, error) {
+	v := tx.Bucket(bucketSendIDs).Get(sendID[:])
+	if v == nil {
+		return [MailboxIDSize]byte{}, ErrNotFound
+	}
+	return decodeSendRecord(v)
+}
+
+func encodeMessage(id [MessageIDSize]byte, received int64, envelope []byte) []byte {
+	b := make([]byte, 0, messageHeaderSize+len(envelope))
+	b = append(b, recordV1)
+	b = append(b, id[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(received))
+	return append(b, envelope...)
+}
+
+// decodeMessage returns the envelope as a slice of v, valid as long as v.
+func decodeMessage(v []byte) (id [MessageIDSize]byte, received int64, envelope []byte, err error) {
+	if len(v) < messageHeaderSize || v[0] != recordV1 {
+		return id, 0, nil, fmt.Errorf("%w: message record", ErrCorrupt)
+	}
+	copy(id[:], v[1:])
+	received = int64(binary.BigEndian.Uint64(v[1+MessageIDSize:]))
+	return id, received, v[messageHeaderSize:], nil
+}
+
+func encodeIdem(seq uint64, received int64) []byte {
+	b := make([]byte, 0, idemRecordSize)
+	b = append(b, recordV1)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	return binary.BigEndian.AppendUint64(b, uint64(received))
+}
+
+func decodeIdem(v []byte) (seq uint64, received int64, err error) {
+	if len(v) != idemRecordSize || v[0] != recordV1 {
+		return 0, 0, fmt.Errorf("%w: idempotency record", ErrCorrupt)
+	}
+	seq = binary.BigEndian.Uint64(v[1:])
+	if seq == 0 {
+		return 0, 0, fmt.Errorf("%w: idempotency record seq", ErrCorrupt)
+	}
+	return seq, int64(binary.BigEndian.Uint64(v[9:])), nil
+}
+
+func messageKey(rid [MailboxIDSize]byte, seq uint64) []byte {
+	k := make([]byte, 0, messageKeySize)
+	k = append(k, rid[:]...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func idemKey(rid [MailboxIDSize]byte, id [MessageIDSize]byte) []byte {
+	k := make([]byte, 0, idemKeySize)
+	k = append(k, rid[:]...)
+	return append(k, id[:]...)
+}
+
+// expiryKey prefixes key with the sortable time.
+func expiryKey(t int64, key []byte) []byte {
+	k := make([]byte, 0, 8+len(key))
+	k = binary.BigEndian.AppendUint64(k, uint64(t)^(1<<63))
+	return append(k, key...)
+}
+
+func decodeTimeKey(k []byte) int64 {
+	return int64(binary.BigEndian.Uint64(k) ^ (1 << 63))
+}

@@ -1,0 +1,1050 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// The bbolt-specific tests. The backend-neutral behaviour is covered by the
+// conformance suite in storetest (run against Bolt in storetest/bolt_test.go);
+// these test what only this implementation has: the file, group commit,
+// transaction failure, the encoding.
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func openTest(t *testing.T, path string, opts Options) *Bolt {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "qpc.db")
+	}
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func rid(t *testing.T) [MailboxIDSize]byte {
+	t.Helper()
+	var v [MailboxIDSize]byte
+	rand.Read(v[:])
+	return v
+}
+
+func mid() [MessageIDSize]byte {
+	var v [MessageIDSize]byte
+	rand.Read(v[:])
+	return v
+}
+
+func mkMailbox(t *testing.T, s *Bolt) Mailbox {
+	t.Helper()
+	m := Mailbox{ReceiveID: rid(t), SendID: rid(t), OwnerKey: rid(t), Created: t0}
+	if err := s.CreateMailbox(context.Background(), m); err != nil {
+		t.Fatalf("CreateMailbox: %v", err)
+	}
+	return m
+}
+
+func mustPut(t *testing.T, s *Bolt, m Mailbox, id [MessageIDSize]byte, env []byte, q Quota, now time.Time) PutResult {
+	t.Helper()
+	r, err := s.Put(context.Background(), m.SendID, id, env, q, now)
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	return r
+}
+
+func mustFetch(t *testing.T, s *Bolt, m Mailbox) []Message {
+	t.Helper()
+	msgs, _, err := s.Fetch(context.Background(), m.ReceiveID, 0, 1<<20, t0)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	return msgs
+}
+
+// blockWriter parks the writer goroutine inside a transaction until the
+// returned release is called, so a test can line up operations in the
+// queue and know they will share the next transaction.
+func blockWriter(t *testing.T, s *Bolt) (release func()) {
+	t.Helper()
+	entered, rel, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.do(context.Background(), func(*bolt.Tx) error {
+			close(entered)
+			<-rel
+			return nil
+		})
+	}()
+	<-entered
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			close(rel)
+			if err := <-done; err != nil {
+				t.Errorf("blocking op: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// lockedBuffer collects log output written by the writer goroutine.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitQueued waits until n operations wait in the writer's queue.
+func waitQueued(t *testing.T, s *Bolt, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.queue) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue holds %d operations, want %d", len(s.queue), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// checkInvariants walks the whole file and checks that the indexes and
+// counters agree with the messages: what Put, Ack, Purge and Delete must
+// keep exact between them.
+func checkInvariants(t *testing.T, s *Bolt) {
+	t.Helper()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		type sums struct{ count, bytes, maxSeq uint64 }
+		got := map[[MailboxIDSize]byte]*sums{}
+		if err := tx.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
+			rec, err := decodeMailbox(v)
+			if err != nil {
+				return err
+			}
+			var id [MailboxIDSize]byte
+			copy(id[:], k)
+			got[id] = &sums{}
+			back, err := lookupSendID(tx, rec.sendID)
+			if err != nil || back != id {
+				t.Errorf("send index of a mailbox missing or wrong: %v", err)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if n := tx.Bucket(bucketSendIDs).Stats().KeyN; n != len(got) {
+			t.Errorf("%d send index entries for %d mailboxes", n, len(got))
+		}
+		msgExp, idemExp, idem := tx.Bucket(bucketMsgExpiry), tx.Bucket(bucketIdemExpiry), tx.Bucket(bucketIdem)
+		messages := 0
+		if err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
+			messages++
+			var id [MailboxIDSize]byte
+			copy(id[:], k)
+			sum, ok := got[id]
+			if !ok {
+				t.Errorf("message of no mailbox")
+				return nil
+			}
+			msgID, received, env, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			seq := binary.BigEndian.Uint64(k[MailboxIDSize:])
+			sum.count++
+			sum.bytes += uint64(len(env))
+			sum.maxSeq = max(sum.maxSeq, seq)
+			if msgExp.Get(expiryKey(received, k)) == nil {
+				t.Errorf("message without expiry entry")
+			}
+			iv := idem.Get(idemKey(id, msgID))
+			if iv == nil {
+				t.Errorf("message without idempotency key")
+				return nil
+			}
+			if iseq, _, err := decodeIdem(iv); err != nil || iseq != seq {
+				t.Errorf("idempotency key names seq %d for message seq %d (%v)", iseq, seq, err)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if n := msgExp.Stats().KeyN; n != messages {
+			t.Errorf("%d message expiry entries for %d messages", n, messages)
+		}
+		if n, m := idemExp.Stats().KeyN, idem.Stats().KeyN; n != m {
+			t.Errorf("%d idempotency expiry entries for %d keys", n, m)
+		}
+		return tx.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
+			rec, _ := decodeMailbox(v)
+			var id [MailboxIDSize]byte
+			copy(id[:], k)
+			sum := got[id]
+			if rec.count != sum.count || rec.bytes != sum.bytes {
+				t.Errorf("mailbox counters %d msgs/%d bytes, stored %d/%d", rec.count, rec.bytes, sum.count, sum.bytes)
+			}
+			if rec.nextSeq <= sum.maxSeq {
+				t.Errorf("next seq %d not above stored seq %d", rec.nextSeq, sum.maxSeq)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("invariants: %v", err)
+	}
+}
+
+func TestOpenCreatesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "qpc")
+	path := filepath.Join(dir, "store.db")
+	s := openTest(t, path, Options{})
+	mkMailbox(t, s)
+	for _, c := range []struct {
+		path string
+		want os.FileMode
+	}{
+		{filepath.Dir(dir), 0o700 | os.ModeDir},
+		{dir, 0o700 | os.ModeDir},
+		{path, 0o600},
+	} {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != c.want {
+			t.Errorf("%s: mode %v, want %v", c.path, fi.Mode(), c.want)
+		}
+	}
+	if s.db.NoSync {
+		t.Errorf("bbolt NoSync is on: acknowledged writes would not be durable")
+	}
+}
+
+func TestOpenOptions(t *testing.T) {
+	for _, o := range []Options{
+		{TimeGranularity: time.Millisecond},
+		{TimeGranularity: 1500 * time.Millisecond},
+		{MaxBatch: -1},
+		{MaxEnvelope: -1},
+		{MaxSize: -1},
+		{OpenTimeout: -time.Second},
+	} {
+		path := filepath.Join(t.TempDir(), "x", "qpc.db")
+		if s, err := Open(path, o); err == nil {
+			s.Close()
+			t.Errorf("Open(%+v) accepted invalid options", o)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Open with invalid options created the file")
+		}
+	}
+}
+
+func TestOpenLockedFileTimesOut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	openTest(t, path, Options{})
+	start := time.Now()
+	s, err := Open(path, Options{OpenTimeout: 100 * time.Millisecond})
+	if err == nil {
+		s.Close()
+		t.Fatal("a second Open of a file in use succeeded")
+	}
+	if !errors.Is(err, ErrStorageFailed) || !errors.Is(err, berrors.ErrTimeout) {
+		t.Errorf("second Open: %v, want storage failure by timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("second Open waited %v despite a 100ms timeout", d)
+	}
+}
+
+func TestOpenRefusesUnknownSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte{schemaVersion + 1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(path, Options{}); err == nil {
+		s.Close()
+		t.Fatal("Open accepted a file of an unknown schema version")
+	} else if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: %v, want ErrCorrupt", err)
+	}
+}
+
+func TestDurableAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	boxes := []Mailbox{mkMailbox(t, s), mkMailbox(t, s), mkMailbox(t, s)}
+	type sent struct {
+		id  [MessageIDSize]byte
+		env []byte
+		seq uint64
+	}
+	var (
+		mu   sync.Mutex
+		kept = map[int][]sent{}
+		wg   sync.WaitGroup
+	)
+	for b := range boxes {
+		for range 4 {
+			wg.Go(func() {
+				for range 10 {
+					id := mid()
+					env := append([]byte("envelope "), id[:]...)
+					r, err := s.Put(ctx, boxes[b].SendID, id, env, Quota{}, t0)
+					if err != nil {
+						t.Errorf("Put: %v", err)
+						return
+					}
+					mu.Lock()
+					kept[b] = append(kept[b], sent{id, env, r.Seq})
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	// Ack the first five sent to mailbox 0, delete mailbox 2.
+	var acked [][MessageIDSize]byte
+	for _, m := range kept[0][:5] {
+		acked = append(acked, m.id)
+	}
+	if n, err := s.Ack(ctx, boxes[0].ReceiveID, acked); err != nil || n != 5 {
+		t.Fatalf("Ack: %d, %v", n, err)
+	}
+	kept[0] = kept[0][5:]
+	if err := s.DeleteMailbox(ctx, boxes[2].ReceiveID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTest(t, path, Options{})
+	for b, box := range boxes[:2] {
+		got, err := s.Mailbox(ctx, box.ReceiveID)
+		if err != nil || got != box {
+			t.Fatalf("mailbox %d after reopen: %+v, %v", b, got, err)
+		}
+		msgs := mustFetch(t, s, box)
+		if len(msgs) != len(kept[b]) {
+			t.Fatalf("mailbox %d: %d messages after reopen, want %d", b, len(msgs), len(kept[b]))
+		}
+		bySeq := map[uint64]sent{}
+		for _, m := range kept[b] {
+			bySeq[m.seq] = m
+		}
+		for _, msg := range msgs {
+			want, ok := bySeq[msg.Seq]
+			if !ok || want.id != msg.ID || !bytes.Equal(want.env, msg.Envelope) {
+				t.Fatalf("mailbox %d seq %d differs after reopen", b, msg.Seq)
+			}
+		}
+	}
+	if _, err := s.Mailbox(ctx, boxes[2].ReceiveID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted mailbox back after reopen: %v", err)
+	}
+	// Idempotency keys, seqs and counters survived too.
+	if r := mustPut(t, s, boxes[0], acked[0], []byte("retry"), Quota{}, t0); !r.Duplicate {
+		t.Fatalf("retry of an acked message after reopen stored again")
+	}
+	if r := mustPut(t, s, boxes[0], mid(), []byte("new"), Quota{}, t0); r.Seq != 41 {
+		t.Fatalf("first seq after reopen %d, want 41", r.Seq)
+	}
+	_, err = s.Put(ctx, boxes[1].SendID, mid(), []byte("x"), Quota{MaxMessages: 40}, t0)
+	if !errors.Is(err, ErrQuotaCount) {
+		t.Fatalf("count quota after reopen: %v", err)
+	}
+	checkInvariants(t, s)
+}
+
+// TestAckedWritesAreInTheFile copies the file while the store is still open,
+// as a crash would leave it: every acknowledged write must be in the copy,
+// not waiting for Close.
+func TestAckedWritesAreInTheFile(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, filepath.Join(dir, "qpc.db"), Options{})
+	m := mkMailbox(t, s)
+	id := mid()
+	mustPut(t, s, m, id, []byte("durable"), Quota{}, t0)
+
+	data, err := os.ReadFile(filepath.Join(dir, "qpc.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crash := filepath.Join(dir, "crash.db")
+	if err := os.WriteFile(crash, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := openTest(t, crash, Options{})
+	msgs := mustFetch(t, c, m)
+	if len(msgs) != 1 || msgs[0].ID != id || string(msgs[0].Envelope) != "durable" {
+		t.Fatalf("acknowledged message missing from the file: %d messages", len(msgs))
+	}
+}
+
+func TestGroupCommitBatchesConcurrentWriters(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		infos []CommitInfo
+	)
+	s := openTest(t, "", Options{OnCommit: func(ci CommitInfo) {
+		mu.Lock()
+		infos = append(infos, ci)
+		mu.Unlock()
+	}})
+	m := mkMailbox(t, s)
+	before := s.Stats()
+	const writers, each = 64, 20
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for range each {
+				if _, err := s.Put(context.Background(), m.SendID, mid(), make([]byte, 2048), Quota{}, t0); err != nil {
+					t.Errorf("Put: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := s.Stats()
+	ops, commits := st.Ops-before.Ops, st.Commits-before.Commits
+	if ops != writers*each {
+		t.Fatalf("Stats counted %d ops, want %d", ops, writers*each)
+	}
+	if commits >= ops {
+		t.Fatalf("%d commits for %d ops: no batching", commits, ops)
+	}
+	if st.LargestBatch < 2 || st.CommitTime <= 0 || st.FailedCommits != 0 || st.Queued != 0 {
+		t.Fatalf("implausible stats %+v", st)
+	}
+	t.Logf("%d ops in %d commits (mean batch %.1f, largest %d, mean commit %v)",
+		ops, commits, float64(ops)/float64(commits), st.LargestBatch, st.CommitTime/time.Duration(st.Commits))
+	mu.Lock()
+	defer mu.Unlock()
+	sum := 0
+	for _, ci := range infos {
+		if ci.Err != nil || ci.Ops < 1 || ci.Duration <= 0 {
+			t.Fatalf("OnCommit got %+v", ci)
+		}
+		sum += ci.Ops
+	}
+	if uint64(len(infos)) != st.Commits || uint64(sum) != st.Ops {
+		t.Fatalf("OnCommit saw %d commits/%d ops, Stats %d/%d", len(infos), sum, st.Commits, st.Ops)
+	}
+	if msgs := mustFetch(t, s, m); len(msgs) != writers*each {
+		t.Fatalf("%d messages stored", len(msgs))
+	}
+}
+
+// TestGroupCommitTakesWholeQueue lines up operations behind a parked writer:
+// they must all land in the next transaction, up to MaxBatch.
+func TestGroupCommitTakesWholeQueue(t *testing.T) {
+	for _, c := range []struct{ maxBatch, queued, wantCommits int }{
+		{256, 64, 1},
+		{8, 32, 4}, // the queue holds 4×MaxBatch
+	} {
+		s := openTest(t, "", Options{MaxBatch: c.maxBatch})
+		m := mkMailbox(t, s)
+		release := blockWriter(t, s)
+		before := s.Stats()
+		var wg sync.WaitGroup
+		for range c.queued {
+			wg.Go(func() {
+				if _, err := s.Put(context.Background(), m.SendID, mid(), []byte("x"), Quota{}, t0); err != nil {
+					t.Errorf("Put: %v", err)
+				}
+			})
+		}
+		waitQueued(t, s, c.queued)
+		release() // commits the blocking op alone
+		wg.Wait()
+		st := s.Stats()
+		if got := int(st.Commits - before.Commits - 1); got != c.wantCommits {
+			t.Errorf("MaxBatch %d: %d queued ops took %d commits, want %d", c.maxBatch, c.queued, got, c.wantCommits)
+		}
+		if st.LargestBatch != min(c.maxBatch, c.queued) {
+			t.Errorf("MaxBatch %d: largest batch %d", c.maxBatch, st.LargestBatch)
+		}
+		if msgs := mustFetch(t, s, m); len(msgs) != c.queued {
+			t.Errorf("%d messages stored, want %d", len(msgs), c.queued)
+		}
+	}
+}
+
+// TestFailedTransaction provokes a real bbolt failure: with MaxSize set, a
+// transaction that needs to grow the file past it fails at commit with
+// ErrMaxSizeReached. Every operation that shared that transaction must
+// report ErrStorageFailed, none of them may be applied, and the store must
+// go on working.
+func TestFailedTransaction(t *testing.T) {
+	var logs lockedBuffer
+	s := openTest(t, "", Options{MaxSize: 1 << 20, MaxEnvelope: 4 << 20, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	m, full := mkMailbox(t, s), mkMailbox(t, s)
+	mustPut(t, s, m, mid(), []byte("before"), Quota{}, t0)
+	mustPut(t, s, full, mid(), []byte("full"), Quota{}, t0)
+	before := s.Stats()
+
+	release := blockWriter(t, s)
+	newBox := Mailbox{ReceiveID: rid(t), SendID: rid(t), Created: t0}
+	small := mid()
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	wg.Go(func() { _, errs[0] = s.Put(ctx, m.SendID, small, []byte("small"), Quota{}, t0) })
+	waitQueued(t, s, 1)
+	wg.Go(func() { _, errs[1] = s.Put(ctx, full.SendID, mid(), []byte("refused"), Quota{MaxMessages: 1}, t0) })
+	waitQueued(t, s, 2)
+	wg.Go(func() { errs[2] = s.CreateMailbox(ctx, newBox) })
+	waitQueued(t, s, 3)
+	wg.Go(func() { _, errs[3] = s.Put(ctx, m.SendID, mid(), make([]byte, 2<<20), Quota{}, t0) })
+	waitQueued(t, s, 4)
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrStorageFailed) || !errors.Is(err, berrors.ErrMaxSizeReached) {
+			t.Errorf("op %d in the failed transaction: %v, want ErrStorageFailed (max size)", i, err)
+		}
+	}
+	st := s.Stats()
+	if st.FailedCommits != before.FailedCommits+1 || st.FailedOps != before.FailedOps+4 {
+		t.Errorf("stats after failure: %+v", st)
+	}
+
+	// The failure is logged, without naming any mailbox.
+	logged := logs.String()
+	if !strings.Contains(logged, "write transaction failed") {
+		t.Errorf("failure not logged: %q", logged)
+	}
+	for _, id := range [][MailboxIDSize]byte{m.ReceiveID, m.SendID, full.ReceiveID, full.SendID, newBox.ReceiveID, newBox.SendID} {
+		if strings.Contains(logged, hex.EncodeToString(id[:])) || strings.Contains(logged, base64.RawURLEncoding.EncodeToString(id[:])) || bytes.Contains([]byte(logged), id[:]) {
+			t.Errorf("log names a mailbox ID: %q", logged)
+		}
+	}
+
+	// Nothing of it was applied...
+	msgs := mustFetch(t, s, m)
+	if len(msgs) != 1 || string(msgs[0].Envelope) != "before" {
+		t.Fatalf("failed transaction left %d messages", len(msgs))
+	}
+	if _, err := s.Mailbox(ctx, newBox.ReceiveID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("mailbox of the failed transaction exists: %v", err)
+	}
+	// ...and the store works: the same operations succeed now, with the
+	// seq the failed Put had been given (its counter update was rolled back).
+	if r := mustPut(t, s, m, small, []byte("small"), Quota{}, t0); r.Duplicate || r.Seq != 2 {
+		t.Fatalf("retry after failure: %+v", r)
+	}
+	if err := s.CreateMailbox(ctx, newBox); err != nil {
+		t.Fatalf("CreateMailbox after failure: %v", err)
+	}
+	if _, err := s.Put(ctx, full.SendID, mid(), []byte("refused"), Quota{MaxMessages: 1}, t0); !errors.Is(err, ErrQuotaCount) {
+		t.Fatalf("quota after failure: %v", err)
+	}
+	checkInvariants(t, s)
+}
+
+// TestRefusalDoesNotAbortBatch puts refusals and successes into one
+// transaction: the refusals must not cost the others their write.
+func TestRefusalDoesNotAbortBatch(t *testing.T) {
+	s := openTest(t, "", Options{})
+	ctx := context.Background()
+	m, corrupt := mkMailbox(t, s), mkMailbox(t, s)
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMailboxes).Put(corrupt.ReceiveID[:], []byte{recordV1, 1, 2})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	release := blockWriter(t, s)
+	type result struct {
+		err    error
+		wantOK bool
+		want   error
+	}
+	ops := []func() result{
+		func() result {
+			_, err := s.Put(ctx, m.SendID, mid(), []byte("a"), Quota{}, t0)
+			return result{err, true, nil}
+		},
+		func() result {
+			_, err := s.Put(ctx, m.SendID, mid(), []byte("b"), Quota{MaxMessages: 1}, t0)
+			return result{err, false, ErrQuotaCount}
+		},
+		func() result {
+			_, err := s.Put(ctx, corrupt.SendID, mid(), []byte("c"), Quota{}, t0)
+			return result{err, false, ErrCorrupt}
+		},
+		func() result { return result{s.CreateMailbox(ctx, m), false, ErrExists} },
+		func() result {
+			_, err := s.Put(ctx, rid(t), mid(), []byte("d"), Quota{}, t0)
+			return result{err, false, ErrNotFound}
+		},
+		func() result {
+			_, err := s.Put(ctx, m.SendID, mid(), []byte("e"), Quota{}, t0)
+			return result{err, true, nil}
+		},
+	}
+	results := make([]result, len(ops))
+	var wg sync.WaitGroup
+	for i, op := range ops {
+		wg.Go(func() { results[i] = op() })
+		waitQueued(t, s, i+1) // keep their order in the transaction
+	}
+	before := s.Stats()
+	release()
+	wg.Wait()
+	for i, r := range results {
+		if r.wantOK && r.err != nil || !r.wantOK && !errors.Is(r.err, r.want) {
+			t.Errorf("op %d: %v, want %v", i, r.err, r.want)
+		}
+		if errors.Is(r.err, ErrQuotaCount) && errors.Is(r.err, ErrStorageFailed) {
+			t.Errorf("a refusal reported a storage failure")
+		}
+	}
+	if st := s.Stats(); st.Commits != before.Commits+2 || st.FailedCommits != 0 {
+		t.Errorf("expected one commit for the blocker and one for the batch: %+v", st)
+	}
+	if msgs := mustFetch(t, s, m); len(msgs) != 2 || string(msgs[0].Envelope) != "a" || string(msgs[1].Envelope) != "e" {
+		t.Fatalf("batch with refusals stored %d messages", len(msgs))
+	}
+}
+
+func TestCancelWhileQueued(t *testing.T) {
+	s := openTest(t, "", Options{})
+	m := mkMailbox(t, s)
+	release := blockWriter(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	id := mid()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, m.SendID, id, []byte("abandoned"), Quota{}, t0)
+		done <- err
+	}()
+	waitQueued(t, s, 1)
+	cancel()
+	// The caller returns at once although the writer is still parked.
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled Put: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cancelled Put did not return while queued")
+	}
+	release()
+	// The abandoned op must never run: a later Put of the same ID is new.
+	if r := mustPut(t, s, m, id, []byte("real"), Quota{}, t0); r.Duplicate || r.Seq != 1 {
+		t.Fatalf("abandoned Put was applied: %+v", r)
+	}
+}
+
+func TestCancelAfterTakenWaitsForCommit(t *testing.T) {
+	s := openTest(t, "", Options{})
+	m := mkMailbox(t, s)
+	release1 := blockWriter(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, m.SendID, mid(), []byte("taken"), Quota{}, t0)
+		done <- err
+	}()
+	waitQueued(t, s, 1)
+	// A second blocker queued behind the Put shares its transaction and
+	// parks the writer after the Put ran but before the commit.
+	entered, rel2, done2 := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done2 <- s.do(context.Background(), func(*bolt.Tx) error { close(entered); <-rel2; return nil })
+	}()
+	waitQueued(t, s, 2)
+	release1()
+	<-entered
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("a taken Put returned before its commit: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(rel2)
+	if err := <-done; err != nil {
+		t.Fatalf("taken Put whose ctx was cancelled: %v, want success (it was committed)", err)
+	}
+	if err := <-done2; err != nil {
+		t.Fatal(err)
+	}
+	if msgs := mustFetch(t, s, m); len(msgs) != 1 {
+		t.Fatalf("%d messages stored, want the taken one", len(msgs))
+	}
+}
+
+func TestCloseFlushesQueue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mkMailbox(t, s)
+	release := blockWriter(t, s)
+	const n = 10
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := s.Put(context.Background(), m.SendID, mid(), []byte("queued"), Quota{}, t0)
+			errs <- err
+		}()
+	}
+	waitQueued(t, s, n)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for !s.shut.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := s.Put(context.Background(), m.SendID, mid(), []byte("late"), Quota{}, t0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Put during Close: %v, want ErrClosed", err)
+	}
+	// Reads after Close began get ErrClosed, never a bbolt error.
+	if _, err := s.Mailbox(context.Background(), m.ReceiveID); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Mailbox during Close: %v", err)
+	}
+	release()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("queued Put during Close: %v", err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = openTest(t, path, Options{})
+	if msgs := mustFetch(t, s, m); len(msgs) != n {
+		t.Fatalf("%d of %d queued messages survived Close", len(msgs), n)
+	}
+}
+
+func TestReadsDoNotWaitForWriter(t *testing.T) {
+	s := openTest(t, "", Options{})
+	m := mkMailbox(t, s)
+	mustPut(t, s, m, mid(), []byte("x"), Quota{}, t0)
+	blockWriter(t, s)
+	done := make(chan error, 1)
+	go func() {
+		if _, err := s.Mailbox(context.Background(), m.ReceiveID); err != nil {
+			done <- err
+			return
+		}
+		_, _, err := s.Fetch(context.Background(), m.ReceiveID, 0, 10, t0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reads blocked behind the writer")
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	s := openTest(t, "", Options{MaxEnvelope: 1024})
+	m := mkMailbox(t, s)
+	if _, err := s.Put(context.Background(), m.SendID, mid(), make([]byte, 1025), Quota{}, t0); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Put of 1025 bytes: %v, want ErrTooLarge", err)
+	}
+	mustPut(t, s, m, mid(), make([]byte, 1024), Quota{}, t0)
+	mustPut(t, s, m, mid(), nil, Quota{}, t0) // empty is not malformed here
+	if msgs := mustFetch(t, s, m); len(msgs) != 2 || len(msgs[0].Envelope) != 1024 || len(msgs[1].Envelope) != 0 {
+		t.Fatalf("stored %d messages", len(msgs))
+	}
+}
+
+// TestTimesAreCoarseOnDisk checks the file itself never holds a precise time.
+func TestTimesAreCoarseOnDisk(t *testing.T) {
+	s := openTest(t, "", Options{TimeGranularity: time.Hour})
+	exact := time.Date(2026, 3, 1, 12, 34, 56, 789, time.UTC)
+	coarse := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	m := Mailbox{ReceiveID: rid(t), SendID: rid(t), Created: exact}
+	if err := s.CreateMailbox(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, m, mid(), []byte("x"), Quota{}, exact)
+	got, err := s.Mailbox(context.Background(), m.ReceiveID)
+	if err != nil || !got.Created.Equal(coarse) {
+		t.Fatalf("Created %v (%v), want %v", got.Created, err, coarse)
+	}
+	msgs := mustFetch(t, s, m)
+	if len(msgs) != 1 || !msgs[0].ReceivedAt.Equal(coarse) {
+		t.Fatalf("ReceivedAt %v, want %v", msgs[0].ReceivedAt, coarse)
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				for _, blob := range [][]byte{k, v} {
+					for i := 0; i+8 <= len(blob); i++ {
+						sec := int64(binary.BigEndian.Uint64(blob[i:]))
+						if sec == exact.Unix() || sec^(-1<<63) == exact.Unix() {
+							t.Errorf("bucket %s holds the exact time", name)
+						}
+					}
+				}
+				return nil
+			})
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPurgeInChunks(t *testing.T) {
+	s := openTest(t, "", Options{})
+	m, other := mkMailbox(t, s), mkMailbox(t, s)
+	const n = 2*purgeChunk + 100
+	// Fill in a single transaction through the same code Put uses, to keep
+	// the test fast; the purge below goes through the writer as usual.
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		for i := range n {
+			box := m
+			if i%2 == 1 {
+				box = other
+			}
+			var res PutResult
+			if err := s.putOp(box.SendID, mid(), []byte("old"), Quota{}, t0, &res)(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := mustPut(t, s, m, mid(), []byte("fresh"), Quota{}, t0.Add(time.Hour))
+	before := s.Stats()
+	purged, err := s.PurgeExpired(context.Background(), t0.Add(time.Hour), time.Minute)
+	if err != nil || purged != n {
+		t.Fatalf("PurgeExpired: %d, %v; want %d", purged, err, n)
+	}
+	// 3 message chunks and 3 idempotency chunks, each its own transaction.
+	if c := s.Stats().Commits - before.Commits; c != 6 {
+		t.Errorf("purge took %d transactions, want 6", c)
+	}
+	msgs := mustFetch(t, s, m)
+	if len(msgs) != 1 || msgs[0].Seq != fresh.Seq {
+		t.Fatalf("%d messages left, want the fresh one", len(msgs))
+	}
+	if len(mustFetch(t, s, other)) != 0 {
+		t.Fatal("other mailbox kept expired messages")
+	}
+	checkInvariants(t, s)
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if k := tx.Bucket(bucketIdem).Stats().KeyN; k != 1 {
+			t.Errorf("%d idempotency keys left, want 1", k)
+		}
+		return nil
+	})
+}
+
+// TestCountersStayExact runs a random mix of every mutation and checks the
+// stored counters against the stored messages after each round.
+func TestCountersStayExact(t *testing.T) {
+	s := openTest(t, "", Options{})
+	ctx := context.Background()
+	boxes := []Mailbox{mkMailbox(t, s), mkMailbox(t, s), mkMailbox(t, s)}
+	var sent [][MessageIDSize]byte
+	now := t0
+	for round := range 6 {
+		var wg sync.WaitGroup
+		for b := range boxes {
+			wg.Go(func() {
+				for i := range 15 {
+					id := mid()
+					if i%5 == 4 && len(sent) > 0 {
+						id = sent[i%len(sent)] // retries, sometimes of another box's ID
+					}
+					_, err := s.Put(ctx, boxes[b].SendID, id, make([]byte, 10*(i+1)), Quota{MaxMessages: 30, MaxBytes: 2000}, now)
+					if err != nil && !errors.Is(err, ErrQuotaCount) && !errors.Is(err, ErrQuotaBytes) {
+						t.Errorf("Put: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		for _, b := range boxes {
+			msgs := mustFetch(t, s, b)
+			var ids [][MessageIDSize]byte
+			for i, msg := range msgs {
+				sent = append(sent, msg.ID)
+				if i%3 == 0 {
+					ids = append(ids, msg.ID)
+				}
+			}
+			if _, err := s.Ack(ctx, b.ReceiveID, append(ids, ids...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round == 3 {
+			if err := s.DeleteMailbox(ctx, boxes[2].ReceiveID); err != nil {
+				t.Fatal(err)
+			}
+			boxes[2] = mkMailbox(t, s)
+		}
+		if _, err := s.PurgeExpired(ctx, now, 90*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		checkInvariants(t, s)
+		now = now.Add(time.Hour)
+	}
+}
+
+func TestCorruptValuesAreErrors(t *testing.T) {
+	ctx := context.Background()
+	corrupt := func(t *testing.T, s *Bolt, bucket, key, value []byte) {
+		t.Helper()
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key, value) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCorrupt := func(t *testing.T, what string, err error) {
+		t.Helper()
+		if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrStorageFailed) {
+			t.Errorf("%s: %v, want ErrCorrupt", what, err)
+		}
+	}
+	t.Run("Mailbox", func(t *testing.T) {
+		for _, v := range [][]byte{{}, {recordV1}, append([]byte{2}, make([]byte, mailboxRecordSize-1)...), make([]byte, mailboxRecordSize+1)} {
+			s := openTest(t, "", Options{})
+			m := mkMailbox(t, s)
+			mustPut(t, s, m, mid(), []byte("x"), Quota{}, t0)
+			corrupt(t, s, bucketMailboxes, m.ReceiveID[:], v)
+			_, err := s.Mailbox(ctx, m.ReceiveID)
+			wantCorrupt(t, "Mailbox", err)
+			_, err = s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0)
+			wantCorrupt(t, "Put", err)
+			_, err = s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{mid()})
+			wantCorrupt(t, "Ack", err)
+			wantCorrupt(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID))
+			_, err = s.PurgeExpired(ctx, t0.Add(time.Hour), time.Minute)
+			wantCorrupt(t, "PurgeExpired", err)
+		}
+	})
+	t.Run("Message", func(t *testing.T) {
+		s := openTest(t, "", Options{})
+		m := mkMailbox(t, s)
+		id := mid()
+		r := mustPut(t, s, m, id, []byte("x"), Quota{}, t0)
+		corrupt(t, s, bucketMessages, messageKey(m.ReceiveID, r.Seq), []byte{recordV1, 1})
+		_, _, err := s.Fetch(ctx, m.ReceiveID, 0, 10, t0)
+		wantCorrupt(t, "Fetch", err)
+		_, err = s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{id})
+		wantCorrupt(t, "Ack", err)
+		wantCorrupt(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID))
+	})
+	t.Run("Idempotency", func(t *testing.T) {
+		s := openTest(t, "", Options{})
+		m := mkMailbox(t, s)
+		id := mid()
+		mustPut(t, s, m, id, []byte("x"), Quota{}, t0)
+		corrupt(t, s, bucketIdem, idemKey(m.ReceiveID, id), encodeIdem(0, 0))
+		_, err := s.Put(ctx, m.SendID, id, []byte("x"), Quota{}, t0)
+		wantCorrupt(t, "Put retry", err)
+		_, err = s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{id})
+		wantCorrupt(t, "Ack", err)
+		// Other messages of the mailbox are unaffected.
+		mustPut(t, s, m, mid(), []byte("y"), Quota{}, t0)
+	})
+	t.Run("SendIndex", func(t *testing.T) {
+		s := openTest(t, "", Options{})
+		m := mkMailbox(t, s)
+		corrupt(t, s, bucketSendIDs, m.SendID[:], []byte{recordV1})
+		_, err := s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0)
+		wantCorrupt(t, "Put", err)
+		dangling := rid(t)
+		corrupt(t, s, bucketSendIDs, dangling[:], encodeSendRecord(rid(t)))
+		_, err = s.Put(ctx, dangling, mid(), []byte("x"), Quota{}, t0)
+		wantCorrupt(t, "Put via dangling index", err)
+	})
+	t.Run("ExpiryKey", func(t *testing.T) {
+		s := openTest(t, "", Options{})
+		corrupt(t, s, bucketMsgExpiry, []byte{0}, nil)
+		_, err := s.PurgeExpired(ctx, t0, time.Minute)
+		wantCorrupt(t, "PurgeExpired", err)
+	})
+}
+
+// FuzzDecode feeds arbitrary bytes to every decoder: each must either
+// refuse them with ErrCorrupt or accept a value that encodes back to the
+// same bytes; none may panic. Its seeds run as part of go test.
+func FuzzDecode(f *testing.F) {
+	rec := mailboxRecord{nextSeq: 7, count: 3, bytes: 99, created: -5}
+	f.Add(rec.encode())
+	f.Add(encodeSendRecord([MailboxIDSize]byte{1}))
+	f.Add(encodeMessage([MessageIDSize]byte{2}, 1234, []byte("env")))
+	f.Add(encodeIdem(9, 1234))
+	f.Add([]byte{})
+	f.Add([]byte{recordV1})
+	f.Add([]byte{0xff, 0, 0})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		check := func(name string, err error, re func() []byte) {
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("%s: error %v is not ErrCorrupt", name, err)
+				}
+				return
+			}
+			if !bytes.Equal(re(), v) {
+				t.Fatalf("%s: accepted %x but re-encodes differently", name, v)
+			}
+		}
+		r, err := decodeMailbox(v)
+		check("mailbox", err, r.encode)
+		id, err := decodeSendRecord(v)
+		check("send index", err, func() []byte { return encodeSendRecord(id) })
+		msgID, received, env, err := decodeMessage(v)
+		check("message", err, func() []byte { return encodeMessage(msgID, received, env) })
+		seq, at, err := decodeIdem(v)
+		check("idempotency", err, func() []byte { return encodeIdem(seq, at) })
+	})
+}

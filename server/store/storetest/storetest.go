@@ -1,0 +1,628 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/server/store"
+)
+
+// Opener returns a fresh, empty store for one subtest and arranges its
+// cleanup (see the package documentation).
+type Opener func(t *testing.T) store.Store
+
+// t0 is a whole hour, so any granularity dividing an hour keeps it exact.
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// Run runs every conformance subtest against stores made by open.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"CreateAndGetMailbox", testCreateAndGet},
+		{"CreateExists", testCreateExists},
+		{"PutFetchOrder", testPutFetchOrder},
+		{"FetchPaging", testFetchPaging},
+		{"UnknownMailbox", testUnknownMailbox},
+		{"PutIdempotent", testPutIdempotent},
+		{"PutIdempotentAfterAck", testPutIdempotentAfterAck},
+		{"AckIdempotent", testAckIdempotent},
+		{"AckScopedToMailbox", testAckScoped},
+		{"QuotaCount", testQuotaCount},
+		{"QuotaBytes", testQuotaBytes},
+		{"DeleteMailbox", testDeleteMailbox},
+		{"PurgeExpired", testPurgeExpired},
+		{"ConcurrentPuts", testConcurrentPuts},
+		{"CancelledContext", testCancelledContext},
+		{"Closed", testClosed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, open(t))
+		})
+	}
+}
+
+// ---- helpers ----
+
+// random returns a random ID of type T ([16]byte or [32]byte); crypto/rand
+// never fails (it panics instead), so there is no error to report.
+func random[T [16]byte | [32]byte](*testing.T) T {
+	var v T
+	switch p := any(&v).(type) {
+	case *[16]byte:
+		rand.Read(p[:])
+	case *[32]byte:
+		rand.Read(p[:])
+	}
+	return v
+}
+
+func newMailbox(t *testing.T, s store.Store) store.Mailbox {
+	t.Helper()
+	m := store.Mailbox{
+		ReceiveID: random[[store.MailboxIDSize]byte](t),
+		SendID:    random[[store.MailboxIDSize]byte](t),
+		OwnerKey:  random[[store.OwnerKeySize]byte](t),
+		Created:   t0,
+	}
+	if err := s.CreateMailbox(context.Background(), m); err != nil {
+		t.Fatalf("CreateMailbox: %v", err)
+	}
+	return m
+}
+
+// envelope is deterministic content of the given size, distinct per n.
+func envelope(n, size int) []byte {
+	b := bytes.Repeat([]byte{byte(n), byte(n >> 8), 0xA5}, size/3+1)
+	return b[:size]
+}
+
+func put(t *testing.T, s store.Store, m store.Mailbox, id [store.MessageIDSize]byte, env []byte, q store.Quota, now time.Time) store.PutResult {
+	t.Helper()
+	r, err := s.Put(context.Background(), m.SendID, id, env, q, now)
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if r.ReceiveID != m.ReceiveID {
+		t.Fatalf("Put resolved to another mailbox")
+	}
+	return r
+}
+
+func fetchAll(t *testing.T, s store.Store, m store.Mailbox) []store.Message {
+	t.Helper()
+	msgs, more, err := s.Fetch(context.Background(), m.ReceiveID, 0, 1<<20, t0)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if more {
+		t.Fatalf("Fetch with a huge limit reported more")
+	}
+	return msgs
+}
+
+func ack(t *testing.T, s store.Store, m store.Mailbox, ids ...[store.MessageIDSize]byte) int {
+	t.Helper()
+	n, err := s.Ack(context.Background(), m.ReceiveID, ids)
+	if err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	return n
+}
+
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: got error %v, want %v", what, err, target)
+	}
+}
+
+// ---- subtests ----
+
+func testCreateAndGet(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	got, err := s.Mailbox(ctx, m.ReceiveID)
+	if err != nil {
+		t.Fatalf("Mailbox: %v", err)
+	}
+	if got.ReceiveID != m.ReceiveID || got.SendID != m.SendID || got.OwnerKey != m.OwnerKey {
+		t.Fatalf("Mailbox returned other IDs or key")
+	}
+	if !got.Created.Equal(t0) {
+		t.Fatalf("Created = %v, want %v", got.Created, t0)
+	}
+	other := newMailbox(t, s)
+	if got, err := s.Mailbox(ctx, other.ReceiveID); err != nil || got.SendID != other.SendID {
+		t.Fatalf("second mailbox: %v", err)
+	}
+	_, err = s.Mailbox(ctx, random[[store.MailboxIDSize]byte](t))
+	wantErr(t, "Mailbox(unknown)", err, store.ErrNotFound)
+}
+
+func testCreateExists(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	sameReceive := m
+	sameReceive.SendID = random[[store.MailboxIDSize]byte](t)
+	wantErr(t, "same receive ID", s.CreateMailbox(ctx, sameReceive), store.ErrExists)
+	sameSend := m
+	sameSend.ReceiveID = random[[store.MailboxIDSize]byte](t)
+	wantErr(t, "same send ID", s.CreateMailbox(ctx, sameSend), store.ErrExists)
+
+	// The refusals changed nothing: the original still works end to end
+	// and the refused receive ID does not exist.
+	got, err := s.Mailbox(ctx, m.ReceiveID)
+	if err != nil || got.SendID != m.SendID || got.OwnerKey != m.OwnerKey {
+		t.Fatalf("original mailbox changed: %v", err)
+	}
+	_, err = s.Mailbox(ctx, sameSend.ReceiveID)
+	wantErr(t, "refused mailbox", err, store.ErrNotFound)
+	_, err = s.Put(ctx, sameReceive.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	wantErr(t, "Put to refused send ID", err, store.ErrNotFound)
+	put(t, s, m, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+}
+
+func testPutFetchOrder(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	other := newMailbox(t, s)
+	const n = 10
+	ids := make([][store.MessageIDSize]byte, n)
+	for i := range n {
+		ids[i] = random[[16]byte](t)
+		r := put(t, s, m, ids[i], envelope(i, 100+i), store.Quota{}, t0.Add(time.Duration(i)*time.Hour))
+		if r.Duplicate {
+			t.Fatalf("fresh message %d reported Duplicate", i)
+		}
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("message %d got seq %d, want %d (seqs start at 1)", i, r.Seq, i+1)
+		}
+		// Interleave another mailbox: its seqs are its own.
+		if r := put(t, s, other, random[[16]byte](t), []byte("o"), store.Quota{}, t0); r.Seq != uint64(i+1) {
+			t.Fatalf("other mailbox seq %d, want %d", r.Seq, i+1)
+		}
+	}
+	msgs := fetchAll(t, s, m)
+	if len(msgs) != n {
+		t.Fatalf("fetched %d messages, want %d", len(msgs), n)
+	}
+	for i, msg := range msgs {
+		if msg.Seq != uint64(i+1) || msg.ID != ids[i] || !bytes.Equal(msg.Envelope, envelope(i, 100+i)) {
+			t.Fatalf("message %d: seq %d, id/envelope mismatch", i, msg.Seq)
+		}
+		at := t0.Add(time.Duration(i) * time.Hour)
+		if !msg.ReceivedAt.Equal(at) {
+			t.Fatalf("message %d ReceivedAt %v, want %v", i, msg.ReceivedAt, at)
+		}
+	}
+	if got := fetchAll(t, s, other); len(got) != n {
+		t.Fatalf("other mailbox has %d messages, want %d", len(got), n)
+	}
+}
+
+func testFetchPaging(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	empty, more, err := s.Fetch(ctx, m.ReceiveID, 0, 10, t0)
+	if err != nil || len(empty) != 0 || more {
+		t.Fatalf("empty mailbox: %d msgs, more=%v, err=%v", len(empty), more, err)
+	}
+	const n = 10
+	for i := range n {
+		put(t, s, m, random[[16]byte](t), envelope(i, 50), store.Quota{}, t0)
+	}
+	var seqs []uint64
+	after := uint64(0)
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatalf("paging does not terminate")
+		}
+		msgs, more, err := s.Fetch(ctx, m.ReceiveID, after, 3, t0)
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		if len(msgs) > 3 {
+			t.Fatalf("Fetch returned %d messages with limit 3", len(msgs))
+		}
+		for _, msg := range msgs {
+			if msg.Seq <= after {
+				t.Fatalf("Fetch after %d returned seq %d", after, msg.Seq)
+			}
+			seqs = append(seqs, msg.Seq)
+			after = msg.Seq
+		}
+		wantMore := len(seqs) < n
+		if more != wantMore {
+			t.Fatalf("after %d messages more=%v, want %v", len(seqs), more, wantMore)
+		}
+		if !more {
+			break
+		}
+	}
+	if len(seqs) != n {
+		t.Fatalf("paged %d messages, want %d", len(seqs), n)
+	}
+	for i, seq := range seqs {
+		if seq != uint64(i+1) {
+			t.Fatalf("page order: position %d has seq %d", i, seq)
+		}
+	}
+	// Exactly at the end, and past it.
+	for _, a := range []uint64{n, n + 100} {
+		msgs, more, err := s.Fetch(ctx, m.ReceiveID, a, 3, t0)
+		if err != nil || len(msgs) != 0 || more {
+			t.Fatalf("Fetch after %d: %d msgs, more=%v, err=%v", a, len(msgs), more, err)
+		}
+	}
+	// A page that ends exactly at the last message reports no more.
+	msgs, more, err := s.Fetch(ctx, m.ReceiveID, n-2, 2, t0)
+	if err != nil || len(msgs) != 2 || more {
+		t.Fatalf("last full page: %d msgs, more=%v, err=%v", len(msgs), more, err)
+	}
+}
+
+func testUnknownMailbox(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	newMailbox(t, s)
+	unknown := random[[store.MailboxIDSize]byte](t)
+	_, err := s.Put(ctx, unknown, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	wantErr(t, "Put(unknown send ID)", err, store.ErrNotFound)
+	_, _, err = s.Fetch(ctx, unknown, 0, 10, t0)
+	wantErr(t, "Fetch(unknown)", err, store.ErrNotFound)
+	_, err = s.Ack(ctx, unknown, [][16]byte{random[[16]byte](t)})
+	wantErr(t, "Ack(unknown)", err, store.ErrNotFound)
+	wantErr(t, "DeleteMailbox(unknown)", s.DeleteMailbox(ctx, unknown), store.ErrNotFound)
+}
+
+func testPutIdempotent(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	id := random[[16]byte](t)
+	first := put(t, s, m, id, []byte("original"), store.Quota{}, t0)
+	put(t, s, m, random[[16]byte](t), []byte("next"), store.Quota{}, t0)
+	// A retry may even carry different bytes; the first stored copy wins.
+	again := put(t, s, m, id, []byte("retry"), store.Quota{}, t0.Add(time.Hour))
+	if !again.Duplicate || again.Seq != first.Seq || first.Duplicate {
+		t.Fatalf("retry: %+v after %+v, want Duplicate with the same seq", again, first)
+	}
+	msgs := fetchAll(t, s, m)
+	if len(msgs) != 2 || !bytes.Equal(msgs[0].Envelope, []byte("original")) {
+		t.Fatalf("after retry: %d messages", len(msgs))
+	}
+	// The same message ID in another mailbox is another message.
+	other := newMailbox(t, s)
+	if r := put(t, s, other, id, []byte("elsewhere"), store.Quota{}, t0); r.Duplicate {
+		t.Fatalf("message ID of another mailbox reported Duplicate")
+	}
+}
+
+func testPutIdempotentAfterAck(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	id := random[[16]byte](t)
+	first := put(t, s, m, id, []byte("once"), store.Quota{}, t0)
+	if n := ack(t, s, m, id); n != 1 {
+		t.Fatalf("Ack deleted %d, want 1", n)
+	}
+	again := put(t, s, m, id, []byte("once"), store.Quota{}, t0)
+	if !again.Duplicate || again.Seq != first.Seq {
+		t.Fatalf("retry after ack: %+v, want Duplicate with seq %d", again, first.Seq)
+	}
+	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
+		t.Fatalf("retry after ack was stored again: %d messages", len(msgs))
+	}
+	if r := put(t, s, m, random[[16]byte](t), []byte("new"), store.Quota{}, t0); r.Seq != first.Seq+1 {
+		t.Fatalf("next seq after ack %d, want %d (seqs are not reused)", r.Seq, first.Seq+1)
+	}
+}
+
+func testAckIdempotent(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	a, b, c := random[[16]byte](t), random[[16]byte](t), random[[16]byte](t)
+	for _, id := range [][16]byte{a, b, c} {
+		put(t, s, m, id, []byte("m"), store.Quota{}, t0)
+	}
+	unknown := random[[16]byte](t)
+	if n := ack(t, s, m, a, unknown, a); n != 1 {
+		t.Fatalf("Ack(a, unknown, a) deleted %d, want 1", n)
+	}
+	if n := ack(t, s, m, a); n != 0 {
+		t.Fatalf("second Ack(a) deleted %d, want 0", n)
+	}
+	if n := ack(t, s, m, unknown); n != 0 {
+		t.Fatalf("Ack(unknown) deleted %d, want 0", n)
+	}
+	if n := ack(t, s, m); n != 0 {
+		t.Fatalf("empty Ack deleted %d", n)
+	}
+	if n := ack(t, s, m, a, b, c); n != 2 {
+		t.Fatalf("Ack(a, b, c) deleted %d, want 2", n)
+	}
+	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
+		t.Fatalf("%d messages left after acking all", len(msgs))
+	}
+}
+
+func testAckScoped(t *testing.T, s store.Store) {
+	m, other := newMailbox(t, s), newMailbox(t, s)
+	id := random[[16]byte](t)
+	put(t, s, other, id, []byte("not yours"), store.Quota{}, t0)
+	if n := ack(t, s, m, id); n != 0 {
+		t.Fatalf("Ack on one mailbox deleted %d message(s) of another", n)
+	}
+	if msgs := fetchAll(t, s, other); len(msgs) != 1 {
+		t.Fatalf("other mailbox lost its message")
+	}
+}
+
+func testQuotaCount(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	q := store.Quota{MaxMessages: 3}
+	ids := [][16]byte{random[[16]byte](t), random[[16]byte](t), random[[16]byte](t)}
+	for _, id := range ids {
+		put(t, s, m, id, []byte("m"), q, t0)
+	}
+	_, err := s.Put(context.Background(), m.SendID, random[[16]byte](t), []byte("m"), q, t0)
+	wantErr(t, "Put over count quota", err, store.ErrQuotaCount)
+	// A retry of an accepted message is no new message: it must not be
+	// refused by a full mailbox.
+	if r := put(t, s, m, ids[0], []byte("m"), q, t0); !r.Duplicate {
+		t.Fatalf("retry into a full mailbox not reported as Duplicate")
+	}
+	// No limit means no limit.
+	put(t, s, m, random[[16]byte](t), []byte("m"), store.Quota{}, t0)
+	if n := ack(t, s, m, ids[0], ids[1]); n != 2 {
+		t.Fatalf("Ack deleted %d, want 2", n)
+	}
+	// 2 stored now: exactly one more fits.
+	put(t, s, m, random[[16]byte](t), []byte("m"), q, t0)
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), []byte("m"), q, t0)
+	wantErr(t, "Put over count quota after ack", err, store.ErrQuotaCount)
+	if msgs := fetchAll(t, s, m); len(msgs) != 3 {
+		t.Fatalf("%d messages stored, want 3", len(msgs))
+	}
+}
+
+func testQuotaBytes(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	q := store.Quota{MaxBytes: 100}
+	a, b := random[[16]byte](t), random[[16]byte](t)
+	put(t, s, m, a, envelope(1, 40), q, t0)
+	put(t, s, m, b, envelope(2, 40), q, t0)
+	_, err := s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(3, 21), q, t0)
+	wantErr(t, "Put over byte quota", err, store.ErrQuotaBytes)
+	put(t, s, m, random[[16]byte](t), envelope(4, 20), q, t0) // exactly 100
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(5, 1), q, t0)
+	wantErr(t, "Put over full byte quota", err, store.ErrQuotaBytes)
+	// An envelope larger than the whole quota never fits.
+	other := newMailbox(t, s)
+	_, err = s.Put(context.Background(), other.SendID, random[[16]byte](t), envelope(6, 101), q, t0)
+	wantErr(t, "Put larger than quota", err, store.ErrQuotaBytes)
+
+	if n := ack(t, s, m, a); n != 1 {
+		t.Fatalf("Ack deleted %d, want 1", n)
+	}
+	put(t, s, m, random[[16]byte](t), envelope(7, 40), q, t0) // 100 again
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(8, 1), q, t0)
+	wantErr(t, "Put over byte quota after ack", err, store.ErrQuotaBytes)
+	// Both limits: the count is checked too.
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(9, 1), store.Quota{MaxMessages: 3, MaxBytes: 1000}, t0)
+	wantErr(t, "Put over count with bytes to spare", err, store.ErrQuotaCount)
+}
+
+func testDeleteMailbox(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m, keep := newMailbox(t, s), newMailbox(t, s)
+	id := random[[16]byte](t)
+	put(t, s, m, id, []byte("gone"), store.Quota{}, t0)
+	acked := random[[16]byte](t)
+	put(t, s, m, acked, []byte("acked"), store.Quota{}, t0)
+	ack(t, s, m, acked)
+	keepID := random[[16]byte](t)
+	put(t, s, keep, keepID, []byte("kept"), store.Quota{}, t0)
+
+	if err := s.DeleteMailbox(ctx, m.ReceiveID); err != nil {
+		t.Fatalf("DeleteMailbox: %v", err)
+	}
+	_, err := s.Mailbox(ctx, m.ReceiveID)
+	wantErr(t, "Mailbox after delete", err, store.ErrNotFound)
+	_, _, err = s.Fetch(ctx, m.ReceiveID, 0, 10, t0)
+	wantErr(t, "Fetch after delete", err, store.ErrNotFound)
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	wantErr(t, "Put after delete", err, store.ErrNotFound)
+	wantErr(t, "second DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), store.ErrNotFound)
+
+	// Both IDs are free again, and nothing of the old mailbox is left:
+	// no messages, and its message IDs are no longer duplicates.
+	if err := s.CreateMailbox(ctx, m); err != nil {
+		t.Fatalf("recreate: %v", err)
+	}
+	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
+		t.Fatalf("recreated mailbox has %d old messages", len(msgs))
+	}
+	for _, old := range [][16]byte{id, acked} {
+		if r := put(t, s, m, old, []byte("new"), store.Quota{MaxMessages: 2, MaxBytes: 6}, t0); r.Duplicate {
+			t.Fatalf("old idempotency key survived the delete")
+		}
+	}
+	// Quota counters restarted from zero too (2 messages of 3 bytes fit
+	// the quota above exactly), and seqs restart.
+	if msgs := fetchAll(t, s, m); len(msgs) != 2 || msgs[0].Seq != 1 {
+		t.Fatalf("recreated mailbox: %d messages", len(msgs))
+	}
+	msgs := fetchAll(t, s, keep)
+	if len(msgs) != 1 || msgs[0].ID != keepID {
+		t.Fatalf("deleting one mailbox touched another")
+	}
+}
+
+func testPurgeExpired(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m, other := newMailbox(t, s), newMailbox(t, s)
+	q := store.Quota{MaxMessages: 3}
+	oldA, oldB, fresh := random[[16]byte](t), random[[16]byte](t), random[[16]byte](t)
+	put(t, s, m, oldA, []byte("old a"), q, t0)
+	put(t, s, m, oldB, []byte("old b"), q, t0)
+	put(t, s, m, fresh, []byte("fresh"), q, t0.Add(2*time.Hour))
+	ack(t, s, m, oldB) // acked: only its idempotency key is left
+	otherOld := random[[16]byte](t)
+	put(t, s, other, otherOld, []byte("other old"), store.Quota{}, t0)
+
+	// Nothing is older than now-ttl yet.
+	if n, err := s.PurgeExpired(ctx, t0.Add(3*time.Hour), 4*time.Hour); err != nil || n != 0 {
+		t.Fatalf("early purge: %d, %v", n, err)
+	}
+	if msgs := fetchAll(t, s, m); len(msgs) != 2 {
+		t.Fatalf("early purge removed messages: %d left", len(msgs))
+	}
+	// Cutoff t0+1h: the t0 messages go, the t0+2h one stays.
+	n, err := s.PurgeExpired(ctx, t0.Add(3*time.Hour), 2*time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("purge: %d, %v; want 2 (one per mailbox)", n, err)
+	}
+	msgs := fetchAll(t, s, m)
+	if len(msgs) != 1 || msgs[0].ID != fresh {
+		t.Fatalf("after purge: %d messages, want only the fresh one", len(msgs))
+	}
+	if msgs := fetchAll(t, s, other); len(msgs) != 0 {
+		t.Fatalf("other mailbox kept an expired message")
+	}
+	if n, err := s.PurgeExpired(ctx, t0.Add(3*time.Hour), 2*time.Hour); err != nil || n != 0 {
+		t.Fatalf("repeated purge: %d, %v", n, err)
+	}
+	// The expired idempotency keys went too: those IDs are new messages
+	// now. The fresh one's key stayed.
+	now := t0.Add(3 * time.Hour)
+	for _, id := range [][16]byte{oldA, oldB} {
+		if r := put(t, s, m, id, []byte("again"), q, now); r.Duplicate {
+			t.Fatalf("expired idempotency key still present")
+		}
+	}
+	if r := put(t, s, m, fresh, []byte("fresh"), q, now); !r.Duplicate {
+		t.Fatalf("unexpired idempotency key was purged")
+	}
+	// The purge kept the count exact: 1 fresh + 2 re-sent = quota of 3.
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), q, now)
+	wantErr(t, "Put after purge into a full mailbox", err, store.ErrQuotaCount)
+}
+
+func testConcurrentPuts(t *testing.T, s store.Store) {
+	const (
+		writers = 64
+		each    = 50
+	)
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	// Writer w and w+writers/2 send the same IDs: every message races its
+	// own retry, as a client's retry would race a slow first attempt.
+	ids := make([][each][16]byte, writers/2)
+	for i := range ids {
+		for j := range each {
+			ids[i][j] = random[[16]byte](t)
+		}
+	}
+	type outcome struct {
+		seq uint64
+		dup bool
+	}
+	results := make([][each]outcome, writers)
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for j := range each {
+				id := ids[w%(writers/2)][j]
+				r, err := s.Put(ctx, m.SendID, id, id[:], store.Quota{}, t0)
+				if err != nil {
+					errs <- fmt.Errorf("writer %d put %d: %w", w, j, err)
+					return
+				}
+				results[w][j] = outcome{r.Seq, r.Duplicate}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	const unique = writers / 2 * each
+	seqs := make(map[uint64][16]byte, unique)
+	for w := range writers / 2 {
+		for j := range each {
+			a, b := results[w][j], results[w+writers/2][j]
+			if a.seq != b.seq || a.dup == b.dup {
+				t.Fatalf("racing retries got %+v and %+v, want one fresh and one Duplicate with the same seq", a, b)
+			}
+			if _, dup := seqs[a.seq]; dup {
+				t.Fatalf("seq %d assigned twice", a.seq)
+			}
+			seqs[a.seq] = ids[w][j]
+		}
+	}
+	msgs := fetchAll(t, s, m)
+	if len(msgs) != unique {
+		t.Fatalf("stored %d messages, want %d", len(msgs), unique)
+	}
+	for i, msg := range msgs {
+		if msg.Seq != uint64(i+1) {
+			t.Fatalf("seqs not dense: position %d has seq %d", i, msg.Seq)
+		}
+		if seqs[msg.Seq] != msg.ID || !bytes.Equal(msg.Envelope, msg.ID[:]) {
+			t.Fatalf("seq %d holds another message than Put reported", msg.Seq)
+		}
+	}
+}
+
+func testCancelledContext(t *testing.T, s store.Store) {
+	m := newMailbox(t, s)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	id := random[[16]byte](t)
+	_, err := s.Put(ctx, m.SendID, id, []byte("x"), store.Quota{}, t0)
+	wantErr(t, "Put", err, context.Canceled)
+	wantErr(t, "CreateMailbox", s.CreateMailbox(ctx, store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t)}), context.Canceled)
+	_, err = s.Ack(ctx, m.ReceiveID, [][16]byte{id})
+	wantErr(t, "Ack", err, context.Canceled)
+	wantErr(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), context.Canceled)
+	_, err = s.PurgeExpired(ctx, t0, 0)
+	wantErr(t, "PurgeExpired", err, context.Canceled)
+	// Nothing of it happened.
+	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
+		t.Fatalf("a cancelled Put was stored")
+	}
+	if r := put(t, s, m, id, []byte("x"), store.Quota{}, t0); r.Duplicate || r.Seq != 1 {
+		t.Fatalf("a cancelled Put left an idempotency key: %+v", r)
+	}
+}
+
+func testClosed(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	id := random[[16]byte](t)
+	put(t, s, m, id, []byte("x"), store.Quota{}, t0)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	wantErr(t, "CreateMailbox", s.CreateMailbox(ctx, store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t)}), store.ErrClosed)
+	_, err := s.Mailbox(ctx, m.ReceiveID)
+	wantErr(t, "Mailbox", err, store.ErrClosed)
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	wantErr(t, "Put", err, store.ErrClosed)
+	_, _, err = s.Fetch(ctx, m.ReceiveID, 0, 10, t0)
+	wantErr(t, "Fetch", err, store.ErrClosed)
+	_, err = s.Ack(ctx, m.ReceiveID, [][16]byte{id})
+	wantErr(t, "Ack", err, store.ErrClosed)
+	wantErr(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), store.ErrClosed)
+	_, err = s.PurgeExpired(ctx, t0, time.Hour)
+	wantErr(t, "PurgeExpired", err, store.ErrClosed)
+}
