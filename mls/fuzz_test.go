@@ -1,0 +1,151 @@
+package mls
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// Fuzz properties shared by every decoder: decoding never panics, failures
+// wrap ErrMalformed, and whatever decodes re-encodes to exactly the input.
+// The last point is what strict decoding (RFC 9420 §2.1.2 minimal varints,
+// §2.1.3 optional bytes, closed enums, no trailing bytes) buys: there is one
+// encoding per value, so signatures and hashes computed over re-encoded
+// structures match the sender's.
+
+func checkRoundTrip(t *testing.T, v codec, data []byte) {
+	t.Helper()
+	if err := v.Unmarshal(data); err != nil {
+		if !errors.Is(err, ErrMalformed) {
+			t.Fatalf("decode error does not wrap ErrMalformed: %v", err)
+		}
+		return
+	}
+	out, err := v.Marshal()
+	if err != nil {
+		t.Fatalf("decoded but does not re-encode: %v\ninput %x", err, data)
+	}
+	if !bytes.Equal(out, data) {
+		t.Fatalf("round trip differs:\n got %x\nwant %x", out, data)
+	}
+}
+
+// fuzzSeedCases is how many messages.json objects seed each target: enough
+// to cover every structure shape without slowing the seed-only runs of
+// `go test`.
+const fuzzSeedCases = 4
+
+// seedFromVectors adds, for the first few messages.json objects, the fields
+// named in fields, each transformed by conv (nil conv means as is), plus a
+// little junk every target should reject.
+func seedFromVectors(f *testing.F, conv func(name string, data []byte) []byte, fields ...string) {
+	var cases []map[string]hexBytes
+	loadVectors(f, "messages.json", &cases)
+	for i := 0; i < fuzzSeedCases && i < len(cases); i++ {
+		for _, name := range fields {
+			data, ok := cases[i][name]
+			if !ok {
+				f.Fatalf("messages.json case %d has no %s", i, name)
+			}
+			if conv != nil {
+				data = conv(name, data)
+			}
+			f.Add([]byte(data))
+		}
+	}
+	for _, junk := range [][]byte{nil, {0}, {0xff}, {0x00, 0x01, 0x00, 0x01}, {0xc0, 0, 0, 0}, {0x40, 0x01}, bytes.Repeat([]byte{0x01}, 64)} {
+		f.Add(junk)
+	}
+}
+
+// stripHeader removes the MLSMessage version and wire_format (RFC 9420 §6)
+// to get at the body.
+func stripHeader(_ string, data []byte) []byte { return data[4:] }
+
+var allMessageFields = []string{
+	"mls_welcome", "mls_group_info", "mls_key_package",
+	"public_message_application", "public_message_proposal", "public_message_commit",
+	"private_message",
+}
+
+func FuzzMLSMessage(f *testing.F) {
+	seedFromVectors(f, nil, allMessageFields...)
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(MLSMessage), data) })
+}
+
+func FuzzKeyPackage(f *testing.F) {
+	seedFromVectors(f, stripHeader, "mls_key_package")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(KeyPackage), data) })
+}
+
+func FuzzWelcome(f *testing.F) {
+	seedFromVectors(f, stripHeader, "mls_welcome")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(Welcome), data) })
+}
+
+func FuzzGroupInfo(f *testing.F) {
+	seedFromVectors(f, stripHeader, "mls_group_info")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(GroupInfo), data) })
+}
+
+func FuzzGroupSecrets(f *testing.F) {
+	seedFromVectors(f, nil, "group_secrets")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(GroupSecrets), data) })
+}
+
+func FuzzRatchetTree(f *testing.F) {
+	seedFromVectors(f, nil, "ratchet_tree")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(RatchetTree), data) })
+}
+
+func FuzzCommit(f *testing.F) {
+	seedFromVectors(f, nil, "commit")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(Commit), data) })
+}
+
+// proposalTypeOf maps the proposal fields of messages.json, which hold bare
+// bodies, to the proposal_type that prefixes them inside a Proposal.
+var proposalTypeOf = map[string]ProposalType{
+	"add_proposal":                      ProposalTypeAdd,
+	"update_proposal":                   ProposalTypeUpdate,
+	"remove_proposal":                   ProposalTypeRemove,
+	"pre_shared_key_proposal":           ProposalTypePSK,
+	"re_init_proposal":                  ProposalTypeReInit,
+	"external_init_proposal":            ProposalTypeExternalInit,
+	"group_context_extensions_proposal": ProposalTypeGroupContextExtensions,
+}
+
+func FuzzProposal(f *testing.F) {
+	var fields []string
+	for name := range proposalTypeOf {
+		fields = append(fields, name)
+	}
+	seedFromVectors(f, func(name string, data []byte) []byte {
+		return cat(u16(uint16(proposalTypeOf[name])), data)
+	}, fields...)
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(Proposal), data) })
+}
+
+func FuzzPublicMessage(f *testing.F) {
+	seedFromVectors(f, stripHeader, "public_message_application", "public_message_proposal", "public_message_commit")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(PublicMessage), data) })
+}
+
+func FuzzPrivateMessage(f *testing.F) {
+	seedFromVectors(f, stripHeader, "private_message")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(PrivateMessage), data) })
+}
+
+// FuzzPrivateMessageContent takes the content type (the PrivateMessage
+// header's, RFC 9420 §6.3.1) from the first input byte.
+func FuzzPrivateMessageContent(f *testing.F) {
+	f.Add(cat(u8(1), vec([]byte("hello")), vec(tSig), fill(5, 0)))
+	f.Add(cat(u8(2), tRemove, vec(tSig)))
+	f.Add(cat(u8(3), tCommit, vec(tSig), vec(fill(32, 0xcf)), fill(2, 0)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		checkRoundTrip(t, &PrivateMessageContent{ContentType: ContentType(data[0])}, data[1:])
+	})
+}
