@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/store"
+)
+
+// clock is a settable time source shared by a test and its server.
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) now() time.Time           { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// syncBuffer collects log output from concurrent goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testServer is one running server over a data directory.
+type testServer struct {
+	t     *testing.T
+	dir   string
+	addr  string // qpc:// address
+	host  string // 127.0.0.1:port, kept across restarts
+	srv   *server.Server
+	store *store.Bolt
+	clock *clock
+	logs  *syncBuffer
+	opts  server.Options
+	done  chan error
+}
+
+// startServer runs a server on 127.0.0.1 with a real bbolt store. mutate
+// adjusts the options before start.
+func startServer(t *testing.T, mutate func(*server.Options)) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, dir: t.TempDir(), clock: &clock{}, logs: &syncBuffer{}, host: "127.0.0.1:0"}
+	if _, err := server.CreateIdentity(ts.dir); err != nil {
+		t.Fatal(err)
+	}
+	ts.opts = server.Options{
+		Logger: slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Now:    ts.clock.now,
+	}
+	if mutate != nil {
+		mutate(&ts.opts)
+	}
+	ts.start()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) start() {
+	t := ts.t
+	t.Helper()
+	id, err := server.LoadIdentity(ts.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(ts.dir, "qpc.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := ts.opts
+	opts.Identity, opts.Store = id, st
+	srv, err := server.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenPacket("udp", ts.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.host = pc.LocalAddr().String()
+	ts.addr = id.Address(ts.host).String()
+	ts.srv, ts.store, ts.done = srv, st, make(chan error, 1)
+	go func() { ts.done <- srv.Serve(pc) }()
+}
+
+func (ts *testServer) stop() {
+	if ts.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		ts.t.Errorf("shutdown: %v", err)
+	}
+	if err := <-ts.done; err != nil {
+		ts.t.Errorf("serve: %v", err)
+	}
+	if err := ts.store.Close(); err != nil {
+		ts.t.Errorf("store close: %v", err)
+	}
+	ts.srv = nil
+}
+
+func (ts *testServer) restart() {
+	ts.stop()
+	ts.start()
+}
+
+func dial(t *testing.T, ts *testServer, opts client.Options) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = 8
+		opts.BaseBackoff = 20 * time.Millisecond
+		opts.MaxBackoff = 200 * time.Millisecond
+	}
+	c, err := client.Dial(ctx, ts.addr, opts)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
