@@ -208,10 +208,6 @@ type Sender struct {
 	Index uint32
 }
 
-func (s *Sender) hasIndex() bool {
-	return s.Type == SenderTypeMember || s.Type == SenderTypeExternal
-}
-
 // Marshal encodes the sender.
 func (s *Sender) Marshal() ([]byte, error) { return encode("Sender", s.marshal) }
 
