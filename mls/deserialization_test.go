@@ -347,3 +347,37 @@ func TestMarshalRejectsInconsistent(t *testing.T) {
 		}
 	}
 }
+
+// TestMarshalDoesNotMutate checks that encoding takes the auth data's
+// content type from the enclosing content without writing it back, so a
+// message shared between goroutines can be encoded concurrently.
+func TestMarshalDoesNotMutate(t *testing.T) {
+	var m MLSMessage
+	if err := m.Unmarshal(tPublicCommit); err != nil {
+		t.Fatal(err)
+	}
+	pm := m.PublicMessage
+	pm.Auth.ContentType = 0
+	out, err := m.Marshal()
+	if err != nil || !bytes.Equal(out, tPublicCommit) {
+		t.Fatalf("re-encode: %v\n got %x\nwant %x", err, out, tPublicCommit)
+	}
+	if pm.Auth.ContentType != 0 {
+		t.Errorf("Marshal wrote Auth.ContentType = %v", pm.Auth.ContentType)
+	}
+	ac := pm.AuthenticatedContent()
+	if _, err := ac.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	// A new_member_commit sender signs over the group context (§6.1), so
+	// the TBS encoders need one and must refuse to go without.
+	if _, err := ac.MarshalTBM(nil); err == nil {
+		t.Error("MarshalTBM without a group context succeeded for new_member_commit")
+	}
+	if _, err := ac.MarshalTBM(&GroupContext{Version: MLS10}); err != nil {
+		t.Fatal(err)
+	}
+	if ac.Auth.ContentType != 0 {
+		t.Errorf("AuthenticatedContent encoders wrote Auth.ContentType = %v", ac.Auth.ContentType)
+	}
+}

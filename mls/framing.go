@@ -378,9 +378,17 @@ func (fad *FramedContentAuthData) marshal(b *cryptobyte.Builder) {
 	addOpaque(b, fad.Signature)
 	if fad.ContentType == ContentTypeCommit {
 		addOpaque(b, fad.ConfirmationTag)
-	} else if fad.ConfirmationTag != nil {
+	} else if len(fad.ConfirmationTag) != 0 {
 		invalidf(b, "confirmation tag on %v content", fad.ContentType)
 	}
+}
+
+// marshalFor encodes the auth data for the enclosing content's type. It
+// works on a copy so that encoding never writes to the caller's value:
+// marshaling a shared message from several goroutines stays race-free.
+func (fad FramedContentAuthData) marshalFor(b *cryptobyte.Builder, ct ContentType) {
+	fad.ContentType = ct
+	fad.marshal(b)
 }
 
 func (fad *FramedContentAuthData) unmarshal(s *cryptobyte.String) bool {
@@ -427,8 +435,7 @@ func (ac *AuthenticatedContent) marshal(b *cryptobyte.Builder) {
 	}
 	b.AddUint16(uint16(ac.WireFormat))
 	ac.Content.marshal(b)
-	ac.Auth.ContentType = ac.Content.ContentType
-	ac.Auth.marshal(b)
+	ac.Auth.marshalFor(b, ac.Content.ContentType)
 }
 
 func (ac *AuthenticatedContent) unmarshal(s *cryptobyte.String) bool {
@@ -478,8 +485,7 @@ func (ac *AuthenticatedContent) marshalTBS(b *cryptobyte.Builder, ctx *GroupCont
 func (ac *AuthenticatedContent) MarshalTBM(ctx *GroupContext) ([]byte, error) {
 	return encode("AuthenticatedContentTBM", func(b *cryptobyte.Builder) {
 		ac.marshalTBS(b, ctx)
-		ac.Auth.ContentType = ac.Content.ContentType
-		ac.Auth.marshal(b)
+		ac.Auth.marshalFor(b, ac.Content.ContentType)
 	})
 }
 
@@ -525,11 +531,10 @@ func (pm *PublicMessage) Unmarshal(data []byte) error {
 
 func (pm *PublicMessage) marshal(b *cryptobyte.Builder) {
 	pm.Content.marshal(b)
-	pm.Auth.ContentType = pm.Content.ContentType
-	pm.Auth.marshal(b)
+	pm.Auth.marshalFor(b, pm.Content.ContentType)
 	if pm.Content.Sender.Type == SenderTypeMember {
 		addOpaque(b, pm.MembershipTag)
-	} else if pm.MembershipTag != nil {
+	} else if len(pm.MembershipTag) != 0 {
 		invalidf(b, "membership tag for %v sender", pm.Content.Sender.Type)
 	}
 }
@@ -654,8 +659,7 @@ func (pc *PrivateMessageContent) marshal(b *cryptobyte.Builder) {
 		return
 	}
 	marshalContentBody(b, pc.ContentType, pc.ApplicationData, pc.Proposal, pc.Commit)
-	pc.Auth.ContentType = pc.ContentType
-	pc.Auth.marshal(b)
+	pc.Auth.marshalFor(b, pc.ContentType)
 	b.AddBytes(make([]byte, pc.PaddingLen))
 }
 
