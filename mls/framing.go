@@ -1,16 +1,23 @@
 // Wire formats (RFC 9420 §6). Every MLS message travels as an MLSMessage: a
-// protocol version (only mls10 exists), a two-byte wire_format, and then one
-// of five bodies selected by it — PublicMessage (signed and, for members,
-// MAC'd FramedContent sent in the clear), PrivateMessage (FramedContent whose
-// sender and content are encrypted under the secret tree), Welcome, GroupInfo
-// or KeyPackage. The body is not length-prefixed: the wire_format alone says
-// how to parse it, so a value this code does not know cannot be skipped and
-// is rejected as malformed, as are the reserved value 0 of every enumeration
-// and the values an RFC 9420 enumeration does not define. All structures use
-// the TLS presentation language with MLS varint vector lengths (§2.1.2,
-// codec.go); decoding is strict (minimal varints, optional bytes 0 or 1, no
-// trailing bytes, zero padding), which makes every accepted encoding
-// canonical: decoding and re-encoding reproduces the input byte for byte.
+// protocol version (only mls10 exists, and no other is accepted), a two-byte
+// wire_format, and one of five bodies selected by it — PublicMessage (signed
+// FramedContent in the clear, MAC'd with a membership tag for member
+// senders), PrivateMessage (FramedContent whose sender and content are
+// encrypted under the secret tree), Welcome, GroupInfo or KeyPackage. Bodies
+// carry no length prefix, so every enumeration that selects how the next
+// bytes parse — wire_format, content_type, sender_type, proposal_type,
+// credential_type, psktype, resumption usage, leaf_node_source, node_type,
+// the ProposalOrRef type — is rejected as malformed when its value is
+// reserved (0) or unknown: an unknown arm cannot be skipped. Code points that
+// only label data (cipher suites, extension types, protocol versions inside
+// KeyPackage/ReInit/Capabilities, the Capabilities lists) are kept whatever
+// their value, since the registries are extensible and GREASE (§13.5) puts
+// unknown values there on purpose. All structures use the TLS presentation
+// language with MLS varint vector lengths (§2.1.2, codec.go), and decoding
+// is strict — minimal varints, optional bytes 0 or 1, whole elements in
+// every vector, no trailing bytes, all-zero padding — so each accepted
+// encoding is canonical: decoding and re-encoding reproduces it byte for
+// byte, which signatures and hashes over re-encoded structures rely on.
 
 package mls
 

@@ -149,3 +149,22 @@ func FuzzPrivateMessageContent(f *testing.F) {
 		checkRoundTrip(t, &PrivateMessageContent{ContentType: ContentType(data[0])}, data[1:])
 	})
 }
+
+// FuzzAuthenticatedContent covers the structure the transcript hashes and
+// proposal references are computed over (RFC 9420 §6.1, §8.2, §5.2); seeds
+// are the public messages with the version stripped (leaving wire_format)
+// and the membership tag left as trailing bytes for the fuzzer to trim.
+func FuzzAuthenticatedContent(f *testing.F) {
+	seedFromVectors(f, func(_ string, data []byte) []byte { return data[2:] },
+		"public_message_application", "public_message_proposal", "public_message_commit")
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(AuthenticatedContent), data) })
+}
+
+// FuzzLeafNode covers leaves of every source, from update proposals and
+// commit paths.
+func FuzzLeafNode(f *testing.F) {
+	seedFromVectors(f, nil, "update_proposal")
+	f.Add(tLeafKP)
+	f.Add(tLeafCommit)
+	f.Fuzz(func(t *testing.T, data []byte) { checkRoundTrip(t, new(LeafNode), data) })
+}
