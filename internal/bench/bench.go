@@ -1,0 +1,560 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Defaults of Config (and of the qpc-bench flags).
+const (
+	DefaultRecordSize     = 2048
+	DefaultSenders        = 64
+	DefaultSendersPerConn = 8
+	DefaultDuration       = 10 * time.Second
+	DefaultDrain          = 5 * time.Second
+	DefaultScenario       = "send-2KiB-64x1"
+)
+
+// sendFixed is the part of a Send body around an empty-auth envelope:
+// send ID, message ID, auth length (u16), envelope length (u24).
+const sendFixed = wire.IDSize + wire.MessageIDSize + 2 + 3
+
+// Config describes one scenario. Zero fields take the defaults above.
+type Config struct {
+	Scenario string
+	// Server is the qpc:// address of an existing server. Empty starts
+	// one in-process on 127.0.0.1 with a bbolt store in a temporary data
+	// directory, removed afterwards.
+	Server string
+	// RecordSize is the bucket every Send record fills exactly; the
+	// envelope is RecordSize - record header - sendFixed bytes.
+	RecordSize int
+	Senders    int
+	// SendersPerConn is how many senders share one client.Conn (one QUIC
+	// connection; each Send is its own stream on it). 8 keeps each
+	// connection's stream concurrency well under the server's default
+	// MaxStreams of 100 while still multiplexing, as a busy client would.
+	SendersPerConn int
+	Duration       time.Duration
+	// Drain bounds the wait, after the senders stop, for acknowledged
+	// messages still on their way to the receiver.
+	Drain time.Duration
+	// Baseline runs the in-memory relay phase before the qpc phase.
+	Baseline bool
+	// CPUProfile and BaselineCPUProfile, if set, receive a CPU profile of
+	// the qpc phase and of the baseline phase (setup excluded).
+	CPUProfile, BaselineCPUProfile string
+	// Logger receives the in-process server's and the clients' logs.
+	// Nil discards everything below Warn to stderr.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Scenario == "" {
+		c.Scenario = DefaultScenario
+	}
+	if c.RecordSize == 0 {
+		c.RecordSize = DefaultRecordSize
+	}
+	if c.Senders == 0 {
+		c.Senders = DefaultSenders
+	}
+	if c.SendersPerConn == 0 {
+		c.SendersPerConn = DefaultSendersPerConn
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Drain == 0 {
+		c.Drain = DefaultDrain
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.RecordSize < wire.HeaderSize+sendFixed+envHeaderSize:
+		return fmt.Errorf("bench: record size %d leaves no room for the %d-byte bench header", c.RecordSize, envHeaderSize)
+	case c.Senders < 1:
+		return fmt.Errorf("bench: %d senders", c.Senders)
+	case c.SendersPerConn < 1:
+		return fmt.Errorf("bench: %d senders per connection", c.SendersPerConn)
+	case c.Duration < 0 || c.Drain < 0:
+		return errors.New("bench: negative duration")
+	}
+	return nil
+}
+
+// EnvelopeSize is the envelope that makes a Send record exactly recordSize
+// bytes with empty auth.
+func EnvelopeSize(recordSize int) int { return recordSize - wire.HeaderSize - sendFixed }
+
+// Result is the one JSON line qpc-bench prints. Rates are acknowledged
+// sends per second of the send window; latencies run from the start of
+// the Send call to the message's arrival on the receiver's subscription.
+type Result struct {
+	Scenario         string  `json:"scenario"`
+	Target           string  `json:"target"` // "in-process" or "external"
+	RecordBytes      int     `json:"record_bytes"`
+	EnvelopeBytes    int     `json:"envelope_bytes"`
+	Senders          int     `json:"senders"`
+	SenderConns      int     `json:"sender_conns"`
+	DurationS        float64 `json:"duration_s"`
+	Messages         int     `json:"messages"`
+	MsgsPerS         float64 `json:"msgs_per_s"`
+	BaselineMsgsPerS float64 `json:"baseline_msgs_per_s"`
+	Ratio            float64 `json:"ratio"`
+	P50Ms            float64 `json:"p50_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	Lost             int     `json:"lost"`
+	Duplicates       int     `json:"duplicates"`
+	Corrupt          int     `json:"corrupt"`
+	SendErrors       int     `json:"send_errors"`
+	UnackedDelivered int     `json:"unacked_delivered"`
+	AckErrors        int     `json:"ack_errors"`
+	DrainMs          float64 `json:"drain_ms"`
+	// MaxSendMs is the slowest single Send call, retries included: a value
+	// near the client's 30 s request timeout means a request stalled.
+	MaxSendMs float64 `json:"max_send_ms"`
+
+	BaselineMessages   int     `json:"baseline_messages"`
+	BaselineP50Ms      float64 `json:"baseline_p50_ms"`
+	BaselineP99Ms      float64 `json:"baseline_p99_ms"`
+	BaselineLost       int     `json:"baseline_lost"`
+	BaselineDuplicates int     `json:"baseline_duplicates"`
+	BaselineSendErrors int     `json:"baseline_send_errors"`
+	BaselineMaxSendMs  float64 `json:"baseline_max_send_ms"`
+
+	// Group-commit writer during the send window (in-process only; the
+	// receiver's acks are operations too).
+	StoreCommits  uint64  `json:"store_commits,omitempty"`
+	StoreOps      uint64  `json:"store_ops,omitempty"`
+	MeanBatch     float64 `json:"mean_batch,omitempty"`
+	LargestBatch  int     `json:"largest_batch,omitempty"`
+	MeanCommitMs  float64 `json:"mean_commit_ms,omitempty"`
+	CommitBusyPct float64 `json:"commit_busy_pct,omitempty"` // share of the window the writer spent in transactions
+}
+
+// phase is what one load run measured.
+type phase struct {
+	elapsed    time.Duration // send window: start until the last sender returned
+	drain      time.Duration
+	maxSend    time.Duration
+	sendErrors int
+	ackErrors  int
+	conns      int
+	tally      tally
+}
+
+func (p phase) rate() float64 {
+	if p.elapsed <= 0 {
+		return 0
+	}
+	return float64(p.tally.acked) / p.elapsed.Seconds()
+}
+
+// Run runs the baseline phase (if cfg.Baseline) and then the qpc phase,
+// and returns the combined result.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return Result{}, err
+	}
+	res := Result{
+		Scenario:      cfg.Scenario,
+		Target:        "in-process",
+		RecordBytes:   cfg.RecordSize,
+		EnvelopeBytes: EnvelopeSize(cfg.RecordSize),
+		Senders:       cfg.Senders,
+	}
+	if cfg.Server != "" {
+		res.Target = "external"
+	}
+	if cfg.Baseline {
+		b, err := runBaseline(ctx, cfg)
+		if err != nil {
+			return res, fmt.Errorf("baseline: %w", err)
+		}
+		res.BaselineMessages = b.tally.acked
+		res.BaselineMsgsPerS = round(b.rate())
+		res.BaselineP50Ms = round(percentile(b.tally.latencies, 50))
+		res.BaselineP99Ms = round(percentile(b.tally.latencies, 99))
+		res.BaselineLost = b.tally.lost
+		res.BaselineDuplicates = b.tally.duplicates
+		res.BaselineSendErrors = b.sendErrors
+		res.BaselineMaxSendMs = ms(b.maxSend)
+		// The baseline's garbage (every envelope it held) must not be
+		// collected on the qpc phase's time.
+		runtime.GC()
+	}
+	var (
+		q   phase
+		err error
+	)
+	if cfg.Server != "" {
+		q, err = load(ctx, cfg, cfg.Server, cfg.CPUProfile, nil)
+	} else {
+		q, err = runInProcess(ctx, cfg, &res)
+	}
+	if err != nil {
+		return res, err
+	}
+	res.SenderConns = q.conns
+	res.DurationS = round(q.elapsed.Seconds())
+	res.Messages = q.tally.acked
+	res.MsgsPerS = round(q.rate())
+	if res.BaselineMsgsPerS > 0 {
+		res.Ratio = round(q.rate() / res.BaselineMsgsPerS)
+	}
+	res.P50Ms = round(percentile(q.tally.latencies, 50))
+	res.P99Ms = round(percentile(q.tally.latencies, 99))
+	res.Lost = q.tally.lost
+	res.Duplicates = q.tally.duplicates
+	res.Corrupt = q.tally.corrupt
+	res.SendErrors = q.sendErrors
+	res.UnackedDelivered = q.tally.unackedDelivered
+	res.AckErrors = q.ackErrors
+	res.DrainMs = ms(q.drain)
+	res.MaxSendMs = ms(q.maxSend)
+	return res, nil
+}
+
+func round(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+func ms(d time.Duration) float64 { return round(float64(d) / float64(time.Millisecond)) }
+
+// runInProcess starts a real server over a fresh bbolt file and runs the
+// load against it, reporting the writer's statistics for the send window.
+func runInProcess(ctx context.Context, cfg Config, res *Result) (phase, error) {
+	dir, err := os.MkdirTemp("", "qpc-bench-")
+	if err != nil {
+		return phase{}, err
+	}
+	defer os.RemoveAll(dir)
+	id, err := server.CreateIdentity(dir)
+	if err != nil {
+		return phase{}, err
+	}
+	st, err := store.Open(filepath.Join(dir, "qpc.db"), store.Options{Logger: cfg.Logger})
+	if err != nil {
+		return phase{}, err
+	}
+	defer st.Close()
+	srv, err := server.New(server.Options{
+		Identity: id,
+		Store:    st,
+		// The receiver acks continuously, but a slow moment must not turn
+		// into quota refusals that the bench would count as send errors.
+		Quota:  store.Quota{MaxMessages: 1 << 24, MaxBytes: 1 << 40},
+		Logger: cfg.Logger,
+	})
+	if err != nil {
+		return phase{}, err
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return phase{}, err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(pc) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+		<-served
+	}()
+	var before, after store.Stats
+	hooks := &windowHooks{
+		start: func() { before = st.Stats() },
+		end:   func() { after = st.Stats() },
+	}
+	p, err := load(ctx, cfg, id.Address(pc.LocalAddr().String()).String(), cfg.CPUProfile, hooks)
+	if err != nil {
+		return p, err
+	}
+	res.StoreCommits = after.Commits - before.Commits
+	res.StoreOps = after.Ops - before.Ops
+	res.LargestBatch = after.LargestBatch
+	if res.StoreCommits > 0 {
+		busy := after.CommitTime - before.CommitTime
+		res.MeanBatch = round(float64(res.StoreOps) / float64(res.StoreCommits))
+		res.MeanCommitMs = round(float64(busy) / float64(res.StoreCommits) / float64(time.Millisecond))
+		if p.elapsed > 0 {
+			res.CommitBusyPct = round(100 * float64(busy) / float64(p.elapsed))
+		}
+	}
+	return p, nil
+}
+
+// runBaseline runs the load against the in-memory relay, which uses a
+// server.Identity's TLS configuration so the handshake is the same.
+func runBaseline(ctx context.Context, cfg Config) (phase, error) {
+	dir, err := os.MkdirTemp("", "qpc-bench-relay-")
+	if err != nil {
+		return phase{}, err
+	}
+	defer os.RemoveAll(dir)
+	id, err := server.CreateIdentity(dir)
+	if err != nil {
+		return phase{}, err
+	}
+	tlsConf, err := id.TLSConfig()
+	if err != nil {
+		return phase{}, err
+	}
+	r, err := startRelay(tlsConf, padding.Default)
+	if err != nil {
+		return phase{}, err
+	}
+	defer r.Close()
+	return load(ctx, cfg, id.Address(r.Addr()).String(), cfg.BaselineCPUProfile, nil)
+}
+
+// windowHooks run at the start and end of the send window.
+type windowHooks struct{ start, end func() }
+
+// load drives one target: a receiver subscribed to a fresh mailbox and
+// acking what it gets, and cfg.Senders senders sending to it back to back
+// for cfg.Duration.
+func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHooks) (phase, error) {
+	var p phase
+	copts := client.Options{Logger: cfg.Logger}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+
+	recv, err := client.Dial(setupCtx, addr, copts)
+	if err != nil {
+		return p, fmt.Errorf("dial receiver: %w", err)
+	}
+	defer recv.Close()
+	envSize := EnvelopeSize(cfg.RecordSize)
+	rec, err := wire.AppendMessage(nil, recv.Policy(), &wire.Send{Envelope: make([]byte, envSize)})
+	if err != nil || len(rec) != cfg.RecordSize || !recv.Policy().IsBucket(cfg.RecordSize) {
+		return p, fmt.Errorf("record size %d is not a bucket of the server's policy %s", cfg.RecordSize, recv.Policy())
+	}
+	mb, err := recv.CreateMailbox(setupCtx, nil)
+	if err != nil {
+		return p, err
+	}
+	if cfg.Server != "" {
+		// On someone else's server, leave nothing behind.
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			recv.DeleteMailbox(dctx, mb)
+		}()
+	}
+	sub, err := recv.Subscribe(setupCtx, mb, 0)
+	if err != nil {
+		return p, err
+	}
+	defer sub.Close()
+	select {
+	case <-sub.CaughtUp():
+	case <-setupCtx.Done():
+		return p, fmt.Errorf("subscribe: %w", setupCtx.Err())
+	}
+
+	nconns := (cfg.Senders + cfg.SendersPerConn - 1) / cfg.SendersPerConn
+	conns := make([]*client.Conn, nconns)
+	for i := range conns {
+		c, err := client.Dial(setupCtx, addr, copts)
+		if err != nil {
+			return p, fmt.Errorf("dial sender: %w", err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	p.conns = nconns
+
+	var runID [8]byte
+	rand.Read(runID[:])
+	run := binary.BigEndian.Uint64(runID[:])
+	// base is the zero of the send timestamps in envelopes; the receiver
+	// subtracts them from its own time.Since(base), monotonic both ways.
+	base := time.Now()
+	t := &tracker{}
+
+	// Receiver: checks and records every delivery, hands the IDs to the
+	// acker so that reading the subscription never waits for an Ack.
+	ackQ := make(chan wire.MessageID, 4096)
+	var ackErrs atomic.Int64
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		defer close(ackQ)
+		for m := range sub.C {
+			seq, sent, err := parseEnvelope(m.Envelope, run)
+			if err != nil {
+				t.badDelivery()
+			} else {
+				t.deliver(seq, time.Since(base)-sent)
+			}
+			ackQ <- m.ID
+		}
+	}()
+	ackDone := make(chan struct{})
+	go func() {
+		defer close(ackDone)
+		ackLoop(recv, mb, ackQ, &ackErrs)
+	}()
+
+	var stopProfile func()
+	if profile != "" {
+		stopProfile, err = startProfile(profile)
+		if err != nil {
+			return p, err
+		}
+	}
+	var (
+		seqs    atomic.Uint64
+		errs    atomic.Int64
+		slowest atomic.Int64
+		wg      sync.WaitGroup
+		startGo = make(chan struct{})
+	)
+	var windowStart, deadline time.Time // set before startGo is closed
+	sendCtx, stopSends := context.WithCancel(ctx)
+	defer stopSends()
+	for i := range cfg.Senders {
+		conn := conns[i/cfg.SendersPerConn]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := make([]byte, envSize)
+			rand.Read(env[envHeaderSize:]) // incompressible, like ciphertext
+			var worst time.Duration
+			defer func() {
+				for {
+					cur := slowest.Load()
+					if int64(worst) <= cur || slowest.CompareAndSwap(cur, int64(worst)) {
+						return
+					}
+				}
+			}()
+			<-startGo
+			for sendCtx.Err() == nil {
+				start := time.Now()
+				if !start.Before(deadline) {
+					return
+				}
+				seq := seqs.Add(1)
+				stampEnvelope(env, run, seq, start.Sub(base))
+				_, err := conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, nil)
+				worst = max(worst, time.Since(start))
+				if err != nil {
+					errs.Add(1)
+					if sendCtx.Err() == nil {
+						cfg.Logger.Debug("send failed", "err", err)
+					}
+					continue
+				}
+				t.ack(seq)
+			}
+		}()
+	}
+	if hooks != nil {
+		hooks.start()
+	}
+	windowStart = time.Now()
+	deadline = windowStart.Add(cfg.Duration)
+	close(startGo)
+	wg.Wait()
+	p.elapsed = time.Since(windowStart)
+	if hooks != nil {
+		hooks.end()
+	}
+	if stopProfile != nil {
+		stopProfile()
+	}
+	p.sendErrors = int(errs.Load())
+	p.maxSend = time.Duration(slowest.Load())
+
+	// Drain: every acknowledged message should reach the receiver.
+	drainStart := time.Now()
+	drainEnd := drainStart.Add(cfg.Drain)
+	for t.outstanding() > 0 && time.Now().Before(drainEnd) && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+	p.drain = time.Since(drainStart)
+	sub.Close()
+	<-recvDone
+	<-ackDone
+	p.ackErrors = int(ackErrs.Load())
+	p.tally = t.tally()
+	if err := ctx.Err(); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// ackLoop acks delivered messages in batches: whatever has queued up while
+// the previous Ack was in flight, up to the protocol's maximum, so acking
+// costs a few requests per second, not one per message.
+func ackLoop(c *client.Conn, mb *client.Mailbox, q <-chan wire.MessageID, errs *atomic.Int64) {
+	batch := make([]wire.MessageID, 0, wire.MaxAckIDs)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := c.Ack(ctx, mb, batch); err != nil {
+			errs.Add(1)
+		}
+		batch = batch[:0]
+	}
+	for id := range q {
+		batch = append(batch, id)
+	more:
+		for len(batch) < wire.MaxAckIDs {
+			select {
+			case id, ok := <-q:
+				if !ok {
+					break more
+				}
+				batch = append(batch, id)
+			default:
+				break more
+			}
+		}
+		flush()
+	}
+	flush()
+}
+
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}

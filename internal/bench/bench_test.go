@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/wire"
+)
+
+func TestEnvelopeSizeFillsBucket(t *testing.T) {
+	for _, size := range padding.Default.Buckets()[1:] {
+		env := make([]byte, EnvelopeSize(size))
+		rec, err := wire.AppendMessage(nil, padding.Default, &wire.Send{Envelope: env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec) != size {
+			t.Errorf("record for bucket %d is %d bytes", size, len(rec))
+		}
+		// One byte more must spill into the next bucket: the envelope is
+		// the largest that fits, not merely one that fits.
+		rec, err = wire.AppendMessage(nil, padding.Default, &wire.Send{Envelope: append(env, 0)})
+		if err == nil && len(rec) == size {
+			t.Errorf("envelope of %d bytes still fits bucket %d", len(env)+1, size)
+		}
+	}
+	if got := EnvelopeSize(2048); got != 1991 {
+		t.Errorf("EnvelopeSize(2048) = %d, want 1991", got)
+	}
+}
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	env := make([]byte, EnvelopeSize(2048))
+	for i := envHeaderSize; i < len(env); i++ {
+		env[i] = byte(rand.Uint32())
+	}
+	stampEnvelope(env, 42, 7, 1234*time.Microsecond)
+	seq, sent, err := parseEnvelope(env, 42)
+	if err != nil || seq != 7 || sent != 1234*time.Microsecond {
+		t.Fatalf("parse = %d, %v, %v", seq, sent, err)
+	}
+	if _, _, err := parseEnvelope(env, 43); !errors.Is(err, errEnvForeign) {
+		t.Errorf("other run: %v", err)
+	}
+	for _, i := range []int{9, 17, 25, envHeaderSize, len(env) - 1} {
+		bad := append([]byte(nil), env...)
+		bad[i] ^= 1
+		if _, _, err := parseEnvelope(bad, 42); !errors.Is(err, errEnvCRC) {
+			t.Errorf("flipped byte %d: %v", i, err)
+		}
+	}
+	bad := append([]byte(nil), env...)
+	bad[0] ^= 1
+	if _, _, err := parseEnvelope(bad, 42); !errors.Is(err, errEnvMagic) {
+		t.Errorf("bad magic: %v", err)
+	}
+	if _, _, err := parseEnvelope(env[:envHeaderSize-1], 42); !errors.Is(err, errEnvShort) {
+		t.Errorf("short: %v", err)
+	}
+}
+
+func TestTrackerAccounting(t *testing.T) {
+	var tr tracker
+	for seq := uint64(1); seq <= 5; seq++ {
+		tr.ack(seq)
+	}
+	tr.deliver(1, 3*time.Millisecond)
+	tr.deliver(2, 1*time.Millisecond)
+	tr.deliver(2, 9*time.Millisecond) // duplicate: no second latency
+	tr.deliver(3, 2*time.Millisecond)
+	tr.deliver(7, 4*time.Millisecond) // delivered, its send failed
+	tr.deliver(8, 5*time.Millisecond) // delivered before its ack arrives
+	tr.ack(8)
+	tr.ack(8) // an ack is counted once
+	tr.badDelivery()
+	if n := tr.outstanding(); n != 2 {
+		t.Errorf("outstanding = %d, want 2 (4 and 5)", n)
+	}
+	got := tr.tally()
+	want := tally{acked: 6, lost: 2, duplicates: 1, unackedDelivered: 1, corrupt: 1}
+	if got.acked != want.acked || got.lost != want.lost || got.duplicates != want.duplicates ||
+		got.unackedDelivered != want.unackedDelivered || got.corrupt != want.corrupt {
+		t.Errorf("tally = %+v, want %+v", got, want)
+	}
+	wantLat := []time.Duration{1, 2, 3, 4, 5}
+	if len(got.latencies) != len(wantLat) {
+		t.Fatalf("latencies = %v", got.latencies)
+	}
+	for i, l := range got.latencies {
+		if l != wantLat[i]*time.Millisecond {
+			t.Errorf("latencies = %v, want sorted first deliveries", got.latencies)
+			break
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var lat []time.Duration
+	for i := 1; i <= 100; i++ {
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct{ p, want float64 }{{50, 50}, {99, 99}, {100, 100}, {1, 1}, {0.1, 1}} {
+		if got := percentile(lat, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("empty p50 = %v", got)
+	}
+}
+
+// TestRunShort runs both phases for a second each, in-process, and checks
+// that the result is complete and sane: traffic flowed, every acked
+// message arrived once and intact, and no request stalled.
+func TestRunShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := Config{
+		Scenario:       "test",
+		Senders:        8,
+		SendersPerConn: 2,
+		Duration:       time.Second,
+		Drain:          5 * time.Second,
+		Baseline:       true,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	check := func(name string, ok bool) {
+		t.Helper()
+		if !ok {
+			t.Errorf("%s: %+v", name, res)
+		}
+	}
+	check("scenario", res.Scenario == "test" && res.Target == "in-process")
+	check("sizes", res.RecordBytes == 2048 && res.EnvelopeBytes == 1991)
+	check("senders", res.Senders == 8 && res.SenderConns == 4)
+	check("messages", res.Messages > 0 && res.MsgsPerS > 0)
+	check("baseline", res.BaselineMessages > 0 && res.BaselineMsgsPerS > 0)
+	check("ratio", res.Ratio > 0 && abs(res.Ratio-res.MsgsPerS/res.BaselineMsgsPerS) < 0.01)
+	check("rate", abs(res.MsgsPerS*res.DurationS-float64(res.Messages)) <= 0.01*float64(res.Messages)+1)
+	check("lost", res.Lost == 0 && res.BaselineLost == 0)
+	check("duplicates", res.Duplicates == 0 && res.BaselineDuplicates == 0)
+	check("corrupt", res.Corrupt == 0)
+	check("errors", res.SendErrors == 0 && res.BaselineSendErrors == 0 && res.AckErrors == 0 && res.UnackedDelivered == 0)
+	check("latency", res.P50Ms > 0 && res.P99Ms >= res.P50Ms && res.BaselineP50Ms > 0 && res.BaselineP99Ms >= res.BaselineP50Ms)
+	// A stalled request shows up as a send window far past Duration.
+	check("window", res.DurationS >= 1 && res.DurationS < 5 && res.MaxSendMs < 4000 && res.BaselineMaxSendMs < 4000)
+	check("store", res.StoreCommits > 0 && res.StoreOps >= res.StoreCommits && res.MeanBatch >= 1 &&
+		res.LargestBatch >= 1 && res.MeanCommitMs > 0)
+}
+
+func TestConfigRejectsBadValues(t *testing.T) {
+	for _, cfg := range []Config{
+		{RecordSize: 64},
+		{Senders: -1},
+		{SendersPerConn: -1},
+		{Duration: -time.Second},
+	} {
+		if _, err := Run(context.Background(), cfg); err == nil {
+			t.Errorf("Run(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}

@@ -1,0 +1,31 @@
+// Package bench measures the delivery server's sustained send throughput
+// and end-to-end latency against a baseline that does the same network
+// work without durability, so that the cost of the store is visible as
+// one ratio.
+//
+// A run has two phases over the same client code (package client), the
+// same padding policy, the same record size, concurrency and duration:
+//
+//   - qpc: the real server (package server with a bbolt store in a
+//     temporary directory, started in-process on 127.0.0.1), or an
+//     existing server given by its qpc:// address;
+//   - baseline: relay, an in-memory server over the same quic-go transport
+//     and TLS configuration that speaks the subset of the protocol the
+//     load uses (hello, CreateMailbox, Send, Subscribe, Ack) with the same
+//     records, one stream per request and one long-lived stream for the
+//     subscription, and keeps messages in a map instead of a database.
+//
+// Because both phases drive the same client.Conn calls, every message
+// costs the same QUIC streams and bytes in both; what differs is only the
+// server's handling of a Send (group-committed bbolt transaction and fsync
+// versus a map insert) and of its delivery (read transaction versus map
+// lookup).
+//
+// Each envelope carries a run ID, a sequence number, the monotonic time of
+// the Send call's start and a CRC, so the receiver measures latency from
+// Send start to delivery on the subscription and checks that every
+// acknowledged message arrives exactly once and intact.
+//
+// Imports: server, server/store, client, wire, padding, quic-go. It is
+// neither the server nor the client room, which is why it may use both.
+package bench
