@@ -631,3 +631,39 @@ func TestSignedEncodings(t *testing.T) {
 		c.report(t)
 	}
 }
+
+// TestRatchetTreeExtension decodes the ratchet_tree extension of every
+// GroupInfo in messages.json (RFC 9420 §12.4.3.3: its data is the
+// RatchetTree encoding) and checks that it re-encodes to the extension data
+// exactly. (The other extension payloads live with the validation code.)
+func TestRatchetTreeExtension(t *testing.T) {
+	var cases []map[string]hexBytes
+	loadVectors(t, "messages.json", &cases)
+	found := 0
+	for i, tc := range cases {
+		var m MLSMessage
+		if err := m.Unmarshal(tc["mls_group_info"]); err != nil || m.GroupInfo == nil {
+			t.Errorf("case %d: group info: %v", i, err)
+			continue
+		}
+		for _, e := range m.GroupInfo.Extensions {
+			if e.Type != 2 { // ratchet_tree, RFC 9420 §17.3
+				continue
+			}
+			var tree RatchetTree
+			if err := tree.Unmarshal(e.Data); err != nil {
+				t.Errorf("case %d: ratchet_tree extension: %v", i, err)
+				continue
+			}
+			out, err := tree.Marshal()
+			if err != nil || !bytes.Equal(out, e.Data) {
+				t.Errorf("case %d: ratchet_tree extension: re-encode %v", i, err)
+				continue
+			}
+			found++
+		}
+	}
+	if found == 0 {
+		t.Error("no ratchet_tree extension in messages.json group infos")
+	}
+}
