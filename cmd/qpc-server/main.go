@@ -1,0 +1,385 @@
+// Command qpc-server runs the quicprochat delivery service.
+//
+//	qpc-server init    [flags]   create the data directory, config file and server key
+//	qpc-server run     [flags]   serve (the default when no command is given)
+//	qpc-server address [flags]   print the server's qpc:// address
+//	qpc-server config  [flags]   print the effective configuration and where each value came from
+//	qpc-server version
+//	qpc-server help
+//
+// Every command takes one flag per configuration key (--listen,
+// --data-dir, --message-ttl, ...); see `qpc-server help`. Values come from
+// flags, then QPC_* environment variables, then <data dir>/qpc-server.toml,
+// then the built-in defaults.
+//
+// This is a thin main: configuration lives in server.Config, the work in
+// the server and server/store packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/wire"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// version is set at link time (-ldflags "-X main.version=v1.2.3"); builds
+// without it report the module version from the build info.
+var version string
+
+func main() {
+	c := &cli{stdout: os.Stdout, stderr: os.Stderr, lookupEnv: os.LookupEnv, notify: notifySignals}
+	os.Exit(c.main(os.Args[1:]))
+}
+
+// notifySignals starts catching SIGINT and SIGTERM. Only run does so: the
+// other commands finish on their own and should die on ^C as usual.
+func notifySignals() <-chan os.Signal {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	return sigs
+}
+
+// cli carries what a command may touch, so tests can run commands
+// in-process with their own output, environment and signals.
+type cli struct {
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+	notify         func() <-chan os.Signal
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command failed
+	exitUsage = 2 // the command line was wrong
+)
+
+const usageText = `qpc-server: the quicprochat delivery server
+
+Usage:
+  qpc-server [run] [flags]     serve; initialises the data directory on first use
+  qpc-server init [flags]      create the data directory, qpc-server.toml and the server key
+  qpc-server address [flags]   print the qpc:// address clients use (pinned server key)
+  qpc-server config [flags]    print the effective configuration, annotated with its sources
+  qpc-server version           print the version
+  qpc-server help              print this help
+
+Configuration, highest precedence first: flags, QPC_* environment variables
+(QPC_ + the upper-cased key: QPC_LISTEN, QPC_DATA_DIR, QPC_MESSAGE_TTL, ...),
+<data dir>/qpc-server.toml, built-in defaults. The data directory itself
+comes from --data-dir, QPC_DATA_DIR or the default ./qpc-data.
+
+Flags (every command but version and help):
+`
+
+func (c *cli) main(args []string) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "help":
+		c.usage(c.stdout)
+		return exitOK
+	case "version":
+		fmt.Fprintf(c.stdout, "qpc-server %s (protocol %s, %s)\n", buildVersion(), wire.ALPN, goVersion())
+		return exitOK
+	case "init", "run", "address", "config":
+	default:
+		fmt.Fprintf(c.stderr, "qpc-server: unknown command %q\n\n", cmd)
+		c.usage(c.stderr)
+		return exitUsage
+	}
+
+	fs := flag.NewFlagSet("qpc-server "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported below, once
+	flags := server.ConfigFlags{}
+	flags.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.usage(c.stdout)
+			return exitOK
+		}
+		fmt.Fprintf(c.stderr, "qpc-server %s: %v\n(run qpc-server help for the flags)\n", cmd, err)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(c.stderr, "qpc-server %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return exitUsage
+	}
+	cfg, err := server.LoadConfig(flags, c.lookupEnv)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "qpc-server %s: %v\n", cmd, err)
+		return exitError
+	}
+
+	switch cmd {
+	case "init":
+		err = c.init(cfg)
+	case "address":
+		err = c.address(cfg)
+	case "config":
+		err = cfg.Render(c.stdout)
+	case "run":
+		err = c.run(cfg)
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "qpc-server %s: %v\n", cmd, err)
+		return exitError
+	}
+	return exitOK
+}
+
+func (c *cli) usage(w io.Writer) {
+	fmt.Fprint(w, usageText)
+	fs := flag.NewFlagSet("qpc-server", flag.ContinueOnError)
+	server.ConfigFlags{}.Register(fs)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown Go version"
+}
+
+// errKeyExists explains why init stops; the pin is what every client has
+// stored, so the message says what to do instead.
+var errKeyExists = errors.New("refusing to replace the existing server key: every client pins it, a new key would lock them all out (qpc-server address prints the current address)")
+
+func (c *cli) init(cfg *server.Config) error {
+	note := func(format string, args ...any) { fmt.Fprintf(c.stderr, format+"\n", args...) }
+	id, err := initDataDir(cfg, note)
+	if err != nil {
+		return err
+	}
+	c.printAddress(cfg, id, cfg.Listen, "address: ")
+	return nil
+}
+
+// initDataDir creates the data directory (0700), the server key and, if
+// there is none, a commented default qpc-server.toml (0600). The key comes
+// first so that a refused init changes nothing. note reports each step.
+func initDataDir(cfg *server.Config, note func(format string, args ...any)) (*server.Identity, error) {
+	dir := cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		// Not changed behind the operator's back, but said out loud: the
+		// directory holds the server key and every queued envelope.
+		note("warning: data directory %s has mode %04o; other users may read it (chmod 700 %s)",
+			dir, fi.Mode().Perm(), dir)
+	}
+	id, err := server.CreateIdentity(dir)
+	if errors.Is(err, server.ErrKeyExists) {
+		return nil, fmt.Errorf("%s: %w", keyPath(cfg), errKeyExists)
+	}
+	if err != nil {
+		return nil, err
+	}
+	note("created server key %s", keyPath(cfg))
+	f, err := os.OpenFile(cfg.FilePath(), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		note("kept existing %s", cfg.FilePath())
+	case err != nil:
+		return nil, fmt.Errorf("write config file: %w", err)
+	default:
+		_, werr := f.Write(server.DefaultConfigFile())
+		if err := errors.Join(werr, f.Close()); err != nil {
+			return nil, fmt.Errorf("write config file: %w", err)
+		}
+		note("wrote %s", cfg.FilePath())
+	}
+	return id, nil
+}
+
+func keyPath(cfg *server.Config) string {
+	return cfg.DataDir + string(os.PathSeparator) + server.KeyFile
+}
+
+func (c *cli) address(cfg *server.Config) error {
+	id, err := server.LoadIdentity(cfg.DataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no server key in %s (run qpc-server init first)", cfg.DataDir)
+	}
+	if err != nil {
+		return err
+	}
+	c.printAddress(cfg, id, cfg.Listen, "")
+	return nil
+}
+
+// printAddress writes prefix + the qpc:// address for hostport on stdout,
+// and warns on stderr when clients could not dial it as written.
+func (c *cli) printAddress(cfg *server.Config, id *server.Identity, hostport, prefix string) {
+	fmt.Fprintf(c.stdout, "%s%s\n", prefix, id.Address(hostport))
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		fmt.Fprintf(c.stderr, "note: %s listens on every interface; give clients the address with this server's public host name in place of %s\n", hostport, host)
+	}
+	if port == "0" {
+		fmt.Fprintf(c.stderr, "note: listen port 0 is chosen when the server starts; qpc-server run prints the address with the real port\n")
+	}
+}
+
+// errForced marks a shutdown cut short by a second signal.
+var errForced = errors.New("second signal: exiting without waiting for the shutdown to finish")
+
+// run serves until a signal, then drains. It initialises the data
+// directory on first use, so that a bare `qpc-server` just works.
+func (c *cli) run(cfg *server.Config) error {
+	// Catch signals first: one that arrives while the store opens is
+	// acted on as soon as the server is up.
+	signals := c.notify()
+	log := cfg.NewLogger(c.stderr)
+	id, err := server.LoadIdentity(cfg.DataDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, serr := os.Stat(cfg.StorePath()); serr == nil {
+			// A store without its key is a restore or a mistake, not a
+			// first start: a new key would change the pin every client
+			// holds, so that takes an explicit init.
+			return fmt.Errorf("%s holds a store but no server key: restore %s, or run qpc-server init to create a new key (clients then need the new address)",
+				cfg.DataDir, server.KeyFile)
+		}
+		log.Info("no server key yet: initialising the data directory", "dir", cfg.DataDir)
+		id, err = initDataDir(cfg, func(format string, args ...any) { log.Info(fmt.Sprintf(format, args...)) })
+	}
+	if err != nil {
+		return err
+	}
+	opts, storeOpts, err := cfg.Options()
+	if err != nil {
+		return err
+	}
+	storeOpts.Logger = log
+	st, err := store.Open(cfg.StorePath(), storeOpts)
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("store %s is locked by another process (is another qpc-server running on this data directory?)", cfg.StorePath())
+	}
+	if err != nil {
+		return err
+	}
+	// From here on the store must be closed on every path, so that the
+	// writer commits what it queued and the file lock is released.
+	err = c.serve(cfg, id, st, opts, log, signals)
+	if errors.Is(err, errForced) {
+		// Leave at once, as asked: every acknowledged send is already
+		// committed, and bbolt needs no clean close to stay consistent.
+		return err
+	}
+	if cerr := st.Close(); cerr != nil {
+		log.Error("closing the store failed", "err", cerr)
+		if err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}
+
+func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opts server.Options, log *slog.Logger, signals <-chan os.Signal) error {
+	pc, err := net.ListenPacket("udp", cfg.Listen)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("listen %s: address already in use (is another server running? choose another port with --listen)", cfg.Listen)
+	}
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	opts.Identity, opts.Store, opts.Logger = id, st, log
+	srv, err := server.New(opts)
+	if err != nil {
+		pc.Close()
+		return err
+	}
+	// The address carries the configured host (what the operator chose to
+	// expose) and the bound port (which differs when the port was 0).
+	host, _, _ := net.SplitHostPort(cfg.Listen)
+	port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(pc) }()
+	c.printAddress(cfg, id, net.JoinHostPort(host, port), "address: ")
+
+	stop := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	}
+	select {
+	case sig := <-signals:
+		log.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout.String())
+		err := drain(signals, stop)
+		if errors.Is(err, errForced) {
+			return err
+		}
+		if err != nil {
+			// Requests cut short were never acknowledged, so clients retry
+			// them; the shutdown the operator asked for still happened.
+			log.Warn("shutdown timed out", "err", err)
+		}
+		return <-served
+	case err := <-served:
+		// Serve stopped by itself: the socket failed. Drain what is left.
+		if serr := stop(); serr != nil {
+			log.Warn("shutdown after serve failure", "err", serr)
+		}
+		return err
+	}
+}
+
+// drain runs stop and waits for it, unless another signal arrives first:
+// then it returns errForced at once, for an operator who does not want to
+// wait out the shutdown timeout.
+func drain(signals <-chan os.Signal, stop func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- stop() }()
+	select {
+	case err := <-done:
+		return err
+	case <-signals:
+		return errForced
+	}
+}

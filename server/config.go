@@ -1,0 +1,672 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Files inside the data directory.
+const (
+	ConfigFile = "qpc-server.toml"
+	StoreFile  = "qpc.db"
+)
+
+// EnvPrefix starts every environment variable the configuration reads:
+// QPC_ followed by the upper-cased TOML key (QPC_LISTEN, QPC_DATA_DIR, ...).
+const EnvPrefix = "QPC_"
+
+// Config is the whole configuration of qpc-server. It is built by
+// LoadConfig from, in increasing precedence: DefaultConfig, the TOML file
+// <data dir>/qpc-server.toml, QPC_* environment variables and command-line
+// flags. Every value remembers where it came from (Source), so that errors
+// and the rendered configuration can say so.
+type Config struct {
+	Listen    string `toml:"listen"`     // UDP host:port
+	DataDir   string `toml:"data_dir"`   // never read from the file, which lives inside it
+	LogLevel  string `toml:"log_level"`  // debug, info, warn, error
+	LogFormat string `toml:"log_format"` // text or json
+
+	Buckets       []int    `toml:"buckets"` // padding policy, ascending bytes
+	QuotaMessages int      `toml:"quota_messages"`
+	QuotaBytes    int64    `toml:"quota_bytes"`
+	MessageTTL    Duration `toml:"message_ttl"`
+	PurgeInterval Duration `toml:"purge_interval"`
+
+	MaxStreams       int      `toml:"max_streams"`
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	IdleTimeout      Duration `toml:"idle_timeout"`
+	RequestTimeout   Duration `toml:"request_timeout"`
+	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
+
+	StoreMaxBatch int `toml:"store_max_batch"`
+
+	sources map[string]Source
+}
+
+// Duration is a time.Duration written in TOML as a Go duration string
+// ("504h", "10m", "1.5s"). A bare integer is refused rather than read as
+// nanoseconds, which is never what an operator means.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (write it like \"504h\", \"10m\" or \"30s\")", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration without zero trailing units: "504h"
+// rather than "504h0m0s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func (d Duration) String() string {
+	s := d.Duration.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// SourceKind says which layer a configuration value came from.
+type SourceKind int
+
+// Layers in increasing precedence.
+const (
+	FromDefault SourceKind = iota
+	FromFile
+	FromEnv
+	FromFlag
+)
+
+// Source is where one configuration value came from: the layer, and the
+// flag, variable or file that held it.
+type Source struct {
+	Kind SourceKind
+	Name string // "--listen", "QPC_LISTEN", the file's path; empty for defaults
+}
+
+// String is the form used in errors: "flag --listen", "env QPC_LISTEN",
+// "file ./qpc-data/qpc-server.toml" or "default".
+func (s Source) String() string {
+	switch s.Kind {
+	case FromFlag:
+		return "flag " + s.Name
+	case FromEnv:
+		return "env " + s.Name
+	case FromFile:
+		return "file " + s.Name
+	}
+	return "default"
+}
+
+// annotation is the comment the rendered configuration puts after a value.
+func (s Source) annotation() string {
+	switch s.Kind {
+	case FromFlag:
+		return "# from flag"
+	case FromEnv:
+		return "# from env " + s.Name
+	case FromFile:
+		return "# from file"
+	}
+	return "# default"
+}
+
+// Source returns where the value of the TOML key came from.
+func (c *Config) Source(key string) Source { return c.sources[key] }
+
+// EnvName is the environment variable of a TOML key: QPC_ + KEY.
+func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
+
+// FlagName is the command-line flag of a TOML key, without dashes:
+// message_ttl becomes message-ttl.
+func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// DefaultConfig returns the built-in defaults, all marked FromDefault.
+func DefaultConfig() Config {
+	return Config{
+		Listen:           "127.0.0.1:4433",
+		DataDir:          "./qpc-data",
+		LogLevel:         "info",
+		LogFormat:        "text",
+		Buckets:          padding.Default.Buckets(),
+		QuotaMessages:    DefaultQuotaMessages,
+		QuotaBytes:       DefaultQuotaBytes,
+		MessageTTL:       Duration{DefaultTTL},
+		PurgeInterval:    Duration{10 * time.Minute},
+		MaxStreams:       100,
+		HandshakeTimeout: Duration{10 * time.Second},
+		IdleTimeout:      Duration{60 * time.Second},
+		RequestTimeout:   Duration{30 * time.Second},
+		ShutdownTimeout:  Duration{10 * time.Second},
+		StoreMaxBatch:    store.DefaultMaxBatch,
+		sources:          map[string]Source{},
+	}
+}
+
+// configField ties one TOML key to its Go field: how to parse it from a
+// flag or environment string, how to check it, and its help text. One
+// table drives flags, environment, file, validation and rendering, so a
+// new field cannot be half wired.
+type configField struct {
+	key   string
+	help  string
+	parse func(c *Config, s string) error // flag and environment text
+	copy  func(dst, src *Config)          // take the field from a decoded file
+	check func(c *Config) error           // nil if the value is valid
+	value func(c *Config) any             // the value to render as TOML
+}
+
+var configFields = []configField{
+	{
+		key:   "listen",
+		help:  "UDP address to serve QUIC on, host:port (port 0 picks a free port)",
+		parse: func(c *Config, s string) error { c.Listen = s; return nil },
+		copy:  func(d, s *Config) { d.Listen = s.Listen },
+		check: func(c *Config) error { return checkListen(c.Listen) },
+		value: func(c *Config) any { return c.Listen },
+	},
+	{
+		key:   "data_dir",
+		help:  "directory of the server key, qpc-server.toml and the message store",
+		parse: func(c *Config, s string) error { c.DataDir = s; return nil },
+		copy:  func(d, s *Config) { d.DataDir = s.DataDir },
+		check: func(c *Config) error {
+			if c.DataDir == "" {
+				return errors.New("must not be empty")
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.DataDir },
+	},
+	{
+		key:   "log_level",
+		help:  "debug, info, warn or error; nothing above debug names a mailbox, message, key or client",
+		parse: func(c *Config, s string) error { c.LogLevel = strings.ToLower(s); return nil },
+		copy:  func(d, s *Config) { d.LogLevel = strings.ToLower(s.LogLevel) },
+		check: func(c *Config) error {
+			if _, ok := logLevels[strings.ToLower(c.LogLevel)]; !ok {
+				return fmt.Errorf("%q is not one of debug, info, warn, error", c.LogLevel)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.LogLevel },
+	},
+	{
+		key:   "log_format",
+		help:  "text or json, written to stderr",
+		parse: func(c *Config, s string) error { c.LogFormat = strings.ToLower(s); return nil },
+		copy:  func(d, s *Config) { d.LogFormat = strings.ToLower(s.LogFormat) },
+		check: func(c *Config) error {
+			if f := strings.ToLower(c.LogFormat); f != "text" && f != "json" {
+				return fmt.Errorf("%q is not text or json", c.LogFormat)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.LogFormat },
+	},
+	{
+		key:   "buckets",
+		help:  "padding buckets in bytes, ascending (flag and env: comma-separated); the same for every client",
+		parse: parseBuckets,
+		copy:  func(d, s *Config) { d.Buckets = slices.Clone(s.Buckets) },
+		check: func(c *Config) error {
+			p, err := padding.NewPolicy(c.Buckets...)
+			if err != nil {
+				return err
+			}
+			// The same bound New enforces, caught while the operator can
+			// still see which setting caused it.
+			if p.Max()-wire.HeaderSize-sendOverhead <= 0 {
+				return fmt.Errorf("largest bucket %d leaves no room for an envelope (it must exceed %d bytes)",
+					p.Max(), wire.HeaderSize+sendOverhead)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.Buckets },
+	},
+	{
+		key:   "quota_messages",
+		help:  "most messages one mailbox may hold",
+		parse: func(c *Config, s string) error { return parseInt(&c.QuotaMessages, s) },
+		copy:  func(d, s *Config) { d.QuotaMessages = s.QuotaMessages },
+		// ServerHello announces the quota as a u32.
+		check: func(c *Config) error { return checkRange(int64(c.QuotaMessages), 1, math.MaxUint32) },
+		value: func(c *Config) any { return c.QuotaMessages },
+	},
+	{
+		key:   "quota_bytes",
+		help:  "most envelope bytes one mailbox may hold",
+		parse: func(c *Config, s string) error { return parseInt64(&c.QuotaBytes, s) },
+		copy:  func(d, s *Config) { d.QuotaBytes = s.QuotaBytes },
+		check: func(c *Config) error { return checkRange(c.QuotaBytes, 1, math.MaxInt64) },
+		value: func(c *Config) any { return c.QuotaBytes },
+	},
+	{
+		key:   "message_ttl",
+		help:  "how long an unfetched message is kept",
+		parse: func(c *Config, s string) error { return c.MessageTTL.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.MessageTTL = s.MessageTTL },
+		// ServerHello announces the TTL in whole seconds as a u32.
+		check: func(c *Config) error {
+			return checkDuration(c.MessageTTL.Duration, time.Second, math.MaxUint32*time.Second)
+		},
+		value: func(c *Config) any { return c.MessageTTL },
+	},
+	{
+		key:   "purge_interval",
+		help:  "how often expired messages are deleted",
+		parse: func(c *Config, s string) error { return c.PurgeInterval.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.PurgeInterval = s.PurgeInterval },
+		// A sweep more often than every second only burns write
+		// transactions that the sends need.
+		check: func(c *Config) error { return checkDuration(c.PurgeInterval.Duration, time.Second, 0) },
+		value: func(c *Config) any { return c.PurgeInterval },
+	},
+	{
+		key:   "max_streams",
+		help:  "concurrent request streams per connection",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxStreams, s) },
+		copy:  func(d, s *Config) { d.MaxStreams = s.MaxStreams },
+		// Far more than one client needs; above it a single connection
+		// could tie up an unreasonable share of the request handlers.
+		check: func(c *Config) error { return checkRange(int64(c.MaxStreams), 1, 65535) },
+		value: func(c *Config) any { return c.MaxStreams },
+	},
+	{
+		key:   "handshake_timeout",
+		help:  "QUIC handshake plus version hello (raise it for Tor)",
+		parse: func(c *Config, s string) error { return c.HandshakeTimeout.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.HandshakeTimeout = s.HandshakeTimeout },
+		check: func(c *Config) error { return checkDuration(c.HandshakeTimeout.Duration, time.Millisecond, 0) },
+		value: func(c *Config) any { return c.HandshakeTimeout },
+	},
+	{
+		key:   "idle_timeout",
+		help:  "QUIC idle timeout of a connection",
+		parse: func(c *Config, s string) error { return c.IdleTimeout.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.IdleTimeout = s.IdleTimeout },
+		check: func(c *Config) error { return checkDuration(c.IdleTimeout.Duration, time.Millisecond, 0) },
+		value: func(c *Config) any { return c.IdleTimeout },
+	},
+	{
+		key:   "request_timeout",
+		help:  "reading one request or writing one response",
+		parse: func(c *Config, s string) error { return c.RequestTimeout.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.RequestTimeout = s.RequestTimeout },
+		check: func(c *Config) error { return checkDuration(c.RequestTimeout.Duration, time.Millisecond, 0) },
+		value: func(c *Config) any { return c.RequestTimeout },
+	},
+	{
+		key:   "shutdown_timeout",
+		help:  "how long a shutdown waits for requests in flight",
+		parse: func(c *Config, s string) error { return c.ShutdownTimeout.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.ShutdownTimeout = s.ShutdownTimeout },
+		check: func(c *Config) error { return checkDuration(c.ShutdownTimeout.Duration, time.Millisecond, 0) },
+		value: func(c *Config) any { return c.ShutdownTimeout },
+	},
+	{
+		key:   "store_max_batch",
+		help:  "most writes committed in one store transaction (group commit)",
+		parse: func(c *Config, s string) error { return parseInt(&c.StoreMaxBatch, s) },
+		copy:  func(d, s *Config) { d.StoreMaxBatch = s.StoreMaxBatch },
+		// The store queues four batches in memory.
+		check: func(c *Config) error { return checkRange(int64(c.StoreMaxBatch), 1, 65536) },
+		value: func(c *Config) any { return c.StoreMaxBatch },
+	},
+}
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
+func fieldByKey(key string) *configField {
+	for i := range configFields {
+		if configFields[i].key == key {
+			return &configFields[i]
+		}
+	}
+	return nil
+}
+
+// ConfigKeys lists the TOML keys in the order they are rendered.
+func ConfigKeys() []string {
+	keys := make([]string, len(configFields))
+	for i, f := range configFields {
+		keys[i] = f.key
+	}
+	return keys
+}
+
+func checkListen(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", s, err)
+	}
+	if host == "" {
+		// An empty host would listen everywhere but leave nothing to put
+		// in the qpc:// address; make the operator say it.
+		return fmt.Errorf("%q has no host (use 0.0.0.0:%s or [::]:%s to listen on every interface)", s, port, port)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q has no valid port (want 0 to 65535)", s)
+	}
+	return nil
+}
+
+func parseInt(dst *int, s string) error {
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("%q is not an integer", s)
+	}
+	*dst = v
+	return nil
+}
+
+func parseInt64(dst *int64, s string) error {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not an integer", s)
+	}
+	*dst = v
+	return nil
+}
+
+func parseBuckets(c *Config, s string) error {
+	var sizes []int
+	for part := range strings.SplitSeq(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil {
+			return fmt.Errorf("%q is not a comma-separated list of byte sizes", s)
+		}
+		sizes = append(sizes, v)
+	}
+	c.Buckets = sizes
+	return nil
+}
+
+func checkRange(v, lo, hi int64) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%d is outside %d..%d", v, lo, hi)
+	}
+	return nil
+}
+
+// checkDuration requires lo <= d, and d <= hi unless hi is 0.
+func checkDuration(d, lo, hi time.Duration) error {
+	if d < lo {
+		return fmt.Errorf("%s is shorter than %s", Duration{d}, Duration{lo})
+	}
+	if hi > 0 && d > hi {
+		return fmt.Errorf("%s is longer than %s", Duration{d}, Duration{hi})
+	}
+	return nil
+}
+
+// ConfigFlags holds the configuration flags given on a command line, keyed
+// by TOML key. Only flags actually given appear, so that an unset flag
+// does not hide the environment or the file.
+type ConfigFlags map[string]string
+
+// Register defines one flag per configuration field on fs (--listen,
+// --data-dir, --message-ttl, ...). Values are checked by LoadConfig, which
+// knows what every other layer said.
+func (f ConfigFlags) Register(fs *flag.FlagSet) {
+	def := DefaultConfig()
+	for _, fd := range configFields {
+		usage := fmt.Sprintf("%s (default %s; env %s)", fd.help, renderValue(fd.value(&def)), EnvName(fd.key))
+		fs.Func(FlagName(fd.key), usage, func(s string) error {
+			f[fd.key] = s
+			return nil
+		})
+	}
+}
+
+// LoadConfig builds the effective configuration: defaults, then the file
+// <data dir>/qpc-server.toml if it exists, then the environment (QPC_* as
+// returned by lookupEnv; an empty value counts as unset), then flags. The
+// data directory itself comes from the flag, the environment or the
+// default, never from the file inside it. Every value given is checked,
+// even one a higher layer overrides, so that a broken file does not wait
+// for the day its override is removed; errors name the key and its source.
+func LoadConfig(flags ConfigFlags, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	for key := range flags {
+		if fieldByKey(key) == nil {
+			return nil, fmt.Errorf("config: unknown flag key %q", key)
+		}
+	}
+	c := DefaultConfig()
+	env := func(key string) (string, bool) {
+		v, ok := lookupEnv(EnvName(key))
+		return v, ok && v != ""
+	}
+	set := func(key, text string, src Source) error {
+		f := fieldByKey(key)
+		if err := f.parse(&c, text); err != nil {
+			return fmt.Errorf("config: %s from %s: %w", key, src, err)
+		}
+		if err := f.check(&c); err != nil {
+			return fmt.Errorf("config: %s from %s: %w", key, src, err)
+		}
+		c.sources[key] = src
+		return nil
+	}
+
+	// The data directory first: it says where the file is.
+	if v, ok := env("data_dir"); ok {
+		if err := set("data_dir", v, Source{FromEnv, EnvName("data_dir")}); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := flags["data_dir"]; ok {
+		if err := set("data_dir", v, Source{FromFlag, "--" + FlagName("data_dir")}); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.loadFile(c.FilePath()); err != nil {
+		return nil, err
+	}
+	for _, f := range configFields {
+		if f.key == "data_dir" {
+			continue
+		}
+		if v, ok := env(f.key); ok {
+			if err := set(f.key, v, Source{FromEnv, EnvName(f.key)}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, f := range configFields {
+		if v, ok := flags[f.key]; ok && f.key != "data_dir" {
+			if err := set(f.key, v, Source{FromFlag, "--" + FlagName(f.key)}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// loadFile applies the TOML file at path, if there is one. Decoding is
+// strict: a key this version does not know is an error, because a
+// misspelt key silently falling back to its default is how a server ends
+// up with a quota or TTL nobody chose.
+func (c *Config) loadFile(path string) error {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	src := Source{FromFile, path}
+	var fc Config
+	md, err := toml.Decode(string(raw), &fc)
+	if err != nil {
+		return fmt.Errorf("config: %s: %w", src, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		names := make([]string, len(und))
+		for i, k := range und {
+			names[i] = strconv.Quote(k.String())
+		}
+		return fmt.Errorf("config: %s: unknown key %s (known keys: %s)",
+			src, strings.Join(names, ", "), strings.Join(ConfigKeys(), ", "))
+	}
+	if md.IsDefined("data_dir") {
+		return fmt.Errorf("config: data_dir from %s: the file lives in the data directory, so it cannot move it; use --data-dir or %s",
+			src, EnvName("data_dir"))
+	}
+	for _, f := range configFields {
+		if !md.IsDefined(f.key) {
+			continue
+		}
+		if err := f.check(&fc); err != nil {
+			return fmt.Errorf("config: %s from %s: %w", f.key, src, err)
+		}
+		f.copy(c, &fc)
+		c.sources[f.key] = src
+	}
+	return nil
+}
+
+// Validate checks every field, naming the field and its source in the
+// error. LoadConfig calls it; call it yourself after changing a Config.
+func (c *Config) Validate() error {
+	for _, f := range configFields {
+		if err := f.check(c); err != nil {
+			return fmt.Errorf("config: %s from %s: %w", f.key, c.Source(f.key), err)
+		}
+	}
+	return nil
+}
+
+// FilePath is the configuration file in the data directory.
+func (c *Config) FilePath() string { return filepath.Join(c.DataDir, ConfigFile) }
+
+// StorePath is the bbolt file in the data directory.
+func (c *Config) StorePath() string { return filepath.Join(c.DataDir, StoreFile) }
+
+// Options turns the configuration into server and store options. The
+// caller adds Identity, Store and Logger to the first.
+func (c *Config) Options() (Options, store.Options, error) {
+	if err := c.Validate(); err != nil {
+		return Options{}, store.Options{}, err
+	}
+	policy, err := padding.NewPolicy(c.Buckets...)
+	if err != nil { // unreachable after Validate, but never ignore an error
+		return Options{}, store.Options{}, fmt.Errorf("config: buckets: %w", err)
+	}
+	so := Options{
+		Policy:           policy,
+		Quota:            store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
+		TTL:              c.MessageTTL.Duration,
+		PurgeInterval:    c.PurgeInterval.Duration,
+		MaxStreams:       c.MaxStreams,
+		HandshakeTimeout: c.HandshakeTimeout.Duration,
+		IdleTimeout:      c.IdleTimeout.Duration,
+		RequestTimeout:   c.RequestTimeout.Duration,
+	}
+	sto := store.Options{
+		MaxBatch: c.StoreMaxBatch,
+		// No envelope can be larger than the largest bucket; the server
+		// enforces the exact limit before the store sees it.
+		MaxEnvelope: policy.Max(),
+	}
+	return so, sto, nil
+}
+
+// Level is the slog level of log_level.
+func (c *Config) Level() slog.Level { return logLevels[strings.ToLower(c.LogLevel)] }
+
+// NewLogger returns a logger writing to w in log_format at log_level.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.Level()}
+	if strings.EqualFold(c.LogFormat, "json") {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// renderValue formats one value as TOML (a quoted string, an integer, an
+// array) with the TOML encoder, so quoting is always right.
+func renderValue(v any) string {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(map[string]any{"k": v}); err != nil {
+		// Every field is a string, integer, []int or Duration, all of
+		// which encode; reaching this is a programming error.
+		panic(fmt.Sprintf("config: render %T: %v", v, err))
+	}
+	return strings.TrimSpace(strings.TrimPrefix(b.String(), "k = "))
+}
+
+// Render writes the effective configuration as TOML, each line annotated
+// with its source (# from flag, # from env QPC_X, # from file, # default).
+// data_dir is written as a comment: it cannot be set in the file, and the
+// output should remain a valid file.
+func (c *Config) Render(w io.Writer) error {
+	var b bytes.Buffer
+	b.WriteString("# Effective qpc-server configuration.\n")
+	b.WriteString("# Precedence: flags > QPC_* environment > " + c.FilePath() + " > defaults.\n")
+	for _, f := range configFields {
+		line := f.key + " = " + renderValue(f.value(c))
+		if f.key == "data_dir" {
+			line = "# " + line
+		}
+		fmt.Fprintf(&b, "%-40s %s\n", line, c.Source(f.key).annotation())
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+// DefaultConfigFile is the commented file `qpc-server init` writes: every
+// setting with its default, commented out, so that a default changed in a
+// later release reaches servers whose operator never chose otherwise.
+func DefaultConfigFile() []byte {
+	def := DefaultConfig()
+	var b bytes.Buffer
+	b.WriteString(`# qpc-server configuration.
+#
+# Precedence: command-line flags > QPC_* environment variables > this file >
+# built-in defaults. Every key has a flag (--key-name) and a variable
+# (QPC_KEY_NAME). Uncomment a line to change it; an unknown key is an error.
+# The data directory is chosen by --data-dir or QPC_DATA_DIR, not here.
+# Durations are written like "504h", "10m", "30s".
+`)
+	for _, f := range configFields {
+		if f.key == "data_dir" {
+			continue
+		}
+		fmt.Fprintf(&b, "\n# %s.\n# Env %s, flag --%s.\n#%s = %s\n", f.help, EnvName(f.key), FlagName(f.key), f.key, renderValue(f.value(&def)))
+	}
+	return b.Bytes()
+}
