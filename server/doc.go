@@ -13,6 +13,7 @@
 // for a graceful drain. Config reads the TOML file, QPC_* environment and
 // flags for cmd/qpc-server.
 //
-// Imports: padding, wire, server/store, quic-go and the standard library;
+// Imports: padding, wire, server/store, quic-go, BurntSushi/toml (config)
+// and the standard library;
 // never client or mls.
 package server
