@@ -54,6 +54,8 @@ func (g *Group) resolveProposals(list []ProposalOrRef, committer Sender) ([]reso
 	return out, nil
 }
 
+// invalidProposals wraps ErrInvalidProposals; a %w in format keeps the
+// underlying cause (e.g. ErrMemberRejected) reachable with errors.Is.
 func invalidProposals(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidProposals}, args...)...)
 }
@@ -115,12 +117,12 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 		}
 		exts := gce[0].p.GroupContextExtensions.Extensions
 		if err := uniqueExtensions(exts); err != nil {
-			return nil, invalidProposals("%v", err)
+			return nil, invalidProposals("%w", err)
 		}
 		// Every member must support the new extensions (§12.1.7).
 		for _, i := range g.tree.members() {
 			if err := supportsCapabilities(&g.tree.leaf(i).Capabilities, exts); err != nil {
-				return nil, invalidProposals("leaf %d: %v", i, err)
+				return nil, invalidProposals("leaf %d: %w", i, err)
 			}
 		}
 		g.ctx.Extensions = slices.Clone(exts)
@@ -139,10 +141,10 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 		ln := &rp.p.Update.LeafNode
 		if err := validateLeaf(ln, &leafCheck{suite: g.suite, groupID: g.ctx.GroupID, leaf: leaf, source: LeafNodeSourceUpdate,
 			ctxExts: g.ctx.Extensions, tree: g.tree, verify: g.cfg.VerifyMember}); err != nil {
-			return nil, invalidProposals("update of leaf %d: %v", leaf, err)
+			return nil, invalidProposals("update of leaf %d: %w", leaf, err)
 		}
 		if err := g.tree.updateLeaf(leaf, ln); err != nil {
-			return nil, invalidProposals("%v", err)
+			return nil, invalidProposals("%w", err)
 		}
 		if leaf == g.priv.leaf {
 			// Our own update was committed: bring in its parked key.
@@ -167,7 +169,7 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 			return nil, invalidProposals("external commit removes another member")
 		}
 		if err := g.tree.removeLeaf(leaf); err != nil {
-			return nil, invalidProposals("remove: %v", err)
+			return nil, invalidProposals("remove: %w", err)
 		}
 	}
 	for _, rp := range byType[ProposalTypeAdd] {
@@ -176,11 +178,11 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 			ctxExts: g.ctx.Extensions, tree: g.tree, now: now, verify: g.cfg.VerifyMember}); err != nil {
 			// validateLeaf against the growing tree also rejects two Adds
 			// of the same client and an Add of a current member (§12.2).
-			return nil, invalidProposals("add: %v", err)
+			return nil, invalidProposals("add: %w", err)
 		}
 		i, err := g.tree.addLeaf(&kp.LeafNode)
 		if err != nil {
-			return nil, invalidProposals("%v", err)
+			return nil, invalidProposals("%w", err)
 		}
 		ap.added = append(ap.added, i)
 		ap.addedKPs = append(ap.addedKPs, kp)
@@ -190,7 +192,7 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 		id := rp.p.PreSharedKey.PSK
 		enc, err := id.Marshal()
 		if err != nil {
-			return nil, invalidProposals("%v", err)
+			return nil, invalidProposals("%w", err)
 		}
 		k := string(enc[:len(enc)-len(id.PSKNonce)])
 		if seen[k] {
