@@ -215,6 +215,28 @@ func TestSealRejects(t *testing.T) {
 			t.Errorf("%s: Seal = %v, want %v", c.name, err, c.want)
 		}
 	}
+	// MaxContent holds whatever the policy: a 1 MiB bucket with a short
+	// handle would have room for more.
+	huge, err := padding.NewPolicy(padding.MaxBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := testSender("a", "a")
+	if _, err := Seal(huge, rk.Public(), testMailbox, short, ContentMLS, make([]byte, MaxContent+1), testNow); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("content of MaxContent+1 under a 1 MiB bucket: %v, want ErrTooLarge", err)
+	}
+	if _, err := Seal(huge, rk.Public(), testMailbox, short, ContentMLS, make([]byte, MaxContent), testNow); err != nil {
+		t.Errorf("content of MaxContent: %v", err)
+	}
+	// Open refuses the same from a sender that skips the check.
+	p := plaintext{key: short.Key, handle: short.Handle, ts: uint64(testNow.Unix()), ct: ContentMLS, content: make([]byte, MaxContent+1)}
+	padded, err := padding.Pad(huge, p.encode(rk.Public(), testMailbox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(rk, testMailbox, mustEncrypt(t, rk.Public(), testMailbox, padded), testNow, 0, nil); !errors.Is(err, ErrMalformed) {
+		t.Errorf("Open of MaxContent+1: %v, want ErrMalformed", err)
+	}
 	if _, err := Seal(padding.Default, nil, testMailbox, good, ContentMLS, nil, testNow); !errors.Is(err, ErrMalformed) {
 		t.Errorf("nil recipient: %v", err)
 	}

@@ -477,3 +477,39 @@ func FuzzTokenResponseDecode(f *testing.F) {
 		}
 	})
 }
+
+// Frontends share one Issuer across goroutines; run with -race.
+func TestConcurrent(t *testing.T) {
+	c := &clock{t0}
+	iss := newIssuer(t, "master", c)
+	ep := iss.Epoch()
+	pk := publicKey(t, iss, ep)
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			// No t.Fatal off the test goroutine: errors go to done.
+			bl, req, err := Blind(pk, 3)
+			var resp *TokenResponse
+			if err == nil {
+				resp, err = iss.Issue(req)
+			}
+			var toks []Token
+			if err == nil {
+				toks, err = bl.Finalize(resp)
+			}
+			if err == nil {
+				err = iss.Redeem(&toks[0])
+			}
+			if err == nil {
+				// Touch other epochs' keys to exercise the cache.
+				_, err = iss.PublicKey(ep + uint32(g) + 1)
+			}
+			done <- err
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
