@@ -242,8 +242,7 @@ func TestMalformedEncodings(t *testing.T) {
 // extra byte are rejected. MLS encodings are self-delimiting, so no proper
 // prefix of a valid encoding is itself valid.
 func TestTruncationAndTrailing(t *testing.T) {
-	var cases []map[string]hexBytes
-	loadVectors(t, "messages.json", &cases)
+	cases := messageVectors(t)
 	for name, data := range cases[0] {
 		mk := messageFields[name]
 		if mk == nil {

@@ -39,8 +39,7 @@ const fuzzSeedCases = 4
 // named in fields, each transformed by conv (nil conv means as is), plus a
 // little junk every target should reject.
 func seedFromVectors(f *testing.F, conv func(name string, data []byte) []byte, fields ...string) {
-	var cases []map[string]hexBytes
-	loadVectors(f, "messages.json", &cases)
+	cases := messageVectors(f)
 	for i := 0; i < fuzzSeedCases && i < len(cases); i++ {
 		for _, name := range fields {
 			data, ok := cases[i][name]

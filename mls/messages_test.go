@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"testing"
 )
 
@@ -73,14 +74,30 @@ var messageFields = map[string]func() (codec, func() error){
 	"private_message":            mlsMessageCheck(WireFormatPrivateMessage, nil),
 }
 
+var (
+	messageVectorsOnce sync.Once
+	messageVectorsData []map[string]hexBytes
+)
+
+// messageVectors loads messages.json once per test binary: it is the
+// largest vector file and a dozen tests and fuzz seeds read it. The result
+// is shared read-only.
+func messageVectors(t testing.TB) []map[string]hexBytes {
+	t.Helper()
+	messageVectorsOnce.Do(func() { loadVectors(t, "messages.json", &messageVectorsData) })
+	if len(messageVectorsData) == 0 {
+		t.Fatal("vectors messages.json: no cases loaded")
+	}
+	return messageVectorsData
+}
+
 // TestMessagesVectors decodes and re-encodes every field of every case in
 // messages.json. The tally counts one case per field (so 17 per vector
 // object): a field is the unit that can independently pass or fail. A field
 // with no known decoder counts as a failure, so a new field in the vectors
 // cannot go unnoticed.
 func TestMessagesVectors(t *testing.T) {
-	var cases []map[string]hexBytes
-	loadVectors(t, "messages.json", &cases)
+	cases := messageVectors(t)
 	c := newTally("messages.json")
 	for i, tc := range cases {
 		names := make([]string, 0, len(tc))
@@ -276,8 +293,7 @@ func messageSubs(m *MLSMessage) []subStructure {
 // Unmarshal are checked against the vectors too, not only the top-level
 // ones. It is a plain test, not part of the messages.json tally.
 func TestMessagesSubStructures(t *testing.T) {
-	var cases []map[string]hexBytes
-	loadVectors(t, "messages.json", &cases)
+	cases := messageVectors(t)
 	seen := map[string]int{}
 	for i, tc := range cases {
 		for name, data := range tc {
@@ -637,8 +653,7 @@ func TestSignedEncodings(t *testing.T) {
 // RatchetTree encoding) and checks that it re-encodes to the extension data
 // exactly. (The other extension payloads live with the validation code.)
 func TestRatchetTreeExtension(t *testing.T) {
-	var cases []map[string]hexBytes
-	loadVectors(t, "messages.json", &cases)
+	cases := messageVectors(t)
 	found := 0
 	for i, tc := range cases {
 		var m MLSMessage
