@@ -340,6 +340,8 @@ func TestMarshalRejectsInconsistent(t *testing.T) {
 		"leaf_update_with_lifetime":  &LeafNode{Credential: Credential{Type: CredentialTypeBasic}, Source: LeafNodeSourceUpdate, Lifetime: &Lifetime{}},
 		"psk_external_with_epoch":    &PreSharedKeyID{PSKType: PSKTypeExternal, PSKEpoch: 1},
 		"private_content_type_0":     &PrivateMessage{},
+		"private_content_huge_pad":   &PrivateMessageContent{ContentType: ContentTypeApplication, PaddingLen: 1 << 31},
+		"private_content_neg_pad":    &PrivateMessageContent{ContentType: ContentTypeApplication, PaddingLen: -1},
 	} {
 		if out, err := v.Marshal(); err == nil {
 			t.Errorf("%s: encoded to %x, want an error", name, out)

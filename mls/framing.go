@@ -661,8 +661,10 @@ func (pc *PrivateMessageContent) Unmarshal(data []byte) error {
 }
 
 func (pc *PrivateMessageContent) marshal(b *cryptobyte.Builder) {
-	if pc.PaddingLen < 0 {
-		invalidf(b, "negative padding")
+	// The plaintext becomes PrivateMessage.ciphertext, an opaque<V>, so
+	// padding beyond the vector limit could never be sent (§2.1.2, §6.3.1).
+	if pc.PaddingLen < 0 || pc.PaddingLen > maxVectorLen {
+		invalidf(b, "padding length %d", pc.PaddingLen)
 		return
 	}
 	marshalContentBody(b, pc.ContentType, pc.ApplicationData, pc.Proposal, pc.Commit)
