@@ -91,8 +91,9 @@ const (
 	// with its length byte, timestamp, signature; plus the content type.
 	senderBlockMax = ed25519.PublicKeySize + 1 + MaxHandle + 8 + ed25519.SignatureSize + 2
 	// MaxContent is the most content any policy can carry in one
-	// envelope; the policy passed to Seal usually allows less (MaxContent
-	// of that policy). Larger payloads are chunked with padding.Split.
+	// envelope, whatever the handle; the policy passed to Seal and the
+	// server's MaxEnvelope usually allow less (MaxContentFor). Larger
+	// payloads are chunked with padding.Split.
 	MaxContent = padding.MaxBucket - padding.Overhead - senderBlockMax
 )
 
