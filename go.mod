@@ -3,9 +3,18 @@ module github.com/quicprochat/qpc
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0 // indirect
+	filippo.io/nistec v0.0.4 // indirect
 	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/bwesterb/go-ristretto v1.2.4 // indirect
+	github.com/bytemare/ecc v0.9.0 // indirect
+	github.com/bytemare/hash v0.6.2 // indirect
+	github.com/bytemare/hash2curve v0.5.4 // indirect
+	github.com/bytemare/ksf v0.5.0 // indirect
+	github.com/bytemare/opaque v0.18.0 // indirect
+	github.com/bytemare/secp256k1 v0.3.0 // indirect
 	github.com/cloudflare/circl v1.6.5 // indirect
+	github.com/gtank/ristretto255 v0.2.0 // indirect
 	github.com/quic-go/quic-go v0.65.0 // indirect
 	github.com/rogpeppe/go-internal v1.16.0 // indirect
 	go.etcd.io/bbolt v1.5.0 // indirect

@@ -1,0 +1,142 @@
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+
+	"github.com/bytemare/opaque/message"
+	"github.com/quicprochat/qpc/account"
+	bolt "go.etcd.io/bbolt"
+)
+
+// RegisterStart answers a RegistrationRequest (RFC 9807 §5.2.2
+// CreateRegistrationResponse) for username and returns the serialized
+// RegistrationResponse. Nothing is stored: RegisterFinish gets everything
+// it needs from the caller.
+//
+// A registered username fails with ErrTaken. That tells the caller the
+// username exists; registration cannot hide it (RFC 9807 §10.9), so every
+// RegisterStart draws from the global rate limit.
+//
+// Errors: ErrInvalidUsername, ErrRateLimited, ErrMalformed, ErrTaken,
+// ErrStorage, ErrClosed, or the context's error.
+func (s *Service) RegisterStart(ctx context.Context, username string, request []byte) ([]byte, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	u, err := account.NormalizeUsername(username)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: register: %w", err)
+	}
+	if !s.limits.takeGlobal(s.opts.Now()) {
+		return nil, fmt.Errorf("accounts: register: %w", ErrRateLimited)
+	}
+	cred := credentialID(u)
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketAccounts).Get(cred[:]) != nil {
+			return ErrTaken
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounts: register: %w", err)
+	}
+	resp, err := s.registrationResponse(cred, request)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: register: %w", err)
+	}
+	return resp, nil
+}
+
+// registrationResponse evaluates the OPRF on the client's blinded password
+// with the key derived from oprf_seed and cred (RFC 9807 §5.2.2), on a
+// server of its own.
+func (s *Service) registrationResponse(cred [credIDSize]byte, request []byte) ([]byte, error) {
+	srv, err := s.newServer()
+	if err != nil {
+		return nil, fmt.Errorf("%w: opaque server: %w", ErrStorage, err)
+	}
+	req, err := srv.Deserialize.RegistrationRequest(request)
+	if err != nil {
+		return nil, fmt.Errorf("%w: registration request: %w", ErrMalformed, err)
+	}
+	resp, err := srv.RegistrationResponse(req, cred[:], nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: registration response: %w", ErrMalformed, err)
+	}
+	return resp.Serialize(), nil
+}
+
+// parseRecord decodes and checks a RegistrationRecord (RFC 9807 §5.1)
+// before it is stored: a valid client public key (§10.7) and a non-zero
+// masking key; the library checks both.
+func (s *Service) parseRecord(record []byte) ([account.RegistrationRecordSize]byte, error) {
+	var out [account.RegistrationRecordSize]byte
+	d, err := s.conf.Deserializer()
+	if err != nil {
+		return out, fmt.Errorf("%w: opaque deserializer: %w", ErrStorage, err)
+	}
+	var rr *message.RegistrationRecord
+	if rr, err = d.RegistrationRecord(record); err != nil {
+		return out, fmt.Errorf("%w: registration record: %w", ErrMalformed, err)
+	}
+	if ser := rr.Serialize(); len(ser) != len(out) {
+		return out, fmt.Errorf("%w: registration record of %d bytes", ErrMalformed, len(ser))
+	}
+	copy(out[:], record)
+	return out, nil
+}
+
+// RegisterFinish stores the client's RegistrationRecord (RFC 9807
+// §5.2.3 output) under username, creates the account and its first
+// device, and issues that device a session.
+//
+// Errors: ErrInvalidUsername, ErrMalformed, ErrTaken (someone registered
+// the username since RegisterStart), ErrStorage, ErrClosed, or the
+// context's error.
+func (s *Service) RegisterFinish(ctx context.Context, username string, record []byte, device account.DeviceID, deviceName string) (Session, error) {
+	if err := s.check(ctx); err != nil {
+		return Session{}, err
+	}
+	u, err := account.NormalizeUsername(username)
+	if err != nil {
+		return Session{}, fmt.Errorf("accounts: register: %w", err)
+	}
+	if err := checkDevice(device, deviceName); err != nil {
+		return Session{}, fmt.Errorf("accounts: register: %w", err)
+	}
+	rec, err := s.parseRecord(record)
+	if err != nil {
+		return Session{}, fmt.Errorf("accounts: register: %w", err)
+	}
+	cred := credentialID(u)
+	now := s.opts.Now()
+	var sess Session
+	err = s.update(ctx, func(tx *bolt.Tx) error {
+		accounts, ids := tx.Bucket(bucketAccounts), tx.Bucket(bucketAccountIDs)
+		if accounts.Get(cred[:]) != nil {
+			return ErrTaken
+		}
+		var id AccountRef
+		rand.Read(id[:])
+		if ids.Get(id[:]) != nil {
+			// 2^-128 per pair: a collision means a broken random source.
+			return fmt.Errorf("%w: account ID collision", ErrStorage)
+		}
+		r := accountRecord{id: id, created: coarse(now), record: rec}
+		if err := accounts.Put(cred[:], r.encode()); err != nil {
+			return err
+		}
+		if err := ids.Put(id[:], encodeAccountID(cred)); err != nil {
+			return err
+		}
+		var err error
+		sess, err = s.issueSession(tx, id, device, deviceName, now)
+		return err
+	})
+	if err != nil {
+		return Session{}, fmt.Errorf("accounts: register: %w", err)
+	}
+	return sess, nil
+}

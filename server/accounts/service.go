@@ -1,0 +1,247 @@
+package accounts
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/bytemare/opaque"
+	"github.com/quicprochat/qpc/account"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Errors. Every error a method returns matches exactly one of these with
+// errors.Is (ErrCorrupt also matches ErrStorage); the integrator maps them
+// to wire error codes.
+var (
+	// ErrMalformed: a message that does not decode (an OPAQUE message the
+	// library rejects, a zero device ID, an invalid device name).
+	ErrMalformed = account.ErrMalformed
+	// ErrInvalidUsername: a username outside the rules of package account.
+	ErrInvalidUsername = account.ErrInvalidUsername
+	// ErrTaken: registration of a username that is already registered.
+	// This discloses that the username exists; registration cannot avoid
+	// it (RFC 9807 §10.9), which is why RegisterStart is rate limited.
+	ErrTaken = errors.New("accounts: username taken")
+	// ErrAuth: a login that did not authenticate (wrong password, unknown
+	// username, expired or reused login state), or a session token that is
+	// unknown, revoked or expired. Deliberately one error for all of them.
+	ErrAuth = errors.New("accounts: authentication failed")
+	// ErrRateLimited: too many failed logins for this username, or too many
+	// OPAQUE exchanges on the whole server. Retry later.
+	ErrRateLimited = errors.New("accounts: rate limited")
+	// ErrQuota: the account's tokens for the epoch are used up.
+	ErrQuota = errors.New("accounts: quota exhausted")
+	// ErrNotFound: RevokeDevice of a device the account does not have, or
+	// an operation on an account that no longer exists.
+	ErrNotFound = errors.New("accounts: not found")
+	// ErrTooManyDevices: a login from a new device when the account already
+	// has Options.MaxDevices devices. Revoke one first.
+	ErrTooManyDevices = errors.New("accounts: too many devices")
+	// ErrStorage: the database failed.
+	ErrStorage = errors.New("accounts: storage failure")
+	// ErrClosed: the Service is closed.
+	ErrClosed = errors.New("accounts: closed")
+)
+
+// AccountRef identifies an account inside the server: 16 random bytes
+// chosen at registration. It is not derived from the username and is never
+// sent to clients.
+type AccountRef [16]byte
+
+// Session is a freshly issued session. Token goes to the client once (in
+// account.SessionIssued) and is never stored.
+type Session struct {
+	Token   account.Token
+	Expiry  time.Time
+	Account AccountRef
+	Device  account.DeviceID
+}
+
+// Issued returns the SessionIssued body for s.
+func (s Session) Issued() account.SessionIssued {
+	return account.SessionIssued{Token: s.Token, Expiry: uint64(s.Expiry.Unix())}
+}
+
+// Device is one device of an account. Times are coarse (to the hour).
+type Device struct {
+	ID       account.DeviceID
+	Name     string
+	Created  time.Time
+	LastUsed time.Time
+}
+
+// Options configure a Service. Zero values take the defaults.
+type Options struct {
+	// SessionTTL is the lifetime of a session; default 30 days. A session
+	// is not extended by use: the device logs in again.
+	SessionTTL time.Duration
+	// LoginTimeout bounds the time between LoginStart and LoginFinish;
+	// default 2 minutes.
+	LoginTimeout time.Duration
+	// MaxFailures failed logins per username within FailureWindow make
+	// further logins for that username fail with ErrRateLimited until the
+	// oldest failure leaves the window; defaults 10 and 15 minutes.
+	MaxFailures   int
+	FailureWindow time.Duration
+	// GlobalRate and GlobalBurst shape the token bucket that every
+	// LoginStart, RegisterStart and ChangePasswordStart draws one token
+	// from; defaults 20/s and 100.
+	GlobalRate  float64
+	GlobalBurst int
+	// MaxDevices per account; default and maximum account.MaxDevices.
+	MaxDevices int
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultSessionTTL    = 30 * 24 * time.Hour
+	DefaultLoginTimeout  = 2 * time.Minute
+	DefaultMaxFailures   = 10
+	DefaultFailureWindow = 15 * time.Minute
+	DefaultGlobalRate    = 20
+	DefaultGlobalBurst   = 100
+)
+
+func (o *Options) setDefaults() {
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = DefaultSessionTTL
+	}
+	if o.LoginTimeout <= 0 {
+		o.LoginTimeout = DefaultLoginTimeout
+	}
+	if o.MaxFailures <= 0 {
+		o.MaxFailures = DefaultMaxFailures
+	}
+	if o.FailureWindow <= 0 {
+		o.FailureWindow = DefaultFailureWindow
+	}
+	if o.GlobalRate <= 0 {
+		o.GlobalRate = DefaultGlobalRate
+	}
+	if o.GlobalBurst <= 0 {
+		o.GlobalBurst = DefaultGlobalBurst
+	}
+	if o.MaxDevices <= 0 || o.MaxDevices > account.MaxDevices {
+		o.MaxDevices = account.MaxDevices
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Service is the server side of accounts. It is safe for concurrent use.
+type Service struct {
+	keys   *Keys
+	conf   *opaque.Configuration
+	db     *bolt.DB
+	opts   Options
+	limits *limiter
+	closed atomic.Bool
+}
+
+// Open opens (creating if needed) <dataDir>/accounts.db, mode 0600, and
+// returns a Service using keys. The caller closes it.
+func Open(dataDir string, keys *Keys, opts Options) (*Service, error) {
+	if keys == nil {
+		return nil, errors.New("accounts: open: nil keys")
+	}
+	opts.setDefaults()
+	db, err := openDB(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: open: %w: %w", ErrStorage, err)
+	}
+	return &Service{
+		keys:   keys,
+		conf:   account.Configuration(),
+		db:     db,
+		opts:   opts,
+		limits: newLimiter(opts),
+	}, nil
+}
+
+// Close closes the database. It is idempotent.
+func (s *Service) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("accounts: close: %w: %w", ErrStorage, err)
+	}
+	return nil
+}
+
+// credentialID is the RFC 9807 credential_identifier of a (normalised)
+// username: unique per client and stable (§5, §8), and the key of the
+// account record, so the raw username is never stored.
+func credentialID(username string) [credIDSize]byte {
+	h := sha256.New()
+	h.Write([]byte("qpc/1 account\x00"))
+	h.Write([]byte(username))
+	var id [credIDSize]byte
+	h.Sum(id[:0])
+	return id
+}
+
+func hashToken(t account.Token) [tokenHashSize]byte { return sha256.Sum256(t[:]) }
+
+// newServer returns a fresh opaque.Server with its own copy of the key
+// material: one per exchange, never shared (reusing one broke the next
+// login on this machine, as the architecture brief records).
+func (s *Service) newServer() (*opaque.Server, error) {
+	srv, err := s.conf.Server()
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.SetKeyMaterial(s.keys.serverKeyMaterial()); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// storageErr classifies an error from a bbolt transaction: our sentinel
+// errors pass unchanged, a closed database is ErrClosed, anything else is
+// ErrStorage.
+func storageErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrTaken), errors.Is(err, ErrAuth), errors.Is(err, ErrQuota),
+		errors.Is(err, ErrNotFound), errors.Is(err, ErrTooManyDevices), errors.Is(err, ErrStorage),
+		errors.Is(err, ErrMalformed):
+		return err
+	case errors.Is(err, berrors.ErrDatabaseNotOpen):
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrStorage, err)
+}
+
+func (s *Service) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	return storageErr(s.db.Update(fn))
+}
+
+func (s *Service) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	return storageErr(s.db.View(fn))
+}
+
+func (s *Service) check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
