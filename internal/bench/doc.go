@@ -26,6 +26,14 @@
 // Send start to delivery on the subscription and checks that every
 // acknowledged message arrives exactly once and intact.
 //
+// Reading a result: msgs_per_s counts acknowledged sends over the send
+// window, which ends when the last sender returns, so a stalled request
+// stretches duration_s instead of being hidden; max_send_ms near the
+// client's 30 s request timeout is such a stall. mean_batch,
+// mean_commit_ms and commit_busy_pct describe the store's group-commit
+// writer during the window: a busy share near 100 % means the sends queue
+// behind one serial, fsynced transaction at a time.
+//
 // Imports: server, server/store, client, wire, padding, quic-go. It is
 // neither the server nor the client room, which is why it may use both.
 package bench
