@@ -458,7 +458,7 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 		mb := store.Mailbox{OwnerKey: m.OwnerKey, Created: s.opts.Now()}
 		rand.Read(mb.ReceiveID[:])
 		rand.Read(mb.SendID[:])
-		err := s.opts.Store.CreateMailbox(ctx, mb)
+		err := s.opts.Store.CreateMailbox(ctx, mb, nil)
 		if errors.Is(err, store.ErrExists) {
 			continue
 		}
@@ -477,7 +477,7 @@ func (s *Server) send(ctx context.Context, m *wire.Send) (wire.Message, error) {
 	if err := s.opts.Authorizer.AuthorizeSend(ctx, m.Auth); err != nil {
 		return nil, authError(err)
 	}
-	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now())
+	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now(), nil)
 	if err != nil {
 		return nil, storeError(err)
 	}

@@ -232,8 +232,8 @@ type recordingStore struct {
 	created, deleted [][store.MailboxIDSize]byte
 }
 
-func (r *recordingStore) CreateMailbox(ctx context.Context, m store.Mailbox) error {
-	err := r.Store.CreateMailbox(ctx, m)
+func (r *recordingStore) CreateMailbox(ctx context.Context, m store.Mailbox, spend *store.Spend) error {
+	err := r.Store.CreateMailbox(ctx, m, spend)
 	if err == nil {
 		r.mu.Lock()
 		r.created = append(r.created, m.ReceiveID)

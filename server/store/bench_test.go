@@ -21,7 +21,7 @@ const benchEnvelope = 2048 // the 2 KiB padding bucket
 
 func BenchmarkPutGroupCommit(b *testing.B) {
 	benchPut(b, func(s *Bolt, m Mailbox, id [MessageIDSize]byte, env []byte) error {
-		_, err := s.Put(context.Background(), m.SendID, id, env, Quota{}, t0)
+		_, err := s.Put(context.Background(), m.SendID, id, env, Quota{}, t0, nil)
 		return err
 	})
 }
@@ -29,7 +29,7 @@ func BenchmarkPutGroupCommit(b *testing.B) {
 func BenchmarkPutPlainUpdate(b *testing.B) {
 	benchPut(b, func(s *Bolt, m Mailbox, id [MessageIDSize]byte, env []byte) error {
 		var res PutResult
-		return s.db.Update(s.putOp(m.SendID, id, env, Quota{}, t0, &res))
+		return s.db.Update(s.putOp(m.SendID, id, env, Quota{}, t0, nil, &res))
 	})
 }
 
@@ -46,7 +46,7 @@ func benchPut(b *testing.B, put func(*Bolt, Mailbox, [MessageIDSize]byte, []byte
 				boxes[i] = Mailbox{Created: t0}
 				binary.BigEndian.PutUint64(boxes[i].ReceiveID[:], uint64(i))
 				binary.BigEndian.PutUint64(boxes[i].SendID[:], uint64(i)|1<<63)
-				if err := s.CreateMailbox(context.Background(), boxes[i]); err != nil {
+				if err := s.CreateMailbox(context.Background(), boxes[i], nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -30,6 +30,8 @@ import (
 //	idempotency         receiveID(32) | messageID(16) -> idempotency record
 //	message_expiry      time(8) | receiveID(32) | seq(u64) -> empty
 //	idempotency_expiry  time(8) | receiveID(32) | messageID(16) -> empty
+//	spent               spendKey(32) -> spent record
+//	spent_expiry        time(8) | spendKey(32) -> empty
 //
 // The two expiry buckets exist so PurgeExpired walks only what has expired,
 // in time order, instead of scanning every message. A time in a key is the
@@ -44,6 +46,10 @@ import (
 //	send index record   v | receiveID(32)
 //	message record      v | messageID(16) | received(i64) | envelope(rest)
 //	idempotency record  v | seq(u64) | received(i64)
+//	spent record        v | until(i64)
+//
+// The spent set holds only token spend keys and when they may go; no key
+// names the mailbox or message its token paid for.
 //
 // count and bytes are the mailbox's stored messages and the sum of their
 // envelope lengths; they are updated in the same transaction as the
@@ -56,8 +62,10 @@ var (
 	bucketIdem       = []byte("idempotency")
 	bucketMsgExpiry  = []byte("message_expiry")
 	bucketIdemExpiry = []byte("idempotency_expiry")
+	bucketSpent      = []byte("spent")
+	bucketSpentExp   = []byte("spent_expiry")
 
-	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketIdem, bucketMsgExpiry, bucketIdemExpiry}
+	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketIdem, bucketMsgExpiry, bucketIdemExpiry, bucketSpent, bucketSpentExp}
 
 	keySchema = []byte("schema")
 )
@@ -385,7 +393,7 @@ func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // ---- operations ----
 
 // CreateMailbox implements Store.
-func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox) error {
+func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox, spend *Spend) error {
 	rec := mailboxRecord{
 		owner:   m.OwnerKey,
 		sendID:  m.SendID,
@@ -396,6 +404,12 @@ func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox) error {
 		mb, si := tx.Bucket(bucketMailboxes), tx.Bucket(bucketSendIDs)
 		if mb.Get(m.ReceiveID[:]) != nil || si.Get(m.SendID[:]) != nil {
 			return ErrExists
+		}
+		if err := checkSpend(tx, spend); err != nil {
+			return err
+		}
+		if err := recordSpend(tx, spend); err != nil {
+			return err
 		}
 		if err := mb.Put(m.ReceiveID[:], rec.encode()); err != nil {
 			return write(err)
@@ -428,12 +442,12 @@ func (s *Bolt) Mailbox(ctx context.Context, receiveID [MailboxIDSize]byte) (Mail
 // Put implements Store. The message's arrival time is now truncated to
 // Options.TimeGranularity. A duplicate is answered without touching quota:
 // the message was accepted once, so the retry must succeed the same way.
-func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time) (PutResult, error) {
+func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend) (PutResult, error) {
 	if len(envelope) > s.maxEnv {
 		return PutResult{}, fmt.Errorf("store: put: %w", ErrTooLarge)
 	}
 	var res PutResult
-	err := s.do(ctx, s.putOp(sendID, id, envelope, q, now, &res))
+	err := s.do(ctx, s.putOp(sendID, id, envelope, q, now, spend, &res))
 	if err != nil {
 		return PutResult{}, fmt.Errorf("store: put: %w", err)
 	}
@@ -442,7 +456,7 @@ func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageI
 
 // putOp builds Put's transaction body; the encoding happens here, in the
 // caller's goroutine, so the single writer does as little as possible.
-func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, res *PutResult) func(tx *bolt.Tx) error {
+func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend, res *PutResult) func(tx *bolt.Tx) error {
 	received := s.coarse(now)
 	value := encodeMessage(id, received, envelope)
 	size := uint64(len(envelope))
@@ -474,6 +488,12 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		}
 		if q.MaxBytes > 0 && mbox.bytes+size > uint64(q.MaxBytes) {
 			return ErrQuotaBytes
+		}
+		if err := checkSpend(tx, spend); err != nil {
+			return err
+		}
+		if err := recordSpend(tx, spend); err != nil {
+			return err
 		}
 		seq := mbox.nextSeq
 		mbox.nextSeq++
@@ -737,6 +757,17 @@ func (s *Bolt) PurgeExpired(ctx context.Context, now time.Time, ttl time.Duratio
 			break
 		}
 	}
+	// Spends expire on their own clock (the token epoch), not the TTL.
+	spentLimit := now.Unix()
+	for {
+		more := false
+		if err := s.do(ctx, purgeSpent(spentLimit, &more)); err != nil {
+			return total, fmt.Errorf("store: purge expired: %w", err)
+		}
+		if !more {
+			break
+		}
+	}
 	return total, nil
 }
 
@@ -974,4 +1005,53 @@ func expiryKey(t int64, key []byte) []byte {
 
 func decodeTimeKey(k []byte) int64 {
 	return int64(binary.BigEndian.Uint64(k) ^ (1 << 63))
+}
+
+// checkSpend refuses a spend key already in the spent set. Callers check
+// before writing anything, so a refusal never aborts the rest of a batch.
+func checkSpend(tx *bolt.Tx, spend *Spend) error {
+	if spend == nil {
+		return nil
+	}
+	if tx.Bucket(bucketSpent).Get(spend.Key[:]) != nil {
+		return ErrSpent
+	}
+	return nil
+}
+
+// recordSpend adds a spend key to the spent set and its expiry index.
+func recordSpend(tx *bolt.Tx, spend *Spend) error {
+	if spend == nil {
+		return nil
+	}
+	until := spend.Until.Unix()
+	v := make([]byte, 9)
+	v[0] = recordV1
+	binary.BigEndian.PutUint64(v[1:], uint64(until))
+	if err := tx.Bucket(bucketSpent).Put(spend.Key[:], v); err != nil {
+		return write(err)
+	}
+	return write(tx.Bucket(bucketSpentExp).Put(expiryKey(until, spend.Key[:]), nil))
+}
+
+// purgeSpent deletes up to purgeChunk spends whose Until is before limit.
+func purgeSpent(limit int64, more *bool) func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		exp := tx.Bucket(bucketSpentExp)
+		keys, full, err := expiredKeys(exp, limit, 8+SpendKeySize)
+		if err != nil {
+			return err
+		}
+		spent := tx.Bucket(bucketSpent)
+		for _, k := range keys {
+			if err := spent.Delete(k[8:]); err != nil {
+				return write(err)
+			}
+			if err := exp.Delete(k); err != nil {
+				return write(err)
+			}
+		}
+		*more = full
+		return nil
+	}
 }

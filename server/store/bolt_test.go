@@ -60,7 +60,7 @@ func mid() [MessageIDSize]byte {
 func mkMailbox(t *testing.T, s *Bolt) Mailbox {
 	t.Helper()
 	m := Mailbox{ReceiveID: rid(t), SendID: rid(t), OwnerKey: rid(t), Created: t0}
-	if err := s.CreateMailbox(context.Background(), m); err != nil {
+	if err := s.CreateMailbox(context.Background(), m, nil); err != nil {
 		t.Fatalf("CreateMailbox: %v", err)
 	}
 	return m
@@ -68,7 +68,7 @@ func mkMailbox(t *testing.T, s *Bolt) Mailbox {
 
 func mustPut(t *testing.T, s *Bolt, m Mailbox, id [MessageIDSize]byte, env []byte, q Quota, now time.Time) PutResult {
 	t.Helper()
-	r, err := s.Put(context.Background(), m.SendID, id, env, q, now)
+	r, err := s.Put(context.Background(), m.SendID, id, env, q, now, nil)
 	if err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -336,7 +336,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 				for range 10 {
 					id := mid()
 					env := append([]byte("envelope "), id[:]...)
-					r, err := s.Put(ctx, boxes[b].SendID, id, env, Quota{}, t0)
+					r, err := s.Put(ctx, boxes[b].SendID, id, env, Quota{}, t0, nil)
 					if err != nil {
 						t.Errorf("Put: %v", err)
 						return
@@ -396,7 +396,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 	if r := mustPut(t, s, boxes[0], mid(), []byte("new"), Quota{}, t0); r.Seq != 41 {
 		t.Fatalf("first seq after reopen %d, want 41", r.Seq)
 	}
-	_, err = s.Put(ctx, boxes[1].SendID, mid(), []byte("x"), Quota{MaxMessages: 40}, t0)
+	_, err = s.Put(ctx, boxes[1].SendID, mid(), []byte("x"), Quota{MaxMessages: 40}, t0, nil)
 	if !errors.Is(err, ErrQuotaCount) {
 		t.Fatalf("count quota after reopen: %v", err)
 	}
@@ -445,7 +445,7 @@ func TestGroupCommitBatchesConcurrentWriters(t *testing.T) {
 	for range writers {
 		wg.Go(func() {
 			for range each {
-				if _, err := s.Put(context.Background(), m.SendID, mid(), make([]byte, 2048), Quota{}, t0); err != nil {
+				if _, err := s.Put(context.Background(), m.SendID, mid(), make([]byte, 2048), Quota{}, t0, nil); err != nil {
 					t.Errorf("Put: %v", err)
 					return
 				}
@@ -497,7 +497,7 @@ func TestGroupCommitTakesWholeQueue(t *testing.T) {
 		var wg sync.WaitGroup
 		for range c.queued {
 			wg.Go(func() {
-				if _, err := s.Put(context.Background(), m.SendID, mid(), []byte("x"), Quota{}, t0); err != nil {
+				if _, err := s.Put(context.Background(), m.SendID, mid(), []byte("x"), Quota{}, t0, nil); err != nil {
 					t.Errorf("Put: %v", err)
 				}
 			})
@@ -537,13 +537,13 @@ func TestFailedTransaction(t *testing.T) {
 	small := mid()
 	errs := make([]error, 4)
 	var wg sync.WaitGroup
-	wg.Go(func() { _, errs[0] = s.Put(ctx, m.SendID, small, []byte("small"), Quota{}, t0) })
+	wg.Go(func() { _, errs[0] = s.Put(ctx, m.SendID, small, []byte("small"), Quota{}, t0, nil) })
 	waitQueued(t, s, 1)
-	wg.Go(func() { _, errs[1] = s.Put(ctx, full.SendID, mid(), []byte("refused"), Quota{MaxMessages: 1}, t0) })
+	wg.Go(func() { _, errs[1] = s.Put(ctx, full.SendID, mid(), []byte("refused"), Quota{MaxMessages: 1}, t0, nil) })
 	waitQueued(t, s, 2)
-	wg.Go(func() { errs[2] = s.CreateMailbox(ctx, newBox) })
+	wg.Go(func() { errs[2] = s.CreateMailbox(ctx, newBox, nil) })
 	waitQueued(t, s, 3)
-	wg.Go(func() { _, errs[3] = s.Put(ctx, m.SendID, mid(), make([]byte, 2<<20), Quota{}, t0) })
+	wg.Go(func() { _, errs[3] = s.Put(ctx, m.SendID, mid(), make([]byte, 2<<20), Quota{}, t0, nil) })
 	waitQueued(t, s, 4)
 	release()
 	wg.Wait()
@@ -581,10 +581,10 @@ func TestFailedTransaction(t *testing.T) {
 	if r := mustPut(t, s, m, small, []byte("small"), Quota{}, t0); r.Duplicate || r.Seq != 2 {
 		t.Fatalf("retry after failure: %+v", r)
 	}
-	if err := s.CreateMailbox(ctx, newBox); err != nil {
+	if err := s.CreateMailbox(ctx, newBox, nil); err != nil {
 		t.Fatalf("CreateMailbox after failure: %v", err)
 	}
-	if _, err := s.Put(ctx, full.SendID, mid(), []byte("refused"), Quota{MaxMessages: 1}, t0); !errors.Is(err, ErrQuotaCount) {
+	if _, err := s.Put(ctx, full.SendID, mid(), []byte("refused"), Quota{MaxMessages: 1}, t0, nil); !errors.Is(err, ErrQuotaCount) {
 		t.Fatalf("quota after failure: %v", err)
 	}
 	checkInvariants(t, s)
@@ -609,24 +609,24 @@ func TestRefusalDoesNotAbortBatch(t *testing.T) {
 	}
 	ops := []func() result{
 		func() result {
-			_, err := s.Put(ctx, m.SendID, mid(), []byte("a"), Quota{}, t0)
+			_, err := s.Put(ctx, m.SendID, mid(), []byte("a"), Quota{}, t0, nil)
 			return result{err, true, nil}
 		},
 		func() result {
-			_, err := s.Put(ctx, m.SendID, mid(), []byte("b"), Quota{MaxMessages: 1}, t0)
+			_, err := s.Put(ctx, m.SendID, mid(), []byte("b"), Quota{MaxMessages: 1}, t0, nil)
 			return result{err, false, ErrQuotaCount}
 		},
 		func() result {
-			_, err := s.Put(ctx, corrupt.SendID, mid(), []byte("c"), Quota{}, t0)
+			_, err := s.Put(ctx, corrupt.SendID, mid(), []byte("c"), Quota{}, t0, nil)
 			return result{err, false, ErrCorrupt}
 		},
-		func() result { return result{s.CreateMailbox(ctx, m), false, ErrExists} },
+		func() result { return result{s.CreateMailbox(ctx, m, nil), false, ErrExists} },
 		func() result {
-			_, err := s.Put(ctx, rid(t), mid(), []byte("d"), Quota{}, t0)
+			_, err := s.Put(ctx, rid(t), mid(), []byte("d"), Quota{}, t0, nil)
 			return result{err, false, ErrNotFound}
 		},
 		func() result {
-			_, err := s.Put(ctx, m.SendID, mid(), []byte("e"), Quota{}, t0)
+			_, err := s.Put(ctx, m.SendID, mid(), []byte("e"), Quota{}, t0, nil)
 			return result{err, true, nil}
 		},
 	}
@@ -663,7 +663,7 @@ func TestCancelWhileQueued(t *testing.T) {
 	id := mid()
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Put(ctx, m.SendID, id, []byte("abandoned"), Quota{}, t0)
+		_, err := s.Put(ctx, m.SendID, id, []byte("abandoned"), Quota{}, t0, nil)
 		done <- err
 	}()
 	waitQueued(t, s, 1)
@@ -691,7 +691,7 @@ func TestCancelAfterTakenWaitsForCommit(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Put(ctx, m.SendID, mid(), []byte("taken"), Quota{}, t0)
+		_, err := s.Put(ctx, m.SendID, mid(), []byte("taken"), Quota{}, t0, nil)
 		done <- err
 	}()
 	waitQueued(t, s, 1)
@@ -734,7 +734,7 @@ func TestCloseFlushesQueue(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			_, err := s.Put(context.Background(), m.SendID, mid(), []byte("queued"), Quota{}, t0)
+			_, err := s.Put(context.Background(), m.SendID, mid(), []byte("queued"), Quota{}, t0, nil)
 			errs <- err
 		}()
 	}
@@ -744,7 +744,7 @@ func TestCloseFlushesQueue(t *testing.T) {
 	for !s.shut.Load() {
 		time.Sleep(time.Millisecond)
 	}
-	if _, err := s.Put(context.Background(), m.SendID, mid(), []byte("late"), Quota{}, t0); !errors.Is(err, ErrClosed) {
+	if _, err := s.Put(context.Background(), m.SendID, mid(), []byte("late"), Quota{}, t0, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Put during Close: %v, want ErrClosed", err)
 	}
 	// Reads after Close began get ErrClosed, never a bbolt error.
@@ -793,7 +793,7 @@ func TestReadsDoNotWaitForWriter(t *testing.T) {
 func TestTooLarge(t *testing.T) {
 	s := openTest(t, "", Options{MaxEnvelope: 1024})
 	m := mkMailbox(t, s)
-	if _, err := s.Put(context.Background(), m.SendID, mid(), make([]byte, 1025), Quota{}, t0); !errors.Is(err, ErrTooLarge) {
+	if _, err := s.Put(context.Background(), m.SendID, mid(), make([]byte, 1025), Quota{}, t0, nil); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Put of 1025 bytes: %v, want ErrTooLarge", err)
 	}
 	mustPut(t, s, m, mid(), make([]byte, 1024), Quota{}, t0)
@@ -809,7 +809,7 @@ func TestTimesAreCoarseOnDisk(t *testing.T) {
 	exact := time.Date(2026, 3, 1, 12, 34, 56, 789, time.UTC)
 	coarse := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	m := Mailbox{ReceiveID: rid(t), SendID: rid(t), Created: exact}
-	if err := s.CreateMailbox(context.Background(), m); err != nil {
+	if err := s.CreateMailbox(context.Background(), m, nil); err != nil {
 		t.Fatal(err)
 	}
 	mustPut(t, s, m, mid(), []byte("x"), Quota{}, exact)
@@ -853,7 +853,7 @@ func TestPurgeInChunks(t *testing.T) {
 				box = other
 			}
 			var res PutResult
-			if err := s.putOp(box.SendID, mid(), []byte("old"), Quota{}, t0, &res)(tx); err != nil {
+			if err := s.putOp(box.SendID, mid(), []byte("old"), Quota{}, t0, nil, &res)(tx); err != nil {
 				return err
 			}
 		}
@@ -867,9 +867,10 @@ func TestPurgeInChunks(t *testing.T) {
 	if err != nil || purged != n {
 		t.Fatalf("PurgeExpired: %d, %v; want %d", purged, err, n)
 	}
-	// 3 message chunks and 3 idempotency chunks, each its own transaction.
-	if c := s.Stats().Commits - before.Commits; c != 6 {
-		t.Errorf("purge took %d transactions, want 6", c)
+	// 3 message chunks, 3 idempotency chunks and one (empty) spent-set
+	// chunk, each its own transaction.
+	if c := s.Stats().Commits - before.Commits; c != 7 {
+		t.Errorf("purge took %d transactions, want 7", c)
 	}
 	msgs := mustFetch(t, s, m)
 	if len(msgs) != 1 || msgs[0].Seq != fresh.Seq {
@@ -904,7 +905,7 @@ func TestCountersStayExact(t *testing.T) {
 					if i%5 == 4 && len(sent) > 0 {
 						id = sent[i%len(sent)] // retries, sometimes of another box's ID
 					}
-					_, err := s.Put(ctx, boxes[b].SendID, id, make([]byte, 10*(i+1)), Quota{MaxMessages: 30, MaxBytes: 2000}, now)
+					_, err := s.Put(ctx, boxes[b].SendID, id, make([]byte, 10*(i+1)), Quota{MaxMessages: 30, MaxBytes: 2000}, now, nil)
 					if err != nil && !errors.Is(err, ErrQuotaCount) && !errors.Is(err, ErrQuotaBytes) {
 						t.Errorf("Put: %v", err)
 					}
@@ -961,7 +962,7 @@ func TestCorruptValuesAreErrors(t *testing.T) {
 			corrupt(t, s, bucketMailboxes, m.ReceiveID[:], v)
 			_, err := s.Mailbox(ctx, m.ReceiveID)
 			wantCorrupt(t, "Mailbox", err)
-			_, err = s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0)
+			_, err = s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0, nil)
 			wantCorrupt(t, "Put", err)
 			_, err = s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{mid()})
 			wantCorrupt(t, "Ack", err)
@@ -988,7 +989,7 @@ func TestCorruptValuesAreErrors(t *testing.T) {
 		id := mid()
 		mustPut(t, s, m, id, []byte("x"), Quota{}, t0)
 		corrupt(t, s, bucketIdem, idemKey(m.ReceiveID, id), encodeIdem(0, 0))
-		_, err := s.Put(ctx, m.SendID, id, []byte("x"), Quota{}, t0)
+		_, err := s.Put(ctx, m.SendID, id, []byte("x"), Quota{}, t0, nil)
 		wantCorrupt(t, "Put retry", err)
 		_, err = s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{id})
 		wantCorrupt(t, "Ack", err)
@@ -999,11 +1000,11 @@ func TestCorruptValuesAreErrors(t *testing.T) {
 		s := openTest(t, "", Options{})
 		m := mkMailbox(t, s)
 		corrupt(t, s, bucketSendIDs, m.SendID[:], []byte{recordV1})
-		_, err := s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0)
+		_, err := s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0, nil)
 		wantCorrupt(t, "Put", err)
 		dangling := rid(t)
 		corrupt(t, s, bucketSendIDs, dangling[:], encodeSendRecord(rid(t)))
-		_, err = s.Put(ctx, dangling, mid(), []byte("x"), Quota{}, t0)
+		_, err = s.Put(ctx, dangling, mid(), []byte("x"), Quota{}, t0, nil)
 		wantCorrupt(t, "Put via dangling index", err)
 	})
 	t.Run("ExpiryKey", func(t *testing.T) {

@@ -23,7 +23,22 @@ var (
 	ErrTooLarge      = errors.New("envelope too large")
 	ErrClosed        = errors.New("store closed")
 	ErrStorageFailed = errors.New("storage failure")
+	ErrSpent         = errors.New("authorization already spent")
 )
+
+// SpendKeySize is the size of a spend key.
+const SpendKeySize = 32
+
+// Spend is a one-time authorization (an anonymous delivery token) that a
+// write consumes. The store records Key in the same transaction as the
+// write it pays for, so a token is spent exactly when the write is
+// durable, and refuses a key it has seen (ErrSpent). Until is when the
+// record may be forgotten: after it, the token is no longer accepted
+// anyway. Nothing links a spend key to the mailbox or message it paid for.
+type Spend struct {
+	Key   [SpendKeySize]byte
+	Until time.Time
+}
 
 // Mailbox is what the server keeps about one mailbox. It names no account:
 // the owner key belongs to the mailbox alone.
@@ -63,7 +78,8 @@ type PutResult struct {
 // Implementations must be safe for concurrent use.
 type Store interface {
 	// CreateMailbox stores a new mailbox; ErrExists if either ID is taken.
-	CreateMailbox(ctx context.Context, m Mailbox) error
+	// A non-nil spend is consumed with it (ErrSpent if already seen).
+	CreateMailbox(ctx context.Context, m Mailbox, spend *Spend) error
 	// Mailbox returns the mailbox with the given receive ID, or ErrNotFound.
 	Mailbox(ctx context.Context, receiveID [MailboxIDSize]byte) (Mailbox, error)
 	// Put stores an envelope for the mailbox whose send ID is sendID.
@@ -71,7 +87,10 @@ type Store interface {
 	// window is not stored again: the original result is returned with
 	// Duplicate set, even if the message was acked since. Quota errors are
 	// ErrQuotaCount / ErrQuotaBytes; an unknown send ID is ErrNotFound.
-	Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time) (PutResult, error)
+	// A non-nil spend is consumed with a newly stored message (ErrSpent if
+	// already seen); a duplicate consumes nothing, so a retry carrying the
+	// same token is acknowledged again.
+	Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend) (PutResult, error)
 	// Fetch returns up to limit stored messages with Seq > after, in
 	// order, and whether more remain. Expiry is PurgeExpired's job (Fetch
 	// has no TTL to judge by): a message past its TTL may be returned until
@@ -83,8 +102,9 @@ type Store interface {
 	// DeleteMailbox removes a mailbox, its messages and its idempotency
 	// keys; ErrNotFound if it does not exist.
 	DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte) error
-	// PurgeExpired deletes messages received before now-ttl and idempotency
-	// keys older than now-ttl, returning how many messages were deleted.
+	// PurgeExpired deletes messages received before now-ttl, idempotency
+	// keys older than now-ttl and spends whose Until is before now,
+	// returning how many messages were deleted.
 	PurgeExpired(ctx context.Context, now time.Time, ttl time.Duration) (int, error)
 	// Close flushes pending writes and releases the store.
 	Close() error

@@ -42,6 +42,9 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"CancelledContext", testCancelledContext},
 		{"Closed", testClosed},
+		{"SpendOnce", testSpendOnce},
+		{"SpendNotConsumedByRefusal", testSpendNotConsumedByRefusal},
+		{"SpendPurge", testSpendPurge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -73,7 +76,7 @@ func newMailbox(t *testing.T, s store.Store) store.Mailbox {
 		OwnerKey:  random[[store.OwnerKeySize]byte](t),
 		Created:   t0,
 	}
-	if err := s.CreateMailbox(context.Background(), m); err != nil {
+	if err := s.CreateMailbox(context.Background(), m, nil); err != nil {
 		t.Fatalf("CreateMailbox: %v", err)
 	}
 	return m
@@ -87,7 +90,7 @@ func envelope(n, size int) []byte {
 
 func put(t *testing.T, s store.Store, m store.Mailbox, id [store.MessageIDSize]byte, env []byte, q store.Quota, now time.Time) store.PutResult {
 	t.Helper()
-	r, err := s.Put(context.Background(), m.SendID, id, env, q, now)
+	r, err := s.Put(context.Background(), m.SendID, id, env, q, now, nil)
 	if err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -153,10 +156,10 @@ func testCreateExists(t *testing.T, s store.Store) {
 	m := newMailbox(t, s)
 	sameReceive := m
 	sameReceive.SendID = random[[store.MailboxIDSize]byte](t)
-	wantErr(t, "same receive ID", s.CreateMailbox(ctx, sameReceive), store.ErrExists)
+	wantErr(t, "same receive ID", s.CreateMailbox(ctx, sameReceive, nil), store.ErrExists)
 	sameSend := m
 	sameSend.ReceiveID = random[[store.MailboxIDSize]byte](t)
-	wantErr(t, "same send ID", s.CreateMailbox(ctx, sameSend), store.ErrExists)
+	wantErr(t, "same send ID", s.CreateMailbox(ctx, sameSend, nil), store.ErrExists)
 
 	// The refusals changed nothing: the original still works end to end
 	// and the refused receive ID does not exist.
@@ -166,7 +169,7 @@ func testCreateExists(t *testing.T, s store.Store) {
 	}
 	_, err = s.Mailbox(ctx, sameSend.ReceiveID)
 	wantErr(t, "refused mailbox", err, store.ErrNotFound)
-	_, err = s.Put(ctx, sameReceive.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	_, err = s.Put(ctx, sameReceive.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, nil)
 	wantErr(t, "Put to refused send ID", err, store.ErrNotFound)
 	put(t, s, m, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
 }
@@ -273,7 +276,7 @@ func testUnknownMailbox(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	newMailbox(t, s)
 	unknown := random[[store.MailboxIDSize]byte](t)
-	_, err := s.Put(ctx, unknown, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	_, err := s.Put(ctx, unknown, random[[16]byte](t), []byte("x"), store.Quota{}, t0, nil)
 	wantErr(t, "Put(unknown send ID)", err, store.ErrNotFound)
 	_, _, err = s.Fetch(ctx, unknown, 0, 10, t0)
 	wantErr(t, "Fetch(unknown)", err, store.ErrNotFound)
@@ -368,7 +371,7 @@ func testQuotaCount(t *testing.T, s store.Store) {
 	for _, id := range ids {
 		put(t, s, m, id, []byte("m"), q, t0)
 	}
-	_, err := s.Put(context.Background(), m.SendID, random[[16]byte](t), []byte("m"), q, t0)
+	_, err := s.Put(context.Background(), m.SendID, random[[16]byte](t), []byte("m"), q, t0, nil)
 	wantErr(t, "Put over count quota", err, store.ErrQuotaCount)
 	// A retry of an accepted message is no new message: it must not be
 	// refused by a full mailbox.
@@ -382,7 +385,7 @@ func testQuotaCount(t *testing.T, s store.Store) {
 	}
 	// 2 stored now: exactly one more fits.
 	put(t, s, m, random[[16]byte](t), []byte("m"), q, t0)
-	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), []byte("m"), q, t0)
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), []byte("m"), q, t0, nil)
 	wantErr(t, "Put over count quota after ack", err, store.ErrQuotaCount)
 	if msgs := fetchAll(t, s, m); len(msgs) != 3 {
 		t.Fatalf("%d messages stored, want 3", len(msgs))
@@ -395,24 +398,24 @@ func testQuotaBytes(t *testing.T, s store.Store) {
 	a, b := random[[16]byte](t), random[[16]byte](t)
 	put(t, s, m, a, envelope(1, 40), q, t0)
 	put(t, s, m, b, envelope(2, 40), q, t0)
-	_, err := s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(3, 21), q, t0)
+	_, err := s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(3, 21), q, t0, nil)
 	wantErr(t, "Put over byte quota", err, store.ErrQuotaBytes)
 	put(t, s, m, random[[16]byte](t), envelope(4, 20), q, t0) // exactly 100
-	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(5, 1), q, t0)
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(5, 1), q, t0, nil)
 	wantErr(t, "Put over full byte quota", err, store.ErrQuotaBytes)
 	// An envelope larger than the whole quota never fits.
 	other := newMailbox(t, s)
-	_, err = s.Put(context.Background(), other.SendID, random[[16]byte](t), envelope(6, 101), q, t0)
+	_, err = s.Put(context.Background(), other.SendID, random[[16]byte](t), envelope(6, 101), q, t0, nil)
 	wantErr(t, "Put larger than quota", err, store.ErrQuotaBytes)
 
 	if n := ack(t, s, m, a); n != 1 {
 		t.Fatalf("Ack deleted %d, want 1", n)
 	}
 	put(t, s, m, random[[16]byte](t), envelope(7, 40), q, t0) // 100 again
-	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(8, 1), q, t0)
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(8, 1), q, t0, nil)
 	wantErr(t, "Put over byte quota after ack", err, store.ErrQuotaBytes)
 	// Both limits: the count is checked too.
-	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(9, 1), store.Quota{MaxMessages: 3, MaxBytes: 1000}, t0)
+	_, err = s.Put(context.Background(), m.SendID, random[[16]byte](t), envelope(9, 1), store.Quota{MaxMessages: 3, MaxBytes: 1000}, t0, nil)
 	wantErr(t, "Put over count with bytes to spare", err, store.ErrQuotaCount)
 }
 
@@ -434,13 +437,13 @@ func testDeleteMailbox(t *testing.T, s store.Store) {
 	wantErr(t, "Mailbox after delete", err, store.ErrNotFound)
 	_, _, err = s.Fetch(ctx, m.ReceiveID, 0, 10, t0)
 	wantErr(t, "Fetch after delete", err, store.ErrNotFound)
-	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, nil)
 	wantErr(t, "Put after delete", err, store.ErrNotFound)
 	wantErr(t, "second DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), store.ErrNotFound)
 
 	// Both IDs are free again, and nothing of the old mailbox is left:
 	// no messages, and its message IDs are no longer duplicates.
-	if err := s.CreateMailbox(ctx, m); err != nil {
+	if err := s.CreateMailbox(ctx, m, nil); err != nil {
 		t.Fatalf("recreate: %v", err)
 	}
 	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
@@ -508,7 +511,7 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 		t.Fatalf("unexpired idempotency key was purged")
 	}
 	// The purge kept the count exact: 1 fresh + 2 re-sent = quota of 3.
-	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), q, now)
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), q, now, nil)
 	wantErr(t, "Put after purge into a full mailbox", err, store.ErrQuotaCount)
 }
 
@@ -538,7 +541,7 @@ func testConcurrentPuts(t *testing.T, s store.Store) {
 		wg.Go(func() {
 			for j := range each {
 				id := ids[w%(writers/2)][j]
-				r, err := s.Put(ctx, m.SendID, id, id[:], store.Quota{}, t0)
+				r, err := s.Put(ctx, m.SendID, id, id[:], store.Quota{}, t0, nil)
 				if err != nil {
 					errs <- fmt.Errorf("writer %d put %d: %w", w, j, err)
 					return
@@ -585,9 +588,9 @@ func testCancelledContext(t *testing.T, s store.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	id := random[[16]byte](t)
-	_, err := s.Put(ctx, m.SendID, id, []byte("x"), store.Quota{}, t0)
+	_, err := s.Put(ctx, m.SendID, id, []byte("x"), store.Quota{}, t0, nil)
 	wantErr(t, "Put", err, context.Canceled)
-	wantErr(t, "CreateMailbox", s.CreateMailbox(ctx, store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t)}), context.Canceled)
+	wantErr(t, "CreateMailbox", s.CreateMailbox(ctx, store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t)}, nil), context.Canceled)
 	_, err = s.Ack(ctx, m.ReceiveID, [][16]byte{id})
 	wantErr(t, "Ack", err, context.Canceled)
 	wantErr(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), context.Canceled)
@@ -613,10 +616,10 @@ func testClosed(t *testing.T, s store.Store) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	wantErr(t, "CreateMailbox", s.CreateMailbox(ctx, store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t)}), store.ErrClosed)
+	wantErr(t, "CreateMailbox", s.CreateMailbox(ctx, store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t)}, nil), store.ErrClosed)
 	_, err := s.Mailbox(ctx, m.ReceiveID)
 	wantErr(t, "Mailbox", err, store.ErrClosed)
-	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0)
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, nil)
 	wantErr(t, "Put", err, store.ErrClosed)
 	_, _, err = s.Fetch(ctx, m.ReceiveID, 0, 10, t0)
 	wantErr(t, "Fetch", err, store.ErrClosed)
@@ -625,4 +628,76 @@ func testClosed(t *testing.T, s store.Store) {
 	wantErr(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), store.ErrClosed)
 	_, err = s.PurgeExpired(ctx, t0, time.Hour)
 	wantErr(t, "PurgeExpired", err, store.ErrClosed)
+}
+
+// testSpendOnce: a spend key pays for exactly one write, whether it was
+// first spent on a mailbox or on a message; a retry of the same message
+// with the same key is a duplicate, not a double spend.
+func testSpendOnce(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(48 * time.Hour)}
+	m := store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t), Created: t0}
+	if err := s.CreateMailbox(ctx, m, spend); err != nil {
+		t.Fatalf("CreateMailbox with a fresh spend: %v", err)
+	}
+	other := store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t), Created: t0}
+	wantErr(t, "mailbox with a spent key", s.CreateMailbox(ctx, other, spend), store.ErrSpent)
+	if _, err := s.Mailbox(ctx, other.ReceiveID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("refused mailbox exists: %v", err)
+	}
+	_, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend)
+	wantErr(t, "message with a key spent on a mailbox", err, store.ErrSpent)
+
+	pay := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(48 * time.Hour)}
+	id := random[[16]byte](t)
+	r1, err := s.Put(ctx, m.SendID, id, []byte("paid"), store.Quota{}, t0, pay)
+	if err != nil {
+		t.Fatalf("Put with a fresh spend: %v", err)
+	}
+	r2, err := s.Put(ctx, m.SendID, id, []byte("paid"), store.Quota{}, t0, pay)
+	if err != nil || !r2.Duplicate || r2.Seq != r1.Seq {
+		t.Fatalf("retry with the same key: %+v, %v; want the duplicate", r2, err)
+	}
+	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("again"), store.Quota{}, t0, pay)
+	wantErr(t, "second message with the same key", err, store.ErrSpent)
+	if msgs := fetchAll(t, s, m); len(msgs) != 1 {
+		t.Fatalf("%d messages stored, want 1", len(msgs))
+	}
+}
+
+// testSpendNotConsumedByRefusal: a write refused for another reason (quota,
+// unknown mailbox) leaves its token unspent.
+func testSpendNotConsumedByRefusal(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+	put(t, s, m, random[[16]byte](t), []byte("fill"), store.Quota{}, t0)
+	_, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{MaxMessages: 1}, t0, spend)
+	wantErr(t, "over quota", err, store.ErrQuotaCount)
+	_, err = s.Put(ctx, random[[32]byte](t), random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend)
+	wantErr(t, "unknown mailbox", err, store.ErrNotFound)
+	if _, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend); err != nil {
+		t.Fatalf("token refused after writes that did not happen: %v", err)
+	}
+}
+
+// testSpendPurge: spends are forgotten after their Until, not before.
+func testSpendPurge(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(2 * time.Hour)}
+	if _, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PurgeExpired(ctx, t0.Add(time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("y"), store.Quota{}, t0, spend)
+	wantErr(t, "spend before its Until", err, store.ErrSpent)
+	if _, err := s.PurgeExpired(ctx, t0.Add(3*time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("z"), store.Quota{}, t0, spend); err != nil {
+		t.Fatalf("spend record outlived its Until: %v", err)
+	}
 }
