@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -535,4 +537,73 @@ func TestClosed(t *testing.T) {
 	_, _, err = e.svc.LoginStart(bg, "alice", make([]byte, account.KE1Size))
 	is(t, err, ErrClosed)
 	e.open()
+}
+
+// TestFoundGatesLogin: LoginFinish succeeds only for a registered
+// username, even if the MAC verifies. With the real library an unknown
+// username's fake record cannot produce a verifiable MAC, so this checks
+// the second lock by taking a genuine login's state and marking it as an
+// unknown username's.
+func TestFoundGatesLogin(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.mustRegister("alice", "pw", 1)
+	for _, found := range []int{0, 1} {
+		l, lsBody, _ := account.ClientLogin("alice", []byte("pw"), []byte(testIdentity), cheapKSF)
+		ls, _ := account.UnmarshalLoginStart(lsBody)
+		ke2, st, err := e.svc.LoginStart(bg, ls.Username, ls.KE1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lr, _ := (&account.LoginResponse{KE2: ke2}).Marshal()
+		lfBody, _, _, err := l.Finish(lr, dev(1), "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lf, _ := account.UnmarshalLoginFinish(lfBody)
+		st.found = found
+		_, err = e.svc.LoginFinish(bg, st, lf.KE3, dev(1), "d")
+		if (err == nil) != (found == 1) {
+			t.Fatalf("found = %d: err = %v", found, err)
+		}
+	}
+}
+
+// TestConcurrentLogins runs logins, wrong-password attempts and session
+// checks in parallel: each login has its own opaque.Server, and nothing
+// one login does may disturb another.
+func TestConcurrentLogins(t *testing.T) {
+	e := newEnv(t, Options{MaxFailures: 1000})
+	users := []string{"alice", "bob", "carol", "dave"}
+	for _, u := range users {
+		e.mustRegister(u, "pw-"+u, 1)
+	}
+	errs := make(chan error, 64)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			u := users[g%len(users)]
+			for i := range 4 {
+				pw := "pw-" + u
+				if i%2 == 1 {
+					pw = "wrong"
+				}
+				s, err := e.login(u, pw, byte(2+g))
+				switch {
+				case i%2 == 1 && !errors.Is(err, ErrAuth):
+					errs <- fmt.Errorf("%s wrong password: %v", u, err)
+				case i%2 == 0 && err != nil:
+					errs <- fmt.Errorf("%s login: %v", u, err)
+				case i%2 == 0:
+					if _, _, err := e.svc.Authenticate(bg, s.Token); err != nil {
+						errs <- fmt.Errorf("%s authenticate: %v", u, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

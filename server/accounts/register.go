@@ -92,6 +92,11 @@ func (s *Service) parseRecord(record []byte) ([account.RegistrationRecordSize]by
 // §5.2.3 output) under username, creates the account and its first
 // device, and issues that device a session.
 //
+// The handler calls it only after RegisterStart succeeded for the same
+// username on the same stream: the server cannot tell a record made from
+// its RegistrationResponse from one made up, so it is RegisterStart that
+// charges the rate limit for the whole registration.
+//
 // Errors: ErrInvalidUsername, ErrMalformed, ErrTaken (someone registered
 // the username since RegisterStart), ErrStorage, ErrClosed, or the
 // context's error.
