@@ -72,6 +72,18 @@ func newMessage(kind Kind) Message {
 		return new(HealthStatus)
 	case KindError:
 		return new(ErrorMessage)
+	case KindAccountRequest:
+		return new(AccountRequest)
+	case KindAccountReply:
+		return new(AccountReply)
+	case KindTokenKeys:
+		return new(TokenKeys)
+	case KindTokenKeyList:
+		return new(TokenKeyList)
+	case KindIssueTokens:
+		return new(IssueTokens)
+	case KindTokensIssued:
+		return new(TokensIssued)
 	}
 	return nil
 }
@@ -80,7 +92,7 @@ func newMessage(kind Kind) Message {
 func IsRequest(kind Kind) bool {
 	switch kind {
 	case KindClientHello, KindCreateMailbox, KindSend, KindFetch, KindSubscribe,
-		KindAck, KindDeleteMailbox, KindHealth:
+		KindAck, KindDeleteMailbox, KindHealth, KindAccountRequest, KindTokenKeys, KindIssueTokens:
 		return true
 	}
 	return false
