@@ -486,6 +486,8 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 		return nil, err
 	}
 	res := &CommitResult{Commit: out}
+	// §12.1.5: after a ReInit only the new group may be used.
+	g.inactive = ap.reinit != nil
 	if len(ap.added) > 0 {
 		if res.Welcome, err = g.welcome(welcomeSecrets, ap, pres.secrets); err != nil {
 			return nil, err

@@ -50,11 +50,6 @@ func findExtension(exts []Extension, t ExtensionType) ([]byte, bool) {
 	return nil, false
 }
 
-func setExtension(exts []Extension, t ExtensionType, data []byte) []Extension {
-	out := slices.DeleteFunc(slices.Clone(exts), func(e Extension) bool { return e.Type == t })
-	return append(out, Extension{Type: t, Data: data})
-}
-
 // uniqueExtensions rejects an extension list with a repeated type, which
 // RFC 9420 §13 forbids in every extension list.
 func uniqueExtensions(exts []Extension) error {

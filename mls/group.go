@@ -536,6 +536,8 @@ func (g *Group) checkProposalSender(p *Proposal, s Sender) error {
 		return fmt.Errorf("external_init sent as a proposal: %w", ErrInvalidProposals)
 	case p.Type == ProposalTypeUpdate && s.Type != SenderTypeMember:
 		return fmt.Errorf("update from %v: %w", s.Type, ErrInvalidProposals)
+	case s.Type == SenderTypeNewMemberProposal && p.Type != ProposalTypeAdd:
+		return fmt.Errorf("%v from a new member: %w", p.Type, ErrInvalidProposals)
 	}
 	return nil
 }
@@ -554,4 +556,35 @@ func (g *Group) Decrypt(data []byte) (plaintext []byte, sender uint32, err error
 		return nil, 0, err
 	}
 	return r.ApplicationData, r.Sender.Index, nil
+}
+
+// ExternalProposal creates a proposal from an external sender
+// (§12.1.8): a party listed at senderIndex in the group's
+// external_senders extension — for qpc, the delivery service removing
+// a deleted account. It is sent as a PublicMessage without membership tag;
+// only Add, Remove, PreSharedKey, ReInit and GroupContextExtensions are
+// allowed.
+func ExternalProposal(suite CipherSuiteID, groupID []byte, epoch uint64, senderIndex uint32, sigPriv []byte, p *Proposal) ([]byte, error) {
+	s, err := LookupCipherSuite(suite)
+	if err != nil {
+		return nil, err
+	}
+	switch p.Type {
+	case ProposalTypeAdd, ProposalTypeRemove, ProposalTypePSK, ProposalTypeReInit, ProposalTypeGroupContextExtensions:
+	default:
+		return nil, fmt.Errorf("external %v proposal: %w", p.Type, ErrInvalidProposals)
+	}
+	fc := &FramedContent{GroupID: groupID, Epoch: epoch, Sender: Sender{Type: SenderTypeExternal, Index: senderIndex},
+		ContentType: ContentTypeProposal, Proposal: p}
+	// External senders sign without the group context (§6.1).
+	ac, err := s.SignContent(WireFormatPublicMessage, fc, nil, sigPriv)
+	if err != nil {
+		return nil, fmt.Errorf("external proposal: %w", err)
+	}
+	gc := &GroupContext{GroupID: groupID, Epoch: epoch}
+	pm, err := s.ProtectPublic(ac, gc, nil)
+	if err != nil {
+		return nil, fmt.Errorf("external proposal: %w", err)
+	}
+	return (&MLSMessage{Version: MLS10, WireFormat: WireFormatPublicMessage, PublicMessage: pm}).Marshal()
 }
