@@ -254,7 +254,9 @@ func (g *Group) provisional() contextFunc {
 // extensions) to the next epoch (§8, §8.2): confirmed transcript hash over
 // the signed commit, key schedule, confirmation tag — checked for a
 // received commit in constant time, set for our own — and interim hash.
-func (g *Group) finishCommit(ac *AuthenticatedContent, initSecret, commitSecret []byte, psks []PreSharedKeyID, verifyTag bool) (*EpochSecrets, error) {
+//
+// treeHash is the new tree's hash if the path step already computed it.
+func (g *Group) finishCommit(ac *AuthenticatedContent, initSecret, commitSecret []byte, psks []PreSharedKeyID, treeHash []byte, verifyTag bool) (*EpochSecrets, error) {
 	inputs, err := g.pskInputs(psks)
 	if err != nil {
 		return nil, err
@@ -267,9 +269,11 @@ func (g *Group) finishCommit(ac *AuthenticatedContent, initSecret, commitSecret 
 	if err != nil {
 		return nil, err
 	}
-	th, err := g.tree.treeHash(g.suite)
-	if err != nil {
-		return nil, err
+	th := treeHash
+	if th == nil {
+		if th, err = g.tree.treeHash(g.suite); err != nil {
+			return nil, err
+		}
 	}
 	g.ctx.Epoch++
 	g.ctx.TreeHash = th
@@ -336,7 +340,7 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (bool, error) {
 		}
 	}
 	removed := g.tree.leaf(g.priv.leaf) == nil || !bytes.Equal(g.tree.leaf(g.priv.leaf).SignatureKey, g.mySigKey())
-	var commitSecret []byte
+	var commitSecret, treeHash []byte
 	if commit.Path != nil {
 		sender := committer.Index
 		if committer.Type == SenderTypeNewMemberCommit {
@@ -360,7 +364,7 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		commitSecret = res.commitSecret
+		commitSecret, treeHash = res.commitSecret, res.ctx.TreeHash
 		for x, k := range res.keys {
 			g.priv.keys[x] = k
 		}
@@ -371,7 +375,7 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (bool, error) {
 		g.inactive = true
 		return true, nil
 	}
-	if _, err := g.finishCommit(ac, initSecret, commitSecret, ap.psks, true); err != nil {
+	if _, err := g.finishCommit(ac, initSecret, commitSecret, ap.psks, treeHash, true); err != nil {
 		return false, err
 	}
 	if ap.reinit != nil {
@@ -479,7 +483,7 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 	sender.secretTree = g.secretTree
 	out, _, err := sender.protect(fc, old.cfg.PublicHandshake, func(ac *AuthenticatedContent) error {
 		var err error
-		welcomeSecrets, err = g.finishCommit(ac, old.secrets.InitSecret, pres.commitSecret, ap.psks, false)
+		welcomeSecrets, err = g.finishCommit(ac, old.secrets.InitSecret, pres.commitSecret, ap.psks, pres.ctx.TreeHash, false)
 		return err
 	})
 	if err != nil {

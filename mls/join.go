@@ -383,7 +383,7 @@ func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) 
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := g.finishCommit(ac, initSecret, pres.commitSecret, ap.psks, false); err != nil {
+	if _, err := g.finishCommit(ac, initSecret, pres.commitSecret, ap.psks, pres.ctx.TreeHash, false); err != nil {
 		return nil, nil, err
 	}
 	pm, err := s.ProtectPublic(ac, &oldCtx, nil)

@@ -281,55 +281,90 @@ func (t *ratchetTree) updateLeaf(i uint32, ln *LeafNode) error {
 	return nil
 }
 
-// treeHashes computes the tree hash (§7.8) of every node in one bottom-up
-// pass. Leaves in exclude are hashed as blank, and removed from the
-// unmerged lists of the parents above them: that is the "original" tree a
-// parent hash was computed over (§7.9.1). It returns a slice by node index.
+// hashNode is the tree hash of node x (§7.8) given its children's hashes
+// (ignored for leaves): Hash(TreeHashInput). Leaves in exclude are hashed
+// as blank and removed from parents' unmerged lists, which is how the
+// "original" sibling tree of a parent hash is computed (§7.9.1).
+func (t *ratchetTree) hashNode(s *CipherSuite, x uint32, exclude map[uint32]bool, lh, rh []byte) ([]byte, error) {
+	var b cryptobyte.Builder
+	if nodeLevel(x) == 0 {
+		b.AddUint8(uint8(NodeTypeLeaf))
+		b.AddUint32(x / 2)
+		nd := t.nodes[x]
+		present := nd != nil && !exclude[x/2]
+		addOptional(&b, present)
+		if present {
+			nd.LeafNode.marshal(&b)
+		}
+	} else {
+		b.AddUint8(uint8(NodeTypeParent))
+		pn := t.parent(x)
+		addOptional(&b, pn != nil)
+		if pn != nil {
+			if len(exclude) > 0 {
+				c := *pn
+				c.UnmergedLeaves = slices.DeleteFunc(slices.Clone(pn.UnmergedLeaves), func(l uint32) bool { return exclude[l] })
+				pn = &c
+			}
+			pn.marshal(&b)
+		}
+		addOpaque(&b, lh)
+		addOpaque(&b, rh)
+	}
+	in, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("tree hash of node %d: %w", x, err)
+	}
+	return s.Hash(in), nil
+}
+
+// treeHashes computes the tree hash (§7.8) of every node below root in
+// one bottom-up pass, with the leaves in exclude treated as in hashNode.
+// It returns a slice by node index.
 func (t *ratchetTree) treeHashes(s *CipherSuite, root uint32, exclude map[uint32]bool) ([][]byte, error) {
 	hashes := make([][]byte, len(t.nodes))
-	var err error
-	var walk func(x uint32) []byte
-	walk = func(x uint32) []byte {
-		var b cryptobyte.Builder
-		if nodeLevel(x) == 0 {
-			b.AddUint8(uint8(NodeTypeLeaf))
-			b.AddUint32(x / 2)
-			nd := t.nodes[x]
-			present := nd != nil && !exclude[x/2]
-			addOptional(&b, present)
-			if present {
-				nd.LeafNode.marshal(&b)
-			}
-		} else {
+	var walk func(x uint32) error
+	walk = func(x uint32) error {
+		var lh, rh []byte
+		if nodeLevel(x) > 0 {
 			l, _ := nodeLeft(x)
 			r, _ := nodeRight(x)
-			lh, rh := walk(l), walk(r)
-			b.AddUint8(uint8(NodeTypeParent))
-			pn := t.parent(x)
-			addOptional(&b, pn != nil)
-			if pn != nil {
-				if len(exclude) > 0 {
-					c := *pn
-					c.UnmergedLeaves = slices.DeleteFunc(slices.Clone(pn.UnmergedLeaves), func(l uint32) bool { return exclude[l] })
-					pn = &c
-				}
-				pn.marshal(&b)
+			if err := walk(l); err != nil {
+				return err
 			}
-			addOpaque(&b, lh)
-			addOpaque(&b, rh)
+			if err := walk(r); err != nil {
+				return err
+			}
+			lh, rh = hashes[l], hashes[r]
 		}
-		in, e := b.Bytes()
-		if e != nil && err == nil {
-			err = fmt.Errorf("tree hash of node %d: %w", x, e)
-		}
-		hashes[x] = s.Hash(in)
-		return hashes[x]
+		h, err := t.hashNode(s, x, exclude, lh, rh)
+		hashes[x] = h
+		return err
 	}
-	walk(root)
-	if err != nil {
+	if err := walk(root); err != nil {
 		return nil, err
 	}
 	return hashes, nil
+}
+
+// rehashPath updates hashes (from treeHashes over the whole tree) after a
+// change confined to a leaf and its direct path, and returns the new root
+// hash: a commit touches only that path, so one full pass per commit is
+// enough.
+func (t *ratchetTree) rehashPath(s *CipherSuite, hashes [][]byte, leaf uint32) ([]byte, error) {
+	var err error
+	if hashes[2*leaf], err = t.hashNode(s, 2*leaf, nil, nil, nil); err != nil {
+		return nil, err
+	}
+	dp, _ := directPath(2*leaf, t.numLeaves())
+	for _, p := range dp {
+		l, _ := nodeLeft(p)
+		r, _ := nodeRight(p)
+		if hashes[p], err = t.hashNode(s, p, nil, hashes[l], hashes[r]); err != nil {
+			return nil, err
+		}
+	}
+	return hashes[treeRoot(t.numLeaves())], nil
 }
 
 // treeHash is the tree hash of the root, which the GroupContext carries.

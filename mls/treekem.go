@@ -78,11 +78,12 @@ type contextFunc func(treeHash []byte) (*GroupContext, error)
 // mergePath writes an UpdatePath's public keys into the tree (§7.5): the
 // sender's direct path is blanked, the filtered direct path gets the new
 // keys with empty unmerged lists, and parent hashes are chained top down
-// (§7.9). It returns the parent hash the sender's new leaf must carry.
-func (t *ratchetTree) mergePath(s *CipherSuite, sender uint32, keys [][]byte) ([]byte, error) {
+// (§7.9). It returns the parent hash the sender's new leaf must carry and
+// the node hashes, for rehashPath once the leaf is in place.
+func (t *ratchetTree) mergePath(s *CipherSuite, sender uint32, keys [][]byte) ([]byte, [][]byte, error) {
 	path, copath := t.filteredDirectPath(sender)
 	if len(keys) != len(path) {
-		return nil, fmt.Errorf("%d path nodes for a filtered direct path of %d: %w", len(keys), len(path), ErrInvalidPath)
+		return nil, nil, fmt.Errorf("%d path nodes for a filtered direct path of %d: %w", len(keys), len(path), ErrInvalidPath)
 	}
 	t.blankPath(sender)
 	// The copath subtrees are untouched by the merge, so one hash pass
@@ -90,7 +91,7 @@ func (t *ratchetTree) mergePath(s *CipherSuite, sender uint32, keys [][]byte) ([
 	// unmerged leaves, so "original" is the current tree).
 	hashes, err := t.treeHashes(s, treeRoot(t.numLeaves()), nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var ph []byte // the root-most node's parent_hash is empty
 	for i := len(path) - 1; i >= 0; i-- {
@@ -98,7 +99,7 @@ func (t *ratchetTree) mergePath(s *CipherSuite, sender uint32, keys [][]byte) ([
 		t.setParent(path[i], pn)
 		ph = parentHash(s, pn, hashes[copath[i]])
 	}
-	return ph, nil
+	return ph, hashes, nil
 }
 
 // pathResult is what generating or processing an UpdatePath yields.
@@ -141,7 +142,7 @@ func createUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, leaf *LeafN
 	}
 	// commit_secret is the secret one step past the root (§7.4, §8).
 	res.commitSecret = secret
-	ph, err := t.mergePath(s, sender, pubs)
+	ph, hashes, err := t.mergePath(s, sender, pubs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -151,7 +152,7 @@ func createUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, leaf *LeafN
 		return nil, nil, fmt.Errorf("sign path leaf: %w", err)
 	}
 	t.setLeaf(sender, &nl)
-	th, err := t.treeHash(s)
+	th, err := t.rehashPath(s, hashes, sender)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -196,7 +197,7 @@ func applyUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, up *UpdatePa
 	for i := range up.Nodes {
 		pubs[i] = up.Nodes[i].EncryptionKey
 	}
-	ph, err := t.mergePath(s, sender, pubs)
+	ph, hashes, err := t.mergePath(s, sender, pubs)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +206,7 @@ func applyUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, up *UpdatePa
 	}
 	ln := up.LeafNode
 	t.setLeaf(sender, &ln)
-	th, err := t.treeHash(s)
+	th, err := t.rehashPath(s, hashes, sender)
 	if err != nil {
 		return nil, err
 	}
