@@ -17,7 +17,9 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -36,7 +38,18 @@ type Options struct {
 	IdleTimeout      time.Duration // QUIC idle timeout; default 60 s
 	RequestTimeout   time.Duration // read one request / write one response; default 30 s
 
-	Authorizer Authorizer   // default: allow all
+	// Tokens issues and redeems anonymous delivery tokens. With it (and
+	// no Authorizer), every create and send must carry one token.
+	Tokens     *tokens.Issuer
+	TokenEpoch time.Duration // the issuer's epoch length; default tokens.DefaultEpochLength
+	TokenQuota int           // tokens per account per epoch; default 1000
+	// Accounts serves registration, login, sessions and token issuance.
+	Accounts *accounts.Service
+
+	// Authorizer decides creates and sends. Default: a TokenAuthorizer
+	// when Tokens is set, else OpenAccess (tests and benchmarks only,
+	// with a warning in the log).
+	Authorizer Authorizer
 	Logger     *slog.Logger // default: slog.Default()
 	Now        func() time.Time
 }
@@ -46,6 +59,7 @@ const (
 	DefaultTTL           = 21 * 24 * time.Hour
 	DefaultQuotaMessages = 10_000
 	DefaultQuotaBytes    = 256 << 20
+	DefaultTokenQuota    = 1000
 )
 
 func (o *Options) setDefaults() {
@@ -68,11 +82,22 @@ func (o *Options) setDefaults() {
 	if o.MaxStreams <= 0 {
 		o.MaxStreams = 100
 	}
-	if o.Authorizer == nil {
-		o.Authorizer = allowAll{}
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	def(&o.TokenEpoch, tokens.DefaultEpochLength)
+	if o.TokenQuota <= 0 {
+		o.TokenQuota = DefaultTokenQuota
+	}
+	if o.Authorizer == nil {
+		if o.Tokens != nil {
+			o.Authorizer = NewTokenAuthorizer(o.Tokens, o.TokenEpoch)
+		} else {
+			o.Authorizer = OpenAccess{}
+		}
+	}
+	if _, open := o.Authorizer.(OpenAccess); open {
+		o.Logger.Warn("delivery tokens are NOT required: anyone can create mailboxes and send; use this only for tests and benchmarks")
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -365,7 +390,8 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) {
 	defer st.Close()
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
-	m, err := wire.NewReader(st, s.opts.Policy).ReadMessage()
+	r := wire.NewReader(st, s.opts.Policy)
+	m, err := r.ReadMessage()
 	if err != nil {
 		if _, ok := wire.CodeOf(err); ok {
 			s.log.Debug("bad request", "err", err)
@@ -383,8 +409,12 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 	}
 	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
 	defer cancel()
-	if sub, ok := m.(*wire.Subscribe); ok {
-		s.subscribe(conn, binding, st, sub)
+	switch m := m.(type) {
+	case *wire.Subscribe:
+		s.subscribe(conn, binding, st, m)
+		return
+	case *wire.AccountRequest:
+		s.accountExchange(ctx, st, r, m)
 		return
 	}
 	resp, err := s.dispatch(ctx, binding, st, m)
@@ -419,6 +449,10 @@ func (s *Server) dispatch(ctx context.Context, binding []byte, st *quic.Stream, 
 		return &wire.HealthStatus{Status: wire.StatusServing}, nil
 	case *wire.CreateMailbox:
 		return s.createMailbox(ctx, binding, m)
+	case *wire.TokenKeys:
+		return s.tokenKeys()
+	case *wire.IssueTokens:
+		return s.issueTokens(ctx, m)
 	case *wire.Send:
 		return s.send(ctx, m)
 	case *wire.Fetch:
@@ -449,7 +483,8 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 	if !wire.Verify(m, ed25519.PublicKey(m.OwnerKey[:]), binding) {
 		return nil, wire.Errorf(wire.CodeUnauthorized, "owner signature does not verify")
 	}
-	if err := s.opts.Authorizer.AuthorizeCreate(ctx, m.Auth); err != nil {
+	spend, err := s.opts.Authorizer.AuthorizeCreate(ctx, m.Auth)
+	if err != nil {
 		return nil, authError(err)
 	}
 	// A collision of two random 256-bit IDs does not happen; a retry keeps
@@ -458,7 +493,7 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 		mb := store.Mailbox{OwnerKey: m.OwnerKey, Created: s.opts.Now()}
 		rand.Read(mb.ReceiveID[:])
 		rand.Read(mb.SendID[:])
-		err := s.opts.Store.CreateMailbox(ctx, mb, nil)
+		err := s.opts.Store.CreateMailbox(ctx, mb, spend)
 		if errors.Is(err, store.ErrExists) {
 			continue
 		}
@@ -474,10 +509,11 @@ func (s *Server) send(ctx context.Context, m *wire.Send) (wire.Message, error) {
 	if len(m.Envelope) > int(s.limits.MaxEnvelope) {
 		return nil, wire.Errorf(wire.CodeTooLarge, "envelope of %d bytes exceeds %d", len(m.Envelope), s.limits.MaxEnvelope)
 	}
-	if err := s.opts.Authorizer.AuthorizeSend(ctx, m.Auth); err != nil {
+	spend, err := s.opts.Authorizer.AuthorizeSend(ctx, m.Auth)
+	if err != nil {
 		return nil, authError(err)
 	}
-	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now(), nil)
+	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now(), spend)
 	if err != nil {
 		return nil, storeError(err)
 	}
@@ -615,6 +651,11 @@ func (s *Server) purgeLoop() {
 			} else if n > 0 {
 				s.log.Info("expired messages purged", "count", n)
 			}
+			if s.opts.Accounts != nil {
+				if _, err := s.opts.Accounts.PurgeExpired(context.Background()); err != nil {
+					s.log.Warn("account expiry sweep failed", "err", err)
+				}
+			}
 		}
 	}
 }
@@ -640,6 +681,8 @@ func storeError(err error) error {
 		return wire.Errorf(wire.CodeTooLarge, "envelope too large")
 	case errors.Is(err, store.ErrExists):
 		return wire.Errorf(wire.CodeExists, "mailbox exists")
+	case errors.Is(err, store.ErrSpent):
+		return wire.Errorf(wire.CodeTokenSpent, "token already spent")
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrStorageFailed),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: %w", wire.Errorf(wire.CodeUnavailable, "storage unavailable, retry later"), err)

@@ -23,6 +23,13 @@ const (
 	CodeUnavailable  Code = 10 // shutting down or storage unavailable; retry later
 	CodeForbidden    Code = 11 // the authorization hook refused (token missing or spent)
 	CodeExists       Code = 12 // mailbox ID collision
+	CodeTokenMissing Code = 13 // the server requires a token and none (or no parseable one) came
+	CodeTokenInvalid Code = 14 // forged, or issued under another key
+	CodeTokenSpent   Code = 15 // the token was already redeemed
+	CodeTokenExpired Code = 16 // the token's epoch is no longer accepted
+	CodeAuth         Code = 17 // login failed, or the session is unknown, revoked or expired
+	CodeTaken        Code = 18 // the username is registered already
+	CodeTooMany      Code = 19 // too many devices on the account
 )
 
 var codeNames = map[Code]string{
@@ -38,6 +45,13 @@ var codeNames = map[Code]string{
 	CodeUnavailable:  "UNAVAILABLE",
 	CodeForbidden:    "FORBIDDEN",
 	CodeExists:       "EXISTS",
+	CodeTokenMissing: "TOKEN_MISSING",
+	CodeTokenInvalid: "TOKEN_INVALID",
+	CodeTokenSpent:   "TOKEN_SPENT",
+	CodeTokenExpired: "TOKEN_EXPIRED",
+	CodeAuth:         "AUTH",
+	CodeTaken:        "TAKEN",
+	CodeTooMany:      "TOO_MANY",
 }
 
 func (c Code) String() string {

@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// accountExchange runs one account exchange on its stream
+// (docs/protocol.md §4.9). Registration, login and password change take
+// two client records; the server keeps their state only for the life of
+// the stream, so nothing links one exchange to another.
+//
+// Account exchanges never touch the mailbox store, and the anonymous
+// handlers (createMailbox, send) never reach s.opts.Accounts.
+func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.Reader, first *wire.AccountRequest) {
+	if s.opts.Accounts == nil {
+		s.reply(st, nil, wire.Errorf(wire.CodeUnavailable, "this server has no accounts"))
+		return
+	}
+	a := s.opts.Accounts
+	// reply sends m as the body of an AccountReply with op, or err.
+	reply := func(op uint8, m marshaler, err error) bool {
+		var body []byte
+		if err == nil && m != nil {
+			body, err = m.Marshal()
+		}
+		if err != nil {
+			s.reply(st, nil, accountError(err))
+			return false
+		}
+		return s.reply(st, &wire.AccountReply{Op: op, Body: body}, nil)
+	}
+	// next reads the client's second record of a two-step exchange.
+	next := func(want uint8) ([]byte, bool) {
+		st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
+		m, err := r.ReadMessage()
+		if err != nil {
+			if _, ok := wire.CodeOf(err); ok {
+				s.reply(st, nil, err)
+			}
+			return nil, false
+		}
+		req, ok := m.(*wire.AccountRequest)
+		if !ok || req.Op != want {
+			s.reply(st, nil, wire.Errorf(wire.CodeProtocol, "expected account op %d", want))
+			return nil, false
+		}
+		return req.Body, true
+	}
+
+	switch first.Op {
+	case wire.AccountRegisterStart:
+		start, err := account.UnmarshalRegisterStart(first.Body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		resp, err := a.RegisterStart(ctx, start.Username, start.Request)
+		if !reply(wire.AccountRegisterResponse, &account.RegisterResponse{Response: resp}, err) {
+			return
+		}
+		body, ok := next(wire.AccountRegisterFinish)
+		if !ok {
+			return
+		}
+		fin, err := account.UnmarshalRegisterFinish(body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		sess, err := a.RegisterFinish(ctx, start.Username, fin.Record, fin.Device, fin.DeviceName)
+		issued := sess.Issued()
+		reply(wire.AccountSessionIssued, &issued, err)
+		if err == nil {
+			s.log.Info("account registered")
+		}
+
+	case wire.AccountLoginStart:
+		start, err := account.UnmarshalLoginStart(first.Body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		ke2, state, err := a.LoginStart(ctx, start.Username, start.KE1)
+		if !reply(wire.AccountLoginResponse, &account.LoginResponse{KE2: ke2}, err) {
+			return
+		}
+		body, ok := next(wire.AccountLoginFinish)
+		if !ok {
+			return
+		}
+		fin, err := account.UnmarshalLoginFinish(body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		sess, err := a.LoginFinish(ctx, state, fin.KE3, fin.Device, fin.DeviceName)
+		issued := sess.Issued()
+		reply(wire.AccountSessionIssued, &issued, err)
+
+	case wire.AccountListDevices:
+		m, err := account.UnmarshalListDevices(first.Body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		acct, _, err := a.Authenticate(ctx, m.Session)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		list, err := a.DeviceList(ctx, acct)
+		reply(wire.AccountDeviceList, &list, err)
+
+	case wire.AccountRevokeDevice:
+		m, err := account.UnmarshalRevokeDevice(first.Body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		acct, _, err := a.Authenticate(ctx, m.Session)
+		if err == nil {
+			err = a.RevokeDevice(ctx, acct, m.Device)
+		}
+		reply(wire.AccountDone, nil, err)
+
+	case wire.AccountChangePasswordStart:
+		m, err := account.UnmarshalChangePasswordStart(first.Body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		resp, err := a.ChangePasswordStart(ctx, m.Session, m.Request)
+		if !reply(wire.AccountRegisterResponse, &account.RegisterResponse{Response: resp}, err) {
+			return
+		}
+		body, ok := next(wire.AccountChangePasswordFinish)
+		if !ok {
+			return
+		}
+		fin, err := account.UnmarshalChangePasswordFinish(body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		reply(wire.AccountDone, nil, a.ChangePasswordFinish(ctx, fin.Session, fin.Record))
+
+	case wire.AccountDeleteAccount:
+		m, err := account.UnmarshalDeleteAccount(first.Body)
+		if err != nil {
+			reply(0, nil, err)
+			return
+		}
+		reply(wire.AccountDone, nil, a.DeleteAccount(ctx, m.Session))
+
+	default:
+		s.reply(st, nil, wire.Errorf(wire.CodeProtocol, "account op %d does not start an exchange", first.Op))
+	}
+}
+
+// reply writes one response record, or err as an Error record. It
+// reports whether a success was written.
+func (s *Server) reply(w io.Writer, m wire.Message, err error) bool {
+	if st, ok := w.(*quic.Stream); ok {
+		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+	}
+	if err != nil {
+		s.writeError(w, s.opts.Policy, err)
+		return false
+	}
+	return wire.WriteMessage(w, s.opts.Policy, m) == nil
+}
+
+type marshaler interface{ Marshal() ([]byte, error) }
+
+// accountError maps package accounts errors to protocol codes. Wrong
+// password, unknown user and bad session are one code on purpose.
+func accountError(err error) error {
+	switch {
+	case errors.Is(err, accounts.ErrAuth), errors.Is(err, account.ErrLoginFailed):
+		return wire.Errorf(wire.CodeAuth, "authentication failed")
+	case errors.Is(err, accounts.ErrTaken):
+		return wire.Errorf(wire.CodeTaken, "username is taken")
+	case errors.Is(err, accounts.ErrRateLimited):
+		return wire.Errorf(wire.CodeRateLimited, "too many attempts, retry later")
+	case errors.Is(err, accounts.ErrQuota):
+		return wire.Errorf(wire.CodeQuota, "token quota for this epoch is used up")
+	case errors.Is(err, accounts.ErrNotFound):
+		return wire.Errorf(wire.CodeNotFound, "no such device")
+	case errors.Is(err, accounts.ErrTooManyDevices):
+		return wire.Errorf(wire.CodeTooMany, "too many devices; revoke one first")
+	case errors.Is(err, accounts.ErrInvalidUsername):
+		return wire.Errorf(wire.CodeProtocol, "username must be 3-32 of a-z 0-9 . _ -")
+	case errors.Is(err, accounts.ErrMalformed):
+		return wire.Errorf(wire.CodeProtocol, "malformed account message")
+	case errors.Is(err, accounts.ErrStorage), errors.Is(err, accounts.ErrClosed):
+		return wire.Errorf(wire.CodeUnavailable, "account storage unavailable, retry later")
+	}
+	if _, ok := wire.CodeOf(err); ok {
+		return err
+	}
+	return err
+}
