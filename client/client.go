@@ -400,7 +400,10 @@ func (c *Conn) roundTrip(ctx context.Context, s *session, req wire.Message) (*qu
 		return nil, nil, err
 	}
 	// One request per stream: closing our side tells the server so.
-	if _, ok := req.(*wire.Subscribe); !ok {
+	// Subscriptions and account exchanges keep it open.
+	switch req.(type) {
+	case *wire.Subscribe, *wire.AccountRequest:
+	default:
 		st.Close()
 	}
 	return st, wire.NewReader(rw, s.hello.Policy), nil
@@ -621,4 +624,3 @@ func (c *Conn) Health(ctx context.Context) (uint8, error) {
 	}
 	return status, nil
 }
-

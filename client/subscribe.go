@@ -165,4 +165,3 @@ func (s *Subscription) once1(ctx context.Context, c *Conn, mb *Mailbox, cursor *
 		}
 	}
 }
-
