@@ -13,7 +13,9 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/tokens"
 )
 
 // clock is a settable time source shared by a test and its server.
@@ -52,13 +54,33 @@ type testServer struct {
 	logs  *syncBuffer
 	opts  server.Options
 	done  chan error
+
+	// secure servers require tokens and serve accounts, like production.
+	secure   bool
+	accounts *accounts.Service
+	issuer   *tokens.Issuer
+}
+
+// tokenEpoch is the token epoch of secure test servers.
+const tokenEpoch = time.Hour
+
+// startSecureServer runs a server that requires delivery tokens and serves
+// accounts, with its own token secret and OPAQUE keys in its data dir.
+func startSecureServer(t *testing.T, mutate func(*server.Options)) *testServer {
+	t.Helper()
+	return startServerWith(t, true, mutate)
 }
 
 // startServer runs a server on 127.0.0.1 with a real bbolt store. mutate
 // adjusts the options before start.
 func startServer(t *testing.T, mutate func(*server.Options)) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, dir: t.TempDir(), clock: &clock{}, logs: &syncBuffer{}, host: "127.0.0.1:0"}
+	return startServerWith(t, false, mutate)
+}
+
+func startServerWith(t *testing.T, secure bool, mutate func(*server.Options)) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, dir: t.TempDir(), clock: &clock{}, logs: &syncBuffer{}, host: "127.0.0.1:0", secure: secure}
 	if _, err := server.CreateIdentity(ts.dir); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +109,26 @@ func (ts *testServer) start() {
 	}
 	opts := ts.opts
 	opts.Identity, opts.Store = id, st
+	if ts.secure {
+		pin := id.Pin()
+		keys, err := accounts.LoadOrCreateKeys(ts.dir, pin[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.accounts, err = accounts.Open(ts.dir, keys, accounts.Options{Now: ts.clock.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret, err := server.LoadOrCreateTokenSecret(ts.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.issuer, err = tokens.NewIssuer(secret, tokens.WithEpochLength(tokenEpoch), tokens.WithClock(ts.clock.now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Accounts, opts.Tokens, opts.TokenEpoch = ts.accounts, ts.issuer, tokenEpoch
+	}
 	srv, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -115,6 +157,12 @@ func (ts *testServer) stop() {
 	}
 	if err := ts.store.Close(); err != nil {
 		ts.t.Errorf("store close: %v", err)
+	}
+	if ts.accounts != nil {
+		if err := ts.accounts.Close(); err != nil {
+			ts.t.Errorf("accounts close: %v", err)
+		}
+		ts.accounts = nil
 	}
 	ts.srv = nil
 }
