@@ -401,6 +401,10 @@ type CommitOptions struct {
 	Proposals []*Proposal
 	// SkipPending leaves the cached proposals out.
 	SkipPending bool
+	// NoPath omits the UpdatePath, allowed only when every proposal is an
+	// Add, PreSharedKey or ReInit (§12.4). It is cheaper for large adds
+	// but does not refresh the committer's keys.
+	NoPath bool
 }
 
 // CommitResult is what a commit produced for the delivery service.
@@ -412,9 +416,10 @@ type CommitResult struct {
 }
 
 // Commit creates a commit (§12.4.1), moves this member to the new epoch
-// and returns the messages to send. The commit always carries a path,
-// which refreshes this member's keys (post-compromise security) and is
-// required anyway for updates, removes and extension changes.
+// and returns the messages to send. Unless opts.NoPath, the commit
+// carries a path, which refreshes this member's keys (post-compromise
+// security) and is required anyway for updates, removes and extension
+// changes.
 func (g *Group) Commit(opts *CommitOptions) (*CommitResult, error) {
 	if g.inactive {
 		return nil, fmt.Errorf("commit: %w", ErrGroupInactive)
@@ -458,21 +463,28 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 	if g.tree.leaf(me.Index) == nil {
 		return nil, fmt.Errorf("committer removed: %w", ErrInvalidProposals)
 	}
-	leaf, leafPriv, err := old.freshLeaf(LeafNodeSourceCommit)
-	if err != nil {
-		return nil, err
-	}
-	exclude := map[uint32]bool{}
-	for _, i := range ap.added {
-		exclude[i] = true
-	}
-	up, pres, err := createUpdatePath(g.suite, g.tree, me.Index, leaf, g.sigPriv, g.ctx.GroupID, exclude, g.provisional())
-	if err != nil {
-		return nil, err
-	}
-	g.priv.keys[2*me.Index] = hpkeKeyPair{pub: leaf.EncryptionKey, priv: leafPriv}
-	for x, k := range pres.keys {
-		g.priv.keys[x] = k
+	pres := &pathResult{}
+	var up *UpdatePath
+	if o.NoPath {
+		if ap.needsPath {
+			return nil, fmt.Errorf("these proposals need a path: %w", ErrInvalidCommit)
+		}
+	} else {
+		leaf, leafPriv, err := old.freshLeaf(LeafNodeSourceCommit)
+		if err != nil {
+			return nil, err
+		}
+		exclude := map[uint32]bool{}
+		for _, i := range ap.added {
+			exclude[i] = true
+		}
+		if up, pres, err = createUpdatePath(g.suite, g.tree, me.Index, leaf, g.sigPriv, g.ctx.GroupID, exclude, g.provisional()); err != nil {
+			return nil, err
+		}
+		g.priv.keys[2*me.Index] = hpkeKeyPair{pub: leaf.EncryptionKey, priv: leafPriv}
+		for x, k := range pres.keys {
+			g.priv.keys[x] = k
+		}
 	}
 	fc := old.frame(ContentTypeCommit)
 	fc.Commit = &Commit{Proposals: list, Path: up}
@@ -483,7 +495,7 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 	sender.secretTree = g.secretTree
 	out, _, err := sender.protect(fc, old.cfg.PublicHandshake, func(ac *AuthenticatedContent) error {
 		var err error
-		welcomeSecrets, err = g.finishCommit(ac, old.secrets.InitSecret, pres.commitSecret, ap.psks, pres.ctx.TreeHash, false)
+		welcomeSecrets, err = g.finishCommit(ac, old.secrets.InitSecret, pres.commitSecret, ap.psks, pres.treeHash(), false)
 		return err
 	})
 	if err != nil {

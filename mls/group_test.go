@@ -437,6 +437,10 @@ func TestBadInputs(t *testing.T) {
 					ac.Content.Commit.Proposals[0].Proposal = &Proposal{Type: ProposalTypeRemove, Remove: &Remove{Removed: 0}}
 				})
 		}, ErrInvalidProposals},
+		{"remove without a path", func() []byte {
+			return forgeCommit(t, a, &CommitOptions{Proposals: []*Proposal{{Type: ProposalTypeRemove, Remove: &Remove{Removed: 3}}}},
+				func(ac *AuthenticatedContent) { ac.Content.Commit.Path = nil })
+		}, ErrInvalidCommit},
 		{"unknown proposal reference", func() []byte {
 			return forgeCommit(t, a, nil, func(ac *AuthenticatedContent) {
 				ac.Content.Commit.Proposals = []ProposalOrRef{{Type: ProposalOrRefTypeReference, Reference: bytes.Repeat([]byte{1}, 32)}}
@@ -510,6 +514,24 @@ func TestBadInputs(t *testing.T) {
 		}
 		if !bytes.Equal(before, stateOf(t, b)) {
 			t.Fatal("state changed by an old message")
+		}
+	})
+
+	t.Run("add without a path", func(t *testing.T) {
+		kp := newKP(t, newIdentity(t, suite, "pathless"))
+		res, err := a.Commit(&CommitOptions{NoPath: true, Proposals: []*Proposal{{Type: ProposalTypeAdd, Add: &Add{KeyPackage: kp.KeyPackage}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.deliver(tg.members[0], res.Commit)
+		ng, err := Join(res.Welcome, kp, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.members = append(tg.members, &testMember{id: kp.Identity, g: ng})
+		tg.checkAgreement()
+		if _, err := a.Commit(&CommitOptions{NoPath: true, Proposals: []*Proposal{{Type: ProposalTypeRemove, Remove: &Remove{Removed: 4}}}}); !errors.Is(err, ErrInvalidCommit) {
+			t.Fatalf("pathless remove: %v", err)
 		}
 	})
 

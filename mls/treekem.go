@@ -117,6 +117,14 @@ type pathResult struct {
 	ctx       *GroupContext
 }
 
+// treeHash is the new tree hash, nil when there was no path.
+func (r *pathResult) treeHash() []byte {
+	if r.ctx == nil {
+		return nil
+	}
+	return r.ctx.TreeHash
+}
+
 // createUpdatePath is §7.5 for the committer at leaf `sender`: leaf is the
 // new LeafNode (fresh encryption key, not yet signed), which gets source
 // commit, the parent hash and a signature; exclude lists leaves added by
