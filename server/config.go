@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -57,6 +58,10 @@ type Config struct {
 	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
 
 	StoreMaxBatch int `toml:"store_max_batch"`
+
+	RequireTokens bool     `toml:"require_tokens"` // false only for tests and benchmarks
+	TokenEpoch    Duration `toml:"token_epoch"`
+	TokenQuota    int      `toml:"token_quota"`
 
 	sources map[string]Source
 }
@@ -164,6 +169,9 @@ func DefaultConfig() Config {
 		RequestTimeout:   Duration{30 * time.Second},
 		ShutdownTimeout:  Duration{10 * time.Second},
 		StoreMaxBatch:    store.DefaultMaxBatch,
+		RequireTokens:    true,
+		TokenEpoch:       Duration{tokens.DefaultEpochLength},
+		TokenQuota:       DefaultTokenQuota,
 		sources:          map[string]Source{},
 	}
 }
@@ -338,6 +346,45 @@ var configFields = []configField{
 		check: func(c *Config) error { return checkRange(int64(c.StoreMaxBatch), 1, 65536) },
 		value: func(c *Config) any { return c.StoreMaxBatch },
 	},
+	{
+		key:   "require_tokens",
+		help:  "every mailbox creation and send must spend an anonymous delivery token; false is for tests and benchmarks only",
+		parse: func(c *Config, s string) error { return parseBool(&c.RequireTokens, s) },
+		copy:  func(d, s *Config) { d.RequireTokens = s.RequireTokens },
+		check: func(c *Config) error { return nil },
+		value: func(c *Config) any { return c.RequireTokens },
+	},
+	{
+		key:   "token_epoch",
+		help:  "lifetime of a token key; tokens of the current and previous epoch are accepted",
+		parse: func(c *Config, s string) error { return c.TokenEpoch.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.TokenEpoch = s.TokenEpoch },
+		// Whole seconds: TokenKeyList announces the epoch in seconds.
+		check: func(c *Config) error {
+			if c.TokenEpoch.Duration < time.Minute || c.TokenEpoch.Duration%time.Second != 0 {
+				return fmt.Errorf("%v must be whole seconds, at least 1m", c.TokenEpoch.Duration)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.TokenEpoch },
+	},
+	{
+		key:   "token_quota",
+		help:  "tokens one account may obtain per token epoch",
+		parse: func(c *Config, s string) error { return parseInt(&c.TokenQuota, s) },
+		copy:  func(d, s *Config) { d.TokenQuota = s.TokenQuota },
+		check: func(c *Config) error { return checkRange(int64(c.TokenQuota), 1, 1<<20) },
+		value: func(c *Config) any { return c.TokenQuota },
+	},
+}
+
+func parseBool(dst *bool, s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%q is not true or false", s)
+	}
+	*dst = v
+	return nil
 }
 
 var logLevels = map[string]slog.Level{
@@ -595,6 +642,11 @@ func (c *Config) Options() (Options, store.Options, error) {
 		HandshakeTimeout: c.HandshakeTimeout.Duration,
 		IdleTimeout:      c.IdleTimeout.Duration,
 		RequestTimeout:   c.RequestTimeout.Duration,
+		TokenEpoch:       c.TokenEpoch.Duration,
+		TokenQuota:       c.TokenQuota,
+	}
+	if !c.RequireTokens {
+		so.Authorizer = OpenAccess{}
 	}
 	sto := store.Options{
 		MaxBatch: c.StoreMaxBatch,

@@ -21,6 +21,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/tokens"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -301,6 +303,31 @@ func (c *cli) run(cfg *server.Config) error {
 	if err != nil {
 		return err
 	}
+	// Accounts and the token issuer: their keys live in the data dir beside
+	// the TLS key; the OPAQUE server identity is the pin clients know.
+	pin := id.Pin()
+	keys, err := accounts.LoadOrCreateKeys(cfg.DataDir, pin[:])
+	if err != nil {
+		st.Close()
+		return err
+	}
+	accts, err := accounts.Open(cfg.DataDir, keys, accounts.Options{})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	defer accts.Close()
+	secret, err := server.LoadOrCreateTokenSecret(cfg.DataDir)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	issuer, err := tokens.NewIssuer(secret, tokens.WithEpochLength(cfg.TokenEpoch.Duration))
+	if err != nil {
+		st.Close()
+		return err
+	}
+	opts.Accounts, opts.Tokens = accts, issuer
 	// From here on the store must be closed on every path, so that the
 	// writer commits what it queued and the file lock is released.
 	err = c.serve(cfg, id, st, opts, log, signals)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/quicprochat/qpc/account"
 	"io/fs"
 	"net"
 	"os"
@@ -208,6 +209,9 @@ func TestRunServesAndStops(t *testing.T) {
 	checkMode(t, filepath.Join(dir, "tls.key"), 0o600)
 	checkMode(t, filepath.Join(dir, "qpc-server.toml"), 0o600)
 	checkMode(t, filepath.Join(dir, "qpc.db"), 0o600)
+	checkMode(t, filepath.Join(dir, "tokens.key"), 0o600)
+	checkMode(t, filepath.Join(dir, "opaque.key"), 0o600)
+	checkMode(t, filepath.Join(dir, "accounts.db"), 0o600)
 	a, err := wire.ParseAddress(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -243,12 +247,34 @@ func TestRunServesAndStops(t *testing.T) {
 	if status, err := conn.Health(ctx); err != nil || status != wire.StatusServing {
 		t.Fatalf("health = %d, %v", status, err)
 	}
-	mb, err := conn.CreateMailbox(ctx, nil)
+	// Tokens are required by default: a tokenless create is refused, and
+	// a registered account's tokens pay for a create and a send.
+	if _, err := conn.CreateMailbox(ctx, nil); !errors.Is(err, &wire.Error{Code: wire.CodeTokenMissing}) {
+		t.Fatalf("tokenless create on a default server: %v, want TOKEN_MISSING", err)
+	}
+	var device account.DeviceID
+	device[0] = 1
+	sess, err := conn.Register(ctx, "operator-test", []byte("a long passphrase"), device, "test",
+		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	keys, err := conn.TokenKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := conn.IssueTokens(ctx, sess, keys.Keys[keys.Current], 2)
+	if err != nil {
+		t.Fatalf("issue tokens: %v", err)
+	}
+	createTok, _ := toks[0].MarshalBinary()
+	sendTok, _ := toks[1].MarshalBinary()
+	mb, err := conn.CreateMailbox(ctx, createTok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msgID := client.NewMessageID()
-	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), nil); err != nil {
+	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
 		t.Fatal(err)
 	}
 	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
@@ -278,6 +304,8 @@ func TestRunServesAndStops(t *testing.T) {
 	secrets := map[string][]byte{
 		"receive ID": mb.ReceiveID[:], "send ID": mb.SendID[:], "message ID": msgID[:],
 		"owner public key": mb.Key[32:], // an Ed25519 private key ends with its public key
+		"session":          sess.Token[:],
+		"token":            sendTok[5:37],
 	}
 	for what, b := range secrets {
 		for _, form := range encodings(b) {
