@@ -266,8 +266,12 @@ func runInProcess(ctx context.Context, cfg Config, res *Result) (phase, error) {
 		Store:    st,
 		// The receiver acks continuously, but a slow moment must not turn
 		// into quota refusals that the bench would count as send errors.
-		Quota:  store.Quota{MaxMessages: 1 << 24, MaxBytes: 1 << 40},
-		Logger: cfg.Logger,
+		Quota: store.Quota{MaxMessages: 1 << 24, MaxBytes: 1 << 40},
+		// Sends carry no token: the bench measures delivery and storage,
+		// as the relay does, not token redemption. Named explicitly so a
+		// change of the default cannot silently add that cost to one phase.
+		Authorizer: server.OpenAccess{},
+		Logger:     cfg.Logger,
 	})
 	if err != nil {
 		return phase{}, err
