@@ -194,7 +194,7 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 		if err != nil {
 			return nil, invalidProposals("%w", err)
 		}
-		k := string(enc[:len(enc)-len(id.PSKNonce)])
+		k := string(enc) // §12.2: the same PreSharedKeyID, nonce included
 		if seen[k] {
 			return nil, invalidProposals("psk named twice")
 		}

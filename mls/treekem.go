@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
+	"slices"
 )
 
 // TreeKEM (RFC 9420 §7.4–§7.6): a committer picks a fresh path secret,
@@ -34,8 +34,14 @@ type treePrivate struct {
 	keys map[uint32]hpkeKeyPair
 }
 
+// clone deep-copies the keys: prune zeroes private keys in place, which
+// must not reach the state a working copy was taken from.
 func (p *treePrivate) clone() *treePrivate {
-	return &treePrivate{leaf: p.leaf, keys: maps.Clone(p.keys)}
+	keys := make(map[uint32]hpkeKeyPair, len(p.keys))
+	for x, k := range p.keys {
+		keys[x] = hpkeKeyPair{pub: k.pub, priv: slices.Clone(k.priv)}
+	}
+	return &treePrivate{leaf: p.leaf, keys: keys}
 }
 
 // keyFor returns the private key of node x if the member holds the key
