@@ -160,3 +160,64 @@ func TestExternalSenderAndExtensions(t *testing.T) {
 		t.Fatalf("encrypt after reinit: %v", err)
 	}
 }
+
+// TestWelcomeTreeOutOfBand joins with the ratchet tree given out of band
+// (§12.4.3.3) and checks that a tampered tree is refused: a changed parent
+// hash fails §7.9.2, a tree with an extra member fails the tree hash, and
+// a verifier that distrusts a member refuses the whole Welcome.
+func TestWelcomeTreeOutOfBand(t *testing.T) {
+	suite := SuiteX25519AES128GCMSHA256Ed25519
+	tg := newTestGroup(t, suite, nil)
+	// Grow with paths so that the tree has parent nodes.
+	for i := 0; i < 3; i++ {
+		tg.add(tg.members[len(tg.members)-1], 1)
+		res, err := tg.members[len(tg.members)-1].g.Update()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.deliver(tg.members[len(tg.members)-1], res.Commit)
+	}
+	a := tg.members[0].g
+	a.cfg.OmitRatchetTree = true
+	kp := newKP(t, newIdentity(t, suite, "oob"))
+	res, err := a.Add(&kp.KeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := a.RatchetTree()
+	if _, err := Join(res.Welcome, kp, nil, nil); !errors.Is(err, ErrInvalidGroupInfo) {
+		t.Fatalf("join without any tree: %v", err)
+	}
+
+	tampered := append(RatchetTree(nil), tree...)
+	for x := 1; x < len(tampered); x += 2 {
+		if n := tampered[x]; n != nil {
+			p := *n.ParentNode
+			p.ParentHash = bytes.Clone(p.ParentHash)
+			p.ParentHash = append(p.ParentHash, 0)
+			tampered[x] = &Node{Type: NodeTypeParent, ParentNode: &p}
+			break
+		}
+	}
+	if _, err := Join(res.Welcome, kp, nil, tampered); !errors.Is(err, ErrParentHash) {
+		t.Fatalf("tampered parent hash: %v", err)
+	}
+
+	distrust := &Config{VerifyMember: func(c Credential, _ []byte) error {
+		if string(c.Identity) == "member-1" {
+			return errors.New("unknown key")
+		}
+		return nil
+	}}
+	if _, err := Join(res.Welcome, kp, distrust, tree); !errors.Is(err, ErrMemberRejected) {
+		t.Fatalf("distrusted member: %v", err)
+	}
+
+	g, err := Join(res.Welcome, kp, nil, tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(g.EpochAuthenticator(), a.EpochAuthenticator()) {
+		t.Fatal("joiner disagrees")
+	}
+}
