@@ -348,7 +348,8 @@ func (s *Server) hello(conn *quic.Conn) error {
 	defer st.Close()
 	deadline := time.Now().Add(s.opts.HandshakeTimeout)
 	st.SetDeadline(deadline)
-	m, err := wire.NewReader(st, padding.Control).ReadMessage()
+	r := wire.NewReader(st, padding.Control)
+	m, err := r.ReadMessage()
 	if err != nil {
 		s.writeError(st, padding.Control, err)
 		return err
@@ -364,9 +365,26 @@ func (s *Server) hello(conn *quic.Conn) error {
 		s.writeError(st, padding.Control, err)
 		return err
 	}
-	return wire.WriteMessage(st, padding.Control, &wire.ServerHello{
+	if err := wire.WriteMessage(st, padding.Control, &wire.ServerHello{
 		Version: wire.ProtocolVersion, Policy: s.opts.Policy, Limits: s.limits,
-	})
+	}); err != nil {
+		return err
+	}
+	s.finishRead(st, r)
+	return nil
+}
+
+// finishRead consumes the client's end of a request stream. quic-go hands
+// a stream's slot back to the peer only once the FIN has been read (or the
+// read side cancelled); a server that stops reading after the request
+// record leaks a slot whenever the FIN comes in a later packet, and the
+// client stalls after MaxStreams requests. Anything after the request is
+// a protocol violation: the read side is cancelled instead.
+func (s *Server) finishRead(st *quic.Stream, r *wire.Reader) {
+	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
+	if !r.AtEOF() {
+		st.CancelRead(0)
+	}
 }
 
 func (s *Server) refuse(st *quic.Stream, err error) {
@@ -388,9 +406,15 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 }
 
 func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) {
-	defer st.Close()
-	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 	r := wire.NewReader(st, s.opts.Policy)
+	subscribed := false
+	defer func() {
+		if !subscribed { // a subscription reads its stream to the end itself
+			s.finishRead(st, r)
+		}
+		st.Close()
+	}()
+	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 	m, err := r.ReadMessage()
 	if err != nil {
 		if _, ok := wire.CodeOf(err); ok {
@@ -411,6 +435,7 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 	defer cancel()
 	switch m := m.(type) {
 	case *wire.Subscribe:
+		subscribed = true
 		s.subscribe(conn, binding, st, m)
 		return
 	case *wire.AccountRequest:

@@ -116,6 +116,14 @@ func (r *Reader) ReadRecord() (Kind, []byte, error) {
 	return Kind(hdr[0]), rest[:n], nil
 }
 
+// AtEOF reports whether the stream ends cleanly here: it blocks until the
+// next byte or the end arrives (or the stream's read deadline passes), and
+// is false if any byte follows or the read fails.
+func (r *Reader) AtEOF() bool {
+	_, err := r.r.Peek(1)
+	return errors.Is(err, io.EOF)
+}
+
 // ReadMessage reads and decodes the next record.
 func (r *Reader) ReadMessage() (Message, error) {
 	kind, body, err := r.ReadRecord()

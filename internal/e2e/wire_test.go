@@ -287,3 +287,36 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamSlotsReturned: a client that sends its FIN in a later packet
+// than its request must get its stream slots back. With MaxStreams 10, a
+// server that stopped reading after the request record would stall this
+// client at the eleventh request.
+func TestStreamSlotsReturned(t *testing.T) {
+	ts := startServer(t, func(o *server.Options) { o.MaxStreams = 10 })
+	qc := rawConn(t, ts)
+	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
+	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
+		t.Fatal(err)
+	}
+	health, _ := wire.AppendMessage(nil, padding.Default, &wire.Health{})
+	for i := range 40 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		st, err := qc.OpenStreamSync(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("request %d: no stream slot: %v", i, err)
+		}
+		st.SetDeadline(time.Now().Add(3 * time.Second))
+		st.Write(health)
+		time.Sleep(5 * time.Millisecond) // the FIN travels on its own
+		st.Close()
+		m, err := wire.NewReader(st, padding.Default).ReadMessage()
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if _, ok := m.(*wire.HealthStatus); !ok {
+			t.Fatalf("request %d: got %T", i, m)
+		}
+	}
+}
