@@ -29,7 +29,7 @@ import (
 //	messages            receiveID(32) | seq(u64) -> message record
 //	idempotency         receiveID(32) | messageID(16) -> idempotency record
 //	message_expiry      time(8) | receiveID(32) | seq(u64) -> empty
-//	idempotency_expiry  time(8) | receiveID(32) | messageID(16) -> empty
+//	idempotency_expiry  time(8) | receiveID(32) | seq(u64) -> messageID(16)
 //	spent               spendKey(32) -> spent record
 //	spent_expiry        time(8) | spendKey(32) -> empty
 //
@@ -82,7 +82,11 @@ const (
 	messageKeySize    = MailboxIDSize + 8
 	idemKeySize       = MailboxIDSize + MessageIDSize
 	msgExpiryKeySize  = 8 + messageKeySize
-	idemExpiryKeySize = 8 + idemKeySize
+	// The idempotency expiry index is keyed by seq, not by message ID: the
+	// keys then grow in order and an insert appends to the last page
+	// instead of dirtying a random one (message IDs are random). The value
+	// names the idempotency key to delete.
+	idemExpiryKeySize = 8 + messageKeySize
 
 	// purgeChunk bounds the deletions of one PurgeExpired transaction, so
 	// that purging a large backlog never holds up sends for long.
@@ -510,7 +514,7 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		if err := tx.Bucket(bucketMsgExpiry).Put(expiryKey(received, mkey), nil); err != nil {
 			return write(err)
 		}
-		if err := tx.Bucket(bucketIdemExpiry).Put(expiryKey(received, ikey), nil); err != nil {
+		if err := tx.Bucket(bucketIdemExpiry).Put(expiryKey(received, mkey), id[:]); err != nil {
 			return write(err)
 		}
 		if err := tx.Bucket(bucketMailboxes).Put(rid[:], mbox.encode()); err != nil {
@@ -683,12 +687,12 @@ func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte)
 			if len(k) != idemKeySize {
 				return fmt.Errorf("%w: idempotency key length %d", ErrCorrupt, len(k))
 			}
-			_, received, err := decodeIdem(v)
+			seq, received, err := decodeIdem(v)
 			if err != nil {
 				return err
 			}
 			idemKeys = append(idemKeys, bytes.Clone(k))
-			idemExp = append(idemExp, expiryKey(received, k))
+			idemExp = append(idemExp, expiryKey(received, messageKey(receiveID, seq)))
 		}
 		for _, d := range []struct {
 			bucket []byte
@@ -862,10 +866,15 @@ func purgeIdem(limit int64, more *bool) func(tx *bolt.Tx) error {
 			return err
 		}
 		for _, k := range keys {
+			id := exp.Get(k)
+			if len(id) != MessageIDSize {
+				return fmt.Errorf("%w: idempotency expiry value length %d", ErrCorrupt, len(id))
+			}
+			ikey := append(bytes.Clone(k[8:8+MailboxIDSize]), id...)
 			if err := exp.Delete(k); err != nil {
 				return write(err)
 			}
-			if err := idem.Delete(k[8:]); err != nil {
+			if err := idem.Delete(ikey); err != nil {
 				return write(err)
 			}
 		}
