@@ -119,6 +119,9 @@ type Server struct {
 	limits wire.Limits
 	hub    *hub
 	log    *slog.Logger
+	// readers pools request readers: each holds a 4 KiB read buffer and a
+	// record buffer, which would otherwise be allocated per request.
+	readers sync.Pool
 
 	mu         sync.RWMutex // guards draining against inflight.Add
 	draining   bool
@@ -174,6 +177,7 @@ func New(opts Options) (*Server, error) {
 		purgeStop: make(chan struct{}),
 		purgeDone: make(chan struct{}),
 	}
+	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
 	go s.purgeLoop()
 	return s, nil
@@ -406,13 +410,16 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 }
 
 func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) {
-	r := wire.NewReader(st, s.opts.Policy)
+	r := s.readers.Get().(*wire.Reader)
+	r.Reset(st, s.opts.Policy)
 	subscribed := false
 	defer func() {
 		if !subscribed { // a subscription reads its stream to the end itself
 			s.finishRead(st, r)
 		}
 		st.Close()
+		r.Reset(nil, s.opts.Policy) // drop the stream, keep the buffers
+		s.readers.Put(r)
 	}()
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 	m, err := r.ReadMessage()

@@ -80,6 +80,13 @@ func NewReader(r io.Reader, p padding.Policy) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, 4096), policy: p}
 }
 
+// Reset makes r read from a new stream with policy p, keeping its
+// buffers, so a server can pool readers across requests.
+func (r *Reader) Reset(rd io.Reader, p padding.Policy) {
+	r.r.Reset(rd)
+	r.policy = p
+}
+
 // SetPolicy switches the policy after the handshake.
 func (r *Reader) SetPolicy(p padding.Policy) { r.policy = p }
 
