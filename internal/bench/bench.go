@@ -21,6 +21,7 @@ import (
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
+	qtokens "github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -60,6 +61,12 @@ type Config struct {
 	Drain time.Duration
 	// Baseline runs the in-memory relay phase before the qpc phase.
 	Baseline bool
+	// Tokens adds a third phase (in-process only): the same load against a
+	// server that requires a delivery token on every create and send. The
+	// tokens are minted before the window from the server's issuer, so the
+	// phase measures redemption on the send path, not issuance; its rate
+	// is reported as a ratio to the tokens-off phase of the same run.
+	Tokens bool
 	// CPUProfile and BaselineCPUProfile, if set, receive a CPU profile of
 	// the qpc phase and of the baseline phase (setup excluded).
 	CPUProfile, BaselineCPUProfile string
@@ -154,6 +161,17 @@ type Result struct {
 	LargestBatch  int     `json:"largest_batch,omitempty"`
 	MeanCommitMs  float64 `json:"mean_commit_ms,omitempty"`
 	CommitBusyPct float64 `json:"commit_busy_pct,omitempty"` // share of the window the writer spent in transactions
+
+	// The tokens phase (Config.Tokens): throughput with a token redeemed
+	// per send, as a ratio to the tokens-off qpc phase above.
+	TokensMessages   int     `json:"tokens_messages,omitempty"`
+	TokensMsgsPerS   float64 `json:"tokens_msgs_per_s,omitempty"`
+	TokensRatio      float64 `json:"tokens_ratio,omitempty"`
+	TokensP50Ms      float64 `json:"tokens_p50_ms,omitempty"`
+	TokensP99Ms      float64 `json:"tokens_p99_ms,omitempty"`
+	TokensLost       int     `json:"tokens_lost,omitempty"`
+	TokensDuplicates int     `json:"tokens_duplicates,omitempty"`
+	TokensSendErrors int     `json:"tokens_send_errors,omitempty"`
 }
 
 // phase is what one load run measured.
@@ -213,12 +231,35 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		err error
 	)
 	if cfg.Server != "" {
-		q, err = load(ctx, cfg, cfg.Server, cfg.CPUProfile, nil)
+		if cfg.Tokens {
+			return res, errors.New("bench: the tokens phase needs the in-process server")
+		}
+		q, err = load(ctx, cfg, cfg.Server, cfg.CPUProfile, nil, nil)
 	} else {
-		q, err = runInProcess(ctx, cfg, &res)
+		q, err = runInProcess(ctx, cfg, &res, 0)
 	}
 	if err != nil {
 		return res, err
+	}
+	if cfg.Tokens {
+		runtime.GC()
+		// Enough tokens for the tokens-off rate plus headroom; a sender
+		// that runs out stops, which ends the window early, never quietly.
+		need := int(q.rate()*cfg.Duration.Seconds()*1.5) + cfg.Senders + 1
+		tp, err := runInProcess(ctx, cfg, &Result{}, need)
+		if err != nil {
+			return res, fmt.Errorf("tokens phase: %w", err)
+		}
+		res.TokensMessages = tp.tally.acked
+		res.TokensMsgsPerS = round(tp.rate())
+		if q.rate() > 0 {
+			res.TokensRatio = round(tp.rate() / q.rate())
+		}
+		res.TokensP50Ms = round(percentile(tp.tally.latencies, 50))
+		res.TokensP99Ms = round(percentile(tp.tally.latencies, 99))
+		res.TokensLost = tp.tally.lost
+		res.TokensDuplicates = tp.tally.duplicates
+		res.TokensSendErrors = tp.sendErrors
 	}
 	res.SenderConns = q.conns
 	res.DurationS = round(q.elapsed.Seconds())
@@ -246,7 +287,9 @@ func ms(d time.Duration) float64 { return round(float64(d) / float64(time.Millis
 
 // runInProcess starts a real server over a fresh bbolt file and runs the
 // load against it, reporting the writer's statistics for the send window.
-func runInProcess(ctx context.Context, cfg Config, res *Result) (phase, error) {
+// With tokens > 0 the server requires delivery tokens and that many are
+// minted before the window.
+func runInProcess(ctx context.Context, cfg Config, res *Result, tokens int) (phase, error) {
 	dir, err := os.MkdirTemp("", "qpc-bench-")
 	if err != nil {
 		return phase{}, err
@@ -261,7 +304,7 @@ func runInProcess(ctx context.Context, cfg Config, res *Result) (phase, error) {
 		return phase{}, err
 	}
 	defer st.Close()
-	srv, err := server.New(server.Options{
+	opts := server.Options{
 		Identity: id,
 		Store:    st,
 		// The receiver acks continuously, but a slow moment must not turn
@@ -272,7 +315,21 @@ func runInProcess(ctx context.Context, cfg Config, res *Result) (phase, error) {
 		// change of the default cannot silently add that cost to one phase.
 		Authorizer: server.OpenAccess{},
 		Logger:     cfg.Logger,
-	})
+	}
+	var pool *tokenPool
+	if tokens > 0 {
+		secret := make([]byte, qtokens.MasterSecretSize)
+		rand.Read(secret)
+		issuer, err := qtokens.NewIssuer(secret)
+		if err != nil {
+			return phase{}, err
+		}
+		opts.Tokens, opts.Authorizer = issuer, nil // the token authorizer
+		if pool, err = mintTokens(issuer, tokens); err != nil {
+			return phase{}, err
+		}
+	}
+	srv, err := server.New(opts)
 	if err != nil {
 		return phase{}, err
 	}
@@ -293,7 +350,11 @@ func runInProcess(ctx context.Context, cfg Config, res *Result) (phase, error) {
 		start: func() { before = st.Stats() },
 		end:   func() { after = st.Stats() },
 	}
-	p, err := load(ctx, cfg, id.Address(pc.LocalAddr().String()).String(), cfg.CPUProfile, hooks)
+	profile := cfg.CPUProfile
+	if tokens > 0 {
+		profile = ""
+	}
+	p, err := load(ctx, cfg, id.Address(pc.LocalAddr().String()).String(), profile, hooks, pool)
 	if err != nil {
 		return p, err
 	}
@@ -332,7 +393,7 @@ func runBaseline(ctx context.Context, cfg Config) (phase, error) {
 		return phase{}, err
 	}
 	defer r.Close()
-	return load(ctx, cfg, id.Address(r.Addr()).String(), cfg.BaselineCPUProfile, nil)
+	return load(ctx, cfg, id.Address(r.Addr()).String(), cfg.BaselineCPUProfile, nil, nil)
 }
 
 // windowHooks run at the start and end of the send window.
@@ -341,7 +402,7 @@ type windowHooks struct{ start, end func() }
 // load drives one target: a receiver subscribed to a fresh mailbox and
 // acking what it gets, and cfg.Senders senders sending to it back to back
 // for cfg.Duration.
-func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHooks) (phase, error) {
+func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHooks, pool *tokenPool) (phase, error) {
 	var p phase
 	copts := client.Options{Logger: cfg.Logger}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -357,7 +418,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 	if err != nil || len(rec) != cfg.RecordSize || !recv.Policy().IsBucket(cfg.RecordSize) {
 		return p, fmt.Errorf("record size %d is not a bucket of the server's policy %s", cfg.RecordSize, recv.Policy())
 	}
-	mb, err := recv.CreateMailbox(setupCtx, nil)
+	mb, err := recv.CreateMailbox(setupCtx, pool.take())
 	if err != nil {
 		return p, err
 	}
@@ -463,9 +524,13 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 				if !start.Before(deadline) {
 					return
 				}
+				auth := pool.take()
+				if pool != nil && auth == nil {
+					return // out of tokens: this sender's window ends here
+				}
 				seq := seqs.Add(1)
 				stampEnvelope(env, run, seq, start.Sub(base))
-				_, err := conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, nil)
+				_, err := conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, auth)
 				worst = max(worst, time.Since(start))
 				if err != nil {
 					errs.Add(1)
@@ -561,4 +626,78 @@ func startProfile(path string) (func(), error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// tokenPool hands out pre-minted delivery tokens; a nil pool hands out
+// none (open access).
+type tokenPool struct {
+	mu   sync.Mutex
+	toks [][]byte
+}
+
+func (p *tokenPool) take() []byte {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.toks) == 0 {
+		return nil
+	}
+	t := p.toks[len(p.toks)-1]
+	p.toks = p.toks[:len(p.toks)-1]
+	return t
+}
+
+// mintTokens obtains n tokens from issuer the way a client does (blind,
+// issue with a DLEQ proof, finalize and verify), on every core.
+func mintTokens(issuer *qtokens.Issuer, n int) (*tokenPool, error) {
+	pk, err := issuer.PublicKey(issuer.Epoch())
+	if err != nil {
+		return nil, err
+	}
+	pool := &tokenPool{}
+	var (
+		wg       sync.WaitGroup
+		firstErr atomic.Pointer[error]
+		next     atomic.Int64
+	)
+	batches := (n + qtokens.MaxBatch - 1) / qtokens.MaxBatch
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(batches) && firstErr.Load() == nil {
+				blinding, req, err := qtokens.Blind(pk, qtokens.MaxBatch)
+				if err == nil {
+					var resp *qtokens.TokenResponse
+					if resp, err = issuer.Issue(req); err == nil {
+						var toks []qtokens.Token
+						if toks, err = blinding.Finalize(resp); err == nil {
+							raws := make([][]byte, 0, len(toks))
+							for i := range toks {
+								raw, merr := toks[i].MarshalBinary()
+								if merr != nil {
+									err = merr
+									break
+								}
+								raws = append(raws, raw)
+							}
+							pool.mu.Lock()
+							pool.toks = append(pool.toks, raws...)
+							pool.mu.Unlock()
+						}
+					}
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if e := firstErr.Load(); e != nil {
+		return nil, fmt.Errorf("mint tokens: %w", *e)
+	}
+	return pool, nil
 }

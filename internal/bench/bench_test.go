@@ -15,6 +15,7 @@ import (
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
+	qtokens "github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -171,6 +172,60 @@ func TestRunShort(t *testing.T) {
 // TestRunExternalServer points the load at a server it did not start, as
 // --server does: the result must come without store statistics (the bench
 // cannot see them) and the mailbox must be gone afterwards.
+// TestRunTokens: the tokens phase pays a real token per create and send
+// (a tokenless send to that server would be refused) and reports its
+// ratio to the tokens-off phase.
+func TestRunTokens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := Run(ctx, Config{
+		Scenario: "tokens", Senders: 4, SendersPerConn: 1, Duration: 500 * time.Millisecond,
+		Drain: 5 * time.Second, Tokens: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TokensMessages == 0 || res.TokensMsgsPerS <= 0 || res.TokensSendErrors != 0 ||
+		res.TokensLost != 0 || res.TokensDuplicates != 0 {
+		t.Fatalf("tokens phase: %+v", res)
+	}
+	if abs(res.TokensRatio-res.TokensMsgsPerS/res.MsgsPerS) > 0.01 {
+		t.Fatalf("tokens ratio %v does not match %v / %v", res.TokensRatio, res.TokensMsgsPerS, res.MsgsPerS)
+	}
+}
+
+// mintTokens makes tokens the token authorizer accepts, each once.
+func TestMintTokensRedeemable(t *testing.T) {
+	secret := make([]byte, qtokens.MasterSecretSize)
+	issuer, err := qtokens.NewIssuer(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := mintTokens(issuer, 150)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pool.toks) != 200 { // whole batches of MaxBatch
+		t.Fatalf("minted %d tokens, want 200", len(pool.toks))
+	}
+	auth := server.NewTokenAuthorizer(issuer, qtokens.DefaultEpochLength)
+	seen := map[[32]byte]bool{}
+	for range 200 {
+		spend, err := auth.AuthorizeSend(context.Background(), pool.take())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[spend.Key] {
+			t.Fatal("two tokens share a spend key")
+		}
+		seen[spend.Key] = true
+	}
+	if pool.take() != nil {
+		t.Fatal("an empty pool handed out a token")
+	}
+}
+
 func TestRunExternalServer(t *testing.T) {
 	dir := t.TempDir()
 	id, err := server.CreateIdentity(dir)

@@ -421,4 +421,3 @@ func dumpBolt(t *testing.T, path string) [][]byte {
 	}
 	return out
 }
-
