@@ -1,0 +1,10 @@
+// Package crashtest proves the delivery server's durability promise by
+// force: it runs the real qpc-server binary, drives senders and a receiver
+// through the real client, kills the server with SIGKILL at random moments
+// and restarts it, and checks at the end that every acknowledged send was
+// delivered exactly once, that nothing was delivered that was never sent,
+// and that the bbolt file passes bbolt's own consistency check.
+//
+// Run it with `go test ./internal/crashtest -run TestCrashLoop -v`;
+// QPC_CRASH_CYCLES sets the number of kill cycles (default 20).
+package crashtest
