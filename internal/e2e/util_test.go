@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
+	"net"
 	"testing"
 )
 
@@ -27,3 +28,5 @@ func mustHex(s string) []byte {
 
 func base64URL(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func listenLocal() (net.PacketConn, error) { return net.ListenPacket("udp", "127.0.0.1:0") }

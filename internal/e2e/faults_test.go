@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// TestDiskFull: the store file is capped; sends fail with a clear,
+// retryable code once it is full, nothing acknowledged is lost, and sends
+// succeed again when acks free space.
+func TestDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	id, err := server.CreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, "qpc.db"), store.Options{MaxSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := server.New(server.Options{Identity: id, Store: st, Authorizer: server.OpenAccess{},
+		Quota: store.Quota{MaxMessages: 1 << 20, MaxBytes: 1 << 40}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t}
+	pcAddr := serveOn(t, srv)
+	ts.addr = id.Address(pcAddr).String()
+	ctx := ctxT(t)
+	c := dial(t, ts, client.Options{MaxAttempts: 1})
+	mb, err := c.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := bytes.Repeat([]byte{0xab}, 15000)
+	var acked []wire.MessageID
+	var full error
+	for range 2000 {
+		id := client.NewMessageID()
+		if _, err := c.Send(ctx, mb.SendID, id, env, nil); err != nil {
+			full = err
+			break
+		}
+		acked = append(acked, id)
+	}
+	if full == nil {
+		t.Fatal("a 4 MiB store never filled up")
+	}
+	if !isCode(full, wire.CodeUnavailable) {
+		t.Fatalf("send to a full store: %v, want UNAVAILABLE", full)
+	}
+	// Everything acknowledged is still there.
+	var got []client.Message
+	for after := uint64(0); ; {
+		msgs, more, err := c.Fetch(ctx, mb, after, 1000)
+		if err != nil {
+			t.Fatalf("fetch from a full store: %v", err)
+		}
+		got = append(got, msgs...)
+		if !more {
+			break
+		}
+		after = msgs[len(msgs)-1].Seq
+	}
+	if len(got) != len(acked) {
+		t.Fatalf("%d acknowledged, %d stored", len(acked), len(got))
+	}
+	// Space returns: acks free pages, and sends succeed again.
+	if _, err := c.Ack(ctx, mb, acked[:len(acked)/2]); err != nil {
+		t.Fatalf("ack on a full store: %v", err)
+	}
+	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
+		t.Fatalf("send after space returned: %v", err)
+	}
+}
+
+// serveOn serves srv on 127.0.0.1 until the test ends.
+func serveOn(t *testing.T, srv *server.Server) string {
+	t.Helper()
+	pc, err := listenLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(pc) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return pc.LocalAddr().String()
+}
+
+// TestSlowReaderBlocksNoOne: a subscriber that never reads its stream
+// while its mailbox fills does not slow anyone else down.
+func TestSlowReaderBlocksNoOne(t *testing.T) {
+	ts := startServer(t, func(o *server.Options) { o.RequestTimeout = 2 * time.Second })
+	ctx := ctxT(t)
+	owner := dial(t, ts, client.Options{})
+	stuck, err := owner.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A raw client subscribes and then never reads a byte.
+	qc := rawConn(t, ts)
+	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
+	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
+		t.Fatal(err)
+	}
+	cs := qc.ConnectionState().TLS
+	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := &wire.Subscribe{ReceiveID: stuck.ReceiveID}
+	if err := wire.Sign(sub, ed25519.PrivateKey(stuck.Key), binding); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := wire.AppendMessage(nil, padding.Default, sub)
+	st, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(rec)
+
+	// Fill the stuck mailbox with large envelopes while others work.
+	sender := dial(t, ts, client.Options{})
+	big := bytes.Repeat([]byte{1}, 100000)
+	go func() {
+		for range 60 {
+			if _, err := sender.Send(ctx, stuck.SendID, client.NewMessageID(), big, nil); err != nil {
+				return
+			}
+		}
+	}()
+	other := dial(t, ts, client.Options{})
+	mb, err := other.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worst time.Duration
+	for i := range 50 {
+		start := time.Now()
+		if _, err := other.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+			t.Fatalf("send %d while a reader stalls: %v", i, err)
+		}
+		if _, _, err := other.Fetch(ctx, mb, 0, 1); err != nil {
+			t.Fatalf("fetch %d while a reader stalls: %v", i, err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	if worst > time.Second {
+		t.Fatalf("a send+fetch took %v while another client's subscription stalled", worst)
+	}
+	// The stuck mailbox still holds everything for a reader that reads.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msgs, _, err := owner.Fetch(ctx, stuck, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stuck mailbox holds %d of 60 messages", len(msgs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
