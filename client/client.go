@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -151,8 +152,10 @@ func (c *Conn) Close() error {
 func (c *Conn) tlsConfig() *tls.Config {
 	pin := c.addr.Pin
 	return &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		NextProtos:       []string{wire.ALPN},
+		MinVersion: tls.VersionTLS13,
+		// Every version this build speaks, newest first; the server picks
+		// the highest it also speaks (docs/compatibility.md).
+		NextProtos:       wire.ALPNs(wire.SupportedVersions()),
 		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768},
 		ServerName:       "quicprochat",
 		// The server is authenticated by its pinned key, not by a CA:
@@ -265,7 +268,7 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 		st.SetDeadline(dl)
 	}
 	rw := c.tap(st)
-	if err := c.write(rw, padding.Control, &wire.ClientHello{Versions: []uint16{wire.ProtocolVersion}}); err != nil {
+	if err := c.write(rw, padding.Control, &wire.ClientHello{Versions: wire.SupportedVersions()}); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	m, err := wire.NewReader(rw, padding.Control).ReadMessage()
@@ -274,8 +277,11 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 	}
 	switch m := m.(type) {
 	case *wire.ServerHello:
-		if m.Version != wire.ProtocolVersion {
-			return wire.Errorf(wire.CodeVersion, "server chose version %d", m.Version)
+		// The hello must choose what TLS chose: the ALPN is authenticated
+		// by the handshake, so a mismatch means a broken or meddling peer.
+		alpn, _ := wire.ParseALPN(s.qc.ConnectionState().TLS.NegotiatedProtocol)
+		if !slices.Contains(wire.SupportedVersions(), m.Version) || m.Version != alpn {
+			return wire.Errorf(wire.CodeVersion, "server chose version %d (TLS: %d)", m.Version, alpn)
 		}
 		s.hello = *m
 		return nil

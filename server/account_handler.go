@@ -9,6 +9,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -64,10 +65,12 @@ func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.R
 		}
 		resp, err := a.RegisterStart(ctx, start.Username, start.Request)
 		if !reply(wire.AccountRegisterResponse, &account.RegisterResponse{Response: resp}, err) {
+			s.opts.Metrics.Registration(accountOutcome(err))
 			return
 		}
 		body, ok := next(wire.AccountRegisterFinish)
 		if !ok {
+			s.opts.Metrics.Registration(metrics.OutcomeAbandoned)
 			return
 		}
 		fin, err := account.UnmarshalRegisterFinish(body)
@@ -78,6 +81,7 @@ func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.R
 		sess, err := a.RegisterFinish(ctx, start.Username, fin.Record, fin.Device, fin.DeviceName)
 		issued := sess.Issued()
 		reply(wire.AccountSessionIssued, &issued, err)
+		s.opts.Metrics.Registration(accountOutcome(err))
 		if err == nil {
 			s.log.Info("account registered")
 		}
@@ -90,10 +94,12 @@ func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.R
 		}
 		ke2, state, err := a.LoginStart(ctx, start.Username, start.KE1)
 		if !reply(wire.AccountLoginResponse, &account.LoginResponse{KE2: ke2}, err) {
+			s.opts.Metrics.Login(accountOutcome(err))
 			return
 		}
 		body, ok := next(wire.AccountLoginFinish)
 		if !ok {
+			s.opts.Metrics.Login(metrics.OutcomeAbandoned)
 			return
 		}
 		fin, err := account.UnmarshalLoginFinish(body)
@@ -104,6 +110,7 @@ func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.R
 		sess, err := a.LoginFinish(ctx, state, fin.KE3, fin.Device, fin.DeviceName)
 		issued := sess.Issued()
 		reply(wire.AccountSessionIssued, &issued, err)
+		s.opts.Metrics.Login(accountOutcome(err))
 
 	case wire.AccountListDevices:
 		m, err := account.UnmarshalListDevices(first.Body)
@@ -172,6 +179,7 @@ func (s *Server) reply(w io.Writer, m wire.Message, err error) bool {
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	}
 	if err != nil {
+		s.countError(metrics.KindLabel(wire.KindAccountRequest), err)
 		s.writeError(w, s.opts.Policy, err)
 		return false
 	}

@@ -30,6 +30,13 @@ const (
 	StoreFile  = "qpc.db"
 )
 
+// The admin listener: loopback by default, so that metrics and health
+// never face the public interfaces unless an operator says so.
+const (
+	DefaultAdminListen = "127.0.0.1:9090"
+	AdminOff           = "off"
+)
+
 // EnvPrefix starts every environment variable the configuration reads:
 // QPC_ followed by the upper-cased TOML key (QPC_LISTEN, QPC_DATA_DIR, ...).
 const EnvPrefix = "QPC_"
@@ -52,6 +59,11 @@ type Config struct {
 	PurgeInterval Duration `toml:"purge_interval"`
 
 	MaxStreams       int      `toml:"max_streams"`
+	MaxConns         int      `toml:"max_conns"`
+	MaxConnsPerAddr  int      `toml:"max_conns_per_addr"`
+	RequestRate      float64  `toml:"request_rate"`
+	RequestBurst     int      `toml:"request_burst"`
+	AdminListen      string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
 	IdleTimeout      Duration `toml:"idle_timeout"`
 	RequestTimeout   Duration `toml:"request_timeout"`
@@ -164,6 +176,11 @@ func DefaultConfig() Config {
 		MessageTTL:       Duration{DefaultTTL},
 		PurgeInterval:    Duration{10 * time.Minute},
 		MaxStreams:       100,
+		MaxConns:         DefaultMaxConns,
+		MaxConnsPerAddr:  DefaultMaxConnsPerAddr,
+		RequestRate:      DefaultRequestRate,
+		RequestBurst:     DefaultRequestBurst,
+		AdminListen:      DefaultAdminListen,
 		HandshakeTimeout: Duration{10 * time.Second},
 		IdleTimeout:      Duration{60 * time.Second},
 		RequestTimeout:   Duration{30 * time.Second},
@@ -306,6 +323,56 @@ var configFields = []configField{
 		value: func(c *Config) any { return c.MaxStreams },
 	},
 	{
+		key:   "max_conns",
+		help:  "concurrent connections, all transports together; more are refused with UNAVAILABLE",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxConns, s) },
+		copy:  func(d, s *Config) { d.MaxConns = s.MaxConns },
+		check: func(c *Config) error { return checkRange(int64(c.MaxConns), 1, 1_000_000) },
+		value: func(c *Config) any { return c.MaxConns },
+	},
+	{
+		key:   "max_conns_per_addr",
+		help:  "concurrent clearnet connections per source address (IPv6: per /64); more are refused with RATE_LIMITED; not applied over Tor",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxConnsPerAddr, s) },
+		copy:  func(d, s *Config) { d.MaxConnsPerAddr = s.MaxConnsPerAddr },
+		check: func(c *Config) error { return checkRange(int64(c.MaxConnsPerAddr), 1, 1_000_000) },
+		value: func(c *Config) any { return c.MaxConnsPerAddr },
+	},
+	{
+		key:   "request_rate",
+		help:  "requests per second one connection may sustain; above it a request is refused with RATE_LIMITED",
+		parse: func(c *Config, s string) error { return parseFloat(&c.RequestRate, s) },
+		copy:  func(d, s *Config) { d.RequestRate = s.RequestRate },
+		check: func(c *Config) error {
+			if !(c.RequestRate >= 0.01 && c.RequestRate <= 1e6) {
+				return fmt.Errorf("%v is outside 0.01..1000000", c.RequestRate)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.RequestRate },
+	},
+	{
+		key:   "request_burst",
+		help:  "requests one connection may make at once before request_rate applies",
+		parse: func(c *Config, s string) error { return parseInt(&c.RequestBurst, s) },
+		copy:  func(d, s *Config) { d.RequestBurst = s.RequestBurst },
+		check: func(c *Config) error { return checkRange(int64(c.RequestBurst), 1, 1_000_000) },
+		value: func(c *Config) any { return c.RequestBurst },
+	},
+	{
+		key:   "admin_listen",
+		help:  "TCP address of /healthz, /readyz and /metrics, or off; keep it off the public interfaces",
+		parse: func(c *Config, s string) error { c.AdminListen = s; return nil },
+		copy:  func(d, s *Config) { d.AdminListen = s.AdminListen },
+		check: func(c *Config) error {
+			if c.AdminListen == AdminOff {
+				return nil
+			}
+			return checkListen(c.AdminListen)
+		},
+		value: func(c *Config) any { return c.AdminListen },
+	},
+	{
 		key:   "handshake_timeout",
 		help:  "QUIC handshake plus version hello (raise it for Tor)",
 		parse: func(c *Config, s string) error { return c.HandshakeTimeout.UnmarshalText([]byte(s)) },
@@ -429,6 +496,15 @@ func parseInt(dst *int, s string) error {
 	v, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
 		return fmt.Errorf("%q is not an integer", s)
+	}
+	*dst = v
+	return nil
+}
+
+func parseFloat(dst *float64, s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a number", s)
 	}
 	*dst = v
 	return nil
@@ -639,6 +715,10 @@ func (c *Config) Options() (Options, store.Options, error) {
 		TTL:              c.MessageTTL.Duration,
 		PurgeInterval:    c.PurgeInterval.Duration,
 		MaxStreams:       c.MaxStreams,
+		MaxConns:         c.MaxConns,
+		MaxConnsPerAddr:  c.MaxConnsPerAddr,
+		RequestRate:      c.RequestRate,
+		RequestBurst:     c.RequestBurst,
 		HandshakeTimeout: c.HandshakeTimeout.Duration,
 		IdleTimeout:      c.IdleTimeout.Duration,
 		RequestTimeout:   c.RequestTimeout.Duration,

@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
@@ -34,6 +35,10 @@ type Options struct {
 	PurgeInterval time.Duration  // expiry sweep; default 10 minutes
 
 	MaxStreams       int           // concurrent request streams per connection; default 100
+	MaxConns         int           // concurrent connections, all transports; default 10,000
+	MaxConnsPerAddr  int           // concurrent clearnet connections per source address (IPv6: per /64); default 64
+	RequestRate      float64       // requests per second per connection (token bucket); default 200
+	RequestBurst     int           // requests a connection may make at once above the rate; default 400
 	HandshakeTimeout time.Duration // QUIC + hello; default 10 s (raise for Tor)
 	IdleTimeout      time.Duration // QUIC idle timeout; default 60 s
 	RequestTimeout   time.Duration // read one request / write one response; default 30 s
@@ -50,8 +55,13 @@ type Options struct {
 	// when Tokens is set, else OpenAccess (tests and benchmarks only,
 	// with a warning in the log).
 	Authorizer Authorizer
-	Logger     *slog.Logger // default: slog.Default()
-	Now        func() time.Time
+	// Versions are the protocol versions accepted, newest first: at most
+	// N and N-1 (docs/compatibility.md). Default wire.SupportedVersions().
+	Versions []uint16
+	// Metrics receives the counters and histograms; nil records nothing.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger // default: slog.Default()
+	Now     func() time.Time
 }
 
 // Defaults.
@@ -82,6 +92,7 @@ func (o *Options) setDefaults() {
 	if o.MaxStreams <= 0 {
 		o.MaxStreams = 100
 	}
+	o.setLimitDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -109,6 +120,7 @@ const (
 	closeNormal    quic.ApplicationErrorCode = 0
 	closeProtocol  quic.ApplicationErrorCode = 1
 	closeGoingAway quic.ApplicationErrorCode = 2
+	closeRefused   quic.ApplicationErrorCode = 3 // a connection limit; the hello carried the Error
 )
 
 // Server is a delivery service. It is safe for concurrent use.
@@ -131,6 +143,10 @@ type Server struct {
 	packets    []net.PacketConn
 	conns      map[*quic.Conn]struct{}
 
+	connLimits connLimiter  // connection counts for MaxConns and MaxConnsPerAddr
+	readyMu    sync.Mutex   // guards readyChecks
+	readyCheck []readyCheck // extra /readyz conditions (AddReadyCheck)
+
 	subsCtx    context.Context // cancelled when draining starts
 	subsCancel context.CancelFunc
 	purgeStop  chan struct{}
@@ -148,6 +164,13 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := wire.CheckVersionWindow(opts.Versions); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	// One ALPN identifier per accepted version, newest first: crypto/tls
+	// picks the server's first that the client offers, so the TLS layer
+	// already agrees on the highest common version (docs/compatibility.md).
+	tlsConf.NextProtos = wire.ALPNs(opts.Versions)
 	// The envelope limit leaves room for the Send and Delivery headers in
 	// the largest bucket (docs/protocol.md §4.3).
 	maxEnv := opts.Policy.Max() - wire.HeaderSize - sendOverhead
@@ -193,7 +216,18 @@ func (s *Server) Limits() wire.Limits { return s.limits }
 
 // Serve accepts connections on pc until Shutdown, which closes pc. It
 // returns nil after a Shutdown, or the error that stopped the listener.
+// Connections on pc count as clearnet (metrics.TransportUDP): the
+// per-address connection limit applies to them.
 func (s *Server) Serve(pc net.PacketConn) error {
+	return s.ServeTransport(pc, metrics.TransportUDP)
+}
+
+// ServeTransport is Serve for a named transport: metrics.TransportUDP
+// (clearnet), or metrics.TransportTor for QUIC tunneled through the onion
+// service, where every client shares the tunnel's address, so the
+// per-address limit is not applied (the token quota is the abuse control
+// there).
+func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 	tr := &quic.Transport{Conn: pc}
 	ln, err := tr.Listen(s.tls, s.quic)
 	if err != nil {
@@ -211,7 +245,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	s.transports = append(s.transports, tr)
 	s.packets = append(s.packets, pc)
 	s.mu.Unlock()
-	s.log.Info("listening", "transport", "quic", "addr", pc.LocalAddr().String())
+	s.log.Info("listening", "transport", transport, "addr", pc.LocalAddr().String())
 	for {
 		conn, err := ln.Accept(context.Background())
 		if err != nil {
@@ -223,7 +257,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("serve: %w", err)
 		}
-		go s.handleConn(conn)
+		go s.handleConn(conn, transport)
 	}
 }
 
@@ -248,6 +282,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining = true
 	listeners := slices.Clone(s.listeners)
 	s.mu.Unlock()
+	// Unready before anything closes, so /readyz tells load balancers to
+	// stop sending while requests in flight finish.
+	s.opts.Metrics.SetDraining()
+	s.opts.Metrics.SetReady(false)
 	for _, ln := range listeners {
 		ln.Close()
 	}
@@ -300,12 +338,20 @@ func (s *Server) track(c *quic.Conn, add bool) bool {
 	return true
 }
 
-func (s *Server) handleConn(conn *quic.Conn) {
+func (s *Server) handleConn(conn *quic.Conn, transport string) {
+	release, refusal := s.admit(conn, transport)
+	if refusal != nil {
+		s.refuseConn(conn, refusal)
+		return
+	}
+	defer release()
 	if !s.track(conn, true) {
 		conn.CloseWithError(closeGoingAway, "server shutting down")
 		return
 	}
 	defer s.track(conn, false)
+	s.opts.Metrics.ConnOpened(transport)
+	defer s.opts.Metrics.ConnClosed(transport)
 
 	cs := conn.ConnectionState().TLS
 	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
@@ -315,13 +361,19 @@ func (s *Server) handleConn(conn *quic.Conn) {
 	}
 	if err := s.hello(conn); err != nil {
 		s.log.Debug("handshake failed", "err", err)
-		conn.CloseWithError(closeProtocol, "handshake failed")
+		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
+	rate := newRequestBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
 		st, err := conn.AcceptStream(conn.Context())
 		if err != nil {
 			return
+		}
+		if !rate.allow(time.Now()) {
+			s.opts.Metrics.Refused(metrics.LimitRequestRate)
+			go s.refuse(st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
+			continue
 		}
 		s.mu.RLock()
 		draining := s.draining
@@ -330,11 +382,14 @@ func (s *Server) handleConn(conn *quic.Conn) {
 		}
 		s.mu.RUnlock()
 		if draining {
+			s.opts.Metrics.Refused(metrics.LimitDraining)
 			go s.refuse(st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			continue
 		}
 		go func() {
 			defer s.inflight.Done()
+			s.opts.Metrics.StreamStarted()
+			defer s.opts.Metrics.StreamDone()
 			s.handleStream(conn, binding, st)
 		}()
 	}
@@ -364,16 +419,18 @@ func (s *Server) hello(conn *quic.Conn) error {
 		s.writeError(st, padding.Control, err)
 		return err
 	}
-	if !slices.Contains(ch.Versions, wire.ProtocolVersion) {
-		err := wire.Errorf(wire.CodeVersion, "server speaks version %d", wire.ProtocolVersion)
+	version, err := s.negotiate(conn, ch.Versions)
+	if err != nil {
+		s.opts.Metrics.RequestError(metrics.KindLabel(wire.KindClientHello), wire.CodeVersion)
 		s.writeError(st, padding.Control, err)
 		return err
 	}
 	if err := wire.WriteMessage(st, padding.Control, &wire.ServerHello{
-		Version: wire.ProtocolVersion, Policy: s.opts.Policy, Limits: s.limits,
+		Version: version, Policy: s.opts.Policy, Limits: s.limits,
 	}); err != nil {
 		return err
 	}
+	s.opts.Metrics.Hello(version)
 	s.finishRead(st, r)
 	return nil
 }
@@ -424,8 +481,9 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 	m, err := r.ReadMessage()
 	if err != nil {
-		if _, ok := wire.CodeOf(err); ok {
+		if code, ok := wire.CodeOf(err); ok {
 			s.log.Debug("bad request", "err", err)
+			s.opts.Metrics.RequestError(metrics.KindUnread, code)
 			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, err)
 		} else {
@@ -433,10 +491,16 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 		}
 		return
 	}
+	kind := metrics.KindLabel(m.Kind())
+	s.opts.Metrics.Request(kind)
 	if !wire.IsRequest(m.Kind()) || m.Kind() == wire.KindClientHello {
+		s.opts.Metrics.RequestError(kind, wire.CodeUnknownKind)
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 		s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeUnknownKind, "record kind 0x%02x is not a request here", uint8(m.Kind())))
 		return
+	}
+	if m.Kind() != wire.KindSubscribe { // a subscription lasts as long as the client wants
+		defer s.opts.Metrics.ObserveRequest(kind, time.Now())
 	}
 	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
 	defer cancel()
@@ -453,6 +517,7 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	if err != nil {
 		s.logFailure(m.Kind(), err)
+		s.countError(kind, err)
 		s.writeError(st, s.opts.Policy, err)
 		return
 	}
@@ -517,6 +582,7 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 	}
 	spend, err := s.opts.Authorizer.AuthorizeCreate(ctx, m.Auth)
 	if err != nil {
+		s.countTokenRejection(err)
 		return nil, authError(err)
 	}
 	// A collision of two random 256-bit IDs does not happen; a retry keeps
@@ -530,7 +596,11 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 			continue
 		}
 		if err != nil {
+			s.countTokenRejection(storeError(err))
 			return nil, storeError(err)
+		}
+		if spend != nil {
+			s.opts.Metrics.TokenRedeemed()
 		}
 		return &wire.MailboxCreated{ReceiveID: mb.ReceiveID, SendID: mb.SendID}, nil
 	}
@@ -543,14 +613,19 @@ func (s *Server) send(ctx context.Context, m *wire.Send) (wire.Message, error) {
 	}
 	spend, err := s.opts.Authorizer.AuthorizeSend(ctx, m.Auth)
 	if err != nil {
+		s.countTokenRejection(err)
 		return nil, authError(err)
 	}
 	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now(), spend)
 	if err != nil {
+		s.countTokenRejection(storeError(err))
 		return nil, storeError(err)
 	}
 	if !res.Duplicate {
 		s.hub.notify(res.ReceiveID)
+		if spend != nil {
+			s.opts.Metrics.TokenRedeemed()
+		}
 	}
 	return &wire.Sent{MessageID: m.MessageID, Duplicate: res.Duplicate}, nil
 }
@@ -611,6 +686,7 @@ func (s *Server) subscribe(conn *quic.Conn, binding []byte, st *quic.Stream, m *
 	_, err := s.authorizeOwner(ctx, binding, m)
 	cancel()
 	if err != nil {
+		s.countError(metrics.KindLabel(wire.KindSubscribe), err)
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 		s.writeError(st, s.opts.Policy, err)
 		return

@@ -143,5 +143,6 @@ func (s *Server) issueTokens(ctx context.Context, m *wire.IssueTokens) (wire.Mes
 	if err != nil {
 		return nil, err
 	}
+	s.opts.Metrics.TokensIssued(len(req.Blinded))
 	return &wire.TokensIssued{Response: raw}, nil
 }

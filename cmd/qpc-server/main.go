@@ -35,6 +35,7 @@ import (
 	"syscall"
 
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -296,6 +297,10 @@ func (c *cli) run(cfg *server.Config) error {
 		return err
 	}
 	storeOpts.Logger = log
+	// Metrics exist before the store opens, so its commit hook feeds them
+	// from the first transaction.
+	opts.Metrics = metrics.New(buildVersion())
+	storeOpts.OnCommit = server.CommitObserver(opts.Metrics)
 	st, err := store.Open(cfg.StorePath(), storeOpts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("store %s is locked by another process (is another qpc-server running on this data directory?)", cfg.StorePath())
@@ -328,6 +333,7 @@ func (c *cli) run(cfg *server.Config) error {
 		return err
 	}
 	opts.Accounts, opts.Tokens = accts, issuer
+	server.WatchStore(opts.Metrics, st)
 	// From here on the store must be closed on every path, so that the
 	// writer commits what it queued and the file lock is released.
 	err = c.serve(cfg, id, st, opts, log, signals)
@@ -369,6 +375,15 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(pc) }()
 	c.printAddress(cfg, id, net.JoinHostPort(host, port), "address: ")
+	closeAdmin, err := startAdmin(cfg, srv, log)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		<-served
+		return err
+	}
+	// The admin listener outlives the drain: /readyz must answer 503 while
+	// requests finish, or load balancers would not notice.
+	defer closeAdmin()
 
 	stop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)

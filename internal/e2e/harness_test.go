@@ -103,9 +103,12 @@ func (ts *testServer) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(ts.dir, "qpc.db"), store.Options{})
+	st, err := store.Open(filepath.Join(ts.dir, "qpc.db"), store.Options{OnCommit: server.CommitObserver(ts.opts.Metrics)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ts.opts.Metrics != nil {
+		server.WatchStore(ts.opts.Metrics, st)
 	}
 	opts := ts.opts
 	opts.Identity, opts.Store = id, st

@@ -1,0 +1,418 @@
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Label values that are not kinds or codes. They are fixed sets: a label
+// value that came from a client's input would be unbounded, and could be
+// an identifier.
+const (
+	// Limits (qpc_limit_refusals_total{limit}).
+	LimitConnections        = "connections"          // the global connection cap
+	LimitConnectionsPerAddr = "connections_per_addr" // the per-source-address cap (clearnet only)
+	LimitRequestRate        = "request_rate"         // the per-connection request rate
+	LimitDraining           = "draining"             // refused because the server is shutting down
+
+	// Transports (qpc_connections_*{transport}).
+	TransportUDP = "udp" // QUIC on a UDP socket: clearnet
+	TransportTor = "tor" // QUIC tunneled through the onion service
+
+	// Login and registration outcomes.
+	OutcomeSuccess     = "success"
+	OutcomeFailure     = "failure"      // wrong password, unknown user, taken name
+	OutcomeRateLimited = "rate_limited" // the account service's attempt limit
+	OutcomeAbandoned   = "abandoned"    // the client never sent its last message; with OPAQUE the usual sign of a wrong password, which only the client can detect
+	OutcomeError       = "error"        // storage or protocol error
+)
+
+// Metrics holds every collector of one server. The zero value is not
+// usable; call New. A nil *Metrics is valid for every method and records
+// nothing, so code paths need no checks.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	requests        *prometheus.CounterVec   // kind
+	requestErrors   *prometheus.CounterVec   // kind, code
+	requestDuration *prometheus.HistogramVec // kind
+	limitRefusals   *prometheus.CounterVec   // limit
+
+	connsAccepted *prometheus.CounterVec // transport
+	connsOpen     *prometheus.GaugeVec   // transport
+	hellos        *prometheus.CounterVec // version
+	streamsOpen   prometheus.Gauge
+
+	commitDuration prometheus.Histogram
+	commitOps      prometheus.Histogram
+	commitFailures prometheus.Counter
+
+	tokensIssued   prometheus.Counter
+	tokensRedeemed prometheus.Counter
+	tokensRejected *prometheus.CounterVec // reason (an error code)
+	logins         *prometheus.CounterVec // outcome
+	registrations  *prometheus.CounterVec // outcome
+
+	ktEpochLag prometheus.Gauge
+	torEnabled prometheus.Gauge
+	torUp      prometheus.Gauge
+	ready      prometheus.Gauge
+	draining   prometheus.Gauge
+
+	totalsOnce sync.Once
+	totals     *totalsCollector
+}
+
+// Histogram buckets. Requests span a cached read (~100 µs) to a send that
+// waits for an fsync under load (tens of ms) to a slow disk (seconds).
+var (
+	latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	batchBuckets   = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
+)
+
+// New registers every collector, plus the Go runtime and process
+// collectors, on a fresh registry. version is the build version for
+// qpc_build_info.
+func New(version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "qpc_build_info", Help: "Always 1; labels carry the server version and the Go version.",
+	}, []string{"version", "goversion"})
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	f(build)
+
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_requests_total", Help: "Requests read, by kind (subscriptions and account exchanges count once).",
+	}, []string{"kind"})
+	m.requestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_request_errors_total", Help: "Error records sent, by request kind and protocol error code.",
+	}, []string{"kind", "code"})
+	m.requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "qpc_request_duration_seconds", Help: "Time from a request read to its response written, by kind (subscriptions excluded).",
+		Buckets: latencyBuckets,
+	}, []string{"kind"})
+	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_limit_refusals_total", Help: "Connections and requests refused by a limit, by limit.",
+	}, []string{"limit"})
+	f(m.requests)
+	f(m.requestErrors)
+	f(m.requestDuration)
+	f(m.limitRefusals)
+
+	m.connsAccepted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_connections_accepted_total", Help: "QUIC connections accepted, by transport.",
+	}, []string{"transport"})
+	m.connsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "qpc_connections_open", Help: "Connections open now, by transport.",
+	}, []string{"transport"})
+	m.hellos = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_hello_versions_total", Help: "Completed hellos by negotiated protocol version (watch it before retiring a version).",
+	}, []string{"version"})
+	m.streamsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_streams_open", Help: "Request streams being handled now, all connections together.",
+	})
+	f(m.connsAccepted)
+	f(m.connsOpen)
+	f(m.hellos)
+	f(m.streamsOpen)
+
+	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "qpc_store_commit_duration_seconds", Help: "Duration of one group-commit write transaction, fsync included.",
+		Buckets: latencyBuckets,
+	})
+	m.commitOps = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "qpc_store_commit_batch_ops", Help: "Operations committed together in one write transaction.",
+		Buckets: batchBuckets,
+	})
+	m.commitFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "qpc_store_commit_failures_total", Help: "Write transactions rolled back by a storage failure.",
+	})
+	f(m.commitDuration)
+	f(m.commitOps)
+	f(m.commitFailures)
+
+	m.tokensIssued = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "qpc_tokens_issued_total", Help: "Delivery tokens issued (blinded evaluations).",
+	})
+	m.tokensRedeemed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "qpc_tokens_redeemed_total", Help: "Delivery tokens spent by a committed create or send.",
+	})
+	m.tokensRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_tokens_rejected_total", Help: "Delivery tokens refused, by reason (the error code).",
+	}, []string{"reason"})
+	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_logins_total", Help: "Account logins, by outcome.",
+	}, []string{"outcome"})
+	m.registrations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_registrations_total", Help: "Account registrations, by outcome.",
+	}, []string{"outcome"})
+	f(m.tokensIssued)
+	f(m.tokensRedeemed)
+	f(m.tokensRejected)
+	f(m.logins)
+	f(m.registrations)
+
+	m.ktEpochLag = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_kt_epoch_lag", Help: "Key transparency: epochs the latest published checkpoint trails the map's current epoch (0 until KT reports).",
+	})
+	m.torEnabled = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_tor_enabled", Help: "1 if the onion service is configured.",
+	})
+	m.torUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_tor_onion_published", Help: "1 while the onion service descriptor is published.",
+	})
+	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_ready", Help: "1 while /readyz answers ready.",
+	})
+	m.draining = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_draining", Help: "1 once a graceful shutdown has begun.",
+	})
+	f(m.ktEpochLag)
+	f(m.torEnabled)
+	f(m.torUp)
+	f(m.ready)
+	f(m.draining)
+
+	// Series that exist before the first event, so that rate() in alert
+	// rules and dashboards has a zero to start from.
+	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining} {
+		m.limitRefusals.WithLabelValues(l)
+	}
+	for _, t := range []string{TransportUDP, TransportTor} {
+		m.connsAccepted.WithLabelValues(t)
+		m.connsOpen.WithLabelValues(t)
+	}
+	for _, o := range []string{OutcomeSuccess, OutcomeFailure, OutcomeRateLimited, OutcomeAbandoned, OutcomeError} {
+		m.logins.WithLabelValues(o)
+		m.registrations.WithLabelValues(o)
+	}
+	for _, c := range []wire.Code{wire.CodeTokenMissing, wire.CodeTokenInvalid, wire.CodeTokenSpent, wire.CodeTokenExpired} {
+		m.tokensRejected.WithLabelValues(CodeLabel(c))
+	}
+	for _, k := range requestKinds {
+		m.requests.WithLabelValues(k)
+	}
+	m.requestErrors.WithLabelValues(KindLabel(wire.KindSend), CodeLabel(wire.CodeInternal))
+	return m
+}
+
+// Registry is where the collectors live; register further collectors of
+// the same server here.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+var requestKinds = []string{
+	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
+	"delete_mailbox", "health", "account", "token_keys", "issue_tokens",
+}
+
+// KindLabel is the label value of a request kind: a fixed name, or
+// "other" for any kind that is not a request (so a client cannot mint
+// label values).
+func KindLabel(k wire.Kind) string {
+	switch k {
+	case wire.KindClientHello:
+		return "client_hello"
+	case wire.KindCreateMailbox:
+		return "create_mailbox"
+	case wire.KindSend:
+		return "send"
+	case wire.KindFetch:
+		return "fetch"
+	case wire.KindSubscribe:
+		return "subscribe"
+	case wire.KindAck:
+		return "ack"
+	case wire.KindDeleteMailbox:
+		return "delete_mailbox"
+	case wire.KindHealth:
+		return "health"
+	case wire.KindAccountRequest:
+		return "account"
+	case wire.KindTokenKeys:
+		return "token_keys"
+	case wire.KindIssueTokens:
+		return "issue_tokens"
+	}
+	return "other"
+}
+
+// KindUnread labels errors sent before a request could be read: a
+// malformed record, or a refusal by a limit.
+const KindUnread = "unread"
+
+// CodeLabel is the label value of an error code: its protocol name.
+func CodeLabel(c wire.Code) string { return c.String() }
+
+// Request counts one request of kind k.
+func (m *Metrics) Request(kind string) {
+	if m != nil {
+		m.requests.WithLabelValues(kind).Inc()
+	}
+}
+
+// RequestError counts one Error record sent for a request of kind.
+func (m *Metrics) RequestError(kind string, c wire.Code) {
+	if m != nil {
+		m.requestErrors.WithLabelValues(kind, CodeLabel(c)).Inc()
+	}
+}
+
+// ObserveRequest records how long a request of kind took since start
+// (call it deferred with the time the request was read).
+func (m *Metrics) ObserveRequest(kind string, start time.Time) {
+	if m != nil {
+		m.requestDuration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	}
+}
+
+// Refused counts one refusal by a limit (one of the Limit constants).
+func (m *Metrics) Refused(limit string) {
+	if m != nil {
+		m.limitRefusals.WithLabelValues(limit).Inc()
+	}
+}
+
+// ConnOpened counts an accepted connection on transport; ConnClosed
+// undoes the open gauge.
+func (m *Metrics) ConnOpened(transport string) {
+	if m != nil {
+		m.connsAccepted.WithLabelValues(transport).Inc()
+		m.connsOpen.WithLabelValues(transport).Inc()
+	}
+}
+
+// ConnClosed marks a connection on transport closed.
+func (m *Metrics) ConnClosed(transport string) {
+	if m != nil {
+		m.connsOpen.WithLabelValues(transport).Dec()
+	}
+}
+
+// Hello counts a completed hello that chose version v.
+func (m *Metrics) Hello(v uint16) {
+	if m != nil {
+		m.hellos.WithLabelValues(versionLabel(v)).Inc()
+	}
+}
+
+func versionLabel(v uint16) string { return strconv.Itoa(int(v)) }
+
+// StreamStarted and StreamDone track the request streams in progress.
+func (m *Metrics) StreamStarted() {
+	if m != nil {
+		m.streamsOpen.Inc()
+	}
+}
+
+// StreamDone undoes StreamStarted.
+func (m *Metrics) StreamDone() {
+	if m != nil {
+		m.streamsOpen.Dec()
+	}
+}
+
+// ObserveCommit feeds one write transaction of the store's group-commit
+// writer; pass it as store.Options.OnCommit (through a closure, since this
+// package does not import the store).
+func (m *Metrics) ObserveCommit(ops int, d time.Duration, failed bool) {
+	if m == nil {
+		return
+	}
+	if failed {
+		m.commitFailures.Inc()
+		return
+	}
+	m.commitDuration.Observe(d.Seconds())
+	m.commitOps.Observe(float64(ops))
+}
+
+// TokensIssued counts n tokens issued.
+func (m *Metrics) TokensIssued(n int) {
+	if m != nil {
+		m.tokensIssued.Add(float64(n))
+	}
+}
+
+// TokenRedeemed counts one token spent by a committed write.
+func (m *Metrics) TokenRedeemed() {
+	if m != nil {
+		m.tokensRedeemed.Inc()
+	}
+}
+
+// TokenRejected counts one token refused with code c.
+func (m *Metrics) TokenRejected(c wire.Code) {
+	if m != nil {
+		m.tokensRejected.WithLabelValues(CodeLabel(c)).Inc()
+	}
+}
+
+// Login counts one login by outcome (an Outcome constant).
+func (m *Metrics) Login(outcome string) {
+	if m != nil {
+		m.logins.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Registration counts one registration by outcome.
+func (m *Metrics) Registration(outcome string) {
+	if m != nil {
+		m.registrations.WithLabelValues(outcome).Inc()
+	}
+}
+
+// SetKTEpochLag is for the key-transparency log: how many epochs the
+// latest published (signed) checkpoint trails the map's current epoch.
+// Zero is healthy; the alert rules fire when it stays above 1.
+func (m *Metrics) SetKTEpochLag(epochs int) {
+	if m != nil {
+		m.ktEpochLag.Set(float64(epochs))
+	}
+}
+
+// SetTorStatus is for the onion service: whether it is configured, and
+// whether its descriptor is published now.
+func (m *Metrics) SetTorStatus(enabled, published bool) {
+	if m != nil {
+		m.torEnabled.Set(b2f(enabled))
+		m.torUp.Set(b2f(published && enabled))
+	}
+}
+
+// SetReady mirrors /readyz; SetDraining marks the start of a shutdown.
+func (m *Metrics) SetReady(ready bool) {
+	if m != nil {
+		m.ready.Set(b2f(ready))
+	}
+}
+
+// SetDraining records that a graceful shutdown has begun.
+func (m *Metrics) SetDraining() {
+	if m != nil {
+		m.draining.Set(1)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
