@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/wire"
+)
+
+var adminLine = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+
+// pendingSend is a send whose ack the client never saw.
+type pendingSend struct {
+	to  wire.ID
+	id  wire.MessageID
+	env []byte
+}
+
+// TestDrainUnderLoad: 200 clients send continuously to a real qpc-server
+// process; SIGTERM arrives mid-stream. The process must turn unready,
+// drain and exit 0. After a restart on the same port every client retries
+// what was not acknowledged (same message IDs). Then the store must hold
+// every acknowledged send exactly once, and every send must have been
+// acknowledged by one of the two runs: none lost, none doubled.
+func TestDrainUnderLoad(t *testing.T) {
+	const (
+		clients   = 200
+		mailboxes = 20
+		sendFor   = 1500 * time.Millisecond // before the SIGTERM
+	)
+	dir := filepath.Join(t.TempDir(), "data")
+	args := func(listen string) []string {
+		return []string{"run", "--data-dir", dir, "--listen", listen, "--require-tokens=false",
+			"--admin-listen", "127.0.0.1:0", "--max-conns-per-addr", "1000",
+			"--request-rate", "100000", "--request-burst", "100000", "--shutdown-timeout", "15s"}
+	}
+	p := start(t, args("127.0.0.1:0")...)
+	addr := p.address(t)
+	p.waitStderr(t, "admin listening")
+	admin := adminLine.FindStringSubmatch(p.stderr.String())[1]
+	if code := readyz(t, admin); code != http.StatusOK {
+		t.Fatalf("/readyz before the drain: %d", code)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	copts := client.Options{
+		MaxAttempts: 3, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		RequestTimeout: 5 * time.Second, HandshakeTimeout: 5 * time.Second,
+	}
+	owner, err := client.Dial(ctx, addr, copts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var boxes []*client.Mailbox
+	for range mailboxes {
+		mb, err := owner.CreateMailbox(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		boxes = append(boxes, mb)
+	}
+	owner.Close()
+
+	conns := make([]*client.Conn, clients)
+	var wg sync.WaitGroup
+	var dialErr atomic.Value
+	for i := range conns {
+		wg.Go(func() {
+			c, err := client.Dial(ctx, addr, copts)
+			if err != nil {
+				dialErr.Store(err)
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	if err, _ := dialErr.Load().(error); err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+
+	var (
+		mu      sync.Mutex
+		acked   = map[wire.MessageID]wire.ID{}
+		pending = make([][]pendingSend, clients)
+		codes   = map[string]int{}
+	)
+	for i, c := range conns {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				ps := pendingSend{to: boxes[(i+n)%mailboxes].SendID, id: client.NewMessageID(), env: []byte(fmt.Sprintf("client %d message %d", i, n))}
+				_, err := c.Send(ctx, ps.to, ps.id, ps.env, nil)
+				mu.Lock()
+				if err == nil {
+					acked[ps.id] = ps.to
+					mu.Unlock()
+					continue
+				}
+				// Not acknowledged: the client keeps it to retry after
+				// the restart; it stops sending to a server that left.
+				pending[i] = append(pending[i], ps)
+				code, ok := wire.CodeOf(err)
+				switch {
+				case ok:
+					codes[code.String()]++
+				case errors.Is(err, client.ErrClosed):
+					codes["closed"]++
+				default:
+					codes["transport"]++
+				}
+				mu.Unlock()
+				if ok && !code.Retryable() {
+					t.Errorf("client %d: a drain answered %v, which a client may not retry", i, err)
+				}
+				return
+			}
+		})
+	}
+	time.Sleep(sendFor)
+	mu.Lock()
+	before := len(acked)
+	mu.Unlock()
+	p.signal(t, syscall.SIGTERM)
+	// The admin listener says unready from the start of the drain (or is
+	// gone, once the drain has finished).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		code := readyz(t, admin)
+		if code == http.StatusServiceUnavailable || code == -1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz after SIGTERM: %d, want 503", code)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if code := p.exit(t, 60*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
+	}
+	wg.Wait()
+	if before < clients {
+		t.Fatalf("only %d sends acknowledged before SIGTERM: the load never ran", before)
+	}
+	phase1 := len(acked)
+	unacked := 0
+	for _, ps := range pending {
+		unacked += len(ps)
+	}
+	t.Logf("before SIGTERM %d acked; by exit %d acked, %d unacknowledged (%v)", before, phase1, unacked, codes)
+	if unacked != clients {
+		t.Fatalf("%d unacknowledged sends, want one per client (each stops at its first error)", unacked)
+	}
+
+	// Restart on the same port; every client retries what it holds.
+	_, port, _ := net.SplitHostPort(regexp.MustCompile(`@([^/]+)$`).FindStringSubmatch(addr)[1])
+	p2 := start(t, args("127.0.0.1:"+port)...)
+	p2.address(t)
+	retry := client.Options{MaxAttempts: 20, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second}
+	var retried, dups atomic.Int64
+	for i := range conns {
+		wg.Go(func() {
+			c, err := client.Dial(ctx, addr, retry)
+			if err != nil {
+				t.Errorf("client %d redial: %v", i, err)
+				return
+			}
+			defer c.Close()
+			for _, ps := range pending[i] {
+				dup, err := c.Send(ctx, ps.to, ps.id, ps.env, nil)
+				if err != nil {
+					t.Errorf("client %d retry: %v", i, err)
+					return
+				}
+				retried.Add(1)
+				if dup {
+					dups.Add(1) // committed before the drain cut the ack
+				}
+				mu.Lock()
+				acked[ps.id] = ps.to
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	p2.signal(t, syscall.SIGTERM)
+	if code := p2.exit(t, 60*time.Second); code != 0 {
+		t.Fatalf("second run exit code %d", code)
+	}
+	t.Logf("retried %d after the restart, %d of them already stored", retried.Load(), dups.Load())
+
+	// Every acknowledged send is in the store, once; nothing else is.
+	st, err := store.Open(filepath.Join(dir, "qpc.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	stored := map[wire.MessageID]int{}
+	for _, mb := range boxes {
+		after := uint64(0)
+		for {
+			msgs, more, err := st.Fetch(ctx, mb.ReceiveID, after, 1000, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				stored[m.ID]++
+				if acked[m.ID] != mb.SendID {
+					t.Errorf("stored message was never acknowledged, or is in the wrong mailbox")
+				}
+				after = m.Seq
+			}
+			if !more {
+				break
+			}
+		}
+	}
+	lost, doubled := 0, 0
+	for id := range acked {
+		switch stored[id] {
+		case 0:
+			lost++
+		case 1:
+		default:
+			doubled++
+		}
+	}
+	if lost != 0 || doubled != 0 || len(stored) != len(acked) {
+		t.Fatalf("%d acknowledged sends; store holds %d distinct: %d lost, %d stored twice", len(acked), len(stored), lost, doubled)
+	}
+	t.Logf("%d sends from %d clients: every one acknowledged and stored exactly once", len(acked), clients)
+}
+
+// readyz returns the status of /readyz, or -1 if the listener is gone.
+func readyz(t *testing.T, admin string) int {
+	t.Helper()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get("http://" + admin + "/readyz")
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
