@@ -1,0 +1,492 @@
+package kt
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quicprochat/qpc/kt/vrf"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Files the directory keeps in its data directory.
+const (
+	DBFile      = "kt.db"  // the prefix tree, versions and epoch records (bbolt)
+	LogDir      = "kt-log" // the epoch log as tlog-tiles (Tessera POSIX)
+	maxPerEpoch = 10_000
+)
+
+// Defaults.
+const (
+	DefaultEpochInterval = time.Second
+	DefaultMinUpdates    = 4
+	DefaultCacheDepth    = 16
+)
+
+// Errors.
+var (
+	ErrClosed          = errors.New("kt: directory closed")
+	ErrLabel           = errors.New("kt: invalid label")
+	ErrValue           = errors.New("kt: value too large")
+	ErrTooManyVersions = errors.New("kt: label has too many versions")
+	ErrNoEpoch         = errors.New("kt: no epoch served yet")
+)
+
+// DirectoryOptions configure a Directory.
+type DirectoryOptions struct {
+	Dir           string      // data directory; DBFile and LogDir are made there
+	LogSigner     note.Signer // signs checkpoints; its name is the log origin
+	LogVerifier   note.Verifier
+	VRFKey        *vrf.PrivateKey
+	EpochInterval time.Duration // default 1 s
+	MinUpdates    int           // default 4; each epoch is padded up to it with fake leaves
+	CacheDepth    int           // tree levels held in memory; default 16
+	Logger        *slog.Logger
+	Now           func() time.Time
+
+	// afterCommit, in tests, runs after an epoch's bbolt commit and
+	// before its log append; an error stops the epoch there, as a crash
+	// would.
+	afterCommit func(epoch uint64) error
+}
+
+// Directory is the server side of key transparency: it owns the prefix
+// tree, the epoch log and the VRF key, turns published values into epochs
+// at a fixed cadence, and answers lookups, histories and consistency
+// requests with proofs. It is safe for concurrent use.
+type Directory struct {
+	opts    DirectoryOptions
+	cfg     Config
+	cfgHash [32]byte
+	db      *bolt.DB
+	ts      *treeStore
+	log     *epochLog
+	writeMu sync.Mutex
+	pendMu  sync.Mutex
+	pending []*update
+	view    atomic.Pointer[view]
+	closed  atomic.Bool
+	stop    chan struct{}
+	done    chan struct{}
+	started atomic.Bool
+}
+
+// view is what lookups are answered from: an epoch whose record is in a
+// published checkpoint.
+type view struct {
+	epoch      uint64
+	record     *EpochRecord
+	raw        []byte
+	checkpoint *Checkpoint
+}
+
+type update struct {
+	label string
+	value []byte
+	done  chan Published
+}
+
+// Published reports where a value landed.
+type Published struct {
+	Version uint32
+	Epoch   uint64
+	Err     error
+}
+
+// OpenDirectory opens (or creates) the directory in opts.Dir, reconciles
+// the log with the database (appending epoch records that were committed
+// but not yet logged when the process stopped), and serves the last epoch.
+func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, error) {
+	if opts.LogSigner == nil || opts.LogVerifier == nil || opts.VRFKey == nil || opts.Dir == "" {
+		return nil, errors.New("kt: Dir, LogSigner, LogVerifier and VRFKey are required")
+	}
+	if opts.EpochInterval <= 0 {
+		opts.EpochInterval = DefaultEpochInterval
+	}
+	if opts.MinUpdates <= 0 {
+		opts.MinUpdates = DefaultMinUpdates
+	}
+	if opts.CacheDepth <= 0 {
+		opts.CacheDepth = DefaultCacheDepth
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kt: %w", err)
+	}
+	d := &Directory{
+		opts: opts,
+		cfg: Config{
+			Origin:        opts.LogSigner.Name(),
+			VRFPublicKey:  opts.VRFKey.PublicKey(),
+			EpochInterval: opts.EpochInterval,
+			MinUpdates:    uint32(opts.MinUpdates),
+		},
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	d.cfgHash = d.cfg.Hash()
+	db, err := bolt.Open(filepath.Join(opts.Dir, DBFile), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("kt: open database: %w", err)
+	}
+	d.db = db
+	if d.ts, err = openTreeStore(db, opts.CacheDepth); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := d.recover(ctx); err != nil {
+		d.log.close()
+		db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Config returns the configuration verifiers pin (its Hash is in every
+// epoch record).
+func (d *Directory) Config() Config { return d.cfg }
+
+// recover makes the log hold exactly the committed epochs, creating epoch
+// 0 (the empty tree) on first use, and serves the last one.
+func (d *Directory) recover(ctx context.Context) error {
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	n, err := d.epochCount()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		if _, err := d.commit(nil, true); err != nil {
+			return err
+		}
+	}
+	return d.syncLog(ctx)
+}
+
+// epochCount is the number of committed epochs.
+func (d *Directory) epochCount() (uint64, error) {
+	var n uint64
+	err := d.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketEpochs).Cursor().Last()
+		if k != nil {
+			n = binary.BigEndian.Uint64(k) + 1
+		}
+		return nil
+	})
+	return n, err
+}
+
+func (d *Directory) epochRecord(tx *bolt.Tx, e uint64) ([]byte, *EpochRecord, error) {
+	raw := tx.Bucket(bucketEpochs).Get(epochKey(e))
+	if raw == nil {
+		return nil, nil, fmt.Errorf("kt: epoch %d not stored", e)
+	}
+	r, err := ParseEpochRecord(raw)
+	return append([]byte(nil), raw...), r, err
+}
+
+// syncLog appends every committed epoch record the log lacks, checks the
+// log's last entry against the database, waits for a checkpoint covering
+// them all and serves the last epoch. Called with writeMu held.
+func (d *Directory) syncLog(ctx context.Context) error {
+	n, err := d.epochCount()
+	if err != nil {
+		return err
+	}
+	size, err := d.log.size(ctx)
+	if err != nil {
+		return fmt.Errorf("kt: log size: %w", err)
+	}
+	if size > n {
+		return fmt.Errorf("kt: the log has %d epochs, the database %d: the database is behind its log", size, n)
+	}
+	if size > 0 {
+		got, err := d.log.entry(ctx, size-1, size)
+		if err != nil {
+			return fmt.Errorf("kt: reading log entry %d: %w", size-1, err)
+		}
+		var want []byte
+		if err := d.db.View(func(tx *bolt.Tx) error {
+			want, _, err = d.epochRecord(tx, size-1)
+			return err
+		}); err != nil {
+			return err
+		}
+		if string(got) != string(want) {
+			return fmt.Errorf("kt: log entry %d differs from the database's epoch record", size-1)
+		}
+	}
+	for e := size; e < n; e++ {
+		var raw []byte
+		if err := d.db.View(func(tx *bolt.Tx) error {
+			raw, _, err = d.epochRecord(tx, e)
+			return err
+		}); err != nil {
+			return err
+		}
+		idx, err := d.log.add(ctx, raw)
+		if err != nil {
+			return err
+		}
+		if idx != e {
+			return fmt.Errorf("kt: epoch %d was logged at index %d", e, idx)
+		}
+		if e < n-1 {
+			d.opts.Logger.Info("kt: logged an epoch committed before a restart", "epoch", e)
+		}
+	}
+	cpRaw, cp, err := d.log.awaitCheckpoint(ctx, n, d.opts.LogVerifier)
+	if err != nil {
+		return err
+	}
+	var raw []byte
+	var rec *EpochRecord
+	if err := d.db.View(func(tx *bolt.Tx) error {
+		raw, rec, err = d.epochRecord(tx, n-1)
+		return err
+	}); err != nil {
+		return err
+	}
+	_ = cpRaw
+	d.view.Store(&view{epoch: n - 1, record: rec, raw: raw, checkpoint: cp})
+	return nil
+}
+
+// Publish queues value as the next version of label and waits until the
+// epoch holding it is served (about one epoch interval).
+func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
+	ch, err := d.Enqueue(label, value)
+	if err != nil {
+		return Published{}, err
+	}
+	select {
+	case p := <-ch:
+		return p, p.Err
+	case <-ctx.Done():
+		return Published{}, ctx.Err()
+	}
+}
+
+// Enqueue queues value as the next version of label; the channel reports
+// the outcome once the next epoch is served.
+func (d *Directory) Enqueue(label string, value []byte) (<-chan Published, error) {
+	if len(label) == 0 || len(label) > MaxLabelLen {
+		return nil, ErrLabel
+	}
+	if len(value) > MaxValueLen {
+		return nil, ErrValue
+	}
+	if d.closed.Load() {
+		return nil, ErrClosed
+	}
+	u := &update{label: label, value: append([]byte(nil), value...), done: make(chan Published, 1)}
+	d.pendMu.Lock()
+	d.pending = append(d.pending, u)
+	d.pendMu.Unlock()
+	return u.done, nil
+}
+
+// Start runs one epoch per interval until Close.
+func (d *Directory) Start() {
+	if d.started.Swap(true) {
+		return
+	}
+	go func() {
+		defer close(d.done)
+		t := time.NewTicker(d.opts.EpochInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-d.stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), 10*d.opts.EpochInterval+5*time.Second)
+				if _, err := d.Tick(ctx); err != nil && !errors.Is(err, ErrClosed) {
+					d.opts.Logger.Warn("kt: epoch failed", "err", err)
+				}
+				cancel()
+			}
+		}
+	}()
+}
+
+// Tick makes one epoch from the queued updates (padded with fake leaves),
+// logs its record, waits for a checkpoint and serves it. It returns the new
+// epoch number.
+func (d *Directory) Tick(ctx context.Context) (uint64, error) {
+	if d.closed.Load() {
+		return 0, ErrClosed
+	}
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	// An epoch committed but not logged (a failed append) goes first.
+	if n, err := d.epochCount(); err != nil {
+		return 0, err
+	} else if v := d.view.Load(); v == nil || v.epoch+1 != n {
+		if err := d.syncLog(ctx); err != nil {
+			return 0, err
+		}
+	}
+	d.pendMu.Lock()
+	batch := d.pending
+	if len(batch) > maxPerEpoch {
+		batch = batch[:maxPerEpoch]
+	}
+	d.pending = d.pending[len(batch):]
+	d.pendMu.Unlock()
+	results, err := d.commit(batch, false)
+	if err != nil {
+		for _, u := range batch {
+			u.done <- Published{Err: err}
+		}
+		return 0, err
+	}
+	e := results[0].Epoch
+	if d.opts.afterCommit != nil {
+		if err := d.opts.afterCommit(e); err != nil {
+			return 0, err
+		}
+	}
+	if err := d.syncLog(ctx); err != nil {
+		for i, u := range batch {
+			results[i].Err = err
+			u.done <- results[i]
+		}
+		return 0, err
+	}
+	for i, u := range batch {
+		u.done <- results[i]
+	}
+	return e, nil
+}
+
+// commit writes one epoch to the database: the updates as new versions,
+// padding, the tree nodes and the epoch record. genesis makes epoch 0.
+func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
+	results := make([]Published, max(len(batch), 1))
+	var dirty map[nodeID]*nodeRecord
+	err := d.db.Update(func(tx *bolt.Tx) error {
+		var e uint64
+		if k, _ := tx.Bucket(bucketEpochs).Cursor().Last(); k != nil {
+			e = binary.BigEndian.Uint64(k) + 1
+		} else if !genesis {
+			return errors.New("kt: no genesis epoch")
+		}
+		tb := newTreeBatch(txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, e)
+		digest := sha256.New()
+		versions, latest := tx.Bucket(bucketVersions), tx.Bucket(bucketLatest)
+		for i, u := range batch {
+			var v uint32 = 1
+			if cur := latest.Get(latestKey(u.label)); cur != nil {
+				v = binary.BigEndian.Uint32(cur) + 1
+			}
+			if v > MaxVersion {
+				results[i] = Published{Err: ErrTooManyVersions}
+				continue
+			}
+			beta, pi := d.opts.VRFKey.Prove(vrfInput(u.label, v))
+			rec := versionRecord{added: e, index: IndexOf(beta), proof: pi, value: u.value}
+			rand.Read(rec.opening[:])
+			c := Commit(rec.opening, u.label, v, e, u.value)
+			if err := tb.Insert(rec.index, c); err != nil {
+				return err
+			}
+			lh := LeafHash(&rec.index, &c)
+			digest.Write(lh[:])
+			if err := versions.Put(versionKey(u.label, v), rec.marshal()); err != nil {
+				return err
+			}
+			if err := latest.Put(latestKey(u.label), binary.BigEndian.AppendUint32(nil, v)); err != nil {
+				return err
+			}
+			results[i] = Published{Version: v, Epoch: e}
+		}
+		if !genesis {
+			// Padding: fake leaves at random indices with random
+			// commitments, indistinguishable from real ones.
+			for n := len(batch); n < d.opts.MinUpdates; n++ {
+				var idx Index
+				var c [32]byte
+				rand.Read(idx[:])
+				rand.Read(c[:])
+				if err := tb.Insert(idx, c); err != nil {
+					return err
+				}
+				lh := LeafHash(&idx, &c)
+				digest.Write(lh[:])
+			}
+		}
+		root, err := tb.Finish()
+		if err != nil {
+			return err
+		}
+		if err := d.ts.putNodes(tx, tb.dirty); err != nil {
+			return err
+		}
+		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, ConfigHash: d.cfgHash}
+		digest.Sum(rec.UpdatesDigest[:0])
+		dirty = tb.dirty
+		for i := range results {
+			if results[i].Err == nil {
+				results[i].Epoch = e
+			}
+		}
+		return tx.Bucket(bucketEpochs).Put(epochKey(e), rec.Marshal())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt: commit epoch: %w", err)
+	}
+	d.ts.publish(dirty)
+	return results, nil
+}
+
+// Close stops the epoch loop and closes the log and the database.
+func (d *Directory) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	if d.started.Load() {
+		close(d.stop)
+		<-d.done
+	}
+	d.writeMu.Lock()
+	defer d.writeMu.Unlock()
+	d.pendMu.Lock()
+	for _, u := range d.pending {
+		u.done <- Published{Err: ErrClosed}
+	}
+	d.pending = nil
+	d.pendMu.Unlock()
+	return errors.Join(d.log.close(), d.db.Close())
+}
+
+// LogDir returns the directory holding the epoch log's tiles.
+func (d *Directory) LogDir() string { return d.log.dir }
+
+// Checkpoint returns the checkpoint lookups are currently answered under.
+func (d *Directory) Checkpoint() (*Checkpoint, error) {
+	v := d.view.Load()
+	if v == nil {
+		return nil, ErrNoEpoch
+	}
+	return v.checkpoint, nil
+}

@@ -1,0 +1,25 @@
+// Package kt is qpc's key transparency: a verifiable, privacy-preserving
+// directory of account credentials (docs/key-transparency.md).
+//
+// The server holds a Directory: a prefix tree (a binary Merkle tree over
+// 256-bit indices) whose leaves commit to (label, version, value), where a
+// leaf's index is the VRF output of (label, version) (package kt/vrf, RFC
+// 9381) and its commitment an HMAC under a random opening, so the tree
+// reveals neither usernames nor values. Every epoch (1 s by default) the
+// queued updates, padded with fake leaves, are inserted, and the epoch's
+// record (number, time, root, digest of the inserted leaves, configuration
+// hash) is appended to an RFC 6962 log kept by Tessera as C2SP tlog-tiles,
+// with C2SP checkpoints signed as notes (golang.org/x/mod/sumdb/note).
+//
+// A client holds a Verifier, pinned to the log's note key, the VRF key and
+// the configuration hash. It checks lookups (current version present, next
+// absent, and the binary ladder below it), owner histories (every version,
+// provably complete), and consistency between checkpoints; it keeps the
+// newest checkpoint it accepted and refuses anything older or inconsistent.
+// Monitor (owner monitoring) compares an owner's history with the versions
+// it published and reports any other as an Alarm with the evidence.
+//
+// kt imports kt/vrf, Tessera, transparency-dev/merkle, x/mod/sumdb/note,
+// cryptobyte and bbolt; it imports nothing else of qpc, so a client can
+// verify with it alone.
+package kt

@@ -1,0 +1,235 @@
+package kt
+
+import (
+	"errors"
+
+	"github.com/quicprochat/qpc/kt/vrf"
+	"golang.org/x/crypto/cryptobyte"
+)
+
+// EpochProof ties an epoch record to a signed checkpoint: the record (a log
+// leaf), its RFC 6962 inclusion proof in the checkpoint's tree, and a
+// consistency proof from the tree size the requester already knows.
+type EpochProof struct {
+	Record      []byte // EpochRecord.Marshal
+	Checkpoint  []byte // signed note
+	Inclusion   [][]byte
+	Consistency [][]byte // empty when the requester knew no size, or the same size
+	KnownSize   uint64   // the size the consistency proof starts from
+}
+
+// VersionProof shows (label, version) present or absent in an epoch's
+// tree: the VRF proof of its index and the map proof of that index.
+type VersionProof struct {
+	Version uint32
+	VRF     [vrf.ProofSize]byte
+	Map     MapProof
+}
+
+// LookupProof answers "what is label's current value" (§4.1 of
+// docs/key-transparency.md).
+type LookupProof struct {
+	Epoch   EpochProof
+	Version uint32 // 0: the label has never been published
+	Added   uint64 // epoch the version was added in
+	Opening [32]byte
+	Value   []byte
+	Ladder  []VersionProof // presence of ladder(Version), ending with Version itself
+	Next    VersionProof   // absence of Version+1
+}
+
+// HistoryEntry is one version in a history proof, fully opened.
+type HistoryEntry struct {
+	Added   uint64
+	Opening [32]byte
+	Value   []byte
+	Proof   VersionProof
+}
+
+// HistoryProof answers "every version of my label since epoch Since"
+// (§4.2): contiguous versions ending at the latest, the first of which is
+// version 1 or was added before Since, and the absence of absentSet(latest).
+type HistoryProof struct {
+	Epoch   EpochProof
+	Since   uint64
+	Entries []HistoryEntry
+	Absent  []VersionProof
+}
+
+// Limits on decoded proofs.
+const (
+	maxProofHashes    = 64
+	maxHistoryEntries = 4096
+)
+
+var errDecode = errors.New("kt: malformed proof encoding")
+
+func addHashes(b *cryptobyte.Builder, hs [][]byte) {
+	b.AddUint8(uint8(len(hs)))
+	for _, h := range hs {
+		b.AddBytes(h)
+	}
+}
+
+func readHashes(s *cryptobyte.String, out *[][]byte) bool {
+	var n uint8
+	if !s.ReadUint8(&n) || n > maxProofHashes {
+		return false
+	}
+	*out = make([][]byte, n)
+	for i := range *out {
+		if !s.ReadBytes(&(*out)[i], 32) {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *EpochProof) marshal(b *cryptobyte.Builder) {
+	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.Record) })
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.Checkpoint) })
+	addHashes(b, p.Inclusion)
+	b.AddUint64(p.KnownSize)
+	addHashes(b, p.Consistency)
+}
+
+func (p *EpochProof) read(s *cryptobyte.String) bool {
+	var rec, cp cryptobyte.String
+	if !s.ReadUint8LengthPrefixed(&rec) || !s.ReadUint16LengthPrefixed(&cp) ||
+		!readHashes(s, &p.Inclusion) || !s.ReadUint64(&p.KnownSize) || !readHashes(s, &p.Consistency) {
+		return false
+	}
+	p.Record, p.Checkpoint = append([]byte(nil), rec...), append([]byte(nil), cp...)
+	return true
+}
+
+func (p *VersionProof) marshal(b *cryptobyte.Builder) {
+	b.AddUint32(p.Version)
+	b.AddBytes(p.VRF[:])
+	p.Map.Marshal(b)
+}
+
+func (p *VersionProof) read(s *cryptobyte.String) bool {
+	return s.ReadUint32(&p.Version) && s.CopyBytes(p.VRF[:]) && readMapProof(s, &p.Map)
+}
+
+// Marshal encodes the lookup proof.
+func (p *LookupProof) Marshal() []byte {
+	var b cryptobyte.Builder
+	p.Epoch.marshal(&b)
+	b.AddUint32(p.Version)
+	b.AddUint64(p.Added)
+	b.AddBytes(p.Opening[:])
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.Value) })
+	b.AddUint8(uint8(len(p.Ladder)))
+	for i := range p.Ladder {
+		p.Ladder[i].marshal(&b)
+	}
+	p.Next.marshal(&b)
+	return b.BytesOrPanic()
+}
+
+// ParseLookupProof decodes a lookup proof.
+func ParseLookupProof(raw []byte) (*LookupProof, error) {
+	s := cryptobyte.String(raw)
+	p := new(LookupProof)
+	var val cryptobyte.String
+	var n uint8
+	if !p.Epoch.read(&s) || !s.ReadUint32(&p.Version) || !s.ReadUint64(&p.Added) ||
+		!s.CopyBytes(p.Opening[:]) || !s.ReadUint16LengthPrefixed(&val) || !s.ReadUint8(&n) || n > maxVersionBits {
+		return nil, errDecode
+	}
+	p.Value = append([]byte(nil), val...)
+	p.Ladder = make([]VersionProof, n)
+	for i := range p.Ladder {
+		if !p.Ladder[i].read(&s) {
+			return nil, errDecode
+		}
+	}
+	if !p.Next.read(&s) || !s.Empty() {
+		return nil, errDecode
+	}
+	return p, nil
+}
+
+// Marshal encodes the history proof.
+func (p *HistoryProof) Marshal() []byte {
+	var b cryptobyte.Builder
+	p.Epoch.marshal(&b)
+	b.AddUint64(p.Since)
+	b.AddUint16(uint16(len(p.Entries)))
+	for i := range p.Entries {
+		e := &p.Entries[i]
+		b.AddUint64(e.Added)
+		b.AddBytes(e.Opening[:])
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(e.Value) })
+		e.Proof.marshal(&b)
+	}
+	b.AddUint8(uint8(len(p.Absent)))
+	for i := range p.Absent {
+		p.Absent[i].marshal(&b)
+	}
+	return b.BytesOrPanic()
+}
+
+// ParseHistoryProof decodes a history proof.
+func ParseHistoryProof(raw []byte) (*HistoryProof, error) {
+	s := cryptobyte.String(raw)
+	p := new(HistoryProof)
+	var n uint16
+	if !p.Epoch.read(&s) || !s.ReadUint64(&p.Since) || !s.ReadUint16(&n) || n > maxHistoryEntries {
+		return nil, errDecode
+	}
+	p.Entries = make([]HistoryEntry, n)
+	for i := range p.Entries {
+		e := &p.Entries[i]
+		var val cryptobyte.String
+		if !s.ReadUint64(&e.Added) || !s.CopyBytes(e.Opening[:]) || !s.ReadUint16LengthPrefixed(&val) || !e.Proof.read(&s) {
+			return nil, errDecode
+		}
+		e.Value = append([]byte(nil), val...)
+	}
+	var m uint8
+	if !s.ReadUint8(&m) || m > maxVersionBits {
+		return nil, errDecode
+	}
+	p.Absent = make([]VersionProof, m)
+	for i := range p.Absent {
+		if !p.Absent[i].read(&s) {
+			return nil, errDecode
+		}
+	}
+	if !s.Empty() {
+		return nil, errDecode
+	}
+	return p, nil
+}
+
+// ConsistencyProof proves the log of size Old is a prefix of the log
+// committed to by Checkpoint.
+type ConsistencyProof struct {
+	Checkpoint []byte
+	Old        uint64
+	Hashes     [][]byte
+}
+
+// Marshal encodes the consistency proof.
+func (p *ConsistencyProof) Marshal() []byte {
+	var b cryptobyte.Builder
+	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.Checkpoint) })
+	b.AddUint64(p.Old)
+	addHashes(&b, p.Hashes)
+	return b.BytesOrPanic()
+}
+
+// ParseConsistencyProof decodes a consistency proof.
+func ParseConsistencyProof(raw []byte) (*ConsistencyProof, error) {
+	s := cryptobyte.String(raw)
+	p := new(ConsistencyProof)
+	var cp cryptobyte.String
+	if !s.ReadUint16LengthPrefixed(&cp) || !s.ReadUint64(&p.Old) || !readHashes(&s, &p.Hashes) || !s.Empty() {
+		return nil, errDecode
+	}
+	p.Checkpoint = append([]byte(nil), cp...)
+	return p, nil
+}

@@ -1,0 +1,217 @@
+package kt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrFutureSize reports a requester that claims a log size larger than
+// the served checkpoint's.
+var ErrFutureSize = errors.New("kt: known size is beyond the served checkpoint")
+
+// epochProof builds the EpochProof of the view for a requester that knows
+// a log of size known (0: none).
+func (d *Directory) epochProof(ctx context.Context, v *view, known uint64) (EpochProof, error) {
+	p := EpochProof{Record: v.raw, Checkpoint: v.checkpoint.Raw, KnownSize: known}
+	size := v.checkpoint.Size
+	if known > size {
+		return p, ErrFutureSize
+	}
+	pb, err := d.log.proofBuilder(ctx, size)
+	if err != nil {
+		return p, fmt.Errorf("kt: proof builder: %w", err)
+	}
+	if p.Inclusion, err = pb.InclusionProof(ctx, v.epoch); err != nil {
+		return p, fmt.Errorf("kt: inclusion proof: %w", err)
+	}
+	if known > 0 && known < size {
+		if p.Consistency, err = pb.ConsistencyProof(ctx, known, size); err != nil {
+			return p, fmt.Errorf("kt: consistency proof: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// latestAt returns the newest version of label added at or before epoch e
+// (0 when none) and its record.
+func latestAt(tx *bolt.Tx, label string, e uint64) (uint32, *versionRecord, error) {
+	cur := tx.Bucket(bucketLatest).Get(latestKey(label))
+	if cur == nil {
+		return 0, nil, nil
+	}
+	versions := tx.Bucket(bucketVersions)
+	for v := binary.BigEndian.Uint32(cur); v > 0; v-- {
+		rec, err := getVersion(versions, label, v)
+		if err != nil {
+			return 0, nil, err
+		}
+		if rec.added <= e {
+			return v, rec, nil
+		}
+	}
+	return 0, nil, nil
+}
+
+func getVersion(b *bolt.Bucket, label string, v uint32) (*versionRecord, error) {
+	raw := b.Get(versionKey(label, v))
+	if raw == nil {
+		return nil, fmt.Errorf("kt: version %d of a label missing", v)
+	}
+	return parseVersionRecord(raw)
+}
+
+// versionProof proves (label, version) in the tree at epoch e; rec is the
+// stored version when present, nil to compute the VRF proof afresh.
+func (d *Directory) versionProof(src nodeSource, e uint64, label string, version uint32, rec *versionRecord) (VersionProof, error) {
+	p := VersionProof{Version: version}
+	var idx Index
+	if rec != nil {
+		p.VRF, idx = rec.proof, rec.index
+	} else {
+		beta, pi := d.opts.VRFKey.Prove(vrfInput(label, version))
+		p.VRF, idx = pi, IndexOf(beta)
+	}
+	mp, err := proveIndex(src, e, idx)
+	if err != nil {
+		return p, err
+	}
+	p.Map = mp
+	return p, nil
+}
+
+// Lookup proves label's current value at the served epoch.
+func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*LookupProof, error) {
+	if len(label) == 0 || len(label) > MaxLabelLen {
+		return nil, ErrLabel
+	}
+	v := d.view.Load()
+	if v == nil {
+		return nil, ErrNoEpoch
+	}
+	ep, err := d.epochProof(ctx, v, known)
+	if err != nil {
+		return nil, err
+	}
+	p := &LookupProof{Epoch: ep}
+	err = d.db.View(func(tx *bolt.Tx) error {
+		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
+		k, rec, err := latestAt(tx, label, v.epoch)
+		if err != nil {
+			return err
+		}
+		p.Version = k
+		if k > 0 {
+			p.Added, p.Opening, p.Value = rec.added, rec.opening, rec.value
+			versions := tx.Bucket(bucketVersions)
+			for _, lv := range ladder(k) {
+				r, err := getVersion(versions, label, lv)
+				if err != nil {
+					return err
+				}
+				vp, err := d.versionProof(src, v.epoch, label, lv, r)
+				if err != nil {
+					return err
+				}
+				p.Ladder = append(p.Ladder, vp)
+			}
+		}
+		p.Next, err = d.versionProof(src, v.epoch, label, k+1, nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt: lookup: %w", err)
+	}
+	return p, nil
+}
+
+// History proves every version of label since epoch since, for its owner.
+func (d *Directory) History(ctx context.Context, label string, since, known uint64) (*HistoryProof, error) {
+	if len(label) == 0 || len(label) > MaxLabelLen {
+		return nil, ErrLabel
+	}
+	v := d.view.Load()
+	if v == nil {
+		return nil, ErrNoEpoch
+	}
+	ep, err := d.epochProof(ctx, v, known)
+	if err != nil {
+		return nil, err
+	}
+	p := &HistoryProof{Epoch: ep, Since: since}
+	err = d.db.View(func(tx *bolt.Tx) error {
+		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
+		k, _, err := latestAt(tx, label, v.epoch)
+		if err != nil {
+			return err
+		}
+		versions := tx.Bucket(bucketVersions)
+		// Walk back from the latest to the first version added before
+		// since (or to version 1).
+		first := k
+		for first > 1 {
+			r, err := getVersion(versions, label, first)
+			if err != nil {
+				return err
+			}
+			if r.added < since {
+				break
+			}
+			first--
+		}
+		if k-first+1 > maxHistoryEntries && k > 0 {
+			return fmt.Errorf("kt: history of %d versions is too long", k-first+1)
+		}
+		for ver := first; ver >= 1 && ver <= k; ver++ {
+			r, err := getVersion(versions, label, ver)
+			if err != nil {
+				return err
+			}
+			vp, err := d.versionProof(src, v.epoch, label, ver, r)
+			if err != nil {
+				return err
+			}
+			p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
+		}
+		for _, av := range absentSet(k) {
+			vp, err := d.versionProof(src, v.epoch, label, av, nil)
+			if err != nil {
+				return err
+			}
+			p.Absent = append(p.Absent, vp)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt: history: %w", err)
+	}
+	return p, nil
+}
+
+// Consistency proves that the log of size old is a prefix of the served
+// checkpoint's log.
+func (d *Directory) Consistency(ctx context.Context, old uint64) (*ConsistencyProof, error) {
+	v := d.view.Load()
+	if v == nil {
+		return nil, ErrNoEpoch
+	}
+	size := v.checkpoint.Size
+	p := &ConsistencyProof{Checkpoint: v.checkpoint.Raw, Old: old}
+	if old > size {
+		return nil, ErrFutureSize
+	}
+	if old == 0 || old == size {
+		return p, nil
+	}
+	pb, err := d.log.proofBuilder(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	if p.Hashes, err = pb.ConsistencyProof(ctx, old, size); err != nil {
+		return nil, fmt.Errorf("kt: consistency proof: %w", err)
+	}
+	return p, nil
+}

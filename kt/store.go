@@ -1,0 +1,105 @@
+package kt
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bbolt buckets of the directory database.
+var (
+	bucketNodes    = []byte("nodes")    // node key -> nodeRecord
+	bucketVersions = []byte("versions") // vrfInput(label, version) -> versionRecord
+	bucketLatest   = []byte("latest")   // u8 len || label -> u32 latest version
+	bucketEpochs   = []byte("epochs")   // u64 epoch -> EpochRecord
+)
+
+// treeStore reads and writes the prefix tree in bbolt, with every node of
+// depth <= cacheDepth held in memory. The cache is complete for those
+// depths (filled at open, updated after each commit), so a miss there
+// means the node does not exist.
+type treeStore struct {
+	db         *bolt.DB
+	cacheDepth int
+	mu         sync.RWMutex
+	cache      map[nodeID]*nodeRecord
+}
+
+func openTreeStore(db *bolt.DB, cacheDepth int) (*treeStore, error) {
+	ts := &treeStore{db: db, cacheDepth: cacheDepth, cache: map[nodeID]*nodeRecord{}}
+	err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketNodes, bucketVersions, bucketLatest, bucketEpochs} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		c := tx.Bucket(bucketNodes).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			id, err := nodeIDFromKey(k)
+			if err != nil {
+				return err
+			}
+			if int(id.depth) > cacheDepth {
+				break
+			}
+			r, err := parseNodeRecord(id, v)
+			if err != nil {
+				return err
+			}
+			ts.cache[id] = r
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt: open tree: %w", err)
+	}
+	return ts, nil
+}
+
+// txNodes reads nodes through the cache and one bbolt transaction.
+type txNodes struct {
+	ts *treeStore
+	b  *bolt.Bucket
+}
+
+func (s txNodes) node(id nodeID) (*nodeRecord, error) {
+	if int(id.depth) <= s.ts.cacheDepth {
+		s.ts.mu.RLock()
+		r := s.ts.cache[id]
+		s.ts.mu.RUnlock()
+		return r, nil
+	}
+	v := s.b.Get(id.key())
+	if v == nil {
+		return nil, nil
+	}
+	return parseNodeRecord(id, v)
+}
+
+// putNodes writes a batch's records in tx.
+func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
+	b := tx.Bucket(bucketNodes)
+	for id, r := range dirty {
+		if err := b.Put(id.key(), r.marshal()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publish makes committed records visible through the cache.
+func (ts *treeStore) publish(dirty map[nodeID]*nodeRecord) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	for id, r := range dirty {
+		if int(id.depth) <= ts.cacheDepth {
+			ts.cache[id] = r
+		}
+	}
+}
+
+func epochKey(e uint64) []byte { return binary.BigEndian.AppendUint64(nil, e) }
+
+func latestKey(label string) []byte { return append([]byte{byte(len(label))}, label...) }

@@ -1,0 +1,371 @@
+package kt
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+)
+
+// The prefix tree is a binary Merkle tree over 256-bit indices (VRF
+// outputs), compressed like a Patricia trie: an internal node sits at the
+// longest common prefix of the leaves below it, so a tree of n random
+// leaves is about log2(n) nodes deep. The root is an internal node at depth
+// 0 that always exists; it is the only node that may have an empty child.
+//
+//	leaf hash     = SHA-256(0x00 || index (32) || commitment (32))
+//	node hash     = SHA-256(0x01 || depth (1) || prefix (32) || left || right)
+//	empty subtree = 32 zero bytes
+//
+// prefix is the node's first depth bits with the rest zeroed. Binding the
+// depth and prefix into each node hash gives every position in the tree one
+// hash, so one root answers "is index i present, and with which
+// commitment" in exactly one way.
+
+// IndexSize is the size of a tree index (a truncated VRF output).
+const IndexSize = 32
+
+// Index is a position in the prefix tree.
+type Index [IndexSize]byte
+
+// bit returns bit d (0 = most significant bit of byte 0).
+func (x *Index) bit(d int) int { return int(x[d/8]>>(7-d%8)) & 1 }
+
+// prefix returns x truncated to its first d bits.
+func (x *Index) prefix(d int) Index {
+	var p Index
+	copy(p[:d/8], x[:d/8])
+	if r := d % 8; r != 0 {
+		p[d/8] = x[d/8] & (0xff << (8 - r))
+	}
+	return p
+}
+
+// commonPrefix returns the number of leading bits a and b share (256 if equal).
+func commonPrefix(a, b *Index) int {
+	for i := range IndexSize {
+		if x := a[i] ^ b[i]; x != 0 {
+			return i*8 + bits.LeadingZeros8(x)
+		}
+	}
+	return 256
+}
+
+// leafDepth is the depth of a leaf; internal nodes have depths 0..255.
+const leafDepth = 256
+
+// nodeID names a node: its depth and its prefix.
+type nodeID struct {
+	depth  uint16
+	prefix Index
+}
+
+var rootID = nodeID{}
+
+// key is the node's bbolt key: depth (2, big-endian) || prefix, so the top
+// of the tree is one contiguous range.
+func (n nodeID) key() []byte {
+	k := make([]byte, 2+IndexSize)
+	binary.BigEndian.PutUint16(k, n.depth)
+	copy(k[2:], n.prefix[:])
+	return k
+}
+
+func nodeIDFromKey(k []byte) (nodeID, error) {
+	if len(k) != 2+IndexSize {
+		return nodeID{}, errors.New("kt: bad node key")
+	}
+	var n nodeID
+	n.depth = binary.BigEndian.Uint16(k)
+	copy(n.prefix[:], k[2:])
+	return n, nil
+}
+
+// nodeState is one node at one epoch.
+type nodeState struct {
+	hash [32]byte
+	// leaf
+	commitment [32]byte
+	// internal: children (present[i] false only at the root)
+	child   [2]nodeID
+	present [2]bool
+}
+
+// nodeRecord keeps the node's newest state and, while the epoch that wrote
+// it is not yet served, the state before it. Readers of the served epoch
+// pick the newest state not newer than their epoch; this is what lets the
+// writer build epoch N+1 while lookups are answered at epoch N without
+// holding a transaction open.
+type nodeRecord struct {
+	id       nodeID
+	epoch    uint64
+	state    nodeState
+	hasPrev  bool
+	prevFrom uint64
+	prev     nodeState
+}
+
+// at returns the state of the node at epoch e.
+func (r *nodeRecord) at(e uint64) (*nodeState, bool) {
+	if r.epoch <= e {
+		return &r.state, true
+	}
+	if r.hasPrev && r.prevFrom <= e {
+		return &r.prev, true
+	}
+	return nil, false
+}
+
+func (r *nodeRecord) leaf() bool { return r.id.depth == leafDepth }
+
+func appendState(b []byte, leaf bool, s *nodeState) []byte {
+	b = append(b, s.hash[:]...)
+	if leaf {
+		return append(b, s.commitment[:]...)
+	}
+	var mask byte
+	for i := range 2 {
+		if s.present[i] {
+			mask |= 1 << i
+		}
+	}
+	b = append(b, mask)
+	for i := range 2 {
+		if s.present[i] {
+			b = append(b, s.child[i].key()...)
+		}
+	}
+	return b
+}
+
+func (r *nodeRecord) marshal() []byte {
+	b := make([]byte, 0, 200)
+	b = binary.BigEndian.AppendUint64(b, r.epoch)
+	b = appendState(b, r.leaf(), &r.state)
+	if r.hasPrev {
+		b = binary.BigEndian.AppendUint64(b, r.prevFrom)
+		b = appendState(b, r.leaf(), &r.prev)
+	}
+	return b
+}
+
+func parseState(b []byte, leaf bool, s *nodeState) ([]byte, error) {
+	if len(b) < 32 {
+		return nil, errors.New("short node state")
+	}
+	copy(s.hash[:], b)
+	b = b[32:]
+	if leaf {
+		if len(b) < 32 {
+			return nil, errors.New("short leaf state")
+		}
+		copy(s.commitment[:], b)
+		return b[32:], nil
+	}
+	if len(b) < 1 || b[0] > 3 {
+		return nil, errors.New("bad child mask")
+	}
+	mask := b[0]
+	b = b[1:]
+	for i := range 2 {
+		if mask&(1<<i) == 0 {
+			continue
+		}
+		if len(b) < 34 {
+			return nil, errors.New("short child")
+		}
+		id, _ := nodeIDFromKey(b[:34])
+		s.child[i], s.present[i] = id, true
+		b = b[34:]
+	}
+	return b, nil
+}
+
+func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
+	r := &nodeRecord{id: id}
+	if len(b) < 8 {
+		return nil, fmt.Errorf("kt: node record: short")
+	}
+	r.epoch = binary.BigEndian.Uint64(b)
+	b, err := parseState(b[8:], r.leaf(), &r.state)
+	if err != nil {
+		return nil, fmt.Errorf("kt: node record: %w", err)
+	}
+	if len(b) > 0 {
+		if len(b) < 8 {
+			return nil, fmt.Errorf("kt: node record: short previous state")
+		}
+		r.hasPrev, r.prevFrom = true, binary.BigEndian.Uint64(b)
+		if b, err = parseState(b[8:], r.leaf(), &r.prev); err != nil || len(b) != 0 {
+			return nil, fmt.Errorf("kt: node record: bad previous state")
+		}
+	}
+	return r, nil
+}
+
+// LeafHash is the hash of the leaf at index with the given commitment.
+func LeafHash(index *Index, commitment *[32]byte) [32]byte {
+	var buf [1 + 2*32]byte
+	buf[0] = 0x00
+	copy(buf[1:], index[:])
+	copy(buf[33:], commitment[:])
+	return sha256.Sum256(buf[:])
+}
+
+// nodeHash is the hash of the internal node at (depth, prefix).
+func nodeHash(depth int, prefix *Index, left, right *[32]byte) [32]byte {
+	var buf [1 + 1 + 32 + 64]byte
+	buf[0] = 0x01
+	buf[1] = byte(depth)
+	copy(buf[2:], prefix[:])
+	copy(buf[34:], left[:])
+	copy(buf[66:], right[:])
+	return sha256.Sum256(buf[:])
+}
+
+// nodeSource reads node records; nil, nil means absent.
+type nodeSource interface {
+	node(id nodeID) (*nodeRecord, error)
+}
+
+// ErrDuplicateIndex is returned when an index is inserted twice.
+var ErrDuplicateIndex = errors.New("kt: index already in the tree")
+
+// treeBatch inserts leaves for one epoch into copies of the nodes it
+// touches; Finish rehashes them bottom-up. Nothing is written until the
+// caller stores Dirty.
+type treeBatch struct {
+	src   nodeSource
+	epoch uint64
+	dirty map[nodeID]*nodeRecord
+	stale map[nodeID]bool // internal nodes whose hash must be recomputed
+}
+
+func newTreeBatch(src nodeSource, epoch uint64) *treeBatch {
+	return &treeBatch{src: src, epoch: epoch, dirty: map[nodeID]*nodeRecord{}, stale: map[nodeID]bool{}}
+}
+
+// get returns the newest record of id, from this batch or the source.
+func (t *treeBatch) get(id nodeID) (*nodeRecord, error) {
+	if r, ok := t.dirty[id]; ok {
+		return r, nil
+	}
+	r, err := t.src.node(id)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil && id == rootID {
+		return &nodeRecord{id: rootID, state: nodeState{hash: emptyRoot()}}, nil
+	}
+	return r, nil
+}
+
+// edit returns a writable record of id for this epoch, keeping the state
+// readers of earlier epochs still need.
+func (t *treeBatch) edit(r *nodeRecord) *nodeRecord {
+	if d, ok := t.dirty[r.id]; ok {
+		return d
+	}
+	n := &nodeRecord{id: r.id, epoch: t.epoch, state: r.state}
+	if r.epoch < t.epoch {
+		n.hasPrev, n.prevFrom, n.prev = true, r.epoch, r.state
+	}
+	t.dirty[r.id] = n
+	return n
+}
+
+func (t *treeBatch) create(id nodeID, s nodeState) *nodeRecord {
+	n := &nodeRecord{id: id, epoch: t.epoch, state: s}
+	t.dirty[id] = n
+	return n
+}
+
+// Insert adds the leaf (index, commitment).
+func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
+	leaf := nodeState{hash: LeafHash(&index, &commitment), commitment: commitment}
+	leafID := nodeID{depth: leafDepth, prefix: index}
+	cur, err := t.get(rootID)
+	if err != nil {
+		return err
+	}
+	for {
+		d := int(cur.id.depth)
+		b := index.bit(d)
+		w := t.edit(cur)
+		t.stale[w.id] = true
+		if !w.state.present[b] {
+			t.create(leafID, leaf)
+			w.state.child[b], w.state.present[b] = leafID, true
+			return nil
+		}
+		cid := w.state.child[b]
+		cp := commonPrefix(&index, &cid.prefix)
+		if cp >= int(cid.depth) {
+			if cid.depth == leafDepth {
+				return ErrDuplicateIndex
+			}
+			if cur, err = t.get(cid); err != nil {
+				return err
+			}
+			if cur == nil {
+				return fmt.Errorf("kt: tree node %d/%x missing", cid.depth, cid.prefix[:4])
+			}
+			continue
+		}
+		// Split: a new internal node at the common prefix holds the old
+		// child and the new leaf.
+		mid := nodeID{depth: uint16(cp), prefix: index.prefix(cp)}
+		var ms nodeState
+		ms.child[index.bit(cp)], ms.present[index.bit(cp)] = leafID, true
+		ms.child[1-index.bit(cp)], ms.present[1-index.bit(cp)] = cid, true
+		t.create(leafID, leaf)
+		t.create(mid, ms)
+		t.stale[mid] = true
+		w.state.child[b] = mid
+		return nil
+	}
+}
+
+// Finish recomputes the hash of every touched internal node, deepest first,
+// and returns the new root hash.
+func (t *treeBatch) Finish() ([32]byte, error) {
+	byDepth := make([][]nodeID, leafDepth)
+	for id := range t.stale {
+		byDepth[id.depth] = append(byDepth[id.depth], id)
+	}
+	for d := leafDepth - 1; d >= 0; d-- {
+		for _, id := range byDepth[d] {
+			r := t.dirty[id]
+			var h [2][32]byte
+			for i := range 2 {
+				if !r.state.present[i] {
+					continue
+				}
+				c, err := t.get(r.state.child[i])
+				if err != nil {
+					return [32]byte{}, err
+				}
+				if c == nil {
+					return [32]byte{}, fmt.Errorf("kt: tree child missing")
+				}
+				h[i] = c.state.hash
+			}
+			r.state.hash = nodeHash(d, &r.id.prefix, &h[0], &h[1])
+		}
+	}
+	root, err := t.get(rootID)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	return root.state.hash, nil
+}
+
+var emptyRootHash = func() [32]byte {
+	var zero [32]byte
+	var p Index
+	return nodeHash(0, &p, &zero, &zero)
+}()
+
+// emptyRoot is the root hash of the empty tree.
+func emptyRoot() [32]byte { return emptyRootHash }
