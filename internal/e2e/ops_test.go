@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -631,5 +632,54 @@ func TestVersionWindowEnforced(t *testing.T) {
 	srv.Shutdown(context.Background())
 	if !slices.Equal(wire.ALPNs([]uint16{2, 1}), []string{"qpc/2", "qpc/1"}) {
 		t.Error("ALPN list")
+	}
+}
+
+var metricName = regexp.MustCompile(`\bqpc_[a-z0-9_]+`)
+
+// TestDeployMetricsExist: every qpc_* name that the alert rules and the
+// Grafana dashboard use is served by a running server, so that neither
+// silently watches nothing.
+func TestDeployMetricsExist(t *testing.T) {
+	m := metrics.New("test")
+	ts := startServer(t, withMetrics(m, nil))
+	base := serveAdmin(t, ts)
+	c := dial(t, ts, client.Options{})
+	ctx := ctxT(t)
+	mb, err := c.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(1), nil); err != nil {
+		t.Fatal(err)
+	}
+	fams := scrape(t, base)
+	used := map[string][]string{}
+	for _, path := range []string{"../../deploy/prometheus/alerts.yml", "../../deploy/grafana/qpc-dashboard.json"} {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range metricName.FindAllString(string(raw), -1) {
+			used[name] = append(used[name], filepath.Base(path))
+		}
+	}
+	if len(used) < 15 {
+		t.Fatalf("only %d metric names found in the rules and dashboard", len(used))
+	}
+	for name, where := range used {
+		family := name
+		if _, ok := fams[family]; !ok {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if base, ok := strings.CutSuffix(name, suffix); ok {
+					if f, ok := fams[base]; ok && f.GetType() == dto.MetricType_HISTOGRAM {
+						family = base
+					}
+				}
+			}
+		}
+		if _, ok := fams[family]; !ok {
+			t.Errorf("%s (used in %v) is not served by the server", name, slices.Compact(where))
+		}
 	}
 }
