@@ -45,6 +45,11 @@ type Options struct {
 	PacketConn net.PacketConn
 	RemoteAddr net.Addr
 
+	// Tor routes the connection through Tor (client/tor.go). Onion
+	// addresses go through Tor whatever is set here; by default through
+	// the system tor's SOCKS port, one circuit per Conn.
+	Tor *TorOptions
+
 	// Tap, if set, sees every byte written to and read from request
 	// streams, per stream: for tests that check what goes on the wire.
 	Tap func(stream int64, outgoing bool, b []byte)
@@ -69,6 +74,7 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.setTorDefaults()
 }
 
 // Conn is a connection to one server, redialled as needed. It is safe for
@@ -209,7 +215,11 @@ func (c *Conn) dropSession(s *session) {
 }
 
 func (c *Conn) dial(ctx context.Context) (*session, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
+	timeout := c.opts.HandshakeTimeout
+	if c.viaTor() {
+		timeout = max(timeout, c.opts.Tor.ConnectTimeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	qconf := &quic.Config{
 		HandshakeIdleTimeout: c.opts.HandshakeTimeout,
@@ -221,6 +231,8 @@ func (c *Conn) dial(ctx context.Context) (*session, error) {
 	if c.opts.PacketConn != nil {
 		tr := &quic.Transport{Conn: c.opts.PacketConn}
 		qc, err = tr.Dial(ctx, c.opts.RemoteAddr, c.tlsConfig(), qconf)
+	} else if c.viaTor() {
+		qc, err = c.dialTor(ctx, qconf)
 	} else {
 		if c.owned == nil {
 			udp, lerr := net.ListenUDP("udp", nil)

@@ -229,7 +229,13 @@ func (s *Server) Serve(pc net.PacketConn) error {
 // there).
 func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 	tr := &quic.Transport{Conn: pc}
-	ln, err := tr.Listen(s.tls, s.quic)
+	conf := s.quic
+	// A tunnel (tor/tunnel) fixes the packet size and needs a longer
+	// handshake; it fits the QUIC configuration itself.
+	if t, ok := pc.(quicConfigurer); ok {
+		conf = t.QUICConfig(conf)
+	}
+	ln, err := tr.Listen(s.tls, conf)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}

@@ -279,11 +279,13 @@ func (pc *PacketConn) addPeer(conn net.Conn, addr *Addr) *peer {
 // or by ErrStreamClosed (client); no other peer is affected.
 func (p *peer) close() {
 	p.once.Do(func() {
-		close(p.done)
-		p.conn.Close()
+		// Forget the peer before its stream ends, so that once the far
+		// side sees the end, Peers no longer counts it.
 		p.pc.mu.Lock()
 		delete(p.pc.peers, p.addr.id)
 		p.pc.mu.Unlock()
+		close(p.done)
+		p.conn.Close()
 		if p.pc.streamErr != nil {
 			close(p.pc.streamErr)
 		}
