@@ -75,6 +75,8 @@ type Config struct {
 	TokenEpoch    Duration `toml:"token_epoch"`
 	TokenQuota    int      `toml:"token_quota"`
 
+	TorSettings // onion service and Tor keys (config_tor.go)
+
 	sources map[string]Source
 }
 
@@ -189,6 +191,7 @@ func DefaultConfig() Config {
 		RequireTokens:    true,
 		TokenEpoch:       Duration{tokens.DefaultEpochLength},
 		TokenQuota:       DefaultTokenQuota,
+		TorSettings:      defaultTorSettings(),
 		sources:          map[string]Source{},
 	}
 }
@@ -206,7 +209,7 @@ type configField struct {
 	value func(c *Config) any             // the value to render as TOML
 }
 
-var configFields = []configField{
+var configFields = append([]configField{
 	{
 		key:   "listen",
 		help:  "UDP address to serve QUIC on, host:port (port 0 picks a free port)",
@@ -443,7 +446,7 @@ var configFields = []configField{
 		check: func(c *Config) error { return checkRange(int64(c.TokenQuota), 1, 1<<20) },
 		value: func(c *Config) any { return c.TokenQuota },
 	},
-}
+}, torConfigFields...)
 
 func parseBool(dst *bool, s string) error {
 	v, err := strconv.ParseBool(s)
@@ -562,10 +565,17 @@ func (f ConfigFlags) Register(fs *flag.FlagSet) {
 	def := DefaultConfig()
 	for _, fd := range configFields {
 		usage := fmt.Sprintf("%s (default %s; env %s)", fd.help, renderValue(fd.value(&def)), EnvName(fd.key))
-		fs.Func(FlagName(fd.key), usage, func(s string) error {
+		set := func(s string) error {
 			f[fd.key] = s
 			return nil
-		})
+		}
+		// A boolean flag may stand alone (--onion-only) or take a
+		// value (--require-tokens=false).
+		if _, ok := fd.value(&def).(bool); ok {
+			fs.BoolFunc(FlagName(fd.key), usage, set)
+			continue
+		}
+		fs.Func(FlagName(fd.key), usage, set)
 	}
 }
 

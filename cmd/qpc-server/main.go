@@ -80,6 +80,8 @@ Usage:
   qpc-server init [flags]      create the data directory, qpc-server.toml and the server key
   qpc-server address [flags]   print the qpc:// address clients use (pinned server key)
   qpc-server config [flags]    print the effective configuration, annotated with its sources
+  qpc-server onion ...         manage the clients authorized to reach the onion service
+                               (add-client, remove-client, list-clients; see qpc-server onion help)
   qpc-server version           print the version
   qpc-server help              print this help
 
@@ -103,6 +105,8 @@ func (c *cli) main(args []string) int {
 	case "version":
 		fmt.Fprintf(c.stdout, "qpc-server %s (protocol %s, %s)\n", buildVersion(), wire.ALPN, goVersion())
 		return exitOK
+	case "onion":
+		return c.onion(args)
 	case "init", "run", "address", "config":
 	default:
 		fmt.Fprintf(c.stderr, "qpc-server: unknown command %q\n\n", cmd)
@@ -247,8 +251,10 @@ func (c *cli) address(cfg *server.Config) error {
 	if err != nil {
 		return err
 	}
-	c.printAddress(cfg, id, cfg.Listen, "")
-	return nil
+	if !cfg.OnionOnly {
+		c.printAddress(cfg, id, cfg.Listen, "")
+	}
+	return c.onionAddress(cfg, id)
 }
 
 // printAddress writes prefix + the qpc:// address for hostport on stdout,
@@ -355,26 +361,72 @@ func (c *cli) run(cfg *server.Config) error {
 }
 
 func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opts server.Options, log *slog.Logger, signals <-chan os.Signal) error {
-	pc, err := net.ListenPacket("udp", cfg.Listen)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("listen %s: address already in use (is another server running? choose another port with --listen)", cfg.Listen)
-	}
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+	// An onion-only server opens no clearnet socket at all.
+	var pc net.PacketConn
+	var err error
+	if !cfg.OnionOnly {
+		pc, err = net.ListenPacket("udp", cfg.Listen)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("listen %s: address already in use (is another server running? choose another port with --listen)", cfg.Listen)
+		}
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
 	}
 	opts.Identity, opts.Store, opts.Logger = id, st, log
 	srv, err := server.New(opts)
 	if err != nil {
-		pc.Close()
+		if pc != nil {
+			pc.Close()
+		}
 		return err
 	}
-	// The address carries the configured host (what the operator chose to
-	// expose) and the bound port (which differs when the port was 0).
-	host, _, _ := net.SplitHostPort(cfg.Listen)
-	port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(pc) }()
-	c.printAddress(cfg, id, net.JoinHostPort(host, port), "address: ")
+	var serves []func() error
+	if pc != nil {
+		// The address carries the configured host (what the operator
+		// chose to expose) and the bound port (which differs when the
+		// port was 0).
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+		serves = append(serves, func() error { return srv.Serve(pc) })
+		c.printAddress(cfg, id, net.JoinHostPort(host, port), "address: ")
+	}
+	if cfg.TunnelListen != server.TorOff {
+		tpc, err := listenTunnel(cfg)
+		if err != nil {
+			srv.Shutdown(context.Background())
+			if pc != nil {
+				pc.Close()
+			}
+			return err
+		}
+		serves = append(serves, func() error { return serveTunnel(srv, tpc) })
+		log.Info("tunnel listener for clients through Tor exits", "addr", tpc.LocalAddr().String())
+	}
+	if cfg.ServesOnion() {
+		onion, t, sig, err := c.onionUntilSignal(cfg, log, signals)
+		if t != nil {
+			defer t.Close()
+		}
+		if onion != nil {
+			defer onion.Close()
+			serves = append(serves, func() error { return srv.ServeOnion(onion) })
+			fmt.Fprintf(c.stdout, "onion address: %s\n", onion.Address(id))
+		}
+		if err != nil || sig != nil {
+			// Serve was not started on pc yet: close it here.
+			if pc != nil {
+				pc.Close()
+			}
+			srv.Shutdown(context.Background())
+			if sig != nil {
+				log.Info("shutting down before the onion service was up", "signal", sig.String())
+				return nil
+			}
+			return err
+		}
+	}
+	served := fanIn(serves...)
 	closeAdmin, err := startAdmin(cfg, srv, log)
 	if err != nil {
 		srv.Shutdown(context.Background())
