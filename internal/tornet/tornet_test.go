@@ -1,0 +1,108 @@
+package tornet
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// alive reports which of pids still exist (zombies count: they were not
+// reaped, so something still holds them).
+func alive(pids []int) []int {
+	var left []int
+	for _, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			left = append(left, pid)
+		}
+	}
+	return left
+}
+
+// TestCloseAfterFailedStart: a start cut short (here by its context, as a
+// failing test would) leaves processes running; Close stops every one.
+func TestCloseAfterFailedStart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Cut the start short once every tor has written its pid file, long
+	// before the first consensus.
+	go func() {
+		for {
+			n := 0
+			for _, name := range []string{"auth1", "auth2", "auth3", "relay1", "relay2"} {
+				if _, err := os.Stat(filepath.Join(dir, name, "pid")); err == nil {
+					n++
+				}
+			}
+			if n == 5 || ctx.Err() != nil {
+				cancel()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	n, err := New(ctx, Options{Dir: dir, Relays: 2})
+	if err == nil {
+		n.Close()
+		t.Fatal("the network started although its context was cancelled")
+	}
+	if n == nil {
+		t.Fatalf("no network to close after %v", err)
+	}
+	pids := n.PIDs()
+	if len(pids) != 5 {
+		t.Errorf("%d tor processes running after the cut-short start, want 5", len(pids))
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := alive(pids); len(left) > 0 {
+		t.Errorf("processes %v outlived Close", left)
+	}
+	if err := n.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestWatchdogKills: past MaxLifetime the network is killed whatever the
+// test is doing, and New reports it.
+func TestWatchdogKills(t *testing.T) {
+	var pids []int
+	done := make(chan error, 1)
+	var n *Network
+	go func() {
+		var err error
+		n, err = New(context.Background(), Options{Dir: t.TempDir(), Relays: 2, MaxLifetime: 4 * time.Second})
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("New still waiting 56 s after the watchdog should have fired")
+	}
+	if err == nil {
+		// Fast enough to finish first: the watchdog must still fire.
+		pids = n.PIDs()
+		time.Sleep(5 * time.Second)
+	} else {
+		pids = n.PIDs()
+	}
+	if left := alive(pids); len(left) > 0 {
+		t.Errorf("processes %v outlived the watchdog", left)
+	}
+	if n != nil && len(n.PIDs()) != 0 {
+		t.Errorf("PIDs after the watchdog: %v", n.PIDs())
+	}
+}
+
+func TestMissingTor(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if _, err := New(context.Background(), Options{}); !errors.Is(err, ErrNoTor) {
+		t.Fatalf("New without tor on PATH: %v, want ErrNoTor", err)
+	}
+}
