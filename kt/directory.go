@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,13 @@ type Directory struct {
 	stop    chan struct{}
 	done    chan struct{}
 	started atomic.Bool
+	stats   commitStats // guarded by writeMu
+}
+
+// commitStats accumulates where epoch commits spend their time.
+type commitStats struct {
+	vrf  time.Duration // VRF proofs of new versions
+	tree time.Duration // tree inserts, hashing and the bbolt commit
 }
 
 // view is what lookups are answered from: an epoch whose record is in a
@@ -140,7 +148,13 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 		done: make(chan struct{}),
 	}
 	d.cfgHash = d.cfg.Hash()
-	db, err := bolt.Open(filepath.Join(opts.Dir, DBFile), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := bolt.Open(filepath.Join(opts.Dir, DBFile), 0o600, &bolt.Options{
+		Timeout: 5 * time.Second,
+		// The freelist is rebuilt at open instead of written at every
+		// commit, and kept as a map: commits stay fast as the file grows.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("kt: open database: %w", err)
 	}
@@ -383,6 +397,41 @@ func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 // padding, the tree nodes and the epoch record. genesis makes epoch 0.
 func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	results := make([]Published, max(len(batch), 1))
+	// Versions first (one writer: they cannot change before the update
+	// below), then the VRF proofs in parallel: proving is most of the cost
+	// of an insert.
+	vers := make([]uint32, len(batch))
+	if err := d.db.View(func(tx *bolt.Tx) error {
+		latest := tx.Bucket(bucketLatest)
+		seen := map[string]uint32{}
+		for i, u := range batch {
+			v, ok := seen[u.label]
+			if !ok {
+				if cur := latest.Get(latestKey(u.label)); cur != nil {
+					v = binary.BigEndian.Uint32(cur)
+				}
+			}
+			v++
+			seen[u.label] = v
+			vers[i] = v
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	recs := make([]versionRecord, len(batch))
+	vrfStart := time.Now()
+	parallel(len(batch), func(i int) {
+		if vers[i] > MaxVersion {
+			return
+		}
+		u := batch[i]
+		beta, pi := d.opts.VRFKey.Prove(vrfInput(u.label, vers[i]))
+		recs[i] = versionRecord{index: IndexOf(beta), proof: pi, value: u.value}
+		rand.Read(recs[i].opening[:])
+	})
+	d.stats.vrf += time.Since(vrfStart)
+	treeStart := time.Now()
 	var dirty map[nodeID]*nodeRecord
 	err := d.db.Update(func(tx *bolt.Tx) error {
 		var e uint64
@@ -395,17 +444,13 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		digest := sha256.New()
 		versions, latest := tx.Bucket(bucketVersions), tx.Bucket(bucketLatest)
 		for i, u := range batch {
-			var v uint32 = 1
-			if cur := latest.Get(latestKey(u.label)); cur != nil {
-				v = binary.BigEndian.Uint32(cur) + 1
-			}
+			v := vers[i]
 			if v > MaxVersion {
 				results[i] = Published{Err: ErrTooManyVersions}
 				continue
 			}
-			beta, pi := d.opts.VRFKey.Prove(vrfInput(u.label, v))
-			rec := versionRecord{added: e, index: IndexOf(beta), proof: pi, value: u.value}
-			rand.Read(rec.opening[:])
+			rec := &recs[i]
+			rec.added = e
 			c := Commit(rec.opening, u.label, v, e, u.value)
 			if err := tb.Insert(rec.index, c); err != nil {
 				return err
@@ -456,6 +501,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
 	d.ts.publish(dirty)
+	d.stats.tree += time.Since(treeStart)
 	return results, nil
 }
 
@@ -489,4 +535,31 @@ func (d *Directory) Checkpoint() (*Checkpoint, error) {
 		return nil, ErrNoEpoch
 	}
 	return v.checkpoint, nil
+}
+
+// parallel runs f(0..n-1) on GOMAXPROCS goroutines.
+func parallel(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -1,8 +1,10 @@
 package kt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -80,9 +82,16 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 
 // putNodes writes a batch's records in tx.
 func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
+	// In key order, so bbolt fills pages front to back.
+	keys := make([][]byte, 0, len(dirty))
+	for id := range dirty {
+		keys = append(keys, id.key())
+	}
+	slices.SortFunc(keys, bytes.Compare)
 	b := tx.Bucket(bucketNodes)
-	for id, r := range dirty {
-		if err := b.Put(id.key(), r.marshal()); err != nil {
+	for _, k := range keys {
+		id, _ := nodeIDFromKey(k)
+		if err := b.Put(k, dirty[id].marshal()); err != nil {
 			return err
 		}
 	}

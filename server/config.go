@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
@@ -70,6 +71,12 @@ type Config struct {
 	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
 
 	StoreMaxBatch int `toml:"store_max_batch"`
+
+	KT           bool     `toml:"kt"`             // keep the key-transparency directory (docs/key-transparency.md)
+	KTListen     string   `toml:"kt_listen"`      // TCP host:port of the read-only tlog-tiles listener, or "off"
+	KTPrefix     string   `toml:"kt_prefix"`      // URL prefix of the tiles
+	KTEpoch      Duration `toml:"kt_epoch"`       // epoch cadence
+	KTMinUpdates int      `toml:"kt_min_updates"` // leaves per epoch, real or padding
 
 	RequireTokens bool     `toml:"require_tokens"` // false only for tests and benchmarks
 	TokenEpoch    Duration `toml:"token_epoch"`
@@ -183,6 +190,11 @@ func DefaultConfig() Config {
 		RequestRate:      DefaultRequestRate,
 		RequestBurst:     DefaultRequestBurst,
 		AdminListen:      DefaultAdminListen,
+		KT:               true,
+		KTListen:         DefaultKTListen,
+		KTPrefix:         "/kt",
+		KTEpoch:          Duration{kt.DefaultEpochInterval},
+		KTMinUpdates:     kt.DefaultMinUpdates,
 		HandshakeTimeout: Duration{10 * time.Second},
 		IdleTimeout:      Duration{60 * time.Second},
 		RequestTimeout:   Duration{30 * time.Second},
@@ -374,6 +386,57 @@ var configFields = append([]configField{
 			return checkListen(c.AdminListen)
 		},
 		value: func(c *Config) any { return c.AdminListen },
+	},
+	{
+		key:   "kt",
+		help:  "keep the key-transparency directory of account credentials",
+		parse: func(c *Config, s string) error { return parseBool(&c.KT, s) },
+		copy:  func(d, s *Config) { d.KT = s.KT },
+		check: func(c *Config) error { return nil },
+		value: func(c *Config) any { return c.KT },
+	},
+	{
+		key:   "kt_listen",
+		help:  "TCP address of the public read-only key-transparency log (C2SP tlog-tiles over HTTP), or off",
+		parse: func(c *Config, s string) error { c.KTListen = s; return nil },
+		copy:  func(d, s *Config) { d.KTListen = s.KTListen },
+		check: func(c *Config) error {
+			if c.KTListen == AdminOff {
+				return nil
+			}
+			_, _, err := net.SplitHostPort(c.KTListen)
+			return err
+		},
+		value: func(c *Config) any { return c.KTListen },
+	},
+	{
+		key:   "kt_prefix",
+		help:  "URL path prefix of the key-transparency log: <prefix>/checkpoint, <prefix>/tile/...",
+		parse: func(c *Config, s string) error { c.KTPrefix = s; return nil },
+		copy:  func(d, s *Config) { d.KTPrefix = s.KTPrefix },
+		check: func(c *Config) error {
+			if !strings.HasPrefix(c.KTPrefix, "/") || strings.HasSuffix(c.KTPrefix, "/") {
+				return fmt.Errorf("%q must start and not end with /", c.KTPrefix)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.KTPrefix },
+	},
+	{
+		key:   "kt_epoch",
+		help:  "key-transparency epoch cadence; clients pin it (it is part of the directory configuration)",
+		parse: func(c *Config, s string) error { return c.KTEpoch.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.KTEpoch = s.KTEpoch },
+		check: func(c *Config) error { return checkDuration(c.KTEpoch.Duration, 200*time.Millisecond, time.Hour) },
+		value: func(c *Config) any { return c.KTEpoch },
+	},
+	{
+		key:   "kt_min_updates",
+		help:  "leaves per key-transparency epoch: real updates are padded with fake ones up to it, hiding the update rate",
+		parse: func(c *Config, s string) error { return parseInt(&c.KTMinUpdates, s) },
+		copy:  func(d, s *Config) { d.KTMinUpdates = s.KTMinUpdates },
+		check: func(c *Config) error { return checkRange(int64(c.KTMinUpdates), 1, 10000) },
+		value: func(c *Config) any { return c.KTMinUpdates },
 	},
 	{
 		key:   "handshake_timeout",

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/metrics"
@@ -50,6 +51,9 @@ type Options struct {
 	TokenQuota int           // tokens per account per epoch; default 1000
 	// Accounts serves registration, login, sessions and token issuance.
 	Accounts *accounts.Service
+	// KT is the key-transparency directory; nil: KT requests are refused
+	// as unavailable. The caller starts and closes it.
+	KT *kt.Directory
 
 	// Authorizer decides creates and sends. Default: a TokenAuthorizer
 	// when Tokens is set, else OpenAccess (tests and benchmarks only,
@@ -519,7 +523,10 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 		s.accountExchange(ctx, st, r, m)
 		return
 	}
-	resp, err := s.dispatch(ctx, binding, st, m)
+	resp, isKT, err := s.ktRequest(ctx, m)
+	if !isKT {
+		resp, err = s.dispatch(ctx, binding, st, m)
+	}
 	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	if err != nil {
 		s.logFailure(m.Kind(), err)

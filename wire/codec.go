@@ -85,7 +85,7 @@ func newMessage(kind Kind) Message {
 	case KindTokensIssued:
 		return new(TokensIssued)
 	}
-	return nil
+	return newKTMessage(kind)
 }
 
 // IsRequest reports whether kind travels client to server.
@@ -95,7 +95,7 @@ func IsRequest(kind Kind) bool {
 		KindAck, KindDeleteMailbox, KindHealth, KindAccountRequest, KindTokenKeys, KindIssueTokens:
 		return true
 	}
-	return false
+	return isKTRequest(kind)
 }
 
 func kindName(k Kind) string {

@@ -80,6 +80,7 @@ Usage:
   qpc-server init [flags]      create the data directory, qpc-server.toml and the server key
   qpc-server address [flags]   print the qpc:// address clients use (pinned server key)
   qpc-server config [flags]    print the effective configuration, annotated with its sources
+  qpc-server kt-vkey [flags]   print the key-transparency note verifier key, VRF key and config hash
   qpc-server onion ...         manage the clients authorized to reach the onion service
                                (add-client, remove-client, list-clients; see qpc-server onion help)
   qpc-server version           print the version
@@ -107,7 +108,7 @@ func (c *cli) main(args []string) int {
 		return exitOK
 	case "onion":
 		return c.onion(args)
-	case "init", "run", "address", "config":
+	case "init", "run", "address", "config", "kt-vkey":
 	default:
 		fmt.Fprintf(c.stderr, "qpc-server: unknown command %q\n\n", cmd)
 		c.usage(c.stderr)
@@ -137,6 +138,8 @@ func (c *cli) main(args []string) int {
 	}
 
 	switch cmd {
+	case "kt-vkey":
+		return c.ktVKey(cfg)
 	case "init":
 		err = c.init(cfg)
 	case "address":
@@ -339,6 +342,13 @@ func (c *cli) run(cfg *server.Config) error {
 		return err
 	}
 	opts.Accounts, opts.Tokens = accts, issuer
+	ktDir, stopKT, err := startKT(cfg, log)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	defer stopKT()
+	opts.KT = ktDir
 	server.WatchStore(opts.Metrics, st)
 	// From here on the store must be closed on every path, so that the
 	// writer commits what it queued and the file lock is released.

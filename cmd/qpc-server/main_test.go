@@ -102,7 +102,7 @@ func start(t *testing.T, args ...string) *proc {
 	}
 	// Tests run side by side: each admin listener takes a free port
 	// (a flag still overrides this).
-	p.cmd.Env = append(p.cmd.Env, "QPC_ADMIN_LISTEN=127.0.0.1:0")
+	p.cmd.Env = append(p.cmd.Env, "QPC_ADMIN_LISTEN=127.0.0.1:0", "QPC_KT_LISTEN=127.0.0.1:0")
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

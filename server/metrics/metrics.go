@@ -220,6 +220,7 @@ func (m *Metrics) Handler() http.Handler {
 var requestKinds = []string{
 	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
 	"delete_mailbox", "health", "account", "token_keys", "issue_tokens",
+	"kt_publish", "kt_lookup", "kt_history", "kt_consistency", "kt_checkpoint",
 }
 
 // KindLabel is the label value of a request kind: a fixed name, or
@@ -249,6 +250,16 @@ func KindLabel(k wire.Kind) string {
 		return "token_keys"
 	case wire.KindIssueTokens:
 		return "issue_tokens"
+	case wire.KindKTPublish:
+		return "kt_publish"
+	case wire.KindKTLookup:
+		return "kt_lookup"
+	case wire.KindKTHistory:
+		return "kt_history"
+	case wire.KindKTConsistency:
+		return "kt_consistency"
+	case wire.KindKTCheckpoint:
+		return "kt_checkpoint"
 	}
 	return "other"
 }

@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/vrf"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Key-transparency files in the data directory, beside kt.DBFile and
+// kt.LogDir.
+const (
+	KTNoteKeyFile = "kt-note.key" // the checkpoint signer (a note signer key)
+	KTVRFKeyFile  = "kt-vrf.key"  // the VRF seed (32 bytes)
+)
+
+// DefaultKTListen is the public read-only tlog-tiles listener.
+const DefaultKTListen = "127.0.0.1:4480"
+
+// KTKeys are the directory's secret keys and the public values a client
+// pins: the note verifier key, the VRF public key and the configuration.
+type KTKeys struct {
+	Signer   note.Signer
+	Verifier note.Verifier
+	VKey     string
+	VRF      *vrf.PrivateKey
+}
+
+// LoadOrCreateKTKeys reads the KT keys from dir, creating them (mode 0600)
+// the first time. The log origin is "qpc-kt-" and 16 random hex digits, so
+// two servers' logs never share a name.
+func LoadOrCreateKTKeys(dir string) (*KTKeys, error) {
+	skeyPath, vrfPath := filepath.Join(dir, KTNoteKeyFile), filepath.Join(dir, KTVRFKeyFile)
+	skey, err := os.ReadFile(skeyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		var id [8]byte
+		rand.Read(id[:])
+		s, _, err := note.GenerateKey(rand.Reader, "qpc-kt-"+hex.EncodeToString(id[:]))
+		if err != nil {
+			return nil, fmt.Errorf("kt keys: %w", err)
+		}
+		if err := writeSecret(skeyPath, []byte(s+"\n")); err != nil {
+			return nil, err
+		}
+		skey = []byte(s + "\n")
+	} else if err != nil {
+		return nil, fmt.Errorf("kt keys: %w", err)
+	}
+	seed, err := os.ReadFile(vrfPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		seed = make([]byte, vrf.SeedSize)
+		rand.Read(seed)
+		if err := writeSecret(vrfPath, seed); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("kt keys: %w", err)
+	}
+	k := &KTKeys{}
+	if k.Signer, err = note.NewSigner(strings.TrimSpace(string(skey))); err != nil {
+		return nil, fmt.Errorf("kt keys: %s: %w", skeyPath, err)
+	}
+	if k.VRF, err = vrf.NewPrivateKey(seed); err != nil {
+		return nil, fmt.Errorf("kt keys: %s: %w", vrfPath, err)
+	}
+	// The verifier key is derived from the signer key's public half.
+	k.VKey, err = vkeyOf(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, err
+	}
+	if k.Verifier, err = note.NewVerifier(k.VKey); err != nil {
+		return nil, fmt.Errorf("kt keys: %w", err)
+	}
+	return k, nil
+}
+
+// vkeyOf turns a note signer key "PRIVATE+KEY+<name>+<hash>+<key>" into
+// its verifier key "<name>+<hash>+<public key>".
+func vkeyOf(skey string) (string, error) {
+	parts := strings.SplitN(skey, "+", 5)
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("kt keys: not a note signer key")
+	}
+	return note.NewEd25519VerifierKey(parts[2], ed25519PublicFromNoteKey(parts[4]))
+}
+
+func writeSecret(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("kt keys: %w", err)
+	}
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("kt keys: %w", err)
+	}
+	return nil
+}
+
+// KTConfig is the directory configuration clients pin for this server.
+func (c *Config) KTConfig(k *KTKeys) kt.Config {
+	return kt.Config{
+		Origin:        k.Signer.Name(),
+		VRFPublicKey:  k.VRF.PublicKey(),
+		EpochInterval: c.KTEpoch.Duration,
+		MinUpdates:    uint32(c.KTMinUpdates),
+	}
+}
+
+// OpenKT opens the key-transparency directory in the data directory and
+// starts its epochs. The caller closes it after the server shut down.
+func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger) (*kt.Directory, error) {
+	d, err := kt.OpenDirectory(ctx, kt.DirectoryOptions{
+		Dir:           c.DataDir,
+		LogSigner:     k.Signer,
+		LogVerifier:   k.Verifier,
+		VRFKey:        k.VRF,
+		EpochInterval: c.KTEpoch.Duration,
+		MinUpdates:    c.KTMinUpdates,
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.Start()
+	return d, nil
+}
+
+// ed25519PublicFromNoteKey derives the Ed25519 public key from the base64
+// key field of a note signer key (algorithm byte 0x01 then the 32-byte
+// seed; golang.org/x/mod/sumdb/note). An unusable field gives a nil key,
+// which NewEd25519VerifierKey rejects.
+func ed25519PublicFromNoteKey(field string) ed25519.PublicKey {
+	raw, err := base64.StdEncoding.DecodeString(field)
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return nil
+	}
+	return ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+}
