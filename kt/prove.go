@@ -3,24 +3,21 @@ package kt
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// ErrFutureSize reports a requester that claims a log size larger than
-// the served checkpoint's.
-var ErrFutureSize = errors.New("kt: known size is beyond the served checkpoint")
-
 // epochProof builds the EpochProof of the view for a requester that knows
 // a log of size known (0: none).
 func (d *Directory) epochProof(ctx context.Context, v *view, known uint64) (EpochProof, error) {
-	p := EpochProof{Record: v.raw, Checkpoint: v.checkpoint.Raw, KnownSize: known}
 	size := v.checkpoint.Size
 	if known > size {
-		return p, ErrFutureSize
+		// The requester saw a larger log than this one: answer without a
+		// consistency proof and let its verifier report the rollback.
+		known = 0
 	}
+	p := EpochProof{Record: v.raw, Checkpoint: v.checkpoint.Raw, KnownSize: known}
 	pb, err := d.log.proofBuilder(ctx, size)
 	if err != nil {
 		return p, fmt.Errorf("kt: proof builder: %w", err)
@@ -199,10 +196,10 @@ func (d *Directory) Consistency(ctx context.Context, old uint64) (*ConsistencyPr
 		return nil, ErrNoEpoch
 	}
 	size := v.checkpoint.Size
-	p := &ConsistencyProof{Checkpoint: v.checkpoint.Raw, Old: old}
 	if old > size {
-		return nil, ErrFutureSize
+		old = 0 // as in epochProof: the verifier reports the rollback
 	}
+	p := &ConsistencyProof{Checkpoint: v.checkpoint.Raw, Old: old}
 	if old == 0 || old == size {
 		return p, nil
 	}

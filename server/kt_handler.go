@@ -87,8 +87,6 @@ func ktError(err error) error {
 		return nil
 	case errors.Is(err, kt.ErrLabel), errors.Is(err, kt.ErrValue):
 		return wire.Errorf(wire.CodeProtocol, "invalid label or value")
-	case errors.Is(err, kt.ErrFutureSize):
-		return wire.Errorf(wire.CodeProtocol, "known size is beyond the served checkpoint")
 	case errors.Is(err, kt.ErrTooManyVersions):
 		return wire.Errorf(wire.CodeQuota, "label has too many versions")
 	case errors.Is(err, kt.ErrClosed), errors.Is(err, kt.ErrNoEpoch),

@@ -1,0 +1,187 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"sync"
+
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Key transparency (docs/key-transparency.md). Every answer is checked by
+// the caller's kt.Verifier, pinned to the server's log key, VRF key and
+// configuration (qpc-server kt-vkey), which also keeps the newest
+// checkpoint seen: an answer under an older or inconsistent checkpoint is
+// refused whatever the server says.
+
+// KTOwner is what an account remembers about its own label: the versions
+// it published (version -> SHA-256 of the value). Persist it with the
+// account's other state; owner monitoring compares the log against it.
+type KTOwner struct {
+	Label string
+
+	mu        sync.Mutex
+	published map[uint32][32]byte
+}
+
+// NewKTOwner starts an owner record for label.
+func NewKTOwner(label string) *KTOwner {
+	return &KTOwner{Label: label, published: map[uint32][32]byte{}}
+}
+
+// Record notes that the owner published value as version.
+func (o *KTOwner) Record(version uint32, value []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.published[version] = sha256.Sum256(value)
+}
+
+// Published returns a copy of the recorded versions.
+func (o *KTOwner) Published() map[uint32][32]byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[uint32][32]byte, len(o.published))
+	for k, v := range o.published {
+		out[k] = v
+	}
+	return out
+}
+
+// KTPublish publishes a signed binding under the session's own username
+// (b.Label) and records it in owner. It is not retried: a lost reply may
+// still have published.
+func (c *Conn) KTPublish(ctx context.Context, s *Session, owner *KTOwner, b *kt.Binding) (version uint32, epoch uint64, err error) {
+	if owner == nil || owner.Label != b.Label {
+		return 0, 0, fmt.Errorf("kt publish: owner record is not for %q", b.Label)
+	}
+	value := b.Marshal()
+	err = c.do(ctx, false, func(ctx context.Context, sess *session) error {
+		m, err := c.call(ctx, sess, &wire.KTPublish{Session: s.Token, Label: b.Label, Value: value})
+		if err != nil {
+			return err
+		}
+		p, ok := m.(*wire.KTPublished)
+		if !ok {
+			return unexpected(m)
+		}
+		version, epoch = p.Version, p.Epoch
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("kt publish: %w", err)
+	}
+	owner.Record(version, value)
+	return version, epoch, nil
+}
+
+// ktProof runs one KT request whose answer is a KTProof.
+func (c *Conn) ktProof(ctx context.Context, req wire.Message) ([]byte, error) {
+	var proof []byte
+	err := c.do(ctx, true, func(ctx context.Context, sess *session) error {
+		m, err := c.call(ctx, sess, req)
+		if err != nil {
+			return err
+		}
+		p, ok := m.(*wire.KTProof)
+		if !ok {
+			return unexpected(m)
+		}
+		proof = p.Proof
+		return nil
+	})
+	return proof, err
+}
+
+// KTLookup returns label's current binding, verified: the VRF and map
+// proofs, the epoch record's inclusion in a checkpoint consistent with the
+// newest one v has seen, and the binding's own signature. A label never
+// published gives a result with Version 0 and a nil binding; a deleted
+// account gives its tombstone binding.
+func (c *Conn) KTLookup(ctx context.Context, v *kt.Verifier, label string) (*kt.LookupResult, *kt.Binding, error) {
+	raw, err := c.ktProof(ctx, &wire.KTLookup{Label: label, KnownSize: v.KnownSize()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	p, err := kt.ParseLookupProof(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	res, err := v.VerifyLookup(label, p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	if res.Version == 0 {
+		return res, nil, nil
+	}
+	b, err := kt.ParseBinding(res.Value)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	if err := b.Verify(label); err != nil {
+		return nil, nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	return res, b, nil
+}
+
+// KTHistory returns every version of the session's own label since epoch
+// since, verified complete, and the encoded proof (evidence for alarms).
+func (c *Conn) KTHistory(ctx context.Context, v *kt.Verifier, s *Session, label string, since uint64) (*kt.History, []byte, error) {
+	raw, err := c.ktProof(ctx, &wire.KTHistory{Session: s.Token, Label: label, Since: since, KnownSize: v.KnownSize()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt history: %w", err)
+	}
+	p, err := kt.ParseHistoryProof(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt history: %w", err)
+	}
+	h, err := v.VerifyHistory(label, since, p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kt history: %w", err)
+	}
+	return h, raw, nil
+}
+
+// KTMonitor checks the owner's label: it fetches its whole verified
+// history and returns an alarm, with the signed checkpoint and proof as
+// evidence, for every version the owner did not publish (a key the server
+// showed others in its name), every differing value, and every published
+// version missing. No alarms and a nil error mean the log agrees with the
+// owner.
+func (c *Conn) KTMonitor(ctx context.Context, v *kt.Verifier, s *Session, owner *KTOwner) ([]kt.Alarm, error) {
+	h, raw, err := c.KTHistory(ctx, v, s, owner.Label, 0)
+	if err != nil {
+		return nil, err
+	}
+	return kt.Monitor(h, owner.Published(), raw), nil
+}
+
+// KTCheckpoint brings v up to the server's current checkpoint, checking
+// its consistency with the newest one v has seen.
+func (c *Conn) KTCheckpoint(ctx context.Context, v *kt.Verifier) (*kt.Checkpoint, error) {
+	raw, err := c.ktProof(ctx, &wire.KTConsistency{Old: v.KnownSize()})
+	if err != nil {
+		return nil, fmt.Errorf("kt checkpoint: %w", err)
+	}
+	p, err := kt.ParseConsistencyProof(raw)
+	if err != nil {
+		return nil, fmt.Errorf("kt checkpoint: %w", err)
+	}
+	cp, err := v.VerifyConsistency(p)
+	if err != nil {
+		return nil, fmt.Errorf("kt checkpoint: %w", err)
+	}
+	return cp, nil
+}
+
+// KTConsistencyProof fetches the proof that the log of size old is a
+// prefix of the server's current one, to compare a checkpoint another
+// client gossiped (kt.Verifier.CompareCheckpoint) without trusting it.
+func (c *Conn) KTConsistencyProof(ctx context.Context, old uint64) (*kt.ConsistencyProof, error) {
+	raw, err := c.ktProof(ctx, &wire.KTConsistency{Old: old})
+	if err != nil {
+		return nil, fmt.Errorf("kt consistency: %w", err)
+	}
+	return kt.ParseConsistencyProof(raw)
+}

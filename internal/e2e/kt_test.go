@@ -1,0 +1,362 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// ktDir runs a key-transparency directory for a test server: keys in dir
+// (server.LoadOrCreateKTKeys, as qpc-server does), epochs every 200 ms.
+type ktDir struct {
+	t    *testing.T
+	dir  string
+	keys *server.KTKeys
+	d    *kt.Directory
+}
+
+const ktEpoch = 200 * time.Millisecond
+
+func openKT(t *testing.T, dir string) *ktDir {
+	t.Helper()
+	keys, err := server.LoadOrCreateKTKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &ktDir{t: t, dir: dir, keys: keys}
+	k.open()
+	t.Cleanup(k.close)
+	return k
+}
+
+func (k *ktDir) open() {
+	k.t.Helper()
+	d, err := kt.OpenDirectory(context.Background(), kt.DirectoryOptions{
+		Dir: k.dir, LogSigner: k.keys.Signer, LogVerifier: k.keys.Verifier, VRFKey: k.keys.VRF,
+		EpochInterval: ktEpoch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	d.Start()
+	k.d = d
+}
+
+func (k *ktDir) close() {
+	if k.d != nil {
+		k.d.Close()
+		k.d = nil
+	}
+}
+
+// verifier is a client's verifier pinned to this directory.
+func (k *ktDir) verifier(t *testing.T) *kt.Verifier {
+	t.Helper()
+	v, err := kt.NewVerifierFromConfig(k.keys.VKey, k.d.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// startKTServer runs a secure server with a KT directory in its data dir.
+func startKTServer(t *testing.T) (*testServer, *ktDir) {
+	t.Helper()
+	dir := t.TempDir()
+	k := openKT(t, dir)
+	ts := startSecureServer(t, func(o *server.Options) { o.KT = k.d })
+	return ts, k
+}
+
+// identity is an account's identity key and its current binding.
+type identity struct {
+	priv ed25519.PrivateKey
+}
+
+func newIdentity() identity {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	return identity{priv: priv}
+}
+
+func (id identity) binding(t *testing.T, label string, intro byte, tombstone bool) *kt.Binding {
+	t.Helper()
+	b := &kt.Binding{
+		Label:        label,
+		IdentityKeys: []ed25519.PublicKey{id.priv.Public().(ed25519.PublicKey)},
+		IntroKey:     make([]byte, 1216), // an X-Wing public key's size
+		TokenKeys:    []kt.TokenKeyCommitment{{Epoch: 1}},
+		Tombstone:    tombstone,
+	}
+	b.IntroSendID[0] = intro
+	if err := b.Sign(id.priv); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestKTPublishLookupMonitor(t *testing.T) {
+	ts, k := startKTServer(t)
+	acct := dial(t, ts, client.Options{})
+	anon := dial(t, ts, client.Options{})
+	ctx := ctxT(t)
+	sess := registered(t, acct, "alice")
+	alice := newIdentity()
+	owner := client.NewKTOwner("alice")
+	vAlice, vBob := k.verifier(t), k.verifier(t)
+
+	// Never published: a verified absence.
+	res, b, err := anon.KTLookup(ctx, vBob, "alice")
+	if err != nil || res.Version != 0 || b != nil {
+		t.Fatalf("lookup before publishing: %v %+v", err, res)
+	}
+	ver, _, err := acct.KTPublish(ctx, sess, owner, alice.binding(t, "alice", 1, false))
+	if err != nil || ver != 1 {
+		t.Fatalf("publish: %v, version %d", err, ver)
+	}
+	res, b, err = anon.KTLookup(ctx, vBob, "alice")
+	if err != nil || res.Version != 1 || b.IntroSendID[0] != 1 {
+		t.Fatalf("lookup: %v", err)
+	}
+	// A key change is a new version.
+	alice2 := newIdentity()
+	if ver, _, err = acct.KTPublish(ctx, sess, owner, alice2.binding(t, "alice", 2, false)); err != nil || ver != 2 {
+		t.Fatalf("second publish: %v, version %d", err, ver)
+	}
+	res, b, err = anon.KTLookup(ctx, vBob, "alice")
+	if err != nil || res.Version != 2 || !b.IdentityKeys[0].Equal(alice2.priv.Public()) {
+		t.Fatalf("lookup after key change: %v", err)
+	}
+	if alarms, err := acct.KTMonitor(ctx, vAlice, sess, owner); err != nil || len(alarms) != 0 {
+		t.Fatalf("monitor: %v %v", err, alarms)
+	}
+	// The verifier advanced with each answer; a checkpoint refresh is consistent.
+	if _, err := anon.KTCheckpoint(ctx, vBob); err != nil {
+		t.Fatal(err)
+	}
+
+	// Only the account itself may publish under its name, and only a
+	// binding that verifies.
+	bobSess := registered(t, acct, "bob")
+	if _, _, err := acct.KTPublish(ctx, bobSess, client.NewKTOwner("alice"), newIdentity().binding(t, "alice", 9, false)); !isCode(err, wire.CodeAuth) {
+		t.Fatalf("publishing under another's name: %v", err)
+	}
+	forged := newIdentity().binding(t, "bob", 9, false)
+	forged.IntroSendID[0]++
+	if _, _, err := acct.KTPublish(ctx, bobSess, client.NewKTOwner("bob"), forged); !isCode(err, wire.CodeProtocol) {
+		t.Fatalf("publishing a binding that does not verify: %v", err)
+	}
+
+	// Deleting the account: a tombstone version first.
+	if _, _, err := acct.KTPublish(ctx, sess, owner, alice2.binding(t, "alice", 0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := acct.DeleteAccount(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	res, b, err = anon.KTLookup(ctx, vBob, "alice")
+	if err != nil || res.Version != 3 || !b.Tombstone {
+		t.Fatalf("lookup after deletion: %v", err)
+	}
+}
+
+// TestKTAttackRogueKey: the server publishes a key alice never published
+// and shows it to bob. Bob's lookup verifies (the server can always sign a
+// binding with a key of its own), but alice's monitoring raises an alarm
+// whose evidence verifies for anyone.
+func TestKTAttackRogueKey(t *testing.T) {
+	ts, k := startKTServer(t)
+	acct := dial(t, ts, client.Options{})
+	anon := dial(t, ts, client.Options{})
+	ctx := ctxT(t)
+	sess := registered(t, acct, "alice")
+	owner := client.NewKTOwner("alice")
+	if _, _, err := acct.KTPublish(ctx, sess, owner, newIdentity().binding(t, "alice", 1, false)); err != nil {
+		t.Fatal(err)
+	}
+	vAlice, vBob := k.verifier(t), k.verifier(t)
+	if alarms, err := acct.KTMonitor(ctx, vAlice, sess, owner); err != nil || len(alarms) != 0 {
+		t.Fatalf("monitor before the attack: %v %v", err, alarms)
+	}
+
+	// The attack, from inside the server.
+	mallory := newIdentity()
+	if _, err := k.d.Publish(ctx, "alice", mallory.binding(t, "alice", 66, false).Marshal()); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := anon.KTLookup(ctx, vBob, "alice")
+	if err != nil || !b.IdentityKeys[0].Equal(mallory.priv.Public()) {
+		t.Fatalf("bob did not get the rogue key: %v", err)
+	}
+	alarms, err := acct.KTMonitor(ctx, vAlice, sess, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(alarms) != 1 || alarms[0].Version != 2 {
+		t.Fatalf("alarms: %v", alarms)
+	}
+	rogue, err := kt.ParseBinding(alarms[0].Value)
+	if err != nil || !rogue.IdentityKeys[0].Equal(mallory.priv.Public()) {
+		t.Fatal("the alarm does not carry the rogue binding")
+	}
+	// The evidence convinces a third party holding only the pinned keys.
+	third := k.verifier(t)
+	p, err := kt.ParseHistoryProof(alarms[0].Proof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := third.VerifyHistory("alice", 0, p); err != nil || h.Latest() != 2 {
+		t.Fatalf("evidence: %v", err)
+	}
+	if err := third.CompareCheckpoint(alarms[0].Checkpoint, nil); err != nil {
+		t.Fatalf("evidence checkpoint: %v", err)
+	}
+}
+
+// TestKTAttackSplitView: a malicious operator runs two forks of its log
+// under one key and shows alice and bob different checkpoints of the same
+// size; their verifiers expose it when they compare (checkpoint gossip).
+func TestKTAttackSplitView(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	ka := openKT(t, dirA)
+	// The fork shares the keys.
+	for _, f := range []string{server.KTNoteKeyFile, server.KTVRFKeyFile} {
+		data, err := os.ReadFile(filepath.Join(dirA, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dirB, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kb := openKT(t, dirB)
+	ka.d.Close()
+	kb.d.Close()
+	// Stop both epoch loops, then grow them by the same number of epochs
+	// with different contents.
+	ka.d, kb.d = nil, nil
+	a := reopenManual(t, ka)
+	b := reopenManual(t, kb)
+	ctx := ctxT(t)
+	pa, _ := a.Enqueue("alice", newIdentity().binding(t, "alice", 1, false).Marshal())
+	pb, _ := b.Enqueue("alice", newIdentity().binding(t, "alice", 2, false).Marshal())
+	for _, d := range []*kt.Directory{a, b} {
+		if _, err := d.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-pa
+	<-pb
+	tsA := startSecureServer(t, func(o *server.Options) { o.KT = a })
+	tsB := startSecureServer(t, func(o *server.Options) { o.KT = b })
+	vAlice, err := kt.NewVerifierFromConfig(ka.keys.VKey, a.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vBob, _ := kt.NewVerifierFromConfig(ka.keys.VKey, b.Config())
+	ra, _, err := dial(t, tsA, client.Options{}).KTLookup(ctx, vAlice, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _, err := dial(t, tsB, client.Options{}).KTLookup(ctx, vBob, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.Checkpoint.Size != rb.Checkpoint.Size {
+		t.Fatalf("forks of different sizes: %d, %d", ra.Checkpoint.Size, rb.Checkpoint.Size)
+	}
+	var sv *kt.SplitViewError
+	if err := vAlice.CompareCheckpoint(rb.Checkpoint.Raw, nil); !errors.As(err, &sv) {
+		t.Fatalf("alice compares bob's checkpoint: %v", err)
+	}
+	if err := vBob.CompareCheckpoint(ra.Checkpoint.Raw, nil); !errors.As(err, &sv) {
+		t.Fatalf("bob compares alice's checkpoint: %v", err)
+	}
+	// And once alice has seen fork A, fork B's answers are refused.
+	if _, _, err := dial(t, tsB, client.Options{}).KTLookup(ctx, vAlice, "alice"); !errors.Is(err, kt.ErrInconsistent) {
+		t.Fatalf("alice on fork B: %v", err)
+	}
+}
+
+// reopenManual opens the directory without its epoch loop: the test drives epochs.
+func reopenManual(t *testing.T, k *ktDir) *kt.Directory {
+	t.Helper()
+	d, err := kt.OpenDirectory(context.Background(), kt.DirectoryOptions{
+		Dir: k.dir, LogSigner: k.keys.Signer, LogVerifier: k.keys.Verifier, VRFKey: k.keys.VRF,
+		EpochInterval: ktEpoch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestKTAttackRollback: the server is restored from an old backup of its
+// KT state; a client that saw a newer checkpoint refuses its answers.
+func TestKTAttackRollback(t *testing.T) {
+	ts, k := startKTServer(t)
+	acct := dial(t, ts, client.Options{})
+	ctx := ctxT(t)
+	sess := registered(t, acct, "alice")
+	owner := client.NewKTOwner("alice")
+	v := k.verifier(t)
+	if _, _, err := acct.KTPublish(ctx, sess, owner, newIdentity().binding(t, "alice", 1, false)); err != nil {
+		t.Fatal(err)
+	}
+	// Back up the KT state (closed, so the copy is whole).
+	k.close()
+	backup := t.TempDir()
+	copyKT(t, k.dir, backup)
+	k.open()
+	ts.opts.KT = k.d
+	ts.restart()
+	acct = dial(t, ts, client.Options{})
+	if _, _, err := acct.KTPublish(ctx, sess, owner, newIdentity().binding(t, "alice", 2, false)); err != nil {
+		t.Fatal(err)
+	}
+	if res, _, err := acct.KTLookup(ctx, v, "alice"); err != nil || res.Version != 2 {
+		t.Fatalf("lookup: %v", err)
+	}
+	// Roll back.
+	k.close()
+	for _, f := range []string{kt.DBFile, kt.LogDir} {
+		os.RemoveAll(filepath.Join(k.dir, f))
+	}
+	copyKT(t, backup, k.dir)
+	k.open()
+	ts.opts.KT = k.d
+	ts.restart()
+	acct = dial(t, ts, client.Options{})
+	// Let the rolled-back log grow past nothing: it stays behind v's
+	// checkpoint for a while, and any answer meanwhile is refused.
+	if _, _, err := acct.KTLookup(ctx, v, "alice"); !errors.Is(err, kt.ErrRollback) && !errors.Is(err, kt.ErrInconsistent) {
+		t.Fatalf("lookup on the rolled-back log: %v", err)
+	}
+	// A fresh client, knowing nothing, accepts it: rollback is caught only
+	// by clients that remember (docs/key-transparency.md §6).
+	if _, _, err := acct.KTLookup(ctx, k.verifier(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyKT(t *testing.T, from, to string) {
+	t.Helper()
+	for _, f := range []string{kt.DBFile, kt.LogDir} {
+		if out, err := exec.Command("cp", "-a", filepath.Join(from, f), to).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v: %s", err, out)
+		}
+	}
+}
