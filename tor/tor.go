@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	bine "github.com/cretz/bine/tor"
@@ -155,7 +154,7 @@ func Start(ctx context.Context, conf Config) (*Tor, error) {
 func processCreator(path string, seen func(*exec.Cmd)) process.CmdCreatorFunc {
 	return process.CmdCreatorFunc(func(ctx context.Context, args ...string) (*exec.Cmd, error) {
 		cmd := exec.CommandContext(ctx, path, args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		ownProcessGroup(cmd)
 		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 		cmd.WaitDelay = 2 * time.Second
 		seen(cmd)
@@ -310,10 +309,9 @@ func (t *Tor) Close() error {
 			t.closeErr = t.owned.Close()
 			if t.cmd != nil && t.cmd.Process != nil {
 				// bine waits 300 ms for the exit; make sure of it.
-				pid := t.cmd.Process.Pid
-				syscall.Kill(-pid, syscall.SIGKILL)
+				killProcessGroup(t.cmd.Process)
 				// bine's own goroutine reaps it; wait until it has.
-				for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
+				for i := 0; i < 200 && processAlive(t.cmd.Process); i++ {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
