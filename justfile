@@ -48,3 +48,8 @@ bench:
 # Run the server on ./qpc-data, listening on 127.0.0.1:4433.
 run *ARGS:
     go run ./cmd/qpc-server {{ARGS}}
+
+# Static qpc-server binaries for routers (linux/arm64, arm, mipsle, mips)
+# and desktops, into dist/ (just cross, or just cross linux/mipsle).
+cross *TARGETS:
+    bash deploy/cross.sh dist {{TARGETS}}
