@@ -4,15 +4,18 @@
 //
 // QUIC runs unchanged: its datagrams are tunneled over the onion
 // service's TCP stream, each prefixed with a 2-byte length, by a
-// net.PacketConn over byte streams that will live in tor/tunnel. The server
+// net.PacketConn over byte streams in tor/tunnel. The server
 // serves that PacketConn like a UDP socket; the client passes it to
 // client.Options.PacketConn. Addresses keep their pinned form,
-// qpc://<pin>@<56 characters>.onion:<port> (docs/protocol.md §1.1).
+// qpc://<pin>@<56 characters>.onion, port 4433 unless another is given
+// (docs/protocol.md §1.1).
 //
-// Planned entry points: starting a tor process of our own or attaching to
-// an existing control port, publishing an onion service (with v3 client
-// authorization when asked), dialing through SOCKS, and the tunnel's
-// PacketConn for each side.
+// Entry points: Start runs a tor process of our own and Attach uses an
+// existing control port; Tor.Publish puts up a v3 onion service with a
+// stable key (LoadOrCreateOnionKey), with client authorization when asked
+// (AddClient, NewClientCredential); Tor.Dialer dials through SOCKS with
+// stream isolation. tor/tunnel turns the resulting byte streams into the
+// PacketConn QUIC runs on.
 //
 // What is already known, from quic-go v0.65 and bine v0.2.0 on this
 // project's machines: SetReadDeadline must unblock a pending read, or
