@@ -185,3 +185,27 @@ func (c *Conn) KTConsistencyProof(ctx context.Context, old uint64) (*kt.Consiste
 	}
 	return kt.ParseConsistencyProof(raw)
 }
+
+// KTTile fetches one tlog-tiles resource of the log ("checkpoint",
+// "tile/<L>/<N>[.p/<W>]", "tile/entries/<N>[.p/<W>]") over QUIC: the
+// bytes the server's HTTP listener serves, for clients that only reach
+// the QUIC listener (an onion service, say). Check them yourself.
+func (c *Conn) KTTile(ctx context.Context, path string) ([]byte, error) {
+	var data []byte
+	err := c.do(ctx, true, func(ctx context.Context, sess *session) error {
+		m, err := c.call(ctx, sess, &wire.KTTile{Path: path})
+		if err != nil {
+			return err
+		}
+		t, ok := m.(*wire.KTTileData)
+		if !ok {
+			return unexpected(m)
+		}
+		data = t.Data
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt tile: %w", err)
+	}
+	return data, nil
+}

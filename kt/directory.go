@@ -525,6 +525,10 @@ func (d *Directory) Close() error {
 	return errors.Join(d.log.close(), d.db.Close())
 }
 
+// LogResource reads a tlog-tiles resource of the epoch log (see
+// ReadLogResource).
+func (d *Directory) LogResource(rel string) ([]byte, error) { return ReadLogResource(d.log.dir, rel) }
+
 // LogDir returns the directory holding the epoch log's tiles.
 func (d *Directory) LogDir() string { return d.log.dir }
 

@@ -1,6 +1,7 @@
 package kt
 
 import (
+	"errors"
 	"net/http"
 	"os"
 	"path"
@@ -21,25 +22,21 @@ func TilesHandler(logDir, prefix string) http.Handler {
 			return
 		}
 		rel, ok := strings.CutPrefix(r.URL.Path, prefix+"/")
-		if !ok || rel != path.Clean(rel) || strings.Contains(rel, "..") {
+		if !ok || !validResource(rel) {
 			http.NotFound(w, r)
 			return
 		}
-		switch {
-		case rel == "checkpoint":
+		if rel == "checkpoint" {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("Cache-Control", "no-cache")
-		case strings.HasPrefix(rel, "tile/") && validTilePath(rel[len("tile/"):]):
+		} else {
 			w.Header().Set("Content-Type", "application/octet-stream")
 			if !strings.Contains(rel, ".p/") {
 				// Full tiles never change (tlog-tiles: immutable).
 				w.Header().Set("Cache-Control", "public, max-age=604800, immutable")
 			}
-		default:
-			http.NotFound(w, r)
-			return
 		}
-		data, err := os.ReadFile(filepath.Join(logDir, filepath.FromSlash(rel)))
+		data, err := ReadLogResource(logDir, rel)
 		if err != nil {
 			http.NotFound(w, r)
 			return
@@ -48,6 +45,31 @@ func TilesHandler(logDir, prefix string) http.Handler {
 			w.Write(data)
 		}
 	})
+}
+
+// ErrResource reports a log resource path outside tlog-tiles, or one that
+// does not exist.
+var ErrResource = errors.New("kt: no such log resource")
+
+// ReadLogResource reads one tlog-tiles resource of the log in logDir:
+// "checkpoint", "tile/<L>/<N>[.p/<W>]" or "tile/entries/<N>[.p/<W>]".
+// The same bytes are served over HTTP and over QUIC (KTTile).
+func ReadLogResource(logDir, rel string) ([]byte, error) {
+	if !validResource(rel) {
+		return nil, ErrResource
+	}
+	data, err := os.ReadFile(filepath.Join(logDir, filepath.FromSlash(rel)))
+	if err != nil {
+		return nil, ErrResource
+	}
+	return data, nil
+}
+
+func validResource(rel string) bool {
+	if rel != path.Clean(rel) || strings.Contains(rel, "..") {
+		return false
+	}
+	return rel == "checkpoint" || strings.HasPrefix(rel, "tile/") && validTilePath(rel[len("tile/"):])
 }
 
 // validTilePath accepts "<L>/<N>[.p/<W>]" and "entries/<N>[.p/<W>]" where

@@ -14,7 +14,7 @@ import (
 // §4.11); handled is false for any other record.
 func (s *Server) ktRequest(ctx context.Context, m wire.Message) (resp wire.Message, handled bool, err error) {
 	switch m.(type) {
-	case *wire.KTPublish, *wire.KTLookup, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint:
+	case *wire.KTPublish, *wire.KTLookup, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint, *wire.KTTile:
 	default:
 		return nil, false, nil
 	}
@@ -42,6 +42,13 @@ func (s *Server) ktRequest(ctx context.Context, m wire.Message) (resp wire.Messa
 		var p *kt.ConsistencyProof
 		if p, err = d.Consistency(ctx, m.Old); err == nil {
 			resp = &wire.KTProof{Proof: p.Marshal()}
+		}
+	case *wire.KTTile:
+		var data []byte
+		if data, err = d.LogResource(m.Path); err == nil {
+			resp = &wire.KTTileData{Data: data}
+		} else {
+			err = wire.Errorf(wire.CodeNotFound, "no such log resource")
 		}
 	case *wire.KTCheckpoint:
 		var p *kt.ConsistencyProof

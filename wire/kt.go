@@ -13,8 +13,10 @@ const (
 	KindKTHistory     Kind = 0x42
 	KindKTConsistency Kind = 0x43
 	KindKTCheckpoint  Kind = 0x44
+	KindKTTile        Kind = 0x45
 	KindKTPublished   Kind = 0x48
 	KindKTProof       Kind = 0x49
+	KindKTTileData    Kind = 0x4a
 )
 
 // KT limits.
@@ -22,6 +24,7 @@ const (
 	MaxKTLabel = 255
 	MaxKTValue = 16 << 10
 	MaxKTProof = 96 << 10
+	MaxKTTile  = 64 << 10 // an entry bundle of 256 epoch records, with room
 )
 
 // KTPublish publishes Value as the next version of Label, the account's
@@ -58,6 +61,18 @@ type KTConsistency struct {
 // holding a consistency proof from size 0: the checkpoint alone).
 type KTCheckpoint struct{}
 
+// KTTile asks for one resource of the log as C2SP tlog-tiles names it
+// ("checkpoint", "tile/0/000.p/5", "tile/entries/000"): the same bytes the
+// HTTP listener serves, for clients that reach only the QUIC listener.
+type KTTile struct {
+	Path string
+}
+
+// KTTileData answers KTTile.
+type KTTileData struct {
+	Data []byte
+}
+
 // KTPublished answers KTPublish: the version and the epoch it landed in.
 type KTPublished struct {
 	Version uint32
@@ -74,6 +89,8 @@ func (*KTLookup) Kind() Kind      { return KindKTLookup }
 func (*KTHistory) Kind() Kind     { return KindKTHistory }
 func (*KTConsistency) Kind() Kind { return KindKTConsistency }
 func (*KTCheckpoint) Kind() Kind  { return KindKTCheckpoint }
+func (*KTTile) Kind() Kind        { return KindKTTile }
+func (*KTTileData) Kind() Kind    { return KindKTTileData }
 func (*KTPublished) Kind() Kind   { return KindKTPublished }
 func (*KTProof) Kind() Kind       { return KindKTProof }
 
@@ -89,6 +106,10 @@ func newKTMessage(kind Kind) Message {
 		return new(KTConsistency)
 	case KindKTCheckpoint:
 		return new(KTCheckpoint)
+	case KindKTTile:
+		return new(KTTile)
+	case KindKTTileData:
+		return new(KTTileData)
 	case KindKTPublished:
 		return new(KTPublished)
 	case KindKTProof:
@@ -99,7 +120,7 @@ func newKTMessage(kind Kind) Message {
 
 func isKTRequest(kind Kind) bool {
 	switch kind {
-	case KindKTPublish, KindKTLookup, KindKTHistory, KindKTConsistency, KindKTCheckpoint:
+	case KindKTPublish, KindKTLookup, KindKTHistory, KindKTConsistency, KindKTCheckpoint, KindKTTile:
 		return true
 	}
 	return false
@@ -178,5 +199,23 @@ func (m *KTProof) unmarshal(s *cryptobyte.String) bool {
 		return false
 	}
 	m.Proof = append([]byte(nil), v...)
+	return true
+}
+
+func (m *KTTile) marshal(b *cryptobyte.Builder) { addLabel(b, m.Path) }
+func (m *KTTile) unmarshal(s *cryptobyte.String) bool {
+	return readLabel(s, &m.Path)
+}
+
+func (m *KTTileData) marshal(b *cryptobyte.Builder) {
+	b.AddUint24LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(m.Data) })
+}
+
+func (m *KTTileData) unmarshal(s *cryptobyte.String) bool {
+	var v cryptobyte.String
+	if !s.ReadUint24LengthPrefixed(&v) || len(v) > MaxKTTile {
+		return false
+	}
+	m.Data = append([]byte(nil), v...)
 	return true
 }

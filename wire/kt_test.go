@@ -14,6 +14,8 @@ func ktSamples() []Message {
 		&KTHistory{Session: s, Label: "alice", Since: 7, KnownSize: 9},
 		&KTConsistency{Old: 12},
 		&KTCheckpoint{},
+		&KTTile{Path: "tile/0/000.p/3"},
+		&KTTileData{Data: []byte("tile")},
 		&KTPublished{Version: 3, Epoch: 99},
 		&KTProof{Proof: []byte("proof bytes")},
 	}
@@ -71,3 +73,5 @@ func FuzzKTHistory(f *testing.F)     { fuzzKT(f, KindKTHistory) }
 func FuzzKTConsistency(f *testing.F) { fuzzKT(f, KindKTConsistency) }
 func FuzzKTPublished(f *testing.F)   { fuzzKT(f, KindKTPublished) }
 func FuzzKTProof(f *testing.F)       { fuzzKT(f, KindKTProof) }
+func FuzzKTTile(f *testing.F)        { fuzzKT(f, KindKTTile) }
+func FuzzKTTileData(f *testing.F)    { fuzzKT(f, KindKTTileData) }

@@ -1,15 +1,22 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +24,8 @@ import (
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/wire"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // ktDir runs a key-transparency directory for a test server: keys in dir
@@ -359,4 +368,77 @@ func copyKT(t *testing.T, from, to string) {
 			t.Fatalf("cp: %v: %s", err, out)
 		}
 	}
+}
+
+// TestKTTilesOverQUICAndHTTP: the QUIC KTTile request serves the same
+// bytes as the HTTP listener, and they check with sumdb/note and tlog
+// alone.
+func TestKTTilesOverQUICAndHTTP(t *testing.T) {
+	ts, k := startKTServer(t)
+	acct := dial(t, ts, client.Options{})
+	ctx := ctxT(t)
+	sess := registered(t, acct, "alice")
+	if _, _, err := acct.KTPublish(ctx, sess, client.NewKTOwner("alice"), newIdentity().binding(t, "alice", 1, false)); err != nil {
+		t.Fatal(err)
+	}
+	var hs *httptest.Server
+	httpGet := func(p string) []byte {
+		resp, err := http.Get(hs.URL + "/kt/" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return b
+	}
+	// Stop epochs so the log holds still while both are read.
+	k.close()
+	k.d = reopenManual(t, k)
+	ts.opts.KT = k.d
+	ts.restart()
+	acct = dial(t, ts, client.Options{})
+	hs = httptest.NewServer(server.KTHandler(k.d, "/kt"))
+	defer hs.Close()
+
+	cpRaw, err := acct.KTTile(ctx, "checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cpRaw, httpGet("checkpoint")) {
+		t.Fatal("checkpoint over QUIC differs from HTTP")
+	}
+	n, err := note.Open(cpRaw, note.VerifierList(k.keys.Verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(n.Text, "\n")
+	size, _ := strconv.Atoi(lines[1])
+	tilePath := fmt.Sprintf("tile/0/000.p/%d", size)
+	tile, err := acct.KTTile(ctx, tilePath)
+	if err != nil || !bytes.Equal(tile, httpGet(tilePath)) || len(tile) != 32*size {
+		t.Fatalf("level-0 tile over QUIC: %v", err)
+	}
+	hashes := make([]tlog.Hash, size)
+	for i := range hashes {
+		copy(hashes[i][:], tile[32*i:])
+	}
+	root := treeHash(hashes)
+	if base64.StdEncoding.EncodeToString(root[:]) != lines[2] {
+		t.Fatal("tile hashes do not give the checkpoint's root")
+	}
+	if _, err := acct.KTTile(ctx, ".state/treeState"); !isCode(err, wire.CodeNotFound) {
+		t.Fatalf("state file over QUIC: %v", err)
+	}
+}
+
+// treeHash is the RFC 6962 root of leaf hashes, with tlog's node hash.
+func treeHash(h []tlog.Hash) tlog.Hash {
+	if len(h) == 1 {
+		return h[0]
+	}
+	k := 1
+	for k*2 < len(h) {
+		k *= 2
+	}
+	return tlog.NodeHash(treeHash(h[:k]), treeHash(h[k:]))
 }

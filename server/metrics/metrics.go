@@ -220,7 +220,7 @@ func (m *Metrics) Handler() http.Handler {
 var requestKinds = []string{
 	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
 	"delete_mailbox", "health", "account", "token_keys", "issue_tokens",
-	"kt_publish", "kt_lookup", "kt_history", "kt_consistency", "kt_checkpoint",
+	"kt_publish", "kt_lookup", "kt_history", "kt_consistency", "kt_checkpoint", "kt_tile",
 }
 
 // KindLabel is the label value of a request kind: a fixed name, or
@@ -260,6 +260,8 @@ func KindLabel(k wire.Kind) string {
 		return "kt_consistency"
 	case wire.KindKTCheckpoint:
 		return "kt_checkpoint"
+	case wire.KindKTTile:
+		return "kt_tile"
 	}
 	return "other"
 }
