@@ -422,6 +422,10 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			defer onion.Close()
 			serves = append(serves, func() error { return srv.ServeOnion(onion) })
 			fmt.Fprintf(c.stdout, "onion address: %s\n", onion.Address(id))
+			// Publish returned once the descriptor was uploaded; the
+			// service stays published until Close at the end of serve.
+			opts.Metrics.SetTorStatus(true, true)
+			defer opts.Metrics.SetTorStatus(true, false)
 		}
 		if err != nil || sig != nil {
 			// Serve was not started on pc yet: close it here.
