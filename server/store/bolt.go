@@ -79,9 +79,9 @@ const (
 	messageHeaderSize = 1 + MessageIDSize + 8
 	idemRecordSize    = 1 + 8 + 8
 
-	messageKeySize    = MailboxIDSize + 8
-	idemKeySize       = MailboxIDSize + MessageIDSize
-	msgExpiryKeySize  = 8 + messageKeySize
+	messageKeySize   = MailboxIDSize + 8
+	idemKeySize      = MailboxIDSize + MessageIDSize
+	msgExpiryKeySize = 8 + messageKeySize
 	// The idempotency expiry index is keyed by seq, not by message ID: the
 	// keys then grow in order and an insert appends to the last page
 	// instead of dirtying a random one (message IDs are random). The value
