@@ -412,3 +412,26 @@ func TestMonitorRogueKey(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestHistoryTooLong(t *testing.T) {
+	d := newTestDir(t)
+	vals := make([][]byte, MaxHistoryServed+1)
+	for i := range vals {
+		vals[i] = []byte{byte(i)}
+	}
+	d.publish(t, "alice", vals...)
+	if _, err := d.History(context.Background(), "alice", 0, 0); !errors.Is(err, ErrHistoryTooLong) {
+		t.Fatalf("history of %d versions: %v", len(vals), err)
+	}
+	// Since a later epoch, the answer is the latest version alone (it was
+	// added before that epoch, so it anchors the history).
+	v := d.verifier(t)
+	p, err := d.History(context.Background(), "alice", 1<<40, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := v.VerifyHistory("alice", 1<<40, p)
+	if err != nil || h.Latest() != uint32(len(vals)) || len(h.Versions) != 1 {
+		t.Fatalf("history since the future: %v", err)
+	}
+}

@@ -3,10 +3,19 @@ package kt
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
+
+// MaxHistoryServed bounds the versions of one history answer, so that it
+// fits one record (wire.MaxKTProof) even with large bindings; an owner
+// with more asks again with a later since.
+const MaxHistoryServed = 32
+
+// ErrHistoryTooLong reports a history of more than MaxHistoryServed versions.
+var ErrHistoryTooLong = errors.New("kt: history too long; ask for a later epoch")
 
 // epochProof builds the EpochProof of the view for a requester that knows
 // a log of size known (0: none).
@@ -159,8 +168,8 @@ func (d *Directory) History(ctx context.Context, label string, since, known uint
 			}
 			first--
 		}
-		if k-first+1 > maxHistoryEntries && k > 0 {
-			return fmt.Errorf("kt: history of %d versions is too long", k-first+1)
+		if k > 0 && k-first+1 > MaxHistoryServed {
+			return fmt.Errorf("%w: %d versions since epoch %d", ErrHistoryTooLong, k-first+1, since)
 		}
 		for ver := first; ver >= 1 && ver <= k; ver++ {
 			r, err := getVersion(versions, label, ver)
