@@ -24,6 +24,23 @@ type KTOwner struct {
 
 	mu        sync.Mutex
 	published map[uint32][32]byte
+	checked   uint64 // the epoch up to which the log agreed with the owner
+}
+
+// Checked is the epoch of the last monitoring run that raised no alarm;
+// the next run asks only for versions since then. Persist it with the
+// published versions.
+func (o *KTOwner) Checked() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.checked
+}
+
+// SetChecked restores Checked from storage.
+func (o *KTOwner) SetChecked(epoch uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.checked = epoch
 }
 
 // NewKTOwner starts an owner record for label.
@@ -149,12 +166,20 @@ func (c *Conn) KTHistory(ctx context.Context, v *kt.Verifier, s *Session, label 
 // showed others in its name), every differing value, and every published
 // version missing. No alarms and a nil error mean the log agrees with the
 // owner.
+//
+// It asks for the versions since the last clean run (KTOwner.Checked):
+// earlier ones were checked then, and a history answer holds at most
+// kt.MaxHistoryServed versions.
 func (c *Conn) KTMonitor(ctx context.Context, v *kt.Verifier, s *Session, owner *KTOwner) ([]kt.Alarm, error) {
-	h, raw, err := c.KTHistory(ctx, v, s, owner.Label, 0)
+	h, raw, err := c.KTHistory(ctx, v, s, owner.Label, owner.Checked())
 	if err != nil {
 		return nil, err
 	}
-	return kt.Monitor(h, owner.Published(), raw), nil
+	alarms := kt.Monitor(h, owner.Published(), raw)
+	if len(alarms) == 0 {
+		owner.SetChecked(h.Record.Epoch)
+	}
+	return alarms, nil
 }
 
 // KTCheckpoint brings v up to the server's current checkpoint, checking

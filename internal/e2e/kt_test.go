@@ -226,7 +226,7 @@ func TestKTAttackRogueKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, err := third.VerifyHistory("alice", 0, p); err != nil || h.Latest() != 2 {
+	if h, err := third.VerifyHistory("alice", p.Since, p); err != nil || h.Latest() != 2 {
 		t.Fatalf("evidence: %v", err)
 	}
 	if err := third.CompareCheckpoint(alarms[0].Checkpoint, nil); err != nil {
