@@ -89,7 +89,17 @@ func (s *Server) AdminHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	if s.opts.Metrics != nil {
-		mux.Handle("GET /metrics", s.opts.Metrics.Handler())
+		h := s.opts.Metrics.Handler()
+		mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			// Gauges read at scrape time: one small read each.
+			if s.opts.KT != nil {
+				if lag, err := s.opts.KT.EpochLag(); err == nil {
+					s.opts.Metrics.SetKTEpochLag(int(lag))
+				}
+			}
+			s.Ready(r.Context())
+			h.ServeHTTP(w, r)
+		})
 	}
 	return mux
 }

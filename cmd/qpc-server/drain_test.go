@@ -79,12 +79,18 @@ func TestDrainUnderLoad(t *testing.T) {
 	var dialErr atomic.Value
 	for i := range conns {
 		wg.Go(func() {
-			c, err := client.Dial(ctx, addr, copts)
-			if err != nil {
-				dialErr.Store(err)
-				return
+			// 200 handshakes at once can overflow quic-go's accept queue
+			// on a loaded machine (CONNECTION_REFUSED); a client retries.
+			var err error
+			for attempt := 1; attempt <= 10; attempt++ {
+				var c *client.Conn
+				if c, err = client.Dial(ctx, addr, copts); err == nil {
+					conns[i] = c
+					return
+				}
+				time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
 			}
-			conns[i] = c
+			dialErr.Store(err)
 		})
 	}
 	wg.Wait()

@@ -235,7 +235,7 @@ func TestReadyzReportsChecks(t *testing.T) {
 // allowedLabels are the only label names a series may carry, with the
 // values each may take. Anything else could be an identifier.
 var allowedLabels = map[string]*regexp.Regexp{
-	"kind":      regexp.MustCompile(`^(client_hello|create_mailbox|send|fetch|subscribe|ack|delete_mailbox|health|account|token_keys|issue_tokens|other|unread)$`),
+	"kind":      regexp.MustCompile(`^(` + strings.Join(metrics.RequestKinds(), "|") + `|other|unread)$`),
 	"code":      regexp.MustCompile(`^[A-Z_]{3,16}$`),
 	"reason":    regexp.MustCompile(`^TOKEN_(MISSING|INVALID|SPENT|EXPIRED)$`),
 	"limit":     regexp.MustCompile(`^(connections|connections_per_addr|request_rate|draining)$`),
@@ -681,5 +681,21 @@ func TestDeployMetricsExist(t *testing.T) {
 		if _, ok := fams[family]; !ok {
 			t.Errorf("%s (used in %v) is not served by the server", name, slices.Compact(where))
 		}
+	}
+}
+
+// TestKTEpochLagScraped: with a key-transparency directory, the lag gauge
+// is read from it at scrape time. A healthy directory is at most one epoch
+// behind (the newest epoch waits for its checkpoint for a moment); kt's
+// TestEpochLag covers a lagging view.
+func TestKTEpochLagScraped(t *testing.T) {
+	k := openKT(t, t.TempDir())
+	m := metrics.New("test")
+	m.SetKTEpochLag(99) // what a scrape must overwrite
+	ts := startSecureServer(t, withMetrics(m, func(o *server.Options) { o.KT = k.d }))
+	base := serveAdmin(t, ts)
+	time.Sleep(3 * ktEpoch) // a few epochs commit
+	if got := value(scrape(t, base), "qpc_kt_epoch_lag"); got < 0 || got > 1 {
+		t.Fatalf("qpc_kt_epoch_lag = %v, want 0 or 1", got)
 	}
 }

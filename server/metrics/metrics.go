@@ -165,7 +165,7 @@ func New(version string) *Metrics {
 	f(m.registrations)
 
 	m.ktEpochLag = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_kt_epoch_lag", Help: "Key transparency: epochs the latest published checkpoint trails the map's current epoch (0 until KT reports).",
+		Name: "qpc_kt_epoch_lag", Help: "Key transparency: committed epochs the served checkpoint does not cover yet (0 without KT).",
 	})
 	m.torEnabled = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "qpc_tor_enabled", Help: "1 if the onion service is configured.",
@@ -216,6 +216,10 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+// RequestKinds lists every value of the kind label but "other" and
+// KindUnread: a fixed set, so that no client input becomes a label.
+func RequestKinds() []string { return append([]string(nil), requestKinds...) }
 
 var requestKinds = []string{
 	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
