@@ -234,3 +234,17 @@ func (c *Conn) KTTile(ctx context.Context, path string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// KTDeleteAccount deletes the account after publishing tombstone (a
+// binding with Tombstone set, signed by the account's identity key) as
+// its label's last version, so lookups show the account gone rather than
+// its last keys.
+func (c *Conn) KTDeleteAccount(ctx context.Context, s *Session, owner *KTOwner, tombstone *kt.Binding) error {
+	if !tombstone.Tombstone {
+		return fmt.Errorf("kt delete account: the binding is not a tombstone")
+	}
+	if _, _, err := c.KTPublish(ctx, s, owner, tombstone); err != nil {
+		return err
+	}
+	return c.DeleteAccount(ctx, s)
+}

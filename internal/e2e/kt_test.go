@@ -169,10 +169,10 @@ func TestKTPublishLookupMonitor(t *testing.T) {
 	}
 
 	// Deleting the account: a tombstone version first.
-	if _, _, err := acct.KTPublish(ctx, sess, owner, alice2.binding(t, "alice", 0, true)); err != nil {
-		t.Fatal(err)
+	if err := acct.KTDeleteAccount(ctx, sess, owner, alice2.binding(t, "alice", 1, false)); err == nil {
+		t.Fatal("deleted with a binding that is not a tombstone")
 	}
-	if err := acct.DeleteAccount(ctx, sess); err != nil {
+	if err := acct.KTDeleteAccount(ctx, sess, owner, alice2.binding(t, "alice", 0, true)); err != nil {
 		t.Fatal(err)
 	}
 	res, b, err = anon.KTLookup(ctx, vBob, "alice")
