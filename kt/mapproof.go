@@ -74,16 +74,14 @@ func proveIndex(src nodeSource, e uint64, index Index) (MapProof, error) {
 		} else if st, _ = r.at(e); st == nil {
 			return p, fmt.Errorf("kt: tree node has no state at epoch %d", e)
 		}
-		if id.depth == leafDepth {
-			p.Terminal = Terminal{Kind: TerminalLeaf, Index: id.prefix, Commitment: st.commitment}
-			break
-		}
 		d := int(id.depth)
 		if d != 0 && commonPrefix(&index, &id.prefix) < d {
 			// An internal node off the path: non-membership.
-			hs, err := childHashes(src, e, st)
-			if err != nil {
-				return p, err
+			var hs [2][32]byte
+			for i := range 2 {
+				if st.present[i] {
+					hs[i] = st.child[i].hash
+				}
 			}
 			p.Terminal = Terminal{Kind: TerminalNode, Depth: uint8(d), Index: id.prefix, Left: hs[0], Right: hs[1]}
 			break
@@ -91,54 +89,25 @@ func proveIndex(src nodeSource, e uint64, index Index) (MapProof, error) {
 		b := index.bit(d)
 		var sib [32]byte
 		if st.present[1-b] {
-			c, err := src.node(st.child[1-b])
-			if err != nil {
-				return p, err
-			}
-			cs, ok := stateAt(c, e)
-			if !ok {
-				return p, fmt.Errorf("kt: sibling missing")
-			}
-			sib = cs.hash
+			sib = st.child[1-b].hash
 		}
 		steps = append(steps, MapStep{Depth: uint8(d), Sibling: sib})
 		if !st.present[b] {
 			p.Terminal = Terminal{Kind: TerminalEmpty}
 			break
 		}
-		id = st.child[b]
+		c := &st.child[b]
+		if c.leaf() {
+			p.Terminal = Terminal{Kind: TerminalLeaf, Index: c.id.prefix, Commitment: c.commitment}
+			break
+		}
+		id = c.id
 	}
 	for i, j := 0, len(steps)-1; i < j; i, j = i+1, j-1 {
 		steps[i], steps[j] = steps[j], steps[i]
 	}
 	p.Steps = steps
 	return p, nil
-}
-
-func stateAt(r *nodeRecord, e uint64) (*nodeState, bool) {
-	if r == nil {
-		return nil, false
-	}
-	return r.at(e)
-}
-
-func childHashes(src nodeSource, e uint64, st *nodeState) ([2][32]byte, error) {
-	var hs [2][32]byte
-	for i := range 2 {
-		if !st.present[i] {
-			continue
-		}
-		c, err := src.node(st.child[i])
-		if err != nil {
-			return hs, err
-		}
-		cs, ok := stateAt(c, e)
-		if !ok {
-			return hs, fmt.Errorf("kt: child missing")
-		}
-		hs[i] = cs.hash
-	}
-	return hs, nil
 }
 
 // Evaluate checks the shape of the proof for index and returns the root it

@@ -82,14 +82,23 @@ func nodeIDFromKey(k []byte) (nodeID, error) {
 	return n, nil
 }
 
-// nodeState is one node at one epoch.
+// childRef is a node's reference to one child: its ID and hash, and for
+// a leaf its commitment. Leaves have no records of their own: a leaf is
+// its parent's child reference, so an insert writes one node fewer and
+// hashing a node never reads its children.
+type childRef struct {
+	id         nodeID
+	hash       [32]byte
+	commitment [32]byte // leaves only
+}
+
+func (c *childRef) leaf() bool { return c.id.depth == leafDepth }
+
+// nodeState is one internal node at one epoch.
 type nodeState struct {
-	hash [32]byte
-	// leaf
-	commitment [32]byte
-	// internal: children (present[i] false only at the root)
-	child   [2]nodeID
-	present [2]bool
+	hash    [32]byte
+	child   [2]childRef
+	present [2]bool // false only at the root
 }
 
 // nodeRecord keeps the node's newest state and, while the epoch that wrote
@@ -117,13 +126,8 @@ func (r *nodeRecord) at(e uint64) (*nodeState, bool) {
 	return nil, false
 }
 
-func (r *nodeRecord) leaf() bool { return r.id.depth == leafDepth }
-
-func appendState(b []byte, leaf bool, s *nodeState) []byte {
+func appendState(b []byte, s *nodeState) []byte {
 	b = append(b, s.hash[:]...)
-	if leaf {
-		return append(b, s.commitment[:]...)
-	}
 	var mask byte
 	for i := range 2 {
 		if s.present[i] {
@@ -132,52 +136,56 @@ func appendState(b []byte, leaf bool, s *nodeState) []byte {
 	}
 	b = append(b, mask)
 	for i := range 2 {
-		if s.present[i] {
-			b = append(b, s.child[i].key()...)
+		if !s.present[i] {
+			continue
+		}
+		c := &s.child[i]
+		b = append(b, c.id.key()...)
+		b = append(b, c.hash[:]...)
+		if c.leaf() {
+			b = append(b, c.commitment[:]...)
 		}
 	}
 	return b
 }
 
 func (r *nodeRecord) marshal() []byte {
-	b := make([]byte, 0, 200)
+	b := make([]byte, 0, 320)
 	b = binary.BigEndian.AppendUint64(b, r.epoch)
-	b = appendState(b, r.leaf(), &r.state)
+	b = appendState(b, &r.state)
 	if r.hasPrev {
 		b = binary.BigEndian.AppendUint64(b, r.prevFrom)
-		b = appendState(b, r.leaf(), &r.prev)
+		b = appendState(b, &r.prev)
 	}
 	return b
 }
 
-func parseState(b []byte, leaf bool, s *nodeState) ([]byte, error) {
-	if len(b) < 32 {
+func parseState(b []byte, s *nodeState) ([]byte, error) {
+	if len(b) < 33 || b[32] > 3 {
 		return nil, errors.New("short node state")
 	}
 	copy(s.hash[:], b)
-	b = b[32:]
-	if leaf {
-		if len(b) < 32 {
-			return nil, errors.New("short leaf state")
-		}
-		copy(s.commitment[:], b)
-		return b[32:], nil
-	}
-	if len(b) < 1 || b[0] > 3 {
-		return nil, errors.New("bad child mask")
-	}
-	mask := b[0]
-	b = b[1:]
+	mask := b[32]
+	b = b[33:]
 	for i := range 2 {
 		if mask&(1<<i) == 0 {
 			continue
 		}
-		if len(b) < 34 {
+		if len(b) < 34+32 {
 			return nil, errors.New("short child")
 		}
-		id, _ := nodeIDFromKey(b[:34])
-		s.child[i], s.present[i] = id, true
-		b = b[34:]
+		c := &s.child[i]
+		c.id, _ = nodeIDFromKey(b[:34])
+		copy(c.hash[:], b[34:66])
+		b = b[66:]
+		if c.leaf() {
+			if len(b) < 32 {
+				return nil, errors.New("short leaf child")
+			}
+			copy(c.commitment[:], b)
+			b = b[32:]
+		}
+		s.present[i] = true
 	}
 	return b, nil
 }
@@ -188,7 +196,7 @@ func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
 		return nil, fmt.Errorf("kt: node record: short")
 	}
 	r.epoch = binary.BigEndian.Uint64(b)
-	b, err := parseState(b[8:], r.leaf(), &r.state)
+	b, err := parseState(b[8:], &r.state)
 	if err != nil {
 		return nil, fmt.Errorf("kt: node record: %w", err)
 	}
@@ -197,7 +205,7 @@ func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
 			return nil, fmt.Errorf("kt: node record: short previous state")
 		}
 		r.hasPrev, r.prevFrom = true, binary.BigEndian.Uint64(b)
-		if b, err = parseState(b[8:], r.leaf(), &r.prev); err != nil || len(b) != 0 {
+		if b, err = parseState(b[8:], &r.prev); err != nil || len(b) != 0 {
 			return nil, fmt.Errorf("kt: node record: bad previous state")
 		}
 	}
@@ -283,8 +291,7 @@ func (t *treeBatch) create(id nodeID, s nodeState) *nodeRecord {
 
 // Insert adds the leaf (index, commitment).
 func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
-	leaf := nodeState{hash: LeafHash(&index, &commitment), commitment: commitment}
-	leafID := nodeID{depth: leafDepth, prefix: index}
+	leaf := childRef{id: nodeID{depth: leafDepth, prefix: index}, hash: LeafHash(&index, &commitment), commitment: commitment}
 	cur, err := t.get(rootID)
 	if err != nil {
 		return err
@@ -295,21 +302,20 @@ func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
 		w := t.edit(cur)
 		t.stale[w.id] = true
 		if !w.state.present[b] {
-			t.create(leafID, leaf)
-			w.state.child[b], w.state.present[b] = leafID, true
+			w.state.child[b], w.state.present[b] = leaf, true
 			return nil
 		}
-		cid := w.state.child[b]
-		cp := commonPrefix(&index, &cid.prefix)
-		if cp >= int(cid.depth) {
-			if cid.depth == leafDepth {
+		c := w.state.child[b]
+		cp := commonPrefix(&index, &c.id.prefix)
+		if cp >= int(c.id.depth) {
+			if c.leaf() {
 				return ErrDuplicateIndex
 			}
-			if cur, err = t.get(cid); err != nil {
+			if cur, err = t.get(c.id); err != nil {
 				return err
 			}
 			if cur == nil {
-				return fmt.Errorf("kt: tree node %d/%x missing", cid.depth, cid.prefix[:4])
+				return fmt.Errorf("kt: tree node %d/%x missing", c.id.depth, c.id.prefix[:4])
 			}
 			continue
 		}
@@ -317,18 +323,18 @@ func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
 		// child and the new leaf.
 		mid := nodeID{depth: uint16(cp), prefix: index.prefix(cp)}
 		var ms nodeState
-		ms.child[index.bit(cp)], ms.present[index.bit(cp)] = leafID, true
-		ms.child[1-index.bit(cp)], ms.present[1-index.bit(cp)] = cid, true
-		t.create(leafID, leaf)
+		ms.child[index.bit(cp)], ms.present[index.bit(cp)] = leaf, true
+		ms.child[1-index.bit(cp)], ms.present[1-index.bit(cp)] = c, true
 		t.create(mid, ms)
 		t.stale[mid] = true
-		w.state.child[b] = mid
+		w.state.child[b] = childRef{id: mid}
 		return nil
 	}
 }
 
-// Finish recomputes the hash of every touched internal node, deepest first,
-// and returns the new root hash.
+// Finish recomputes the hash of every touched internal node, deepest
+// first (so each one's touched children are done), and returns the new
+// root hash.
 func (t *treeBatch) Finish() ([32]byte, error) {
 	byDepth := make([][]nodeID, leafDepth)
 	for id := range t.stale {
@@ -342,14 +348,11 @@ func (t *treeBatch) Finish() ([32]byte, error) {
 				if !r.state.present[i] {
 					continue
 				}
-				c, err := t.get(r.state.child[i])
-				if err != nil {
-					return [32]byte{}, err
+				c := &r.state.child[i]
+				if dc, ok := t.dirty[c.id]; ok && !c.leaf() {
+					c.hash = dc.state.hash
 				}
-				if c == nil {
-					return [32]byte{}, fmt.Errorf("kt: tree child missing")
-				}
-				h[i] = c.state.hash
+				h[i] = c.hash
 			}
 			r.state.hash = nodeHash(d, &r.id.prefix, &h[0], &h[1])
 		}
