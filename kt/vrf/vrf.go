@@ -209,18 +209,48 @@ func challengeScalar(c [16]byte) *edwards25519.Scalar {
 }
 
 // decodePoint is string_to_point of RFC 8032 §5.1.3: unlike SetBytes
-// alone, it rejects non-canonical encodings (y >= p, or x = 0 with the sign
-// bit set), by re-encoding and comparing.
+// alone, it rejects non-canonical encodings: y >= p, and x = 0 with the
+// sign bit set (x = 0 only for y = 1 and y = p-1). The inputs are public
+// (keys, proofs, hash outputs), so the checks need not be constant-time.
 func decodePoint(b []byte) (*edwards25519.Point, error) {
 	if len(b) != 32 {
 		return nil, errors.New("vrf: point must be 32 bytes")
 	}
-	p, err := new(edwards25519.Point).SetBytes(b)
-	if err != nil {
-		return nil, err
-	}
-	if subtle.ConstantTimeCompare(p.Bytes(), b) != 1 {
+	if !canonicalY(b) {
 		return nil, errors.New("vrf: non-canonical point encoding")
 	}
-	return p, nil
+	if b[31]&0x80 != 0 && (isY(b, yOne) || isY(b, yMinusOne)) {
+		return nil, errors.New("vrf: non-canonical point encoding")
+	}
+	return new(edwards25519.Point).SetBytes(b)
+}
+
+var (
+	yOne      = [32]byte{1}
+	yMinusOne = [32]byte{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}
+)
+
+// canonicalY reports whether the little-endian y (sign bit ignored) is
+// below p = 2^255 - 19.
+func canonicalY(b []byte) bool {
+	if b[31]&0x7f != 0x7f {
+		return true
+	}
+	for i := 30; i >= 1; i-- {
+		if b[i] != 0xff {
+			return true
+		}
+	}
+	return b[0] < 0xed
+}
+
+// isY compares y (sign bit ignored) with want.
+func isY(b []byte, want [32]byte) bool {
+	for i := range 31 {
+		if b[i] != want[i] {
+			return false
+		}
+	}
+	return b[31]&0x7f == want[31]
 }

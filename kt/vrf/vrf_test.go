@@ -3,8 +3,11 @@ package vrf
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"testing"
+
+	"filippo.io/edwards25519"
 )
 
 // RFC 9381 Appendix B.3, Examples 16-18 (ECVRF-EDWARDS25519-SHA512-TAI).
@@ -110,7 +113,25 @@ func TestVerifyRejects(t *testing.T) {
 	if _, err := Verify(ident, alpha, pi); err != ErrInvalidKey {
 		t.Errorf("identity public key: %v, want ErrInvalidKey", err)
 	}
-	// Non-canonical encodings are not points: y = p (encodes 0 non-canonically).
+	// Non-canonical encodings are not points: y = p (0 written
+	// non-canonically), and x = 0 with the sign bit set.
+	for _, h := range []string{
+		"0100000000000000000000000000000000000000000000000000000000000080",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	} {
+		if _, err := decodePoint(unhex(t, h)); err == nil {
+			t.Errorf("non-canonical %s decoded", h)
+		}
+	}
+	for _, h := range []string{
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	} {
+		if _, err := decodePoint(unhex(t, h)); err != nil {
+			t.Errorf("canonical %s refused: %v", h, err)
+		}
+	}
 	nonCanon := unhex(t, "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")
 	if _, err := Verify(nonCanon, alpha, pi); err != ErrInvalidKey {
 		t.Errorf("non-canonical public key: %v, want ErrInvalidKey", err)
@@ -166,5 +187,40 @@ func BenchmarkVerify(b *testing.B) {
 	pk := sk.PublicKey()
 	for b.Loop() {
 		Verify(pk, []byte("alice"), pi[:])
+	}
+}
+
+// TestDecodePointStrict: decodePoint accepts exactly the encodings that
+// SetBytes accepts and re-encodes to themselves (RFC 8032 §5.1.3).
+func TestDecodePointStrict(t *testing.T) {
+	check := func(b []byte) {
+		p, err := decodePoint(b)
+		q, qerr := new(edwards25519.Point).SetBytes(b)
+		want := qerr == nil && bytes.Equal(q.Bytes(), b)
+		if (err == nil) != want {
+			t.Fatalf("%x: decodePoint err %v, strict decoding %v", b, err, want)
+		}
+		if err == nil && p.Equal(q) != 1 {
+			t.Fatalf("%x: decoded another point", b)
+		}
+	}
+	b := make([]byte, 32)
+	for i := range 20000 {
+		rand.Read(b)
+		if i%4 == 0 { // near p, where the non-canonical encodings are
+			for j := 1; j < 31; j++ {
+				b[j] = 0xff
+			}
+			b[31] |= 0x7f
+		}
+		check(b)
+	}
+	for _, h := range []string{
+		"0100000000000000000000000000000000000000000000000000000000000080",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"0000000000000000000000000000000000000000000000000000000000000080",
+	} {
+		check(unhex(t, h))
 	}
 }
