@@ -1,12 +1,15 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -117,17 +120,9 @@ func (c *Conn) ktProof(ctx context.Context, req wire.Message) ([]byte, error) {
 // published gives a result with Version 0 and a nil binding; a deleted
 // account gives its tombstone binding.
 func (c *Conn) KTLookup(ctx context.Context, v *kt.Verifier, label string) (*kt.LookupResult, *kt.Binding, error) {
-	raw, err := c.ktProof(ctx, &wire.KTLookup{Label: label, KnownSize: v.KnownSize()})
+	res, err := c.ktLookup(ctx, v, label)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kt lookup: %w", err)
-	}
-	p, err := kt.ParseLookupProof(raw)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kt lookup: %w", err)
-	}
-	res, err := v.VerifyLookup(label, p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kt lookup: %w", err)
+		return nil, nil, err
 	}
 	if res.Version == 0 {
 		return res, nil, nil
@@ -140,6 +135,50 @@ func (c *Conn) KTLookup(ctx context.Context, v *kt.Verifier, label string) (*kt.
 		return nil, nil, fmt.Errorf("kt lookup: %w", err)
 	}
 	return res, b, nil
+}
+
+// ktLookup fetches and verifies a lookup proof; the value is not parsed.
+func (c *Conn) ktLookup(ctx context.Context, v *kt.Verifier, label string) (*kt.LookupResult, error) {
+	raw, err := c.ktProof(ctx, &wire.KTLookup{Label: label, KnownSize: v.KnownSize()})
+	if err != nil {
+		return nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	p, err := kt.ParseLookupProof(raw)
+	if err != nil {
+		return nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	res, err := v.VerifyLookup(label, p)
+	if err != nil {
+		return nil, fmt.Errorf("kt lookup: %w", err)
+	}
+	return res, nil
+}
+
+// ErrTokenKeyMismatch reports a token key that differs from the one the
+// server committed in its key-transparency log for that epoch (or an
+// epoch whose committed key was changed): the server may be tagging this
+// client. Do not use the key.
+var ErrTokenKeyMismatch = errors.New("token key does not match the key-transparency log")
+
+// KTTokenKey checks a token epoch's public key against the one committed
+// in the key-transparency log (kt.TokenKeyLabel, version 1) and returns
+// nil when they are the same key.
+func (c *Conn) KTTokenKey(ctx context.Context, v *kt.Verifier, key *tokens.PublicKey) error {
+	res, err := c.ktLookup(ctx, v, kt.TokenKeyLabel(key.Epoch))
+	if err != nil {
+		return err
+	}
+	raw, err := key.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	switch {
+	case res.Version == 0:
+		return fmt.Errorf("kt token key: epoch %d is not committed yet", key.Epoch)
+	case res.Version != 1 || !bytes.Equal(res.Value, raw):
+		return fmt.Errorf("kt token key: epoch %d: %w", key.Epoch, ErrTokenKeyMismatch)
+	}
+	return nil
 }
 
 // KTHistory returns every version of the session's own label since epoch

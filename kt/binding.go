@@ -191,3 +191,8 @@ func ParseBinding(raw []byte) (*Binding, error) {
 	b.Signature = append([]byte(nil), sig...)
 	return b, nil
 }
+
+// TokenKeyLabel is the label under which the server commits the token
+// public key of one token epoch (version 1, never changed). Usernames are
+// [a-z0-9._-], so no account can hold such a label.
+func TokenKeyLabel(epoch uint32) string { return fmt.Sprintf("qpc:token-key:%d", epoch) }

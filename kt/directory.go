@@ -567,3 +567,15 @@ func parallel(n int, f func(i int)) {
 	}
 	wg.Wait()
 }
+
+// LatestVersion returns the newest committed version of label (0: none).
+func (d *Directory) LatestVersion(label string) (uint32, error) {
+	var v uint32
+	err := d.db.View(func(tx *bolt.Tx) error {
+		if cur := tx.Bucket(bucketLatest).Get(latestKey(label)); cur != nil {
+			v = binary.BigEndian.Uint32(cur)
+		}
+		return nil
+	})
+	return v, err
+}

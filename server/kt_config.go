@@ -13,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/tokens"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -148,4 +150,46 @@ func ed25519PublicFromNoteKey(field string) ed25519.PublicKey {
 		return nil
 	}
 	return ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+}
+
+// PublishTokenKeys commits the token public key of the current and the
+// next token epoch to the key-transparency log, each once, under
+// kt.TokenKeyLabel, and again each token epoch until ctx ends. Clients
+// check the key they are given against it (client.Conn.KTTokenKey), so
+// the server cannot hand one user a key of its own to tag its tokens.
+func PublishTokenKeys(ctx context.Context, d *kt.Directory, issuer *tokens.Issuer, epoch time.Duration, log *slog.Logger) {
+	publish := func() {
+		cur := issuer.Epoch()
+		for e := cur; e <= cur+1; e++ {
+			label := kt.TokenKeyLabel(e)
+			if v, err := d.LatestVersion(label); err != nil || v > 0 {
+				continue
+			}
+			pk, err := issuer.PublicKey(e)
+			if err != nil {
+				log.Warn("kt: token key", "epoch", e, "err", err)
+				continue
+			}
+			raw, err := pk.MarshalBinary()
+			if err != nil {
+				continue
+			}
+			if _, err := d.Publish(ctx, label, raw); err != nil && ctx.Err() == nil {
+				log.Warn("kt: publishing a token key failed", "epoch", e, "err", err)
+			}
+		}
+	}
+	publish()
+	// Check a few times per token epoch, so the next key is in well
+	// before it is used.
+	t := time.NewTicker(max(epoch/8, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			publish()
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/tokens"
 )
 
 // ktVKey prints what a client pins for this server's key transparency:
@@ -38,7 +39,7 @@ func (c *cli) ktVKey(cfg *server.Config) int {
 
 // startKT opens the key-transparency directory and its read-only HTTP
 // listener; stop closes both. With kt off it returns a nil directory.
-func startKT(cfg *server.Config, log *slog.Logger) (d *kt.Directory, stop func(), err error) {
+func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt.Directory, stop func(), err error) {
 	if !cfg.KT {
 		return nil, func() {}, nil
 	}
@@ -52,12 +53,24 @@ func startKT(cfg *server.Config, log *slog.Logger) (d *kt.Directory, stop func()
 	if err != nil {
 		return nil, nil, fmt.Errorf("key transparency: %w", err)
 	}
+	// The token key of each epoch is committed in the log.
+	pubCtx, pubCancel := context.WithCancel(context.Background())
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		server.PublishTokenKeys(pubCtx, d, issuer, cfg.TokenEpoch.Duration, log)
+	}()
+	closeKT := func() {
+		pubCancel()
+		<-pubDone
+		d.Close()
+	}
 	if cfg.KTListen == server.AdminOff {
-		return d, func() { d.Close() }, nil
+		return d, closeKT, nil
 	}
 	ln, err := net.Listen("tcp", cfg.KTListen)
 	if err != nil {
-		d.Close()
+		closeKT()
 		return nil, nil, fmt.Errorf("kt_listen: %w", err)
 	}
 	srv := &http.Server{Handler: server.KTHandler(d, cfg.KTPrefix), ReadHeaderTimeout: 10 * time.Second}
@@ -71,6 +84,6 @@ func startKT(cfg *server.Config, log *slog.Logger) (d *kt.Directory, stop func()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		d.Close()
+		closeKT()
 	}, nil
 }

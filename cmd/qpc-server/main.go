@@ -342,7 +342,7 @@ func (c *cli) run(cfg *server.Config) error {
 		return err
 	}
 	opts.Accounts, opts.Tokens = accts, issuer
-	ktDir, stopKT, err := startKT(cfg, log)
+	ktDir, stopKT, err := startKT(cfg, log, issuer)
 	if err != nil {
 		st.Close()
 		return err

@@ -23,6 +23,7 @@ import (
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -441,4 +442,63 @@ func treeHash(h []tlog.Hash) tlog.Hash {
 		k *= 2
 	}
 	return tlog.NodeHash(treeHash(h[:k]), treeHash(h[k:]))
+}
+
+// TestKTTokenKeys: the server commits each token epoch's public key in
+// the log; a client checks the key it was given against it, and a key of
+// the server's own for this client is refused.
+func TestKTTokenKeys(t *testing.T) {
+	ts, k := startKTServer(t)
+	pubCtx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		server.PublishTokenKeys(pubCtx, k.d, ts.issuer, tokenEpoch, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	defer func() { cancel(); <-done }()
+	c := dial(t, ts, client.Options{})
+	ctx := ctxT(t)
+	v := k.verifier(t)
+	keys, err := c.TokenKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := keys.Keys[keys.Current]
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err = c.KTTokenKey(ctx, v, cur)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("current token key: %v", err)
+	}
+	// The next epoch's key is committed too.
+	next, err := ts.issuer.PublicKey(keys.Current + 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err = c.KTTokenKey(ctx, v, next)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("next token key: %v", err)
+	}
+	// A per-user key: another issuer's key for the same epoch.
+	secret := make([]byte, tokens.MasterSecretSize)
+	rand.Read(secret)
+	other, _ := tokens.NewIssuer(secret, tokens.WithEpochLength(tokenEpoch), tokens.WithClock(ts.clock.now))
+	tagged, err := other.PublicKey(keys.Current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KTTokenKey(ctx, v, tagged); !errors.Is(err, client.ErrTokenKeyMismatch) {
+		t.Fatalf("a key of the server's own: %v", err)
+	}
 }
