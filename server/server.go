@@ -420,7 +420,12 @@ func (s *Server) hello(conn *quic.Conn) error {
 	r := wire.NewReader(st, padding.Control)
 	m, err := r.ReadMessage()
 	if err != nil {
-		s.writeError(st, padding.Control, err)
+		// A malformed hello gets its code; a stream that timed out or
+		// ended early gets nothing (an INTERNAL answer would invite the
+		// client to retry what is its own fault).
+		if _, coded := wire.CodeOf(err); coded {
+			s.writeError(st, padding.Control, err)
+		}
 		return err
 	}
 	ch, ok := m.(*wire.ClientHello)
@@ -744,6 +749,9 @@ func (s *Server) subscribe(conn *quic.Conn, binding []byte, st *quic.Stream, m *
 		select {
 		case <-sub.wake:
 		case <-sub.gone:
+			// The stream may have idled past its last deadline: give the
+			// closing record a fresh one, or it is lost.
+			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeNotFound, "mailbox deleted"))
 			return
 		case <-clientGone:
@@ -751,6 +759,7 @@ func (s *Server) subscribe(conn *quic.Conn, binding []byte, st *quic.Stream, m *
 		case <-conn.Context().Done():
 			return
 		case <-s.subsCtx.Done():
+			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			return
 		}

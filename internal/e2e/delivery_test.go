@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
@@ -277,5 +278,57 @@ func TestDrainAndResume(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("subscription did not resume after the restart")
+	}
+}
+
+// TestIdleSubscriptionLearnsOfDeletion: a subscription idle for longer than
+// the request timeout still receives the NOT_FOUND record when its mailbox
+// is deleted, not a bare end of stream. (The SDK would resubscribe after a
+// bare end and learn it then; the raw stream shows what the server sent.)
+func TestIdleSubscriptionLearnsOfDeletion(t *testing.T) {
+	ts := startServer(t, func(o *server.Options) { o.RequestTimeout = 300 * time.Millisecond })
+	ctx := ctxT(t)
+	owner := dial(t, ts, client.Options{})
+	mb, err := owner.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qc := rawConn(t, ts)
+	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
+	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
+		t.Fatal(err)
+	}
+	cs := qc.ConnectionState().TLS
+	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &wire.Subscribe{ReceiveID: mb.ReceiveID}
+	if err := wire.Sign(req, mb.Key, binding); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := wire.AppendMessage(nil, padding.Default, req)
+	st, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(rec)
+	r := wire.NewReader(st, padding.Default)
+	if m, err := r.ReadMessage(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*wire.FetchEnd); !ok {
+		t.Fatalf("got %T, want the FetchEnd marker", m)
+	}
+	time.Sleep(time.Second) // idle well past the request timeout
+	if err := owner.DeleteMailbox(ctx, mb); err != nil {
+		t.Fatal(err)
+	}
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	m, err := r.ReadMessage()
+	if err != nil {
+		t.Fatalf("subscription ended without an Error record: %v", err)
+	}
+	if e, ok := m.(*wire.ErrorMessage); !ok || e.Code != wire.CodeNotFound {
+		t.Fatalf("got %T %v, want Error NOT_FOUND", m, m)
 	}
 }
