@@ -74,8 +74,11 @@ func ParseAddress(s string) (Address, error) {
 	if !ok {
 		return Address{}, fmt.Errorf("%w: missing @ between pin and host", ErrBadAddress)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(pin)
-	if err != nil || len(raw) != PinSize {
+	// Canonical only: one pin has exactly one spelling (no stray trailing
+	// bits, no newlines, which the decoder alone would skip), so addresses
+	// compare as strings.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(pin)
+	if err != nil || len(raw) != PinSize || base64.RawURLEncoding.EncodeToString(raw) != pin {
 		return Address{}, fmt.Errorf("%w: pin is not %d bytes of unpadded base64url", ErrBadAddress, PinSize)
 	}
 	if IsOnionHost(host) {

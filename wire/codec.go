@@ -20,7 +20,9 @@ func Encode(m Message) ([]byte, error) {
 
 // Decode parses a record body of the given kind. Unknown kinds are
 // CodeUnknownKind; bodies that do not parse exactly, with no trailing
-// bytes, are CodeProtocol; lengths beyond the hard limits are CodeTooLarge.
+// bytes, are CodeProtocol, and so is a length beyond a hard limit inside a
+// body (auth, versions, Ack IDs), since such a body cannot be parsed; a
+// Fetch limit outside 1..MaxFetchLimit is CodeTooLarge.
 func Decode(kind Kind, body []byte) (Message, error) {
 	m := newMessage(kind)
 	if m == nil {
@@ -126,6 +128,12 @@ func validate(m Message) error {
 
 // §4.1
 func (m *ClientHello) marshal(b *cryptobyte.Builder) {
+	// Encoders enforce the decoders' limits, so nothing we send is a
+	// record the peer must refuse.
+	if len(m.Versions) == 0 || len(m.Versions) > MaxVersions {
+		b.SetError(fmt.Errorf("ClientHello offers %d versions, want 1..%d", len(m.Versions), MaxVersions))
+		return
+	}
 	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) {
 		for _, v := range m.Versions {
 			b.AddUint16(v)
@@ -294,6 +302,10 @@ func (m *Ack) marshal(b *cryptobyte.Builder) {
 }
 
 func (m *Ack) marshalUnsigned(b *cryptobyte.Builder) {
+	if len(m.MessageIDs) == 0 || len(m.MessageIDs) > MaxAckIDs {
+		b.SetError(fmt.Errorf("Ack names %d messages, want 1..%d", len(m.MessageIDs), MaxAckIDs))
+		return
+	}
 	b.AddBytes(m.ReceiveID[:])
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
 		for _, id := range m.MessageIDs {

@@ -212,6 +212,17 @@ func TestVectors(t *testing.T) {
 	}
 }
 
+func TestEncodersEnforceLimits(t *testing.T) {
+	for _, m := range []Message{
+		&ClientHello{}, &ClientHello{Versions: make([]uint16, MaxVersions+1)},
+		&Ack{}, &Ack{MessageIDs: make([]MessageID, MaxAckIDs+1)},
+	} {
+		if _, err := Encode(m); err == nil {
+			t.Errorf("%T beyond its limit encoded", m)
+		}
+	}
+}
+
 func TestErrorIs(t *testing.T) {
 	err := error(Errorf(CodeQuota, "full"))
 	wrapped := errors.Join(errors.New("send"), err)
@@ -320,6 +331,16 @@ func TestAddress(t *testing.T) {
 	got, err := ParseAddress(a.String())
 	if err != nil || got != a {
 		t.Fatalf("ParseAddress(%q) = %v, %v", a.String(), got, err)
+	}
+	// The same pin with its last character's unused bits set, and with an
+	// embedded newline: alternative spellings are refused.
+	enc := a.String()[6:49]
+	last := enc[len(enc)-1]
+	alt := enc[:len(enc)-1] + string(rune(last+1))
+	for _, bad := range []string{"qpc://" + alt + "@h:1", "qpc://" + enc[:10] + "\n" + enc[10:] + "@h:1"} {
+		if _, err := ParseAddress(bad); !errors.Is(err, ErrBadAddress) {
+			t.Errorf("ParseAddress(%q) accepted an alternative pin spelling", bad)
+		}
 	}
 	for _, bad := range []string{"", "https://x@h:1", "qpc://h:1", "qpc://AAAA@h:1", "qpc://" + a.String()[6:49] + "@nohost", "qpc://" + a.String()[6:49] + "@:1"} {
 		if _, err := ParseAddress(bad); !errors.Is(err, ErrBadAddress) {
