@@ -205,12 +205,18 @@ func (c *Conn) session(ctx context.Context) (*session, error) {
 
 // dropSession forgets s after a transport failure so the next request
 // redials.
+//
+// The connection itself is closed only after a grace period: other
+// requests and subscriptions may be in flight on it, and one request's
+// timeout is no proof that they are stuck too. A connection that really
+// died ends them sooner anyway.
 func (c *Conn) dropSession(s *session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sess == s {
 		c.sess = nil
-		s.qc.CloseWithError(0, "")
+		qc := s.qc
+		time.AfterFunc(c.opts.RequestTimeout, func() { qc.CloseWithError(0, "") })
 	}
 }
 
@@ -601,12 +607,19 @@ func (c *Conn) Ack(ctx context.Context, mb *Mailbox, ids []wire.MessageID) (int,
 
 // DeleteMailbox removes the mailbox and everything in it.
 func (c *Conn) DeleteMailbox(ctx context.Context, mb *Mailbox) error {
+	attempts := 0
 	err := c.do(ctx, true, func(ctx context.Context, s *session) error {
+		attempts++
 		req := &wire.DeleteMailbox{ReceiveID: mb.ReceiveID}
 		if err := wire.Sign(req, mb.Key, s.binding); err != nil {
 			return err
 		}
 		m, err := c.call(ctx, s, req)
+		if attempts > 1 && errors.Is(err, &wire.Error{Code: wire.CodeNotFound}) {
+			// An earlier attempt deleted it and its Done was lost: the
+			// mailbox is gone, which is what was asked.
+			return nil
+		}
 		if err != nil {
 			return err
 		}

@@ -17,9 +17,10 @@
 // record leaves padded to a bucket of the policy the server announced; the
 // client refuses to send anything else.
 //
-// Idempotent requests (Send with its message ID, Fetch, Ack, Health) are
-// retried with exponential backoff and jitter on transport failures and on
-// retryable error codes, redialling when the connection died.
+// Idempotent requests (Send with its message ID, Fetch, Ack, DeleteMailbox,
+// Health, TokenKeys) are retried with exponential backoff and jitter on
+// transport failures and on retryable error codes, redialling when the
+// connection died.
 // CreateMailbox is not retried: a lost reply would leave an orphan mailbox.
 //
 // Imports: padding, wire, quic-go and the standard library; never server.

@@ -151,3 +151,44 @@ func TestRetryAfterLostAck(t *testing.T) {
 		t.Fatalf("mailbox holds %d messages (%v), want exactly one", len(msgs), err)
 	}
 }
+
+// TestDeleteRetryAfterLostDone: the server deletes the mailbox but its Done
+// is lost; the client's retry finds no mailbox and reports success, since
+// the mailbox is gone as asked.
+func TestDeleteRetryAfterLostDone(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := ctxT(t)
+	proxy := newUDPProxy(t, ts.host)
+	a, _ := wire.ParseAddress(ts.addr)
+	a.Host = proxy.addr()
+	c, err := client.Dial(ctx, a.String(), client.Options{
+		RequestTimeout: 400 * time.Millisecond, IdleTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second,
+		MaxAttempts: 20, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mb, err := c.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watcher := dial(t, ts, client.Options{})
+	proxy.dropDown.Store(true)
+	go func() {
+		for ctx.Err() == nil {
+			if _, _, err := watcher.Fetch(ctx, mb, 0, 1); isCode(err, wire.CodeNotFound) {
+				time.Sleep(600 * time.Millisecond) // let the first attempt time out
+				proxy.dropDown.Store(false)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	if err := c.DeleteMailbox(ctx, mb); err != nil {
+		t.Fatalf("delete through a lost Done: %v", err)
+	}
+	if proxy.dropped.Load() == 0 {
+		t.Fatal("no reply was lost: the test did not exercise the retry")
+	}
+}
