@@ -3,6 +3,7 @@ package onion
 import (
 	"context"
 	"errors"
+	"log"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -33,7 +34,7 @@ func network(t *testing.T) (*tornet.Network, string) {
 	netOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		sharedNW, netErr = tornet.New(ctx, tornet.Options{Logf: t.Logf})
+		sharedNW, netErr = tornet.New(ctx, tornet.Options{Exit: true, Logf: log.Printf})
 		if netErr == nil {
 			socks, netErr = sharedNW.StartClient(ctx, "client")
 		}

@@ -39,8 +39,11 @@ import (
 
 // Options shape a network. Zero values take the defaults.
 type Options struct {
-	Dir         string        // default: a new temporary directory, removed by Close
-	Relays      int           // non-exit relays besides the 3 authorities; default 3
+	Dir    string // default: a new temporary directory, removed by Close
+	Relays int    // relays besides the 3 authorities; default 3
+	// Exit makes the first relay an exit, so that clients can reach
+	// loopback "clearnet" servers through the network.
+	Exit        bool
 	Timeout     time.Duration // for the network to be ready; default 120 s
 	MaxLifetime time.Duration // watchdog: everything is killed after this; default 10 min
 	Logf        func(format string, args ...any)
@@ -204,8 +207,18 @@ V3AuthDistDelay 2
 			return err
 		}
 	}
-	for _, r := range relays {
-		if err := n.launch(r.name, r.dir, n.common(r)+relayConf(r)); err != nil {
+	for i, r := range relays {
+		conf := n.common(r) + relayConf(r)
+		if i == 0 && n.opts.Exit {
+			// accept *:* rather than 127.0.0.1 only: clients judge exits by
+			// the policy summary in the microdescriptor, which counts only
+			// public addresses, so a loopback-only exit looks like none.
+			// Clients ask it for loopback addresses only, and there is no
+			// route to anything else from where tests run.
+			conf = strings.Replace(conf, "ExitRelay 0\nExitPolicy reject *:*\n",
+				"ExitRelay 1\nExitPolicy accept *:*\nExitPolicyRejectPrivate 0\n", 1)
+		}
+		if err := n.launch(r.name, r.dir, conf); err != nil {
 			return err
 		}
 	}
@@ -433,11 +446,16 @@ func (n *Network) Close() error {
 	for _, p := range procs {
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 	}
-	deadline := time.After(5 * time.Second)
+	// One timer for all: a tor that deadlocks while "exiting cleanly"
+	// (seen with authorities) must not hold up the others' SIGKILL.
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+wait:
 	for _, p := range procs {
 		select {
 		case <-p.done:
-		case <-deadline:
+		case <-deadline.C:
+			break wait
 		}
 	}
 	for _, p := range procs {
