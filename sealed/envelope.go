@@ -46,8 +46,8 @@
 // for anything but sealing; do not treat Opened.Timestamp as a delivery time
 // (the sender chose it, within the window).
 //
-// The byte format is in PROTOCOL-SECTION.md (docs/protocol.md, sealed
-// envelope section); each function below names the part it implements.
+// The byte format is docs/protocol.md §7; each function below names the
+// part it implements.
 
 package sealed
 
@@ -111,7 +111,7 @@ const DefaultWindow = 24 * time.Hour
 // ContentType says what the content is. 0 is reserved and refused.
 type ContentType uint16
 
-// Registered content types (PROTOCOL-SECTION.md). Open accepts any nonzero
+// Registered content types (docs/protocol.md §7.4). Open accepts any nonzero
 // value; dispatching on it is the caller's job.
 const (
 	ContentMLS        ContentType = 0x0001 // an MLSMessage (RFC 9420 §6)
@@ -167,6 +167,30 @@ func MaxContentFor(p padding.Policy, maxEnvelope, handleLen int) int {
 	return best
 }
 
+// PlaintextPolicy returns the padding policy to pass to Seal so that each
+// sealed envelope, sent in a Send record whose auth field is authLen bytes
+// (a delivery token is 101), fills exactly one bucket of the server's
+// record policy: bucket B of records becomes B minus the Send record's
+// header and fixed fields (docs/protocol.md §2, §4.3) minus Overhead.
+// Sealing with the record policy itself would pad twice: every envelope
+// would spill into the next record bucket, and the largest would not fit
+// at all. Record buckets too small to hold a padded plaintext of
+// padding.MinBucket are left out.
+func PlaintextPolicy(records padding.Policy, authLen int) (padding.Policy, error) {
+	around := wire.HeaderSize + wire.IDSize + wire.MessageIDSize + 2 + authLen + 3 + Overhead
+	var sizes []int
+	for _, b := range records.Buckets() {
+		if b-around >= padding.MinBucket {
+			sizes = append(sizes, b-around)
+		}
+	}
+	p, err := padding.NewPolicy(sizes...)
+	if err != nil {
+		return padding.Policy{}, errorf(CodeTooLarge, "no record bucket of %s holds a sealed envelope: %v", records, err)
+	}
+	return p, nil
+}
+
 func plaintextSize(handleLen, contentLen int) int {
 	return ed25519.PublicKeySize + 1 + handleLen + 8 + ed25519.SignatureSize + 2 + contentLen
 }
@@ -203,7 +227,7 @@ func seal(rnd io.Reader, p padding.Policy, to *MailboxPublicKey, mailbox wire.ID
 	idPub := from.Key.Public().(ed25519.PublicKey)
 	sig := ed25519.Sign(from.Key, signedMessage(to, mailbox, from.Handle, ts, ct, content))
 
-	// The plaintext (PROTOCOL-SECTION.md, "Plaintext").
+	// The plaintext (docs/protocol.md §7.4).
 	var b cryptobyte.Builder
 	b.AddBytes(idPub)
 	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(from.Handle)) })
@@ -255,7 +279,7 @@ func Open(recipient *MailboxPrivateKey, mailbox wire.ID, envelope []byte, now ti
 	if window <= 0 {
 		window = DefaultWindow
 	}
-	// Header (PROTOCOL-SECTION.md, "Envelope"): version first, so that a
+	// Header (docs/protocol.md §7.2): version first, so that a
 	// future version is told apart from garbage.
 	if len(envelope) < 1 {
 		return nil, errorf(CodeMalformed, "open: empty envelope")
@@ -368,7 +392,7 @@ func info(mailbox wire.ID) []byte {
 }
 
 // signedMessage is what the sender's identity key signs
-// (PROTOCOL-SECTION.md, "Sender signature"):
+// (docs/protocol.md §7.5):
 //
 //	label || kem_id u16 || recipient mailbox public key || SHA-256(content) ||
 //	timestamp u64 || content_type u16 || mailbox ID [32] || handle<0..64>

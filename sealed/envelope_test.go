@@ -472,3 +472,45 @@ func TestCodes(t *testing.T) {
 		t.Error("CodeOf")
 	}
 }
+
+// TestPlaintextPolicyFillsRecords: under PlaintextPolicy, the largest
+// content of each plaintext bucket seals into an envelope whose Send record
+// (with a token-sized auth) is exactly one record bucket; the smallest
+// content of the bucket lands in the same record bucket.
+func TestPlaintextPolicyFillsRecords(t *testing.T) {
+	const authLen = 101
+	inner, err := PlaintextPolicy(padding.Default, authLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inner.Buckets()) != 3 {
+		t.Fatalf("plaintext buckets %v: want one per record bucket above 512", inner.Buckets())
+	}
+	priv, err := GenerateMailboxKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, idKey, _ := ed25519.GenerateKey(nil)
+	from := SenderIdentity{Key: idKey, Handle: "alice"}
+	prev := 0
+	for _, b := range inner.Buckets() {
+		for _, n := range []int{prev + 1, b - padding.Overhead - plaintextSize(len(from.Handle), 0)} {
+			env, err := Seal(inner, priv.Public(), wire.ID{1}, from, ContentMLS, make([]byte, n), time.Now())
+			if err != nil {
+				t.Fatalf("seal %d bytes: %v", n, err)
+			}
+			rec, err := wire.AppendMessage(nil, padding.Default, &wire.Send{Auth: make([]byte, authLen), Envelope: env})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := b + Overhead + wire.HeaderSize + 32 + 16 + 2 + authLen + 3
+			if len(rec) != want || !padding.Default.IsBucket(len(rec)) {
+				t.Fatalf("content %d in plaintext bucket %d: record %d bytes, want exactly the record bucket %d", n, b, len(rec), want)
+			}
+		}
+		prev = b - padding.Overhead - plaintextSize(len(from.Handle), 0)
+	}
+	if _, err := PlaintextPolicy(padding.Control, authLen); err == nil {
+		t.Fatal("a 512-byte record policy cannot hold a sealed envelope")
+	}
+}

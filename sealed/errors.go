@@ -7,7 +7,7 @@ import (
 
 // Code is the numeric reason an envelope was refused. Codes are local to the
 // recipient (the server never opens envelopes), but they are part of the
-// format's specification (sealed/PROTOCOL-SECTION.md): never renumber.
+// format's specification (docs/protocol.md §7): never renumber.
 type Code uint8
 
 // Error codes.
