@@ -2,6 +2,7 @@ package padding
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"testing"
 )
@@ -87,7 +88,7 @@ func TestSplitJoin(t *testing.T) {
 		for i := range payload {
 			payload[i] = byte(i * 7)
 		}
-		chunks, err := Split(payload, 2048)
+		chunks, err := Split(ChunkID{7}, payload, 2048)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +109,14 @@ func TestSplitJoin(t *testing.T) {
 }
 
 func TestJoinFail(t *testing.T) {
-	chunks, _ := Split(make([]byte, 5000), 2048)
+	chunks, _ := Split(ChunkID{1}, make([]byte, 5000), 2048)
+	other, _ := Split(ChunkID{2}, make([]byte, 5000), 2048)
+	if _, err := Join([][]byte{chunks[0], other[1], chunks[2]}); !errors.Is(err, ErrBadPad) {
+		t.Errorf("chunks of two payloads joined: %v", err)
+	}
+	if id, err := ChunkIDOf(other[2]); err != nil || id != (ChunkID{2}) {
+		t.Errorf("ChunkIDOf = %v, %v", id, err)
+	}
 	dup := [][]byte{chunks[0], chunks[0], chunks[2]}
 	if _, err := Join(dup); !errors.Is(err, ErrBadPad) {
 		t.Errorf("duplicate index: %v", err)
@@ -143,7 +151,7 @@ func FuzzUnpad(f *testing.F) {
 }
 
 func FuzzJoin(f *testing.F) {
-	chunks, _ := Split([]byte("a payload that spans chunks"), 16)
+	chunks, _ := Split(ChunkID{9}, []byte("a payload that spans chunks"), 24)
 	f.Add(chunks[0], chunks[1], chunks[2])
 	f.Fuzz(func(t *testing.T, a, b, c []byte) {
 		out, err := Join([][]byte{a, b, c})
@@ -151,4 +159,25 @@ func FuzzJoin(f *testing.F) {
 			t.Fatalf("joined more bytes than given")
 		}
 	})
+}
+
+// TestChunkExample is the example of docs/protocol.md §3.3, byte for byte.
+func TestChunkExample(t *testing.T) {
+	chunks, err := Split(ChunkID{1, 2, 3, 4, 5, 6, 7, 8}, []byte("hello, chunks"), 21)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"010203040506070800000003" + "0000000d" + "68656c6c6f",
+		"010203040506070800010003" + "0000000d" + "2c20636875",
+		"010203040506070800020003" + "0000000d" + "6e6b73",
+	}
+	if len(chunks) != len(want) {
+		t.Fatalf("%d chunks, want %d", len(chunks), len(want))
+	}
+	for i, c := range chunks {
+		if got := hex.EncodeToString(c); got != want[i] {
+			t.Errorf("chunk %d = %s, want %s", i, got, want[i])
+		}
+	}
 }
