@@ -465,8 +465,15 @@ func (s *Server) finishRead(st *quic.Stream, r *wire.Reader) {
 
 func (s *Server) refuse(st *quic.Stream, err error) {
 	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
+	// A Health request is still answered while draining, so a prober
+	// sees "draining" instead of an error.
+	r := wire.NewReader(st, s.opts.Policy)
+	if m, rerr := r.ReadMessage(); rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
+		wire.WriteMessage(st, s.opts.Policy, &wire.HealthStatus{Status: wire.StatusDraining})
+	} else {
+		s.writeError(st, s.opts.Policy, err)
+	}
 	st.CancelRead(0)
-	s.writeError(st, s.opts.Policy, err)
 	st.Close()
 }
 

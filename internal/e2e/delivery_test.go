@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -331,4 +332,49 @@ func TestIdleSubscriptionLearnsOfDeletion(t *testing.T) {
 	if e, ok := m.(*wire.ErrorMessage); !ok || e.Code != wire.CodeNotFound {
 		t.Fatalf("got %T %v, want Error NOT_FOUND", m, m)
 	}
+}
+
+// TestHealthWhileDraining: during a drain the server refuses new requests
+// but still answers Health, with the draining status.
+func TestHealthWhileDraining(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := ctxT(t)
+	c := dial(t, ts, client.Options{MaxAttempts: 1})
+	if st, err := c.Health(ctx); err != nil || st != wire.StatusServing {
+		t.Fatalf("health before the drain: %d, %v", st, err)
+	}
+	// A request left half written keeps the drain waiting.
+	qc := rawConn(t, ts)
+	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
+	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
+		t.Fatal(err)
+	}
+	stuck, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck.Write([]byte{byte(wire.KindHealth), 0})
+	time.Sleep(100 * time.Millisecond) // the server has taken the stream
+	done := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		done <- ts.srv.Shutdown(sctx)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	st, err := c.Health(ctx)
+	if err != nil || st != wire.StatusDraining {
+		t.Fatalf("health during the drain: %d, %v; want draining", st, err)
+	}
+	if _, err := c.CreateMailbox(ctx, nil); !isCode(err, wire.CodeUnavailable) {
+		t.Fatalf("create during the drain: %v, want UNAVAILABLE", err)
+	}
+	stuck.CancelWrite(0)
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	<-ts.done
+	ts.done <- nil
+	ts.store.Close()
+	ts.srv = nil
 }
