@@ -54,7 +54,8 @@ func start(t *testing.T, bin, dataDir, listen string) *serverProc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
 		cmd := exec.Command(bin, "run", "--data-dir", dataDir, "--listen", listen,
-			"--require-tokens=false", "--log-level", "warn", "--admin-listen", "off")
+			"--require-tokens=false", "--log-level", "warn", "--admin-listen", "off",
+			"--kt-listen", "127.0.0.1:0")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
