@@ -404,6 +404,11 @@ var configFields = append([]configField{
 			if c.KTListen == AdminOff {
 				return nil
 			}
+			if c.OnionOnly {
+				if err := CheckLoopback(c.KTListen); err != nil {
+					return fmt.Errorf("%w; an onion-only server listens on loopback only", err)
+				}
+			}
 			_, _, err := net.SplitHostPort(c.KTListen)
 			return err
 		},
