@@ -286,7 +286,10 @@ func (d *Directory) syncLog(ctx context.Context) error {
 }
 
 // Publish queues value as the next version of label and waits until the
-// epoch holding it is served (about one epoch interval).
+// epoch holding it is served (about one epoch interval; Start must have
+// been called, or the caller drives epochs with Tick). An error after the
+// epoch's database commit (a failed log append) still leaves the version
+// stored: the next epoch logs it first.
 func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
 	ch, err := d.Enqueue(label, value)
 	if err != nil {

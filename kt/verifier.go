@@ -23,8 +23,11 @@ var (
 )
 
 // SplitViewError carries two signed checkpoints that cannot both be
-// honest: the same size with different roots, or a failed consistency
-// proof. Either note, with the other, convinces anyone holding the log key.
+// honest: the same size with different roots, or sizes for which the
+// consistency proof failed. Two notes of one size with different roots
+// convince anyone holding the log key on their own; for two sizes, anyone
+// can ask the log for the consistency proof between them, and no honest
+// log can fail to give one.
 type SplitViewError struct {
 	Seen, Shown []byte
 }
