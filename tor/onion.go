@@ -267,6 +267,9 @@ type OnionConfig struct {
 	// Clients, if not empty, turns on v3 client authorization: only
 	// holders of these keys can even fetch the service's descriptor.
 	Clients []ClientKey
+	// ExtraPorts maps more virtual ports to targets on the same service
+	// (for example a plain echo beside the tunnel, to measure the circuit).
+	ExtraPorts map[int]string
 	// Progress, if set, hears of the descriptor upload.
 	Progress func(Progress)
 }
@@ -322,6 +325,12 @@ func (t *Tor) Publish(ctx context.Context, conf OnionConfig) (*OnionService, err
 		}
 	}
 	fmt.Fprintf(&cmd, " Port=%d,%s", conf.VirtualPort, conf.Target)
+	for port, target := range conf.ExtraPorts {
+		if err := checkTarget(target); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&cmd, " Port=%d,%s", port, target)
+	}
 	resp, err := t.request("%s", cmd.String())
 	if err != nil {
 		return nil, fmt.Errorf("tor: ADD_ONION: %w", err)

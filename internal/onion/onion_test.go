@@ -29,7 +29,7 @@ var (
 	socks    string // a plain tor client's SOCKS port, as a system tor offers
 )
 
-func network(t *testing.T) (*tornet.Network, string) {
+func network(t testing.TB) (*tornet.Network, string) {
 	t.Helper()
 	netOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
