@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -79,18 +80,12 @@ func TestDrainUnderLoad(t *testing.T) {
 	var dialErr atomic.Value
 	for i := range conns {
 		wg.Go(func() {
-			// 200 handshakes at once can overflow quic-go's accept queue
-			// on a loaded machine (CONNECTION_REFUSED); a client retries.
-			var err error
-			for attempt := 1; attempt <= 10; attempt++ {
-				var c *client.Conn
-				if c, err = client.Dial(ctx, addr, copts); err == nil {
-					conns[i] = c
-					return
-				}
-				time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+			c, err := dialRetry(ctx, addr, copts)
+			if err != nil {
+				dialErr.Store(err)
+				return
 			}
-			dialErr.Store(err)
+			conns[i] = c
 		})
 	}
 	wg.Wait()
@@ -182,7 +177,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	var retried, dups atomic.Int64
 	for i := range conns {
 		wg.Go(func() {
-			c, err := client.Dial(ctx, addr, retry)
+			c, err := dialRetry(ctx, addr, retry)
 			if err != nil {
 				t.Errorf("client %d redial: %v", i, err)
 				return
@@ -251,6 +246,22 @@ func TestDrainUnderLoad(t *testing.T) {
 		t.Fatalf("%d acknowledged sends; store holds %d distinct: %d lost, %d stored twice", len(acked), len(stored), lost, doubled)
 	}
 	t.Logf("%d sends from %d clients: every one acknowledged and stored exactly once", len(acked), clients)
+}
+
+// dialRetry dials like a real client facing a crowd: quic-go refuses a
+// new connection (CONNECTION_REFUSED) while 32 others are still in their
+// handshake, which 200 clients dialling at once on two loaded cores
+// reach; the client backs off and tries again.
+func dialRetry(ctx context.Context, addr string, opts client.Options) (*client.Conn, error) {
+	var err error
+	for attempt := 1; attempt <= 20; attempt++ {
+		var c *client.Conn
+		if c, err = client.Dial(ctx, addr, opts); err == nil {
+			return c, nil
+		}
+		time.Sleep(time.Duration(min(attempt, 10)*25+rand.IntN(50)) * time.Millisecond)
+	}
+	return nil, err
 }
 
 // readyz returns the status of /readyz, or -1 if the listener is gone.

@@ -39,6 +39,13 @@ func TestMain(m *testing.M) {
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata",
+		// Scripts run side by side: a server that gets as far as its
+		// key-transparency listener takes a free port, not the default
+		// 127.0.0.1:4480 another script may hold.
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("QPC_KT_LISTEN", "127.0.0.1:0")
+			return nil
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			// mode PATH 0700: the file's permission bits are exactly these.
 			"mode": func(ts *testscript.TestScript, neg bool, args []string) {
