@@ -260,6 +260,11 @@ func parseBootstrap(s string) (int, string) {
 	return pct, summary
 }
 
+// GetInfo returns one GETINFO value of tor's control protocol (for
+// example "status/bootstrap-phase", or "stream-status" to see which
+// circuit carries which stream).
+func (t *Tor) GetInfo(key string) (string, error) { return t.getInfo(key) }
+
 // SOCKSAddr is the address of tor's first SOCKS port on 127.0.0.1 or a
 // unix socket ("unix:/path").
 func (t *Tor) SOCKSAddr() (string, error) {

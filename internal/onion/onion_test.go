@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -265,6 +266,59 @@ func TestOnionClientAuthorization(t *testing.T) {
 	if msgs, _, err := c.Fetch(ctx, mb, 0, 1); err != nil || len(msgs) != 1 || msgs[0].ID != id {
 		t.Fatalf("fetch: %d, %v", len(msgs), err)
 	}
+
+	// Stream isolation, as tor sees it: by default every Conn gets a
+	// circuit of its own; Conns given one isolation key share one.
+	dial := func(isolation string) *client.Conn {
+		t.Helper()
+		c, err := client.Dial(ctx, srv.addr, client.Options{Tor: &client.TorOptions{Tor: ct, Isolation: isolation}})
+		if err != nil {
+			t.Fatalf("dial with isolation %q: %v", isolation, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	before := onionCircuits(t, ct, srv.onion.Service.ID)
+	dial("")
+	afterOwn := onionCircuits(t, ct, srv.onion.Service.ID)
+	key := client.IsolationKey("identity", "alice")
+	dial(key)
+	dial(key)
+	after := onionCircuits(t, ct, srv.onion.Service.ID)
+	if len(before) != 1 || len(afterOwn) != 2 || len(afterOwn[1]) != 1 || afterOwn[1][0] == before[0][0] {
+		t.Errorf("default isolation: streams per circuit went from %v to %v; want a new circuit for the new Conn", before, afterOwn)
+	}
+	if len(after) != 3 || len(after[2]) != 2 {
+		t.Errorf("two Conns with one isolation key: streams per circuit %v; want both on one new circuit", after)
+	}
+}
+
+// onionCircuits groups tor's open streams to the onion by circuit, in
+// the order the circuits first appear: [][]stream ID.
+func onionCircuits(t *testing.T, ct *tor.Tor, onionID string) [][]string {
+	t.Helper()
+	status, err := ct.GetInfo("stream-status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	byCirc := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(status), "\n") {
+		f := strings.Fields(line)
+		// StreamID StreamStatus CircuitID Target
+		if len(f) < 4 || f[1] != "SUCCEEDED" || !strings.HasPrefix(f[3], onionID) {
+			continue
+		}
+		if _, seen := byCirc[f[2]]; !seen {
+			order = append(order, f[2])
+		}
+		byCirc[f[2]] = append(byCirc[f[2]], f[0])
+	}
+	out := make([][]string, len(order))
+	for i, c := range order {
+		out[i] = byCirc[c]
+	}
+	return out
 }
 
 func startClientTor(t *testing.T, nw *tornet.Network) *tor.Tor {
