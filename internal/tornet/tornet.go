@@ -56,10 +56,12 @@ type Network struct {
 	opts     Options
 	tempDir  bool
 
-	mu     sync.Mutex
-	procs  []*proc
-	closed bool
-	watch  *time.Timer
+	mu        sync.Mutex
+	procs     []*proc
+	closed    bool
+	closeDone chan struct{} // closed when the first Close has finished
+	closeErr  error
+	watch     *time.Timer
 }
 
 type proc struct {
@@ -122,7 +124,7 @@ func New(ctx context.Context, opts Options) (*Network, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	n := &Network{opts: opts, Dir: opts.Dir}
+	n := &Network{opts: opts, Dir: opts.Dir, closeDone: make(chan struct{})}
 	if n.Dir == "" {
 		d, err := os.MkdirTemp("", "tornet-")
 		if err != nil {
@@ -430,16 +432,19 @@ func (n *Network) PIDs() []int {
 
 // Close stops every process the network started: SIGTERM to each
 // process group, SIGKILL to what is left after 5 s. It waits for them
-// all, and removes the directory if New made it.
+// all (also when another Close, such as the watchdog's, is under way),
+// and removes the directory if New made it.
 func (n *Network) Close() error {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
-		return nil
+		<-n.closeDone
+		return n.closeErr
 	}
 	n.closed = true
 	procs := append([]*proc(nil), n.procs...)
 	n.mu.Unlock()
+	defer close(n.closeDone)
 	if n.watch != nil {
 		n.watch.Stop()
 	}
@@ -467,9 +472,9 @@ wait:
 		}
 	}
 	if n.tempDir {
-		return os.RemoveAll(n.Dir)
+		n.closeErr = os.RemoveAll(n.Dir)
 	}
-	return nil
+	return n.closeErr
 }
 
 func freePorts(k int) ([]int, error) {

@@ -76,21 +76,27 @@ func TestWatchdogKills(t *testing.T) {
 	var n *Network
 	go func() {
 		var err error
-		n, err = New(context.Background(), Options{Dir: t.TempDir(), Relays: 2, MaxLifetime: 4 * time.Second})
+		n, err = New(context.Background(), Options{Dir: t.TempDir(), Relays: 2, MaxLifetime: 10 * time.Second})
 		done <- err
 	}()
 	var err error
 	select {
 	case err = <-done:
 	case <-time.After(60 * time.Second):
-		t.Fatal("New still waiting 56 s after the watchdog should have fired")
+		t.Fatal("New still waiting 50 s after the watchdog should have fired")
 	}
 	if err == nil {
 		// Fast enough to finish first: the watchdog must still fire.
 		pids = n.PIDs()
 		time.Sleep(5 * time.Second)
-	} else {
-		pids = n.PIDs()
+	}
+	// Close waits for the watchdog's Close to finish.
+	n.Close()
+	for _, p := range n.snapshot() {
+		pids = append(pids, p.cmd.Process.Pid)
+	}
+	if len(pids) == 0 {
+		t.Fatal("the watchdog fired before any tor started: nothing was tested")
 	}
 	if left := alive(pids); len(left) > 0 {
 		t.Errorf("processes %v outlived the watchdog", left)
