@@ -66,21 +66,22 @@ type DirectoryOptions struct {
 // at a fixed cadence, and answers lookups, histories and consistency
 // requests with proofs. It is safe for concurrent use.
 type Directory struct {
-	opts    DirectoryOptions
-	cfg     Config
-	cfgHash [32]byte
-	db      *bolt.DB
-	ts      *treeStore
-	log     *epochLog
-	writeMu sync.Mutex
-	pendMu  sync.Mutex
-	pending []*update
-	view    atomic.Pointer[view]
-	closed  atomic.Bool
-	stop    chan struct{}
-	done    chan struct{}
-	started atomic.Bool
-	stats   commitStats // guarded by writeMu
+	opts     DirectoryOptions
+	cfg      Config
+	cfgHash  [32]byte
+	db       *bolt.DB
+	ts       *treeStore
+	log      *epochLog
+	writeMu  sync.Mutex
+	pendMu   sync.Mutex
+	pending  []*update
+	reserved map[string]uint32 // label -> highest version reserved by Enqueue, until committed
+	view     atomic.Pointer[view]
+	closed   atomic.Bool
+	stop     chan struct{}
+	done     chan struct{}
+	started  atomic.Bool
+	stats    commitStats // guarded by writeMu
 }
 
 // commitStats accumulates where epoch commits spend their time.
@@ -102,6 +103,12 @@ type update struct {
 	label string
 	value []byte
 	done  chan Published
+	// The VRF proof for the version reserved at Enqueue, computed there
+	// so the epoch commit need not: used when the commit assigns that
+	// same version (it does unless two publishes of a label raced).
+	version uint32
+	index   Index
+	proof   [vrf.ProofSize]byte
 }
 
 // Published reports where a value landed.
@@ -144,8 +151,9 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 			EpochInterval: opts.EpochInterval,
 			MinUpdates:    uint32(opts.MinUpdates),
 		},
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		reserved: map[string]uint32{},
 	}
 	d.cfgHash = d.cfg.Hash()
 	db, err := bolt.Open(filepath.Join(opts.Dir, DBFile), 0o600, &bolt.Options{
@@ -316,6 +324,28 @@ func (d *Directory) Enqueue(label string, value []byte) (<-chan Published, error
 		return nil, ErrClosed
 	}
 	u := &update{label: label, value: append([]byte(nil), value...), done: make(chan Published, 1)}
+	// Reserve the next version and prove it here, in the caller's
+	// goroutine, spreading VRF work over the epoch interval.
+	d.pendMu.Lock()
+	v, ok := d.reserved[label]
+	d.pendMu.Unlock()
+	if !ok {
+		var err error
+		if v, err = d.LatestVersion(label); err != nil {
+			return nil, err
+		}
+	}
+	d.pendMu.Lock()
+	if r, ok := d.reserved[label]; ok && r > v {
+		v = r
+	}
+	v++
+	d.reserved[label] = v
+	d.pendMu.Unlock()
+	if v <= MaxVersion {
+		beta, pi := d.opts.VRFKey.Prove(vrfInput(label, v))
+		u.version, u.index, u.proof = v, IndexOf(beta), pi
+	}
 	d.pendMu.Lock()
 	d.pending = append(d.pending, u)
 	d.pendMu.Unlock()
@@ -371,6 +401,7 @@ func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 	d.pending = d.pending[len(batch):]
 	d.pendMu.Unlock()
 	results, err := d.commit(batch, false)
+	d.release(batch, results, err)
 	if err != nil {
 		for _, u := range batch {
 			u.done <- Published{Err: err}
@@ -394,6 +425,24 @@ func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 		u.done <- results[i]
 	}
 	return e, nil
+}
+
+// release forgets the version reservations a committed (or failed) batch
+// settled: a label's reservation goes once no later Enqueue reserved past
+// it. After a failed commit every reservation of the batch's labels goes,
+// so the next Enqueue reads the database again.
+func (d *Directory) release(batch []*update, results []Published, err error) {
+	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
+	for i, u := range batch {
+		if err != nil {
+			delete(d.reserved, u.label)
+			continue
+		}
+		if r, ok := d.reserved[u.label]; ok && r <= results[i].Version {
+			delete(d.reserved, u.label)
+		}
+	}
 }
 
 // commit writes one epoch to the database: the updates as new versions,
@@ -429,8 +478,11 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 			return
 		}
 		u := batch[i]
-		beta, pi := d.opts.VRFKey.Prove(vrfInput(u.label, vers[i]))
-		recs[i] = versionRecord{index: IndexOf(beta), proof: pi, value: u.value}
+		recs[i] = versionRecord{index: u.index, proof: u.proof, value: u.value}
+		if u.version != vers[i] {
+			beta, pi := d.opts.VRFKey.Prove(vrfInput(u.label, vers[i]))
+			recs[i].index, recs[i].proof = IndexOf(beta), pi
+		}
 		rand.Read(recs[i].opening[:])
 	})
 	d.stats.vrf += time.Since(vrfStart)

@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -433,5 +434,51 @@ func TestHistoryTooLong(t *testing.T) {
 	h, err := v.VerifyHistory("alice", 1<<40, p)
 	if err != nil || h.Latest() != uint32(len(vals)) || len(h.Versions) != 1 {
 		t.Fatalf("history since the future: %v", err)
+	}
+}
+
+// TestConcurrentPublishes: publishes of one label from many goroutines
+// get distinct consecutive versions whatever order their reserved VRF
+// proofs finish in, and the history verifies.
+func TestConcurrentPublishes(t *testing.T) {
+	d := newTestDir(t)
+	v := d.verifier(t)
+	const n = 12
+	chs := make(chan (<-chan Published), n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch, err := d.Enqueue("alice", []byte{byte(i)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			chs <- ch
+		}()
+	}
+	wg.Wait()
+	close(chs)
+	if _, err := d.Tick(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint32]bool{}
+	for ch := range chs {
+		p := <-ch
+		if p.Err != nil || seen[p.Version] || p.Version < 1 || p.Version > n {
+			t.Fatalf("publish: %+v", p)
+		}
+		seen[p.Version] = true
+	}
+	// A second round reserves past the committed versions.
+	d.publish(t, "alice", []byte("last"))
+	hp, err := d.History(context.Background(), "alice", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := v.VerifyHistory("alice", 0, hp)
+	if err != nil || h.Latest() != n+1 || string(h.Versions[n].Value) != "last" {
+		t.Fatalf("history: %v", err)
 	}
 }
