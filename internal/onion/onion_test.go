@@ -63,7 +63,9 @@ type onionServer struct {
 	seen  []tor.Progress
 }
 
-func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey) *onionServer {
+// startOnionServer publishes a server; listen is where tor forwards to
+// ("" for a loopback port, or unix:/path).
+func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey, listen string) *onionServer {
 	t.Helper()
 	dir := t.TempDir()
 	id, err := server.CreateIdentity(dir)
@@ -94,7 +96,7 @@ func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.onion, err = server.ListenOnion(ctx, server.OnionOptions{Tor: s.tor, Key: key, Clients: clients, Progress: progress})
+	s.onion, err = server.ListenOnion(ctx, server.OnionOptions{Tor: s.tor, Key: key, Clients: clients, Listen: listen, Progress: progress})
 	if err != nil {
 		s.tor.Close()
 		t.Fatalf("publish: %v", err)
@@ -130,7 +132,7 @@ func envelope(s string) []byte {
 // creates a mailbox, sends, fetches and subscribes, all through Tor.
 func TestOnionDelivery(t *testing.T) {
 	nw, socks := network(t)
-	srv := startOnionServer(t, nw, nil)
+	srv := startOnionServer(t, nw, nil, "")
 	if !onionAddrRe.MatchString(srv.addr) {
 		t.Fatalf("onion address %q is not qpc://<pin>@<56 chars>.onion", srv.addr)
 	}
@@ -215,7 +217,9 @@ func TestOnionClientAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startOnionServer(t, nw, []tor.ClientKey{priv.Public()})
+	// This server's tor forwards to a unix socket rather than a port.
+	sock := filepath.Join(t.TempDir(), "onion.sock")
+	srv := startOnionServer(t, nw, []tor.ClientKey{priv.Public()}, "unix:"+sock)
 	priv.OnionID = srv.onion.Service.ID
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
