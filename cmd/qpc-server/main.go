@@ -391,14 +391,16 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 		}
 		return err
 	}
-	var serves []func() error
+	// Clearnet listeners serve at once; the onion joins when tor is up,
+	// which can take minutes on the public network.
+	serves := newServing()
 	if pc != nil {
 		// The address carries the configured host (what the operator
 		// chose to expose) and the bound port (which differs when the
 		// port was 0).
 		host, _, _ := net.SplitHostPort(cfg.Listen)
 		port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
-		serves = append(serves, func() error { return srv.Serve(pc) })
+		serves.start(func() error { return srv.Serve(pc) })
 		c.printAddress(cfg, id, net.JoinHostPort(host, port), "address: ")
 	}
 	if cfg.TunnelListen != server.TorOff {
@@ -410,7 +412,7 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			}
 			return err
 		}
-		serves = append(serves, func() error { return serveTunnel(srv, tpc) })
+		serves.start(func() error { return serveTunnel(srv, tpc) })
 		log.Info("tunnel listener for clients through Tor exits", "addr", tpc.LocalAddr().String())
 	}
 	if cfg.ServesOnion() {
@@ -420,7 +422,7 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 		}
 		if onion != nil {
 			defer onion.Close()
-			serves = append(serves, func() error { return srv.ServeOnion(onion) })
+			serves.start(func() error { return srv.ServeOnion(onion) })
 			fmt.Fprintf(c.stdout, "onion address: %s\n", onion.Address(id))
 			// Publish returned once the descriptor was uploaded; the
 			// service stays published until Close at the end of serve.
@@ -428,11 +430,8 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			defer opts.Metrics.SetTorStatus(true, false)
 		}
 		if err != nil || sig != nil {
-			// Serve was not started on pc yet: close it here.
-			if pc != nil {
-				pc.Close()
-			}
 			srv.Shutdown(context.Background())
+			<-serves.wait()
 			if sig != nil {
 				log.Info("shutting down before the onion service was up", "signal", sig.String())
 				return nil
@@ -440,7 +439,7 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			return err
 		}
 	}
-	served := fanIn(serves...)
+	served := serves.wait()
 	closeAdmin, err := startAdmin(cfg, srv, log)
 	if err != nil {
 		srv.Shutdown(context.Background())

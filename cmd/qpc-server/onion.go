@@ -232,27 +232,42 @@ func serveTunnel(srv *server.Server, pc *tunnel.PacketConn) error {
 	return srv.ServeTransport(pc, metrics.TransportTor)
 }
 
-// fanIn runs every function and reports once: the first error as soon as
-// it happens, or nil when all have returned nil.
-func fanIn(fns ...func() error) <-chan error {
-	out := make(chan error, 1)
-	errs := make(chan error, len(fns))
-	for _, f := range fns {
-		go func() { errs <- f() }()
-	}
-	go func() {
-		var first error
-		for range fns {
-			if err := <-errs; err != nil && first == nil {
-				first = err
-				out <- err
+// serving runs listeners' Serve loops as they come up and reports once,
+// through wait: the first error as soon as it happens, or nil when all
+// have returned nil.
+type serving struct {
+	results chan error
+	n       int
+	once    sync.Once
+	out     chan error
+}
+
+func newServing() *serving {
+	return &serving{results: make(chan error, 8), out: make(chan error, 1)}
+}
+
+// start runs f; call it before wait.
+func (s *serving) start(f func() error) {
+	s.n++
+	go func() { s.results <- f() }()
+}
+
+func (s *serving) wait() <-chan error {
+	s.once.Do(func() {
+		go func() {
+			var first error
+			for range s.n {
+				if err := <-s.results; err != nil && first == nil {
+					first = err
+					s.out <- err
+				}
 			}
-		}
-		if first == nil {
-			out <- nil
-		}
-	}()
-	return out
+			if first == nil {
+				s.out <- nil
+			}
+		}()
+	})
+	return s.out
 }
 
 // progressBar draws tor's progress on a terminal as one line redrawn in
