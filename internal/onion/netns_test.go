@@ -44,11 +44,7 @@ func TestOnionOnlyInNamespace(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Fatal("unshare(1) not found (util-linux)")
 	}
-	bin := filepath.Join(t.TempDir(), "qpc-server")
-	build := exec.Command("go", "build", "-o", bin, "github.com/quicprochat/qpc/cmd/qpc-server")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build qpc-server: %v\n%s", err, out)
-	}
+	bin := buildServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	// -n: a new network namespace (only a down loopback in it); -m: a

@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 	if sharedNW != nil {
 		sharedNW.Close()
 	}
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
 	os.Exit(code)
 }
 

@@ -1,0 +1,140 @@
+package onion
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildOut  []byte
+)
+
+// buildServer builds qpc-server once for the tests that run the binary.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "qpc-onion-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "qpc-server")
+		build := exec.Command("go", "build", "-o", binPath, "github.com/quicprochat/qpc/cmd/qpc-server")
+		buildOut, buildErr = build.CombinedOutput()
+	})
+	if buildErr != nil {
+		t.Fatalf("build qpc-server: %v\n%s", buildErr, buildOut)
+	}
+	return binPath
+}
+
+// TestServerOnionBesideUDP runs qpc-server --onion: the clearnet address
+// comes first and works while tor starts; then the onion address, which
+// a client reaches through tor.
+func TestServerOnionBesideUDP(t *testing.T) {
+	nw, socks := network(t)
+	bin := buildServer(t)
+	dir := t.TempDir()
+	torrc := filepath.Join(dir, "private-network.torrc")
+	if err := os.WriteFile(torrc, []byte(nw.Torrc()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
+		"--onion", "--tor-config", torrc, "--admin-listen", "off", "--require-tokens=false", "--log-level", "error")
+	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, _ := srv.StdoutPipe()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- srv.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
+		<-waited
+	})
+	lines := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("qpc-server closed its stdout")
+			}
+			return l
+		case <-time.After(90 * time.Second):
+			t.Fatal("no address line from qpc-server within 90 s")
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	clear, ok := strings.CutPrefix(next(), "address: ")
+	if !ok || !strings.Contains(clear, "@127.0.0.1:") {
+		t.Fatalf("first line %q, want the clearnet address", clear)
+	}
+	udp, err := client.Dial(ctx, clear, client.Options{})
+	if err != nil {
+		t.Fatalf("clearnet dial while tor starts: %v", err)
+	}
+	defer udp.Close()
+
+	onion, ok := strings.CutPrefix(next(), "onion address: ")
+	if !ok || !onionAddrRe.MatchString(onion) {
+		t.Fatalf("second line %q, want the onion address", onion)
+	}
+	// Same key, two routes: a mailbox made over UDP is read over tor.
+	mb, err := udp.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := client.NewMessageID()
+	if _, err := udp.Send(ctx, mb.SendID, id, envelope("both ways"), nil); err != nil {
+		t.Fatal(err)
+	}
+	viaTor, err := client.Dial(ctx, onion, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	if err != nil {
+		t.Fatalf("onion dial: %v", err)
+	}
+	defer viaTor.Close()
+	if msgs, _, err := viaTor.Fetch(ctx, mb, 0, 1); err != nil || len(msgs) != 1 || msgs[0].ID != id {
+		t.Fatalf("fetch over tor: %d, %v", len(msgs), err)
+	}
+
+	srv.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-waited:
+		waited <- err
+		if err != nil {
+			t.Errorf("qpc-server after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("qpc-server did not stop within 30 s of SIGTERM")
+	}
+	if left := processesUsing(filepath.Join(dir, "data", "tor")); len(left) > 0 {
+		time.Sleep(3 * time.Second)
+		if left = processesUsing(filepath.Join(dir, "data", "tor")); len(left) > 0 {
+			t.Errorf("the server's tor (pids %v) outlived it", left)
+		}
+	}
+}
