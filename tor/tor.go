@@ -292,6 +292,10 @@ func (t *Tor) Dialer(isolation string) (*SOCKSDialer, error) {
 
 func (t *Tor) controlAddr() (string, error) { return t.ctrlAddr, nil }
 
+// ControlAddr is the control port this Tor talks to (host:port or
+// unix:/path), which another controller can Attach to.
+func (t *Tor) ControlAddr() string { return t.ctrlAddr }
+
 func (t *Tor) password() string { return t.pass }
 
 // PID is the process ID of our own tor, or 0 when attached.

@@ -66,9 +66,17 @@ type onionServer struct {
 	seen  []tor.Progress
 }
 
-// startOnionServer publishes a server; listen is where tor forwards to
-// ("" for a loopback port, or unix:/path).
+// startOnionServer publishes a server through a tor of its own; listen
+// is where tor forwards to ("" for a loopback port, or unix:/path).
 func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey, listen string) *onionServer {
+	t.Helper()
+	return publishServer(t, nw, nil, clients, listen)
+}
+
+// publishServer publishes a server through t0, or through a tor of its
+// own (started on nw) when t0 is nil; only a tor it started is stopped
+// at the end.
+func publishServer(t *testing.T, nw *tornet.Network, t0 *tor.Tor, clients []tor.ClientKey, listen string) *onionServer {
 	t.Helper()
 	dir := t.TempDir()
 	id, err := server.CreateIdentity(dir)
@@ -91,9 +99,13 @@ func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey,
 	progress := func(p tor.Progress) { mu.Lock(); s.seen = append(s.seen, p); mu.Unlock() }
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s.tor, err = tor.Start(ctx, tor.Config{DataDir: filepath.Join(dir, "tor"), Torrc: nw.Torrc(), Progress: progress})
-	if err != nil {
-		t.Fatalf("server's tor: %v", err)
+	own := t0 == nil
+	s.tor = t0
+	if own {
+		s.tor, err = tor.Start(ctx, tor.Config{DataDir: filepath.Join(dir, "tor"), Torrc: nw.Torrc(), Progress: progress})
+		if err != nil {
+			t.Fatalf("server's tor: %v", err)
+		}
 	}
 	key, err := tor.LoadOrCreateOnionKey(filepath.Join(dir, tor.OnionKeyFile))
 	if err != nil {
@@ -101,7 +113,9 @@ func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey,
 	}
 	s.onion, err = server.ListenOnion(ctx, server.OnionOptions{Tor: s.tor, Key: key, Clients: clients, Listen: listen, Progress: progress})
 	if err != nil {
-		s.tor.Close()
+		if own {
+			s.tor.Close()
+		}
 		t.Fatalf("publish: %v", err)
 	}
 	served := make(chan error, 1)
@@ -116,8 +130,10 @@ func startOnionServer(t *testing.T, nw *tornet.Network, clients []tor.ClientKey,
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		s.onion.Close()
-		s.tor.Close()
+		if own {
+			s.onion.Close()
+			s.tor.Close()
+		}
 		st.Close()
 	})
 	return s
