@@ -156,8 +156,18 @@ func TestAdminEndpoints(t *testing.T) {
 	if got := value(fams, "qpc_requests_total", "kind", "send"); got != 3 {
 		t.Errorf("sends counted: %v, want 3", got)
 	}
-	if got := value(fams, "qpc_request_duration_seconds", "kind", "send"); got != 3 {
-		t.Errorf("send latencies observed: %v, want 3", got)
+	// A latency is observed once the response is written, which the
+	// client may see first: wait for the third.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got := value(fams, "qpc_request_duration_seconds", "kind", "send")
+		if got == 3 {
+			break
+		}
+		if got > 3 || time.Now().After(deadline) {
+			t.Fatalf("send latencies observed: %v, want 3", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+		fams = scrape(t, base)
 	}
 	if got := value(fams, "qpc_store_commit_batch_ops"); got < 1 {
 		t.Errorf("store commits observed: %v", got)
@@ -300,20 +310,14 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 		t.Fatalf("send to nowhere: %v", err)
 	}
 
-	fams := scrape(t, base)
-	for name, want := range map[string]float64{
-		"qpc_tokens_issued_total":   4,
-		"qpc_tokens_redeemed_total": 2, // the create and the first send
-	} {
-		if got := value(fams, name); got != want {
-			t.Errorf("%s = %v, want %v", name, got, want)
-		}
-	}
-	for _, c := range []struct {
+	type expect struct {
 		name  string
 		match []string
 		want  float64
-	}{
+	}
+	expects := []expect{
+		{"qpc_tokens_issued_total", nil, 4},
+		{"qpc_tokens_redeemed_total", nil, 2}, // the create and the first send
 		{"qpc_tokens_rejected_total", []string{"reason", "TOKEN_SPENT"}, 1},
 		{"qpc_tokens_rejected_total", []string{"reason", "TOKEN_MISSING"}, 1},
 		{"qpc_logins_total", []string{"outcome", "success"}, 1},
@@ -322,10 +326,26 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 		{"qpc_logins_total", []string{"outcome", "abandoned"}, 1},
 		{"qpc_registrations_total", []string{"outcome", "success"}, 1},
 		{"qpc_request_errors_total", []string{"kind", "send", "code", "NOT_FOUND"}, 1},
-	} {
-		if got := value(fams, c.name, c.match...); got != c.want {
-			t.Errorf("%s%v = %v, want %v", c.name, c.match, got, c.want)
+	}
+	// Outcomes are counted once the server has written its answer (or seen
+	// the client give up), which the client may notice first: re-scrape
+	// until they settle.
+	var fams map[string]*dto.MetricFamily
+	var wrong []string
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		fams, wrong = scrape(t, base), nil
+		for _, e := range expects {
+			if got := value(fams, e.name, e.match...); got != e.want {
+				wrong = append(wrong, fmt.Sprintf("%s%v = %v, want %v", e.name, e.match, got, e.want))
+			}
 		}
+		if len(wrong) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, w := range wrong {
+		t.Error(w)
 	}
 
 	secrets := []string{"carol", "127.0.0.1", ts.host}
