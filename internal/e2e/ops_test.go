@@ -51,7 +51,20 @@ func serveAdmin(t *testing.T, ts *testServer) string {
 	hs := &http.Server{Handler: ts.srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
-	return "http://" + ln.Addr().String()
+	base := "http://" + ln.Addr().String()
+	// The harness starts Serve in a goroutine: wait until its listener is
+	// registered, which /readyz reports, before a test looks.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		_, body := httpGet(t, base+"/readyz")
+		if !strings.Contains(body, "listeners: none up yet") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never listened: %q", body)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return base
 }
 
 func httpGet(t *testing.T, url string) (int, string) {
