@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
-	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
@@ -294,27 +293,7 @@ func TestIdleSubscriptionLearnsOfDeletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	qc := rawConn(t, ts)
-	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
-	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
-		t.Fatal(err)
-	}
-	cs := qc.ConnectionState().TLS
-	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := &wire.Subscribe{ReceiveID: mb.ReceiveID}
-	if err := wire.Sign(req, mb.Key, binding); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := wire.AppendMessage(nil, padding.Default, req)
-	st, err := qc.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Write(rec)
-	r := wire.NewReader(st, padding.Default)
+	st, r := rawSubscribe(t, ts, mb)
 	if m, err := r.ReadMessage(); err != nil {
 		t.Fatal(err)
 	} else if _, ok := m.(*wire.FetchEnd); !ok {
@@ -344,11 +323,7 @@ func TestHealthWhileDraining(t *testing.T) {
 		t.Fatalf("health before the drain: %d, %v", st, err)
 	}
 	// A request left half written keeps the drain waiting.
-	qc := rawConn(t, ts)
-	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
-	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
-		t.Fatal(err)
-	}
+	qc := rawHelloConn(t, ts)
 	stuck, err := qc.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)

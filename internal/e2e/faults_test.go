@@ -3,13 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/quicprochat/qpc/client"
-	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
@@ -114,26 +112,7 @@ func TestSlowReaderBlocksNoOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A raw client subscribes and then never reads a byte.
-	qc := rawConn(t, ts)
-	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
-	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
-		t.Fatal(err)
-	}
-	cs := qc.ConnectionState().TLS
-	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := &wire.Subscribe{ReceiveID: stuck.ReceiveID}
-	if err := wire.Sign(sub, ed25519.PrivateKey(stuck.Key), binding); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := wire.AppendMessage(nil, padding.Default, sub)
-	st, err := qc.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Write(rec)
+	rawSubscribe(t, ts, stuck)
 
 	// Fill the stuck mailbox with large envelopes while others work.
 	sender := dial(t, ts, client.Options{})

@@ -138,6 +138,47 @@ func rawConn(t *testing.T, ts *testServer) *quic.Conn {
 	return qc
 }
 
+// rawHelloConn is rawConn after a successful version hello.
+func rawHelloConn(t *testing.T, ts *testServer) *quic.Conn {
+	t.Helper()
+	qc := rawConn(t, ts)
+	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
+	m, err := rawRoundTrip(t, qc, padding.Control, hello)
+	if err != nil {
+		t.Fatalf("raw hello: %v", err)
+	}
+	if _, ok := m.(*wire.ServerHello); !ok {
+		t.Fatalf("raw hello got %T", m)
+	}
+	return qc
+}
+
+// rawSubscribe subscribes to mb on a raw connection, signing over its
+// exporter, and returns the stream and its reader; the test decides
+// whether to read.
+func rawSubscribe(t *testing.T, ts *testServer, mb *client.Mailbox) (*quic.Stream, *wire.Reader) {
+	t.Helper()
+	qc := rawHelloConn(t, ts)
+	cs := qc.ConnectionState().TLS
+	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &wire.Subscribe{ReceiveID: mb.ReceiveID}
+	if err := wire.Sign(req, mb.Key, binding); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := wire.AppendMessage(nil, padding.Default, req)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write(rec)
+	return st, wire.NewReader(st, padding.Default)
+}
+
 func rawRoundTrip(t *testing.T, qc *quic.Conn, p padding.Policy, raw []byte) (wire.Message, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -294,11 +335,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 // client at the eleventh request.
 func TestStreamSlotsReturned(t *testing.T) {
 	ts := startServer(t, func(o *server.Options) { o.MaxStreams = 10 })
-	qc := rawConn(t, ts)
-	hello, _ := wire.AppendMessage(nil, padding.Control, &wire.ClientHello{Versions: []uint16{1}})
-	if _, err := rawRoundTrip(t, qc, padding.Control, hello); err != nil {
-		t.Fatal(err)
-	}
+	qc := rawHelloConn(t, ts)
 	health, _ := wire.AppendMessage(nil, padding.Default, &wire.Health{})
 	for i := range 40 {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
