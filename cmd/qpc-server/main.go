@@ -32,6 +32,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/quicprochat/qpc/server"
@@ -415,7 +416,27 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 		serves.start(func() error { return serveTunnel(srv, tpc) })
 		log.Info("tunnel listener for clients through Tor exits", "addr", tpc.LocalAddr().String())
 	}
+	// The admin listener comes up before tor bootstraps (minutes on the
+	// public network): /healthz must answer meanwhile, and /readyz says
+	// "tor: not published" until the onion service is.
+	closeAdmin, err := startAdmin(cfg, srv, log)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		<-serves.wait()
+		return err
+	}
+	// The admin listener outlives the drain: /readyz must answer 503 while
+	// requests finish, or load balancers would not notice.
+	defer closeAdmin()
 	if cfg.ServesOnion() {
+		var published atomic.Bool
+		opts.Metrics.SetTorStatus(true, false)
+		srv.AddReadyCheck("tor", func(context.Context) error {
+			if !published.Load() {
+				return errors.New("onion service not published")
+			}
+			return nil
+		})
 		onion, t, sig, err := c.onionUntilSignal(cfg, log, signals)
 		if t != nil {
 			defer t.Close()
@@ -426,8 +447,12 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			fmt.Fprintf(c.stdout, "onion address: %s\n", onion.Address(id))
 			// Publish returned once the descriptor was uploaded; the
 			// service stays published until Close at the end of serve.
+			published.Store(true)
 			opts.Metrics.SetTorStatus(true, true)
-			defer opts.Metrics.SetTorStatus(true, false)
+			defer func() {
+				published.Store(false)
+				opts.Metrics.SetTorStatus(true, false)
+			}()
 		}
 		if err != nil || sig != nil {
 			srv.Shutdown(context.Background())
@@ -440,15 +465,6 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 		}
 	}
 	served := serves.wait()
-	closeAdmin, err := startAdmin(cfg, srv, log)
-	if err != nil {
-		srv.Shutdown(context.Background())
-		<-served
-		return err
-	}
-	// The admin listener outlives the drain: /readyz must answer 503 while
-	// requests finish, or load balancers would not notice.
-	defer closeAdmin()
 
 	stop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
