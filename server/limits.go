@@ -139,27 +139,3 @@ func lingerClose(conn *quic.Conn, code quic.ApplicationErrorCode, reason string)
 	<-ctx.Done()
 	conn.CloseWithError(code, reason)
 }
-
-// requestBucket is a token bucket: rate requests per second, up to burst
-// at once. It belongs to one connection's accept loop, so it needs no lock.
-type requestBucket struct {
-	rate, burst, tokens float64
-	last                time.Time
-}
-
-func newRequestBucket(rate float64, burst int, now time.Time) *requestBucket {
-	return &requestBucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now}
-}
-
-// allow takes one token if there is one.
-func (b *requestBucket) allow(now time.Time) bool {
-	if el := now.Sub(b.last).Seconds(); el > 0 {
-		b.tokens = min(b.burst, b.tokens+el*b.rate)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/internal/ratelimit"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/accounts"
@@ -374,13 +375,13 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
-	rate := newRequestBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
+	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
 		st, err := conn.AcceptStream(conn.Context())
 		if err != nil {
 			return
 		}
-		if !rate.allow(time.Now()) {
+		if !rate.Allow(time.Now()) {
 			s.opts.Metrics.Refused(metrics.LimitRequestRate)
 			go s.refuse(st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
 			continue

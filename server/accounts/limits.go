@@ -3,6 +3,8 @@ package accounts
 import (
 	"sync"
 	"time"
+
+	"github.com/quicprochat/qpc/internal/ratelimit"
 )
 
 // limiter holds the in-memory rate limits. They are deliberately not
@@ -28,18 +30,19 @@ type limiter struct {
 	failures    map[[credIDSize]byte][]time.Time
 	nextSweep   time.Time
 
-	rate, burst, tokens float64
-	last                time.Time
+	global *ratelimit.Bucket // guarded by mu
 }
 
 func newLimiter(o Options) *limiter {
+	now := time.Now()
+	if o.Now != nil {
+		now = o.Now()
+	}
 	return &limiter{
 		maxFailures: o.MaxFailures,
 		window:      o.FailureWindow,
 		failures:    make(map[[credIDSize]byte][]time.Time),
-		rate:        o.GlobalRate,
-		burst:       float64(o.GlobalBurst),
-		tokens:      float64(o.GlobalBurst),
+		global:      ratelimit.NewBucket(o.GlobalRate, o.GlobalBurst, now),
 	}
 }
 
@@ -50,21 +53,7 @@ func (l *limiter) takeGlobal(now time.Time) bool {
 	return l.takeGlobalLocked(now)
 }
 
-func (l *limiter) takeGlobalLocked(now time.Time) bool {
-	if !l.last.IsZero() {
-		if dt := now.Sub(l.last).Seconds(); dt > 0 {
-			l.tokens = min(l.burst, l.tokens+dt*l.rate)
-		}
-	}
-	if now.After(l.last) || l.last.IsZero() {
-		l.last = now
-	}
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
-}
+func (l *limiter) takeGlobalLocked(now time.Time) bool { return l.global.Allow(now) }
 
 // startLogin admits a login for cred, recording it as a failure until
 // succeeded is called. The per-username limit is checked before the global
