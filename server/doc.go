@@ -13,8 +13,8 @@
 // for a graceful drain. Config reads the TOML file, QPC_* environment and
 // flags for cmd/qpc-server.
 //
-// Imports: padding, wire, its own rooms (server/store,
-// server/accounts, server/metrics), tokens, kt, tor, internal/ratelimit,
-// quic-go, BurntSushi/toml (config) and the standard library; never client
-// or mls.
+// Imports: padding, wire, account (shared account messages), its own rooms
+// (server/store, server/accounts, server/metrics), tokens, kt, tor,
+// internal/ratelimit, quic-go, BurntSushi/toml (config) and the standard
+// library; never client or mls.
 package server
