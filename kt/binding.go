@@ -19,7 +19,11 @@ type Binding struct {
 	IntroSendID  [32]byte
 	IntroKey     []byte // the intro mailbox's sealing public key
 	TokenKeys    []TokenKeyCommitment
-	Tombstone    bool
+	// KeyPackages are last-resort MLS KeyPackages (RFC 9420 §10, with the
+	// last_resort extension), one per device: a first contact adds the
+	// account to a new group with one of them.
+	KeyPackages [][]byte
+	Tombstone   bool
 	Signature    []byte
 }
 
@@ -36,12 +40,14 @@ const (
 	maxBindingKeys    = 16
 	maxBindingKeySize = 2048
 	maxTokenKeys      = 8
+	maxKeyPackages    = 4
+	maxKeyPackageSize = 8 << 10
 )
 
 // ErrBinding reports a binding that does not parse or verify.
 var ErrBinding = errors.New("kt: bad binding")
 
-const bindingContext = "qpc-kt binding v1"
+const bindingContext = "qpc-kt binding v2"
 
 func (b *Binding) body() *cryptobyte.Builder {
 	var w cryptobyte.Builder
@@ -60,6 +66,10 @@ func (b *Binding) body() *cryptobyte.Builder {
 	for _, t := range b.TokenKeys {
 		w.AddUint32(t.Epoch)
 		w.AddBytes(t.Hash[:])
+	}
+	w.AddUint8(uint8(len(b.KeyPackages)))
+	for _, kp := range b.KeyPackages {
+		w.AddUint16LengthPrefixed(func(w *cryptobyte.Builder) { w.AddBytes(kp) })
 	}
 	if b.Tombstone {
 		w.AddUint8(1)
@@ -110,6 +120,14 @@ func (b *Binding) check() error {
 	for _, k := range b.DeviceKeys {
 		if len(k) == 0 || len(k) > maxBindingKeySize {
 			return fmt.Errorf("%w: device key size", ErrBinding)
+		}
+	}
+	if len(b.KeyPackages) > maxKeyPackages {
+		return fmt.Errorf("%w: key package count", ErrBinding)
+	}
+	for _, kp := range b.KeyPackages {
+		if len(kp) == 0 || len(kp) > maxKeyPackageSize {
+			return fmt.Errorf("%w: key package size", ErrBinding)
 		}
 	}
 	return nil
@@ -178,6 +196,16 @@ func ParseBinding(raw []byte) (*Binding, error) {
 			return nil, ErrBinding
 		}
 		b.TokenKeys = append(b.TokenKeys, t)
+	}
+	if !s.ReadUint8(&n) || n > maxKeyPackages {
+		return nil, ErrBinding
+	}
+	for range n {
+		var kp cryptobyte.String
+		if !s.ReadUint16LengthPrefixed(&kp) || len(kp) == 0 || len(kp) > maxKeyPackageSize {
+			return nil, ErrBinding
+		}
+		b.KeyPackages = append(b.KeyPackages, append([]byte(nil), kp...))
 	}
 	var tomb uint8
 	if !s.ReadUint8(&tomb) || tomb > 1 {
