@@ -34,8 +34,8 @@ type WalletOptions struct {
 // The wallet's Conn should be the account connection, not the one used
 // for anonymous sends.
 type Wallet struct {
-	path string
-	conn *Conn
+	store WalletStore
+	conn  *Conn
 	sess *Session
 	opts WalletOptions
 
@@ -50,22 +50,35 @@ type Wallet struct {
 // version u8 | count u32 | count × tokens.TokenSize.
 const walletVersion = 1
 
+// WalletStore keeps a wallet's serialized tokens. Load returns nil for an
+// empty wallet; Save replaces the contents durably and atomically.
+type WalletStore interface {
+	Load() ([]byte, error)
+	Save([]byte) error
+}
+
 // OpenWallet loads the wallet file at path (a missing file is an empty
 // wallet) and returns a wallet that refills through conn with sess.
 func OpenWallet(path string, conn *Conn, sess *Session, opts WalletOptions) (*Wallet, error) {
+	return NewWallet(fileWallet(path), conn, sess, opts)
+}
+
+// NewWallet is OpenWallet over any store, for example the client's
+// encrypted local state.
+func NewWallet(store WalletStore, conn *Conn, sess *Session, opts WalletOptions) (*Wallet, error) {
 	if opts.Low <= 0 {
 		opts.Low = 20
 	}
 	if opts.Batch <= 0 || opts.Batch > tokens.MaxBatch {
 		opts.Batch = tokens.MaxBatch
 	}
-	w := &Wallet{path: path, conn: conn, sess: sess, opts: opts, seen: map[uint32][]byte{}}
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return w, nil
-	}
+	w := &Wallet{store: store, conn: conn, sess: sess, opts: opts, seen: map[uint32][]byte{}}
+	raw, err := store.Load()
 	if err != nil {
 		return nil, fmt.Errorf("open wallet: %w", err)
+	}
+	if raw == nil {
+		return w, nil
 	}
 	if len(raw) < 5 || raw[0] != walletVersion {
 		return nil, fmt.Errorf("open wallet: %w", ErrWalletCorrupt)
@@ -171,8 +184,7 @@ func (w *Wallet) Refill(ctx context.Context) error {
 	return nil
 }
 
-// save writes toks to the wallet file atomically (temp file, fsync,
-// rename), mode 0600.
+// save serializes toks into the store.
 func (w *Wallet) save(toks []tokens.Token) error {
 	buf := make([]byte, 5, 5+len(toks)*tokens.TokenSize)
 	buf[0] = walletVersion
@@ -184,20 +196,39 @@ func (w *Wallet) save(toks []tokens.Token) error {
 		}
 		buf = append(buf, raw...)
 	}
-	dir := filepath.Dir(w.path)
+	if err := w.store.Save(buf); err != nil {
+		return fmt.Errorf("save wallet: %w", err)
+	}
+	return nil
+}
+
+// fileWallet is a wallet file, written atomically (temp file, fsync,
+// rename) with mode 0600.
+type fileWallet string
+
+func (path fileWallet) Load() ([]byte, error) {
+	raw, err := os.ReadFile(string(path))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return raw, err
+}
+
+func (path fileWallet) Save(buf []byte) error {
+	dir := filepath.Dir(string(path))
 	f, err := os.CreateTemp(dir, ".wallet-*")
 	if err != nil {
-		return fmt.Errorf("save wallet: %w", err)
+		return err
 	}
 	tmp := f.Name()
 	_, werr := f.Write(buf)
 	if err := errors.Join(werr, f.Chmod(0o600), f.Sync(), f.Close()); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("save wallet: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp, w.path); err != nil {
+	if err := os.Rename(tmp, string(path)); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("save wallet: %w", err)
+		return err
 	}
 	return nil
 }
