@@ -45,6 +45,11 @@ bench:
     go run ./cmd/qpc-bench
     go test -bench . -run '^$' ./mls/ ./server/store/
 
+# The full-size load test: 1,000 clients sending with tokens for 60 s and
+# 10,000 idle connections against a built qpc-server (internal/loadtest).
+load:
+    QPC_LOAD=1 go test -count=1 -v -timeout 30m -run 'TestLoad|TestIdle' ./internal/loadtest/
+
 # Run the server on ./qpc-data, listening on 127.0.0.1:4433.
 run *ARGS:
     go run ./cmd/qpc-server {{ARGS}}

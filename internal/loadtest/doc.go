@@ -1,0 +1,47 @@
+// Package loadtest drives the real qpc-server binary with many concurrent
+// clients over 127.0.0.1 and checks that nothing is lost or duplicated
+// while measuring throughput, send-to-delivery latency and the server's
+// memory and CPU. It holds only tests.
+//
+// Two tests, each printing one summary line:
+//
+//   - TestLoad: N clients, each with its own QUIC connection, its own
+//     mailbox and a push subscription on it, send to one another's mailboxes
+//     at a fixed rate for a bounded window, with tokens required
+//     (require_tokens=true) exactly as in production:
+//
+//     loadtest: clients=… sent=… delivered=… lost=0 duplicated=0 msgs_per_s=…
+//     p50_ms=… p99_ms=… p999_ms=… server_rss_mib=… server_cpu_pct=…
+//
+//   - TestIdle: N connections that completed the QUIC handshake and the
+//     version hello and then stay idle (kept alive by the client's QUIC
+//     keep-alives); the server's memory per connection is
+//     (RSS with N open - RSS before) / N:
+//
+//     idletest: conns=… rss_base_mib=… rss_mib=… per_conn_kib=…
+//
+// The server runs as its own process (go build ./cmd/qpc-server into a
+// temporary directory), so its RSS (VmRSS of /proc/<pid>/status) and CPU
+// (utime+stime of /proc/<pid>/stat) are its own and not the test's. Its
+// limits are raised for the run and say so on its command line:
+// max_conns and max_conns_per_addr (every client comes from 127.0.0.1),
+// request_rate for the one token-minting connection, and token_quota.
+//
+// Tokens: every create and send spends an anonymous delivery token. One
+// account registers with OPAQUE and mints all the tokens over its own
+// connection before the send window, then hands each simulated client its
+// share. This is faithful to the protocol: tokens carry nothing of the
+// account that fetched them (the server cannot link issuance to
+// redemption), so who minted them does not change what the send path
+// does; it only spares the run 1,000 OPAQUE registrations, whose cost is
+// measured on its own by qpc-bench report.
+//
+// Sizes: by default a small run (50 clients for 10 s, 500 idle
+// connections) that asserts the same invariants as the full one and keeps
+// go test ./... fast. QPC_LOAD=1 selects the full size: 1,000 clients
+// sending for 60 s and 10,000 idle connections (just load). The test
+// raises RLIMIT_NOFILE for the 10,000 client sockets.
+//
+// Imports: client, tokens, wire, account and the standard library; the
+// server only as a built binary.
+package loadtest

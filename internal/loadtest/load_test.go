@@ -1,0 +1,485 @@
+package loadtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/tokens"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// size is one run's dimensions.
+type size struct {
+	clients  int           // TestLoad: concurrent clients
+	window   time.Duration // TestLoad: send window
+	interval time.Duration // TestLoad: each client sends one message per interval
+	drain    time.Duration // TestLoad: longest wait for deliveries after the window
+	idle     int           // TestIdle: idle connections
+}
+
+var (
+	small = size{clients: 50, window: 10 * time.Second, interval: time.Second, drain: 20 * time.Second, idle: 500}
+	full  = size{clients: 1000, window: 60 * time.Second, interval: time.Second, drain: 60 * time.Second, idle: 10_000}
+)
+
+// runSize is full with QPC_LOAD=1 and small otherwise.
+func runSize(t *testing.T) size {
+	switch v := os.Getenv("QPC_LOAD"); v {
+	case "", "0":
+		return small
+	case "1":
+		return full
+	default:
+		t.Fatalf("QPC_LOAD=%q: want 1 (full size) or unset", v)
+		return small
+	}
+}
+
+// clientOptions: the defaults, with bounded retries so a broken run ends.
+var clientOptions = client.Options{MaxAttempts: 6, BaseBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+
+// cheapKSF keeps the one registration cheap; login cost is measured by
+// qpc-bench report, not here.
+var cheapKSF = account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1})
+
+// dialAll dials n connections, at most par at a time.
+func dialAll(ctx context.Context, t *testing.T, addr string, n, par int) []*client.Conn {
+	t.Helper()
+	conns := make([]*client.Conn, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, par)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			for attempt := 0; attempt < 3; attempt++ {
+				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				conns[i], errs[i] = client.Dial(dctx, addr, clientOptions)
+				cancel()
+				if errs[i] == nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("dial %d of %d: %v", i, n, err)
+		}
+	}
+	return conns
+}
+
+// mintTokens registers one account over its own connection and has it
+// issue n tokens, in batches of tokens.MaxBatch, two requests in flight.
+// The tokens are anonymous: whoever spends one is not linked to the
+// account that fetched it, so one account can stand for all the clients.
+func mintTokens(ctx context.Context, t *testing.T, addr string, n int) [][]byte {
+	t.Helper()
+	c := dialAll(ctx, t, addr, 1, 1)[0]
+	var dev account.DeviceID
+	rand.Read(dev[:])
+	sess, err := c.Register(ctx, "loadtest", []byte("load test password"), dev, "loadtest", cheapKSF)
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	keys, err := c.TokenKeys(ctx)
+	if err != nil {
+		t.Fatalf("token keys: %v", err)
+	}
+	key := keys.Keys[keys.Current]
+	var (
+		mu   sync.Mutex
+		out  = make([][]byte, 0, n)
+		next atomic.Int64
+		wg   sync.WaitGroup
+		fail atomic.Value
+	)
+	batches := (n + tokens.MaxBatch - 1) / tokens.MaxBatch
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(batches) {
+				toks, err := c.IssueTokens(ctx, sess, key, tokens.MaxBatch)
+				if err != nil {
+					fail.Store(err)
+					return
+				}
+				mu.Lock()
+				for _, tok := range toks {
+					raw, err := tok.MarshalBinary()
+					if err != nil {
+						fail.Store(err)
+					}
+					out = append(out, raw)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := fail.Load().(error); err != nil {
+		t.Fatalf("issue tokens: %v", err)
+	}
+	if len(out) < n {
+		t.Fatalf("minted %d tokens, want %d", len(out), n)
+	}
+	return out[:n]
+}
+
+// Each envelope starts with this header; the rest is filler. The message
+// ID is repeated inside so the receiver checks that what it got under an
+// ID is what was sent under it.
+const (
+	hdrSize      = 4 + 4 + 4 + 8 + wire.MessageIDSize // from, to, seq, sent (ns since run start), id
+	envelopeSize = 1000                               // leaves a 2 KiB bucket with room for the token
+)
+
+func encodeEnvelope(from, to, seq int, sent time.Duration, id wire.MessageID) []byte {
+	b := make([]byte, envelopeSize)
+	binary.BigEndian.PutUint32(b[0:], uint32(from))
+	binary.BigEndian.PutUint32(b[4:], uint32(to))
+	binary.BigEndian.PutUint32(b[8:], uint32(seq))
+	binary.BigEndian.PutUint64(b[12:], uint64(sent))
+	copy(b[20:], id[:])
+	for i := hdrSize; i < len(b); i++ {
+		b[i] = byte(from + seq + i)
+	}
+	return b
+}
+
+// tracker is the ledger of a run: what was acknowledged, and what each
+// receiver saw.
+type tracker struct {
+	mu        sync.Mutex
+	acked     map[uint64]bool // (from, seq) acknowledged by the server
+	delivered map[uint64]int  // (from, seq) → times delivered
+	lats      []time.Duration // send start → delivery, one per first delivery
+	bad       int             // misrouted, corrupt, or ID mismatch
+	sendErrs  int
+	dupAcks   int // the server called a fresh send a duplicate
+	nAcked    atomic.Int64
+	nDeliv    atomic.Int64
+}
+
+func key(from, seq int) uint64 { return uint64(from)<<32 | uint64(seq) }
+
+func (tr *tracker) deliver(at int, m client.Message, now time.Duration) {
+	b := m.Envelope
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(b) != envelopeSize {
+		tr.bad++
+		return
+	}
+	from, to := int(binary.BigEndian.Uint32(b[0:])), int(binary.BigEndian.Uint32(b[4:]))
+	seq := int(binary.BigEndian.Uint32(b[8:]))
+	sent := time.Duration(binary.BigEndian.Uint64(b[12:]))
+	var id wire.MessageID
+	copy(id[:], b[20:])
+	ok := to == at && id == m.ID
+	for i := hdrSize; ok && i < len(b); i++ {
+		ok = b[i] == byte(from+seq+i)
+	}
+	if !ok {
+		tr.bad++
+		return
+	}
+	k := key(from, seq)
+	tr.delivered[k]++
+	if tr.delivered[k] == 1 {
+		tr.lats = append(tr.lats, now-sent)
+		tr.nDeliv.Add(1)
+	}
+}
+
+func percentile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return float64(sorted[int(q*float64(len(sorted)-1))].Microseconds()) / 1000
+}
+
+func TestLoad(t *testing.T) {
+	sz := runSize(t)
+	raiseNoFile(t, uint64(sz.clients)+1024)
+	srv := startServer(t, sz.clients+100)
+	ctx, cancel := context.WithTimeout(context.Background(), sz.window+sz.drain+10*time.Minute)
+	defer cancel()
+
+	// Tokens: one per mailbox creation, one per send, and a little slack
+	// for a client whose ticks run late.
+	perClient := int(sz.window/sz.interval) + 2
+	setupStart := time.Now()
+	toks := mintTokens(ctx, t, srv.addr, sz.clients*(perClient+1))
+	mintTime := time.Since(setupStart)
+
+	conns := dialAll(ctx, t, srv.addr, sz.clients, 32)
+	mbs := make([]*client.Mailbox, sz.clients)
+	subs := make([]*client.Subscription, sz.clients)
+	{
+		var wg sync.WaitGroup
+		errs := make([]error, sz.clients)
+		sem := make(chan struct{}, 32)
+		for i := range sz.clients {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				mbs[i], errs[i] = conns[i].CreateMailbox(ctx, toks[i])
+				if errs[i] == nil {
+					subs[i], errs[i] = conns[i].Subscribe(ctx, mbs[i], 0)
+				}
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("client %d: create mailbox and subscribe: %v", i, err)
+			}
+		}
+	}
+	toks = toks[sz.clients:]
+	setupTime := time.Since(setupStart)
+	srv.alive(t)
+
+	tr := &tracker{acked: map[uint64]bool{}, delivered: map[uint64]int{}}
+	epoch := time.Now()
+
+	// Receivers: one per client, acking what arrived once a second.
+	var rwg sync.WaitGroup
+	for i := range sz.clients {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			var pending []wire.MessageID
+			flush := func() {
+				if len(pending) == 0 {
+					return
+				}
+				actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+				if _, err := conns[i].Ack(actx, mbs[i], pending); err != nil {
+					t.Errorf("client %d: ack: %v", i, err)
+				}
+				acancel()
+				pending = pending[:0]
+			}
+			for {
+				select {
+				case m, ok := <-subs[i].C:
+					if !ok {
+						flush()
+						return
+					}
+					tr.deliver(i, m, time.Since(epoch))
+					pending = append(pending, m.ID)
+				case <-tick.C:
+					flush()
+				}
+			}
+		}()
+	}
+
+	// Senders: each client sends one message per interval, starting at a
+	// random phase, to a random other client.
+	cpu0 := srv.cpu(t)
+	windowStart := time.Now()
+	end := windowStart.Add(sz.window)
+	var swg sync.WaitGroup
+	for i := range sz.clients {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			mine := toks[i*perClient : (i+1)*perClient]
+			rng := mrand.New(mrand.NewPCG(uint64(i), 7))
+			time.Sleep(time.Duration(rng.Int64N(int64(sz.interval))))
+			tick := time.NewTicker(sz.interval)
+			defer tick.Stop()
+			for seq := 0; seq < len(mine); seq++ {
+				if seq > 0 {
+					<-tick.C
+				}
+				if !time.Now().Before(end) {
+					break
+				}
+				to := rng.IntN(sz.clients - 1)
+				if to >= i {
+					to++
+				}
+				id := client.NewMessageID()
+				sent := time.Since(epoch)
+				env := encodeEnvelope(i, to, seq, sent, id)
+				sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
+				dup, err := conns[i].Send(sctx, mbs[to].SendID, id, env, mine[seq])
+				scancel()
+				tr.mu.Lock()
+				switch {
+				case err != nil:
+					tr.sendErrs++
+					t.Errorf("client %d: send %d: %v", i, seq, err)
+				default:
+					tr.acked[key(i, seq)] = true
+					tr.nAcked.Add(1)
+					if dup {
+						tr.dupAcks++
+					}
+				}
+				tr.mu.Unlock()
+			}
+		}()
+	}
+	swg.Wait()
+	window := time.Since(windowStart)
+	cpu := srv.cpu(t) - cpu0
+	rss, hwm := srv.rss(t)
+	srv.alive(t)
+
+	// Drain: wait until every acknowledged message has arrived, or the
+	// bound.
+	drainStart := time.Now()
+	for tr.nDeliv.Load() < tr.nAcked.Load() && time.Since(drainStart) < sz.drain {
+		time.Sleep(50 * time.Millisecond)
+	}
+	drain := time.Since(drainStart)
+	// A moment more, so a duplicate still in flight would be seen.
+	time.Sleep(500 * time.Millisecond)
+	for _, s := range subs {
+		s.Close()
+	}
+	rwg.Wait()
+
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var lost, duplicated, unacked int
+	for k := range tr.acked {
+		if tr.delivered[k] == 0 {
+			lost++
+		}
+	}
+	for k, n := range tr.delivered {
+		if n > 1 {
+			duplicated += n - 1
+		}
+		if !tr.acked[k] {
+			unacked++
+		}
+	}
+	slices.Sort(tr.lats)
+	sent := len(tr.acked)
+	rate := float64(sent) / window.Seconds()
+	fmt.Printf("loadtest: clients=%d sent=%d delivered=%d lost=%d duplicated=%d msgs_per_s=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f server_rss_mib=%.1f server_hwm_mib=%.1f server_cpu_pct=%.1f window_s=%.1f drain_s=%.2f setup_s=%.1f mint_s=%.1f send_errors=%d\n",
+		sz.clients, sent, len(tr.lats), lost, duplicated, rate,
+		percentile(tr.lats, 0.50), percentile(tr.lats, 0.99), percentile(tr.lats, 0.999),
+		float64(rss)/(1<<20), float64(hwm)/(1<<20), 100*cpu.Seconds()/window.Seconds(),
+		window.Seconds(), drain.Seconds(), setupTime.Seconds(), mintTime.Seconds(), tr.sendErrs)
+
+	if lost != 0 || duplicated != 0 {
+		t.Errorf("lost=%d duplicated=%d, want 0 and 0", lost, duplicated)
+	}
+	if tr.bad != 0 || unacked != 0 || tr.dupAcks != 0 {
+		t.Errorf("%d misrouted or corrupt deliveries, %d delivered but never acknowledged, %d fresh sends called duplicates", tr.bad, unacked, tr.dupAcks)
+	}
+	if tr.sendErrs != 0 {
+		t.Errorf("%d sends failed", tr.sendErrs)
+	}
+	// Every client sent about once per interval: a run that stalled would
+	// fall far short.
+	if want := float64(sz.clients) * sz.window.Seconds() / sz.interval.Seconds() / 4; float64(sent) < want {
+		t.Errorf("only %d messages acknowledged in %v, want at least %.0f", sent, window, want)
+	}
+	if rss <= 0 || cpu <= 0 {
+		t.Errorf("server rss=%d cpu=%v: the process was not measured", rss, cpu)
+	}
+}
+
+func TestIdle(t *testing.T) {
+	sz := runSize(t)
+	raiseNoFile(t, uint64(sz.idle)+1024)
+	srv := startServer(t, sz.idle+100)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	// Warm up the server's handshake path with one connection, so the
+	// baseline is a server that has served, not a fresh one.
+	warm := dialAll(ctx, t, srv.addr, 1, 1)[0]
+	if _, err := warm.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	warm.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.openConns(t) != 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	base, _ := srv.rss(t)
+
+	start := time.Now()
+	conns := dialAll(ctx, t, srv.addr, sz.idle, 32)
+	dialTime := time.Since(start)
+	// Let the handshakes' garbage settle; keep-alives keep the connections.
+	time.Sleep(3 * time.Second)
+	srv.alive(t)
+	open := srv.openConns(t)
+	rss, hwm := srv.rss(t)
+	perConn := float64(rss-base) / float64(sz.idle)
+	fmt.Printf("idletest: conns=%d rss_base_mib=%.1f rss_mib=%.1f hwm_mib=%.1f per_conn_kib=%.1f open=%d dial_s=%.1f\n",
+		sz.idle, float64(base)/(1<<20), float64(rss)/(1<<20), float64(hwm)/(1<<20), perConn/1024, open, dialTime.Seconds())
+
+	if open != sz.idle {
+		t.Errorf("server reports %d open connections, want %d", open, sz.idle)
+	}
+	if rss <= base {
+		t.Errorf("RSS %d with %d connections is not above the baseline %d", rss, sz.idle, base)
+	}
+	// Every connection still answers, on the connection it was given
+	// (the count above shows no redial replaced a dropped one).
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, c := range conns {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			hctx, hcancel := context.WithTimeout(ctx, 30*time.Second)
+			defer hcancel()
+			if _, err := c.Health(hctx); err != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d of %d idle connections failed a health request", n, sz.idle)
+	}
+	if open := srv.openConns(t); open != sz.idle {
+		t.Errorf("after the health requests the server reports %d open connections, want %d", open, sz.idle)
+	}
+}

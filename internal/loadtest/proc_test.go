@@ -1,0 +1,283 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+)
+
+// serverBinary compiles cmd/qpc-server once per test process.
+func serverBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "qpc-loadtest-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildBin = filepath.Join(dir, "qpc-server")
+		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/quicprochat/qpc/cmd/qpc-server")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("build qpc-server: %v", buildErr)
+	}
+	return buildBin
+}
+
+// serverProc is one running qpc-server process.
+type serverProc struct {
+	cmd   *exec.Cmd
+	addr  string // qpc:// address
+	admin string // host:port of /metrics
+	logs  *lockedBuffer
+	done  chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() < 1<<20 {
+		l.b.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// freeTCP returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startServer runs qpc-server on 127.0.0.1 with tokens required and the
+// connection, request-rate and token limits raised for a load test, and
+// waits for its address line.
+func startServer(t *testing.T, maxConns int) *serverProc {
+	t.Helper()
+	bin := serverBinary(t)
+	admin := freeTCP(t)
+	args := []string{"run",
+		"--data-dir", t.TempDir(),
+		"--listen", "127.0.0.1:0",
+		"--admin-listen", admin,
+		"--kt-listen", "127.0.0.1:0",
+		"--log-level", "warn",
+		"--require-tokens=true",
+		"--token-quota", "1048576",
+		"--max-conns", strconv.Itoa(maxConns),
+		"--max-conns-per-addr", strconv.Itoa(maxConns),
+		// The one token-minting connection issues hundreds of batches in
+		// a row; the senders stay far below the default rate anyway.
+		"--request-rate", "100000",
+		"--request-burst", "100000",
+	}
+	cmd := exec.Command(bin, args...)
+	// The server's configuration comes from the flags alone.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "QPC_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &serverProc{cmd: cmd, admin: admin, logs: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.logs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "address: "); ok {
+				select {
+				case line <- a:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, out)
+	}()
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(p.stop)
+	select {
+	case p.addr = <-line:
+	case <-p.done:
+		t.Fatalf("qpc-server exited before it listened:\n%s", p.logs.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("qpc-server printed no address in 60 s:\n%s", p.logs.String())
+	}
+	return p
+}
+
+// stop ends the server with SIGTERM, then SIGKILL after 15 s.
+func (p *serverProc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// alive fails the test if the server has exited.
+func (p *serverProc) alive(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.done:
+		t.Fatalf("qpc-server exited:\n%s", p.logs.String())
+	default:
+	}
+}
+
+// rss returns the server's resident set (VmRSS) and its peak (VmHWM) in
+// bytes.
+func (p *serverProc) rss(t *testing.T) (rss, hwm int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[2] != "kB" {
+			continue
+		}
+		n, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+		switch f[0] {
+		case "VmRSS:":
+			rss = n << 10
+		case "VmHWM:":
+			hwm = n << 10
+		}
+	}
+	if rss == 0 {
+		t.Fatal("no VmRSS in /proc/<pid>/status")
+	}
+	return rss, hwm
+}
+
+// cpu returns the server's user plus system CPU time so far.
+func (p *serverProc) cpu(t *testing.T) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name (field 2) may hold spaces; count from the ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("parse /proc/<pid>/stat: %q", s)
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// openConns reads qpc_connections_open (all transports) from /metrics.
+func (p *serverProc) openConns(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sum, found := 0.0, false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, "qpc_connections_open") {
+			continue
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		sum, found = sum+v, true
+	}
+	if !found {
+		t.Fatal("no qpc_connections_open in /metrics")
+	}
+	return int(sum)
+}
+
+// raiseNoFile lifts the soft RLIMIT_NOFILE to at least n (one UDP socket
+// per client), up to the hard limit.
+func raiseNoFile(t *testing.T, n uint64) {
+	t.Helper()
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Cur >= n {
+		return
+	}
+	if r.Max < n {
+		r.Max = n // root may raise the hard limit too
+	}
+	r.Cur = n
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		t.Fatalf("RLIMIT_NOFILE to %d: %v", n, err)
+	}
+}
