@@ -115,7 +115,7 @@ type ContentType uint16
 // value; dispatching on it is the caller's job.
 const (
 	ContentMLS        ContentType = 0x0001 // an MLSMessage (RFC 9420 §6)
-	ContentMLSWelcome ContentType = 0x0002 // a Welcome for a new group member
+	ContentMLSWelcome ContentType = 0x0002 // a client/content.Intro: a Welcome and its conversation (docs/protocol.md §11.2)
 	ContentCheckpoint ContentType = 0x0003 // a gossiped key-transparency checkpoint
 	ContentChunk      ContentType = 0x0004 // one padding.Split chunk of a larger payload
 )
