@@ -21,7 +21,7 @@ type ConvKind uint8
 // Conversation kinds. Their numbers are part of the format.
 const (
 	ConvDirect ConvKind = 1 // two people; no name
-	ConvGroup  ConvKind = 2 // a named group
+	ConvGroup  ConvKind = 2 // a group; its name may be empty
 )
 
 func (k ConvKind) String() string {
