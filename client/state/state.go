@@ -214,8 +214,8 @@ func (s *Store) Dir() string { return s.dir }
 
 // Update runs fn in one read-write transaction: either everything fn wrote
 // is committed durably, or (fn returned an error or panicked) nothing is.
-// fn's error is returned unchanged. Do not call ChangePassphrase or Close
-// from inside fn.
+// fn's error is returned unchanged. Do not call ChangePassphrase, Close
+// or start another transaction from inside fn.
 func (s *Store) Update(fn func(*Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
