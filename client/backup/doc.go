@@ -12,8 +12,8 @@
 //	                               no date) with the payload
 //
 // optionally ASCII-armored ("PGP MESSAGE", no CRC as §6.1 advises for v6).
-// Any RFC 9580 implementation with Argon2 and OCB can open it
-// (gpg --decrypt with a recent GnuPG, sq decrypt, ...).
+// Any RFC 9580 implementation with Argon2 and OCB can open it; GnuPG,
+// which follows LibrePGP rather than RFC 9580, cannot.
 //
 // Import accepts that shape only (armored or not, detected): one v6 SKESK
 // with Argon2, then one v2 SEIPD; anything else is ErrCorrupt. Before any
