@@ -374,3 +374,7 @@ func (v *Verifier) CompareCheckpoint(other []byte, consistency [][]byte) error {
 	}
 	return nil
 }
+
+// NoteVerifier is the pinned checkpoint key, to open checkpoints other
+// clients gossip.
+func (v *Verifier) NoteVerifier() note.Verifier { return v.logKey }

@@ -1,0 +1,589 @@
+package client
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Conversations (docs/user-guide.md, docs/protocol.md §11). Every
+// conversation, direct or group, is an MLS group. Its creator adds the
+// others with the last-resort KeyPackages of their KT records and seals
+// the Welcome to each one's intro mailbox; every member then creates a
+// mailbox of its own for the conversation (paid with a token, on the
+// conversation's own connection) and announces it inside MLS, so intro
+// mailboxes carry only first contacts. Messages are encrypted once and
+// sealed to each other member's mailbox. Only the creator commits (adds,
+// removes), which keeps the members' views of the epochs in one order;
+// a member who leaves asks the creator to remove it.
+
+// convRecord is one conversation's local state.
+type convRecord struct {
+	ID      []byte
+	Kind    content.ConvKind
+	Name    string // groups
+	Peer    string // direct chats
+	Creator string
+	Group   []byte // mls.Group.Marshal
+	Mailbox *mailboxRecord
+	Members map[string]*memberRecord // other members, by handle
+	MySeq   uint64
+	Active  bool // false once removed
+	Left    bool // we asked to leave
+	Created time.Time
+}
+
+// memberRecord is what we know of another member: its mailbox for this
+// conversation and the sequence numbers seen from it.
+type memberRecord struct {
+	SendID  wire.ID
+	Sealing []byte // sealing public key; nil until announced
+	LastSeq uint64
+	Missing []uint64
+	Seen    bool // a message with a sequence number arrived
+}
+
+// Conversation describes a conversation for listings.
+type Conversation struct {
+	ID      string
+	Group   bool
+	Name    string // the group name, or the peer's handle
+	Creator string
+	Members []string // including us
+	Active  bool
+}
+
+func (r *convRecord) display() string {
+	if r.Kind == content.ConvDirect {
+		return r.Peer
+	}
+	return r.Name
+}
+
+func (c *Client) mlsConfig(ctx context.Context) *mls.Config {
+	return &mls.Config{VerifyMember: c.verifyMember(ctx), Now: c.opts.Now}
+}
+
+func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, error) {
+	g, err := mls.UnmarshalGroup(r.Group, c.mlsConfig(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("%w: group state: %v", ErrCorruptState, err)
+	}
+	return g, nil
+}
+
+func (c *Client) getConv(id []byte) (*convRecord, error) {
+	var r convRecord
+	err := c.store.View(func(tx *state.Tx) error { return getJSON(tx, bucketConvs, id, &r) })
+	if errors.Is(err, state.ErrNoEntry) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (c *Client) allConvs() ([]*convRecord, error) {
+	var out []*convRecord
+	err := c.store.View(func(tx *state.Tx) error {
+		return tx.ForEach(bucketConvs, func(_, v []byte) error {
+			r := new(convRecord)
+			if err := jsonUnmarshal(v, r); err != nil {
+				return err
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b *convRecord) int { return a.Created.Compare(b.Created) })
+	return out, err
+}
+
+// findConv resolves what the user typed: a group name (optionally with a
+// leading #) or a contact's handle for the direct chat with them.
+func (c *Client) findConv(target string) (*convRecord, error) {
+	convs, err := c.allConvs()
+	if err != nil {
+		return nil, err
+	}
+	name := strings.TrimPrefix(target, "#")
+	var direct *convRecord
+	for _, r := range convs {
+		switch {
+		case r.Kind == content.ConvGroup && r.Name == name && r.Active:
+			return r, nil
+		case r.Kind == content.ConvDirect && r.Peer == target && r.Active:
+			// Both sides may have started one; the smaller group ID wins,
+			// so both end up writing into the same one.
+			if direct == nil || string(r.ID) < string(direct.ID) {
+				direct = r
+			}
+		}
+	}
+	if direct != nil {
+		return direct, nil
+	}
+	for _, r := range convs {
+		if hex.EncodeToString(r.ID) == target {
+			return r, nil
+		}
+	}
+	return nil, ErrNoSuchConv
+}
+
+// Conversations lists the conversations, oldest first.
+func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	convs, err := c.allConvs()
+	if err != nil {
+		return nil, err
+	}
+	var out []Conversation
+	for _, r := range convs {
+		conv := Conversation{ID: hex.EncodeToString(r.ID), Group: r.Kind == content.ConvGroup, Name: r.display(), Creator: r.Creator, Active: r.Active}
+		if g, err := c.loadGroup(ctx, r); err == nil {
+			for _, m := range g.Members() {
+				conv.Members = append(conv.Members, string(m.Credential.Identity))
+			}
+			slices.Sort(conv.Members)
+		}
+		out = append(out, conv)
+	}
+	return out, nil
+}
+
+// startConv creates a conversation with handles as its first other
+// members and queues their Welcomes.
+func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name string, handles []string) (*convRecord, error) {
+	if c.prof.Handle == "" {
+		return nil, ErrNotRegistered
+	}
+	var kps []*mls.KeyPackage
+	var contacts []*Contact
+	for _, h := range handles {
+		if h == c.prof.Handle {
+			return nil, fmt.Errorf("you are a member of your own groups already")
+		}
+		ct, err := c.ensureContact(ctx, h, 10*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		kp, err := c.pickKeyPackage(ct)
+		if err != nil {
+			return nil, err
+		}
+		kps = append(kps, kp)
+		contacts = append(contacts, ct)
+	}
+	g, err := mls.Create(c.mlsIdentity(), c.mlsConfig(ctx), nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := g.Add(kps...)
+	if err != nil {
+		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
+	}
+	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
+	if kind == content.ConvDirect {
+		r.Peer = handles[0]
+	}
+	if r.Mailbox, err = c.createMailbox(ctx, connForConv(r.ID)); err != nil {
+		return nil, fmt.Errorf("creating the conversation's mailbox: %w", err)
+	}
+	for _, h := range handles {
+		r.Members[h] = &memberRecord{}
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return nil, err
+	}
+	intro, err := c.intro(r, res.Welcome)
+	if err != nil {
+		return nil, err
+	}
+	err = c.store.Update(func(tx *state.Tx) error {
+		for _, ct := range contacts {
+			if err := c.enqueue(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
+				return err
+			}
+		}
+		return putJSON(tx, bucketConvs, r.ID, r)
+	})
+	return r, err
+}
+
+// intro builds the Intro for a Welcome: the conversation and the mailboxes
+// of the members we know, ourselves first.
+func (c *Client) intro(r *convRecord, welcome []byte) ([]byte, error) {
+	sk, err := sealed.ParseMailboxPrivateKey(r.Mailbox.Sealing)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mailbox key", ErrCorruptState)
+	}
+	in := &content.Intro{ConvKind: r.Kind, Name: r.Name, Welcome: welcome, Checkpoint: c.checkpoint()}
+	in.Roster = append(in.Roster, content.Member{Handle: c.prof.Handle, SendID: r.Mailbox.SendID, SealingKey: sk.Public().Bytes()})
+	for _, h := range sortedKeys(r.Members) {
+		if m := r.Members[h]; m.Sealing != nil {
+			in.Roster = append(in.Roster, content.Member{Handle: h, SendID: m.SendID, SealingKey: m.Sealing})
+		}
+	}
+	return in.Marshal()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// pickKeyPackage returns a contact's last-resort KeyPackage that is valid
+// now and signed by one of its KT device keys.
+func (c *Client) pickKeyPackage(ct *Contact) (*mls.KeyPackage, error) {
+	for _, raw := range ct.KeyPackages {
+		kp := new(mls.KeyPackage)
+		if kp.Unmarshal(raw) != nil {
+			continue
+		}
+		if mls.ValidateKeyPackage(kp, DefaultSuite, c.opts.Now()) != nil {
+			continue
+		}
+		if string(kp.LeafNode.Credential.Identity) != ct.Handle {
+			continue
+		}
+		if slices.ContainsFunc(ct.DeviceKeys, func(k []byte) bool { return string(k) == string(kp.LeafNode.SignatureKey) }) {
+			return kp, nil
+		}
+	}
+	return nil, fmt.Errorf("%s has published no usable key package (they should run `qpc login` to renew it)", ct.Handle)
+}
+
+func (c *Client) saveGroup(r *convRecord, g *mls.Group) error {
+	raw, err := g.Marshal()
+	if err != nil {
+		return err
+	}
+	r.Group = raw
+	return nil
+}
+
+// checkpoint is the newest verified KT checkpoint, gossiped in content.
+func (c *Client) checkpoint() []byte {
+	if cp := c.v.Latest(); cp != nil {
+		return cp.Raw
+	}
+	return nil
+}
+
+// CreateGroup creates a group named name with the given members.
+func (c *Client) CreateGroup(ctx context.Context, name string, handles []string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if name == "" || len(name) > content.MaxName || strings.ContainsAny(name, " \t\n#") {
+		return fmt.Errorf("group name: 1-%d characters, no spaces or #", content.MaxName)
+	}
+	if r, _ := c.findConv(name); r != nil && r.Kind == content.ConvGroup {
+		return fmt.Errorf("you already have a group named %s", name)
+	}
+	if len(handles) == 0 {
+		return fmt.Errorf("a group needs at least one other member")
+	}
+	if _, err := c.startConv(ctx, content.ConvGroup, name, dedupe(handles)); err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
+func dedupe(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// AddMember adds handle to a group the user created.
+func (c *Client) AddMember(ctx context.Context, group, handle string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, g, err := c.ownGroup(ctx, group)
+	if err != nil {
+		return err
+	}
+	if _, ok := r.Members[handle]; ok || handle == c.prof.Handle {
+		return fmt.Errorf("%s is already a member", handle)
+	}
+	ct, err := c.ensureContact(ctx, handle, 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	kp, err := c.pickKeyPackage(ct)
+	if err != nil {
+		return err
+	}
+	res, err := g.Add(kp)
+	if err != nil {
+		return err
+	}
+	intro, err := c.intro(r, res.Welcome)
+	if err != nil {
+		return err
+	}
+	existing := sortedKeys(r.Members)
+	r.Members[handle] = &memberRecord{}
+	if err := c.saveGroup(r, g); err != nil {
+		return err
+	}
+	err = c.store.Update(func(tx *state.Tx) error {
+		if err := c.fanOut(tx, r, existing, sealed.ContentMLS, res.Commit); err != nil {
+			return err
+		}
+		if err := c.enqueue(tx, &outboxEntry{Conv: r.ID, To: handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
+			return err
+		}
+		c.history(tx, r, Event{Kind: EventMemberAdded, From: handle, Text: handle + " was added"})
+		return putJSON(tx, bucketConvs, r.ID, r)
+	})
+	if err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
+// RemoveMember removes handle from a group the user created; the removed
+// member gets the commit that tells it so and no later message.
+func (c *Client) RemoveMember(ctx context.Context, group, handle string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, g, err := c.ownGroup(ctx, group)
+	if err != nil {
+		return err
+	}
+	if err := c.removeMember(ctx, r, g, handle); err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
+func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, handle string) error {
+	if _, ok := r.Members[handle]; !ok {
+		return fmt.Errorf("%s is not a member of %s", handle, r.display())
+	}
+	var leaves []uint32
+	for _, m := range g.Members() {
+		if string(m.Credential.Identity) == handle {
+			leaves = append(leaves, m.Leaf)
+		}
+	}
+	res, err := g.Remove(leaves...)
+	if err != nil {
+		return err
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return err
+	}
+	all := sortedKeys(r.Members) // the removed member included
+	err = c.store.Update(func(tx *state.Tx) error {
+		if err := c.fanOut(tx, r, all, sealed.ContentMLS, res.Commit); err != nil {
+			return err
+		}
+		delete(r.Members, handle)
+		c.history(tx, r, Event{Kind: EventMemberRemoved, From: handle, Text: handle + " was removed"})
+		return putJSON(tx, bucketConvs, r.ID, r)
+	})
+	return err
+}
+
+func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.Group, error) {
+	r, err := c.findConv(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.Kind != content.ConvGroup {
+		return nil, nil, fmt.Errorf("%s is a direct chat, not a group", name)
+	}
+	if r.Creator != c.prof.Handle {
+		return nil, nil, ErrNotCreator
+	}
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, g, nil
+}
+
+// Leave asks the group's creator to remove us; the conversation stops
+// sending at once.
+func (c *Client) Leave(ctx context.Context, group string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, err := c.findConv(group)
+	if err != nil {
+		return err
+	}
+	if r.Kind != content.ConvGroup {
+		return fmt.Errorf("%s is a direct chat, not a group", group)
+	}
+	if r.Creator == c.prof.Handle {
+		return fmt.Errorf("you created %s: remove its members instead (handing a group over is not supported yet)", group)
+	}
+	if err := c.sendContent(ctx, r, &content.Message{Kind: content.KindLeave}); err != nil {
+		return err
+	}
+	r.Left = true
+	if err := c.store.Update(func(tx *state.Tx) error { return putJSON(tx, bucketConvs, r.ID, r) }); err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
+// Send sends text to a group (by name) or to a contact (by handle),
+// starting the direct chat with them on first use. It returns once the
+// message is in the outbox and one attempt to deliver it was made; a
+// message that could not be delivered yet stays queued (Pending) and goes
+// out with the next operation.
+func (c *Client) Send(ctx context.Context, target, text string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if text == "" || len(text) > content.MaxText {
+		return fmt.Errorf("a message is 1-%d bytes", content.MaxText)
+	}
+	r, err := c.findConv(target)
+	if errors.Is(err, ErrNoSuchConv) && !strings.HasPrefix(target, "#") {
+		r, err = c.startConv(ctx, content.ConvDirect, "", []string{target})
+	}
+	if err != nil {
+		return err
+	}
+	if !r.Active || r.Left {
+		return ErrInactive
+	}
+	if err := c.sendContent(ctx, r, &content.Message{Kind: content.KindText, Text: text}); err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
+// sendContent encrypts m once in r's group and queues it for every other
+// member, persisting the advanced group state and the outbox together.
+func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Message) error {
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return err
+	}
+	ct, err := c.encryptIn(g, r, m)
+	if err != nil {
+		return err
+	}
+	if err := c.fits(ctx, r, len(ct)); err != nil {
+		return err
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return err
+	}
+	return c.store.Update(func(tx *state.Tx) error {
+		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct); err != nil {
+			return err
+		}
+		if m.Kind == content.KindText {
+			c.history(tx, r, Event{Kind: EventMessage, From: c.prof.Handle, Text: m.Text, Seq: m.Seq, SentAt: time.Unix(int64(m.SentAt), 0)})
+		}
+		return putJSON(tx, bucketConvs, r.ID, r)
+	})
+}
+
+// fits checks that an MLS message of n bytes fits one sealed envelope.
+func (c *Client) fits(ctx context.Context, r *convRecord, n int) error {
+	conn, err := c.conn(ctx, connForConv(r.ID))
+	if err != nil {
+		return nil // offline: the outbox finds out when it sends
+	}
+	max := sealed.MaxContentFor(conn.Policy(), int(conn.Limits().MaxEnvelope), len(c.prof.Handle))
+	if n > max {
+		return fmt.Errorf("%w (%d bytes encrypted, at most %d)", ErrTooLong, n, max)
+	}
+	return nil
+}
+
+// fanOut queues payload for each of the given members of r.
+func (c *Client) fanOut(tx *state.Tx, r *convRecord, to []string, typ sealed.ContentType, payload []byte) error {
+	for _, h := range to {
+		m := r.Members[h]
+		e := &outboxEntry{Conv: r.ID, To: h, Type: typ, Payload: payload}
+		if m != nil && m.Sealing != nil {
+			e.SendID, e.Sealing = m.SendID, m.Sealing
+		}
+		if err := c.enqueue(tx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// historyEntry is one line of a conversation's history.
+type historyEntry struct {
+	Conv  []byte
+	Event Event
+}
+
+// history appends an event to the local history (and to the events the
+// running operation returns).
+func (c *Client) history(tx *state.Tx, r *convRecord, e Event) {
+	e.Conv, e.ConvID, e.Group = r.display(), hex.EncodeToString(r.ID), r.Kind == content.ConvGroup
+	if e.At.IsZero() {
+		e.At = c.opts.Now()
+	}
+	raw, err := json.Marshal(historyEntry{Conv: r.ID, Event: e})
+	if err == nil {
+		_, err = tx.Append(bucketHistory, raw)
+	}
+	if err != nil {
+		c.log.Warn("could not record history", "err", err)
+	}
+	if e.From != c.prof.Handle || e.Kind != EventMessage {
+		c.pending = append(c.pending, e)
+	}
+}
+
+// History returns the events of a conversation (or of all, for ""),
+// oldest first, at most limit (0: all) of the newest.
+func (c *Client) History(target string, limit int) ([]Event, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	var id []byte
+	if target != "" {
+		r, err := c.findConv(target)
+		if err != nil {
+			return nil, err
+		}
+		id = r.ID
+	}
+	var out []Event
+	err := c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketHistory, 0, func(_ uint64, v []byte) error {
+			var h historyEntry
+			if err := jsonUnmarshal(v, &h); err != nil {
+				return err
+			}
+			if id == nil || string(h.Conv) == string(id) {
+				out = append(out, h.Event)
+			}
+			return nil
+		})
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, err
+}

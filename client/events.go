@@ -1,0 +1,127 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/quicprochat/qpc/client/state"
+)
+
+// EventKind says what happened.
+type EventKind string
+
+// Event kinds.
+const (
+	EventMessage       EventKind = "message"        // a text from a member
+	EventJoined        EventKind = "joined"         // we were added to a conversation
+	EventMemberAdded   EventKind = "member-added"   // someone joined a group (their mailbox is known)
+	EventMemberRemoved EventKind = "member-removed" // someone left or was removed
+	EventRemoved       EventKind = "removed"        // we were removed from a group
+	EventGap           EventKind = "gap"            // messages from a member are missing
+	EventAlarm         EventKind = "alarm"          // see Alarm
+)
+
+// Event is one thing a Sync or Follow brought. Texts and membership
+// changes are also kept in the conversation's history.
+type Event struct {
+	Kind   EventKind `json:"kind"`
+	Conv   string    `json:"conv"`             // the group's name, or the peer's handle for a direct chat
+	ConvID string    `json:"conv_id"`          // hex MLS group ID
+	Group  bool      `json:"group"`            // a group rather than a direct chat
+	From   string    `json:"from,omitempty"`   // the member it concerns
+	Text   string    `json:"text,omitempty"`   // the message, or a description
+	Seq    uint64    `json:"seq,omitempty"`    // the sender's sequence number
+	SentAt time.Time `json:"sent_at"`          // the sender's clock (messages)
+	At     time.Time `json:"at"`               // when this client saw it
+	Alarm  *Alarm    `json:"alarm,omitempty"`  // for EventAlarm
+	Missed []uint64  `json:"missed,omitempty"` // for EventGap: the missing sequence numbers
+}
+
+// String is a one-line rendering for terminals.
+func (e Event) String() string {
+	where := e.Conv
+	if e.Group {
+		where = "#" + e.Conv
+	}
+	switch e.Kind {
+	case EventMessage:
+		if e.Group {
+			return fmt.Sprintf("[%s] %s: %s", where, e.From, e.Text)
+		}
+		return fmt.Sprintf("%s: %s", e.From, e.Text)
+	case EventAlarm:
+		return "ALARM " + e.Alarm.String()
+	case EventGap:
+		return fmt.Sprintf("[%s] %d message(s) from %s are missing (seq %v)", where, len(e.Missed), e.From, e.Missed)
+	default:
+		return fmt.Sprintf("[%s] %s", where, e.Text)
+	}
+}
+
+// AlarmKind classifies alarms.
+type AlarmKind string
+
+// Alarm kinds.
+const (
+	AlarmSplitView AlarmKind = "split-view" // a contact saw a KT checkpoint inconsistent with ours
+	AlarmKT        AlarmKind = "kt"         // the log contradicted itself, or owner monitoring found a key we did not publish
+	AlarmKeyChange AlarmKind = "key-change" // a contact's identity key changed
+	AlarmBadSender AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
+	AlarmDropped   AlarmKind = "dropped"    // a message that could not be decrypted was dropped
+)
+
+// Alarm is something the user must know: evidence that the server lies,
+// or a message that could not be read. Alarms persist until cleared.
+type Alarm struct {
+	Kind     AlarmKind `json:"kind"`
+	At       time.Time `json:"at"`
+	Detail   string    `json:"detail"`
+	Evidence [][]byte  `json:"evidence,omitempty"` // signed checkpoints or proofs
+}
+
+func (a Alarm) String() string { return fmt.Sprintf("%s: %s", a.Kind, a.Detail) }
+
+// raise records an alarm; it is also returned as an event by the
+// operation that found it.
+func (c *Client) raise(a Alarm) {
+	if a.At.IsZero() {
+		a.At = c.opts.Now()
+	}
+	raw, err := json.Marshal(a)
+	if err == nil {
+		err = c.store.Update(func(tx *state.Tx) error {
+			_, err := tx.Append(bucketAlarms, raw)
+			return err
+		})
+	}
+	if err != nil {
+		c.log.Warn("could not record an alarm", "err", err)
+	}
+	c.pending = append(c.pending, Event{Kind: EventAlarm, Alarm: &a, At: a.At, Text: a.Detail})
+}
+
+// Alarms lists the recorded alarms, oldest first.
+func (c *Client) Alarms() ([]Alarm, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	var out []Alarm
+	err := c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketAlarms, 0, func(_ uint64, v []byte) error {
+			var a Alarm
+			if err := jsonUnmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func jsonUnmarshal(raw []byte, v any) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%w: %v", state.ErrCorrupt, err)
+	}
+	return nil
+}

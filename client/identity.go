@@ -1,0 +1,321 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// keyPackageLifetime is the validity of the last-resort KeyPackage each
+// device publishes; Login replaces it when less than a third is left.
+const keyPackageLifetime = 180 * 24 * time.Hour
+
+// Register creates the account handle on the server (OPAQUE: the server
+// never sees password), makes this device's identity key, MLS signature
+// key, last-resort KeyPackage and intro mailbox, and publishes them in key
+// transparency. A Register that failed after the account was created can
+// be run again with the same handle and password to finish.
+func (c *Client) Register(ctx context.Context, handle string, password []byte) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if err := content.ValidHandle(handle); err != nil {
+		return fmt.Errorf("handle %q: use 3-32 characters of a-z 0-9 . _ -", handle)
+	}
+	p := c.prof
+	if p.Handle != "" && p.Handle != handle {
+		return fmt.Errorf("this device is already registered as %s", p.Handle)
+	}
+	if p.Handle == "" {
+		acct, err := c.conn(ctx, connAccount)
+		if err != nil {
+			return err
+		}
+		if _, err := rand.Read(p.Device[:]); err != nil {
+			return err
+		}
+		sess, err := acct.Register(ctx, handle, password, p.Device, "qpc")
+		if err != nil {
+			if code, ok := wire.CodeOf(err); ok && code == wire.CodeTaken {
+				return fmt.Errorf("the handle %s is taken: choose another", handle)
+			}
+			return fmt.Errorf("register: %w", err)
+		}
+		if err := c.newIdentity(handle); err != nil {
+			return err
+		}
+		p.Session = sess
+		if err := c.saveProfile(); err != nil {
+			return err
+		}
+	} else if p.Session == nil {
+		if err := c.login(ctx, password); err != nil {
+			return err
+		}
+	}
+	if len(p.KTPublished) > 0 {
+		return fmt.Errorf("already registered as %s", handle)
+	}
+	return c.publish(ctx)
+}
+
+// newIdentity makes the device's keys for handle.
+func (c *Client) newIdentity(handle string) error {
+	p := c.prof
+	_, idKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	id, err := mls.NewBasicIdentity(DefaultSuite, []byte(handle))
+	if err != nil {
+		return err
+	}
+	p.Handle, p.IdentityKey, p.MLSSuite = handle, idKey, DefaultSuite
+	p.MLSSigPub, p.MLSSigPriv = id.SignaturePub, id.SignaturePriv
+	return c.newKeyPackage()
+}
+
+func (c *Client) newKeyPackage() error {
+	p := c.prof
+	kpp, err := mls.NewKeyPackage(c.mlsIdentity(), &mls.KeyPackageOptions{LastResort: true, Lifetime: keyPackageLifetime, Now: c.opts.Now})
+	if err != nil {
+		return err
+	}
+	raw, err := kpp.KeyPackage.Marshal()
+	if err != nil {
+		return err
+	}
+	p.KeyPackage, p.KPInitPriv, p.KPEncPriv = raw, kpp.InitPriv, kpp.EncryptionPriv
+	return nil
+}
+
+func (c *Client) mlsIdentity() *mls.Identity {
+	p := c.prof
+	return &mls.Identity{
+		Suite:         p.MLSSuite,
+		Credential:    mls.Credential{Type: mls.CredentialTypeBasic, Identity: []byte(p.Handle)},
+		SignaturePub:  p.MLSSigPub,
+		SignaturePriv: p.MLSSigPriv,
+	}
+}
+
+func (c *Client) keyPackagePrivate() (*mls.KeyPackagePrivate, error) {
+	p := c.prof
+	kpp := &mls.KeyPackagePrivate{InitPriv: p.KPInitPriv, EncryptionPriv: p.KPEncPriv, Identity: c.mlsIdentity()}
+	if err := kpp.KeyPackage.Unmarshal(p.KeyPackage); err != nil {
+		return nil, fmt.Errorf("%w: stored key package", ErrCorruptState)
+	}
+	return kpp, nil
+}
+
+// ErrCorruptState reports local state that decrypted but does not make sense.
+var ErrCorruptState = errors.New("local state is inconsistent")
+
+// publish creates the intro mailbox if there is none and publishes the
+// device's binding in key transparency.
+func (c *Client) publish(ctx context.Context) error {
+	p := c.prof
+	w, err := c.getWallet(ctx)
+	if err != nil {
+		return err
+	}
+	if p.Intro == nil {
+		mb, err := c.createMailbox(ctx, connIntro)
+		if err != nil {
+			return fmt.Errorf("creating the intro mailbox: %w", err)
+		}
+		p.Intro = mb
+		if err := c.saveProfile(); err != nil {
+			return err
+		}
+	}
+	sk, err := sealed.ParseMailboxPrivateKey(p.Intro.Sealing)
+	if err != nil {
+		return fmt.Errorf("%w: intro key", ErrCorruptState)
+	}
+	b := &kt.Binding{
+		Label:        p.Handle,
+		IdentityKeys: []ed25519.PublicKey{p.IdentityKey.Public().(ed25519.PublicKey)},
+		DeviceKeys:   [][]byte{p.MLSSigPub},
+		IntroSendID:  p.Intro.SendID,
+		IntroKey:     sk.Public().Bytes(),
+		KeyPackages:  [][]byte{p.KeyPackage},
+	}
+	for epoch, raw := range w.seenKeys() {
+		b.TokenKeys = append(b.TokenKeys, kt.TokenKeyCommitment{Epoch: epoch, Hash: sha256.Sum256(raw)})
+		if len(b.TokenKeys) == 8 {
+			break
+		}
+	}
+	if err := b.Sign(p.IdentityKey); err != nil {
+		return err
+	}
+	acct, err := c.conn(ctx, connAccount)
+	if err != nil {
+		return err
+	}
+	owner := c.ktOwner()
+	if _, _, err := acct.KTPublish(ctx, p.Session, owner, b); err != nil {
+		return fmt.Errorf("publishing your keys: %w", err)
+	}
+	p.KTPublished = owner.Published()
+	return c.saveProfile()
+}
+
+func (c *Client) ktOwner() *KTOwner {
+	o := NewKTOwner(c.prof.Handle)
+	for v, h := range c.prof.KTPublished {
+		o.published[v] = h
+	}
+	o.SetChecked(c.prof.KTChecked)
+	return o
+}
+
+// createMailbox creates a receive mailbox on the connection for role,
+// paid with a token, with a fresh owner key and sealing key.
+func (c *Client) createMailbox(ctx context.Context, role string) (*mailboxRecord, error) {
+	conn, err := c.conn(ctx, role)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := c.token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mb, err := conn.CreateMailbox(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	sk, err := sealed.GenerateMailboxKey()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := sk.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return &mailboxRecord{ReceiveID: mb.ReceiveID, SendID: mb.SendID, OwnerKey: mb.Key, Sealing: raw}, nil
+}
+
+// Login opens a new account session on this device (after Logout, or
+// when the session expired). It also renews the published KeyPackage when
+// it nears its end.
+func (c *Client) Login(ctx context.Context, password []byte) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if c.prof.Handle == "" {
+		return ErrNotRegistered
+	}
+	if err := c.login(ctx, password); err != nil {
+		return err
+	}
+	var kp mls.KeyPackage
+	if err := kp.Unmarshal(c.prof.KeyPackage); err == nil {
+		left := time.Unix(int64(kp.LeafNode.Lifetime.NotAfter), 0).Sub(c.opts.Now())
+		if left < keyPackageLifetime/3 || len(c.prof.KTPublished) == 0 {
+			if left < keyPackageLifetime/3 {
+				if err := c.newKeyPackage(); err != nil {
+					return err
+				}
+			}
+			return c.publish(ctx)
+		}
+	}
+	return nil
+}
+
+func (c *Client) login(ctx context.Context, password []byte) error {
+	acct, err := c.conn(ctx, connAccount)
+	if err != nil {
+		return err
+	}
+	sess, err := acct.Login(ctx, c.prof.Handle, password, c.prof.Device, "qpc")
+	if err != nil {
+		if code, ok := wire.CodeOf(err); ok && code == wire.CodeAuth {
+			return fmt.Errorf("login failed: wrong handle or password")
+		}
+		return fmt.Errorf("login: %w", err)
+	}
+	c.prof.Session = sess
+	c.wallet = nil
+	return c.saveProfile()
+}
+
+// Logout forgets the account session. Tokens already in the wallet stay
+// usable; conversations keep working until they run out.
+func (c *Client) Logout() error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	c.prof.Session = nil
+	c.wallet = nil
+	c.mu.Lock()
+	if acct := c.conns[connAccount]; acct != nil {
+		acct.Close()
+		delete(c.conns, connAccount)
+	}
+	c.mu.Unlock()
+	return c.saveProfile()
+}
+
+// getWallet opens the token wallet, refilling through the account
+// connection; it first checks the server's current token key against the
+// one committed in key transparency.
+func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
+	if c.wallet != nil {
+		return c.wallet, nil
+	}
+	s := c.prof.Session
+	var acct *Conn
+	var keys *TokenKeys
+	if s != nil && c.opts.Now().Before(s.Expiry) {
+		var err error
+		if acct, err = c.conn(ctx, connAccount); err != nil {
+			return nil, err
+		}
+		if keys, err = acct.TokenKeys(ctx); err != nil {
+			return nil, fmt.Errorf("token keys: %w", err)
+		}
+		if err := acct.KTTokenKey(ctx, c.v, keys.Keys[keys.Current]); err != nil {
+			return nil, err
+		}
+	}
+	w, err := NewWallet(walletStore{c.store}, acct, s, WalletOptions{})
+	if err != nil {
+		return nil, err
+	}
+	if acct != nil {
+		raw, err := keys.Keys[keys.Current].MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		if err := w.noteKey(keys.Current, raw); err != nil {
+			return nil, err
+		}
+		c.wallet = w
+	}
+	return w, nil
+}
+
+// token takes one delivery token from the wallet.
+func (c *Client) token(ctx context.Context) ([]byte, error) {
+	w, err := c.getWallet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if w.conn == nil && w.Len() == 0 {
+		if c.prof.Session == nil {
+			return nil, fmt.Errorf("no delivery tokens left and %w", ErrNoSession)
+		}
+		return nil, fmt.Errorf("no delivery tokens left and the session expired: run `qpc login`")
+	}
+	return w.Take(ctx)
+}

@@ -1,0 +1,439 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// The messenger: a Client holds a user's local state (client/state,
+// encrypted under a passphrase), its identity and account session, its
+// token wallet, the key-transparency verifier, contacts and conversations,
+// and the outbox. docs/user-guide.md walks through it from the CLI;
+// docs/protocol.md §11 gives the content formats.
+//
+// Connections are separated by what they reveal: one for the account
+// (login, tokens, KT publishing), one per conversation for its mailbox and
+// the sends to its members, one per first contact, and one for KT lookups.
+// Over Tor each gets a circuit of its own, so the server cannot link a
+// user's conversations to each other or to the account.
+
+// Errors of the messenger. Each says what to do.
+var (
+	ErrNotRegistered = errors.New("no account on this device yet: run `qpc register <handle>`")
+	ErrNoSession     = errors.New("not logged in: run `qpc login`")
+	ErrNoSuchUser    = errors.New("no such user in the key-transparency directory")
+	ErrUserDeleted   = errors.New("that account was deleted")
+	ErrNoSuchConv    = errors.New("no such contact, group or conversation")
+	ErrNotCreator    = errors.New("only the group's creator can add or remove members")
+	ErrInactive      = errors.New("you are no longer a member of this conversation")
+	ErrTooLong       = errors.New("message too long for one envelope")
+)
+
+// DefaultSuite is the MLS cipher suite of new conversations: X-Wing
+// (X25519 + ML-KEM-768) with ChaCha20-Poly1305, SHA-256 and Ed25519.
+const DefaultSuite = mls.SuiteXWingChaCha20Poly1305SHA256Ed25519
+
+// ClientOptions configure Init and Open. Zero values take defaults.
+type ClientOptions struct {
+	// Home is the state directory (QPC_HOME); default
+	// ~/.local/share/qpc.
+	Home string
+	// Passphrase unlocks the local state.
+	Passphrase []byte
+	// KDF tunes the Argon2id cost of a new state (Init only).
+	KDF *state.Options
+	// Dial is used for every connection (Tor, timeouts).
+	Dial Options
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger; default slog.Default. Nothing identifying is logged at Info.
+	Logger *slog.Logger
+}
+
+// DefaultHome is where the state lives when neither ClientOptions.Home
+// nor QPC_HOME says otherwise.
+func DefaultHome() string {
+	if h := os.Getenv("QPC_HOME"); h != "" {
+		return h
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "qpc")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".", "qpc-home")
+	}
+	return filepath.Join(home, ".local", "share", "qpc")
+}
+
+func (o *ClientOptions) setDefaults() {
+	if o.Home == "" {
+		o.Home = DefaultHome()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Dial.Logger == nil {
+		o.Dial.Logger = o.Logger
+	}
+}
+
+// KTPin is what a client pins for a server's key transparency: what
+// `qpc-server kt-vkey` prints.
+type KTPin struct {
+	VKey       string
+	VRFKey     []byte
+	ConfigHash [32]byte
+}
+
+// ParseKTPin reads the output of `qpc-server kt-vkey`: the note verifier
+// key, "vrf-key <hex>" and "config <hex>", on lines or separated by spaces.
+func ParseKTPin(s string) (KTPin, error) {
+	var p KTPin
+	f := strings.Fields(s)
+	for i := 0; i < len(f); i++ {
+		switch {
+		case f[i] == "vrf-key" && i+1 < len(f):
+			b, err := hex.DecodeString(f[i+1])
+			if err != nil || len(b) == 0 {
+				return p, fmt.Errorf("kt pin: bad vrf-key")
+			}
+			p.VRFKey = b
+			i++
+		case f[i] == "config" && i+1 < len(f):
+			b, err := hex.DecodeString(f[i+1])
+			if err != nil || len(b) != 32 {
+				return p, fmt.Errorf("kt pin: bad config hash")
+			}
+			copy(p.ConfigHash[:], b)
+			i++
+		case p.VKey == "" && strings.Contains(f[i], "+"):
+			p.VKey = f[i]
+		default:
+			return p, fmt.Errorf("kt pin: unexpected %q (give the three lines `qpc-server kt-vkey` prints)", f[i])
+		}
+	}
+	if p.VKey == "" || p.VRFKey == nil || p.ConfigHash == [32]byte{} {
+		return p, fmt.Errorf("kt pin: incomplete (give the three lines `qpc-server kt-vkey` prints)")
+	}
+	if _, err := kt.NewVerifier(p.VKey, p.VRFKey, p.ConfigHash); err != nil {
+		return p, fmt.Errorf("kt pin: %w", err)
+	}
+	return p, nil
+}
+
+// String formats the pin as `qpc-server kt-vkey` does.
+func (p KTPin) String() string {
+	return fmt.Sprintf("%s\nvrf-key %x\nconfig %x\n", p.VKey, p.VRFKey, p.ConfigHash)
+}
+
+// Client is one user's messenger on one device. Its methods are safe for
+// concurrent use; they serialize on the local state.
+type Client struct {
+	opts  ClientOptions
+	store *state.Store
+	log   *slog.Logger
+
+	// op serializes the operations that read or change the local state
+	// and the MLS groups (every exported method takes it).
+	op     sync.Mutex
+	prof   *profile
+	v      *kt.Verifier
+	wallet *Wallet
+	// pending collects the events of the running operation.
+	pending []Event
+
+	mu      sync.Mutex // guards conns and closing
+	conns   map[string]*Conn
+	closing bool
+}
+
+// Init creates a new local state in opts.Home for the server at addr
+// (qpc://...) whose key transparency is pinned by pin, and checks that the
+// server answers and its log verifies under the pin.
+func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Client, error) {
+	opts.setDefaults()
+	if _, err := wire.ParseAddress(addr); err != nil {
+		return nil, fmt.Errorf("server address: %w", err)
+	}
+	v, err := kt.NewVerifier(pin.VKey, pin.VRFKey, pin.ConfigHash)
+	if err != nil {
+		return nil, fmt.Errorf("kt pin: %w", err)
+	}
+	st, err := state.Create(opts.Home, opts.Passphrase, opts.KDF)
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(st, opts)
+	c.v = v
+	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash}
+	conn, err := c.conn(ctx, connKT)
+	if err == nil {
+		_, err = conn.KTCheckpoint(ctx, c.v)
+	}
+	if err != nil {
+		c.Close()
+		os.Remove(filepath.Join(opts.Home, "state.db"))
+		return nil, fmt.Errorf("checking the server: %w", err)
+	}
+	if err := c.saveProfile(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Open opens an existing local state.
+func Open(opts ClientOptions) (*Client, error) {
+	opts.setDefaults()
+	st, err := state.Open(opts.Home, opts.Passphrase, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(st, opts)
+	if err := c.loadProfile(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	v, err := kt.NewVerifier(c.prof.KTVKey, c.prof.KTVRF, c.prof.KTConfig)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("kt pin in the local state: %w", err)
+	}
+	if len(c.prof.Checkpoint) > 0 {
+		if err := v.SetLatest(c.prof.Checkpoint); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("stored checkpoint: %w", err)
+		}
+	}
+	c.v = v
+	return c, nil
+}
+
+func newClient(st *state.Store, opts ClientOptions) *Client {
+	return &Client{opts: opts, store: st, log: opts.Logger, conns: map[string]*Conn{}}
+}
+
+// Close closes every connection and the local state.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closing = true
+	conns := c.conns
+	c.conns = map[string]*Conn{}
+	c.mu.Unlock()
+	for _, conn := range conns {
+		conn.Close()
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.store.Close()
+}
+
+// Home is the state directory.
+func (c *Client) Home() string { return c.opts.Home }
+
+// Server is the server address the state was created for.
+func (c *Client) Server() string { return c.prof.Server }
+
+// Handle is the registered handle, "" before registration.
+func (c *Client) Handle() string {
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.prof.Handle
+}
+
+// Connection roles (see the package comment on connections).
+const (
+	connAccount = "account"
+	connKT      = "kt"
+	connIntro   = "intro"
+)
+
+func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
+func connForFirst(h string) string { return "first:" + h }
+
+// conn returns the connection for a role, dialling it the first time.
+func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if conn := c.conns[key]; conn != nil {
+		c.mu.Unlock()
+		return conn, nil
+	}
+	addr := c.prof.Server
+	c.mu.Unlock()
+	opts := c.opts.Dial
+	if opts.Tor != nil {
+		t := *opts.Tor
+		t.Isolation = "" // a random circuit per connection
+		opts.Tor = &t
+	}
+	conn, err := Dial(ctx, addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev := c.conns[key]; prev != nil {
+		conn.Close()
+		return prev, nil
+	}
+	c.conns[key] = conn
+	return conn, nil
+}
+
+// profile is the device's identity and account, one encrypted record.
+type profile struct {
+	Server   string
+	KTVKey   string
+	KTVRF    []byte
+	KTConfig [32]byte
+
+	Handle      string
+	IdentityKey ed25519.PrivateKey // published in KT, seals envelopes
+	MLSSuite    mls.CipherSuiteID
+	MLSSigPriv  []byte // the device's MLS signature key (Ed25519), in KT DeviceKeys
+	MLSSigPub   []byte
+	KeyPackage  []byte // the last-resort KeyPackage published in KT
+	KPInitPriv  []byte
+	KPEncPriv   []byte
+	Intro       *mailboxRecord
+	Device      [16]byte
+	Session     *Session
+
+	KTPublished map[uint32][32]byte
+	KTChecked   uint64
+	Checkpoint  []byte // the newest verified KT checkpoint
+
+	RecvCursor uint64 // the history entry up to which Recv has reported
+}
+
+// mailboxRecord is one of our receive mailboxes with its sealing key.
+type mailboxRecord struct {
+	ReceiveID wire.ID
+	SendID    wire.ID
+	OwnerKey  ed25519.PrivateKey
+	Sealing   []byte // sealed.MailboxPrivateKey.MarshalBinary
+	After     uint64 // the delivery sequence number processed up to
+}
+
+func (m *mailboxRecord) mailbox() *Mailbox {
+	return &Mailbox{ReceiveID: m.ReceiveID, SendID: m.SendID, Key: m.OwnerKey}
+}
+
+// Bucket names of the local state.
+const (
+	bucketMeta     = "meta"
+	bucketContacts = "contacts"
+	bucketConvs    = "convs"
+	bucketOutbox   = "outbox"
+	bucketHistory  = "history"
+	bucketSeen     = "seen"
+	bucketAlarms   = "alarms"
+)
+
+var keyProfile = []byte("profile")
+var keyWallet = []byte("wallet")
+
+func (c *Client) loadProfile() error {
+	return c.store.View(func(tx *state.Tx) error {
+		raw, err := tx.Get(bucketMeta, keyProfile)
+		if err != nil {
+			return err
+		}
+		p := new(profile)
+		if err := json.Unmarshal(raw, p); err != nil {
+			return fmt.Errorf("%w: profile: %v", state.ErrCorrupt, err)
+		}
+		c.prof = p
+		return nil
+	})
+}
+
+// saveProfile persists the profile, with the verifier's newest checkpoint.
+func (c *Client) saveProfile() error {
+	return c.store.Update(func(tx *state.Tx) error { return c.putProfile(tx) })
+}
+
+func (c *Client) putProfile(tx *state.Tx) error {
+	if cp := c.v.Latest(); cp != nil {
+		c.prof.Checkpoint = cp.Raw
+	}
+	raw, err := json.Marshal(c.prof)
+	if err != nil {
+		return err
+	}
+	return tx.Put(bucketMeta, keyProfile, raw)
+}
+
+func getJSON(tx *state.Tx, bucket string, key []byte, v any) error {
+	raw, err := tx.Get(bucket, key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%w: %s: %v", state.ErrCorrupt, bucket, err)
+	}
+	return nil
+}
+
+func putJSON(tx *state.Tx, bucket string, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Put(bucket, key, raw)
+}
+
+// walletStore keeps the token wallet inside the encrypted state.
+type walletStore struct{ st *state.Store }
+
+func (w walletStore) Load() ([]byte, error) {
+	var raw []byte
+	err := w.st.View(func(tx *state.Tx) error {
+		b, err := tx.Get(bucketMeta, keyWallet)
+		if errors.Is(err, state.ErrNoEntry) {
+			return nil
+		}
+		raw = b
+		return err
+	})
+	return raw, err
+}
+
+func (w walletStore) Save(b []byte) error {
+	return w.st.Update(func(tx *state.Tx) error { return tx.Put(bucketMeta, keyWallet, b) })
+}
+
+// ReadSecret reads one line from r, for passwords and passphrases given
+// on standard input.
+func ReadSecret(r io.Reader) ([]byte, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return nil, err
+	}
+	return []byte(strings.TrimRight(line, "\r\n")), nil
+}

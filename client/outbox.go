@@ -1,0 +1,242 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// The outbox. Every envelope to send is first written to the local state
+// with a message ID chosen once; sending is retried with the same ID (and
+// the same token) until the server acknowledges, and the server stores a
+// retried ID once. Entries to one destination leave in order, one at a
+// time, so a member receives a sender's messages in the order they were
+// written. An entry for a member that has not announced its conversation
+// mailbox yet goes to the member's intro mailbox, after the Welcome.
+// The payload is sealed afresh at each attempt (the envelope's timestamp
+// must be recent); the MLS message inside is fixed when it is queued.
+
+// outboxEntry is one envelope waiting to go out.
+type outboxEntry struct {
+	Conv    []byte
+	To      string // the member's handle
+	Intro   bool   // to the member's intro mailbox (a Welcome)
+	SendID  wire.ID
+	Sealing []byte // the destination's sealing public key; nil: not known yet
+	Type    sealed.ContentType
+	Payload []byte
+	ID      wire.MessageID
+	Queued  time.Time
+}
+
+func (e *outboxEntry) dest() string {
+	if e.Sealing == nil {
+		return "wait:" + hex.EncodeToString(e.Conv) + ":" + e.To
+	}
+	return hex.EncodeToString(e.SendID[:])
+}
+
+func (c *Client) enqueue(tx *state.Tx, e *outboxEntry) error {
+	e.ID = NewMessageID()
+	e.Queued = c.opts.Now()
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Append(bucketOutbox, raw)
+	return err
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+// bucketOutboxTokens holds the token assigned to an outbox entry (by its
+// sequence number) at its first attempt, reused by every retry.
+const bucketOutboxTokens = "outbox-tokens"
+
+// Pending is the number of envelopes in the outbox.
+func (c *Client) Pending() (int, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	n := 0
+	err := c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(uint64, []byte) error { n++; return nil })
+	})
+	return n, err
+}
+
+// Flush tries to send everything in the outbox once.
+func (c *Client) Flush(ctx context.Context) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.flush(ctx)
+}
+
+// flush sends what it can. It returns the first error that stopped a
+// destination, after trying every destination; the entries stay queued.
+func (c *Client) flush(ctx context.Context) error {
+	type item struct {
+		seq uint64
+		e   *outboxEntry
+	}
+	var items []item
+	err := c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			e := new(outboxEntry)
+			if err := jsonUnmarshal(v, e); err != nil {
+				return err
+			}
+			items = append(items, item{seq, e})
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	blocked := map[string]bool{}
+	var firstErr error
+	for _, it := range items {
+		e := it.e
+		if e.Sealing == nil {
+			// Resolve a member's mailbox announced since it was queued.
+			r, err := c.getConv(e.Conv)
+			if err != nil {
+				return err
+			}
+			if r == nil {
+				c.dropEntry(it.seq)
+				continue
+			}
+			m, ok := r.Members[e.To]
+			if !ok {
+				c.dropEntry(it.seq) // no longer a member
+				continue
+			}
+			if m.Sealing != nil {
+				e.SendID, e.Sealing = m.SendID, m.Sealing
+			} else {
+				// Not announced yet: until it is, the member's messages
+				// follow its Welcome into its intro mailbox (they are part
+				// of the first contact), in order after it.
+				ct, err := c.contact(e.To)
+				if err != nil {
+					return err
+				}
+				if ct == nil {
+					blocked[e.dest()] = true
+					continue
+				}
+				e.SendID, e.Sealing, e.Intro = ct.IntroSendID, ct.IntroKey, true
+			}
+		}
+		d := e.dest()
+		if blocked[d] {
+			continue
+		}
+		if err := c.sendEntry(ctx, it.seq, e); err != nil {
+			blocked[d] = true
+			if firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("%w (queued; it will be retried by the next command)", firstErr)
+	}
+	return nil
+}
+
+// ErrUndeliverable wraps a refusal that retrying cannot fix; the entry is
+// dropped and an alarm raised.
+var ErrUndeliverable = errors.New("undeliverable")
+
+// sendEntry makes one attempt at one entry.
+func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) error {
+	role := connForConv(e.Conv)
+	if e.Intro {
+		role = connForFirst(e.To)
+	}
+	conn, err := c.conn(ctx, role)
+	if err != nil {
+		return err
+	}
+	tok, err := c.entryToken(ctx, seq)
+	if err != nil {
+		return err
+	}
+	to, err := sealed.ParseMailboxPublicKey(e.Sealing)
+	if err != nil {
+		c.dropEntry(seq)
+		return fmt.Errorf("%w: %s's mailbox key is malformed", ErrUndeliverable, e.To)
+	}
+	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
+	if err != nil {
+		return err
+	}
+	env, err := sealed.Seal(policy, to, e.SendID, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, e.Type, e.Payload, c.opts.Now())
+	if err != nil {
+		c.dropEntry(seq)
+		c.raise(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("a message to %s could not be sealed and was dropped: %v", e.To, err)})
+		return fmt.Errorf("%w: %v", ErrUndeliverable, err)
+	}
+	_, err = conn.Send(ctx, e.SendID, e.ID, env, tok)
+	if code, ok := wire.CodeOf(err); ok {
+		switch code {
+		case wire.CodeTokenSpent, wire.CodeTokenExpired, wire.CodeTokenInvalid:
+			// A token that can no longer pay: take a new one next time.
+			c.store.Update(func(tx *state.Tx) error { return tx.Delete(bucketOutboxTokens, seqKey(seq)) })
+		case wire.CodeNotFound:
+			c.dropEntry(seq)
+			c.raise(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("%s's mailbox no longer exists; a message to them was dropped", e.To)})
+			return fmt.Errorf("%w: %s's mailbox is gone", ErrUndeliverable, e.To)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sending to %s: %w", e.To, err)
+	}
+	return c.store.Update(func(tx *state.Tx) error {
+		if err := tx.DeleteSeq(bucketOutbox, seq); err != nil {
+			return err
+		}
+		return tx.Delete(bucketOutboxTokens, seqKey(seq))
+	})
+}
+
+func (c *Client) dropEntry(seq uint64) {
+	c.store.Update(func(tx *state.Tx) error {
+		tx.Delete(bucketOutboxTokens, seqKey(seq))
+		return tx.DeleteSeq(bucketOutbox, seq)
+	})
+}
+
+// entryToken returns the entry's token, taking one from the wallet and
+// recording it the first time.
+func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
+	var tok []byte
+	err := c.store.View(func(tx *state.Tx) error {
+		t, err := tx.Get(bucketOutboxTokens, seqKey(seq))
+		if errors.Is(err, state.ErrNoEntry) {
+			return nil
+		}
+		tok = t
+		return err
+	})
+	if err != nil || tok != nil {
+		return tok, err
+	}
+	if tok, err = c.token(ctx); err != nil {
+		return nil, err
+	}
+	err = c.store.Update(func(tx *state.Tx) error { return tx.Put(bucketOutboxTokens, seqKey(seq), tok) })
+	return tok, err
+}

@@ -1,0 +1,597 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Receiving. Each of our mailboxes (the intro mailbox and one per
+// conversation) is read on its own connection. A delivered envelope is
+// processed, and its effects (group state, history, sequence numbers,
+// the "seen" mark) are written in one transaction before it is acked, so
+// a crash at any point neither loses it nor applies it twice: an envelope
+// delivered again after a crash is recognised by its message ID and only
+// acked.
+
+// errDefer marks an envelope to leave on the server and process later (a
+// message from an epoch we have not reached yet, or a transient failure).
+var errDefer = errors.New("deferred")
+
+// mailboxRef names one of our mailboxes for processing.
+type mailboxRef struct {
+	role  string
+	conv  []byte // nil for the intro mailbox
+	box   *mailboxRecord
+	intro bool
+}
+
+func (c *Client) mailboxes() ([]mailboxRef, error) {
+	var out []mailboxRef
+	if c.prof.Intro != nil {
+		out = append(out, mailboxRef{role: connIntro, box: c.prof.Intro, intro: true})
+	}
+	convs, err := c.allConvs()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range convs {
+		if r.Mailbox != nil && r.Active {
+			out = append(out, mailboxRef{role: connForConv(r.ID), conv: r.ID, box: r.Mailbox})
+		}
+	}
+	return out, nil
+}
+
+// Sync sends the outbox, then fetches and processes everything waiting in
+// every mailbox, and returns what happened. Errors of single mailboxes
+// are reported after the others were read.
+func (c *Client) Sync(ctx context.Context) ([]Event, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	if c.prof.Handle == "" {
+		return nil, ErrNotRegistered
+	}
+	c.pending = nil
+	flushErr := c.flush(ctx)
+	var firstErr error
+	done := map[string]bool{}
+	// New conversations joined while reading add mailboxes: loop until
+	// every mailbox was read once.
+	for {
+		boxes, err := c.mailboxes()
+		if err != nil {
+			return c.takeEvents(), err
+		}
+		progress := false
+		for _, mb := range boxes {
+			if done[mb.role] {
+				continue
+			}
+			done[mb.role] = true
+			progress = true
+			if err := c.drain(ctx, mb); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		if !progress {
+			break
+		}
+	}
+	if err := c.flush(ctx); err != nil {
+		flushErr = err
+	} else {
+		flushErr = nil
+	}
+	if firstErr == nil {
+		firstErr = flushErr
+	}
+	return c.takeEvents(), firstErr
+}
+
+func (c *Client) takeEvents() []Event {
+	ev := c.pending
+	c.pending = nil
+	return ev
+}
+
+// drain fetches and processes one mailbox until it is empty.
+func (c *Client) drain(ctx context.Context, mb mailboxRef) error {
+	conn, err := c.conn(ctx, mb.role)
+	if err != nil {
+		return err
+	}
+	var after uint64
+	for {
+		msgs, more, err := conn.Fetch(ctx, mb.box.mailbox(), after, 64)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			after = m.Seq
+			if err := c.deliver(ctx, conn, mb, m); err != nil {
+				return err
+			}
+		}
+		if !more || len(msgs) == 0 {
+			return nil
+		}
+	}
+}
+
+// deliver processes one envelope and acks it unless it is deferred.
+func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Message) error {
+	key := append(mb.box.ReceiveID[:len(mb.box.ReceiveID):len(mb.box.ReceiveID)], m.ID[:]...)
+	seen := false
+	if err := c.store.View(func(tx *state.Tx) error {
+		_, err := tx.Get(bucketSeen, key)
+		seen = err == nil
+		if errors.Is(err, state.ErrNoEntry) {
+			return nil
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if !seen {
+		err := c.process(ctx, mb, m, key)
+		if errors.Is(err, errDefer) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	_, err := conn.Ack(ctx, mb.box.mailbox(), []wire.MessageID{m.ID})
+	if err == nil {
+		c.store.Update(func(tx *state.Tx) error { return tx.Delete(bucketSeen, key) })
+	}
+	return err
+}
+
+// process handles one envelope: on success its effects and the seen mark
+// are committed together. A permanently bad envelope raises an alarm and
+// is marked seen so that it is acked and never blocks the mailbox.
+func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey []byte) error {
+	box, err := sealed.ParseMailboxPrivateKey(mb.box.Sealing)
+	if err != nil {
+		return fmt.Errorf("%w: mailbox key", ErrCorruptState)
+	}
+	self := c.prof.IdentityKey.Public().(ed25519.PublicKey)
+	op, err := sealed.Open(box, mb.box.SendID, m.Envelope, c.opts.Now(), 0, self)
+	var commit func(tx *state.Tx) error
+	if err == nil {
+		if mb.intro {
+			commit, err = c.processIntro(ctx, op, m)
+		} else {
+			commit, err = c.processConv(ctx, mb.conv, op)
+		}
+	}
+	if errors.Is(err, errDefer) {
+		return err
+	}
+	if err != nil {
+		c.raise(Alarm{Kind: AlarmDropped, Detail: "an envelope that could not be read was dropped: " + err.Error()})
+		commit = nil
+	}
+	return c.store.Update(func(tx *state.Tx) error {
+		if commit != nil {
+			if err := commit(tx); err != nil {
+				return err
+			}
+		}
+		if err := c.putProfile(tx); err != nil {
+			return err
+		}
+		return tx.Put(bucketSeen, seenKey, []byte{1})
+	})
+}
+
+// senderContact checks an envelope's claimed sender against key
+// transparency.
+func (c *Client) senderContact(ctx context.Context, op *sealed.Opened) (*Contact, error) {
+	ct, err := c.ensureContact(ctx, op.Sender.Handle, time.Hour)
+	if err == nil && !ct.IdentityKey.Equal(op.Sender.IdentityKey) {
+		ct, err = c.lookup(ctx, op.Sender.Handle, false)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errDefer
+		}
+		return nil, err
+	}
+	if !ct.IdentityKey.Equal(op.Sender.IdentityKey) {
+		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("an envelope claimed to come from %s with a key key transparency does not show", op.Sender.Handle)})
+		return nil, fmt.Errorf("sender key does not match key transparency")
+	}
+	return ct, nil
+}
+
+// processIntro joins a conversation from a Welcome sent to our intro
+// mailbox.
+func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message) (func(*state.Tx) error, error) {
+	if op.ContentType == sealed.ContentMLS {
+		// A conversation message that followed its Welcome here before we
+		// announced our mailbox.
+		var msg mls.MLSMessage
+		if err := msg.Unmarshal(op.Content); err != nil || msg.PrivateMessage == nil {
+			return nil, fmt.Errorf("malformed MLS message in the intro mailbox")
+		}
+		r, err := c.getConv(msg.PrivateMessage.GroupID)
+		if err != nil {
+			return nil, err
+		}
+		if r == nil {
+			if c.opts.Now().Sub(m.ReceivedAt) > 7*24*time.Hour {
+				return nil, fmt.Errorf("a message for a conversation never joined")
+			}
+			return nil, errDefer // its Welcome has not been processed yet
+		}
+		return c.processConv(ctx, r.ID, op)
+	}
+	if op.ContentType != sealed.ContentMLSWelcome {
+		return nil, fmt.Errorf("unexpected content type %d in the intro mailbox", op.ContentType)
+	}
+	in, err := content.ParseIntro(op.Content)
+	if err != nil {
+		return nil, err
+	}
+	from, err := c.senderContact(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	kpp, err := c.keyPackagePrivate()
+	if err != nil {
+		return nil, err
+	}
+	g, err := mls.Join(in.Welcome, kpp, c.mlsConfig(ctx), nil)
+	if err != nil {
+		return nil, fmt.Errorf("joining: %w", err)
+	}
+	if r, err := c.getConv(g.GroupID()); err != nil || r != nil {
+		return func(*state.Tx) error { return nil }, err // joined already
+	}
+	members := map[string]bool{}
+	var creator string
+	for _, m := range g.Members() {
+		h := string(m.Credential.Identity)
+		members[h] = true
+		if m.Leaf == 0 {
+			creator = h
+		}
+	}
+	if creator != from.Handle {
+		return nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
+	}
+	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Name: in.Name, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
+	if r.Kind == content.ConvDirect {
+		r.Peer = from.Handle
+	} else if prev, _ := c.findConv(r.Name); prev != nil && prev.Kind == content.ConvGroup {
+		r.Name = r.Name + "-" + creator
+	}
+	for h := range members {
+		if h != c.prof.Handle {
+			r.Members[h] = &memberRecord{}
+		}
+	}
+	for _, m := range in.Roster {
+		if rec, ok := r.Members[m.Handle]; ok {
+			rec.SendID, rec.Sealing = m.SendID, m.SealingKey
+		}
+	}
+	mb, err := c.createMailbox(ctx, connForConv(r.ID))
+	if err != nil {
+		return nil, errDefer // try again at the next sync
+	}
+	r.Mailbox = mb
+	c.gossip(ctx, from.Handle, in.Checkpoint)
+	// Announce our mailbox to every member, inside the group.
+	sk, err := sealed.ParseMailboxPrivateKey(mb.Sealing)
+	if err != nil {
+		return nil, err
+	}
+	ann := &content.Message{Kind: content.KindMailbox, Mailbox: &content.MailboxAnnounce{SendID: mb.SendID, SealingKey: sk.Public().Bytes()}}
+	ct, err := c.encryptIn(g, r, ann)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return nil, err
+	}
+	text := "you joined " + r.display() + " (created by " + creator + ")"
+	if r.Kind == content.ConvDirect {
+		text = from.Handle + " started a conversation with you"
+	}
+	return func(tx *state.Tx) error {
+		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct); err != nil {
+			return err
+		}
+		c.history(tx, r, Event{Kind: EventJoined, From: from.Handle, Text: text})
+		return putJSON(tx, bucketConvs, r.ID, r)
+	}, nil
+}
+
+// encryptIn encrypts m as our next message in g.
+func (c *Client) encryptIn(g *mls.Group, r *convRecord, m *content.Message) ([]byte, error) {
+	if _, err := rand.Read(m.ID[:]); err != nil {
+		return nil, err
+	}
+	r.MySeq++
+	m.Seq = r.MySeq
+	m.SentAt = uint64(c.opts.Now().Unix())
+	m.Checkpoint = c.checkpoint()
+	plain, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return g.Encrypt(plain)
+}
+
+// processConv handles an envelope in a conversation's mailbox.
+func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) (func(*state.Tx) error, error) {
+	r, err := c.getConv(id)
+	if err != nil || r == nil {
+		return nil, fmt.Errorf("no conversation for this mailbox")
+	}
+	if op.ContentType != sealed.ContentMLS {
+		return nil, fmt.Errorf("unexpected content type %d in a conversation", op.ContentType)
+	}
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var msg mls.MLSMessage
+	if err := msg.Unmarshal(op.Content); err != nil {
+		return nil, err
+	}
+	if msg.PrivateMessage != nil && msg.PrivateMessage.Epoch > g.Epoch() {
+		return nil, errDefer // its commit has not reached us yet
+	}
+	// The MLS sender, resolved before processing (a commit may remove it).
+	rec, err := g.ProcessMessage(op.Content)
+	if err != nil {
+		return nil, fmt.Errorf("decrypting: %w", err)
+	}
+	sender := c.memberHandle(g, rec.Sender.Index)
+	if sender == "" {
+		sender = r.Creator // a commit that removed its own... never: only the creator commits
+	}
+	if sender != op.Sender.Handle {
+		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("in %s, an envelope sealed by %s carried a message from %s", r.display(), op.Sender.Handle, sender)})
+		return nil, fmt.Errorf("sealed sender and MLS sender differ")
+	}
+	if _, err := c.senderContact(ctx, op); err != nil {
+		return nil, err
+	}
+	var effects []func(tx *state.Tx)
+	switch rec.ContentType {
+	case mls.ContentTypeCommit:
+		if sender != r.Creator {
+			return nil, fmt.Errorf("a commit from %s, who did not create %s", sender, r.display())
+		}
+		if rec.Removed {
+			r.Active = false
+			effects = append(effects, func(tx *state.Tx) {
+				c.history(tx, r, Event{Kind: EventRemoved, From: sender, Text: "you were removed from " + r.display()})
+			})
+			break
+		}
+		current := map[string]bool{}
+		for _, m := range g.Members() {
+			current[string(m.Credential.Identity)] = true
+		}
+		for h := range r.Members {
+			if !current[h] {
+				delete(r.Members, h)
+				effects = append(effects, func(tx *state.Tx) {
+					c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
+				})
+			}
+		}
+		for h := range current {
+			if _, ok := r.Members[h]; !ok && h != c.prof.Handle {
+				r.Members[h] = &memberRecord{}
+			}
+		}
+	case mls.ContentTypeApplication:
+		m, err := content.ParseMessage(rec.ApplicationData)
+		if err != nil {
+			return nil, err
+		}
+		mr := r.Members[sender]
+		if mr == nil {
+			mr = &memberRecord{}
+			r.Members[sender] = mr
+		}
+		dup, missed := trackSeq(mr, m.Seq)
+		if dup {
+			break // a duplicate delivery
+		}
+		if len(missed) > 0 {
+			effects = append(effects, func(tx *state.Tx) {
+				c.history(tx, r, Event{Kind: EventGap, From: sender, Missed: missed, Text: fmt.Sprintf("%d message(s) from %s missing", len(missed), sender)})
+			})
+		}
+		c.gossip(ctx, sender, m.Checkpoint)
+		sentAt := time.Unix(int64(m.SentAt), 0)
+		switch m.Kind {
+		case content.KindText:
+			effects = append(effects, func(tx *state.Tx) {
+				c.history(tx, r, Event{Kind: EventMessage, From: sender, Text: m.Text, Seq: m.Seq, SentAt: sentAt})
+			})
+		case content.KindMailbox:
+			known := mr.Sealing != nil
+			mr.SendID, mr.Sealing = m.Mailbox.SendID, m.Mailbox.SealingKey
+			if !known && r.Kind == content.ConvGroup {
+				effects = append(effects, func(tx *state.Tx) {
+					c.history(tx, r, Event{Kind: EventMemberAdded, From: sender, Text: sender + " joined"})
+				})
+			}
+		case content.KindLeave:
+			if r.Creator == c.prof.Handle {
+				if err := c.saveGroup(r, g); err != nil {
+					return nil, err
+				}
+				if err := c.removeMember(ctx, r, g, sender); err != nil {
+					return nil, err
+				}
+				return func(*state.Tx) error { return nil }, nil
+			}
+		case content.KindReceipt:
+			// Receipts are not shown yet.
+		}
+	default:
+		// Proposals: this client commits only its own.
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return nil, err
+	}
+	return func(tx *state.Tx) error {
+		for _, f := range effects {
+			f(tx)
+		}
+		return putJSON(tx, bucketConvs, r.ID, r)
+	}, nil
+}
+
+func (c *Client) memberHandle(g *mls.Group, leaf uint32) string {
+	for _, m := range g.Members() {
+		if m.Leaf == leaf {
+			return string(m.Credential.Identity)
+		}
+	}
+	return ""
+}
+
+// trackSeq records sequence number seq from a member: it reports a
+// duplicate, or the numbers skipped since the last one (a gap). The
+// first number seen from a member sets the baseline when we joined after
+// it had written.
+func trackSeq(m *memberRecord, seq uint64) (dup bool, missed []uint64) {
+	switch {
+	case !m.Seen:
+		m.Seen = true
+		if seq > 1 && m.LastSeq == 0 {
+			// We may have joined after its earlier messages.
+			m.LastSeq = seq
+			return false, nil
+		}
+	case seq <= m.LastSeq:
+		if i := slices.Index(m.Missing, seq); i >= 0 {
+			m.Missing = slices.Delete(m.Missing, i, i+1) // a late arrival fills the gap
+			return false, nil
+		}
+		return true, nil
+	}
+	for s := m.LastSeq + 1; s < seq && len(missed) < 1000; s++ {
+		missed = append(missed, s)
+	}
+	m.Missing = append(m.Missing, missed...)
+	if len(m.Missing) > 1000 {
+		m.Missing = m.Missing[len(m.Missing)-1000:]
+	}
+	m.LastSeq = seq
+	return false, missed
+}
+
+// Follow keeps reading every mailbox as envelopes arrive (push
+// subscriptions) and calls fn for each event, until ctx ends. New
+// conversations are followed as they are joined.
+func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
+	ev, err := c.Sync(ctx)
+	for _, e := range ev {
+		fn(e)
+	}
+	if err != nil {
+		return err
+	}
+	type arrival struct {
+		mb mailboxRef
+		m  Message
+	}
+	in := make(chan arrival)
+	subs := map[string]*Subscription{}
+	defer func() {
+		for _, s := range subs {
+			s.Close()
+		}
+	}()
+	subscribe := func() error {
+		c.op.Lock()
+		boxes, err := c.mailboxes()
+		c.op.Unlock()
+		if err != nil {
+			return err
+		}
+		for _, mb := range boxes {
+			if subs[mb.role] != nil {
+				continue
+			}
+			conn, err := c.conn(ctx, mb.role)
+			if err != nil {
+				return err
+			}
+			s, err := conn.Subscribe(ctx, mb.box.mailbox(), 0)
+			if err != nil {
+				return err
+			}
+			subs[mb.role] = s
+			go func() {
+				for m := range s.C {
+					select {
+					case in <- arrival{mb, m}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+		}
+		return nil
+	}
+	if err := subscribe(); err != nil {
+		return err
+	}
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case a := <-in:
+			c.op.Lock()
+			c.pending = nil
+			conn, err := c.conn(ctx, a.mb.role)
+			if err == nil {
+				err = c.deliver(ctx, conn, a.mb, a.m)
+			}
+			if err == nil {
+				err = c.flush(ctx)
+			}
+			ev := c.takeEvents()
+			c.op.Unlock()
+			for _, e := range ev {
+				fn(e)
+			}
+			if err != nil && ctx.Err() == nil {
+				c.log.Debug("follow", "err", err)
+			}
+			if err := subscribe(); err != nil && ctx.Err() == nil {
+				return err
+			}
+		case <-tick.C:
+			c.op.Lock()
+			c.flush(ctx)
+			c.op.Unlock()
+		}
+	}
+}
