@@ -63,7 +63,7 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 		return nil, ErrNotRegistered
 	}
 	c.pending = nil
-	flushErr := c.flush(ctx)
+	c.flush(ctx) // announcements and sends first; errors are retried below
 	var firstErr error
 	done := map[string]bool{}
 	// New conversations joined while reading add mailboxes: loop until
@@ -88,13 +88,8 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 			break
 		}
 	}
-	if err := c.flush(ctx); err != nil {
-		flushErr = err
-	} else {
-		flushErr = nil
-	}
-	if firstErr == nil {
-		firstErr = flushErr
+	if err := c.flush(ctx); err != nil && firstErr == nil {
+		firstErr = err
 	}
 	return c.takeEvents(), firstErr
 }

@@ -24,7 +24,7 @@ type Binding struct {
 	// account to a new group with one of them.
 	KeyPackages [][]byte
 	Tombstone   bool
-	Signature    []byte
+	Signature   []byte
 }
 
 // TokenKeyCommitment is SHA-256 of the token public key the server showed
