@@ -2,7 +2,7 @@
 //
 //	qpc-server init    [flags]   create the data directory, config file and server key
 //	qpc-server run     [flags]   serve (the default when no command is given)
-//	qpc-server address [flags]   print the server's qpc:// address
+//	qpc-server address [flags]   print the server's qpc:// address (--qr: as a QR code too)
 //	qpc-server config  [flags]   print the effective configuration and where each value came from
 //	qpc-server version
 //	qpc-server help
@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/quicprochat/qpc/internal/qrcode"
 	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/tokens"
 	"io"
@@ -79,7 +80,8 @@ const usageText = `qpc-server: the quicprochat delivery server
 Usage:
   qpc-server [run] [flags]     serve; initialises the data directory on first use
   qpc-server init [flags]      create the data directory, qpc-server.toml and the server key
-  qpc-server address [flags]   print the qpc:// address clients use (pinned server key)
+  qpc-server address [flags]   print the qpc:// address clients use (pinned server key);
+                               --qr prints each address as a QR code too, under its text
   qpc-server config [flags]    print the effective configuration, annotated with its sources
   qpc-server kt-vkey [flags]   print the key-transparency note verifier key, VRF key and config hash
   qpc-server onion ...         manage the clients authorized to reach the onion service
@@ -120,6 +122,10 @@ func (c *cli) main(args []string) int {
 	fs.SetOutput(io.Discard) // errors are reported below, once
 	flags := server.ConfigFlags{}
 	flags.Register(fs)
+	var qr bool
+	if cmd == "address" {
+		fs.BoolVar(&qr, "qr", false, "address only: print each address as a QR code too, under its text")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.usage(c.stdout)
@@ -144,7 +150,7 @@ func (c *cli) main(args []string) int {
 	case "init":
 		err = c.init(cfg)
 	case "address":
-		err = c.address(cfg)
+		err = c.address(cfg, qr)
 	case "config":
 		err = cfg.Render(c.stdout)
 	case "run":
@@ -247,7 +253,9 @@ func keyPath(cfg *server.Config) string {
 	return cfg.DataDir + string(os.PathSeparator) + server.KeyFile
 }
 
-func (c *cli) address(cfg *server.Config) error {
+// address prints the server's addresses, one a line; with qr, each line is
+// followed by the address as a QR code (for a phone's camera).
+func (c *cli) address(cfg *server.Config, qr bool) error {
 	id, err := server.LoadIdentity(cfg.DataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no server key in %s (run qpc-server init first)", cfg.DataDir)
@@ -257,8 +265,17 @@ func (c *cli) address(cfg *server.Config) error {
 	}
 	if !cfg.OnionOnly {
 		c.printAddress(cfg, id, cfg.Listen, "")
+		if qr {
+			if err := qrcode.Render(c.stdout, id.Address(cfg.Listen).String()); err != nil {
+				return err
+			}
+		}
 	}
-	return c.onionAddress(cfg, id)
+	onion, err := c.onionAddress(cfg, id)
+	if err != nil || onion == "" || !qr {
+		return err
+	}
+	return qrcode.Render(c.stdout, onion)
 }
 
 // printAddress writes prefix + the qpc:// address for hostport on stdout,

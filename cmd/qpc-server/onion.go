@@ -139,8 +139,9 @@ func (c *cli) addClient(cfg *server.Config, name, keyText string) error {
 }
 
 // onionAddress prints the onion form of the address if there is an onion
-// key, creating it when the configuration serves an onion.
-func (c *cli) onionAddress(cfg *server.Config, id *server.Identity) error {
+// key, creating it when the configuration serves an onion, and returns it
+// ("" when there is none).
+func (c *cli) onionAddress(cfg *server.Config, id *server.Identity) (string, error) {
 	var key ed25519.PrivateKey
 	var err error
 	if cfg.ServesOnion() {
@@ -148,15 +149,16 @@ func (c *cli) onionAddress(cfg *server.Config, id *server.Identity) error {
 	} else {
 		key, err = tor.LoadOnionKey(cfg.OnionKeyPath())
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil // never served as an onion: nothing to print
+			return "", nil // never served as an onion: nothing to print
 		}
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	host := net.JoinHostPort(tor.OnionID(key.Public().(ed25519.PublicKey))+".onion", strconv.Itoa(cfg.OnionPort))
-	fmt.Fprintln(c.stdout, id.Address(host))
-	return nil
+	addr := id.Address(host).String()
+	fmt.Fprintln(c.stdout, addr)
+	return addr, nil
 }
 
 // startTor starts our own tor or attaches to the configured one, showing
