@@ -11,6 +11,14 @@
 //	          [--senders 64] [--senders-per-conn 8] [--duration 10s]
 //	          [--drain 5s] [--baseline=true] [--scenario name]
 //	          [--cpuprofile qpc.pprof] [--baseline-cpuprofile relay.pprof]
+//
+// qpc-bench report runs the whole benchmark set, each figure against a
+// baseline measured in the same run, and writes docs/benchmarks.md and
+// its PNG plots under docs/bench/ (see internal/bench/report):
+//
+//	qpc-bench report [--out docs] [--ds-duration 10s] [--ds-senders 64]
+//	                 [--kt-labels 1000000] [--mls-sizes 2,8,32,128]
+//	                 [--benchtime 1s]
 package main
 
 import (
@@ -30,7 +38,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "report" {
+		err = runReport(ctx, os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "qpc-bench:", err)
