@@ -151,10 +151,14 @@ func (c *Client) flush(ctx context.Context) error {
 		}
 	}
 	if firstErr != nil {
-		return fmt.Errorf("%w (queued; it will be retried by the next command)", firstErr)
+		return fmt.Errorf("%w: %w", ErrQueued, firstErr)
 	}
 	return nil
 }
+
+// ErrQueued wraps a delivery attempt that failed while the envelope is
+// safe in the outbox: the next operation (or Flush) retries it.
+var ErrQueued = errors.New("kept in the outbox, to be retried")
 
 // ErrUndeliverable wraps a refusal that retrying cannot fix; the entry is
 // dropped and an alarm raised.

@@ -36,8 +36,8 @@ type WalletOptions struct {
 type Wallet struct {
 	store WalletStore
 	conn  *Conn
-	sess *Session
-	opts WalletOptions
+	sess  *Session
+	opts  WalletOptions
 
 	mu      sync.Mutex
 	toks    []tokens.Token
@@ -238,4 +238,26 @@ func (w *Wallet) RefillErr() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.fillErr
+}
+
+// seenKeys returns the token public keys this wallet was shown, by epoch.
+func (w *Wallet) seenKeys() map[uint32][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[uint32][]byte, len(w.seen))
+	for e, k := range w.seen {
+		out[e] = k
+	}
+	return out
+}
+
+// noteKey records the token key shown for epoch, as a refill does.
+func (w *Wallet) noteKey(epoch uint32, raw []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if prev, ok := w.seen[epoch]; ok && !bytes.Equal(prev, raw) {
+		return fmt.Errorf("wallet: %w (epoch %d)", ErrKeyChanged, epoch)
+	}
+	w.seen[epoch] = raw
+	return nil
 }

@@ -1,0 +1,627 @@
+// Command qpc is the quicprochat client: end-to-end encrypted direct and
+// group messaging from the command line, over QUIC or Tor.
+//
+//	qpc init --server <qpc://...> --kt <pin>   create the local state
+//	qpc register <handle> | login | logout
+//	qpc contact add <handle> | contact list
+//	qpc send <handle|group> <text>
+//	qpc recv [--follow]
+//	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list
+//	qpc history [<handle|group>]
+//	qpc kt check | status
+//
+// QPC_HOME selects the state directory, QPC_PASSPHRASE and QPC_PASSWORD
+// give the local-state passphrase and the account password without a
+// prompt; --json prints machine-readable output; --tor sends everything
+// through Tor (onion addresses always go through it). docs/user-guide.md
+// is the manual. This is a thin main: the work is in package client.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/wire"
+	"golang.org/x/term"
+)
+
+func main() {
+	c := &cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(c.main(os.Args[1:]))
+}
+
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	json     bool
+	tor      bool
+	torSOCKS string
+	home     string
+	timeout  time.Duration
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usage = `qpc: the quicprochat client
+
+Usage: qpc [--json] [--tor] [--home DIR] <command> [arguments]
+
+Set up:
+  qpc init --server <qpc://...> --kt <pin|@file>
+                                   create the local state for a server; the pin is what
+                                   'qpc-server kt-vkey' prints (three lines, or @file)
+  qpc register <handle>            create your account and publish your keys
+  qpc login | qpc logout           open or close the account session (tokens need one)
+
+Contacts and messages:
+  qpc contact add <handle>         look a user up in key transparency; shows the safety number
+  qpc contact list
+  qpc send <handle|group> <text>   send (starts a direct chat on first use);
+                                   --lines sends each line of standard input
+  qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
+  qpc history [<handle|group>]     print the stored conversation history
+
+Groups (only the creator adds and removes):
+  qpc group create <name> <handle>...
+  qpc group add <name> <handle> | qpc group remove <name> <handle>
+  qpc group leave <name> | qpc group list
+
+Checks:
+  qpc kt check                     owner monitoring: is the directory showing only your keys?
+  qpc status                       server, Tor, tokens left, queued messages, alarms
+
+Environment: QPC_HOME (state directory, default ~/.local/share/qpc),
+QPC_PASSPHRASE (local state), QPC_PASSWORD (account), QPC_TOR_SOCKS (tor's SOCKS
+port when --tor, default 127.0.0.1:9050).
+`
+
+func (c *cli) main(args []string) int {
+	fs := flag.NewFlagSet("qpc", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&c.json, "json", false, "machine-readable output")
+	fs.BoolVar(&c.tor, "tor", false, "connect through Tor")
+	fs.StringVar(&c.home, "home", "", "state directory (default $QPC_HOME or ~/.local/share/qpc)")
+	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "give up on a command after this long")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(c.stdout, usage)
+			return exitOK
+		}
+		return c.usageErr("%v", err)
+	}
+	args = fs.Args()
+	if len(args) == 0 {
+		fmt.Fprint(c.stderr, usage)
+		return exitUsage
+	}
+	if c.home == "" {
+		c.home = c.getenv("QPC_HOME")
+	}
+	if c.home == "" {
+		c.home = client.DefaultHome()
+	}
+	c.torSOCKS = c.getenv("QPC_TOR_SOCKS")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(c.stdout, usage)
+		return exitOK
+	case "init":
+		err = c.initCmd(ctx, rest)
+	case "register":
+		err = c.register(ctx, rest)
+	case "login":
+		err = c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+			pw, err := c.secret("QPC_PASSWORD", "Account password: ")
+			if err != nil {
+				return err
+			}
+			if err := cl.Login(ctx, pw); err != nil {
+				return err
+			}
+			return c.say("logged in as %s", cl.Handle())
+		})
+	case "logout":
+		err = c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+			if err := cl.Logout(); err != nil {
+				return err
+			}
+			return c.say("logged out")
+		})
+	case "contact":
+		err = c.contact(ctx, rest)
+	case "send":
+		err = c.send(ctx, rest)
+	case "recv":
+		err = c.recv(ctx, rest)
+	case "history":
+		err = c.history(rest)
+	case "group":
+		err = c.group(ctx, rest)
+	case "kt":
+		err = c.ktCmd(ctx, rest)
+	case "status":
+		err = c.status(ctx)
+	default:
+		return c.usageErr("unknown command %q", cmd)
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			return c.usageErr("%s", ue.msg)
+		}
+		fmt.Fprintf(c.stderr, "qpc: %s\n", explain(err))
+		return exitError
+	}
+	return exitOK
+}
+
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+func (c *cli) usageErr(format string, a ...any) int {
+	fmt.Fprintf(c.stderr, "qpc: "+format+" (qpc help shows the commands)\n", a...)
+	return exitUsage
+}
+
+// explain turns an error into one line that says what to do.
+func explain(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, state.ErrPassphrase):
+		return "wrong passphrase for the local state (QPC_PASSPHRASE)"
+	case errors.Is(err, state.ErrLocked):
+		return "another qpc is using this QPC_HOME (a `qpc recv --follow`?): stop it or wait"
+	case errors.Is(err, state.ErrNotFound):
+		return "no local state here: run `qpc init --server <address> --kt <pin>` first (or set QPC_HOME)"
+	case errors.Is(err, state.ErrExists):
+		return "a local state already exists in this QPC_HOME"
+	case errors.Is(err, context.DeadlineExceeded):
+		return msg + " (timed out: is the server reachable? with --tor, is tor running?)"
+	}
+	if code, ok := wire.CodeOf(err); ok {
+		switch code {
+		case wire.CodeRateLimited:
+			return msg + " (the server is rate limiting; try again shortly)"
+		case wire.CodeUnavailable:
+			return msg + " (the server is restarting or unavailable; try again)"
+		}
+	}
+	return strings.ReplaceAll(msg, "\n", " ")
+}
+
+// options builds the client options from the environment and flags.
+func (c *cli) options(passphrase []byte) client.ClientOptions {
+	o := client.ClientOptions{
+		Home:       c.home,
+		Passphrase: passphrase,
+		Logger:     slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if c.tor || c.torSOCKS != "" {
+		o.Dial.Tor = &client.TorOptions{SOCKS: c.torSOCKS, Progress: nil}
+	}
+	return o
+}
+
+// secret reads a secret from the environment, else from the terminal
+// without echo, else one line of standard input.
+func (c *cli) secret(env, prompt string) ([]byte, error) {
+	if v := c.getenv(env); v != "" {
+		return []byte(v), nil
+	}
+	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(c.stderr, prompt)
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(c.stderr)
+		return b, err
+	}
+	b, err := client.ReadSecret(c.stdin)
+	if err != nil || len(b) == 0 {
+		return nil, fmt.Errorf("%s is not set and no %s was given on standard input", env, strings.ToLower(strings.TrimSuffix(prompt, ": ")))
+	}
+	return b, nil
+}
+
+// withClient opens the local state, runs fn with a deadline, and closes.
+func (c *cli) withClient(ctx context.Context, fn func(context.Context, *client.Client) error) error {
+	pass, err := c.secret("QPC_PASSPHRASE", "Passphrase for the local state: ")
+	if err != nil {
+		return err
+	}
+	cl, err := client.Open(c.options(pass))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	return fn(ctx, cl)
+}
+
+// say prints a human line, or {"ok":true,"message":...} with --json.
+func (c *cli) say(format string, a ...any) error {
+	msg := fmt.Sprintf(format, a...)
+	if c.json {
+		return c.printJSON(map[string]any{"ok": true, "message": msg})
+	}
+	_, err := fmt.Fprintln(c.stdout, msg)
+	return err
+}
+
+func (c *cli) printJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	return enc.Encode(v)
+}
+
+func (c *cli) initCmd(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("qpc init", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("server", c.getenv("QPC_SERVER"), "server address qpc://<pin>@host:port")
+	ktPin := fs.String("kt", c.getenv("QPC_KT_PIN"), "key-transparency pin (what qpc-server kt-vkey prints), or @file")
+	if err := fs.Parse(args); err != nil {
+		return usagef("init: %v", err)
+	}
+	if *server == "" || *ktPin == "" {
+		return usagef("init needs --server <qpc://...> and --kt <pin>")
+	}
+	pinText := *ktPin
+	if strings.HasPrefix(pinText, "@") {
+		b, err := os.ReadFile(pinText[1:])
+		if err != nil {
+			return fmt.Errorf("reading the kt pin: %w", err)
+		}
+		pinText = string(b)
+	}
+	pin, err := client.ParseKTPin(pinText)
+	if err != nil {
+		return err
+	}
+	pass, err := c.secret("QPC_PASSPHRASE", "New passphrase for the local state: ")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	cl, err := client.Init(ctx, *server, pin, c.options(pass))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return c.say("initialised %s for %s", c.home, *server)
+}
+
+func (c *cli) register(ctx context.Context, args []string) error {
+	if len(args) != 1 {
+		return usagef("register needs one handle")
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		pw, err := c.secret("QPC_PASSWORD", "New account password: ")
+		if err != nil {
+			return err
+		}
+		if err := cl.Register(ctx, args[0], pw); err != nil {
+			return err
+		}
+		return c.say("registered %s; your keys are published in key transparency", args[0])
+	})
+}
+
+func (c *cli) contact(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("contact add <handle> | contact list")
+	}
+	switch args[0] {
+	case "add":
+		if len(args) != 2 {
+			return usagef("contact add needs one handle")
+		}
+		return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+			ct, err := cl.AddContact(ctx, args[1])
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(contactJSON(ct))
+			}
+			fmt.Fprintf(c.stdout, "added %s (key transparency version %d, verified)\n", ct.Handle, ct.Version)
+			fmt.Fprintf(c.stdout, "safety number: %s\n", client.FormatSafetyNumber(ct.SafetyNumber))
+			fmt.Fprintln(c.stdout, "compare it with theirs in person or over another channel")
+			return nil
+		})
+	case "list":
+		return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+			list, err := cl.Contacts()
+			if err != nil {
+				return err
+			}
+			if c.json {
+				out := []any{}
+				for i := range list {
+					out = append(out, contactJSON(&list[i]))
+				}
+				return c.printJSON(out)
+			}
+			for _, ct := range list {
+				fmt.Fprintf(c.stdout, "%s\t%s\n", ct.Handle, client.FormatSafetyNumber(ct.SafetyNumber))
+			}
+			return nil
+		})
+	}
+	return usagef("contact add <handle> | contact list")
+}
+
+func contactJSON(ct *client.Contact) map[string]any {
+	return map[string]any{"handle": ct.Handle, "safety_number": ct.SafetyNumber, "kt_version": ct.Version}
+}
+
+func (c *cli) send(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("qpc send", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	lines := fs.Bool("lines", false, "send each line of standard input as one message")
+	if err := fs.Parse(args); err != nil {
+		return usagef("send: %v", err)
+	}
+	args = fs.Args()
+	var texts []string
+	switch {
+	case *lines && len(args) == 1:
+		b, err := io.ReadAll(c.stdin)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimRight(l, "\r"); l != "" {
+				texts = append(texts, l)
+			}
+		}
+	case !*lines && len(args) >= 2:
+		texts = []string{strings.Join(args[1:], " ")}
+	default:
+		return usagef("send <handle|group> <text>, or send --lines <handle|group> < file")
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		queued := false
+		for _, text := range texts {
+			err := cl.Send(ctx, args[0], text)
+			if err != nil && isQueued(err) {
+				n, _ := cl.Pending()
+				fmt.Fprintf(c.stderr, "qpc: not delivered yet, kept in the outbox (%d queued): %s\n", n, explain(err))
+				queued = true
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if queued {
+			return c.say("queued")
+		}
+		return c.say("sent")
+	})
+}
+
+// isQueued reports an error after which the message is safe in the
+// outbox: a delivery attempt failed, not the message itself.
+func isQueued(err error) bool {
+	return errors.Is(err, client.ErrQueued)
+}
+
+func (c *cli) recv(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("qpc recv", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	follow := fs.Bool("follow", false, "keep listening")
+	if err := fs.Parse(args); err != nil {
+		return usagef("recv: %v", err)
+	}
+	print := func(e client.Event) {
+		if c.json {
+			c.printJSON(e)
+			return
+		}
+		fmt.Fprintln(c.stdout, e.String())
+	}
+	if *follow {
+		c.timeout = 0
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		if *follow {
+			return cl.Follow(ctx, print)
+		}
+		ev, err := cl.Sync(ctx)
+		for _, e := range ev {
+			print(e)
+		}
+		if err != nil && isQueued(err) {
+			fmt.Fprintf(c.stderr, "qpc: %s\n", explain(err))
+			return nil
+		}
+		return err
+	})
+}
+
+func (c *cli) history(args []string) error {
+	target := ""
+	if len(args) > 1 {
+		return usagef("history [<handle|group>]")
+	}
+	if len(args) == 1 {
+		target = args[0]
+	}
+	return c.withClient(context.Background(), func(ctx context.Context, cl *client.Client) error {
+		ev, err := cl.History(target, 0)
+		if err != nil {
+			return err
+		}
+		for _, e := range ev {
+			if c.json {
+				c.printJSON(e)
+				continue
+			}
+			fmt.Fprintf(c.stdout, "%s %s\n", e.At.Format("2006-01-02 15:04"), e.String())
+		}
+		return nil
+	})
+}
+
+func (c *cli) group(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("group create|add|remove|leave|list")
+	}
+	sub, rest := args[0], args[1:]
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		var err error
+		switch sub {
+		case "create":
+			if len(rest) < 2 {
+				return usagef("group create <name> <handle>...")
+			}
+			if err = cl.CreateGroup(ctx, rest[0], rest[1:]); err == nil || isQueued(err) {
+				return c.say("created group %s", rest[0])
+			}
+		case "add", "remove":
+			if len(rest) != 2 {
+				return usagef("group %s <name> <handle>", sub)
+			}
+			if sub == "add" {
+				err = cl.AddMember(ctx, rest[0], rest[1])
+			} else {
+				err = cl.RemoveMember(ctx, rest[0], rest[1])
+			}
+			if err == nil || isQueued(err) {
+				return c.say("%s: %s %s", rest[0], map[string]string{"add": "added", "remove": "removed"}[sub], rest[1])
+			}
+		case "leave":
+			if len(rest) != 1 {
+				return usagef("group leave <name>")
+			}
+			if err = cl.Leave(ctx, rest[0]); err == nil || isQueued(err) {
+				return c.say("asked to leave %s", rest[0])
+			}
+		case "list":
+			convs, err := cl.Conversations(ctx)
+			if err != nil {
+				return err
+			}
+			var groups []client.Conversation
+			for _, cv := range convs {
+				if cv.Group {
+					groups = append(groups, cv)
+				}
+			}
+			if c.json {
+				if groups == nil {
+					groups = []client.Conversation{}
+				}
+				return c.printJSON(groups)
+			}
+			for _, g := range groups {
+				state := ""
+				if !g.Active {
+					state = " (removed)"
+				}
+				fmt.Fprintf(c.stdout, "%s\tcreated by %s\t%s%s\n", g.Name, g.Creator, strings.Join(g.Members, ","), state)
+			}
+			return nil
+		default:
+			return usagef("group create|add|remove|leave|list")
+		}
+		return err
+	})
+}
+
+func (c *cli) ktCmd(ctx context.Context, args []string) error {
+	if len(args) != 1 || args[0] != "check" {
+		return usagef("kt check")
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		alarms, err := cl.KTCheck(ctx)
+		if err != nil {
+			return err
+		}
+		if c.json {
+			return c.printJSON(map[string]any{"ok": len(alarms) == 0, "alarms": alarms})
+		}
+		if len(alarms) == 0 {
+			fmt.Fprintln(c.stdout, "key transparency: the log shows only the keys you published")
+			return nil
+		}
+		for _, a := range alarms {
+			fmt.Fprintf(c.stdout, "ALARM %s\n", a)
+		}
+		return fmt.Errorf("key transparency shows %d version(s) of your keys you did not publish", len(alarms))
+	})
+}
+
+func (c *cli) status(ctx context.Context) error {
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if c.json {
+			if st.Alarms == nil {
+				st.Alarms = []client.Alarm{}
+			}
+			return c.printJSON(st)
+		}
+		w := c.stdout
+		fmt.Fprintf(w, "server:        %s (%s)\n", st.Server, st.Health)
+		fmt.Fprintf(w, "tor:           %v\n", onOff(st.Tor))
+		handle := st.Handle
+		if handle == "" {
+			handle = "(not registered)"
+		}
+		fmt.Fprintf(w, "handle:        %s\n", handle)
+		session := "no (run qpc login)"
+		if st.LoggedIn {
+			session = "until " + st.SessionEnds.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "session:       %s\n", session)
+		fmt.Fprintf(w, "tokens left:   %d\n", st.Tokens)
+		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
+		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)
+		fmt.Fprintf(w, "kt tree size:  %d\n", st.KTSize)
+		if len(st.Alarms) == 0 {
+			fmt.Fprintln(w, "alarms:        none")
+		}
+		for _, a := range st.Alarms {
+			fmt.Fprintf(w, "ALARM %s  %s\n", a.At.Format(time.RFC3339), a)
+		}
+		return nil
+	})
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
