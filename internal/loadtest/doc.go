@@ -36,6 +36,15 @@
 // does; it only spares the run 1,000 OPAQUE registrations, whose cost is
 // measured on its own by qpc-bench report.
 //
+// The summary line also carries the offered load (clients / interval),
+// the test process's own CPU (the clients' side, on the same two cores)
+// and the machine's 1-minute load average at the start and end of the
+// window, because on a shared machine a latency figure means little
+// without them. When the offered load is above what the server sustains,
+// msgs_per_s falls below offered_msgs_per_s and the latency percentiles
+// measure the queue; QPC_LOAD_INTERVAL (a duration, default 1s) lowers the
+// offered load to measure latency below saturation.
+//
 // Sizes: by default a small run (50 clients for 10 s, 500 idle
 // connections) that asserts the same invariants as the full one and keeps
 // go test ./... fast. QPC_LOAD=1 selects the full size: 1,000 clients

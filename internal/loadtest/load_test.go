@@ -8,8 +8,10 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,16 +36,50 @@ var (
 )
 
 // runSize is full with QPC_LOAD=1 and small otherwise.
+// QPC_LOAD_INTERVAL (a duration) changes each client's send interval, and
+// so the offered load: clients / interval messages per second.
 func runSize(t *testing.T) size {
+	var sz size
 	switch v := os.Getenv("QPC_LOAD"); v {
 	case "", "0":
-		return small
+		sz = small
 	case "1":
-		return full
+		sz = full
 	default:
 		t.Fatalf("QPC_LOAD=%q: want 1 (full size) or unset", v)
-		return small
 	}
+	if v := os.Getenv("QPC_LOAD_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("QPC_LOAD_INTERVAL=%q: want a positive duration", v)
+		}
+		sz.interval = d
+	}
+	return sz
+}
+
+// selfCPU is this process's user plus system CPU time so far: the
+// clients' side of the load.
+func selfCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAvg is the 1-minute load average: how busy the shared machine was.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // clientOptions: the defaults, with bounded retries so a broken run ends.
@@ -308,7 +344,7 @@ func TestLoad(t *testing.T) {
 
 	// Senders: each client sends one message per interval, starting at a
 	// random phase, to a random other client.
-	cpu0 := srv.cpu(t)
+	cpu0, self0, load0 := srv.cpu(t), selfCPU(t), loadAvg()
 	windowStart := time.Now()
 	end := windowStart.Add(sz.window)
 	var swg sync.WaitGroup
@@ -356,7 +392,7 @@ func TestLoad(t *testing.T) {
 	}
 	swg.Wait()
 	window := time.Since(windowStart)
-	cpu := srv.cpu(t) - cpu0
+	cpu, selfCPUUsed, load1 := srv.cpu(t)-cpu0, selfCPU(t)-self0, loadAvg()
 	rss, hwm := srv.rss(t)
 	srv.alive(t)
 
@@ -393,10 +429,11 @@ func TestLoad(t *testing.T) {
 	slices.Sort(tr.lats)
 	sent := len(tr.acked)
 	rate := float64(sent) / window.Seconds()
-	fmt.Printf("loadtest: clients=%d sent=%d delivered=%d lost=%d duplicated=%d msgs_per_s=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f server_rss_mib=%.1f server_hwm_mib=%.1f server_cpu_pct=%.1f window_s=%.1f drain_s=%.2f setup_s=%.1f mint_s=%.1f send_errors=%d\n",
+	fmt.Printf("loadtest: clients=%d sent=%d delivered=%d lost=%d duplicated=%d msgs_per_s=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f server_rss_mib=%.1f server_hwm_mib=%.1f server_cpu_pct=%.1f offered_msgs_per_s=%.0f clients_cpu_pct=%.1f loadavg=%s..%s window_s=%.1f drain_s=%.2f setup_s=%.1f mint_s=%.1f send_errors=%d\n",
 		sz.clients, sent, len(tr.lats), lost, duplicated, rate,
 		percentile(tr.lats, 0.50), percentile(tr.lats, 0.99), percentile(tr.lats, 0.999),
 		float64(rss)/(1<<20), float64(hwm)/(1<<20), 100*cpu.Seconds()/window.Seconds(),
+		float64(sz.clients)/sz.interval.Seconds(), 100*selfCPUUsed.Seconds()/window.Seconds(), load0, load1,
 		window.Seconds(), drain.Seconds(), setupTime.Seconds(), mintTime.Seconds(), tr.sendErrs)
 
 	if lost != 0 || duplicated != 0 {
