@@ -138,7 +138,8 @@ func serverCmd(ts *testscript.TestScript, neg bool, args []string) {
 
 type serverProc struct {
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when the process exited
+	err  error         // from Wait, once done
 }
 
 func serverFlags(data, listen string) []string {
@@ -156,7 +157,9 @@ func startServer(ts *testscript.TestScript, data, listen string) {
 		}
 		return out
 	}
-	query("init")
+	if _, err := os.Stat(data); err != nil {
+		query("init")
+	}
 	addr := strings.Fields(string(query("address")))[0]
 	pin := query("kt-vkey")
 	ts.Setenv("SERVER", addr)
@@ -168,8 +171,8 @@ func startServer(ts *testscript.TestScript, data, listen string) {
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = log, log
 	ts.Check(cmd.Start())
-	p := &serverProc{cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait(); log.Close() }()
+	p := &serverProc{cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); log.Close(); close(p.done) }()
 	ts.Defer(func() {
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
@@ -234,9 +237,9 @@ func stopServer(ts *testscript.TestScript, sig syscall.Signal) {
 	}
 	p.cmd.Process.Signal(sig)
 	select {
-	case err := <-p.done:
-		if sig == syscall.SIGTERM && err != nil {
-			ts.Fatalf("server exited with %v after SIGTERM", err)
+	case <-p.done:
+		if sig == syscall.SIGTERM && p.err != nil {
+			ts.Fatalf("server exited with %v after SIGTERM", p.err)
 		}
 	case <-time.After(30 * time.Second):
 		ts.Fatalf("server did not stop")
