@@ -18,7 +18,7 @@
 //
 //	qpc-bench report [--out docs] [--ds-duration 10s] [--ds-senders 64]
 //	                 [--kt-labels 1000000] [--mls-sizes 2,8,32,128]
-//	                 [--benchtime 1s]
+//	                 [--benchtime 500ms] [--rounds 3]
 package main
 
 import (

@@ -23,15 +23,16 @@ func runReport(ctx context.Context, args []string, out, errOut io.Writer) error 
 	fs.IntVar(&cfg.DSSenders, "ds-senders", report.DefaultDSSenders, "concurrent senders of the DS throughput run")
 	fs.IntVar(&cfg.KTLabels, "kt-labels", report.DefaultKTLabels, "labels in the key-transparency directory the proofs are measured on")
 	sizes := fs.String("mls-sizes", joinInts(report.DefaultMLSSizes), "comma-separated MLS group sizes")
-	fs.StringVar(&cfg.BenchTime, "benchtime", report.DefaultBenchTime, "testing benchtime of each micro-benchmark (a duration, or Nx)")
+	fs.StringVar(&cfg.BenchTime, "benchtime", report.DefaultBenchTime, "testing benchtime of each micro-benchmark per round (a duration, or Nx)")
+	fs.IntVar(&cfg.Rounds, "rounds", report.DefaultRounds, "rounds of each micro-benchmark and its baseline, run in turn; the fastest round of each is kept")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("report: unexpected arguments %q", fs.Args())
 	}
-	if cfg.DSDuration <= 0 || cfg.DSSenders < 1 || cfg.KTLabels < 1 {
-		return errors.New("report: --ds-duration, --ds-senders and --kt-labels must be positive")
+	if cfg.DSDuration <= 0 || cfg.DSSenders < 1 || cfg.KTLabels < 1 || cfg.Rounds < 1 {
+		return errors.New("report: --ds-duration, --ds-senders, --kt-labels and --rounds must be positive")
 	}
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))

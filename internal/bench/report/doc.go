@@ -22,7 +22,10 @@
 //
 // The micro-benchmarks run under testing.Benchmark (ns/op, allocs/op,
 // B/op) with testing's benchtime set from Config.BenchTime, so they are
-// the same loops `go test -bench` would run.
+// the same loops `go test -bench` would run. A figure and its baseline run
+// in turn for Config.Rounds rounds and each keeps its fastest round: the
+// load of a shared machine changes within seconds, and two measurements
+// taken minutes apart would carry that change into their ratio.
 //
 // Imports: internal/bench, server (identity, KT keys), server/accounts,
 // account, sealed, tokens, kt, mls, padding, wire, circl, gonum plot and

@@ -35,7 +35,7 @@ const ktEpochSize = 10_000
 // GOMAXPROCS goroutines, as concurrent publishers would), then measures
 // Directory.Lookup (proof generation) and Verifier.VerifyLookup for a
 // label in the middle, against one Ed25519 verification.
-func ktFigures(ctx context.Context, n int, progress io.Writer) (KTResult, error) {
+func ktFigures(ctx context.Context, n, rounds int, progress io.Writer) (KTResult, error) {
 	if n < 1 {
 		return KTResult{}, fmt.Errorf("kt: %d labels", n)
 	}
@@ -109,14 +109,6 @@ func ktFigures(ctx context.Context, n int, progress io.Writer) (KTResult, error)
 		return res, err
 	}
 	res.ProofBytes = len(p.Marshal()) - len(p.Value)
-	if res.Prove, err = measure(fmt.Sprintf("Directory.Lookup proof, %d labels", n), func(b *testing.B) {
-		for b.Loop() {
-			_, err := d.Lookup(ctx, target, 0)
-			must(b, err)
-		}
-	}); err != nil {
-		return res, err
-	}
 	v, err := kt.NewVerifierFromConfig(keys.VKey, d.Config())
 	if err != nil {
 		return res, err
@@ -124,23 +116,33 @@ func ktFigures(ctx context.Context, n int, progress io.Writer) (KTResult, error)
 	if _, err := v.VerifyLookup(target, p); err != nil {
 		return res, fmt.Errorf("kt: the lookup proof does not verify: %w", err)
 	}
-	if res.Verify, err = measure("Verifier.VerifyLookup", func(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	msg := make([]byte, 64)
+	sig := ed25519.Sign(priv, msg)
+	var set benchSet
+	prove := set.add(fmt.Sprintf("Directory.Lookup proof, %d labels", n), func(b *testing.B) {
+		for b.Loop() {
+			_, err := d.Lookup(ctx, target, 0)
+			must(b, err)
+		}
+	})
+	verify := set.add("Verifier.VerifyLookup", func(b *testing.B) {
 		for b.Loop() {
 			_, err := v.VerifyLookup(target, p)
 			must(b, err)
 		}
-	}); err != nil {
-		return res, err
-	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	msg := make([]byte, 64)
-	sig := ed25519.Sign(priv, msg)
-	res.Baseline, err = measure("Ed25519 verify (64 bytes)", func(b *testing.B) {
+	})
+	base := set.add("Ed25519 verify (64 bytes)", func(b *testing.B) {
 		for b.Loop() {
 			if !ed25519.Verify(pub, msg, sig) {
 				b.Fatal("ed25519: bad signature")
 			}
 		}
 	})
-	return res, err
+	m, err := set.run(rounds)
+	if err != nil {
+		return res, err
+	}
+	res.Prove, res.Verify, res.Baseline = m[prove], m[verify], m[base]
+	return res, nil
 }

@@ -86,15 +86,18 @@ comparing across runs and commits.
 | date | %s |
 | load average at start (1, 5, 15 min) | %s |
 
-Micro-benchmarks run under `+"`testing.Benchmark`"+` with benchtime %s
-(time, allocs and bytes per op as `+"`go test -bench`"+` reports them).
+Micro-benchmarks run under `+"`testing.Benchmark`"+` (time, allocs and bytes
+per op as `+"`go test -bench`"+` reports them) with benchtime %s, in %d
+rounds: each figure and its baseline run in turn, round after round, and
+each keeps its fastest round, so that both see the same machine and a burst
+of someone else's work lands in neither.
 
 ![every figure's ratio to its baseline](%s)
 
 `,
 		cfg.Command, r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Took.Round(time.Second), m.LoadAvg,
 		m.CPU, m.CPUs, m.NumCPU, m.MemTotal, m.OS, m.Arch, m.Kernel, m.GoVersion,
-		r.Started.UTC().Format(time.RFC3339), m.LoadAvg, cfg.BenchTime, plot(PlotRatios))
+		r.Started.UTC().Format(time.RFC3339), m.LoadAvg, cfg.BenchTime, cfg.Rounds, plot(PlotRatios))
 
 	ds := r.DS
 	fmt.Fprintf(w, `## Delivery service: throughput and send → deliver latency
@@ -219,6 +222,15 @@ creator's ratio is roughly the number of HPKE encryptions a commit makes.
 	}
 	fmt.Fprintf(w, "\n![MLS commit cost against group size](%s)\n\n", plot(PlotMLS))
 
+	fmt.Fprint(w, `## Not in this report
+
+The many-client load test is separate: internal/loadtest drives a built
+qpc-server with 1,000 token-spending clients and 10,000 idle connections
+(`+"`just load`"+`, about five minutes) and prints its own summary lines
+(delivered, lost, duplicated, msgs/s, latency percentiles, server RSS and
+CPU, memory per idle connection).
+
+`)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
 	for _, s := range r.Steps {
 		fmt.Fprintf(w, "| %s | %s |\n", s.Name, s.Took.Round(100*time.Millisecond))

@@ -95,6 +95,39 @@ func measure(name string, f func(b *testing.B)) (Measure, error) {
 	}, nil
 }
 
+// benchSet is benchmarks to run in turn, round after round, so that a
+// figure and its baseline see the same machine: on a shared machine the
+// load changes within seconds, and measuring one after the other would
+// put that change into the ratio. Each keeps its fastest round, the one
+// least disturbed by the rest of the machine.
+type benchSet struct {
+	names []string
+	fns   []func(*testing.B)
+}
+
+// add queues a benchmark and returns its index in run's result.
+func (s *benchSet) add(name string, f func(*testing.B)) int {
+	s.names, s.fns = append(s.names, name), append(s.fns, f)
+	return len(s.fns) - 1
+}
+
+// run runs every benchmark once per round, in order, for rounds rounds.
+func (s *benchSet) run(rounds int) ([]Measure, error) {
+	best := make([]Measure, len(s.fns))
+	for r := range max(rounds, 1) {
+		for i, f := range s.fns {
+			m, err := measure(s.names[i], f)
+			if err != nil {
+				return nil, err
+			}
+			if r == 0 || m.NsPerOp < best[i].NsPerOp {
+				best[i] = m
+			}
+		}
+	}
+	return best, nil
+}
+
 // must turns an error inside a benchmark into a failure.
 func must(b *testing.B, err error) {
 	if err != nil {
@@ -107,7 +140,7 @@ func must(b *testing.B, err error) {
 // HKDF-SHA256, ChaCha20-Poly1305). The difference is the envelope's own
 // work: the sender's Ed25519 signature (and its check), the identity block
 // and the padding to a 2 KiB bucket.
-func sealedFigures() ([]Figure, error) {
+func sealedFigures(rounds int) ([]Figure, error) {
 	rk, err := sealed.GenerateMailboxKey()
 	if err != nil {
 		return nil, err
@@ -135,37 +168,29 @@ func sealedFigures() ([]Figure, error) {
 		return enc, ct
 	}
 
-	seal, err := measure("sealed.Seal (1 KiB content, 2 KiB bucket)", func(b *testing.B) {
+	var set benchSet
+	env, err := sealed.Seal(padding.Default, rk.Public(), mailbox, from, sealed.ContentMLS, content, now)
+	if err != nil {
+		return nil, err
+	}
+	seal := set.add("sealed.Seal (1 KiB content, 2 KiB bucket)", func(b *testing.B) {
 		for b.Loop() {
 			_, err := sealed.Seal(padding.Default, rk.Public(), mailbox, from, sealed.ContentMLS, content, now)
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	rawSeal, err := measure("HPKE X-Wing seal of 1 KiB", func(b *testing.B) {
+	rawSeal := set.add("HPKE X-Wing seal of 1 KiB", func(b *testing.B) {
 		for b.Loop() {
 			hpkeSeal(b)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	env, err := sealed.Seal(padding.Default, rk.Public(), mailbox, from, sealed.ContentMLS, content, now)
-	if err != nil {
-		return nil, err
-	}
-	open, err := measure("sealed.Open", func(b *testing.B) {
+	open := set.add("sealed.Open", func(b *testing.B) {
 		for b.Loop() {
 			_, err := sealed.Open(rk, mailbox, env, now, 0, nil)
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	rawOpen, err := measure("HPKE X-Wing open of 1 KiB", func(b *testing.B) {
+	rawOpen := set.add("HPKE X-Wing open of 1 KiB", func(b *testing.B) {
 		enc, ct := hpkeSeal(b)
 		for b.Loop() {
 			rcv, err := suite.NewReceiver(sk, info)
@@ -176,23 +201,24 @@ func sealedFigures() ([]Figure, error) {
 			must(b, err)
 		}
 	})
+	m, err := set.run(rounds)
 	if err != nil {
 		return nil, err
 	}
 	return []Figure{
-		{Group: "sealed", Subject: seal, Baseline: rawSeal},
-		{Group: "sealed", Subject: open, Baseline: rawOpen},
+		{Group: "sealed", Subject: m[seal], Baseline: m[rawSeal]},
+		{Group: "sealed", Subject: m[open], Baseline: m[rawOpen]},
 	}, nil
 }
 
 // scalarMult is one variable-base ristretto255 scalar multiplication
 // (circl), the unit both token operations are built from.
-func scalarMult() (Measure, error) {
+func scalarMult(set *benchSet) int {
 	g := group.Ristretto255
 	s := g.RandomScalar(rand.Reader)
 	p := g.RandomElement(rand.Reader)
 	q := g.NewElement()
-	return measure("ristretto255 scalar multiplication", func(b *testing.B) {
+	return set.add("ristretto255 scalar multiplication", func(b *testing.B) {
 		for b.Loop() {
 			q.Mul(p, s)
 		}
@@ -204,7 +230,7 @@ func scalarMult() (Measure, error) {
 // finalization per token (proof check and unblinding), and redemption
 // (parse, hash to group, one scalar multiplication, compare), each against
 // one ristretto255 scalar multiplication.
-func tokenFigures() ([]Figure, error) {
+func tokenFigures(rounds int) ([]Figure, error) {
 	master := make([]byte, 32)
 	rand.Read(master)
 	iss, err := tokens.NewIssuer(master)
@@ -231,42 +257,35 @@ func tokenFigures() ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := scalarMult()
-	if err != nil {
-		return nil, err
-	}
-	issue, err := measure(fmt.Sprintf("Issuer.Issue, batch of %d, per token", tokens.MaxBatch), func(b *testing.B) {
+	var set benchSet
+	base := scalarMult(&set)
+	issue := set.add(fmt.Sprintf("Issuer.Issue, batch of %d, per token", tokens.MaxBatch), func(b *testing.B) {
 		for b.Loop() {
 			_, err := iss.Issue(req)
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	fin, err := measure(fmt.Sprintf("Blinding.Finalize (client), batch of %d, per token", tokens.MaxBatch), func(b *testing.B) {
+	fin := set.add(fmt.Sprintf("Blinding.Finalize (client), batch of %d, per token", tokens.MaxBatch), func(b *testing.B) {
 		for b.Loop() {
 			_, err := bl.Finalize(resp)
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
-	redeem, err := measure("ParseToken + Issuer.Redeem", func(b *testing.B) {
+	redeem := set.add("ParseToken + Issuer.Redeem", func(b *testing.B) {
 		for b.Loop() {
 			t, err := tokens.ParseToken(enc)
 			must(b, err)
 			must(b, iss.Redeem(t))
 		}
 	})
+	m, err := set.run(rounds)
 	if err != nil {
 		return nil, err
 	}
 	return []Figure{
-		{Group: "tokens", Subject: issue, Baseline: base, PerOp: tokens.MaxBatch},
-		{Group: "tokens", Subject: fin, Baseline: base, PerOp: tokens.MaxBatch},
-		{Group: "tokens", Subject: redeem, Baseline: base},
+		{Group: "tokens", Subject: m[issue], Baseline: m[base], PerOp: tokens.MaxBatch},
+		{Group: "tokens", Subject: m[fin], Baseline: m[base], PerOp: tokens.MaxBatch},
+		{Group: "tokens", Subject: m[redeem], Baseline: m[base]},
 	}, nil
 }
 
@@ -276,7 +295,7 @@ func tokenFigures() ([]Figure, error) {
 // stopped; and LoginStart alone, the part an unauthenticated client can
 // make the server do. The baseline is one Ed25519 signature: a familiar
 // unit of public-key work, not an equivalent protocol.
-func loginFigures(dir string) ([]Figure, error) {
+func loginFigures(dir string, rounds int) ([]Figure, error) {
 	pin := []byte("qpc bench server pin")
 	keys, err := accounts.LoadOrCreateKeys(dir, pin)
 	if err != nil {
@@ -321,7 +340,8 @@ func loginFigures(dir string) ([]Figure, error) {
 		return nil, err
 	}
 
-	login, err := measure("OPAQUE login, server side (LoginStart + LoginFinish, fsynced session)", func(b *testing.B) {
+	var set benchSet
+	login := set.add("OPAQUE login, server side (LoginStart + LoginFinish, fsynced session)", func(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			l, lsBody, err := account.ClientLogin(user, []byte(pw), pin, ksf)
@@ -343,9 +363,6 @@ func loginFigures(dir string) ([]Figure, error) {
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
 	_, lsBody, err := account.ClientLogin(user, []byte(pw), pin, ksf)
 	if err != nil {
 		return nil, err
@@ -354,28 +371,26 @@ func loginFigures(dir string) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	loginStart, err := measure("OPAQUE LoginStart alone", func(b *testing.B) {
+	loginStart := set.add("OPAQUE LoginStart alone", func(b *testing.B) {
 		for b.Loop() {
 			_, _, err := svc.LoginStart(ctx, ls.Username, ls.KE1)
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, err
-	}
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	msg := make([]byte, 64)
-	sign, err := measure("Ed25519 sign (64 bytes)", func(b *testing.B) {
+	sign := set.add("Ed25519 sign (64 bytes)", func(b *testing.B) {
 		for b.Loop() {
 			ed25519.Sign(priv, msg)
 		}
 	})
+	m, err := set.run(rounds)
 	if err != nil {
 		return nil, err
 	}
 	return []Figure{
-		{Group: "opaque", Subject: login, Baseline: sign},
-		{Group: "opaque", Subject: loginStart, Baseline: sign},
+		{Group: "opaque", Subject: m[login], Baseline: m[sign]},
+		{Group: "opaque", Subject: m[loginStart], Baseline: m[sign]},
 	}, nil
 }
 
@@ -394,7 +409,7 @@ type MLSPoint struct {
 // made with the timer stopped, so every commit starts from the same
 // epoch. The baseline is one HPKE seal of a 32-byte path secret in the
 // suite's HPKE (X-Wing, HKDF-SHA256, ChaCha20-Poly1305).
-func mlsFigures(sizes []int) ([]MLSPoint, Measure, error) {
+func mlsFigures(sizes []int, rounds int) ([]MLSPoint, Measure, error) {
 	const suite = mls.SuiteXWingChaCha20Poly1305SHA256Ed25519
 	hs := hpke.NewSuite(hpke.KEM_XWING, hpke.KDF_HKDF_SHA256, hpke.AEAD_ChaCha20Poly1305)
 	pk, _, err := hpke.KEM_XWING.Scheme().GenerateKeyPair()
@@ -402,7 +417,10 @@ func mlsFigures(sizes []int) ([]MLSPoint, Measure, error) {
 		return nil, Measure{}, err
 	}
 	secret := make([]byte, 32)
-	base, err := measure("HPKE X-Wing seal of 32 bytes", func(b *testing.B) {
+	var set benchSet
+	type point struct{ n, create, process int }
+	var idx []point
+	base := set.add("HPKE X-Wing seal of 32 bytes", func(b *testing.B) {
 		for b.Loop() {
 			snd, err := hs.NewSender(pk, nil)
 			must(b, err)
@@ -412,9 +430,6 @@ func mlsFigures(sizes []int) ([]MLSPoint, Measure, error) {
 			must(b, err)
 		}
 	})
-	if err != nil {
-		return nil, Measure{}, err
-	}
 	var out []MLSPoint
 	for _, n := range sizes {
 		if n < 2 {
@@ -466,7 +481,7 @@ func mlsFigures(sizes []int) ([]MLSPoint, Measure, error) {
 		if err != nil {
 			return nil, Measure{}, err
 		}
-		create, err := measure(fmt.Sprintf("update commit, %d members, create", n), func(b *testing.B) {
+		create := set.add(fmt.Sprintf("update commit, %d members, create", n), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				g := clone(b, creatorState)
@@ -475,14 +490,11 @@ func mlsFigures(sizes []int) ([]MLSPoint, Measure, error) {
 				must(b, err)
 			}
 		})
-		if err != nil {
-			return nil, Measure{}, err
-		}
 		commit, err := first.Commit(nil)
 		if err != nil {
 			return nil, Measure{}, err
 		}
-		process, err := measure(fmt.Sprintf("update commit, %d members, process", n), func(b *testing.B) {
+		process := set.add(fmt.Sprintf("update commit, %d members, process", n), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				g := clone(b, receiverState)
@@ -491,12 +503,16 @@ func mlsFigures(sizes []int) ([]MLSPoint, Measure, error) {
 				must(b, err)
 			}
 		})
-		if err != nil {
-			return nil, Measure{}, err
-		}
-		out = append(out, MLSPoint{Members: n, Create: create, Process: process})
+		idx = append(idx, point{n, create, process})
 	}
-	return out, base, nil
+	m, err := set.run(rounds)
+	if err != nil {
+		return nil, Measure{}, err
+	}
+	for _, p := range idx {
+		out = append(out, MLSPoint{Members: p.n, Create: m[p.create], Process: m[p.process]})
+	}
+	return out, m[base], nil
 }
 
 // tempDir is a directory removed by the returned function.

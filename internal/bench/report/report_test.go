@@ -29,6 +29,7 @@ func TestGenerateTiny(t *testing.T) {
 		KTLabels:   300,
 		MLSSizes:   []int{2, 4},
 		BenchTime:  "3x",
+		Rounds:     2,
 		Command:    "go test ./internal/bench/report",
 		Progress:   &progress,
 	})
