@@ -24,6 +24,51 @@ func (c *Client) gossip(ctx context.Context, from string, raw []byte) {
 	if len(raw) == 0 {
 		return
 	}
+	if err := c.compareGossip(ctx, from, raw); errors.Is(err, errLater) {
+		c.keepGossip(from, raw)
+	}
+}
+
+// errLater: the checkpoint cannot be compared yet (our server shows a
+// smaller log than the contact saw); it is kept and compared at each Sync
+// until it can be.
+var errLater = errors.New("compared later")
+
+// maxPendingGossip bounds the checkpoints kept for a later comparison.
+const maxPendingGossip = 8
+
+func (c *Client) keepGossip(from string, raw []byte) {
+	for _, g := range c.prof.PendingGossip {
+		if string(g.Checkpoint) == string(raw) {
+			return
+		}
+	}
+	c.prof.PendingGossip = append(c.prof.PendingGossip, pendingGossip{From: from, Checkpoint: raw})
+	if n := len(c.prof.PendingGossip); n > maxPendingGossip {
+		c.prof.PendingGossip = c.prof.PendingGossip[n-maxPendingGossip:]
+	}
+}
+
+// recheckGossip compares the kept checkpoints again.
+func (c *Client) recheckGossip(ctx context.Context) {
+	kept := c.prof.PendingGossip[:0:0]
+	for _, g := range c.prof.PendingGossip {
+		if errors.Is(c.compareGossip(ctx, g.From, g.Checkpoint), errLater) {
+			kept = append(kept, g)
+		}
+	}
+	c.prof.PendingGossip = kept
+}
+
+// pendingGossip is a checkpoint a contact gossiped that is not compared yet.
+type pendingGossip struct {
+	From       string
+	Checkpoint []byte
+}
+
+// compareGossip compares and raises the alarm; it returns errLater when
+// the comparison must wait.
+func (c *Client) compareGossip(ctx context.Context, from string, raw []byte) error {
 	err := c.compareCheckpoint(ctx, raw)
 	var sv *kt.SplitViewError
 	switch {
@@ -35,9 +80,12 @@ func (c *Client) gossip(ctx context.Context, from string, raw []byte) {
 		})
 	case errors.Is(err, kt.ErrInconsistent):
 		c.raise(Alarm{Kind: AlarmKT, Detail: "the server's log is inconsistent with what it showed before: " + err.Error()})
+	case errors.Is(err, errLater):
+		return err
 	case err != nil:
 		c.log.Debug("checkpoint gossip not compared", "err", err)
 	}
+	return nil
 }
 
 func (c *Client) compareCheckpoint(ctx context.Context, raw []byte) error {
@@ -78,10 +126,10 @@ func (c *Client) compareCheckpoint(ctx context.Context, raw []byte) error {
 			return err
 		}
 		if c.v.Latest().Size < other.Size {
-			return fmt.Errorf("the server shows a smaller log than a contact saw; compared later")
+			return errLater // the server shows a smaller log than the contact saw
 		}
 	}
-	return fmt.Errorf("the log keeps growing; compared later")
+	return errLater // the log keeps growing
 }
 
 func (c *Client) openCheckpoint(raw []byte) (*kt.Checkpoint, error) {

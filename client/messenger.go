@@ -328,6 +328,8 @@ type profile struct {
 	KTChecked   uint64
 	Checkpoint  []byte // the newest verified KT checkpoint
 
+	PendingGossip []pendingGossip // gossiped checkpoints to compare later
+
 	RecvCursor uint64 // the history entry up to which Recv has reported
 }
 

@@ -64,6 +64,12 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 	}
 	c.pending = nil
 	c.flush(ctx) // announcements and sends first; errors are retried below
+	if len(c.prof.PendingGossip) > 0 {
+		c.recheckGossip(ctx)
+		if err := c.saveProfile(); err != nil {
+			return c.takeEvents(), err
+		}
+	}
 	var firstErr error
 	done := map[string]bool{}
 	// New conversations joined while reading add mailboxes: loop until
