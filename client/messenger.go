@@ -65,6 +65,10 @@ type ClientOptions struct {
 	Now func() time.Time
 	// Logger; default slog.Default. Nothing identifying is logged at Info.
 	Logger *slog.Logger
+	// Tap, if set, sees every request stream's bytes with the role of the
+	// connection they crossed ("account", "kt", "intro", "conv:<group
+	// ID>", "first:<handle>"): for tests of what each connection carries.
+	Tap func(role string, stream int64, outgoing bool, b []byte)
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home
@@ -286,6 +290,9 @@ func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 	addr := c.prof.Server
 	c.mu.Unlock()
 	opts := c.opts.Dial
+	if tap := c.opts.Tap; tap != nil {
+		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
+	}
 	if opts.Tor != nil {
 		t := *opts.Tor
 		t.Isolation = "" // a random circuit per connection
