@@ -562,7 +562,9 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
-	tick := time.NewTicker(30 * time.Second)
+	// The ticker retries the outbox and follows conversations started
+	// meanwhile by other calls (a Send that opened a direct chat).
+	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
@@ -593,6 +595,9 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			c.op.Lock()
 			c.flush(ctx)
 			c.op.Unlock()
+			if err := subscribe(); err != nil && ctx.Err() == nil {
+				return err
+			}
 		}
 	}
 }
