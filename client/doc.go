@@ -1,5 +1,24 @@
-// Package client is the quicprochat SDK: it dials a delivery server over
-// QUIC, pins its key, and makes the protocol's requests.
+// Package client is the quicprochat SDK. It has two layers.
+//
+// The messenger, Client (messenger.go and the files beside it), is what an
+// application uses: a user's encrypted local state (client/state), the
+// account (OPAQUE) and its token wallet, the identity published in key
+// transparency and checked for others, contacts with safety numbers, and
+// conversations — every one an MLS group (suite 0x004D) whose messages are
+// sealed (package sealed) to per-conversation mailboxes. It keeps an
+// outbox that retries with stable message IDs, detects gaps and duplicates
+// by per-sender sequence numbers inside the encryption, gossips
+// key-transparency checkpoints inside every message, and raises alarms with
+// evidence. docs/user-guide.md shows it through the qpc command;
+// docs/protocol.md §11 gives the content formats.
+//
+//	c, err := client.Init(ctx, "qpc://<pin>@host:4433", pin, client.ClientOptions{Passphrase: pass})
+//	err = c.Register(ctx, "alice", password)
+//	err = c.Send(ctx, "bob", "hello")        // starts the direct chat
+//	events, err := c.Sync(ctx)               // or c.Follow(ctx, func(client.Event){...})
+//
+// The protocol layer, Conn, dials a delivery server over QUIC, pins its
+// key, and makes the protocol's requests.
 //
 // The common case:
 //
@@ -23,5 +42,6 @@
 // connection died.
 // CreateMailbox is not retried: a lost reply would leave an orphan mailbox.
 //
-// Imports: padding, wire, quic-go and the standard library; never server.
+// Imports: wire, padding, sealed, mls, kt, tokens, account, tor, client/state,
+// client/content, quic-go and the standard library; never server.
 package client
