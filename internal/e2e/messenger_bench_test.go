@@ -1,0 +1,693 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/internal/bench"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/tokens"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Messenger benchmarks: what the SDK (client.Client) costs on top of the
+// raw delivery path (client.Conn), measured in the same run so that the
+// ratios hold even when other work shares the machine.
+//
+//   - TestMessengerDMLatency: alice.Send start → bob's Follow callback sees
+//     the message, against a raw Conn.Send of a record of the same size to a
+//     subscribed mailbox on the same server, interleaved message by message.
+//   - TestMessengerGroupSendCost: one Send from a group's creator to 2, 16
+//     and 128 members until the outbox is empty, with the MLS encryption
+//     and the sealing measured apart.
+//
+// Both run small and assert only the plumbing by default; QPC_BENCH=1 runs
+// the full sizes and logs the numbers (go test -run 'Messenger(DMLatency|
+// GroupSendCost)' -v ./internal/e2e).
+
+func benchEnabled() bool { return os.Getenv("QPC_BENCH") == "1" }
+
+// startMessengerServerWith is startMessengerServer with adjusted server
+// options (startMessengerServer takes none).
+func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messengerServer {
+	t.Helper()
+	k := openKT(t, t.TempDir())
+	ts := startSecureServer(t, func(o *server.Options) {
+		o.KT = k.d
+		mutate(o)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		server.PublishTokenKeys(ctx, k.d, ts.issuer, tokenEpoch, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	c := dial(t, ts, client.Options{})
+	v := k.verifier(t)
+	keys, err := c.TokenKeys(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.KTTokenKey(ctxT(t), v, keys.Keys[keys.Current]) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("token key never committed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return &messengerServer{ts, k}
+}
+
+// newUserErr is newUser for goroutines: it returns the error instead of
+// failing the test, and takes its own context and options.
+func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle string, mutate func(*client.ClientOptions)) (*client.Client, error) {
+	opts := messengerOptions(t.TempDir())
+	if mutate != nil {
+		mutate(&opts)
+	}
+	c, err := client.Init(ctx, ms.addr, ms.pin(), opts)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Register(ctx, handle, []byte("password of "+handle)); err != nil {
+		return nil, fmt.Errorf("register %s: %w", handle, err)
+	}
+	return c, nil
+}
+
+// maxWrite records the largest record a connection wrote: each request
+// record is one Write on its stream (client.Options.Tap).
+type maxWrite struct{ n atomic.Int64 }
+
+func (m *maxWrite) tap(_ int64, outgoing bool, b []byte) {
+	if !outgoing {
+		return
+	}
+	for {
+		cur := m.n.Load()
+		if int64(len(b)) <= cur || m.n.CompareAndSwap(cur, int64(len(b))) {
+			return
+		}
+	}
+}
+
+// rawPath is the baseline: a sender Conn and a receiver Conn with a
+// subscription, on the same server as the messenger, paying tokens of an
+// account of its own.
+type rawPath struct {
+	send, recv *client.Conn
+	mb         *client.Mailbox
+	sub        *client.Subscription
+	toks       [][]byte
+	envLen     int
+	wrote      maxWrite
+	arrivals   chan rawArrival
+}
+
+type rawArrival struct {
+	idx uint32
+	at  time.Time
+}
+
+// envelopeFor is the envelope length that makes a Send record with a
+// token of authLen bytes exactly recordSize bytes: the record header, the
+// send ID, the message ID, the auth length (u16) and the envelope length
+// (u24) around them.
+func envelopeFor(recordSize, authLen int) int {
+	return recordSize - wire.HeaderSize - (wire.IDSize + wire.MessageIDSize + 2 + authLen + 3)
+}
+
+func newRawPath(t *testing.T, ms *messengerServer, name string, sends, recordSize int) *rawPath {
+	t.Helper()
+	p := &rawPath{arrivals: make(chan rawArrival, 4096)}
+	acct := dial(t, ms.testServer, client.Options{})
+	sess := registered(t, acct, name)
+	for len(p.toks) < sends+1 {
+		p.toks = append(p.toks, wallet(t, acct, sess, min(tokens.MaxBatch, sends+1-len(p.toks)))...)
+	}
+	p.send = dial(t, ms.testServer, client.Options{Tap: p.wrote.tap})
+	p.recv = dial(t, ms.testServer, client.Options{})
+	ctx := ctxT(t)
+	var err error
+	if p.mb, err = p.recv.CreateMailbox(ctx, p.take()); err != nil {
+		t.Fatal(err)
+	}
+	if p.sub, err = p.recv.Subscribe(ctx, p.mb, 0); err != nil {
+		t.Fatal(err)
+	}
+	p.envLen = envelopeFor(recordSize, len(p.toks[0]))
+	// The receiver notes the arrival, then acks before it reports, so the
+	// ack is never inside a measured interval.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m := range p.sub.C {
+			at := time.Now()
+			p.recv.Ack(context.Background(), p.mb, []wire.MessageID{m.ID})
+			p.arrivals <- rawArrival{binary.BigEndian.Uint32(m.Envelope), at}
+		}
+	}()
+	t.Cleanup(func() { p.sub.Close(); <-done })
+	return p
+}
+
+func (p *rawPath) take() []byte {
+	tok := p.toks[0]
+	p.toks = p.toks[1:]
+	return tok
+}
+
+// one sends message idx and waits for its delivery: the Send call's
+// duration and the latency from its start to the arrival.
+func (p *rawPath) one(ctx context.Context, idx uint32) (send, lat time.Duration, err error) {
+	env := make([]byte, p.envLen)
+	rand.Read(env)
+	binary.BigEndian.PutUint32(env, idx)
+	tok := p.take()
+	start := time.Now()
+	if _, err := p.send.Send(ctx, p.mb.SendID, client.NewMessageID(), env, tok); err != nil {
+		return 0, 0, err
+	}
+	send = time.Since(start)
+	select {
+	case a := <-p.arrivals:
+		if a.idx != idx {
+			return 0, 0, fmt.Errorf("raw: got message %d, want %d", a.idx, idx)
+		}
+		return send, a.at.Sub(start), nil
+	case <-time.After(20 * time.Second):
+		return 0, 0, fmt.Errorf("raw: message %d never arrived", idx)
+	}
+}
+
+// dist summarizes durations in milliseconds.
+type dist []time.Duration
+
+func (d dist) pct(p float64) float64 {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return bench.LatencyPercentile(s, p)
+}
+
+func (d dist) mean() float64 {
+	var sum time.Duration
+	for _, x := range d {
+		sum += x
+	}
+	if len(d) == 0 {
+		return 0
+	}
+	return float64(sum) / float64(len(d)) / float64(time.Millisecond)
+}
+
+func TestMessengerDMLatency(t *testing.T) {
+	n, warm := 10, 3
+	if benchEnabled() {
+		n, warm = 200, 20
+	}
+	ms := startMessengerServer(t)
+	var aliceWrote maxWrite
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	alice, err := newUserErr(ctx, t, ms, "alice", func(o *client.ClientOptions) { o.Dial.Tap = aliceWrote.tap })
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := newUser(t, ms, "bob")
+	if _, err := alice.AddContact(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.AddContact(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bob follows; every message text carries its number.
+	type arrival struct {
+		seq int
+		at  time.Time
+	}
+	got := make(chan arrival, 4096)
+	fctx, fcancel := context.WithCancel(ctx)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- bob.Follow(fctx, func(e client.Event) {
+			at := time.Now()
+			switch e.Kind {
+			case client.EventAlarm:
+				t.Errorf("bob: alarm %v", e.Alarm)
+			case client.EventMessage:
+				var seq int
+				if _, err := fmt.Sscanf(e.Text, "m %d", &seq); err != nil || e.From != "alice" {
+					t.Errorf("bob: unexpected message %q from %s", e.Text, e.From)
+					return
+				}
+				got <- arrival{seq, at}
+			}
+		})
+	}()
+	defer func() {
+		fcancel()
+		if err := <-followed; err != nil {
+			t.Errorf("follow: %v", err)
+		}
+	}()
+
+	seq := 0
+	e2e := func() (send, lat time.Duration) {
+		t.Helper()
+		text := fmt.Sprintf("m %d", seq)
+		start := time.Now()
+		if err := alice.Send(ctx, "bob", text); err != nil {
+			t.Fatalf("send %q: %v", text, err)
+		}
+		send = time.Since(start)
+		select {
+		case a := <-got:
+			if a.seq != seq {
+				t.Fatalf("bob got message %d, want %d", a.seq, seq)
+			}
+			lat = a.at.Sub(start)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("bob never got message %d", seq)
+		}
+		seq++
+		return send, lat
+	}
+
+	// The first message starts the conversation (its Welcome and the text
+	// go to bob's intro mailbox); once alice has read bob's announcement,
+	// the rest go to his conversation mailbox.
+	e2e()
+	if got := texts(t, alice); len(got) != 0 {
+		t.Fatalf("alice got %q", got)
+	}
+	for range warm {
+		e2e()
+	}
+	aliceWrote.n.Store(0)
+	e2e()
+	record := int(aliceWrote.n.Load())
+	if !padding.Default.IsBucket(record) {
+		t.Fatalf("alice's largest record is %d bytes, not a bucket", record)
+	}
+
+	raw := newRawPath(t, ms, "rawbench", n+warm, record)
+	for i := range warm {
+		if _, _, err := raw.one(ctx, uint32(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := int(raw.wrote.n.Load()); w != record {
+		t.Fatalf("raw Send records are %d bytes, the messenger's %d", w, record)
+	}
+
+	// Interleaved, alternating which goes first, so that load from
+	// elsewhere on the machine hits both alike.
+	var e2eLat, e2eSend, rawLat, rawSend dist
+	rawOne := func(i int) {
+		s, l, err := raw.one(ctx, uint32(warm+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rawSend, rawLat = append(rawSend, s), append(rawLat, l)
+	}
+	for i := range n {
+		if i%2 == 1 {
+			rawOne(i)
+		}
+		s, l := e2e()
+		e2eSend, e2eLat = append(e2eSend, s), append(e2eLat, l)
+		if i%2 == 0 {
+			rawOne(i)
+		}
+	}
+
+	// Nothing twice, nothing left behind.
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case a := <-got:
+		t.Fatalf("bob got message %d again", a.seq)
+	default:
+	}
+	if p, err := alice.Pending(); err != nil || p != 0 {
+		t.Fatalf("alice's outbox: %d, %v", p, err)
+	}
+
+	t.Logf("DM latency, %d sequential messages, %d-byte Send records, GOMAXPROCS=%d", n, record, runtime.GOMAXPROCS(0))
+	t.Logf("  e2e (Send start → bob's Follow callback): p50 %.2f ms  p99 %.2f ms  mean %.2f ms", e2eLat.pct(50), e2eLat.pct(99), e2eLat.mean())
+	t.Logf("  e2e alice.Send call alone:               p50 %.2f ms  p99 %.2f ms", e2eSend.pct(50), e2eSend.pct(99))
+	t.Logf("  raw (Conn.Send start → subscription):    p50 %.2f ms  p99 %.2f ms  mean %.2f ms", rawLat.pct(50), rawLat.pct(99), rawLat.mean())
+	t.Logf("  raw Conn.Send call alone:                p50 %.2f ms  p99 %.2f ms", rawSend.pct(50), rawSend.pct(99))
+	t.Logf("  ratio e2e/raw: p50 %.2f  p99 %.2f", e2eLat.pct(50)/rawLat.pct(50), e2eLat.pct(99)/rawLat.pct(99))
+}
+
+// groupSizes are the member counts (creator included) of
+// TestMessengerGroupSendCost, with the sends measured per size.
+//
+// Sizes whose group cannot be created are skipped and projected instead:
+// the creator's Welcome carries the ratchet tree, and once it needs the
+// largest envelope bucket the sealed envelope exceeds the server's
+// MaxEnvelope (TOO_LARGE, "envelope of 130914 bytes exceeds 126919"),
+// which with X-Wing keys happens at 6 members already. The projection
+// adds the MLS cost of the size, measured directly, to the per-member
+// cost of the largest sizes that work.
+func groupSizes() (sizes []int, sends map[int]int) {
+	if benchEnabled() {
+		return []int{2, 3, 4, 5, 6, 8, 16, 128}, map[int]int{2: 40, 3: 30, 4: 30, 5: 30, 6: 20, 8: 20, 16: 15, 128: 5}
+	}
+	return []int{2, 4}, map[int]int{2: 2, 4: 2}
+}
+
+func TestMessengerGroupSendCost(t *testing.T) {
+	// 128 users from one address open hundreds of connections, and a send
+	// to 127 members is 127 requests on one connection: lift the per-address,
+	// per-connection and token limits so that they do not set the pace.
+	ms := startMessengerServerWith(t, func(o *server.Options) {
+		o.TokenQuota = 1 << 20
+		o.MaxConnsPerAddr = 1 << 16
+		o.RequestRate, o.RequestBurst = 1e6, 1<<20
+	})
+	sizes, sends := groupSizes()
+
+	// The per-member parts measured apart: one seal, and one raw Send.
+	sealMs := sealCost(t, 200)
+	raw := newRawPath(t, ms, "rawgroup", 100, 2048)
+	var rawSend dist
+	for i := range 100 {
+		s, _, err := raw.one(ctxT(t), uint32(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rawSend = append(rawSend, s)
+	}
+	t.Logf("per envelope: sealed.Seal %.3f ms; raw Conn.Send call p50 %.3f ms (%d-byte record)", sealMs, rawSend.pct(50), 2048)
+
+	type row struct {
+		n                 int
+		intro, conv       dist
+		allocs, bytes     float64
+		mlsMs, setup      float64
+		introSync, joined time.Duration
+	}
+	var rows []row
+	var projected []int
+	// The marginal cost is taken between the smallest and the largest
+	// size measured.
+	for _, n := range sizes {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		k := sends[n]
+		prefix := fmt.Sprintf("g%d", n)
+		setupStart := time.Now()
+		owner, err := newUserErr(ctx, t, ms, prefix+"-owner", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members := make([]*client.Client, n-1)
+		handles := make([]string, n-1)
+		parallel(t, n-1, func(i int) error {
+			handles[i] = fmt.Sprintf("%s-m%03d", prefix, i)
+			c, err := newUserErr(ctx, t, ms, handles[i], nil)
+			members[i] = c
+			return err
+		})
+		if t.Failed() {
+			t.FailNow()
+		}
+		if err := owner.CreateGroup(ctx, prefix, handles); err != nil {
+			if code, ok := wire.CodeOf(err); ok && code == wire.CodeTooLarge {
+				t.Logf("%s: the group cannot be created: %v", prefix, err)
+				for _, m := range sizes {
+					if m >= n {
+						projected = append(projected, m)
+					}
+				}
+				break
+			}
+			t.Fatal(err)
+		}
+		r := row{n: n, setup: time.Since(setupStart).Seconds()}
+
+		measure := func(label string, i int) time.Duration {
+			t.Helper()
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			start := time.Now()
+			if err := owner.Send(ctx, prefix, fmt.Sprintf("%s %d", label, i)); err != nil {
+				t.Fatalf("%s: send %d: %v", prefix, i, err)
+			}
+			d := time.Since(start)
+			runtime.ReadMemStats(&m1)
+			if p, err := owner.Pending(); err != nil || p != 0 {
+				t.Fatalf("%s: %d envelopes still in the outbox after Send (%v)", prefix, p, err)
+			}
+			if label == "conv" {
+				r.allocs += float64(m1.Mallocs-m0.Mallocs) / float64(k)
+				r.bytes += float64(m1.TotalAlloc-m0.TotalAlloc) / float64(k)
+			}
+			return d
+		}
+		// Before anyone joined: every envelope follows the Welcome into the
+		// member's intro mailbox (first-contact connection per member).
+		for i := range k {
+			r.intro = append(r.intro, measure("intro", i))
+		}
+		// Members join and announce their mailboxes; each must have read
+		// the k messages sent so far, once.
+		start := time.Now()
+		parallel(t, n-1, func(i int) error {
+			ev, err := members[i].Sync(ctx)
+			if err != nil {
+				return fmt.Errorf("%s sync: %w", handles[i], err)
+			}
+			var got []string
+			for _, e := range ev {
+				if e.Kind == client.EventAlarm {
+					return fmt.Errorf("%s: alarm %v", handles[i], e.Alarm)
+				}
+				if e.Kind == client.EventMessage {
+					got = append(got, e.Text)
+				}
+			}
+			if want := numbered("intro", k); !slices.Equal(got, want) {
+				return fmt.Errorf("%s got %q, want %q", handles[i], got, want)
+			}
+			return nil
+		})
+		r.introSync = time.Since(start)
+		// The creator reads every announcement: from now on each member's
+		// envelope goes to its conversation mailbox.
+		start = time.Now()
+		ev, err := owner.Sync(ctx)
+		if err != nil {
+			t.Fatalf("%s owner sync: %v", prefix, err)
+		}
+		r.joined = time.Since(start)
+		added := 0
+		for _, e := range ev {
+			if e.Kind == client.EventMemberAdded {
+				added++
+			}
+		}
+		if added != n-1 {
+			t.Fatalf("%s: the creator saw %d of %d members announce their mailboxes", prefix, added, n-1)
+		}
+		for i := range k {
+			r.conv = append(r.conv, measure("conv", i))
+		}
+		// Spot-check delivery: the first and the last member get the k
+		// messages once, in order.
+		for _, i := range slices.Compact([]int{0, n - 2}) {
+			var got []string
+			for _, e := range mustSync(t, ctx, members[i]) {
+				if e.Kind == client.EventMessage && e.From == prefix+"-owner" {
+					got = append(got, e.Text)
+				}
+			}
+			if want := numbered("conv", k); !slices.Equal(got, want) {
+				t.Fatalf("%s got %q, want %q", handles[i], got, want)
+			}
+		}
+		r.mlsMs = mlsSendCost(t, n, max(3, 60/n))
+		rows = append(rows, r)
+		t.Logf("%s: setup (register %d, create) %.1f s; members' first sync %.1f s; creator reads %d announcements %.1f s",
+			prefix, n, r.setup, r.introSync.Seconds(), n-1, r.joined.Seconds())
+	}
+
+	t.Logf("group Send from the creator until the outbox is empty (Pending()==0), GOMAXPROCS=%d", runtime.GOMAXPROCS(0))
+	t.Logf("%8s %6s %12s %12s %12s %14s %12s %12s %14s %14s", "members", "sends", "p50_ms", "mean_ms", "per_mbr_ms", "intro_p50_ms", "mls_once_ms", "seal_ms", "allocs/send", "KiB/send")
+	for _, r := range rows {
+		per := (r.conv.pct(50) - r.mlsMs) / float64(r.n-1)
+		t.Logf("%8d %6d %12.2f %12.2f %12.3f %14.2f %12.3f %12.3f %14.0f %14.0f", r.n, len(r.conv), r.conv.pct(50), r.conv.mean(), per, r.intro.pct(50), r.mlsMs, sealMs, r.allocs, r.bytes/1024)
+	}
+	if len(rows) >= 2 {
+		a, b := rows[0], rows[len(rows)-1]
+		slope := (b.conv.pct(50) - a.conv.pct(50)) / float64(b.n-a.n)
+		t.Logf("marginal cost per extra member (%d→%d): %.3f ms; of which seal %.3f ms, raw Send call %.3f ms, rest (tokens, outbox state) %.3f ms",
+			a.n, b.n, slope, sealMs, rawSend.pct(50), slope-sealMs-rawSend.pct(50))
+		t.Logf("marginal allocations per extra member (%d→%d): %.0f", a.n, b.n, (b.allocs-a.allocs)/float64(b.n-a.n))
+		if len(projected) > 0 {
+			// Fixed part: what the largest measured size costs beyond its
+			// members and its MLS step.
+			fixed := b.conv.pct(50) - b.mlsMs - float64(b.n-1)*slope
+			for _, n := range projected {
+				m := mlsSendCost(t, n, max(3, 60/n))
+				t.Logf("projected %d members: %.1f ms per Send = MLS once %.3f ms (measured) + %d × %.3f ms + fixed %.2f ms",
+					n, m+float64(n-1)*slope+fixed, m, n-1, slope, fixed)
+			}
+		}
+	}
+}
+
+// numbered are the k texts "label 0" … "label k-1".
+func numbered(label string, k int) []string {
+	var out []string
+	for i := range k {
+		out = append(out, fmt.Sprintf("%s %d", label, i))
+	}
+	return out
+}
+
+func mustSync(t *testing.T, ctx context.Context, c *client.Client) []client.Event {
+	t.Helper()
+	ev, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatalf("%s sync: %v", c.Handle(), err)
+	}
+	for _, e := range ev {
+		if e.Kind == client.EventAlarm {
+			t.Errorf("%s: alarm %v", c.Handle(), e.Alarm)
+		}
+	}
+	return ev
+}
+
+// parallel runs f for 0 … n-1 on at most GOMAXPROCS+2 goroutines (most
+// of the work waits on the network and on KT epochs) and fails the test
+// with every error.
+func parallel(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0)+2)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := f(i); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+}
+
+// mlsSendCost is the MLS part of one Send in a group of n members, in
+// milliseconds: the client loads the group state, encrypts once and
+// stores the state again.
+func mlsSendCost(t *testing.T, n, iters int) float64 {
+	t.Helper()
+	cfg := &mls.Config{}
+	id := func(h string) *mls.Identity {
+		i, err := mls.NewBasicIdentity(client.DefaultSuite, []byte(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	g, err := mls.Create(id("owner"), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kps []*mls.KeyPackage
+	for i := 1; i < n; i++ {
+		kpp, err := mls.NewKeyPackage(id(fmt.Sprintf("m%03d", i)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kps = append(kps, &kpp.KeyPackage)
+	}
+	if _, err := g.Add(kps...); err != nil {
+		t.Fatal(err)
+	}
+	state, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A text with a KT checkpoint, as the client sends.
+	plain, err := (&content.Message{Kind: content.KindText, Seq: 1, SentAt: uint64(time.Now().Unix()), Checkpoint: make([]byte, 400), Text: "group message 0"}).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for range iters {
+		g, err := mls.UnmarshalGroup(state, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Encrypt(plain); err != nil {
+			t.Fatal(err)
+		}
+		if state, err = g.Marshal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return float64(time.Since(start)) / float64(iters) / float64(time.Millisecond)
+}
+
+// sealCost is one sealed.Seal of an MLS message for a Send record with a
+// token, in milliseconds.
+func sealCost(t *testing.T, iters int) float64 {
+	t.Helper()
+	sk, err := sealed.GenerateMailboxKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := sealed.PlaintextPolicy(padding.Default, tokens.TokenSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, idKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var to wire.ID
+	rand.Read(to[:])
+	payload := []byte(strings.Repeat("x", 600))
+	from := sealed.SenderIdentity{Key: idKey, Handle: "g128-owner"}
+	start := time.Now()
+	for range iters {
+		if _, err := sealed.Seal(policy, sk.Public(), to, from, sealed.ContentMLS, payload, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return float64(time.Since(start)) / float64(iters) / float64(time.Millisecond)
+}
