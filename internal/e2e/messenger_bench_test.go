@@ -368,7 +368,7 @@ func TestMessengerDMLatency(t *testing.T) {
 // the creator's Welcome carries the ratchet tree, and once it needs the
 // largest envelope bucket the sealed envelope exceeds the server's
 // MaxEnvelope (TOO_LARGE, "envelope of 130914 bytes exceeds 126919"),
-// which with X-Wing keys happens at 6 members already. The projection
+// which with X-Wing keys happens at 5 members already. The projection
 // adds the MLS cost of the size, measured directly, to the per-member
 // cost of the largest sizes that work.
 func groupSizes() (sizes []int, sends map[int]int) {
