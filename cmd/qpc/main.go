@@ -3,7 +3,8 @@
 //
 //	qpc init --server <qpc://...> --kt <pin>   create the local state
 //	qpc register <handle> | login | logout
-//	qpc contact add <handle> | contact list
+//	qpc contact add <handle|contact string> | contact list | contact show-qr [<handle>]
+//	qpc backup export [--history] <file> | backup import <file>
 //	qpc send <handle|group> <text>
 //	qpc recv [--follow]
 //	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list
@@ -52,6 +53,7 @@ type cli struct {
 	torSOCKS string
 	home     string
 	timeout  time.Duration
+	prog     *progress // progress lines on standard error (progress.go)
 }
 
 // Exit codes.
@@ -74,7 +76,9 @@ Set up:
 
 Contacts and messages:
   qpc contact add <handle>         look a user up in key transparency; shows the safety number
+  qpc contact add <qpc:contact:...> the same, refusing a key without the string's fingerprint
   qpc contact list
+  qpc contact show-qr [<handle>]   your (or a contact's) contact string, and as a QR code
   qpc send <handle|group> <text>   send (starts a direct chat on first use);
                                    --lines sends each line of standard input
   qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
@@ -85,13 +89,18 @@ Groups (only the creator adds and removes):
   qpc group add <name> <handle> | qpc group remove <name> <handle>
   qpc group leave <name> | qpc group list
 
+Backups (hold your keys, not your session: after an import, qpc login):
+  qpc backup export [--history] <file>
+                                   encrypted under QPC_BACKUP_PASSPHRASE (or a prompt)
+  qpc backup import <file>         into a new QPC_HOME; the old device must stop being used
+
 Checks:
   qpc kt check                     owner monitoring: is the directory showing only your keys?
   qpc status                       server, Tor, tokens left, queued messages, alarms
 
 Environment: QPC_HOME (state directory, default ~/.local/share/qpc),
-QPC_PASSPHRASE (local state), QPC_PASSWORD (account), QPC_TOR_SOCKS (tor's SOCKS
-port when --tor, default 127.0.0.1:9050).
+QPC_PASSPHRASE (local state), QPC_PASSWORD (account), QPC_BACKUP_PASSPHRASE
+(backups), QPC_TOR_SOCKS (tor's SOCKS port when --tor, default 127.0.0.1:9050).
 `
 
 func (c *cli) main(args []string) int {
@@ -164,6 +173,8 @@ func (c *cli) main(args []string) int {
 		err = c.ktCmd(ctx, rest)
 	case "status":
 		err = c.status(ctx)
+	case "backup":
+		err = c.backupCmd(ctx, rest)
 	default:
 		return c.usageErr("unknown command %q", cmd)
 	}
@@ -223,7 +234,7 @@ func (c *cli) options(passphrase []byte) client.ClientOptions {
 		Logger:     slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if c.tor || c.torSOCKS != "" {
-		o.Dial.Tor = &client.TorOptions{SOCKS: c.torSOCKS, Progress: nil}
+		o.Dial.Tor = &client.TorOptions{SOCKS: c.torSOCKS, Progress: c.torProgress()}
 	}
 	return o
 }
@@ -253,7 +264,9 @@ func (c *cli) withClient(ctx context.Context, fn func(context.Context, *client.C
 	if err != nil {
 		return err
 	}
+	stop := c.wait("unlocking the local state")
 	cl, err := client.Open(c.options(pass))
+	stop()
 	if err != nil {
 		return err
 	}
@@ -310,7 +323,9 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	stop := c.wait("creating the local state and checking the server")
 	cl, err := client.Init(ctx, *server, pin, c.options(pass))
+	stop()
 	if err != nil {
 		return err
 	}
@@ -336,26 +351,16 @@ func (c *cli) register(ctx context.Context, args []string) error {
 
 func (c *cli) contact(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("contact add <handle> | contact list")
+		return usagef("contact add <handle|contact string> | contact list | contact show-qr [<handle>]")
 	}
 	switch args[0] {
 	case "add":
 		if len(args) != 2 {
-			return usagef("contact add needs one handle")
+			return usagef("contact add needs one handle or contact string")
 		}
-		return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
-			ct, err := cl.AddContact(ctx, args[1])
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(contactJSON(ct))
-			}
-			fmt.Fprintf(c.stdout, "added %s (key transparency version %d, verified)\n", ct.Handle, ct.Version)
-			fmt.Fprintf(c.stdout, "safety number: %s\n", client.FormatSafetyNumber(ct.SafetyNumber))
-			fmt.Fprintln(c.stdout, "compare it with theirs in person or over another channel")
-			return nil
-		})
+		return c.contactAdd(ctx, args[1])
+	case "show-qr":
+		return c.contactShowQR(ctx, args[1:])
 	case "list":
 		return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 			list, err := cl.Contacts()
@@ -375,7 +380,7 @@ func (c *cli) contact(ctx context.Context, args []string) error {
 			return nil
 		})
 	}
-	return usagef("contact add <handle> | contact list")
+	return usagef("contact add <handle|contact string> | contact list | contact show-qr [<handle>]")
 }
 
 func contactJSON(ct *client.Contact) map[string]any {

@@ -57,6 +57,9 @@ func TestScripts(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"server": serverCmd,
+			// qrdecode VAR, damage FILE truncate|flip OFFSET (qr_test.go).
+			"qrdecode": qrdecodeCmd,
+			"damage":   damageCmd,
 			// mode PATH 0700: the permission bits are exactly these.
 			"mode": func(ts *testscript.TestScript, neg bool, args []string) {
 				if neg || len(args) != 2 {
