@@ -83,6 +83,7 @@ Contacts and messages:
                                    --lines sends each line of standard input
   qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
   qpc history [<handle|group>]     print the stored conversation history
+  qpc chat                         full-screen chat: conversations, messages, alarms
 
 Groups (only the creator adds and removes):
   qpc group create <name> <handle>...
@@ -167,6 +168,8 @@ func (c *cli) main(args []string) int {
 		err = c.recv(ctx, rest)
 	case "history":
 		err = c.history(rest)
+	case "chat":
+		err = c.chat(ctx, rest)
 	case "group":
 		err = c.group(ctx, rest)
 	case "kt":

@@ -1,0 +1,649 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/cursor"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/quicprochat/qpc/client"
+)
+
+// Messenger is what the screen needs of a *client.Client.
+type Messenger interface {
+	Handle() string
+	Send(ctx context.Context, target, text string) error
+	Conversations(ctx context.Context) ([]client.Conversation, error)
+	History(target string, limit int) ([]client.Event, error)
+	Alarms() ([]client.Alarm, error)
+	QueuedSince() (map[string]time.Time, error)
+}
+
+// Messages that drive the model from outside.
+type (
+	// Opened says the local state is open; Load makes it.
+	Opened struct {
+		M      Messenger
+		Convs  []client.Conversation
+		Events []client.Event // the stored history, oldest first
+		Alarms []client.Alarm
+		Queued map[string]time.Time
+		Err    error // loading failed: the screen shows it and quits
+	}
+	// Status replaces the status line ("connecting…", "connected").
+	Status string
+	// EventMsg is one event of Sync or Follow.
+	EventMsg client.Event
+	// Fatal ends the screen with an error (Err returns it).
+	Fatal struct{ Err error }
+)
+
+// Internal messages.
+type (
+	sentMsg struct {
+		id  int
+		err error
+		at  time.Time
+	}
+	deliveryMsg struct {
+		queued map[string]time.Time
+		convs  []client.Conversation
+		err    error
+		loop   bool
+	}
+	tickMsg struct{}
+)
+
+// HistoryLimit is how many stored events Load shows at start.
+const HistoryLimit = 500
+
+// Load reads what the screen shows at start from m: conversations,
+// history, alarms and the outbox's delivery state.
+func Load(ctx context.Context, m Messenger) Opened {
+	o := Opened{M: m}
+	if o.Convs, o.Err = m.Conversations(ctx); o.Err != nil {
+		return o
+	}
+	if o.Events, o.Err = m.History("", HistoryLimit); o.Err != nil {
+		return o
+	}
+	if o.Alarms, o.Err = m.Alarms(); o.Err != nil {
+		return o
+	}
+	o.Queued, o.Err = m.QueuedSince()
+	return o
+}
+
+// Options configure New. Zero values take defaults.
+type Options struct {
+	// Context bounds the sends; default context.Background().
+	Context context.Context
+	// Explain renders an error in one line; default err.Error().
+	Explain func(error) string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Refresh is how often the outbox is checked for delivery marks;
+	// default 2 s.
+	Refresh time.Duration
+	// Status is the first status line; default "opening the local state…".
+	Status string
+}
+
+type delivery int
+
+const (
+	stSending delivery = iota
+	stQueued
+	stSent
+	stFailed
+)
+
+type line struct {
+	kind  client.EventKind
+	from  string
+	text  string
+	at    time.Time
+	own   bool
+	state delivery
+	id    int    // local ID of a message sent from this screen
+	fail  string // why it failed
+}
+
+type conv struct {
+	name   string
+	id     string // hex conversation ID; "" until known
+	group  bool
+	lines  []line
+	unread int
+	queued time.Time // oldest outbox entry of the conversation; zero: none
+}
+
+// Model is the chat screen.
+type Model struct {
+	opts   Options
+	m      Messenger
+	me     string
+	convs  []*conv
+	sel    int
+	input  textinput.Model
+	alarms []string
+	status string
+	note   string // the answer to the last command or key
+	width  int
+	height int
+	nextID int
+	err    error
+	ticked bool
+}
+
+// New returns the screen before the local state is open.
+func New(opts Options) *Model {
+	if opts.Context == nil {
+		opts.Context = context.Background()
+	}
+	if opts.Explain == nil {
+		opts.Explain = func(err error) string { return err.Error() }
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Refresh <= 0 {
+		opts.Refresh = 2 * time.Second
+	}
+	if opts.Status == "" {
+		opts.Status = "opening the local state…"
+	}
+	in := textinput.New()
+	in.Prompt = "> "
+	in.Placeholder = "type a message, Enter sends; /to <handle|group> opens a conversation"
+	in.CharLimit = 4000
+	in.Cursor.SetMode(cursor.CursorStatic)
+	in.Focus()
+	return &Model{opts: opts, input: in, status: opts.Status, width: 80, height: 24}
+}
+
+// Err is the error that ended the screen, if any.
+func (m *Model) Err() error { return m.err }
+
+// Init implements tea.Model.
+func (m *Model) Init() tea.Cmd { return nil }
+
+// Update implements tea.Model.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		return m, nil
+	case tea.KeyMsg:
+		return m.key(msg)
+	case Opened:
+		if msg.Err != nil {
+			m.err = msg.Err
+			return m, tea.Quit
+		}
+		m.open(msg)
+		if m.ticked {
+			return m, nil
+		}
+		m.ticked = true
+		return m, m.refresh(true)
+	case Status:
+		m.status = string(msg)
+		return m, nil
+	case EventMsg:
+		m.event(client.Event(msg))
+		return m, nil
+	case Fatal:
+		m.err = msg.Err
+		return m, tea.Quit
+	case sentMsg:
+		m.sent(msg)
+		return m, m.refresh(false)
+	case deliveryMsg:
+		m.delivered(msg)
+		if msg.loop {
+			return m, tea.Tick(m.opts.Refresh, func(time.Time) tea.Msg { return tickMsg{} })
+		}
+		return m, nil
+	case tickMsg:
+		return m, m.refresh(true)
+	}
+	var cmd tea.Cmd
+	m.input, cmd = m.input.Update(msg)
+	return m, cmd
+}
+
+func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	switch k.String() {
+	case "ctrl+c", "esc":
+		return m, tea.Quit
+	case "tab", "ctrl+n":
+		m.move(1)
+		return m, nil
+	case "shift+tab", "ctrl+p":
+		m.move(-1)
+		return m, nil
+	case "enter":
+		return m, m.enter()
+	}
+	var cmd tea.Cmd
+	m.input, cmd = m.input.Update(k)
+	return m, cmd
+}
+
+func (m *Model) move(d int) {
+	if len(m.convs) == 0 {
+		return
+	}
+	m.sel = (m.sel + d + len(m.convs)) % len(m.convs)
+	m.convs[m.sel].unread = 0
+}
+
+func (m *Model) selected() *conv {
+	if m.sel < 0 || m.sel >= len(m.convs) {
+		return nil
+	}
+	return m.convs[m.sel]
+}
+
+// enter acts on the input line: a command, or a message to send.
+func (m *Model) enter() tea.Cmd {
+	text := strings.TrimSpace(m.input.Value())
+	if text == "" {
+		return nil
+	}
+	if strings.HasPrefix(text, "/") {
+		m.input.SetValue("")
+		m.command(text)
+		return nil
+	}
+	if m.m == nil {
+		m.note = "not ready yet: the local state is still opening"
+		return nil
+	}
+	c := m.selected()
+	if c == nil {
+		m.note = "no conversation: /to <handle|group> starts one"
+		return nil
+	}
+	m.input.SetValue("")
+	m.note = ""
+	m.nextID++
+	id := m.nextID
+	c.lines = append(c.lines, line{kind: client.EventMessage, from: m.me, text: text, at: m.opts.Now(), own: true, state: stSending, id: id})
+	messenger, target, ctx, now := m.m, c.name, m.opts.Context, m.opts.Now
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		err := messenger.Send(ctx, target, text)
+		return sentMsg{id: id, err: err, at: now()}
+	}
+}
+
+func (m *Model) command(text string) {
+	fields := strings.Fields(text)
+	switch fields[0] {
+	case "/to":
+		if len(fields) != 2 {
+			m.note = "usage: /to <handle|group>"
+			return
+		}
+		name := strings.TrimPrefix(fields[1], "#")
+		if i := m.find(name); i >= 0 {
+			m.sel = i
+			m.convs[i].unread = 0
+			m.note = ""
+			return
+		}
+		m.convs = append(m.convs, &conv{name: name})
+		m.sel = len(m.convs) - 1
+		m.note = "new conversation with " + name + ": the first message starts it"
+	case "/quit":
+		m.note = "Esc or ctrl-c quits"
+	default:
+		m.note = fmt.Sprintf("unknown command %s (/to <handle|group>)", fields[0])
+	}
+}
+
+func (m *Model) find(name string) int {
+	for i, c := range m.convs {
+		if c.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// conv returns the conversation of e, added at the end if new.
+func (m *Model) conv(name, id string, group bool) *conv {
+	i := m.find(name)
+	if i < 0 && id != "" {
+		for j, c := range m.convs {
+			if c.id == id {
+				i = j
+				break
+			}
+		}
+	}
+	if i < 0 {
+		m.convs = append(m.convs, &conv{name: name})
+		i = len(m.convs) - 1
+	}
+	c := m.convs[i]
+	if id != "" {
+		c.id = id
+	}
+	c.group = c.group || group
+	return c
+}
+
+func (m *Model) open(o Opened) {
+	m.m = o.M
+	m.me = o.M.Handle()
+	for _, cv := range o.Convs {
+		m.conv(cv.Name, cv.ID, cv.Group)
+	}
+	for _, e := range o.Events {
+		c := m.conv(e.Conv, e.ConvID, e.Group)
+		c.lines = append(c.lines, m.lineOf(e))
+	}
+	for _, a := range o.Alarms {
+		m.alarms = append(m.alarms, alarmText(a))
+	}
+	m.setQueued(o.Queued)
+	if m.status == m.opts.Status {
+		m.status = "opened"
+	}
+}
+
+func (m *Model) lineOf(e client.Event) line {
+	l := line{kind: e.Kind, from: e.From, text: e.Text, at: e.At}
+	if e.Kind == client.EventGap {
+		l.text = fmt.Sprintf("%d message(s) from %s are missing (seq %v)", len(e.Missed), e.From, e.Missed)
+	}
+	if e.Kind == client.EventMessage && e.From == m.me && m.me != "" {
+		l.own, l.state = true, stSent
+	}
+	return l
+}
+
+func alarmText(a client.Alarm) string {
+	return fmt.Sprintf("%s  (%s)", a, a.At.Local().Format("2006-01-02 15:04"))
+}
+
+// event applies one event of Sync or Follow.
+func (m *Model) event(e client.Event) {
+	switch e.Kind {
+	case client.EventAlarm:
+		if e.Alarm != nil {
+			m.alarms = append(m.alarms, alarmText(*e.Alarm))
+		} else {
+			m.alarms = append(m.alarms, e.Text)
+		}
+		return
+	case client.EventGap:
+		where := e.Conv
+		if e.Group {
+			where = "#" + where
+		}
+		m.alarms = append(m.alarms, fmt.Sprintf("gap in %s: %d message(s) from %s are missing (seq %v)  (%s)",
+			where, len(e.Missed), e.From, e.Missed, e.At.Local().Format("2006-01-02 15:04")))
+	}
+	switch e.Kind {
+	case client.EventMessage, client.EventJoined, client.EventMemberAdded, client.EventMemberRemoved,
+		client.EventRemoved, client.EventGap:
+	default:
+		return // kinds this screen does not show
+	}
+	if e.Conv == "" {
+		return
+	}
+	c := m.conv(e.Conv, e.ConvID, e.Group)
+	c.lines = append(c.lines, m.lineOf(e))
+	if len(m.convs) == 1 {
+		m.sel = 0
+	}
+	if e.Kind == client.EventMessage && c != m.selected() {
+		c.unread++
+	}
+}
+
+func (m *Model) sent(s sentMsg) {
+	for _, c := range m.convs {
+		for i := range c.lines {
+			l := &c.lines[i]
+			if l.id != s.id || !l.own {
+				continue
+			}
+			l.at = s.at
+			switch {
+			case s.err == nil:
+				l.state = stSent
+			case errors.Is(s.err, client.ErrQueued):
+				l.state = stQueued
+			default:
+				l.state, l.fail = stFailed, m.opts.Explain(s.err)
+			}
+			return
+		}
+	}
+}
+
+// refresh asks for the outbox's state (and the conversation IDs, while
+// some are unknown).
+func (m *Model) refresh(loop bool) tea.Cmd {
+	if m.m == nil {
+		return nil
+	}
+	needIDs := false
+	for _, c := range m.convs {
+		needIDs = needIDs || c.id == ""
+	}
+	messenger, ctx := m.m, m.opts.Context
+	return func() tea.Msg {
+		d := deliveryMsg{loop: loop}
+		d.queued, d.err = messenger.QueuedSince()
+		if d.err == nil && needIDs {
+			d.convs, d.err = messenger.Conversations(ctx)
+		}
+		return d
+	}
+}
+
+func (m *Model) delivered(d deliveryMsg) {
+	if d.err != nil {
+		return // the next tick tries again; the state is unchanged
+	}
+	for _, cv := range d.convs {
+		if c := m.selectedOr(cv.Name); c != nil && c.id == "" {
+			c.id, c.group = cv.ID, cv.Group
+		}
+	}
+	m.setQueued(d.queued)
+}
+
+func (m *Model) selectedOr(name string) *conv {
+	if i := m.find(name); i >= 0 {
+		return m.convs[i]
+	}
+	return nil
+}
+
+// setQueued recomputes the delivery marks: an own message is queued
+// while an outbox entry of its conversation as old as it remains.
+func (m *Model) setQueued(q map[string]time.Time) {
+	for _, c := range m.convs {
+		c.queued = time.Time{}
+		if c.id != "" {
+			c.queued = q[c.id]
+		}
+		for i := range c.lines {
+			l := &c.lines[i]
+			if !l.own || (l.state != stSent && l.state != stQueued) {
+				continue
+			}
+			if c.id == "" {
+				continue // not started yet as far as we know: keep the Send result
+			}
+			if !c.queued.IsZero() && !l.at.Before(c.queued) {
+				l.state = stQueued
+			} else {
+				l.state = stSent
+			}
+		}
+	}
+}
+
+// Styles.
+var (
+	alarmStyle  = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("15")).Background(lipgloss.Color("1"))
+	statusStyle = lipgloss.NewStyle().Reverse(true)
+	faint       = lipgloss.NewStyle().Faint(true)
+	selStyle    = lipgloss.NewStyle().Bold(true)
+	unreadStyle = lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("3"))
+	fromStyle   = lipgloss.NewStyle().Bold(true)
+	gapStyle    = lipgloss.NewStyle().Foreground(lipgloss.Color("1"))
+	stateStyles = map[delivery]lipgloss.Style{
+		stSending: lipgloss.NewStyle().Faint(true),
+		stQueued:  lipgloss.NewStyle().Foreground(lipgloss.Color("3")),
+		stSent:    lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
+		stFailed:  lipgloss.NewStyle().Foreground(lipgloss.Color("1")),
+	}
+)
+
+// fit truncates s to w cells and pads it to exactly w.
+func fit(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
+	s = ansi.Truncate(s, w, "…")
+	if n := ansi.StringWidth(s); n < w {
+		s += strings.Repeat(" ", w-n)
+	}
+	return s
+}
+
+// View implements tea.Model.
+func (m *Model) View() string {
+	w, h := max(m.width, 20), max(m.height, 8)
+	var out []string
+
+	if n := len(m.alarms); n > 0 {
+		show := m.alarms
+		if n > 3 {
+			show = show[n-3:]
+			out = append(out, alarmStyle.Render(fit(fmt.Sprintf(" ⚠ %d ALARMS (the newest below; qpc status lists them all)", n), w)))
+		}
+		for _, a := range show {
+			out = append(out, alarmStyle.Render(fit(" ⚠ ALARM "+a, w)))
+		}
+	}
+	who := m.me
+	if who == "" {
+		who = "…"
+	}
+	out = append(out, statusStyle.Render(fit(" qpc chat · "+who+" · "+m.status, w)))
+
+	bodyH := h - len(out) - 3 // the body, then note, input and help lines
+	if bodyH < 1 {
+		bodyH = 1
+	}
+	lw := min(24, w/4)
+	rw := w - lw - 1
+	left := m.listLines(lw, bodyH)
+	right := m.messageLines(rw, bodyH)
+	for i := range bodyH {
+		out = append(out, left[i]+faint.Render("│")+right[i])
+	}
+	out = append(out, faint.Render(fit(m.note, w)))
+	m.input.Width = w - 3
+	out = append(out, fit(m.input.View(), w))
+	out = append(out, faint.Render(fit("Tab/ctrl-n next · shift-Tab/ctrl-p previous · Enter send · /to <handle|group> · Esc/ctrl-c quit", w)))
+	return strings.Join(out, "\n")
+}
+
+func (m *Model) listLines(w, h int) []string {
+	out := make([]string, 0, h)
+	out = append(out, fit(faint.Render(" conversations"), w))
+	for i, c := range m.convs {
+		name := c.name
+		if c.group {
+			name = "#" + name
+		}
+		s := "  " + name
+		if i == m.sel {
+			s = "▸ " + name
+		}
+		if c.unread > 0 {
+			badge := fmt.Sprintf(" (%d)", c.unread)
+			s = ansi.Truncate(s, w-len(badge), "…") + unreadStyle.Render(badge)
+		}
+		if i == m.sel {
+			s = selStyle.Render(s)
+		}
+		out = append(out, fit(s, w))
+	}
+	if len(m.convs) == 0 {
+		out = append(out, fit(faint.Render("  (none: /to <handle>)"), w))
+	}
+	if len(out) > h { // keep the selected one visible
+		start := min(max(m.sel+2-h, 0), len(out)-h)
+		out = append(out[:1], out[1+start:start+h]...)
+	}
+	for len(out) < h {
+		out = append(out, strings.Repeat(" ", w))
+	}
+	return out
+}
+
+func (m *Model) messageLines(w, h int) []string {
+	c := m.selected()
+	var all []string
+	if c == nil {
+		all = []string{faint.Render(" no conversation selected")}
+	} else {
+		for _, l := range c.lines {
+			all = append(all, strings.Split(ansi.Wrap(m.render(l), w-1, " "), "\n")...)
+		}
+		if len(c.lines) == 0 {
+			all = append(all, faint.Render(" no messages yet"))
+		}
+	}
+	if len(all) > h {
+		all = all[len(all)-h:]
+	}
+	out := make([]string, 0, h)
+	for len(out)+len(all) < h {
+		out = append(out, strings.Repeat(" ", w))
+	}
+	for _, s := range all {
+		out = append(out, fit(" "+s, w))
+	}
+	return out
+}
+
+func (m *Model) render(l line) string {
+	at := l.at.Local().Format("15:04")
+	switch l.kind {
+	case client.EventMessage:
+		s := faint.Render(at) + " " + fromStyle.Render(l.from) + ": " + l.text
+		if l.own {
+			mark := map[delivery]string{stSending: "sending…", stQueued: "queued", stSent: "sent", stFailed: "failed"}[l.state]
+			if l.state == stFailed {
+				mark += ": " + l.fail
+			}
+			s += " " + stateStyles[l.state].Render("("+mark+")")
+		}
+		return s
+	case client.EventGap:
+		return faint.Render(at) + " " + gapStyle.Render("! "+l.text)
+	default:
+		return faint.Render(at + " * " + l.text)
+	}
+}
