@@ -215,7 +215,7 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	}
 	err = c.store.Update(func(tx *state.Tx) error {
 		for _, ct := range contacts {
-			if err := c.enqueue(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
+			if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
 				return err
 			}
 		}
@@ -349,7 +349,7 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 		if err := c.fanOut(tx, r, existing, sealed.ContentMLS, res.Commit); err != nil {
 			return err
 		}
-		if err := c.enqueue(tx, &outboxEntry{Conv: r.ID, To: handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
+		if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventMemberAdded, From: handle, Text: handle + " was added"})
@@ -486,9 +486,6 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	if err != nil {
 		return err
 	}
-	if err := c.fits(ctx, r, len(ct)); err != nil {
-		return err
-	}
 	if err := c.saveGroup(r, g); err != nil {
 		return err
 	}
@@ -497,23 +494,13 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 			return err
 		}
 		if m.Kind == content.KindText {
-			c.history(tx, r, Event{Kind: EventMessage, From: c.prof.Handle, Text: m.Text, Seq: m.Seq, SentAt: time.Unix(int64(m.SentAt), 0)})
+			c.history(tx, r, Event{Kind: EventMessage, From: c.prof.Handle, Text: m.Text, Seq: m.Seq, SentAt: time.Unix(int64(m.SentAt), 0), ID: hex.EncodeToString(m.ID[:])})
+			if err := sentMessage(tx, m.ID); err != nil {
+				return err
+			}
 		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
-}
-
-// fits checks that an MLS message of n bytes fits one sealed envelope.
-func (c *Client) fits(ctx context.Context, r *convRecord, n int) error {
-	conn, err := c.conn(ctx, connForConv(r.ID))
-	if err != nil {
-		return nil // offline: the outbox finds out when it sends
-	}
-	max := sealed.MaxContentFor(conn.Policy(), int(conn.Limits().MaxEnvelope), len(c.prof.Handle))
-	if n > max {
-		return fmt.Errorf("%w (%d bytes encrypted, at most %d)", ErrTooLong, n, max)
-	}
-	return nil
 }
 
 // fanOut queues payload for each of the given members of r.
@@ -524,7 +511,7 @@ func (c *Client) fanOut(tx *state.Tx, r *convRecord, to []string, typ sealed.Con
 		if m != nil && m.Sealing != nil {
 			e.SendID, e.Sealing = m.SendID, m.Sealing
 		}
-		if err := c.enqueue(tx, e); err != nil {
+		if err := c.enqueueContent(tx, e); err != nil {
 			return err
 		}
 	}
@@ -571,7 +558,7 @@ func (c *Client) History(target string, limit int) ([]Event, error) {
 	}
 	var out []Event
 	err := c.store.View(func(tx *state.Tx) error {
-		return tx.ForEachSeq(bucketHistory, 0, func(_ uint64, v []byte) error {
+		err := tx.ForEachSeq(bucketHistory, 0, func(_ uint64, v []byte) error {
 			var h historyEntry
 			if err := jsonUnmarshal(v, &h); err != nil {
 				return err
@@ -581,6 +568,8 @@ func (c *Client) History(target string, limit int) ([]Event, error) {
 			}
 			return nil
 		})
+		c.annotate(tx, out)
+		return err
 	})
 	if limit > 0 && len(out) > limit {
 		out = out[len(out)-limit:]

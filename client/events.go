@@ -20,6 +20,7 @@ const (
 	EventRemoved       EventKind = "removed"        // we were removed from a group
 	EventGap           EventKind = "gap"            // messages from a member are missing
 	EventAlarm         EventKind = "alarm"          // see Alarm
+	EventReceipt       EventKind = "receipt"        // a contact received or read our messages (From them), or we sent them a receipt (From us)
 )
 
 // Event is one thing a Sync or Follow brought. Texts and membership
@@ -36,6 +37,9 @@ type Event struct {
 	At     time.Time `json:"at"`               // when this client saw it
 	Alarm  *Alarm    `json:"alarm,omitempty"`  // for EventAlarm
 	Missed []uint64  `json:"missed,omitempty"` // for EventGap: the missing sequence numbers
+	ID     string    `json:"id,omitempty"`     // the message's hex content ID
+	Status string    `json:"status,omitempty"` // our messages in History: sent, delivered, read; EventReceipt: delivered or read
+	IDs    []string  `json:"ids,omitempty"`    // for EventReceipt: the content IDs acknowledged
 }
 
 // String is a one-line rendering for terminals.

@@ -19,6 +19,7 @@ import (
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -69,6 +70,12 @@ type ClientOptions struct {
 	// connection they crossed ("account", "kt", "intro", "conv:<group
 	// ID>", "first:<handle>"): for tests of what each connection carries.
 	Tap func(role string, stream int64, outgoing bool, b []byte)
+	// ReceiptDelay is the distribution of the delay before a receipt
+	// leaves; nil: DefaultReceiptDelay.
+	ReceiptDelay *ReceiptDelay
+	// Cover turns on cover traffic while following (see CoverOptions);
+	// nil: the stored setting (SetCover), off by default.
+	Cover *CoverOptions
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home
@@ -166,10 +173,15 @@ type Client struct {
 	wallet *Wallet
 	// pending collects the events of the running operation.
 	pending []Event
+	// coverBudget is how many outbox entries the running cover tick may
+	// still send (-1: spent); 0 outside a tick (see cover.go).
+	coverBudget int
 
-	mu      sync.Mutex // guards conns and closing
-	conns   map[string]*Conn
-	closing bool
+	mu          sync.Mutex // guards conns, closing, policy and maxEnvelope
+	conns       map[string]*Conn
+	closing     bool
+	policy      padding.Policy // the server's, from the first hello
+	maxEnvelope int
 }
 
 // Init creates a new local state in opts.Home for the server at addr
@@ -309,6 +321,9 @@ func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 		return prev, nil
 	}
 	c.conns[key] = conn
+	if c.maxEnvelope == 0 {
+		c.policy, c.maxEnvelope = conn.Policy(), int(conn.Limits().MaxEnvelope)
+	}
 	return conn, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/quicprochat/qpc/client/state"
@@ -82,6 +83,9 @@ func (c *Client) Flush(ctx context.Context) error {
 // flush sends what it can. It returns the first error that stopped a
 // destination, after trying every destination; the entries stay queued.
 func (c *Client) flush(ctx context.Context) error {
+	if c.coverBudget == 0 && c.coverMode() != nil {
+		return nil // in cover mode, only the Poisson schedule sends
+	}
 	type item struct {
 		seq uint64
 		e   *outboxEntry
@@ -100,6 +104,8 @@ func (c *Client) flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// First-contact connections are one-shot: close them when done.
+	defer c.closeConns("first:")
 	blocked := map[string]bool{}
 	var firstErr error
 	for _, it := range items {
@@ -139,6 +145,14 @@ func (c *Client) flush(ctx context.Context) error {
 		d := e.dest()
 		if blocked[d] {
 			continue
+		}
+		if c.coverBudget > 0 {
+			c.coverBudget--
+			if c.coverBudget == 0 {
+				c.coverBudget = -1 // spent: send nothing more this tick
+			}
+		} else if c.coverBudget < 0 {
+			break
 		}
 		if err := c.sendEntry(ctx, it.seq, e); err != nil {
 			blocked[d] = true
@@ -243,4 +257,20 @@ func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
 	}
 	err = c.store.Update(func(tx *state.Tx) error { return tx.Put(bucketOutboxTokens, seqKey(seq), tok) })
 	return tok, err
+}
+
+// closeConns closes the connections whose role starts with prefix.
+func (c *Client) closeConns(prefix string) {
+	c.mu.Lock()
+	var done []*Conn
+	for k, conn := range c.conns {
+		if strings.HasPrefix(k, prefix) {
+			done = append(done, conn)
+			delete(c.conns, k)
+		}
+	}
+	c.mu.Unlock()
+	for _, conn := range done {
+		conn.Close()
+	}
 }

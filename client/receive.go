@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -64,6 +65,9 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 	}
 	c.pending = nil
 	c.flush(ctx) // announcements and sends first; errors are retried below
+	if err := c.dropStaleChunks(); err != nil {
+		return nil, err
+	}
 	if len(c.prof.PendingGossip) > 0 {
 		c.recheckGossip(ctx)
 		if err := c.saveProfile(); err != nil {
@@ -93,6 +97,12 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 		if !progress {
 			break
 		}
+	}
+	if err := c.drainCover(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	if err := c.releaseReceipts(ctx); err != nil && firstErr == nil {
+		firstErr = err
 	}
 	if err := c.flush(ctx); err != nil && firstErr == nil {
 		firstErr = err
@@ -171,6 +181,16 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	self := c.prof.IdentityKey.Public().(ed25519.PublicKey)
 	op, err := sealed.Open(box, mb.box.SendID, m.Envelope, c.opts.Now(), 0, self)
 	var commit func(tx *state.Tx) error
+	var chunkKey []byte
+	if err == nil && op.ContentType == sealed.ContentChunk {
+		var whole []byte
+		op.ContentType, whole, chunkKey, err = c.addChunk(mb.box.SendID, op)
+		if err == nil && whole == nil {
+			// Kept; the payload is processed with its last chunk.
+			return c.store.Update(func(tx *state.Tx) error { return tx.Put(bucketSeen, seenKey, []byte{1}) })
+		}
+		op.Content = whole
+	}
 	if err == nil {
 		if mb.intro {
 			commit, err = c.processIntro(ctx, op, m)
@@ -188,6 +208,11 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	return c.store.Update(func(tx *state.Tx) error {
 		if commit != nil {
 			if err := commit(tx); err != nil {
+				return err
+			}
+		}
+		if chunkKey != nil {
+			if err := tx.Delete(bucketChunks, chunkKey); err != nil {
 				return err
 			}
 		}
@@ -428,7 +453,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		switch m.Kind {
 		case content.KindText:
 			effects = append(effects, func(tx *state.Tx) {
-				c.history(tx, r, Event{Kind: EventMessage, From: sender, Text: m.Text, Seq: m.Seq, SentAt: sentAt})
+				now := c.opts.Now()
+				c.history(tx, r, Event{Kind: EventMessage, From: sender, Text: m.Text, Seq: m.Seq, SentAt: sentAt, At: now, ID: hex.EncodeToString(m.ID[:])})
+				c.onText(tx, r, sender, m.ID, now)
 			})
 		case content.KindMailbox:
 			known := mr.Sealing != nil
@@ -449,7 +476,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				return func(*state.Tx) error { return nil }, nil
 			}
 		case content.KindReceipt:
-			// Receipts are not shown yet.
+			effects = append(effects, func(tx *state.Tx) { c.onReceipt(tx, r, sender, m.Receipt) })
 		}
 	default:
 		// Proposals: this client commits only its own.
@@ -509,6 +536,9 @@ func trackSeq(m *memberRecord, seq uint64) (dup bool, missed []uint64) {
 // subscriptions) and calls fn for each event, until ctx ends. New
 // conversations are followed as they are joined.
 func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
+	if cv := c.coverMode(); cv != nil {
+		return c.followCover(ctx, fn, *cv)
+	}
 	ev, err := c.Sync(ctx)
 	for _, e := range ev {
 		fn(e)
@@ -566,10 +596,40 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 	// meanwhile by other calls (a Send that opened a direct chat).
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
+	// due wakes when the next scheduled receipt is due.
+	due := time.NewTimer(time.Hour)
+	defer due.Stop()
+	rearm := func() {
+		c.op.Lock()
+		next, ok := c.nextReceipt()
+		c.op.Unlock()
+		d := time.Hour
+		if ok {
+			d = max(next.Sub(c.opts.Now()), 0)
+		}
+		due.Reset(d)
+	}
+	rearm()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-due.C:
+			c.op.Lock()
+			c.pending = nil
+			err := c.releaseReceipts(ctx)
+			if err == nil {
+				err = c.flush(ctx)
+			}
+			ev := c.takeEvents()
+			c.op.Unlock()
+			for _, e := range ev {
+				fn(e)
+			}
+			if err != nil && ctx.Err() == nil {
+				c.log.Debug("follow", "err", err)
+			}
+			rearm()
 		case a := <-in:
 			c.op.Lock()
 			c.pending = nil
@@ -591,6 +651,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			if err := subscribe(); err != nil && ctx.Err() == nil {
 				return err
 			}
+			rearm()
 		case <-tick.C:
 			c.op.Lock()
 			c.flush(ctx)

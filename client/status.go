@@ -6,22 +6,24 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/padding"
 )
 
 // Status is what `qpc status` shows.
 type Status struct {
-	Server        string    `json:"server"`
-	Handle        string    `json:"handle"`
-	LoggedIn      bool      `json:"logged_in"`
-	SessionEnds   time.Time `json:"session_ends,omitzero"`
-	Tor           bool      `json:"tor"`
-	Reachable     bool      `json:"reachable"`
-	Health        string    `json:"health"`
-	Tokens        int       `json:"tokens"`
-	Outbox        int       `json:"outbox"`
-	Conversations int       `json:"conversations"`
-	KTSize        uint64    `json:"kt_tree_size"`
-	Alarms        []Alarm   `json:"alarms"`
+	Server        string      `json:"server"`
+	Handle        string      `json:"handle"`
+	LoggedIn      bool        `json:"logged_in"`
+	SessionEnds   time.Time   `json:"session_ends,omitzero"`
+	Tor           bool        `json:"tor"`
+	Reachable     bool        `json:"reachable"`
+	Health        string      `json:"health"`
+	Tokens        int         `json:"tokens"`
+	Outbox        int         `json:"outbox"`
+	Conversations int         `json:"conversations"`
+	KTSize        uint64      `json:"kt_tree_size"`
+	Alarms        []Alarm     `json:"alarms"`
+	Cover         CoverStatus `json:"cover"`
 }
 
 // Status reports the client's state and asks the server for its health.
@@ -64,6 +66,13 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		st.Health = "unreachable: " + err.Error()
 	}
+	policy := padding.Default
+	if conn != nil && st.Reachable {
+		policy = conn.Policy()
+	}
+	c.op.Lock()
+	st.Cover = c.coverStatus(policy)
+	c.op.Unlock()
 	return st, nil
 }
 

@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -44,38 +42,6 @@ import (
 // GroupSendCost)' -v ./internal/e2e).
 
 func benchEnabled() bool { return os.Getenv("QPC_BENCH") == "1" }
-
-// startMessengerServerWith is startMessengerServer with adjusted server
-// options (startMessengerServer takes none).
-func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messengerServer {
-	t.Helper()
-	k := openKT(t, t.TempDir())
-	ts := startSecureServer(t, func(o *server.Options) {
-		o.KT = k.d
-		mutate(o)
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		server.PublishTokenKeys(ctx, k.d, ts.issuer, tokenEpoch, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	c := dial(t, ts, client.Options{})
-	v := k.verifier(t)
-	keys, err := c.TokenKeys(ctxT(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.KTTokenKey(ctxT(t), v, keys.Keys[keys.Current]) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("token key never committed")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return &messengerServer{ts, k}
-}
 
 // newUserErr is newUser for goroutines: it returns the error instead of
 // failing the test, and takes its own context and options.

@@ -23,7 +23,19 @@ type messengerServer struct {
 
 func startMessengerServer(t *testing.T) *messengerServer {
 	t.Helper()
-	ts, k := startKTServer(t)
+	return startMessengerServerWith(t, nil)
+}
+
+// startMessengerServerWith is startMessengerServer with adjusted options.
+func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messengerServer {
+	t.Helper()
+	k := openKT(t, t.TempDir())
+	ts := startSecureServer(t, func(o *server.Options) {
+		o.KT = k.d
+		if mutate != nil {
+			mutate(o)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -1,0 +1,299 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/tokens"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Cover traffic. While following in cover mode the client sends at a
+// constant Poisson rate whatever the user does: at each tick (exponential
+// gaps with mean 1/Rate) it sends the next real envelope of the outbox if
+// there is one, else a dummy envelope to a mailbox of its own (the cover
+// mailbox, created and paid like any other, sealed to itself with the
+// same sealed.Seal, in the same bucket as a short text, paid with a
+// token). Real envelopes then leave only at ticks, never at once on Send,
+// and mailboxes are fetched every FetchEvery instead of by push, so the
+// times and sizes of what the client sends and fetches do not depend on
+// its real traffic. The cover mailbox is drained and its contents
+// discarded.
+//
+// Limit: every role keeps its own connection (a conversation's sends
+// leave on its connection, dummies on the cover connection), so the server
+// sees the constant rate summed over the client's connections; connections
+// it cannot link (Tor circuits) are what make the sum the only view.
+
+// CoverOptions configure cover mode.
+type CoverOptions struct {
+	Rate       float64       `json:"rate"`        // envelopes per second, > 0
+	FetchEvery time.Duration `json:"fetch_every"` // default 30 s
+}
+
+func (o CoverOptions) withDefaults() CoverOptions {
+	if o.FetchEvery <= 0 {
+		o.FetchEvery = 30 * time.Second
+	}
+	return o
+}
+
+// connCover is the role of the connection that carries dummies and reads
+// the cover mailbox.
+const connCover = "cover"
+
+var (
+	keyCover        = []byte("cover")
+	keyCoverMailbox = []byte("cover-mailbox")
+)
+
+// SetCover stores the cover setting used by Follow (and shown by Status)
+// when ClientOptions.Cover is nil; nil or a rate of 0 turns it off.
+func (c *Client) SetCover(o *CoverOptions) error {
+	if o != nil && (o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate > 100) {
+		return fmt.Errorf("cover rate: between 0 and 100 envelopes per second")
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.store.Update(func(tx *state.Tx) error {
+		if o == nil || o.Rate == 0 {
+			err := tx.Delete(bucketSettings, keyCover)
+			if errors.Is(err, state.ErrNoEntry) {
+				err = nil
+			}
+			return err
+		}
+		return putJSON(tx, bucketSettings, keyCover, o.withDefaults())
+	})
+}
+
+// coverMode is the cover configuration in force, or nil when off.
+func (c *Client) coverMode() *CoverOptions {
+	if o := c.opts.Cover; o != nil {
+		if o.Rate <= 0 {
+			return nil
+		}
+		v := o.withDefaults()
+		return &v
+	}
+	var o CoverOptions
+	err := c.store.View(func(tx *state.Tx) error { return getJSON(tx, bucketSettings, keyCover, &o) })
+	if err != nil || o.Rate <= 0 {
+		return nil
+	}
+	o = o.withDefaults()
+	return &o
+}
+
+// coverMailbox returns the cover mailbox, creating it the first time.
+func (c *Client) coverMailbox(ctx context.Context, create bool) (*mailboxRecord, error) {
+	var mb mailboxRecord
+	err := c.store.View(func(tx *state.Tx) error { return getJSON(tx, bucketSettings, keyCoverMailbox, &mb) })
+	if err == nil {
+		return &mb, nil
+	}
+	if !errors.Is(err, state.ErrNoEntry) || !create {
+		if errors.Is(err, state.ErrNoEntry) {
+			err = nil
+		}
+		return nil, err
+	}
+	rec, err := c.createMailbox(ctx, connCover)
+	if err != nil {
+		return nil, fmt.Errorf("creating the cover mailbox: %w", err)
+	}
+	return rec, c.store.Update(func(tx *state.Tx) error { return putJSON(tx, bucketSettings, keyCoverMailbox, rec) })
+}
+
+// drainCover fetches and acks everything in the cover mailbox, if there
+// is one; dummies are dropped unread.
+func (c *Client) drainCover(ctx context.Context) error {
+	mb, err := c.coverMailbox(ctx, false)
+	if err != nil || mb == nil {
+		return err
+	}
+	conn, err := c.conn(ctx, connCover)
+	if err != nil {
+		return err
+	}
+	for {
+		msgs, more, err := conn.Fetch(ctx, mb.mailbox(), 0, 64)
+		if err != nil || len(msgs) == 0 {
+			return err
+		}
+		ids := make([]wire.MessageID, len(msgs))
+		for i, m := range msgs {
+			ids[i] = m.ID
+		}
+		if _, err := conn.Ack(ctx, mb.mailbox(), ids); err != nil {
+			return err
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// dummyContent is the length of a dummy's content: that of a short text
+// (an MLS message carrying our checkpoint), so that dummies fall in the
+// same bucket as the texts they stand for.
+func (c *Client) dummyContent() int { return 240 + len(c.checkpoint()) }
+
+// sealDummy seals random content to mb as we seal every envelope.
+func (c *Client) sealDummy(policy padding.Policy, to *sealed.MailboxPublicKey, sendID wire.ID) ([]byte, error) {
+	pp, err := sealed.PlaintextPolicy(policy, tokens.TokenSize)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, c.dummyContent())
+	rand.Read(body)
+	return sealed.Seal(pp, to, sendID, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, sealed.ContentMLS, body, c.opts.Now())
+}
+
+// sendDummy sends one dummy envelope to the cover mailbox, paid with a
+// token.
+func (c *Client) sendDummy(ctx context.Context) error {
+	mb, err := c.coverMailbox(ctx, true)
+	if err != nil {
+		return err
+	}
+	conn, err := c.conn(ctx, connCover)
+	if err != nil {
+		return err
+	}
+	sk, err := sealed.ParseMailboxPrivateKey(mb.Sealing)
+	if err != nil {
+		return fmt.Errorf("%w: cover mailbox key", ErrCorruptState)
+	}
+	tok, err := c.token(ctx)
+	if err != nil {
+		return err
+	}
+	env, err := c.sealDummy(conn.Policy(), sk.Public(), mb.SendID)
+	if err != nil {
+		return err
+	}
+	_, err = conn.Send(ctx, mb.SendID, NewMessageID(), env, tok)
+	return err
+}
+
+// coverTick is one tick of the schedule: the next real envelope, or a
+// dummy.
+func (c *Client) coverTick(ctx context.Context) ([]Event, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	c.pending = nil
+	c.releaseReceipts(ctx)
+	c.coverBudget = 1
+	err := c.flush(ctx)
+	sent := c.coverBudget < 0
+	c.coverBudget = 0
+	if !sent {
+		err = c.sendDummy(ctx)
+	}
+	return c.takeEvents(), err
+}
+
+// expGap draws an exponential gap with the given rate per second.
+func expGap(rate float64) time.Duration {
+	return time.Duration(-math.Log1p(-mrand.Float64()) / rate * float64(time.Second))
+}
+
+// followCover is Follow in cover mode.
+func (c *Client) followCover(ctx context.Context, fn func(Event), o CoverOptions) error {
+	var fnMu sync.Mutex
+	emit := func(ev []Event) {
+		fnMu.Lock()
+		defer fnMu.Unlock()
+		for _, e := range ev {
+			fn(e)
+		}
+	}
+	ev, err := c.Sync(ctx)
+	emit(ev)
+	if err != nil {
+		return err
+	}
+	c.op.Lock()
+	_, err = c.coverMailbox(ctx, true)
+	c.op.Unlock()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Ticks are placed on an absolute schedule, so a slow send delays
+		// one tick but does not shift the ones after it.
+		next := time.Now()
+		t := time.NewTimer(0)
+		defer t.Stop()
+		for {
+			next = next.Add(expGap(o.Rate))
+			t.Reset(time.Until(next))
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			ev, err := c.coverTick(ctx)
+			emit(ev)
+			if err != nil && ctx.Err() == nil {
+				c.log.Debug("cover tick", "err", err)
+			}
+		}
+	}()
+	tick := time.NewTicker(o.FetchEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		ev, err := c.Sync(ctx)
+		emit(ev)
+		if err != nil && ctx.Err() == nil {
+			c.log.Debug("cover fetch", "err", err)
+		}
+	}
+}
+
+// CoverStatus is the cost of cover mode, for `qpc status`.
+type CoverStatus struct {
+	On           bool          `json:"on"`
+	Rate         float64       `json:"rate,omitempty"`           // envelopes per second
+	FetchEvery   time.Duration `json:"fetch_every,omitempty"`    // the fetch period
+	Envelope     int           `json:"envelope_bytes,omitempty"` // the record bucket every send fills
+	TokensPerDay float64       `json:"tokens_per_day,omitempty"` // Rate × 86400
+	BytesPerDay  float64       `json:"bytes_per_day,omitempty"`  // Rate × Envelope × 86400
+}
+
+// coverStatus computes the cover mode's cost under the server's record
+// policy.
+func (c *Client) coverStatus(policy padding.Policy) CoverStatus {
+	o := c.coverMode()
+	if o == nil {
+		return CoverStatus{}
+	}
+	st := CoverStatus{On: true, Rate: o.Rate, FetchEvery: o.FetchEvery, TokensPerDay: o.Rate * 86400}
+	if sk, err := sealed.GenerateMailboxKey(); err == nil {
+		var id wire.ID
+		if env, err := c.sealDummy(policy, sk.Public(), id); err == nil {
+			st.Envelope, _ = policy.Bucket(len(env))
+		}
+	}
+	st.BytesPerDay = st.TokensPerDay * float64(st.Envelope)
+	return st
+}

@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/internal/stats"
+)
+
+// coverRun starts a fresh pair of users, lets the first follow for dur
+// (in cover mode at rate if rate > 0) while the test makes it send real
+// texts at the given offsets, and returns every Send the first user put on
+// the wire during the run. The second user must then have every text.
+func coverRun(t *testing.T, ms *messengerServer, name string, rate float64, dur time.Duration, at []time.Duration) []sendRec {
+	t.Helper()
+	log := newSendLog()
+	a := newUserWith(t, ms, name+"-a", func(o *client.ClientOptions) { o.Tap = log.tap })
+	b := newUser(t, ms, name+"-b")
+	connect(t, a, b)
+	if rate > 0 {
+		if err := a.SetCover(&client.CoverOptions{Rate: rate, FetchEvery: time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dur+time.Minute)
+	defer cancel()
+	fctx, stop := context.WithTimeout(ctx, dur)
+	defer stop()
+	mark := log.count()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Follow(fctx, func(e client.Event) {
+			if e.Kind == client.EventAlarm {
+				t.Errorf("%s: alarm %v", name, e.Alarm)
+			}
+		})
+	}()
+	for i, d := range at {
+		time.Sleep(time.Until(start.Add(d)))
+		if err := a.Send(ctx, b.Handle(), fmt.Sprint("real ", i)); err != nil {
+			t.Fatal(err)
+		}
+		if rate > 0 {
+			if n, _ := a.Pending(); n == 0 {
+				t.Errorf("%s: in cover mode a text left at once on Send", name)
+			}
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sends := log.since(mark)
+	if got := texts(t, b); len(got) != len(at) {
+		t.Fatalf("%s: the peer got %d of %d texts", name, len(got), len(at))
+	}
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Cover.On != (rate > 0) || st.Cover.Rate != rate {
+		t.Fatalf("%s: status cover %+v", name, st.Cover)
+	}
+	if rate > 0 {
+		t.Logf("%s: status: cover on, %.1f/s, %.0f tokens/day, %d-byte envelopes, %.1f MB/day, %d tokens left",
+			name, st.Cover.Rate, st.Cover.TokensPerDay, st.Cover.Envelope, st.Cover.BytesPerDay/1e6, st.Tokens)
+		if st.Cover.TokensPerDay != rate*86400 || st.Cover.BytesPerDay != rate*86400*float64(st.Cover.Envelope) {
+			t.Errorf("%s: cover cost %+v", name, st.Cover)
+		}
+		if s := sends[0].size; s != st.Cover.Envelope {
+			t.Errorf("%s: sends are %d bytes, status says %d", name, s, st.Cover.Envelope)
+		}
+	}
+	return sends
+}
+
+func gaps(s []sendRec) []float64 {
+	at := make([]time.Time, len(s))
+	for i, r := range s {
+		at[i] = r.at
+	}
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	var out []float64
+	for i := 1; i < len(at); i++ {
+		out = append(out, at[i].Sub(at[i-1]).Seconds())
+	}
+	return out
+}
+
+func sizes(s []sendRec) []int {
+	var out []int
+	for _, r := range s {
+		if !slices.Contains(out, r.size) {
+			out = append(out, r.size)
+		}
+	}
+	return out
+}
+
+// TestCoverTraffic: in cover mode the sequence of (time, size) of the
+// sends a client makes is statistically the same whether its user sent 0
+// or 20 real messages (two-sample KS on the gaps; one size), and without
+// cover mode the same observation tells them apart.
+func TestCoverTraffic(t *testing.T) {
+	dur, rate := 20*time.Second, 5.0
+	if os.Getenv("QPC_LONG") == "1" {
+		dur = 60 * time.Second
+	}
+	ms := startMessengerServer(t)
+	real := make([]time.Duration, 20)
+	for i := range real {
+		real[i] = time.Duration(rand.Int64N(int64(dur - 3*time.Second)))
+	}
+	slices.Sort(real)
+
+	idle := coverRun(t, ms, "idle", rate, dur, nil)
+	busy := coverRun(t, ms, "busy", rate, dur, real)
+	gi, gb := gaps(idle), gaps(busy)
+	D, p := stats.KSTwoSample(gi, gb)
+	t.Logf("cover %.0f/s for %v: 0 real messages → %d sends (sizes %v), 20 real → %d sends (sizes %v); gaps: mean %.3f s vs %.3f s; two-sample KS D=%.4f p=%.3f",
+		rate, dur, len(idle), sizes(idle), len(busy), sizes(busy), mean(gi), mean(gb), D, p)
+	if p <= 0.01 {
+		t.Errorf("cover traffic with and without real messages differs: D=%.4f p=%.3g", D, p)
+	}
+	if s := sizes(append(idle, busy...)); len(s) != 1 {
+		t.Errorf("sends of several sizes in cover mode: %v", s)
+	}
+	// Both follow the configured Poisson rate.
+	expCDF := func(x float64) float64 {
+		if x < 0 {
+			return 0
+		}
+		return -math.Expm1(-rate * x)
+	}
+	for _, g := range [][]float64{gi, gb} {
+		d1, p1 := stats.KSOneSample(g, expCDF)
+		t.Logf("gaps against Exp(rate %.0f/s): n=%d D=%.4f p=%.3f", rate, len(g), d1, p1)
+	}
+
+	// Without cover mode: the same observer tells an idle user (no sends)
+	// from a busy one (bursts of sends).
+	burst := []time.Duration{}
+	for b := range 4 {
+		for i := range 5 {
+			burst = append(burst, time.Duration(b)*time.Second+time.Duration(i)*50*time.Millisecond)
+		}
+	}
+	plainIdle := coverRun(t, ms, "plain-idle", 0, 5*time.Second, nil)
+	plainBusy := coverRun(t, ms, "plain-busy", 0, 5*time.Second, burst)
+	D2, p2 := stats.KSTwoSample(gaps(plainBusy), gi)
+	t.Logf("no cover: 0 real messages → %d sends, 20 real → %d sends; gaps of the busy user vs cover traffic: KS D=%.4f p=%.3g",
+		len(plainIdle), len(plainBusy), D2, p2)
+	if len(plainIdle) == len(plainBusy) && p2 > 0.01 {
+		t.Errorf("without cover the observer could not tell idle from busy")
+	}
+}
