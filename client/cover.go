@@ -297,3 +297,16 @@ func (c *Client) coverStatus(policy padding.Policy) CoverStatus {
 	st.BytesPerDay = st.TokensPerDay * float64(st.Envelope)
 	return st
 }
+
+// FollowCover is Follow in cover mode with o for this client (as if
+// ClientOptions.Cover were o), whatever the stored setting.
+func (c *Client) FollowCover(ctx context.Context, o CoverOptions, fn func(Event)) error {
+	if o.Rate <= 0 || o.Rate > 100 || math.IsNaN(o.Rate) {
+		return fmt.Errorf("cover rate: between 0 and 100 envelopes per second")
+	}
+	o = o.withDefaults()
+	c.op.Lock()
+	c.opts.Cover = &o
+	c.op.Unlock()
+	return c.followCover(ctx, fn, o)
+}

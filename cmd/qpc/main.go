@@ -82,6 +82,10 @@ Contacts and messages:
   qpc send <handle|group> <text>   send (starts a direct chat on first use);
                                    --lines sends each line of standard input
   qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
+  qpc recv --follow --cover <rate> send at a constant Poisson rate (real or dummy envelopes)
+  qpc cover <rate>|off             the same as a stored setting (qpc status shows its cost)
+  qpc contact receipts <handle> on|off [--read]
+                                   delivery (and read) receipts to a contact; off by default
   qpc history [<handle|group>]     print the stored conversation history
   qpc chat                         full-screen chat: conversations, messages, alarms
 
@@ -176,6 +180,8 @@ func (c *cli) main(args []string) int {
 		err = c.ktCmd(ctx, rest)
 	case "status":
 		err = c.status(ctx)
+	case "cover":
+		err = c.coverCmd(ctx, rest)
 	case "backup":
 		err = c.backupCmd(ctx, rest)
 	default:
@@ -357,6 +363,8 @@ func (c *cli) contact(ctx context.Context, args []string) error {
 		return usagef("contact add <handle|contact string> | contact list | contact show-qr [<handle>]")
 	}
 	switch args[0] {
+	case "receipts":
+		return c.contactReceipts(ctx, args[1:])
 	case "add":
 		if len(args) != 2 {
 			return usagef("contact add needs one handle or contact string")
@@ -446,6 +454,7 @@ func (c *cli) recv(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("qpc recv", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	follow := fs.Bool("follow", false, "keep listening")
+	cover := fs.String("cover", "", "with --follow: cover traffic at this many envelopes per second")
 	if err := fs.Parse(args); err != nil {
 		return usagef("recv: %v", err)
 	}
@@ -461,6 +470,9 @@ func (c *cli) recv(ctx context.Context, args []string) error {
 	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 		if *follow {
+			if *cover != "" {
+				return c.followCover(ctx, cl, *cover, print)
+			}
 			return cl.Follow(ctx, print)
 		}
 		ev, err := cl.Sync(ctx)
@@ -487,6 +499,9 @@ func (c *cli) history(args []string) error {
 		ev, err := cl.History(target, 0)
 		if err != nil {
 			return err
+		}
+		if target != "" {
+			cl.MarkRead(target) // read receipts, if on for the contact
 		}
 		for _, e := range ev {
 			if c.json {
@@ -614,6 +629,7 @@ func (c *cli) status(ctx context.Context) error {
 		}
 		fmt.Fprintf(w, "session:       %s\n", session)
 		fmt.Fprintf(w, "tokens left:   %d\n", st.Tokens)
+		printCover(w, st)
 		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
 		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)
 		fmt.Fprintf(w, "kt tree size:  %d\n", st.KTSize)
