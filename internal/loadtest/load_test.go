@@ -345,6 +345,7 @@ func TestLoad(t *testing.T) {
 	// Senders: each client sends one message per interval, starting at a
 	// random phase, to a random other client.
 	cpu0, self0, load0 := srv.cpu(t), selfCPU(t), loadAvg()
+	met0 := srv.metrics(t)
 	windowStart := time.Now()
 	end := windowStart.Add(sz.window)
 	var swg sync.WaitGroup
@@ -394,6 +395,7 @@ func TestLoad(t *testing.T) {
 	window := time.Since(windowStart)
 	cpu, selfCPUUsed, load1 := srv.cpu(t)-cpu0, selfCPU(t)-self0, loadAvg()
 	rss, hwm := srv.rss(t)
+	met1 := srv.metrics(t)
 	srv.alive(t)
 
 	// Drain: wait until every acknowledged message has arrived, or the
@@ -435,6 +437,16 @@ func TestLoad(t *testing.T) {
 		float64(rss)/(1<<20), float64(hwm)/(1<<20), 100*cpu.Seconds()/window.Seconds(),
 		float64(sz.clients)/sz.interval.Seconds(), 100*selfCPUUsed.Seconds()/window.Seconds(), load0, load1,
 		window.Seconds(), drain.Seconds(), setupTime.Seconds(), mintTime.Seconds(), tr.sendErrs)
+
+	// Where the time goes on the server during the window: a Send's and
+	// an Ack's request time (read to response written; both wait for the
+	// group commit), and the store writer's commits.
+	fmt.Printf("loadtest-server: send_ms=%.2f ack_ms=%.2f commits=%.0f mean_commit_ms=%.2f mean_batch_ops=%.1f\n",
+		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="send"}`),
+		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="ack"}`),
+		met1["qpc_store_commit_duration_seconds_count"]-met0["qpc_store_commit_duration_seconds_count"],
+		1000*meanDelta(met0, met1, "qpc_store_commit_duration_seconds", ""),
+		meanDelta(met0, met1, "qpc_store_commit_batch_ops", ""))
 
 	if lost != 0 || duplicated != 0 {
 		t.Errorf("lost=%d duplicated=%d, want 0 and 0", lost, duplicated)

@@ -230,8 +230,9 @@ func (p *serverProc) cpu(t *testing.T) time.Duration {
 	return time.Duration(ut+st) * time.Second / clockTicks
 }
 
-// openConns reads qpc_connections_open (all transports) from /metrics.
-func (p *serverProc) openConns(t *testing.T) int {
+// metrics scrapes /metrics into series (name with its labels, as written)
+// → value.
+func (p *serverProc) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -241,25 +242,54 @@ func (p *serverProc) openConns(t *testing.T) int {
 		t.Fatalf("metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	sum, found := 0.0, false
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		l := sc.Text()
-		if !strings.HasPrefix(l, "qpc_connections_open") {
+		if l == "" || l[0] == '#' {
 			continue
 		}
-		f := strings.Fields(l)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
 		if err != nil {
 			t.Fatalf("metrics line %q: %v", l, err)
 		}
-		sum, found = sum+v, true
+		out[l[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	return out
+}
+
+// openConns reads qpc_connections_open (all transports) from /metrics.
+func (p *serverProc) openConns(t *testing.T) int {
+	t.Helper()
+	sum, found := 0.0, false
+	for k, v := range p.metrics(t) {
+		if strings.HasPrefix(k, "qpc_connections_open") {
+			sum, found = sum+v, true
+		}
 	}
 	if !found {
 		t.Fatal("no qpc_connections_open in /metrics")
 	}
 	return int(sum)
+}
+
+// meanDelta is (sum1-sum0)/(count1-count0) of a histogram or summary
+// series between two scrapes: the mean of what was observed in between.
+func meanDelta(m0, m1 map[string]float64, name, labels string) float64 {
+	sum, count := name+"_sum"+labels, name+"_count"+labels
+	n := m1[count] - m0[count]
+	if n <= 0 {
+		return 0
+	}
+	return (m1[sum] - m0[sum]) / n
 }
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE to at least n (one UDP socket
