@@ -29,10 +29,12 @@ import (
 // its real traffic. The cover mailbox is drained and its contents
 // discarded.
 //
-// Limit: every role keeps its own connection (a conversation's sends
-// leave on its connection, dummies on the cover connection), so the server
-// sees the constant rate summed over the client's connections; connections
-// it cannot link (Tor circuits) are what make the sum the only view.
+// In cover mode every envelope, real or dummy, leaves on the one cover
+// connection: a conversation's own connection would show the server (even
+// over a separate Tor circuit) exactly when that conversation has traffic.
+// The price is that this server can link the destination mailboxes of the
+// sends on that connection; cover mode trades that for timing. Fetches
+// stay on each mailbox's connection, on the fixed schedule.
 
 // CoverOptions configure cover mode.
 type CoverOptions struct {

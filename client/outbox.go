@@ -106,6 +106,28 @@ func (c *Client) flush(ctx context.Context) error {
 	}
 	// First-contact connections are one-shot: close them when done.
 	defer c.closeConns("first:")
+	// Envelopes the server stored are deleted from the outbox in one
+	// transaction at the end (a crash before it only resends them, under
+	// the same message IDs, and the server stores each once).
+	var sent []uint64
+	defer func() {
+		if len(sent) > 0 {
+			c.store.Update(func(tx *state.Tx) error {
+				for _, seq := range sent {
+					if err := tx.DeleteSeq(bucketOutbox, seq); err != nil {
+						return err
+					}
+					if err := tx.Delete(bucketOutboxTokens, seqKey(seq)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	}()
+	if err := c.assignTokens(ctx, len(items)); err != nil {
+		return fmt.Errorf("%w: %w", ErrQueued, err)
+	}
 	blocked := map[string]bool{}
 	var firstErr error
 	for _, it := range items {
@@ -154,7 +176,10 @@ func (c *Client) flush(ctx context.Context) error {
 		} else if c.coverBudget < 0 {
 			break
 		}
-		if err := c.sendEntry(ctx, it.seq, e); err != nil {
+		err := c.sendEntry(ctx, it.seq, e)
+		if err == nil {
+			sent = append(sent, it.seq)
+		} else {
 			blocked[d] = true
 			if firstErr == nil {
 				firstErr = err
@@ -183,6 +208,11 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	role := connForConv(e.Conv)
 	if e.Intro {
 		role = connForFirst(e.To)
+	}
+	if c.coverBudget != 0 {
+		// A cover tick: the real envelope leaves on the cover connection,
+		// where dummies go, so no connection shows when real traffic flows.
+		role = connCover
 	}
 	conn, err := c.conn(ctx, role)
 	if err != nil {
@@ -222,11 +252,44 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	if err != nil {
 		return fmt.Errorf("sending to %s: %w", e.To, err)
 	}
-	return c.store.Update(func(tx *state.Tx) error {
-		if err := tx.DeleteSeq(bucketOutbox, seq); err != nil {
+	return nil
+}
+
+// assignTokens gives every outbox entry (at most max) that has no token
+// one, taken from the wallet at once and recorded in one transaction.
+func (c *Client) assignTokens(ctx context.Context, max int) error {
+	var need []uint64
+	err := c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, _ []byte) error {
+			if len(need) >= max {
+				return nil
+			}
+			_, err := tx.Get(bucketOutboxTokens, seqKey(seq))
+			if errors.Is(err, state.ErrNoEntry) {
+				need = append(need, seq)
+				return nil
+			}
 			return err
+		})
+	})
+	if err != nil || len(need) == 0 {
+		return err
+	}
+	w, err := c.getWallet(ctx)
+	if err != nil {
+		return err
+	}
+	toks, err := w.TakeN(ctx, len(need))
+	if err != nil && len(toks) == 0 {
+		return nil // entryToken reports it, per entry
+	}
+	return c.store.Update(func(tx *state.Tx) error {
+		for i, tok := range toks {
+			if err := tx.Put(bucketOutboxTokens, seqKey(need[i]), tok); err != nil {
+				return err
+			}
 		}
-		return tx.Delete(bucketOutboxTokens, seqKey(seq))
+		return nil
 	})
 }
 

@@ -261,3 +261,41 @@ func (w *Wallet) noteKey(epoch uint32, raw []byte) error {
 	w.seen[epoch] = raw
 	return nil
 }
+
+// TakeN returns up to n tokens at once, refilling as needed, and persists
+// the wallet once: for an outbox sending many envelopes. Fewer than n come
+// back (with the refill's error) when the quota or the server runs out.
+func (w *Wallet) TakeN(ctx context.Context, n int) ([][]byte, error) {
+	var refillErr error
+	for range (n+w.opts.Batch-1)/w.opts.Batch + 1 {
+		if w.Len() >= n || w.conn == nil {
+			break
+		}
+		if refillErr = w.Refill(ctx); refillErr != nil {
+			break
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n = min(n, len(w.toks))
+	if n == 0 {
+		if refillErr == nil {
+			refillErr = fmt.Errorf("wallet: no tokens")
+		}
+		return nil, refillErr
+	}
+	rest := w.toks[n:]
+	if err := w.save(rest); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		raw, err := w.toks[i].MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = raw
+	}
+	w.toks = rest
+	return out, refillErr
+}

@@ -132,6 +132,13 @@ func TestCoverTraffic(t *testing.T) {
 	if s := sizes(append(idle, busy...)); len(s) != 1 {
 		t.Errorf("sends of several sizes in cover mode: %v", s)
 	}
+	// And all on one connection: a conversation's own connection would
+	// show when real messages flow.
+	for _, r := range append(idle, busy...) {
+		if r.role != "cover" {
+			t.Fatalf("in cover mode a send left on the %s connection", r.role)
+		}
+	}
 	// Both follow the configured Poisson rate.
 	expCDF := func(x float64) float64 {
 		if x < 0 {
