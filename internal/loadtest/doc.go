@@ -45,6 +45,13 @@
 // measure the queue; QPC_LOAD_INTERVAL (a duration, default 1s) lowers the
 // offered load to measure latency below saturation.
 //
+// A second line, loadtest-server, gives the server's side of the same
+// window from its /metrics: the mean Send and Ack request time (both wait
+// for the group commit) and the store writer's commits, mean commit time
+// and mean batch. When commits × mean_commit_ms approaches the window, the
+// one serial, fsynced writer is the bottleneck and the latency is its
+// queue.
+//
 // Sizes: by default a small run (50 clients for 10 s, 500 idle
 // connections) that asserts the same invariants as the full one and keeps
 // go test ./... fast. QPC_LOAD=1 selects the full size: 1,000 clients
