@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -510,6 +511,13 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) 
 			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, err)
 		} else {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// A stream that holds a slot without delivering its
+				// request is cut off, so a stalling client cannot keep
+				// its streams (or our goroutines) forever.
+				s.opts.Metrics.Refused(metrics.LimitRequestTimeout)
+				st.CancelRead(0)
+			}
 			st.CancelWrite(0)
 		}
 		return

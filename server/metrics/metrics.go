@@ -22,6 +22,7 @@ const (
 	LimitConnectionsPerAddr = "connections_per_addr" // the per-source-address cap (clearnet only)
 	LimitRequestRate        = "request_rate"         // the per-connection request rate
 	LimitDraining           = "draining"             // refused because the server is shutting down
+	LimitRequestTimeout     = "request_timeout"      // a stream that did not deliver its request in time, cut off
 
 	// Transports (qpc_connections_*{transport}).
 	TransportUDP = "udp" // QUIC on a UDP socket: clearnet
@@ -187,7 +188,7 @@ func New(version string) *Metrics {
 
 	// Series that exist before the first event, so that rate() in alert
 	// rules and dashboards has a zero to start from.
-	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining} {
+	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining, LimitRequestTimeout} {
 		m.limitRefusals.WithLabelValues(l)
 	}
 	for _, t := range []string{TransportUDP, TransportTor} {
