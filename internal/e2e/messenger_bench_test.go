@@ -330,13 +330,11 @@ func TestMessengerDMLatency(t *testing.T) {
 // groupSizes are the member counts (creator included) of
 // TestMessengerGroupSendCost, with the sends measured per size.
 //
-// Sizes whose group cannot be created are skipped and projected instead:
-// the creator's Welcome carries the ratchet tree, and once it needs the
-// largest envelope bucket the sealed envelope exceeds the server's
-// MaxEnvelope (TOO_LARGE, "envelope of 130914 bytes exceeds 126919"),
-// which with X-Wing keys happens at 5 members already. The projection
-// adds the MLS cost of the size, measured directly, to the per-member
-// cost of the largest sizes that work.
+// A size whose group cannot be created is skipped and projected instead
+// (the MLS cost of the size, measured directly, plus the per-member cost
+// of the largest sizes that work). Since Welcomes larger than one envelope
+// go out in chunks (client/chunks.go) every size can be created; before,
+// groups of 5 and more failed with TOO_LARGE.
 func groupSizes() (sizes []int, sends map[int]int) {
 	if benchEnabled() {
 		return []int{2, 3, 4, 5, 6, 8, 16, 128}, map[int]int{2: 40, 3: 30, 4: 30, 5: 30, 6: 20, 8: 20, 16: 15, 128: 5}
