@@ -261,7 +261,7 @@ var allowedLabels = map[string]*regexp.Regexp{
 	"kind":      regexp.MustCompile(`^(` + strings.Join(metrics.RequestKinds(), "|") + `|other|unread)$`),
 	"code":      regexp.MustCompile(`^[A-Z_]{3,16}$`),
 	"reason":    regexp.MustCompile(`^TOKEN_(MISSING|INVALID|SPENT|EXPIRED)$`),
-	"limit":     regexp.MustCompile(`^(connections|connections_per_addr|request_rate|draining)$`),
+	"limit":     regexp.MustCompile(`^(connections|connections_per_addr|request_rate|draining|request_timeout)$`),
 	"transport": regexp.MustCompile(`^(udp|tor)$`),
 	"outcome":   regexp.MustCompile(`^(success|failure|rate_limited|abandoned|error)$`),
 	"version":   regexp.MustCompile(`^([0-9]{1,5}|test)$`),
