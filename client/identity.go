@@ -281,10 +281,7 @@ func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 		if acct, err = c.conn(ctx, connAccount); err != nil {
 			return nil, err
 		}
-		if keys, err = acct.TokenKeys(ctx); err != nil {
-			return nil, fmt.Errorf("token keys: %w", err)
-		}
-		if err := acct.KTTokenKey(ctx, c.v, keys.Keys[keys.Current]); err != nil {
+		if keys, err = acct.CurrentTokenKey(ctx, c.v); err != nil {
 			return nil, err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/tokens"
@@ -286,4 +287,58 @@ func (c *Conn) KTDeleteAccount(ctx context.Context, s *Session, owner *KTOwner, 
 		return err
 	}
 	return c.DeleteAccount(ctx, s)
+}
+
+// CurrentTokenKey fetches the server's token keys and checks the current
+// epoch's against the one committed in key transparency.
+func (c *Conn) CurrentTokenKey(ctx context.Context, v *kt.Verifier) (*TokenKeys, error) {
+	keys, err := c.TokenKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("token keys: %w", err)
+	}
+	if err := c.KTTokenKey(ctx, v, keys.Keys[keys.Current]); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// WaitTokenKey waits until the server at addr answers and its current
+// token key is committed in its key-transparency log under pin (a server
+// commits it at its first epoch after starting), trying every interval
+// until ctx ends, dialling with opts (MaxAttempts defaults to 1 here).
+// For tools and tests that start a server.
+func WaitTokenKey(ctx context.Context, addr string, pin KTPin, opts Options, interval time.Duration) error {
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = 1
+	}
+	var last error
+	for {
+		last = func() error {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if a, err := wire.ParseAddress(addr); opts.Tor != nil || (err == nil && a.Onion()) {
+				cancel()
+				actx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+			}
+			defer cancel()
+			c, err := Dial(actx, addr, opts)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			v, err := kt.NewVerifier(pin.VKey, pin.VRFKey, pin.ConfigHash)
+			if err != nil {
+				return err
+			}
+			_, err = c.CurrentTokenKey(actx, v)
+			return err
+		}()
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server not ready: %w", last)
+		case <-time.After(interval):
+		}
+	}
 }

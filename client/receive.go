@@ -610,44 +610,44 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 		due.Reset(d)
 	}
 	rearm()
+	// step runs one piece of work under the state lock and hands its
+	// events to fn outside it.
+	step := func(work func() error) {
+		c.op.Lock()
+		c.pending = nil
+		err := work()
+		ev := c.takeEvents()
+		c.op.Unlock()
+		for _, e := range ev {
+			fn(e)
+		}
+		if err != nil && ctx.Err() == nil {
+			c.log.Debug("follow", "err", err)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-due.C:
-			c.op.Lock()
-			c.pending = nil
-			err := c.releaseReceipts(ctx)
-			if err == nil {
-				err = c.flush(ctx)
-			}
-			ev := c.takeEvents()
-			c.op.Unlock()
-			for _, e := range ev {
-				fn(e)
-			}
-			if err != nil && ctx.Err() == nil {
-				c.log.Debug("follow", "err", err)
-			}
+			step(func() error {
+				if err := c.releaseReceipts(ctx); err != nil {
+					return err
+				}
+				return c.flush(ctx)
+			})
 			rearm()
 		case a := <-in:
-			c.op.Lock()
-			c.pending = nil
-			conn, err := c.conn(ctx, a.mb.role)
-			if err == nil {
-				err = c.deliver(ctx, conn, a.mb, a.m)
-			}
-			if err == nil {
-				err = c.flush(ctx)
-			}
-			ev := c.takeEvents()
-			c.op.Unlock()
-			for _, e := range ev {
-				fn(e)
-			}
-			if err != nil && ctx.Err() == nil {
-				c.log.Debug("follow", "err", err)
-			}
+			step(func() error {
+				conn, err := c.conn(ctx, a.mb.role)
+				if err == nil {
+					err = c.deliver(ctx, conn, a.mb, a.m)
+				}
+				if err == nil {
+					err = c.flush(ctx)
+				}
+				return err
+			})
 			if err := subscribe(); err != nil && ctx.Err() == nil {
 				return err
 			}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
-	"github.com/quicprochat/qpc/kt"
 )
 
 // TestChatTmux drives `qpc chat` for real: a real qpc binary and a real
@@ -208,34 +207,11 @@ func chatServer(t *testing.T, dir string) (addr, pinFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := client.Dial(ctx, addr, client.Options{MaxAttempts: 1})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		keys, err := c.TokenKeys(ctx)
-		if err != nil {
-			return err
-		}
-		v, err := kt.NewVerifier(parsed.VKey, parsed.VRFKey, parsed.ConfigHash)
-		if err != nil {
-			return err
-		}
-		return c.KTTokenKey(ctx, v, keys.Keys[keys.Current])
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := client.WaitTokenKey(ctx, addr, parsed, client.Options{}, 100*time.Millisecond); err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+		t.Fatalf("%v\n%s", err, log)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		err := ready()
-		if err == nil {
-			return addr, pinFile
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-			t.Fatalf("server not ready: %v\n%s", err, log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return addr, pinFile
 }

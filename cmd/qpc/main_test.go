@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
-	"github.com/quicprochat/qpc/kt"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -189,33 +188,11 @@ func startServer(ts *testscript.TestScript, data, listen string) {
 func waitReady(ts *testscript.TestScript, addr, pinText string) {
 	pin, err := client.ParseKTPin(pinText)
 	ts.Check(err)
-	deadline := time.Now().Add(30 * time.Second)
-	var last error
-	for time.Now().Before(deadline) {
-		last = func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			c, err := client.Dial(ctx, addr, client.Options{MaxAttempts: 1})
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			keys, err := c.TokenKeys(ctx)
-			if err != nil {
-				return err
-			}
-			v, err := kt.NewVerifier(pin.VKey, pin.VRFKey, pin.ConfigHash)
-			if err != nil {
-				return err
-			}
-			return c.KTTokenKey(ctx, v, keys.Keys[keys.Current])
-		}()
-		if last == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.WaitTokenKey(ctx, addr, pin, client.Options{}, 100*time.Millisecond); err != nil {
+		ts.Fatalf("%v\n%s", err, ts.ReadFile("server.log"))
 	}
-	ts.Fatalf("server not ready: %v\n%s", last, ts.ReadFile("server.log"))
 }
 
 // servers are the running servers by script (scripts run in parallel).

@@ -43,21 +43,14 @@ func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messe
 		server.PublishTokenKeys(ctx, k.d, ts.issuer, tokenEpoch, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+	ms := &messengerServer{ts, k}
 	// Wait for the token key to be in the log.
-	c := dial(t, ts, client.Options{})
-	v := k.verifier(t)
-	keys, err := c.TokenKeys(ctxT(t))
-	if err != nil {
+	ctx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelWait()
+	if err := client.WaitTokenKey(ctx, ts.addr, ms.pin(), client.Options{}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.KTTokenKey(ctxT(t), v, keys.Keys[keys.Current]) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("token key never committed")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return &messengerServer{ts, k}
+	return ms
 }
 
 func (ms *messengerServer) pin() client.KTPin {

@@ -160,23 +160,10 @@ func TestMessengerSplitView(t *testing.T) {
 // waitTokenKey waits until the server at addr has committed its token key.
 func waitTokenKey(t *testing.T, addr string, ms *messengerServer) {
 	t.Helper()
-	ctx := ctxT(t)
-	c, err := client.Dial(ctx, addr, client.Options{})
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.WaitTokenKey(ctx, addr, ms.pin(), client.Options{}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	v := ms.kt.verifier(t)
-	keys, err := c.TokenKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for c.KTTokenKey(ctx, v, keys.Keys[keys.Current]) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("token key never committed")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
