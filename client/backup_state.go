@@ -71,8 +71,8 @@ type backupEntry struct {
 // The buckets a backup carries. The wallet (in meta) and the
 // outbox-tokens bucket (tokens assigned to outbox entries) stay behind.
 var (
-	backupKeyed     = []string{bucketContacts, bucketConvs, bucketSeen}
-	backupSequenced = []string{bucketOutbox, bucketAlarms, bucketHistory}
+	backupKeyed     = []string{bucketContacts, bucketConvs, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks}
+	backupSequenced = []string{bucketOutbox, bucketAlarms, bucketHistory, bucketReceipts}
 )
 
 // ErrBackupVersion reports a backup this version of qpc cannot read.

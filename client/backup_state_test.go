@@ -53,13 +53,19 @@ func backupFixture(t *testing.T) *Client {
 		must(tx.Put(bucketContacts, []byte("bob"), []byte(`{"Handle":"bob"}`)))
 		must(tx.Put(bucketConvs, []byte{1, 2}, []byte(`{"ID":"AQI=","Group":"bWxz"}`)))
 		must(tx.Put(bucketSeen, []byte("msg"), []byte{1}))
+		must(tx.Put(bucketSettings, []byte("receipts:bob"), []byte(`{"delivery":true}`)))
+		must(tx.Put(bucketUnread, []byte{1, 2}, []byte(`[]`)))
+		must(tx.Put(bucketDelivery, []byte("content-id"), []byte(`"read"`)))
+		must(tx.Put(bucketChunks, []byte("chunk-set"), []byte(`{}`)))
+		_, err := tx.Append(bucketReceipts, []byte("r1"))
+		must(err)
 		must(tx.Put(bucketOutboxTokens, seqKey(1), []byte("token")))
 		for i := 0; i < 4; i++ {
 			_, err := tx.Append(bucketHistory, []byte{'h', byte('0' + i)})
 			must(err)
 		}
 		// An outbox with a hole: entry 1 was sent.
-		_, err := tx.Append(bucketOutbox, []byte("o1"))
+		_, err = tx.Append(bucketOutbox, []byte("o1"))
 		must(err)
 		_, err = tx.Append(bucketOutbox, []byte("o2"))
 		must(err)
@@ -84,7 +90,7 @@ func dump(t *testing.T, c *Client) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	err := c.store.View(func(tx *state.Tx) error {
-		for _, b := range []string{bucketContacts, bucketConvs, bucketSeen, bucketOutboxTokens} {
+		for _, b := range append(backupKeyed, bucketOutboxTokens) {
 			tx.ForEach(b, func(k, v []byte) error { out[b] = append(out[b], string(k)+"="+string(v)); return nil })
 		}
 		for _, b := range backupSequenced {
@@ -134,7 +140,10 @@ func TestBackupRoundTrip(t *testing.T) {
 		}
 		got := dump(t, r)
 		r.Close()
-		for _, b := range []string{bucketContacts, bucketConvs, bucketSeen, bucketOutbox, bucketAlarms} {
+		for _, b := range append(backupKeyed, bucketOutbox, bucketAlarms, bucketReceipts) {
+			if len(orig[b]) == 0 {
+				t.Fatalf("the fixture has nothing in %s", b)
+			}
 			if !equalStrings(got[b], orig[b]) {
 				t.Errorf("%s: %q, want %q", b, got[b], orig[b])
 			}
