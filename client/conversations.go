@@ -39,9 +39,14 @@ type convRecord struct {
 	Mailbox *mailboxRecord
 	Members map[string]*memberRecord // other members, by handle
 	MySeq   uint64
-	Active  bool // false once removed
-	Left    bool // we asked to leave
-	Created time.Time
+	// Prev is the group state of the epoch before the last commit, kept
+	// until PrevUntil to read messages written in it (prevEpochKeep).
+	Prev      []byte
+	PrevEpoch uint64
+	PrevUntil time.Time
+	Active    bool // false once removed
+	Left      bool // we asked to leave
+	Created   time.Time
 }
 
 // memberRecord is what we know of another member: its mailbox for this
@@ -271,6 +276,18 @@ func (c *Client) pickKeyPackage(ct *Contact) (*mls.KeyPackage, error) {
 	return nil, fmt.Errorf("%s has published no usable key package (they should run `qpc login` to renew it)", ct.Handle)
 }
 
+// prevEpochKeep is how long the previous epoch's state is kept after a
+// commit: long enough for a member's outbox, written before it saw the
+// commit, to arrive; bounded, because it holds keys forward secrecy would
+// otherwise have erased.
+const prevEpochKeep = 7 * 24 * time.Hour
+
+// keepPrev keeps the state stored in r (of epoch) as the previous epoch's,
+// before r.Group moves on.
+func (c *Client) keepPrev(r *convRecord, epoch uint64) {
+	r.Prev, r.PrevEpoch, r.PrevUntil = r.Group, epoch, c.opts.Now().Add(prevEpochKeep)
+}
+
 func (c *Client) saveGroup(r *convRecord, g *mls.Group) error {
 	raw, err := g.Marshal()
 	if err != nil {
@@ -332,10 +349,12 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	if err != nil {
 		return err
 	}
+	epoch := g.Epoch()
 	res, err := g.Add(kp)
 	if err != nil {
 		return err
 	}
+	c.keepPrev(r, epoch)
 	intro, err := c.intro(r, res.Welcome)
 	if err != nil {
 		return err
@@ -386,10 +405,12 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 			leaves = append(leaves, m.Leaf)
 		}
 	}
+	epoch := g.Epoch()
 	res, err := g.Remove(leaves...)
 	if err != nil {
 		return err
 	}
+	c.keepPrev(r, epoch)
 	if err := c.saveGroup(r, g); err != nil {
 		return err
 	}

@@ -383,10 +383,24 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	if msg.PrivateMessage != nil && msg.PrivateMessage.Epoch > g.Epoch() {
 		return nil, errDefer // its commit has not reached us yet
 	}
-	// The MLS sender, resolved before processing (a commit may remove it).
+	// A message written in the epoch before the last commit (a member
+	// wrote, or its outbox sent, before it saw the commit) is read with
+	// the previous epoch's state, kept for a while for exactly this.
+	usePrev := false
+	if pm := msg.PrivateMessage; pm != nil && pm.Epoch < g.Epoch() && r.Prev != nil && pm.Epoch == r.PrevEpoch && c.opts.Now().Before(r.PrevUntil) {
+		prev, err := mls.UnmarshalGroup(r.Prev, c.mlsConfig(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("%w: previous epoch state: %v", ErrCorruptState, err)
+		}
+		g, usePrev = prev, true
+	}
+	oldEpoch := g.Epoch()
 	rec, err := g.ProcessMessage(op.Content)
 	if err != nil {
 		return nil, fmt.Errorf("decrypting: %w", err)
+	}
+	if usePrev && rec.ContentType != mls.ContentTypeApplication {
+		return nil, fmt.Errorf("a handshake message for a past epoch")
 	}
 	sender := c.memberHandle(g, rec.Sender.Index)
 	if sender == "" {
@@ -405,6 +419,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		if sender != r.Creator {
 			return nil, fmt.Errorf("a commit from %s, who did not create %s", sender, r.display())
 		}
+		c.keepPrev(r, oldEpoch)
 		if rec.Removed {
 			r.Active = false
 			effects = append(effects, func(tx *state.Tx) {
@@ -467,10 +482,14 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			}
 		case content.KindLeave:
 			if r.Creator == c.prof.Handle {
-				if err := c.saveGroup(r, g); err != nil {
+				if err := c.saveState(r, g, usePrev); err != nil {
 					return nil, err
 				}
-				if err := c.removeMember(ctx, r, g, sender); err != nil {
+				cur, err := c.loadGroup(ctx, r)
+				if err != nil {
+					return nil, err
+				}
+				if err := c.removeMember(ctx, r, cur, sender); err != nil {
 					return nil, err
 				}
 				return func(*state.Tx) error { return nil }, nil
@@ -481,7 +500,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	default:
 		// Proposals: this client commits only its own.
 	}
-	if err := c.saveGroup(r, g); err != nil {
+	if err := c.saveState(r, g, usePrev); err != nil {
 		return nil, err
 	}
 	return func(tx *state.Tx) error {
@@ -490,6 +509,20 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil
+}
+
+// saveState stores g as the conversation's current group state, or as
+// its previous epoch's.
+func (c *Client) saveState(r *convRecord, g *mls.Group, prev bool) error {
+	if !prev {
+		return c.saveGroup(r, g)
+	}
+	raw, err := g.Marshal()
+	if err != nil {
+		return err
+	}
+	r.Prev = raw
+	return nil
 }
 
 func (c *Client) memberHandle(g *mls.Group, leaf uint32) string {
