@@ -8,7 +8,9 @@
 //	qpc send <handle|group> <text>
 //	qpc recv [--follow]
 //	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list
-//	qpc history [<handle|group>]
+//	qpc history [<handle|group>] | chat
+//	qpc contact show-qr | contact receipts <handle> on|off | cover <rate>|off
+//	qpc backup export|import <file>
 //	qpc kt check | status
 //
 // QPC_HOME selects the state directory, QPC_PASSPHRASE and QPC_PASSWORD
