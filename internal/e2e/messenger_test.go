@@ -45,9 +45,9 @@ func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messe
 	t.Cleanup(func() { cancel(); <-done })
 	ms := &messengerServer{ts, k}
 	// Wait for the token key to be in the log.
-	ctx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelWait()
-	if err := client.WaitTokenKey(ctx, ts.addr, ms.pin(), client.Options{}, 50*time.Millisecond); err != nil {
+	if err := client.WaitTokenKey(waitCtx, ts.addr, ms.pin(), client.Options{}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	return ms
