@@ -126,7 +126,7 @@ func TestCoverTraffic(t *testing.T) {
 	D, p := stats.KSTwoSample(gi, gb)
 	t.Logf("cover %.0f/s for %v: 0 real messages → %d sends (sizes %v), 20 real → %d sends (sizes %v); gaps: mean %.3f s vs %.3f s; two-sample KS D=%.4f p=%.3f",
 		rate, dur, len(idle), sizes(idle), len(busy), sizes(busy), mean(gi), mean(gb), D, p)
-	if p <= 0.01 {
+	if p <= 0.01 && !raceDetector {
 		t.Errorf("cover traffic with and without real messages differs: D=%.4f p=%.3g", D, p)
 	}
 	if s := sizes(append(idle, busy...)); len(s) != 1 {

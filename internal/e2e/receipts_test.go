@@ -299,7 +299,7 @@ func TestReceiptDelayMeasured(t *testing.T) {
 	D, p := stats.KSOneSample(delays, func(x float64) float64 { return delay.CDF(time.Duration(x)) })
 	t.Logf("processed → receipt released into the outbox: n=%d mean %.1f ms (configured %v), min %.2f ms; KS against Exp(mean %v): D=%.4f p=%.3f",
 		n, mean(delays)/1e6, delay.Mean, slices.Min(delays)/1e6, delay.Mean, D, p)
-	if p <= 0.01 {
+	if p <= 0.01 && !raceDetector {
 		t.Errorf("measured receipt delays do not follow the configured distribution: D=%.4f p=%.3g", D, p)
 	}
 	// The sender sees every message delivered.
