@@ -43,16 +43,21 @@ func coverRun(t *testing.T, ms *messengerServer, name string, rate float64, dur 
 			}
 		})
 	}()
+	// In cover mode a text waits for the next tick. A tick can fall between
+	// Send returning and the check, so one such text proves nothing; most
+	// of them leaving at once would.
+	atOnce := 0
 	for i, d := range at {
 		time.Sleep(time.Until(start.Add(d)))
 		if err := a.Send(ctx, b.Handle(), fmt.Sprint("real ", i)); err != nil {
 			t.Fatal(err)
 		}
-		if rate > 0 {
-			if n, _ := a.Pending(); n == 0 {
-				t.Errorf("%s: in cover mode a text left at once on Send", name)
-			}
+		if n, _ := a.Pending(); rate > 0 && n == 0 {
+			atOnce++
 		}
+	}
+	if len(at) > 0 && atOnce > len(at)/2 {
+		t.Errorf("%s: in cover mode %d of %d texts left at once on Send", name, atOnce, len(at))
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
