@@ -1,7 +1,6 @@
 package onion
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,48 +75,8 @@ func TestMessengerDirectOverOnion(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv := exec.Command(serverBin, append([]string{"run"}, flags...)...)
-	srv.Env = envWithoutQPC()
-	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its tor goes with it
-	stdout, err := srv.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Stderr = &testWriter{t: t, prefix: "qpc-server: "}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	waited, scanned := make(chan struct{}), make(chan struct{})
-	go func() { exited <- srv.Wait(); close(waited) }()
-	t.Cleanup(func() {
-		syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
-		<-waited
-		<-scanned
-	})
-	addrs := make(chan string, 4)
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "onion address: "); ok {
-				addrs <- a
-			} else if strings.HasPrefix(sc.Text(), "address: ") {
-				addrs <- "CLEARNET " + sc.Text()
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-exited:
-		t.Fatalf("qpc-server exited before publishing: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("no onion address from qpc-server within 2 minutes")
-	}
-	if !onionAddrRe.MatchString(addr) {
-		t.Fatalf("onion-only server printed %q first, want only its qpc://…onion address", addr)
-	}
+	srv := runOnionOnly(t, serverBin, flags...)
+	addr := srv.addr
 	t.Logf("onion published after %v: %s", time.Since(start).Round(time.Millisecond), addr)
 	waitTokenKeyInKT(t, addr, socks, pinText)
 	t.Logf("token key committed in KT after %v", time.Since(start).Round(time.Millisecond))
@@ -185,7 +143,7 @@ func TestMessengerDirectOverOnion(t *testing.T) {
 	if viaUDP != 0 || viaTor < 12 {
 		t.Errorf("the server accepted %d connections over UDP and %d through tor; want 0 and at least 12", viaUDP, viaTor)
 	}
-	sockets := procSockets(t, srv.Process.Pid)
+	sockets := procSockets(t, srv.cmd.Process.Pid)
 	if len(sockets) < 2 {
 		t.Errorf("found %d inet sockets of qpc-server; the audit cannot see them", len(sockets))
 	}

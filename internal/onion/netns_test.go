@@ -1,7 +1,6 @@
 package onion
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -96,48 +95,8 @@ func onionOnlyChild(t *testing.T, bin string) {
 	}
 	data := filepath.Join(dir, "data")
 	args := []string{"--data-dir", data, "--onion-only", "--tor-config", torrc, "--log-level", "warn"}
-	srv := exec.Command(bin, append([]string{"run"}, args...)...)
-	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, _ := srv.StdoutPipe()
-	srv.Stderr = &testWriter{t: t, prefix: "qpc-server: "}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	waited, scanned := make(chan struct{}), make(chan struct{})
-	go func() { exited <- srv.Wait(); close(waited) }()
-	// Stop the server (and its tor: same process group) before the test
-	// ends, and wait until nothing will log any more.
-	t.Cleanup(func() {
-		syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
-		<-waited
-		<-scanned
-	})
-	addrs := make(chan string, 4)
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			t.Logf("qpc-server stdout: %s", sc.Text())
-			if a, ok := strings.CutPrefix(sc.Text(), "onion address: "); ok {
-				addrs <- a
-			}
-			if strings.HasPrefix(sc.Text(), "address: ") {
-				addrs <- "CLEARNET " + sc.Text()
-			}
-		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case err := <-exited:
-		t.Fatalf("qpc-server exited before publishing: %v", err)
-	case <-ctx.Done():
-		t.Fatal("no onion address from qpc-server within 2 minutes")
-	}
-	if !onionAddrRe.MatchString(addr) {
-		t.Fatalf("onion-only server printed %q first, want only its qpc://…onion address", addr)
-	}
+	srv := runOnionOnly(t, bin, args...)
+	addr := srv.addr
 
 	// The full path with delivery tokens: an account on one connection,
 	// anonymous traffic on another, both through tor.
@@ -187,7 +146,7 @@ func onionOnlyChild(t *testing.T, bin string) {
 	// The server's sockets: every one on loopback. It holds some (the
 	// tunnel listener and tor's control connections), or the audit would
 	// prove nothing.
-	mine := procSockets(t, srv.Process.Pid)
+	mine := procSockets(t, srv.cmd.Process.Pid)
 	if len(mine) < 2 {
 		t.Errorf("found %d inet sockets of qpc-server; the audit cannot see them", len(mine))
 	}
@@ -221,9 +180,9 @@ func onionOnlyChild(t *testing.T, bin string) {
 	if len(torPIDs) == 0 {
 		t.Error("found no tor process of the server's")
 	}
-	srv.Process.Signal(syscall.SIGTERM)
+	srv.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-exited:
+	case err := <-srv.exited:
 		if err != nil {
 			t.Errorf("qpc-server after SIGTERM: %v", err)
 		}
