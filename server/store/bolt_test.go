@@ -441,6 +441,7 @@ func TestGroupCommitBatchesConcurrentWriters(t *testing.T) {
 	m := mkMailbox(t, s)
 	before := s.Stats()
 	const writers, each = 64, 20
+	began := time.Now()
 	var wg sync.WaitGroup
 	for range writers {
 		wg.Go(func() {
@@ -453,8 +454,20 @@ func TestGroupCommitBatchesConcurrentWriters(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	wall := time.Since(began)
 	st := s.Stats()
 	ops, commits := st.Ops-before.Ops, st.Commits-before.Commits
+	// Every op spent its whole transaction in OpTxn, so OpTxn lies between
+	// the transactions' total time and that times the largest batch; with
+	// 64 writers some waited for the writer, and every one was woken.
+	txn, queued, wake := st.OpTxn-before.OpTxn, st.OpQueued-before.OpQueued, st.OpWake-before.OpWake
+	busy := st.CommitTime - before.CommitTime
+	if txn < busy || txn > busy*time.Duration(st.LargestBatch) || queued <= 0 || wake <= 0 {
+		t.Fatalf("op stages: txn %v queued %v wake %v for %v in transactions", txn, queued, wake, busy)
+	}
+	if per := (txn + queued + wake) / time.Duration(ops); per > wall {
+		t.Fatalf("an op's stages add up to %v, longer than the whole run (%v)", per, wall)
+	}
 	if ops != writers*each {
 		t.Fatalf("Stats counted %d ops, want %d", ops, writers*each)
 	}
