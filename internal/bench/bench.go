@@ -161,6 +161,18 @@ type Result struct {
 	LargestBatch  int     `json:"largest_batch,omitempty"`
 	MeanCommitMs  float64 `json:"mean_commit_ms,omitempty"`
 	CommitBusyPct float64 `json:"commit_busy_pct,omitempty"` // share of the window the writer spent in transactions
+	// Where an acknowledged Send's time went, as means: the whole Send
+	// call at the client (mean_send_ms, also reported for the baseline);
+	// inside the server's store, waiting for the writer to take the
+	// operation (store_queued_ms), in its transaction until the fsynced
+	// commit (store_txn_ms), and from the commit until the handler ran
+	// again (store_wake_ms). The rest of mean_send_ms is the request's
+	// trip through QUIC and the server's handling.
+	MeanSendMs         float64 `json:"mean_send_ms"`
+	BaselineMeanSendMs float64 `json:"baseline_mean_send_ms,omitempty"`
+	StoreQueuedMs      float64 `json:"store_queued_ms,omitempty"`
+	StoreTxnMs         float64 `json:"store_txn_ms,omitempty"`
+	StoreWakeMs        float64 `json:"store_wake_ms,omitempty"`
 
 	// The tokens phase (Config.Tokens): throughput with a token redeemed
 	// per send, as a ratio to the tokens-off qpc phase above.
@@ -179,10 +191,18 @@ type phase struct {
 	elapsed    time.Duration // send window: start until the last sender returned
 	drain      time.Duration
 	maxSend    time.Duration
+	sendTime   time.Duration // summed over acknowledged sends
 	sendErrors int
 	ackErrors  int
 	conns      int
 	tally      tally
+}
+
+func (p phase) meanSendMs() float64 {
+	if p.tally.acked == 0 {
+		return 0
+	}
+	return ms(p.sendTime / time.Duration(p.tally.acked))
 }
 
 func (p phase) rate() float64 {
@@ -222,6 +242,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.BaselineDuplicates = b.tally.duplicates
 		res.BaselineSendErrors = b.sendErrors
 		res.BaselineMaxSendMs = ms(b.maxSend)
+		res.BaselineMeanSendMs = b.meanSendMs()
 		// The baseline's garbage (every envelope it held) must not be
 		// collected on the qpc phase's time.
 		runtime.GC()
@@ -278,6 +299,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.AckErrors = q.ackErrors
 	res.DrainMs = ms(q.drain)
 	res.MaxSendMs = ms(q.maxSend)
+	res.MeanSendMs = q.meanSendMs()
 	return res, nil
 }
 
@@ -373,6 +395,12 @@ func runInProcess(ctx context.Context, cfg Config, res *Result, tokens int) (pha
 		if p.elapsed > 0 {
 			res.CommitBusyPct = round(100 * float64(busy) / float64(p.elapsed))
 		}
+		perOp := func(a, b time.Duration) float64 {
+			return round(float64(a-b) / float64(res.StoreOps) / float64(time.Millisecond))
+		}
+		res.StoreQueuedMs = perOp(after.OpQueued, before.OpQueued)
+		res.StoreTxnMs = perOp(after.OpTxn, before.OpTxn)
+		res.StoreWakeMs = perOp(after.OpWake, before.OpWake)
 	}
 	return p, nil
 }
@@ -501,6 +529,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 		seqs    atomic.Uint64
 		errs    atomic.Int64
 		slowest atomic.Int64
+		sumSend atomic.Int64 // acknowledged sends only
 		wg      sync.WaitGroup
 		startGo = make(chan struct{})
 	)
@@ -536,7 +565,8 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 				seq := seqs.Add(1)
 				stampEnvelope(env, run, seq, start.Sub(base))
 				_, err := conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, auth)
-				worst = max(worst, time.Since(start))
+				took := time.Since(start)
+				worst = max(worst, took)
 				if err != nil {
 					errs.Add(1)
 					if sendCtx.Err() == nil {
@@ -544,6 +574,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 					}
 					continue
 				}
+				sumSend.Add(int64(took))
 				t.ack(seq)
 			}
 		}()
@@ -564,6 +595,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 	}
 	p.sendErrors = int(errs.Load())
 	p.maxSend = time.Duration(slowest.Load())
+	p.sendTime = time.Duration(sumSend.Load())
 
 	// Drain: every acknowledged message should reach the receiver.
 	drainStart := time.Now()

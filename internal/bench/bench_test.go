@@ -167,6 +167,10 @@ func TestRunShort(t *testing.T) {
 	check("window", res.DurationS >= 1 && res.DurationS < 5 && res.MaxSendMs < 4000 && res.BaselineMaxSendMs < 4000)
 	check("store", res.StoreCommits > 0 && res.StoreOps >= res.StoreCommits && res.MeanBatch >= 1 &&
 		res.LargestBatch >= 1 && res.MeanCommitMs > 0)
+	// The stages of a send inside the store are parts of the whole call.
+	check("stages", res.MeanSendMs > 0 && res.BaselineMeanSendMs > 0 && res.StoreTxnMs > 0 &&
+		res.StoreQueuedMs >= 0 && res.StoreWakeMs >= 0 &&
+		res.StoreQueuedMs+res.StoreTxnMs+res.StoreWakeMs < res.MeanSendMs)
 }
 
 // TestRunExternalServer points the load at a server it did not start, as

@@ -32,7 +32,10 @@
 // client's 30 s request timeout is such a stall. mean_batch,
 // mean_commit_ms and commit_busy_pct describe the store's group-commit
 // writer during the window: a busy share near 100 % means the sends queue
-// behind one serial, fsynced transaction at a time.
+// behind one serial, fsynced transaction at a time. mean_send_ms splits
+// into store_queued_ms (waiting for the writer), store_txn_ms (its own
+// transaction, fsync included), store_wake_ms (scheduling delay after the
+// commit) and the rest, the request's way through QUIC and the handler.
 //
 // Imports: server, server/store, client, wire, padding, quic-go. It is
 // neither the server nor the client room, which is why it may use both.

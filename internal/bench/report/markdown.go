@@ -127,6 +127,12 @@ latency plot shows where the two phases' distributions differ.
 Store during the qpc window: %d commits, mean batch %.1f, mean commit %.2f ms,
 writer busy %.0f %% of the window.
 
+Where a send's time went (means): a whole Send call took %.2f ms against
+%.2f ms in the baseline. Inside the store it waited %.2f ms for the writer
+to take it, %.2f ms in its transaction until the fsynced commit, and
+%.2f ms from the commit until its handler ran again; the other %.2f ms
+are the trip through QUIC and the server's handling.
+
 ![latency CDF of both phases](%s)
 
 `,
@@ -140,6 +146,8 @@ writer busy %.0f %% of the window.
 		ds.Lost, ds.Duplicates, ds.BaselineLost, ds.BaselineDuplicates,
 		ds.MaxSendMs, ds.BaselineMaxSendMs,
 		ds.StoreCommits, ds.MeanBatch, ds.MeanCommitMs, ds.CommitBusyPct,
+		ds.MeanSendMs, ds.BaselineMeanSendMs, ds.StoreQueuedMs, ds.StoreTxnMs, ds.StoreWakeMs,
+		ds.MeanSendMs-ds.StoreQueuedMs-ds.StoreTxnMs-ds.StoreWakeMs,
 		plot(PlotLatency))
 
 	fmt.Fprint(w, `## Sealed envelope
