@@ -173,6 +173,10 @@ type Result struct {
 	StoreQueuedMs      float64 `json:"store_queued_ms,omitempty"`
 	StoreTxnMs         float64 `json:"store_txn_ms,omitempty"`
 	StoreWakeMs        float64 `json:"store_wake_ms,omitempty"`
+	// StorePagesPerOp is the database pages (of StorePageBytes) the
+	// commits wrote per operation: the store's write amplification.
+	StorePagesPerOp float64 `json:"store_pages_per_op,omitempty"`
+	StorePageBytes  int     `json:"store_page_bytes,omitempty"`
 
 	// The tokens phase (Config.Tokens): throughput with a token redeemed
 	// per send, as a ratio to the tokens-off qpc phase above.
@@ -401,6 +405,8 @@ func runInProcess(ctx context.Context, cfg Config, res *Result, tokens int) (pha
 		res.StoreQueuedMs = perOp(after.OpQueued, before.OpQueued)
 		res.StoreTxnMs = perOp(after.OpTxn, before.OpTxn)
 		res.StoreWakeMs = perOp(after.OpWake, before.OpWake)
+		res.StorePagesPerOp = round(float64(after.PagesWritten-before.PagesWritten) / float64(res.StoreOps))
+		res.StorePageBytes = after.PageSize
 	}
 	return p, nil
 }

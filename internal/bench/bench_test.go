@@ -171,6 +171,7 @@ func TestRunShort(t *testing.T) {
 	check("stages", res.MeanSendMs > 0 && res.BaselineMeanSendMs > 0 && res.StoreTxnMs > 0 &&
 		res.StoreQueuedMs >= 0 && res.StoreWakeMs >= 0 &&
 		res.StoreQueuedMs+res.StoreTxnMs+res.StoreWakeMs < res.MeanSendMs)
+	check("pages", res.StorePagesPerOp >= 1 && res.StorePageBytes >= 1024)
 }
 
 // TestRunExternalServer points the load at a server it did not start, as

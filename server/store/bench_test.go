@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	mrand "math/rand/v2"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -83,5 +85,60 @@ func benchPut(b *testing.B, put func(*Bolt, Mailbox, [MessageIDSize]byte, []byte
 				b.Fatalf("%d messages stored after %d puts", stored, next.Load())
 			}
 		})
+	}
+}
+
+// BenchmarkDiskPages measures what a commit's I/O costs on the file system
+// under the benchmark's temporary directory: writing n 4 KiB pages, then
+// fdatasync, then one small meta write and fdatasync again, which is the
+// shape of a bbolt commit. "random" scatters the pages over a 64 MiB file
+// already written once (bbolt reuses freed pages wherever they are);
+// "sequential" writes them contiguously, the baseline an append-only log
+// would pay. docs/storage.md explains why the ratio matters.
+func BenchmarkDiskPages(b *testing.B) {
+	const pageSize, filePages = 4096, 16384
+	for _, n := range []int{10, 40} {
+		for _, layout := range []string{"sequential", "random"} {
+			b.Run(fmt.Sprintf("pages=%d/%s", n, layout), func(b *testing.B) {
+				f, err := os.OpenFile(filepath.Join(b.TempDir(), "pages"), os.O_RDWR|os.O_CREATE, 0o600)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				chunk := make([]byte, 1<<20)
+				for range filePages * pageSize / len(chunk) {
+					if _, err := f.Write(chunk); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := f.Sync(); err != nil {
+					b.Fatal(err)
+				}
+				page := make([]byte, pageSize)
+				rng := mrand.New(mrand.NewPCG(1, 2))
+				b.SetBytes(int64(n * pageSize))
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					for j := range n {
+						at := int64(2 + (i*n+j)%(filePages-2))
+						if layout == "random" {
+							at = 2 + rng.Int64N(filePages-2)
+						}
+						if _, err := f.WriteAt(page, at*pageSize); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := fdatasync(f); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := f.WriteAt(page[:128], 0); err != nil {
+						b.Fatal(err)
+					}
+					if err := fdatasync(f); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -154,6 +154,11 @@ type Stats struct {
 	// and OpWake from the commit until the submitter's goroutine ran
 	// again (scheduling delay). Divide by Ops for the means.
 	OpQueued, OpTxn, OpWake time.Duration
+	// PagesWritten counts the database pages write transactions wrote
+	// (bbolt copies every page it changes, so this is the commits' I/O in
+	// pages of the file's page size); PageSize is that size.
+	PagesWritten int64
+	PageSize     int
 }
 
 // Open opens or creates the store file at path (mode 0600, its directory
@@ -212,6 +217,7 @@ func initSchema(tx *bolt.Tx) error {
 
 // Stats returns the writer's counters so far.
 func (s *Bolt) Stats() Stats {
+	db := s.db.Stats()
 	return Stats{
 		Commits:       s.commits.Load(),
 		FailedCommits: s.failedCommits.Load(),
@@ -223,6 +229,8 @@ func (s *Bolt) Stats() Stats {
 		OpQueued:      time.Duration(s.queuedNanos.Load()),
 		OpTxn:         time.Duration(s.txnNanos.Load()),
 		OpWake:        time.Duration(s.wakeNanos.Load()),
+		PagesWritten:  db.TxStats.GetPageCount(),
+		PageSize:      s.db.Info().PageSize,
 	}
 }
 

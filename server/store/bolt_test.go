@@ -465,6 +465,11 @@ func TestGroupCommitBatchesConcurrentWriters(t *testing.T) {
 	if txn < busy || txn > busy*time.Duration(st.LargestBatch) || queued <= 0 || wake <= 0 {
 		t.Fatalf("op stages: txn %v queued %v wake %v for %v in transactions", txn, queued, wake, busy)
 	}
+	// A 2 KiB message does not share its leaf page, so each Put writes
+	// at least one page.
+	if pages := st.PagesWritten - before.PagesWritten; pages < int64(ops) || st.PageSize < 1024 {
+		t.Fatalf("%d pages of %d bytes written for %d Puts", pages, st.PageSize, ops)
+	}
 	if per := (txn + queued + wake) / time.Duration(ops); per > wall {
 		t.Fatalf("an op's stages add up to %v, longer than the whole run (%v)", per, wall)
 	}

@@ -131,7 +131,8 @@ Where a send's time went (means): a whole Send call took %.2f ms against
 %.2f ms in the baseline. Inside the store it waited %.2f ms for the writer
 to take it, %.2f ms in its transaction until the fsynced commit, and
 %.2f ms from the commit until its handler ran again; the other %.2f ms
-are the trip through QUIC and the server's handling.
+are the trip through QUIC and the server's handling. The commits wrote
+%.2f pages of %d bytes per operation (docs/storage.md).
 
 ![latency CDF of both phases](%s)
 
@@ -148,6 +149,7 @@ are the trip through QUIC and the server's handling.
 		ds.StoreCommits, ds.MeanBatch, ds.MeanCommitMs, ds.CommitBusyPct,
 		ds.MeanSendMs, ds.BaselineMeanSendMs, ds.StoreQueuedMs, ds.StoreTxnMs, ds.StoreWakeMs,
 		ds.MeanSendMs-ds.StoreQueuedMs-ds.StoreTxnMs-ds.StoreWakeMs,
+		ds.StorePagesPerOp, ds.StorePageBytes,
 		plot(PlotLatency))
 
 	fmt.Fprint(w, `## Sealed envelope
