@@ -808,9 +808,11 @@ func (c *Config) Options() (Options, store.Options, error) {
 	}
 	sto := store.Options{
 		MaxBatch: c.StoreMaxBatch,
-		// No envelope can be larger than the largest bucket; the server
-		// enforces the exact limit before the store sees it.
-		MaxEnvelope: policy.Max(),
+		// The server enforces the exact Send limit before the store sees
+		// an envelope; the store's limit is what the policy can still
+		// deliver, so a store filled under a larger policy is refused at
+		// open instead of stranding its envelopes.
+		MaxEnvelope: MaxDeliverable(policy),
 	}
 	return so, sto, nil
 }

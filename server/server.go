@@ -212,6 +212,18 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
+// deliveryOverhead is the fixed part of a Delivery body around the
+// envelope: seq, message ID, received-at, envelope length (protocol.md §4).
+const deliveryOverhead = 8 + wire.MessageIDSize + 8 + 3
+
+// MaxDeliverable is the longest envelope a Delivery record can carry in
+// policy's largest bucket. Every envelope a server accepted under a
+// policy is at most this long; one stored under a larger policy and
+// longer than this can no longer be delivered.
+func MaxDeliverable(policy padding.Policy) int {
+	return policy.Max() - wire.HeaderSize - deliveryOverhead
+}
+
 // sendOverhead is the largest fixed part of a Send body around the
 // envelope: send ID, message ID, auth length + the largest auth, envelope
 // length. Delivery's fixed part (35 bytes) is smaller.

@@ -21,9 +21,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/quicprochat/qpc/internal/qrcode"
-	"github.com/quicprochat/qpc/server/accounts"
-	"github.com/quicprochat/qpc/tokens"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -35,10 +32,14 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/quicprochat/qpc/internal/qrcode"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -331,6 +332,14 @@ func (c *cli) run(cfg *server.Config) error {
 	st, err := store.Open(cfg.StorePath(), storeOpts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("store %s is locked by another process (is another qpc-server running on this data directory?)", cfg.StorePath())
+	}
+	if over := (*store.OversizeError)(nil); errors.As(err, &over) {
+		// Bucket sizes are whole records: the longest envelope plus the
+		// Delivery record around it.
+		need := over.Largest + (opts.Policy.Max() - server.MaxDeliverable(opts.Policy))
+		return fmt.Errorf("%w; the padding policy (buckets %v) cannot deliver them, and each would block its mailbox: "+
+			"keep a largest bucket of at least %d bytes until they are delivered or expire (message_ttl %s after arrival, by %s)",
+			err, cfg.Buckets, need, cfg.MessageTTL, over.Newest.Add(cfg.MessageTTL.Duration).Add(time.Minute).UTC().Format(time.DateOnly))
 	}
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/quicprochat/qpc/account"
 	"io/fs"
 	"net"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
@@ -521,5 +521,74 @@ func TestDrain(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a second signal did not end the drain")
+	}
+}
+
+// TestRunRefusesStrandedEnvelopes: an operator shrinks the padding policy
+// while a long envelope waits. The server must not start (that envelope
+// could never be delivered and would block its mailbox) and must say what
+// bucket to keep; started again with the old policy, it delivers both
+// waiting messages intact.
+func TestRunRefusesStrandedEnvelopes(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	common := []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--require-tokens=false"}
+	first := start(t, append([]string{"run"}, common...)...)
+	addr := first.address(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := client.Dial(ctx, addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := conn.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, short := bytes.Repeat([]byte{0xAB}, 20000), []byte("short")
+	for _, env := range [][]byte{long, short} {
+		if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close()
+	first.signal(t, syscall.SIGTERM)
+	if code := first.exit(t, 15*time.Second); code != 0 {
+		t.Fatalf("first server: exit code %d", code)
+	}
+
+	// 20000 bytes of envelope plus the Delivery record around it (4-byte
+	// record header, 35 bytes of fields) need a bucket of 20039 bytes.
+	shrunk := start(t, append([]string{"run", "--buckets", "512,2048,16384"}, common...)...)
+	if code := shrunk.exit(t, 30*time.Second); code != 1 {
+		t.Fatalf("shrunk policy: exit code %d, want 1; stderr:\n%s", code, shrunk.stderr.String())
+	}
+	for _, want := range []string{"1 stored envelopes are longer than the limit of 16345 bytes", "keep a largest bucket of at least 20039 bytes"} {
+		if !strings.Contains(shrunk.stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, shrunk.stderr.String())
+		}
+	}
+	t.Logf("refusal: %s", shrunk.stderr.String())
+	if shrunk.stdout.String() != "" {
+		t.Errorf("stdout %q: no address should be announced", shrunk.stdout.String())
+	}
+
+	again := start(t, append([]string{"run"}, common...)...)
+	addr = again.address(t)
+	conn, err = client.Dial(ctx, addr, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 2 || !bytes.Equal(msgs[0].Envelope, long) || !bytes.Equal(msgs[1].Envelope, short) {
+		t.Fatalf("after the refusal: %d messages", len(msgs))
+	}
+	again.signal(t, syscall.SIGTERM)
+	if code := again.exit(t, 15*time.Second); code != 0 {
+		t.Errorf("exit code %d", code)
 	}
 }

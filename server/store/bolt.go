@@ -25,6 +25,7 @@ import (
 // order is numeric order and a cursor can range-scan):
 //
 //	meta                "schema" -> u8 schema version (1)
+//	                    "envelope_limit" -> u32 MaxEnvelope of the last Open
 //	mailboxes           receiveID(32) -> mailbox record
 //	send_ids            sendID(32) -> send index record
 //	messages            receiveID(32) | seq(u64) -> message record
@@ -68,7 +69,8 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketIdem, bucketMsgExpiry, bucketIdemExpiry, bucketSpent, bucketSpentExp}
 
-	keySchema = []byte("schema")
+	keySchema        = []byte("schema")
+	keyEnvelopeLimit = []byte("envelope_limit")
 )
 
 const (
@@ -185,6 +187,10 @@ func Open(path string, opts Options) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
 	}
+	if err := db.Update(func(tx *bolt.Tx) error { return checkEnvelopeLimit(tx, o.MaxEnvelope) }); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
 	s := &Bolt{
 		db:         db,
 		gran:       o.TimeGranularity,
@@ -211,6 +217,68 @@ func initSchema(tx *bolt.Tx) error {
 		return meta.Put(keySchema, []byte{schemaVersion})
 	case len(v) != 1 || v[0] != schemaVersion:
 		return fmt.Errorf("%w: unsupported schema version %v", ErrCorrupt, v)
+	}
+	return nil
+}
+
+// OversizeError is Open's refusal of a store that holds envelopes longer
+// than Options.MaxEnvelope: the limit shrank (a smaller padding policy)
+// while they waited. Opened anyway, they could never be delivered, and the
+// first of them would block every later message of its mailbox. It
+// matches ErrOversize.
+type OversizeError struct {
+	Count   int       // envelopes over the limit
+	Largest int       // the longest of them, in bytes
+	Limit   int       // Options.MaxEnvelope
+	Newest  time.Time // when the newest of them arrived (coarse)
+}
+
+// ErrOversize is what OversizeError matches with errors.Is.
+var ErrOversize = errors.New("stored envelopes exceed the envelope limit")
+
+func (e *OversizeError) Error() string {
+	return fmt.Sprintf("%d stored envelopes are longer than the limit of %d bytes (the longest %d bytes, the newest received %s)",
+		e.Count, e.Limit, e.Largest, e.Newest.UTC().Format(time.DateOnly))
+}
+
+func (e *OversizeError) Is(target error) bool { return target == ErrOversize }
+
+// checkEnvelopeLimit refuses a limit below an envelope still stored, and
+// records the limit. It scans the messages only when the limit is smaller
+// than the one recorded at the last Open (or none was recorded, by a
+// store older than the record), so a normal start reads one key.
+func checkEnvelopeLimit(tx *bolt.Tx, limit int) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyEnvelopeLimit); len(v) != 4 || int64(binary.BigEndian.Uint32(v)) > int64(limit) {
+		if v != nil && len(v) != 4 {
+			return fmt.Errorf("%w: envelope limit of %d bytes", ErrCorrupt, len(v))
+		}
+		over := OversizeError{Limit: limit}
+		err := tx.Bucket(bucketMessages).ForEach(func(_, v []byte) error {
+			_, received, env, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			if len(env) > limit {
+				over.Count++
+				over.Largest = max(over.Largest, len(env))
+				if t := fromUnix(received); t.After(over.Newest) {
+					over.Newest = t
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if over.Count > 0 {
+			return &over
+		}
+	}
+	var rec [4]byte
+	binary.BigEndian.PutUint32(rec[:], uint32(min(int64(limit), math.MaxUint32)))
+	if err := meta.Put(keyEnvelopeLimit, rec[:]); err != nil {
+		return fmt.Errorf("%w: %w", ErrStorageFailed, err)
 	}
 	return nil
 }

@@ -1067,3 +1067,72 @@ func FuzzDecode(f *testing.F) {
 		check("idempotency", err, func() []byte { return encodeIdem(seq, at) })
 	})
 }
+
+// TestOpenRefusesEnvelopesOverLimit: a store filled under a larger
+// envelope limit (a larger padding policy) is refused when reopened under
+// a limit that an envelope it still holds exceeds, with the figures an
+// operator needs, and nothing in it is lost: reopened under the old limit
+// every message is there. Once the long envelope is acked, the smaller
+// limit opens.
+func TestOpenRefusesEnvelopesOverLimit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s, err := Open(path, Options{MaxEnvelope: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mkMailbox(t, s)
+	long, short := mid(), mid()
+	mustPut(t, s, m, long, make([]byte, 3000), Quota{}, t0)
+	mustPut(t, s, m, short, make([]byte, 100), Quota{}, t0.Add(time.Hour))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = Open(path, Options{MaxEnvelope: 2000})
+	var over *OversizeError
+	if !errors.Is(err, ErrOversize) || !errors.As(err, &over) {
+		t.Fatalf("Open under a smaller limit: %v, want ErrOversize", err)
+	}
+	if over.Count != 1 || over.Largest != 3000 || over.Limit != 2000 || !over.Newest.Equal(t0) {
+		t.Fatalf("refusal %+v, want 1 envelope of 3000 bytes over 2000, received %v", over, t0)
+	}
+	for _, want := range []string{"1 stored envelopes", "limit of 2000 bytes", "longest 3000 bytes", "2026-03-01"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+
+	s = openTest(t, path, Options{MaxEnvelope: 4096})
+	msgs := mustFetch(t, s, m)
+	if len(msgs) != 2 || msgs[0].ID != long || len(msgs[0].Envelope) != 3000 || msgs[1].ID != short {
+		t.Fatalf("after the refusal the store holds %d messages", len(msgs))
+	}
+	if _, err := s.Ack(context.Background(), m.ReceiveID, [][MessageIDSize]byte{long}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, path, Options{MaxEnvelope: 2000})
+	if msgs := mustFetch(t, s, m); len(msgs) != 1 || msgs[0].ID != short {
+		t.Fatalf("under the smaller limit the store holds %d messages", len(msgs))
+	}
+}
+
+// TestOpenEnvelopeLimitRecord: the recorded limit is checked like every
+// stored value; a wrong length is corruption, not a guess.
+func TestOpenEnvelopeLimitRecord(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s := openTest(t, path, Options{})
+	if err := s.do(context.Background(), func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keyEnvelopeLimit, []byte{1, 2, 3})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with a 3-byte envelope limit: %v, want ErrCorrupt", err)
+	}
+}

@@ -34,8 +34,11 @@ type Options struct {
 	// whole number of seconds.
 	TimeGranularity time.Duration
 
-	// MaxEnvelope is the largest envelope Put accepts (ErrTooLarge above).
-	// The server should set it from its padding policy's largest bucket.
+	// MaxEnvelope is the largest envelope Put accepts (ErrTooLarge above)
+	// and the largest the server can still deliver: the server sets it
+	// from its padding policy (server.MaxDeliverable). Open refuses a store
+	// that holds a longer envelope, with an *OversizeError, instead of
+	// letting it block its mailbox for good.
 	MaxEnvelope int
 
 	// MaxSize, if positive, caps the size of the data file in bytes; a
