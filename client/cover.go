@@ -205,6 +205,48 @@ func (c *Client) coverTick(ctx context.Context) ([]Event, error) {
 	return c.takeEvents(), err
 }
 
+// quotaRetry is how often cover mode asks for tokens again once the
+// account's quota for the epoch is used up: every ask is a request on the
+// account's session, so asking at the cover rate would show the server
+// that rhythm for nothing.
+const quotaRetry = time.Minute
+
+// quotaOut follows whether cover ticks fail because the account's token
+// quota for this epoch is used up. The user is told once when that starts,
+// with the cost of the rate, and once when tokens come again; in between
+// real messages wait in the outbox and no dummy goes out, which an
+// observer sees as silence.
+type quotaOut struct {
+	since, tried time.Time // zero when tokens were last available
+}
+
+// wait reports whether to skip this tick: out of quota and asked less
+// than quotaRetry ago.
+func (q *quotaOut) wait(now time.Time) bool {
+	return !q.since.IsZero() && now.Sub(q.tried) < quotaRetry
+}
+
+// observe takes a tick's outcome and returns the warning to show, if the
+// state changed.
+func (q *quotaOut) observe(now time.Time, err error, rate float64) (Event, bool) {
+	if errors.Is(err, &wire.Error{Code: wire.CodeQuota}) {
+		q.tried = now
+		if !q.since.IsZero() {
+			return Event{}, false
+		}
+		q.since = now
+		return Event{Kind: EventWarning, At: now, Text: fmt.Sprintf(
+			"cover traffic paused: this account's delivery-token quota on the server is used up for the current token epoch "+
+				"(cover at %g envelopes/s spends %.0f tokens a day); queued messages wait until tokens can be had again. "+
+				"Lower the rate (qpc cover <rate>) or ask the server's operator about token_quota", rate, rate*86400)}, true
+	}
+	if err != nil || q.since.IsZero() {
+		return Event{}, false
+	}
+	q.since, q.tried = time.Time{}, time.Time{}
+	return Event{Kind: EventWarning, At: now, Text: "cover traffic resumed: delivery tokens are available again"}, true
+}
+
 // expGap draws an exponential gap with the given rate per second.
 func expGap(rate float64) time.Duration {
 	return time.Duration(-math.Log1p(-mrand.Float64()) / rate * float64(time.Second))
@@ -241,6 +283,7 @@ func (c *Client) followCover(ctx context.Context, fn func(Event), o CoverOptions
 		next := time.Now()
 		t := time.NewTimer(0)
 		defer t.Stop()
+		var out quotaOut
 		for {
 			next = next.Add(expGap(o.Rate))
 			t.Reset(time.Until(next))
@@ -249,7 +292,13 @@ func (c *Client) followCover(ctx context.Context, fn func(Event), o CoverOptions
 				return
 			case <-t.C:
 			}
+			if out.wait(c.opts.Now()) {
+				continue
+			}
 			ev, err := c.coverTick(ctx)
+			if w, ok := out.observe(c.opts.Now(), err, o.Rate); ok {
+				ev = append(ev, w)
+			}
 			emit(ev)
 			if err != nil && ctx.Err() == nil {
 				c.log.Debug("cover tick", "err", err)

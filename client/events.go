@@ -21,6 +21,7 @@ const (
 	EventGap           EventKind = "gap"            // messages from a member are missing
 	EventAlarm         EventKind = "alarm"          // see Alarm
 	EventReceipt       EventKind = "receipt"        // a contact received or read our messages (From them), or we sent them a receipt (From us)
+	EventWarning       EventKind = "warning"        // something the user should act on (Text says what); not evidence of an attack
 )
 
 // Event is one thing a Sync or Follow brought. Texts and membership
@@ -56,6 +57,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("%s: %s", e.From, e.Text)
 	case EventAlarm:
 		return "ALARM " + e.Alarm.String()
+	case EventWarning:
+		return "WARNING " + e.Text
 	case EventGap:
 		return fmt.Sprintf("[%s] %d message(s) from %s are missing (seq %v)", where, len(e.Missed), e.From, e.Missed)
 	default:

@@ -380,6 +380,11 @@ func alarmText(a client.Alarm) string {
 // event applies one event of Sync or Follow.
 func (m *Model) event(e client.Event) {
 	switch e.Kind {
+	case client.EventWarning:
+		// Not an alarm (no evidence of an attack): the status line says
+		// it until something else replaces it.
+		m.status = "warning: " + e.Text
+		return
 	case client.EventAlarm:
 		if e.Alarm != nil {
 			m.alarms = append(m.alarms, alarmText(*e.Alarm))

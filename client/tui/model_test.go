@@ -220,6 +220,11 @@ func TestAlarmsAndGaps(t *testing.T) {
 		v = run(t, m, EventMsg{Kind: client.EventAlarm, Alarm: &client.Alarm{Kind: client.AlarmDropped, At: t0, Detail: "undecryptable"}, At: t0})
 	}
 	mustContain(t, strings.Split(v, "\n")[0], "5 ALARMS")
+
+	// A warning goes to the status line, not among the alarms.
+	v = run(t, m, EventMsg{Kind: client.EventWarning, Text: "cover traffic paused", At: t0})
+	mustContain(t, v, "warning: cover traffic paused")
+	mustContain(t, strings.Split(v, "\n")[0], "5 ALARMS")
 }
 
 func TestSendAndDeliveryState(t *testing.T) {

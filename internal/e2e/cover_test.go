@@ -7,11 +7,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/internal/stats"
+	"github.com/quicprochat/qpc/server"
 )
 
 // coverRun starts a fresh pair of users, lets the first follow for dur
@@ -171,5 +173,36 @@ func TestCoverTraffic(t *testing.T) {
 		len(plainIdle), len(plainBusy), D2, p2)
 	if len(plainIdle) == len(plainBusy) && p2 > 0.01 {
 		t.Errorf("without cover the observer could not tell idle from busy")
+	}
+}
+
+// TestCoverQuotaWarning: cover traffic faster than the account's token
+// quota allows runs the wallet dry. The user must be told once, with the
+// cost of the rate, instead of messages silently waiting in the outbox.
+func TestCoverQuotaWarning(t *testing.T) {
+	ms := startMessengerServerWith(t, func(o *server.Options) { o.TokenQuota = 100 })
+	a := newUser(t, ms, "quota-a")
+	b := newUser(t, ms, "quota-b")
+	connect(t, a, b)
+	if err := a.SetCover(&client.CoverOptions{Rate: 50, FetchEvery: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	var warnings []client.Event
+	if err := a.Follow(ctx, func(e client.Event) {
+		if e.Kind == client.EventWarning {
+			warnings = append(warnings, e)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 {
+		t.Fatalf("%d warnings, want 1: %v", len(warnings), warnings)
+	}
+	for _, want := range []string{"WARNING cover traffic paused", "quota", "4320000 tokens a day", "qpc cover <rate>"} {
+		if s := warnings[0].String(); !strings.Contains(s, want) {
+			t.Errorf("%q lacks %q", s, want)
+		}
 	}
 }
