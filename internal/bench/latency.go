@@ -57,6 +57,7 @@ func RunLatencies(ctx context.Context, cfg Config) (Result, Latencies, error) {
 	res.Duplicates, res.BaselineDuplicates = q.tally.duplicates, b.tally.duplicates
 	res.SendErrors, res.BaselineSendErrors = q.sendErrors, b.sendErrors
 	res.MaxSendMs, res.BaselineMaxSendMs = ms(q.maxSend), ms(b.maxSend)
+	res.MeanSendMs, res.BaselineMeanSendMs = q.meanSendMs(), b.meanSendMs()
 	res.Corrupt, res.UnackedDelivered, res.AckErrors = q.tally.corrupt, q.tally.unackedDelivered, q.ackErrors
 	res.DrainMs = ms(q.drain)
 	return res, Latencies{QPC: q.tally.latencies, Baseline: b.tally.latencies}, nil

@@ -39,6 +39,11 @@ func TestGenerateTiny(t *testing.T) {
 	if r.DS.Messages == 0 || r.DS.BaselineMessages == 0 || len(r.Latencies.QPC) != r.DS.Messages {
 		t.Errorf("DS: %d qpc and %d baseline messages, %d latencies", r.DS.Messages, r.DS.BaselineMessages, len(r.Latencies.QPC))
 	}
+	// The stages of a send are parts of the whole call, as bench.Run has them.
+	if ds := r.DS; ds.MeanSendMs <= 0 || ds.BaselineMeanSendMs <= 0 || ds.StoreTxnMs <= 0 || ds.StorePagesPerOp <= 0 ||
+		ds.StoreQueuedMs+ds.StoreTxnMs+ds.StoreWakeMs >= ds.MeanSendMs {
+		t.Errorf("DS send stages: %+v", ds)
+	}
 	if len(r.Figures) != 7 {
 		t.Errorf("%d figures, want 7 (2 sealed, 3 tokens, 2 OPAQUE)", len(r.Figures))
 	}
