@@ -249,10 +249,15 @@ func (e *OversizeError) Is(target error) bool { return target == ErrOversize }
 // store older than the record), so a normal start reads one key.
 func checkEnvelopeLimit(tx *bolt.Tx, limit int) error {
 	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keyEnvelopeLimit); len(v) != 4 || int64(binary.BigEndian.Uint32(v)) > int64(limit) {
-		if v != nil && len(v) != 4 {
-			return fmt.Errorf("%w: envelope limit of %d bytes", ErrCorrupt, len(v))
+	recorded, known := int64(0), false
+	if v := meta.Get(keyEnvelopeLimit); v != nil {
+		n, err := decodeEnvelopeLimit(v)
+		if err != nil {
+			return err
 		}
+		recorded, known = int64(n), true
+	}
+	if !known || recorded > int64(limit) {
 		over := OversizeError{Limit: limit}
 		err := tx.Bucket(bucketMessages).ForEach(func(_, v []byte) error {
 			_, received, env, err := decodeMessage(v)
@@ -275,12 +280,22 @@ func checkEnvelopeLimit(tx *bolt.Tx, limit int) error {
 			return &over
 		}
 	}
-	var rec [4]byte
-	binary.BigEndian.PutUint32(rec[:], uint32(min(int64(limit), math.MaxUint32)))
-	if err := meta.Put(keyEnvelopeLimit, rec[:]); err != nil {
+	if err := meta.Put(keyEnvelopeLimit, encodeEnvelopeLimit(limit)); err != nil {
 		return fmt.Errorf("%w: %w", ErrStorageFailed, err)
 	}
 	return nil
+}
+
+// encodeEnvelopeLimit is the meta record of the envelope limit: u32.
+func encodeEnvelopeLimit(limit int) []byte {
+	return binary.BigEndian.AppendUint32(nil, uint32(min(int64(limit), math.MaxUint32)))
+}
+
+func decodeEnvelopeLimit(v []byte) (uint32, error) {
+	if len(v) != 4 {
+		return 0, fmt.Errorf("%w: envelope limit of %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint32(v), nil
 }
 
 // Stats returns the writer's counters so far.

@@ -1042,6 +1042,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeSendRecord([MailboxIDSize]byte{1}))
 	f.Add(encodeMessage([MessageIDSize]byte{2}, 1234, []byte("env")))
 	f.Add(encodeIdem(9, 1234))
+	f.Add(encodeEnvelopeLimit(131035))
 	f.Add([]byte{})
 	f.Add([]byte{recordV1})
 	f.Add([]byte{0xff, 0, 0})
@@ -1065,6 +1066,8 @@ func FuzzDecode(f *testing.F) {
 		check("message", err, func() []byte { return encodeMessage(msgID, received, env) })
 		seq, at, err := decodeIdem(v)
 		check("idempotency", err, func() []byte { return encodeIdem(seq, at) })
+		limit, err := decodeEnvelopeLimit(v)
+		check("envelope limit", err, func() []byte { return encodeEnvelopeLimit(int(limit)) })
 	})
 }
 
