@@ -238,15 +238,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("baseline: %w", err)
 		}
-		res.BaselineMessages = b.tally.acked
-		res.BaselineMsgsPerS = round(b.rate())
-		res.BaselineP50Ms = round(percentile(b.tally.latencies, 50))
-		res.BaselineP99Ms = round(percentile(b.tally.latencies, 99))
-		res.BaselineLost = b.tally.lost
-		res.BaselineDuplicates = b.tally.duplicates
-		res.BaselineSendErrors = b.sendErrors
-		res.BaselineMaxSendMs = ms(b.maxSend)
-		res.BaselineMeanSendMs = b.meanSendMs()
+		res.setBaseline(b)
 		// The baseline's garbage (every envelope it held) must not be
 		// collected on the qpc phase's time.
 		runtime.GC()
@@ -286,6 +278,26 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.TokensDuplicates = tp.tally.duplicates
 		res.TokensSendErrors = tp.sendErrors
 	}
+	res.setQPC(q)
+	return res, nil
+}
+
+// setBaseline fills in the baseline phase's figures.
+func (res *Result) setBaseline(b phase) {
+	res.BaselineMessages = b.tally.acked
+	res.BaselineMsgsPerS = round(b.rate())
+	res.BaselineP50Ms = round(percentile(b.tally.latencies, 50))
+	res.BaselineP99Ms = round(percentile(b.tally.latencies, 99))
+	res.BaselineLost = b.tally.lost
+	res.BaselineDuplicates = b.tally.duplicates
+	res.BaselineSendErrors = b.sendErrors
+	res.BaselineMaxSendMs = ms(b.maxSend)
+	res.BaselineMeanSendMs = b.meanSendMs()
+}
+
+// setQPC fills in the qpc phase's figures, and the ratio if the baseline
+// ran before.
+func (res *Result) setQPC(q phase) {
 	res.SenderConns = q.conns
 	res.DurationS = round(q.elapsed.Seconds())
 	res.Messages = q.tally.acked
@@ -304,7 +316,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.DrainMs = ms(q.drain)
 	res.MaxSendMs = ms(q.maxSend)
 	res.MeanSendMs = q.meanSendMs()
-	return res, nil
 }
 
 func round(x float64) float64 { return math.Round(x*1000) / 1000 }

@@ -44,22 +44,8 @@ func RunLatencies(ctx context.Context, cfg Config) (Result, Latencies, error) {
 	if err != nil {
 		return res, Latencies{}, err
 	}
-	res.SenderConns = q.conns
-	res.DurationS = round(q.elapsed.Seconds())
-	res.Messages, res.BaselineMessages = q.tally.acked, b.tally.acked
-	res.MsgsPerS, res.BaselineMsgsPerS = round(q.rate()), round(b.rate())
-	if b.rate() > 0 {
-		res.Ratio = round(q.rate() / b.rate())
-	}
-	res.P50Ms, res.BaselineP50Ms = round(percentile(q.tally.latencies, 50)), round(percentile(b.tally.latencies, 50))
-	res.P99Ms, res.BaselineP99Ms = round(percentile(q.tally.latencies, 99)), round(percentile(b.tally.latencies, 99))
-	res.Lost, res.BaselineLost = q.tally.lost, b.tally.lost
-	res.Duplicates, res.BaselineDuplicates = q.tally.duplicates, b.tally.duplicates
-	res.SendErrors, res.BaselineSendErrors = q.sendErrors, b.sendErrors
-	res.MaxSendMs, res.BaselineMaxSendMs = ms(q.maxSend), ms(b.maxSend)
-	res.MeanSendMs, res.BaselineMeanSendMs = q.meanSendMs(), b.meanSendMs()
-	res.Corrupt, res.UnackedDelivered, res.AckErrors = q.tally.corrupt, q.tally.unackedDelivered, q.ackErrors
-	res.DrainMs = ms(q.drain)
+	res.setBaseline(b)
+	res.setQPC(q)
 	return res, Latencies{QPC: q.tally.latencies, Baseline: b.tally.latencies}, nil
 }
 
