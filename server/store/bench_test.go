@@ -31,7 +31,7 @@ func BenchmarkPutGroupCommit(b *testing.B) {
 func BenchmarkPutPlainUpdate(b *testing.B) {
 	benchPut(b, func(s *Bolt, m Mailbox, id [MessageIDSize]byte, env []byte) error {
 		var res PutResult
-		return s.db.Update(s.putOp(m.SendID, id, env, Quota{}, t0, nil, &res))
+		return s.update(s.putOp(m.SendID, id, env, Quota{}, t0, nil, &res))
 	})
 }
 

@@ -19,26 +19,36 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout, schema 1.
+// On-disk layout, schema 2.
 //
 // Buckets and keys (IDs are raw bytes, integers big-endian so that byte
 // order is numeric order and a cursor can range-scan):
 //
-//	meta                "schema" -> u8 schema version (1)
+//	meta                "schema" -> u8 schema version (2)
 //	                    "envelope_limit" -> u32 MaxEnvelope of the last Open
 //	mailboxes           receiveID(32) -> mailbox record
 //	send_ids            sendID(32) -> send index record
 //	messages            receiveID(32) | seq(u64) -> message record
-//	idempotency         receiveID(32) | messageID(16) -> idempotency record
-//	message_expiry      time(8) | receiveID(32) | seq(u64) -> empty
 //	idempotency_expiry  time(8) | receiveID(32) | seq(u64) -> messageID(16)
 //	spent               spendKey(32) -> spent record
 //	spent_expiry        time(8) | spendKey(32) -> empty
 //
-// The two expiry buckets exist so PurgeExpired walks only what has expired,
-// in time order, instead of scanning every message. A time in a key is the
-// Unix second with its sign bit flipped, so that negative times (the zero
-// time.Time included) still sort before positive ones.
+// idempotency_expiry (the arrivals bucket in the code; its name is from
+// schema 1) has one entry for every message accepted within the TTL,
+// acknowledged or not. Put appends it in time order in the message's
+// transaction. It is three indexes in one: PurgeExpired walks it to find
+// what has expired, in time order, without scanning every message; its
+// time and seq name the message's key; and it holds the idempotency keys,
+// which Open loads into memory (idem.go) so that a send never writes a
+// page keyed by its random message ID. A time in a key is the Unix second
+// with its sign bit flipped, so that negative times (the zero time.Time
+// included) still sort before positive ones.
+//
+// Schema 1 also had an "idempotency" bucket (receiveID | messageID ->
+// seq, time) and a "message_expiry" bucket (the same keys as
+// idempotency_expiry, for unacknowledged messages only); both were
+// derived from what schema 2 keeps, and Open drops them when it upgrades
+// a schema 1 file.
 //
 // Every value starts with a format version byte (recordV1); a reader
 // refuses any other version or length with ErrCorrupt instead of guessing.
@@ -47,8 +57,9 @@ import (
 //	mailbox record      v | ownerKey(32) | sendID(32) | created(i64) | nextSeq(u64) | count(u64) | bytes(u64)
 //	send index record   v | receiveID(32)
 //	message record      v | messageID(16) | received(i64) | envelope(rest)
-//	idempotency record  v | seq(u64) | received(i64)
 //	spent record        v | until(i64)
+//
+// (An arrival's value is a bare message ID: its length is its format.)
 //
 // The spent set holds only token spend keys and when they may go; no key
 // names the mailbox or message its token paid for.
@@ -57,39 +68,36 @@ import (
 // envelope lengths; they are updated in the same transaction as the
 // messages, so quota checks never scan.
 var (
-	bucketMeta       = []byte("meta")
-	bucketMailboxes  = []byte("mailboxes")
-	bucketSendIDs    = []byte("send_ids")
-	bucketMessages   = []byte("messages")
-	bucketIdem       = []byte("idempotency")
-	bucketMsgExpiry  = []byte("message_expiry")
-	bucketIdemExpiry = []byte("idempotency_expiry")
-	bucketSpent      = []byte("spent")
-	bucketSpentExp   = []byte("spent_expiry")
+	bucketMeta      = []byte("meta")
+	bucketMailboxes = []byte("mailboxes")
+	bucketSendIDs   = []byte("send_ids")
+	bucketMessages  = []byte("messages")
+	bucketArrivals  = []byte("idempotency_expiry")
+	bucketSpent     = []byte("spent")
+	bucketSpentExp  = []byte("spent_expiry")
 
-	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketIdem, bucketMsgExpiry, bucketIdemExpiry, bucketSpent, bucketSpentExp}
+	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketArrivals, bucketSpent, bucketSpentExp}
+
+	// Schema 1's derived buckets, dropped by the upgrade to schema 2.
+	schema1Dropped = [][]byte{[]byte("idempotency"), []byte("message_expiry")}
 
 	keySchema        = []byte("schema")
 	keyEnvelopeLimit = []byte("envelope_limit")
 )
 
 const (
-	schemaVersion = 1
+	schemaVersion = 2
 	recordV1      = 1
 
 	mailboxRecordSize = 1 + OwnerKeySize + MailboxIDSize + 8 + 8 + 8 + 8
 	sendRecordSize    = 1 + MailboxIDSize
 	messageHeaderSize = 1 + MessageIDSize + 8
-	idemRecordSize    = 1 + 8 + 8
 
-	messageKeySize   = MailboxIDSize + 8
-	idemKeySize      = MailboxIDSize + MessageIDSize
-	msgExpiryKeySize = 8 + messageKeySize
-	// The idempotency expiry index is keyed by seq, not by message ID: the
-	// keys then grow in order and an insert appends to the last page
-	// instead of dirtying a random one (message IDs are random). The value
-	// names the idempotency key to delete.
-	idemExpiryKeySize = 8 + messageKeySize
+	messageKeySize = MailboxIDSize + 8
+	// An arrival is keyed by time and seq, not by message ID: the keys
+	// then grow in order and an insert appends to the last page instead
+	// of dirtying a random one (message IDs are random).
+	arrivalKeySize = 8 + messageKeySize
 
 	// purgeChunk bounds the deletions of one PurgeExpired transaction, so
 	// that purging a large backlog never holds up sends for long.
@@ -113,6 +121,11 @@ type Bolt struct {
 	maxEnv   int
 	log      *slog.Logger
 	onCommit func(CommitInfo)
+	// idem is the idempotency index (idem.go): Open builds it, then only
+	// the writer touches it. idemKeys is its size, for Stats.
+	idem     *idemIndex
+	idemKeys atomic.Int64
+	updateMu sync.Mutex
 
 	queue chan *op
 	// mu orders submissions against Close: a submitter holds it shared
@@ -161,6 +174,9 @@ type Stats struct {
 	// pages of the file's page size); PageSize is that size.
 	PagesWritten int64
 	PageSize     int
+	// IdempotencyKeys is the number of message IDs the in-memory
+	// idempotency index holds (one per message accepted within the TTL).
+	IdempotencyKeys int
 }
 
 // Open opens or creates the store file at path (mode 0600, its directory
@@ -183,11 +199,16 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
 	}
-	if err := db.Update(initSchema); err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error { return initSchema(tx, o.Logger) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error { return checkEnvelopeLimit(tx, o.MaxEnvelope) }); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	idem := newIdemIndex()
+	if err := db.View(func(tx *bolt.Tx) error { return loadIdem(tx, idem) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
@@ -198,14 +219,19 @@ func Open(path string, opts Options) (*Bolt, error) {
 		maxEnv:     o.MaxEnvelope,
 		log:        o.Logger,
 		onCommit:   o.OnCommit,
+		idem:       idem,
 		queue:      make(chan *op, 4*o.MaxBatch),
 		writerDone: make(chan struct{}),
 	}
+	s.idemKeys.Store(int64(idem.keys))
 	go s.writer()
 	return s, nil
 }
 
-func initSchema(tx *bolt.Tx) error {
+// initSchema creates the buckets of a new file, upgrades a schema 1 file
+// and refuses any other version (a newer server's file included: this one
+// would not know what it must keep consistent).
+func initSchema(tx *bolt.Tx, log *slog.Logger) error {
 	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
@@ -215,10 +241,39 @@ func initSchema(tx *bolt.Tx) error {
 	switch v := meta.Get(keySchema); {
 	case v == nil:
 		return meta.Put(keySchema, []byte{schemaVersion})
-	case len(v) != 1 || v[0] != schemaVersion:
+	case len(v) == 1 && v[0] == schemaVersion:
+		return nil
+	case len(v) == 1 && v[0] == 1:
+		// Everything schema 1 had beyond schema 2 was derived from the
+		// arrivals, which it kept the same way: dropping it is the whole
+		// upgrade, and it happens in this one transaction or not at all.
+		for _, name := range schema1Dropped {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+				return err
+			}
+		}
+		log.Info("store: upgraded the file from schema 1 to 2 (idempotency keys now indexed in memory)")
+		return meta.Put(keySchema, []byte{schemaVersion})
+	default:
 		return fmt.Errorf("%w: unsupported schema version %v", ErrCorrupt, v)
 	}
-	return nil
+}
+
+// loadIdem fills the idempotency index from the arrivals.
+func loadIdem(tx *bolt.Tx, idem *idemIndex) error {
+	return tx.Bucket(bucketArrivals).ForEach(func(k, v []byte) error {
+		a, err := decodeArrival(k, v)
+		if err != nil {
+			return err
+		}
+		// The same message ID twice in one mailbox cannot be written (Put
+		// looks it up first); should a file hold it anyway, the later
+		// arrival is the one a retry refers to.
+		if prev, ok := idem.get(a.rid, a.id); !ok || prev.seq < a.seq {
+			idem.set(a.rid, a.id, idemEntry{seq: a.seq, received: a.received})
+		}
+		return nil
+	})
 }
 
 // OversizeError is Open's refusal of a store that holds envelopes longer
@@ -314,6 +369,8 @@ func (s *Bolt) Stats() Stats {
 		OpWake:        time.Duration(s.wakeNanos.Load()),
 		PagesWritten:  db.TxStats.GetPageCount(),
 		PageSize:      s.db.Info().PageSize,
+
+		IdempotencyKeys: int(s.idemKeys.Load()),
 	}
 }
 
@@ -350,12 +407,19 @@ const (
 // transaction back.
 type op struct {
 	state atomic.Int32
-	run   func(tx *bolt.Tx) error
+	run   func(tx *txn) error
 	err   error // written by the writer before done is closed
 	done  chan struct{}
 	// Timestamps for Stats: submitted by the caller; taken and committed
 	// by the writer before done is closed.
 	submitted, taken, committed time.Time
+}
+
+// txn is what an operation runs in: the writer's bbolt transaction and
+// the idempotency index, whose changes are undone if the transaction fails.
+type txn struct {
+	*bolt.Tx
+	idem *idemIndex
 }
 
 type abortError struct{ err error }
@@ -375,7 +439,7 @@ func write(err error) error {
 // A context cancelled before the writer took the operation abandons it;
 // once taken, the caller waits for the outcome, because the write may
 // already be durable and the caller must not report it as lost.
-func (s *Bolt) do(ctx context.Context, run func(tx *bolt.Tx) error) error {
+func (s *Bolt) do(ctx context.Context, run func(tx *txn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -446,7 +510,7 @@ func (s *Bolt) commit(batch []*op) {
 	if len(live) == 0 {
 		return
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *txn) error {
 		for _, o := range live {
 			if err := runOp(o, tx); err != nil {
 				return err
@@ -488,9 +552,26 @@ func (s *Bolt) commit(batch []*op) {
 	}
 }
 
+// update runs fn in a write transaction and keeps the idempotency index's
+// changes only if it commits. The writer is its only caller in the
+// server; updateMu serializes the index for tests and benchmarks that
+// call it from several goroutines.
+func (s *Bolt) update(fn func(tx *txn) error) error {
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error { return fn(&txn{Tx: tx, idem: s.idem}) })
+	if err != nil {
+		s.idem.rollback()
+	} else {
+		s.idem.commit()
+	}
+	s.idemKeys.Store(int64(s.idem.keys))
+	return err
+}
+
 // runOp runs one operation, turning a panic into a rolled-back transaction:
 // a bug in one operation must not kill the writer and hang every caller.
-func runOp(o *op, tx *bolt.Tx) (abort error) {
+func runOp(o *op, tx *txn) (abort error) {
 	defer func() {
 		if r := recover(); r != nil {
 			abort = fmt.Errorf("operation panicked: %v", r)
@@ -530,15 +611,15 @@ func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox, spend *Spend) error
 		created: s.coarse(m.Created),
 		nextSeq: 1,
 	}
-	err := s.do(ctx, func(tx *bolt.Tx) error {
+	err := s.do(ctx, func(tx *txn) error {
 		mb, si := tx.Bucket(bucketMailboxes), tx.Bucket(bucketSendIDs)
 		if mb.Get(m.ReceiveID[:]) != nil || si.Get(m.SendID[:]) != nil {
 			return ErrExists
 		}
-		if err := checkSpend(tx, spend); err != nil {
+		if err := checkSpend(tx.Tx, spend); err != nil {
 			return err
 		}
-		if err := recordSpend(tx, spend); err != nil {
+		if err := recordSpend(tx.Tx, spend); err != nil {
 			return err
 		}
 		if err := mb.Put(m.ReceiveID[:], rec.encode()); err != nil {
@@ -586,16 +667,16 @@ func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageI
 
 // putOp builds Put's transaction body; the encoding happens here, in the
 // caller's goroutine, so the single writer does as little as possible.
-func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend, res *PutResult) func(tx *bolt.Tx) error {
+func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend, res *PutResult) func(tx *txn) error {
 	received := s.coarse(now)
 	value := encodeMessage(id, received, envelope)
 	size := uint64(len(envelope))
-	return func(tx *bolt.Tx) error {
-		rid, err := lookupSendID(tx, sendID)
+	return func(tx *txn) error {
+		rid, err := lookupSendID(tx.Tx, sendID)
 		if err != nil {
 			return err
 		}
-		mbox, err := getMailbox(tx, rid)
+		mbox, err := getMailbox(tx.Tx, rid)
 		if errors.Is(err, ErrNotFound) {
 			// The send index names a mailbox that is not there.
 			return fmt.Errorf("%w: dangling send index", ErrCorrupt)
@@ -603,14 +684,8 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		if err != nil {
 			return err
 		}
-		ikey := idemKey(rid, id)
-		idem := tx.Bucket(bucketIdem)
-		if v := idem.Get(ikey); v != nil {
-			seq, _, err := decodeIdem(v)
-			if err != nil {
-				return err
-			}
-			*res = PutResult{ReceiveID: rid, Seq: seq, Duplicate: true}
+		if e, ok := tx.idem.get(rid, id); ok {
+			*res = PutResult{ReceiveID: rid, Seq: e.seq, Duplicate: true}
 			return nil
 		}
 		if q.MaxMessages > 0 && mbox.count+1 > uint64(q.MaxMessages) {
@@ -619,10 +694,10 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		if q.MaxBytes > 0 && mbox.bytes+size > uint64(q.MaxBytes) {
 			return ErrQuotaBytes
 		}
-		if err := checkSpend(tx, spend); err != nil {
+		if err := checkSpend(tx.Tx, spend); err != nil {
 			return err
 		}
-		if err := recordSpend(tx, spend); err != nil {
+		if err := recordSpend(tx.Tx, spend); err != nil {
 			return err
 		}
 		seq := mbox.nextSeq
@@ -634,18 +709,13 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		if err := tx.Bucket(bucketMessages).Put(mkey, value); err != nil {
 			return write(err)
 		}
-		if err := idem.Put(ikey, encodeIdem(seq, received)); err != nil {
-			return write(err)
-		}
-		if err := tx.Bucket(bucketMsgExpiry).Put(expiryKey(received, mkey), nil); err != nil {
-			return write(err)
-		}
-		if err := tx.Bucket(bucketIdemExpiry).Put(expiryKey(received, mkey), id[:]); err != nil {
+		if err := tx.Bucket(bucketArrivals).Put(expiryKey(received, mkey), id[:]); err != nil {
 			return write(err)
 		}
 		if err := tx.Bucket(bucketMailboxes).Put(rid[:], mbox.encode()); err != nil {
 			return write(err)
 		}
+		tx.idem.put(rid, id, idemEntry{seq: seq, received: received})
 		*res = PutResult{ReceiveID: rid, Seq: seq}
 		return nil
 	}
@@ -715,44 +785,36 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 		return 0, nil
 	}
 	var n int
-	err := s.do(ctx, func(tx *bolt.Tx) error {
-		mbox, err := getMailbox(tx, receiveID)
+	err := s.do(ctx, func(tx *txn) error {
+		mbox, err := getMailbox(tx.Tx, receiveID)
 		if err != nil {
 			return err
 		}
-		type victim struct{ key, expiry []byte }
 		var (
-			victims []victim
+			victims [][]byte
 			freed   uint64
 			seen    = make(map[uint64]bool, len(ids))
 		)
-		idem, messages := tx.Bucket(bucketIdem), tx.Bucket(bucketMessages)
+		messages := tx.Bucket(bucketMessages)
 		for _, id := range ids {
-			v := idem.Get(idemKey(receiveID, id))
-			if v == nil {
+			e, ok := tx.idem.get(receiveID, id)
+			if !ok || seen[e.seq] {
 				continue
 			}
-			seq, _, err := decodeIdem(v)
-			if err != nil {
-				return err
-			}
-			if seen[seq] {
-				continue
-			}
-			seen[seq] = true
-			mkey := messageKey(receiveID, seq)
+			seen[e.seq] = true
+			mkey := messageKey(receiveID, e.seq)
 			mv := messages.Get(mkey)
 			if mv == nil {
 				continue // acked or purged before
 			}
-			mid, received, env, err := decodeMessage(mv)
+			mid, _, env, err := decodeMessage(mv)
 			if err != nil {
 				return err
 			}
 			if mid != id {
 				return fmt.Errorf("%w: idempotency key points to another message", ErrCorrupt)
 			}
-			victims = append(victims, victim{mkey, expiryKey(received, mkey)})
+			victims = append(victims, mkey)
 			freed += uint64(len(env))
 		}
 		if len(victims) == 0 {
@@ -764,12 +826,10 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 		}
 		mbox.count -= uint64(len(victims))
 		mbox.bytes -= freed
-		exp := tx.Bucket(bucketMsgExpiry)
-		for _, vi := range victims {
-			if err := messages.Delete(vi.key); err != nil {
-				return write(err)
-			}
-			if err := exp.Delete(vi.expiry); err != nil {
+		// The arrivals stay: they hold the idempotency keys until
+		// PurgeExpired, and for an acked message it skips the delete.
+		for _, k := range victims {
+			if err := messages.Delete(k); err != nil {
 				return write(err)
 			}
 		}
@@ -786,48 +846,37 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 }
 
 // DeleteMailbox implements Store. It removes the mailbox in one
-// transaction; its size is bounded by the mailbox quota.
+// transaction; its size is bounded by the mailbox quota (messages) and the
+// TTL (arrivals).
 func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte) error {
-	err := s.do(ctx, func(tx *bolt.Tx) error {
-		mbox, err := getMailbox(tx, receiveID)
+	err := s.do(ctx, func(tx *txn) error {
+		mbox, err := getMailbox(tx.Tx, receiveID)
 		if err != nil {
 			return err
 		}
 		// Gather first (refusing corrupt records before any write), then
 		// delete; keys are copied because deleting moves bbolt's memory.
-		var msgKeys, msgExp, idemKeys, idemExp [][]byte
+		var msgKeys, arrivals [][]byte
 		c := tx.Bucket(bucketMessages).Cursor()
 		for k, v := c.Seek(receiveID[:]); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
 			if len(k) != messageKeySize {
 				return fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
 			}
-			_, received, _, err := decodeMessage(v)
-			if err != nil {
+			if _, _, _, err := decodeMessage(v); err != nil {
 				return err
 			}
 			msgKeys = append(msgKeys, bytes.Clone(k))
-			msgExp = append(msgExp, expiryKey(received, k))
 		}
-		c = tx.Bucket(bucketIdem).Cursor()
-		for k, v := c.Seek(receiveID[:]); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
-			if len(k) != idemKeySize {
-				return fmt.Errorf("%w: idempotency key length %d", ErrCorrupt, len(k))
-			}
-			seq, received, err := decodeIdem(v)
-			if err != nil {
-				return err
-			}
-			idemKeys = append(idemKeys, bytes.Clone(k))
-			idemExp = append(idemExp, expiryKey(received, messageKey(receiveID, seq)))
+		// Every arrival of the mailbox is in the index, which names its key.
+		for id, e := range tx.idem.boxes[receiveID] {
+			arrivals = append(arrivals, arrival{rid: receiveID, seq: e.seq, received: e.received, id: id}.key())
 		}
 		for _, d := range []struct {
 			bucket []byte
 			keys   [][]byte
 		}{
 			{bucketMessages, msgKeys},
-			{bucketMsgExpiry, msgExp},
-			{bucketIdem, idemKeys},
-			{bucketIdemExpiry, idemExp},
+			{bucketArrivals, arrivals},
 		} {
 			b := tx.Bucket(d.bucket)
 			for _, k := range d.keys {
@@ -846,7 +895,11 @@ func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte)
 				}
 			}
 		}
-		return write(tx.Bucket(bucketMailboxes).Delete(receiveID[:]))
+		if err := tx.Bucket(bucketMailboxes).Delete(receiveID[:]); err != nil {
+			return write(err)
+		}
+		tx.idem.drop(receiveID)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete mailbox: %w", err)
@@ -857,7 +910,7 @@ func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte)
 // PurgeExpired implements Store. A stored time is truncated to the
 // granularity, so a message may go up to one granularity step earlier than
 // its exact arrival time plus ttl. The work is split into transactions of
-// at most purgeChunk deletions, so sends keep flowing during a big purge;
+// at most purgeChunk arrivals, so sends keep flowing during a big purge;
 // an error (a ctx cancelled between chunks included) stops it, keeping the
 // chunks already committed and returning the messages they deleted.
 func (s *Bolt) PurgeExpired(ctx context.Context, now time.Time, ttl time.Duration) (int, error) {
@@ -870,19 +923,10 @@ func (s *Bolt) PurgeExpired(ctx context.Context, now time.Time, ttl time.Duratio
 	total := 0
 	for {
 		n, more := 0, false
-		if err := s.do(ctx, purgeMessages(limit, &n, &more)); err != nil {
+		if err := s.do(ctx, purgeArrivals(limit, &n, &more)); err != nil {
 			return total, fmt.Errorf("store: purge expired: %w", err)
 		}
 		total += n
-		if !more {
-			break
-		}
-	}
-	for {
-		more := false
-		if err := s.do(ctx, purgeIdem(limit, &more)); err != nil {
-			return total, fmt.Errorf("store: purge expired: %w", err)
-		}
 		if !more {
 			break
 		}
@@ -921,34 +965,40 @@ func expiredKeys(b *bolt.Bucket, limit int64, size int) ([][]byte, bool, error) 
 	return keys, false, nil
 }
 
-func purgeMessages(limit int64, n *int, more *bool) func(tx *bolt.Tx) error {
-	return func(tx *bolt.Tx) error {
-		exp, messages, mailboxes := tx.Bucket(bucketMsgExpiry), tx.Bucket(bucketMessages), tx.Bucket(bucketMailboxes)
-		keys, full, err := expiredKeys(exp, limit, msgExpiryKeySize)
+// purgeArrivals deletes up to purgeChunk arrivals older than limit, with
+// their idempotency keys and the messages still stored under them.
+func purgeArrivals(limit int64, n *int, more *bool) func(tx *txn) error {
+	return func(tx *txn) error {
+		arrivals, messages, mailboxes := tx.Bucket(bucketArrivals), tx.Bucket(bucketMessages), tx.Bucket(bucketMailboxes)
+		keys, full, err := expiredKeys(arrivals, limit, arrivalKeySize)
 		if err != nil {
 			return err
 		}
 		// Mailbox counters are adjusted in memory and written once each.
 		touched := map[[MailboxIDSize]byte]*mailboxRecord{}
-		var deleted int
-		var dropMsgs [][]byte
+		var (
+			dropMsgs [][]byte
+			forget   []arrival
+		)
 		for _, k := range keys {
+			a, err := decodeArrival(k, arrivals.Get(k))
+			if err != nil {
+				return err
+			}
+			forget = append(forget, a)
 			mkey := k[8:]
 			v := messages.Get(mkey)
 			if v == nil {
-				continue // only the index entry is left; drop it below
+				continue // acked: only the arrival is left
 			}
 			_, _, env, err := decodeMessage(v)
 			if err != nil {
 				return err
 			}
 			dropMsgs = append(dropMsgs, mkey)
-			deleted++
-			var rid [MailboxIDSize]byte
-			copy(rid[:], mkey)
-			rec, ok := touched[rid]
+			rec, ok := touched[a.rid]
 			if !ok {
-				r, err := getMailbox(tx, rid)
+				r, err := getMailbox(tx.Tx, a.rid)
 				if errors.Is(err, ErrNotFound) {
 					continue // an orphan message: delete it, no counters to fix
 				}
@@ -956,7 +1006,7 @@ func purgeMessages(limit int64, n *int, more *bool) func(tx *bolt.Tx) error {
 					return err
 				}
 				rec = &r
-				touched[rid] = rec
+				touched[a.rid] = rec
 			}
 			if rec.count == 0 || rec.bytes < uint64(len(env)) {
 				return fmt.Errorf("%w: mailbox counters below stored messages", ErrCorrupt)
@@ -965,7 +1015,7 @@ func purgeMessages(limit int64, n *int, more *bool) func(tx *bolt.Tx) error {
 			rec.bytes -= uint64(len(env))
 		}
 		for _, k := range keys {
-			if err := exp.Delete(k); err != nil {
+			if err := arrivals.Delete(k); err != nil {
 				return write(err)
 			}
 		}
@@ -979,32 +1029,14 @@ func purgeMessages(limit int64, n *int, more *bool) func(tx *bolt.Tx) error {
 				return write(err)
 			}
 		}
-		*n, *more = deleted, full
-		return nil
-	}
-}
-
-func purgeIdem(limit int64, more *bool) func(tx *bolt.Tx) error {
-	return func(tx *bolt.Tx) error {
-		exp, idem := tx.Bucket(bucketIdemExpiry), tx.Bucket(bucketIdem)
-		keys, full, err := expiredKeys(exp, limit, idemExpiryKeySize)
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			id := exp.Get(k)
-			if len(id) != MessageIDSize {
-				return fmt.Errorf("%w: idempotency expiry value length %d", ErrCorrupt, len(id))
-			}
-			ikey := append(bytes.Clone(k[8:8+MailboxIDSize]), id...)
-			if err := exp.Delete(k); err != nil {
-				return write(err)
-			}
-			if err := idem.Delete(ikey); err != nil {
-				return write(err)
+		for _, a := range forget {
+			// Only the key this arrival made: a file that (against every
+			// write path) held the ID twice keeps the later one.
+			if e, ok := tx.idem.get(a.rid, a.id); ok && e.seq == a.seq {
+				tx.idem.del(a.rid, a.id)
 			}
 		}
-		*more = full
+		*n, *more = len(dropMsgs), full
 		return nil
 	}
 }
@@ -1101,34 +1133,36 @@ func decodeMessage(v []byte) (id [MessageIDSize]byte, received int64, envelope [
 	return id, received, v[messageHeaderSize:], nil
 }
 
-func encodeIdem(seq uint64, received int64) []byte {
-	b := make([]byte, 0, idemRecordSize)
-	b = append(b, recordV1)
-	b = binary.BigEndian.AppendUint64(b, seq)
-	return binary.BigEndian.AppendUint64(b, uint64(received))
+// arrival is one entry of the arrivals bucket: message id arrived in
+// mailbox rid at (coarse) time received and was stored under seq.
+type arrival struct {
+	rid      [MailboxIDSize]byte
+	seq      uint64
+	received int64
+	id       [MessageIDSize]byte
 }
 
-func decodeIdem(v []byte) (seq uint64, received int64, err error) {
-	if len(v) != idemRecordSize || v[0] != recordV1 {
-		return 0, 0, fmt.Errorf("%w: idempotency record", ErrCorrupt)
+func (a arrival) key() []byte { return expiryKey(a.received, messageKey(a.rid, a.seq)) }
+
+func decodeArrival(k, v []byte) (arrival, error) {
+	var a arrival
+	if len(k) != arrivalKeySize || len(v) != MessageIDSize {
+		return a, fmt.Errorf("%w: arrival of %d+%d bytes", ErrCorrupt, len(k), len(v))
 	}
-	seq = binary.BigEndian.Uint64(v[1:])
-	if seq == 0 {
-		return 0, 0, fmt.Errorf("%w: idempotency record seq", ErrCorrupt)
+	a.received = decodeTimeKey(k)
+	copy(a.rid[:], k[8:])
+	a.seq = binary.BigEndian.Uint64(k[8+MailboxIDSize:])
+	if a.seq == 0 {
+		return a, fmt.Errorf("%w: arrival seq 0", ErrCorrupt)
 	}
-	return seq, int64(binary.BigEndian.Uint64(v[9:])), nil
+	copy(a.id[:], v)
+	return a, nil
 }
 
 func messageKey(rid [MailboxIDSize]byte, seq uint64) []byte {
 	k := make([]byte, 0, messageKeySize)
 	k = append(k, rid[:]...)
 	return binary.BigEndian.AppendUint64(k, seq)
-}
-
-func idemKey(rid [MailboxIDSize]byte, id [MessageIDSize]byte) []byte {
-	k := make([]byte, 0, idemKeySize)
-	k = append(k, rid[:]...)
-	return append(k, id[:]...)
 }
 
 // expiryKey prefixes key with the sortable time.
@@ -1170,8 +1204,8 @@ func recordSpend(tx *bolt.Tx, spend *Spend) error {
 }
 
 // purgeSpent deletes up to purgeChunk spends whose Until is before limit.
-func purgeSpent(limit int64, more *bool) func(tx *bolt.Tx) error {
-	return func(tx *bolt.Tx) error {
+func purgeSpent(limit int64, more *bool) func(tx *txn) error {
+	return func(tx *txn) error {
 		exp := tx.Bucket(bucketSpentExp)
 		keys, full, err := expiredKeys(exp, limit, 8+SpendKeySize)
 		if err != nil {

@@ -8,9 +8,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -91,7 +93,7 @@ func blockWriter(t *testing.T, s *Bolt) (release func()) {
 	t.Helper()
 	entered, rel, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
-		done <- s.do(context.Background(), func(*bolt.Tx) error {
+		done <- s.do(context.Background(), func(*txn) error {
 			close(entered)
 			<-rel
 			return nil
@@ -168,7 +170,7 @@ func checkInvariants(t *testing.T, s *Bolt) {
 		if n := tx.Bucket(bucketSendIDs).Stats().KeyN; n != len(got) {
 			t.Errorf("%d send index entries for %d mailboxes", n, len(got))
 		}
-		msgExp, idemExp, idem := tx.Bucket(bucketMsgExpiry), tx.Bucket(bucketIdemExpiry), tx.Bucket(bucketIdem)
+		arrivals := tx.Bucket(bucketArrivals)
 		messages := 0
 		if err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
 			messages++
@@ -187,26 +189,29 @@ func checkInvariants(t *testing.T, s *Bolt) {
 			sum.count++
 			sum.bytes += uint64(len(env))
 			sum.maxSeq = max(sum.maxSeq, seq)
-			if msgExp.Get(expiryKey(received, k)) == nil {
-				t.Errorf("message without expiry entry")
+			if v := arrivals.Get(expiryKey(received, k)); !bytes.Equal(v, msgID[:]) {
+				t.Errorf("message without its arrival (%x)", v)
 			}
-			iv := idem.Get(idemKey(id, msgID))
-			if iv == nil {
-				t.Errorf("message without idempotency key")
-				return nil
-			}
-			if iseq, _, err := decodeIdem(iv); err != nil || iseq != seq {
-				t.Errorf("idempotency key names seq %d for message seq %d (%v)", iseq, seq, err)
+			if e, ok := s.idem.get(id, msgID); !ok || e.seq != seq {
+				t.Errorf("idempotency key names seq %d for message seq %d (%v)", e.seq, seq, ok)
 			}
 			return nil
 		}); err != nil {
 			return err
 		}
-		if n := msgExp.Stats().KeyN; n != messages {
-			t.Errorf("%d message expiry entries for %d messages", n, messages)
+		// The index in memory is exactly the arrivals on disk.
+		loaded := newIdemIndex()
+		if err := loadIdem(tx, loaded); err != nil {
+			return err
 		}
-		if n, m := idemExp.Stats().KeyN, idem.Stats().KeyN; n != m {
-			t.Errorf("%d idempotency expiry entries for %d keys", n, m)
+		if !reflect.DeepEqual(loaded.boxes, s.idem.boxes) || loaded.keys != s.idem.keys {
+			t.Errorf("idempotency index in memory (%d keys) is not what the arrivals load (%d keys)", s.idem.keys, loaded.keys)
+		}
+		if n := arrivals.Stats().KeyN; n != s.idem.keys || s.Stats().IdempotencyKeys != n {
+			t.Errorf("%d arrivals, %d idempotency keys (stats %d)", n, s.idem.keys, s.Stats().IdempotencyKeys)
+		}
+		if messages > s.idem.keys {
+			t.Errorf("%d messages but %d idempotency keys", messages, s.idem.keys)
 		}
 		return tx.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
 			rec, _ := decodeMailbox(v)
@@ -547,13 +552,14 @@ func TestFailedTransaction(t *testing.T) {
 	ctx := context.Background()
 	m, full := mkMailbox(t, s), mkMailbox(t, s)
 	mustPut(t, s, m, mid(), []byte("before"), Quota{}, t0)
-	mustPut(t, s, full, mid(), []byte("full"), Quota{}, t0)
+	fullID := mid()
+	mustPut(t, s, full, fullID, []byte("full"), Quota{}, t0)
 	before := s.Stats()
 
 	release := blockWriter(t, s)
 	newBox := Mailbox{ReceiveID: rid(t), SendID: rid(t), Created: t0}
 	small := mid()
-	errs := make([]error, 4)
+	errs := make([]error, 6)
 	var wg sync.WaitGroup
 	wg.Go(func() { _, errs[0] = s.Put(ctx, m.SendID, small, []byte("small"), Quota{}, t0, nil) })
 	waitQueued(t, s, 1)
@@ -561,8 +567,16 @@ func TestFailedTransaction(t *testing.T) {
 	waitQueued(t, s, 2)
 	wg.Go(func() { errs[2] = s.CreateMailbox(ctx, newBox, nil) })
 	waitQueued(t, s, 3)
-	wg.Go(func() { _, errs[3] = s.Put(ctx, m.SendID, mid(), make([]byte, 2<<20), Quota{}, t0, nil) })
+	// The idempotency index is changed by the transaction too: a key
+	// added (small), a mailbox's keys dropped (full), and one added to a
+	// mailbox created in the same transaction.
+	wg.Go(func() { errs[3] = s.DeleteMailbox(ctx, full.ReceiveID) })
 	waitQueued(t, s, 4)
+	wg.Go(func() { _, errs[4] = s.Put(ctx, newBox.SendID, small, []byte("new"), Quota{}, t0, nil) })
+	waitQueued(t, s, 5)
+	wg.Go(func() { _, errs[5] = s.Put(ctx, m.SendID, mid(), make([]byte, 2<<20), Quota{}, t0, nil) })
+	waitQueued(t, s, 6)
+	keys := s.Stats().IdempotencyKeys
 	release()
 	wg.Wait()
 	for i, err := range errs {
@@ -571,7 +585,7 @@ func TestFailedTransaction(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	if st.FailedCommits != before.FailedCommits+1 || st.FailedOps != before.FailedOps+4 {
+	if st.FailedCommits != before.FailedCommits+1 || st.FailedOps != before.FailedOps+6 {
 		t.Errorf("stats after failure: %+v", st)
 	}
 
@@ -593,6 +607,13 @@ func TestFailedTransaction(t *testing.T) {
 	}
 	if _, err := s.Mailbox(ctx, newBox.ReceiveID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("mailbox of the failed transaction exists: %v", err)
+	}
+	// ...nor to the idempotency index...
+	if k := s.Stats().IdempotencyKeys; k != keys {
+		t.Errorf("%d idempotency keys after the failed transaction, %d before", k, keys)
+	}
+	if r := mustPut(t, s, full, fullID, []byte("full"), Quota{}, t0); !r.Duplicate || r.Seq != 1 {
+		t.Fatalf("retry of a message the failed delete had dropped: %+v", r)
 	}
 	// ...and the store works: the same operations succeed now, with the
 	// seq the failed Put had been given (its counter update was rolled back).
@@ -717,7 +738,7 @@ func TestCancelAfterTakenWaitsForCommit(t *testing.T) {
 	// parks the writer after the Put ran but before the commit.
 	entered, rel2, done2 := make(chan struct{}), make(chan struct{}), make(chan error, 1)
 	go func() {
-		done2 <- s.do(context.Background(), func(*bolt.Tx) error { close(entered); <-rel2; return nil })
+		done2 <- s.do(context.Background(), func(*txn) error { close(entered); <-rel2; return nil })
 	}()
 	waitQueued(t, s, 2)
 	release1()
@@ -864,7 +885,7 @@ func TestPurgeInChunks(t *testing.T) {
 	const n = 2*purgeChunk + 100
 	// Fill in a single transaction through the same code Put uses, to keep
 	// the test fast; the purge below goes through the writer as usual.
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.update(func(tx *txn) error {
 		for i := range n {
 			box := m
 			if i%2 == 1 {
@@ -885,10 +906,10 @@ func TestPurgeInChunks(t *testing.T) {
 	if err != nil || purged != n {
 		t.Fatalf("PurgeExpired: %d, %v; want %d", purged, err, n)
 	}
-	// 3 message chunks, 3 idempotency chunks and one (empty) spent-set
-	// chunk, each its own transaction.
-	if c := s.Stats().Commits - before.Commits; c != 7 {
-		t.Errorf("purge took %d transactions, want 7", c)
+	// 3 chunks of arrivals and one (empty) spent-set chunk, each its own
+	// transaction.
+	if c := s.Stats().Commits - before.Commits; c != 4 {
+		t.Errorf("purge took %d transactions, want 4", c)
 	}
 	msgs := mustFetch(t, s, m)
 	if len(msgs) != 1 || msgs[0].Seq != fresh.Seq {
@@ -898,12 +919,9 @@ func TestPurgeInChunks(t *testing.T) {
 		t.Fatal("other mailbox kept expired messages")
 	}
 	checkInvariants(t, s)
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		if k := tx.Bucket(bucketIdem).Stats().KeyN; k != 1 {
-			t.Errorf("%d idempotency keys left, want 1", k)
-		}
-		return nil
-	})
+	if k := s.Stats().IdempotencyKeys; k != 1 {
+		t.Errorf("%d idempotency keys left, want 1", k)
+	}
 }
 
 // TestCountersStayExact runs a random mix of every mutation and checks the
@@ -1001,18 +1019,54 @@ func TestCorruptValuesAreErrors(t *testing.T) {
 		wantCorrupt(t, "Ack", err)
 		wantCorrupt(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID))
 	})
-	t.Run("Idempotency", func(t *testing.T) {
-		s := openTest(t, "", Options{})
-		m := mkMailbox(t, s)
-		id := mid()
-		mustPut(t, s, m, id, []byte("x"), Quota{}, t0)
-		corrupt(t, s, bucketIdem, idemKey(m.ReceiveID, id), encodeIdem(0, 0))
-		_, err := s.Put(ctx, m.SendID, id, []byte("x"), Quota{}, t0, nil)
-		wantCorrupt(t, "Put retry", err)
-		_, err = s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{id})
-		wantCorrupt(t, "Ack", err)
-		// Other messages of the mailbox are unaffected.
-		mustPut(t, s, m, mid(), []byte("y"), Quota{}, t0)
+	t.Run("Arrival", func(t *testing.T) {
+		// The arrivals are read whole at Open (into the idempotency
+		// index): a corrupt one refuses the file rather than forget a
+		// key and store a retried message twice.
+		path := filepath.Join(t.TempDir(), "qpc.db")
+		for _, bad := range []struct{ key, value []byte }{
+			{arrival{rid: rid(t), seq: 1, id: mid()}.key(), []byte{1, 2}},
+			{arrival{rid: rid(t), seq: 0, id: mid()}.key(), make([]byte, MessageIDSize)},
+			{[]byte{0}, make([]byte, MessageIDSize)},
+		} {
+			s, err := Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := mkMailbox(t, s)
+			mustPut(t, s, m, mid(), []byte("x"), Quota{}, t0)
+			corrupt(t, s, bucketArrivals, bad.key, bad.value)
+			// While open, the purge that walks it refuses it too.
+			_, err = s.PurgeExpired(ctx, t0.Add(1000*time.Hour), time.Minute)
+			wantCorrupt(t, "PurgeExpired", err)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err = Open(path, Options{})
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open accepted the arrival %x -> %x", bad.key, bad.value)
+			}
+			wantCorrupt(t, "Open", err)
+			// Repair: remove it, and everything else is as it was.
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketArrivals).Delete(bad.key) }); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			s, err = Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(mustFetch(t, s, m)) != 1 {
+				t.Fatal("the good message is gone")
+			}
+			checkInvariants(t, s)
+			s.Close()
+		}
 	})
 	t.Run("SendIndex", func(t *testing.T) {
 		s := openTest(t, "", Options{})
@@ -1027,7 +1081,7 @@ func TestCorruptValuesAreErrors(t *testing.T) {
 	})
 	t.Run("ExpiryKey", func(t *testing.T) {
 		s := openTest(t, "", Options{})
-		corrupt(t, s, bucketMsgExpiry, []byte{0}, nil)
+		corrupt(t, s, bucketSpentExp, []byte{0}, nil)
 		_, err := s.PurgeExpired(ctx, t0, time.Minute)
 		wantCorrupt(t, "PurgeExpired", err)
 	})
@@ -1041,7 +1095,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(rec.encode())
 	f.Add(encodeSendRecord([MailboxIDSize]byte{1}))
 	f.Add(encodeMessage([MessageIDSize]byte{2}, 1234, []byte("env")))
-	f.Add(encodeIdem(9, 1234))
+	f.Add(append(arrival{rid: [MailboxIDSize]byte{3}, seq: 9, received: 1234, id: [MessageIDSize]byte{4}}.key(), make([]byte, MessageIDSize)...))
 	f.Add(encodeEnvelopeLimit(131035))
 	f.Add([]byte{})
 	f.Add([]byte{recordV1})
@@ -1064,8 +1118,10 @@ func FuzzDecode(f *testing.F) {
 		check("send index", err, func() []byte { return encodeSendRecord(id) })
 		msgID, received, env, err := decodeMessage(v)
 		check("message", err, func() []byte { return encodeMessage(msgID, received, env) })
-		seq, at, err := decodeIdem(v)
-		check("idempotency", err, func() []byte { return encodeIdem(seq, at) })
+		// An arrival is a key and a value: split where the key ends.
+		k, av := v[:min(len(v), arrivalKeySize)], v[min(len(v), arrivalKeySize):]
+		a, err := decodeArrival(k, av)
+		check("arrival", err, func() []byte { return append(a.key(), a.id[:]...) })
 		limit, err := decodeEnvelopeLimit(v)
 		check("envelope limit", err, func() []byte { return encodeEnvelopeLimit(int(limit)) })
 	})
@@ -1127,7 +1183,7 @@ func TestOpenRefusesEnvelopesOverLimit(t *testing.T) {
 func TestOpenEnvelopeLimitRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "qpc.db")
 	s := openTest(t, path, Options{})
-	if err := s.do(context.Background(), func(tx *bolt.Tx) error {
+	if err := s.do(context.Background(), func(tx *txn) error {
 		return tx.Bucket(bucketMeta).Put(keyEnvelopeLimit, []byte{1, 2, 3})
 	}); err != nil {
 		t.Fatal(err)
@@ -1138,4 +1194,102 @@ func TestOpenEnvelopeLimitRecord(t *testing.T) {
 	if _, err := Open(path, Options{}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Open with a 3-byte envelope limit: %v, want ErrCorrupt", err)
 	}
+}
+
+// TestUpgradeFromSchema1 opens testdata/schema1.db, a file written by the
+// schema 1 store (commit 38a4a6e): mailbox a with messages a1, a2 (acked)
+// and a3 sent an hour apart, mailbox b with b1 under the same message ID
+// as a1. The upgrade must keep every message and every idempotency key,
+// drop schema 1's derived buckets, and leave a file that works.
+func TestUpgradeFromSchema1(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("testdata", "schema1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(b byte) (x [32]byte) {
+		for i := range x {
+			x[i] = b
+		}
+		return
+	}
+	id := func(b byte) (x [MessageIDSize]byte) {
+		copy(x[:], bytes.Repeat([]byte{b}, MessageIDSize))
+		return
+	}
+	a := Mailbox{ReceiveID: fill(0xa1), SendID: fill(0xb1), OwnerKey: fill(0xc1)}
+	b := Mailbox{ReceiveID: fill(0xb1), SendID: fill(0xc1), OwnerKey: fill(0xd1)}
+	t0 := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+	var logs lockedBuffer
+	s := openTest(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if !strings.Contains(logs.String(), "schema 1 to 2") {
+		t.Errorf("upgrade not logged: %q", logs.String())
+	}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keySchema); !bytes.Equal(v, []byte{2}) {
+			t.Errorf("schema after upgrade: %v", v)
+		}
+		for _, name := range schema1Dropped {
+			if tx.Bucket(name) != nil {
+				t.Errorf("bucket %s survived the upgrade", name)
+			}
+		}
+		return nil
+	})
+	checkInvariants(t, s)
+	if k := s.Stats().IdempotencyKeys; k != 4 {
+		t.Errorf("%d idempotency keys, want 4 (a1, a2 acked, a3, b1)", k)
+	}
+	var got []string
+	for _, m := range []Mailbox{a, b} {
+		for _, msg := range mustFetch(t, s, m) {
+			got = append(got, fmt.Sprintf("%s@%d", msg.Envelope, msg.Seq))
+		}
+	}
+	if want := "a1@1 a3@3 b1@1"; strings.Join(got, " ") != want {
+		t.Fatalf("messages after upgrade: %v, want %s", got, want)
+	}
+	// Every retry, of the acked message too, is still a duplicate.
+	for _, c := range []struct {
+		m   Mailbox
+		id  byte
+		seq uint64
+	}{{a, 1, 1}, {a, 2, 2}, {a, 3, 3}, {b, 1, 1}} {
+		if r := mustPut(t, s, c.m, id(c.id), []byte("retry"), Quota{}, t0); !r.Duplicate || r.Seq != c.seq {
+			t.Errorf("retry of %x in %x: %+v", c.id, c.m.ReceiveID[0], r)
+		}
+	}
+	// New messages continue the sequence; acks and the purge work.
+	if r := mustPut(t, s, a, mid(), []byte("a4"), Quota{}, t0.Add(3*time.Hour)); r.Duplicate || r.Seq != 4 {
+		t.Fatalf("new message after upgrade: %+v", r)
+	}
+	if n, err := s.Ack(context.Background(), a.ReceiveID, [][MessageIDSize]byte{id(3)}); err != nil || n != 1 {
+		t.Fatalf("Ack after upgrade: %d, %v", n, err)
+	}
+	// What arrived at t0 (a1, b1) expires; the keys of a2, a3 and a4 stay.
+	n, err := s.PurgeExpired(context.Background(), t0.Add(90*time.Minute), time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("PurgeExpired after upgrade: %d, %v; want 2 (a1, b1)", n, err)
+	}
+	if k := s.Stats().IdempotencyKeys; k != 3 {
+		t.Errorf("%d idempotency keys after the purge, want 3 (a2, a3, a4)", k)
+	}
+	checkInvariants(t, s)
+	// And it opens again as schema 2, with nothing to upgrade.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs = lockedBuffer{}
+	s = openTest(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if strings.Contains(logs.String(), "upgraded") {
+		t.Errorf("second open upgraded again: %q", logs.String())
+	}
+	if msgs := mustFetch(t, s, a); len(msgs) != 1 || string(msgs[0].Envelope) != "a4" {
+		t.Fatalf("after reopen mailbox a holds %d messages", len(msgs))
+	}
+	checkInvariants(t, s)
 }
