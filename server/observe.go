@@ -69,9 +69,10 @@ func WatchStore(m *metrics.Metrics, st *store.Bolt) {
 		if err != nil {
 			return metrics.StoreTotals{}, err
 		}
+		stats := st.Stats()
 		return metrics.StoreTotals{
 			Mailboxes: t.Mailboxes, Messages: t.Messages, Bytes: t.Bytes,
-			WriterQueue: st.Stats().Queued,
+			WriterQueue: stats.Queued, IdempotencyKeys: stats.IdempotencyKeys,
 		}, nil
 	}, storeTotalsAge)
 }

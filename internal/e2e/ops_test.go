@@ -156,6 +156,7 @@ func TestAdminEndpoints(t *testing.T) {
 		"qpc_draining":                   0,
 		"qpc_store_messages_queued":      3,
 		"qpc_store_mailboxes":            1,
+		"qpc_store_idempotency_keys":     3,
 		"qpc_connections_open":           1,
 		"qpc_hello_versions_total":       1,
 		"qpc_kt_epoch_lag":               0,

@@ -64,7 +64,10 @@ func TestGaugesForOtherSubsystems(t *testing.T) {
 		t.Error("commit failure not counted")
 	}
 	calls := 0
-	m.WatchStore(func() (StoreTotals, error) { calls++; return StoreTotals{Messages: 7, WriterQueue: 2}, nil }, time.Hour)
+	m.WatchStore(func() (StoreTotals, error) {
+		calls++
+		return StoreTotals{Messages: 7, WriterQueue: 2, IdempotencyKeys: 9}, nil
+	}, time.Hour)
 	for range 3 {
 		fams, err := m.reg.Gather()
 		if err != nil {
@@ -76,7 +79,7 @@ func TestGaugesForOtherSubsystems(t *testing.T) {
 				got[f.GetName()] = f.Metric[0].Gauge.GetValue()
 			}
 		}
-		if got["qpc_store_messages_queued"] != 7 || got["qpc_store_write_queue_depth"] != 2 {
+		if got["qpc_store_messages_queued"] != 7 || got["qpc_store_write_queue_depth"] != 2 || got["qpc_store_idempotency_keys"] != 9 {
 			t.Fatalf("store gauges: %v", got)
 		}
 	}

@@ -13,6 +13,10 @@ type StoreTotals struct {
 	Messages    uint64 // messages waiting to be fetched and acked, all mailboxes
 	Bytes       uint64 // their envelope bytes
 	WriterQueue int    // write operations waiting for the group-commit writer
+	// IdempotencyKeys is the size of the store's in-memory idempotency
+	// index: one key per message accepted within the TTL, about 50 bytes
+	// of RAM each (docs/storage.md).
+	IdempotencyKeys int
 }
 
 // WatchStore registers the queue-depth gauges, read from fn at scrape
@@ -38,6 +42,7 @@ var (
 	descMessages  = prometheus.NewDesc("qpc_store_messages_queued", "Messages held for their recipients, all mailboxes together.", nil, nil)
 	descBytes     = prometheus.NewDesc("qpc_store_bytes_queued", "Envelope bytes held for their recipients, all mailboxes together.", nil, nil)
 	descWriterQ   = prometheus.NewDesc("qpc_store_write_queue_depth", "Write operations waiting for the group-commit writer.", nil, nil)
+	descIdemKeys  = prometheus.NewDesc("qpc_store_idempotency_keys", "Message IDs held in the in-memory idempotency index (one per message accepted within the TTL).", nil, nil)
 	descScrapeErr = prometheus.NewDesc("qpc_store_totals_errors_total", "Failed reads of the store totals.", nil, nil)
 )
 
@@ -52,7 +57,7 @@ type totalsCollector struct {
 }
 
 func (c *totalsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMailboxes, descMessages, descBytes, descWriterQ, descScrapeErr} {
+	for _, d := range []*prometheus.Desc{descMailboxes, descMessages, descBytes, descWriterQ, descIdemKeys, descScrapeErr} {
 		ch <- d
 	}
 }
@@ -75,5 +80,6 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMessages, prometheus.GaugeValue, float64(t.Messages))
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(t.Bytes))
 	ch <- prometheus.MustNewConstMetric(descWriterQ, prometheus.GaugeValue, float64(t.WriterQueue))
+	ch <- prometheus.MustNewConstMetric(descIdemKeys, prometheus.GaugeValue, float64(t.IdempotencyKeys))
 	ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.CounterValue, float64(errs))
 }

@@ -7,8 +7,10 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -141,4 +143,86 @@ func BenchmarkDiskPages(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkLoadIdem measures what the in-memory idempotency index costs at
+// Open: a file holding 200,000 arrivals in 1,000 mailboxes, read by
+// "scan" (a cursor over the arrivals decoding each, the baseline: what
+// any start must pay to look at them) and "load" (the same, building the
+// index). It reports the time per key of each and, for "load", the heap
+// the index keeps per key. docs/storage.md quotes both.
+func BenchmarkLoadIdem(b *testing.B) {
+	const boxes, perBox = 1000, 200
+	path := filepath.Join(b.TempDir(), "idem.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	for i := range boxes {
+		var m Mailbox
+		binary.BigEndian.PutUint64(m.ReceiveID[:], uint64(i))
+		binary.BigEndian.PutUint64(m.SendID[:], uint64(i)|1<<63)
+		if err := s.CreateMailbox(context.Background(), m, nil); err != nil {
+			b.Fatal(err)
+		}
+		if err := s.update(func(tx *txn) error {
+			for j := range perBox {
+				var id [MessageIDSize]byte
+				binary.BigEndian.PutUint64(id[:], rng.Uint64())
+				binary.BigEndian.PutUint64(id[8:], rng.Uint64())
+				var res PutResult
+				if err := s.putOp(m.SendID, id, []byte("e"), Quota{}, t0.Add(time.Duration(j)*time.Second), nil, &res)(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	const keys = boxes * perBox
+	b.Run("scan", func(b *testing.B) {
+		for b.Loop() {
+			n := 0
+			if err := db.View(func(tx *bolt.Tx) error {
+				return tx.Bucket(bucketArrivals).ForEach(func(k, v []byte) error {
+					_, err := decodeArrival(k, v)
+					n++
+					return err
+				})
+			}); err != nil || n != keys {
+				b.Fatalf("scan: %d arrivals, %v", n, err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*keys), "ns/key")
+	})
+	b.Run("load", func(b *testing.B) {
+		var heap float64
+		for b.Loop() {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			idem := newIdemIndex()
+			if err := db.View(func(tx *bolt.Tx) error { return loadIdem(tx, idem) }); err != nil || idem.keys != keys {
+				b.Fatalf("load: %d keys, %v", idem.keys, err)
+			}
+			b.StopTimer()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			heap = float64(after.HeapAlloc) - float64(before.HeapAlloc)
+			runtime.KeepAlive(idem)
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*keys), "ns/key")
+		b.ReportMetric(heap/keys, "heapB/key")
+	})
 }
