@@ -308,11 +308,7 @@ func (c *Client) checkOwnBinding(ctx context.Context) error {
 	c.op.Lock()
 	defer c.op.Unlock()
 	p := c.prof
-	conn, err := c.conn(ctx, connKT)
-	if err != nil {
-		return fmt.Errorf("checking your key-transparency record: %w", err)
-	}
-	res, b, err := conn.KTLookup(ctx, c.v, p.Handle)
+	res, b, err := c.lookupLabel(ctx, p.Handle)
 	if err != nil {
 		return fmt.Errorf("checking your key-transparency record: %w", err)
 	}

@@ -100,11 +100,7 @@ func (c *Client) AddContactString(ctx context.Context, s string) (*Contact, erro
 	if handle == c.prof.Handle {
 		return nil, fmt.Errorf("that is you")
 	}
-	conn, err := c.conn(ctx, connKT)
-	if err != nil {
-		return nil, err
-	}
-	res, b, err := conn.KTLookup(ctx, c.v, handle)
+	res, b, err := c.lookupLabel(ctx, handle)
 	if err != nil {
 		return nil, err
 	}

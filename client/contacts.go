@@ -126,18 +126,14 @@ func (c *Client) contact(handle string) (*Contact, error) {
 	return ct, err
 }
 
-// lookup fetches handle's binding from key transparency (on the KT
-// connection), verifies it and stores the contact; added marks a contact
+// lookup fetches handle's binding from key transparency (on a connection
+// of its own, see lookupLabel), verifies it and stores the contact; added marks a contact
 // the user asked for. A changed identity key raises an alarm.
 func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contact, error) {
 	if err := content.ValidHandle(handle); err != nil {
 		return nil, fmt.Errorf("%q is not a valid handle", handle)
 	}
-	conn, err := c.conn(ctx, connKT)
-	if err != nil {
-		return nil, err
-	}
-	res, b, err := conn.KTLookup(ctx, c.v, handle)
+	res, b, err := c.lookupLabel(ctx, handle)
 	if err != nil {
 		if errors.Is(err, kt.ErrInconsistent) {
 			c.raise(Alarm{Kind: AlarmKT, Detail: "the server's key-transparency log is inconsistent with the one it showed before: " + err.Error()})

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicprochat/qpc/client/state"
@@ -31,9 +32,11 @@ import (
 //
 // Connections are separated by what they reveal: one for the account
 // (login, tokens, KT publishing), one per conversation for its mailbox and
-// the sends to its members, one per first contact, and one for KT lookups.
-// Over Tor each gets a circuit of its own, so the server cannot link a
-// user's conversations to each other or to the account.
+// the sends to its members, one per first contact, one for key-transparency
+// checkpoints, and a fresh one for every key-transparency lookup (closed
+// after it). Over Tor each gets a circuit of its own, so the server cannot
+// link a user's conversations to each other or to the account, nor the
+// handles a user looks up to each other (a group's members).
 
 // Errors of the messenger. Each says what to do.
 var (
@@ -179,6 +182,7 @@ type Client struct {
 
 	mu          sync.Mutex // guards conns, closing, policy and maxEnvelope
 	conns       map[string]*Conn
+	lookups     atomic.Uint64 // names the one-shot lookup connections (for Tap)
 	closing     bool
 	policy      padding.Policy // the server's, from the first hello
 	maxEnvelope int
@@ -283,6 +287,9 @@ const (
 	connAccount = "account"
 	connKT      = "kt"
 	connIntro   = "intro"
+	// connKTLookup prefixes the one-shot connections of KT lookups:
+	// "kt-lookup:1", "kt-lookup:2", ... (see lookupLabel).
+	connKTLookup = "kt-lookup"
 )
 
 func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
@@ -291,26 +298,12 @@ func connForFirst(h string) string { return "first:" + h }
 // conn returns the connection for a role, dialling it the first time.
 func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if conn := c.conns[key]; conn != nil {
+	if conn := c.conns[key]; conn != nil && !c.closing {
 		c.mu.Unlock()
 		return conn, nil
 	}
-	addr := c.prof.Server
 	c.mu.Unlock()
-	opts := c.opts.Dial
-	if tap := c.opts.Tap; tap != nil {
-		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
-	}
-	if opts.Tor != nil {
-		t := *opts.Tor
-		t.Isolation = "" // a random circuit per connection
-		opts.Tor = &t
-	}
-	conn, err := Dial(ctx, addr, opts)
+	conn, err := c.dial(ctx, key)
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +318,44 @@ func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 		c.policy, c.maxEnvelope = conn.Policy(), int(conn.Limits().MaxEnvelope)
 	}
 	return conn, nil
+}
+
+// dial opens a new connection for a role; conn caches it, one-shot users
+// close it themselves.
+func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	addr := c.prof.Server
+	c.mu.Unlock()
+	opts := c.opts.Dial
+	if tap := c.opts.Tap; tap != nil {
+		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
+	}
+	if opts.Tor != nil {
+		t := *opts.Tor
+		t.Isolation = "" // a random circuit per connection
+		opts.Tor = &t
+	}
+	return Dial(ctx, addr, opts)
+}
+
+// lookupLabel looks label up in key transparency on a connection of its
+// own, closed afterwards (and over Tor on a circuit of its own). The
+// server learns each label looked up, since it computes the VRF; lookups
+// sharing a connection would also tell it that one client wants all of
+// them, such as a group's members when the user joins
+// (docs/key-transparency.md §5). The price is a handshake per lookup;
+// ensureContact spares repeated lookups within the hour.
+func (c *Client) lookupLabel(ctx context.Context, label string) (*kt.LookupResult, *kt.Binding, error) {
+	conn, err := c.dial(ctx, fmt.Sprintf("%s:%d", connKTLookup, c.lookups.Add(1)))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	return conn.KTLookup(ctx, c.v, label)
 }
 
 // profile is the device's identity and account, one encrypted record.

@@ -63,7 +63,10 @@ func (l *roleLog) requests(t *testing.T, policy padding.Policy) map[string][]wir
 // server could learn: nothing it stores or logs puts a handle, an identity
 // key or an account next to a mailbox ID, and no request on the
 // send/fetch path carried a session — the account connection carries
-// account business only, every other connection none of it.
+// account business only, every other connection none of it. Every
+// key-transparency lookup had a connection to itself, so the server
+// cannot tell that the handles a user looked up (a group's members) were
+// wanted by one client.
 func TestMessengerPrivacy(t *testing.T) {
 	ms := startMessengerServer(t)
 	ctx := ctxT(t)
@@ -130,8 +133,31 @@ func TestMessengerPrivacy(t *testing.T) {
 	// send/fetch path never carried account business.
 	policy := dial(t, ms.testServer, client.Options{}).Policy()
 	mailboxIDs := map[wire.ID]bool{}
+	lookupConns := 0
 	for h, l := range logs {
 		for role, reqs := range l.requests(t, policy) {
+			var lookups, others int
+			for _, m := range reqs {
+				switch m := m.(type) {
+				case *wire.KTLookup:
+					if strings.HasPrefix(m.Label, "qpc:token-key:") {
+						// The token key's label is the same for every
+						// client: checked on the account connection.
+						others++
+						continue
+					}
+					lookups++
+				case *wire.ClientHello:
+				default:
+					others++
+				}
+			}
+			if lookups > 0 && (lookups != 1 || others != 0 || !strings.HasPrefix(role, "kt-lookup:")) {
+				t.Errorf("%s: the %s connection carried %d KT lookups and %d other requests; a lookup must be alone on its connection", h, role, lookups, others)
+			}
+			if lookups == 1 {
+				lookupConns++
+			}
 			for _, m := range reqs {
 				switch m := m.(type) {
 				case *wire.AccountRequest, *wire.IssueTokens, *wire.KTPublish, *wire.KTHistory:
@@ -153,6 +179,11 @@ func TestMessengerPrivacy(t *testing.T) {
 				}
 			}
 		}
+	}
+	// At least: alice looked up bob and carol to create the group, and
+	// each user the contact added below.
+	if lookupConns < 5 {
+		t.Errorf("only %d lookup connections seen", lookupConns)
 	}
 	if len(mailboxIDs) < 6 {
 		t.Fatalf("only %d mailbox IDs seen; the scenario did not run", len(mailboxIDs))
