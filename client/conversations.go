@@ -475,25 +475,37 @@ func (c *Client) Leave(ctx context.Context, group string) error {
 // message that could not be delivered yet stays queued (Pending) and goes
 // out with the next operation.
 func (c *Client) Send(ctx context.Context, target, text string) error {
+	_, err := c.SendText(ctx, target, text)
+	return err
+}
+
+// SendText is Send that also returns the message's hex content ID: the ID
+// that History (Event.ID) and receipts (Event.IDs of an EventReceipt) name
+// it by, so that a front end can show what receipts say of it. The ID is
+// set whenever the message was recorded, even if err is not nil (then err
+// is about its delivery and usually wraps ErrQueued); it is "" when nothing
+// was recorded.
+func (c *Client) SendText(ctx context.Context, target, text string) (id string, err error) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	if text == "" || len(text) > content.MaxText {
-		return fmt.Errorf("a message is 1-%d bytes", content.MaxText)
+		return "", fmt.Errorf("a message is 1-%d bytes", content.MaxText)
 	}
 	r, err := c.findConv(target)
 	if errors.Is(err, ErrNoSuchConv) && !strings.HasPrefix(target, "#") {
 		r, err = c.startConv(ctx, content.ConvDirect, "", []string{target})
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !r.Active || r.Left {
-		return ErrInactive
+		return "", ErrInactive
 	}
-	if err := c.sendContent(ctx, r, &content.Message{Kind: content.KindText, Text: text}); err != nil {
-		return err
+	m := &content.Message{Kind: content.KindText, Text: text}
+	if err := c.sendContent(ctx, r, m); err != nil {
+		return "", err
 	}
-	return c.flush(ctx)
+	return hex.EncodeToString(m.ID[:]), c.flush(ctx)
 }
 
 // sendContent encrypts m once in r's group and queues it for every other
