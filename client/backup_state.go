@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/quicprochat/qpc/client/backup"
@@ -28,7 +29,8 @@ import (
 // published KeyPackage with its private keys, the intro mailbox, the
 // device ID), the contacts, the conversations with their MLS group state
 // and conversation mailboxes, the outbox, the alarms, the set of message
-// IDs already processed, and, when asked for, the history. What it does
+// IDs already processed, the receipt settings and schedule, and, when
+// asked for, the history with the read marks that point into it. What it does
 // not hold: the token wallet (tokens are bearer credentials bound to the
 // account session) and the account session itself, so a restored client
 // needs `qpc login` before it can send.
@@ -71,7 +73,7 @@ type backupEntry struct {
 // The buckets a backup carries. The wallet (in meta) and the
 // outbox-tokens bucket (tokens assigned to outbox entries) stay behind.
 var (
-	backupKeyed     = []string{bucketContacts, bucketConvs, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks}
+	backupKeyed     = []string{bucketContacts, bucketConvs, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks, bucketReadMarks}
 	backupSequenced = []string{bucketOutbox, bucketAlarms, bucketHistory, bucketReceipts}
 )
 
@@ -107,6 +109,9 @@ func (c *Client) ExportBackup(w io.Writer, passphrase []byte, withHistory bool) 
 		}
 		doc.Profile = p
 		for _, b := range backupKeyed {
+			if b == bucketReadMarks && !withHistory {
+				continue // they point into the history; restoreReadMarks starts afresh
+			}
 			err := tx.ForEach(b, func(k, v []byte) error {
 				doc.Keyed[b] = append(doc.Keyed[b], backupEntry{Key: k, Value: v})
 				return nil
@@ -244,6 +249,7 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 	}
 	p := doc.Profile
 	p.Session = nil
+	var hist renumbering
 	err = st.Update(func(tx *state.Tx) error {
 		for _, b := range backupKeyed {
 			for _, e := range doc.Keyed[b] {
@@ -263,20 +269,21 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 				}
 				return 0
 			})
-			cursor := uint64(0)
 			for _, e := range entries {
 				seq, err := tx.Append(b, e.Value)
 				if err != nil {
 					return err
 				}
-				// The history is renumbered from 1: move Recv's cursor along.
-				if b == bucketHistory && e.Seq <= p.RecvCursor {
-					cursor = seq
+				if b == bucketHistory {
+					hist = append(hist, renumbered{e.Seq, seq})
 				}
 			}
-			if b == bucketHistory {
-				p.RecvCursor = cursor
-			}
+		}
+		// The history is renumbered from 1: move Recv's cursor and the
+		// read marks along.
+		p.RecvCursor = hist.renumber(p.RecvCursor)
+		if err := restoreReadMarks(tx, hist); err != nil {
+			return err
 		}
 		raw, err := json.Marshal(p)
 		if err != nil {
@@ -300,6 +307,56 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 	}
 	c.v = v
 	return c, nil
+}
+
+// renumbered is a history entry's sequence number in the backup and in the
+// restored state.
+type renumbered struct{ old, new uint64 }
+
+// renumbering lists the restored history entries in order.
+type renumbering []renumbered
+
+// renumber maps a position in the backup's history (the last entry read,
+// say) to the restored one: the new number of the last restored entry at
+// or before old, or 0 if there is none.
+func (h renumbering) renumber(old uint64) uint64 {
+	i := sort.Search(len(h), func(i int) bool { return h[i].old > old })
+	if i == 0 {
+		return 0
+	}
+	return h[i-1].new
+}
+
+// restoreReadMarks renumbers the restored read marks (bucketReadMarks) as
+// the history was. A backup without them (made without the history, or
+// before they existed) counts the whole restored history as read: the
+// baseline is its end.
+func restoreReadMarks(tx *state.Tx, hist renumbering) error {
+	marks := map[string]readMark{}
+	err := tx.ForEach(bucketReadMarks, func(k, v []byte) error {
+		var m readMark
+		if err := jsonUnmarshal(v, &m); err != nil {
+			return err
+		}
+		marks[string(k)] = readMark{History: hist.renumber(m.History)}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, ok := marks[string(readBaselineKey)]; !ok {
+		var end uint64
+		if len(hist) > 0 {
+			end = hist[len(hist)-1].new
+		}
+		marks[string(readBaselineKey)] = readMark{History: end}
+	}
+	for k, m := range marks {
+		if err := putJSON(tx, bucketReadMarks, []byte(k), m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkOwnBinding looks the user's own handle up in key transparency and

@@ -57,6 +57,8 @@ func backupFixture(t *testing.T) *Client {
 		must(tx.Put(bucketUnread, []byte{1, 2}, []byte(`[]`)))
 		must(tx.Put(bucketDelivery, []byte("content-id"), []byte(`"read"`)))
 		must(tx.Put(bucketChunks, []byte("chunk-set"), []byte(`{}`)))
+		must(tx.Put(bucketReadMarks, []byte{1, 2}, []byte(`{"History":3}`)))
+		must(tx.Put(bucketReadMarks, readBaselineKey, []byte(`{"History":1}`)))
 		_, err := tx.Append(bucketReceipts, []byte("r1"))
 		must(err)
 		must(tx.Put(bucketOutboxTokens, seqKey(1), []byte("token")))
@@ -143,6 +145,13 @@ func TestBackupRoundTrip(t *testing.T) {
 		for _, b := range append(backupKeyed, bucketOutbox, bucketAlarms, bucketReceipts) {
 			if len(orig[b]) == 0 {
 				t.Fatalf("the fixture has nothing in %s", b)
+			}
+			if b == bucketReadMarks && !withHistory {
+				// Without the history they start afresh: all of it (none) is read.
+				if want := []string{`baseline={"History":0}`}; !equalStrings(got[b], want) {
+					t.Errorf("%s without the history: %q, want %q", b, got[b], want)
+				}
+				continue
 			}
 			if !equalStrings(got[b], orig[b]) {
 				t.Errorf("%s: %q, want %q", b, got[b], orig[b])

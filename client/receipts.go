@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
@@ -198,10 +200,14 @@ func (c *Client) onText(tx *state.Tx, r *convRecord, sender string, id [content.
 	}
 }
 
-// MarkRead records that the user read the conversation with target (a
-// contact's handle; groups send no receipts): if read receipts to the
-// contact are on, one read receipt for every text not yet acknowledged is
-// scheduled, after the same random delay as delivery receipts.
+// MarkRead records that the user has read the conversation with target (a
+// contact's handle, a group's name, or a conversation's hex ID) up to now.
+// Its local read mark moves to the end of the history, so that Unread
+// counts none of its texts so far; and for a direct chat whose contact has
+// read receipts on, one read receipt for every text not yet acknowledged
+// is scheduled, after the same random delay as delivery receipts (groups
+// send no receipts). A direct chat is one chat per contact: when both
+// sides started one, every conversation with the contact is marked.
 func (c *Client) MarkRead(target string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -209,27 +215,185 @@ func (c *Client) MarkRead(target string) error {
 	if err != nil {
 		return err
 	}
-	if r.Kind != content.ConvDirect {
+	chats := []*convRecord{r}
+	if r.Kind == content.ConvDirect {
+		all, err := c.allConvs()
+		if err != nil {
+			return err
+		}
+		chats = slices.DeleteFunc(all, func(o *convRecord) bool { return o.Kind != content.ConvDirect || o.Peer != r.Peer })
+	}
+	now := c.opts.Now()
+	return c.store.Update(func(tx *state.Tx) error {
+		base, err := readBaseline(tx)
+		if err != nil {
+			return err
+		}
+		from := base
+		for _, o := range chats {
+			m, err := getReadMark(tx, o.ID, base)
+			if err != nil {
+				return err
+			}
+			from = min(from, m)
+		}
+		end, err := historyEnd(tx, from)
+		if err != nil {
+			return err
+		}
+		for _, o := range chats {
+			if err := putJSON(tx, bucketReadMarks, o.ID, readMark{History: end}); err != nil {
+				return err
+			}
+			if o.Kind != content.ConvDirect {
+				continue
+			}
+			if err := c.scheduleRead(tx, o, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// scheduleRead schedules one read receipt for the texts of the direct
+// chat r not yet acknowledged, if read receipts to its peer are on.
+func (c *Client) scheduleRead(tx *state.Tx, r *convRecord, now time.Time) error {
+	var unread [][content.IDSize]byte
+	err := getJSON(tx, bucketUnread, r.ID, &unread)
+	if errors.Is(err, state.ErrNoEntry) || (err == nil && len(unread) == 0) {
 		return nil
 	}
-	return c.store.Update(func(tx *state.Tx) error {
-		var unread [][content.IDSize]byte
-		err := getJSON(tx, bucketUnread, r.ID, &unread)
-		if errors.Is(err, state.ErrNoEntry) || (err == nil && len(unread) == 0) {
+	if err != nil {
+		return err
+	}
+	if err := tx.Delete(bucketUnread, r.ID); err != nil {
+		return err
+	}
+	s, err := getContactSettings(tx, r.Peer)
+	if err != nil || !s.ReadReceipts {
+		return err
+	}
+	return c.scheduleReceipt(tx, r, content.ReceiptRead, unread, now)
+}
+
+// Read marks. A conversation's read mark is the history entry (its
+// sequence number in the history bucket) up to which the user has seen it:
+// the texts from others after it are unread. MarkRead moves it; Unread
+// counts from it. Marks are local reading state: no receipt (MarkRead
+// schedules those apart, and only where they are on), never sent to the
+// server. A backup with the history carries them, renumbered as the
+// history is (restoreReadMarks).
+const bucketReadMarks = "read-marks" // keyed by conversation ID, and readBaselineKey
+
+// readBaselineKey holds the end of the history when read marks began to be
+// kept, set by the first Unread or MarkRead of a state: a conversation
+// without a mark of its own is read up to there, so that the texts stored
+// before (when nothing recorded what the user read) do not all count as
+// unread.
+var readBaselineKey = []byte("baseline")
+
+// readMark is the value of a read-mark entry.
+type readMark struct {
+	History uint64 // the sequence number of the last history entry read
+}
+
+// readBaseline returns the baseline, setting it to the end of the history
+// if it is not set yet.
+func readBaseline(tx *state.Tx) (uint64, error) {
+	var m readMark
+	err := getJSON(tx, bucketReadMarks, readBaselineKey, &m)
+	if !errors.Is(err, state.ErrNoEntry) {
+		return m.History, err
+	}
+	if m.History, err = historyEnd(tx, 0); err != nil {
+		return 0, err
+	}
+	return m.History, putJSON(tx, bucketReadMarks, readBaselineKey, m)
+}
+
+// getReadMark returns the read mark of the conversation id, or base if it
+// has none.
+func getReadMark(tx *state.Tx, id []byte, base uint64) (uint64, error) {
+	var m readMark
+	err := getJSON(tx, bucketReadMarks, id, &m)
+	if errors.Is(err, state.ErrNoEntry) {
+		return base, nil
+	}
+	return m.History, err
+}
+
+// historyEnd is the sequence number of the newest history entry, at least
+// after (where the caller knows the history reaches).
+func historyEnd(tx *state.Tx, after uint64) (uint64, error) {
+	end := after
+	err := tx.ForEachSeq(bucketHistory, after, func(seq uint64, _ []byte) error {
+		end = seq
+		return nil
+	})
+	return end, err
+}
+
+// Unread counts, per conversation (by hex ID, as Conversation.ID), the
+// texts from others recorded after the conversation's read mark; the
+// conversations with none are left out. The first call on a state without
+// read marks sets their baseline (readBaselineKey), and counts nothing.
+func (c *Client) Unread() (map[string]int, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	out := map[string]int{}
+	fresh := false
+	err := c.store.View(func(tx *state.Tx) error {
+		var base readMark
+		err := getJSON(tx, bucketReadMarks, readBaselineKey, &base)
+		if errors.Is(err, state.ErrNoEntry) {
+			fresh = true
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if err := tx.Delete(bucketUnread, r.ID); err != nil {
+		marks := map[string]uint64{}
+		from := base.History
+		err = tx.ForEach(bucketReadMarks, func(k, v []byte) error {
+			var m readMark
+			if err := jsonUnmarshal(v, &m); err != nil {
+				return err
+			}
+			if !bytes.Equal(k, readBaselineKey) {
+				marks[string(k)] = m.History
+				from = min(from, m.History)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		s, err := getContactSettings(tx, r.Peer)
-		if err != nil || !s.ReadReceipts {
-			return err
-		}
-		return c.scheduleReceipt(tx, r, content.ReceiptRead, unread, c.opts.Now())
+		return tx.ForEachSeq(bucketHistory, from, func(seq uint64, v []byte) error {
+			var h historyEntry
+			if err := jsonUnmarshal(v, &h); err != nil {
+				return err
+			}
+			mark, ok := marks[string(h.Conv)]
+			if !ok {
+				mark = base.History
+			}
+			if seq > mark && h.Event.Kind == EventMessage && h.Event.From != c.prof.Handle {
+				out[hex.EncodeToString(h.Conv)]++
+			}
+			return nil
+		})
 	})
+	if err == nil && fresh {
+		err = c.store.Update(func(tx *state.Tx) error {
+			_, err := readBaseline(tx)
+			return err
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("counting unread messages: %w", err)
+	}
+	return out, nil
 }
 
 // nextReceipt is the due time of the earliest scheduled receipt.
