@@ -18,9 +18,18 @@ import (
 // Messenger is what the screen needs of a *client.Client.
 type Messenger interface {
 	Handle() string
-	Send(ctx context.Context, target, text string) error
+	// SendText sends text and returns its hex content ID, which receipts
+	// name it by.
+	SendText(ctx context.Context, target, text string) (id string, err error)
 	Conversations(ctx context.Context) ([]client.Conversation, error)
 	History(target string, limit int) ([]client.Event, error)
+	// Unread counts the texts from others after each conversation's read
+	// mark, by conversation ID.
+	Unread() (map[string]int, error)
+	// MarkRead records that the user has seen the conversation (target:
+	// a hex conversation ID, a handle or #group) up to now: it moves the
+	// read mark, and schedules read receipts where they are on.
+	MarkRead(target string) error
 	Alarms() ([]client.Alarm, error)
 	QueuedSince() (map[string]time.Time, error)
 }
@@ -32,6 +41,7 @@ type (
 		M      Messenger
 		Convs  []client.Conversation
 		Events []client.Event // the stored history, oldest first
+		Unread map[string]int // texts after the read marks, by conversation ID
 		Alarms []client.Alarm
 		Queued map[string]time.Time
 		Err    error // loading failed: the screen shows it and quits
@@ -48,8 +58,13 @@ type (
 type (
 	sentMsg struct {
 		id  int
+		cid string // the content ID, if the message was recorded
 		err error
 		at  time.Time
+	}
+	markedMsg struct {
+		c   *conv
+		err error
 	}
 	deliveryMsg struct {
 		queued map[string]time.Time
@@ -64,13 +79,16 @@ type (
 const HistoryLimit = 500
 
 // Load reads what the screen shows at start from m: conversations,
-// history, alarms and the outbox's delivery state.
+// history, unread counts, alarms and the outbox's delivery state.
 func Load(ctx context.Context, m Messenger) Opened {
 	o := Opened{M: m}
 	if o.Convs, o.Err = m.Conversations(ctx); o.Err != nil {
 		return o
 	}
 	if o.Events, o.Err = m.History("", HistoryLimit); o.Err != nil {
+		return o
+	}
+	if o.Unread, o.Err = m.Unread(); o.Err != nil {
 		return o
 	}
 	if o.Alarms, o.Err = m.Alarms(); o.Err != nil {
@@ -95,12 +113,19 @@ type Options struct {
 	Status string
 }
 
+// delivery is the mark of an own message: the outbox's view (sending,
+// queued, sent, failed), then what the contact's receipts said (delivered,
+// read). Receipts exist only in direct chats (client/receipts.go: a group
+// receipt would tell every member when one read), so in groups an own
+// message stays at sent.
 type delivery int
 
 const (
 	stSending delivery = iota
 	stQueued
 	stSent
+	stDelivered
+	stRead
 	stFailed
 )
 
@@ -112,6 +137,7 @@ type line struct {
 	own   bool
 	state delivery
 	id    int    // local ID of a message sent from this screen
+	cid   string // hex content ID of an own message; "" until known
 	fail  string // why it failed
 }
 
@@ -120,8 +146,30 @@ type conv struct {
 	id     string // hex conversation ID; "" until known
 	group  bool
 	lines  []line
-	unread int
+	unread int       // texts from others not seen yet
 	queued time.Time // oldest outbox entry of the conversation; zero: none
+	// marking: a MarkRead of this conversation is running; remark: texts
+	// arrived meanwhile, so another follows it.
+	marking, remark bool
+}
+
+// target names c for the client: by conversation ID once known (that also
+// reaches a group we were removed from), else by name.
+func (c *conv) target() string {
+	switch {
+	case c.id != "":
+		return c.id
+	case c.group:
+		return "#" + c.name
+	}
+	return c.name
+}
+
+func (c *conv) display() string {
+	if c.group {
+		return "#" + c.name
+	}
+	return c.name
 }
 
 // Model is the chat screen.
@@ -140,6 +188,9 @@ type Model struct {
 	nextID int
 	err    error
 	ticked bool
+	// acks holds receipts for content IDs no line had when they came (a
+	// receipt may overtake the answer of our own send).
+	acks map[string]delivery
 }
 
 // New returns the screen before the local state is open.
@@ -187,24 +238,25 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.err = msg.Err
 			return m, tea.Quit
 		}
-		m.open(msg)
+		mark := m.open(msg)
 		if m.ticked {
-			return m, nil
+			return m, mark
 		}
 		m.ticked = true
-		return m, m.refresh(true)
+		return m, tea.Batch(mark, m.refresh(true))
 	case Status:
 		m.status = string(msg)
 		return m, nil
 	case EventMsg:
-		m.event(client.Event(msg))
-		return m, nil
+		return m, m.event(client.Event(msg))
 	case Fatal:
 		m.err = msg.Err
 		return m, tea.Quit
 	case sentMsg:
 		m.sent(msg)
 		return m, m.refresh(false)
+	case markedMsg:
+		return m, m.marked(msg)
 	case deliveryMsg:
 		m.delivered(msg)
 		if msg.loop {
@@ -224,11 +276,9 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	case "ctrl+c", "esc":
 		return m, tea.Quit
 	case "tab", "ctrl+n":
-		m.move(1)
-		return m, nil
+		return m, m.move(1)
 	case "shift+tab", "ctrl+p":
-		m.move(-1)
-		return m, nil
+		return m, m.move(-1)
 	case "enter":
 		return m, m.enter()
 	}
@@ -237,12 +287,51 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 	return m, cmd
 }
 
-func (m *Model) move(d int) {
+func (m *Model) move(d int) tea.Cmd {
 	if len(m.convs) == 0 {
-		return
+		return nil
 	}
 	m.sel = (m.sel + d + len(m.convs)) % len(m.convs)
-	m.convs[m.sel].unread = 0
+	return m.seen(m.convs[m.sel])
+}
+
+// seen is called when c comes on screen: its unread texts are read now.
+func (m *Model) seen(c *conv) tea.Cmd {
+	if c == nil || c.unread == 0 {
+		return nil
+	}
+	c.unread = 0
+	return m.markRead(c)
+}
+
+// markRead tells the client that the user has seen c up to now (its read
+// mark, and read receipts where they are on). One call per conversation
+// runs at a time; texts that arrive meanwhile are covered by one more
+// call after it.
+func (m *Model) markRead(c *conv) tea.Cmd {
+	if m.m == nil {
+		return nil
+	}
+	if c.marking {
+		c.remark = true
+		return nil
+	}
+	c.marking = true
+	messenger, target := m.m, c.target()
+	return func() tea.Msg { return markedMsg{c: c, err: messenger.MarkRead(target)} }
+}
+
+func (m *Model) marked(k markedMsg) tea.Cmd {
+	c := k.c
+	c.marking = false
+	if k.err != nil {
+		m.note = "could not mark " + c.display() + " read: " + m.opts.Explain(k.err)
+	}
+	if c.remark {
+		c.remark = false
+		return m.markRead(c)
+	}
+	return nil
 }
 
 func (m *Model) selected() *conv {
@@ -260,8 +349,7 @@ func (m *Model) enter() tea.Cmd {
 	}
 	if strings.HasPrefix(text, "/") {
 		m.input.SetValue("")
-		m.command(text)
-		return nil
+		return m.command(text)
 	}
 	if m.m == nil {
 		m.note = "not ready yet: the local state is still opening"
@@ -281,25 +369,24 @@ func (m *Model) enter() tea.Cmd {
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		err := messenger.Send(ctx, target, text)
-		return sentMsg{id: id, err: err, at: now()}
+		cid, err := messenger.SendText(ctx, target, text)
+		return sentMsg{id: id, cid: cid, err: err, at: now()}
 	}
 }
 
-func (m *Model) command(text string) {
+func (m *Model) command(text string) tea.Cmd {
 	fields := strings.Fields(text)
 	switch fields[0] {
 	case "/to":
 		if len(fields) != 2 {
 			m.note = "usage: /to <handle|group>"
-			return
+			return nil
 		}
 		name := strings.TrimPrefix(fields[1], "#")
 		if i := m.find(name); i >= 0 {
 			m.sel = i
-			m.convs[i].unread = 0
 			m.note = ""
-			return
+			return m.seen(m.convs[i])
 		}
 		m.convs = append(m.convs, &conv{name: name})
 		m.sel = len(m.convs) - 1
@@ -309,6 +396,7 @@ func (m *Model) command(text string) {
 	default:
 		m.note = fmt.Sprintf("unknown command %s (/to <handle|group>)", fields[0])
 	}
+	return nil
 }
 
 func (m *Model) find(name string) int {
@@ -320,17 +408,22 @@ func (m *Model) find(name string) int {
 	return -1
 }
 
-// conv returns the conversation of e, added at the end if new.
-func (m *Model) conv(name, id string, group bool) *conv {
-	i := m.find(name)
-	if i < 0 && id != "" {
-		for j, c := range m.convs {
-			if c.id == id {
-				i = j
-				break
-			}
+// lookup finds a conversation by name, else by ID; -1 if none.
+func (m *Model) lookup(name, id string) int {
+	if i := m.find(name); i >= 0 || id == "" {
+		return i
+	}
+	for i, c := range m.convs {
+		if c.id == id {
+			return i
 		}
 	}
+	return -1
+}
+
+// conv returns the conversation of e, added at the end if new.
+func (m *Model) conv(name, id string, group bool) *conv {
+	i := m.lookup(name, id)
 	if i < 0 {
 		m.convs = append(m.convs, &conv{name: name})
 		i = len(m.convs) - 1
@@ -343,11 +436,14 @@ func (m *Model) conv(name, id string, group bool) *conv {
 	return c
 }
 
-func (m *Model) open(o Opened) {
+// open shows what Load read. The conversation selected at start is on
+// screen, so its unread texts are read (the command says so to the client).
+func (m *Model) open(o Opened) tea.Cmd {
 	m.m = o.M
 	m.me = o.M.Handle()
 	for _, cv := range o.Convs {
-		m.conv(cv.Name, cv.ID, cv.Group)
+		c := m.conv(cv.Name, cv.ID, cv.Group)
+		c.unread += o.Unread[cv.ID] // both of a chat both sides started add up
 	}
 	for _, e := range o.Events {
 		c := m.conv(e.Conv, e.ConvID, e.Group)
@@ -360,6 +456,7 @@ func (m *Model) open(o Opened) {
 	if m.status == m.opts.Status {
 		m.status = "opened"
 	}
+	return m.seen(m.selected())
 }
 
 func (m *Model) lineOf(e client.Event) line {
@@ -368,7 +465,13 @@ func (m *Model) lineOf(e client.Event) line {
 		l.text = fmt.Sprintf("%d message(s) from %s are missing (seq %v)", len(e.Missed), e.From, e.Missed)
 	}
 	if e.Kind == client.EventMessage && e.From == m.me && m.me != "" {
-		l.own, l.state = true, stSent
+		l.own, l.state, l.cid = true, stSent, e.ID
+		switch e.Status { // what History says the receipts said
+		case "delivered":
+			l.state = stDelivered
+		case "read":
+			l.state = stRead
+		}
 	}
 	return l
 }
@@ -377,21 +480,25 @@ func alarmText(a client.Alarm) string {
 	return fmt.Sprintf("%s  (%s)", a, a.At.Local().Format("2006-01-02 15:04"))
 }
 
-// event applies one event of Sync or Follow.
-func (m *Model) event(e client.Event) {
+// event applies one event of Sync or Follow; the command, if any, tells
+// the client that the user has seen a new text.
+func (m *Model) event(e client.Event) tea.Cmd {
 	switch e.Kind {
 	case client.EventWarning:
 		// Not an alarm (no evidence of an attack): the status line says
 		// it until something else replaces it.
 		m.status = "warning: " + e.Text
-		return
+		return nil
 	case client.EventAlarm:
 		if e.Alarm != nil {
 			m.alarms = append(m.alarms, alarmText(*e.Alarm))
 		} else {
 			m.alarms = append(m.alarms, e.Text)
 		}
-		return
+		return nil
+	case client.EventReceipt:
+		m.receipt(e)
+		return nil
 	case client.EventGap:
 		where := e.Conv
 		if e.Group {
@@ -404,19 +511,72 @@ func (m *Model) event(e client.Event) {
 	case client.EventMessage, client.EventJoined, client.EventMemberAdded, client.EventMemberRemoved,
 		client.EventRemoved, client.EventGap:
 	default:
-		return // kinds this screen does not show
+		return nil // kinds this screen does not show
 	}
 	if e.Conv == "" {
-		return
+		return nil
 	}
 	c := m.conv(e.Conv, e.ConvID, e.Group)
 	c.lines = append(c.lines, m.lineOf(e))
 	if len(m.convs) == 1 {
 		m.sel = 0
 	}
-	if e.Kind == client.EventMessage && c != m.selected() {
-		c.unread++
+	if e.Kind != client.EventMessage || e.From == m.me {
+		return nil
 	}
+	if c == m.selected() {
+		return m.markRead(c) // on screen: seen now
+	}
+	c.unread++
+	return nil
+}
+
+// receipt applies a contact's receipt to our own lines it names. Our own
+// receipts to others (From us) change nothing here, and groups have none.
+func (m *Model) receipt(e client.Event) {
+	if e.From == m.me || e.Group {
+		return
+	}
+	st := stDelivered
+	switch e.Status {
+	case "delivered":
+	case "read":
+		st = stRead
+	default:
+		return
+	}
+	i := m.lookup(e.Conv, e.ConvID)
+	if i < 0 {
+		return
+	}
+	c := m.convs[i]
+	sending := false // a line of ours waits for its content ID
+	for _, l := range c.lines {
+		sending = sending || l.own && l.cid == "" && l.state == stSending
+	}
+	for _, id := range e.IDs {
+		found := false
+		for j := range c.lines {
+			if l := &c.lines[j]; l.own && l.cid == id {
+				l.state, found = ack(l.state, st), true
+			}
+		}
+		if !found && sending {
+			if m.acks == nil {
+				m.acks = map[string]delivery{}
+			}
+			m.acks[id] = ack(m.acks[id], st)
+		}
+	}
+}
+
+// ack is the mark after a receipt saying st: never back (a delivery
+// receipt may come after the read receipt, their delays being random).
+func ack(old, st delivery) delivery {
+	if old == stRead {
+		return old
+	}
+	return st
 }
 
 func (m *Model) sent(s sentMsg) {
@@ -426,7 +586,7 @@ func (m *Model) sent(s sentMsg) {
 			if l.id != s.id || !l.own {
 				continue
 			}
-			l.at = s.at
+			l.at, l.cid = s.at, s.cid
 			switch {
 			case s.err == nil:
 				l.state = stSent
@@ -434,6 +594,10 @@ func (m *Model) sent(s sentMsg) {
 				l.state = stQueued
 			default:
 				l.state, l.fail = stFailed, m.opts.Explain(s.err)
+			}
+			if st, ok := m.acks[s.cid]; ok && s.cid != "" {
+				l.state = st
+				delete(m.acks, s.cid)
 			}
 			return
 		}
@@ -515,10 +679,16 @@ var (
 	fromStyle   = lipgloss.NewStyle().Bold(true)
 	gapStyle    = lipgloss.NewStyle().Foreground(lipgloss.Color("1"))
 	stateStyles = map[delivery]lipgloss.Style{
-		stSending: lipgloss.NewStyle().Faint(true),
-		stQueued:  lipgloss.NewStyle().Foreground(lipgloss.Color("3")),
-		stSent:    lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
-		stFailed:  lipgloss.NewStyle().Foreground(lipgloss.Color("1")),
+		stSending:   lipgloss.NewStyle().Faint(true),
+		stQueued:    lipgloss.NewStyle().Foreground(lipgloss.Color("3")),
+		stSent:      lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
+		stDelivered: lipgloss.NewStyle().Foreground(lipgloss.Color("2")),
+		stRead:      lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("2")),
+		stFailed:    lipgloss.NewStyle().Foreground(lipgloss.Color("1")),
+	}
+	markText = map[delivery]string{
+		stSending: "sending…", stQueued: "queued", stSent: "sent",
+		stDelivered: "delivered", stRead: "read", stFailed: "failed",
 	}
 )
 
@@ -639,7 +809,7 @@ func (m *Model) render(l line) string {
 	case client.EventMessage:
 		s := faint.Render(at) + " " + fromStyle.Render(l.from) + ": " + l.text
 		if l.own {
-			mark := map[delivery]string{stSending: "sending…", stQueued: "queued", stSent: "sent", stFailed: "failed"}[l.state]
+			mark := markText[l.state]
 			if l.state == stFailed {
 				mark += ": " + l.fail
 			}
