@@ -252,56 +252,70 @@ func TestReceiptDelayMeasured(t *testing.T) {
 	}()
 	// One message at a time, so that each receipt's own timing is seen
 	// (processing the next message would hold up a due receipt).
-	var delays, wire []float64
-	for i := range n {
-		mark := log.count()
-		if err := alice.Send(ctx, "bob", fmt.Sprint("n", i)); err != nil {
-			t.Fatal(err)
-		}
-		var p, q arrival
-		select {
-		case p = <-processed:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("message %d never processed", i)
-		}
-		select {
-		case q = <-queued:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("no receipt for message %d", i)
-		}
-		if q.id != p.id {
-			t.Fatalf("receipt for %s, want %s", q.id, p.id)
-		}
-		deadline := time.After(20 * time.Second)
-		for log.count() == mark {
+	measure := func(round int) (delays, wire []float64) {
+		for i := range n {
+			mark := log.count()
+			if err := alice.Send(ctx, "bob", fmt.Sprint("r", round, "n", i)); err != nil {
+				t.Fatal(err)
+			}
+			var p, q arrival
 			select {
-			case <-log.notify:
-			case <-deadline:
-				t.Fatalf("receipt for message %d never sent", i)
+			case p = <-processed:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("message %d never processed", i)
+			}
+			select {
+			case q = <-queued:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no receipt for message %d", i)
+			}
+			if q.id != p.id {
+				t.Fatalf("receipt for %s, want %s", q.id, p.id)
+			}
+			deadline := time.After(20 * time.Second)
+			for log.count() == mark {
+				select {
+				case <-log.notify:
+				case <-deadline:
+					t.Fatalf("receipt for message %d never sent", i)
+				}
+			}
+			s := log.since(mark)
+			if len(s) != 1 {
+				t.Fatalf("message %d: %d sends", i, len(s))
+			}
+			delays = append(delays, float64(q.at.Sub(p.at)))
+			wire = append(wire, float64(s[0].at.Sub(p.at)))
+			if wire[i] < delays[i] {
+				t.Fatalf("message %d: on the wire %v before it was queued %v", i, time.Duration(wire[i]), time.Duration(delays[i]))
 			}
 		}
-		s := log.since(mark)
-		if len(s) != 1 {
-			t.Fatalf("message %d: %d sends", i, len(s))
+		return delays, wire
+	}
+	// A 1 % test rejects a correct delay in one run out of a hundred; a
+	// wrong one is rejected again by a second, independent batch, chance
+	// only once in ten thousand.
+	rounds := 0
+	for rounds < 2 {
+		rounds++
+		delays, wire := measure(rounds)
+		Dw, pw := stats.KSOneSample(wire, func(x float64) float64 { return delay.CDF(time.Duration(x)) })
+		t.Logf("batch %d: processed → on the wire: mean %.1f ms, min %.2f ms (includes encrypting, token, sealing, sending); KS: D=%.4f p=%.3g", rounds, mean(wire)/1e6, slices.Min(wire)/1e6, Dw, pw)
+		D, p := stats.KSOneSample(delays, func(x float64) float64 { return delay.CDF(time.Duration(x)) })
+		t.Logf("batch %d: processed → receipt released into the outbox: n=%d mean %.1f ms (configured %v), min %.2f ms; KS against Exp(mean %v): D=%.4f p=%.3f",
+			rounds, n, mean(delays)/1e6, delay.Mean, slices.Min(delays)/1e6, delay.Mean, D, p)
+		if p > 0.01 || raceDetector {
+			break
 		}
-		delays = append(delays, float64(q.at.Sub(p.at)))
-		wire = append(wire, float64(s[0].at.Sub(p.at)))
-		if wire[i] < delays[i] {
-			t.Fatalf("message %d: on the wire %v before it was queued %v", i, time.Duration(wire[i]), time.Duration(delays[i]))
+		if rounds == 2 {
+			t.Errorf("measured receipt delays do not follow the configured distribution in two independent batches: D=%.4f p=%.3g", D, p)
 		}
 	}
 	stop()
 	if err := <-followDone; err != nil {
 		t.Fatal(err)
 	}
-	Dw, pw := stats.KSOneSample(wire, func(x float64) float64 { return delay.CDF(time.Duration(x)) })
-	t.Logf("processed → on the wire: mean %.1f ms, min %.2f ms (includes encrypting, token, sealing, sending); KS: D=%.4f p=%.3g", mean(wire)/1e6, slices.Min(wire)/1e6, Dw, pw)
-	D, p := stats.KSOneSample(delays, func(x float64) float64 { return delay.CDF(time.Duration(x)) })
-	t.Logf("processed → receipt released into the outbox: n=%d mean %.1f ms (configured %v), min %.2f ms; KS against Exp(mean %v): D=%.4f p=%.3f",
-		n, mean(delays)/1e6, delay.Mean, slices.Min(delays)/1e6, delay.Mean, D, p)
-	if p <= 0.01 && !raceDetector {
-		t.Errorf("measured receipt delays do not follow the configured distribution: D=%.4f p=%.3g", D, p)
-	}
+	n *= rounds
 	// The sender sees every message delivered.
 	got := 0
 	for _, e := range receiptEvents(t, alice) {
