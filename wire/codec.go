@@ -87,7 +87,10 @@ func newMessage(kind Kind) Message {
 	case KindTokensIssued:
 		return new(TokensIssued)
 	}
-	return newKTMessage(kind)
+	if m := newKTMessage(kind); m != nil {
+		return m
+	}
+	return newKeyPackageMessage(kind)
 }
 
 // IsRequest reports whether kind travels client to server.
@@ -97,7 +100,7 @@ func IsRequest(kind Kind) bool {
 		KindAck, KindDeleteMailbox, KindHealth, KindAccountRequest, KindTokenKeys, KindIssueTokens:
 		return true
 	}
-	return isKTRequest(kind)
+	return isKTRequest(kind) || isKeyPackageRequest(kind)
 }
 
 func kindName(k Kind) string {

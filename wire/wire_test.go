@@ -24,29 +24,33 @@ func samples() map[string]Message {
 	id := func(b byte) (x ID) { x[0], x[31] = b, b; return }
 	mid := MessageID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	return map[string]Message{
-		"client_hello":    &ClientHello{Versions: []uint16{1, 2}},
-		"server_hello":    &ServerHello{Version: 1, Policy: padding.Default, Limits: Limits{MaxEnvelope: 130000, MaxFetch: 256, MaxAckIDs: 1024, QuotaMessages: 10000, QuotaBytes: 1 << 30, TTLSeconds: 21 * 86400}},
-		"create_mailbox":  &CreateMailbox{OwnerKey: [32]byte{7}, Auth: []byte("token"), Signature: [64]byte{9}},
-		"mailbox":         &MailboxCreated{ReceiveID: id(1), SendID: id(2)},
-		"send":            &Send{SendID: id(2), MessageID: mid, Auth: nil, Envelope: bytes.Repeat([]byte{0xee}, 1500)},
-		"sent":            &Sent{MessageID: mid, Duplicate: true},
-		"fetch":           &Fetch{ReceiveID: id(1), After: 41, Limit: 100, Signature: [64]byte{3}},
-		"subscribe":       &Subscribe{ReceiveID: id(1), After: 7, Signature: [64]byte{4}},
-		"delivery":        &Delivery{Seq: 42, MessageID: mid, ReceivedAt: 1700000040, Envelope: []byte("sealed")},
-		"fetch_end":       &FetchEnd{More: true},
-		"ack":             &Ack{ReceiveID: id(1), MessageIDs: []MessageID{mid, {0xff}}, Signature: [64]byte{5}},
-		"acked":           &Acked{Deleted: 2},
-		"delete_mailbox":  &DeleteMailbox{ReceiveID: id(1), Signature: [64]byte{6}},
-		"done":            &Done{},
-		"health":          &Health{},
-		"health_status":   &HealthStatus{Status: StatusDraining},
-		"error":           &ErrorMessage{Code: CodeQuota, Detail: "mailbox full"},
-		"account_request": &AccountRequest{Op: AccountLoginStart, Body: []byte("ke1 bytes")},
-		"account_reply":   &AccountReply{Op: AccountSessionIssued, Body: bytes.Repeat([]byte{0x5a}, 40)},
-		"token_keys":      &TokenKeys{},
-		"token_key_list":  &TokenKeyList{Current: 20500, EpochSeconds: 86400, Keys: []EpochKey{{Epoch: 20499, Key: []byte{1, 2, 3}}, {Epoch: 20500, Key: []byte{4, 5}}}},
-		"issue_tokens":    &IssueTokens{Session: [32]byte{0xaa}, Request: []byte("blinded")},
-		"tokens_issued":   &TokensIssued{Response: []byte("evaluated")},
+		"client_hello":        &ClientHello{Versions: []uint16{1, 2}},
+		"server_hello":        &ServerHello{Version: 1, Policy: padding.Default, Limits: Limits{MaxEnvelope: 130000, MaxFetch: 256, MaxAckIDs: 1024, QuotaMessages: 10000, QuotaBytes: 1 << 30, TTLSeconds: 21 * 86400}},
+		"create_mailbox":      &CreateMailbox{OwnerKey: [32]byte{7}, Auth: []byte("token"), Signature: [64]byte{9}},
+		"mailbox":             &MailboxCreated{ReceiveID: id(1), SendID: id(2)},
+		"send":                &Send{SendID: id(2), MessageID: mid, Auth: nil, Envelope: bytes.Repeat([]byte{0xee}, 1500)},
+		"sent":                &Sent{MessageID: mid, Duplicate: true},
+		"fetch":               &Fetch{ReceiveID: id(1), After: 41, Limit: 100, Signature: [64]byte{3}},
+		"subscribe":           &Subscribe{ReceiveID: id(1), After: 7, Signature: [64]byte{4}},
+		"delivery":            &Delivery{Seq: 42, MessageID: mid, ReceivedAt: 1700000040, Envelope: []byte("sealed")},
+		"fetch_end":           &FetchEnd{More: true},
+		"ack":                 &Ack{ReceiveID: id(1), MessageIDs: []MessageID{mid, {0xff}}, Signature: [64]byte{5}},
+		"acked":               &Acked{Deleted: 2},
+		"delete_mailbox":      &DeleteMailbox{ReceiveID: id(1), Signature: [64]byte{6}},
+		"done":                &Done{},
+		"health":              &Health{},
+		"health_status":       &HealthStatus{Status: StatusDraining},
+		"error":               &ErrorMessage{Code: CodeQuota, Detail: "mailbox full"},
+		"account_request":     &AccountRequest{Op: AccountLoginStart, Body: []byte("ke1 bytes")},
+		"account_reply":       &AccountReply{Op: AccountSessionIssued, Body: bytes.Repeat([]byte{0x5a}, 40)},
+		"token_keys":          &TokenKeys{},
+		"token_key_list":      &TokenKeyList{Current: 20500, EpochSeconds: 86400, Keys: []EpochKey{{Epoch: 20499, Key: []byte{1, 2, 3}}, {Epoch: 20500, Key: []byte{4, 5}}}},
+		"issue_tokens":        &IssueTokens{Session: [32]byte{0xaa}, Request: []byte("blinded")},
+		"tokens_issued":       &TokensIssued{Response: []byte("evaluated")},
+		"upload_key_packages": &UploadKeyPackages{Session: [32]byte{0xbb}, KeyPackages: [][]byte{[]byte("kp one"), bytes.Repeat([]byte{0x4b}, 300)}},
+		"key_packages_stored": &KeyPackagesStored{Count: 12, Limit: 100},
+		"fetch_key_package":   &FetchKeyPackage{Handle: "bob", Auth: []byte("token")},
+		"key_package_reply":   &KeyPackageReply{KeyPackage: []byte("kp one")},
 	}
 }
 
@@ -311,20 +315,24 @@ func fuzzBody(f *testing.F, kind Kind) {
 	})
 }
 
-func FuzzClientHello(f *testing.F)    { fuzzBody(f, KindClientHello) }
-func FuzzServerHello(f *testing.F)    { fuzzBody(f, KindServerHello) }
-func FuzzCreateMailbox(f *testing.F)  { fuzzBody(f, KindCreateMailbox) }
-func FuzzSend(f *testing.F)           { fuzzBody(f, KindSend) }
-func FuzzFetch(f *testing.F)          { fuzzBody(f, KindFetch) }
-func FuzzSubscribe(f *testing.F)      { fuzzBody(f, KindSubscribe) }
-func FuzzAck(f *testing.F)            { fuzzBody(f, KindAck) }
-func FuzzDeleteMailbox(f *testing.F)  { fuzzBody(f, KindDeleteMailbox) }
-func FuzzHealth(f *testing.F)         { fuzzBody(f, KindHealth) }
-func FuzzDelivery(f *testing.F)       { fuzzBody(f, KindDelivery) }
-func FuzzErrorMessage(f *testing.F)   { fuzzBody(f, KindError) }
-func FuzzAccountRequest(f *testing.F) { fuzzBody(f, KindAccountRequest) }
-func FuzzIssueTokens(f *testing.F)    { fuzzBody(f, KindIssueTokens) }
-func FuzzTokenKeyList(f *testing.F)   { fuzzBody(f, KindTokenKeyList) }
+func FuzzClientHello(f *testing.F)       { fuzzBody(f, KindClientHello) }
+func FuzzServerHello(f *testing.F)       { fuzzBody(f, KindServerHello) }
+func FuzzCreateMailbox(f *testing.F)     { fuzzBody(f, KindCreateMailbox) }
+func FuzzSend(f *testing.F)              { fuzzBody(f, KindSend) }
+func FuzzFetch(f *testing.F)             { fuzzBody(f, KindFetch) }
+func FuzzSubscribe(f *testing.F)         { fuzzBody(f, KindSubscribe) }
+func FuzzAck(f *testing.F)               { fuzzBody(f, KindAck) }
+func FuzzDeleteMailbox(f *testing.F)     { fuzzBody(f, KindDeleteMailbox) }
+func FuzzHealth(f *testing.F)            { fuzzBody(f, KindHealth) }
+func FuzzDelivery(f *testing.F)          { fuzzBody(f, KindDelivery) }
+func FuzzErrorMessage(f *testing.F)      { fuzzBody(f, KindError) }
+func FuzzAccountRequest(f *testing.F)    { fuzzBody(f, KindAccountRequest) }
+func FuzzIssueTokens(f *testing.F)       { fuzzBody(f, KindIssueTokens) }
+func FuzzTokenKeyList(f *testing.F)      { fuzzBody(f, KindTokenKeyList) }
+func FuzzUploadKeyPackages(f *testing.F) { fuzzBody(f, KindUploadKeyPackages) }
+func FuzzKeyPackagesStored(f *testing.F) { fuzzBody(f, KindKeyPackagesStored) }
+func FuzzFetchKeyPackage(f *testing.F)   { fuzzBody(f, KindFetchKeyPackage) }
+func FuzzKeyPackageReply(f *testing.F)   { fuzzBody(f, KindKeyPackageReply) }
 
 func TestAddress(t *testing.T) {
 	a := Address{Pin: PinSPKI([]byte("spki")), Host: "127.0.0.1:4433"}
