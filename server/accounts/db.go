@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/wire"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -28,6 +29,7 @@ const DBFileName = "accounts.db"
 //	sessions          SHA-256(token)(32) -> session record
 //	account_sessions  accountID(16) | deviceID(16) | SHA-256(token)(32) -> empty
 //	quota             accountID(16) | epoch(u32) -> v | used(u32)
+//	key_packages      accountID(16) | seq(u64) -> KeyPackage record
 //
 // credID is SHA-256("qpc/1 account\0" || username): the raw username is
 // never stored. (A dictionary of likely usernames still reverses it; the
@@ -42,6 +44,13 @@ const DBFileName = "accounts.db"
 //	account record  v | accountID(16) | created(i64) | registration record(192)
 //	device record   v | created(i64) | lastUsed(i64) | name<u8>
 //	session record  v | accountID(16) | deviceID(16) | expiry(i64) | lastUsed(i64)
+//	KeyPackage record  v | KeyPackage (1..wire.MaxKeyPackage bytes, opaque)
+//
+// key_packages is the account's pool of one-time KeyPackages (keypackages.go),
+// in upload order: seq counts up from 1 within an account, so the first key
+// under the account's prefix is the oldest. It came after the other
+// buckets; openDB creates it in an existing file, which needs no new schema
+// version (nothing else changed, and an older server just ignores it).
 var (
 	bucketMeta        = []byte("meta")
 	bucketAccounts    = []byte("accounts")
@@ -50,8 +59,9 @@ var (
 	bucketSessions    = []byte("sessions")
 	bucketAcctSession = []byte("account_sessions")
 	bucketQuota       = []byte("quota")
+	bucketKeyPackages = []byte("key_packages")
 
-	allBuckets = [][]byte{bucketMeta, bucketAccounts, bucketAccountIDs, bucketDevices, bucketSessions, bucketAcctSession, bucketQuota}
+	allBuckets = [][]byte{bucketMeta, bucketAccounts, bucketAccountIDs, bucketDevices, bucketSessions, bucketAcctSession, bucketQuota, bucketKeyPackages}
 	keySchema  = []byte("schema")
 )
 
@@ -66,6 +76,7 @@ const (
 	accountIDRecSize  = 1 + credIDSize
 	sessionRecordSize = 1 + accountIDSize + account.DeviceIDSize + 8 + 8
 	quotaRecordSize   = 1 + 4
+	keyPackageKeySize = accountIDSize + 8
 )
 
 // ErrCorrupt reports a stored record that does not decode; it wraps
@@ -212,6 +223,19 @@ func decodeQuota(v []byte) (uint32, error) {
 	return binary.BigEndian.Uint32(v[1:]), nil
 }
 
+func encodeKeyPackage(kp []byte) []byte {
+	return append(append(make([]byte, 0, 1+len(kp)), recordV1), kp...)
+}
+
+// decodeKeyPackage returns a copy of the KeyPackage in a record: the
+// caller keeps it after the transaction, when bbolt's memory is gone.
+func decodeKeyPackage(v []byte) ([]byte, error) {
+	if len(v) < 2 || len(v)-1 > wire.MaxKeyPackage || v[0] != recordV1 {
+		return nil, ErrCorrupt
+	}
+	return append([]byte(nil), v[1:]...), nil
+}
+
 // ---- keys ----
 
 func deviceKey(a AccountRef, d account.DeviceID) []byte {
@@ -224,6 +248,10 @@ func acctSessionKey(a AccountRef, d account.DeviceID, h [tokenHashSize]byte) []b
 
 func quotaKey(a AccountRef, epoch uint32) []byte {
 	return binary.BigEndian.AppendUint32(append(make([]byte, 0, accountIDSize+4), a[:]...), epoch)
+}
+
+func keyPackageKey(a AccountRef, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, keyPackageKeySize), a[:]...), seq)
 }
 
 // ---- transaction helpers ----

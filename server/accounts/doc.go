@@ -53,4 +53,15 @@
 // and its session. ChangePasswordFinish keeps the session that made the
 // change and revokes all others. DeleteAccount removes everything of the
 // account.
+//
+// # KeyPackage pools
+//
+// Each account keeps a first-in, first-out pool of opaque one-time MLS
+// KeyPackages (keypackages.go, docs/protocol.md §4.12). UploadKeyPackages
+// adds to it for an authenticated account, up to a limit the server
+// chooses (all or nothing, ErrPoolFull); TakeKeyPackage, for an anonymous
+// fetch by handle, removes the oldest in one write transaction, and
+// answers nil for an empty pool and for an unknown username alike. The
+// pool is stored under the AccountRef, never the username, and goes with
+// the account.
 package accounts

@@ -10,9 +10,14 @@ import (
 // FuzzServerInputs feeds arbitrary client bytes to every entry point that
 // takes them before authentication. None may panic, and every failure must
 // be one of the documented sentinel errors, never an unclassified one.
+// TakeKeyPackage (an anonymous fetch by handle) must not fail at all: any
+// name answers a KeyPackage or nothing.
 func FuzzServerInputs(f *testing.F) {
 	e := newEnv(f, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30})
-	e.mustRegister("alice", "pw", 1)
+	alice := e.mustRegister("alice", "pw", 1)
+	if _, err := e.svc.UploadKeyPackages(bg, alice.Account, [][]byte{[]byte("kp")}, 10); err != nil {
+		f.Fatal(err)
+	}
 	_, lsBody, _ := account.ClientLogin("alice", []byte("pw"), []byte(testIdentity), cheapKSF)
 	ls, _ := account.UnmarshalLoginStart(lsBody)
 	_, rsBody, _ := account.ClientRegister("bob", []byte("pw"), []byte(testIdentity), cheapKSF)
@@ -31,6 +36,9 @@ func FuzzServerInputs(f *testing.F) {
 		return false
 	}
 	f.Fuzz(func(t *testing.T, username string, in []byte) {
+		if kp, err := e.svc.TakeKeyPackage(bg, username); err != nil || (kp != nil && username != "alice") {
+			t.Fatalf("TakeKeyPackage(%q) = %q, %v", username, kp, err)
+		}
 		ke2, st, err := e.svc.LoginStart(bg, username, in)
 		if err != nil && !sentinel(err) {
 			t.Fatalf("LoginStart: %v", err)

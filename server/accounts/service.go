@@ -42,6 +42,9 @@ var (
 	// ErrTooManyDevices: a login from a new device when the account already
 	// has Options.MaxDevices devices. Revoke one first.
 	ErrTooManyDevices = errors.New("accounts: too many devices")
+	// ErrPoolFull: an upload that would take the account's KeyPackage
+	// pool past its limit. Nothing of the upload is stored.
+	ErrPoolFull = errors.New("accounts: KeyPackage pool full")
 	// ErrStorage: the database failed.
 	ErrStorage = errors.New("accounts: storage failure")
 	// ErrClosed: the Service is closed.
@@ -214,7 +217,7 @@ func storageErr(err error) error {
 		return nil
 	case errors.Is(err, ErrTaken), errors.Is(err, ErrAuth), errors.Is(err, ErrQuota),
 		errors.Is(err, ErrNotFound), errors.Is(err, ErrTooManyDevices), errors.Is(err, ErrStorage),
-		errors.Is(err, ErrMalformed):
+		errors.Is(err, ErrMalformed), errors.Is(err, ErrPoolFull):
 		return err
 	case errors.Is(err, berrors.ErrDatabaseNotOpen):
 		return ErrClosed

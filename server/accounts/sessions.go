@@ -260,7 +260,8 @@ func (s *Service) ChangePasswordFinish(ctx context.Context, token account.Token,
 }
 
 // DeleteAccount deletes the session's account: its registration record,
-// devices, sessions and quota counts. The username becomes free.
+// devices, sessions, quota counts and KeyPackage pool. The username
+// becomes free.
 //
 // Errors: ErrAuth, ErrNotFound, ErrStorage, ErrClosed, or the context's
 // error.
@@ -283,6 +284,9 @@ func (s *Service) DeleteAccount(ctx context.Context, token account.Token) error 
 			return err
 		}
 		if err := deletePrefix(tx.Bucket(bucketQuota), r.account[:]); err != nil {
+			return err
+		}
+		if err := deletePrefix(tx.Bucket(bucketKeyPackages), r.account[:]); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketAccountIDs).Delete(r.account[:]); err != nil {

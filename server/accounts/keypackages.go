@@ -1,0 +1,141 @@
+package accounts
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/quicprochat/qpc/wire"
+	bolt "go.etcd.io/bbolt"
+)
+
+// KeyPackage pools (docs/protocol.md §4.12). Each account keeps a pool of
+// one-time MLS KeyPackages that others take, one per first contact, with
+// nothing but the account's handle and a delivery token. The pool is
+// first in, first out; the KeyPackages are opaque here (the fetching
+// client checks them against the handle's key-transparency record).
+//
+// The pool is keyed by the account's random AccountRef, never by the
+// username; a take finds it through the credential identifier, as a
+// login does.
+
+// UploadKeyPackages appends kps to the account's pool and returns how
+// many KeyPackages the pool holds afterwards. An upload that would take
+// the pool past limit is refused whole with ErrPoolFull (and the count
+// the pool holds). With no kps it only counts.
+//
+// Errors: ErrMalformed (an empty KeyPackage or one over
+// wire.MaxKeyPackage bytes), ErrPoolFull, ErrNotFound (the account is
+// gone), ErrStorage, ErrClosed, or the context's error.
+func (s *Service) UploadKeyPackages(ctx context.Context, acct AccountRef, kps [][]byte, limit int) (int, error) {
+	if limit < 1 {
+		return 0, fmt.Errorf("accounts: upload key packages: limit = %d", limit)
+	}
+	for _, kp := range kps {
+		if len(kp) == 0 || len(kp) > wire.MaxKeyPackage {
+			return 0, fmt.Errorf("accounts: upload key packages: %w: a KeyPackage of %d bytes", ErrMalformed, len(kp))
+		}
+	}
+	var count int
+	run := func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketAccountIDs).Get(acct[:]) == nil {
+			return ErrNotFound
+		}
+		b := tx.Bucket(bucketKeyPackages)
+		var last uint64
+		var err error
+		count, last, err = poolOf(b, acct)
+		if err != nil || len(kps) == 0 {
+			return err
+		}
+		if count+len(kps) > limit {
+			return ErrPoolFull
+		}
+		if last > math.MaxUint64-uint64(len(kps)) {
+			return fmt.Errorf("%w: KeyPackage sequence exhausted", ErrCorrupt)
+		}
+		for i, kp := range kps {
+			if err := b.Put(keyPackageKey(acct, last+1+uint64(i)), encodeKeyPackage(kp)); err != nil {
+				return err
+			}
+		}
+		count += len(kps)
+		return nil
+	}
+	var err error
+	if len(kps) == 0 {
+		err = s.view(ctx, run) // a query: no write, no fsync
+	} else {
+		err = s.update(ctx, run)
+	}
+	if err != nil {
+		return count, fmt.Errorf("accounts: upload key packages: %w", err)
+	}
+	return count, nil
+}
+
+// poolOf counts the account's pool and returns the sequence number of
+// its newest KeyPackage (0 when empty).
+func poolOf(b *bolt.Bucket, acct AccountRef) (count int, last uint64, err error) {
+	c := b.Cursor()
+	for k, _ := c.Seek(acct[:]); k != nil && hasPrefix(k, acct[:]); k, _ = c.Next() {
+		if len(k) != keyPackageKeySize {
+			return 0, 0, ErrCorrupt
+		}
+		seq := binary.BigEndian.Uint64(k[accountIDSize:])
+		if seq <= last {
+			return 0, 0, ErrCorrupt // keys are in order; zero is never used
+		}
+		count, last = count+1, seq
+	}
+	return count, last, nil
+}
+
+// TakeKeyPackage removes the oldest KeyPackage from the pool of the
+// account registered as username and returns it. It returns nil, nil when
+// there is none to give: an empty pool, an unknown username and a
+// malformed one are one answer, reached by one path (a write transaction
+// that finds nothing), so that neither the reply nor its cost tells them
+// apart.
+//
+// username is not normalised: accounts are registered under normalised
+// names, so a name that is not in normal form matches no credential
+// identifier (short of a SHA-256 collision) and takes from no pool. The
+// client names the handle exactly as its key-transparency label.
+//
+// Every take is one write transaction, so two takes never return the
+// same KeyPackage.
+//
+// Errors: ErrStorage (ErrCorrupt for a record that does not decode),
+// ErrClosed, or the context's error.
+func (s *Service) TakeKeyPackage(ctx context.Context, username string) ([]byte, error) {
+	cred := credentialID(username)
+	var kp []byte
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketAccounts).Get(cred[:])
+		if v == nil {
+			return nil
+		}
+		a, err := decodeAccount(v)
+		if err != nil {
+			return err
+		}
+		c := tx.Bucket(bucketKeyPackages).Cursor()
+		k, v := c.Seek(a.id[:])
+		if k == nil || !hasPrefix(k, a.id[:]) {
+			return nil
+		}
+		if len(k) != keyPackageKeySize {
+			return ErrCorrupt
+		}
+		if kp, err = decodeKeyPackage(v); err != nil {
+			return err
+		}
+		return c.Delete()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accounts: take key package: %w", err)
+	}
+	return kp, nil
+}
