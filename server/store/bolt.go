@@ -62,7 +62,8 @@ import (
 // (An arrival's value is a bare message ID: its length is its format.)
 //
 // The spent set holds only token spend keys and when they may go; no key
-// names the mailbox or message its token paid for.
+// names the mailbox or message (or, for Spend, the KeyPackage fetch) its
+// token paid for.
 //
 // count and bytes are the mailbox's stored messages and the sum of their
 // envelope lengths; they are updated in the same transaction as the
@@ -719,6 +720,25 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		*res = PutResult{ReceiveID: rid, Seq: seq}
 		return nil
 	}
+}
+
+// Spend implements Store: an operation of its own in the group-commit
+// writer, so it is durable when it returns, and two Spends of one key in
+// one batch see each other (the second is ErrSpent).
+func (s *Bolt) Spend(ctx context.Context, spend *Spend) error {
+	if spend == nil {
+		return nil
+	}
+	err := s.do(ctx, func(tx *txn) error {
+		if err := checkSpend(tx.Tx, spend); err != nil {
+			return err
+		}
+		return recordSpend(tx.Tx, spend)
+	})
+	if err != nil {
+		return fmt.Errorf("store: spend: %w", err)
+	}
+	return nil
 }
 
 // Fetch implements Store. It returns what is stored: messages past their

@@ -411,6 +411,32 @@ func TestDurableAcrossReopen(t *testing.T) {
 // TestAckedWritesAreInTheFile copies the file while the store is still open,
 // as a crash would leave it: every acknowledged write must be in the copy,
 // not waiting for Close.
+// TestSpendDurable: a Spend that returned is in the file: after a
+// reopen the key is still refused, by Spend and by Put.
+func TestSpendDurable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	spend := &Spend{Key: [SpendKeySize]byte{7}, Until: t0.Add(time.Hour)}
+	if err := s.Spend(ctx, spend); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, path, Options{})
+	if err := s.Spend(ctx, spend); !errors.Is(err, ErrSpent) {
+		t.Fatalf("Spend after reopen: %v, want ErrSpent", err)
+	}
+	m := mkMailbox(t, s)
+	if _, err := s.Put(ctx, m.SendID, mid(), []byte("x"), Quota{}, t0, spend); !errors.Is(err, ErrSpent) {
+		t.Fatalf("Put after reopen: %v, want ErrSpent", err)
+	}
+}
+
 func TestAckedWritesAreInTheFile(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, filepath.Join(dir, "qpc.db"), Options{})

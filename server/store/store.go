@@ -99,6 +99,13 @@ type Store interface {
 	// Ack deletes the named messages; unknown or already deleted IDs are
 	// ignored (idempotent). It returns how many were deleted now.
 	Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][MessageIDSize]byte) (int, error)
+	// Spend consumes a one-time authorization that pays for no write of
+	// this store (a KeyPackage fetch, whose write is the account service's):
+	// the key is recorded durably before Spend returns, and a key seen
+	// before, by Spend, CreateMailbox or Put, is ErrSpent. Spending is the
+	// whole operation, so a retry after a lost answer is ErrSpent too. A
+	// nil spend is a no-op.
+	Spend(ctx context.Context, spend *Spend) error
 	// DeleteMailbox removes a mailbox, its messages and its idempotency
 	// keys; ErrNotFound if it does not exist.
 	DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte) error

@@ -18,7 +18,9 @@
 // idempotent). The suite exercises only the interface and its documented
 // semantics: mailbox creation and lookup, ordering and paging of Fetch,
 // idempotent Put (also after Ack), idempotent Ack, quotas, deletion, expiry
-// with an injected clock, concurrent Puts and closed-store errors.
+// with an injected clock, concurrent Puts, closed-store errors, and the
+// spent set of one-time authorizations (spent by CreateMailbox, Put or
+// Spend alone, once each, also under concurrency).
 //
 // Assumptions about the backend: its time granularity divides one hour (the
 // suite's timestamps are whole hours apart, so truncation never moves a

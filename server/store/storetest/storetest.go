@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ func Run(t *testing.T, open Opener) {
 		{"SpendOnce", testSpendOnce},
 		{"SpendNotConsumedByRefusal", testSpendNotConsumedByRefusal},
 		{"SpendPurge", testSpendPurge},
+		{"SpendAlone", testSpendAlone},
+		{"SpendAloneConcurrent", testSpendAloneConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -628,6 +631,7 @@ func testClosed(t *testing.T, s store.Store) {
 	wantErr(t, "DeleteMailbox", s.DeleteMailbox(ctx, m.ReceiveID), store.ErrClosed)
 	_, err = s.PurgeExpired(ctx, t0, time.Hour)
 	wantErr(t, "PurgeExpired", err, store.ErrClosed)
+	wantErr(t, "Spend", s.Spend(ctx, &store.Spend{Key: random[[32]byte](t), Until: t0}), store.ErrClosed)
 }
 
 // testSpendOnce: a spend key pays for exactly one write, whether it was
@@ -699,5 +703,83 @@ func testSpendPurge(t *testing.T, s store.Store) {
 	}
 	if _, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("z"), store.Quota{}, t0, spend); err != nil {
 		t.Fatalf("spend record outlived its Until: %v", err)
+	}
+}
+
+// testSpendAlone: Spend consumes a key once, without a write to pay for;
+// the spent set is one set, whichever call spent a key first.
+func testSpendAlone(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if err := s.Spend(ctx, nil); err != nil {
+		t.Fatalf("Spend(nil): %v", err)
+	}
+	spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(2 * time.Hour)}
+	if err := s.Spend(ctx, spend); err != nil {
+		t.Fatalf("Spend of a fresh key: %v", err)
+	}
+	wantErr(t, "second Spend", s.Spend(ctx, spend), store.ErrSpent)
+	m := newMailbox(t, s)
+	_, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend)
+	wantErr(t, "Put with a key spent by Spend", err, store.ErrSpent)
+	other := store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t), Created: t0}
+	wantErr(t, "CreateMailbox with a key spent by Spend", s.CreateMailbox(ctx, other, spend), store.ErrSpent)
+	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
+		t.Fatalf("%d messages stored with a spent key", len(msgs))
+	}
+
+	// The other way round: a key a Put spent cannot be spent again.
+	paid := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(2 * time.Hour)}
+	put := func() error {
+		_, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("y"), store.Quota{}, t0, paid)
+		return err
+	}
+	if err := put(); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "Spend of a key a Put spent", s.Spend(ctx, paid), store.ErrSpent)
+
+	// Spends expire like the others.
+	if _, err := s.PurgeExpired(ctx, t0.Add(time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "Spend before its Until", s.Spend(ctx, spend), store.ErrSpent)
+	if _, err := s.PurgeExpired(ctx, t0.Add(3*time.Hour), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Spend(ctx, spend); err != nil {
+		t.Fatalf("spend record outlived its Until: %v", err)
+	}
+}
+
+// testSpendAloneConcurrent: of many Spends of one key at once (which a
+// group-commit backend may put in one transaction), exactly one succeeds.
+func testSpendAloneConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 16
+	for range 4 {
+		spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+		var (
+			wg          sync.WaitGroup
+			start       = make(chan struct{})
+			ok, refused atomic.Int32
+		)
+		for range n {
+			wg.Go(func() {
+				<-start
+				switch err := s.Spend(ctx, spend); {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, store.ErrSpent):
+					refused.Add(1)
+				default:
+					t.Errorf("Spend: %v", err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if ok.Load() != 1 || refused.Load() != n-1 {
+			t.Fatalf("%d Spends of one key succeeded and %d were refused; want 1 and %d", ok.Load(), refused.Load(), n-1)
+		}
 	}
 }
