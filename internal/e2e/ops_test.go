@@ -265,6 +265,7 @@ var allowedLabels = map[string]*regexp.Regexp{
 	"limit":     regexp.MustCompile(`^(connections|connections_per_addr|request_rate|draining|request_timeout)$`),
 	"transport": regexp.MustCompile(`^(udp|tor)$`),
 	"outcome":   regexp.MustCompile(`^(success|failure|rate_limited|abandoned|error)$`),
+	"result":    regexp.MustCompile(`^(served|empty)$`),
 	"version":   regexp.MustCompile(`^([0-9]{1,5}|test)$`),
 	"goversion": regexp.MustCompile(`^go[0-9.a-z-]+$`),
 	"le":        regexp.MustCompile(`^([0-9.e+-]+|\+Inf)$`),

@@ -34,6 +34,12 @@ const (
 	OutcomeRateLimited = "rate_limited" // the account service's attempt limit
 	OutcomeAbandoned   = "abandoned"    // the client never sent its last message; with OPAQUE the usual sign of a wrong password, which only the client can detect
 	OutcomeError       = "error"        // storage or protocol error
+
+	// KeyPackage fetch results (qpc_key_package_fetches_total{result}).
+	// Empty is an empty pool or an unknown handle: the server answers
+	// both alike, and so does this label.
+	FetchServed = "served"
+	FetchEmpty  = "empty"
 )
 
 // Metrics holds every collector of one server. The zero value is not
@@ -61,6 +67,9 @@ type Metrics struct {
 	tokensRejected *prometheus.CounterVec // reason (an error code)
 	logins         *prometheus.CounterVec // outcome
 	registrations  *prometheus.CounterVec // outcome
+
+	keyPackagesUploaded prometheus.Counter
+	keyPackageFetches   *prometheus.CounterVec // result
 
 	ktEpochLag prometheus.Gauge
 	torEnabled prometheus.Gauge
@@ -165,6 +174,15 @@ func New(version string) *Metrics {
 	f(m.logins)
 	f(m.registrations)
 
+	m.keyPackagesUploaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "qpc_key_packages_uploaded_total", Help: "KeyPackages added to accounts' pools by accepted uploads.",
+	})
+	m.keyPackageFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "qpc_key_package_fetches_total", Help: "Paid KeyPackage fetches answered, by result (served, or empty: empty pool or unknown handle).",
+	}, []string{"result"})
+	f(m.keyPackagesUploaded)
+	f(m.keyPackageFetches)
+
 	m.ktEpochLag = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "qpc_kt_epoch_lag", Help: "Key transparency: committed epochs the served checkpoint does not cover yet (0 without KT).",
 	})
@@ -199,6 +217,9 @@ func New(version string) *Metrics {
 		m.logins.WithLabelValues(o)
 		m.registrations.WithLabelValues(o)
 	}
+	for _, r := range []string{FetchServed, FetchEmpty} {
+		m.keyPackageFetches.WithLabelValues(r)
+	}
 	for _, c := range []wire.Code{wire.CodeTokenMissing, wire.CodeTokenInvalid, wire.CodeTokenSpent, wire.CodeTokenExpired} {
 		m.tokensRejected.WithLabelValues(CodeLabel(c))
 	}
@@ -226,6 +247,7 @@ var requestKinds = []string{
 	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
 	"delete_mailbox", "health", "account", "token_keys", "issue_tokens",
 	"kt_publish", "kt_lookup", "kt_history", "kt_consistency", "kt_checkpoint", "kt_tile",
+	"upload_key_packages", "fetch_key_package",
 }
 
 // KindLabel is the label value of a request kind: a fixed name, or
@@ -267,6 +289,10 @@ func KindLabel(k wire.Kind) string {
 		return "kt_checkpoint"
 	case wire.KindKTTile:
 		return "kt_tile"
+	case wire.KindUploadKeyPackages:
+		return "upload_key_packages"
+	case wire.KindFetchKeyPackage:
+		return "fetch_key_package"
 	}
 	return "other"
 }
@@ -394,6 +420,26 @@ func (m *Metrics) Registration(outcome string) {
 	if m != nil {
 		m.registrations.WithLabelValues(outcome).Inc()
 	}
+}
+
+// KeyPackagesUploaded counts n KeyPackages added to pools.
+func (m *Metrics) KeyPackagesUploaded(n int) {
+	if m != nil {
+		m.keyPackagesUploaded.Add(float64(n))
+	}
+}
+
+// KeyPackageFetched counts one paid fetch by result: served (a
+// KeyPackage went out) or not (FetchEmpty).
+func (m *Metrics) KeyPackageFetched(served bool) {
+	if m == nil {
+		return
+	}
+	r := FetchEmpty
+	if served {
+		r = FetchServed
+	}
+	m.keyPackageFetches.WithLabelValues(r).Inc()
 }
 
 // SetKTEpochLag is for the key-transparency log: how many epochs the

@@ -25,6 +25,8 @@ func TestNilMetrics(t *testing.T) {
 	m.TokenRedeemed()
 	m.TokenRejected(wire.CodeTokenSpent)
 	m.Login(OutcomeSuccess)
+	m.KeyPackagesUploaded(3)
+	m.KeyPackageFetched(true)
 	m.SetKTEpochLag(3)
 	m.SetTorStatus(true, true)
 	m.WatchStore(func() (StoreTotals, error) { return StoreTotals{}, nil }, time.Second)
@@ -85,6 +87,35 @@ func TestGaugesForOtherSubsystems(t *testing.T) {
 	}
 	if calls != 1 {
 		t.Errorf("store totals read %d times within maxAge, want 1", calls)
+	}
+}
+
+func TestKeyPackageCounters(t *testing.T) {
+	m := New("v")
+	m.KeyPackagesUploaded(3)
+	m.KeyPackagesUploaded(2)
+	m.KeyPackageFetched(true)
+	m.KeyPackageFetched(false)
+	m.KeyPackageFetched(false)
+	if v := gauge(t, m.keyPackagesUploaded); v != 5 {
+		t.Errorf("uploaded %v, want 5", v)
+	}
+	if v := gauge(t, m.keyPackageFetches.WithLabelValues(FetchServed)); v != 1 {
+		t.Errorf("served %v, want 1", v)
+	}
+	if v := gauge(t, m.keyPackageFetches.WithLabelValues(FetchEmpty)); v != 2 {
+		t.Errorf("empty %v, want 2", v)
+	}
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]int{}
+	for _, f := range fams {
+		names[f.GetName()] = len(f.Metric)
+	}
+	if names["qpc_key_packages_uploaded_total"] != 1 || names["qpc_key_package_fetches_total"] != 2 {
+		t.Errorf("registered series: %v", names)
 	}
 }
 
