@@ -82,6 +82,8 @@ type Config struct {
 	TokenEpoch    Duration `toml:"token_epoch"`
 	TokenQuota    int      `toml:"token_quota"`
 
+	KeyPackagePool int `toml:"key_package_pool"` // one-time KeyPackages per account (docs/protocol.md §4.12)
+
 	TorSettings // onion service and Tor keys (config_tor.go)
 
 	sources map[string]Source
@@ -203,6 +205,7 @@ func DefaultConfig() Config {
 		RequireTokens:    true,
 		TokenEpoch:       Duration{tokens.DefaultEpochLength},
 		TokenQuota:       DefaultTokenQuota,
+		KeyPackagePool:   DefaultKeyPackagePool,
 		TorSettings:      defaultTorSettings(),
 		sources:          map[string]Source{},
 	}
@@ -514,6 +517,15 @@ var configFields = append([]configField{
 		check: func(c *Config) error { return checkRange(int64(c.TokenQuota), 1, 1<<20) },
 		value: func(c *Config) any { return c.TokenQuota },
 	},
+	{
+		key:   "key_package_pool",
+		help:  "one-time KeyPackages an account may keep on the server for first contacts; when they run out, contacts use the last-resort KeyPackage in key transparency",
+		parse: func(c *Config, s string) error { return parseInt(&c.KeyPackagePool, s) },
+		copy:  func(d, s *Config) { d.KeyPackagePool = s.KeyPackagePool },
+		// KeyPackagesStored announces the limit as a u16.
+		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
+		value: func(c *Config) any { return c.KeyPackagePool },
+	},
 }, torConfigFields...)
 
 func parseBool(dst *bool, s string) error {
@@ -802,6 +814,7 @@ func (c *Config) Options() (Options, store.Options, error) {
 		RequestTimeout:   c.RequestTimeout.Duration,
 		TokenEpoch:       c.TokenEpoch.Duration,
 		TokenQuota:       c.TokenQuota,
+		KeyPackagePool:   c.KeyPackagePool,
 	}
 	if !c.RequireTokens {
 		so.Authorizer = OpenAccess{}

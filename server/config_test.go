@@ -67,7 +67,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.PurgeInterval.Duration != 10*time.Minute || c.MaxStreams != 100 ||
 		c.HandshakeTimeout.Duration != 10*time.Second || c.IdleTimeout.Duration != 60*time.Second ||
 		c.RequestTimeout.Duration != 30*time.Second || c.ShutdownTimeout.Duration != 10*time.Second ||
-		c.StoreMaxBatch != 256 {
+		c.StoreMaxBatch != 256 || c.KeyPackagePool != 100 {
 		t.Errorf("defaults differ from the documented ones: %+v", c)
 	}
 	if d := DefaultConfig(); d.DataDir != "./qpc-data" {
@@ -122,6 +122,9 @@ func TestConfigPrecedence(t *testing.T) {
 		{"shutdown_timeout", layer{file: `"3s"`, flag: "250ms"}, func(c *Config) bool { return c.ShutdownTimeout.Duration == 250*time.Millisecond }, FromFlag},
 		{"store_max_batch", layer{file: "64", env: "32"}, func(c *Config) bool { return c.StoreMaxBatch == 32 }, FromEnv},
 		{"quota_bytes", layer{file: "1_000_000"}, func(c *Config) bool { return c.QuotaBytes == 1_000_000 }, FromFile},
+		{"key_package_pool", layer{file: "20"}, func(c *Config) bool { return c.KeyPackagePool == 20 }, FromFile},
+		{"key_package_pool", layer{file: "20", env: "30"}, func(c *Config) bool { return c.KeyPackagePool == 30 }, FromEnv},
+		{"key_package_pool", layer{env: "30", flag: "40"}, func(c *Config) bool { return c.KeyPackagePool == 40 }, FromFlag},
 	}
 	for _, tt := range tests {
 		name := tt.key + "/" + strings.Join([]string{tt.given.file, tt.given.env, tt.given.flag}, "|")
@@ -221,6 +224,10 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{"buckets from file", "no room for an envelope"}},
 		{name: "bad file value even when overridden", file: "max_streams = 0\n", flags: ConfigFlags{"max_streams": "10"},
 			want: []string{"max_streams from file", "outside 1..65535"}},
+		{name: "key package pool too large for its u16", env: map[string]string{"QPC_KEY_PACKAGE_POOL": "65536"},
+			want: []string{"key_package_pool from env QPC_KEY_PACKAGE_POOL", "outside 1..65535"}},
+		{name: "key package pool zero", flags: ConfigFlags{"key_package_pool": "0"},
+			want: []string{"key_package_pool from flag --key-package-pool", "outside 1..65535"}},
 
 		{name: "listen without port", flags: ConfigFlags{"listen": "127.0.0.1"},
 			want: []string{"listen from flag --listen", "not host:port"}},
@@ -294,6 +301,7 @@ func TestConfigOptions(t *testing.T) {
 	c, err := LoadConfig(ConfigFlags{
 		"data_dir": dir, "message_ttl": "2h", "purge_interval": "1m", "max_streams": "9",
 		"handshake_timeout": "2s", "idle_timeout": "3s", "request_timeout": "4s", "store_max_batch": "17",
+		"key_package_pool": "12",
 	}, mapEnv(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +315,7 @@ func TestConfigOptions(t *testing.T) {
 	}
 	if so.Quota != (store.Quota{MaxMessages: 7, MaxBytes: 9000}) || so.TTL != 2*time.Hour ||
 		so.PurgeInterval != time.Minute || so.MaxStreams != 9 || so.HandshakeTimeout != 2*time.Second ||
-		so.IdleTimeout != 3*time.Second || so.RequestTimeout != 4*time.Second {
+		so.IdleTimeout != 3*time.Second || so.RequestTimeout != 4*time.Second || so.KeyPackagePool != 12 {
 		t.Errorf("server options %+v", so)
 	}
 	if so.Identity != nil || so.Store != nil || so.Logger != nil {

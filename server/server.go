@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -51,8 +52,12 @@ type Options struct {
 	Tokens     *tokens.Issuer
 	TokenEpoch time.Duration // the issuer's epoch length; default tokens.DefaultEpochLength
 	TokenQuota int           // tokens per account per epoch; default 1000
-	// Accounts serves registration, login, sessions and token issuance.
+	// Accounts serves registration, login, sessions and token issuance,
+	// and keeps the accounts' KeyPackage pools.
 	Accounts *accounts.Service
+	// KeyPackagePool is how many one-time KeyPackages one account's pool
+	// may hold; default 100, at most 65,535 (KeyPackagesStored.Limit).
+	KeyPackagePool int
 	// KT is the key-transparency directory; nil: KT requests are refused
 	// as unavailable. The caller starts and closes it.
 	KT *kt.Directory
@@ -76,6 +81,9 @@ const (
 	DefaultQuotaMessages = 10_000
 	DefaultQuotaBytes    = 256 << 20
 	DefaultTokenQuota    = 1000
+	// DefaultKeyPackagePool lasts a hundred first contacts between two
+	// uploads: a client tops its pool up whenever it is online.
+	DefaultKeyPackagePool = 100
 )
 
 func (o *Options) setDefaults() {
@@ -106,6 +114,10 @@ func (o *Options) setDefaults() {
 	if o.TokenQuota <= 0 {
 		o.TokenQuota = DefaultTokenQuota
 	}
+	if o.KeyPackagePool <= 0 {
+		o.KeyPackagePool = DefaultKeyPackagePool
+	}
+	o.KeyPackagePool = min(o.KeyPackagePool, math.MaxUint16)
 	if o.Authorizer == nil {
 		if o.Tokens != nil {
 			o.Authorizer = NewTokenAuthorizer(o.Tokens, o.TokenEpoch)
@@ -600,6 +612,10 @@ func (s *Server) dispatch(ctx context.Context, binding []byte, st *quic.Stream, 
 		return s.send(ctx, m)
 	case *wire.Fetch:
 		return s.fetch(ctx, binding, st, m)
+	case *wire.UploadKeyPackages:
+		return s.uploadKeyPackages(ctx, m)
+	case *wire.FetchKeyPackage:
+		return s.fetchKeyPackage(ctx, m)
 	case *wire.Ack:
 		if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
 			return nil, err
