@@ -324,6 +324,13 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 	if _, err := anon.Send(ctx, unknown, client.NewMessageID(), envelope(4), toks[2]); !isCode(err, wire.CodeNotFound) {
 		t.Fatalf("send to nowhere: %v", err)
 	}
+	// The KeyPackage pool: an upload, and a paid fetch by handle.
+	if _, _, err := acct.UploadKeyPackages(ctx, sess, [][]byte{[]byte("carol's KeyPackage")}); err != nil {
+		t.Fatal(err)
+	}
+	if kp, err := anon.FetchKeyPackage(ctx, "carol", toks[3]); err != nil || kp == nil {
+		t.Fatalf("fetch key package: %q, %v", kp, err)
+	}
 
 	type expect struct {
 		name  string
@@ -332,7 +339,7 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 	}
 	expects := []expect{
 		{"qpc_tokens_issued_total", nil, 4},
-		{"qpc_tokens_redeemed_total", nil, 2}, // the create and the first send
+		{"qpc_tokens_redeemed_total", nil, 3}, // the create, the first send and the KeyPackage fetch
 		{"qpc_tokens_rejected_total", []string{"reason", "TOKEN_SPENT"}, 1},
 		{"qpc_tokens_rejected_total", []string{"reason", "TOKEN_MISSING"}, 1},
 		{"qpc_logins_total", []string{"outcome", "success"}, 1},
@@ -341,6 +348,8 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 		{"qpc_logins_total", []string{"outcome", "abandoned"}, 1},
 		{"qpc_registrations_total", []string{"outcome", "success"}, 1},
 		{"qpc_request_errors_total", []string{"kind", "send", "code", "NOT_FOUND"}, 1},
+		{"qpc_key_packages_uploaded_total", nil, 1},
+		{"qpc_key_package_fetches_total", []string{"result", "served"}, 1},
 	}
 	// Outcomes are counted once the server has written its answer (or seen
 	// the client give up), which the client may notice first: re-scrape
@@ -364,7 +373,7 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 	}
 
 	secrets := []string{"carol", "127.0.0.1", ts.host}
-	for _, id := range [][]byte{mb.ReceiveID[:], mb.SendID[:], msgID[:], unknown[:], toks[0], toks[1]} {
+	for _, id := range [][]byte{mb.ReceiveID[:], mb.SendID[:], msgID[:], unknown[:], toks[0], toks[1], toks[3]} {
 		secrets = append(secrets, encodings(id)...)
 	}
 	_, port, _ := net.SplitHostPort(ts.host)
