@@ -85,6 +85,17 @@ func TestKeyPackagePoolOverTheWire(t *testing.T) {
 		t.Fatalf("upload past the limit: %v, want QUOTA", err)
 	}
 	pool(4)
+	// The client refuses what the wire cannot carry before it sends it.
+	if _, _, err := acct.UploadKeyPackages(ctx, sess, make([][]byte, wire.MaxKeyPackageUpload+1)); err == nil {
+		t.Fatal("an upload of 11 KeyPackages was sent")
+	}
+	if _, _, err := acct.UploadKeyPackages(ctx, sess, [][]byte{{}}); err == nil {
+		t.Fatal("an empty KeyPackage was sent")
+	}
+	if _, err := anon.FetchKeyPackage(ctx, "", toks[6]); err == nil {
+		t.Fatal("a fetch without a handle was sent")
+	}
+	pool(4)
 	// Uploads need a live session.
 	bogus := *sess
 	bogus.Token[0] ^= 1
