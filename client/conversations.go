@@ -186,7 +186,7 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 		if err != nil {
 			return nil, err
 		}
-		kp, err := c.pickKeyPackage(ct)
+		kp, err := c.contactKeyPackage(ctx, ct)
 		if err != nil {
 			return nil, err
 		}
@@ -259,17 +259,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // now and signed by one of its KT device keys.
 func (c *Client) pickKeyPackage(ct *Contact) (*mls.KeyPackage, error) {
 	for _, raw := range ct.KeyPackages {
-		kp := new(mls.KeyPackage)
-		if kp.Unmarshal(raw) != nil {
-			continue
-		}
-		if mls.ValidateKeyPackage(kp, DefaultSuite, c.opts.Now()) != nil {
-			continue
-		}
-		if string(kp.LeafNode.Credential.Identity) != ct.Handle {
-			continue
-		}
-		if slices.ContainsFunc(ct.DeviceKeys, func(k []byte) bool { return string(k) == string(kp.LeafNode.SignatureKey) }) {
+		if kp, err := c.validKeyPackage(ct, raw); err == nil {
 			return kp, nil
 		}
 	}
@@ -345,7 +335,7 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	if err != nil {
 		return err
 	}
-	kp, err := c.pickKeyPackage(ct)
+	kp, err := c.contactKeyPackage(ctx, ct)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,11 @@ func (c *Client) Register(ctx context.Context, handle string, password []byte) e
 	if len(p.KTPublished) > 0 {
 		return fmt.Errorf("already registered as %s", handle)
 	}
-	return c.publish(ctx)
+	if err := c.publish(ctx); err != nil {
+		return err
+	}
+	c.refillKeyPackagesQuietly(ctx)
+	return nil
 }
 
 // newIdentity makes the device's keys for handle.
@@ -218,6 +222,7 @@ func (c *Client) Login(ctx context.Context, password []byte) error {
 	if err := c.login(ctx, password); err != nil {
 		return err
 	}
+	defer c.refillKeyPackagesQuietly(ctx)
 	var kp mls.KeyPackage
 	if err := kp.Unmarshal(c.prof.KeyPackage); err == nil {
 		left := time.Unix(int64(kp.LeafNode.Lifetime.NotAfter), 0).Sub(c.opts.Now())

@@ -180,9 +180,12 @@ type Client struct {
 	// still send (-1: spent); 0 outside a tick (see cover.go).
 	coverBudget int
 
-	mu          sync.Mutex // guards conns, closing, policy and maxEnvelope
-	conns       map[string]*Conn
-	lookups     atomic.Uint64 // names the one-shot lookup connections (for Tap)
+	mu      sync.Mutex // guards conns, closing, policy and maxEnvelope
+	conns   map[string]*Conn
+	lookups atomic.Uint64 // names the one-shot lookup connections (for Tap)
+	// kpUsed is set (under op) when a join used one of our one-time
+	// KeyPackages, so that the pool is topped up after it.
+	kpUsed      bool
 	closing     bool
 	policy      padding.Policy // the server's, from the first hello
 	maxEnvelope int
@@ -290,6 +293,9 @@ const (
 	// connKTLookup prefixes the one-shot connections of KT lookups:
 	// "kt-lookup:1", "kt-lookup:2", ... (see lookupLabel).
 	connKTLookup = "kt-lookup"
+	// connKPFetch prefixes the one-shot connections that take a contact's
+	// one-time KeyPackage (see fetchOneTimeKP).
+	connKPFetch = "kp-fetch"
 )
 
 func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }

@@ -162,6 +162,10 @@ func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Messa
 		if err != nil {
 			return err
 		}
+		if c.kpUsed {
+			c.kpUsed = false
+			c.refillKeyPackagesQuietly(ctx)
+		}
 	}
 	_, err := conn.Ack(ctx, mb.box.mailbox(), []wire.MessageID{m.ID})
 	if err == nil {
@@ -276,7 +280,7 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 	if err != nil {
 		return nil, err
 	}
-	kpp, err := c.keyPackagePrivate()
+	kpp, oneTime, err := c.welcomeKeyPackage(in.Welcome)
 	if err != nil {
 		return nil, err
 	}
@@ -343,6 +347,16 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventJoined, From: from.Handle, Text: text})
+		if oneTime != nil {
+			// Used once: its private keys go with the join (RFC 9420
+			// §16.8).
+			if err := tx.Delete(bucketOneTimeKPs, oneTime); err != nil {
+				return err
+			}
+		}
+		// Top the pool up after this envelope: one KeyPackage less, or
+		// (a Welcome to the last-resort one) none left at all.
+		c.kpUsed = true
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil
 }

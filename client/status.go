@@ -11,19 +11,23 @@ import (
 
 // Status is what `qpc status` shows.
 type Status struct {
-	Server        string      `json:"server"`
-	Handle        string      `json:"handle"`
-	LoggedIn      bool        `json:"logged_in"`
-	SessionEnds   time.Time   `json:"session_ends,omitzero"`
-	Tor           bool        `json:"tor"`
-	Reachable     bool        `json:"reachable"`
-	Health        string      `json:"health"`
-	Tokens        int         `json:"tokens"`
-	Outbox        int         `json:"outbox"`
-	Conversations int         `json:"conversations"`
-	KTSize        uint64      `json:"kt_tree_size"`
-	Alarms        []Alarm     `json:"alarms"`
-	Cover         CoverStatus `json:"cover"`
+	Server        string    `json:"server"`
+	Handle        string    `json:"handle"`
+	LoggedIn      bool      `json:"logged_in"`
+	SessionEnds   time.Time `json:"session_ends,omitzero"`
+	Tor           bool      `json:"tor"`
+	Reachable     bool      `json:"reachable"`
+	Health        string    `json:"health"`
+	Tokens        int       `json:"tokens"`
+	Outbox        int       `json:"outbox"`
+	Conversations int       `json:"conversations"`
+	KTSize        uint64    `json:"kt_tree_size"`
+	// OneTimeKeyPackages is how many one-time KeyPackages this device
+	// holds the private keys of: uploaded to the server's pool and not
+	// yet used by a Welcome or expired (keypackages.go).
+	OneTimeKeyPackages int         `json:"one_time_key_packages"`
+	Alarms             []Alarm     `json:"alarms"`
+	Cover              CoverStatus `json:"cover"`
 }
 
 // Status reports the client's state and asks the server for its health.
@@ -39,6 +43,9 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	}
 	err := c.store.View(func(tx *state.Tx) error {
 		if err := tx.ForEachSeq(bucketOutbox, 0, func(uint64, []byte) error { st.Outbox++; return nil }); err != nil {
+			return err
+		}
+		if err := tx.ForEach(bucketOneTimeKPs, func(_, _ []byte) error { st.OneTimeKeyPackages++; return nil }); err != nil {
 			return err
 		}
 		return tx.ForEach(bucketConvs, func(_, _ []byte) error { st.Conversations++; return nil })

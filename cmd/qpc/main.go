@@ -635,6 +635,7 @@ func (c *cli) status(ctx context.Context) error {
 		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
 		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)
 		fmt.Fprintf(w, "kt tree size:  %d\n", st.KTSize)
+		fmt.Fprintf(w, "key packages:  %d one-time (private keys kept here)\n", st.OneTimeKeyPackages)
 		if len(st.Alarms) == 0 {
 			fmt.Fprintln(w, "alarms:        none")
 		}

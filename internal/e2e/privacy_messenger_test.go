@@ -133,10 +133,10 @@ func TestMessengerPrivacy(t *testing.T) {
 	// send/fetch path never carried account business.
 	policy := dial(t, ms.testServer, client.Options{}).Policy()
 	mailboxIDs := map[wire.ID]bool{}
-	lookupConns := 0
+	lookupConns, fetchConns := 0, 0
 	for h, l := range logs {
 		for role, reqs := range l.requests(t, policy) {
-			var lookups, others int
+			var lookups, fetches, others int
 			for _, m := range reqs {
 				switch m := m.(type) {
 				case *wire.KTLookup:
@@ -147,6 +147,8 @@ func TestMessengerPrivacy(t *testing.T) {
 						continue
 					}
 					lookups++
+				case *wire.FetchKeyPackage:
+					fetches++
 				case *wire.ClientHello:
 				default:
 					others++
@@ -158,9 +160,17 @@ func TestMessengerPrivacy(t *testing.T) {
 			if lookups == 1 {
 				lookupConns++
 			}
+			// Taking a contact's one-time KeyPackage says someone is about
+			// to write to that handle: alone on its connection too.
+			if fetches > 0 && (fetches != 1 || others != 0 || lookups != 0 || !strings.HasPrefix(role, "kp-fetch:")) {
+				t.Errorf("%s: the %s connection carried %d KeyPackage fetches, %d lookups and %d other requests", h, role, fetches, lookups, others)
+			}
+			if fetches == 1 {
+				fetchConns++
+			}
 			for _, m := range reqs {
 				switch m := m.(type) {
-				case *wire.AccountRequest, *wire.IssueTokens, *wire.KTPublish, *wire.KTHistory:
+				case *wire.AccountRequest, *wire.IssueTokens, *wire.KTPublish, *wire.KTHistory, *wire.UploadKeyPackages:
 					if role != "account" {
 						t.Errorf("%s: a %T (session business) on the %s connection", h, m, role)
 					}
@@ -184,6 +194,10 @@ func TestMessengerPrivacy(t *testing.T) {
 	// each user the contact added below.
 	if lookupConns < 5 {
 		t.Errorf("only %d lookup connections seen", lookupConns)
+	}
+	// alice fetched one for bob and one for carol to create the group.
+	if fetchConns < 2 {
+		t.Errorf("only %d KeyPackage fetch connections seen", fetchConns)
 	}
 	if len(mailboxIDs) < 6 {
 		t.Fatalf("only %d mailbox IDs seen; the scenario did not run", len(mailboxIDs))
