@@ -18,7 +18,7 @@ import (
 // a random interleaving, so that drift (other processes, CPU frequency,
 // GC) falls on both sets alike. KE2 sizes must be identical, and a
 // two-sample Kolmogorov–Smirnov test must not reject that the two time
-// distributions are the same (p > 0.01).
+// distributions are the same (p > 0.01, or else in a second run).
 func TestEnumerationResistance(t *testing.T) {
 	const (
 		n     = 500
@@ -52,42 +52,52 @@ func TestEnumerationResistance(t *testing.T) {
 		ls, _ := account.UnmarshalLoginStart(body)
 		trials = append(trials, trial{username: name, known: k, ke1: ls.KE1})
 	}
-	rand.Shuffle(len(trials), func(i, j int) { trials[i], trials[j] = trials[j], trials[i] })
-
-	// Warm up caches and the allocator on both paths.
-	for _, tr := range trials[:40] {
-		if _, _, err := e.svc.LoginStart(bg, tr.username, tr.ke1); err != nil {
-			t.Fatal(err)
+	// One measurement: the trials in a fresh random order.
+	measure := func() (tKnown, tUnknown []float64) {
+		rand.Shuffle(len(trials), func(i, j int) { trials[i], trials[j] = trials[j], trials[i] })
+		// Warm up caches and the allocator on both paths.
+		for _, tr := range trials[:40] {
+			if _, _, err := e.svc.LoginStart(bg, tr.username, tr.ke1); err != nil {
+				t.Fatal(err)
+			}
 		}
+		runtime.GC()
+		for _, tr := range trials {
+			start := time.Now()
+			ke2, st, err := e.svc.LoginStart(bg, tr.username, tr.ke1)
+			d := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ke2) != account.KE2Size {
+				t.Fatalf("KE2 of %d bytes for %s (known %v)", len(ke2), tr.username, tr.known)
+			}
+			if (st.found == 1) != tr.known {
+				t.Fatalf("%s: found = %d", tr.username, st.found)
+			}
+			if tr.known {
+				tKnown = append(tKnown, float64(d.Nanoseconds()))
+			} else {
+				tUnknown = append(tUnknown, float64(d.Nanoseconds()))
+			}
+		}
+		return tKnown, tUnknown
 	}
-	runtime.GC()
-
-	var tKnown, tUnknown []float64
-	for _, tr := range trials {
-		start := time.Now()
-		ke2, st, err := e.svc.LoginStart(bg, tr.username, tr.ke1)
-		d := time.Since(start)
-		if err != nil {
-			t.Fatal(err)
+	// A 1 % test rejects equal distributions once in a hundred runs; a
+	// real difference is rejected again by a second, independent
+	// measurement, chance only once in ten thousand.
+	for run := 1; run <= 2; run++ {
+		tKnown, tUnknown := measure()
+		d, p := ksTest(tKnown, tUnknown)
+		t.Logf("run %d: LoginStart median: known %.0f µs, unknown %.0f µs; KS D = %.4f, p = %.4f",
+			run, median(tKnown)/1e3, median(tUnknown)/1e3, d, p)
+		fmt.Printf("enumeration: ks_p=%.4f d=%.4f n=%d/%d\n", p, d, len(tKnown), len(tUnknown))
+		if p > 0.01 {
+			return
 		}
-		if len(ke2) != account.KE2Size {
-			t.Fatalf("KE2 of %d bytes for %s (known %v)", len(ke2), tr.username, tr.known)
+		if run == 2 {
+			t.Fatalf("LoginStart times differ between registered and unknown usernames in two independent runs: KS D = %.4f, p = %.4g", d, p)
 		}
-		if (st.found == 1) != tr.known {
-			t.Fatalf("%s: found = %d", tr.username, st.found)
-		}
-		if tr.known {
-			tKnown = append(tKnown, float64(d.Nanoseconds()))
-		} else {
-			tUnknown = append(tUnknown, float64(d.Nanoseconds()))
-		}
-	}
-	d, p := ksTest(tKnown, tUnknown)
-	t.Logf("LoginStart median: known %.0f µs, unknown %.0f µs; KS D = %.4f, p = %.4f",
-		median(tKnown)/1e3, median(tUnknown)/1e3, d, p)
-	fmt.Printf("enumeration: ks_p=%.4f d=%.4f n=%d/%d\n", p, d, len(tKnown), len(tUnknown))
-	if p <= 0.01 {
-		t.Fatalf("LoginStart times differ between registered and unknown usernames: KS D = %.4f, p = %.4g", d, p)
 	}
 }
 
