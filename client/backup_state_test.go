@@ -18,10 +18,11 @@ import (
 
 var cheapKDF = &state.Options{Time: 1, MemoryKiB: 64, Threads: 1}
 
-// backupFixture makes a local state with a profile (registered, not yet
-// published, so a restore needs no server), a session, a wallet and an
-// entry in every bucket a backup carries.
-func backupFixture(t *testing.T) *Client {
+// newFixture creates an empty local state in a fresh home dir/name and
+// a profile of alice's for it: a KT pin and an identity key of its own,
+// registered, nothing published (so no server is needed). The caller
+// stores the profile.
+func newFixture(t *testing.T, name string) (home string, st *state.Store, p *profile) {
 	t.Helper()
 	_, vkey, err := note.GenerateKey(rand.Reader, "qpc-kt-test")
 	if err != nil {
@@ -29,18 +30,25 @@ func backupFixture(t *testing.T) *Client {
 	}
 	vrfKey, _, _ := ed25519.GenerateKey(rand.Reader)
 	_, idKey, _ := ed25519.GenerateKey(rand.Reader)
-	home := filepath.Join(t.TempDir(), "orig")
-	st, err := state.Create(home, []byte("local"), cheapKDF)
-	if err != nil {
+	home = filepath.Join(t.TempDir(), name)
+	if st, err = state.Create(home, []byte("local"), cheapKDF); err != nil {
 		t.Fatal(err)
 	}
-	p := &profile{
-		Server: "qpc://pin@127.0.0.1:4433", KTVKey: vkey, KTVRF: vrfKey, KTConfig: [32]byte{7},
-		Handle: "alice", IdentityKey: idKey, MLSSigPub: []byte("sigpub"), MLSSigPriv: []byte("sigpriv"),
-		KeyPackage: []byte("kp"), Device: [16]byte{1, 2, 3},
-		Intro:   &mailboxRecord{OwnerKey: idKey, Sealing: []byte("intro sealing")},
-		Session: &Session{}, RecvCursor: 3,
-	}
+	return home, st, &profile{Server: "qpc://pin@127.0.0.1:4433", KTVKey: vkey, KTVRF: vrfKey, Handle: "alice", IdentityKey: idKey}
+}
+
+// backupFixture makes a local state with a profile (registered, not yet
+// published, so a restore needs no server), a session, a wallet and an
+// entry in every bucket a backup carries.
+func backupFixture(t *testing.T) *Client {
+	t.Helper()
+	home, st, p := newFixture(t, "orig")
+	p.KTConfig = [32]byte{7}
+	p.MLSSigPub, p.MLSSigPriv = []byte("sigpub"), []byte("sigpriv")
+	p.KeyPackage, p.Device = []byte("kp"), [16]byte{1, 2, 3}
+	p.Intro = &mailboxRecord{OwnerKey: p.IdentityKey, Sealing: []byte("intro sealing")}
+	p.Session, p.RecvCursor = &Session{}, 3
+	var err error
 	err = st.Update(func(tx *state.Tx) error {
 		raw, _ := json.Marshal(p)
 		must := func(err error) {

@@ -3,8 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // Conversation IDs of readFixture.
@@ -30,18 +27,7 @@ var (
 // from bob in the history, and opens it.
 func readFixture(t *testing.T) *Client {
 	t.Helper()
-	_, vkey, err := note.GenerateKey(rand.Reader, "qpc-kt-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vrfKey, _, _ := ed25519.GenerateKey(rand.Reader)
-	_, idKey, _ := ed25519.GenerateKey(rand.Reader)
-	home := filepath.Join(t.TempDir(), "alice")
-	st, err := state.Create(home, []byte("local"), cheapKDF)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &profile{Server: "qpc://pin@127.0.0.1:4433", KTVKey: vkey, KTVRF: vrfKey, Handle: "alice", IdentityKey: idKey}
+	home, st, p := newFixture(t, "alice")
 	created := time.Date(2030, 1, 2, 10, 0, 0, 0, time.UTC)
 	convs := []*convRecord{
 		{ID: bobChat, Kind: content.ConvDirect, Peer: "bob", Active: true, Created: created},
@@ -49,7 +35,7 @@ func readFixture(t *testing.T) *Client {
 		{ID: teamChat, Kind: content.ConvGroup, Name: "team", Creator: "carol", Active: true, Created: created.Add(2 * time.Second)},
 		{ID: carolDM, Kind: content.ConvDirect, Peer: "carol", Active: true, Created: created.Add(3 * time.Second)},
 	}
-	err = st.Update(func(tx *state.Tx) error {
+	err := st.Update(func(tx *state.Tx) error {
 		raw, err := json.Marshal(p)
 		if err != nil {
 			return err
