@@ -14,12 +14,14 @@ import "golang.org/x/crypto/cryptobyte"
 // Nothing here is ever sent on the anonymous path: Send and CreateMailbox
 // carry only a token in their Auth field, never a session.
 const (
-	KindAccountRequest Kind = 0x30
-	KindAccountReply   Kind = 0x31
-	KindTokenKeys      Kind = 0x32
-	KindTokenKeyList   Kind = 0x33
-	KindIssueTokens    Kind = 0x34
-	KindTokensIssued   Kind = 0x35
+	KindAccountRequest   Kind = 0x30
+	KindAccountReply     Kind = 0x31
+	KindTokenKeys        Kind = 0x32
+	KindTokenKeyList     Kind = 0x33
+	KindIssueTokens      Kind = 0x34
+	KindTokensIssued     Kind = 0x35
+	KindTokenQuota       Kind = 0x38
+	KindTokenQuotaStatus Kind = 0x39
 )
 
 // Account operations carried in AccountRequest/AccountReply.
@@ -87,6 +89,21 @@ type TokensIssued struct {
 	Response []byte // a tokens.TokenResponse
 }
 
+// TokenQuota asks how many tokens the session's account may take per
+// epoch and how many it took in the current one (§4.10). It changes
+// nothing, so a client may ask again after a lost reply.
+type TokenQuota struct {
+	Session [SessionSize]byte
+}
+
+// TokenQuotaStatus answers TokenQuota (§4.10).
+type TokenQuotaStatus struct {
+	Epoch        uint32 // the current epoch
+	EpochSeconds uint32 // its length
+	Quota        uint32 // tokens per account per epoch
+	Issued       uint32 // tokens issued to this account in Epoch
+}
+
 // Token limits.
 const (
 	MaxTokenRequest = 8 << 10
@@ -94,12 +111,14 @@ const (
 	MaxEpochKey     = 255
 )
 
-func (*AccountRequest) Kind() Kind { return KindAccountRequest }
-func (*AccountReply) Kind() Kind   { return KindAccountReply }
-func (*TokenKeys) Kind() Kind      { return KindTokenKeys }
-func (*TokenKeyList) Kind() Kind   { return KindTokenKeyList }
-func (*IssueTokens) Kind() Kind    { return KindIssueTokens }
-func (*TokensIssued) Kind() Kind   { return KindTokensIssued }
+func (*AccountRequest) Kind() Kind   { return KindAccountRequest }
+func (*AccountReply) Kind() Kind     { return KindAccountReply }
+func (*TokenKeys) Kind() Kind        { return KindTokenKeys }
+func (*TokenKeyList) Kind() Kind     { return KindTokenKeyList }
+func (*IssueTokens) Kind() Kind      { return KindIssueTokens }
+func (*TokensIssued) Kind() Kind     { return KindTokensIssued }
+func (*TokenQuota) Kind() Kind       { return KindTokenQuota }
+func (*TokenQuotaStatus) Kind() Kind { return KindTokenQuotaStatus }
 
 func marshalOpBody(b *cryptobyte.Builder, op uint8, body []byte) {
 	b.AddUint8(op)
@@ -182,4 +201,18 @@ func (m *TokensIssued) unmarshal(s *cryptobyte.String) bool {
 	}
 	m.Response = append([]byte(nil), v...)
 	return true
+}
+
+func (m *TokenQuota) marshal(b *cryptobyte.Builder)       { b.AddBytes(m.Session[:]) }
+func (m *TokenQuota) unmarshal(s *cryptobyte.String) bool { return s.CopyBytes(m.Session[:]) }
+
+func (m *TokenQuotaStatus) marshal(b *cryptobyte.Builder) {
+	b.AddUint32(m.Epoch)
+	b.AddUint32(m.EpochSeconds)
+	b.AddUint32(m.Quota)
+	b.AddUint32(m.Issued)
+}
+
+func (m *TokenQuotaStatus) unmarshal(s *cryptobyte.String) bool {
+	return s.ReadUint32(&m.Epoch) && s.ReadUint32(&m.EpochSeconds) && s.ReadUint32(&m.Quota) && s.ReadUint32(&m.Issued)
 }

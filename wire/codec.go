@@ -86,6 +86,10 @@ func newMessage(kind Kind) Message {
 		return new(IssueTokens)
 	case KindTokensIssued:
 		return new(TokensIssued)
+	case KindTokenQuota:
+		return new(TokenQuota)
+	case KindTokenQuotaStatus:
+		return new(TokenQuotaStatus)
 	}
 	if m := newKTMessage(kind); m != nil {
 		return m
@@ -97,7 +101,7 @@ func newMessage(kind Kind) Message {
 func IsRequest(kind Kind) bool {
 	switch kind {
 	case KindClientHello, KindCreateMailbox, KindSend, KindFetch, KindSubscribe,
-		KindAck, KindDeleteMailbox, KindHealth, KindAccountRequest, KindTokenKeys, KindIssueTokens:
+		KindAck, KindDeleteMailbox, KindHealth, KindAccountRequest, KindTokenKeys, KindIssueTokens, KindTokenQuota:
 		return true
 	}
 	return isKTRequest(kind) || isKeyPackageRequest(kind)

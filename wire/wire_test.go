@@ -47,6 +47,8 @@ func samples() map[string]Message {
 		"token_key_list":      &TokenKeyList{Current: 20500, EpochSeconds: 86400, Keys: []EpochKey{{Epoch: 20499, Key: []byte{1, 2, 3}}, {Epoch: 20500, Key: []byte{4, 5}}}},
 		"issue_tokens":        &IssueTokens{Session: [32]byte{0xaa}, Request: []byte("blinded")},
 		"tokens_issued":       &TokensIssued{Response: []byte("evaluated")},
+		"token_quota":         &TokenQuota{Session: [32]byte{0xaa}},
+		"token_quota_status":  &TokenQuotaStatus{Epoch: 20500, EpochSeconds: 86400, Quota: 1000, Issued: 37},
 		"upload_key_packages": &UploadKeyPackages{Session: [32]byte{0xbb}, KeyPackages: [][]byte{[]byte("kp one"), bytes.Repeat([]byte{0x4b}, 300)}},
 		"key_packages_stored": &KeyPackagesStored{Count: 12, Limit: 100},
 		"fetch_key_package":   &FetchKeyPackage{Handle: "bob", Auth: []byte("token")},
@@ -329,6 +331,8 @@ func FuzzErrorMessage(f *testing.F)      { fuzzBody(f, KindError) }
 func FuzzAccountRequest(f *testing.F)    { fuzzBody(f, KindAccountRequest) }
 func FuzzIssueTokens(f *testing.F)       { fuzzBody(f, KindIssueTokens) }
 func FuzzTokenKeyList(f *testing.F)      { fuzzBody(f, KindTokenKeyList) }
+func FuzzTokenQuota(f *testing.F)        { fuzzBody(f, KindTokenQuota) }
+func FuzzTokenQuotaStatus(f *testing.F)  { fuzzBody(f, KindTokenQuotaStatus) }
 func FuzzUploadKeyPackages(f *testing.F) { fuzzBody(f, KindUploadKeyPackages) }
 func FuzzKeyPackagesStored(f *testing.F) { fuzzBody(f, KindKeyPackagesStored) }
 func FuzzFetchKeyPackage(f *testing.F)   { fuzzBody(f, KindFetchKeyPackage) }

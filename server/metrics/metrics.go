@@ -245,7 +245,7 @@ func RequestKinds() []string { return append([]string(nil), requestKinds...) }
 
 var requestKinds = []string{
 	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
-	"delete_mailbox", "health", "account", "token_keys", "issue_tokens",
+	"delete_mailbox", "health", "account", "token_keys", "issue_tokens", "token_quota",
 	"kt_publish", "kt_lookup", "kt_history", "kt_consistency", "kt_checkpoint", "kt_tile",
 	"upload_key_packages", "fetch_key_package",
 }
@@ -277,6 +277,8 @@ func KindLabel(k wire.Kind) string {
 		return "token_keys"
 	case wire.KindIssueTokens:
 		return "issue_tokens"
+	case wire.KindTokenQuota:
+		return "token_quota"
 	case wire.KindKTPublish:
 		return "kt_publish"
 	case wire.KindKTLookup:
