@@ -608,6 +608,8 @@ func (s *Server) dispatch(ctx context.Context, binding []byte, st *quic.Stream, 
 		return s.tokenKeys()
 	case *wire.IssueTokens:
 		return s.issueTokens(ctx, m)
+	case *wire.TokenQuota:
+		return s.tokenQuota(ctx, m)
 	case *wire.Send:
 		return s.send(ctx, m)
 	case *wire.Fetch:

@@ -146,3 +146,27 @@ func (s *Server) issueTokens(ctx context.Context, m *wire.IssueTokens) (wire.Mes
 	s.opts.Metrics.TokensIssued(len(req.Blinded))
 	return &wire.TokensIssued{Response: raw}, nil
 }
+
+// tokenQuota answers TokenQuota: the account's allowance per epoch and
+// what it took in the current one, so that a client can size its cover
+// traffic before the quota starves its real messages. It changes nothing.
+func (s *Server) tokenQuota(ctx context.Context, m *wire.TokenQuota) (wire.Message, error) {
+	if s.opts.Tokens == nil || s.opts.Accounts == nil {
+		return nil, wire.Errorf(wire.CodeUnavailable, "this server issues no tokens")
+	}
+	acct, _, err := s.opts.Accounts.Authenticate(ctx, m.Session)
+	if err != nil {
+		return nil, accountError(err)
+	}
+	cur := s.opts.Tokens.Epoch()
+	used, err := s.opts.Accounts.QuotaUsed(ctx, acct, cur)
+	if err != nil {
+		return nil, accountError(err)
+	}
+	return &wire.TokenQuotaStatus{
+		Epoch:        cur,
+		EpochSeconds: uint32(s.opts.TokenEpoch / time.Second),
+		Quota:        uint32(s.opts.TokenQuota),
+		Issued:       uint32(used),
+	}, nil
+}
