@@ -223,6 +223,52 @@ func (c *Conn) TokenKeys(ctx context.Context) (*TokenKeys, error) {
 	return out, nil
 }
 
+// TokenQuotaStatus is an account's token allowance on the server
+// (docs/protocol.md §4.10): Quota tokens per epoch of EpochLength, of
+// which Issued went to the account in the current epoch, Epoch.
+type TokenQuotaStatus struct {
+	Epoch       uint32        `json:"epoch"`
+	EpochLength time.Duration `json:"epoch_length"`
+	Quota       int           `json:"quota"`
+	Issued      int           `json:"issued"`
+}
+
+// PerDay is the quota over a day: Quota scaled from the epoch length.
+func (q TokenQuotaStatus) PerDay() float64 {
+	if q.EpochLength <= 0 {
+		return 0
+	}
+	return float64(q.Quota) * float64(24*time.Hour) / float64(q.EpochLength)
+}
+
+// TokenQuota asks the server for the session's token allowance. It
+// changes nothing on the server, so it is retried like Health.
+func (c *Conn) TokenQuota(ctx context.Context, s *Session) (TokenQuotaStatus, error) {
+	var out TokenQuotaStatus
+	err := c.do(ctx, true, func(ctx context.Context, sess *session) error {
+		m, err := c.call(ctx, sess, &wire.TokenQuota{Session: s.Token})
+		if err != nil {
+			return err
+		}
+		r, ok := m.(*wire.TokenQuotaStatus)
+		if !ok {
+			return unexpected(m)
+		}
+		if r.EpochSeconds == 0 {
+			return wire.Errorf(wire.CodeProtocol, "token quota for an epoch of 0 seconds")
+		}
+		out = TokenQuotaStatus{
+			Epoch: r.Epoch, EpochLength: time.Duration(r.EpochSeconds) * time.Second,
+			Quota: int(r.Quota), Issued: int(r.Issued),
+		}
+		return nil
+	})
+	if err != nil {
+		return TokenQuotaStatus{}, fmt.Errorf("token quota: %w", err)
+	}
+	return out, nil
+}
+
 // IssueTokens obtains n (≤ tokens.MaxBatch) tokens of the current epoch,
 // paid from the session's quota. The tokens are checked against key, the
 // epoch key the caller fetched (and ideally cross-checked) beforehand; a
