@@ -3,6 +3,9 @@ package client
 import (
 	"context"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/quicprochat/qpc/account"
@@ -239,6 +242,45 @@ func (q TokenQuotaStatus) PerDay() float64 {
 		return 0
 	}
 	return float64(q.Quota) * float64(24*time.Hour) / float64(q.EpochLength)
+}
+
+// String says the quota as people read it: "1,000 a day per account", or
+// "100 per 1h epoch per account (2,400 a day)" for epochs other than a day.
+func (q TokenQuotaStatus) String() string {
+	if q.EpochLength == 24*time.Hour {
+		return thousands(float64(q.Quota)) + " a day per account"
+	}
+	return fmt.Sprintf("%s per %s epoch per account (%s a day)", thousands(float64(q.Quota)), epochString(q.EpochLength), thousands(q.PerDay()))
+}
+
+// thousands formats x rounded to a whole number with comma separators,
+// as the cover messages print token counts.
+func thousands(x float64) string {
+	s := strconv.FormatFloat(math.Round(x), 'f', 0, 64)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// epochString is an epoch length as people say it: "1h", "30m", "90s".
+func epochString(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
 }
 
 // TokenQuota asks the server for the session's token allowance. It

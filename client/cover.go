@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -58,14 +59,151 @@ var (
 	keyCoverMailbox = []byte("cover-mailbox")
 )
 
+// CoverQuotaShare is the largest share of the account's token quota that
+// SetCover lets dummies alone take. The rest is for what the user does:
+// real messages beyond the cover schedule's slots, one-time KeyPackage
+// fetches and mailbox creation each spend a token too.
+const CoverQuotaShare = 0.8
+
+// CoverQuotaError is SetCover's refusal of a rate whose dummies alone would
+// take more than CoverQuotaShare of the account's token quota per epoch.
+type CoverQuotaError struct {
+	Rate    float64          // the refused rate, envelopes per second
+	Quota   TokenQuotaStatus // the server's answer
+	MaxRate float64          // the largest rate that fits, as MaxCoverRate
+}
+
+func (e *CoverQuotaError) Error() string {
+	advice := fmt.Sprintf("choose at most %g/s", e.MaxRate)
+	if e.MaxRate <= 0 {
+		advice = "this quota leaves no room for cover traffic"
+	}
+	return fmt.Sprintf("cover at %g/s spends %s tokens a day; this server issues %s, and cover may use at most %.0f %% of them: %s",
+		e.Rate, thousands(e.Rate*86400), e.Quota, CoverQuotaShare*100, advice)
+}
+
+// MaxCoverRate is the largest cover rate, in envelopes per second, whose
+// dummies take at most CoverQuotaShare of q's quota per epoch, rounded
+// down to two significant digits so that it reads well and still fits.
+func MaxCoverRate(q TokenQuotaStatus) float64 {
+	if q.EpochLength <= 0 || q.Quota <= 0 {
+		return 0
+	}
+	exact := CoverQuotaShare * float64(q.Quota) / q.EpochLength.Seconds()
+	if exact >= 100 {
+		return 100 // SetCover's ceiling
+	}
+	unit := math.Pow(10, math.Floor(math.Log10(exact))-1)
+	// Rounded through its decimal form, so that what %g prints and the
+	// CLI parses back is exactly r; binary rounding can land a hair above
+	// exact, then one step down fits.
+	short := func(x float64) float64 {
+		v, _ := strconv.ParseFloat(strconv.FormatFloat(x, 'g', 2, 64), 64)
+		return v
+	}
+	r := short(math.Floor(exact/unit+1e-9) * unit)
+	for r > 0 && !coverFits(r, q) {
+		r = short(r - unit)
+	}
+	return max(r, 0)
+}
+
+// coverFits reports whether dummies at rate take at most CoverQuotaShare
+// of q's quota in one epoch.
+func coverFits(rate float64, q TokenQuotaStatus) bool {
+	return rate*q.EpochLength.Seconds() <= CoverQuotaShare*float64(q.Quota)*(1+1e-12)
+}
+
+// CoverCheck is what SetCover learnt about the rate it stored.
+type CoverCheck struct {
+	// Quota is the server's answer, nil when it was not asked (cover
+	// off, or Unchecked).
+	Quota *TokenQuotaStatus
+	// Unchecked says why a rate was stored without the quota check: no
+	// live session, or the server could not be asked. Empty otherwise.
+	Unchecked string
+}
+
 // SetCover stores the cover setting used by Follow (and shown by Status)
 // when ClientOptions.Cover is nil; nil or a rate of 0 turns it off.
-func (c *Client) SetCover(o *CoverOptions) error {
-	if o != nil && (o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate > 100) {
-		return fmt.Errorf("cover rate: between 0 and 100 envelopes per second")
+//
+// With a live session it first asks the server for the account's token
+// quota and refuses, with a *CoverQuotaError, a rate whose dummies alone
+// would take more than CoverQuotaShare of it per epoch: cover traffic
+// that runs the quota dry starves every real message. Without a session,
+// or when the server cannot be asked, it stores the rate unchecked and
+// says why in CoverCheck.Unchecked; log in and set it again to check.
+// SetCoverUnchecked stores a rate without asking.
+func (c *Client) SetCover(ctx context.Context, o *CoverOptions) (CoverCheck, error) {
+	if err := checkCoverRate(o); err != nil {
+		return CoverCheck{}, err
 	}
 	c.op.Lock()
 	defer c.op.Unlock()
+	if o == nil || o.Rate == 0 {
+		return CoverCheck{}, c.storeCover(nil)
+	}
+	check, err := c.checkCoverQuota(ctx, o.Rate)
+	if err != nil {
+		return check, err
+	}
+	return check, c.storeCover(o)
+}
+
+// SetCoverUnchecked stores the cover setting like SetCover without asking
+// the server's quota: for a rate above CoverQuotaShare on purpose, as for
+// cover that follows only part of the day (`qpc cover --force`).
+func (c *Client) SetCoverUnchecked(o *CoverOptions) error {
+	if err := checkCoverRate(o); err != nil {
+		return err
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.storeCover(o)
+}
+
+func checkCoverRate(o *CoverOptions) error {
+	if o != nil && (o.Rate < 0 || math.IsNaN(o.Rate) || math.IsInf(o.Rate, 0) || o.Rate > 100) {
+		return fmt.Errorf("cover rate: between 0 and 100 envelopes per second")
+	}
+	return nil
+}
+
+// checkCoverQuota asks the server for the account's token quota and
+// refuses rate if its dummies would take more than CoverQuotaShare. The
+// caller holds c.op.
+func (c *Client) checkCoverQuota(ctx context.Context, rate float64) (CoverCheck, error) {
+	s := c.prof.Session
+	if s == nil || !c.opts.Now().Before(s.Expiry) {
+		return CoverCheck{Unchecked: "not logged in"}, nil
+	}
+	q, err := c.accountQuota(ctx, s)
+	if err != nil {
+		if ctx.Err() != nil {
+			return CoverCheck{}, err
+		}
+		return CoverCheck{Unchecked: "could not ask the server: " + err.Error()}, nil
+	}
+	check := CoverCheck{Quota: &q}
+	if !coverFits(rate, q) {
+		return check, &CoverQuotaError{Rate: rate, Quota: q, MaxRate: MaxCoverRate(q)}
+	}
+	return check, nil
+}
+
+// accountQuota asks for the token quota on the account's connection, the
+// one that carries the session anyway. The caller holds c.op.
+func (c *Client) accountQuota(ctx context.Context, s *Session) (TokenQuotaStatus, error) {
+	acct, err := c.conn(ctx, connAccount)
+	if err != nil {
+		return TokenQuotaStatus{}, err
+	}
+	return acct.TokenQuota(ctx, s)
+}
+
+// storeCover writes the setting; nil or a rate of 0 deletes it. The
+// caller holds c.op.
+func (c *Client) storeCover(o *CoverOptions) error {
 	return c.store.Update(func(tx *state.Tx) error {
 		if o == nil || o.Rate == 0 {
 			err := tx.Delete(bucketSettings, keyCover)
@@ -329,6 +467,10 @@ type CoverStatus struct {
 	Envelope     int           `json:"envelope_bytes,omitempty"` // the record bucket every send fills
 	TokensPerDay float64       `json:"tokens_per_day,omitempty"` // Rate × 86400
 	BytesPerDay  float64       `json:"bytes_per_day,omitempty"`  // Rate × Envelope × 86400
+	// QuotaShare is the share of the account's token quota the dummies
+	// alone take (Rate × epoch length / quota), when the quota is known;
+	// SetCover allows at most CoverQuotaShare.
+	QuotaShare float64 `json:"quota_share,omitempty"`
 }
 
 // coverStatus computes the cover mode's cost under the server's record

@@ -28,6 +28,11 @@ type Status struct {
 	OneTimeKeyPackages int         `json:"one_time_key_packages"`
 	Alarms             []Alarm     `json:"alarms"`
 	Cover              CoverStatus `json:"cover"`
+	// TokenQuota is the account's token allowance and what it took this
+	// epoch, asked on the session when logged in and the server is
+	// reachable; TokenQuotaError says why asking failed.
+	TokenQuota      *TokenQuotaStatus `json:"token_quota,omitempty"`
+	TokenQuotaError string            `json:"token_quota_error,omitempty"`
 }
 
 // Status reports the client's state and asks the server for its health.
@@ -78,7 +83,17 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		policy = conn.Policy()
 	}
 	c.op.Lock()
+	if s := c.prof.Session; st.LoggedIn && st.Reachable && s != nil {
+		if q, err := c.accountQuota(ctx, s); err == nil {
+			st.TokenQuota = &q
+		} else {
+			st.TokenQuotaError = err.Error()
+		}
+	}
 	st.Cover = c.coverStatus(policy)
+	if q := st.TokenQuota; q != nil && st.Cover.On && q.Quota > 0 {
+		st.Cover.QuotaShare = st.Cover.Rate * q.EpochLength.Seconds() / float64(q.Quota)
+	}
 	c.op.Unlock()
 	return st, nil
 }

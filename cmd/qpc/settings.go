@@ -81,7 +81,7 @@ func (c *cli) coverCmd(ctx context.Context, args []string) error {
 		o = &client.CoverOptions{Rate: rate, FetchEvery: *every}
 	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
-		if err := cl.SetCover(o); err != nil {
+		if _, err := cl.SetCover(ctx, o); err != nil {
 			return err
 		}
 		if o == nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -27,7 +28,9 @@ func coverRun(t *testing.T, ms *messengerServer, name string, rate float64, dur 
 	b := newUser(t, ms, name+"-b")
 	connect(t, a, b)
 	if rate > 0 {
-		if err := a.SetCover(&client.CoverOptions{Rate: rate, FetchEvery: time.Second}); err != nil {
+		// Far above the test server's quota on purpose: the runs are
+		// short, and SetCover would refuse such a rate.
+		if err := a.SetCoverUnchecked(&client.CoverOptions{Rate: rate, FetchEvery: time.Second}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -197,7 +200,9 @@ func TestCoverQuotaWarning(t *testing.T) {
 	a := newUser(t, ms, "quota-a")
 	b := newUser(t, ms, "quota-b")
 	connect(t, a, b)
-	if err := a.SetCover(&client.CoverOptions{Rate: 50, FetchEvery: time.Second}); err != nil {
+	// SetCover would refuse this rate; the warning is for a rate set
+	// unchecked (qpc cover --force) or a quota lowered since.
+	if err := a.SetCoverUnchecked(&client.CoverOptions{Rate: 50, FetchEvery: time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
@@ -217,5 +222,94 @@ func TestCoverQuotaWarning(t *testing.T) {
 		if s := warnings[0].String(); !strings.Contains(s, want) {
 			t.Errorf("%q lacks %q", s, want)
 		}
+	}
+}
+
+// TestCoverQuotaCheck: with a session, SetCover asks the server's token
+// quota and refuses a rate whose dummies alone would take more than 80 %
+// of it, naming the cost and the largest rate that fits; that rate and
+// lower ones are stored. Without a session the rate is stored unchecked,
+// and SetCover says so. Status shows the quota and the tokens issued in
+// the current epoch.
+func TestCoverQuotaCheck(t *testing.T) {
+	ms := startMessengerServerWith(t, func(o *server.Options) { o.TokenQuota = 100 })
+	a := newUser(t, ms, "check-a")
+	b := newUser(t, ms, "check-b")
+	connect(t, a, b)
+	ctx := ctxT(t)
+
+	// 100 tokens per 1 h epoch: cover may spend 80 an hour, 0.0222/s.
+	const maxRate = 0.022
+	for _, rate := range []float64{0.05, 0.0223, 50} {
+		check, err := a.SetCover(ctx, &client.CoverOptions{Rate: rate})
+		var qe *client.CoverQuotaError
+		if !errors.As(err, &qe) {
+			t.Fatalf("SetCover(%g) = %v, want a CoverQuotaError", rate, err)
+		}
+		if qe.MaxRate != maxRate || qe.Quota.Quota != 100 || check.Quota == nil || check.Quota.Quota != 100 {
+			t.Errorf("SetCover(%g): %+v, check %+v", rate, qe, check)
+		}
+		t.Logf("SetCover(%g): %v", rate, err)
+		for _, want := range []string{
+			fmt.Sprintf("cover at %g/s spends %s tokens a day", rate, map[float64]string{0.05: "4,320", 0.0223: "1,927", 50: "4,320,000"}[rate]),
+			"this server issues 100 per 1h epoch per account (2,400 a day)",
+			"at most 80 % of them",
+			"choose at most 0.022/s",
+		} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%q lacks %q", err, want)
+			}
+		}
+	}
+	st, err := a.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Cover.On {
+		t.Fatalf("a refused rate was stored: %+v", st.Cover)
+	}
+
+	// The largest rate that fits, and one below it, are stored.
+	for _, rate := range []float64{0.01, maxRate} {
+		check, err := a.SetCover(ctx, &client.CoverOptions{Rate: rate})
+		if err != nil || check.Quota == nil || check.Quota.Quota != 100 || check.Unchecked != "" {
+			t.Fatalf("SetCover(%g) = %+v, %v; want checked and stored", rate, check, err)
+		}
+		if st, err = a.Status(ctx); err != nil || !st.Cover.On || st.Cover.Rate != rate {
+			t.Fatalf("status after SetCover(%g): %+v, %v", rate, st.Cover, err)
+		}
+	}
+
+	// Status: the quota, and the tokens issued this epoch. The wallet takes
+	// tokens in batches of 100, so registering took the whole quota.
+	q := st.TokenQuota
+	if !st.LoggedIn || q == nil || q.Quota != 100 || q.EpochLength != tokenEpoch || q.Issued != 100 || st.TokenQuotaError != "" {
+		t.Fatalf("status token quota %+v (%q), want 100 of 100 per %v", q, st.TokenQuotaError, tokenEpoch)
+	}
+	if want := maxRate * 3600 / 100; math.Abs(st.Cover.QuotaShare-want) > 1e-9 {
+		t.Errorf("cover quota share %v, want %v", st.Cover.QuotaShare, want)
+	}
+	// A new epoch: nothing issued in it yet.
+	ms.clock.advance(tokenEpoch)
+	st, err = a.Status(ctx)
+	if err != nil || st.TokenQuota == nil || st.TokenQuota.Issued != 0 || st.TokenQuota.Epoch != q.Epoch+1 {
+		t.Fatalf("status in the next epoch: %+v, %v", st.TokenQuota, err)
+	}
+
+	// Without a session: stored, but unchecked, and said so.
+	if err := a.Logout(); err != nil {
+		t.Fatal(err)
+	}
+	check, err := a.SetCover(ctx, &client.CoverOptions{Rate: 0.05})
+	if err != nil || check.Unchecked == "" || check.Quota != nil {
+		t.Fatalf("SetCover without a session = %+v, %v; want stored unchecked", check, err)
+	}
+	st, err = a.Status(ctx)
+	if err != nil || st.LoggedIn || st.TokenQuota != nil || !st.Cover.On || st.Cover.Rate != 0.05 || st.Cover.QuotaShare != 0 {
+		t.Fatalf("status without a session: %+v, %v", st, err)
+	}
+	// Off needs no check.
+	if check, err := a.SetCover(ctx, nil); err != nil || check != (client.CoverCheck{}) {
+		t.Fatalf("SetCover(nil) = %+v, %v", check, err)
 	}
 }
