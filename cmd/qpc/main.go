@@ -85,7 +85,8 @@ Contacts and messages:
                                    --lines sends each line of standard input
   qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
   qpc recv --follow --cover <rate> send at a constant Poisson rate (real or dummy envelopes)
-  qpc cover <rate>|off             the same as a stored setting (qpc status shows its cost)
+  qpc cover <rate>|off [--force]   the same as a stored setting (qpc status shows its cost);
+                                   refused above 80 % of the token quota unless --force
   qpc contact receipts <handle> on|off [--read]
                                    delivery (and read) receipts to a contact; off by default
   qpc history [<handle|group>]     print the stored conversation history
@@ -103,7 +104,7 @@ Backups (hold your keys, not your session: after an import, qpc login):
 
 Checks:
   qpc kt check                     owner monitoring: is the directory showing only your keys?
-  qpc status                       server, Tor, tokens left, queued messages, alarms
+  qpc status                       server, Tor, tokens left and quota, queued messages, alarms
 
 Environment: QPC_HOME (state directory, default ~/.local/share/qpc),
 QPC_PASSPHRASE (local state), QPC_PASSWORD (account), QPC_BACKUP_PASSPHRASE
@@ -631,6 +632,11 @@ func (c *cli) status(ctx context.Context) error {
 		}
 		fmt.Fprintf(w, "session:       %s\n", session)
 		fmt.Fprintf(w, "tokens left:   %d\n", st.Tokens)
+		if q := st.TokenQuota; q != nil {
+			fmt.Fprintf(w, "token quota:   %s; %d issued this epoch\n", q, q.Issued)
+		} else if st.TokenQuotaError != "" {
+			fmt.Fprintf(w, "token quota:   unknown (%s)\n", st.TokenQuotaError)
+		}
 		printCover(w, st)
 		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
 		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)

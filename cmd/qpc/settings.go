@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"time"
 
@@ -62,33 +64,84 @@ func (c *cli) contactReceipts(ctx context.Context, args []string) error {
 	})
 }
 
-// coverCmd is `qpc cover <rate>|off [--fetch-every D]`: the stored cover
-// setting that `qpc recv --follow` uses.
+// coverCmd is `qpc cover <rate>|off [--fetch-every D] [--force]`: the
+// stored cover setting that `qpc recv --follow` uses. A rate is checked
+// against the account's token quota on the server (client.SetCover);
+// --force stores it unchecked, for cover that runs only part of the day.
 func (c *cli) coverCmd(ctx context.Context, args []string) error {
-	const use = "cover <envelopes per second>|off [--fetch-every 30s]"
+	const use = "cover <envelopes per second>|off [--fetch-every 30s] [--force]"
 	fs := flag.NewFlagSet("qpc cover", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	every := fs.Duration("fetch-every", 30*time.Second, "fetch period in cover mode")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	force := fs.Bool("force", false, "store the rate without checking it against the token quota")
+	// Flags may follow the argument.
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return usagef("%s: %v", use, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(pos) != 1 {
 		return usagef(use)
 	}
 	var o *client.CoverOptions
-	if fs.Arg(0) != "off" {
-		rate, err := parseRate(fs.Arg(0))
+	if pos[0] != "off" {
+		rate, err := parseRate(pos[0])
 		if err != nil {
 			return usagef("%s: %v", use, err)
 		}
 		o = &client.CoverOptions{Rate: rate, FetchEvery: *every}
 	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
-		if _, err := cl.SetCover(ctx, o); err != nil {
-			return err
+		var check client.CoverCheck
+		if *force {
+			if err := cl.SetCoverUnchecked(o); err != nil {
+				return err
+			}
+			if o != nil {
+				check.Unchecked = "--force"
+			}
+		} else {
+			var err error
+			check, err = cl.SetCover(ctx, o)
+			var qe *client.CoverQuotaError
+			if errors.As(err, &qe) {
+				return fmt.Errorf("%w (--force sets it anyway, for cover that runs only part of the day)", err)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		if o == nil {
 			return c.say("cover traffic off")
 		}
-		return c.say("cover traffic on: %g envelopes/s (%.0f tokens a day) while `qpc recv --follow` runs", o.Rate, o.Rate*86400)
+		msg := fmt.Sprintf("cover traffic on: %g envelopes/s (%.0f tokens a day) while `qpc recv --follow` runs", o.Rate, o.Rate*86400)
+		if q := check.Quota; q != nil {
+			msg = fmt.Sprintf("cover traffic on: %g envelopes/s (%.0f tokens a day, %.0f %% of this server's token quota of %s) while `qpc recv --follow` runs",
+				o.Rate, o.Rate*86400, coverShare(o.Rate, *q)*100, q)
+		}
+		if c.json {
+			return c.printJSON(map[string]any{"ok": true, "message": msg, "token_quota": check.Quota, "quota_unchecked": check.Unchecked})
+		}
+		if check.Unchecked != "" && check.Unchecked != "--force" {
+			fmt.Fprintf(c.stderr, "qpc: the rate was stored without checking it against this account's token quota (%s); "+
+				"once logged in, `qpc cover %g` checks it\n", check.Unchecked, o.Rate)
+		}
+		return c.say("%s", msg)
 	})
+}
+
+// coverShare is the share of q's quota that cover at rate takes.
+func coverShare(rate float64, q client.TokenQuotaStatus) float64 {
+	if q.Quota <= 0 {
+		return math.Inf(1)
+	}
+	return rate * q.EpochLength.Seconds() / float64(q.Quota)
 }
 
 func parseRate(s string) (float64, error) {
@@ -109,6 +162,13 @@ func printCover(w io.Writer, st *client.Status) {
 	fmt.Fprintf(w, "cover traffic: on, %g envelopes/s, fetch every %v\n", cv.Rate, cv.FetchEvery)
 	fmt.Fprintf(w, "  costs:       %.0f tokens/day, %.1f MB/day (%d-byte envelopes); %d tokens left\n",
 		cv.TokensPerDay, cv.BytesPerDay/1e6, cv.Envelope, st.Tokens)
+	if q := st.TokenQuota; q != nil && cv.QuotaShare > 0 {
+		line := fmt.Sprintf("  quota share: %.0f %% of the token quota (cover may use at most %.0f %%)", cv.QuotaShare*100, client.CoverQuotaShare*100)
+		if cv.QuotaShare > client.CoverQuotaShare {
+			line += fmt.Sprintf("; too much for real messages: `qpc cover %g` or lower", client.MaxCoverRate(*q))
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 // followCover is `qpc recv --follow --cover <rate>`: Follow in cover
