@@ -138,8 +138,8 @@ func TestCoverTraffic(t *testing.T) {
 	// hundred; a real difference is rejected again by a second,
 	// independent run, chance only once in ten thousand.
 	for run := 1; ; run++ {
-		idle = coverRun(t, ms, "idle", rate, dur, nil)
-		busy = coverRun(t, ms, "busy", rate, dur, real)
+		idle = coverRun(t, ms, fmt.Sprint("idle", run), rate, dur, nil)
+		busy = coverRun(t, ms, fmt.Sprint("busy", run), rate, dur, real)
 		gi, gb = gaps(idle), gaps(busy)
 		D, p := stats.KSTwoSample(gi, gb)
 		t.Logf("run %d: cover %.0f/s for %v: 0 real messages → %d sends (sizes %v), 20 real → %d sends (sizes %v); gaps: mean %.3f s vs %.3f s; two-sample KS D=%.4f p=%.3f",
