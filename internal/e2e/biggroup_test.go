@@ -15,7 +15,6 @@ import (
 func TestMessengerBigGroup(t *testing.T) {
 	// Every test user comes from 127.0.0.1 with a few connections each.
 	ms := startMessengerServerWith(t, func(o *server.Options) { o.MaxConnsPerAddr = 1000 })
-	ctx := ctxT(t)
 	const n = 9
 	var users []*client.Client
 	var handles []string
@@ -24,6 +23,9 @@ func TestMessengerBigGroup(t *testing.T) {
 		users = append(users, newUser(t, ms, h))
 		handles = append(handles, h)
 	}
+	// ctxT's 20 s start now: nine registrations (each uploading its
+	// one-time KeyPackages) can take most of that under -race.
+	ctx := ctxT(t)
 	if err := users[0].CreateGroup(ctx, "crowd", handles[1:]); err != nil {
 		t.Fatal(err)
 	}
