@@ -150,6 +150,19 @@ func (c *Client) SetCover(ctx context.Context, o *CoverOptions) (CoverCheck, err
 	return check, c.storeCover(o)
 }
 
+// CheckCover checks rate against the account's token quota as SetCover
+// does, storing nothing: for cover given per run (`qpc recv --follow
+// --cover`) rather than as the stored setting. FollowCover itself does
+// not check, so that a caller can run a rate above the share on purpose.
+func (c *Client) CheckCover(ctx context.Context, rate float64) (CoverCheck, error) {
+	if err := checkCoverRate(&CoverOptions{Rate: rate}); err != nil {
+		return CoverCheck{}, err
+	}
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.checkCoverQuota(ctx, rate)
+}
+
 // SetCoverUnchecked stores the cover setting like SetCover without asking
 // the server's quota: for a rate above CoverQuotaShare on purpose, as for
 // cover that follows only part of the day (`qpc cover --force`).

@@ -84,7 +84,9 @@ Contacts and messages:
   qpc send <handle|group> <text>   send (starts a direct chat on first use);
                                    --lines sends each line of standard input
   qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
-  qpc recv --follow --cover <rate> send at a constant Poisson rate (real or dummy envelopes)
+  qpc recv --follow --cover <rate> [--force]
+                                   send at a constant Poisson rate (real or dummy envelopes);
+                                   refused above 80 % of the token quota unless --force
   qpc cover <rate>|off [--force]   the same as a stored setting (qpc status shows its cost);
                                    refused above 80 % of the token quota unless --force
   qpc contact receipts <handle> on|off [--read]
@@ -458,6 +460,7 @@ func (c *cli) recv(ctx context.Context, args []string) error {
 	fs.SetOutput(io.Discard)
 	follow := fs.Bool("follow", false, "keep listening")
 	cover := fs.String("cover", "", "with --follow: cover traffic at this many envelopes per second")
+	force := fs.Bool("force", false, "with --cover: skip the token-quota check")
 	if err := fs.Parse(args); err != nil {
 		return usagef("recv: %v", err)
 	}
@@ -474,7 +477,7 @@ func (c *cli) recv(ctx context.Context, args []string) error {
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 		if *follow {
 			if *cover != "" {
-				return c.followCover(ctx, cl, *cover, print)
+				return c.followCover(ctx, cl, *cover, *force, print)
 			}
 			return cl.Follow(ctx, print)
 		}

@@ -173,10 +173,25 @@ func printCover(w io.Writer, st *client.Status) {
 
 // followCover is `qpc recv --follow --cover <rate>`: Follow in cover
 // mode for this run, whatever the stored setting.
-func (c *cli) followCover(ctx context.Context, cl *client.Client, rate string, print func(client.Event)) error {
+// followCover runs `qpc recv --follow --cover <rate>`: checked against
+// the token quota as `qpc cover` is, unless force.
+func (c *cli) followCover(ctx context.Context, cl *client.Client, rate string, force bool, print func(client.Event)) error {
 	r, err := parseRate(rate)
 	if err != nil {
 		return usagef("recv --cover: %v", err)
+	}
+	if !force {
+		check, err := cl.CheckCover(ctx, r)
+		var qe *client.CoverQuotaError
+		if errors.As(err, &qe) {
+			return fmt.Errorf("%w (--force runs it anyway, for cover that runs only part of the day)", err)
+		}
+		if err != nil {
+			return err
+		}
+		if check.Unchecked != "" {
+			fmt.Fprintf(c.stderr, "qpc: the cover rate was not checked against this account's token quota (%s)\n", check.Unchecked)
+		}
 	}
 	return cl.FollowCover(ctx, client.CoverOptions{Rate: r}, print)
 }
