@@ -21,17 +21,9 @@ func (c *cli) contactReceipts(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("qpc contact receipts", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	read := fs.Bool("read", false, "read receipts too")
-	// Flags may follow the arguments.
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return usagef("%s: %v", use, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return usagef("%s: %v", use, err)
 	}
 	if len(pos) < 1 || len(pos) > 2 {
 		return usagef(use)
@@ -74,17 +66,9 @@ func (c *cli) coverCmd(ctx context.Context, args []string) error {
 	fs.SetOutput(io.Discard)
 	every := fs.Duration("fetch-every", 30*time.Second, "fetch period in cover mode")
 	force := fs.Bool("force", false, "store the rate without checking it against the token quota")
-	// Flags may follow the argument.
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return usagef("%s: %v", use, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return usagef("%s: %v", use, err)
 	}
 	if len(pos) != 1 {
 		return usagef(use)
@@ -194,4 +178,20 @@ func (c *cli) followCover(ctx context.Context, cl *client.Client, rate string, f
 		}
 	}
 	return cl.FollowCover(ctx, client.CoverOptions{Rate: r}, print)
+}
+
+// parseMixed parses args with fs, letting flags stand before, between or
+// after the positional arguments, which it returns in order.
+func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
 }
