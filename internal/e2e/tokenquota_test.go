@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/hex"
-	"strings"
 	"testing"
 
 	"github.com/quicprochat/qpc/client"
@@ -79,16 +78,7 @@ func TestTokenQuotaOverTheWire(t *testing.T) {
 		t.Errorf("token_quota AUTH errors = %v, want 2", got)
 	}
 
-	ts.stop()
-	logs := ts.logs.String()
-	if !strings.Contains(logs, "listening") {
-		t.Fatalf("log capture is not working:\n%s", logs)
-	}
-	for _, s := range []string{handle, hex.EncodeToString(sess.Token[:])} {
-		if strings.Contains(logs, s) {
-			t.Errorf("server log contains %q", s)
-		}
-	}
+	stopAndScanLog(t, ts, []string{handle, hex.EncodeToString(sess.Token[:])})
 }
 
 // TestTokenQuotaWithoutAccounts: a server without accounts and tokens

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -24,6 +25,23 @@ func mustHex(s string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// stopAndScanLog stops ts and fails the test for every non-empty string
+// of secrets its log contains (after checking that the log was captured
+// at all: the start and the shutdown are in it).
+func stopAndScanLog(t *testing.T, ts *testServer, secrets []string) {
+	t.Helper()
+	ts.stop()
+	logs := ts.logs.String()
+	if !strings.Contains(logs, "listening") || !strings.Contains(logs, "shut down") {
+		t.Fatalf("log capture is not working:\n%s", logs)
+	}
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			t.Errorf("server log contains %q", s)
+		}
+	}
 }
 
 func base64URL(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
