@@ -201,16 +201,16 @@ func recentIn[K comparable](m map[K][]time.Time, k K, cutoff time.Time) []time.T
 	return f
 }
 
-// sweepLocked drops every entry whose times all left the window, once per
-// window, so that a spray of random usernames costs memory only for as
-// long as it can matter: each admitted login adds one time to each map, so
-// together they hold at most 2 × (GlobalBurst + GlobalRate × FailureWindow)
-// times.
+// sweepLocked drops every entry whose times all left the window, eight
+// times per window, so that a spray of random usernames costs memory only
+// for as long as it can matter: each admitted login adds one time to each
+// map, so each holds at most 9/8 × (GlobalBurst + GlobalRate ×
+// FailureWindow) entries and times.
 func (l *limiter) sweepLocked(now time.Time) {
 	if now.Before(l.nextSweep) {
 		return
 	}
-	l.nextSweep = now.Add(l.window)
+	l.nextSweep = now.Add(l.window / 8)
 	cutoff := now.Add(-l.window)
 	for k, f := range l.failures {
 		if len(f) == 0 || !f[len(f)-1].After(cutoff) {
@@ -238,7 +238,7 @@ type sourceBuckets struct {
 }
 
 type sourceBucket struct {
-	b    *ratelimit.Bucket
+	b    ratelimit.Bucket
 	last time.Time
 }
 
@@ -261,7 +261,7 @@ func (s *sourceBuckets) allow(src Source, now time.Time) bool {
 		if len(s.m) >= maxSources {
 			return s.overflow.Allow(now)
 		}
-		e = &sourceBucket{b: ratelimit.NewBucket(s.rate, s.burst, now)}
+		e = &sourceBucket{b: *ratelimit.NewBucket(s.rate, s.burst, now)}
 		s.m[src] = e
 	}
 	e.last = now

@@ -1,8 +1,10 @@
 package accounts
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -158,4 +160,51 @@ func TestLimiterSourcesBounded(t *testing.T) {
 			t.Fatal("zero source limited")
 		}
 	}
+}
+
+// TestLimiterMemoryBound: a stranger spraying LoginStarts at ten times the
+// global rate, each for a new username from a new source, for three
+// windows, leaves at most 9/8 × (GlobalBurst + GlobalRate × FailureWindow)
+// entries in each map, and the per-source tables at most maxSources each.
+// The heap it costs is measured and logged per entry (docs/operations.md
+// quotes the figure for the defaults).
+func TestLimiterMemoryBound(t *testing.T) {
+	o := Options{FailureWindow: time.Minute}
+	o.setDefaults()
+	now := time.Unix(1_000_000, 0)
+	o.Now = func() time.Time { return now }
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	l := newLimiter(o)
+	bound := (o.GlobalBurst + int(o.GlobalRate*o.FailureWindow.Seconds())) * 9 / 8
+	step := time.Duration(float64(time.Second) / (10 * o.GlobalRate))
+	peak := 0
+	for i := range int(3 * o.FailureWindow / step) {
+		var cred [credIDSize]byte
+		binary.BigEndian.PutUint64(cred[:], uint64(i))
+		l.startLogin(cred, ConnectionSource(uint64(i)), now)
+		peak = max(peak, len(l.failures), len(l.userFails))
+		now = now.Add(step)
+	}
+	if peak > bound {
+		t.Fatalf("%d entries at the peak, bound %d", peak, bound)
+	}
+	if n := len(l.loginSrc.m); n > maxSources {
+		t.Fatalf("%d source buckets", n)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	entries := len(l.failures) + len(l.userFails) + len(l.loginSrc.m)
+	perEntry := float64(after.HeapAlloc-before.HeapAlloc) / float64(entries)
+	// At the defaults: two maps at their bound, two full source tables.
+	def := Options{}
+	def.setDefaults()
+	defEntries := 2*(def.GlobalBurst+int(def.GlobalRate*def.FailureWindow.Seconds()))*9/8 + 2*maxSources
+	t.Logf("peak %d entries per map (bound %d); now %d entries in all, %.0f bytes each; at the defaults at most %d entries, about %.0f MiB",
+		peak, bound, entries, perEntry, defEntries, perEntry*float64(defEntries)/(1<<20))
+	if mib := perEntry * float64(defEntries) / (1 << 20); mib > 64 {
+		t.Fatalf("the limiter could take %.0f MiB at the defaults", mib)
+	}
+	runtime.KeepAlive(l)
 }
