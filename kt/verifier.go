@@ -67,6 +67,10 @@ type Verifier struct {
 	latest *Checkpoint
 	now    func() time.Time
 	maxAge time.Duration
+
+	// beforeAccept, in tests, runs between checking an answer and
+	// accepting its checkpoint.
+	beforeAccept func()
 }
 
 // NewVerifier pins a verifier. vkey is the note verifier key printed by
@@ -167,6 +171,9 @@ func checkAdvance(prev, cp *Checkpoint, known uint64, consistency [][]byte) erro
 // consistent with prev, not with the new latest: two answers from two
 // forks of one log must not both be accepted).
 func (v *Verifier) accept(prev, cp *Checkpoint) error {
+	if v.beforeAccept != nil {
+		v.beforeAccept()
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	cur := v.latest
