@@ -84,7 +84,8 @@ type Config struct {
 
 	KeyPackagePool int `toml:"key_package_pool"` // one-time KeyPackages per account (docs/protocol.md §4.12)
 
-	TorSettings // onion service and Tor keys (config_tor.go)
+	TorSettings     // onion service and Tor keys (config_tor.go)
+	AccountSettings // limits of registrations and logins (config_accounts.go)
 
 	sources map[string]Source
 }
@@ -207,6 +208,7 @@ func DefaultConfig() Config {
 		TokenQuota:       DefaultTokenQuota,
 		KeyPackagePool:   DefaultKeyPackagePool,
 		TorSettings:      defaultTorSettings(),
+		AccountSettings:  defaultAccountSettings(),
 		sources:          map[string]Source{},
 	}
 }
@@ -526,7 +528,7 @@ var configFields = append([]configField{
 		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
 		value: func(c *Config) any { return c.KeyPackagePool },
 	},
-}, torConfigFields...)
+}, slices.Concat(torConfigFields, accountConfigFields)...)
 
 func parseBool(dst *bool, s string) error {
 	v, err := strconv.ParseBool(s)

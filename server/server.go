@@ -410,6 +410,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		return
 	}
 	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
+	src := accountSource(info)
 	for {
 		qs, err := conn.AcceptStream(conn.Context())
 		if err != nil {
@@ -436,7 +437,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 			defer s.inflight.Done()
 			s.opts.Metrics.StreamStarted()
 			defer s.opts.Metrics.StreamDone()
-			s.handleStream(conn, binding, st)
+			s.handleStream(conn, binding, src, st)
 		}()
 	}
 }
@@ -525,7 +526,7 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 	wire.WriteMessage(w, p, e)
 }
 
-func (s *Server) handleStream(conn *quic.Conn, binding []byte, st Stream) {
+func (s *Server) handleStream(conn *quic.Conn, binding []byte, src accounts.Source, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
 	subscribed := false
@@ -576,7 +577,7 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st Stream) {
 		s.subscribe(conn, binding, st, m)
 		return
 	case *wire.AccountRequest:
-		s.accountExchange(ctx, st, r, m)
+		s.accountExchange(ctx, st, src, r, m)
 		return
 	}
 	resp, isKT, err := s.ktRequest(ctx, m)
