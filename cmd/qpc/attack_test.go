@@ -43,50 +43,7 @@ func TestAttackPeerTextCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a server")
 	}
-	dir := t.TempDir()
-	addr, pinFile := chatServer(t, dir)
-	pinText, err := os.ReadFile(pinFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pin, err := client.ParseKTPin(string(pinText))
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]map[string]string{}
-	for _, name := range []string{"eve", "bob"} {
-		// The local state with a fast KDF (the CLI reads its parameters
-		// from the state); everything after this goes through the CLI.
-		env[name] = map[string]string{
-			"QPC_HOME":       filepath.Join(dir, "home-"+name),
-			"QPC_PASSPHRASE": "passphrase of " + name,
-			"QPC_PASSWORD":   "password of " + name,
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cl, err := client.Init(ctx, addr, pin, client.ClientOptions{
-			Home: env[name]["QPC_HOME"], Passphrase: []byte(env[name]["QPC_PASSPHRASE"]),
-			KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
-			Logger: slog.New(slog.DiscardHandler),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = cl.Register(ctx, name, []byte(env[name]["QPC_PASSWORD"]))
-		cl.Close()
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	qpc := func(name string, args ...string) (stdout, stderr string) {
-		t.Helper()
-		var out, errb bytes.Buffer
-		c := &cli{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[name][k] }}
-		if code := c.main(args); code != exitOK {
-			t.Fatalf("%s: qpc %q: exit %d\n%s%s", name, args, code, out.String(), errb.String())
-		}
-		return out.String(), errb.String()
-	}
+	_, qpc := eveAndBob(t, t.TempDir())
 
 	qpc("eve", "send", "bob", attackText)
 	qpc("eve", "group", "create", attackGroup, "bob")
@@ -188,4 +145,117 @@ func checkTerminal(t *testing.T, what, out string, line func(string) bool) {
 			t.Fatalf("%s: unexpected line %q\n%s", what, l, out)
 		}
 	}
+}
+
+// eveAndBob starts the real qpc-server in dir, registers eve and bob on
+// it, and returns their settings and a function that runs the CLI in
+// this process as one of them (the test fails unless it exits 0).
+func eveAndBob(t *testing.T, dir string) (env map[string]map[string]string, qpc func(name string, args ...string) (stdout, stderr string)) {
+	t.Helper()
+	addr, pinFile := chatServer(t, dir)
+	pinText, err := os.ReadFile(pinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, err := client.ParseKTPin(string(pinText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = map[string]map[string]string{}
+	for _, name := range []string{"eve", "bob"} {
+		// The local state with a fast KDF (the CLI reads its parameters
+		// from the state); everything after this goes through the CLI.
+		env[name] = map[string]string{
+			"QPC_HOME":       filepath.Join(dir, "home-"+name),
+			"QPC_PASSPHRASE": "passphrase of " + name,
+			"QPC_PASSWORD":   "password of " + name,
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		cl, err := client.Init(ctx, addr, pin, client.ClientOptions{
+			Home: env[name]["QPC_HOME"], Passphrase: []byte(env[name]["QPC_PASSPHRASE"]),
+			KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
+			Logger: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = cl.Register(ctx, name, []byte(env[name]["QPC_PASSWORD"]))
+		cl.Close()
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	qpc = func(name string, args ...string) (stdout, stderr string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		c := &cli{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[name][k] }}
+		if code := c.main(args); code != exitOK {
+			t.Fatalf("%s: qpc %q: exit %d\n%s%s", name, args, code, out.String(), errb.String())
+		}
+		return out.String(), errb.String()
+	}
+	return env, qpc
+}
+
+// TestAttackPeerTextChatTmux: the same texts reach `qpc chat` in a real
+// terminal (tmux, which takes OSC 52 clipboard writes here: set-clipboard
+// on). eve's direct message is in the history the screen loads, her group
+// and its message come while it runs. Nothing of it may act: no paste
+// buffer is created, the screen is not cleared (the status line and the
+// conversation list stay), no line of the screen starts with eve's fake
+// ALARM, which shows indented in the message pane.
+func TestAttackPeerTextChatTmux(t *testing.T) {
+	dir := t.TempDir()
+	bin := buildQPC(t, dir)
+	env, qpc := eveAndBob(t, dir)
+	qpc("eve", "send", "bob", attackText)
+
+	tm := startTmux(t, dir)
+	tm.run("new-session", "-d", "-s", "hold", "sleep 3600")
+	tm.run("set-option", "-g", "set-clipboard", "on")
+	var bobEnv []string
+	for k, v := range env["bob"] {
+		bobEnv = append(bobEnv, k+"="+v)
+	}
+	tm.chat("bob", bin, bobEnv)
+	// The text shows in any case (raw or not); then the screen is checked.
+	check := func(what, s string) {
+		t.Helper()
+		if bufs := tm.run("list-buffers"); bufs != "" {
+			t.Fatalf("%s: eve's OSC 52 wrote a paste buffer (the clipboard):\n%s", what, bufs)
+		}
+		lines := strings.Split(s, "\n")
+		if !strings.HasPrefix(lines[0], " qpc chat · bob · ") || !strings.Contains(s, " conversations ") {
+			t.Fatalf("%s: the screen was cleared or overwritten:\n%s", what, s)
+		}
+		fake := 0
+		for _, l := range lines {
+			if strings.HasPrefix(l, "ALARM") || strings.HasPrefix(l, " ⚠") {
+				t.Fatalf("%s: a line starts like an alarm: %q\n%s", what, l, s)
+			}
+			if _, pane, ok := strings.Cut(l, "│ "); ok && strings.HasPrefix(pane, "      ALARM kt: your keys") {
+				fake++
+			}
+		}
+		if fake == 0 {
+			t.Fatalf("%s: eve's second line is not indented in the message pane:\n%s", what, s)
+		}
+	}
+	check("the history", tm.waitFor("bob", "ALARM kt: your keys", 60*time.Second))
+	tm.waitFor("bob", "connected to ", 60*time.Second)
+
+	qpc("eve", "group", "create", attackGroup, "bob")
+	qpc("eve", "send", attackGroup, attackText)
+	tm.waitFor("bob", "#team␛[2J", 30*time.Second)
+	tm.run("send-keys", "-t", "bob", "Tab")
+	tm.waitFor("bob", "▸ #team␛[2J", 10*time.Second)
+	group := tm.waitFor("bob", "eve: hi bob␛[2J", 30*time.Second)
+	check("the group", group)
+	tm.run("send-keys", "-t", "bob", "Tab")
+	direct := tm.waitFor("bob", "▸ eve", 10*time.Second)
+	check("the direct chat", direct)
+	t.Logf("bob's screen on the group:\n%s\nand on eve:\n%s", group, direct)
+	tm.run("send-keys", "-t", "bob", "Escape")
+	tm.waitFor("bob", "qpc chat exited 0", 30*time.Second)
 }
