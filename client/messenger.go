@@ -65,8 +65,14 @@ type ClientOptions struct {
 	KDF *state.Options
 	// Dial is used for every connection (Tor, timeouts).
 	Dial Options
-	// Now is the clock; default time.Now.
+	// Now is the clock; default time.Now. Key-transparency answers are
+	// judged by it too (KTMaxEpochAge).
 	Now func() time.Time
+	// KTMaxEpochAge is how far the time of the epoch a key-transparency
+	// answer is under may be from Now, either way; further off, the
+	// answer is refused as stale (a server freezing this client on an old
+	// view of the directory). 0: kt.DefaultMaxEpochAge (15 minutes).
+	KTMaxEpochAge time.Duration
 	// Logger; default slog.Default. Nothing identifying is logged at Info.
 	Logger *slog.Logger
 	// Tap, if set, sees every request stream's bytes with the role of the
@@ -210,6 +216,7 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 		return nil, err
 	}
 	c := newClient(st, opts)
+	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
 	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash}
 	conn, err := c.conn(ctx, connKT)
@@ -251,6 +258,7 @@ func Open(opts ClientOptions) (*Client, error) {
 			return nil, fmt.Errorf("stored checkpoint: %w", err)
 		}
 	}
+	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
 	return c, nil
 }
@@ -363,7 +371,13 @@ func (c *Client) lookupLabel(ctx context.Context, label string) (*kt.LookupResul
 		return nil, nil, err
 	}
 	defer conn.Close()
-	return conn.KTLookup(ctx, c.v, label)
+	res, b, err := conn.KTLookup(ctx, c.v, label)
+	if errors.Is(err, kt.ErrAdvanced) {
+		// Another answer moved the newest checkpoint meanwhile: ask
+		// again, proving consistency from the new one.
+		res, b, err = conn.KTLookup(ctx, c.v, label)
+	}
+	return res, b, err
 }
 
 // profile is the device's identity and account, one encrypted record.
@@ -385,7 +399,8 @@ type profile struct {
 	Device      [16]byte
 	Session     *Session
 
-	KTPublished map[uint32][32]byte
+	KTPublished map[uint32][32]byte // versions the server answered our publishes with (and: we published)
+	KTOwner     *kt.OwnerState      // monitoring by version (nil: from KTPublished, an older profile)
 	KTChecked   uint64
 	Checkpoint  []byte // the newest verified KT checkpoint
 
