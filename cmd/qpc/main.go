@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/wire"
 	"golang.org/x/term"
@@ -214,9 +215,14 @@ func (c *cli) usageErr(format string, a ...any) int {
 	return exitUsage
 }
 
-// explain turns an error into one line that says what to do.
+// explain turns an error into one line that says what to do. An error
+// may quote the server or a peer, so the line goes through safetext.Line.
 func explain(err error) string {
-	msg := err.Error()
+	return safetext.Line(explainRaw(err))
+}
+
+func explainRaw(err error) string {
+	msg := strings.NewReplacer("\r\n", " ", "\n", " ").Replace(err.Error())
 	switch {
 	case errors.Is(err, state.ErrPassphrase):
 		return "wrong passphrase for the local state (QPC_PASSPHRASE)"
@@ -237,7 +243,7 @@ func explain(err error) string {
 			return msg + " (the server is restarting or unavailable; try again)"
 		}
 	}
-	return strings.ReplaceAll(msg, "\n", " ")
+	return msg
 }
 
 // options builds the client options from the environment and flags.
@@ -293,19 +299,28 @@ func (c *cli) withClient(ctx context.Context, fn func(context.Context, *client.C
 	return fn(ctx, cl)
 }
 
-// say prints a human line, or {"ok":true,"message":...} with --json.
+// say prints a human line, or {"ok":true,"message":...} with --json. The
+// line may name a peer or a group, so it goes through safetext.Line.
 func (c *cli) say(format string, a ...any) error {
 	msg := fmt.Sprintf(format, a...)
 	if c.json {
 		return c.printJSON(map[string]any{"ok": true, "message": msg})
 	}
-	_, err := fmt.Fprintln(c.stdout, msg)
+	_, err := fmt.Fprintln(c.stdout, safetext.Line(msg))
 	return err
 }
 
+// printJSON prints v as one line of JSON. Values stay exactly as received
+// (a program reading them gets the peer's text), but every character a
+// terminal would act on is a \u escape (safetext.EscapeJSON), so the
+// output is safe to show too.
 func (c *cli) printJSON(v any) error {
-	enc := json.NewEncoder(c.stdout)
-	return enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.stdout.Write(append(safetext.EscapeJSON(b), '\n'))
+	return err
 }
 
 func (c *cli) initCmd(ctx context.Context, args []string) error {
@@ -391,7 +406,7 @@ func (c *cli) contact(ctx context.Context, args []string) error {
 				return c.printJSON(out)
 			}
 			for _, ct := range list {
-				fmt.Fprintf(c.stdout, "%s\t%s\n", ct.Handle, client.FormatSafetyNumber(ct.SafetyNumber))
+				fmt.Fprintf(c.stdout, "%s\t%s\n", safetext.Line(ct.Handle), client.FormatSafetyNumber(ct.SafetyNumber))
 			}
 			return nil
 		})
@@ -576,7 +591,8 @@ func (c *cli) group(ctx context.Context, args []string) error {
 				if !g.Active {
 					state = " (removed)"
 				}
-				fmt.Fprintf(c.stdout, "%s\tcreated by %s\t%s%s\n", g.Name, g.Creator, strings.Join(g.Members, ","), state)
+				fmt.Fprintf(c.stdout, "%s\tcreated by %s\t%s%s\n",
+					safetext.Line(g.Name), safetext.Line(g.Creator), safetext.Line(strings.Join(g.Members, ",")), state)
 			}
 			return nil
 		default:
@@ -622,13 +638,13 @@ func (c *cli) status(ctx context.Context) error {
 			return c.printJSON(st)
 		}
 		w := c.stdout
-		fmt.Fprintf(w, "server:        %s (%s)\n", st.Server, st.Health)
+		fmt.Fprintf(w, "server:        %s (%s)\n", safetext.Line(st.Server), safetext.Line(st.Health))
 		fmt.Fprintf(w, "tor:           %v\n", onOff(st.Tor))
 		handle := st.Handle
 		if handle == "" {
 			handle = "(not registered)"
 		}
-		fmt.Fprintf(w, "handle:        %s\n", handle)
+		fmt.Fprintf(w, "handle:        %s\n", safetext.Line(handle))
 		session := "no (run qpc login)"
 		if st.LoggedIn {
 			session = "until " + st.SessionEnds.Format(time.RFC3339)
@@ -638,7 +654,7 @@ func (c *cli) status(ctx context.Context) error {
 		if q := st.TokenQuota; q != nil {
 			fmt.Fprintf(w, "token quota:   %s; %d issued this epoch\n", q, q.Issued)
 		} else if st.TokenQuotaError != "" {
-			fmt.Fprintf(w, "token quota:   unknown (%s)\n", st.TokenQuotaError)
+			fmt.Fprintf(w, "token quota:   unknown (%s)\n", safetext.Line(st.TokenQuotaError))
 		}
 		printCover(w, st)
 		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
