@@ -22,6 +22,8 @@ type Status struct {
 	Outbox        int       `json:"outbox"`
 	Conversations int       `json:"conversations"`
 	KTSize        uint64    `json:"kt_tree_size"`
+	// Policy is the pinned padding policy (PinPolicy).
+	Policy string `json:"padding_policy"`
 	// OneTimeKeyPackages is how many one-time KeyPackages this device
 	// holds the private keys of: uploaded to the server's pool and not
 	// yet used by a Welcome or expired (keypackages.go).
@@ -46,6 +48,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	if cp := c.v.Latest(); cp != nil {
 		st.KTSize = cp.Size
 	}
+	st.Policy = c.Policy().String()
 	err := c.store.View(func(tx *state.Tx) error {
 		if err := tx.ForEachSeq(bucketOutbox, 0, func(uint64, []byte) error { st.Outbox++; return nil }); err != nil {
 			return err
