@@ -396,6 +396,7 @@ type profile struct {
 	Checkpoint  []byte // the newest verified KT checkpoint
 
 	PendingGossip []pendingGossip // gossiped checkpoints to compare later
+	OwnerCheck    ownerCheck      `json:",omitzero"` // how owner monitoring went (status.go)
 
 	RecvCursor uint64 // the history entry up to which Recv has reported
 }

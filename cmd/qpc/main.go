@@ -614,6 +614,16 @@ func (c *cli) ktCmd(ctx context.Context, args []string) error {
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 		alarms, err := cl.KTCheck(ctx)
 		if err != nil {
+			// A failure the server caused may have raised an alarm.
+			if c.json {
+				if jerr := c.printJSON(map[string]any{"ok": false, "alarms": alarms, "error": err.Error()}); jerr != nil {
+					return jerr
+				}
+			} else {
+				for _, a := range alarms {
+					fmt.Fprintf(c.stdout, "ALARM %s\n", a)
+				}
+			}
 			return err
 		}
 		if c.json {
@@ -693,6 +703,7 @@ func (c *cli) status(ctx context.Context) error {
 		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)
 		fmt.Fprintf(w, "kt tree size:  %d\n", st.KTSize)
 		fmt.Fprintf(w, "padding:       %s (pinned)\n", st.Policy)
+		printOwnerCheck(w, st)
 		fmt.Fprintf(w, "key packages:  %d one-time (private keys kept here)\n", st.OneTimeKeyPackages)
 		if len(st.Alarms) == 0 {
 			fmt.Fprintln(w, "alarms:        none")
@@ -702,6 +713,31 @@ func (c *cli) status(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// printOwnerCheck shows how owner monitoring and checkpoint gossip went.
+func printOwnerCheck(w io.Writer, st *client.Status) {
+	if st.Handle == "" {
+		return
+	}
+	oc := st.OwnerCheck
+	last := "never completed"
+	if !oc.LastClean.IsZero() {
+		last = "last completed " + oc.LastClean.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "owner check:   %s\n", last)
+	if oc.Failures > 0 {
+		fmt.Fprintf(w, "               %d failure(s) caused by the server since %s\n", oc.Failures, oc.FailingSince.Format(time.RFC3339))
+	}
+	if oc.LastError != "" {
+		fmt.Fprintf(w, "               last error %s: %s\n", oc.LastErrorAt.Format(time.RFC3339), oc.LastError)
+	}
+	if oc.Stale {
+		fmt.Fprintf(w, "WARNING no completed owner check for %d days or more: run qpc kt check\n", int(client.OwnerCheckStale.Hours()/24))
+	}
+	if st.GossipPending > 0 {
+		fmt.Fprintf(w, "kt gossip:     %d checkpoint(s) from contacts not compared yet, since %s\n", st.GossipPending, st.GossipPendingSince.Format(time.RFC3339))
+	}
 }
 
 func onOff(b bool) string {
