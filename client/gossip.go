@@ -189,6 +189,20 @@ func (c *Client) gossipEvidence(theirs []byte) [][]byte {
 	return ev
 }
 
+// gossipRecheck is how often Follow compares the kept checkpoints again
+// (Sync does at every call).
+const gossipRecheck = time.Minute
+
+// recheckKeptGossip compares the kept checkpoints again, if any, and
+// saves what is left.
+func (c *Client) recheckKeptGossip(ctx context.Context) error {
+	if len(c.prof.PendingGossip) == 0 {
+		return nil
+	}
+	c.recheckGossip(ctx)
+	return c.saveProfile()
+}
+
 // recheckGossip compares the kept checkpoints again. It stops at the
 // first that fails without the server's doing (no network): the rest
 // would fail the same way.
