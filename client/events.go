@@ -87,9 +87,13 @@ type AlarmKind string
 const (
 	AlarmSplitView AlarmKind = "split-view" // a contact saw a KT checkpoint inconsistent with ours
 	AlarmKT        AlarmKind = "kt"         // the log contradicted itself, or owner monitoring found a key we did not publish
-	AlarmKeyChange AlarmKind = "key-change" // a contact's identity key changed
-	AlarmBadSender AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
-	AlarmDropped   AlarmKind = "dropped"    // a message that could not be decrypted was dropped
+	// AlarmKTUnverified: the server kept a key-transparency check from
+	// completing past its bound (status.go): owner monitoring, or a
+	// contact's gossiped checkpoint it will not prove consistent with ours.
+	AlarmKTUnverified AlarmKind = "kt-unverified"
+	AlarmKeyChange    AlarmKind = "key-change" // a contact's identity key changed
+	AlarmBadSender    AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
+	AlarmDropped      AlarmKind = "dropped"    // a message that could not be decrypted was dropped
 )
 
 // Alarm is something the user must know: evidence that the server lies,

@@ -63,7 +63,9 @@ type ClientOptions struct {
 	Passphrase []byte
 	// KDF tunes the Argon2id cost of a new state (Init only).
 	KDF *state.Options
-	// Dial is used for every connection (Tor, timeouts).
+	// Dial is used for every connection (Tor, timeouts). Its Policy is
+	// pinned in the state by Init; later connections use the pinned one
+	// whatever Dial.Policy says (see PinPolicy).
 	Dial Options
 	// Now is the clock; default time.Now. Key-transparency answers are
 	// judged by it too (KTMaxEpochAge).
@@ -218,7 +220,7 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 	c := newClient(st, opts)
 	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
-	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash}
+	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash, Policy: opts.Dial.Policy}
 	conn, err := c.conn(ctx, connKT)
 	if err == nil {
 		_, err = conn.KTCheckpoint(ctx, c.v)
@@ -345,8 +347,10 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 		return nil, ErrClosed
 	}
 	addr := c.prof.Server
+	policy := c.prof.Policy
 	c.mu.Unlock()
 	opts := c.opts.Dial
+	opts.Policy = policy // pinned in the state; zero: padding.Default
 	if tap := c.opts.Tap; tap != nil {
 		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
 	}
@@ -386,6 +390,10 @@ type profile struct {
 	KTVKey   string
 	KTVRF    []byte
 	KTConfig [32]byte
+	// Policy is the padding policy pinned for the server at Init
+	// (ClientOptions.Dial.Policy) or by PinPolicy; the zero Policy, as
+	// in states made before the pin existed, pins padding.Default.
+	Policy padding.Policy `json:",omitzero"`
 
 	Handle      string
 	IdentityKey ed25519.PrivateKey // published in KT, seals envelopes
@@ -405,6 +413,7 @@ type profile struct {
 	Checkpoint  []byte // the newest verified KT checkpoint
 
 	PendingGossip []pendingGossip // gossiped checkpoints to compare later
+	OwnerCheck    ownerCheck      `json:",omitzero"` // how owner monitoring went (status.go)
 
 	RecvCursor uint64 // the history entry up to which Recv has reported
 }

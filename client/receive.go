@@ -715,6 +715,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 		due.Reset(d)
 	}
 	rearm()
+	lastRecheck := time.Now()
 	// step runs one piece of work under the state lock and hands its
 	// events to fn outside it.
 	step := func(work func() error) {
@@ -761,6 +762,12 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			c.op.Lock()
 			c.flush(ctx)
 			c.op.Unlock()
+			// Kept gossip is compared again while following too, so the
+			// bound runs (gossip.go).
+			if time.Since(lastRecheck) >= gossipRecheck {
+				lastRecheck = time.Now()
+				step(func() error { return c.recheckKeptGossip(ctx) })
+			}
 			if err := subscribe(); err != nil && ctx.Err() == nil {
 				return err
 			}

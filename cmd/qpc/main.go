@@ -1,7 +1,8 @@
 // Command qpc is the quicprochat client: end-to-end encrypted direct and
 // group messaging from the command line, over QUIC or Tor.
 //
-//	qpc init --server <qpc://...> --kt <pin>   create the local state
+//	qpc init --server <qpc://...> --kt <pin> [--buckets <sizes>]   create the local state
+//	qpc buckets [<sizes>|default]   show or change the pinned padding policy
 //	qpc register <handle> | login | logout
 //	qpc contact add <handle|contact string> | contact list | contact show-qr [<handle>]
 //	qpc backup export [--history] <file> | backup import <file>
@@ -37,6 +38,7 @@ import (
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
 	"golang.org/x/term"
 )
@@ -71,9 +73,13 @@ const usage = `qpc: the quicprochat client
 Usage: qpc [--json] [--tor] [--home DIR] <command> [arguments]
 
 Set up:
-  qpc init --server <qpc://...> --kt <pin|@file>
+  qpc init --server <qpc://...> --kt <pin|@file> [--buckets <sizes>]
                                    create the local state for a server; the pin is what
-                                   'qpc-server kt-vkey' prints (three lines, or @file)
+                                   'qpc-server kt-vkey' prints (three lines, or @file);
+                                   --buckets pins the padding policy the operator gave you
+                                   (default 512,2048,16384,131072)
+  qpc buckets [<sizes>|default]    show or change the pinned padding policy (a server that
+                                   announces other buckets is refused)
   qpc register <handle>            create your account and publish your keys
   qpc login | qpc logout           open or close the account session (tokens need one)
 
@@ -190,6 +196,8 @@ func (c *cli) main(args []string) int {
 		err = c.coverCmd(ctx, rest)
 	case "backup":
 		err = c.backupCmd(ctx, rest)
+	case "buckets":
+		err = c.bucketsCmd(ctx, rest)
 	default:
 		return c.usageErr("unknown command %q", cmd)
 	}
@@ -232,6 +240,8 @@ func explainRaw(err error) string {
 		return "no local state here: run `qpc init --server <address> --kt <pin>` first (or set QPC_HOME)"
 	case errors.Is(err, state.ErrExists):
 		return "a local state already exists in this QPC_HOME"
+	case errors.Is(err, client.ErrPolicy):
+		return msg + " (ask the operator for the buckets and pin them with `qpc buckets <sizes>` only if they confirm the change)"
 	case errors.Is(err, context.DeadlineExceeded):
 		return msg + " (timed out: is the server reachable? with --tor, is tor running?)"
 	}
@@ -328,11 +338,20 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	fs.SetOutput(io.Discard)
 	server := fs.String("server", c.getenv("QPC_SERVER"), "server address qpc://<pin>@host:port")
 	ktPin := fs.String("kt", c.getenv("QPC_KT_PIN"), "key-transparency pin (what qpc-server kt-vkey prints), or @file")
+	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,16384,131072)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("init: %v", err)
 	}
 	if *server == "" || *ktPin == "" {
 		return usagef("init needs --server <qpc://...> and --kt <pin>")
+	}
+	var policy padding.Policy
+	if *buckets != "" {
+		p, err := padding.ParsePolicy(*buckets)
+		if err != nil {
+			return usagef("init --buckets: %v", err)
+		}
+		policy = p
 	}
 	pinText := *ktPin
 	if strings.HasPrefix(pinText, "@") {
@@ -353,7 +372,9 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	stop := c.wait("creating the local state and checking the server")
-	cl, err := client.Init(ctx, *server, pin, c.options(pass))
+	opts := c.options(pass)
+	opts.Dial.Policy = policy
+	cl, err := client.Init(ctx, *server, pin, opts)
 	stop()
 	if err != nil {
 		return err
@@ -609,6 +630,16 @@ func (c *cli) ktCmd(ctx context.Context, args []string) error {
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 		alarms, err := cl.KTCheck(ctx)
 		if err != nil {
+			// A failure the server caused may have raised an alarm.
+			if c.json {
+				if jerr := c.printJSON(map[string]any{"ok": false, "alarms": alarms, "error": err.Error()}); jerr != nil {
+					return jerr
+				}
+			} else {
+				for _, a := range alarms {
+					fmt.Fprintf(c.stdout, "ALARM %s\n", a)
+				}
+			}
 			return err
 		}
 		if c.json {
@@ -622,6 +653,33 @@ func (c *cli) ktCmd(ctx context.Context, args []string) error {
 			fmt.Fprintf(c.stdout, "ALARM %s\n", a)
 		}
 		return fmt.Errorf("key transparency shows %d version(s) of your keys you did not publish", len(alarms))
+	})
+}
+
+// bucketsCmd shows or changes the pinned padding policy.
+func (c *cli) bucketsCmd(ctx context.Context, args []string) error {
+	if len(args) > 1 {
+		return usagef("buckets [<sizes>|default]")
+	}
+	var policy padding.Policy
+	if len(args) == 1 && args[0] != "default" {
+		p, err := padding.ParsePolicy(args[0])
+		if err != nil {
+			return usagef("buckets: %v", err)
+		}
+		policy = p
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		if len(args) == 1 {
+			if err := cl.PinPolicy(ctx, policy); err != nil {
+				return err
+			}
+		}
+		if c.json {
+			return c.printJSON(map[string]any{"ok": true, "buckets": cl.Policy().Buckets()})
+		}
+		_, err := fmt.Fprintf(c.stdout, "padding buckets pinned: %s\n", cl.Policy())
+		return err
 	})
 }
 
@@ -660,6 +718,8 @@ func (c *cli) status(ctx context.Context) error {
 		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
 		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)
 		fmt.Fprintf(w, "kt tree size:  %d\n", st.KTSize)
+		fmt.Fprintf(w, "padding:       %s (pinned)\n", st.Policy)
+		printOwnerCheck(w, st)
 		fmt.Fprintf(w, "key packages:  %d one-time (private keys kept here)\n", st.OneTimeKeyPackages)
 		if len(st.Alarms) == 0 {
 			fmt.Fprintln(w, "alarms:        none")
@@ -669,6 +729,31 @@ func (c *cli) status(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// printOwnerCheck shows how owner monitoring and checkpoint gossip went.
+func printOwnerCheck(w io.Writer, st *client.Status) {
+	if st.Handle == "" {
+		return
+	}
+	oc := st.OwnerCheck
+	last := "never completed"
+	if !oc.LastClean.IsZero() {
+		last = "last completed " + oc.LastClean.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "owner check:   %s\n", last)
+	if oc.Failures > 0 {
+		fmt.Fprintf(w, "               %d failure(s) caused by the server since %s\n", oc.Failures, oc.FailingSince.Format(time.RFC3339))
+	}
+	if oc.LastError != "" {
+		fmt.Fprintf(w, "               last error %s: %s\n", oc.LastErrorAt.Format(time.RFC3339), oc.LastError)
+	}
+	if oc.Stale {
+		fmt.Fprintf(w, "WARNING no completed owner check for %d days or more: run qpc kt check\n", int(client.OwnerCheckStale.Hours()/24))
+	}
+	if st.GossipPending > 0 {
+		fmt.Fprintf(w, "kt gossip:     %d checkpoint(s) from contacts not compared yet, since %s\n", st.GossipPending, st.GossipPendingSince.Format(time.RFC3339))
+	}
 }
 
 func onOff(b bool) string {

@@ -167,7 +167,7 @@ func Start(t testing.TB, opts Options) *Server {
 	t.Cleanup(func() { cancel(); <-published })
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer wcancel()
-	fatal(client.WaitTokenKey(wctx, h.Addr("setup"), h.Pin(), client.Options{}, 50*time.Millisecond))
+	fatal(client.WaitTokenKey(wctx, h.Addr("setup"), h.Pin(), client.Options{Policy: h.policy}, 50*time.Millisecond))
 	return h
 }
 
@@ -265,7 +265,7 @@ func (h *Server) ClientOptions(t testing.TB) client.ClientOptions {
 	return client.ClientOptions{
 		Home: t.TempDir(), Passphrase: []byte("local passphrase"),
 		KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
-		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Policy: h.policy},
 		Logger: quiet(),
 	}
 }
