@@ -36,6 +36,7 @@ type outboxEntry struct {
 	Payload []byte
 	ID      wire.MessageID
 	Queued  time.Time
+	Cover   bool `json:",omitempty"` // a dummy of cover traffic
 }
 
 func (e *outboxEntry) dest() string {
@@ -210,8 +211,8 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 		role = connForFirst(e.To)
 	}
 	if c.coverBudget != 0 {
-		// A cover tick: the real envelope leaves on the cover connection,
-		// where dummies go, so no connection shows when real traffic flows.
+		// A cover tick: every envelope, real or dummy, leaves on the cover
+		// connection, so no connection shows when real traffic flows.
 		role = connCover
 	}
 	conn, err := c.conn(ctx, role)
@@ -251,6 +252,9 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	}
 	if err != nil {
 		return fmt.Errorf("sending to %s: %w", e.To, err)
+	}
+	if f := c.opts.Sent; f != nil {
+		f(e.ID, e.Cover)
 	}
 	return nil
 }
