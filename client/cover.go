@@ -433,19 +433,29 @@ func (c *Client) sealEstimate(policy padding.Policy) ([]byte, error) {
 	return sealed.Seal(pp, sk.Public(), id, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, sealed.ContentMLS, body, c.opts.Now())
 }
 
-// coverTick is one tick of the schedule: the next envelope of the outbox,
-// after queueing a dummy message if nothing real can be sent.
+// coverTick is one tick of the schedule: the next envelope of the outbox.
+// When that leaves the outbox empty, the next dummy message is queued at
+// once, so that the next tick, real or dummy, only seals and sends: the
+// work of building a dummy never shows in the timing of its send. (A real
+// message written meanwhile waits behind that one dummy message.) Only
+// when the outbox holds nothing that can be sent now (the first tick,
+// or destinations not reachable yet) is a dummy built within the tick.
 func (c *Client) coverTick(ctx context.Context) ([]Event, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	c.pending = nil
 	c.releaseReceipts(ctx)
 	tried, err := c.coverFlush(ctx)
-	if !tried && err == nil && c.coverBacklog() < maxCoverBacklog {
+	if _, dummies, cerr := c.outboxCount(); !tried && err == nil && cerr == nil && dummies < maxCoverBacklog {
 		var queued bool
 		queued, err = c.queueDummy(ctx)
 		if queued {
 			_, err = c.coverFlush(ctx)
+		}
+	}
+	if real, dummies, qerr := c.outboxCount(); qerr == nil && real+dummies == 0 && ctx.Err() == nil {
+		if _, qerr := c.queueDummy(ctx); qerr != nil && err == nil {
+			err = qerr
 		}
 	}
 	return c.takeEvents(), err
@@ -455,21 +465,6 @@ func (c *Client) coverTick(ctx context.Context) ([]Event, error) {
 // destinations cannot be reached (a member's mailbox not known yet), ticks
 // would otherwise queue a new one each.
 const maxCoverBacklog = 64
-
-// coverBacklog counts the dummy envelopes in the outbox.
-func (c *Client) coverBacklog() int {
-	n := 0
-	c.store.View(func(tx *state.Tx) error {
-		return tx.ForEachSeq(bucketOutbox, 0, func(_ uint64, v []byte) error {
-			var e struct{ Cover bool }
-			if jsonUnmarshal(v, &e) == nil && e.Cover {
-				n++
-			}
-			return nil
-		})
-	})
-	return n
-}
 
 // coverFlush flushes at most one envelope and reports whether one was
 // tried. The caller holds c.op.

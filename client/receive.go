@@ -429,7 +429,7 @@ func (c *Client) encryptIn(g *mls.Group, r *convRecord, m *content.Message) ([]b
 	if err != nil {
 		return nil, err
 	}
-	if m.Kind != content.KindCover {
+	if m.Kind != content.KindCover && m.Kind != content.KindMailbox {
 		r.noteReal(len(plain), len(m.Checkpoint), c.opts.Now())
 	}
 	return g.Encrypt(plain)
