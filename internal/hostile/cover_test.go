@@ -109,7 +109,6 @@ func TestHostileCoverClassifier(t *testing.T) {
 		received int
 		problems []string
 	)
-	start := time.Now()
 	for _, u := range coverUsers {
 		c := users[u]
 		wg.Add(2)
@@ -168,7 +167,7 @@ func TestHostileCoverClassifier(t *testing.T) {
 	// A warm-up before measuring: dummies follow each user's real traffic
 	// per conversation, which they learn from its first real messages.
 	time.Sleep(warmup)
-	start = time.Now()
+	start := time.Now()
 	counting.Store(true)
 	for labelled.Load() < int64(want) && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
