@@ -87,6 +87,10 @@ type ClientOptions struct {
 	// Cover turns on cover traffic while following (see CoverOptions);
 	// nil: the stored setting (SetCover), off by default.
 	Cover *CoverOptions
+	// Sent, if set, is told of every envelope the server stored, by its
+	// message ID, and whether it was a dummy of cover traffic: the ground
+	// truth for tests of what the server can tell apart.
+	Sent func(id wire.MessageID, cover bool)
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home
