@@ -224,4 +224,3 @@ func TestAttackMemoryUnderLoad(t *testing.T) {
 		t.Errorf("p99 latency %v under attack, more than twice the unloaded %v", p99(loaded), p99(unloaded))
 	}
 }
-
