@@ -42,6 +42,8 @@ type Options struct {
 	MaxStreams       int           // concurrent request streams per connection; default 100
 	MaxConns         int           // concurrent connections, all transports; default 10,000
 	MaxConnsPerAddr  int           // concurrent clearnet connections per source address (IPv6: per /64); default 64
+	MaxConnsPerNet   int           // concurrent clearnet connections per IPv6 /48; default 256
+	MaxConnsTor      int           // concurrent connections through the onion service; default MaxConns/2
 	RequestRate      float64       // requests per second per connection (token bucket); default 200
 	RequestBurst     int           // requests a connection may make at once above the rate; default 400
 	HandshakeTimeout time.Duration // QUIC + hello; default 10 s (raise for Tor)
@@ -284,8 +286,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 // ServeTransport is Serve for a named transport: metrics.TransportUDP
 // (clearnet), or metrics.TransportTor for QUIC tunneled through the onion
 // service, where every client shares the tunnel's address, so the
-// per-address limit is not applied (the token quota is the abuse control
-// there).
+// per-address limits are not applied; MaxConnsTor caps them together.
 func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 	tr := &quic.Transport{Conn: pc}
 	conf := s.quic
