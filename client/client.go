@@ -579,6 +579,11 @@ func (c *Conn) Fetch(ctx context.Context, mb *Mailbox, after uint64, limit int) 
 			}
 			switch m := m.(type) {
 			case *wire.Delivery:
+				// A server may not send more than asked: past the
+				// limit it could make us hold without bound.
+				if len(msgs) == limit {
+					return wire.Errorf(wire.CodeProtocol, "server sent more than the %d deliveries asked for", limit)
+				}
 				msgs = append(msgs, fromDelivery(m))
 			case *wire.FetchEnd:
 				more = m.More

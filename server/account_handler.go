@@ -176,14 +176,14 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 
 // accountSource names a connection's source for the account limits
 // (accounts.Source): a clearnet client's address as the connection limit
-// counts it (sourceKey: the IPv4 address, the IPv6 /64), and otherwise the
+// counts it (sourceKeys: the IPv4 address, the IPv6 /64), and otherwise the
 // connection itself, as over the onion service, where every client shares
 // the tunnel's address and one client's failures must not shut out the
 // others. The source lives only in the limiter's memory, for at most the
 // failure window.
 func accountSource(info ConnInfo) accounts.Source {
 	if info.Transport != metrics.TransportTor {
-		if p, ok := sourceKey(info.RemoteAddr); ok {
+		if p, _, ok := sourceKeys(info.RemoteAddr); ok {
 			return accounts.AddressSource(p)
 		}
 	}
