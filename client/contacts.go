@@ -146,6 +146,7 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 	if b.Tombstone {
 		return nil, fmt.Errorf("%s: %w", handle, ErrUserDeleted)
 	}
+	c.checkTokenCommitments(ctx, handle, b) // tokenkeys.go
 	prev, err := c.contact(handle)
 	if err != nil {
 		return nil, err

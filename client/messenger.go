@@ -79,6 +79,9 @@ type ClientOptions struct {
 	// Cover turns on cover traffic while following (see CoverOptions);
 	// nil: the stored setting (SetCover), off by default.
 	Cover *CoverOptions
+	// RefillMean is the mean gap between the token wallet's scheduled
+	// refill checks while following; default DefaultRefillMean.
+	RefillMean time.Duration
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home
@@ -189,6 +192,13 @@ type Client struct {
 	closing     bool
 	policy      padding.Policy // the server's, from the first hello
 	maxEnvelope int
+	// Token refills (tokenkeys.go), also under mu: the events of alarms
+	// raised outside operations, how many refill schedules run, and
+	// whether a connection other than the account and checkpoint ones
+	// was opened (a one-shot refill is allowed only before).
+	bgEvents    []Event
+	refillLoops int
+	anonOpened  bool
 }
 
 // Init creates a new local state in opts.Home for the server at addr
@@ -335,6 +345,9 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 		return nil, ErrClosed
 	}
 	addr := c.prof.Server
+	if key != connAccount && key != connKT {
+		c.anonOpened = true
+	}
 	c.mu.Unlock()
 	opts := c.opts.Dial
 	if tap := c.opts.Tap; tap != nil {

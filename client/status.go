@@ -139,6 +139,12 @@ func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 		c.raise(al)
 		out = append(out, al)
 	}
+	c.checkOwnTokenCommitments(ctx) // tokenkeys.go
+	for _, e := range c.pending {
+		if e.Alarm != nil && e.Alarm.Kind == AlarmTokenKey {
+			out = append(out, *e.Alarm)
+		}
+	}
 	p.KTChecked = owner.Checked()
 	return out, c.saveProfile()
 }
