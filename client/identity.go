@@ -291,6 +291,19 @@ func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 	}
 	if acct != nil {
 		c.wallet = w
+		// Check the server's current key once per run, as long as no
+		// anonymous connection was opened (so this request is not timed
+		// by a send): a mismatch is an alarm now rather than at the next
+		// refill. Tokens already held were obtained under checked keys
+		// and stay spendable.
+		c.mu.Lock()
+		early := !c.anonOpened
+		c.mu.Unlock()
+		if early {
+			if _, err := w.Key(ctx); err != nil {
+				c.log.Debug("token key", "err", err)
+			}
+		}
 	}
 	return w, nil
 }
