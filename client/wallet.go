@@ -210,13 +210,14 @@ func (w *Wallet) decode(raw []byte) error {
 	}
 	w.epochLen = time.Duration(binary.BigEndian.Uint32(rest)) * time.Second
 	rest = rest[5:]
-	for len(rest) > 0 {
+	for prev := int64(-1); len(rest) > 0; {
 		epoch := binary.BigEndian.Uint32(rest)
 		key := rest[4:entry]
 		pk, err := tokens.ParsePublicKey(key)
-		if err != nil || pk.Epoch != epoch {
+		if err != nil || pk.Epoch != epoch || int64(epoch) <= prev { // ascending, no repeats
 			return fmt.Errorf("%w: token key of epoch %d", ErrWalletCorrupt, epoch)
 		}
+		prev = int64(epoch)
 		w.keys[epoch] = slices.Clone(key)
 		rest = rest[entry:]
 	}
