@@ -510,7 +510,7 @@ func (c *Client) FollowCover(ctx context.Context, o CoverOptions, fn func(Event)
 	if err := c.RefillIfEmpty(ctx); err != nil { // token refills: tokenkeys.go
 		c.log.Debug("refill", "err", err)
 	}
-	defer c.startRefills(ctx)()
+	defer c.StartRefills(ctx)()
 	if o.Rate <= 0 || o.Rate > 100 || math.IsNaN(o.Rate) {
 		return fmt.Errorf("cover rate: between 0 and 100 envelopes per second")
 	}

@@ -646,7 +646,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 	if err := c.RefillIfEmpty(ctx); err != nil {
 		c.log.Debug("refill", "err", err)
 	}
-	defer c.startRefills(ctx)()
+	defer c.StartRefills(ctx)()
 	if cv := c.coverMode(); cv != nil {
 		return c.followCover(ctx, fn, *cv)
 	}

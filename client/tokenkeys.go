@@ -89,7 +89,10 @@ func (c *Client) backgroundEvents() []Event {
 func (c *Client) walletOptions() WalletOptions {
 	o := WalletOptions{KT: c.v, Now: c.opts.Now, RefillMean: c.refillMean(), OnAlarm: c.tokenKeyAlarm}
 	if cv := c.coverMode(); cv != nil {
-		o.Low = max(DefaultWalletLow, int(math.Ceil(cv.Rate*o.RefillMean.Seconds()*math.Log(1000))))
+		// At most ten batches a check: a rate beyond the quota runs dry
+		// anyway (the cover quota check warns of it).
+		low := math.Ceil(cv.Rate * o.RefillMean.Seconds() * math.Log(1000))
+		o.Low = int(max(DefaultWalletLow, min(low, 10*tokens.MaxBatch)))
 	}
 	return o
 }
@@ -129,9 +132,13 @@ func (c *Client) refillBeforeSending(ctx context.Context, w *Wallet, need int) e
 	return w.TopUp(ctx, max(need, w.opts.Low))
 }
 
-// startRefills runs the wallet's refill schedule until the returned stop
-// is called (or ctx ends); one-shot refills stop meanwhile.
-func (c *Client) startRefills(ctx context.Context) (stop func()) {
+// StartRefills runs the token wallet's refill schedule (Wallet.RunRefills:
+// checks at exponential gaps of mean ClientOptions.RefillMean, each
+// topping the wallet up to its low-water mark) until the returned stop is
+// called or ctx ends. Follow runs it; a program that sends from a
+// long-lived Client without following runs it itself, since sends never
+// refill. One-shot refills stop while it runs.
+func (c *Client) StartRefills(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	c.mu.Lock()
 	c.refillLoops++

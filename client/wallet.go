@@ -253,7 +253,10 @@ func (w *Wallet) TakeN(_ context.Context, n int) ([][]byte, error) {
 	usable := w.usable()
 	got := min(n, len(usable))
 	var short error
-	if got < n {
+	switch {
+	case got < n && w.fillErr != nil:
+		short = fmt.Errorf("wallet: %w (%d wanted, %d held); the last scheduled refill failed: %w", ErrNoTokens, n, got, w.fillErr)
+	case got < n:
 		short = fmt.Errorf("wallet: %w (%d wanted, %d held); it refills on its own schedule", ErrNoTokens, n, got)
 	}
 	if got == 0 && len(usable) == len(w.toks) {

@@ -197,7 +197,8 @@ func TestCoverTraffic(t *testing.T) {
 // cost of the rate, instead of messages silently waiting in the outbox.
 func TestCoverQuotaWarning(t *testing.T) {
 	ms := startMessengerServerWith(t, func(o *server.Options) { o.TokenQuota = 100 })
-	a := newUser(t, ms, "quota-a")
+	// Sends never refill the wallet; its schedule does (fast here).
+	a := newUserWith(t, ms, "quota-a", func(o *client.ClientOptions) { o.RefillMean = 100 * time.Millisecond })
 	b := newUser(t, ms, "quota-b")
 	connect(t, a, b)
 	// SetCover would refuse this rate; the warning is for a rate set
