@@ -24,7 +24,9 @@ import (
 func coverRun(t *testing.T, ms *messengerServer, name string, rate float64, dur time.Duration, at []time.Duration) []sendRec {
 	t.Helper()
 	log := newSendLog()
-	a := newUserWith(t, ms, name+"-a", func(o *client.ClientOptions) { o.Tap = log.tap })
+	// A rate far above any quota spends the wallet within seconds: its
+	// refill schedule runs fast here to keep up (sends never refill).
+	a := newUserWith(t, ms, name+"-a", func(o *client.ClientOptions) { o.Tap, o.RefillMean = log.tap, time.Second })
 	b := newUser(t, ms, name+"-b")
 	connect(t, a, b)
 	if rate > 0 {
