@@ -157,6 +157,7 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 	if b.Tombstone {
 		return nil, fmt.Errorf("%s: %w", handle, ErrUserDeleted)
 	}
+	c.checkTokenCommitments(ctx, handle, b) // tokenkeys.go
 	ct := &Contact{
 		Handle: handle, IdentityKey: b.IdentityKeys[0], DeviceKeys: b.DeviceKeys, KeyPackages: b.KeyPackages,
 		IntroSendID: b.IntroSendID, IntroKey: b.IntroKey, Version: res.Version, ValueHash: valueHash, Added: added, Checked: c.opts.Now(),

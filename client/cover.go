@@ -624,6 +624,10 @@ func (c *Client) coverStatus(policy padding.Policy) CoverStatus {
 // FollowCover is Follow in cover mode with o for this client (as if
 // ClientOptions.Cover were o), whatever the stored setting.
 func (c *Client) FollowCover(ctx context.Context, o CoverOptions, fn func(Event)) error {
+	if err := c.RefillIfEmpty(ctx); err != nil { // token refills: tokenkeys.go
+		c.log.Debug("refill", "err", err)
+	}
+	defer c.StartRefills(ctx)()
 	if o.Rate <= 0 || o.Rate > 100 || math.IsNaN(o.Rate) {
 		return fmt.Errorf("cover rate: between 0 and 100 envelopes per second")
 	}

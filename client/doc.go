@@ -17,6 +17,12 @@
 //	err = c.Send(ctx, "bob", "hello")        // starts the direct chat
 //	events, err := c.Sync(ctx)               // or c.Follow(ctx, func(client.Event){...})
 //
+// Sends never refill the token wallet (a refill just after a send would
+// tie the account to the anonymous connection). Follow refills it on a
+// schedule of its own; a long-lived program that sends without following
+// runs that schedule with StartRefills, and a one-shot one calls
+// RefillIfEmpty before anything else.
+//
 // The protocol layer, Conn, dials a delivery server over QUIC, pins its
 // key, and makes the protocol's requests.
 //

@@ -94,6 +94,7 @@ const (
 	AlarmKeyChange    AlarmKind = "key-change" // a contact's identity key changed
 	AlarmBadSender    AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
 	AlarmDropped      AlarmKind = "dropped"    // a message that could not be decrypted was dropped
+	AlarmTokenKey     AlarmKind = "token-key"  // a token key or epoch singling us out: not the one key transparency commits, changed, or against the clock
 )
 
 // Alarm is something the user must know: evidence that the server lies,

@@ -156,12 +156,9 @@ func (c *Client) publish(ctx context.Context) error {
 		IntroKey:     sk.Public().Bytes(),
 		KeyPackages:  [][]byte{p.KeyPackage},
 	}
-	for epoch, raw := range w.seenKeys() {
-		b.TokenKeys = append(b.TokenKeys, kt.TokenKeyCommitment{Epoch: epoch, Hash: sha256.Sum256(raw)})
-		if len(b.TokenKeys) == 8 {
-			break
-		}
-	}
+	// The token keys this wallet was shown, each checked against key
+	// transparency: the newest eight epochs (kt.Binding's limit).
+	b.TokenKeys = w.commitments(8)
 	if err := b.Sign(p.IdentityKey); err != nil {
 		return err
 	}
@@ -224,11 +221,13 @@ func legacyOwnerState(published map[uint32][32]byte) kt.OwnerState {
 // createMailbox creates a receive mailbox on the connection for role,
 // paid with a token, with a fresh owner key and sealing key.
 func (c *Client) createMailbox(ctx context.Context, role string) (*mailboxRecord, error) {
-	conn, err := c.conn(ctx, role)
+	// The token first: a one-shot run may still refill before it opens
+	// the mailbox's connection (refillBeforeSending).
+	tok, err := c.token(ctx)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := c.token(ctx)
+	conn, err := c.conn(ctx, role)
 	if err != nil {
 		return nil, err
 	}
@@ -308,43 +307,47 @@ func (c *Client) Logout() error {
 	return c.saveProfile()
 }
 
-// getWallet opens the token wallet, refilling through the account
-// connection; it first checks the server's current token key against the
-// one committed in key transparency.
+// getWallet opens the token wallet, which refills through the account
+// connection while the session lasts. Every token key it refills under
+// is checked against key transparency, the clock and the keys it
+// remembers (Wallet.Key); a mismatch is an AlarmTokenKey.
 func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 	if c.wallet != nil {
 		return c.wallet, nil
 	}
 	s := c.prof.Session
 	var acct *Conn
-	var keys *TokenKeys
 	if s != nil && c.opts.Now().Before(s.Expiry) {
 		var err error
 		if acct, err = c.conn(ctx, connAccount); err != nil {
 			return nil, err
 		}
-		if keys, err = acct.CurrentTokenKey(ctx, c.v); err != nil {
-			return nil, err
-		}
 	}
-	w, err := NewWallet(walletStore{c.store}, acct, s, WalletOptions{})
+	w, err := NewWallet(walletStore{c.store}, acct, s, c.walletOptions())
 	if err != nil {
 		return nil, err
 	}
 	if acct != nil {
-		raw, err := keys.Keys[keys.Current].MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		if err := w.noteKey(keys.Current, raw); err != nil {
-			return nil, err
-		}
 		c.wallet = w
+		// Check the server's current key once per run, as long as no
+		// anonymous connection was opened (so this request is not timed
+		// by a send): a mismatch is an alarm now rather than at the next
+		// refill. Tokens already held were obtained under checked keys
+		// and stay spendable.
+		c.mu.Lock()
+		early := !c.anonOpened
+		c.mu.Unlock()
+		if early {
+			if _, err := w.Key(ctx); err != nil {
+				c.log.Debug("token key", "err", err)
+			}
+		}
 	}
 	return w, nil
 }
 
-// token takes one delivery token from the wallet.
+// token takes one delivery token from the wallet. It never refills after
+// a send (refillBeforeSending).
 func (c *Client) token(ctx context.Context) ([]byte, error) {
 	w, err := c.getWallet(ctx)
 	if err != nil {
@@ -355,6 +358,9 @@ func (c *Client) token(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("no delivery tokens left and %w", ErrNoSession)
 		}
 		return nil, fmt.Errorf("no delivery tokens left and the session expired: run `qpc login`")
+	}
+	if err := c.refillBeforeSending(ctx, w, 1); err != nil {
+		return nil, err
 	}
 	return w.Take(ctx)
 }

@@ -91,6 +91,9 @@ type ClientOptions struct {
 	// message ID, and whether it was a dummy of cover traffic: the ground
 	// truth for tests of what the server can tell apart.
 	Sent func(id wire.MessageID, cover bool)
+	// RefillMean is the mean gap between the token wallet's scheduled
+	// refill checks while following; default DefaultRefillMean.
+	RefillMean time.Duration
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home
@@ -203,6 +206,13 @@ type Client struct {
 	closing     bool
 	policy      padding.Policy // the server's, from the first hello
 	maxEnvelope int
+	// Token refills (tokenkeys.go), also under mu: the events of alarms
+	// raised outside operations, how many refill schedules run, and
+	// whether a connection other than the account and checkpoint ones
+	// was opened (a one-shot refill is allowed only before).
+	bgEvents    []Event
+	refillLoops int
+	anonOpened  bool
 }
 
 // Init creates a new local state in opts.Home for the server at addr
@@ -352,6 +362,9 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 	}
 	addr := c.prof.Server
 	policy := c.prof.Policy
+	if key != connAccount && key != connKT {
+		c.anonOpened = true
+	}
 	c.mu.Unlock()
 	opts := c.opts.Dial
 	opts.Policy = policy // pinned in the state; zero: padding.Default

@@ -301,6 +301,9 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 	if err != nil {
 		return err
 	}
+	if err := c.refillBeforeSending(ctx, w, len(need)); err != nil && w.Len() == 0 {
+		return err
+	}
 	toks, err := w.TakeN(ctx, len(need))
 	if err != nil && len(toks) == 0 {
 		return nil // entryToken reports it, per entry

@@ -112,7 +112,7 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 }
 
 func (c *Client) takeEvents() []Event {
-	ev := c.pending
+	ev := append(c.backgroundEvents(), c.pending...)
 	c.pending = nil
 	return ev
 }
@@ -644,6 +644,12 @@ func trackSeq(m *memberRecord, seq uint64) (dup bool, missed []uint64) {
 // subscriptions) and calls fn for each event, until ctx ends. New
 // conversations are followed as they are joined.
 func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
+	// Tokens are refilled on a schedule of their own while following,
+	// never because of a send (tokenkeys.go).
+	if err := c.RefillIfEmpty(ctx); err != nil {
+		c.log.Debug("refill", "err", err)
+	}
+	defer c.StartRefills(ctx)()
 	if cv := c.coverMode(); cv != nil {
 		return c.followCover(ctx, fn, *cv)
 	}

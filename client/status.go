@@ -179,6 +179,12 @@ func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 		c.raise(al)
 		out = append(out, al)
 	}
+	c.checkOwnTokenCommitments(ctx) // tokenkeys.go
+	for _, e := range c.pending {
+		if e.Alarm != nil && e.Alarm.Kind == AlarmTokenKey {
+			out = append(out, *e.Alarm)
+		}
+	}
 	p.KTChecked = owner.Checked()
 	p.OwnerCheck = ownerCheck{LastClean: c.opts.Now()}
 	return out, c.saveProfile()

@@ -1,54 +1,139 @@
 package client
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"time"
 
+	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/tokens"
 )
 
 // Errors of the wallet.
 var (
 	ErrWalletCorrupt = errors.New("client: wallet file is corrupt")
-	ErrKeyChanged    = errors.New("client: server changed its token key for an epoch")
+	// ErrKeyChanged: the server showed a token key for an epoch other
+	// than the one this wallet remembers for it.
+	ErrKeyChanged = errors.New("client: server changed its token key for an epoch")
+	// ErrTokenEpoch: the epoch the server calls current is not the one
+	// the client's clock gives (within TokenEpochSkew).
+	ErrTokenEpoch = errors.New("client: the server's token epoch does not match this device's clock")
+	// ErrEpochLength: the server announced another token epoch length
+	// than the one this wallet remembers.
+	ErrEpochLength = errors.New("client: the server changed its token epoch length")
+	// ErrNoTokens: the wallet is empty. It refills on its own schedule
+	// (Wallet.RunRefills), never because of a spend.
+	ErrNoTokens = errors.New("no delivery tokens in the wallet")
+	// ErrNoKTVerifier: a wallet refills only with a key-transparency
+	// verifier to check the token key against.
+	ErrNoKTVerifier = errors.New("client: the wallet has no key-transparency verifier to check token keys")
 )
+
+// Wallet defaults (docs/user-guide.md "Delivery tokens"). A scheduled
+// refill check comes after an exponential gap of mean DefaultRefillMean
+// and tops the wallet up when it holds fewer than DefaultWalletLow
+// tokens. Spending at rate r, the wallet runs dry before the next check
+// with probability exp(-Low / (r × mean)): at the default quota of 1,000
+// tokens a day spent as fast as it allows (0.69 a minute), about 5e-7.
+const (
+	DefaultWalletLow  = 50
+	DefaultRefillMean = 5 * time.Minute
+)
+
+// TokenEpochSkew is how far the device's clock may be from the server's:
+// the epoch the server calls current must contain some instant within
+// TokenEpochSkew of the device's clock (so near a boundary either
+// neighbour is accepted, elsewhere only one epoch).
+const TokenEpochSkew = 5 * time.Minute
+
+// maxRememberedKeys bounds the token keys a wallet remembers (the newest
+// epochs): two months of one-day epochs.
+const maxRememberedKeys = 64
 
 // WalletOptions tune a Wallet. Zero values take defaults.
 type WalletOptions struct {
-	Low   int // refill when fewer tokens remain; default 20
-	Batch int // tokens per issuance request, ≤ tokens.MaxBatch; default 100
+	Low   int // low-water mark: a scheduled refill tops up below it; default DefaultWalletLow
+	Batch int // tokens per issuance request, ≤ tokens.MaxBatch; default tokens.MaxBatch
+	// KT checks every token key against the one the server committed in
+	// key transparency for its epoch (docs/key-transparency.md §2) before
+	// any token is obtained under it. A wallet without it cannot refill.
+	KT *kt.Verifier
+	// Now is the clock the server's epoch is checked against; default
+	// time.Now.
+	Now func() time.Time
+	// RefillMean is the mean gap between the scheduled refill checks of
+	// RunRefills; default DefaultRefillMean.
+	RefillMean time.Duration
+	// OnAlarm hears of every token key or epoch that shows the server
+	// lying (the refill that found it also fails). It is called without
+	// the wallet's lock held.
+	OnAlarm func(TokenKeyAlarm)
 }
 
-// Wallet holds unspent delivery tokens in a file (mode 0600) and refills
-// itself from the account's quota when it runs low. Spending a token is
-// persisted before the token is handed out, so a crash can lose a token
-// but never spend one twice.
+// TokenKeyAlarm is evidence that the server tried to single this user
+// out through its token keys: a key not committed in key transparency, a
+// key changed for an epoch, an epoch the clock contradicts, or a changed
+// epoch length. Err says which (errors.Is with ErrTokenKeyMismatch,
+// ErrKeyChanged, ErrTokenEpoch, ErrEpochLength).
+type TokenKeyAlarm struct {
+	Epoch uint32
+	Shown []byte // the key the server showed (tokens.PublicKey encoding), if any
+	Known []byte // the key remembered or committed for that epoch, if known
+	Err   error
+}
+
+func (a TokenKeyAlarm) String() string { return a.Err.Error() }
+
+// Wallet holds unspent delivery tokens in a file (mode 0600) or the
+// client's encrypted state, with the token keys it checked. Spending a
+// token is persisted before the token is handed out, so a crash can lose
+// a token but never spend one twice.
 //
-// The wallet's Conn should be the account connection, not the one used
-// for anonymous sends.
+// Spending never refills: refills run on a schedule of their own
+// (RunRefills) or when the caller asks (Refill, TopUp), so the account
+// connection's IssueTokens requests are not timed by the anonymous
+// connections' sends. The wallet's Conn should be the account
+// connection, not the one used for anonymous sends.
 type Wallet struct {
 	store WalletStore
 	conn  *Conn
 	sess  *Session
 	opts  WalletOptions
+	gap   func() time.Duration // the refill schedule's gaps; tests replace it
 
-	mu      sync.Mutex
-	toks    []tokens.Token
-	seen    map[uint32][]byte // epoch key seen per epoch: a change is an attack
-	filling bool
-	fillErr error
+	mu       sync.Mutex
+	toks     []tokens.Token
+	epochLen time.Duration     // the server's token epoch length, once seen
+	keys     map[uint32][]byte // the token keys checked, by epoch
+	fillErr  error             // the last scheduled refill's error
+	refills  []time.Time       // when scheduled refills started
 }
 
-// walletVersion is the first byte of a wallet file:
-// version u8 | count u32 | count × tokens.TokenSize.
-const walletVersion = 1
+// Wallet encoding (inside the encrypted state, or the wallet file):
+//
+//	version u8 = 2
+//	count u32, count × tokens.TokenSize
+//	epoch_seconds u32          // 0: not seen yet
+//	nkeys u8, nkeys × { epoch u32, key[tokens.PublicKeySize] }  // ascending epochs
+//
+// Version 1 is the first two lines only (no keys remembered): its tokens
+// were obtained under keys never checked against key transparency, so
+// they are not spent (a token is spent only under a remembered key).
+const (
+	walletVersion1 = 1
+	walletVersion  = 2
+)
 
 // WalletStore keeps a wallet's serialized tokens. Load returns nil for an
 // empty wallet; Save replaces the contents durably and atomically.
@@ -67,12 +152,20 @@ func OpenWallet(path string, conn *Conn, sess *Session, opts WalletOptions) (*Wa
 // encrypted local state.
 func NewWallet(store WalletStore, conn *Conn, sess *Session, opts WalletOptions) (*Wallet, error) {
 	if opts.Low <= 0 {
-		opts.Low = 20
+		opts.Low = DefaultWalletLow
 	}
 	if opts.Batch <= 0 || opts.Batch > tokens.MaxBatch {
 		opts.Batch = tokens.MaxBatch
 	}
-	w := &Wallet{store: store, conn: conn, sess: sess, opts: opts, seen: map[uint32][]byte{}}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.RefillMean <= 0 {
+		opts.RefillMean = DefaultRefillMean
+	}
+	w := &Wallet{store: store, conn: conn, sess: sess, opts: opts, keys: map[uint32][]byte{}}
+	mean := opts.RefillMean
+	w.gap = func() time.Duration { return expGapMean(mean) }
 	raw, err := store.Load()
 	if err != nil {
 		return nil, fmt.Errorf("open wallet: %w", err)
@@ -80,22 +173,55 @@ func NewWallet(store WalletStore, conn *Conn, sess *Session, opts WalletOptions)
 	if raw == nil {
 		return w, nil
 	}
-	if len(raw) < 5 || raw[0] != walletVersion {
-		return nil, fmt.Errorf("open wallet: %w", ErrWalletCorrupt)
+	if err := w.decode(raw); err != nil {
+		return nil, fmt.Errorf("open wallet: %w", err)
 	}
+	return w, nil
+}
+
+// decode reads a version 1 or 2 wallet encoding into w.
+func (w *Wallet) decode(raw []byte) error {
+	if len(raw) < 5 || (raw[0] != walletVersion1 && raw[0] != walletVersion) {
+		return ErrWalletCorrupt
+	}
+	version := raw[0]
 	n := binary.BigEndian.Uint32(raw[1:])
 	body := raw[5:]
-	if uint64(len(body)) != uint64(n)*tokens.TokenSize {
-		return nil, fmt.Errorf("open wallet: %w: %d tokens announced, %d bytes", ErrWalletCorrupt, n, len(body))
+	if uint64(len(body)) < uint64(n)*tokens.TokenSize {
+		return fmt.Errorf("%w: %d tokens announced, %d bytes", ErrWalletCorrupt, n, len(body))
 	}
 	for i := range int(n) {
 		t, err := tokens.ParseToken(body[i*tokens.TokenSize : (i+1)*tokens.TokenSize])
 		if err != nil {
-			return nil, fmt.Errorf("open wallet: %w: %v", ErrWalletCorrupt, err)
+			return fmt.Errorf("%w: %v", ErrWalletCorrupt, err)
 		}
 		w.toks = append(w.toks, *t)
 	}
-	return w, nil
+	rest := body[int(n)*tokens.TokenSize:]
+	if version == walletVersion1 {
+		if len(rest) != 0 {
+			return fmt.Errorf("%w: %d bytes after the tokens", ErrWalletCorrupt, len(rest))
+		}
+		return nil
+	}
+	const entry = 4 + tokens.PublicKeySize
+	if len(rest) < 5 || len(rest) != 5+int(rest[4])*entry {
+		return fmt.Errorf("%w: token keys", ErrWalletCorrupt)
+	}
+	w.epochLen = time.Duration(binary.BigEndian.Uint32(rest)) * time.Second
+	rest = rest[5:]
+	for prev := int64(-1); len(rest) > 0; {
+		epoch := binary.BigEndian.Uint32(rest)
+		key := rest[4:entry]
+		pk, err := tokens.ParsePublicKey(key)
+		if err != nil || pk.Epoch != epoch || int64(epoch) <= prev { // ascending, no repeats
+			return fmt.Errorf("%w: token key of epoch %d", ErrWalletCorrupt, epoch)
+		}
+		prev = int64(epoch)
+		w.keys[epoch] = slices.Clone(key)
+		rest = rest[entry:]
+	}
+	return nil
 }
 
 // Len is the number of unspent tokens held.
@@ -106,64 +232,81 @@ func (w *Wallet) Len() int {
 }
 
 // Take returns one token's bytes for a Send or CreateMailbox Auth field.
-// Tokens too old to be accepted are dropped; an empty wallet refills
-// first, a low one refills in the background.
+// Tokens too old to be accepted, or of an epoch whose key the wallet did
+// not check against key transparency, are dropped. An
+// empty wallet is ErrNoTokens: Take never refills.
 func (w *Wallet) Take(ctx context.Context) ([]byte, error) {
-	w.mu.Lock()
-	if len(w.toks) == 0 {
-		w.mu.Unlock()
-		if err := w.Refill(ctx); err != nil {
-			return nil, err
-		}
-		w.mu.Lock()
-	}
-	if len(w.toks) == 0 {
-		w.mu.Unlock()
-		return nil, fmt.Errorf("wallet: no token after refill")
-	}
-	tok := w.toks[0]
-	rest := w.toks[1:]
-	if err := w.save(rest); err != nil {
-		w.mu.Unlock()
+	toks, err := w.TakeN(ctx, 1)
+	if len(toks) == 0 {
 		return nil, err
 	}
-	w.toks = rest
-	low := len(w.toks) < w.opts.Low && !w.filling
-	if low {
-		w.filling = true
-	}
-	w.mu.Unlock()
-	if low {
-		go func() {
-			err := w.Refill(context.WithoutCancel(ctx))
-			w.mu.Lock()
-			w.filling, w.fillErr = false, err
-			w.mu.Unlock()
-		}()
-	}
-	return tok.MarshalBinary()
+	return toks[0], nil
 }
 
-// Refill fetches the token keys, drops tokens whose epoch is no longer
-// accepted, and obtains one batch of tokens for the current epoch.
+// TakeN returns up to n tokens at once and persists the wallet once: for
+// an outbox sending many envelopes. Fewer than n come back, with an
+// error wrapping ErrNoTokens, when the wallet holds fewer; it never
+// refills.
+func (w *Wallet) TakeN(_ context.Context, n int) ([][]byte, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	usable := w.usable()
+	got := min(n, len(usable))
+	var short error
+	switch {
+	case got < n && w.fillErr != nil:
+		short = fmt.Errorf("wallet: %w (%d wanted, %d held); the last scheduled refill failed: %w", ErrNoTokens, n, got, w.fillErr)
+	case got < n:
+		short = fmt.Errorf("wallet: %w (%d wanted, %d held); it refills on its own schedule", ErrNoTokens, n, got)
+	}
+	if got == 0 && len(usable) == len(w.toks) {
+		return nil, short
+	}
+	rest := usable[got:]
+	if err := w.save(rest); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, got)
+	for i := range out {
+		raw, err := usable[i].MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = raw
+	}
+	w.toks = rest
+	return out, short
+}
+
+// usable returns the tokens the server can still accept by the clock and
+// whose epoch's key the wallet checked and remembers. Call with mu held.
+func (w *Wallet) usable() []tokens.Token {
+	oldest := uint32(0)
+	if w.epochLen > 0 {
+		if cur := tokens.EpochAt(w.opts.Now().Add(-TokenEpochSkew), w.epochLen); cur > 0 {
+			oldest = cur - 1 // the server takes the current and previous epoch
+		}
+	}
+	out := make([]tokens.Token, 0, len(w.toks))
+	for _, t := range w.toks {
+		if t.Epoch >= oldest && w.keys[t.Epoch] != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// Refill fetches the token keys, checks the current one (Key below), and
+// obtains one batch of tokens under it; tokens whose epoch is no longer
+// accepted are dropped.
 func (w *Wallet) Refill(ctx context.Context) error {
-	keys, err := w.conn.TokenKeys(ctx)
+	if w.conn == nil || w.sess == nil {
+		return fmt.Errorf("wallet refill: no account session")
+	}
+	key, err := w.Key(ctx)
 	if err != nil {
 		return fmt.Errorf("wallet refill: %w", err)
 	}
-	key := keys.Keys[keys.Current]
-	raw, err := key.MarshalBinary()
-	if err != nil {
-		return err
-	}
-	w.mu.Lock()
-	if prev, ok := w.seen[keys.Current]; ok && !bytes.Equal(prev, raw) {
-		w.mu.Unlock()
-		return fmt.Errorf("wallet refill: %w (epoch %d)", ErrKeyChanged, keys.Current)
-	}
-	w.seen[keys.Current] = raw
-	w.mu.Unlock()
-
 	fresh, err := w.conn.IssueTokens(ctx, w.sess, key, w.opts.Batch)
 	if err != nil {
 		return fmt.Errorf("wallet refill: %w", err)
@@ -172,7 +315,7 @@ func (w *Wallet) Refill(ctx context.Context) error {
 	defer w.mu.Unlock()
 	kept := w.toks[:0:0]
 	for _, t := range w.toks {
-		if t.Epoch+1 >= keys.Current { // current or previous epoch
+		if t.Epoch+1 >= key.Epoch && w.keys[t.Epoch] != nil { // current or previous epoch
 			kept = append(kept, t)
 		}
 	}
@@ -184,9 +327,202 @@ func (w *Wallet) Refill(ctx context.Context) error {
 	return nil
 }
 
-// save serializes toks into the store.
+// Key fetches the server's token keys and returns the current epoch's
+// once it passed every check, in this order:
+//
+//   - the epoch length is the one remembered (the first one seen is
+//     remembered), else ErrEpochLength;
+//   - the current epoch is the one the clock gives within
+//     TokenEpochSkew, else ErrTokenEpoch;
+//   - a key remembered for the epoch is the same key, else
+//     ErrKeyChanged;
+//   - a key not remembered is the one committed in key transparency
+//     under kt.TokenKeyLabel(epoch), else ErrTokenKeyMismatch; it is then
+//     remembered, in the wallet's store, before any token is obtained.
+//
+// Every failure but a transient one (a network error, an epoch not
+// committed yet) is reported to WalletOptions.OnAlarm.
+func (w *Wallet) Key(ctx context.Context) (*tokens.PublicKey, error) {
+	keys, err := w.conn.TokenKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key := keys.Keys[keys.Current]
+	raw, err := key.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	if keys.Epoch < time.Second || keys.Epoch%time.Second != 0 {
+		return nil, fmt.Errorf("token keys: epoch length %v", keys.Epoch)
+	}
+	w.mu.Lock()
+	known, remembered := w.keys[keys.Current]
+	epochLen := w.epochLen
+	w.mu.Unlock()
+	switch {
+	case epochLen != 0 && keys.Epoch != epochLen:
+		return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw,
+			Err: fmt.Errorf("%w: %v announced, %v remembered", ErrEpochLength, keys.Epoch, epochLen)})
+	case !epochPlausible(keys.Current, w.opts.Now(), keys.Epoch):
+		return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw,
+			Err: fmt.Errorf("%w: the server names epoch %d, the clock gives %d (epochs of %v)",
+				ErrTokenEpoch, keys.Current, tokens.EpochAt(w.opts.Now(), keys.Epoch), keys.Epoch)})
+	case remembered && subtle.ConstantTimeCompare(known, raw) != 1:
+		return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw, Known: known,
+			Err: fmt.Errorf("%w (epoch %d)", ErrKeyChanged, keys.Current)})
+	case remembered:
+		return key, nil // checked against key transparency when remembered
+	}
+	if w.opts.KT == nil {
+		return nil, ErrNoKTVerifier
+	}
+	if err := w.conn.KTTokenKey(ctx, w.opts.KT, key); err != nil {
+		if errors.Is(err, ErrTokenKeyMismatch) {
+			return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw, Err: err})
+		}
+		return nil, err
+	}
+	if err := w.remember(keys.Current, raw, keys.Epoch); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// epochPlausible: epoch contains an instant within TokenEpochSkew of now.
+func epochPlausible(epoch uint32, now time.Time, length time.Duration) bool {
+	lo := tokens.EpochAt(now.Add(-TokenEpochSkew), length)
+	hi := tokens.EpochAt(now.Add(TokenEpochSkew), length)
+	return epoch >= lo && epoch <= hi
+}
+
+// alarm reports a to OnAlarm and returns its error.
+func (w *Wallet) alarm(a TokenKeyAlarm) error {
+	if w.opts.OnAlarm != nil {
+		w.opts.OnAlarm(a)
+	}
+	return a.Err
+}
+
+// remember stores a token key checked against key transparency (and the
+// epoch length, when given) durably. A different key already remembered
+// for the epoch is ErrKeyChanged.
+func (w *Wallet) remember(epoch uint32, raw []byte, epochLen time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if k, ok := w.keys[epoch]; ok {
+		if subtle.ConstantTimeCompare(k, raw) != 1 {
+			return fmt.Errorf("%w (epoch %d)", ErrKeyChanged, epoch)
+		}
+		if epochLen == 0 || w.epochLen == epochLen {
+			return nil
+		}
+	}
+	prevKeys, prevLen := w.keys, w.epochLen
+	w.keys = make(map[uint32][]byte, len(prevKeys)+1)
+	for e, k := range prevKeys {
+		w.keys[e] = k
+	}
+	w.keys[epoch] = slices.Clone(raw)
+	if epochLen != 0 {
+		w.epochLen = epochLen
+	}
+	w.pruneKeys()
+	if err := w.save(w.toks); err != nil {
+		w.keys, w.epochLen = prevKeys, prevLen
+		return err
+	}
+	return nil
+}
+
+// pruneKeys keeps the newest maxRememberedKeys epochs. Call with mu held.
+func (w *Wallet) pruneKeys() {
+	if len(w.keys) <= maxRememberedKeys {
+		return
+	}
+	epochs := make([]uint32, 0, len(w.keys))
+	for e := range w.keys {
+		epochs = append(epochs, e)
+	}
+	slices.Sort(epochs)
+	for _, e := range epochs[:len(epochs)-maxRememberedKeys] {
+		delete(w.keys, e)
+	}
+}
+
+// TopUp refills until the wallet holds at least n usable tokens, a few
+// batches at most.
+func (w *Wallet) TopUp(ctx context.Context, n int) error {
+	for range n/w.opts.Batch + 2 {
+		w.mu.Lock()
+		have := len(w.usable())
+		w.mu.Unlock()
+		if have >= n {
+			return nil
+		}
+		if err := w.Refill(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RunRefills is the wallet's refill schedule, until ctx ends: checks at
+// exponential gaps (mean WalletOptions.RefillMean) placed on an absolute
+// timeline drawn independently of any spend, each topping the wallet up
+// to its low-water mark when it holds fewer. The account connection's
+// IssueTokens requests therefore start only at these instants, whatever
+// the anonymous connections send. Errors are kept for RefillErr.
+func (w *Wallet) RunRefills(ctx context.Context) {
+	runSchedule(ctx, w.gap, func(at time.Time) {
+		w.scheduledRefill(ctx, at)
+	})
+}
+
+// scheduledRefill is one check of the refill schedule.
+func (w *Wallet) scheduledRefill(ctx context.Context, at time.Time) {
+	w.mu.Lock()
+	low := len(w.usable()) < w.opts.Low
+	if low {
+		w.refills = append(w.refills, at)
+	}
+	w.mu.Unlock()
+	if !low {
+		return
+	}
+	err := w.TopUp(ctx, w.opts.Low)
+	w.mu.Lock()
+	w.fillErr = err
+	w.mu.Unlock()
+}
+
+// runSchedule calls tick at instants separated by gap(), measured from
+// the schedule's start (a slow tick delays the next one but does not
+// shift the timeline), until ctx ends.
+func runSchedule(ctx context.Context, gap func() time.Duration, tick func(at time.Time)) {
+	next := time.Now()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		next = next.Add(gap())
+		t.Reset(time.Until(next))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tick(next)
+	}
+}
+
+// expGapMean draws an exponential gap of the given mean.
+func expGapMean(mean time.Duration) time.Duration {
+	return time.Duration(-math.Log1p(-mrand.Float64()) * float64(mean))
+}
+
+// save serializes toks and the remembered keys into the store. Call with
+// mu held.
 func (w *Wallet) save(toks []tokens.Token) error {
-	buf := make([]byte, 5, 5+len(toks)*tokens.TokenSize)
+	buf := make([]byte, 5, 5+len(toks)*tokens.TokenSize+5+len(w.keys)*(4+tokens.PublicKeySize))
 	buf[0] = walletVersion
 	binary.BigEndian.PutUint32(buf[1:], uint32(len(toks)))
 	for i := range toks {
@@ -195,6 +531,17 @@ func (w *Wallet) save(toks []tokens.Token) error {
 			return err
 		}
 		buf = append(buf, raw...)
+	}
+	buf = binary.BigEndian.AppendUint32(buf, uint32(w.epochLen/time.Second))
+	epochs := make([]uint32, 0, len(w.keys))
+	for e := range w.keys {
+		epochs = append(epochs, e)
+	}
+	slices.Sort(epochs)
+	buf = append(buf, uint8(len(epochs)))
+	for _, e := range epochs {
+		buf = binary.BigEndian.AppendUint32(buf, e)
+		buf = append(buf, w.keys[e]...)
 	}
 	if err := w.store.Save(buf); err != nil {
 		return fmt.Errorf("save wallet: %w", err)
@@ -233,69 +580,54 @@ func (path fileWallet) Save(buf []byte) error {
 	return nil
 }
 
-// RefillErr is the error of the last background refill, if it failed.
+// RefillErr is the error of the last scheduled refill, if it failed.
 func (w *Wallet) RefillErr() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.fillErr
 }
 
-// seenKeys returns the token public keys this wallet was shown, by epoch.
-func (w *Wallet) seenKeys() map[uint32][]byte {
+// ScheduledRefills returns the instants at which scheduled refills
+// started (RunRefills), oldest first.
+func (w *Wallet) ScheduledRefills() []time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make(map[uint32][]byte, len(w.seen))
-	for e, k := range w.seen {
-		out[e] = k
+	return slices.Clone(w.refills)
+}
+
+// KnownKeys returns the token keys this wallet checked against key
+// transparency and remembers, by epoch (tokens.PublicKey encodings).
+func (w *Wallet) KnownKeys() map[uint32][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[uint32][]byte, len(w.keys))
+	for e, k := range w.keys {
+		out[e] = slices.Clone(k)
 	}
 	return out
 }
 
-// noteKey records the token key shown for epoch, as a refill does.
-func (w *Wallet) noteKey(epoch uint32, raw []byte) error {
+// EpochLength is the server's token epoch length as first seen (0: not
+// seen yet); a different one announced later is refused.
+func (w *Wallet) EpochLength() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if prev, ok := w.seen[epoch]; ok && !bytes.Equal(prev, raw) {
-		return fmt.Errorf("wallet: %w (epoch %d)", ErrKeyChanged, epoch)
-	}
-	w.seen[epoch] = raw
-	return nil
+	return w.epochLen
 }
 
-// TakeN returns up to n tokens at once, refilling as needed, and persists
-// the wallet once: for an outbox sending many envelopes. Fewer than n come
-// back (with the refill's error) when the quota or the server runs out.
-func (w *Wallet) TakeN(ctx context.Context, n int) ([][]byte, error) {
-	var refillErr error
-	for range (n+w.opts.Batch-1)/w.opts.Batch + 1 {
-		if w.Len() >= n || w.conn == nil {
-			break
-		}
-		if refillErr = w.Refill(ctx); refillErr != nil {
-			break
-		}
+// commitments are the token-key commitments a binding publishes: the
+// newest n remembered epochs, newest first.
+func (w *Wallet) commitments(n int) []kt.TokenKeyCommitment {
+	known := w.KnownKeys()
+	epochs := make([]uint32, 0, len(known))
+	for e := range known {
+		epochs = append(epochs, e)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n = min(n, len(w.toks))
-	if n == 0 {
-		if refillErr == nil {
-			refillErr = fmt.Errorf("wallet: no tokens")
-		}
-		return nil, refillErr
+	slices.Sort(epochs)
+	slices.Reverse(epochs)
+	var out []kt.TokenKeyCommitment
+	for _, e := range epochs[:min(n, len(epochs))] {
+		out = append(out, kt.TokenKeyCommitment{Epoch: e, Hash: sha256.Sum256(known[e])})
 	}
-	rest := w.toks[n:]
-	if err := w.save(rest); err != nil {
-		return nil, err
-	}
-	out := make([][]byte, n)
-	for i := range out {
-		raw, err := w.toks[i].MarshalBinary()
-		if err != nil {
-			return nil, err
-		}
-		out[i] = raw
-	}
-	w.toks = rest
-	return out, refillErr
+	return out
 }

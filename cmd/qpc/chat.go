@@ -90,6 +90,7 @@ func chatFollow(ctx context.Context, cl *client.Client, p *tea.Program, how stri
 		where += " through Tor"
 	}
 	backoff := time.Second
+	_ = cl.RefillIfEmpty(ctx) // before any anonymous connection (client.RefillIfEmpty); alarms show in the TUI
 	for ctx.Err() == nil {
 		p.Send(tui.Status(how))
 		ev, err := cl.Sync(ctx)

@@ -288,6 +288,16 @@ func (c *cli) secret(env, prompt string) ([]byte, error) {
 	return b, nil
 }
 
+// refillFirst refills an empty token wallet before a command opens any
+// anonymous connection, so the refill does not follow its sends
+// (client.RefillIfEmpty). A failure is told on standard error; the
+// command goes on with the tokens it has.
+func (c *cli) refillFirst(ctx context.Context, cl *client.Client) {
+	if err := cl.RefillIfEmpty(ctx); err != nil {
+		fmt.Fprintf(c.stderr, "qpc: could not refill the token wallet: %v\n", err)
+	}
+}
+
 // withClient opens the local state, runs fn with a deadline, and closes.
 func (c *cli) withClient(ctx context.Context, fn func(context.Context, *client.Client) error) error {
 	pass, err := c.secret("QPC_PASSPHRASE", "Passphrase for the local state: ")
@@ -465,6 +475,7 @@ func (c *cli) send(ctx context.Context, args []string) error {
 		return usagef("send <handle|group> <text>, or send --lines <handle|group> < file")
 	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		c.refillFirst(ctx, cl)
 		queued := false
 		for _, text := range texts {
 			err := cl.Send(ctx, args[0], text)
@@ -511,6 +522,7 @@ func (c *cli) recv(ctx context.Context, args []string) error {
 		c.timeout = 0
 	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		c.refillFirst(ctx, cl)
 		if *follow {
 			if *cover != "" {
 				return c.followCover(ctx, cl, *cover, *force, print)
@@ -562,6 +574,9 @@ func (c *cli) group(ctx context.Context, args []string) error {
 	}
 	sub, rest := args[0], args[1:]
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		if sub != "list" {
+			c.refillFirst(ctx, cl)
+		}
 		var err error
 		switch sub {
 		case "create":

@@ -24,7 +24,9 @@ import (
 func coverRun(t *testing.T, ms *messengerServer, name string, rate float64, dur time.Duration, at []time.Duration) []sendRec {
 	t.Helper()
 	log := newSendLog()
-	a := newUserWith(t, ms, name+"-a", func(o *client.ClientOptions) { o.Tap = log.tap })
+	// A rate far above any quota spends the wallet within seconds: its
+	// refill schedule runs fast here to keep up (sends never refill).
+	a := newUserWith(t, ms, name+"-a", func(o *client.ClientOptions) { o.Tap, o.RefillMean = log.tap, time.Second })
 	b := newUser(t, ms, name+"-b")
 	connect(t, a, b)
 	if rate > 0 {
@@ -197,7 +199,8 @@ func TestCoverTraffic(t *testing.T) {
 // cost of the rate, instead of messages silently waiting in the outbox.
 func TestCoverQuotaWarning(t *testing.T) {
 	ms := startMessengerServerWith(t, func(o *server.Options) { o.TokenQuota = 100 })
-	a := newUser(t, ms, "quota-a")
+	// Sends never refill the wallet; its schedule does (fast here).
+	a := newUserWith(t, ms, "quota-a", func(o *client.ClientOptions) { o.RefillMean = 100 * time.Millisecond })
 	b := newUser(t, ms, "quota-b")
 	connect(t, a, b)
 	// SetCover would refuse this rate; the warning is for a rate set

@@ -222,9 +222,15 @@ func TestReceiptDelayMeasured(t *testing.T) {
 	// can be released: with a 50 ms mean that fixed lag alone is visible
 	// to the KS test at n=200 (measured: mean 61.6 ms, D=0.13, p=0.002).
 	delay := client.ReceiptDelay{Mean: 150 * time.Millisecond, Max: 3 * time.Second}
-	alice := newUser(t, ms, "alice")
-	bob := newUserWith(t, ms, "bob", func(o *client.ClientOptions) { o.Tap = log.tap; o.ReceiptDelay = &delay })
+	// Hundreds of messages and receipts: the wallets refill on their
+	// schedule (fast here), never because of a send; alice, who does not
+	// follow, runs hers herself.
+	alice := newUserWith(t, ms, "alice", func(o *client.ClientOptions) { o.RefillMean = 100 * time.Millisecond })
+	bob := newUserWith(t, ms, "bob", func(o *client.ClientOptions) {
+		o.Tap, o.ReceiptDelay, o.RefillMean = log.tap, &delay, 100*time.Millisecond
+	})
 	connect(t, alice, bob)
+	defer alice.StartRefills(context.Background())()
 	if err := bob.SetReceipts("alice", true, false); err != nil {
 		t.Fatal(err)
 	}
