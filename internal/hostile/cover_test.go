@@ -71,6 +71,9 @@ func TestHostileCoverClassifier(t *testing.T) {
 	users := map[string]*client.Client{}
 	for _, u := range coverUsers {
 		o := h.ClientOptions(t)
+		// 10 sends a second spend a wallet in seconds: the refill
+		// schedule runs fast here (refills never follow a send).
+		o.RefillMean = 100 * time.Millisecond
 		o.Sent = func(id wire.MessageID, cover bool) {
 			if !counting.Load() {
 				return

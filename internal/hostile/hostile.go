@@ -267,6 +267,9 @@ func (h *Server) ClientOptions(t testing.TB) client.ClientOptions {
 		KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
 		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Policy: h.policy},
 		Logger: quiet(),
+		// Sends never refill the wallet; a test that follows, or calls
+		// StartRefills, gets its refills within a fraction of a second.
+		RefillMean: 200 * time.Millisecond,
 	}
 }
 
