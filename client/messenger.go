@@ -168,6 +168,8 @@ type Client struct {
 	store *state.Store
 	log   *slog.Logger
 
+	seenPruned time.Time // when dropStaleSeen last ran (under op)
+
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
 	op     sync.Mutex

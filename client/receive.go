@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -66,6 +67,9 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 	c.pending = nil
 	c.flush(ctx) // announcements and sends first; errors are retried below
 	if err := c.dropStaleChunks(); err != nil {
+		return nil, err
+	}
+	if err := c.dropStaleSeen(); err != nil {
 		return nil, err
 	}
 	if len(c.prof.PendingGossip) > 0 {
@@ -168,10 +172,64 @@ func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Messa
 		}
 	}
 	_, err := conn.Ack(ctx, mb.box.mailbox(), []wire.MessageID{m.ID})
-	if err == nil {
-		c.store.Update(func(tx *state.Tx) error { return tx.Delete(bucketSeen, key) })
+	if err == nil && !seenAcked(c, key) {
+		// The mark stays, dated, for as long as a server could still
+		// hold the message: a server that delivers it again after the
+		// ack (it keeps what it should have deleted) is answered like an
+		// honest redelivery, with an ack and nothing shown twice.
+		c.store.Update(func(tx *state.Tx) error { return tx.Put(bucketSeen, key, ackedMark(c.opts.Now())) })
 	}
 	return err
+}
+
+// seenKeep is how long the mark of an acknowledged message is kept: past
+// any server's message lifetime (21 days by default), after which no
+// honest server delivers it again and a replay fails MLS's own check.
+const seenKeep = 30 * 24 * time.Hour
+
+// ackedMark is the seen mark of an acknowledged message: the time of the
+// ack. An unacknowledged message's mark is the single byte 1.
+func ackedMark(t time.Time) []byte {
+	return binary.BigEndian.AppendUint64(nil, uint64(t.Unix()))
+}
+
+// seenAcked reports whether key's mark already says acknowledged.
+func seenAcked(c *Client, key []byte) bool {
+	acked := false
+	c.store.View(func(tx *state.Tx) error {
+		v, err := tx.Get(bucketSeen, key)
+		acked = err == nil && len(v) == 8
+		return nil
+	})
+	return acked
+}
+
+// dropStaleSeen deletes the marks of messages acknowledged more than
+// seenKeep ago, at most once an hour.
+func (c *Client) dropStaleSeen() error {
+	now := c.opts.Now()
+	if now.Sub(c.seenPruned) < time.Hour {
+		return nil
+	}
+	c.seenPruned = now
+	return c.store.Update(func(tx *state.Tx) error {
+		var stale [][]byte
+		err := tx.ForEach(bucketSeen, func(k, v []byte) error {
+			if len(v) == 8 && now.Sub(time.Unix(int64(binary.BigEndian.Uint64(v)), 0)) > seenKeep {
+				stale = append(stale, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			if err := tx.Delete(bucketSeen, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // process handles one envelope: on success its effects and the seen mark

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/metrics"
@@ -20,7 +19,7 @@ import (
 //
 // Account exchanges never touch the mailbox store, and the anonymous
 // handlers (createMailbox, send) never reach s.opts.Accounts.
-func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.Reader, first *wire.AccountRequest) {
+func (s *Server) accountExchange(ctx context.Context, st Stream, r *wire.Reader, first *wire.AccountRequest) {
 	if s.opts.Accounts == nil {
 		s.reply(st, nil, wire.Errorf(wire.CodeUnavailable, "this server has no accounts"))
 		return
@@ -175,7 +174,7 @@ func (s *Server) accountExchange(ctx context.Context, st *quic.Stream, r *wire.R
 // reply writes one response record, or err as an Error record. It
 // reports whether a success was written.
 func (s *Server) reply(w io.Writer, m wire.Message, err error) bool {
-	if st, ok := w.(*quic.Stream); ok {
+	if st, ok := w.(Stream); ok {
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	}
 	if err != nil {

@@ -73,6 +73,13 @@ type Options struct {
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger // default: slog.Default()
 	Now     func() time.Time
+
+	// Tap, if set, is handed every stream of every connection, the
+	// version handshake's first, and the server uses the stream it
+	// returns. It exists for harnesses that play a dishonest operator
+	// (internal/hostile) or record what the server sees; the binaries
+	// never set it. See tap.go.
+	Tap StreamTap
 }
 
 // Defaults.
@@ -170,6 +177,7 @@ type Server struct {
 	purgeStop  chan struct{}
 	purgeDone  chan struct{}
 	closed     atomic.Bool
+	connIDs    atomic.Uint64 // numbers connections for ConnInfo
 }
 
 // New builds a server. It starts the background expiry sweep at once.
@@ -395,17 +403,19 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		conn.CloseWithError(closeProtocol, "no TLS exporter")
 		return
 	}
-	if err := s.hello(conn); err != nil {
+	info := s.connInfo(conn, transport)
+	if err := s.hello(conn, info); err != nil {
 		s.log.Debug("handshake failed", "err", err)
 		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
 	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
-		st, err := conn.AcceptStream(conn.Context())
+		qs, err := conn.AcceptStream(conn.Context())
 		if err != nil {
 			return
 		}
+		st := s.tapStream(info, qs)
 		if !rate.Allow(time.Now()) {
 			s.opts.Metrics.Refused(metrics.LimitRequestRate)
 			go s.refuse(st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
@@ -433,13 +443,14 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 
 // hello runs the version handshake on the connection's first stream
 // (docs/protocol.md §4.1). Hello records use the fixed control bucket.
-func (s *Server) hello(conn *quic.Conn) error {
+func (s *Server) hello(conn *quic.Conn, info ConnInfo) error {
 	ctx, cancel := context.WithTimeout(conn.Context(), s.opts.HandshakeTimeout)
 	defer cancel()
-	st, err := conn.AcceptStream(ctx)
+	qs, err := conn.AcceptStream(ctx)
 	if err != nil {
 		return err
 	}
+	st := s.tapStream(info, qs)
 	defer st.Close()
 	deadline := time.Now().Add(s.opts.HandshakeTimeout)
 	st.SetDeadline(deadline)
@@ -482,14 +493,14 @@ func (s *Server) hello(conn *quic.Conn) error {
 // record leaks a slot whenever the FIN comes in a later packet, and the
 // client stalls after MaxStreams requests. Anything after the request is
 // a protocol violation: the read side is cancelled instead.
-func (s *Server) finishRead(st *quic.Stream, r *wire.Reader) {
+func (s *Server) finishRead(st Stream, r *wire.Reader) {
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 	if !r.AtEOF() {
 		st.CancelRead(0)
 	}
 }
 
-func (s *Server) refuse(st *quic.Stream, err error) {
+func (s *Server) refuse(st Stream, err error) {
 	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
 	// A Health request is still answered while draining, so a prober
 	// sees "draining" instead of an error.
@@ -514,7 +525,7 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 	wire.WriteMessage(w, p, e)
 }
 
-func (s *Server) handleStream(conn *quic.Conn, binding []byte, st *quic.Stream) {
+func (s *Server) handleStream(conn *quic.Conn, binding []byte, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
 	subscribed := false
@@ -595,7 +606,7 @@ func (s *Server) logFailure(kind wire.Kind, err error) {
 
 // dispatch runs one request. Fetch writes its own Delivery records and
 // returns the closing FetchEnd.
-func (s *Server) dispatch(ctx context.Context, binding []byte, st *quic.Stream, m wire.Message) (wire.Message, error) {
+func (s *Server) dispatch(ctx context.Context, binding []byte, st Stream, m wire.Message) (wire.Message, error) {
 	switch m := m.(type) {
 	case *wire.Health:
 		if s.Draining() {
@@ -707,7 +718,7 @@ func (s *Server) authorizeOwner(ctx context.Context, binding []byte, m wire.Sign
 	return mb, nil
 }
 
-func (s *Server) fetch(ctx context.Context, binding []byte, st *quic.Stream, m *wire.Fetch) (wire.Message, error) {
+func (s *Server) fetch(ctx context.Context, binding []byte, st Stream, m *wire.Fetch) (wire.Message, error) {
 	if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
 		return nil, err
 	}
@@ -745,7 +756,7 @@ func (s *Server) deliver(w io.Writer, msgs []store.Message) error {
 // subscribe streams the backlog after the cursor, a FetchEnd marker, then
 // every new message, until the client closes the stream, the mailbox is
 // deleted, the connection ends, or the server drains.
-func (s *Server) subscribe(conn *quic.Conn, binding []byte, st *quic.Stream, m *wire.Subscribe) {
+func (s *Server) subscribe(conn *quic.Conn, binding []byte, st Stream, m *wire.Subscribe) {
 	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
 	_, err := s.authorizeOwner(ctx, binding, m)
 	cancel()

@@ -66,12 +66,12 @@ func TestOneTimeKeyPackages(t *testing.T) {
 	}
 }
 
-// TestOneTimeKeyPackageFallback: when bob's pool is empty (here drained by
+// TestAttackDrainKeyPackagePool: when bob's pool is empty (here drained by
 // mallory, who has tokens of her own), alice adds him with the
 // last-resort KeyPackage from key transparency and the conversation works;
 // the Welcome to the last-resort KeyPackage makes bob's client top the
 // pool up again.
-func TestOneTimeKeyPackageFallback(t *testing.T) {
+func TestAttackDrainKeyPackagePool(t *testing.T) {
 	ms := startMessengerServer(t)
 	ctx := ctxT(t)
 	alice, bob := newUser(t, ms, "alice"), newUser(t, ms, "bob")

@@ -268,8 +268,9 @@ func TestMalformedRecordsFlood(t *testing.T) {
 	}
 }
 
-// TestPinMismatch: a client refuses a server whose key is not the pinned one.
-func TestPinMismatch(t *testing.T) {
+// TestAttackImpersonateServer: a client refuses a server whose key is not
+// the pinned one (a server impersonated by whoever holds another key).
+func TestAttackImpersonateServer(t *testing.T) {
 	ts := startServer(t, nil)
 	a, _ := wire.ParseAddress(ts.addr)
 	a.Pin[0] ^= 1

@@ -12,14 +12,14 @@ import (
 	"github.com/quicprochat/qpc/account"
 )
 
-// TestEnumerationResistance measures LoginStart for registered and for
+// TestAttackUsernameEnumeration measures LoginStart for registered and for
 // unregistered usernames (RFC 9807 §10.9: the responses, and the time to
 // make them, must not tell the two apart). 500 logins of each kind run in
 // a random interleaving, so that drift (other processes, CPU frequency,
 // GC) falls on both sets alike. KE2 sizes must be identical, and a
 // two-sample Kolmogorov–Smirnov test must not reject that the two time
 // distributions are the same (p > 0.01, or else in a second run).
-func TestEnumerationResistance(t *testing.T) {
+func TestAttackUsernameEnumeration(t *testing.T) {
 	const (
 		n     = 500
 		users = 100 // each name is tried n/users times, in both sets
