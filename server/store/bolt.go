@@ -33,6 +33,7 @@ import (
 //	meta                "schema" -> u8 schema version (3)
 //	                    "envelope_limit" -> u32 MaxEnvelope of the last Open
 //	                    "key_file" -> the key-slot file's ID (16)
+//	                    "key_generation" -> u64 clean closes (keys.go)
 //	                    "compact" -> 1 while an upgrade's compaction is due
 //	mailboxes           receiveID(32) -> mailbox record
 //	send_ids            sendID(32) -> send index record
@@ -99,6 +100,7 @@ var (
 	keySchema        = []byte("schema")
 	keyEnvelopeLimit = []byte("envelope_limit")
 	keyKeyFileID     = []byte("key_file")
+	keyKeyGen        = []byte("key_generation")
 	keyCompact       = []byte("compact")
 )
 
@@ -141,6 +143,7 @@ var ErrCorrupt = fmt.Errorf("%w: corrupt record", ErrStorageFailed)
 // transactions and run concurrently with the writer.
 type Bolt struct {
 	db       *bolt.DB
+	pageSize int // db.Info().PageSize, which panics once db is closed
 	gran     time.Duration
 	maxBatch int
 	maxEnv   int
@@ -267,6 +270,7 @@ func Open(path string, opts Options) (*Bolt, error) {
 	}
 	s := &Bolt{
 		db:         db,
+		pageSize:   db.Info().PageSize,
 		gran:       o.TimeGranularity,
 		maxBatch:   o.MaxBatch,
 		maxEnv:     o.MaxEnvelope,
@@ -393,7 +397,7 @@ func (s *Bolt) Stats() Stats {
 		OpTxn:         time.Duration(s.txnNanos.Load()),
 		OpWake:        time.Duration(s.wakeNanos.Load()),
 		PagesWritten:  db.TxStats.GetPageCount(),
-		PageSize:      s.db.Info().PageSize,
+		PageSize:      s.pageSize,
 
 		IdempotencyKeys: int(s.idemKeys.Load()),
 		KeySlots:        int(s.keySlots.Load()),
@@ -411,14 +415,25 @@ func (s *Bolt) Close() error {
 		close(s.queue)
 		s.mu.Unlock()
 		<-s.writerDone
-		if err := s.db.Close(); err != nil {
-			s.closeErr = fmt.Errorf("store: close: %w: %w", ErrStorageFailed, err)
-		}
-		// After the bbolt file: only then is every deletion whose key
-		// the writer zeroed durable, and the key file may be marked clean.
 		s.updateMu.Lock()
 		defer s.updateMu.Unlock()
-		if err := s.keys.close(); err != nil && s.closeErr == nil {
+		// The next generation goes into the bbolt file first; the key
+		// file is marked clean at it only after, so a crash between the
+		// two leaves files that do not match, and the next Open checks.
+		gen := s.keys.gen + 1
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyKeyGen, binary.BigEndian.AppendUint64(nil, gen))
+		}); err != nil {
+			s.closeErr = fmt.Errorf("store: close: %w: %w", ErrStorageFailed, err)
+		}
+		if err := s.db.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = fmt.Errorf("store: close: %w: %w", ErrStorageFailed, err)
+		}
+		clean := &gen
+		if s.closeErr != nil {
+			clean = nil
+		}
+		if err := s.keys.close(clean); err != nil && s.closeErr == nil {
 			s.closeErr = fmt.Errorf("store: close: %w: key-slot file: %w", ErrStorageFailed, err)
 		}
 	})
@@ -617,8 +632,17 @@ func (s *Bolt) update(fn func(tx *txn) error) error {
 		}
 		// The new messages' keys are durable before the commit that
 		// stores the messages: one sync for the whole batch.
-		return s.keys.prepare()
+		if err := s.keys.prepare(); err != nil {
+			return err
+		}
+		if testHookPrepared != nil {
+			testHookPrepared()
+		}
+		return nil
 	})
+	if err == nil && testHookCommitted != nil {
+		testHookCommitted()
+	}
 	var kerr error
 	if err != nil {
 		s.idem.rollback()
@@ -637,6 +661,11 @@ func (s *Bolt) update(fn func(tx *txn) error) error {
 	s.keySlots.Store(int64(s.keys.slotCount()))
 	return err
 }
+
+// Test hooks, nil outside tests: called by update after the key-slot
+// file was synced and before the bbolt commit, and after the commit
+// before freed slots are zeroed, the two moments a crash is interesting.
+var testHookPrepared, testHookCommitted func()
 
 // runOp runs one operation, turning a panic into a rolled-back transaction:
 // a bug in one operation must not kill the writer and hang every caller.

@@ -1161,7 +1161,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeSendRecord([MailboxIDSize]byte{1}))
 	f.Add(encodeMessage([MessageIDSize]byte{2}, 1234, 77, make([]byte, sealOverhead+3)))
 	f.Add(encodeMessageV1([MessageIDSize]byte{2}, 1234, []byte("env")))
-	f.Add(keyFileHeader([keyFileIDSize]byte{5}, stateClean))
+	f.Add(keyFileHeader([keyFileIDSize]byte{5}, stateClean, 9))
 	f.Add(append(arrival{rid: [MailboxIDSize]byte{3}, seq: 9, received: 1234, id: [MessageIDSize]byte{4}}.key(), make([]byte, MessageIDSize)...))
 	f.Add(encodeEnvelopeLimit(131035))
 	f.Add([]byte{})
@@ -1191,8 +1191,8 @@ func FuzzDecode(f *testing.F) {
 		if len(v) <= keyPage {
 			page := make([]byte, keyPage)
 			copy(page, v)
-			fid, state, err := decodeKeyFileHeader(page)
-			check("key file header", err, func() []byte { return keyFileHeader(fid, state)[:len(v)] })
+			fid, state, gen, err := decodeKeyFileHeader(page)
+			check("key file header", err, func() []byte { return keyFileHeader(fid, state, gen)[:len(v)] })
 		}
 		// An arrival is a key and a value: split where the key ends.
 		k, av := v[:min(len(v), arrivalKeySize)], v[min(len(v), arrivalKeySize):]

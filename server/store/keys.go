@@ -14,15 +14,19 @@ package store
 //
 // Layout (all of it, nothing else):
 //
-//	header   magic "QPCKEYS\x00" | version u8 (1) | state u8 | file ID (16) | zeros to 4096 bytes
+//	header   magic "QPCKEYS\x00" | version u8 (1) | state u8 | file ID (16) | generation u64 | zeros to 4096 bytes
 //	slot i   at 4096 + 32*i: the key of the message whose record names slot i, or 32 zero bytes if free
 //
 // The file ID is also in qpc.db's meta bucket, so that a key file and a
 // store that do not belong together are refused, not silently mixed.
 // state is stateInUse while a store has the file open and stateClean
-// once Close has written every zeroed slot and synced; a file found in
-// use at Open was not closed cleanly, and Open then zeroes every slot no
-// stored message names (Bolt.scrubKeys).
+// once Close has written every zeroed slot and synced. The generation
+// counts clean closes; Close records it in qpc.db's meta bucket too,
+// before it marks this file clean. Open trusts the file (a filled slot
+// is a stored message's, a zero slot is free) only if it is clean and of
+// the store's generation; otherwise (a crash, or one of the two files
+// restored from another time) it reads every stored message, zeroes
+// every slot none names and keeps free none that one names (openKeys).
 //
 // Ordering, which is what makes a crash lose and leak nothing:
 //
@@ -82,6 +86,7 @@ type keyFile struct {
 	f    *os.File
 	path string
 	id   [keyFileIDSize]byte
+	gen  uint64
 
 	// mu guards the content and length of slots against readers; only
 	// the writer changes them.
@@ -90,6 +95,7 @@ type keyFile struct {
 
 	// The writer's alone (under Bolt.updateMu).
 	free     []uint32         // free slots, the lowest last
+	isFree   []uint64         // the same as a bit set, against freeing twice
 	dirty    map[int]struct{} // pages changed in slots and not yet written
 	unsynced bool             // written since the last fdatasync
 	txAlloc  []uint32         // slots the current transaction filled
@@ -97,33 +103,36 @@ type keyFile struct {
 }
 
 // keyFileHeader encodes the header page.
-func keyFileHeader(id [keyFileIDSize]byte, state byte) []byte {
+func keyFileHeader(id [keyFileIDSize]byte, state byte, gen uint64) []byte {
 	h := make([]byte, keyPage)
 	copy(h, keyFileMagic)
 	h[len(keyFileMagic)] = keyFileVersion
 	h[len(keyFileMagic)+1] = state
 	copy(h[len(keyFileMagic)+2:], id[:])
+	binary.BigEndian.PutUint64(h[len(keyFileMagic)+2+keyFileIDSize:], gen)
 	return h
 }
 
-// decodeKeyFileHeader checks a header page and returns its ID and state.
-func decodeKeyFileHeader(h []byte) (id [keyFileIDSize]byte, state byte, err error) {
-	const used = len(keyFileMagic) + 2 + keyFileIDSize
+// decodeKeyFileHeader checks a header page and returns its ID, state and
+// generation.
+func decodeKeyFileHeader(h []byte) (id [keyFileIDSize]byte, state byte, gen uint64, err error) {
+	const at = len(keyFileMagic) + 2 + keyFileIDSize
 	if len(h) != keyPage || string(h[:len(keyFileMagic)]) != keyFileMagic {
-		return id, 0, fmt.Errorf("%w: not a key-slot file", ErrCorrupt)
+		return id, 0, 0, fmt.Errorf("%w: not a key-slot file", ErrCorrupt)
 	}
 	if v := h[len(keyFileMagic)]; v != keyFileVersion {
-		return id, 0, fmt.Errorf("%w: key-slot file version %d", ErrCorrupt, v)
+		return id, 0, 0, fmt.Errorf("%w: key-slot file version %d", ErrCorrupt, v)
 	}
 	state = h[len(keyFileMagic)+1]
 	if state != stateInUse && state != stateClean {
-		return id, 0, fmt.Errorf("%w: key-slot file state %d", ErrCorrupt, state)
+		return id, 0, 0, fmt.Errorf("%w: key-slot file state %d", ErrCorrupt, state)
 	}
 	copy(id[:], h[len(keyFileMagic)+2:])
-	if !allZero(h[used:]) {
-		return id, 0, fmt.Errorf("%w: key-slot file header padding", ErrCorrupt)
+	gen = binary.BigEndian.Uint64(h[at:])
+	if !allZero(h[at+8:]) {
+		return id, 0, 0, fmt.Errorf("%w: key-slot file header padding", ErrCorrupt)
 	}
-	return id, state, nil
+	return id, state, gen, nil
 }
 
 // createKeyFile makes a new, empty key-slot file with a fresh ID, in use.
@@ -158,8 +167,9 @@ func createKeyFile(path string) (*keyFile, error) {
 }
 
 // openKeyFile reads an existing key-slot file whole and reports whether
-// it was closed cleanly. A missing file is an error matching
-// fs.ErrNotExist. The file is not yet marked in use (markInUse).
+// it was closed cleanly (then k.gen is the generation it was closed at).
+// A missing file is an error matching fs.ErrNotExist. The file is not yet
+// marked in use (markInUse).
 func openKeyFile(path string) (*keyFile, bool, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -174,7 +184,7 @@ func openKeyFile(path string) (*keyFile, bool, error) {
 		f.Close()
 		return nil, false, fmt.Errorf("%w: key-slot file of %d bytes", ErrCorrupt, len(data))
 	}
-	id, state, err := decodeKeyFileHeader(data[:keyPage])
+	id, state, gen, err := decodeKeyFileHeader(data[:keyPage])
 	if err != nil {
 		f.Close()
 		return nil, false, err
@@ -186,12 +196,12 @@ func openKeyFile(path string) (*keyFile, bool, error) {
 	slots := make([]byte, pages*keyPage)
 	copy(slots, data[keyPage:keyPage+n*keySize])
 	clear(data)
-	k := &keyFile{f: f, path: path, id: id, slots: slots, dirty: map[int]struct{}{}}
+	k := &keyFile{f: f, path: path, id: id, gen: gen, slots: slots, dirty: map[int]struct{}{}}
 	return k, state == stateClean, nil
 }
 
 func (k *keyFile) writeHeader(state byte) error {
-	if _, err := k.f.WriteAt(keyFileHeader(k.id, state), 0); err != nil {
+	if _, err := k.f.WriteAt(keyFileHeader(k.id, state, k.gen), 0); err != nil {
 		return err
 	}
 	return fdatasync(k.f)
@@ -204,16 +214,19 @@ func (k *keyFile) markInUse() error { return k.writeHeader(stateInUse) }
 // slotCount is how many slots the file has room for.
 func (k *keyFile) slotCount() int { return len(k.slots) / keySize }
 
-// rebuild zeroes every filled slot that live does not report as named by
-// a stored message and collects the free slots. live == nil trusts the
-// file (it was closed cleanly: every filled slot is named). It returns how
-// many slots it zeroed.
-func (k *keyFile) rebuild(live func(slot uint32) bool) int {
+// rebuild collects the free slots: those named reports as named by no
+// stored message, zeroed if they are not already. A named slot stays
+// taken even if it is zero (its message lost its key): it is freed when
+// that message goes, never given to another before. named == nil trusts
+// the file (it was closed cleanly: the filled slots are the named ones).
+// It returns how many slots it zeroed.
+func (k *keyFile) rebuild(named func(slot uint32) bool) int {
 	zeroed := 0
 	k.free = k.free[:0]
+	k.isFree = make([]uint64, (k.slotCount()+63)/64)
 	for i := k.slotCount() - 1; i >= 0; i-- {
 		key := k.slots[i*keySize : (i+1)*keySize]
-		if !allZero(key) && (live == nil || live(uint32(i))) {
+		if named == nil && !allZero(key) || named != nil && named(uint32(i)) {
 			continue
 		}
 		if !allZero(key) {
@@ -221,9 +234,14 @@ func (k *keyFile) rebuild(live func(slot uint32) bool) int {
 			k.dirty[i/slotsPerPage] = struct{}{}
 			zeroed++
 		}
-		k.free = append(k.free, uint32(i))
+		k.pushFree(uint32(i))
 	}
 	return zeroed
+}
+
+func (k *keyFile) pushFree(slot uint32) {
+	k.free = append(k.free, slot)
+	k.isFree[slot/64] |= 1 << (slot % 64)
 }
 
 // key returns a copy of slot's key; ok is false for a free or
@@ -246,6 +264,7 @@ func (k *keyFile) alloc(key *[keySize]byte) (uint32, error) {
 	}
 	slot := k.free[len(k.free)-1]
 	k.free = k.free[:len(k.free)-1]
+	k.isFree[slot/64] &^= 1 << (slot % 64)
 	k.mu.Lock()
 	copy(k.slots[int(slot)*keySize:], key[:])
 	k.mu.Unlock()
@@ -273,8 +292,9 @@ func (k *keyFile) grow() error {
 	clear(k.slots)
 	k.slots = grown
 	k.mu.Unlock()
+	k.isFree = append(k.isFree, make([]uint64, (n+63)/64-len(k.isFree))...)
 	for i := n - 1; i >= old; i-- {
-		k.free = append(k.free, uint32(i))
+		k.pushFree(uint32(i))
 	}
 	return nil
 }
@@ -315,19 +335,30 @@ func (k *keyFile) rollback() error {
 	return k.writeDirty()
 }
 
+// zero zeroes slots and frees them. A slot out of range or already free
+// (two records naming one slot: only a damaged file has them) is left
+// alone: zeroing it could destroy another message's key.
 func (k *keyFile) zero(slots []uint32) {
 	if len(slots) == 0 {
 		return
 	}
 	k.mu.Lock()
 	for _, s := range slots {
-		clear(k.slots[int(s)*keySize : (int(s)+1)*keySize])
+		if k.freeable(s) {
+			clear(k.slots[int(s)*keySize : (int(s)+1)*keySize])
+		}
 	}
 	k.mu.Unlock()
 	for _, s := range slots {
-		k.dirty[int(s)/slotsPerPage] = struct{}{}
-		k.free = append(k.free, s)
+		if k.freeable(s) {
+			k.dirty[int(s)/slotsPerPage] = struct{}{}
+			k.pushFree(s)
+		}
 	}
+}
+
+func (k *keyFile) freeable(slot uint32) bool {
+	return int64(slot) < int64(k.slotCount()) && k.isFree[slot/64]&(1<<(slot%64)) == 0
 }
 
 // writeDirty writes the changed pages, runs of adjacent pages in one
@@ -375,12 +406,13 @@ func (k *keyFile) sync() error {
 	return nil
 }
 
-// close writes and syncs everything, marks the file clean and closes it.
-// If anything fails the file stays marked in use, so the next Open scrubs
-// it.
-func (k *keyFile) close() error {
+// close writes and syncs everything, marks the file clean at generation
+// gen (already recorded in the store) and closes it. A nil gen, or any
+// failure, leaves the file marked in use, so the next Open checks it.
+func (k *keyFile) close(gen *uint64) error {
 	err := k.sync()
-	if err == nil {
+	if err == nil && gen != nil {
+		k.gen = *gen
 		err = k.writeHeader(stateClean)
 	}
 	k.mu.Lock()

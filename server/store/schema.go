@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -184,10 +185,18 @@ func upgradeMessages(tx *bolt.Tx, keys *keyFile) (int, error) {
 func openKeys(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, error) {
 	var (
 		id     []byte
+		gen    uint64
 		stored bool
 	)
 	if err := db.View(func(tx *bolt.Tx) error {
-		id = bytes.Clone(tx.Bucket(bucketMeta).Get(keyKeyFileID))
+		meta := tx.Bucket(bucketMeta)
+		id = bytes.Clone(meta.Get(keyKeyFileID))
+		if v := meta.Get(keyKeyGen); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("%w: key generation of %d bytes", ErrCorrupt, len(v))
+			}
+			gen = binary.BigEndian.Uint64(v)
+		}
 		if b := tx.Bucket(bucketMessages); b != nil {
 			k, _ := b.Cursor().First()
 			stored = k != nil
@@ -223,17 +232,22 @@ func openKeys(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, error)
 		return nil, 0, fmt.Errorf("%w: key-slot file: %w", ErrStorageFailed, err)
 	}
 	missing := 0
-	if clean {
+	if clean && keys.gen == gen {
 		keys.rebuild(nil)
 	} else {
-		live, n, err := liveSlots(db, keys)
+		named, n, err := namedSlots(db, keys)
 		if err != nil {
 			keys.abandon()
 			return nil, 0, storageErr(err)
 		}
 		missing = n
-		zeroed := keys.rebuild(live)
-		log.Warn("store: the last run did not close the store; its key-slot file was checked against the stored messages", "keys_zeroed", zeroed)
+		zeroed := keys.rebuild(named)
+		why := "the last run did not close the store"
+		if clean {
+			why = "the key-slot file is not of the store's generation (one of the two restored from another time?)"
+		}
+		keys.gen = gen
+		log.Warn("store: "+why+"; its key-slot file was checked against the stored messages", "keys_zeroed", zeroed)
 		if missing > 0 {
 			log.Error("store: stored messages have no key: they cannot be delivered and go at expiry (was the key-slot file replaced or damaged?)", "messages", missing)
 		}
@@ -245,9 +259,9 @@ func openKeys(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, error)
 	return keys, missing, nil
 }
 
-// liveSlots reads every message record and returns which slots they name
-// (a bit set) and how many name a slot that holds no key.
-func liveSlots(db *bolt.DB, keys *keyFile) (func(uint32) bool, int, error) {
+// namedSlots reads every message record and returns which slots they
+// name (a bit set) and how many name a slot that holds no key.
+func namedSlots(db *bolt.DB, keys *keyFile) (func(uint32) bool, int, error) {
 	bits := make([]uint64, (keys.slotCount()+63)/64)
 	missing := 0
 	err := db.View(func(tx *bolt.Tx) error {
@@ -258,14 +272,15 @@ func liveSlots(db *bolt.DB, keys *keyFile) (func(uint32) bool, int, error) {
 			}
 			if _, ok := keys.key(slot); !ok {
 				missing++
-				return nil
 			}
-			bits[slot/64] |= 1 << (slot % 64)
+			if int(slot/64) < len(bits) {
+				bits[slot/64] |= 1 << (slot % 64)
+			}
 			return nil
 		})
 	})
-	live := func(s uint32) bool { return int(s/64) < len(bits) && bits[s/64]&(1<<(s%64)) != 0 }
-	return live, missing, err
+	named := func(s uint32) bool { return int(s/64) < len(bits) && bits[s/64]&(1<<(s%64)) != 0 }
+	return named, missing, err
 }
 
 // compactStore copies the store into a new file (bbolt.Compact: only what
