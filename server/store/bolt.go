@@ -155,10 +155,13 @@ type Bolt struct {
 	idemKeys atomic.Int64
 	// keys is the key-slot file (keys.go); the writer alone changes it,
 	// Fetch reads keys from it.
-	keys       *keyFile
-	keySlots   atomic.Int64
-	unreadable atomic.Uint64
-	updateMu   sync.Mutex
+	keys     *keyFile
+	keySlots atomic.Int64
+	// keysUnsynced: the key-slot file has writes not yet synced (the
+	// writer syncs them when idle).
+	keysUnsynced atomic.Bool
+	unreadable   atomic.Uint64
+	updateMu     sync.Mutex
 
 	queue chan *op
 	// mu orders submissions against Close: a submitter holds it shared
@@ -525,7 +528,33 @@ func (s *Bolt) do(ctx context.Context, run func(tx *txn) error) error {
 func (s *Bolt) writer() {
 	defer close(s.writerDone)
 	batch := make([]*op, 0, s.maxBatch)
-	for first := range s.queue {
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	for {
+		var (
+			first *op
+			ok    bool
+		)
+		if s.keysUnsynced.Load() {
+			// Zeros over freed key slots are written but not synced.
+			// The next commit that stores a message syncs them with its
+			// new keys; if none comes within keySyncDelay, sync them
+			// alone. (Under load that is one key-file sync per commit;
+			// a crash before it is covered by Open's check.)
+			idle.Reset(keySyncDelay)
+			select {
+			case first, ok = <-s.queue:
+				idle.Stop()
+			case <-idle.C:
+				s.syncKeys()
+				continue
+			}
+		} else {
+			first, ok = <-s.queue
+		}
+		if !ok {
+			return
+		}
 		batch = append(batch[:0], first)
 	drain:
 		for len(batch) < s.maxBatch {
@@ -547,13 +576,12 @@ func (s *Bolt) writer() {
 		// them answer their clients first, and the next batch is larger
 		// for it (docs/benchmarks.md, "Where a send's time goes").
 		runtime.Gosched()
-		if len(s.queue) == 0 {
-			// Idle: make the zeros written over freed key slots durable
-			// now rather than at the next commit.
-			s.syncKeys()
-		}
 	}
 }
+
+// keySyncDelay is how long zeros written over freed key slots may wait
+// for the next commit's sync before the idle writer syncs them alone.
+const keySyncDelay = 200 * time.Millisecond
 
 // syncKeys syncs the key-slot file if zeroed slots were written since the
 // last sync. A failure is logged; the next commit's sync tries again.
@@ -563,6 +591,7 @@ func (s *Bolt) syncKeys() {
 	if err := s.keys.sync(); err != nil {
 		s.log.Error("store: syncing the key-slot file failed", "err", err)
 	}
+	s.keysUnsynced.Store(s.keys.unsynced || len(s.keys.dirty) > 0)
 }
 
 func (s *Bolt) commit(batch []*op) {
@@ -659,6 +688,7 @@ func (s *Bolt) update(fn func(tx *txn) error) error {
 	}
 	s.idemKeys.Store(int64(s.idem.keys))
 	s.keySlots.Store(int64(s.keys.slotCount()))
+	s.keysUnsynced.Store(s.keys.unsynced || len(s.keys.dirty) > 0)
 	return err
 }
 

@@ -393,3 +393,29 @@ func TestUpgradeFromSchema2(t *testing.T) {
 	}
 	checkInvariants(t, s)
 }
+
+// TestIdleWriterSyncsZeroedSlots: an Ack's zeros reach the key-slot file
+// at once (a copy of the file taken after Ack no longer holds the key),
+// and are synced by the idle writer within keySyncDelay even if no other
+// write comes.
+func TestIdleWriterSyncsZeroedSlots(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "qpc.db")
+	s := openTest(t, path, Options{})
+	m := mkMailbox(t, s)
+	id := mid()
+	r := mustPut(t, s, m, id, randomEnvelope(100), Quota{}, t0)
+	key := keyOf(t, s, m, r.Seq)
+	if n, err := s.Ack(context.Background(), m.ReceiveID, [][MessageIDSize]byte{id}); err != nil || n != 1 {
+		t.Fatalf("Ack: %d, %v", n, err)
+	}
+	if data, err := os.ReadFile(path + KeyFileSuffix); err != nil || bytes.Contains(data, key[:]) {
+		t.Fatalf("the key-slot file still holds the acknowledged message's key (%v)", err)
+	}
+	deadline := time.Now().Add(10 * keySyncDelay)
+	for s.keysUnsynced.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle writer did not sync the zeroed slot")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
