@@ -277,3 +277,53 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSeal is the CPU schema 3 adds to a message's life: a fresh
+// key, sealing its envelope on Put and opening it on Fetch (2 KiB).
+func BenchmarkSeal(b *testing.B) {
+	env := make([]byte, benchEnvelope)
+	var id [MessageIDSize]byte
+	b.SetBytes(benchEnvelope)
+	for b.Loop() {
+		key := newMessageKey()
+		rec, err := sealMessage(&key, id, 1234, env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unseal(&key, rec[:messageADSize], rec[messageHeaderSize:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKeyFileSync is the key-slot file's share of a commit that
+// stores messages: n new keys written (their pages) and one fdatasync,
+// then their slots zeroed after the commit (written, synced with the
+// next iteration's keys), as in a steady send-and-ack load.
+func BenchmarkKeyFileSync(b *testing.B) {
+	for _, n := range []int{1, 20} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			k, err := createKeyFile(filepath.Join(b.TempDir(), "bench.keys"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer k.abandon()
+			for b.Loop() {
+				for range n {
+					key := newMessageKey()
+					slot, err := k.alloc(&key)
+					if err != nil {
+						b.Fatal(err)
+					}
+					k.release(slot)
+				}
+				if err := k.prepare(); err != nil {
+					b.Fatal(err)
+				}
+				if err := k.commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
