@@ -86,28 +86,32 @@ func TestHostileAckedEnvelopeLeavesNoTrace(t *testing.T) {
 	}
 	defer s.Close()
 	acked, deleted, expired := mkMailbox(t, s), mkMailbox(t, s), mkMailbox(t, s)
-	var gone [][]byte
+	var gone [][]byte // the envelopes that must not survive, and their keys
 	kept := map[[MessageIDSize]byte][]byte{}
 	var ackIDs [][MessageIDSize]byte
 	sizes := []int{100, 2000, 2048, 5000, 16384}
 	for i := range 40 {
 		env := randomEnvelope(sizes[i%len(sizes)])
 		id := mid()
+		// The sealed copy stays in bbolt's freed pages; what makes it
+		// useless is that its key is nowhere either.
+		goneWithKey := func(m Mailbox, r PutResult) {
+			key := keyOf(t, s, m, r.Seq)
+			gone = append(gone, env, key[:])
+		}
 		switch i % 4 {
 		case 0, 1:
-			mustPut(t, s, acked, id, env, Quota{}, t0.Add(time.Hour))
+			r := mustPut(t, s, acked, id, env, Quota{}, t0.Add(time.Hour))
 			if i%4 == 0 {
 				ackIDs = append(ackIDs, id)
-				gone = append(gone, env)
+				goneWithKey(acked, r)
 			} else {
 				kept[id] = env
 			}
 		case 2:
-			mustPut(t, s, deleted, id, env, Quota{}, t0.Add(time.Hour))
-			gone = append(gone, env)
+			goneWithKey(deleted, mustPut(t, s, deleted, id, env, Quota{}, t0.Add(time.Hour)))
 		case 3:
-			mustPut(t, s, expired, id, env, Quota{}, t0)
-			gone = append(gone, env)
+			goneWithKey(expired, mustPut(t, s, expired, id, env, Quota{}, t0))
 		}
 	}
 	// The recipient fetches what it is sent, then acknowledges some.
@@ -129,7 +133,7 @@ func TestHostileAckedEnvelopeLeavesNoTrace(t *testing.T) {
 	}
 
 	if found := findRemnants(t, dir, windows(gone)); len(found) != 0 {
-		t.Errorf("envelopes acknowledged, deleted or purged are still in the data directory: %v (32-byte windows per file)", found)
+		t.Errorf("envelopes acknowledged, deleted or purged, or their keys, are still in the data directory: %v (32-byte windows per file)", found)
 	}
 
 	// The kept messages are still there and intact.
