@@ -305,6 +305,7 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 		st.Close()
 		return nil, fmt.Errorf("%w: kt state: %v", backup.ErrCorrupt, err)
 	}
+	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
 	return c, nil
 }

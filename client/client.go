@@ -27,6 +27,11 @@ var (
 	ErrClosed    = errors.New("client: connection closed")
 	ErrPin       = errors.New("client: server key does not match the pinned address")
 	ErrNotBucket = errors.New("client: record is not a bucket size")
+	// ErrPolicy: the server announced a padding policy other than the
+	// pinned one (Options.Policy). A server that picks its buckets per
+	// client, or buckets fine enough to tell sizes apart, would undo the
+	// padding; the connection is refused.
+	ErrPolicy = errors.New("client: the server's padding policy is not the pinned one")
 )
 
 // Options configure Dial. Zero values take defaults.
@@ -55,6 +60,13 @@ type Options struct {
 	Tap func(stream int64, outgoing bool, b []byte)
 
 	Logger *slog.Logger
+
+	// Policy is the padding policy pinned for the server: a ServerHello
+	// that announces any other is refused with ErrPolicy
+	// (docs/protocol.md §3.1). The zero Policy pins padding.Default; a
+	// server whose operator set other buckets must give its users the
+	// policy with its address (`qpc init --buckets`).
+	Policy padding.Policy
 }
 
 func (o *Options) setDefaults() {
@@ -73,6 +85,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Policy.IsZero() {
+		o.Policy = padding.Default
 	}
 	o.setTorDefaults()
 }
@@ -301,6 +316,12 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 		if !slices.Contains(wire.SupportedVersions(), m.Version) || m.Version != alpn {
 			return wire.Errorf(wire.CodeVersion, "server chose version %d (TLS: %d)", m.Version, alpn)
 		}
+		// The policy is pinned, not taken from the server: one chosen
+		// for this client alone, or with buckets fine enough to tell
+		// lengths apart, would undo the padding.
+		if !m.Policy.Equal(c.opts.Policy) {
+			return fmt.Errorf("%w: the server announced buckets %s, pinned %s", ErrPolicy, m.Policy, c.opts.Policy)
+		}
 		s.hello = *m
 		return nil
 	case *wire.ErrorMessage:
@@ -355,7 +376,7 @@ func retryable(err error) bool {
 	if code, ok := wire.CodeOf(err); ok {
 		return code.Retryable()
 	}
-	if errors.Is(err, ErrClosed) || errors.Is(err, ErrPin) ||
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrPin) || errors.Is(err, ErrPolicy) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, wire.ErrBadAddress) {
 		return false
 	}
@@ -558,6 +579,11 @@ func (c *Conn) Fetch(ctx context.Context, mb *Mailbox, after uint64, limit int) 
 			}
 			switch m := m.(type) {
 			case *wire.Delivery:
+				// A server may not send more than asked: past the
+				// limit it could make us hold without bound.
+				if len(msgs) == limit {
+					return wire.Errorf(wire.CodeProtocol, "server sent more than the %d deliveries asked for", limit)
+				}
 				msgs = append(msgs, fromDelivery(m))
 			case *wire.FetchEnd:
 				more = m.More

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,6 +30,7 @@ type Contact struct {
 	IntroSendID wire.ID
 	IntroKey    []byte
 	Version     uint32    // the KT version these keys came from
+	ValueHash   [32]byte  // SHA-256 of that version's binding (zero in contacts stored before it was kept)
 	Added       bool      // the user added this contact (not just met in a group)
 	Checked     time.Time // when the keys were last looked up
 	// SafetyNumber is 60 digits both sides compute alike from both
@@ -140,19 +143,23 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 		}
 		return nil, err
 	}
+	prev, err := c.contact(handle)
+	if err != nil {
+		return nil, err
+	}
+	valueHash := sha256.Sum256(res.Value)
+	if err := c.checkContactVersion(handle, prev, res, valueHash); err != nil {
+		return nil, err
+	}
 	if res.Version == 0 {
 		return nil, fmt.Errorf("%s: %w", handle, ErrNoSuchUser)
 	}
 	if b.Tombstone {
 		return nil, fmt.Errorf("%s: %w", handle, ErrUserDeleted)
 	}
-	prev, err := c.contact(handle)
-	if err != nil {
-		return nil, err
-	}
 	ct := &Contact{
 		Handle: handle, IdentityKey: b.IdentityKeys[0], DeviceKeys: b.DeviceKeys, KeyPackages: b.KeyPackages,
-		IntroSendID: b.IntroSendID, IntroKey: b.IntroKey, Version: res.Version, Added: added, Checked: c.opts.Now(),
+		IntroSendID: b.IntroSendID, IntroKey: b.IntroKey, Version: res.Version, ValueHash: valueHash, Added: added, Checked: c.opts.Now(),
 		SafetyNumber: SafetyNumber(c.prof.Handle, c.prof.IdentityKey.Public().(ed25519.PublicKey), handle, b.IdentityKeys[0]),
 	}
 	if prev != nil {
@@ -168,6 +175,35 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 		return putJSON(tx, bucketContacts, []byte(handle), ct)
 	})
 	return ct, err
+}
+
+// ErrKTVersionRollback reports a lookup that shows a contact at an older
+// key-transparency version than one seen before, or the same version with
+// another binding: versions only grow, so the server shows this client a
+// different directory than before (an alarm, like a split view). The
+// answer is not used.
+var ErrKTVersionRollback = errors.New("the key-transparency directory went back on a contact's version")
+
+// checkContactVersion compares a verified lookup of handle with the stored
+// contact: the version never goes back, and one version has one value.
+// Each lookup proves the greatest version at the newest epoch of a log
+// consistent with every earlier one, so an honest directory cannot show
+// less.
+func (c *Client) checkContactVersion(handle string, prev *Contact, res *kt.LookupResult, valueHash [32]byte) error {
+	if prev == nil || prev.Version == 0 {
+		return nil
+	}
+	var detail string
+	switch {
+	case res.Version < prev.Version:
+		detail = fmt.Sprintf("the key-transparency log shows %s at version %d after version %d", handle, res.Version, prev.Version)
+	case res.Version == prev.Version && prev.ValueHash != [32]byte{} && subtle.ConstantTimeCompare(valueHash[:], prev.ValueHash[:]) != 1:
+		detail = fmt.Sprintf("the key-transparency log shows another binding for %s at version %d than before", handle, res.Version)
+	default:
+		return nil
+	}
+	c.raise(Alarm{Kind: AlarmKT, Detail: detail + ": the server shows this device a different directory than before", Evidence: [][]byte{res.Checkpoint.Raw}})
+	return fmt.Errorf("%s: %w (version %d after %d)", handle, ErrKTVersionRollback, res.Version, prev.Version)
 }
 
 // ensureContact returns a contact whose keys were checked within maxAge,

@@ -47,6 +47,9 @@ type convRecord struct {
 	Active    bool // false once removed
 	Left      bool // we asked to leave
 	Created   time.Time
+	// Traffic is what cover traffic's dummies in this conversation
+	// imitate (cover.go).
+	Traffic *coverTraffic `json:",omitempty"`
 }
 
 // memberRecord is what we know of another member: its mailbox for this
@@ -513,7 +516,7 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 		return err
 	}
 	return c.store.Update(func(tx *state.Tx) error {
-		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct); err != nil {
+		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind == content.KindCover); err != nil {
 			return err
 		}
 		if m.Kind == content.KindText {
@@ -528,9 +531,15 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 
 // fanOut queues payload for each of the given members of r.
 func (c *Client) fanOut(tx *state.Tx, r *convRecord, to []string, typ sealed.ContentType, payload []byte) error {
+	return c.fanOutAs(tx, r, to, typ, payload, false)
+}
+
+// fanOutAs is fanOut, marking the entries as cover traffic's dummies if
+// cover is set.
+func (c *Client) fanOutAs(tx *state.Tx, r *convRecord, to []string, typ sealed.ContentType, payload []byte, cover bool) error {
 	for _, h := range to {
 		m := r.Members[h]
-		e := &outboxEntry{Conv: r.ID, To: h, Type: typ, Payload: payload}
+		e := &outboxEntry{Conv: r.ID, To: h, Type: typ, Payload: payload, Cover: cover}
 		if m != nil && m.Sealing != nil {
 			e.SendID, e.Sealing = m.SendID, m.Sealing
 		}

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/sealed"
@@ -20,22 +22,40 @@ import (
 
 // Cover traffic. While following in cover mode the client sends at a
 // constant Poisson rate whatever the user does: at each tick (exponential
-// gaps with mean 1/Rate) it sends the next real envelope of the outbox if
-// there is one, else a dummy envelope to a mailbox of its own (the cover
-// mailbox, created and paid like any other, sealed to itself with the
-// same sealed.Seal, in the same bucket as a short text, paid with a
-// token). Real envelopes then leave only at ticks, never at once on Send,
-// and mailboxes are fetched every FetchEvery instead of by push, so the
-// times and sizes of what the client sends and fetches do not depend on
-// its real traffic. The cover mailbox is drained and its contents
-// discarded.
+// gaps with mean 1/Rate) it sends the next envelope of the outbox, and
+// when the outbox has nothing to send it first queues a dummy message.
+// Real envelopes then leave only at ticks, never at once on Send, and
+// mailboxes are fetched every FetchEvery instead of by push, so the times
+// of what the client sends and fetches do not depend on its real traffic.
 //
-// In cover mode every envelope, real or dummy, leaves on the one cover
-// connection: a conversation's own connection would show the server (even
-// over a separate Tor circuit) exactly when that conversation has traffic.
-// The price is that this server can link the destination mailboxes of the
-// sends on that connection; cover mode trades that for timing. Fetches
-// stay on each mailbox's connection, on the fixed schedule.
+// A dummy is built to look to the server like a real message on
+// everything it sees (docs/user-guide.md §8 argues it field by field):
+//
+//   - it is a conversation message of kind cover (docs/protocol.md
+//     §11.1), encrypted in the conversation's MLS group and fanned out to
+//     every other member's mailbox in the same order as a text, so a
+//     dummy to a group is a burst of one envelope per member like a real
+//     group message, and it goes to the mailboxes real messages go to;
+//   - its conversation is drawn with weights that follow the user's own
+//     recent real messages per conversation (coverTraffic), so dummies go
+//     where real traffic goes, as often;
+//   - its filler gives it the body length of one of the conversation's
+//     last real messages, so its envelopes fall in the buckets real ones
+//     fall in;
+//   - it enters the one outbox and leaves through the same code as a real
+//     message: same connection (the cover connection, which in cover mode
+//     carries every send and nothing else), same sealing, a token from
+//     the same wallet, one envelope per tick. The outbox is first in,
+//     first out, and a dummy is queued only when nothing real waits, so
+//     a burst (real or dummy) is never cut by another;
+//   - its recipients process it like a text (MLS decryption, the sender
+//     checked against key transparency, its sequence number tracked, its
+//     checkpoint gossiped, the group state saved, the envelope acked) and
+//     only then drop it, so their fetches and acks do not differ; and a
+//     dummy the server drops shows as a gap like a dropped text.
+//
+// A user with no conversation has nothing to cover: its ticks send
+// nothing until it has one.
 
 // CoverOptions configure cover mode.
 type CoverOptions struct {
@@ -50,12 +70,14 @@ func (o CoverOptions) withDefaults() CoverOptions {
 	return o
 }
 
-// connCover is the role of the connection that carries dummies and reads
-// the cover mailbox.
+// connCover is the role of the connection that carries every send in
+// cover mode, real and dummy alike, and nothing else.
 const connCover = "cover"
 
 var (
-	keyCover        = []byte("cover")
+	keyCover = []byte("cover")
+	// keyCoverMailbox held the cover mailbox of earlier versions, whose
+	// dummies went to a mailbox of the sender's own (forgetCoverMailbox).
 	keyCoverMailbox = []byte("cover-mailbox")
 )
 
@@ -247,113 +269,211 @@ func (c *Client) coverMode() *CoverOptions {
 	return &o
 }
 
-// coverMailbox returns the cover mailbox, creating it the first time.
-func (c *Client) coverMailbox(ctx context.Context, create bool) (*mailboxRecord, error) {
+// forgetCoverMailbox deletes the cover mailbox of an earlier version, if
+// there is one, on the server (on the connection that created it) and
+// locally: dummies no longer go there. Best effort: a mailbox the server
+// cannot delete now only stays until its envelopes expire.
+func (c *Client) forgetCoverMailbox(ctx context.Context) error {
 	var mb mailboxRecord
 	err := c.store.View(func(tx *state.Tx) error { return getJSON(tx, bucketSettings, keyCoverMailbox, &mb) })
-	if err == nil {
-		return &mb, nil
+	if errors.Is(err, state.ErrNoEntry) {
+		return nil
 	}
-	if !errors.Is(err, state.ErrNoEntry) || !create {
-		if errors.Is(err, state.ErrNoEntry) {
-			err = nil
+	if err == nil {
+		if conn, cerr := c.conn(ctx, connCover); cerr == nil {
+			if derr := conn.DeleteMailbox(ctx, mb.mailbox()); derr != nil {
+				c.log.Debug("deleting the old cover mailbox", "err", derr)
+			}
 		}
+	}
+	return c.store.Update(func(tx *state.Tx) error { return tx.Delete(bucketSettings, keyCoverMailbox) })
+}
+
+// coverTraffic is what a conversation's dummies imitate: the user's own
+// real messages in it (kept in its convRecord).
+type coverTraffic struct {
+	// Sizes are the body lengths (docs/protocol.md §11.1) of the last
+	// coverSizes real messages, oldest first.
+	Sizes []int `json:"sizes,omitempty"`
+	// Weight counts real messages, decayed with half-life
+	// coverHalfLife up to At.
+	Weight float64   `json:"weight,omitempty"`
+	At     time.Time `json:"at,omitzero"`
+}
+
+const (
+	// coverSizes is how many real body lengths a conversation keeps.
+	coverSizes = 32
+	// coverHalfLife is how fast a conversation's weight forgets.
+	coverHalfLife = 3 * 24 * time.Hour
+	// coverPrior is the weight every conversation has even without real
+	// messages, so that a quiet one gets some dummies too and its first
+	// real message in a while does not stand out.
+	coverPrior = 0.05
+	// coverDefaultBody is a dummy's body length while no real message
+	// was sent yet: a short text.
+	coverDefaultBody = 48
+	// messageFixed is the length of a §11.1 Message without checkpoint
+	// and body: version, kind, id, seq, sent_at, and the two length
+	// prefixes.
+	messageFixed = 1 + 1 + content.IDSize + 8 + 8 + 2 + 3
+)
+
+// weight is t's decayed weight at now.
+func (t *coverTraffic) weight(now time.Time) float64 {
+	if t == nil || t.Weight == 0 {
+		return 0
+	}
+	age := now.Sub(t.At)
+	if age <= 0 {
+		return t.Weight
+	}
+	return t.Weight * math.Exp2(-age.Hours()/coverHalfLife.Hours())
+}
+
+// noteReal records a real message of the given encoded length (the whole
+// §11.1 Message) with checkpoint length cp that we sent in r: it is what
+// r's dummies imitate. Called as the message is encrypted; r is saved
+// with the message.
+func (r *convRecord) noteReal(encoded, cp int, now time.Time) {
+	t := r.Traffic
+	if t == nil {
+		t = new(coverTraffic)
+		r.Traffic = t
+	}
+	t.Weight = t.weight(now) + 1
+	t.At = now
+	t.Sizes = append(t.Sizes, max(encoded-messageFixed-cp, 0))
+	if len(t.Sizes) > coverSizes {
+		t.Sizes = slices.Delete(t.Sizes, 0, len(t.Sizes)-coverSizes)
+	}
+}
+
+// coverTarget draws the conversation of the next dummy and its body
+// length: a conversation with a member to send to, with probability
+// proportional to its weight plus coverPrior; a body length drawn from its
+// recent real ones (from all conversations' if it has none yet). nil when
+// there is no such conversation.
+func (c *Client) coverTarget() (*convRecord, int, error) {
+	convs, err := c.allConvs()
+	if err != nil {
+		return nil, 0, err
+	}
+	now := c.opts.Now()
+	var (
+		cands   []*convRecord
+		weights []float64
+		total   float64
+		sizes   []int
+	)
+	for _, r := range convs {
+		if !r.Active || r.Left || len(r.Members) == 0 || r.Group == nil {
+			continue
+		}
+		w := r.Traffic.weight(now) + coverPrior
+		cands = append(cands, r)
+		weights = append(weights, w)
+		total += w
+		if r.Traffic != nil {
+			sizes = append(sizes, r.Traffic.Sizes...)
+		}
+	}
+	if len(cands) == 0 {
+		return nil, 0, nil
+	}
+	x := mrand.Float64() * total
+	r := cands[len(cands)-1]
+	for i, w := range weights {
+		if x < w {
+			r = cands[i]
+			break
+		}
+		x -= w
+	}
+	if r.Traffic != nil && len(r.Traffic.Sizes) > 0 {
+		sizes = r.Traffic.Sizes
+	}
+	n := coverDefaultBody
+	if len(sizes) > 0 {
+		n = sizes[mrand.IntN(len(sizes))]
+	}
+	return r, n, nil
+}
+
+// queueDummy queues one dummy message as sendContent queues a text. It
+// reports false when there is no conversation to send one to. The caller
+// holds c.op.
+func (c *Client) queueDummy(ctx context.Context) (bool, error) {
+	r, n, err := c.coverTarget()
+	if err != nil || r == nil {
+		return false, err
+	}
+	m := &content.Message{Kind: content.KindCover, Filler: make([]byte, min(n, content.MaxBody))}
+	if err := c.sendContent(ctx, r, m); err != nil {
+		return false, fmt.Errorf("queueing a dummy: %w", err)
+	}
+	return true, nil
+}
+
+// sealEstimate seals random content of a short text's length (an MLS
+// message carrying our checkpoint) to a throwaway key: the envelope most
+// dummies and texts fill, for Status.
+func (c *Client) sealEstimate(policy padding.Policy) ([]byte, error) {
+	sk, err := sealed.GenerateMailboxKey()
+	if err != nil {
 		return nil, err
 	}
-	rec, err := c.createMailbox(ctx, connCover)
-	if err != nil {
-		return nil, fmt.Errorf("creating the cover mailbox: %w", err)
-	}
-	return rec, c.store.Update(func(tx *state.Tx) error { return putJSON(tx, bucketSettings, keyCoverMailbox, rec) })
-}
-
-// drainCover fetches and acks everything in the cover mailbox, if there
-// is one; dummies are dropped unread.
-func (c *Client) drainCover(ctx context.Context) error {
-	mb, err := c.coverMailbox(ctx, false)
-	if err != nil || mb == nil {
-		return err
-	}
-	conn, err := c.conn(ctx, connCover)
-	if err != nil {
-		return err
-	}
-	for {
-		msgs, more, err := conn.Fetch(ctx, mb.mailbox(), 0, 64)
-		if err != nil || len(msgs) == 0 {
-			return err
-		}
-		ids := make([]wire.MessageID, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		if _, err := conn.Ack(ctx, mb.mailbox(), ids); err != nil {
-			return err
-		}
-		if !more {
-			return nil
-		}
-	}
-}
-
-// dummyContent is the length of a dummy's content: that of a short text
-// (an MLS message carrying our checkpoint), so that dummies fall in the
-// same bucket as the texts they stand for.
-func (c *Client) dummyContent() int { return 240 + len(c.checkpoint()) }
-
-// sealDummy seals random content to mb as we seal every envelope.
-func (c *Client) sealDummy(policy padding.Policy, to *sealed.MailboxPublicKey, sendID wire.ID) ([]byte, error) {
 	pp, err := sealed.PlaintextPolicy(policy, tokens.TokenSize)
 	if err != nil {
 		return nil, err
 	}
-	body := make([]byte, c.dummyContent())
+	body := make([]byte, 240+len(c.checkpoint()))
 	rand.Read(body)
-	return sealed.Seal(pp, to, sendID, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, sealed.ContentMLS, body, c.opts.Now())
+	var id wire.ID
+	return sealed.Seal(pp, sk.Public(), id, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, sealed.ContentMLS, body, c.opts.Now())
 }
 
-// sendDummy sends one dummy envelope to the cover mailbox, paid with a
-// token.
-func (c *Client) sendDummy(ctx context.Context) error {
-	mb, err := c.coverMailbox(ctx, true)
-	if err != nil {
-		return err
-	}
-	conn, err := c.conn(ctx, connCover)
-	if err != nil {
-		return err
-	}
-	sk, err := sealed.ParseMailboxPrivateKey(mb.Sealing)
-	if err != nil {
-		return fmt.Errorf("%w: cover mailbox key", ErrCorruptState)
-	}
-	tok, err := c.token(ctx)
-	if err != nil {
-		return err
-	}
-	env, err := c.sealDummy(conn.Policy(), sk.Public(), mb.SendID)
-	if err != nil {
-		return err
-	}
-	_, err = conn.Send(ctx, mb.SendID, NewMessageID(), env, tok)
-	return err
-}
-
-// coverTick is one tick of the schedule: the next real envelope, or a
-// dummy.
+// coverTick is one tick of the schedule: the next envelope of the outbox.
+// When that leaves the outbox empty, the next dummy message is queued at
+// once, so that the next tick, real or dummy, only seals and sends: the
+// work of building a dummy never shows in the timing of its send. (A real
+// message written meanwhile waits behind that one dummy message.) Only
+// when the outbox holds nothing that can be sent now (the first tick,
+// or destinations not reachable yet) is a dummy built within the tick.
 func (c *Client) coverTick(ctx context.Context) ([]Event, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	c.pending = nil
 	c.releaseReceipts(ctx)
-	c.coverBudget = 1
-	err := c.flush(ctx)
-	sent := c.coverBudget < 0
-	c.coverBudget = 0
-	if !sent {
-		err = c.sendDummy(ctx)
+	tried, err := c.coverFlush(ctx)
+	if _, dummies, cerr := c.outboxCount(); !tried && err == nil && cerr == nil && dummies < maxCoverBacklog {
+		var queued bool
+		queued, err = c.queueDummy(ctx)
+		if queued {
+			_, err = c.coverFlush(ctx)
+		}
+	}
+	if real, dummies, qerr := c.outboxCount(); qerr == nil && real+dummies == 0 && ctx.Err() == nil {
+		if _, qerr := c.queueDummy(ctx); qerr != nil && err == nil {
+			err = qerr
+		}
 	}
 	return c.takeEvents(), err
+}
+
+// maxCoverBacklog bounds the dummies waiting in the outbox: while their
+// destinations cannot be reached (a member's mailbox not known yet), ticks
+// would otherwise queue a new one each.
+const maxCoverBacklog = 64
+
+// coverFlush flushes at most one envelope and reports whether one was
+// tried. The caller holds c.op.
+func (c *Client) coverFlush(ctx context.Context) (bool, error) {
+	c.coverBudget = 1
+	err := c.flush(ctx)
+	tried := c.coverBudget < 0
+	c.coverBudget = 0
+	return tried, err
 }
 
 // quotaRetry is how often cover mode asks for tokens again once the
@@ -419,7 +539,7 @@ func (c *Client) followCover(ctx context.Context, fn func(Event), o CoverOptions
 		return err
 	}
 	c.op.Lock()
-	_, err = c.coverMailbox(ctx, true)
+	err = c.forgetCoverMailbox(ctx)
 	c.op.Unlock()
 	if err != nil {
 		return err
@@ -477,7 +597,7 @@ type CoverStatus struct {
 	On           bool          `json:"on"`
 	Rate         float64       `json:"rate,omitempty"`           // envelopes per second
 	FetchEvery   time.Duration `json:"fetch_every,omitempty"`    // the fetch period
-	Envelope     int           `json:"envelope_bytes,omitempty"` // the record bucket every send fills
+	Envelope     int           `json:"envelope_bytes,omitempty"` // the record bucket a short text or dummy fills
 	TokensPerDay float64       `json:"tokens_per_day,omitempty"` // Rate × 86400
 	BytesPerDay  float64       `json:"bytes_per_day,omitempty"`  // Rate × Envelope × 86400
 	// QuotaShare is the share of the account's token quota the dummies
@@ -494,11 +614,8 @@ func (c *Client) coverStatus(policy padding.Policy) CoverStatus {
 		return CoverStatus{}
 	}
 	st := CoverStatus{On: true, Rate: o.Rate, FetchEvery: o.FetchEvery, TokensPerDay: o.Rate * 86400}
-	if sk, err := sealed.GenerateMailboxKey(); err == nil {
-		var id wire.ID
-		if env, err := c.sealDummy(policy, sk.Public(), id); err == nil {
-			st.Envelope, _ = policy.Bucket(len(env))
-		}
+	if env, err := c.sealEstimate(policy); err == nil {
+		st.Envelope, _ = policy.Bucket(len(env))
 	}
 	st.BytesPerDay = st.TokensPerDay * float64(st.Envelope)
 	return st

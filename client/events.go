@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/client/state"
 )
 
@@ -43,26 +44,39 @@ type Event struct {
 	IDs    []string  `json:"ids,omitempty"`    // for EventReceipt: the content IDs acknowledged
 }
 
-// String is a one-line rendering for terminals.
+// Indent starts every line of a message text after its first in
+// Event.String, so that a peer's text never starts a line of its own.
+const Indent = "    "
+
+// String is a rendering for terminals: one line, except that a message
+// text with line breaks goes on, each further line starting with Indent.
+// What came from a peer or the server (names, texts, alarm details) is
+// shown through package safetext, so it cannot drive the terminal; only
+// this client's own lines ("ALARM ...", "WARNING ...") start at the left.
 func (e Event) String() string {
-	where := e.Conv
+	where := safetext.Line(e.Conv)
 	if e.Group {
-		where = "#" + e.Conv
+		where = "#" + where
 	}
+	from := safetext.Line(e.From)
 	switch e.Kind {
 	case EventMessage:
+		text := safetext.Message(e.Text, Indent)
 		if e.Group {
-			return fmt.Sprintf("[%s] %s: %s", where, e.From, e.Text)
+			return fmt.Sprintf("[%s] %s: %s", where, from, text)
 		}
-		return fmt.Sprintf("%s: %s", e.From, e.Text)
+		return fmt.Sprintf("%s: %s", from, text)
 	case EventAlarm:
+		if e.Alarm == nil {
+			return "ALARM " + safetext.Line(e.Text)
+		}
 		return "ALARM " + e.Alarm.String()
 	case EventWarning:
-		return "WARNING " + e.Text
+		return "WARNING " + safetext.Line(e.Text)
 	case EventGap:
-		return fmt.Sprintf("[%s] %d message(s) from %s are missing (seq %v)", where, len(e.Missed), e.From, e.Missed)
+		return fmt.Sprintf("[%s] %d message(s) from %s are missing (seq %v)", where, len(e.Missed), from, e.Missed)
 	default:
-		return fmt.Sprintf("[%s] %s", where, e.Text)
+		return fmt.Sprintf("[%s] %s", where, safetext.Line(e.Text))
 	}
 }
 
@@ -73,9 +87,13 @@ type AlarmKind string
 const (
 	AlarmSplitView AlarmKind = "split-view" // a contact saw a KT checkpoint inconsistent with ours
 	AlarmKT        AlarmKind = "kt"         // the log contradicted itself, or owner monitoring found a key we did not publish
-	AlarmKeyChange AlarmKind = "key-change" // a contact's identity key changed
-	AlarmBadSender AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
-	AlarmDropped   AlarmKind = "dropped"    // a message that could not be decrypted was dropped
+	// AlarmKTUnverified: the server kept a key-transparency check from
+	// completing past its bound (status.go): owner monitoring, or a
+	// contact's gossiped checkpoint it will not prove consistent with ours.
+	AlarmKTUnverified AlarmKind = "kt-unverified"
+	AlarmKeyChange    AlarmKind = "key-change" // a contact's identity key changed
+	AlarmBadSender    AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
+	AlarmDropped      AlarmKind = "dropped"    // a message that could not be decrypted was dropped
 )
 
 // Alarm is something the user must know: evidence that the server lies,
@@ -87,7 +105,11 @@ type Alarm struct {
 	Evidence [][]byte  `json:"evidence,omitempty"` // signed checkpoints or proofs
 }
 
-func (a Alarm) String() string { return fmt.Sprintf("%s: %s", a.Kind, a.Detail) }
+// String renders the alarm on one line; its kind and detail go through
+// safetext.Line (a detail may quote what the server or a peer sent).
+func (a Alarm) String() string {
+	return fmt.Sprintf("%s: %s", safetext.Line(string(a.Kind)), safetext.Line(a.Detail))
+}
 
 // raise records an alarm; it is also returned as an event by the
 // operation that found it.

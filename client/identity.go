@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
@@ -168,20 +170,55 @@ func (c *Client) publish(ctx context.Context) error {
 		return err
 	}
 	owner := c.ktOwner()
-	if _, _, err := acct.KTPublish(ctx, p.Session, owner, b); err != nil {
+	version, _, err := acct.KTPublish(ctx, p.Session, owner, b)
+	var verr *KTVersionError
+	if errors.As(err, &verr) {
+		// Published, but not as the next version: the log holds versions
+		// of our handle we did not make.
+		c.raise(Alarm{Kind: AlarmKT, Detail: "your handle in the key-transparency log: " + verr.Alarm.String()})
+		version, err = verr.Alarm.Version, verr
+	} else if err != nil {
 		return fmt.Errorf("publishing your keys: %w", err)
 	}
-	p.KTPublished = owner.Published()
-	return c.saveProfile()
+	if p.KTPublished == nil {
+		p.KTPublished = map[uint32][32]byte{}
+	}
+	p.KTPublished[version] = sha256.Sum256(b.Marshal())
+	if serr := c.saveProfile(); serr != nil {
+		return serr
+	}
+	return err
 }
 
+// ktOwner returns the owner record of our handle, restored from the
+// profile and saving every change to it (kt.OwnerState: monitoring by
+// version, publishes pending until the log shows them).
 func (c *Client) ktOwner() *KTOwner {
-	o := NewKTOwner(c.prof.Handle)
-	for v, h := range c.prof.KTPublished {
-		o.published[v] = h
+	p := c.prof
+	o := NewKTOwner(p.Handle)
+	if p.KTOwner != nil {
+		o.SetState(*p.KTOwner)
+	} else {
+		o.SetState(legacyOwnerState(p.KTPublished))
 	}
-	o.SetChecked(c.prof.KTChecked)
+	o.SetChecked(p.KTChecked)
+	o.OnChange(func(st kt.OwnerState) error {
+		p.KTOwner = &st
+		return c.saveProfile()
+	})
 	return o
+}
+
+// legacyOwnerState turns the versions a profile from before monitoring by
+// version recorded into an owner state: nothing verified yet, and every
+// recorded publish pending with its version, in version order, so the
+// first monitoring run checks the history from version 1.
+func legacyOwnerState(published map[uint32][32]byte) kt.OwnerState {
+	var st kt.OwnerState
+	for _, v := range slices.Sorted(maps.Keys(published)) {
+		st.Pending = append(st.Pending, kt.PendingPublish{Hash: published[v], Version: v})
+	}
+	return st
 }
 
 // createMailbox creates a receive mailbox on the connection for role,

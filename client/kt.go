@@ -20,20 +20,50 @@ import (
 // checkpoint seen: an answer under an older or inconsistent checkpoint is
 // refused whatever the server says.
 
-// KTOwner is what an account remembers about its own label: the versions
-// it published (version -> SHA-256 of the value). Persist it with the
-// account's other state; owner monitoring compares the log against it.
+// KTOwner is what an account remembers about its own label
+// (kt.OwnerState): the last version it verified as its own and the
+// publishes it made since, in order. Owner monitoring asks for the
+// history from that version and compares (docs/key-transparency.md §4).
+// Persist the state with the account's other state: OnChange is called
+// with every change, before a publish is sent and after each answer.
 type KTOwner struct {
 	Label string
 
-	mu        sync.Mutex
-	published map[uint32][32]byte
-	checked   uint64 // the epoch up to which the log agreed with the owner
+	mu       sync.Mutex
+	state    kt.OwnerState
+	checked  uint64 // the epoch of the last monitoring run that raised no alarm
+	onChange func(kt.OwnerState) error
 }
 
-// Checked is the epoch of the last monitoring run that raised no alarm;
-// the next run asks only for versions since then. Persist it with the
-// published versions.
+// NewKTOwner starts an owner record for label, with nothing published.
+func NewKTOwner(label string) *KTOwner {
+	return &KTOwner{Label: label}
+}
+
+// State returns a copy of the owner's state.
+func (o *KTOwner) State() kt.OwnerState {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.state.Clone()
+}
+
+// SetState restores the state from storage.
+func (o *KTOwner) SetState(st kt.OwnerState) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.state = st.Clone()
+}
+
+// OnChange sets the function that persists the state; an error from it
+// stops a publish before it is sent.
+func (o *KTOwner) OnChange(f func(kt.OwnerState) error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.onChange = f
+}
+
+// Checked is the epoch of the last monitoring run that raised no alarm
+// (0: none). Monitoring goes by version (State); this is for display.
 func (o *KTOwner) Checked() uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -47,37 +77,41 @@ func (o *KTOwner) SetChecked(epoch uint64) {
 	o.checked = epoch
 }
 
-// NewKTOwner starts an owner record for label.
-func NewKTOwner(label string) *KTOwner {
-	return &KTOwner{Label: label, published: map[uint32][32]byte{}}
-}
-
-// Record notes that the owner published value as version.
-func (o *KTOwner) Record(version uint32, value []byte) {
+// update changes the state with f and persists it.
+func (o *KTOwner) update(f func(st *kt.OwnerState)) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.published[version] = sha256.Sum256(value)
-}
-
-// Published returns a copy of the recorded versions.
-func (o *KTOwner) Published() map[uint32][32]byte {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	out := make(map[uint32][32]byte, len(o.published))
-	for k, v := range o.published {
-		out[k] = v
+	f(&o.state)
+	st, save := o.state.Clone(), o.onChange
+	o.mu.Unlock()
+	if save == nil {
+		return nil
 	}
-	return out
+	return save(st)
 }
+
+// KTVersionError reports a publish the server answered with a version
+// other than the next one after the owner's: the log holds versions of
+// the owner's label the owner did not make (or the server lies about
+// this one). Raise it as an alarm; the next monitoring run shows which.
+type KTVersionError struct {
+	Alarm kt.Alarm
+}
+
+func (e *KTVersionError) Error() string { return "kt publish: " + e.Alarm.String() }
 
 // KTPublish publishes a signed binding under the session's own username
-// (b.Label) and records it in owner. It is not retried: a lost reply may
-// still have published.
+// (b.Label) and records it in owner: as pending before it is sent, then
+// with the version the server answered, which must be the next one
+// (*KTVersionError otherwise). It is not retried: a lost reply may still
+// have published, and the publish stays pending for monitoring to settle.
 func (c *Conn) KTPublish(ctx context.Context, s *Session, owner *KTOwner, b *kt.Binding) (version uint32, epoch uint64, err error) {
 	if owner == nil || owner.Label != b.Label {
 		return 0, 0, fmt.Errorf("kt publish: owner record is not for %q", b.Label)
 	}
 	value := b.Marshal()
+	if err := owner.update(func(st *kt.OwnerState) { st.Publishing(value) }); err != nil {
+		return 0, 0, fmt.Errorf("kt publish: saving the owner state: %w", err)
+	}
 	err = c.do(ctx, false, func(ctx context.Context, sess *session) error {
 		m, err := c.call(ctx, sess, &wire.KTPublish{Session: s.Token, Label: b.Label, Value: value})
 		if err != nil {
@@ -91,10 +125,34 @@ func (c *Conn) KTPublish(ctx context.Context, s *Session, owner *KTOwner, b *kt.
 		return nil
 	})
 	if err != nil {
+		if _, refused := wire.CodeOf(err); refused {
+			// The server refused it: nothing was published. (A lost
+			// answer leaves the publish pending.)
+			if serr := owner.update(func(st *kt.OwnerState) { dropPending(st, value) }); serr != nil {
+				return 0, 0, fmt.Errorf("kt publish: %w (and saving the owner state: %v)", err, serr)
+			}
+		}
 		return 0, 0, fmt.Errorf("kt publish: %w", err)
 	}
-	owner.Record(version, value)
+	var alarm *kt.Alarm
+	if err := owner.update(func(st *kt.OwnerState) { alarm = st.Published(value, version) }); err != nil {
+		return 0, 0, fmt.Errorf("kt publish: saving the owner state: %w", err)
+	}
+	if alarm != nil {
+		return 0, 0, &KTVersionError{Alarm: *alarm}
+	}
 	return version, epoch, nil
+}
+
+// dropPending forgets the last pending publish of value that has no version.
+func dropPending(st *kt.OwnerState, value []byte) {
+	h := sha256.Sum256(value)
+	for i := len(st.Pending) - 1; i >= 0; i-- {
+		if st.Pending[i].Version == 0 && st.Pending[i].Hash == h {
+			st.Pending = append(st.Pending[:i:i], st.Pending[i+1:]...)
+			return
+		}
+	}
 }
 
 // ktProof runs one KT request whose answer is a KTProof.
@@ -182,9 +240,11 @@ func (c *Conn) KTTokenKey(ctx context.Context, v *kt.Verifier, key *tokens.Publi
 	return nil
 }
 
-// KTHistory returns every version of the session's own label since epoch
-// since, verified complete, and the encoded proof (evidence for alarms).
-func (c *Conn) KTHistory(ctx context.Context, v *kt.Verifier, s *Session, label string, since uint64) (*kt.History, []byte, error) {
+// KTHistory returns the versions of the session's own label from version
+// since (1 when since is 0) at the newest epoch, verified (one page of at
+// most kt.MaxHistoryServed versions: History.More says whether more
+// follow), and the encoded proof (evidence for alarms).
+func (c *Conn) KTHistory(ctx context.Context, v *kt.Verifier, s *Session, label string, since uint32) (*kt.History, []byte, error) {
 	raw, err := c.ktProof(ctx, &wire.KTHistory{Session: s.Token, Label: label, Since: since, KnownSize: v.KnownSize()})
 	if err != nil {
 		return nil, nil, fmt.Errorf("kt history: %w", err)
@@ -200,26 +260,53 @@ func (c *Conn) KTHistory(ctx context.Context, v *kt.Verifier, s *Session, label 
 	return h, raw, nil
 }
 
-// KTMonitor checks the owner's label: it fetches its whole verified
-// history and returns an alarm, with the signed checkpoint and proof as
-// evidence, for every version the owner did not publish (a key the server
-// showed others in its name), every differing value, and every published
-// version missing. No alarms and a nil error mean the log agrees with the
-// owner.
-//
-// It asks for the versions since the last clean run (KTOwner.Checked):
-// earlier ones were checked then, and a history answer holds at most
-// kt.MaxHistoryServed versions.
+// KTMonitor checks the owner's label: it fetches the verified history from
+// the last version the owner verified (page by page) up to the greatest
+// version at the newest epoch, and compares it with the owner's state
+// (kt.OwnerState.Check). It returns an alarm, with the signed checkpoint
+// and proof as evidence, for every version the owner did not publish (a
+// key the server showed others in its name), out of order, with another
+// value, or missing. No alarms and a nil error mean the log agrees with
+// the owner, whose state then advances (and is persisted).
 func (c *Conn) KTMonitor(ctx context.Context, v *kt.Verifier, s *Session, owner *KTOwner) ([]kt.Alarm, error) {
-	h, raw, err := c.KTHistory(ctx, v, s, owner.Label, owner.Checked())
-	if err != nil {
-		return nil, err
+	st := owner.State()
+	for {
+		h, raw, err := c.KTHistory(ctx, v, s, owner.Label, st.Version)
+		if err != nil {
+			return nil, err
+		}
+		next, alarms := st.Check(h, raw)
+		if len(alarms) > 0 {
+			return alarms, nil
+		}
+		if h.More && next.Version <= st.Version {
+			return nil, fmt.Errorf("kt history: %w: a page from version %d makes no progress", kt.ErrInvalid, st.Version)
+		}
+		start := st
+		st = next
+		if err := owner.update(func(cur *kt.OwnerState) { *cur = advanced(*cur, start, next) }); err != nil {
+			return nil, fmt.Errorf("kt monitor: saving the owner state: %w", err)
+		}
+		if !h.More {
+			owner.SetChecked(h.Record.Epoch)
+			return nil, nil
+		}
 	}
-	alarms := kt.Monitor(h, owner.Published(), raw)
-	if len(alarms) == 0 {
-		owner.SetChecked(h.Record.Epoch)
+}
+
+// advanced is cur after a clean check that started from start and
+// produced next: the check consumed a prefix of start's pending
+// publishes; cur may have gained publishes (appended) or answers
+// (versions) while it ran, which are kept. If cur moved on otherwise
+// (another run advanced it), it is left alone.
+func advanced(cur, start, next kt.OwnerState) kt.OwnerState {
+	n0, kept := len(start.Pending), len(next.Pending)
+	if cur.Version != start.Version || len(cur.Pending) < n0 || kept > n0 {
+		return cur
 	}
-	return alarms, nil
+	out := next.Clone()
+	out.Pending = append([]kt.PendingPublish(nil), cur.Pending[n0-kept:]...)
+	return out
 }
 
 // KTCheckpoint brings v up to the server's current checkpoint, checking

@@ -63,10 +63,18 @@ type ClientOptions struct {
 	Passphrase []byte
 	// KDF tunes the Argon2id cost of a new state (Init only).
 	KDF *state.Options
-	// Dial is used for every connection (Tor, timeouts).
+	// Dial is used for every connection (Tor, timeouts). Its Policy is
+	// pinned in the state by Init; later connections use the pinned one
+	// whatever Dial.Policy says (see PinPolicy).
 	Dial Options
-	// Now is the clock; default time.Now.
+	// Now is the clock; default time.Now. Key-transparency answers are
+	// judged by it too (KTMaxEpochAge).
 	Now func() time.Time
+	// KTMaxEpochAge is how far the time of the epoch a key-transparency
+	// answer is under may be from Now, either way; further off, the
+	// answer is refused as stale (a server freezing this client on an old
+	// view of the directory). 0: kt.DefaultMaxEpochAge (15 minutes).
+	KTMaxEpochAge time.Duration
 	// Logger; default slog.Default. Nothing identifying is logged at Info.
 	Logger *slog.Logger
 	// Tap, if set, sees every request stream's bytes with the role of the
@@ -79,6 +87,10 @@ type ClientOptions struct {
 	// Cover turns on cover traffic while following (see CoverOptions);
 	// nil: the stored setting (SetCover), off by default.
 	Cover *CoverOptions
+	// Sent, if set, is told of every envelope the server stored, by its
+	// message ID, and whether it was a dummy of cover traffic: the ground
+	// truth for tests of what the server can tell apart.
+	Sent func(id wire.MessageID, cover bool)
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home
@@ -210,8 +222,9 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 		return nil, err
 	}
 	c := newClient(st, opts)
+	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
-	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash}
+	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash, Policy: opts.Dial.Policy}
 	conn, err := c.conn(ctx, connKT)
 	if err == nil {
 		_, err = conn.KTCheckpoint(ctx, c.v)
@@ -251,6 +264,7 @@ func Open(opts ClientOptions) (*Client, error) {
 			return nil, fmt.Errorf("stored checkpoint: %w", err)
 		}
 	}
+	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
 	return c, nil
 }
@@ -337,8 +351,10 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 		return nil, ErrClosed
 	}
 	addr := c.prof.Server
+	policy := c.prof.Policy
 	c.mu.Unlock()
 	opts := c.opts.Dial
+	opts.Policy = policy // pinned in the state; zero: padding.Default
 	if tap := c.opts.Tap; tap != nil {
 		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
 	}
@@ -363,7 +379,13 @@ func (c *Client) lookupLabel(ctx context.Context, label string) (*kt.LookupResul
 		return nil, nil, err
 	}
 	defer conn.Close()
-	return conn.KTLookup(ctx, c.v, label)
+	res, b, err := conn.KTLookup(ctx, c.v, label)
+	if errors.Is(err, kt.ErrAdvanced) {
+		// Another answer moved the newest checkpoint meanwhile: ask
+		// again, proving consistency from the new one.
+		res, b, err = conn.KTLookup(ctx, c.v, label)
+	}
+	return res, b, err
 }
 
 // profile is the device's identity and account, one encrypted record.
@@ -372,6 +394,10 @@ type profile struct {
 	KTVKey   string
 	KTVRF    []byte
 	KTConfig [32]byte
+	// Policy is the padding policy pinned for the server at Init
+	// (ClientOptions.Dial.Policy) or by PinPolicy; the zero Policy, as
+	// in states made before the pin existed, pins padding.Default.
+	Policy padding.Policy `json:",omitzero"`
 
 	Handle      string
 	IdentityKey ed25519.PrivateKey // published in KT, seals envelopes
@@ -385,11 +411,13 @@ type profile struct {
 	Device      [16]byte
 	Session     *Session
 
-	KTPublished map[uint32][32]byte
+	KTPublished map[uint32][32]byte // versions the server answered our publishes with (and: we published)
+	KTOwner     *kt.OwnerState      // monitoring by version (nil: from KTPublished, an older profile)
 	KTChecked   uint64
 	Checkpoint  []byte // the newest verified KT checkpoint
 
 	PendingGossip []pendingGossip // gossiped checkpoints to compare later
+	OwnerCheck    ownerCheck      `json:",omitzero"` // how owner monitoring went (status.go)
 
 	RecvCursor uint64 // the history entry up to which Recv has reported
 }

@@ -36,6 +36,7 @@ type outboxEntry struct {
 	Payload []byte
 	ID      wire.MessageID
 	Queued  time.Time
+	Cover   bool `json:",omitempty"` // a dummy of cover traffic
 }
 
 func (e *outboxEntry) dest() string {
@@ -62,15 +63,33 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 // sequence number) at its first attempt, reused by every retry.
 const bucketOutboxTokens = "outbox-tokens"
 
-// Pending is the number of envelopes in the outbox.
+// Pending is the number of real envelopes in the outbox (cover
+// traffic's dummies waiting there are not counted).
 func (c *Client) Pending() (int, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
-	n := 0
-	err := c.store.View(func(tx *state.Tx) error {
-		return tx.ForEachSeq(bucketOutbox, 0, func(uint64, []byte) error { n++; return nil })
+	real, _, err := c.outboxCount()
+	return real, err
+}
+
+// outboxCount counts the real envelopes and the dummies in the outbox.
+// The caller holds c.op.
+func (c *Client) outboxCount() (real, cover int, err error) {
+	err = c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(_ uint64, v []byte) error {
+			var e struct{ Cover bool }
+			if err := jsonUnmarshal(v, &e); err != nil {
+				return err
+			}
+			if e.Cover {
+				cover++
+			} else {
+				real++
+			}
+			return nil
+		})
 	})
-	return n, err
+	return real, cover, err
 }
 
 // Flush tries to send everything in the outbox once.
@@ -210,8 +229,8 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 		role = connForFirst(e.To)
 	}
 	if c.coverBudget != 0 {
-		// A cover tick: the real envelope leaves on the cover connection,
-		// where dummies go, so no connection shows when real traffic flows.
+		// A cover tick: every envelope, real or dummy, leaves on the cover
+		// connection, so no connection shows when real traffic flows.
 		role = connCover
 	}
 	conn, err := c.conn(ctx, role)
@@ -251,6 +270,9 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	}
 	if err != nil {
 		return fmt.Errorf("sending to %s: %w", e.To, err)
+	}
+	if f := c.opts.Sent; f != nil {
+		f(e.ID, e.Cover)
 	}
 	return nil
 }

@@ -102,9 +102,6 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 			break
 		}
 	}
-	if err := c.drainCover(ctx); err != nil && firstErr == nil {
-		firstErr = err
-	}
 	if err := c.releaseReceipts(ctx); err != nil && firstErr == nil {
 		firstErr = err
 	}
@@ -432,6 +429,9 @@ func (c *Client) encryptIn(g *mls.Group, r *convRecord, m *content.Message) ([]b
 	if err != nil {
 		return nil, err
 	}
+	if m.Kind != content.KindCover && m.Kind != content.KindMailbox {
+		r.noteReal(len(plain), len(m.Checkpoint), c.opts.Now())
+	}
 	return g.Encrypt(plain)
 }
 
@@ -568,6 +568,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			}
 		case content.KindReceipt:
 			effects = append(effects, func(tx *state.Tx) { c.onReceipt(tx, r, sender, m.Receipt) })
+		case content.KindCover:
+			// A dummy of cover traffic: processed up to here like a text,
+			// then dropped.
 		}
 	default:
 		// Proposals: this client commits only its own.
@@ -715,6 +718,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 		due.Reset(d)
 	}
 	rearm()
+	lastRecheck := time.Now()
 	// step runs one piece of work under the state lock and hands its
 	// events to fn outside it.
 	step := func(work func() error) {
@@ -761,6 +765,12 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			c.op.Lock()
 			c.flush(ctx)
 			c.op.Unlock()
+			// Kept gossip is compared again while following too, so the
+			// bound runs (gossip.go).
+			if time.Since(lastRecheck) >= gossipRecheck {
+				lastRecheck = time.Now()
+				step(func() error { return c.recheckKeptGossip(ctx) })
+			}
 			if err := subscribe(); err != nil && ctx.Err() == nil {
 				return err
 			}

@@ -2,10 +2,15 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 )
 
@@ -22,6 +27,8 @@ type Status struct {
 	Outbox        int       `json:"outbox"`
 	Conversations int       `json:"conversations"`
 	KTSize        uint64    `json:"kt_tree_size"`
+	// Policy is the pinned padding policy (PinPolicy).
+	Policy string `json:"padding_policy"`
 	// OneTimeKeyPackages is how many one-time KeyPackages this device
 	// holds the private keys of: uploaded to the server's pool and not
 	// yet used by a Welcome or expired (keypackages.go).
@@ -33,6 +40,28 @@ type Status struct {
 	// reachable; TokenQuotaError says why asking failed.
 	TokenQuota      *TokenQuotaStatus `json:"token_quota,omitempty"`
 	TokenQuotaError string            `json:"token_quota_error,omitempty"`
+	// OwnerCheck is how owner monitoring (KTCheck) went; GossipPending
+	// how many checkpoints contacts gossiped are not compared yet
+	// (gossip.go), the oldest kept since GossipPendingSince.
+	OwnerCheck         OwnerCheckStatus `json:"owner_check"`
+	GossipPending      int              `json:"kt_gossip_pending"`
+	GossipPendingSince time.Time        `json:"kt_gossip_pending_since,omitzero"`
+}
+
+// OwnerCheckStatus is what `qpc status` shows of owner monitoring.
+type OwnerCheckStatus struct {
+	// LastClean is when KTCheck last completed (zero: never, on this
+	// device since owner checks were recorded).
+	LastClean time.Time `json:"last_clean,omitzero"`
+	// Failures is how many checks in a row the server made fail, the
+	// first at FailingSince; an alarm is raised past the bound.
+	Failures     int       `json:"failures"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// LastError is the last failure, whoever caused it.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// Stale: registered, and no check completed for OwnerCheckStale.
+	Stale bool `json:"stale"`
 }
 
 // Status reports the client's state and asks the server for its health.
@@ -45,6 +74,17 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	}
 	if cp := c.v.Latest(); cp != nil {
 		st.KTSize = cp.Size
+	}
+	st.Policy = c.Policy().String()
+	oc := p.OwnerCheck
+	st.OwnerCheck = OwnerCheckStatus{LastClean: oc.LastClean, Failures: oc.Failures, FailingSince: oc.FailingSince,
+		LastError: oc.LastError, LastErrorAt: oc.LastErrorAt,
+		Stale: p.Handle != "" && c.opts.Now().Sub(oc.LastClean) >= OwnerCheckStale}
+	st.GossipPending = len(p.PendingGossip)
+	for _, g := range p.PendingGossip {
+		if st.GossipPendingSince.IsZero() || (!g.Since.IsZero() && g.Since.Before(st.GossipPendingSince)) {
+			st.GossipPendingSince = g.Since
+		}
 	}
 	err := c.store.View(func(tx *state.Tx) error {
 		if err := tx.ForEachSeq(bucketOutbox, 0, func(uint64, []byte) error { st.Outbox++; return nil }); err != nil {
@@ -126,12 +166,12 @@ func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 	}
 	acct, err := c.conn(ctx, connAccount)
 	if err != nil {
-		return nil, err
+		return c.ownerCheckFailed(ctx, nil, err)
 	}
 	owner := c.ktOwner()
 	alarms, err := acct.KTMonitor(ctx, c.v, p.Session, owner)
 	if err != nil {
-		return nil, err
+		return c.ownerCheckFailed(ctx, acct, err)
 	}
 	var out []Alarm
 	for _, a := range alarms {
@@ -140,5 +180,129 @@ func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 		out = append(out, al)
 	}
 	p.KTChecked = owner.Checked()
+	p.OwnerCheck = ownerCheck{LastClean: c.opts.Now()}
 	return out, c.saveProfile()
+}
+
+// Bounds on the checks a server can keep from completing (issue 17): owner
+// monitoring here, checkpoint gossip in gossip.go. A check that fails
+// because of the server — an error record, a malformed answer, a
+// checkpoint older than one seen or that it will not prove consistent, or
+// no answer while it answers a Health request — is retried, and becomes
+// an alarm once it has failed CheckAttempts times in a row over at least
+// CheckGrace. An answer that is evidence on its own (a proof that does not
+// verify, two checkpoints that cannot both be honest) is an alarm at once.
+// A failure on this side (no network, the caller's context ended) counts
+// for nothing, but `qpc status` shows how long ago a check last completed.
+const (
+	CheckAttempts = 3
+	CheckGrace    = 10 * time.Minute
+	// OwnerCheckStale is how long without a completed owner check makes
+	// `qpc status` warn.
+	OwnerCheckStale = 7 * 24 * time.Hour
+	// probeTimeout bounds the Health request that tells "the server does
+	// not answer this" from "the server cannot be reached".
+	probeTimeout = 5 * time.Second
+)
+
+// ownerCheck is the persisted record of owner monitoring (in the
+// profile, so that neither a restart nor a reopen resets the count).
+type ownerCheck struct {
+	LastClean    time.Time `json:",omitzero"`
+	Failures     int       `json:",omitempty"` // in a row, caused by the server
+	FailingSince time.Time `json:",omitzero"`
+	LastError    string    `json:",omitempty"`
+	LastErrorAt  time.Time `json:",omitzero"`
+	Alarmed      bool      `json:",omitempty"` // this run of failures raised its alarm
+}
+
+// failed records a failed check; byServer says whether the server caused
+// it. It reports whether the run of failures has just passed the bound
+// (once per run).
+func (o *ownerCheck) failed(now time.Time, err error, byServer bool) (alarm bool) {
+	o.LastError, o.LastErrorAt = err.Error(), now
+	if !byServer {
+		return false
+	}
+	if o.Failures == 0 {
+		o.FailingSince = now
+	}
+	o.Failures++
+	if o.Alarmed || !pastBound(o.Failures, o.FailingSince, now) {
+		return false
+	}
+	o.Alarmed = true
+	return true
+}
+
+// pastBound: attempts failed checks, the first at since, exceed the
+// bound at now.
+func pastBound(attempts int, since, now time.Time) bool {
+	return attempts >= CheckAttempts && now.Sub(since) >= CheckGrace
+}
+
+// ownerCheckFailed records a failed owner check and raises the alarm it
+// calls for; it returns the alarms raised and err.
+func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error) ([]Alarm, error) {
+	err = fmt.Errorf("owner check: %w", err)
+	now := c.opts.Now()
+	oc := &c.prof.OwnerCheck
+	var out []Alarm
+	var sv *kt.SplitViewError
+	switch {
+	case errors.As(err, &sv):
+		out = append(out, Alarm{Kind: AlarmKT, Evidence: [][]byte{sv.Seen, sv.Shown},
+			Detail: "owner monitoring: the server's log is inconsistent with the one it showed you before: it is showing you a fork"})
+	case errors.Is(err, kt.ErrInvalid), errors.Is(err, kt.ErrConfig), errors.Is(err, kt.ErrInconsistent):
+		out = append(out, Alarm{Kind: AlarmKT,
+			Detail: "owner monitoring: the server answered with a history of your handle that does not verify: " + err.Error()})
+	}
+	evidence := len(out) > 0
+	if oc.failed(now, err, evidence || c.serverCaused(ctx, conn, err)) && !evidence {
+		out = append(out, Alarm{Kind: AlarmKTUnverified, Detail: fmt.Sprintf(
+			"owner monitoring failed %d times since %s because of the server's answers (last: %v): it will not show you the versions of your own keys, and keys in your name may be shown to others",
+			oc.Failures, oc.FailingSince.UTC().Format(time.RFC3339), err)})
+	}
+	if evidence {
+		oc.Alarmed = true
+	}
+	for _, a := range out {
+		c.raise(a)
+	}
+	if serr := c.saveProfile(); serr != nil {
+		return out, errors.Join(err, serr)
+	}
+	return out, err
+}
+
+// serverCaused reports whether a failed request is the server's doing
+// rather than this side's: an answer came (an error record, or bytes that
+// did not parse or verify), or nothing came but the server answers a
+// Health request on conn at once. A cancelled context or a closed client
+// is never the server's doing.
+func (c *Client) serverCaused(ctx context.Context, conn *Conn, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if !transportError(err) {
+		return true
+	}
+	if conn == nil {
+		return false
+	}
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	_, herr := conn.Health(pctx)
+	return ctx.Err() == nil && (herr == nil || !transportError(herr))
+}
+
+// transportError: err says nothing came back (a timeout, a reset or
+// closed connection or stream, a failed dial), not what the server said.
+func transportError(err error) bool {
+	var ne net.Error
+	var se *quic.StreamError
+	var ae *quic.ApplicationError
+	var te *quic.TransportError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrPin) || errors.As(err, &ne) || errors.As(err, &se) || errors.As(err, &ae) || errors.As(err, &te)
 }

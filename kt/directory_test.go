@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	bolt "go.etcd.io/bbolt"
@@ -142,7 +141,7 @@ func TestDirectoryLookupHistory(t *testing.T) {
 	if res, err := lookup(t, d, v, "carol"); err != nil || res.Version != 0 {
 		t.Fatalf("carol: %v", err)
 	}
-	// Full history and history since an epoch.
+	// Full history and history from a version.
 	hp, err := d.History(context.Background(), "alice", 0, v.KnownSize())
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +162,7 @@ func TestDirectoryLookupHistory(t *testing.T) {
 			t.Fatalf("history version %d: %q", e.Version, e.Value)
 		}
 	}
-	since := h.Versions[9].Added
+	since := uint32(9)
 	hp, _ = d.History(context.Background(), "alice", since, v.KnownSize())
 	h, err = v.VerifyHistory("alice", since, hp)
 	if err != nil {
@@ -367,36 +366,41 @@ func (d *Directory) versionProofAtView(label string, version uint32) (VersionPro
 func TestMonitorRogueKey(t *testing.T) {
 	d := newTestDir(t)
 	owner, other := d.verifier(t), d.verifier(t)
-	published := map[uint32][32]byte{}
+	var st OwnerState
 	for i := range 2 {
 		val := []byte{byte(i)}
+		st.Publishing(val)
 		p := d.publish(t, "alice", val)
-		published[p[0].Version] = sha256.Sum256(val)
+		if a := st.Published(val, p[0].Version); a != nil {
+			t.Fatal(a)
+		}
 	}
 	// All clear first.
-	hp, _ := d.History(context.Background(), "alice", 0, owner.KnownSize())
-	h, err := owner.VerifyHistory("alice", 0, hp)
+	hp, _ := d.History(context.Background(), "alice", st.Version, owner.KnownSize())
+	h, err := owner.VerifyHistory("alice", st.Version, hp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := Monitor(h, published, hp.Marshal()); len(a) != 0 {
-		t.Fatalf("alarms without an attack: %v", a)
+	st2, a := st.Check(h, hp.Marshal())
+	if len(a) != 0 || st2.Version != 2 || len(st2.Pending) != 0 {
+		t.Fatalf("without an attack: alarms %v, state %+v", a, st2)
 	}
+	st = st2
 	// The attack.
 	d.publish(t, "alice", []byte("attacker's key"))
 	res, err := lookup(t, d, other, "alice")
 	if err != nil || string(res.Value) != "attacker's key" {
 		t.Fatalf("rogue lookup: %v", err)
 	}
-	hp, _ = d.History(context.Background(), "alice", 0, owner.KnownSize())
+	hp, _ = d.History(context.Background(), "alice", st.Version, owner.KnownSize())
 	raw := hp.Marshal()
-	h, err = owner.VerifyHistory("alice", 0, hp)
+	h, err = owner.VerifyHistory("alice", st.Version, hp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	alarms := Monitor(h, published, raw)
-	if len(alarms) != 1 || alarms[0].Version != 3 || string(alarms[0].Value) != "attacker's key" {
-		t.Fatalf("alarms: %v", alarms)
+	st2, alarms := st.Check(h, raw)
+	if len(alarms) != 1 || alarms[0].Version != 3 || string(alarms[0].Value) != "attacker's key" || st2.Version != 2 {
+		t.Fatalf("alarms: %v, state %+v", alarms, st2)
 	}
 	// The evidence verifies for a third party.
 	third := d.verifier(t)
@@ -404,7 +408,7 @@ func TestMonitorRogueKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h3, err := third.VerifyHistory("alice", 0, ev); err != nil || h3.Latest() != 3 {
+	if h3, err := third.VerifyHistory("alice", 2, ev); err != nil || h3.Latest() != 3 {
 		t.Fatalf("evidence: %v", err)
 	}
 	// A server hiding the rogue version from the owner cannot also show it
@@ -414,26 +418,47 @@ func TestMonitorRogueKey(t *testing.T) {
 	}
 }
 
-func TestHistoryTooLong(t *testing.T) {
+// TestHistoryPages: a history longer than MaxHistoryServed comes in pages,
+// each proving the version after it present; the last page proves the
+// greatest version. A greatest version below the one asked from comes
+// alone.
+func TestHistoryPages(t *testing.T) {
 	d := newTestDir(t)
-	vals := make([][]byte, MaxHistoryServed+1)
+	n := MaxHistoryServed + 5
+	vals := make([][]byte, n)
 	for i := range vals {
 		vals[i] = []byte{byte(i)}
 	}
 	d.publish(t, "alice", vals...)
-	if _, err := d.History(context.Background(), "alice", 0, 0); !errors.Is(err, ErrHistoryTooLong) {
-		t.Fatalf("history of %d versions: %v", len(vals), err)
-	}
-	// Since a later epoch, the answer is the latest version alone (it was
-	// added before that epoch, so it anchors the history).
 	v := d.verifier(t)
-	p, err := d.History(context.Background(), "alice", 1<<40, 0)
+	p, err := d.History(context.Background(), "alice", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := v.VerifyHistory("alice", 1<<40, p)
-	if err != nil || h.Latest() != uint32(len(vals)) || len(h.Versions) != 1 {
-		t.Fatalf("history since the future: %v", err)
+	q, err := ParseHistoryProof(p.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := v.VerifyHistory("alice", 0, q)
+	if err != nil || !h.More || len(h.Versions) != MaxHistoryServed || h.Latest() != MaxHistoryServed {
+		t.Fatalf("first page: %v", err)
+	}
+	// A page that claims more but cannot prove it.
+	bad := *p
+	bad.Next.Version++
+	if _, err := v.VerifyHistory("alice", 0, &bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("page with a wrong next version: %v", err)
+	}
+	p, _ = d.History(context.Background(), "alice", h.Latest(), v.KnownSize())
+	h, err = v.VerifyHistory("alice", MaxHistoryServed, p)
+	if err != nil || h.More || h.Versions[0].Version != MaxHistoryServed || h.Latest() != uint32(n) {
+		t.Fatalf("last page: %v", err)
+	}
+	// From beyond the greatest version: that version alone.
+	p, _ = d.History(context.Background(), "alice", 1000, v.KnownSize())
+	h, err = v.VerifyHistory("alice", 1000, p)
+	if err != nil || h.Latest() != uint32(n) || len(h.Versions) != 1 {
+		t.Fatalf("history from beyond: %v", err)
 	}
 }
 

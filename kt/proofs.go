@@ -26,8 +26,10 @@ type VersionProof struct {
 	Map     MapProof
 }
 
-// LookupProof answers "what is label's current value" (§4.1 of
-// docs/key-transparency.md).
+// LookupProof answers "what is label's current value" (§3.2 of
+// docs/key-transparency.md): Version is the greatest version in the
+// epoch's map, proved by the presence of ladder(Version) and the absence
+// of every version in absentSet(Version).
 type LookupProof struct {
 	Epoch   EpochProof
 	Version uint32 // 0: the label has never been published
@@ -35,7 +37,7 @@ type LookupProof struct {
 	Opening [32]byte
 	Value   []byte
 	Ladder  []VersionProof // presence of ladder(Version), ending with Version itself
-	Next    VersionProof   // absence of Version+1
+	Absent  []VersionProof // absence of absentSet(Version), in its order
 }
 
 // HistoryEntry is one version in a history proof, fully opened.
@@ -46,14 +48,20 @@ type HistoryEntry struct {
 	Proof   VersionProof
 }
 
-// HistoryProof answers "every version of my label since epoch Since"
-// (§4.2): contiguous versions ending at the latest, the first of which is
-// version 1 or was added before Since, and the absence of absentSet(latest).
+// HistoryProof answers "every version of my label from version Since"
+// (§3.2): contiguous versions starting at Since (version 1 when Since is
+// 0). A complete history ends at the greatest version and proves the
+// absence of absentSet(greatest); a page (More) ends below it and proves
+// the version after its last entry present, so the owner asks again from
+// there. A greatest version below Since is answered with that version
+// alone (the owner then knows the log lost versions it verified).
 type HistoryProof struct {
 	Epoch   EpochProof
-	Since   uint64
+	Since   uint32
 	Entries []HistoryEntry
-	Absent  []VersionProof
+	More    bool           // a page: Next proves the version after the last entry present
+	Absent  []VersionProof // !More: absence of absentSet(last entry's version)
+	Next    VersionProof   // More: presence of the last entry's version + 1
 }
 
 // Limits on decoded proofs.
@@ -125,7 +133,10 @@ func (p *LookupProof) Marshal() []byte {
 	for i := range p.Ladder {
 		p.Ladder[i].marshal(&b)
 	}
-	p.Next.marshal(&b)
+	b.AddUint8(uint8(len(p.Absent)))
+	for i := range p.Absent {
+		p.Absent[i].marshal(&b)
+	}
 	return b.BytesOrPanic()
 }
 
@@ -146,7 +157,7 @@ func ParseLookupProof(raw []byte) (*LookupProof, error) {
 			return nil, errDecode
 		}
 	}
-	if !p.Next.read(&s) || !s.Empty() {
+	if !readVersionProofs(&s, &p.Absent) || !s.Empty() {
 		return nil, errDecode
 	}
 	return p, nil
@@ -156,7 +167,7 @@ func ParseLookupProof(raw []byte) (*LookupProof, error) {
 func (p *HistoryProof) Marshal() []byte {
 	var b cryptobyte.Builder
 	p.Epoch.marshal(&b)
-	b.AddUint64(p.Since)
+	b.AddUint32(p.Since)
 	b.AddUint16(uint16(len(p.Entries)))
 	for i := range p.Entries {
 		e := &p.Entries[i]
@@ -165,6 +176,12 @@ func (p *HistoryProof) Marshal() []byte {
 		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(e.Value) })
 		e.Proof.marshal(&b)
 	}
+	if p.More {
+		b.AddUint8(1)
+		p.Next.marshal(&b)
+		return b.BytesOrPanic()
+	}
+	b.AddUint8(0)
 	b.AddUint8(uint8(len(p.Absent)))
 	for i := range p.Absent {
 		p.Absent[i].marshal(&b)
@@ -177,7 +194,7 @@ func ParseHistoryProof(raw []byte) (*HistoryProof, error) {
 	s := cryptobyte.String(raw)
 	p := new(HistoryProof)
 	var n uint16
-	if !p.Epoch.read(&s) || !s.ReadUint64(&p.Since) || !s.ReadUint16(&n) || n > maxHistoryEntries {
+	if !p.Epoch.read(&s) || !s.ReadUint32(&p.Since) || !s.ReadUint16(&n) || n > maxHistoryEntries {
 		return nil, errDecode
 	}
 	p.Entries = make([]HistoryEntry, n)
@@ -189,20 +206,37 @@ func ParseHistoryProof(raw []byte) (*HistoryProof, error) {
 		}
 		e.Value = append([]byte(nil), val...)
 	}
-	var m uint8
-	if !s.ReadUint8(&m) || m > maxVersionBits {
+	var more uint8
+	if !s.ReadUint8(&more) || more > 1 {
 		return nil, errDecode
 	}
-	p.Absent = make([]VersionProof, m)
-	for i := range p.Absent {
-		if !p.Absent[i].read(&s) {
+	p.More = more == 1
+	if p.More {
+		if !p.Next.read(&s) {
 			return nil, errDecode
 		}
+	} else if !readVersionProofs(&s, &p.Absent) {
+		return nil, errDecode
 	}
 	if !s.Empty() {
 		return nil, errDecode
 	}
 	return p, nil
+}
+
+// readVersionProofs reads u8 n || n version proofs (n ≤ maxVersionBits).
+func readVersionProofs(s *cryptobyte.String, out *[]VersionProof) bool {
+	var m uint8
+	if !s.ReadUint8(&m) || m > maxVersionBits {
+		return false
+	}
+	*out = make([]VersionProof, m)
+	for i := range *out {
+		if !(*out)[i].read(s) {
+			return false
+		}
+	}
+	return true
 }
 
 // ConsistencyProof proves the log of size Old is a prefix of the log

@@ -3,19 +3,16 @@ package kt
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
 
 // MaxHistoryServed bounds the versions of one history answer, so that it
-// fits one record (wire.MaxKTProof) even with large bindings; an owner
-// with more asks again with a later since.
+// fits one record (wire.MaxKTProof) even with large bindings; a longer
+// history is served in pages (HistoryProof.More), the owner asking again
+// from the last version of each.
 const MaxHistoryServed = 32
-
-// ErrHistoryTooLong reports a history of more than MaxHistoryServed versions.
-var ErrHistoryTooLong = errors.New("kt: history too long; ask for a later epoch")
 
 // epochProof builds the EpochProof of the view for a requester that knows
 // a log of size known (0: none).
@@ -125,8 +122,15 @@ func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*Lo
 				p.Ladder = append(p.Ladder, vp)
 			}
 		}
-		p.Next, err = d.versionProof(src, v.epoch, label, k+1, nil)
-		return err
+		// The greatest version: every version of absentSet(k) is absent.
+		for _, av := range absentSet(k) {
+			vp, err := d.versionProof(src, v.epoch, label, av, nil)
+			if err != nil {
+				return err
+			}
+			p.Absent = append(p.Absent, vp)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kt: lookup: %w", err)
@@ -134,8 +138,10 @@ func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*Lo
 	return p, nil
 }
 
-// History proves every version of label since epoch since, for its owner.
-func (d *Directory) History(ctx context.Context, label string, since, known uint64) (*HistoryProof, error) {
+// History proves, for its owner, every version of label from version
+// since (1 when since is 0) to the greatest, at most MaxHistoryServed of
+// them per answer (see HistoryProof).
+func (d *Directory) History(ctx context.Context, label string, since uint32, known uint64) (*HistoryProof, error) {
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return nil, ErrLabel
 	}
@@ -155,23 +161,15 @@ func (d *Directory) History(ctx context.Context, label string, since, known uint
 			return err
 		}
 		versions := tx.Bucket(bucketVersions)
-		// Walk back from the latest to the first version added before
-		// since (or to version 1).
-		first := k
-		for first > 1 {
-			r, err := getVersion(versions, label, first)
-			if err != nil {
-				return err
-			}
-			if r.added < since {
-				break
-			}
-			first--
+		first := max(since, 1)
+		if first > k {
+			first = k // the greatest version alone (none when k is 0)
 		}
+		last := k
 		if k > 0 && k-first+1 > MaxHistoryServed {
-			return fmt.Errorf("%w: %d versions since epoch %d", ErrHistoryTooLong, k-first+1, since)
+			last = first + MaxHistoryServed - 1
 		}
-		for ver := first; ver >= 1 && ver <= k; ver++ {
+		for ver := first; ver >= 1 && ver <= last; ver++ {
 			r, err := getVersion(versions, label, ver)
 			if err != nil {
 				return err
@@ -181,6 +179,15 @@ func (d *Directory) History(ctx context.Context, label string, since, known uint
 				return err
 			}
 			p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
+		}
+		if last < k {
+			r, err := getVersion(versions, label, last+1)
+			if err != nil {
+				return err
+			}
+			p.More = true
+			p.Next, err = d.versionProof(src, v.epoch, label, last+1, r)
+			return err
 		}
 		for _, av := range absentSet(k) {
 			vp, err := d.versionProof(src, v.epoch, label, av, nil)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/quicprochat/qpc/kt/vrf"
 	"github.com/transparency-dev/merkle/proof"
@@ -15,12 +16,27 @@ import (
 
 // Errors a Verifier reports. ErrInconsistent and ErrRollback mean the log
 // misbehaved: keep the evidence (SplitViewError) and warn the user.
+// ErrStale means the answer is not under the newest epoch, or that
+// epoch's time is too far from the verifier's clock. ErrAdvanced means
+// another answer advanced the newest checkpoint while this one was
+// checked: ask again.
 var (
 	ErrInvalid      = errors.New("kt: proof does not verify")
 	ErrRollback     = errors.New("kt: checkpoint is older than one already seen")
 	ErrInconsistent = errors.New("kt: checkpoint is inconsistent with one already seen")
 	ErrConfig       = errors.New("kt: epoch record names another directory configuration")
+	ErrStale        = errors.New("kt: answer is not under the newest epoch")
+	ErrAdvanced     = errors.New("kt: the newest checkpoint changed while the answer was checked; ask again")
 )
+
+// DefaultMaxEpochAge is how far an epoch record's time may be from the
+// verifier's clock (either way) by default. The directory makes an epoch
+// every interval (1 s by default) even when idle, so a served record is
+// normally seconds old; the bound leaves room for a stalled log and for
+// clients whose clocks are off by minutes, while limiting how long a
+// server can freeze a client on an old view of the directory (a key
+// change hidden, a revoked key kept in use) to this long.
+const DefaultMaxEpochAge = 15 * time.Minute
 
 // SplitViewError carries two signed checkpoints that cannot both be
 // honest: the same size with different roots, or sizes for which the
@@ -38,8 +54,10 @@ func (e *SplitViewError) Unwrap() error { return ErrInconsistent }
 // Verifier checks directory answers for a client. It is pinned to the
 // log's note verifier key, the VRF public key and the configuration hash,
 // and keeps the newest checkpoint it has accepted: every later answer must
-// come with a checkpoint at least as new and provably consistent with it.
-// It is safe for concurrent use.
+// come with a checkpoint at least as new and provably consistent with it,
+// and lookups and histories must be under the newest epoch of that
+// checkpoint, recent by the verifier's clock (docs/key-transparency.md
+// §4). It is safe for concurrent use.
 type Verifier struct {
 	logKey     note.Verifier
 	vrfKey     []byte
@@ -47,10 +65,17 @@ type Verifier struct {
 
 	mu     sync.Mutex
 	latest *Checkpoint
+	now    func() time.Time
+	maxAge time.Duration
+
+	// beforeAccept, in tests, runs between checking an answer and
+	// accepting its checkpoint.
+	beforeAccept func()
 }
 
 // NewVerifier pins a verifier. vkey is the note verifier key printed by
-// `qpc-server kt-vkey`.
+// `qpc-server kt-vkey`. Its clock is time.Now and its bound on epoch age
+// DefaultMaxEpochAge (see SetClock).
 func NewVerifier(vkey string, vrfKey []byte, configHash [32]byte) (*Verifier, error) {
 	v, err := note.NewVerifier(vkey)
 	if err != nil {
@@ -59,12 +84,28 @@ func NewVerifier(vkey string, vrfKey []byte, configHash [32]byte) (*Verifier, er
 	if len(vrfKey) != vrf.PublicKeySize {
 		return nil, errors.New("kt: VRF public key must be 32 bytes")
 	}
-	return &Verifier{logKey: v, vrfKey: bytes.Clone(vrfKey), configHash: configHash}, nil
+	return &Verifier{logKey: v, vrfKey: bytes.Clone(vrfKey), configHash: configHash, now: time.Now, maxAge: DefaultMaxEpochAge}, nil
 }
 
 // NewVerifierFromConfig pins a verifier to a configuration's VRF key and hash.
 func NewVerifierFromConfig(vkey string, cfg Config) (*Verifier, error) {
 	return NewVerifier(vkey, cfg.VRFPublicKey, cfg.Hash())
+}
+
+// SetClock sets the clock epoch records are judged by (nil: time.Now)
+// and how far a record's time may be from it, before or after (0:
+// DefaultMaxEpochAge). A lookup or history whose epoch record is further
+// off is refused with ErrStale.
+func (v *Verifier) SetClock(now func() time.Time, maxAge time.Duration) {
+	if now == nil {
+		now = time.Now
+	}
+	if maxAge <= 0 {
+		maxAge = DefaultMaxEpochAge
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.now, v.maxAge = now, maxAge
 }
 
 // KnownSize is the size of the newest accepted checkpoint (0: none); send
@@ -98,12 +139,9 @@ func (v *Verifier) SetLatest(raw []byte) error {
 	return nil
 }
 
-// checkAdvance checks that cp may follow the latest checkpoint, given a
-// consistency proof from the size the latest had. It does not store cp.
-func (v *Verifier) checkAdvance(cp *Checkpoint, known uint64, consistency [][]byte) error {
-	v.mu.Lock()
-	prev := v.latest
-	v.mu.Unlock()
+// checkAdvance checks that cp may follow prev (nil: none), given a
+// consistency proof from size known. It does not store cp.
+func checkAdvance(prev, cp *Checkpoint, known uint64, consistency [][]byte) error {
 	if prev == nil {
 		return nil
 	}
@@ -125,45 +163,77 @@ func (v *Verifier) checkAdvance(cp *Checkpoint, known uint64, consistency [][]by
 	return nil
 }
 
-// accept stores cp as the latest if it is newer (re-checking under the
-// lock, as another answer may have advanced the latest meanwhile).
-func (v *Verifier) accept(cp *Checkpoint) error {
+// accept stores cp as the latest. prev is the latest cp was checked
+// against (checkAdvance); the check and the store are one step under the
+// lock: if another answer advanced the latest meanwhile, cp is accepted
+// only when it is that same checkpoint, a different one of the same size
+// is a split view, and anything else is ErrAdvanced (cp was proved
+// consistent with prev, not with the new latest: two answers from two
+// forks of one log must not both be accepted).
+func (v *Verifier) accept(prev, cp *Checkpoint) error {
+	if v.beforeAccept != nil {
+		v.beforeAccept()
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.latest == nil || cp.Size > v.latest.Size {
-		v.latest = cp
+	cur := v.latest
+	if cur == prev {
+		if cur == nil || cp.Size > cur.Size {
+			v.latest = cp
+		}
 		return nil
 	}
-	if cp.Size == v.latest.Size && cp.Root != v.latest.Root {
-		return &SplitViewError{Seen: v.latest.Raw, Shown: cp.Raw}
+	if cur != nil && cp.Size == cur.Size {
+		if subtle.ConstantTimeCompare(cp.Root[:], cur.Root[:]) != 1 {
+			return &SplitViewError{Seen: cur.Raw, Shown: cp.Raw}
+		}
+		return nil
 	}
-	return nil
+	return ErrAdvanced
 }
 
-// verifyEpoch checks an EpochProof and returns its record and checkpoint.
-func (v *Verifier) verifyEpoch(p *EpochProof) (*EpochRecord, *Checkpoint, error) {
+// snapshot returns the latest checkpoint and the clock.
+func (v *Verifier) snapshot() (*Checkpoint, time.Time, time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.latest, v.now(), v.maxAge
+}
+
+// verifyEpoch checks an EpochProof and returns its record, its checkpoint
+// and the latest checkpoint it was checked against (for accept). The
+// record must be the checkpoint's last leaf (the newest epoch: the
+// directory serves epoch N under the checkpoint of size N+1) and its time
+// within maxAge of the verifier's clock.
+func (v *Verifier) verifyEpoch(p *EpochProof) (*EpochRecord, *Checkpoint, *Checkpoint, error) {
+	prev, now, maxAge := v.snapshot()
 	cp, err := OpenCheckpoint(p.Checkpoint, v.logKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	if err := v.checkAdvance(cp, p.KnownSize, p.Consistency); err != nil {
-		return nil, nil, err
+	if err := checkAdvance(prev, cp, p.KnownSize, p.Consistency); err != nil {
+		return nil, nil, nil, err
 	}
 	rec, err := ParseEpochRecord(p.Record)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if rec.Epoch >= cp.Size {
-		return nil, nil, fmt.Errorf("%w: epoch %d is not in a log of size %d", ErrInvalid, rec.Epoch, cp.Size)
+		return nil, nil, nil, fmt.Errorf("%w: epoch %d is not in a log of size %d", ErrInvalid, rec.Epoch, cp.Size)
 	}
 	leaf := rfc6962.DefaultHasher.HashLeaf(p.Record)
 	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, rec.Epoch, cp.Size, leaf, p.Inclusion, cp.Root[:]); err != nil {
-		return nil, nil, fmt.Errorf("%w: epoch record inclusion: %v", ErrInvalid, err)
+		return nil, nil, nil, fmt.Errorf("%w: epoch record inclusion: %v", ErrInvalid, err)
 	}
 	if rec.ConfigHash != v.configHash {
-		return nil, nil, ErrConfig
+		return nil, nil, nil, ErrConfig
 	}
-	return rec, cp, nil
+	if rec.Epoch != cp.Size-1 {
+		return nil, nil, nil, fmt.Errorf("%w: epoch %d of a log of %d epochs", ErrStale, rec.Epoch, cp.Size)
+	}
+	if age := now.Sub(rec.Time()); age > maxAge || age < -maxAge {
+		return nil, nil, nil, fmt.Errorf("%w: epoch %d is from %s, %v from this clock (at most %v)", ErrStale, rec.Epoch, rec.Time().UTC().Format(time.RFC3339), age.Round(time.Second), maxAge)
+	}
+	return rec, cp, prev, nil
 }
 
 // verifyVersion checks the VRF proof of (label, version) and returns the
@@ -194,9 +264,12 @@ type LookupResult struct {
 }
 
 // VerifyLookup checks a lookup proof for label and, when it verifies,
-// advances the latest checkpoint.
+// advances the latest checkpoint. The result's Version is the greatest
+// version of label at the newest epoch: ladder(Version) is present and
+// every version of absentSet(Version) absent, so no other answer under
+// this log can show a greater one (§3.2).
 func (v *Verifier) VerifyLookup(label string, p *LookupProof) (*LookupResult, error) {
-	rec, cp, err := v.verifyEpoch(&p.Epoch)
+	rec, cp, prev, err := v.verifyEpoch(&p.Epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -226,17 +299,10 @@ func (v *Verifier) VerifyLookup(label string, p *LookupProof) (*LookupResult, er
 			return nil, fmt.Errorf("%w: value does not match its commitment", ErrInvalid)
 		}
 	}
-	if p.Next.Version != p.Version+1 {
-		return nil, fmt.Errorf("%w: next version %d, want %d", ErrInvalid, p.Next.Version, p.Version+1)
-	}
-	present, _, err := v.verifyVersion(label, &p.Next, rec.Root)
-	if err != nil {
+	if err := v.verifyAbsent(label, p.Version, p.Absent, rec.Root); err != nil {
 		return nil, err
 	}
-	if present {
-		return nil, fmt.Errorf("%w: a newer version exists", ErrInvalid)
-	}
-	if err := v.accept(cp); err != nil {
+	if err := v.accept(prev, cp); err != nil {
 		return nil, err
 	}
 	res := &LookupResult{Label: label, Version: p.Version, Record: rec, Checkpoint: cp}
@@ -244,6 +310,28 @@ func (v *Verifier) VerifyLookup(label string, p *LookupProof) (*LookupResult, er
 		res.Added, res.Value = p.Added, bytes.Clone(p.Value)
 	}
 	return res, nil
+}
+
+// verifyAbsent checks that proofs show every version of absentSet(k)
+// absent, in order.
+func (v *Verifier) verifyAbsent(label string, k uint32, proofs []VersionProof, root [32]byte) error {
+	want := absentSet(k)
+	if len(proofs) != len(want) {
+		return fmt.Errorf("%w: %d absence proofs, want %d", ErrInvalid, len(proofs), len(want))
+	}
+	for i := range want {
+		if proofs[i].Version != want[i] {
+			return fmt.Errorf("%w: absence proof of version %d, want %d", ErrInvalid, proofs[i].Version, want[i])
+		}
+		present, _, err := v.verifyVersion(label, &proofs[i], root)
+		if err != nil {
+			return err
+		}
+		if present {
+			return fmt.Errorf("%w: version %d exists beyond version %d", ErrInvalid, want[i], k)
+		}
+	}
+	return nil
 }
 
 // VersionEntry is one verified version in a history.
@@ -256,13 +344,15 @@ type VersionEntry struct {
 // History is a verified history.
 type History struct {
 	Label      string
-	Since      uint64
-	Versions   []VersionEntry // contiguous, ending at the latest; empty: never published
+	Since      uint32
+	Versions   []VersionEntry // contiguous; empty: never published
+	More       bool           // a page: versions after the last one exist (ask again from it)
 	Record     *EpochRecord
 	Checkpoint *Checkpoint
 }
 
-// Latest returns the newest version (0 when none).
+// Latest returns the last version of the history (0 when none): the
+// greatest version of the label unless More.
 func (h *History) Latest() uint32 {
 	if len(h.Versions) == 0 {
 		return 0
@@ -270,27 +360,31 @@ func (h *History) Latest() uint32 {
 	return h.Versions[len(h.Versions)-1].Version
 }
 
-// VerifyHistory checks a history proof for label since epoch since: the
-// versions are contiguous, the first is version 1 or was added before
-// since, each is present with its value, and every version of
-// absentSet(latest) is absent, so no version after the latest can be shown
-// to anyone under this log without contradicting this proof.
-func (v *Verifier) VerifyHistory(label string, since uint64, p *HistoryProof) (*History, error) {
-	rec, cp, err := v.verifyEpoch(&p.Epoch)
+// VerifyHistory checks a history proof for label from version since at
+// the newest epoch: the versions are contiguous and start exactly at
+// since (version 1 when since is 0), each is present with its value, and
+// either every version of absentSet(last) is absent (last is the greatest
+// version: no version after it can be shown to anyone under this log
+// without contradicting this proof) or, for a page, the version after the
+// last is present. A greatest version below since comes alone (or not at
+// all, when the label has none): the caller decides what that means.
+func (v *Verifier) VerifyHistory(label string, since uint32, p *HistoryProof) (*History, error) {
+	rec, cp, prev, err := v.verifyEpoch(&p.Epoch)
 	if err != nil {
 		return nil, err
 	}
 	if p.Since != since {
-		return nil, fmt.Errorf("%w: history since %d, asked %d", ErrInvalid, p.Since, since)
+		return nil, fmt.Errorf("%w: history from version %d, asked %d", ErrInvalid, p.Since, since)
 	}
-	h := &History{Label: label, Since: since, Record: rec, Checkpoint: cp}
+	first := max(since, 1)
+	h := &History{Label: label, Since: since, More: p.More, Record: rec, Checkpoint: cp}
 	var latest uint32
 	for i := range p.Entries {
 		e := &p.Entries[i]
 		ver := e.Proof.Version
 		switch {
-		case i == 0 && ver != 1 && e.Added >= since:
-			return nil, fmt.Errorf("%w: history starts at version %d, added in epoch %d >= %d", ErrInvalid, ver, e.Added, since)
+		case i == 0 && ver != first && (ver > first || len(p.Entries) != 1 || p.More):
+			return nil, fmt.Errorf("%w: history from version %d starts at version %d", ErrInvalid, first, ver)
 		case i > 0 && ver != latest+1:
 			return nil, fmt.Errorf("%w: history skips from version %d to %d", ErrInvalid, latest, ver)
 		case i > 0 && e.Added < p.Entries[i-1].Added:
@@ -308,23 +402,21 @@ func (v *Verifier) VerifyHistory(label string, since uint64, p *HistoryProof) (*
 		latest = ver
 		h.Versions = append(h.Versions, VersionEntry{Version: ver, Added: e.Added, Value: bytes.Clone(e.Value)})
 	}
-	want := absentSet(latest)
-	if len(p.Absent) != len(want) {
-		return nil, fmt.Errorf("%w: %d absence proofs, want %d", ErrInvalid, len(p.Absent), len(want))
-	}
-	for i := range want {
-		if p.Absent[i].Version != want[i] {
-			return nil, fmt.Errorf("%w: absence proof of version %d, want %d", ErrInvalid, p.Absent[i].Version, want[i])
+	if p.More {
+		if len(p.Entries) == 0 || p.Next.Version != latest+1 || len(p.Absent) != 0 {
+			return nil, fmt.Errorf("%w: history page does not prove the version after it", ErrInvalid)
 		}
-		present, _, err := v.verifyVersion(label, &p.Absent[i], rec.Root)
+		present, _, err := v.verifyVersion(label, &p.Next, rec.Root)
 		if err != nil {
 			return nil, err
 		}
-		if present {
-			return nil, fmt.Errorf("%w: version %d exists beyond the history", ErrInvalid, want[i])
+		if !present {
+			return nil, fmt.Errorf("%w: history page claims version %d, which is absent", ErrInvalid, latest+1)
 		}
+	} else if err := v.verifyAbsent(label, latest, p.Absent, rec.Root); err != nil {
+		return nil, err
 	}
-	if err := v.accept(cp); err != nil {
+	if err := v.accept(prev, cp); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -337,10 +429,11 @@ func (v *Verifier) VerifyConsistency(p *ConsistencyProof) (*Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := v.checkAdvance(cp, p.Old, p.Hashes); err != nil {
+	prev, _, _ := v.snapshot()
+	if err := checkAdvance(prev, cp, p.Old, p.Hashes); err != nil {
 		return nil, err
 	}
-	return cp, v.accept(cp)
+	return cp, v.accept(prev, cp)
 }
 
 // CompareCheckpoint checks a checkpoint another client saw (checkpoint

@@ -3,7 +3,9 @@ package padding
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -180,4 +182,62 @@ func TestChunkExample(t *testing.T) {
 			t.Errorf("chunk %d = %s, want %s", i, got, want[i])
 		}
 	}
+}
+
+func TestParsePolicy(t *testing.T) {
+	for s, want := range map[string][]int{
+		"512,2048,16384,131072": Default.Buckets(),
+		"512":                   {512},
+		" 1024 , 8192 ":         {1024, 8192},
+	} {
+		p, err := ParsePolicy(s)
+		if err != nil || !slices.Equal(p.Buckets(), want) {
+			t.Errorf("ParsePolicy(%q) = %v, %v; want %v", s, p, err, want)
+		}
+		q, err := ParsePolicy(p.String())
+		if err != nil || !q.Equal(p) {
+			t.Errorf("%q does not round-trip through String: %v", s, err)
+		}
+	}
+	for _, s := range []string{"", ",", "512,", "512;2048", "-512", "+512", "0x200", "511", "2048,512", "512,512",
+		"512,600,700,800,900,1000,1100,1200,1300", "512,99999999999", "1048577"} {
+		if _, err := ParsePolicy(s); !errors.Is(err, ErrBadPolicy) {
+			t.Errorf("ParsePolicy(%q) = %v, want ErrBadPolicy", s, err)
+		}
+	}
+	// The text encoding is the pinned form in JSON; "" is the zero Policy.
+	raw, err := json.Marshal(struct{ P Policy }{Default})
+	if err != nil || string(raw) != `{"P":"512,2048,16384,131072"}` {
+		t.Fatalf("json: %s %v", raw, err)
+	}
+	var back struct{ P Policy }
+	if err := json.Unmarshal(raw, &back); err != nil || !back.P.Equal(Default) {
+		t.Fatalf("json back: %v %v", back.P, err)
+	}
+	if err := json.Unmarshal([]byte(`{"P":""}`), &back); err != nil || !back.P.IsZero() {
+		t.Fatalf("empty: %v %v", back.P, err)
+	}
+	if err := json.Unmarshal([]byte(`{"P":"511"}`), &back); !errors.Is(err, ErrBadPolicy) {
+		t.Fatalf("bad policy in JSON: %v", err)
+	}
+}
+
+func FuzzParsePolicy(f *testing.F) {
+	f.Add(Default.String())
+	f.Add("512")
+	f.Add(" 1024 , 8192 ")
+	f.Add("512,512")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParsePolicy(s)
+		if err != nil {
+			return
+		}
+		if _, err := NewPolicy(p.Buckets()...); err != nil {
+			t.Fatalf("accepted an invalid policy %v: %v", p, err)
+		}
+		q, err := ParsePolicy(p.String())
+		if err != nil || !q.Equal(p) {
+			t.Fatalf("%q does not round-trip: %v", s, err)
+		}
+	})
 }

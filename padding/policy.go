@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Limits on any policy (docs/protocol.md §3). The smallest bucket holds a
@@ -93,4 +95,49 @@ func (p Policy) String() string {
 		s += fmt.Sprint(b)
 	}
 	return s
+}
+
+// ParsePolicy reads a policy in the form String writes: the bucket sizes
+// in bytes, decimal, ascending, separated by commas ("512,2048,16384").
+// Spaces around the sizes are allowed. The result passes NewPolicy's
+// checks.
+//
+// A client pins the policy it expects from its server in this form
+// (docs/protocol.md §3.1): it is short enough for an invite or a QR code.
+func ParsePolicy(s string) (Policy, error) {
+	fields := strings.Split(s, ",")
+	if len(fields) > MaxBuckets {
+		return Policy{}, fmt.Errorf("%w: %d buckets (want 1 to %d)", ErrBadPolicy, len(fields), MaxBuckets)
+	}
+	sizes := make([]int, 0, len(fields))
+	for _, f := range fields {
+		f = strings.TrimSpace(f)
+		n, err := strconv.ParseUint(f, 10, 32)
+		if err != nil {
+			return Policy{}, fmt.Errorf("%w: %q is not a size in bytes", ErrBadPolicy, f)
+		}
+		sizes = append(sizes, int(n))
+	}
+	return NewPolicy(sizes...)
+}
+
+// IsZero reports whether p is the zero Policy (no buckets), which is not
+// a valid policy: APIs use it for "not set".
+func (p Policy) IsZero() bool { return len(p.buckets) == 0 }
+
+// MarshalText is String; the zero Policy encodes as "".
+func (p Policy) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText is ParsePolicy; "" decodes to the zero Policy.
+func (p *Policy) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*p = Policy{}
+		return nil
+	}
+	q, err := ParsePolicy(string(b))
+	if err != nil {
+		return err
+	}
+	*p = q
+	return nil
 }

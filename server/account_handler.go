@@ -19,7 +19,10 @@ import (
 //
 // Account exchanges never touch the mailbox store, and the anonymous
 // handlers (createMailbox, send) never reach s.opts.Accounts.
-func (s *Server) accountExchange(ctx context.Context, st Stream, r *wire.Reader, first *wire.AccountRequest) {
+//
+// src names the connection's source for the per-source limits of
+// registrations and logins (accountSource).
+func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.Source, r *wire.Reader, first *wire.AccountRequest) {
 	if s.opts.Accounts == nil {
 		s.reply(st, nil, wire.Errorf(wire.CodeUnavailable, "this server has no accounts"))
 		return
@@ -62,7 +65,7 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, r *wire.Reader,
 			reply(0, nil, err)
 			return
 		}
-		resp, err := a.RegisterStart(ctx, start.Username, start.Request)
+		resp, err := a.RegisterStartFrom(ctx, src, start.Username, start.Request)
 		if !reply(wire.AccountRegisterResponse, &account.RegisterResponse{Response: resp}, err) {
 			s.opts.Metrics.Registration(accountOutcome(err))
 			return
@@ -95,7 +98,7 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, r *wire.Reader,
 			reply(0, nil, err)
 			return
 		}
-		ke2, state, err := a.LoginStart(ctx, start.Username, start.KE1)
+		ke2, state, err := a.LoginStartFrom(ctx, src, start.Username, start.KE1)
 		if !reply(wire.AccountLoginResponse, &account.LoginResponse{KE2: ke2}, err) {
 			s.opts.Metrics.Login(accountOutcome(err))
 			return
@@ -173,6 +176,22 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, r *wire.Reader,
 	default:
 		s.reply(st, nil, wire.Errorf(wire.CodeProtocol, "account op %d does not start an exchange", first.Op))
 	}
+}
+
+// accountSource names a connection's source for the account limits
+// (accounts.Source): a clearnet client's address as the connection limit
+// counts it (sourceKeys: the IPv4 address, the IPv6 /64), and otherwise the
+// connection itself, as over the onion service, where every client shares
+// the tunnel's address and one client's failures must not shut out the
+// others. The source lives only in the limiter's memory, for at most the
+// failure window.
+func accountSource(info ConnInfo) accounts.Source {
+	if info.Transport != metrics.TransportTor {
+		if p, _, ok := sourceKeys(info.RemoteAddr); ok {
+			return accounts.AddressSource(p)
+		}
+	}
+	return accounts.ConnectionSource(info.ID)
 }
 
 // reply writes one response record, or err as an Error record. It

@@ -59,16 +59,20 @@ type Config struct {
 	MessageTTL    Duration `toml:"message_ttl"`
 	PurgeInterval Duration `toml:"purge_interval"`
 
-	MaxStreams       int      `toml:"max_streams"`
-	MaxConns         int      `toml:"max_conns"`
-	MaxConnsPerAddr  int      `toml:"max_conns_per_addr"`
-	RequestRate      float64  `toml:"request_rate"`
-	RequestBurst     int      `toml:"request_burst"`
-	AdminListen      string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
-	HandshakeTimeout Duration `toml:"handshake_timeout"`
-	IdleTimeout      Duration `toml:"idle_timeout"`
-	RequestTimeout   Duration `toml:"request_timeout"`
-	ShutdownTimeout  Duration `toml:"shutdown_timeout"`
+	MaxStreams        int      `toml:"max_streams"`
+	MaxConns          int      `toml:"max_conns"`
+	MaxConnsPerAddr   int      `toml:"max_conns_per_addr"`
+	MaxConnsPerNet    int      `toml:"max_conns_per_net"`
+	MaxConnsTor       int      `toml:"max_conns_tor"` // 0: half of max_conns
+	DeliveryBytes     int64    `toml:"delivery_bytes"`
+	DeliveryConnBytes int64    `toml:"delivery_conn_bytes"`
+	RequestRate       float64  `toml:"request_rate"`
+	RequestBurst      int      `toml:"request_burst"`
+	AdminListen       string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
+	HandshakeTimeout  Duration `toml:"handshake_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	RequestTimeout    Duration `toml:"request_timeout"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 
 	StoreMaxBatch int `toml:"store_max_batch"`
 
@@ -84,7 +88,8 @@ type Config struct {
 
 	KeyPackagePool int `toml:"key_package_pool"` // one-time KeyPackages per account (docs/protocol.md §4.12)
 
-	TorSettings // onion service and Tor keys (config_tor.go)
+	TorSettings     // onion service and Tor keys (config_tor.go)
+	AccountSettings // limits of registrations and logins (config_accounts.go)
 
 	sources map[string]Source
 }
@@ -177,37 +182,41 @@ func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 // DefaultConfig returns the built-in defaults, all marked FromDefault.
 func DefaultConfig() Config {
 	return Config{
-		Listen:           "127.0.0.1:4433",
-		DataDir:          "./qpc-data",
-		LogLevel:         "info",
-		LogFormat:        "text",
-		Buckets:          padding.Default.Buckets(),
-		QuotaMessages:    DefaultQuotaMessages,
-		QuotaBytes:       DefaultQuotaBytes,
-		MessageTTL:       Duration{DefaultTTL},
-		PurgeInterval:    Duration{10 * time.Minute},
-		MaxStreams:       100,
-		MaxConns:         DefaultMaxConns,
-		MaxConnsPerAddr:  DefaultMaxConnsPerAddr,
-		RequestRate:      DefaultRequestRate,
-		RequestBurst:     DefaultRequestBurst,
-		AdminListen:      DefaultAdminListen,
-		KT:               true,
-		KTListen:         DefaultKTListen,
-		KTPrefix:         "/kt",
-		KTEpoch:          Duration{kt.DefaultEpochInterval},
-		KTMinUpdates:     kt.DefaultMinUpdates,
-		HandshakeTimeout: Duration{10 * time.Second},
-		IdleTimeout:      Duration{60 * time.Second},
-		RequestTimeout:   Duration{30 * time.Second},
-		ShutdownTimeout:  Duration{10 * time.Second},
-		StoreMaxBatch:    store.DefaultMaxBatch,
-		RequireTokens:    true,
-		TokenEpoch:       Duration{tokens.DefaultEpochLength},
-		TokenQuota:       DefaultTokenQuota,
-		KeyPackagePool:   DefaultKeyPackagePool,
-		TorSettings:      defaultTorSettings(),
-		sources:          map[string]Source{},
+		Listen:            "127.0.0.1:4433",
+		DataDir:           "./qpc-data",
+		LogLevel:          "info",
+		LogFormat:         "text",
+		Buckets:           padding.Default.Buckets(),
+		QuotaMessages:     DefaultQuotaMessages,
+		QuotaBytes:        DefaultQuotaBytes,
+		MessageTTL:        Duration{DefaultTTL},
+		PurgeInterval:     Duration{10 * time.Minute},
+		MaxStreams:        100,
+		MaxConns:          DefaultMaxConns,
+		MaxConnsPerAddr:   DefaultMaxConnsPerAddr,
+		MaxConnsPerNet:    DefaultMaxConnsPerNet,
+		DeliveryBytes:     DefaultDeliveryBytes,
+		DeliveryConnBytes: DefaultDeliveryConnBytes,
+		RequestRate:       DefaultRequestRate,
+		RequestBurst:      DefaultRequestBurst,
+		AdminListen:       DefaultAdminListen,
+		KT:                true,
+		KTListen:          DefaultKTListen,
+		KTPrefix:          "/kt",
+		KTEpoch:           Duration{kt.DefaultEpochInterval},
+		KTMinUpdates:      kt.DefaultMinUpdates,
+		HandshakeTimeout:  Duration{10 * time.Second},
+		IdleTimeout:       Duration{60 * time.Second},
+		RequestTimeout:    Duration{30 * time.Second},
+		ShutdownTimeout:   Duration{10 * time.Second},
+		StoreMaxBatch:     store.DefaultMaxBatch,
+		RequireTokens:     true,
+		TokenEpoch:        Duration{tokens.DefaultEpochLength},
+		TokenQuota:        DefaultTokenQuota,
+		KeyPackagePool:    DefaultKeyPackagePool,
+		TorSettings:       defaultTorSettings(),
+		AccountSettings:   defaultAccountSettings(),
+		sources:           map[string]Source{},
 	}
 }
 
@@ -355,6 +364,41 @@ var configFields = append([]configField{
 		copy:  func(d, s *Config) { d.MaxConnsPerAddr = s.MaxConnsPerAddr },
 		check: func(c *Config) error { return checkRange(int64(c.MaxConnsPerAddr), 1, 1_000_000) },
 		value: func(c *Config) any { return c.MaxConnsPerAddr },
+	},
+	{
+		key:   "max_conns_per_net",
+		help:  "concurrent clearnet connections per IPv6 /48 (a site's block of 65,536 /64s); more are refused with RATE_LIMITED; not applied over Tor",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxConnsPerNet, s) },
+		copy:  func(d, s *Config) { d.MaxConnsPerNet = s.MaxConnsPerNet },
+		check: func(c *Config) error { return checkRange(int64(c.MaxConnsPerNet), 1, 1_000_000) },
+		value: func(c *Config) any { return c.MaxConnsPerNet },
+	},
+	{
+		key:   "max_conns_tor",
+		help:  "concurrent connections through the onion service, all together (they share the tunnel's address); 0 is half of max_conns; more are refused with UNAVAILABLE",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxConnsTor, s) },
+		copy:  func(d, s *Config) { d.MaxConnsTor = s.MaxConnsTor },
+		check: func(c *Config) error { return checkRange(int64(c.MaxConnsTor), 0, 1_000_000) },
+		value: func(c *Config) any { return c.MaxConnsTor },
+	},
+	{
+		key:   "delivery_bytes",
+		help:  "envelope bytes all Fetch and Subscribe streams together may hold loaded but not yet sent; a stream that finds no room within request_timeout is answered UNAVAILABLE",
+		parse: func(c *Config, s string) error { return parseInt64(&c.DeliveryBytes, s) },
+		copy:  func(d, s *Config) { d.DeliveryBytes = s.DeliveryBytes },
+		check: func(c *Config) error { return checkRange(c.DeliveryBytes, c.DeliveryConnBytes, 1<<40) },
+		value: func(c *Config) any { return c.DeliveryBytes },
+	},
+	{
+		key:   "delivery_conn_bytes",
+		help:  "envelope bytes the Fetch and Subscribe streams of one connection may hold loaded but not yet sent; at least twice the largest bucket, at most delivery_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.DeliveryConnBytes, s) },
+		copy:  func(d, s *Config) { d.DeliveryConnBytes = s.DeliveryConnBytes },
+		// One envelope of the largest bucket and its record must fit.
+		check: func(c *Config) error {
+			return checkRange(c.DeliveryConnBytes, 2*int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
+		},
+		value: func(c *Config) any { return c.DeliveryConnBytes },
 	},
 	{
 		key:   "request_rate",
@@ -526,7 +570,7 @@ var configFields = append([]configField{
 		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
 		value: func(c *Config) any { return c.KeyPackagePool },
 	},
-}, torConfigFields...)
+}, slices.Concat(torConfigFields, accountConfigFields)...)
 
 func parseBool(dst *bool, s string) error {
 	v, err := strconv.ParseBool(s)
@@ -800,21 +844,25 @@ func (c *Config) Options() (Options, store.Options, error) {
 		return Options{}, store.Options{}, fmt.Errorf("config: buckets: %w", err)
 	}
 	so := Options{
-		Policy:           policy,
-		Quota:            store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
-		TTL:              c.MessageTTL.Duration,
-		PurgeInterval:    c.PurgeInterval.Duration,
-		MaxStreams:       c.MaxStreams,
-		MaxConns:         c.MaxConns,
-		MaxConnsPerAddr:  c.MaxConnsPerAddr,
-		RequestRate:      c.RequestRate,
-		RequestBurst:     c.RequestBurst,
-		HandshakeTimeout: c.HandshakeTimeout.Duration,
-		IdleTimeout:      c.IdleTimeout.Duration,
-		RequestTimeout:   c.RequestTimeout.Duration,
-		TokenEpoch:       c.TokenEpoch.Duration,
-		TokenQuota:       c.TokenQuota,
-		KeyPackagePool:   c.KeyPackagePool,
+		Policy:            policy,
+		Quota:             store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
+		TTL:               c.MessageTTL.Duration,
+		PurgeInterval:     c.PurgeInterval.Duration,
+		MaxStreams:        c.MaxStreams,
+		MaxConns:          c.MaxConns,
+		MaxConnsPerAddr:   c.MaxConnsPerAddr,
+		MaxConnsPerNet:    c.MaxConnsPerNet,
+		MaxConnsTor:       c.MaxConnsTor,
+		DeliveryBytes:     c.DeliveryBytes,
+		DeliveryConnBytes: c.DeliveryConnBytes,
+		RequestRate:       c.RequestRate,
+		RequestBurst:      c.RequestBurst,
+		HandshakeTimeout:  c.HandshakeTimeout.Duration,
+		IdleTimeout:       c.IdleTimeout.Duration,
+		RequestTimeout:    c.RequestTimeout.Duration,
+		TokenEpoch:        c.TokenEpoch.Duration,
+		TokenQuota:        c.TokenQuota,
+		KeyPackagePool:    c.KeyPackagePool,
 	}
 	if !c.RequireTokens {
 		so.Authorizer = OpenAccess{}

@@ -1,45 +1,64 @@
 package server
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // hub wakes the subscriptions of a mailbox when something is stored in it.
 // A wake carries no data: the subscriber reads the store after its cursor,
 // so a wake that arrives while it is busy is never lost, only merged.
+//
+// A mailbox holds at most max subscriptions (Options.MaxSubsPerMailbox):
+// a new one beyond it replaces the oldest, so a Send wakes a bounded
+// number of subscribers, and an owner whose old connection died unnoticed
+// is not locked out by its own stale subscriptions.
 type hub struct {
 	mu   sync.Mutex
-	subs map[[32]byte]map[*subscription]struct{}
+	max  int
+	subs map[[32]byte][]*subscription // oldest first
 }
 
 type subscription struct {
-	wake chan struct{} // buffered 1: pending wakes merge
-	gone chan struct{} // closed when the mailbox is deleted
+	wake     chan struct{} // buffered 1: pending wakes merge
+	gone     chan struct{} // closed when the mailbox is deleted
+	replaced chan struct{} // closed when a newer subscription took this one's place
 }
 
-func newHub() *hub { return &hub{subs: make(map[[32]byte]map[*subscription]struct{})} }
+func newHub(max int) *hub {
+	return &hub{max: max, subs: make(map[[32]byte][]*subscription)}
+}
 
 // subscribe registers interest in a mailbox; call the returned func to stop.
 func (h *hub) subscribe(id [32]byte) (*subscription, func()) {
-	s := &subscription{wake: make(chan struct{}, 1), gone: make(chan struct{})}
+	s := &subscription{wake: make(chan struct{}, 1), gone: make(chan struct{}), replaced: make(chan struct{})}
 	h.mu.Lock()
-	if h.subs[id] == nil {
-		h.subs[id] = make(map[*subscription]struct{})
+	subs := h.subs[id]
+	for len(subs) >= h.max {
+		close(subs[0].replaced)
+		subs = subs[1:]
 	}
-	h.subs[id][s] = struct{}{}
+	h.subs[id] = append(subs, s)
 	h.mu.Unlock()
 	return s, func() {
 		h.mu.Lock()
-		delete(h.subs[id], s)
-		if len(h.subs[id]) == 0 {
-			delete(h.subs, id)
+		defer h.mu.Unlock()
+		subs := h.subs[id]
+		if i := slices.Index(subs, s); i >= 0 {
+			subs = slices.Delete(subs, i, i+1)
 		}
-		h.mu.Unlock()
+		if len(subs) == 0 {
+			delete(h.subs, id)
+		} else {
+			h.subs[id] = subs
+		}
 	}
 }
 
 func (h *hub) notify(id [32]byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.subs[id] {
+	for _, s := range h.subs[id] {
 		select {
 		case s.wake <- struct{}{}:
 		default:
@@ -51,7 +70,7 @@ func (h *hub) notify(id [32]byte) {
 func (h *hub) closeMailbox(id [32]byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.subs[id] {
+	for _, s := range h.subs[id] {
 		close(s.gone)
 	}
 	delete(h.subs, id)

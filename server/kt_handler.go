@@ -94,8 +94,6 @@ func ktError(err error) error {
 		return nil
 	case errors.Is(err, kt.ErrLabel), errors.Is(err, kt.ErrValue):
 		return wire.Errorf(wire.CodeProtocol, "invalid label or value")
-	case errors.Is(err, kt.ErrHistoryTooLong):
-		return wire.Errorf(wire.CodeTooLarge, "history too long; ask since a later epoch")
 	case errors.Is(err, kt.ErrTooManyVersions):
 		return wire.Errorf(wire.CodeQuota, "label has too many versions")
 	case errors.Is(err, kt.ErrClosed), errors.Is(err, kt.ErrNoEpoch),

@@ -16,8 +16,12 @@ import (
 const (
 	DefaultMaxConns        = 10_000
 	DefaultMaxConnsPerAddr = 64
-	DefaultRequestRate     = 200
-	DefaultRequestBurst    = 400
+	// DefaultMaxConnsPerNet is the cap per IPv6 /48, the block a site is
+	// usually given: 65,536 /64s, each of which would otherwise get
+	// MaxConnsPerAddr connections of its own.
+	DefaultMaxConnsPerNet = 256
+	DefaultRequestRate    = 200
+	DefaultRequestBurst   = 400
 )
 
 func (o *Options) setLimitDefaults() {
@@ -26,6 +30,14 @@ func (o *Options) setLimitDefaults() {
 	}
 	if o.MaxConnsPerAddr <= 0 {
 		o.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if o.MaxConnsPerNet <= 0 {
+		o.MaxConnsPerNet = DefaultMaxConnsPerNet
+	}
+	if o.MaxConnsTor <= 0 {
+		// Half the slots: an onion flood, which the per-address caps
+		// cannot tell apart, leaves the other half to clearnet clients.
+		o.MaxConnsTor = max(1, o.MaxConns/2)
 	}
 	if o.RequestRate <= 0 {
 		o.RequestRate = DefaultRequestRate
@@ -38,44 +50,59 @@ func (o *Options) setLimitDefaults() {
 	}
 }
 
-// connLimiter counts open connections, in total and per clearnet source.
-// The addresses live only in this map, only while their connections are
-// open; nothing logs or exports them.
+// connLimiter counts open connections: in total, through the onion
+// service, and per clearnet source and source network. The addresses live
+// only in this map, only while their connections are open; nothing logs
+// or exports them.
 type connLimiter struct {
 	mu      sync.Mutex
 	total   int
-	perAddr map[netip.Prefix]int
+	tor     int
+	perAddr map[netip.Prefix]int // IPv4 /32 and IPv6 /64 (MaxConnsPerAddr), IPv6 /48 (MaxConnsPerNet)
 }
 
-// sourceKey is what the per-address limit counts: the IPv4 address, or
+// sourceKeys is what the per-address limits count: the IPv4 address, or
 // the /64 of an IPv6 address (one subscriber usually holds a whole /64,
-// so counting single IPv6 addresses would limit nothing).
-func sourceKey(a net.Addr) (netip.Prefix, bool) {
+// so counting single IPv6 addresses would limit nothing) and its /48 (a
+// site usually holds a whole /48). IPv4 has no network key: many honest
+// users share one IPv4 address behind a carrier-grade NAT already.
+func sourceKeys(a net.Addr) (addr, network netip.Prefix, ok bool) {
 	ua, ok := a.(*net.UDPAddr)
 	if !ok {
-		return netip.Prefix{}, false
+		return addr, network, false
 	}
 	ip, ok := netip.AddrFromSlice(ua.IP)
 	if !ok {
-		return netip.Prefix{}, false
+		return addr, network, false
 	}
 	ip = ip.Unmap()
-	bits := 32
-	if ip.Is6() {
-		bits = 64
+	if ip.Is4() {
+		addr, err := ip.Prefix(32)
+		return addr, network, err == nil
 	}
-	p, err := ip.Prefix(bits)
-	return p, err == nil
+	addr, err := ip.Prefix(64)
+	if err != nil {
+		return addr, network, false
+	}
+	network, err = ip.Prefix(48)
+	return addr, network, err == nil
 }
 
-// admit takes a connection slot, or says which limit refuses it. Over Tor
-// every client arrives from the tunnel's one address, so only the global
-// limit applies there.
+// admit takes a connection slot, or says which limit refuses it.
 func (s *Server) admit(conn *quic.Conn, transport string) (release func(), refusal *wire.Error) {
+	return s.admitFrom(conn.RemoteAddr(), transport)
+}
+
+// admitFrom is admit for a connection from remote. Over Tor every client
+// arrives from the tunnel's one address: the onion cap applies there
+// instead of the per-address ones.
+func (s *Server) admitFrom(remote net.Addr, transport string) (release func(), refusal *wire.Error) {
 	l := &s.connLimits
-	key, perAddr := netip.Prefix{}, false
-	if transport != metrics.TransportTor {
-		key, perAddr = sourceKey(conn.RemoteAddr())
+	tor := transport == metrics.TransportTor
+	var addr, network netip.Prefix
+	perAddr := false
+	if !tor {
+		addr, network, perAddr = sourceKeys(remote)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -83,24 +110,46 @@ func (s *Server) admit(conn *quic.Conn, transport string) (release func(), refus
 		s.opts.Metrics.Refused(metrics.LimitConnections)
 		return nil, wire.Errorf(wire.CodeUnavailable, "server at its connection limit, retry later")
 	}
+	if tor && l.tor >= s.opts.MaxConnsTor {
+		s.opts.Metrics.Refused(metrics.LimitConnectionsTor)
+		return nil, wire.Errorf(wire.CodeUnavailable, "server at its limit of onion connections, retry later")
+	}
 	if perAddr {
 		if l.perAddr == nil {
 			l.perAddr = make(map[netip.Prefix]int)
 		}
-		if l.perAddr[key] >= s.opts.MaxConnsPerAddr {
+		if l.perAddr[addr] >= s.opts.MaxConnsPerAddr {
 			s.opts.Metrics.Refused(metrics.LimitConnectionsPerAddr)
 			return nil, wire.Errorf(wire.CodeRateLimited, "too many connections from your address, retry later")
 		}
-		l.perAddr[key]++
+		if network.IsValid() && l.perAddr[network] >= s.opts.MaxConnsPerNet {
+			s.opts.Metrics.Refused(metrics.LimitConnectionsPerNet)
+			return nil, wire.Errorf(wire.CodeRateLimited, "too many connections from your network, retry later")
+		}
+		l.perAddr[addr]++
+		if network.IsValid() {
+			l.perAddr[network]++
+		}
 	}
 	l.total++
+	if tor {
+		l.tor++
+	}
 	return func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		l.total--
+		if tor {
+			l.tor--
+		}
 		if perAddr {
-			if l.perAddr[key]--; l.perAddr[key] <= 0 {
-				delete(l.perAddr, key)
+			for _, k := range []netip.Prefix{addr, network} {
+				if !k.IsValid() {
+					continue
+				}
+				if l.perAddr[k]--; l.perAddr[k] <= 0 {
+					delete(l.perAddr, k)
+				}
 			}
 		}
 	}, nil

@@ -26,6 +26,7 @@ import (
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
+	"golang.org/x/sync/semaphore"
 )
 
 // Options configure a Server. Zero values take the defaults below.
@@ -41,11 +42,20 @@ type Options struct {
 	MaxStreams       int           // concurrent request streams per connection; default 100
 	MaxConns         int           // concurrent connections, all transports; default 10,000
 	MaxConnsPerAddr  int           // concurrent clearnet connections per source address (IPv6: per /64); default 64
+	MaxConnsPerNet   int           // concurrent clearnet connections per IPv6 /48; default 256
+	MaxConnsTor      int           // concurrent connections through the onion service; default MaxConns/2
 	RequestRate      float64       // requests per second per connection (token bucket); default 200
 	RequestBurst     int           // requests a connection may make at once above the rate; default 400
 	HandshakeTimeout time.Duration // QUIC + hello; default 10 s (raise for Tor)
 	IdleTimeout      time.Duration // QUIC idle timeout; default 60 s
 	RequestTimeout   time.Duration // read one request / write one response; default 30 s
+
+	// Delivery memory (delivery.go): envelope bytes Fetch and Subscribe
+	// hold loaded but not yet written, per connection and in total.
+	DeliveryConnBytes int64 // default 2 MiB
+	DeliveryBytes     int64 // default 128 MiB
+	MaxSubsPerMailbox int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
+	MaxSubsPerConn    int   // subscriptions one connection may hold; default 32
 
 	// Tokens issues and redeems anonymous delivery tokens. With it (and
 	// no Authorizer), every create and send must carry one token.
@@ -114,6 +124,7 @@ func (o *Options) setDefaults() {
 		o.MaxStreams = 100
 	}
 	o.setLimitDefaults()
+	o.setDeliveryDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -168,9 +179,13 @@ type Server struct {
 	packets    []net.PacketConn
 	conns      map[*quic.Conn]struct{}
 
-	connLimits connLimiter  // connection counts for MaxConns and MaxConnsPerAddr
-	readyMu    sync.Mutex   // guards readyChecks
-	readyCheck []readyCheck // extra /readyz conditions (AddReadyCheck)
+	connLimits connLimiter // connection counts for MaxConns and MaxConnsPerAddr
+
+	delivery       *semaphore.Weighted // DeliveryBytes (delivery.go)
+	pageMsgs       int                 // messages per delivery page
+	maxDeliverable int                 // MaxDeliverable(Policy)
+	readyMu        sync.Mutex          // guards readyChecks
+	readyCheck     []readyCheck        // extra /readyz conditions (AddReadyCheck)
 
 	subsCtx    context.Context // cancelled when draining starts
 	subsCancel context.CancelFunc
@@ -203,6 +218,10 @@ func New(opts Options) (*Server, error) {
 	if maxEnv <= 0 {
 		return nil, fmt.Errorf("server: largest bucket %d leaves no room for an envelope", opts.Policy.Max())
 	}
+	pageMsgs, err := deliveryPage(&opts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts: opts,
 		tls:  tlsConf,
@@ -220,11 +239,15 @@ func New(opts Options) (*Server, error) {
 			QuotaBytes:    uint64(opts.Quota.MaxBytes),
 			TTLSeconds:    uint32(opts.TTL / time.Second),
 		},
-		hub:       newHub(),
+		hub:       newHub(opts.MaxSubsPerMailbox),
 		log:       opts.Logger,
 		conns:     make(map[*quic.Conn]struct{}),
 		purgeStop: make(chan struct{}),
 		purgeDone: make(chan struct{}),
+
+		delivery:       semaphore.NewWeighted(opts.DeliveryBytes),
+		pageMsgs:       pageMsgs,
+		maxDeliverable: MaxDeliverable(opts.Policy),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
@@ -263,8 +286,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 // ServeTransport is Serve for a named transport: metrics.TransportUDP
 // (clearnet), or metrics.TransportTor for QUIC tunneled through the onion
 // service, where every client shares the tunnel's address, so the
-// per-address limit is not applied (the token quota is the abuse control
-// there).
+// per-address limits are not applied; MaxConnsTor caps them together.
 func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 	tr := &quic.Transport{Conn: pc}
 	conf := s.quic
@@ -397,8 +419,8 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 	s.opts.Metrics.ConnOpened(transport)
 	defer s.opts.Metrics.ConnClosed(transport)
 
-	cs := conn.ConnectionState().TLS
-	binding, err := cs.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
+	tlsState := conn.ConnectionState().TLS
+	binding, err := tlsState.ExportKeyingMaterial(wire.ExporterLabel, nil, wire.BindingSize)
 	if err != nil {
 		conn.CloseWithError(closeProtocol, "no TLS exporter")
 		return
@@ -409,6 +431,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
+	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info)}
 	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
 		qs, err := conn.AcceptStream(conn.Context())
@@ -436,7 +459,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 			defer s.inflight.Done()
 			s.opts.Metrics.StreamStarted()
 			defer s.opts.Metrics.StreamDone()
-			s.handleStream(conn, binding, st)
+			s.handleStream(conn, cs, st)
 		}()
 	}
 }
@@ -525,17 +548,17 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 	wire.WriteMessage(w, p, e)
 }
 
-func (s *Server) handleStream(conn *quic.Conn, binding []byte, st Stream) {
+func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
 	subscribed := false
 	defer func() {
 		if !subscribed { // a subscription reads its stream to the end itself
 			s.finishRead(st, r)
+			r.Reset(nil, s.opts.Policy) // drop the stream, keep the buffers
+			s.readers.Put(r)
 		}
 		st.Close()
-		r.Reset(nil, s.opts.Policy) // drop the stream, keep the buffers
-		s.readers.Put(r)
 	}()
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 	m, err := r.ReadMessage()
@@ -572,16 +595,20 @@ func (s *Server) handleStream(conn *quic.Conn, binding []byte, st Stream) {
 	defer cancel()
 	switch m := m.(type) {
 	case *wire.Subscribe:
+		// A subscription reads its stream itself, byte by byte: the
+		// pooled reader and its buffers go back at once.
 		subscribed = true
-		s.subscribe(conn, binding, st, m)
+		r.Reset(nil, s.opts.Policy)
+		s.readers.Put(r)
+		s.subscribe(conn, cs, st, m)
 		return
 	case *wire.AccountRequest:
-		s.accountExchange(ctx, st, r, m)
+		s.accountExchange(ctx, st, cs.src, r, m)
 		return
 	}
 	resp, isKT, err := s.ktRequest(ctx, m)
 	if !isKT {
-		resp, err = s.dispatch(ctx, binding, st, m)
+		resp, err = s.dispatch(ctx, cs, st, m)
 	}
 	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	if err != nil {
@@ -606,7 +633,8 @@ func (s *Server) logFailure(kind wire.Kind, err error) {
 
 // dispatch runs one request. Fetch writes its own Delivery records and
 // returns the closing FetchEnd.
-func (s *Server) dispatch(ctx context.Context, binding []byte, st Stream, m wire.Message) (wire.Message, error) {
+func (s *Server) dispatch(ctx context.Context, cs *connState, st Stream, m wire.Message) (wire.Message, error) {
+	binding := cs.binding
 	switch m := m.(type) {
 	case *wire.Health:
 		if s.Draining() {
@@ -624,7 +652,7 @@ func (s *Server) dispatch(ctx context.Context, binding []byte, st Stream, m wire
 	case *wire.Send:
 		return s.send(ctx, m)
 	case *wire.Fetch:
-		return s.fetch(ctx, binding, st, m)
+		return s.fetch(ctx, cs, st, m)
 	case *wire.UploadKeyPackages:
 		return s.uploadKeyPackages(ctx, m)
 	case *wire.FetchKeyPackage:
@@ -718,86 +746,77 @@ func (s *Server) authorizeOwner(ctx context.Context, binding []byte, m wire.Sign
 	return mb, nil
 }
 
-func (s *Server) fetch(ctx context.Context, binding []byte, st Stream, m *wire.Fetch) (wire.Message, error) {
-	if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
+func (s *Server) fetch(ctx context.Context, cs *connState, st Stream, m *wire.Fetch) (wire.Message, error) {
+	if _, err := s.authorizeOwner(ctx, cs.binding, m); err != nil {
 		return nil, err
 	}
 	limit := min(int(m.Limit), int(s.limits.MaxFetch))
-	msgs, more, err := s.opts.Store.Fetch(ctx, m.ReceiveID, m.After, limit, s.opts.Now())
+	_, more, err := s.deliverFrom(ctx, cs, st, m.ReceiveID, m.After, limit)
 	if err != nil {
-		return nil, storeError(err)
-	}
-	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-	if err := s.deliver(st, msgs); err != nil {
 		return nil, err
 	}
 	return &wire.FetchEnd{More: more}, nil
 }
 
-// deliver writes each message as its own Delivery record, so every one is
-// padded to its own bucket.
-func (s *Server) deliver(w io.Writer, msgs []store.Message) error {
-	var buf []byte
-	for _, msg := range msgs {
-		var err error
-		buf, err = wire.AppendMessage(buf[:0], s.opts.Policy, &wire.Delivery{
-			Seq: msg.Seq, MessageID: msg.ID, ReceivedAt: uint64(msg.ReceivedAt.Unix()), Envelope: msg.Envelope,
-		})
-		if err != nil {
-			return err
-		}
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // subscribe streams the backlog after the cursor, a FetchEnd marker, then
 // every new message, until the client closes the stream, the mailbox is
-// deleted, the connection ends, or the server drains.
-func (s *Server) subscribe(conn *quic.Conn, binding []byte, st Stream, m *wire.Subscribe) {
-	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
-	_, err := s.authorizeOwner(ctx, binding, m)
-	cancel()
-	if err != nil {
+// deleted, a newer subscription replaces this one, the connection ends,
+// or the server drains.
+func (s *Server) subscribe(conn *quic.Conn, cs *connState, st Stream, m *wire.Subscribe) {
+	fail := func(err error) {
 		s.countError(metrics.KindLabel(wire.KindSubscribe), err)
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 		s.writeError(st, s.opts.Policy, err)
+		st.CancelRead(0)
+	}
+	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
+	_, err := s.authorizeOwner(ctx, cs.binding, m)
+	cancel()
+	if err != nil {
+		fail(err)
 		return
 	}
+	if cs.subs.Add(1) > int32(s.opts.MaxSubsPerConn) {
+		cs.subs.Add(-1)
+		s.opts.Metrics.Refused(metrics.LimitSubscriptions)
+		fail(wire.Errorf(wire.CodeRateLimited, "too many subscriptions on this connection (%d)", s.opts.MaxSubsPerConn))
+		return
+	}
+	defer cs.subs.Add(-1)
 	st.SetReadDeadline(time.Time{})
 	// Register before reading the backlog so no store can slip between.
 	sub, stop := s.hub.subscribe(m.ReceiveID)
 	defer stop()
 	// The client ends a subscription by closing its side; a read that
-	// returns tells us so.
+	// returns tells us so. Anything it sends meanwhile is dropped through
+	// a small buffer.
 	clientGone := make(chan struct{})
 	go func() {
-		io.Copy(io.Discard, st)
-		close(clientGone)
-	}()
-	cursor, marked := m.After, false
-	for {
+		var b [64]byte
 		for {
-			msgs, more, err := s.opts.Store.Fetch(st.Context(), m.ReceiveID, cursor, int(s.limits.MaxFetch), s.opts.Now())
-			if err != nil {
-				st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-				s.writeError(st, s.opts.Policy, storeError(err))
-				return
-			}
-			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-			if err := s.deliver(st, msgs); err != nil {
-				return
-			}
-			if len(msgs) > 0 {
-				cursor = msgs[len(msgs)-1].Seq
-			}
-			if !more {
+			if _, err := st.Read(b[:]); err != nil {
 				break
 			}
 		}
+		close(clientGone)
+	}()
+	defer st.CancelRead(0) // ends that reader, whoever ends the subscription
+	cursor, marked := m.After, false
+	for {
+		var more bool
+		var err error
+		for more = true; more; {
+			cursor, more, err = s.deliverFrom(st.Context(), cs, st, m.ReceiveID, cursor, math.MaxInt)
+			if err != nil {
+				if _, coded := wire.CodeOf(err); coded {
+					st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+					s.writeError(st, s.opts.Policy, err)
+				}
+				return
+			}
+		}
 		if !marked {
+			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			if wire.WriteMessage(st, s.opts.Policy, &wire.FetchEnd{}) != nil {
 				return
 			}
@@ -810,6 +829,11 @@ func (s *Server) subscribe(conn *quic.Conn, binding []byte, st Stream, m *wire.S
 			// closing record a fresh one, or it is lost.
 			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeNotFound, "mailbox deleted"))
+			return
+		case <-sub.replaced:
+			s.opts.Metrics.Refused(metrics.LimitSubscriptions)
+			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeRateLimited, "a newer subscription to this mailbox replaced this one"))
 			return
 		case <-clientGone:
 			return

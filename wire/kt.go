@@ -43,11 +43,12 @@ type KTLookup struct {
 }
 
 // KTHistory asks, on a session, for every version of the account's own
-// label since epoch Since.
+// label from version Since (the last one the owner verified; 0: from
+// version 1).
 type KTHistory struct {
 	Session   [SessionSize]byte
 	Label     string
-	Since     uint64
+	Since     uint32
 	KnownSize uint64
 }
 
@@ -166,12 +167,12 @@ func (m *KTLookup) unmarshal(s *cryptobyte.String) bool {
 func (m *KTHistory) marshal(b *cryptobyte.Builder) {
 	b.AddBytes(m.Session[:])
 	addLabel(b, m.Label)
-	b.AddUint64(m.Since)
+	b.AddUint32(m.Since)
 	b.AddUint64(m.KnownSize)
 }
 
 func (m *KTHistory) unmarshal(s *cryptobyte.String) bool {
-	return s.CopyBytes(m.Session[:]) && readLabel(s, &m.Label) && s.ReadUint64(&m.Since) && s.ReadUint64(&m.KnownSize)
+	return s.CopyBytes(m.Session[:]) && readLabel(s, &m.Label) && s.ReadUint32(&m.Since) && s.ReadUint64(&m.KnownSize)
 }
 
 func (m *KTConsistency) marshal(b *cryptobyte.Builder)       { b.AddUint64(m.Old) }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/quicprochat/qpc/padding"
 )
@@ -107,11 +108,8 @@ func (r *Reader) ReadRecord() (Kind, []byte, error) {
 	if err != nil {
 		return 0, nil, Errorf(CodeTooLarge, "record length %d exceeds the largest bucket %d", n, r.policy.Max())
 	}
-	if cap(r.buf) < size-HeaderSize {
-		r.buf = make([]byte, size-HeaderSize)
-	}
-	rest := r.buf[:size-HeaderSize]
-	if _, err := io.ReadFull(r.r, rest); err != nil {
+	rest, err := r.readBody(size - HeaderSize)
+	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return 0, nil, fmt.Errorf("%w: %w", Errorf(CodeProtocol, "truncated record"), io.ErrUnexpectedEOF)
 		}
@@ -121,6 +119,35 @@ func (r *Reader) ReadRecord() (Kind, []byte, error) {
 		return 0, nil, Errorf(CodeProtocol, "nonzero record padding")
 	}
 	return Kind(hdr[0]), rest[:n], nil
+}
+
+// ReadChunk is the most a record header alone makes a Reader allocate.
+// A body longer than the buffer the Reader already holds grows as its
+// bytes arrive, doubling from ReadChunk, so a peer that announces the
+// largest bucket and stalls costs what it sent, not what it announced
+// (issue 18 item 2). A pooled Reader keeps its grown buffer.
+const ReadChunk = 16 << 10
+
+// readBody reads the n bytes after a record header into r.buf.
+func (r *Reader) readBody(n int) ([]byte, error) {
+	if cap(r.buf) >= n {
+		rest := r.buf[:n]
+		_, err := io.ReadFull(r.r, rest)
+		return rest, err
+	}
+	buf := r.buf[:0]
+	for len(buf) < n {
+		step := min(n-len(buf), max(ReadChunk, len(buf)))
+		buf = slices.Grow(buf, step)
+		got, err := io.ReadFull(r.r, buf[len(buf):len(buf)+step])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			r.buf = buf[:0]
+			return nil, err
+		}
+	}
+	r.buf = buf
+	return buf, nil
 }
 
 // AtEOF reports whether the stream ends cleanly here: it blocks until the

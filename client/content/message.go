@@ -32,6 +32,7 @@ const (
 	KindMailbox Kind = 2 // the sender's per-conversation receive mailbox
 	KindLeave   Kind = 3 // the sender asks to be removed; empty body
 	KindReceipt Kind = 4 // delivery or read receipts
+	KindCover   Kind = 5 // cover traffic: filler the recipient drops unread
 )
 
 func (k Kind) String() string {
@@ -44,6 +45,8 @@ func (k Kind) String() string {
 		return "leave"
 	case KindReceipt:
 		return "receipt"
+	case KindCover:
+		return "cover"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -70,7 +73,7 @@ func (t ReceiptType) String() string {
 // Message is the MLS application data of every conversation message
 // (docs/protocol.md §11.1). Exactly the body field of its Kind is set:
 // Text for KindText, Mailbox for KindMailbox, Receipt for KindReceipt,
-// none for KindLeave.
+// Filler (possibly empty) for KindCover, none for KindLeave.
 type Message struct {
 	Kind Kind
 	// ID is a random content ID, for deduplication and receipts.
@@ -87,6 +90,10 @@ type Message struct {
 	Text    string
 	Mailbox *MailboxAnnounce
 	Receipt *Receipt
+	// Filler is the body of a KindCover message: bytes that only give
+	// the message the size of the real one it stands for. The sender
+	// fills them with zeros; the recipient ignores them.
+	Filler []byte
 }
 
 // MailboxAnnounce is the body of a KindMailbox message: the sender's
@@ -128,6 +135,8 @@ func (m *Message) Marshal() ([]byte, error) {
 					b.AddBytes(id[:])
 				}
 			})
+		case KindCover:
+			b.AddBytes(m.Filler)
 		}
 	})
 	out, err := b.Bytes()
@@ -184,6 +193,9 @@ func ParseMessage(b []byte) (*Message, error) {
 			ids.CopyBytes(id[:])
 			m.Receipt.IDs = append(m.Receipt.IDs, id)
 		}
+	case KindCover:
+		m.Filler = clone(body)
+		body = nil
 	default:
 		return nil, malformed("message: unknown kind %d", kind)
 	}
@@ -208,6 +220,9 @@ func (m *Message) check() error {
 		return malformed("message: checkpoint of %d bytes exceeds %d", len(m.Checkpoint), MaxCheckpoint)
 	}
 	var hasText, hasMailbox, hasReceipt = m.Text != "", m.Mailbox != nil, m.Receipt != nil
+	if m.Kind != KindCover && len(m.Filler) > 0 {
+		return malformed("%s message: filler set", m.Kind)
+	}
 	var want bool // whether the body field of m.Kind is set
 	switch m.Kind {
 	case KindText:
@@ -233,6 +248,11 @@ func (m *Message) check() error {
 			if err := m.Receipt.check(); err != nil {
 				return err
 			}
+		}
+	case KindCover:
+		want = !hasText && !hasMailbox && !hasReceipt
+		if len(m.Filler) > MaxBody {
+			return malformed("cover: %d bytes of filler exceeds %d", len(m.Filler), MaxBody)
 		}
 	default:
 		return malformed("message: unknown kind %d", uint8(m.Kind))

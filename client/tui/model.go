@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/safetext"
 )
 
 // Messenger is what the screen needs of a *client.Client.
@@ -165,11 +166,13 @@ func (c *conv) target() string {
 	return c.name
 }
 
+// display is the conversation's name as shown (safe for the terminal:
+// a group's name is chosen by its creator).
 func (c *conv) display() string {
 	if c.group {
-		return "#" + c.name
+		return "#" + safetext.Line(c.name)
 	}
-	return c.name
+	return safetext.Line(c.name)
 }
 
 // Model is the chat screen.
@@ -716,14 +719,14 @@ func (m *Model) View() string {
 			out = append(out, alarmStyle.Render(fit(fmt.Sprintf(" ⚠ %d ALARMS (the newest below; qpc status lists them all)", n), w)))
 		}
 		for _, a := range show {
-			out = append(out, alarmStyle.Render(fit(" ⚠ ALARM "+a, w)))
+			out = append(out, alarmStyle.Render(fit(" ⚠ ALARM "+safetext.Line(a), w)))
 		}
 	}
 	who := m.me
 	if who == "" {
 		who = "…"
 	}
-	out = append(out, statusStyle.Render(fit(" qpc chat · "+who+" · "+m.status, w)))
+	out = append(out, statusStyle.Render(fit(" qpc chat · "+safetext.Line(who)+" · "+safetext.Line(m.status), w)))
 
 	bodyH := h - len(out) - 3 // the body, then note, input and help lines
 	if bodyH < 1 {
@@ -736,7 +739,7 @@ func (m *Model) View() string {
 	for i := range bodyH {
 		out = append(out, left[i]+faint.Render("│")+right[i])
 	}
-	out = append(out, faint.Render(fit(m.note, w)))
+	out = append(out, faint.Render(fit(safetext.Line(m.note), w)))
 	m.input.Width = w - 3
 	out = append(out, fit(m.input.View(), w))
 	out = append(out, faint.Render(fit("Tab/ctrl-n next · shift-Tab/ctrl-p previous · Enter send · /to <handle|group> · Esc/ctrl-c quit", w)))
@@ -747,10 +750,7 @@ func (m *Model) listLines(w, h int) []string {
 	out := make([]string, 0, h)
 	out = append(out, fit(faint.Render(" conversations"), w))
 	for i, c := range m.convs {
-		name := c.name
-		if c.group {
-			name = "#" + name
-		}
+		name := c.display()
 		s := "  " + name
 		if i == m.sel {
 			s = "▸ " + name
@@ -784,7 +784,15 @@ func (m *Model) messageLines(w, h int) []string {
 		all = []string{faint.Render(" no conversation selected")}
 	} else {
 		for _, l := range c.lines {
-			all = append(all, strings.Split(ansi.Wrap(m.render(l), w-1, " "), "\n")...)
+			// Every line of an entry after its first (a line break in a
+			// message, or a wrap) is indented: only the screen starts a
+			// line of the pane.
+			for i, s := range strings.Split(ansi.Wrap(m.render(l), w-1-len(indent), " "), "\n") {
+				if i > 0 {
+					s = indent + s
+				}
+				all = append(all, s)
+			}
 		}
 		if len(c.lines) == 0 {
 			all = append(all, faint.Render(" no messages yet"))
@@ -803,22 +811,29 @@ func (m *Model) messageLines(w, h int) []string {
 	return out
 }
 
+// indent starts every line of the message pane that continues an entry.
+const indent = "      "
+
+// render is one entry of the message pane. What a peer or the server
+// chose (names, texts) goes through package safetext: no control reaches
+// the terminal, and a text's line breaks stay as "\n" for messageLines
+// to indent.
 func (m *Model) render(l line) string {
 	at := l.at.Local().Format("15:04")
 	switch l.kind {
 	case client.EventMessage:
-		s := faint.Render(at) + " " + fromStyle.Render(l.from) + ": " + l.text
+		s := faint.Render(at) + " " + fromStyle.Render(safetext.Line(l.from)) + ": " + safetext.Text(l.text)
 		if l.own {
 			mark := markText[l.state]
 			if l.state == stFailed {
-				mark += ": " + l.fail
+				mark += ": " + safetext.Line(l.fail)
 			}
 			s += " " + stateStyles[l.state].Render("("+mark+")")
 		}
 		return s
 	case client.EventGap:
-		return faint.Render(at) + " " + gapStyle.Render("! "+l.text)
+		return faint.Render(at) + " " + gapStyle.Render("! "+safetext.Line(l.text))
 	default:
-		return faint.Render(at + " * " + l.text)
+		return faint.Render(at + " * " + safetext.Line(l.text))
 	}
 }

@@ -352,7 +352,7 @@ func (c *cli) run(cfg *server.Config) error {
 		st.Close()
 		return err
 	}
-	accts, err := accounts.Open(cfg.DataDir, keys, accounts.Options{})
+	accts, err := accounts.Open(cfg.DataDir, keys, cfg.AccountOptions())
 	if err != nil {
 		st.Close()
 		return err

@@ -20,25 +20,8 @@ import (
 // into one pane show up as a message in the other, both ways, with the
 // sender's delivery mark; Esc leaves with status 0.
 func TestChatTmux(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds qpc and runs a server")
-	}
-	tmux, err := exec.LookPath("tmux")
-	if err != nil {
-		if os.Getenv("QPC_CI") != "" {
-			t.Fatal("tmux is not installed (CI installs it with apt-get)")
-		}
-		t.Skip("tmux is not installed")
-	}
 	dir := t.TempDir()
-
-	qpc := filepath.Join(dir, "qpc")
-	build := exec.Command("go", "build", "-o", qpc, "github.com/quicprochat/qpc/cmd/qpc")
-	build.Env = cleanEnv()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building qpc: %v\n%s", err, out)
-	}
-
+	qpc := buildQPC(t, dir)
 	addr, pinFile := chatServer(t, dir)
 
 	users := map[string][]string{}
@@ -67,58 +50,11 @@ func TestChatTmux(t *testing.T) {
 		t.Fatalf("bob did not get the first message:\n%s", out)
 	}
 
-	// One tmux server of our own (its socket in dir, no configuration).
-	sock := filepath.Join(dir, "tmux.sock")
-	var tmuxEnv []string
-	for _, kv := range cleanEnv() {
-		if !strings.HasPrefix(kv, "TMUX") {
-			tmuxEnv = append(tmuxEnv, kv)
-		}
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(tmux, append([]string{"-S", sock, "-f", "/dev/null"}, args...)...)
-		cmd.Env = tmuxEnv
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	t.Cleanup(func() {
-		cmd := exec.Command(tmux, "-S", sock, "kill-server")
-		cmd.Env = tmuxEnv
-		cmd.Run()
-	})
+	tm := startTmux(t, dir)
 	for _, name := range []string{"alice", "bob"} {
-		var env []string
-		for _, kv := range users[name] {
-			if strings.HasPrefix(kv, "QPC_") {
-				env = append(env, shellQuote(kv))
-			}
-		}
-		// The pane stays after qpc exits, showing how it ended.
-		shell := fmt.Sprintf("env %s %s chat; echo \"qpc chat exited $?\"; sleep 3600", strings.Join(env, " "), shellQuote(qpc))
-		run("new-session", "-d", "-s", name, "-x", "160", "-y", "40", shell)
+		tm.chat(name, qpc, users[name])
 	}
-	screen := func(name string) string {
-		t.Helper()
-		return run("capture-pane", "-p", "-t", name)
-	}
-	waitFor := func(name, want string, timeout time.Duration) string {
-		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for {
-			s := screen(name)
-			if strings.Contains(s, want) {
-				return s
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s's screen does not show %q after %s:\n%s", name, want, timeout, s)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	run, waitFor := tm.run, tm.waitFor
 	typeLine := func(name, text string) {
 		t.Helper()
 		run("send-keys", "-t", name, "-l", text)
@@ -153,6 +89,105 @@ func TestChatTmux(t *testing.T) {
 	for _, name := range []string{"alice", "bob"} {
 		run("send-keys", "-t", name, "Escape")
 		waitFor(name, "qpc chat exited 0", 30*time.Second)
+	}
+}
+
+// buildQPC builds the qpc binary into dir, or skips the test where that
+// cannot run (-short, or no tmux outside CI).
+func buildQPC(t *testing.T, dir string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds qpc and runs a server")
+	}
+	if _, err := exec.LookPath("tmux"); err != nil {
+		if os.Getenv("QPC_CI") != "" {
+			t.Fatal("tmux is not installed (CI installs it with apt-get)")
+		}
+		t.Skip("tmux is not installed")
+	}
+	qpc := filepath.Join(dir, "qpc")
+	build := exec.Command("go", "build", "-o", qpc, "github.com/quicprochat/qpc/cmd/qpc")
+	build.Env = cleanEnv()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building qpc: %v\n%s", err, out)
+	}
+	return qpc
+}
+
+// tmuxServer is a tmux server of a test's own (its socket in the test's
+// directory, no configuration), killed when the test ends.
+type tmuxServer struct {
+	t    *testing.T
+	tmux string
+	sock string
+	env  []string
+}
+
+func startTmux(t *testing.T, dir string) *tmuxServer {
+	t.Helper()
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &tmuxServer{t: t, tmux: tmux, sock: filepath.Join(dir, "tmux.sock")}
+	for _, kv := range cleanEnv() {
+		if !strings.HasPrefix(kv, "TMUX") {
+			tm.env = append(tm.env, kv)
+		}
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command(tmux, "-S", tm.sock, "kill-server")
+		cmd.Env = tm.env
+		cmd.Run()
+	})
+	return tm
+}
+
+// run runs a tmux command and returns its output.
+func (tm *tmuxServer) run(args ...string) string {
+	tm.t.Helper()
+	cmd := exec.Command(tm.tmux, append([]string{"-S", tm.sock, "-f", "/dev/null"}, args...)...)
+	cmd.Env = tm.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		tm.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// chat starts `qpc chat` in a 160x40 session called name, with the QPC_
+// settings of env. The pane stays after qpc exits, showing how it ended.
+func (tm *tmuxServer) chat(name, qpc string, env []string) {
+	tm.t.Helper()
+	var qenv []string
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "QPC_") {
+			qenv = append(qenv, shellQuote(kv))
+		}
+	}
+	shell := fmt.Sprintf("env %s %s chat; echo \"qpc chat exited $?\"; sleep 3600", strings.Join(qenv, " "), shellQuote(qpc))
+	tm.run("new-session", "-d", "-s", name, "-x", "160", "-y", "40", shell)
+}
+
+// screen is what session name shows, as text.
+func (tm *tmuxServer) screen(name string) string {
+	tm.t.Helper()
+	return tm.run("capture-pane", "-p", "-t", name)
+}
+
+// waitFor waits until session name shows want, and returns the screen.
+func (tm *tmuxServer) waitFor(name, want string, timeout time.Duration) string {
+	tm.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s := tm.screen(name)
+		if strings.Contains(s, want) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("%s's screen does not show %q after %s:\n%s", name, want, timeout, s)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Command qpc is the quicprochat client: end-to-end encrypted direct and
 // group messaging from the command line, over QUIC or Tor.
 //
-//	qpc init --server <qpc://...> --kt <pin>   create the local state
+//	qpc init --server <qpc://...> --kt <pin> [--buckets <sizes>]   create the local state
+//	qpc buckets [<sizes>|default]   show or change the pinned padding policy
 //	qpc register <handle> | login | logout
 //	qpc contact add <handle|contact string> | contact list | contact show-qr [<handle>]
 //	qpc backup export [--history] <file> | backup import <file>
@@ -35,7 +36,9 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
 	"golang.org/x/term"
 )
@@ -70,9 +73,13 @@ const usage = `qpc: the quicprochat client
 Usage: qpc [--json] [--tor] [--home DIR] <command> [arguments]
 
 Set up:
-  qpc init --server <qpc://...> --kt <pin|@file>
+  qpc init --server <qpc://...> --kt <pin|@file> [--buckets <sizes>]
                                    create the local state for a server; the pin is what
-                                   'qpc-server kt-vkey' prints (three lines, or @file)
+                                   'qpc-server kt-vkey' prints (three lines, or @file);
+                                   --buckets pins the padding policy the operator gave you
+                                   (default 512,2048,16384,131072)
+  qpc buckets [<sizes>|default]    show or change the pinned padding policy (a server that
+                                   announces other buckets is refused)
   qpc register <handle>            create your account and publish your keys
   qpc login | qpc logout           open or close the account session (tokens need one)
 
@@ -189,6 +196,8 @@ func (c *cli) main(args []string) int {
 		err = c.coverCmd(ctx, rest)
 	case "backup":
 		err = c.backupCmd(ctx, rest)
+	case "buckets":
+		err = c.bucketsCmd(ctx, rest)
 	default:
 		return c.usageErr("unknown command %q", cmd)
 	}
@@ -214,9 +223,14 @@ func (c *cli) usageErr(format string, a ...any) int {
 	return exitUsage
 }
 
-// explain turns an error into one line that says what to do.
+// explain turns an error into one line that says what to do. An error
+// may quote the server or a peer, so the line goes through safetext.Line.
 func explain(err error) string {
-	msg := err.Error()
+	return safetext.Line(explainRaw(err))
+}
+
+func explainRaw(err error) string {
+	msg := strings.NewReplacer("\r\n", " ", "\n", " ").Replace(err.Error())
 	switch {
 	case errors.Is(err, state.ErrPassphrase):
 		return "wrong passphrase for the local state (QPC_PASSPHRASE)"
@@ -226,6 +240,8 @@ func explain(err error) string {
 		return "no local state here: run `qpc init --server <address> --kt <pin>` first (or set QPC_HOME)"
 	case errors.Is(err, state.ErrExists):
 		return "a local state already exists in this QPC_HOME"
+	case errors.Is(err, client.ErrPolicy):
+		return msg + " (ask the operator for the buckets and pin them with `qpc buckets <sizes>` only if they confirm the change)"
 	case errors.Is(err, context.DeadlineExceeded):
 		return msg + " (timed out: is the server reachable? with --tor, is tor running?)"
 	}
@@ -237,7 +253,7 @@ func explain(err error) string {
 			return msg + " (the server is restarting or unavailable; try again)"
 		}
 	}
-	return strings.ReplaceAll(msg, "\n", " ")
+	return msg
 }
 
 // options builds the client options from the environment and flags.
@@ -293,19 +309,28 @@ func (c *cli) withClient(ctx context.Context, fn func(context.Context, *client.C
 	return fn(ctx, cl)
 }
 
-// say prints a human line, or {"ok":true,"message":...} with --json.
+// say prints a human line, or {"ok":true,"message":...} with --json. The
+// line may name a peer or a group, so it goes through safetext.Line.
 func (c *cli) say(format string, a ...any) error {
 	msg := fmt.Sprintf(format, a...)
 	if c.json {
 		return c.printJSON(map[string]any{"ok": true, "message": msg})
 	}
-	_, err := fmt.Fprintln(c.stdout, msg)
+	_, err := fmt.Fprintln(c.stdout, safetext.Line(msg))
 	return err
 }
 
+// printJSON prints v as one line of JSON. Values stay exactly as received
+// (a program reading them gets the peer's text), but every character a
+// terminal would act on is a \u escape (safetext.EscapeJSON), so the
+// output is safe to show too.
 func (c *cli) printJSON(v any) error {
-	enc := json.NewEncoder(c.stdout)
-	return enc.Encode(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.stdout.Write(append(safetext.EscapeJSON(b), '\n'))
+	return err
 }
 
 func (c *cli) initCmd(ctx context.Context, args []string) error {
@@ -313,11 +338,20 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	fs.SetOutput(io.Discard)
 	server := fs.String("server", c.getenv("QPC_SERVER"), "server address qpc://<pin>@host:port")
 	ktPin := fs.String("kt", c.getenv("QPC_KT_PIN"), "key-transparency pin (what qpc-server kt-vkey prints), or @file")
+	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,16384,131072)")
 	if err := fs.Parse(args); err != nil {
 		return usagef("init: %v", err)
 	}
 	if *server == "" || *ktPin == "" {
 		return usagef("init needs --server <qpc://...> and --kt <pin>")
+	}
+	var policy padding.Policy
+	if *buckets != "" {
+		p, err := padding.ParsePolicy(*buckets)
+		if err != nil {
+			return usagef("init --buckets: %v", err)
+		}
+		policy = p
 	}
 	pinText := *ktPin
 	if strings.HasPrefix(pinText, "@") {
@@ -338,7 +372,9 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	stop := c.wait("creating the local state and checking the server")
-	cl, err := client.Init(ctx, *server, pin, c.options(pass))
+	opts := c.options(pass)
+	opts.Dial.Policy = policy
+	cl, err := client.Init(ctx, *server, pin, opts)
 	stop()
 	if err != nil {
 		return err
@@ -391,7 +427,7 @@ func (c *cli) contact(ctx context.Context, args []string) error {
 				return c.printJSON(out)
 			}
 			for _, ct := range list {
-				fmt.Fprintf(c.stdout, "%s\t%s\n", ct.Handle, client.FormatSafetyNumber(ct.SafetyNumber))
+				fmt.Fprintf(c.stdout, "%s\t%s\n", safetext.Line(ct.Handle), client.FormatSafetyNumber(ct.SafetyNumber))
 			}
 			return nil
 		})
@@ -576,7 +612,8 @@ func (c *cli) group(ctx context.Context, args []string) error {
 				if !g.Active {
 					state = " (removed)"
 				}
-				fmt.Fprintf(c.stdout, "%s\tcreated by %s\t%s%s\n", g.Name, g.Creator, strings.Join(g.Members, ","), state)
+				fmt.Fprintf(c.stdout, "%s\tcreated by %s\t%s%s\n",
+					safetext.Line(g.Name), safetext.Line(g.Creator), safetext.Line(strings.Join(g.Members, ",")), state)
 			}
 			return nil
 		default:
@@ -593,6 +630,16 @@ func (c *cli) ktCmd(ctx context.Context, args []string) error {
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 		alarms, err := cl.KTCheck(ctx)
 		if err != nil {
+			// A failure the server caused may have raised an alarm.
+			if c.json {
+				if jerr := c.printJSON(map[string]any{"ok": false, "alarms": alarms, "error": err.Error()}); jerr != nil {
+					return jerr
+				}
+			} else {
+				for _, a := range alarms {
+					fmt.Fprintf(c.stdout, "ALARM %s\n", a)
+				}
+			}
 			return err
 		}
 		if c.json {
@@ -609,6 +656,33 @@ func (c *cli) ktCmd(ctx context.Context, args []string) error {
 	})
 }
 
+// bucketsCmd shows or changes the pinned padding policy.
+func (c *cli) bucketsCmd(ctx context.Context, args []string) error {
+	if len(args) > 1 {
+		return usagef("buckets [<sizes>|default]")
+	}
+	var policy padding.Policy
+	if len(args) == 1 && args[0] != "default" {
+		p, err := padding.ParsePolicy(args[0])
+		if err != nil {
+			return usagef("buckets: %v", err)
+		}
+		policy = p
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		if len(args) == 1 {
+			if err := cl.PinPolicy(ctx, policy); err != nil {
+				return err
+			}
+		}
+		if c.json {
+			return c.printJSON(map[string]any{"ok": true, "buckets": cl.Policy().Buckets()})
+		}
+		_, err := fmt.Fprintf(c.stdout, "padding buckets pinned: %s\n", cl.Policy())
+		return err
+	})
+}
+
 func (c *cli) status(ctx context.Context) error {
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
 		st, err := cl.Status(ctx)
@@ -622,13 +696,13 @@ func (c *cli) status(ctx context.Context) error {
 			return c.printJSON(st)
 		}
 		w := c.stdout
-		fmt.Fprintf(w, "server:        %s (%s)\n", st.Server, st.Health)
+		fmt.Fprintf(w, "server:        %s (%s)\n", safetext.Line(st.Server), safetext.Line(st.Health))
 		fmt.Fprintf(w, "tor:           %v\n", onOff(st.Tor))
 		handle := st.Handle
 		if handle == "" {
 			handle = "(not registered)"
 		}
-		fmt.Fprintf(w, "handle:        %s\n", handle)
+		fmt.Fprintf(w, "handle:        %s\n", safetext.Line(handle))
 		session := "no (run qpc login)"
 		if st.LoggedIn {
 			session = "until " + st.SessionEnds.Format(time.RFC3339)
@@ -638,12 +712,14 @@ func (c *cli) status(ctx context.Context) error {
 		if q := st.TokenQuota; q != nil {
 			fmt.Fprintf(w, "token quota:   %s; %d issued this epoch\n", q, q.Issued)
 		} else if st.TokenQuotaError != "" {
-			fmt.Fprintf(w, "token quota:   unknown (%s)\n", st.TokenQuotaError)
+			fmt.Fprintf(w, "token quota:   unknown (%s)\n", safetext.Line(st.TokenQuotaError))
 		}
 		printCover(w, st)
 		fmt.Fprintf(w, "outbox:        %d queued\n", st.Outbox)
 		fmt.Fprintf(w, "conversations: %d\n", st.Conversations)
 		fmt.Fprintf(w, "kt tree size:  %d\n", st.KTSize)
+		fmt.Fprintf(w, "padding:       %s (pinned)\n", st.Policy)
+		printOwnerCheck(w, st)
 		fmt.Fprintf(w, "key packages:  %d one-time (private keys kept here)\n", st.OneTimeKeyPackages)
 		if len(st.Alarms) == 0 {
 			fmt.Fprintln(w, "alarms:        none")
@@ -653,6 +729,31 @@ func (c *cli) status(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// printOwnerCheck shows how owner monitoring and checkpoint gossip went.
+func printOwnerCheck(w io.Writer, st *client.Status) {
+	if st.Handle == "" {
+		return
+	}
+	oc := st.OwnerCheck
+	last := "never completed"
+	if !oc.LastClean.IsZero() {
+		last = "last completed " + oc.LastClean.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "owner check:   %s\n", last)
+	if oc.Failures > 0 {
+		fmt.Fprintf(w, "               %d failure(s) caused by the server since %s\n", oc.Failures, oc.FailingSince.Format(time.RFC3339))
+	}
+	if oc.LastError != "" {
+		fmt.Fprintf(w, "               last error %s: %s\n", oc.LastErrorAt.Format(time.RFC3339), oc.LastError)
+	}
+	if oc.Stale {
+		fmt.Fprintf(w, "WARNING no completed owner check for %d days or more: run qpc kt check\n", int(client.OwnerCheckStale.Hours()/24))
+	}
+	if st.GossipPending > 0 {
+		fmt.Fprintf(w, "kt gossip:     %d checkpoint(s) from contacts not compared yet, since %s\n", st.GossipPending, st.GossipPendingSince.Format(time.RFC3339))
+	}
 }
 
 func onOff(b bool) string {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/tor"
 )
 
@@ -28,7 +29,7 @@ type progress struct {
 func (p *progress) printf(format string, a ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, "qpc: "+format+"\n", a...)
+	fmt.Fprintln(p.w, "qpc: "+safetext.Line(fmt.Sprintf(format, a...))) // tor's summaries come from outside
 }
 
 // start reports msg if the wait outlasts after, then every every; the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/internal/qrcode"
 )
 
@@ -29,7 +30,7 @@ func (c *cli) contactShowQR(ctx context.Context, args []string) error {
 		if c.json {
 			return c.printJSON(map[string]any{"contact": s})
 		}
-		fmt.Fprintln(c.stdout, s)
+		fmt.Fprintln(c.stdout, safetext.Line(s))
 		return qrcode.Render(c.stdout, s)
 	})
 }
@@ -52,7 +53,7 @@ func (c *cli) contactAdd(ctx context.Context, who string) error {
 		if c.json {
 			return c.printJSON(contactJSON(ct))
 		}
-		fmt.Fprintf(c.stdout, "added %s (key transparency version %d, verified)\n", ct.Handle, ct.Version)
+		fmt.Fprintf(c.stdout, "added %s (key transparency version %d, verified)\n", safetext.Line(ct.Handle), ct.Version)
 		fmt.Fprintf(c.stdout, "safety number: %s\n", client.FormatSafetyNumber(ct.SafetyNumber))
 		if byString {
 			fmt.Fprintln(c.stdout, "the identity key matches the contact string's fingerprint")

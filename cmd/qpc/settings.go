@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/safetext"
 )
 
 // contactReceipts is `qpc contact receipts <handle> on|off [--read]`:
@@ -114,7 +115,7 @@ func (c *cli) coverCmd(ctx context.Context, args []string) error {
 		}
 		if check.Unchecked != "" && check.Unchecked != "--force" {
 			fmt.Fprintf(c.stderr, "qpc: the rate was stored without checking it against this account's token quota (%s); "+
-				"once logged in, `qpc cover %g` checks it\n", check.Unchecked, o.Rate)
+				"once logged in, `qpc cover %g` checks it\n", safetext.Line(check.Unchecked), o.Rate)
 		}
 		return c.say("%s", msg)
 	})
@@ -174,7 +175,7 @@ func (c *cli) followCover(ctx context.Context, cl *client.Client, rate string, f
 			return err
 		}
 		if check.Unchecked != "" {
-			fmt.Fprintf(c.stderr, "qpc: the cover rate was not checked against this account's token quota (%s)\n", check.Unchecked)
+			fmt.Fprintf(c.stderr, "qpc: the cover rate was not checked against this account's token quota (%s)\n", safetext.Line(check.Unchecked))
 		}
 	}
 	return cl.FollowCover(ctx, client.CoverOptions{Rate: r}, print)

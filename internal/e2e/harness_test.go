@@ -118,7 +118,12 @@ func (ts *testServer) start() {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ts.accounts, err = accounts.Open(ts.dir, keys, accounts.Options{Now: ts.clock.now})
+		// Every test user registers and logs in from 127.0.0.1, which the
+		// per-source limits count as one client: give that client room.
+		ts.accounts, err = accounts.Open(ts.dir, keys, accounts.Options{
+			Now: ts.clock.now, SourceRate: 1000, SourceBurst: 1000,
+			RegisterRate: 1000, RegisterBurst: 1000, RegisterSourceRate: 1000, RegisterSourceBurst: 1000,
+		})
 		if err != nil {
 			t.Fatal(err)
 		}

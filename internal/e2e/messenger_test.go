@@ -47,7 +47,7 @@ func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messe
 	// Wait for the token key to be in the log.
 	waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelWait()
-	if err := client.WaitTokenKey(waitCtx, ts.addr, ms.pin(), client.Options{}, 50*time.Millisecond); err != nil {
+	if err := client.WaitTokenKey(waitCtx, ts.addr, ms.pin(), client.Options{Policy: ts.opts.Policy}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	return ms

@@ -477,6 +477,7 @@ func TestConnectionLimitGlobalAndTor(t *testing.T) {
 	m := metrics.New("test")
 	ts := startServer(t, withMetrics(m, func(o *server.Options) {
 		o.MaxConns, o.MaxConnsPerAddr = 3, 1
+		o.MaxConnsTor = 3 // the onion cap is TestAttackOnionFlood's (internal/hostile)
 	}))
 	base := serveAdmin(t, ts)
 	// A second listener plays the onion tunnel: every client there comes

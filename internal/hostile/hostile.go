@@ -32,6 +32,19 @@ type Options struct {
 	WrapStore func(store.Store) store.Store
 	// KTEpoch is the key-transparency epoch interval; default 200 ms.
 	KTEpoch time.Duration
+	// Accounts adjusts the account service's options. The defaults are
+	// production's, and every test user comes from 127.0.0.1, one source
+	// to the per-source limits: a test that registers more than a handful
+	// of users should raise them (RoomyAccounts does).
+	Accounts func(*accounts.Options)
+}
+
+// RoomyAccounts lifts the per-source and global registration and login
+// limits, for tests that register many users from one address.
+func RoomyAccounts(o *accounts.Options) {
+	o.SourceRate, o.SourceBurst = 1000, 1000
+	o.RegisterRate, o.RegisterBurst = 1000, 1000
+	o.RegisterSourceRate, o.RegisterSourceBurst = 1000, 1000
 }
 
 // TokenEpoch is the token epoch of a hostile server.
@@ -104,7 +117,11 @@ func Start(t testing.TB, opts Options) *Server {
 	pin := h.ID.Pin()
 	akeys, err := accounts.LoadOrCreateKeys(h.Dir, pin[:])
 	fatal(err)
-	h.accounts, err = accounts.Open(h.Dir, akeys, accounts.Options{Now: h.Clock.Now})
+	ao := accounts.Options{Now: h.Clock.Now}
+	if opts.Accounts != nil {
+		opts.Accounts(&ao)
+	}
+	h.accounts, err = accounts.Open(h.Dir, akeys, ao)
 	fatal(err)
 	t.Cleanup(func() { h.accounts.Close() })
 	secret, err := server.LoadOrCreateTokenSecret(h.Dir)
@@ -150,7 +167,7 @@ func Start(t testing.TB, opts Options) *Server {
 	t.Cleanup(func() { cancel(); <-published })
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer wcancel()
-	fatal(client.WaitTokenKey(wctx, h.Addr("setup"), h.Pin(), client.Options{}, 50*time.Millisecond))
+	fatal(client.WaitTokenKey(wctx, h.Addr("setup"), h.Pin(), client.Options{Policy: h.policy}, 50*time.Millisecond))
 	return h
 }
 
@@ -248,7 +265,7 @@ func (h *Server) ClientOptions(t testing.TB) client.ClientOptions {
 	return client.ClientOptions{
 		Home: t.TempDir(), Passphrase: []byte("local passphrase"),
 		KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
-		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Policy: h.policy},
 		Logger: quiet(),
 	}
 }

@@ -41,3 +41,26 @@ func TestKS(t *testing.T) {
 		t.Errorf("identical samples: D=%v", d)
 	}
 }
+
+func TestWilson(t *testing.T) {
+	// Reference values (e.g. R's prop.test without continuity correction,
+	// or Newcombe 1998, table I).
+	for _, c := range []struct {
+		k, n   int
+		lo, hi float64
+	}{
+		{81, 263, 0.2553, 0.3662},
+		{15, 148, 0.0624, 0.1605},
+		{0, 20, 0, 0.1611},
+		{20, 20, 0.8389, 1},
+		{300, 600, 0.4601, 0.5399},
+	} {
+		lo, hi := Wilson(c.k, c.n, Z95)
+		if math.Abs(lo-c.lo) > 5e-4 || math.Abs(hi-c.hi) > 5e-4 {
+			t.Errorf("Wilson(%d, %d) = [%.4f, %.4f], want [%.4f, %.4f]", c.k, c.n, lo, hi, c.lo, c.hi)
+		}
+	}
+	if lo, hi := Wilson(0, 0, Z95); lo != 0 || hi != 1 {
+		t.Errorf("Wilson(0, 0) = [%v, %v]", lo, hi)
+	}
+}

@@ -372,7 +372,8 @@ func TestRateLimitPerUsername(t *testing.T) {
 	}
 	e.mustLogin("bob", "pw", 2) // other usernames are unaffected
 
-	// An abandoned login (KE1 without KE3) counts as a failure (RFC 9807 §9.2).
+	// An abandoned login (KE1 without KE3) counts as a failure: KE2 alone
+	// tells a guesser whether its guess was right (RFC 9807 §4.1.3).
 	_, lsBody, _ := account.ClientLogin("bob", []byte("pw"), []byte(testIdentity), cheapKSF)
 	ls, _ := account.UnmarshalLoginStart(lsBody)
 	for range 3 {
@@ -414,8 +415,8 @@ func TestRateLimitGlobal(t *testing.T) {
 	}
 	_, _, err := e.svc.LoginStart(bg, "user4", ls.KE1)
 	is(t, err, ErrRateLimited)
-	_, err = e.register("carol", "pw", 1)
-	is(t, err, ErrRateLimited)
+	// Registrations have a budget of their own.
+	e.mustRegister("carol", "pw", 1)
 	e.clock.Advance(500 * time.Millisecond) // one token at 2/s
 	if _, _, err := e.svc.LoginStart(bg, "user4", ls.KE1); err != nil {
 		t.Fatal(err)
@@ -433,17 +434,19 @@ func TestRateLimitGlobal(t *testing.T) {
 }
 
 func TestLimiterForgets(t *testing.T) {
-	l := newLimiter(Options{MaxFailures: 2, FailureWindow: time.Minute, GlobalRate: 1e9, GlobalBurst: 1e9})
+	o := Options{MaxFailures: 2, FailureWindow: time.Minute, GlobalRate: 1e9, GlobalBurst: 1e9, SourceRate: 1e9, SourceBurst: 1e9}
+	o.setDefaults()
+	l := newLimiter(o)
 	now := time.Unix(1_000_000, 0)
 	for i := range 1000 {
-		l.startLogin(credentialID(string(rune('a'+i%26))+"-"+time.Duration(i).String()), now)
+		l.startLogin(credentialID(string(rune('a'+i%26))+"-"+time.Duration(i).String()), ConnectionSource(uint64(i)), now)
 	}
-	if len(l.failures) != 1000 {
-		t.Fatalf("%d entries", len(l.failures))
+	if len(l.failures) != 1000 || len(l.userFails) != 1000 {
+		t.Fatalf("%d, %d entries", len(l.failures), len(l.userFails))
 	}
-	l.startLogin(credentialID("late"), now.Add(2*time.Minute))
-	if len(l.failures) != 1 {
-		t.Fatalf("sweep left %d entries", len(l.failures))
+	l.startLogin(credentialID("late"), Source{}, now.Add(2*time.Minute))
+	if len(l.failures) != 1 || len(l.userFails) != 1 {
+		t.Fatalf("sweep left %d, %d entries", len(l.failures), len(l.userFails))
 	}
 }
 

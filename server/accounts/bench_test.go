@@ -8,7 +8,7 @@ import (
 )
 
 func benchEnv(b *testing.B) *env {
-	e := newEnv(b, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30})
+	e := newEnv(b, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30, RegisterRate: 1e9, RegisterBurst: 1 << 30})
 	e.mustRegister("alice", "pw", 1)
 	return e
 }

@@ -38,12 +38,20 @@
 //
 // # Rate limits
 //
-// In memory (a restart forgets them): MaxFailures failed logins per
-// username per FailureWindow (default 10 per 15 minutes; a login counts
-// as failed until its LoginFinish succeeds, RFC 9807 §9.2), applied to
-// unregistered usernames exactly as to registered ones; and a global token
-// bucket (default 20/s, burst 100) for every LoginStart, RegisterStart and
-// ChangePasswordStart.
+// In memory (a restart forgets them), keyed by credential identifier and
+// by Source (the handler's name for where an exchange comes from: an
+// address prefix, or a connection), applied to unregistered usernames
+// exactly as to registered ones (limits.go):
+//
+//   - MaxFailures unproven logins of a username per source per
+//     FailureWindow (default 10 per 15 minutes; a login is unproven until
+//     its LoginFinish proves the password) refuse that username from that
+//     source only; UserFailures of them from all sources (default 100) cut
+//     every source's allowance for the username to 2;
+//   - a bucket per source for LoginStarts (2/s, burst 20) and one for
+//     RegisterStarts (one per 10 s, burst 5);
+//   - a global bucket for LoginStarts and ChangePasswordStarts (50/s,
+//     burst 200) and a separate one for RegisterStarts (5/s, burst 20).
 //
 // # Sessions and devices
 //

@@ -24,7 +24,7 @@ func TestAttackUsernameEnumeration(t *testing.T) {
 		n     = 500
 		users = 100 // each name is tried n/users times, in both sets
 	)
-	e := newEnv(t, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30})
+	e := newEnv(t, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30, RegisterRate: 1e9, RegisterBurst: 1 << 30})
 	known := make([]string, users)
 	unknown := make([]string, users)
 	for i := range users {

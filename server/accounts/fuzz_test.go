@@ -13,7 +13,7 @@ import (
 // TakeKeyPackage (an anonymous fetch by handle) must not fail at all: any
 // name answers a KeyPackage or nothing.
 func FuzzServerInputs(f *testing.F) {
-	e := newEnv(f, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30})
+	e := newEnv(f, Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30, RegisterRate: 1e9, RegisterBurst: 1 << 30})
 	alice := e.mustRegister("alice", "pw", 1)
 	if _, err := e.svc.UploadKeyPackages(bg, alice.Account, [][]byte{[]byte("kp")}, 10); err != nil {
 		f.Fatal(err)

@@ -138,6 +138,13 @@ func (e *env) mustRegister(username, password string, d byte) Session {
 // attacker would, a random KE3, and the server's verdict is returned.
 func (e *env) login(username, password string, d byte) (Session, error) {
 	e.t.Helper()
+	return e.loginFrom(Source{}, username, password, d)
+}
+
+// loginFrom is login from src: LoginStartFrom, then LoginFinish with the
+// client's KE3, or a random one if the password is wrong.
+func (e *env) loginFrom(src Source, username, password string, d byte) (Session, error) {
+	e.t.Helper()
 	l, lsBody, err := account.ClientLogin(username, []byte(password), []byte(testIdentity), cheapKSF)
 	if err != nil {
 		e.t.Fatal(err)
@@ -146,7 +153,7 @@ func (e *env) login(username, password string, d byte) (Session, error) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ke2, st, err := e.svc.LoginStart(bg, ls.Username, ls.KE1)
+	ke2, st, err := e.svc.LoginStartFrom(bg, src, ls.Username, ls.KE1)
 	if err != nil {
 		return Session{}, err
 	}
@@ -176,6 +183,15 @@ func (e *env) login(username, password string, d byte) (Session, error) {
 func (e *env) mustLogin(username, password string, d byte) Session {
 	e.t.Helper()
 	s, err := e.login(username, password, d)
+	if err != nil {
+		e.t.Fatalf("login %s: %v", username, err)
+	}
+	return s
+}
+
+func (e *env) mustLoginFrom(src Source, username, password string, d byte) Session {
+	e.t.Helper()
+	s, err := e.loginFrom(src, username, password, d)
 	if err != nil {
 		e.t.Fatalf("login %s: %v", username, err)
 	}

@@ -19,15 +19,14 @@ type LoginState struct {
 	server    *opaque.Server // this login's own server (one per login)
 	clientMAC []byte         // expected KE3 (RFC 9807 §6.4.4)
 	cred      [credIDSize]byte
+	src       Source    // where the login came from, for the limiter
+	started   time.Time // when LoginStart admitted it
 	account   AccountRef
 	found     int // 1 if the username is registered, else 0
 	deadline  time.Time
 	used      atomic.Bool
 }
 
-// LoginStart answers a KE1 (RFC 9807 §6.2.2 GenerateKE2) and returns KE2
-// and the state LoginFinish needs.
-//
 // A registered and an unregistered username take the same path, with the
 // same work and a KE2 of the same size (RFC 9807 §10.9): a fake record is
 // made for every login (GetFakeRecord with this username's credential
@@ -39,9 +38,19 @@ type LoginState struct {
 // one. LoginFinish then fails for an unknown username exactly as for a
 // wrong password.
 //
+// LoginStart is LoginStartFrom the zero Source (an in-process caller).
+func (s *Service) LoginStart(ctx context.Context, username string, ke1 []byte) ([]byte, *LoginState, error) {
+	return s.LoginStartFrom(ctx, Source{}, username, ke1)
+}
+
+// LoginStartFrom answers a KE1 from src (RFC 9807 §6.2.2 GenerateKE2)
+// and returns KE2 and the state LoginFinish needs. The rate limits (see
+// Options) are checked first, by credential identifier and source, the
+// same for every username.
+//
 // Errors: ErrInvalidUsername, ErrRateLimited, ErrMalformed, ErrStorage,
 // ErrClosed, or the context's error.
-func (s *Service) LoginStart(ctx context.Context, username string, ke1 []byte) ([]byte, *LoginState, error) {
+func (s *Service) LoginStartFrom(ctx context.Context, src Source, username string, ke1 []byte) ([]byte, *LoginState, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, nil, err
 	}
@@ -51,7 +60,7 @@ func (s *Service) LoginStart(ctx context.Context, username string, ke1 []byte) (
 	}
 	cred := credentialID(u)
 	now := s.opts.Now()
-	if !s.limits.startLogin(cred, now) {
+	if !s.limits.startLogin(cred, src, now) {
 		return nil, nil, fmt.Errorf("accounts: login: %w", ErrRateLimited)
 	}
 	srv, err := s.newServer()
@@ -114,6 +123,8 @@ func (s *Service) LoginStart(ctx context.Context, username string, ke1 []byte) (
 		server:    srv,
 		clientMAC: out.ClientMAC,
 		cred:      cred,
+		src:       src,
+		started:   now,
 		account:   acct,
 		found:     found,
 		deadline:  now.Add(s.opts.LoginTimeout),
@@ -159,7 +170,7 @@ func (s *Service) LoginFinish(ctx context.Context, st *LoginState, ke3 []byte, d
 	if macOK&st.found&fresh != 1 {
 		return Session{}, fmt.Errorf("accounts: login: %w", ErrAuth)
 	}
-	s.limits.succeeded(st.cred)
+	s.limits.succeeded(st.cred, st.src, st.started)
 	var sess Session
 	err = s.update(ctx, func(tx *bolt.Tx) error {
 		// The account may have been deleted since LoginStart.

@@ -10,18 +10,26 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// RegisterStart answers a RegistrationRequest (RFC 9807 §5.2.2
-// CreateRegistrationResponse) for username and returns the serialized
-// RegistrationResponse. Nothing is stored: RegisterFinish gets everything
+// RegisterStart is RegisterStartFrom the zero Source (an in-process
+// caller).
+func (s *Service) RegisterStart(ctx context.Context, username string, request []byte) ([]byte, error) {
+	return s.RegisterStartFrom(ctx, Source{}, username, request)
+}
+
+// RegisterStartFrom answers a RegistrationRequest from src (RFC 9807
+// §5.2.2 CreateRegistrationResponse) for username and returns the
+// serialized RegistrationResponse. Nothing is stored: RegisterFinish gets everything
 // it needs from the caller.
 //
 // A registered username fails with ErrTaken. That tells the caller the
 // username exists; registration cannot hide it (RFC 9807 §10.9), so every
-// RegisterStart draws from the global rate limit.
+// RegisterStart draws from src's registration bucket and from the global
+// registration bucket (not the logins': a flood of registrations cannot
+// starve logins).
 //
 // Errors: ErrInvalidUsername, ErrRateLimited, ErrMalformed, ErrTaken,
 // ErrStorage, ErrClosed, or the context's error.
-func (s *Service) RegisterStart(ctx context.Context, username string, request []byte) ([]byte, error) {
+func (s *Service) RegisterStartFrom(ctx context.Context, src Source, username string, request []byte) ([]byte, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -29,7 +37,7 @@ func (s *Service) RegisterStart(ctx context.Context, username string, request []
 	if err != nil {
 		return nil, fmt.Errorf("accounts: register: %w", err)
 	}
-	if !s.limits.takeGlobal(s.opts.Now()) {
+	if !s.limits.takeRegister(src, s.opts.Now()) {
 		return nil, fmt.Errorf("accounts: register: %w", ErrRateLimited)
 	}
 	cred := credentialID(u)

@@ -204,7 +204,7 @@ func (s *Service) ChangePasswordStart(ctx context.Context, token account.Token, 
 	if err != nil {
 		return nil, fmt.Errorf("accounts: change password: %w", err)
 	}
-	if !s.limits.takeGlobal(now) {
+	if !s.limits.takeLogin(now) {
 		return nil, fmt.Errorf("accounts: change password: %w", ErrRateLimited)
 	}
 	resp, err := s.registrationResponse(cred, request)

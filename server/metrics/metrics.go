@@ -23,6 +23,10 @@ const (
 	LimitRequestRate        = "request_rate"         // the per-connection request rate
 	LimitDraining           = "draining"             // refused because the server is shutting down
 	LimitRequestTimeout     = "request_timeout"      // a stream that did not deliver its request in time, cut off
+	LimitConnectionsPerNet  = "connections_per_net"  // the per-IPv6-/48 cap (clearnet only)
+	LimitConnectionsTor     = "connections_tor"      // the cap on connections through the onion service
+	LimitDeliveryBytes      = "delivery_bytes"       // a Fetch or Subscribe page found no room in the delivery budgets in time
+	LimitSubscriptions      = "subscriptions"        // a subscription refused (per connection) or replaced (per mailbox)
 
 	// Transports (qpc_connections_*{transport}).
 	TransportUDP = "udp" // QUIC on a UDP socket: clearnet
@@ -206,7 +210,8 @@ func New(version string) *Metrics {
 
 	// Series that exist before the first event, so that rate() in alert
 	// rules and dashboards has a zero to start from.
-	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining, LimitRequestTimeout} {
+	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining, LimitRequestTimeout,
+		LimitConnectionsPerNet, LimitConnectionsTor, LimitDeliveryBytes, LimitSubscriptions} {
 		m.limitRefusals.WithLabelValues(l)
 	}
 	for _, t := range []string{TransportUDP, TransportTor} {

@@ -301,7 +301,7 @@ func loginFigures(dir string, rounds int) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := accounts.Open(dir, keys, accounts.Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30})
+	svc, err := accounts.Open(dir, keys, accounts.Options{MaxFailures: 1 << 30, GlobalRate: 1e9, GlobalBurst: 1 << 30, RegisterRate: 1e9, RegisterBurst: 1 << 30})
 	if err != nil {
 		return nil, err
 	}
