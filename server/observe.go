@@ -73,6 +73,7 @@ func WatchStore(m *metrics.Metrics, st *store.Bolt) {
 		return metrics.StoreTotals{
 			Mailboxes: t.Mailboxes, Messages: t.Messages, Bytes: t.Bytes,
 			WriterQueue: stats.Queued, IdempotencyKeys: stats.IdempotencyKeys,
+			Unreadable: stats.Unreadable,
 		}, nil
 	}, storeTotalsAge)
 }

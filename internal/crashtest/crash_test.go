@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
 	bolt "go.etcd.io/bbolt"
 )
@@ -277,14 +279,36 @@ func TestCrashLoop(t *testing.T) {
 		}
 	}
 	check := checkBolt(t, filepath.Join(dataDir, "qpc.db"))
-	fmt.Printf("crashtest: cycles=%d sent=%d acked=%d unacked=%d delivered=%d lost=%d duplicated=%d phantom=%d bbolt=%s\n",
-		cycles, len(led.sent), acked, int(failed.Load()), delivered, lost, duplicated, phantom, check)
+	keys := checkKeys(t, filepath.Join(dataDir, "qpc.db"))
+	fmt.Printf("crashtest: cycles=%d sent=%d acked=%d unacked=%d delivered=%d lost=%d duplicated=%d phantom=%d bbolt=%s keys=%s\n",
+		cycles, len(led.sent), acked, int(failed.Load()), delivered, lost, duplicated, phantom, check, keys)
 	if acked == 0 {
 		t.Fatal("nothing was acked: the test exercised nothing")
 	}
-	if lost != 0 || duplicated != 0 || phantom != 0 || check != "ok" {
-		t.Fatalf("lost=%d duplicated=%d phantom=%d bbolt=%s", lost, duplicated, phantom, check)
+	if lost != 0 || duplicated != 0 || phantom != 0 || check != "ok" || keys != "ok" {
+		t.Fatalf("lost=%d duplicated=%d phantom=%d bbolt=%s keys=%s", lost, duplicated, phantom, check, keys)
 	}
+}
+
+// checkKeys opens the store after the final crash, as the next start
+// would: every message still stored must have its key in the key-slot
+// file (a crash between a key's write and its commit, or between an Ack
+// and the key's zeroing, must cost no stored message its key), and the
+// store must close cleanly after the check.
+func checkKeys(t *testing.T, path string) string {
+	var logs strings.Builder
+	s, err := store.Open(path, store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		return "open failed: " + err.Error()
+	}
+	st := s.Stats()
+	if err := s.Close(); err != nil {
+		return "close failed: " + err.Error()
+	}
+	if st.Unreadable != 0 {
+		return fmt.Sprintf("%d stored messages without a key: %s", st.Unreadable, logs.String())
+	}
+	return "ok"
 }
 
 // checkBolt runs bbolt's consistency check over every page of the file.

@@ -3,7 +3,9 @@
 // through the real client, kills the server with SIGKILL at random moments
 // and restarts it, and checks at the end that every acknowledged send was
 // delivered exactly once, that nothing was delivered that was never sent,
-// and that the bbolt file passes bbolt's own consistency check.
+// that the bbolt file passes bbolt's own consistency check, and that the
+// store opens after the last kill with every stored message's key in its
+// key-slot file.
 //
 // Run it with `go test ./internal/crashtest -run TestCrashLoop -v`;
 // QPC_CRASH_CYCLES sets the number of kill cycles (default 20).

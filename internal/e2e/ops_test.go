@@ -152,16 +152,17 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	fams := scrape(t, base)
 	for name, want := range map[string]float64{
-		"qpc_ready":                      1,
-		"qpc_draining":                   0,
-		"qpc_store_messages_queued":      3,
-		"qpc_store_mailboxes":            1,
-		"qpc_store_idempotency_keys":     3,
-		"qpc_connections_open":           1,
-		"qpc_hello_versions_total":       1,
-		"qpc_kt_epoch_lag":               0,
-		"qpc_tor_onion_published":        0,
-		"qpc_connections_accepted_total": 1,
+		"qpc_ready":                           1,
+		"qpc_draining":                        0,
+		"qpc_store_messages_queued":           3,
+		"qpc_store_mailboxes":                 1,
+		"qpc_store_idempotency_keys":          3,
+		"qpc_store_unreadable_messages_total": 0,
+		"qpc_connections_open":                1,
+		"qpc_hello_versions_total":            1,
+		"qpc_kt_epoch_lag":                    0,
+		"qpc_tor_onion_published":             0,
+		"qpc_connections_accepted_total":      1,
 	} {
 		if got := value(fams, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)

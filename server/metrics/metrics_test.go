@@ -68,7 +68,7 @@ func TestGaugesForOtherSubsystems(t *testing.T) {
 	calls := 0
 	m.WatchStore(func() (StoreTotals, error) {
 		calls++
-		return StoreTotals{Messages: 7, WriterQueue: 2, IdempotencyKeys: 9}, nil
+		return StoreTotals{Messages: 7, WriterQueue: 2, IdempotencyKeys: 9, Unreadable: 4}, nil
 	}, time.Hour)
 	for range 3 {
 		fams, err := m.reg.Gather()
@@ -80,8 +80,11 @@ func TestGaugesForOtherSubsystems(t *testing.T) {
 			if len(f.Metric) == 1 && f.Metric[0].Gauge != nil {
 				got[f.GetName()] = f.Metric[0].Gauge.GetValue()
 			}
+			if len(f.Metric) == 1 && f.Metric[0].Counter != nil {
+				got[f.GetName()] = f.Metric[0].Counter.GetValue()
+			}
 		}
-		if got["qpc_store_messages_queued"] != 7 || got["qpc_store_write_queue_depth"] != 2 || got["qpc_store_idempotency_keys"] != 9 {
+		if got["qpc_store_messages_queued"] != 7 || got["qpc_store_write_queue_depth"] != 2 || got["qpc_store_idempotency_keys"] != 9 || got["qpc_store_unreadable_messages_total"] != 4 {
 			t.Fatalf("store gauges: %v", got)
 		}
 	}

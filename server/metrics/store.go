@@ -17,6 +17,11 @@ type StoreTotals struct {
 	// index: one key per message accepted within the TTL, about 50 bytes
 	// of RAM each (docs/storage.md).
 	IdempotencyKeys int
+	// Unreadable counts the times the store found a stored message
+	// without its key in the key-slot file (docs/storage.md, "Envelopes
+	// at rest"): such a message cannot be delivered. Nonzero means the
+	// key-slot file was lost, replaced or damaged.
+	Unreadable uint64
 }
 
 // WatchStore registers the queue-depth gauges, read from fn at scrape
@@ -38,12 +43,13 @@ func (m *Metrics) WatchStore(fn func() (StoreTotals, error), maxAge time.Duratio
 }
 
 var (
-	descMailboxes = prometheus.NewDesc("qpc_store_mailboxes", "Mailboxes in the store.", nil, nil)
-	descMessages  = prometheus.NewDesc("qpc_store_messages_queued", "Messages held for their recipients, all mailboxes together.", nil, nil)
-	descBytes     = prometheus.NewDesc("qpc_store_bytes_queued", "Envelope bytes held for their recipients, all mailboxes together.", nil, nil)
-	descWriterQ   = prometheus.NewDesc("qpc_store_write_queue_depth", "Write operations waiting for the group-commit writer.", nil, nil)
-	descIdemKeys  = prometheus.NewDesc("qpc_store_idempotency_keys", "Message IDs held in the in-memory idempotency index (one per message accepted within the TTL).", nil, nil)
-	descScrapeErr = prometheus.NewDesc("qpc_store_totals_errors_total", "Failed reads of the store totals.", nil, nil)
+	descMailboxes  = prometheus.NewDesc("qpc_store_mailboxes", "Mailboxes in the store.", nil, nil)
+	descMessages   = prometheus.NewDesc("qpc_store_messages_queued", "Messages held for their recipients, all mailboxes together.", nil, nil)
+	descBytes      = prometheus.NewDesc("qpc_store_bytes_queued", "Envelope bytes held for their recipients, all mailboxes together.", nil, nil)
+	descWriterQ    = prometheus.NewDesc("qpc_store_write_queue_depth", "Write operations waiting for the group-commit writer.", nil, nil)
+	descIdemKeys   = prometheus.NewDesc("qpc_store_idempotency_keys", "Message IDs held in the in-memory idempotency index (one per message accepted within the TTL).", nil, nil)
+	descUnreadable = prometheus.NewDesc("qpc_store_unreadable_messages_total", "Times a stored message was found without its key in the key-slot file (it cannot be delivered; see the log).", nil, nil)
+	descScrapeErr  = prometheus.NewDesc("qpc_store_totals_errors_total", "Failed reads of the store totals.", nil, nil)
 )
 
 type totalsCollector struct {
@@ -57,7 +63,7 @@ type totalsCollector struct {
 }
 
 func (c *totalsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descMailboxes, descMessages, descBytes, descWriterQ, descIdemKeys, descScrapeErr} {
+	for _, d := range []*prometheus.Desc{descMailboxes, descMessages, descBytes, descWriterQ, descIdemKeys, descUnreadable, descScrapeErr} {
 		ch <- d
 	}
 }
@@ -81,5 +87,6 @@ func (c *totalsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(t.Bytes))
 	ch <- prometheus.MustNewConstMetric(descWriterQ, prometheus.GaugeValue, float64(t.WriterQueue))
 	ch <- prometheus.MustNewConstMetric(descIdemKeys, prometheus.GaugeValue, float64(t.IdempotencyKeys))
+	ch <- prometheus.MustNewConstMetric(descUnreadable, prometheus.CounterValue, float64(t.Unreadable))
 	ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.CounterValue, float64(errs))
 }

@@ -226,3 +226,104 @@ func BenchmarkLoadIdem(b *testing.B) {
 		b.ReportMetric(heap/keys, "heapB/key")
 	})
 }
+
+// BenchmarkRoundTrip is a message's whole life in the store: Put, Fetch
+// of it alone, Ack, through the group-commit writer, at 2×GOMAXPROCS and
+// 16×GOMAXPROCS goroutines. It includes what an envelope costs beyond
+// its Put: reading it back and freeing it (with schema 3, decrypting it
+// and zeroing its key slot; docs/storage.md compares the schemas).
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, par := range []int{1, 16} {
+		b.Run(fmt.Sprintf("par=%d", par), func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "bench.db"), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			var next atomic.Uint64
+			b.SetParallelism(par)
+			b.SetBytes(benchEnvelope)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				// One mailbox per goroutine, so Fetch sees only its own.
+				var m Mailbox
+				binary.BigEndian.PutUint64(m.ReceiveID[:], next.Add(1))
+				binary.BigEndian.PutUint64(m.SendID[:], next.Add(1))
+				if err := s.CreateMailbox(ctx, m, nil); err != nil {
+					b.Error(err)
+					return
+				}
+				env := make([]byte, benchEnvelope)
+				for pb.Next() {
+					var id [MessageIDSize]byte
+					binary.BigEndian.PutUint64(id[:], next.Add(1))
+					r, err := s.Put(ctx, m.SendID, id, env, Quota{}, t0, nil)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					msgs, _, err := s.Fetch(ctx, m.ReceiveID, r.Seq-1, 1, t0)
+					if err != nil || len(msgs) != 1 || len(msgs[0].Envelope) != benchEnvelope {
+						b.Errorf("Fetch: %d messages, %v", len(msgs), err)
+						return
+					}
+					if n, err := s.Ack(ctx, m.ReceiveID, [][MessageIDSize]byte{id}); err != nil || n != 1 {
+						b.Errorf("Ack: %d, %v", n, err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSeal is the CPU schema 3 adds to a message's life: a fresh
+// key, sealing its envelope on Put and opening it on Fetch (2 KiB).
+func BenchmarkSeal(b *testing.B) {
+	env := make([]byte, benchEnvelope)
+	var id [MessageIDSize]byte
+	b.SetBytes(benchEnvelope)
+	for b.Loop() {
+		key := newMessageKey()
+		rec, err := sealMessage(&key, id, 1234, env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unseal(&key, rec[:messageADSize], rec[messageHeaderSize:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKeyFileSync is the key-slot file's share of a commit that
+// stores messages: n new keys written (their pages) and one fdatasync,
+// then their slots zeroed after the commit (written, synced with the
+// next iteration's keys), as in a steady send-and-ack load.
+func BenchmarkKeyFileSync(b *testing.B) {
+	for _, n := range []int{1, 20} {
+		b.Run(fmt.Sprintf("keys=%d", n), func(b *testing.B) {
+			k, err := createKeyFile(filepath.Join(b.TempDir(), "bench.keys"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer k.abandon()
+			for b.Loop() {
+				for range n {
+					key := newMessageKey()
+					slot, err := k.alloc(&key)
+					if err != nil {
+						b.Fatal(err)
+					}
+					k.release(slot)
+				}
+				if err := k.prepare(); err != nil {
+					b.Fatal(err)
+				}
+				if err := k.commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -19,13 +19,22 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout, schema 2.
+// On-disk layout, schema 3.
+//
+// Two files: the bbolt file (the path given to Open, qpc.db) and the
+// key-slot file next to it (path + KeyFileSuffix, qpc.db.keys; keys.go).
+// Every envelope is sealed under a key of its own that only the key-slot
+// file holds (seal.go): when a message goes, its slot is overwritten, and
+// what bbolt's freed pages still hold of it is ciphertext without a key.
 //
 // Buckets and keys (IDs are raw bytes, integers big-endian so that byte
 // order is numeric order and a cursor can range-scan):
 //
-//	meta                "schema" -> u8 schema version (2)
+//	meta                "schema" -> u8 schema version (3)
 //	                    "envelope_limit" -> u32 MaxEnvelope of the last Open
+//	                    "key_file" -> the key-slot file's ID (16)
+//	                    "key_generation" -> u64 clean closes (keys.go)
+//	                    "compact" -> 1 while an upgrade's compaction is due
 //	mailboxes           receiveID(32) -> mailbox record
 //	send_ids            sendID(32) -> send index record
 //	messages            receiveID(32) | seq(u64) -> message record
@@ -48,26 +57,32 @@ import (
 // seq, time) and a "message_expiry" bucket (the same keys as
 // idempotency_expiry, for unacknowledged messages only); both were
 // derived from what schema 2 keeps, and Open drops them when it upgrades
-// a schema 1 file.
+// a schema 1 file. Schemas 1 and 2 stored envelopes in the clear (message
+// record version 1); the upgrade to schema 3 seals each one, then copies
+// the file to a new one (bbolt.Compact) and overwrites the old one with
+// zeros, so that no envelope the old file ever held, acknowledged ones
+// included, survives in a freed page (upgradeMessages, compactStore).
 //
-// Every value starts with a format version byte (recordV1); a reader
-// refuses any other version or length with ErrCorrupt instead of guessing.
-// Version 1 values (times are int64 Unix seconds, already coarse):
+// Every value starts with a format version byte; a reader refuses any
+// other version or length with ErrCorrupt instead of guessing. Times are
+// int64 Unix seconds, already coarse:
 //
-//	mailbox record      v | ownerKey(32) | sendID(32) | created(i64) | nextSeq(u64) | count(u64) | bytes(u64)
-//	send index record   v | receiveID(32)
-//	message record      v | messageID(16) | received(i64) | envelope(rest)
-//	spent record        v | until(i64)
+//	mailbox record      1 | ownerKey(32) | sendID(32) | created(i64) | nextSeq(u64) | count(u64) | bytes(u64)
+//	send index record   1 | receiveID(32) | (nothing else)
+//	message record      2 | messageID(16) | received(i64) | slot(u32) | sealed envelope (envelope + 16-byte tag)
+//	spent record        1 | until(i64)
 //
-// (An arrival's value is a bare message ID: its length is its format.)
+// (An arrival's value is a bare message ID: its length is its format.
+// Version 1 message records, 1 | messageID | received | envelope, are
+// read only by the upgrade.)
 //
 // The spent set holds only token spend keys and when they may go; no key
 // names the mailbox or message (or, for Spend, the KeyPackage fetch) its
 // token paid for.
 //
 // count and bytes are the mailbox's stored messages and the sum of their
-// envelope lengths; they are updated in the same transaction as the
-// messages, so quota checks never scan.
+// envelope lengths (before sealing); they are updated in the same
+// transaction as the messages, so quota checks never scan.
 var (
 	bucketMeta      = []byte("meta")
 	bucketMailboxes = []byte("mailboxes")
@@ -84,15 +99,26 @@ var (
 
 	keySchema        = []byte("schema")
 	keyEnvelopeLimit = []byte("envelope_limit")
+	keyKeyFileID     = []byte("key_file")
+	keyKeyGen        = []byte("key_generation")
+	keyCompact       = []byte("compact")
 )
 
 const (
-	schemaVersion = 2
+	schemaVersion = 3
 	recordV1      = 1
+	// recordV2 is the message record of schema 3: sealed, with a slot.
+	recordV2 = 2
 
 	mailboxRecordSize = 1 + OwnerKeySize + MailboxIDSize + 8 + 8 + 8 + 8
 	sendRecordSize    = 1 + MailboxIDSize
-	messageHeaderSize = 1 + MessageIDSize + 8
+	// A message record's header: what the seal's additional data covers
+	// (messageADSize), then the key slot.
+	messageADSize     = 1 + MessageIDSize + 8
+	messageHeaderSize = messageADSize + 4
+	// The version 1 record of schemas 1 and 2: no slot, the envelope in
+	// the clear.
+	messageV1HeaderSize = 1 + MessageIDSize + 8
 
 	messageKeySize = MailboxIDSize + 8
 	// An arrival is keyed by time and seq, not by message ID: the keys
@@ -117,6 +143,7 @@ var ErrCorrupt = fmt.Errorf("%w: corrupt record", ErrStorageFailed)
 // transactions and run concurrently with the writer.
 type Bolt struct {
 	db       *bolt.DB
+	pageSize int // db.Info().PageSize, which panics once db is closed
 	gran     time.Duration
 	maxBatch int
 	maxEnv   int
@@ -126,7 +153,15 @@ type Bolt struct {
 	// the writer touches it. idemKeys is its size, for Stats.
 	idem     *idemIndex
 	idemKeys atomic.Int64
-	updateMu sync.Mutex
+	// keys is the key-slot file (keys.go); the writer alone changes it,
+	// Fetch reads keys from it.
+	keys     *keyFile
+	keySlots atomic.Int64
+	// keysUnsynced: the key-slot file has writes not yet synced (the
+	// writer syncs them when idle).
+	keysUnsynced atomic.Bool
+	unreadable   atomic.Uint64
+	updateMu     sync.Mutex
 
 	queue chan *op
 	// mu orders submissions against Close: a submitter holds it shared
@@ -178,6 +213,14 @@ type Stats struct {
 	// IdempotencyKeys is the number of message IDs the in-memory
 	// idempotency index holds (one per message accepted within the TTL).
 	IdempotencyKeys int
+	// KeySlots is the size of the key-slot file, in slots (one per stored
+	// message at its fullest, 32 bytes each).
+	KeySlots int
+	// Unreadable counts the times a stored message was found without a
+	// usable key: at Open after a crash, and at each Fetch that met one
+	// (it is skipped, and deleted at expiry). Nonzero means the key-slot
+	// file was lost, replaced or damaged; the log says more.
+	Unreadable uint64
 }
 
 // Open opens or creates the store file at path (mode 0600, its directory
@@ -192,72 +235,60 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: o.OpenTimeout,
-		MaxSize: o.MaxSize,
-		// NoSync stays false: an acknowledged send must survive a crash.
-	})
+	db, err := openBolt(path, o)
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error { return initSchema(tx, o.Logger) }); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
-	}
-	if err := db.Update(func(tx *bolt.Tx) error { return checkEnvelopeLimit(tx, o.MaxEnvelope) }); err != nil {
+	keys, unreadable, err := openSchema(db, path, o.Logger)
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	fail := func(err error) (*Bolt, error) {
+		keys.abandon()
+		if db != nil {
+			_ = db.Close()
+		}
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(keyCompact) != nil {
+			return errCompact
+		}
+		return nil
+	}); errors.Is(err, errCompact) {
+		if db, err = compactStore(db, path, o); err != nil {
+			return fail(fmt.Errorf("%w: compacting after the upgrade: %w", ErrStorageFailed, err))
+		}
+		o.Logger.Info("store: the upgraded file was copied afresh and the old one overwritten with zeros")
+	} else if err != nil {
+		return fail(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return checkEnvelopeLimit(tx, o.MaxEnvelope) }); err != nil {
+		return fail(err)
 	}
 	idem := newIdemIndex()
 	if err := db.View(func(tx *bolt.Tx) error { return loadIdem(tx, idem) }); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store: open: %w", err)
+		return fail(err)
 	}
 	s := &Bolt{
 		db:         db,
+		pageSize:   db.Info().PageSize,
 		gran:       o.TimeGranularity,
 		maxBatch:   o.MaxBatch,
 		maxEnv:     o.MaxEnvelope,
 		log:        o.Logger,
 		onCommit:   o.OnCommit,
 		idem:       idem,
+		keys:       keys,
 		queue:      make(chan *op, 4*o.MaxBatch),
 		writerDone: make(chan struct{}),
 	}
 	s.idemKeys.Store(int64(idem.keys))
+	s.keySlots.Store(int64(keys.slotCount()))
+	s.unreadable.Store(uint64(unreadable))
 	go s.writer()
 	return s, nil
-}
-
-// initSchema creates the buckets of a new file, upgrades a schema 1 file
-// and refuses any other version (a newer server's file included: this one
-// would not know what it must keep consistent).
-func initSchema(tx *bolt.Tx, log *slog.Logger) error {
-	for _, name := range allBuckets {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return err
-		}
-	}
-	meta := tx.Bucket(bucketMeta)
-	switch v := meta.Get(keySchema); {
-	case v == nil:
-		return meta.Put(keySchema, []byte{schemaVersion})
-	case len(v) == 1 && v[0] == schemaVersion:
-		return nil
-	case len(v) == 1 && v[0] == 1:
-		// Everything schema 1 had beyond schema 2 was derived from the
-		// arrivals, which it kept the same way: dropping it is the whole
-		// upgrade, and it happens in this one transaction or not at all.
-		for _, name := range schema1Dropped {
-			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
-				return err
-			}
-		}
-		log.Info("store: upgraded the file from schema 1 to 2 (idempotency keys now indexed in memory)")
-		return meta.Put(keySchema, []byte{schemaVersion})
-	default:
-		return fmt.Errorf("%w: unsupported schema version %v", ErrCorrupt, v)
-	}
 }
 
 // loadIdem fills the idempotency index from the arrivals.
@@ -316,13 +347,13 @@ func checkEnvelopeLimit(tx *bolt.Tx, limit int) error {
 	if !known || recorded > int64(limit) {
 		over := OversizeError{Limit: limit}
 		err := tx.Bucket(bucketMessages).ForEach(func(_, v []byte) error {
-			_, received, env, err := decodeMessage(v)
+			_, received, _, sealed, err := decodeMessage(v)
 			if err != nil {
 				return err
 			}
-			if len(env) > limit {
+			if n := len(sealed) - sealOverhead; n > limit {
 				over.Count++
-				over.Largest = max(over.Largest, len(env))
+				over.Largest = max(over.Largest, n)
 				if t := fromUnix(received); t.After(over.Newest) {
 					over.Newest = t
 				}
@@ -369,9 +400,11 @@ func (s *Bolt) Stats() Stats {
 		OpTxn:         time.Duration(s.txnNanos.Load()),
 		OpWake:        time.Duration(s.wakeNanos.Load()),
 		PagesWritten:  db.TxStats.GetPageCount(),
-		PageSize:      s.db.Info().PageSize,
+		PageSize:      s.pageSize,
 
 		IdempotencyKeys: int(s.idemKeys.Load()),
+		KeySlots:        int(s.keySlots.Load()),
+		Unreadable:      s.unreadable.Load(),
 	}
 }
 
@@ -385,8 +418,26 @@ func (s *Bolt) Close() error {
 		close(s.queue)
 		s.mu.Unlock()
 		<-s.writerDone
-		if err := s.db.Close(); err != nil {
+		s.updateMu.Lock()
+		defer s.updateMu.Unlock()
+		// The next generation goes into the bbolt file first; the key
+		// file is marked clean at it only after, so a crash between the
+		// two leaves files that do not match, and the next Open checks.
+		gen := s.keys.gen + 1
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyKeyGen, binary.BigEndian.AppendUint64(nil, gen))
+		}); err != nil {
 			s.closeErr = fmt.Errorf("store: close: %w: %w", ErrStorageFailed, err)
+		}
+		if err := s.db.Close(); err != nil && s.closeErr == nil {
+			s.closeErr = fmt.Errorf("store: close: %w: %w", ErrStorageFailed, err)
+		}
+		clean := &gen
+		if s.closeErr != nil {
+			clean = nil
+		}
+		if err := s.keys.close(clean); err != nil && s.closeErr == nil {
+			s.closeErr = fmt.Errorf("store: close: %w: key-slot file: %w", ErrStorageFailed, err)
 		}
 	})
 	return s.closeErr
@@ -416,11 +467,14 @@ type op struct {
 	submitted, taken, committed time.Time
 }
 
-// txn is what an operation runs in: the writer's bbolt transaction and
-// the idempotency index, whose changes are undone if the transaction fails.
+// txn is what an operation runs in: the writer's bbolt transaction, the
+// idempotency index, whose changes are undone if the transaction fails,
+// and the key-slot file, whose new keys are synced before the
+// transaction commits and whose freed slots are zeroed only after.
 type txn struct {
 	*bolt.Tx
 	idem *idemIndex
+	keys *keyFile
 }
 
 type abortError struct{ err error }
@@ -474,7 +528,33 @@ func (s *Bolt) do(ctx context.Context, run func(tx *txn) error) error {
 func (s *Bolt) writer() {
 	defer close(s.writerDone)
 	batch := make([]*op, 0, s.maxBatch)
-	for first := range s.queue {
+	idle := time.NewTimer(time.Hour)
+	idle.Stop()
+	for {
+		var (
+			first *op
+			ok    bool
+		)
+		if s.keysUnsynced.Load() {
+			// Zeros over freed key slots are written but not synced.
+			// The next commit that stores a message syncs them with its
+			// new keys; if none comes within keySyncDelay, sync them
+			// alone. (Under load that is one key-file sync per commit;
+			// a crash before it is covered by Open's check.)
+			idle.Reset(keySyncDelay)
+			select {
+			case first, ok = <-s.queue:
+				idle.Stop()
+			case <-idle.C:
+				s.syncKeys()
+				continue
+			}
+		} else {
+			first, ok = <-s.queue
+		}
+		if !ok {
+			return
+		}
 		batch = append(batch[:0], first)
 	drain:
 		for len(batch) < s.maxBatch {
@@ -497,6 +577,21 @@ func (s *Bolt) writer() {
 		// for it (docs/benchmarks.md, "Where a send's time goes").
 		runtime.Gosched()
 	}
+}
+
+// keySyncDelay is how long zeros written over freed key slots may wait
+// for the next commit's sync before the idle writer syncs them alone.
+const keySyncDelay = 200 * time.Millisecond
+
+// syncKeys syncs the key-slot file if zeroed slots were written since the
+// last sync. A failure is logged; the next commit's sync tries again.
+func (s *Bolt) syncKeys() {
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
+	if err := s.keys.sync(); err != nil {
+		s.log.Error("store: syncing the key-slot file failed", "err", err)
+	}
+	s.keysUnsynced.Store(s.keys.unsynced || len(s.keys.dirty) > 0)
 }
 
 func (s *Bolt) commit(batch []*op) {
@@ -560,15 +655,47 @@ func (s *Bolt) commit(batch []*op) {
 func (s *Bolt) update(fn func(tx *txn) error) error {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
-	err := s.db.Update(func(tx *bolt.Tx) error { return fn(&txn{Tx: tx, idem: s.idem}) })
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(&txn{Tx: tx, idem: s.idem, keys: s.keys}); err != nil {
+			return err
+		}
+		// The new messages' keys are durable before the commit that
+		// stores the messages: one sync for the whole batch.
+		if err := s.keys.prepare(); err != nil {
+			return err
+		}
+		if testHookPrepared != nil {
+			testHookPrepared()
+		}
+		return nil
+	})
+	if err == nil && testHookCommitted != nil {
+		testHookCommitted()
+	}
+	var kerr error
 	if err != nil {
 		s.idem.rollback()
+		kerr = s.keys.rollback()
 	} else {
 		s.idem.commit()
+		kerr = s.keys.commit()
+	}
+	if kerr != nil {
+		// The outcome stands (committed or rolled back); a key that
+		// should be zeros is still written in the file until the
+		// retry at the next commit or sync.
+		s.log.Error("store: writing zeroed key slots failed", "err", kerr)
 	}
 	s.idemKeys.Store(int64(s.idem.keys))
+	s.keySlots.Store(int64(s.keys.slotCount()))
+	s.keysUnsynced.Store(s.keys.unsynced || len(s.keys.dirty) > 0)
 	return err
 }
+
+// Test hooks, nil outside tests: called by update after the key-slot
+// file was synced and before the bbolt commit, and after the commit
+// before freed slots are zeroed, the two moments a crash is interesting.
+var testHookPrepared, testHookCommitted func()
 
 // runOp runs one operation, turning a panic into a rolled-back transaction:
 // a bug in one operation must not kill the writer and hang every caller.
@@ -666,13 +793,18 @@ func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageI
 	return res, nil
 }
 
-// putOp builds Put's transaction body; the encoding happens here, in the
-// caller's goroutine, so the single writer does as little as possible.
+// putOp builds Put's transaction body; the encoding and sealing happen
+// here, in the caller's goroutine, so the single writer does as little as
+// possible: it only picks the key's slot.
 func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend, res *PutResult) func(tx *txn) error {
 	received := s.coarse(now)
-	value := encodeMessage(id, received, envelope)
+	key := newMessageKey()
+	value, sealErr := sealMessage(&key, id, received, envelope)
 	size := uint64(len(envelope))
 	return func(tx *txn) error {
+		if sealErr != nil {
+			return sealErr
+		}
 		rid, err := lookupSendID(tx.Tx, sendID)
 		if err != nil {
 			return err
@@ -706,6 +838,12 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 		mbox.count++
 		mbox.bytes += size
 
+		slot, err := tx.keys.alloc(&key)
+		if err != nil {
+			return write(err)
+		}
+		clear(key[:])
+		encodeSlot(value[messageADSize:], slot)
 		mkey := messageKey(rid, seq)
 		if err := tx.Bucket(bucketMessages).Put(mkey, value); err != nil {
 			return write(err)
@@ -745,10 +883,19 @@ func (s *Bolt) Spend(ctx context.Context, spend *Spend) error {
 // TTL stay visible until PurgeExpired (which the server runs periodically)
 // deletes them, so now is not consulted. A limit <= 0 returns no messages,
 // and more reports whether any follow after.
+//
+// A message whose key is gone is skipped. Usually it was acknowledged
+// while this read ran (its slot is zeroed, or already another message's,
+// as soon as the Ack commits, while this read still sees the message):
+// to the caller that is the same as reading just after the Ack. If it is
+// still stored, its key was lost (Stats.Unreadable, and an error logged):
+// it cannot be delivered, and blocking the messages behind it would help
+// nobody; it goes at expiry.
 func (s *Bolt) Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after uint64, limit int, now time.Time) ([]Message, bool, error) {
 	var (
-		msgs []Message
-		more bool
+		msgs   []Message
+		more   bool
+		failed []unopened
 	)
 	err := s.view(ctx, func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketMailboxes).Get(receiveID[:]) == nil {
@@ -769,16 +916,22 @@ func (s *Bolt) Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after u
 			if len(k) != messageKeySize {
 				return fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
 			}
-			id, received, env, err := decodeMessage(v)
+			id, received, slot, sealed, err := decodeMessage(v)
 			if err != nil {
 				return err
+			}
+			// Opening copies the envelope out of bbolt's memory, which
+			// is only valid inside the transaction.
+			env, ok := s.open(v, slot, sealed)
+			if !ok {
+				failed = append(failed, unopened{key: bytes.Clone(k), record: bytes.Clone(v[:messageHeaderSize])})
+				continue
 			}
 			msgs = append(msgs, Message{
 				Seq:        binary.BigEndian.Uint64(k[MailboxIDSize:]),
 				ID:         id,
 				ReceivedAt: fromUnix(received),
-				// bbolt's memory is only valid inside the transaction.
-				Envelope: bytes.Clone(env),
+				Envelope:   env,
 			})
 		}
 		return nil
@@ -786,7 +939,45 @@ func (s *Bolt) Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after u
 	if err != nil {
 		return nil, false, fmt.Errorf("store: fetch: %w", err)
 	}
+	if len(failed) > 0 {
+		s.checkUnopened(failed)
+	}
 	return msgs, more, nil
+}
+
+// unopened is a message Fetch could not open: its key and record header.
+type unopened struct{ key, record []byte }
+
+// open unseals a message record's envelope with its slot's key.
+func (s *Bolt) open(record []byte, slot uint32, sealed []byte) ([]byte, bool) {
+	key, ok := s.keys.key(slot)
+	if !ok {
+		return nil, false
+	}
+	env, err := unseal(&key, record[:messageADSize], sealed)
+	clear(key[:])
+	return env, err == nil
+}
+
+// checkUnopened looks again, in a fresh read, for the messages a Fetch
+// could not open. One acknowledged (or deleted) since is gone, or its
+// record changed: nothing is wrong. One that is still stored, unchanged,
+// has lost its key.
+func (s *Bolt) checkUnopened(failed []unopened) {
+	lost := 0
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMessages)
+		for _, f := range failed {
+			if v := b.Get(f.key); len(v) >= messageHeaderSize && bytes.Equal(v[:messageHeaderSize], f.record) {
+				lost++
+			}
+		}
+		return nil
+	})
+	if lost > 0 {
+		s.unreadable.Add(uint64(lost))
+		s.log.Error("store: stored messages cannot be opened: their key slot is empty or holds another key (was the key-slot file replaced or damaged?); they are skipped and go at expiry", "messages", lost)
+	}
 }
 
 // Ack implements Store. The idempotency keys stay (until PurgeExpired), so
@@ -812,6 +1003,7 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 		}
 		var (
 			victims [][]byte
+			slots   []uint32
 			freed   uint64
 			seen    = make(map[uint64]bool, len(ids))
 		)
@@ -827,7 +1019,7 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 			if mv == nil {
 				continue // acked or purged before
 			}
-			mid, _, env, err := decodeMessage(mv)
+			mid, _, slot, sealed, err := decodeMessage(mv)
 			if err != nil {
 				return err
 			}
@@ -835,7 +1027,8 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 				return fmt.Errorf("%w: idempotency key points to another message", ErrCorrupt)
 			}
 			victims = append(victims, mkey)
-			freed += uint64(len(env))
+			slots = append(slots, slot)
+			freed += uint64(len(sealed) - sealOverhead)
 		}
 		if len(victims) == 0 {
 			n = 0
@@ -855,6 +1048,10 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 		}
 		if err := tx.Bucket(bucketMailboxes).Put(receiveID[:], mbox.encode()); err != nil {
 			return write(err)
+		}
+		// Their keys are zeroed once this transaction has committed.
+		for _, slot := range slots {
+			tx.keys.release(slot)
 		}
 		n = len(victims)
 		return nil
@@ -876,16 +1073,21 @@ func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte)
 		}
 		// Gather first (refusing corrupt records before any write), then
 		// delete; keys are copied because deleting moves bbolt's memory.
-		var msgKeys, arrivals [][]byte
+		var (
+			msgKeys, arrivals [][]byte
+			slots             []uint32
+		)
 		c := tx.Bucket(bucketMessages).Cursor()
 		for k, v := c.Seek(receiveID[:]); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
 			if len(k) != messageKeySize {
 				return fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
 			}
-			if _, _, _, err := decodeMessage(v); err != nil {
+			_, _, slot, _, err := decodeMessage(v)
+			if err != nil {
 				return err
 			}
 			msgKeys = append(msgKeys, bytes.Clone(k))
+			slots = append(slots, slot)
 		}
 		// Every arrival of the mailbox is in the index, which names its key.
 		for id, e := range tx.idem.boxes[receiveID] {
@@ -919,6 +1121,9 @@ func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte)
 			return write(err)
 		}
 		tx.idem.drop(receiveID)
+		for _, slot := range slots {
+			tx.keys.release(slot)
+		}
 		return nil
 	})
 	if err != nil {
@@ -998,6 +1203,7 @@ func purgeArrivals(limit int64, n *int, more *bool) func(tx *txn) error {
 		touched := map[[MailboxIDSize]byte]*mailboxRecord{}
 		var (
 			dropMsgs [][]byte
+			slots    []uint32
 			forget   []arrival
 		)
 		for _, k := range keys {
@@ -1011,11 +1217,13 @@ func purgeArrivals(limit int64, n *int, more *bool) func(tx *txn) error {
 			if v == nil {
 				continue // acked: only the arrival is left
 			}
-			_, _, env, err := decodeMessage(v)
+			_, _, slot, sealed, err := decodeMessage(v)
 			if err != nil {
 				return err
 			}
+			size := uint64(len(sealed) - sealOverhead)
 			dropMsgs = append(dropMsgs, mkey)
+			slots = append(slots, slot)
 			rec, ok := touched[a.rid]
 			if !ok {
 				r, err := getMailbox(tx.Tx, a.rid)
@@ -1028,11 +1236,11 @@ func purgeArrivals(limit int64, n *int, more *bool) func(tx *txn) error {
 				rec = &r
 				touched[a.rid] = rec
 			}
-			if rec.count == 0 || rec.bytes < uint64(len(env)) {
+			if rec.count == 0 || rec.bytes < size {
 				return fmt.Errorf("%w: mailbox counters below stored messages", ErrCorrupt)
 			}
 			rec.count--
-			rec.bytes -= uint64(len(env))
+			rec.bytes -= size
 		}
 		for _, k := range keys {
 			if err := arrivals.Delete(k); err != nil {
@@ -1055,6 +1263,9 @@ func purgeArrivals(limit int64, n *int, more *bool) func(tx *txn) error {
 			if e, ok := tx.idem.get(a.rid, a.id); ok && e.seq == a.seq {
 				tx.idem.del(a.rid, a.id)
 			}
+		}
+		for _, slot := range slots {
+			tx.keys.release(slot)
 		}
 		*n, *more = len(dropMsgs), full
 		return nil
@@ -1135,22 +1346,57 @@ func lookupSendID(tx *bolt.Tx, sendID [MailboxIDSize]byte) ([MailboxIDSize]byte,
 	return decodeSendRecord(v)
 }
 
-func encodeMessage(id [MessageIDSize]byte, received int64, envelope []byte) []byte {
-	b := make([]byte, 0, messageHeaderSize+len(envelope))
+// encodeMessage is a message record with its envelope already sealed.
+func encodeMessage(id [MessageIDSize]byte, received int64, slot uint32, sealed []byte) []byte {
+	b := make([]byte, messageHeaderSize, messageHeaderSize+len(sealed))
+	putMessageHeader(b, id, received, slot)
+	return append(b, sealed...)
+}
+
+func putMessageHeader(b []byte, id [MessageIDSize]byte, received int64, slot uint32) {
+	b[0] = recordV2
+	copy(b[1:], id[:])
+	binary.BigEndian.PutUint64(b[1+MessageIDSize:], uint64(received))
+	encodeSlot(b[messageADSize:], slot)
+}
+
+// sealMessage is the message record of envelope sealed under key, with
+// slot 0: the writer writes the slot it picks into the record
+// (encodeSlot at messageADSize), which the seal does not cover.
+func sealMessage(key *[keySize]byte, id [MessageIDSize]byte, received int64, envelope []byte) ([]byte, error) {
+	b := make([]byte, messageHeaderSize, messageHeaderSize+len(envelope)+sealOverhead)
+	putMessageHeader(b, id, received, 0)
+	return seal(b, key, b[:messageADSize], envelope)
+}
+
+// decodeMessage returns the sealed envelope as a slice of v, valid as
+// long as v.
+func decodeMessage(v []byte) (id [MessageIDSize]byte, received int64, slot uint32, sealed []byte, err error) {
+	if len(v) < messageHeaderSize+sealOverhead || v[0] != recordV2 {
+		return id, 0, 0, nil, fmt.Errorf("%w: message record", ErrCorrupt)
+	}
+	copy(id[:], v[1:])
+	received = int64(binary.BigEndian.Uint64(v[1+MessageIDSize:]))
+	return id, received, decodeSlot(v[messageADSize:]), v[messageHeaderSize:], nil
+}
+
+// encodeMessageV1 and decodeMessageV1 are the plaintext record of schemas
+// 1 and 2, which only the upgrade reads (and tests write).
+func encodeMessageV1(id [MessageIDSize]byte, received int64, envelope []byte) []byte {
+	b := make([]byte, 0, messageV1HeaderSize+len(envelope))
 	b = append(b, recordV1)
 	b = append(b, id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(received))
 	return append(b, envelope...)
 }
 
-// decodeMessage returns the envelope as a slice of v, valid as long as v.
-func decodeMessage(v []byte) (id [MessageIDSize]byte, received int64, envelope []byte, err error) {
-	if len(v) < messageHeaderSize || v[0] != recordV1 {
-		return id, 0, nil, fmt.Errorf("%w: message record", ErrCorrupt)
+func decodeMessageV1(v []byte) (id [MessageIDSize]byte, received int64, envelope []byte, err error) {
+	if len(v) < messageV1HeaderSize || v[0] != recordV1 {
+		return id, 0, nil, fmt.Errorf("%w: version 1 message record", ErrCorrupt)
 	}
 	copy(id[:], v[1:])
 	received = int64(binary.BigEndian.Uint64(v[1+MessageIDSize:]))
-	return id, received, v[messageHeaderSize:], nil
+	return id, received, v[messageV1HeaderSize:], nil
 }
 
 // arrival is one entry of the arrivals bucket: message id arrived in

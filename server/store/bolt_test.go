@@ -172,6 +172,7 @@ func checkInvariants(t *testing.T, s *Bolt) {
 		}
 		arrivals := tx.Bucket(bucketArrivals)
 		messages := 0
+		slots := map[uint32]bool{}
 		if err := tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {
 			messages++
 			var id [MailboxIDSize]byte
@@ -181,13 +182,20 @@ func checkInvariants(t *testing.T, s *Bolt) {
 				t.Errorf("message of no mailbox")
 				return nil
 			}
-			msgID, received, env, err := decodeMessage(v)
+			msgID, received, slot, sealed, err := decodeMessage(v)
 			if err != nil {
 				return err
 			}
+			if slots[slot] {
+				t.Errorf("two messages name key slot %d", slot)
+			}
+			slots[slot] = true
+			if _, ok := s.open(v, slot, sealed); !ok {
+				t.Errorf("message in slot %d does not open with its key", slot)
+			}
 			seq := binary.BigEndian.Uint64(k[MailboxIDSize:])
 			sum.count++
-			sum.bytes += uint64(len(env))
+			sum.bytes += uint64(len(sealed) - sealOverhead)
 			sum.maxSeq = max(sum.maxSeq, seq)
 			if v := arrivals.Get(expiryKey(received, k)); !bytes.Equal(v, msgID[:]) {
 				t.Errorf("message without its arrival (%x)", v)
@@ -212,6 +220,34 @@ func checkInvariants(t *testing.T, s *Bolt) {
 		}
 		if messages > s.idem.keys {
 			t.Errorf("%d messages but %d idempotency keys", messages, s.idem.keys)
+		}
+		// The key-slot file holds a key exactly for the stored messages,
+		// every other slot is free, and the file on disk is the copy in
+		// memory.
+		s.updateMu.Lock()
+		defer s.updateMu.Unlock()
+		free := map[uint32]bool{}
+		for _, f := range s.keys.free {
+			if free[f] {
+				t.Errorf("slot %d free twice", f)
+			}
+			free[f] = true
+		}
+		for i := range s.keys.slotCount() {
+			_, filled := s.keys.key(uint32(i))
+			if filled != slots[uint32(i)] || filled == free[uint32(i)] {
+				t.Errorf("slot %d: filled %v, named by a message %v, free %v", i, filled, slots[uint32(i)], free[uint32(i)])
+			}
+		}
+		if err := s.keys.writeDirty(); err != nil {
+			return err
+		}
+		onDisk, err := os.ReadFile(s.keys.path)
+		if err != nil {
+			return err
+		}
+		if want := s.keys.slots; !bytes.Equal(onDisk[keyPage:], want[:min(len(want), len(onDisk)-keyPage)]) || !allZero(want[len(onDisk)-keyPage:]) {
+			t.Errorf("the key-slot file differs from its copy in memory")
 		}
 		return tx.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
 			rec, _ := decodeMailbox(v)
@@ -444,13 +480,16 @@ func TestAckedWritesAreInTheFile(t *testing.T) {
 	id := mid()
 	mustPut(t, s, m, id, []byte("durable"), Quota{}, t0)
 
-	data, err := os.ReadFile(filepath.Join(dir, "qpc.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The files as a crash would leave them: the key-slot file too.
 	crash := filepath.Join(dir, "crash.db")
-	if err := os.WriteFile(crash, data, 0o600); err != nil {
-		t.Fatal(err)
+	for _, suffix := range []string{"", KeyFileSuffix} {
+		data, err := os.ReadFile(filepath.Join(dir, "qpc.db"+suffix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(crash+suffix, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c := openTest(t, crash, Options{})
 	msgs := mustFetch(t, c, m)
@@ -1120,7 +1159,9 @@ func FuzzDecode(f *testing.F) {
 	rec := mailboxRecord{nextSeq: 7, count: 3, bytes: 99, created: -5}
 	f.Add(rec.encode())
 	f.Add(encodeSendRecord([MailboxIDSize]byte{1}))
-	f.Add(encodeMessage([MessageIDSize]byte{2}, 1234, []byte("env")))
+	f.Add(encodeMessage([MessageIDSize]byte{2}, 1234, 77, make([]byte, sealOverhead+3)))
+	f.Add(encodeMessageV1([MessageIDSize]byte{2}, 1234, []byte("env")))
+	f.Add(keyFileHeader([keyFileIDSize]byte{5}, stateClean, 9))
 	f.Add(append(arrival{rid: [MailboxIDSize]byte{3}, seq: 9, received: 1234, id: [MessageIDSize]byte{4}}.key(), make([]byte, MessageIDSize)...))
 	f.Add(encodeEnvelopeLimit(131035))
 	f.Add([]byte{})
@@ -1142,8 +1183,17 @@ func FuzzDecode(f *testing.F) {
 		check("mailbox", err, r.encode)
 		id, err := decodeSendRecord(v)
 		check("send index", err, func() []byte { return encodeSendRecord(id) })
-		msgID, received, env, err := decodeMessage(v)
-		check("message", err, func() []byte { return encodeMessage(msgID, received, env) })
+		msgID, received, slot, sealed, err := decodeMessage(v)
+		check("message", err, func() []byte { return encodeMessage(msgID, received, slot, sealed) })
+		msgID, received, env, err := decodeMessageV1(v)
+		check("message v1", err, func() []byte { return encodeMessageV1(msgID, received, env) })
+		// A header is a whole page: the input is its start, zeros the rest.
+		if len(v) <= keyPage {
+			page := make([]byte, keyPage)
+			copy(page, v)
+			fid, state, gen, err := decodeKeyFileHeader(page)
+			check("key file header", err, func() []byte { return keyFileHeader(fid, state, gen)[:len(v)] })
+		}
 		// An arrival is a key and a value: split where the key ends.
 		k, av := v[:min(len(v), arrivalKeySize)], v[min(len(v), arrivalKeySize):]
 		a, err := decodeArrival(k, av)
@@ -1252,12 +1302,15 @@ func TestUpgradeFromSchema1(t *testing.T) {
 
 	var logs lockedBuffer
 	s := openTest(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if !strings.Contains(logs.String(), "schema 1 to 2") {
+	if !strings.Contains(logs.String(), "schema 1 to 3") {
 		t.Errorf("upgrade not logged: %q", logs.String())
 	}
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keySchema); !bytes.Equal(v, []byte{2}) {
+		if v := tx.Bucket(bucketMeta).Get(keySchema); !bytes.Equal(v, []byte{schemaVersion}) {
 			t.Errorf("schema after upgrade: %v", v)
+		}
+		if tx.Bucket(bucketMeta).Get(keyCompact) != nil {
+			t.Errorf("the compaction is still marked due")
 		}
 		for _, name := range schema1Dropped {
 			if tx.Bucket(name) != nil {
@@ -1305,7 +1358,7 @@ func TestUpgradeFromSchema1(t *testing.T) {
 		t.Errorf("%d idempotency keys after the purge, want 3 (a2, a3, a4)", k)
 	}
 	checkInvariants(t, s)
-	// And it opens again as schema 2, with nothing to upgrade.
+	// And it opens again as schema 3, with nothing to upgrade.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
