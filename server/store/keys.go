@@ -10,7 +10,7 @@ package store
 // when the message is acknowledged, deleted with its mailbox or purged at
 // expiry, its slot is overwritten with zeros. What bbolt's freed pages
 // then still hold of the message is ciphertext under a key that no longer
-// exists (docs/storage.md, "Envelopes at rest"; ADR 0008).
+// exists (docs/storage.md, "Envelopes at rest"; ADR 0002).
 //
 // Layout (all of it, nothing else):
 //
