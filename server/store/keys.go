@@ -276,12 +276,17 @@ func (k *keyFile) alloc(key *[keySize]byte) (uint32, error) {
 // release frees slot when the current transaction commits.
 func (k *keyFile) release(slot uint32) { k.txFree = append(k.txFree, slot) }
 
+// maxSlots is the most slots the file may hold: slot numbers are uint32,
+// and the slot area (32 bytes a slot) must fit an int, as on 32-bit
+// routers; whole pages.
+var maxSlots = min(uint64(math.MaxUint32), uint64(math.MaxInt)/keySize) / slotsPerPage * slotsPerPage
+
 // grow doubles the slot area (at least one page) and frees the new slots.
 func (k *keyFile) grow() error {
 	old := k.slotCount()
 	n := max(old*2, slotsPerPage)
-	if n > math.MaxUint32 {
-		n = math.MaxUint32 / slotsPerPage * slotsPerPage
+	if uint64(n) > maxSlots {
+		n = int(maxSlots)
 		if n <= old {
 			return errors.New("key-slot file full")
 		}
