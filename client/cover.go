@@ -542,9 +542,11 @@ func (c *Client) coverScan(skip uint64) (seq uint64, first *outboxEntry, behind 
 }
 
 // coverFillFast seals the outbox's next entry without c.op, when that
-// entry has its token already. nil when it cannot: then coverFill.
-func (c *Client) coverFillFast(ctx context.Context, id sealed.SenderIdentity) *coverEnvelope {
-	seq, e, _, err := c.coverScan(0)
+// entry has its token already; skip is an entry already sent, not yet
+// deleted. It only reads the state (a read transaction waits for no
+// writer). nil when it cannot: then coverFill.
+func (c *Client) coverFillFast(ctx context.Context, id sealed.SenderIdentity, skip uint64) *coverEnvelope {
+	seq, e, _, err := c.coverScan(skip)
 	if err != nil || e == nil {
 		return nil
 	}
@@ -580,9 +582,9 @@ func (c *Client) coverFillFast(ctx context.Context, id sealed.SenderIdentity) *c
 // coverFillFast could not: the first entry of the outbox that can be sent,
 // with a token taken now, or a dummy built now when there is none (at the
 // start, or while every destination is out of reach). nil when there is
-// nothing to send. The caller holds c.op.
-func (c *Client) coverFill(ctx context.Context) (*coverEnvelope, error) {
-	seq, e, _, err := c.coverScan(0)
+// nothing to send. skip is as for coverFillFast. The caller holds c.op.
+func (c *Client) coverFill(ctx context.Context, skip uint64) (*coverEnvelope, error) {
+	seq, e, _, err := c.coverScan(skip)
 	if err != nil {
 		return nil, err
 	}
@@ -590,7 +592,7 @@ func (c *Client) coverFill(ctx context.Context) (*coverEnvelope, error) {
 		if queued, err := c.queueDummyBounded(ctx); err != nil || !queued {
 			return nil, err
 		}
-		if seq, e, _, err = c.coverScan(0); err != nil || e == nil {
+		if seq, e, _, err = c.coverScan(skip); err != nil || e == nil {
 			return nil, err
 		}
 	}
@@ -697,15 +699,27 @@ type coverLanes struct {
 }
 
 // coverFast is the fast lane: it takes the ticks' answers and fills the
-// slot, without c.op but in the rare cases coverFill and coverFastDone
-// name.
+// slot, without c.op but in the rare cases coverFill and coverFailed
+// name. An envelope the server stored is deleted from the outbox only
+// once the next one is in the slot: the deletion is a write transaction,
+// which may wait for the slow lane's.
 func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
-	var out quotaOut
+	var (
+		out  quotaOut
+		sent uint64 // stored by the server, still in the outbox
+	)
 	lead := time.NewTimer(0)
 	defer lead.Stop()
+	forget := func() {
+		if sent != 0 {
+			c.dropEntry(sent)
+			sent = 0
+		}
+	}
 	for {
 		if l.inFlight.Load() == 0 && !out.wait(c.opts.Now()) {
 			if d := time.Until(time.Unix(0, l.next.Load())) - coverLead; d > 0 {
+				forget()
 				lead.Reset(d)
 				select {
 				case <-ctx.Done():
@@ -717,11 +731,11 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 				err error
 				ev  []Event
 			)
-			p := c.coverFillFast(ctx, l.id)
+			p := c.coverFillFast(ctx, l.id, sent)
 			if p == nil {
 				c.op.Lock()
 				c.pending = nil
-				p, err = c.coverFill(ctx)
+				p, err = c.coverFill(ctx, sent)
 				ev = c.takeEvents()
 				c.op.Unlock()
 			}
@@ -729,6 +743,7 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 				l.inFlight.Store(p.seq)
 				l.slot <- p // room: nothing was in flight
 			}
+			forget()
 			if w, ok := out.observe(c.opts.Now(), err, l.rate); ok {
 				ev = append(ev, w)
 			}
@@ -741,12 +756,16 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 			default:
 			}
 		}
+		forget()
 		select {
 		case <-ctx.Done():
 			return
 		case <-l.wake:
 		case r := <-l.done:
-			if err := c.coverFastDone(r, l.emit); err != nil && ctx.Err() == nil {
+			if r.err == nil {
+				sent = r.p.seq
+				c.sentEntry(r.p.seq, r.p.e, nil) // reports it sent
+			} else if err := c.coverFailed(r, l.emit); ctx.Err() == nil {
 				c.log.Debug("cover tick", "err", err)
 			}
 			l.inFlight.Store(0)
@@ -754,14 +773,10 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 	}
 }
 
-// coverFastDone takes a tick's answer: an envelope the server stored
-// leaves the outbox (no lock needed); an error is handled under c.op as
-// flush does, and the entry stays for the next fill.
-func (c *Client) coverFastDone(r coverResult, emit func([]Event)) error {
-	if r.err == nil {
-		c.dropEntry(r.p.seq)
-		return c.sentEntry(r.p.seq, r.p.e, nil)
-	}
+// coverFailed takes a tick's failed attempt under c.op as flush does; the
+// entry stays in the outbox for the next fill, or is dropped with an alarm
+// when it cannot be delivered.
+func (c *Client) coverFailed(r coverResult, emit func([]Event)) error {
 	c.op.Lock()
 	c.pending = nil
 	err := c.sentEntry(r.p.seq, r.p.e, r.err)
