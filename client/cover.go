@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
@@ -45,9 +46,10 @@ import (
 //   - it enters the one outbox and leaves through the same code as a real
 //     message: same connection (the cover connection, which in cover mode
 //     carries every send and nothing else), same sealing, a token from
-//     the same wallet, one envelope per tick. The outbox is first in,
-//     first out, and a dummy is queued only when nothing real waits, so
-//     a burst (real or dummy) is never cut by another;
+//     the same wallet, one envelope per tick, sealed before its tick by
+//     the same preparer (below), so the tick's timing cannot tell them
+//     apart. The outbox is first in, first out, so a burst (real or
+//     dummy) is never cut by another;
 //   - its recipients process it like a text (MLS decryption, the sender
 //     checked against key transparency, its sequence number tracked, its
 //     checkpoint gossiped, the group state saved, the envelope acked) and
@@ -433,47 +435,383 @@ func (c *Client) sealEstimate(policy padding.Policy) ([]byte, error) {
 	return sealed.Seal(pp, sk.Public(), id, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, sealed.ContentMLS, body, c.opts.Now())
 }
 
-// coverTick is one tick of the schedule: the next envelope of the outbox.
-// When that leaves the outbox empty, the next dummy message is queued at
-// once, so that the next tick, real or dummy, only seals and sends: the
-// work of building a dummy never shows in the timing of its send. (A real
-// message written meanwhile waits behind that one dummy message.) Only
-// when the outbox holds nothing that can be sent now (the first tick,
-// or destinations not reachable yet) is a dummy built within the tick.
-func (c *Client) coverTick(ctx context.Context) ([]Event, error) {
-	c.op.Lock()
-	defer c.op.Unlock()
-	c.pending = nil
-	c.releaseReceipts(ctx)
-	tried, err := c.coverFlush(ctx)
-	if _, dummies, cerr := c.outboxCount(); !tried && err == nil && cerr == nil && dummies < maxCoverBacklog {
-		var queued bool
-		queued, err = c.queueDummy(ctx)
-		if queued {
-			_, err = c.coverFlush(ctx)
-		}
-	}
-	if real, dummies, qerr := c.outboxCount(); qerr == nil && real+dummies == 0 && ctx.Err() == nil {
-		if _, qerr := c.queueDummy(ctx); qerr != nil && err == nil {
-			err = qerr
-		}
-	}
-	return c.takeEvents(), err
+// The schedule and the work are apart, in three goroutines:
+//
+//   - the ticks (coverSchedule) only write an envelope sealed before them:
+//     no lock, no work that depends on what is sent, so a send's time on
+//     the wire is its Poisson draw whatever the envelope is;
+//   - the fast lane (coverFast) takes each tick's answer and seals the next
+//     entry of the outbox into the one-envelope slot the next tick takes,
+//     at most coverLead before that tick. It reads the outbox and writes
+//     only its own entries' deletions, through the state store's
+//     transactions, and does not take the client's lock (c.op), so no
+//     other work can hold it up. The slot stays empty until the answer is
+//     in, so entries to one destination still leave in order, one at a
+//     time. Only what should not happen in a steady run goes the slow way
+//     under c.op: an entry without a token yet, an error, an outbox with
+//     nothing to send;
+//   - the slow lane (coverSlow), woken after each fill, does the work that
+//     needs c.op: it moves due receipts into the outbox, tops the outbox up
+//     with dummy messages until at least coverAhead envelopes wait behind
+//     the slot, and gives the waiting entries their tokens. Building a
+//     dummy (an MLS encryption and a state write) therefore happens ticks
+//     before the dummy leaves, and it holds up neither a tick nor the next
+//     fill, just as a real message's encryption in Send does not.
+//
+// A tick whose slot is still empty sends nothing; the envelope waits for
+// the next tick. Before this split a tick sealed its envelope, released
+// due receipts and built the next dummy all while holding c.op, and the
+// server could see it in the gaps between sends: a tick delayed by
+// building a dummy, or by a fetch or a Send holding the lock, was more
+// often a dummy's; the send right after acking a text came later than
+// after acking a dummy, the receipt for the text being encrypted in the
+// tick (TestHostileCoverClassifier).
+const (
+	// coverLead is how long before its tick the fast lane seals the next
+	// envelope (at once when the tick is nearer), so that the envelope's
+	// sealed timestamp stays near its send.
+	coverLead = 2 * time.Second
+	// coverAhead is how many envelopes the slow lane keeps queued behind
+	// the slot.
+	coverAhead = 2
+	// maxCoverBacklog bounds the dummies in the outbox: while their
+	// destinations cannot be reached (a member's mailbox not known yet),
+	// the slow lane would otherwise queue new ones each time.
+	maxCoverBacklog = 64
+)
+
+// coverEnvelope is an outbox entry sealed for the next tick.
+type coverEnvelope struct {
+	seq      uint64
+	e        *outboxEntry
+	env, tok []byte
 }
 
-// maxCoverBacklog bounds the dummies waiting in the outbox: while their
-// destinations cannot be reached (a member's mailbox not known yet), ticks
-// would otherwise queue a new one each.
-const maxCoverBacklog = 64
+// coverResult is a tick's outcome for the envelope it sent.
+type coverResult struct {
+	p   *coverEnvelope
+	err error
+}
 
-// coverFlush flushes at most one envelope and reports whether one was
-// tried. The caller holds c.op.
-func (c *Client) coverFlush(ctx context.Context) (bool, error) {
-	c.coverBudget = 1
-	err := c.flush(ctx)
-	tried := c.coverBudget < 0
-	c.coverBudget = 0
-	return tried, err
+// coverScan walks the outbox in the order flush sends it and returns the
+// first entry that can be sent now, apart from the entry skip (the one in
+// the slot, 0: none), and how many further entries could be sent after it.
+// It only reads the state, and deletes entries whose conversation or member
+// is gone: it needs no lock.
+func (c *Client) coverScan(skip uint64) (seq uint64, first *outboxEntry, behind int, err error) {
+	type item struct {
+		seq uint64
+		e   *outboxEntry
+	}
+	var items []item
+	err = c.store.View(func(tx *state.Tx) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			if seq == skip {
+				return nil
+			}
+			e := new(outboxEntry)
+			if err := jsonUnmarshal(v, e); err != nil {
+				return err
+			}
+			items = append(items, item{seq, e})
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	blocked := map[string]bool{}
+	for _, it := range items {
+		ok, wait, err := c.resolveEntry(it.seq, it.e)
+		if err != nil {
+			return 0, nil, 0, err
+		}
+		if wait {
+			blocked[it.e.dest()] = true
+		}
+		if !ok || blocked[it.e.dest()] {
+			continue
+		}
+		if first == nil {
+			seq, first = it.seq, it.e
+		} else {
+			behind++
+		}
+	}
+	return seq, first, behind, nil
+}
+
+// coverFillFast seals the outbox's next entry without c.op, when that
+// entry has its token already; skip is an entry already sent, not yet
+// deleted. It only reads the state (a read transaction waits for no
+// writer). nil when it cannot: then coverFill.
+func (c *Client) coverFillFast(ctx context.Context, id sealed.SenderIdentity, skip uint64) *coverEnvelope {
+	seq, e, _, err := c.coverScan(skip)
+	if err != nil || e == nil {
+		return nil
+	}
+	var tok []byte
+	err = c.store.View(func(tx *state.Tx) error {
+		t, err := tx.Get(bucketOutboxTokens, seqKey(seq))
+		tok = t
+		return err
+	})
+	if err != nil || tok == nil {
+		return nil
+	}
+	conn, err := c.conn(ctx, connCover)
+	if err != nil {
+		return nil
+	}
+	to, err := sealed.ParseMailboxPublicKey(e.Sealing)
+	if err != nil {
+		return nil
+	}
+	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
+	if err != nil {
+		return nil
+	}
+	env, err := sealed.Seal(policy, to, e.SendID, id, e.Type, e.Payload, c.opts.Now())
+	if err != nil {
+		return nil
+	}
+	return &coverEnvelope{seq: seq, e: e, env: env, tok: tok}
+}
+
+// coverFill seals the next envelope for the slot the slow way, when
+// coverFillFast could not: the first entry of the outbox that can be sent,
+// with a token taken now, or a dummy built now when there is none (at the
+// start, or while every destination is out of reach). nil when there is
+// nothing to send. skip is as for coverFillFast. The caller holds c.op.
+func (c *Client) coverFill(ctx context.Context, skip uint64) (*coverEnvelope, error) {
+	seq, e, _, err := c.coverScan(skip)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		if queued, err := c.queueDummyBounded(ctx); err != nil || !queued {
+			return nil, err
+		}
+		if seq, e, _, err = c.coverScan(skip); err != nil || e == nil {
+			return nil, err
+		}
+	}
+	conn, err := c.conn(ctx, connCover)
+	if err != nil {
+		return nil, err
+	}
+	env, tok, err := c.sealEntry(ctx, conn, seq, e)
+	if err != nil {
+		return nil, err
+	}
+	return &coverEnvelope{seq: seq, e: e, env: env, tok: tok}, nil
+}
+
+// coverTopUp queues dummy messages until at least coverAhead envelopes can
+// be sent after the one in the slot (seq, 0: none). The caller holds c.op.
+func (c *Client) coverTopUp(ctx context.Context, seq uint64) error {
+	for range coverAhead {
+		first, behind := 0, 0
+		_, e, n, err := c.coverScan(seq)
+		if err != nil {
+			return err
+		}
+		if e != nil {
+			first, behind = 1, n
+		}
+		if first+behind >= coverAhead {
+			return nil
+		}
+		if queued, err := c.queueDummyBounded(ctx); err != nil || !queued {
+			return err
+		}
+	}
+	return nil
+}
+
+// queueDummyBounded is queueDummy while fewer than maxCoverBacklog dummies
+// wait. The caller holds c.op.
+func (c *Client) queueDummyBounded(ctx context.Context) (bool, error) {
+	_, dummies, err := c.outboxCount()
+	if err != nil || dummies >= maxCoverBacklog {
+		return false, err
+	}
+	return c.queueDummy(ctx)
+}
+
+// coverSend writes p on the cover connection: the only work of a tick.
+func (c *Client) coverSend(ctx context.Context, p *coverEnvelope) error {
+	conn, err := c.conn(ctx, connCover)
+	if err != nil {
+		return err
+	}
+	_, err = conn.Send(ctx, p.e.SendID, p.e.ID, p.env, p.tok)
+	return err
+}
+
+// coverSchedule runs the ticks: at each it sends what is in the slot, if
+// anything, and reports the outcome on done (an envelope's answer; done
+// has room for the one envelope in flight) or wake (an empty tick). next
+// holds the time of the coming tick, for the fast lane's lead.
+func (c *Client) coverSchedule(ctx context.Context, rate float64, slot <-chan *coverEnvelope, done chan<- coverResult, wake chan<- struct{}, next *atomic.Int64) {
+	// Ticks are placed on an absolute schedule, so a slow send delays one
+	// tick but does not shift the ones after it.
+	at := time.Now()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		at = at.Add(expGap(rate))
+		next.Store(at.UnixNano())
+		t.Reset(time.Until(at))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		select {
+		case p := <-slot:
+			err := c.coverSend(ctx, p)
+			select {
+			case done <- coverResult{p, err}:
+			case <-ctx.Done():
+				return // the entry stays queued; a resend carries the same ID
+			}
+		default:
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// coverLanes is what the fast and the slow lane share.
+type coverLanes struct {
+	rate     float64
+	id       sealed.SenderIdentity
+	slot     chan *coverEnvelope
+	done     chan coverResult
+	wake     chan struct{} // an empty tick
+	kick     chan struct{} // the slow lane has work
+	next     atomic.Int64  // the coming tick, Unix nanoseconds
+	inFlight atomic.Uint64 // the entry in the slot or on the wire, 0: none
+	emit     func([]Event)
+}
+
+// coverFast is the fast lane: it takes the ticks' answers and fills the
+// slot, without c.op but in the rare cases coverFill and coverFailed
+// name. An envelope the server stored is deleted from the outbox only
+// once the next one is in the slot: the deletion is a write transaction,
+// which may wait for the slow lane's.
+func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
+	var (
+		out  quotaOut
+		sent uint64 // stored by the server, still in the outbox
+	)
+	lead := time.NewTimer(0)
+	defer lead.Stop()
+	forget := func() {
+		if sent != 0 {
+			c.dropEntry(sent)
+			sent = 0
+		}
+	}
+	for {
+		if l.inFlight.Load() == 0 && !out.wait(c.opts.Now()) {
+			if d := time.Until(time.Unix(0, l.next.Load())) - coverLead; d > 0 {
+				forget()
+				lead.Reset(d)
+				select {
+				case <-ctx.Done():
+					return
+				case <-lead.C:
+				}
+			}
+			var (
+				err error
+				ev  []Event
+			)
+			p := c.coverFillFast(ctx, l.id, sent)
+			if p == nil {
+				c.op.Lock()
+				c.pending = nil
+				p, err = c.coverFill(ctx, sent)
+				ev = c.takeEvents()
+				c.op.Unlock()
+			}
+			if p != nil {
+				l.inFlight.Store(p.seq)
+				l.slot <- p // room: nothing was in flight
+			}
+			forget()
+			if w, ok := out.observe(c.opts.Now(), err, l.rate); ok {
+				ev = append(ev, w)
+			}
+			l.emit(ev)
+			if err != nil && ctx.Err() == nil {
+				c.log.Debug("cover: sealing the next envelope", "err", err)
+			}
+			select {
+			case l.kick <- struct{}{}:
+			default:
+			}
+		}
+		forget()
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.wake:
+		case r := <-l.done:
+			if r.err == nil {
+				sent = r.p.seq
+				c.sentEntry(r.p.seq, r.p.e, nil) // reports it sent
+			} else if err := c.coverFailed(r, l.emit); ctx.Err() == nil {
+				c.log.Debug("cover tick", "err", err)
+			}
+			l.inFlight.Store(0)
+		}
+	}
+}
+
+// coverFailed takes a tick's failed attempt under c.op as flush does; the
+// entry stays in the outbox for the next fill, or is dropped with an alarm
+// when it cannot be delivered.
+func (c *Client) coverFailed(r coverResult, emit func([]Event)) error {
+	c.op.Lock()
+	c.pending = nil
+	err := c.sentEntry(r.p.seq, r.p.e, r.err)
+	ev := c.takeEvents()
+	c.op.Unlock()
+	emit(ev)
+	return fmt.Errorf("%w: %w", ErrQueued, err)
+}
+
+// coverSlow is the slow lane: woken after each fill, and at least at every
+// tick that found the slot empty, it does under c.op the work that needs
+// the lock.
+func (c *Client) coverSlow(ctx context.Context, l *coverLanes) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		}
+		c.op.Lock()
+		c.pending = nil
+		if err := c.releaseReceipts(ctx); err != nil && ctx.Err() == nil {
+			c.log.Debug("cover: releasing receipts", "err", err)
+		}
+		err := c.coverTopUp(ctx, l.inFlight.Load())
+		if err == nil {
+			err = c.assignTokens(ctx, coverAhead+1)
+		}
+		ev := c.takeEvents()
+		c.op.Unlock()
+		l.emit(ev)
+		if err != nil && ctx.Err() == nil {
+			c.log.Debug("cover: queueing dummies", "err", err)
+		}
+	}
 }
 
 // quotaRetry is how often cover mode asks for tokens again once the
@@ -546,35 +884,28 @@ func (c *Client) followCover(ctx context.Context, fn func(Event), o CoverOptions
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(1)
+	c.op.Lock()
+	l := &coverLanes{
+		rate: o.Rate,
+		id:   sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle},
+		slot: make(chan *coverEnvelope, 1), done: make(chan coverResult, 1),
+		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1),
+		emit: emit,
+	}
+	c.op.Unlock()
+	l.next.Store(time.Now().UnixNano())
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		// Ticks are placed on an absolute schedule, so a slow send delays
-		// one tick but does not shift the ones after it.
-		next := time.Now()
-		t := time.NewTimer(0)
-		defer t.Stop()
-		var out quotaOut
-		for {
-			next = next.Add(expGap(o.Rate))
-			t.Reset(time.Until(next))
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if out.wait(c.opts.Now()) {
-				continue
-			}
-			ev, err := c.coverTick(ctx)
-			if w, ok := out.observe(c.opts.Now(), err, o.Rate); ok {
-				ev = append(ev, w)
-			}
-			emit(ev)
-			if err != nil && ctx.Err() == nil {
-				c.log.Debug("cover tick", "err", err)
-			}
-		}
+		c.coverSchedule(ctx, o.Rate, l.slot, l.done, l.wake, &l.next)
+	}()
+	go func() {
+		defer wg.Done()
+		c.coverFast(ctx, l)
+	}()
+	go func() {
+		defer wg.Done()
+		c.coverSlow(ctx, l)
 	}()
 	tick := time.NewTicker(o.FetchEvery)
 	defer tick.Stop()

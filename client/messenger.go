@@ -193,9 +193,6 @@ type Client struct {
 	wallet *Wallet
 	// pending collects the events of the running operation.
 	pending []Event
-	// coverBudget is how many outbox entries the running cover tick may
-	// still send (-1: spent); 0 outside a tick (see cover.go).
-	coverBudget int
 
 	mu      sync.Mutex // guards conns, closing, policy and maxEnvelope
 	conns   map[string]*Conn

@@ -102,8 +102,8 @@ func (c *Client) Flush(ctx context.Context) error {
 // flush sends what it can. It returns the first error that stopped a
 // destination, after trying every destination; the entries stay queued.
 func (c *Client) flush(ctx context.Context) error {
-	if c.coverBudget == 0 && c.coverMode() != nil {
-		return nil // in cover mode, only the Poisson schedule sends
+	if c.coverMode() != nil {
+		return nil // in cover mode, only the Poisson schedule sends (cover.go)
 	}
 	type item struct {
 		seq uint64
@@ -151,51 +151,21 @@ func (c *Client) flush(ctx context.Context) error {
 	var firstErr error
 	for _, it := range items {
 		e := it.e
-		if e.Sealing == nil {
-			// Resolve a member's mailbox announced since it was queued.
-			r, err := c.getConv(e.Conv)
-			if err != nil {
-				return err
-			}
-			if r == nil {
-				c.dropEntry(it.seq)
-				continue
-			}
-			m, ok := r.Members[e.To]
-			if !ok {
-				c.dropEntry(it.seq) // no longer a member
-				continue
-			}
-			if m.Sealing != nil {
-				e.SendID, e.Sealing = m.SendID, m.Sealing
-			} else {
-				// Not announced yet: until it is, the member's messages
-				// follow its Welcome into its intro mailbox (they are part
-				// of the first contact), in order after it.
-				ct, err := c.contact(e.To)
-				if err != nil {
-					return err
-				}
-				if ct == nil {
-					blocked[e.dest()] = true
-					continue
-				}
-				e.SendID, e.Sealing, e.Intro = ct.IntroSendID, ct.IntroKey, true
-			}
+		ok, wait, err := c.resolveEntry(it.seq, e)
+		if err != nil {
+			return err
+		}
+		if wait {
+			blocked[e.dest()] = true
+		}
+		if !ok {
+			continue
 		}
 		d := e.dest()
 		if blocked[d] {
 			continue
 		}
-		if c.coverBudget > 0 {
-			c.coverBudget--
-			if c.coverBudget == 0 {
-				c.coverBudget = -1 // spent: send nothing more this tick
-			}
-		} else if c.coverBudget < 0 {
-			break
-		}
-		err := c.sendEntry(ctx, it.seq, e)
+		err = c.sendEntry(ctx, it.seq, e)
 		if err == nil {
 			sent = append(sent, it.seq)
 		} else {
@@ -222,41 +192,94 @@ var ErrQueued = errors.New("kept in the outbox, to be retried")
 // dropped and an alarm raised.
 var ErrUndeliverable = errors.New("undeliverable")
 
+// resolveEntry fills in the destination of an entry queued before its
+// member announced a mailbox: the announced one, or else the member's
+// intro mailbox after its Welcome. It reports whether e can be sent now;
+// wait is set when it cannot yet (nothing known to send it to), and an
+// entry whose conversation or member is gone is dropped.
+func (c *Client) resolveEntry(seq uint64, e *outboxEntry) (ok, wait bool, err error) {
+	if e.Sealing != nil {
+		return true, false, nil
+	}
+	r, err := c.getConv(e.Conv)
+	if err != nil {
+		return false, false, err
+	}
+	if r == nil {
+		c.dropEntry(seq)
+		return false, false, nil
+	}
+	m, ok := r.Members[e.To]
+	if !ok {
+		c.dropEntry(seq) // no longer a member
+		return false, false, nil
+	}
+	if m.Sealing != nil {
+		e.SendID, e.Sealing = m.SendID, m.Sealing
+		return true, false, nil
+	}
+	// Not announced yet: until it is, the member's messages follow its
+	// Welcome into its intro mailbox (they are part of the first
+	// contact), in order after it.
+	ct, err := c.contact(e.To)
+	if err != nil {
+		return false, false, err
+	}
+	if ct == nil {
+		return false, true, nil
+	}
+	e.SendID, e.Sealing, e.Intro = ct.IntroSendID, ct.IntroKey, true
+	return true, false, nil
+}
+
 // sendEntry makes one attempt at one entry.
 func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) error {
 	role := connForConv(e.Conv)
 	if e.Intro {
 		role = connForFirst(e.To)
 	}
-	if c.coverBudget != 0 {
-		// A cover tick: every envelope, real or dummy, leaves on the cover
-		// connection, so no connection shows when real traffic flows.
-		role = connCover
-	}
 	conn, err := c.conn(ctx, role)
 	if err != nil {
 		return err
 	}
-	tok, err := c.entryToken(ctx, seq)
+	env, tok, err := c.sealEntry(ctx, conn, seq, e)
 	if err != nil {
 		return err
+	}
+	_, err = conn.Send(ctx, e.SendID, e.ID, env, tok)
+	return c.sentEntry(seq, e, err)
+}
+
+// sealEntry seals e for one attempt on conn, paid with the entry's token.
+// An entry that cannot be sealed is dropped, with an alarm.
+func (c *Client) sealEntry(ctx context.Context, conn *Conn, seq uint64, e *outboxEntry) (env, tok []byte, err error) {
+	tok, err = c.entryToken(ctx, seq)
+	if err != nil {
+		return nil, nil, err
 	}
 	to, err := sealed.ParseMailboxPublicKey(e.Sealing)
 	if err != nil {
 		c.dropEntry(seq)
-		return fmt.Errorf("%w: %s's mailbox key is malformed", ErrUndeliverable, e.To)
+		return nil, nil, fmt.Errorf("%w: %s's mailbox key is malformed", ErrUndeliverable, e.To)
 	}
 	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	env, err := sealed.Seal(policy, to, e.SendID, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, e.Type, e.Payload, c.opts.Now())
+	env, err = sealed.Seal(policy, to, e.SendID, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, e.Type, e.Payload, c.opts.Now())
 	if err != nil {
 		c.dropEntry(seq)
 		c.raise(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("a message to %s could not be sealed and was dropped: %v", e.To, err)})
-		return fmt.Errorf("%w: %v", ErrUndeliverable, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrUndeliverable, err)
 	}
-	_, err = conn.Send(ctx, e.SendID, e.ID, env, tok)
+	return env, tok, nil
+}
+
+// sentEntry takes the server's answer (err) to one attempt at e: a token
+// that can no longer pay is forgotten, an entry whose mailbox is gone is
+// dropped with an alarm. It does not delete a stored entry from the
+// outbox; the caller does.
+func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
 	if code, ok := wire.CodeOf(err); ok {
 		switch code {
 		case wire.CodeTokenSpent, wire.CodeTokenExpired, wire.CodeTokenInvalid:

@@ -316,48 +316,43 @@ func accuracy(c classifier, xs []sample) (correct int) {
 	return correct
 }
 
-// stumps is the best one-feature threshold rule for each feature.
-func stumps(train []sample) []classifier {
-	var out []classifier
-	for f := range featureNames {
-		vals := make([]float64, 0, len(train))
-		for _, x := range train {
-			vals = append(vals, x.x[f])
-		}
-		slices.Sort(vals)
-		vals = slices.Compact(vals)
-		cands := vals
-		if len(cands) > 200 { // thresholds at quantiles
-			cands = nil
-			for q := range 200 {
-				cands = append(cands, vals[q*len(vals)/200])
-			}
-		}
-		best, bestThr, bestAbove := -1, 0.0, false
-		for _, thr := range cands {
-			for _, above := range []bool{true, false} {
-				c := 0
-				for _, x := range train {
-					if (x.x[f] >= thr) == above == x.cover {
-						c++
-					}
-				}
-				if c > best {
-					best, bestThr, bestAbove = c, thr, above
-				}
-			}
-		}
-		f, thr, above := f, bestThr, bestAbove
-		dir := ">="
-		if !above {
-			dir = "<"
-		}
-		out = append(out, classifier{
-			name:    fmt.Sprintf("stump: dummy iff %s %s %.4g", featureNames[f], dir, thr),
-			predict: func(x []float64) bool { return (x[f] >= thr) == above },
-		})
+// stump is the best one-feature threshold rule on feature f.
+func stump(train []sample, f int) classifier {
+	vals := make([]float64, 0, len(train))
+	for _, x := range train {
+		vals = append(vals, x.x[f])
 	}
-	return out
+	slices.Sort(vals)
+	vals = slices.Compact(vals)
+	cands := vals
+	if len(cands) > 200 { // thresholds at quantiles
+		cands = nil
+		for q := range 200 {
+			cands = append(cands, vals[q*len(vals)/200])
+		}
+	}
+	best, thr, above := -1, 0.0, false
+	for _, t := range cands {
+		for _, a := range []bool{true, false} {
+			c := 0
+			for _, x := range train {
+				if (x.x[f] >= t) == a == x.cover {
+					c++
+				}
+			}
+			if c > best {
+				best, thr, above = c, t, a
+			}
+		}
+	}
+	dir := ">="
+	if !above {
+		dir = "<"
+	}
+	return classifier{
+		name:    fmt.Sprintf("stump: dummy iff %s %s %.4g", featureNames[f], dir, thr),
+		predict: func(x []float64) bool { return (x[f] >= thr) == above },
+	}
 }
 
 // naiveBayes bins each feature at the training quantiles and multiplies
@@ -480,6 +475,76 @@ func logistic(train []sample) classifier {
 	return classifier{name: "logistic regression on all features", predict: func(x []float64) bool { return score(z(x)) > 0 }}
 }
 
+// trainer is one family of classifier the attacker may pick: how to fit
+// it to a training set.
+type trainer struct {
+	name string
+	fit  func([]sample) classifier
+}
+
+// trainers are every candidate: a stump per feature, naive Bayes with 4
+// and 8 bins, logistic regression, and the trivial rule.
+func trainers() []trainer {
+	var ts []trainer
+	for f := range featureNames {
+		ts = append(ts, trainer{"stump on " + featureNames[f], func(xs []sample) classifier { return stump(xs, f) }})
+	}
+	for _, bins := range []int{4, 8} {
+		ts = append(ts, trainer{fmt.Sprintf("naive Bayes, %d bins", bins), func(xs []sample) classifier { return naiveBayes(xs, bins) }})
+	}
+	ts = append(ts, trainer{"logistic regression", logistic},
+		trainer{"trivial rule", func([]sample) classifier { return trivialRule }})
+	return ts
+}
+
+// cvFolds is how many folds the attacker cross-validates on.
+const cvFolds = 5
+
+// crossValidate scores every trainer by k-fold cross-validation on train
+// (balanced): each class is cut, in time order, into cvFolds contiguous
+// runs, and fold k is the k-th run of both, so that every fold is
+// balanced like the test half and a burst's envelopes and their
+// neighbours mostly fall in one fold. Each fold is held out in turn, the
+// label-derived columns are recomputed from the other folds alone, and the
+// result is the share of held-out samples classified right.
+func crossValidate(ts []trainer, train []sample) []float64 {
+	var classes [2][]sample
+	for _, x := range train {
+		c := 0
+		if x.cover {
+			c = 1
+		}
+		classes[c] = append(classes[c], x)
+	}
+	for _, xs := range classes {
+		sort.SliceStable(xs, func(i, j int) bool { return xs[i].s.at.Before(xs[j].s.at) })
+	}
+	correct := make([]int, len(ts))
+	for k := range cvFolds {
+		var in, out []sample
+		for _, xs := range classes {
+			lo, hi := k*len(xs)/cvFolds, (k+1)*len(xs)/cvFolds
+			for i, x := range xs {
+				x.x = slices.Clone(x.x)
+				if i >= lo && i < hi {
+					out = append(out, x)
+				} else {
+					in = append(in, x)
+				}
+			}
+		}
+		fillTables(in, out)
+		for i, t := range ts {
+			correct[i] += accuracy(t.fit(in), out)
+		}
+	}
+	acc := make([]float64, len(ts))
+	for i := range ts {
+		acc[i] = float64(correct[i]) / float64(len(train))
+	}
+	return acc
+}
+
 // trivialRule is today's attack: a send to a mailbox created on the same
 // connection is a dummy.
 var trivialRule = classifier{name: "rule: dummy iff the mailbox was created on the sending connection",
@@ -489,7 +554,8 @@ var trivialRule = classifier{name: "rule: dummy iff the mailbox was created on t
 type classifierReport struct {
 	train, test   int
 	best          classifier
-	trainAcc      float64
+	cvAcc         float64 // the selected one's cross-validated accuracy on training
+	trainAcc      float64 // and its accuracy on the whole training half
 	correct       int     // of the best, on the test half
 	acc, lo, hi   float64 // its test accuracy and Wilson 95 % interval
 	trivial       float64 // the trivial rule's accuracy on the test half
@@ -502,10 +568,13 @@ func (r classifierReport) String() string {
 	return strings.Join(r.lines, "\n")
 }
 
-// classify labels the sends after start, trains every classifier on the
-// first half (in time) and scores it on the second, both halves balanced.
-// The classifier with the best training accuracy is the attack; its test
-// accuracy is the result.
+// classify labels the sends after start and splits them in time: the
+// first half is the attacker's training data, the second the test, both
+// balanced. The attacker picks its classifier as a real one would, by
+// cvFolds-fold cross-validation on the training half, fits it on the whole
+// half and runs it on the test half: that test accuracy is the result.
+// Every candidate's cross-validated, training and test accuracy is
+// reported.
 func classify(v *serverView, start time.Time, seed uint64) classifierReport {
 	feats := v.features()
 	var xs []sample
@@ -526,28 +595,30 @@ func classify(v *serverView, start time.Time, seed uint64) classifierReport {
 	}
 	rep.realFraction = 1 - float64(covers)/float64(len(xs))
 	train, test := xs[:len(xs)/2], xs[len(xs)/2:]
-	fillTables(train, test)
 	r := rand.New(rand.NewPCG(seed, 1))
 	train, test = balance(r, train), balance(r, test)
 	rep.train, rep.test = len(train), len(test)
-	if len(train) == 0 || len(test) == 0 {
+	if len(train) < 2*cvFolds || len(test) == 0 {
 		return rep
 	}
-	cands := stumps(train)
-	cands = append(cands, naiveBayes(train, 4), naiveBayes(train, 8), logistic(train), trivialRule)
-	bestTrain := -1
-	for _, c := range cands {
+	ts := trainers()
+	cv := crossValidate(ts, train)
+	fillTables(train, test)
+	best := -1
+	for i, t := range ts {
+		c := t.fit(train)
 		tr, te := accuracy(c, train), accuracy(c, test)
-		rep.lines = append(rep.lines, fmt.Sprintf("  train %.3f  test %.3f  %s",
-			float64(tr)/float64(len(train)), float64(te)/float64(len(test)), c.name))
-		if tr > bestTrain {
-			bestTrain, rep.best, rep.correct = tr, c, te
+		rep.lines = append(rep.lines, fmt.Sprintf("  cv %.3f  train %.3f  test %.3f  %s",
+			cv[i], float64(tr)/float64(len(train)), float64(te)/float64(len(test)), c.name))
+		if best < 0 || cv[i] > cv[best] {
+			best, rep.best, rep.correct = i, c, te
+			rep.trainAcc = float64(tr) / float64(len(train))
 		}
 		if c.name == trivialRule.name {
 			rep.trivial = float64(te) / float64(len(test))
 		}
 	}
-	rep.trainAcc = float64(bestTrain) / float64(len(train))
+	rep.cvAcc = cv[best]
 	rep.acc = float64(rep.correct) / float64(len(test))
 	rep.lo, rep.hi = stats.Wilson(rep.correct, len(test), stats.Z95)
 	return rep

@@ -198,7 +198,8 @@ func TestHostileCoverClassifier(t *testing.T) {
 	rep := classify(buildView(h.Events(), lookup), start, 1)
 	truthMu.Unlock()
 	t.Logf("real share of the sends %.2f; balanced halves: %d to train, %d to test\n%s", rep.realFraction, rep.train, rep.test, rep)
-	t.Logf("the attack (best on training, %.3f): %s", rep.trainAcc, rep.best.name)
+	t.Logf("the attack (selected by %d-fold cross-validation on the training half: cv %.3f, train %.3f): %s",
+		cvFolds, rep.cvAcc, rep.trainAcc, rep.best.name)
 	t.Logf("its accuracy on the test half: %.3f (%d of %d), Wilson 95 %% interval [%.3f, %.3f]; today's trivial rule: %.3f",
 		rep.acc, rep.correct, rep.test, rep.lo, rep.hi, rep.trivial)
 	if rep.test < 500 {
