@@ -30,14 +30,13 @@ func defaultMaxEnvelope(p padding.Policy) int {
 	return p.Max() - wire.HeaderSize - (wire.IDSize + wire.MessageIDSize + 2 + wire.MaxAuthSize + 3)
 }
 
-// maxContent is the most content one envelope carries to this server.
+// maxContent is the most content one envelope carries to this server:
+// what the pinned policy gives, never less (a server announcing a smaller
+// max_envelope is refused in the handshake, ErrPolicy), so where a
+// message is cut into chunks depends on the pin alone.
 func (c *Client) maxContent() int {
-	c.mu.Lock()
-	policy, maxEnv := c.policy, c.maxEnvelope
-	c.mu.Unlock()
-	if maxEnv == 0 {
-		policy, maxEnv = padding.Default, defaultMaxEnvelope(padding.Default)
-	}
+	policy := c.Policy()
+	maxEnv := defaultMaxEnvelope(policy)
 	p, err := sealed.PlaintextPolicy(policy, tokens.TokenSize)
 	if err != nil {
 		return 0

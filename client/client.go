@@ -322,6 +322,12 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 		if !m.Policy.Equal(c.opts.Policy) {
 			return fmt.Errorf("%w: the server announced buckets %s, pinned %s", ErrPolicy, m.Policy, c.opts.Policy)
 		}
+		// So is the largest envelope, which sets where messages are cut
+		// into chunks: a smaller limit for one client would make the
+		// number of chunks tell its texts' lengths.
+		if want := defaultMaxEnvelope(c.opts.Policy); int(m.Limits.MaxEnvelope) < want {
+			return fmt.Errorf("%w: the server announced max_envelope %d, the pinned buckets %s give %d", ErrPolicy, m.Limits.MaxEnvelope, c.opts.Policy, want)
+		}
 		s.hello = *m
 		return nil
 	case *wire.ErrorMessage:

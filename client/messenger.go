@@ -194,15 +194,13 @@ type Client struct {
 	// pending collects the events of the running operation.
 	pending []Event
 
-	mu      sync.Mutex // guards conns, closing, policy and maxEnvelope
+	mu      sync.Mutex // guards conns and closing
 	conns   map[string]*Conn
 	lookups atomic.Uint64 // names the one-shot lookup connections (for Tap)
 	// kpUsed is set (under op) when a join used one of our one-time
 	// KeyPackages, so that the pool is topped up after it.
-	kpUsed      bool
-	closing     bool
-	policy      padding.Policy // the server's, from the first hello
-	maxEnvelope int
+	kpUsed  bool
+	closing bool
 	// Token refills (tokenkeys.go), also under mu: the events of alarms
 	// raised outside operations, how many refill schedules run, and
 	// whether a connection other than the account and checkpoint ones
@@ -343,9 +341,6 @@ func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 		return prev, nil
 	}
 	c.conns[key] = conn
-	if c.maxEnvelope == 0 {
-		c.policy, c.maxEnvelope = conn.Policy(), int(conn.Limits().MaxEnvelope)
-	}
 	return conn, nil
 }
 
