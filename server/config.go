@@ -90,6 +90,7 @@ type Config struct {
 
 	TorSettings     // onion service and Tor keys (config_tor.go)
 	AccountSettings // limits of registrations and logins (config_accounts.go)
+	KTSettings      // limits of key-transparency publishes and lookups (config_kt.go)
 
 	sources map[string]Source
 }
@@ -216,6 +217,7 @@ func DefaultConfig() Config {
 		KeyPackagePool:    DefaultKeyPackagePool,
 		TorSettings:       defaultTorSettings(),
 		AccountSettings:   defaultAccountSettings(),
+		KTSettings:        defaultKTSettings(),
 		sources:           map[string]Source{},
 	}
 }
@@ -570,7 +572,7 @@ var configFields = append([]configField{
 		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
 		value: func(c *Config) any { return c.KeyPackagePool },
 	},
-}, slices.Concat(torConfigFields, accountConfigFields)...)
+}, slices.Concat(torConfigFields, accountConfigFields, ktConfigFields)...)
 
 func parseBool(dst *bool, s string) error {
 	v, err := strconv.ParseBool(s)
@@ -863,6 +865,7 @@ func (c *Config) Options() (Options, store.Options, error) {
 		TokenEpoch:        c.TokenEpoch.Duration,
 		TokenQuota:        c.TokenQuota,
 		KeyPackagePool:    c.KeyPackagePool,
+		KTLimits:          c.KTLimits(),
 	}
 	if !c.RequireTokens {
 		so.Authorizer = OpenAccess{}
