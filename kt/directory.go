@@ -759,3 +759,11 @@ func (d *Directory) LatestVersion(label string) (uint32, error) {
 	})
 	return v, err
 }
+
+// Queued is the number of publishes enqueued and not yet settled: at most
+// MaxPending.
+func (d *Directory) Queued() int {
+	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
+	return d.queued
+}
