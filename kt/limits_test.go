@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"runtime"
 	"testing"
 	"time"
@@ -275,4 +277,47 @@ func TestProofCacheMemory(t *testing.T) {
 	if per > proofCacheEntryBytes*5/4 {
 		t.Fatalf("a cached proof costs %d bytes, more than the documented %d", per, proofCacheEntryBytes)
 	}
+}
+
+// BenchmarkLookupProofCache measures one repeated lookup with and
+// without the proof cache, in the same run: VRF proofs computed per
+// lookup, time per lookup, and the ratio of the times.
+//
+//	go test ./kt -run '^$' -bench LookupProofCache -benchtime 200x
+func BenchmarkLookupProofCache(b *testing.B) {
+	s, v, vkey, k := newKeys(b, "kt.test/log")
+	open := func(cache int) *testDir {
+		opts := DirectoryOptions{Dir: b.TempDir(), LogSigner: s, LogVerifier: v, VRFKey: k, ProofCache: cache,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		d, err := OpenDirectory(context.Background(), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { d.Close() })
+		td := &testDir{Directory: d, vkey: vkey, opts: opts}
+		td.publish(b, "alice", []byte("v1"), []byte("v2"), []byte("v3"))
+		return td
+	}
+	uncached, cached := open(-1), open(DefaultProofCache)
+	ctx := context.Background()
+	var tUncached, tCached time.Duration
+	p0u, p0c := uncached.ProofsComputed(), cached.ProofsComputed()
+	for b.Loop() {
+		start := time.Now()
+		if _, err := uncached.Lookup(ctx, "alice", 0); err != nil {
+			b.Fatal(err)
+		}
+		mid := time.Now()
+		if _, err := cached.Lookup(ctx, "alice", 0); err != nil {
+			b.Fatal(err)
+		}
+		tUncached += mid.Sub(start)
+		tCached += time.Since(mid)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(uncached.ProofsComputed()-p0u)/n, "vrf-proofs/lookup-uncached")
+	b.ReportMetric(float64(cached.ProofsComputed()-p0c)/n, "vrf-proofs/lookup-cached")
+	b.ReportMetric(float64(tUncached.Microseconds())/n, "µs/lookup-uncached")
+	b.ReportMetric(float64(tCached.Microseconds())/n, "µs/lookup-cached")
+	b.ReportMetric(float64(tUncached)/float64(tCached), "speedup")
 }
