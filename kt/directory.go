@@ -71,7 +71,7 @@ type DirectoryOptions struct {
 	Now           func() time.Time
 
 	// What publishers and lookups can make the directory hold and
-	// compute (docs/key-transparency.md §8).
+	// compute (docs/key-transparency.md §7).
 	MaxPending  int    // publishes queued and not yet committed; default DefaultMaxPending
 	MaxVersions uint32 // versions one label may reach; default DefaultMaxVersions, at most MaxVersion
 	ProofCache  int    // VRF proofs kept in memory; default DefaultProofCache, negative: none

@@ -5,7 +5,7 @@ import (
 )
 
 // KTSettings bound what key-transparency publishes and lookups may cost
-// (docs/key-transparency.md §8, docs/operations.md "Limits"), embedded in
+// (docs/key-transparency.md §7, docs/operations.md "Limits"), embedded in
 // Config so that they decode from the same TOML table.
 type KTSettings struct {
 	KTPublishRate     float64 `toml:"kt_publish_rate"`      // publishes per hour per account

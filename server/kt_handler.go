@@ -42,7 +42,7 @@ const (
 )
 
 // KTLimits bound what key-transparency requests may cost the server
-// (docs/key-transparency.md §8). Zero values take the defaults.
+// (docs/key-transparency.md §7). Zero values take the defaults.
 type KTLimits struct {
 	KTPublishRate     float64 // publishes per hour per account
 	KTPublishBurst    int     // publishes an account may make at once
