@@ -2,7 +2,9 @@ package hostile_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,7 +116,7 @@ func ownerCheckWithheld(t *testing.T, timeout time.Duration, withhold func(x *ho
 	}
 }
 
-// TestBreakTokenEpochLengthFirstUse: the wallet trusts the token epoch
+// TestHostileTokenEpochLength: the wallet trusted the token epoch
 // length on first use (client/wallet.go Key: "the first one seen is
 // remembered"). From a new user's first contact, the server announces
 // epochs of two hours instead of its one hour, so the user's "current"
@@ -126,8 +128,10 @@ func ownerCheckWithheld(t *testing.T, timeout time.Duration, withhold func(x *ho
 // check only flags epochs after the clock's next one). Every token the
 // user spends is under a key only the user was shown. The promise
 // (docs/threat-model.md, token keys cannot tag a user): no IssueTokens
-// under a key not committed for everyone, or a token-key alarm.
-func TestBreakTokenEpochLengthFirstUse(t *testing.T) {
+// under a key not committed for everyone, or a token-key alarm. The
+// length is now committed in key transparency (kt.TokenEpochLabel) and
+// checked before any key is taken.
+func TestHostileTokenEpochLength(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	const ownLen = 2 * hostile.TokenEpoch
 	secret := make([]byte, tokens.MasterSecretSize)
@@ -205,5 +209,96 @@ func TestHostileGossipHealthWithheld(t *testing.T) {
 	t.Logf("bob: %d checkpoints kept since %v, alarms %v", st.GossipPending, st.GossipPendingSince, alarms)
 	if len(alarmsOf(t, bob, client.AlarmKTUnverified)) == 0 {
 		t.Fatalf("alice's checkpoint was never compared over %d syncs and %v, and no kt-unverified alarm", client.CheckAttempts, client.CheckGrace)
+	}
+}
+
+// TestHostileTokenEpochLengthRewritten: the server commits a second
+// version of its token epoch length (two hours), as it would to move
+// everyone's epochs, or some users', after the fact. A new user shown the
+// honest length still refuses every key: the committed length may have
+// one version only. A token-key alarm, and no IssueTokens.
+func TestHostileTokenEpochLengthRewritten(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{})
+	if _, err := h.KT().Publish(ctxT(t), kt.TokenEpochLabel, kt.TokenEpochValue(2*hostile.TokenEpoch)); err != nil {
+		t.Fatal(err)
+	}
+	target, _ := initUser(t, h, "target")
+	if err := target.Register(ctxT(t), "target", []byte("password of target")); err == nil {
+		t.Fatal("registered with a token epoch length committed twice")
+	}
+	if n := issueRequests(h, "target"); n != 0 {
+		t.Fatalf("%d IssueTokens requests under a rewritten epoch length", n)
+	}
+	al := tokenAlarms(t, target)
+	if len(al) == 0 || !strings.Contains(al[0].Detail, "2 versions") {
+		t.Fatalf("alarms %+v, want one for the second version of the epoch length", al)
+	}
+}
+
+// TestHostileBindingTokenEpochBeforeFloor: bob's binding commits to the
+// token key of an epoch the server numbered with epochs twice as long
+// (EpochAt(now, 2 h), an epoch of about 1998 under the real length), a
+// key the server committed for that epoch, so the committed-key
+// comparison passes: what a wallet that took the length on first use
+// would publish. Alice's lookup raises a token-key alarm: no qpc epoch
+// began that early.
+func TestHostileBindingTokenEpochBeforeFloor(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{})
+	alice := h.NewUser(t, "alice", "alice")
+	ctx := ctxT(t)
+	conn, err := client.Dial(ctx, h.Addr("bob"), h.ClientOptions(t).Dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var dev [16]byte
+	rand.Read(dev[:])
+	sess, err := conn.Register(ctx, "bob", []byte("password of bob"), dev, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := make([]byte, tokens.MasterSecretSize)
+	rand.Read(secret)
+	iss, err := tokens.NewIssuer(secret, tokens.WithEpochLength(2*hostile.TokenEpoch), tokens.WithClock(h.Clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := iss.Epoch()
+	pk, err := iss.PublicKey(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := pk.MarshalBinary()
+	if _, err := h.KT().Publish(ctx, kt.TokenKeyLabel(old), raw); err != nil {
+		t.Fatal(err)
+	}
+	_, idKey, _ := ed25519.GenerateKey(rand.Reader)
+	b := &kt.Binding{
+		Label: "bob", IdentityKeys: []ed25519.PublicKey{idKey.Public().(ed25519.PublicKey)},
+		IntroKey:  make([]byte, 1216),
+		TokenKeys: []kt.TokenKeyCommitment{{Epoch: old, Hash: sha256Sum(raw)}},
+	}
+	if err := b.Sign(idKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := conn.KTPublish(ctx, sess, client.NewKTOwner("bob"), b); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if v, _ := h.KT().LatestVersion("bob"); v > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bob's binding never published")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := alice.AddContact(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	al := tokenAlarms(t, alice)
+	if len(al) != 1 || !strings.Contains(al[0].Detail, "before any qpc server issued tokens") {
+		t.Fatalf("alarms %+v, want one about bob's commitment to epoch %d", al, old)
 	}
 }
