@@ -27,7 +27,7 @@ func createMany(t testing.TB, s *Bolt, n int, created time.Time) []Mailbox {
 		errs []error
 	)
 	work := make(chan int)
-	for range 32 {
+	for range 256 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
