@@ -184,6 +184,7 @@ type Client struct {
 	log   *slog.Logger
 
 	seenPruned time.Time // when dropStaleSeen last ran (under op)
+	drops      dropAlarms // alarms for dropped envelopes, rate-limited (under op; deferred.go)
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
