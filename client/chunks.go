@@ -120,7 +120,8 @@ type chunkSet struct {
 	Count    int    // chunks in the set
 	Have     int    // chunks kept so far
 	Bytes    int    // their total size
-	Received time.Time
+	Received time.Time // its first chunk
+	Touched  time.Time // its latest chunk
 }
 
 // chunkSetKey names the set of payload id sealed by sender to mailbox.
@@ -180,6 +181,7 @@ func (c *Client) addChunk(mailbox wire.ID, op *sealed.Opened) (sealed.ContentTyp
 		} else {
 			set.Have++
 			set.Bytes += len(ch)
+			set.Touched = c.opts.Now()
 			if set.Bytes > maxChunkBytesPerSender {
 				if err := deleteChunkSet(tx, key, set.Count); err != nil {
 					return err
@@ -219,9 +221,10 @@ func (c *Client) addChunk(mailbox wire.ID, op *sealed.Opened) (sealed.ContentTyp
 	return sealed.ContentType(binary.BigEndian.Uint16(whole)), whole[chunkTypeSize:], key, nil
 }
 
-// capChunkSets enforces the bounds after the set at key grew. It drops the sender's own oldest sets first,
-// then, past the totals, the oldest set of whoever holds the most bytes
-// — never the set at key unless its sender is that one and has no other.
+// capChunkSets enforces the bounds after the set at key grew. Past a
+// sender's bounds its own oldest sets go; past the totals, the sets that
+// made no progress for the longest. The set at key goes only when it
+// alone is over the bounds.
 func capChunkSets(tx *state.Tx, key []byte) error {
 	type held struct {
 		key []byte
@@ -290,16 +293,20 @@ func capChunkSets(tx *state.Tx, key []byte) error {
 		}
 	}
 	for len(all)-len(gone) > maxChunkSets || total > maxChunkBytes {
-		top := ""
-		for s, b := range bytesOf {
-			if setsOf[s] > 0 && (top == "" || b > bytesOf[top] || (b == bytesOf[top] && s < top)) {
-				top = s
+		// The set that made no progress for the longest: a payload
+		// being received keeps its set, while a flood of sets that
+		// never grow goes first.
+		var o *held
+		for i := range all {
+			h := &all[i]
+			if gone[string(h.key)] || h == self {
+				continue
+			}
+			if o == nil || h.set.Touched.Before(o.set.Touched) {
+				o = h
 			}
 		}
-		o := oldest(top)
 		if o == nil {
-			// The new set's sender holds the most and has nothing else:
-			// the new set goes.
 			if err := drop(self); err != nil {
 				return err
 			}
