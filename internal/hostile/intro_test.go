@@ -33,6 +33,9 @@ const (
 	garbageChunk   = 24 << 10 // content bytes of each garbage chunk
 	introStateMax  = 2 << 20  // what bob's local state may grow by
 	introReachTime = time.Minute
+	// clientMaxDeferred is what a client leaves unacknowledged in one
+	// mailbox (client/deferred.go maxDeferred).
+	clientMaxDeferred = 64
 )
 
 // introAttacker seals garbage to bob's intro mailbox and writes it
@@ -262,6 +265,9 @@ func TestAttackIntroGarbage(t *testing.T) {
 	secondSync := time.Since(start)
 	t.Logf("the stranger wrote %d envelopes, then %d more after bob's first read; bob's reads took %v and %v",
 		sent, topUp, firstSync.Round(time.Millisecond), secondSync.Round(time.Millisecond))
+	if left := introQuota - topUp; left > clientMaxDeferred {
+		t.Errorf("bob left %d envelopes unacknowledged on the server, bound %d", left, clientMaxDeferred)
+	}
 
 	// carol's first contact.
 	start = time.Now()
