@@ -115,11 +115,11 @@ const (
 // chunkSet is what is known of one incomplete set; its chunks are in
 // bucketChunkParts.
 type chunkSet struct {
-	Sender   string // the handle that sealed the first chunk
-	Key      []byte // its identity key
-	Count    int    // chunks in the set
-	Have     int    // chunks kept so far
-	Bytes    int    // their total size
+	Sender   string    // the handle that sealed the first chunk
+	Key      []byte    // its identity key
+	Count    int       // chunks in the set
+	Have     int       // chunks kept so far
+	Bytes    int       // their total size
 	Received time.Time // its first chunk
 	Touched  time.Time // its latest chunk
 }
