@@ -180,7 +180,7 @@ func (c *Client) deferEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m
 		copy(id[:], k[len(prefix):])
 		ids = append(ids, id)
 	}
-	c.raiseDropped(fmt.Sprintf("%d envelope(s) left for later in %s were dropped: they waited too long, or more were waiting than a mailbox keeps", len(drop), mb.role))
+	c.raiseLimited(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("%d envelope(s) left for later in %s were dropped: they waited too long, or more were waiting than a mailbox keeps", len(drop), mb.role)})
 	if _, err := conn.Ack(ctx, mb.box.mailbox(), ids); err != nil {
 		return err // marked seen: acknowledged when delivered again
 	}
@@ -224,23 +224,23 @@ func (c *Client) forgetDeferred(mb mailboxRef, present map[wire.MessageID]bool) 
 	})
 }
 
-// dropAlarms rate-limits the alarms for dropped envelopes: garbage in the
-// intro mailbox (anyone can send it) would otherwise add one alarm an
-// envelope to the local state. Past droppedAlarmsPerHour the drops are
-// counted and reported in one alarm at the end of the sync (or, while
-// following, at most once a minute).
+// dropAlarms rate-limits the alarms for dropped envelopes and for
+// envelopes whose sender key transparency does not show: garbage in the
+// intro mailbox (anyone can send it, in anyone's name) would otherwise
+// add one alarm an envelope to the local state. Past
+// droppedAlarmsPerHour they are counted and reported in one alarm at the
+// end of the sync (or, while following, at most once a minute).
 type dropAlarms struct {
 	window     time.Time // start of the current hour
 	raised     int       // alarms raised in it
-	suppressed int       // drops not reported yet
+	suppressed int       // alarms not raised yet
 	summarised time.Time // when the last summary was raised
 }
 
 const droppedAlarmsPerHour = 10
 
-// raiseDropped raises an AlarmDropped, or counts it once the hour's
-// alarms are spent.
-func (c *Client) raiseDropped(detail string) {
+// raiseLimited raises a, or counts it once the hour's alarms are spent.
+func (c *Client) raiseLimited(a Alarm) {
 	now := c.opts.Now()
 	d := &c.drops
 	if now.Sub(d.window) >= time.Hour {
@@ -248,7 +248,7 @@ func (c *Client) raiseDropped(detail string) {
 	}
 	if d.raised < droppedAlarmsPerHour {
 		d.raised++
-		c.raise(Alarm{Kind: AlarmDropped, Detail: detail})
+		c.raise(a)
 		return
 	}
 	d.suppressed++
@@ -264,5 +264,5 @@ func (c *Client) summariseDropped(every time.Duration) {
 	}
 	n := d.suppressed
 	d.suppressed, d.summarised = 0, now
-	c.raise(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("%d more envelopes that could not be read, or waited too long, were dropped", n)})
+	c.raise(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("%d more envelopes were dropped: they could not be read, their sender did not match key transparency, or they waited too long", n)})
 }

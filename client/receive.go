@@ -277,7 +277,7 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		return err
 	}
 	if err != nil {
-		c.raiseDropped("an envelope that could not be read was dropped: " + err.Error())
+		c.raiseLimited(Alarm{Kind: AlarmDropped, Detail: "an envelope that could not be read was dropped: " + err.Error()})
 		commit = nil
 	}
 	return c.store.Update(func(tx *state.Tx) error {
@@ -315,7 +315,9 @@ func (c *Client) senderContact(ctx context.Context, op *sealed.Opened) (*Contact
 		return nil, err
 	}
 	if !ct.IdentityKey.Equal(op.Sender.IdentityKey) {
-		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("an envelope claimed to come from %s with a key key transparency does not show", op.Sender.Handle)})
+		// Rate-limited with the drops: anyone can seal garbage to the
+		// intro mailbox in someone else's name.
+		c.raiseLimited(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("an envelope claimed to come from %s with a key key transparency does not show", op.Sender.Handle)})
 		return nil, fmt.Errorf("sender key does not match key transparency")
 	}
 	return ct, nil

@@ -116,14 +116,21 @@ func (a *introAttacker) unknownGroup(from sealed.SenderIdentity) []byte {
 	return a.seal(from, sealed.ContentMLS, raw)
 }
 
-// fillUnknown tops bob's mailbox up with unknown-group messages, most
-// from the attacker's own accounts, and returns how many it wrote.
+// fillUnknown tops bob's mailbox up with unknown-group messages, half
+// from the attacker's own accounts, the rest from forged senders (unknown
+// handles, or a real handle with a key of the attacker's), and returns
+// how many it wrote.
 func (a *introAttacker) fillUnknown() int {
 	n := 0
 	for ; ; n++ {
 		from := a.real[n%len(a.real)]
-		if n%4 == 3 {
+		switch n % 4 {
+		case 3:
 			from = a.fake()
+		case 2:
+			// A real account's handle under a key of the stranger's.
+			from = a.fake()
+			from.Handle = a.real[0].Handle
 		}
 		if !a.put(a.unknownGroup(from)) {
 			return n
