@@ -183,7 +183,8 @@ type Client struct {
 	store *state.Store
 	log   *slog.Logger
 
-	seenPruned time.Time // when dropStaleSeen last ran (under op)
+	seenPruned time.Time  // when dropStaleSeen last ran (under op)
+	drops      dropAlarms // alarms for dropped envelopes, rate-limited (under op; deferred.go)
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
