@@ -183,7 +183,8 @@ type Client struct {
 	store *state.Store
 	log   *slog.Logger
 
-	seenPruned time.Time // when dropStaleSeen last ran (under op)
+	seenPruned time.Time  // when dropStaleSeen last ran (under op)
+	drops      dropAlarms // alarms for dropped envelopes, rate-limited (under op; deferred.go)
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
@@ -208,6 +209,10 @@ type Client struct {
 	bgEvents    []Event
 	refillLoops int
 	anonOpened  bool
+
+	// answers is when the server last answered this client, on any
+	// connection (status.go serverCaused).
+	answers answerLog
 }
 
 // Init creates a new local state in opts.Home for the server at addr
@@ -360,6 +365,7 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 	c.mu.Unlock()
 	opts := c.opts.Dial
 	opts.Policy = policy // pinned in the state; zero: padding.Default
+	opts.answers = &c.answers
 	if tap := c.opts.Tap; tap != nil {
 		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
 	}
