@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,18 @@ const (
 	DefaultEpochInterval = time.Second
 	DefaultMinUpdates    = 4
 	DefaultCacheDepth    = 16
+	// DefaultMaxPending bounds the publishes queued for the next epochs
+	// (DirectoryOptions.MaxPending): at most MaxValueLen each, about
+	// 17 MiB, and one epoch (maxPerEpoch) takes them all.
+	DefaultMaxPending = 1024
+	// DefaultMaxVersions bounds the versions of one label
+	// (DirectoryOptions.MaxVersions). A client publishes when it
+	// registers and again when its published KeyPackage nears its end
+	// (client/identity.go: every 120 days or so per device), a few
+	// times a year: 1,024 versions are centuries of that, while a label
+	// flooded at the default publish rate (server kt_publish_rate) takes
+	// days to reach them, and holds at most 1,024 × MaxValueLen = 16 MiB.
+	DefaultMaxVersions = 1024
 )
 
 // Errors.
@@ -40,6 +53,8 @@ var (
 	ErrLabel           = errors.New("kt: invalid label")
 	ErrValue           = errors.New("kt: value too large")
 	ErrTooManyVersions = errors.New("kt: label has too many versions")
+	ErrQueueFull       = errors.New("kt: publish queue full")
+	ErrWithdrawn       = errors.New("kt: publish withdrawn before its epoch, not published")
 	ErrNoEpoch         = errors.New("kt: no epoch served yet")
 )
 
@@ -54,6 +69,12 @@ type DirectoryOptions struct {
 	CacheDepth    int           // tree levels held in memory; default 16
 	Logger        *slog.Logger
 	Now           func() time.Time
+
+	// What publishers and lookups can make the directory hold and
+	// compute (docs/key-transparency.md §7).
+	MaxPending  int    // publishes queued and not yet committed; default DefaultMaxPending
+	MaxVersions uint32 // versions one label may reach; default DefaultMaxVersions, at most MaxVersion
+	ProofCache  int    // VRF proofs kept in memory; default DefaultProofCache, negative: none
 
 	// afterCommit, in tests, runs after an epoch's bbolt commit and
 	// before its log append; an error stops the epoch there, as a crash
@@ -75,13 +96,24 @@ type Directory struct {
 	writeMu  sync.Mutex
 	pendMu   sync.Mutex
 	pending  []*update
-	reserved map[string]uint32 // label -> highest version reserved by Enqueue, until committed
+	queued   int                     // updates enqueued and not yet settled (pending, being proved or in an epoch being committed)
+	reserved map[string]*reservation // labels with updates queued
+	proofs   *proofCache
 	view     atomic.Pointer[view]
 	closed   atomic.Bool
 	stop     chan struct{}
 	done     chan struct{}
 	started  atomic.Bool
 	stats    commitStats // guarded by writeMu
+
+	proofsComputed atomic.Uint64
+}
+
+// reservation is what Enqueue knows of a label's versions while updates of
+// it are queued or being committed.
+type reservation struct {
+	top uint32 // the highest version reserved; 0: read the database
+	n   int    // updates of the label enqueued and not yet settled
 }
 
 // commitStats accumulates where epoch commits spend their time.
@@ -140,6 +172,16 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
+	if opts.MaxVersions == 0 {
+		opts.MaxVersions = DefaultMaxVersions
+	}
+	opts.MaxVersions = min(opts.MaxVersions, MaxVersion)
+	if opts.ProofCache == 0 {
+		opts.ProofCache = DefaultProofCache
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kt: %w", err)
 	}
@@ -153,7 +195,8 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 		},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
-		reserved: map[string]uint32{},
+		reserved: map[string]*reservation{},
+		proofs:   newProofCache(opts.ProofCache),
 	}
 	d.cfgHash = d.cfg.Hash()
 	db, err := bolt.Open(filepath.Join(opts.Dir, DBFile), 0o600, &bolt.Options{
@@ -298,22 +341,43 @@ func (d *Directory) syncLog(ctx context.Context) error {
 // been called, or the caller drives epochs with Tick). An error after the
 // epoch's database commit (a failed log append) still leaves the version
 // stored: the next epoch logs it first.
+//
+// When ctx ends before an epoch has taken the update, the update is
+// withdrawn from the queue and the error is ErrWithdrawn (wrapping
+// ctx.Err()): it will not be published, so a caller that gave up is never
+// answered "not published" for a version that appears later. Once an
+// epoch has taken it, Publish waits for that epoch's outcome (bounded by
+// the epoch's own timeout) and reports it whatever ctx says.
 func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
-	ch, err := d.Enqueue(label, value)
+	u, err := d.enqueue(label, value)
 	if err != nil {
 		return Published{}, err
 	}
 	select {
-	case p := <-ch:
+	case p := <-u.done:
 		return p, p.Err
 	case <-ctx.Done():
-		return Published{}, ctx.Err()
 	}
+	if d.withdraw(u) {
+		return Published{}, fmt.Errorf("%w: %w", ErrWithdrawn, ctx.Err())
+	}
+	p := <-u.done
+	return p, p.Err
 }
 
 // Enqueue queues value as the next version of label; the channel reports
-// the outcome once the next epoch is served.
+// the outcome once the next epoch is served. At most MaxPending updates
+// wait at once (ErrQueueFull beyond), and a label gets at most MaxVersions
+// versions (ErrTooManyVersions beyond).
 func (d *Directory) Enqueue(label string, value []byte) (<-chan Published, error) {
+	u, err := d.enqueue(label, value)
+	if err != nil {
+		return nil, err
+	}
+	return u.done, nil
+}
+
+func (d *Directory) enqueue(label string, value []byte) (*update, error) {
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return nil, ErrLabel
 	}
@@ -323,33 +387,84 @@ func (d *Directory) Enqueue(label string, value []byte) (<-chan Published, error
 	if d.closed.Load() {
 		return nil, ErrClosed
 	}
-	u := &update{label: label, value: append([]byte(nil), value...), done: make(chan Published, 1)}
+	// A slot in the queue first, so that no more than MaxPending updates
+	// (and their values) are ever held, proved or not.
+	d.pendMu.Lock()
+	if d.queued >= d.opts.MaxPending {
+		d.pendMu.Unlock()
+		return nil, ErrQueueFull
+	}
+	d.queued++
+	r := d.reserved[label]
+	if r == nil {
+		r = &reservation{}
+		d.reserved[label] = r
+	}
+	r.n++
+	top := r.top
+	d.pendMu.Unlock()
+	fail := func(err error) (*update, error) {
+		d.pendMu.Lock()
+		d.unreserve(label, r)
+		d.pendMu.Unlock()
+		return nil, err
+	}
 	// Reserve the next version and prove it here, in the caller's
 	// goroutine, spreading VRF work over the epoch interval.
-	d.pendMu.Lock()
-	v, ok := d.reserved[label]
-	d.pendMu.Unlock()
-	if !ok {
+	var latest uint32
+	if top == 0 {
 		var err error
-		if v, err = d.LatestVersion(label); err != nil {
-			return nil, err
+		if latest, err = d.LatestVersion(label); err != nil {
+			return fail(err)
 		}
 	}
 	d.pendMu.Lock()
-	if r, ok := d.reserved[label]; ok && r > v {
-		v = r
+	v := max(latest, r.top) + 1
+	if v > d.opts.MaxVersions {
+		d.unreserve(label, r)
+		d.pendMu.Unlock()
+		return nil, ErrTooManyVersions
 	}
-	v++
-	d.reserved[label] = v
+	r.top = v
 	d.pendMu.Unlock()
-	if v <= MaxVersion {
-		beta, pi := d.opts.VRFKey.Prove(vrfInput(label, v))
-		u.version, u.index, u.proof = v, IndexOf(beta), pi
-	}
+	u := &update{label: label, value: append([]byte(nil), value...), done: make(chan Published, 1), version: v}
+	u.index, u.proof = d.prove(label, v)
 	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
+	if d.closed.Load() { // Close has answered the queue already
+		d.unreserve(label, r)
+		return nil, ErrClosed
+	}
 	d.pending = append(d.pending, u)
-	d.pendMu.Unlock()
-	return u.done, nil
+	return u, nil
+}
+
+// unreserve settles one update of label: it leaves the queue. Called
+// with pendMu held.
+func (d *Directory) unreserve(label string, r *reservation) {
+	d.queued--
+	if r.n--; r.n <= 0 {
+		delete(d.reserved, label)
+	}
+}
+
+// withdraw takes u out of the queue if no epoch has taken it yet.
+func (d *Directory) withdraw(u *update) bool {
+	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
+	i := slices.Index(d.pending, u)
+	if i < 0 {
+		return false
+	}
+	d.pending = slices.Delete(d.pending, i, i+1)
+	r := d.reserved[u.label]
+	if r.top == u.version {
+		// Nothing of this label was reserved after u: the next Enqueue
+		// takes u's version again (and its proof, from the cache).
+		r.top--
+	}
+	d.unreserve(u.label, r)
+	return true
 }
 
 // Start runs one epoch per interval until Close.
@@ -398,7 +513,13 @@ func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 	if len(batch) > maxPerEpoch {
 		batch = batch[:maxPerEpoch]
 	}
-	d.pending = d.pending[len(batch):]
+	// The rest moves to a new array: the old one would keep the batch's
+	// values reachable after they are settled.
+	if rest := d.pending[len(batch):]; len(rest) > 0 {
+		d.pending = slices.Clone(rest)
+	} else {
+		d.pending = nil
+	}
 	d.pendMu.Unlock()
 	results, err := d.commit(batch, false)
 	d.release(batch, results, err)
@@ -411,6 +532,10 @@ func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 	e := results[0].Epoch
 	if d.opts.afterCommit != nil {
 		if err := d.opts.afterCommit(e); err != nil {
+			for i, u := range batch {
+				results[i].Err = err
+				u.done <- results[i]
+			}
 			return 0, err
 		}
 	}
@@ -427,21 +552,21 @@ func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 	return e, nil
 }
 
-// release forgets the version reservations a committed (or failed) batch
-// settled: a label's reservation goes once no later Enqueue reserved past
-// it. After a failed commit every reservation of the batch's labels goes,
-// so the next Enqueue reads the database again.
+// release settles the updates of a committed (or failed) batch: they
+// leave the queue, and a label's reservation goes with its last queued
+// update. After a failed commit a label's reservation is reset, so the
+// next Enqueue reads the database again.
 func (d *Directory) release(batch []*update, results []Published, err error) {
 	d.pendMu.Lock()
 	defer d.pendMu.Unlock()
 	for i, u := range batch {
+		r := d.reserved[u.label]
 		if err != nil {
-			delete(d.reserved, u.label)
-			continue
+			r.top = 0
+		} else if results[i].Err == nil {
+			r.top = max(r.top, results[i].Version)
 		}
-		if r, ok := d.reserved[u.label]; ok && r <= results[i].Version {
-			delete(d.reserved, u.label)
-		}
+		d.unreserve(u.label, r)
 	}
 }
 
@@ -474,14 +599,13 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	recs := make([]versionRecord, len(batch))
 	vrfStart := time.Now()
 	parallel(len(batch), func(i int) {
-		if vers[i] > MaxVersion {
+		if vers[i] > d.opts.MaxVersions {
 			return
 		}
 		u := batch[i]
 		recs[i] = versionRecord{index: u.index, proof: u.proof, value: u.value}
 		if u.version != vers[i] {
-			beta, pi := d.opts.VRFKey.Prove(vrfInput(u.label, vers[i]))
-			recs[i].index, recs[i].proof = IndexOf(beta), pi
+			recs[i].index, recs[i].proof = d.prove(u.label, vers[i])
 		}
 		rand.Read(recs[i].opening[:])
 	})
@@ -500,7 +624,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		versions, latest := tx.Bucket(bucketVersions), tx.Bucket(bucketLatest)
 		for i, u := range batch {
 			v := vers[i]
-			if v > MaxVersion {
+			if v > d.opts.MaxVersions {
 				results[i] = Published{Err: ErrTooManyVersions}
 				continue
 			}
@@ -574,6 +698,7 @@ func (d *Directory) Close() error {
 	d.pendMu.Lock()
 	for _, u := range d.pending {
 		u.done <- Published{Err: ErrClosed}
+		d.unreserve(u.label, d.reserved[u.label])
 	}
 	d.pending = nil
 	d.pendMu.Unlock()
@@ -633,4 +758,12 @@ func (d *Directory) LatestVersion(label string) (uint32, error) {
 		return nil
 	})
 	return v, err
+}
+
+// Queued is the number of publishes enqueued and not yet settled: at most
+// MaxPending.
+func (d *Directory) Queued() int {
+	d.pendMu.Lock()
+	defer d.pendMu.Unlock()
+	return d.queued
 }

@@ -67,16 +67,24 @@ func getVersion(b *bolt.Bucket, label string, v uint32) (*versionRecord, error) 
 	return parseVersionRecord(raw)
 }
 
+// ProofBudget is asked, before a lookup or history answer computes VRF
+// proofs its cache does not hold, for n of them; an error refuses the
+// request (Lookup and History return it wrapped). Each proof costs about
+// a quarter of a millisecond of a core, and an absence set holds up to 20
+// (absentSet), so a budget is how a server keeps anonymous lookups of
+// labels nobody asked for before from costing it without bound.
+type ProofBudget func(n int) error
+
 // versionProof proves (label, version) in the tree at epoch e; rec is the
-// stored version when present, nil to compute the VRF proof afresh.
+// stored version when present, nil to take the VRF proof from the cache or
+// compute it.
 func (d *Directory) versionProof(src nodeSource, e uint64, label string, version uint32, rec *versionRecord) (VersionProof, error) {
 	p := VersionProof{Version: version}
 	var idx Index
 	if rec != nil {
 		p.VRF, idx = rec.proof, rec.index
 	} else {
-		beta, pi := d.opts.VRFKey.Prove(vrfInput(label, version))
-		p.VRF, idx = pi, IndexOf(beta)
+		idx, p.VRF = d.prove(label, version)
 	}
 	mp, err := proveIndex(src, e, idx)
 	if err != nil {
@@ -86,8 +94,26 @@ func (d *Directory) versionProof(src nodeSource, e uint64, label string, version
 	return p, nil
 }
 
+// charge asks budget (when not nil) for the proofs of versions of label
+// the cache lacks.
+func (d *Directory) charge(budget ProofBudget, label string, versions []uint32) error {
+	if budget == nil {
+		return nil
+	}
+	if n := d.uncached(label, versions); n > 0 {
+		return budget(n)
+	}
+	return nil
+}
+
 // Lookup proves label's current value at the served epoch.
 func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*LookupProof, error) {
+	return d.LookupCharged(ctx, label, known, nil)
+}
+
+// LookupCharged is Lookup, asking budget first for the VRF proofs it must
+// compute (nil: no limit).
+func (d *Directory) LookupCharged(ctx context.Context, label string, known uint64, budget ProofBudget) (*LookupProof, error) {
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return nil, ErrLabel
 	}
@@ -123,7 +149,11 @@ func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*Lo
 			}
 		}
 		// The greatest version: every version of absentSet(k) is absent.
-		for _, av := range absentSet(k) {
+		absent := absentSet(k)
+		if err := d.charge(budget, label, absent); err != nil {
+			return err
+		}
+		for _, av := range absent {
 			vp, err := d.versionProof(src, v.epoch, label, av, nil)
 			if err != nil {
 				return err
@@ -142,6 +172,12 @@ func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*Lo
 // since (1 when since is 0) to the greatest, at most MaxHistoryServed of
 // them per answer (see HistoryProof).
 func (d *Directory) History(ctx context.Context, label string, since uint32, known uint64) (*HistoryProof, error) {
+	return d.HistoryCharged(ctx, label, since, known, nil)
+}
+
+// HistoryCharged is History, asking budget first for the VRF proofs it
+// must compute (nil: no limit).
+func (d *Directory) HistoryCharged(ctx context.Context, label string, since uint32, known uint64, budget ProofBudget) (*HistoryProof, error) {
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return nil, ErrLabel
 	}
@@ -189,7 +225,11 @@ func (d *Directory) History(ctx context.Context, label string, since uint32, kno
 			p.Next, err = d.versionProof(src, v.epoch, label, last+1, r)
 			return err
 		}
-		for _, av := range absentSet(k) {
+		absent := absentSet(k)
+		if err := d.charge(budget, label, absent); err != nil {
+			return err
+		}
+		for _, av := range absent {
 			vp, err := d.versionProof(src, v.epoch, label, av, nil)
 			if err != nil {
 				return err

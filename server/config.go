@@ -91,6 +91,7 @@ type Config struct {
 
 	TorSettings     // onion service and Tor keys (config_tor.go)
 	AccountSettings // limits of registrations and logins (config_accounts.go)
+	KTSettings      // limits of key-transparency publishes and lookups (config_kt.go)
 
 	sources map[string]Source
 }
@@ -218,6 +219,7 @@ func DefaultConfig() Config {
 		KeyPackagePool:    DefaultKeyPackagePool,
 		TorSettings:       defaultTorSettings(),
 		AccountSettings:   defaultAccountSettings(),
+		KTSettings:        defaultKTSettings(),
 		sources:           map[string]Source{},
 	}
 }
@@ -582,7 +584,7 @@ var configFields = append([]configField{
 		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
 		value: func(c *Config) any { return c.KeyPackagePool },
 	},
-}, slices.Concat(torConfigFields, accountConfigFields)...)
+}, slices.Concat(torConfigFields, accountConfigFields, ktConfigFields)...)
 
 func parseBool(dst *bool, s string) error {
 	v, err := strconv.ParseBool(s)
@@ -876,6 +878,7 @@ func (c *Config) Options() (Options, store.Options, error) {
 		TokenEpoch:        c.TokenEpoch.Duration,
 		TokenQuota:        c.TokenQuota,
 		KeyPackagePool:    c.KeyPackagePool,
+		KTLimits:          c.KTLimits(),
 	}
 	if !c.RequireTokens {
 		so.Authorizer = OpenAccess{}

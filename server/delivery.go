@@ -78,6 +78,7 @@ type connState struct {
 	delivery *semaphore.Weighted // DeliveryConnBytes
 	subs     atomic.Int32        // live subscriptions
 	src      accounts.Source     // who the account limits count (accountSource)
+	kt       ktConnBudget        // key-transparency lookup proofs (kt_handler.go)
 }
 
 // reserveDelivery takes n bytes from the connection's and the server's

@@ -124,7 +124,7 @@ func (c *Config) KTConfig(k *KTKeys) kt.Config {
 // OpenKT opens the key-transparency directory in the data directory and
 // starts its epochs. The caller closes it after the server shut down.
 func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger) (*kt.Directory, error) {
-	d, err := kt.OpenDirectory(ctx, kt.DirectoryOptions{
+	o := kt.DirectoryOptions{
 		Dir:           c.DataDir,
 		LogSigner:     k.Signer,
 		LogVerifier:   k.Verifier,
@@ -132,7 +132,9 @@ func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger) (*kt.Di
 		EpochInterval: c.KTEpoch.Duration,
 		MinUpdates:    c.KTMinUpdates,
 		Logger:        log,
-	})
+	}
+	c.ktDirectoryLimits(&o)
+	d, err := kt.OpenDirectory(ctx, o)
 	if err != nil {
 		return nil, err
 	}

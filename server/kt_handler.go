@@ -2,17 +2,207 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/internal/ratelimit"
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
 )
 
+// Defaults of KTLimits (docs/operations.md "Limits").
+const (
+	// DefaultKTPublishRate and DefaultKTPublishBurst: a client publishes
+	// a few times a year (client/identity.go), so eight at once and four
+	// an hour leave every honest retry room, while one account takes
+	// ten days to reach kt.DefaultMaxVersions and adds at most 64 KiB
+	// an hour to the directory.
+	DefaultKTPublishRate  = 4.0 // per hour
+	DefaultKTPublishBurst = 8
+	// DefaultKTProofRate and DefaultKTProofBurst: the VRF proofs one
+	// connection's lookups may make the server compute (a lookup of a
+	// label nobody asked for costs up to 20; asked again, none: the
+	// proofs are cached). Fifty such lookups at once, five a second.
+	DefaultKTProofRate  = 100.0 // per second
+	DefaultKTProofBurst = 1000
+	// DefaultKTProofRateTotal and DefaultKTProofBurstTotal: the same for
+	// all connections together, about a quarter of a core at 0.27 ms a
+	// proof.
+	DefaultKTProofRateTotal  = 1000.0 // per second
+	DefaultKTProofBurstTotal = 5000
+	// maxKTPublishers bounds the accounts whose publish budgets are
+	// tracked at once (about 100 bytes each); accounts beyond share one
+	// budget until the table has room again.
+	maxKTPublishers = 65_536
+)
+
+// KTLimits bound what key-transparency requests may cost the server
+// (docs/key-transparency.md §7). Zero values take the defaults.
+type KTLimits struct {
+	KTPublishRate     float64 // publishes per hour per account
+	KTPublishBurst    int     // publishes an account may make at once
+	KTProofRate       float64 // VRF proofs per second one connection's lookups may cost
+	KTProofBurst      int     // and at once
+	KTProofRateTotal  float64 // VRF proofs per second all lookups together may cost
+	KTProofBurstTotal int     // and at once
+}
+
+func (l *KTLimits) setDefaults() {
+	if l.KTPublishRate <= 0 {
+		l.KTPublishRate = DefaultKTPublishRate
+	}
+	if l.KTPublishBurst <= 0 {
+		l.KTPublishBurst = DefaultKTPublishBurst
+	}
+	if l.KTProofRate <= 0 {
+		l.KTProofRate = DefaultKTProofRate
+	}
+	if l.KTProofBurst <= 0 {
+		l.KTProofBurst = DefaultKTProofBurst
+	}
+	if l.KTProofRateTotal <= 0 {
+		l.KTProofRateTotal = DefaultKTProofRateTotal
+	}
+	if l.KTProofBurstTotal <= 0 {
+		l.KTProofBurstTotal = DefaultKTProofBurstTotal
+	}
+}
+
+// ktLimiter holds the server's key-transparency budgets: per account for
+// publishes, in total for lookup proofs.
+type ktLimiter struct {
+	publish *keyedBuckets
+	mu      sync.Mutex
+	proofs  *ratelimit.Bucket // KTProofRateTotal
+}
+
+func newKTLimiter(l KTLimits, now time.Time) *ktLimiter {
+	return &ktLimiter{
+		publish: newKeyedBuckets(l.KTPublishRate/3600, l.KTPublishBurst, maxKTPublishers, now),
+		proofs:  ratelimit.NewBucket(l.KTProofRateTotal, l.KTProofBurstTotal, now),
+	}
+}
+
+// ktConnBudget is one connection's budget of lookup proofs, made at its
+// first lookup.
+type ktConnBudget struct {
+	mu     sync.Mutex
+	proofs *ratelimit.Bucket
+}
+
+// proofBudget is the kt.ProofBudget of a lookup on connection cs: the
+// connection's budget first, then the server's.
+func (s *Server) proofBudget(cs *connState) kt.ProofBudget {
+	return func(n int) error {
+		now := s.opts.Now()
+		b := &cs.kt
+		b.mu.Lock()
+		if b.proofs == nil {
+			b.proofs = ratelimit.NewBucket(s.opts.KTProofRate, s.opts.KTProofBurst, now)
+		}
+		ok := b.proofs.AllowN(now, n)
+		b.mu.Unlock()
+		if !ok {
+			s.opts.Metrics.Refused(metrics.LimitKTProofs)
+			return wire.Errorf(wire.CodeRateLimited, "key-transparency lookups of new labels on this connection are over their limit, retry later")
+		}
+		l := s.ktLimits
+		l.mu.Lock()
+		ok = l.proofs.AllowN(now, n)
+		l.mu.Unlock()
+		if !ok {
+			b.mu.Lock()
+			b.proofs.Return(n)
+			b.mu.Unlock()
+			s.opts.Metrics.Refused(metrics.LimitKTProofs)
+			return wire.Errorf(wire.CodeUnavailable, "the server is computing as many key-transparency proofs as it may, retry later")
+		}
+		return nil
+	}
+}
+
+// keyedBuckets is a token bucket per key (an account's username, hashed).
+// A bucket left alone for burst/rate is full, the same as a new one, so
+// it is dropped; at most max are kept, and keys beyond share one overflow
+// bucket.
+type keyedBuckets struct {
+	mu        sync.Mutex
+	rate      float64 // per second
+	burst     int
+	max       int
+	idle      time.Duration
+	m         map[[32]byte]*keyedBucket
+	overflow  *ratelimit.Bucket
+	nextSweep time.Time
+}
+
+type keyedBucket struct {
+	b    *ratelimit.Bucket
+	last time.Time
+}
+
+func newKeyedBuckets(rate float64, burst, max int, now time.Time) *keyedBuckets {
+	return &keyedBuckets{
+		rate: rate, burst: burst, max: max,
+		idle:     time.Duration(float64(burst) / rate * float64(time.Second)),
+		m:        make(map[[32]byte]*keyedBucket),
+		overflow: ratelimit.NewBucket(rate, burst, now),
+	}
+}
+
+// take takes a token of key's bucket; give returns it, for work refused
+// for reasons not the key's own.
+func (k *keyedBuckets) take(key string, now time.Time) (ok bool, give func()) {
+	h := sha256.Sum256([]byte(key))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sweep(now)
+	b := k.overflow
+	if e, found := k.m[h]; found {
+		e.last, b = now, e.b
+	} else if len(k.m) < k.max {
+		e := &keyedBucket{b: ratelimit.NewBucket(k.rate, k.burst, now), last: now}
+		k.m[h], b = e, e.b
+	}
+	if !b.Allow(now) {
+		return false, nil
+	}
+	return true, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		b.Return(1)
+	}
+}
+
+// sweep drops the buckets that have refilled, at most once per second,
+// so that its cost per request stays constant on average.
+func (k *keyedBuckets) sweep(now time.Time) {
+	if now.Before(k.nextSweep) {
+		return
+	}
+	k.nextSweep = now.Add(max(time.Second, min(k.idle, time.Minute)))
+	for h, e := range k.m {
+		if now.Sub(e.last) >= k.idle {
+			delete(k.m, h)
+		}
+	}
+}
+
+// len is the number of tracked keys.
+func (k *keyedBuckets) len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
+}
+
 // ktRequest answers the key-transparency records (docs/protocol.md
 // §4.11); handled is false for any other record.
-func (s *Server) ktRequest(ctx context.Context, m wire.Message) (resp wire.Message, handled bool, err error) {
+func (s *Server) ktRequest(ctx context.Context, cs *connState, m wire.Message) (resp wire.Message, handled bool, err error) {
 	switch m.(type) {
 	case *wire.KTPublish, *wire.KTLookup, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint, *wire.KTTile:
 	default:
@@ -27,7 +217,7 @@ func (s *Server) ktRequest(ctx context.Context, m wire.Message) (resp wire.Messa
 		resp, err = s.ktPublish(ctx, d, m)
 	case *wire.KTLookup:
 		var p *kt.LookupProof
-		if p, err = d.Lookup(ctx, m.Label, m.KnownSize); err == nil {
+		if p, err = d.LookupCharged(ctx, m.Label, m.KnownSize, s.proofBudget(cs)); err == nil {
 			resp = &wire.KTProof{Proof: p.Marshal()}
 		}
 	case *wire.KTHistory:
@@ -35,7 +225,7 @@ func (s *Server) ktRequest(ctx context.Context, m wire.Message) (resp wire.Messa
 			return nil, true, err
 		}
 		var p *kt.HistoryProof
-		if p, err = d.History(ctx, m.Label, m.Since, m.KnownSize); err == nil {
+		if p, err = d.HistoryCharged(ctx, m.Label, m.Since, m.KnownSize, s.proofBudget(cs)); err == nil {
 			resp = &wire.KTProof{Proof: p.Marshal()}
 		}
 	case *wire.KTConsistency:
@@ -72,7 +262,11 @@ func (s *Server) ktOwner(ctx context.Context, session [wire.SessionSize]byte, la
 
 // ktPublish publishes a binding under the session's own username. The
 // binding must name the label and carry a valid signature by its identity
-// key: the server publishes nothing a client could not have signed.
+// key: the server publishes nothing a client could not have signed. Each
+// account has its budget of publishes (KTPublishRate, KTPublishBurst),
+// spent only once its session and binding check out, so that nobody else
+// can spend it; a publish the directory refused for its own reasons (queue
+// full, withdrawn after the request timed out) gives its token back.
 func (s *Server) ktPublish(ctx context.Context, d *kt.Directory, m *wire.KTPublish) (wire.Message, error) {
 	if err := s.ktOwner(ctx, m.Session, m.Label); err != nil {
 		return nil, err
@@ -81,8 +275,20 @@ func (s *Server) ktPublish(ctx context.Context, d *kt.Directory, m *wire.KTPubli
 	if err != nil || b.Verify(m.Label) != nil {
 		return nil, wire.Errorf(wire.CodeProtocol, "binding does not verify for this label")
 	}
+	ok, give := s.ktLimits.publish.take(m.Label, s.opts.Now())
+	if !ok {
+		s.opts.Metrics.Refused(metrics.LimitKTPublish)
+		return nil, wire.Errorf(wire.CodeRateLimited, "this account may publish to key transparency %d times at once and %g times an hour; retry later",
+			s.opts.KTPublishBurst, s.opts.KTPublishRate)
+	}
 	p, err := d.Publish(ctx, m.Label, m.Value)
 	if err != nil {
+		if errors.Is(err, kt.ErrQueueFull) || errors.Is(err, kt.ErrWithdrawn) {
+			give()
+		}
+		if errors.Is(err, kt.ErrQueueFull) {
+			s.opts.Metrics.Refused(metrics.LimitKTQueue)
+		}
 		return nil, ktError(err)
 	}
 	return &wire.KTPublished{Version: p.Version, Epoch: p.Epoch}, nil
@@ -95,7 +301,11 @@ func ktError(err error) error {
 	case errors.Is(err, kt.ErrLabel), errors.Is(err, kt.ErrValue):
 		return wire.Errorf(wire.CodeProtocol, "invalid label or value")
 	case errors.Is(err, kt.ErrTooManyVersions):
-		return wire.Errorf(wire.CodeQuota, "label has too many versions")
+		return wire.Errorf(wire.CodeQuota, "this handle has reached the server's limit of key-transparency versions; it cannot publish again")
+	case errors.Is(err, kt.ErrQueueFull):
+		return wire.Errorf(wire.CodeUnavailable, "the key-transparency publish queue is full, retry later")
+	case errors.Is(err, kt.ErrWithdrawn):
+		return errors.Join(wire.Errorf(wire.CodeUnavailable, "the publish timed out before an epoch took it and was not published; retry"), err)
 	case errors.Is(err, kt.ErrClosed), errors.Is(err, kt.ErrNoEpoch),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errors.Join(wire.Errorf(wire.CodeUnavailable, "key transparency unavailable, retry later"), err)

@@ -72,6 +72,8 @@ type Options struct {
 	// KT is the key-transparency directory; nil: KT requests are refused
 	// as unavailable. The caller starts and closes it.
 	KT *kt.Directory
+	// KTLimits bound what publishes and lookups may cost (kt_handler.go).
+	KTLimits
 
 	// Authorizer decides creates and sends. Default: a TokenAuthorizer
 	// when Tokens is set, else OpenAccess (tests and benchmarks only,
@@ -128,6 +130,7 @@ func (o *Options) setDefaults() {
 	}
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
+	o.KTLimits.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -183,6 +186,7 @@ type Server struct {
 	conns      map[*quic.Conn]struct{}
 
 	connLimits connLimiter // connection counts for MaxConns and MaxConnsPerAddr
+	ktLimits   *ktLimiter  // KTLimits' budgets (kt_handler.go)
 
 	delivery       *semaphore.Weighted // DeliveryBytes (delivery.go)
 	pageMsgs       int                 // messages per delivery page
@@ -251,6 +255,7 @@ func New(opts Options) (*Server, error) {
 		delivery:       semaphore.NewWeighted(opts.DeliveryBytes),
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
+		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
@@ -609,7 +614,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 		s.accountExchange(ctx, st, cs.src, r, m)
 		return
 	}
-	resp, isKT, err := s.ktRequest(ctx, m)
+	resp, isKT, err := s.ktRequest(ctx, cs, m)
 	if !isKT {
 		resp, err = s.dispatch(ctx, cs, st, m)
 	}

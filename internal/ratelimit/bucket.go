@@ -16,14 +16,21 @@ func NewBucket(rate float64, burst int, now time.Time) *Bucket {
 }
 
 // Allow takes one token if there is one.
-func (b *Bucket) Allow(now time.Time) bool {
+func (b *Bucket) Allow(now time.Time) bool { return b.AllowN(now, 1) }
+
+// AllowN takes n tokens if there are n; otherwise it takes none.
+func (b *Bucket) AllowN(now time.Time, n int) bool {
 	if el := now.Sub(b.last).Seconds(); el > 0 {
 		b.tokens = min(b.burst, b.tokens+el*b.rate)
 		b.last = now
 	}
-	if b.tokens < 1 {
+	if b.tokens < float64(n) {
 		return false
 	}
-	b.tokens--
+	b.tokens -= float64(n)
 	return true
 }
+
+// Return gives back n tokens taken for work that was not done, up to the
+// burst.
+func (b *Bucket) Return(n int) { b.tokens = min(b.burst, b.tokens+float64(n)) }

@@ -33,3 +33,21 @@ func TestBucket(t *testing.T) {
 		t.Fatal("refill exceeded the burst")
 	}
 }
+
+func TestBucketAllowN(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := NewBucket(10, 20, t0)
+	if !b.AllowN(t0, 15) {
+		t.Fatal("15 of a full bucket of 20 refused")
+	}
+	if b.AllowN(t0, 6) {
+		t.Fatal("6 taken from 5")
+	}
+	if !b.AllowN(t0, 5) {
+		t.Fatal("a refused AllowN took tokens")
+	}
+	b.Return(30)
+	if !b.AllowN(t0, 20) || b.Allow(t0) {
+		t.Fatal("Return does not refill up to the burst and no further")
+	}
+}

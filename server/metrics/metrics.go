@@ -27,6 +27,9 @@ const (
 	LimitConnectionsTor     = "connections_tor"      // the cap on connections through the onion service
 	LimitDeliveryBytes      = "delivery_bytes"       // a Fetch or Subscribe page found no room in the delivery budgets in time
 	LimitSubscriptions      = "subscriptions"        // a subscription refused (per connection) or replaced (per mailbox)
+	LimitKTPublish          = "kt_publish"           // an account's key-transparency publish rate
+	LimitKTQueue            = "kt_queue"             // the key-transparency publish queue was full
+	LimitKTProofs           = "kt_proofs"            // a lookup's VRF proofs over the connection's or the server's budget
 
 	// Transports (qpc_connections_*{transport}).
 	TransportUDP = "udp" // QUIC on a UDP socket: clearnet
@@ -211,7 +214,8 @@ func New(version string) *Metrics {
 	// Series that exist before the first event, so that rate() in alert
 	// rules and dashboards has a zero to start from.
 	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining, LimitRequestTimeout,
-		LimitConnectionsPerNet, LimitConnectionsTor, LimitDeliveryBytes, LimitSubscriptions} {
+		LimitConnectionsPerNet, LimitConnectionsTor, LimitDeliveryBytes, LimitSubscriptions,
+		LimitKTPublish, LimitKTQueue, LimitKTProofs} {
 		m.limitRefusals.WithLabelValues(l)
 	}
 	for _, t := range []string{TransportUDP, TransportTor} {
