@@ -307,41 +307,32 @@ func (c *Client) Logout() error {
 	return c.saveProfile()
 }
 
-// getWallet opens the token wallet, which refills through the account
-// connection while the session lasts. Every token key it refills under
-// is checked against key transparency, the clock and the keys it
-// remembers (Wallet.Key); a mismatch is an AlarmTokenKey.
+// getWallet opens the token wallet. It keeps no account connection: each
+// refill, and each token-key check, dials one of its own for the exchange
+// and closes it afterwards, at a moment apart from the anonymous dials
+// (accountExchange). Every token key it refills under is checked against
+// key transparency, the clock and the keys it remembers (Wallet.Key); a
+// mismatch is an AlarmTokenKey. The key is checked when the wallet
+// refills and on the refill schedule's first check, not when the wallet
+// opens: a run's start is when it opens its anonymous connections.
 func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 	if c.wallet != nil {
 		return c.wallet, nil
 	}
 	s := c.prof.Session
-	var acct *Conn
-	if s != nil && c.opts.Now().Before(s.Expiry) {
-		var err error
-		if acct, err = c.conn(ctx, connAccount); err != nil {
-			return nil, err
-		}
+	opts := c.walletOptions()
+	live := s != nil && c.opts.Now().Before(s.Expiry)
+	if live {
+		opts.Account = c.accountExchange
+	} else {
+		s = nil
 	}
-	w, err := NewWallet(walletStore{c.store}, acct, s, c.walletOptions())
+	w, err := NewWallet(walletStore{c.store}, nil, s, opts)
 	if err != nil {
 		return nil, err
 	}
-	if acct != nil {
+	if live {
 		c.wallet = w
-		// Check the server's current key once per run, as long as no
-		// anonymous connection was opened (so this request is not timed
-		// by a send): a mismatch is an alarm now rather than at the next
-		// refill. Tokens already held were obtained under checked keys
-		// and stay spendable.
-		c.mu.Lock()
-		early := !c.anonOpened
-		c.mu.Unlock()
-		if early {
-			if _, err := w.Key(ctx); err != nil {
-				c.log.Debug("token key", "err", err)
-			}
-		}
 	}
 	return w, nil
 }
@@ -353,7 +344,7 @@ func (c *Client) token(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w.conn == nil && w.Len() == 0 {
+	if !w.CanRefill() && w.Len() == 0 {
 		if c.prof.Session == nil {
 			return nil, fmt.Errorf("no delivery tokens left and %w", ErrNoSession)
 		}

@@ -210,6 +210,15 @@ type Client struct {
 	bgEvents    []Event
 	refillLoops int
 	anonOpened  bool
+	// Keeping the account exchanges apart from the anonymous dials in
+	// time (linking.go), also under mu: the running account exchange
+	// (closed when it ends), when anonymous dials may resume after the
+	// last one, when the last anonymous dial began or ended, and how many
+	// are under way.
+	acctBusy    chan struct{}
+	anonHold    time.Time
+	lastAnon    time.Time
+	anonDialing int
 }
 
 // Init creates a new local state in opts.Home for the server at addr
@@ -359,10 +368,13 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 	}
 	addr := c.prof.Server
 	policy := c.prof.Policy
-	if key != connAccount && key != connKT {
-		c.anonOpened = true
-	}
 	c.mu.Unlock()
+	if key != connAccount && key != connKT {
+		if err := c.awaitAnonymous(ctx); err != nil {
+			return nil, err
+		}
+		defer c.anonDialed()
+	}
 	opts := c.opts.Dial
 	opts.Policy = policy // pinned in the state; zero: padding.Default
 	if tap := c.opts.Tap; tap != nil {
