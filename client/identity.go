@@ -313,8 +313,8 @@ func (c *Client) Logout() error {
 // (accountExchange). Every token key it refills under is checked against
 // key transparency, the clock and the keys it remembers (Wallet.Key); a
 // mismatch is an AlarmTokenKey. The key is checked when the wallet
-// refills and on the refill schedule's first check, not when the wallet
-// opens: a run's start is when it opens its anonymous connections.
+// refills, and at the start of a run that need not refill on a
+// connection without the session (RefillIfEmpty, checkTokenKey).
 func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 	if c.wallet != nil {
 		return c.wallet, nil

@@ -328,6 +328,9 @@ const (
 	// connKPFetch prefixes the one-shot connections that take a contact's
 	// one-time KeyPackage (see fetchOneTimeKP).
 	connKPFetch = "kp-fetch"
+	// connTokenKey is the one-shot connection of a run's token-key check
+	// (checkTokenKey): no session, so an anonymous one.
+	connTokenKey = "token-key"
 )
 
 func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
