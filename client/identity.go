@@ -30,6 +30,7 @@ const keyPackageLifetime = 180 * 24 * time.Hour
 func (c *Client) Register(ctx context.Context, handle string, password []byte) error {
 	c.op.Lock()
 	defer c.op.Unlock()
+	defer c.closeAccount()
 	if err := content.ValidHandle(handle); err != nil {
 		return fmt.Errorf("handle %q: use 3-32 characters of a-z 0-9 . _ -", handle)
 	}
@@ -252,6 +253,7 @@ func (c *Client) createMailbox(ctx context.Context, role string) (*mailboxRecord
 func (c *Client) Login(ctx context.Context, password []byte) error {
 	c.op.Lock()
 	defer c.op.Unlock()
+	defer c.closeAccount()
 	if c.prof.Handle == "" {
 		return ErrNotRegistered
 	}

@@ -17,9 +17,13 @@ import (
 // the server is timing: a connection that starts right after, or right
 // before, an account exchange is probably the same client's. So:
 //
-//   - No account connection outlives its exchange. The refill schedule,
-//     the token-key check and the one-shot top-up each dial a fresh
-//     connection (accountExchange) and close it afterwards.
+//   - No account connection outlives its exchange. The refill schedule
+//     and the one-shot top-up each dial a fresh connection
+//     (accountExchange) and close it afterwards; a user-initiated account
+//     action (Register, Login, KTCheck, the quota) closes its own when it
+//     ends (closeAccount), and a refill within it uses it. A run's
+//     token-key check carries no session and goes on an anonymous
+//     connection of its own (checkTokenKey).
 //   - An account exchange waits until no anonymous connection has been
 //     dialled for a random quiet gap (accountQuietMin plus up to as much
 //     again), and no anonymous connection is dialled while it runs nor
@@ -51,6 +55,15 @@ func quietGap() time.Duration {
 // afterwards, at a moment apart from every anonymous dial (see above).
 // Exchanges run one at a time.
 func (c *Client) accountExchange(ctx context.Context, fn func(*Conn) error) error {
+	c.mu.Lock()
+	user := c.conns[connAccount]
+	c.mu.Unlock()
+	if user != nil {
+		// A user-initiated account action (registration, login, a
+		// key-transparency check) holds the account connection for its
+		// duration: its refill is part of it.
+		return fn(user)
+	}
 	quiet := quietGap()
 	for {
 		c.mu.Lock()
@@ -157,6 +170,20 @@ func staggerGap(n int) time.Duration {
 		return 0
 	}
 	return time.Duration(mrand.Int64N(int64(staggerTotal) / int64(n-1)))
+}
+
+// closeAccount closes the account connection that a user-initiated
+// account action (Register, Login, KTCheck, the quota, the one-time
+// KeyPackages) opened, when the action ends: none stays open for the
+// background exchanges to be timed against.
+func (c *Client) closeAccount() {
+	c.mu.Lock()
+	acct := c.conns[connAccount]
+	delete(c.conns, connAccount)
+	c.mu.Unlock()
+	if acct != nil {
+		acct.Close()
+	}
 }
 
 // connOpen reports whether the connection for a role is open.
