@@ -65,6 +65,8 @@ func backupFixture(t *testing.T) *Client {
 		must(tx.Put(bucketUnread, []byte{1, 2}, []byte(`[]`)))
 		must(tx.Put(bucketDelivery, []byte("content-id"), []byte(`"read"`)))
 		must(tx.Put(bucketChunks, []byte("chunk-set"), []byte(`{}`)))
+		must(tx.Put(bucketChunkSets, []byte("chunk-set"), []byte(`{}`)))
+		must(tx.Put(bucketChunkParts, []byte("chunk-set\x00\x00"), []byte("chunk")))
 		must(tx.Put(bucketReadMarks, []byte{1, 2}, []byte(`{"History":3}`)))
 		must(tx.Put(bucketReadMarks, readBaselineKey, []byte(`{"History":1}`)))
 		must(tx.Put(bucketOneTimeKPs, []byte("kp-ref"), []byte(`{"KeyPackage":"a3A="}`)))

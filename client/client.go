@@ -67,6 +67,40 @@ type Options struct {
 	// server whose operator set other buckets must give its users the
 	// policy with its address (`qpc init --buckets`).
 	Policy padding.Policy
+
+	// answers, if set, records when the server last answered anything on
+	// this connection (a hello, a response, an error record); a Client
+	// shares one among all its connections to its server (status.go).
+	answers *answerLog
+}
+
+// answerLog is when a server last answered any request of one client, on
+// any of its connections: the evidence that tells "the server withholds
+// this answer" from "nothing reaches the server" (serverCaused). It keeps
+// the monotonic clock, which the network's liveness is a matter of.
+type answerLog struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// mark records an answer now.
+func (a *answerLog) mark() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.last = time.Now()
+	a.mu.Unlock()
+}
+
+// since reports whether an answer came at t or later.
+func (a *answerLog) since(t time.Time) bool {
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.last.IsZero() && !a.last.Before(t)
 }
 
 func (o *Options) setDefaults() {
@@ -286,6 +320,7 @@ func (c *Conn) dial(ctx context.Context) (*session, error) {
 		qc.CloseWithError(1, "")
 		return nil, err
 	}
+	c.opts.answers.mark()
 	return s, nil
 }
 
@@ -321,6 +356,12 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 		// lengths apart, would undo the padding.
 		if !m.Policy.Equal(c.opts.Policy) {
 			return fmt.Errorf("%w: the server announced buckets %s, pinned %s", ErrPolicy, m.Policy, c.opts.Policy)
+		}
+		// So is the largest envelope, which sets where messages are cut
+		// into chunks: a smaller limit for one client would make the
+		// number of chunks tell its texts' lengths.
+		if want := defaultMaxEnvelope(c.opts.Policy); int(m.Limits.MaxEnvelope) < want {
+			return fmt.Errorf("%w: the server announced max_envelope %d, the pinned buckets %s give %d", ErrPolicy, m.Limits.MaxEnvelope, c.opts.Policy, want)
 		}
 		s.hello = *m
 		return nil
@@ -408,10 +449,10 @@ func (c *Conn) do(ctx context.Context, idempotent bool, attempt func(ctx context
 			actx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
 			err = attempt(actx, s)
 			cancel()
-			if err != nil {
-				if _, coded := wire.CodeOf(err); !coded {
-					c.dropSession(s)
-				}
+			if _, coded := wire.CodeOf(err); err == nil || coded {
+				c.opts.answers.mark() // an answer or an error record came
+			} else {
+				c.dropSession(s)
 			}
 		}
 		if err == nil || !retryable(err) || n >= attempts || ctx.Err() != nil {

@@ -64,12 +64,13 @@ func (c *Client) gossip(ctx context.Context, from string, raw []byte) {
 	if c.splitAmongPending(from, cp) {
 		return
 	}
+	start := time.Now()
 	conn, err := c.compareGossip(ctx, from, raw)
 	if err == nil {
 		c.concluded(from, cp.Size)
 		return
 	}
-	c.keepGossip(ctx, conn, pendingGossip{From: from, Checkpoint: raw}, cp, err)
+	c.keepGossip(ctx, conn, pendingGossip{From: from, Checkpoint: raw}, cp, err, start)
 	if err := c.saveProfile(); err != nil {
 		c.log.Warn("could not keep a gossiped checkpoint", "err", err)
 	}
@@ -118,8 +119,9 @@ func (c *Client) splitAmongPending(from string, cp *kt.Checkpoint) bool {
 // checkpoint takes the place of its older one, which its own verifier
 // proved a prefix of the newer, and inherits its count and start. Past
 // the bound, or with no room left, it is an alarm instead. It reports
-// whether the server caused err (the attempt counted).
-func (c *Client) keepGossip(ctx context.Context, conn *Conn, g pendingGossip, cp *kt.Checkpoint, err error) (byServer bool) {
+// whether the server caused err (the attempt counted; the comparison
+// started at start, monotonic time: serverCaused).
+func (c *Client) keepGossip(ctx context.Context, conn *Conn, g pendingGossip, cp *kt.Checkpoint, err error, start time.Time) (byServer bool) {
 	now := c.opts.Now()
 	i := -1
 	for j, p := range c.prof.PendingGossip {
@@ -147,7 +149,7 @@ func (c *Client) keepGossip(ctx context.Context, conn *Conn, g pendingGossip, cp
 		g.Since = now
 	}
 	g.LastError = err.Error()
-	byServer = errors.Is(err, errLater) || c.serverCaused(ctx, conn, err)
+	byServer = errors.Is(err, errLater) || c.serverCaused(ctx, conn, err, start)
 	if byServer {
 		g.Attempts++
 	}
@@ -214,11 +216,12 @@ func (c *Client) recheckGossip(ctx context.Context) {
 		if err != nil {
 			continue // cannot happen: it opened when kept
 		}
+		start := time.Now()
 		conn, err := c.compareGossip(ctx, g.From, g.Checkpoint)
 		if err == nil {
 			continue
 		}
-		if !c.keepGossip(ctx, conn, g, cp, err) {
+		if !c.keepGossip(ctx, conn, g, cp, err, start) {
 			c.prof.PendingGossip = append(c.prof.PendingGossip, kept[n+1:]...)
 			return
 		}
@@ -227,9 +230,13 @@ func (c *Client) recheckGossip(ctx context.Context) {
 
 // compareGossip compares and raises the alarm; it returns nil when the
 // comparison is done, else why not (errLater: the log we are shown is
-// smaller) and the connection it used.
+// smaller) and the connection it used. Its requests end before the
+// caller's deadline (ktContext), so that a server that holds them open is
+// told from no network.
 func (c *Client) compareGossip(ctx context.Context, from string, raw []byte) (*Conn, error) {
-	conn, err := c.compareCheckpoint(ctx, raw)
+	kctx, cancel := ktContext(ctx)
+	defer cancel()
+	conn, err := c.compareCheckpoint(kctx, raw)
 	var sv *kt.SplitViewError
 	switch {
 	case errors.As(err, &sv):

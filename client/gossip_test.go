@@ -73,7 +73,7 @@ func TestGossipSplitAmongKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.keepGossip(context.Background(), nil, pendingGossip{From: "alice", Checkpoint: first}, cp, errLater)
+	c.keepGossip(context.Background(), nil, pendingGossip{From: "alice", Checkpoint: first}, cp, errLater, time.Now())
 	c.gossip(context.Background(), "carol", sign(40, 2))
 	a := c.storedAlarms(t)
 	if len(a) != 1 || a[0].Kind != AlarmSplitView || len(a[0].Evidence) != 2 || !strings.Contains(a[0].Detail, "alice and carol") {
@@ -94,7 +94,7 @@ func TestKeepGossip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !c.keepGossip(ctx, nil, pendingGossip{From: from, Checkpoint: raw}, cp, errLater) {
+		if !c.keepGossip(ctx, nil, pendingGossip{From: from, Checkpoint: raw}, cp, errLater, time.Now()) {
 			t.Fatal("a log kept smaller than the contact's did not count")
 		}
 	}

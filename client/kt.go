@@ -240,6 +240,32 @@ func (c *Conn) KTTokenKey(ctx context.Context, v *kt.Verifier, key *tokens.Publi
 	return nil
 }
 
+// KTTokenEpoch checks a token epoch length the server announced against
+// the one it committed in the key-transparency log (kt.TokenEpochLabel,
+// version 1, never changed) and returns nil when they are the same. A
+// different length, a second version or a malformed value is
+// ErrEpochLength: the server would number this client's epochs apart
+// from everyone else's. A length not committed yet is a plain error.
+func (c *Conn) KTTokenEpoch(ctx context.Context, v *kt.Verifier, length time.Duration) error {
+	res, err := c.ktLookup(ctx, v, kt.TokenEpochLabel)
+	if err != nil {
+		return err
+	}
+	if res.Version == 0 {
+		return fmt.Errorf("kt token epoch: the token epoch length is not committed yet")
+	}
+	committed, perr := kt.ParseTokenEpochValue(res.Value)
+	switch {
+	case res.Version != 1:
+		return fmt.Errorf("%w: the committed length has %d versions (it may never change)", ErrEpochLength, res.Version)
+	case perr != nil:
+		return fmt.Errorf("%w: the committed length is malformed: %v", ErrEpochLength, perr)
+	case committed != length:
+		return fmt.Errorf("%w: %v announced, %v committed in key transparency", ErrEpochLength, length, committed)
+	}
+	return nil
+}
+
 // KTHistory returns the versions of the session's own label from version
 // since (1 when since is 0) at the newest epoch, verified (one page of at
 // most kt.MaxHistoryServed versions: History.More says whether more
@@ -376,12 +402,16 @@ func (c *Conn) KTDeleteAccount(ctx context.Context, s *Session, owner *KTOwner, 
 	return c.DeleteAccount(ctx, s)
 }
 
-// CurrentTokenKey fetches the server's token keys and checks the current
-// epoch's against the one committed in key transparency.
+// CurrentTokenKey fetches the server's token keys and checks the epoch
+// length and the current epoch's key against the ones committed in key
+// transparency.
 func (c *Conn) CurrentTokenKey(ctx context.Context, v *kt.Verifier) (*TokenKeys, error) {
 	keys, err := c.TokenKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("token keys: %w", err)
+	}
+	if err := c.KTTokenEpoch(ctx, v, keys.Epoch); err != nil {
+		return nil, err
 	}
 	if err := c.KTTokenKey(ctx, v, keys.Keys[keys.Current]); err != nil {
 		return nil, err

@@ -183,7 +183,8 @@ type Client struct {
 	store *state.Store
 	log   *slog.Logger
 
-	seenPruned time.Time // when dropStaleSeen last ran (under op)
+	seenPruned time.Time  // when dropStaleSeen last ran (under op)
+	drops      dropAlarms // alarms for dropped envelopes, rate-limited (under op; deferred.go)
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
@@ -194,15 +195,13 @@ type Client struct {
 	// pending collects the events of the running operation.
 	pending []Event
 
-	mu      sync.Mutex // guards conns, closing, policy and maxEnvelope
+	mu      sync.Mutex // guards conns and closing
 	conns   map[string]*Conn
 	lookups atomic.Uint64 // names the one-shot lookup connections (for Tap)
 	// kpUsed is set (under op) when a join used one of our one-time
 	// KeyPackages, so that the pool is topped up after it.
-	kpUsed      bool
-	closing     bool
-	policy      padding.Policy // the server's, from the first hello
-	maxEnvelope int
+	kpUsed  bool
+	closing bool
 	// Token refills (tokenkeys.go), also under mu: the events of alarms
 	// raised outside operations, how many refill schedules run, and
 	// whether a connection other than the account and checkpoint ones
@@ -219,6 +218,10 @@ type Client struct {
 	anonHold    time.Time
 	lastAnon    time.Time
 	anonDialing int
+
+	// answers is when the server last answered this client, on any
+	// connection (status.go serverCaused).
+	answers answerLog
 }
 
 // Init creates a new local state in opts.Home for the server at addr
@@ -355,9 +358,6 @@ func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 		return prev, nil
 	}
 	c.conns[key] = conn
-	if c.maxEnvelope == 0 {
-		c.policy, c.maxEnvelope = conn.Policy(), int(conn.Limits().MaxEnvelope)
-	}
 	return conn, nil
 }
 
@@ -380,6 +380,7 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 	}
 	opts := c.opts.Dial
 	opts.Policy = policy // pinned in the state; zero: padding.Default
+	opts.answers = &c.answers
 	if tap := c.opts.Tap; tap != nil {
 		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
 	}

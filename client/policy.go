@@ -49,7 +49,6 @@ func (c *Client) PinPolicy(ctx context.Context, p padding.Policy) error {
 	old := c.conns
 	c.conns = map[string]*Conn{}
 	c.prof.Policy = p
-	c.maxEnvelope = 0
 	c.mu.Unlock()
 	for _, conn := range old {
 		conn.Close()

@@ -126,6 +126,7 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 	if err := c.flush(ctx); err != nil && firstErr == nil {
 		firstErr = err
 	}
+	c.summariseDropped(0)
 	return c.takeEvents(), firstErr
 }
 
@@ -142,6 +143,9 @@ func (c *Client) drain(ctx context.Context, mb mailboxRef) error {
 		return err
 	}
 	var after uint64
+	// present is every envelope the mailbox held, to forget the deferral
+	// records of those the server no longer has.
+	present := map[wire.MessageID]bool{}
 	for {
 		msgs, more, err := conn.Fetch(ctx, mb.box.mailbox(), after, 64)
 		if err != nil {
@@ -149,12 +153,13 @@ func (c *Client) drain(ctx context.Context, mb mailboxRef) error {
 		}
 		for _, m := range msgs {
 			after = m.Seq
+			present[m.ID] = true
 			if err := c.deliver(ctx, conn, mb, m); err != nil {
 				return err
 			}
 		}
 		if !more || len(msgs) == 0 {
-			return nil
+			return c.forgetDeferred(mb, present)
 		}
 	}
 }
@@ -176,7 +181,8 @@ func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Messa
 	if !seen {
 		err := c.process(ctx, mb, m, key)
 		if errors.Is(err, errDefer) {
-			return nil
+			// Left on the server, within bounds (deferred.go).
+			return c.deferEnvelope(ctx, conn, mb, m, key, err)
 		}
 		if err != nil {
 			return err
@@ -260,11 +266,21 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	var commit func(tx *state.Tx) error
 	var chunkKey []byte
 	if err == nil && op.ContentType == sealed.ContentChunk {
+		// Each chunk is sealed on its own: its sender is checked as it
+		// arrives, so a forged sender's chunks are never kept.
+		_, err = c.senderContact(ctx, op)
+	}
+	if err == nil && op.ContentType == sealed.ContentChunk {
 		var whole []byte
 		op.ContentType, whole, chunkKey, err = c.addChunk(mb.box.SendID, op)
 		if err == nil && whole == nil {
 			// Kept; the payload is processed with its last chunk.
-			return c.store.Update(func(tx *state.Tx) error { return tx.Put(bucketSeen, seenKey, []byte{1}) })
+			return c.store.Update(func(tx *state.Tx) error {
+				if err := tx.Delete(bucketDeferred, seenKey); err != nil {
+					return err
+				}
+				return tx.Put(bucketSeen, seenKey, []byte{1})
+			})
 		}
 		op.Content = whole
 	}
@@ -279,7 +295,7 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		return err
 	}
 	if err != nil {
-		c.raise(Alarm{Kind: AlarmDropped, Detail: "an envelope that could not be read was dropped: " + err.Error()})
+		c.raiseLimited(Alarm{Kind: AlarmDropped, Detail: "an envelope that could not be read was dropped: " + err.Error()})
 		commit = nil
 	}
 	return c.store.Update(func(tx *state.Tx) error {
@@ -289,9 +305,12 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 			}
 		}
 		if chunkKey != nil {
-			if err := tx.Delete(bucketChunks, chunkKey); err != nil {
+			if err := dropChunkSet(tx, chunkKey); err != nil {
 				return err
 			}
+		}
+		if err := tx.Delete(bucketDeferred, seenKey); err != nil {
+			return err
 		}
 		if err := c.putProfile(tx); err != nil {
 			return err
@@ -314,7 +333,9 @@ func (c *Client) senderContact(ctx context.Context, op *sealed.Opened) (*Contact
 		return nil, err
 	}
 	if !ct.IdentityKey.Equal(op.Sender.IdentityKey) {
-		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("an envelope claimed to come from %s with a key key transparency does not show", op.Sender.Handle)})
+		// Rate-limited with the drops: anyone can seal garbage to the
+		// intro mailbox in someone else's name.
+		c.raiseLimited(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("an envelope claimed to come from %s with a key key transparency does not show", op.Sender.Handle)})
 		return nil, fmt.Errorf("sender key does not match key transparency")
 	}
 	return ct, nil
@@ -335,10 +356,13 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 			return nil, err
 		}
 		if r == nil {
-			if c.opts.Now().Sub(m.ReceivedAt) > 7*24*time.Hour {
-				return nil, fmt.Errorf("a message for a conversation never joined")
+			// Its Welcome has not been processed yet. Only a sender key
+			// transparency shows is waited for, and not for long, nor
+			// more than a few (deferred.go).
+			if _, err := c.senderContact(ctx, op); err != nil {
+				return nil, err
 			}
-			return nil, errDefer // its Welcome has not been processed yet
+			return nil, errDeferUnknownGroup
 		}
 		return c.processConv(ctx, r.ID, op)
 	}
@@ -471,7 +495,12 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		return nil, err
 	}
 	if msg.PrivateMessage != nil && msg.PrivateMessage.Epoch > g.Epoch() {
-		return nil, errDefer // its commit has not reached us yet
+		// Its commit has not reached us yet. Only a member's is waited
+		// for, within the bounds of deferred.go.
+		if _, ok := r.Members[op.Sender.Handle]; !ok {
+			return nil, fmt.Errorf("a message from a future epoch sealed by %s, not a member", op.Sender.Handle)
+		}
+		return nil, errDeferFutureEpoch
 	}
 	// A message written in the epoch before the last commit (a member
 	// wrote, or its outbox sent, before it saw the commit) is read with
@@ -786,9 +815,10 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			}
 			rearm()
 		case <-tick.C:
-			c.op.Lock()
-			c.flush(ctx)
-			c.op.Unlock()
+			step(func() error {
+				c.summariseDropped(time.Minute)
+				return c.flush(ctx)
+			})
 			// Kept gossip is compared again while following too, so the
 			// bound runs (gossip.go).
 			if time.Since(lastRecheck) >= gossipRecheck {

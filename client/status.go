@@ -60,6 +60,10 @@ type OwnerCheckStatus struct {
 	// LastError is the last failure, whoever caused it.
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// LastErrorUncounted: the last failure was filed as this side's (no
+	// network: nothing of this client's was answered around it, or the
+	// caller's context ended) and not counted.
+	LastErrorUncounted bool `json:"last_error_uncounted,omitempty"`
 	// Stale: registered, and no check completed for OwnerCheckStale.
 	Stale bool `json:"stale"`
 }
@@ -78,7 +82,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	st.Policy = c.Policy().String()
 	oc := p.OwnerCheck
 	st.OwnerCheck = OwnerCheckStatus{LastClean: oc.LastClean, Failures: oc.Failures, FailingSince: oc.FailingSince,
-		LastError: oc.LastError, LastErrorAt: oc.LastErrorAt,
+		LastError: oc.LastError, LastErrorAt: oc.LastErrorAt, LastErrorUncounted: oc.LastErrorUncounted,
 		Stale: p.Handle != "" && c.opts.Now().Sub(oc.LastClean) >= OwnerCheckStale}
 	st.GossipPending = len(p.PendingGossip)
 	for _, g := range p.PendingGossip {
@@ -165,14 +169,17 @@ func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 	if p.Session == nil || !c.opts.Now().Before(p.Session.Expiry) {
 		return nil, ErrNoSession
 	}
-	acct, err := c.conn(ctx, connAccount)
+	start := time.Now()
+	kctx, cancel := ktContext(ctx)
+	defer cancel()
+	acct, err := c.conn(kctx, connAccount)
 	if err != nil {
-		return c.ownerCheckFailed(ctx, nil, err)
+		return c.ownerCheckFailed(ctx, nil, err, start)
 	}
 	owner := c.ktOwner()
-	alarms, err := acct.KTMonitor(ctx, c.v, p.Session, owner)
+	alarms, err := acct.KTMonitor(kctx, c.v, p.Session, owner)
 	if err != nil {
-		return c.ownerCheckFailed(ctx, acct, err)
+		return c.ownerCheckFailed(ctx, acct, err, start)
 	}
 	var out []Alarm
 	for _, a := range alarms {
@@ -195,12 +202,14 @@ func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 // monitoring here, checkpoint gossip in gossip.go. A check that fails
 // because of the server — an error record, a malformed answer, a
 // checkpoint older than one seen or that it will not prove consistent, or
-// no answer while it answers a Health request — is retried, and becomes
-// an alarm once it has failed CheckAttempts times in a row over at least
-// CheckGrace. An answer that is evidence on its own (a proof that does not
-// verify, two checkpoints that cannot both be honest) is an alarm at once.
-// A failure on this side (no network, the caller's context ended) counts
-// for nothing, but `qpc status` shows how long ago a check last completed.
+// no answer while the server answers this client anything else (see
+// serverCaused) — is retried, and becomes an alarm once it has failed
+// CheckAttempts times in a row over at least CheckGrace. An answer that is
+// evidence on its own (a proof that does not verify, two checkpoints that
+// cannot both be honest) is an alarm at once. A failure on this side (no
+// network: nothing answered at all; the caller's context ended) counts
+// for nothing, but `qpc status` shows it, and how long ago a check last
+// completed.
 const (
 	CheckAttempts = 3
 	CheckGrace    = 10 * time.Minute
@@ -208,9 +217,28 @@ const (
 	// `qpc status` warn.
 	OwnerCheckStale = 7 * 24 * time.Hour
 	// probeTimeout bounds the Health request that tells "the server does
-	// not answer this" from "the server cannot be reached".
+	// not answer this" from "the server cannot be reached"; a check under
+	// a caller's deadline keeps up to this much of it (ktContext).
 	probeTimeout = 5 * time.Second
+	// recentAnswer: an answer to any request of this client this long
+	// before a check started, or during it, shows the network worked.
+	recentAnswer = time.Minute
 )
+
+// ktContext is the context of a check's requests under the caller's ctx:
+// with a caller's deadline, one that ends earlier, keeping a quarter of
+// the time left (at most probeTimeout) to tell who caused a failure. A
+// server that holds a request open then makes it end as a timeout of the
+// check's own, counted, not as the caller's deadline, which counts for
+// nothing.
+func ktContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	keep := min(probeTimeout, time.Until(dl)/4)
+	return context.WithDeadline(ctx, dl.Add(-keep))
+}
 
 // ownerCheck is the persisted record of owner monitoring (in the
 // profile, so that neither a restart nor a reopen resets the count).
@@ -220,14 +248,16 @@ type ownerCheck struct {
 	FailingSince time.Time `json:",omitzero"`
 	LastError    string    `json:",omitempty"`
 	LastErrorAt  time.Time `json:",omitzero"`
-	Alarmed      bool      `json:",omitempty"` // this run of failures raised its alarm
+	// LastErrorUncounted: the last failure was this side's (no network).
+	LastErrorUncounted bool `json:",omitempty"`
+	Alarmed            bool `json:",omitempty"` // this run of failures raised its alarm
 }
 
 // failed records a failed check; byServer says whether the server caused
 // it. It reports whether the run of failures has just passed the bound
 // (once per run).
 func (o *ownerCheck) failed(now time.Time, err error, byServer bool) (alarm bool) {
-	o.LastError, o.LastErrorAt = err.Error(), now
+	o.LastError, o.LastErrorAt, o.LastErrorUncounted = err.Error(), now, !byServer
 	if !byServer {
 		return false
 	}
@@ -249,8 +279,9 @@ func pastBound(attempts int, since, now time.Time) bool {
 }
 
 // ownerCheckFailed records a failed owner check and raises the alarm it
-// calls for; it returns the alarms raised and err.
-func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error) ([]Alarm, error) {
+// calls for; it returns the alarms raised and err. The check started at
+// start (monotonic time).
+func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error, start time.Time) ([]Alarm, error) {
 	err = fmt.Errorf("owner check: %w", err)
 	now := c.opts.Now()
 	oc := &c.prof.OwnerCheck
@@ -265,7 +296,7 @@ func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error) ([
 			Detail: "owner monitoring: the server answered with a history of your handle that does not verify: " + err.Error()})
 	}
 	evidence := len(out) > 0
-	if oc.failed(now, err, evidence || c.serverCaused(ctx, conn, err)) && !evidence {
+	if oc.failed(now, err, evidence || c.serverCaused(ctx, conn, err, start)) && !evidence {
 		out = append(out, Alarm{Kind: AlarmKTUnverified, Detail: fmt.Sprintf(
 			"owner monitoring failed %d times since %s because of the server's answers (last: %v): it will not show you the versions of your own keys, and keys in your name may be shown to others",
 			oc.Failures, oc.FailingSince.UTC().Format(time.RFC3339), err)})
@@ -282,25 +313,35 @@ func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error) ([
 	return out, err
 }
 
-// serverCaused reports whether a failed request is the server's doing
-// rather than this side's: an answer came (an error record, or bytes that
-// did not parse or verify), or nothing came but the server answers a
-// Health request on conn at once. A cancelled context or a closed client
-// is never the server's doing.
-func (c *Client) serverCaused(ctx context.Context, conn *Conn, err error) bool {
+// serverCaused reports whether a failed request of a check that started
+// at start (monotonic time) is the server's doing rather than this side's:
+// an answer came (an error record, or bytes that did not parse or
+// verify), or nothing came but the server answered some other request of
+// this client, on any of its connections (a hello included), during the
+// check or within recentAnswer before it, or answers a Health request on
+// conn now. Only a failure with nothing answered around it is "no
+// network": a server cannot withhold one answer, or one kind of answer
+// (Health too), and have that filed as the network's fault while it
+// answers the rest. A cancelled context or a closed client is never the
+// server's doing.
+func (c *Client) serverCaused(ctx context.Context, conn *Conn, err error, start time.Time) bool {
 	if ctx.Err() != nil || errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) {
 		return false
 	}
 	if !transportError(err) {
 		return true
 	}
+	if c.answers.since(start.Add(-recentAnswer)) {
+		return true
+	}
 	if conn == nil {
 		return false
 	}
+	probe := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	_, herr := conn.Health(pctx)
-	return ctx.Err() == nil && (herr == nil || !transportError(herr))
+	return ctx.Err() == nil && (herr == nil || !transportError(herr) || c.answers.since(probe))
 }
 
 // transportError: err says nothing came back (a timeout, a reset or

@@ -48,7 +48,7 @@ func (c *Client) tokenKeyAlarm(a TokenKeyAlarm) {
 	case errors.Is(a.Err, ErrTokenEpoch):
 		detail = "the server named a token epoch the clock contradicts (check this device's clock), so it could recognise the messages you pay for: " + a.Err.Error()
 	case errors.Is(a.Err, ErrEpochLength):
-		detail = "the server changed its token epoch length, which would give you epochs of your own: " + a.Err.Error()
+		detail = "the server announced a token epoch length other than the one remembered or committed in key transparency for everyone, which would give you epochs of your own: " + a.Err.Error()
 	}
 	c.raiseBackground(Alarm{Kind: AlarmTokenKey, Detail: detail, Evidence: ev})
 }
@@ -221,9 +221,10 @@ func (c *Client) refillMean() time.Duration {
 // carries (the keys the server showed its owner, kt.TokenKeyCommitment)
 // with the keys this wallet remembers, or else with the keys committed in
 // key transparency for those epochs. A commitment to another key, to an
-// epoch never committed, or to an epoch past the clock's next one is an
-// alarm: the server showed that user a key, or an epoch, of its own.
-// Transient failures are ignored (the next lookup compares again).
+// epoch never committed, to an epoch past the clock's next one, or to one
+// that began before tokenEpochFloor is an alarm: the server showed that
+// user a key, or an epoch, of its own. Transient failures are ignored
+// (the next lookup compares again).
 func (c *Client) checkTokenCommitments(ctx context.Context, handle string, b *kt.Binding) {
 	if b == nil || len(b.TokenKeys) == 0 {
 		return
@@ -244,6 +245,10 @@ func (c *Client) checkTokenCommitments(ctx context.Context, handle string, b *kt
 	for _, tk := range b.TokenKeys {
 		if epochLen > 0 && tk.Epoch > tokens.EpochAt(c.opts.Now().Add(TokenEpochSkew), epochLen)+1 {
 			c.raise(Alarm{Kind: AlarmTokenKey, Detail: fmt.Sprintf("%s key-transparency binding commits to a token key of epoch %d, after the clock's next epoch: the server gave that account epochs of its own", whose, tk.Epoch)})
+			continue
+		}
+		if epochLen > 0 && tk.Epoch < tokens.EpochAt(tokenEpochFloor, epochLen) {
+			c.raise(Alarm{Kind: AlarmTokenKey, Detail: fmt.Sprintf("%s key-transparency binding commits to a token key of epoch %d, which began before any qpc server issued tokens (%s): the server gave that account epochs of its own", whose, tk.Epoch, tokenEpochFloor.Format(time.DateOnly))})
 			continue
 		}
 		want, ok := known[tk.Epoch]
@@ -269,6 +274,13 @@ func (c *Client) checkTokenCommitments(ctx context.Context, handle string, b *kt
 		}
 	}
 }
+
+// tokenEpochFloor is the oldest instant a token epoch can contain: no qpc
+// server issued tokens before it. Bindings are republished rarely, so a
+// commitment may be to an epoch long past, but not to one before this; an
+// epoch number that small is one a server computed with a longer epoch
+// length than it announces to others (epochs of that user's own).
+var tokenEpochFloor = time.Date(2025, time.January, 1, 0, 0, 0, 0, time.UTC)
 
 // checkOwnTokenCommitments compares the token-key commitments of our own
 // current binding with key transparency (checkTokenCommitments): keys a

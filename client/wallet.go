@@ -30,8 +30,9 @@ var (
 	// the client's clock gives (within TokenEpochSkew).
 	ErrTokenEpoch = errors.New("client: the server's token epoch does not match this device's clock")
 	// ErrEpochLength: the server announced another token epoch length
-	// than the one this wallet remembers.
-	ErrEpochLength = errors.New("client: the server changed its token epoch length")
+	// than the one this wallet remembers, or than the one it committed in
+	// key transparency (kt.TokenEpochLabel).
+	ErrEpochLength = errors.New("client: the server's token epoch length is not the one remembered or committed")
 	// ErrNoTokens: the wallet is empty. It refills on its own schedule
 	// (Wallet.RunRefills), never because of a spend.
 	ErrNoTokens = errors.New("no delivery tokens in the wallet")
@@ -358,15 +359,19 @@ func (w *Wallet) refillOn(ctx context.Context, conn *Conn) error {
 // Key fetches the server's token keys and returns the current epoch's
 // once it passed every check, in this order:
 //
-//   - the epoch length is the one remembered (the first one seen is
-//     remembered), else ErrEpochLength;
+//   - the epoch length is the one remembered, else ErrEpochLength;
 //   - the current epoch is the one the clock gives within
 //     TokenEpochSkew, else ErrTokenEpoch;
 //   - a key remembered for the epoch is the same key, else
 //     ErrKeyChanged;
+//   - before a key not remembered is taken, the epoch length is the one
+//     committed in key transparency under kt.TokenEpochLabel (version 1
+//     only), else ErrEpochLength: a length trusted on first use would let
+//     a server give a new user epochs of its own from its first contact;
 //   - a key not remembered is the one committed in key transparency
 //     under kt.TokenKeyLabel(epoch), else ErrTokenKeyMismatch; it is then
-//     remembered, in the wallet's store, before any token is obtained.
+//     remembered, with the length, in the wallet's store, before any
+//     token is obtained.
 //
 // Every failure but a transient one (a network error, an epoch not
 // committed yet) is reported to WalletOptions.OnAlarm.
@@ -414,6 +419,12 @@ func (w *Wallet) keyOn(ctx context.Context, conn *Conn) (*tokens.PublicKey, erro
 	}
 	if w.opts.KT == nil {
 		return nil, ErrNoKTVerifier
+	}
+	if err := conn.KTTokenEpoch(ctx, w.opts.KT, keys.Epoch); err != nil {
+		if errors.Is(err, ErrEpochLength) {
+			return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw, Err: err})
+		}
+		return nil, err
 	}
 	if err := conn.KTTokenKey(ctx, w.opts.KT, key); err != nil {
 		if errors.Is(err, ErrTokenKeyMismatch) {

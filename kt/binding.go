@@ -2,8 +2,10 @@ package kt
 
 import (
 	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -224,3 +226,29 @@ func ParseBinding(raw []byte) (*Binding, error) {
 // public key of one token epoch (version 1, never changed). Usernames are
 // [a-z0-9._-], so no account can hold such a label.
 func TokenKeyLabel(epoch uint32) string { return fmt.Sprintf("qpc:token-key:%d", epoch) }
+
+// TokenEpochLabel is the label under which the server commits its token
+// epoch length, once (version 1, never changed): clients check the length
+// a server announces against it before they use any token key, so that
+// no user is given epochs numbered apart from everyone else's. The value
+// is TokenEpochValue.
+const TokenEpochLabel = "qpc:token-epoch"
+
+// TokenEpochValue encodes a token epoch length for TokenEpochLabel: u32
+// seconds, big-endian (as wire.TokenKeyList.EpochSeconds).
+func TokenEpochValue(length time.Duration) []byte {
+	return binary.BigEndian.AppendUint32(nil, uint32(length/time.Second))
+}
+
+// ParseTokenEpochValue decodes a TokenEpochValue: exactly four bytes,
+// a length of at least one second.
+func ParseTokenEpochValue(v []byte) (time.Duration, error) {
+	if len(v) != 4 {
+		return 0, fmt.Errorf("%w: a token epoch length of %d bytes, want 4", ErrInvalid, len(v))
+	}
+	s := binary.BigEndian.Uint32(v)
+	if s == 0 {
+		return 0, fmt.Errorf("%w: a token epoch length of 0 s", ErrInvalid)
+	}
+	return time.Duration(s) * time.Second, nil
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 )
 
 // seedProofs returns real encoded proofs from a small directory.
@@ -113,5 +114,19 @@ func FuzzParseBinding(f *testing.F) {
 			t.Fatal("re-encoding differs")
 		}
 		b.Verify("alice")
+	})
+}
+
+func FuzzParseTokenEpochValue(f *testing.F) {
+	f.Add(TokenEpochValue(time.Hour))
+	f.Add([]byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		d, err := ParseTokenEpochValue(raw)
+		if err != nil {
+			return
+		}
+		if d < time.Second || !bytes.Equal(TokenEpochValue(d), raw) {
+			t.Fatalf("%x: %v, re-encoding differs", raw, d)
+		}
 	})
 }

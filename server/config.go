@@ -57,6 +57,7 @@ type Config struct {
 	QuotaMessages int      `toml:"quota_messages"`
 	QuotaBytes    int64    `toml:"quota_bytes"`
 	MessageTTL    Duration `toml:"message_ttl"`
+	MailboxTTL    Duration `toml:"mailbox_ttl"`
 	PurgeInterval Duration `toml:"purge_interval"`
 
 	MaxStreams        int      `toml:"max_streams"`
@@ -190,6 +191,7 @@ func DefaultConfig() Config {
 		QuotaMessages:     DefaultQuotaMessages,
 		QuotaBytes:        DefaultQuotaBytes,
 		MessageTTL:        Duration{DefaultTTL},
+		MailboxTTL:        Duration{DefaultMailboxTTL},
 		PurgeInterval:     Duration{10 * time.Minute},
 		MaxStreams:        100,
 		MaxConns:          DefaultMaxConns,
@@ -330,8 +332,18 @@ var configFields = append([]configField{
 		value: func(c *Config) any { return c.MessageTTL },
 	},
 	{
+		key:   "mailbox_ttl",
+		help:  "how long a mailbox its owner does not fetch from is kept (counted in whole days)",
+		parse: func(c *Config, s string) error { return c.MailboxTTL.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.MailboxTTL = s.MailboxTTL },
+		// Use is recorded by the day: a shorter TTL could delete a
+		// mailbox fetched from the same day.
+		check: func(c *Config) error { return checkDuration(c.MailboxTTL.Duration, 24*time.Hour, 0) },
+		value: func(c *Config) any { return c.MailboxTTL },
+	},
+	{
 		key:   "purge_interval",
-		help:  "how often expired messages are deleted",
+		help:  "how often expired messages and idle mailboxes are deleted",
 		parse: func(c *Config, s string) error { return c.PurgeInterval.UnmarshalText([]byte(s)) },
 		copy:  func(d, s *Config) { d.PurgeInterval = s.PurgeInterval },
 		// A sweep more often than every second only burns write
@@ -847,6 +859,7 @@ func (c *Config) Options() (Options, store.Options, error) {
 		Policy:            policy,
 		Quota:             store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
 		TTL:               c.MessageTTL.Duration,
+		MailboxTTL:        c.MailboxTTL.Duration,
 		PurgeInterval:     c.PurgeInterval.Duration,
 		MaxStreams:        c.MaxStreams,
 		MaxConns:          c.MaxConns,

@@ -63,7 +63,7 @@ func TestConfigDefaults(t *testing.T) {
 	// under test.
 	if c.Listen != "127.0.0.1:4433" || c.LogLevel != "info" || c.LogFormat != "text" ||
 		!slices.Equal(c.Buckets, padding.Default.Buckets()) || c.QuotaMessages != 10000 ||
-		c.QuotaBytes != 256<<20 || c.MessageTTL.Duration != 21*24*time.Hour ||
+		c.QuotaBytes != 256<<20 || c.MessageTTL.Duration != 21*24*time.Hour || c.MailboxTTL.Duration != 90*24*time.Hour ||
 		c.PurgeInterval.Duration != 10*time.Minute || c.MaxStreams != 100 ||
 		c.HandshakeTimeout.Duration != 10*time.Second || c.IdleTimeout.Duration != 60*time.Second ||
 		c.RequestTimeout.Duration != 30*time.Second || c.ShutdownTimeout.Duration != 10*time.Second ||
@@ -80,7 +80,7 @@ func configEqual(a, b Config) bool {
 	return slices.Equal(a.Buckets, b.Buckets) &&
 		a.Listen == b.Listen && a.DataDir == b.DataDir && a.LogLevel == b.LogLevel &&
 		a.LogFormat == b.LogFormat && a.QuotaMessages == b.QuotaMessages &&
-		a.QuotaBytes == b.QuotaBytes && a.MessageTTL == b.MessageTTL &&
+		a.QuotaBytes == b.QuotaBytes && a.MessageTTL == b.MessageTTL && a.MailboxTTL == b.MailboxTTL &&
 		a.PurgeInterval == b.PurgeInterval && a.MaxStreams == b.MaxStreams &&
 		a.HandshakeTimeout == b.HandshakeTimeout && a.IdleTimeout == b.IdleTimeout &&
 		a.RequestTimeout == b.RequestTimeout && a.ShutdownTimeout == b.ShutdownTimeout &&

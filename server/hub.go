@@ -76,6 +76,13 @@ func (h *hub) closeMailbox(id [32]byte) {
 	delete(h.subs, id)
 }
 
+// subscribed reports whether the mailbox has a live subscription.
+func (h *hub) subscribed(id [32]byte) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs[id]) > 0
+}
+
 // count is the number of live subscriptions.
 func (h *hub) count() int {
 	h.mu.Lock()

@@ -152,13 +152,21 @@ func ed25519PublicFromNoteKey(field string) ed25519.PublicKey {
 	return ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
 }
 
-// PublishTokenKeys commits the token public key of the current and the
-// next token epoch to the key-transparency log, each once, under
-// kt.TokenKeyLabel, and again each token epoch until ctx ends. Clients
-// check the key they are given against it (client.Conn.KTTokenKey), so
-// the server cannot hand one user a key of its own to tag its tokens.
+// PublishTokenKeys commits the token epoch length once, under
+// kt.TokenEpochLabel, and the token public key of the current and the
+// next token epoch, each once, under kt.TokenKeyLabel, and again each
+// token epoch until ctx ends. Clients check the length and the key they
+// are given against them (client.Wallet.Key), so the server can hand no
+// user a key of its own, nor epochs of its own, to tag its tokens. The
+// length cannot change once committed: a second version is an alarm for
+// every client.
 func PublishTokenKeys(ctx context.Context, d *kt.Directory, issuer *tokens.Issuer, epoch time.Duration, log *slog.Logger) {
 	publish := func() {
+		if v, err := d.LatestVersion(kt.TokenEpochLabel); err == nil && v == 0 {
+			if _, err := d.Publish(ctx, kt.TokenEpochLabel, kt.TokenEpochValue(epoch)); err != nil && ctx.Err() == nil {
+				log.Warn("kt: publishing the token epoch length failed", "err", err)
+			}
+		}
 		cur := issuer.Epoch()
 		for e := cur; e <= cur+1; e++ {
 			label := kt.TokenKeyLabel(e)

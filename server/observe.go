@@ -55,8 +55,10 @@ func CommitObserver(m *metrics.Metrics) func(store.CommitInfo) {
 	return func(ci store.CommitInfo) { m.ObserveCommit(ci.Ops, ci.Duration, ci.Err != nil) }
 }
 
-// storeTotalsAge bounds how often a scrape walks the mailbox records.
-const storeTotalsAge = 10 * time.Second
+// storeTotalsAge is how long a scrape reuses the store totals: not at
+// all, since the store keeps them as running sums (store.Bolt.Totals
+// reads no record).
+const storeTotalsAge = 0
 
 // WatchStore registers the store-wide queue gauges of st on m (messages
 // and bytes held, mailboxes, the writer's queue). Call it again after

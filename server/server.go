@@ -37,6 +37,7 @@ type Options struct {
 	Policy        padding.Policy // default padding.Default
 	Quota         store.Quota    // per mailbox; default 10,000 messages, 256 MiB
 	TTL           time.Duration  // message lifetime; default 21 days
+	MailboxTTL    time.Duration  // a mailbox its owner has not fetched from for this long is deleted; default 90 days
 	PurgeInterval time.Duration  // expiry sweep; default 10 minutes
 
 	MaxStreams       int           // concurrent request streams per connection; default 100
@@ -95,6 +96,7 @@ type Options struct {
 // Defaults.
 const (
 	DefaultTTL           = 21 * 24 * time.Hour
+	DefaultMailboxTTL    = 90 * 24 * time.Hour
 	DefaultQuotaMessages = 10_000
 	DefaultQuotaBytes    = 256 << 20
 	DefaultTokenQuota    = 1000
@@ -116,6 +118,7 @@ func (o *Options) setDefaults() {
 		}
 	}
 	def(&o.TTL, DefaultTTL)
+	def(&o.MailboxTTL, DefaultMailboxTTL)
 	def(&o.PurgeInterval, 10*time.Minute)
 	def(&o.HandshakeTimeout, 10*time.Second)
 	def(&o.IdleTimeout, 60*time.Second)
@@ -862,12 +865,27 @@ func (s *Server) purgeLoop() {
 			} else if n > 0 {
 				s.log.Info("expired messages purged", "count", n)
 			}
+			s.purgeIdle()
 			if s.opts.Accounts != nil {
 				if _, err := s.opts.Accounts.PurgeExpired(context.Background()); err != nil {
 					s.log.Warn("account expiry sweep failed", "err", err)
 				}
 			}
 		}
+	}
+}
+
+// purgeIdle deletes the mailboxes whose owner has not fetched from them
+// for MailboxTTL (docs/storage.md, "Idle mailboxes"). A mailbox with a
+// live subscription is in use however long nothing arrives: it is kept.
+// A subscription that starts while its mailbox is deleted ends with
+// NOT_FOUND, as after DeleteMailbox.
+func (s *Server) purgeIdle() {
+	n, err := s.opts.Store.PurgeIdle(context.Background(), s.opts.Now(), s.opts.MailboxTTL, s.hub.subscribed, s.hub.closeMailbox)
+	if err != nil {
+		s.log.Warn("idle mailbox sweep failed", "err", err)
+	} else if n > 0 {
+		s.log.Info("idle mailboxes deleted", "count", n)
 	}
 }
 

@@ -56,15 +56,19 @@ func TestHostileCoverClassifier(t *testing.T) {
 		rate   = 10.0
 		warmup = 6 * time.Second
 	)
-	want := 1200
+	want, minTest := 1200, 520
 	if os.Getenv("QPC_LONG") == "1" {
 		want = 4000
+	}
+	if raceDetector { // a run for races: shorter, and not judged (below)
+		want, minTest = 600, 0
 	}
 	h := hostile.Start(t, hostile.Options{Server: func(o *server.Options) { o.TokenQuota = 1_000_000 }})
 
 	var (
 		truthMu  sync.Mutex
 		truth    = map[wire.MessageID]bool{}
+		order    []bool // the labels in the order the sends were stored
 		counting atomic.Bool
 		labelled atomic.Int64
 	)
@@ -80,6 +84,7 @@ func TestHostileCoverClassifier(t *testing.T) {
 			}
 			truthMu.Lock()
 			truth[id] = cover
+			order = append(order, cover)
 			truthMu.Unlock()
 			labelled.Add(1)
 		}
@@ -172,7 +177,26 @@ func TestHostileCoverClassifier(t *testing.T) {
 	time.Sleep(warmup)
 	start := time.Now()
 	counting.Store(true)
-	for labelled.Load() < int64(want) && ctx.Err() == nil {
+	// Run until want sends are labelled and the later half (the test
+	// half) holds enough of each kind for a balanced test of at least 500:
+	// the share of real sends drifts with the machine's load.
+	enough := func() bool {
+		truthMu.Lock()
+		defer truthMu.Unlock()
+		if len(order) < want {
+			return false
+		}
+		real, dummy := 0, 0
+		for _, c := range order[len(order)/2:] {
+			if c {
+				dummy++
+			} else {
+				real++
+			}
+		}
+		return 2*min(real, dummy) >= minTest
+	}
+	for !enough() && ctx.Err() == nil {
 		time.Sleep(100 * time.Millisecond)
 	}
 	stop()
@@ -202,8 +226,15 @@ func TestHostileCoverClassifier(t *testing.T) {
 		cvFolds, rep.cvAcc, rep.trainAcc, rep.best.name)
 	t.Logf("its accuracy on the test half: %.3f (%d of %d), Wilson 95 %% interval [%.3f, %.3f]; today's trivial rule: %.3f",
 		rep.acc, rep.correct, rep.test, rep.lo, rep.hi, rep.trivial)
-	if rep.test < 500 {
+	if rep.test < 500 && !raceDetector {
 		t.Fatalf("only %d sends in the balanced test half, want at least 500", rep.test)
+	}
+	if rep.acc > 0.55 && raceDetector {
+		// Under the race detector every goroutine runs several times
+		// slower and the ticks fall behind: the run checks for races,
+		// and the default `go test ./...` run judges the accuracy.
+		t.Logf("under the race detector: accuracy %.3f not judged", rep.acc)
+		return
 	}
 	if rep.acc > 0.55 {
 		t.Errorf("the server tells dummies from real sends with accuracy %.3f (95 %% CI [%.3f, %.3f]) > 0.55, by %s",

@@ -25,10 +25,9 @@ type StoreTotals struct {
 }
 
 // WatchStore registers the queue-depth gauges, read from fn at scrape
-// time. Summing every mailbox costs a pass over the mailbox records, so a
-// result is reused for maxAge: scrapes every few seconds then cost one
-// pass per maxAge, whatever the number of scrapers. A second call
-// replaces fn (a reopened store) and keeps the registration.
+// time. A result is reused for maxAge (zero: every scrape calls fn), for
+// an fn that costs more than a scrape should. A second call replaces fn
+// (a reopened store) and keeps the registration.
 func (m *Metrics) WatchStore(fn func() (StoreTotals, error), maxAge time.Duration) {
 	if m == nil {
 		return

@@ -19,7 +19,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout, schema 3.
+// On-disk layout, schema 4.
 //
 // Two files: the bbolt file (the path given to Open, qpc.db) and the
 // key-slot file next to it (path + KeyFileSuffix, qpc.db.keys; keys.go).
@@ -30,12 +30,13 @@ import (
 // Buckets and keys (IDs are raw bytes, integers big-endian so that byte
 // order is numeric order and a cursor can range-scan):
 //
-//	meta                "schema" -> u8 schema version (3)
+//	meta                "schema" -> u8 schema version (4)
 //	                    "envelope_limit" -> u32 MaxEnvelope of the last Open
 //	                    "key_file" -> the key-slot file's ID (16)
 //	                    "key_generation" -> u64 clean closes (keys.go)
 //	                    "compact" -> 1 while an upgrade's compaction is due
 //	mailboxes           receiveID(32) -> mailbox record
+//	mailbox_idle        lastUsed(8) | receiveID(32) -> empty
 //	send_ids            sendID(32) -> send index record
 //	messages            receiveID(32) | seq(u64) -> message record
 //	idempotency_expiry  time(8) | receiveID(32) | seq(u64) -> messageID(16)
@@ -49,7 +50,13 @@ import (
 // what has expired, in time order, without scanning every message; its
 // time and seq name the message's key; and it holds the idempotency keys,
 // which Open loads into memory (idem.go) so that a send never writes a
-// page keyed by its random message ID. A time in a key is the Unix second
+// page keyed by its random message ID.
+//
+// mailbox_idle (schema 4, idle.go) has one entry per mailbox, keyed by
+// the day its owner last used it (lastUsed in its record): PurgeIdle
+// walks it in time order to find the mailboxes idle for longer than the
+// idle TTL without reading the others, and the owner's first Fetch of a
+// day moves the mailbox's entry to that day. A time in a key is the Unix second
 // with its sign bit flipped, so that negative times (the zero time.Time
 // included) still sort before positive ones.
 //
@@ -67,10 +74,16 @@ import (
 // other version or length with ErrCorrupt instead of guessing. Times are
 // int64 Unix seconds, already coarse:
 //
-//	mailbox record      1 | ownerKey(32) | sendID(32) | created(i64) | nextSeq(u64) | count(u64) | bytes(u64)
+//	mailbox record      2 | ownerKey(32) | sendID(32) | created(i64) | nextSeq(u64) | count(u64) | bytes(u64) | lastUsed(i64)
 //	send index record   1 | receiveID(32) | (nothing else)
 //	message record      2 | messageID(16) | received(i64) | slot(u32) | sealed envelope (envelope + 16-byte tag)
 //	spent record        1 | until(i64)
+//
+// lastUsed is the start (00:00 UTC) of the day the owner last fetched
+// from the mailbox (or created it): a day, not a time, so the file says
+// little about when its owner is online. Schemas 1 to 3 had mailbox
+// record version 1, the same without lastUsed; the upgrade to schema 4
+// gives every mailbox the day of the upgrade.
 //
 // (An arrival's value is a bare message ID: its length is its format.
 // Version 1 message records, 1 | messageID | received | envelope, are
@@ -86,13 +99,14 @@ import (
 var (
 	bucketMeta      = []byte("meta")
 	bucketMailboxes = []byte("mailboxes")
+	bucketIdle      = []byte("mailbox_idle")
 	bucketSendIDs   = []byte("send_ids")
 	bucketMessages  = []byte("messages")
 	bucketArrivals  = []byte("idempotency_expiry")
 	bucketSpent     = []byte("spent")
 	bucketSpentExp  = []byte("spent_expiry")
 
-	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketSendIDs, bucketMessages, bucketArrivals, bucketSpent, bucketSpentExp}
+	allBuckets = [][]byte{bucketMeta, bucketMailboxes, bucketIdle, bucketSendIDs, bucketMessages, bucketArrivals, bucketSpent, bucketSpentExp}
 
 	// Schema 1's derived buckets, dropped by the upgrade to schema 2.
 	schema1Dropped = [][]byte{[]byte("idempotency"), []byte("message_expiry")}
@@ -105,13 +119,16 @@ var (
 )
 
 const (
-	schemaVersion = 3
+	schemaVersion = 4
 	recordV1      = 1
-	// recordV2 is the message record of schema 3: sealed, with a slot.
+	// recordV2 is the message record of schemas 3 and 4 (sealed, with a
+	// slot) and the mailbox record of schema 4 (with lastUsed).
 	recordV2 = 2
 
-	mailboxRecordSize = 1 + OwnerKeySize + MailboxIDSize + 8 + 8 + 8 + 8
-	sendRecordSize    = 1 + MailboxIDSize
+	mailboxRecordV1Size = 1 + OwnerKeySize + MailboxIDSize + 8 + 8 + 8 + 8
+	mailboxRecordSize   = mailboxRecordV1Size + 8
+	idleKeySize         = 8 + MailboxIDSize
+	sendRecordSize      = 1 + MailboxIDSize
 	// A message record's header: what the seal's additional data covers
 	// (messageADSize), then the key slot.
 	messageADSize     = 1 + MessageIDSize + 8
@@ -162,6 +179,10 @@ type Bolt struct {
 	keysUnsynced atomic.Bool
 	unreadable   atomic.Uint64
 	updateMu     sync.Mutex
+	// totals are the store-wide sums (totals.go): loaded at Open, then
+	// changed by the writer as its transactions commit.
+	totMu  sync.Mutex
+	totals Totals
 
 	queue chan *op
 	// mu orders submissions against Close: a submitter holds it shared
@@ -239,7 +260,7 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w: %w", ErrStorageFailed, err)
 	}
-	keys, unreadable, err := openSchema(db, path, o.Logger)
+	keys, unreadable, err := openSchema(db, path, time.Now(), o.Logger)
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open: %w", err)
@@ -268,7 +289,15 @@ func Open(path string, opts Options) (*Bolt, error) {
 		return fail(err)
 	}
 	idem := newIdemIndex()
-	if err := db.View(func(tx *bolt.Tx) error { return loadIdem(tx, idem) }); err != nil {
+	var totals Totals
+	if err := db.View(func(tx *bolt.Tx) error {
+		if err := loadIdem(tx, idem); err != nil {
+			return err
+		}
+		var err error
+		totals, err = sumTotals(tx)
+		return err
+	}); err != nil {
 		return fail(err)
 	}
 	s := &Bolt{
@@ -281,6 +310,7 @@ func Open(path string, opts Options) (*Bolt, error) {
 		onCommit:   o.OnCommit,
 		idem:       idem,
 		keys:       keys,
+		totals:     totals,
 		queue:      make(chan *op, 4*o.MaxBatch),
 		writerDone: make(chan struct{}),
 	}
@@ -475,6 +505,9 @@ type txn struct {
 	*bolt.Tx
 	idem *idemIndex
 	keys *keyFile
+	// tot collects the transaction's change to the store's totals,
+	// applied only if it commits.
+	tot *totalsDelta
 }
 
 type abortError struct{ err error }
@@ -655,8 +688,10 @@ func (s *Bolt) commit(batch []*op) {
 func (s *Bolt) update(fn func(tx *txn) error) error {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
+	var tot totalsDelta
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := fn(&txn{Tx: tx, idem: s.idem, keys: s.keys}); err != nil {
+		tot = totalsDelta{} // bbolt does not retry, but be exact if it did
+		if err := fn(&txn{Tx: tx, idem: s.idem, keys: s.keys, tot: &tot}); err != nil {
 			return err
 		}
 		// The new messages' keys are durable before the commit that
@@ -679,6 +714,7 @@ func (s *Bolt) update(fn func(tx *txn) error) error {
 	} else {
 		s.idem.commit()
 		kerr = s.keys.commit()
+		s.addTotals(tot)
 	}
 	if kerr != nil {
 		// The outcome stands (committed or rolled back); a key that
@@ -734,10 +770,11 @@ func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 // CreateMailbox implements Store.
 func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox, spend *Spend) error {
 	rec := mailboxRecord{
-		owner:   m.OwnerKey,
-		sendID:  m.SendID,
-		created: s.coarse(m.Created),
-		nextSeq: 1,
+		owner:    m.OwnerKey,
+		sendID:   m.SendID,
+		created:  s.coarse(m.Created),
+		nextSeq:  1,
+		lastUsed: dayOf(m.Created.Unix()),
 	}
 	err := s.do(ctx, func(tx *txn) error {
 		mb, si := tx.Bucket(bucketMailboxes), tx.Bucket(bucketSendIDs)
@@ -753,7 +790,14 @@ func (s *Bolt) CreateMailbox(ctx context.Context, m Mailbox, spend *Spend) error
 		if err := mb.Put(m.ReceiveID[:], rec.encode()); err != nil {
 			return write(err)
 		}
-		return write(si.Put(m.SendID[:], encodeSendRecord(m.ReceiveID)))
+		if err := tx.Bucket(bucketIdle).Put(idleKey(rec.lastUsed, m.ReceiveID), nil); err != nil {
+			return write(err)
+		}
+		if err := si.Put(m.SendID[:], encodeSendRecord(m.ReceiveID)); err != nil {
+			return write(err)
+		}
+		tx.tot.mailboxes++
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: create mailbox: %w", err)
@@ -769,7 +813,7 @@ func (s *Bolt) Mailbox(ctx context.Context, receiveID [MailboxIDSize]byte) (Mail
 		if err != nil {
 			return err
 		}
-		m = Mailbox{ReceiveID: receiveID, SendID: rec.sendID, OwnerKey: rec.owner, Created: fromUnix(rec.created)}
+		m = Mailbox{ReceiveID: receiveID, SendID: rec.sendID, OwnerKey: rec.owner, Created: fromUnix(rec.created), LastUsed: fromUnix(rec.lastUsed)}
 		return nil
 	})
 	if err != nil {
@@ -855,6 +899,8 @@ func (s *Bolt) putOp(sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelop
 			return write(err)
 		}
 		tx.idem.put(rid, id, idemEntry{seq: seq, received: received})
+		tx.tot.messages++
+		tx.tot.bytes += int64(size)
 		*res = PutResult{ReceiveID: rid, Seq: seq}
 		return nil
 	}
@@ -881,8 +927,10 @@ func (s *Bolt) Spend(ctx context.Context, spend *Spend) error {
 
 // Fetch implements Store. It returns what is stored: messages past their
 // TTL stay visible until PurgeExpired (which the server runs periodically)
-// deletes them, so now is not consulted. A limit <= 0 returns no messages,
-// and more reports whether any follow after.
+// deletes them. now is the day the mailbox was used: the first Fetch of a
+// day (UTC) records it, one write per mailbox per day (touch, idle.go).
+// A limit <= 0 returns no messages, and more reports whether any follow
+// after.
 //
 // A message whose key is gone is skipped. Usually it was acknowledged
 // while this read ran (its slot is zeroed, or already another message's,
@@ -897,10 +945,14 @@ func (s *Bolt) Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after u
 		more   bool
 		failed []unopened
 	)
+	today := dayOf(now.Unix())
+	stale := false
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketMailboxes).Get(receiveID[:]) == nil {
-			return ErrNotFound
+		rec, err := getMailbox(tx, receiveID)
+		if err != nil {
+			return err
 		}
+		stale = rec.lastUsed < today
 		if after == math.MaxUint64 {
 			return nil
 		}
@@ -941,6 +993,10 @@ func (s *Bolt) Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after u
 	}
 	if len(failed) > 0 {
 		s.checkUnopened(failed)
+	}
+	if stale {
+		// The owner's first Fetch of the day: record it (idle.go).
+		s.touch(ctx, receiveID, today)
 	}
 	return msgs, more, nil
 }
@@ -1053,6 +1109,8 @@ func (s *Bolt) Ack(ctx context.Context, receiveID [MailboxIDSize]byte, ids [][Me
 		for _, slot := range slots {
 			tx.keys.release(slot)
 		}
+		tx.tot.messages -= int64(len(victims))
+		tx.tot.bytes -= int64(freed)
 		n = len(victims)
 		return nil
 	})
@@ -1071,64 +1129,98 @@ func (s *Bolt) DeleteMailbox(ctx context.Context, receiveID [MailboxIDSize]byte)
 		if err != nil {
 			return err
 		}
-		// Gather first (refusing corrupt records before any write), then
-		// delete; keys are copied because deleting moves bbolt's memory.
-		var (
-			msgKeys, arrivals [][]byte
-			slots             []uint32
-		)
-		c := tx.Bucket(bucketMessages).Cursor()
-		for k, v := c.Seek(receiveID[:]); k != nil && bytes.HasPrefix(k, receiveID[:]); k, v = c.Next() {
-			if len(k) != messageKeySize {
-				return fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
-			}
-			_, _, slot, _, err := decodeMessage(v)
-			if err != nil {
-				return err
-			}
-			msgKeys = append(msgKeys, bytes.Clone(k))
-			slots = append(slots, slot)
+		// Plan first (refusing corrupt records before any write), then
+		// delete.
+		d, err := planDelete(tx, receiveID, mbox)
+		if err != nil {
+			return err
 		}
-		// Every arrival of the mailbox is in the index, which names its key.
-		for id, e := range tx.idem.boxes[receiveID] {
-			arrivals = append(arrivals, arrival{rid: receiveID, seq: e.seq, received: e.received, id: id}.key())
-		}
-		for _, d := range []struct {
-			bucket []byte
-			keys   [][]byte
-		}{
-			{bucketMessages, msgKeys},
-			{bucketArrivals, arrivals},
-		} {
-			b := tx.Bucket(d.bucket)
-			for _, k := range d.keys {
-				if err := b.Delete(k); err != nil {
-					return write(err)
-				}
-			}
-		}
-		si := tx.Bucket(bucketSendIDs)
-		if v := si.Get(mbox.sendID[:]); v != nil {
-			// Only drop the index if it is ours; anything else would
-			// be a corrupt index we must not make worse.
-			if rid, err := decodeSendRecord(v); err == nil && rid == receiveID {
-				if err := si.Delete(mbox.sendID[:]); err != nil {
-					return write(err)
-				}
-			}
-		}
-		if err := tx.Bucket(bucketMailboxes).Delete(receiveID[:]); err != nil {
-			return write(err)
-		}
-		tx.idem.drop(receiveID)
-		for _, slot := range slots {
-			tx.keys.release(slot)
-		}
-		return nil
+		return d.apply(tx)
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete mailbox: %w", err)
 	}
+	return nil
+}
+
+// mailboxDeletion is everything a mailbox's deletion removes, gathered by
+// planDelete before the first write.
+type mailboxDeletion struct {
+	rid               [MailboxIDSize]byte
+	rec               mailboxRecord
+	msgKeys, arrivals [][]byte
+	slots             []uint32
+	dropSendID        bool
+}
+
+// work is the number of keys the deletion deletes.
+func (d *mailboxDeletion) work() int { return 3 + len(d.msgKeys) + len(d.arrivals) }
+
+// planDelete gathers what deleting the mailbox rid (whose record is rec)
+// removes: its messages and their key slots, its arrivals (idempotency
+// keys), its send index entry and its idle index entry. It only reads;
+// keys are copied because deleting moves bbolt's memory.
+func planDelete(tx *txn, rid [MailboxIDSize]byte, rec mailboxRecord) (*mailboxDeletion, error) {
+	d := &mailboxDeletion{rid: rid, rec: rec}
+	c := tx.Bucket(bucketMessages).Cursor()
+	for k, v := c.Seek(rid[:]); k != nil && bytes.HasPrefix(k, rid[:]); k, v = c.Next() {
+		if len(k) != messageKeySize {
+			return nil, fmt.Errorf("%w: message key length %d", ErrCorrupt, len(k))
+		}
+		_, _, slot, _, err := decodeMessage(v)
+		if err != nil {
+			return nil, err
+		}
+		d.msgKeys = append(d.msgKeys, bytes.Clone(k))
+		d.slots = append(d.slots, slot)
+	}
+	// Every arrival of the mailbox is in the index, which names its key.
+	for id, e := range tx.idem.boxes[rid] {
+		d.arrivals = append(d.arrivals, arrival{rid: rid, seq: e.seq, received: e.received, id: id}.key())
+	}
+	if v := tx.Bucket(bucketSendIDs).Get(rec.sendID[:]); v != nil {
+		// Only drop the index if it is ours; anything else would be a
+		// corrupt index we must not make worse.
+		if back, err := decodeSendRecord(v); err == nil && back == rid {
+			d.dropSendID = true
+		}
+	}
+	return d, nil
+}
+
+// apply deletes what d gathered; every error is a failed write, fatal to
+// the transaction. The key slots are zeroed once it has committed.
+func (d *mailboxDeletion) apply(tx *txn) error {
+	for _, del := range []struct {
+		bucket []byte
+		keys   [][]byte
+	}{
+		{bucketMessages, d.msgKeys},
+		{bucketArrivals, d.arrivals},
+		{bucketIdle, [][]byte{idleKey(d.rec.lastUsed, d.rid)}},
+	} {
+		b := tx.Bucket(del.bucket)
+		for _, k := range del.keys {
+			if err := b.Delete(k); err != nil {
+				return write(err)
+			}
+		}
+	}
+	if d.dropSendID {
+		if err := tx.Bucket(bucketSendIDs).Delete(d.rec.sendID[:]); err != nil {
+			return write(err)
+		}
+	}
+	if err := tx.Bucket(bucketMailboxes).Delete(d.rid[:]); err != nil {
+		return write(err)
+	}
+	tx.idem.drop(d.rid)
+	for _, slot := range d.slots {
+		tx.keys.release(slot)
+	}
+	tx.tot.mailboxes--
+	tx.tot.messages -= int64(d.rec.count)
+	tx.tot.bytes -= int64(d.rec.bytes)
 	return nil
 }
 
@@ -1241,6 +1333,8 @@ func purgeArrivals(limit int64, n *int, more *bool) func(tx *txn) error {
 			}
 			rec.count--
 			rec.bytes -= size
+			tx.tot.messages--
+			tx.tot.bytes -= int64(size)
 		}
 		for _, k := range keys {
 			if err := arrivals.Delete(k); err != nil {
@@ -1279,30 +1373,54 @@ func (s *Bolt) coarse(t time.Time) int64 { return t.Truncate(s.gran).Unix() }
 func fromUnix(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
 
 type mailboxRecord struct {
-	owner   [OwnerKeySize]byte
-	sendID  [MailboxIDSize]byte
-	created int64
-	nextSeq uint64
-	count   uint64
-	bytes   uint64
+	owner    [OwnerKeySize]byte
+	sendID   [MailboxIDSize]byte
+	created  int64
+	nextSeq  uint64
+	count    uint64
+	bytes    uint64
+	lastUsed int64 // a day's start (dayOf)
 }
 
 func (r *mailboxRecord) encode() []byte {
 	b := make([]byte, 0, mailboxRecordSize)
-	b = append(b, recordV1)
+	b = append(b, recordV2)
 	b = append(b, r.owner[:]...)
 	b = append(b, r.sendID[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.created))
 	b = binary.BigEndian.AppendUint64(b, r.nextSeq)
 	b = binary.BigEndian.AppendUint64(b, r.count)
-	return binary.BigEndian.AppendUint64(b, r.bytes)
+	b = binary.BigEndian.AppendUint64(b, r.bytes)
+	return binary.BigEndian.AppendUint64(b, uint64(r.lastUsed))
 }
 
 func decodeMailbox(v []byte) (mailboxRecord, error) {
-	var r mailboxRecord
-	if len(v) != mailboxRecordSize || v[0] != recordV1 {
-		return r, fmt.Errorf("%w: mailbox record", ErrCorrupt)
+	if len(v) != mailboxRecordSize || v[0] != recordV2 {
+		return mailboxRecord{}, fmt.Errorf("%w: mailbox record", ErrCorrupt)
 	}
+	r, err := decodeMailboxFields(v[:mailboxRecordV1Size])
+	if err != nil {
+		return r, err
+	}
+	r.lastUsed = int64(binary.BigEndian.Uint64(v[mailboxRecordV1Size:]))
+	if r.lastUsed != dayOf(r.lastUsed) {
+		return r, fmt.Errorf("%w: mailbox last use is not a day", ErrCorrupt)
+	}
+	return r, nil
+}
+
+// decodeMailboxV1 reads the mailbox record of schemas 1 to 3, which only
+// the upgrade reads: lastUsed is left zero.
+func decodeMailboxV1(v []byte) (mailboxRecord, error) {
+	if len(v) != mailboxRecordV1Size || v[0] != recordV1 {
+		return mailboxRecord{}, fmt.Errorf("%w: version 1 mailbox record", ErrCorrupt)
+	}
+	return decodeMailboxFields(v)
+}
+
+// decodeMailboxFields decodes the fields both record versions share.
+func decodeMailboxFields(v []byte) (mailboxRecord, error) {
+	var r mailboxRecord
 	v = v[1:]
 	v = v[copy(r.owner[:], v):]
 	v = v[copy(r.sendID[:], v):]

@@ -249,10 +249,25 @@ func checkInvariants(t *testing.T, s *Bolt) {
 		if want := s.keys.slots; !bytes.Equal(onDisk[keyPage:], want[:min(len(want), len(onDisk)-keyPage)]) || !allZero(want[len(onDisk)-keyPage:]) {
 			t.Errorf("the key-slot file differs from its copy in memory")
 		}
+		// The idle index holds one entry per mailbox, at its last-use day;
+		// the totals in memory are the sums of the records.
+		if n := tx.Bucket(bucketIdle).Stats().KeyN; n != len(got) {
+			t.Errorf("%d idle index entries for %d mailboxes", n, len(got))
+		}
+		want, err := sumTotals(tx)
+		if err != nil {
+			return err
+		}
+		if tot, err := s.Totals(context.Background()); err != nil || tot != want {
+			t.Errorf("totals in memory %+v (%v), the records sum to %+v", tot, err, want)
+		}
 		return tx.Bucket(bucketMailboxes).ForEach(func(k, v []byte) error {
 			rec, _ := decodeMailbox(v)
 			var id [MailboxIDSize]byte
 			copy(id[:], k)
+			if tx.Bucket(bucketIdle).Get(idleKey(rec.lastUsed, id)) == nil {
+				t.Errorf("mailbox not in the idle index at its last-use day")
+			}
 			sum := got[id]
 			if rec.count != sum.count || rec.bytes != sum.bytes {
 				t.Errorf("mailbox counters %d msgs/%d bytes, stored %d/%d", rec.count, rec.bytes, sum.count, sum.bytes)
@@ -409,6 +424,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 	s = openTest(t, path, Options{})
 	for b, box := range boxes[:2] {
 		got, err := s.Mailbox(ctx, box.ReceiveID)
+		box.LastUsed = fromUnix(dayOf(box.Created.Unix()))
 		if err != nil || got != box {
 			t.Fatalf("mailbox %d after reopen: %+v, %v", b, got, err)
 		}
@@ -1302,7 +1318,7 @@ func TestUpgradeFromSchema1(t *testing.T) {
 
 	var logs lockedBuffer
 	s := openTest(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if !strings.Contains(logs.String(), "schema 1 to 3") {
+	if !strings.Contains(logs.String(), "schema 1 to 4") {
 		t.Errorf("upgrade not logged: %q", logs.String())
 	}
 	_ = s.db.View(func(tx *bolt.Tx) error {

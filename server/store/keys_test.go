@@ -355,7 +355,7 @@ func TestUpgradeFromSchema2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"schema 2 to 3", "messages=2", "overwritten with zeros"} {
+	for _, want := range []string{"schema 2 to 4", "messages=2", "overwritten with zeros"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("upgrade log lacks %q: %q", want, logs.String())
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -40,14 +41,16 @@ func storageErr(err error) error {
 	return fmt.Errorf("%w: %w", ErrStorageFailed, err)
 }
 
-// openSchema brings the bbolt file to schema 3 and opens its key-slot
-// file. A new file is created at schema 3; a schema 1 or 2 file is
+// openSchema brings the bbolt file to schema 4 and opens its key-slot
+// file. A new file is created at schema 4; a schema 1 or 2 file is
 // upgraded in one transaction (its envelopes sealed, a fresh key-slot file
-// holding their keys), with the compaction that must follow marked due.
+// holding their keys, its mailboxes given a last-use day), with the
+// compaction that must follow marked due; a schema 3 file only has its
+// mailboxes given a last-use day (upgradeMailboxes), in one transaction.
 // Any other version is refused: a newer server's file included, since this
 // one would not know what it must keep consistent. It also returns how
 // many stored messages were found without a key (openKeys).
-func openSchema(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, error) {
+func openSchema(db *bolt.DB, path string, now time.Time, log *slog.Logger) (*keyFile, int, error) {
 	var version byte
 	if err := db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
@@ -67,8 +70,28 @@ func openSchema(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, erro
 		return nil, 0, storageErr(err)
 	}
 	keysPath := path + KeyFileSuffix
-	if version == schemaVersion {
+	today := dayOf(now.Unix())
+	switch version {
+	case schemaVersion:
 		return openKeys(db, keysPath, log)
+	case 3:
+		keys, missing, err := openKeys(db, keysPath, log)
+		if err != nil {
+			return nil, 0, err
+		}
+		n := 0
+		if err := db.Update(func(tx *bolt.Tx) error {
+			var err error
+			if n, err = upgradeMailboxes(tx, today); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(keySchema, []byte{schemaVersion})
+		}); err != nil {
+			keys.abandon()
+			return nil, 0, storageErr(err)
+		}
+		log.Info(fmt.Sprintf("store: upgraded the file from schema 3 to %d (idle mailboxes expire; each starts its idle time today)", schemaVersion), "mailboxes", n)
+		return keys, missing, nil
 	}
 	// A new store, or one whose envelopes are in the clear: whatever key
 	// file lies beside it is a leftover, and createKeyFile clears it.
@@ -79,7 +102,7 @@ func openSchema(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, erro
 	sealed := 0
 	err = db.Update(func(tx *bolt.Tx) error {
 		var err error
-		if sealed, err = initSchema(tx, version, keys); err != nil {
+		if sealed, err = initSchema(tx, version, keys, today); err != nil {
 			return err
 		}
 		return keys.prepare()
@@ -102,7 +125,7 @@ func openSchema(db *bolt.DB, path string, log *slog.Logger) (*keyFile, int, erro
 // initSchema creates the buckets of a new file or upgrades a schema 1 or 2
 // file (version 0 is a new one), in the caller's transaction: it happens
 // whole or not at all. It returns how many envelopes it sealed.
-func initSchema(tx *bolt.Tx, version byte, keys *keyFile) (int, error) {
+func initSchema(tx *bolt.Tx, version byte, keys *keyFile, today int64) (int, error) {
 	for _, name := range allBuckets {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return 0, err
@@ -125,6 +148,9 @@ func initSchema(tx *bolt.Tx, version byte, keys *keyFile) (int, error) {
 		if sealed, err = upgradeMessages(tx, keys); err != nil {
 			return 0, err
 		}
+		if _, err := upgradeMailboxes(tx, today); err != nil {
+			return 0, err
+		}
 		// The old file still holds every envelope it ever stored in the
 		// clear, in freed pages and now in the pages this transaction
 		// freed: Open copies it afresh before using it.
@@ -136,6 +162,49 @@ func initSchema(tx *bolt.Tx, version byte, keys *keyFile) (int, error) {
 		return 0, err
 	}
 	return sealed, meta.Put(keySchema, []byte{schemaVersion})
+}
+
+// upgradeMailboxes rewrites every version 1 mailbox record (schemas 1 to
+// 3) as version 2, with today as its last-use day, and enters it in the
+// idle index. The old server recorded no use, so every mailbox gets the
+// whole idle TTL from the upgrade: none is deleted for an idleness that
+// was never measured. It returns how many it rewrote.
+func upgradeMailboxes(tx *bolt.Tx, today int64) (int, error) {
+	idle, err := tx.CreateBucketIfNotExists(bucketIdle)
+	if err != nil {
+		return 0, err
+	}
+	b := tx.Bucket(bucketMailboxes)
+	type entry struct {
+		rid [MailboxIDSize]byte
+		rec mailboxRecord
+	}
+	var all []entry
+	if err := b.ForEach(func(k, v []byte) error {
+		if len(k) != MailboxIDSize {
+			return fmt.Errorf("%w: mailbox key length %d", ErrCorrupt, len(k))
+		}
+		rec, err := decodeMailboxV1(v)
+		if err != nil {
+			return err
+		}
+		e := entry{rec: rec}
+		copy(e.rid[:], k)
+		all = append(all, e)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	for _, e := range all {
+		e.rec.lastUsed = today
+		if err := b.Put(e.rid[:], e.rec.encode()); err != nil {
+			return 0, err
+		}
+		if err := idle.Put(idleKey(today, e.rid), nil); err != nil {
+			return 0, err
+		}
+	}
+	return len(all), nil
 }
 
 // upgradeMessages seals every version 1 message record under a new key.

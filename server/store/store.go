@@ -47,6 +47,10 @@ type Mailbox struct {
 	SendID    [MailboxIDSize]byte
 	OwnerKey  [OwnerKeySize]byte
 	Created   time.Time // coarse (see Options.TimeGranularity)
+	// LastUsed is the start (00:00 UTC) of the day its owner last fetched
+	// from it, or of the day it was created (PurgeIdle). Ignored by
+	// CreateMailbox, which sets it from Created.
+	LastUsed time.Time
 }
 
 // Message is one stored envelope. Seq orders messages within a mailbox and
@@ -94,7 +98,9 @@ type Store interface {
 	// Fetch returns up to limit stored messages with Seq > after, in
 	// order, and whether more remain. Expiry is PurgeExpired's job (Fetch
 	// has no TTL to judge by): a message past its TTL may be returned until
-	// the next purge removes it.
+	// the next purge removes it. A Fetch is the owner's use of the mailbox:
+	// it records the day of now as the mailbox's LastUsed (at most one
+	// write per mailbox and day).
 	Fetch(ctx context.Context, receiveID [MailboxIDSize]byte, after uint64, limit int, now time.Time) (msgs []Message, more bool, err error)
 	// Ack deletes the named messages; unknown or already deleted IDs are
 	// ignored (idempotent). It returns how many were deleted now.
@@ -113,6 +119,15 @@ type Store interface {
 	// keys older than now-ttl and spends whose Until is before now,
 	// returning how many messages were deleted.
 	PurgeExpired(ctx context.Context, now time.Time, ttl time.Duration) (int, error)
+	// PurgeIdle deletes every mailbox whose LastUsed day ended more than
+	// idle before now, as DeleteMailbox does: its messages, their keys and
+	// its idempotency keys go with it. A mailbox that keep (if non-nil)
+	// reports true for is kept and counts as used now (the server keeps
+	// the mailboxes with a live subscription). gone (if non-nil) is called
+	// with each deleted mailbox's receive ID after its deletion is
+	// durable. It returns how many mailboxes were deleted; idle <= 0
+	// deletes none.
+	PurgeIdle(ctx context.Context, now time.Time, idle time.Duration, keep func(receiveID [MailboxIDSize]byte) bool, gone func(receiveID [MailboxIDSize]byte)) (int, error)
 	// Close flushes pending writes and releases the store.
 	Close() error
 }

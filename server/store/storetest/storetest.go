@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		{"QuotaBytes", testQuotaBytes},
 		{"DeleteMailbox", testDeleteMailbox},
 		{"PurgeExpired", testPurgeExpired},
+		{"PurgeIdle", testPurgeIdle},
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"CancelledContext", testCancelledContext},
 		{"Closed", testClosed},
@@ -516,6 +517,81 @@ func testPurgeExpired(t *testing.T, s store.Store) {
 	// The purge kept the count exact: 1 fresh + 2 re-sent = quota of 3.
 	_, err = s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), q, now, nil)
 	wantErr(t, "Put after purge into a full mailbox", err, store.ErrQuotaCount)
+}
+
+// testPurgeIdle: a mailbox its owner has not fetched from goes between
+// idle and idle + 1 day after the day of its last use (UTC days), with
+// its messages and idempotency keys; a fetch moves its last use, sends do
+// not; keep spares a mailbox and counts as its use; gone hears of each
+// deletion.
+func testPurgeIdle(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const idle = 30 * 24 * time.Hour
+	day0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC) // t0's day
+	used, unused, kept := newMailbox(t, s), newMailbox(t, s), newMailbox(t, s)
+	if m, err := s.Mailbox(ctx, unused.ReceiveID); err != nil || !m.LastUsed.Equal(day0) {
+		t.Fatalf("a new mailbox's last use: %v, %v; want its creation day %v", m.LastUsed, err, day0)
+	}
+	id := random[[16]byte](t)
+	put(t, s, unused, id, []byte("never read"), store.Quota{}, t0)
+	// Sends on day 10 are no use of the mailbox; a fetch on day 5 is.
+	put(t, s, unused, random[[16]byte](t), []byte("never read either"), store.Quota{}, t0.Add(10*24*time.Hour))
+	if _, _, err := s.Fetch(ctx, used.ReceiveID, 0, 10, t0.Add(5*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// A fetch with an earlier time does not move it back.
+	if _, _, err := s.Fetch(ctx, used.ReceiveID, 0, 10, t0); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := s.Mailbox(ctx, used.ReceiveID); !m.LastUsed.Equal(day0.Add(5 * 24 * time.Hour)) {
+		t.Fatalf("last use after a fetch on day 5: %v", m.LastUsed)
+	}
+	if m, _ := s.Mailbox(ctx, unused.ReceiveID); !m.LastUsed.Equal(day0) {
+		t.Fatalf("sends moved the last use to %v", m.LastUsed)
+	}
+	keep := func(rid [store.MailboxIDSize]byte) bool { return rid == kept.ReceiveID }
+	var gone [][store.MailboxIDSize]byte
+	goneFn := func(rid [store.MailboxIDSize]byte) { gone = append(gone, rid) }
+	if n, err := s.PurgeIdle(ctx, day0.Add(1000*24*time.Hour), 0, keep, goneFn); err != nil || n != 0 {
+		t.Fatalf("idle 0 purged %d, %v", n, err)
+	}
+	// One second before day 0 has been over for idle: nothing goes.
+	if n, err := s.PurgeIdle(ctx, day0.Add(idle+24*time.Hour-time.Second), idle, keep, goneFn); err != nil || n != 0 || len(gone) != 0 {
+		t.Fatalf("early idle purge: %d, %v, gone %d", n, err, len(gone))
+	}
+	now := day0.Add(idle + 24*time.Hour)
+	n, err := s.PurgeIdle(ctx, now, idle, keep, goneFn)
+	if err != nil || n != 1 || len(gone) != 1 || gone[0] != unused.ReceiveID {
+		t.Fatalf("idle purge: %d, %v, gone %x; want the unused mailbox alone", n, err, gone)
+	}
+	_, err = s.Mailbox(ctx, unused.ReceiveID)
+	wantErr(t, "Mailbox(purged)", err, store.ErrNotFound)
+	_, _, err = s.Fetch(ctx, unused.ReceiveID, 0, 10, now)
+	wantErr(t, "Fetch(purged)", err, store.ErrNotFound)
+	_, err = s.Put(ctx, unused.SendID, id, []byte("x"), store.Quota{}, now, nil)
+	wantErr(t, "Put(purged)", err, store.ErrNotFound)
+	wantErr(t, "DeleteMailbox(purged)", s.DeleteMailbox(ctx, unused.ReceiveID), store.ErrNotFound)
+	// Its messages went with it: the message purge finds none of them.
+	if n, err := s.PurgeExpired(ctx, now.Add(1000*24*time.Hour), time.Hour); err != nil || n != 0 {
+		t.Fatalf("messages of the purged mailbox outlived it: %d, %v", n, err)
+	}
+	// Its IDs are free again: nothing of it is left.
+	unused.Created = now
+	if err := s.CreateMailbox(ctx, unused, nil); err != nil {
+		t.Fatalf("recreating the purged mailbox's IDs: %v", err)
+	}
+	if r := put(t, s, unused, id, []byte("new"), store.Quota{}, now); r.Duplicate || r.Seq != 1 {
+		t.Fatalf("a send to the recreated mailbox: %+v", r)
+	}
+	if m, _ := s.Mailbox(ctx, kept.ReceiveID); !m.LastUsed.Equal(now) {
+		t.Fatalf("a kept mailbox's last use: %v, want %v", m.LastUsed, now)
+	}
+	// The used mailbox goes once idle has passed after day 5.
+	if n, err := s.PurgeIdle(ctx, day0.Add(6*24*time.Hour+idle), idle, nil, nil); err != nil || n != 1 {
+		t.Fatalf("purge of the mailbox last used on day 5: %d, %v", n, err)
+	}
+	_, err = s.Mailbox(ctx, used.ReceiveID)
+	wantErr(t, "Mailbox(used, later)", err, store.ErrNotFound)
 }
 
 func testConcurrentPuts(t *testing.T, s store.Store) {
