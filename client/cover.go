@@ -231,6 +231,7 @@ func (c *Client) checkCoverQuota(ctx context.Context, rate float64) (CoverCheck,
 // accountQuota asks for the token quota on the account's connection, the
 // one that carries the session anyway. The caller holds c.op.
 func (c *Client) accountQuota(ctx context.Context, s *Session) (TokenQuotaStatus, error) {
+	defer c.closeAccount()
 	acct, err := c.conn(ctx, connAccount)
 	if err != nil {
 		return TokenQuotaStatus{}, err

@@ -30,6 +30,7 @@ const keyPackageLifetime = 180 * 24 * time.Hour
 func (c *Client) Register(ctx context.Context, handle string, password []byte) error {
 	c.op.Lock()
 	defer c.op.Unlock()
+	defer c.closeAccount()
 	if err := content.ValidHandle(handle); err != nil {
 		return fmt.Errorf("handle %q: use 3-32 characters of a-z 0-9 . _ -", handle)
 	}
@@ -252,6 +253,7 @@ func (c *Client) createMailbox(ctx context.Context, role string) (*mailboxRecord
 func (c *Client) Login(ctx context.Context, password []byte) error {
 	c.op.Lock()
 	defer c.op.Unlock()
+	defer c.closeAccount()
 	if c.prof.Handle == "" {
 		return ErrNotRegistered
 	}
@@ -307,41 +309,32 @@ func (c *Client) Logout() error {
 	return c.saveProfile()
 }
 
-// getWallet opens the token wallet, which refills through the account
-// connection while the session lasts. Every token key it refills under
-// is checked against key transparency, the clock and the keys it
-// remembers (Wallet.Key); a mismatch is an AlarmTokenKey.
+// getWallet opens the token wallet. It keeps no account connection: each
+// refill, and each token-key check, dials one of its own for the exchange
+// and closes it afterwards, at a moment apart from the anonymous dials
+// (accountExchange). Every token key it refills under is checked against
+// key transparency, the clock and the keys it remembers (Wallet.Key); a
+// mismatch is an AlarmTokenKey. The key is checked when the wallet
+// refills, and at the start of a run that need not refill on a
+// connection without the session (RefillIfEmpty, checkTokenKey).
 func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 	if c.wallet != nil {
 		return c.wallet, nil
 	}
 	s := c.prof.Session
-	var acct *Conn
-	if s != nil && c.opts.Now().Before(s.Expiry) {
-		var err error
-		if acct, err = c.conn(ctx, connAccount); err != nil {
-			return nil, err
-		}
+	opts := c.walletOptions()
+	live := s != nil && c.opts.Now().Before(s.Expiry)
+	if live {
+		opts.Account = c.accountExchange
+	} else {
+		s = nil
 	}
-	w, err := NewWallet(walletStore{c.store}, acct, s, c.walletOptions())
+	w, err := NewWallet(walletStore{c.store}, nil, s, opts)
 	if err != nil {
 		return nil, err
 	}
-	if acct != nil {
+	if live {
 		c.wallet = w
-		// Check the server's current key once per run, as long as no
-		// anonymous connection was opened (so this request is not timed
-		// by a send): a mismatch is an alarm now rather than at the next
-		// refill. Tokens already held were obtained under checked keys
-		// and stay spendable.
-		c.mu.Lock()
-		early := !c.anonOpened
-		c.mu.Unlock()
-		if early {
-			if _, err := w.Key(ctx); err != nil {
-				c.log.Debug("token key", "err", err)
-			}
-		}
 	}
 	return w, nil
 }
@@ -353,7 +346,7 @@ func (c *Client) token(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if w.conn == nil && w.Len() == 0 {
+	if !w.CanRefill() && w.Len() == 0 {
 		if c.prof.Session == nil {
 			return nil, fmt.Errorf("no delivery tokens left and %w", ErrNoSession)
 		}

@@ -70,6 +70,7 @@ func (c *Client) refillKeyPackages(ctx context.Context) error {
 	if s == nil || !now.Before(s.Expiry) || c.prof.Handle == "" {
 		return nil
 	}
+	defer c.closeAccount()
 	acct, err := c.conn(ctx, connAccount)
 	if err != nil {
 		return fmt.Errorf("one-time key packages: %w", err)

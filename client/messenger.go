@@ -209,6 +209,15 @@ type Client struct {
 	bgEvents    []Event
 	refillLoops int
 	anonOpened  bool
+	// Keeping the account exchanges apart from the anonymous dials in
+	// time (linking.go), also under mu: the running account exchange
+	// (closed when it ends), when anonymous dials may resume after the
+	// last one, when the last anonymous dial began or ended, and how many
+	// are under way.
+	acctBusy    chan struct{}
+	anonHold    time.Time
+	lastAnon    time.Time
+	anonDialing int
 
 	// answers is when the server last answered this client, on any
 	// connection (status.go serverCaused).
@@ -322,6 +331,9 @@ const (
 	// connKPFetch prefixes the one-shot connections that take a contact's
 	// one-time KeyPackage (see fetchOneTimeKP).
 	connKPFetch = "kp-fetch"
+	// connTokenKey is the one-shot connection of a run's token-key check
+	// (checkTokenKey): no session, so an anonymous one.
+	connTokenKey = "token-key"
 )
 
 func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
@@ -359,10 +371,13 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 	}
 	addr := c.prof.Server
 	policy := c.prof.Policy
-	if key != connAccount && key != connKT {
-		c.anonOpened = true
-	}
 	c.mu.Unlock()
+	if key != connAccount && key != connKT {
+		if err := c.awaitAnonymous(ctx); err != nil {
+			return nil, err
+		}
+		defer c.anonDialed()
+	}
 	opts := c.opts.Dial
 	opts.Policy = policy // pinned in the state; zero: padding.Default
 	opts.answers = &c.answers

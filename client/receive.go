@@ -87,6 +87,16 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 		if err != nil {
 			return c.takeEvents(), err
 		}
+		// The connections this pass opens are staggered (linking.go), so
+		// a burst of them does not tell the server that these mailboxes
+		// belong together.
+		fresh := 0
+		for _, mb := range boxes {
+			if !done[mb.role] && !c.connOpen(mb.role) {
+				fresh++
+			}
+		}
+		opened := 0
 		progress := false
 		for _, mb := range boxes {
 			if done[mb.role] {
@@ -94,6 +104,14 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 			}
 			done[mb.role] = true
 			progress = true
+			if !c.connOpen(mb.role) {
+				if opened > 0 {
+					if err := sleepCtx(ctx, staggerGap(fresh)); err != nil {
+						return c.takeEvents(), err
+					}
+				}
+				opened++
+			}
 			if err := c.drain(ctx, mb); err != nil && firstErr == nil {
 				firstErr = err
 			}

@@ -160,6 +160,7 @@ func healthString(h uint8) string {
 func (c *Client) KTCheck(ctx context.Context) ([]Alarm, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
+	defer c.closeAccount()
 	c.pending = nil
 	p := c.prof
 	if p.Handle == "" {

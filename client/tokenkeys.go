@@ -28,7 +28,9 @@ import (
 // wallet's own exponential schedule (Wallet.RunRefills); a one-shot run
 // may refill only before it opened any connection other than the account
 // and checkpoint ones (RefillIfEmpty, and the implicit top-up of a run
-// that has not opened one yet).
+// that has not opened one yet). Every refill is an account exchange on a
+// connection of its own, kept apart in time from the anonymous dials
+// (linking.go): a run that refilled waits a quiet gap before it sends.
 
 // tokenKeyAlarm records a wallet's TokenKeyAlarm. The wallet may call it
 // from the refill schedule's goroutine, so it does not touch the running
@@ -97,11 +99,16 @@ func (c *Client) walletOptions() WalletOptions {
 	return o
 }
 
-// RefillIfEmpty refills an empty wallet (to its low-water mark) through
-// the account connection, if this Client has not opened any connection
-// but the account and checkpoint ones yet and no refill schedule runs:
-// a one-shot command calls it first, so that the refill precedes all of
-// its sends. Follow calls it before it starts the schedule.
+// RefillIfEmpty tops the wallet up to its low-water mark when it holds
+// fewer tokens (not only when it is empty: a run should rarely need a
+// refill after its first send, when it may no longer refill), if this
+// Client has not opened any connection but the checkpoint one yet and no
+// refill schedule runs. A one-shot command calls it first, so that the
+// refill precedes all of its sends; Follow calls it before it starts the
+// schedule. The refill is an account exchange of its own, and the
+// anonymous connections that follow wait a random quiet gap after it
+// (QuietUntil says until when), so the server cannot tie them to the
+// account by timing.
 func (c *Client) RefillIfEmpty(ctx context.Context) error {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -112,10 +119,36 @@ func (c *Client) RefillIfEmpty(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if w.Len() > 0 {
+	if !w.CanRefill() {
 		return nil
 	}
-	return c.refillBeforeSending(ctx, w, 1)
+	if w.Len() >= w.opts.Low {
+		// The run's token-key check (a refill checks the key itself): a
+		// mismatch is an alarm now rather than at the next refill.
+		// Tokens already held were obtained under checked keys and stay
+		// spendable.
+		c.checkTokenKey(ctx, w)
+		return nil
+	}
+	return c.refillBeforeSending(ctx, w, w.opts.Low)
+}
+
+// checkTokenKey checks the server's current token key (Wallet.Key) on an
+// anonymous connection of its own, closed afterwards. The exchange
+// carries no session and is the same for every client (TokenKeys, and a
+// key-transparency lookup of the key's label), so it names no one and
+// need not be kept apart from the other anonymous connections; nor can
+// the server pick whom to show a key of its own to, short of telling
+// clients apart by their network address.
+func (c *Client) checkTokenKey(ctx context.Context, w *Wallet) {
+	conn, err := c.dial(ctx, connTokenKey)
+	if err == nil {
+		_, err = w.keyOn(ctx, conn)
+		conn.Close()
+	}
+	if err != nil {
+		c.log.Debug("token key", "err", err)
+	}
 }
 
 // refillBeforeSending tops the wallet up when it holds fewer than need
@@ -126,7 +159,7 @@ func (c *Client) refillBeforeSending(ctx context.Context, w *Wallet, need int) e
 	c.mu.Lock()
 	allowed := c.refillLoops == 0 && !c.anonOpened
 	c.mu.Unlock()
-	if !allowed || w.conn == nil || w.Len() >= need {
+	if !allowed || !w.CanRefill() || w.Len() >= need {
 		return nil
 	}
 	return w.TopUp(ctx, max(need, w.opts.Low))
@@ -159,7 +192,7 @@ func (c *Client) StartRefills(ctx context.Context) (stop func()) {
 				c.log.Debug("scheduled refill", "err", err)
 				return
 			}
-			if w == nil || w.conn == nil {
+			if w == nil || !w.CanRefill() {
 				return
 			}
 			w.scheduledRefill(ctx, at)

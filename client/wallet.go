@@ -80,6 +80,11 @@ type WalletOptions struct {
 	// lying (the refill that found it also fails). It is called without
 	// the wallet's lock held.
 	OnAlarm func(TokenKeyAlarm)
+	// Account, when set, runs each refill's exchanges (TopUp, Refill,
+	// Key) on a connection of its choosing, dialled for the exchange and
+	// closed after it, instead of the wallet's Conn: a client that keeps
+	// no account connection open (docs/user-guide.md "Delivery tokens").
+	Account func(ctx context.Context, exchange func(*Conn) error) error
 }
 
 // TokenKeyAlarm is evidence that the server tried to single this user
@@ -104,8 +109,8 @@ func (a TokenKeyAlarm) String() string { return a.Err.Error() }
 // Spending never refills: refills run on a schedule of their own
 // (RunRefills) or when the caller asks (Refill, TopUp), so the account
 // connection's IssueTokens requests are not timed by the anonymous
-// connections' sends. The wallet's Conn should be the account
-// connection, not the one used for anonymous sends.
+// connections' sends. The wallet's Conn (or WalletOptions.Account) should
+// be the account connection, not one used for anonymous sends.
 type Wallet struct {
 	store WalletStore
 	conn  *Conn
@@ -301,14 +306,37 @@ func (w *Wallet) usable() []tokens.Token {
 // obtains one batch of tokens under it; tokens whose epoch is no longer
 // accepted are dropped.
 func (w *Wallet) Refill(ctx context.Context) error {
-	if w.conn == nil || w.sess == nil {
+	if !w.CanRefill() {
 		return fmt.Errorf("wallet refill: no account session")
 	}
-	key, err := w.Key(ctx)
+	return w.exchange(ctx, func(conn *Conn) error { return w.refillOn(ctx, conn) })
+}
+
+// CanRefill reports whether the wallet has an account session and a way
+// to reach the account (a Conn or WalletOptions.Account).
+func (w *Wallet) CanRefill() bool {
+	return w.sess != nil && (w.conn != nil || w.opts.Account != nil)
+}
+
+// exchange runs fn on the account connection: one that
+// WalletOptions.Account dials for it, else the wallet's Conn.
+func (w *Wallet) exchange(ctx context.Context, fn func(*Conn) error) error {
+	if w.opts.Account != nil {
+		return w.opts.Account(ctx, fn)
+	}
+	if w.conn == nil {
+		return fmt.Errorf("wallet: no account connection")
+	}
+	return fn(w.conn)
+}
+
+// refillOn is Refill on conn.
+func (w *Wallet) refillOn(ctx context.Context, conn *Conn) error {
+	key, err := w.keyOn(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("wallet refill: %w", err)
 	}
-	fresh, err := w.conn.IssueTokens(ctx, w.sess, key, w.opts.Batch)
+	fresh, err := conn.IssueTokens(ctx, w.sess, key, w.opts.Batch)
 	if err != nil {
 		return fmt.Errorf("wallet refill: %w", err)
 	}
@@ -348,7 +376,18 @@ func (w *Wallet) Refill(ctx context.Context) error {
 // Every failure but a transient one (a network error, an epoch not
 // committed yet) is reported to WalletOptions.OnAlarm.
 func (w *Wallet) Key(ctx context.Context) (*tokens.PublicKey, error) {
-	keys, err := w.conn.TokenKeys(ctx)
+	var key *tokens.PublicKey
+	err := w.exchange(ctx, func(conn *Conn) error {
+		var err error
+		key, err = w.keyOn(ctx, conn)
+		return err
+	})
+	return key, err
+}
+
+// keyOn is Key on conn.
+func (w *Wallet) keyOn(ctx context.Context, conn *Conn) (*tokens.PublicKey, error) {
+	keys, err := conn.TokenKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -381,13 +420,13 @@ func (w *Wallet) Key(ctx context.Context) (*tokens.PublicKey, error) {
 	if w.opts.KT == nil {
 		return nil, ErrNoKTVerifier
 	}
-	if err := w.conn.KTTokenEpoch(ctx, w.opts.KT, keys.Epoch); err != nil {
+	if err := conn.KTTokenEpoch(ctx, w.opts.KT, keys.Epoch); err != nil {
 		if errors.Is(err, ErrEpochLength) {
 			return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw, Err: err})
 		}
 		return nil, err
 	}
-	if err := w.conn.KTTokenKey(ctx, w.opts.KT, key); err != nil {
+	if err := conn.KTTokenKey(ctx, w.opts.KT, key); err != nil {
 		if errors.Is(err, ErrTokenKeyMismatch) {
 			return nil, w.alarm(TokenKeyAlarm{Epoch: keys.Current, Shown: raw, Err: err})
 		}
@@ -461,20 +500,30 @@ func (w *Wallet) pruneKeys() {
 }
 
 // TopUp refills until the wallet holds at least n usable tokens, a few
-// batches at most.
+// batches at most, all on one account connection.
 func (w *Wallet) TopUp(ctx context.Context, n int) error {
-	for range n/w.opts.Batch + 2 {
+	have := func() int {
 		w.mu.Lock()
-		have := len(w.usable())
-		w.mu.Unlock()
-		if have >= n {
-			return nil
-		}
-		if err := w.Refill(ctx); err != nil {
-			return err
-		}
+		defer w.mu.Unlock()
+		return len(w.usable())
 	}
-	return nil
+	if have() >= n {
+		return nil
+	}
+	if !w.CanRefill() {
+		return fmt.Errorf("wallet refill: no account session")
+	}
+	return w.exchange(ctx, func(conn *Conn) error {
+		for range n/w.opts.Batch + 2 {
+			if have() >= n {
+				return nil
+			}
+			if err := w.refillOn(ctx, conn); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // RunRefills is the wallet's refill schedule, until ctx ends: checks at

@@ -288,13 +288,18 @@ func (c *cli) secret(env, prompt string) ([]byte, error) {
 	return b, nil
 }
 
-// refillFirst refills an empty token wallet before a command opens any
-// anonymous connection, so the refill does not follow its sends
-// (client.RefillIfEmpty). A failure is told on standard error; the
-// command goes on with the tokens it has.
+// refillFirst tops up a token wallet below its low-water mark before a
+// command opens any anonymous connection, so the refill does not follow
+// its sends (client.RefillIfEmpty); after a refill the anonymous
+// connections wait a random quiet gap, which is told on standard error.
+// A failure is told there too; the command goes on with the tokens it
+// has.
 func (c *cli) refillFirst(ctx context.Context, cl *client.Client) {
 	if err := cl.RefillIfEmpty(ctx); err != nil {
 		fmt.Fprintf(c.stderr, "qpc: could not refill the token wallet: %v\n", err)
+	}
+	if wait := time.Until(cl.QuietUntil()); wait > 0 {
+		fmt.Fprintf(c.stderr, "qpc: refilled the token wallet; waiting %.1fs before connecting to mailboxes, so the server cannot tie them to your account by timing\n", wait.Seconds())
 	}
 }
 

@@ -1,0 +1,256 @@
+package hostile_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/internal/hostile"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/tokens"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// Review of the metadata-privacy promises (h-rev-priv): proofs of concept
+// that play the lying server. Each asserts the promise and fails while it
+// is broken.
+
+// sendShape is what the server sees of the Send records of one tag after
+// a point in time: how many, and their sizes.
+func sendShape(h *hostile.Server, tag string, after time.Time) (n int, sizes []int) {
+	for _, e := range h.Events() {
+		if e.FromClient && e.Tag == tag && e.Kind == wire.KindSend && e.Time.After(after) {
+			n++
+			sizes = append(sizes, e.Size)
+		}
+	}
+	return n, sizes
+}
+
+// TestBreakMaxEnvelopeChunkingLeaksSize plays a server that announces, to
+// one victim only, a max_envelope just large enough for the smallest
+// envelope bucket. The client does not pin the limit as it pins the
+// buckets (client.go runHello checks only Policy; messenger.go conn takes
+// Limits.MaxEnvelope from the first hello), so chunks.go cuts every
+// message longer than one small envelope into chunks of the smallest
+// bucket, and the number of Send records tells the text's length to
+// within about 700 bytes instead of the 2 KiB / 16 KiB / 128 KiB buckets.
+//
+// The promise ("learn a message's exact size | records and envelopes
+// padded to buckets"): two texts that fall in the same bucket under the
+// pinned policy look the same to the server. Here a 1,000-byte and a
+// 6,000-byte text, both one 16 KiB record from an honest server, must
+// still be indistinguishable.
+func TestBreakMaxEnvelopeChunkingLeaksSize(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{})
+	pp, err := sealed.PlaintextPolicy(h.Policy(), tokens.TokenSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := uint32(pp.Buckets()[0] + sealed.Overhead) // only the smallest envelope bucket fits
+	h.Rewrite(func(x *hostile.Exchange) {
+		if hello, ok := x.Response.(*wire.ServerHello); ok && x.Tag == "alice" {
+			lied := *hello
+			lied.Limits.MaxEnvelope = small
+			x.Response = &lied
+		}
+	})
+	alice := h.NewUser(t, "alice", "alice")
+	bob := h.NewUser(t, "bob", "bob")
+	ctx := ctxT(t)
+	if err := alice.Send(ctx, "bob", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	texts(t, bob) // bob announces his conversation mailbox
+	texts(t, alice)
+
+	shape := func(n int) (int, []int) {
+		t.Helper()
+		start := time.Now()
+		if err := alice.Send(ctx, "bob", strings.Repeat("x", n)); err != nil {
+			t.Fatal(err)
+		}
+		got := texts(t, bob)
+		if len(got) != 1 || len(got[0]) != len("alice: ")+n {
+			t.Fatalf("bob got %d texts", len(got))
+		}
+		return sendShape(h, "alice", start)
+	}
+	n1, s1 := shape(1000)
+	n2, s2 := shape(6000)
+	t.Logf("max_envelope announced to alice: %d; a 1000-byte text: %d Send records %v; a 6000-byte text: %d Send records %v", small, n1, s1, n2, s2)
+	if n1 != n2 || fmt.Sprint(s1) != fmt.Sprint(s2) {
+		t.Errorf("the server tells a 1000-byte text from a 6000-byte one (%d vs %d records): a max_envelope announced to one client sets its chunk size", n1, n2)
+	}
+}
+
+// TestHostileOneShotRefillLinksSend plays a server that watches, for each
+// account, the IssueTokens on its session and the anonymous requests that
+// follow. A one-shot run (`qpc send`: client.Open, refillFirst =
+// RefillIfEmpty, Send) with an empty wallet refills on the account's
+// session and then, milliseconds later, opens its anonymous connection
+// and spends the fresh tokens. Timing then ties the account to the
+// mailbox it writes to, through Tor as well (each connection on its own
+// circuit): sealed sender is undone for that run.
+//
+// The promise (threat model: "tie an account's refills to its anonymous
+// sends by timing"; "Spending tokens right after obtaining them ... lets
+// the server correlate by time"): no anonymous Send follows the account's
+// IssueTokens within a second (the refill schedule's mean gap is 5
+// minutes).
+func TestHostileOneShotRefillLinksSend(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{})
+	aliceOpts := h.ClientOptions(t)
+	alice := h.NewUserWith(t, "alice", "alice", aliceOpts)
+	bob := h.NewUser(t, "bob", "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := alice.Send(ctx, "bob", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	texts(t, bob)
+	texts(t, alice)
+	// Spend the wallet: this long-lived run never refills after a send.
+	for i := 0; ; i++ {
+		err := alice.Send(ctx, "bob", fmt.Sprintf("spend %d", i))
+		if err != nil {
+			if !strings.Contains(err.Error(), "token") {
+				t.Fatalf("send %d: %v", i, err)
+			}
+			break
+		}
+		if i > 500 {
+			t.Fatal("the wallet never ran dry")
+		}
+	}
+	alice.Close()
+
+	// The next `qpc send`, as cmd/qpc runs it.
+	mark := time.Now()
+	again, err := client.Open(aliceOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := again.RefillIfEmpty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Send(ctx, "bob", "linked?"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The server's view: the account's IssueTokens (its session names
+	// it), then the first Send on another connection.
+	var issue, send time.Time
+	var issueConn uint64
+	for _, e := range h.Events() {
+		if !e.FromClient || e.Tag != "alice" || e.Time.Before(mark) {
+			continue
+		}
+		if e.Kind == wire.KindIssueTokens && issue.IsZero() {
+			issue, issueConn = e.Time, e.Conn
+		}
+		if e.Kind == wire.KindSend && !issue.IsZero() && e.Conn != issueConn && send.IsZero() {
+			send = e.Time
+		}
+	}
+	if issue.IsZero() || send.IsZero() {
+		t.Fatalf("no refill (%v) or no send (%v) after it", issue, send)
+	}
+	gap := send.Sub(issue)
+	t.Logf("IssueTokens on the account's session, then an anonymous Send %v later", gap)
+	if gap < time.Second {
+		t.Errorf("an anonymous Send %v after the account's refill: the server ties the account to the mailbox by timing", gap)
+	}
+}
+
+// TestHostileFollowStartLinksAccount plays a server that times
+// when connections start. A client that starts following (`qpc recv
+// --follow`) opens its account connection (RefillIfEmpty, which checks the
+// token key) and, milliseconds later, the connection of each of its
+// mailboxes to fetch and subscribe with the mailbox's owner key. Minutes
+// later the refill schedule sends IssueTokens, with the account's session,
+// on that same account connection. The server then knows which account
+// owns which mailbox, even when each connection takes a Tor circuit of its
+// own: the rule "account exchanges on one connection, anonymous traffic on
+// others" (threat model, "The connection links requests") is undone by
+// the start-up burst.
+//
+// The promise: no owner request for a mailbox starts within a second of
+// the first request of the connection that carries the account's session.
+func TestHostileFollowStartLinksAccount(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{})
+	aliceOpts := h.ClientOptions(t)
+	alice := h.NewUserWith(t, "alice", "alice", aliceOpts)
+	bob := h.NewUser(t, "bob", "bob")
+	ctx := ctxT(t)
+	if err := alice.Send(ctx, "bob", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	texts(t, bob)
+	texts(t, alice)
+	// Use tokens as a day of chatting does, so that the schedule has
+	// something to top up (a wallet above its low-water mark is left
+	// alone).
+	for i := range 60 {
+		if err := alice.Send(ctx, "bob", fmt.Sprintf("chat %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice.Close()
+
+	mark := time.Now()
+	again, err := client.Open(aliceOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	// Refill checks every ~200 ms here, but an account exchange waits a
+	// quiet gap of 2-4 s after the last anonymous dial (the mailbox
+	// connections, staggered over up to 2 s), so the run lasts long
+	// enough for one to happen.
+	fctx, stop := context.WithTimeout(ctx, 8*time.Second)
+	defer stop()
+	again.Follow(fctx, func(client.Event) {})
+
+	// The server's view (no tags used): the connection that carried an
+	// IssueTokens (the account's session), its first request, and the
+	// first request of every connection that made an owner request.
+	first := map[uint64]time.Time{}
+	var account uint64
+	owner := map[uint64]wire.ID{}
+	for _, e := range h.Events() {
+		if !e.FromClient || e.Time.Before(mark) || e.Kind == wire.KindClientHello {
+			continue
+		}
+		if _, ok := first[e.Conn]; !ok {
+			first[e.Conn] = e.Time
+		}
+		switch m := e.Message.(type) {
+		case *wire.IssueTokens:
+			account = e.Conn
+		case wire.Signed:
+			owner[e.Conn] = m.Mailbox()
+		}
+	}
+	if account == 0 || len(owner) == 0 {
+		t.Fatalf("no IssueTokens (conn %d) or no owner request (%d) in the run", account, len(owner))
+	}
+	linked := 0
+	for conn, mb := range owner {
+		d := first[conn].Sub(first[account])
+		if d < 0 {
+			d = -d
+		}
+		t.Logf("mailbox %x…: its connection started %v from the account's", mb[:4], d)
+		if d < time.Second {
+			linked++
+		}
+	}
+	if linked > 0 {
+		t.Errorf("%d of %d mailboxes' connections started within a second of the connection that carries the account's session: the server ties them to the account", linked, len(owner))
+	}
+}
