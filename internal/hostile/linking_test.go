@@ -9,83 +9,11 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/internal/hostile"
-	"github.com/quicprochat/qpc/sealed"
-	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Review of the metadata-privacy promises (h-rev-priv): proofs of concept
-// that play the lying server. Each asserts the promise and fails while it
-// is broken.
-
-// sendShape is what the server sees of the Send records of one tag after
-// a point in time: how many, and their sizes.
-func sendShape(h *hostile.Server, tag string, after time.Time) (n int, sizes []int) {
-	for _, e := range h.Events() {
-		if e.FromClient && e.Tag == tag && e.Kind == wire.KindSend && e.Time.After(after) {
-			n++
-			sizes = append(sizes, e.Size)
-		}
-	}
-	return n, sizes
-}
-
-// TestBreakMaxEnvelopeChunkingLeaksSize plays a server that announces, to
-// one victim only, a max_envelope just large enough for the smallest
-// envelope bucket. The client does not pin the limit as it pins the
-// buckets (client.go runHello checks only Policy; messenger.go conn takes
-// Limits.MaxEnvelope from the first hello), so chunks.go cuts every
-// message longer than one small envelope into chunks of the smallest
-// bucket, and the number of Send records tells the text's length to
-// within about 700 bytes instead of the 2 KiB / 16 KiB / 128 KiB buckets.
-//
-// The promise ("learn a message's exact size | records and envelopes
-// padded to buckets"): two texts that fall in the same bucket under the
-// pinned policy look the same to the server. Here a 1,000-byte and a
-// 6,000-byte text, both one 16 KiB record from an honest server, must
-// still be indistinguishable.
-func TestBreakMaxEnvelopeChunkingLeaksSize(t *testing.T) {
-	h := hostile.Start(t, hostile.Options{})
-	pp, err := sealed.PlaintextPolicy(h.Policy(), tokens.TokenSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	small := uint32(pp.Buckets()[0] + sealed.Overhead) // only the smallest envelope bucket fits
-	h.Rewrite(func(x *hostile.Exchange) {
-		if hello, ok := x.Response.(*wire.ServerHello); ok && x.Tag == "alice" {
-			lied := *hello
-			lied.Limits.MaxEnvelope = small
-			x.Response = &lied
-		}
-	})
-	alice := h.NewUser(t, "alice", "alice")
-	bob := h.NewUser(t, "bob", "bob")
-	ctx := ctxT(t)
-	if err := alice.Send(ctx, "bob", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	texts(t, bob) // bob announces his conversation mailbox
-	texts(t, alice)
-
-	shape := func(n int) (int, []int) {
-		t.Helper()
-		start := time.Now()
-		if err := alice.Send(ctx, "bob", strings.Repeat("x", n)); err != nil {
-			t.Fatal(err)
-		}
-		got := texts(t, bob)
-		if len(got) != 1 || len(got[0]) != len("alice: ")+n {
-			t.Fatalf("bob got %d texts", len(got))
-		}
-		return sendShape(h, "alice", start)
-	}
-	n1, s1 := shape(1000)
-	n2, s2 := shape(6000)
-	t.Logf("max_envelope announced to alice: %d; a 1000-byte text: %d Send records %v; a 6000-byte text: %d Send records %v", small, n1, s1, n2, s2)
-	if n1 != n2 || fmt.Sprint(s1) != fmt.Sprint(s2) {
-		t.Errorf("the server tells a 1000-byte text from a 6000-byte one (%d vs %d records): a max_envelope announced to one client sets its chunk size", n1, n2)
-	}
-}
+// Timing links between the account and its anonymous traffic, found by
+// review: each test plays the server that times one against the other.
 
 // TestHostileOneShotRefillLinksSend plays a server that watches, for each
 // account, the IssueTokens on its session and the anonymous requests that
