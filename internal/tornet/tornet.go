@@ -149,7 +149,7 @@ func New(ctx context.Context, opts Options) (*Network, error) {
 type node struct {
 	name                      string
 	dir                       string
-	orPort, dirPort, ctrlPort int
+	orPort, dirPort int
 }
 
 func (n *Network) start(ctx context.Context) error {
