@@ -246,17 +246,7 @@ func TestHostileBindingTokenEpochBeforeFloor(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	alice := h.NewUser(t, "alice", "alice")
 	ctx := ctxT(t)
-	conn, err := client.Dial(ctx, h.Addr("bob"), h.ClientOptions(t).Dial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var dev [16]byte
-	rand.Read(dev[:])
-	sess, err := conn.Register(ctx, "bob", []byte("password of bob"), dev, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, sess := registerRaw(t, h, "bob")
 	secret := make([]byte, tokens.MasterSecretSize)
 	rand.Read(secret)
 	iss, err := tokens.NewIssuer(secret, tokens.WithEpochLength(2*hostile.TokenEpoch), tokens.WithClock(h.Clock.Now))

@@ -222,17 +222,7 @@ func TestHostileServerBindingTokenCommitment(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	alice := h.NewUser(t, "alice", "alice")
 	ctx := ctxT(t)
-	conn, err := client.Dial(ctx, h.Addr("bob"), h.ClientOptions(t).Dial)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var dev [16]byte
-	rand.Read(dev[:])
-	sess, err := conn.Register(ctx, "bob", []byte("password of bob"), dev, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, sess := registerRaw(t, h, "bob")
 	_, idKey, _ := ed25519.GenerateKey(rand.Reader)
 	cur := h.Issuer.Epoch()
 	own, _ := ownTokenKey(t, cur).MarshalBinary()
@@ -401,3 +391,23 @@ func mustTake(t *testing.T, w *client.Wallet) []byte {
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 
 func randFloat() float64 { return mrand.Float64() }
+
+// registerRaw registers handle through the protocol layer alone, on a
+// connection tagged handle, so that a test can publish a binding of its
+// own making under it.
+func registerRaw(t *testing.T, h *hostile.Server, handle string) (*client.Conn, *client.Session) {
+	t.Helper()
+	ctx := ctxT(t)
+	conn, err := client.Dial(ctx, h.Addr(handle), h.ClientOptions(t).Dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var dev [16]byte
+	rand.Read(dev[:])
+	sess, err := conn.Register(ctx, handle, []byte("password of "+handle), dev, handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, sess
+}

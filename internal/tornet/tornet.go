@@ -147,8 +147,8 @@ func New(ctx context.Context, opts Options) (*Network, error) {
 }
 
 type node struct {
-	name                      string
-	dir                       string
+	name            string
+	dir             string
 	orPort, dirPort int
 }
 
