@@ -115,6 +115,12 @@ func (a Alarm) String() string {
 // raise records an alarm; it is also returned as an event by the
 // operation that found it.
 func (c *Client) raise(a Alarm) {
+	c.pending = append(c.pending, c.recordAlarm(a))
+}
+
+// recordAlarm dates a, appends it to the stored alarms and returns its
+// event.
+func (c *Client) recordAlarm(a Alarm) Event {
 	if a.At.IsZero() {
 		a.At = c.opts.Now()
 	}
@@ -128,7 +134,7 @@ func (c *Client) raise(a Alarm) {
 	if err != nil {
 		c.log.Warn("could not record an alarm", "err", err)
 	}
-	c.pending = append(c.pending, Event{Kind: EventAlarm, Alarm: &a, At: a.At, Text: a.Detail})
+	return Event{Kind: EventAlarm, Alarm: &a, At: a.At, Text: a.Detail}
 }
 
 // Alarms lists the recorded alarms, oldest first.

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"time"
 
-	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/tokens"
 )
@@ -56,21 +54,9 @@ func (c *Client) tokenKeyAlarm(a TokenKeyAlarm) {
 // raiseBackground records an alarm like raise, from any goroutine: the
 // event is handed to the next operation's events (takeEvents).
 func (c *Client) raiseBackground(a Alarm) {
-	if a.At.IsZero() {
-		a.At = c.opts.Now()
-	}
-	raw, err := json.Marshal(a)
-	if err == nil {
-		err = c.store.Update(func(tx *state.Tx) error {
-			_, err := tx.Append(bucketAlarms, raw)
-			return err
-		})
-	}
-	if err != nil {
-		c.log.Warn("could not record an alarm", "err", err)
-	}
+	ev := c.recordAlarm(a)
 	c.mu.Lock()
-	c.bgEvents = append(c.bgEvents, Event{Kind: EventAlarm, Alarm: &a, At: a.At, Text: a.Detail})
+	c.bgEvents = append(c.bgEvents, ev)
 	c.mu.Unlock()
 }
 

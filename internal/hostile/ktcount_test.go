@@ -271,19 +271,7 @@ func TestHostileBindingTokenEpochBeforeFloor(t *testing.T) {
 	if err := b.Sign(idKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := conn.KTPublish(ctx, sess, client.NewKTOwner("bob"), b); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if v, _ := h.KT().LatestVersion("bob"); v > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("bob's binding never published")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	publishBinding(t, h, conn, sess, b)
 	if _, err := alice.AddContact(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}

@@ -237,19 +237,7 @@ func TestHostileServerBindingTokenCommitment(t *testing.T) {
 	if err := b.Sign(idKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := conn.KTPublish(ctx, sess, client.NewKTOwner("bob"), b); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if v, _ := h.KT().LatestVersion("bob"); v > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("bob's binding never published")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	publishBinding(t, h, conn, sess, b)
 	if _, err := alice.AddContact(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
@@ -410,4 +398,23 @@ func registerRaw(t *testing.T, h *hostile.Server, handle string) (*client.Conn, 
 		t.Fatal(err)
 	}
 	return conn, sess
+}
+
+// publishBinding publishes b, signed already, under the session's handle
+// and waits until the directory serves it.
+func publishBinding(t *testing.T, h *hostile.Server, conn *client.Conn, sess *client.Session, b *kt.Binding) {
+	t.Helper()
+	if _, _, err := conn.KTPublish(ctxT(t), sess, client.NewKTOwner(b.Label), b); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if v, _ := h.KT().LatestVersion(b.Label); v > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's binding never published", b.Label)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
