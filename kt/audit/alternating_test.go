@@ -142,7 +142,7 @@ func TestAuditAlternatingMaps(t *testing.T) {
 		t.Fatalf("alice's history at the B epoch: %v", err)
 	}
 	_, alarms := kt.OwnerState{Version: 1, Hash: sha256.Sum256(own)}.Check(hist, hp.Marshal())
-	cons, err := pb(shared + 2).ConsistencyProof(ctx, shared+1, shared+2)
+	cons, err := pb(shared+2).ConsistencyProof(ctx, shared+1, shared+2)
 	if err != nil {
 		t.Fatal(err)
 	}
