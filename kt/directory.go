@@ -715,13 +715,14 @@ func (d *Directory) Close() error {
 // ReadLogResource).
 func (d *Directory) LogResource(rel string) ([]byte, error) { return ReadLogResource(d.log.dir, rel) }
 
-// UpdateList returns the encoded update list of epoch e (§1.5), once e
-// is served (in a published checkpoint); ErrResource before, or for an
-// epoch committed before update lists were kept.
+// UpdateList returns the encoded update list of committed epoch e
+// (§1.5); ErrResource for an epoch not committed, or committed before
+// update lists were kept. Lists are served from the commit on, before
+// the epoch's checkpoint is published: a log that waits for its
+// witnesses' cosignatures before publishing must let an auditing witness
+// replay the epoch first, and the list tells nothing the checkpoint will
+// not.
 func (d *Directory) UpdateList(e uint64) ([]byte, error) {
-	if v := d.view.Load(); v == nil || e > v.epoch {
-		return nil, ErrResource
-	}
 	var out []byte
 	err := d.db.View(func(tx *bolt.Tx) error {
 		if b := tx.Bucket(bucketUpdates).Get(epochKey(e)); b != nil {

@@ -12,7 +12,7 @@ import (
 
 // Handler serves the directory's public log read-only under prefix: the
 // tlog-tiles resources of TilesHandler, and GET <prefix>/updates/<epoch>
-// (decimal, no leading zeros), the update list of a served epoch (§1.5),
+// (decimal, no leading zeros), the update list of a committed epoch (§1.5),
 // at most MaxUpdateListSize bytes.
 func (d *Directory) Handler(prefix string) http.Handler {
 	prefix = strings.TrimSuffix(prefix, "/")

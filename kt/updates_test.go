@@ -163,7 +163,7 @@ func FuzzParseUpdateList(f *testing.F) {
 // TestUpdateListsReplay: every epoch's update list, read over HTTP as an
 // auditor reads it, hashes to its record's UpdatesDigest, and replaying
 // the lists in order onto a ReplayTree gives each record's root; a list
-// is not served before its epoch is, nor for an epoch that does not exist.
+// is not served for an epoch that does not exist.
 func TestUpdateListsReplay(t *testing.T) {
 	d := newTestDir(t)
 	d.publish(t, "alice", []byte("a1"))

@@ -164,5 +164,22 @@ func TestAuditAlternatingMaps(t *testing.T) {
 	if a.Size() != shared+1 {
 		t.Fatalf("the auditor is at %d epochs, want %d", a.Size(), shared+1)
 	}
+	// Through the witness's hook: the A checkpoint is vouched for, the B
+	// one is not, nor a checkpoint passed off as another tree.
+	cpa, err := kt.OpenCheckpoint(cpA, k.verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpb, err := kt.OpenCheckpoint(cpB, k.verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CheckTree(ctx, cpa.Size, cpa.Root, cpA); err != nil {
+		t.Fatalf("CheckTree of the A checkpoint: %v", err)
+	}
+	wantRefusal(t, a.CheckTree(ctx, cpb.Size, cpb.Root, cpB), shared+1, CheckRoot)
+	if err := a.CheckTree(ctx, cpb.Size, cpa.Root, cpA); err == nil {
+		t.Fatal("CheckTree vouched for a checkpoint that is not the tree offered")
+	}
 	t.Logf("bob was shown alice v2 at epoch %d, alice's history at epoch %d was clean; the auditor refused: %v", shared, shared+1, err)
 }

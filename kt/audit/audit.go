@@ -211,6 +211,27 @@ func (a *Auditor) Audit(ctx context.Context, signedCheckpoint []byte) error {
 	return err
 }
 
+// CheckTree is the witness's hook (kt/witness Log.Check, whose old and
+// new trees are a size and a root): it audits up to the signed checkpoint
+// the witness was offered, whose tree must be (size, root). A witness
+// built with
+//
+//	Check: func(ctx context.Context, _, new witness.Tree, cp []byte) error {
+//		return a.CheckTree(ctx, new.Size, new.Root, cp)
+//	}
+//
+// cosigns only checkpoints whose every epoch the auditor accepted.
+func (a *Auditor) CheckTree(ctx context.Context, size uint64, root [32]byte, signedCheckpoint []byte) error {
+	cp, err := kt.OpenCheckpoint(signedCheckpoint, a.opts.Verifier)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if cp.Size != size || cp.Root != root {
+		return fmt.Errorf("audit: the checkpoint is of size %d, root %x; the witness was offered size %d, root %x", cp.Size, cp.Root[:8], size, root[:8])
+	}
+	return a.Audit(ctx, signedCheckpoint)
+}
+
 func (a *Auditor) audit(ctx context.Context, raw []byte) (*kt.Checkpoint, error) {
 	cp, err := kt.OpenCheckpoint(raw, a.opts.Verifier)
 	if err != nil {

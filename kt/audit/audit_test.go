@@ -92,7 +92,7 @@ func TestAuditHonestLog(t *testing.T) {
 	}
 	for _, l := range []Log{a.opts.Log, a2.opts.Log} {
 		if _, err := l.ReadResource(ctx, kt.UpdatesResource(audited)); !errors.Is(err, fs.ErrNotExist) {
-			t.Fatalf("a list not yet served: %v", err)
+			t.Fatalf("the list of an epoch not yet made: %v", err)
 		}
 	}
 	t.Logf("%d epochs (%d ticks): %.2f ms per Tick, %.2f ms per audited epoch (over HTTP): ratio %.3f",

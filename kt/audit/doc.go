@@ -13,8 +13,8 @@
 //	cp, err := a.Follow(ctx)           // fetch the newest checkpoint and audit up to it
 //	err = a.Audit(ctx, signedCheckpoint) // or audit up to a checkpoint one was given
 //
-// A witness cosigns only what Audit accepted (Check has the witness's
-// hook shape). Every refusal is an *Error naming the epoch and the check
+// A witness cosigns only what the auditor accepted when its log's Check
+// hook calls CheckTree. Every refusal is an *Error naming the epoch and the check
 // (Check… constants); any other error (the log unreachable, a missing
 // resource) is not evidence of misbehaviour, and the next call retries.
 //
