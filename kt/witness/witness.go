@@ -188,9 +188,11 @@ func (w *Witness) Latest(origin string) (Tree, []byte, error) {
 	return st.tree, st.checkpoint, nil
 }
 
-// Evidence returns the request bodies of checkpoints the log signed but
-// the witness refused as inconsistent (409 on a root mismatch, 422): proof
-// of a log showing two histories. At most the first 1000 are kept per log.
+// Evidence returns the checkpoints the log signed for a size the witness
+// had already cosigned with another root (refused 409): each, with the
+// recorded checkpoint (Latest, or an earlier one), proves that the log
+// showed two histories. Only the log's verified signatures are kept, and
+// at most the first 1000 per log.
 func (w *Witness) Evidence(origin string) ([][]byte, error) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -283,6 +285,12 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 		return nil, refuse(http.StatusBadRequest, fmt.Errorf("%w: checkpoint: %v", ErrMalformed, err))
 	}
 	nt := Tree{Size: uint64(cp.N), Root: cp.Hash}
+	// What is kept is the note with the verified signatures only: the
+	// signature lines of unknown keys are the sender's, not the log's.
+	signed, err := note.Sign(&note.Note{Text: n.Text, Sigs: n.Sigs})
+	if err != nil {
+		return nil, refuse(http.StatusBadRequest, fmt.Errorf("%w: checkpoint: %v", ErrMalformed, err))
+	}
 	if req.OldSize > nt.Size {
 		return nil, refuse(http.StatusBadRequest, fmt.Errorf("%w: old size %d is above the checkpoint's %d", ErrMalformed, req.OldSize, nt.Size))
 	}
@@ -309,20 +317,23 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	}
 	if old.Size == nt.Size {
 		if len(req.Proof) != 0 {
-			return nil, w.keepEvidence(cp.Origin, body, refuse(http.StatusUnprocessableEntity, fmt.Errorf("%w: a proof between equal sizes must be empty", ErrBadProof)))
+			return nil, refuse(http.StatusUnprocessableEntity, fmt.Errorf("%w: a proof between equal sizes must be empty", ErrBadProof))
 		}
 		if old.Root != nt.Root {
 			e := refuse(http.StatusConflict, fmt.Errorf("%w: size %d was cosigned with another root", ErrConflict, nt.Size))
 			e.Latest = old.Size
-			return nil, w.keepEvidence(cp.Origin, body, e)
+			return nil, w.keepEvidence(cp.Origin, signed, e)
 		}
 	} else if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size, nt.Size, req.Proof, old.Root[:], nt.Root[:]); err != nil {
-		return nil, w.keepEvidence(cp.Origin, body, refuse(http.StatusUnprocessableEntity, fmt.Errorf("%w: %v", ErrBadProof, err)))
+		// Not evidence by itself: anyone can pair a log's checkpoint
+		// with a wrong proof.
+		w.logger.Debug("witness: consistency proof refused", "origin", cp.Origin, "old", old.Size, "size", nt.Size, "err", err)
+		return nil, refuse(http.StatusUnprocessableEntity, fmt.Errorf("%w: %v", ErrBadProof, err))
 	}
 	if old != nt || st.checkpoint == nil {
 		if old != nt {
 			for _, check := range le.checks {
-				if err := check(ctx, old, nt, req.Checkpoint); err != nil {
+				if err := check(ctx, old, nt, signed); err != nil {
 					return nil, refuse(http.StatusUnprocessableEntity, fmt.Errorf("%w: %v", ErrRefused, err))
 				}
 			}
@@ -336,7 +347,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 			if cur.tree != old {
 				return errors.New("witness: state changed under the log's lock")
 			}
-			return tx.Bucket(bucketLogs).Put([]byte(cp.Origin), (&state{tree: nt, checkpoint: req.Checkpoint}).marshal())
+			return tx.Bucket(bucketLogs).Put([]byte(cp.Origin), (&state{tree: nt, checkpoint: signed}).marshal())
 		}); err != nil {
 			return nil, fmt.Errorf("witness: commit: %w", err)
 		}
@@ -354,20 +365,20 @@ func (w *Witness) cosign(text string) ([]byte, error) {
 	return signed[len(text)+1:], nil
 }
 
-// keepEvidence stores a refused, validly signed checkpoint request (at
-// most maxEvidence per log) and returns refusal.
-func (w *Witness) keepEvidence(origin string, body []byte, refusal *StatusError) error {
-	w.logger.Warn("witness: log signed an inconsistent checkpoint", "origin", origin, "status", refusal.Code, "err", refusal.Err)
+// keepEvidence stores a validly signed checkpoint that conflicts with the
+// recorded one (at most maxEvidence per log) and returns refusal.
+func (w *Witness) keepEvidence(origin string, signed []byte, refusal *StatusError) error {
+	w.logger.Warn("witness: the log signed two roots for one size", "origin", origin, "err", refusal.Err)
 	err := w.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketEvidence).CreateBucketIfNotExists([]byte(origin))
 		if err != nil {
 			return err
 		}
-		sum := sha256.Sum256(body)
+		sum := sha256.Sum256(signed)
 		if b.Get(sum[:]) != nil || b.Stats().KeyN >= maxEvidence {
 			return nil
 		}
-		return b.Put(sum[:], bytes.Clone(body))
+		return b.Put(sum[:], signed)
 	})
 	if err != nil {
 		w.logger.Error("witness: keeping evidence", "origin", origin, "err", err)

@@ -335,9 +335,11 @@ func TestWitnessSplitView(t *testing.T) {
 	if got := w.latest(t, origin); got.Size != a.Size || got.Root != a.Root {
 		t.Fatalf("state moved to the fork")
 	}
+	// Kept as evidence: the fork's checkpoint at the cosigned size, which
+	// with the recorded one convicts the log.
 	ev, err := w.Evidence(origin)
-	if err != nil || len(ev) != 2 {
-		t.Fatalf("%d pieces of evidence kept (%v), want 2", len(ev), err)
+	if err != nil || len(ev) != 1 || !bytes.Equal(ev[0], b.Raw) {
+		t.Fatalf("%d pieces of evidence kept (%v), want the fork's checkpoint", len(ev), err)
 	}
 	// The true history goes on being cosigned.
 	l.tick(t)
@@ -584,5 +586,51 @@ func TestWitnessConcurrentRace(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d of the racing requests were cosigned, want 1 (codes %v)", ok, codes)
+	}
+}
+
+// TestWitnessStrangerWritesNothing plays a stranger who replays a log's
+// public checkpoints with signature lines of its own and wrong proofs:
+// nothing it adds is stored, and no refusal grows the database.
+func TestWitnessStrangerWritesNothing(t *testing.T) {
+	l := newKTLog(t, "witness.test/log")
+	w := newWitness(t, l)
+	origin := l.Config().Origin
+	l.tick(t)
+	// The stranger's lines ride on the first checkpoint cosigned: only the
+	// log's signature is kept.
+	junk := "— stranger.example/x " + strings.Repeat("A", 4000) + "\n"
+	req, _ := witness.ParseRequest(l.request(t, 0))
+	req.Checkpoint = append(req.Checkpoint, junk...)
+	w.mustCosign(t, l, req.Marshal())
+	cp, err := l.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stored, _ := w.Latest(origin); !bytes.Equal(stored, cp.Raw) {
+		t.Fatalf("stored checkpoint is not the log's note alone (%d bytes, want %d)", len(stored), len(cp.Raw))
+	}
+	l.tick(t)
+	l.tick(t)
+	good, _ := witness.ParseRequest(l.request(t, cp.Size))
+	dbPath := filepath.Join(w.dir, witness.DBFile)
+	before, err := os.Stat(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		r, _ := witness.ParseRequest(good.Marshal())
+		r.Proof[0][i%32] ^= byte(1 + i)
+		r.Checkpoint = append(r.Checkpoint, bytes.Repeat([]byte(junk), 30)...)
+		if code, _, out := w.post(t, r.Marshal()); code != http.StatusUnprocessableEntity {
+			t.Fatalf("wrong proof %d: %d %s", i, code, out)
+		}
+	}
+	after, err := os.Stat(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, _ := w.Evidence(origin); len(ev) != 0 || after.Size() != before.Size() {
+		t.Fatalf("refusals stored %d pieces of evidence, database %d -> %d bytes", len(ev), before.Size(), after.Size())
 	}
 }
