@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type witnessFlags struct {
 	onion                 bool
 	onionPort             int
 	torBinary, torControl string
+	torConfig             string
 }
 
 type stringList []string
@@ -55,6 +57,7 @@ func (f *witnessFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.onion, "onion", false, "also serve as a Tor onion service (key in <data dir>/onion.key)")
 	fs.IntVar(&f.onionPort, "onion-port", 80, "the onion service's virtual port")
 	fs.StringVar(&f.torBinary, "tor-binary", "tor", "the tor binary started for --onion")
+	fs.StringVar(&f.torConfig, "tor-config", "", "a file of extra torrc lines for the tor started for --onion (bridges, a private network)")
 	fs.StringVar(&f.torControl, "tor-control", "", "attach to a running tor at this control address instead of starting one (password from QPC_TOR_CONTROL_PASSWORD)")
 }
 
@@ -113,13 +116,12 @@ func (c *cli) witnessUsage(w io.Writer, fs *flag.FlagSet) {
 }
 
 func (c *cli) witnessVKey(f *witnessFlags) error {
-	w, err := witness.Open(witness.Options{Dir: f.dataDir, Name: f.name, Logger: slog.New(slog.NewTextHandler(c.stderr, nil))})
+	ed, ml, err := witness.VerifierKeys(f.dataDir, f.name)
 	if err != nil {
 		return err
 	}
-	defer w.Close()
-	fmt.Fprintln(c.stdout, w.VerifierKey())
-	fmt.Fprintln(c.stdout, w.MLDSAVerifierKey())
+	fmt.Fprintln(c.stdout, ed)
+	fmt.Fprintln(c.stdout, ml)
 	return nil
 }
 
@@ -201,8 +203,16 @@ func (c *cli) witnessOnion(ctx context.Context, f *witnessFlags, target string, 
 		log.Info("attaching to tor", "control", f.torControl)
 		t, err = tor.Attach(ctx, f.torControl, pass, nil)
 	} else {
+		torrc := ""
+		if f.torConfig != "" {
+			b, err := os.ReadFile(f.torConfig)
+			if err != nil {
+				return "", nil, fmt.Errorf("tor-config: %w", err)
+			}
+			torrc = string(b)
+		}
 		log.Info("starting tor", "binary", f.torBinary)
-		t, err = tor.Start(ctx, tor.Config{DataDir: filepath.Join(f.dataDir, "tor"), ExePath: f.torBinary})
+		t, err = tor.Start(ctx, tor.Config{DataDir: filepath.Join(f.dataDir, "tor"), ExePath: f.torBinary, Torrc: torrc})
 	}
 	if err != nil {
 		return "", nil, err

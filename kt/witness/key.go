@@ -325,3 +325,17 @@ func (v *edVerifier) Verify(text, sig []byte) bool {
 	msg := fmt.Appendf(nil, "cosignature/v1\ntime %d\n%s", ts, text)
 	return ed25519.Verify(v.pub, msg, sig[8:])
 }
+
+// VerifierKeys returns the vkeys of the witness key in dir (Ed25519
+// cosignature/v1, then ML-DSA-44), creating the key as Open would; it does
+// not open the database, so it works while the witness runs.
+func VerifierKeys(dir, name string) (ed, mldsa string, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("witness: %w", err)
+	}
+	k, err := loadOrCreateKeys(dir, name)
+	if err != nil {
+		return "", "", err
+	}
+	return k.edSig.Verifier().String(), vkey(k.name, algMLDSA44, k.mlPub.Bytes()), nil
+}
