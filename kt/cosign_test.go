@@ -192,7 +192,7 @@ func TestCosignPolicyParse(t *testing.T) {
 		{"witness a " + vk + " http://127.0.0.1:1/\nquorum a\n", true, true, true, "witness a " + vk + " http://127.0.0.1:1/"},
 		{"# comment\nlog x y\nwitness a " + vk + "\ngroup g any a\nquorum g # trailing\n", true, true, false, "group g any a"},
 		{"quorum none\n", true, false, true, "quorum none"},
-		{"witness a " + vk + "\n", false, false, false, ""},               // no quorum
+		{"witness a " + vk + "\n", false, false, false, ""},                  // no quorum
 		{"witness a notakey http://x/\nquorum a\n", false, false, false, ""}, // bad key
 		{"witness a " + vk + "\ngroup g 2 a\nquorum g\n", false, false, false, ""},
 		{"frobnicate\nquorum none\n", false, false, false, ""},
