@@ -13,7 +13,7 @@ import (
 )
 
 // ErrCosignature reports a checkpoint without the witness cosignatures
-// the pinned witness policy requires (docs/key-transparency.md §1.5): the
+// the pinned witness policy requires (docs/key-transparency.md §1.6): the
 // log did not get it cosigned by a quorum of witnesses, so it may be a
 // history shown to this client alone.
 var ErrCosignature = errors.New("kt: checkpoint is not cosigned by the witnesses the policy requires")

@@ -22,7 +22,7 @@ type KTSettings struct {
 	KTProofRateTotal  float64 `toml:"kt_proof_rate_total"`  // the same, all connections
 	KTProofBurstTotal int     `toml:"kt_proof_burst_total"` // and at once
 
-	// Witnesses (docs/key-transparency.md §1.5).
+	// Witnesses (docs/key-transparency.md §1.6).
 	KTWitnessPolicy   string   `toml:"kt_witness_policy"`    // path of the witness policy file, or off
 	KTWitnessTimeout  Duration `toml:"kt_witness_timeout"`   // how long one checkpoint waits for cosignatures
 	KTWitnessFailOpen bool     `toml:"kt_witness_fail_open"` // publish without a quorum after the timeout
