@@ -79,7 +79,6 @@ type inviteRecord struct {
 	FromKey  ed25519.PublicKey // the identity key that sealed it
 	Kind     content.ConvKind
 	Name     string // as sent; shown through safetext
-	Roster   int    // members the sender's roster lists (its claim)
 	Intro    []byte
 	Received time.Time
 	Expires  time.Time
@@ -106,8 +105,7 @@ type Invitation struct {
 	ID       string    `json:"id"`   // for AcceptInvite and DeclineInvite
 	From     string    `json:"from"` // the sender, as key transparency showed it
 	Group    bool      `json:"group"`
-	Name     string    `json:"name"`    // the group's name as sent (show it through safetext)
-	Members  int       `json:"members"` // the members the sender says it has, unverified until accepted
+	Name     string    `json:"name"` // the group's name as sent (show it through safetext)
 	Received time.Time `json:"received"`
 	Expires  time.Time `json:"expires"`
 }
@@ -219,7 +217,7 @@ func (c *Client) keepInvite(from *Contact, in *content.Intro, raw []byte) (func(
 		return nil, err
 	}
 	r := &inviteRecord{ID: hex.EncodeToString(id[:]), From: from.Handle, FromKey: from.IdentityKey, Kind: in.ConvKind, Name: in.Name,
-		Roster: len(in.Roster), Intro: bytes.Clone(raw), Received: now, Expires: now.Add(inviteKeep)}
+		Intro: bytes.Clone(raw), Received: now, Expires: now.Add(inviteKeep)}
 	return func(tx *state.Tx) error {
 		if _, err := c.dropExpired(tx, all); err != nil {
 			return err
@@ -285,7 +283,7 @@ func (c *Client) Invitations() ([]Invitation, error) {
 	}
 	out := []Invitation{}
 	for _, r := range live {
-		out = append(out, Invitation{ID: r.ID, From: r.From, Group: r.Kind == content.ConvGroup, Name: r.Name, Members: r.Roster + 1, Received: r.Received, Expires: r.Expires})
+		out = append(out, Invitation{ID: r.ID, From: r.From, Group: r.Kind == content.ConvGroup, Name: r.Name, Received: r.Received, Expires: r.Expires})
 	}
 	return out, nil
 }

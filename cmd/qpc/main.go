@@ -681,8 +681,8 @@ func (c *cli) invites(ctx context.Context, cmd string, args []string) error {
 			fmt.Fprintln(c.stdout, "no invitations")
 		}
 		for _, i := range inv {
-			fmt.Fprintf(c.stdout, "%s\t%s invites you to #%s (%d members, they say)\tuntil %s\n",
-				i.ID, safetext.Line(i.From), safetext.Line(i.Name), i.Members, i.Expires.Format("2006-01-02"))
+			fmt.Fprintf(c.stdout, "%s\t%s invites you to #%s\tuntil %s\n",
+				i.ID, safetext.Line(i.From), safetext.Line(i.Name), i.Expires.Format("2006-01-02"))
 		}
 		return nil
 	})
