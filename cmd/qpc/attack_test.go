@@ -204,15 +204,18 @@ func eveAndBob(t *testing.T, dir string) (env map[string]map[string]string, qpc 
 		}
 		return out.String(), errb.String()
 	}
+	// bob has eve as a contact, so that he joins her group (eveGroup)
+	// without an invitation to accept; added before any test starts a
+	// qpc that holds bob's QPC_HOME.
+	qpc("bob", "contact", "add", "eve")
 	return env, qpc
 }
 
-// eveGroup: bob, who has eve as a contact, joins her group plainGroup
-// (the CLI refuses attackGroup as a name: testdata/group.txtar), and she
-// writes to it.
+// eveGroup: bob, who has eve as a contact (eveAndBob), joins her group
+// plainGroup (the CLI refuses attackGroup as a name: testdata/group.txtar),
+// and she writes to it.
 func eveGroup(t *testing.T, qpc func(name string, args ...string) (stdout, stderr string)) {
 	t.Helper()
-	qpc("bob", "contact", "add", "eve")
 	qpc("eve", "group", "create", plainGroup, "bob")
 	qpc("eve", "send", "#"+plainGroup, attackText)
 }
