@@ -247,6 +247,15 @@ func New(opts Options) (*Server, error) {
 			MaxIdleTimeout:        opts.IdleTimeout,
 			MaxIncomingStreams:    int64(opts.MaxStreams),
 			MaxIncomingUniStreams: -1, // the protocol uses bidirectional streams only
+			// What QUIC may hold received but not yet read: per stream
+			// two records of the largest bucket, per connection its
+			// share of the request budget (requests.go). quic-go's
+			// defaults (up to 6 MiB and 15 MiB) would let a connection
+			// park 15 MiB whenever the server reads slower than it sends.
+			InitialStreamReceiveWindow:     uint64(2 * opts.Policy.Max()),
+			MaxStreamReceiveWindow:         uint64(2 * opts.Policy.Max()),
+			InitialConnectionReceiveWindow: uint64(opts.RequestConnBytes),
+			MaxConnectionReceiveWindow:     uint64(opts.RequestConnBytes),
 		},
 		limits: wire.Limits{
 			MaxEnvelope:   uint32(maxEnv),

@@ -37,6 +37,11 @@ type Options struct {
 	// to the per-source limits: a test that registers more than a handful
 	// of users should raise them (RoomyAccounts does).
 	Accounts func(*accounts.Options)
+	// Untapped runs the server without the tap: no Events, no Rewrite.
+	// The tap keeps the bytes of each request record until it is whole,
+	// so a test that measures what half-sent records cost the server's
+	// memory must not count the tap's copy too.
+	Untapped bool
 }
 
 // RoomyAccounts lifts the per-source and global registration and login
@@ -150,6 +155,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	so.Identity, so.Store, so.Accounts = h.ID, h.store, h.accounts
 	so.Tokens, so.TokenEpoch, so.KT, so.Tap = h.Issuer, TokenEpoch, h.kt, h.tap
+	if opts.Untapped {
+		so.Tap = nil
+	}
 	if so.Policy.Max() == 0 {
 		so.Policy = padding.Default
 	}
