@@ -165,23 +165,35 @@ func (c *bodyCharge) release() {
 // pushed out, even one that then arrived whole, is answered with the
 // UNAVAILABLE error.
 func (c *bodyCharge) read(r *wire.Reader) (wire.Message, error) {
+	c.begin()
+	m, err := r.ReadMessage()
+	if c.end() {
+		return nil, errRequestBusy("pushed out")
+	}
+	return m, err
+}
+
+// begin marks a record arriving: from its first charged byte on (or now,
+// if the stream holds bytes already) it may be pushed out by records that
+// begin later.
+func (c *bodyCharge) begin() {
 	c.b.mu.Lock()
 	c.reading = true
 	if c.held > 0 && c.elem == nil {
 		c.elem = c.b.arriving.PushBack(c)
 	}
 	c.b.mu.Unlock()
-	m, err := r.ReadMessage()
+}
+
+// end marks the record read (or failed) and reports whether it was
+// pushed out.
+func (c *bodyCharge) end() (evicted bool) {
 	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
 	c.reading = false
 	if c.elem != nil {
 		c.b.arriving.Remove(c.elem)
 		c.elem = nil
 	}
-	evicted := c.evicted
-	c.b.mu.Unlock()
-	if evicted {
-		return nil, errRequestBusy("pushed out")
-	}
-	return m, err
+	return c.evicted
 }
