@@ -343,7 +343,7 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 		return err
 	}
 	epoch := g.Epoch()
-	res, err := g.Add(kp)
+	res, err := commitExactly(g, []*mls.KeyPackage{kp}, nil, []string{handle}, nil)
 	if err != nil {
 		return err
 	}
@@ -399,7 +399,7 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		}
 	}
 	epoch := g.Epoch()
-	res, err := g.Remove(leaves...)
+	res, err := commitExactly(g, nil, leaves, nil, []string{handle})
 	if err != nil {
 		return err
 	}
@@ -417,6 +417,72 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	return err
+}
+
+// readmitted reports whether g, joined from a Welcome, re-adds us to r, a
+// conversation we were removed from: g is at a later epoch than the state
+// we kept, so an old Welcome replayed cannot bring back a past epoch. The
+// commit that removed us may still be unread (the intro mailbox is read
+// first), so r may look active. The join then replaces r; its history
+// stays. The state a removal left cannot be loaded (our leaf is gone
+// from its tree); the epoch we were removed in is then r.PrevEpoch.
+func (c *Client) readmitted(ctx context.Context, r *convRecord, g *mls.Group) bool {
+	if !r.Active {
+		return g.Epoch() > r.PrevEpoch
+	}
+	old, err := c.loadGroup(ctx, r)
+	return err == nil && g.Epoch() > old.Epoch()
+}
+
+// commitExactly commits the adds and removes given, by value, and nothing
+// else: proposals other members sent are never committed (docs/protocol.md
+// §11.5), so a Remove one of them proposed cannot ride inside our commit.
+// It then checks that the members changed by exactly added and removed
+// (handles), which the history records; any other change fails the
+// commit, and g must then be dropped.
+func commitExactly(g *mls.Group, add []*mls.KeyPackage, remove []uint32, added, removed []string) (*mls.CommitResult, error) {
+	before := memberSet(g)
+	o := &mls.CommitOptions{SkipPending: true}
+	for _, kp := range add {
+		o.Proposals = append(o.Proposals, &mls.Proposal{Type: mls.ProposalTypeAdd, Add: &mls.Add{KeyPackage: *kp}})
+	}
+	for _, l := range remove {
+		o.Proposals = append(o.Proposals, &mls.Proposal{Type: mls.ProposalTypeRemove, Remove: &mls.Remove{Removed: l}})
+	}
+	res, err := g.Commit(o)
+	if err != nil {
+		return nil, err
+	}
+	after := memberSet(g)
+	var gotAdded, gotRemoved []string
+	for h := range after {
+		if !before[h] {
+			gotAdded = append(gotAdded, h)
+		}
+	}
+	for h := range before {
+		if !after[h] {
+			gotRemoved = append(gotRemoved, h)
+		}
+	}
+	if !sameSet(gotAdded, added) || !sameSet(gotRemoved, removed) {
+		return nil, fmt.Errorf("the commit would add %v and remove %v, not %v and %v: not sent", gotAdded, gotRemoved, added, removed)
+	}
+	return res, nil
+}
+
+// memberSet is the handles of g's members.
+func memberSet(g *mls.Group) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range g.Members() {
+		out[string(m.Credential.Identity)] = true
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	a, b = dedupe(a), dedupe(b)
+	return slices.Equal(a, b)
 }
 
 func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.Group, error) {

@@ -403,7 +403,15 @@ func (g *Group) freshLeaf(source LeafNodeSource) (*LeafNode, []byte, error) {
 	return ln, priv, nil
 }
 
+// maxPendingProposals bounds the proposals kept in one epoch: each one
+// received costs a trial application at the next commit (commit), and
+// any member can send them.
+const maxPendingProposals = 64
+
 func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
+	if len(g.proposals) >= maxPendingProposals {
+		return fmt.Errorf("more than %d proposals in one epoch: %w", maxPendingProposals, ErrInvalidProposals)
+	}
 	data, err := ac.Marshal()
 	if err != nil {
 		return err
@@ -413,6 +421,13 @@ func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
 	})
 	return nil
 }
+
+// DiscardProposals forgets every proposal received or sent in this epoch,
+// so that no later commit of this member includes them by reference. An
+// application that commits only proposals of its own, by value, calls it
+// after each proposal it receives: a proposal it will never commit is
+// then not kept with the state either.
+func (g *Group) DiscardProposals() { g.proposals = nil }
 
 // Received is the outcome of ProcessMessage.
 type Received struct {

@@ -369,7 +369,7 @@ func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) 
 		return nil, nil, err
 	}
 	g.priv.leaf = idx
-	up, pres, err := createUpdatePath(s, t, idx, leaf, id.SignaturePriv, g.ctx.GroupID, nil, g.provisional())
+	up, pres, err := createUpdatePath(s, t, idx, leaf, id.SignaturePriv, g.ctx.GroupID, nil, g.provisional(), nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -481,7 +481,7 @@ var configFields = append([]configField{
 	},
 	{
 		key:   "kt_listen",
-		help:  "TCP address of the public read-only key-transparency log (C2SP tlog-tiles over HTTP), or off",
+		help:  "TCP address of the public read-only key-transparency log (C2SP tlog-tiles and each epoch's update list for auditors, over HTTP), or off",
 		parse: func(c *Config, s string) error { c.KTListen = s; return nil },
 		copy:  func(d, s *Config) { d.KTListen = s.KTListen },
 		check: func(c *Config) error {
