@@ -247,15 +247,15 @@ func New(opts Options) (*Server, error) {
 			MaxIdleTimeout:        opts.IdleTimeout,
 			MaxIncomingStreams:    int64(opts.MaxStreams),
 			MaxIncomingUniStreams: -1, // the protocol uses bidirectional streams only
-			// What QUIC may hold received but not yet read: per stream
-			// two records of the largest bucket, per connection its
-			// share of the request budget (requests.go). quic-go's
-			// defaults (up to 6 MiB and 15 MiB) would let a connection
-			// park 15 MiB whenever the server reads slower than it sends.
+			// What QUIC may hold received but not yet read (requests.go):
+			// per stream two records of the largest bucket, per
+			// connection four. quic-go's defaults (up to 6 MiB and
+			// 15 MiB) let a connection park 15 MiB whenever the server
+			// reads slower than it is sent to.
 			InitialStreamReceiveWindow:     uint64(2 * opts.Policy.Max()),
 			MaxStreamReceiveWindow:         uint64(2 * opts.Policy.Max()),
-			InitialConnectionReceiveWindow: uint64(opts.RequestConnBytes),
-			MaxConnectionReceiveWindow:     uint64(opts.RequestConnBytes),
+			InitialConnectionReceiveWindow: uint64(quicConnWindowRecords * opts.Policy.Max()),
+			MaxConnectionReceiveWindow:     uint64(quicConnWindowRecords * opts.Policy.Max()),
 		},
 		limits: wire.Limits{
 			MaxEnvelope:   uint32(maxEnv),
@@ -275,7 +275,7 @@ func New(opts Options) (*Server, error) {
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
-		requests:       &requestBudget{limit: opts.RequestBytes, connMax: opts.RequestConnBytes, metrics: opts.Metrics},
+		requests:       newRequestBudget(opts),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
