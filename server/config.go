@@ -67,6 +67,8 @@ type Config struct {
 	MaxConnsTor       int      `toml:"max_conns_tor"` // 0: half of max_conns
 	DeliveryBytes     int64    `toml:"delivery_bytes"`
 	DeliveryConnBytes int64    `toml:"delivery_conn_bytes"`
+	RequestBytes      int64    `toml:"request_bytes"`
+	RequestConnBytes  int64    `toml:"request_conn_bytes"`
 	RequestRate       float64  `toml:"request_rate"`
 	RequestBurst      int      `toml:"request_burst"`
 	AdminListen       string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
@@ -200,6 +202,8 @@ func DefaultConfig() Config {
 		MaxConnsPerNet:    DefaultMaxConnsPerNet,
 		DeliveryBytes:     DefaultDeliveryBytes,
 		DeliveryConnBytes: DefaultDeliveryConnBytes,
+		RequestBytes:      DefaultRequestBytes,
+		RequestConnBytes:  DefaultRequestConnBytes,
 		RequestRate:       DefaultRequestRate,
 		RequestBurst:      DefaultRequestBurst,
 		AdminListen:       DefaultAdminListen,
@@ -413,6 +417,25 @@ var configFields = append([]configField{
 			return checkRange(c.DeliveryConnBytes, 2*int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
 		},
 		value: func(c *Config) any { return c.DeliveryConnBytes },
+	},
+	{
+		key:   "request_bytes",
+		help:  "bytes the record buffers of all request streams together may hold while their records arrive; a record that finds it full pushes out the records arriving longest (UNAVAILABLE), or is refused with UNAVAILABLE",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestBytes, s) },
+		copy:  func(d, s *Config) { d.RequestBytes = s.RequestBytes },
+		check: func(c *Config) error { return checkRange(c.RequestBytes, c.RequestConnBytes, 1<<40) },
+		value: func(c *Config) any { return c.RequestBytes },
+	},
+	{
+		key:   "request_conn_bytes",
+		help:  "bytes the record buffers of one connection's request streams may hold while their records arrive; a record over it is refused with UNAVAILABLE; at least the largest bucket, at most request_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestConnBytes, s) },
+		copy:  func(d, s *Config) { d.RequestConnBytes = s.RequestConnBytes },
+		// A record of the largest bucket must fit.
+		check: func(c *Config) error {
+			return checkRange(c.RequestConnBytes, int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
+		},
+		value: func(c *Config) any { return c.RequestConnBytes },
 	},
 	{
 		key:   "request_rate",
@@ -870,6 +893,8 @@ func (c *Config) Options() (Options, store.Options, error) {
 		MaxConnsTor:       c.MaxConnsTor,
 		DeliveryBytes:     c.DeliveryBytes,
 		DeliveryConnBytes: c.DeliveryConnBytes,
+		RequestBytes:      c.RequestBytes,
+		RequestConnBytes:  c.RequestConnBytes,
 		RequestRate:       c.RequestRate,
 		RequestBurst:      c.RequestBurst,
 		HandshakeTimeout:  c.HandshakeTimeout.Duration,

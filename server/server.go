@@ -58,6 +58,11 @@ type Options struct {
 	MaxSubsPerMailbox int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
 	MaxSubsPerConn    int   // subscriptions one connection may hold; default 32
 
+	// Request memory (requests.go): bytes the record buffers of request
+	// streams hold while their records arrive, per connection and in total.
+	RequestConnBytes int64 // default 2 MiB
+	RequestBytes     int64 // default 32 MiB
+
 	// Tokens issues and redeems anonymous delivery tokens. With it (and
 	// no Authorizer), every create and send must carry one token.
 	Tokens     *tokens.Issuer
@@ -130,6 +135,7 @@ func (o *Options) setDefaults() {
 	}
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
+	o.setRequestDefaults()
 	o.KTLimits.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -189,6 +195,7 @@ type Server struct {
 	ktLimits   *ktLimiter  // KTLimits' budgets (kt_handler.go)
 
 	delivery       *semaphore.Weighted // DeliveryBytes (delivery.go)
+	requests       *requestBudget      // RequestBytes (requests.go)
 	pageMsgs       int                 // messages per delivery page
 	maxDeliverable int                 // MaxDeliverable(Policy)
 	readyMu        sync.Mutex          // guards readyChecks
@@ -229,6 +236,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRequestBudgets(&opts); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts: opts,
 		tls:  tlsConf,
@@ -237,6 +247,15 @@ func New(opts Options) (*Server, error) {
 			MaxIdleTimeout:        opts.IdleTimeout,
 			MaxIncomingStreams:    int64(opts.MaxStreams),
 			MaxIncomingUniStreams: -1, // the protocol uses bidirectional streams only
+			// What QUIC may hold received but not yet read (requests.go):
+			// per stream two records of the largest bucket, per
+			// connection four. quic-go's defaults (up to 6 MiB and
+			// 15 MiB) let a connection park 15 MiB whenever the server
+			// reads slower than it is sent to.
+			InitialStreamReceiveWindow:     uint64(2 * opts.Policy.Max()),
+			MaxStreamReceiveWindow:         uint64(2 * opts.Policy.Max()),
+			InitialConnectionReceiveWindow: uint64(quicConnWindowRecords * opts.Policy.Max()),
+			MaxConnectionReceiveWindow:     uint64(quicConnWindowRecords * opts.Policy.Max()),
 		},
 		limits: wire.Limits{
 			MaxEnvelope:   uint32(maxEnv),
@@ -256,6 +275,7 @@ func New(opts Options) (*Server, error) {
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
+		requests:       newRequestBudget(opts),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
@@ -449,7 +469,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		st := s.tapStream(info, qs)
 		if !rate.Allow(time.Now()) {
 			s.opts.Metrics.Refused(metrics.LimitRequestRate)
-			go s.refuse(st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
+			go s.refuse(cs, st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
 			continue
 		}
 		s.mu.RLock()
@@ -460,7 +480,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		s.mu.RUnlock()
 		if draining {
 			s.opts.Metrics.Refused(metrics.LimitDraining)
-			go s.refuse(st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
+			go s.refuse(cs, st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			continue
 		}
 		go func() {
@@ -531,12 +551,21 @@ func (s *Server) finishRead(st Stream, r *wire.Reader) {
 	}
 }
 
-func (s *Server) refuse(st Stream, err error) {
+func (s *Server) refuse(cs *connState, st Stream, err error) {
 	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
 	// A Health request is still answered while draining, so a prober
-	// sees "draining" instead of an error.
-	r := wire.NewReader(st, s.opts.Policy)
-	if m, rerr := r.ReadMessage(); rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
+	// sees "draining" instead of an error. The record is read within the
+	// request budgets like any other.
+	r := s.readers.Get().(*wire.Reader)
+	r.Reset(st, s.opts.Policy)
+	charge := s.newCharge(cs, st)
+	r.SetBudget(charge)
+	defer func() {
+		r.Reset(nil, s.opts.Policy)
+		s.readers.Put(r)
+		charge.release()
+	}()
+	if m, rerr := charge.read(r); rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
 		wire.WriteMessage(st, s.opts.Policy, &wire.HealthStatus{Status: wire.StatusDraining})
 	} else {
 		s.writeError(st, s.opts.Policy, err)
@@ -559,21 +588,27 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
+	charge := s.newCharge(cs, st)
+	r.SetBudget(charge)
 	subscribed := false
 	defer func() {
 		if !subscribed { // a subscription reads its stream to the end itself
 			s.finishRead(st, r)
-			r.Reset(nil, s.opts.Policy) // drop the stream, keep the buffers
+			r.Reset(nil, s.opts.Policy) // drop the stream and a large record buffer
 			s.readers.Put(r)
+			charge.release()
 		}
 		st.Close()
 	}()
+	// The whole record must arrive within RequestTimeout, however slowly
+	// its bytes trickle in.
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
-	m, err := r.ReadMessage()
+	m, err := charge.read(r)
 	if err != nil {
 		if code, ok := wire.CodeOf(err); ok {
 			s.log.Debug("bad request", "err", err)
 			s.opts.Metrics.RequestError(metrics.KindUnread, code)
+			st.CancelRead(0) // nothing more of this stream is read
 			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, err)
 		} else {
@@ -608,10 +643,11 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 		subscribed = true
 		r.Reset(nil, s.opts.Policy)
 		s.readers.Put(r)
+		charge.release()
 		s.subscribe(conn, cs, st, m)
 		return
 	case *wire.AccountRequest:
-		s.accountExchange(ctx, st, cs.src, r, m)
+		s.accountExchange(ctx, st, cs.src, func() (wire.Message, error) { return charge.read(r) }, m)
 		return
 	}
 	resp, isKT, err := s.ktRequest(ctx, cs, m)
