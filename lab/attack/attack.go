@@ -262,7 +262,7 @@ type winAttack struct {
 
 type tstate struct {
 	pending []int64
-	seen    map[string]int64 // sets: last window start that counted m
+	seen    map[string]int64 // sets: 1 + the last window start that counted m
 	k       int
 	hits    map[string]float64
 	steps   []Step
@@ -296,10 +296,10 @@ func (a *winAttack) open(r *Runner, i int, t int64) {
 
 func (a *winAttack) add(s *tstate, start int64, m string, d int64) {
 	if a.sets {
-		if s.seen[m] == start {
+		if s.seen[m] == start+1 { // +1: the zero value is no window
 			return
 		}
-		s.seen[m] = start
+		s.seen[m] = start + 1
 		s.hits[m]++
 		return
 	}
