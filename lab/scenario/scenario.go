@@ -77,7 +77,8 @@ type Scenario struct {
 // Graph is the conversation graph.
 type Graph struct {
 	// Contacts is the number of direct conversations each user has (its
-	// degree in the graph of pairs); default 2. A user may end with fewer
+	// degree in the graph of pairs); default 2 (or users-1 if fewer), and 0
+	// means none. A user may end with fewer
 	// when the population is too small.
 	Contacts int `toml:"contacts"`
 	// Popular accounts have PopularDegree direct conversations each on
@@ -213,6 +214,11 @@ func Parse(raw []byte) (*Scenario, error) {
 			sc.Receipts.Delay = Dist{Dist: "fixed"}
 		}
 	}
+	if !md.IsDefined("graph", "contacts") {
+		// Two contacts each, or as many as a tiny population has; an
+		// explicit 0 stays 0 (groups only).
+		sc.Graph.Contacts = max(min(2, sc.Users-1), 0)
+	}
 	sc.setDefaults()
 	if err := sc.Validate(); err != nil {
 		return nil, err
@@ -231,9 +237,6 @@ func (sc *Scenario) setDefaults() {
 		sc.Epoch.Duration = time.Second
 	}
 	g := &sc.Graph
-	if g.Contacts == 0 {
-		g.Contacts = 2
-	}
 	if g.GroupMin == 0 {
 		g.GroupMin = 3
 	}
