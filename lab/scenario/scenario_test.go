@@ -73,10 +73,16 @@ func TestLabScenariosCheckedIn(t *testing.T) {
 	}
 	// Each defence alone differs from martiny-naive in that defence only.
 	for name, check := range map[string]func(*Scenario) bool{
-		"defence-per-conv-mailboxes": func(s *Scenario) bool { return s.PerConversation() && s.Cover.RatePerDay == 0 && s.Receipts.Delay == m.Receipts.Delay },
-		"defence-receipts-jittered":  func(s *Scenario) bool { return !s.PerConversation() && s.Cover.RatePerDay == 0 && s.Receipts.Delay.Dist == "exp" },
-		"defence-receipts-off":       func(s *Scenario) bool { return !s.PerConversation() && s.Cover.RatePerDay == 0 && !s.Receipts.Enabled },
-		"defence-cover":              func(s *Scenario) bool { return !s.PerConversation() && s.Cover.RatePerDay > 0 && s.Receipts.Delay == m.Receipts.Delay },
+		"defence-per-conv-mailboxes": func(s *Scenario) bool {
+			return s.PerConversation() && s.Cover.RatePerDay == 0 && s.Receipts.Delay == m.Receipts.Delay
+		},
+		"defence-receipts-jittered": func(s *Scenario) bool {
+			return !s.PerConversation() && s.Cover.RatePerDay == 0 && s.Receipts.Delay.Dist == "exp"
+		},
+		"defence-receipts-off": func(s *Scenario) bool { return !s.PerConversation() && s.Cover.RatePerDay == 0 && !s.Receipts.Enabled },
+		"defence-cover": func(s *Scenario) bool {
+			return !s.PerConversation() && s.Cover.RatePerDay > 0 && s.Receipts.Delay == m.Receipts.Delay
+		},
 	} {
 		s := byName[name]
 		if s == nil || !check(s) {
