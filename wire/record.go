@@ -74,6 +74,7 @@ type Reader struct {
 	r      *bufio.Reader
 	policy padding.Policy
 	buf    []byte
+	size   int // bytes of the last record read, padding included
 }
 
 // NewReader reads records padded to policy p from r.
@@ -118,8 +119,13 @@ func (r *Reader) ReadRecord() (Kind, []byte, error) {
 	if !zero(rest[n:]) {
 		return 0, nil, Errorf(CodeProtocol, "nonzero record padding")
 	}
+	r.size = size
 	return Kind(hdr[0]), rest[:n], nil
 }
+
+// RecordSize is the size on the wire, padding included (its bucket), of
+// the last record ReadRecord or ReadMessage returned.
+func (r *Reader) RecordSize() int { return r.size }
 
 // ReadChunk is the most a record header alone makes a Reader allocate.
 // A body longer than the buffer the Reader already holds grows as its
