@@ -9,9 +9,12 @@ import (
 )
 
 // checkAgainstObserver: every text and receipt of the truth shows in the
-// observer record as a Send to one of its recipient's mailboxes of that
-// conversation, at most as many as the record holds per mailbox.
-func checkAgainstObserver(t *testing.T, out string, users map[string]*record.TruthUser, convs map[string]*record.TruthConv, msgs []*record.TruthMessage) {
+// observer record as a Send to a mailbox of its recipient: during the
+// schedule, to the recipient's mailbox of that conversation (in the
+// setup, a direct chat's first text follows its Welcome into the intro
+// mailbox, so there only the recipient's mailboxes together are
+// counted).
+func checkAgainstObserver(t *testing.T, out string, m *Manifest, users map[string]*record.TruthUser, convs map[string]*record.TruthConv, msgs []*record.TruthMessage) {
 	t.Helper()
 	f, err := os.Open(filepath.Join(out, FileObserver))
 	if err != nil {
@@ -31,26 +34,43 @@ func checkAgainstObserver(t *testing.T, out string, users map[string]*record.Tru
 	if len(sends) == 0 {
 		t.Fatal("the observer record holds no Send")
 	}
-	want := map[string]int{} // receive ID -> envelopes the truth says went there
-	for _, m := range msgs {
-		if m.Kind == record.MsgCover {
+	want := map[string]int{}    // receive ID -> envelopes of the schedule the truth says went there
+	perUser := map[string]int{} // user -> envelopes of the whole run to them
+	for _, x := range msgs {
+		if x.Kind == record.MsgCover {
 			continue
 		}
-		c := convs[m.Conv]
+		c := convs[x.Conv]
 		if c == nil {
-			t.Fatalf("%s in an unknown conversation %q", m.Msg, m.Conv)
+			t.Fatalf("%s in an unknown conversation %q", x.Msg, x.Conv)
 		}
-		for _, to := range m.To {
+		for _, to := range x.To {
 			boxes := c.Mailboxes[to]
 			if len(boxes) == 0 {
-				t.Fatalf("%s to %s, who has no mailbox in %s", m.Msg, to, m.Conv)
+				t.Fatalf("%s to %s, who has no mailbox in %s", x.Msg, to, x.Conv)
 			}
-			want[boxes[len(boxes)-1]]++
+			perUser[to]++
+			if x.T >= m.RunStartNS {
+				want[boxes[len(boxes)-1]]++
+			}
 		}
 	}
 	for mb, n := range want {
 		if sends[mb] < n {
-			t.Errorf("mailbox %s: the truth has %d envelopes to it, the observer record %d Sends", mb, n, sends[mb])
+			t.Errorf("mailbox %s: the truth has %d envelopes of the schedule to it, the observer record %d Sends", mb, n, sends[mb])
+		}
+	}
+	for name, n := range perUser {
+		got := sends[users[name].IntroMailbox]
+		for _, c := range convs {
+			for _, mb := range c.Mailboxes[name] {
+				if mb != users[name].IntroMailbox {
+					got += sends[mb]
+				}
+			}
+		}
+		if got < n {
+			t.Errorf("%s: the truth has %d envelopes to them, the observer record %d Sends to their mailboxes", name, n, got)
 		}
 	}
 }

@@ -42,6 +42,10 @@ type Options struct {
 	// message, for deliveries and receipts; default 2 s plus the longest
 	// receipt delay (in real time).
 	Drain time.Duration
+	// Settle is the real time between the setup and the schedule, for
+	// every messenger's Follow to subscribe to its new mailboxes (it does
+	// at its next 5-second tick); default 5.5 s.
+	Settle time.Duration
 	// Logger gets the run's progress at Info; the server and clients log
 	// at Warn and above only. Default: discard.
 	Logger *slog.Logger
@@ -115,7 +119,7 @@ type run struct {
 	convInfos []record.TruthConv
 
 	mu       sync.Mutex
-	truth    []record.TruthMessage // times absolute (ns since the Unix epoch) until written
+	truth    []truthLine // times absolute (ns since the Unix epoch) until written
 	receipts int
 	cover    int
 	texts    int
@@ -152,6 +156,9 @@ func Run(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
 		return nil, err
+	}
+	if opts.Settle == 0 {
+		opts.Settle = 5500 * time.Millisecond
 	}
 	r := &run{opts: opts, sc: &sc, sched: sched, log: log, speed: sc.Speed, byHand: map[string]*user{}, convHex: map[string]int{}}
 	return r.run(ctx)
@@ -250,6 +257,11 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 	if drain == 0 {
 		drain = 2*time.Second + r.receiptDelay().Max
 	}
+	sleepUntil(runCtx, end)
+	// Texts the machine is still behind on are sent before the drain
+	// starts, for at most a minute: a run records what it scheduled.
+	r.waitSent(runCtx, time.Now().Add(time.Minute))
+	end = time.Now()
 	sleepUntil(runCtx, end.Add(drain))
 	runDur := time.Since(start)
 	cause := ctx.Err()
@@ -272,9 +284,12 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 	if err := obsFile.Close(); err != nil {
 		return nil, err
 	}
-	base, err := observerStart(filepath.Join(r.opts.Out, FileObserver), setupStart)
+	base, accounts, err := readObserver(filepath.Join(r.opts.Out, FileObserver))
 	if err != nil {
 		return nil, err
+	}
+	for i := range r.infos {
+		r.infos[i].Account = accounts[r.infos[i].Handle]
 	}
 	m, err := r.writeTruth(base, start, end.Add(drain))
 	if err != nil {
@@ -286,6 +301,32 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 		return nil, err
 	}
 	return m, cause
+}
+
+// waitSent waits until every user's worker is idle and outbox empty, or
+// until deadline.
+func (r *run) waitSent(ctx context.Context, deadline time.Time) {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		busy := false
+		for _, u := range r.users {
+			if len(u.work) > 0 {
+				busy = true
+				break
+			}
+			u.mu.Lock()
+			for _, q := range u.pending {
+				busy = busy || len(q) > 0
+			}
+			u.mu.Unlock()
+			if busy {
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		sleepUntil(ctx, time.Now().Add(100*time.Millisecond))
+	}
 }
 
 // receiptDelay is the clients' receipt delay in real time. A fixed delay
@@ -471,6 +512,27 @@ func (r *run) setupConversations(ctx context.Context) error {
 			return err
 		}
 	}
+	// A creator learns each member's mailbox from the member's
+	// announcement, which waits in the creator's new conversation
+	// mailbox until its Follow subscribes to it (at its next tick, within
+	// 5 s): one Sync each reads them now, so that no scheduled text
+	// follows the Welcome into an intro mailbox.
+	var sw sync.WaitGroup
+	for _, u := range r.users {
+		sw.Add(1)
+		go func() {
+			defer sw.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if _, err := u.c.Sync(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("setup sync", "user", u.name, "err", err)
+			}
+		}()
+	}
+	sw.Wait()
+	if err := sleepUntil(ctx, time.Now().Add(r.opts.Settle)); err != nil {
+		return err
+	}
 	// Map each user's conversations to the schedule's.
 	byPair := map[[2]int]int{}
 	byName := map[string]int{}
@@ -600,9 +662,9 @@ func textOf(m scenario.Message) string {
 func (r *run) sent(u *user, e client.SentEnvelope) {
 	switch {
 	case e.Cover:
-		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Conv: r.convName(e.Conv), Kind: record.MsgCover}, &r.cover)
+		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgCover}, e.Conv, &r.cover)
 	case e.Kind == content.KindReceipt:
-		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Conv: r.convName(e.Conv), Kind: record.MsgReceipt}, &r.receipts)
+		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}, e.Conv, &r.receipts)
 	case e.Kind == content.KindText:
 		u.mu.Lock()
 		t := u.match(e)
@@ -617,7 +679,7 @@ func (r *run) sent(u *user, e client.SentEnvelope) {
 		}
 		u.mu.Unlock()
 		if line != nil {
-			r.addTruth(*line, &r.texts)
+			r.addTruth(*line, "", &r.texts)
 		}
 	}
 }
@@ -641,13 +703,21 @@ func (u *user) match(e client.SentEnvelope) *textOut {
 	return nil
 }
 
-func (r *run) addTruth(m record.TruthMessage, count *int) {
+// truthLine is a message of the ground truth before it is written: its
+// conversation may be known by its group ID only (an envelope sent during
+// the setup, before the run mapped group IDs to the schedule's).
+type truthLine struct {
+	m       record.TruthMessage
+	convHex string
+}
+
+func (r *run) addTruth(m record.TruthMessage, convHex string, count *int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if m.Msg == "" {
 		m.Msg = fmt.Sprintf("%c%d", m.Kind[0], len(r.truth)+1)
 	}
-	r.truth = append(r.truth, m)
+	r.truth = append(r.truth, truthLine{m, convHex})
 	*count++
 }
 
@@ -690,7 +760,13 @@ func (r *run) writeTruth(base, start, end time.Time) (*Manifest, error) {
 		}
 	}
 	r.mu.Lock()
-	msgs := slices.Clone(r.truth)
+	msgs := make([]record.TruthMessage, len(r.truth))
+	for i, l := range r.truth {
+		msgs[i] = l.m
+		if msgs[i].Conv == "" {
+			msgs[i].Conv = r.convName(l.convHex)
+		}
+	}
 	m := &Manifest{
 		Scenario: r.sc.Name, Seed: r.opts.Seed, Users: r.sc.Users, Speed: r.speed,
 		EpochNS: int64(r.sc.Epoch.Duration), DurationNS: int64(r.sc.Duration.Duration), ScheduleHash: r.sched.Hash(),
@@ -721,22 +797,33 @@ func (r *run) writeTruth(base, start, end time.Time) (*Manifest, error) {
 	return m, f.Close()
 }
 
-// observerStart reads the start of the observer record at path; fallback
-// if it holds no header (a server without an observer).
-func observerStart(path string, fallback time.Time) (time.Time, error) {
+// readObserver reads the observer record at path: its start, and the
+// account each handle published under (what the server itself links: a
+// KTPublish carries both).
+func readObserver(path string) (time.Time, map[string]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return fallback, err
+		return time.Time{}, nil, err
 	}
 	defer f.Close()
-	rd, err := record.NewObserverReader(f)
+	rd, err := record.NewObserverReader(bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
-		if fi, serr := f.Stat(); serr == nil && fi.Size() == 0 {
-			return fallback, nil
-		}
-		return fallback, fmt.Errorf("population: the observer record: %w", err)
+		return time.Time{}, nil, fmt.Errorf("population: the observer record: %w", err)
 	}
-	return rd.Header.Start, nil
+	accounts := map[string]string{}
+	for {
+		e, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return time.Time{}, nil, fmt.Errorf("population: the observer record: %w", err)
+		}
+		if e.Kind == "KTPublish" && e.Handle != "" && e.Account != "" {
+			accounts[e.Handle] = e.Account
+		}
+	}
+	return rd.Header.Start, accounts, nil
 }
 
 // lockedWriter serializes writes to the observer record's buffer.

@@ -43,7 +43,7 @@ func runSmall(t *testing.T, extra string, seed int64) (string, *Manifest) {
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	m, err := Run(ctx, Options{Scenario: sc, Seed: seed, Out: out, Drain: time.Second, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	m, err := Run(ctx, Options{Scenario: sc, Seed: seed, Out: out, Drain: time.Second, Settle: time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +93,11 @@ func TestLabPopulationTruthInRecord(t *testing.T) {
 		t.Fatalf("%d users in the truth", len(users))
 	}
 	for name, u := range users {
-		if u.IntroMailbox == "" || u.Handle == "" {
-			t.Errorf("user %s without handle or intro mailbox", name)
+		if u.IntroMailbox == "" || u.Handle == "" || u.Account == "" {
+			t.Errorf("user %s without handle, intro mailbox or account: %+v", name, u)
 		}
 	}
-	checkAgainstObserver(t, out, users, convs, msgs)
+	checkAgainstObserver(t, out, m, users, convs, msgs)
 	checkAgainstSchedule(t, small, 5, m, msgs)
 }
 

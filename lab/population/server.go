@@ -34,6 +34,7 @@ type labServer struct {
 	ktKeys *server.KTKeys
 	addr   string
 	policy padding.Policy
+	obs    *server.Observer
 
 	cancel  context.CancelFunc
 	serving sync.WaitGroup
@@ -114,7 +115,9 @@ func startServer(dir string, observer io.Writer, log *slog.Logger) (_ *labServer
 		RequestBurst:    10_000,
 		MaxSubsPerConn:  1024,
 	}
-	setObserver(&so, observer)
+	if s.obs, err = setObserver(&so, observer); err != nil {
+		return nil, err
+	}
 	if s.srv, err = server.New(so); err != nil {
 		return nil, err
 	}
@@ -171,6 +174,11 @@ func (s *labServer) close() error {
 	}
 	if s.bolt != nil {
 		if err := s.bolt.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if s.obs != nil {
+		if err := s.obs.Flush(); err != nil && first == nil {
 			first = err
 		}
 	}
