@@ -2,7 +2,6 @@ package population
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,16 +33,16 @@ enabled = true
 delay = { dist = "fixed", mean = "500ms" }
 `
 
-func runSmall(t *testing.T, extra string, seed int64) (string, *Manifest) {
+func runSmall(t *testing.T, src string, seed int64) (string, *Manifest) {
 	t.Helper()
-	sc, err := scenario.Parse([]byte(small + extra))
+	sc, err := scenario.Parse([]byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	m, err := Run(ctx, Options{Scenario: sc, Seed: seed, Out: out, Drain: time.Second, Settle: time.Millisecond, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	m, err := Run(ctx, Options{Scenario: sc, Seed: seed, Out: out, Drain: time.Second, Settle: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,7 @@ func runSmall(t *testing.T, extra string, seed int64) (string, *Manifest) {
 // mailbox of its recipient in that conversation, no scheduled text was
 // lost, and a second run with the seed follows the same schedule.
 func TestLabPopulationTruthInRecord(t *testing.T) {
-	out, m := runSmall(t, "", 5)
+	out, m := runSmall(t, small, 5)
 	t.Logf("manifest: %+v", *m)
 	if m.Scheduled == 0 || m.Lost != 0 {
 		t.Fatalf("%d of %d scheduled texts never reached the server", m.Lost, m.Scheduled)
@@ -64,31 +63,7 @@ func TestLabPopulationTruthInRecord(t *testing.T) {
 	if m.Receipts == 0 {
 		t.Error("receipts are on, yet none was sent")
 	}
-	f, err := os.Open(filepath.Join(out, FileTruth))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h, lines, err := record.ReadTruth(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h.Seed != 5 || h.Scenario != "small" {
-		t.Errorf("truth header %+v", h)
-	}
-	users := map[string]*record.TruthUser{}
-	convs := map[string]*record.TruthConv{}
-	var msgs []*record.TruthMessage
-	for _, x := range lines {
-		switch {
-		case x.User != nil:
-			users[x.User.User] = x.User
-		case x.Conv != nil:
-			convs[x.Conv.Conv] = x.Conv
-		case x.Message != nil:
-			msgs = append(msgs, x.Message)
-		}
-	}
+	users, convs, msgs := readTruth(t, out, 5, "small")
 	if len(users) != 8 {
 		t.Fatalf("%d users in the truth", len(users))
 	}
@@ -146,4 +121,69 @@ func checkAgainstSchedule(t *testing.T, src string, seed int64, m *Manifest, msg
 			t.Errorf("%s reached the server before its scheduled time", sm.ID)
 		}
 	}
+}
+
+func readTruth(t *testing.T, out string, seed int64, name string) (map[string]*record.TruthUser, map[string]*record.TruthConv, []*record.TruthMessage) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(out, FileTruth))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, lines, err := record.ReadTruth(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Seed != seed || h.Scenario != name {
+		t.Errorf("truth header %+v", h)
+	}
+	users := map[string]*record.TruthUser{}
+	convs := map[string]*record.TruthConv{}
+	var msgs []*record.TruthMessage
+	for _, x := range lines {
+		switch {
+		case x.User != nil:
+			users[x.User.User] = x.User
+		case x.Conv != nil:
+			convs[x.Conv.Conv] = x.Conv
+		case x.Message != nil:
+			msgs = append(msgs, x.Message)
+		}
+	}
+	return users, convs, msgs
+}
+
+// naive is Signal's sealed sender in miniature: 4 users, one mailbox
+// each, receipts at once.
+const naive = `
+name = "naive"
+users = 4
+duration = "1h"
+speed = 1800
+naive = true
+[graph]
+contacts = 1
+[timing]
+rate_per_day = 480
+`
+
+// TestLabPopulationNaive: in naive mode every conversation receives at
+// its members' intro mailboxes (the mailbox key transparency names for
+// them), every text of the schedule arrives there, and receipts follow.
+func TestLabPopulationNaive(t *testing.T) {
+	out, m := runSmall(t, naive, 2)
+	t.Logf("manifest: %+v", *m)
+	if !m.Naive || m.Lost != 0 || m.Texts < m.Scheduled || m.Receipts == 0 {
+		t.Fatalf("naive run: %+v", *m)
+	}
+	users, convs, msgs := readTruth(t, out, 2, "naive")
+	for _, c := range convs {
+		for _, u := range c.Members {
+			if boxes := c.Mailboxes[u]; len(boxes) != 1 || boxes[0] != users[u].IntroMailbox {
+				t.Errorf("%s receives in %s at %v, not at its intro mailbox %s", u, c.Conv, boxes, users[u].IntroMailbox)
+			}
+		}
+	}
+	checkAgainstObserver(t, out, m, users, convs, msgs)
+	checkAgainstSchedule(t, naive, 2, m, msgs)
 }
