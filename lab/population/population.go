@@ -457,9 +457,9 @@ func (r *run) setupConversations(ctx context.Context) error {
 				peer := r.users[c.Members[1]]
 				creator.queueText(r, "s"+strings.TrimPrefix(c.ID, "c"), c.ID, []string{peer.handle}, "")
 				_, err = creator.c.SendText(sctx, peer.handle, "hello from "+creator.name)
-				if errors.Is(err, client.ErrQueued) {
-					err = nil
-				}
+			}
+			if errors.Is(err, client.ErrQueued) {
+				err = nil // sent by the outbox later
 			}
 			if err != nil {
 				errs <- fmt.Errorf("population: starting %s (conversation %d): %w", c.ID, ci, err)
