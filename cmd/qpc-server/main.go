@@ -2,6 +2,7 @@
 //
 //	qpc-server init    [flags]   create the data directory, config file and server key
 //	qpc-server run     [flags]   serve (the default when no command is given)
+//	qpc-server invite  [flags]   print the invite clients join with (--qr: as a QR code too)
 //	qpc-server address [flags]   print the server's qpc:// address (--qr: as a QR code too)
 //	qpc-server config  [flags]   print the effective configuration and where each value came from
 //	qpc-server witness ...       run a C2SP tlog-witness (kt/witness)
@@ -82,6 +83,10 @@ const usageText = `qpc-server: the quicprochat delivery server
 Usage:
   qpc-server [run] [flags]     serve; initialises the data directory on first use
   qpc-server init [flags]      create the data directory, qpc-server.toml and the server key
+  qpc-server invite [flags]    print the invite: the one string a client needs
+                               (qpc init <invite>): server key, endpoints, key-transparency
+                               pin, padding buckets, witness policy; --host <name> the host
+                               clients reach the server by; --qr as a QR code too
   qpc-server address [flags]   print the qpc:// address clients use (pinned server key);
                                --qr prints each address as a QR code too, under its text
   qpc-server config [flags]    print the effective configuration, annotated with its sources
@@ -117,7 +122,7 @@ func (c *cli) main(args []string) int {
 		return c.onion(args)
 	case "witness":
 		return c.witness(args)
-	case "init", "run", "address", "config", "kt-vkey":
+	case "init", "run", "address", "config", "kt-vkey", "invite":
 	default:
 		fmt.Fprintf(c.stderr, "qpc-server: unknown command %q\n\n", cmd)
 		c.usage(c.stderr)
@@ -129,8 +134,13 @@ func (c *cli) main(args []string) int {
 	flags := server.ConfigFlags{}
 	flags.Register(fs)
 	var qr bool
-	if cmd == "address" {
+	var host string
+	switch cmd {
+	case "address":
 		fs.BoolVar(&qr, "qr", false, "address only: print each address as a QR code too, under its text")
+	case "invite":
+		fs.BoolVar(&qr, "qr", false, "invite only: print the invite as a QR code too, under its text")
+		fs.StringVar(&host, "host", "", "invite only: the host name or address clients reach the server by (default: the listen host)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -157,6 +167,8 @@ func (c *cli) main(args []string) int {
 		err = c.init(cfg)
 	case "address":
 		err = c.address(cfg, qr)
+	case "invite":
+		err = c.invite(cfg, host, qr)
 	case "config":
 		err = cfg.Render(c.stdout)
 	case "run":
