@@ -386,7 +386,7 @@ func (c *cli) run(cfg *server.Config) error {
 		return err
 	}
 	opts.Accounts, opts.Tokens = accts, issuer
-	ktDir, stopKT, err := startKT(cfg, log, issuer)
+	ktDir, stopKT, ktReady, err := startKT(cfg, log, issuer)
 	if err != nil {
 		st.Close()
 		return err
@@ -396,7 +396,7 @@ func (c *cli) run(cfg *server.Config) error {
 	server.WatchStore(opts.Metrics, st)
 	// From here on the store must be closed on every path, so that the
 	// writer commits what it queued and the file lock is released.
-	err = c.serve(cfg, id, st, opts, log, signals)
+	err = c.serve(cfg, id, st, opts, log, signals, ktReady)
 	if errors.Is(err, errForced) {
 		// Leave at once, as asked: every acknowledged send is already
 		// committed, and bbolt needs no clean close to stay consistent.
@@ -414,7 +414,7 @@ func (c *cli) run(cfg *server.Config) error {
 	return err
 }
 
-func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opts server.Options, log *slog.Logger, signals <-chan os.Signal) error {
+func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opts server.Options, log *slog.Logger, signals <-chan os.Signal, ktReady func(context.Context) error) error {
 	// An onion-only server opens no clearnet socket at all.
 	var pc net.PacketConn
 	var err error
@@ -434,6 +434,9 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			pc.Close()
 		}
 		return err
+	}
+	if cfg.KT {
+		srv.AddReadyCheck("kt", ktReady)
 	}
 	// Clearnet listeners serve at once; the onion joins when tor is up,
 	// which can take minutes on the public network.
