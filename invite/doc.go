@@ -11,7 +11,7 @@
 //	addr := inv.Address(wantTor)   // the qpc:// address to dial
 //
 // The text is "qpc1:" then RFC 4648 base32 (lower case, no padding) of a
-// body of fields and a CRC-32C of the whole; docs/protocol.md §1.2 has it
+// body of fields and a CRC-32C of the whole; docs/protocol.md §1.1.1 has it
 // byte by byte. Parsing ignores case and white space (a QR code carries
 // the upper-case form, which fits its denser alphanumeric mode; chat apps
 // wrap long lines) and accepts only the canonical spelling otherwise.

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// Prefix starts every invite of this version (docs/protocol.md §1.2).
+// Prefix starts every invite of this version (docs/protocol.md §1.1.1).
 const Prefix = "qpc1:"
 
 // MaxLen is the longest invite text Parse reads (white space included):
@@ -40,7 +40,7 @@ var (
 	ErrCritical = errors.New("invite: unknown critical field (this qpc is too old for the invite: update it)")
 )
 
-// Field types (docs/protocol.md §1.2). A type with the optional bit set
+// Field types (docs/protocol.md §1.1.1). A type with the optional bit set
 // may be skipped by a reader that does not know it; any other unknown
 // type fails the whole invite (ErrCritical).
 const (

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 )
 
-// The witness policy field (docs/protocol.md §1.2) is the policy's
+// The witness policy field (docs/protocol.md §1.1.1) is the policy's
 // directives in order, each a u8 tag:
 //
 //	witness: u8<name> u8<key name, empty when it is the name> u8<signature type || key>
