@@ -9,7 +9,7 @@ FUZZPKGS := env_var_or_default("FUZZPKGS", "./...")
 default:
     @just --list
 
-# Every test (the MLS tests need ../shared/testdata/mls or QPC_MLS_VECTORS).
+# Every test (the MLS vectors are in mls/testdata/vectors; QPC_MLS_VECTORS overrides).
 test:
     go test ./...
 
