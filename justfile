@@ -77,6 +77,12 @@ bench-report *ARGS:
 run *ARGS:
     go run ./cmd/qpc-server {{ARGS}}
 
+# Build the container image (deploy/docker: the static binary on scratch,
+# with podman, nothing pulled), run it, and check /healthz, /readyz and a
+# client journey against it (.ci/image; needs podman and runc).
+image:
+    bash .ci/image
+
 # Static qpc-server binaries for routers (linux/arm64, arm, mipsle, mips)
 # and desktops, into dist/ (just cross, or just cross linux/mipsle).
 cross *TARGETS:
