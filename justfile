@@ -9,7 +9,7 @@ FUZZPKGS := env_var_or_default("FUZZPKGS", "./...")
 default:
     @just --list
 
-# Every test (the MLS tests need ../shared/testdata/mls or QPC_MLS_VECTORS).
+# Every test (the MLS vectors are in mls/testdata/vectors; QPC_MLS_VECTORS overrides).
 test:
     go test ./...
 
@@ -76,6 +76,12 @@ bench-report *ARGS:
 # Run the server on ./qpc-data, listening on 127.0.0.1:4433.
 run *ARGS:
     go run ./cmd/qpc-server {{ARGS}}
+
+# Build the container image (deploy/docker: the static binary on scratch,
+# with podman, nothing pulled), run it, and check /healthz, /readyz and a
+# client journey against it (.ci/image; needs podman and runc).
+image:
+    bash .ci/image
 
 # Static qpc-server binaries for routers (linux/arm64, arm, mipsle, mips)
 # and desktops, into dist/ (just cross, or just cross linux/mipsle).

@@ -62,7 +62,7 @@ func TestEnvNamesExist(t *testing.T) {
 		known[server.EnvName(k)] = true
 	}
 	// Variables of the tools, not of the server.
-	for _, v := range []string{"QPC_VERSION", "QPC_GOARM", "QPC_CROSS", "QPC_CI", "QPC_UPDATE_GENERATED", "QPC_MLS_VECTORS", "QPC_CI_LONG", "QPC_CI_FUZZ_BUDGET", "QPC_USER", "QPC_KEYS"} {
+	for _, v := range []string{"QPC_VERSION", "QPC_GOARM", "QPC_CROSS", "QPC_CI", "QPC_UPDATE_GENERATED", "QPC_MLS_VECTORS", "QPC_CI_LONG", "QPC_CI_FUZZ_BUDGET", "QPC_USER", "QPC_KEYS", "QPC_CONTAINER", "QPC_IMAGE_ARCH", "QPC_IMAGE", "QPC_PODMAN_RUN_ARGS"} {
 		known[v] = true
 	}
 	// Variables the code reads directly (secrets that are no setting of
@@ -235,10 +235,30 @@ func TestContainerFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "FROM scratch", "USER qpc:qpc", "QPC_DATA_DIR=/var/lib/qpc", "chown 10001:10001 /out/var/lib/qpc", "STOPSIGNAL SIGTERM"} {
+	for _, want := range []string{"FROM scratch", "USER qpc:qpc", "QPC_DATA_DIR=/var/lib/qpc", "COPY --chown=10001:10001 varlib/ /var/lib/", "VOLUME [\"/var/lib/qpc\"]", "STOPSIGNAL SIGTERM"} {
 		if !bytes.Contains(df, []byte(want)) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
+	}
+	// Nothing is pulled: scratch is the only base.
+	for _, line := range strings.Split(string(df), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && strings.EqualFold(f[0], "FROM") && f[1] != "scratch" {
+			t.Errorf("Dockerfile: %q pulls a base image; the image is built FROM scratch only", line)
+		}
+	}
+	build, err := os.ReadFile("docker/build.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(build, []byte("deploy/cross.sh")) {
+		t.Errorf("build.sh does not build the binary with deploy/cross.sh (CGO_ENABLED=0, static)")
+	}
+	passwd, err := os.ReadFile("docker/rootfs/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(passwd)); got != "qpc:x:10001:10001:quicprochat server:/var/lib/qpc:/nonexistent" {
+		t.Errorf("docker/rootfs/etc/passwd holds %q, want the qpc user (10001) alone", got)
 	}
 	compose, err := os.ReadFile("docker/compose.yml")
 	if err != nil {

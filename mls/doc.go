@@ -93,5 +93,6 @@
 // Tests run the IETF interoperability vectors (tree-math, crypto-basics,
 // key-schedule, secret-tree, message-protection, messages, treekem,
 // tree-operations, tree-validation, welcome, passive-client-*) from
-// ../../shared/testdata/mls, or QPC_MLS_VECTORS.
+// testdata/vectors (gzip-compressed copies of the upstream files; its
+// README.md says where they come from), or from QPC_MLS_VECTORS.
 package mls

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the qpc-server container image (deploy/docker/Dockerfile) with
+# nothing pulled and no daemon: the static binary is compiled here
+# (CGO_ENABLED=0, as deploy/cross.sh does it) and copied onto an empty
+# (scratch) base with the account files of deploy/docker/rootfs.
+#
+#   deploy/docker/build.sh [TAG]     default TAG: qpc-server
+#
+#   QPC_CONTAINER=podman|buildah|docker   the builder (default: the first of
+#                                         them found, in that order)
+#   QPC_VERSION=1.2.3                     the version compiled in (default devel)
+#   QPC_IMAGE_ARCH=arm64                  GOARCH of the image (default: the host's)
+#
+# `just image` (.ci/image) builds it this way, then runs and checks it.
+set -euo pipefail
+
+tag=${1:-qpc-server}
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+builder=${QPC_CONTAINER:-}
+if [[ -z $builder ]]; then
+	for b in podman buildah docker; do
+		if command -v "$b" >/dev/null; then
+			builder=$b
+			break
+		fi
+	done
+fi
+[[ -n $builder ]] || {
+	echo "build.sh: no podman, buildah or docker found (Debian: apt-get install podman)" >&2
+	exit 1
+}
+arch=${QPC_IMAGE_ARCH:-$(go env GOARCH)}
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+
+# The build context the Dockerfile reads:
+#   rootfs/         etc/passwd, etc/group (the qpc user, 10001:10001),
+#                   usr/bin/qpc-server, an empty var/lib: owned by root
+#   varlib/qpc/     the data directory, mode 0700; the Dockerfile copies
+#                   varlib/ so that the directory itself keeps its mode
+#                   and is the only thing owned by qpc
+cp -R deploy/docker/rootfs "$ctx/rootfs"
+chmod 0644 "$ctx/rootfs/etc/passwd" "$ctx/rootfs/etc/group"
+mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/var/lib" "$ctx/varlib/qpc"
+chmod 0700 "$ctx/varlib/qpc"
+bash deploy/cross.sh "$ctx/bin" "linux/$arch" >/dev/null
+mv "$ctx/bin/qpc-server-linux-$arch" "$ctx/rootfs/usr/bin/qpc-server"
+rmdir "$ctx/bin"
+
+case $builder in
+buildah) buildah build --layers=false -f deploy/docker/Dockerfile --platform "linux/$arch" -t "$tag" "$ctx" ;;
+*) "$builder" build -f deploy/docker/Dockerfile --platform "linux/$arch" -t "$tag" "$ctx" ;;
+esac
+echo "built image $tag with $builder (linux/$arch)"
