@@ -19,17 +19,24 @@ import (
 )
 
 const witnessUsage = `Usage:
-  qpc-server witness [run] --log VKEY [--log VKEY ...] [flags]
+  qpc-server witness [run] --log VKEY [--audit URL] [--log VKEY [--audit URL] ...] [flags]
       run a C2SP tlog-witness: POST /add-checkpoint cosigns checkpoints of
       the logs given, each only if consistent with what it cosigned before
-  qpc-server witness vkey [flags]
+      and, for a log followed by --audit, only once an auditor replaying
+      every epoch from the log at URL accepted it
+  qpc-server witness vkey [--log VKEY --audit URL ...] [flags]
       print the witness's cosigner keys (Ed25519 cosignature/v1, then
-      ML-DSA-44): what log operators put in their witness policy
+      ML-DSA-44): what log operators put in their witness policy; given
+      the witness's --log and --audit flags, then one "# audits" line per
+      audited log
 
 A log is given by its note verifier key, the first line of
 qpc-server kt-vkey on the log's server; its origin is the key's name.
-The key (witness.key) and the state (witness.db) are created in the data
-directory on first start.
+--audit URL applies to the --log before it (with a single --log, in any
+order): URL is the log's public base, its kt_listen address and
+kt_prefix (http://host:4480/kt). The key (witness.key), the state
+(witness.db) and one auditor database per audited log
+(audit-<origin>.db) are created in the data directory on first start.
 
 Flags:
 `
@@ -37,23 +44,21 @@ Flags:
 // witnessFlags are the flags of `qpc-server witness`.
 type witnessFlags struct {
 	dataDir, listen, name string
-	logs                  stringList
+	logs                  logList
+	auditEvery            time.Duration
 	onion                 bool
 	onionPort             int
 	torBinary, torControl string
 	torConfig             string
 }
 
-type stringList []string
-
-func (l *stringList) String() string     { return strings.Join(*l, ",") }
-func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
-
 func (f *witnessFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "qpc-witness", "the witness's data directory (key and state)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7380", "HTTP address to serve add-checkpoint on")
 	fs.StringVar(&f.name, "name", "", "cosigner name, a schema-less URL such as witness.example.org/w1 (first start only; default qpc-witness-<key>)")
-	fs.Var(&f.logs, "log", "a log to witness: its note verifier key (repeat for several logs)")
+	fs.Var(logFlag{&f.logs}, "log", "a log to witness: its note verifier key (repeat for several logs)")
+	fs.Var(auditFlag{&f.logs}, "audit", "audit the --log before it: the log's public base URL, `URL` = http://<kt_listen><kt_prefix>; cosign only checkpoints the auditor accepted")
+	fs.DurationVar(&f.auditEvery, "audit-every", time.Minute, "how often each auditor also follows its log's published checkpoint (0: only when a checkpoint is offered)")
 	fs.BoolVar(&f.onion, "onion", false, "also serve as a Tor onion service (key in <data dir>/onion.key)")
 	fs.IntVar(&f.onionPort, "onion-port", 80, "the onion service's virtual port")
 	fs.StringVar(&f.torBinary, "tor-binary", "tor", "the tor binary started for --onion")
@@ -91,12 +96,16 @@ func (c *cli) witness(args []string) int {
 		fmt.Fprintf(c.stderr, "qpc-server witness %s: unexpected argument %q\n", sub, fs.Arg(0))
 		return exitUsage
 	}
+	if err := f.logs.resolve(); err != nil {
+		fmt.Fprintf(c.stderr, "qpc-server witness %s: %v\n", sub, err)
+		return exitUsage
+	}
 	var err error
 	switch sub {
 	case "vkey":
 		err = c.witnessVKey(&f)
 	case "run":
-		if len(f.logs) == 0 {
+		if len(f.logs.args) == 0 {
 			fmt.Fprintf(c.stderr, "qpc-server witness: give at least one --log VKEY (the first line of qpc-server kt-vkey)\n")
 			return exitUsage
 		}
@@ -120,8 +129,19 @@ func (c *cli) witnessVKey(f *witnessFlags) error {
 	if err != nil {
 		return err
 	}
+	// The audited logs, named as the witness names them: announce these
+	// with the keys, since a client's policy must require an auditing
+	// witness to be protected from a log whose epochs alternate two maps
+	// (docs/key-transparency.md §5, §8).
+	audited, err := f.logs.audited()
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(c.stdout, ed)
 	fmt.Fprintln(c.stdout, ml)
+	for _, l := range audited {
+		fmt.Fprintf(c.stdout, "# audits %s %s\n", l.origin, l.audit)
+	}
 	return nil
 }
 
@@ -129,14 +149,11 @@ func (c *cli) witnessVKey(f *witnessFlags) error {
 func (c *cli) witnessRun(f *witnessFlags) error {
 	signals := c.notify()
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
-	var logs []witness.Log
-	for _, vk := range f.logs {
-		l, err := witness.LogFromVKey(vk)
-		if err != nil {
-			return err
-		}
-		logs = append(logs, l)
+	logs, auditors, err := c.witnessLogs(f, log)
+	if err != nil {
+		return err
 	}
+	defer auditors.close()
 	w, err := witness.Open(witness.Options{Dir: f.dataDir, Name: f.name, Logs: logs, Logger: log})
 	if err != nil {
 		return err
@@ -161,7 +178,9 @@ func (c *cli) witnessRun(f *witnessFlags) error {
 	for i, l := range logs {
 		origins[i] = l.Origin
 	}
-	log.Info("witness serving", "addr", ln.Addr().String(), "name", w.Name(), "logs", strings.Join(origins, ","), "vkey", w.VerifierKey())
+	log.Info("witness serving", "addr", ln.Addr().String(), "name", w.Name(), "logs", strings.Join(origins, ","), "audits", strings.Join(auditors.origins(), ","), "vkey", w.VerifierKey())
+	stopFollow := auditors.follow(f.auditEvery, log)
+	defer stopFollow()
 
 	if f.onion {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

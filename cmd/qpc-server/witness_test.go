@@ -2,21 +2,28 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	tclient "github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/audit"
 	"github.com/quicprochat/qpc/kt/witness"
 	"github.com/quicprochat/qpc/server"
 )
@@ -88,4 +95,188 @@ func TestWitnessCommandServes(t *testing.T) {
 			t.Fatalf("cosignature by %s: %v", vk[:30], err)
 		}
 	}
+}
+
+var ktAddr = regexp.MustCompile(`msg="key-transparency log \(read-only tlog-tiles\)" addr=(\S+)`)
+
+// waitMatch waits until re matches p's stderr and returns its first
+// group.
+func (p *proc) waitMatch(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("qpc-server exited (%v); stderr:\n%s", p.err, p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stderr never matched %s:\n%s", re, p.stderr.String())
+		}
+	}
+}
+
+// addCheckpoint posts an add-checkpoint request and returns the status
+// and body.
+func addCheckpoint(t *testing.T, addr string, req *witness.Request) (int, []byte) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/add-checkpoint", "text/plain", bytes.NewReader(req.Marshal()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+// TestWitnessAuditCommand runs a real qpc-server, whose key-transparency
+// log grows an epoch every 200 ms on its kt_listen, and `qpc-server
+// witness --audit` for that log next to a witness without: the auditing
+// witness cosigns the server's honest checkpoints, each after replaying
+// every epoch from the log over HTTP, and refuses a checkpoint the log's
+// key signed for a tree the published log does not hold, which the
+// witness without an auditor cosigns. `witness vkey` with the same flags
+// announces the audit.
+func TestWitnessAuditCommand(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	srvDir := filepath.Join(dir, "server")
+	srv := start(t, "run", "--data-dir", srvDir, "--listen", "127.0.0.1:0", "--kt-epoch", "200ms")
+	base := "http://" + srv.waitMatch(t, ktAddr) + "/kt"
+	out, err := exec.Command("qpc-server", "kt-vkey", "--data-dir", srvDir, "--kt-epoch", "200ms").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logVKey := strings.SplitN(string(out), "\n", 2)[0]
+	keys, err := server.LoadOrCreateKTKeys(srvDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// With a single --log, --audit may come first.
+	aDir, pDir := filepath.Join(dir, "auditing"), filepath.Join(dir, "plain")
+	// The auditor follows the log only when offered a checkpoint here
+	// (--audit-every 0), so each refusal and cosignature below is the
+	// offered checkpoint's audit.
+	aw := start(t, "witness", "--data-dir", aDir, "--listen", "127.0.0.1:0", "--name", "witness.test/auditing", "--audit", base, "--log", logVKey, "--audit-every", "0")
+	pw := start(t, "witness", "--data-dir", pDir, "--listen", "127.0.0.1:0", "--name", "witness.test/plain", "--log", logVKey)
+	aAddr, pAddr := aw.waitMatch(t, witnessAddr), pw.waitMatch(t, witnessAddr)
+	if !strings.Contains(aw.stderr.String(), "audits="+keys.Signer.Name()) {
+		t.Fatalf("the auditing witness does not say it audits %s:\n%s", keys.Signer.Name(), aw.stderr.String())
+	}
+	fetcher, err := tclient.NewHTTPFetcher(must(url.Parse(base+"/")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// checkpoint waits for the log to pass size min and returns its
+	// checkpoint.
+	checkpoint := func(min uint64) ([]byte, *kt.Checkpoint) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			raw, err := fetcher.ReadCheckpoint(ctx)
+			if err == nil {
+				cp, err := kt.OpenCheckpoint(raw, keys.Verifier)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cp.Size > min {
+					return raw, cp
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the log did not grow past %d: %v", min, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// A checkpoint the log's key signed for a one-epoch tree the log
+	// never published: consistent with nothing cosigned yet, so only an
+	// auditor can tell.
+	checkpoint(2)
+	root := sha256.Sum256([]byte("an epoch that is not in the log"))
+	forged, err := note.Sign(&note.Note{Text: fmt.Sprintf("%s\n1\n%s\n", keys.Signer.Name(), base64.StdEncoding.EncodeToString(root[:]))}, keys.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := addCheckpoint(t, pAddr, &witness.Request{Checkpoint: forged}); code != http.StatusOK {
+		t.Fatalf("the witness without an auditor: %d %s", code, body)
+	}
+	code, body := addCheckpoint(t, aAddr, &witness.Request{Checkpoint: forged})
+	if code != http.StatusUnprocessableEntity || !strings.Contains(string(body), string(audit.CheckInclusion)) {
+		t.Fatalf("the auditing witness answered the forged checkpoint %d %s; want 422 naming the %q check", code, body, audit.CheckInclusion)
+	}
+	aw.waitStderr(t, "the log's history does not follow")
+	t.Logf("refused: %s", body)
+
+	// The honest checkpoints: the first from size 0, the next with the
+	// log's consistency proof; each cosignature verifies with the keys
+	// witness vkey prints.
+	var vs []note.Verifier
+	for _, vk := range strings.Fields(string(must(exec.Command("qpc-server", "witness", "vkey", "--data-dir", aDir).Output()))) {
+		vs = append(vs, must(witness.NewCosignatureVerifier(vk)))
+	}
+	var old uint64
+	for range 2 {
+		raw, cp := checkpoint(old + 2)
+		req := &witness.Request{OldSize: old, Checkpoint: raw}
+		if old > 0 {
+			pb, err := tclient.NewProofBuilder(ctx, cp.Size, fetcher.ReadTile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.Proof, err = pb.ConsistencyProof(ctx, old, cp.Size); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, cosigs := addCheckpoint(t, aAddr, req)
+		if code != http.StatusOK {
+			t.Fatalf("the auditing witness refused the honest checkpoint of size %d: %d %s\n%s", cp.Size, code, cosigs, aw.stderr.String())
+		}
+		n, err := note.Open(append(raw, cosigs...), note.VerifierList(vs...))
+		if err != nil || len(n.Sigs) != 2 {
+			t.Fatalf("cosignatures on size %d: %v (%d)", cp.Size, err, len(n.Sigs))
+		}
+		old = cp.Size
+	}
+	aw.signal(t, syscall.SIGTERM)
+	if code := aw.exit(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, aw.stderr.String())
+	}
+	// The auditor kept its place beside the witness's state; restarted,
+	// it follows the log's published checkpoint on its own from there.
+	if _, err := os.Stat(filepath.Join(aDir, "audit-"+keys.Signer.Name()+".db")); err != nil {
+		t.Fatal(err)
+	}
+	aw = start(t, "witness", "--data-dir", aDir, "--listen", "127.0.0.1:0", "--log", logVKey, "--audit", base)
+	audited, err := strconv.ParseUint(aw.waitMatch(t, regexp.MustCompile(`msg="audit: caught up with the log's published checkpoint" origin=\S+ audited=(\d+)`)), 10, 64)
+	if err != nil || audited < old {
+		t.Fatalf("the restarted auditor followed the log to %d epochs (%v); it had audited %d", audited, err, old)
+	}
+	aw.signal(t, syscall.SIGTERM)
+	if code := aw.exit(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, aw.stderr.String())
+	}
+	out, err = exec.Command("qpc-server", "witness", "vkey", "--data-dir", aDir, "--log", logVKey, "--audit", base).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("\n# audits %s %s\n", keys.Signer.Name(), base); !strings.Contains(string(out), want) {
+		t.Fatalf("witness vkey with --audit printed\n%s\nwant the line %q", out, want[1:])
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
