@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -44,6 +45,9 @@ const (
 	// flooded at the default publish rate (server kt_publish_rate) takes
 	// days to reach them, and holds at most 1,024 × MaxValueLen = 16 MiB.
 	DefaultMaxVersions = 1024
+	// DefaultWitnessTimeout bounds how long one checkpoint waits for
+	// the witnesses' cosignatures (DirectoryOptions.WitnessTimeout).
+	DefaultWitnessTimeout = 5 * time.Second
 )
 
 // Errors.
@@ -74,6 +78,18 @@ type DirectoryOptions struct {
 	MaxPending  int    // publishes queued and not yet committed; default DefaultMaxPending
 	MaxVersions uint32 // versions one label may reach; default DefaultMaxVersions, at most MaxVersion
 	ProofCache  int    // VRF proofs kept in memory; default DefaultProofCache, negative: none
+
+	// Witnesses (docs/key-transparency.md §1.6). With a policy that
+	// requires cosignatures, each checkpoint is sent to its witnesses
+	// (C2SP tlog-witness) and published, and its epoch served, only once
+	// their cosignatures satisfy the policy ("publish late"): while they
+	// cannot, lookups stay at the newest cosigned epoch. With
+	// WitnessFailOpen a checkpoint is published after WitnessTimeout
+	// without a quorum, counted and logged at WARN (WitnessStats).
+	WitnessPolicy   *WitnessPolicy
+	WitnessTimeout  time.Duration // per checkpoint; default DefaultWitnessTimeout
+	WitnessFailOpen bool
+	WitnessClient   *http.Client // for the witness requests; default http.DefaultClient
 
 	// afterCommit, in tests, runs after an epoch's bbolt commit and
 	// before its log append; an error stops the epoch there, as a crash
@@ -106,6 +122,7 @@ type Directory struct {
 	stats    commitStats // guarded by writeMu
 
 	proofsComputed atomic.Uint64
+	publishLatency atomic.Int64 // the last epoch's append to its served checkpoint, ns
 }
 
 // reservation is what Enqueue knows of a label's versions while updates of
@@ -184,6 +201,9 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if opts.ProofCache == 0 {
 		opts.ProofCache = DefaultProofCache
 	}
+	if opts.WitnessTimeout <= 0 {
+		opts.WitnessTimeout = DefaultWitnessTimeout
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kt: %w", err)
 	}
@@ -216,7 +236,11 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 		db.Close()
 		return nil, err
 	}
-	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner); err != nil {
+	var wit *witnessing
+	if opts.WitnessPolicy.Required() {
+		wit = &witnessing{policy: opts.WitnessPolicy, timeout: opts.WitnessTimeout, failOpen: opts.WitnessFailOpen}
+	}
+	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -275,6 +299,7 @@ func (d *Directory) epochRecord(tx *bolt.Tx, e uint64) ([]byte, *EpochRecord, er
 // log's last entry against the database, waits for a checkpoint covering
 // them all and serves the last epoch. Called with writeMu held.
 func (d *Directory) syncLog(ctx context.Context) error {
+	start := time.Now()
 	n, err := d.epochCount()
 	if err != nil {
 		return err
@@ -321,9 +346,14 @@ func (d *Directory) syncLog(ctx context.Context) error {
 			d.opts.Logger.Info("kt: logged an epoch committed before a restart", "epoch", e)
 		}
 	}
-	cpRaw, cp, err := d.log.awaitCheckpoint(ctx, n, d.opts.LogVerifier)
+	cpRaw, cp, unwitnessed, err := d.log.awaitCheckpoint(ctx, n, d.opts.LogVerifier)
 	if err != nil {
 		return err
+	}
+	d.publishLatency.Store(int64(time.Since(start)))
+	if unwitnessed {
+		d.opts.Logger.Warn("kt: checkpoint published WITHOUT the witness quorum (kt_witness_fail_open): clients pinned to the policy refuse it",
+			"size", cp.Size, "cosigned_by", d.log.wit.policy.Cosigners(cpRaw))
 	}
 	var raw []byte
 	var rec *EpochRecord

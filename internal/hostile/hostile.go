@@ -37,6 +37,10 @@ type Options struct {
 	// to the per-source limits: a test that registers more than a handful
 	// of users should raise them (RoomyAccounts does).
 	Accounts func(*accounts.Options)
+	// KT adjusts the key-transparency directory's options (a witness
+	// policy, say) once its keys exist; a witness policy set here is
+	// also in Pin.
+	KT func(*server.KTKeys, *kt.DirectoryOptions)
 }
 
 // RoomyAccounts lifts the per-source and global registration and login
@@ -74,8 +78,10 @@ type Server struct {
 	bolt     *store.Bolt
 	accounts *accounts.Service
 	kt       *kt.Directory
-	policy   padding.Policy
-	logs     *syncBuffer
+	// witnessPolicy is the policy of Options.KT, in Pin.
+	witnessPolicy string
+	policy        padding.Policy
+	logs          *syncBuffer
 
 	mu      sync.Mutex
 	tags    map[string]string // listener address -> tag
@@ -133,10 +139,17 @@ func Start(t testing.TB, opts Options) *Server {
 	fatal(os.MkdirAll(ktDir, 0o700))
 	h.KTKeys, err = server.LoadOrCreateKTKeys(ktDir)
 	fatal(err)
-	h.kt, err = kt.OpenDirectory(context.Background(), kt.DirectoryOptions{
+	ktOpts := kt.DirectoryOptions{
 		Dir: ktDir, LogSigner: h.KTKeys.Signer, LogVerifier: h.KTKeys.Verifier, VRFKey: h.KTKeys.VRF,
 		EpochInterval: opts.KTEpoch, Logger: quiet(),
-	})
+	}
+	if opts.KT != nil {
+		opts.KT(h.KTKeys, &ktOpts)
+		if ktOpts.WitnessPolicy.Required() {
+			h.witnessPolicy = ktOpts.WitnessPolicy.Text()
+		}
+	}
+	h.kt, err = kt.OpenDirectory(context.Background(), ktOpts)
 	fatal(err)
 	h.kt.Start()
 	t.Cleanup(func() { h.kt.Close() })
@@ -209,7 +222,7 @@ func (h *Server) Addr(tag string) string {
 // Pin is what clients pin of the key-transparency log.
 func (h *Server) Pin() client.KTPin {
 	cfg := h.kt.Config()
-	return client.KTPin{VKey: h.KTKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash()}
+	return client.KTPin{VKey: h.KTKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash(), WitnessPolicy: h.witnessPolicy}
 }
 
 // KT is the honest key-transparency directory the server runs.

@@ -79,6 +79,7 @@ type Metrics struct {
 	keyPackageFetches   *prometheus.CounterVec // result
 
 	ktEpochLag prometheus.Gauge
+	ktWitness  ktWitnessSeries
 	torEnabled prometheus.Gauge
 	torUp      prometheus.Gauge
 	ready      prometheus.Gauge
@@ -206,6 +207,7 @@ func New(version string) *Metrics {
 		Name: "qpc_draining", Help: "1 once a graceful shutdown has begun.",
 	})
 	f(m.ktEpochLag)
+	m.ktWitness.register(f)
 	f(m.torEnabled)
 	f(m.torUp)
 	f(m.ready)
@@ -460,6 +462,72 @@ func (m *Metrics) SetKTEpochLag(epochs int) {
 	if m != nil {
 		m.ktEpochLag.Set(float64(epochs))
 	}
+}
+
+// KTPublish is what the key-transparency log reports of its checkpoint
+// publication (kt.PublishStats): cumulative counts since it opened.
+type KTPublish struct {
+	WitnessedSize   uint64
+	WitnessRequests uint64
+	WitnessFailures uint64
+	Unwitnessed     uint64
+	Latency         time.Duration
+}
+
+// ktWitnessSeries are the witness series: gauges, and counters read from
+// the last report (the log counts; the server reports at scrape time).
+type ktWitnessSeries struct {
+	mu       sync.Mutex
+	last     KTPublish
+	size     prometheus.Gauge
+	latency  prometheus.Gauge
+	requests prometheus.CounterFunc
+	failures prometheus.CounterFunc
+	unwit    prometheus.CounterFunc
+}
+
+func (s *ktWitnessSeries) register(f func(prometheus.Collector)) {
+	read := func(get func(*KTPublish) uint64) func() float64 {
+		return func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(get(&s.last))
+		}
+	}
+	s.size = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_kt_witnessed_size", Help: "Key transparency: size of the newest served checkpoint that satisfies the witness policy (0 without one).",
+	})
+	s.latency = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_kt_publish_latency_seconds", Help: "Key transparency: the last epoch's log append to its served (under a witness policy: cosigned) checkpoint.",
+	})
+	s.requests = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "qpc_kt_witness_requests_total", Help: "Key transparency: add-checkpoint requests sent to witnesses.",
+	}, read(func(k *KTPublish) uint64 { return k.WitnessRequests }))
+	s.failures = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "qpc_kt_witness_failures_total", Help: "Key transparency: add-checkpoint requests that failed (no answer, or a status other than 200).",
+	}, read(func(k *KTPublish) uint64 { return k.WitnessFailures }))
+	s.unwit = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "qpc_kt_unwitnessed_checkpoints_total", Help: "Key transparency: checkpoints served without the witness quorum (kt_witness_fail_open); clients pinned to the policy refuse them.",
+	}, read(func(k *KTPublish) uint64 { return k.Unwitnessed }))
+	f(s.size)
+	f(s.latency)
+	f(s.requests)
+	f(s.failures)
+	f(s.unwit)
+}
+
+// SetKTPublish is for the key-transparency log: its checkpoint
+// publication and witnesses.
+func (m *Metrics) SetKTPublish(p KTPublish) {
+	if m == nil {
+		return
+	}
+	s := &m.ktWitness
+	s.mu.Lock()
+	s.last = p
+	s.mu.Unlock()
+	s.size.Set(float64(p.WitnessedSize))
+	s.latency.Set(p.Latency.Seconds())
 }
 
 // SetTorStatus is for the onion service: whether it is configured, and
