@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
@@ -49,6 +50,9 @@ func (c *cli) ktVKey(cfg *server.Config) int {
 
 // startKT opens the key-transparency directory and its read-only HTTP
 // listener; stop closes both. With kt off it returns a nil directory.
+// The listener serves the log as soon as the directory is open, before
+// its first checkpoint is awaited: an auditing witness in the policy
+// reads the epoch's update list from it before it cosigns.
 func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt.Directory, stop func(), err error) {
 	if !cfg.KT {
 		return nil, func() {}, nil
@@ -57,10 +61,45 @@ func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt
 	if err != nil {
 		return nil, nil, err
 	}
+	var srv *http.Server
+	var opened func(*kt.Directory)
+	if cfg.KTListen != server.AdminOff {
+		ln, err := net.Listen("tcp", cfg.KTListen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kt_listen: %w", err)
+		}
+		var handler atomic.Pointer[http.Handler]
+		srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := handler.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			http.Error(w, "key-transparency log opening", http.StatusServiceUnavailable)
+		})}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("key-transparency listener stopped", "err", err)
+			}
+		}()
+		opened = func(d *kt.Directory) {
+			h := server.KTHandler(d, cfg.KTPrefix)
+			handler.Store(&h)
+			log.Info("key-transparency log (read-only tlog-tiles)", "addr", ln.Addr().String(), "prefix", cfg.KTPrefix, "origin", keys.Signer.Name())
+		}
+	}
+	stopHTTP := func() {
+		if srv == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err = server.OpenKT(ctx, cfg, keys, log)
+	d, err = server.OpenKT(ctx, cfg, keys, log, opened)
 	if err != nil {
+		stopHTTP()
 		return nil, nil, fmt.Errorf("key transparency: %w", err)
 	}
 	// The token key of each epoch is committed in the log.
@@ -70,30 +109,10 @@ func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt
 		defer close(pubDone)
 		server.PublishTokenKeys(pubCtx, d, issuer, cfg.TokenEpoch.Duration, log)
 	}()
-	closeKT := func() {
+	return d, func() {
+		stopHTTP()
 		pubCancel()
 		<-pubDone
 		d.Close()
-	}
-	if cfg.KTListen == server.AdminOff {
-		return d, closeKT, nil
-	}
-	ln, err := net.Listen("tcp", cfg.KTListen)
-	if err != nil {
-		closeKT()
-		return nil, nil, fmt.Errorf("kt_listen: %w", err)
-	}
-	srv := &http.Server{Handler: server.KTHandler(d, cfg.KTPrefix), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("key-transparency listener stopped", "err", err)
-		}
-	}()
-	log.Info("key-transparency log (read-only tlog-tiles)", "addr", ln.Addr().String(), "prefix", cfg.KTPrefix, "origin", keys.Signer.Name())
-	return d, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		closeKT()
 	}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -279,4 +282,85 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestWitnessAuditPolicy runs the two binaries together: `qpc-server
+// witness --audit`, auditing the log from the server's kt_listen, and a
+// qpc-server whose kt_witness_policy requires that witness (publish
+// late). The server starts, which it can only if its first checkpoint is
+// cosigned, and so only if kt_listen serves the epoch's update list to the
+// witness's auditor before that checkpoint exists; and every checkpoint
+// it publishes carries the auditing witness's cosignature.
+func TestWitnessAuditPolicy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srvDir, wDir := filepath.Join(dir, "server"), filepath.Join(dir, "witness")
+	out, err := exec.Command("qpc-server", "kt-vkey", "--data-dir", srvDir, "--kt-epoch", "200ms").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logVKey := strings.SplitN(string(out), "\n", 2)[0]
+	keys, err := server.LoadOrCreateKTKeys(srvDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The witness's way to the server's kt_listen, whose port is known
+	// only once the server runs.
+	var target atomic.Pointer[url.URL]
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			if u := target.Load(); u != nil {
+				r.SetURL(u)
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		},
+	})
+	t.Cleanup(proxy.Close)
+
+	w := start(t, "witness", "--data-dir", wDir, "--listen", "127.0.0.1:0", "--name", "witness.test/auditing", "--log", logVKey, "--audit", proxy.URL+"/kt")
+	wAddr := w.waitMatch(t, witnessAddr)
+	vk := strings.SplitN(string(must(exec.Command("qpc-server", "witness", "vkey", "--data-dir", wDir).Output())), "\n", 2)[0]
+	policy := filepath.Join(dir, "policy")
+	if err := os.WriteFile(policy, fmt.Appendf(nil, "witness w %s http://%s\nquorum w\n", vk, wAddr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	srv := start(t, "run", "--data-dir", srvDir, "--listen", "127.0.0.1:0", "--kt-epoch", "200ms", "--kt-witness-policy", policy)
+	ktBase := "http://" + srv.waitMatch(t, ktAddr)
+	target.Store(must(url.Parse(ktBase)))
+	srv.address(t) // up: its first checkpoint was cosigned
+
+	v := must(witness.NewCosignatureVerifier(vk))
+	var last uint64
+	for range 2 {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			resp, err := http.Get(ktBase + "/kt/checkpoint")
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			cp, err := kt.OpenCheckpoint(raw, keys.Verifier)
+			if err != nil {
+				t.Fatalf("the server's checkpoint: %v\n%s", err, raw)
+			}
+			if _, err := note.Open(raw, note.VerifierList(v)); err != nil {
+				t.Fatalf("the checkpoint of size %d the server published lacks the auditing witness's cosignature: %v", cp.Size, err)
+			}
+			if cp.Size > last {
+				last = cp.Size
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the server published nothing past size %d; witness stderr:\n%s", last, w.stderr.String())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if s := w.stderr.String(); strings.Contains(s, "level=ERROR") {
+		t.Fatalf("the auditor refused the server's honest log:\n%s", s)
+	}
 }
