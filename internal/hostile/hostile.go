@@ -41,10 +41,6 @@ type Options struct {
 	// policy, say) once its keys exist; a witness policy set here is
 	// also in Pin.
 	KT func(*server.KTKeys, *kt.DirectoryOptions)
-	// KTOpened, if set, gets the directory as soon as it is open, before
-	// Start waits for the server to be ready: a test that serves the
-	// log's public HTTP to an auditing witness needs it by then.
-	KTOpened func(*kt.Directory)
 }
 
 // RoomyAccounts lifts the per-source and global registration and login
@@ -155,9 +151,6 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	h.kt, err = kt.OpenDirectory(context.Background(), ktOpts)
 	fatal(err)
-	if opts.KTOpened != nil {
-		opts.KTOpened(h.kt)
-	}
 	h.kt.Start()
 	t.Cleanup(func() { h.kt.Close() })
 
