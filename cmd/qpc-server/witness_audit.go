@@ -140,6 +140,10 @@ type auditors []*logAuditor
 type logAuditor struct {
 	origin, url string
 	a           *audit.Auditor
+	// busy is held by the audit under way: an offered checkpoint waits
+	// for it only as long as the log's request lasts, so a long catch-up
+	// never piles up the log's requests.
+	busy chan struct{}
 
 	mu      sync.Mutex
 	refused uint64 // the epoch last refused, +1 (0: none)
@@ -189,7 +193,7 @@ func openLogAuditor(dir string, a auditedLog, client *http.Client) (*logAuditor,
 	if err != nil {
 		return nil, fmt.Errorf("auditor of %s: %w", a.origin, err)
 	}
-	return &logAuditor{origin: a.origin, url: a.audit, a: au}, nil
+	return &logAuditor{origin: a.origin, url: a.audit, a: au, busy: make(chan struct{}, 1)}, nil
 }
 
 // check is the witness's Log.Check for the log: the offered checkpoint
@@ -197,11 +201,26 @@ func openLogAuditor(dir string, a auditedLog, client *http.Client) (*logAuditor,
 // refusal the log is to blame for is logged as an error once per epoch.
 func (la *logAuditor) check(log *slog.Logger) func(context.Context, witness.Tree, witness.Tree, []byte) error {
 	return func(ctx context.Context, _, nt witness.Tree, cp []byte) error {
+		if err := la.acquire(ctx); err != nil {
+			return fmt.Errorf("audit: still auditing the log (at %d epochs): %w", la.a.Size(), err)
+		}
+		defer la.release()
 		err := la.a.CheckTree(ctx, nt.Size, nt.Root, cp)
 		la.report(log, "offered checkpoint", nt.Size, err)
 		return err
 	}
 }
+
+func (la *logAuditor) acquire(ctx context.Context) error {
+	select {
+	case la.busy <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (la *logAuditor) release() { <-la.busy }
 
 // report logs an audit's outcome: an epoch the log got wrong as an error
 // (once per epoch), anything else (the log unreachable) as a warning.
@@ -248,7 +267,11 @@ func (as auditors) follow(every time.Duration, log *slog.Logger) (stop func()) {
 			defer t.Stop()
 			caughtUp := false
 			for {
+				if la.acquire(ctx) != nil {
+					return
+				}
 				cp, err := la.a.Follow(ctx)
+				la.release()
 				if ctx.Err() != nil {
 					return
 				}

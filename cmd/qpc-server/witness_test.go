@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -362,5 +364,34 @@ func TestWitnessAuditPolicy(t *testing.T) {
 	}
 	if s := w.stderr.String(); strings.Contains(s, "level=ERROR") {
 		t.Fatalf("the auditor refused the server's honest log:\n%s", s)
+	}
+}
+
+// TestWitnessAuditBusy: while the auditor is busy (a long catch-up), an
+// offered checkpoint waits only as long as the log's request lasts, then
+// is refused; the log's requests do not pile up behind the audit.
+func TestWitnessAuditBusy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	keys, err := server.LoadOrCreateKTKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl, err := witness.LogFromVKey(keys.VKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	la, err := openLogAuditor(dir, auditedLog{origin: wl.Origin, audit: "http://127.0.0.1:1/kt", verifier: wl}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.a.Close()
+	la.busy <- struct{}{} // an audit under way
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err = la.check(slog.New(slog.DiscardHandler))(ctx, witness.Tree{}, witness.Tree{Size: 1}, nil)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(began) > 5*time.Second {
+		t.Fatalf("check while the auditor is busy: %v after %v; want the request's deadline", err, time.Since(began))
 	}
 }
