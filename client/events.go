@@ -23,6 +23,7 @@ const (
 	EventAlarm         EventKind = "alarm"          // see Alarm
 	EventReceipt       EventKind = "receipt"        // a contact received or read our messages (From them), or we sent them a receipt (From us)
 	EventWarning       EventKind = "warning"        // something the user should act on (Text says what); not evidence of an attack
+	EventInvited       EventKind = "invited"        // a group invitation waits (ID names it for AcceptInvite); nothing joined yet
 )
 
 // Event is one thing a Sync or Follow brought. Texts and membership

@@ -271,6 +271,9 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		// arrives, so a forged sender's chunks are never kept.
 		_, err = c.senderContact(ctx, op)
 	}
+	if err == nil && op.ContentType == sealed.ContentChunk && mb.intro {
+		err = introChunkBound(op.Content) // invites.go
+	}
 	if err == nil && op.ContentType == sealed.ContentChunk {
 		var whole []byte
 		op.ContentType, whole, chunkKey, err = c.addChunk(mb.box.SendID, op)
@@ -363,12 +366,19 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 			if _, err := c.senderContact(ctx, op); err != nil {
 				return nil, err
 			}
+			// Unless it came with an invitation waiting (invites.go).
+			if commit, ok, err := c.keepEarly(op); ok {
+				return commit, err
+			}
 			return nil, errDeferUnknownGroup
 		}
 		return c.processConv(ctx, r.ID, op)
 	}
 	if op.ContentType != sealed.ContentMLSWelcome {
 		return nil, fmt.Errorf("unexpected content type %d in the intro mailbox", op.ContentType)
+	}
+	if len(op.Content) > MaxWelcomeBytes+introOverhead {
+		return nil, fmt.Errorf("an intro of %d bytes, more than %d", len(op.Content), MaxWelcomeBytes+introOverhead)
 	}
 	in, err := content.ParseIntro(op.Content)
 	if err != nil {
@@ -378,85 +388,7 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 	if err != nil {
 		return nil, err
 	}
-	kpp, oneTime, err := c.welcomeKeyPackage(in.Welcome)
-	if err != nil {
-		return nil, err
-	}
-	g, err := mls.Join(in.Welcome, kpp, c.mlsConfig(ctx), nil)
-	if err != nil {
-		return nil, fmt.Errorf("joining: %w", err)
-	}
-	if r, err := c.getConv(g.GroupID()); err != nil || (r != nil && !c.readmitted(ctx, r, g)) {
-		return func(*state.Tx) error { return nil }, err // joined already
-	}
-	members := map[string]bool{}
-	var creator string
-	for _, m := range g.Members() {
-		h := string(m.Credential.Identity)
-		members[h] = true
-		if m.Leaf == 0 {
-			creator = h
-		}
-	}
-	if creator != from.Handle {
-		return nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
-	}
-	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Name: in.Name, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
-	if r.Kind == content.ConvDirect {
-		r.Peer = from.Handle
-	} else if prev, _ := c.findConv(r.Name); prev != nil && prev.Kind == content.ConvGroup {
-		r.Name = r.Name + "-" + creator
-	}
-	for h := range members {
-		if h != c.prof.Handle {
-			r.Members[h] = &memberRecord{}
-		}
-	}
-	for _, m := range in.Roster {
-		if rec, ok := r.Members[m.Handle]; ok {
-			rec.SendID, rec.Sealing = m.SendID, m.SealingKey
-		}
-	}
-	mb, err := c.createMailbox(ctx, connForConv(r.ID))
-	if err != nil {
-		return nil, errDefer // try again at the next sync
-	}
-	r.Mailbox = mb
-	c.gossip(ctx, from.Handle, in.Checkpoint)
-	// Announce our mailbox to every member, inside the group.
-	sk, err := sealed.ParseMailboxPrivateKey(mb.Sealing)
-	if err != nil {
-		return nil, err
-	}
-	ann := &content.Message{Kind: content.KindMailbox, Mailbox: &content.MailboxAnnounce{SendID: mb.SendID, SealingKey: sk.Public().Bytes()}}
-	ct, err := c.encryptIn(g, r, ann)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.saveGroup(r, g); err != nil {
-		return nil, err
-	}
-	text := "you joined " + r.display() + " (created by " + creator + ")"
-	if r.Kind == content.ConvDirect {
-		text = from.Handle + " started a conversation with you"
-	}
-	return func(tx *state.Tx) error {
-		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct); err != nil {
-			return err
-		}
-		c.history(tx, r, Event{Kind: EventJoined, From: from.Handle, Text: text})
-		if oneTime != nil {
-			// Used once: its private keys go with the join (RFC 9420
-			// §16.8).
-			if err := tx.Delete(bucketOneTimeKPs, oneTime); err != nil {
-				return err
-			}
-		}
-		// Top the pool up after this envelope: one KeyPackage less, or
-		// (a Welcome to the last-resort one) none left at all.
-		c.kpUsed = true
-		return putJSON(tx, bucketConvs, r.ID, r)
-	}, nil
+	return c.introWelcome(ctx, from, in, op.Content) // invites.go
 }
 
 // encryptIn encrypts m as our next message in g.

@@ -33,6 +33,9 @@ var (
 	ErrInvalidWelcome = errors.New("mls: invalid welcome")
 	// ErrInvalidGroupInfo: a GroupInfo's signature or contents are wrong.
 	ErrInvalidGroupInfo = errors.New("mls: invalid group info")
+	// ErrTreeTooWide: a Welcome's or GroupInfo's ratchet tree is wider
+	// than Config.MaxLeaves.
+	ErrTreeTooWide = errors.New("mls: ratchet tree wider than allowed")
 	// ErrGroupInactive: this member was removed or the group was
 	// reinitialised; it can no longer send or process messages.
 	ErrGroupInactive = errors.New("mls: group is no longer active for this member")
@@ -62,6 +65,11 @@ type Config struct {
 	OmitRatchetTree bool
 	// SecretTree bounds out-of-order tolerance (nil: defaults).
 	SecretTree *SecretTreeOptions
+	// MaxLeaves, if not zero, is the widest ratchet tree a Welcome or a
+	// GroupInfo may carry: a wider one is refused before its tree is
+	// expanded, hashed or its members verified (the tree is an
+	// application's to bound, §7.8 sets no limit of its own).
+	MaxLeaves uint32
 }
 
 func (c *Config) now() time.Time {

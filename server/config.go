@@ -38,6 +38,10 @@ const (
 	AdminOff           = "off"
 )
 
+// ObserverOff turns off observer_record, its default (an empty value
+// would read as unset in the environment).
+const ObserverOff = "off"
+
 // EnvPrefix starts every environment variable the configuration reads:
 // QPC_ followed by the upper-cased TOML key (QPC_LISTEN, QPC_DATA_DIR, ...).
 const EnvPrefix = "QPC_"
@@ -67,6 +71,8 @@ type Config struct {
 	MaxConnsTor       int      `toml:"max_conns_tor"` // 0: half of max_conns
 	DeliveryBytes     int64    `toml:"delivery_bytes"`
 	DeliveryConnBytes int64    `toml:"delivery_conn_bytes"`
+	RequestBytes      int64    `toml:"request_bytes"`
+	RequestConnBytes  int64    `toml:"request_conn_bytes"`
 	RequestRate       float64  `toml:"request_rate"`
 	RequestBurst      int      `toml:"request_burst"`
 	AdminListen       string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
@@ -88,6 +94,11 @@ type Config struct {
 	TokenQuota    int      `toml:"token_quota"`
 
 	KeyPackagePool int `toml:"key_package_pool"` // one-time KeyPackages per account (docs/protocol.md §4.12)
+
+	// ObserverRecord is the file of the traffic-analysis lab's observer
+	// record (observer.go), or ObserverOff. Research only: never set in a
+	// packaged configuration.
+	ObserverRecord string `toml:"observer_record"`
 
 	TorSettings     // onion service and Tor keys (config_tor.go)
 	AccountSettings // limits of registrations and logins (config_accounts.go)
@@ -200,6 +211,8 @@ func DefaultConfig() Config {
 		MaxConnsPerNet:    DefaultMaxConnsPerNet,
 		DeliveryBytes:     DefaultDeliveryBytes,
 		DeliveryConnBytes: DefaultDeliveryConnBytes,
+		RequestBytes:      DefaultRequestBytes,
+		RequestConnBytes:  DefaultRequestConnBytes,
 		RequestRate:       DefaultRequestRate,
 		RequestBurst:      DefaultRequestBurst,
 		AdminListen:       DefaultAdminListen,
@@ -217,6 +230,7 @@ func DefaultConfig() Config {
 		TokenEpoch:        Duration{tokens.DefaultEpochLength},
 		TokenQuota:        DefaultTokenQuota,
 		KeyPackagePool:    DefaultKeyPackagePool,
+		ObserverRecord:    ObserverOff,
 		TorSettings:       defaultTorSettings(),
 		AccountSettings:   defaultAccountSettings(),
 		KTSettings:        defaultKTSettings(),
@@ -415,6 +429,25 @@ var configFields = append([]configField{
 		value: func(c *Config) any { return c.DeliveryConnBytes },
 	},
 	{
+		key:   "request_bytes",
+		help:  "bytes the record buffers of all request streams together may hold while their records arrive; a record that finds it full pushes out the records arriving longest (UNAVAILABLE), or is refused with UNAVAILABLE",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestBytes, s) },
+		copy:  func(d, s *Config) { d.RequestBytes = s.RequestBytes },
+		check: func(c *Config) error { return checkRange(c.RequestBytes, c.RequestConnBytes, 1<<40) },
+		value: func(c *Config) any { return c.RequestBytes },
+	},
+	{
+		key:   "request_conn_bytes",
+		help:  "bytes the record buffers of one connection's request streams may hold while their records arrive; a record over it is refused with UNAVAILABLE; at least the largest bucket, at most request_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestConnBytes, s) },
+		copy:  func(d, s *Config) { d.RequestConnBytes = s.RequestConnBytes },
+		// A record of the largest bucket must fit.
+		check: func(c *Config) error {
+			return checkRange(c.RequestConnBytes, int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
+		},
+		value: func(c *Config) any { return c.RequestConnBytes },
+	},
+	{
 		key:   "request_rate",
 		help:  "requests per second one connection may sustain; above it a request is refused with RATE_LIMITED",
 		parse: func(c *Config, s string) error { return parseFloat(&c.RequestRate, s) },
@@ -583,6 +616,20 @@ var configFields = append([]configField{
 		// KeyPackagesStored announces the limit as a u16.
 		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
 		value: func(c *Config) any { return c.KeyPackagePool },
+	},
+	{
+		key: "observer_record",
+		help: "RESEARCH ONLY, never in production: a new file (it must not exist) to which the server writes every connection, request, delivery, ack and subscription " +
+			"it sees, for the traffic-analysis lab (docs/research.md); or off. The log warns every minute while it is on",
+		parse: func(c *Config, s string) error { c.ObserverRecord = s; return nil },
+		copy:  func(d, s *Config) { d.ObserverRecord = s.ObserverRecord },
+		check: func(c *Config) error {
+			if c.ObserverRecord == "" {
+				return fmt.Errorf("must be a file or %q", ObserverOff)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.ObserverRecord },
 	},
 }, slices.Concat(torConfigFields, accountConfigFields, ktConfigFields)...)
 
@@ -870,6 +917,8 @@ func (c *Config) Options() (Options, store.Options, error) {
 		MaxConnsTor:       c.MaxConnsTor,
 		DeliveryBytes:     c.DeliveryBytes,
 		DeliveryConnBytes: c.DeliveryConnBytes,
+		RequestBytes:      c.RequestBytes,
+		RequestConnBytes:  c.RequestConnBytes,
 		RequestRate:       c.RequestRate,
 		RequestBurst:      c.RequestBurst,
 		HandshakeTimeout:  c.HandshakeTimeout.Duration,

@@ -79,6 +79,10 @@ type connState struct {
 	subs     atomic.Int32        // live subscriptions
 	src      accounts.Source     // who the account limits count (accountSource)
 	kt       ktConnBudget        // key-transparency lookup proofs (kt_handler.go)
+	obsID    string              // the connection's name in the observer record, "" when off
+	// requestHeld is what this connection's record buffers hold of
+	// RequestConnBytes (requests.go); guarded by Server.requests.mu.
+	requestHeld int64
 }
 
 // reserveDelivery takes n bytes from the connection's and the server's
@@ -128,7 +132,7 @@ func (s *Server) deliverFrom(ctx context.Context, cs *connState, st Stream, id w
 			held += int64(len(m.Envelope))
 		}
 		s.giveBack(cs, reserve-held)
-		cursor, err = s.writePage(cs, st, msgs, cursor, &held)
+		cursor, err = s.writePage(cs, st, id, msgs, cursor, &held)
 		s.giveBack(cs, held)
 		if err != nil {
 			return cursor, false, err
@@ -143,7 +147,7 @@ func (s *Server) deliverFrom(ctx context.Context, cs *connState, st Stream, id w
 
 // writePage writes one page, handing back each envelope's share of held
 // as soon as its record is out.
-func (s *Server) writePage(cs *connState, st Stream, msgs []store.Message, cursor uint64, held *int64) (uint64, error) {
+func (s *Server) writePage(cs *connState, st Stream, id wire.ID, msgs []store.Message, cursor uint64, held *int64) (uint64, error) {
 	var buf []byte
 	for i := range msgs {
 		msg := &msgs[i]
@@ -157,6 +161,9 @@ func (s *Server) writePage(cs *connState, st Stream, msgs []store.Message, curso
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 		if _, err := st.Write(buf); err != nil {
 			return cursor, err
+		}
+		if s.opts.Observer != nil {
+			s.observe(obsEvent{conn: cs.obsID, ev: obsDeliver, mailbox: &id, bucket: len(buf)})
 		}
 		cursor = msg.Seq
 		n := int64(len(msg.Envelope))

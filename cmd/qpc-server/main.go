@@ -382,6 +382,19 @@ func (c *cli) run(cfg *server.Config) error {
 	defer stopKT()
 	opts.KT = ktDir
 	server.WatchStore(opts.Metrics, st)
+	if cfg.ObserverRecord != server.ObserverOff {
+		f, err := openObserverRecord(cfg.ObserverRecord)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		// Shutdown flushes the record; the file closes after it.
+		defer f.Close()
+		if opts.Observer, err = server.NewObserver(f); err != nil {
+			st.Close()
+			return err
+		}
+	}
 	// From here on the store must be closed on every path, so that the
 	// writer commits what it queued and the file lock is released.
 	err = c.serve(cfg, id, st, opts, log, signals)
@@ -536,4 +549,17 @@ func drain(signals <-chan os.Signal, stop func() error) error {
 	case <-signals:
 		return errForced
 	}
+}
+
+// openObserverRecord creates the observer record's file. An existing
+// file is refused rather than overwritten: it holds an earlier run.
+func openObserverRecord(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("observer_record: %s exists (an earlier run's record); move it away or choose another path", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("observer_record: %w", err)
+	}
+	return f, nil
 }

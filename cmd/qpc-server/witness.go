@@ -19,24 +19,23 @@ import (
 )
 
 const witnessUsage = `Usage:
-  qpc-server witness [run] --log VKEY [--audit URL] [--log VKEY [--audit URL] ...] [flags]
+  qpc-server witness [run] --log VKEY [--log VKEY ...] [--audit ORIGIN=URL ...] [flags]
       run a C2SP tlog-witness: POST /add-checkpoint cosigns checkpoints of
       the logs given, each only if consistent with what it cosigned before
-      and, for a log followed by --audit, only once an auditor replaying
-      every epoch from the log at URL accepted it
-  qpc-server witness vkey [--log VKEY --audit URL ...] [flags]
+  qpc-server witness vkey [--log VKEY --audit ORIGIN=URL ...] [flags]
       print the witness's cosigner keys (Ed25519 cosignature/v1, then
       ML-DSA-44): what log operators put in their witness policy; given
-      the witness's --log and --audit flags, then one "# audits" line per
-      audited log
+      the witness's --log and --audit flags, then one "# audits ORIGIN URL"
+      line per audited log, to announce with the keys
 
 A log is given by its note verifier key, the first line of
 qpc-server kt-vkey on the log's server; its origin is the key's name.
---audit URL applies to the --log before it (with a single --log, in any
-order): URL is the log's public base, its kt_listen address and
-kt_prefix (http://host:4480/kt). The key (witness.key), the state
-(witness.db) and one auditor database per audited log
-(audit-<origin>.db) are created in the data directory on first start.
+The key (witness.key) and the state (witness.db) are created in the data
+directory on first start. With --audit ORIGIN=URL the witness also audits
+that qpc log (reading its public tiles and update lists at URL) and
+cosigns only checkpoints whose every epoch's prefix tree follows from the
+previous one; the auditor's state is audit-<hash>.db beside witness.db.
+It also follows the log's published checkpoint every --audit-every.
 
 Flags:
 `
@@ -44,7 +43,8 @@ Flags:
 // witnessFlags are the flags of `qpc-server witness`.
 type witnessFlags struct {
 	dataDir, listen, name string
-	logs                  logList
+	logs                  stringList
+	audits                stringList
 	auditEvery            time.Duration
 	onion                 bool
 	onionPort             int
@@ -52,12 +52,17 @@ type witnessFlags struct {
 	torConfig             string
 }
 
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
 func (f *witnessFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dataDir, "data-dir", "qpc-witness", "the witness's data directory (key and state)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7380", "HTTP address to serve add-checkpoint on")
 	fs.StringVar(&f.name, "name", "", "cosigner name, a schema-less URL such as witness.example.org/w1 (first start only; default qpc-witness-<key>)")
-	fs.Var(logFlag{&f.logs}, "log", "a log to witness: its note verifier key (repeat for several logs)")
-	fs.Var(auditFlag{&f.logs}, "audit", "audit the --log before it: the log's public base URL, `URL` = http://<kt_listen><kt_prefix>; cosign only checkpoints the auditor accepted")
+	fs.Var(&f.logs, "log", "a log to witness: its note verifier key (repeat for several logs)")
+	fs.Var(&f.audits, "audit", "ORIGIN=URL: audit the qpc key-transparency log ORIGIN (one of --log) read at URL (its kt_listen and prefix, e.g. http://log.example:4480/kt) and cosign only checkpoints whose every epoch passes (repeat for several logs)")
 	fs.DurationVar(&f.auditEvery, "audit-every", time.Minute, "how often each auditor also follows its log's published checkpoint (0: only when a checkpoint is offered)")
 	fs.BoolVar(&f.onion, "onion", false, "also serve as a Tor onion service (key in <data dir>/onion.key)")
 	fs.IntVar(&f.onionPort, "onion-port", 80, "the onion service's virtual port")
@@ -96,16 +101,12 @@ func (c *cli) witness(args []string) int {
 		fmt.Fprintf(c.stderr, "qpc-server witness %s: unexpected argument %q\n", sub, fs.Arg(0))
 		return exitUsage
 	}
-	if err := f.logs.resolve(); err != nil {
-		fmt.Fprintf(c.stderr, "qpc-server witness %s: %v\n", sub, err)
-		return exitUsage
-	}
 	var err error
 	switch sub {
 	case "vkey":
 		err = c.witnessVKey(&f)
 	case "run":
-		if len(f.logs.args) == 0 {
+		if len(f.logs) == 0 {
 			fmt.Fprintf(c.stderr, "qpc-server witness: give at least one --log VKEY (the first line of qpc-server kt-vkey)\n")
 			return exitUsage
 		}
@@ -129,18 +130,18 @@ func (c *cli) witnessVKey(f *witnessFlags) error {
 	if err != nil {
 		return err
 	}
-	// The audited logs, named as the witness names them: announce these
-	// with the keys, since a client's policy must require an auditing
-	// witness to be protected from a log whose epochs alternate two maps
+	// The audited logs, as the witness names them: announce them with
+	// the keys, since a client's policy must require an auditing witness
+	// to be protected from a log whose epochs alternate two maps
 	// (docs/key-transparency.md §5, §8).
-	audited, err := f.logs.audited()
+	audited, err := f.audited()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, ed)
 	fmt.Fprintln(c.stdout, ml)
-	for _, l := range audited {
-		fmt.Fprintf(c.stdout, "# audits %s %s\n", l.origin, l.audit)
+	for _, a := range audited {
+		fmt.Fprintf(c.stdout, "# audits %s %s\n", a.origin, a.url)
 	}
 	return nil
 }
@@ -149,7 +150,7 @@ func (c *cli) witnessVKey(f *witnessFlags) error {
 func (c *cli) witnessRun(f *witnessFlags) error {
 	signals := c.notify()
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
-	logs, auditors, err := c.witnessLogs(f, log)
+	logs, auditors, err := witnessLogs(f, log)
 	if err != nil {
 		return err
 	}

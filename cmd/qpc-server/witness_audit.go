@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,118 +18,59 @@ import (
 	"github.com/quicprochat/qpc/kt/witness"
 )
 
-// logArg is one --log of `qpc-server witness` and the --audit URL that
-// applies to it, if any.
-type logArg struct {
-	vkey, audit string
+// auditedLog is a log given with --audit ORIGIN=URL.
+type auditedLog struct {
+	origin string
+	url    string // the log's public base
+	log    witness.Log
 }
 
-// logList collects --log and --audit in command-line order: an --audit
-// applies to the --log just before it. With a single --log, an --audit
-// given before it applies to it too (resolve).
-type logList struct {
-	args    []logArg
-	pending []string // --audit URLs given before any --log
-}
-
-type logFlag struct{ l *logList }
-
-func (f logFlag) String() string {
-	if f.l == nil {
-		return ""
+// audited parses the --audit ORIGIN=URL flags: each names the origin of
+// exactly one --log (the auditor checks the log's signature with one
+// key), once, and the log's public base URL.
+func (f *witnessFlags) audited() ([]auditedLog, error) {
+	byOrigin := map[string][]witness.Log{}
+	for _, vk := range f.logs {
+		l, err := witness.LogFromVKey(vk)
+		if err != nil {
+			return nil, err
+		}
+		byOrigin[l.Origin] = append(byOrigin[l.Origin], l)
 	}
-	var s []string
-	for _, a := range f.l.args {
-		s = append(s, a.vkey)
+	var out []auditedLog
+	seen := map[string]bool{}
+	for _, spec := range f.audits {
+		origin, base, ok := strings.Cut(spec, "=")
+		if !ok || origin == "" || checkAuditURL(base) != nil {
+			return nil, fmt.Errorf("--audit %q: want ORIGIN=URL, URL the log's base (http[s]://host[:port][/prefix], its kt_listen and kt_prefix, e.g. http://log.example:4480/kt)", spec)
+		}
+		switch ls := byOrigin[origin]; {
+		case len(ls) == 0 || seen[origin]:
+			return nil, fmt.Errorf("--audit %q: the origin must be one --log's, once", spec)
+		case len(ls) > 1:
+			return nil, fmt.Errorf("--audit %q: %d --log keys have this origin; an audited log has one key", spec, len(ls))
+		default:
+			seen[origin] = true
+			out = append(out, auditedLog{origin: origin, url: base, log: ls[0]})
+		}
 	}
-	return strings.Join(s, ",")
-}
-
-func (f logFlag) Set(s string) error {
-	f.l.args = append(f.l.args, logArg{vkey: s})
-	return nil
-}
-
-type auditFlag struct{ l *logList }
-
-func (f auditFlag) String() string { return "" }
-
-func (f auditFlag) Set(s string) error {
-	if err := checkAuditURL(s); err != nil {
-		return err
-	}
-	l := f.l
-	if len(l.args) == 0 {
-		l.pending = append(l.pending, s)
-		return nil
-	}
-	last := &l.args[len(l.args)-1]
-	if last.audit != "" {
-		name, _, _ := strings.Cut(last.vkey, "+")
-		return fmt.Errorf("two URLs for the log %s: give each --audit after its --log", name)
-	}
-	last.audit = s
-	return nil
+	return out, nil
 }
 
 // checkAuditURL accepts the base URL of a log's public HTTP resources.
 func checkAuditURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q is not a log's base URL (http[s]://host[:port][/prefix], such as http://<kt_listen>/kt)", s)
+		return fmt.Errorf("%q is not a log's base URL", s)
 	}
 	return nil
 }
 
-// resolve applies an --audit given before the only --log to it.
-func (l *logList) resolve() error {
-	switch {
-	case len(l.pending) == 0:
-		return nil
-	case len(l.pending) == 1 && len(l.args) == 1 && l.args[0].audit == "":
-		l.args[0].audit, l.pending = l.pending[0], nil
-		return nil
-	default:
-		return errors.New("--audit URL applies to the --log before it: with several logs, give each --audit after its --log")
-	}
-}
-
-// auditedLog is a log that is to be audited.
-type auditedLog struct {
-	origin   string
-	audit    string // base URL
-	verifier witness.Log
-}
-
-// audited returns the logs given with --audit, refusing an audited
-// origin that more than one --log names: the auditor checks the log's
-// signature with one key.
-func (l *logList) audited() ([]auditedLog, error) {
-	var out []auditedLog
-	count := map[string]int{}
-	for _, a := range l.args {
-		wl, err := witness.LogFromVKey(a.vkey)
-		if err != nil {
-			return nil, err
-		}
-		count[wl.Origin]++
-		if a.audit != "" {
-			out = append(out, auditedLog{origin: wl.Origin, audit: a.audit, verifier: wl})
-		}
-	}
-	for _, a := range out {
-		if count[a.origin] > 1 {
-			return nil, fmt.Errorf("log %s is audited but named by %d --log keys: an audited log has one key", a.origin, count[a.origin])
-		}
-	}
-	return out, nil
-}
-
 // auditDBName is the auditor database of the log with this origin, in
-// the witness's data directory. The origin is path-escaped, so the name
-// is one file name and gives the origin back.
+// the witness's data directory.
 func auditDBName(origin string) string {
-	return "audit-" + url.PathEscape(origin) + ".db"
+	sum := sha256.Sum256([]byte(origin))
+	return fmt.Sprintf("audit-%x.db", sum[:8])
 }
 
 // auditRequestTimeout bounds one read of a log resource by an auditor.
@@ -152,34 +94,33 @@ type logAuditor struct {
 // witnessLogs makes the witness's logs from the flags, opening an
 // auditor for each audited log and setting its Check to the auditor's
 // CheckTree, so that the witness cosigns only audited checkpoints.
-func (c *cli) witnessLogs(f *witnessFlags, log *slog.Logger) ([]witness.Log, auditors, error) {
-	audited, err := f.logs.audited()
+func witnessLogs(f *witnessFlags, log *slog.Logger) ([]witness.Log, auditors, error) {
+	audited, err := f.audited()
 	if err != nil {
 		return nil, nil, err
 	}
-	byOrigin := map[string]auditedLog{}
-	for _, a := range audited {
-		byOrigin[a.origin] = a
-	}
 	var logs []witness.Log
+	for _, vk := range f.logs {
+		l, err := witness.LogFromVKey(vk)
+		if err != nil {
+			return nil, nil, err
+		}
+		logs = append(logs, l)
+	}
 	var as auditors
 	client := &http.Client{Timeout: auditRequestTimeout}
-	for _, arg := range f.logs.args {
-		l, err := witness.LogFromVKey(arg.vkey)
+	for _, a := range audited {
+		la, err := openLogAuditor(f.dataDir, a, client)
 		if err != nil {
 			as.close()
 			return nil, nil, err
 		}
-		if a, ok := byOrigin[l.Origin]; ok {
-			la, err := openLogAuditor(f.dataDir, a, client)
-			if err != nil {
-				as.close()
-				return nil, nil, err
+		as = append(as, la)
+		for i := range logs {
+			if logs[i].Origin == a.origin {
+				logs[i].Check = la.check(log)
 			}
-			as = append(as, la)
-			l.Check = la.check(log)
 		}
-		logs = append(logs, l)
 	}
 	return logs, as, nil
 }
@@ -189,11 +130,11 @@ func openLogAuditor(dir string, a auditedLog, client *http.Client) (*logAuditor,
 		return nil, err
 	}
 	path := filepath.Join(dir, auditDBName(a.origin))
-	au, err := audit.Open(path, audit.Options{Log: audit.HTTPLog(a.audit, client), Verifier: a.verifier.Verifier})
+	au, err := audit.Open(path, audit.Options{Log: audit.HTTPLog(a.url, client), Verifier: a.log.Verifier})
 	if err != nil {
-		return nil, fmt.Errorf("auditor of %s: %w", a.origin, err)
+		return nil, fmt.Errorf("--audit %s: %w", a.origin, err)
 	}
-	return &logAuditor{origin: a.origin, url: a.audit, a: au, busy: make(chan struct{}, 1)}, nil
+	return &logAuditor{origin: a.origin, url: a.url, a: au, busy: make(chan struct{}, 1)}, nil
 }
 
 // check is the witness's Log.Check for the log: the offered checkpoint

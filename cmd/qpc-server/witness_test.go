@@ -165,12 +165,12 @@ func TestWitnessAuditCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// With a single --log, --audit may come first.
 	aDir, pDir := filepath.Join(dir, "auditing"), filepath.Join(dir, "plain")
+	auditSpec := keys.Signer.Name() + "=" + base
 	// The auditor follows the log only when offered a checkpoint here
 	// (--audit-every 0), so each refusal and cosignature below is the
 	// offered checkpoint's audit.
-	aw := start(t, "witness", "--data-dir", aDir, "--listen", "127.0.0.1:0", "--name", "witness.test/auditing", "--audit", base, "--log", logVKey, "--audit-every", "0")
+	aw := start(t, "witness", "--data-dir", aDir, "--listen", "127.0.0.1:0", "--name", "witness.test/auditing", "--log", logVKey, "--audit", auditSpec, "--audit-every", "0")
 	pw := start(t, "witness", "--data-dir", pDir, "--listen", "127.0.0.1:0", "--name", "witness.test/plain", "--log", logVKey)
 	aAddr, pAddr := aw.waitMatch(t, witnessAddr), pw.waitMatch(t, witnessAddr)
 	if !strings.Contains(aw.stderr.String(), "audits="+keys.Signer.Name()) {
@@ -258,10 +258,10 @@ func TestWitnessAuditCommand(t *testing.T) {
 	}
 	// The auditor kept its place beside the witness's state; restarted,
 	// it follows the log's published checkpoint on its own from there.
-	if _, err := os.Stat(filepath.Join(aDir, "audit-"+keys.Signer.Name()+".db")); err != nil {
+	if _, err := os.Stat(filepath.Join(aDir, auditDBName(keys.Signer.Name()))); err != nil {
 		t.Fatal(err)
 	}
-	aw = start(t, "witness", "--data-dir", aDir, "--listen", "127.0.0.1:0", "--log", logVKey, "--audit", base)
+	aw = start(t, "witness", "--data-dir", aDir, "--listen", "127.0.0.1:0", "--log", logVKey, "--audit", auditSpec)
 	audited, err := strconv.ParseUint(aw.waitMatch(t, regexp.MustCompile(`msg="audit: caught up with the log's published checkpoint" origin=\S+ audited=(\d+)`)), 10, 64)
 	if err != nil || audited < old {
 		t.Fatalf("the restarted auditor followed the log to %d epochs (%v); it had audited %d", audited, err, old)
@@ -270,7 +270,7 @@ func TestWitnessAuditCommand(t *testing.T) {
 	if code := aw.exit(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, aw.stderr.String())
 	}
-	out, err = exec.Command("qpc-server", "witness", "vkey", "--data-dir", aDir, "--log", logVKey, "--audit", base).Output()
+	out, err = exec.Command("qpc-server", "witness", "vkey", "--data-dir", aDir, "--log", logVKey, "--audit", auditSpec).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func TestWitnessAuditPolicy(t *testing.T) {
 	})
 	t.Cleanup(proxy.Close)
 
-	w := start(t, "witness", "--data-dir", wDir, "--listen", "127.0.0.1:0", "--name", "witness.test/auditing", "--log", logVKey, "--audit", proxy.URL+"/kt")
+	w := start(t, "witness", "--data-dir", wDir, "--listen", "127.0.0.1:0", "--name", "witness.test/auditing", "--log", logVKey, "--audit", keys.Signer.Name()+"="+proxy.URL+"/kt")
 	wAddr := w.waitMatch(t, witnessAddr)
 	vk := strings.SplitN(string(must(exec.Command("qpc-server", "witness", "vkey", "--data-dir", wDir).Output())), "\n", 2)[0]
 	policy := filepath.Join(dir, "policy")
@@ -381,7 +381,7 @@ func TestWitnessAuditBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	la, err := openLogAuditor(dir, auditedLog{origin: wl.Origin, audit: "http://127.0.0.1:1/kt", verifier: wl}, nil)
+	la, err := openLogAuditor(dir, auditedLog{origin: wl.Origin, url: "http://127.0.0.1:1/kt", log: wl}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,11 @@ type Options struct {
 	// policy, say) once its keys exist; a witness policy set here is
 	// also in Pin.
 	KT func(*server.KTKeys, *kt.DirectoryOptions)
+	// Untapped runs the server without the tap: no Events, no Rewrite.
+	// The tap keeps the bytes of each request record until it is whole,
+	// so a test that measures what half-sent records cost the server's
+	// memory must not count the tap's copy too.
+	Untapped bool
 }
 
 // RoomyAccounts lifts the per-source and global registration and login
@@ -163,6 +168,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	so.Identity, so.Store, so.Accounts = h.ID, h.store, h.accounts
 	so.Tokens, so.TokenEpoch, so.KT, so.Tap = h.Issuer, TokenEpoch, h.kt, h.tap
+	if opts.Untapped {
+		so.Tap = nil
+	}
 	if so.Policy.Max() == 0 {
 		so.Policy = padding.Default
 	}

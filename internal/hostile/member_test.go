@@ -98,10 +98,20 @@ func propose(t *testing.T, ctx context.Context, c *client.Client, group string, 
 	}
 }
 
+// newMembers registers users who all have each other as contacts, so
+// that each joins the others' groups without an invitation to accept.
 func newMembers(t *testing.T, h *hostile.Server, handles ...string) []*client.Client {
 	var out []*client.Client
 	for _, hd := range handles {
 		out = append(out, h.NewUser(t, hd, hd))
+	}
+	ctx := memberCtx(t)
+	for _, u := range out {
+		for _, hd := range handles {
+			if hd != u.Handle() {
+				addContacts(t, ctx, hd, u)
+			}
+		}
 	}
 	return out
 }
@@ -128,20 +138,20 @@ func TestHostileMemberRemoveCreatorProposal(t *testing.T) {
 	}
 	settle(t, ctx, alice, bob, eve)
 
-	propose(t, ctx, eve, "g", nil, func(g *mls.Group) *mls.Proposal {
+	propose(t, ctx, eve, "#g", nil, func(g *mls.Group) *mls.Proposal {
 		return &mls.Proposal{Type: mls.ProposalTypeRemove, Remove: &mls.Remove{Removed: leafOf(t, g, "alice")}}
 	})
 	memberEvents(t, ctx, bob, client.AlarmMemberPolicy)
 	memberEvents(t, ctx, alice, client.AlarmMemberPolicy)
 
-	if err := alice.AddMember(ctx, "g", "carol"); err != nil {
+	if err := alice.AddMember(ctx, "#g", "carol"); err != nil {
 		t.Fatalf("after eve's proposal alice cannot add carol: %v", err)
 	}
 	settle(t, ctx, alice, bob, carol, eve)
-	if err := alice.RemoveMember(ctx, "g", "eve"); err != nil {
+	if err := alice.RemoveMember(ctx, "#g", "eve"); err != nil {
 		t.Fatalf("after eve's proposal alice cannot remove eve: %v", err)
 	}
-	if err := alice.Send(ctx, "g", "still mine"); err != nil {
+	if err := alice.Send(ctx, "#g", "still mine"); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{bob, carol} {
@@ -170,24 +180,24 @@ func TestHostileMemberSmuggledRemove(t *testing.T) {
 	}
 	settle(t, ctx, alice, bob, carol, eve)
 	before := membersOf(t, ctx, alice, "g")
-	hist, err := alice.History("g", 0)
+	hist, err := alice.History("#g", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := len(hist)
 
-	propose(t, ctx, eve, "g", nil, func(g *mls.Group) *mls.Proposal {
+	propose(t, ctx, eve, "#g", nil, func(g *mls.Group) *mls.Proposal {
 		return &mls.Proposal{Type: mls.ProposalTypeRemove, Remove: &mls.Remove{Removed: leafOf(t, g, "carol")}}
 	})
 	for _, c := range []*client.Client{alice, bob, carol} {
 		memberEvents(t, ctx, c, client.AlarmMemberPolicy)
 	}
-	if err := alice.AddMember(ctx, "g", "dave"); err != nil {
+	if err := alice.AddMember(ctx, "#g", "dave"); err != nil {
 		t.Fatal(err)
 	}
 	after := membersOf(t, ctx, alice, "g")
 	// Alice's history must account for every change of membership.
-	hist, err = alice.History("g", 0)
+	hist, err = alice.History("#g", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +224,7 @@ func TestHostileMemberSmuggledRemove(t *testing.T) {
 		t.Fatalf("eve's proposal removed carol: alice's members are %q", after)
 	}
 	settle(t, ctx, alice, bob, carol, eve, dave)
-	if err := alice.Send(ctx, "g", "hello dave"); err != nil {
+	if err := alice.Send(ctx, "#g", "hello dave"); err != nil {
 		t.Fatal(err)
 	}
 	if got := textsIn(memberEvents(t, ctx, carol)); !slices.Equal(got, []string{"alice: hello dave"}) {
@@ -238,16 +248,16 @@ func TestHostileMemberPartialProposal(t *testing.T) {
 	}
 	settle(t, ctx, alice, bob, carol, eve)
 
-	err := eve.SendMLS(ctx, "g", []string{"alice", "carol"}, func(g *mls.Group) ([]byte, error) { return g.ProposeUpdate() })
+	err := eve.SendMLS(ctx, "#g", []string{"alice", "carol"}, func(g *mls.Group) ([]byte, error) { return g.ProposeUpdate() })
 	if err != nil {
 		t.Fatal(err)
 	}
 	memberEvents(t, ctx, alice)
 	memberEvents(t, ctx, carol)
-	if err := alice.AddMember(ctx, "g", "dave"); err != nil {
+	if err := alice.AddMember(ctx, "#g", "dave"); err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Send(ctx, "g", "after dave"); err != nil {
+	if err := alice.Send(ctx, "#g", "after dave"); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{bob, carol} {
@@ -331,7 +341,7 @@ func TestHostileMemberOutstaysRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle(t, ctx, alice, bob, eve)
-	if err := bob.Send(ctx, "g", "before"); err != nil {
+	if err := bob.Send(ctx, "#g", "before"); err != nil {
 		t.Fatal(err)
 	}
 	if got := textsIn(memberEvents(t, ctx, eve)); !slices.Equal(got, []string{"bob: before"}) {
@@ -340,13 +350,13 @@ func TestHostileMemberOutstaysRemoval(t *testing.T) {
 	memberEvents(t, ctx, alice)
 	eveBoxes := mailboxesOf(t, ctx, h, "eve")
 
-	if err := alice.RemoveMember(ctx, "g", "eve"); err != nil {
+	if err := alice.RemoveMember(ctx, "#g", "eve"); err != nil {
 		t.Fatal(err)
 	}
 	memberEvents(t, ctx, bob)
 	// Eve does not read the commit and writes on, in the epoch before it.
 	for _, text := range []string{"still here", "and here"} {
-		if err := eve.Send(ctx, "g", text); err != nil {
+		if err := eve.Send(ctx, "#g", text); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -356,10 +366,10 @@ func TestHostileMemberOutstaysRemoval(t *testing.T) {
 		}
 	}
 	toEve := pc.count(eveBoxes)
-	if err := bob.Send(ctx, "g", "after"); err != nil {
+	if err := bob.Send(ctx, "#g", "after"); err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Send(ctx, "g", "after too"); err != nil {
+	if err := alice.Send(ctx, "#g", "after too"); err != nil {
 		t.Fatal(err)
 	}
 	if n := pc.count(eveBoxes) - toEve; n != 0 {
@@ -382,21 +392,21 @@ func TestHostileMemberReAdd(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle(t, ctx, alice, bob, eve)
-	if err := alice.RemoveMember(ctx, "g", "eve"); err != nil {
+	if err := alice.RemoveMember(ctx, "#g", "eve"); err != nil {
 		t.Fatal(err)
 	}
 	settle(t, ctx, alice, bob, eve)
-	if err := alice.AddMember(ctx, "g", "eve"); err != nil {
+	if err := alice.AddMember(ctx, "#g", "eve"); err != nil {
 		t.Fatal(err)
 	}
 	settle(t, ctx, alice, bob, eve)
-	if err := alice.Send(ctx, "g", "welcome back"); err != nil {
+	if err := alice.Send(ctx, "#g", "welcome back"); err != nil {
 		t.Fatal(err)
 	}
 	if got := textsIn(memberEvents(t, ctx, eve)); !slices.Equal(got, []string{"alice: welcome back"}) {
 		t.Fatalf("eve got %q after being re-added", got)
 	}
-	if err := eve.Send(ctx, "g", "glad to be back"); err != nil {
+	if err := eve.Send(ctx, "#g", "glad to be back"); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client.Client{alice, bob} {
@@ -423,10 +433,10 @@ func TestHostileMemberUnprocessableCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle(t, ctx, eve, alice, bob)
-	propose(t, ctx, eve, "g", []string{"alice"}, func(*mls.Group) *mls.Proposal {
+	propose(t, ctx, eve, "#g", []string{"alice"}, func(*mls.Group) *mls.Proposal {
 		return &mls.Proposal{Type: mls.ProposalTypeGroupContextExtensions, GroupContextExtensions: &mls.GroupContextExtensions{}}
 	})
-	err := eve.SendMLS(ctx, "g", nil, func(g *mls.Group) ([]byte, error) {
+	err := eve.SendMLS(ctx, "#g", nil, func(g *mls.Group) ([]byte, error) {
 		res, err := g.Commit(nil)
 		if err != nil {
 			return nil, err

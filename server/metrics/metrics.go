@@ -30,6 +30,7 @@ const (
 	LimitKTPublish          = "kt_publish"           // an account's key-transparency publish rate
 	LimitKTQueue            = "kt_queue"             // the key-transparency publish queue was full
 	LimitKTProofs           = "kt_proofs"            // a lookup's VRF proofs over the connection's or the server's budget
+	LimitRequestBytes       = "request_bytes"        // a request record refused, or pushed out while it arrived, by the request-body budgets
 
 	// Transports (qpc_connections_*{transport}).
 	TransportUDP = "udp" // QUIC on a UDP socket: clearnet
@@ -64,6 +65,7 @@ type Metrics struct {
 	connsOpen     *prometheus.GaugeVec   // transport
 	hellos        *prometheus.CounterVec // version
 	streamsOpen   prometheus.Gauge
+	requestBytes  prometheus.Gauge
 
 	commitDuration prometheus.Histogram
 	commitOps      prometheus.Histogram
@@ -144,7 +146,11 @@ func New(version string) *Metrics {
 	f(m.connsAccepted)
 	f(m.connsOpen)
 	f(m.hellos)
+	m.requestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_request_bytes_held", Help: "Bytes the record buffers of request streams hold now, all connections together (bounded by request_bytes).",
+	})
 	f(m.streamsOpen)
+	f(m.requestBytes)
 
 	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "qpc_store_commit_duration_seconds", Help: "Duration of one group-commit write transaction, fsync included.",
@@ -217,7 +223,7 @@ func New(version string) *Metrics {
 	// rules and dashboards has a zero to start from.
 	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining, LimitRequestTimeout,
 		LimitConnectionsPerNet, LimitConnectionsTor, LimitDeliveryBytes, LimitSubscriptions,
-		LimitKTPublish, LimitKTQueue, LimitKTProofs} {
+		LimitKTPublish, LimitKTQueue, LimitKTProofs, LimitRequestBytes} {
 		m.limitRefusals.WithLabelValues(l)
 	}
 	for _, t := range []string{TransportUDP, TransportTor} {
@@ -382,6 +388,13 @@ func (m *Metrics) StreamStarted() {
 func (m *Metrics) StreamDone() {
 	if m != nil {
 		m.streamsOpen.Dec()
+	}
+}
+
+// SetRequestBytes sets the bytes request streams' record buffers hold.
+func (m *Metrics) SetRequestBytes(n int64) {
+	if m != nil {
+		m.requestBytes.Set(float64(n))
 	}
 }
 
