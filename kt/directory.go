@@ -90,6 +90,14 @@ type DirectoryOptions struct {
 	WitnessTimeout  time.Duration // per checkpoint; default DefaultWitnessTimeout
 	WitnessFailOpen bool
 	WitnessClient   *http.Client // for the witness requests; default http.DefaultClient
+	// Opened, if set, gets the directory once its database and log are
+	// open, before OpenDirectory makes or recovers its last epoch and
+	// waits for that epoch's checkpoint. Start serving Handler here: under
+	// a policy that requires an auditing witness (§8, §9), the checkpoint
+	// is cosigned only after that witness read the epoch's update list
+	// from it. Only Handler, LogResource and UpdateList may be used until
+	// OpenDirectory returns.
+	Opened func(*Directory)
 
 	// afterCommit, in tests, runs after an epoch's bbolt commit and
 	// before its log append; an error stops the epoch there, as a crash
@@ -243,6 +251,9 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if opts.Opened != nil {
+		opts.Opened(d)
 	}
 	if err := d.recover(ctx); err != nil {
 		d.log.close()

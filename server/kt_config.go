@@ -124,8 +124,14 @@ func (c *Config) KTConfig(k *KTKeys) kt.Config {
 
 // OpenKT opens the key-transparency directory in the data directory and
 // starts its epochs. The caller closes it after the server shut down.
-func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger) (*kt.Directory, error) {
+//
+// opened, if not nil, gets the directory as soon as it can serve its
+// public log (kt.DirectoryOptions.Opened), before the first checkpoint is
+// awaited: start the kt_listen handler there, since an auditing witness
+// in kt_witness_policy reads the update lists from it before it cosigns.
+func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger, opened func(*kt.Directory)) (*kt.Directory, error) {
 	o := kt.DirectoryOptions{
+		Opened:        opened,
 		Dir:           c.DataDir,
 		LogSigner:     k.Signer,
 		LogVerifier:   k.Verifier,

@@ -58,6 +58,10 @@ const tokenKeyWait = 30 * time.Second
 // startKT opens the key-transparency directory and its read-only HTTP
 // listener; stop closes both. With kt off it returns a nil directory.
 //
+// The listener serves the log as soon as the directory is open, before
+// its first checkpoint is awaited: an auditing witness in the policy
+// reads the epoch's update list from it before it cosigns.
+//
 // It returns once the token epoch length and the current token epoch's key
 // are committed and served in the log (a new directory needs one KT
 // epoch), or after tokenKeyWait: a client refuses tokens under a key it
@@ -72,10 +76,45 @@ func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	var srv *http.Server
+	var opened func(*kt.Directory)
+	if cfg.KTListen != server.AdminOff {
+		ln, err := net.Listen("tcp", cfg.KTListen)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("kt_listen: %w", err)
+		}
+		var handler atomic.Pointer[http.Handler]
+		srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := handler.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			http.Error(w, "key-transparency log opening", http.StatusServiceUnavailable)
+		})}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("key-transparency listener stopped", "err", err)
+			}
+		}()
+		opened = func(d *kt.Directory) {
+			h := server.KTHandler(d, cfg.KTPrefix)
+			handler.Store(&h)
+			log.Info("key-transparency log (read-only tlog-tiles)", "addr", ln.Addr().String(), "prefix", cfg.KTPrefix, "origin", keys.Signer.Name())
+		}
+	}
+	stopHTTP := func() {
+		if srv == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err = server.OpenKT(ctx, cfg, keys, log)
+	d, err = server.OpenKT(ctx, cfg, keys, log, opened)
 	if err != nil {
+		stopHTTP()
 		return nil, nil, nil, fmt.Errorf("key transparency: %w", err)
 	}
 	// The token key of each epoch is committed in the log.
@@ -91,11 +130,6 @@ func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt
 			}
 		})
 	}()
-	closeKT := func() {
-		pubCancel()
-		<-pubDone
-		d.Close()
-	}
 	ready = func(context.Context) error {
 		if cur := issuer.Epoch(); served.Load() < int64(cur)+1 {
 			return fmt.Errorf("the token key of epoch %d is not committed yet", cur)
@@ -109,25 +143,10 @@ func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt
 	case <-time.After(tokenKeyWait):
 		log.Warn("kt: the token keys are not committed yet; serving anyway, registrations and token refills fail until they are (are the witnesses reachable?)", "waited", tokenKeyWait)
 	}
-	if cfg.KTListen == server.AdminOff {
-		return d, closeKT, ready, nil
-	}
-	ln, err := net.Listen("tcp", cfg.KTListen)
-	if err != nil {
-		closeKT()
-		return nil, nil, nil, fmt.Errorf("kt_listen: %w", err)
-	}
-	srv := &http.Server{Handler: server.KTHandler(d, cfg.KTPrefix), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Warn("key-transparency listener stopped", "err", err)
-		}
-	}()
-	log.Info("key-transparency log (read-only tlog-tiles)", "addr", ln.Addr().String(), "prefix", cfg.KTPrefix, "origin", keys.Signer.Name())
 	return d, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		closeKT()
+		stopHTTP()
+		pubCancel()
+		<-pubDone
+		d.Close()
 	}, ready, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,22 +11,22 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/quicprochat/qpc/kt/audit"
 	"github.com/quicprochat/qpc/kt/witness"
 	"github.com/quicprochat/qpc/tor"
 )
 
 const witnessUsage = `Usage:
-  qpc-server witness [run] --log VKEY [--log VKEY ...] [flags]
+  qpc-server witness [run] --log VKEY [--log VKEY ...] [--audit ORIGIN=URL ...] [flags]
       run a C2SP tlog-witness: POST /add-checkpoint cosigns checkpoints of
       the logs given, each only if consistent with what it cosigned before
-  qpc-server witness vkey [flags]
+  qpc-server witness vkey [--log VKEY --audit ORIGIN=URL ...] [flags]
       print the witness's cosigner keys (Ed25519 cosignature/v1, then
-      ML-DSA-44): what log operators put in their witness policy
+      ML-DSA-44): what log operators put in their witness policy; given
+      the witness's --log and --audit flags, then one "# audits ORIGIN URL"
+      line per audited log, to announce with the keys
 
 A log is given by its note verifier key, the first line of
 qpc-server kt-vkey on the log's server; its origin is the key's name.
@@ -36,6 +35,7 @@ directory on first start. With --audit ORIGIN=URL the witness also audits
 that qpc log (reading its public tiles and update lists at URL) and
 cosigns only checkpoints whose every epoch's prefix tree follows from the
 previous one; the auditor's state is audit-<hash>.db beside witness.db.
+It also follows the log's published checkpoint every --audit-every.
 
 Flags:
 `
@@ -45,6 +45,7 @@ type witnessFlags struct {
 	dataDir, listen, name string
 	logs                  stringList
 	audits                stringList
+	auditEvery            time.Duration
 	onion                 bool
 	onionPort             int
 	torBinary, torControl string
@@ -62,6 +63,7 @@ func (f *witnessFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "cosigner name, a schema-less URL such as witness.example.org/w1 (first start only; default qpc-witness-<key>)")
 	fs.Var(&f.logs, "log", "a log to witness: its note verifier key (repeat for several logs)")
 	fs.Var(&f.audits, "audit", "ORIGIN=URL: audit the qpc key-transparency log ORIGIN (one of --log) read at URL (its kt_listen and prefix, e.g. http://log.example:4480/kt) and cosign only checkpoints whose every epoch passes (repeat for several logs)")
+	fs.DurationVar(&f.auditEvery, "audit-every", time.Minute, "how often each auditor also follows its log's published checkpoint (0: only when a checkpoint is offered)")
 	fs.BoolVar(&f.onion, "onion", false, "also serve as a Tor onion service (key in <data dir>/onion.key)")
 	fs.IntVar(&f.onionPort, "onion-port", 80, "the onion service's virtual port")
 	fs.StringVar(&f.torBinary, "tor-binary", "tor", "the tor binary started for --onion")
@@ -128,8 +130,19 @@ func (c *cli) witnessVKey(f *witnessFlags) error {
 	if err != nil {
 		return err
 	}
+	// The audited logs, as the witness names them: announce them with
+	// the keys, since a client's policy must require an auditing witness
+	// to be protected from a log whose epochs alternate two maps
+	// (docs/key-transparency.md §5, §8).
+	audited, err := f.audited()
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(c.stdout, ed)
 	fmt.Fprintln(c.stdout, ml)
+	for _, a := range audited {
+		fmt.Fprintf(c.stdout, "# audits %s %s\n", a.origin, a.url)
+	}
 	return nil
 }
 
@@ -137,19 +150,11 @@ func (c *cli) witnessVKey(f *witnessFlags) error {
 func (c *cli) witnessRun(f *witnessFlags) error {
 	signals := c.notify()
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
-	var logs []witness.Log
-	for _, vk := range f.logs {
-		l, err := witness.LogFromVKey(vk)
-		if err != nil {
-			return err
-		}
-		logs = append(logs, l)
-	}
-	closeAudits, err := witnessAudits(f, logs)
+	logs, auditors, err := witnessLogs(f, log)
 	if err != nil {
 		return err
 	}
-	defer closeAudits()
+	defer auditors.close()
 	w, err := witness.Open(witness.Options{Dir: f.dataDir, Name: f.name, Logs: logs, Logger: log})
 	if err != nil {
 		return err
@@ -174,7 +179,9 @@ func (c *cli) witnessRun(f *witnessFlags) error {
 	for i, l := range logs {
 		origins[i] = l.Origin
 	}
-	log.Info("witness serving", "addr", ln.Addr().String(), "name", w.Name(), "logs", strings.Join(origins, ","), "vkey", w.VerifierKey())
+	log.Info("witness serving", "addr", ln.Addr().String(), "name", w.Name(), "logs", strings.Join(origins, ","), "audits", strings.Join(auditors.origins(), ","), "vkey", w.VerifierKey())
+	stopFollow := auditors.follow(f.auditEvery, log)
+	defer stopFollow()
 
 	if f.onion {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -201,52 +208,6 @@ func (c *cli) witnessRun(f *witnessFlags) error {
 		srv.Close()
 	}
 	return nil
-}
-
-// witnessAudits opens an auditor (kt/audit, docs/key-transparency.md §8)
-// for each --audit ORIGIN=URL, in <data dir>/audit-<16 hex digits of
-// SHA-256(origin)>.db, and sets it as the Check of that origin's log: the
-// witness then cosigns a checkpoint of the log only if every epoch up to
-// it follows from the previous one.
-func witnessAudits(f *witnessFlags, logs []witness.Log) (func(), error) {
-	var auditors []*audit.Auditor
-	closeAll := func() {
-		for _, a := range auditors {
-			a.Close()
-		}
-	}
-	seen := map[string]bool{}
-	for _, spec := range f.audits {
-		origin, base, ok := strings.Cut(spec, "=")
-		if !ok || origin == "" || !strings.HasPrefix(base, "http") {
-			closeAll()
-			return nil, fmt.Errorf("--audit %q: want ORIGIN=URL (the log's kt_listen and prefix, e.g. http://log.example:4480/kt)", spec)
-		}
-		i := slices.IndexFunc(logs, func(l witness.Log) bool { return l.Origin == origin })
-		if i < 0 || seen[origin] {
-			closeAll()
-			return nil, fmt.Errorf("--audit %q: the origin must be one --log's, once", spec)
-		}
-		seen[origin] = true
-		if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-			closeAll()
-			return nil, err
-		}
-		sum := sha256.Sum256([]byte(origin))
-		a, err := audit.Open(filepath.Join(f.dataDir, fmt.Sprintf("audit-%x.db", sum[:8])), audit.Options{
-			Log:      audit.HTTPLog(base, &http.Client{Timeout: time.Minute}),
-			Verifier: logs[i].Verifier,
-		})
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("--audit %s: %w", origin, err)
-		}
-		auditors = append(auditors, a)
-		logs[i].Check = func(ctx context.Context, _, n witness.Tree, cp []byte) error {
-			return a.CheckTree(ctx, n.Size, n.Root, cp)
-		}
-	}
-	return closeAll, nil
 }
 
 // witnessOnion publishes the witness as an onion service forwarding to
