@@ -41,6 +41,9 @@ type Observer struct {
 	buf   []byte
 	err   error
 	lines int64
+	// warnEvery is how often the log repeats the warning: ObserverWarnEvery
+	// (tests shorten it).
+	warnEvery time.Duration
 }
 
 // ObserverSchema and ObserverVersion name the format in the header line.
@@ -52,7 +55,7 @@ const (
 // NewObserver writes the record's header to w and returns the Observer
 // that appends to it. Times count from now.
 func NewObserver(w io.Writer) (*Observer, error) {
-	o := &Observer{bw: bufio.NewWriterSize(w, 64<<10), start: time.Now()}
+	o := &Observer{bw: bufio.NewWriterSize(w, 64<<10), start: time.Now(), warnEvery: ObserverWarnEvery}
 	hdr := fmt.Sprintf(`{"v":%d,"schema":%q,"start":%q}`+"\n", ObserverVersion, ObserverSchema,
 		o.start.UTC().Format(time.RFC3339Nano))
 	if _, err := o.bw.WriteString(hdr); err != nil {
@@ -353,12 +356,11 @@ const observerWarning = "the observer record is ON: every request, connection an
 // ObserverWarnEvery is how often the log repeats observerWarning.
 const ObserverWarnEvery = time.Minute
 
-// warnObserver logs observerWarning at once and then every
-// ObserverWarnEvery until stop is closed, flushing the record each time.
+// warnObserver logs observerWarning every ObserverWarnEvery until stop is
+// closed, flushing the record each time. New logs the first at once.
 func (s *Server) warnObserver(stop <-chan struct{}) {
 	o := s.opts.Observer
-	s.log.Warn(observerWarning)
-	t := time.NewTicker(ObserverWarnEvery)
+	t := time.NewTicker(o.warnEvery)
 	defer t.Stop()
 	for {
 		select {

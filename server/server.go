@@ -271,6 +271,7 @@ func New(opts Options) (*Server, error) {
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
 	go s.purgeLoop()
 	if opts.Observer != nil {
+		s.log.Warn(observerWarning)
 		s.obsStop, s.obsDone = make(chan struct{}), make(chan struct{})
 		go func() { defer close(s.obsDone); s.warnObserver(s.obsStop) }()
 	}
