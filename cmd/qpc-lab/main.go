@@ -4,7 +4,7 @@
 // known attacks on those records and reports how many messages an
 // attacker needs.
 //
-//	qpc-lab run <scenario.toml> -out DIR [-seed N] [-users N] [-speed X]
+//	qpc-lab run <scenario.toml> -out DIR [-seed N] [-users N] [-speed X] [-network=false]
 //
 // Each subcommand lives in a file of its own and registers itself in
 // the subcommands table below.

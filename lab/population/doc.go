@@ -10,9 +10,11 @@
 //	sc, _ := scenario.Load("lab/scenarios/qpc-default.toml")
 //	m, err := population.Run(ctx, population.Options{Scenario: sc, Seed: 1, Out: "runs/x"})
 //
-// It writes three files into Out: the server's observer record
-// (observer.jsonl), the ground truth (truth.jsonl; lab/record defines
-// both) and the run's manifest (run.json, Manifest), and stops by itself
+// It writes into Out the server's observer record (observer.jsonl), the
+// ground truth (truth.jsonl), with Options.Network the network record of
+// a UDP relay between clients and server (network.jsonl; lab/record
+// defines the three) and the run's manifest (run.json, Manifest), and
+// stops by itself
 // once the schedule is done and the last receipts had time to leave.
 //
 // A run has two phases: the setup (users register, every conversation is
@@ -26,6 +28,6 @@
 // it exists to measure what qpc's per-conversation mailboxes buy.
 //
 // Imports: client, server (and the stores, accounts, tokens and KT it is
-// assembled from, as cmd/qpc-server assembles them), lab/record,
-// lab/scenario.
+// assembled from, as cmd/qpc-server assembles them), lab/netrecord,
+// lab/record, lab/scenario.
 package population

@@ -19,6 +19,7 @@ import (
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/lab/netrecord"
 	"github.com/quicprochat/qpc/lab/record"
 	"github.com/quicprochat/qpc/lab/scenario"
 )
@@ -28,6 +29,7 @@ const (
 	FileObserver = "observer.jsonl" // the server's observer record
 	FileTruth    = "truth.jsonl"    // the ground truth
 	FileManifest = "run.json"       // Manifest
+	FileNetwork  = "network.jsonl"  // the network record (Options.Network)
 )
 
 // Options configure a run.
@@ -42,6 +44,9 @@ type Options struct {
 	// message, for deliveries and receipts; default 2 s plus the longest
 	// receipt delay (in real time).
 	Drain time.Duration
+	// Network puts the lab's UDP relay (lab/netrecord) between the
+	// clients and the server and writes its network record.
+	Network bool
 	// Settle is the real time between the setup and the schedule, for
 	// every messenger's Follow to subscribe to its new mailboxes (it does
 	// at its next 5-second tick); default 5.5 s.
@@ -205,9 +210,27 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 	}()
 	r.log.Info("server up", "users", r.sc.Users, "messages", len(r.sched.Messages), "speed", r.speed)
 
+	clientAddr := srv.addr
+	var relay *netrecord.Relay
+	var netFile *os.File
+	if r.opts.Network {
+		if netFile, err = os.Create(filepath.Join(r.opts.Out, FileNetwork)); err != nil {
+			return nil, err
+		}
+		defer netFile.Close()
+		nw, err := record.NewNetworkWriter(netFile, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		if relay, err = netrecord.Start("127.0.0.1:0", srv.host, nw); err != nil {
+			return nil, err
+		}
+		defer relay.Close()
+		clientAddr = srv.id.Address(relay.Addr().String()).String()
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := r.startUsers(runCtx, work, srv); err != nil {
+	if err := r.startUsers(runCtx, work, srv, clientAddr); err != nil {
 		return nil, err
 	}
 	var follow sync.WaitGroup
@@ -271,6 +294,14 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 		u.c.Close()
 	}
 	r.users = nil
+	if relay != nil {
+		if err := relay.Close(); err != nil {
+			return nil, fmt.Errorf("population: the network record: %w", err)
+		}
+		if err := netFile.Close(); err != nil {
+			return nil, err
+		}
+	}
 	closed = true
 	if err := srv.close(); err != nil {
 		r.log.Warn("server shutdown", "err", err)
@@ -347,7 +378,7 @@ func (r *run) receiptDelay() client.ReceiptDelay {
 }
 
 // startUsers initialises and registers every user, a few at a time.
-func (r *run) startUsers(ctx context.Context, work string, srv *labServer) error {
+func (r *run) startUsers(ctx context.Context, work string, srv *labServer, addr string) error {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rd := r.receiptDelay()
 	var cover *client.CoverOptions
@@ -383,7 +414,7 @@ func (r *run) startUsers(ctx context.Context, work string, srv *labServer) error
 			defer func() { <-sem }()
 			ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			c, err := client.Init(ictx, srv.addr, srv.pin(), opts)
+			c, err := client.Init(ictx, addr, srv.pin(), opts)
 			if err != nil {
 				errs <- fmt.Errorf("population: init %s: %w", u.name, err)
 				return

@@ -33,7 +33,7 @@ enabled = true
 delay = { dist = "fixed", mean = "500ms" }
 `
 
-func runSmall(t *testing.T, src string, seed int64) (string, *Manifest) {
+func runSmall(t *testing.T, src string, seed int64, network bool) (string, *Manifest) {
 	t.Helper()
 	sc, err := scenario.Parse([]byte(src))
 	if err != nil {
@@ -42,7 +42,7 @@ func runSmall(t *testing.T, src string, seed int64) (string, *Manifest) {
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	m, err := Run(ctx, Options{Scenario: sc, Seed: seed, Out: out, Drain: time.Second, Settle: time.Millisecond})
+	m, err := Run(ctx, Options{Scenario: sc, Seed: seed, Out: out, Drain: time.Second, Settle: time.Millisecond, Network: network})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func runSmall(t *testing.T, src string, seed int64) (string, *Manifest) {
 // mailbox of its recipient in that conversation, no scheduled text was
 // lost, and a second run with the seed follows the same schedule.
 func TestLabPopulationTruthInRecord(t *testing.T) {
-	out, m := runSmall(t, small, 5)
+	out, m := runSmall(t, small, 5, true)
 	t.Logf("manifest: %+v", *m)
 	if m.Scheduled == 0 || m.Lost != 0 {
 		t.Fatalf("%d of %d scheduled texts never reached the server", m.Lost, m.Scheduled)
@@ -74,6 +74,7 @@ func TestLabPopulationTruthInRecord(t *testing.T) {
 	}
 	checkAgainstObserver(t, out, m, users, convs, msgs)
 	checkAgainstSchedule(t, small, 5, m, msgs)
+	checkNetwork(t, out, len(users))
 }
 
 // checkAgainstSchedule: the run followed the seed's schedule, the same
@@ -171,7 +172,7 @@ rate_per_day = 480
 // its members' intro mailboxes (the mailbox key transparency names for
 // them), every text of the schedule arrives there, and receipts follow.
 func TestLabPopulationNaive(t *testing.T) {
-	out, m := runSmall(t, naive, 2)
+	out, m := runSmall(t, naive, 2, false)
 	t.Logf("manifest: %+v", *m)
 	if !m.Naive || m.Lost != 0 || m.Texts < m.Scheduled || m.Receipts == 0 {
 		t.Fatalf("naive run: %+v", *m)
@@ -186,4 +187,33 @@ func TestLabPopulationNaive(t *testing.T) {
 	}
 	checkAgainstObserver(t, out, m, users, convs, msgs)
 	checkAgainstSchedule(t, naive, 2, m, msgs)
+}
+
+// checkNetwork: the relay's network record saw every user's flows, both
+// ways.
+func checkNetwork(t *testing.T, out string, users int) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(out, FileNetwork))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, pkts, err := record.ReadNetwork(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows := map[string]bool{}
+	var up, down int
+	for _, p := range pkts {
+		flows[p.Flow] = true
+		if p.Dir == record.DirUp {
+			up++
+		} else {
+			down++
+		}
+	}
+	// Each user has a connection per conversation and more (account, KT).
+	if len(flows) < users || up == 0 || down == 0 {
+		t.Errorf("network record: %d flows, %d up, %d down packets for %d users", len(flows), up, down, users)
+	}
 }

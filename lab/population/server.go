@@ -32,7 +32,8 @@ type labServer struct {
 	accts  *accounts.Service
 	kt     *kt.Directory
 	ktKeys *server.KTKeys
-	addr   string
+	addr   string // qpc:// address
+	host   string // its host:port
 	policy padding.Policy
 	obs    *server.Observer
 
@@ -125,7 +126,8 @@ func startServer(dir string, observer io.Writer, log *slog.Logger) (_ *labServer
 	if err != nil {
 		return nil, err
 	}
-	s.addr = s.id.Address(pc.LocalAddr().String()).String()
+	s.host = pc.LocalAddr().String()
+	s.addr = s.id.Address(s.host).String()
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
