@@ -465,6 +465,25 @@ func (r *run) setupConversations(ctx context.Context) error {
 			}
 		}
 	}
+	// Members have a group's creator as a contact, so that they join
+	// without an invitation to accept (a group from a stranger waits for
+	// consent, docs/threat-model.md).
+	contacts := map[[2]int]bool{}
+	for _, c := range r.sched.Convs {
+		if !c.Group {
+			continue
+		}
+		for _, m := range c.Members[1:] {
+			k := [2]int{m, c.Members[0]}
+			if contacts[k] {
+				continue
+			}
+			contacts[k] = true
+			if _, err := r.users[m].c.AddContact(ctx, r.users[c.Members[0]].handle); err != nil {
+				return fmt.Errorf("population: %s adds %s: %w", r.users[m].name, r.users[c.Members[0]].name, err)
+			}
+		}
+	}
 	sem := make(chan struct{}, 4)
 	errs := make(chan error, len(r.sched.Convs))
 	var wg sync.WaitGroup
@@ -660,7 +679,7 @@ func (r *run) send(ctx context.Context, m scenario.Message) {
 	for _, i := range r.sched.Recipients(m) {
 		to = append(to, r.users[i].handle)
 	}
-	target := c.Name
+	target := "#" + c.Name // a bare name is always a person (docs/user-guide.md)
 	if !c.Group {
 		target = to[0]
 	}
