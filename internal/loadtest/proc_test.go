@@ -93,14 +93,7 @@ func freeTCP(t *testing.T) string {
 // waits for its address line.
 func startServer(t *testing.T, maxConns int) *serverProc {
 	t.Helper()
-	bin := serverBinary(t)
-	admin := freeTCP(t)
-	args := []string{"run",
-		"--data-dir", t.TempDir(),
-		"--listen", "127.0.0.1:0",
-		"--admin-listen", admin,
-		"--kt-listen", "127.0.0.1:0",
-		"--log-level", "warn",
+	return startServerFlags(t,
 		"--require-tokens=true",
 		"--token-quota", "1048576",
 		"--max-conns", strconv.Itoa(maxConns),
@@ -109,7 +102,23 @@ func startServer(t *testing.T, maxConns int) *serverProc {
 		// a row; the senders stay far below the default rate anyway.
 		"--request-rate", "100000",
 		"--request-burst", "100000",
-	}
+	)
+}
+
+// startServerFlags runs qpc-server on 127.0.0.1 with a fresh data
+// directory, its defaults and the given flags, and waits for its address
+// line.
+func startServerFlags(t *testing.T, flags ...string) *serverProc {
+	t.Helper()
+	bin := serverBinary(t)
+	admin := freeTCP(t)
+	args := append([]string{"run",
+		"--data-dir", t.TempDir(),
+		"--listen", "127.0.0.1:0",
+		"--admin-listen", admin,
+		"--kt-listen", "127.0.0.1:0",
+		"--log-level", "warn",
+	}, flags...)
 	cmd := exec.Command(bin, args...)
 	// The server's configuration comes from the flags alone.
 	for _, kv := range os.Environ() {
