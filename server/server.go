@@ -54,9 +54,15 @@ type Options struct {
 	// Delivery memory (delivery.go): envelope bytes Fetch and Subscribe
 	// hold loaded but not yet written, per connection and in total.
 	DeliveryConnBytes int64 // default 2 MiB
-	DeliveryBytes     int64 // default 128 MiB
-	MaxSubsPerMailbox int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
-	MaxSubsPerConn    int   // subscriptions one connection may hold; default 32
+	DeliveryBytes     int64 // default 64 MiB
+	// Per source (sources.go): an address (IPv6: /64), its /48 a
+	// multiple; over Tor each connection. The server-wide caps are
+	// shared max-min fairly.
+	DeliverySourceBytes int64 // delivery bytes one source may hold; default 16 MiB
+	MaxStreamsPerAddr   int   // request streams one source may hold across its connections; default 512
+	MaxStreamsTotal     int   // request streams of all connections together; default 4,096
+	MaxSubsPerMailbox   int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
+	MaxSubsPerConn      int   // subscriptions one connection may hold; default 32
 
 	// Tokens issues and redeems anonymous delivery tokens. With it (and
 	// no Authorizer), every create and send must carry one token.
@@ -130,6 +136,7 @@ func (o *Options) setDefaults() {
 	}
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
+	o.setSourceDefaults()
 	o.KTLimits.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -188,11 +195,11 @@ type Server struct {
 	connLimits connLimiter // connection counts for MaxConns and MaxConnsPerAddr
 	ktLimits   *ktLimiter  // KTLimits' budgets (kt_handler.go)
 
-	delivery       *semaphore.Weighted // DeliveryBytes (delivery.go)
-	pageMsgs       int                 // messages per delivery page
-	maxDeliverable int                 // MaxDeliverable(Policy)
-	readyMu        sync.Mutex          // guards readyChecks
-	readyCheck     []readyCheck        // extra /readyz conditions (AddReadyCheck)
+	sources        *sourceTable // streams and delivery bytes per source and in total (sources.go)
+	pageMsgs       int          // messages per delivery page
+	maxDeliverable int          // MaxDeliverable(Policy)
+	readyMu        sync.Mutex   // guards readyChecks
+	readyCheck     []readyCheck // extra /readyz conditions (AddReadyCheck)
 
 	subsCtx    context.Context // cancelled when draining starts
 	subsCancel context.CancelFunc
@@ -229,6 +236,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSourceBudgets(&opts); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts: opts,
 		tls:  tlsConf,
@@ -252,7 +262,7 @@ func New(opts Options) (*Server, error) {
 		purgeStop: make(chan struct{}),
 		purgeDone: make(chan struct{}),
 
-		delivery:       semaphore.NewWeighted(opts.DeliveryBytes),
+		sources:        newSourceTable(&opts),
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
@@ -439,7 +449,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
-	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info)}
+	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info), keys: connSourceKeys(info)}
 	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
 		qs, err := conn.AcceptStream(conn.Context())
@@ -463,11 +473,20 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 			go s.refuse(st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			continue
 		}
+		// Counted against its source's and the server's stream caps
+		// before anything of it is read; over a cap it is reset at once.
+		entry, refusal := s.sources.admitStream(cs.keys, func() { resetStream(st) })
+		if refusal != nil {
+			s.inflight.Done()
+			go s.refuseUnread(st, refusal)
+			continue
+		}
 		go func() {
 			defer s.inflight.Done()
+			defer s.sources.releaseStream(entry)
 			s.opts.Metrics.StreamStarted()
 			defer s.opts.Metrics.StreamDone()
-			s.handleStream(conn, cs, st)
+			s.handleStream(conn, cs, entry, st)
 		}()
 	}
 }
@@ -531,6 +550,26 @@ func (s *Server) finishRead(st Stream, r *wire.Reader) {
 	}
 }
 
+// refuseUnread answers a stream that a stream cap refuses with err
+// without reading it, so that it costs nothing while it waits.
+func (s *Server) refuseUnread(st Stream, err error) {
+	st.CancelRead(0)
+	st.SetWriteDeadline(time.Now().Add(min(s.opts.RequestTimeout, 2*time.Second)))
+	s.writeError(st, s.opts.Policy, err)
+	st.Close()
+}
+
+// resetStream ends a stream another source needs the room of: both
+// directions are reset, so that whatever its handler waits for returns.
+func resetStream(st Stream) {
+	st.CancelRead(streamPreempted)
+	st.CancelWrite(streamPreempted)
+}
+
+// streamPreempted is the QUIC stream error code of a stream reset to give
+// its room to a source holding less (sources.go).
+const streamPreempted quic.StreamErrorCode = 1
+
 func (s *Server) refuse(st Stream, err error) {
 	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
 	// A Health request is still answered while draining, so a prober
@@ -556,7 +595,7 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 	wire.WriteMessage(w, p, e)
 }
 
-func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
+func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
 	subscribed := false
@@ -608,7 +647,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 		subscribed = true
 		r.Reset(nil, s.opts.Policy)
 		s.readers.Put(r)
-		s.subscribe(conn, cs, st, m)
+		s.subscribe(conn, cs, e, st, m)
 		return
 	case *wire.AccountRequest:
 		s.accountExchange(ctx, st, cs.src, r, m)
@@ -616,7 +655,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 	}
 	resp, isKT, err := s.ktRequest(ctx, cs, m)
 	if !isKT {
-		resp, err = s.dispatch(ctx, cs, st, m)
+		resp, err = s.dispatch(ctx, cs, e, st, m)
 	}
 	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	if err != nil {
@@ -641,7 +680,7 @@ func (s *Server) logFailure(kind wire.Kind, err error) {
 
 // dispatch runs one request. Fetch writes its own Delivery records and
 // returns the closing FetchEnd.
-func (s *Server) dispatch(ctx context.Context, cs *connState, st Stream, m wire.Message) (wire.Message, error) {
+func (s *Server) dispatch(ctx context.Context, cs *connState, e *streamEntry, st Stream, m wire.Message) (wire.Message, error) {
 	binding := cs.binding
 	switch m := m.(type) {
 	case *wire.Health:
@@ -660,7 +699,7 @@ func (s *Server) dispatch(ctx context.Context, cs *connState, st Stream, m wire.
 	case *wire.Send:
 		return s.send(ctx, m)
 	case *wire.Fetch:
-		return s.fetch(ctx, cs, st, m)
+		return s.fetch(ctx, cs, e, st, m)
 	case *wire.UploadKeyPackages:
 		return s.uploadKeyPackages(ctx, m)
 	case *wire.FetchKeyPackage:
@@ -754,12 +793,12 @@ func (s *Server) authorizeOwner(ctx context.Context, binding []byte, m wire.Sign
 	return mb, nil
 }
 
-func (s *Server) fetch(ctx context.Context, cs *connState, st Stream, m *wire.Fetch) (wire.Message, error) {
+func (s *Server) fetch(ctx context.Context, cs *connState, e *streamEntry, st Stream, m *wire.Fetch) (wire.Message, error) {
 	if _, err := s.authorizeOwner(ctx, cs.binding, m); err != nil {
 		return nil, err
 	}
 	limit := min(int(m.Limit), int(s.limits.MaxFetch))
-	_, more, err := s.deliverFrom(ctx, cs, st, m.ReceiveID, m.After, limit)
+	_, more, err := s.deliverFrom(ctx, cs, e, st, m.ReceiveID, m.After, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -770,7 +809,7 @@ func (s *Server) fetch(ctx context.Context, cs *connState, st Stream, m *wire.Fe
 // every new message, until the client closes the stream, the mailbox is
 // deleted, a newer subscription replaces this one, the connection ends,
 // or the server drains.
-func (s *Server) subscribe(conn *quic.Conn, cs *connState, st Stream, m *wire.Subscribe) {
+func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st Stream, m *wire.Subscribe) {
 	fail := func(err error) {
 		s.countError(metrics.KindLabel(wire.KindSubscribe), err)
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
@@ -814,7 +853,7 @@ func (s *Server) subscribe(conn *quic.Conn, cs *connState, st Stream, m *wire.Su
 		var more bool
 		var err error
 		for more = true; more; {
-			cursor, more, err = s.deliverFrom(st.Context(), cs, st, m.ReceiveID, cursor, math.MaxInt)
+			cursor, more, err = s.deliverFrom(st.Context(), cs, e, st, m.ReceiveID, cursor, math.MaxInt)
 			if err != nil {
 				if _, coded := wire.CodeOf(err); coded {
 					st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
