@@ -26,7 +26,7 @@ import (
 const (
 	// DefaultDeliveryBytes bounds the envelope bytes that all Fetch and
 	// Subscribe streams together hold loaded but not yet written.
-	DefaultDeliveryBytes = 64 << 20
+	DefaultDeliveryBytes = 32 << 20
 	// DefaultDeliveryConnBytes bounds them per connection: three pages
 	// of the largest envelopes of the default policy.
 	DefaultDeliveryConnBytes = 2 << 20

@@ -552,6 +552,26 @@ func (s *Server) finishRead(st Stream, r *wire.Reader) {
 
 // refuseUnread answers a stream that a stream cap refuses with err
 // without reading it, so that it costs nothing while it waits.
+// finishReadUnbuffered is finishRead once the reader has gone back to the
+// pool; extra says whether it had read bytes after the request.
+func (s *Server) finishReadUnbuffered(st Stream, extra bool) {
+	if extra {
+		st.CancelRead(0)
+		return
+	}
+	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
+	var b [1]byte
+	for {
+		n, err := st.Read(b[:])
+		if n > 0 || err != nil && !errors.Is(err, io.EOF) {
+			st.CancelRead(0)
+		}
+		if n > 0 || err != nil {
+			return
+		}
+	}
+}
+
 func (s *Server) refuseUnread(st Stream, err error) {
 	st.CancelRead(0)
 	st.SetWriteDeadline(time.Now().Add(min(s.opts.RequestTimeout, 2*time.Second)))
@@ -598,12 +618,26 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
-	subscribed := false
-	defer func() {
-		if !subscribed { // a subscription reads its stream to the end itself
-			s.finishRead(st, r)
+	// The pooled reader goes back as soon as the request is read (an
+	// account exchange reads more records), so that a stream waiting for
+	// its answer does not hold its buffers.
+	pooled, extra := true, false
+	putReader := func() {
+		if pooled {
+			pooled = false
 			r.Reset(nil, s.opts.Policy) // drop the stream, keep the buffers
 			s.readers.Put(r)
+		}
+	}
+	subscribed := false
+	defer func() {
+		switch {
+		case subscribed: // a subscription reads its stream to the end itself
+		case pooled:
+			s.finishRead(st, r)
+			putReader()
+		default:
+			s.finishReadUnbuffered(st, extra)
 		}
 		st.Close()
 	}()
@@ -640,13 +674,14 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 	}
 	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
 	defer cancel()
+	if m.Kind() != wire.KindAccountRequest {
+		extra = r.Buffered() > 0
+		putReader()
+	}
 	switch m := m.(type) {
 	case *wire.Subscribe:
-		// A subscription reads its stream itself, byte by byte: the
-		// pooled reader and its buffers go back at once.
+		// A subscription reads its stream itself, byte by byte.
 		subscribed = true
-		r.Reset(nil, s.opts.Policy)
-		s.readers.Put(r)
 		s.subscribe(conn, cs, e, st, m)
 		return
 	case *wire.AccountRequest:

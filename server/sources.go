@@ -35,15 +35,15 @@ const (
 	// max_conns_per_addr connections one address may open: room for a
 	// carrier-grade NAT's users, far below the 6,400 that 64 connections
 	// × max_streams would allow.
-	DefaultMaxStreamsPerAddr = 512
+	DefaultMaxStreamsPerAddr = 256
 	// DefaultMaxStreamsTotal bounds the streams of all connections
 	// together. An open stream costs the server about 20-30 KiB
 	// (goroutine, reader, QUIC state; TestAttackServerRSS), so 4,096 of
 	// them cost about 100 MiB at most.
-	DefaultMaxStreamsTotal = 4096
+	DefaultMaxStreamsTotal = 2048
 	// DefaultDeliverySourceBytes is one source's share of delivery_bytes:
 	// eight connections' worth of delivery_conn_bytes.
-	DefaultDeliverySourceBytes = 16 << 20
+	DefaultDeliverySourceBytes = 8 << 20
 )
 
 func (o *Options) setSourceDefaults() {

@@ -88,6 +88,10 @@ func (r *Reader) Reset(rd io.Reader, p padding.Policy) {
 	r.policy = p
 }
 
+// Buffered is how many bytes r has read from its stream beyond the
+// records returned so far.
+func (r *Reader) Buffered() int { return r.r.Buffered() }
+
 // SetPolicy switches the policy after the handshake.
 func (r *Reader) SetPolicy(p padding.Policy) { r.policy = p }
 

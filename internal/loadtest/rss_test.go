@@ -73,11 +73,12 @@ const (
 func rssFlags() []string { return strings.Fields(os.Getenv("QPC_RSS_SERVER_FLAGS")) }
 
 // rssAddrs is how many loopback addresses the Fetch/Subscribe attack
-// comes from (QPC_RSS_ADDRS, default 1).
+// comes from (QPC_RSS_ADDRS, default 3: more than one source's share of
+// the delivery budget and of the stream caps).
 func rssAddrs(t *testing.T) int {
 	v := os.Getenv("QPC_RSS_ADDRS")
 	if v == "" {
-		return 1
+		return 3
 	}
 	var n int
 	if _, err := fmt.Sscan(v, &n); err != nil || n < 1 || n > 50 {
