@@ -192,8 +192,9 @@ type Server struct {
 	packets    []net.PacketConn
 	conns      map[*quic.Conn]struct{}
 
-	connLimits connLimiter // connection counts for MaxConns and MaxConnsPerAddr
-	ktLimits   *ktLimiter  // KTLimits' budgets (kt_handler.go)
+	connLimits connLimiter         // connection counts for MaxConns and MaxConnsPerAddr
+	ktLimits   *ktLimiter          // KTLimits' budgets (kt_handler.go)
+	ktProvers  *semaphore.Weighted // publishes proving at once (kt_handler.go)
 
 	sources        *sourceTable // streams and delivery bytes per source and in total (sources.go)
 	pageMsgs       int          // messages per delivery page
@@ -266,6 +267,7 @@ func New(opts Options) (*Server, error) {
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
+		ktProvers:      semaphore.NewWeighted(ktProvers()),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
