@@ -1,14 +1,17 @@
 package loadtest
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -54,13 +57,16 @@ const (
 	strangerBoxes = 4
 	strangerMsgs  = 16
 	// ktSources are the loopback addresses the KT-publish attacker
-	// registers accounts from (the per-source registration burst is 5).
-	ktSources = 20
+	// registers accounts from, ktAccountsPerSource each (the per-source
+	// registration burst is 5): about as many accounts as it registered
+	// in ktWindow when it registered during the attack.
+	ktSources           = 20
+	ktAccountsPerSource = 2
 	// rounds of the honest pair's send and receive per sample.
 	rounds = 120
 	// ktWindow is how long the KT-publish attack lasts: the honest
 	// rounds are spread over it.
-	ktWindow = 10 * time.Second
+	ktWindow = 6 * time.Second
 	// honestTokens: the mailbox, 20 warm-up rounds, two unloaded
 	// samples and one loaded of rounds each, and some slack; within the
 	// default token_quota (1,000 a day).
@@ -505,11 +511,10 @@ func strangerMailboxes(ctx context.Context, t *testing.T, addr, ip string, n, ms
 
 // bigBinding is a binding for label that verifies, close to the largest
 // value the directory takes (kt.MaxValueLen).
-func bigBinding(t *testing.T, label string) []byte {
-	t.Helper()
+func bigBinding(label string) (*kt.Binding, error) {
 	_, idKey, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	b := &kt.Binding{
 		Label:        label,
@@ -522,27 +527,35 @@ func bigBinding(t *testing.T, label string) []byte {
 		b.DeviceKeys = append(b.DeviceKeys, k)
 	}
 	if err := b.Sign(idKey); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	v := b.Marshal()
 	if len(v) > kt.MaxValueLen {
-		t.Fatalf("binding of %d bytes, more than kt.MaxValueLen", len(v))
+		return nil, fmt.Errorf("binding of %d bytes, more than kt.MaxValueLen", len(v))
 	}
-	return v
+	return kt.ParseBinding(v)
 }
 
-// ktFlood registers accounts from ktSources loopback addresses as fast as
-// the server lets it until ctx ends, and has each publish its burst of
-// large bindings at once and then once a second, counting the answers.
-func ktFlood(ctx context.Context, t *testing.T, addr string, a *attack, published, refused *atomic.Int64) {
+// ktAccount is an account of the KT-publish attacker, on a connection of
+// its own from its source address.
+type ktAccount struct {
+	c      *client.Conn
+	sess   *client.Session
+	handle string
+	value  *kt.Binding
+}
+
+// ktAccounts registers perSource accounts from each of ktSources loopback
+// addresses, as fast as the registration limits let.
+func ktAccounts(ctx context.Context, addr string, a *attack, perSource int) []*ktAccount {
+	var mu sync.Mutex
+	var accts []*ktAccount
 	var wg sync.WaitGroup
 	for s := range ktSources {
 		ip := fmt.Sprintf("127.0.1.%d", 10+s)
 		wg.Go(func() {
-			for n := 0; ctx.Err() == nil; n++ {
+			for n := 0; n < perSource && ctx.Err() == nil; n++ {
 				handle := fmt.Sprintf("kt%d-%d", s, n)
-				var sess *client.Session
-				var c *client.Conn
 				for ctx.Err() == nil {
 					pc, err := net.ListenPacket("udp", ip+":0")
 					if err != nil {
@@ -554,15 +567,23 @@ func ktFlood(ctx context.Context, t *testing.T, addr string, a *attack, publishe
 					raddr, _ := net.ResolveUDPAddr("udp", wa.Host)
 					opts := clientOptions
 					opts.PacketConn, opts.RemoteAddr, opts.MaxAttempts = pc, raddr, 1
-					c, err = client.Dial(ctx, addr, opts)
+					c, err := client.Dial(ctx, addr, opts)
 					if err != nil {
 						a.fail(err)
 						continue
 					}
 					var dev account.DeviceID
 					rand.Read(dev[:])
-					sess, err = c.Register(ctx, handle, []byte("password"), dev, handle, cheapKSF)
+					sess, err := c.Register(ctx, handle, []byte("password"), dev, handle, cheapKSF)
 					if err == nil {
+						value, err := bigBinding(handle)
+						if err != nil {
+							a.fail(err)
+							return
+						}
+						mu.Lock()
+						accts = append(accts, &ktAccount{c: c, sess: sess, handle: handle, value: value})
+						mu.Unlock()
 						break
 					}
 					c.Close()
@@ -574,50 +595,142 @@ func ktFlood(ctx context.Context, t *testing.T, addr string, a *attack, publishe
 					case <-time.After(200 * time.Millisecond):
 					}
 				}
-				if sess == nil {
-					return
-				}
-				value := bigBinding(t, handle)
-				publish := func() {
-					_, _, err := c.KTPublish(ctx, sess, client.NewKTOwner(handle), mustParse(t, value))
-					var verr *client.KTVersionError
-					switch _, coded := wire.CodeOf(err); {
-					case err == nil, errors.As(err, &verr):
-						published.Add(1)
-					case coded:
-						refused.Add(1)
-					case ctx.Err() == nil:
-						a.fail(err)
-					}
-				}
-				var pw sync.WaitGroup
-				for range 10 { // the burst (8) and then some
-					pw.Go(publish)
-				}
-				pw.Wait()
-				a.streams.Add(1) // one more account
-				go func() {
-					defer c.Close()
-					for ctx.Err() == nil {
-						publish()
-						select {
-						case <-ctx.Done():
-						case <-time.After(time.Second):
-						}
-					}
-				}()
 			}
 		})
 	}
 	wg.Wait()
+	return accts
 }
 
-func mustParse(t *testing.T, v []byte) *kt.Binding {
-	b, err := kt.ParseBinding(v)
+// ktHelper is the KT-publish attacker's process: this test binary run
+// again with QPC_RSS_HELPER=kt (TestMain).
+type ktHelper struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+}
+
+// startKTHelper starts the attacker's process and waits until it has
+// registered its accounts.
+func startKTHelper(e *attackEnv) *ktHelper {
+	t := e.t
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "QPC_RSS_HELPER=kt", "QPC_RSS_HELPER_ADDR="+e.srv.addr)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &ktHelper{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	if !h.out.Scan() || !strings.HasPrefix(h.out.Text(), "ready ") {
+		t.Fatalf("the KT attacker's process did not get ready: %q %v", h.out.Text(), h.out.Err())
+	}
+	return h
+}
+
+// flood starts the publishing, stops it when ctx ends and describes it.
+func (h *ktHelper) flood(ctx context.Context, e *attackEnv) string {
+	io.WriteString(h.stdin, "go\n")
+	<-ctx.Done()
+	h.stdin.Close()
+	var last string
+	for h.out.Scan() {
+		last = h.out.Text()
+	}
+	h.cmd.Wait()
+	var accts, streams, errs int64
+	var published, refused int64
+	if _, err := fmt.Sscanf(last, "accounts=%d published=%d refused=%d errors=%d", &accts, &published, &refused, &errs); err != nil {
+		e.t.Errorf("the KT attacker's report %q: %v", last, err)
+	}
+	streams = accts
+	e.a.streams.Add(streams)
+	if errs > 0 {
+		e.a.errs.Add(errs)
+		e.a.firstEr.CompareAndSwap(nil, fmt.Errorf("%d errors in the KT attacker's process", errs))
+	}
+	return fmt.Sprintf("sources=%d accounts=%d published=%d refused=%d", ktSources, accts, published, refused)
+}
+
+// ktHelperMain is the KT-publish attacker's process: it registers its
+// accounts, says "ready", publishes from "go" on its standard input until
+// that closes, and reports what it did.
+func ktHelperMain() int {
+	addr := os.Getenv("QPC_RSS_HELPER_ADDR")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &attack{}
+	defer a.close()
+	accts := ktAccounts(ctx, addr, a, ktAccountsPerSource)
+	fmt.Printf("ready %d\n", len(accts))
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() || in.Text() != "go" {
+		return 1
+	}
+	go func() {
+		for in.Scan() {
+		}
+		cancel()
+	}()
+	var published, refused atomic.Int64
+	ktFlood(ctx, accts, a, &published, &refused)
+	if err, _ := a.firstEr.Load().(error); err != nil {
+		fmt.Fprintf(os.Stderr, "KT attacker: %d errors, the first: %v\n", a.errs.Load(), err)
+	}
+	fmt.Printf("accounts=%d published=%d refused=%d errors=%d\n", len(accts), published.Load(), refused.Load(), a.errs.Load())
+	return 0
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("QPC_RSS_HELPER") == "kt" {
+		os.Exit(ktHelperMain())
+	}
+	os.Exit(m.Run())
+}
+
+// ktFlood has each account publish its burst of large bindings at once
+// and then once a second until ctx ends, counting the answers.
+func ktFlood(ctx context.Context, accts []*ktAccount, a *attack, published, refused *atomic.Int64) {
+	var wg sync.WaitGroup
+	for _, acct := range accts {
+		publish := func() {
+			_, _, err := acct.c.KTPublish(ctx, acct.sess, client.NewKTOwner(acct.handle), acct.value)
+			var verr *client.KTVersionError
+			switch _, coded := wire.CodeOf(err); {
+			case err == nil, errors.As(err, &verr):
+				published.Add(1)
+			case coded:
+				refused.Add(1)
+			case ctx.Err() == nil:
+				a.fail(err)
+			}
+		}
+		wg.Go(func() {
+			defer acct.c.Close()
+			var pw sync.WaitGroup
+			for range 10 { // the burst (8) and then some
+				pw.Go(publish)
+			}
+			pw.Wait()
+			a.streams.Add(1) // one more account publishing
+			for ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+					publish()
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestAttackServerRSS: the qpc-server binary, run as its own process with
@@ -674,6 +787,10 @@ func TestAttackServerRSS(t *testing.T) {
 		name       string
 		concurrent bool // the attack runs during the honest rounds, not before them
 		attack     attackFunc
+		// prepare, if set, runs before the attack's window and its CPU
+		// and RSS baselines: what it makes is the attack's, but the
+		// window measures what the attack makes the server do.
+		prepare func(ctx context.Context, e *attackEnv) any
 	}{
 		{"fetch-subscribe", false, func(ctx context.Context, e *attackEnv) string {
 			mbs := strangerMailboxes(ctx, e.t, e.srv.addr, "127.0.0.2", strangerBoxes, strangerMsgs)
@@ -687,14 +804,21 @@ func TestAttackServerRSS(t *testing.T) {
 			})
 			return fmt.Sprintf("addrs=%d conns=%d streams=%d mailboxes=%d×%.1fMiB", addrs, addrs*attackConns, e.a.streams.Load(),
 				strangerBoxes, float64(strangerMsgs*128<<10)/mib)
-		}},
-		{"record-header", false, header(false)},
+		}, nil},
+		{"record-header", false, header(false), nil},
 		{"kt-publish", true, func(ctx context.Context, e *attackEnv) string {
-			var published, refused atomic.Int64
-			ktFlood(ctx, e.t, e.srv.addr, e.a, &published, &refused)
-			return fmt.Sprintf("sources=%d accounts=%d published=%d refused=%d", ktSources, e.a.streams.Load(), published.Load(), refused.Load())
+			return e.prepared.(*ktHelper).flood(ctx, e)
+		}, func(_ context.Context, e *attackEnv) any {
+			// The attacker is a process of its own, as it would be (on
+			// a machine of its own): its client's work (TLS, records
+			// of 15 KiB bindings) would otherwise share this process's
+			// scheduler with the honest pair. It registers its accounts
+			// first: registering is OPAQUE work the registration limits
+			// (not the publish budgets) bound; the window measures what
+			// publishing makes the server do.
+			return startKTHelper(e)
 		}},
-		{"record-body", false, header(true)},
+		{"record-body", false, header(true), nil},
 	}
 	ran := 0
 	for _, ph := range phases {
@@ -702,7 +826,7 @@ func TestAttackServerRSS(t *testing.T) {
 			continue
 		}
 		ran++
-		t.Run(ph.name, func(t *testing.T) { rssPhase(t, ph.name, ph.concurrent, ph.attack) })
+		t.Run(ph.name, func(t *testing.T) { rssPhase(t, ph.name, ph.concurrent, ph.prepare, ph.attack) })
 	}
 	if ran == 0 {
 		t.Fatalf("QPC_RSS_PHASES=%q names no attack", os.Getenv("QPC_RSS_PHASES"))
@@ -716,6 +840,8 @@ type attackEnv struct {
 	a      *attack
 	w      *rssWatch
 	settle func() // take the baseline again, after the attack's own setup
+	// prepared is what the phase's prepare made.
+	prepared any
 }
 
 // attackFunc runs an attack until it is established (or, concurrent,
@@ -723,7 +849,7 @@ type attackEnv struct {
 type attackFunc func(ctx context.Context, e *attackEnv) string
 
 // rssPhase runs one attack against a fresh server and checks its bounds.
-func rssPhase(t *testing.T, name string, concurrent bool, start attackFunc) {
+func rssPhase(t *testing.T, name string, concurrent bool, prepare func(context.Context, *attackEnv) any, start attackFunc) {
 	srv := startServerFlags(t, rssFlags()...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -744,7 +870,16 @@ func rssPhase(t *testing.T, name string, concurrent bool, start attackFunc) {
 	defer p.sub.Close()
 
 	p.sample(ctx, t, 20, 0) // warm up
-	unloaded := p.sample(ctx, t, rounds, 0)
+	// The unloaded rounds are paced as the loaded ones are: a round
+	// after a pause waits for the scheduler on a busy machine, one right
+	// after another does not, so back-to-back unloaded rounds against
+	// paced loaded ones would measure the pause, not the attack. A paced
+	// phase samples half its rounds on each side (the window's length).
+	n, gap := rounds, time.Duration(0)
+	if concurrent {
+		n, gap = rounds/2, ktWindow/rounds
+	}
+	unloaded := p.sample(ctx, t, n, gap)
 	time.Sleep(time.Second)
 	streams0 := srv.streamsOpen(t)
 	base, baseAnon, baseFile := srv.memStatus(t)
@@ -759,8 +894,14 @@ func rssPhase(t *testing.T, name string, concurrent bool, start attackFunc) {
 		e.w.rebase(base)
 	}
 	actx, acancel := context.WithCancel(ctx)
+	if prepare != nil {
+		e.prepared = prepare(actx, e)
+	}
 	var what string
 	var loaded []time.Duration
+	// CPU of the server and of this process (the attacker's client side
+	// and the honest pair) while the attack runs.
+	srvCPU0, selfCPU0, wall0 := srv.cpu(t), selfCPU(t), time.Now()
 	if concurrent {
 		done := make(chan struct{})
 		go func() { defer close(done); what = start(actx, e) }()
@@ -777,6 +918,7 @@ func rssPhase(t *testing.T, name string, concurrent bool, start attackFunc) {
 		}
 		acancel()
 	}
+	srvCPU, testCPU, wall := srv.cpu(t)-srvCPU0, selfCPU(t)-selfCPU0, time.Since(wall0)
 	peak, anon, file := e.w.end()
 	e.a.close()
 	srv.alive(t)
@@ -789,7 +931,7 @@ func rssPhase(t *testing.T, name string, concurrent bool, start attackFunc) {
 	for srv.streamsOpen(t) > streams0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	unloaded = append(unloaded, p.sample(ctx, t, rounds, 0)...)
+	unloaded = append(unloaded, p.sample(ctx, t, n, gap)...)
 	u99 := p99(unloaded)
 
 	var l50, l99 time.Duration
@@ -797,11 +939,11 @@ func rssPhase(t *testing.T, name string, concurrent bool, start attackFunc) {
 		l50, l99 = p50(loaded), p99(loaded)
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	fmt.Printf("rsstest: phase=%s %s rss_base_mib=%.1f (anon %.1f file %.1f) rss_peak_mib=%.1f (anon %.1f file %.1f) growth_mib=%.1f bound_mib=%d aborted=%v unloaded_p50_ms=%.2f unloaded_p99_ms=%.2f loaded_p50_ms=%.2f loaded_p99_ms=%.2f p99_ratio=%.2f rounds=%d+%d attack_errors=%d loadavg=%s flags=%q\n",
+	fmt.Printf("rsstest: phase=%s %s rss_base_mib=%.1f (anon %.1f file %.1f) rss_peak_mib=%.1f (anon %.1f file %.1f) growth_mib=%.1f bound_mib=%d aborted=%v unloaded_p50_ms=%.2f unloaded_p99_ms=%.2f loaded_p50_ms=%.2f loaded_p99_ms=%.2f p99_ratio=%.2f rounds=%d+%d attack_errors=%d cpu_server_s=%.1f cpu_test_s=%.1f window_s=%.1f loadavg=%s flags=%q\n",
 		name, what, float64(base)/mib, float64(baseAnon)/mib, float64(baseFile)/mib,
 		float64(peak)/mib, float64(anon)/mib, float64(file)/mib, float64(peak-base)/mib, rssBound/mib, e.w.abort.Load(),
 		ms(p50(unloaded)), ms(u99), ms(l50), ms(l99), float64(l99)/float64(u99), len(unloaded), len(loaded),
-		e.a.errs.Load(), loadAvg(), rssFlags())
+		e.a.errs.Load(), srvCPU.Seconds(), testCPU.Seconds(), wall.Seconds(), loadAvg(), rssFlags())
 
 	if g := peak - base; g > rssBound {
 		t.Errorf("the server's RSS grew by %.1f MiB (from %.1f to %.1f MiB), bound %d MiB",
