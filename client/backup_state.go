@@ -16,7 +16,6 @@ import (
 
 	"github.com/quicprochat/qpc/client/backup"
 	"github.com/quicprochat/qpc/client/state"
-	"github.com/quicprochat/qpc/kt"
 )
 
 // Backups. ExportBackup seals a snapshot of the local state into a
@@ -73,7 +72,7 @@ type backupEntry struct {
 // The buckets a backup carries. The wallet (in meta) and the
 // outbox-tokens bucket (tokens assigned to outbox entries) stay behind.
 var (
-	backupKeyed     = []string{bucketContacts, bucketConvs, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks, bucketChunkSets, bucketChunkParts, bucketReadMarks, bucketOneTimeKPs}
+	backupKeyed     = []string{bucketContacts, bucketConvs, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks, bucketChunkSets, bucketChunkParts, bucketReadMarks, bucketOneTimeKPs, bucketInvites}
 	backupSequenced = []string{bucketOutbox, bucketAlarms, bucketHistory, bucketReceipts}
 )
 
@@ -221,7 +220,7 @@ func parseBackup(payload []byte) (*backupDoc, error) {
 	if p == nil || p.Server == "" {
 		return nil, fmt.Errorf("%w: no profile", backup.ErrCorrupt)
 	}
-	if _, err := kt.NewVerifier(p.KTVKey, p.KTVRF, p.KTConfig); err != nil {
+	if _, err := newKTVerifier(p.KTVKey, p.KTVRF, p.KTConfig, p.KTWitnessPolicy); err != nil {
 		return nil, fmt.Errorf("%w: kt pin: %v", backup.ErrCorrupt, err)
 	}
 	if p.Handle != "" && len(p.IdentityKey) != ed25519.PrivateKeySize {
@@ -297,7 +296,7 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 	}
 	c := newClient(st, opts)
 	c.prof = p
-	v, err := kt.NewVerifier(p.KTVKey, p.KTVRF, p.KTConfig)
+	v, err := newKTVerifier(p.KTVKey, p.KTVRF, p.KTConfig, p.KTWitnessPolicy)
 	if err == nil && len(p.Checkpoint) > 0 {
 		err = v.SetLatest(p.Checkpoint)
 	}

@@ -70,6 +70,7 @@ func backupFixture(t *testing.T) *Client {
 		must(tx.Put(bucketReadMarks, []byte{1, 2}, []byte(`{"History":3}`)))
 		must(tx.Put(bucketReadMarks, readBaselineKey, []byte(`{"History":1}`)))
 		must(tx.Put(bucketOneTimeKPs, []byte("kp-ref"), []byte(`{"KeyPackage":"a3A="}`)))
+		must(tx.Put(bucketInvites, []byte("1a2b"), []byte(`{"ID":"1a2b","From":"eve"}`)))
 		_, err := tx.Append(bucketReceipts, []byte("r1"))
 		must(err)
 		must(tx.Put(bucketOutboxTokens, seqKey(1), []byte("token")))

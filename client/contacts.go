@@ -141,6 +141,7 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 		if errors.Is(err, kt.ErrInconsistent) {
 			c.raise(Alarm{Kind: AlarmKT, Detail: "the server's key-transparency log is inconsistent with the one it showed before: " + err.Error()})
 		}
+		c.raiseUncosigned(err)
 		return nil, err
 	}
 	prev, err := c.contact(handle)
@@ -176,6 +177,21 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 		return putJSON(tx, bucketContacts, []byte(handle), ct)
 	})
 	return ct, err
+}
+
+// raiseUncosigned raises the alarm for a checkpoint that lacks the
+// cosignatures of the pinned witness policy (kt.ErrCosignature), with the
+// checkpoint as evidence: the server answered with a view of its log no
+// quorum of witnesses vouched for, possibly a history shown to this
+// client alone. It reports whether err was one.
+func (c *Client) raiseUncosigned(err error) bool {
+	var ce *kt.CosignatureError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	c.raise(Alarm{Kind: AlarmKT, Evidence: [][]byte{ce.Checkpoint},
+		Detail: "the server answered with a key-transparency checkpoint its witnesses did not cosign (" + ce.Error() + "): it may be showing you a history of its own"})
+	return true
 }
 
 // ErrKTVersionRollback reports a lookup that shows a contact at an older

@@ -44,9 +44,12 @@ type convRecord struct {
 	Prev      []byte
 	PrevEpoch uint64
 	PrevUntil time.Time
-	Active    bool // false once removed
-	Left      bool // we asked to leave
-	Created   time.Time
+	// Accepted: we wrote in this direct chat, so its peer is a contact
+	// whose group Welcomes are joined without asking (invites.go).
+	Accepted bool `json:",omitempty"`
+	Active   bool // false once removed
+	Left     bool // we asked to leave
+	Created  time.Time
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`
@@ -117,38 +120,6 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 	})
 	slices.SortFunc(out, func(a, b *convRecord) int { return a.Created.Compare(b.Created) })
 	return out, err
-}
-
-// findConv resolves what the user typed: a group name (optionally with a
-// leading #) or a contact's handle for the direct chat with them.
-func (c *Client) findConv(target string) (*convRecord, error) {
-	convs, err := c.allConvs()
-	if err != nil {
-		return nil, err
-	}
-	name := strings.TrimPrefix(target, "#")
-	var direct *convRecord
-	for _, r := range convs {
-		switch {
-		case r.Kind == content.ConvGroup && r.Name == name && r.Active:
-			return r, nil
-		case r.Kind == content.ConvDirect && r.Peer == target && r.Active:
-			// Both sides may have started one; the smaller group ID wins,
-			// so both end up writing into the same one.
-			if direct == nil || string(r.ID) < string(direct.ID) {
-				direct = r
-			}
-		}
-	}
-	if direct != nil {
-		return direct, nil
-	}
-	for _, r := range convs {
-		if hex.EncodeToString(r.ID) == target {
-			return r, nil
-		}
-	}
-	return nil, ErrNoSuchConv
 }
 
 // Conversations lists the conversations, oldest first.
@@ -302,14 +273,17 @@ func (c *Client) checkpoint() []byte {
 func (c *Client) CreateGroup(ctx context.Context, name string, handles []string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
-	if name == "" || len(name) > content.MaxName || strings.ContainsAny(name, " \t\n#") {
-		return fmt.Errorf("group name: 1-%d characters, no spaces or #", content.MaxName)
+	if err := checkGroupName(name); err != nil {
+		return err
 	}
-	if r, _ := c.findConv(name); r != nil && r.Kind == content.ConvGroup {
+	if r, _ := c.findConv("#" + name); r != nil {
 		return fmt.Errorf("you already have a group named %s", name)
 	}
 	if len(handles) == 0 {
 		return fmt.Errorf("a group needs at least one other member")
+	}
+	if len(dedupe(handles)) >= MaxGroupMembers {
+		return fmt.Errorf("a group has at most %d members", MaxGroupMembers)
 	}
 	if _, err := c.startConv(ctx, content.ConvGroup, name, dedupe(handles)); err != nil {
 		return err
@@ -334,6 +308,9 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	if _, ok := r.Members[handle]; ok || handle == c.prof.Handle {
 		return fmt.Errorf("%s is already a member", handle)
 	}
+	if len(r.Members)+1 >= MaxGroupMembers {
+		return fmt.Errorf("%s has %d members, the most a group may have", r.display(), MaxGroupMembers)
+	}
 	ct, err := c.ensureContact(ctx, handle, 10*time.Minute)
 	if err != nil {
 		return err
@@ -343,7 +320,7 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 		return err
 	}
 	epoch := g.Epoch()
-	res, err := g.Add(kp)
+	res, err := commitExactly(g, []*mls.KeyPackage{kp}, nil, []string{handle}, nil)
 	if err != nil {
 		return err
 	}
@@ -399,7 +376,7 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		}
 	}
 	epoch := g.Epoch()
-	res, err := g.Remove(leaves...)
+	res, err := commitExactly(g, nil, leaves, nil, []string{handle})
 	if err != nil {
 		return err
 	}
@@ -419,8 +396,74 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 	return err
 }
 
+// readmitted reports whether g, joined from a Welcome, re-adds us to r, a
+// conversation we were removed from: g is at a later epoch than the state
+// we kept, so an old Welcome replayed cannot bring back a past epoch. The
+// commit that removed us may still be unread (the intro mailbox is read
+// first), so r may look active. The join then replaces r; its history
+// stays. The state a removal left cannot be loaded (our leaf is gone
+// from its tree); the epoch we were removed in is then r.PrevEpoch.
+func (c *Client) readmitted(ctx context.Context, r *convRecord, g *mls.Group) bool {
+	if !r.Active {
+		return g.Epoch() > r.PrevEpoch
+	}
+	old, err := c.loadGroup(ctx, r)
+	return err == nil && g.Epoch() > old.Epoch()
+}
+
+// commitExactly commits the adds and removes given, by value, and nothing
+// else: proposals other members sent are never committed (docs/protocol.md
+// §11.5), so a Remove one of them proposed cannot ride inside our commit.
+// It then checks that the members changed by exactly added and removed
+// (handles), which the history records; any other change fails the
+// commit, and g must then be dropped.
+func commitExactly(g *mls.Group, add []*mls.KeyPackage, remove []uint32, added, removed []string) (*mls.CommitResult, error) {
+	before := memberSet(g)
+	o := &mls.CommitOptions{SkipPending: true}
+	for _, kp := range add {
+		o.Proposals = append(o.Proposals, &mls.Proposal{Type: mls.ProposalTypeAdd, Add: &mls.Add{KeyPackage: *kp}})
+	}
+	for _, l := range remove {
+		o.Proposals = append(o.Proposals, &mls.Proposal{Type: mls.ProposalTypeRemove, Remove: &mls.Remove{Removed: l}})
+	}
+	res, err := g.Commit(o)
+	if err != nil {
+		return nil, err
+	}
+	after := memberSet(g)
+	var gotAdded, gotRemoved []string
+	for h := range after {
+		if !before[h] {
+			gotAdded = append(gotAdded, h)
+		}
+	}
+	for h := range before {
+		if !after[h] {
+			gotRemoved = append(gotRemoved, h)
+		}
+	}
+	if !sameSet(gotAdded, added) || !sameSet(gotRemoved, removed) {
+		return nil, fmt.Errorf("the commit would add %v and remove %v, not %v and %v: not sent", gotAdded, gotRemoved, added, removed)
+	}
+	return res, nil
+}
+
+// memberSet is the handles of g's members.
+func memberSet(g *mls.Group) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range g.Members() {
+		out[string(m.Credential.Identity)] = true
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	a, b = dedupe(a), dedupe(b)
+	return slices.Equal(a, b)
+}
+
 func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.Group, error) {
-	r, err := c.findConv(name)
+	r, err := c.findGroup(name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -442,7 +485,7 @@ func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.G
 func (c *Client) Leave(ctx context.Context, group string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
-	r, err := c.findConv(group)
+	r, err := c.findGroup(group)
 	if err != nil {
 		return err
 	}
@@ -462,7 +505,8 @@ func (c *Client) Leave(ctx context.Context, group string) error {
 	return c.flush(ctx)
 }
 
-// Send sends text to a group (by name) or to a contact (by handle),
+// Send sends text to a group ("#name", or its ID) or to a contact (by
+// handle; a bare handle never names a group, see names.go),
 // starting the direct chat with them on first use. It returns once the
 // message is in the outbox and one attempt to deliver it was made; a
 // message that could not be delivered yet stays queued (Pending) and goes
@@ -485,14 +529,23 @@ func (c *Client) SendText(ctx context.Context, target, text string) (id string, 
 		return "", fmt.Errorf("a message is 1-%d bytes", content.MaxText)
 	}
 	r, err := c.findConv(target)
-	if errors.Is(err, ErrNoSuchConv) && !strings.HasPrefix(target, "#") {
+	if errors.Is(err, ErrNoSuchConv) && content.ValidHandle(target) == nil {
+		// A bare handle: the person's, never a group's (names.go).
 		r, err = c.startConv(ctx, content.ConvDirect, "", []string{target})
+		if errors.Is(err, ErrNoSuchUser) {
+			if hint := c.groupNameTaken(target); hint != nil {
+				err = fmt.Errorf("%w (%w)", err, hint)
+			}
+		}
 	}
 	if err != nil {
 		return "", err
 	}
 	if !r.Active || r.Left {
 		return "", ErrInactive
+	}
+	if r.Kind == content.ConvDirect {
+		r.Accepted = true // stored with the message
 	}
 	m := &content.Message{Kind: content.KindText, Text: text}
 	if err := c.sendContent(ctx, r, m); err != nil {
@@ -582,7 +635,7 @@ func (c *Client) History(target string, limit int) ([]Event, error) {
 	defer c.op.Unlock()
 	var id []byte
 	if target != "" {
-		r, err := c.findConv(target)
+		r, err := c.resolve(target)
 		if err != nil {
 			return nil, err
 		}

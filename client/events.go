@@ -23,6 +23,7 @@ const (
 	EventAlarm         EventKind = "alarm"          // see Alarm
 	EventReceipt       EventKind = "receipt"        // a contact received or read our messages (From them), or we sent them a receipt (From us)
 	EventWarning       EventKind = "warning"        // something the user should act on (Text says what); not evidence of an attack
+	EventInvited       EventKind = "invited"        // a group invitation waits (ID names it for AcceptInvite); nothing joined yet
 )
 
 // Event is one thing a Sync or Follow brought. Texts and membership
@@ -95,6 +96,14 @@ const (
 	AlarmBadSender    AlarmKind = "bad-sender" // an envelope whose sender does not match key transparency
 	AlarmDropped      AlarmKind = "dropped"    // a message that could not be decrypted was dropped
 	AlarmTokenKey     AlarmKind = "token-key"  // a token key or epoch singling us out: not the one key transparency commits, changed, or against the clock
+	// AlarmMemberPolicy: a group member sent what the group's policy
+	// does not allow (a proposal to remove or add someone else); it was
+	// ignored.
+	AlarmMemberPolicy AlarmKind = "member-policy"
+	// AlarmGroupStuck: a commit of a conversation's creator could not be
+	// processed, so the conversation cannot go on for us: the creator
+	// must remove and re-add us.
+	AlarmGroupStuck AlarmKind = "group-stuck"
 )
 
 // Alarm is something the user must know: evidence that the server lies,

@@ -247,6 +247,7 @@ func (c *Client) compareGossip(ctx context.Context, from string, raw []byte) (*C
 		})
 	case errors.Is(err, kt.ErrInconsistent):
 		c.raise(Alarm{Kind: AlarmKT, Detail: "the server's log is inconsistent with what it showed before: " + err.Error()})
+	case c.raiseUncosigned(err):
 	case errors.Is(err, kt.ErrInvalid):
 		c.raise(Alarm{Kind: AlarmKT, Detail: fmt.Sprintf("comparing %s's key-transparency checkpoint, the server answered with a proof that does not verify: %v", from, err)})
 	case err != nil:

@@ -442,7 +442,7 @@ func WaitTokenKey(ctx context.Context, addr string, pin KTPin, opts Options, int
 				return err
 			}
 			defer c.Close()
-			v, err := kt.NewVerifier(pin.VKey, pin.VRFKey, pin.ConfigHash)
+			v, err := pin.Verifier()
 			if err != nil {
 				return err
 			}

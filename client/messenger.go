@@ -133,13 +133,33 @@ type KTPin struct {
 	VKey       string
 	VRFKey     []byte
 	ConfigHash [32]byte
+	// WitnessPolicy is the witness policy checkpoints must satisfy, in
+	// the format of kt.ParseWitnessPolicy (canonical text); empty: none.
+	WitnessPolicy string
 }
 
+// policyKeywords start the lines of a witness policy in a pin.
+var policyKeywords = map[string]bool{"witness": true, "group": true, "quorum": true, "log": true}
+
 // ParseKTPin reads the output of `qpc-server kt-vkey`: the note verifier
-// key, "vrf-key <hex>" and "config <hex>", on lines or separated by spaces.
+// key, "vrf-key <hex>" and "config <hex>", on lines or separated by
+// spaces, then, for a server with witnesses, the witness policy, one
+// directive a line (witness, group, quorum).
 func ParseKTPin(s string) (KTPin, error) {
 	var p KTPin
-	f := strings.Fields(s)
+	var policy strings.Builder
+	var f []string
+	for line := range strings.Lines(s) {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		lf := strings.Fields(line)
+		if len(lf) > 0 && policyKeywords[lf[0]] {
+			policy.WriteString(strings.Join(lf, " ") + "\n")
+			continue
+		}
+		f = append(f, lf...)
+	}
 	for i := 0; i < len(f); i++ {
 		switch {
 		case f[i] == "vrf-key" && i+1 < len(f):
@@ -159,13 +179,22 @@ func ParseKTPin(s string) (KTPin, error) {
 		case p.VKey == "" && strings.Contains(f[i], "+"):
 			p.VKey = f[i]
 		default:
-			return p, fmt.Errorf("kt pin: unexpected %q (give the three lines `qpc-server kt-vkey` prints)", f[i])
+			return p, fmt.Errorf("kt pin: unexpected %q (give the lines `qpc-server kt-vkey` prints)", f[i])
 		}
 	}
 	if p.VKey == "" || p.VRFKey == nil || p.ConfigHash == [32]byte{} {
-		return p, fmt.Errorf("kt pin: incomplete (give the three lines `qpc-server kt-vkey` prints)")
+		return p, fmt.Errorf("kt pin: incomplete (give the lines `qpc-server kt-vkey` prints)")
 	}
-	if _, err := kt.NewVerifier(p.VKey, p.VRFKey, p.ConfigHash); err != nil {
+	if policy.Len() > 0 {
+		wp, err := kt.ParseWitnessPolicy(policy.String())
+		if err != nil {
+			return p, fmt.Errorf("kt pin: %w", err)
+		}
+		if wp.Required() {
+			p.WitnessPolicy = wp.Text()
+		}
+	}
+	if _, err := p.Verifier(); err != nil {
 		return p, fmt.Errorf("kt pin: %w", err)
 	}
 	return p, nil
@@ -173,7 +202,30 @@ func ParseKTPin(s string) (KTPin, error) {
 
 // String formats the pin as `qpc-server kt-vkey` does.
 func (p KTPin) String() string {
-	return fmt.Sprintf("%s\nvrf-key %x\nconfig %x\n", p.VKey, p.VRFKey, p.ConfigHash)
+	return fmt.Sprintf("%s\nvrf-key %x\nconfig %x\n%s", p.VKey, p.VRFKey, p.ConfigHash, p.WitnessPolicy)
+}
+
+// Verifier is a key-transparency verifier pinned to p, witness policy
+// included.
+func (p KTPin) Verifier() (*kt.Verifier, error) {
+	return newKTVerifier(p.VKey, p.VRFKey, p.ConfigHash, p.WitnessPolicy)
+}
+
+// newKTVerifier pins a verifier to the log key, VRF key, configuration
+// hash and witness policy (empty: none).
+func newKTVerifier(vkey string, vrfKey []byte, cfg [32]byte, policy string) (*kt.Verifier, error) {
+	v, err := kt.NewVerifier(vkey, vrfKey, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if policy != "" {
+		wp, err := kt.ParseWitnessPolicy(policy)
+		if err != nil {
+			return nil, err
+		}
+		v.SetWitnessPolicy(wp)
+	}
+	return v, nil
 }
 
 // Client is one user's messenger on one device. Its methods are safe for
@@ -232,7 +284,7 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 	if _, err := wire.ParseAddress(addr); err != nil {
 		return nil, fmt.Errorf("server address: %w", err)
 	}
-	v, err := kt.NewVerifier(pin.VKey, pin.VRFKey, pin.ConfigHash)
+	v, err := pin.Verifier()
 	if err != nil {
 		return nil, fmt.Errorf("kt pin: %w", err)
 	}
@@ -243,7 +295,7 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 	c := newClient(st, opts)
 	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
-	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash, Policy: opts.Dial.Policy}
+	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash, KTWitnessPolicy: pin.WitnessPolicy, Policy: opts.Dial.Policy}
 	conn, err := c.conn(ctx, connKT)
 	if err == nil {
 		_, err = conn.KTCheckpoint(ctx, c.v)
@@ -272,7 +324,7 @@ func Open(opts ClientOptions) (*Client, error) {
 		st.Close()
 		return nil, err
 	}
-	v, err := kt.NewVerifier(c.prof.KTVKey, c.prof.KTVRF, c.prof.KTConfig)
+	v, err := newKTVerifier(c.prof.KTVKey, c.prof.KTVRF, c.prof.KTConfig, c.prof.KTWitnessPolicy)
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("kt pin in the local state: %w", err)
@@ -420,6 +472,9 @@ type profile struct {
 	KTVKey   string
 	KTVRF    []byte
 	KTConfig [32]byte
+	// KTWitnessPolicy is the pinned witness policy (kt.WitnessPolicy
+	// text); empty: none.
+	KTWitnessPolicy string `json:",omitempty"`
 	// Policy is the padding policy pinned for the server at Init
 	// (ClientOptions.Dial.Policy) or by PinPolicy; the zero Policy, as
 	// in states made before the pin existed, pins padding.Default.

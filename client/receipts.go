@@ -211,7 +211,7 @@ func (c *Client) onText(tx *state.Tx, r *convRecord, sender string, id [content.
 func (c *Client) MarkRead(target string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
-	r, err := c.findConv(target)
+	r, err := c.resolve(target)
 	if err != nil {
 		return err
 	}

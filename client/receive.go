@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -270,6 +271,9 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		// arrives, so a forged sender's chunks are never kept.
 		_, err = c.senderContact(ctx, op)
 	}
+	if err == nil && op.ContentType == sealed.ContentChunk && mb.intro {
+		err = introChunkBound(op.Content) // invites.go
+	}
 	if err == nil && op.ContentType == sealed.ContentChunk {
 		var whole []byte
 		op.ContentType, whole, chunkKey, err = c.addChunk(mb.box.SendID, op)
@@ -362,12 +366,19 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 			if _, err := c.senderContact(ctx, op); err != nil {
 				return nil, err
 			}
+			// Unless it came with an invitation waiting (invites.go).
+			if commit, ok, err := c.keepEarly(op); ok {
+				return commit, err
+			}
 			return nil, errDeferUnknownGroup
 		}
 		return c.processConv(ctx, r.ID, op)
 	}
 	if op.ContentType != sealed.ContentMLSWelcome {
 		return nil, fmt.Errorf("unexpected content type %d in the intro mailbox", op.ContentType)
+	}
+	if len(op.Content) > MaxWelcomeBytes+introOverhead {
+		return nil, fmt.Errorf("an intro of %d bytes, more than %d", len(op.Content), MaxWelcomeBytes+introOverhead)
 	}
 	in, err := content.ParseIntro(op.Content)
 	if err != nil {
@@ -377,85 +388,7 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message)
 	if err != nil {
 		return nil, err
 	}
-	kpp, oneTime, err := c.welcomeKeyPackage(in.Welcome)
-	if err != nil {
-		return nil, err
-	}
-	g, err := mls.Join(in.Welcome, kpp, c.mlsConfig(ctx), nil)
-	if err != nil {
-		return nil, fmt.Errorf("joining: %w", err)
-	}
-	if r, err := c.getConv(g.GroupID()); err != nil || r != nil {
-		return func(*state.Tx) error { return nil }, err // joined already
-	}
-	members := map[string]bool{}
-	var creator string
-	for _, m := range g.Members() {
-		h := string(m.Credential.Identity)
-		members[h] = true
-		if m.Leaf == 0 {
-			creator = h
-		}
-	}
-	if creator != from.Handle {
-		return nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
-	}
-	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Name: in.Name, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
-	if r.Kind == content.ConvDirect {
-		r.Peer = from.Handle
-	} else if prev, _ := c.findConv(r.Name); prev != nil && prev.Kind == content.ConvGroup {
-		r.Name = r.Name + "-" + creator
-	}
-	for h := range members {
-		if h != c.prof.Handle {
-			r.Members[h] = &memberRecord{}
-		}
-	}
-	for _, m := range in.Roster {
-		if rec, ok := r.Members[m.Handle]; ok {
-			rec.SendID, rec.Sealing = m.SendID, m.SealingKey
-		}
-	}
-	mb, err := c.createMailbox(ctx, connForConv(r.ID))
-	if err != nil {
-		return nil, errDefer // try again at the next sync
-	}
-	r.Mailbox = mb
-	c.gossip(ctx, from.Handle, in.Checkpoint)
-	// Announce our mailbox to every member, inside the group.
-	sk, err := sealed.ParseMailboxPrivateKey(mb.Sealing)
-	if err != nil {
-		return nil, err
-	}
-	ann := &content.Message{Kind: content.KindMailbox, Mailbox: &content.MailboxAnnounce{SendID: mb.SendID, SealingKey: sk.Public().Bytes()}}
-	ct, err := c.encryptIn(g, r, ann)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.saveGroup(r, g); err != nil {
-		return nil, err
-	}
-	text := "you joined " + r.display() + " (created by " + creator + ")"
-	if r.Kind == content.ConvDirect {
-		text = from.Handle + " started a conversation with you"
-	}
-	return func(tx *state.Tx) error {
-		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct); err != nil {
-			return err
-		}
-		c.history(tx, r, Event{Kind: EventJoined, From: from.Handle, Text: text})
-		if oneTime != nil {
-			// Used once: its private keys go with the join (RFC 9420
-			// §16.8).
-			if err := tx.Delete(bucketOneTimeKPs, oneTime); err != nil {
-				return err
-			}
-		}
-		// Top the pool up after this envelope: one KeyPackage less, or
-		// (a Welcome to the last-resort one) none left at all.
-		c.kpUsed = true
-		return putJSON(tx, bucketConvs, r.ID, r)
-	}, nil
+	return c.introWelcome(ctx, from, in, op.Content) // invites.go
 }
 
 // encryptIn encrypts m as our next message in g.
@@ -506,6 +439,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	// wrote, or its outbox sent, before it saw the commit) is read with
 	// the previous epoch's state, kept for a while for exactly this.
 	usePrev := false
+	cur := g
 	if pm := msg.PrivateMessage; pm != nil && pm.Epoch < g.Epoch() && r.Prev != nil && pm.Epoch == r.PrevEpoch && c.opts.Now().Before(r.PrevUntil) {
 		prev, err := mls.UnmarshalGroup(r.Prev, c.mlsConfig(ctx))
 		if err != nil {
@@ -516,6 +450,12 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	oldEpoch := g.Epoch()
 	rec, err := g.ProcessMessage(op.Content)
 	if err != nil {
+		if pm := msg.PrivateMessage; !usePrev && pm != nil && pm.ContentType == mls.ContentTypeCommit && pm.Epoch == g.Epoch() && op.Sender.Handle == r.Creator {
+			// Every later message of the conversation is from an epoch
+			// we cannot reach: say so, once per commit, instead of
+			// waiting for it in silence.
+			c.raise(Alarm{Kind: AlarmGroupStuck, Detail: fmt.Sprintf("in %s, a commit from %s to epoch %d could not be processed (%v): the conversation cannot go on for you until %s removes and re-adds you", r.display(), op.Sender.Handle, g.Epoch()+1, err, r.Creator)})
+		}
 		return nil, fmt.Errorf("decrypting: %w", err)
 	}
 	if usePrev && rec.ContentType != mls.ContentTypeApplication {
@@ -528,6 +468,12 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	if sender != op.Sender.Handle {
 		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("in %s, an envelope sealed by %s carried a message from %s", r.display(), op.Sender.Handle, sender)})
 		return nil, fmt.Errorf("sealed sender and MLS sender differ")
+	}
+	if usePrev && !stillMember(cur, g, rec.Sender.Index) {
+		// Removed by the commit we applied: whatever it writes with the
+		// keys of the epoch before is refused, however it dates it
+		// (docs/protocol.md §11.5).
+		return nil, fmt.Errorf("a message from %s, written in epoch %d, after the commit that removed them", sender, g.Epoch())
 	}
 	if _, err := c.senderContact(ctx, op); err != nil {
 		return nil, err
@@ -601,17 +547,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			}
 		case content.KindLeave:
 			if r.Creator == c.prof.Handle {
-				if err := c.saveState(r, g, usePrev); err != nil {
-					return nil, err
-				}
-				cur, err := c.loadGroup(ctx, r)
-				if err != nil {
-					return nil, err
-				}
-				if err := c.removeMember(ctx, r, cur, sender); err != nil {
-					return nil, err
-				}
-				return func(*state.Tx) error { return nil }, nil
+				return c.removeOnRequest(ctx, r, g, usePrev, sender)
 			}
 		case content.KindReceipt:
 			effects = append(effects, func(tx *state.Tx) { c.onReceipt(tx, r, sender, m.Receipt) })
@@ -619,8 +555,29 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// A dummy of cover traffic: processed up to here like a text,
 			// then dropped.
 		}
-	default:
-		// Proposals: this client commits only its own.
+	case mls.ContentTypeProposal:
+		// Proposals are never kept for a commit by reference
+		// (docs/protocol.md §11.5): a proposal some members did not get
+		// would make our commit unprocessable for them.
+		g.DiscardProposals()
+		p := rec.Proposal
+		switch {
+		case p.Type == mls.ProposalTypeRemove && rec.Sender.Type == mls.SenderTypeMember && p.Remove.Removed == rec.Sender.Index:
+			// A member asking to leave, the MLS way: the creator removes
+			// it with a commit of its own, like a leave message.
+			if r.Creator == c.prof.Handle {
+				return c.removeOnRequest(ctx, r, g, false, sender)
+			}
+		case p.Type == mls.ProposalTypeUpdate:
+			// Its own leaf: allowed, but committed by no one (only the
+			// creator commits, and only by value, which an Update cannot
+			// be).
+		case sender == r.Creator:
+			// The creator commits its changes by value; a proposal of
+			// its own is of no use and is ignored.
+		default:
+			c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s proposed a change only %s may make (%v); it was ignored", r.display(), sender, r.Creator, p.Type)})
+		}
 	}
 	if err := c.saveState(r, g, usePrev); err != nil {
 		return nil, err
@@ -631,6 +588,45 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil
+}
+
+// removeOnRequest is the creator's answer to a member's request to leave
+// (a leave message, or a proposal to remove itself): g, in which the
+// request was read, is stored, and the member is removed by a commit.
+func (c *Client) removeOnRequest(ctx context.Context, r *convRecord, g *mls.Group, prev bool, member string) (func(*state.Tx) error, error) {
+	if err := c.saveState(r, g, prev); err != nil {
+		return nil, err
+	}
+	cur, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.removeMember(ctx, r, cur, member); err != nil {
+		return nil, err
+	}
+	return func(*state.Tx) error { return nil }, nil
+}
+
+// stillMember reports whether the sender at leaf of prev, the previous
+// epoch's group, is a member of cur, the current one: the same
+// credential with the same signature key.
+func stillMember(cur, prev *mls.Group, leaf uint32) bool {
+	var who *mls.Member
+	for _, m := range prev.Members() {
+		if m.Leaf == leaf {
+			who = &m
+			break
+		}
+	}
+	if who == nil {
+		return false
+	}
+	for _, m := range cur.Members() {
+		if bytes.Equal(m.Credential.Identity, who.Credential.Identity) && bytes.Equal(m.SignatureKey, who.SignatureKey) {
+			return true
+		}
+	}
+	return false
 }
 
 // saveState stores g as the conversation's current group state, or as

@@ -287,10 +287,14 @@ func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error, st
 	oc := &c.prof.OwnerCheck
 	var out []Alarm
 	var sv *kt.SplitViewError
+	var ce *kt.CosignatureError
 	switch {
 	case errors.As(err, &sv):
 		out = append(out, Alarm{Kind: AlarmKT, Evidence: [][]byte{sv.Seen, sv.Shown},
 			Detail: "owner monitoring: the server's log is inconsistent with the one it showed you before: it is showing you a fork"})
+	case errors.As(err, &ce):
+		out = append(out, Alarm{Kind: AlarmKT, Evidence: [][]byte{ce.Checkpoint},
+			Detail: "owner monitoring: the server answered with a checkpoint its witnesses did not cosign (" + ce.Error() + "): it may be showing you a history of its own"})
 	case errors.Is(err, kt.ErrInvalid), errors.Is(err, kt.ErrConfig), errors.Is(err, kt.ErrInconsistent):
 		out = append(out, Alarm{Kind: AlarmKT,
 			Detail: "owner monitoring: the server answered with a history of your handle that does not verify: " + err.Error()})

@@ -256,7 +256,7 @@ func TestPrometheusFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, alert := range []string{"QpcDown", "QpcNotReady", "QpcServerErrorRate", "QpcStoreCommitSlow", "QpcKTEpochLag", "QpcTorNotPublished"} {
+	for _, alert := range []string{"QpcDown", "QpcNotReady", "QpcServerErrorRate", "QpcStoreCommitSlow", "QpcKTEpochLag", "QpcKTUnwitnessedCheckpoint", "QpcTorNotPublished"} {
 		if !bytes.Contains(raw, []byte("alert: "+alert+"\n")) {
 			t.Errorf("alerts.yml lacks %s", alert)
 		}
@@ -269,8 +269,8 @@ func TestPrometheusFiles(t *testing.T) {
 	out := run(t, ".", promtool, "check", "config", "prometheus/prometheus.yml")
 	out += run(t, ".", promtool, "check", "rules", "prometheus/alerts.yml")
 	t.Log(out)
-	if !strings.Contains(out, "SUCCESS: 8 rules found") {
-		t.Errorf("promtool did not find the 8 rules:\n%s", out)
+	if !strings.Contains(out, "SUCCESS: 9 rules found") {
+		t.Errorf("promtool did not find the 9 rules:\n%s", out)
 	}
 }
 

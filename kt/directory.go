@@ -3,11 +3,11 @@ package kt
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,7 +25,7 @@ import (
 const (
 	DBFile      = "kt.db"  // the prefix tree, versions and epoch records (bbolt)
 	LogDir      = "kt-log" // the epoch log as tlog-tiles (Tessera POSIX)
-	maxPerEpoch = 10_000
+	maxPerEpoch = MaxEpochLeaves
 )
 
 // Defaults.
@@ -45,6 +45,9 @@ const (
 	// flooded at the default publish rate (server kt_publish_rate) takes
 	// days to reach them, and holds at most 1,024 × MaxValueLen = 16 MiB.
 	DefaultMaxVersions = 1024
+	// DefaultWitnessTimeout bounds how long one checkpoint waits for
+	// the witnesses' cosignatures (DirectoryOptions.WitnessTimeout).
+	DefaultWitnessTimeout = 5 * time.Second
 )
 
 // Errors.
@@ -65,7 +68,7 @@ type DirectoryOptions struct {
 	LogVerifier   note.Verifier
 	VRFKey        *vrf.PrivateKey
 	EpochInterval time.Duration // default 1 s
-	MinUpdates    int           // default 4; each epoch is padded up to it with fake leaves
+	MinUpdates    int           // default 4, at most MaxEpochLeaves; each epoch is padded up to it with fake leaves
 	CacheDepth    int           // tree levels held in memory; default 16
 	Logger        *slog.Logger
 	Now           func() time.Time
@@ -75,6 +78,18 @@ type DirectoryOptions struct {
 	MaxPending  int    // publishes queued and not yet committed; default DefaultMaxPending
 	MaxVersions uint32 // versions one label may reach; default DefaultMaxVersions, at most MaxVersion
 	ProofCache  int    // VRF proofs kept in memory; default DefaultProofCache, negative: none
+
+	// Witnesses (docs/key-transparency.md §1.6). With a policy that
+	// requires cosignatures, each checkpoint is sent to its witnesses
+	// (C2SP tlog-witness) and published, and its epoch served, only once
+	// their cosignatures satisfy the policy ("publish late"): while they
+	// cannot, lookups stay at the newest cosigned epoch. With
+	// WitnessFailOpen a checkpoint is published after WitnessTimeout
+	// without a quorum, counted and logged at WARN (WitnessStats).
+	WitnessPolicy   *WitnessPolicy
+	WitnessTimeout  time.Duration // per checkpoint; default DefaultWitnessTimeout
+	WitnessFailOpen bool
+	WitnessClient   *http.Client // for the witness requests; default http.DefaultClient
 
 	// afterCommit, in tests, runs after an epoch's bbolt commit and
 	// before its log append; an error stops the epoch there, as a crash
@@ -107,6 +122,7 @@ type Directory struct {
 	stats    commitStats // guarded by writeMu
 
 	proofsComputed atomic.Uint64
+	publishLatency atomic.Int64 // the last epoch's append to its served checkpoint, ns
 }
 
 // reservation is what Enqueue knows of a label's versions while updates of
@@ -163,6 +179,9 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if opts.MinUpdates <= 0 {
 		opts.MinUpdates = DefaultMinUpdates
 	}
+	if opts.MinUpdates > MaxEpochLeaves {
+		return nil, fmt.Errorf("kt: MinUpdates %d is above the %d leaves an epoch may insert", opts.MinUpdates, MaxEpochLeaves)
+	}
 	if opts.CacheDepth <= 0 {
 		opts.CacheDepth = DefaultCacheDepth
 	}
@@ -181,6 +200,9 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	opts.MaxVersions = min(opts.MaxVersions, MaxVersion)
 	if opts.ProofCache == 0 {
 		opts.ProofCache = DefaultProofCache
+	}
+	if opts.WitnessTimeout <= 0 {
+		opts.WitnessTimeout = DefaultWitnessTimeout
 	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kt: %w", err)
@@ -210,11 +232,15 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 		return nil, fmt.Errorf("kt: open database: %w", err)
 	}
 	d.db = db
-	if d.ts, err = openTreeStore(db, opts.CacheDepth); err != nil {
+	if d.ts, err = openTreeStore(db, opts.CacheDepth, bucketVersions, bucketLatest, bucketEpochs, bucketUpdates); err != nil {
 		db.Close()
 		return nil, err
 	}
-	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner); err != nil {
+	var wit *witnessing
+	if opts.WitnessPolicy.Required() {
+		wit = &witnessing{policy: opts.WitnessPolicy, timeout: opts.WitnessTimeout, failOpen: opts.WitnessFailOpen}
+	}
+	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -273,6 +299,7 @@ func (d *Directory) epochRecord(tx *bolt.Tx, e uint64) ([]byte, *EpochRecord, er
 // log's last entry against the database, waits for a checkpoint covering
 // them all and serves the last epoch. Called with writeMu held.
 func (d *Directory) syncLog(ctx context.Context) error {
+	start := time.Now()
 	n, err := d.epochCount()
 	if err != nil {
 		return err
@@ -319,9 +346,14 @@ func (d *Directory) syncLog(ctx context.Context) error {
 			d.opts.Logger.Info("kt: logged an epoch committed before a restart", "epoch", e)
 		}
 	}
-	cpRaw, cp, err := d.log.awaitCheckpoint(ctx, n, d.opts.LogVerifier)
+	cpRaw, cp, unwitnessed, err := d.log.awaitCheckpoint(ctx, n, d.opts.LogVerifier)
 	if err != nil {
 		return err
+	}
+	d.publishLatency.Store(int64(time.Since(start)))
+	if unwitnessed {
+		d.opts.Logger.Warn("kt: checkpoint published WITHOUT the witness quorum (kt_witness_fail_open): clients pinned to the policy refuse it",
+			"size", cp.Size, "cosigned_by", d.log.wit.policy.Cosigners(cpRaw))
 	}
 	var raw []byte
 	var rec *EpochRecord
@@ -631,7 +663,9 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 			return errors.New("kt: no genesis epoch")
 		}
 		tb := newTreeBatch(txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, e)
-		digest := sha256.New()
+		// The update list an auditor replays (§1.5): every leaf this
+		// epoch inserts, in order, stored with the record.
+		ul := UpdateList{Epoch: e, Leaves: make([]Leaf, 0, max(len(batch), d.opts.MinUpdates))}
 		versions, latest := tx.Bucket(bucketVersions), tx.Bucket(bucketLatest)
 		for i, u := range batch {
 			v := vers[i]
@@ -645,8 +679,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 			if err := tb.Insert(rec.index, c); err != nil {
 				return err
 			}
-			lh := LeafHash(&rec.index, &c)
-			digest.Write(lh[:])
+			ul.Leaves = append(ul.Leaves, Leaf{Index: rec.index, Commitment: c})
 			if err := versions.Put(versionKey(u.label, v), rec.marshal()); err != nil {
 				return err
 			}
@@ -666,8 +699,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 				if err := tb.Insert(idx, c); err != nil {
 					return err
 				}
-				lh := LeafHash(&idx, &c)
-				digest.Write(lh[:])
+				ul.Leaves = append(ul.Leaves, Leaf{Index: idx, Commitment: c})
 			}
 		}
 		root, err := tb.Finish()
@@ -677,8 +709,12 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		if err := d.ts.putNodes(tx, tb.dirty); err != nil {
 			return err
 		}
-		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, ConfigHash: d.cfgHash}
-		digest.Sum(rec.UpdatesDigest[:0])
+		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: d.cfgHash}
+		// The list goes in before the record: in the same transaction,
+		// so no record is ever logged without its list.
+		if err := tx.Bucket(bucketUpdates).Put(epochKey(e), ul.Marshal()); err != nil {
+			return err
+		}
 		dirty = tb.dirty
 		for i := range results {
 			if results[i].Err == nil {
@@ -719,6 +755,30 @@ func (d *Directory) Close() error {
 // LogResource reads a tlog-tiles resource of the epoch log (see
 // ReadLogResource).
 func (d *Directory) LogResource(rel string) ([]byte, error) { return ReadLogResource(d.log.dir, rel) }
+
+// UpdateList returns the encoded update list of committed epoch e
+// (§1.5); ErrResource for an epoch not committed, or committed before
+// update lists were kept. Lists are served from the commit on, before
+// the epoch's checkpoint is published: a log that waits for its
+// witnesses' cosignatures before publishing must let an auditing witness
+// replay the epoch first, and the list tells nothing the checkpoint will
+// not.
+func (d *Directory) UpdateList(e uint64) ([]byte, error) {
+	var out []byte
+	err := d.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketUpdates).Get(epochKey(e)); b != nil {
+			out = append([]byte(nil), b...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt: update list %d: %w", e, err)
+	}
+	if out == nil {
+		return nil, ErrResource
+	}
+	return out, nil
+}
 
 // LogDir returns the directory holding the epoch log's tiles.
 func (d *Directory) LogDir() string { return d.log.dir }

@@ -10,6 +10,10 @@
 // record (number, time, root, digest of the inserted leaves, configuration
 // hash) is appended to an RFC 6962 log kept by Tessera as C2SP tlog-tiles,
 // with C2SP checkpoints signed as notes (golang.org/x/mod/sumdb/note).
+// The epoch's list of inserted leaves (UpdateList: indices and
+// commitments only) is kept with the record and served beside the tiles
+// (Directory.Handler), so that an auditor (package kt/audit, with a
+// ReplayTree of its own) can check each tree follows from the previous.
 //
 // A client holds a Verifier, pinned to the log's note key, the VRF key and
 // the configuration hash. It checks lookups (current version present, next

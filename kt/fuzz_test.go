@@ -130,3 +130,26 @@ func FuzzParseTokenEpochValue(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseWitnessPolicy: a witness policy (server file, or the part of a
+// pin a user pastes) never panics, and its canonical text parses back to
+// itself; Satisfied and Cosigners take any note.
+func FuzzParseWitnessPolicy(f *testing.F) {
+	const vk = "witness.test/a+4a8ae63a+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
+	f.Add("witness a " + vk + " http://127.0.0.1:1/\nquorum a\n")
+	f.Add("# c\nlog x\nwitness a " + vk + "\ngroup g any a\nquorum g\n")
+	f.Add("quorum none\n")
+	f.Add("group g 2 a b\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		p, err := ParseWitnessPolicy(text)
+		if err != nil {
+			return
+		}
+		again, err := ParseWitnessPolicy(p.Text())
+		if err != nil || again.Text() != p.Text() {
+			t.Fatalf("canonical text %q does not parse back: %v", p.Text(), err)
+		}
+		p.Satisfied([]byte(text))
+		p.Cosigners([]byte(text))
+	})
+}

@@ -6,8 +6,66 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
+
+// Handler serves the directory's public log read-only under prefix: the
+// tlog-tiles resources of TilesHandler, and GET <prefix>/updates/<epoch>
+// (decimal, no leading zeros), the update list of a committed epoch (§1.5),
+// at most MaxUpdateListSize bytes.
+func (d *Directory) Handler(prefix string) http.Handler {
+	prefix = strings.TrimSuffix(prefix, "/")
+	tiles := TilesHandler(d.LogDir(), prefix)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, ok := strings.CutPrefix(r.URL.Path, prefix+"/"+UpdatesPath)
+		if !ok {
+			tiles.ServeHTTP(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "read-only", http.StatusMethodNotAllowed)
+			return
+		}
+		e, ok := ParseUpdatesPath(UpdatesPath + rest)
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		data, err := d.UpdateList(e)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		// A served epoch's list never changes.
+		w.Header().Set("Cache-Control", "public, max-age=604800, immutable")
+		if r.Method == http.MethodGet {
+			w.Write(data)
+		}
+	})
+}
+
+// UpdatesPath is the resource prefix of update lists: UpdatesPath +
+// decimal epoch, relative to the log's base URL.
+const UpdatesPath = "updates/"
+
+// UpdatesResource is the resource path of epoch e's update list.
+func UpdatesResource(e uint64) string { return UpdatesPath + strconv.FormatUint(e, 10) }
+
+// ParseUpdatesPath parses a resource path made by UpdatesResource.
+func ParseUpdatesPath(rel string) (uint64, bool) {
+	s, ok := strings.CutPrefix(rel, UpdatesPath)
+	if !ok || s == "" || len(s) > 20 {
+		return 0, false
+	}
+	e, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || strconv.FormatUint(e, 10) != s {
+		return 0, false
+	}
+	return e, true
+}
 
 // TilesHandler serves the epoch log read-only as C2SP tlog-tiles under
 // prefix: GET <prefix>/checkpoint, <prefix>/tile/<L>/<N>[.p/<W>] and

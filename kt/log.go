@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/transparency-dev/tessera"
@@ -23,33 +25,88 @@ type epochLog struct {
 	shutdown func(context.Context) error
 	reader   tessera.LogReader
 	cancel   context.CancelFunc
+	wit      *witnessing // nil: no witness policy
+}
+
+// witnessing is how the log has its checkpoints cosigned: Tessera sends
+// each new checkpoint to the policy's witnesses (C2SP tlog-witness) and
+// publishes it once their cosignatures satisfy the policy; with failOpen
+// it publishes it after the timeout whatever it got.
+type witnessing struct {
+	policy   *WitnessPolicy
+	timeout  time.Duration
+	failOpen bool
+
+	failures    atomic.Uint64 // witness requests that failed (transport error or a status other than 200)
+	requests    atomic.Uint64 // witness requests made
+	unwitnessed atomic.Uint64 // checkpoints served without a quorum (fail open)
+	witnessed   atomic.Uint64 // size of the newest served checkpoint that satisfies the policy
+}
+
+// countingTransport counts the log's requests to witnesses and their
+// failures.
+type countingTransport struct {
+	next http.RoundTripper
+	w    *witnessing
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.w.requests.Add(1)
+	resp, err := c.next.RoundTrip(r)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		c.w.failures.Add(1)
+	}
+	return resp, err
 }
 
 // checkpointInterval is Tessera's POSIX minimum; a checkpoint follows each
 // epoch within about this long.
 const checkpointInterval = 100 * time.Millisecond
 
-func openEpochLog(dir string, signer note.Signer) (*epochLog, error) {
+func openEpochLog(dir string, signer note.Signer, wit *witnessing, hc *http.Client) (*epochLog, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kt: log dir: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	driver, err := posix.New(ctx, posix.Config{Path: dir})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("kt: log driver: %w", err)
-	}
+	cfg := posix.Config{Path: dir}
 	opts := tessera.NewAppendOptions().
 		WithCheckpointSigner(signer).
 		WithBatching(1, time.Millisecond).
 		WithCheckpointInterval(checkpointInterval).
 		WithCheckpointRepublishInterval(time.Minute)
+	if wit != nil {
+		group, err := wit.policy.tesseraGroup()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		if hc == nil {
+			hc = http.DefaultClient
+		}
+		next := hc.Transport
+		if next == nil {
+			next = http.DefaultTransport
+		}
+		counted := *hc
+		counted.Transport = countingTransport{next: next, w: wit}
+		cfg.HTTPClient = &counted
+		opts.WithWitnesses(group, &tessera.WitnessOptions{Timeout: wit.timeout, FailOpen: wit.failOpen})
+		// A checkpoint that did not get its cosignatures is tried again
+		// soon even when the log has not grown (a restart, witnesses
+		// back after an outage).
+		opts.WithCheckpointRepublishInterval(time.Second)
+	}
+	driver, err := posix.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("kt: log driver: %w", err)
+	}
 	app, shutdown, reader, err := tessera.NewAppender(ctx, driver, opts)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("kt: log appender: %w", err)
 	}
-	return &epochLog{dir: dir, appender: app, shutdown: shutdown, reader: reader, cancel: cancel}, nil
+	return &epochLog{dir: dir, appender: app, shutdown: shutdown, reader: reader, cancel: cancel, wit: wit}, nil
 }
 
 func (l *epochLog) close() error {
@@ -78,8 +135,10 @@ func (l *epochLog) add(ctx context.Context, entry []byte) (uint64, error) {
 	return idx.Index, nil
 }
 
-// awaitCheckpoint polls until a published checkpoint covers size entries.
-func (l *epochLog) awaitCheckpoint(ctx context.Context, size uint64, v note.Verifier) ([]byte, *Checkpoint, error) {
+// awaitCheckpoint polls until a published checkpoint covers size entries
+// and, under a witness policy, satisfies it. With fail open, a checkpoint
+// published without a quorum is taken too (unwitnessed reports it).
+func (l *epochLog) awaitCheckpoint(ctx context.Context, size uint64, v note.Verifier) (raw []byte, cp *Checkpoint, unwitnessed bool, err error) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -87,17 +146,33 @@ func (l *epochLog) awaitCheckpoint(ctx context.Context, size uint64, v note.Veri
 		if err == nil {
 			cp, err := OpenCheckpoint(raw, v)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, false, err
 			}
 			if cp.Size >= size {
-				return raw, cp, nil
+				if l.wit == nil {
+					return raw, cp, false, nil
+				}
+				if l.wit.policy.Satisfied(raw) {
+					l.wit.witnessed.Store(cp.Size)
+					return raw, cp, false, nil
+				}
+				// Publish late: a checkpoint without its quorum (one
+				// published before the policy was configured) is not
+				// served; the next publication brings one.
+				if l.wit.failOpen {
+					l.wit.unwitnessed.Add(1)
+					return raw, cp, true, nil
+				}
 			}
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("kt: waiting for a checkpoint of size %d: %w", size, ctx.Err())
+			if l.wit != nil && !l.wit.failOpen {
+				return nil, nil, false, fmt.Errorf("kt: waiting for a checkpoint of size %d cosigned under the witness policy (publish late): %w", size, ctx.Err())
+			}
+			return nil, nil, false, fmt.Errorf("kt: waiting for a checkpoint of size %d: %w", size, ctx.Err())
 		case <-t.C:
 		}
 	}

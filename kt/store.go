@@ -16,6 +16,7 @@ var (
 	bucketVersions = []byte("versions") // vrfInput(label, version) -> versionRecord
 	bucketLatest   = []byte("latest")   // u8 len || label -> u32 latest version
 	bucketEpochs   = []byte("epochs")   // u64 epoch -> EpochRecord
+	bucketUpdates  = []byte("updates")  // u64 epoch -> UpdateList
 )
 
 // treeStore reads and writes the prefix tree in bbolt, with every node of
@@ -29,10 +30,12 @@ type treeStore struct {
 	cache      map[nodeID]*nodeRecord
 }
 
-func openTreeStore(db *bolt.DB, cacheDepth int) (*treeStore, error) {
+// openTreeStore opens the tree in db's nodes bucket, creating it and the
+// other buckets named.
+func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, error) {
 	ts := &treeStore{db: db, cacheDepth: cacheDepth, cache: map[nodeID]*nodeRecord{}}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNodes, bucketVersions, bucketLatest, bucketEpochs} {
+		for _, b := range append([][]byte{bucketNodes}, buckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

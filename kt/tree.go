@@ -248,6 +248,9 @@ type treeBatch struct {
 	epoch uint64
 	dirty map[nodeID]*nodeRecord
 	stale map[nodeID]bool // internal nodes whose hash must be recomputed
+	// noPrev drops the state before this epoch instead of keeping it for
+	// readers of earlier epochs (a ReplayTree has none).
+	noPrev bool
 }
 
 func newTreeBatch(src nodeSource, epoch uint64) *treeBatch {
@@ -276,7 +279,7 @@ func (t *treeBatch) edit(r *nodeRecord) *nodeRecord {
 		return d
 	}
 	n := &nodeRecord{id: r.id, epoch: t.epoch, state: r.state}
-	if r.epoch < t.epoch {
+	if r.epoch < t.epoch && !t.noPrev {
 		n.hasPrev, n.prevFrom, n.prev = true, r.epoch, r.state
 	}
 	t.dirty[r.id] = n

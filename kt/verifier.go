@@ -64,6 +64,7 @@ type Verifier struct {
 	configHash [32]byte
 
 	mu     sync.Mutex
+	policy *WitnessPolicy // nil: no cosignatures required
 	latest *Checkpoint
 	now    func() time.Time
 	maxAge time.Duration
@@ -106,6 +107,37 @@ func (v *Verifier) SetClock(now func() time.Time, maxAge time.Duration) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.now, v.maxAge = now, maxAge
+}
+
+// SetWitnessPolicy pins the witness policy checkpoints must satisfy
+// (nil: none). From then on an answer whose checkpoint lacks the
+// cosignatures of a quorum is refused with a *CosignatureError
+// (ErrCosignature), before its checkpoint is accepted.
+func (v *Verifier) SetWitnessPolicy(p *WitnessPolicy) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !p.Required() {
+		p = nil
+	}
+	v.policy = p
+}
+
+// WitnessPolicy is the pinned witness policy, or nil.
+func (v *Verifier) WitnessPolicy() *WitnessPolicy {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.policy
+}
+
+// checkCosigned checks cp against the pinned witness policy.
+func (v *Verifier) checkCosigned(cp *Checkpoint) error {
+	v.mu.Lock()
+	p := v.policy
+	v.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Check(cp.Raw)
 }
 
 // KnownSize is the size of the newest accepted checkpoint (0: none); send
@@ -211,6 +243,9 @@ func (v *Verifier) verifyEpoch(p *EpochProof) (*EpochRecord, *Checkpoint, *Check
 		return nil, nil, nil, err
 	}
 	if err := checkAdvance(prev, cp, p.KnownSize, p.Consistency); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := v.checkCosigned(cp); err != nil {
 		return nil, nil, nil, err
 	}
 	rec, err := ParseEpochRecord(p.Record)
@@ -431,6 +466,9 @@ func (v *Verifier) VerifyConsistency(p *ConsistencyProof) (*Checkpoint, error) {
 	}
 	prev, _, _ := v.snapshot()
 	if err := checkAdvance(prev, cp, p.Old, p.Hashes); err != nil {
+		return nil, err
+	}
+	if err := v.checkCosigned(cp); err != nil {
 		return nil, err
 	}
 	return cp, v.accept(prev, cp)

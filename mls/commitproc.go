@@ -139,6 +139,11 @@ func (g *Group) applyProposals(props []resolvedProposal, committer Sender, joine
 		}
 		touched[leaf] = true
 		ln := &rp.p.Update.LeafNode
+		// §12.1.2: the new leaf must not keep the sender's current
+		// encryption key, or the update refreshes nothing.
+		if old := g.tree.leaf(leaf); old != nil && bytes.Equal(old.EncryptionKey, ln.EncryptionKey) {
+			return nil, invalidProposals("update of leaf %d keeps its encryption key", leaf)
+		}
 		if err := validateLeaf(ln, &leafCheck{suite: g.suite, groupID: g.ctx.GroupID, leaf: leaf, source: LeafNodeSourceUpdate,
 			ctxExts: g.ctx.Extensions, tree: g.tree, verify: g.cfg.VerifyMember}); err != nil {
 			return nil, invalidProposals("update of leaf %d: %w", leaf, err)
@@ -342,6 +347,9 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (bool, error) {
 	removed := g.tree.leaf(g.priv.leaf) == nil || !bytes.Equal(g.tree.leaf(g.priv.leaf).SignatureKey, g.mySigKey())
 	var commitSecret, treeHash []byte
 	if commit.Path != nil {
+		if err := checkPathKeys(g.tree, commit.Path); err != nil {
+			return false, err
+		}
 		sender := committer.Index
 		if committer.Type == SenderTypeNewMemberCommit {
 			if sender, err = g.tree.addLeaf(&commit.Path.LeafNode); err != nil {
@@ -386,6 +394,38 @@ func (g *Group) processCommit(ac *AuthenticatedContent) (bool, error) {
 	return false, nil
 }
 
+// checkPathKeys is two checks of §12.4.2 on an UpdatePath, made on the
+// new ratchet tree (proposals applied, path not merged yet): the new
+// LeafNode's encryption_key differs from the committer's current leaf's,
+// and none of the path's public keys appears in any node of the tree. A
+// key may not appear twice within the path either, which would leave two
+// nodes of the merged tree sharing one key. A committer that broke them
+// would keep a key it was meant to replace (no post-compromise security
+// for that node) or make one node's secret open another's.
+func checkPathKeys(t *ratchetTree, up *UpdatePath) error {
+	keys := make(map[string]bool, len(up.Nodes)+1)
+	for _, k := range append([][]byte{up.LeafNode.EncryptionKey}, pathNodeKeys(up)...) {
+		if keys[string(k)] {
+			return fmt.Errorf("a public key appears twice in the update path: %w", ErrInvalidPath)
+		}
+		keys[string(k)] = true
+	}
+	for x := range t.nodes {
+		if k := t.encryptionKey(uint32(x)); k != nil && keys[string(k)] {
+			return fmt.Errorf("update path reuses the public key of node %d: %w", x, ErrInvalidPath)
+		}
+	}
+	return nil
+}
+
+func pathNodeKeys(up *UpdatePath) [][]byte {
+	out := make([][]byte, len(up.Nodes))
+	for i := range up.Nodes {
+		out[i] = up.Nodes[i].EncryptionKey
+	}
+	return out
+}
+
 func (g *Group) mySigKey() []byte {
 	pub, err := g.suite.SignaturePublicKey(g.sigPriv)
 	if err != nil {
@@ -401,6 +441,9 @@ type CommitOptions struct {
 	Proposals []*Proposal
 	// SkipPending leaves the cached proposals out.
 	SkipPending bool
+	// tamperPath lets the package's tests break the path's key rules
+	// (createUpdatePath).
+	tamperPath func(leaf *LeafNode, pubs [][]byte)
 	// NoPath omits the UpdatePath, allowed only when every proposal is an
 	// Add, PreSharedKey or ReInit (§12.4). It is cheaper for large adds
 	// but does not refresh the committer's keys.
@@ -441,6 +484,10 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 	me := Sender{Type: SenderTypeMember, Index: g.priv.leaf}
 	var list []ProposalOrRef
 	var props []resolvedProposal
+	var byValue []resolvedProposal
+	for _, p := range o.Proposals {
+		byValue = append(byValue, resolvedProposal{p: p, sender: me})
+	}
 	if !o.SkipPending {
 		for _, c := range g.proposals {
 			// Our own Update proposals cannot be committed by us (§12.2);
@@ -448,14 +495,23 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 			if c.proposal.Type == ProposalTypeUpdate && c.sender == me {
 				continue
 			}
+			cand := resolvedProposal{p: c.proposal, sender: c.sender, ref: c.ref}
+			// A pending proposal that is invalid with what is already
+			// chosen (and the caller's own proposals) is left out, never
+			// allowed to fail the commit (§12.2): one member's Remove of
+			// the committer, say, must not freeze the group.
+			trial := g.clone()
+			if _, err := trial.applyProposals(append(append(slices.Clone(props), cand), byValue...), me, nil); err != nil {
+				continue
+			}
 			list = append(list, ProposalOrRef{Type: ProposalOrRefTypeReference, Reference: c.ref})
-			props = append(props, resolvedProposal{p: c.proposal, sender: c.sender, ref: c.ref})
+			props = append(props, cand)
 		}
 	}
-	for _, p := range o.Proposals {
-		list = append(list, ProposalOrRef{Type: ProposalOrRefTypeProposal, Proposal: p})
-		props = append(props, resolvedProposal{p: p, sender: me})
+	for _, rp := range byValue {
+		list = append(list, ProposalOrRef{Type: ProposalOrRefTypeProposal, Proposal: rp.p})
 	}
+	props = append(props, byValue...)
 	ap, err := g.applyProposals(props, me, nil)
 	if err != nil {
 		return nil, err
@@ -478,7 +534,7 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 		for _, i := range ap.added {
 			exclude[i] = true
 		}
-		if up, pres, err = createUpdatePath(g.suite, g.tree, me.Index, leaf, g.sigPriv, g.ctx.GroupID, exclude, g.provisional()); err != nil {
+		if up, pres, err = createUpdatePath(g.suite, g.tree, me.Index, leaf, g.sigPriv, g.ctx.GroupID, exclude, g.provisional(), o.tamperPath); err != nil {
 			return nil, err
 		}
 		g.priv.keys[2*me.Index] = hpkeKeyPair{pub: leaf.EncryptionKey, priv: leafPriv}

@@ -33,6 +33,9 @@ var (
 	ErrInvalidWelcome = errors.New("mls: invalid welcome")
 	// ErrInvalidGroupInfo: a GroupInfo's signature or contents are wrong.
 	ErrInvalidGroupInfo = errors.New("mls: invalid group info")
+	// ErrTreeTooWide: a Welcome's or GroupInfo's ratchet tree is wider
+	// than Config.MaxLeaves.
+	ErrTreeTooWide = errors.New("mls: ratchet tree wider than allowed")
 	// ErrGroupInactive: this member was removed or the group was
 	// reinitialised; it can no longer send or process messages.
 	ErrGroupInactive = errors.New("mls: group is no longer active for this member")
@@ -62,6 +65,11 @@ type Config struct {
 	OmitRatchetTree bool
 	// SecretTree bounds out-of-order tolerance (nil: defaults).
 	SecretTree *SecretTreeOptions
+	// MaxLeaves, if not zero, is the widest ratchet tree a Welcome or a
+	// GroupInfo may carry: a wider one is refused before its tree is
+	// expanded, hashed or its members verified (the tree is an
+	// application's to bound, §7.8 sets no limit of its own).
+	MaxLeaves uint32
 }
 
 func (c *Config) now() time.Time {
@@ -403,7 +411,15 @@ func (g *Group) freshLeaf(source LeafNodeSource) (*LeafNode, []byte, error) {
 	return ln, priv, nil
 }
 
+// maxPendingProposals bounds the proposals kept in one epoch: each one
+// received costs a trial application at the next commit (commit), and
+// any member can send them.
+const maxPendingProposals = 64
+
 func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
+	if len(g.proposals) >= maxPendingProposals {
+		return fmt.Errorf("more than %d proposals in one epoch: %w", maxPendingProposals, ErrInvalidProposals)
+	}
 	data, err := ac.Marshal()
 	if err != nil {
 		return err
@@ -413,6 +429,13 @@ func (g *Group) cacheProposal(ac *AuthenticatedContent) error {
 	})
 	return nil
 }
+
+// DiscardProposals forgets every proposal received or sent in this epoch,
+// so that no later commit of this member includes them by reference. An
+// application that commits only proposals of its own, by value, calls it
+// after each proposal it receives: a proposal it will never commit is
+// then not kept with the state either.
+func (g *Group) DiscardProposals() { g.proposals = nil }
 
 // Received is the outcome of ProcessMessage.
 type Received struct {

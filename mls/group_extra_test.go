@@ -221,3 +221,26 @@ func TestWelcomeTreeOutOfBand(t *testing.T) {
 		t.Fatal("joiner disagrees")
 	}
 }
+
+// TestWelcomeMaxLeaves: a Welcome whose tree is wider than
+// Config.MaxLeaves is refused with ErrTreeTooWide, before any member is
+// verified; at the bound it is joined.
+func TestWelcomeMaxLeaves(t *testing.T) {
+	suite := SuiteX25519AES128GCMSHA256Ed25519
+	tg := newTestGroup(t, suite, nil)
+	tg.add(tg.members[0], 2) // leaves 0..2
+	kp := newKP(t, newIdentity(t, suite, "late"))
+	res, err := tg.members[0].g.Add(&kp.KeyPackage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verified := 0
+	cfg := &Config{MaxLeaves: 3, VerifyMember: func(Credential, []byte) error { verified++; return nil }}
+	if _, err := Join(res.Welcome, kp, cfg, nil); !errors.Is(err, ErrTreeTooWide) || verified != 0 {
+		t.Fatalf("a tree 4 leaves wide under MaxLeaves 3: %v (%d members verified)", err, verified)
+	}
+	cfg.MaxLeaves = 4
+	if _, err := Join(res.Welcome, kp, cfg, nil); err != nil {
+		t.Fatalf("a tree 4 leaves wide under MaxLeaves 4: %v", err)
+	}
+}

@@ -189,6 +189,11 @@ func (s *CipherSuite) groupInfoTree(gi *GroupInfo, oob RatchetTree, cfg *Config)
 	if len(rt) == 0 {
 		return nil, fmt.Errorf("no ratchet tree: %w", ErrInvalidGroupInfo)
 	}
+	// The array is truncated after its last non-blank leaf (§12.4.3.3),
+	// so len(rt) = 2*(index of that leaf)+1: the width the sender made.
+	if cfg.MaxLeaves != 0 && uint64(len(rt)+1)/2 > uint64(cfg.MaxLeaves) {
+		return nil, fmt.Errorf("%w: a tree %d leaves wide, more than %d", ErrTreeTooWide, (len(rt)+1)/2, cfg.MaxLeaves)
+	}
 	t, err := newTreeFromNodes(rt)
 	if err != nil {
 		return nil, err
@@ -369,7 +374,7 @@ func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) 
 		return nil, nil, err
 	}
 	g.priv.leaf = idx
-	up, pres, err := createUpdatePath(s, t, idx, leaf, id.SignaturePriv, g.ctx.GroupID, nil, g.provisional())
+	up, pres, err := createUpdatePath(s, t, idx, leaf, id.SignaturePriv, g.ctx.GroupID, nil, g.provisional(), nil)
 	if err != nil {
 		return nil, nil, err
 	}

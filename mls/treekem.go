@@ -135,8 +135,10 @@ func (r *pathResult) treeHash() []byte {
 // new LeafNode (fresh encryption key, not yet signed), which gets source
 // commit, the parent hash and a signature; exclude lists leaves added by
 // this commit, which learn their path secret from the Welcome instead.
-// The tree is updated in place.
-func createUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, leaf *LeafNode, sigPriv, groupID []byte, exclude map[uint32]bool, ctxFn contextFunc) (*UpdatePath, *pathResult, error) {
+// The tree is updated in place. tamper, nil but in tests, may change the
+// new leaf and path keys before they are merged and signed: it is how the
+// package's tests play a committer that breaks §12.4.2's key rules.
+func createUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, leaf *LeafNode, sigPriv, groupID []byte, exclude map[uint32]bool, ctxFn contextFunc, tamper func(leaf *LeafNode, pubs [][]byte)) (*UpdatePath, *pathResult, error) {
 	path, copath := t.filteredDirectPath(sender)
 	res := &pathResult{keys: map[uint32]hpkeKeyPair{}, secrets: map[uint32][]byte{}}
 	secret := make([]byte, s.nh)
@@ -156,6 +158,9 @@ func createUpdatePath(s *CipherSuite, t *ratchetTree, sender uint32, leaf *LeafN
 	}
 	// commit_secret is the secret one step past the root (§7.4, §8).
 	res.commitSecret = secret
+	if tamper != nil {
+		tamper(leaf, pubs)
+	}
 	ph, hashes, err := t.mergePath(s, sender, pubs)
 	if err != nil {
 		return nil, nil, err

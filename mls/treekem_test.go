@@ -126,7 +126,7 @@ func checkTreeKEM(s *CipherSuite, tc *treeKEMCase) error {
 			return err
 		}
 		leaf.EncryptionKey = pub
-		fresh, cres, err := createUpdatePath(s, sender, upc.Sender, &leaf, sigs[upc.Sender], tc.GroupID, nil, ctxFn)
+		fresh, cres, err := createUpdatePath(s, sender, upc.Sender, &leaf, sigs[upc.Sender], tc.GroupID, nil, ctxFn, nil)
 		if err != nil {
 			return fmt.Errorf("create path %d: %w", k, err)
 		}

@@ -22,7 +22,7 @@ import (
 //
 // src names the connection's source for the per-source limits of
 // registrations and logins (accountSource).
-func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.Source, r *wire.Reader, first *wire.AccountRequest) {
+func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.Source, read func() (wire.Message, error), first *wire.AccountRequest) {
 	if s.opts.Accounts == nil {
 		s.reply(st, nil, wire.Errorf(wire.CodeUnavailable, "this server has no accounts"))
 		return
@@ -43,7 +43,7 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 	// next reads the client's second record of a two-step exchange.
 	next := func(want uint8) ([]byte, bool) {
 		st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
-		m, err := r.ReadMessage()
+		m, err := read()
 		if err != nil {
 			if _, ok := wire.CodeOf(err); ok {
 				s.reply(st, nil, err)

@@ -70,6 +70,8 @@ type Config struct {
 	DeliverySrcBytes  int64    `toml:"delivery_source_bytes"`
 	MaxStreamsPerAddr int      `toml:"max_streams_per_addr"`
 	MaxStreamsTotal   int      `toml:"max_streams_total"`
+	RequestBytes      int64    `toml:"request_bytes"`
+	RequestConnBytes  int64    `toml:"request_conn_bytes"`
 	RequestRate       float64  `toml:"request_rate"`
 	RequestBurst      int      `toml:"request_burst"`
 	AdminListen       string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
@@ -205,6 +207,8 @@ func DefaultConfig() Config {
 		DeliveryConnBytes: DefaultDeliveryConnBytes,
 		MaxStreamsPerAddr: DefaultMaxStreamsPerAddr,
 		MaxStreamsTotal:   DefaultMaxStreamsTotal,
+		RequestBytes:      DefaultRequestBytes,
+		RequestConnBytes:  DefaultRequestConnBytes,
 		RequestRate:       DefaultRequestRate,
 		RequestBurst:      DefaultRequestBurst,
 		AdminListen:       DefaultAdminListen,
@@ -421,7 +425,7 @@ var configFields = append([]configField{
 	},
 	{
 		key:   "delivery_source_bytes",
-		help:  "delivery_bytes one source (an address, IPv6 /64; its /48 gets max_conns_per_net / max_conns_per_addr times as much; over Tor a connection) may hold; when delivery_bytes is full a source holding less resets streams of the source holding the most; 0 is 16 MiB or delivery_bytes if less; else at least delivery_conn_bytes, at most delivery_bytes",
+		help:  "delivery_bytes one source (an address, IPv6 /64; its /48 gets max_conns_per_net / max_conns_per_addr times as much; over Tor a connection) may hold; when delivery_bytes is full a source holding less resets streams of the source holding the most; 0 is 8 MiB or delivery_bytes if less; else at least delivery_conn_bytes, at most delivery_bytes",
 		parse: func(c *Config, s string) error { return parseInt64(&c.DeliverySrcBytes, s) },
 		copy:  func(d, s *Config) { d.DeliverySrcBytes = s.DeliverySrcBytes },
 		check: func(c *Config) error {
@@ -447,6 +451,25 @@ var configFields = append([]configField{
 		copy:  func(d, s *Config) { d.MaxStreamsTotal = s.MaxStreamsTotal },
 		check: func(c *Config) error { return checkRange(int64(c.MaxStreamsTotal), 1, 10_000_000) },
 		value: func(c *Config) any { return c.MaxStreamsTotal },
+	},
+	{
+		key:   "request_bytes",
+		help:  "bytes the record buffers of all request streams together may hold while their records arrive; a record that finds it full pushes out the records arriving longest (UNAVAILABLE), or is refused with UNAVAILABLE",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestBytes, s) },
+		copy:  func(d, s *Config) { d.RequestBytes = s.RequestBytes },
+		check: func(c *Config) error { return checkRange(c.RequestBytes, c.RequestConnBytes, 1<<40) },
+		value: func(c *Config) any { return c.RequestBytes },
+	},
+	{
+		key:   "request_conn_bytes",
+		help:  "bytes the record buffers of one connection's request streams may hold while their records arrive; a record over it is refused with UNAVAILABLE; at least the largest bucket, at most request_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestConnBytes, s) },
+		copy:  func(d, s *Config) { d.RequestConnBytes = s.RequestConnBytes },
+		// A record of the largest bucket must fit.
+		check: func(c *Config) error {
+			return checkRange(c.RequestConnBytes, int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
+		},
+		value: func(c *Config) any { return c.RequestConnBytes },
 	},
 	{
 		key:   "request_rate",
@@ -492,7 +515,7 @@ var configFields = append([]configField{
 	},
 	{
 		key:   "kt_listen",
-		help:  "TCP address of the public read-only key-transparency log (C2SP tlog-tiles over HTTP), or off",
+		help:  "TCP address of the public read-only key-transparency log (C2SP tlog-tiles and each epoch's update list for auditors, over HTTP), or off",
 		parse: func(c *Config, s string) error { c.KTListen = s; return nil },
 		copy:  func(d, s *Config) { d.KTListen = s.KTListen },
 		check: func(c *Config) error {
@@ -907,6 +930,8 @@ func (c *Config) Options() (Options, store.Options, error) {
 		DeliverySourceBytes: c.DeliverySrcBytes,
 		MaxStreamsPerAddr:   c.MaxStreamsPerAddr,
 		MaxStreamsTotal:     c.MaxStreamsTotal,
+		RequestBytes:        c.RequestBytes,
+		RequestConnBytes:    c.RequestConnBytes,
 		RequestRate:         c.RequestRate,
 		RequestBurst:        c.RequestBurst,
 		HandshakeTimeout:    c.HandshakeTimeout.Duration,

@@ -1,6 +1,10 @@
 package server
 
 import (
+	"fmt"
+	"os"
+	"time"
+
 	"github.com/quicprochat/qpc/kt"
 )
 
@@ -17,6 +21,11 @@ type KTSettings struct {
 	KTProofBurst      int     `toml:"kt_proof_burst"`       // and at once
 	KTProofRateTotal  float64 `toml:"kt_proof_rate_total"`  // the same, all connections
 	KTProofBurstTotal int     `toml:"kt_proof_burst_total"` // and at once
+
+	// Witnesses (docs/key-transparency.md §1.6).
+	KTWitnessPolicy   string   `toml:"kt_witness_policy"`    // path of the witness policy file, or off
+	KTWitnessTimeout  Duration `toml:"kt_witness_timeout"`   // how long one checkpoint waits for cosignatures
+	KTWitnessFailOpen bool     `toml:"kt_witness_fail_open"` // publish without a quorum after the timeout
 }
 
 func defaultKTSettings() KTSettings {
@@ -25,7 +34,30 @@ func defaultKTSettings() KTSettings {
 		KTMaxPending: kt.DefaultMaxPending, KTMaxVersions: kt.DefaultMaxVersions, KTProofCache: kt.DefaultProofCache,
 		KTProofRate: DefaultKTProofRate, KTProofBurst: DefaultKTProofBurst,
 		KTProofRateTotal: DefaultKTProofRateTotal, KTProofBurstTotal: DefaultKTProofBurstTotal,
+		KTWitnessTimeout: Duration{kt.DefaultWitnessTimeout}, KTWitnessPolicy: AdminOff,
 	}
+}
+
+// KTWitnessPolicyParsed reads and parses the witness policy file (nil when
+// kt_witness_policy is off or empty). The log needs a URL on every witness line.
+func (c *Config) KTWitnessPolicyParsed() (*kt.WitnessPolicy, error) {
+	if c.KTWitnessPolicy == "" || c.KTWitnessPolicy == AdminOff {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.KTWitnessPolicy)
+	if err != nil {
+		return nil, fmt.Errorf("kt_witness_policy: %w", err)
+	}
+	p, err := kt.ParseWitnessPolicy(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("kt_witness_policy %s: %w", c.KTWitnessPolicy, err)
+	}
+	for _, w := range p.Witnesses() {
+		if w.URL == "" {
+			return nil, fmt.Errorf("kt_witness_policy %s: witness %s has no URL to submit checkpoints to", c.KTWitnessPolicy, w.Name)
+		}
+	}
+	return p, nil
 }
 
 // KTLimits are the server's KT budgets of the configuration.
@@ -46,6 +78,8 @@ func (c *Config) ktDirectoryLimits(o *kt.DirectoryOptions) {
 	if o.ProofCache == 0 {
 		o.ProofCache = -1 // kt_proof_cache = 0: no cache
 	}
+	o.WitnessTimeout = c.KTWitnessTimeout.Duration
+	o.WitnessFailOpen = c.KTWitnessFailOpen
 }
 
 var ktConfigFields = []configField{
@@ -120,5 +154,31 @@ var ktConfigFields = []configField{
 		copy:  func(d, s *Config) { d.KTProofBurstTotal = s.KTProofBurstTotal },
 		check: func(c *Config) error { return checkRange(int64(c.KTProofBurstTotal), 20, 1_000_000) },
 		value: func(c *Config) any { return c.KTProofBurstTotal },
+	},
+	{
+		key:   "kt_witness_policy",
+		help:  "path of the key-transparency witness policy (witness <name> <vkey> <url>, group <name> <k> <members>, quorum <name>): each checkpoint is published only once a quorum of these witnesses cosigned it; off: no witnesses",
+		parse: func(c *Config, s string) error { c.KTWitnessPolicy = s; return nil },
+		copy:  func(d, s *Config) { d.KTWitnessPolicy = s.KTWitnessPolicy },
+		check: func(c *Config) error { _, err := c.KTWitnessPolicyParsed(); return err },
+		value: func(c *Config) any { return c.KTWitnessPolicy },
+	},
+	{
+		key:   "kt_witness_timeout",
+		help:  "how long one key-transparency checkpoint waits for the witnesses' cosignatures before it is tried again (or, with kt_witness_fail_open, published without them)",
+		parse: func(c *Config, s string) error { return c.KTWitnessTimeout.UnmarshalText([]byte(s)) },
+		copy:  func(d, s *Config) { d.KTWitnessTimeout = s.KTWitnessTimeout },
+		check: func(c *Config) error {
+			return checkDuration(c.KTWitnessTimeout.Duration, 100*time.Millisecond, time.Minute)
+		},
+		value: func(c *Config) any { return c.KTWitnessTimeout },
+	},
+	{
+		key:   "kt_witness_fail_open",
+		help:  "false (publish late): without a witness quorum no checkpoint is published and lookups stay at the last cosigned one; true: publish it uncosigned after kt_witness_timeout, with a WARN and qpc_kt_unwitnessed_checkpoints_total (clients pinned to the policy refuse it)",
+		parse: func(c *Config, s string) error { return parseBool(&c.KTWitnessFailOpen, s) },
+		copy:  func(d, s *Config) { d.KTWitnessFailOpen = s.KTWitnessFailOpen },
+		check: func(c *Config) error { return nil },
+		value: func(c *Config) any { return c.KTWitnessFailOpen },
 	},
 }

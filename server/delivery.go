@@ -80,6 +80,9 @@ type connState struct {
 	src      accounts.Source     // who the account limits count (accountSource)
 	kt       ktConnBudget        // key-transparency lookup proofs (kt_handler.go)
 	keys     connSources         // the source its streams count against (sources.go)
+	// requestHeld is what this connection's record buffers hold of
+	// RequestConnBytes (requests.go); guarded by Server.requests.mu.
+	requestHeld int64
 }
 
 // reserveDelivery takes n bytes from the connection's and the server's

@@ -134,6 +134,11 @@ func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger) (*kt.Di
 		Logger:        log,
 	}
 	c.ktDirectoryLimits(&o)
+	policy, err := c.KTWitnessPolicyParsed()
+	if err != nil {
+		return nil, err
+	}
+	o.WitnessPolicy = policy
 	d, err := kt.OpenDirectory(ctx, o)
 	if err != nil {
 		return nil, err

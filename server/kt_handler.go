@@ -333,8 +333,10 @@ func ktError(err error) error {
 }
 
 // KTHandler serves the key-transparency log read-only over HTTP as C2SP
-// tlog-tiles under prefix (GET <prefix>/checkpoint, <prefix>/tile/...).
-// Mount it on its own public listener, never on the admin one.
+// tlog-tiles under prefix (GET <prefix>/checkpoint, <prefix>/tile/...),
+// and each served epoch's update list for auditors
+// (<prefix>/updates/<epoch>). Mount it on its own public listener, never
+// on the admin one.
 func KTHandler(d *kt.Directory, prefix string) http.Handler {
-	return kt.TilesHandler(d.LogDir(), prefix)
+	return d.Handler(prefix)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 )
 
@@ -96,6 +97,11 @@ func (s *Server) AdminHandler() http.Handler {
 				if lag, err := s.opts.KT.EpochLag(); err == nil {
 					s.opts.Metrics.SetKTEpochLag(int(lag))
 				}
+				st := s.opts.KT.PublishStats()
+				s.opts.Metrics.SetKTPublish(metrics.KTPublish{
+					WitnessedSize: st.WitnessedSize, WitnessRequests: st.WitnessRequests,
+					WitnessFailures: st.WitnessFailures, Unwitnessed: st.Unwitnessed, Latency: st.LastLatency,
+				})
 			}
 			s.Ready(r.Context())
 			h.ServeHTTP(w, r)

@@ -64,6 +64,11 @@ type Options struct {
 	MaxSubsPerMailbox   int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
 	MaxSubsPerConn      int   // subscriptions one connection may hold; default 32
 
+	// Request memory (requests.go): bytes the record buffers of request
+	// streams hold while their records arrive, per connection and in total.
+	RequestConnBytes int64 // default 2 MiB
+	RequestBytes     int64 // default 32 MiB
+
 	// Tokens issues and redeems anonymous delivery tokens. With it (and
 	// no Authorizer), every create and send must carry one token.
 	Tokens     *tokens.Issuer
@@ -137,6 +142,7 @@ func (o *Options) setDefaults() {
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
 	o.setSourceDefaults()
+	o.setRequestDefaults()
 	o.KTLimits.setDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -196,11 +202,12 @@ type Server struct {
 	ktLimits   *ktLimiter          // KTLimits' budgets (kt_handler.go)
 	ktProvers  *semaphore.Weighted // publishes proving at once (kt_handler.go)
 
-	sources        *sourceTable // streams and delivery bytes per source and in total (sources.go)
-	pageMsgs       int          // messages per delivery page
-	maxDeliverable int          // MaxDeliverable(Policy)
-	readyMu        sync.Mutex   // guards readyChecks
-	readyCheck     []readyCheck // extra /readyz conditions (AddReadyCheck)
+	sources        *sourceTable   // streams and delivery bytes per source and in total (sources.go)
+	requests       *requestBudget // RequestBytes (requests.go)
+	pageMsgs       int            // messages per delivery page
+	maxDeliverable int            // MaxDeliverable(Policy)
+	readyMu        sync.Mutex     // guards readyChecks
+	readyCheck     []readyCheck   // extra /readyz conditions (AddReadyCheck)
 
 	subsCtx    context.Context // cancelled when draining starts
 	subsCancel context.CancelFunc
@@ -240,6 +247,9 @@ func New(opts Options) (*Server, error) {
 	if err := checkSourceBudgets(&opts); err != nil {
 		return nil, err
 	}
+	if err := checkRequestBudgets(&opts); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts: opts,
 		tls:  tlsConf,
@@ -248,6 +258,15 @@ func New(opts Options) (*Server, error) {
 			MaxIdleTimeout:        opts.IdleTimeout,
 			MaxIncomingStreams:    int64(opts.MaxStreams),
 			MaxIncomingUniStreams: -1, // the protocol uses bidirectional streams only
+			// What QUIC may hold received but not yet read (requests.go):
+			// per stream two records of the largest bucket, per
+			// connection four. quic-go's defaults (up to 6 MiB and
+			// 15 MiB) let a connection park 15 MiB whenever the server
+			// reads slower than it is sent to.
+			InitialStreamReceiveWindow:     uint64(2 * opts.Policy.Max()),
+			MaxStreamReceiveWindow:         uint64(2 * opts.Policy.Max()),
+			InitialConnectionReceiveWindow: uint64(quicConnWindowRecords * opts.Policy.Max()),
+			MaxConnectionReceiveWindow:     uint64(quicConnWindowRecords * opts.Policy.Max()),
 		},
 		limits: wire.Limits{
 			MaxEnvelope:   uint32(maxEnv),
@@ -268,6 +287,7 @@ func New(opts Options) (*Server, error) {
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
 		ktProvers:      semaphore.NewWeighted(ktProvers()),
+		requests:       newRequestBudget(opts),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
@@ -461,7 +481,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		st := s.tapStream(info, qs)
 		if !rate.Allow(time.Now()) {
 			s.opts.Metrics.Refused(metrics.LimitRequestRate)
-			go s.refuse(st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
+			go s.refuse(cs, st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
 			continue
 		}
 		s.mu.RLock()
@@ -472,7 +492,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		s.mu.RUnlock()
 		if draining {
 			s.opts.Metrics.Refused(metrics.LimitDraining)
-			go s.refuse(st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
+			go s.refuse(cs, st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			continue
 		}
 		// Counted against its source's and the server's stream caps
@@ -552,8 +572,6 @@ func (s *Server) finishRead(st Stream, r *wire.Reader) {
 	}
 }
 
-// refuseUnread answers a stream that a stream cap refuses with err
-// without reading it, so that it costs nothing while it waits.
 // finishReadUnbuffered is finishRead once the reader has gone back to the
 // pool; extra says whether it had read bytes after the request.
 func (s *Server) finishReadUnbuffered(st Stream, extra bool) {
@@ -574,6 +592,8 @@ func (s *Server) finishReadUnbuffered(st Stream, extra bool) {
 	}
 }
 
+// refuseUnread answers a stream that a stream cap refuses with err
+// without reading it, so that it costs nothing while it waits.
 func (s *Server) refuseUnread(st Stream, err error) {
 	st.CancelRead(0)
 	st.SetWriteDeadline(time.Now().Add(min(s.opts.RequestTimeout, 2*time.Second)))
@@ -592,12 +612,21 @@ func resetStream(st Stream) {
 // its room to a source holding less (sources.go).
 const streamPreempted quic.StreamErrorCode = 1
 
-func (s *Server) refuse(st Stream, err error) {
+func (s *Server) refuse(cs *connState, st Stream, err error) {
 	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
 	// A Health request is still answered while draining, so a prober
-	// sees "draining" instead of an error.
-	r := wire.NewReader(st, s.opts.Policy)
-	if m, rerr := r.ReadMessage(); rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
+	// sees "draining" instead of an error. The record is read within the
+	// request budgets like any other.
+	r := s.readers.Get().(*wire.Reader)
+	r.Reset(st, s.opts.Policy)
+	charge := s.newCharge(cs, st)
+	r.SetBudget(charge)
+	defer func() {
+		r.Reset(nil, s.opts.Policy)
+		s.readers.Put(r)
+		charge.release()
+	}()
+	if m, rerr := charge.read(r); rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
 		wire.WriteMessage(st, s.opts.Policy, &wire.HealthStatus{Status: wire.StatusDraining})
 	} else {
 		s.writeError(st, s.opts.Policy, err)
@@ -620,6 +649,8 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
+	charge := s.newCharge(cs, st)
+	r.SetBudget(charge)
 	// The pooled reader goes back as soon as the request is read (an
 	// account exchange reads more records), so that a stream waiting for
 	// its answer does not hold its buffers.
@@ -627,8 +658,9 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 	putReader := func() {
 		if pooled {
 			pooled = false
-			r.Reset(nil, s.opts.Policy) // drop the stream, keep the buffers
+			r.Reset(nil, s.opts.Policy) // drop the stream and a large record buffer
 			s.readers.Put(r)
+			charge.release()
 		}
 	}
 	subscribed := false
@@ -643,12 +675,15 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 		}
 		st.Close()
 	}()
+	// The whole record must arrive within RequestTimeout, however slowly
+	// its bytes trickle in.
 	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
-	m, err := r.ReadMessage()
+	m, err := charge.read(r)
 	if err != nil {
 		if code, ok := wire.CodeOf(err); ok {
 			s.log.Debug("bad request", "err", err)
 			s.opts.Metrics.RequestError(metrics.KindUnread, code)
+			st.CancelRead(0) // nothing more of this stream is read
 			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, err)
 		} else {
@@ -687,7 +722,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 		s.subscribe(conn, cs, e, st, m)
 		return
 	case *wire.AccountRequest:
-		s.accountExchange(ctx, st, cs.src, r, m)
+		s.accountExchange(ctx, st, cs.src, func() (wire.Message, error) { return charge.read(r) }, m)
 		return
 	}
 	resp, isKT, err := s.ktRequest(ctx, cs, m)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/quicprochat/qpc/padding"
 )
@@ -71,9 +70,20 @@ func zero(b []byte) bool {
 
 // Reader reads whole records from a stream.
 type Reader struct {
-	r      *bufio.Reader
-	policy padding.Policy
-	buf    []byte
+	r       *bufio.Reader
+	policy  padding.Policy
+	buf     []byte
+	budget  Budget
+	charged int // bytes taken from budget since SetBudget
+}
+
+// Budget is what a Reader's record buffer is charged to: before the buffer
+// grows to hold more of a body, the Reader asks for the bytes it is about
+// to take. A Budget that refuses ends the read with its error, before the
+// bytes are read. A Reader charges the most its buffer has held since
+// SetBudget, once: the caller gives it all back when the stream is done.
+type Budget interface {
+	Take(n int) error
 }
 
 // NewReader reads records padded to policy p from r.
@@ -81,11 +91,35 @@ func NewReader(r io.Reader, p padding.Policy) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, 4096), policy: p}
 }
 
-// Reset makes r read from a new stream with policy p, keeping its
-// buffers, so a server can pool readers across requests.
+// Reset makes r read from a new stream with policy p, so a server can
+// pool readers across requests. It keeps the read buffer and a record
+// buffer of at most ReadChunk: a larger one, which only a large record
+// grew, is dropped, so that a pool of Readers holds no memory that no
+// Budget accounts for. It forgets the Budget.
 func (r *Reader) Reset(rd io.Reader, p padding.Policy) {
 	r.r.Reset(rd)
 	r.policy = p
+	if cap(r.buf) > ReadChunk {
+		r.buf = nil
+	}
+	r.budget, r.charged = nil, 0
+}
+
+// SetBudget makes r charge b for its record buffer from now on (nil: no
+// budget). What r already holds is not charged until a record needs it.
+func (r *Reader) SetBudget(b Budget) { r.budget, r.charged = b, 0 }
+
+// charge takes what a record buffer of need bytes costs beyond what r has
+// charged already.
+func (r *Reader) charge(need int) error {
+	if r.budget == nil || need <= r.charged {
+		return nil
+	}
+	if err := r.budget.Take(need - r.charged); err != nil {
+		return err
+	}
+	r.charged = need
+	return nil
 }
 
 // Buffered is how many bytes r has read from its stream beyond the
@@ -129,12 +163,16 @@ func (r *Reader) ReadRecord() (Kind, []byte, error) {
 // A body longer than the buffer the Reader already holds grows as its
 // bytes arrive, doubling from ReadChunk, so a peer that announces the
 // largest bucket and stalls costs what it sent, not what it announced
-// (issue 18 item 2). A pooled Reader keeps its grown buffer.
+// (issue 18 item 2). With a Budget, each step is charged before it is
+// taken (docs/operations.md "Limits": request_bytes).
 const ReadChunk = 16 << 10
 
 // readBody reads the n bytes after a record header into r.buf.
 func (r *Reader) readBody(n int) ([]byte, error) {
 	if cap(r.buf) >= n {
+		if err := r.charge(n); err != nil {
+			return nil, err
+		}
 		rest := r.buf[:n]
 		_, err := io.ReadFull(r.r, rest)
 		return rest, err
@@ -142,7 +180,16 @@ func (r *Reader) readBody(n int) ([]byte, error) {
 	buf := r.buf[:0]
 	for len(buf) < n {
 		step := min(n-len(buf), max(ReadChunk, len(buf)))
-		buf = slices.Grow(buf, step)
+		if err := r.charge(len(buf) + step); err != nil {
+			r.buf = buf[:0]
+			return nil, err
+		}
+		// Exactly what is charged: append's growth would take a
+		// quarter more. The old array is garbage from here on.
+		grown := make([]byte, len(buf), len(buf)+step)
+		copy(grown, buf)
+		buf = grown
+		r.buf = buf[:0]
 		got, err := io.ReadFull(r.r, buf[len(buf):len(buf)+step])
 		buf = buf[:len(buf)+got]
 		if err != nil {

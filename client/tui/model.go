@@ -215,7 +215,7 @@ func New(opts Options) *Model {
 	}
 	in := textinput.New()
 	in.Prompt = "> "
-	in.Placeholder = "type a message, Enter sends; /to <handle|group> opens a conversation"
+	in.Placeholder = "type a message, Enter sends; /to <handle|#group> opens a conversation"
 	in.CharLimit = 4000
 	in.Cursor.SetMode(cursor.CursorStatic)
 	in.Focus()
@@ -360,7 +360,7 @@ func (m *Model) enter() tea.Cmd {
 	}
 	c := m.selected()
 	if c == nil {
-		m.note = "no conversation: /to <handle|group> starts one"
+		m.note = "no conversation: /to <handle|#group> starts one"
 		return nil
 	}
 	m.input.SetValue("")
@@ -368,7 +368,13 @@ func (m *Model) enter() tea.Cmd {
 	m.nextID++
 	id := m.nextID
 	c.lines = append(c.lines, line{kind: client.EventMessage, from: m.me, text: text, at: m.opts.Now(), own: true, state: stSending, id: id})
-	messenger, target, ctx, now := m.m, c.name, m.opts.Context, m.opts.Now
+	// A group by its ID or #name; a chat by its peer's handle (the
+	// client picks the chat both sides share).
+	target := c.name
+	if c.group {
+		target = c.target()
+	}
+	messenger, ctx, now := m.m, m.opts.Context, m.opts.Now
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
@@ -382,29 +388,31 @@ func (m *Model) command(text string) tea.Cmd {
 	switch fields[0] {
 	case "/to":
 		if len(fields) != 2 {
-			m.note = "usage: /to <handle|group>"
+			m.note = "usage: /to <handle|#group>"
 			return nil
 		}
-		name := strings.TrimPrefix(fields[1], "#")
-		if i := m.find(name); i >= 0 {
+		name, group := strings.CutPrefix(fields[1], "#")
+		if i := m.find(name, group); i >= 0 {
 			m.sel = i
 			m.note = ""
 			return m.seen(m.convs[i])
 		}
-		m.convs = append(m.convs, &conv{name: name})
+		m.convs = append(m.convs, &conv{name: name, group: group})
 		m.sel = len(m.convs) - 1
 		m.note = "new conversation with " + name + ": the first message starts it"
 	case "/quit":
 		m.note = "Esc or ctrl-c quits"
 	default:
-		m.note = fmt.Sprintf("unknown command %s (/to <handle|group>)", fields[0])
+		m.note = fmt.Sprintf("unknown command %s (/to <handle|#group>)", fields[0])
 	}
 	return nil
 }
 
-func (m *Model) find(name string) int {
+// find finds a group (group) or a direct chat by name: a group named
+// like a contact is another conversation, never merged with the chat.
+func (m *Model) find(name string, group bool) int {
 	for i, c := range m.convs {
-		if c.name == name {
+		if c.name == name && c.group == group {
 			return i
 		}
 	}
@@ -412,8 +420,8 @@ func (m *Model) find(name string) int {
 }
 
 // lookup finds a conversation by name, else by ID; -1 if none.
-func (m *Model) lookup(name, id string) int {
-	if i := m.find(name); i >= 0 || id == "" {
+func (m *Model) lookup(name, id string, group bool) int {
+	if i := m.find(name, group); i >= 0 || id == "" {
 		return i
 	}
 	for i, c := range m.convs {
@@ -426,7 +434,7 @@ func (m *Model) lookup(name, id string) int {
 
 // conv returns the conversation of e, added at the end if new.
 func (m *Model) conv(name, id string, group bool) *conv {
-	i := m.lookup(name, id)
+	i := m.lookup(name, id, group)
 	if i < 0 {
 		m.convs = append(m.convs, &conv{name: name})
 		i = len(m.convs) - 1
@@ -548,7 +556,7 @@ func (m *Model) receipt(e client.Event) {
 	default:
 		return
 	}
-	i := m.lookup(e.Conv, e.ConvID)
+	i := m.lookup(e.Conv, e.ConvID, e.Group)
 	if i < 0 {
 		return
 	}
@@ -633,15 +641,15 @@ func (m *Model) delivered(d deliveryMsg) {
 		return // the next tick tries again; the state is unchanged
 	}
 	for _, cv := range d.convs {
-		if c := m.selectedOr(cv.Name); c != nil && c.id == "" {
+		if c := m.selectedOr(cv.Name, cv.Group); c != nil && c.id == "" {
 			c.id, c.group = cv.ID, cv.Group
 		}
 	}
 	m.setQueued(d.queued)
 }
 
-func (m *Model) selectedOr(name string) *conv {
-	if i := m.find(name); i >= 0 {
+func (m *Model) selectedOr(name string, group bool) *conv {
+	if i := m.find(name, group); i >= 0 {
 		return m.convs[i]
 	}
 	return nil
@@ -742,7 +750,7 @@ func (m *Model) View() string {
 	out = append(out, faint.Render(fit(safetext.Line(m.note), w)))
 	m.input.Width = w - 3
 	out = append(out, fit(m.input.View(), w))
-	out = append(out, faint.Render(fit("Tab/ctrl-n next · shift-Tab/ctrl-p previous · Enter send · /to <handle|group> · Esc/ctrl-c quit", w)))
+	out = append(out, faint.Render(fit("Tab/ctrl-n next · shift-Tab/ctrl-p previous · Enter send · /to <handle|#group> · Esc/ctrl-c quit", w)))
 	return strings.Join(out, "\n")
 }
 

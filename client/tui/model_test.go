@@ -317,7 +317,7 @@ func TestSendAndDeliveryState(t *testing.T) {
 func TestToCommand(t *testing.T) {
 	m, f := newModel(t)
 	run(t, m, Load(context.Background(), f))
-	typeText(t, m, "/to team")
+	typeText(t, m, "/to #team")
 	v := key(t, m, tea.KeyEnter)
 	mustContain(t, v, "▸ #team")
 	typeText(t, m, "/to zoe")
@@ -489,11 +489,11 @@ func TestMarkReadWhenSeen(t *testing.T) {
 	want("b0b", "c0ffee")
 	key(t, m, tea.KeyShiftTab)
 	f.recv(t, m, client.Event{Kind: client.EventMessage, Conv: "team", ConvID: "c0ffee", Group: true, From: "carol", Text: "or one", At: t0})
-	typeText(t, m, "/to team")
+	typeText(t, m, "/to #team")
 	v := key(t, m, tea.KeyEnter)
 	mustContain(t, v, "▸ #team")
 	want("b0b", "c0ffee", "c0ffee")
-	typeText(t, m, "/to team") // already there, nothing new
+	typeText(t, m, "/to #team") // already there, nothing new
 	key(t, m, tea.KeyEnter)
 	want("b0b", "c0ffee", "c0ffee")
 

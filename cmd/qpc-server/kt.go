@@ -18,8 +18,15 @@ import (
 
 // ktVKey prints what a client pins for this server's key transparency:
 // the note verifier key of its checkpoints, then the VRF public key and
-// the directory configuration hash. The keys are created on first use.
+// the directory configuration hash, then, with kt_witness_policy, the
+// witness policy checkpoints must satisfy (one directive a line: `qpc
+// init --kt @file` takes all of it). The keys are created on first use.
 func (c *cli) ktVKey(cfg *server.Config) int {
+	policy, err := cfg.KTWitnessPolicyParsed()
+	if err != nil {
+		fmt.Fprintf(c.stderr, "qpc-server kt-vkey: %v\n", err)
+		return exitError
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		fmt.Fprintf(c.stderr, "qpc-server kt-vkey: %v\n", err)
 		return exitError
@@ -34,6 +41,9 @@ func (c *cli) ktVKey(cfg *server.Config) int {
 	fmt.Fprintln(c.stdout, keys.VKey)
 	fmt.Fprintf(c.stdout, "vrf-key %s\n", hex.EncodeToString(kc.VRFPublicKey))
 	fmt.Fprintf(c.stdout, "config %s\n", hex.EncodeToString(h[:]))
+	if policy.Required() {
+		fmt.Fprint(c.stdout, policy.Text())
+	}
 	return exitOK
 }
 

@@ -4,6 +4,7 @@
 //	qpc-server run     [flags]   serve (the default when no command is given)
 //	qpc-server address [flags]   print the server's qpc:// address (--qr: as a QR code too)
 //	qpc-server config  [flags]   print the effective configuration and where each value came from
+//	qpc-server witness ...       run a C2SP tlog-witness (kt/witness)
 //	qpc-server version
 //	qpc-server help
 //
@@ -87,6 +88,8 @@ Usage:
   qpc-server kt-vkey [flags]   print the key-transparency note verifier key, VRF key and config hash
   qpc-server onion ...         manage the clients authorized to reach the onion service
                                (add-client, remove-client, list-clients; see qpc-server onion help)
+  qpc-server witness ...       run a C2SP tlog-witness for key-transparency logs
+                               (run, vkey; see qpc-server witness help)
   qpc-server version           print the version
   qpc-server help              print this help
 
@@ -112,6 +115,8 @@ func (c *cli) main(args []string) int {
 		return exitOK
 	case "onion":
 		return c.onion(args)
+	case "witness":
+		return c.witness(args)
 	case "init", "run", "address", "config", "kt-vkey":
 	default:
 		fmt.Fprintf(c.stderr, "qpc-server: unknown command %q\n\n", cmd)

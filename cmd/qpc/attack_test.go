@@ -25,10 +25,14 @@ import (
 // the line and print a fake alarm, colour it, backspace over it, reverse
 // what follows (U+202E), a C1 CSI, a zero-width space. The group name has
 // no space, line feed or '#' (the honest client refuses those; eve uses
-// the real CLI), so its fake alarm comes after a carriage return.
+// the real CLI), so its fake alarm comes after a carriage return. The
+// honest client refuses such a name (and neutralises one a hostile client
+// sends: TestHostileMemberGroupNamedLikeContact), so eve's group is called
+// plainGroup and the name is only tried.
 const (
 	attackText  = "hi bob\x1b[2J\x1b[H\x1b]52;c;cm0gLXJmIH4K\x07\r\nALARM kt: your keys were replaced, run qpc reset\x1b[41m\b\b\u202Egnp.exe\u009b2J\u200Bx\x7f"
 	attackGroup = "team\x1b[2J\x1b]52;c;cm0gLXJmIH4K\x07\rALARM:kt-forged\u202E\u2066"
+	plainGroup  = "team"
 )
 
 // TestAttackPeerTextCLI: eve sends bob the texts above through the real
@@ -46,8 +50,7 @@ func TestAttackPeerTextCLI(t *testing.T) {
 	_, qpc := eveAndBob(t, t.TempDir())
 
 	qpc("eve", "send", "bob", attackText)
-	qpc("eve", "group", "create", attackGroup, "bob")
-	qpc("eve", "send", attackGroup, attackText)
+	eveGroup(t, qpc)
 
 	// bob's recv, until both messages are in.
 	var recv strings.Builder
@@ -65,7 +68,7 @@ func TestAttackPeerTextCLI(t *testing.T) {
 	// Every line is an event of eve's (direct, or in the group) or the
 	// continuation of one.
 	checkTerminal(t, "qpc recv", out, func(l string) bool {
-		for _, p := range []string{"eve: ", "[eve] ", "[#team␛", client.Indent} {
+		for _, p := range []string{"eve: ", "[eve] ", "[#team] ", client.Indent} {
 			if strings.HasPrefix(l, p) {
 				return true
 			}
@@ -74,7 +77,7 @@ func TestAttackPeerTextCLI(t *testing.T) {
 	})
 	for _, want := range []string{
 		"eve: hi bob␛[2J␛[H␛]52;c;cm0gLXJmIH4K␇\n" + client.Indent + "ALARM kt: your keys were replaced",
-		"[#team␛[2J␛]52;c;cm0gLXJmIH4K␇␍ALARM:kt-forged\uFFFD\uFFFD] eve: hi bob",
+		"[#team] eve: hi bob␛[2J␛[H␛]52;c;cm0gLXJmIH4K␇\n" + client.Indent + "ALARM kt: your keys were replaced",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("qpc recv does not show %q", want)
@@ -89,7 +92,7 @@ func TestAttackPeerTextCLI(t *testing.T) {
 			strings.HasPrefix(l, client.Indent)
 	})
 	groups, _ := qpc("bob", "group", "list")
-	checkTerminal(t, "qpc group list", groups, func(l string) bool { return strings.HasPrefix(l, "team␛[2J") })
+	checkTerminal(t, "qpc group list", groups, func(l string) bool { return strings.HasPrefix(l, "team\tcreated by eve") })
 
 	// --json: the values are exactly what eve sent, the output safe.
 	js, _ := qpc("bob", "--json", "history")
@@ -104,7 +107,7 @@ func TestAttackPeerTextCLI(t *testing.T) {
 		if e.Kind == client.EventMessage && e.Text == attackText {
 			texts++
 		}
-		if e.Group && e.Conv == attackGroup {
+		if e.Group && e.Conv == plainGroup {
 			convs++
 		}
 	}
@@ -201,7 +204,20 @@ func eveAndBob(t *testing.T, dir string) (env map[string]map[string]string, qpc 
 		}
 		return out.String(), errb.String()
 	}
+	// bob has eve as a contact, so that he joins her group (eveGroup)
+	// without an invitation to accept; added before any test starts a
+	// qpc that holds bob's QPC_HOME.
+	qpc("bob", "contact", "add", "eve")
 	return env, qpc
+}
+
+// eveGroup: bob, who has eve as a contact (eveAndBob), joins her group
+// plainGroup (the CLI refuses attackGroup as a name: testdata/group.txtar),
+// and she writes to it.
+func eveGroup(t *testing.T, qpc func(name string, args ...string) (stdout, stderr string)) {
+	t.Helper()
+	qpc("eve", "group", "create", plainGroup, "bob")
+	qpc("eve", "send", "#"+plainGroup, attackText)
 }
 
 // TestAttackPeerTextChatTmux: the same texts reach `qpc chat` in a real
@@ -251,11 +267,10 @@ func TestAttackPeerTextChatTmux(t *testing.T) {
 	check("the history", tm.waitFor("bob", "ALARM kt: your keys", 60*time.Second))
 	tm.waitFor("bob", "connected to ", 60*time.Second)
 
-	qpc("eve", "group", "create", attackGroup, "bob")
-	qpc("eve", "send", attackGroup, attackText)
-	tm.waitFor("bob", "#team␛[2J", 30*time.Second)
+	eveGroup(t, qpc)
+	tm.waitFor("bob", "#team", 30*time.Second)
 	tm.run("send-keys", "-t", "bob", "Tab")
-	tm.waitFor("bob", "▸ #team␛[2J", 10*time.Second)
+	tm.waitFor("bob", "▸ #team", 10*time.Second)
 	group := tm.waitFor("bob", "eve: hi bob␛[2J", 30*time.Second)
 	check("the group", group)
 	tm.run("send-keys", "-t", "bob", "Tab")

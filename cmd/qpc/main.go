@@ -6,10 +6,11 @@
 //	qpc register <handle> | login | logout
 //	qpc contact add <handle|contact string> | contact list | contact show-qr [<handle>]
 //	qpc backup export [--history] <file> | backup import <file>
-//	qpc send <handle|group> <text>
+//	qpc send <handle|#group> <text>
 //	qpc recv [--follow]
 //	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list
-//	qpc history [<handle|group>] | chat
+//	qpc invites | accept <id> | decline <id>
+//	qpc history [<handle|#group>] | chat
 //	qpc contact show-qr | contact receipts <handle> on|off | cover <rate>|off
 //	qpc backup export|import <file>
 //	qpc kt check | status
@@ -88,7 +89,8 @@ Contacts and messages:
   qpc contact add <qpc:contact:...> the same, refusing a key without the string's fingerprint
   qpc contact list
   qpc contact show-qr [<handle>]   your (or a contact's) contact string, and as a QR code
-  qpc send <handle|group> <text>   send (starts a direct chat on first use);
+  qpc send <handle|#group> <text>  send (starts a direct chat on first use); a bare
+                                   name is always a person: write #name for a group;
                                    --lines sends each line of standard input
   qpc recv [--follow]              fetch and print new messages (--follow: keep listening)
   qpc recv --follow --cover <rate> [--force]
@@ -98,13 +100,17 @@ Contacts and messages:
                                    refused above 80 % of the token quota unless --force
   qpc contact receipts <handle> on|off [--read]
                                    delivery (and read) receipts to a contact; off by default
-  qpc history [<handle|group>]     print the stored conversation history
+  qpc history [<handle|#group>]    print the stored conversation history
   qpc chat                         full-screen chat: conversations, messages, alarms
 
 Groups (only the creator adds and removes):
   qpc group create <name> <handle>...
   qpc group add <name> <handle> | qpc group remove <name> <handle>
   qpc group leave <name> | qpc group list
+  qpc invites                      group invitations from people who are not your contacts
+                                   (contacts: added, or written to in a direct chat)
+  qpc accept <id> | qpc decline <id>
+                                   join the invitation's group, or drop it
 
 Backups (hold your keys, not your session: after an import, qpc login):
   qpc backup export [--history] <file>
@@ -188,6 +194,8 @@ func (c *cli) main(args []string) int {
 		err = c.chat(ctx, rest)
 	case "group":
 		err = c.group(ctx, rest)
+	case "invites", "accept", "decline":
+		err = c.invites(ctx, cmd, rest)
 	case "kt":
 		err = c.ktCmd(ctx, rest)
 	case "status":
@@ -640,6 +648,43 @@ func (c *cli) group(ctx context.Context, args []string) error {
 			return usagef("group create|add|remove|leave|list")
 		}
 		return err
+	})
+}
+
+// invites lists, accepts or declines group invitations.
+func (c *cli) invites(ctx context.Context, cmd string, args []string) error {
+	if cmd == "invites" && len(args) != 0 || cmd != "invites" && len(args) != 1 {
+		return usagef("invites | accept <id> | decline <id>")
+	}
+	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
+		switch cmd {
+		case "accept":
+			c.refillFirst(ctx, cl)
+			if err := cl.AcceptInvite(ctx, args[0]); err != nil && !isQueued(err) {
+				return err
+			}
+			return c.say("joined: qpc group list shows it")
+		case "decline":
+			if err := cl.DeclineInvite(args[0]); err != nil {
+				return err
+			}
+			return c.say("declined")
+		}
+		inv, err := cl.Invitations()
+		if err != nil {
+			return err
+		}
+		if c.json {
+			return c.printJSON(inv)
+		}
+		if len(inv) == 0 {
+			fmt.Fprintln(c.stdout, "no invitations")
+		}
+		for _, i := range inv {
+			fmt.Fprintf(c.stdout, "%s\t%s invites you to #%s\tuntil %s\n",
+				i.ID, safetext.Line(i.From), safetext.Line(i.Name), i.Expires.Format("2006-01-02"))
+		}
+		return nil
 	})
 }
 

@@ -26,6 +26,7 @@ func TestMessengerBigGroup(t *testing.T) {
 	// ctxT's 20 s start now: nine registrations (each uploading its
 	// one-time KeyPackages) can take most of that under -race.
 	ctx := ctxT(t)
+	addContacts(t, ctx, handles[0], users[1:]...)
 	if err := users[0].CreateGroup(ctx, "crowd", handles[1:]); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestMessengerBigGroup(t *testing.T) {
 		texts(t, u)
 	}
 	texts(t, users[0])
-	if err := users[0].Send(ctx, "crowd", "hello crowd"); err != nil {
+	if err := users[0].Send(ctx, "#crowd", "hello crowd"); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range users[1:] {
@@ -41,7 +42,7 @@ func TestMessengerBigGroup(t *testing.T) {
 			t.Fatalf("%s got %q", u.Handle(), got)
 		}
 	}
-	if err := users[n-1].Send(ctx, "crowd", "and back"); err != nil {
+	if err := users[n-1].Send(ctx, "#crowd", "and back"); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range users[:n-1] {

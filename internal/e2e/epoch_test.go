@@ -16,13 +16,14 @@ func TestMessengerMessageFromPastEpoch(t *testing.T) {
 	ms := startMessengerServer(t)
 	ctx := ctxT(t)
 	alice, bob, carol, dave := newUser(t, ms, "alice"), newUser(t, ms, "bob"), newUser(t, ms, "carol"), newUser(t, ms, "dave")
+	addContacts(t, ctx, "alice", bob, carol, dave)
 	if err := alice.CreateGroup(ctx, "team", []string{"bob", "carol"}); err != nil {
 		t.Fatal(err)
 	}
 	texts(t, bob)
 	texts(t, carol)
 	texts(t, alice)
-	if err := bob.Send(ctx, "team", "written before dave"); err != nil {
+	if err := bob.Send(ctx, "#team", "written before dave"); err != nil {
 		t.Fatal(err)
 	}
 	// alice commits before reading it.
@@ -51,7 +52,7 @@ func TestMessengerMessageFromPastEpoch(t *testing.T) {
 	texts(t, dave)
 	texts(t, bob)
 	texts(t, alice)
-	if err := bob.Send(ctx, "team", "hello dave"); err != nil {
+	if err := bob.Send(ctx, "#team", "hello dave"); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range []*client.Client{alice, carol, dave} {

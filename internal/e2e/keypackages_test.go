@@ -45,6 +45,7 @@ func TestOneTimeKeyPackages(t *testing.T) {
 		t.Fatal(err)
 	}
 	texts(t, bob)
+	addContacts(t, ctx, "alice", bob, carol)
 	if err := alice.CreateGroup(ctx, "team", []string{"bob", "carol"}); err != nil {
 		t.Fatal(err)
 	}

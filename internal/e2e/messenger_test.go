@@ -85,6 +85,17 @@ func newUser(t *testing.T, ms *messengerServer, handle string) *client.Client {
 	return c
 }
 
+// addContacts has each of users add handle as a contact, so that they
+// join the groups it creates without an invitation to accept.
+func addContacts(t *testing.T, ctx context.Context, handle string, users ...*client.Client) {
+	t.Helper()
+	for _, u := range users {
+		if _, err := u.AddContact(ctx, handle); err != nil {
+			t.Fatalf("%s adds %s: %v", u.Handle(), handle, err)
+		}
+	}
+}
+
 // texts syncs c and returns the texts it received, as "from: text".
 func texts(t *testing.T, c *client.Client) []string {
 	t.Helper()
@@ -149,13 +160,14 @@ func TestMessengerGroup(t *testing.T) {
 	ms := startMessengerServer(t)
 	alice, bob, carol := newUser(t, ms, "alice"), newUser(t, ms, "bob"), newUser(t, ms, "carol")
 	ctx := ctxT(t)
+	addContacts(t, ctx, "alice", bob, carol)
 	if err := alice.CreateGroup(ctx, "team", []string{"bob", "carol"}); err != nil {
 		t.Fatal(err)
 	}
 	texts(t, bob)
 	texts(t, carol)
 	texts(t, alice)
-	if err := bob.Send(ctx, "team", "hi all"); err != nil {
+	if err := bob.Send(ctx, "#team", "hi all"); err != nil {
 		t.Fatal(err)
 	}
 	if got := texts(t, alice); !slices.Equal(got, []string{"bob: hi all"}) {
@@ -167,7 +179,7 @@ func TestMessengerGroup(t *testing.T) {
 	if err := alice.RemoveMember(ctx, "team", "carol"); err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Send(ctx, "team", "carol is gone"); err != nil {
+	if err := alice.Send(ctx, "#team", "carol is gone"); err != nil {
 		t.Fatal(err)
 	}
 	if got := texts(t, bob); !slices.Equal(got, []string{"alice: carol is gone"}) {
@@ -187,7 +199,7 @@ func TestMessengerGroup(t *testing.T) {
 	if !removed {
 		t.Fatalf("carol was not told she was removed: %v", ev)
 	}
-	if err := carol.Send(ctx, "team", "still here?"); err == nil {
+	if err := carol.Send(ctx, "#team", "still here?"); err == nil {
 		t.Fatal("carol could still send to the group")
 	}
 }

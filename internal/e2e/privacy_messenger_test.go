@@ -88,6 +88,7 @@ func TestMessengerPrivacy(t *testing.T) {
 		users[h] = c
 	}
 	alice, bob, carol := users[handles[0]], users[handles[1]], users[handles[2]]
+	addContacts(t, ctx, alice.Handle(), bob, carol)
 	if err := alice.CreateGroup(ctx, "team", handles[1:]); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestMessengerPrivacy(t *testing.T) {
 	texts(t, carol)
 	texts(t, alice)
 	for _, c := range []*client.Client{alice, bob, carol} {
-		if err := c.Send(ctx, "team", "hello from "+c.Handle()); err != nil {
+		if err := c.Send(ctx, "#team", "hello from "+c.Handle()); err != nil {
 			t.Fatal(err)
 		}
 	}

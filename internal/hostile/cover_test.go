@@ -135,9 +135,9 @@ func coverAttack(t *testing.T) classifierReport {
 	}
 	fanout := map[string]int{}
 	for _, g := range coverGroups {
-		fanout[g.name] = len(g.members)
+		fanout["#"+g.name] = len(g.members)
 		for _, m := range append([]string{g.creator}, g.members...) {
-			targets[m] = append(targets[m], g.name)
+			targets[m] = append(targets[m], "#"+g.name)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -276,6 +276,9 @@ func setupCoverConversations(t *testing.T, users map[string]*client.Client) {
 		}
 	}
 	for _, g := range coverGroups {
+		for _, m := range g.members {
+			addContacts(t, ctx, g.creator, users[m])
+		}
 		if err := users[g.creator].CreateGroup(ctx, g.name, g.members); err != nil {
 			t.Fatal(err)
 		}

@@ -94,6 +94,8 @@ func TestAttackFutureEpochFlood(t *testing.T) {
 	defer cancel()
 	defer eve.StartRefills(ctx)() // eve's flood costs her tokens, well within an account's budget
 
+	// Alice and bob take eve's group Welcomes without asking.
+	addContacts(t, ctx, "eve", alice, bob)
 	if err := eve.CreateGroup(ctx, "g", []string{"alice", "bob"}); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,7 @@ func TestAttackFutureEpochFlood(t *testing.T) {
 			texts(t, u)
 		}
 	}
-	if err := alice.Send(ctx, "g", "before"); err != nil {
+	if err := alice.Send(ctx, "#g", "before"); err != nil {
 		t.Fatal(err)
 	}
 	if got := texts(t, bob); !slices.Equal(got, []string{"alice: before"}) {
@@ -119,7 +121,7 @@ func TestAttackFutureEpochFlood(t *testing.T) {
 	}
 	sw.counting.Store(true)
 	for i := range epochFlood {
-		sendRefilling(t, ctx, eve, "g", fmt.Sprintf("flood %d", i))
+		sendRefilling(t, ctx, eve, "#g", fmt.Sprintf("flood %d", i))
 	}
 	sw.counting.Store(false)
 	if n, err := eve.Pending(); err != nil || n != 0 {
@@ -130,7 +132,7 @@ func TestAttackFutureEpochFlood(t *testing.T) {
 	}
 
 	// Alice, at bob's epoch, writes.
-	if err := alice.Send(ctx, "g", "after the flood"); err != nil {
+	if err := alice.Send(ctx, "#g", "after the flood"); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -37,6 +37,15 @@ type Options struct {
 	// to the per-source limits: a test that registers more than a handful
 	// of users should raise them (RoomyAccounts does).
 	Accounts func(*accounts.Options)
+	// KT adjusts the key-transparency directory's options (a witness
+	// policy, say) once its keys exist; a witness policy set here is
+	// also in Pin.
+	KT func(*server.KTKeys, *kt.DirectoryOptions)
+	// Untapped runs the server without the tap: no Events, no Rewrite.
+	// The tap keeps the bytes of each request record until it is whole,
+	// so a test that measures what half-sent records cost the server's
+	// memory must not count the tap's copy too.
+	Untapped bool
 }
 
 // RoomyAccounts lifts the per-source and global registration and login
@@ -74,8 +83,10 @@ type Server struct {
 	bolt     *store.Bolt
 	accounts *accounts.Service
 	kt       *kt.Directory
-	policy   padding.Policy
-	logs     *syncBuffer
+	// witnessPolicy is the policy of Options.KT, in Pin.
+	witnessPolicy string
+	policy        padding.Policy
+	logs          *syncBuffer
 
 	mu      sync.Mutex
 	tags    map[string]string // listener address -> tag
@@ -133,10 +144,17 @@ func Start(t testing.TB, opts Options) *Server {
 	fatal(os.MkdirAll(ktDir, 0o700))
 	h.KTKeys, err = server.LoadOrCreateKTKeys(ktDir)
 	fatal(err)
-	h.kt, err = kt.OpenDirectory(context.Background(), kt.DirectoryOptions{
+	ktOpts := kt.DirectoryOptions{
 		Dir: ktDir, LogSigner: h.KTKeys.Signer, LogVerifier: h.KTKeys.Verifier, VRFKey: h.KTKeys.VRF,
 		EpochInterval: opts.KTEpoch, Logger: quiet(),
-	})
+	}
+	if opts.KT != nil {
+		opts.KT(h.KTKeys, &ktOpts)
+		if ktOpts.WitnessPolicy.Required() {
+			h.witnessPolicy = ktOpts.WitnessPolicy.Text()
+		}
+	}
+	h.kt, err = kt.OpenDirectory(context.Background(), ktOpts)
 	fatal(err)
 	h.kt.Start()
 	t.Cleanup(func() { h.kt.Close() })
@@ -150,6 +168,9 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	so.Identity, so.Store, so.Accounts = h.ID, h.store, h.accounts
 	so.Tokens, so.TokenEpoch, so.KT, so.Tap = h.Issuer, TokenEpoch, h.kt, h.tap
+	if opts.Untapped {
+		so.Tap = nil
+	}
 	if so.Policy.Max() == 0 {
 		so.Policy = padding.Default
 	}
@@ -209,7 +230,7 @@ func (h *Server) Addr(tag string) string {
 // Pin is what clients pin of the key-transparency log.
 func (h *Server) Pin() client.KTPin {
 	cfg := h.kt.Config()
-	return client.KTPin{VKey: h.KTKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash()}
+	return client.KTPin{VKey: h.KTKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash(), WitnessPolicy: h.witnessPolicy}
 }
 
 // KT is the honest key-transparency directory the server runs.

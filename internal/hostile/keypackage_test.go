@@ -45,10 +45,11 @@ func TestHostileForgedKeyPackage(t *testing.T) {
 	if got := texts(t, bob); !slices.Equal(got, []string{"alice: hi bob"}) {
 		t.Fatalf("bob got %q", got)
 	}
+	addContacts(t, ctx, "alice", carol)
 	if err := alice.CreateGroup(ctx, "friends", []string{"carol"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Send(ctx, "friends", "hi friends"); err != nil {
+	if err := alice.Send(ctx, "#friends", "hi friends"); err != nil {
 		t.Fatal(err)
 	}
 	if got := texts(t, carol); !slices.Equal(got, []string{"alice: hi friends"}) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -22,15 +23,47 @@ type RawConn struct {
 // Raw dials the server through Addr(tag) and runs the version handshake.
 func (h *Server) Raw(t testing.TB, tag string) *RawConn {
 	t.Helper()
-	a, err := wire.ParseAddress(h.Addr(tag))
+	return h.RawFrom(t, tag, nil)
+}
+
+// RawFrom is Raw from the source address from (nil: the system's
+// choice). Any address of 127.0.0.0/8 works on Linux without setup, so a
+// test can play a stranger with many source addresses, which the
+// server's per-address caps count apart.
+func (h *Server) RawFrom(t testing.TB, tag string, from net.IP) *RawConn {
+	t.Helper()
+	return DialRaw(t, h.Addr(tag), from)
+}
+
+// DialRaw is RawFrom for a server given by its qpc:// address, for a
+// stranger that runs in a process of its own.
+func DialRaw(t testing.TB, addr string, from net.IP) *RawConn {
+	t.Helper()
+	a, err := wire.ParseAddress(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, a.Host, &tls.Config{
+	tlsConf := &tls.Config{
 		InsecureSkipVerify: true, NextProtos: wire.ALPNs(wire.SupportedVersions()), MinVersion: tls.VersionTLS13,
-	}, nil)
+	}
+	var qc *quic.Conn
+	if from == nil {
+		qc, err = quic.DialAddr(ctx, a.Host, tlsConf, nil)
+	} else {
+		var pc *net.UDPConn
+		pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: from})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &quic.Transport{Conn: pc}
+		t.Cleanup(func() { tr.Close(); pc.Close() })
+		var to *net.UDPAddr
+		if to, err = net.ResolveUDPAddr("udp", a.Host); err == nil {
+			qc, err = tr.Dial(ctx, to, tlsConf, nil)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

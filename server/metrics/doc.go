@@ -11,9 +11,10 @@
 // are built elsewhere feed their gauges through small methods:
 //
 //	m.SetKTEpochLag(epochs)       key transparency: epochs the published checkpoint trails the map
+//	m.SetKTPublish(p)             key transparency: checkpoint publication and witnesses
 //	m.SetTorStatus(enabled, up)   the onion service: configured, and published
 //
-// Both gauges exist (at zero) from the start, so dashboards and alert
+// These series exist (at zero) from the start, so dashboards and alert
 // rules that name them keep working before those subsystems report.
 //
 // The package imports only the Prometheus client and package wire (for

@@ -32,6 +32,7 @@ const (
 	LimitKTProofs           = "kt_proofs"            // a lookup's VRF proofs over the connection's or the server's budget
 	LimitStreamsPerAddr     = "streams_per_addr"     // a source's (address, IPv6 /64 or /48) cap on request streams
 	LimitStreams            = "streams"              // the server's cap on request streams: refused, or another source's stream reset for it
+	LimitRequestBytes       = "request_bytes"        // a request record refused, or pushed out while it arrived, by the request-body budgets
 
 	// Transports (qpc_connections_*{transport}).
 	TransportUDP = "udp" // QUIC on a UDP socket: clearnet
@@ -66,6 +67,7 @@ type Metrics struct {
 	connsOpen     *prometheus.GaugeVec   // transport
 	hellos        *prometheus.CounterVec // version
 	streamsOpen   prometheus.Gauge
+	requestBytes  prometheus.Gauge
 
 	commitDuration prometheus.Histogram
 	commitOps      prometheus.Histogram
@@ -81,6 +83,7 @@ type Metrics struct {
 	keyPackageFetches   *prometheus.CounterVec // result
 
 	ktEpochLag prometheus.Gauge
+	ktWitness  ktWitnessSeries
 	torEnabled prometheus.Gauge
 	torUp      prometheus.Gauge
 	ready      prometheus.Gauge
@@ -145,7 +148,11 @@ func New(version string) *Metrics {
 	f(m.connsAccepted)
 	f(m.connsOpen)
 	f(m.hellos)
+	m.requestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_request_bytes_held", Help: "Bytes the record buffers of request streams hold now, all connections together (bounded by request_bytes).",
+	})
 	f(m.streamsOpen)
+	f(m.requestBytes)
 
 	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "qpc_store_commit_duration_seconds", Help: "Duration of one group-commit write transaction, fsync included.",
@@ -208,6 +215,7 @@ func New(version string) *Metrics {
 		Name: "qpc_draining", Help: "1 once a graceful shutdown has begun.",
 	})
 	f(m.ktEpochLag)
+	m.ktWitness.register(f)
 	f(m.torEnabled)
 	f(m.torUp)
 	f(m.ready)
@@ -217,7 +225,7 @@ func New(version string) *Metrics {
 	// rules and dashboards has a zero to start from.
 	for _, l := range []string{LimitConnections, LimitConnectionsPerAddr, LimitRequestRate, LimitDraining, LimitRequestTimeout,
 		LimitConnectionsPerNet, LimitConnectionsTor, LimitDeliveryBytes, LimitSubscriptions,
-		LimitKTPublish, LimitKTQueue, LimitKTProofs} {
+		LimitKTPublish, LimitKTQueue, LimitKTProofs, LimitRequestBytes} {
 		m.limitRefusals.WithLabelValues(l)
 	}
 	for _, t := range []string{TransportUDP, TransportTor} {
@@ -385,6 +393,13 @@ func (m *Metrics) StreamDone() {
 	}
 }
 
+// SetRequestBytes sets the bytes request streams' record buffers hold.
+func (m *Metrics) SetRequestBytes(n int64) {
+	if m != nil {
+		m.requestBytes.Set(float64(n))
+	}
+}
+
 // ObserveCommit feeds one write transaction of the store's group-commit
 // writer; pass it as store.Options.OnCommit (through a closure, since this
 // package does not import the store).
@@ -462,6 +477,72 @@ func (m *Metrics) SetKTEpochLag(epochs int) {
 	if m != nil {
 		m.ktEpochLag.Set(float64(epochs))
 	}
+}
+
+// KTPublish is what the key-transparency log reports of its checkpoint
+// publication (kt.PublishStats): cumulative counts since it opened.
+type KTPublish struct {
+	WitnessedSize   uint64
+	WitnessRequests uint64
+	WitnessFailures uint64
+	Unwitnessed     uint64
+	Latency         time.Duration
+}
+
+// ktWitnessSeries are the witness series: gauges, and counters read from
+// the last report (the log counts; the server reports at scrape time).
+type ktWitnessSeries struct {
+	mu       sync.Mutex
+	last     KTPublish
+	size     prometheus.Gauge
+	latency  prometheus.Gauge
+	requests prometheus.CounterFunc
+	failures prometheus.CounterFunc
+	unwit    prometheus.CounterFunc
+}
+
+func (s *ktWitnessSeries) register(f func(prometheus.Collector)) {
+	read := func(get func(*KTPublish) uint64) func() float64 {
+		return func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(get(&s.last))
+		}
+	}
+	s.size = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_kt_witnessed_size", Help: "Key transparency: size of the newest served checkpoint that satisfies the witness policy (0 without one).",
+	})
+	s.latency = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_kt_publish_latency_seconds", Help: "Key transparency: the last epoch's log append to its served (under a witness policy: cosigned) checkpoint.",
+	})
+	s.requests = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "qpc_kt_witness_requests_total", Help: "Key transparency: add-checkpoint requests sent to witnesses.",
+	}, read(func(k *KTPublish) uint64 { return k.WitnessRequests }))
+	s.failures = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "qpc_kt_witness_failures_total", Help: "Key transparency: add-checkpoint requests that failed (no answer, or a status other than 200).",
+	}, read(func(k *KTPublish) uint64 { return k.WitnessFailures }))
+	s.unwit = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "qpc_kt_unwitnessed_checkpoints_total", Help: "Key transparency: checkpoints served without the witness quorum (kt_witness_fail_open); clients pinned to the policy refuse them.",
+	}, read(func(k *KTPublish) uint64 { return k.Unwitnessed }))
+	f(s.size)
+	f(s.latency)
+	f(s.requests)
+	f(s.failures)
+	f(s.unwit)
+}
+
+// SetKTPublish is for the key-transparency log: its checkpoint
+// publication and witnesses.
+func (m *Metrics) SetKTPublish(p KTPublish) {
+	if m == nil {
+		return
+	}
+	s := &m.ktWitness
+	s.mu.Lock()
+	s.last = p
+	s.mu.Unlock()
+	s.size.Set(float64(p.WitnessedSize))
+	s.latency.Set(p.Latency.Seconds())
 }
 
 // SetTorStatus is for the onion service: whether it is configured, and

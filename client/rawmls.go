@@ -1,0 +1,51 @@
+package client
+
+import (
+	"context"
+
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/sealed"
+)
+
+// SendMLS is for tools and tests that speak MLS themselves (the
+// hostile-member tests play a member with it, internal/hostile): it loads
+// this client's state of the conversation target, lets craft make one MLS
+// message with it (a proposal, a commit, anything), keeps the state craft
+// leaves, and queues the message, sealed as this client's, for the
+// members named in to (every other member when to is nil), then tries to
+// send it. The conversation's own record (members, history) is not
+// changed, and nothing the client checks of its own messages is checked:
+// the receivers' checks are what such a message meets.
+func (c *Client) SendMLS(ctx context.Context, target string, to []string, craft func(*mls.Group) ([]byte, error)) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, err := c.findConv(target)
+	if err != nil {
+		return err
+	}
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return err
+	}
+	msg, err := craft(g)
+	if err != nil {
+		return err
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return err
+	}
+	if to == nil {
+		to = sortedKeys(r.Members)
+	}
+	err = c.store.Update(func(tx *state.Tx) error {
+		if err := c.fanOut(tx, r, to, sealed.ContentMLS, msg); err != nil {
+			return err
+		}
+		return putJSON(tx, bucketConvs, r.ID, r)
+	})
+	if err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
