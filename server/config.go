@@ -72,6 +72,7 @@ type Config struct {
 	MaxStreamsTotal   int      `toml:"max_streams_total"`
 	RequestBytes      int64    `toml:"request_bytes"`
 	RequestConnBytes  int64    `toml:"request_conn_bytes"`
+	RequestSrcBytes   int64    `toml:"request_source_bytes"`
 	RequestRate       float64  `toml:"request_rate"`
 	RequestBurst      int      `toml:"request_burst"`
 	AdminListen       string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
@@ -470,7 +471,20 @@ var configFields = append([]configField{
 			return checkRange(c.RequestConnBytes, int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
 		},
 		value: func(c *Config) any { return c.RequestConnBytes },
+	}, {
+		key:   "request_source_bytes",
+		help:  "request_bytes one source (an address, IPv6 /64; its /48 gets max_conns_per_net / max_conns_per_addr times as much; over Tor a connection) may hold while its records arrive; a record over it is refused with UNAVAILABLE; 0 is 8 MiB or request_bytes if less; else at least request_conn_bytes, at most request_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestSrcBytes, s) },
+		copy:  func(d, s *Config) { d.RequestSrcBytes = s.RequestSrcBytes },
+		check: func(c *Config) error {
+			if c.RequestSrcBytes == 0 {
+				return nil
+			}
+			return checkRange(c.RequestSrcBytes, c.RequestConnBytes, c.RequestBytes)
+		},
+		value: func(c *Config) any { return c.RequestSrcBytes },
 	},
+
 	{
 		key:   "request_rate",
 		help:  "requests per second one connection may sustain; above it a request is refused with RATE_LIMITED",
@@ -932,6 +946,7 @@ func (c *Config) Options() (Options, store.Options, error) {
 		MaxStreamsTotal:     c.MaxStreamsTotal,
 		RequestBytes:        c.RequestBytes,
 		RequestConnBytes:    c.RequestConnBytes,
+		RequestSourceBytes:  c.RequestSrcBytes,
 		RequestRate:         c.RequestRate,
 		RequestBurst:        c.RequestBurst,
 		HandshakeTimeout:    c.HandshakeTimeout.Duration,

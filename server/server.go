@@ -68,6 +68,9 @@ type Options struct {
 	// streams hold while their records arrive, per connection and in total.
 	RequestConnBytes int64 // default 2 MiB
 	RequestBytes     int64 // default 32 MiB
+	// RequestSourceBytes is one source's share of RequestBytes (sources.go
+	// says what a source is); default 8 MiB.
+	RequestSourceBytes int64
 
 	// Tokens issues and redeems anonymous delivery tokens. With it (and
 	// no Authorizer), every create and send must carry one token.

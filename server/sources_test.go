@@ -64,3 +64,44 @@ func TestAttackDeliverySourceShare(t *testing.T) {
 		t.Errorf("the table holds %d bytes, want %d", tab.delivery, want)
 	}
 }
+
+// TestAttackRequestSourceShare: a stranger on one address stalls records
+// on many connections, each within its connection's request_conn_bytes.
+// The address as a whole holds at most request_source_bytes, so it never
+// fills request_bytes: a record from another address takes its bytes at
+// once, without pushing out (and waiting for) anyone's.
+func TestAttackRequestSourceShare(t *testing.T) {
+	o := Options{RequestBytes: 1000, RequestConnBytes: 100, RequestSourceBytes: 250}
+	o.setLimitDefaults()
+	b := newRequestBudget(o)
+	conn := func(ip string) *connState {
+		return &connState{keys: connSourceKeys(ConnInfo{Transport: metrics.TransportUDP, RemoteAddr: &net.UDPAddr{IP: net.ParseIP(ip), Port: 4433}})}
+	}
+	var held []*bodyCharge
+	refused := 0
+	for range 10 { // 10 connections × 100: 1000, the whole budget
+		cs := conn("192.0.2.1")
+		for range 2 {
+			c := &bodyCharge{b: b, cs: cs, st: &cancelStream{}}
+			c.begin()
+			if err := c.Take(50); err != nil {
+				refused++
+				continue
+			}
+			held = append(held, c)
+		}
+	}
+	if got := len(held) * 50; got != 250 || refused != 20-5 {
+		t.Fatalf("one address holds %d bytes (%d records refused), want 250 (15 refused)", got, refused)
+	}
+	other := &bodyCharge{b: b, cs: conn("192.0.2.2"), st: &cancelStream{}}
+	other.begin()
+	if err := other.Take(100); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	for _, c := range held {
+		if c.st.(*cancelStream).cancelled.Load() {
+			t.Fatal("a record was pushed out although the budget had room")
+		}
+	}
+}
