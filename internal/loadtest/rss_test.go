@@ -645,9 +645,10 @@ func (h *ktHelper) flood(ctx context.Context, e *attackEnv) string {
 	h.stdin.Close()
 	var last string
 	for h.out.Scan() {
-		last = h.out.Text()
+		if last = h.out.Text(); strings.HasPrefix(last, "accounts=") {
+			break
+		}
 	}
-	h.cmd.Wait()
 	var accts, streams, errs int64
 	var published, refused int64
 	if _, err := fmt.Sscanf(last, "accounts=%d published=%d refused=%d errors=%d", &accts, &published, &refused, &errs); err != nil {
@@ -688,6 +689,11 @@ func ktHelperMain() int {
 		fmt.Fprintf(os.Stderr, "KT attacker: %d errors, the first: %v\n", a.errs.Load(), err)
 	}
 	fmt.Printf("accounts=%d published=%d refused=%d errors=%d\n", len(accts), published.Load(), refused.Load(), a.errs.Load())
+	var wg sync.WaitGroup
+	for _, acct := range accts {
+		wg.Go(func() { acct.c.Close() })
+	}
+	wg.Wait()
 	return 0
 }
 
@@ -716,7 +722,6 @@ func ktFlood(ctx context.Context, accts []*ktAccount, a *attack, published, refu
 			}
 		}
 		wg.Go(func() {
-			defer acct.c.Close()
 			var pw sync.WaitGroup
 			for range 10 { // the burst (8) and then some
 				pw.Go(publish)
@@ -909,8 +914,10 @@ func rssPhase(t *testing.T, name string, concurrent bool, prepare func(context.C
 		go func() { defer close(done); what = start(actx, e) }()
 		// Spread over ktWindow, so that the attack gets going.
 		loaded = p.sample(ctx, t, rounds, ktWindow/rounds)
+		t.Logf("TMPT after loaded %v", time.Now().Format("05.000"))
 		acancel()
 		<-done
+		t.Logf("TMPT after done %v", time.Now().Format("05.000"))
 	} else {
 		what = start(actx, e)
 		// Let the server take every stream and load what it will.
