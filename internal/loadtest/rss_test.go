@@ -914,10 +914,8 @@ func rssPhase(t *testing.T, name string, concurrent bool, prepare func(context.C
 		go func() { defer close(done); what = start(actx, e) }()
 		// Spread over ktWindow, so that the attack gets going.
 		loaded = p.sample(ctx, t, rounds, ktWindow/rounds)
-		t.Logf("TMPT after loaded %v", time.Now().Format("05.000"))
 		acancel()
 		<-done
-		t.Logf("TMPT after done %v", time.Now().Format("05.000"))
 	} else {
 		what = start(actx, e)
 		// Let the server take every stream and load what it will.
