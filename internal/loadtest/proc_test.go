@@ -98,6 +98,8 @@ func startServer(t *testing.T, maxConns int) *serverProc {
 		"--token-quota", "1048576",
 		"--max-conns", strconv.Itoa(maxConns),
 		"--max-conns-per-addr", strconv.Itoa(maxConns),
+		"--max-streams-per-addr", strconv.Itoa(100*maxConns),
+		"--max-streams-total", strconv.Itoa(100*maxConns),
 		// The one token-minting connection issues hundreds of batches in
 		// a row; the senders stay far below the default rate anyway.
 		"--request-rate", "100000",
