@@ -381,18 +381,7 @@ func (d *Directory) syncLog(ctx context.Context) error {
 // epoch has taken it, Publish waits for that epoch's outcome (bounded by
 // the epoch's own timeout) and reports it whatever ctx says.
 func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
-	return d.PublishQueued(ctx, label, value, nil)
-}
-
-// PublishQueued is Publish that calls queued, if set, as soon as the
-// update is queued and proved (or refused), before it waits for the
-// epoch: a caller that bounds how many publishes prove at once releases
-// its slot there.
-func (d *Directory) PublishQueued(ctx context.Context, label string, value []byte, queued func()) (Published, error) {
 	u, err := d.enqueue(label, value)
-	if queued != nil {
-		queued()
-	}
 	if err != nil {
 		return Published{}, err
 	}

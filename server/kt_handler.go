@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net/http"
-	"runtime"
 	"sync"
 	"time"
 
@@ -270,16 +268,6 @@ func (s *Server) ktOwner(ctx context.Context, session [wire.SessionSize]byte, la
 // can spend it; a publish the directory refused for its own reasons (queue
 // full, withdrawn after the request timed out) gives its token back.
 func (s *Server) ktPublish(ctx context.Context, d *kt.Directory, m *wire.KTPublish) (wire.Message, error) {
-	// The CPU a publish costs before it waits for its epoch (the session,
-	// the binding's signatures, the VRF proof) is spent by at most
-	// ktProvers publishes at once, so that a burst of them leaves the
-	// other cores to everyone else's requests.
-	if err := s.ktProvers.Acquire(ctx, 1); err != nil {
-		return nil, fmt.Errorf("%w: %w", wire.Errorf(wire.CodeUnavailable, "server busy with key-transparency publishes, retry later"), err)
-	}
-	var once sync.Once
-	done := func() { once.Do(func() { s.ktProvers.Release(1) }) }
-	defer done()
 	if err := s.ktOwner(ctx, m.Session, m.Label); err != nil {
 		return nil, err
 	}
@@ -293,7 +281,7 @@ func (s *Server) ktPublish(ctx context.Context, d *kt.Directory, m *wire.KTPubli
 		return nil, wire.Errorf(wire.CodeRateLimited, "this account may publish to key transparency %d times at once and %g times an hour; retry later",
 			s.opts.KTPublishBurst, s.opts.KTPublishRate)
 	}
-	p, err := d.PublishQueued(ctx, m.Label, m.Value, done)
+	p, err := d.Publish(ctx, m.Label, m.Value)
 	if err != nil {
 		if errors.Is(err, kt.ErrQueueFull) || errors.Is(err, kt.ErrWithdrawn) {
 			give()
@@ -305,10 +293,6 @@ func (s *Server) ktPublish(ctx context.Context, d *kt.Directory, m *wire.KTPubli
 	}
 	return &wire.KTPublished{Version: p.Version, Epoch: p.Epoch}, nil
 }
-
-// ktProvers is how many publishes may spend CPU at once: half the cores
-// the Go runtime uses, at least one.
-func ktProvers() int64 { return int64(max(1, runtime.GOMAXPROCS(0)/2)) }
 
 func ktError(err error) error {
 	switch {

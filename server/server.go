@@ -201,9 +201,8 @@ type Server struct {
 	packets    []net.PacketConn
 	conns      map[*quic.Conn]struct{}
 
-	connLimits connLimiter         // connection counts for MaxConns and MaxConnsPerAddr
-	ktLimits   *ktLimiter          // KTLimits' budgets (kt_handler.go)
-	ktProvers  *semaphore.Weighted // publishes proving at once (kt_handler.go)
+	connLimits connLimiter // connection counts for MaxConns and MaxConnsPerAddr
+	ktLimits   *ktLimiter  // KTLimits' budgets (kt_handler.go)
 
 	sources        *sourceTable   // streams and delivery bytes per source and in total (sources.go)
 	requests       *requestBudget // RequestBytes (requests.go)
@@ -289,7 +288,6 @@ func New(opts Options) (*Server, error) {
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
-		ktProvers:      semaphore.NewWeighted(ktProvers()),
 		requests:       newRequestBudget(opts),
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
