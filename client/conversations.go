@@ -179,7 +179,7 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if kind == content.ConvDirect {
 		r.Peer = handles[0]
 	}
-	if r.Mailbox, err = c.createMailbox(ctx, connForConv(r.ID)); err != nil {
+	if r.Mailbox, err = c.convMailbox(ctx, r); err != nil {
 		return nil, fmt.Errorf("creating the conversation's mailbox: %w", err)
 	}
 	for _, h := range handles {
@@ -569,7 +569,7 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 		return err
 	}
 	return c.store.Update(func(tx *state.Tx) error {
-		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind == content.KindCover); err != nil {
+		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 			return err
 		}
 		if m.Kind == content.KindText {
@@ -584,15 +584,16 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 
 // fanOut queues payload for each of the given members of r.
 func (c *Client) fanOut(tx *state.Tx, r *convRecord, to []string, typ sealed.ContentType, payload []byte) error {
-	return c.fanOutAs(tx, r, to, typ, payload, false)
+	return c.fanOutAs(tx, r, to, typ, payload, 0)
 }
 
-// fanOutAs is fanOut, marking the entries as cover traffic's dummies if
-// cover is set.
-func (c *Client) fanOutAs(tx *state.Tx, r *convRecord, to []string, typ sealed.ContentType, payload []byte, cover bool) error {
+// fanOutAs is fanOut for a content message of kind (0: a handshake
+// message), marking the entries as cover traffic's dummies if it is of
+// kind cover.
+func (c *Client) fanOutAs(tx *state.Tx, r *convRecord, to []string, typ sealed.ContentType, payload []byte, kind content.Kind) error {
 	for _, h := range to {
 		m := r.Members[h]
-		e := &outboxEntry{Conv: r.ID, To: h, Type: typ, Payload: payload, Cover: cover}
+		e := &outboxEntry{Conv: r.ID, To: h, Type: typ, Payload: payload, Cover: kind == content.KindCover, Kind: kind}
 		if m != nil && m.Sealing != nil {
 			e.SendID, e.Sealing = m.SendID, m.Sealing
 		}

@@ -219,6 +219,17 @@ func legacyOwnerState(published map[uint32][32]byte) kt.OwnerState {
 	return st
 }
 
+// convMailbox is the receive mailbox of a new conversation: a fresh one,
+// or the intro mailbox under ClientOptions.SingleMailbox (the lab's naive
+// mode, which weakens privacy on purpose).
+func (c *Client) convMailbox(ctx context.Context, r *convRecord) (*mailboxRecord, error) {
+	if c.opts.SingleMailbox && c.prof.Intro != nil {
+		mb := *c.prof.Intro
+		return &mb, nil
+	}
+	return c.createMailbox(ctx, connForConv(r.ID))
+}
+
 // createMailbox creates a receive mailbox on the connection for role,
 // paid with a token, with a fresh owner key and sealing key.
 func (c *Client) createMailbox(ctx context.Context, role string) (*mailboxRecord, error) {

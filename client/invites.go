@@ -470,7 +470,7 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 			rec.SendID, rec.Sealing = m.SendID, m.SealingKey
 		}
 	}
-	mb, err := c.createMailbox(ctx, connForConv(r.ID))
+	mb, err := c.convMailbox(ctx, r)
 	if err != nil {
 		return nil, nil, errDefer // try again at the next sync
 	}

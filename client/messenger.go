@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/mls"
@@ -94,6 +95,61 @@ type ClientOptions struct {
 	// RefillMean is the mean gap between the token wallet's scheduled
 	// refill checks while following; default DefaultRefillMean.
 	RefillMean time.Duration
+	// SentEnvelope, if set, is told of every envelope the server stored,
+	// with what it carried: the ground truth of the traffic-analysis lab
+	// (lab/population). It changes nothing of what is sent.
+	SentEnvelope func(SentEnvelope)
+	// SingleMailbox WEAKENS PRIVACY; it exists only for the lab's naive
+	// mode (lab/scenario), which plays Signal's sealed sender: every
+	// conversation receives at the intro mailbox, one long-lived mailbox
+	// per user, instead of at a fresh mailbox of its own, so the server
+	// sees every message to a user arrive at the mailbox key
+	// transparency names for them. Off by default; never set it in a
+	// messenger people use.
+	SingleMailbox bool
+}
+
+// SentEnvelope describes one envelope the server stored
+// (ClientOptions.SentEnvelope).
+type SentEnvelope struct {
+	ID     wire.MessageID
+	Conv   string       // hex conversation (MLS group) ID
+	To     string       // the member's handle
+	SendID wire.ID      // the mailbox it went to
+	Intro  bool         // to the member's intro mailbox (a Welcome)
+	Kind   content.Kind // content kind; 0: a Welcome or handshake message
+	Cover  bool         // a dummy of cover traffic
+	At     time.Time    // when the server acknowledged it
+}
+
+// MailboxInfo names one of the client's receive mailboxes
+// (Client.Mailboxes).
+type MailboxInfo struct {
+	Conv      string // hex conversation ID; "" for the intro mailbox
+	ReceiveID wire.ID
+	SendID    wire.ID
+}
+
+// Mailboxes lists the client's receive mailboxes: the intro mailbox and
+// each active conversation's. They are the client's own secrets' public
+// halves (what the server sees); the lab writes them to its ground truth.
+func (c *Client) Mailboxes() ([]MailboxInfo, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	var out []MailboxInfo
+	if c.prof.Intro != nil {
+		out = append(out, MailboxInfo{ReceiveID: c.prof.Intro.ReceiveID, SendID: c.prof.Intro.SendID})
+	}
+	convs, err := c.allConvs()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range convs {
+		if r.Mailbox != nil && r.Active {
+			out = append(out, MailboxInfo{Conv: hex.EncodeToString(r.ID), ReceiveID: r.Mailbox.ReceiveID, SendID: r.Mailbox.SendID})
+		}
+	}
+	return out, nil
 }
 
 // DefaultHome is where the state lives when neither ClientOptions.Home

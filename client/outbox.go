@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/wire"
@@ -37,6 +38,9 @@ type outboxEntry struct {
 	ID      wire.MessageID
 	Queued  time.Time
 	Cover   bool `json:",omitempty"` // a dummy of cover traffic
+	// Kind is the content kind of a conversation message (0: a Welcome
+	// or handshake message), for ClientOptions.SentEnvelope only.
+	Kind content.Kind `json:",omitempty"`
 }
 
 func (e *outboxEntry) dest() string {
@@ -296,6 +300,9 @@ func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
 	}
 	if f := c.opts.Sent; f != nil {
 		f(e.ID, e.Cover)
+	}
+	if f := c.opts.SentEnvelope; f != nil {
+		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, At: c.opts.Now()})
 	}
 	return nil
 }

@@ -49,7 +49,10 @@ func (c *Client) mailboxes() ([]mailboxRef, error) {
 		return nil, err
 	}
 	for _, r := range convs {
-		if r.Mailbox != nil && r.Active {
+		if r.Mailbox != nil && r.Active && (c.prof.Intro == nil || r.Mailbox.ReceiveID != c.prof.Intro.ReceiveID) {
+			// A conversation that receives at the intro mailbox
+			// (SingleMailbox) is read there: processIntro routes its
+			// messages by group ID.
 			out = append(out, mailboxRef{role: connForConv(r.ID), conv: r.ID, box: r.Mailbox})
 		}
 	}

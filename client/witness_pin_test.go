@@ -20,7 +20,7 @@ func TestWitnessPinParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	vrf, cfg := strings.Repeat("ab", 32), strings.Repeat("cd", 32)
-	const w = "witness.test/a+4a8ae63a+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
+	const w = "witness.test/a+0900e6d7+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
 	base := vkey + "\nvrf-key " + vrf + "\nconfig " + cfg + "\n"
 	for _, tc := range []struct {
 		name, text string

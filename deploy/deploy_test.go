@@ -367,3 +367,41 @@ func machoOf(cpu macho.Cpu) func(string) error {
 type formatError struct{ got string }
 
 func (e *formatError) Error() string { return "wrong binary: " + e.got }
+
+// TestDeployNeverRecordsObservations: no packaged configuration turns on
+// the lab's observer record (server/observer.go), which writes every
+// connection, request and delivery to a file. The init script may list
+// the key among those it passes through (QPC_KEYS), and generated
+// examples may show it commented out; nothing may set it.
+func TestDeployNeverRecordsObservations(t *testing.T) {
+	setting := regexp.MustCompile(`(?i)observer[_-]record`)
+	checked := 0
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		checked++
+		for n, line := range strings.Split(string(raw), "\n") {
+			trimmed := strings.TrimSpace(line)
+			if !setting.MatchString(trimmed) || strings.HasPrefix(trimmed, "#") || strings.HasPrefix(trimmed, "QPC_KEYS=") {
+				continue
+			}
+			t.Errorf("%s:%d sets the observer record: %s", path, n+1, trimmed)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d files under deploy/", checked)
+	}
+	// The key exists, so the check above looks for the right name.
+	if !slices.Contains(server.ConfigKeys(), "observer_record") {
+		t.Fatal("the server has no observer_record key: update this test")
+	}
+}

@@ -182,7 +182,7 @@ func TestCosignFailOpen(t *testing.T) {
 // TestCosignPolicyParse: the policy format, what a log needs (URLs) and
 // what a client's copy may omit.
 func TestCosignPolicyParse(t *testing.T) {
-	const vk = "witness.test/a+4a8ae63a+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
+	const vk = "witness.test/a+0900e6d7+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
 	for _, tc := range []struct {
 		text     string
 		ok, req  bool

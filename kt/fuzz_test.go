@@ -135,7 +135,7 @@ func FuzzParseTokenEpochValue(f *testing.F) {
 // pin a user pastes) never panics, and its canonical text parses back to
 // itself; Satisfied and Cosigners take any note.
 func FuzzParseWitnessPolicy(f *testing.F) {
-	const vk = "witness.test/a+4a8ae63a+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
+	const vk = "witness.test/a+0900e6d7+BFa7uSGLlM2d2crdBB2Of5T0uJ2GWpyfkkbxnUgdzUJr"
 	f.Add("witness a " + vk + " http://127.0.0.1:1/\nquorum a\n")
 	f.Add("# c\nlog x\nwitness a " + vk + "\ngroup g any a\nquorum g\n")
 	f.Add("quorum none\n")

@@ -2,8 +2,12 @@ package kt
 
 import (
 	"bufio"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,6 +76,7 @@ const noURL = "http://witness-url.invalid/"
 func ParseWitnessPolicy(text string) (*WitnessPolicy, error) {
 	var canon, forTessera strings.Builder
 	p := &WitnessPolicy{}
+	shape := policyShape{}
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
 		line := sc.Text()
@@ -89,6 +94,13 @@ func ParseWitnessPolicy(text string) (*WitnessPolicy, error) {
 			if len(f) != 3 && len(f) != 4 {
 				return nil, fmt.Errorf("kt: witness policy: %q: want witness <name> <vkey> [<url>]", line)
 			}
+			pub, err := cosignerKey(f[2])
+			if err != nil {
+				return nil, fmt.Errorf("kt: witness policy: witness %s: %w", f[1], err)
+			}
+			if err := shape.witness(f[1], pub); err != nil {
+				return nil, fmt.Errorf("kt: witness policy: %w", err)
+			}
 			v, err := fnote.NewVerifierForCosignatureV1(f[2])
 			if err != nil {
 				return nil, fmt.Errorf("kt: witness policy: witness %s: %w", f[1], err)
@@ -101,6 +113,10 @@ func ParseWitnessPolicy(text string) (*WitnessPolicy, error) {
 			}
 			p.witnesses = append(p.witnesses, w)
 			p.verifiers = append(p.verifiers, v)
+		case "group":
+			if err := shape.group(f[1:]); err != nil {
+				return nil, fmt.Errorf("kt: witness policy: %w", err)
+			}
 		case "quorum":
 			if len(f) == 2 {
 				p.quorum = f[1]
@@ -118,6 +134,86 @@ func ParseWitnessPolicy(text string) (*WitnessPolicy, error) {
 	}
 	p.group, p.text = g, canon.String()
 	return p, nil
+}
+
+// policyShape holds, for each witness and group a policy defined so far,
+// the Ed25519 keys of the witnesses under it. Tessera's parser takes any
+// policy it can evaluate; a policy a client pins must also mean what it
+// reads as, since the log's operator writes it
+// (TestAttackWitnessPolicyOneWitnessTwice): a quorum of k is k distinct
+// witnesses. So each key is named once, a group's members are distinct
+// and share no witness (one cosignature would count for two members), and
+// every group requires at least one member ("quorum none" is the one way
+// to require nothing).
+type policyShape map[string]map[string]bool
+
+func (s policyShape) witness(name string, pub []byte) error {
+	for other, keys := range s {
+		if keys[string(pub)] && len(keys) == 1 {
+			return fmt.Errorf("witnesses %s and %s have the same key: one witness counted twice", other, name)
+		}
+	}
+	s[name] = map[string]bool{string(pub): true}
+	return nil
+}
+
+// group checks "group <name> <k>|any|all <member> ..." (fields after
+// "group"); Tessera checks the rest (names, known members, k ≤ members).
+func (s policyShape) group(f []string) error {
+	if len(f) < 2 {
+		return nil // Tessera refuses it
+	}
+	name, members := f[0], f[1:]
+	members = members[1:]
+	if len(members) == 0 {
+		return fmt.Errorf("group %s has no member: it would require nothing (write quorum none)", name)
+	}
+	if k := f[1]; k != "any" && k != "all" {
+		if n, err := strconv.ParseUint(k, 10, 8); err == nil && n == 0 {
+			return fmt.Errorf("group %s has threshold 0: it would require nothing (write quorum none)", name)
+		}
+	}
+	keys := map[string]bool{}
+	for _, m := range members {
+		mk, ok := s[m]
+		if !ok {
+			return nil // Tessera refuses an unknown member
+		}
+		for k := range mk {
+			if keys[k] {
+				return fmt.Errorf("group %s: a witness is reached through two of its members (%s and another): one cosignature would count twice", name, m)
+			}
+			keys[k] = true
+		}
+	}
+	s[name] = keys
+	return nil
+}
+
+// cosignerKey checks a witness's verifier key, <name>+<hex key ID>+<base64
+// (0x04 || Ed25519 public key)> (c2sp.org/signed-note § Verifier keys,
+// c2sp.org/tlog-cosignature § Format: type 0x04 is cosignature/v1), with
+// the key ID SHA-256(name || "\n" || 0x04 || key)[:4], and returns the
+// public key. The verifier Tessera builds checks neither the ID nor that
+// the type is 0x04: two vkeys differing in the ID field alone, or an
+// ordinary 0x01 note key, would otherwise name one witness twice.
+func cosignerKey(vkey string) ([]byte, error) {
+	name, rest, ok1 := strings.Cut(vkey, "+")
+	id, b64, ok2 := strings.Cut(rest, "+")
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if !ok1 || !ok2 || name == "" || len(id) != 8 || err != nil {
+		return nil, errors.New("malformed verifier key: want <name>+<key ID>+<key>")
+	}
+	if len(raw) != 1+ed25519.PublicKeySize || raw[0] != 0x04 {
+		return nil, errors.New("not a cosignature/v1 key (signature type 0x04, Ed25519)")
+	}
+	h := sha256.New()
+	h.Write([]byte(name + "\n"))
+	h.Write(raw)
+	if want := fmt.Sprintf("%08x", h.Sum(nil)[:4]); id != want {
+		return nil, fmt.Errorf("key ID %s does not match the key (want %s)", id, want)
+	}
+	return raw[1:], nil
 }
 
 func boolInt(b bool) int {

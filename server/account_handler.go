@@ -20,11 +20,39 @@ import (
 // Account exchanges never touch the mailbox store, and the anonymous
 // handlers (createMailbox, send) never reach s.opts.Accounts.
 //
-// src names the connection's source for the per-source limits of
-// registrations and logins (accountSource).
-func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.Source, read func() (wire.Message, error), first *wire.AccountRequest) {
+// cs.src names the connection's source for the per-source limits of
+// registrations and logins (accountSource). read reads the client's next
+// record from r within the request budgets (requests.go); r tells its
+// size to the observer record.
+//
+// With the observer record on, each of the client's records is a request
+// event, written when it is answered, with the account it authenticated
+// as (a login's or registration's second record, device requests).
+func (s *Server) accountExchange(ctx context.Context, st Stream, cs *connState, r *wire.Reader, read func() (wire.Message, error), first *wire.AccountRequest) {
+	src := cs.src
+	var cur *obsReq // the request event of the record being answered
+	if s.opts.Observer != nil {
+		cur = reqOf(ctx)
+	}
+	answer := func(m wire.Message, err error) bool {
+		if err != nil {
+			if cur != nil {
+				cur.fail(err)
+			} else if s.opts.Observer != nil {
+				s.observe(obsEvent{conn: cs.obsID, ev: obsError, code: obsCode(err)})
+			}
+		} else {
+			cur.write()
+		}
+		return s.reply(st, m, err)
+	}
+	noteAccount := func(acct accounts.AccountRef) {
+		if cur != nil {
+			cur.e.account = &acct
+		}
+	}
 	if s.opts.Accounts == nil {
-		s.reply(st, nil, wire.Errorf(wire.CodeUnavailable, "this server has no accounts"))
+		answer(nil, wire.Errorf(wire.CodeUnavailable, "this server has no accounts"))
 		return
 	}
 	a := s.opts.Accounts
@@ -35,24 +63,26 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 			body, err = m.Marshal()
 		}
 		if err != nil {
-			s.reply(st, nil, accountError(err))
+			answer(nil, accountError(err))
 			return false
 		}
-		return s.reply(st, &wire.AccountReply{Op: op, Body: body}, nil)
+		return answer(&wire.AccountReply{Op: op, Body: body}, nil)
 	}
 	// next reads the client's second record of a two-step exchange.
 	next := func(want uint8) ([]byte, bool) {
 		st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
 		m, err := read()
+		cur = nil
 		if err != nil {
 			if _, ok := wire.CodeOf(err); ok {
-				s.reply(st, nil, err)
+				answer(nil, err)
 			}
 			return nil, false
 		}
+		cur = s.observeRequest(cs.obsID, m, r.RecordSize())
 		req, ok := m.(*wire.AccountRequest)
 		if !ok || req.Op != want {
-			s.reply(st, nil, wire.Errorf(wire.CodeProtocol, "expected account op %d", want))
+			answer(nil, wire.Errorf(wire.CodeProtocol, "expected account op %d", want))
 			return nil, false
 		}
 		return req.Body, true
@@ -81,6 +111,9 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 			return
 		}
 		sess, err := a.RegisterFinish(ctx, start.Username, fin.Record, fin.Device, fin.DeviceName)
+		if err == nil {
+			noteAccount(sess.Account)
+		}
 		issued := sess.Issued()
 		reply(wire.AccountSessionIssued, &issued, err)
 		s.opts.Metrics.Registration(accountOutcome(err))
@@ -114,6 +147,9 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 			return
 		}
 		sess, err := a.LoginFinish(ctx, state, fin.KE3, fin.Device, fin.DeviceName)
+		if err == nil {
+			noteAccount(sess.Account)
+		}
 		issued := sess.Issued()
 		reply(wire.AccountSessionIssued, &issued, err)
 		s.opts.Metrics.Login(accountOutcome(err))
@@ -129,6 +165,7 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 			reply(0, nil, err)
 			return
 		}
+		noteAccount(acct)
 		list, err := a.DeviceList(ctx, acct)
 		reply(wire.AccountDeviceList, &list, err)
 
@@ -140,6 +177,7 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 		}
 		acct, _, err := a.Authenticate(ctx, m.Session)
 		if err == nil {
+			noteAccount(acct)
 			err = a.RevokeDevice(ctx, acct, m.Device)
 		}
 		reply(wire.AccountDone, nil, err)
@@ -174,7 +212,7 @@ func (s *Server) accountExchange(ctx context.Context, st Stream, src accounts.So
 		reply(wire.AccountDone, nil, a.DeleteAccount(ctx, m.Session))
 
 	default:
-		s.reply(st, nil, wire.Errorf(wire.CodeProtocol, "account op %d does not start an exchange", first.Op))
+		answer(nil, wire.Errorf(wire.CodeProtocol, "account op %d does not start an exchange", first.Op))
 	}
 }
 

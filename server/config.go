@@ -38,6 +38,10 @@ const (
 	AdminOff           = "off"
 )
 
+// ObserverOff turns off observer_record, its default (an empty value
+// would read as unset in the environment).
+const ObserverOff = "off"
+
 // EnvPrefix starts every environment variable the configuration reads:
 // QPC_ followed by the upper-cased TOML key (QPC_LISTEN, QPC_DATA_DIR, ...).
 const EnvPrefix = "QPC_"
@@ -94,6 +98,11 @@ type Config struct {
 	TokenQuota    int      `toml:"token_quota"`
 
 	KeyPackagePool int `toml:"key_package_pool"` // one-time KeyPackages per account (docs/protocol.md §4.12)
+
+	// ObserverRecord is the file of the traffic-analysis lab's observer
+	// record (observer.go), or ObserverOff. Research only: never set in a
+	// packaged configuration.
+	ObserverRecord string `toml:"observer_record"`
 
 	TorSettings     // onion service and Tor keys (config_tor.go)
 	AccountSettings // limits of registrations and logins (config_accounts.go)
@@ -227,6 +236,7 @@ func DefaultConfig() Config {
 		TokenEpoch:        Duration{tokens.DefaultEpochLength},
 		TokenQuota:        DefaultTokenQuota,
 		KeyPackagePool:    DefaultKeyPackagePool,
+		ObserverRecord:    ObserverOff,
 		TorSettings:       defaultTorSettings(),
 		AccountSettings:   defaultAccountSettings(),
 		KTSettings:        defaultKTSettings(),
@@ -654,6 +664,20 @@ var configFields = append([]configField{
 		// KeyPackagesStored announces the limit as a u16.
 		check: func(c *Config) error { return checkRange(int64(c.KeyPackagePool), 1, math.MaxUint16) },
 		value: func(c *Config) any { return c.KeyPackagePool },
+	},
+	{
+		key: "observer_record",
+		help: "RESEARCH ONLY, never in production: a new file (it must not exist) to which the server writes every connection, request, delivery, ack and subscription " +
+			"it sees, for the traffic-analysis lab (docs/research.md); or off. The log warns every minute while it is on",
+		parse: func(c *Config, s string) error { c.ObserverRecord = s; return nil },
+		copy:  func(d, s *Config) { d.ObserverRecord = s.ObserverRecord },
+		check: func(c *Config) error {
+			if c.ObserverRecord == "" {
+				return fmt.Errorf("must be a file or %q", ObserverOff)
+			}
+			return nil
+		},
+		value: func(c *Config) any { return c.ObserverRecord },
 	},
 }, slices.Concat(torConfigFields, accountConfigFields, ktConfigFields)...)
 

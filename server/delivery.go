@@ -80,6 +80,7 @@ type connState struct {
 	src      accounts.Source     // who the account limits count (accountSource)
 	kt       ktConnBudget        // key-transparency lookup proofs (kt_handler.go)
 	keys     connSources         // the source its streams count against (sources.go)
+	obsID    string              // the connection's name in the observer record, "" when off
 	// requestHeld is what this connection's record buffers hold of
 	// RequestConnBytes (requests.go); guarded by Server.requests.mu.
 	requestHeld int64
@@ -135,7 +136,7 @@ func (s *Server) deliverFrom(ctx context.Context, cs *connState, e *streamEntry,
 			held += int64(len(m.Envelope))
 		}
 		s.giveBack(cs, e, reserve-held)
-		cursor, err = s.writePage(cs, e, st, msgs, cursor, &held)
+		cursor, err = s.writePage(cs, e, st, id, msgs, cursor, &held)
 		s.giveBack(cs, e, held)
 		if err != nil {
 			return cursor, false, err
@@ -150,7 +151,7 @@ func (s *Server) deliverFrom(ctx context.Context, cs *connState, e *streamEntry,
 
 // writePage writes one page, handing back each envelope's share of held
 // as soon as its record is out.
-func (s *Server) writePage(cs *connState, e *streamEntry, st Stream, msgs []store.Message, cursor uint64, held *int64) (uint64, error) {
+func (s *Server) writePage(cs *connState, e *streamEntry, st Stream, id wire.ID, msgs []store.Message, cursor uint64, held *int64) (uint64, error) {
 	var buf []byte
 	for i := range msgs {
 		msg := &msgs[i]
@@ -164,6 +165,9 @@ func (s *Server) writePage(cs *connState, e *streamEntry, st Stream, msgs []stor
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 		if _, err := st.Write(buf); err != nil {
 			return cursor, err
+		}
+		if s.opts.Observer != nil {
+			s.observe(obsEvent{conn: cs.obsID, ev: obsDeliver, mailbox: &id, bucket: len(buf)})
 		}
 		cursor = msg.Seq
 		n := int64(len(msg.Envelope))

@@ -25,6 +25,7 @@ func (s *Server) uploadKeyPackages(ctx context.Context, m *wire.UploadKeyPackage
 	if err != nil {
 		return nil, keyPackageError(err)
 	}
+	s.noteAccount(ctx, acct)
 	n, err := s.opts.Accounts.UploadKeyPackages(ctx, acct, m.KeyPackages, s.opts.KeyPackagePool)
 	if err != nil {
 		return nil, keyPackageError(err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
@@ -168,16 +169,41 @@ func ed25519PublicFromNoteKey(field string) ed25519.PublicKey {
 // length cannot change once committed: a second version is an alarm for
 // every client.
 func PublishTokenKeys(ctx context.Context, d *kt.Directory, issuer *tokens.Issuer, epoch time.Duration, log *slog.Logger) {
+	PublishTokenKeysNotify(ctx, d, issuer, epoch, log, nil)
+}
+
+// PublishTokenKeysNotify is PublishTokenKeys calling served, after each
+// round, with the newest token epoch whose key is committed and served
+// (the length included), if any. What a round misses it enqueues at once
+// and waits for together, so a fresh server has everything a client
+// checks within one KT epoch: a server that waits for the first call
+// before it serves never answers a registration it cannot complete
+// (issue 24).
+func PublishTokenKeysNotify(ctx context.Context, d *kt.Directory, issuer *tokens.Issuer, epoch time.Duration, log *slog.Logger, served func(tokenEpoch uint32)) {
 	publish := func() {
+		type item struct {
+			label string
+			value []byte
+			epoch uint32 // of a token key; 0 for the length
+		}
+		var items []item
+		lengthOK := false
 		if v, err := d.LatestVersion(kt.TokenEpochLabel); err == nil && v == 0 {
-			if _, err := d.Publish(ctx, kt.TokenEpochLabel, kt.TokenEpochValue(epoch)); err != nil && ctx.Err() == nil {
-				log.Warn("kt: publishing the token epoch length failed", "err", err)
-			}
+			items = append(items, item{label: kt.TokenEpochLabel, value: kt.TokenEpochValue(epoch)})
+		} else if err == nil {
+			lengthOK = true
 		}
 		cur := issuer.Epoch()
+		var newest uint32
+		have := false
 		for e := cur; e <= cur+1; e++ {
 			label := kt.TokenKeyLabel(e)
-			if v, err := d.LatestVersion(label); err != nil || v > 0 {
+			v, err := d.LatestVersion(label)
+			if err != nil {
+				continue
+			}
+			if v > 0 {
+				newest, have = e, true
 				continue
 			}
 			pk, err := issuer.PublicKey(e)
@@ -189,9 +215,30 @@ func PublishTokenKeys(ctx context.Context, d *kt.Directory, issuer *tokens.Issue
 			if err != nil {
 				continue
 			}
-			if _, err := d.Publish(ctx, label, raw); err != nil && ctx.Err() == nil {
-				log.Warn("kt: publishing a token key failed", "epoch", e, "err", err)
+			items = append(items, item{label: label, value: raw, epoch: e})
+		}
+		// Published together, so they are served in the same KT epoch;
+		// Publish withdraws what is still queued when ctx ends.
+		results := make([]kt.Published, len(items))
+		var wg sync.WaitGroup
+		for i, it := range items {
+			wg.Go(func() { results[i], _ = d.Publish(ctx, it.label, it.value) })
+		}
+		wg.Wait()
+		for i, p := range results {
+			switch {
+			case p.Err != nil:
+				if ctx.Err() == nil {
+					log.Warn("kt: publishing a token key or the token epoch length failed", "label", items[i].label, "err", p.Err)
+				}
+			case items[i].label == kt.TokenEpochLabel:
+				lengthOK = true
+			case !have || items[i].epoch > newest:
+				newest, have = items[i].epoch, true
 			}
+		}
+		if served != nil && have && lengthOK {
+			served(newest)
 		}
 	}
 	publish()

@@ -254,9 +254,11 @@ func (s *Server) ktOwner(ctx context.Context, session [wire.SessionSize]byte, la
 	if s.opts.Accounts == nil {
 		return wire.Errorf(wire.CodeUnavailable, "this server has no accounts")
 	}
-	if _, err := s.opts.Accounts.AuthenticateUsername(ctx, account.Token(session), label); err != nil {
+	acct, err := s.opts.Accounts.AuthenticateUsername(ctx, account.Token(session), label)
+	if err != nil {
 		return accountError(err)
 	}
+	s.noteAccount(ctx, acct)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -159,20 +160,30 @@ func (s *Server) admitFrom(remote net.Addr, transport string) (release func(), r
 // client learns the code (both are retryable), then closes it. It waits
 // for the client to close first, at most a second, because closing the
 // connection at once could discard the Error record in flight.
-func (s *Server) refuseConn(conn *quic.Conn, refusal *wire.Error) {
+func (s *Server) refuseConn(conn *quic.Conn, transport string, refusal *wire.Error) {
 	timeout := min(s.opts.HandshakeTimeout, 2*time.Second)
 	ctx, cancel := contextWithTimeout(conn, timeout)
 	defer cancel()
 	defer conn.CloseWithError(closeRefused, refusal.Detail)
+	obsID := ""
+	if s.opts.Observer != nil {
+		// A refused connection has no ConnInfo ID: the record names it
+		// r<n> from a count of its own.
+		obsID = "r" + strconv.FormatUint(s.refusedIDs.Add(1), 10)
+		s.observeConn(obsID, transport)
+		defer s.observe(obsEvent{conn: obsID, ev: obsClose})
+	}
 	st, err := conn.AcceptStream(ctx)
 	if err != nil {
 		return
 	}
 	st.SetDeadline(time.Now().Add(timeout))
 	r := wire.NewReader(st, padding.Control)
-	if _, err := r.ReadMessage(); err != nil {
+	m, err := r.ReadMessage()
+	if err != nil {
 		return
 	}
+	s.observeRequest(obsID, m, r.RecordSize()).fail(refusal)
 	s.writeError(st, padding.Control, refusal)
 	st.Close()
 	<-ctx.Done() // the client closes when it has read the Error

@@ -107,6 +107,11 @@ type Options struct {
 	// (internal/hostile) or record what the server sees; the binaries
 	// never set it. See tap.go.
 	Tap StreamTap
+
+	// Observer, if set, receives the observer record of the
+	// traffic-analysis lab (observer.go, config key observer_record):
+	// research only; the server warns in its log while it is set.
+	Observer *Observer
 }
 
 // Defaults.
@@ -217,6 +222,11 @@ type Server struct {
 	purgeDone  chan struct{}
 	closed     atomic.Bool
 	connIDs    atomic.Uint64 // numbers connections for ConnInfo
+
+	refusedIDs atomic.Uint64  // numbers refused connections in the observer record
+	connsLive  sync.WaitGroup // handleConn calls, waited for by Shutdown when Observer is set
+	obsStop    chan struct{}  // ends warnObserver
+	obsDone    chan struct{}
 }
 
 // New builds a server. It starts the background expiry sweep at once.
@@ -293,6 +303,11 @@ func New(opts Options) (*Server, error) {
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
 	go s.purgeLoop()
+	if opts.Observer != nil {
+		s.log.Warn(observerWarning)
+		s.obsStop, s.obsDone = make(chan struct{}), make(chan struct{})
+		go func() { defer close(s.obsDone); s.warnObserver(s.obsStop) }()
+	}
 	return s, nil
 }
 
@@ -364,6 +379,11 @@ func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 			}
 			return fmt.Errorf("serve: %w", err)
 		}
+		if s.opts.Observer != nil {
+			s.connsLive.Add(1)
+			go func() { defer s.connsLive.Done(); s.handleConn(conn, transport) }()
+			continue
+		}
 		go s.handleConn(conn, transport)
 	}
 }
@@ -420,6 +440,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		pc.Close()
 	}
 	<-s.purgeDone
+	if o := s.opts.Observer; o != nil {
+		// Every connection's close event goes in before the last flush.
+		conns := make(chan struct{})
+		go func() { s.connsLive.Wait(); close(conns) }()
+		select {
+		case <-conns:
+		case <-ctx.Done():
+		}
+		close(s.obsStop)
+		<-s.obsDone
+		if ferr := o.Flush(); ferr != nil {
+			err = errors.Join(err, ferr)
+		}
+	}
 	s.log.Info("shut down")
 	return err
 }
@@ -448,7 +482,7 @@ func (s *Server) track(c *quic.Conn, add bool) bool {
 func (s *Server) handleConn(conn *quic.Conn, transport string) {
 	release, refusal := s.admit(conn, transport)
 	if refusal != nil {
-		s.refuseConn(conn, refusal)
+		s.refuseConn(conn, transport, refusal)
 		return
 	}
 	defer release()
@@ -467,12 +501,18 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		return
 	}
 	info := s.connInfo(conn, transport)
-	if err := s.hello(conn, info); err != nil {
+	obsID := ""
+	if s.opts.Observer != nil {
+		obsID = obsConn(info.ID)
+		s.observeConn(obsID, transport)
+		defer s.observe(obsEvent{conn: obsID, ev: obsClose})
+	}
+	if err := s.hello(conn, info, obsID); err != nil {
 		s.log.Debug("handshake failed", "err", err)
 		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
-	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info), keys: connSourceKeys(info)}
+	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info), keys: connSourceKeys(info), obsID: obsID}
 	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
 		qs, err := conn.AcceptStream(conn.Context())
@@ -516,7 +556,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 
 // hello runs the version handshake on the connection's first stream
 // (docs/protocol.md §4.1). Hello records use the fixed control bucket.
-func (s *Server) hello(conn *quic.Conn, info ConnInfo) error {
+func (s *Server) hello(conn *quic.Conn, info ConnInfo, obsID string) error {
 	ctx, cancel := context.WithTimeout(conn.Context(), s.opts.HandshakeTimeout)
 	defer cancel()
 	qs, err := conn.AcceptStream(ctx)
@@ -534,22 +574,27 @@ func (s *Server) hello(conn *quic.Conn, info ConnInfo) error {
 		// ended early gets nothing (an INTERNAL answer would invite the
 		// client to retry what is its own fault).
 		if _, coded := wire.CodeOf(err); coded {
+			s.observe(obsEvent{conn: obsID, ev: obsError, code: obsCode(err)})
 			s.writeError(st, padding.Control, err)
 		}
 		return err
 	}
+	or := s.observeRequest(obsID, m, r.RecordSize())
 	ch, ok := m.(*wire.ClientHello)
 	if !ok {
 		err := wire.Errorf(wire.CodeUnknownKind, "expected ClientHello")
+		or.fail(err)
 		s.writeError(st, padding.Control, err)
 		return err
 	}
 	version, err := s.negotiate(conn, ch.Versions)
 	if err != nil {
 		s.opts.Metrics.RequestError(metrics.KindLabel(wire.KindClientHello), wire.CodeVersion)
+		or.fail(err)
 		s.writeError(st, padding.Control, err)
 		return err
 	}
+	or.write()
 	if err := wire.WriteMessage(st, padding.Control, &wire.ServerHello{
 		Version: version, Policy: s.opts.Policy, Limits: s.limits,
 	}); err != nil {
@@ -627,9 +672,20 @@ func (s *Server) refuse(cs *connState, st Stream, err error) {
 		s.readers.Put(r)
 		charge.release()
 	}()
-	if m, rerr := charge.read(r); rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
+	m, rerr := charge.read(r)
+	var or *obsReq
+	if rerr == nil {
+		or = s.observeRequest(cs.obsID, m, r.RecordSize())
+	}
+	if rerr == nil && m.Kind() == wire.KindHealth && s.Draining() {
+		or.write()
 		wire.WriteMessage(st, s.opts.Policy, &wire.HealthStatus{Status: wire.StatusDraining})
 	} else {
+		if or != nil {
+			or.fail(err)
+		} else {
+			s.observe(obsEvent{conn: cs.obsID, ev: obsError, code: obsCode(err)})
+		}
 		s.writeError(st, s.opts.Policy, err)
 	}
 	st.CancelRead(0)
@@ -685,6 +741,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 			s.log.Debug("bad request", "err", err)
 			s.opts.Metrics.RequestError(metrics.KindUnread, code)
 			st.CancelRead(0) // nothing more of this stream is read
+			s.observe(obsEvent{conn: cs.obsID, ev: obsError, code: code.String()})
 			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 			s.writeError(st, s.opts.Policy, err)
 		} else {
@@ -701,10 +758,13 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 	}
 	kind := metrics.KindLabel(m.Kind())
 	s.opts.Metrics.Request(kind)
+	or := s.observeRequest(cs.obsID, m, r.RecordSize())
 	if !wire.IsRequest(m.Kind()) || m.Kind() == wire.KindClientHello {
 		s.opts.Metrics.RequestError(kind, wire.CodeUnknownKind)
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-		s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeUnknownKind, "record kind 0x%02x is not a request here", uint8(m.Kind())))
+		err := wire.Errorf(wire.CodeUnknownKind, "record kind 0x%02x is not a request here", uint8(m.Kind()))
+		or.fail(err)
+		s.writeError(st, s.opts.Policy, err)
 		return
 	}
 	if m.Kind() != wire.KindSubscribe { // a subscription lasts as long as the client wants
@@ -712,6 +772,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 	}
 	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
 	defer cancel()
+	ctx = withReq(ctx, or)
 	if m.Kind() != wire.KindAccountRequest {
 		extra = r.Buffered() > 0
 		putReader()
@@ -720,10 +781,10 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 	case *wire.Subscribe:
 		// A subscription reads its stream itself, byte by byte.
 		subscribed = true
-		s.subscribe(conn, cs, e, st, m)
+		s.subscribe(conn, cs, e, st, m, or)
 		return
 	case *wire.AccountRequest:
-		s.accountExchange(ctx, st, cs.src, func() (wire.Message, error) { return charge.read(r) }, m)
+		s.accountExchange(ctx, st, cs, r, func() (wire.Message, error) { return charge.read(r) }, m)
 		return
 	}
 	resp, isKT, err := s.ktRequest(ctx, cs, m)
@@ -734,9 +795,11 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st
 	if err != nil {
 		s.logFailure(m.Kind(), err)
 		s.countError(kind, err)
+		or.fail(err)
 		s.writeError(st, s.opts.Policy, err)
 		return
 	}
+	or.write()
 	if resp != nil {
 		wire.WriteMessage(st, s.opts.Policy, resp)
 	}
@@ -785,6 +848,11 @@ func (s *Server) dispatch(ctx context.Context, cs *connState, e *streamEntry, st
 		if err != nil {
 			return nil, storeError(err)
 		}
+		if s.opts.Observer != nil {
+			r := reqOf(ctx)
+			r.write()
+			s.observe(obsEvent{conn: r.e.conn, ev: obsAck, mailbox: &m.ReceiveID, n: n})
+		}
 		return &wire.Acked{Deleted: uint16(n)}, nil
 	case *wire.DeleteMailbox:
 		if _, err := s.authorizeOwner(ctx, binding, m); err != nil {
@@ -825,6 +893,7 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 		if spend != nil {
 			s.opts.Metrics.TokenRedeemed()
 		}
+		s.noteMailbox(ctx, mb.ReceiveID, &mb.SendID)
 		return &wire.MailboxCreated{ReceiveID: mb.ReceiveID, SendID: mb.SendID}, nil
 	}
 	return nil, wire.Errorf(wire.CodeExists, "mailbox ID collision")
@@ -844,6 +913,7 @@ func (s *Server) send(ctx context.Context, m *wire.Send) (wire.Message, error) {
 		s.countTokenRejection(storeError(err))
 		return nil, storeError(err)
 	}
+	s.noteMailbox(ctx, res.ReceiveID, nil)
 	if !res.Duplicate {
 		s.hub.notify(res.ReceiveID)
 		if spend != nil {
@@ -871,6 +941,9 @@ func (s *Server) fetch(ctx context.Context, cs *connState, e *streamEntry, st St
 		return nil, err
 	}
 	limit := min(int(m.Limit), int(s.limits.MaxFetch))
+	if s.opts.Observer != nil {
+		reqOf(ctx).write() // the request goes before its deliveries
+	}
 	_, more, err := s.deliverFrom(ctx, cs, e, st, m.ReceiveID, m.After, limit)
 	if err != nil {
 		return nil, err
@@ -882,9 +955,10 @@ func (s *Server) fetch(ctx context.Context, cs *connState, e *streamEntry, st St
 // every new message, until the client closes the stream, the mailbox is
 // deleted, a newer subscription replaces this one, the connection ends,
 // or the server drains.
-func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st Stream, m *wire.Subscribe) {
+func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st Stream, m *wire.Subscribe, or *obsReq) {
 	fail := func(err error) {
 		s.countError(metrics.KindLabel(wire.KindSubscribe), err)
+		or.fail(err)
 		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 		s.writeError(st, s.opts.Policy, err)
 		st.CancelRead(0)
@@ -907,6 +981,18 @@ func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st St
 	// Register before reading the backlog so no store can slip between.
 	sub, stop := s.hub.subscribe(m.ReceiveID)
 	defer stop()
+	if or != nil {
+		or.write()
+		s.observe(obsEvent{conn: cs.obsID, ev: obsSubscribe, mailbox: &m.ReceiveID})
+	}
+	// failLate answers a subscription that was running with an Error.
+	failLate := func(err error) {
+		if or != nil {
+			s.observe(obsEvent{conn: cs.obsID, ev: obsError, kind: or.e.kind, code: obsCode(err)})
+		}
+		st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
+		s.writeError(st, s.opts.Policy, err)
+	}
 	// The client ends a subscription by closing its side; a read that
 	// returns tells us so. Anything it sends meanwhile is dropped through
 	// a small buffer.
@@ -929,8 +1015,7 @@ func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st St
 			cursor, more, err = s.deliverFrom(st.Context(), cs, e, st, m.ReceiveID, cursor, math.MaxInt)
 			if err != nil {
 				if _, coded := wire.CodeOf(err); coded {
-					st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-					s.writeError(st, s.opts.Policy, err)
+					failLate(err)
 				}
 				return
 			}
@@ -946,22 +1031,19 @@ func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st St
 		case <-sub.wake:
 		case <-sub.gone:
 			// The stream may have idled past its last deadline: give the
-			// closing record a fresh one, or it is lost.
-			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeNotFound, "mailbox deleted"))
+			// closing record a fresh one, or it is lost (failLate does).
+			failLate(wire.Errorf(wire.CodeNotFound, "mailbox deleted"))
 			return
 		case <-sub.replaced:
 			s.opts.Metrics.Refused(metrics.LimitSubscriptions)
-			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeRateLimited, "a newer subscription to this mailbox replaced this one"))
+			failLate(wire.Errorf(wire.CodeRateLimited, "a newer subscription to this mailbox replaced this one"))
 			return
 		case <-clientGone:
 			return
 		case <-conn.Context().Done():
 			return
 		case <-s.subsCtx.Done():
-			st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
-			s.writeError(st, s.opts.Policy, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
+			failLate(wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			return
 		}
 	}

@@ -125,6 +125,7 @@ func (s *Server) issueTokens(ctx context.Context, m *wire.IssueTokens) (wire.Mes
 	if err != nil {
 		return nil, accountError(err)
 	}
+	s.noteAccount(ctx, acct)
 	req, err := tokens.ParseTokenRequest(m.Request)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeProtocol, "malformed token request")
@@ -158,6 +159,7 @@ func (s *Server) tokenQuota(ctx context.Context, m *wire.TokenQuota) (wire.Messa
 	if err != nil {
 		return nil, accountError(err)
 	}
+	s.noteAccount(ctx, acct)
 	cur := s.opts.Tokens.Epoch()
 	used, err := s.opts.Accounts.QuotaUsed(ctx, acct, cur)
 	if err != nil {

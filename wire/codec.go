@@ -107,6 +107,11 @@ func IsRequest(kind Kind) bool {
 	return isKTRequest(kind) || isKeyPackageRequest(kind)
 }
 
+// KindName is the name of kind's message type as docs/protocol.md spells
+// it ("Send", "KTPublish"), or "kind 0x.." for a kind this version does
+// not know.
+func KindName(k Kind) string { return kindName(k) }
+
 func kindName(k Kind) string {
 	if m := newMessage(k); m != nil {
 		return fmt.Sprintf("%T", m)[len("*wire."):]

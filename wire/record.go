@@ -75,6 +75,7 @@ type Reader struct {
 	buf     []byte
 	budget  Budget
 	charged int // bytes taken from budget since SetBudget
+	size    int // bytes of the last record read, padding included
 }
 
 // Budget is what a Reader's record buffer is charged to: before the buffer
@@ -156,8 +157,13 @@ func (r *Reader) ReadRecord() (Kind, []byte, error) {
 	if !zero(rest[n:]) {
 		return 0, nil, Errorf(CodeProtocol, "nonzero record padding")
 	}
+	r.size = size
 	return Kind(hdr[0]), rest[:n], nil
 }
+
+// RecordSize is the size on the wire, padding included (its bucket), of
+// the last record ReadRecord or ReadMessage returned.
+func (r *Reader) RecordSize() int { return r.size }
 
 // ReadChunk is the most a record header alone makes a Reader allocate.
 // A body longer than the buffer the Reader already holds grows as its

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
@@ -47,41 +48,74 @@ func (c *cli) ktVKey(cfg *server.Config) int {
 	return exitOK
 }
 
+// tokenKeyWait bounds how long a start waits for the token keys to be
+// committed before it serves anyway: with witnesses that do not answer, a
+// publish-late log commits nothing, and the clients already registered
+// should still reach their mailboxes (/readyz then says why it is not
+// ready).
+const tokenKeyWait = 30 * time.Second
+
 // startKT opens the key-transparency directory and its read-only HTTP
 // listener; stop closes both. With kt off it returns a nil directory.
-func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt.Directory, stop func(), err error) {
+//
+// It returns once the token epoch length and the current token epoch's key
+// are committed and served in the log (a new directory needs one KT
+// epoch), or after tokenKeyWait: a client refuses tokens under a key it
+// cannot find in the log, so a server that served before would fail
+// every registration of its first second (issue 24). ready fails while
+// the current epoch's key is not served; it is a /readyz check.
+func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt.Directory, stop func(), ready func(context.Context) error, err error) {
 	if !cfg.KT {
-		return nil, func() {}, nil
+		return nil, func() {}, func(context.Context) error { return nil }, nil
 	}
 	keys, err := server.LoadOrCreateKTKeys(cfg.DataDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d, err = server.OpenKT(ctx, cfg, keys, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("key transparency: %w", err)
+		return nil, nil, nil, fmt.Errorf("key transparency: %w", err)
 	}
 	// The token key of each epoch is committed in the log.
 	pubCtx, pubCancel := context.WithCancel(context.Background())
 	pubDone := make(chan struct{})
+	var served atomic.Int64 // the newest token epoch with its key served, +1
+	first := make(chan struct{})
 	go func() {
 		defer close(pubDone)
-		server.PublishTokenKeys(pubCtx, d, issuer, cfg.TokenEpoch.Duration, log)
+		server.PublishTokenKeysNotify(pubCtx, d, issuer, cfg.TokenEpoch.Duration, log, func(e uint32) {
+			if served.Swap(int64(e)+1) == 0 {
+				close(first)
+			}
+		})
 	}()
 	closeKT := func() {
 		pubCancel()
 		<-pubDone
 		d.Close()
 	}
+	ready = func(context.Context) error {
+		if cur := issuer.Epoch(); served.Load() < int64(cur)+1 {
+			return fmt.Errorf("the token key of epoch %d is not committed yet", cur)
+		}
+		return nil
+	}
+	start := time.Now()
+	select {
+	case <-first:
+		log.Debug("kt: token keys committed", "after", time.Since(start))
+	case <-time.After(tokenKeyWait):
+		log.Warn("kt: the token keys are not committed yet; serving anyway, registrations and token refills fail until they are (are the witnesses reachable?)", "waited", tokenKeyWait)
+	}
 	if cfg.KTListen == server.AdminOff {
-		return d, closeKT, nil
+		return d, closeKT, ready, nil
 	}
 	ln, err := net.Listen("tcp", cfg.KTListen)
 	if err != nil {
 		closeKT()
-		return nil, nil, fmt.Errorf("kt_listen: %w", err)
+		return nil, nil, nil, fmt.Errorf("kt_listen: %w", err)
 	}
 	srv := &http.Server{Handler: server.KTHandler(d, cfg.KTPrefix), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -95,5 +129,5 @@ func startKT(cfg *server.Config, log *slog.Logger, issuer *tokens.Issuer) (d *kt
 		defer cancel()
 		srv.Shutdown(ctx)
 		closeKT()
-	}, nil
+	}, ready, nil
 }

@@ -2,6 +2,7 @@
 //
 //	qpc-server init    [flags]   create the data directory, config file and server key
 //	qpc-server run     [flags]   serve (the default when no command is given)
+//	qpc-server invite  [flags]   print the invite clients join with (--qr: as a QR code too)
 //	qpc-server address [flags]   print the server's qpc:// address (--qr: as a QR code too)
 //	qpc-server config  [flags]   print the effective configuration and where each value came from
 //	qpc-server witness ...       run a C2SP tlog-witness (kt/witness)
@@ -82,6 +83,10 @@ const usageText = `qpc-server: the quicprochat delivery server
 Usage:
   qpc-server [run] [flags]     serve; initialises the data directory on first use
   qpc-server init [flags]      create the data directory, qpc-server.toml and the server key
+  qpc-server invite [flags]    print the invite: the one string a client needs
+                               (qpc init <invite>): server key, endpoints, key-transparency
+                               pin, padding buckets, witness policy; --host <name> the host
+                               clients reach the server by; --qr as a QR code too
   qpc-server address [flags]   print the qpc:// address clients use (pinned server key);
                                --qr prints each address as a QR code too, under its text
   qpc-server config [flags]    print the effective configuration, annotated with its sources
@@ -117,7 +122,7 @@ func (c *cli) main(args []string) int {
 		return c.onion(args)
 	case "witness":
 		return c.witness(args)
-	case "init", "run", "address", "config", "kt-vkey":
+	case "init", "run", "address", "config", "kt-vkey", "invite":
 	default:
 		fmt.Fprintf(c.stderr, "qpc-server: unknown command %q\n\n", cmd)
 		c.usage(c.stderr)
@@ -129,8 +134,13 @@ func (c *cli) main(args []string) int {
 	flags := server.ConfigFlags{}
 	flags.Register(fs)
 	var qr bool
-	if cmd == "address" {
+	var host string
+	switch cmd {
+	case "address":
 		fs.BoolVar(&qr, "qr", false, "address only: print each address as a QR code too, under its text")
+	case "invite":
+		fs.BoolVar(&qr, "qr", false, "invite only: print the invite as a QR code too, under its text")
+		fs.StringVar(&host, "host", "", "invite only: the host name or address clients reach the server by (default: the listen host)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -157,6 +167,8 @@ func (c *cli) main(args []string) int {
 		err = c.init(cfg)
 	case "address":
 		err = c.address(cfg, qr)
+	case "invite":
+		err = c.invite(cfg, host, qr)
 	case "config":
 		err = cfg.Render(c.stdout)
 	case "run":
@@ -374,7 +386,7 @@ func (c *cli) run(cfg *server.Config) error {
 		return err
 	}
 	opts.Accounts, opts.Tokens = accts, issuer
-	ktDir, stopKT, err := startKT(cfg, log, issuer)
+	ktDir, stopKT, ktReady, err := startKT(cfg, log, issuer)
 	if err != nil {
 		st.Close()
 		return err
@@ -382,9 +394,22 @@ func (c *cli) run(cfg *server.Config) error {
 	defer stopKT()
 	opts.KT = ktDir
 	server.WatchStore(opts.Metrics, st)
+	if cfg.ObserverRecord != server.ObserverOff {
+		f, err := openObserverRecord(cfg.ObserverRecord)
+		if err != nil {
+			st.Close()
+			return err
+		}
+		// Shutdown flushes the record; the file closes after it.
+		defer f.Close()
+		if opts.Observer, err = server.NewObserver(f); err != nil {
+			st.Close()
+			return err
+		}
+	}
 	// From here on the store must be closed on every path, so that the
 	// writer commits what it queued and the file lock is released.
-	err = c.serve(cfg, id, st, opts, log, signals)
+	err = c.serve(cfg, id, st, opts, log, signals, ktReady)
 	if errors.Is(err, errForced) {
 		// Leave at once, as asked: every acknowledged send is already
 		// committed, and bbolt needs no clean close to stay consistent.
@@ -402,7 +427,7 @@ func (c *cli) run(cfg *server.Config) error {
 	return err
 }
 
-func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opts server.Options, log *slog.Logger, signals <-chan os.Signal) error {
+func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opts server.Options, log *slog.Logger, signals <-chan os.Signal, ktReady func(context.Context) error) error {
 	// An onion-only server opens no clearnet socket at all.
 	var pc net.PacketConn
 	var err error
@@ -422,6 +447,9 @@ func (c *cli) serve(cfg *server.Config, id *server.Identity, st store.Store, opt
 			pc.Close()
 		}
 		return err
+	}
+	if cfg.KT {
+		srv.AddReadyCheck("kt", ktReady)
 	}
 	// Clearnet listeners serve at once; the onion joins when tor is up,
 	// which can take minutes on the public network.
@@ -536,4 +564,17 @@ func drain(signals <-chan os.Signal, stop func() error) error {
 	case <-signals:
 		return errForced
 	}
+}
+
+// openObserverRecord creates the observer record's file. An existing
+// file is refused rather than overwritten: it holds an earlier run.
+func openObserverRecord(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("observer_record: %s exists (an earlier run's record); move it away or choose another path", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("observer_record: %w", err)
+	}
+	return f, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,9 +12,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/quicprochat/qpc/kt/audit"
 	"github.com/quicprochat/qpc/kt/witness"
 	"github.com/quicprochat/qpc/tor"
 )
@@ -29,7 +32,10 @@ const witnessUsage = `Usage:
 A log is given by its note verifier key, the first line of
 qpc-server kt-vkey on the log's server; its origin is the key's name.
 The key (witness.key) and the state (witness.db) are created in the data
-directory on first start.
+directory on first start. With --audit ORIGIN=URL the witness also audits
+that qpc log (reading its public tiles and update lists at URL) and
+cosigns only checkpoints whose every epoch's prefix tree follows from the
+previous one; the auditor's state is audit-<hash>.db beside witness.db.
 
 Flags:
 `
@@ -38,6 +44,7 @@ Flags:
 type witnessFlags struct {
 	dataDir, listen, name string
 	logs                  stringList
+	audits                stringList
 	onion                 bool
 	onionPort             int
 	torBinary, torControl string
@@ -54,6 +61,7 @@ func (f *witnessFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7380", "HTTP address to serve add-checkpoint on")
 	fs.StringVar(&f.name, "name", "", "cosigner name, a schema-less URL such as witness.example.org/w1 (first start only; default qpc-witness-<key>)")
 	fs.Var(&f.logs, "log", "a log to witness: its note verifier key (repeat for several logs)")
+	fs.Var(&f.audits, "audit", "ORIGIN=URL: audit the qpc key-transparency log ORIGIN (one of --log) read at URL (its kt_listen and prefix, e.g. http://log.example:4480/kt) and cosign only checkpoints whose every epoch passes (repeat for several logs)")
 	fs.BoolVar(&f.onion, "onion", false, "also serve as a Tor onion service (key in <data dir>/onion.key)")
 	fs.IntVar(&f.onionPort, "onion-port", 80, "the onion service's virtual port")
 	fs.StringVar(&f.torBinary, "tor-binary", "tor", "the tor binary started for --onion")
@@ -137,6 +145,11 @@ func (c *cli) witnessRun(f *witnessFlags) error {
 		}
 		logs = append(logs, l)
 	}
+	closeAudits, err := witnessAudits(f, logs)
+	if err != nil {
+		return err
+	}
+	defer closeAudits()
 	w, err := witness.Open(witness.Options{Dir: f.dataDir, Name: f.name, Logs: logs, Logger: log})
 	if err != nil {
 		return err
@@ -188,6 +201,52 @@ func (c *cli) witnessRun(f *witnessFlags) error {
 		srv.Close()
 	}
 	return nil
+}
+
+// witnessAudits opens an auditor (kt/audit, docs/key-transparency.md §8)
+// for each --audit ORIGIN=URL, in <data dir>/audit-<16 hex digits of
+// SHA-256(origin)>.db, and sets it as the Check of that origin's log: the
+// witness then cosigns a checkpoint of the log only if every epoch up to
+// it follows from the previous one.
+func witnessAudits(f *witnessFlags, logs []witness.Log) (func(), error) {
+	var auditors []*audit.Auditor
+	closeAll := func() {
+		for _, a := range auditors {
+			a.Close()
+		}
+	}
+	seen := map[string]bool{}
+	for _, spec := range f.audits {
+		origin, base, ok := strings.Cut(spec, "=")
+		if !ok || origin == "" || !strings.HasPrefix(base, "http") {
+			closeAll()
+			return nil, fmt.Errorf("--audit %q: want ORIGIN=URL (the log's kt_listen and prefix, e.g. http://log.example:4480/kt)", spec)
+		}
+		i := slices.IndexFunc(logs, func(l witness.Log) bool { return l.Origin == origin })
+		if i < 0 || seen[origin] {
+			closeAll()
+			return nil, fmt.Errorf("--audit %q: the origin must be one --log's, once", spec)
+		}
+		seen[origin] = true
+		if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+			closeAll()
+			return nil, err
+		}
+		sum := sha256.Sum256([]byte(origin))
+		a, err := audit.Open(filepath.Join(f.dataDir, fmt.Sprintf("audit-%x.db", sum[:8])), audit.Options{
+			Log:      audit.HTTPLog(base, &http.Client{Timeout: time.Minute}),
+			Verifier: logs[i].Verifier,
+		})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("--audit %s: %w", origin, err)
+		}
+		auditors = append(auditors, a)
+		logs[i].Check = func(ctx context.Context, _, n witness.Tree, cp []byte) error {
+			return a.CheckTree(ctx, n.Size, n.Root, cp)
+		}
+	}
+	return closeAll, nil
 }
 
 // witnessOnion publishes the witness as an onion service forwarding to

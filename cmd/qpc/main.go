@@ -1,7 +1,8 @@
 // Command qpc is the quicprochat client: end-to-end encrypted direct and
 // group messaging from the command line, over QUIC or Tor.
 //
-//	qpc init --server <qpc://...> --kt <pin> [--buckets <sizes>]   create the local state
+//	qpc init <invite>               create the local state (what qpc-server invite prints)
+//	qpc init --server <qpc://...> --kt <pin> [--buckets <sizes>]   the same, from its parts
 //	qpc buckets [<sizes>|default]   show or change the pinned padding policy
 //	qpc register <handle> | login | logout
 //	qpc contact add <handle|contact string> | contact list | contact show-qr [<handle>]
@@ -23,6 +24,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +41,7 @@ import (
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/invite"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
 	"golang.org/x/term"
@@ -74,8 +77,11 @@ const usage = `qpc: the quicprochat client
 Usage: qpc [--json] [--tor] [--home DIR] <command> [arguments]
 
 Set up:
+  qpc init <invite>                create the local state for a server: the invite
+                                   (qpc1:...) is what 'qpc-server invite' prints, and all
+                                   a client needs; with --tor, its onion endpoint is used
   qpc init --server <qpc://...> --kt <pin|@file> [--buckets <sizes>]
-                                   create the local state for a server; the pin is what
+                                   the same from the parts an invite carries; the pin is what
                                    'qpc-server kt-vkey' prints (three lines, or @file);
                                    --buckets pins the padding policy the operator gave you
                                    (default 512,2048,16384,131072)
@@ -245,7 +251,7 @@ func explainRaw(err error) string {
 	case errors.Is(err, state.ErrLocked):
 		return "another qpc is using this QPC_HOME (a `qpc recv --follow`?): stop it or wait"
 	case errors.Is(err, state.ErrNotFound):
-		return "no local state here: run `qpc init --server <address> --kt <pin>` first (or set QPC_HOME)"
+		return "no local state here: run `qpc init <invite>` first (or set QPC_HOME)"
 	case errors.Is(err, state.ErrExists):
 		return "a local state already exists in this QPC_HOME"
 	case errors.Is(err, client.ErrPolicy):
@@ -362,31 +368,40 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	server := fs.String("server", c.getenv("QPC_SERVER"), "server address qpc://<pin>@host:port")
 	ktPin := fs.String("kt", c.getenv("QPC_KT_PIN"), "key-transparency pin (what qpc-server kt-vkey prints), or @file")
 	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,16384,131072)")
-	if err := fs.Parse(args); err != nil {
-		return usagef("init: %v", err)
+	// Flags may come before or after the invite.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return usagef("init: %v", err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if *server == "" || *ktPin == "" {
-		return usagef("init needs --server <qpc://...> and --kt <pin>")
-	}
+	var addr string
+	var pin client.KTPin
 	var policy padding.Policy
-	if *buckets != "" {
-		p, err := padding.ParsePolicy(*buckets)
-		if err != nil {
-			return usagef("init --buckets: %v", err)
+	switch len(positional) {
+	case 0:
+		var err error
+		if addr, pin, policy, err = c.initFlags(*server, *ktPin, *buckets); err != nil {
+			return err
 		}
-		policy = p
-	}
-	pinText := *ktPin
-	if strings.HasPrefix(pinText, "@") {
-		b, err := os.ReadFile(pinText[1:])
+	case 1:
+		inv, err := invite.Parse(positional[0])
 		if err != nil {
-			return fmt.Errorf("reading the kt pin: %w", err)
+			return err
 		}
-		pinText = string(b)
-	}
-	pin, err := client.ParseKTPin(pinText)
-	if err != nil {
-		return err
+		addr = inv.Address(c.tor)
+		pin = client.KTPin{VKey: inv.LogKey, VRFKey: inv.VRFKey, ConfigHash: inv.ConfigHash, WitnessPolicy: inv.WitnessPolicy}
+		policy = inv.Buckets
+		if err := c.initConflicts(fs, inv, pin, *server, *ktPin, *buckets); err != nil {
+			return err
+		}
+	default:
+		return usagef("init takes one invite (qpc init <invite>), or --server and --kt")
 	}
 	pass, err := c.secret("QPC_PASSPHRASE", "New passphrase for the local state: ")
 	if err != nil {
@@ -397,13 +412,88 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	stop := c.wait("creating the local state and checking the server")
 	opts := c.options(pass)
 	opts.Dial.Policy = policy
-	cl, err := client.Init(ctx, *server, pin, opts)
+	cl, err := client.Init(ctx, addr, pin, opts)
 	stop()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	return c.say("initialised %s for %s", c.home, *server)
+	return c.say("initialised %s for %s", c.home, addr)
+}
+
+// initFlags reads the server, pin and buckets of an init without invite.
+func (c *cli) initFlags(server, ktPin, buckets string) (string, client.KTPin, padding.Policy, error) {
+	var policy padding.Policy
+	if server == "" || ktPin == "" {
+		return "", client.KTPin{}, policy, usagef("init needs an invite (qpc init <invite>), or --server <qpc://...> and --kt <pin>")
+	}
+	if buckets != "" {
+		p, err := padding.ParsePolicy(buckets)
+		if err != nil {
+			return "", client.KTPin{}, policy, usagef("init --buckets: %v", err)
+		}
+		policy = p
+	}
+	pin, err := readKTPin(ktPin)
+	return server, pin, policy, err
+}
+
+// readKTPin parses a pin given as text or @file.
+func readKTPin(text string) (client.KTPin, error) {
+	if name, ok := strings.CutPrefix(text, "@"); ok {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return client.KTPin{}, fmt.Errorf("reading the kt pin: %w", err)
+		}
+		text = string(b)
+	}
+	return client.ParseKTPin(text)
+}
+
+// withoutURLs drops the witness URLs from a witness policy's text, as an
+// invite does (a client never contacts witnesses).
+func withoutURLs(policy string) string {
+	var b strings.Builder
+	for line := range strings.Lines(policy) {
+		f := strings.Fields(line)
+		if len(f) == 4 && f[0] == "witness" {
+			f = f[:3]
+		}
+		b.WriteString(strings.Join(f, " ") + "\n")
+	}
+	return b.String()
+}
+
+// initConflicts refuses flags given beside an invite that say something
+// else than it: which one to trust is not for qpc to guess. A flag that
+// agrees is harmless; the QPC_* variables are not read at all.
+func (c *cli) initConflicts(fs *flag.FlagSet, inv *invite.Invite, pin client.KTPin, server, ktPin, buckets string) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
+		switch f.Name {
+		case "server":
+			if server != inv.Address(false) && server != inv.Address(true) {
+				err = usagef("init: --server %s is not a server address in the invite (give the invite alone)", server)
+			}
+		case "kt":
+			p, perr := readKTPin(ktPin)
+			if perr != nil {
+				err = perr
+			} else if p.VKey != pin.VKey || !bytes.Equal(p.VRFKey, pin.VRFKey) || p.ConfigHash != pin.ConfigHash ||
+				withoutURLs(p.WitnessPolicy) != pin.WitnessPolicy {
+				err = usagef("init: --kt is not the key-transparency pin in the invite (give the invite alone)")
+			}
+		case "buckets":
+			p, perr := padding.ParsePolicy(buckets)
+			if perr != nil || !p.Equal(inv.Buckets) {
+				err = usagef("init: --buckets %s is not the padding policy in the invite, %s (give the invite alone)", buckets, inv.Buckets)
+			}
+		}
+	})
+	return err
 }
 
 func (c *cli) register(ctx context.Context, args []string) error {

@@ -105,7 +105,7 @@ func TestScripts(t *testing.T) {
 // serverCmd runs the real qpc-server for a script:
 //
 //	server start     start it (on a free port the first time, then on the
-//	                 same one); sets SERVER (its address)
+//	                 same one); sets SERVER (its address) and INVITE (its invite)
 //	                 and writes kt.pin (what qpc-server kt-vkey prints)
 //	server restart   stop it (SIGTERM, drain) and start it again on the same port and data
 //	server stop      stop it
@@ -165,6 +165,7 @@ func startServer(ts *testscript.TestScript, data, listen string) {
 	addr := strings.Fields(string(query("address")))[0]
 	pin := query("kt-vkey")
 	ts.Setenv("SERVER", addr)
+	ts.Setenv("INVITE", strings.TrimSpace(string(query("invite"))))
 	ts.Check(os.WriteFile(ts.MkAbs("kt.pin"), pin, 0o600))
 
 	log, err := os.OpenFile(ts.MkAbs("server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)

@@ -24,10 +24,10 @@ var allowed = map[string]bool{
 // upgrade must be read again) and with where it is linked. CONTRIBUTING.md,
 // Dependencies, "Reviewed exceptions", says the same.
 var reviewed = map[string]string{
-	// gonum.org/v1/plot's SVG backend, linked only into qpc-bench (plots
-	// of the benchmark report): CC-BY-4.0, attribution only.
+	// gonum.org/v1/plot's SVG backend, linked only into qpc-bench and qpc-lab
+	// (plots of their reports): CC-BY-4.0, attribution only.
 	"github.com/ajstarks/svgo@v0.0.0-20211024235047-1546f124cd8b": "CC-BY-4.0",
-	// gonum.org/v1/plot's font rasteriser, qpc-bench only: dual FreeType
+	// gonum.org/v1/plot's font rasteriser, qpc-bench and qpc-lab only: dual FreeType
 	// License (BSD-style with a credit clause) or GPLv2+; we take the FTL.
 	"github.com/golang/freetype@v0.0.0-20170609003504-e2365dfdc4a0": "FTL",
 	// bubbletea's input decoding (qpc chat): MIT, stated in its README; the

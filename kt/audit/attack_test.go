@@ -2,7 +2,9 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/quicprochat/qpc/kt"
 )
@@ -116,4 +118,34 @@ func TestAuditRecordChecks(t *testing.T) {
 		f.log.appendRaw(t, make([]byte, 50), nil)
 		wantRefusal(t, a.Audit(context.Background(), f.log.checkpoint(t)), 3, CheckRecord)
 	})
+}
+
+// TestAuditFutureEpoch: the lying log dates an epoch 14 minutes ahead.
+// Clients accept a record within kt.DefaultMaxEpochAge of their clock
+// either way, so once the log stops there, a client stays frozen on that
+// epoch for 29 minutes instead of 15. The auditor must not pass it while
+// it is more than MaxClockSkew ahead of its clock (ErrFutureEpoch, not
+// evidence: it stays before the epoch), and passes it once its time has
+// come. Before: only "not before the previous record" was checked.
+func TestAuditFutureEpoch(t *testing.T) {
+	k := newKeys(t)
+	f := newForger(t, k)
+	clock := time.Now()
+	a := openAuditor(t, t.TempDir()+"/audit.db", Options{Log: HTTPLog(f.log.base, nil), Verifier: k.verifier, Now: func() time.Time { return clock }})
+	if err := a.Audit(context.Background(), f.honest(t, 3)); err != nil {
+		t.Fatal(err)
+	}
+	list := randomLeaves(4)
+	cp := f.lie(t, list, append(append([]kt.Leaf(nil), f.leaves...), list...), func(r *kt.EpochRecord) { r.Timestamp += uint64((14 * time.Minute).Milliseconds()) }, nil)
+	err := a.Audit(context.Background(), cp)
+	if !errors.Is(err, ErrFutureEpoch) || a.Size() != 3 {
+		t.Fatalf("epoch dated 14 minutes ahead: %v (audited %d epochs), want ErrFutureEpoch at 3", err, a.Size())
+	}
+	if _, isEvidence := errors.AsType[*Error](err); isEvidence {
+		t.Fatalf("a clock difference reported as evidence: %v", err)
+	}
+	clock = clock.Add(13 * time.Minute)
+	if err := a.Audit(context.Background(), cp); err != nil || a.Size() != 4 {
+		t.Fatalf("the same epoch once its time has come: %v (audited %d)", err, a.Size())
+	}
 }

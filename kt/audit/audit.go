@@ -75,7 +75,23 @@ type Options struct {
 	// takes epoch 0's and holds every later epoch to it.
 	ConfigHash [32]byte
 	CacheDepth int // tree levels held in memory; 0: kt.DefaultCacheDepth
+	// Now is the auditor's clock (nil: time.Now): an epoch dated more
+	// than MaxClockSkew after it is not audited yet (ErrFutureEpoch).
+	Now func() time.Time
 }
+
+// MaxClockSkew is how far after the auditor's clock an epoch record may
+// be dated. Clients accept a record up to kt.DefaultMaxEpochAge from
+// their clock either way, so a log that dated an epoch ahead by that much
+// would have it accepted as fresh for twice as long after it stops (a
+// freeze of 30 minutes instead of 15); an auditing witness cosigns such
+// an epoch only once its time has (nearly) come.
+const MaxClockSkew = 2 * time.Minute
+
+// ErrFutureEpoch is an epoch record dated more than MaxClockSkew after the
+// auditor's clock. It is not evidence (the clocks may disagree): the
+// auditor stays before that epoch and audits it again when asked.
+var ErrFutureEpoch = errors.New("audit: epoch record dated in the future")
 
 // Auditor replays a log's epochs onto its own copy of the prefix tree.
 // It is safe for concurrent use; audits run one at a time.
@@ -367,6 +383,13 @@ func (a *Auditor) apply(ctx context.Context, e uint64, entry []byte, rng [][]byt
 	}
 	if last := a.st.last; last != nil && rec.Timestamp < last.Timestamp {
 		return fail(CheckTimestamp, "%s is before epoch %d's %s", rec.Time().UTC().Format(time.RFC3339Nano), last.Epoch, last.Time().UTC().Format(time.RFC3339Nano))
+	}
+	now := time.Now
+	if a.opts.Now != nil {
+		now = a.opts.Now
+	}
+	if ahead := rec.Time().Sub(now()); ahead > MaxClockSkew {
+		return fmt.Errorf("%w: epoch %d is dated %s, %v after this clock (at most %v)", ErrFutureEpoch, e, rec.Time().UTC().Format(time.RFC3339), ahead.Round(time.Second), MaxClockSkew)
 	}
 	config := a.opts.ConfigHash
 	if a.st.hasConfig {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/torchwood"
@@ -28,6 +29,36 @@ const DBFile = "witness.db"
 // MaxRequestBytes bounds an add-checkpoint request body: 63 proof lines
 // and a checkpoint carrying a hundred post-quantum signatures fit.
 const MaxRequestBytes = 1 << 20
+
+// MaxBufferedBytes bounds the request bytes all add-checkpoint requests
+// being read or checked hold at once (io.ReadAll may hold up to twice
+// that): a request that would go beyond is answered 503 at once. Honest
+// requests are a few kilobytes; without the bound, strangers sending
+// bodies of MaxRequestBytes on many connections (and holding the last
+// byte) made the witness hold one MiB each, without limit
+// (TestWitnessStrangerMemory).
+const MaxBufferedBytes = 16 << 20
+
+// errBusy ends reading a request that would go beyond MaxBufferedBytes.
+var errBusy = errors.New("witness: too many request bytes in flight")
+
+// chargedReader counts the bytes read into w.buffered.
+type chargedReader struct {
+	r io.Reader
+	w *Witness
+	n int64
+}
+
+func (c *chargedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(n)
+		if c.w.buffered.Add(int64(n)) > MaxBufferedBytes {
+			return n, errBusy
+		}
+	}
+	return n, err
+}
 
 // Errors a refused checkpoint wraps, with the status code of
 // c2sp.org/tlog-witness § add-checkpoint each is answered with.
@@ -72,6 +103,9 @@ type Witness struct {
 	mux    *http.ServeMux
 	closed bool
 	mu     sync.RWMutex // closed
+	// buffered is the request bytes held by requests in flight
+	// (MaxBufferedBytes).
+	buffered atomic.Int64
 }
 
 // logEntry is what the witness knows of one origin.
@@ -223,8 +257,15 @@ func (w *Witness) serveAddCheckpoint(rw http.ResponseWriter, r *http.Request) {
 		http.Error(rw, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, MaxRequestBytes))
+	cr := &chargedReader{r: http.MaxBytesReader(rw, r.Body, MaxRequestBytes), w: w}
+	defer func() { w.buffered.Add(-cr.n) }()
+	body, err := io.ReadAll(cr)
 	if err != nil {
+		if errors.Is(err, errBusy) {
+			rw.Header().Set("Retry-After", "1")
+			http.Error(rw, "busy", http.StatusServiceUnavailable)
+			return
+		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			http.Error(rw, "request too large", http.StatusRequestEntityTooLarge)

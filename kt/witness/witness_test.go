@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -365,12 +366,15 @@ func TestWitnessBadSignature(t *testing.T) {
 	}
 	// The log's signature with one bit flipped: a known key whose
 	// signature fails.
-	tampered := bytes.Clone(cp.Raw)
-	i := bytes.LastIndexByte(tampered, ' ') + 10
-	tampered[i] ^= 1
-	if tampered[i] == '+' || tampered[i] == '/' || tampered[i] == '=' {
-		tampered[i] = 'A'
+	// The flip is made in the decoded signature, so that the line still
+	// parses (a flipped base64 character may not be base64 at all).
+	sp := bytes.LastIndexByte(cp.Raw, ' ') + 1
+	sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(cp.Raw[sp:])))
+	if err != nil {
+		t.Fatal(err)
 	}
+	sig[10] ^= 1 // past the 4-byte key hash: the signature itself
+	tampered := append(bytes.Clone(cp.Raw[:sp]), base64.StdEncoding.EncodeToString(sig)+"\n"...)
 	for name, c := range map[string][]byte{"other key": forged, "bad signature": tampered} {
 		body := (&witness.Request{OldSize: 0, Checkpoint: c}).Marshal()
 		if code, _, out := w.post(t, body); code != http.StatusForbidden {

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/quicprochat/qpc/lab/report"
+)
+
+func init() {
+	subcommands["report"] = subcommand{summary: "run every defence in trace mode and write report.md, figures.csv, cdf.png", run: runReport}
+}
+
+func runReport(_ context.Context, args []string, out, errOut io.Writer) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	dir := fs.String("out", "", "directory to write the report into")
+	seed := fs.Uint64("seed", 1, "seed")
+	users := fs.Int("users", 10000, "users")
+	hot := fs.Int("hot", 20, "target pairs")
+	interval := fs.Duration("interval", 300*time.Second, "mean time between a target pair's texts, each way")
+	duration := fs.Duration("duration", 20*time.Hour, "modelled time")
+	attacks := fs.String("attacks", "sda,intersection,linking", "attacks to run (comma-separated)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return fmt.Errorf("report: -out is required")
+	}
+	outs, err := report.Write(report.Config{Dir: *dir, Seed: *seed, Users: *users, Hot: *hot,
+		Interval: int64(*interval), Duration: int64(*duration), Attacks: strings.Split(*attacks, ",")})
+	if err != nil {
+		return err
+	}
+	for _, o := range outs {
+		for _, s := range o.Summaries {
+			fmt.Fprintf(out, "%-38s %-13s linked %d/%d median %v of %v texts\n", o.Case.Defence, s.Attack, s.Linked, s.Targets, s.Median, s.Messages)
+		}
+	}
+	return nil
+}

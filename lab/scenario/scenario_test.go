@@ -1,0 +1,202 @@
+package scenario
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLabScenarioVectors parses every good_ vector and refuses every
+// fail_ one with ErrInvalid.
+func TestLabScenarioVectors(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no vectors: %v", err)
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := filepath.Base(f)
+		sc, err := Parse(raw)
+		switch {
+		case strings.HasPrefix(base, "good_"):
+			if err != nil {
+				t.Errorf("%s: %v", base, err)
+				continue
+			}
+			if _, err := sc.Generate(1); err != nil {
+				t.Errorf("%s: generate: %v", base, err)
+			}
+		case strings.HasPrefix(base, "fail_"):
+			if err == nil {
+				t.Errorf("%s: accepted", base)
+			} else if !errors.Is(err, ErrInvalid) {
+				t.Errorf("%s: %v does not wrap ErrInvalid", base, err)
+			}
+		default:
+			t.Errorf("%s: neither good_ nor fail_", base)
+		}
+	}
+}
+
+// TestLabScenariosCheckedIn parses every scenario under lab/scenarios and
+// checks what each claims of itself.
+func TestLabScenariosCheckedIn(t *testing.T) {
+	files, err := filepath.Glob("../scenarios/*.toml")
+	if err != nil || len(files) < 6 {
+		t.Fatalf("want at least 6 scenarios, got %d (%v)", len(files), err)
+	}
+	byName := map[string]*Scenario{}
+	for _, f := range files {
+		sc, err := Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.TrimSuffix(filepath.Base(f), ".toml"); sc.Name != want {
+			t.Errorf("%s: name %q, want the file's name", f, sc.Name)
+		}
+		byName[sc.Name] = sc
+	}
+	m := byName["martiny-naive"]
+	if m == nil || !m.Naive || m.PerConversation() || !m.Receipts.Enabled || m.Receipts.Delay.Dist != "fixed" ||
+		m.Receipts.Delay.Mean.Duration != 500*time.Millisecond || m.Epoch.Duration != time.Second || m.Timing.RatePerDay != 50 {
+		t.Errorf("martiny-naive is not Martiny et al.'s setting: %+v", m)
+	}
+	d := byName["qpc-default"]
+	if d == nil || d.Naive || !d.PerConversation() || d.Cover.RatePerDay != 432 || d.Receipts.Delay.Dist != "exp" {
+		t.Errorf("qpc-default is not qpc's defaults: %+v", d)
+	}
+	// Each defence alone differs from martiny-naive in that defence only.
+	for name, check := range map[string]func(*Scenario) bool{
+		"defence-per-conv-mailboxes": func(s *Scenario) bool {
+			return s.PerConversation() && s.Cover.RatePerDay == 0 && s.Receipts.Delay == m.Receipts.Delay
+		},
+		"defence-receipts-jittered": func(s *Scenario) bool {
+			return !s.PerConversation() && s.Cover.RatePerDay == 0 && s.Receipts.Delay.Dist == "exp"
+		},
+		"defence-receipts-off": func(s *Scenario) bool { return !s.PerConversation() && s.Cover.RatePerDay == 0 && !s.Receipts.Enabled },
+		"defence-cover": func(s *Scenario) bool {
+			return !s.PerConversation() && s.Cover.RatePerDay > 0 && s.Receipts.Delay == m.Receipts.Delay
+		},
+	} {
+		s := byName[name]
+		if s == nil || !check(s) {
+			t.Errorf("%s does not have its one defence alone: %+v", name, s)
+			continue
+		}
+		if s.Users != m.Users || s.Timing.RatePerDay != m.Timing.RatePerDay || s.Graph != m.Graph || s.Duration != m.Duration {
+			t.Errorf("%s's population or traffic differs from martiny-naive's", name)
+		}
+	}
+}
+
+// TestLabScheduleReproducible: one scenario and seed give one schedule;
+// another seed another.
+func TestLabScheduleReproducible(t *testing.T) {
+	raw, err := os.ReadFile("testdata/good_full.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := sc.Generate(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sc.Generate(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sc.Generate(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Hash() != b.Hash() {
+		t.Error("the same seed gave two schedules")
+	}
+	if a.Hash() == c.Hash() {
+		t.Error("two seeds gave one schedule")
+	}
+	if len(a.Messages) == 0 {
+		t.Fatal("no messages")
+	}
+	// What the schedule promises: sorted, within the run, from members.
+	var last time.Duration
+	replies := 0
+	for _, m := range a.Messages {
+		if m.At < last || m.At >= sc.Duration.Duration {
+			t.Fatalf("%s at %v out of order or past the run", m.ID, m.At)
+		}
+		last = m.At
+		in := false
+		for _, u := range a.Convs[m.Conv].Members {
+			in = in || u == m.From
+		}
+		if !in {
+			t.Fatalf("%s from a non-member", m.ID)
+		}
+		if m.Size < sc.Sizes.Min || m.Size > sc.Sizes.Max {
+			t.Fatalf("%s size %d", m.ID, m.Size)
+		}
+		if m.Reply > 0 {
+			replies++
+		}
+	}
+	if replies == 0 {
+		t.Error("reply_prob 0.6 gave no replies")
+	}
+	// The rate: 40 users × 20/day × 12 h, with bursts and replies on top.
+	if base := 40 * 20 / 2; len(a.Messages) < base*8/10 {
+		t.Errorf("%d messages, want at least about %d", len(a.Messages), base)
+	}
+}
+
+// TestLabScheduleRate: a flat Poisson process gives its rate.
+func TestLabScheduleRate(t *testing.T) {
+	sc, err := Parse([]byte("name = \"rate\"\nusers = 200\n[timing]\nrate_per_day = 50\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sc.Generate(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10,000 expected; a Poisson count's sd is 100.
+	if n := len(s.Messages); n < 9500 || n > 10500 {
+		t.Errorf("%d messages in a day of 200 users at 50/day", n)
+	}
+}
+
+// FuzzParse: a scenario file is input a researcher types; any bytes get a
+// scenario or an ErrInvalid, and what parses generates a schedule.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.toml")
+	for _, p := range files {
+		if raw, err := os.ReadFile(p); err == nil {
+			f.Add(raw)
+		}
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		sc, err := Parse(raw)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			return
+		}
+		// Keep the fuzzer's schedules small.
+		if sc.Users > 1000 || float64(sc.Users)*sc.Timing.RatePerDay*sc.Duration.Hours()/24 > 20000 || sc.Graph.Groups > 1000 {
+			return
+		}
+		if _, err := sc.Generate(1); err != nil {
+			t.Fatalf("a valid scenario did not generate: %v", err)
+		}
+	})
+}

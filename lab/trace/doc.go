@@ -1,0 +1,19 @@
+// Package trace is the lab's trace mode: it writes the observer record the
+// delivery server would write (lab-common schema v1) straight from a model
+// of a scenario, for 10^4 to 10^6 users, without a server, a client or any
+// cryptography. It models what the server sees: one mailbox per user
+// (naive, Signal-like) or per conversation per user (qpc), which
+// connection reads and writes each mailbox (the client SDK's rule: a
+// connection per conversation, one for cover traffic), buckets, token
+// epochs, deliveries, acks, receipts (off, at once, jittered), replies and
+// cover traffic (a Poisson tick per user; a queued real message or a
+// dummy to one of the user's conversations).
+//
+// Call Generate with Params and a function that takes each event; events
+// come in time order. Memory is O(users × conversations per user) for the
+// graph plus what is in flight, never O(events). Generate returns the
+// ground truth the scorer needs (lab/attack/score.Truth).
+//
+// docs/research.md, "Trace mode and calibration", says what the model
+// leaves out and how it is checked against a live run.
+package trace
