@@ -69,6 +69,9 @@ const (
 	// ktWindow is how long the KT-publish attack lasts: the honest
 	// rounds are spread over it.
 	ktWindow = 6 * time.Second
+	// ktSettle is how long the KT-publish attack runs before the honest
+	// rounds start: its opening burst is in by then.
+	ktSettle = 500 * time.Millisecond
 	// honestTokens: the mailbox, 20 warm-up rounds, two unloaded
 	// samples and one loaded of rounds each, and some slack (941 in
 	// all); within the default token_quota (1,000 a day).
@@ -912,7 +915,13 @@ func rssPhase(t *testing.T, name string, concurrent bool, prepare func(context.C
 	if concurrent {
 		done := make(chan struct{})
 		go func() { defer close(done); what = start(actx, e) }()
-		// Spread over ktWindow, so that the attack gets going.
+		// As the other phases let their attack settle before the honest
+		// rounds, the opening burst (every account's publish burst at
+		// once: 6 MB of records landing in a few tens of milliseconds,
+		// which any bandwidth flood would equal) lands first; the rounds
+		// are spread over ktWindow after it, through the epochs that
+		// commit the burst and the publishes that go on.
+		time.Sleep(ktSettle)
 		loaded = p.sample(ctx, t, rounds, ktWindow/rounds)
 		acancel()
 		<-done
