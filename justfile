@@ -68,6 +68,11 @@ bench:
 load:
     QPC_LOAD=1 go test -count=1 -v -timeout 30m -run 'TestLoad|TestIdle' ./internal/loadtest/
 
+# The server's RSS and a client's p99 under the issue-18 attacks, one fresh
+# qpc-server process per attack (internal/loadtest, about 45 s).
+rss:
+    go test -count=1 -v -timeout 15m -run TestAttackServerRSS ./internal/loadtest/
+
 # The benchmark report: every figure against a same-run baseline, written to
 # docs/benchmarks.md and docs/bench/*.png (about 10 minutes on 2 cores).
 bench-report *ARGS:

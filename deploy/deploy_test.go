@@ -62,7 +62,7 @@ func TestEnvNamesExist(t *testing.T) {
 		known[server.EnvName(k)] = true
 	}
 	// Variables of the tools, not of the server.
-	for _, v := range []string{"QPC_VERSION", "QPC_GOARM", "QPC_CROSS", "QPC_CI", "QPC_UPDATE_GENERATED", "QPC_MLS_VECTORS", "QPC_CI_LONG", "QPC_CI_FUZZ_BUDGET", "QPC_USER", "QPC_KEYS", "QPC_CONTAINER", "QPC_IMAGE_ARCH", "QPC_IMAGE", "QPC_PODMAN_RUN_ARGS"} {
+	for _, v := range []string{"QPC_VERSION", "QPC_GOARM", "QPC_CROSS", "QPC_CI", "QPC_UPDATE_GENERATED", "QPC_MLS_VECTORS", "QPC_CI_LONG", "QPC_CI_FUZZ_BUDGET", "QPC_USER", "QPC_KEYS", "QPC_CONTAINER", "QPC_IMAGE_ARCH", "QPC_IMAGE", "QPC_PODMAN_RUN_ARGS", "QPC_RSS_PHASES", "QPC_RSS_ADDRS", "QPC_RSS_SERVER_FLAGS"} {
 		known[v] = true
 	}
 	// Variables the code reads directly (secrets that are no setting of

@@ -71,8 +71,12 @@ type Config struct {
 	MaxConnsTor       int      `toml:"max_conns_tor"` // 0: half of max_conns
 	DeliveryBytes     int64    `toml:"delivery_bytes"`
 	DeliveryConnBytes int64    `toml:"delivery_conn_bytes"`
+	DeliverySrcBytes  int64    `toml:"delivery_source_bytes"`
+	MaxStreamsPerAddr int      `toml:"max_streams_per_addr"`
+	MaxStreamsTotal   int      `toml:"max_streams_total"`
 	RequestBytes      int64    `toml:"request_bytes"`
 	RequestConnBytes  int64    `toml:"request_conn_bytes"`
+	RequestSrcBytes   int64    `toml:"request_source_bytes"`
 	RequestRate       float64  `toml:"request_rate"`
 	RequestBurst      int      `toml:"request_burst"`
 	AdminListen       string   `toml:"admin_listen"` // TCP host:port of /healthz, /readyz, /metrics, or "off"
@@ -211,6 +215,8 @@ func DefaultConfig() Config {
 		MaxConnsPerNet:    DefaultMaxConnsPerNet,
 		DeliveryBytes:     DefaultDeliveryBytes,
 		DeliveryConnBytes: DefaultDeliveryConnBytes,
+		MaxStreamsPerAddr: DefaultMaxStreamsPerAddr,
+		MaxStreamsTotal:   DefaultMaxStreamsTotal,
 		RequestBytes:      DefaultRequestBytes,
 		RequestConnBytes:  DefaultRequestConnBytes,
 		RequestRate:       DefaultRequestRate,
@@ -429,6 +435,35 @@ var configFields = append([]configField{
 		value: func(c *Config) any { return c.DeliveryConnBytes },
 	},
 	{
+		key:   "delivery_source_bytes",
+		help:  "delivery_bytes one source (an address, IPv6 /64; its /48 gets max_conns_per_net / max_conns_per_addr times as much; over Tor a connection) may hold; when delivery_bytes is full a source holding less resets streams of the source holding the most; 0 is 8 MiB or delivery_bytes if less; else at least delivery_conn_bytes, at most delivery_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.DeliverySrcBytes, s) },
+		copy:  func(d, s *Config) { d.DeliverySrcBytes = s.DeliverySrcBytes },
+		check: func(c *Config) error {
+			if c.DeliverySrcBytes == 0 {
+				return nil
+			}
+			return checkRange(c.DeliverySrcBytes, c.DeliveryConnBytes, c.DeliveryBytes)
+		},
+		value: func(c *Config) any { return c.DeliverySrcBytes },
+	},
+	{
+		key:   "max_streams_per_addr",
+		help:  "concurrent request streams of one source across all its connections (an address, IPv6 /64; its /48 gets max_conns_per_net / max_conns_per_addr times as many; over Tor a connection); more are reset with RATE_LIMITED before they are read; max_streams_total if that is less",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxStreamsPerAddr, s) },
+		copy:  func(d, s *Config) { d.MaxStreamsPerAddr = s.MaxStreamsPerAddr },
+		check: func(c *Config) error { return checkRange(int64(c.MaxStreamsPerAddr), 1, 10_000_000) },
+		value: func(c *Config) any { return c.MaxStreamsPerAddr },
+	},
+	{
+		key:   "max_streams_total",
+		help:  "concurrent request streams of all connections together (each costs about 20-30 KiB); when full, a source holding fewer resets a stream of the source holding the most, else the stream is refused with RATE_LIMITED",
+		parse: func(c *Config, s string) error { return parseInt(&c.MaxStreamsTotal, s) },
+		copy:  func(d, s *Config) { d.MaxStreamsTotal = s.MaxStreamsTotal },
+		check: func(c *Config) error { return checkRange(int64(c.MaxStreamsTotal), 1, 10_000_000) },
+		value: func(c *Config) any { return c.MaxStreamsTotal },
+	},
+	{
 		key:   "request_bytes",
 		help:  "bytes the record buffers of all request streams together may hold while their records arrive; a record that finds it full pushes out the records arriving longest (UNAVAILABLE), or is refused with UNAVAILABLE",
 		parse: func(c *Config, s string) error { return parseInt64(&c.RequestBytes, s) },
@@ -446,7 +481,20 @@ var configFields = append([]configField{
 			return checkRange(c.RequestConnBytes, int64(slices.Max(append([]int{padding.MinBucket}, c.Buckets...))), 1<<40)
 		},
 		value: func(c *Config) any { return c.RequestConnBytes },
+	}, {
+		key:   "request_source_bytes",
+		help:  "request_bytes one source (an address, IPv6 /64; its /48 gets max_conns_per_net / max_conns_per_addr times as much; over Tor a connection) may hold while its records arrive; a record over it is refused with UNAVAILABLE; 0 is 8 MiB or request_bytes if less; else at least request_conn_bytes, at most request_bytes",
+		parse: func(c *Config, s string) error { return parseInt64(&c.RequestSrcBytes, s) },
+		copy:  func(d, s *Config) { d.RequestSrcBytes = s.RequestSrcBytes },
+		check: func(c *Config) error {
+			if c.RequestSrcBytes == 0 {
+				return nil
+			}
+			return checkRange(c.RequestSrcBytes, c.RequestConnBytes, c.RequestBytes)
+		},
+		value: func(c *Config) any { return c.RequestSrcBytes },
 	},
+
 	{
 		key:   "request_rate",
 		help:  "requests per second one connection may sustain; above it a request is refused with RATE_LIMITED",
@@ -905,29 +953,33 @@ func (c *Config) Options() (Options, store.Options, error) {
 		return Options{}, store.Options{}, fmt.Errorf("config: buckets: %w", err)
 	}
 	so := Options{
-		Policy:            policy,
-		Quota:             store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
-		TTL:               c.MessageTTL.Duration,
-		MailboxTTL:        c.MailboxTTL.Duration,
-		PurgeInterval:     c.PurgeInterval.Duration,
-		MaxStreams:        c.MaxStreams,
-		MaxConns:          c.MaxConns,
-		MaxConnsPerAddr:   c.MaxConnsPerAddr,
-		MaxConnsPerNet:    c.MaxConnsPerNet,
-		MaxConnsTor:       c.MaxConnsTor,
-		DeliveryBytes:     c.DeliveryBytes,
-		DeliveryConnBytes: c.DeliveryConnBytes,
-		RequestBytes:      c.RequestBytes,
-		RequestConnBytes:  c.RequestConnBytes,
-		RequestRate:       c.RequestRate,
-		RequestBurst:      c.RequestBurst,
-		HandshakeTimeout:  c.HandshakeTimeout.Duration,
-		IdleTimeout:       c.IdleTimeout.Duration,
-		RequestTimeout:    c.RequestTimeout.Duration,
-		TokenEpoch:        c.TokenEpoch.Duration,
-		TokenQuota:        c.TokenQuota,
-		KeyPackagePool:    c.KeyPackagePool,
-		KTLimits:          c.KTLimits(),
+		Policy:              policy,
+		Quota:               store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
+		TTL:                 c.MessageTTL.Duration,
+		MailboxTTL:          c.MailboxTTL.Duration,
+		PurgeInterval:       c.PurgeInterval.Duration,
+		MaxStreams:          c.MaxStreams,
+		MaxConns:            c.MaxConns,
+		MaxConnsPerAddr:     c.MaxConnsPerAddr,
+		MaxConnsPerNet:      c.MaxConnsPerNet,
+		MaxConnsTor:         c.MaxConnsTor,
+		DeliveryBytes:       c.DeliveryBytes,
+		DeliveryConnBytes:   c.DeliveryConnBytes,
+		DeliverySourceBytes: c.DeliverySrcBytes,
+		MaxStreamsPerAddr:   c.MaxStreamsPerAddr,
+		MaxStreamsTotal:     c.MaxStreamsTotal,
+		RequestBytes:        c.RequestBytes,
+		RequestConnBytes:    c.RequestConnBytes,
+		RequestSourceBytes:  c.RequestSrcBytes,
+		RequestRate:         c.RequestRate,
+		RequestBurst:        c.RequestBurst,
+		HandshakeTimeout:    c.HandshakeTimeout.Duration,
+		IdleTimeout:         c.IdleTimeout.Duration,
+		RequestTimeout:      c.RequestTimeout.Duration,
+		TokenEpoch:          c.TokenEpoch.Duration,
+		TokenQuota:          c.TokenQuota,
+		KeyPackagePool:      c.KeyPackagePool,
+		KTLimits:            c.KTLimits(),
 	}
 	if !c.RequireTokens {
 		so.Authorizer = OpenAccess{}

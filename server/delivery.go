@@ -26,7 +26,7 @@ import (
 const (
 	// DefaultDeliveryBytes bounds the envelope bytes that all Fetch and
 	// Subscribe streams together hold loaded but not yet written.
-	DefaultDeliveryBytes = 128 << 20
+	DefaultDeliveryBytes = 32 << 20
 	// DefaultDeliveryConnBytes bounds them per connection: three pages
 	// of the largest envelopes of the default policy.
 	DefaultDeliveryConnBytes = 2 << 20
@@ -79,6 +79,7 @@ type connState struct {
 	subs     atomic.Int32        // live subscriptions
 	src      accounts.Source     // who the account limits count (accountSource)
 	kt       ktConnBudget        // key-transparency lookup proofs (kt_handler.go)
+	keys     connSources         // the source its streams count against (sources.go)
 	obsID    string              // the connection's name in the observer record, "" when off
 	// requestHeld is what this connection's record buffers hold of
 	// RequestConnBytes (requests.go); guarded by Server.requests.mu.
@@ -88,25 +89,28 @@ type connState struct {
 // reserveDelivery takes n bytes from the connection's and the server's
 // delivery budgets, waiting at most RequestTimeout; give them back with
 // giveBack.
-func (s *Server) reserveDelivery(ctx context.Context, cs *connState, n int64) error {
+func (s *Server) reserveDelivery(ctx context.Context, cs *connState, e *streamEntry, n int64) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	err := cs.delivery.Acquire(ctx, n)
 	if err == nil {
-		if err = s.delivery.Acquire(ctx, n); err != nil {
+		if err = s.sources.reserveDelivery(ctx, e, n); err != nil {
 			cs.delivery.Release(n)
 		}
 	}
 	if err != nil {
+		if _, coded := wire.CodeOf(err); coded {
+			return err // reset for a source holding less
+		}
 		s.opts.Metrics.Refused(metrics.LimitDeliveryBytes)
 		return fmt.Errorf("%w: %w", wire.Errorf(wire.CodeUnavailable, "server busy delivering, retry later"), err)
 	}
 	return nil
 }
 
-func (s *Server) giveBack(cs *connState, n int64) {
+func (s *Server) giveBack(cs *connState, e *streamEntry, n int64) {
 	if n > 0 {
-		s.delivery.Release(n)
+		s.sources.giveBackDelivery(e, n)
 		cs.delivery.Release(n)
 	}
 }
@@ -115,25 +119,25 @@ func (s *Server) giveBack(cs *connState, n int64) {
 // records, each padded to its own bucket, a page at a time within the
 // delivery budgets. It returns the cursor after the last record written
 // and whether the store holds more.
-func (s *Server) deliverFrom(ctx context.Context, cs *connState, st Stream, id wire.ID, cursor uint64, limit int) (uint64, bool, error) {
+func (s *Server) deliverFrom(ctx context.Context, cs *connState, e *streamEntry, st Stream, id wire.ID, cursor uint64, limit int) (uint64, bool, error) {
 	for limit > 0 {
 		n := min(limit, s.pageMsgs)
 		reserve := int64(n)*int64(s.maxDeliverable) + int64(s.opts.Policy.Max())
-		if err := s.reserveDelivery(ctx, cs, reserve); err != nil {
+		if err := s.reserveDelivery(ctx, cs, e, reserve); err != nil {
 			return cursor, false, err
 		}
 		msgs, more, err := s.opts.Store.Fetch(ctx, id, cursor, n, s.opts.Now())
 		if err != nil {
-			s.giveBack(cs, reserve)
+			s.giveBack(cs, e, reserve)
 			return cursor, false, storeError(err)
 		}
 		held := int64(s.opts.Policy.Max()) // the record buffer
 		for _, m := range msgs {
 			held += int64(len(m.Envelope))
 		}
-		s.giveBack(cs, reserve-held)
-		cursor, err = s.writePage(cs, st, id, msgs, cursor, &held)
-		s.giveBack(cs, held)
+		s.giveBack(cs, e, reserve-held)
+		cursor, err = s.writePage(cs, e, st, id, msgs, cursor, &held)
+		s.giveBack(cs, e, held)
 		if err != nil {
 			return cursor, false, err
 		}
@@ -147,7 +151,7 @@ func (s *Server) deliverFrom(ctx context.Context, cs *connState, st Stream, id w
 
 // writePage writes one page, handing back each envelope's share of held
 // as soon as its record is out.
-func (s *Server) writePage(cs *connState, st Stream, id wire.ID, msgs []store.Message, cursor uint64, held *int64) (uint64, error) {
+func (s *Server) writePage(cs *connState, e *streamEntry, st Stream, id wire.ID, msgs []store.Message, cursor uint64, held *int64) (uint64, error) {
 	var buf []byte
 	for i := range msgs {
 		msg := &msgs[i]
@@ -169,7 +173,7 @@ func (s *Server) writePage(cs *connState, st Stream, id wire.ID, msgs []store.Me
 		n := int64(len(msg.Envelope))
 		*msg = store.Message{} // the envelope may go now
 		*held -= n
-		s.giveBack(cs, n)
+		s.giveBack(cs, e, n)
 	}
 	return cursor, nil
 }

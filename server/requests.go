@@ -28,7 +28,7 @@ import (
 // pushed out. When the older records together cannot make room, the
 // record that asked is refused the same way: no record waits for room
 // that is not already on its way back. A record over its connection's
-// share is refused.
+// or its source's share is refused.
 const (
 	// DefaultRequestBytes bounds the request-body bytes all streams
 	// together hold: 256 records of the largest default bucket.
@@ -36,6 +36,13 @@ const (
 	// DefaultRequestConnBytes bounds them per connection: 16 records of
 	// the largest default bucket.
 	DefaultRequestConnBytes = 2 << 20
+	// DefaultRequestSourceBytes bounds them per source (an address, an
+	// IPv6 /64; its /48 a multiple, as for delivery_source_bytes): a
+	// quarter of RequestBytes, so that the records of one address never
+	// fill the budget and an honest record does not have to push out a
+	// stranger's (and wait for it to go) unless strangers on several
+	// addresses fill it together.
+	DefaultRequestSourceBytes = 8 << 20
 )
 
 // quicConnWindowRecords is a connection's QUIC receive window in records
@@ -51,6 +58,10 @@ func (o *Options) setRequestDefaults() {
 	if o.RequestConnBytes <= 0 {
 		o.RequestConnBytes = DefaultRequestConnBytes
 	}
+	if o.RequestSourceBytes <= 0 {
+		o.RequestSourceBytes = min(DefaultRequestSourceBytes, o.RequestBytes)
+	}
+	o.RequestSourceBytes = max(o.RequestSourceBytes, o.RequestConnBytes)
 }
 
 // checkRequestBudgets refuses budgets that cannot hold one record of the
@@ -67,18 +78,52 @@ func checkRequestBudgets(o *Options) error {
 // records still arriving began to.
 type requestBudget struct {
 	mu       sync.Mutex
-	held     int64         // charged, all streams
-	limit    int64         // RequestBytes
-	connMax  int64         // RequestConnBytes
-	arriving list.List     // *bodyCharge still arriving with bytes held, oldest first
-	dying    int64         // held by records pushed out, until their streams let go
-	waiters  int           // Takes waiting for dying bytes
-	freed    chan struct{} // closed (and replaced) when bytes are given back to waiters
+	held     int64 // charged, all streams
+	limit    int64 // RequestBytes
+	connMax  int64 // RequestConnBytes
+	srcMax   int64 // RequestSourceBytes (an IPv6 /48: netMax)
+	netMax   int64
+	bySource map[sourceKey]int64 // charged per source (sources.go)
+	arriving list.List           // *bodyCharge still arriving with bytes held, oldest first
+	dying    int64               // held by records pushed out, until their streams let go
+	waiters  int                 // Takes waiting for dying bytes
+	freed    chan struct{}       // closed (and replaced) when bytes are given back to waiters
 	metrics  *metrics.Metrics
 }
 
 func newRequestBudget(o Options) *requestBudget {
-	return &requestBudget{limit: o.RequestBytes, connMax: o.RequestConnBytes, metrics: o.Metrics, freed: make(chan struct{})}
+	mult := int64(1)
+	if o.MaxConnsPerAddr > 0 {
+		mult = int64(max(1, o.MaxConnsPerNet/o.MaxConnsPerAddr))
+	}
+	if o.RequestSourceBytes <= 0 { // no share of its own: the total
+		o.RequestSourceBytes = o.RequestBytes
+	}
+	return &requestBudget{limit: o.RequestBytes, connMax: o.RequestConnBytes, metrics: o.Metrics, freed: make(chan struct{}),
+		srcMax: o.RequestSourceBytes, netMax: min(o.RequestBytes, o.RequestSourceBytes*mult), bySource: make(map[sourceKey]int64)}
+}
+
+// overShare says whether n more bytes would take c's source over its
+// share. b.mu is held.
+func (c *bodyCharge) overShare(n int64) bool {
+	k := c.cs.keys
+	return c.b.bySource[k.primary]+n > c.b.srcMax || k.hasNetwork && c.b.bySource[k.network]+n > c.b.netMax
+}
+
+// chargeSource counts n more (or, negative, fewer) bytes for c's source.
+// b.mu is held.
+func (c *bodyCharge) chargeSource(n int64) {
+	k := c.cs.keys
+	for _, key := range []sourceKey{k.primary, k.network} {
+		if key == k.network && !k.hasNetwork {
+			continue
+		}
+		if v := c.b.bySource[key] + n; v > 0 {
+			c.b.bySource[key] = v
+		} else {
+			delete(c.b.bySource, key)
+		}
+	}
 }
 
 // errRequestBusy answers a record refused or pushed out by the budgets.
@@ -116,7 +161,7 @@ func (c *bodyCharge) Take(n int) error {
 	var victims []*bodyCharge
 	var timer *time.Timer
 	b.mu.Lock()
-	for b.held+need > b.limit || c.evicted || c.cs.requestHeld+need > b.connMax {
+	for b.held+need > b.limit || c.evicted || c.cs.requestHeld+need > b.connMax || c.overShare(need) {
 		if c.evicted {
 			b.mu.Unlock()
 			return errRequestBusy("pushed out")
@@ -125,6 +170,11 @@ func (c *bodyCharge) Take(n int) error {
 			b.mu.Unlock()
 			b.metrics.Refused(metrics.LimitRequestBytes)
 			return errRequestBusy("this connection's share is full")
+		}
+		if c.overShare(need) {
+			b.mu.Unlock()
+			b.metrics.Refused(metrics.LimitRequestBytes)
+			return errRequestBusy("your address's share is full")
 		}
 		if over := b.held - b.dying + need - b.limit; over > 0 {
 			// Only records that began arriving before this one may go:
@@ -184,6 +234,7 @@ func (c *bodyCharge) Take(n int) error {
 	}
 	c.held += need
 	c.cs.requestHeld += need
+	c.chargeSource(need)
 	b.held += need
 	b.metrics.SetRequestBytes(b.held)
 	b.mu.Unlock()
@@ -205,6 +256,7 @@ func (c *bodyCharge) dropLocked() {
 	}
 	b.held -= c.held
 	c.cs.requestHeld -= c.held
+	c.chargeSource(-c.held)
 	c.held = 0
 	b.metrics.SetRequestBytes(b.held)
 	if b.waiters > 0 {

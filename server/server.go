@@ -54,14 +54,23 @@ type Options struct {
 	// Delivery memory (delivery.go): envelope bytes Fetch and Subscribe
 	// hold loaded but not yet written, per connection and in total.
 	DeliveryConnBytes int64 // default 2 MiB
-	DeliveryBytes     int64 // default 128 MiB
-	MaxSubsPerMailbox int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
-	MaxSubsPerConn    int   // subscriptions one connection may hold; default 32
+	DeliveryBytes     int64 // default 64 MiB
+	// Per source (sources.go): an address (IPv6: /64), its /48 a
+	// multiple; over Tor each connection. The server-wide caps are
+	// shared max-min fairly.
+	DeliverySourceBytes int64 // delivery bytes one source may hold; default 16 MiB
+	MaxStreamsPerAddr   int   // request streams one source may hold across its connections; default 512
+	MaxStreamsTotal     int   // request streams of all connections together; default 4,096
+	MaxSubsPerMailbox   int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
+	MaxSubsPerConn      int   // subscriptions one connection may hold; default 32
 
 	// Request memory (requests.go): bytes the record buffers of request
 	// streams hold while their records arrive, per connection and in total.
 	RequestConnBytes int64 // default 2 MiB
 	RequestBytes     int64 // default 32 MiB
+	// RequestSourceBytes is one source's share of RequestBytes (sources.go
+	// says what a source is); default 8 MiB.
+	RequestSourceBytes int64
 
 	// Tokens issues and redeems anonymous delivery tokens. With it (and
 	// no Authorizer), every create and send must carry one token.
@@ -140,6 +149,7 @@ func (o *Options) setDefaults() {
 	}
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
+	o.setSourceDefaults()
 	o.setRequestDefaults()
 	o.KTLimits.setDefaults()
 	if o.Logger == nil {
@@ -199,12 +209,12 @@ type Server struct {
 	connLimits connLimiter // connection counts for MaxConns and MaxConnsPerAddr
 	ktLimits   *ktLimiter  // KTLimits' budgets (kt_handler.go)
 
-	delivery       *semaphore.Weighted // DeliveryBytes (delivery.go)
-	requests       *requestBudget      // RequestBytes (requests.go)
-	pageMsgs       int                 // messages per delivery page
-	maxDeliverable int                 // MaxDeliverable(Policy)
-	readyMu        sync.Mutex          // guards readyChecks
-	readyCheck     []readyCheck        // extra /readyz conditions (AddReadyCheck)
+	sources        *sourceTable   // streams and delivery bytes per source and in total (sources.go)
+	requests       *requestBudget // RequestBytes (requests.go)
+	pageMsgs       int            // messages per delivery page
+	maxDeliverable int            // MaxDeliverable(Policy)
+	readyMu        sync.Mutex     // guards readyChecks
+	readyCheck     []readyCheck   // extra /readyz conditions (AddReadyCheck)
 
 	subsCtx    context.Context // cancelled when draining starts
 	subsCancel context.CancelFunc
@@ -246,6 +256,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkSourceBudgets(&opts); err != nil {
+		return nil, err
+	}
 	if err := checkRequestBudgets(&opts); err != nil {
 		return nil, err
 	}
@@ -281,7 +294,7 @@ func New(opts Options) (*Server, error) {
 		purgeStop: make(chan struct{}),
 		purgeDone: make(chan struct{}),
 
-		delivery:       semaphore.NewWeighted(opts.DeliveryBytes),
+		sources:        newSourceTable(&opts),
 		pageMsgs:       pageMsgs,
 		maxDeliverable: MaxDeliverable(opts.Policy),
 		ktLimits:       newKTLimiter(opts.KTLimits, opts.Now()),
@@ -499,7 +512,7 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		lingerClose(conn, closeProtocol, "handshake failed")
 		return
 	}
-	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info), obsID: obsID}
+	cs := &connState{binding: binding, delivery: semaphore.NewWeighted(s.opts.DeliveryConnBytes), src: accountSource(info), keys: connSourceKeys(info), obsID: obsID}
 	rate := ratelimit.NewBucket(s.opts.RequestRate, s.opts.RequestBurst, time.Now())
 	for {
 		qs, err := conn.AcceptStream(conn.Context())
@@ -523,11 +536,20 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 			go s.refuse(cs, st, wire.Errorf(wire.CodeUnavailable, "server shutting down"))
 			continue
 		}
+		// Counted against its source's and the server's stream caps
+		// before anything of it is read; over a cap it is reset at once.
+		entry, refusal := s.sources.admitStream(cs.keys, func() { resetStream(st) })
+		if refusal != nil {
+			s.inflight.Done()
+			go s.refuseUnread(st, refusal)
+			continue
+		}
 		go func() {
 			defer s.inflight.Done()
+			defer s.sources.releaseStream(entry)
 			s.opts.Metrics.StreamStarted()
 			defer s.opts.Metrics.StreamDone()
-			s.handleStream(conn, cs, st)
+			s.handleStream(conn, cs, entry, st)
 		}()
 	}
 }
@@ -596,6 +618,46 @@ func (s *Server) finishRead(st Stream, r *wire.Reader) {
 	}
 }
 
+// finishReadUnbuffered is finishRead once the reader has gone back to the
+// pool; extra says whether it had read bytes after the request.
+func (s *Server) finishReadUnbuffered(st Stream, extra bool) {
+	if extra {
+		st.CancelRead(0)
+		return
+	}
+	st.SetReadDeadline(time.Now().Add(s.opts.RequestTimeout))
+	var b [1]byte
+	for {
+		n, err := st.Read(b[:])
+		if n > 0 || err != nil && !errors.Is(err, io.EOF) {
+			st.CancelRead(0)
+		}
+		if n > 0 || err != nil {
+			return
+		}
+	}
+}
+
+// refuseUnread answers a stream that a stream cap refuses with err
+// without reading it, so that it costs nothing while it waits.
+func (s *Server) refuseUnread(st Stream, err error) {
+	st.CancelRead(0)
+	st.SetWriteDeadline(time.Now().Add(min(s.opts.RequestTimeout, 2*time.Second)))
+	s.writeError(st, s.opts.Policy, err)
+	st.Close()
+}
+
+// resetStream ends a stream another source needs the room of: both
+// directions are reset, so that whatever its handler waits for returns.
+func resetStream(st Stream) {
+	st.CancelRead(streamPreempted)
+	st.CancelWrite(streamPreempted)
+}
+
+// streamPreempted is the QUIC stream error code of a stream reset to give
+// its room to a source holding less (sources.go).
+const streamPreempted quic.StreamErrorCode = 1
+
 func (s *Server) refuse(cs *connState, st Stream, err error) {
 	st.SetDeadline(time.Now().Add(s.opts.RequestTimeout))
 	// A Health request is still answered while draining, so a prober
@@ -641,18 +703,32 @@ func (s *Server) writeError(w io.Writer, p padding.Policy, err error) {
 	wire.WriteMessage(w, p, e)
 }
 
-func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
+func (s *Server) handleStream(conn *quic.Conn, cs *connState, e *streamEntry, st Stream) {
 	r := s.readers.Get().(*wire.Reader)
 	r.Reset(st, s.opts.Policy)
 	charge := s.newCharge(cs, st)
 	r.SetBudget(charge)
-	subscribed := false
-	defer func() {
-		if !subscribed { // a subscription reads its stream to the end itself
-			s.finishRead(st, r)
+	// The pooled reader goes back as soon as the request is read (an
+	// account exchange reads more records), so that a stream waiting for
+	// its answer does not hold its buffers.
+	pooled, extra := true, false
+	putReader := func() {
+		if pooled {
+			pooled = false
 			r.Reset(nil, s.opts.Policy) // drop the stream and a large record buffer
 			s.readers.Put(r)
 			charge.release()
+		}
+	}
+	subscribed := false
+	defer func() {
+		switch {
+		case subscribed: // a subscription reads its stream to the end itself
+		case pooled:
+			s.finishRead(st, r)
+			putReader()
+		default:
+			s.finishReadUnbuffered(st, extra)
 		}
 		st.Close()
 	}()
@@ -697,15 +773,15 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 	ctx, cancel := context.WithTimeout(st.Context(), s.opts.RequestTimeout)
 	defer cancel()
 	ctx = withReq(ctx, or)
+	if m.Kind() != wire.KindAccountRequest {
+		extra = r.Buffered() > 0
+		putReader()
+	}
 	switch m := m.(type) {
 	case *wire.Subscribe:
-		// A subscription reads its stream itself, byte by byte: the
-		// pooled reader and its buffers go back at once.
+		// A subscription reads its stream itself, byte by byte.
 		subscribed = true
-		r.Reset(nil, s.opts.Policy)
-		s.readers.Put(r)
-		charge.release()
-		s.subscribe(conn, cs, st, m, or)
+		s.subscribe(conn, cs, e, st, m, or)
 		return
 	case *wire.AccountRequest:
 		s.accountExchange(ctx, st, cs, r, func() (wire.Message, error) { return charge.read(r) }, m)
@@ -713,7 +789,7 @@ func (s *Server) handleStream(conn *quic.Conn, cs *connState, st Stream) {
 	}
 	resp, isKT, err := s.ktRequest(ctx, cs, m)
 	if !isKT {
-		resp, err = s.dispatch(ctx, cs, st, m)
+		resp, err = s.dispatch(ctx, cs, e, st, m)
 	}
 	st.SetWriteDeadline(time.Now().Add(s.opts.RequestTimeout))
 	if err != nil {
@@ -740,7 +816,7 @@ func (s *Server) logFailure(kind wire.Kind, err error) {
 
 // dispatch runs one request. Fetch writes its own Delivery records and
 // returns the closing FetchEnd.
-func (s *Server) dispatch(ctx context.Context, cs *connState, st Stream, m wire.Message) (wire.Message, error) {
+func (s *Server) dispatch(ctx context.Context, cs *connState, e *streamEntry, st Stream, m wire.Message) (wire.Message, error) {
 	binding := cs.binding
 	switch m := m.(type) {
 	case *wire.Health:
@@ -759,7 +835,7 @@ func (s *Server) dispatch(ctx context.Context, cs *connState, st Stream, m wire.
 	case *wire.Send:
 		return s.send(ctx, m)
 	case *wire.Fetch:
-		return s.fetch(ctx, cs, st, m)
+		return s.fetch(ctx, cs, e, st, m)
 	case *wire.UploadKeyPackages:
 		return s.uploadKeyPackages(ctx, m)
 	case *wire.FetchKeyPackage:
@@ -860,7 +936,7 @@ func (s *Server) authorizeOwner(ctx context.Context, binding []byte, m wire.Sign
 	return mb, nil
 }
 
-func (s *Server) fetch(ctx context.Context, cs *connState, st Stream, m *wire.Fetch) (wire.Message, error) {
+func (s *Server) fetch(ctx context.Context, cs *connState, e *streamEntry, st Stream, m *wire.Fetch) (wire.Message, error) {
 	if _, err := s.authorizeOwner(ctx, cs.binding, m); err != nil {
 		return nil, err
 	}
@@ -868,7 +944,7 @@ func (s *Server) fetch(ctx context.Context, cs *connState, st Stream, m *wire.Fe
 	if s.opts.Observer != nil {
 		reqOf(ctx).write() // the request goes before its deliveries
 	}
-	_, more, err := s.deliverFrom(ctx, cs, st, m.ReceiveID, m.After, limit)
+	_, more, err := s.deliverFrom(ctx, cs, e, st, m.ReceiveID, m.After, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -879,7 +955,7 @@ func (s *Server) fetch(ctx context.Context, cs *connState, st Stream, m *wire.Fe
 // every new message, until the client closes the stream, the mailbox is
 // deleted, a newer subscription replaces this one, the connection ends,
 // or the server drains.
-func (s *Server) subscribe(conn *quic.Conn, cs *connState, st Stream, m *wire.Subscribe, or *obsReq) {
+func (s *Server) subscribe(conn *quic.Conn, cs *connState, e *streamEntry, st Stream, m *wire.Subscribe, or *obsReq) {
 	fail := func(err error) {
 		s.countError(metrics.KindLabel(wire.KindSubscribe), err)
 		or.fail(err)
@@ -936,7 +1012,7 @@ func (s *Server) subscribe(conn *quic.Conn, cs *connState, st Stream, m *wire.Su
 		var more bool
 		var err error
 		for more = true; more; {
-			cursor, more, err = s.deliverFrom(st.Context(), cs, st, m.ReceiveID, cursor, math.MaxInt)
+			cursor, more, err = s.deliverFrom(st.Context(), cs, e, st, m.ReceiveID, cursor, math.MaxInt)
 			if err != nil {
 				if _, coded := wire.CodeOf(err); coded {
 					failLate(err)

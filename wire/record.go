@@ -123,6 +123,10 @@ func (r *Reader) charge(need int) error {
 	return nil
 }
 
+// Buffered is how many bytes r has read from its stream beyond the
+// records returned so far.
+func (r *Reader) Buffered() int { return r.r.Buffered() }
+
 // SetPolicy switches the policy after the handshake.
 func (r *Reader) SetPolicy(p padding.Policy) { r.policy = p }
 

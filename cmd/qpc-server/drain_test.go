@@ -45,6 +45,8 @@ func TestDrainUnderLoad(t *testing.T) {
 	args := func(listen string) []string {
 		return []string{"run", "--data-dir", dir, "--listen", listen, "--require-tokens=false",
 			"--admin-listen", "127.0.0.1:0", "--max-conns-per-addr", "1000",
+			// Every client is on 127.0.0.1: one source.
+			"--max-streams-per-addr", "100000", "--max-streams-total", "100000",
 			"--request-rate", "100000", "--request-burst", "100000", "--shutdown-timeout", "15s"}
 	}
 	p := start(t, args("127.0.0.1:0")...)

@@ -14,7 +14,9 @@ import (
 // its own envelope and token, and every member joins and reads.
 func TestMessengerBigGroup(t *testing.T) {
 	// Every test user comes from 127.0.0.1 with a few connections each.
-	ms := startMessengerServerWith(t, func(o *server.Options) { o.MaxConnsPerAddr = 1000 })
+	ms := startMessengerServerWith(t, func(o *server.Options) {
+		o.MaxConnsPerAddr, o.MaxStreamsPerAddr, o.MaxStreamsTotal = 1000, 1<<20, 1<<20
+	})
 	const n = 9
 	var users []*client.Client
 	var handles []string

@@ -349,6 +349,7 @@ func TestMessengerGroupSendCost(t *testing.T) {
 	ms := startMessengerServerWith(t, func(o *server.Options) {
 		o.TokenQuota = 1 << 20
 		o.MaxConnsPerAddr = 1 << 16
+		o.MaxStreamsPerAddr, o.MaxStreamsTotal = 1<<20, 1<<20
 		o.RequestRate, o.RequestBurst = 1e6, 1<<20
 	})
 	sizes, sends := groupSizes()

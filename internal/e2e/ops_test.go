@@ -263,7 +263,7 @@ var allowedLabels = map[string]*regexp.Regexp{
 	"kind":      regexp.MustCompile(`^(` + strings.Join(metrics.RequestKinds(), "|") + `|other|unread)$`),
 	"code":      regexp.MustCompile(`^[A-Z_]{3,16}$`),
 	"reason":    regexp.MustCompile(`^TOKEN_(MISSING|INVALID|SPENT|EXPIRED)$`),
-	"limit":     regexp.MustCompile(`^(connections|connections_per_addr|connections_per_net|connections_tor|request_rate|draining|request_timeout|delivery_bytes|subscriptions|kt_publish|kt_queue|kt_proofs|request_bytes)$`),
+	"limit":     regexp.MustCompile(`^(connections|connections_per_addr|connections_per_net|connections_tor|request_rate|draining|request_timeout|delivery_bytes|subscriptions|kt_publish|kt_queue|kt_proofs|streams_per_addr|streams|request_bytes)$`),
 	"transport": regexp.MustCompile(`^(udp|tor)$`),
 	"outcome":   regexp.MustCompile(`^(success|failure|rate_limited|abandoned|error)$`),
 	"result":    regexp.MustCompile(`^(served|empty)$`),

@@ -146,7 +146,17 @@ const (
 // well-behaved pair keeps sending and receiving with p99 latency within
 // 2× of its unloaded p99 in the same run.
 func TestAttackMemoryUnderLoad(t *testing.T) {
-	h := hostile.Start(t, hostile.Options{})
+	// The stranger and the pair all connect from 127.0.0.1, which the
+	// per-source caps would count as one client sharing one source's
+	// streams and bytes: they are lifted to the server-wide ones here,
+	// so that this test measures the per-connection and server-wide
+	// bounds. Strangers on addresses of their own are
+	// TestAttackServerRSS and the TestAttackStreams… tests (internal/e2e).
+	h := hostile.Start(t, hostile.Options{Server: func(o *server.Options) {
+		o.MaxStreamsPerAddr = server.DefaultMaxStreamsTotal
+		o.DeliverySourceBytes = server.DefaultDeliveryBytes
+		o.RequestSourceBytes = server.DefaultRequestBytes
+	}})
 	alice, bob := pair(t, h)
 	// Hundreds of sends: both wallets refill on their (fast) schedule.
 	defer alice.StartRefills(context.Background())()

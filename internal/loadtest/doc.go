@@ -3,7 +3,7 @@
 // while measuring throughput, send-to-delivery latency and the server's
 // memory and CPU. It holds only tests.
 //
-// Two tests, each printing one summary line:
+// Three tests, each printing summary lines:
 //
 //   - TestLoad: N clients, each with its own QUIC connection, its own
 //     mailbox and a push subscription on it, send to one another's mailboxes
@@ -19,6 +19,22 @@
 //     (RSS with N open - RSS before) / N:
 //
 //     idletest: conns=… rss_base_mib=… rss_mib=… per_conn_kib=…
+//
+//   - TestAttackServerRSS: issue 18's memory promise, one attack at a
+//     time against a fresh server with its default budgets (Fetch and
+//     Subscribe streams never read, stalled record headers, a KT-publish
+//     flood, stalled record bodies), while a pair on the client SDK sends
+//     and receives: the server's VmRSS grows by at most 256 MiB and the
+//     pair's p99 stays within 2× of its unloaded p99. One line per
+//     attack:
+//
+//     rsstest: phase=… rss_base_mib=… rss_peak_mib=… growth_mib=… p99_ratio=…
+//
+//     Attackers dial from loopback addresses of their own (127.0.0.2 and
+//     up), so the per-address caps stay at their defaults.
+//     QPC_RSS_PHASES, QPC_RSS_ADDRS and QPC_RSS_SERVER_FLAGS select
+//     attacks, the attacking addresses and extra server flags
+//     (docs/operations.md "Memory under attack").
 //
 // The server runs as its own process (go build ./cmd/qpc-server into a
 // temporary directory), so its RSS (VmRSS of /proc/<pid>/status) and CPU
@@ -58,6 +74,7 @@
 // sending for 60 s and 10,000 idle connections (just load). The test
 // raises RLIMIT_NOFILE for the 10,000 client sockets.
 //
-// Imports: client, tokens, wire, account and the standard library; the
+// Imports: client, tokens, wire, account, kt, padding, quic-go (the
+// attackers' raw connections) and the standard library; the
 // server only as a built binary.
 package loadtest

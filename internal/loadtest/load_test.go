@@ -134,12 +134,18 @@ func dialAll(ctx context.Context, t *testing.T, addr string, n, par int) []*clie
 // account that fetched it, so one account can stand for all the clients.
 func mintTokens(ctx context.Context, t *testing.T, addr string, n int) [][]byte {
 	t.Helper()
-	c := dialAll(ctx, t, addr, 1, 1)[0]
+	return mintTokensOn(ctx, t, dialAll(ctx, t, addr, 1, 1)[0], "loadtest", n)
+}
+
+// mintTokensOn registers handle over c and has it issue n tokens, as
+// mintTokens does.
+func mintTokensOn(ctx context.Context, t *testing.T, c *client.Conn, handle string, n int) [][]byte {
+	t.Helper()
 	var dev account.DeviceID
 	rand.Read(dev[:])
-	sess, err := c.Register(ctx, "loadtest", []byte("load test password"), dev, "loadtest", cheapKSF)
+	sess, err := c.Register(ctx, handle, []byte("load test password"), dev, handle, cheapKSF)
 	if err != nil {
-		t.Fatalf("register: %v", err)
+		t.Fatalf("register %s: %v", handle, err)
 	}
 	keys, err := c.TokenKeys(ctx)
 	if err != nil {

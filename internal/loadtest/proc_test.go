@@ -93,23 +93,34 @@ func freeTCP(t *testing.T) string {
 // waits for its address line.
 func startServer(t *testing.T, maxConns int) *serverProc {
 	t.Helper()
+	return startServerFlags(t,
+		"--require-tokens=true",
+		"--token-quota", "1048576",
+		"--max-conns", strconv.Itoa(maxConns),
+		"--max-conns-per-addr", strconv.Itoa(maxConns),
+		"--max-streams-per-addr", strconv.Itoa(100*maxConns),
+		"--max-streams-total", strconv.Itoa(100*maxConns),
+		// The one token-minting connection issues hundreds of batches in
+		// a row; the senders stay far below the default rate anyway.
+		"--request-rate", "100000",
+		"--request-burst", "100000",
+	)
+}
+
+// startServerFlags runs qpc-server on 127.0.0.1 with a fresh data
+// directory, its defaults and the given flags, and waits for its address
+// line.
+func startServerFlags(t *testing.T, flags ...string) *serverProc {
+	t.Helper()
 	bin := serverBinary(t)
 	admin := freeTCP(t)
-	args := []string{"run",
+	args := append([]string{"run",
 		"--data-dir", t.TempDir(),
 		"--listen", "127.0.0.1:0",
 		"--admin-listen", admin,
 		"--kt-listen", "127.0.0.1:0",
 		"--log-level", "warn",
-		"--require-tokens=true",
-		"--token-quota", "1048576",
-		"--max-conns", strconv.Itoa(maxConns),
-		"--max-conns-per-addr", strconv.Itoa(maxConns),
-		// The one token-minting connection issues hundreds of batches in
-		// a row; the senders stay far below the default rate anyway.
-		"--request-rate", "100000",
-		"--request-burst", "100000",
-	}
+	}, flags...)
 	cmd := exec.Command(bin, args...)
 	// The server's configuration comes from the flags alone.
 	for _, kv := range os.Environ() {

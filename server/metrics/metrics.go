@@ -30,6 +30,8 @@ const (
 	LimitKTPublish          = "kt_publish"           // an account's key-transparency publish rate
 	LimitKTQueue            = "kt_queue"             // the key-transparency publish queue was full
 	LimitKTProofs           = "kt_proofs"            // a lookup's VRF proofs over the connection's or the server's budget
+	LimitStreamsPerAddr     = "streams_per_addr"     // a source's (address, IPv6 /64 or /48) cap on request streams
+	LimitStreams            = "streams"              // the server's cap on request streams: refused, or another source's stream reset for it
 	LimitRequestBytes       = "request_bytes"        // a request record refused, or pushed out while it arrived, by the request-body budgets
 
 	// Transports (qpc_connections_*{transport}).

@@ -241,7 +241,9 @@ The many-client load test is separate: internal/loadtest drives a built
 qpc-server with 1,000 token-spending clients and 10,000 idle connections
 (`+"`just load`"+`, about five minutes) and prints its own summary lines
 (delivered, lost, duplicated, msgs/s, latency percentiles, server RSS and
-CPU, memory per idle connection).
+CPU, memory per idle connection). `+"`just rss`"+` (TestAttackServerRSS) measures
+the server process's RSS and a client's p99 under the issue-18 attacks;
+its figures are in docs/operations.md ("Memory under attack").
 
 `)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
