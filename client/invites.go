@@ -424,9 +424,6 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining: %w", err)
 	}
-	if r, err := c.getConv(g.GroupID()); err != nil || (r != nil && !c.readmitted(ctx, r, g)) {
-		return func(*state.Tx) error { return nil }, g.GroupID(), err // joined already
-	}
 	members := map[string]bool{}
 	var creator string
 	for _, m := range g.Members() {
@@ -438,6 +435,18 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	}
 	if creator != from.Handle {
 		return nil, nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
+	}
+	// A group ID is its creator's choice (RFC 9420 §8.1): a Welcome for
+	// the ID of a conversation we have re-admits us only when it comes
+	// from that conversation's creator, for the same kind; anyone else
+	// (a member removed from it, say) would replace the group in our
+	// state with one of theirs.
+	if r, err := c.getConv(g.GroupID()); err != nil {
+		return nil, nil, err
+	} else if r != nil && (r.Creator != creator || r.Kind != in.ConvKind) {
+		return nil, nil, fmt.Errorf("a welcome from %s for the group ID of %s, which %s created", from.Handle, r.display(), r.Creator)
+	} else if r != nil && !c.readmitted(ctx, r, g) {
+		return func(*state.Tx) error { return nil }, g.GroupID(), nil // joined already
 	}
 	if in.ConvKind == content.ConvDirect && (len(members) != 2 || !members[c.prof.Handle]) {
 		return nil, nil, fmt.Errorf("a direct chat from %s with %d members", from.Handle, len(members))
