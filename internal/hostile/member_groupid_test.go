@@ -147,3 +147,54 @@ func TestHostileMemberGroupIDSpellsHandle(t *testing.T) {
 	}
 	t.Errorf("cafe never got alice's message")
 }
+
+// TestHostileMemberDirectChatFlood: eve, a stranger to alice, starts
+// five direct chats with her. A direct chat is joined from anyone without
+// asking, and each joined costs alice a conversation mailbox and an
+// envelope announcing it, a token each; eve needs only alice's
+// last-resort KeyPackage, again and again. Alice must join one, not
+// five, until she writes in it. Before, she joined all five (five
+// mailboxes, five tokens, five conversations stored), without bound.
+func TestHostileMemberDirectChatFlood(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
+	alice, eve := h.NewUser(t, "alice", "alice"), h.NewUser(t, "eve", "eve")
+	ctx := memberCtx(t)
+	const chats = 5
+	for range chats {
+		if err := eve.StartMLS(ctx, true, "", []string{"alice"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mbs, err := alice.Mailboxes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range mbs {
+		if m.Conv != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("a stranger's %d direct chats cost alice %d conversation mailboxes, want 1", chats, n)
+	}
+	// Once alice writes in it, eve is a contact and may start another.
+	if err := alice.Send(ctx, "eve", "hi eve"); err != nil {
+		t.Fatal(err)
+	}
+	if err := eve.StartMLS(ctx, true, "", []string{"alice"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if mbs, err = alice.Mailboxes(); err != nil {
+		t.Fatal(err)
+	}
+	if len(mbs) != 3 {
+		t.Errorf("after alice wrote to eve, eve's new direct chat: alice has %d mailboxes, want 3", len(mbs))
+	}
+}
