@@ -146,7 +146,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 
 // startConv creates a conversation with handles as its first other
 // members and queues their Welcomes.
-func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name string, handles []string) (*convRecord, error) {
+func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name string, handles []string, opts *mls.CreateOptions) (*convRecord, error) {
 	if c.prof.Handle == "" {
 		return nil, ErrNotRegistered
 	}
@@ -167,7 +167,7 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 		kps = append(kps, kp)
 		contacts = append(contacts, ct)
 	}
-	g, err := mls.Create(c.mlsIdentity(), c.mlsConfig(ctx), nil)
+	g, err := mls.Create(c.mlsIdentity(), c.mlsConfig(ctx), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (c *Client) CreateGroup(ctx context.Context, name string, handles []string)
 	if len(dedupe(handles)) >= MaxGroupMembers {
 		return fmt.Errorf("a group has at most %d members", MaxGroupMembers)
 	}
-	if _, err := c.startConv(ctx, content.ConvGroup, name, dedupe(handles)); err != nil {
+	if _, err := c.startConv(ctx, content.ConvGroup, name, dedupe(handles), nil); err != nil {
 		return err
 	}
 	return c.flush(ctx)
@@ -531,7 +531,7 @@ func (c *Client) SendText(ctx context.Context, target, text string) (id string, 
 	r, err := c.findConv(target)
 	if errors.Is(err, ErrNoSuchConv) && content.ValidHandle(target) == nil {
 		// A bare handle: the person's, never a group's (names.go).
-		r, err = c.startConv(ctx, content.ConvDirect, "", []string{target})
+		r, err = c.startConv(ctx, content.ConvDirect, "", []string{target}, nil)
 		if errors.Is(err, ErrNoSuchUser) {
 			if hint := c.groupNameTaken(target); hint != nil {
 				err = fmt.Errorf("%w (%w)", err, hint)

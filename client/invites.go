@@ -28,7 +28,10 @@ import (
 // lookup, no mailbox, no token), and the invitations kept are bounded in
 // number, in bytes and in time. A direct chat's Welcome is joined at once
 // from anyone: it has exactly two members, its sender and us, and it is
-// named by its sender's key-transparency handle, so it takes no name.
+// named by its sender's key-transparency handle, so it takes no name. A
+// stranger gets one such chat at a time: another Welcome for a direct
+// chat from them is dropped until the user writes in the first (each
+// joined costs a mailbox and an envelope).
 //
 // Whatever the consent, a Welcome is bounded before any costly work:
 // MaxWelcomeBytes before it is opened, a tree at most maxTreeLeaves wide
@@ -125,13 +128,28 @@ func (c *Client) isContact(handle string) bool {
 	})
 }
 
+// hasDirectWith reports whether an active direct chat with handle exists.
+func (c *Client) hasDirectWith(handle string) bool {
+	convs, err := c.allConvs()
+	return err != nil || slices.ContainsFunc(convs, func(r *convRecord) bool {
+		return r.Kind == content.ConvDirect && r.Peer == handle && r.Active
+	})
+}
+
 // introWelcome handles a verified Intro from a sender: bounded, then
 // joined at once or kept as an invitation.
 func (c *Client) introWelcome(ctx context.Context, from *Contact, in *content.Intro, raw []byte) (func(*state.Tx) error, error) {
 	if len(in.Welcome) > MaxWelcomeBytes {
 		return nil, fmt.Errorf("a welcome from %s of %d bytes, more than %d", from.Handle, len(in.Welcome), MaxWelcomeBytes)
 	}
-	if in.ConvKind == content.ConvDirect || c.isContact(from.Handle) {
+	contact := c.isContact(from.Handle)
+	if in.ConvKind == content.ConvDirect && !contact && c.hasDirectWith(from.Handle) {
+		// One unanswered direct chat per stranger: each joined costs a
+		// mailbox and an envelope (a token each), and a stranger has
+		// our last-resort KeyPackage to start as many as they like.
+		return nil, fmt.Errorf("another direct chat from %s was dropped: answer the first one (write to %s) to accept more", from.Handle, from.Handle)
+	}
+	if in.ConvKind == content.ConvDirect || contact {
 		commit, _, err := c.joinIntro(ctx, from, in)
 		return commit, err
 	}
@@ -424,9 +442,6 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	if err != nil {
 		return nil, nil, fmt.Errorf("joining: %w", err)
 	}
-	if r, err := c.getConv(g.GroupID()); err != nil || (r != nil && !c.readmitted(ctx, r, g)) {
-		return func(*state.Tx) error { return nil }, g.GroupID(), err // joined already
-	}
 	members := map[string]bool{}
 	var creator string
 	for _, m := range g.Members() {
@@ -438,6 +453,18 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	}
 	if creator != from.Handle {
 		return nil, nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
+	}
+	// A group ID is its creator's choice (RFC 9420 §8.1): a Welcome for
+	// the ID of a conversation we have re-admits us only when it comes
+	// from that conversation's creator, for the same kind; anyone else
+	// (a member removed from it, say) would replace the group in our
+	// state with one of theirs.
+	if r, err := c.getConv(g.GroupID()); err != nil {
+		return nil, nil, err
+	} else if r != nil && (r.Creator != creator || r.Kind != in.ConvKind) {
+		return nil, nil, fmt.Errorf("a welcome from %s for the group ID of %s, which %s created", from.Handle, r.display(), r.Creator)
+	} else if r != nil && !c.readmitted(ctx, r, g) {
+		return func(*state.Tx) error { return nil }, g.GroupID(), nil // joined already
 	}
 	if in.ConvKind == content.ConvDirect && (len(members) != 2 || !members[c.prof.Handle]) {
 		return nil, nil, fmt.Errorf("a direct chat from %s with %d members", from.Handle, len(members))

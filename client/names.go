@@ -16,7 +16,8 @@ import (
 // conversations"). Groups and contacts live in separate namespaces, so
 // that a group can never take over a name the user uses for a person:
 //
-//   - a conversation's hex ID names exactly that conversation;
+//   - a conversation's hex ID names exactly that conversation, unless it
+//     could be a handle (a short ID its creator chose to spell one);
 //   - "#name" names the group called name, never a direct chat;
 //   - a bare name that is a valid handle names the direct chat with that
 //     user, existing or to be started, never a group: a group that Eve
@@ -40,10 +41,8 @@ func (c *Client) findConv(target string) (*convRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range convs {
-		if hex.EncodeToString(r.ID) == target {
-			return r, nil
-		}
+	if r := convWithID(convs, target); r != nil {
+		return r, nil
 	}
 	if name, ok := strings.CutPrefix(target, "#"); ok {
 		if r := groupNamed(convs, name); r != nil {
@@ -93,14 +92,29 @@ func (c *Client) findGroup(target string) (*convRecord, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, r := range convs {
-			if hex.EncodeToString(r.ID) == target {
-				return r, nil
-			}
+		if r := convWithID(convs, target); r != nil {
+			return r, nil
 		}
 		target = "#" + target
 	}
 	return c.findConv(target)
+}
+
+// convWithID is the conversation whose hex ID is target, if target
+// cannot be a handle: a group's ID is its creator's choice (RFC 9420
+// §8.1), and one of two bytes 0xca 0xfe would otherwise take what the
+// user sends to the user cafe. The IDs this client makes (32 bytes, 64
+// hex digits) are longer than any handle.
+func convWithID(convs []*convRecord, target string) *convRecord {
+	if content.ValidHandle(target) == nil {
+		return nil
+	}
+	for _, r := range convs {
+		if hex.EncodeToString(r.ID) == target {
+			return r
+		}
+	}
+	return nil
 }
 
 // groupNamed is the group called name: the active one if there is one.

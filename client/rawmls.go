@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 
+	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/sealed"
@@ -45,6 +46,25 @@ func (c *Client) SendMLS(ctx context.Context, target string, to []string, craft 
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	if err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
+// StartMLS is for tools and tests that speak MLS themselves, like
+// SendMLS: it starts a conversation as CreateGroup (group) or a first
+// Send (direct) would, but with the MLS group made by opts (a chosen
+// group ID, say), and without the checks those make of their arguments
+// (name, members, an existing chat): the receivers' checks are what its
+// Welcomes meet.
+func (c *Client) StartMLS(ctx context.Context, direct bool, name string, handles []string, opts *mls.CreateOptions) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	kind := content.ConvGroup
+	if direct {
+		kind = content.ConvDirect
+	}
+	if _, err := c.startConv(ctx, kind, name, handles, opts); err != nil {
 		return err
 	}
 	return c.flush(ctx)
