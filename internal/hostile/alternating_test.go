@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +22,6 @@ import (
 	"github.com/quicprochat/qpc/kt/audit"
 	"github.com/quicprochat/qpc/kt/kttest"
 	"github.com/quicprochat/qpc/kt/witness"
-	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/wire"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -203,7 +201,7 @@ func startAlternating(t *testing.T, pinAuditing bool) *alternating {
 			t.Fatalf("%s cosigned size %d, beyond the fork's %d", w.name, cosigned.Size, shared.Size)
 		}
 	}
-	rogue := publishRogueKey(t, s.mapA, "alice") // map A: the rogue v2
+	rogue := publishRogue(t, s.mapA, "alice") // map A: the rogue v2
 	s.rogue = rogue
 	if _, err := s.mapB.Tick(ctx); err != nil { // map B: padding only
 		t.Fatal(err)
@@ -391,38 +389,6 @@ func copyDirectory(t *testing.T, h *hostile.Server, d *kt.Directory) *kt.Directo
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// publishRogueKey puts a binding of a key the server made under label in
-// d and runs the epoch; it returns the key.
-func publishRogueKey(t *testing.T, d *kt.Directory, label string) ed25519.PublicKey {
-	t.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	intro, err := sealed.GenerateMailboxKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &kt.Binding{Label: label, IdentityKeys: []ed25519.PublicKey{pub}, DeviceKeys: [][]byte{pub}, IntroKey: intro.Public().Bytes()}
-	rand.Read(b.IntroSendID[:])
-	if err := b.Sign(key); err != nil {
-		t.Fatal(err)
-	}
-	ch, err := d.Enqueue(label, b.Marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := d.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if p := <-ch; p.Err != nil {
-		t.Fatal(p.Err)
-	}
-	return pub
 }
 
 // recordEntry reads epoch e's record from d's log of size (at least)
