@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -11,8 +10,7 @@ import (
 
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
-	"github.com/quicprochat/qpc/kt/vrf"
-	"golang.org/x/mod/sumdb/note"
+	"github.com/quicprochat/qpc/kt/kttest"
 )
 
 // TestHostileContactVersionRollback: a verified lookup shows a contact at
@@ -23,29 +21,17 @@ import (
 // the stored version was never compared and the older binding replaced
 // the newer. Now: an alarm, and the answer is not used.
 func TestHostileContactVersionRollback(t *testing.T) {
-	skey, vkey, err := note.GenerateKey(rand.Reader, "kt.test/log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, _ := note.NewSigner(skey)
-	nv, _ := note.NewVerifier(vkey)
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	vk, _ := vrf.NewPrivateKey(seed)
+	k := kttest.NewKeys(t, "kt.test/log")
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
-	d, err := kt.OpenDirectory(ctx, kt.DirectoryOptions{Dir: t.TempDir(), LogSigner: signer, LogVerifier: nv, VRFKey: vk, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := kttest.OpenDirectory(t, t.TempDir(), k)
 	if _, err := d.Enqueue("bob", []byte("bob binding 1")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	v, err := kt.NewVerifierFromConfig(vkey, d.Config())
+	v, err := kt.NewVerifierFromConfig(k.VKey, d.Config())
 	if err != nil {
 		t.Fatal(err)
 	}

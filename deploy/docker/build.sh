@@ -17,19 +17,8 @@ set -euo pipefail
 tag=${1:-qpc-server}
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-builder=${QPC_CONTAINER:-}
-if [[ -z $builder ]]; then
-	for b in podman buildah docker; do
-		if command -v "$b" >/dev/null; then
-			builder=$b
-			break
-		fi
-	done
-fi
-[[ -n $builder ]] || {
-	echo "build.sh: no podman, buildah or docker found (Debian: apt-get install podman)" >&2
-	exit 1
-}
+source deploy/docker/lib.sh
+pick_builder build.sh
 arch=${QPC_IMAGE_ARCH:-$(go env GOARCH)}
 
 ctx=$(mktemp -d)
@@ -49,8 +38,5 @@ bash deploy/cross.sh "$ctx/bin" "linux/$arch" >/dev/null
 mv "$ctx/bin/qpc-server-linux-$arch" "$ctx/rootfs/usr/bin/qpc-server"
 rmdir "$ctx/bin"
 
-case $builder in
-buildah) buildah build --layers=false -f deploy/docker/Dockerfile --platform "linux/$arch" -t "$tag" "$ctx" ;;
-*) "$builder" build -f deploy/docker/Dockerfile --platform "linux/$arch" -t "$tag" "$ctx" ;;
-esac
+build_image deploy/docker/Dockerfile "$tag" "$ctx" --platform "linux/$arch"
 echo "built image $tag with $builder (linux/$arch)"

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,15 +20,12 @@ import (
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/audit"
+	"github.com/quicprochat/qpc/kt/kttest"
 	"github.com/quicprochat/qpc/kt/witness"
-	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/wire"
-	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api/layout"
 	tclient "github.com/transparency-dev/tessera/client"
-	"github.com/transparency-dev/tessera/storage/posix"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // TestHostileAlternatingMapsWitnessed: the alternating-maps attack
@@ -113,7 +107,7 @@ type servedEpoch struct {
 	record []byte
 	cp     []byte // as the forged log published it, with cosignatures
 	size   uint64 // the log size it is the last entry of
-	log    *lyingLog
+	log    *kttest.ForgedLog
 }
 
 func startAlternating(t *testing.T, pinAuditing bool) *alternating {
@@ -207,21 +201,23 @@ func startAlternating(t *testing.T, pinAuditing bool) *alternating {
 			t.Fatalf("%s cosigned size %d, beyond the fork's %d", w.name, cosigned.Size, shared.Size)
 		}
 	}
-	rogue := publishRogueKey(t, s.mapA, "alice") // map A: the rogue v2
+	rogue := publishRogue(t, s.mapA, "alice") // map A: the rogue v2
 	s.rogue = rogue
 	if _, err := s.mapB.Tick(ctx); err != nil { // map B: padding only
 		t.Fatal(err)
 	}
 
 	// The one log everyone is shown: the real epochs, A's, then B's.
-	l := newLyingLog(t, h.KTKeys.Signer, h.KTKeys.Verifier, serverPolicy)
-	forged := l.handler()
+	// Its checkpoints are submitted to the server's witnesses and
+	// published with whatever cosignatures they give.
+	l := kttest.NewForgedLog(t, h.KTKeys.Signer, h.KTKeys.Verifier, kttest.ForgedLogOptions{WitnessPolicy: serverPolicy})
+	forged := l.Handler()
 	served.Store(&forged)
 	n := shared.Size // epochs 0..n-1 are in both maps; A's and B's epoch is n
 	for e := range n + 1 {
-		l.append(t, recordEntry(t, s.mapA, e, n+1), updateList(t, s.mapA, e))
+		l.Append(t, recordEntry(t, s.mapA, e, n+1), updateList(t, s.mapA, e))
 	}
-	s.a = servedEpoch{d: s.mapA, record: recordEntry(t, s.mapA, n, n+1), cp: l.checkpoint(t), size: n + 1, log: l}
+	s.a = servedEpoch{d: s.mapA, record: recordEntry(t, s.mapA, n, n+1), cp: l.Checkpoint(t), size: n + 1, log: l}
 	recB, err := kt.ParseEpochRecord(recordEntry(t, s.mapB, n, n+1))
 	if err != nil {
 		t.Fatal(err)
@@ -231,8 +227,8 @@ func startAlternating(t *testing.T, pinAuditing bool) *alternating {
 		t.Fatal(err)
 	}
 	recB.Epoch, ulB.Epoch, recB.Timestamp = n+1, n+1, uint64(time.Now().UnixMilli())
-	l.append(t, recB.Marshal(), ulB.Marshal())
-	s.b = servedEpoch{d: s.mapB, record: recB.Marshal(), cp: l.checkpoint(t), size: n + 2, log: l}
+	l.Append(t, recB.Marshal(), ulB.Marshal())
+	s.b = servedEpoch{d: s.mapB, record: recB.Marshal(), cp: l.Checkpoint(t), size: n + 2, log: l}
 
 	// What the witnesses made of it (Errorf: the clients' verdicts below
 	// are the point).
@@ -294,7 +290,7 @@ func (s *alternating) answerAliceAt(e servedEpoch) { s.aliceAnswers.Store(&e) }
 // the checkpoint consistent with the size the client knows.
 func (e *servedEpoch) epochProof(known uint64) (kt.EpochProof, error) {
 	ctx := context.Background()
-	pb, err := tclient.NewProofBuilder(ctx, e.size, e.log.readTile)
+	pb, err := tclient.NewProofBuilder(ctx, e.size, e.log.ReadTile)
 	if err != nil {
 		return kt.EpochProof{}, err
 	}
@@ -395,38 +391,6 @@ func copyDirectory(t *testing.T, h *hostile.Server, d *kt.Directory) *kt.Directo
 	return c
 }
 
-// publishRogueKey puts a binding of a key the server made under label in
-// d and runs the epoch; it returns the key.
-func publishRogueKey(t *testing.T, d *kt.Directory, label string) ed25519.PublicKey {
-	t.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	intro, err := sealed.GenerateMailboxKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &kt.Binding{Label: label, IdentityKeys: []ed25519.PublicKey{pub}, DeviceKeys: [][]byte{pub}, IntroKey: intro.Public().Bytes()}
-	rand.Read(b.IntroSendID[:])
-	if err := b.Sign(key); err != nil {
-		t.Fatal(err)
-	}
-	ch, err := d.Enqueue(label, b.Marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := d.Tick(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if p := <-ch; p.Err != nil {
-		t.Fatal(p.Err)
-	}
-	return pub
-}
-
 // recordEntry reads epoch e's record from d's log of size (at least)
 // size.
 func recordEntry(t *testing.T, d *kt.Directory, e, size uint64) []byte {
@@ -451,114 +415,4 @@ func updateList(t *testing.T, d *kt.Directory, e uint64) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// lyingLog is the log the lying server publishes: real tlog-tiles
-// (Tessera's POSIX driver, as kt uses) signed with the log's key,
-// holding the entries the test appends, each checkpoint submitted to the
-// policy's witnesses and published with whatever cosignatures they give
-// (fail open), and update lists of the test's choosing.
-type lyingLog struct {
-	dir      string
-	app      *tessera.Appender
-	reader   tessera.LogReader
-	verifier note.Verifier
-	size     uint64
-	mu       sync.Mutex
-	updates  map[uint64][]byte
-}
-
-func newLyingLog(t *testing.T, signer note.Signer, verifier note.Verifier, policy string) *lyingLog {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	dir := filepath.Join(t.TempDir(), "lying-log")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	driver, err := posix.New(ctx, posix.Config{Path: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	group, err := tessera.NewWitnessGroupFromPolicy([]byte(policy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, shutdown, reader, err := tessera.NewAppender(ctx, driver, tessera.NewAppendOptions().
-		WithCheckpointSigner(signer).WithBatching(1, time.Millisecond).WithCheckpointInterval(100*time.Millisecond).
-		WithWitnesses(group, &tessera.WitnessOptions{Timeout: 5 * time.Second, FailOpen: true}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel2()
-		shutdown(c)
-		cancel()
-	})
-	return &lyingLog{dir: dir, app: app, reader: reader, verifier: verifier, updates: map[uint64][]byte{}}
-}
-
-// handler serves the log under /kt as the server's kt_listen does.
-func (l *lyingLog) handler() http.Handler {
-	tiles := kt.TilesHandler(l.dir, "/kt")
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if e, ok := kt.ParseUpdatesPath(strings.TrimPrefix(r.URL.Path, "/kt/")); ok {
-			l.mu.Lock()
-			b, ok := l.updates[e]
-			l.mu.Unlock()
-			if !ok {
-				http.NotFound(w, r)
-				return
-			}
-			w.Write(b)
-			return
-		}
-		tiles.ServeHTTP(w, r)
-	})
-}
-
-func (l *lyingLog) readTile(_ context.Context, level, index uint64, p uint8) ([]byte, error) {
-	b, err := kt.ReadLogResource(l.dir, layout.TilePath(level, index, p))
-	if p != 0 && errors.Is(err, kt.ErrResource) {
-		return kt.ReadLogResource(l.dir, layout.TilePath(level, index, 0))
-	}
-	return b, err
-}
-
-func (l *lyingLog) append(t *testing.T, entry, list []byte) {
-	t.Helper()
-	idx, err := l.app.Add(context.Background(), tessera.NewEntry(entry))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if idx.Index != l.size {
-		t.Fatalf("forged record landed at %d, want %d", idx.Index, l.size)
-	}
-	l.mu.Lock()
-	l.updates[idx.Index] = list
-	l.mu.Unlock()
-	l.size++
-}
-
-// checkpoint waits for the published checkpoint of every entry appended.
-func (l *lyingLog) checkpoint(t *testing.T) []byte {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		raw, err := l.reader.ReadCheckpoint(context.Background())
-		if err == nil {
-			cp, err := kt.OpenCheckpoint(raw, l.verifier)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if cp.Size == l.size {
-				return raw
-			}
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no checkpoint of size %d", l.size)
-	return nil
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/internal/hostile"
-	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/sealed"
@@ -142,19 +141,7 @@ func (a *introAttacker) fillUnknown() int {
 // registering does, and returns the identity.
 func realAccount(t *testing.T, h *hostile.Server, handle string) sealed.SenderIdentity {
 	t.Helper()
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	intro, err := sealed.GenerateMailboxKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &kt.Binding{Label: handle, IdentityKeys: []ed25519.PublicKey{pub}, DeviceKeys: [][]byte{pub}, IntroKey: intro.Public().Bytes()}
-	rand.Read(b.IntroSendID[:])
-	if err := b.Sign(key); err != nil {
-		t.Fatal(err)
-	}
+	b, key := signedBinding(t, handle)
 	done, err := h.KT().Enqueue(handle, b.Marshal())
 	if err != nil {
 		t.Fatal(err)

@@ -135,8 +135,29 @@ func TestHostileSplitViewWitnessed(t *testing.T) {
 }
 
 // publishRogue puts a binding of the server's own making (an identity
-// key it holds) under label in d (a fork) and runs the epoch.
-func publishRogue(t *testing.T, d *kt.Directory, label string) {
+// key it holds) under label in d (a fork), runs the epoch and returns the
+// key.
+func publishRogue(t *testing.T, d *kt.Directory, label string) ed25519.PublicKey {
+	t.Helper()
+	b, key := signedBinding(t, label)
+	ch, err := d.Enqueue(label, b.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := d.Tick(ctx); err != nil {
+		t.Fatalf("fork epoch: %v", err)
+	}
+	if p := <-ch; p.Err != nil {
+		t.Fatal(p.Err)
+	}
+	return key.Public().(ed25519.PublicKey)
+}
+
+// signedBinding is a binding of label to a fresh identity key (also its
+// one device key) and intro key, signed by that identity key.
+func signedBinding(t *testing.T, label string) (*kt.Binding, ed25519.PrivateKey) {
 	t.Helper()
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -151,18 +172,7 @@ func publishRogue(t *testing.T, d *kt.Directory, label string) {
 	if err := b.Sign(key); err != nil {
 		t.Fatal(err)
 	}
-	ch, err := d.Enqueue(label, b.Marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if _, err := d.Tick(ctx); err != nil {
-		t.Fatalf("fork epoch: %v", err)
-	}
-	if p := <-ch; p.Err != nil {
-		t.Fatal(p.Err)
-	}
+	return b, key
 }
 
 // TestHostileUncosignedCheckpoint: the server runs a 2-of-3 witness

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/internal/tornet"
 )
 
 var (
@@ -41,29 +42,43 @@ func buildServer(t *testing.T) string {
 	return binPath
 }
 
-// TestServerOnionBesideUDP runs qpc-server --onion: the clearnet address
-// comes first and works while tor starts; then the onion address, which
-// a client reaches through tor.
-func TestServerOnionBesideUDP(t *testing.T) {
-	nw, socks := network(t)
-	bin := buildServer(t)
-	dir := t.TempDir()
+// writeTorrc writes nw's torrc (how a tor joins the private network)
+// into dir and returns its path.
+func writeTorrc(t *testing.T, nw *tornet.Network, dir string) string {
+	t.Helper()
 	torrc := filepath.Join(dir, "private-network.torrc")
 	if err := os.WriteFile(torrc, []byte(nw.Torrc()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-		"--onion", "--tor-config", torrc, "--admin-listen", "off", "--require-tokens=false", "--log-level", "error")
-	srv.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, _ := srv.StdoutPipe()
-	if err := srv.Start(); err != nil {
+	return torrc
+}
+
+// daemon is a qpc-server process a test started, in a process group of
+// its own so that its tor dies with it.
+type daemon struct {
+	cmd    *exec.Cmd
+	name   string        // as the test's messages call it
+	waited chan error    // receives Wait's result once it exits
+	lines  <-chan string // its stdout, a line at a time
+}
+
+// startDaemon starts cmd as a daemon named name; it is killed, group
+// and all, when the test ends.
+func startDaemon(t *testing.T, name string, cmd *exec.Cmd) *daemon {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- srv.Wait() }()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{cmd: cmd, name: name, waited: make(chan error, 1)}
+	go func() { d.waited <- cmd.Wait() }()
 	t.Cleanup(func() {
-		syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
-		<-waited
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-d.waited
 	})
 	lines := make(chan string, 4)
 	go func() {
@@ -73,10 +88,40 @@ func TestServerOnionBesideUDP(t *testing.T) {
 		}
 		close(lines)
 	}()
+	d.lines = lines
+	return d
+}
+
+// stop sends SIGTERM and fails the test unless the daemon exits cleanly
+// within 30 s.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.waited:
+		d.waited <- err
+		if err != nil {
+			t.Errorf("%s after SIGTERM: %v", d.name, err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop within 30 s of SIGTERM", d.name)
+	}
+}
+
+// TestServerOnionBesideUDP runs qpc-server --onion: the clearnet address
+// comes first and works while tor starts; then the onion address, which
+// a client reaches through tor.
+func TestServerOnionBesideUDP(t *testing.T) {
+	nw, socks := network(t)
+	bin := buildServer(t)
+	dir := t.TempDir()
+	torrc := writeTorrc(t, nw, dir)
+	srv := startDaemon(t, "qpc-server", exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
+		"--onion", "--tor-config", torrc, "--admin-listen", "off", "--require-tokens=false", "--log-level", "error"))
 	next := func() string {
 		t.Helper()
 		select {
-		case l, ok := <-lines:
+		case l, ok := <-srv.lines:
 			if !ok {
 				t.Fatal("qpc-server closed its stdout")
 			}
@@ -121,16 +166,7 @@ func TestServerOnionBesideUDP(t *testing.T) {
 		t.Fatalf("fetch over tor: %d, %v", len(msgs), err)
 	}
 
-	srv.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-waited:
-		waited <- err
-		if err != nil {
-			t.Errorf("qpc-server after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("qpc-server did not stop within 30 s of SIGTERM")
-	}
+	srv.stop(t)
 	if left := processesUsing(filepath.Join(dir, "data", "tor")); len(left) > 0 {
 		time.Sleep(3 * time.Second)
 		if left = processesUsing(filepath.Join(dir, "data", "tor")); len(left) > 0 {

@@ -50,10 +50,7 @@ func TestMessengerDirectOverOnion(t *testing.T) {
 	t.Logf("network and binaries ready after %v", time.Since(start).Round(time.Millisecond))
 
 	dir := t.TempDir()
-	torrc := filepath.Join(dir, "private-network.torrc")
-	if err := os.WriteFile(torrc, []byte(nw.Torrc()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	torrc := writeTorrc(t, nw, dir)
 	admin := freeTCPAddr(t)
 	flags := []string{"--data-dir", filepath.Join(dir, "data"), "--onion-only", "--tor-config", torrc,
 		"--admin-listen", admin, "--kt-listen", "off", "--kt-epoch", "250ms", "--token-quota", "1000",

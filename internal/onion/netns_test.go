@@ -89,10 +89,7 @@ func onionOnlyChild(t *testing.T, bin string) {
 	}
 
 	dir := t.TempDir()
-	torrc := filepath.Join(dir, "private-network.torrc")
-	if err := os.WriteFile(torrc, []byte(nw.Torrc()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	torrc := writeTorrc(t, nw, dir)
 	data := filepath.Join(dir, "data")
 	args := []string{"--data-dir", data, "--onion-only", "--tor-config", torrc, "--log-level", "warn"}
 	srv := runOnionOnly(t, bin, args...)

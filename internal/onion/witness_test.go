@@ -1,7 +1,6 @@
 package onion
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,12 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,10 +32,7 @@ func TestWitnessOnion(t *testing.T) {
 	nw, socks := network(t)
 	bin := buildServer(t)
 	dir := t.TempDir()
-	torrc := filepath.Join(dir, "private-network.torrc")
-	if err := os.WriteFile(torrc, []byte(nw.Torrc()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	torrc := writeTorrc(t, nw, dir)
 	skey, vkey, err := note.GenerateKey(rand.Reader, "witness.test/onion-log")
 	if err != nil {
 		t.Fatal(err)
@@ -48,30 +42,11 @@ func TestWitnessOnion(t *testing.T) {
 		t.Fatal(err)
 	}
 	wdir := filepath.Join(dir, "witness")
-	cmd := exec.Command(bin, "witness", "--data-dir", wdir, "--listen", "127.0.0.1:0",
-		"--log", vkey, "--onion", "--tor-config", torrc)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-waited
-	})
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	w := startDaemon(t, "qpc-server witness", exec.Command(bin, "witness", "--data-dir", wdir, "--listen", "127.0.0.1:0",
+		"--log", vkey, "--onion", "--tor-config", torrc))
 	var host string
 	select {
-	case l := <-lines:
+	case l := <-w.lines:
 		m := witnessOnionRe.FindStringSubmatch(l)
 		if m == nil {
 			t.Fatalf("witness printed %q, want its onion URL", l)
@@ -119,14 +94,5 @@ func TestWitnessOnion(t *testing.T) {
 	if _, err := note.Open(append(cp, cosigs...), note.VerifierList(v)); err != nil {
 		t.Fatalf("cosignature from the onion witness: %v", err)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-waited:
-		waited <- err
-		if err != nil {
-			t.Errorf("qpc-server witness after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("qpc-server witness did not stop within 30 s of SIGTERM")
-	}
+	w.stop(t)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/kttest"
 	tclient "github.com/transparency-dev/tessera/client"
 )
 
@@ -28,7 +29,7 @@ import (
 func TestAuditAlternatingMaps(t *testing.T) {
 	ctx := context.Background()
 	k := newKeys(t)
-	d := openDir(t, t.TempDir(), k)
+	d := kttest.OpenDirectory(t, t.TempDir(), k)
 	own, rogue := []byte("alice's own binding"), []byte("ROGUE binding")
 	publish := func(d *kt.Directory, label string, value []byte) {
 		t.Helper()
@@ -47,7 +48,7 @@ func TestAuditAlternatingMaps(t *testing.T) {
 	tick(t, d, "bob", "carol")
 	tick(t, d)
 	// Map B: the directory as it is now, growing honestly on its own.
-	dB := openDir(t, func() string {
+	dB := kttest.OpenDirectory(t, func() string {
 		dir := filepath.Join(t.TempDir(), "b")
 		if err := d.Backup(dir); err != nil {
 			t.Fatal(err)
@@ -76,7 +77,7 @@ func TestAuditAlternatingMaps(t *testing.T) {
 		}
 		f.append(t, rec, list)
 	}
-	cpA := f.checkpoint(t)
+	cpA := f.Checkpoint(t)
 	recB := recordOf(t, dB)
 	listB, err := dB.UpdateList(recB.Epoch)
 	if err != nil {
@@ -112,11 +113,11 @@ func TestAuditAlternatingMaps(t *testing.T) {
 		return ep
 	}
 	cfg := d.Config()
-	bob, err := kt.NewVerifierFromConfig(k.vkey, cfg)
+	bob, err := kt.NewVerifierFromConfig(k.VKey, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice, err := kt.NewVerifierFromConfig(k.vkey, cfg)
+	alice, err := kt.NewVerifierFromConfig(k.VKey, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestAuditAlternatingMaps(t *testing.T) {
 	}
 
 	f.append(t, recB, ulB.Marshal())
-	cpB := f.checkpoint(t)
+	cpB := f.Checkpoint(t)
 	hp, err := dB.History(ctx, "alice", 1, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +156,7 @@ func TestAuditAlternatingMaps(t *testing.T) {
 	}
 
 	// The auditor, following the same log over HTTP.
-	a := openAuditor(t, filepath.Join(t.TempDir(), "audit.db"), Options{Log: HTTPLog(f.base, nil), Verifier: k.verifier, ConfigHash: cfg.Hash()})
+	a := openAuditor(t, filepath.Join(t.TempDir(), "audit.db"), Options{Log: HTTPLog(f.base, nil), Verifier: k.Verifier, ConfigHash: cfg.Hash()})
 	if err := a.Audit(ctx, cpA); err != nil {
 		t.Fatalf("the log up to the A epoch grew honestly, yet: %v", err)
 	}
@@ -166,11 +167,11 @@ func TestAuditAlternatingMaps(t *testing.T) {
 	}
 	// Through the witness's hook: the A checkpoint is vouched for, the B
 	// one is not, nor a checkpoint passed off as another tree.
-	cpa, err := kt.OpenCheckpoint(cpA, k.verifier)
+	cpa, err := kt.OpenCheckpoint(cpA, k.Verifier)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cpb, err := kt.OpenCheckpoint(cpB, k.verifier)
+	cpb, err := kt.OpenCheckpoint(cpB, k.Verifier)
 	if err != nil {
 		t.Fatal(err)
 	}

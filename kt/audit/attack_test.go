@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/kttest"
 )
 
 // Attack tests: a lying log (real tiles signed with the log's key, served
@@ -16,9 +17,9 @@ import (
 
 // auditForged opens an auditor on f's log, has it accept the honest
 // prefix (cp) and returns it.
-func auditForged(t *testing.T, k keys, f *forger, cp []byte) *Auditor {
+func auditForged(t *testing.T, k kttest.Keys, f *forger, cp []byte) *Auditor {
 	t.Helper()
-	a := openAuditor(t, t.TempDir()+"/audit.db", Options{Log: HTTPLog(f.log.base, nil), Verifier: k.verifier})
+	a := openAuditor(t, t.TempDir()+"/audit.db", Options{Log: HTTPLog(f.log.base, nil), Verifier: k.Verifier})
 	if err := a.Audit(context.Background(), cp); err != nil {
 		t.Fatalf("the honest prefix: %v", err)
 	}
@@ -115,8 +116,8 @@ func TestAuditRecordChecks(t *testing.T) {
 	t.Run("not a record", func(t *testing.T) {
 		f := newForger(t, k)
 		a := auditForged(t, k, f, f.honest(t, 3))
-		f.log.appendRaw(t, make([]byte, 50), nil)
-		wantRefusal(t, a.Audit(context.Background(), f.log.checkpoint(t)), 3, CheckRecord)
+		f.log.Append(t, make([]byte, 50), nil)
+		wantRefusal(t, a.Audit(context.Background(), f.log.Checkpoint(t)), 3, CheckRecord)
 	})
 }
 
@@ -131,7 +132,7 @@ func TestAuditFutureEpoch(t *testing.T) {
 	k := newKeys(t)
 	f := newForger(t, k)
 	clock := time.Now()
-	a := openAuditor(t, t.TempDir()+"/audit.db", Options{Log: HTTPLog(f.log.base, nil), Verifier: k.verifier, Now: func() time.Time { return clock }})
+	a := openAuditor(t, t.TempDir()+"/audit.db", Options{Log: HTTPLog(f.log.base, nil), Verifier: k.Verifier, Now: func() time.Time { return clock }})
 	if err := a.Audit(context.Background(), f.honest(t, 3)); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/kttest"
 )
 
 // recordOf returns the record lookups are answered under now.
@@ -34,10 +35,10 @@ func recordOf(t testing.TB, d *kt.Directory) *kt.EpochRecord {
 func TestAuditHonestLog(t *testing.T) {
 	ctx := context.Background()
 	k := newKeys(t)
-	d := openDir(t, t.TempDir(), k)
+	d := kttest.OpenDirectory(t, t.TempDir(), k)
 	cfg := d.Config()
 	a := openAuditor(t, filepath.Join(t.TempDir(), "audit.db"), Options{
-		Log: HTTPLog(serve(t, d.Handler("/kt")), nil), Verifier: k.verifier, ConfigHash: cfg.Hash(),
+		Log: HTTPLog(serve(t, d.Handler("/kt")), nil), Verifier: k.Verifier, ConfigHash: cfg.Hash(),
 	})
 	var tickTime, auditTime time.Duration
 	var ticks int
@@ -83,7 +84,7 @@ func TestAuditHonestLog(t *testing.T) {
 	}
 	// An auditor reading the directory in process agrees, and both
 	// report a list the log lacks as fs.ErrNotExist.
-	a2 := openAuditor(t, filepath.Join(t.TempDir(), "audit2.db"), Options{Log: DirectoryLog(d), Verifier: k.verifier})
+	a2 := openAuditor(t, filepath.Join(t.TempDir(), "audit2.db"), Options{Log: DirectoryLog(d), Verifier: k.Verifier})
 	if _, err := a2.Follow(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +127,7 @@ func TestAuditRestart(t *testing.T) {
 	f := newForger(t, k)
 	path := filepath.Join(t.TempDir(), "audit.db")
 	fl := &flakyLog{Log: HTTPLog(f.log.base, nil), epoch: 200}
-	opts := Options{Log: fl, Verifier: k.verifier}
+	opts := Options{Log: fl, Verifier: k.Verifier}
 	a, err := Open(path, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/quicprochat/qpc/kt/kttest"
 )
 
 // BenchmarkAuditEpoch: one epoch of 100 publishes made by a real
@@ -18,8 +20,8 @@ import (
 func BenchmarkAuditEpoch(b *testing.B) {
 	ctx := context.Background()
 	k := newKeys(b)
-	d := openDir(b, b.TempDir(), k)
-	a := openAuditor(b, filepath.Join(b.TempDir(), "audit.db"), Options{Log: HTTPLog(serve(b, d.Handler("/kt")), nil), Verifier: k.verifier})
+	d := kttest.OpenDirectory(b, b.TempDir(), k)
+	a := openAuditor(b, filepath.Join(b.TempDir(), "audit.db"), Options{Log: HTTPLog(serve(b, d.Handler("/kt")), nil), Verifier: k.Verifier})
 	if _, err := a.Follow(ctx); err != nil {
 		b.Fatal(err)
 	}

@@ -5,71 +5,20 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
-	"github.com/quicprochat/qpc/kt/vrf"
-	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/storage/posix"
+	"github.com/quicprochat/qpc/kt/kttest"
 	bolt "go.etcd.io/bbolt"
-	"golang.org/x/mod/sumdb/note"
 )
 
-type keys struct {
-	signer   note.Signer
-	verifier note.Verifier
-	vkey     string
-	vrf      *vrf.PrivateKey
-}
-
-func newKeys(t testing.TB) keys {
-	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "kt.audit.test/log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	k, err := vrf.NewPrivateKey(seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keys{s, v, vkey, k}
-}
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// openDir opens a real directory in dir, without its epoch loop: the test
-// makes epochs with tick.
-func openDir(t testing.TB, dir string, k keys) *kt.Directory {
-	t.Helper()
-	d, err := kt.OpenDirectory(context.Background(), kt.DirectoryOptions{
-		Dir: dir, LogSigner: k.signer, LogVerifier: k.verifier, VRFKey: k.vrf, Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
-}
+// newKeys makes the keys of a log named kt.audit.test/log.
+func newKeys(t testing.TB) kttest.Keys { return kttest.NewKeys(t, "kt.audit.test/log") }
 
 // tick queues one publish per label and makes one epoch.
 func tick(t testing.TB, d *kt.Directory, labels ...string) {
@@ -125,109 +74,24 @@ func wantRefusal(t testing.TB, err error, epoch uint64, check Check) {
 	}
 }
 
-// forgedLog is a log a lying server keeps: real tlog-tiles (Tessera's
-// POSIX driver, as kt uses) signed with the log's key, holding whatever
-// epoch records the test appends, and update lists of the test's
-// choosing, served over HTTP as the real server serves them.
+// forgedLog is a log a lying server keeps (kttest.ForgedLog), served
+// over HTTP at base as the real server serves it.
 type forgedLog struct {
-	dir      string
-	app      *tessera.Appender
-	reader   tessera.LogReader
-	base     string
-	mu       sync.Mutex
-	updates  map[uint64][]byte
-	size     uint64
-	verifier note.Verifier
+	*kttest.ForgedLog
+	base string
 }
 
-func newForgedLog(t testing.TB, k keys) *forgedLog {
+func newForgedLog(t testing.TB, k kttest.Keys) *forgedLog {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	dir := filepath.Join(t.TempDir(), "forged-log")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	driver, err := posix.New(ctx, posix.Config{Path: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, shutdown, reader, err := tessera.NewAppender(ctx, driver, tessera.NewAppendOptions().
-		WithCheckpointSigner(k.signer).WithBatching(1, time.Millisecond).WithCheckpointInterval(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel2()
-		shutdown(c)
-		cancel()
-	})
-	f := &forgedLog{dir: dir, app: app, reader: reader, updates: map[uint64][]byte{}, verifier: k.verifier}
-	tiles := kt.TilesHandler(dir, "/kt")
-	f.base = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if e, ok := kt.ParseUpdatesPath(strings.TrimPrefix(r.URL.Path, "/kt/")); ok {
-			f.mu.Lock()
-			b, ok := f.updates[e]
-			f.mu.Unlock()
-			if !ok {
-				http.NotFound(w, r)
-				return
-			}
-			w.Write(b)
-			return
-		}
-		tiles.ServeHTTP(w, r)
-	}))
-	return f
+	l := kttest.NewForgedLog(t, k.Signer, k.Verifier, kttest.ForgedLogOptions{})
+	return &forgedLog{ForgedLog: l, base: serve(t, l.Handler())}
 }
 
 // append appends a record and publishes list (nil: none) as its update
 // list.
 func (f *forgedLog) append(t testing.TB, rec *kt.EpochRecord, list []byte) {
 	t.Helper()
-	f.appendRaw(t, rec.Marshal(), list)
-}
-
-// appendRaw appends any bytes as the next log entry.
-func (f *forgedLog) appendRaw(t testing.TB, entry, list []byte) {
-	t.Helper()
-	idx, err := f.app.Add(context.Background(), tessera.NewEntry(entry))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if idx.Index != f.size {
-		t.Fatalf("forged record landed at %d, want %d", idx.Index, f.size)
-	}
-	f.size++
-	if list != nil {
-		f.mu.Lock()
-		f.updates[idx.Index] = list
-		f.mu.Unlock()
-	}
-}
-
-// checkpoint waits for the signed checkpoint of every record appended.
-func (f *forgedLog) checkpoint(t testing.TB) []byte {
-	t.Helper()
-	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		raw, err := f.reader.ReadCheckpoint(ctx)
-		if err == nil {
-			cp, err := kt.OpenCheckpoint(raw, f.verifier)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if cp.Size == f.size {
-				return raw
-			}
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no checkpoint of size %d", f.size)
-	return nil
+	f.Append(t, rec.Marshal(), list)
 }
 
 // forger builds epochs of random leaves as a log would, and lets the test
@@ -240,7 +104,7 @@ type forger struct {
 	epoch  uint64
 }
 
-func newForger(t testing.TB, k keys) *forger {
+func newForger(t testing.TB, k kttest.Keys) *forger {
 	db, err := bolt.Open(filepath.Join(t.TempDir(), "forger.db"), 0o600, &bolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +164,7 @@ func (f *forger) honest(t testing.TB, n int) []byte {
 		f.log.append(t, &kt.EpochRecord{Epoch: f.epoch, Timestamp: uint64(time.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: f.cfg}, ul.Marshal())
 		f.epoch++
 	}
-	return f.log.checkpoint(t)
+	return f.log.Checkpoint(t)
 }
 
 // lie adds the next epoch and returns its checkpoint: the record's root
@@ -321,5 +185,5 @@ func (f *forger) lie(t testing.TB, list, tree []kt.Leaf, editRecord func(*kt.Epo
 	}
 	f.epoch++
 	f.log.append(t, rec, raw)
-	return f.log.checkpoint(t)
+	return f.log.Checkpoint(t)
 }

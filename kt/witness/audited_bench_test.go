@@ -2,7 +2,6 @@ package witness_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +11,8 @@ import (
 
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/audit"
-	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/kt/kttest"
 	"github.com/quicprochat/qpc/kt/witness"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // BenchmarkAuditedPublish is what an auditing witness adds to checkpoint
@@ -50,19 +48,8 @@ func BenchmarkAuditedPublish(b *testing.B) {
 
 func benchDirectory(b *testing.B, mode string) *kt.Directory {
 	b.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "kt.bench/log")
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer, _ := note.NewSigner(skey)
-	verifier, _ := note.NewVerifier(vkey)
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	vk, err := vrf.NewPrivateKey(seed)
-	if err != nil {
-		b.Fatal(err)
-	}
-	o := kt.DirectoryOptions{Dir: b.TempDir(), LogSigner: signer, LogVerifier: verifier, VRFKey: vk, Logger: quiet()}
+	k := kttest.NewKeys(b, "kt.bench/log")
+	o := kt.DirectoryOptions{Dir: b.TempDir(), LogSigner: k.Signer, LogVerifier: k.Verifier, VRFKey: k.VRF, Logger: quiet()}
 	if mode != "none" {
 		var served atomic.Pointer[http.Handler]
 		logSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -77,9 +64,9 @@ func benchDirectory(b *testing.B, mode string) *kt.Directory {
 			h := d.Handler("/kt")
 			served.Store(&h)
 		}
-		l := witness.Log{Origin: verifier.Name(), Verifier: verifier}
+		l := witness.Log{Origin: k.Verifier.Name(), Verifier: k.Verifier}
 		if mode == "auditing" {
-			a, err := audit.Open(filepath.Join(b.TempDir(), "audit.db"), audit.Options{Log: audit.HTTPLog(logSrv.URL+"/kt", nil), Verifier: verifier})
+			a, err := audit.Open(filepath.Join(b.TempDir(), "audit.db"), audit.Options{Log: audit.HTTPLog(logSrv.URL+"/kt", nil), Verifier: k.Verifier})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -3,7 +3,6 @@ package witness_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -19,7 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/quicprochat/qpc/kt"
-	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/kt/kttest"
 	"github.com/quicprochat/qpc/kt/witness"
 )
 
@@ -29,47 +28,14 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // being witnessed.
 type ktLog struct {
 	*kt.Directory
-	signer   note.Signer
-	verifier note.Verifier
-	vkey     string
-	vrfKey   *vrf.PrivateKey
+	keys kttest.Keys
 }
 
 func newKTLog(t testing.TB, origin string) *ktLog {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	k, err := vrf.NewPrivateKey(seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &ktLog{signer: s, verifier: v, vkey: vkey, vrfKey: k}
-	l.Directory = l.open(t, t.TempDir())
+	l := &ktLog{keys: kttest.NewKeys(t, origin)}
+	l.Directory = kttest.OpenDirectory(t, t.TempDir(), l.keys)
 	return l
-}
-
-func (l *ktLog) open(t testing.TB, dir string) *kt.Directory {
-	t.Helper()
-	d, err := kt.OpenDirectory(context.Background(), kt.DirectoryOptions{
-		Dir: dir, LogSigner: l.signer, LogVerifier: l.verifier, VRFKey: l.vrfKey, Logger: quiet(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
 }
 
 // fork copies the directory and opens the copy with the same keys: from
@@ -81,7 +47,7 @@ func (l *ktLog) fork(t testing.TB) *ktLog {
 		t.Fatal(err)
 	}
 	f := *l
-	f.Directory = l.open(t, dir)
+	f.Directory = kttest.OpenDirectory(t, dir, l.keys)
 	return &f
 }
 
@@ -132,7 +98,7 @@ func newWitness(t testing.TB, logs ...*ktLog) *testWitness {
 	t.Helper()
 	var ls []witness.Log
 	for _, l := range logs {
-		ls = append(ls, witness.Log{Origin: l.Config().Origin, Verifier: l.verifier})
+		ls = append(ls, witness.Log{Origin: l.Config().Origin, Verifier: l.keys.Verifier})
 	}
 	return openWitness(t, t.TempDir(), ls...)
 }
@@ -178,7 +144,7 @@ func (w *testWitness) checkCosigned(t testing.TB, l *ktLog, checkpoint, cosigs [
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := note.Open(append(bytes.Clone(checkpoint), cosigs...), note.VerifierList(v, l.verifier))
+		n, err := note.Open(append(bytes.Clone(checkpoint), cosigs...), note.VerifierList(v, l.keys.Verifier))
 		if err != nil {
 			t.Fatalf("cosigned checkpoint does not verify with %s: %v", vk[:20], err)
 		}
@@ -356,11 +322,11 @@ func TestWitnessBadSignature(t *testing.T) {
 	// Signed by another key under the log's name: an unknown key, ignored,
 	// so no trusted signature.
 	other := newKTLog(t, origin)
-	n, err := note.Open(cp.Raw, note.VerifierList(l.verifier))
+	n, err := note.Open(cp.Raw, note.VerifierList(l.keys.Verifier))
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, err := note.Sign(&note.Note{Text: n.Text}, other.signer)
+	forged, err := note.Sign(&note.Note{Text: n.Text}, other.keys.Signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,7 +450,7 @@ func TestWitnessMalformed(t *testing.T) {
 func TestWitnessStateSurvivesRestart(t *testing.T) {
 	l := newKTLog(t, "witness.test/log")
 	dir := t.TempDir()
-	logs := []witness.Log{{Origin: l.Config().Origin, Verifier: l.verifier}}
+	logs := []witness.Log{{Origin: l.Config().Origin, Verifier: l.keys.Verifier}}
 	w := openWitness(t, dir, logs...)
 	old := l.request(t, 0)
 	w.mustCosign(t, l, old)
@@ -529,7 +495,7 @@ func TestWitnessCheckHook(t *testing.T) {
 	check := func(ctx context.Context, old, new witness.Tree, signed []byte) error {
 		mu.Lock()
 		defer mu.Unlock()
-		if _, err := note.Open(signed, note.VerifierList(l.verifier)); err != nil {
+		if _, err := note.Open(signed, note.VerifierList(l.keys.Verifier)); err != nil {
 			return err
 		}
 		seen = append(seen, [2]witness.Tree{old, new})
@@ -538,7 +504,7 @@ func TestWitnessCheckHook(t *testing.T) {
 		}
 		return nil
 	}
-	w := openWitness(t, t.TempDir(), witness.Log{Origin: l.Config().Origin, Verifier: l.verifier, Check: check})
+	w := openWitness(t, t.TempDir(), witness.Log{Origin: l.Config().Origin, Verifier: l.keys.Verifier, Check: check})
 	a := l.tick(t)
 	w.mustCosign(t, l, l.request(t, 0))
 	mu.Lock()

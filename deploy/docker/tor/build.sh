@@ -11,19 +11,8 @@ set -euo pipefail
 tag=${1:-qpc-tor}
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 
-builder=${QPC_CONTAINER:-}
-if [[ -z $builder ]]; then
-	for b in podman buildah docker; do
-		if command -v "$b" >/dev/null; then
-			builder=$b
-			break
-		fi
-	done
-fi
-[[ -n $builder ]] || {
-	echo "tor/build.sh: no podman, buildah or docker found (Debian: apt-get install podman)" >&2
-	exit 1
-}
+source deploy/docker/lib.sh
+pick_builder tor/build.sh
 tor=$(command -v tor) || {
 	echo "tor/build.sh: tor is not installed here (Debian: apt-get install tor)" >&2
 	exit 1
@@ -50,8 +39,5 @@ echo 'tor-qpc:x:10001:10001:tor for quicprochat:/var/lib/tor-qpc:/nonexistent' >
 echo 'tor-qpc:x:10001:' >"$root/etc/group"
 chmod 0644 "$root/etc/passwd" "$root/etc/group"
 
-case $builder in
-buildah) buildah build --layers=false -f deploy/docker/tor/Dockerfile -t "$tag" "$ctx" ;;
-*) "$builder" build -f deploy/docker/tor/Dockerfile -t "$tag" "$ctx" ;;
-esac
+build_image deploy/docker/tor/Dockerfile "$tag" "$ctx"
 echo "built image $tag with $builder ($("$tor" --version | head -n 1))"

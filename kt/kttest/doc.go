@@ -1,0 +1,16 @@
+// Package kttest holds key-transparency test fixtures, for tests only:
+// no production code imports it.
+//
+// Start with NewKeys, which makes a log's note signing key and a VRF key:
+//
+//	k := kttest.NewKeys(t, "kt.example.test/log")
+//
+// NewForgedLog makes the log a lying server would publish: real
+// tlog-tiles signed with the log's key, holding whatever entries and
+// update lists the test appends, served by Handler as the server's
+// kt_listen serves them. Checkpoint waits for the signed checkpoint of
+// everything appended.
+//
+// kt's own internal tests (package kt) cannot import this package, which
+// imports kt.
+package kttest
