@@ -17,15 +17,15 @@ import (
 	"github.com/quicprochat/qpc/lab/trace"
 )
 
-// calibScenario is martiny-naive scaled to a test: 24 users, two direct
-// chats each, receipts 0.5 s after delivery, one mailbox per user; half an
-// hour at 480 texts per user per day (about 10 texts each) at 180× (10 s
-// of real time).
+// calibScenario is martiny-naive scaled to a test: 20 users, two direct
+// chats each, receipts 0.5 s after delivery, one mailbox per user; an
+// hour at 480 texts per user per day (about 20 texts each) at 240× (15 s
+// of real time, about 55 envelopes a second, below the machine's ~80).
 const calibScenario = `
 name = "calibration"
-users = 24
-duration = "30m"
-speed = 180
+users = 20
+duration = "1h"
+speed = 240
 epoch = "1s"
 naive = true
 [graph]
