@@ -90,13 +90,21 @@ func FromSchedule(sc *scenario.Scenario, s *scenario.Schedule, o ScheduleOptions
 		}
 	}
 	var evs []attack.Event
+	epochs := map[uint32]*uint32{}
+	epoch := func(t int64) *uint32 { // the token epoch (24 h), shared per value
+		e := uint32(t/(24*3600*second) + 1)
+		if epochs[e] == nil {
+			epochs[e] = &e
+		}
+		return epochs[e]
+	}
 	send := func(t int64, from, to, c, bkt int) {
 		mb, rc := mailbox(to, c), "r"+strconv.Itoa(to)
 		if perConv {
 			rc += "." + strconv.Itoa(c)
 		}
 		evs = append(evs,
-			attack.Event{T: t, Conn: "s" + strconv.Itoa(from), Ev: "request", Kind: "Send", Mailbox: mb, Bucket: bkt, Epoch: t/(24*3600*second) + 1},
+			attack.Event{T: t, Conn: "s" + strconv.Itoa(from), Ev: "request", Kind: "Send", Mailbox: mb, Bucket: bkt, Epoch: epoch(t)},
 			attack.Event{T: t + lat, Conn: rc, Ev: "deliver", Mailbox: mb, Bucket: bkt},
 			attack.Event{T: t + lat + lat/2, Conn: rc, Ev: "ack", Mailbox: mb, N: 1})
 	}
