@@ -90,7 +90,7 @@ func TestLabCalibration(t *testing.T) {
 	// Send to the Send of its receipt. The trace model takes it as given;
 	// the attacker (the server) sees its own processing time and sets its
 	// window to cover it.
-	lags := receiptLags(lines, m.RunStartNS)
+	lags := score.ReceiptLags(lines, m.RunStartNS)
 	if len(lags) < 20 {
 		t.Fatalf("only %d receipts matched to their texts", len(lags))
 	}
@@ -157,39 +157,6 @@ func readTruth(t *testing.T, path string) []record.Truth {
 		t.Fatal(err)
 	}
 	return lines
-}
-
-// receiptLags pairs each receipt of the live truth with the last text its
-// sender received from its recipient in that conversation before it, and
-// returns the delays (texts and receipts after from only).
-func receiptLags(lines []record.Truth, from int64) []time.Duration {
-	var msgs []*record.TruthMessage
-	for _, x := range lines {
-		if x.Message != nil && x.Message.T >= from {
-			msgs = append(msgs, x.Message)
-		}
-	}
-	slices.SortStableFunc(msgs, func(a, b *record.TruthMessage) int { return int(a.T - b.T) })
-	last := map[[3]string]int64{} // (conv, from, to) -> time of the last text
-	var lags []time.Duration
-	for _, x := range msgs {
-		switch x.Kind {
-		case record.MsgText:
-			for _, to := range x.To {
-				last[[3]string{x.Conv, x.From, to}] = x.T
-			}
-		case record.MsgReceipt:
-			if len(x.To) != 1 {
-				continue
-			}
-			k := [3]string{x.Conv, x.To[0], x.From}
-			if t0, ok := last[k]; ok {
-				lags = append(lags, time.Duration(x.T-t0))
-				delete(last, k)
-			}
-		}
-	}
-	return lags
 }
 
 // traceSDA generates the schedule's record in trace mode and scores the

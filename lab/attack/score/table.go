@@ -3,6 +3,7 @@ package score
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/quicprochat/qpc/lab/record"
 )
@@ -104,4 +105,38 @@ func FromRecord(lines []record.Truth, from int64) (*Table, error) {
 	}
 	t.Sort()
 	return t, nil
+}
+
+// ReceiptLags pairs each receipt of the live truth with the last text its
+// sender received from its recipient in that conversation before it, and
+// returns the delays (texts and receipts after from only): how long a
+// live run's machine took to answer a text with its receipt.
+func ReceiptLags(lines []record.Truth, from int64) []time.Duration {
+	var msgs []*record.TruthMessage
+	for _, x := range lines {
+		if x.Message != nil && x.Message.T >= from {
+			msgs = append(msgs, x.Message)
+		}
+	}
+	slices.SortStableFunc(msgs, func(a, b *record.TruthMessage) int { return int(a.T - b.T) })
+	last := map[[3]string]int64{} // (conv, from, to) -> time of the last text
+	var lags []time.Duration
+	for _, x := range msgs {
+		switch x.Kind {
+		case record.MsgText:
+			for _, to := range x.To {
+				last[[3]string{x.Conv, x.From, to}] = x.T
+			}
+		case record.MsgReceipt:
+			if len(x.To) != 1 {
+				continue
+			}
+			k := [3]string{x.Conv, x.To[0], x.From}
+			if t0, ok := last[k]; ok {
+				lags = append(lags, time.Duration(x.T-t0))
+				delete(last, k)
+			}
+		}
+	}
+	return lags
 }
