@@ -24,6 +24,9 @@ func runReport(_ context.Context, args []string, out, errOut io.Writer) error {
 	hot := fs.Int("hot", 20, "target pairs")
 	interval := fs.Duration("interval", 300*time.Second, "mean time between a target pair's texts, each way")
 	duration := fs.Duration("duration", 20*time.Hour, "modelled time")
+	headline := fs.Int("headline", 0, "also run naive mode at Martiny et al.'s parameters with this many users (their 10^6), SDA only")
+	headDur := fs.Duration("headline-duration", 2*time.Hour, "modelled time of the headline run")
+	live := fs.String("live", "", "a live run's directory (qpc-lab run -out): add its SDA figure (with -headline)")
 	attacks := fs.String("attacks", "sda,intersection,linking", "attacks to run (comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -32,7 +35,8 @@ func runReport(_ context.Context, args []string, out, errOut io.Writer) error {
 		return fmt.Errorf("report: -out is required")
 	}
 	outs, err := report.Write(report.Config{Dir: *dir, Seed: *seed, Users: *users, Hot: *hot,
-		Interval: int64(*interval), Duration: int64(*duration), Attacks: strings.Split(*attacks, ",")})
+		Interval: int64(*interval), Duration: int64(*duration), Attacks: strings.Split(*attacks, ","),
+		Headline: *headline, HeadlineDuration: int64(*headDur), Live: *live})
 	if err != nil {
 		return err
 	}

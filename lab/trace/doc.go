@@ -14,6 +14,11 @@
 // graph plus what is in flight, never O(events). Generate returns the
 // ground truth the scorer needs (lab/attack/score.Truth).
 //
+// FromSchedule is trace mode for a scenario file (lab/scenario): it plays
+// the schedule a live run plays (Scenario.Generate) and writes the record
+// a live run of it gives, holding the events in memory (calibration
+// scale); TestLabCalibration checks it against a live run.
+//
 // docs/research.md, "Trace mode and calibration", says what the model
 // leaves out and how it is checked against a live run.
 package trace

@@ -104,9 +104,11 @@ type gen struct {
 	emit   func(*attack.Event) error
 	truth  *Truth
 	ev     attack.Event
+	epoch  uint32 // the token epoch ev points to; emit must not keep ev
 }
 
-// Generate runs the model and passes every event, in time order, to emit.
+// Generate runs the model and passes every event, in time order, to emit;
+// the event is reused after emit returns.
 func Generate(p Params, emit func(*attack.Event) error) (*Truth, error) {
 	if p.Users < 2 || p.Duration <= 0 {
 		return nil, fmt.Errorf("trace: need at least 2 users and a duration, have %d and %d", p.Users, p.Duration)
@@ -287,8 +289,9 @@ func (g *gen) push(x pend) {
 
 func (g *gen) send(t int64, x pend) error {
 	p := g.p
+	g.epoch = uint32(t/p.TokenEpoch + 1)
 	g.ev = attack.Event{T: t, Conn: g.sendConn(x.from, x.conv), Ev: "request", Kind: "Send",
-		Mailbox: g.mailbox(x.to, x.conv), Bucket: int(x.bkt), Epoch: t/p.TokenEpoch + 1}
+		Mailbox: g.mailbox(x.to, x.conv), Bucket: int(x.bkt), Epoch: &g.epoch}
 	if err := g.emit(&g.ev); err != nil {
 		return err
 	}

@@ -1,0 +1,180 @@
+package trace_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/lab/attack"
+	"github.com/quicprochat/qpc/lab/attack/score"
+	"github.com/quicprochat/qpc/lab/population"
+	"github.com/quicprochat/qpc/lab/record"
+	"github.com/quicprochat/qpc/lab/scenario"
+	"github.com/quicprochat/qpc/lab/trace"
+)
+
+// calibScenario is martiny-naive scaled to a test: 20 users, two direct
+// chats each, receipts 0.5 s after delivery, one mailbox per user; an
+// hour at 480 texts per user per day (about 20 texts each) at 240× (15 s
+// of real time, about 55 envelopes a second, below the machine's ~80).
+const calibScenario = `
+name = "calibration"
+users = 20
+duration = "1h"
+speed = 240
+epoch = "1s"
+naive = true
+[graph]
+contacts = 2
+[timing]
+rate_per_day = 480
+[receipts]
+delay = { dist = "fixed", mean = "500ms" }
+`
+
+const (
+	calibSeed = 7
+	// calibMedianRatio bounds live/trace (and trace/live) of the SDA's
+	// median texts to link; calibLinkedDiff the difference of the
+	// fractions of targets linked. See docs/research.md, "Trace mode and
+	// calibration".
+	calibMedianRatio = 2.0
+	calibLinkedDiff  = 0.25
+)
+
+// TestLabCalibration runs one scenario live (real server, real clients,
+// lab/population) and in trace mode from the same schedule
+// (trace.FromSchedule), runs the SDA on both observer records with the
+// same options, and checks that both give the same result within the
+// stated tolerance.
+func TestLabCalibration(t *testing.T) {
+	sc, err := scenario.Parse([]byte(calibScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := sc.Generate(calibSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	m, err := population.Run(ctx, population.Options{Scenario: sc, Seed: calibSeed, Out: out, Drain: time.Second, Settle: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("live run: %d texts, %d receipts, %d lost; setup %.1fs, schedule %.1fs", m.Texts, m.Receipts, m.Lost, m.SetupSeconds, m.RunSeconds)
+	if m.Lost != 0 {
+		t.Fatalf("the live run lost %d of %d texts: it did not keep its schedule", m.Lost, m.Scheduled)
+	}
+	lines := readTruth(t, filepath.Join(out, population.FileTruth))
+	live, err := score.FromRecord(lines, m.RunStartNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	var targets []string
+	for _, x := range lines {
+		if x.User != nil {
+			ids[x.User.Handle] = x.User.IntroMailbox
+			targets = append(targets, x.User.Handle)
+		}
+	}
+	slices.Sort(targets)
+
+	// The machine's receipt lag, measured on the live record: from a text's
+	// Send to the Send of its receipt. The trace model takes it as given;
+	// the attacker (the server) sees its own processing time and sets its
+	// window to cover it.
+	lags := score.ReceiptLags(lines, m.RunStartNS)
+	if len(lags) < 20 {
+		t.Fatalf("only %d receipts matched to their texts", len(lags))
+	}
+	slices.Sort(lags)
+	p90 := lags[len(lags)*9/10]
+	window := max(time.Duration(float64(time.Second)/m.Speed), 2*p90)
+	t.Logf("receipt lag: median %v, p90 %v; SDA window %v", lags[len(lags)/2], p90, window)
+	opt := attack.Options{Identities: ids, Targets: targets, Attacks: []string{"sda"}, Window: int64(window), Top: 10}
+
+	runLive, err := attack.New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(out, population.FileObserver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	err = attack.ReadObserver(f, func(e *attack.Event) error {
+		if e.T < m.RunStartNS {
+			return nil
+		}
+		e.T -= m.RunStartNS
+		runLive.Observe(e)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sLive := score.Score(runLive.Results()[0], live, score.Identity)
+
+	sTrace := traceSDA(t, sc, sched, opt, trace.ScheduleOptions{Speed: m.Speed, Seed: calibSeed, ReceiptLags: lags})
+	// For the record: the model without the machine's lag (receipts at
+	// the scenario's delay over the speed plus 2 ms), not asserted.
+	sBare := traceSDA(t, sc, sched, opt, trace.ScheduleOptions{Speed: m.Speed, Seed: calibSeed})
+	t.Logf("trace without the measured lag: SDA linked %d/%d, median %v", sBare.Linked, sBare.Targets, sBare.Median)
+
+	fl, ft := float64(sLive.Linked)/float64(sLive.Targets), float64(sTrace.Linked)/float64(sTrace.Targets)
+	t.Logf("live:  SDA linked %d/%d, median %v texts to link of %v received", sLive.Linked, sLive.Targets, sLive.Median, sLive.Messages)
+	t.Logf("trace: SDA linked %d/%d, median %v texts to link of %v received", sTrace.Linked, sTrace.Targets, sTrace.Median, sTrace.Messages)
+	if sLive.Messages != sTrace.Messages {
+		t.Errorf("targets received a median of %v texts live and %v in the trace: the trace does not follow the schedule", sLive.Messages, sTrace.Messages)
+	}
+	if fl < 0.5 {
+		t.Errorf("live: the SDA linked only %d of %d targets in naive mode; nothing to calibrate", sLive.Linked, sLive.Targets)
+	}
+	if math.Abs(fl-ft) > calibLinkedDiff {
+		t.Errorf("fraction linked: live %.2f, trace %.2f, differ by more than %.2f", fl, ft, calibLinkedDiff)
+	}
+	if r := sLive.Median / sTrace.Median; !(r <= calibMedianRatio && r >= 1/calibMedianRatio) {
+		t.Errorf("median texts to link: live %v, trace %v, not within %v× of each other", sLive.Median, sTrace.Median, calibMedianRatio)
+	}
+}
+
+func readTruth(t *testing.T, path string) []record.Truth {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, lines, err := record.ReadTruth(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
+// traceSDA generates the schedule's record in trace mode and scores the
+// SDA on it, with opt but the trace's own identities (its mailbox IDs).
+func traceSDA(t *testing.T, sc *scenario.Scenario, sched *scenario.Schedule, opt attack.Options, so trace.ScheduleOptions) score.Summary {
+	t.Helper()
+	_, ids, err := trace.FromSchedule(sc, sched, so, func(*attack.Event) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt.Identities = ids
+	run, err := attack.New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, _, err := trace.FromSchedule(sc, sched, so, func(e *attack.Event) error { run.Observe(e); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return score.Score(run.Results()[0], tr, score.Identity)
+}
