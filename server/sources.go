@@ -81,6 +81,18 @@ type source struct {
 	// entries are the source's open streams, so that one can be reset
 	// when a source holding less needs room (primary sources only).
 	entries map[*streamEntry]struct{}
+	// net is a primary source's IPv6 /48, nil for others: the group it
+	// is shared out within (see most).
+	net *source
+}
+
+// group is what a primary source is compared by when room is shared out:
+// its IPv6 /48, or itself (an IPv4 address, an onion connection).
+func (s *source) group() *source {
+	if s.net != nil {
+		return s.net
+	}
+	return s
 }
 
 // streamEntry is one admitted request stream.
@@ -169,6 +181,7 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 	var n *source
 	if cs.hasNetwork {
 		n = t.get(cs.network)
+		p.net = n
 	}
 	refuse := func(limit, detail string) (*streamEntry, *wire.Error) {
 		t.drop(cs.primary, p)
@@ -187,8 +200,9 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 	if t.streams >= t.maxStreams {
 		// Take the slot of a stream of the source that holds the most,
 		// if it holds more than this one will.
-		victim := t.most(func(s *source) int64 { return int64(s.streams) })
-		if victim == nil || victim.streams <= p.streams+1 {
+		streams := func(s *source) int64 { return int64(s.streams) }
+		victim := t.most(streams)
+		if victim == nil || !t.holdsMore(victim, p, streams, 1) {
 			return refuse(metrics.LimitStreams, "server at its limit of request streams, retry later")
 		}
 		for e := range victim.entries {
@@ -210,16 +224,38 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 	return e, nil
 }
 
-// most returns the primary source with the largest by(), or nil.
+// most returns the primary source to take room from, or nil: of the
+// group (an IPv6 /48, an IPv4 address, an onion connection) with the
+// largest by(), its primary source with the largest by(). Comparing /64s
+// alone let a stranger with one /48 (65,536 /64s, each holding one
+// stream) be many small sources and take from an honest client holding
+// a few streams again and again, while the /48 held far more.
 func (t *sourceTable) most(by func(*source) int64) *source {
 	var best *source
 	for _, s := range t.sources {
-		if s.entries == nil || best != nil && by(s) <= by(best) {
+		if len(s.entries) == 0 {
 			continue
 		}
-		best = s
+		if best == nil {
+			best = s
+			continue
+		}
+		g, bg := by(s.group()), by(best.group())
+		if g > bg || s.group() == best.group() && by(s) > by(best) {
+			best = s
+		}
 	}
 	return best
+}
+
+// holdsMore says whether victim (from most) holds more than p will once
+// it has taken extra: compared as groups when they are of different
+// groups, as sources within one. The caller holds t.mu.
+func (t *sourceTable) holdsMore(victim, p *source, by func(*source) int64, extra int64) bool {
+	if victim.group() != p.group() {
+		return by(victim.group()) > by(p.group())+extra
+	}
+	return victim != p && by(victim) > by(p)+extra
 }
 
 // preempt resets e's stream and takes what it holds off the counts at
@@ -322,8 +358,9 @@ func (t *sourceTable) tryDelivery(e *streamEntry, n int64, preempt bool) bool {
 	for preempt && t.delivery+n > t.deliveryMax {
 		// The server's budget is full: take room from the source
 		// holding the most, while it holds more than p will.
-		victim := t.most(func(s *source) int64 { return s.delivery })
-		if victim == nil || victim == p || victim.delivery <= p.delivery+n {
+		delivery := func(s *source) int64 { return s.delivery }
+		victim := t.most(delivery)
+		if victim == nil || !t.holdsMore(victim, p, delivery, n) {
 			break
 		}
 		var big *streamEntry
