@@ -59,3 +59,39 @@ func TestAttackManySlash64sResetHonest(t *testing.T) {
 		t.Errorf("the honest client holds %v, want its %d streams", h, honestStreams)
 	}
 }
+
+// TestAttackOnionConnsResetHonest: over the onion service every
+// connection is a source of its own, and connections cost a stranger
+// nothing. One that fills max_streams_total with onion connections
+// holding one stream each, then opens more, must not reset a clearnet
+// client holding a few streams: all onion connections are compared as
+// one group when room is shared out, and new ones take room from it.
+func TestAttackOnionConnsResetHonest(t *testing.T) {
+	const perAddr, total, honestStreams = 16, 64, 4
+	o := Options{MaxStreamsPerAddr: perAddr, MaxStreamsTotal: total}
+	o.setLimitDefaults()
+	o.setDeliveryDefaults()
+	o.setSourceDefaults()
+	tab := newSourceTable(&o)
+	honestReset := 0
+	honest := connSourceKeys(ConnInfo{ID: 1, Transport: metrics.TransportUDP, RemoteAddr: &net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 4433}})
+	for range honestStreams {
+		if _, refusal := tab.admitStream(honest, func() { honestReset++ }); refusal != nil {
+			t.Fatalf("an honest client's stream: %v", refusal)
+		}
+	}
+	onionReset := 0
+	for id := uint64(2); id < 2+2*total; id++ {
+		tab.admitStream(connSourceKeys(ConnInfo{ID: id, Transport: metrics.TransportTor}), func() { onionReset++ })
+		if honestReset > 0 {
+			t.Fatalf("after %d onion connections of one stream each, the honest client holding %d had %d reset",
+				id-1, honestStreams, honestReset)
+		}
+	}
+	if tab.streams > total {
+		t.Fatalf("%d streams held, more than max_streams_total %d", tab.streams, total)
+	}
+	if onionReset == 0 {
+		t.Errorf("new onion connections took no room from the onion group: they were refused, not shared")
+	}
+}

@@ -87,7 +87,8 @@ type source struct {
 }
 
 // group is what a primary source is compared by when room is shared out:
-// its IPv6 /48, or itself (an IPv4 address, an onion connection).
+// its IPv6 /48, all onion connections together, or itself (an IPv4
+// address).
 func (s *source) group() *source {
 	if s.net != nil {
 		return s.net
@@ -100,6 +101,7 @@ type streamEntry struct {
 	keys    connSources
 	primary *source // the address (or onion connection)
 	network *source // the IPv6 /48, or nil
+	group   *source // all onion connections together (max-min only), or nil
 	cancel  func()  // resets the stream (preemption)
 	held    int64   // delivery bytes this stream holds
 	gone    bool    // released or preempted: counts nothing any more
@@ -117,6 +119,11 @@ type sourceTable struct {
 	// holdGrants: bytes freed by resets go to the stream that reset
 	// them, not to the waiting streams.
 	holdGrants bool
+	// tor counts the streams and delivery bytes of all onion
+	// connections together: the group max-min sharing compares them as
+	// (most), since onion connections cost a stranger nothing. No cap
+	// applies to it.
+	tor source
 
 	maxStreams, maxStreamsAddr, maxStreamsNet int
 	deliveryMax, deliveryAddr, deliveryNet    int64
@@ -141,6 +148,7 @@ func newSourceTable(o *Options) *sourceTable {
 type connSources struct {
 	primary, network sourceKey
 	hasNetwork       bool
+	tor              bool // an onion connection
 }
 
 // connSourceKeys returns the source keys of a connection: its address
@@ -152,7 +160,7 @@ func connSourceKeys(info ConnInfo) connSources {
 			return connSources{primary: sourceKey{prefix: addr}, network: sourceKey{prefix: network}, hasNetwork: network.IsValid()}
 		}
 	}
-	return connSources{primary: sourceKey{conn: info.ID}}
+	return connSources{primary: sourceKey{conn: info.ID}, tor: info.Transport == metrics.TransportTor}
 }
 
 func (t *sourceTable) get(k sourceKey) *source {
@@ -212,6 +220,15 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 		}
 	}
 	e := &streamEntry{keys: cs, primary: p, network: n, cancel: cancel}
+	if cs.tor {
+		// Set after the check above: a new onion connection (it holds
+		// nothing yet) is compared with the onion group as a whole, so
+		// a newcomer over Tor takes a stranger's slot even when every
+		// onion connection holds one stream; its later streams are
+		// compared within the group.
+		p.net, e.group = &t.tor, &t.tor
+		t.tor.streams++
+	}
 	if p.entries == nil {
 		p.entries = make(map[*streamEntry]struct{})
 	}
@@ -225,7 +242,7 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 }
 
 // most returns the primary source to take room from, or nil: of the
-// group (an IPv6 /48, an IPv4 address, an onion connection) with the
+// group (an IPv6 /48, an IPv4 address, all onion connections) with the
 // largest by(), its primary source with the largest by(). Comparing /64s
 // alone let a stranger with one /48 (65,536 /64s, each holding one
 // stream) be many small sources and take from an honest client holding
@@ -276,6 +293,9 @@ func (t *sourceTable) forget(e *streamEntry) {
 	e.primary.streams--
 	if e.network != nil {
 		e.network.streams--
+	}
+	if e.group != nil {
+		e.group.streams--
 	}
 	t.streams--
 	t.drop(e.keys.primary, e.primary)
@@ -405,6 +425,9 @@ func (t *sourceTable) take(e *streamEntry, n int64) {
 	if nw != nil {
 		nw.delivery += n
 	}
+	if e.group != nil {
+		e.group.delivery += n
+	}
 	t.delivery += n
 }
 
@@ -425,6 +448,9 @@ func (t *sourceTable) giveBackLocked(e *streamEntry, n int64) {
 	e.primary.delivery -= n
 	if e.network != nil {
 		e.network.delivery -= n
+	}
+	if e.group != nil {
+		e.group.delivery -= n
 	}
 	t.delivery -= n
 	if !t.holdGrants {
