@@ -522,7 +522,10 @@ func (s *Server) handleConn(conn *quic.Conn, transport string) {
 		st := s.tapStream(info, qs)
 		if !rate.Allow(time.Now()) {
 			s.opts.Metrics.Refused(metrics.LimitRequestRate)
-			go s.refuse(cs, st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
+			// Not read: a refused stream is counted against no stream
+			// cap, so it must not wait for its record (a stranger over
+			// its rate would hold max_streams of them per connection).
+			go s.refuseUnread(st, wire.Errorf(wire.CodeRateLimited, "request rate limit of this connection exceeded, retry later"))
 			continue
 		}
 		s.mu.RLock()

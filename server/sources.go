@@ -81,6 +81,19 @@ type source struct {
 	// entries are the source's open streams, so that one can be reset
 	// when a source holding less needs room (primary sources only).
 	entries map[*streamEntry]struct{}
+	// net is a primary source's IPv6 /48, nil for others: the group it
+	// is shared out within (see most).
+	net *source
+}
+
+// group is what a primary source is compared by when room is shared out:
+// its IPv6 /48, all onion connections together, or itself (an IPv4
+// address).
+func (s *source) group() *source {
+	if s.net != nil {
+		return s.net
+	}
+	return s
 }
 
 // streamEntry is one admitted request stream.
@@ -88,6 +101,7 @@ type streamEntry struct {
 	keys    connSources
 	primary *source // the address (or onion connection)
 	network *source // the IPv6 /48, or nil
+	group   *source // all onion connections together (max-min only), or nil
 	cancel  func()  // resets the stream (preemption)
 	held    int64   // delivery bytes this stream holds
 	gone    bool    // released or preempted: counts nothing any more
@@ -105,6 +119,11 @@ type sourceTable struct {
 	// holdGrants: bytes freed by resets go to the stream that reset
 	// them, not to the waiting streams.
 	holdGrants bool
+	// tor counts the streams and delivery bytes of all onion
+	// connections together: the group max-min sharing compares them as
+	// (most), since onion connections cost a stranger nothing. No cap
+	// applies to it.
+	tor source
 
 	maxStreams, maxStreamsAddr, maxStreamsNet int
 	deliveryMax, deliveryAddr, deliveryNet    int64
@@ -129,6 +148,7 @@ func newSourceTable(o *Options) *sourceTable {
 type connSources struct {
 	primary, network sourceKey
 	hasNetwork       bool
+	tor              bool // an onion connection
 }
 
 // connSourceKeys returns the source keys of a connection: its address
@@ -140,7 +160,7 @@ func connSourceKeys(info ConnInfo) connSources {
 			return connSources{primary: sourceKey{prefix: addr}, network: sourceKey{prefix: network}, hasNetwork: network.IsValid()}
 		}
 	}
-	return connSources{primary: sourceKey{conn: info.ID}}
+	return connSources{primary: sourceKey{conn: info.ID}, tor: info.Transport == metrics.TransportTor}
 }
 
 func (t *sourceTable) get(k sourceKey) *source {
@@ -169,6 +189,7 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 	var n *source
 	if cs.hasNetwork {
 		n = t.get(cs.network)
+		p.net = n
 	}
 	refuse := func(limit, detail string) (*streamEntry, *wire.Error) {
 		t.drop(cs.primary, p)
@@ -187,8 +208,9 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 	if t.streams >= t.maxStreams {
 		// Take the slot of a stream of the source that holds the most,
 		// if it holds more than this one will.
-		victim := t.most(func(s *source) int64 { return int64(s.streams) })
-		if victim == nil || victim.streams <= p.streams+1 {
+		streams := func(s *source) int64 { return int64(s.streams) }
+		victim := t.most(streams)
+		if victim == nil || !t.holdsMore(victim, p, streams, 1) {
 			return refuse(metrics.LimitStreams, "server at its limit of request streams, retry later")
 		}
 		for e := range victim.entries {
@@ -198,6 +220,15 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 		}
 	}
 	e := &streamEntry{keys: cs, primary: p, network: n, cancel: cancel}
+	if cs.tor {
+		// Set after the check above: a new onion connection (it holds
+		// nothing yet) is compared with the onion group as a whole, so
+		// a newcomer over Tor takes a stranger's slot even when every
+		// onion connection holds one stream; its later streams are
+		// compared within the group.
+		p.net, e.group = &t.tor, &t.tor
+		t.tor.streams++
+	}
 	if p.entries == nil {
 		p.entries = make(map[*streamEntry]struct{})
 	}
@@ -210,16 +241,38 @@ func (t *sourceTable) admitStream(cs connSources, cancel func()) (*streamEntry, 
 	return e, nil
 }
 
-// most returns the primary source with the largest by(), or nil.
+// most returns the primary source to take room from, or nil: of the
+// group (an IPv6 /48, an IPv4 address, all onion connections) with the
+// largest by(), its primary source with the largest by(). Comparing /64s
+// alone let a stranger with one /48 (65,536 /64s, each holding one
+// stream) be many small sources and take from an honest client holding
+// a few streams again and again, while the /48 held far more.
 func (t *sourceTable) most(by func(*source) int64) *source {
 	var best *source
 	for _, s := range t.sources {
-		if s.entries == nil || best != nil && by(s) <= by(best) {
+		if len(s.entries) == 0 {
 			continue
 		}
-		best = s
+		if best == nil {
+			best = s
+			continue
+		}
+		g, bg := by(s.group()), by(best.group())
+		if g > bg || s.group() == best.group() && by(s) > by(best) {
+			best = s
+		}
 	}
 	return best
+}
+
+// holdsMore says whether victim (from most) holds more than p will once
+// it has taken extra: compared as groups when they are of different
+// groups, as sources within one. The caller holds t.mu.
+func (t *sourceTable) holdsMore(victim, p *source, by func(*source) int64, extra int64) bool {
+	if victim.group() != p.group() {
+		return by(victim.group()) > by(p.group())+extra
+	}
+	return victim != p && by(victim) > by(p)+extra
 }
 
 // preempt resets e's stream and takes what it holds off the counts at
@@ -240,6 +293,9 @@ func (t *sourceTable) forget(e *streamEntry) {
 	e.primary.streams--
 	if e.network != nil {
 		e.network.streams--
+	}
+	if e.group != nil {
+		e.group.streams--
 	}
 	t.streams--
 	t.drop(e.keys.primary, e.primary)
@@ -322,8 +378,9 @@ func (t *sourceTable) tryDelivery(e *streamEntry, n int64, preempt bool) bool {
 	for preempt && t.delivery+n > t.deliveryMax {
 		// The server's budget is full: take room from the source
 		// holding the most, while it holds more than p will.
-		victim := t.most(func(s *source) int64 { return s.delivery })
-		if victim == nil || victim == p || victim.delivery <= p.delivery+n {
+		delivery := func(s *source) int64 { return s.delivery }
+		victim := t.most(delivery)
+		if victim == nil || !t.holdsMore(victim, p, delivery, n) {
 			break
 		}
 		var big *streamEntry
@@ -368,6 +425,9 @@ func (t *sourceTable) take(e *streamEntry, n int64) {
 	if nw != nil {
 		nw.delivery += n
 	}
+	if e.group != nil {
+		e.group.delivery += n
+	}
 	t.delivery += n
 }
 
@@ -388,6 +448,9 @@ func (t *sourceTable) giveBackLocked(e *streamEntry, n int64) {
 	e.primary.delivery -= n
 	if e.network != nil {
 		e.network.delivery -= n
+	}
+	if e.group != nil {
+		e.group.delivery -= n
 	}
 	t.delivery -= n
 	if !t.holdGrants {
