@@ -54,13 +54,13 @@ type Options struct {
 	// Delivery memory (delivery.go): envelope bytes Fetch and Subscribe
 	// hold loaded but not yet written, per connection and in total.
 	DeliveryConnBytes int64 // default 2 MiB
-	DeliveryBytes     int64 // default 64 MiB
+	DeliveryBytes     int64 // default 32 MiB (DefaultDeliveryBytes)
 	// Per source (sources.go): an address (IPv6: /64), its /48 a
 	// multiple; over Tor each connection. The server-wide caps are
 	// shared max-min fairly.
-	DeliverySourceBytes int64 // delivery bytes one source may hold; default 16 MiB
-	MaxStreamsPerAddr   int   // request streams one source may hold across its connections; default 512
-	MaxStreamsTotal     int   // request streams of all connections together; default 4,096
+	DeliverySourceBytes int64 // delivery bytes one source may hold; default 8 MiB
+	MaxStreamsPerAddr   int   // request streams one source may hold across its connections; default 256
+	MaxStreamsTotal     int   // request streams of all connections together; default 2,048
 	MaxSubsPerMailbox   int   // subscriptions one mailbox keeps; a newer one replaces the oldest; default 4
 	MaxSubsPerConn      int   // subscriptions one connection may hold; default 32
 

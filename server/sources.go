@@ -38,8 +38,8 @@ const (
 	DefaultMaxStreamsPerAddr = 256
 	// DefaultMaxStreamsTotal bounds the streams of all connections
 	// together. An open stream costs the server about 20-30 KiB
-	// (goroutine, reader, QUIC state; TestAttackServerRSS), so 4,096 of
-	// them cost about 100 MiB at most.
+	// (goroutine, reader, QUIC state; TestAttackServerRSS), so 2,048 of
+	// them cost about 60 MiB at most.
 	DefaultMaxStreamsTotal = 2048
 	// DefaultDeliverySourceBytes is one source's share of delivery_bytes:
 	// eight connections' worth of delivery_conn_bytes.
