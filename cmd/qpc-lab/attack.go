@@ -35,6 +35,9 @@ func runAttack(_ context.Context, args []string, out, errOut io.Writer) error {
 	mboxes := fs.String("target-mailboxes", "", "target mailboxes, comma-separated")
 	attacks := fs.String("attacks", strings.Join(attack.Names, ","), "attacks to run")
 	window := fs.Duration("window", time.Second, "SDA receipt window")
+	epoch := fs.Duration("epoch", time.Second, "sda-epoch's fixed epoch")
+	span := fs.Int("epoch-span", 2, "epochs sda-epoch counts per target epoch, the target's own first")
+	seed := fs.Uint64("seed", 1, "seed of sda-epoch's background epochs")
 	truthPath := fs.String("truth", "", "score against this ground truth (a live run's truth.jsonl) and print the summaries instead of the guesses")
 	from := fs.Int64("from", 0, "skip events before this time (ns; a live run's run_start_ns, to leave out the setup) and count time from it")
 	allUsers := fs.Bool("all", false, "target every handle of -identities")
@@ -58,7 +61,8 @@ func runAttack(_ context.Context, args []string, out, errOut io.Writer) error {
 		}
 		*from = m.RunStartNS
 	}
-	opt := attack.Options{Identities: map[string]string{}, Attacks: strings.Split(*attacks, ","), Window: int64(*window)}
+	opt := attack.Options{Identities: map[string]string{}, Attacks: strings.Split(*attacks, ","), Window: int64(*window),
+		Epoch: int64(*epoch), EpochSpan: *span, Seed: *seed}
 	if *idPath != "" {
 		b, err := os.ReadFile(*idPath)
 		if err != nil {

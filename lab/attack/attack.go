@@ -23,6 +23,13 @@ type Options struct {
 	// Window is the SDA's receipt window after a target receives (default
 	// 1 s, Martiny et al.'s epoch).
 	Window int64
+	// Epoch is sda-epoch's fixed epoch (default 1 s, Martiny et al.'s);
+	// EpochSpan the epochs it counts per target epoch, the target's own
+	// first (default 2: a receipt 0.5 s after a delivery lands in the
+	// delivery's epoch or the next). Seed draws its background epochs.
+	Epoch     int64
+	EpochSpan int
+	Seed      uint64
 	// Tau is the timing attack's kernel time constant (default 30 s,
 	// qpc's receipt jitter mean); its window is 6 Tau.
 	Tau int64
@@ -35,9 +42,13 @@ type Options struct {
 }
 
 // Names are the attacks, in report order.
-var Names = []string{"sda", "intersection", "timing", "activity", "linking", "size"}
+var Names = []string{"sda", "sda-epoch", "intersection", "timing", "activity", "linking", "size"}
 
 const second = int64(1e9)
+
+// epochBackground is how many past epochs sda-epoch draws its background
+// epochs from.
+const epochBackground = 300
 
 // Guess is one candidate mailbox with its score; Handle is set when the
 // attacker can name its owner (an intro mailbox).
@@ -94,6 +105,7 @@ type Runner struct {
 	ring    []sendRec // recent receives, for windows that look back
 	ringLen int64
 	wins    []*winAttack
+	ep      *epochAttack
 	link    *linker
 	size    *sizer
 }
@@ -111,6 +123,12 @@ type sendRec struct {
 func New(opt Options) (*Runner, error) {
 	if opt.Window <= 0 {
 		opt.Window = second
+	}
+	if opt.Epoch <= 0 {
+		opt.Epoch = second
+	}
+	if opt.EpochSpan <= 0 {
+		opt.EpochSpan = 2
 	}
 	if opt.Tau <= 0 {
 		opt.Tau = 30 * second
@@ -142,6 +160,8 @@ func New(opt Options) (*Runner, error) {
 		switch name {
 		case "sda":
 			r.wins = append(r.wins, r.newWin(name, 0, opt.Window, func(int64) float64 { return 1 }, float64(opt.Window), false))
+		case "sda-epoch":
+			r.ep = newEpochAttack(len(r.targets), opt.Epoch, int64(opt.EpochSpan), epochBackground, opt.Seed)
 		case "intersection":
 			r.wins = append(r.wins, r.newWin(name, 0, opt.Window, func(int64) float64 { return 1 }, float64(opt.Window), true))
 		case "timing":
@@ -193,6 +213,9 @@ func (r *Runner) Observe(e *Event) {
 		w.expire(r, t)
 		w.hit(t, m)
 	}
+	if r.ep != nil {
+		r.ep.observe(r, t, m)
+	}
 	r.bg.add(m)
 	if ix, ok := r.tByMbox[m]; ok {
 		for _, i := range ix {
@@ -219,6 +242,9 @@ func (r *Runner) Results() []Result {
 	for _, w := range r.wins {
 		w.expire(r, math.MaxInt64)
 		out = append(out, w.result(r))
+	}
+	if r.ep != nil {
+		out = append(out, r.ep.result(r))
 	}
 	if r.link != nil {
 		out = append(out, r.link.result(r))
@@ -390,6 +416,32 @@ func (a *winAttack) eval(r *Runner, i int, t int64) {
 			}
 		}
 		s.steps = append(s.steps, st)
+		s.last, s.lastU = top, unique
+	}
+}
+
+// record ranks s's raw scores and appends a step when the top guess (or
+// its uniqueness) changed.
+func (r *Runner) record(s *tstate, own string, t int64) {
+	best, second := math.Inf(-1), math.Inf(-1)
+	var top string
+	for m, h := range s.hits {
+		if m == own {
+			continue
+		}
+		if h > best || (h == best && m < top) {
+			second = best
+			best, top = h, m
+		} else if h > second {
+			second = h
+		}
+	}
+	if top == "" {
+		return
+	}
+	unique := best > second
+	if top != s.last || unique != s.lastU {
+		s.steps = append(s.steps, Step{T: t, K: s.k, Top: r.guess(top, best), Unique: unique})
 		s.last, s.lastU = top, unique
 	}
 }

@@ -18,6 +18,13 @@
 //     the mailboxes that receive within the receipt window after it are
 //     counted, and the count expected from each mailbox's background rate
 //     is subtracted.
+//   - sda-epoch: the same attack counted as the paper counts it, in fixed
+//     epochs (Options.Epoch, default 1 s): for each epoch in which the
+//     target receives, the distinct mailboxes receiving in it and the next
+//     (Options.EpochSpan) score 1; one random earlier non-target range of
+//     epochs per target epoch scores -1 (seeded by Options.Seed). sda,
+//     which opens its window at the delivery's exact time and subtracts
+//     the expected background, is the stronger attacker.
 //   - intersection: the same windows, kept as sets; the candidates are the
 //     mailboxes present in (almost) every window.
 //   - timing: a kernel-weighted correlation of a target's receive times

@@ -67,7 +67,7 @@ func RunTrace(c Case, attacks []string, mailboxTargets bool) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt := attack.Options{Identities: tr0.Identities(), Targets: tr0.HotHandles(), Attacks: attacks, Top: 50}
+	opt := attack.Options{Identities: tr0.Identities(), Targets: tr0.HotHandles(), Attacks: attacks, Top: 50, Seed: c.Params.Seed}
 	if mailboxTargets {
 		opt.Targets = nil
 		opt.TargetMailboxes = tr0.HotConvMailboxes()

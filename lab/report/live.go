@@ -26,10 +26,13 @@ type Live struct {
 	// processing time.
 	LagMedian, LagP90, Window time.Duration
 	Summary                   score.Summary
+	// Epoch is sda-epoch's figure on the same record, its epoch Window.
+	Epoch score.Summary
 }
 
 // RunLive reads a live run's observer record, truth and manifest from
-// dir and scores the SDA on the schedule's part of the record, every user
+// dir and scores the SDA (both counts: sda with its window, sda-epoch
+// with epochs of the same length) on the schedule's part of the record, every user
 // a target, at the identity level.
 func RunLive(dir string) (*Live, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "run.json"))
@@ -68,7 +71,7 @@ func RunLive(dir string) (*Live, error) {
 	l := &Live{Dir: dir, Scenario: m.Scenario, Users: m.Users, Speed: m.Speed, Texts: m.Texts, Lost: m.Lost,
 		LagMedian: lags[len(lags)/2], LagP90: lags[len(lags)*9/10]}
 	l.Window = l.LagP90
-	opt := attack.Options{Identities: map[string]string{}, Attacks: []string{"sda"}, Window: int64(l.Window), Top: 10}
+	opt := attack.Options{Identities: map[string]string{}, Attacks: []string{"sda", "sda-epoch"}, Window: int64(l.Window), Epoch: int64(l.Window), Top: 10}
 	for _, x := range lines {
 		if x.User != nil {
 			opt.Identities[x.User.Handle] = x.User.IntroMailbox
@@ -95,6 +98,8 @@ func RunLive(dir string) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("report: live: %w", err)
 	}
-	l.Summary = score.Score(run.Results()[0], tb, score.Identity)
+	res := run.Results()
+	l.Summary = score.Score(res[0], tb, score.Identity)
+	l.Epoch = score.Score(res[1], tb, score.Identity)
 	return l, nil
 }
