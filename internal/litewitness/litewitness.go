@@ -88,7 +88,7 @@ type Witness struct {
 	dir, db, sock, keyHash, addr string
 	bin                          string
 	agent, cmd                   *exec.Cmd
-	logs                         *bytes.Buffer
+	logs                         *logBuffer
 	mu                           sync.Mutex
 }
 
@@ -162,7 +162,7 @@ func (w *Witness) start(t testing.TB) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.logs = &bytes.Buffer{}
+	w.logs = &logBuffer{}
 	w.cmd = exec.Command(filepath.Join(w.bin, "litewitness"),
 		"-db", w.db, "-name", w.Name, "-key", w.keyHash, "-ssh-agent", w.sock, "-listen", w.addr)
 	w.cmd.Stdout, w.cmd.Stderr = w.logs, w.logs
@@ -174,10 +174,33 @@ func (w *Witness) start(t testing.TB) {
 		w.cmd.Wait()
 		t.Fatalf("litewitness did not start: %v\n%s", err, w.logs)
 	}
-	// What the witness says its key is must be what we derived.
-	if !strings.Contains(w.logs.String(), w.VKey) {
-		t.Fatalf("litewitness announces another verifier key than %s:\n%s", w.VKey, w.logs)
+	// What the witness says its key is must be what we derived (its log
+	// line may follow the listener by a moment).
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(w.logs.String(), w.VKey) {
+		if time.Now().After(deadline) {
+			t.Fatalf("litewitness announces another verifier key than %s:\n%s", w.VKey, w.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// logBuffer is what the witness process writes, read while it writes.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Stop stops the witness (SIGINT, as an operator would), keeping its
