@@ -14,7 +14,11 @@ import (
 )
 
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	d := 30 * time.Second
+	if raceDetector {
+		d = 2 * time.Minute // everything runs several times slower
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }

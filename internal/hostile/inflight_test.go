@@ -196,8 +196,12 @@ func TestAttackStalledRequestBodies(t *testing.T) {
 	if p := peak.Load(); p > stallBudget {
 		t.Errorf("the server's record buffers held %d bytes, over request_bytes (%d)", p, stallBudget)
 	}
-	if slow := loaded[len(loaded)-1]; slow > 5*time.Second {
-		t.Errorf("a send and fetch under attack took %v", slow)
+	bound := 5 * time.Second
+	if raceDetector {
+		bound = 30 * time.Second // the race detector slows every round several times
+	}
+	if slow := loaded[len(loaded)-1]; slow > bound {
+		t.Errorf("a send and fetch under attack took %v, bound %v", slow, bound)
 	}
 	if growth > stallBudget+stallSlack {
 		t.Errorf("the heap grew by %.1f MiB under the attack, bound %d MiB + slack %d MiB", float64(growth)/mib, stallBudget/mib, stallSlack/mib)
