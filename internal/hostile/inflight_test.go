@@ -203,6 +203,13 @@ func TestAttackStalledRequestBodies(t *testing.T) {
 	if slow := loaded[len(loaded)-1]; slow > bound {
 		t.Errorf("a send and fetch under attack took %v, bound %v", slow, bound)
 	}
+	if raceDetector {
+		// The race detector changes allocation and collection timing
+		// (each round runs several times slower while the stranger keeps
+		// reopening); the heap bound is judged in the normal run, the
+		// budget's own gauge above in both.
+		return
+	}
 	if growth > stallBudget+stallSlack {
 		t.Errorf("the heap grew by %.1f MiB under the attack, bound %d MiB + slack %d MiB", float64(growth)/mib, stallBudget/mib, stallSlack/mib)
 	}
