@@ -26,6 +26,7 @@ func runReport(_ context.Context, args []string, out, errOut io.Writer) error {
 	duration := fs.Duration("duration", 20*time.Hour, "modelled time")
 	headline := fs.Int("headline", 0, "also run naive mode at Martiny et al.'s parameters with this many users (their 10^6), SDA only")
 	headDur := fs.Duration("headline-duration", 2*time.Hour, "modelled time of the headline run")
+	traffic := fs.String("headline-traffic", report.TrafficPaper, "the headline's traffic model: paper (Martiny et al.'s simulation: a third of receipts stray, a quarter of background replies, a quarter repeats) or lab (every receipt delivered, independent background)")
 	live := fs.String("live", "", "a live run's directory (qpc-lab run -out): add its SDA figure (with -headline)")
 	attacks := fs.String("attacks", "sda,intersection,linking", "attacks to run (comma-separated)")
 	if err := fs.Parse(args); err != nil {
@@ -36,7 +37,7 @@ func runReport(_ context.Context, args []string, out, errOut io.Writer) error {
 	}
 	outs, err := report.Write(report.Config{Dir: *dir, Seed: *seed, Users: *users, Hot: *hot,
 		Interval: int64(*interval), Duration: int64(*duration), Attacks: strings.Split(*attacks, ","),
-		Headline: *headline, HeadlineDuration: int64(*headDur), Live: *live})
+		Headline: *headline, HeadlineDuration: int64(*headDur), HeadlineTraffic: *traffic, Live: *live})
 	if err != nil {
 		return err
 	}

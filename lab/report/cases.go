@@ -8,6 +8,15 @@ import (
 
 const second = int64(1e9)
 
+// Traffic models of the headline (Config.HeadlineTraffic).
+const (
+	// TrafficLab is the lab's model: every receipt reaches the text's
+	// sender, background conversations are independent (Poisson).
+	TrafficLab = "lab"
+	// TrafficPaper is Martiny et al.'s simulation's: trace.PaperTraffic.
+	TrafficPaper = "paper"
+)
+
 // Case is one defence setting of the trace model.
 type Case struct {
 	Defence string

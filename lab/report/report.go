@@ -20,6 +20,7 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/quicprochat/qpc/lab/attack/score"
+	"github.com/quicprochat/qpc/lab/trace"
 )
 
 // Config is one report.
@@ -36,6 +37,11 @@ type Config struct {
 	// their simulation has 10^6 users.
 	Headline         int
 	HeadlineDuration int64
+	// HeadlineTraffic is the headline's traffic model: TrafficPaper
+	// (Martiny et al.'s simulation: trace.PaperTraffic), the default when
+	// empty, or TrafficLab (every receipt delivered, independent
+	// background).
+	HeadlineTraffic string
 	// Live, when set, is a live run's directory (qpc-lab run -out) whose
 	// SDA figure the report adds (RunLive).
 	Live string
@@ -58,6 +64,14 @@ func Write(c Config) ([]*Outcome, error) {
 	var head *Outcome
 	if c.Headline > 0 {
 		cs := Case{Defence: "naive, Martiny et al.'s scale", Params: Martiny(c.Headline, c.Hot, c.Interval, c.HeadlineDuration, c.Seed)}
+		switch c.HeadlineTraffic {
+		case TrafficLab:
+		case "", TrafficPaper:
+			cs.Defence += ", their traffic"
+			cs.Params = trace.PaperTraffic(cs.Params)
+		default:
+			return nil, fmt.Errorf("report: headline traffic %q: want %q or %q", c.HeadlineTraffic, TrafficLab, TrafficPaper)
+		}
 		o, err := RunTrace(cs, []string{"sda", "sda-epoch"}, false)
 		if err != nil {
 			return nil, fmt.Errorf("report: headline: %w", err)
@@ -169,6 +183,9 @@ func writeMD(path string, c Config, outs []*Outcome, head *Outcome, live *Live) 
 	hflags := ""
 	if head != nil {
 		hflags = fmt.Sprintf(" -headline %d -headline-duration %s", c.Headline, dur(c.HeadlineDuration))
+		if c.HeadlineTraffic == TrafficLab {
+			hflags += " -headline-traffic " + TrafficLab
+		}
 	}
 	if live != nil {
 		hflags += " -live " + filepath.ToSlash(live.Dir)
@@ -179,11 +196,11 @@ func writeMD(path string, c Config, outs []*Outcome, head *Outcome, live *Live) 
 		s, se := head.Summaries[0], head.Summaries[1]
 		fmt.Fprintf(&b, "## Headline: naive mode at Martiny et al.'s parameters\n\n"+
 			"%d users, 5 background conversations each at 50 texts per user per day, receipts 0.5 s after delivery, one mailbox per user; "+
-			"%d target pairs writing every %s each way, for %s (%d events). Martiny et al. (NDSS 2021) link in about 5 texts.\n\n"+
+			"%d target pairs writing every %s each way, for %s (%d events). %s Martiny et al. (NDSS 2021) link in about 5 texts.\n\n"+
 			"| SDA | linked | median texts to link | against their ~5 |\n|---|---|---|---|\n"+
 			"| counted in fixed 1-s epochs, as the paper counts (`sda-epoch`: the target's epoch and the next, one random non-target range subtracted) | %d/%d | **%s** | %s |\n"+
 			"| delivery-anchored (`sda`: a 1-s window opened at each delivery, the expected background subtracted; the stronger attacker) | %d/%d | **%s** | %s |\n\n",
-			c.Headline, c.Hot, dur(c.Interval), dur(c.HeadlineDuration), head.Events,
+			c.Headline, c.Hot, dur(c.Interval), dur(c.HeadlineDuration), head.Events, trafficText(head.Case.Params),
 			se.Linked, se.Targets, fmtF(se.Median), against5(se.Median), s.Linked, s.Targets, fmtF(s.Median), against5(s.Median))
 		if live != nil {
 			ls := live.Summary
@@ -227,6 +244,15 @@ func writeMD(path string, c Config, outs []*Outcome, head *Outcome, live *Live) 
 		return fmt.Errorf("report: %w", err)
 	}
 	return nil
+}
+
+// trafficText says which traffic model the headline ran.
+func trafficText(p trace.Params) string {
+	if p.StrayReceipts == 0 && p.BgReplies == 0 && p.BgRepeats == 0 {
+		return "The lab's traffic: every receipt reaches the text's sender; background conversations are independent (Poisson)."
+	}
+	return fmt.Sprintf("Their simulation's traffic (`-headline-traffic paper`, the default): %.0f%% of receipts go from a random user to a random user instead of to the text's sender; "+
+		"%.0f%% of background texts reply to and %.0f%% repeat an earlier background text.", 100*p.StrayReceipts, 100*p.BgReplies, 100*p.BgRepeats)
 }
 
 // against5 is a median against Martiny et al.'s ~5 texts.

@@ -7,7 +7,10 @@
 // connection per conversation, one for cover traffic), buckets, token
 // epochs, deliveries, acks, receipts (off, at once, jittered), replies and
 // cover traffic (a Poisson tick per user; a queued real message or a
-// dummy to one of the user's conversations).
+// dummy to one of the user's conversations). PaperTraffic switches on the
+// traffic of Martiny et al.'s published simulation: stray receipts and
+// correlated background (replies to and repeats of earlier texts); the
+// default is every receipt delivered and independent background.
 //
 // Call Generate with Params and a function that takes each event; events
 // come in time order. Memory is O(users × conversations per user) for the

@@ -44,6 +44,22 @@ type Params struct {
 	// ReplyProb of a text being answered after an exponential ReplyMean.
 	ReplyProb float64
 	ReplyMean int64
+	// StrayReceipts is the fraction of receipts that do not reach the
+	// text's sender: the receipt is replaced by one from a random user to
+	// a random user at the same time (in per-conversation mode to one of
+	// that user's background conversation mailboxes). Martiny et al.'s
+	// published simulation does this to a third of the target's receipts
+	// (PaperTraffic); 0 is every receipt delivered.
+	StrayReceipts float64
+	// BgReplies and BgRepeats are the fractions of background texts that
+	// are, instead of a new text in a random conversation, a reply to (the
+	// reverse direction of) or a repeat of (the same direction as) a
+	// background text drawn uniformly from all earlier ones: correlated
+	// background, as Martiny et al.'s simulation draws a quarter of each
+	// epoch's messages each way (PaperTraffic). 0 is independent
+	// (Poisson) background.
+	BgReplies float64
+	BgRepeats float64
 	// CoverRate is envelopes per second per user in cover mode (0 off).
 	CoverRate float64
 	// TokenEpoch is the delivery-token epoch length (default 24 h).
@@ -105,6 +121,19 @@ type gen struct {
 	truth  *Truth
 	ev     attack.Event
 	epoch  uint32 // the token epoch ev points to; emit must not keep ev
+	// past is every background text so far (BgReplies, BgRepeats).
+	past []bgText
+}
+
+type bgText struct{ u, v, j int32 }
+
+// PaperTraffic is p with the traffic of Martiny et al.'s published
+// simulation (repository timartiny/Improving-Signal-Sealed-Sender,
+// list_attack.py, its 10^6-user runs): a third of receipts stray, a
+// quarter of the background replies and a quarter repeats earlier texts.
+func PaperTraffic(p Params) Params {
+	p.StrayReceipts, p.BgReplies, p.BgRepeats = 1.0/3, 0.25, 0.25
+	return p
 }
 
 // Generate runs the model and passes every event, in time order, to emit;
@@ -115,6 +144,10 @@ func Generate(p Params, emit func(*attack.Event) error) (*Truth, error) {
 	}
 	if 2*p.Hot > p.Users {
 		return nil, fmt.Errorf("trace: %d hot pairs need %d users, have %d", p.Hot, 2*p.Hot, p.Users)
+	}
+	if p.StrayReceipts < 0 || p.StrayReceipts > 1 || p.BgReplies < 0 || p.BgRepeats < 0 || p.BgReplies+p.BgRepeats > 1 {
+		return nil, fmt.Errorf("trace: stray receipts %g, background replies %g and repeats %g must be fractions (replies + repeats at most 1)",
+			p.StrayReceipts, p.BgReplies, p.BgRepeats)
 	}
 	if p.TokenEpoch <= 0 {
 		p.TokenEpoch = 24 * 3600 * second
@@ -191,9 +224,7 @@ func (g *gen) run() error {
 		switch t {
 		case tBg:
 			tBg = next(bgRate, t)
-			u := int32(g.rng.IntN(p.Users))
-			j := int32(g.rng.IntN(p.Contacts))
-			v := g.perm[j][u]
+			u, v, j := g.background()
 			if v != u {
 				g.message(t, u, v, j, kText)
 			}
@@ -209,6 +240,31 @@ func (g *gen) run() error {
 			}
 		}
 	}
+}
+
+// background draws a background text: a reply to or a repeat of an
+// earlier one (BgReplies, BgRepeats), else a random user writing in a
+// random one of its conversations.
+func (g *gen) background() (u, v, j int32) {
+	p := g.p
+	if n := len(g.past); n > 0 && p.BgReplies+p.BgRepeats > 0 {
+		x := g.rng.Float64()
+		if x < p.BgReplies+p.BgRepeats {
+			b := g.past[g.rng.IntN(n)]
+			if x < p.BgReplies {
+				b.u, b.v = b.v, b.u
+			}
+			g.past = append(g.past, b)
+			return b.u, b.v, b.j
+		}
+	}
+	u = int32(g.rng.IntN(p.Users))
+	j = int32(g.rng.IntN(p.Contacts))
+	v = g.perm[j][u]
+	if v != u && p.BgReplies+p.BgRepeats > 0 {
+		g.past = append(g.past, bgText{u, v, j})
+	}
+	return u, v, j
 }
 
 // message is a message u wants to write to v in conversation j: sent at
@@ -329,7 +385,15 @@ func (g *gen) handle(x pend) error {
 		g.truth.recv[x.to] = append(g.truth.recv[x.to], x.t)
 		g.truth.Texts++
 		if d, ok := g.receiptDelay(); ok {
-			g.push(pend{t: x.t + d, what: pSend, from: x.to, to: x.from, conv: x.conv, kind: kReceipt, bkt: 2048})
+			r := pend{t: x.t + d, what: pSend, from: x.to, to: x.from, conv: x.conv, kind: kReceipt, bkt: 2048}
+			if p.StrayReceipts > 0 && g.rng.Float64() < p.StrayReceipts {
+				r.from, r.to = int32(g.rng.IntN(p.Users)), int32(g.rng.IntN(p.Users))
+				r.conv = int32(p.Contacts) // no background conversations: the hot one
+				if p.Contacts > 0 {
+					r.conv = int32(g.rng.IntN(p.Contacts))
+				}
+			}
+			g.push(r)
 		}
 		if p.ReplyProb > 0 && g.rng.Float64() < p.ReplyProb {
 			r := pend{t: x.t + g.exp(1/float64(p.ReplyMean)), what: pSend, from: x.to, to: x.from, conv: x.conv, kind: kText}
