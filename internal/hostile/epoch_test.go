@@ -196,24 +196,7 @@ func floodedMailbox(t *testing.T, ctx context.Context, h *hostile.Server, sw *ep
 	t.Helper()
 	var best wire.ID
 	most := -1
-	seen := map[wire.ID]bool{}
-	for _, e := range h.Events() {
-		if e.Tag != tag || !e.FromClient {
-			continue
-		}
-		var rid wire.ID
-		switch m := e.Message.(type) {
-		case *wire.Fetch:
-			rid = m.ReceiveID
-		case *wire.Subscribe:
-			rid = m.ReceiveID
-		default:
-			continue
-		}
-		if seen[rid] {
-			continue
-		}
-		seen[rid] = true
+	for _, rid := range readFrom(h, tag) {
 		sw.mu.Lock()
 		n := sw.puts[sendIDOf(t, ctx, h, rid)]
 		sw.mu.Unlock()

@@ -167,3 +167,29 @@ func TestHarnessLies(t *testing.T) {
 		t.Fatalf("the honest log after the fork: %v", err)
 	}
 }
+
+// readFrom is the receive IDs of the mailboxes the client tagged tag
+// fetched from or subscribed to, each once, in the order it first did.
+func readFrom(h *hostile.Server, tag string) []wire.ID {
+	var out []wire.ID
+	seen := map[wire.ID]bool{}
+	for _, e := range h.Events() {
+		if e.Tag != tag || !e.FromClient {
+			continue
+		}
+		var rid wire.ID
+		switch m := e.Message.(type) {
+		case *wire.Fetch:
+			rid = m.ReceiveID
+		case *wire.Subscribe:
+			rid = m.ReceiveID
+		default:
+			continue
+		}
+		if !seen[rid] {
+			seen[rid] = true
+			out = append(out, rid)
+		}
+	}
+	return out
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/server/store"
-	"github.com/quicprochat/qpc/wire"
 )
 
 // Hostile group members (issue 20, item 1): a real member of a group,
@@ -100,6 +99,20 @@ func propose(t *testing.T, ctx context.Context, c *client.Client, group string, 
 
 // newMembers registers users who all have each other as contacts, so
 // that each joins the others' groups without an invitation to accept.
+// groupG has creator make the group "g" with members and syncs them all
+// until every commit is read.
+func groupG(t *testing.T, ctx context.Context, creator *client.Client, members ...*client.Client) {
+	t.Helper()
+	var handles []string
+	for _, m := range members {
+		handles = append(handles, m.Handle())
+	}
+	if err := creator.CreateGroup(ctx, "g", handles); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, ctx, append([]*client.Client{creator}, members...)...)
+}
+
 func newMembers(t *testing.T, h *hostile.Server, handles ...string) []*client.Client {
 	var out []*client.Client
 	for _, hd := range handles {
@@ -133,10 +146,7 @@ func TestHostileMemberRemoveCreatorProposal(t *testing.T) {
 	u := newMembers(t, h, "alice", "bob", "eve", "carol")
 	alice, bob, eve, carol := u[0], u[1], u[2], u[3]
 	ctx := memberCtx(t)
-	if err := alice.CreateGroup(ctx, "g", []string{"bob", "eve"}); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, ctx, alice, bob, eve)
+	groupG(t, ctx, alice, bob, eve)
 
 	propose(t, ctx, eve, "#g", nil, func(g *mls.Group) *mls.Proposal {
 		return &mls.Proposal{Type: mls.ProposalTypeRemove, Remove: &mls.Remove{Removed: leafOf(t, g, "alice")}}
@@ -175,10 +185,7 @@ func TestHostileMemberSmuggledRemove(t *testing.T) {
 	u := newMembers(t, h, "alice", "bob", "carol", "eve", "dave")
 	alice, bob, carol, eve, dave := u[0], u[1], u[2], u[3], u[4]
 	ctx := memberCtx(t)
-	if err := alice.CreateGroup(ctx, "g", []string{"bob", "carol", "eve"}); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, ctx, alice, bob, carol, eve)
+	groupG(t, ctx, alice, bob, carol, eve)
 	before := membersOf(t, ctx, alice, "g")
 	hist, err := alice.History("#g", 0)
 	if err != nil {
@@ -243,10 +250,7 @@ func TestHostileMemberPartialProposal(t *testing.T) {
 	u := newMembers(t, h, "alice", "bob", "carol", "eve", "dave")
 	alice, bob, carol, eve, dave := u[0], u[1], u[2], u[3], u[4]
 	ctx := memberCtx(t)
-	if err := alice.CreateGroup(ctx, "g", []string{"bob", "carol", "eve"}); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, ctx, alice, bob, carol, eve)
+	groupG(t, ctx, alice, bob, carol, eve)
 
 	err := eve.SendMLS(ctx, "#g", []string{"alice", "carol"}, func(g *mls.Group) ([]byte, error) { return g.ProposeUpdate() })
 	if err != nil {
@@ -303,19 +307,7 @@ func (s *putCounter) count(ids map[[store.MailboxIDSize]byte]bool) int {
 func mailboxesOf(t *testing.T, ctx context.Context, h *hostile.Server, tag string) map[[store.MailboxIDSize]byte]bool {
 	t.Helper()
 	out := map[[store.MailboxIDSize]byte]bool{}
-	for _, e := range h.Events() {
-		if e.Tag != tag || !e.FromClient {
-			continue
-		}
-		var rid wire.ID
-		switch m := e.Message.(type) {
-		case *wire.Fetch:
-			rid = m.ReceiveID
-		case *wire.Subscribe:
-			rid = m.ReceiveID
-		default:
-			continue
-		}
+	for _, rid := range readFrom(h, tag) {
 		out[sendIDOf(t, ctx, h, rid)] = true
 	}
 	return out
@@ -337,10 +329,7 @@ func TestHostileMemberOutstaysRemoval(t *testing.T) {
 	u := newMembers(t, h, "alice", "bob", "eve")
 	alice, bob, eve := u[0], u[1], u[2]
 	ctx := memberCtx(t)
-	if err := alice.CreateGroup(ctx, "g", []string{"bob", "eve"}); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, ctx, alice, bob, eve)
+	groupG(t, ctx, alice, bob, eve)
 	if err := bob.Send(ctx, "#g", "before"); err != nil {
 		t.Fatal(err)
 	}
@@ -388,10 +377,7 @@ func TestHostileMemberReAdd(t *testing.T) {
 	u := newMembers(t, h, "alice", "bob", "eve")
 	alice, bob, eve := u[0], u[1], u[2]
 	ctx := memberCtx(t)
-	if err := alice.CreateGroup(ctx, "g", []string{"bob", "eve"}); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, ctx, alice, bob, eve)
+	groupG(t, ctx, alice, bob, eve)
 	if err := alice.RemoveMember(ctx, "#g", "eve"); err != nil {
 		t.Fatal(err)
 	}
@@ -429,10 +415,7 @@ func TestHostileMemberUnprocessableCommit(t *testing.T) {
 	u := newMembers(t, h, "eve", "alice", "bob")
 	eve, alice, bob := u[0], u[1], u[2]
 	ctx := memberCtx(t)
-	if err := eve.CreateGroup(ctx, "g", []string{"alice", "bob"}); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, ctx, eve, alice, bob)
+	groupG(t, ctx, eve, alice, bob)
 	propose(t, ctx, eve, "#g", []string{"alice"}, func(*mls.Group) *mls.Proposal {
 		return &mls.Proposal{Type: mls.ProposalTypeGroupContextExtensions, GroupContextExtensions: &mls.GroupContextExtensions{}}
 	})
