@@ -81,15 +81,7 @@ func (c *Client) accountExchange(ctx context.Context, fn func(*Conn) error) erro
 			}
 		}
 		c.mu.Unlock()
-		if busy != nil {
-			select {
-			case <-busy:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := holdOff(ctx, busy, wait); err != nil {
 			return err
 		}
 	}
@@ -128,15 +120,7 @@ func (c *Client) awaitAnonymous(ctx context.Context) error {
 			return nil
 		}
 		c.mu.Unlock()
-		if busy != nil {
-			select {
-			case <-busy:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		if err := sleepCtx(ctx, wait); err != nil {
+		if err := holdOff(ctx, busy, wait); err != nil {
 			return err
 		}
 	}
@@ -194,6 +178,20 @@ func (c *Client) connOpen(key string) bool {
 }
 
 // sleepCtx sleeps for d or until ctx ends.
+// holdOff waits until busy (an account exchange under way) is closed,
+// or, with none under way, for wait.
+func holdOff(ctx context.Context, busy chan struct{}, wait time.Duration) error {
+	if busy != nil {
+		select {
+		case <-busy:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return sleepCtx(ctx, wait)
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
