@@ -177,7 +177,7 @@ func MaxContentFor(p padding.Policy, maxEnvelope, handleLen int) int {
 // at all. Record buckets too small to hold a padded plaintext of
 // padding.MinBucket are left out.
 func PlaintextPolicy(records padding.Policy, authLen int) (padding.Policy, error) {
-	around := wire.HeaderSize + wire.IDSize + wire.MessageIDSize + 2 + authLen + 3 + Overhead
+	around := wire.SendOverhead(authLen) + Overhead
 	var sizes []int
 	for _, b := range records.Buckets() {
 		if b-around >= padding.MinBucket {
