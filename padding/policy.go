@@ -45,7 +45,7 @@ var V2 = Policy{buckets: []int{512, 2 << 10, 4 << 10, 16 << 10, 128 << 10}}
 
 // Default is the policy a server announces unless configured otherwise,
 // and the one a new client pins when not told another.
-var Default = V1
+var Default = V2
 
 // Control is the policy of the handshake: every hello record is exactly
 // 512 bytes, before either side knows the server's policy.
