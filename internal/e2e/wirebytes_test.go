@@ -243,7 +243,8 @@ func messageOverhead(t *testing.T, ms *messengerServer, handle string) *overhead
 		}
 		return id
 	}
-	g, err := mls.Create(newID(handle), &mls.Config{}, nil)
+	// PaddingBlock 1: the client's groups are unpadded (client.mlsConfig).
+	g, err := mls.Create(newID(handle), &mls.Config{PaddingBlock: 1}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +262,8 @@ func messageOverhead(t *testing.T, ms *messengerServer, handle string) *overhead
 		}
 		return len(ct)
 	}
-	// The framing is the least the message adds over 64 lengths (MLS
-	// pads the content to a multiple of 64); the signature is Ed25519's.
+	// The framing is the least the message adds over 64 lengths (in case
+	// the content is padded); the signature is Ed25519's.
 	framing := 1 << 30
 	for n := 1000; n < 1064; n++ {
 		framing = min(framing, mlsLen(n)-n)
