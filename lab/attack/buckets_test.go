@@ -50,12 +50,11 @@ func TestSizeAttackBucketPolicies(t *testing.T) {
 		{"ProcessOne XMPP, 2 B/char", 2.83, 1.15, 2},
 	} {
 		type outcome struct {
-			share   map[int]float64
-			bits    float64
-			top1    float64
-			medSet  int
-			p500    int
-			largest int
+			share  map[int]float64
+			bits   float64
+			top1   float64
+			medSet int
+			p500   int
 		}
 		run := func(p padding.Policy) outcome {
 			rng := rand.New(rand.NewPCG(7, 11)) // the same population for both policies
