@@ -70,18 +70,16 @@ func TestWireBytesPerMessage(t *testing.T) {
 		addr := a.String()
 
 		var mu sync.Mutex
-		var sends []int
-		user := func(handle string, tap bool) *client.Client {
+		var sends, bobSends []int
+		user := func(handle string, into *[]int) *client.Client {
 			ctx := ctxT(t)
 			o := messengerOptions(t.TempDir())
 			o.Dial.Policy = pol.p
-			if tap {
-				o.Tap = func(_ string, _ int64, outgoing bool, b []byte) {
-					if outgoing && len(b) > 0 && wire.Kind(b[0]) == wire.KindSend {
-						mu.Lock()
-						sends = append(sends, len(b))
-						mu.Unlock()
-					}
+			o.Tap = func(_ string, _ int64, outgoing bool, b []byte) {
+				if outgoing && len(b) > 0 && wire.Kind(b[0]) == wire.KindSend {
+					mu.Lock()
+					*into = append(*into, len(b))
+					mu.Unlock()
 				}
 			}
 			c, err := client.Init(ctx, addr, ms.pin(), o)
@@ -94,8 +92,11 @@ func TestWireBytesPerMessage(t *testing.T) {
 			}
 			return c
 		}
-		alice, bob := user("alice", true), user("bob", false)
+		alice, bob := user("alice", &sends), user("bob", &bobSends)
 		connect(t, alice, bob)
+		mu.Lock()
+		t.Logf("%s: Send records of first contact: alice %v, bob %v", pol.name, sends, bobSends)
+		mu.Unlock()
 
 		// send sends a text of n bytes and returns its Send records and
 		// the UDP bytes sent meanwhile.
