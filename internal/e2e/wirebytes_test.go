@@ -31,7 +31,7 @@ import (
 // bytes: the Send record the sender writes (its application bytes on the
 // wire, padding included), and the UDP bytes the sender's socket sent
 // while Client.Send ran (QUIC, TLS and acknowledgements included; the
-// least of five sends, since whatever else the client sends meanwhile
+// least of three sends, since whatever else the client sends meanwhile
 // only adds). It
 // finds the largest text that fits the 2 KiB record (the second-smallest
 // bucket) by sending, and checks it against the overhead table
@@ -121,7 +121,7 @@ func TestWireBytesPerMessage(t *testing.T) {
 		r := result{name: pol.name, record: map[int]int{}, udp: map[int]int64{}}
 		for _, n := range []int{100, 500, 1000} {
 			var ups []int64
-			for range 5 {
+			for range 3 {
 				recs, up := send(n)
 				if len(recs) != 1 {
 					t.Fatalf("%s: a %d-byte text left in %d Send records %v", pol.name, n, len(recs), recs)
@@ -130,7 +130,7 @@ func TestWireBytesPerMessage(t *testing.T) {
 				ups = append(ups, up)
 			}
 			slices.Sort(ups)
-			r.udp[n] = ups[0] // the least of 5: the client's other traffic only adds
+			r.udp[n] = ups[0] // the least of 3: the client's other traffic only adds
 		}
 		// The table adds up to what the client sent: the text it predicts
 		// fits 2 KiB does, one byte more does not.
