@@ -238,7 +238,7 @@ creator's ratio is roughly the number of HPKE encryptions a commit makes.
 	fmt.Fprint(w, `## Bytes per message
 
 Not part of the generated run: `+"`"+`go test ./internal/e2e -run
-TestWireBytesPerMessage -v`+"`"+` (about 30 s) runs a real server under padding
+TestWireBytesPerMessage -v`+"`"+` (about 20 s) runs a real server under padding
 policy V1 and under V2 in one test, two real clients on each talking
 through a UDP relay (lab/netrecord), and logs the overhead table (docs/adr/0018-buckets.md).
 Measured 2026-12-07, load average 21 (other builds on the two cores; the
