@@ -82,9 +82,18 @@ func (r *convRecord) display() string {
 	return r.Name
 }
 
+// mlsConfig is the configuration of every group. PaddingBlock 1 leaves
+// PrivateMessages unpadded: each is sealed (package sealed) and padded to
+// a bucket of the pinned policy before it leaves, so MLS's own padding (to
+// 64 bytes by default) hid nothing from the server and cost up to 63
+// bytes of every envelope; the recipient, who decrypts, learns the length
+// either way (docs/adr/0018-buckets.md).
 func (c *Client) mlsConfig(ctx context.Context) *mls.Config {
-	return &mls.Config{VerifyMember: c.verifyMember(ctx), Now: c.opts.Now}
+	return &mls.Config{VerifyMember: c.verifyMember(ctx), Now: c.opts.Now, PaddingBlock: mlsPaddingBlock}
 }
+
+// mlsPaddingBlock is mls.Config.PaddingBlock for every group: none.
+const mlsPaddingBlock = 1
 
 func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, error) {
 	g, err := mls.UnmarshalGroup(r.Group, c.mlsConfig(ctx))

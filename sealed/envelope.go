@@ -35,7 +35,7 @@
 // that bucket: 7 header + 1120 X-Wing encapsulation + 16 AEAD tag. The
 // plaintext inside the bucket costs 4 (padding length) + 107 + handle bytes
 // (sender block and content type) on top of the content. With
-// padding.Default the envelopes are 1655, 3191, 17527 and 132215 bytes; a
+// padding.V1 the envelopes are 1655, 3191, 17527 and 132215 bytes; a
 // bucket is usable only if the server's MaxEnvelope is at least bucket +
 // Overhead. EnvelopeSize gives the size for a content length; MaxContentFor
 // gives the largest content (the chunk size for padding.Split) under a
@@ -177,7 +177,7 @@ func MaxContentFor(p padding.Policy, maxEnvelope, handleLen int) int {
 // at all. Record buckets too small to hold a padded plaintext of
 // padding.MinBucket are left out.
 func PlaintextPolicy(records padding.Policy, authLen int) (padding.Policy, error) {
-	around := wire.HeaderSize + wire.IDSize + wire.MessageIDSize + 2 + authLen + 3 + Overhead
+	around := wire.SendOverhead(authLen) + Overhead
 	var sizes []int
 	for _, b := range records.Buckets() {
 		if b-around >= padding.MinBucket {

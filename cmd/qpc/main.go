@@ -84,7 +84,7 @@ Set up:
                                    the same from the parts an invite carries; the pin is what
                                    'qpc-server kt-vkey' prints (three lines, or @file);
                                    --buckets pins the padding policy the operator gave you
-                                   (default 512,2048,16384,131072)
+                                   (default 512,2048,4096,16384,131072)
   qpc buckets [<sizes>|default]    show or change the pinned padding policy (a server that
                                    announces other buckets is refused)
   qpc register <handle>            create your account and publish your keys
@@ -367,7 +367,7 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	fs.SetOutput(io.Discard)
 	server := fs.String("server", c.getenv("QPC_SERVER"), "server address qpc://<pin>@host:port")
 	ktPin := fs.String("kt", c.getenv("QPC_KT_PIN"), "key-transparency pin (what qpc-server kt-vkey prints), or @file")
-	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,16384,131072)")
+	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,4096,16384,131072)")
 	// Flags may come before or after the invite.
 	var positional []string
 	for {
