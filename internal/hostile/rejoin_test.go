@@ -1,6 +1,7 @@
 package hostile_test
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"strings"
@@ -190,6 +191,85 @@ func TestHostileMemberExternalJoin(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := textsIn(memberEvents(t, ctx, bob)); !slices.Equal(got, []string{"alice: still ours"}) {
+		t.Fatalf("bob read %q", got)
+	}
+}
+
+// TestRejoinAfterBackupRestore: bob exports a backup, then the group goes
+// on (alice adds dave, everyone writes, bob's device reads it all), and
+// bob's device is lost. Restored from the backup on a new device, bob
+// holds the state of an epoch the group left, and the server holds
+// nothing more for him (his old device acknowledged it all). Alice's
+// next message shows him he is behind; he rejoins by himself, and he and
+// the others read each other again.
+func TestRejoinAfterBackupRestore(t *testing.T) {
+	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
+	u := newMembers(t, h, "alice", "bob", "carol", "dave")
+	alice, bob, carol, dave := u[0], u[1], u[2], u[3]
+	ctx := memberCtx(t)
+	groupG(t, ctx, alice, bob, carol)
+	var backup bytes.Buffer
+	if err := bob.ExportBackup(&backup, []byte("backup pass"), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.AddMember(ctx, "#g", "dave"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, ctx, alice, bob, carol, dave)
+	if err := carol.Send(ctx, "#g", "read by the lost device"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, ctx, alice, bob, carol, dave)
+	bob.Close() // the device is lost
+
+	opts := h.ClientOptions(t)
+	bob2, err := client.RestoreBackup(ctx, bytes.NewReader(backup.Bytes()), func(int) ([]byte, error) { return []byte("backup pass"), nil }, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As `qpc backup import` then `qpc login`: a new process logs in
+	// (the restore's own sync opened anonymous connections, after which
+	// this one does not refill, to keep them apart from the account).
+	bob2.Close()
+	if bob2, err = client.Open(opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bob2.Close() })
+	if err := bob2.Login(ctx, []byte("password of bob")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob2.RefillIfEmpty(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := groupOf(t, ctx, bob2, "#g"); got.Epoch >= groupOf(t, ctx, alice, "#g").Epoch {
+		t.Fatalf("the restored state is at epoch %d, not behind", got.Epoch)
+	}
+	if err := alice.Send(ctx, "#g", "after the restore"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		for _, c := range []*client.Client{alice, bob2, carol, dave} {
+			memberEvents(t, ctx, c, client.AlarmDropped)
+		}
+	}
+	want := groupOf(t, ctx, alice, "#g")
+	for _, c := range []*client.Client{bob2, carol, dave} {
+		if got := groupOf(t, ctx, c, "#g"); got.Epoch != want.Epoch || !slices.Equal(handlesOf(got), handlesOf(want)) {
+			t.Fatalf("%s at epoch %d with %v; alice at %d with %v", c.Handle(), got.Epoch, handlesOf(got), want.Epoch, handlesOf(want))
+		}
+	}
+	if err := bob2.Send(ctx, "#g", "restored bob"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{alice, carol, dave} {
+		if got := textsIn(memberEvents(t, ctx, c)); !slices.Contains(got, "bob: restored bob") {
+			t.Fatalf("%s read %q", c.Handle(), got)
+		}
+	}
+	if err := dave.Send(ctx, "#g", "hello restored bob"); err != nil {
+		t.Fatal(err)
+	}
+	if got := textsIn(memberEvents(t, ctx, bob2)); !slices.Equal(got, []string{"dave: hello restored bob"}) {
 		t.Fatalf("bob read %q", got)
 	}
 }
