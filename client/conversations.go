@@ -207,6 +207,9 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 				return err
 			}
 		}
+		if err := c.noteLeafUpdate(tx, r.ID, c.prof.Handle); err != nil { // groupview.go
+			return err
+		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	return r, err
@@ -351,6 +354,9 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventMemberAdded, From: handle, Text: handle + " was added"})
+		if err := c.noteLeafUpdate(tx, r.ID, c.prof.Handle); err != nil { // groupview.go
+			return err
+		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	if err != nil {
@@ -400,6 +406,9 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		}
 		delete(r.Members, handle)
 		c.history(tx, r, Event{Kind: EventMemberRemoved, From: handle, Text: handle + " was removed"})
+		if err := c.noteLeafUpdate(tx, r.ID, c.prof.Handle); err != nil { // groupview.go
+			return err
+		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	return err
