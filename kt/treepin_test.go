@@ -1,0 +1,114 @@
+package kt
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// pinnedRoots is SHA-256 over the roots of every epoch treePinEpochs
+// makes, computed by the tree code before the storage was optimised for
+// large epochs. How the tree is stored may change; what it commits to may
+// not: the same leaves must give the same roots, byte for byte.
+const pinnedRoots = "946fff4427111258db3ff1f1e643d768be78caba530c544e739e460650e47db0"
+
+// treePinEpochs returns the leaves of a fixed sequence of epochs: one large
+// epoch, then small ones, from a fixed seed, with runs of indices that
+// share long prefixes (down to the last bit) so splits happen at every
+// depth, above and below the cached levels.
+func treePinEpochs() [][]Leaf {
+	r := rand.New(rand.NewChaCha8([32]byte{'q', 'p', 'c', '-', 'p', 'i', 'n'}))
+	leaf := func() Leaf {
+		var l Leaf
+		for i := range l.Index {
+			l.Index[i] = byte(r.Uint32())
+			l.Commitment[i] = byte(r.Uint32())
+		}
+		return l
+	}
+	var epochs [][]Leaf
+	seen := map[Index]bool{}
+	for e := range 25 {
+		n := 300
+		if e == 0 {
+			n = 20_000
+		}
+		var ls []Leaf
+		for len(ls) < n {
+			l := leaf()
+			seen[l.Index] = true
+			ls = append(ls, l)
+			if r.IntN(50) == 0 {
+				// A neighbour differing from l from bit d on.
+				d := r.IntN(256)
+				m := leaf()
+				m.Index = l.Index.prefix(d)
+				m.Index[d/8] |= (^l.Index[d/8]) & (0x80 >> (d % 8))
+				if !seen[m.Index] {
+					seen[m.Index] = true
+					ls = append(ls, m)
+				}
+			}
+		}
+		epochs = append(epochs, ls)
+	}
+	return epochs
+}
+
+// TestTreeRootPinned grows the tree through the same code the directory
+// (previous states kept) and the auditor (kt.ReplayTree, none kept) use,
+// reopening the database halfway with different cached depths, and checks
+// the roots against pinnedRoots.
+func TestTreeRootPinned(t *testing.T) {
+	epochs := treePinEpochs()
+	for _, c := range []struct {
+		name       string
+		noPrev     bool
+		cacheDepth [2]int
+	}{{"directory", false, [2]int{DefaultCacheDepth, 3}}, {"replay", true, [2]int{2, 20}}} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "pin.db")
+			all := sha256.New()
+			for half := range 2 {
+				db, err := bolt.Open(path, 0o600, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts, err := openTreeStore(db, c.cacheDepth[half])
+				if err != nil {
+					t.Fatal(err)
+				}
+				for e := half * len(epochs) / 2; e < (half+1)*len(epochs)/2; e++ {
+					var dirty map[nodeID]*nodeRecord
+					if err := db.Update(func(tx *bolt.Tx) error {
+						tb := newTreeBatch(txNodes{ts: ts, b: tx.Bucket(bucketNodes)}, uint64(e+1))
+						tb.noPrev = c.noPrev
+						for _, l := range epochs[e] {
+							if err := tb.Insert(l.Index, l.Commitment); err != nil {
+								return err
+							}
+						}
+						root, err := tb.Finish()
+						if err != nil {
+							return err
+						}
+						all.Write(root[:])
+						dirty = tb.dirty
+						return ts.putNodes(tx, tb.dirty)
+					}); err != nil {
+						t.Fatalf("epoch %d: %v", e+1, err)
+					}
+					ts.publish(dirty)
+				}
+				db.Close()
+			}
+			if got := hex.EncodeToString(all.Sum(nil)); got != pinnedRoots {
+				t.Fatalf("roots of the pinned epochs: %s, want %s", got, pinnedRoots)
+			}
+		})
+	}
+}
