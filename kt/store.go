@@ -40,27 +40,80 @@ func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, 
 				return err
 			}
 		}
-		c := tx.Bucket(bucketNodes).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			id, err := nodeIDFromKey(k)
-			if err != nil {
-				return err
-			}
-			if int(id.depth) > cacheDepth {
-				break
-			}
-			r, err := parseNodeRecord(id, v)
-			if err != nil {
-				return err
-			}
-			ts.cache[id] = r
-		}
 		return nil
 	})
+	if err == nil {
+		err = migrateNodeKeys(db)
+	}
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketNodes).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				id, err := nodeIDFromStoreKey(k)
+				if err != nil {
+					return err
+				}
+				if int(id.depth) > cacheDepth {
+					if cacheDepth <= storeSplit {
+						break
+					}
+					// Below storeSplit the depths are interleaved.
+					continue
+				}
+				r, err := parseNodeRecord(id, v)
+				if err != nil {
+					return err
+				}
+				ts.cache[id] = r
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
 	return ts, nil
+}
+
+// migrateNodeKeys moves the records of nodes below storeSplit that a
+// version before storeKey stored under key() to their storeKey, in
+// transactions of at most migrateBatch records.
+func migrateNodeKeys(db *bolt.DB) error {
+	const migrateBatch = 50_000
+	first := nodeID{depth: storeSplit + 1}.key()
+	old := false
+	if err := db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketNodes).Cursor().Seek(first)
+		old = k != nil && k[0] < storeKeyDeep
+		return nil
+	}); err != nil || !old {
+		return err
+	}
+	for {
+		moved := 0
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketNodes)
+			c := b.Cursor()
+			for k, v := c.Seek(first); k != nil && k[0] < storeKeyDeep && moved < migrateBatch; k, v = c.Seek(first) {
+				id, err := nodeIDFromKey(k)
+				if err != nil {
+					return err
+				}
+				val := slices.Clone(v)
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+				if err := b.Put(id.storeKey(), val); err != nil {
+					return err
+				}
+				moved++
+			}
+			return nil
+		})
+		if err != nil || moved < migrateBatch {
+			return err
+		}
+	}
 }
 
 // txNodes reads nodes through the cache and one bbolt transaction.
@@ -76,7 +129,7 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 		s.ts.mu.RUnlock()
 		return r, nil
 	}
-	v := s.b.Get(id.key())
+	v := s.b.Get(id.storeKey())
 	if v == nil {
 		return nil, nil
 	}
@@ -86,15 +139,18 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 // putNodes writes a batch's records in tx.
 func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
 	// In key order, so bbolt fills pages front to back.
-	keys := make([][]byte, 0, len(dirty))
-	for id := range dirty {
-		keys = append(keys, id.key())
+	type put struct {
+		k []byte
+		r *nodeRecord
 	}
-	slices.SortFunc(keys, bytes.Compare)
+	puts := make([]put, 0, len(dirty))
+	for id, r := range dirty {
+		puts = append(puts, put{id.storeKey(), r})
+	}
+	slices.SortFunc(puts, func(a, b put) int { return bytes.Compare(a.k, b.k) })
 	b := tx.Bucket(bucketNodes)
-	for _, k := range keys {
-		id, _ := nodeIDFromKey(k)
-		if err := b.Put(k, dirty[id].marshal()); err != nil {
+	for _, p := range puts {
+		if err := b.Put(p.k, p.r.marshal()); err != nil {
 			return err
 		}
 	}

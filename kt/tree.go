@@ -63,13 +63,55 @@ type nodeID struct {
 
 var rootID = nodeID{}
 
-// key is the node's bbolt key: depth (2, big-endian) || prefix, so the top
-// of the tree is one contiguous range.
+// key is the node's ID as a child reference in a record: depth (2,
+// big-endian) || prefix. Nodes are stored under storeKey.
 func (n nodeID) key() []byte {
 	k := make([]byte, 2+IndexSize)
 	binary.BigEndian.PutUint16(k, n.depth)
 	copy(k[2:], n.prefix[:])
 	return k
+}
+
+// storeSplit is the deepest level stored by depth; deeper nodes are
+// stored by prefix (storeKey).
+const storeSplit = 16
+
+// storeKey is the node's bbolt key. Down to depth storeSplit it is key():
+// the top of the tree is one contiguous range, read whole into the cache
+// at open. Below, it is 0x01 || prefix || depth (1): every subtree is one
+// contiguous range, so the nodes an insert changes below the cached levels
+// sit together on one or two pages instead of one page per level. An epoch
+// of 10,000 inserts into a 1M-leaf tree changes about 50,000 such nodes;
+// ordered by depth they dirtied most of the file's pages at every commit.
+func (n nodeID) storeKey() []byte {
+	if n.depth <= storeSplit {
+		return n.key()
+	}
+	k := make([]byte, 2+IndexSize)
+	k[0] = 0x01
+	copy(k[1:], n.prefix[:])
+	k[1+IndexSize] = byte(n.depth)
+	return k
+}
+
+// storeKeyDeep is the first byte of the store keys of nodes below
+// storeSplit.
+const storeKeyDeep = 0x01
+
+// nodeIDFromStoreKey inverts storeKey.
+func nodeIDFromStoreKey(k []byte) (nodeID, error) {
+	if len(k) != 2+IndexSize || k[0] > storeKeyDeep {
+		return nodeID{}, errors.New("kt: bad node key")
+	}
+	if k[0] != storeKeyDeep {
+		return nodeIDFromKey(k)
+	}
+	n := nodeID{depth: uint16(k[1+IndexSize])}
+	copy(n.prefix[:], k[1:])
+	if n.depth <= storeSplit {
+		return nodeID{}, errors.New("kt: bad node key")
+	}
+	return n, nil
 }
 
 func nodeIDFromKey(k []byte) (nodeID, error) {

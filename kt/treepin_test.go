@@ -1,10 +1,12 @@
 package kt
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -69,7 +71,13 @@ func TestTreeRootPinned(t *testing.T) {
 		name       string
 		noPrev     bool
 		cacheDepth [2]int
-	}{{"directory", false, [2]int{DefaultCacheDepth, 3}}, {"replay", true, [2]int{2, 20}}} {
+		legacy     bool // stored by key() before the reopen
+	}{
+		{"directory", false, [2]int{DefaultCacheDepth, 3}, false},
+		{"replay", true, [2]int{2, 20}, false},
+		{"legacy directory", false, [2]int{DefaultCacheDepth, DefaultCacheDepth}, true},
+		{"legacy replay", true, [2]int{20, 18}, true},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "pin.db")
 			all := sha256.New()
@@ -104,11 +112,53 @@ func TestTreeRootPinned(t *testing.T) {
 					}
 					ts.publish(dirty)
 				}
+				if half == 0 && c.legacy {
+					toLegacyLayout(t, db)
+				}
 				db.Close()
 			}
 			if got := hex.EncodeToString(all.Sum(nil)); got != pinnedRoots {
 				t.Fatalf("roots of the pinned epochs: %s, want %s", got, pinnedRoots)
 			}
 		})
+	}
+}
+
+// toLegacyLayout stores every node under key(), as the directory did
+// before storeKey: openTreeStore must move them back.
+func toLegacyLayout(t *testing.T, db *bolt.DB) {
+	t.Helper()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNodes)
+		var ks, vs [][]byte
+		moved := 0
+		if err := b.ForEach(func(k, v []byte) error {
+			ks, vs = append(ks, slices.Clone(k)), append(vs, slices.Clone(v))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for i, k := range ks {
+			id, err := nodeIDFromStoreKey(k)
+			if err != nil {
+				return err
+			}
+			if bytes.Equal(id.key(), k) {
+				continue
+			}
+			moved++
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+			if err := b.Put(id.key(), vs[i]); err != nil {
+				return err
+			}
+		}
+		if moved < 1000 {
+			t.Fatalf("%d nodes below depth %d, want many", moved, storeSplit)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
