@@ -709,6 +709,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		if err := d.ts.putNodes(tx, tb.dirty); err != nil {
 			return err
 		}
+		d.ts.stagePrevs(e, tb.dirty)
 		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: d.cfgHash}
 		// The list goes in before the record: in the same transaction,
 		// so no record is ever logged without its list.

@@ -28,6 +28,32 @@ type treeStore struct {
 	cacheDepth int
 	mu         sync.RWMutex
 	cache      map[nodeID]*nodeRecord
+	// The previous states of the uncached nodes epoch prevEpoch changed
+	// (nodeRecord): records are stored without them.
+	prevEpoch uint64
+	prevs     map[nodeID]prevState
+}
+
+type prevState struct {
+	from  uint64
+	state nodeState
+}
+
+// stagePrevs keeps the previous states of the uncached records of epoch
+// e's batch for readers of the epoch before, dropping those of the epoch
+// before (its readers are gone: an epoch is committed only once the one
+// before it is served). Call it in the transaction that stores the batch,
+// before it commits, so no reader sees the records without them.
+func (ts *treeStore) stagePrevs(e uint64, dirty map[nodeID]*nodeRecord) {
+	prevs := map[nodeID]prevState{}
+	for id, r := range dirty {
+		if int(id.depth) > ts.cacheDepth && r.hasPrev {
+			prevs[id] = prevState{from: r.prevFrom, state: r.prev}
+		}
+	}
+	ts.mu.Lock()
+	ts.prevEpoch, ts.prevs = e, prevs
+	ts.mu.Unlock()
 }
 
 // openTreeStore opens the tree in db's nodes bucket, creating it and the
@@ -133,7 +159,18 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 	if v == nil {
 		return nil, nil
 	}
-	return parseNodeRecord(id, v)
+	r, err := parseNodeRecord(id, v)
+	if err != nil || r.hasPrev {
+		return r, err
+	}
+	s.ts.mu.RLock()
+	if r.epoch == s.ts.prevEpoch {
+		if p, ok := s.ts.prevs[id]; ok {
+			r.hasPrev, r.prevFrom, r.prev = true, p.from, p.state
+		}
+	}
+	s.ts.mu.RUnlock()
+	return r, nil
 }
 
 // putNodes writes a batch's records in tx.

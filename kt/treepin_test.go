@@ -2,8 +2,12 @@ package kt
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -160,5 +164,61 @@ func toLegacyLayout(t *testing.T, db *bolt.DB) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLookupWhileNextEpochCommitted answers and verifies lookups at the
+// served epoch while the next epoch, which changed every node on their
+// paths, is committed and not yet served: the readers need the previous
+// states of nodes the directory no longer stores (nodeRecord). Cache depth
+// 1 puts nearly every node in bbolt.
+func TestLookupWhileNextEpochCommitted(t *testing.T) {
+	s, v, vkey, k := newKeys(t, "kt.test/log")
+	opts := DirectoryOptions{Dir: t.TempDir(), LogSigner: s, LogVerifier: v, VRFKey: k, CacheDepth: 1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	dir, err := OpenDirectory(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &testDir{Directory: dir, vkey: vkey, opts: opts}
+	defer d.Close()
+	ctx := context.Background()
+	const n = 300
+	label := func(i int) string { return fmt.Sprintf("user%03d", i) }
+	enqueue := func(value string) {
+		for i := range n {
+			if _, err := d.Enqueue(label(i), []byte(value)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	enqueue("v1")
+	if _, err := d.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ver := d.verifier(t)
+	checked := 0
+	d.Directory.opts.afterCommit = func(e uint64) error {
+		for i := range n {
+			p, err := d.Lookup(ctx, label(i), 0)
+			if err != nil {
+				return fmt.Errorf("lookup of %s while epoch %d is committed: %w", label(i), e, err)
+			}
+			r, err := ver.VerifyLookup(label(i), p)
+			if err != nil {
+				return fmt.Errorf("lookup of %s while epoch %d is committed: %w", label(i), e, err)
+			}
+			if r.Version != 1 || string(r.Value) != "v1" || r.Record.Epoch != e-1 {
+				return fmt.Errorf("lookup of %s: version %d %q at epoch %d, want 1 \"v1\" at %d", label(i), r.Version, r.Value, r.Record.Epoch, e-1)
+			}
+			checked++
+		}
+		return nil
+	}
+	enqueue("v2")
+	if _, err := d.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if checked != n {
+		t.Fatalf("%d lookups checked, want %d", checked, n)
 	}
 }
