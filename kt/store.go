@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 
@@ -14,7 +15,6 @@ import (
 var (
 	bucketNodes    = []byte("nodes")    // node key -> nodeRecord
 	bucketVersions = []byte("versions") // vrfInput(label, version) -> versionRecord
-	bucketLatest   = []byte("latest")   // u8 len || label -> u32 latest version
 	bucketEpochs   = []byte("epochs")   // u64 epoch -> EpochRecord
 	bucketUpdates  = []byte("updates")  // u64 epoch -> UpdateList
 )
@@ -207,4 +207,25 @@ func (ts *treeStore) publish(dirty map[nodeID]*nodeRecord) {
 
 func epochKey(e uint64) []byte { return binary.BigEndian.AppendUint64(nil, e) }
 
-func latestKey(label string) []byte { return append([]byte{byte(len(label))}, label...) }
+// latestVersion returns the newest version of label in the versions bucket
+// (0: none). versionKey is u8 len || label || u32 version (big-endian), so
+// a label's versions are one key range in version order: its last key.
+// (Versions before 2026-12 also kept a "latest" bucket, label -> u32
+// version: one more random page rewritten per update; it is no longer
+// written or read.)
+func latestVersion(b *bolt.Bucket, label string) uint32 {
+	top := versionKey(label, math.MaxUint32)
+	prefix := top[:len(top)-4]
+	c := b.Cursor()
+	k, _ := c.Seek(top)
+	switch {
+	case k == nil:
+		k, _ = c.Last()
+	case !bytes.Equal(k, top):
+		k, _ = c.Prev()
+	}
+	if len(k) != len(top) || !bytes.HasPrefix(k, prefix) {
+		return 0
+	}
+	return binary.BigEndian.Uint32(k[len(prefix):])
+}

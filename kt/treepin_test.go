@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -220,5 +221,39 @@ func TestLookupWhileNextEpochCommitted(t *testing.T) {
 	}
 	if checked != n {
 		t.Fatalf("%d lookups checked, want %d", checked, n)
+	}
+}
+
+// TestLatestVersion finds a label's newest version from the versions
+// bucket alone, next to labels that extend it, sort just after it, or
+// have versions above 255.
+func TestLatestVersion(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "v.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	stored := map[string][]uint32{"a": {1, 2, 3}, "ab": {1, 7}, "b": {1, 256, 257}, "a\x00": {9}, "c": {math.MaxUint32}}
+	want := map[string]uint32{"a": 3, "ab": 7, "b": 257, "a\x00": 9, "c": math.MaxUint32, "": 0, "aa": 0, "abc": 0, "d": 0, "0": 0}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket(bucketVersions)
+		if err != nil {
+			return err
+		}
+		for label, vs := range stored {
+			for _, v := range vs {
+				if err := b.Put(versionKey(label, v), []byte{1}); err != nil {
+					return err
+				}
+			}
+		}
+		for label, w := range want {
+			if got := latestVersion(b, label); got != w {
+				t.Errorf("latest version of %q: %d, want %d", label, got, w)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
