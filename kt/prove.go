@@ -2,7 +2,6 @@ package kt
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,12 +41,8 @@ func (d *Directory) epochProof(ctx context.Context, v *view, known uint64) (Epoc
 // latestAt returns the newest version of label added at or before epoch e
 // (0 when none) and its record.
 func latestAt(tx *bolt.Tx, label string, e uint64) (uint32, *versionRecord, error) {
-	cur := tx.Bucket(bucketLatest).Get(latestKey(label))
-	if cur == nil {
-		return 0, nil, nil
-	}
 	versions := tx.Bucket(bucketVersions)
-	for v := binary.BigEndian.Uint32(cur); v > 0; v-- {
+	for v := latestVersion(versions, label); v > 0; v-- {
 		rec, err := getVersion(versions, label, v)
 		if err != nil {
 			return 0, nil, err

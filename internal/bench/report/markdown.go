@@ -245,6 +245,12 @@ CPU, memory per idle connection). `+"`just rss`"+` (TestAttackServerRSS) measure
 the server process's RSS and a client's p99 under the issue-18 attacks;
 its figures are in docs/operations.md ("Memory under attack").
 
+One 10,000-update key-transparency epoch into a 1M-label tree is
+separate too (`+"`go test ./kt -run '^$' -bench Epoch10k -benchtime 5x`"+`,
+about a minute, building the tree with synthetic VRF outputs); its
+figures, against the tree code before the storage change in the same
+run, are in docs/key-transparency.md §6.
+
 `)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
 	for _, s := range r.Steps {
