@@ -3,6 +3,7 @@ package kt
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -17,7 +18,28 @@ var (
 	bucketVersions = []byte("versions") // vrfInput(label, version) -> versionRecord
 	bucketEpochs   = []byte("epochs")   // u64 epoch -> EpochRecord
 	bucketUpdates  = []byte("updates")  // u64 epoch -> UpdateList
+	bucketMeta     = []byte("meta")     // metaLayout -> u32 treeLayout
 )
+
+// The tree's storage layout, recorded in the meta bucket so that a
+// database is never read by code that would misread it.
+//
+//	1 (no meta bucket): every node under key(), records with their
+//	  previous state, a "latest" bucket
+//	2: nodes below storeSplit under storeKey, records without their
+//	  previous state (nodeRecord), no "latest" bucket kept
+//
+// openTreeStore migrates layout 1 to 2 and refuses a layout above
+// treeLayout, which a newer version wrote. (Versions before layout 2 do
+// not read the marker: docs/adr/0014-kt-tree-storage-layout.md says what
+// a downgrade does.)
+const treeLayout = 2
+
+var metaLayout = []byte("tree-layout")
+
+// ErrTreeLayout reports a database whose tree a newer version stored in
+// a layout this one does not know.
+var ErrTreeLayout = errors.New("kt: the database's tree is stored in a layout this version does not know (written by a newer version); refusing to open it")
 
 // treeStore reads and writes the prefix tree in bbolt, with every node of
 // depth <= cacheDepth held in memory. The cache is complete for those
@@ -61,7 +83,7 @@ func (ts *treeStore) stagePrevs(e uint64, dirty map[nodeID]*nodeRecord) {
 func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, error) {
 	ts := &treeStore{db: db, cacheDepth: cacheDepth, cache: map[nodeID]*nodeRecord{}}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range append([][]byte{bucketNodes}, buckets...) {
+		for _, b := range append([][]byte{bucketNodes, bucketMeta}, buckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -69,7 +91,15 @@ func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, 
 		return nil
 	})
 	if err == nil {
+		err = checkLayout(db)
+	}
+	if err == nil {
 		err = migrateNodeKeys(db)
+	}
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(metaLayout, binary.BigEndian.AppendUint32(nil, treeLayout))
+		})
 	}
 	if err == nil {
 		err = db.View(func(tx *bolt.Tx) error {
@@ -99,6 +129,23 @@ func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, 
 		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
 	return ts, nil
+}
+
+// checkLayout refuses a tree stored in a layout above treeLayout.
+func checkLayout(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(metaLayout)
+		if v == nil {
+			return nil // layout 1, or a new database
+		}
+		if len(v) != 4 {
+			return fmt.Errorf("%w: malformed layout marker %x", ErrTreeLayout, v)
+		}
+		if l := binary.BigEndian.Uint32(v); l > treeLayout {
+			return fmt.Errorf("%w: layout %d, this version knows up to %d", ErrTreeLayout, l, treeLayout)
+		}
+		return nil
+	})
 }
 
 // migrateNodeKeys moves the records of nodes below storeSplit that a
