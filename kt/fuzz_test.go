@@ -187,3 +187,23 @@ func FuzzNodeStore(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseBatchLookupProof(f *testing.F) {
+	_, _, _, _, _, d := seedProofs(f)
+	p, err := d.LookupBatch(context.Background(), []string{"alice", "nobody"}, 0, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(p.Marshal())
+	v := d.verifier(f)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		p, err := ParseBatchLookupProof(raw)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(p.Marshal(), raw) {
+			t.Fatal("re-encoding differs")
+		}
+		v.VerifyLookupBatch([]string{"alice", "nobody", "x", "y"}[:len(p.Lookups)], p) // must not panic
+	})
+}
