@@ -554,6 +554,10 @@ func (c *Client) lookupMembers(ctx context.Context, handles []string) {
 		par = DefaultKTLookupParallel
 	}
 	batches := planLookups([][]string{due}, kt.MaxBatchLabels)
+	start := time.Now()
+	defer func() {
+		c.log.Debug("kt: looked up a group's members", "members", len(due), "connections", len(batches), "parallel", par, "took", time.Since(start))
+	}()
 	out := make([][]memberLookup, len(batches))
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
