@@ -251,6 +251,12 @@ about a minute, building the tree with synthetic VRF outputs); its
 figures, against the tree code before the storage change in the same
 run, are in docs/key-transparency.md §6.
 
+A member's join into a group, with the key-transparency lookups of the
+members it did not know one at a time against concurrent, is separate
+too (`+"`QPC_BENCH=1 QPC_JOIN_MEMBERS=11 go test ./internal/e2e -run TestMessengerGroupJoinKT -v`"+`,
+about a minute per delay, joiners behind a proxy adding `+"`QPC_JOIN_DELAY`"+`
+each way); its figures are in docs/key-transparency.md §6.
+
 `)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
 	for _, s := range r.Steps {
