@@ -14,11 +14,11 @@ import (
 
 // bbolt buckets of the directory database.
 var (
-	bucketNodes    = []byte("nodes")    // node key -> nodeRecord
-	bucketVersions = []byte("versions") // vrfInput(label, version) -> versionRecord
-	bucketEpochs   = []byte("epochs")   // u64 epoch -> EpochRecord
-	bucketUpdates  = []byte("updates")  // u64 epoch -> UpdateList
-	bucketMeta     = []byte("meta")     // metaLayout -> u32 treeLayout
+	bucketNodes    = []byte("nodes")     // node key -> nodeRecord
+	bucketVersions = []byte("versions")  // vrfInput(label, version) -> versionRecord
+	bucketEpochs   = []byte("epochs")    // u64 epoch -> EpochRecord
+	bucketUpdates  = []byte("updates")   // u64 epoch -> UpdateList
+	bucketMeta     = []byte("tree-meta") // metaLayout -> u32 treeLayout
 )
 
 // The tree's storage layout, recorded in the meta bucket so that a
