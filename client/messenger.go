@@ -99,6 +99,10 @@ type ClientOptions struct {
 	// with what it carried: the ground truth of the traffic-analysis lab
 	// (lab/population). It changes nothing of what is sent.
 	SentEnvelope func(SentEnvelope)
+	// KTLookupParallel is how many key-transparency lookup connections
+	// a join may have open at once (lookupMembers); 0:
+	// DefaultKTLookupParallel, 1: one at a time.
+	KTLookupParallel int
 	// SingleMailbox WEAKENS PRIVACY; it exists only for the lab's naive
 	// mode (lab/scenario), which plays Signal's sealed sender: every
 	// conversation receives at the intro mailbox, one long-lived mailbox
