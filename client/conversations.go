@@ -47,9 +47,24 @@ type convRecord struct {
 	// Accepted: we wrote in this direct chat, so its peer is a contact
 	// whose group Welcomes are joined without asking (invites.go).
 	Accepted bool `json:",omitempty"`
-	Active   bool // false once removed
-	Left     bool // we asked to leave
-	Created  time.Time
+	// Chain: the past epochs a fork choice may return to, oldest
+	// first (commitorder.go); Prev is its newest. Sent: the content
+	// messages we sent in the current epoch, to send again if it is
+	// dropped.
+	Chain []*epochLink `json:",omitempty"`
+	Sent  [][]byte     `json:",omitempty"`
+	// Admins: who may add, remove and set the admins (docs/protocol.md
+	// §11.6); nil: the creator alone.
+	Admins []string `json:",omitempty"`
+	// LastUpdate is when we last committed (refreshing our leaf);
+	// RecvSinceUpdate counts the messages received since (update.go).
+	// MyLeafChanged is when our own leaf last changed.
+	LastUpdate      time.Time `json:",omitempty"`
+	RecvSinceUpdate int       `json:",omitempty"`
+	MyLeafChanged   time.Time `json:",omitempty"`
+	Active          bool      // false once removed
+	Left            bool      // we asked to leave
+	Created         time.Time
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`
@@ -63,6 +78,10 @@ type memberRecord struct {
 	LastSeq uint64
 	Missing []uint64
 	Seen    bool // a message with a sequence number arrived
+	// LeafChanged is when we processed the last commit that changed
+	// this member's leaf (its join, or a commit of its own, which
+	// carries a path): what `qpc group` shows as its last update.
+	LeafChanged time.Time `json:",omitempty"`
 }
 
 // Conversation describes a conversation for listings.
@@ -175,15 +194,18 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
 	}
-	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
+	now := c.opts.Now()
+	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: now, LastUpdate: now, MyLeafChanged: now}
 	if kind == content.ConvDirect {
 		r.Peer = handles[0]
+	} else {
+		r.Admins = []string{c.prof.Handle}
 	}
 	if r.Mailbox, err = c.convMailbox(ctx, r); err != nil {
 		return nil, fmt.Errorf("creating the conversation's mailbox: %w", err)
 	}
 	for _, h := range handles {
-		r.Members[h] = &memberRecord{}
+		r.Members[h] = &memberRecord{LeafChanged: now}
 	}
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
@@ -211,6 +233,9 @@ func (c *Client) intro(r *convRecord, welcome []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: mailbox key", ErrCorruptState)
 	}
 	in := &content.Intro{ConvKind: r.Kind, Name: r.Name, Welcome: welcome, Checkpoint: c.checkpoint()}
+	if r.Kind == content.ConvGroup && r.Admins != nil {
+		in.Admins = r.Admins
+	}
 	in.Roster = append(in.Roster, content.Member{Handle: c.prof.Handle, SendID: r.Mailbox.SendID, SealingKey: sk.Public().Bytes()})
 	for _, h := range sortedKeys(r.Members) {
 		if m := r.Members[h]; m.Sealing != nil {
@@ -297,7 +322,7 @@ func dedupe(s []string) []string {
 	return slices.Compact(out)
 }
 
-// AddMember adds handle to a group the user created.
+// AddMember adds handle to a group of which the user is an admin.
 func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -319,18 +344,15 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	if err != nil {
 		return err
 	}
-	epoch := g.Epoch()
-	res, err := commitExactly(g, []*mls.KeyPackage{kp}, nil, []string{handle}, nil)
+	res, existing, err := c.commitIn(r, g, &commitIntent{Kind: intentAdd, Handle: handle}, []*mls.KeyPackage{kp})
 	if err != nil {
 		return err
 	}
-	c.keepPrev(r, epoch)
 	intro, err := c.intro(r, res.Welcome)
 	if err != nil {
 		return err
 	}
-	existing := sortedKeys(r.Members)
-	r.Members[handle] = &memberRecord{}
+	r.Members[handle] = &memberRecord{LeafChanged: c.opts.Now()}
 	if err := c.saveGroup(r, g); err != nil {
 		return err
 	}
@@ -350,7 +372,8 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	return c.flush(ctx)
 }
 
-// RemoveMember removes handle from a group the user created; the removed
+// RemoveMember removes handle from a group of which the user is an
+// admin; the removed
 // member gets the commit that tells it so and no later message.
 func (c *Client) RemoveMember(ctx context.Context, group, handle string) error {
 	c.op.Lock()
@@ -369,22 +392,10 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 	if _, ok := r.Members[handle]; !ok {
 		return fmt.Errorf("%s is not a member of %s", handle, r.display())
 	}
-	var leaves []uint32
-	for _, m := range g.Members() {
-		if string(m.Credential.Identity) == handle {
-			leaves = append(leaves, m.Leaf)
-		}
-	}
-	epoch := g.Epoch()
-	res, err := commitExactly(g, nil, leaves, nil, []string{handle})
+	res, all, err := c.commitIn(r, g, &commitIntent{Kind: intentRemove, Handle: handle}, nil) // all: the removed member included
 	if err != nil {
 		return err
 	}
-	c.keepPrev(r, epoch)
-	if err := c.saveGroup(r, g); err != nil {
-		return err
-	}
-	all := sortedKeys(r.Members) // the removed member included
 	err = c.store.Update(func(tx *state.Tx) error {
 		if err := c.fanOut(tx, r, all, sealed.ContentMLS, res.Commit); err != nil {
 			return err
@@ -417,9 +428,9 @@ func (c *Client) readmitted(ctx context.Context, r *convRecord, g *mls.Group) bo
 // It then checks that the members changed by exactly added and removed
 // (handles), which the history records; any other change fails the
 // commit, and g must then be dropped.
-func commitExactly(g *mls.Group, add []*mls.KeyPackage, remove []uint32, added, removed []string) (*mls.CommitResult, error) {
+func commitExactly(g *mls.Group, add []*mls.KeyPackage, remove []uint32, added, removed []string, base *mls.CommitOptions) (*mls.CommitResult, error) {
 	before := memberSet(g)
-	o := &mls.CommitOptions{SkipPending: true}
+	o := &mls.CommitOptions{SkipPending: true, AuthenticatedData: base.AuthenticatedData}
 	for _, kp := range add {
 		o.Proposals = append(o.Proposals, &mls.Proposal{Type: mls.ProposalTypeAdd, Add: &mls.Add{KeyPackage: *kp}})
 	}
@@ -469,9 +480,6 @@ func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.G
 	}
 	if r.Kind != content.ConvGroup {
 		return nil, nil, fmt.Errorf("%s is a direct chat, not a group", name)
-	}
-	if r.Creator != c.prof.Handle {
-		return nil, nil, ErrNotCreator
 	}
 	g, err := c.loadGroup(ctx, r)
 	if err != nil {

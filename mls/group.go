@@ -448,6 +448,9 @@ type Received struct {
 	// Removed is set when a commit removed this member; the group is then
 	// inactive.
 	Removed bool
+	// AuthenticatedData is the content's authenticated_data (RFC 9420
+	// §6), verified with it.
+	AuthenticatedData []byte
 }
 
 // ProcessMessage handles a PublicMessage or PrivateMessage of this group
@@ -485,7 +488,7 @@ func (g *Group) process(m *MLSMessage) (*Received, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Received{ContentType: ac.Content.ContentType, Sender: ac.Content.Sender}
+	r := &Received{ContentType: ac.Content.ContentType, Sender: ac.Content.Sender, AuthenticatedData: slices.Clone(ac.Content.AuthenticatedData)}
 	switch ac.Content.ContentType {
 	case ContentTypeApplication:
 		r.ApplicationData = ac.Content.ApplicationData
