@@ -24,13 +24,16 @@ import (
 // mailbox, by a fork choice each computes alone:
 //
 //   - Of the commits made on one epoch e, the one of lowest rank wins.
-//     A commit's rank is HMAC-SHA-256(k_e, committer's leaf) followed by
+//     A commit's rank is one byte, 0 for a commit that removes a member
+//     and 1 for any other, then HMAC-SHA-256(k_e, committer's leaf), then
 //     SHA-256 of the commit message, where k_e is MLS-Exporter("qpc
 //     commit order", "", 32) of epoch e (RFC 9420 §8.5): every member of
 //     e computes the same rank, the server cannot, and a committer cannot
-//     grind its commit to win (the first half is fixed by the epoch and
-//     its leaf; the second only breaks a tie between two commits of one
-//     member).
+//     grind its commit to win (the HMAC is fixed by the epoch and its
+//     leaf; the hash only breaks a tie between two commits of one
+//     member, which an honest client never makes). A removal wins over
+//     any other commit, so a member being removed cannot undo its
+//     removal with a commit of its own on the same epoch.
 //   - A member applies the first valid commit it reads and keeps the
 //     states of the last maxChain epochs (Chain). A commit on one of
 //     those epochs that ranks below the one the member followed out of
@@ -57,6 +60,14 @@ const commitOrderLabel = "qpc commit order"
 // errDeferOtherBranch: a member's message that no epoch state we hold
 // decrypts: it may be of a branch of commits we have not switched to yet.
 var errDeferOtherBranch = fmt.Errorf("%w (or of another branch of commits)", errDeferFutureEpoch)
+
+// errStaleBranch: a member's message that can only be of a branch of
+// commits we dropped; it is dropped without an alarm.
+var errStaleBranch = errors.New("of a branch of commits dropped by the fork choice")
+
+// errRefused: an envelope refused with an alarm of its own (a commit
+// against the group's policy); no second alarm says it was dropped.
+var errRefused = errors.New("refused")
 
 // Kinds of commit intent.
 const (
@@ -95,12 +106,23 @@ func orderKey(g *mls.Group) ([]byte, error) {
 }
 
 // commitRank is the fork choice's rank of commit, sent by leaf in the
-// epoch whose order key is key: lower wins.
-func commitRank(key []byte, leaf uint32, commit []byte) []byte {
+// epoch whose order key is key (removes: it removes a member): lower
+// wins.
+func commitRank(key []byte, leaf uint32, commit []byte, removes bool) []byte {
+	class := byte(1)
+	if removes {
+		class = 0
+	}
 	m := hmac.New(sha256.New, key)
 	m.Write(binary.BigEndian.AppendUint32(nil, leaf))
 	h := sha256.Sum256(commit)
-	return append(m.Sum(nil), h[:]...)
+	return append(append([]byte{class}, m.Sum(nil)...), h[:]...)
+}
+
+// sameCommitter reports whether two ranks of one epoch are of commits of
+// one member.
+func sameCommitter(a, b []byte) bool {
+	return len(a) > 33 && len(b) > 33 && bytes.Equal(a[1:33], b[1:33])
 }
 
 // linkAt returns the index of the kept link of epoch, or -1.
@@ -298,7 +320,7 @@ func (c *Client) commitIn(r *convRecord, g *mls.Group, in *commitIntent, kps []*
 	if err != nil {
 		return nil, nil, err
 	}
-	c.pushLink(r, epoch, pre, commitRank(key, g.LeafIndex(), res.Commit), in)
+	c.pushLink(r, epoch, pre, commitRank(key, g.LeafIndex(), res.Commit, len(removed) > 0), in)
 	if newAdmins != nil {
 		r.Admins = admins(r, newAdmins, memberSet(g))
 	}

@@ -271,12 +271,6 @@ func (c *Client) pickKeyPackage(ct *Contact) (*mls.KeyPackage, error) {
 // otherwise have erased.
 const prevEpochKeep = 7 * 24 * time.Hour
 
-// keepPrev keeps the state stored in r (of epoch) as the previous epoch's,
-// before r.Group moves on.
-func (c *Client) keepPrev(r *convRecord, epoch uint64) {
-	r.Prev, r.PrevEpoch, r.PrevUntil = r.Group, epoch, c.opts.Now().Add(prevEpochKeep)
-}
-
 func (c *Client) saveGroup(r *convRecord, g *mls.Group) error {
 	raw, err := g.Marshal()
 	if err != nil {

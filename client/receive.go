@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -301,8 +302,15 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	if errors.Is(err, errDefer) {
 		return err
 	}
-	if err != nil {
+	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) {
+		// A member's message of an epoch dropped by a fork choice: its
+		// sender sends it again (commitorder.go); a message truly lost
+		// shows as a gap in the sender's numbers.
+		c.log.Debug("dropped", "err", err)
+	} else if err != nil {
 		c.raiseLimited(Alarm{Kind: AlarmDropped, Detail: "an envelope that could not be read was dropped: " + err.Error()})
+	}
+	if err != nil {
 		commit = nil
 	}
 	return c.store.Update(func(tx *state.Tx) error {
@@ -453,6 +461,13 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	baseRaw := r.Group
 	if pm != nil && pm.Epoch < g.Epoch() {
 		if li = r.linkAt(pm.Epoch, now); li < 0 {
+			if _, ok := r.Members[op.Sender.Handle]; ok {
+				// A member's, of an epoch we hold no state of: of a
+				// branch a fork choice dropped (its sender sent it
+				// again), or read too late; a message truly lost
+				// shows as a gap in the sender's numbers.
+				return nil, fmt.Errorf("%w: a message of epoch %d", errStaleBranch, pm.Epoch)
+			}
 			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", pm.Epoch)
 		}
 		prev, err := mls.UnmarshalGroup(r.Chain[li].State, c.mlsConfig(ctx))
@@ -518,20 +533,32 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		}
 		after := memberSet(g)
 		if rec.Removed {
-			after = before
+			// Our view ends here: we know only that we are out.
+			after = maps.Clone(before)
 			delete(after, c.prof.Handle)
 		}
 		newAdmins, err := judgeCommit(r, list, before, after, sender, rec.AuthenticatedData)
 		if err != nil {
 			c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, a commit was refused: %v", r.display(), err)})
-			return nil, fmt.Errorf("a commit against the group's policy: %w", err)
+			return nil, fmt.Errorf("%w: a commit against the group's policy: %v", errRefused, err)
 		}
-		rank := commitRank(key, rec.Sender.Index, op.Content)
+		removes := false
+		for h := range before {
+			if !after[h] && h != c.prof.Handle {
+				removes = true
+			}
+		}
+		rank := commitRank(key, rec.Sender.Index, op.Content, removes || rec.Removed)
 		var resend [][]byte
 		var retry []*commitIntent
 		if usePrev {
 			// A commit competing with the one we followed out of its
 			// epoch: the lower rank wins (commitorder.go).
+			if sameCommitter(rank, r.Chain[li].OutRank) {
+				// Two commits of one member on one epoch: no honest
+				// client makes them (a retry is on a later epoch).
+				c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), sender, oldEpoch)})
+			}
 			if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
 				return func(*state.Tx) error { return nil }, nil // it lost; its committer retries
 			}
