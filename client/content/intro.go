@@ -214,10 +214,15 @@ func (in *Intro) check() error {
 	if len(in.Admins) > MaxRoster || (in.ConvKind == ConvDirect && len(in.Admins) > 0) {
 		return malformed("intro: an admin list of %d handles", len(in.Admins))
 	}
+	admins := make(map[string]bool, len(in.Admins))
 	for i, h := range in.Admins {
 		if err := ValidHandle(h); err != nil {
 			return fmt.Errorf("intro: admin %d: %w", i, err)
 		}
+		if admins[h] {
+			return malformed("intro: admin %d repeats a handle", i)
+		}
+		admins[h] = true
 	}
 	return nil
 }
