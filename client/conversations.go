@@ -62,9 +62,12 @@ type convRecord struct {
 	LastUpdate      time.Time `json:",omitempty"`
 	RecvSinceUpdate int       `json:",omitempty"`
 	MyLeafChanged   time.Time `json:",omitempty"`
-	Active          bool      // false once removed
-	Left            bool      // we asked to leave
-	Created         time.Time
+	// UpdateDue: our scheduled update is to be committed once the
+	// mailboxes were read.
+	UpdateDue bool `json:",omitempty"`
+	Active    bool // false once removed
+	Left      bool // we asked to leave
+	Created   time.Time
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`

@@ -109,8 +109,8 @@ type ClientOptions struct {
 	SingleMailbox bool
 	// UpdateAfter and UpdateEvery schedule the commits that refresh
 	// our leaf in each conversation (post-compromise security,
-	// docs/protocol.md §11.7): after we received a message, once
-	// UpdateAfter messages were received or UpdateEvery passed since our
+	// docs/protocol.md §11.7): after we received a text, once
+	// UpdateAfter texts were received or UpdateEvery passed since our
 	// last commit there. 0: DefaultUpdateAfter, DefaultUpdateEvery; < 0:
 	// that bound is off.
 	UpdateAfter int

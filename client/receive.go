@@ -125,6 +125,9 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 			break
 		}
 	}
+	if err := c.commitDueUpdates(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
 	if err := c.releaseReceipts(ctx); err != nil && firstErr == nil {
 		firstErr = err
 	}
@@ -651,15 +654,14 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// A dummy of cover traffic: processed up to here like a text,
 			// then dropped.
 		}
-		if !usePrev && r.Active && g.Active() && c.updateDue(r) {
-			// Our scheduled update (update.go): after a message we
-			// received, in the current epoch.
-			f, err := c.commitUpdate(r, g)
-			if err != nil {
-				c.log.Debug("scheduled update", "err", err)
-			} else {
-				note(f)
-			}
+		if m.Kind == content.KindText && c.updateDue(r) {
+			// Our scheduled update (update.go): after a text we
+			// received. Receipts, cover dummies and announcements do
+			// not count, so that the schedule's cost follows what
+			// people write. It is committed once the mailboxes were
+			// read (commitDueUpdates), so that it rarely races a
+			// commit already waiting there.
+			r.UpdateDue = true
 		}
 	case mls.ContentTypeProposal:
 		// Proposals are never kept for a commit by reference
@@ -926,6 +928,10 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 				conn, err := c.conn(ctx, a.mb.role)
 				if err == nil {
 					err = c.deliver(ctx, conn, a.mb, a.m)
+				}
+				if err == nil {
+					// A scheduled update found due goes now.
+					err = c.commitDueUpdates(ctx)
 				}
 				if err == nil {
 					err = c.flush(ctx)

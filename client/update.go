@@ -11,9 +11,10 @@ import (
 
 // Scheduled updates (docs/protocol.md §11.7). Every member, in groups and
 // direct chats alike, commits an update of its own leaf (a commit with a
-// path and nothing else) after it has received a message and, since its
-// last commit in the conversation, received UpdateAfter messages or
-// UpdateEvery has passed. A thief holding a copy of the member's state
+// path and nothing else) after it has received a text and, since its
+// last commit in the conversation, received UpdateAfter texts or
+// UpdateEvery has passed (receipts, cover dummies and mailbox
+// announcements are not counted). A thief holding a copy of the member's state
 // follows the conversation only until then: the commit's path replaces
 // every key of the member's that the copy holds.
 
@@ -43,7 +44,7 @@ func (c *Client) updateEvery() time.Duration {
 	return c.opts.UpdateEvery
 }
 
-// updateDue counts a message received in r and reports whether our
+// updateDue counts a text received in r and reports whether our
 // scheduled update is due.
 func (c *Client) updateDue(r *convRecord) bool {
 	r.RecvSinceUpdate++
@@ -55,18 +56,44 @@ func (c *Client) updateDue(r *convRecord) bool {
 		t > 0 && r.LastUpdate.IsZero() && c.opts.Now().Sub(r.Created) >= t
 }
 
-// commitUpdate commits an update of our leaf in r (g is its current
-// state) and returns the effect that queues it.
-func (c *Client) commitUpdate(r *convRecord, g *mls.Group) (func(tx *state.Tx), error) {
-	res, to, err := c.commitIn(r, g, &commitIntent{Kind: intentUpdate}, nil)
+// commitDueUpdates commits the scheduled updates that processing found
+// due (convRecord.UpdateDue), each with its conversation's record in one
+// transaction.
+func (c *Client) commitDueUpdates(ctx context.Context) error {
+	convs, err := c.allConvs()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return func(tx *state.Tx) {
-		if err := c.fanOut(tx, r, to, sealed.ContentMLS, res.Commit); err != nil {
-			c.log.Warn("could not queue an update", "err", err)
+	for _, r := range convs {
+		if !r.UpdateDue {
+			continue
 		}
-	}, nil
+		r.UpdateDue = false
+		var res *mls.CommitResult
+		var to []string
+		if r.Active && !r.Left {
+			g, err := c.loadGroup(ctx, r)
+			if err != nil {
+				return err
+			}
+			if res, to, err = c.commitIn(r, g, &commitIntent{Kind: intentUpdate}, nil); err != nil {
+				c.log.Debug("scheduled update", "err", err)
+				res = nil
+			}
+		}
+		err := c.store.Update(func(tx *state.Tx) error {
+			if res != nil {
+				if err := c.fanOut(tx, r, to, sealed.ContentMLS, res.Commit); err != nil {
+					return err
+				}
+			}
+			return putJSON(tx, bucketConvs, r.ID, r)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Update commits an update of our leaf in a conversation now, outside the
