@@ -485,8 +485,8 @@ func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.G
 	return r, g, nil
 }
 
-// Leave asks the group's creator to remove us; the conversation stops
-// sending at once.
+// Leave asks the group's admins to remove us; the conversation stops
+// sending at once. The only admin of a group hands the role on first.
 func (c *Client) Leave(ctx context.Context, group string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -497,8 +497,12 @@ func (c *Client) Leave(ctx context.Context, group string) error {
 	if r.Kind != content.ConvGroup {
 		return fmt.Errorf("%s is a direct chat, not a group", group)
 	}
-	if r.Creator == c.prof.Handle {
-		return fmt.Errorf("you created %s: remove its members instead (handing a group over is not supported yet)", group)
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return err
+	}
+	if members := memberSet(g); slices.Equal(admins(r, r.Admins, members), []string{c.prof.Handle}) && len(members) > 1 {
+		return fmt.Errorf("you are the only admin of %s: hand the role on first (qpc group admins %s <handle>)", group, r.Name)
 	}
 	if err := c.sendContent(ctx, r, &content.Message{Kind: content.KindLeave}); err != nil {
 		return err

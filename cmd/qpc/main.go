@@ -109,9 +109,11 @@ Contacts and messages:
   qpc history [<handle|#group>]    print the stored conversation history
   qpc chat                         full-screen chat: conversations, messages, alarms
 
-Groups (only the creator adds and removes):
+Groups (its admins add and remove; at first the creator alone):
   qpc group create <name> <handle>...
   qpc group add <name> <handle> | qpc group remove <name> <handle>
+  qpc group admins <name> <handle>...
+                                   hand the admin role on (list yourself to keep it)
   qpc group leave <name> | qpc group list
   qpc invites                      group invitations from people who are not your contacts
                                    (contacts: added, or written to in a direct chat)
@@ -673,7 +675,7 @@ func (c *cli) history(args []string) error {
 
 func (c *cli) group(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("group create|add|remove|leave|list")
+		return usagef("group create|add|remove|admins|leave|list")
 	}
 	sub, rest := args[0], args[1:]
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
@@ -700,6 +702,13 @@ func (c *cli) group(ctx context.Context, args []string) error {
 			}
 			if err == nil || isQueued(err) {
 				return c.say("%s: %s %s", rest[0], map[string]string{"add": "added", "remove": "removed"}[sub], rest[1])
+			}
+		case "admins":
+			if len(rest) < 2 {
+				return usagef("group admins <name> <handle>...")
+			}
+			if err = cl.SetAdmins(ctx, rest[0], rest[1:]); err == nil || isQueued(err) {
+				return c.say("%s: the admins are now %s", rest[0], strings.Join(rest[1:], ", "))
 			}
 		case "leave":
 			if len(rest) != 1 {
