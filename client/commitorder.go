@@ -148,15 +148,28 @@ func (c *Client) pushLink(r *convRecord, epoch uint64, pre []byte, rank []byte, 
 	syncPrev(r)
 }
 
-// syncPrev keeps Prev (the state of the epoch before the current one,
-// which other code reads) equal to the newest link.
+// syncPrev keeps PrevEpoch and PrevUntil (the epoch before the current
+// one, which readmitted reads) equal to the newest link's; its state is
+// the link's, not stored twice.
 func syncPrev(r *convRecord) {
+	r.Prev = nil
 	if len(r.Chain) == 0 {
-		r.Prev, r.PrevUntil = nil, time.Time{}
+		r.PrevUntil = time.Time{}
 		return
 	}
 	l := r.Chain[len(r.Chain)-1]
-	r.Prev, r.PrevEpoch, r.PrevUntil = l.State, l.Epoch, l.Until
+	r.PrevEpoch, r.PrevUntil = l.Epoch, l.Until
+}
+
+// upgradeChain turns the previous epoch's state of a record from before
+// the fork choice into its one link: messages of that epoch are read
+// with it, and no commit for it wins over the one applied (its rank is
+// unknown, so it sorts last).
+func upgradeChain(r *convRecord) {
+	if len(r.Chain) == 0 && r.Prev != nil {
+		r.Chain = []*epochLink{{Epoch: r.PrevEpoch, State: r.Prev, Until: r.PrevUntil, OutRank: []byte{0}, Admins: r.Admins}}
+	}
+	r.Prev = nil
 }
 
 // noteSent keeps plain, a content message we sent in the current epoch,

@@ -39,9 +39,10 @@ type convRecord struct {
 	Mailbox *mailboxRecord
 	Members map[string]*memberRecord // other members, by handle
 	MySeq   uint64
-	// Prev is the group state of the epoch before the last commit, kept
-	// until PrevUntil to read messages written in it (prevEpochKeep).
-	Prev      []byte
+	// PrevEpoch and PrevUntil are the epoch before the last commit and
+	// until when its state is kept (prevEpochKeep), in Chain. Prev held
+	// that state before Chain existed; it is read once into Chain.
+	Prev      []byte `json:",omitempty"`
 	PrevEpoch uint64
 	PrevUntil time.Time
 	// Accepted: we wrote in this direct chat, so its peer is a contact
@@ -125,6 +126,7 @@ func (c *Client) getConv(id []byte) (*convRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	upgradeChain(&r)
 	return &r, nil
 }
 
@@ -136,6 +138,7 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 			if err := jsonUnmarshal(v, r); err != nil {
 				return err
 			}
+			upgradeChain(r)
 			out = append(out, r)
 			return nil
 		})
