@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/internal/hostile"
+	"github.com/quicprochat/qpc/wire"
 )
 
 // orderRounds is how many rounds TestConcurrentCommitOneOrder plays
@@ -21,7 +24,8 @@ var orderRounds = flag.Int("order-rounds", 3, "rounds of TestConcurrentCommitOne
 // TestConcurrentCommitOneOrder: four members of a group all commit (an
 // update of their leaf) at once and each writes a message in the epoch
 // it then stands in, round after round; the members read their mailboxes
-// in a random order, a random subset at a time, so each applies the
+// in a random order, a random subset at a time, and the server holds
+// back a third of the deliveries to a later fetch, so each applies the
 // commits in another order and some read a losing branch's messages
 // first. The fork choice (docs/protocol.md §11.6) must bring every member
 // to the same epoch with the same epoch authenticator, and every message
@@ -35,6 +39,25 @@ func TestConcurrentCommitOneOrder(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
+	// The server holds back a third of the deliveries, at random, to a
+	// later fetch: each member reads the commits and messages in an order
+	// of its own, and some a round late.
+	var mu sync.Mutex
+	var delaying atomic.Bool
+	delayRng := rand.New(rand.NewPCG(seed, 2))
+	delayed := 0
+	h.Rewrite(func(x *hostile.Exchange) {
+		if _, ok := x.Response.(*wire.Delivery); !ok || !delaying.Load() {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if delayRng.IntN(3) == 0 {
+			x.Drop = true
+			delayed++
+		}
+	})
+	delaying.Store(true)
 	// read[reader][text] counts the texts each member was shown.
 	read := map[string]map[string]int{}
 	for _, c := range u {
@@ -77,6 +100,12 @@ func TestConcurrentCommitOneOrder(t *testing.T) {
 		}
 		converge(t, ctx, u, rng, syncOne, round)
 	}
+	// Everything held back is delivered at last.
+	delaying.Store(false)
+	converge(t, ctx, u, rng, syncOne, *orderRounds)
+	mu.Lock()
+	t.Logf("%d deliveries were held back to a later fetch", delayed)
+	mu.Unlock()
 	for _, c := range u {
 		for _, s := range sent {
 			if bytes.HasPrefix([]byte(s), []byte(c.Handle()+": ")) {
