@@ -17,8 +17,11 @@ import (
 )
 
 // orderRounds is how many rounds TestConcurrentCommitOneOrder plays
-// (go test -run TestConcurrentCommit -args -order-rounds=50 for a long
-// run); the default keeps it a few seconds.
+// (go test -run TestConcurrentCommit -args -order-rounds=4 for a longer
+// run); the default keeps it a few seconds past the users' set-up. Each
+// round spends some 60 delivery tokens per member, and the harness's
+// users do not refill their wallets while the test runs: past 4 rounds
+// the outboxes stall for want of tokens.
 var orderRounds = flag.Int("order-rounds", 3, "rounds of TestConcurrentCommitOneOrder")
 
 // TestConcurrentCommitOneOrder: four members of a group all commit (an
@@ -156,7 +159,8 @@ func converge(t *testing.T, ctx context.Context, u []*client.Client, rng *rand.R
 	}
 	for _, c := range u {
 		e, a, _ := c.EpochAuthenticator(ctx, "#g")
-		t.Logf("%s: epoch %d authenticator %x", c.Handle(), e, a[:8])
+		st, _ := c.Status(ctx)
+		t.Logf("%s: epoch %d authenticator %x; outbox %d, tokens %d", c.Handle(), e, a[:8], st.Outbox, st.Tokens)
 	}
 	t.Fatalf("round %d: the members did not converge", round)
 }
