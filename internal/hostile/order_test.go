@@ -17,11 +17,8 @@ import (
 )
 
 // orderRounds is how many rounds TestConcurrentCommitOneOrder plays
-// (go test -run TestConcurrentCommit -args -order-rounds=4 for a longer
-// run); the default keeps it a few seconds past the users' set-up. Each
-// round spends some 60 delivery tokens per member, and the harness's
-// users do not refill their wallets while the test runs: past 4 rounds
-// the outboxes stall for want of tokens.
+// (go test -run TestConcurrentCommit -args -order-rounds=30 for a long
+// run); the default keeps it a few seconds past the users' set-up.
 var orderRounds = flag.Int("order-rounds", 3, "rounds of TestConcurrentCommitOneOrder")
 
 // TestConcurrentCommitOneOrder: four members of a group all commit (an
@@ -39,6 +36,11 @@ func TestConcurrentCommitOneOrder(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	groupG(t, ctx, u[0], u[1:]...)
+	// Sends never refill a wallet; long-lived clients run the refill
+	// schedule, as these do for long runs (-order-rounds).
+	for _, c := range u {
+		defer c.StartRefills(ctx)()
+	}
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
