@@ -15,29 +15,20 @@ import (
 // (docs/user-guide.md): its epoch, its members, and when each member's
 // leaf last changed as far as this client saw it (the time it processed a
 // commit whose path replaced that member's leaf: the member's own commits
-// and its resyncs; our own commits for us). The times and the rejoin
-// bookkeeping (rejoin.go) are kept in a record of their own per
+// and its resyncs; our own commits for us), kept in the conversation's
+// record (memberRecord.LeafChanged, convRecord.MyLeafChanged). The rejoin
+// bookkeeping (rejoin.go) is kept in a record of its own per
 // conversation, next to the conversation's.
 
 const bucketGroupExtra = "group-extra" // keyed by conversation ID
 
-// groupExtra is what this file and rejoin.go keep per conversation.
+// groupExtra is the rejoin bookkeeping (rejoin.go) kept per conversation.
 type groupExtra struct {
-	// LeafAt is when we last processed a change of a member's leaf, by
-	// handle (ours included).
-	LeafAt map[string]time.Time `json:",omitempty"`
 	// Asked is when we asked a member for a GroupInfo to rejoin; zero
 	// when no answer is awaited.
 	Asked time.Time `json:",omitempty"`
 	// Answered is when we last answered each member's request.
 	Answered map[string]time.Time `json:",omitempty"`
-}
-
-func (x *groupExtra) noteLeaf(handle string, at time.Time) {
-	if x.LeafAt == nil {
-		x.LeafAt = map[string]time.Time{}
-	}
-	x.LeafAt[handle] = at
 }
 
 // groupExtra reads conv's record; a missing or unreadable one is empty
@@ -55,18 +46,17 @@ func (c *Client) putGroupExtra(tx *state.Tx, conv []byte, x *groupExtra) error {
 	return putJSON(tx, bucketGroupExtra, conv, x)
 }
 
-// noteLeafUpdate records, in tx, that handle's leaf in conv changed now.
-func (c *Client) noteLeafUpdate(tx *state.Tx, conv []byte, handle string) error {
-	x := c.groupExtra(tx, conv)
-	x.noteLeaf(handle, c.opts.Now())
-	return c.putGroupExtra(tx, conv, x)
-}
-
-// leafUpdated is when handle's leaf in conv last changed as far as we
-// know; zero if not since this client recorded it. `qpc group` shows
-// this: point it elsewhere if the leaf times come to be kept elsewhere.
-func (c *Client) leafUpdated(tx *state.Tx, conv []byte, handle string) time.Time {
-	return c.groupExtra(tx, conv).LeafAt[handle]
+// leafUpdated is when handle's leaf in r last changed as far as this
+// client saw: when it was added, or we processed a commit of its (a
+// member's commit carries a path) or its resync; zero if not seen.
+func leafUpdated(r *convRecord, handle string, you bool) time.Time {
+	if you {
+		return r.MyLeafChanged
+	}
+	if m := r.Members[handle]; m != nil {
+		return m.LeafChanged
+	}
+	return time.Time{}
 }
 
 // GroupView is a conversation's MLS group as `qpc group` shows it.
@@ -117,7 +107,7 @@ func (c *Client) Groups(ctx context.Context, target string) ([]GroupView, error)
 				v.Epoch = g.Epoch()
 				for _, m := range g.Members() {
 					h := string(m.Credential.Identity)
-					v.Members = append(v.Members, GroupMember{Handle: h, Leaf: m.Leaf, You: h == c.prof.Handle, Updated: c.leafUpdated(tx, r.ID, h)})
+					v.Members = append(v.Members, GroupMember{Handle: h, Leaf: m.Leaf, You: h == c.prof.Handle, Updated: leafUpdated(r, h, h == c.prof.Handle)})
 				}
 			} else {
 				// A state a removal left cannot be loaded (our leaf is

@@ -451,8 +451,8 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 			creator = h
 		}
 	}
-	if creator != from.Handle {
-		return nil, nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
+	if !members[from.Handle] {
+		return nil, nil, fmt.Errorf("a welcome from %s for a group they are not a member of", from.Handle)
 	}
 	// A group ID is its creator's choice (RFC 9420 §8.1): a Welcome for
 	// the ID of a conversation we have re-admits us only when it comes
@@ -482,7 +482,16 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 			return nil, nil, fmt.Errorf("joining: member %s: %w: %w", m.cred.Identity, mls.ErrMemberRejected, err)
 		}
 	}
-	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
+	now := c.opts.Now()
+	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: now, LastUpdate: now, MyLeafChanged: now}
+	if in.ConvKind == content.ConvGroup {
+		// As the member who added us knows them (it is an admin, by
+		// the policy every member checks of its commit).
+		r.Admins = dedupe(in.Admins)
+		if len(in.Admins) == 0 {
+			r.Admins = nil
+		}
+	}
 	if r.Kind == content.ConvDirect {
 		r.Peer = from.Handle
 	} else {
@@ -497,7 +506,7 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	}
 	for h := range members {
 		if h != c.prof.Handle {
-			r.Members[h] = &memberRecord{}
+			r.Members[h] = &memberRecord{LeafChanged: now}
 		}
 	}
 	for _, m := range in.Roster {

@@ -111,6 +111,14 @@ type ClientOptions struct {
 	// transparency names for them. Off by default; never set it in a
 	// messenger people use.
 	SingleMailbox bool
+	// UpdateAfter and UpdateEvery schedule the commits that refresh
+	// our leaf in each conversation (post-compromise security,
+	// docs/protocol.md §11.7): after we received a text, once
+	// UpdateAfter texts were received or UpdateEvery passed since our
+	// last commit there. 0: DefaultUpdateAfter, DefaultUpdateEvery; < 0:
+	// that bound is off.
+	UpdateAfter int
+	UpdateEvery time.Duration
 }
 
 // SentEnvelope describes one envelope the server stored

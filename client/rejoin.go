@@ -15,7 +15,7 @@ import (
 )
 
 // Rejoining a conversation whose commits we missed (docs/protocol.md
-// §11.7, docs/adr/0016-rejoin-external-commit.md). A member that was
+// §11.8, docs/adr/0016-rejoin-external-commit.md). A member that was
 // offline past the server's message lifetime, or whose state was restored
 // from a backup, holds a group state of an epoch the others left: the
 // commits that led on are gone, and every later message is from an epoch
@@ -203,7 +203,17 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	if err := c.saveGroup(r, ng); err != nil {
 		return nil, err
 	}
-	r.Prev, r.PrevEpoch, r.PrevUntil = nil, 0, time.Time{}
+	// The old epochs' states belong to a history we left: no fork choice
+	// returns to them (commitorder.go).
+	r.Chain, r.Sent = nil, nil
+	syncPrev(r)
+	if in.Admins != nil {
+		// The admin list as of the answer's epoch: we missed the commits
+		// that changed it. The member we asked could lie about it, as it
+		// could about the whole state (ADR 0016): only to us.
+		r.Admins = in.Admins
+	}
+	r.MyLeafChanged = now
 	x.Asked = time.Time{}
 	return func(tx *state.Tx) error {
 		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, commit); err != nil {
@@ -213,7 +223,6 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 			c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
 		}
 		c.history(tx, r, Event{Kind: EventWarning, Text: fmt.Sprintf("you rejoined %s: you had missed its changes from epoch %d to %d; messages written meanwhile cannot be read", r.display(), old, ng.Epoch()-1)})
-		x.noteLeaf(c.prof.Handle, now)
 		if err := c.putGroupExtra(tx, r.ID, &x); err != nil {
 			return err
 		}
@@ -223,8 +232,10 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 
 // acceptResync decides on an external commit g (the working copy) has
 // just processed: only a member's resync of itself is accepted (see the
-// top of this file). oldEpoch is the epoch before the commit.
-func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, oldEpoch uint64, ext *mls.ExternalJoin, op *sealed.Opened) (func(*state.Tx) error, error) {
+// top of this file). Once accepted, link keeps the epoch the commit left
+// for the fork choice (commitorder.go): a resync removes a leaf, so it
+// ranks with removals.
+func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, link func()) (func(*state.Tx) error, error) {
 	joiner := string(ext.Joiner.Credential.Identity)
 	refuse := func(why string) (func(*state.Tx) error, error) {
 		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, an external commit sealed by %s was refused: %s", r.display(), op.Sender.Handle, why)})
@@ -245,17 +256,14 @@ func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, 
 	if _, err := c.senderContact(ctx, op); err != nil {
 		return nil, err
 	}
-	c.keepPrev(r, oldEpoch)
+	link()
+	if mr := r.Members[joiner]; mr != nil {
+		mr.LeafChanged = c.opts.Now()
+	}
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
 	}
-	now := c.opts.Now()
 	return func(tx *state.Tx) error {
-		x := c.groupExtra(tx, r.ID)
-		x.noteLeaf(joiner, now)
-		if err := c.putGroupExtra(tx, r.ID, x); err != nil {
-			return err
-		}
 		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil

@@ -451,6 +451,9 @@ type Received struct {
 	// External is set for an external commit (§12.4.3.2): who joined,
 	// and whom it replaced.
 	External *ExternalJoin
+	// AuthenticatedData is the content's authenticated_data (RFC 9420
+	// §6), verified with it.
+	AuthenticatedData []byte
 }
 
 // ExternalJoin describes a processed external commit.
@@ -497,7 +500,7 @@ func (g *Group) process(m *MLSMessage) (*Received, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Received{ContentType: ac.Content.ContentType, Sender: ac.Content.Sender}
+	r := &Received{ContentType: ac.Content.ContentType, Sender: ac.Content.Sender, AuthenticatedData: slices.Clone(ac.Content.AuthenticatedData)}
 	switch ac.Content.ContentType {
 	case ContentTypeApplication:
 		r.ApplicationData = ac.Content.ApplicationData

@@ -109,9 +109,11 @@ Contacts and messages:
   qpc history [<handle|#group>]    print the stored conversation history
   qpc chat                         full-screen chat: conversations, messages, alarms
 
-Groups (only the creator adds and removes):
+Groups (its admins add and remove; at first the creator alone):
   qpc group create <name> <handle>...
   qpc group add <name> <handle> | qpc group remove <name> <handle>
+  qpc group admins <name> <handle>...
+                                   hand the admin role on (list yourself to keep it)
   qpc group leave <name> | qpc group list
   qpc group [name]                   each conversation's epoch, members, leaf updates
   qpc invites                      group invitations from people who are not your contacts
@@ -678,7 +680,7 @@ func (c *cli) group(ctx context.Context, args []string) error {
 	}
 	sub, rest := args[0], args[1:]
 	switch sub {
-	case "create", "add", "remove", "leave", "list", "show":
+	case "create", "add", "remove", "admins", "leave", "list", "show":
 	default:
 		// qpc group <name>: that group's state.
 		sub, rest = "show", args
@@ -707,6 +709,13 @@ func (c *cli) group(ctx context.Context, args []string) error {
 			}
 			if err == nil || isQueued(err) {
 				return c.say("%s: %s %s", rest[0], map[string]string{"add": "added", "remove": "removed"}[sub], rest[1])
+			}
+		case "admins":
+			if len(rest) < 2 {
+				return usagef("group admins <name> <handle>...")
+			}
+			if err = cl.SetAdmins(ctx, rest[0], rest[1:]); err == nil || isQueued(err) {
+				return c.say("%s: the admins are now %s", rest[0], strings.Join(rest[1:], ", "))
 			}
 		case "leave":
 			if len(rest) != 1 {

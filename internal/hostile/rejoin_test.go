@@ -14,7 +14,7 @@ import (
 )
 
 // Rejoining after missed commits (issue 20, item 5; docs/protocol.md
-// §11.7): a member whose group state fell behind rejoins by external
+// §11.8): a member whose group state fell behind rejoins by external
 // commit, and an external commit that is not a member's resync of itself
 // is refused.
 
