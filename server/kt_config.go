@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/vrf"
 	"github.com/quicprochat/qpc/tokens"
@@ -100,13 +101,7 @@ func vkeyOf(skey string) (string, error) {
 }
 
 func writeSecret(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("kt keys: %w", err)
-	}
-	_, werr := f.Write(data)
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
+	if err := secretfile.Create(path, data); err != nil {
 		return fmt.Errorf("kt keys: %w", err)
 	}
 	return nil
