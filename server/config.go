@@ -939,6 +939,9 @@ func (c *Config) Validate() error {
 // FilePath is the configuration file in the data directory.
 func (c *Config) FilePath() string { return filepath.Join(c.DataDir, ConfigFile) }
 
+// KeyPath is the server key in the data directory.
+func (c *Config) KeyPath() string { return filepath.Join(c.DataDir, KeyFile) }
+
 // StorePath is the bbolt file in the data directory.
 func (c *Config) StorePath() string { return filepath.Join(c.DataDir, StoreFile) }
 
