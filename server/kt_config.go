@@ -19,6 +19,7 @@ import (
 	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tokens"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -29,9 +30,6 @@ const (
 	KTNoteKeyFile = "kt-note.key" // the checkpoint signer (a note signer key)
 	KTVRFKeyFile  = "kt-vrf.key"  // the VRF seed (32 bytes)
 )
-
-// DefaultKTListen is the public read-only tlog-tiles listener.
-const DefaultKTListen = "127.0.0.1:4480"
 
 // KTKeys are the directory's secret keys and the public values a client
 // pins: the note verifier key, the VRF public key and the configuration.
@@ -108,7 +106,7 @@ func writeSecret(path string, data []byte) error {
 }
 
 // KTConfig is the directory configuration clients pin for this server.
-func (c *Config) KTConfig(k *KTKeys) kt.Config {
+func KTConfig(c *config.Config, k *KTKeys) kt.Config {
 	return kt.Config{
 		Origin:        k.Signer.Name(),
 		VRFPublicKey:  k.VRF.PublicKey(),
@@ -124,7 +122,7 @@ func (c *Config) KTConfig(k *KTKeys) kt.Config {
 // public log (kt.DirectoryOptions.Opened), before the first checkpoint is
 // awaited: start the kt_listen handler there, since an auditing witness
 // in kt_witness_policy reads the update lists from it before it cosigns.
-func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger, opened func(*kt.Directory)) (*kt.Directory, error) {
+func OpenKT(ctx context.Context, c *config.Config, k *KTKeys, log *slog.Logger, opened func(*kt.Directory)) (*kt.Directory, error) {
 	o := kt.DirectoryOptions{
 		Opened:        opened,
 		Dir:           c.DataDir,
@@ -135,7 +133,7 @@ func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger, opened 
 		MinUpdates:    c.KTMinUpdates,
 		Logger:        log,
 	}
-	c.ktDirectoryLimits(&o)
+	c.KTDirectoryLimits(&o)
 	policy, err := c.KTWitnessPolicyParsed()
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
@@ -77,7 +79,7 @@ var errInitKeyExists = errors.New("refusing to replace the existing server key: 
 // comes first so that a refused init changes nothing. note, if not nil,
 // reports each step. It is `qpc-server init`, and what Run does on a
 // first start.
-func InitDataDir(cfg *Config, note func(format string, args ...any)) (*Identity, error) {
+func InitDataDir(cfg *config.Config, note func(format string, args ...any)) (*Identity, error) {
 	if note == nil {
 		note = func(string, ...any) {}
 	}
@@ -93,12 +95,12 @@ func InitDataDir(cfg *Config, note func(format string, args ...any)) (*Identity,
 	}
 	id, err := CreateIdentity(dir)
 	if errors.Is(err, ErrKeyExists) {
-		return nil, fmt.Errorf("%s: %w", cfg.KeyPath(), errInitKeyExists)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.DataDir, KeyFile), errInitKeyExists)
 	}
 	if err != nil {
 		return nil, err
 	}
-	note("created server key %s", cfg.KeyPath())
+	note("created server key %s", filepath.Join(cfg.DataDir, KeyFile))
 	f, err := os.OpenFile(cfg.FilePath(), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	switch {
 	case errors.Is(err, fs.ErrExist):
@@ -106,7 +108,7 @@ func InitDataDir(cfg *Config, note func(format string, args ...any)) (*Identity,
 	case err != nil:
 		return nil, fmt.Errorf("write config file: %w", err)
 	default:
-		_, werr := f.Write(DefaultConfigFile())
+		_, werr := f.Write(config.DefaultFile())
 		if err := errors.Join(werr, f.Close()); err != nil {
 			return nil, fmt.Errorf("write config file: %w", err)
 		}
@@ -126,7 +128,7 @@ func InitDataDir(cfg *Config, note func(format string, args ...any)) (*Identity,
 // out (requests cut short were never acknowledged, so clients retry them).
 //
 // A ctx done before the listeners are up stops Run as soon as they are.
-func Run(ctx context.Context, cfg *Config, o RunOptions) error {
+func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	log := o.Logger
 	if log == nil {
 		log = cfg.NewLogger(os.Stderr)
@@ -152,7 +154,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	opts, storeOpts, err := cfg.Options()
+	opts, storeOpts, err := OptionsFromConfig(cfg)
 	if err != nil {
 		return err
 	}
@@ -192,7 +194,7 @@ func Run(ctx context.Context, cfg *Config, o RunOptions) error {
 }
 
 // run opens what lives beside the store and serves.
-func run(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger, id *Identity, st *store.Bolt, opts Options) error {
+func run(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger, id *Identity, st *store.Bolt, opts Options) error {
 	// Accounts and the token issuer: their keys live in the data dir beside
 	// the TLS key; the OPAQUE server identity is the pin clients know.
 	pin := id.Pin()
@@ -221,7 +223,7 @@ func run(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger, id *I
 	defer stopKT()
 	opts.KT = ktDir
 	WatchStore(opts.Metrics, st)
-	if cfg.ObserverRecord != ObserverOff {
+	if cfg.ObserverRecord != config.ObserverOff {
 		f, err := openObserverRecord(cfg.ObserverRecord)
 		if err != nil {
 			return err
@@ -236,7 +238,7 @@ func run(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger, id *I
 	return serve(ctx, cfg, o, log, opts, ktReady)
 }
 
-func serve(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger, opts Options, ktReady func(context.Context) error) error {
+func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger, opts Options, ktReady func(context.Context) error) error {
 	// An onion-only server opens no clearnet socket at all.
 	var pc net.PacketConn
 	var err error
@@ -268,7 +270,7 @@ func serve(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger, opt
 		serves.start(func() error { return srv.Serve(pc) })
 		o.Listening(Listener{Kind: ListenerQUIC, Addr: pc.LocalAddr().String(), Address: opts.Identity.Address(bound)})
 	}
-	if cfg.TunnelListen != TorOff {
+	if cfg.TunnelListen != config.TorOff {
 		ln, err := net.Listen("tcp", cfg.TunnelListen)
 		if err != nil {
 			srv.Shutdown(context.Background())
@@ -358,8 +360,8 @@ func serve(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger, opt
 
 // startAdmin serves /healthz, /readyz and /metrics on admin_listen (TCP),
 // unless it is "off". The returned func closes the listener.
-func startAdmin(cfg *Config, srv *Server, log *slog.Logger, listening func(Listener)) (func(), error) {
-	if cfg.AdminListen == AdminOff {
+func startAdmin(cfg *config.Config, srv *Server, log *slog.Logger, listening func(Listener)) (func(), error) {
+	if cfg.AdminListen == config.AdminOff {
 		return func() {}, nil
 	}
 	ln, err := net.Listen("tcp", cfg.AdminListen)
@@ -406,7 +408,7 @@ const tokenKeyWait = 30 * time.Second
 // cannot find in the log, so a server that served before would fail
 // every registration of its first second. ready fails while the current
 // epoch's key is not served; it is a /readyz check.
-func startKT(cfg *Config, log *slog.Logger, issuer *tokens.Issuer, listening func(Listener)) (d *kt.Directory, stop func(), ready func(context.Context) error, err error) {
+func startKT(cfg *config.Config, log *slog.Logger, issuer *tokens.Issuer, listening func(Listener)) (d *kt.Directory, stop func(), ready func(context.Context) error, err error) {
 	if !cfg.KT {
 		return nil, func() {}, func(context.Context) error { return nil }, nil
 	}
@@ -416,7 +418,7 @@ func startKT(cfg *Config, log *slog.Logger, issuer *tokens.Issuer, listening fun
 	}
 	var srv *http.Server
 	var opened func(*kt.Directory)
-	if cfg.KTListen != AdminOff {
+	if cfg.KTListen != config.AdminOff {
 		ln, err := net.Listen("tcp", cfg.KTListen)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kt_listen: %w", err)
@@ -494,18 +496,18 @@ func startKT(cfg *Config, log *slog.Logger, issuer *tokens.Issuer, listening fun
 // the onion service, which can take minutes on the public network; ctx
 // done meanwhile ends the wait. The returned Tor, if not nil, must be
 // closed even when err is not nil.
-func startOnion(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger) (*Onion, *tor.Tor, error) {
+func startOnion(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger) (*Onion, *tor.Tor, error) {
 	key, clients, err := OnionKeys(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	var t *tor.Tor
-	if cfg.TorControl != TorOff {
+	if cfg.TorControl != config.TorOff {
 		log.Info("attaching to tor", "control", cfg.TorControl)
 		t, err = tor.Attach(ctx, cfg.TorControl, o.TorControlPassword, o.TorProgress)
 	} else {
 		torrc := ""
-		if cfg.TorConfig != TorOff {
+		if cfg.TorConfig != config.TorOff {
 			b, err := os.ReadFile(cfg.TorConfig)
 			if err != nil {
 				return nil, nil, fmt.Errorf("tor_config: %w", err)
@@ -530,7 +532,7 @@ func startOnion(ctx context.Context, cfg *Config, o RunOptions, log *slog.Logger
 // OnionKeys loads (or creates) the onion key and the authorized client
 // keys, before tor is started, so that a configuration error shows at
 // once rather than after the bootstrap.
-func OnionKeys(cfg *Config) (ed25519.PrivateKey, []tor.ClientKey, error) {
+func OnionKeys(cfg *config.Config) (ed25519.PrivateKey, []tor.ClientKey, error) {
 	key, err := tor.LoadOrCreateOnionKey(cfg.OnionKeyPath())
 	if err != nil {
 		return nil, nil, err

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 )
 
 // ktVKey prints what a client pins for this server's key transparency:
@@ -13,7 +14,7 @@ import (
 // the directory configuration hash, then, with kt_witness_policy, the
 // witness policy checkpoints must satisfy (one directive a line: `qpc
 // init --kt @file` takes all of it). The keys are created on first use.
-func (c *cli) ktVKey(cfg *server.Config) int {
+func (c *cli) ktVKey(cfg *config.Config) int {
 	policy, err := cfg.KTWitnessPolicyParsed()
 	if err != nil {
 		fmt.Fprintf(c.stderr, "qpc-server kt-vkey: %v\n", err)
@@ -28,7 +29,7 @@ func (c *cli) ktVKey(cfg *server.Config) int {
 		fmt.Fprintf(c.stderr, "qpc-server kt-vkey: %v\n", err)
 		return exitError
 	}
-	kc := cfg.KTConfig(keys)
+	kc := server.KTConfig(cfg, keys)
 	h := kc.Hash()
 	fmt.Fprintln(c.stdout, keys.VKey)
 	fmt.Fprintf(c.stdout, "vrf-key %s\n", hex.EncodeToString(kc.VRFPublicKey))

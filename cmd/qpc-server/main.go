@@ -15,7 +15,7 @@
 // then the built-in defaults.
 //
 // This is a thin main: flags, subcommands and signals. Configuration lives
-// in server.Config; server.Run opens and serves everything.
+// in config.Config; server.Run opens and serves everything.
 package main
 
 import (
@@ -34,6 +34,7 @@ import (
 
 	"github.com/quicprochat/qpc/internal/qrcode"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -122,7 +123,7 @@ func (c *cli) main(args []string) int {
 
 	fs := flag.NewFlagSet("qpc-server "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported below, once
-	flags := server.ConfigFlags{}
+	flags := config.Flags{}
 	flags.Register(fs)
 	var qr bool
 	var host string
@@ -145,7 +146,7 @@ func (c *cli) main(args []string) int {
 		fmt.Fprintf(c.stderr, "qpc-server %s: unexpected argument %q\n", cmd, fs.Arg(0))
 		return exitUsage
 	}
-	cfg, err := server.LoadConfig(flags, c.lookupEnv)
+	cfg, err := config.Load(flags, c.lookupEnv)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "qpc-server %s: %v\n", cmd, err)
 		return exitError
@@ -175,7 +176,7 @@ func (c *cli) main(args []string) int {
 func (c *cli) usage(w io.Writer) {
 	fmt.Fprint(w, usageText)
 	fs := flag.NewFlagSet("qpc-server", flag.ContinueOnError)
-	server.ConfigFlags{}.Register(fs)
+	config.Flags{}.Register(fs)
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 }
@@ -206,7 +207,7 @@ func goVersion() string {
 	return "unknown Go version"
 }
 
-func (c *cli) init(cfg *server.Config) error {
+func (c *cli) init(cfg *config.Config) error {
 	note := func(format string, args ...any) { fmt.Fprintf(c.stderr, format+"\n", args...) }
 	id, err := server.InitDataDir(cfg, note)
 	if err != nil {
@@ -218,7 +219,7 @@ func (c *cli) init(cfg *server.Config) error {
 
 // address prints the server's addresses, one a line; with qr, each line is
 // followed by the address as a QR code (for a phone's camera).
-func (c *cli) address(cfg *server.Config, qr bool) error {
+func (c *cli) address(cfg *config.Config, qr bool) error {
 	id, err := server.LoadIdentity(cfg.DataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no server key in %s (run qpc-server init first)", cfg.DataDir)
@@ -263,7 +264,7 @@ var errForced = errors.New("second signal: exiting without waiting for the shutd
 // run serves until a signal, then drains (server.Run); a second signal
 // ends the wait for the drain. It initialises the data directory on first
 // use, so that a bare `qpc-server` just works.
-func (c *cli) run(cfg *server.Config) error {
+func (c *cli) run(cfg *config.Config) error {
 	// Catch signals first: one that arrives while the store opens is
 	// acted on as soon as the server is up.
 	signals := c.notify()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tor"
 )
 
@@ -51,7 +52,7 @@ func (c *cli) onion(args []string) int {
 	}
 	fset := flag.NewFlagSet("qpc-server onion "+sub, flag.ContinueOnError)
 	fset.SetOutput(io.Discard)
-	flags := server.ConfigFlags{}
+	flags := config.Flags{}
 	flags.Register(fset)
 	key := fset.String("key", "", "the client's public key, descriptor:x25519:<base32> (add-client)")
 	// Flags may surround the name: parse, take a positional, go on.
@@ -73,7 +74,7 @@ func (c *cli) onion(args []string) int {
 		fmt.Fprintf(c.stderr, "qpc-server onion %s: a client name is required\n\n%s", sub, onionUsage)
 		return exitUsage
 	}
-	cfg, err := server.LoadConfig(flags, c.lookupEnv)
+	cfg, err := config.Load(flags, c.lookupEnv)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "qpc-server onion %s: %v\n", sub, err)
 		return exitError
@@ -100,7 +101,7 @@ func (c *cli) onion(args []string) int {
 	return exitOK
 }
 
-func (c *cli) addClient(cfg *server.Config, name, keyText string) error {
+func (c *cli) addClient(cfg *config.Config, name, keyText string) error {
 	onionKey, err := tor.LoadOrCreateOnionKey(cfg.OnionKeyPath())
 	if err != nil {
 		return err
@@ -137,7 +138,7 @@ func (c *cli) addClient(cfg *server.Config, name, keyText string) error {
 // onionAddress prints the onion form of the address if there is an onion
 // key, creating it when the configuration serves an onion, and returns it
 // ("" when there is none).
-func (c *cli) onionAddress(cfg *server.Config, id *server.Identity) (string, error) {
+func (c *cli) onionAddress(cfg *config.Config, id *server.Identity) (string, error) {
 	var key ed25519.PrivateKey
 	var err error
 	if cfg.ServesOnion() {

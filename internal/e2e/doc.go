@@ -6,7 +6,7 @@
 // Two ways to start a server:
 //
 //   - startRun (run_test.go) starts one exactly as `qpc-server run` does:
-//     the command-line flags through server.LoadConfig, then server.Run,
+//     the command-line flags through config.Load, then server.Run,
 //     the composition root (key, store, accounts, token issuer, key
 //     transparency, admin listener). Use it for whatever the binary wires.
 //   - startServer and startSecureServer (harness_test.go) call server.New

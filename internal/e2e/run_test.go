@@ -17,18 +17,19 @@ import (
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
 )
 
 // runServer is a server started exactly as `qpc-server run` starts one:
-// the command line through server.ConfigFlags and server.LoadConfig, then
+// the command line through config.Flags and config.Load, then
 // server.Run, which opens the key, store, accounts, token issuer, KT
 // directory and listeners. Only the environment differs: it is empty but
 // for free ports for the admin and KT listeners (the binary's tests set
 // the same), so that tests run side by side.
 type runServer struct {
 	t      *testing.T
-	cfg    *server.Config
+	cfg    *config.Config
 	addr   string // the qpc:// address of the QUIC listener
 	admin  string // host:port of the admin listener
 	logs   *syncBuffer
@@ -56,13 +57,13 @@ func tryRun(t *testing.T, args ...string) (*runServer, error) {
 	t.Helper()
 	fset := flag.NewFlagSet("qpc-server run", flag.ContinueOnError)
 	fset.SetOutput(io.Discard)
-	flags := server.ConfigFlags{}
+	flags := config.Flags{}
 	flags.Register(fset)
 	if err := fset.Parse(args); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"QPC_ADMIN_LISTEN": "127.0.0.1:0", "QPC_KT_LISTEN": "127.0.0.1:0"}
-	cfg, err := server.LoadConfig(flags, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	cfg, err := config.Load(flags, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func tryRun(t *testing.T, args ...string) (*runServer, error) {
 	}()
 	t.Cleanup(func() { r.stop() })
 	want := map[server.ListenerKind]bool{server.ListenerQUIC: true}
-	if cfg.AdminListen != server.AdminOff {
+	if cfg.AdminListen != config.AdminOff {
 		want[server.ListenerAdmin] = true
 	}
 	timeout := time.After(60 * time.Second)
