@@ -176,8 +176,7 @@ func PublishTokenKeys(ctx context.Context, d *kt.Directory, issuer *tokens.Issue
 // (the length included), if any. What a round misses it enqueues at once
 // and waits for together, so a fresh server has everything a client
 // checks within one KT epoch: a server that waits for the first call
-// before it serves never answers a registration it cannot complete
-// (issue 24).
+// before it serves never answers a registration it cannot complete.
 func PublishTokenKeysNotify(ctx context.Context, d *kt.Directory, issuer *tokens.Issuer, epoch time.Duration, log *slog.Logger, served func(tokenEpoch uint32)) {
 	publish := func() {
 		type item struct {
