@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -190,16 +187,6 @@ func checkMode(t *testing.T, path string, want fs.FileMode) {
 	}
 	if fi.Mode().Perm() != want {
 		t.Errorf("%s has mode %04o, want %04o", path, fi.Mode().Perm(), want)
-	}
-}
-
-// encodings lists the ways an identifier could show up in a log line.
-func encodings(b []byte) []string {
-	return []string{
-		hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)),
-		base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
-		base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
-		fmt.Sprint(b), fmt.Sprintf("%x", b), string(b),
 	}
 }
 
