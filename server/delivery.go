@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// Delivery memory (issue 18 item 1; docs/operations.md "Limits"). Fetch
+// Delivery memory (docs/operations.md "Limits"). Fetch
 // and Subscribe read the store a page at a time and write each page out
 // before loading the next. Before a page is loaded its worst case (page
 // messages × the longest deliverable envelope, plus one record buffer) is

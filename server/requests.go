@@ -11,7 +11,7 @@ import (
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Request memory (issue 18; docs/operations.md "Limits"). While a request
+// Request memory (docs/operations.md "Limits"). While a request
 // record arrives, the stream's record buffer grows with it (wire.Reader,
 // in steps of at most the bytes it already holds). Each step is charged,
 // before it is taken, to the connection's share (RequestConnBytes) and to

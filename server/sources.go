@@ -12,8 +12,8 @@ import (
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Streams and delivery bytes per source (issue 18; docs/operations.md
-// "Limits"). A source is what the connection caps count: an IPv4 address
+// Streams and delivery bytes per source (docs/operations.md "Limits",
+// docs/adr/0013). A source is what the connection caps count: an IPv4 address
 // or an IPv6 /64, and, within it, its IPv6 /48. Over the onion service
 // every client arrives from the tunnel's one address, so there each
 // connection is a source of its own and only the server-wide caps bound
