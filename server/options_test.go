@@ -95,10 +95,10 @@ func TestOptionsDefaultsAreConfigDefaults(t *testing.T) {
 }
 
 // TestConfigBucketRoom: the configuration refuses a largest bucket with no
-// room for an envelope beside a Send's fixed fields exactly where the
-// server's bound (sendOverhead) does.
+// room for an envelope beside a Send's fixed fields exactly where New does
+// (both ask wire.MaxEnvelope).
 func TestConfigBucketRoom(t *testing.T) {
-	least := wire.HeaderSize + sendOverhead + 1 // one byte of envelope
+	least := wire.MaxSendOverhead + 1 // one byte of envelope
 	load := func(largest int) error {
 		_, err := config.Load(config.Flags{"data_dir": t.TempDir(), "buckets": "512," + strconv.Itoa(largest)}, noEnv)
 		return err
@@ -113,7 +113,7 @@ func TestConfigBucketRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Max() - wire.HeaderSize - sendOverhead; got != 1 {
+	if got := wire.MaxEnvelope(p); got != 1 {
 		t.Errorf("server's room in bucket %d: %d, want 1", least, got)
 	}
 }

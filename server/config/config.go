@@ -34,13 +34,6 @@ const (
 // AdminOff turns off admin_listen, kt_listen and kt_witness_policy.
 const AdminOff = "off"
 
-// sendOverhead is the largest fixed part of a Send body around the
-// envelope (docs/protocol.md §4.3): send ID, message ID, auth length + the
-// largest auth, envelope length. server.New refuses a policy whose largest
-// bucket leaves no room beside it; TestConfigBucketRoom in package server
-// pins the two bounds together.
-const sendOverhead = wire.IDSize + wire.MessageIDSize + 2 + wire.MaxAuthSize + 3
-
 // ObserverOff turns off observer_record, its default (an empty value
 // would read as unset in the environment).
 const ObserverOff = "off"
@@ -320,9 +313,9 @@ var configFields = append([]configField{
 			}
 			// The same bound server.New enforces, caught while the
 			// operator can still see which setting caused it.
-			if p.Max()-wire.HeaderSize-sendOverhead <= 0 {
+			if wire.MaxEnvelope(p) <= 0 {
 				return fmt.Errorf("largest bucket %d leaves no room for an envelope (it must exceed %d bytes)",
-					p.Max(), wire.HeaderSize+sendOverhead)
+					p.Max(), wire.MaxSendOverhead)
 			}
 			return nil
 		},
