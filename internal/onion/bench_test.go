@@ -13,6 +13,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tor"
 	"github.com/quicprochat/qpc/tor/tunnel"
@@ -32,7 +33,7 @@ func BenchmarkOnionRoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(dir, server.StoreFile), store.Options{})
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
