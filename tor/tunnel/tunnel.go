@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -62,6 +63,13 @@ type Options struct {
 	// from its peer for this long, so vanished peers do not hold file
 	// descriptors. Keep it above the QUIC idle timeout. Default 5 min.
 	IdleTimeout time.Duration
+	// DelayedACK keeps the kernel's delayed ACKs on the streams. By
+	// default the tunnel acknowledges every read at once (TCP_QUICKACK
+	// on Linux), because the peer that writes to it may be tor, which
+	// does not disable Nagle's algorithm: with delayed ACKs, the second
+	// piece of a datagram tor writes in two waits up to 40 ms for the
+	// ACK of the first (docs/tor.md, "Performance"). For measurement.
+	DelayedACK bool
 }
 
 func (o *Options) setDefaults() {
@@ -296,7 +304,13 @@ func (p *peer) readLoop() {
 	defer p.pc.wg.Done()
 	defer p.close()
 	server := p.pc.ln != nil
-	r := bufio.NewReaderSize(p.conn, 16<<10)
+	var src io.Reader = p.conn
+	if !p.pc.opts.DelayedACK {
+		if rc := quickAckConn(p.conn); rc != nil {
+			src = &quickAckReader{r: p.conn, rc: rc}
+		}
+	}
+	r := bufio.NewReaderSize(src, 16<<10)
 	var hdr [2]byte
 	for {
 		if server {
@@ -331,6 +345,25 @@ func (p *peer) readLoop() {
 			return
 		}
 	}
+}
+
+// quickAckReader reads from a TCP stream and has every read acknowledged
+// at once. Without it, a writer that has Nagle's algorithm on (tor does,
+// on its SOCKS and onion-service streams) holds the rest of a datagram
+// until the kernel's delayed ACK for its first part fires: the tunnel
+// waits for a whole datagram before it answers anything, so no data of
+// ours carries the ACK earlier.
+type quickAckReader struct {
+	r  io.Reader
+	rc syscall.RawConn
+}
+
+func (q *quickAckReader) Read(b []byte) (int, error) {
+	n, err := q.r.Read(b)
+	if n > 0 {
+		quickAck(q.rc)
+	}
+	return n, err
 }
 
 func (p *peer) writeLoop() {
