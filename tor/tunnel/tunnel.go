@@ -34,6 +34,11 @@ const (
 	defaultQueueLen    = 256
 	defaultIdleTimeout = 5 * time.Minute
 	incomingQueue      = 1024
+	defaultSmallHold   = 15 * time.Millisecond
+	// smallDatagram is the largest datagram SmallHold waits on: a QUIC
+	// packet of only ACK or PING frames is well below it, and every
+	// record of the protocol (512 bytes and up) well above.
+	smallDatagram = 64
 )
 
 // Errors.
@@ -70,6 +75,13 @@ type Options struct {
 	// piece of a datagram tor writes in two waits up to 40 ms for the
 	// ACK of the first (docs/tor.md, "Performance"). For measurement.
 	DelayedACK bool
+	// SmallHold is how long a write of nothing but small datagrams
+	// (at most 64 bytes: QUIC ACKs and PINGs) waits for another datagram
+	// to share it. Through Tor, a small write followed by another within
+	// tens of milliseconds waits for a relay's delayed ACK (docs/tor.md,
+	// "Performance"); a QUIC ACK is usually followed by the answer it
+	// precedes. Default 15 ms; negative: never wait.
+	SmallHold time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -84,6 +96,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = defaultIdleTimeout
+	}
+	if o.SmallHold == 0 {
+		o.SmallHold = defaultSmallHold
 	}
 }
 
@@ -369,6 +384,12 @@ func (q *quickAckReader) Read(b []byte) (int, error) {
 func (p *peer) writeLoop() {
 	defer p.pc.wg.Done()
 	w := bufio.NewWriterSize(p.conn, 32<<10)
+	var hold *time.Timer
+	if p.pc.opts.SmallHold > 0 {
+		hold = time.NewTimer(time.Hour)
+		hold.Stop()
+		defer hold.Stop()
+	}
 	for {
 		var buf *[]byte
 		select {
@@ -376,14 +397,36 @@ func (p *peer) writeLoop() {
 		case <-p.done:
 			return
 		}
-		_, err := w.Write(*buf)
-		bufPool.Put(buf)
+		small := len(*buf)-2 <= smallDatagram
+		err := p.write(w, buf)
 		// Coalesce what is already queued into one write: a QUIC flight
 		// is several packets, and each write is a Tor cell boundary.
 		for err == nil && len(p.out) > 0 && w.Buffered() < 24<<10 {
 			buf = <-p.out
-			_, err = w.Write(*buf)
-			bufPool.Put(buf)
+			small = small && len(*buf)-2 <= smallDatagram
+			err = p.write(w, buf)
+		}
+		if err == nil && small && hold != nil {
+			// Only small datagrams (ACKs, PINGs): wait a moment for
+			// what usually follows an ACK, the answer to the request
+			// it acknowledges, so that both cross Tor in one write.
+			// A small write alone followed by another within tens of
+			// milliseconds costs a delayed-ACK timeout at a relay
+			// whose socket has Nagle on (docs/tor.md, "Performance").
+			hold.Reset(p.pc.opts.SmallHold)
+			select {
+			case buf = <-p.out:
+				err = p.write(w, buf)
+				for err == nil && len(p.out) > 0 && w.Buffered() < 24<<10 {
+					err = p.write(w, <-p.out)
+				}
+				if !hold.Stop() {
+					<-hold.C
+				}
+			case <-hold.C:
+			case <-p.done:
+				return
+			}
 		}
 		if err == nil {
 			err = w.Flush()
@@ -393,6 +436,13 @@ func (p *peer) writeLoop() {
 			return
 		}
 	}
+}
+
+// write buffers one framed datagram and returns its buffer to the pool.
+func (p *peer) write(w *bufio.Writer, buf *[]byte) error {
+	_, err := w.Write(*buf)
+	bufPool.Put(buf)
+	return err
 }
 
 // ReadFrom reads the next datagram from any stream. A read deadline
