@@ -15,14 +15,17 @@ func quickAck(rc syscall.RawConn) {
 	})
 }
 
-// quickAckConn returns the raw connection of c if it is a TCP connection
-// on which TCP_QUICKACK can be set, else nil.
+// quickAckConn returns the raw connection of c if c is a TCP connection
+// that exposes it (syscall.Conn), else nil.
 func quickAckConn(c net.Conn) syscall.RawConn {
-	tc, ok := c.(*net.TCPConn)
+	if _, ok := c.LocalAddr().(*net.TCPAddr); !ok {
+		return nil
+	}
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil
 	}

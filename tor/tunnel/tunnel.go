@@ -385,6 +385,7 @@ func (p *peer) writeLoop() {
 	defer p.pc.wg.Done()
 	w := bufio.NewWriterSize(p.conn, 32<<10)
 	var hold *time.Timer
+	var last time.Time // of the last write
 	if p.pc.opts.SmallHold > 0 {
 		hold = time.NewTimer(time.Hour)
 		hold.Stop()
@@ -406,13 +407,16 @@ func (p *peer) writeLoop() {
 			small = small && len(*buf)-2 <= smallDatagram
 			err = p.write(w, buf)
 		}
-		if err == nil && small && hold != nil {
-			// Only small datagrams (ACKs, PINGs): wait a moment for
-			// what usually follows an ACK, the answer to the request
-			// it acknowledges, so that both cross Tor in one write.
-			// A small write alone followed by another within tens of
-			// milliseconds costs a delayed-ACK timeout at a relay
-			// whose socket has Nagle on (docs/tor.md, "Performance").
+		if err == nil && small && hold != nil && time.Since(last) > p.pc.opts.SmallHold {
+			// Only small datagrams (ACKs, PINGs) after a quiet spell:
+			// wait a moment for what usually follows such an ACK, the
+			// answer to the request it acknowledges, so that both
+			// cross Tor in one write. A small write alone followed by
+			// another within tens of milliseconds costs a delayed-ACK
+			// timeout at a relay whose socket has Nagle on
+			// (docs/tor.md, "Performance"). While data flows, writes
+			// follow each other closely and nothing waits: holding
+			// the ACKs of a bulk transfer would stall its sender.
 			hold.Reset(p.pc.opts.SmallHold)
 			select {
 			case buf = <-p.out:
@@ -430,6 +434,7 @@ func (p *peer) writeLoop() {
 		}
 		if err == nil {
 			err = w.Flush()
+			last = time.Now()
 		}
 		if err != nil {
 			p.close()
