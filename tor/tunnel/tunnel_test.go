@@ -472,7 +472,13 @@ func TestSmallDatagramsShareAWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := Server(ln, Options{})
+	var opts Options
+	if opts.setDefaults(); opts.SmallHold <= 0 {
+		t.Fatalf("SmallHold is off by default (%v)", opts.SmallHold)
+	}
+	// A longer hold than the default keeps the test independent of how
+	// late a loaded machine wakes the sleeps below.
+	pc := Server(ln, Options{SmallHold: 250 * time.Millisecond})
 	defer pc.Close()
 	conn, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
