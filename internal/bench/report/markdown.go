@@ -281,6 +281,7 @@ members it did not know one at a time against concurrent, is separate
 too (`+"`QPC_BENCH=1 QPC_JOIN_MEMBERS=11 go test ./internal/e2e -run TestMessengerGroupJoinKT -v`"+`,
 about a minute per delay, joiners behind a proxy adding `+"`QPC_JOIN_DELAY`"+`
 each way); its figures are in docs/key-transparency.md §6.
+
 Round trips over Tor need a private Tor network (internal/tornet, about
 20 s to start): `+"`go test -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion`"+`
 compares a Send and a Health through an onion service with a raw TCP echo
