@@ -38,7 +38,7 @@ import (
 // store's fsync). Every round runs each operation once, in a new random
 // order, so that all see the same circuit and load.
 //
-//	go test -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion
+//	go test -timeout 30m -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion
 func BenchmarkOnionRoundTrip(b *testing.B) {
 	nw, socks := network(b)
 	dir := b.TempDir()

@@ -283,7 +283,7 @@ about a minute per delay, joiners behind a proxy adding `+"`QPC_JOIN_DELAY`"+`
 each way); its figures are in docs/key-transparency.md §6.
 
 Round trips over Tor need a private Tor network (internal/tornet, about
-20 s to start): `+"`go test -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion`"+`
+20 s to start): `+"`go test -timeout 30m -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion`"+`
 compares a Send and a Health through an onion service with a raw TCP echo
 of 2 KiB on the same circuit, the tunnel as shipped with the tunnel as it
 was before issue 22, in one run. Its figures, and why a Send once cost
