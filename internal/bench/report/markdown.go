@@ -282,6 +282,14 @@ too (`+"`QPC_BENCH=1 QPC_JOIN_MEMBERS=11 go test ./internal/e2e -run TestMesseng
 about a minute per delay, joiners behind a proxy adding `+"`QPC_JOIN_DELAY`"+`
 each way); its figures are in docs/key-transparency.md §6.
 
+Round trips over Tor need a private Tor network (internal/tornet, about
+20 s to start): `+"`go test -timeout 30m -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion`"+`
+compares a Send and a Health through an onion service with a raw TCP echo
+of 2 KiB on the same circuit, the tunnel as shipped with the tunnel as it
+was before issue 22, in one run. Its figures, and why a Send once cost
+2.3–4.2 echoes (Nagle in tor meeting delayed ACKs), are in docs/tor.md
+("Performance").
+
 `)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
 	for _, s := range r.Steps {
