@@ -38,9 +38,9 @@ type Config struct {
 	Headline         int
 	HeadlineDuration int64
 	// HeadlineTraffic is the headline's traffic model: TrafficPaper
-	// (Martiny et al.'s simulation: trace.PaperTraffic), the default when
-	// empty, or TrafficLab (every receipt delivered, independent
-	// background).
+	// (Martiny et al.'s simulation, martiny-naive.toml's [traffic]), the
+	// default when empty, or TrafficLab (every receipt delivered,
+	// independent background).
 	HeadlineTraffic string
 	// Live, when set, is a live run's directory (qpc-lab run -out) whose
 	// SDA figure the report adds (RunLive).
@@ -54,7 +54,11 @@ func Write(c Config) ([]*Outcome, error) {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	var outs []*Outcome
-	for _, cs := range Defences(c.Users, c.Hot, c.Interval, c.Duration, c.Seed) {
+	cases, err := Defences(c.Users, c.Hot, c.Interval, c.Duration, c.Seed)
+	if err != nil {
+		return nil, err
+	}
+	for _, cs := range cases {
 		o, err := RunTrace(cs, c.Attacks, false)
 		if err != nil {
 			return nil, fmt.Errorf("report: %s: %w", cs.Defence, err)
@@ -63,12 +67,16 @@ func Write(c Config) ([]*Outcome, error) {
 	}
 	var head *Outcome
 	if c.Headline > 0 {
-		cs := Case{Defence: "naive, Martiny et al.'s scale", Params: Martiny(c.Headline, c.Hot, c.Interval, c.HeadlineDuration, c.Seed)}
+		p, err := Martiny(c.Headline, c.Hot, c.Interval, c.HeadlineDuration, c.Seed)
+		if err != nil {
+			return nil, err
+		}
+		cs := Case{Defence: "naive, Martiny et al.'s scale", Params: p}
 		switch c.HeadlineTraffic {
 		case TrafficLab:
+			cs.Params = trace.LabTraffic(cs.Params)
 		case "", TrafficPaper:
 			cs.Defence += ", their traffic"
-			cs.Params = trace.PaperTraffic(cs.Params)
 		default:
 			return nil, fmt.Errorf("report: headline traffic %q: want %q or %q", c.HeadlineTraffic, TrafficLab, TrafficPaper)
 		}
