@@ -39,9 +39,11 @@ type Options struct {
 	Scenario *scenario.Scenario // required
 	Seed     int64
 	Out      string // output directory, created if missing; required
-	// Users and Speed override the scenario's when not zero.
-	Users int
-	Speed float64
+	// Users, Speed and Duration (simulated) override the scenario's when
+	// not zero.
+	Users    int
+	Speed    float64
+	Duration time.Duration
 	// Drain is the real time the run goes on after the last scheduled
 	// message, for deliveries and receipts; default 2 s plus the longest
 	// receipt delay (in real time).
@@ -163,6 +165,9 @@ func Run(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	if opts.Speed != 0 {
 		sc.Speed = opts.Speed
+	}
+	if opts.Duration != 0 {
+		sc.Duration.Duration = opts.Duration
 	}
 	if err := sc.Validate(); err != nil {
 		return nil, err

@@ -66,6 +66,7 @@ func RunLive(dir string) (*Live, error) {
 		Seed         int64   `json:"seed"`
 		Users        int     `json:"users"`
 		Speed        float64 `json:"speed"`
+		DurationNS   int64   `json:"duration_ns"`
 		ScheduleHash string  `json:"schedule_hash"`
 		RunStartNS   int64   `json:"run_start_ns"`
 		Texts        int     `json:"texts"`
@@ -134,7 +135,7 @@ func RunLive(dir string) (*Live, error) {
 	if sc.Traffic.StrayReceipts+sc.Traffic.Replies+sc.Traffic.Repeats > 0 {
 		l.Traffic = TrafficPaper
 	}
-	sc.Users, sc.Speed = m.Users, m.Speed
+	sc.Users, sc.Speed, sc.Duration.Duration = m.Users, m.Speed, time.Duration(m.DurationNS)
 	sched, err := sc.Generate(m.Seed)
 	if err != nil || sched.Hash() != m.ScheduleHash {
 		return l, nil // the file changed since the run
