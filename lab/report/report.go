@@ -203,22 +203,22 @@ func writeMD(path string, c Config, outs []*Outcome, head *Outcome, live *Live) 
 	if head != nil {
 		s, se := head.Summaries[0], head.Summaries[1]
 		fmt.Fprintf(&b, "## Headline: naive mode at Martiny et al.'s parameters\n\n"+
-			"%d users, 5 background conversations each at 50 texts per user per day, receipts 0.5 s after delivery, one mailbox per user; "+
+			"%d users, %d background conversations each at %g texts per user per day (lab/scenarios/%s.toml), receipts 0.5 s after delivery, one mailbox per user; "+
 			"%d target pairs writing every %s each way, for %s (%d events). %s Martiny et al. (NDSS 2021) link in about 5 texts.\n\n"+
 			"| SDA | linked | median texts to link | against their ~5 |\n|---|---|---|---|\n"+
 			"| counted in fixed 1-s epochs, as the paper counts (`sda-epoch`: the target's epoch and the next, one random non-target range subtracted) | %d/%d | **%s** | %s |\n"+
 			"| delivery-anchored (`sda`: a 1-s window opened at each delivery, the expected background subtracted; the stronger attacker) | %d/%d | **%s** | %s |\n\n",
-			c.Headline, c.Hot, dur(c.Interval), dur(c.HeadlineDuration), head.Events, trafficText(head.Case.Params),
+			c.Headline, head.Case.Params.Contacts, head.Case.Params.RatePerDay, MartinyScenario, c.Hot, dur(c.Interval), dur(c.HeadlineDuration), head.Events, trafficText(head.Case.Params),
 			se.Linked, se.Targets, fmtF(se.Median), against5(se.Median), s.Linked, s.Targets, fmtF(s.Median), against5(s.Median))
 		if live != nil {
 			writeLive(&b, live)
 		}
 		b.WriteString("## Every defence\n\n")
 	}
-	fmt.Fprintf(&b, "%d users, 5 background conversations each at 50 texts per user per day; %d target pairs writing every %s each way, for %s. "+
+	fmt.Fprintf(&b, "%d users, %d background conversations each at %g texts per user per day (lab/scenarios/%s.toml, on the lab's traffic); %d target pairs writing every %s each way, for %s. "+
 		"The attacker is the server; a target is linked when its top guess is, uniquely, a handle (intro mailbox) the target talks to. "+
 		"\"Texts to link\" is the median over targets of the texts the target had received by then; never = not within the run.\n\n",
-		c.Users, c.Hot, dur(c.Interval), dur(c.Duration))
+		c.Users, outs[0].Case.Params.Contacts, outs[0].Case.Params.RatePerDay, MartinyScenario, c.Hot, dur(c.Interval), dur(c.Duration))
 	b.WriteString("![SDA CDF](cdf.png)\n\n| defence | attack | linked | median texts to link | texts received (median) | precision | TPR at 1% FPR | entropy (bits) |\n|---|---|---|---|---|---|---|---|\n")
 	var naive float64
 	for _, o := range outs {
