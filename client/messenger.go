@@ -103,6 +103,14 @@ type ClientOptions struct {
 	// a join may have open at once (lookupMembers); 0:
 	// DefaultKTLookupParallel, 1: one at a time.
 	KTLookupParallel int
+	// KeepReceipt, if set, is asked before each delivery receipt is
+	// scheduled, with the peer it would go to; false drops that receipt.
+	// It exists only for the traffic-analysis lab (lab/population plays
+	// Martiny et al.'s simulated traffic, in which a share of receipts do
+	// not reach the text's writer, see StrayReceipt). It is called inside
+	// a state transaction: it must return at once and must not call the
+	// client. nil: every receipt the settings ask for is scheduled.
+	KeepReceipt func(peer string) bool
 	// SingleMailbox WEAKENS PRIVACY; it exists only for the lab's naive
 	// mode (lab/scenario), which plays Signal's sealed sender: every
 	// conversation receives at the intro mailbox, one long-lived mailbox
