@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.BoolVar(&cfg.Tokens, "tokens", false, "also run the load against a server that requires a delivery token per create and send, and report the ratio to the tokens-off run")
 	fs.StringVar(&cfg.Scenario, "scenario", bench.DefaultScenario, "scenario name reported in the result")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the qpc phase's send window to this file")
+	fs.StringVar(&cfg.TokensCPUProfile, "tokens-cpuprofile", "", "write a CPU profile of the tokens phase's send window to this file")
 	fs.StringVar(&cfg.BaselineCPUProfile, "baseline-cpuprofile", "", "write a CPU profile of the baseline's send window to this file")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -70,6 +70,9 @@ type Config struct {
 	// CPUProfile and BaselineCPUProfile, if set, receive a CPU profile of
 	// the qpc phase and of the baseline phase (setup excluded).
 	CPUProfile, BaselineCPUProfile string
+	// TokensCPUProfile, if set, receives a CPU profile of the tokens
+	// phase's send window.
+	TokensCPUProfile string
 	// Logger receives the in-process server's and the clients' logs.
 	// Nil discards everything below Warn to stderr.
 	Logger *slog.Logger
@@ -188,6 +191,11 @@ type Result struct {
 	TokensLost       int     `json:"tokens_lost,omitempty"`
 	TokensDuplicates int     `json:"tokens_duplicates,omitempty"`
 	TokensSendErrors int     `json:"tokens_send_errors,omitempty"`
+	// The store writer during the tokens phase's window, as for the qpc
+	// phase (MeanBatch, CommitBusyPct, StorePagesPerOp).
+	TokensMeanBatch     float64 `json:"tokens_mean_batch,omitempty"`
+	TokensCommitBusyPct float64 `json:"tokens_commit_busy_pct,omitempty"`
+	TokensPagesPerOp    float64 `json:"tokens_store_pages_per_op,omitempty"`
 }
 
 // phase is what one load run measured.
@@ -263,7 +271,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		// Enough tokens for the tokens-off rate plus headroom; a sender
 		// that runs out stops, which ends the window early, never quietly.
 		need := int(q.rate()*cfg.Duration.Seconds()*1.5) + cfg.Senders + 1
-		tp, err := runInProcess(ctx, cfg, &Result{}, need)
+		var tres Result
+		tp, err := runInProcess(ctx, cfg, &tres, need)
 		if err != nil {
 			return res, fmt.Errorf("tokens phase: %w", err)
 		}
@@ -277,6 +286,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.TokensLost = tp.tally.lost
 		res.TokensDuplicates = tp.tally.duplicates
 		res.TokensSendErrors = tp.sendErrors
+		res.TokensMeanBatch = tres.MeanBatch
+		res.TokensCommitBusyPct = tres.CommitBusyPct
+		res.TokensPagesPerOp = tres.StorePagesPerOp
 	}
 	res.setQPC(q)
 	return res, nil
@@ -394,7 +406,7 @@ func runInProcess(ctx context.Context, cfg Config, res *Result, tokens int) (pha
 	}
 	profile := cfg.CPUProfile
 	if tokens > 0 {
-		profile = ""
+		profile = cfg.TokensCPUProfile
 	}
 	p, err := load(ctx, cfg, id.Address(pc.LocalAddr().String()).String(), profile, hooks, pool)
 	if err != nil {
@@ -561,6 +573,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 			env := make([]byte, envSize)
 			rand.Read(env[envHeaderSize:]) // incompressible, like ciphertext
 			var worst time.Duration
+			var held []byte // a token not yet spent
 			defer func() {
 				for {
 					cur := slowest.Load()
@@ -575,13 +588,25 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 				if !start.Before(deadline) {
 					return
 				}
-				auth := pool.take()
-				if pool != nil && auth == nil {
-					return // out of tokens: this sender's window ends here
+				if pool != nil && held == nil {
+					if held = pool.take(); held == nil {
+						return // out of tokens: this sender's window ends here
+					}
 				}
 				seq := seqs.Add(1)
 				stampEnvelope(env, run, seq, start.Sub(base))
-				_, err := conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, auth)
+				var err error
+				if pool == nil {
+					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, nil)
+				} else {
+					// A token pays for wire.SendsPerToken Sends on its
+					// connection: keep it while the allowance pays.
+					var spent bool
+					_, spent, err = conn.SendPaid(sendCtx, mb.SendID, client.NewMessageID(), env, held)
+					if spent {
+						held = nil
+					}
+				}
 				took := time.Since(start)
 				worst = max(worst, took)
 				if err != nil {
