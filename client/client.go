@@ -591,7 +591,7 @@ func (c *Conn) Send(ctx context.Context, to wire.ID, id wire.MessageID, envelope
 
 // SendPaid is Send for a caller holding a delivery token tok. A token pays
 // for wire.SendsPerToken Sends on the connection that spends it
-// (docs/protocol.md §4.4, "Send allowance"): while this connection has
+// (docs/protocol.md §4.3, "Send allowance"): while this connection has
 // Sends left from a token it spent, SendPaid sends with an empty auth and
 // reports spent false, so the caller keeps tok for a later Send; otherwise
 // it spends tok. spent is true whenever tok was shown to the server, even

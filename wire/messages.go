@@ -39,7 +39,7 @@ const (
 )
 
 // SendsPerToken is how many Sends one delivery token pays for on the
-// connection that spent it (docs/protocol.md §4.4, "Send allowance"): the
+// connection that spent it (docs/protocol.md §4.3, "Send allowance"): the
 // Send that carries the token and SendsPerToken-1 further Sends on the same
 // connection with an empty auth, within the token's validity.
 const SendsPerToken = 8
