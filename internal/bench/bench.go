@@ -62,11 +62,17 @@ type Config struct {
 	// Baseline runs the in-memory relay phase before the qpc phase.
 	Baseline bool
 	// Tokens adds a third phase (in-process only): the same load against a
-	// server that requires a delivery token on every create and send. The
+	// server that requires delivery tokens. Creates carry a token each;
+	// senders pay through client.Conn.SendPaid, one token per
+	// wire.SendsPerToken Sends on their connection (docs/adr/0017). The
 	// tokens are minted before the window from the server's issuer, so the
 	// phase measures redemption on the send path, not issuance; its rate
 	// is reported as a ratio to the tokens-off phase of the same run.
 	Tokens bool
+	// TokenPerSend has the tokens phase pay every Send with a token of its
+	// own (client.Conn.Send), as clients did before a token paid for
+	// wire.SendsPerToken Sends on its connection (client.Conn.SendPaid).
+	TokenPerSend bool
 	// CPUProfile and BaselineCPUProfile, if set, receive a CPU profile of
 	// the qpc phase and of the baseline phase (setup excluded).
 	CPUProfile, BaselineCPUProfile string
@@ -596,9 +602,13 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 				seq := seqs.Add(1)
 				stampEnvelope(env, run, seq, start.Sub(base))
 				var err error
-				if pool == nil {
+				switch {
+				case pool == nil:
 					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, nil)
-				} else {
+				case cfg.TokenPerSend:
+					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, held)
+					held = nil
+				default:
 					// A token pays for wire.SendsPerToken Sends on its
 					// connection: keep it while the allowance pays.
 					var spent bool

@@ -220,6 +220,7 @@ type tracker struct {
 	acked     map[uint64]bool // (from, seq) acknowledged by the server
 	delivered map[uint64]int  // (from, seq) → times delivered
 	lats      []time.Duration // send start → delivery, one per first delivery
+	sendRTTs  []time.Duration // send start → Sent, one per acknowledged send
 	bad       int             // misrouted, corrupt, or ID mismatch
 	sendErrs  int
 	dupAcks   int // the server called a fresh send a duplicate
@@ -272,9 +273,14 @@ func TestLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), sz.window+sz.drain+10*time.Minute)
 	defer cancel()
 
-	// Tokens: one per mailbox creation, one per send, and a little slack
-	// for a client whose ticks run late.
+	// Tokens: one per mailbox creation, one per send (a token pays for
+	// up to wire.SendsPerToken Sends on its connection, so most go
+	// unused), and a little slack for a client whose ticks run late.
 	perClient := int(sz.window/sz.interval) + 2
+	// QPC_LOAD_TOKEN_PER_SEND=1 has every Send carry a token of its own
+	// (Conn.Send, as before the allowance): the baseline of the
+	// allowance's gain in the same build.
+	perSend := os.Getenv("QPC_LOAD_TOKEN_PER_SEND") == "1"
 	setupStart := time.Now()
 	toks := mintTokens(ctx, t, srv.addr, sz.clients*(perClient+1))
 	mintTime := time.Since(setupStart)
@@ -364,7 +370,8 @@ func TestLoad(t *testing.T) {
 			time.Sleep(time.Duration(rng.Int64N(int64(sz.interval))))
 			tick := time.NewTicker(sz.interval)
 			defer tick.Stop()
-			for seq := 0; seq < len(mine); seq++ {
+			next := 0 // mine[next] pays when the connection's allowance is used up
+			for seq := 0; next < len(mine); seq++ {
 				if seq > 0 {
 					<-tick.C
 				}
@@ -379,9 +386,23 @@ func TestLoad(t *testing.T) {
 				sent := time.Since(epoch)
 				env := encodeEnvelope(i, to, seq, sent, id)
 				sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
-				dup, err := conns[i].Send(sctx, mbs[to].SendID, id, env, mine[seq])
+				var dup, spent bool
+				var err error
+				if perSend {
+					dup, err = conns[i].Send(sctx, mbs[to].SendID, id, env, mine[next])
+					spent = true
+				} else {
+					dup, spent, err = conns[i].SendPaid(sctx, mbs[to].SendID, id, env, mine[next])
+				}
+				rtt := time.Since(epoch) - sent
 				scancel()
+				if spent {
+					next++
+				}
 				tr.mu.Lock()
+				if err == nil {
+					tr.sendRTTs = append(tr.sendRTTs, rtt)
+				}
 				switch {
 				case err != nil:
 					tr.sendErrs++
@@ -435,6 +456,7 @@ func TestLoad(t *testing.T) {
 		}
 	}
 	slices.Sort(tr.lats)
+	slices.Sort(tr.sendRTTs)
 	sent := len(tr.acked)
 	rate := float64(sent) / window.Seconds()
 	fmt.Printf("loadtest: clients=%d sent=%d delivered=%d lost=%d duplicated=%d msgs_per_s=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f server_rss_mib=%.1f server_hwm_mib=%.1f server_cpu_pct=%.1f offered_msgs_per_s=%.0f clients_cpu_pct=%.1f loadavg=%s..%s window_s=%.1f drain_s=%.2f setup_s=%.1f mint_s=%.1f send_errors=%d\n",
@@ -447,6 +469,10 @@ func TestLoad(t *testing.T) {
 	// Where the time goes on the server during the window: a Send's and
 	// an Ack's request time (read to response written; both wait for the
 	// group commit), and the store writer's commits.
+	// The Send round trip alone (start of Send to Sent): what of the
+	// delivery latency the send path is, the rest being the push.
+	fmt.Printf("loadtest-send: token_per_send=%v send_p50_ms=%.2f send_p99_ms=%.2f send_p999_ms=%.2f\n",
+		perSend, percentile(tr.sendRTTs, 0.50), percentile(tr.sendRTTs, 0.99), percentile(tr.sendRTTs, 0.999))
 	fmt.Printf("loadtest-server: send_ms=%.2f ack_ms=%.2f commits=%.0f mean_commit_ms=%.2f mean_batch_ops=%.1f\n",
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="send"}`),
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="ack"}`),
