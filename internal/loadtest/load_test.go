@@ -318,36 +318,84 @@ func TestLoad(t *testing.T) {
 	tr := &tracker{acked: map[uint64]bool{}, delivered: map[uint64]int{}}
 	epoch := time.Now()
 
-	// Receivers: one per client, acking what arrived once a second.
+	// Receivers: one per client, acking what arrived once a second. Each
+	// acks on a second of its own phase, from a goroutine of its own, as
+	// independent clients would: all 1,000 acking in the same instant
+	// (QPC_LOAD_ACKS=inline, the old harness) queue every Send of that
+	// moment behind a burst of 1,000 Acks at the one writer, and a
+	// receiver that waits for its own Ack before reading on counts that
+	// wait in the delivery latency of what arrived meanwhile.
+	inlineAcks := os.Getenv("QPC_LOAD_ACKS") == "inline"
 	var rwg sync.WaitGroup
 	for i := range sz.clients {
 		rwg.Add(1)
 		go func() {
 			defer rwg.Done()
+			ack := func(ids []wire.MessageID) {
+				actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+				if _, err := conns[i].Ack(actx, mbs[i], ids); err != nil {
+					t.Errorf("client %d: ack: %v", i, err)
+				}
+				acancel()
+			}
+			var (
+				acks    chan []wire.MessageID
+				ackDone = make(chan struct{})
+			)
+			if inlineAcks {
+				close(ackDone)
+			} else {
+				acks = make(chan []wire.MessageID, 4)
+				go func() {
+					defer close(ackDone)
+					for ids := range acks {
+						ack(ids)
+					}
+				}()
+			}
+			// The first tick comes at a random phase (inline: a second
+			// from now, for every receiver alike), then one a second.
+			var phase <-chan time.Time
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()
+			tickC := tick.C
+			if !inlineAcks {
+				tick.Stop()
+				tickC = nil
+				phase = time.After(time.Duration(mrand.Int64N(int64(time.Second))))
+			}
 			var pending []wire.MessageID
 			flush := func() {
 				if len(pending) == 0 {
 					return
 				}
-				actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-				if _, err := conns[i].Ack(actx, mbs[i], pending); err != nil {
-					t.Errorf("client %d: ack: %v", i, err)
+				if inlineAcks {
+					ack(pending)
+					pending = pending[:0]
+					return
 				}
-				acancel()
-				pending = pending[:0]
+				acks <- pending
+				pending = nil
 			}
 			for {
 				select {
 				case m, ok := <-subs[i].C:
 					if !ok {
 						flush()
+						if acks != nil {
+							close(acks)
+						}
+						<-ackDone
 						return
 					}
 					tr.deliver(i, m, time.Since(epoch))
 					pending = append(pending, m.ID)
-				case <-tick.C:
+				case <-phase:
+					phase = nil
+					tick.Reset(time.Second)
+					tickC = tick.C
+					flush()
+				case <-tickC:
 					flush()
 				}
 			}
@@ -471,8 +519,8 @@ func TestLoad(t *testing.T) {
 	// group commit), and the store writer's commits.
 	// The Send round trip alone (start of Send to Sent): what of the
 	// delivery latency the send path is, the rest being the push.
-	fmt.Printf("loadtest-send: token_per_send=%v send_p50_ms=%.2f send_p99_ms=%.2f send_p999_ms=%.2f\n",
-		perSend, percentile(tr.sendRTTs, 0.50), percentile(tr.sendRTTs, 0.99), percentile(tr.sendRTTs, 0.999))
+	fmt.Printf("loadtest-send: token_per_send=%v inline_acks=%v send_p50_ms=%.2f send_p99_ms=%.2f send_p999_ms=%.2f\n",
+		perSend, inlineAcks, percentile(tr.sendRTTs, 0.50), percentile(tr.sendRTTs, 0.99), percentile(tr.sendRTTs, 0.999))
 	fmt.Printf("loadtest-server: send_ms=%.2f ack_ms=%.2f commits=%.0f mean_commit_ms=%.2f mean_batch_ops=%.1f\n",
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="send"}`),
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="ack"}`),
