@@ -273,14 +273,17 @@ func TestLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), sz.window+sz.drain+10*time.Minute)
 	defer cancel()
 
-	// Tokens: one per mailbox creation, one per send (a token pays for
-	// up to wire.SendsPerToken Sends on its connection, so most go
-	// unused), and a little slack for a client whose ticks run late.
-	perClient := int(sz.window/sz.interval) + 2
-	// QPC_LOAD_TOKEN_PER_SEND=1 has every Send carry a token of its own
-	// (Conn.Send, as before the allowance): the baseline of the
-	// allowance's gain in the same build.
+	// Tokens: one per mailbox creation, one per wire.SendsPerToken sends
+	// (a token pays for that many Sends on its connection), and a little
+	// slack for a client whose ticks run late. QPC_LOAD_TOKEN_PER_SEND=1
+	// has every Send carry a token of its own (Conn.Send, as before the
+	// allowance): the baseline of the allowance's gain in the same build.
 	perSend := os.Getenv("QPC_LOAD_TOKEN_PER_SEND") == "1"
+	sends := int(sz.window/sz.interval) + 2
+	perClient := sends
+	if !perSend {
+		perClient = (sends+wire.SendsPerToken-1)/wire.SendsPerToken + 2
+	}
 	setupStart := time.Now()
 	toks := mintTokens(ctx, t, srv.addr, sz.clients*(perClient+1))
 	mintTime := time.Since(setupStart)
@@ -419,7 +422,7 @@ func TestLoad(t *testing.T) {
 			tick := time.NewTicker(sz.interval)
 			defer tick.Stop()
 			next := 0 // mine[next] pays when the connection's allowance is used up
-			for seq := 0; next < len(mine); seq++ {
+			for seq := 0; seq < sends && next < len(mine); seq++ {
 				if seq > 0 {
 					<-tick.C
 				}
