@@ -27,9 +27,7 @@ import (
 
 // defaultMaxEnvelope is the reference server's max_envelope for a policy
 // (docs/protocol.md §4.3), used before the server's hello is known.
-func defaultMaxEnvelope(p padding.Policy) int {
-	return p.Max() - wire.HeaderSize - (wire.IDSize + wire.MessageIDSize + 2 + wire.MaxAuthSize + 3)
-}
+func defaultMaxEnvelope(p padding.Policy) int { return wire.MaxEnvelope(p) }
 
 // maxContent is the most content one envelope carries to this server:
 // what the pinned policy gives, never less (a server announcing a smaller

@@ -358,6 +358,11 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 		// for this client alone, or with buckets fine enough to tell
 		// lengths apart, would undo the padding.
 		if !m.Policy.Equal(c.opts.Policy) {
+			if c.opts.Policy.Equal(padding.V1) && m.Policy.Equal(padding.V2) {
+				// The one change a release made to the default: say how to
+				// follow it, never follow it unasked (docs/adr/0018-buckets.md).
+				return fmt.Errorf("%w: the server announced buckets %s (the default since padding policy V2), pinned %s (V1): if its operator moved to V2, pin it with `qpc buckets default`", ErrPolicy, m.Policy, c.opts.Policy)
+			}
 			return fmt.Errorf("%w: the server announced buckets %s, pinned %s", ErrPolicy, m.Policy, c.opts.Policy)
 		}
 		// So is the largest envelope, which sets where messages are cut

@@ -82,9 +82,18 @@ func (r *convRecord) display() string {
 	return r.Name
 }
 
+// mlsConfig is the configuration of every group. PaddingBlock 1 leaves
+// PrivateMessages unpadded: each is sealed (package sealed) and padded to
+// a bucket of the pinned policy before it leaves, so MLS's own padding (to
+// 64 bytes by default) hid nothing from the server and cost up to 63
+// bytes of every envelope; the recipient, who decrypts, learns the length
+// either way (docs/adr/0018-buckets.md).
 func (c *Client) mlsConfig(ctx context.Context) *mls.Config {
-	return &mls.Config{VerifyMember: c.verifyMember(ctx), Now: c.opts.Now}
+	return &mls.Config{VerifyMember: c.verifyMember(ctx), Now: c.opts.Now, PaddingBlock: mlsPaddingBlock}
 }
+
+// mlsPaddingBlock is mls.Config.PaddingBlock for every group: none.
+const mlsPaddingBlock = 1
 
 func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, error) {
 	g, err := mls.UnmarshalGroup(r.Group, c.mlsConfig(ctx))
@@ -197,6 +206,9 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 			if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
 				return err
 			}
+		}
+		if err := c.noteLeafUpdate(tx, r.ID, c.prof.Handle); err != nil { // groupview.go
+			return err
 		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
@@ -342,6 +354,9 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventMemberAdded, From: handle, Text: handle + " was added"})
+		if err := c.noteLeafUpdate(tx, r.ID, c.prof.Handle); err != nil { // groupview.go
+			return err
+		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	if err != nil {
@@ -391,6 +406,9 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		}
 		delete(r.Members, handle)
 		c.history(tx, r, Event{Kind: EventMemberRemoved, From: handle, Text: handle + " was removed"})
+		if err := c.noteLeafUpdate(tx, r.ID, c.prof.Handle); err != nil { // groupview.go
+			return err
+		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
 	return err

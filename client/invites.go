@@ -469,6 +469,14 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	if in.ConvKind == content.ConvDirect && (len(members) != 2 || !members[c.prof.Handle]) {
 		return nil, nil, fmt.Errorf("a direct chat from %s with %d members", from.Handle, len(members))
 	}
+	// The members' lookups, spread over connections of their own and
+	// made concurrently (lookupMembers), before they are checked one by
+	// one against what was stored.
+	handles := make([]string, 0, len(later))
+	for _, m := range later {
+		handles = append(handles, string(m.cred.Identity))
+	}
+	c.lookupMembers(ctx, handles)
 	for _, m := range later {
 		if err := verify(m.cred, m.key); err != nil {
 			return nil, nil, fmt.Errorf("joining: member %s: %w: %w", m.cred.Identity, mls.ErrMemberRejected, err)

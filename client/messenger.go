@@ -99,6 +99,10 @@ type ClientOptions struct {
 	// with what it carried: the ground truth of the traffic-analysis lab
 	// (lab/population). It changes nothing of what is sent.
 	SentEnvelope func(SentEnvelope)
+	// KTLookupParallel is how many key-transparency lookup connections
+	// a join may have open at once (lookupMembers); 0:
+	// DefaultKTLookupParallel, 1: one at a time.
+	KTLookupParallel int
 	// SingleMailbox WEAKENS PRIVACY; it exists only for the lab's naive
 	// mode (lab/scenario), which plays Signal's sealed sender: every
 	// conversation receives at the intro mailbox, one long-lived mailbox
@@ -351,7 +355,12 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 	c := newClient(st, opts)
 	v.SetClock(opts.Now, opts.KTMaxEpochAge)
 	c.v = v
-	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash, KTWitnessPolicy: pin.WitnessPolicy, Policy: opts.Dial.Policy}
+	// The pin is written out, never left zero (which stands for V1).
+	policy := opts.Dial.Policy
+	if policy.IsZero() {
+		policy = padding.Default
+	}
+	c.prof = &profile{Server: addr, KTVKey: pin.VKey, KTVRF: pin.VRFKey, KTConfig: pin.ConfigHash, KTWitnessPolicy: pin.WitnessPolicy, Policy: policy}
 	conn, err := c.conn(ctx, connKT)
 	if err == nil {
 		_, err = conn.KTCheckpoint(ctx, c.v)
@@ -487,7 +496,7 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 		defer c.anonDialed()
 	}
 	opts := c.opts.Dial
-	opts.Policy = policy // pinned in the state; zero: padding.Default
+	opts.Policy = pinned(policy)
 	opts.answers = &c.answers
 	if tap := c.opts.Tap; tap != nil {
 		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
@@ -532,8 +541,9 @@ type profile struct {
 	// text); empty: none.
 	KTWitnessPolicy string `json:",omitempty"`
 	// Policy is the padding policy pinned for the server at Init
-	// (ClientOptions.Dial.Policy) or by PinPolicy; the zero Policy, as
-	// in states made before the pin existed, pins padding.Default.
+	// (ClientOptions.Dial.Policy, else padding.Default) or by PinPolicy;
+	// the zero Policy, in states made before Init wrote the pin, pins
+	// padding.V1 (pinned).
 	Policy padding.Policy `json:",omitzero"`
 
 	Handle      string

@@ -17,10 +17,19 @@ import (
 func (c *Client) Policy() padding.Policy {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.prof.Policy.IsZero() {
-		return padding.Default
+	return pinned(c.prof.Policy)
+}
+
+// pinned is the policy a state's pin p stands for. Init writes the
+// policy it pins; a state without one was made when padding.V1 was the
+// default and the pin was not written, so it keeps V1: a new release
+// changing padding.Default never changes what an existing state pins
+// (docs/adr/0018-buckets.md).
+func pinned(p padding.Policy) padding.Policy {
+	if p.IsZero() {
+		return padding.V1
 	}
-	return c.prof.Policy
+	return p
 }
 
 // PinPolicy replaces the pinned padding policy, after checking that the

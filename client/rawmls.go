@@ -69,3 +69,12 @@ func (c *Client) StartMLS(ctx context.Context, direct bool, name string, handles
 	}
 	return c.flush(ctx)
 }
+
+// MLSIdentity is this client's MLS identity, private key included, for
+// tools and tests that speak MLS themselves like SendMLS (the
+// hostile-member tests make external commits with it).
+func (c *Client) MLSIdentity() *mls.Identity {
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.mlsIdentity()
+}

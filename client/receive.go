@@ -419,6 +419,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	if err != nil || r == nil {
 		return nil, fmt.Errorf("no conversation for this mailbox")
 	}
+	if op.ContentType == sealed.ContentRejoinRequest || op.ContentType == sealed.ContentRejoinInfo {
+		return c.processRejoin(ctx, r, op) // rejoin.go
+	}
 	if op.ContentType != sealed.ContentMLS {
 		return nil, fmt.Errorf("unexpected content type %d in a conversation", op.ContentType)
 	}
@@ -436,6 +439,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		if _, ok := r.Members[op.Sender.Handle]; !ok {
 			return nil, fmt.Errorf("a message from a future epoch sealed by %s, not a member", op.Sender.Handle)
 		}
+		c.askRejoin(r, op.Sender.Handle) // in case its commit is lost (rejoin.go)
 		return nil, errDeferFutureEpoch
 	}
 	// A message written in the epoch before the last commit (a member
@@ -457,12 +461,16 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// Every later message of the conversation is from an epoch
 			// we cannot reach: say so, once per commit, instead of
 			// waiting for it in silence.
-			c.raise(Alarm{Kind: AlarmGroupStuck, Detail: fmt.Sprintf("in %s, a commit from %s to epoch %d could not be processed (%v): the conversation cannot go on for you until %s removes and re-adds you", r.display(), op.Sender.Handle, g.Epoch()+1, err, r.Creator)})
+			c.raise(Alarm{Kind: AlarmGroupStuck, Detail: fmt.Sprintf("in %s, a commit from %s to epoch %d could not be processed (%v): asking %s for the group's state to rejoin", r.display(), op.Sender.Handle, g.Epoch()+1, err, op.Sender.Handle)})
+			c.askRejoin(r, op.Sender.Handle) // rejoin.go
 		}
 		return nil, fmt.Errorf("decrypting: %w", err)
 	}
 	if usePrev && rec.ContentType != mls.ContentTypeApplication {
 		return nil, fmt.Errorf("a handshake message for a past epoch")
+	}
+	if rec.External != nil {
+		return c.acceptResync(ctx, r, g, oldEpoch, rec.External, op) // rejoin.go
 	}
 	sender := c.memberHandle(g, rec.Sender.Index)
 	if sender == "" {
@@ -512,6 +520,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				r.Members[h] = &memberRecord{}
 			}
 		}
+		effects = append(effects, func(tx *state.Tx) { c.noteLeafUpdate(tx, r.ID, sender) }) // groupview.go
 	case mls.ContentTypeApplication:
 		m, err := content.ParseMessage(rec.ApplicationData)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
-	"github.com/quicprochat/qpc/padding"
 )
 
 // Status is what `qpc status` shows.
@@ -122,7 +121,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		st.Health = "unreachable: " + err.Error()
 	}
-	policy := padding.Default
+	policy := c.Policy()
 	if conn != nil && st.Reachable {
 		policy = conn.Policy()
 	}

@@ -27,9 +27,26 @@ func TestNewPolicy(t *testing.T) {
 func TestBucket(t *testing.T) {
 	cases := []struct{ n, want int }{{0, 512}, {512, 512}, {513, 2048}, {2048, 2048}, {2049, 16384}, {131072, 131072}}
 	for _, c := range cases {
-		got, err := Default.Bucket(c.n)
+		got, err := V1.Bucket(c.n)
 		if err != nil || got != c.want {
-			t.Errorf("Bucket(%d) = %d, %v; want %d", c.n, got, err, c.want)
+			t.Errorf("V1.Bucket(%d) = %d, %v; want %d", c.n, got, err, c.want)
+		}
+	}
+	cases = []struct{ n, want int }{{0, 512}, {513, 2048}, {2048, 2048}, {2049, 4096}, {4096, 4096}, {4097, 16384}, {131072, 131072}}
+	for _, c := range cases {
+		got, err := V2.Bucket(c.n)
+		if err != nil || got != c.want {
+			t.Errorf("V2.Bucket(%d) = %d, %v; want %d", c.n, got, err, c.want)
+		}
+	}
+	// V2 only adds a bucket: the control bucket, the smallest envelope
+	// bucket and the largest (and so the largest envelope) are V1's.
+	if !Default.Equal(V2) || V2.Max() != V1.Max() || V2.Buckets()[1] != V1.Buckets()[1] {
+		t.Errorf("V2 %s does not extend V1 %s", V2, V1)
+	}
+	for _, b := range V1.Buckets() {
+		if !V2.IsBucket(b) {
+			t.Errorf("V2 lacks V1's bucket %d", b)
 		}
 	}
 	if _, err := Default.Bucket(131073); !errors.Is(err, ErrTooLarge) {
@@ -186,9 +203,10 @@ func TestChunkExample(t *testing.T) {
 
 func TestParsePolicy(t *testing.T) {
 	for s, want := range map[string][]int{
-		"512,2048,16384,131072": Default.Buckets(),
-		"512":                   {512},
-		" 1024 , 8192 ":         {1024, 8192},
+		"512,2048,16384,131072":      V1.Buckets(),
+		"512,2048,4096,16384,131072": V2.Buckets(),
+		"512":                        {512},
+		" 1024 , 8192 ":              {1024, 8192},
 	} {
 		p, err := ParsePolicy(s)
 		if err != nil || !slices.Equal(p.Buckets(), want) {
@@ -206,12 +224,12 @@ func TestParsePolicy(t *testing.T) {
 		}
 	}
 	// The text encoding is the pinned form in JSON; "" is the zero Policy.
-	raw, err := json.Marshal(struct{ P Policy }{Default})
+	raw, err := json.Marshal(struct{ P Policy }{V1})
 	if err != nil || string(raw) != `{"P":"512,2048,16384,131072"}` {
 		t.Fatalf("json: %s %v", raw, err)
 	}
 	var back struct{ P Policy }
-	if err := json.Unmarshal(raw, &back); err != nil || !back.P.Equal(Default) {
+	if err := json.Unmarshal(raw, &back); err != nil || !back.P.Equal(V1) {
 		t.Fatalf("json back: %v %v", back.P, err)
 	}
 	if err := json.Unmarshal([]byte(`{"P":""}`), &back); err != nil || !back.P.IsZero() {

@@ -29,10 +29,23 @@ type Policy struct {
 	buckets []int
 }
 
-// Default is the policy a server announces unless configured otherwise:
-// one control bucket and three envelope buckets. X-Wing sealing adds about
-// 1.1 KiB to every envelope, so the smallest envelope bucket is 2 KiB.
-var Default = Policy{buckets: []int{512, 2 << 10, 16 << 10, 128 << 10}}
+// V1 is the first default policy: one control bucket and three envelope
+// buckets. A client state that pinned no policy explicitly (made before
+// the pin was written at Init) pins V1, what the default was then.
+var V1 = Policy{buckets: []int{512, 2 << 10, 16 << 10, 128 << 10}}
+
+// V2 adds a 4 KiB bucket to V1 (docs/adr/0018-buckets.md). A message pays
+// about 1.8 KiB before its text (token, X-Wing sealing, sender block, MLS
+// framing and signature, content header, KT checkpoint), so under V1 a
+// text of more than about 210 bytes travelled in a 16 KiB record; under
+// V2 texts up to about 2.2 KiB, and mailbox announcements, travel in
+// 4 KiB. The control bucket, the smallest envelope bucket and the largest
+// bucket are V1's, so the largest envelope is unchanged.
+var V2 = Policy{buckets: []int{512, 2 << 10, 4 << 10, 16 << 10, 128 << 10}}
+
+// Default is the policy a server announces unless configured otherwise,
+// and the one a new client pins when not told another.
+var Default = V2
 
 // Control is the policy of the handshake: every hello record is exactly
 // 512 bytes, before either side knows the server's policy.

@@ -25,7 +25,7 @@ func benchSeal(b *testing.B, id hpke.KEM) {
 	content := make([]byte, 1024)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := seal(rand.Reader, padding.Default, rk.Public(), testMailbox, s, ContentMLS, content, testNow); err != nil {
+		if _, err := seal(rand.Reader, padding.V1, rk.Public(), testMailbox, s, ContentMLS, content, testNow); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -33,7 +33,7 @@ func benchSeal(b *testing.B, id hpke.KEM) {
 
 func benchOpen(b *testing.B, id hpke.KEM) {
 	rk := benchKey(b, id)
-	env, err := seal(rand.Reader, padding.Default, rk.Public(), testMailbox, testSender("alice", "alice"), ContentMLS, make([]byte, 1024), testNow)
+	env, err := seal(rand.Reader, padding.V1, rk.Public(), testMailbox, testSender("alice", "alice"), ContentMLS, make([]byte, 1024), testNow)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -35,7 +35,7 @@
 // that bucket: 7 header + 1120 X-Wing encapsulation + 16 AEAD tag. The
 // plaintext inside the bucket costs 4 (padding length) + 107 + handle bytes
 // (sender block and content type) on top of the content. With
-// padding.Default the envelopes are 1655, 3191, 17527 and 132215 bytes; a
+// padding.V1 the envelopes are 1655, 3191, 17527 and 132215 bytes; a
 // bucket is usable only if the server's MaxEnvelope is at least bucket +
 // Overhead. EnvelopeSize gives the size for a content length; MaxContentFor
 // gives the largest content (the chunk size for padding.Split) under a
@@ -118,6 +118,12 @@ const (
 	ContentMLSWelcome ContentType = 0x0002 // a client/content.Intro: a Welcome and its conversation (docs/protocol.md §11.2)
 	ContentCheckpoint ContentType = 0x0003 // a gossiped key-transparency checkpoint
 	ContentChunk      ContentType = 0x0004 // one padding.Split chunk of a larger payload
+	// ContentRejoinRequest asks a member of a conversation for a fresh
+	// GroupInfo; the content is the group ID (docs/protocol.md §11.7).
+	ContentRejoinRequest ContentType = 0x0005
+	// ContentRejoinInfo answers it: a client/content.Intro whose Welcome
+	// field holds a GroupInfo MLSMessage (docs/protocol.md §11.7).
+	ContentRejoinInfo ContentType = 0x0006
 )
 
 // SenderIdentity is who seals: the Ed25519 identity private key published
@@ -177,7 +183,7 @@ func MaxContentFor(p padding.Policy, maxEnvelope, handleLen int) int {
 // at all. Record buckets too small to hold a padded plaintext of
 // padding.MinBucket are left out.
 func PlaintextPolicy(records padding.Policy, authLen int) (padding.Policy, error) {
-	around := wire.HeaderSize + wire.IDSize + wire.MessageIDSize + 2 + authLen + 3 + Overhead
+	around := wire.SendOverhead(authLen) + Overhead
 	var sizes []int
 	for _, b := range records.Buckets() {
 		if b-around >= padding.MinBucket {

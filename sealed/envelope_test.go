@@ -67,7 +67,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	alice := testSender("alice", "alice@example")
 	content := []byte("hello, sealed world")
-	env, err := Seal(padding.Default, rk.Public(), testMailbox, alice, ContentMLS, content, testNow)
+	env, err := Seal(padding.V1, rk.Public(), testMailbox, alice, ContentMLS, content, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("Open = %+v", got)
 	}
 	// Empty content is allowed.
-	env, err = Seal(padding.Default, rk.Public(), testMailbox, alice, ContentCheckpoint, nil, testNow)
+	env, err = Seal(padding.V1, rk.Public(), testMailbox, alice, ContentCheckpoint, nil, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestKeyEncoding(t *testing.T) {
 		t.Fatal("two generated keys are equal")
 	}
 	// An envelope sealed to the parsed public key opens with the parsed private key.
-	env, err := Seal(padding.Default, pk, testMailbox, testSender("a", "a"), ContentMLS, []byte("x"), testNow)
+	env, err := Seal(padding.V1, pk, testMailbox, testSender("a", "a"), ContentMLS, []byte("x"), testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,18 +149,18 @@ func TestEnvelopeSizeByBucket(t *testing.T) {
 		{16384 - small + 1, 131072 - small, 131072},
 	}
 	for _, c := range cases {
-		ea, err := Seal(padding.Default, rk.Public(), testMailbox, s, ContentMLS, bytes.Repeat([]byte{'a'}, c.a), testNow)
+		ea, err := Seal(padding.V1, rk.Public(), testMailbox, s, ContentMLS, bytes.Repeat([]byte{'a'}, c.a), testNow)
 		if err != nil {
 			t.Fatal(err)
 		}
-		eb, err := Seal(padding.Default, rk.Public(), testMailbox, s, ContentMLS, bytes.Repeat([]byte{'b'}, c.b), testNow)
+		eb, err := Seal(padding.V1, rk.Public(), testMailbox, s, ContentMLS, bytes.Repeat([]byte{'b'}, c.b), testNow)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(ea) != len(eb) || len(ea) != c.bucket+Overhead {
 			t.Errorf("contents %d and %d: envelopes of %d and %d bytes, want %d", c.a, c.b, len(ea), len(eb), c.bucket+Overhead)
 		}
-		if n, err := EnvelopeSize(padding.Default, c.a, s.Handle); err != nil || n != len(ea) {
+		if n, err := EnvelopeSize(padding.V1, c.a, s.Handle); err != nil || n != len(ea) {
 			t.Errorf("EnvelopeSize(%d) = %d, %v; want %d", c.a, n, err, len(ea))
 		}
 	}
@@ -170,22 +170,22 @@ func TestEnvelopeSizeByBucket(t *testing.T) {
 	if EncSize != hpke.KEM_XWING.Scheme().CiphertextSize() || MailboxPublicKeySize != hpke.KEM_XWING.Scheme().PublicKeySize() {
 		t.Error("size constants disagree with circl's X-Wing")
 	}
-	max := MaxContentFor(padding.Default, 1<<30, len(s.Handle))
-	if _, err := Seal(padding.Default, rk.Public(), testMailbox, s, ContentMLS, make([]byte, max), testNow); err != nil {
+	max := MaxContentFor(padding.V1, 1<<30, len(s.Handle))
+	if _, err := Seal(padding.V1, rk.Public(), testMailbox, s, ContentMLS, make([]byte, max), testNow); err != nil {
 		t.Errorf("MaxContentFor = %d does not fit: %v", max, err)
 	}
-	if _, err := Seal(padding.Default, rk.Public(), testMailbox, s, ContentMLS, make([]byte, max+1), testNow); !errors.Is(err, ErrTooLarge) {
+	if _, err := Seal(padding.V1, rk.Public(), testMailbox, s, ContentMLS, make([]byte, max+1), testNow); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("MaxContentFor+1: %v, want ErrTooLarge", err)
 	}
-	if _, err := EnvelopeSize(padding.Default, max+1, s.Handle); !errors.Is(err, ErrTooLarge) {
+	if _, err := EnvelopeSize(padding.V1, max+1, s.Handle); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("EnvelopeSize(max+1) = %v, want ErrTooLarge", err)
 	}
 	// A server MaxEnvelope of 130000 rules out the 128 KiB bucket (its
 	// envelopes are 132215 bytes): the largest content then is the 16 KiB one.
-	if got, want := MaxContentFor(padding.Default, 130000, len(s.Handle)), 16384-small; got != want {
+	if got, want := MaxContentFor(padding.V1, 130000, len(s.Handle)), 16384-small; got != want {
 		t.Errorf("MaxContentFor(MaxEnvelope 130000) = %d, want %d", got, want)
 	}
-	if got := MaxContentFor(padding.Default, 512+Overhead-1, len(s.Handle)); got != 0 {
+	if got := MaxContentFor(padding.V1, 512+Overhead-1, len(s.Handle)); got != 0 {
 		t.Errorf("MaxContentFor(below the smallest envelope) = %d, want 0", got)
 	}
 }
@@ -211,7 +211,7 @@ func TestSealRejects(t *testing.T) {
 		{"content_over_policy", good, ContentMLS, make([]byte, 131072), testNow, ErrTooLarge},
 	}
 	for _, c := range cases {
-		if _, err := Seal(padding.Default, rk.Public(), testMailbox, c.from, c.ct, c.content, c.now); !errors.Is(err, c.want) {
+		if _, err := Seal(padding.V1, rk.Public(), testMailbox, c.from, c.ct, c.content, c.now); !errors.Is(err, c.want) {
 			t.Errorf("%s: Seal = %v, want %v", c.name, err, c.want)
 		}
 	}
@@ -237,12 +237,12 @@ func TestSealRejects(t *testing.T) {
 	if _, err := Open(rk, testMailbox, mustEncrypt(t, rk.Public(), testMailbox, padded), testNow, 0, nil); !errors.Is(err, ErrMalformed) {
 		t.Errorf("Open of MaxContent+1: %v, want ErrMalformed", err)
 	}
-	if _, err := Seal(padding.Default, nil, testMailbox, good, ContentMLS, nil, testNow); !errors.Is(err, ErrMalformed) {
+	if _, err := Seal(padding.V1, nil, testMailbox, good, ContentMLS, nil, testNow); !errors.Is(err, ErrMalformed) {
 		t.Errorf("nil recipient: %v", err)
 	}
 	// A 64-byte multi-byte UTF-8 handle is fine.
 	h := strings.Repeat("é", 32)
-	env, err := Seal(padding.Default, rk.Public(), testMailbox, testSender("a", h), ContentMLS, nil, testNow)
+	env, err := Seal(padding.V1, rk.Public(), testMailbox, testSender("a", h), ContentMLS, nil, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func mustEncrypt(t testing.TB, to *MailboxPublicKey, mailbox wire.ID, padded []b
 
 func mustPad(t testing.TB, pt []byte) []byte {
 	t.Helper()
-	padded, err := padding.Pad(padding.Default, pt)
+	padded, err := padding.Pad(padding.V1, pt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func failCases(t testing.TB) []struct {
 	rk := testRecipient(t)
 	to := rk.Public()
 	alice := testSender("alice", "alice")
-	good, err := seal(&detRand{label: "good"}, padding.Default, to, testMailbox, alice, ContentMLS, []byte("hello"), testNow)
+	good, err := seal(&detRand{label: "good"}, padding.V1, to, testMailbox, alice, ContentMLS, []byte("hello"), testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +353,7 @@ func failCases(t testing.TB) []struct {
 		{"kdf_sha384", mut(func(b []byte) []byte { b[4] = 0x02; return b }), testNow, nil, ErrSuite},
 		{"aead_aes128gcm", mut(func(b []byte) []byte { b[6] = 0x01; return b }), testNow, nil, ErrSuite},
 		{"sealed_with_x25519", func() []byte {
-			e, err := seal(&detRand{label: "x"}, padding.Default, x25519.Public(), testMailbox, alice, ContentMLS, []byte("hello"), testNow)
+			e, err := seal(&detRand{label: "x"}, padding.V1, x25519.Public(), testMailbox, alice, ContentMLS, []byte("hello"), testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -362,7 +362,7 @@ func failCases(t testing.TB) []struct {
 		{"truncated_enc", good[:HeaderSize+100], testNow, nil, ErrMalformed},
 		{"truncated_below_min_bucket", good[:len(good)-1], testNow, nil, ErrMalformed},
 		{"truncated_ciphertext", func() []byte {
-			e, err := seal(&detRand{label: "big"}, padding.Default, to, testMailbox, alice, ContentMLS, make([]byte, 1000), testNow)
+			e, err := seal(&detRand{label: "big"}, padding.V1, to, testMailbox, alice, ContentMLS, make([]byte, 1000), testNow)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -401,7 +401,7 @@ func failCases(t testing.TB) []struct {
 
 func seal2(t testing.TB, to *MailboxPublicKey, mailbox wire.ID, from SenderIdentity) []byte {
 	t.Helper()
-	e, err := seal(&detRand{label: "seal2"}, padding.Default, to, mailbox, from, ContentMLS, []byte("hello"), testNow)
+	e, err := seal(&detRand{label: "seal2"}, padding.V1, to, mailbox, from, ContentMLS, []byte("hello"), testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +479,7 @@ func TestCodes(t *testing.T) {
 // content of the bucket lands in the same record bucket.
 func TestPlaintextPolicyFillsRecords(t *testing.T) {
 	const authLen = 101
-	inner, err := PlaintextPolicy(padding.Default, authLen)
+	inner, err := PlaintextPolicy(padding.V1, authLen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,12 +499,12 @@ func TestPlaintextPolicyFillsRecords(t *testing.T) {
 			if err != nil {
 				t.Fatalf("seal %d bytes: %v", n, err)
 			}
-			rec, err := wire.AppendMessage(nil, padding.Default, &wire.Send{Auth: make([]byte, authLen), Envelope: env})
+			rec, err := wire.AppendMessage(nil, padding.V1, &wire.Send{Auth: make([]byte, authLen), Envelope: env})
 			if err != nil {
 				t.Fatal(err)
 			}
 			want := b + Overhead + wire.HeaderSize + 32 + 16 + 2 + authLen + 3
-			if len(rec) != want || !padding.Default.IsBucket(len(rec)) {
+			if len(rec) != want || !padding.V1.IsBucket(len(rec)) {
 				t.Fatalf("content %d in plaintext bucket %d: record %d bytes, want exactly the record bucket %d", n, b, len(rec), want)
 			}
 		}

@@ -317,9 +317,9 @@ var configFields = append([]configField{
 			}
 			// The same bound New enforces, caught while the operator can
 			// still see which setting caused it.
-			if p.Max()-wire.HeaderSize-sendOverhead <= 0 {
+			if wire.MaxEnvelope(p) <= 0 {
 				return fmt.Errorf("largest bucket %d leaves no room for an envelope (it must exceed %d bytes)",
-					p.Max(), wire.HeaderSize+sendOverhead)
+					p.Max(), wire.MaxSendOverhead)
 			}
 			return nil
 		},

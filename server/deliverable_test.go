@@ -23,7 +23,7 @@ func TestMaxDeliverable(t *testing.T) {
 		if _, err := wire.AppendMessage(nil, p, &wire.Delivery{Envelope: make([]byte, n+1)}); err == nil {
 			t.Errorf("%v: a Delivery of %d bytes fits: MaxDeliverable is too small", sizes, n+1)
 		}
-		if send := p.Max() - wire.HeaderSize - sendOverhead; send > n {
+		if send := wire.MaxEnvelope(p); send > n {
 			t.Errorf("%v: Send accepts %d bytes, more than a Delivery carries (%d)", sizes, send, n)
 		}
 	}

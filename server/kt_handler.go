@@ -204,7 +204,7 @@ func (k *keyedBuckets) len() int {
 // §4.11); handled is false for any other record.
 func (s *Server) ktRequest(ctx context.Context, cs *connState, m wire.Message) (resp wire.Message, handled bool, err error) {
 	switch m.(type) {
-	case *wire.KTPublish, *wire.KTLookup, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint, *wire.KTTile:
+	case *wire.KTPublish, *wire.KTLookup, *wire.KTLookupBatch, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint, *wire.KTTile:
 	default:
 		return nil, false, nil
 	}
@@ -218,6 +218,13 @@ func (s *Server) ktRequest(ctx context.Context, cs *connState, m wire.Message) (
 	case *wire.KTLookup:
 		var p *kt.LookupProof
 		if p, err = d.LookupCharged(ctx, m.Label, m.KnownSize, s.proofBudget(cs)); err == nil {
+			resp = &wire.KTProof{Proof: p.Marshal()}
+		}
+	case *wire.KTLookupBatch:
+		// One epoch proof for all the labels; each label's VRF proofs
+		// are charged as its own lookup's would be.
+		var p *kt.BatchLookupProof
+		if p, err = d.LookupBatch(ctx, m.Labels, m.KnownSize, s.proofBudget(cs)); err == nil {
 			resp = &wire.KTProof{Proof: p.Marshal()}
 		}
 	case *wire.KTHistory:

@@ -248,7 +248,7 @@ func New(opts Options) (*Server, error) {
 	tlsConf.NextProtos = wire.ALPNs(opts.Versions)
 	// The envelope limit leaves room for the Send and Delivery headers in
 	// the largest bucket (docs/protocol.md §4.3).
-	maxEnv := opts.Policy.Max() - wire.HeaderSize - sendOverhead
+	maxEnv := wire.MaxEnvelope(opts.Policy)
 	if maxEnv <= 0 {
 		return nil, fmt.Errorf("server: largest bucket %d leaves no room for an envelope", opts.Policy.Max())
 	}
@@ -311,22 +311,13 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// deliveryOverhead is the fixed part of a Delivery body around the
-// envelope: seq, message ID, received-at, envelope length (protocol.md §4).
-const deliveryOverhead = 8 + wire.MessageIDSize + 8 + 3
-
 // MaxDeliverable is the longest envelope a Delivery record can carry in
 // policy's largest bucket. Every envelope a server accepted under a
 // policy is at most this long; one stored under a larger policy and
 // longer than this can no longer be delivered.
 func MaxDeliverable(policy padding.Policy) int {
-	return policy.Max() - wire.HeaderSize - deliveryOverhead
+	return wire.MaxDelivered(policy)
 }
-
-// sendOverhead is the largest fixed part of a Send body around the
-// envelope: send ID, message ID, auth length + the largest auth, envelope
-// length. Delivery's fixed part (35 bytes) is smaller.
-const sendOverhead = wire.IDSize + wire.MessageIDSize + 2 + wire.MaxAuthSize + 3
 
 // Limits returns what the server announces in ServerHello.
 func (s *Server) Limits() wire.Limits { return s.limits }

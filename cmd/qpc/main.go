@@ -9,7 +9,7 @@
 //	qpc backup export [--history] <file> | backup import <file>
 //	qpc send <handle|#group> <text>
 //	qpc recv [--follow]
-//	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list
+//	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list | [show] [name]
 //	qpc invites | accept <id> | decline <id>
 //	qpc history [<handle|#group>] | chat
 //	qpc contact show-qr | contact receipts <handle> on|off | cover <rate>|off
@@ -84,7 +84,7 @@ Set up:
                                    the same from the parts an invite carries; the pin is what
                                    'qpc-server kt-vkey' prints (three lines, or @file);
                                    --buckets pins the padding policy the operator gave you
-                                   (default 512,2048,16384,131072)
+                                   (default 512,2048,4096,16384,131072)
   qpc buckets [<sizes>|default]    show or change the pinned padding policy (a server that
                                    announces other buckets is refused)
   qpc register <handle>            create your account and publish your keys
@@ -113,6 +113,7 @@ Groups (only the creator adds and removes):
   qpc group create <name> <handle>...
   qpc group add <name> <handle> | qpc group remove <name> <handle>
   qpc group leave <name> | qpc group list
+  qpc group [name]                   each conversation's epoch, members, leaf updates
   qpc invites                      group invitations from people who are not your contacts
                                    (contacts: added, or written to in a direct chat)
   qpc accept <id> | qpc decline <id>
@@ -367,7 +368,7 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 	fs.SetOutput(io.Discard)
 	server := fs.String("server", c.getenv("QPC_SERVER"), "server address qpc://<pin>@host:port")
 	ktPin := fs.String("kt", c.getenv("QPC_KT_PIN"), "key-transparency pin (what qpc-server kt-vkey prints), or @file")
-	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,16384,131072)")
+	buckets := fs.String("buckets", c.getenv("QPC_BUCKETS"), "padding policy the operator gave you (default 512,2048,4096,16384,131072)")
 	// Flags may come before or after the invite.
 	var positional []string
 	for {
@@ -673,11 +674,17 @@ func (c *cli) history(args []string) error {
 
 func (c *cli) group(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("group create|add|remove|leave|list")
+		args = []string{"show"}
 	}
 	sub, rest := args[0], args[1:]
+	switch sub {
+	case "create", "add", "remove", "leave", "list", "show":
+	default:
+		// qpc group <name>: that group's state.
+		sub, rest = "show", args
+	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
-		if sub != "list" {
+		if sub != "list" && sub != "show" {
 			c.refillFirst(ctx, cl)
 		}
 		var err error
@@ -734,11 +741,58 @@ func (c *cli) group(ctx context.Context, args []string) error {
 					safetext.Line(g.Name), safetext.Line(g.Creator), safetext.Line(strings.Join(g.Members, ",")), state)
 			}
 			return nil
+		case "show":
+			if len(rest) > 1 {
+				return usagef("group [show] [name]")
+			}
+			target := ""
+			if len(rest) == 1 {
+				target = rest[0]
+			}
+			return c.groupShow(ctx, cl, target)
 		default:
-			return usagef("group create|add|remove|leave|list")
+			return usagef("group create|add|remove|leave|list|show")
 		}
 		return err
 	})
+}
+
+// groupShow prints the MLS state of every conversation, or of target's:
+// its epoch, and each member with when its leaf last changed.
+func (c *cli) groupShow(ctx context.Context, cl *client.Client, target string) error {
+	views, err := cl.Groups(ctx, target)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if views == nil {
+			views = []client.GroupView{}
+		}
+		return c.printJSON(views)
+	}
+	for _, v := range views {
+		name := safetext.Line(v.Name)
+		if v.Group {
+			name = "#" + name
+		}
+		state := ""
+		if !v.Active {
+			state = " (not a member)"
+		}
+		fmt.Fprintf(c.stdout, "%s\tepoch %d\tcreated by %s%s\n", name, v.Epoch, safetext.Line(v.Creator), state)
+		for _, m := range v.Members {
+			who := safetext.Line(m.Handle)
+			if m.You {
+				who += " (you)"
+			}
+			updated := "not seen"
+			if !m.Updated.IsZero() {
+				updated = m.Updated.Local().Format("2006-01-02 15:04")
+			}
+			fmt.Fprintf(c.stdout, "  leaf %d\t%s\tleaf updated %s\n", m.Leaf, who, updated)
+		}
+	}
+	return nil
 }
 
 // invites lists, accepts or declines group invitations.

@@ -35,10 +35,6 @@ const (
 	DefaultScenario       = "send-2KiB-64x1"
 )
 
-// sendFixed is the part of a Send body around an empty-auth envelope:
-// send ID, message ID, auth length (u16), envelope length (u24).
-const sendFixed = wire.IDSize + wire.MessageIDSize + 2 + 3
-
 // Config describes one scenario. Zero fields take the defaults above.
 type Config struct {
 	Scenario string
@@ -47,7 +43,7 @@ type Config struct {
 	// directory, removed afterwards.
 	Server string
 	// RecordSize is the bucket every Send record fills exactly; the
-	// envelope is RecordSize - record header - sendFixed bytes.
+	// envelope is RecordSize - wire.SendOverhead(0) bytes.
 	RecordSize int
 	Senders    int
 	// SendersPerConn is how many senders share one client.Conn (one QUIC
@@ -110,7 +106,7 @@ func (c *Config) setDefaults() {
 
 func (c *Config) validate() error {
 	switch {
-	case c.RecordSize < wire.HeaderSize+sendFixed+envHeaderSize:
+	case c.RecordSize < wire.SendOverhead(0)+envHeaderSize:
 		return fmt.Errorf("bench: record size %d leaves no room for the %d-byte bench header", c.RecordSize, envHeaderSize)
 	case c.Senders < 1:
 		return fmt.Errorf("bench: %d senders", c.Senders)
@@ -124,7 +120,7 @@ func (c *Config) validate() error {
 
 // EnvelopeSize is the envelope that makes a Send record exactly recordSize
 // bytes with empty auth.
-func EnvelopeSize(recordSize int) int { return recordSize - wire.HeaderSize - sendFixed }
+func EnvelopeSize(recordSize int) int { return recordSize - wire.SendOverhead(0) }
 
 // Result is the one JSON line qpc-bench prints. Rates are acknowledged
 // sends per second of the send window; latencies run from the start of

@@ -81,7 +81,7 @@ func startRelay(tlsConf *tls.Config, policy padding.Policy) (*relay, error) {
 		policy: policy,
 		// The same limits the server derives from the same policy.
 		limits: wire.Limits{
-			MaxEnvelope: uint32(policy.Max() - wire.HeaderSize - (wire.IDSize + wire.MessageIDSize + 2 + wire.MaxAuthSize + 3)),
+			MaxEnvelope: uint32(wire.MaxEnvelope(policy)),
 			MaxFetch:    wire.MaxFetchLimit,
 			MaxAckIDs:   wire.MaxAckIDs,
 			TTLSeconds:  uint32((21 * 24 * time.Hour) / time.Second),

@@ -79,3 +79,46 @@ func TestHostilePaddingPolicy(t *testing.T) {
 	def := startServer(t, nil)
 	dial(t, def, client.Options{}).Close()
 }
+
+// TestPaddingPolicyUpgrade: the default moved from padding.V1 to V2
+// (docs/adr/0018-buckets.md) without changing what any state pins. A
+// client that pinned V1 keeps V1 when its server restarts announcing V2:
+// it is refused, with an error that says how to follow (no release moves
+// a pin unasked, so a server cannot move one victim to buckets of its
+// choosing); once the user pins the default it talks again, under V2,
+// and a new client pins V2 at Init.
+func TestPaddingPolicyUpgrade(t *testing.T) {
+	ms := startMessengerServerWith(t, func(o *server.Options) { o.Policy = padding.V1 })
+	ctx := ctxT(t)
+	opts := messengerOptions(t.TempDir())
+	opts.Dial.Policy = padding.V1
+	c, err := client.Init(ctx, ms.addr, ms.pin(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Register(ctx, "alice", []byte("password of alice")); err != nil {
+		t.Fatal(err)
+	}
+
+	ms.opts.Policy = padding.V2
+	ms.restart()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reachable || st.Policy != padding.V1.String() || !strings.Contains(st.Health, "qpc buckets default") {
+		t.Fatalf("a V1 pin against a V2 server: reachable %v, policy %q, health %q", st.Reachable, st.Policy, st.Health)
+	}
+	if err := c.PinPolicy(ctx, padding.Policy{}); err != nil {
+		t.Fatalf("pinning the default: %v", err)
+	}
+	if st, err = c.Status(ctx); err != nil || !st.Reachable || st.Policy != padding.V2.String() {
+		t.Fatalf("after pinning the default: %+v, %v", st, err)
+	}
+
+	fresh := newUser(t, ms, "bob")
+	if !fresh.Policy().Equal(padding.V2) {
+		t.Fatalf("a new client pins %s", fresh.Policy())
+	}
+}

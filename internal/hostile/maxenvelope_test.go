@@ -19,7 +19,7 @@ import (
 // of that bucket, and the number of Send records would tell a text's
 // length to within about 700 bytes. The limit is pinned with the buckets:
 // the victim refuses the server (ErrPolicy) and sends nothing, while an
-// honest user's 1,000- and 6,000-byte texts are one 16 KiB record each.
+// honest user's 3,000- and 6,000-byte texts are one 16 KiB record each.
 func TestHostileMaxEnvelope(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	pp, err := sealed.PlaintextPolicy(h.Policy(), tokens.TokenSize)
@@ -62,8 +62,8 @@ func TestHostileMaxEnvelope(t *testing.T) {
 		}
 		return sizes
 	}
-	s1, s2 := shape(1000), shape(6000)
+	s1, s2 := shape(3000), shape(6000)
 	if len(s1) != 1 || len(s2) != 1 || s1[0] != s2[0] {
-		t.Fatalf("a 1,000-byte text went as records %v, a 6,000-byte one as %v: want one record of one size each", s1, s2)
+		t.Fatalf("a 3,000-byte text went as records %v, a 6,000-byte one as %v: want one record of one size each", s1, s2)
 	}
 }

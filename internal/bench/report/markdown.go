@@ -235,6 +235,31 @@ creator's ratio is roughly the number of HPKE encryptions a commit makes.
 	}
 	fmt.Fprintf(w, "\n![MLS commit cost against group size](%s)\n\n", plot(PlotMLS))
 
+	fmt.Fprint(w, `## Bytes per message
+
+Not part of the generated run: `+"`"+`go test ./internal/e2e -run
+TestWireBytesPerMessage -v`+"`"+` (about 20 s) runs a real server under padding
+policy V1 and under V2 in one test, two real clients on each talking
+through a UDP relay (lab/netrecord), and logs the overhead table (docs/adr/0018-buckets.md).
+Measured 2026-12-07, load average 21 (other builds on the two cores; the
+byte counts do not depend on load):
+
+| | V1 `+"`"+`512,2048,16384,131072`+"`"+` | V2 `+"`"+`512,2048,4096,16384,131072`+"`"+` | V2/V1 |
+|---|---:|---:|---:|
+| largest text in the 2,048-byte record | 236 B | 236 B | 1.00 |
+| largest text in the next bucket | 14,572 B (16 KiB) | 2,284 B (4 KiB) | |
+| Send record for a 100-byte text | 2,048 B | 2,048 B | 1.00 |
+| Send record for a 500-byte text | 16,384 B | 4,096 B | 0.25 |
+| Send record for a 1,000-byte text | 16,384 B | 4,096 B | 0.25 |
+| UDP bytes sent during Send, 100-byte text | 2,133 B | 2,133 B | 1.00 |
+| UDP bytes sent during Send, 1,000-byte text | 16,741 B | 4,208 B | 0.25 |
+
+The Delivery record to the recipient is the same bucket. Before unpadded
+MLS messages (same test, earlier run) the 2,048-byte record held 211 bytes
+of text; main before this change: 211 bytes, and 16,384-byte records for
+every text from 212 bytes.
+
+`)
 	fmt.Fprint(w, `## Not in this report
 
 The many-client load test is separate: internal/loadtest drives a built
@@ -244,6 +269,18 @@ qpc-server with 1,000 token-spending clients and 10,000 idle connections
 CPU, memory per idle connection). `+"`just rss`"+` (TestAttackServerRSS) measures
 the server process's RSS and a client's p99 under the issue-18 attacks;
 its figures are in docs/operations.md ("Memory under attack").
+
+One 10,000-update key-transparency epoch into a 1M-label tree is
+separate too (`+"`go test ./kt -run '^$' -bench Epoch10k -benchtime 5x`"+`,
+about a minute, building the tree with synthetic VRF outputs); its
+figures, against the tree code before the storage change in the same
+run, are in docs/key-transparency.md §6.
+
+A member's join into a group, with the key-transparency lookups of the
+members it did not know one at a time against concurrent, is separate
+too (`+"`QPC_BENCH=1 QPC_JOIN_MEMBERS=11 go test ./internal/e2e -run TestMessengerGroupJoinKT -v`"+`,
+about a minute per delay, joiners behind a proxy adding `+"`QPC_JOIN_DELAY`"+`
+each way); its figures are in docs/key-transparency.md §6.
 
 `)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
