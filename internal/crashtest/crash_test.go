@@ -112,7 +112,7 @@ type ledger struct {
 	mu        sync.Mutex
 	sent      map[wire.MessageID]bool // true once acked
 	delivered map[wire.MessageID]map[uint64]bool
-	paid      [][]byte // tokens spent by an acked Send (the tokens run)
+	paid      [][]byte // tokens spent by an acked, freshly stored Send (the tokens run)
 }
 
 // TestCrashLoop: a server without tokens, killed QPC_CRASH_CYCLES times
@@ -216,10 +216,16 @@ func crashLoop(t *testing.T, cycles int, tokens bool) {
 				var err error
 				var paid []byte
 				if tokens {
-					var spent bool
-					_, spent, err = c.SendPaid(sctx, mb.SendID, id, body, held)
+					var spent, dup bool
+					dup, spent, err = c.SendPaid(sctx, mb.SendID, id, body, held)
 					if spent {
-						paid, held = held, nil
+						// A fresh store spent it with the message; a
+						// duplicate spends nothing, and whether an earlier
+						// attempt that got no answer spent it is unknown.
+						if !dup {
+							paid = held
+						}
+						held = nil
 					}
 				} else {
 					_, err = c.Send(sctx, mb.SendID, id, body, nil)
