@@ -601,7 +601,8 @@ func (c *Conn) Send(ctx context.Context, to wire.ID, id wire.MessageID, envelope
 // reports spent false, so the caller keeps tok for a later Send; otherwise
 // it spends tok. spent is true whenever tok was shown to the server, even
 // by an attempt whose answer was lost: such a token must not be used
-// again. A server that does not honour the allowance (TOKEN_MISSING for
+// again. (A duplicate answer spends nothing on the server, but an earlier
+// attempt may have spent the token, so spent stays true.) A server that does not honour the allowance (TOKEN_MISSING for
 // an empty auth) gets tok in the same call.
 func (c *Conn) SendPaid(ctx context.Context, to wire.ID, id wire.MessageID, envelope, tok []byte) (duplicate, spent bool, err error) {
 	if max := c.Limits().MaxEnvelope; max > 0 && len(envelope) > int(max) {
