@@ -45,9 +45,18 @@ func (c *Client) updateEvery() time.Duration {
 }
 
 // updateDue counts a text received in r and reports whether our
-// scheduled update is due.
-func (c *Client) updateDue(r *convRecord) bool {
+// scheduled update is due. A text written in an epoch before our current
+// one (past: its sender has not processed our last commit yet) counts but
+// never makes it due: a peer who only sends and does not read would
+// otherwise fall behind by one epoch per update, and past the states we
+// keep (maxChain) its texts could no longer be read. The update is then
+// made at the first text of the current epoch, once the last one has
+// reached the peer; the keys the thief held were already replaced by it.
+func (c *Client) updateDue(r *convRecord, past bool) bool {
 	r.RecvSinceUpdate++
+	if past {
+		return false
+	}
 	if n := c.updateAfter(); n > 0 && r.RecvSinceUpdate >= n {
 		return true
 	}

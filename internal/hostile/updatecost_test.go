@@ -14,7 +14,10 @@ import (
 // member writes m messages, a member receives (n-1)·m of them and so
 // commits floor((n-1)·m / N) updates, each sent to the n-1 others. The
 // handshake envelopes the members send must be that many, plus at most
-// half again for commits that lost a fork choice and were retried.
+// half again for commits that lost a fork choice and were retried, less
+// at most each member's last update: an update falls due only at a text
+// written in the member's current epoch (update.go), and after the last
+// round none may come.
 func TestUpdateScheduleEnvelopes(t *testing.T) {
 	const n, m, N = 4, 4, 4
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
@@ -75,7 +78,7 @@ func TestUpdateScheduleEnvelopes(t *testing.T) {
 	}
 	want := n * ((n - 1) * m / N) * (n - 1)
 	t.Logf("handshake envelopes sent: %d (per member %v); the schedule predicts %d; ratio %.2f", total, handshakes, want, float64(total)/float64(want))
-	if total < want || total > want*3/2 {
-		t.Fatalf("%d handshake envelopes, want %d to %d", total, want, want*3/2)
+	if low := want - n*(n-1); total < low || total > want*3/2 {
+		t.Fatalf("%d handshake envelopes, want %d to %d", total, low, want*3/2)
 	}
 }
