@@ -174,6 +174,7 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 		return nil, fmt.Errorf("rejoining %s: %w", r.display(), err)
 	}
 	old := g.Epoch()
+	oldAdmins := admins(r, r.Admins, memberSet(g))
 	if ng.Epoch()-1 <= old {
 		// We caught up meanwhile (the commit was late, not lost).
 		x.Asked = time.Time{}
@@ -207,10 +208,13 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	// returns to them (commitorder.go).
 	r.Chain, r.Sent = nil, nil
 	syncPrev(r)
-	if in.Admins != nil {
+	if in.Admins != nil && slices.Contains(oldAdmins, from) {
 		// The admin list as of the answer's epoch: we missed the commits
-		// that changed it. The member we asked could lie about it, as it
-		// could about the whole state (ADR 0016): only to us.
+		// that changed it. Only an admin of ours is believed: an admin
+		// can set the list anyway. A member that is not would make
+		// itself our admin, and we would apply its commits that every
+		// other member refuses (TestHostileMemberRejoinForgedAdmins);
+		// we keep our own list (docs/protocol.md §11.8).
 		r.Admins = in.Admins
 	}
 	r.MyLeafChanged = now
