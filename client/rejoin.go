@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -241,9 +240,29 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 // ranks with removals.
 func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, link func()) (func(*state.Tx) error, error) {
 	joiner := string(ext.Joiner.Credential.Identity)
-	refuse := func(why string) (func(*state.Tx) error, error) {
+	if err := c.checkResync(ctx, r, ext, op); err != nil {
+		return nil, err
+	}
+	link()
+	if mr := r.Members[joiner]; mr != nil {
+		mr.LeafChanged = c.opts.Now()
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return nil, err
+	}
+	return func(tx *state.Tx) error {
+		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
+		return putJSON(tx, bucketConvs, r.ID, r)
+	}, nil
+}
+
+// checkResync refuses, with an alarm, an external commit that is not a
+// member's resync of itself (see the top of this file).
+func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.ExternalJoin, op *sealed.Opened) error {
+	joiner := string(ext.Joiner.Credential.Identity)
+	refuse := func(why string) error {
 		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, an external commit sealed by %s was refused: %s", r.display(), op.Sender.Handle, why)})
-		return nil, errors.New("external commit refused: " + why)
+		return fmt.Errorf("%w: external commit: %s", errRefused, why)
 	}
 	switch {
 	case ext.Resynced == nil:
@@ -257,17 +276,65 @@ func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, 
 	}
 	// The joiner's new leaf was checked against key transparency when it
 	// was applied (mls.Config.VerifyMember); its seal is checked here.
-	if _, err := c.senderContact(ctx, op); err != nil {
+	_, err := c.senderContact(ctx, op)
+	return err
+}
+
+// resyncForkChoice decides on a resync g (the state of link li's epoch,
+// a working copy) has just processed, for an epoch we have left by
+// another commit: a resync ranks with removals (commitorder.go), and if
+// it ranks lower than the commit we followed we switch to it, as to any
+// commit. Refusing it instead split the group for good: the members that
+// read the resync first kept it (TestConcurrentCommitResyncRace).
+func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Group, li int, key []byte, ext *mls.ExternalJoin, op *sealed.Opened) (func(*state.Tx) error, error) {
+	if err := c.checkResync(ctx, r, ext, op); err != nil {
 		return nil, err
 	}
-	link()
+	joiner := string(ext.Joiner.Credential.Identity)
+	rank := commitRank(key, ext.Resynced.Leaf, op.Content, true)
+	if sameCommitter(rank, r.Chain[li].OutRank) && !bytes.Equal(rank, r.Chain[li].OutRank) {
+		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), joiner, r.Chain[li].Epoch)})
+	}
+	if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
+		return func(*state.Tx) error { return nil }, nil // it lost
+	}
+	resend, retry, err := c.switchBranch(r, li, g, rank)
+	if err != nil {
+		return nil, err
+	}
+	now := c.opts.Now()
+	current := memberSet(g)
+	var gone []string
+	for h := range r.Members {
+		if !current[h] {
+			gone = append(gone, h)
+			delete(r.Members, h)
+		}
+	}
+	for h := range current {
+		if _, ok := r.Members[h]; !ok && h != c.prof.Handle {
+			r.Members[h] = &memberRecord{LeafChanged: now}
+		}
+	}
 	if mr := r.Members[joiner]; mr != nil {
-		mr.LeafChanged = c.opts.Now()
+		mr.LeafChanged = now
+	}
+	effects, err := c.afterSwitch(ctx, r, g, resend, retry)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
 	}
 	return func(tx *state.Tx) error {
+		for _, f := range effects {
+			if err := f(tx); err != nil {
+				return err
+			}
+		}
+		for _, h := range gone {
+			c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
+		}
 		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil
