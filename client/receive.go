@@ -527,7 +527,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			return c.resyncForkChoice(ctx, r, g, li, key, rec.External, op)
 		}
 		return c.acceptResync(ctx, r, g, rec.External, op, func() { // rejoin.go
-			c.pushLink(r, oldEpoch, baseRaw, commitRank(key, rec.External.Resynced.Leaf, op.Content, true), nil)
+			c.pushLink(r, oldEpoch, baseRaw, resyncRank(key, rec.External.Resynced.Leaf, op.Content), nil)
 		})
 	}
 	sender := c.memberHandle(g, rec.Sender.Index)

@@ -236,8 +236,8 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 // acceptResync decides on an external commit g (the working copy) has
 // just processed: only a member's resync of itself is accepted (see the
 // top of this file). Once accepted, link keeps the epoch the commit left
-// for the fork choice (commitorder.go): a resync removes a leaf, so it
-// ranks with removals.
+// for the fork choice (commitorder.go): a resync ranks after removals and
+// before every other commit.
 func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, link func()) (func(*state.Tx) error, error) {
 	joiner := string(ext.Joiner.Credential.Identity)
 	if err := c.checkResync(ctx, r, ext, op); err != nil {
@@ -282,8 +282,8 @@ func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.Extern
 
 // resyncForkChoice decides on a resync g (the state of link li's epoch,
 // a working copy) has just processed, for an epoch we have left by
-// another commit: a resync ranks with removals (commitorder.go), and if
-// it ranks lower than the commit we followed we switch to it, as to any
+// another commit: a resync ranks after removals and before other commits
+// (commitorder.go), and if it ranks lower than the commit we followed we switch to it, as to any
 // commit. Refusing it instead split the group for good: the members that
 // read the resync first kept it (TestConcurrentCommitResyncRace).
 func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Group, li int, key []byte, ext *mls.ExternalJoin, op *sealed.Opened) (func(*state.Tx) error, error) {
@@ -291,7 +291,7 @@ func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Gro
 		return nil, err
 	}
 	joiner := string(ext.Joiner.Credential.Identity)
-	rank := commitRank(key, ext.Resynced.Leaf, op.Content, true)
+	rank := resyncRank(key, ext.Resynced.Leaf, op.Content)
 	if sameCommitter(rank, r.Chain[li].OutRank) && !bytes.Equal(rank, r.Chain[li].OutRank) {
 		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), joiner, r.Chain[li].Epoch)})
 	}
