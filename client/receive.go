@@ -505,6 +505,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// Not of this epoch's keys: perhaps of a branch of commits
 			// we will switch to. Only a member's is waited for.
 			if _, ok := r.Members[op.Sender.Handle]; ok {
+				if !usePrev && pm.Epoch == g.Epoch() {
+					c.rejoinLost(r, pm.Epoch, op.Sender.Handle) // rejoin.go
+				}
 				return nil, errDeferOtherBranch
 			}
 		}

@@ -82,6 +82,30 @@ func (c *Client) askRejoin(r *convRecord, from string) {
 	}
 }
 
+// rejoinLost notes that a member's message of epoch, our current one,
+// did not decrypt: if our resync made epoch, it lost to another commit
+// of the epoch before (two members rejoined at once, say), and we are on
+// a branch nobody follows; we ask again now, once, instead of an hour
+// later (TestRejoinTwoAtOnce).
+func (c *Client) rejoinLost(r *convRecord, epoch uint64, from string) {
+	asked := false
+	err := c.store.Update(func(tx *state.Tx) error {
+		x := c.groupExtra(tx, r.ID)
+		if x.Rejoined == 0 || x.Rejoined != epoch {
+			return nil
+		}
+		x.Rejoined, x.Lost, x.Asked, asked = 0, true, time.Time{}, true
+		return c.putGroupExtra(tx, r.ID, x)
+	})
+	if err != nil {
+		c.log.Warn("could not note a lost rejoin", "conv", r.display(), "err", err)
+		return
+	}
+	if asked {
+		c.askRejoin(r, from)
+	}
+}
+
 // processRejoin handles the envelopes of a rejoin in r's mailbox: a
 // member's request (we answer with a GroupInfo) or the answer to ours
 // (we rejoin).
@@ -105,7 +129,7 @@ func (c *Client) processRejoin(ctx context.Context, r *convRecord, op *sealed.Op
 // answerRejoin sends a member that asked a GroupInfo of our epoch, with
 // the mailboxes we know: only to a current member (by its credential in
 // our tree, its sealing key checked against key transparency by the
-// caller), at most once per rejoinAnswerEvery.
+// caller), at most once per rejoinAnswerEvery and epoch of ours.
 func (c *Client) answerRejoin(r *convRecord, g *mls.Group, op *sealed.Opened) (func(*state.Tx) error, error) {
 	who := op.Sender.Handle
 	if !bytes.Equal(op.Content, r.ID) {
@@ -129,13 +153,16 @@ func (c *Client) answerRejoin(r *convRecord, g *mls.Group, op *sealed.Opened) (f
 	now := c.opts.Now()
 	return func(tx *state.Tx) error {
 		x := c.groupExtra(tx, r.ID)
-		if t, ok := x.Answered[who]; ok && now.Sub(t) < rejoinAnswerEvery && !now.Before(t) {
+		if t, ok := x.Answered[who]; ok && now.Sub(t) < rejoinAnswerEvery && !now.Before(t) && x.AnsweredEpoch[who] >= g.Epoch() {
 			return nil
 		}
 		if x.Answered == nil {
 			x.Answered = map[string]time.Time{}
 		}
-		x.Answered[who] = now
+		if x.AnsweredEpoch == nil {
+			x.AnsweredEpoch = map[string]uint64{}
+		}
+		x.Answered[who], x.AnsweredEpoch[who] = now, g.Epoch()
 		if err := c.fanOut(tx, r, []string{who}, sealed.ContentRejoinInfo, info); err != nil {
 			return err
 		}
@@ -174,9 +201,9 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	}
 	old := g.Epoch()
 	oldAdmins := admins(r, r.Admins, memberSet(g))
-	if ng.Epoch()-1 <= old {
+	if ng.Epoch()-1 < old || ng.Epoch()-1 == old && !x.Lost {
 		// We caught up meanwhile (the commit was late, not lost).
-		x.Asked = time.Time{}
+		x.Asked, x.Lost = time.Time{}, false
 		return func(tx *state.Tx) error { return c.putGroupExtra(tx, r.ID, &x) }, nil
 	}
 	current := memberSet(ng)
@@ -217,7 +244,7 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 		r.Admins = in.Admins
 	}
 	r.MyLeafChanged = now
-	x.Asked = time.Time{}
+	x.Asked, x.Lost, x.Rejoined = time.Time{}, false, ng.Epoch()
 	return func(tx *state.Tx) error {
 		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, commit); err != nil {
 			return err
