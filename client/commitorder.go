@@ -24,8 +24,8 @@ import (
 // mailbox, by a fork choice each computes alone:
 //
 //   - Of the commits made on one epoch e, the one of lowest rank wins.
-//     A commit's rank is one byte, 0 for a commit that removes a member
-//     and 1 for any other, then HMAC-SHA-256(k_e, committer's leaf), then
+//     A commit's rank is one byte, 0 for a commit that removes a member,
+//     1 for a member's resync of its own leaf and 2 for any other, then HMAC-SHA-256(k_e, committer's leaf), then
 //     SHA-256 of the commit message, where k_e is MLS-Exporter("qpc
 //     commit order", "", 32) of epoch e (RFC 9420 §8.5): every member of
 //     e computes the same rank, the server cannot, and a committer cannot
@@ -105,14 +105,33 @@ func orderKey(g *mls.Group) ([]byte, error) {
 	return g.ExportSecret(commitOrderLabel, nil, 32)
 }
 
+// Classes of the fork choice's rank, lowest first: a removal wins over a
+// member's resync of its own leaf (rejoin.go), which wins over any other
+// commit. A resync ranking with removals let a member being removed undo
+// its removal with a resync on the same epoch
+// (TestHostileMemberResyncOutracesRemoval).
+const (
+	classRemove = 0
+	classResync = 1
+	classOther  = 2
+)
+
 // commitRank is the fork choice's rank of commit, sent by leaf in the
 // epoch whose order key is key (removes: it removes a member): lower
 // wins.
 func commitRank(key []byte, leaf uint32, commit []byte, removes bool) []byte {
-	class := byte(1)
 	if removes {
-		class = 0
+		return rankOf(classRemove, key, leaf, commit)
 	}
+	return rankOf(classOther, key, leaf, commit)
+}
+
+// resyncRank is the rank of a member's resync of its leaf leaf.
+func resyncRank(key []byte, leaf uint32, commit []byte) []byte {
+	return rankOf(classResync, key, leaf, commit)
+}
+
+func rankOf(class byte, key []byte, leaf uint32, commit []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write(binary.BigEndian.AppendUint32(nil, leaf))
 	h := sha256.Sum256(commit)

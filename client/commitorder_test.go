@@ -42,6 +42,13 @@ func TestCommitRankOrder(t *testing.T) {
 	if bytes.Compare(rem, upd) >= 0 {
 		t.Fatal("a removal does not outrank an update")
 	}
+	// A resync ranks between, whatever the leaves' keyed parts.
+	for leaf := range uint32(16) {
+		rs := resyncRank(k1, leaf, []byte("resync"))
+		if bytes.Compare(commitRank(k1, 3+leaf, []byte("remove"), true), rs) >= 0 || bytes.Compare(rs, commitRank(k1, 3+leaf, []byte("update"), false)) >= 0 {
+			t.Fatal("a resync does not rank after removals and before other commits")
+		}
+	}
 	if !sameCommitter(upd, commitRank(k1, 3, []byte("other"), false)) || sameCommitter(upd, commitRank(k1, 4, []byte("update"), false)) {
 		t.Fatal("sameCommitter is wrong")
 	}

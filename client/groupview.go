@@ -29,6 +29,16 @@ type groupExtra struct {
 	Asked time.Time `json:",omitempty"`
 	// Answered is when we last answered each member's request.
 	Answered map[string]time.Time `json:",omitempty"`
+	// AnsweredEpoch is the epoch of our last answer to each member: a
+	// request within rejoinAnswerEvery is answered again only from a
+	// later epoch (a member whose resync lost asks again at once).
+	AnsweredEpoch map[string]uint64 `json:",omitempty"`
+	// Rejoined is the epoch our last resync made, until a member's
+	// message of that epoch fails to decrypt (our resync lost to another
+	// commit of its epoch, rejoin.go); Lost is then set, and an answer of
+	// our own epoch is taken.
+	Rejoined uint64 `json:",omitempty"`
+	Lost     bool   `json:",omitempty"`
 }
 
 // groupExtra reads conv's record; a missing or unreadable one is empty

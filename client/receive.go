@@ -466,16 +466,24 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	li := -1
 	cur := g
 	baseRaw := r.Group
-	if pm != nil && pm.Epoch < g.Epoch() {
-		if li = r.linkAt(pm.Epoch, now); li < 0 {
+	// A member's resync (an external commit, a PublicMessage) for an
+	// epoch we left competes in the fork choice like any commit.
+	msgEpoch, past := uint64(0), false
+	if pm != nil {
+		msgEpoch, past = pm.Epoch, pm.Epoch < g.Epoch()
+	} else if pub := msg.PublicMessage; pub != nil && pub.Content.Sender.Type == mls.SenderTypeNewMemberCommit {
+		msgEpoch, past = pub.Content.Epoch, pub.Content.Epoch < g.Epoch()
+	}
+	if past {
+		if li = r.linkAt(msgEpoch, now); li < 0 {
 			if _, ok := r.Members[op.Sender.Handle]; ok {
 				// A member's, of an epoch we hold no state of: of a
 				// branch a fork choice dropped (its sender sent it
 				// again), or read too late; a message truly lost
 				// shows as a gap in the sender's numbers.
-				return nil, fmt.Errorf("%w: a message of epoch %d", errStaleBranch, pm.Epoch)
+				return nil, fmt.Errorf("%w: a message of epoch %d", errStaleBranch, msgEpoch)
 			}
-			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", pm.Epoch)
+			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", msgEpoch)
 		}
 		prev, err := mls.UnmarshalGroup(r.Chain[li].State, c.mlsConfig(ctx))
 		if err != nil {
@@ -497,6 +505,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// Not of this epoch's keys: perhaps of a branch of commits
 			// we will switch to. Only a member's is waited for.
 			if _, ok := r.Members[op.Sender.Handle]; ok {
+				if !usePrev && pm.Epoch == g.Epoch() {
+					c.rejoinLost(r, pm.Epoch, op.Sender.Handle) // rejoin.go
+				}
 				return nil, errDeferOtherBranch
 			}
 		}
@@ -514,10 +525,12 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	}
 	if rec.External != nil {
 		if usePrev {
-			return nil, fmt.Errorf("%w: an external commit for a past epoch", errRefused)
+			// A resync competing with the commit we followed out of
+			// its epoch: ordered like any commit (rejoin.go).
+			return c.resyncForkChoice(ctx, r, g, li, key, rec.External, op)
 		}
 		return c.acceptResync(ctx, r, g, rec.External, op, func() { // rejoin.go
-			c.pushLink(r, oldEpoch, baseRaw, commitRank(key, rec.External.Resynced.Leaf, op.Content, true), nil)
+			c.pushLink(r, oldEpoch, baseRaw, resyncRank(key, rec.External.Resynced.Leaf, op.Content), nil)
 		})
 	}
 	sender := c.memberHandle(g, rec.Sender.Index)

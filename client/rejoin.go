@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -83,6 +82,30 @@ func (c *Client) askRejoin(r *convRecord, from string) {
 	}
 }
 
+// rejoinLost notes that a member's message of epoch, our current one,
+// did not decrypt: if our resync made epoch, it lost to another commit
+// of the epoch before (two members rejoined at once, say), and we are on
+// a branch nobody follows; we ask again now, once, instead of an hour
+// later (TestRejoinTwoAtOnce).
+func (c *Client) rejoinLost(r *convRecord, epoch uint64, from string) {
+	asked := false
+	err := c.store.Update(func(tx *state.Tx) error {
+		x := c.groupExtra(tx, r.ID)
+		if x.Rejoined == 0 || x.Rejoined != epoch {
+			return nil
+		}
+		x.Rejoined, x.Lost, x.Asked, asked = 0, true, time.Time{}, true
+		return c.putGroupExtra(tx, r.ID, x)
+	})
+	if err != nil {
+		c.log.Warn("could not note a lost rejoin", "conv", r.display(), "err", err)
+		return
+	}
+	if asked {
+		c.askRejoin(r, from)
+	}
+}
+
 // processRejoin handles the envelopes of a rejoin in r's mailbox: a
 // member's request (we answer with a GroupInfo) or the answer to ours
 // (we rejoin).
@@ -106,7 +129,7 @@ func (c *Client) processRejoin(ctx context.Context, r *convRecord, op *sealed.Op
 // answerRejoin sends a member that asked a GroupInfo of our epoch, with
 // the mailboxes we know: only to a current member (by its credential in
 // our tree, its sealing key checked against key transparency by the
-// caller), at most once per rejoinAnswerEvery.
+// caller), at most once per rejoinAnswerEvery and epoch of ours.
 func (c *Client) answerRejoin(r *convRecord, g *mls.Group, op *sealed.Opened) (func(*state.Tx) error, error) {
 	who := op.Sender.Handle
 	if !bytes.Equal(op.Content, r.ID) {
@@ -130,13 +153,16 @@ func (c *Client) answerRejoin(r *convRecord, g *mls.Group, op *sealed.Opened) (f
 	now := c.opts.Now()
 	return func(tx *state.Tx) error {
 		x := c.groupExtra(tx, r.ID)
-		if t, ok := x.Answered[who]; ok && now.Sub(t) < rejoinAnswerEvery && !now.Before(t) {
+		if t, ok := x.Answered[who]; ok && now.Sub(t) < rejoinAnswerEvery && !now.Before(t) && x.AnsweredEpoch[who] >= g.Epoch() {
 			return nil
 		}
 		if x.Answered == nil {
 			x.Answered = map[string]time.Time{}
 		}
-		x.Answered[who] = now
+		if x.AnsweredEpoch == nil {
+			x.AnsweredEpoch = map[string]uint64{}
+		}
+		x.Answered[who], x.AnsweredEpoch[who] = now, g.Epoch()
 		if err := c.fanOut(tx, r, []string{who}, sealed.ContentRejoinInfo, info); err != nil {
 			return err
 		}
@@ -174,9 +200,10 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 		return nil, fmt.Errorf("rejoining %s: %w", r.display(), err)
 	}
 	old := g.Epoch()
-	if ng.Epoch()-1 <= old {
+	oldAdmins := admins(r, r.Admins, memberSet(g))
+	if ng.Epoch()-1 < old || ng.Epoch()-1 == old && !x.Lost {
 		// We caught up meanwhile (the commit was late, not lost).
-		x.Asked = time.Time{}
+		x.Asked, x.Lost = time.Time{}, false
 		return func(tx *state.Tx) error { return c.putGroupExtra(tx, r.ID, &x) }, nil
 	}
 	current := memberSet(ng)
@@ -207,14 +234,17 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	// returns to them (commitorder.go).
 	r.Chain, r.Sent = nil, nil
 	syncPrev(r)
-	if in.Admins != nil {
+	if in.Admins != nil && slices.Contains(oldAdmins, from) {
 		// The admin list as of the answer's epoch: we missed the commits
-		// that changed it. The member we asked could lie about it, as it
-		// could about the whole state (ADR 0016): only to us.
+		// that changed it. Only an admin of ours is believed: an admin
+		// can set the list anyway. A member that is not would make
+		// itself our admin, and we would apply its commits that every
+		// other member refuses (TestHostileMemberRejoinForgedAdmins);
+		// we keep our own list (docs/protocol.md §11.8).
 		r.Admins = in.Admins
 	}
 	r.MyLeafChanged = now
-	x.Asked = time.Time{}
+	x.Asked, x.Lost, x.Rejoined = time.Time{}, false, ng.Epoch()
 	return func(tx *state.Tx) error {
 		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, commit); err != nil {
 			return err
@@ -233,13 +263,33 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 // acceptResync decides on an external commit g (the working copy) has
 // just processed: only a member's resync of itself is accepted (see the
 // top of this file). Once accepted, link keeps the epoch the commit left
-// for the fork choice (commitorder.go): a resync removes a leaf, so it
-// ranks with removals.
+// for the fork choice (commitorder.go): a resync ranks after removals and
+// before every other commit.
 func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, link func()) (func(*state.Tx) error, error) {
 	joiner := string(ext.Joiner.Credential.Identity)
-	refuse := func(why string) (func(*state.Tx) error, error) {
+	if err := c.checkResync(ctx, r, ext, op); err != nil {
+		return nil, err
+	}
+	link()
+	if mr := r.Members[joiner]; mr != nil {
+		mr.LeafChanged = c.opts.Now()
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return nil, err
+	}
+	return func(tx *state.Tx) error {
+		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
+		return putJSON(tx, bucketConvs, r.ID, r)
+	}, nil
+}
+
+// checkResync refuses, with an alarm, an external commit that is not a
+// member's resync of itself (see the top of this file).
+func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.ExternalJoin, op *sealed.Opened) error {
+	joiner := string(ext.Joiner.Credential.Identity)
+	refuse := func(why string) error {
 		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, an external commit sealed by %s was refused: %s", r.display(), op.Sender.Handle, why)})
-		return nil, errors.New("external commit refused: " + why)
+		return fmt.Errorf("%w: external commit: %s", errRefused, why)
 	}
 	switch {
 	case ext.Resynced == nil:
@@ -253,17 +303,65 @@ func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, 
 	}
 	// The joiner's new leaf was checked against key transparency when it
 	// was applied (mls.Config.VerifyMember); its seal is checked here.
-	if _, err := c.senderContact(ctx, op); err != nil {
+	_, err := c.senderContact(ctx, op)
+	return err
+}
+
+// resyncForkChoice decides on a resync g (the state of link li's epoch,
+// a working copy) has just processed, for an epoch we have left by
+// another commit: a resync ranks after removals and before other commits
+// (commitorder.go), and if it ranks lower than the commit we followed we switch to it, as to any
+// commit. Refusing it instead split the group for good: the members that
+// read the resync first kept it (TestConcurrentCommitResyncRace).
+func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Group, li int, key []byte, ext *mls.ExternalJoin, op *sealed.Opened) (func(*state.Tx) error, error) {
+	if err := c.checkResync(ctx, r, ext, op); err != nil {
 		return nil, err
 	}
-	link()
+	joiner := string(ext.Joiner.Credential.Identity)
+	rank := resyncRank(key, ext.Resynced.Leaf, op.Content)
+	if sameCommitter(rank, r.Chain[li].OutRank) && !bytes.Equal(rank, r.Chain[li].OutRank) {
+		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), joiner, r.Chain[li].Epoch)})
+	}
+	if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
+		return func(*state.Tx) error { return nil }, nil // it lost
+	}
+	resend, retry, err := c.switchBranch(r, li, g, rank)
+	if err != nil {
+		return nil, err
+	}
+	now := c.opts.Now()
+	current := memberSet(g)
+	var gone []string
+	for h := range r.Members {
+		if !current[h] {
+			gone = append(gone, h)
+			delete(r.Members, h)
+		}
+	}
+	for h := range current {
+		if _, ok := r.Members[h]; !ok && h != c.prof.Handle {
+			r.Members[h] = &memberRecord{LeafChanged: now}
+		}
+	}
 	if mr := r.Members[joiner]; mr != nil {
-		mr.LeafChanged = c.opts.Now()
+		mr.LeafChanged = now
+	}
+	effects, err := c.afterSwitch(ctx, r, g, resend, retry)
+	if err != nil {
+		return nil, err
 	}
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
 	}
 	return func(tx *state.Tx) error {
+		for _, f := range effects {
+			if err := f(tx); err != nil {
+				return err
+			}
+		}
+		for _, h := range gone {
+			c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
+		}
 		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil
