@@ -39,6 +39,10 @@ type groupExtra struct {
 	// our own epoch is taken.
 	Rejoined uint64 `json:",omitempty"`
 	Lost     bool   `json:",omitempty"`
+	// Behind is when a message of a later epoch than BehindEpoch, our
+	// epoch then, first arrived (askRejoinIfBehind).
+	Behind      time.Time `json:",omitempty"`
+	BehindEpoch uint64    `json:",omitempty"`
 }
 
 // groupExtra reads conv's record; a missing or unreadable one is empty

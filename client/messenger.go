@@ -127,6 +127,12 @@ type ClientOptions struct {
 	// that bound is off.
 	UpdateAfter int
 	UpdateEvery time.Duration
+	// RejoinAfter is how long messages of a later epoch must go on
+	// arriving in a conversation, with its commit missing, before the
+	// client asks a member for the group's state to rejoin
+	// (docs/protocol.md §11.8). 0: DefaultRejoinAfter (10 minutes); < 0:
+	// at once. A commit that fails to process asks at once.
+	RejoinAfter time.Duration
 }
 
 // SentEnvelope describes one envelope the server stored

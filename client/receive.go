@@ -453,7 +453,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		if _, ok := r.Members[op.Sender.Handle]; !ok {
 			return nil, fmt.Errorf("a message from a future epoch sealed by %s, not a member", op.Sender.Handle)
 		}
-		c.askRejoin(r, op.Sender.Handle) // in case its commit is lost (rejoin.go)
+		c.askRejoinIfBehind(r, g.Epoch(), op.Sender.Handle) // in case its commit is lost (rejoin.go)
 		return nil, errDeferFutureEpoch
 	}
 	// A message written in an epoch before the last commit (a member

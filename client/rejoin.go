@@ -44,7 +44,49 @@ const (
 	// rejoinInfoFor is how long after asking an answer is taken: a
 	// GroupInfo nobody asked for is ignored.
 	rejoinInfoFor = 7 * 24 * time.Hour
+	// DefaultRejoinAfter is how long messages of a later epoch must go
+	// on arriving, with no commit of ours applied, before we ask to
+	// rejoin (ClientOptions.RejoinAfter). A later epoch's message is
+	// usually only ahead of its commit (concurrent commits, delivery
+	// order, §11.6): asking at once would make a member rejoin while the
+	// fork choice was about to bring it along, and two resyncs on one
+	// epoch cannot both be applied.
+	DefaultRejoinAfter = 10 * time.Minute
 )
+
+func (c *Client) rejoinAfter() time.Duration {
+	switch {
+	case c.opts.RejoinAfter < 0:
+		return 0
+	case c.opts.RejoinAfter == 0:
+		return DefaultRejoinAfter
+	}
+	return c.opts.RejoinAfter
+}
+
+// askRejoinIfBehind notes that a message of a later epoch than our
+// epoch arrived in r, and asks to rejoin (askRejoin) once such messages
+// have gone on arriving for rejoinAfter while we stayed in that epoch.
+func (c *Client) askRejoinIfBehind(r *convRecord, epoch uint64, from string) {
+	now := c.opts.Now()
+	wait := c.rejoinAfter()
+	ask := false
+	err := c.store.Update(func(tx *state.Tx) error {
+		x := c.groupExtra(tx, r.ID)
+		if x.Behind.IsZero() || x.BehindEpoch != epoch {
+			x.Behind, x.BehindEpoch = now, epoch
+		}
+		ask = now.Sub(x.Behind) >= wait
+		return c.putGroupExtra(tx, r.ID, x)
+	})
+	if err != nil {
+		c.log.Warn("could not note a later epoch", "conv", r.display(), "err", err)
+		return
+	}
+	if ask {
+		c.askRejoin(r, from)
+	}
+}
 
 // askRejoin asks a member of r for a fresh GroupInfo, at most once per
 // rejoinAskEvery: we hold g, of an epoch the group has left. from is the

@@ -114,9 +114,24 @@ func groupG(t *testing.T, ctx context.Context, creator *client.Client, members .
 }
 
 func newMembers(t *testing.T, h *hostile.Server, handles ...string) []*client.Client {
+	return newMembersWith(t, h, nil, handles...)
+}
+
+// newRejoiningMembers is newMembers for the rejoin tests: a member asks
+// to rejoin at the first message of a later epoch, not after
+// ClientOptions.RejoinAfter (10 minutes) of them.
+func newRejoiningMembers(t *testing.T, h *hostile.Server, handles ...string) []*client.Client {
+	return newMembersWith(t, h, func(o *client.ClientOptions) { o.RejoinAfter = -1 }, handles...)
+}
+
+func newMembersWith(t *testing.T, h *hostile.Server, set func(*client.ClientOptions), handles ...string) []*client.Client {
 	var out []*client.Client
 	for _, hd := range handles {
-		out = append(out, h.NewUser(t, hd, hd))
+		o := h.ClientOptions(t)
+		if set != nil {
+			set(&o)
+		}
+		out = append(out, h.NewUserWith(t, hd, hd, o))
 	}
 	ctx := memberCtx(t)
 	for _, u := range out {

@@ -24,7 +24,9 @@ import (
 func TestHostileMemberRejoinForgedAdmins(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
 	eveOpts := h.ClientOptions(t)
-	alice, bob, carol := h.NewUser(t, "alice", "alice"), h.NewUser(t, "bob", "bob"), h.NewUser(t, "carol", "carol")
+	bobOpts := h.ClientOptions(t)
+	bobOpts.RejoinAfter = -1 // asks at the first message of a later epoch
+	alice, bob, carol := h.NewUser(t, "alice", "alice"), h.NewUserWith(t, "bob", "bob", bobOpts), h.NewUser(t, "carol", "carol")
 	eve := h.NewUserWith(t, "eve", "eve", eveOpts)
 	ctx := memberCtx(t)
 	all := []*client.Client{alice, bob, carol, eve}

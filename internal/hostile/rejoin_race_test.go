@@ -21,7 +21,7 @@ import (
 // one epoch authenticator and read each other.
 func TestConcurrentCommitResyncRace(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "carol", "dave")
+	u := newRejoiningMembers(t, h, "alice", "bob", "carol", "dave")
 	alice, bob, carol, dave := u[0], u[1], u[2], u[3]
 	ctx := memberCtx(t)
 	groupG(t, ctx, alice, bob, carol, dave)

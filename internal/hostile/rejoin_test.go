@@ -50,7 +50,7 @@ func handlesOf(v client.GroupView) []string {
 // is kept.
 func TestRejoinAfterMailboxTTL(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "carol", "dave")
+	u := newRejoiningMembers(t, h, "alice", "bob", "carol", "dave")
 	alice, bob, carol, dave := u[0], u[1], u[2], u[3]
 	ctx := memberCtx(t)
 	groupG(t, ctx, alice, bob, carol)
@@ -148,7 +148,7 @@ func TestRejoinAfterMailboxTTL(t *testing.T) {
 // commit makes it fail.)
 func TestHostileMemberExternalJoin(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "eve", "mallory")
+	u := newRejoiningMembers(t, h, "alice", "bob", "eve", "mallory")
 	alice, bob, eve, mallory := u[0], u[1], u[2], u[3]
 	ctx := memberCtx(t)
 	groupG(t, ctx, alice, bob, eve)
@@ -204,7 +204,7 @@ func TestHostileMemberExternalJoin(t *testing.T) {
 // the others read each other again.
 func TestRejoinAfterBackupRestore(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "carol", "dave")
+	u := newRejoiningMembers(t, h, "alice", "bob", "carol", "dave")
 	alice, bob, carol, dave := u[0], u[1], u[2], u[3]
 	ctx := memberCtx(t)
 	groupG(t, ctx, alice, bob, carol)
@@ -223,6 +223,7 @@ func TestRejoinAfterBackupRestore(t *testing.T) {
 	bob.Close() // the device is lost
 
 	opts := h.ClientOptions(t)
+	opts.RejoinAfter = -1
 	bob2, err := client.RestoreBackup(ctx, bytes.NewReader(backup.Bytes()), func(int) ([]byte, error) { return []byte("backup pass"), nil }, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,7 @@ func resyncBeatsAlice(t *testing.T, ctx context.Context, eve *client.Client) boo
 // one epoch without eve.
 func TestHostileMemberResyncOutracesRemoval(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "carol", "eve")
+	u := newRejoiningMembers(t, h, "alice", "bob", "carol", "eve")
 	alice, bob, carol, eve := u[0], u[1], u[2], u[3]
 	ctx := memberCtx(t)
 	groupG(t, ctx, alice, bob, carol, eve)
