@@ -236,8 +236,9 @@ func (c *Client) ackEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m M
 // honest server delivers it again and a replay fails MLS's own check.
 const seenKeep = 30 * 24 * time.Hour
 
-// ackedMark is the seen mark of an acknowledged message: the time of the
-// ack. An unacknowledged message's mark is the single byte 1.
+// ackedMark is the dated seen mark: the time of the ack, or of the
+// processing that precedes it (process). A mark not dated yet (a chunk
+// kept for later, an envelope dropped unread) is the single byte 1.
 func ackedMark(t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(t.Unix()))
 }
@@ -349,7 +350,11 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		if err := c.putProfile(tx); err != nil {
 			return err
 		}
-		return tx.Put(bucketSeen, seenKey, []byte{1})
+		// Dated now rather than at the ack: the mark is kept seenKeep
+		// from here, still past the lifetime of the message on any
+		// server (which began when the server stored it, before this),
+		// and the ack needs no transaction of its own (ackEnvelope).
+		return tx.Put(bucketSeen, seenKey, ackedMark(c.opts.Now()))
 	})
 }
 
