@@ -230,7 +230,7 @@ func TestMessengerDMLatency(t *testing.T) {
 		// Alice sends hundreds of messages without following: her
 		// wallet refills on a schedule of its own, as a long-lived
 		// client's does (StartRefills), often enough to never run dry.
-		o.RefillMean = 200 * time.Millisecond
+		o.RefillMean = 20 * time.Millisecond
 	})
 	if err != nil {
 		t.Fatal(err)
