@@ -334,6 +334,27 @@ func TestMessengerDMLatency(t *testing.T) {
 	aliceParts.start()
 	bobParts.start()
 	next := warm
+	// Alice's refills wait for a quiet moment on her anonymous
+	// connections (linking.go), which back-to-back sends may not leave:
+	// every 40 messages the test waits (between two measured messages)
+	// until her schedule has topped the wallet up.
+	refilled := func() {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			st, err := alice.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Tokens >= client.DefaultWalletLow {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice's wallet holds %d tokens after 30 s of refills", st.Tokens)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	for range rounds {
 		var r round
 		rawOne := func() {
@@ -345,6 +366,9 @@ func TestMessengerDMLatency(t *testing.T) {
 			r.rawSend, r.rawLat = append(r.rawSend, s), append(r.rawLat, l)
 		}
 		for i := range n {
+			if i%40 == 0 {
+				refilled()
+			}
 			if i%2 == 1 {
 				rawOne()
 			}
