@@ -236,7 +236,17 @@ func TestMessengerDMLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer alice.StartRefills(ctx)()
-	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.ClientOptions) { o.Timing = bobParts.record })
+	// bobDone is told when bob has acknowledged a delivery and run his
+	// outbox after it (the end of Follow's work on it).
+	bobDone := make(chan struct{}, 4096)
+	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.ClientOptions) {
+		o.Timing = func(part string, d time.Duration) {
+			bobParts.record(part, d)
+			if part == client.TimeRecvFlush {
+				bobDone <- struct{}{}
+			}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +305,14 @@ func TestMessengerDMLatency(t *testing.T) {
 			lat = a.at.Sub(start)
 		case <-time.After(30 * time.Second):
 			t.Fatalf("bob never got message %d", seq)
+		}
+		// Bob acks after his callback: the next message starts once he
+		// has, as the raw receiver acks before it reports an arrival, so
+		// that no ack overlaps a measured message in either path.
+		select {
+		case <-bobDone:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("bob never acked message %d", seq)
 		}
 		seq++
 		return send, lat
