@@ -284,6 +284,13 @@ func (c *Conn) dial(ctx context.Context) (*session, error) {
 	var qc *quic.Conn
 	var err error
 	if c.opts.PacketConn != nil {
+		// A tunnel (tor/tunnel) fits the QUIC configuration itself, as
+		// it does for dialTor and on the server.
+		if t, ok := c.opts.PacketConn.(interface {
+			QUICConfig(*quic.Config) *quic.Config
+		}); ok {
+			qconf = t.QUICConfig(qconf)
+		}
 		tr := &quic.Transport{Conn: c.opts.PacketConn}
 		qc, err = tr.Dial(ctx, c.opts.RemoteAddr, c.tlsConfig(), qconf)
 	} else if c.viaTor() {

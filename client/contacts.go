@@ -138,12 +138,23 @@ func (c *Client) lookup(ctx context.Context, handle string, added bool) (*Contac
 	}
 	res, b, err := c.lookupLabel(ctx, handle)
 	if err != nil {
-		if errors.Is(err, kt.ErrInconsistent) {
-			c.raise(Alarm{Kind: AlarmKT, Detail: "the server's key-transparency log is inconsistent with the one it showed before: " + err.Error()})
-		}
-		c.raiseUncosigned(err)
+		c.raiseLookupError(err)
 		return nil, err
 	}
+	return c.acceptLookup(ctx, handle, res, b, added)
+}
+
+// raiseLookupError raises the alarms a failed lookup calls for.
+func (c *Client) raiseLookupError(err error) {
+	if errors.Is(err, kt.ErrInconsistent) {
+		c.raise(Alarm{Kind: AlarmKT, Detail: "the server's key-transparency log is inconsistent with the one it showed before: " + err.Error()})
+	}
+	c.raiseUncosigned(err)
+}
+
+// acceptLookup checks a verified lookup of handle against the stored
+// contact and stores it (lookup).
+func (c *Client) acceptLookup(ctx context.Context, handle string, res *kt.LookupResult, b *kt.Binding, added bool) (*Contact, error) {
 	prev, err := c.contact(handle)
 	if err != nil {
 		return nil, err

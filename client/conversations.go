@@ -39,17 +39,36 @@ type convRecord struct {
 	Mailbox *mailboxRecord
 	Members map[string]*memberRecord // other members, by handle
 	MySeq   uint64
-	// Prev is the group state of the epoch before the last commit, kept
-	// until PrevUntil to read messages written in it (prevEpochKeep).
-	Prev      []byte
+	// PrevEpoch and PrevUntil are the epoch before the last commit and
+	// until when its state is kept (prevEpochKeep), in Chain. Prev held
+	// that state before Chain existed; it is read once into Chain.
+	Prev      []byte `json:",omitempty"`
 	PrevEpoch uint64
 	PrevUntil time.Time
 	// Accepted: we wrote in this direct chat, so its peer is a contact
 	// whose group Welcomes are joined without asking (invites.go).
 	Accepted bool `json:",omitempty"`
-	Active   bool // false once removed
-	Left     bool // we asked to leave
-	Created  time.Time
+	// Chain: the past epochs a fork choice may return to, oldest
+	// first (commitorder.go); Prev is its newest. Sent: the content
+	// messages we sent in the current epoch, to send again if it is
+	// dropped.
+	Chain []*epochLink `json:",omitempty"`
+	Sent  [][]byte     `json:",omitempty"`
+	// Admins: who may add, remove and set the admins (docs/protocol.md
+	// §11.6); nil: the creator alone.
+	Admins []string `json:",omitempty"`
+	// LastUpdate is when we last committed (refreshing our leaf);
+	// RecvSinceUpdate counts the messages received since (update.go).
+	// MyLeafChanged is when our own leaf last changed.
+	LastUpdate      time.Time `json:",omitempty"`
+	RecvSinceUpdate int       `json:",omitempty"`
+	MyLeafChanged   time.Time `json:",omitempty"`
+	// UpdateDue: our scheduled update is to be committed once the
+	// mailboxes were read.
+	UpdateDue bool `json:",omitempty"`
+	Active    bool // false once removed
+	Left      bool // we asked to leave
+	Created   time.Time
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`
@@ -63,6 +82,10 @@ type memberRecord struct {
 	LastSeq uint64
 	Missing []uint64
 	Seen    bool // a message with a sequence number arrived
+	// LeafChanged is when we processed the last commit that changed
+	// this member's leaf (its join, or a commit of its own, which
+	// carries a path): what `qpc group` shows as its last update.
+	LeafChanged time.Time `json:",omitempty"`
 }
 
 // Conversation describes a conversation for listings.
@@ -112,6 +135,7 @@ func (c *Client) getConv(id []byte) (*convRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	upgradeChain(&r)
 	return &r, nil
 }
 
@@ -123,6 +147,7 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 			if err := jsonUnmarshal(v, r); err != nil {
 				return err
 			}
+			upgradeChain(r)
 			out = append(out, r)
 			return nil
 		})
@@ -184,15 +209,18 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if err != nil {
 		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
 	}
-	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
+	now := c.opts.Now()
+	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: now, LastUpdate: now, MyLeafChanged: now}
 	if kind == content.ConvDirect {
 		r.Peer = handles[0]
+	} else {
+		r.Admins = []string{c.prof.Handle}
 	}
 	if r.Mailbox, err = c.convMailbox(ctx, r); err != nil {
 		return nil, fmt.Errorf("creating the conversation's mailbox: %w", err)
 	}
 	for _, h := range handles {
-		r.Members[h] = &memberRecord{}
+		r.Members[h] = &memberRecord{LeafChanged: now}
 	}
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
@@ -220,6 +248,9 @@ func (c *Client) intro(r *convRecord, welcome []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: mailbox key", ErrCorruptState)
 	}
 	in := &content.Intro{ConvKind: r.Kind, Name: r.Name, Welcome: welcome, Checkpoint: c.checkpoint()}
+	if r.Kind == content.ConvGroup && r.Admins != nil {
+		in.Admins = r.Admins
+	}
 	in.Roster = append(in.Roster, content.Member{Handle: c.prof.Handle, SendID: r.Mailbox.SendID, SealingKey: sk.Public().Bytes()})
 	for _, h := range sortedKeys(r.Members) {
 		if m := r.Members[h]; m.Sealing != nil {
@@ -254,12 +285,6 @@ func (c *Client) pickKeyPackage(ct *Contact) (*mls.KeyPackage, error) {
 // commit, to arrive; bounded, because it holds keys forward secrecy would
 // otherwise have erased.
 const prevEpochKeep = 7 * 24 * time.Hour
-
-// keepPrev keeps the state stored in r (of epoch) as the previous epoch's,
-// before r.Group moves on.
-func (c *Client) keepPrev(r *convRecord, epoch uint64) {
-	r.Prev, r.PrevEpoch, r.PrevUntil = r.Group, epoch, c.opts.Now().Add(prevEpochKeep)
-}
 
 func (c *Client) saveGroup(r *convRecord, g *mls.Group) error {
 	raw, err := g.Marshal()
@@ -306,7 +331,7 @@ func dedupe(s []string) []string {
 	return slices.Compact(out)
 }
 
-// AddMember adds handle to a group the user created.
+// AddMember adds handle to a group of which the user is an admin.
 func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -328,18 +353,15 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	if err != nil {
 		return err
 	}
-	epoch := g.Epoch()
-	res, err := commitExactly(g, []*mls.KeyPackage{kp}, nil, []string{handle}, nil)
+	res, existing, err := c.commitIn(r, g, &commitIntent{Kind: intentAdd, Handle: handle}, []*mls.KeyPackage{kp})
 	if err != nil {
 		return err
 	}
-	c.keepPrev(r, epoch)
 	intro, err := c.intro(r, res.Welcome)
 	if err != nil {
 		return err
 	}
-	existing := sortedKeys(r.Members)
-	r.Members[handle] = &memberRecord{}
+	r.Members[handle] = &memberRecord{LeafChanged: c.opts.Now()}
 	if err := c.saveGroup(r, g); err != nil {
 		return err
 	}
@@ -359,7 +381,8 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 	return c.flush(ctx)
 }
 
-// RemoveMember removes handle from a group the user created; the removed
+// RemoveMember removes handle from a group of which the user is an
+// admin; the removed
 // member gets the commit that tells it so and no later message.
 func (c *Client) RemoveMember(ctx context.Context, group, handle string) error {
 	c.op.Lock()
@@ -378,22 +401,10 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 	if _, ok := r.Members[handle]; !ok {
 		return fmt.Errorf("%s is not a member of %s", handle, r.display())
 	}
-	var leaves []uint32
-	for _, m := range g.Members() {
-		if string(m.Credential.Identity) == handle {
-			leaves = append(leaves, m.Leaf)
-		}
-	}
-	epoch := g.Epoch()
-	res, err := commitExactly(g, nil, leaves, nil, []string{handle})
+	res, all, err := c.commitIn(r, g, &commitIntent{Kind: intentRemove, Handle: handle}, nil) // all: the removed member included
 	if err != nil {
 		return err
 	}
-	c.keepPrev(r, epoch)
-	if err := c.saveGroup(r, g); err != nil {
-		return err
-	}
-	all := sortedKeys(r.Members) // the removed member included
 	err = c.store.Update(func(tx *state.Tx) error {
 		if err := c.fanOut(tx, r, all, sealed.ContentMLS, res.Commit); err != nil {
 			return err
@@ -426,9 +437,9 @@ func (c *Client) readmitted(ctx context.Context, r *convRecord, g *mls.Group) bo
 // It then checks that the members changed by exactly added and removed
 // (handles), which the history records; any other change fails the
 // commit, and g must then be dropped.
-func commitExactly(g *mls.Group, add []*mls.KeyPackage, remove []uint32, added, removed []string) (*mls.CommitResult, error) {
+func commitExactly(g *mls.Group, add []*mls.KeyPackage, remove []uint32, added, removed []string, base *mls.CommitOptions) (*mls.CommitResult, error) {
 	before := memberSet(g)
-	o := &mls.CommitOptions{SkipPending: true}
+	o := &mls.CommitOptions{SkipPending: true, AuthenticatedData: base.AuthenticatedData}
 	for _, kp := range add {
 		o.Proposals = append(o.Proposals, &mls.Proposal{Type: mls.ProposalTypeAdd, Add: &mls.Add{KeyPackage: *kp}})
 	}
@@ -479,9 +490,6 @@ func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.G
 	if r.Kind != content.ConvGroup {
 		return nil, nil, fmt.Errorf("%s is a direct chat, not a group", name)
 	}
-	if r.Creator != c.prof.Handle {
-		return nil, nil, ErrNotCreator
-	}
 	g, err := c.loadGroup(ctx, r)
 	if err != nil {
 		return nil, nil, err
@@ -489,8 +497,8 @@ func (c *Client) ownGroup(ctx context.Context, name string) (*convRecord, *mls.G
 	return r, g, nil
 }
 
-// Leave asks the group's creator to remove us; the conversation stops
-// sending at once.
+// Leave asks the group's admins to remove us; the conversation stops
+// sending at once. The only admin of a group hands the role on first.
 func (c *Client) Leave(ctx context.Context, group string) error {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -501,8 +509,12 @@ func (c *Client) Leave(ctx context.Context, group string) error {
 	if r.Kind != content.ConvGroup {
 		return fmt.Errorf("%s is a direct chat, not a group", group)
 	}
-	if r.Creator == c.prof.Handle {
-		return fmt.Errorf("you created %s: remove its members instead (handing a group over is not supported yet)", group)
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return err
+	}
+	if members := memberSet(g); slices.Equal(admins(r, r.Admins, members), []string{c.prof.Handle}) && len(members) > 1 {
+		return fmt.Errorf("you are the only admin of %s: hand the role on first (qpc group admins %s <handle>)", group, r.Name)
 	}
 	if err := c.sendContent(ctx, r, &content.Message{Kind: content.KindLeave}); err != nil {
 		return err

@@ -18,6 +18,7 @@ const (
 	EventJoined        EventKind = "joined"         // we were added to a conversation
 	EventMemberAdded   EventKind = "member-added"   // someone joined a group (their mailbox is known)
 	EventMemberRemoved EventKind = "member-removed" // someone left or was removed
+	EventAdmins        EventKind = "admins"         // the group's admins changed
 	EventRemoved       EventKind = "removed"        // we were removed from a group
 	EventGap           EventKind = "gap"            // messages from a member are missing
 	EventAlarm         EventKind = "alarm"          // see Alarm

@@ -451,8 +451,8 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 			creator = h
 		}
 	}
-	if creator != from.Handle {
-		return nil, nil, fmt.Errorf("a welcome from %s for a group %s created", from.Handle, creator)
+	if !members[from.Handle] {
+		return nil, nil, fmt.Errorf("a welcome from %s for a group they are not a member of", from.Handle)
 	}
 	// A group ID is its creator's choice (RFC 9420 §8.1): a Welcome for
 	// the ID of a conversation we have re-admits us only when it comes
@@ -469,12 +469,29 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	if in.ConvKind == content.ConvDirect && (len(members) != 2 || !members[c.prof.Handle]) {
 		return nil, nil, fmt.Errorf("a direct chat from %s with %d members", from.Handle, len(members))
 	}
+	// The members' lookups, spread over connections of their own and
+	// made concurrently (lookupMembers), before they are checked one by
+	// one against what was stored.
+	handles := make([]string, 0, len(later))
+	for _, m := range later {
+		handles = append(handles, string(m.cred.Identity))
+	}
+	c.lookupMembers(ctx, handles)
 	for _, m := range later {
 		if err := verify(m.cred, m.key); err != nil {
 			return nil, nil, fmt.Errorf("joining: member %s: %w: %w", m.cred.Identity, mls.ErrMemberRejected, err)
 		}
 	}
-	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
+	now := c.opts.Now()
+	r := &convRecord{ID: g.GroupID(), Kind: in.ConvKind, Creator: creator, Members: map[string]*memberRecord{}, Active: true, Created: now, LastUpdate: now, MyLeafChanged: now}
+	if in.ConvKind == content.ConvGroup {
+		// As the member who added us knows them (it is an admin, by
+		// the policy every member checks of its commit).
+		r.Admins = dedupe(in.Admins)
+		if len(in.Admins) == 0 {
+			r.Admins = nil
+		}
+	}
 	if r.Kind == content.ConvDirect {
 		r.Peer = from.Handle
 	} else {
@@ -489,7 +506,7 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	}
 	for h := range members {
 		if h != c.prof.Handle {
-			r.Members[h] = &memberRecord{}
+			r.Members[h] = &memberRecord{LeafChanged: now}
 		}
 	}
 	for _, m := range in.Roster {

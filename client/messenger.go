@@ -103,6 +103,18 @@ type ClientOptions struct {
 	// a message took (the Time* part names): for the end-to-end
 	// benchmark. It changes nothing of what is done.
 	Timing func(part string, d time.Duration)
+	// KTLookupParallel is how many key-transparency lookup connections
+	// a join may have open at once (lookupMembers); 0:
+	// DefaultKTLookupParallel, 1: one at a time.
+	KTLookupParallel int
+	// KeepReceipt, if set, is asked before each delivery receipt is
+	// scheduled, with the peer it would go to; false drops that receipt.
+	// It exists only for the traffic-analysis lab (lab/population plays
+	// Martiny et al.'s simulated traffic, in which a share of receipts do
+	// not reach the text's writer, see StrayReceipt). It is called inside
+	// a state transaction: it must return at once and must not call the
+	// client. nil: every receipt the settings ask for is scheduled.
+	KeepReceipt func(peer string) bool
 	// SingleMailbox WEAKENS PRIVACY; it exists only for the lab's naive
 	// mode (lab/scenario), which plays Signal's sealed sender: every
 	// conversation receives at the intro mailbox, one long-lived mailbox
@@ -111,6 +123,14 @@ type ClientOptions struct {
 	// transparency names for them. Off by default; never set it in a
 	// messenger people use.
 	SingleMailbox bool
+	// UpdateAfter and UpdateEvery schedule the commits that refresh
+	// our leaf in each conversation (post-compromise security,
+	// docs/protocol.md §11.7): after we received a text, once
+	// UpdateAfter texts were received or UpdateEvery passed since our
+	// last commit there. 0: DefaultUpdateAfter, DefaultUpdateEvery; < 0:
+	// that bound is off.
+	UpdateAfter int
+	UpdateEvery time.Duration
 }
 
 // SentEnvelope describes one envelope the server stored

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/state"
@@ -69,3 +71,81 @@ func (c *Client) StartMLS(ctx context.Context, direct bool, name string, handles
 	}
 	return c.flush(ctx)
 }
+
+// MLSIdentity is this client's MLS identity, private key included, for
+// tools and tests that speak MLS themselves like SendMLS (the
+// hostile-member tests make external commits with it).
+func (c *Client) MLSIdentity() *mls.Identity {
+	c.op.Lock()
+	defer c.op.Unlock()
+	return c.mlsIdentity()
+}
+
+// StolenConv is what a thief who copied this device's state once holds
+// of one conversation: its group state and its mailbox's keys. It is for
+// the healing tests (internal/hostile): the copy reads the mailbox the
+// real member reads, without acknowledging anything, and processes all
+// it can, as a client on the copied state would.
+type StolenConv struct {
+	group *mls.Group
+	box   mailboxRecord
+	after uint64
+	now   func() time.Time
+}
+
+// Steal copies the state of conversation target as it is now.
+func (c *Client) Steal(ctx context.Context, target string) (*StolenConv, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, err := c.resolve(target)
+	if err != nil {
+		return nil, err
+	}
+	if r.Mailbox == nil {
+		return nil, fmt.Errorf("%s has no mailbox yet", target)
+	}
+	cfg := c.mlsConfig(context.Background())
+	cfg.VerifyMember = nil
+	g, err := mls.UnmarshalGroup(r.Group, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &StolenConv{group: g, box: *r.Mailbox, now: c.opts.Now}, nil
+}
+
+// Read fetches what waits in the stolen mailbox (over conn, any
+// connection to the server) and returns the texts the copy decrypts; the
+// commits among them it applies.
+func (s *StolenConv) Read(ctx context.Context, conn *Conn) ([]string, error) {
+	key, err := sealed.ParseMailboxPrivateKey(s.box.Sealing)
+	if err != nil {
+		return nil, err
+	}
+	var texts []string
+	for {
+		msgs, more, err := conn.Fetch(ctx, s.box.mailbox(), s.after, 64)
+		if err != nil {
+			return texts, err
+		}
+		for _, m := range msgs {
+			s.after = m.Seq
+			op, err := sealed.Open(key, s.box.SendID, m.Envelope, s.now(), 0, nil)
+			if err != nil || op.ContentType != sealed.ContentMLS {
+				continue
+			}
+			rec, err := s.group.ProcessMessage(op.Content)
+			if err != nil || rec.ContentType != mls.ContentTypeApplication {
+				continue
+			}
+			if cm, err := content.ParseMessage(rec.ApplicationData); err == nil && cm.Kind == content.KindText {
+				texts = append(texts, cm.Text)
+			}
+		}
+		if !more || len(msgs) == 0 {
+			return texts, nil
+		}
+	}
+}
+
+// Epoch is the epoch the stolen copy stands in.
+func (s *StolenConv) Epoch() uint64 { return s.group.Epoch() }

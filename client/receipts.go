@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -183,7 +184,7 @@ func (c *Client) onText(tx *state.Tx, r *convRecord, sender string, id [content.
 		return
 	}
 	s, err := getContactSettings(tx, sender)
-	if err == nil && s.DeliveryReceipts {
+	if err == nil && s.DeliveryReceipts && (c.opts.KeepReceipt == nil || c.opts.KeepReceipt(sender)) {
 		err = c.scheduleReceipt(tx, r, content.ReceiptDelivered, [][content.IDSize]byte{id}, now)
 	}
 	if err == nil && s.ReadReceipts {
@@ -198,6 +199,35 @@ func (c *Client) onText(tx *state.Tx, r *convRecord, sender string, id [content.
 	if err != nil {
 		c.log.Warn("could not schedule a receipt", "err", err)
 	}
+}
+
+// StrayReceipt sends, at once, a delivery receipt to handle in the direct
+// chat with it, for a content ID handle never sent (its client counts it
+// for no message and reports nothing). It exists only for the
+// traffic-analysis lab: lab/population plays Martiny et al.'s simulated
+// traffic, in which a share of receipts go from a random user to a random
+// user (ClientOptions.KeepReceipt drops the receipts they replace). On
+// the wire it is a receipt like any other: encrypted in the chat's MLS
+// group, sealed, padded, paid with a token.
+func (c *Client) StrayReceipt(ctx context.Context, handle string) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, err := c.findConv(handle)
+	if err != nil {
+		return err
+	}
+	if r.Kind != content.ConvDirect || !r.Active || r.Left {
+		return fmt.Errorf("stray receipt: %s is not an active direct chat", handle)
+	}
+	var id [content.IDSize]byte
+	if _, err := crand.Read(id[:]); err != nil {
+		return err
+	}
+	m := &content.Message{Kind: content.KindReceipt, Receipt: &content.Receipt{Type: content.ReceiptDelivered, IDs: [][content.IDSize]byte{id}}}
+	if err := c.sendContent(ctx, r, m); err != nil {
+		return err
+	}
+	return c.flush(ctx)
 }
 
 // MarkRead records that the user has read the conversation with target (a

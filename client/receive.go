@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -123,6 +124,9 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 		if !progress {
 			break
 		}
+	}
+	if err := c.commitDueUpdates(ctx); err != nil && firstErr == nil {
+		firstErr = err
 	}
 	if err := c.releaseReceipts(ctx); err != nil && firstErr == nil {
 		firstErr = err
@@ -328,8 +332,15 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	if errors.Is(err, errDefer) {
 		return err
 	}
-	if err != nil {
+	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) {
+		// A member's message of an epoch dropped by a fork choice: its
+		// sender sends it again (commitorder.go); a message truly lost
+		// shows as a gap in the sender's numbers.
+		c.log.Debug("dropped", "err", err)
+	} else if err != nil {
 		c.raiseLimited(Alarm{Kind: AlarmDropped, Detail: "an envelope that could not be read was dropped: " + err.Error()})
+	}
+	if err != nil {
 		commit = nil
 	}
 	defer c.timed(TimeRecvCommit, time.Now())
@@ -442,6 +453,9 @@ func (c *Client) encryptIn(g *mls.Group, r *convRecord, m *content.Message) ([]b
 	if m.Kind != content.KindCover && m.Kind != content.KindMailbox {
 		r.noteReal(len(plain), len(m.Checkpoint), c.opts.Now())
 	}
+	if m.Kind != content.KindCover {
+		r.noteSent(plain) // sent again if a fork choice drops the epoch
+	}
 	return g.Encrypt(plain)
 }
 
@@ -450,6 +464,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	r, err := c.getConv(id)
 	if err != nil || r == nil {
 		return nil, fmt.Errorf("no conversation for this mailbox")
+	}
+	if op.ContentType == sealed.ContentRejoinRequest || op.ContentType == sealed.ContentRejoinInfo {
+		return c.processRejoin(ctx, r, op) // rejoin.go
 	}
 	if op.ContentType != sealed.ContentMLS {
 		return nil, fmt.Errorf("unexpected content type %d in a conversation", op.ContentType)
@@ -469,44 +486,83 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		if _, ok := r.Members[op.Sender.Handle]; !ok {
 			return nil, fmt.Errorf("a message from a future epoch sealed by %s, not a member", op.Sender.Handle)
 		}
+		c.askRejoin(r, op.Sender.Handle) // in case its commit is lost (rejoin.go)
 		return nil, errDeferFutureEpoch
 	}
-	// A message written in the epoch before the last commit (a member
-	// wrote, or its outbox sent, before it saw the commit) is read with
-	// the previous epoch's state, kept for a while for exactly this.
+	// A message written in an epoch before the last commit (a member
+	// wrote, or its outbox sent, before it saw the commit), or a commit
+	// competing with one we applied (commitorder.go), is read with the
+	// state of its epoch, kept for a while for exactly this.
+	now := c.opts.Now()
+	pm := msg.PrivateMessage
 	usePrev := false
+	li := -1
 	cur := g
-	if pm := msg.PrivateMessage; pm != nil && pm.Epoch < g.Epoch() && r.Prev != nil && pm.Epoch == r.PrevEpoch && c.opts.Now().Before(r.PrevUntil) {
-		prev, err := mls.UnmarshalGroup(r.Prev, c.mlsConfig(ctx))
+	baseRaw := r.Group
+	if pm != nil && pm.Epoch < g.Epoch() {
+		if li = r.linkAt(pm.Epoch, now); li < 0 {
+			if _, ok := r.Members[op.Sender.Handle]; ok {
+				// A member's, of an epoch we hold no state of: of a
+				// branch a fork choice dropped (its sender sent it
+				// again), or read too late; a message truly lost
+				// shows as a gap in the sender's numbers.
+				return nil, fmt.Errorf("%w: a message of epoch %d", errStaleBranch, pm.Epoch)
+			}
+			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", pm.Epoch)
+		}
+		prev, err := mls.UnmarshalGroup(r.Chain[li].State, c.mlsConfig(ctx))
 		if err != nil {
 			return nil, fmt.Errorf("%w: previous epoch state: %v", ErrCorruptState, err)
 		}
-		g, usePrev = prev, true
+		g, usePrev, baseRaw = prev, true, r.Chain[li].State
+	}
+	var key []byte
+	if pub := msg.PublicMessage; (pm != nil && pm.ContentType == mls.ContentTypeCommit) || (pub != nil && pub.Content.ContentType == mls.ContentTypeCommit) {
+		if key, err = orderKey(g); err != nil {
+			return nil, err
+		}
 	}
 	oldEpoch := g.Epoch()
+	before := memberSet(g)
 	rec, err := g.ProcessMessage(op.Content)
 	mlsTime := time.Since(mlsStart)
 	if err != nil {
-		if pm := msg.PrivateMessage; !usePrev && pm != nil && pm.ContentType == mls.ContentTypeCommit && pm.Epoch == g.Epoch() && op.Sender.Handle == r.Creator {
+		if pm != nil && !commitFailure(err) && errors.Is(err, mls.ErrDecryptFailed) {
+			// Not of this epoch's keys: perhaps of a branch of commits
+			// we will switch to. Only a member's is waited for.
+			if _, ok := r.Members[op.Sender.Handle]; ok {
+				return nil, errDeferOtherBranch
+			}
+		}
+		if pm != nil && !usePrev && pm.ContentType == mls.ContentTypeCommit && commitFailure(err) {
 			// Every later message of the conversation is from an epoch
 			// we cannot reach: say so, once per commit, instead of
 			// waiting for it in silence.
-			c.raise(Alarm{Kind: AlarmGroupStuck, Detail: fmt.Sprintf("in %s, a commit from %s to epoch %d could not be processed (%v): the conversation cannot go on for you until %s removes and re-adds you", r.display(), op.Sender.Handle, g.Epoch()+1, err, r.Creator)})
+			c.raise(Alarm{Kind: AlarmGroupStuck, Detail: fmt.Sprintf("in %s, a commit from %s to epoch %d could not be processed (%v): asking %s for the group's state to rejoin", r.display(), op.Sender.Handle, g.Epoch()+1, err, op.Sender.Handle)})
+			c.askRejoin(r, op.Sender.Handle) // rejoin.go
 		}
 		return nil, fmt.Errorf("decrypting: %w", err)
 	}
-	if usePrev && rec.ContentType != mls.ContentTypeApplication {
-		return nil, fmt.Errorf("a handshake message for a past epoch")
+	if usePrev && rec.ContentType == mls.ContentTypeProposal {
+		return nil, fmt.Errorf("a proposal for a past epoch")
+	}
+	if rec.External != nil {
+		if usePrev {
+			return nil, fmt.Errorf("%w: an external commit for a past epoch", errRefused)
+		}
+		return c.acceptResync(ctx, r, g, rec.External, op, func() { // rejoin.go
+			c.pushLink(r, oldEpoch, baseRaw, commitRank(key, rec.External.Resynced.Leaf, op.Content, true), nil)
+		})
 	}
 	sender := c.memberHandle(g, rec.Sender.Index)
-	if sender == "" {
-		sender = r.Creator // a commit that removed its own... never: only the creator commits
+	if rec.ContentType == mls.ContentTypeCommit {
+		sender = memberAt(baseRaw, c, ctx, rec.Sender.Index)
 	}
 	if sender != op.Sender.Handle {
 		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("in %s, an envelope sealed by %s carried a message from %s", r.display(), op.Sender.Handle, sender)})
 		return nil, fmt.Errorf("sealed sender and MLS sender differ")
 	}
-	if usePrev && !stillMember(cur, g, rec.Sender.Index) {
+	if usePrev && rec.ContentType == mls.ContentTypeApplication && !stillMember(cur, g, rec.Sender.Index) {
 		// Removed by the commit we applied: whatever it writes with the
 		// keys of the epoch before is refused, however it dates it
 		// (docs/protocol.md §11.5).
@@ -517,36 +573,89 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		return nil, err
 	}
 	c.timed(TimeRecvSender, start)
-	var effects []func(tx *state.Tx)
+	var effects []func(tx *state.Tx) error
+	note := func(f func(tx *state.Tx)) {
+		effects = append(effects, func(tx *state.Tx) error { f(tx); return nil })
+	}
 	switch rec.ContentType {
 	case mls.ContentTypeCommit:
-		if sender != r.Creator {
-			return nil, fmt.Errorf("a commit from %s, who did not create %s", sender, r.display())
+		list := r.Admins
+		if usePrev {
+			list = r.Chain[li].Admins
 		}
-		c.keepPrev(r, oldEpoch)
+		after := memberSet(g)
+		if rec.Removed {
+			// Our view ends here: we know only that we are out.
+			after = maps.Clone(before)
+			delete(after, c.prof.Handle)
+		}
+		newAdmins, err := judgeCommit(r, list, before, after, sender, rec.AuthenticatedData)
+		if err != nil {
+			c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, a commit was refused: %v", r.display(), err)})
+			return nil, fmt.Errorf("%w: a commit against the group's policy: %v", errRefused, err)
+		}
+		removes := false
+		for h := range before {
+			if !after[h] && h != c.prof.Handle {
+				removes = true
+			}
+		}
+		rank := commitRank(key, rec.Sender.Index, op.Content, removes || rec.Removed)
+		var resend [][]byte
+		var retry []*commitIntent
+		if usePrev {
+			// A commit competing with the one we followed out of its
+			// epoch: the lower rank wins (commitorder.go).
+			if sameCommitter(rank, r.Chain[li].OutRank) {
+				// Two commits of one member on one epoch: no honest
+				// client makes them (a retry is on a later epoch).
+				c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), sender, oldEpoch)})
+			}
+			if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
+				return func(*state.Tx) error { return nil }, nil // it lost; its committer retries
+			}
+			if resend, retry, err = c.switchBranch(r, li, g, rank); err != nil {
+				return nil, err
+			}
+			usePrev = false
+		} else {
+			c.pushLink(r, oldEpoch, baseRaw, rank, nil)
+		}
+		if newAdmins != nil && !slices.Equal(newAdmins, admins(r, r.Admins, after)) {
+			note(func(tx *state.Tx) {
+				c.history(tx, r, Event{Kind: EventAdmins, From: sender, Text: fmt.Sprintf("the admins are now %v", newAdmins)})
+			})
+		}
+		r.Admins = newAdmins
 		if rec.Removed {
 			r.Active = false
-			effects = append(effects, func(tx *state.Tx) {
+			note(func(tx *state.Tx) {
 				c.history(tx, r, Event{Kind: EventRemoved, From: sender, Text: "you were removed from " + r.display()})
 			})
 			break
 		}
-		current := map[string]bool{}
-		for _, m := range g.Members() {
-			current[string(m.Credential.Identity)] = true
+		if mr := r.Members[sender]; mr != nil {
+			mr.LeafChanged = now // a member commit carries a path here: its leaf is new
 		}
 		for h := range r.Members {
-			if !current[h] {
+			if !after[h] {
 				delete(r.Members, h)
-				effects = append(effects, func(tx *state.Tx) {
+				note(func(tx *state.Tx) {
 					c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
 				})
 			}
 		}
-		for h := range current {
+		for h := range after {
 			if _, ok := r.Members[h]; !ok && h != c.prof.Handle {
-				r.Members[h] = &memberRecord{}
+				r.Members[h] = &memberRecord{LeafChanged: now}
 			}
+		}
+		if len(resend) > 0 || len(retry) > 0 {
+			fs, err := c.afterSwitch(ctx, r, g, resend, retry)
+			if err != nil {
+				return nil, err
+			}
+			effects = append(effects, fs...)
 		}
 	case mls.ContentTypeApplication:
 		m, err := content.ParseMessage(rec.ApplicationData)
@@ -560,10 +669,10 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		}
 		dup, missed := trackSeq(mr, m.Seq)
 		if dup {
-			break // a duplicate delivery
+			break // a duplicate delivery, or a message sent again after a fork choice
 		}
 		if len(missed) > 0 {
-			effects = append(effects, func(tx *state.Tx) {
+			note(func(tx *state.Tx) {
 				c.history(tx, r, Event{Kind: EventGap, From: sender, Missed: missed, Text: fmt.Sprintf("%d message(s) from %s missing", len(missed), sender)})
 			})
 		}
@@ -573,7 +682,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		sentAt := time.Unix(int64(m.SentAt), 0)
 		switch m.Kind {
 		case content.KindText:
-			effects = append(effects, func(tx *state.Tx) {
+			note(func(tx *state.Tx) {
 				now := c.opts.Now()
 				c.history(tx, r, Event{Kind: EventMessage, From: sender, Text: m.Text, Seq: m.Seq, SentAt: sentAt, At: now, ID: hex.EncodeToString(m.ID[:])})
 				c.onText(tx, r, sender, m.ID, now)
@@ -582,19 +691,28 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			known := mr.Sealing != nil
 			mr.SendID, mr.Sealing = m.Mailbox.SendID, m.Mailbox.SealingKey
 			if !known && r.Kind == content.ConvGroup {
-				effects = append(effects, func(tx *state.Tx) {
+				note(func(tx *state.Tx) {
 					c.history(tx, r, Event{Kind: EventMemberAdded, From: sender, Text: sender + " joined"})
 				})
 			}
 		case content.KindLeave:
-			if r.Creator == c.prof.Handle {
-				return c.removeOnRequest(ctx, r, g, usePrev, sender)
+			if c.isAdmin(r, cur) {
+				return c.removeOnRequest(ctx, r, g, usePrev, li, sender)
 			}
 		case content.KindReceipt:
-			effects = append(effects, func(tx *state.Tx) { c.onReceipt(tx, r, sender, m.Receipt) })
+			note(func(tx *state.Tx) { c.onReceipt(tx, r, sender, m.Receipt) })
 		case content.KindCover:
 			// A dummy of cover traffic: processed up to here like a text,
 			// then dropped.
+		}
+		if m.Kind == content.KindText && c.updateDue(r) {
+			// Our scheduled update (update.go): after a text we
+			// received. Receipts, cover dummies and announcements do
+			// not count, so that the schedule's cost follows what
+			// people write. It is committed once the mailboxes were
+			// read (commitDueUpdates), so that it rarely races a
+			// commit already waiting there.
+			r.UpdateDue = true
 		}
 	case mls.ContentTypeProposal:
 		// Proposals are never kept for a commit by reference
@@ -604,24 +722,24 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		p := rec.Proposal
 		switch {
 		case p.Type == mls.ProposalTypeRemove && rec.Sender.Type == mls.SenderTypeMember && p.Remove.Removed == rec.Sender.Index:
-			// A member asking to leave, the MLS way: the creator removes
+			// A member asking to leave, the MLS way: an admin removes
 			// it with a commit of its own, like a leave message.
-			if r.Creator == c.prof.Handle {
-				return c.removeOnRequest(ctx, r, g, false, sender)
+			if c.isAdmin(r, g) {
+				return c.removeOnRequest(ctx, r, g, false, -1, sender)
 			}
 		case p.Type == mls.ProposalTypeUpdate:
-			// Its own leaf: allowed, but committed by no one (only the
-			// creator commits, and only by value, which an Update cannot
-			// be).
-		case sender == r.Creator:
-			// The creator commits its changes by value; a proposal of
-			// its own is of no use and is ignored.
+			// Its own leaf: allowed, but committed by no one (commits
+			// are by value, which an Update cannot be); members update
+			// with commits of their own (update.go).
+		case slices.Contains(admins(r, r.Admins, before), sender):
+			// An admin commits its changes by value; a proposal of its
+			// own is of no use and is ignored.
 		default:
-			c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s proposed a change only %s may make (%v); it was ignored", r.display(), sender, r.Creator, p.Type)})
+			c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s proposed a change only %v may make (%v); it was ignored", r.display(), sender, admins(r, r.Admins, before), p.Type)})
 		}
 	}
 	start = time.Now()
-	if err := c.saveState(r, g, usePrev); err != nil {
+	if err := c.saveState(r, g, usePrev, li); err != nil {
 		return nil, err
 	}
 	if f := c.opts.Timing; f != nil {
@@ -629,17 +747,34 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	}
 	return func(tx *state.Tx) error {
 		for _, f := range effects {
-			f(tx)
+			if err := f(tx); err != nil {
+				return err
+			}
 		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	}, nil
 }
 
-// removeOnRequest is the creator's answer to a member's request to leave
+// isAdmin reports whether we are an admin of r, whose state is g.
+func (c *Client) isAdmin(r *convRecord, g *mls.Group) bool {
+	return r.Kind == content.ConvGroup && slices.Contains(admins(r, r.Admins, memberSet(g)), c.prof.Handle)
+}
+
+// memberAt is the handle at leaf of the group state raw (a commit's
+// sender is named by the epoch it was sent in).
+func memberAt(raw []byte, c *Client, ctx context.Context, leaf uint32) string {
+	g, err := mls.UnmarshalGroup(raw, c.mlsConfig(ctx))
+	if err != nil {
+		return ""
+	}
+	return c.memberHandle(g, leaf)
+}
+
+// removeOnRequest is an admin's answer to a member's request to leave
 // (a leave message, or a proposal to remove itself): g, in which the
 // request was read, is stored, and the member is removed by a commit.
-func (c *Client) removeOnRequest(ctx context.Context, r *convRecord, g *mls.Group, prev bool, member string) (func(*state.Tx) error, error) {
-	if err := c.saveState(r, g, prev); err != nil {
+func (c *Client) removeOnRequest(ctx context.Context, r *convRecord, g *mls.Group, prev bool, link int, member string) (func(*state.Tx) error, error) {
+	if err := c.saveState(r, g, prev, link); err != nil {
 		return nil, err
 	}
 	cur, err := c.loadGroup(ctx, r)
@@ -675,8 +810,8 @@ func stillMember(cur, prev *mls.Group, leaf uint32) bool {
 }
 
 // saveState stores g as the conversation's current group state, or as
-// its previous epoch's.
-func (c *Client) saveState(r *convRecord, g *mls.Group, prev bool) error {
+// the state of the past epoch kept in r.Chain[link].
+func (c *Client) saveState(r *convRecord, g *mls.Group, prev bool, link int) error {
 	if !prev {
 		return c.saveGroup(r, g)
 	}
@@ -684,7 +819,10 @@ func (c *Client) saveState(r *convRecord, g *mls.Group, prev bool) error {
 	if err != nil {
 		return err
 	}
-	r.Prev = raw
+	if link >= 0 && link < len(r.Chain) {
+		r.Chain[link].State = raw
+	}
+	syncPrev(r)
 	return nil
 }
 
@@ -861,6 +999,10 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 				var err error
 				if ack {
 					err = c.ackEnvelope(ctx, conn, a.mb, a.m)
+				}
+				if err == nil {
+					// A scheduled update found due goes now.
+					err = c.commitDueUpdates(ctx)
 				}
 				if err == nil {
 					start := time.Now()

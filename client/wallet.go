@@ -23,7 +23,7 @@ import (
 
 // Errors of the wallet.
 var (
-	ErrWalletCorrupt = errors.New("client: wallet file is corrupt")
+	ErrWalletCorrupt = errors.New("client: wallet is corrupt")
 	// ErrKeyChanged: the server showed a token key for an epoch other
 	// than the one this wallet remembers for it.
 	ErrKeyChanged = errors.New("client: server changed its token key for an epoch")
@@ -102,10 +102,12 @@ type TokenKeyAlarm struct {
 
 func (a TokenKeyAlarm) String() string { return a.Err.Error() }
 
-// Wallet holds unspent delivery tokens in a file (mode 0600) or the
-// client's encrypted state, with the token keys it checked. Spending a
-// token is persisted before the token is handed out, so a crash can lose
-// a token but never spend one twice.
+// Wallet holds unspent delivery tokens, with the token keys it checked,
+// in a WalletStore: the messenger keeps them in its encrypted local state
+// (NewWallet), a bare protocol connection may keep them in a file of
+// their own (OpenWallet, mode 0600). Spending a token is persisted before
+// the token is handed out, so a crash can lose a token but never spend
+// one twice.
 //
 // Spending never refills: refills run on a schedule of their own
 // (RunRefills) or when the caller asks (Refill, TopUp), so the account

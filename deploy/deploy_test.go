@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 )
 
 // inCI reports whether this is a run where every tool these tests use is
@@ -58,8 +58,8 @@ var envName = regexp.MustCompile(`\bQPC_[A-Z0-9_]+\b`)
 // setting cannot leave a file setting a variable nobody reads.
 func TestEnvNamesExist(t *testing.T) {
 	known := map[string]bool{}
-	for _, k := range server.ConfigKeys() {
-		known[server.EnvName(k)] = true
+	for _, k := range config.Keys() {
+		known[config.EnvName(k)] = true
 	}
 	// Variables of the tools, not of the server.
 	for _, v := range []string{"QPC_VERSION", "QPC_GOARM", "QPC_CROSS", "QPC_CI", "QPC_UPDATE_GENERATED", "QPC_MLS_VECTORS", "QPC_CI_LONG", "QPC_CI_FUZZ_BUDGET", "QPC_USER", "QPC_KEYS", "QPC_CONTAINER", "QPC_IMAGE_ARCH", "QPC_IMAGE", "QPC_PODMAN_RUN_ARGS", "QPC_RSS_PHASES", "QPC_RSS_ADDRS", "QPC_RSS_SERVER_FLAGS"} {
@@ -156,7 +156,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	// systemd must wait longer than the drain before SIGKILL.
 	stop, err := time.ParseDuration(strings.Join(d["TimeoutStopSec"], ""))
-	if err != nil || stop <= server.DefaultConfig().ShutdownTimeout.Duration {
+	if err != nil || stop <= config.Default().ShutdownTimeout.Duration {
 		t.Errorf("%s: TimeoutStopSec %v must exceed the default shutdown_timeout", unit, d["TimeoutStopSec"])
 	}
 
@@ -217,7 +217,7 @@ func TestOpenWrtInitScript(t *testing.T) {
 		t.Fatal("no QPC_KEYS in the init script")
 	}
 	var want []string
-	for _, k := range server.ConfigKeys() {
+	for _, k := range config.Keys() {
 		if k != "data_dir" {
 			want = append(want, k)
 		}
@@ -421,7 +421,7 @@ func TestDeployNeverRecordsObservations(t *testing.T) {
 		t.Fatalf("checked only %d files under deploy/", checked)
 	}
 	// The key exists, so the check above looks for the right name.
-	if !slices.Contains(server.ConfigKeys(), "observer_record") {
+	if !slices.Contains(config.Keys(), "observer_record") {
 		t.Fatal("the server has no observer_record key: update this test")
 	}
 }

@@ -240,7 +240,7 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 		return nil, fmt.Errorf("kt: open database: %w", err)
 	}
 	d.db = db
-	if d.ts, err = openTreeStore(db, opts.CacheDepth, bucketVersions, bucketLatest, bucketEpochs, bucketUpdates); err != nil {
+	if d.ts, err = openTreeStore(db, opts.CacheDepth, bucketVersions, bucketEpochs, bucketUpdates); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -622,14 +622,12 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	// of an insert.
 	vers := make([]uint32, len(batch))
 	if err := d.db.View(func(tx *bolt.Tx) error {
-		latest := tx.Bucket(bucketLatest)
+		versions := tx.Bucket(bucketVersions)
 		seen := map[string]uint32{}
 		for i, u := range batch {
 			v, ok := seen[u.label]
 			if !ok {
-				if cur := latest.Get(latestKey(u.label)); cur != nil {
-					v = binary.BigEndian.Uint32(cur)
-				}
+				v = latestVersion(versions, u.label)
 			}
 			v++
 			seen[u.label] = v
@@ -666,7 +664,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		// The update list an auditor replays (§1.5): every leaf this
 		// epoch inserts, in order, stored with the record.
 		ul := UpdateList{Epoch: e, Leaves: make([]Leaf, 0, max(len(batch), d.opts.MinUpdates))}
-		versions, latest := tx.Bucket(bucketVersions), tx.Bucket(bucketLatest)
+		versions := tx.Bucket(bucketVersions)
 		for i, u := range batch {
 			v := vers[i]
 			if v > d.opts.MaxVersions {
@@ -681,9 +679,6 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 			}
 			ul.Leaves = append(ul.Leaves, Leaf{Index: rec.index, Commitment: c})
 			if err := versions.Put(versionKey(u.label, v), rec.marshal()); err != nil {
-				return err
-			}
-			if err := latest.Put(latestKey(u.label), binary.BigEndian.AppendUint32(nil, v)); err != nil {
 				return err
 			}
 			results[i] = Published{Version: v, Epoch: e}
@@ -709,6 +704,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		if err := d.ts.putNodes(tx, tb.dirty); err != nil {
 			return err
 		}
+		d.ts.stagePrevs(e, tb.dirty)
 		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: d.cfgHash}
 		// The list goes in before the record: in the same transaction,
 		// so no record is ever logged without its list.
@@ -823,9 +819,7 @@ func parallel(n int, f func(i int)) {
 func (d *Directory) LatestVersion(label string) (uint32, error) {
 	var v uint32
 	err := d.db.View(func(tx *bolt.Tx) error {
-		if cur := tx.Bucket(bucketLatest).Get(latestKey(label)); cur != nil {
-			v = binary.BigEndian.Uint32(cur)
-		}
+		v = latestVersion(tx.Bucket(bucketVersions), label)
 		return nil
 	})
 	return v, err

@@ -38,11 +38,7 @@ func (d *testDir) forge(t testing.TB, label string, fs []forgedVersion) uint64 {
 		e = binary.BigEndian.Uint64(k) + 1
 		tb := newTreeBatch(txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, e)
 		digest := sha256.New()
-		versions, latest := tx.Bucket(bucketVersions), tx.Bucket(bucketLatest)
-		var top uint32
-		if cur := latest.Get(latestKey(label)); cur != nil {
-			top = binary.BigEndian.Uint32(cur)
-		}
+		versions := tx.Bucket(bucketVersions)
 		for _, f := range fs {
 			beta, pi := d.opts.VRFKey.Prove(vrfInput(label, f.version))
 			rec := versionRecord{added: f.added, index: IndexOf(beta), proof: pi, value: f.value}
@@ -56,10 +52,6 @@ func (d *testDir) forge(t testing.TB, label string, fs []forgedVersion) uint64 {
 			if err := versions.Put(versionKey(label, f.version), rec.marshal()); err != nil {
 				return err
 			}
-			top = max(top, f.version)
-		}
-		if err := latest.Put(latestKey(label), binary.BigEndian.AppendUint32(nil, top)); err != nil {
-			return err
 		}
 		root, err := tb.Finish()
 		if err != nil {

@@ -125,39 +125,93 @@ func (p *VersionProof) read(s *cryptobyte.String) bool {
 func (p *LookupProof) Marshal() []byte {
 	var b cryptobyte.Builder
 	p.Epoch.marshal(&b)
+	p.marshalBody(&b)
+	return b.BytesOrPanic()
+}
+
+// marshalBody encodes the proof without its epoch proof.
+func (p *LookupProof) marshalBody(b *cryptobyte.Builder) {
 	b.AddUint32(p.Version)
 	b.AddUint64(p.Added)
 	b.AddBytes(p.Opening[:])
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(p.Value) })
 	b.AddUint8(uint8(len(p.Ladder)))
 	for i := range p.Ladder {
-		p.Ladder[i].marshal(&b)
+		p.Ladder[i].marshal(b)
 	}
 	b.AddUint8(uint8(len(p.Absent)))
 	for i := range p.Absent {
-		p.Absent[i].marshal(&b)
+		p.Absent[i].marshal(b)
 	}
-	return b.BytesOrPanic()
 }
 
 // ParseLookupProof decodes a lookup proof.
 func ParseLookupProof(raw []byte) (*LookupProof, error) {
 	s := cryptobyte.String(raw)
 	p := new(LookupProof)
+	if !p.Epoch.read(&s) || !p.readBody(&s) || !s.Empty() {
+		return nil, errDecode
+	}
+	return p, nil
+}
+
+// readBody decodes what marshalBody encodes.
+func (p *LookupProof) readBody(s *cryptobyte.String) bool {
 	var val cryptobyte.String
 	var n uint8
-	if !p.Epoch.read(&s) || !s.ReadUint32(&p.Version) || !s.ReadUint64(&p.Added) ||
+	if !s.ReadUint32(&p.Version) || !s.ReadUint64(&p.Added) ||
 		!s.CopyBytes(p.Opening[:]) || !s.ReadUint16LengthPrefixed(&val) || !s.ReadUint8(&n) || n > maxVersionBits {
-		return nil, errDecode
+		return false
 	}
 	p.Value = append([]byte(nil), val...)
 	p.Ladder = make([]VersionProof, n)
 	for i := range p.Ladder {
-		if !p.Ladder[i].read(&s) {
+		if !p.Ladder[i].read(s) {
+			return false
+		}
+	}
+	return readVersionProofs(s, &p.Absent)
+}
+
+// MaxBatchLabels bounds the labels of one batched lookup: a lookup proof
+// at a million labels is up to about 20 KB (§6), and a batch's proof must
+// fit one record (wire.MaxKTProof, 96 KiB).
+const MaxBatchLabels = 4
+
+// BatchLookupProof answers a lookup of several labels at once (§5): one
+// epoch proof, which every label's proof shares, and for each label, in
+// the order asked, what a LookupProof holds besides its epoch proof.
+type BatchLookupProof struct {
+	Epoch   EpochProof
+	Lookups []LookupProof // Epoch unset
+}
+
+// Marshal encodes the batch proof.
+func (p *BatchLookupProof) Marshal() []byte {
+	var b cryptobyte.Builder
+	p.Epoch.marshal(&b)
+	b.AddUint8(uint8(len(p.Lookups)))
+	for i := range p.Lookups {
+		p.Lookups[i].marshalBody(&b)
+	}
+	return b.BytesOrPanic()
+}
+
+// ParseBatchLookupProof decodes a batch proof of 1 to MaxBatchLabels labels.
+func ParseBatchLookupProof(raw []byte) (*BatchLookupProof, error) {
+	s := cryptobyte.String(raw)
+	p := new(BatchLookupProof)
+	var n uint8
+	if !p.Epoch.read(&s) || !s.ReadUint8(&n) || n == 0 || n > MaxBatchLabels {
+		return nil, errDecode
+	}
+	p.Lookups = make([]LookupProof, n)
+	for i := range p.Lookups {
+		if !p.Lookups[i].readBody(&s) {
 			return nil, errDecode
 		}
 	}
-	if !readVersionProofs(&s, &p.Absent) || !s.Empty() {
+	if !s.Empty() {
 		return nil, errDecode
 	}
 	return p, nil

@@ -2,7 +2,6 @@ package kt
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,12 +41,8 @@ func (d *Directory) epochProof(ctx context.Context, v *view, known uint64) (Epoc
 // latestAt returns the newest version of label added at or before epoch e
 // (0 when none) and its record.
 func latestAt(tx *bolt.Tx, label string, e uint64) (uint32, *versionRecord, error) {
-	cur := tx.Bucket(bucketLatest).Get(latestKey(label))
-	if cur == nil {
-		return 0, nil, nil
-	}
 	versions := tx.Bucket(bucketVersions)
-	for v := binary.BigEndian.Uint32(cur); v > 0; v-- {
+	for v := latestVersion(versions, label); v > 0; v-- {
 		rec, err := getVersion(versions, label, v)
 		if err != nil {
 			return 0, nil, err
@@ -127,45 +122,87 @@ func (d *Directory) LookupCharged(ctx context.Context, label string, known uint6
 	}
 	p := &LookupProof{Epoch: ep}
 	err = d.db.View(func(tx *bolt.Tx) error {
-		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
-		k, rec, err := latestAt(tx, label, v.epoch)
-		if err != nil {
-			return err
-		}
-		p.Version = k
-		if k > 0 {
-			p.Added, p.Opening, p.Value = rec.added, rec.opening, rec.value
-			versions := tx.Bucket(bucketVersions)
-			for _, lv := range ladder(k) {
-				r, err := getVersion(versions, label, lv)
-				if err != nil {
-					return err
-				}
-				vp, err := d.versionProof(src, v.epoch, label, lv, r)
-				if err != nil {
-					return err
-				}
-				p.Ladder = append(p.Ladder, vp)
-			}
-		}
-		// The greatest version: every version of absentSet(k) is absent.
-		absent := absentSet(k)
-		if err := d.charge(budget, label, absent); err != nil {
-			return err
-		}
-		for _, av := range absent {
-			vp, err := d.versionProof(src, v.epoch, label, av, nil)
-			if err != nil {
-				return err
-			}
-			p.Absent = append(p.Absent, vp)
-		}
-		return nil
+		return d.lookupBody(tx, txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, v.epoch, label, budget, p)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kt: lookup: %w", err)
 	}
 	return p, nil
+}
+
+// LookupBatch proves the current values of 1 to MaxBatchLabels labels at
+// the served epoch, under one epoch proof (§5: which labels may share a
+// batch is the client's choice). budget (nil: no limit) is asked for the
+// VRF proofs of each label in turn.
+func (d *Directory) LookupBatch(ctx context.Context, labels []string, known uint64, budget ProofBudget) (*BatchLookupProof, error) {
+	if len(labels) == 0 || len(labels) > MaxBatchLabels {
+		return nil, fmt.Errorf("kt: lookup batch of %d labels: %w", len(labels), ErrLabel)
+	}
+	for _, label := range labels {
+		if len(label) == 0 || len(label) > MaxLabelLen {
+			return nil, ErrLabel
+		}
+	}
+	v := d.view.Load()
+	if v == nil {
+		return nil, ErrNoEpoch
+	}
+	ep, err := d.epochProof(ctx, v, known)
+	if err != nil {
+		return nil, err
+	}
+	p := &BatchLookupProof{Epoch: ep, Lookups: make([]LookupProof, len(labels))}
+	err = d.db.View(func(tx *bolt.Tx) error {
+		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
+		for i, label := range labels {
+			if err := d.lookupBody(tx, src, v.epoch, label, budget, &p.Lookups[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kt: lookup batch: %w", err)
+	}
+	return p, nil
+}
+
+// lookupBody fills p with label's greatest version at epoch e, its ladder
+// and its absence set.
+func (d *Directory) lookupBody(tx *bolt.Tx, src nodeSource, e uint64, label string, budget ProofBudget, p *LookupProof) error {
+	k, rec, err := latestAt(tx, label, e)
+	if err != nil {
+		return err
+	}
+	p.Version = k
+	if k > 0 {
+		p.Added, p.Opening, p.Value = rec.added, rec.opening, rec.value
+		versions := tx.Bucket(bucketVersions)
+		for _, lv := range ladder(k) {
+			r, err := getVersion(versions, label, lv)
+			if err != nil {
+				return err
+			}
+			vp, err := d.versionProof(src, e, label, lv, r)
+			if err != nil {
+				return err
+			}
+			p.Ladder = append(p.Ladder, vp)
+		}
+	}
+	// The greatest version: every version of absentSet(k) is absent.
+	absent := absentSet(k)
+	if err := d.charge(budget, label, absent); err != nil {
+		return err
+	}
+	for _, av := range absent {
+		vp, err := d.versionProof(src, e, label, av, nil)
+		if err != nil {
+			return err
+		}
+		p.Absent = append(p.Absent, vp)
+	}
+	return nil
 }
 
 // History proves, for its owner, every version of label from version

@@ -3,7 +3,9 @@ package kt
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 
@@ -12,12 +14,32 @@ import (
 
 // bbolt buckets of the directory database.
 var (
-	bucketNodes    = []byte("nodes")    // node key -> nodeRecord
-	bucketVersions = []byte("versions") // vrfInput(label, version) -> versionRecord
-	bucketLatest   = []byte("latest")   // u8 len || label -> u32 latest version
-	bucketEpochs   = []byte("epochs")   // u64 epoch -> EpochRecord
-	bucketUpdates  = []byte("updates")  // u64 epoch -> UpdateList
+	bucketNodes    = []byte("nodes")     // node key -> nodeRecord
+	bucketVersions = []byte("versions")  // vrfInput(label, version) -> versionRecord
+	bucketEpochs   = []byte("epochs")    // u64 epoch -> EpochRecord
+	bucketUpdates  = []byte("updates")   // u64 epoch -> UpdateList
+	bucketMeta     = []byte("tree-meta") // metaLayout -> u32 treeLayout
 )
+
+// The tree's storage layout, recorded in the meta bucket so that a
+// database is never read by code that would misread it.
+//
+//	1 (no meta bucket): every node under key(), records with their
+//	  previous state, a "latest" bucket
+//	2: nodes below storeSplit under storeKey, records without their
+//	  previous state (nodeRecord), no "latest" bucket kept
+//
+// openTreeStore migrates layout 1 to 2 and refuses a layout above
+// treeLayout, which a newer version wrote. (Versions before layout 2 do
+// not read the marker: docs/adr/0014-kt-tree-storage-layout.md says what
+// a downgrade does.)
+const treeLayout = 2
+
+var metaLayout = []byte("tree-layout")
+
+// ErrTreeLayout reports a database whose tree a newer version stored in
+// a layout this one does not know.
+var ErrTreeLayout = errors.New("kt: the database's tree is stored in a layout this version does not know (written by a newer version); refusing to open it")
 
 // treeStore reads and writes the prefix tree in bbolt, with every node of
 // depth <= cacheDepth held in memory. The cache is complete for those
@@ -28,6 +50,32 @@ type treeStore struct {
 	cacheDepth int
 	mu         sync.RWMutex
 	cache      map[nodeID]*nodeRecord
+	// The previous states of the uncached nodes epoch prevEpoch changed
+	// (nodeRecord): records are stored without them.
+	prevEpoch uint64
+	prevs     map[nodeID]prevState
+}
+
+type prevState struct {
+	from  uint64
+	state nodeState
+}
+
+// stagePrevs keeps the previous states of the uncached records of epoch
+// e's batch for readers of the epoch before, dropping those of the epoch
+// before (its readers are gone: an epoch is committed only once the one
+// before it is served). Call it in the transaction that stores the batch,
+// before it commits, so no reader sees the records without them.
+func (ts *treeStore) stagePrevs(e uint64, dirty map[nodeID]*nodeRecord) {
+	prevs := map[nodeID]prevState{}
+	for id, r := range dirty {
+		if int(id.depth) > ts.cacheDepth && r.hasPrev {
+			prevs[id] = prevState{from: r.prevFrom, state: r.prev}
+		}
+	}
+	ts.mu.Lock()
+	ts.prevEpoch, ts.prevs = e, prevs
+	ts.mu.Unlock()
 }
 
 // openTreeStore opens the tree in db's nodes bucket, creating it and the
@@ -35,32 +83,110 @@ type treeStore struct {
 func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, error) {
 	ts := &treeStore{db: db, cacheDepth: cacheDepth, cache: map[nodeID]*nodeRecord{}}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range append([][]byte{bucketNodes}, buckets...) {
+		for _, b := range append([][]byte{bucketNodes, bucketMeta}, buckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		c := tx.Bucket(bucketNodes).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			id, err := nodeIDFromKey(k)
-			if err != nil {
-				return err
-			}
-			if int(id.depth) > cacheDepth {
-				break
-			}
-			r, err := parseNodeRecord(id, v)
-			if err != nil {
-				return err
-			}
-			ts.cache[id] = r
-		}
 		return nil
 	})
+	if err == nil {
+		err = checkLayout(db)
+	}
+	if err == nil {
+		err = migrateNodeKeys(db)
+	}
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(metaLayout, binary.BigEndian.AppendUint32(nil, treeLayout))
+		})
+	}
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketNodes).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				id, err := nodeIDFromStoreKey(k)
+				if err != nil {
+					return err
+				}
+				if int(id.depth) > cacheDepth {
+					if cacheDepth <= storeSplit {
+						break
+					}
+					// Below storeSplit the depths are interleaved.
+					continue
+				}
+				r, err := parseNodeRecord(id, v)
+				if err != nil {
+					return err
+				}
+				ts.cache[id] = r
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
 	return ts, nil
+}
+
+// checkLayout refuses a tree stored in a layout above treeLayout.
+func checkLayout(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMeta).Get(metaLayout)
+		if v == nil {
+			return nil // layout 1, or a new database
+		}
+		if len(v) != 4 {
+			return fmt.Errorf("%w: malformed layout marker %x", ErrTreeLayout, v)
+		}
+		if l := binary.BigEndian.Uint32(v); l > treeLayout {
+			return fmt.Errorf("%w: layout %d, this version knows up to %d", ErrTreeLayout, l, treeLayout)
+		}
+		return nil
+	})
+}
+
+// migrateNodeKeys moves the records of nodes below storeSplit that a
+// version before storeKey stored under key() to their storeKey, in
+// transactions of at most migrateBatch records.
+func migrateNodeKeys(db *bolt.DB) error {
+	const migrateBatch = 50_000
+	first := nodeID{depth: storeSplit + 1}.key()
+	old := false
+	if err := db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketNodes).Cursor().Seek(first)
+		old = k != nil && k[0] < storeKeyDeep
+		return nil
+	}); err != nil || !old {
+		return err
+	}
+	for {
+		moved := 0
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketNodes)
+			c := b.Cursor()
+			for k, v := c.Seek(first); k != nil && k[0] < storeKeyDeep && moved < migrateBatch; k, v = c.Seek(first) {
+				id, err := nodeIDFromKey(k)
+				if err != nil {
+					return err
+				}
+				val := slices.Clone(v)
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+				if err := b.Put(id.storeKey(), val); err != nil {
+					return err
+				}
+				moved++
+			}
+			return nil
+		})
+		if err != nil || moved < migrateBatch {
+			return err
+		}
+	}
 }
 
 // txNodes reads nodes through the cache and one bbolt transaction.
@@ -76,25 +202,39 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 		s.ts.mu.RUnlock()
 		return r, nil
 	}
-	v := s.b.Get(id.key())
+	v := s.b.Get(id.storeKey())
 	if v == nil {
 		return nil, nil
 	}
-	return parseNodeRecord(id, v)
+	r, err := parseNodeRecord(id, v)
+	if err != nil || r.hasPrev {
+		return r, err
+	}
+	s.ts.mu.RLock()
+	if r.epoch == s.ts.prevEpoch {
+		if p, ok := s.ts.prevs[id]; ok {
+			r.hasPrev, r.prevFrom, r.prev = true, p.from, p.state
+		}
+	}
+	s.ts.mu.RUnlock()
+	return r, nil
 }
 
 // putNodes writes a batch's records in tx.
 func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
 	// In key order, so bbolt fills pages front to back.
-	keys := make([][]byte, 0, len(dirty))
-	for id := range dirty {
-		keys = append(keys, id.key())
+	type put struct {
+		k []byte
+		r *nodeRecord
 	}
-	slices.SortFunc(keys, bytes.Compare)
+	puts := make([]put, 0, len(dirty))
+	for id, r := range dirty {
+		puts = append(puts, put{id.storeKey(), r})
+	}
+	slices.SortFunc(puts, func(a, b put) int { return bytes.Compare(a.k, b.k) })
 	b := tx.Bucket(bucketNodes)
-	for _, k := range keys {
-		id, _ := nodeIDFromKey(k)
-		if err := b.Put(k, dirty[id].marshal()); err != nil {
+	for _, p := range puts {
+		if err := b.Put(p.k, p.r.marshal()); err != nil {
 			return err
 		}
 	}
@@ -114,4 +254,25 @@ func (ts *treeStore) publish(dirty map[nodeID]*nodeRecord) {
 
 func epochKey(e uint64) []byte { return binary.BigEndian.AppendUint64(nil, e) }
 
-func latestKey(label string) []byte { return append([]byte{byte(len(label))}, label...) }
+// latestVersion returns the newest version of label in the versions bucket
+// (0: none). versionKey is u8 len || label || u32 version (big-endian), so
+// a label's versions are one key range in version order: its last key.
+// (Versions before 2026-12 also kept a "latest" bucket, label -> u32
+// version: one more random page rewritten per update; it is no longer
+// written or read.)
+func latestVersion(b *bolt.Bucket, label string) uint32 {
+	top := versionKey(label, math.MaxUint32)
+	prefix := top[:len(top)-4]
+	c := b.Cursor()
+	k, _ := c.Seek(top)
+	switch {
+	case k == nil:
+		k, _ = c.Last()
+	case !bytes.Equal(k, top):
+		k, _ = c.Prev()
+	}
+	if len(k) != len(top) || !bytes.HasPrefix(k, prefix) {
+		return 0
+	}
+	return binary.BigEndian.Uint32(k[len(prefix):])
+}

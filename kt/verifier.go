@@ -308,43 +308,80 @@ func (v *Verifier) VerifyLookup(label string, p *LookupProof) (*LookupResult, er
 	if err != nil {
 		return nil, err
 	}
-	if p.Version > MaxVersion || len(p.Value) > MaxValueLen {
-		return nil, fmt.Errorf("%w: version out of range", ErrInvalid)
-	}
-	if p.Added > rec.Epoch {
-		return nil, fmt.Errorf("%w: version added after its epoch", ErrInvalid)
-	}
-	want := ladder(p.Version)
-	if len(p.Ladder) != len(want) {
-		return nil, fmt.Errorf("%w: ladder has %d versions, want %d", ErrInvalid, len(p.Ladder), len(want))
-	}
-	for i := range want {
-		lp := &p.Ladder[i]
-		if lp.Version != want[i] {
-			return nil, fmt.Errorf("%w: ladder version %d, want %d", ErrInvalid, lp.Version, want[i])
-		}
-		present, c, err := v.verifyVersion(label, lp, rec.Root)
-		if err != nil {
-			return nil, err
-		}
-		if !present {
-			return nil, fmt.Errorf("%w: ladder version %d is absent", ErrInvalid, lp.Version)
-		}
-		if lp.Version == p.Version && c != Commit(p.Opening, label, p.Version, p.Added, p.Value) {
-			return nil, fmt.Errorf("%w: value does not match its commitment", ErrInvalid)
-		}
-	}
-	if err := v.verifyAbsent(label, p.Version, p.Absent, rec.Root); err != nil {
+	if err := v.verifyLookupBody(label, p, rec); err != nil {
 		return nil, err
 	}
 	if err := v.accept(prev, cp); err != nil {
 		return nil, err
 	}
+	return lookupResult(label, p, rec, cp), nil
+}
+
+// VerifyLookupBatch checks a batch proof for labels, in the order asked,
+// and, when every label's proof verifies, advances the latest checkpoint.
+// Each result is what VerifyLookup returns for that label: all share the
+// epoch. One label whose proof does not verify fails the batch.
+func (v *Verifier) VerifyLookupBatch(labels []string, p *BatchLookupProof) ([]*LookupResult, error) {
+	if len(p.Lookups) != len(labels) {
+		return nil, fmt.Errorf("%w: %d lookups for %d labels", ErrInvalid, len(p.Lookups), len(labels))
+	}
+	rec, cp, prev, err := v.verifyEpoch(&p.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	for i, label := range labels {
+		if err := v.verifyLookupBody(label, &p.Lookups[i], rec); err != nil {
+			return nil, fmt.Errorf("label %d of the batch: %w", i, err)
+		}
+	}
+	if err := v.accept(prev, cp); err != nil {
+		return nil, err
+	}
+	out := make([]*LookupResult, len(labels))
+	for i, label := range labels {
+		out[i] = lookupResult(label, &p.Lookups[i], rec, cp)
+	}
+	return out, nil
+}
+
+func lookupResult(label string, p *LookupProof, rec *EpochRecord, cp *Checkpoint) *LookupResult {
 	res := &LookupResult{Label: label, Version: p.Version, Record: rec, Checkpoint: cp}
 	if p.Version > 0 {
 		res.Added, res.Value = p.Added, bytes.Clone(p.Value)
 	}
-	return res, nil
+	return res
+}
+
+// verifyLookupBody checks everything of a lookup proof but its epoch
+// proof, against rec's root.
+func (v *Verifier) verifyLookupBody(label string, p *LookupProof, rec *EpochRecord) error {
+	if p.Version > MaxVersion || len(p.Value) > MaxValueLen {
+		return fmt.Errorf("%w: version out of range", ErrInvalid)
+	}
+	if p.Added > rec.Epoch {
+		return fmt.Errorf("%w: version added after its epoch", ErrInvalid)
+	}
+	want := ladder(p.Version)
+	if len(p.Ladder) != len(want) {
+		return fmt.Errorf("%w: ladder has %d versions, want %d", ErrInvalid, len(p.Ladder), len(want))
+	}
+	for i := range want {
+		lp := &p.Ladder[i]
+		if lp.Version != want[i] {
+			return fmt.Errorf("%w: ladder version %d, want %d", ErrInvalid, lp.Version, want[i])
+		}
+		present, c, err := v.verifyVersion(label, lp, rec.Root)
+		if err != nil {
+			return err
+		}
+		if !present {
+			return fmt.Errorf("%w: ladder version %d is absent", ErrInvalid, lp.Version)
+		}
+		if lp.Version == p.Version && c != Commit(p.Opening, label, p.Version, p.Added, p.Value) {
+			return fmt.Errorf("%w: value does not match its commitment", ErrInvalid)
+		}
+	}
+	return v.verifyAbsent(label, p.Version, p.Absent, rec.Root)
 }
 
 // verifyAbsent checks that proofs show every version of absentSet(k)

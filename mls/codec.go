@@ -2,6 +2,7 @@ package mls
 
 import (
 	"errors"
+	"fmt"
 
 	"golang.org/x/crypto/cryptobyte"
 )
@@ -132,4 +133,102 @@ func addOptional(b *cryptobyte.Builder, present bool) {
 	} else {
 		b.AddUint8(0)
 	}
+}
+
+// Whole structures and lists of them (RFC 9420 §2.1): the helpers every
+// marshal and unmarshal function in the package is built from.
+
+// errInvalid is set on a builder when a structure cannot be encoded because
+// its fields contradict each other (for example a content type with no
+// matching body); such a value could never have come out of a decoder.
+var errInvalid = errors.New("mls: invalid structure for encoding")
+
+// invalidf reports a structure that cannot be encoded.
+func invalidf(b *cryptobyte.Builder, format string, args ...any) {
+	b.SetError(fmt.Errorf("%w: "+format, append([]any{errInvalid}, args...)...))
+}
+
+// encode runs a marshal function on a fresh builder.
+func encode(name string, f func(*cryptobyte.Builder)) ([]byte, error) {
+	var b cryptobyte.Builder
+	f(&b)
+	out, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
+}
+
+// decodeAll runs an unmarshal function over data and requires it to consume
+// every byte: MLS structures are never followed by slack.
+func decodeAll(name string, data []byte, f func(*cryptobyte.String) bool) error {
+	s := cryptobyte.String(data)
+	if !f(&s) || !s.Empty() {
+		return fmt.Errorf("%s: %w", name, ErrMalformed)
+	}
+	return nil
+}
+
+// readList decodes a varint-prefixed vector whose elements are parsed by
+// elem until the vector body is exhausted. An element parser that fails, or
+// one that leaves a partial element, makes the whole vector malformed.
+func readList(s *cryptobyte.String, elem func(*cryptobyte.String) bool) bool {
+	var v cryptobyte.String
+	if !readVector(s, &v) {
+		return false
+	}
+	for !v.Empty() {
+		if !elem(&v) {
+			return false
+		}
+	}
+	return true
+}
+
+// readUint16List decodes a vector of two-byte code points (Capabilities,
+// RFC 9420 §7.2). An odd body length is malformed.
+func readUint16List[T ~uint16](s *cryptobyte.String, out *[]T) bool {
+	var list []T
+	ok := readList(s, func(v *cryptobyte.String) bool {
+		var x uint16
+		if !v.ReadUint16(&x) {
+			return false
+		}
+		list = append(list, T(x))
+		return true
+	})
+	*out = list
+	return ok
+}
+
+func addUint16List[T ~uint16](b *cryptobyte.Builder, list []T) {
+	addVector(b, func(b *cryptobyte.Builder) {
+		for _, x := range list {
+			b.AddUint16(uint16(x))
+		}
+	})
+}
+
+// readUint32List decodes a vector of uint32 (ParentNode.unmerged_leaves,
+// RFC 9420 §7.1).
+func readUint32List(s *cryptobyte.String, out *[]uint32) bool {
+	var list []uint32
+	ok := readList(s, func(v *cryptobyte.String) bool {
+		var x uint32
+		if !v.ReadUint32(&x) {
+			return false
+		}
+		list = append(list, x)
+		return true
+	})
+	*out = list
+	return ok
+}
+
+func addUint32List(b *cryptobyte.Builder, list []uint32) {
+	addVector(b, func(b *cryptobyte.Builder) {
+		for _, x := range list {
+			b.AddUint32(x)
+		}
+	})
 }

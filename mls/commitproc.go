@@ -448,6 +448,11 @@ type CommitOptions struct {
 	// Add, PreSharedKey or ReInit (§12.4). It is cheaper for large adds
 	// but does not refresh the committer's keys.
 	NoPath bool
+	// AuthenticatedData is carried in the commit's FramedContent
+	// (RFC 9420 §6): signed with it and, in a PrivateMessage, sent
+	// beside the ciphertext. Applications put their own agreed records
+	// there (qpc: the group's admin list, docs/protocol.md §11.6).
+	AuthenticatedData []byte
 }
 
 // CommitResult is what a commit produced for the delivery service.
@@ -543,6 +548,7 @@ func (g *Group) commit(old *Group, o *CommitOptions) (*CommitResult, error) {
 		}
 	}
 	fc := old.frame(ContentTypeCommit)
+	fc.AuthenticatedData = slices.Clone(o.AuthenticatedData)
 	fc.Commit = &Commit{Proposals: list, Path: up}
 	var welcomeSecrets *EpochSecrets
 	// Protect with the old epoch's keys but the working copy's secret

@@ -40,7 +40,13 @@
 // Remove(leaves...) and Update() are commits like Add; Propose sends a
 // proposal that any member may later commit (Commit(nil) commits all
 // pending proposals and refreshes the committer's keys). JoinExternal lets
-// a client join from a GroupInfo (g.GroupInfo()) without a Welcome.
+// a client join from a GroupInfo (g.GroupInfo()) without a Welcome;
+// JoinExternalWith with Resync lets a member that lost its state rejoin,
+// removing its old leaf in the same commit (§12.4.3.2), and members learn
+// from Received.External who joined and whom it replaced:
+//
+//	ng, commit, _ := mls.JoinExternalWith(gi, id, cfg, &mls.ExternalJoinOptions{GroupID: gid, Resync: true})
+//	send(members, commit)                        // a PublicMessage
 //
 // Between sessions store the state with g.Marshal and restore it with
 // UnmarshalGroup; the encoding holds private keys and must be encrypted

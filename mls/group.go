@@ -448,6 +448,21 @@ type Received struct {
 	// Removed is set when a commit removed this member; the group is then
 	// inactive.
 	Removed bool
+	// External is set for an external commit (§12.4.3.2): who joined,
+	// and whom it replaced.
+	External *ExternalJoin
+	// AuthenticatedData is the content's authenticated_data (RFC 9420
+	// §6), verified with it.
+	AuthenticatedData []byte
+}
+
+// ExternalJoin describes a processed external commit.
+type ExternalJoin struct {
+	// Joiner is the new member, at the leaf the commit gave it.
+	Joiner Member
+	// Resynced is the member whose leaf the commit's Remove took out
+	// (the joiner's old self, same identity); nil for a plain join.
+	Resynced *Member
 }
 
 // ProcessMessage handles a PublicMessage or PrivateMessage of this group
@@ -485,7 +500,7 @@ func (g *Group) process(m *MLSMessage) (*Received, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Received{ContentType: ac.Content.ContentType, Sender: ac.Content.Sender}
+	r := &Received{ContentType: ac.Content.ContentType, Sender: ac.Content.Sender, AuthenticatedData: slices.Clone(ac.Content.AuthenticatedData)}
 	switch ac.Content.ContentType {
 	case ContentTypeApplication:
 		r.ApplicationData = ac.Content.ApplicationData
@@ -498,11 +513,22 @@ func (g *Group) process(m *MLSMessage) (*Received, error) {
 			return nil, err
 		}
 	case ContentTypeCommit:
+		var resynced *Member
+		if ac.Content.Sender.Type == SenderTypeNewMemberCommit {
+			resynced = g.externalRemoved(ac.Content.Commit)
+		}
 		removed, err := g.processCommit(ac)
 		if err != nil {
 			return nil, err
 		}
 		r.Removed = removed
+		if ac.Content.Sender.Type == SenderTypeNewMemberCommit {
+			r.External = &ExternalJoin{Resynced: resynced}
+			if i, ok := g.tree.findLeaf(ac.Content.Commit.Path.LeafNode.EncryptionKey); ok {
+				ln := g.tree.leaf(i)
+				r.External.Joiner = Member{Leaf: i, Credential: ln.Credential, SignatureKey: slices.Clone(ln.SignatureKey)}
+			}
+		}
 	}
 	return r, nil
 }
@@ -610,4 +636,21 @@ func ExternalProposal(suite CipherSuiteID, groupID []byte, epoch uint64, senderI
 		return nil, fmt.Errorf("external proposal: %w", err)
 	}
 	return (&MLSMessage{Version: MLS10, WireFormat: WireFormatPublicMessage, PublicMessage: pm}).Marshal()
+}
+
+// externalRemoved is the member an external commit's Remove takes out
+// (its resync, §12.4.3.2), looked up before the commit is applied; nil if
+// the commit removes no one (or names a blank leaf, which processing
+// refuses).
+func (g *Group) externalRemoved(c *Commit) *Member {
+	for _, por := range c.Proposals {
+		if por.Type != ProposalOrRefTypeProposal || por.Proposal.Type != ProposalTypeRemove {
+			continue
+		}
+		i := por.Proposal.Remove.Removed
+		if ln := g.tree.leaf(i); ln != nil {
+			return &Member{Leaf: i, Credential: ln.Credential, SignatureKey: slices.Clone(ln.SignatureKey)}
+		}
+	}
+	return nil
 }

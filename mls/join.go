@@ -305,16 +305,49 @@ func (g *Group) joinerPSKs(ids []PreSharedKeyID) ([]PSKInput, error) {
 // JoinExternal joins a group by external commit (§12.4.3.2) from a
 // GroupInfo MLSMessage that carries external_pub (and the ratchet tree,
 // unless tree is given). It returns the new member's group and the commit
-// to send to the members.
+// to send to the members. It is JoinExternalWith without a resync.
 func JoinExternal(groupInfo []byte, id *Identity, cfg *Config, tree RatchetTree) (*Group, []byte, error) {
-	g, out, err := joinExternal(groupInfo, id, cfg, tree)
+	return JoinExternalWith(groupInfo, id, cfg, &ExternalJoinOptions{Tree: tree})
+}
+
+// ExternalJoinOptions shapes an external commit.
+type ExternalJoinOptions struct {
+	// Tree is the ratchet tree when the GroupInfo carries none.
+	Tree RatchetTree
+	// GroupID, if set, is the group the caller means to join: a GroupInfo
+	// of another group fails with ErrWrongGroup.
+	GroupID []byte
+	// Signer, if set, is the identity (credential) of the member whose
+	// signature the GroupInfo must carry.
+	Signer []byte
+	// Resync makes the commit a resync (§12.4.3.2): a member that lost
+	// its state rejoins, and the commit carries a Remove of its old leaf,
+	// the one leaf whose credential has the joiner's identity. Without
+	// such a leaf the join fails with ErrInvalidGroupInfo.
+	Resync bool
+}
+
+// JoinExternalWith joins a group by external commit (§12.4.3.2): from
+// the GroupInfo's external_pub it derives the init secret with HPKE
+// (§8.3, "external init"), adds its own leaf through the commit's path,
+// and, for a resync, removes its old leaf in the same commit. The
+// GroupInfo's signature and tree are verified as for a Welcome
+// (§12.4.3.1), Config.VerifyMember included. It returns the joiner's
+// group, already in the new epoch, and the commit (a PublicMessage, as
+// §12.4.3.2 requires) to send to the members.
+func JoinExternalWith(groupInfo []byte, id *Identity, cfg *Config, opts *ExternalJoinOptions) (*Group, []byte, error) {
+	var o ExternalJoinOptions
+	if opts != nil {
+		o = *opts
+	}
+	g, out, err := joinExternal(groupInfo, id, cfg, &o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("external join: %w", err)
 	}
 	return g, out, nil
 }
 
-func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) (*Group, []byte, error) {
+func joinExternal(groupInfo []byte, id *Identity, cfg *Config, o *ExternalJoinOptions) (*Group, []byte, error) {
 	var c Config
 	if cfg != nil {
 		c = *cfg
@@ -334,9 +367,33 @@ func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) 
 	if s.ID != id.Suite {
 		return nil, nil, fmt.Errorf("identity suite 0x%04x: %w", uint16(id.Suite), ErrInvalidGroupInfo)
 	}
-	t, err := s.groupInfoTree(gi, oob, &c)
+	if o.GroupID != nil && !bytes.Equal(gi.GroupContext.GroupID, o.GroupID) {
+		return nil, nil, fmt.Errorf("group info of group %x, not %x: %w", gi.GroupContext.GroupID, o.GroupID, ErrWrongGroup)
+	}
+	t, err := s.groupInfoTree(gi, o.Tree, &c)
 	if err != nil {
 		return nil, nil, err
+	}
+	if o.Signer != nil && !bytes.Equal(t.leaf(gi.Signer).Credential.Identity, o.Signer) {
+		return nil, nil, fmt.Errorf("group info signed by leaf %d, not by %q: %w", gi.Signer, o.Signer, ErrInvalidGroupInfo)
+	}
+	props := []*Proposal{nil} // the ExternalInit, below
+	if o.Resync {
+		// §12.4.3.2: the Remove of a resync targets the joiner's old
+		// self; members check that it has the joiner's identity.
+		old := -1
+		for _, i := range t.members() {
+			if bytes.Equal(t.leaf(i).Credential.Identity, id.Credential.Identity) {
+				if old >= 0 {
+					return nil, nil, fmt.Errorf("two leaves with our identity: %w", ErrInvalidGroupInfo)
+				}
+				old = int(i)
+			}
+		}
+		if old < 0 {
+			return nil, nil, fmt.Errorf("resync: no leaf of ours in the tree: %w", ErrInvalidGroupInfo)
+		}
+		props = append(props, &Proposal{Type: ProposalTypeRemove, Remove: &Remove{Removed: uint32(old)}})
 	}
 	data, ok := findExtension(gi.Extensions, ExtensionTypeExternalPub)
 	if !ok {
@@ -358,14 +415,21 @@ func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) 
 	oldCtx := g.ctx
 	oldCtx.Extensions = slices.Clone(g.ctx.Extensions)
 	me := Sender{Type: SenderTypeNewMemberCommit}
-	p := &Proposal{Type: ProposalTypeExternalInit, ExternalInit: &ExternalInit{KEMOutput: kem}}
+	props[0] = &Proposal{Type: ProposalTypeExternalInit, ExternalInit: &ExternalInit{KEMOutput: kem}}
+	var resolved []resolvedProposal
+	var list []ProposalOrRef
+	for _, p := range props {
+		// §12.4.3.2: every proposal of an external commit is by value.
+		resolved = append(resolved, resolvedProposal{p: p, sender: me})
+		list = append(list, ProposalOrRef{Type: ProposalOrRefTypeProposal, Proposal: p})
+	}
 	encPub, encPriv, err := s.GenerateHPKEKeyPair()
 	if err != nil {
 		return nil, nil, err
 	}
 	leaf := &LeafNode{EncryptionKey: encPub, SignatureKey: id.SignaturePub, Credential: id.Credential,
 		Capabilities: defaultCapabilities(s.ID), Source: LeafNodeSourceCommit}
-	ap, err := g.applyProposals([]resolvedProposal{{p: p, sender: me}}, me, leaf)
+	ap, err := g.applyProposals(resolved, me, leaf)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -383,7 +447,7 @@ func joinExternal(groupInfo []byte, id *Identity, cfg *Config, oob RatchetTree) 
 		g.priv.keys[x] = k
 	}
 	fc := &FramedContent{GroupID: g.ctx.GroupID, Epoch: g.ctx.Epoch, Sender: me, ContentType: ContentTypeCommit,
-		Commit: &Commit{Proposals: []ProposalOrRef{{Type: ProposalOrRefTypeProposal, Proposal: p}}, Path: up}}
+		Commit: &Commit{Proposals: list, Path: up}}
 	ac, err := s.SignContent(WireFormatPublicMessage, fc, &oldCtx, id.SignaturePriv)
 	if err != nil {
 		return nil, nil, err

@@ -118,6 +118,12 @@ const (
 	ContentMLSWelcome ContentType = 0x0002 // a client/content.Intro: a Welcome and its conversation (docs/protocol.md §11.2)
 	ContentCheckpoint ContentType = 0x0003 // a gossiped key-transparency checkpoint
 	ContentChunk      ContentType = 0x0004 // one padding.Split chunk of a larger payload
+	// ContentRejoinRequest asks a member of a conversation for a fresh
+	// GroupInfo; the content is the group ID (docs/protocol.md §11.7).
+	ContentRejoinRequest ContentType = 0x0005
+	// ContentRejoinInfo answers it: a client/content.Intro whose Welcome
+	// field holds a GroupInfo MLSMessage (docs/protocol.md §11.7).
+	ContentRejoinInfo ContentType = 0x0006
 )
 
 // SenderIdentity is who seals: the Ed25519 identity private key published

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -32,9 +33,9 @@ func TestMaxDeliverable(t *testing.T) {
 // TestConfigStoreLimit: the store opens under the limit the policy can
 // deliver, so a store filled under a larger policy is refused.
 func TestConfigStoreLimit(t *testing.T) {
-	c := DefaultConfig()
+	c := config.Default()
 	c.Buckets = []int{512, 2048, 16384}
-	_, so, err := c.Options()
+	_, so, err := OptionsFromConfig(&c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/config"
 	"sync/atomic"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// Delivery memory (issue 18 item 1; docs/operations.md "Limits"). Fetch
+// Delivery memory (docs/operations.md "Limits"). Fetch
 // and Subscribe read the store a page at a time and write each page out
 // before loading the next. Before a page is loaded its worst case (page
 // messages × the longest deliverable envelope, plus one record buffer) is
@@ -24,12 +25,6 @@ import (
 // all clients together hold at most the server's. A stream that cannot
 // get its page within RequestTimeout is answered UNAVAILABLE.
 const (
-	// DefaultDeliveryBytes bounds the envelope bytes that all Fetch and
-	// Subscribe streams together hold loaded but not yet written.
-	DefaultDeliveryBytes = 32 << 20
-	// DefaultDeliveryConnBytes bounds them per connection: three pages
-	// of the largest envelopes of the default policy.
-	DefaultDeliveryConnBytes = 2 << 20
 	// deliveryPageBytes sizes a page: as many of the longest envelopes
 	// as fit (at least one). Four with the default policy.
 	deliveryPageBytes = 512 << 10
@@ -44,10 +39,10 @@ const (
 
 func (o *Options) setDeliveryDefaults() {
 	if o.DeliveryBytes <= 0 {
-		o.DeliveryBytes = DefaultDeliveryBytes
+		o.DeliveryBytes = config.DefaultDeliveryBytes
 	}
 	if o.DeliveryConnBytes <= 0 {
-		o.DeliveryConnBytes = DefaultDeliveryConnBytes
+		o.DeliveryConnBytes = config.DefaultDeliveryConnBytes
 	}
 	if o.MaxSubsPerMailbox <= 0 {
 		o.MaxSubsPerMailbox = DefaultMaxSubsPerMailbox

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -48,16 +49,11 @@ func CreateIdentity(dir string) (*Identity, error) {
 		return nil, fmt.Errorf("create identity: %w", err)
 	}
 	path := filepath.Join(dir, KeyFile)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err = secretfile.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	if errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("create identity: %w: %s", ErrKeyExists, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create identity: %w", err)
-	}
-	werr := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
 		return nil, fmt.Errorf("create identity: %w", err)
 	}
 	return newIdentity(key)

@@ -16,8 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tokens"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -28,9 +30,6 @@ const (
 	KTNoteKeyFile = "kt-note.key" // the checkpoint signer (a note signer key)
 	KTVRFKeyFile  = "kt-vrf.key"  // the VRF seed (32 bytes)
 )
-
-// DefaultKTListen is the public read-only tlog-tiles listener.
-const DefaultKTListen = "127.0.0.1:4480"
 
 // KTKeys are the directory's secret keys and the public values a client
 // pins: the note verifier key, the VRF public key and the configuration.
@@ -100,20 +99,14 @@ func vkeyOf(skey string) (string, error) {
 }
 
 func writeSecret(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("kt keys: %w", err)
-	}
-	_, werr := f.Write(data)
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
+	if err := secretfile.Create(path, data); err != nil {
 		return fmt.Errorf("kt keys: %w", err)
 	}
 	return nil
 }
 
 // KTConfig is the directory configuration clients pin for this server.
-func (c *Config) KTConfig(k *KTKeys) kt.Config {
+func KTConfig(c *config.Config, k *KTKeys) kt.Config {
 	return kt.Config{
 		Origin:        k.Signer.Name(),
 		VRFPublicKey:  k.VRF.PublicKey(),
@@ -129,7 +122,7 @@ func (c *Config) KTConfig(k *KTKeys) kt.Config {
 // public log (kt.DirectoryOptions.Opened), before the first checkpoint is
 // awaited: start the kt_listen handler there, since an auditing witness
 // in kt_witness_policy reads the update lists from it before it cosigns.
-func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger, opened func(*kt.Directory)) (*kt.Directory, error) {
+func OpenKT(ctx context.Context, c *config.Config, k *KTKeys, log *slog.Logger, opened func(*kt.Directory)) (*kt.Directory, error) {
 	o := kt.DirectoryOptions{
 		Opened:        opened,
 		Dir:           c.DataDir,
@@ -140,7 +133,7 @@ func OpenKT(ctx context.Context, c *Config, k *KTKeys, log *slog.Logger, opened 
 		MinUpdates:    c.KTMinUpdates,
 		Logger:        log,
 	}
-	c.ktDirectoryLimits(&o)
+	c.KTDirectoryLimits(&o)
 	policy, err := c.KTWitnessPolicyParsed()
 	if err != nil {
 		return nil, err
@@ -183,8 +176,7 @@ func PublishTokenKeys(ctx context.Context, d *kt.Directory, issuer *tokens.Issue
 // (the length included), if any. What a round misses it enqueues at once
 // and waits for together, so a fresh server has everything a client
 // checks within one KT epoch: a server that waits for the first call
-// before it serves never answers a registration it cannot complete
-// (issue 24).
+// before it serves never answers a registration it cannot complete.
 func PublishTokenKeysNotify(ctx context.Context, d *kt.Directory, issuer *tokens.Issuer, epoch time.Duration, log *slog.Logger, served func(tokenEpoch uint32)) {
 	publish := func() {
 		type item struct {

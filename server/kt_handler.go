@@ -11,30 +11,14 @@ import (
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/internal/ratelimit"
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Defaults of KTLimits (docs/operations.md "Limits").
+// Defaults of KTLimits: config.DefaultKTPublishRate and the others
+// (docs/operations.md "Limits").
 const (
-	// DefaultKTPublishRate and DefaultKTPublishBurst: a client publishes
-	// a few times a year (client/identity.go), so eight at once and four
-	// an hour leave every honest retry room, while one account takes
-	// ten days to reach kt.DefaultMaxVersions and adds at most 64 KiB
-	// an hour to the directory.
-	DefaultKTPublishRate  = 4.0 // per hour
-	DefaultKTPublishBurst = 8
-	// DefaultKTProofRate and DefaultKTProofBurst: the VRF proofs one
-	// connection's lookups may make the server compute (a lookup of a
-	// label nobody asked for costs up to 20; asked again, none: the
-	// proofs are cached). Fifty such lookups at once, five a second.
-	DefaultKTProofRate  = 100.0 // per second
-	DefaultKTProofBurst = 1000
-	// DefaultKTProofRateTotal and DefaultKTProofBurstTotal: the same for
-	// all connections together, about a quarter of a core at 0.27 ms a
-	// proof.
-	DefaultKTProofRateTotal  = 1000.0 // per second
-	DefaultKTProofBurstTotal = 5000
 	// maxKTPublishers bounds the accounts whose publish budgets are
 	// tracked at once (about 100 bytes each); accounts beyond share one
 	// budget until the table has room again.
@@ -54,22 +38,22 @@ type KTLimits struct {
 
 func (l *KTLimits) setDefaults() {
 	if l.KTPublishRate <= 0 {
-		l.KTPublishRate = DefaultKTPublishRate
+		l.KTPublishRate = config.DefaultKTPublishRate
 	}
 	if l.KTPublishBurst <= 0 {
-		l.KTPublishBurst = DefaultKTPublishBurst
+		l.KTPublishBurst = config.DefaultKTPublishBurst
 	}
 	if l.KTProofRate <= 0 {
-		l.KTProofRate = DefaultKTProofRate
+		l.KTProofRate = config.DefaultKTProofRate
 	}
 	if l.KTProofBurst <= 0 {
-		l.KTProofBurst = DefaultKTProofBurst
+		l.KTProofBurst = config.DefaultKTProofBurst
 	}
 	if l.KTProofRateTotal <= 0 {
-		l.KTProofRateTotal = DefaultKTProofRateTotal
+		l.KTProofRateTotal = config.DefaultKTProofRateTotal
 	}
 	if l.KTProofBurstTotal <= 0 {
-		l.KTProofBurstTotal = DefaultKTProofBurstTotal
+		l.KTProofBurstTotal = config.DefaultKTProofBurstTotal
 	}
 }
 
@@ -204,7 +188,7 @@ func (k *keyedBuckets) len() int {
 // §4.11); handled is false for any other record.
 func (s *Server) ktRequest(ctx context.Context, cs *connState, m wire.Message) (resp wire.Message, handled bool, err error) {
 	switch m.(type) {
-	case *wire.KTPublish, *wire.KTLookup, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint, *wire.KTTile:
+	case *wire.KTPublish, *wire.KTLookup, *wire.KTLookupBatch, *wire.KTHistory, *wire.KTConsistency, *wire.KTCheckpoint, *wire.KTTile:
 	default:
 		return nil, false, nil
 	}
@@ -218,6 +202,13 @@ func (s *Server) ktRequest(ctx context.Context, cs *connState, m wire.Message) (
 	case *wire.KTLookup:
 		var p *kt.LookupProof
 		if p, err = d.LookupCharged(ctx, m.Label, m.KnownSize, s.proofBudget(cs)); err == nil {
+			resp = &wire.KTProof{Proof: p.Marshal()}
+		}
+	case *wire.KTLookupBatch:
+		// One epoch proof for all the labels; each label's VRF proofs
+		// are charged as its own lookup's would be.
+		var p *kt.BatchLookupProof
+		if p, err = d.LookupBatch(ctx, m.Labels, m.KnownSize, s.proofBudget(cs)); err == nil {
 			resp = &wire.KTProof{Proof: p.Marshal()}
 		}
 	case *wire.KTHistory:

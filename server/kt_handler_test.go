@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/quicprochat/qpc/server/config"
 )
 
 // TestKeyedBucketsBounded: the publish budgets of many accounts take at
@@ -11,7 +13,7 @@ import (
 // ones are dropped.
 func TestKeyedBucketsBounded(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	k := newKeyedBuckets(DefaultKTPublishRate/3600, DefaultKTPublishBurst, 100, t0)
+	k := newKeyedBuckets(config.DefaultKTPublishRate/3600, config.DefaultKTPublishBurst, 100, t0)
 	for i := range 1000 {
 		if ok, _ := k.take(fmt.Sprintf("user%d", i), t0); !ok && i < 100 {
 			t.Fatalf("account %d refused its first publish", i)
@@ -22,7 +24,7 @@ func TestKeyedBucketsBounded(t *testing.T) {
 	}
 	// One account's burst, then refusal; a token given back is usable.
 	var give func()
-	for i := range DefaultKTPublishBurst - 1 {
+	for i := range config.DefaultKTPublishBurst - 1 {
 		var ok bool
 		if ok, give = k.take("user0", t0); !ok {
 			t.Fatalf("publish %d of the burst refused", i+2)

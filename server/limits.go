@@ -9,31 +9,20 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Limit defaults (docs/operations.md explains how to size them).
-const (
-	DefaultMaxConns        = 10_000
-	DefaultMaxConnsPerAddr = 64
-	// DefaultMaxConnsPerNet is the cap per IPv6 /48, the block a site is
-	// usually given: 65,536 /64s, each of which would otherwise get
-	// MaxConnsPerAddr connections of its own.
-	DefaultMaxConnsPerNet = 256
-	DefaultRequestRate    = 200
-	DefaultRequestBurst   = 400
-)
-
 func (o *Options) setLimitDefaults() {
 	if o.MaxConns <= 0 {
-		o.MaxConns = DefaultMaxConns
+		o.MaxConns = config.DefaultMaxConns
 	}
 	if o.MaxConnsPerAddr <= 0 {
-		o.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+		o.MaxConnsPerAddr = config.DefaultMaxConnsPerAddr
 	}
 	if o.MaxConnsPerNet <= 0 {
-		o.MaxConnsPerNet = DefaultMaxConnsPerNet
+		o.MaxConnsPerNet = config.DefaultMaxConnsPerNet
 	}
 	if o.MaxConnsTor <= 0 {
 		// Half the slots: an onion flood, which the per-address caps
@@ -41,10 +30,10 @@ func (o *Options) setLimitDefaults() {
 		o.MaxConnsTor = max(1, o.MaxConns/2)
 	}
 	if o.RequestRate <= 0 {
-		o.RequestRate = DefaultRequestRate
+		o.RequestRate = config.DefaultRequestRate
 	}
 	if o.RequestBurst <= 0 {
-		o.RequestBurst = DefaultRequestBurst
+		o.RequestBurst = config.DefaultRequestBurst
 	}
 	if len(o.Versions) == 0 {
 		o.Versions = wire.SupportedVersions()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -262,6 +263,8 @@ func (s *Server) observeRequest(conn string, m wire.Message, size int) *obsReq {
 		e.handle, e.hasHandle = m.Label, true
 	case *wire.KTLookup:
 		e.handle, e.hasHandle = m.Label, true
+	case *wire.KTLookupBatch:
+		e.handle, e.hasHandle = strings.Join(m.Labels, ","), true
 	case *wire.KTHistory:
 		e.handle, e.hasHandle = m.Label, true
 	}

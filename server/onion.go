@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/tor"
 	"github.com/quicprochat/qpc/tor/tunnel"
@@ -105,7 +106,7 @@ func listenTunnel(addr string) (net.Listener, string, error) {
 		}
 		return ln, "unix:" + abs, nil
 	}
-	if err := CheckLoopback(addr); err != nil {
+	if err := config.CheckLoopback(addr); err != nil {
 		return nil, "", err
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -113,18 +114,4 @@ func listenTunnel(addr string) (net.Listener, string, error) {
 		return nil, "", err
 	}
 	return ln, ln.Addr().String(), nil
-}
-
-// CheckLoopback refuses a host:port whose host is not a loopback IP
-// address. A name is refused too: resolving it would be a DNS lookup,
-// which an onion-only server must never make.
-func CheckLoopback(hostport string) error {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %w", hostport, err)
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%q is not a loopback IP address", hostport)
-	}
-	return nil
 }

@@ -6,11 +6,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Request memory (issue 18; docs/operations.md "Limits"). While a request
+// Request memory (docs/operations.md "Limits"). While a request
 // record arrives, the stream's record buffer grows with it (wire.Reader,
 // in steps of at most the bytes it already holds). Each step is charged,
 // before it is taken, to the connection's share (RequestConnBytes) and to
@@ -28,22 +29,9 @@ import (
 // pushed out. When the older records together cannot make room, the
 // record that asked is refused the same way: no record waits for room
 // that is not already on its way back. A record over its connection's
-// or its source's share is refused.
-const (
-	// DefaultRequestBytes bounds the request-body bytes all streams
-	// together hold: 256 records of the largest default bucket.
-	DefaultRequestBytes = 32 << 20
-	// DefaultRequestConnBytes bounds them per connection: 16 records of
-	// the largest default bucket.
-	DefaultRequestConnBytes = 2 << 20
-	// DefaultRequestSourceBytes bounds them per source (an address, an
-	// IPv6 /64; its /48 a multiple, as for delivery_source_bytes): a
-	// quarter of RequestBytes, so that the records of one address never
-	// fill the budget and an honest record does not have to push out a
-	// stranger's (and wait for it to go) unless strangers on several
-	// addresses fill it together.
-	DefaultRequestSourceBytes = 8 << 20
-)
+// or its source's share is refused. The budgets' defaults are
+// config.DefaultRequestBytes, DefaultRequestConnBytes and
+// DefaultRequestSourceBytes.
 
 // quicConnWindowRecords is a connection's QUIC receive window in records
 // of the largest bucket: what QUIC holds of it received but not yet read.
@@ -53,13 +41,13 @@ const quicConnWindowRecords = 4
 
 func (o *Options) setRequestDefaults() {
 	if o.RequestBytes <= 0 {
-		o.RequestBytes = DefaultRequestBytes
+		o.RequestBytes = config.DefaultRequestBytes
 	}
 	if o.RequestConnBytes <= 0 {
-		o.RequestConnBytes = DefaultRequestConnBytes
+		o.RequestConnBytes = config.DefaultRequestConnBytes
 	}
 	if o.RequestSourceBytes <= 0 {
-		o.RequestSourceBytes = min(DefaultRequestSourceBytes, o.RequestBytes)
+		o.RequestSourceBytes = min(config.DefaultRequestSourceBytes, o.RequestBytes)
 	}
 	o.RequestSourceBytes = max(o.RequestSourceBytes, o.RequestConnBytes)
 }

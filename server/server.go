@@ -22,6 +22,7 @@ import (
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
@@ -114,38 +115,26 @@ type Options struct {
 	Observer *Observer
 }
 
-// Defaults.
-const (
-	DefaultTTL           = 21 * 24 * time.Hour
-	DefaultMailboxTTL    = 90 * 24 * time.Hour
-	DefaultQuotaMessages = 10_000
-	DefaultQuotaBytes    = 256 << 20
-	DefaultTokenQuota    = 1000
-	// DefaultKeyPackagePool lasts a hundred first contacts between two
-	// uploads: a client tops its pool up whenever it is online.
-	DefaultKeyPackagePool = 100
-)
-
 func (o *Options) setDefaults() {
 	if o.Policy.Max() == 0 {
 		o.Policy = padding.Default
 	}
 	if o.Quota == (store.Quota{}) {
-		o.Quota = store.Quota{MaxMessages: DefaultQuotaMessages, MaxBytes: DefaultQuotaBytes}
+		o.Quota = store.Quota{MaxMessages: config.DefaultQuotaMessages, MaxBytes: config.DefaultQuotaBytes}
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
 		}
 	}
-	def(&o.TTL, DefaultTTL)
-	def(&o.MailboxTTL, DefaultMailboxTTL)
-	def(&o.PurgeInterval, 10*time.Minute)
-	def(&o.HandshakeTimeout, 10*time.Second)
-	def(&o.IdleTimeout, 60*time.Second)
-	def(&o.RequestTimeout, 30*time.Second)
+	def(&o.TTL, config.DefaultMessageTTL)
+	def(&o.MailboxTTL, config.DefaultMailboxTTL)
+	def(&o.PurgeInterval, config.DefaultPurgeInterval)
+	def(&o.HandshakeTimeout, config.DefaultHandshakeTimeout)
+	def(&o.IdleTimeout, config.DefaultIdleTimeout)
+	def(&o.RequestTimeout, config.DefaultRequestTimeout)
 	if o.MaxStreams <= 0 {
-		o.MaxStreams = 100
+		o.MaxStreams = config.DefaultMaxStreams
 	}
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
@@ -157,10 +146,10 @@ func (o *Options) setDefaults() {
 	}
 	def(&o.TokenEpoch, tokens.DefaultEpochLength)
 	if o.TokenQuota <= 0 {
-		o.TokenQuota = DefaultTokenQuota
+		o.TokenQuota = config.DefaultTokenQuota
 	}
 	if o.KeyPackagePool <= 0 {
-		o.KeyPackagePool = DefaultKeyPackagePool
+		o.KeyPackagePool = config.DefaultKeyPackagePool
 	}
 	o.KeyPackagePool = min(o.KeyPackagePool, math.MaxUint16)
 	if o.Authorizer == nil {

@@ -7,12 +7,13 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
 )
 
-// Streams and delivery bytes per source (issue 18; docs/operations.md
-// "Limits"). A source is what the connection caps count: an IPv4 address
+// Streams and delivery bytes per source (docs/operations.md "Limits",
+// docs/adr/0013). A source is what the connection caps count: an IPv4 address
 // or an IPv6 /64, and, within it, its IPv6 /48. Over the onion service
 // every client arrives from the tunnel's one address, so there each
 // connection is a source of its own and only the server-wide caps bound
@@ -29,33 +30,20 @@ import (
 // holding the most takes its room by resetting one of that source's
 // streams (UNAVAILABLE). So an attacker on many addresses can fill the
 // server only while nobody else wants it; an honest client that holds
-// nothing never waits behind the attacker's streams or bytes.
-const (
-	// DefaultMaxStreamsPerAddr is about 8 streams for each of the
-	// max_conns_per_addr connections one address may open: room for a
-	// carrier-grade NAT's users, far below the 6,400 that 64 connections
-	// × max_streams would allow.
-	DefaultMaxStreamsPerAddr = 256
-	// DefaultMaxStreamsTotal bounds the streams of all connections
-	// together. An open stream costs the server about 20-30 KiB
-	// (goroutine, reader, QUIC state; TestAttackServerRSS), so 2,048 of
-	// them cost about 60 MiB at most.
-	DefaultMaxStreamsTotal = 2048
-	// DefaultDeliverySourceBytes is one source's share of delivery_bytes:
-	// eight connections' worth of delivery_conn_bytes.
-	DefaultDeliverySourceBytes = 8 << 20
-)
+// nothing never waits behind the attacker's streams or bytes. The caps'
+// defaults are config.DefaultMaxStreamsPerAddr, DefaultMaxStreamsTotal and
+// DefaultDeliverySourceBytes.
 
 func (o *Options) setSourceDefaults() {
 	if o.MaxStreamsPerAddr <= 0 {
-		o.MaxStreamsPerAddr = DefaultMaxStreamsPerAddr
+		o.MaxStreamsPerAddr = config.DefaultMaxStreamsPerAddr
 	}
 	if o.MaxStreamsTotal <= 0 {
-		o.MaxStreamsTotal = DefaultMaxStreamsTotal
+		o.MaxStreamsTotal = config.DefaultMaxStreamsTotal
 	}
 	o.MaxStreamsPerAddr = min(o.MaxStreamsPerAddr, o.MaxStreamsTotal)
 	if o.DeliverySourceBytes <= 0 {
-		o.DeliverySourceBytes = min(DefaultDeliverySourceBytes, o.DeliveryBytes)
+		o.DeliverySourceBytes = min(config.DefaultDeliverySourceBytes, o.DeliveryBytes)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
@@ -35,13 +36,7 @@ func LoadOrCreateTokenSecret(dir string) ([]byte, error) {
 	}
 	secret = make([]byte, tokens.MasterSecretSize)
 	rand.Read(secret)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("token secret: %w", err)
-	}
-	_, werr := f.Write(secret)
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
+	if err := secretfile.Create(path, secret); err != nil {
 		return nil, fmt.Errorf("token secret: %w", err)
 	}
 	return secret, nil

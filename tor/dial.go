@@ -58,7 +58,8 @@ func (d *SOCKSDialer) DialContext(ctx context.Context, network, addr string) (ne
 		// is the same; fixing it keeps the username the only key.
 		auth = &proxy.Auth{User: d.Isolation, Password: "qpc"}
 	}
-	pd, err := proxy.SOCKS5(pnet, paddr, auth, &net.Dialer{})
+	fwd := &rawDialer{}
+	pd, err := proxy.SOCKS5(pnet, paddr, auth, fwd)
 	if err != nil {
 		return nil, fmt.Errorf("tor: %w", err)
 	}
@@ -87,7 +88,30 @@ func (d *SOCKSDialer) DialContext(ctx context.Context, network, addr string) (ne
 	if d.Progress != nil {
 		d.Progress(Progress{Stage: StageConnect, Percent: 100, Summary: "connected", Elapsed: time.Since(start)})
 	}
+	if fwd.conn != nil {
+		// The SOCKS handshake is over and x/net's wrapper adds only
+		// the bound address; the plain connection keeps SyscallConn,
+		// through which tor/tunnel turns off delayed ACKs.
+		return fwd.conn, nil
+	}
 	return conn, nil
+}
+
+// rawDialer dials tor's SOCKS port and remembers the connection, so that
+// DialContext can return it rather than x/net's wrapper around it.
+type rawDialer struct {
+	net.Dialer
+	conn net.Conn
+}
+
+func (r *rawDialer) Dial(network, addr string) (net.Conn, error) {
+	return r.DialContext(context.Background(), network, addr)
+}
+
+func (r *rawDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := r.Dialer.DialContext(ctx, network, addr)
+	r.conn = c
+	return c, err
 }
 
 // ErrClientAuth is returned when the onion service requires client

@@ -26,6 +26,7 @@ import (
 	"github.com/cretz/bine/control"
 	"github.com/cretz/bine/torutil"
 	bineed "github.com/cretz/bine/torutil/ed25519"
+	"github.com/quicprochat/qpc/internal/secretfile"
 )
 
 // OnionIDLen is the length of a v3 onion service ID: the address without
@@ -68,13 +69,7 @@ func LoadOrCreateOnionKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tor: onion key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("tor: onion key: %w", err)
-	}
-	werr := pem.Encode(f, &pem.Block{Type: onionKeyPEMLabel, Bytes: der})
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
+	if err := secretfile.Create(path, pem.EncodeToMemory(&pem.Block{Type: onionKeyPEMLabel, Bytes: der})); err != nil {
 		return nil, fmt.Errorf("tor: onion key: %w", err)
 	}
 	return key, nil
@@ -191,15 +186,11 @@ func AddClient(dir, name string, key ClientKey) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("tor: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, name+".auth"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := secretfile.Create(filepath.Join(dir, name+".auth"), []byte(key.String()+"\n"))
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("tor: client %q is already authorized (remove it first to replace its key)", name)
 	}
 	if err != nil {
-		return fmt.Errorf("tor: %w", err)
-	}
-	_, werr := f.WriteString(key.String() + "\n")
-	if err := errors.Join(werr, f.Close()); err != nil {
 		return fmt.Errorf("tor: add client %s: %w", name, err)
 	}
 	return nil

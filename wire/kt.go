@@ -14,6 +14,7 @@ const (
 	KindKTConsistency Kind = 0x43
 	KindKTCheckpoint  Kind = 0x44
 	KindKTTile        Kind = 0x45
+	KindKTLookupBatch Kind = 0x46
 	KindKTPublished   Kind = 0x48
 	KindKTProof       Kind = 0x49
 	KindKTTileData    Kind = 0x4a
@@ -25,6 +26,8 @@ const (
 	MaxKTValue = 16 << 10
 	MaxKTProof = 96 << 10
 	MaxKTTile  = 64 << 10 // an entry bundle of 256 epoch records, with room
+	// MaxKTBatch bounds the labels of one KTLookupBatch (kt.MaxBatchLabels).
+	MaxKTBatch = 4
 )
 
 // KTPublish publishes Value as the next version of Label, the account's
@@ -39,6 +42,16 @@ type KTPublish struct {
 // size of the newest checkpoint the client accepted (0: none).
 type KTLookup struct {
 	Label     string
+	KnownSize uint64
+}
+
+// KTLookupBatch asks for the current values of 1 to MaxKTBatch labels,
+// answered with one KTProof holding a kt.BatchLookupProof: one epoch
+// proof for all of them. Which labels may share a batch is the client's
+// choice (docs/key-transparency.md §5): the server learns that one client
+// wants them all.
+type KTLookupBatch struct {
+	Labels    []string
 	KnownSize uint64
 }
 
@@ -91,6 +104,7 @@ func (*KTHistory) Kind() Kind     { return KindKTHistory }
 func (*KTConsistency) Kind() Kind { return KindKTConsistency }
 func (*KTCheckpoint) Kind() Kind  { return KindKTCheckpoint }
 func (*KTTile) Kind() Kind        { return KindKTTile }
+func (*KTLookupBatch) Kind() Kind { return KindKTLookupBatch }
 func (*KTTileData) Kind() Kind    { return KindKTTileData }
 func (*KTPublished) Kind() Kind   { return KindKTPublished }
 func (*KTProof) Kind() Kind       { return KindKTProof }
@@ -109,6 +123,8 @@ func newKTMessage(kind Kind) Message {
 		return new(KTCheckpoint)
 	case KindKTTile:
 		return new(KTTile)
+	case KindKTLookupBatch:
+		return new(KTLookupBatch)
 	case KindKTTileData:
 		return new(KTTileData)
 	case KindKTPublished:
@@ -121,7 +137,7 @@ func newKTMessage(kind Kind) Message {
 
 func isKTRequest(kind Kind) bool {
 	switch kind {
-	case KindKTPublish, KindKTLookup, KindKTHistory, KindKTConsistency, KindKTCheckpoint, KindKTTile:
+	case KindKTPublish, KindKTLookup, KindKTHistory, KindKTConsistency, KindKTCheckpoint, KindKTTile, KindKTLookupBatch:
 		return true
 	}
 	return false
@@ -162,6 +178,28 @@ func (m *KTLookup) marshal(b *cryptobyte.Builder) {
 
 func (m *KTLookup) unmarshal(s *cryptobyte.String) bool {
 	return readLabel(s, &m.Label) && s.ReadUint64(&m.KnownSize)
+}
+
+func (m *KTLookupBatch) marshal(b *cryptobyte.Builder) {
+	b.AddUint8(uint8(len(m.Labels)))
+	for _, l := range m.Labels {
+		addLabel(b, l)
+	}
+	b.AddUint64(m.KnownSize)
+}
+
+func (m *KTLookupBatch) unmarshal(s *cryptobyte.String) bool {
+	var n uint8
+	if !s.ReadUint8(&n) || n == 0 || n > MaxKTBatch {
+		return false
+	}
+	m.Labels = make([]string, n)
+	for i := range m.Labels {
+		if !readLabel(s, &m.Labels[i]) {
+			return false
+		}
+	}
+	return s.ReadUint64(&m.KnownSize)
 }
 
 func (m *KTHistory) marshal(b *cryptobyte.Builder) {

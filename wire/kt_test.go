@@ -15,6 +15,7 @@ func ktSamples() []Message {
 		&KTConsistency{Old: 12},
 		&KTCheckpoint{},
 		&KTTile{Path: "tile/0/000.p/3"},
+		&KTLookupBatch{Labels: []string{"bob", "carol"}, KnownSize: 7},
 		&KTTileData{Data: []byte("tile")},
 		&KTPublished{Version: 3, Epoch: 99},
 		&KTProof{Proof: []byte("proof bytes")},
@@ -37,6 +38,13 @@ func TestKTRoundTrip(t *testing.T) {
 		wantReq := m.Kind() < KindKTPublished
 		if IsRequest(m.Kind()) != wantReq {
 			t.Fatalf("%T: IsRequest %v", m, !wantReq)
+		}
+	}
+	// A batch of no labels, or of more than MaxKTBatch, is malformed.
+	for _, n := range []int{0, MaxKTBatch + 1} {
+		body, _ := Encode(&KTLookupBatch{Labels: make([]string, n)})
+		if _, err := Decode(KindKTLookupBatch, body); err == nil {
+			t.Fatalf("batch of %d labels accepted", n)
 		}
 	}
 	// An empty label is malformed.
@@ -75,3 +83,4 @@ func FuzzKTPublished(f *testing.F)   { fuzzKT(f, KindKTPublished) }
 func FuzzKTProof(f *testing.F)       { fuzzKT(f, KindKTProof) }
 func FuzzKTTile(f *testing.F)        { fuzzKT(f, KindKTTile) }
 func FuzzKTTileData(f *testing.F)    { fuzzKT(f, KindKTTileData) }
+func FuzzKTLookupBatch(f *testing.F) { fuzzKT(f, KindKTLookupBatch) }

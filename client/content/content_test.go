@@ -50,6 +50,7 @@ func samples() map[string]any {
 				{Handle: "bob.b_2-x", SendID: sendID(0xb0), SealingKey: []byte{1}},
 			}},
 		"intro_group_no_roster": &Intro{ConvKind: ConvGroup, Welcome: []byte{0}},
+		"intro_group_admins":    &Intro{ConvKind: ConvGroup, Name: "g", Welcome: []byte{0}, Admins: []string{"alice", "bob.b_2-x"}},
 	}
 }
 
@@ -152,6 +153,11 @@ func failures() map[string][]byte {
 		"MALFORMED_intro_empty":                            {},
 		"MALFORMED_intro_truncated":                        intro[:len(intro)-1],
 		"MALFORMED_intro_trailing":                         append(slices.Clone(intro), 0),
+		"MALFORMED_intro_admins_empty_list":                append(slices.Clone(intro), 0, 0),
+		"MALFORMED_intro_admins_bad_handle":                append(slices.Clone(intro), 0, 4, 3, 'B', 'o', 'b'),
+		"MALFORMED_intro_admins_duplicate":                 append(slices.Clone(intro), 0, 12, 5, 'a', 'l', 'i', 'c', 'e', 5, 'a', 'l', 'i', 'c', 'e'),
+		"MALFORMED_intro_admins_trailing":                  append(slices.Clone(intro), 0, 6, 5, 'a', 'l', 'i', 'c', 'e', 0),
+		"MALFORMED_intro_direct_with_admins":               append(rawIntro(1, 1, "", []byte{1}, nil), 0, 6, 5, 'a', 'l', 'i', 'c', 'e'),
 		"MALFORMED_intro_conv_kind_0":                      rawIntro(1, 0, "", []byte{1}, nil),
 		"MALFORMED_intro_conv_kind_3":                      rawIntro(1, 3, "", []byte{1}, nil),
 		"MALFORMED_intro_direct_with_name":                 rawIntro(1, 1, "us", []byte{1}, nil),

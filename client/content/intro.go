@@ -52,6 +52,10 @@ type Intro struct {
 	// Checkpoint is the signed key-transparency checkpoint note the sender
 	// last verified, or nil.
 	Checkpoint []byte
+	// Admins is the group's admin list (docs/protocol.md §11.6) as the
+	// sender knows it, at most MaxRoster handles; nil (and then not
+	// encoded) for the creator alone.
+	Admins []string
 }
 
 // Member is one roster entry of an Intro: a member's handle and the
@@ -95,6 +99,13 @@ func (in *Intro) Marshal() ([]byte, error) {
 		}
 	})
 	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(in.Checkpoint) })
+	if len(in.Admins) > 0 {
+		b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) {
+			for _, h := range in.Admins {
+				b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(h)) })
+			}
+		})
+	}
 	out, err := b.Bytes()
 	if err != nil {
 		return nil, malformed("intro: %v", err)
@@ -119,10 +130,23 @@ func ParseIntro(b []byte) (*Intro, error) {
 		!s.ReadUint24LengthPrefixed(&roster) || !s.ReadUint16LengthPrefixed(&checkpoint) {
 		return nil, malformed("intro: truncated")
 	}
+	var adminList []string
 	if !s.Empty() {
-		return nil, malformed("intro: %d trailing bytes", len(s))
+		// The optional admin list (§11.6), then nothing.
+		var list cryptobyte.String
+		if !s.ReadUint16LengthPrefixed(&list) || !s.Empty() || list.Empty() {
+			return nil, malformed("intro: %d trailing bytes", len(s))
+		}
+		for !list.Empty() {
+			var h cryptobyte.String
+			if !list.ReadUint8LengthPrefixed(&h) || len(adminList) == MaxRoster {
+				return nil, malformed("intro: admin list truncated or too long")
+			}
+			adminList = append(adminList, string(h))
+		}
 	}
 	in := &Intro{
+		Admins:     adminList,
 		ConvKind:   ConvKind(kind),
 		Name:       string(name),
 		Welcome:    clone(welcome),
@@ -186,6 +210,19 @@ func (in *Intro) check() error {
 	}
 	if len(in.Checkpoint) > MaxCheckpoint {
 		return malformed("intro: checkpoint of %d bytes exceeds %d", len(in.Checkpoint), MaxCheckpoint)
+	}
+	if len(in.Admins) > MaxRoster || (in.ConvKind == ConvDirect && len(in.Admins) > 0) {
+		return malformed("intro: an admin list of %d handles", len(in.Admins))
+	}
+	admins := make(map[string]bool, len(in.Admins))
+	for i, h := range in.Admins {
+		if err := ValidHandle(h); err != nil {
+			return fmt.Errorf("intro: admin %d: %w", i, err)
+		}
+		if admins[h] {
+			return malformed("intro: admin %d repeats a handle", i)
+		}
+		admins[h] = true
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // runRun is `qpc-lab run <scenario> -out DIR [-seed N] [-users N]
-// [-speed X]`: a live run of the scenario (lab/population).
+// [-speed X] [-duration D]`: a live run of the scenario (lab/population).
 func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs := flag.NewFlagSet("qpc-lab run", flag.ContinueOnError)
 	fs.SetOutput(errOut)
@@ -21,10 +21,11 @@ func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
 	seed := fs.Int64("seed", 1, "seed of the schedule")
 	users := fs.Int("users", 0, "population size (default: the scenario's)")
 	speed := fs.Float64("speed", 0, "how much faster than real time to run (default: the scenario's)")
+	duration := fs.Duration("duration", 0, "simulated length of the schedule (default: the scenario's)")
 	network := fs.Bool("network", true, "relay the clients through the lab's UDP relay and write network.jsonl")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	fs.Usage = func() {
-		fmt.Fprintln(errOut, "usage: qpc-lab run <scenario.toml> -out DIR [-seed N] [-users N] [-speed X] [-network=false] [-v]")
+		fmt.Fprintln(errOut, "usage: qpc-lab run <scenario.toml> -out DIR [-seed N] [-users N] [-speed X] [-duration D] [-network=false] [-v]")
 		fs.PrintDefaults()
 	}
 	// The scenario may come before or after the flags.
@@ -48,8 +49,8 @@ func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
 		fs.Usage()
 		return errors.New("run: a scenario file and -out are required")
 	}
-	if *users < 0 || *speed < 0 {
-		return errors.New("run: -users and -speed must not be negative")
+	if *users < 0 || *speed < 0 || *duration < 0 {
+		return errors.New("run: -users, -speed and -duration must not be negative")
 	}
 	sc, err := scenario.Load(file)
 	if err != nil {
@@ -59,7 +60,7 @@ func runRun(ctx context.Context, args []string, out, errOut io.Writer) error {
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(errOut, nil))
 	}
-	m, err := population.Run(ctx, population.Options{Scenario: sc, Seed: *seed, Out: *dir, Users: *users, Speed: *speed, Network: *network, Logger: log})
+	m, err := population.Run(ctx, population.Options{Scenario: sc, Seed: *seed, Out: *dir, Users: *users, Speed: *speed, Duration: *duration, Network: *network, Logger: log})
 	if m != nil {
 		fmt.Fprintf(out, "qpc-lab run: %s seed=%d users=%d speed=%g texts=%d/%d lost=%d receipts=%d cover=%d setup=%.1fs run=%.1fs out=%s\n",
 			m.Scenario, m.Seed, m.Users, m.Speed, m.Texts, m.Scheduled, m.Lost, m.Receipts, m.Cover, m.SetupSeconds, m.RunSeconds, *dir)

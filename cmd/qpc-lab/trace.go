@@ -37,7 +37,11 @@ func runTrace(_ context.Context, args []string, out, errOut io.Writer) error {
 		return fmt.Errorf("trace: -out is required")
 	}
 	var names []string
-	for _, c := range report.Defences(*users, *hot, int64(*interval), int64(*duration), *seed) {
+	cases, err := report.Defences(*users, *hot, int64(*interval), int64(*duration), *seed)
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	for _, c := range cases {
 		names = append(names, c.Defence)
 		if c.Defence != *defence {
 			continue

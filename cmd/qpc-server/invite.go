@@ -13,6 +13,7 @@ import (
 	"github.com/quicprochat/qpc/invite"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tor"
 )
 
@@ -22,7 +23,7 @@ import (
 // listen host in the UDP endpoint (the name clients reach the server by);
 // with qr, the invite follows as a QR code, in upper case, which QR's
 // alphanumeric mode packs denser.
-func (c *cli) invite(cfg *server.Config, host string, qr bool) error {
+func (c *cli) invite(cfg *config.Config, host string, qr bool) error {
 	if !cfg.KT {
 		return errors.New("an invite pins the key-transparency log, and kt is off")
 	}
@@ -45,7 +46,7 @@ func (c *cli) invite(cfg *server.Config, host string, qr bool) error {
 	if err != nil {
 		return err
 	}
-	kc := cfg.KTConfig(keys)
+	kc := server.KTConfig(cfg, keys)
 	inv := &invite.Invite{Pin: id.Pin(), LogKey: keys.VKey, VRFKey: kc.VRFPublicKey, ConfigHash: kc.Hash(), Buckets: buckets}
 	if wp.Required() {
 		inv.WitnessPolicy = wp.Text()
@@ -93,7 +94,7 @@ func inviteHost(listen, host string) (string, error) {
 
 // onionHost is the onion endpoint of a server that serves one ("" if
 // not): the onion key is its address, made here if tor has not yet.
-func onionHost(cfg *server.Config) (string, error) {
+func onionHost(cfg *config.Config) (string, error) {
 	if !cfg.ServesOnion() {
 		return "", nil
 	}

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -22,8 +19,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -195,19 +190,9 @@ func checkMode(t *testing.T, path string, want fs.FileMode) {
 	}
 }
 
-// encodings lists the ways an identifier could show up in a log line.
-func encodings(b []byte) []string {
-	return []string{
-		hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)),
-		base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
-		base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
-		fmt.Sprint(b), fmt.Sprintf("%x", b), string(b),
-	}
-}
-
 // TestRunServesAndStops starts `run` on a fresh directory, checks it
-// initialised it and serves real requests, then stops it with SIGTERM and
-// checks the exit and that no identifier reached the output.
+// initialised it and answers a request, then stops it with SIGTERM and
+// checks the exit and the output.
 func TestRunServesAndStops(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
@@ -237,64 +222,10 @@ func TestRunServesAndStops(t *testing.T) {
 		t.Errorf("run announced %s, address prints %s (%v)", addr, out, err)
 	}
 
-	// Serve a whole mailbox round over a client socket whose address we
-	// know, so we can look for it in the logs afterwards.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	raddr, err := net.ResolveUDPAddr("udp", a.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := client.Dial(ctx, addr, client.Options{PacketConn: pc, RemoteAddr: raddr})
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	if status, err := conn.Health(ctx); err != nil || status != wire.StatusServing {
-		t.Fatalf("health = %d, %v", status, err)
-	}
-	// Tokens are required by default: a tokenless create is refused, and
-	// a registered account's tokens pay for a create and a send.
-	if _, err := conn.CreateMailbox(ctx, nil); !errors.Is(err, &wire.Error{Code: wire.CodeTokenMissing}) {
-		t.Fatalf("tokenless create on a default server: %v, want TOKEN_MISSING", err)
-	}
-	var device account.DeviceID
-	device[0] = 1
-	sess, err := conn.Register(ctx, "operator-test", []byte("a long passphrase"), device, "test",
-		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
-	if err != nil {
-		t.Fatalf("register: %v", err)
-	}
-	keys, err := conn.TokenKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	toks, err := conn.IssueTokens(ctx, sess, keys.Keys[keys.Current], 2)
-	if err != nil {
-		t.Fatalf("issue tokens: %v", err)
-	}
-	createTok, _ := toks[0].MarshalBinary()
-	sendTok, _ := toks[1].MarshalBinary()
-	mb, err := conn.CreateMailbox(ctx, createTok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgID := client.NewMessageID()
-	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
-		t.Fatal(err)
-	}
-	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("fetch: %d messages, %v", len(msgs), err)
-	}
-	if n, err := conn.Ack(ctx, mb, []wire.MessageID{msgID}); err != nil || n != 1 {
-		t.Fatalf("ack: %d, %v", n, err)
-	}
-	conn.Close()
+	// The round a client plays against this server, and that none of
+	// its identifiers reaches the log, is internal/e2e's TestRunServesRound
+	// (server.Run, which this command calls).
+	checkHealth(t, addr)
 
 	began := time.Now()
 	p.signal(t, syscall.SIGTERM)
@@ -311,22 +242,77 @@ func TestRunServesAndStops(t *testing.T) {
 	if strings.Count(stdout, "\n") != 1 {
 		t.Errorf("stdout should be the address line only: %q", stdout)
 	}
-	secrets := map[string][]byte{
-		"receive ID": mb.ReceiveID[:], "send ID": mb.SendID[:], "message ID": msgID[:],
-		"owner public key": mb.Key[32:], // an Ed25519 private key ends with its public key
-		"session":          sess.Token[:],
-		"token":            sendTok[5:37],
+}
+
+// hello connects to the server over QUIC with wire alone (the binary's
+// tests play the protocol, not the client SDK) and completes the version
+// handshake; it returns the connection and the announced padding policy.
+func hello(t *testing.T, ctx context.Context, addr string) (*quic.Conn, padding.Policy) {
+	t.Helper()
+	a, err := wire.ParseAddress(addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for what, b := range secrets {
-		for _, form := range encodings(b) {
-			if strings.Contains(stderr, form) || strings.Contains(stdout, form) {
-				t.Errorf("output contains the %s (%q)", what, form)
-			}
-		}
+	qc, err := quic.DialAddr(ctx, a.Host, &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		NextProtos:         []string{wire.ALPN},
+		CurvePreferences:   []tls.CurveID{tls.X25519MLKEM768},
+		InsecureSkipVerify: true, // the pin is not what these tests are about
+	}, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if c := pc.LocalAddr().String(); strings.Contains(stderr, c) {
-		t.Errorf("stderr contains the client address %s", c)
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	hs, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err := wire.WriteMessage(hs, padding.Control, &wire.ClientHello{Versions: []uint16{wire.ProtocolVersion}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := wire.NewReader(hs, padding.Control).ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, ok := m.(*wire.ServerHello)
+	if !ok {
+		t.Fatalf("hello answered with %T", m)
+	}
+	hs.Close()
+	return qc, sh.Policy
+}
+
+// health sends one Health request on a new stream of qc and checks that
+// the server answers it serving.
+func health(t *testing.T, ctx context.Context, qc *quic.Conn, policy padding.Policy) {
+	t.Helper()
+	probe, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if err := wire.WriteMessage(probe, policy, &wire.Health{}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := wire.NewReader(probe, policy).ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs, ok := m.(*wire.HealthStatus); !ok {
+		t.Fatalf("health answered with %T", m)
+	} else if hs.Status != wire.StatusServing {
+		t.Fatalf("health status %d, want serving", hs.Status)
+	}
+}
+
+// checkHealth checks that the server at addr answers a Health request.
+func checkHealth(t *testing.T, addr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	qc, policy := hello(t, ctx, addr)
+	health(t, ctx, qc, policy)
+	qc.CloseWithError(0, "")
 }
 
 // stuckRequest connects to the server, completes the hello and leaves a
@@ -336,39 +322,9 @@ func TestRunServesAndStops(t *testing.T) {
 // streams are accepted in order.
 func stuckRequest(t *testing.T, addr string) {
 	t.Helper()
-	a, err := wire.ParseAddress(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, a.Host, &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		NextProtos:         []string{wire.ALPN},
-		CurvePreferences:   []tls.CurveID{tls.X25519MLKEM768},
-		InsecureSkipVerify: true, // the pin is not what this test is about
-	}, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { qc.CloseWithError(0, "") })
-	hello, err := qc.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wire.WriteMessage(hello, padding.Control, &wire.ClientHello{Versions: []uint16{wire.ProtocolVersion}}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := wire.NewReader(hello, padding.Control).ReadMessage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh, ok := m.(*wire.ServerHello)
-	if !ok {
-		t.Fatalf("hello answered with %T", m)
-	}
-	hello.Close()
-
+	qc, policy := hello(t, ctx, addr)
 	stuck, err := qc.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -376,19 +332,7 @@ func stuckRequest(t *testing.T, addr string) {
 	if _, err := stuck.Write([]byte{byte(wire.KindHealth)}); err != nil {
 		t.Fatal(err)
 	}
-	probe, err := qc.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wire.WriteMessage(probe, sh.Policy, &wire.Health{}); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := wire.NewReader(probe, sh.Policy).ReadMessage(); err != nil {
-		t.Fatal(err)
-	} else if _, ok := m.(*wire.HealthStatus); !ok {
-		t.Fatalf("health answered with %T", m)
-	}
-	probe.Close()
+	health(t, ctx, qc, policy)
 }
 
 // TestRunSecondSignal: the first signal starts a drain that waits for the
@@ -459,8 +403,9 @@ func TestRunPortInUse(t *testing.T) {
 }
 
 // TestRunStoreLocked: a second server on the same data directory fails
-// with a clear message once the store's lock wait times out, and the
-// first keeps serving.
+// with a clear message and exit code 1 once the store's lock wait times
+// out, and the first keeps serving (internal/e2e's TestRunStoreLocked
+// plays the same with a client).
 func TestRunStoreLocked(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
@@ -475,16 +420,7 @@ func TestRunStoreLocked(t *testing.T) {
 		t.Errorf("second server's stderr lacks %q:\n%s", want, second.stderr.String())
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	conn, err := client.Dial(ctx, addr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status, err := conn.Health(ctx); err != nil || status != wire.StatusServing {
-		t.Errorf("first server: health %d, %v", status, err)
-	}
-	conn.Close()
+	checkHealth(t, addr)
 	first.signal(t, syscall.SIGTERM)
 	if code := first.exit(t, 15*time.Second); code != 0 {
 		t.Errorf("first server: exit code %d", code)
@@ -521,74 +457,5 @@ func TestDrain(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a second signal did not end the drain")
-	}
-}
-
-// TestRunRefusesStrandedEnvelopes: an operator shrinks the padding policy
-// while a long envelope waits. The server must not start (that envelope
-// could never be delivered and would block its mailbox) and must say what
-// bucket to keep; started again with the old policy, it delivers both
-// waiting messages intact.
-func TestRunRefusesStrandedEnvelopes(t *testing.T) {
-	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "data")
-	common := []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--require-tokens=false"}
-	first := start(t, append([]string{"run"}, common...)...)
-	addr := first.address(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := client.Dial(ctx, addr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := conn.CreateMailbox(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	long, short := bytes.Repeat([]byte{0xAB}, 20000), []byte("short")
-	for _, env := range [][]byte{long, short} {
-		if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn.Close()
-	first.signal(t, syscall.SIGTERM)
-	if code := first.exit(t, 15*time.Second); code != 0 {
-		t.Fatalf("first server: exit code %d", code)
-	}
-
-	// 20000 bytes of envelope plus the Delivery record around it (4-byte
-	// record header, 35 bytes of fields) need a bucket of 20039 bytes.
-	shrunk := start(t, append([]string{"run", "--buckets", "512,2048,16384"}, common...)...)
-	if code := shrunk.exit(t, 30*time.Second); code != 1 {
-		t.Fatalf("shrunk policy: exit code %d, want 1; stderr:\n%s", code, shrunk.stderr.String())
-	}
-	for _, want := range []string{"1 stored envelopes are longer than the limit of 16345 bytes", "keep a largest bucket of at least 20039 bytes"} {
-		if !strings.Contains(shrunk.stderr.String(), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, shrunk.stderr.String())
-		}
-	}
-	t.Logf("refusal: %s", shrunk.stderr.String())
-	if shrunk.stdout.String() != "" {
-		t.Errorf("stdout %q: no address should be announced", shrunk.stdout.String())
-	}
-
-	again := start(t, append([]string{"run"}, common...)...)
-	addr = again.address(t)
-	conn, err = client.Dial(ctx, addr, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(msgs) != 2 || !bytes.Equal(msgs[0].Envelope, long) || !bytes.Equal(msgs[1].Envelope, short) {
-		t.Fatalf("after the refusal: %d messages", len(msgs))
-	}
-	again.signal(t, syscall.SIGTERM)
-	if code := again.exit(t, 15*time.Second); code != 0 {
-		t.Errorf("exit code %d", code)
 	}
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -17,9 +15,8 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/server"
-	"github.com/quicprochat/qpc/server/metrics"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tor"
-	"github.com/quicprochat/qpc/tor/tunnel"
 )
 
 const onionUsage = `Usage:
@@ -55,7 +52,7 @@ func (c *cli) onion(args []string) int {
 	}
 	fset := flag.NewFlagSet("qpc-server onion "+sub, flag.ContinueOnError)
 	fset.SetOutput(io.Discard)
-	flags := server.ConfigFlags{}
+	flags := config.Flags{}
 	flags.Register(fset)
 	key := fset.String("key", "", "the client's public key, descriptor:x25519:<base32> (add-client)")
 	// Flags may surround the name: parse, take a positional, go on.
@@ -77,7 +74,7 @@ func (c *cli) onion(args []string) int {
 		fmt.Fprintf(c.stderr, "qpc-server onion %s: a client name is required\n\n%s", sub, onionUsage)
 		return exitUsage
 	}
-	cfg, err := server.LoadConfig(flags, c.lookupEnv)
+	cfg, err := config.Load(flags, c.lookupEnv)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "qpc-server onion %s: %v\n", sub, err)
 		return exitError
@@ -104,7 +101,7 @@ func (c *cli) onion(args []string) int {
 	return exitOK
 }
 
-func (c *cli) addClient(cfg *server.Config, name, keyText string) error {
+func (c *cli) addClient(cfg *config.Config, name, keyText string) error {
 	onionKey, err := tor.LoadOrCreateOnionKey(cfg.OnionKeyPath())
 	if err != nil {
 		return err
@@ -141,7 +138,7 @@ func (c *cli) addClient(cfg *server.Config, name, keyText string) error {
 // onionAddress prints the onion form of the address if there is an onion
 // key, creating it when the configuration serves an onion, and returns it
 // ("" when there is none).
-func (c *cli) onionAddress(cfg *server.Config, id *server.Identity) (string, error) {
+func (c *cli) onionAddress(cfg *config.Config, id *server.Identity) (string, error) {
 	var key ed25519.PrivateKey
 	var err error
 	if cfg.ServesOnion() {
@@ -161,125 +158,16 @@ func (c *cli) onionAddress(cfg *server.Config, id *server.Identity) (string, err
 	return addr, nil
 }
 
-// startTor starts our own tor or attaches to the configured one, showing
-// the bootstrap as a progress bar.
-func (c *cli) startTor(ctx context.Context, cfg *server.Config, log *slog.Logger) (*tor.Tor, error) {
-	bar := newProgressBar(c.stderr)
-	defer bar.done()
-	if cfg.TorControl != server.TorOff {
-		pass, _ := c.lookupEnv("QPC_TOR_CONTROL_PASSWORD")
-		log.Info("attaching to tor", "control", cfg.TorControl)
-		return tor.Attach(ctx, cfg.TorControl, pass, bar.report)
-	}
-	torrc := ""
-	if cfg.TorConfig != server.TorOff {
-		b, err := os.ReadFile(cfg.TorConfig)
-		if err != nil {
-			return nil, fmt.Errorf("tor_config: %w", err)
-		}
-		torrc = string(b)
-	}
-	log.Info("starting tor", "binary", cfg.TorBinary, "data_dir", cfg.TorDataDir())
-	return tor.Start(ctx, tor.Config{DataDir: cfg.TorDataDir(), ExePath: cfg.TorBinary, Torrc: torrc, Progress: bar.report})
-}
-
-// onionKeys loads (or creates) the onion key and the authorized client
-// keys, before tor is started, so that a configuration error shows at
-// once rather than after the bootstrap.
-func onionKeys(cfg *server.Config) (ed25519.PrivateKey, []tor.ClientKey, error) {
-	key, err := tor.LoadOrCreateOnionKey(cfg.OnionKeyPath())
-	if err != nil {
-		return nil, nil, err
-	}
-	if !cfg.OnionClientAuth {
-		return key, nil, nil
-	}
-	list, err := tor.Clients(cfg.OnionClientsDir())
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(list) == 0 {
-		// An empty list would publish an open service: refuse rather
-		// than silently drop the protection asked for.
-		return nil, nil, fmt.Errorf("onion_client_auth is on but %s holds no client keys (qpc-server onion add-client NAME)", cfg.OnionClientsDir())
-	}
-	var clients []tor.ClientKey
-	for _, cl := range list {
-		clients = append(clients, cl.Key)
-	}
-	return key, clients, nil
-}
-
-// startOnion publishes the onion service through t.
-func (c *cli) startOnion(ctx context.Context, cfg *server.Config, t *tor.Tor, key ed25519.PrivateKey, clients []tor.ClientKey) (*server.Onion, error) {
-	bar := newProgressBar(c.stderr)
-	defer bar.done()
-	return server.ListenOnion(ctx, server.OnionOptions{
-		Tor: t, Key: key, Port: cfg.OnionPort, Listen: cfg.OnionListen, Clients: clients, Progress: bar.report,
-	})
-}
-
-// listenTunnel opens the clearnet TCP tunnel listener (tunnel_listen).
-func listenTunnel(cfg *server.Config) (*tunnel.PacketConn, error) {
-	ln, err := net.Listen("tcp", cfg.TunnelListen)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel_listen: %w", err)
-	}
-	return tunnel.Server(ln, tunnel.Options{}), nil
-}
-
-// serveTunnel serves a TCP tunnel; clients behind Tor exits share the
-// exits' addresses, so it counts as the tor transport.
-func serveTunnel(srv *server.Server, pc *tunnel.PacketConn) error {
-	return srv.ServeTransport(pc, metrics.TransportTor)
-}
-
-// serving runs listeners' Serve loops as they come up and reports once,
-// through wait: the first error as soon as it happens, or nil when all
-// have returned nil.
-type serving struct {
-	results chan error
-	n       int
-	once    sync.Once
-	out     chan error
-}
-
-func newServing() *serving {
-	return &serving{results: make(chan error, 8), out: make(chan error, 1)}
-}
-
-// start runs f; call it before wait.
-func (s *serving) start(f func() error) {
-	s.n++
-	go func() { s.results <- f() }()
-}
-
-func (s *serving) wait() <-chan error {
-	s.once.Do(func() {
-		go func() {
-			var first error
-			for range s.n {
-				if err := <-s.results; err != nil && first == nil {
-					first = err
-					s.out <- err
-				}
-			}
-			if first == nil {
-				s.out <- nil
-			}
-		}()
-	})
-	return s.out
-}
-
 // progressBar draws tor's progress on a terminal as one line redrawn in
-// place, and elsewhere (logs, pipes) as a line per step of 10%.
+// place, and elsewhere (logs, pipes) as a line per step of 10%; each stage
+// (bootstrap, publication) gets a bar of its own.
 type progressBar struct {
-	w    io.Writer
-	tty  bool
-	mu   sync.Mutex
-	last int
-	drew bool
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	stage tor.Stage
+	last  int
+	drew  bool
 }
 
 func newProgressBar(w io.Writer) *progressBar {
@@ -295,6 +183,12 @@ func newProgressBar(w io.Writer) *progressBar {
 func (b *progressBar) report(p tor.Progress) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if p.Stage != b.stage {
+		if b.tty && b.drew {
+			fmt.Fprintln(b.w)
+		}
+		b.stage, b.last, b.drew = p.Stage, -10, false
+	}
 	label := map[tor.Stage]string{tor.StageBootstrap: "tor bootstrap", tor.StagePublish: "onion service", tor.StageConnect: "circuit"}[p.Stage]
 	const width = 30
 	filled := p.Percent * width / 100
@@ -317,48 +211,4 @@ func (b *progressBar) done() {
 	if b.tty && b.drew {
 		fmt.Fprintln(b.w)
 	}
-}
-
-// onionUntilSignal starts tor and publishes the onion service, which can
-// take minutes on the public network; a signal meanwhile cancels the wait
-// and is returned.
-func (c *cli) onionUntilSignal(cfg *server.Config, log *slog.Logger, signals <-chan os.Signal) (*server.Onion, *tor.Tor, os.Signal, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	caught := make(chan os.Signal, 1)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case sig := <-signals:
-			caught <- sig
-			cancel()
-		case <-stop:
-		}
-	}()
-	finish := func() os.Signal {
-		close(stop)
-		wg.Wait()
-		select {
-		case sig := <-caught:
-			return sig
-		default:
-			return nil
-		}
-	}
-	key, clients, err := onionKeys(cfg)
-	if err != nil {
-		return nil, nil, finish(), err
-	}
-	t, err := c.startTor(ctx, cfg, log)
-	if err != nil {
-		return nil, nil, finish(), err
-	}
-	onion, err := c.startOnion(ctx, cfg, t, key, clients)
-	if err != nil {
-		return nil, t, finish(), err
-	}
-	return onion, t, finish(), nil
 }

@@ -9,7 +9,7 @@
 //	qpc backup export [--history] <file> | backup import <file>
 //	qpc send <handle|#group> <text>
 //	qpc recv [--follow]
-//	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list
+//	qpc group create <name> <handle>... | add|remove <name> <handle> | leave <name> | list | [show] [name]
 //	qpc invites | accept <id> | decline <id>
 //	qpc history [<handle|#group>] | chat
 //	qpc contact show-qr | contact receipts <handle> on|off | cover <rate>|off
@@ -109,10 +109,13 @@ Contacts and messages:
   qpc history [<handle|#group>]    print the stored conversation history
   qpc chat                         full-screen chat: conversations, messages, alarms
 
-Groups (only the creator adds and removes):
+Groups (its admins add and remove; at first the creator alone):
   qpc group create <name> <handle>...
   qpc group add <name> <handle> | qpc group remove <name> <handle>
+  qpc group admins <name> <handle>...
+                                   hand the admin role on (list yourself to keep it)
   qpc group leave <name> | qpc group list
+  qpc group [name]                   each conversation's epoch, members, leaf updates
   qpc invites                      group invitations from people who are not your contacts
                                    (contacts: added, or written to in a direct chat)
   qpc accept <id> | qpc decline <id>
@@ -673,11 +676,17 @@ func (c *cli) history(args []string) error {
 
 func (c *cli) group(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usagef("group create|add|remove|leave|list")
+		args = []string{"show"}
 	}
 	sub, rest := args[0], args[1:]
+	switch sub {
+	case "create", "add", "remove", "admins", "leave", "list", "show":
+	default:
+		// qpc group <name>: that group's state.
+		sub, rest = "show", args
+	}
 	return c.withClient(ctx, func(ctx context.Context, cl *client.Client) error {
-		if sub != "list" {
+		if sub != "list" && sub != "show" {
 			c.refillFirst(ctx, cl)
 		}
 		var err error
@@ -700,6 +709,13 @@ func (c *cli) group(ctx context.Context, args []string) error {
 			}
 			if err == nil || isQueued(err) {
 				return c.say("%s: %s %s", rest[0], map[string]string{"add": "added", "remove": "removed"}[sub], rest[1])
+			}
+		case "admins":
+			if len(rest) < 2 {
+				return usagef("group admins <name> <handle>...")
+			}
+			if err = cl.SetAdmins(ctx, rest[0], rest[1:]); err == nil || isQueued(err) {
+				return c.say("%s: the admins are now %s", rest[0], strings.Join(rest[1:], ", "))
 			}
 		case "leave":
 			if len(rest) != 1 {
@@ -734,11 +750,58 @@ func (c *cli) group(ctx context.Context, args []string) error {
 					safetext.Line(g.Name), safetext.Line(g.Creator), safetext.Line(strings.Join(g.Members, ",")), state)
 			}
 			return nil
+		case "show":
+			if len(rest) > 1 {
+				return usagef("group [show] [name]")
+			}
+			target := ""
+			if len(rest) == 1 {
+				target = rest[0]
+			}
+			return c.groupShow(ctx, cl, target)
 		default:
-			return usagef("group create|add|remove|leave|list")
+			return usagef("group create|add|remove|leave|list|show")
 		}
 		return err
 	})
+}
+
+// groupShow prints the MLS state of every conversation, or of target's:
+// its epoch, and each member with when its leaf last changed.
+func (c *cli) groupShow(ctx context.Context, cl *client.Client, target string) error {
+	views, err := cl.Groups(ctx, target)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if views == nil {
+			views = []client.GroupView{}
+		}
+		return c.printJSON(views)
+	}
+	for _, v := range views {
+		name := safetext.Line(v.Name)
+		if v.Group {
+			name = "#" + name
+		}
+		state := ""
+		if !v.Active {
+			state = " (not a member)"
+		}
+		fmt.Fprintf(c.stdout, "%s\tepoch %d\tcreated by %s%s\n", name, v.Epoch, safetext.Line(v.Creator), state)
+		for _, m := range v.Members {
+			who := safetext.Line(m.Handle)
+			if m.You {
+				who += " (you)"
+			}
+			updated := "not seen"
+			if !m.Updated.IsZero() {
+				updated = m.Updated.Local().Format("2006-01-02 15:04")
+			}
+			fmt.Fprintf(c.stdout, "  leaf %d\t%s\tleaf updated %s\n", m.Leaf, who, updated)
+		}
+	}
+	return nil
 }
 
 // invites lists, accepts or declines group invitations.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/padding"
-	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -216,7 +216,7 @@ func TestMessengerPrivacy(t *testing.T) {
 		}
 		return b
 	}
-	storeFile := read(filepath.Join(ms.dir, server.StoreFile))
+	storeFile := read(filepath.Join(ms.dir, config.StoreFile))
 	for _, id := range idents {
 		if bytes.Contains(storeFile, id) {
 			t.Errorf("the message store holds a user identifier %x", id)

@@ -20,6 +20,7 @@ type udpProxy struct {
 	target   *net.UDPAddr
 	dropDown atomic.Bool // drop server-to-client datagrams
 	dropped  atomic.Int64
+	delay    atomic.Int64 // one-way delay added to every datagram, each way (ns)
 
 	mu    sync.Mutex
 	backs map[string]*net.UDPConn
@@ -52,7 +53,7 @@ func (p *udpProxy) run() {
 		}
 		back := p.backFor(from)
 		if back != nil {
-			back.Write(buf[:n])
+			p.forward(buf[:n], func(b []byte) { back.Write(b) })
 		}
 	}
 }
@@ -79,10 +80,21 @@ func (p *udpProxy) backFor(client *net.UDPAddr) *net.UDPConn {
 				p.dropped.Add(1)
 				continue
 			}
-			p.front.WriteToUDP(buf[:n], client)
+			p.forward(buf[:n], func(b []byte) { p.front.WriteToUDP(b, client) })
 		}
 	}()
 	return b
+}
+
+// forward passes b on, after the proxy's delay if it has one.
+func (p *udpProxy) forward(b []byte, write func([]byte)) {
+	d := time.Duration(p.delay.Load())
+	if d <= 0 {
+		write(b)
+		return
+	}
+	b = bytes.Clone(b)
+	time.AfterFunc(d, func() { write(b) })
 }
 
 func (p *udpProxy) close() {

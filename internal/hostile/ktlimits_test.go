@@ -13,6 +13,7 @@ import (
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -107,14 +108,14 @@ func TestAttackKTPublishFlood(t *testing.T) {
 	close(stopWatch)
 	<-watched
 	t.Logf("40 publishes of one account: %s; at most %d queued at once", &c, maxQueued)
-	if c.ok != server.DefaultKTPublishBurst || c.codes[wire.CodeRateLimited] != 40-server.DefaultKTPublishBurst {
-		t.Fatalf("flood: %s; want %d published and the rest RATE_LIMITED", &c, server.DefaultKTPublishBurst)
+	if c.ok != config.DefaultKTPublishBurst || c.codes[wire.CodeRateLimited] != 40-config.DefaultKTPublishBurst {
+		t.Fatalf("flood: %s; want %d published and the rest RATE_LIMITED", &c, config.DefaultKTPublishBurst)
 	}
-	if maxQueued > server.DefaultKTPublishBurst+2 { // and the token keys'
+	if maxQueued > config.DefaultKTPublishBurst+2 { // and the token keys'
 		t.Fatalf("%d publishes were queued at once, more than the account's burst", maxQueued)
 	}
-	if v, _ := h.KT().LatestVersion("mallory"); v != server.DefaultKTPublishBurst {
-		t.Fatalf("mallory has %d versions, want %d", v, server.DefaultKTPublishBurst)
+	if v, _ := h.KT().LatestVersion("mallory"); v != config.DefaultKTPublishBurst {
+		t.Fatalf("mallory has %d versions, want %d", v, config.DefaultKTPublishBurst)
 	}
 	// Another account is not affected.
 	if m, err := h.Raw(t, "alice").RoundTrip(alice); err != nil {
@@ -123,7 +124,7 @@ func TestAttackKTPublishFlood(t *testing.T) {
 		t.Fatalf("alice's publish during mallory's flood: %v", m)
 	}
 	// The budget refills at kt_publish_rate: one publish after 15 minutes.
-	h.Clock.Advance(time.Hour / server.DefaultKTPublishRate)
+	h.Clock.Advance(time.Hour / config.DefaultKTPublishRate)
 	var after ktTally
 	after.add(rc.RoundTrip(flood))
 	after.add(rc.RoundTrip(flood))
@@ -165,7 +166,7 @@ func TestAttackKTLookupFlood(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	spent := d.ProofsComputed() - before
-	budget := uint64(server.DefaultKTProofBurst) + uint64(server.DefaultKTProofRate*elapsed.Seconds()) + 20
+	budget := uint64(config.DefaultKTProofBurst) + uint64(config.DefaultKTProofRate*elapsed.Seconds()) + 20
 	t.Logf("%d lookups of new labels in %v: %s; %d VRF proofs computed (budget %d; %d without one)", n, elapsed, &fresh, spent, budget, 20*n)
 	if spent > budget {
 		t.Fatalf("the stranger's lookups cost %d VRF proofs, more than the connection's budget %d", spent, budget)

@@ -408,8 +408,9 @@ func TestHostileMemberReAdd(t *testing.T) {
 
 // TestHostileMemberUnprocessableCommit: eve, who created the group,
 // commits by reference a proposal she sent to alice only. Bob cannot
-// process the commit; he must be told at once, by an alarm that says the
-// group needs him re-added, not wait in silence.
+// process the commit; he must be told at once, by an alarm that says so
+// (and that he asks for the group's state to rejoin, rejoin_test.go), not
+// wait in silence.
 func TestHostileMemberUnprocessableCommit(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
 	u := newMembers(t, h, "eve", "alice", "bob")
@@ -435,7 +436,7 @@ func TestHostileMemberUnprocessableCommit(t *testing.T) {
 			stuck = append(stuck, e.Alarm.Detail)
 		}
 	}
-	if len(stuck) != 1 || !strings.Contains(stuck[0], "re-adds you") {
+	if len(stuck) != 1 || !strings.Contains(stuck[0], "to rejoin") {
 		t.Fatalf("bob's group-stuck alarms: %q", stuck)
 	}
 	alarms, err := bob.Alarms()

@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -153,9 +154,9 @@ func TestAttackMemoryUnderLoad(t *testing.T) {
 	// bounds. Strangers on addresses of their own are
 	// TestAttackServerRSS and the TestAttackStreams… tests (internal/e2e).
 	h := hostile.Start(t, hostile.Options{Server: func(o *server.Options) {
-		o.MaxStreamsPerAddr = server.DefaultMaxStreamsTotal
-		o.DeliverySourceBytes = server.DefaultDeliveryBytes
-		o.RequestSourceBytes = server.DefaultRequestBytes
+		o.MaxStreamsPerAddr = config.DefaultMaxStreamsTotal
+		o.DeliverySourceBytes = config.DefaultDeliveryBytes
+		o.RequestSourceBytes = config.DefaultRequestBytes
 	}})
 	alice, bob := pair(t, h)
 	// Hundreds of sends: both wallets refill on their (fast) schedule.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tor/tunnel"
@@ -28,7 +29,7 @@ func TestClearnetThroughTor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(dir, server.StoreFile), store.Options{})
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/internal/tornet"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tor"
 	"github.com/quicprochat/qpc/wire"
@@ -83,7 +84,7 @@ func publishServer(t *testing.T, nw *tornet.Network, t0 *tor.Tor, clients []tor.
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(filepath.Join(dir, server.StoreFile), store.Options{})
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

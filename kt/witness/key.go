@@ -19,6 +19,7 @@ import (
 
 	"filippo.io/torchwood"
 	"github.com/cloudflare/circl/sign/mldsa/mldsa44"
+	"github.com/quicprochat/qpc/internal/secretfile"
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -98,22 +99,8 @@ func createKeys(path, name string) (*keys, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\nname %s\ned25519 %s\nml-dsa-44 %s\n", keyFileHeader, name,
 		base64.StdEncoding.EncodeToString(edSeed[:]), base64.StdEncoding.EncodeToString(mlSeed[:]))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := secretfile.Create(path, []byte(b.String())); err != nil {
 		return nil, fmt.Errorf("witness: create key: %w", err)
-	}
-	if _, err := f.WriteString(b.String()); err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("witness: write key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("witness: write key: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("witness: write key: %w", err)
 	}
 	return newKeys(name, edSeed, mlSeed)
 }

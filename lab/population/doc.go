@@ -23,6 +23,12 @@
 // configures them; the ground truth records every envelope of those the
 // server stored, through client.ClientOptions.SentEnvelope.
 //
+// Martiny et al.'s simulated traffic ([traffic]) is played for real: the
+// correlated background is in the schedule, and stray receipts are
+// receipts the clients drop (client.ClientOptions.KeepReceipt) while a
+// random user sends a real one to a random peer in their place
+// (Client.StrayReceipt); the truth marks those strays (record.StrayPrefix).
+//
 // Naive mode (and mailboxes.per_conversation = false) sets
 // client.ClientOptions.SingleMailbox, which weakens privacy on purpose:
 // it exists to measure what qpc's per-conversation mailboxes buy.

@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicprochat/qpc/client"
@@ -37,9 +39,11 @@ type Options struct {
 	Scenario *scenario.Scenario // required
 	Seed     int64
 	Out      string // output directory, created if missing; required
-	// Users and Speed override the scenario's when not zero.
-	Users int
-	Speed float64
+	// Users, Speed and Duration (simulated) override the scenario's when
+	// not zero.
+	Users    int
+	Speed    float64
+	Duration time.Duration
 	// Drain is the real time the run goes on after the last scheduled
 	// message, for deliveries and receipts; default 2 s plus the longest
 	// receipt delay (in real time).
@@ -76,7 +80,12 @@ type Manifest struct {
 	Texts     int `json:"texts"`
 	Scheduled int `json:"scheduled"`
 	Receipts  int `json:"receipts"`
-	Cover     int `json:"cover"`
+	// StrayReceipts is the receipts among Receipts that answered no text
+	// (the scenario's traffic.stray_receipts), Dropped the receipts they
+	// replaced (dropped by the recipient of a text).
+	StrayReceipts int `json:"stray_receipts,omitempty"`
+	Dropped       int `json:"dropped_receipts,omitempty"`
+	Cover         int `json:"cover"`
 	// Lost is the scheduled texts that never reached the server.
 	Lost int `json:"lost"`
 	// Wall-clock seconds of the setup and of the scheduled run.
@@ -94,6 +103,7 @@ type user struct {
 
 	mu      sync.Mutex
 	pending map[string][]*textOut // hex conv ID -> texts not yet fully sent, in order
+	strays  map[string]int        // peer handle -> stray receipts asked for, not yet sent
 }
 
 // textOut is one text on its way: the recipients (handles) whose envelope
@@ -128,6 +138,17 @@ type run struct {
 	receipts int
 	cover    int
 	texts    int
+	strays   int
+	dropped  int
+
+	// Stray receipts (Traffic.StrayReceipts), on from the schedule's
+	// start to the end of the drain (a text scheduled late is still
+	// processed then).
+	strayOn  atomic.Bool
+	strayMu  sync.Mutex
+	strayRng *rand.Rand
+	peers    [][]int // user -> its direct chats' peers
+	ctx      context.Context
 }
 
 // Run runs a scenario on a live server and writes the records to
@@ -144,6 +165,9 @@ func Run(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	if opts.Speed != 0 {
 		sc.Speed = opts.Speed
+	}
+	if opts.Duration != 0 {
+		sc.Duration.Duration = opts.Duration
 	}
 	if err := sc.Validate(); err != nil {
 		return nil, err
@@ -165,7 +189,16 @@ func Run(ctx context.Context, opts Options) (*Manifest, error) {
 	if opts.Settle == 0 {
 		opts.Settle = 5500 * time.Millisecond
 	}
-	r := &run{opts: opts, sc: &sc, sched: sched, log: log, speed: sc.Speed, byHand: map[string]*user{}, convHex: map[string]int{}}
+	r := &run{opts: opts, sc: &sc, sched: sched, log: log, speed: sc.Speed, byHand: map[string]*user{}, convHex: map[string]int{},
+		strayRng: rand.New(rand.NewPCG(uint64(opts.Seed), 0x7374726179)), // "stray"
+		peers:    make([][]int, len(sched.Users))}
+	for _, c := range sched.Convs {
+		if !c.Group {
+			a, b := c.Members[0], c.Members[1]
+			r.peers[a] = append(r.peers[a], b)
+			r.peers[b] = append(r.peers[b], a)
+		}
+	}
 	return r.run(ctx)
 }
 
@@ -230,6 +263,7 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	r.ctx = runCtx
 	if err := r.startUsers(runCtx, work, srv, clientAddr); err != nil {
 		return nil, err
 	}
@@ -268,6 +302,7 @@ func (r *run) run(ctx context.Context) (*Manifest, error) {
 	r.log.Info("setup done", "seconds", setupDur.Seconds())
 
 	// The schedule, in real time.
+	r.strayOn.Store(true)
 	start := time.Now()
 	for _, m := range r.sched.Messages {
 		if err := sleepUntil(runCtx, start.Add(r.real(m.At))); err != nil {
@@ -360,6 +395,56 @@ func (r *run) waitSent(ctx context.Context, deadline time.Time) {
 	}
 }
 
+// keepReceipt is every client's KeepReceipt: while the schedule runs, it
+// drops the scenario's fraction traffic.stray_receipts of delivery
+// receipts and has a random user send, at once, a stray receipt to a
+// random contact of theirs in its place (Martiny et al.'s simulated
+// traffic). It is called inside the recipient's state transaction, so it
+// only hands the stray receipt to the sender's worker.
+func (r *run) keepReceipt(string) bool {
+	f := r.sc.Traffic.StrayReceipts
+	if f <= 0 || !r.strayOn.Load() {
+		return true
+	}
+	r.strayMu.Lock()
+	drop := r.strayRng.Float64() < f
+	var x, y int
+	if drop {
+		for {
+			x = r.strayRng.IntN(len(r.users))
+			if len(r.peers[x]) > 0 {
+				break
+			}
+		}
+		y = r.peers[x][r.strayRng.IntN(len(r.peers[x]))]
+	}
+	r.strayMu.Unlock()
+	if !drop {
+		return true
+	}
+	r.mu.Lock()
+	r.dropped++
+	r.mu.Unlock()
+	u, peer := r.users[x], r.users[y].handle
+	u.mu.Lock()
+	u.strays[peer]++
+	u.mu.Unlock()
+	ctx := r.ctx
+	select {
+	case u.work <- func() {
+		if err := u.c.StrayReceipt(ctx, peer); err != nil && !errors.Is(err, client.ErrQueued) && ctx.Err() == nil {
+			r.log.Warn("stray receipt", "user", u.name, "to", peer, "err", err)
+		}
+	}:
+	default:
+		u.mu.Lock()
+		u.strays[peer]--
+		u.mu.Unlock()
+		r.log.Warn("send queue full: a stray receipt is lost", "user", u.name)
+	}
+	return false
+}
+
 // receiptDelay is the clients' receipt delay in real time. A fixed delay
 // d is the client's exponential distribution with a mean far above d,
 // capped at d: it is d but for one draw in a thousand.
@@ -393,7 +478,7 @@ func (r *run) startUsers(ctx context.Context, work string, srv *labServer, addr 
 	errs := make(chan error, len(r.users))
 	var wg sync.WaitGroup
 	for i, su := range r.sched.Users {
-		u := &user{i: i, name: su.Name, handle: su.Handle, work: make(chan func(), 4096), pending: map[string][]*textOut{}}
+		u := &user{i: i, name: su.Name, handle: su.Handle, work: make(chan func(), 4096), pending: map[string][]*textOut{}, strays: map[string]int{}}
 		r.users[i] = u
 		r.byHand[u.handle] = u
 		opts := client.ClientOptions{
@@ -406,6 +491,7 @@ func (r *run) startUsers(ctx context.Context, work string, srv *labServer, addr 
 			RefillMean:    time.Second,
 			SingleMailbox: !r.sc.PerConversation(),
 			SentEnvelope:  func(e client.SentEnvelope) { r.sent(u, e) },
+			KeepReceipt:   r.keepReceipt,
 		}
 		wg.Add(1)
 		go func() {
@@ -714,7 +800,15 @@ func (r *run) sent(u *user, e client.SentEnvelope) {
 	case e.Cover:
 		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgCover}, e.Conv, &r.cover)
 	case e.Kind == content.KindReceipt:
-		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}, e.Conv, &r.receipts)
+		m := record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}
+		u.mu.Lock()
+		stray := u.strays[e.To] > 0
+		if stray {
+			u.strays[e.To]--
+			m.Msg = record.StrayPrefix
+		}
+		u.mu.Unlock()
+		r.addTruth(m, e.Conv, &r.receipts)
 	case e.Kind == content.KindText:
 		u.mu.Lock()
 		t := u.match(e)
@@ -764,8 +858,12 @@ type truthLine struct {
 func (r *run) addTruth(m record.TruthMessage, convHex string, count *int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m.Msg == "" {
+	switch m.Msg {
+	case "":
 		m.Msg = fmt.Sprintf("%c%d", m.Kind[0], len(r.truth)+1)
+	case record.StrayPrefix:
+		m.Msg = fmt.Sprintf("%s%d", record.StrayPrefix, len(r.truth)+1)
+		r.strays++
 	}
 	r.truth = append(r.truth, truthLine{m, convHex})
 	*count++
@@ -822,6 +920,7 @@ func (r *run) writeTruth(base, start, end time.Time) (*Manifest, error) {
 		EpochNS: int64(r.sc.Epoch.Duration), DurationNS: int64(r.sc.Duration.Duration), ScheduleHash: r.sched.Hash(),
 		RunStartNS: start.Sub(base).Nanoseconds(), RunEndNS: end.Sub(base).Nanoseconds(), Naive: r.sc.Naive,
 		Texts: r.texts, Scheduled: len(r.sched.Messages), Receipts: r.receipts, Cover: r.cover,
+		StrayReceipts: r.strays, Dropped: r.dropped,
 	}
 	r.mu.Unlock()
 	slices.SortStableFunc(msgs, func(a, b record.TruthMessage) int { return int(max(min(a.T-b.T, 1), -1)) })

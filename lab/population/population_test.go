@@ -2,9 +2,11 @@ package population
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -215,5 +217,75 @@ func checkNetwork(t *testing.T, out string, users int) {
 	// Each user has a connection per conversation and more (account, KT).
 	if len(flows) < users || up == 0 || down == 0 {
 		t.Errorf("network record: %d flows, %d up, %d down packets for %d users", len(flows), up, down, users)
+	}
+}
+
+// paper is naive mode with Martiny et al.'s simulated traffic, half the
+// receipts stray (more than their third, so that a few seconds show it).
+const paper = `
+name = "paper"
+users = 8
+duration = "1h"
+speed = 900
+naive = true
+[graph]
+contacts = 2
+[timing]
+rate_per_day = 480
+[traffic]
+stray_receipts = 0.5
+replies = 0.25
+repeats = 0.25
+`
+
+// TestLabPopulationPaperTraffic: with [traffic] the live clients drop
+// the stated fraction of delivery receipts and, in their place, random
+// users send real receipts (sealed, paid, over QUIC) to a random peer of
+// theirs, which the ground truth marks as strays and the server recorded
+// as Sends to the stray's recipient; the correlated background is the
+// schedule's, which the run followed.
+func TestLabPopulationPaperTraffic(t *testing.T) {
+	out, m := runSmall(t, paper, 4, false)
+	t.Logf("manifest: %+v", *m)
+	if m.Lost != 0 || m.StrayReceipts == 0 {
+		t.Fatalf("run: %+v", *m)
+	}
+	users, convs, msgs := readTruth(t, out, 4, "paper")
+	checkAgainstObserver(t, out, m, users, convs, msgs)
+	checkAgainstSchedule(t, paper, 4, m, msgs)
+	peers := map[[2]string]bool{}
+	for _, c := range convs {
+		if len(c.Members) == 2 {
+			peers[[2]string{c.Members[0], c.Members[1]}], peers[[2]string{c.Members[1], c.Members[0]}] = true, true
+		}
+	}
+	var strays, genuine, texts int
+	for _, x := range msgs {
+		if x.T < m.RunStartNS {
+			continue
+		}
+		switch {
+		case x.Kind == record.MsgText:
+			texts++
+		case x.Kind == record.MsgReceipt && strings.HasPrefix(x.Msg, record.StrayPrefix):
+			strays++
+			if !peers[[2]string{x.From, x.To[0]}] {
+				t.Errorf("stray receipt %s from %s to %s, not a peer of theirs", x.Msg, x.From, x.To[0])
+			}
+		case x.Kind == record.MsgReceipt:
+			genuine++
+		}
+	}
+	// Each text's receipt is dropped, and a stray sent, at the stated
+	// fraction, within four binomial standard deviations (receipts due
+	// together in one chat leave as one, so receipts are not counted
+	// against texts).
+	f, sd := float64(m.Dropped)/float64(texts), 0.5/math.Sqrt(float64(texts))
+	t.Logf("%d texts, %d receipts, %d of them stray, %d dropped (%.2f of texts)", texts, strays+genuine, strays, m.Dropped, f)
+	if m.Dropped != m.StrayReceipts || strays != m.StrayReceipts || genuine == 0 {
+		t.Errorf("%d texts, %d genuine receipts and %d stray; the manifest says %d stray, %d dropped", texts, genuine, strays, m.StrayReceipts, m.Dropped)
+	}
+	if math.Abs(f-0.5) > 4*sd {
+		t.Errorf("%.2f of receipts dropped for a stray, want 0.5 ± %.2f", f, 4*sd)
 	}
 }

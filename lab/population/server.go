@@ -16,6 +16,7 @@ import (
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
 )
@@ -115,6 +116,14 @@ func startServer(dir string, observer io.Writer, log *slog.Logger) (_ *labServer
 		RequestRate:     10_000,
 		RequestBurst:    10_000,
 		MaxSubsPerConn:  1024,
+		// Every user holds subscription streams (a Follow), all from
+		// 127.0.0.1: the defaults (256 per address, 2,048 in all) end
+		// the Follow loops of a population of a few hundred.
+		MaxStreamsPerAddr: 1_000_000,
+		MaxStreamsTotal:   1_000_000,
+		// One source may hold the whole delivery and request memory.
+		DeliverySourceBytes: config.DefaultDeliveryBytes,
+		RequestSourceBytes:  32 << 20,
 	}
 	if s.obs, err = setObserver(&so, observer); err != nil {
 		return nil, err

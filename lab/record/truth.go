@@ -10,6 +10,10 @@ const (
 	MsgText    = "text"
 	MsgReceipt = "receipt"
 	MsgCover   = "cover"
+	// StrayPrefix begins the msg ID of a stray receipt (the scenario key
+	// traffic.stray_receipts): a receipt that answers no text of its
+	// recipient's, as Martiny et al.'s simulation sends some.
+	StrayPrefix = "x"
 )
 
 // TruthUser is one simulated user.

@@ -1,8 +1,11 @@
 package report
 
 import (
+	"fmt"
+
 	"github.com/quicprochat/qpc/lab/attack"
 	"github.com/quicprochat/qpc/lab/attack/score"
+	"github.com/quicprochat/qpc/lab/scenarios"
 	"github.com/quicprochat/qpc/lab/trace"
 )
 
@@ -11,9 +14,11 @@ const second = int64(1e9)
 // Traffic models of the headline (Config.HeadlineTraffic).
 const (
 	// TrafficLab is the lab's model: every receipt reaches the text's
-	// sender, background conversations are independent (Poisson).
+	// sender, background conversations are independent (Poisson):
+	// trace.LabTraffic.
 	TrafficLab = "lab"
-	// TrafficPaper is Martiny et al.'s simulation's: trace.PaperTraffic.
+	// TrafficPaper is Martiny et al.'s simulation's, as
+	// lab/scenarios/martiny-naive.toml's [traffic] says.
 	TrafficPaper = "paper"
 )
 
@@ -23,21 +28,42 @@ type Case struct {
 	Params  trace.Params
 }
 
-// Martiny is naive mode at Martiny et al.'s parameters: one mailbox per
-// user, 50 messages per user per day, delivery receipts 0.5 s after
-// delivery, the attacker's epoch 1 s. Hot pairs write every interval.
-func Martiny(users, hot int, interval, duration int64, seed uint64) trace.Params {
-	return trace.Params{Name: "naive", Seed: seed, Users: users, Duration: duration,
-		Contacts: 5, RatePerDay: 50, Hot: hot, HotInterval: interval,
-		Receipts: trace.ReceiptsAtOnce, ReceiptDelay: second / 2}
+// MartinyScenario is the checked-in scenario the trace-mode cases model
+// (lab/scenarios): the one file a live naive run plays too.
+const MartinyScenario = "martiny-naive"
+
+// Martiny is naive mode at Martiny et al.'s parameters, the trace model
+// of lab/scenarios/martiny-naive.toml (trace.FromScenario) with the
+// caller's users, duration and seed: one mailbox per user, 50 messages
+// per user per day, delivery receipts 0.5 s after delivery, the paper's
+// traffic ([traffic]: stray receipts, correlated background). Hot pairs,
+// the targets, write every interval on top.
+func Martiny(users, hot int, interval, duration int64, seed uint64) (trace.Params, error) {
+	sc, err := scenarios.Load(MartinyScenario)
+	if err != nil {
+		return trace.Params{}, fmt.Errorf("report: %w", err)
+	}
+	p, err := trace.FromScenario(sc, seed)
+	if err != nil {
+		return trace.Params{}, fmt.Errorf("report: %w", err)
+	}
+	p.Name, p.Users, p.Duration, p.Hot, p.HotInterval = "naive", users, duration, hot, interval
+	return p, nil
 }
 
 // Defences are naive mode, each of qpc's defences alone, and qpc's
 // defaults (all together): per-conversation mailboxes, receipts jittered
 // (exponential, mean 30 s, at most 5 min: client/receipts.go), cover
-// traffic at the rate the user guide recommends (0.005 per second).
-func Defences(users, hot int, interval, duration int64, seed uint64) []Case {
-	base := Martiny(users, hot, interval, duration, seed)
+// traffic at the rate the user guide recommends (0.005 per second). All
+// run on the lab's traffic (trace.LabTraffic: every receipt reaches its
+// writer, independent background), on which naive mode links fastest, so
+// that a defence's ratio against naive mode is not flattered.
+func Defences(users, hot int, interval, duration int64, seed uint64) ([]Case, error) {
+	base, err := Martiny(users, hot, interval, duration, seed)
+	if err != nil {
+		return nil, err
+	}
+	base = trace.LabTraffic(base)
 	jit := func(p trace.Params) trace.Params {
 		p.Receipts, p.ReceiptMean, p.ReceiptMax = trace.ReceiptsJitter, 30*second, 300*second
 		return p
@@ -53,7 +79,7 @@ func Defences(users, hot int, interval, duration int64, seed uint64) []Case {
 		{"cover traffic", cover(base)},
 		{"qpc defaults (all)", cover(conv(off(base)))},
 		{"qpc with receipts on (all, jittered)", cover(conv(jit(base)))},
-	}
+	}, nil
 }
 
 // Outcome is one case run: each attack's result and its scores.

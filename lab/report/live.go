@@ -11,6 +11,9 @@ import (
 	"github.com/quicprochat/qpc/lab/attack"
 	"github.com/quicprochat/qpc/lab/attack/score"
 	"github.com/quicprochat/qpc/lab/record"
+	"github.com/quicprochat/qpc/lab/scenario"
+	"github.com/quicprochat/qpc/lab/scenarios"
+	"github.com/quicprochat/qpc/lab/trace"
 )
 
 // Live is the SDA's outcome on a live run (qpc-lab run's directory).
@@ -28,6 +31,25 @@ type Live struct {
 	Summary                   score.Summary
 	// Epoch is sda-epoch's figure on the same record, its epoch Window.
 	Epoch score.Summary
+	// Stray receipts the run sent (the scenario's traffic.stray_receipts).
+	Strays int
+	// Traffic says the scenario's traffic: the paper's or the lab's.
+	Traffic string
+	// Same, when the run's scenario is checked in (lab/scenarios) and
+	// its schedule is the run's: trace mode of the same schedule
+	// (trace.FromSchedule), scored as the live record is.
+	Same *SameSchedule
+}
+
+// SameSchedule is trace mode of a live run's own schedule: with the
+// machine's receipt lags as the run measured them and the live window
+// (what the live figure should be, if the trace models the run), and in
+// the paper's timing (no compression, receipts 0.5 s after delivery,
+// 1-s window and epochs: what the live population would give on a
+// machine that takes no time).
+type SameSchedule struct {
+	Lagged, LaggedEpoch score.Summary
+	Paper, PaperEpoch   score.Summary
 }
 
 // RunLive reads a live run's observer record, truth and manifest from
@@ -40,12 +62,16 @@ func RunLive(dir string) (*Live, error) {
 		return nil, fmt.Errorf("report: live: %w", err)
 	}
 	var m struct {
-		Scenario   string  `json:"scenario"`
-		Users      int     `json:"users"`
-		Speed      float64 `json:"speed"`
-		RunStartNS int64   `json:"run_start_ns"`
-		Texts      int     `json:"texts"`
-		Lost       int     `json:"lost"`
+		Scenario     string  `json:"scenario"`
+		Seed         int64   `json:"seed"`
+		Users        int     `json:"users"`
+		Speed        float64 `json:"speed"`
+		DurationNS   int64   `json:"duration_ns"`
+		ScheduleHash string  `json:"schedule_hash"`
+		RunStartNS   int64   `json:"run_start_ns"`
+		Texts        int     `json:"texts"`
+		Lost         int     `json:"lost"`
+		Strays       int     `json:"stray_receipts"`
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("report: live: run.json: %w", err)
@@ -68,7 +94,7 @@ func RunLive(dir string) (*Live, error) {
 		return nil, fmt.Errorf("report: live: %s has no receipts to measure the window on", dir)
 	}
 	slices.Sort(lags)
-	l := &Live{Dir: dir, Scenario: m.Scenario, Users: m.Users, Speed: m.Speed, Texts: m.Texts, Lost: m.Lost,
+	l := &Live{Dir: dir, Scenario: m.Scenario, Users: m.Users, Speed: m.Speed, Texts: m.Texts, Lost: m.Lost, Strays: m.Strays,
 		LagMedian: lags[len(lags)/2], LagP90: lags[len(lags)*9/10]}
 	l.Window = l.LagP90
 	opt := attack.Options{Identities: map[string]string{}, Attacks: []string{"sda", "sda-epoch"}, Window: int64(l.Window), Epoch: int64(l.Window), Top: 10}
@@ -101,5 +127,50 @@ func RunLive(dir string) (*Live, error) {
 	res := run.Results()
 	l.Summary = score.Score(res[0], tb, score.Identity)
 	l.Epoch = score.Score(res[1], tb, score.Identity)
+	sc, err := scenarios.Load(m.Scenario)
+	if err != nil {
+		return l, nil // not a checked-in scenario: no trace of its schedule
+	}
+	l.Traffic = TrafficLab
+	if sc.Traffic.StrayReceipts+sc.Traffic.Replies+sc.Traffic.Repeats > 0 {
+		l.Traffic = TrafficPaper
+	}
+	sc.Users, sc.Speed, sc.Duration.Duration = m.Users, m.Speed, time.Duration(m.DurationNS)
+	sched, err := sc.Generate(m.Seed)
+	if err != nil || sched.Hash() != m.ScheduleHash {
+		return l, nil // the file changed since the run
+	}
+	var same SameSchedule
+	if same.Lagged, same.LaggedEpoch, err = traceSDA(sc, sched, trace.ScheduleOptions{Speed: m.Speed, Seed: uint64(m.Seed), ReceiptLags: lags}, int64(l.Window)); err != nil {
+		return nil, err
+	}
+	if same.Paper, same.PaperEpoch, err = traceSDA(sc, sched, trace.ScheduleOptions{Speed: 1, Seed: uint64(m.Seed)}, int64(sc.Epoch.Duration)); err != nil {
+		return nil, err
+	}
+	l.Same = &same
 	return l, nil
+}
+
+// traceSDA runs the SDA (both counts, window and epoch w) on the trace of
+// a schedule, every user a target, scored at the identity level.
+func traceSDA(sc *scenario.Scenario, sched *scenario.Schedule, so trace.ScheduleOptions, w int64) (score.Summary, score.Summary, error) {
+	_, ids, err := trace.FromSchedule(sc, sched, so, func(*attack.Event) error { return nil })
+	if err != nil {
+		return score.Summary{}, score.Summary{}, err
+	}
+	opt := attack.Options{Identities: ids, Attacks: []string{"sda", "sda-epoch"}, Window: w, Epoch: w, Top: 10}
+	for h := range ids {
+		opt.Targets = append(opt.Targets, h)
+	}
+	slices.Sort(opt.Targets)
+	run, err := attack.New(opt)
+	if err != nil {
+		return score.Summary{}, score.Summary{}, err
+	}
+	tb, _, err := trace.FromSchedule(sc, sched, so, func(e *attack.Event) error { run.Observe(e); return nil })
+	if err != nil {
+		return score.Summary{}, score.Summary{}, err
+	}
+	res := run.Results()
+	return score.Score(res[0], tb, score.Identity), score.Score(res[1], tb, score.Identity), nil
 }

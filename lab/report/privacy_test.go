@@ -23,7 +23,11 @@ const (
 
 func privacyCase(t *testing.T, defence string) *Outcome {
 	t.Helper()
-	for _, c := range Defences(privUsers, privHot, privInterval, privDuration, 19) {
+	cases, err := Defences(privUsers, privHot, privInterval, privDuration, 19)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
 		if c.Defence == defence {
 			o, err := RunTrace(c, []string{"sda", "intersection", "linking"}, false)
 			if err != nil {

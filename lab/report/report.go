@@ -38,9 +38,9 @@ type Config struct {
 	Headline         int
 	HeadlineDuration int64
 	// HeadlineTraffic is the headline's traffic model: TrafficPaper
-	// (Martiny et al.'s simulation: trace.PaperTraffic), the default when
-	// empty, or TrafficLab (every receipt delivered, independent
-	// background).
+	// (Martiny et al.'s simulation, martiny-naive.toml's [traffic]), the
+	// default when empty, or TrafficLab (every receipt delivered,
+	// independent background).
 	HeadlineTraffic string
 	// Live, when set, is a live run's directory (qpc-lab run -out) whose
 	// SDA figure the report adds (RunLive).
@@ -54,7 +54,11 @@ func Write(c Config) ([]*Outcome, error) {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	var outs []*Outcome
-	for _, cs := range Defences(c.Users, c.Hot, c.Interval, c.Duration, c.Seed) {
+	cases, err := Defences(c.Users, c.Hot, c.Interval, c.Duration, c.Seed)
+	if err != nil {
+		return nil, err
+	}
+	for _, cs := range cases {
 		o, err := RunTrace(cs, c.Attacks, false)
 		if err != nil {
 			return nil, fmt.Errorf("report: %s: %w", cs.Defence, err)
@@ -63,12 +67,16 @@ func Write(c Config) ([]*Outcome, error) {
 	}
 	var head *Outcome
 	if c.Headline > 0 {
-		cs := Case{Defence: "naive, Martiny et al.'s scale", Params: Martiny(c.Headline, c.Hot, c.Interval, c.HeadlineDuration, c.Seed)}
+		p, err := Martiny(c.Headline, c.Hot, c.Interval, c.HeadlineDuration, c.Seed)
+		if err != nil {
+			return nil, err
+		}
+		cs := Case{Defence: "naive, Martiny et al.'s scale", Params: p}
 		switch c.HeadlineTraffic {
 		case TrafficLab:
+			cs.Params = trace.LabTraffic(cs.Params)
 		case "", TrafficPaper:
 			cs.Defence += ", their traffic"
-			cs.Params = trace.PaperTraffic(cs.Params)
 		default:
 			return nil, fmt.Errorf("report: headline traffic %q: want %q or %q", c.HeadlineTraffic, TrafficLab, TrafficPaper)
 		}
@@ -195,27 +203,22 @@ func writeMD(path string, c Config, outs []*Outcome, head *Outcome, live *Live) 
 	if head != nil {
 		s, se := head.Summaries[0], head.Summaries[1]
 		fmt.Fprintf(&b, "## Headline: naive mode at Martiny et al.'s parameters\n\n"+
-			"%d users, 5 background conversations each at 50 texts per user per day, receipts 0.5 s after delivery, one mailbox per user; "+
+			"%d users, %d background conversations each at %g texts per user per day (lab/scenarios/%s.toml), receipts 0.5 s after delivery, one mailbox per user; "+
 			"%d target pairs writing every %s each way, for %s (%d events). %s Martiny et al. (NDSS 2021) link in about 5 texts.\n\n"+
 			"| SDA | linked | median texts to link | against their ~5 |\n|---|---|---|---|\n"+
 			"| counted in fixed 1-s epochs, as the paper counts (`sda-epoch`: the target's epoch and the next, one random non-target range subtracted) | %d/%d | **%s** | %s |\n"+
 			"| delivery-anchored (`sda`: a 1-s window opened at each delivery, the expected background subtracted; the stronger attacker) | %d/%d | **%s** | %s |\n\n",
-			c.Headline, c.Hot, dur(c.Interval), dur(c.HeadlineDuration), head.Events, trafficText(head.Case.Params),
+			c.Headline, head.Case.Params.Contacts, head.Case.Params.RatePerDay, MartinyScenario, c.Hot, dur(c.Interval), dur(c.HeadlineDuration), head.Events, trafficText(head.Case.Params),
 			se.Linked, se.Targets, fmtF(se.Median), against5(se.Median), s.Linked, s.Targets, fmtF(s.Median), against5(s.Median))
 		if live != nil {
-			ls := live.Summary
-			fmt.Fprintf(&b, "Live, on the real server: scenario %s, %d users at %g×, %d texts (%d lost); receipts followed their texts after a median of %v and a 90th percentile of %v real time, "+
-				"the SDA's window (and `sda-epoch`'s epoch). The SDA linked %d of %d users to a contact, after a median of **%s texts** (of %s received); "+
-				"counted in fixed epochs (`sda-epoch`), %d of %d, after a median of **%s texts**.\n\n",
-				live.Scenario, live.Users, live.Speed, live.Texts, live.Lost, live.LagMedian.Round(time.Millisecond), live.LagP90.Round(time.Millisecond),
-				ls.Linked, ls.Targets, fmtF(ls.Median), fmtF(ls.Messages), live.Epoch.Linked, live.Epoch.Targets, fmtF(live.Epoch.Median))
+			writeLive(&b, live)
 		}
 		b.WriteString("## Every defence\n\n")
 	}
-	fmt.Fprintf(&b, "%d users, 5 background conversations each at 50 texts per user per day; %d target pairs writing every %s each way, for %s. "+
+	fmt.Fprintf(&b, "%d users, %d background conversations each at %g texts per user per day (lab/scenarios/%s.toml, on the lab's traffic); %d target pairs writing every %s each way, for %s. "+
 		"The attacker is the server; a target is linked when its top guess is, uniquely, a handle (intro mailbox) the target talks to. "+
 		"\"Texts to link\" is the median over targets of the texts the target had received by then; never = not within the run.\n\n",
-		c.Users, c.Hot, dur(c.Interval), dur(c.Duration))
+		c.Users, outs[0].Case.Params.Contacts, outs[0].Case.Params.RatePerDay, MartinyScenario, c.Hot, dur(c.Interval), dur(c.Duration))
 	b.WriteString("![SDA CDF](cdf.png)\n\n| defence | attack | linked | median texts to link | texts received (median) | precision | TPR at 1% FPR | entropy (bits) |\n|---|---|---|---|---|---|---|---|\n")
 	var naive float64
 	for _, o := range outs {
@@ -244,6 +247,32 @@ func writeMD(path string, c Config, outs []*Outcome, head *Outcome, live *Live) 
 		return fmt.Errorf("report: %w", err)
 	}
 	return nil
+}
+
+// writeLive writes the live run's figures beside trace mode of its own
+// schedule.
+func writeLive(b *strings.Builder, live *Live) {
+	traffic := "the lab's traffic"
+	if live.Traffic == TrafficPaper {
+		traffic = fmt.Sprintf("the paper's traffic (%d stray receipts; correlated background in the schedule)", live.Strays)
+	}
+	fmt.Fprintf(b, "### Live, on the real server\n\nScenario %s, %d users at %g×, %s: %d texts (%d lost). Receipts followed their texts after a median of %v and a 90th percentile of %v real time; "+
+		"the live SDA's window (and `sda-epoch`'s epoch) is that 90th percentile, as the server knows its own processing time. Every user is a target.\n\n",
+		live.Scenario, live.Users, live.Speed, traffic, live.Texts, live.Lost, live.LagMedian.Round(time.Millisecond), live.LagP90.Round(time.Millisecond))
+	b.WriteString("| record | SDA | linked | median texts to link | texts received (median) | against their ~5 |\n|---|---|---|---|---|---|\n")
+	row := func(rec, attack string, s score.Summary) {
+		fmt.Fprintf(b, "| %s | %s | %d/%d | **%s** | %s | %s |\n", rec, attack, s.Linked, s.Targets, fmtF(s.Median), fmtF(s.Messages), against5(s.Median))
+	}
+	w := live.Window.Round(time.Millisecond)
+	row("live", fmt.Sprintf("`sda-epoch`, epoch %v real", w), live.Epoch)
+	row("live", fmt.Sprintf("`sda`, window %v real", w), live.Summary)
+	if sm := live.Same; sm != nil {
+		row("trace of the same schedule, the run's receipt lags", fmt.Sprintf("`sda-epoch`, epoch %v real", w), sm.LaggedEpoch)
+		row("trace of the same schedule, the run's receipt lags", fmt.Sprintf("`sda`, window %v real", w), sm.Lagged)
+		row("trace of the same schedule, the paper's timing (uncompressed, receipts 0.5 s after delivery)", "`sda-epoch`, 1-s epochs", sm.PaperEpoch)
+		row("trace of the same schedule, the paper's timing", "`sda`, 1-s window", sm.Paper)
+	}
+	b.WriteString("\n")
 }
 
 // trafficText says which traffic model the headline ran.

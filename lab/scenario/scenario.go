@@ -72,6 +72,7 @@ type Scenario struct {
 	Receipts  Receipts  `toml:"receipts"`
 	Cover     Cover     `toml:"cover"`
 	Mailboxes Mailboxes `toml:"mailboxes"`
+	Traffic   Traffic   `toml:"traffic"`
 }
 
 // Graph is the conversation graph.
@@ -169,6 +170,31 @@ type Mailboxes struct {
 	// its own (qpc's default, and the default here); false: at the
 	// user's intro mailbox (naive mode, client.ClientOptions.SingleMailbox).
 	PerConversation *bool `toml:"per_conversation"`
+}
+
+// Traffic is the traffic of Martiny et al.'s published simulation
+// (repository timartiny/Improving-Signal-Sealed-Sender, list_attack.py,
+// read for the facts), which a live run plays and the trace mode
+// models alike (lab/trace.FromScenario); all 0, the default, is the
+// lab's own traffic: every receipt reaches the text's writer, new
+// messages go to independent random conversations.
+type Traffic struct {
+	// StrayReceipts is the fraction of delivery receipts that do not
+	// reach the text's writer: the receipt is dropped and, at the same
+	// time, a random user sends one to a random contact of theirs (the
+	// paper's simulation sends the target's receipt from a random user to
+	// a random user in a third of its epochs: 1/3). Needs
+	// receipts.enabled.
+	StrayReceipts float64 `toml:"stray_receipts"`
+	// Replies and Repeats are the fractions of new messages (not the
+	// timing replies of timing.reply_prob) that, instead of going to a
+	// random conversation of their writer, answer (another member writes,
+	// in the same conversation) or repeat (the same writer, the same
+	// conversation) a new message drawn uniformly from all earlier ones:
+	// correlated background, as the paper's simulation draws a quarter of
+	// each epoch's messages each way (0.25 and 0.25).
+	Replies float64 `toml:"replies"`
+	Repeats float64 `toml:"repeats"`
 }
 
 // Load reads and parses the scenario file at path.
@@ -383,6 +409,19 @@ func (sc *Scenario) Validate() error {
 	}
 	if sc.Cover.FetchEvery.Duration <= 0 {
 		return bad("cover.fetch_every", "%v: want more than 0", sc.Cover.FetchEvery.Duration)
+	}
+	tr := sc.Traffic
+	if !(tr.StrayReceipts >= 0 && tr.StrayReceipts <= 1) {
+		return bad("traffic.stray_receipts", "%v: want 0..1", tr.StrayReceipts)
+	}
+	if tr.StrayReceipts > 0 && !sc.Receipts.Enabled {
+		return bad("traffic.stray_receipts", "%v: receipts are off: there is no receipt to stray", tr.StrayReceipts)
+	}
+	if !(tr.Replies >= 0 && tr.Replies <= 1) {
+		return bad("traffic.replies", "%v: want 0..1", tr.Replies)
+	}
+	if !(tr.Repeats >= 0 && tr.Repeats <= 1-tr.Replies) {
+		return bad("traffic.repeats", "%v: want 0..1 - traffic.replies (%v)", tr.Repeats, tr.Replies)
 	}
 	if sc.Naive && (sc.PerConversation() || !sc.Receipts.Enabled) {
 		return bad("naive", "naive mode needs mailboxes.per_conversation = false and receipts.enabled = true")

@@ -2,6 +2,8 @@ package scenario
 
 import (
 	"errors"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,4 +201,71 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("a valid scenario did not generate: %v", err)
 		}
 	})
+}
+
+// TestLabScenarioTraffic checks the correlated background of [traffic]:
+// correlate turns the stated fractions of new messages into answers (the
+// other member writes) and repeats (the same writer) in an earlier
+// message's conversation, over a chance recurrence of about 1 % (10,000
+// messages in 500,000 direct chats); and a scenario without [traffic]
+// has the same schedule as with explicit zeros (no draw is added).
+func TestLabScenarioTraffic(t *testing.T) {
+	const tol = 0.02
+	convs := make([]Conv, 500_000)
+	for i := range convs {
+		convs[i] = Conv{Members: []int{2 * i, 2*i + 1}}
+	}
+	for _, c := range []struct{ replies, repeats float64 }{{0.25, 0}, {0, 0.25}, {0.25, 0.25}, {0, 0}} {
+		rng := rand.New(rand.NewPCG(3, 4))
+		out := make([]pending, 10_000)
+		for i := range out {
+			ci := rng.IntN(len(convs))
+			out[i] = pending{at: time.Duration(i) * time.Second, from: convs[ci].Members[rng.IntN(2)], conv: ci}
+		}
+		correlate(rng, out, convs, c.replies, c.repeats)
+		seen := map[[2]int]bool{} // (writer, conversation)
+		var same, reverse, either int
+		for _, m := range out {
+			peer := otherMember(rng, convs[m.conv].Members, m.from)
+			s, r := seen[[2]int{m.from, m.conv}], seen[[2]int{peer, m.conv}]
+			if s {
+				same++
+			}
+			if r {
+				reverse++
+			}
+			if s || r {
+				either++
+			}
+			seen[[2]int{m.from, m.conv}] = true
+		}
+		f := func(n int) float64 { return float64(n) / float64(len(out)) }
+		t.Logf("replies %g repeats %g: the writer wrote there before %.3f, the peer %.3f, either %.3f", c.replies, c.repeats, f(same), f(reverse), f(either))
+		// An answer to an answer repeats the first: an answer is a message
+		// whose reverse came before, a repeat one whose own direction did,
+		// and what recurs is either.
+		if got := f(either); math.Abs(got-(c.replies+c.repeats)) > tol {
+			t.Errorf("replies %g repeats %g: %.3f of messages recur in an earlier conversation, want %g ± %g", c.replies, c.repeats, got, c.replies+c.repeats, tol)
+		}
+		if c.replies == 0 && math.Abs(f(same)-c.repeats) > tol {
+			t.Errorf("repeats: %.3f, want %g ± %g", f(same), c.repeats, tol)
+		}
+		if c.repeats == 0 && math.Abs(f(reverse)-c.replies) > tol {
+			t.Errorf("replies: %.3f, want %g ± %g", f(reverse), c.replies, tol)
+		}
+	}
+	const base = "name = \"t\"\nusers = 50\nduration = \"2h\"\n"
+	a, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte(base + "[traffic]\nreplies = 0\nrepeats = 0\nstray_receipts = 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := a.Generate(3)
+	sb, _ := b.Generate(3)
+	if len(sa.Messages) == 0 || sa.Hash() != sb.Hash() {
+		t.Error("explicit zero traffic changes the schedule")
+	}
 }

@@ -206,30 +206,32 @@ func (sc *Scenario) messages(rng *rand.Rand, convs []Conv, byUser [][]int) ([]Me
 			}
 		}
 	}
+	if tr := sc.Traffic; tr.Replies+tr.Repeats > 0 {
+		sortPending(out)
+		correlate(rng, out, convs, tr.Replies, tr.Repeats)
+	}
 	if t.ReplyProb > 0 {
 		for i := 0; i < len(out); i++ {
 			p := out[i]
 			if p.reply >= t.ReplyDepth || rng.Float64() >= t.ReplyProb {
 				continue
 			}
-			members := convs[p.conv].Members
-			var to int
-			if len(members) == 2 {
-				to = members[0]
-				if to == p.from {
-					to = members[1]
-				}
-			} else {
-				to = members[rng.IntN(len(members)-1)]
-				if to == p.from {
-					to = members[len(members)-1]
-				}
-			}
+			to := otherMember(rng, convs[p.conv].Members, p.from)
 			if err := add(pending{at: p.at + t.ReplyDelay.draw(rng), from: to, conv: p.conv, reply: p.reply + 1}); err != nil {
 				return nil, err
 			}
 		}
 	}
+	sortPending(out)
+	msgs := make([]Message, len(out))
+	for i, p := range out {
+		msgs[i] = Message{ID: fmt.Sprintf("m%d", i+1), At: p.at, From: p.from, Conv: p.conv, Size: sc.Sizes.draw(rng), Reply: p.reply}
+	}
+	return msgs, nil
+}
+
+// sortPending sorts messages by time, then writer.
+func sortPending(out []pending) {
 	slices.SortStableFunc(out, func(a, b pending) int {
 		switch {
 		case a.at < b.at:
@@ -239,11 +241,47 @@ func (sc *Scenario) messages(rng *rand.Rand, convs []Conv, byUser [][]int) ([]Me
 		}
 		return a.from - b.from
 	})
-	msgs := make([]Message, len(out))
-	for i, p := range out {
-		msgs[i] = Message{ID: fmt.Sprintf("m%d", i+1), At: p.at, From: p.from, Conv: p.conv, Size: sc.Sizes.draw(rng), Reply: p.reply}
+}
+
+// correlate turns the fractions replies and repeats of the new messages
+// in out (sorted by time) into answers to and repeats of a new message
+// drawn uniformly from the earlier ones (Traffic): an answer is written
+// by another member of that message's conversation (its peer in a direct
+// chat), a repeat by the same writer, both in that conversation, at the
+// time the replaced message had.
+func correlate(rng *rand.Rand, out []pending, convs []Conv, replies, repeats float64) {
+	var past []int32
+	for i := range out {
+		if out[i].reply != 0 {
+			continue
+		}
+		if x := rng.Float64(); x < replies+repeats && len(past) > 0 {
+			b := out[past[rng.IntN(len(past))]]
+			from := b.from
+			if x < replies {
+				from = otherMember(rng, convs[b.conv].Members, b.from)
+			}
+			out[i].from, out[i].conv = from, b.conv
+		}
+		past = append(past, int32(i))
 	}
-	return msgs, nil
+	sortPending(out)
+}
+
+// otherMember is a member of members other than from: the peer of a
+// direct chat, a random other member of a group.
+func otherMember(rng *rand.Rand, members []int, from int) int {
+	if len(members) == 2 {
+		if members[0] == from {
+			return members[1]
+		}
+		return members[0]
+	}
+	to := members[rng.IntN(len(members)-1)]
+	if to == from {
+		to = members[len(members)-1]
+	}
+	return to
 }
 
 // draw returns one duration of the distribution.

@@ -2,6 +2,7 @@ package trace_test
 
 import (
 	"context"
+	"flag"
 	"math"
 	"os"
 	"path/filepath"
@@ -36,6 +37,19 @@ rate_per_day = 480
 delay = { dist = "fixed", mean = "500ms" }
 `
 
+// calibPaper is calibScenario with Martiny et al.'s simulated traffic, as
+// martiny-naive.toml has it.
+const calibPaper = calibScenario + `
+[traffic]
+stray_receipts = 0.3333333333333333
+replies = 0.25
+repeats = 0.25
+`
+
+// labLong runs the lab's longer checks: the calibration on the paper's
+// traffic (a second live run, about 30 s more).
+var labLong = flag.Bool("lab.long", false, "also run the lab's longer checks (TestLabCalibration on the paper's traffic)")
+
 const (
 	calibSeed = 7
 	// calibMedianRatio bounds live/trace (and trace/live) of the SDA's
@@ -57,8 +71,23 @@ const (
 // (trace.FromSchedule), runs the SDA on both observer records with the
 // same options, and checks that both give the same result within the
 // stated tolerance.
+//
+// It runs the lab's own traffic (every receipt reaches its writer,
+// independent conversations) in the default test run, and with -lab.long
+// also Martiny et al.'s ([traffic]: stray receipts, correlated
+// background), which the live population plays and FromSchedule models.
 func TestLabCalibration(t *testing.T) {
-	sc, err := scenario.Parse([]byte(calibScenario))
+	t.Run("lab traffic", func(t *testing.T) { calibrate(t, calibScenario) })
+	t.Run("paper traffic", func(t *testing.T) {
+		if !*labLong {
+			t.Skip("a second live run of about 30 s: go test ./lab/trace -run TestLabCalibration -lab.long")
+		}
+		calibrate(t, calibPaper)
+	})
+}
+
+func calibrate(t *testing.T, src string) {
+	sc, err := scenario.Parse([]byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,12 +7,15 @@
 // connection per conversation, one for cover traffic), buckets, token
 // epochs, deliveries, acks, receipts (off, at once, jittered), replies and
 // cover traffic (a Poisson tick per user; a queued real message or a
-// dummy to one of the user's conversations). PaperTraffic switches on the
-// traffic of Martiny et al.'s published simulation: stray receipts and
-// correlated background (replies to and repeats of earlier texts); the
-// default is every receipt delivered and independent background.
+// dummy to one of the user's conversations). The traffic of Martiny et
+// al.'s published simulation, stray receipts and correlated background
+// (replies to and repeats of earlier texts), is on when the scenario's
+// [traffic] keys say so; the default is every receipt delivered and
+// independent background.
 //
-// Call Generate with Params and a function that takes each event; events
+// Call FromScenario with a scenario (lab/scenario) for the Params, so
+// that the trace models the traffic a live run of the same file plays;
+// then Generate with them and a function that takes each event; events
 // come in time order. Memory is O(users × conversations per user) for the
 // graph plus what is in flight, never O(events). Generate returns the
 // ground truth the scorer needs (lab/attack/score.Truth).

@@ -38,8 +38,10 @@ type ScheduleOptions struct {
 // Send to each recipient's mailbox in its conversation (the intro mailbox
 // when the scenario does not use per-conversation mailboxes), delivered
 // and acked on the recipient's connection; a receipt (direct chats, when
-// the scenario has them) is a Send back to the writer's mailbox. Handles
-// are the schedule's. It returns the truth to score attacks with and the
+// the scenario has them) is a Send back to the writer's mailbox, or, for
+// the scenario's fraction traffic.stray_receipts, a Send from a random
+// user to a random peer of theirs instead (the correlated background of
+// [traffic] is in the schedule itself). Handles are the schedule's. It returns the truth to score attacks with and the
 // attacker's public knowledge (handle -> intro mailbox).
 //
 // Not modelled (as in Generate): the setup (registration, key
@@ -108,6 +110,25 @@ func FromSchedule(sc *scenario.Scenario, s *scenario.Schedule, o ScheduleOptions
 			attack.Event{T: t + lat, Conn: rc, Ev: "deliver", Mailbox: mb, Bucket: bkt},
 			attack.Event{T: t + lat + lat/2, Conn: rc, Ev: "ack", Mailbox: mb, N: 1})
 	}
+	// Stray receipts (traffic.stray_receipts), as lab/population plays
+	// them: the receipt is dropped and a random user sends one, at the
+	// same time, to a random peer of its direct chats.
+	type peer struct{ u, conv int }
+	peers := make([][]peer, len(s.Users))
+	var writers []int // users with a direct chat
+	for ci, c := range s.Convs {
+		if !c.Group {
+			a, b := c.Members[0], c.Members[1]
+			peers[a] = append(peers[a], peer{b, ci})
+			peers[b] = append(peers[b], peer{a, ci})
+		}
+	}
+	for u := range peers {
+		if len(peers[u]) > 0 {
+			writers = append(writers, u)
+		}
+	}
+	stray := sc.Traffic.StrayReceipts
 	for _, m := range s.Messages {
 		t := at(m.At)
 		c := s.Convs[m.Conv]
@@ -115,7 +136,13 @@ func FromSchedule(sc *scenario.Scenario, s *scenario.Schedule, o ScheduleOptions
 			send(t, m.From, r, m.Conv, bucketOf(m.Size))
 			tb.Receive(s.Users[r].Handle, t)
 			if receipts && !c.Group {
-				send(t+lag(), r, m.From, m.Conv, 2048)
+				from, to, conv := r, m.From, m.Conv
+				if stray > 0 && rng.Float64() < stray {
+					from = writers[rng.IntN(len(writers))]
+					p := peers[from][rng.IntN(len(peers[from]))]
+					to, conv = p.u, p.conv
+				}
+				send(t+lag(), from, to, conv, 2048)
 			}
 		}
 	}

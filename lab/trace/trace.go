@@ -49,15 +49,16 @@ type Params struct {
 	// a random user at the same time (in per-conversation mode to one of
 	// that user's background conversation mailboxes). Martiny et al.'s
 	// published simulation does this to a third of the target's receipts
-	// (PaperTraffic); 0 is every receipt delivered.
+	// (the scenario key traffic.stray_receipts, FromScenario); 0 is every
+	// receipt delivered.
 	StrayReceipts float64
 	// BgReplies and BgRepeats are the fractions of background texts that
 	// are, instead of a new text in a random conversation, a reply to (the
 	// reverse direction of) or a repeat of (the same direction as) a
 	// background text drawn uniformly from all earlier ones: correlated
 	// background, as Martiny et al.'s simulation draws a quarter of each
-	// epoch's messages each way (PaperTraffic). 0 is independent
-	// (Poisson) background.
+	// epoch's messages each way (traffic.replies and traffic.repeats,
+	// FromScenario). 0 is independent (Poisson) background.
 	BgReplies float64
 	BgRepeats float64
 	// CoverRate is envelopes per second per user in cover mode (0 off).
@@ -126,15 +127,6 @@ type gen struct {
 }
 
 type bgText struct{ u, v, j int32 }
-
-// PaperTraffic is p with the traffic of Martiny et al.'s published
-// simulation (repository timartiny/Improving-Signal-Sealed-Sender,
-// list_attack.py, its 10^6-user runs): a third of receipts stray, a
-// quarter of the background replies and a quarter repeats earlier texts.
-func PaperTraffic(p Params) Params {
-	p.StrayReceipts, p.BgReplies, p.BgRepeats = 1.0/3, 0.25, 0.25
-	return p
-}
 
 // Generate runs the model and passes every event, in time order, to emit;
 // the event is reused after emit returns.

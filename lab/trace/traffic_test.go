@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/lab/attack"
+	"github.com/quicprochat/qpc/lab/scenarios"
 )
 
 // TestLabPaperTrafficFractions checks, on the generated record alone, that
@@ -14,11 +15,22 @@ import (
 // background replies reverse and repeats copy an earlier Send.
 func TestLabPaperTrafficFractions(t *testing.T) {
 	const tol = 0.02
+	sc, err := scenarios.Load("martiny-naive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paper, err := FromScenario(sc, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paper.StrayReceipts == 0 || paper.BgReplies == 0 || paper.BgRepeats == 0 {
+		t.Fatalf("martiny-naive.toml has no paper traffic: %+v", sc.Traffic)
+	}
 	t.Run("stray receipts", func(t *testing.T) {
 		// One hot pair, no background: every delivery that is not to the
 		// pair's two mailboxes is a stray receipt.
 		p := Params{Seed: 7, Users: 100_000, Duration: 3600 * second, Hot: 1, HotInterval: second,
-			Receipts: ReceiptsAtOnce, ReceiptDelay: second / 2, StrayReceipts: 1.0 / 3}
+			Receipts: ReceiptsAtOnce, ReceiptDelay: second / 2, StrayReceipts: paper.StrayReceipts}
 		var other, total int
 		pair := map[string]bool{}
 		tr, err := Generate(p, func(e *attack.Event) error {
@@ -42,14 +54,14 @@ func TestLabPaperTrafficFractions(t *testing.T) {
 		if receipts < 5000 {
 			t.Fatalf("only %d receipts", receipts)
 		}
-		if got := float64(other) / float64(receipts); math.Abs(got-1.0/3) > tol {
-			t.Fatalf("stray receipts: %d of %d = %.3f, want 1/3 ± %g", other, receipts, got, tol)
+		if got := float64(other) / float64(receipts); math.Abs(got-paper.StrayReceipts) > tol {
+			t.Fatalf("stray receipts: %d of %d = %.3f, want %.3f ± %g", other, receipts, got, paper.StrayReceipts, tol)
 		}
 	})
 	for _, c := range []struct {
 		name             string
 		replies, repeats float64
-	}{{"replies", 0.25, 0}, {"repeats", 0, 0.25}, {"both", 0.25, 0.25}, {"neither", 0, 0}} {
+	}{{"replies", paper.BgReplies, 0}, {"repeats", 0, paper.BgRepeats}, {"both", paper.BgReplies, paper.BgRepeats}, {"neither", 0, 0}} {
 		t.Run("background "+c.name, func(t *testing.T) {
 			// 10^6 users with one conversation each and 10,000 texts: a
 			// pair recurs by chance in about 1% of texts.

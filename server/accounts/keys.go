@@ -10,6 +10,7 @@ import (
 
 	"github.com/bytemare/opaque"
 	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/internal/secretfile"
 	"golang.org/x/crypto/cryptobyte"
 )
 
@@ -130,9 +131,9 @@ func loadKeys(path string, serverIdentity []byte) (*Keys, error) {
 	return &Keys{skm: skm}, nil
 }
 
-// createKeys writes fresh key material to a temporary file, syncs it, and
-// links it to path; link fails if path exists, so an existing key file is
-// never overwritten, even by a concurrent start.
+// createKeys writes fresh key material to path (secretfile.Create), which
+// never replaces an existing file, so a concurrent start that won the race
+// keeps its key and this one reads it.
 func createKeys(path string, serverIdentity []byte) error {
 	conf := account.Configuration()
 	sk, pk := conf.KeyGen()
@@ -151,44 +152,14 @@ func createKeys(path string, serverIdentity []byte) error {
 	if err != nil {
 		return fmt.Errorf("accounts: encode key file: %w", err)
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".opaque.key.*")
+	err = secretfile.Create(path, data)
+	if errors.Is(err, fs.ErrExist) {
+		return nil // someone else created it: loadKeys reads theirs
+	}
 	if err != nil {
 		return fmt.Errorf("accounts: create key file: %w", err)
 	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if err := writeSynced(tmp, data); err != nil {
-		return fmt.Errorf("accounts: write key file: %w", err)
-	}
-	if err := os.Link(tmpName, path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil // someone else created it: loadKeys reads theirs
-		}
-		return fmt.Errorf("accounts: create key file: %w", err)
-	}
-	// Make the new directory entry durable too.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
 	return nil
-}
-
-func writeSynced(f *os.File, data []byte) error {
-	// CreateTemp already creates the file 0600; the Chmod makes the mode a
-	// checked property of this code rather than of CreateTemp.
-	err := f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // serverKeyMaterial returns a private copy of the key material for one

@@ -265,7 +265,7 @@ func RequestKinds() []string { return append([]string(nil), requestKinds...) }
 var requestKinds = []string{
 	"client_hello", "create_mailbox", "send", "fetch", "subscribe", "ack",
 	"delete_mailbox", "health", "account", "token_keys", "issue_tokens", "token_quota",
-	"kt_publish", "kt_lookup", "kt_history", "kt_consistency", "kt_checkpoint", "kt_tile",
+	"kt_publish", "kt_lookup", "kt_lookup_batch", "kt_history", "kt_consistency", "kt_checkpoint", "kt_tile",
 	"upload_key_packages", "fetch_key_package",
 }
 
@@ -302,6 +302,8 @@ func KindLabel(k wire.Kind) string {
 		return "kt_publish"
 	case wire.KindKTLookup:
 		return "kt_lookup"
+	case wire.KindKTLookupBatch:
+		return "kt_lookup_batch"
 	case wire.KindKTHistory:
 		return "kt_history"
 	case wire.KindKTConsistency:

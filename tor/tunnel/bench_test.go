@@ -51,12 +51,20 @@ func udpPair(b *testing.B) *benchPair {
 	return &benchPair{conn: conn}
 }
 
-func tunnelPair(b *testing.B) *benchPair {
+func tunnelPair(b *testing.B) *benchPair { return tunnelPairWith(b, Options{}) }
+
+// oldTunnelPair is the tunnel as it was before issue 22: delayed ACKs on
+// its streams and no wait for small datagrams.
+func oldTunnelPair(b *testing.B) *benchPair {
+	return tunnelPairWith(b, Options{DelayedACK: true, SmallHold: -1})
+}
+
+func tunnelPairWith(b *testing.B, opts Options) *benchPair {
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	spc := Server(tl, Options{})
+	spc := Server(tl, opts)
 	str := &quic.Transport{Conn: spc}
 	ln, err := str.Listen(serverTLS(b), spc.QUICConfig(nil))
 	if err != nil {
@@ -67,7 +75,7 @@ func tunnelPair(b *testing.B) *benchPair {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cpc := Client(tcp, Options{})
+	cpc := Client(tcp, opts)
 	ctr := &quic.Transport{Conn: cpc}
 	conn, err := ctr.Dial(context.Background(), cpc.RemoteAddr(), clientTLS(), cpc.QUICConfig(nil))
 	if err != nil {
@@ -120,7 +128,7 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		pair func(*testing.B) *benchPair
-	}{{"udp", udpPair}, {"tunnel", tunnelPair}} {
+	}{{"udp", udpPair}, {"tunnel", tunnelPair}, {"tunnel-old", oldTunnelPair}, {"tunnel-qa", func(b *testing.B) *benchPair { return tunnelPairWith(b, Options{SmallHold: -1}) }}} {
 		b.Run(tc.name, func(b *testing.B) {
 			p := tc.pair(b)
 			const chunk = 1 << 20
@@ -151,7 +159,7 @@ func BenchmarkMessageRate(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		pair func(*testing.B) *benchPair
-	}{{"udp", udpPair}, {"tunnel", tunnelPair}} {
+	}{{"udp", udpPair}, {"tunnel", tunnelPair}, {"tunnel-old", oldTunnelPair}, {"tunnel-qa", func(b *testing.B) *benchPair { return tunnelPairWith(b, Options{SmallHold: -1}) }}} {
 		b.Run(tc.name, func(b *testing.B) {
 			p := tc.pair(b)
 			msg := make([]byte, 512) // one control bucket

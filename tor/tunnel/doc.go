@@ -19,5 +19,12 @@
 // drops the datagram as a full UDP buffer would, so one slow circuit
 // cannot stall the others.
 //
+// Tor writes to its streams with Nagle's algorithm on, which costs a
+// delayed-ACK timeout (40 ms) wherever a write follows an unacknowledged
+// one. So the tunnel acknowledges every read at once (TCP_QUICKACK on
+// Linux), and a write of only small datagrams (QUIC ACKs) after a quiet
+// spell waits up to Options.SmallHold for the answer that usually follows,
+// to cross Tor in the same write (docs/tor.md, "Performance"; ADR 0023).
+//
 // Imports: quic-go and the standard library.
 package tunnel

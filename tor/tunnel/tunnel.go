@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -33,6 +34,11 @@ const (
 	defaultQueueLen    = 256
 	defaultIdleTimeout = 5 * time.Minute
 	incomingQueue      = 1024
+	defaultSmallHold   = 15 * time.Millisecond
+	// smallDatagram is the largest datagram SmallHold waits on: a QUIC
+	// packet of only ACK or PING frames is well below it, and every
+	// record of the protocol (512 bytes and up) well above.
+	smallDatagram = 64
 )
 
 // Errors.
@@ -62,6 +68,20 @@ type Options struct {
 	// from its peer for this long, so vanished peers do not hold file
 	// descriptors. Keep it above the QUIC idle timeout. Default 5 min.
 	IdleTimeout time.Duration
+	// DelayedACK keeps the kernel's delayed ACKs on the streams. By
+	// default the tunnel acknowledges every read at once (TCP_QUICKACK
+	// on Linux), because the peer that writes to it may be tor, which
+	// does not disable Nagle's algorithm: with delayed ACKs, the second
+	// piece of a datagram tor writes in two waits up to 40 ms for the
+	// ACK of the first (docs/tor.md, "Performance"). For measurement.
+	DelayedACK bool
+	// SmallHold is how long a write of nothing but small datagrams
+	// (at most 64 bytes: QUIC ACKs and PINGs) waits for another datagram
+	// to share it. Through Tor, a small write followed by another within
+	// tens of milliseconds waits for a relay's delayed ACK (docs/tor.md,
+	// "Performance"); a QUIC ACK is usually followed by the answer it
+	// precedes. Default 15 ms; negative: never wait.
+	SmallHold time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -76,6 +96,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = defaultIdleTimeout
+	}
+	if o.SmallHold == 0 {
+		o.SmallHold = defaultSmallHold
 	}
 }
 
@@ -296,7 +319,13 @@ func (p *peer) readLoop() {
 	defer p.pc.wg.Done()
 	defer p.close()
 	server := p.pc.ln != nil
-	r := bufio.NewReaderSize(p.conn, 16<<10)
+	var src io.Reader = p.conn
+	if !p.pc.opts.DelayedACK {
+		if rc := quickAckConn(p.conn); rc != nil {
+			src = &quickAckReader{r: p.conn, rc: rc}
+		}
+	}
+	r := bufio.NewReaderSize(src, 16<<10)
 	var hdr [2]byte
 	for {
 		if server {
@@ -333,9 +362,35 @@ func (p *peer) readLoop() {
 	}
 }
 
+// quickAckReader reads from a TCP stream and has every read acknowledged
+// at once. Without it, a writer that has Nagle's algorithm on (tor does,
+// on its SOCKS and onion-service streams) holds the rest of a datagram
+// until the kernel's delayed ACK for its first part fires: the tunnel
+// waits for a whole datagram before it answers anything, so no data of
+// ours carries the ACK earlier.
+type quickAckReader struct {
+	r  io.Reader
+	rc syscall.RawConn
+}
+
+func (q *quickAckReader) Read(b []byte) (int, error) {
+	n, err := q.r.Read(b)
+	if n > 0 {
+		quickAck(q.rc)
+	}
+	return n, err
+}
+
 func (p *peer) writeLoop() {
 	defer p.pc.wg.Done()
 	w := bufio.NewWriterSize(p.conn, 32<<10)
+	var hold *time.Timer
+	var last time.Time // of the last write
+	if p.pc.opts.SmallHold > 0 {
+		hold = time.NewTimer(time.Hour)
+		hold.Stop()
+		defer hold.Stop()
+	}
 	for {
 		var buf *[]byte
 		select {
@@ -343,23 +398,56 @@ func (p *peer) writeLoop() {
 		case <-p.done:
 			return
 		}
-		_, err := w.Write(*buf)
-		bufPool.Put(buf)
+		small := len(*buf)-2 <= smallDatagram
+		err := p.write(w, buf)
 		// Coalesce what is already queued into one write: a QUIC flight
 		// is several packets, and each write is a Tor cell boundary.
 		for err == nil && len(p.out) > 0 && w.Buffered() < 24<<10 {
 			buf = <-p.out
-			_, err = w.Write(*buf)
-			bufPool.Put(buf)
+			small = small && len(*buf)-2 <= smallDatagram
+			err = p.write(w, buf)
+		}
+		if err == nil && small && hold != nil && time.Since(last) > p.pc.opts.SmallHold {
+			// Only small datagrams (ACKs, PINGs) after a quiet spell:
+			// wait a moment for what usually follows such an ACK, the
+			// answer to the request it acknowledges, so that both
+			// cross Tor in one write. A small write alone followed by
+			// another within tens of milliseconds costs a delayed-ACK
+			// timeout at a relay whose socket has Nagle on
+			// (docs/tor.md, "Performance"). While data flows, writes
+			// follow each other closely and nothing waits: holding
+			// the ACKs of a bulk transfer would stall its sender.
+			hold.Reset(p.pc.opts.SmallHold)
+			select {
+			case buf = <-p.out:
+				err = p.write(w, buf)
+				for err == nil && len(p.out) > 0 && w.Buffered() < 24<<10 {
+					err = p.write(w, <-p.out)
+				}
+				if !hold.Stop() {
+					<-hold.C
+				}
+			case <-hold.C:
+			case <-p.done:
+				return
+			}
 		}
 		if err == nil {
 			err = w.Flush()
+			last = time.Now()
 		}
 		if err != nil {
 			p.close()
 			return
 		}
 	}
+}
+
+// write buffers one framed datagram and returns its buffer to the pool.
+func (p *peer) write(w *bufio.Writer, buf *[]byte) error {
+	_, err := w.Write(*buf)
+	bufPool.Put(buf)
+	return err
 }
 
 // ReadFrom reads the next datagram from any stream. A read deadline

@@ -462,3 +462,50 @@ func TestTooManyPeers(t *testing.T) {
 		t.Errorf("%d streams, want 2", pc.Peers())
 	}
 }
+
+// TestSmallDatagramsShareAWrite: an ACK written after a quiet spell waits
+// for the answer that follows it a few milliseconds later, so that both
+// reach tor in one write (one relay cell run), instead of the answer
+// being held at a Nagle relay behind the lone ACK's cell.
+func TestSmallDatagramsShareAWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts Options
+	if opts.setDefaults(); opts.SmallHold <= 0 {
+		t.Fatalf("SmallHold is off by default (%v)", opts.SmallHold)
+	}
+	// A longer hold than the default keeps the test independent of how
+	// late a loaded machine wakes the sleeps below.
+	pc := Server(ln, Options{SmallHold: 250 * time.Millisecond})
+	defer pc.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte{0, 3, 'h', 'i', '!'}); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	_, from, err := pc.ReadFrom(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ack, answer = 30, 600
+	got := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _ := conn.Read(buf) // the first segment that arrives
+		got <- n
+	}()
+	time.Sleep(5 * time.Millisecond) // the reader is waiting
+	pc.WriteTo(make([]byte, ack), from)
+	time.Sleep(5 * time.Millisecond) // the server's fsync
+	pc.WriteTo(make([]byte, answer), from)
+	if n := <-got; n != 2+ack+2+answer {
+		t.Fatalf("first read from the tunnel: %d bytes, want the ACK and the answer together (%d)", n, 2+ack+2+answer)
+	}
+}

@@ -373,6 +373,26 @@ CPU, memory per idle connection). `+"`just rss`"+` (TestAttackServerRSS) measure
 the server process's RSS and a client's p99 under the issue-18 attacks;
 its figures are in docs/operations.md ("Memory under attack").
 
+One 10,000-update key-transparency epoch into a 1M-label tree is
+separate too (`+"`go test ./kt -run '^$' -bench Epoch10k -benchtime 5x`"+`,
+about a minute, building the tree with synthetic VRF outputs); its
+figures, against the tree code before the storage change in the same
+run, are in docs/key-transparency.md §6.
+
+A member's join into a group, with the key-transparency lookups of the
+members it did not know one at a time against concurrent, is separate
+too (`+"`QPC_BENCH=1 QPC_JOIN_MEMBERS=11 go test ./internal/e2e -run TestMessengerGroupJoinKT -v`"+`,
+about a minute per delay, joiners behind a proxy adding `+"`QPC_JOIN_DELAY`"+`
+each way); its figures are in docs/key-transparency.md §6.
+
+Round trips over Tor need a private Tor network (internal/tornet, about
+20 s to start): `+"`go test -timeout 30m -run '^$' -bench OnionRoundTrip -benchtime 1x -count 5 ./internal/onion`"+`
+compares a Send and a Health through an onion service with a raw TCP echo
+of 2 KiB on the same circuit, the tunnel as shipped with the tunnel as it
+was before issue 22, in one run. Its figures, and why a Send once cost
+2.3–4.2 echoes (Nagle in tor meeting delayed ACKs), are in docs/tor.md
+("Performance").
+
 `)
 	fmt.Fprint(w, "## Run time of each part\n\n| part | wall time |\n|---|---:|\n")
 	for _, s := range r.Steps {

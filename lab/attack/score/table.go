@@ -3,6 +3,7 @@ package score
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/quicprochat/qpc/lab/record"
@@ -128,7 +129,8 @@ func ReceiptLags(lines []record.Truth, from int64) []time.Duration {
 				last[[3]string{x.Conv, x.From, to}] = x.T
 			}
 		case record.MsgReceipt:
-			if len(x.To) != 1 {
+			if len(x.To) != 1 || strings.HasPrefix(x.Msg, record.StrayPrefix) {
+				// A stray receipt answers no text: no lag to measure.
 				continue
 			}
 			k := [3]string{x.Conv, x.To[0], x.From}

@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"errors"
@@ -182,4 +182,18 @@ func checkControl(s string) error {
 		return fmt.Errorf("%q is not host:port or unix:/path", s)
 	}
 	return CheckLoopback(s)
+}
+
+// CheckLoopback refuses a host:port whose host is not a loopback IP
+// address. A name is refused too: resolving it would be a DNS lookup,
+// which an onion-only server must never make.
+func CheckLoopback(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", hostport, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback IP address", hostport)
+	}
+	return nil
 }

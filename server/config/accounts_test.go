@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 // TestAccountOptions: the defaults of the login and registration limits
 // are the package's, and each setting reaches accounts.Options.
 func TestAccountOptions(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	o := c.AccountOptions()
 	want := accounts.Options{
 		MaxFailures: accounts.DefaultMaxFailures, FailureWindow: accounts.DefaultFailureWindow,

@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"bufio"
@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/padding"
-	"github.com/quicprochat/qpc/server/store"
 )
 
 // mapEnv is a lookupEnv over a fixed map, so tests never see the real
@@ -32,7 +31,7 @@ func dataDir(t *testing.T, file string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if file != "" {
-		if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(file), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, FileName), []byte(file), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -41,16 +40,16 @@ func dataDir(t *testing.T, file string) string {
 
 func TestConfigDefaults(t *testing.T) {
 	dir := dataDir(t, "")
-	c, err := LoadConfig(ConfigFlags{"data_dir": dir}, mapEnv(nil))
+	c, err := Load(Flags{"data_dir": dir}, mapEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := DefaultConfig()
+	want := Default()
 	want.DataDir = dir
 	if got := *c; !configEqual(got, want) {
 		t.Errorf("config = %+v, want %+v", got, want)
 	}
-	for _, key := range ConfigKeys() {
+	for _, key := range Keys() {
 		wantKind := FromDefault
 		if key == "data_dir" {
 			wantKind = FromFlag
@@ -70,7 +69,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.StoreMaxBatch != 256 || c.KeyPackagePool != 100 {
 		t.Errorf("defaults differ from the documented ones: %+v", c)
 	}
-	if d := DefaultConfig(); d.DataDir != "./qpc-data" {
+	if d := Default(); d.DataDir != "./qpc-data" {
 		t.Errorf("default data dir %q", d.DataDir)
 	}
 }
@@ -138,11 +137,11 @@ func TestConfigPrecedence(t *testing.T) {
 			if tt.given.env != "" {
 				env[EnvName(tt.key)] = tt.given.env
 			}
-			flags := ConfigFlags{"data_dir": dir}
+			flags := Flags{"data_dir": dir}
 			if tt.given.flag != "" {
 				flags[tt.key] = tt.given.flag
 			}
-			c, err := LoadConfig(flags, mapEnv(env))
+			c, err := Load(flags, mapEnv(env))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +153,7 @@ func TestConfigPrecedence(t *testing.T) {
 				t.Errorf("source = %v, want kind %v", src, tt.wantFrom)
 			}
 			wantName := map[SourceKind]string{
-				FromFile: filepath.Join(dir, ConfigFile), FromEnv: EnvName(tt.key),
+				FromFile: filepath.Join(dir, FileName), FromEnv: EnvName(tt.key),
 				FromFlag: "--" + FlagName(tt.key), FromDefault: "",
 			}[tt.wantFrom]
 			if src.Name != wantName {
@@ -170,14 +169,14 @@ func TestConfigDataDir(t *testing.T) {
 	envDir := dataDir(t, "max_streams = 5\n")
 	flagDir := dataDir(t, "max_streams = 6\n")
 
-	c, err := LoadConfig(nil, mapEnv(map[string]string{"QPC_DATA_DIR": envDir}))
+	c, err := Load(nil, mapEnv(map[string]string{"QPC_DATA_DIR": envDir}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.DataDir != envDir || c.MaxStreams != 5 || c.Source("data_dir").Kind != FromEnv {
 		t.Errorf("env data dir: dir %q (%v), max_streams %d", c.DataDir, c.Source("data_dir"), c.MaxStreams)
 	}
-	c, err = LoadConfig(ConfigFlags{"data_dir": flagDir}, mapEnv(map[string]string{"QPC_DATA_DIR": envDir}))
+	c, err = Load(Flags{"data_dir": flagDir}, mapEnv(map[string]string{"QPC_DATA_DIR": envDir}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +188,7 @@ func TestConfigDataDir(t *testing.T) {
 	}
 
 	// An empty variable counts as unset rather than as an empty value.
-	c, err = LoadConfig(ConfigFlags{"data_dir": flagDir}, mapEnv(map[string]string{"QPC_LISTEN": ""}))
+	c, err = Load(Flags{"data_dir": flagDir}, mapEnv(map[string]string{"QPC_LISTEN": ""}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,11 +202,11 @@ func TestConfigErrors(t *testing.T) {
 		name  string
 		file  string
 		env   map[string]string
-		flags ConfigFlags
+		flags Flags
 		want  []string // all must appear in the error
 	}{
 		{name: "unknown file key", file: "listen = \"127.0.0.1:1\"\nquota_mesages = 5\n",
-			want: []string{`unknown key "quota_mesages"`, "file ", ConfigFile}},
+			want: []string{`unknown key "quota_mesages"`, "file ", FileName}},
 		{name: "unknown table", file: "[server]\nlisten = \"127.0.0.1:1\"\n",
 			want: []string{`unknown key "server"`}},
 		{name: "data_dir in file", file: "data_dir = \"/elsewhere\"\n",
@@ -222,64 +221,64 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{"buckets from file", "ascending"}},
 		{name: "file bucket too small for an envelope", file: "buckets = [512, 2048]\n",
 			want: []string{"buckets from file", "no room for an envelope"}},
-		{name: "bad file value even when overridden", file: "max_streams = 0\n", flags: ConfigFlags{"max_streams": "10"},
+		{name: "bad file value even when overridden", file: "max_streams = 0\n", flags: Flags{"max_streams": "10"},
 			want: []string{"max_streams from file", "outside 1..65535"}},
 		{name: "key package pool too large for its u16", env: map[string]string{"QPC_KEY_PACKAGE_POOL": "65536"},
 			want: []string{"key_package_pool from env QPC_KEY_PACKAGE_POOL", "outside 1..65535"}},
-		{name: "key package pool zero", flags: ConfigFlags{"key_package_pool": "0"},
+		{name: "key package pool zero", flags: Flags{"key_package_pool": "0"},
 			want: []string{"key_package_pool from flag --key-package-pool", "outside 1..65535"}},
 
-		{name: "listen without port", flags: ConfigFlags{"listen": "127.0.0.1"},
+		{name: "listen without port", flags: Flags{"listen": "127.0.0.1"},
 			want: []string{"listen from flag --listen", "not host:port"}},
 		{name: "listen without host", env: map[string]string{"QPC_LISTEN": ":4433"},
 			want: []string{"listen from env QPC_LISTEN", "no host"}},
-		{name: "listen bad port", flags: ConfigFlags{"listen": "127.0.0.1:99999"},
+		{name: "listen bad port", flags: Flags{"listen": "127.0.0.1:99999"},
 			want: []string{"listen from flag --listen", "no valid port"}},
 		{name: "env bad duration", env: map[string]string{"QPC_MESSAGE_TTL": "21d"},
 			want: []string{"message_ttl from env QPC_MESSAGE_TTL", `"21d" is not a duration`}},
-		{name: "flag negative timeout", flags: ConfigFlags{"request_timeout": "-1s"},
+		{name: "flag negative timeout", flags: Flags{"request_timeout": "-1s"},
 			want: []string{"request_timeout from flag --request-timeout", "shorter than"}},
-		{name: "purge too often", flags: ConfigFlags{"purge_interval": "10ms"},
+		{name: "purge too often", flags: Flags{"purge_interval": "10ms"},
 			want: []string{"purge_interval from flag --purge-interval"}},
 		{name: "env bad buckets", env: map[string]string{"QPC_BUCKETS": "512,2k"},
 			want: []string{"buckets from env QPC_BUCKETS", "comma-separated"}},
-		{name: "flag too many buckets", flags: ConfigFlags{"buckets": "512,1024,2048,4096,8192,16384,32768,65536,131072"},
+		{name: "flag too many buckets", flags: Flags{"buckets": "512,1024,2048,4096,8192,16384,32768,65536,131072"},
 			want: []string{"buckets from flag --buckets", "9 buckets"}},
 		{name: "env bad level", env: map[string]string{"QPC_LOG_LEVEL": "verbose"},
 			want: []string{"log_level from env QPC_LOG_LEVEL", "verbose"}},
-		{name: "flag bad format", flags: ConfigFlags{"log_format": "xml"},
+		{name: "flag bad format", flags: Flags{"log_format": "xml"},
 			want: []string{"log_format from flag --log-format", "text or json"}},
 		{name: "env not an integer", env: map[string]string{"QPC_QUOTA_BYTES": "256MiB"},
 			want: []string{"quota_bytes from env QPC_QUOTA_BYTES", "not an integer"}},
-		{name: "zero quota", flags: ConfigFlags{"quota_messages": "0"},
+		{name: "zero quota", flags: Flags{"quota_messages": "0"},
 			want: []string{"quota_messages from flag --quota-messages", "outside"}},
-		{name: "quota beyond u32", flags: ConfigFlags{"quota_messages": "4294967296"},
+		{name: "quota beyond u32", flags: Flags{"quota_messages": "4294967296"},
 			want: []string{"quota_messages from flag --quota-messages", "outside"}},
 		{name: "ttl beyond u32 seconds", env: map[string]string{"QPC_MESSAGE_TTL": "1200000h"},
 			want: []string{"message_ttl from env QPC_MESSAGE_TTL", "longer than"}},
-		{name: "delivery per connection below two largest buckets", flags: ConfigFlags{"delivery_conn_bytes": "200000"},
+		{name: "delivery per connection below two largest buckets", flags: Flags{"delivery_conn_bytes": "200000"},
 			want: []string{"delivery_conn_bytes from flag --delivery-conn-bytes", "outside 262144.."}},
-		{name: "delivery total below per connection", flags: ConfigFlags{"delivery_bytes": "1048576"},
+		{name: "delivery total below per connection", flags: Flags{"delivery_bytes": "1048576"},
 			want: []string{"delivery_bytes from flag --delivery-bytes", "outside 2097152.."}},
-		{name: "request per connection below the largest bucket", flags: ConfigFlags{"request_conn_bytes": "100000"},
+		{name: "request per connection below the largest bucket", flags: Flags{"request_conn_bytes": "100000"},
 			want: []string{"request_conn_bytes from flag --request-conn-bytes", "outside 131072.."}},
-		{name: "request total below per connection", flags: ConfigFlags{"request_bytes": "1048576"},
+		{name: "request total below per connection", flags: Flags{"request_bytes": "1048576"},
 			want: []string{"request_bytes from flag --request-bytes", "outside 2097152.."}},
 		{name: "zero batch", env: map[string]string{"QPC_STORE_MAX_BATCH": "0"},
 			want: []string{"store_max_batch from env QPC_STORE_MAX_BATCH"}},
-		{name: "empty data dir flag", flags: ConfigFlags{"data_dir": ""},
+		{name: "empty data dir flag", flags: Flags{"data_dir": ""},
 			want: []string{"data_dir from flag --data-dir", "empty"}},
-		{name: "unknown flag key", flags: ConfigFlags{"colour": "blue"},
+		{name: "unknown flag key", flags: Flags{"colour": "blue"},
 			want: []string{`unknown flag key "colour"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := dataDir(t, tt.file)
-			flags := ConfigFlags{"data_dir": dir}
+			flags := Flags{"data_dir": dir}
 			for k, v := range tt.flags {
 				flags[k] = v
 			}
-			c, err := LoadConfig(flags, mapEnv(tt.env))
+			c, err := Load(flags, mapEnv(tt.env))
 			if err == nil {
 				t.Fatalf("no error; config %+v", c)
 			}
@@ -293,62 +292,20 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestConfigValidateNamesSource(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	c.MaxStreams = 0
 	err := c.Validate()
 	if err == nil || !strings.Contains(err.Error(), "max_streams from default") {
 		t.Errorf("Validate = %v", err)
 	}
-	if _, _, err := c.Options(); err == nil {
-		t.Error("Options accepted an invalid config")
-	}
-}
-
-func TestConfigOptions(t *testing.T) {
-	dir := dataDir(t, "buckets = [1024, 8192, 65536]\nquota_messages = 7\nquota_bytes = 9000\n")
-	c, err := LoadConfig(ConfigFlags{
-		"data_dir": dir, "message_ttl": "2h", "purge_interval": "1m", "max_streams": "9",
-		"handshake_timeout": "2s", "idle_timeout": "3s", "request_timeout": "4s", "store_max_batch": "17",
-		"key_package_pool": "12",
-	}, mapEnv(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	so, sto, err := c.Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !so.Policy.Equal(mustPolicy(t, 1024, 8192, 65536)) {
-		t.Errorf("policy %v", so.Policy)
-	}
-	if so.Quota != (store.Quota{MaxMessages: 7, MaxBytes: 9000}) || so.TTL != 2*time.Hour ||
-		so.PurgeInterval != time.Minute || so.MaxStreams != 9 || so.HandshakeTimeout != 2*time.Second ||
-		so.IdleTimeout != 3*time.Second || so.RequestTimeout != 4*time.Second || so.KeyPackagePool != 12 {
-		t.Errorf("server options %+v", so)
-	}
-	if so.Identity != nil || so.Store != nil || so.Logger != nil {
-		t.Error("Options filled fields the caller owns")
-	}
-	if sto.MaxBatch != 17 || sto.MaxEnvelope != 65536-4-35 { // what a Delivery record carries in the largest bucket
-		t.Errorf("store options %+v", sto)
-	}
-}
-
-func mustPolicy(t *testing.T, sizes ...int) padding.Policy {
-	t.Helper()
-	p, err := padding.NewPolicy(sizes...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // TestConfigRender checks the annotations and that the rendered text is
 // itself a valid file giving the same values.
 func TestConfigRender(t *testing.T) {
 	dir := dataDir(t, "max_streams = 42\nbuckets = [1024, 65536]\n")
-	c, err := LoadConfig(
-		ConfigFlags{"data_dir": dir, "message_ttl": "36h"},
+	c, err := Load(
+		Flags{"data_dir": dir, "message_ttl": "36h"},
 		mapEnv(map[string]string{"QPC_QUOTA_MESSAGES": "77", "QPC_LOG_FORMAT": "json"}),
 	)
 	if err != nil {
@@ -376,7 +333,7 @@ func TestConfigRender(t *testing.T) {
 		"idle_timeout":   `^idle_timeout = "1m" +# default$`,
 		"data_dir":       `^# data_dir = ".+" +# from flag$`,
 	}
-	for _, key := range ConfigKeys() {
+	for _, key := range Keys() {
 		if lines[key] == "" {
 			t.Errorf("rendered config lacks %s:\n%s", key, out.String())
 		}
@@ -391,7 +348,7 @@ func TestConfigRender(t *testing.T) {
 	var again bytes.Buffer
 	c.Render(&again)
 	dir2 := dataDir(t, again.String())
-	c2, err := LoadConfig(ConfigFlags{"data_dir": dir2}, mapEnv(nil))
+	c2, err := Load(Flags{"data_dir": dir2}, mapEnv(nil))
 	if err != nil {
 		t.Fatalf("rendered config does not load back: %v\n%s", err, again.String())
 	}
@@ -399,7 +356,7 @@ func TestConfigRender(t *testing.T) {
 	if !configEqual(*c, *c2) {
 		t.Errorf("round trip: got %+v, want %+v", c2, c)
 	}
-	for _, key := range ConfigKeys() {
+	for _, key := range Keys() {
 		if want := map[bool]SourceKind{true: FromFlag, false: FromFile}[key == "data_dir"]; c2.Source(key).Kind != want {
 			t.Errorf("round trip: %s from %v", key, c2.Source(key))
 		}
@@ -409,13 +366,13 @@ func TestConfigRender(t *testing.T) {
 // TestDefaultConfigFile: the file init writes changes nothing as written,
 // mentions every key, and uncommented gives exactly the defaults.
 func TestDefaultConfigFile(t *testing.T) {
-	text := string(DefaultConfigFile())
+	text := string(DefaultFile())
 	dir := dataDir(t, text)
-	c, err := LoadConfig(ConfigFlags{"data_dir": dir}, mapEnv(nil))
+	c, err := Load(Flags{"data_dir": dir}, mapEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range ConfigKeys() {
+	for _, key := range Keys() {
 		if key != "data_dir" && c.Source(key).Kind != FromDefault {
 			t.Errorf("commented file set %s", key)
 		}
@@ -428,16 +385,16 @@ func TestDefaultConfigFile(t *testing.T) {
 	}
 	uncommented := regexp.MustCompile(`(?m)^#([a-z_]+ = )`).ReplaceAllString(text, "$1")
 	dir = dataDir(t, uncommented)
-	c, err = LoadConfig(ConfigFlags{"data_dir": dir}, mapEnv(nil))
+	c, err = Load(Flags{"data_dir": dir}, mapEnv(nil))
 	if err != nil {
 		t.Fatalf("uncommented default file: %v", err)
 	}
-	want := DefaultConfig()
+	want := Default()
 	want.DataDir = dir
 	if !configEqual(*c, want) {
 		t.Errorf("uncommented default file gives %+v", c)
 	}
-	for _, key := range ConfigKeys() {
+	for _, key := range Keys() {
 		if key != "data_dir" && c.Source(key).Kind != FromFile {
 			t.Errorf("uncommented file did not set %s", key)
 		}
@@ -461,7 +418,7 @@ func TestDurationText(t *testing.T) {
 }
 
 func TestConfigLogger(t *testing.T) {
-	c := DefaultConfig()
+	c := Default()
 	c.LogFormat = "json"
 	var buf bytes.Buffer
 	log := c.NewLogger(&buf)
@@ -485,12 +442,12 @@ func TestConfigLogger(t *testing.T) {
 
 func TestConfigFlagsRegister(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	flags := ConfigFlags{}
+	flags := Flags{}
 	flags.Register(fs)
 	if err := fs.Parse([]string{"--listen", "127.0.0.1:9", "--message-ttl=5h", "--store-max-batch", "3"}); err != nil {
 		t.Fatal(err)
 	}
-	want := ConfigFlags{"listen": "127.0.0.1:9", "message_ttl": "5h", "store_max_batch": "3"}
+	want := Flags{"listen": "127.0.0.1:9", "message_ttl": "5h", "store_max_batch": "3"}
 	if len(flags) != len(want) {
 		t.Errorf("flags %v, want %v", flags, want)
 	}
@@ -499,7 +456,7 @@ func TestConfigFlagsRegister(t *testing.T) {
 			t.Errorf("flag %s = %q, want %q", k, flags[k], v)
 		}
 	}
-	for _, key := range ConfigKeys() {
+	for _, key := range Keys() {
 		f := fs.Lookup(FlagName(key))
 		if f == nil {
 			t.Errorf("no flag for %s", key)

@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"bytes"
@@ -27,16 +27,12 @@ import (
 
 // Files inside the data directory.
 const (
-	ConfigFile = "qpc-server.toml"
-	StoreFile  = "qpc.db"
+	FileName  = "qpc-server.toml"
+	StoreFile = "qpc.db"
 )
 
-// The admin listener: loopback by default, so that metrics and health
-// never face the public interfaces unless an operator says so.
-const (
-	DefaultAdminListen = "127.0.0.1:9090"
-	AdminOff           = "off"
-)
+// AdminOff turns off admin_listen, kt_listen and kt_witness_policy.
+const AdminOff = "off"
 
 // ObserverOff turns off observer_record, its default (an empty value
 // would read as unset in the environment).
@@ -47,7 +43,7 @@ const ObserverOff = "off"
 const EnvPrefix = "QPC_"
 
 // Config is the whole configuration of qpc-server. It is built by
-// LoadConfig from, in increasing precedence: DefaultConfig, the TOML file
+// Load from, in increasing precedence: Default, the TOML file
 // <data dir>/qpc-server.toml, QPC_* environment variables and command-line
 // flags. Every value remembers where it came from (Source), so that errors
 // and the rendered configuration can say so.
@@ -100,13 +96,13 @@ type Config struct {
 	KeyPackagePool int `toml:"key_package_pool"` // one-time KeyPackages per account (docs/protocol.md §4.12)
 
 	// ObserverRecord is the file of the traffic-analysis lab's observer
-	// record (observer.go), or ObserverOff. Research only: never set in a
-	// packaged configuration.
+	// record (server/observer.go), or ObserverOff. Research only: never
+	// set in a packaged configuration.
 	ObserverRecord string `toml:"observer_record"`
 
-	TorSettings     // onion service and Tor keys (config_tor.go)
-	AccountSettings // limits of registrations and logins (config_accounts.go)
-	KTSettings      // limits of key-transparency publishes and lookups (config_kt.go)
+	TorSettings     // onion service and Tor keys (tor.go)
+	AccountSettings // limits of registrations and logins (accounts.go)
+	KTSettings      // limits of key-transparency publishes and lookups (kt.go)
 
 	sources map[string]Source
 }
@@ -196,8 +192,8 @@ func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
 // message_ttl becomes message-ttl.
 func FlagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 
-// DefaultConfig returns the built-in defaults, all marked FromDefault.
-func DefaultConfig() Config {
+// Default returns the built-in defaults, all marked FromDefault.
+func Default() Config {
 	return Config{
 		Listen:            "127.0.0.1:4433",
 		DataDir:           "./qpc-data",
@@ -206,10 +202,10 @@ func DefaultConfig() Config {
 		Buckets:           padding.Default.Buckets(),
 		QuotaMessages:     DefaultQuotaMessages,
 		QuotaBytes:        DefaultQuotaBytes,
-		MessageTTL:        Duration{DefaultTTL},
+		MessageTTL:        Duration{DefaultMessageTTL},
 		MailboxTTL:        Duration{DefaultMailboxTTL},
-		PurgeInterval:     Duration{10 * time.Minute},
-		MaxStreams:        100,
+		PurgeInterval:     Duration{DefaultPurgeInterval},
+		MaxStreams:        DefaultMaxStreams,
 		MaxConns:          DefaultMaxConns,
 		MaxConnsPerAddr:   DefaultMaxConnsPerAddr,
 		MaxConnsPerNet:    DefaultMaxConnsPerNet,
@@ -227,10 +223,10 @@ func DefaultConfig() Config {
 		KTPrefix:          "/kt",
 		KTEpoch:           Duration{kt.DefaultEpochInterval},
 		KTMinUpdates:      kt.DefaultMinUpdates,
-		HandshakeTimeout:  Duration{10 * time.Second},
-		IdleTimeout:       Duration{60 * time.Second},
-		RequestTimeout:    Duration{30 * time.Second},
-		ShutdownTimeout:   Duration{10 * time.Second},
+		HandshakeTimeout:  Duration{DefaultHandshakeTimeout},
+		IdleTimeout:       Duration{DefaultIdleTimeout},
+		RequestTimeout:    Duration{DefaultRequestTimeout},
+		ShutdownTimeout:   Duration{DefaultShutdownTimeout},
 		StoreMaxBatch:     store.DefaultMaxBatch,
 		RequireTokens:     true,
 		TokenEpoch:        Duration{tokens.DefaultEpochLength},
@@ -315,8 +311,8 @@ var configFields = append([]configField{
 			if err != nil {
 				return err
 			}
-			// The same bound New enforces, caught while the operator can
-			// still see which setting caused it.
+			// The same bound server.New enforces, caught while the
+			// operator can still see which setting caused it.
 			if wire.MaxEnvelope(p) <= 0 {
 				return fmt.Errorf("largest bucket %d leaves no room for an envelope (it must exceed %d bytes)",
 					p.Max(), wire.MaxSendOverhead)
@@ -703,8 +699,8 @@ func fieldByKey(key string) *configField {
 	return nil
 }
 
-// ConfigKeys lists the TOML keys in the order they are rendered.
-func ConfigKeys() []string {
+// Keys lists the TOML keys in the order they are rendered.
+func Keys() []string {
 	keys := make([]string, len(configFields))
 	for i, f := range configFields {
 		keys[i] = f.key
@@ -786,16 +782,16 @@ func checkDuration(d, lo, hi time.Duration) error {
 	return nil
 }
 
-// ConfigFlags holds the configuration flags given on a command line, keyed
+// Flags holds the configuration flags given on a command line, keyed
 // by TOML key. Only flags actually given appear, so that an unset flag
 // does not hide the environment or the file.
-type ConfigFlags map[string]string
+type Flags map[string]string
 
 // Register defines one flag per configuration field on fs (--listen,
-// --data-dir, --message-ttl, ...). Values are checked by LoadConfig, which
+// --data-dir, --message-ttl, ...). Values are checked by Load, which
 // knows what every other layer said.
-func (f ConfigFlags) Register(fs *flag.FlagSet) {
-	def := DefaultConfig()
+func (f Flags) Register(fs *flag.FlagSet) {
+	def := Default()
 	for _, fd := range configFields {
 		usage := fmt.Sprintf("%s (default %s; env %s)", fd.help, renderValue(fd.value(&def)), EnvName(fd.key))
 		set := func(s string) error {
@@ -812,14 +808,14 @@ func (f ConfigFlags) Register(fs *flag.FlagSet) {
 	}
 }
 
-// LoadConfig builds the effective configuration: defaults, then the file
+// Load builds the effective configuration: defaults, then the file
 // <data dir>/qpc-server.toml if it exists, then the environment (QPC_* as
 // returned by lookupEnv; an empty value counts as unset), then flags. The
 // data directory itself comes from the flag, the environment or the
 // default, never from the file inside it. Every value given is checked,
 // even one a higher layer overrides, so that a broken file does not wait
 // for the day its override is removed; errors name the key and its source.
-func LoadConfig(flags ConfigFlags, lookupEnv func(string) (string, bool)) (*Config, error) {
+func Load(flags Flags, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if lookupEnv == nil {
 		lookupEnv = os.LookupEnv
 	}
@@ -828,7 +824,7 @@ func LoadConfig(flags ConfigFlags, lookupEnv func(string) (string, bool)) (*Conf
 			return nil, fmt.Errorf("config: unknown flag key %q", key)
 		}
 	}
-	c := DefaultConfig()
+	c := Default()
 	env := func(key string) (string, bool) {
 		v, ok := lookupEnv(EnvName(key))
 		return v, ok && v != ""
@@ -906,7 +902,7 @@ func (c *Config) loadFile(path string) error {
 			names[i] = strconv.Quote(k.String())
 		}
 		return fmt.Errorf("config: %s: unknown key %s (known keys: %s)",
-			src, strings.Join(names, ", "), strings.Join(ConfigKeys(), ", "))
+			src, strings.Join(names, ", "), strings.Join(Keys(), ", "))
 	}
 	if md.IsDefined("data_dir") {
 		return fmt.Errorf("config: data_dir from %s: the file lives in the data directory, so it cannot move it; use --data-dir or %s",
@@ -926,7 +922,7 @@ func (c *Config) loadFile(path string) error {
 }
 
 // Validate checks every field, naming the field and its source in the
-// error. LoadConfig calls it; call it yourself after changing a Config.
+// error. Load calls it; call it yourself after changing a Config.
 func (c *Config) Validate() error {
 	for _, f := range configFields {
 		if err := f.check(c); err != nil {
@@ -937,63 +933,10 @@ func (c *Config) Validate() error {
 }
 
 // FilePath is the configuration file in the data directory.
-func (c *Config) FilePath() string { return filepath.Join(c.DataDir, ConfigFile) }
+func (c *Config) FilePath() string { return filepath.Join(c.DataDir, FileName) }
 
 // StorePath is the bbolt file in the data directory.
 func (c *Config) StorePath() string { return filepath.Join(c.DataDir, StoreFile) }
-
-// Options turns the configuration into server and store options. The
-// caller adds Identity, Store and Logger to the first.
-func (c *Config) Options() (Options, store.Options, error) {
-	if err := c.Validate(); err != nil {
-		return Options{}, store.Options{}, err
-	}
-	policy, err := padding.NewPolicy(c.Buckets...)
-	if err != nil { // unreachable after Validate, but never ignore an error
-		return Options{}, store.Options{}, fmt.Errorf("config: buckets: %w", err)
-	}
-	so := Options{
-		Policy:              policy,
-		Quota:               store.Quota{MaxMessages: c.QuotaMessages, MaxBytes: c.QuotaBytes},
-		TTL:                 c.MessageTTL.Duration,
-		MailboxTTL:          c.MailboxTTL.Duration,
-		PurgeInterval:       c.PurgeInterval.Duration,
-		MaxStreams:          c.MaxStreams,
-		MaxConns:            c.MaxConns,
-		MaxConnsPerAddr:     c.MaxConnsPerAddr,
-		MaxConnsPerNet:      c.MaxConnsPerNet,
-		MaxConnsTor:         c.MaxConnsTor,
-		DeliveryBytes:       c.DeliveryBytes,
-		DeliveryConnBytes:   c.DeliveryConnBytes,
-		DeliverySourceBytes: c.DeliverySrcBytes,
-		MaxStreamsPerAddr:   c.MaxStreamsPerAddr,
-		MaxStreamsTotal:     c.MaxStreamsTotal,
-		RequestBytes:        c.RequestBytes,
-		RequestConnBytes:    c.RequestConnBytes,
-		RequestSourceBytes:  c.RequestSrcBytes,
-		RequestRate:         c.RequestRate,
-		RequestBurst:        c.RequestBurst,
-		HandshakeTimeout:    c.HandshakeTimeout.Duration,
-		IdleTimeout:         c.IdleTimeout.Duration,
-		RequestTimeout:      c.RequestTimeout.Duration,
-		TokenEpoch:          c.TokenEpoch.Duration,
-		TokenQuota:          c.TokenQuota,
-		KeyPackagePool:      c.KeyPackagePool,
-		KTLimits:            c.KTLimits(),
-	}
-	if !c.RequireTokens {
-		so.Authorizer = OpenAccess{}
-	}
-	sto := store.Options{
-		MaxBatch: c.StoreMaxBatch,
-		// The server enforces the exact Send limit before the store sees
-		// an envelope; the store's limit is what the policy can still
-		// deliver, so a store filled under a larger policy is refused at
-		// open instead of stranding its envelopes.
-		MaxEnvelope: MaxDeliverable(policy),
-	}
-	return so, sto, nil
-}
 
 // Level is the slog level of log_level.
 func (c *Config) Level() slog.Level { return logLevels[strings.ToLower(c.LogLevel)] }
@@ -1038,11 +981,11 @@ func (c *Config) Render(w io.Writer) error {
 	return err
 }
 
-// DefaultConfigFile is the commented file `qpc-server init` writes: every
+// DefaultFile is the commented file `qpc-server init` writes: every
 // setting with its default, commented out, so that a default changed in a
 // later release reaches servers whose operator never chose otherwise.
-func DefaultConfigFile() []byte {
-	def := DefaultConfig()
+func DefaultFile() []byte {
+	def := Default()
 	var b bytes.Buffer
 	b.WriteString(`# qpc-server configuration.
 #

@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"bytes"
@@ -30,11 +30,11 @@ func envValue(v any) string {
 // as the flags and the file, and a test keeps the copy in the tree
 // current.
 func EnvExample() []byte {
-	def := DefaultConfig()
+	def := Default()
 	var b bytes.Buffer
 	b.WriteString(`# qpc-server environment for deploy/docker/compose.yml: copy to .env and
 # uncomment what you change. Generated from the server's configuration table
-# (server.EnvExample); regenerate with
+# (config.EnvExample); regenerate with
 #   QPC_UPDATE_GENERATED=1 go test ./server -run TestGeneratedFiles
 # Precedence: flags > QPC_* environment > <data dir>/qpc-server.toml > defaults.
 # The compose file already sets QPC_LISTEN and QPC_ADMIN_LISTEN for the
@@ -46,10 +46,10 @@ func EnvExample() []byte {
 	return b.Bytes()
 }
 
-// ConfigReference is the configuration table of docs/operations.md, in
+// Reference is the configuration table of docs/operations.md, in
 // Markdown: one row per key with its variable, flag, default and meaning.
-func ConfigReference() []byte {
-	def := DefaultConfig()
+func Reference() []byte {
+	def := Default()
 	var b bytes.Buffer
 	b.WriteString("| key (`qpc-server.toml`) | environment | flag | default | meaning |\n")
 	b.WriteString("|---|---|---|---|---|\n")

@@ -1,4 +1,4 @@
-package server
+package config
 
 import (
 	"fmt"
@@ -60,18 +60,8 @@ func (c *Config) KTWitnessPolicyParsed() (*kt.WitnessPolicy, error) {
 	return p, nil
 }
 
-// KTLimits are the server's KT budgets of the configuration.
-func (c *Config) KTLimits() KTLimits {
-	k := c.KTSettings
-	return KTLimits{
-		KTPublishRate: k.KTPublishRate, KTPublishBurst: k.KTPublishBurst,
-		KTProofRate: k.KTProofRate, KTProofBurst: k.KTProofBurst,
-		KTProofRateTotal: k.KTProofRateTotal, KTProofBurstTotal: k.KTProofBurstTotal,
-	}
-}
-
-// ktDirectoryLimits sets the directory's bounds of the configuration.
-func (c *Config) ktDirectoryLimits(o *kt.DirectoryOptions) {
+// KTDirectoryLimits sets the directory's bounds of the configuration.
+func (c *Config) KTDirectoryLimits(o *kt.DirectoryOptions) {
 	o.MaxPending = c.KTMaxPending
 	o.MaxVersions = uint32(c.KTMaxVersions)
 	o.ProofCache = c.KTProofCache

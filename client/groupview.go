@@ -1,0 +1,123 @@
+package client
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/state"
+)
+
+// The state of each conversation's MLS group as `qpc group` shows it
+// (docs/user-guide.md): its epoch, its members, and when each member's
+// leaf last changed as far as this client saw it (the time it processed a
+// commit whose path replaced that member's leaf: the member's own commits
+// and its resyncs; our own commits for us), kept in the conversation's
+// record (memberRecord.LeafChanged, convRecord.MyLeafChanged). The rejoin
+// bookkeeping (rejoin.go) is kept in a record of its own per
+// conversation, next to the conversation's.
+
+const bucketGroupExtra = "group-extra" // keyed by conversation ID
+
+// groupExtra is the rejoin bookkeeping (rejoin.go) kept per conversation.
+type groupExtra struct {
+	// Asked is when we asked a member for a GroupInfo to rejoin; zero
+	// when no answer is awaited.
+	Asked time.Time `json:",omitempty"`
+	// Answered is when we last answered each member's request.
+	Answered map[string]time.Time `json:",omitempty"`
+}
+
+// groupExtra reads conv's record; a missing or unreadable one is empty
+// (it holds nothing a conversation needs to work).
+func (c *Client) groupExtra(tx *state.Tx, conv []byte) *groupExtra {
+	x := &groupExtra{}
+	if err := getJSON(tx, bucketGroupExtra, conv, x); err != nil && !errors.Is(err, state.ErrNoEntry) {
+		c.log.Warn("group record unreadable, starting afresh", "err", err)
+		return &groupExtra{}
+	}
+	return x
+}
+
+func (c *Client) putGroupExtra(tx *state.Tx, conv []byte, x *groupExtra) error {
+	return putJSON(tx, bucketGroupExtra, conv, x)
+}
+
+// leafUpdated is when handle's leaf in r last changed as far as this
+// client saw: when it was added, or we processed a commit of its (a
+// member's commit carries a path) or its resync; zero if not seen.
+func leafUpdated(r *convRecord, handle string, you bool) time.Time {
+	if you {
+		return r.MyLeafChanged
+	}
+	if m := r.Members[handle]; m != nil {
+		return m.LeafChanged
+	}
+	return time.Time{}
+}
+
+// GroupView is a conversation's MLS group as `qpc group` shows it.
+type GroupView struct {
+	ID      string // hex conversation (MLS group) ID
+	Name    string // the group name, or the peer's handle
+	Group   bool   // false for a direct chat
+	Creator string
+	Active  bool
+	Epoch   uint64
+	Members []GroupMember // in leaf order, us included
+}
+
+// GroupMember is one member of a GroupView.
+type GroupMember struct {
+	Handle string
+	Leaf   uint32
+	You    bool
+	// Updated is when this client last processed a change of the
+	// member's leaf (its commit, or its rejoin); zero if not seen yet.
+	Updated time.Time
+}
+
+// Groups describes the MLS state of every conversation (direct chats
+// too), or of the group target names ("#name", a bare name, or a
+// conversation ID), oldest first.
+func (c *Client) Groups(ctx context.Context, target string) ([]GroupView, error) {
+	c.op.Lock()
+	defer c.op.Unlock()
+	var convs []*convRecord
+	if target != "" {
+		r, err := c.findGroup(target)
+		if err != nil {
+			return nil, err
+		}
+		convs = []*convRecord{r}
+	} else {
+		var err error
+		if convs, err = c.allConvs(); err != nil {
+			return nil, err
+		}
+	}
+	var out []GroupView
+	err := c.store.View(func(tx *state.Tx) error {
+		for _, r := range convs {
+			v := GroupView{ID: hex.EncodeToString(r.ID), Name: r.display(), Group: r.Kind == content.ConvGroup, Creator: r.Creator, Active: r.Active && !r.Left}
+			if g, err := c.loadGroup(ctx, r); err == nil {
+				v.Epoch = g.Epoch()
+				for _, m := range g.Members() {
+					h := string(m.Credential.Identity)
+					v.Members = append(v.Members, GroupMember{Handle: h, Leaf: m.Leaf, You: h == c.prof.Handle, Updated: leafUpdated(r, h, h == c.prof.Handle)})
+				}
+			} else {
+				// A state a removal left cannot be loaded (our leaf is
+				// gone): shown without members.
+				v.Active = false
+			}
+			slices.SortFunc(v.Members, func(a, b GroupMember) int { return int(a.Leaf) - int(b.Leaf) })
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
+}

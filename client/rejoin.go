@@ -1,0 +1,270 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/sealed"
+)
+
+// Rejoining a conversation whose commits we missed (docs/protocol.md
+// §11.8, docs/adr/0016-rejoin-external-commit.md). A member that was
+// offline past the server's message lifetime, or whose state was restored
+// from a backup, holds a group state of an epoch the others left: the
+// commits that led on are gone, and every later message is from an epoch
+// it cannot reach. It notices when a member's message from such an epoch
+// arrives (or when a commit of its epoch cannot be processed), asks that
+// member, in the member's mailbox of this conversation, for a fresh
+// GroupInfo, and on the answer joins again by external commit (RFC 9420
+// §12.4.3.2) that removes its own old leaf: a resync. The conversation's
+// record, history and mailboxes stay; only the MLS state is replaced.
+// What was written in the epochs it missed stays unreadable to it (their
+// keys were never sent to it); the history says so with a gap.
+//
+// Members accept an external commit only as such a resync: the joiner is
+// the one who sealed the envelope, a member already, whose old leaf the
+// commit removes, with the signature key key transparency shows for it. A
+// stranger, or a member adding a second leaf for itself, is refused.
+
+// Rejoin bounds.
+const (
+	// rejoinAskEvery is how often a stuck member asks for a GroupInfo in
+	// one conversation.
+	rejoinAskEvery = time.Hour
+	// rejoinAnswerEvery is how often a member answers one requester in
+	// one conversation: each answer is an envelope (a token) and a
+	// GroupInfo signature.
+	rejoinAnswerEvery = 10 * time.Minute
+	// rejoinInfoFor is how long after asking an answer is taken: a
+	// GroupInfo nobody asked for is ignored.
+	rejoinInfoFor = 7 * 24 * time.Hour
+)
+
+// askRejoin asks a member of r for a fresh GroupInfo, at most once per
+// rejoinAskEvery: we hold g, of an epoch the group has left. from is the
+// member whose message showed it (it is in a later epoch); another member
+// whose mailbox we know is asked if we do not know its mailbox.
+func (c *Client) askRejoin(r *convRecord, from string) {
+	now := c.opts.Now()
+	err := c.store.Update(func(tx *state.Tx) error {
+		x := c.groupExtra(tx, r.ID)
+		if !x.Asked.IsZero() && now.Sub(x.Asked) < rejoinAskEvery {
+			return nil
+		}
+		to := from
+		if m := r.Members[to]; m == nil || m.Sealing == nil {
+			to = ""
+			for _, h := range append([]string{r.Creator}, sortedKeys(r.Members)...) {
+				if m := r.Members[h]; m != nil && m.Sealing != nil {
+					to = h
+					break
+				}
+			}
+		}
+		if to == "" {
+			return nil
+		}
+		x.Asked = now
+		if err := c.fanOut(tx, r, []string{to}, sealed.ContentRejoinRequest, r.ID); err != nil {
+			return err
+		}
+		c.log.Info("asking a member for the group's current state", "conv", r.display(), "member", to)
+		return c.putGroupExtra(tx, r.ID, x)
+	})
+	if err != nil {
+		c.log.Warn("could not ask to rejoin", "conv", r.display(), "err", err)
+	}
+}
+
+// processRejoin handles the envelopes of a rejoin in r's mailbox: a
+// member's request (we answer with a GroupInfo) or the answer to ours
+// (we rejoin).
+func (c *Client) processRejoin(ctx context.Context, r *convRecord, op *sealed.Opened) (func(*state.Tx) error, error) {
+	if _, err := c.senderContact(ctx, op); err != nil {
+		return nil, err
+	}
+	if !r.Active || r.Left {
+		return nil, fmt.Errorf("a rejoin envelope for a conversation we are not in")
+	}
+	g, err := c.loadGroup(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if op.ContentType == sealed.ContentRejoinRequest {
+		return c.answerRejoin(r, g, op)
+	}
+	return c.rejoin(ctx, r, g, op)
+}
+
+// answerRejoin sends a member that asked a GroupInfo of our epoch, with
+// the mailboxes we know: only to a current member (by its credential in
+// our tree, its sealing key checked against key transparency by the
+// caller), at most once per rejoinAnswerEvery.
+func (c *Client) answerRejoin(r *convRecord, g *mls.Group, op *sealed.Opened) (func(*state.Tx) error, error) {
+	who := op.Sender.Handle
+	if !bytes.Equal(op.Content, r.ID) {
+		return nil, fmt.Errorf("a rejoin request from %s names another conversation", who)
+	}
+	if !memberSet(g)[who] || who == c.prof.Handle {
+		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s, not a member, asked for the group's state; not answered", r.display(), who)})
+		return nil, fmt.Errorf("a rejoin request from %s, not a member", who)
+	}
+	if m := r.Members[who]; m == nil || m.Sealing == nil {
+		return nil, fmt.Errorf("a rejoin request from %s, whose mailbox we do not know", who)
+	}
+	gi, err := g.GroupInfo()
+	if err != nil {
+		return nil, err
+	}
+	info, err := c.intro(r, gi)
+	if err != nil {
+		return nil, err
+	}
+	now := c.opts.Now()
+	return func(tx *state.Tx) error {
+		x := c.groupExtra(tx, r.ID)
+		if t, ok := x.Answered[who]; ok && now.Sub(t) < rejoinAnswerEvery && !now.Before(t) {
+			return nil
+		}
+		if x.Answered == nil {
+			x.Answered = map[string]time.Time{}
+		}
+		x.Answered[who] = now
+		if err := c.fanOut(tx, r, []string{who}, sealed.ContentRejoinInfo, info); err != nil {
+			return err
+		}
+		return c.putGroupExtra(tx, r.ID, x)
+	}, nil
+}
+
+// rejoin joins r's group again from the GroupInfo a member sent us (we
+// asked), by an external commit that removes our old leaf, if the
+// GroupInfo is of a later epoch than ours; it then sends the commit to
+// every member.
+func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *sealed.Opened) (func(*state.Tx) error, error) {
+	from := op.Sender.Handle
+	if m := r.Members[from]; m == nil {
+		return nil, fmt.Errorf("a group state from %s, not a member of %s", from, r.display())
+	}
+	var x groupExtra
+	if err := c.store.View(func(tx *state.Tx) error { x = *c.groupExtra(tx, r.ID); return nil }); err != nil {
+		return nil, err
+	}
+	now := c.opts.Now()
+	if x.Asked.IsZero() || now.Sub(x.Asked) > rejoinInfoFor {
+		return nil, fmt.Errorf("a group state from %s we did not ask for", from)
+	}
+	in, err := content.ParseIntro(op.Content)
+	if err != nil {
+		return nil, err
+	}
+	if in.ConvKind != r.Kind {
+		return nil, fmt.Errorf("a group state from %s for a %v, not a %v", from, in.ConvKind, r.Kind)
+	}
+	ng, commit, err := mls.JoinExternalWith(in.Welcome, c.mlsIdentity(), c.mlsConfig(ctx),
+		&mls.ExternalJoinOptions{GroupID: r.ID, Signer: []byte(from), Resync: true})
+	if err != nil {
+		return nil, fmt.Errorf("rejoining %s: %w", r.display(), err)
+	}
+	old := g.Epoch()
+	if ng.Epoch()-1 <= old {
+		// We caught up meanwhile (the commit was late, not lost).
+		x.Asked = time.Time{}
+		return func(tx *state.Tx) error { return c.putGroupExtra(tx, r.ID, &x) }, nil
+	}
+	current := memberSet(ng)
+	var gone []string
+	for h := range r.Members {
+		if !current[h] {
+			gone = append(gone, h)
+			delete(r.Members, h)
+		}
+	}
+	slices.Sort(gone)
+	for h := range current {
+		if _, ok := r.Members[h]; !ok && h != c.prof.Handle {
+			r.Members[h] = &memberRecord{}
+		}
+	}
+	for _, m := range in.Roster {
+		// Only mailboxes we did not know: a member cannot redirect what
+		// we send to one we know.
+		if mr := r.Members[m.Handle]; mr != nil && mr.Sealing == nil {
+			mr.SendID, mr.Sealing = m.SendID, m.SealingKey
+		}
+	}
+	if err := c.saveGroup(r, ng); err != nil {
+		return nil, err
+	}
+	// The old epochs' states belong to a history we left: no fork choice
+	// returns to them (commitorder.go).
+	r.Chain, r.Sent = nil, nil
+	syncPrev(r)
+	if in.Admins != nil {
+		// The admin list as of the answer's epoch: we missed the commits
+		// that changed it. The member we asked could lie about it, as it
+		// could about the whole state (ADR 0016): only to us.
+		r.Admins = in.Admins
+	}
+	r.MyLeafChanged = now
+	x.Asked = time.Time{}
+	return func(tx *state.Tx) error {
+		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, commit); err != nil {
+			return err
+		}
+		for _, h := range gone {
+			c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
+		}
+		c.history(tx, r, Event{Kind: EventWarning, Text: fmt.Sprintf("you rejoined %s: you had missed its changes from epoch %d to %d; messages written meanwhile cannot be read", r.display(), old, ng.Epoch()-1)})
+		if err := c.putGroupExtra(tx, r.ID, &x); err != nil {
+			return err
+		}
+		return putJSON(tx, bucketConvs, r.ID, r)
+	}, nil
+}
+
+// acceptResync decides on an external commit g (the working copy) has
+// just processed: only a member's resync of itself is accepted (see the
+// top of this file). Once accepted, link keeps the epoch the commit left
+// for the fork choice (commitorder.go): a resync removes a leaf, so it
+// ranks with removals.
+func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, link func()) (func(*state.Tx) error, error) {
+	joiner := string(ext.Joiner.Credential.Identity)
+	refuse := func(why string) (func(*state.Tx) error, error) {
+		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, an external commit sealed by %s was refused: %s", r.display(), op.Sender.Handle, why)})
+		return nil, errors.New("external commit refused: " + why)
+	}
+	switch {
+	case ext.Resynced == nil:
+		return refuse(joiner + " would join without replacing a leaf of its own (only a member's resync is accepted)")
+	case joiner != op.Sender.Handle:
+		return refuse("it joins " + joiner + ", not its sender")
+	case string(ext.Resynced.Credential.Identity) != joiner:
+		return refuse("it replaces another member's leaf")
+	case r.Members[joiner] == nil:
+		return refuse(joiner + " is not a member")
+	}
+	// The joiner's new leaf was checked against key transparency when it
+	// was applied (mls.Config.VerifyMember); its seal is checked here.
+	if _, err := c.senderContact(ctx, op); err != nil {
+		return nil, err
+	}
+	link()
+	if mr := r.Members[joiner]; mr != nil {
+		mr.LeafChanged = c.opts.Now()
+	}
+	if err := c.saveGroup(r, g); err != nil {
+		return nil, err
+	}
+	return func(tx *state.Tx) error {
+		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
+		return putJSON(tx, bucketConvs, r.ID, r)
+	}, nil
+}
