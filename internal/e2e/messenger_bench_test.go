@@ -325,6 +325,27 @@ func TestMessengerDMLatency(t *testing.T) {
 	if got := texts(t, alice); len(got) != 0 {
 		t.Fatalf("alice got %q", got)
 	}
+	// Alice follows too, as a chat client does: bob commits an update
+	// of his leaf every 50 texts he receives (client/update.go), and a
+	// sender that never read them would fall epochs behind.
+	actx, acancel := context.WithCancel(ctx)
+	afollowed := make(chan error, 1)
+	go func() {
+		afollowed <- alice.Follow(actx, func(e client.Event) {
+			switch e.Kind {
+			case client.EventAlarm:
+				t.Errorf("alice: alarm %v", e.Alarm)
+			case client.EventMessage:
+				t.Errorf("alice: unexpected message %q from %s", e.Text, e.From)
+			}
+		})
+	}()
+	defer func() {
+		acancel()
+		if err := <-afollowed; err != nil {
+			t.Errorf("alice follow: %v", err)
+		}
+	}()
 	for range warm {
 		e2e()
 	}
