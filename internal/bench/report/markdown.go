@@ -372,8 +372,13 @@ interleaved with the code before: p50 **4.26×, 3.94×, 3.75×**, p99 2.52×,
 recv.commit 3.54 ms at p50) while the delete-only send.done grew 1.6×
 (3.05 ms): the conversation record both write now carries the states of
 past epochs for the fork choice (`+"`"+`Chain`+"`"+`, client/commitorder.go), and
-alice's own Follow shares the cores. Not yet measured apart; that is the
-next thing to look at for this figure.
+alice's own Follow shares the cores. One run each, back to back at
+15:12 UTC: with scheduled updates off in both clients (`+"`"+`UpdateAfter: -1`+"`"+`,
+a measurement only) p50 3.33× and p99 1.81×, with them on p50 4.36× and
+p99 1.48×. Why ten updates in 500 messages move the median is not yet
+known (messages of an epoch the receiver has left, read with a past
+state from `+"`"+`Chain`+"`"+`, or deferred, are candidates); that is the next thing
+to look at for this figure.
 
 `)
 	fmt.Fprint(w, `## Not in this report
