@@ -143,6 +143,9 @@ type session struct {
 	qc      *quic.Conn
 	binding []byte
 	hello   wire.ServerHello
+	// allowance counts the Sends this connection may still make with an
+	// empty auth, paid for by a token it spent (SendPaid).
+	allowance allowance
 }
 
 // Dial connects to addr (a qpc:// address) and runs the version handshake.
@@ -597,6 +600,93 @@ func (c *Conn) Send(ctx context.Context, to wire.ID, id wire.MessageID, envelope
 	}
 	return duplicate, nil
 }
+
+// SendPaid is Send for a caller holding a delivery token tok. A token pays
+// for wire.SendsPerToken Sends on the connection that spends it
+// (docs/protocol.md §4.3, "Send allowance"): while this connection has
+// Sends left from a token it spent, SendPaid sends with an empty auth and
+// reports spent false, so the caller keeps tok for a later Send; otherwise
+// it spends tok. spent is true whenever tok was shown to the server, even
+// by an attempt whose answer was lost: such a token must not be used
+// again. (A duplicate answer spends nothing on the server, but an earlier
+// attempt may have spent the token, so spent stays true.) A server that does not honour the allowance (TOKEN_MISSING for
+// an empty auth) gets tok in the same call.
+func (c *Conn) SendPaid(ctx context.Context, to wire.ID, id wire.MessageID, envelope, tok []byte) (duplicate, spent bool, err error) {
+	if max := c.Limits().MaxEnvelope; max > 0 && len(envelope) > int(max) {
+		return false, false, fmt.Errorf("send: %w", wire.Errorf(wire.CodeTooLarge, "envelope of %d bytes exceeds %d", len(envelope), max))
+	}
+	err = c.do(ctx, true, func(ctx context.Context, s *session) error {
+		send := func(auth []byte) (*wire.Sent, error) {
+			m, err := c.call(ctx, s, &wire.Send{SendID: to, MessageID: id, Auth: auth, Envelope: envelope})
+			if err != nil {
+				return nil, err
+			}
+			r, ok := m.(*wire.Sent)
+			if !ok || r.MessageID != id {
+				return nil, unexpected(m)
+			}
+			return r, nil
+		}
+		if s.allowance.take() {
+			r, err := send(nil)
+			if err == nil {
+				if r.Duplicate {
+					s.allowance.refund() // nothing stored, nothing paid
+				}
+				duplicate = r.Duplicate
+				return nil
+			}
+			if code, _ := wire.CodeOf(err); code != wire.CodeTokenMissing {
+				// The server gives back what a failed Send took; an
+				// answer lost with the connection loses the allowance
+				// with it.
+				s.allowance.refund()
+				return err
+			}
+			// The server holds less than we counted (an answer we gave
+			// up on was counted there, not here): pay with the token.
+			s.allowance.clear()
+		}
+		spent = true
+		r, err := send(tok)
+		if err != nil {
+			return err
+		}
+		if !r.Duplicate {
+			s.allowance.grant(wire.SendsPerToken - 1)
+		}
+		duplicate = r.Duplicate
+		return nil
+	})
+	if err != nil {
+		return false, spent, fmt.Errorf("send: %w", err)
+	}
+	return duplicate, spent, nil
+}
+
+// allowance is the client's count of a connection's Send allowance. It
+// never exceeds the server's: the server grants before it answers, and
+// this side grants only on the answer.
+type allowance struct {
+	mu   sync.Mutex
+	left int
+}
+
+func (a *allowance) take() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.left == 0 {
+		return false
+	}
+	a.left--
+	return true
+}
+
+func (a *allowance) refund() { a.mu.Lock(); a.left++; a.mu.Unlock() }
+
+func (a *allowance) clear() { a.mu.Lock(); a.left = 0; a.mu.Unlock() }
+
+func (a *allowance) grant(n int) { a.mu.Lock(); a.left += n; a.mu.Unlock() }
 
 // Message is one delivered envelope.
 type Message struct {

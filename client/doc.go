@@ -38,7 +38,10 @@
 //
 // A Mailbox holds its owner key; every request that reads or changes a
 // mailbox is signed with it over the current connection's TLS exporter, so
-// it is re-signed on each retry. Sends carry no credential at all. Every
+// it is re-signed on each retry. Sends carry no credential at all, only a
+// delivery token where the server requires one: SendPaid spends one token
+// per wire.SendsPerToken Sends on its connection and tells the caller
+// whether it spent the one it was given. Every
 // record leaves padded to a bucket of the policy the server announced; the
 // client refuses to send anything else.
 //

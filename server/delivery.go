@@ -79,6 +79,7 @@ type connState struct {
 	// requestHeld is what this connection's record buffers hold of
 	// RequestConnBytes (requests.go); guarded by Server.requests.mu.
 	requestHeld int64
+	allowance   sendAllowance // Sends a token paid for on this connection (allowance.go)
 }
 
 // reserveDelivery takes n bytes from the connection's and the server's

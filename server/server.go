@@ -816,7 +816,7 @@ func (s *Server) dispatch(ctx context.Context, cs *connState, e *streamEntry, st
 	case *wire.TokenQuota:
 		return s.tokenQuota(ctx, m)
 	case *wire.Send:
-		return s.send(ctx, m)
+		return s.send(ctx, cs, m)
 	case *wire.Fetch:
 		return s.fetch(ctx, cs, e, st, m)
 	case *wire.UploadKeyPackages:
@@ -882,22 +882,40 @@ func (s *Server) createMailbox(ctx context.Context, binding []byte, m *wire.Crea
 	return nil, wire.Errorf(wire.CodeExists, "mailbox ID collision")
 }
 
-func (s *Server) send(ctx context.Context, m *wire.Send) (wire.Message, error) {
+func (s *Server) send(ctx context.Context, cs *connState, m *wire.Send) (wire.Message, error) {
 	if len(m.Envelope) > int(s.limits.MaxEnvelope) {
 		return nil, wire.Errorf(wire.CodeTooLarge, "envelope of %d bytes exceeds %d", len(m.Envelope), s.limits.MaxEnvelope)
 	}
-	spend, err := s.opts.Authorizer.AuthorizeSend(ctx, m.Auth)
-	if err != nil {
-		s.countTokenRejection(err)
-		return nil, authError(err)
+	// An empty auth is paid from the connection's allowance when it has
+	// one (allowance.go); otherwise the authorizer judges it as ever.
+	credited := len(m.Auth) == 0 && cs.allowance.take(s.opts.Now())
+	var spend *store.Spend
+	if !credited {
+		var err error
+		if spend, err = s.opts.Authorizer.AuthorizeSend(ctx, m.Auth); err != nil {
+			s.countTokenRejection(err)
+			return nil, authError(err)
+		}
 	}
 	res, err := s.opts.Store.Put(ctx, m.SendID, m.MessageID, m.Envelope, s.opts.Quota, s.opts.Now(), spend)
+	if err != nil || (credited && res.Duplicate) {
+		// Nothing was stored: the allowance pays for stored messages
+		// only, as a token does.
+		if credited {
+			cs.allowance.refund()
+		}
+	}
 	if err != nil {
 		s.countTokenRejection(storeError(err))
 		return nil, storeError(err)
 	}
 	s.noteMailbox(ctx, res.ReceiveID, nil)
 	if !res.Duplicate {
+		if spend != nil {
+			// Granted before Sent is written, so a client that counts
+			// from the answer never counts more than the server holds.
+			cs.allowance.grant(wire.SendsPerToken-1, spend.Until)
+		}
 		s.hub.notify(res.ReceiveID)
 		if spend != nil {
 			s.opts.Metrics.TokenRedeemed()

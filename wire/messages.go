@@ -38,6 +38,12 @@ const (
 	SignatureSize = ed25519.SignatureSize
 )
 
+// SendsPerToken is how many Sends one delivery token pays for on the
+// connection that spent it (docs/protocol.md §4.3, "Send allowance"): the
+// Send that carries the token and SendsPerToken-1 further Sends on the same
+// connection with an empty auth, within the token's validity.
+const SendsPerToken = 8
+
 // Hard limits on variable-length fields, whatever the server announces.
 const (
 	MaxAuthSize     = 4096 // the authorization blob on create and send

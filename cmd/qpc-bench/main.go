@@ -65,8 +65,10 @@ func run(ctx context.Context, args []string, out, errOut io.Writer) error {
 	fs.DurationVar(&cfg.Drain, "drain", bench.DefaultDrain, "longest wait for acknowledged messages after the senders stop")
 	fs.BoolVar(&cfg.Baseline, "baseline", true, "also run the in-memory relay baseline and report the ratio")
 	fs.BoolVar(&cfg.Tokens, "tokens", false, "also run the load against a server that requires a delivery token per create and send, and report the ratio to the tokens-off run")
+	fs.BoolVar(&cfg.TokenPerSend, "token-per-send", false, "with --tokens: pay every Send with a token of its own, as before one token paid for several Sends on its connection")
 	fs.StringVar(&cfg.Scenario, "scenario", bench.DefaultScenario, "scenario name reported in the result")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the qpc phase's send window to this file")
+	fs.StringVar(&cfg.TokensCPUProfile, "tokens-cpuprofile", "", "write a CPU profile of the tokens phase's send window to this file")
 	fs.StringVar(&cfg.BaselineCPUProfile, "baseline-cpuprofile", "", "write a CPU profile of the baseline's send window to this file")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -58,14 +58,23 @@ type Config struct {
 	// Baseline runs the in-memory relay phase before the qpc phase.
 	Baseline bool
 	// Tokens adds a third phase (in-process only): the same load against a
-	// server that requires a delivery token on every create and send. The
+	// server that requires delivery tokens. Creates carry a token each;
+	// senders pay through client.Conn.SendPaid, one token per
+	// wire.SendsPerToken Sends on their connection (docs/adr/0017). The
 	// tokens are minted before the window from the server's issuer, so the
 	// phase measures redemption on the send path, not issuance; its rate
 	// is reported as a ratio to the tokens-off phase of the same run.
 	Tokens bool
+	// TokenPerSend has the tokens phase pay every Send with a token of its
+	// own (client.Conn.Send), as clients did before a token paid for
+	// wire.SendsPerToken Sends on its connection (client.Conn.SendPaid).
+	TokenPerSend bool
 	// CPUProfile and BaselineCPUProfile, if set, receive a CPU profile of
 	// the qpc phase and of the baseline phase (setup excluded).
 	CPUProfile, BaselineCPUProfile string
+	// TokensCPUProfile, if set, receives a CPU profile of the tokens
+	// phase's send window.
+	TokensCPUProfile string
 	// Logger receives the in-process server's and the clients' logs.
 	// Nil discards everything below Warn to stderr.
 	Logger *slog.Logger
@@ -184,6 +193,11 @@ type Result struct {
 	TokensLost       int     `json:"tokens_lost,omitempty"`
 	TokensDuplicates int     `json:"tokens_duplicates,omitempty"`
 	TokensSendErrors int     `json:"tokens_send_errors,omitempty"`
+	// The store writer during the tokens phase's window, as for the qpc
+	// phase (MeanBatch, CommitBusyPct, StorePagesPerOp).
+	TokensMeanBatch     float64 `json:"tokens_mean_batch,omitempty"`
+	TokensCommitBusyPct float64 `json:"tokens_commit_busy_pct,omitempty"`
+	TokensPagesPerOp    float64 `json:"tokens_store_pages_per_op,omitempty"`
 }
 
 // phase is what one load run measured.
@@ -259,7 +273,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		// Enough tokens for the tokens-off rate plus headroom; a sender
 		// that runs out stops, which ends the window early, never quietly.
 		need := int(q.rate()*cfg.Duration.Seconds()*1.5) + cfg.Senders + 1
-		tp, err := runInProcess(ctx, cfg, &Result{}, need)
+		var tres Result
+		tp, err := runInProcess(ctx, cfg, &tres, need)
 		if err != nil {
 			return res, fmt.Errorf("tokens phase: %w", err)
 		}
@@ -273,6 +288,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.TokensLost = tp.tally.lost
 		res.TokensDuplicates = tp.tally.duplicates
 		res.TokensSendErrors = tp.sendErrors
+		res.TokensMeanBatch = tres.MeanBatch
+		res.TokensCommitBusyPct = tres.CommitBusyPct
+		res.TokensPagesPerOp = tres.StorePagesPerOp
 	}
 	res.setQPC(q)
 	return res, nil
@@ -390,7 +408,7 @@ func runInProcess(ctx context.Context, cfg Config, res *Result, tokens int) (pha
 	}
 	profile := cfg.CPUProfile
 	if tokens > 0 {
-		profile = ""
+		profile = cfg.TokensCPUProfile
 	}
 	p, err := load(ctx, cfg, id.Address(pc.LocalAddr().String()).String(), profile, hooks, pool)
 	if err != nil {
@@ -557,6 +575,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 			env := make([]byte, envSize)
 			rand.Read(env[envHeaderSize:]) // incompressible, like ciphertext
 			var worst time.Duration
+			var held []byte // a token not yet spent
 			defer func() {
 				for {
 					cur := slowest.Load()
@@ -571,13 +590,29 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 				if !start.Before(deadline) {
 					return
 				}
-				auth := pool.take()
-				if pool != nil && auth == nil {
-					return // out of tokens: this sender's window ends here
+				if pool != nil && held == nil {
+					if held = pool.take(); held == nil {
+						return // out of tokens: this sender's window ends here
+					}
 				}
 				seq := seqs.Add(1)
 				stampEnvelope(env, run, seq, start.Sub(base))
-				_, err := conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, auth)
+				var err error
+				switch {
+				case pool == nil:
+					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, nil)
+				case cfg.TokenPerSend:
+					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, held)
+					held = nil
+				default:
+					// A token pays for wire.SendsPerToken Sends on its
+					// connection: keep it while the allowance pays.
+					var spent bool
+					_, spent, err = conn.SendPaid(sendCtx, mb.SendID, client.NewMessageID(), env, held)
+					if spent {
+						held = nil
+					}
+				}
 				took := time.Since(start)
 				worst = max(worst, took)
 				if err != nil {

@@ -3,6 +3,7 @@ package crashtest
 import (
 	"bufio"
 	"context"
+	crand "crypto/rand"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -18,8 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/server/store"
+	qtokens "github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 	bolt "go.etcd.io/bbolt"
 )
@@ -52,12 +55,16 @@ type serverProc struct {
 }
 
 // start runs the server and waits for its address line.
-func start(t *testing.T, bin, dataDir, listen string) *serverProc {
+func start(t *testing.T, bin, dataDir, listen string, tokens bool) *serverProc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
-		cmd := exec.Command(bin, "run", "--data-dir", dataDir, "--listen", listen,
-			"--require-tokens=false", "--log-level", "warn", "--admin-listen", "off",
-			"--kt-listen", "127.0.0.1:0")
+		args := []string{"run", "--data-dir", dataDir, "--listen", listen,
+			"--require-tokens=" + strconv.FormatBool(tokens), "--log-level", "warn", "--admin-listen", "off",
+			"--kt-listen", "127.0.0.1:0"}
+		if tokens {
+			args = append(args, "--token-quota", "1048576", "--request-rate", "100000", "--request-burst", "100000")
+		}
+		cmd := exec.Command(bin, args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -105,10 +112,22 @@ type ledger struct {
 	mu        sync.Mutex
 	sent      map[wire.MessageID]bool // true once acked
 	delivered map[wire.MessageID]map[uint64]bool
+	paid      [][]byte // tokens spent by an acked, freshly stored Send (the tokens run)
 }
 
-func TestCrashLoop(t *testing.T) {
-	cycles := 20
+// TestCrashLoop: a server without tokens, killed QPC_CRASH_CYCLES times
+// (default 20) under load, loses no acknowledged Send and stores none twice.
+func TestCrashLoop(t *testing.T) { crashLoop(t, 20, false) }
+
+// TestCrashLoopTokens is TestCrashLoop against a server that requires
+// delivery tokens, with senders paying through SendPaid, so that most
+// Sends are paid by their connection's allowance (wire.SendsPerToken):
+// besides TestCrashLoop's checks, every token spent by an acknowledged
+// Send is refused as spent when it is shown again after the last crash,
+// so no kill made the server forget a spend or accept a token twice.
+func TestCrashLoopTokens(t *testing.T) { crashLoop(t, 10, true) }
+
+func crashLoop(t *testing.T, cycles int, tokens bool) {
 	if v := os.Getenv("QPC_CRASH_CYCLES"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
@@ -120,7 +139,7 @@ func TestCrashLoop(t *testing.T) {
 	bin := buildServer(t, tmp)
 	dataDir := filepath.Join(tmp, "data")
 	listen := freePort(t)
-	srv := start(t, bin, dataDir, listen)
+	srv := start(t, bin, dataDir, listen, tokens)
 	var srvMu sync.Mutex
 	t.Cleanup(func() {
 		srvMu.Lock()
@@ -142,8 +161,14 @@ func TestCrashLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer recv.Close()
+	var pool tokenPool
+	var createAuth []byte
+	if tokens {
+		pool.toks = mint(ctx, t, recv, 3001)
+		createAuth = pool.take()
+	}
 	mctx, mcancel := context.WithTimeout(ctx, 20*time.Second)
-	mb, err := recv.CreateMailbox(mctx, nil)
+	mb, err := recv.CreateMailbox(mctx, createAuth)
 	mcancel()
 	if err != nil {
 		t.Fatal(err)
@@ -170,18 +195,41 @@ func TestCrashLoop(t *testing.T) {
 				c, err = client.Dial(ctx, addr, opts)
 			}
 			defer c.Close()
+			var held []byte // the token this sender pays with next
 			for n := 0; ; n++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
+				if tokens && held == nil {
+					if held = pool.take(); held == nil {
+						return // out of tokens
+					}
+				}
 				id := client.NewMessageID()
 				led.mu.Lock()
 				led.sent[id] = false
 				led.mu.Unlock()
 				sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err := c.Send(sctx, mb.SendID, id, []byte(fmt.Sprintf("sender %d message %d", i, n)), nil)
+				body := []byte(fmt.Sprintf("sender %d message %d", i, n))
+				var err error
+				var paid []byte
+				if tokens {
+					var spent, dup bool
+					dup, spent, err = c.SendPaid(sctx, mb.SendID, id, body, held)
+					if spent {
+						// A fresh store spent it with the message; a
+						// duplicate spends nothing, and whether an earlier
+						// attempt that got no answer spent it is unknown.
+						if !dup {
+							paid = held
+						}
+						held = nil
+					}
+				} else {
+					_, err = c.Send(sctx, mb.SendID, id, body, nil)
+				}
 				scancel()
 				if err != nil {
 					failed.Add(1) // not acked: it may or may not be stored
@@ -189,6 +237,9 @@ func TestCrashLoop(t *testing.T) {
 				}
 				led.mu.Lock()
 				led.sent[id] = true
+				if paid != nil {
+					led.paid = append(led.paid, paid)
+				}
 				led.mu.Unlock()
 			}
 		}()
@@ -238,7 +289,7 @@ func TestCrashLoop(t *testing.T) {
 		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
 		srvMu.Lock()
 		srv.kill()
-		srv = start(t, bin, dataDir, listen)
+		srv = start(t, bin, dataDir, listen, tokens)
 		srvMu.Unlock()
 	}
 	// Let the last cycle's sends settle, then stop and drain.
@@ -253,6 +304,12 @@ func TestCrashLoop(t *testing.T) {
 		if cursor == before {
 			break
 		}
+	}
+	// Every token an acked Send spent, shown again on a fresh connection
+	// under a new message ID, is refused as spent.
+	var respent int
+	if tokens {
+		respent = replayPaid(ctx, t, addr, opts, mb.SendID, led.paid)
 	}
 	srvMu.Lock()
 	srv.kill() // the final stop is a crash too
@@ -280,13 +337,16 @@ func TestCrashLoop(t *testing.T) {
 	}
 	check := checkBolt(t, filepath.Join(dataDir, "qpc.db"))
 	keys := checkKeys(t, filepath.Join(dataDir, "qpc.db"))
-	fmt.Printf("crashtest: cycles=%d sent=%d acked=%d unacked=%d delivered=%d lost=%d duplicated=%d phantom=%d bbolt=%s keys=%s\n",
-		cycles, len(led.sent), acked, int(failed.Load()), delivered, lost, duplicated, phantom, check, keys)
+	fmt.Printf("crashtest: tokens=%v cycles=%d sent=%d acked=%d unacked=%d delivered=%d lost=%d duplicated=%d phantom=%d paid_tokens=%d accepted_again=%d bbolt=%s keys=%s\n",
+		tokens, cycles, len(led.sent), acked, int(failed.Load()), delivered, lost, duplicated, phantom, len(led.paid), respent, check, keys)
 	if acked == 0 {
 		t.Fatal("nothing was acked: the test exercised nothing")
 	}
-	if lost != 0 || duplicated != 0 || phantom != 0 || check != "ok" || keys != "ok" {
-		t.Fatalf("lost=%d duplicated=%d phantom=%d bbolt=%s keys=%s", lost, duplicated, phantom, check, keys)
+	if tokens && len(led.paid) == 0 {
+		t.Fatal("no acked Send spent a token: the tokens run exercised nothing")
+	}
+	if lost != 0 || duplicated != 0 || phantom != 0 || respent != 0 || check != "ok" || keys != "ok" {
+		t.Fatalf("lost=%d duplicated=%d phantom=%d accepted_again=%d bbolt=%s keys=%s", lost, duplicated, phantom, respent, check, keys)
 	}
 }
 
@@ -329,4 +389,78 @@ func checkBolt(t *testing.T, path string) string {
 		return fmt.Sprintf("%d problems: %s", len(problems), problems[0])
 	}
 	return "ok"
+}
+
+// tokenPool hands out minted tokens to the senders.
+type tokenPool struct {
+	mu   sync.Mutex
+	toks [][]byte
+}
+
+func (p *tokenPool) take() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.toks) == 0 {
+		return nil
+	}
+	tok := p.toks[0]
+	p.toks = p.toks[1:]
+	return tok
+}
+
+// mint registers an account over c and issues n tokens with it. Tokens
+// carry nothing of the account, so one account serves every sender.
+func mint(ctx context.Context, t *testing.T, c *client.Conn, n int) [][]byte {
+	t.Helper()
+	var dev account.DeviceID
+	crand.Read(dev[:])
+	ksf := account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1})
+	sess, err := c.Register(ctx, "crashtest", []byte("crash test password"), dev, "crashtest", ksf)
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	keys, err := c.TokenKeys(ctx)
+	if err != nil {
+		t.Fatalf("token keys: %v", err)
+	}
+	var out [][]byte
+	for len(out) < n {
+		toks, err := c.IssueTokens(ctx, sess, keys.Keys[keys.Current], min(qtokens.MaxBatch, n-len(out)))
+		if err != nil {
+			t.Fatalf("issue tokens: %v", err)
+		}
+		for _, tok := range toks {
+			raw, err := tok.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, raw)
+		}
+	}
+	return out
+}
+
+// replayPaid shows every token in paid again, on a fresh connection and
+// under a new message ID, and returns how many the server accepted (any
+// answer but TOKEN_SPENT is counted and logged).
+func replayPaid(ctx context.Context, t *testing.T, addr string, opts client.Options, to wire.ID, paid [][]byte) int {
+	t.Helper()
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	c, err := client.Dial(dctx, addr, opts)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	accepted := 0
+	for _, tok := range paid {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := c.Send(sctx, to, client.NewMessageID(), []byte("replayed token"), tok)
+		cancel()
+		if code, _ := wire.CodeOf(err); code != wire.CodeTokenSpent {
+			accepted++
+			t.Logf("a token spent by an acked Send, shown again: %v", err)
+		}
+	}
+	return accepted
 }

@@ -121,6 +121,8 @@ func TestLabRecordComplete(t *testing.T) {
 	must("kt checkpoint", err)
 	_, err = c.KTConsistencyProof(ctx, 0)
 	must("kt consistency", err)
+	_, err = c.KTLookupBatch(ctx, v, []string{"bob", "alice"})
+	must("kt lookup batch", err)
 	// No SDK call sends KTCheckpoint (KTCheckpoint above asks for a
 	// consistency proof from 0); a stranger's own code may.
 	raw := h.Raw(t, "raw")
@@ -187,6 +189,7 @@ func TestLabRecordComplete(t *testing.T) {
 	}
 	has("KTPublish", func(e record.Event) bool { return e.Handle == "alice" && e.Account != "" }, "handle and account")
 	has("KTLookup", func(e record.Event) bool { return e.Handle == "bob" }, "handle")
+	has("KTLookupBatch", func(e record.Event) bool { return e.Handle == "bob,alice" }, "its labels")
 	has("IssueTokens", func(e record.Event) bool { return e.Account != "" && e.N == 3 && e.Epoch != nil }, "account, n and epoch")
 	has("AccountRequest", func(e record.Event) bool { return e.Account != "" }, "account (a registration's second record)")
 	has("FetchKeyPackage", func(e record.Event) bool { return e.Handle == "bob" && e.Epoch != nil }, "handle and epoch")

@@ -43,7 +43,16 @@
 // max_conns and max_conns_per_addr (every client comes from 127.0.0.1),
 // request_rate for the one token-minting connection, and token_quota.
 //
-// Tokens: every create and send spends an anonymous delivery token. One
+// Tokens: every create spends an anonymous delivery token, and every send
+// is paid through client.Conn.SendPaid, one token per wire.SendsPerToken
+// sends on the client's connection (docs/adr/0017);
+// QPC_LOAD_TOKEN_PER_SEND=1 pays every send with a token of its own, the
+// baseline of that change. Receivers ack once a second at a phase of
+// their own, from a goroutine of their own; QPC_LOAD_ACKS=inline is the
+// old harness, every receiver acking in the same instant and reading no
+// delivery until its Ack is answered. A loadtest-send line gives the Send round
+// trip's own percentiles, so that the delivery latency splits into the
+// send path and the push. One
 // account registers with OPAQUE and mints all the tokens over its own
 // connection before the send window, then hands each simulated client its
 // share. This is faithful to the protocol: tokens carry nothing of the

@@ -220,6 +220,7 @@ type tracker struct {
 	acked     map[uint64]bool // (from, seq) acknowledged by the server
 	delivered map[uint64]int  // (from, seq) → times delivered
 	lats      []time.Duration // send start → delivery, one per first delivery
+	sendRTTs  []time.Duration // send start → Sent, one per acknowledged send
 	bad       int             // misrouted, corrupt, or ID mismatch
 	sendErrs  int
 	dupAcks   int // the server called a fresh send a duplicate
@@ -272,9 +273,17 @@ func TestLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), sz.window+sz.drain+10*time.Minute)
 	defer cancel()
 
-	// Tokens: one per mailbox creation, one per send, and a little slack
-	// for a client whose ticks run late.
-	perClient := int(sz.window/sz.interval) + 2
+	// Tokens: one per mailbox creation, one per wire.SendsPerToken sends
+	// (a token pays for that many Sends on its connection), and a little
+	// slack for a client whose ticks run late. QPC_LOAD_TOKEN_PER_SEND=1
+	// has every Send carry a token of its own (Conn.Send, as before the
+	// allowance): the baseline of the allowance's gain in the same build.
+	perSend := os.Getenv("QPC_LOAD_TOKEN_PER_SEND") == "1"
+	sends := int(sz.window/sz.interval) + 2
+	perClient := sends
+	if !perSend {
+		perClient = (sends+wire.SendsPerToken-1)/wire.SendsPerToken + 2
+	}
 	setupStart := time.Now()
 	toks := mintTokens(ctx, t, srv.addr, sz.clients*(perClient+1))
 	mintTime := time.Since(setupStart)
@@ -312,36 +321,84 @@ func TestLoad(t *testing.T) {
 	tr := &tracker{acked: map[uint64]bool{}, delivered: map[uint64]int{}}
 	epoch := time.Now()
 
-	// Receivers: one per client, acking what arrived once a second.
+	// Receivers: one per client, acking what arrived once a second. Each
+	// acks on a second of its own phase, from a goroutine of its own, as
+	// independent clients would: all 1,000 acking in the same instant
+	// (QPC_LOAD_ACKS=inline, the old harness) queue every Send of that
+	// moment behind a burst of 1,000 Acks at the one writer, and a
+	// receiver that waits for its own Ack before reading on counts that
+	// wait in the delivery latency of what arrived meanwhile.
+	inlineAcks := os.Getenv("QPC_LOAD_ACKS") == "inline"
 	var rwg sync.WaitGroup
 	for i := range sz.clients {
 		rwg.Add(1)
 		go func() {
 			defer rwg.Done()
+			ack := func(ids []wire.MessageID) {
+				actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+				if _, err := conns[i].Ack(actx, mbs[i], ids); err != nil {
+					t.Errorf("client %d: ack: %v", i, err)
+				}
+				acancel()
+			}
+			var (
+				acks    chan []wire.MessageID
+				ackDone = make(chan struct{})
+			)
+			if inlineAcks {
+				close(ackDone)
+			} else {
+				acks = make(chan []wire.MessageID, 4)
+				go func() {
+					defer close(ackDone)
+					for ids := range acks {
+						ack(ids)
+					}
+				}()
+			}
+			// The first tick comes at a random phase (inline: a second
+			// from now, for every receiver alike), then one a second.
+			var phase <-chan time.Time
 			tick := time.NewTicker(time.Second)
 			defer tick.Stop()
+			tickC := tick.C
+			if !inlineAcks {
+				tick.Stop()
+				tickC = nil
+				phase = time.After(time.Duration(mrand.Int64N(int64(time.Second))))
+			}
 			var pending []wire.MessageID
 			flush := func() {
 				if len(pending) == 0 {
 					return
 				}
-				actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-				if _, err := conns[i].Ack(actx, mbs[i], pending); err != nil {
-					t.Errorf("client %d: ack: %v", i, err)
+				if inlineAcks {
+					ack(pending)
+					pending = pending[:0]
+					return
 				}
-				acancel()
-				pending = pending[:0]
+				acks <- pending
+				pending = nil
 			}
 			for {
 				select {
 				case m, ok := <-subs[i].C:
 					if !ok {
 						flush()
+						if acks != nil {
+							close(acks)
+						}
+						<-ackDone
 						return
 					}
 					tr.deliver(i, m, time.Since(epoch))
 					pending = append(pending, m.ID)
-				case <-tick.C:
+				case <-phase:
+					phase = nil
+					tick.Reset(time.Second)
+					tickC = tick.C
+					flush()
+				case <-tickC:
 					flush()
 				}
 			}
@@ -364,7 +421,8 @@ func TestLoad(t *testing.T) {
 			time.Sleep(time.Duration(rng.Int64N(int64(sz.interval))))
 			tick := time.NewTicker(sz.interval)
 			defer tick.Stop()
-			for seq := 0; seq < len(mine); seq++ {
+			next := 0 // mine[next] pays when the connection's allowance is used up
+			for seq := 0; seq < sends && next < len(mine); seq++ {
 				if seq > 0 {
 					<-tick.C
 				}
@@ -379,9 +437,23 @@ func TestLoad(t *testing.T) {
 				sent := time.Since(epoch)
 				env := encodeEnvelope(i, to, seq, sent, id)
 				sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
-				dup, err := conns[i].Send(sctx, mbs[to].SendID, id, env, mine[seq])
+				var dup, spent bool
+				var err error
+				if perSend {
+					dup, err = conns[i].Send(sctx, mbs[to].SendID, id, env, mine[next])
+					spent = true
+				} else {
+					dup, spent, err = conns[i].SendPaid(sctx, mbs[to].SendID, id, env, mine[next])
+				}
+				rtt := time.Since(epoch) - sent
 				scancel()
+				if spent {
+					next++
+				}
 				tr.mu.Lock()
+				if err == nil {
+					tr.sendRTTs = append(tr.sendRTTs, rtt)
+				}
 				switch {
 				case err != nil:
 					tr.sendErrs++
@@ -435,6 +507,7 @@ func TestLoad(t *testing.T) {
 		}
 	}
 	slices.Sort(tr.lats)
+	slices.Sort(tr.sendRTTs)
 	sent := len(tr.acked)
 	rate := float64(sent) / window.Seconds()
 	fmt.Printf("loadtest: clients=%d sent=%d delivered=%d lost=%d duplicated=%d msgs_per_s=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f server_rss_mib=%.1f server_hwm_mib=%.1f server_cpu_pct=%.1f offered_msgs_per_s=%.0f clients_cpu_pct=%.1f loadavg=%s..%s window_s=%.1f drain_s=%.2f setup_s=%.1f mint_s=%.1f send_errors=%d\n",
@@ -447,6 +520,10 @@ func TestLoad(t *testing.T) {
 	// Where the time goes on the server during the window: a Send's and
 	// an Ack's request time (read to response written; both wait for the
 	// group commit), and the store writer's commits.
+	// The Send round trip alone (start of Send to Sent): what of the
+	// delivery latency the send path is, the rest being the push.
+	fmt.Printf("loadtest-send: token_per_send=%v inline_acks=%v send_p50_ms=%.2f send_p99_ms=%.2f send_p999_ms=%.2f\n",
+		perSend, inlineAcks, percentile(tr.sendRTTs, 0.50), percentile(tr.sendRTTs, 0.99), percentile(tr.sendRTTs, 0.999))
 	fmt.Printf("loadtest-server: send_ms=%.2f ack_ms=%.2f commits=%.0f mean_commit_ms=%.2f mean_batch_ops=%.1f\n",
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="send"}`),
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="ack"}`),

@@ -64,7 +64,8 @@ type Event struct {
 	// Account is the opaque account ID of an authenticated account
 	// request (login, token issuance, KT publish).
 	Account string `json:"account,omitempty"`
-	// Handle is the KT label of a KTPublish, KTLookup or KTHistory.
+	// Handle is the KT label of a KTPublish, KTLookup or KTHistory; of
+	// a KTLookupBatch, its labels joined by commas.
 	Handle string `json:"handle,omitempty"`
 	// Code is the wire error code name, e.g. "TOKEN_SPENT" (EvError).
 	Code string `json:"code,omitempty"`
