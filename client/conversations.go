@@ -578,6 +578,7 @@ func (c *Client) SendText(ctx context.Context, target, text string) (id string, 
 // sendContent encrypts m once in r's group and queues it for every other
 // member, persisting the advanced group state and the outbox together.
 func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Message) error {
+	start := time.Now()
 	g, err := c.loadGroup(ctx, r)
 	if err != nil {
 		return err
@@ -589,9 +590,26 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	if err := c.saveGroup(r, g); err != nil {
 		return err
 	}
-	return c.store.Update(func(tx *state.Tx) error {
+	c.timed(TimeSendMLS, start)
+	start = time.Now()
+	defer c.timed(TimeSendQueue, start)
+	// The entries' tokens are taken now and recorded with them, so that
+	// one transaction (one fsync) makes the message, its outbox entries
+	// and their tokens durable (outbox.go, tokenTake). In cover mode the
+	// schedule assigns them when it sends (cover.go).
+	take := c.takeTokensFor(ctx, len(r.Members))
+	err = c.store.Update(func(tx *state.Tx) error {
 		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 			return err
+		}
+		if take != nil {
+			need, err := untokened(tx)
+			if err != nil {
+				return err
+			}
+			if err := take.record(tx, need); err != nil {
+				return err
+			}
 		}
 		if m.Kind == content.KindText {
 			c.history(tx, r, Event{Kind: EventMessage, From: c.prof.Handle, Text: m.Text, Seq: m.Seq, SentAt: time.Unix(int64(m.SentAt), 0), ID: hex.EncodeToString(m.ID[:])})
@@ -601,6 +619,10 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 		}
 		return putJSON(tx, bucketConvs, r.ID, r)
 	})
+	if take != nil {
+		err = take.done(err)
+	}
+	return err
 }
 
 // fanOut queues payload for each of the given members of r.

@@ -99,6 +99,10 @@ type ClientOptions struct {
 	// with what it carried: the ground truth of the traffic-analysis lab
 	// (lab/population). It changes nothing of what is sent.
 	SentEnvelope func(SentEnvelope)
+	// Timing, if set, is told how long each part of sending and receiving
+	// a message took (the Time* part names): for the end-to-end
+	// benchmark. It changes nothing of what is done.
+	Timing func(part string, d time.Duration)
 	// KTLookupParallel is how many key-transparency lookup connections
 	// a join may have open at once (lookupMembers); 0:
 	// DefaultKTLookupParallel, 1: one at a time.

@@ -109,6 +109,7 @@ func (c *Client) flush(ctx context.Context) error {
 	if c.coverMode() != nil {
 		return nil // in cover mode, only the Poisson schedule sends (cover.go)
 	}
+	defer c.timed(TimeSendFlush, time.Now())
 	type item struct {
 		seq uint64
 		e   *outboxEntry
@@ -135,6 +136,7 @@ func (c *Client) flush(ctx context.Context) error {
 	var sent []uint64
 	defer func() {
 		if len(sent) > 0 {
+			defer c.timed(TimeSendDone, time.Now())
 			c.store.Update(func(tx *state.Tx) error {
 				for _, seq := range sent {
 					if err := tx.DeleteSeq(bucketOutbox, seq); err != nil {
@@ -148,9 +150,11 @@ func (c *Client) flush(ctx context.Context) error {
 			})
 		}
 	}()
+	start := time.Now()
 	if err := c.assignTokens(ctx, len(items)); err != nil {
 		return fmt.Errorf("%w: %w", ErrQueued, err)
 	}
+	c.timed(TimeSendTokens, start)
 	blocked := map[string]bool{}
 	var firstErr error
 	for _, it := range items {
@@ -246,11 +250,15 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	env, tok, err := c.sealEntry(ctx, conn, seq, e)
 	if err != nil {
 		return err
 	}
+	c.timed(TimeSendSeal, start)
+	start = time.Now()
 	_, err = conn.Send(ctx, e.SendID, e.ID, env, tok)
+	c.timed(TimeSendWire, start)
 	return c.sentEntry(seq, e, err)
 }
 
@@ -334,18 +342,99 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 	if err := c.refillBeforeSending(ctx, w, len(need)); err != nil && w.Len() == 0 {
 		return err
 	}
-	toks, err := w.TakeN(ctx, len(need))
-	if err != nil && len(toks) == 0 {
-		return nil // entryToken reports it, per entry
+	take, err := takeTokens(w, len(need))
+	if err != nil || take == nil {
+		return err // none taken: entryToken reports it, per entry
 	}
-	return c.store.Update(func(tx *state.Tx) error {
-		for i, tok := range toks {
-			if err := tx.Put(bucketOutboxTokens, seqKey(need[i]), tok); err != nil {
-				return err
-			}
+	err = c.store.Update(func(tx *state.Tx) error { return take.record(tx, need) })
+	return take.done(err)
+}
+
+// tokenTake is tokens taken from the wallet for outbox entries, with the
+// wallet's encoding after the take: both are written in one transaction
+// (record), before any of the tokens leaves, so that a token is never
+// both in the stored wallet and assigned to an entry (which could spend
+// it twice after a crash, linking the two sends) and one fsync covers
+// both.
+type tokenTake struct {
+	w    *Wallet
+	toks [][]byte
+	enc  []byte
+	gen  uint64
+}
+
+// takeTokens takes up to n tokens; nil when the wallet has none.
+func takeTokens(w *Wallet, n int) (*tokenTake, error) {
+	toks, enc, gen, err := w.TakeEncoded(n)
+	if err != nil || len(toks) == 0 {
+		return nil, err
+	}
+	return &tokenTake{w, toks, enc, gen}, nil
+}
+
+// record stores the wallet after the take and assigns the tokens to the
+// entries need, in order. need must be at least as long as the tokens
+// taken.
+func (t *tokenTake) record(tx *state.Tx, need []uint64) error {
+	if len(need) < len(t.toks) {
+		return fmt.Errorf("outbox: %d tokens taken for %d entries", len(t.toks), len(need))
+	}
+	if err := tx.Put(bucketMeta, keyWallet, t.enc); err != nil {
+		return err
+	}
+	for i, tok := range t.toks {
+		if err := tx.Put(bucketOutboxTokens, seqKey(need[i]), tok); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// done follows the transaction that recorded t (err its result): if
+// the wallet was encoded again meanwhile (a refill), the encoding the
+// transaction wrote may be older than the one stored before it, so the
+// wallet is stored again as it is in memory. A failed transaction took
+// the tokens out of the wallet in memory only: they are never used.
+func (t *tokenTake) done(err error) error {
+	if !t.w.Current(t.gen) {
+		if serr := t.w.resave(); err == nil {
+			err = serr
+		}
+	}
+	return err
+}
+
+// takeTokensFor takes n tokens for entries about to be queued, or none
+// (nil): in cover mode, or when the wallet holds fewer than n (flush then
+// refills first where it may, and reports a shortage).
+func (c *Client) takeTokensFor(ctx context.Context, n int) *tokenTake {
+	if n == 0 || c.coverMode() != nil {
 		return nil
+	}
+	w, err := c.getWallet(ctx)
+	if err != nil || w.Len() < n {
+		return nil
+	}
+	take, err := takeTokens(w, n)
+	if err != nil {
+		return nil
+	}
+	return take
+}
+
+// untokened lists the outbox entries that have no token yet, oldest
+// first.
+func untokened(tx *state.Tx) ([]uint64, error) {
+	var need []uint64
+	err := tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, _ []byte) error {
+		_, err := tx.Get(bucketOutboxTokens, seqKey(seq))
+		if errors.Is(err, state.ErrNoEntry) {
+			need = append(need, seq)
+			return nil
+		}
+		return err
 	})
+	return need, err
 }
 
 func (c *Client) dropEntry(seq uint64) {

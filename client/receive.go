@@ -174,7 +174,23 @@ func (c *Client) drain(ctx context.Context, mb mailboxRef) error {
 
 // deliver processes one envelope and acks it unless it is deferred.
 func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Message) error {
-	key := append(mb.box.ReceiveID[:len(mb.box.ReceiveID):len(mb.box.ReceiveID)], m.ID[:]...)
+	ack, err := c.receiveEnvelope(ctx, conn, mb, m)
+	if err != nil || !ack {
+		return err
+	}
+	return c.ackEnvelope(ctx, conn, mb, m)
+}
+
+// seenKey is the key of an envelope's seen mark.
+func seenKey(mb mailboxRef, m Message) []byte {
+	return append(mb.box.ReceiveID[:len(mb.box.ReceiveID):len(mb.box.ReceiveID)], m.ID[:]...)
+}
+
+// receiveEnvelope processes one envelope, unless it was already, and
+// commits its effects with its seen mark. ack reports whether it is to
+// be acknowledged (ackEnvelope): not when it was deferred.
+func (c *Client) receiveEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m Message) (ack bool, err error) {
+	key := seenKey(mb, m)
 	seen := false
 	if err := c.store.View(func(tx *state.Tx) error {
 		_, err := tx.Get(bucketSeen, key)
@@ -184,22 +200,30 @@ func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Messa
 		}
 		return err
 	}); err != nil {
-		return err
+		return false, err
 	}
 	if !seen {
 		err := c.process(ctx, mb, m, key)
 		if errors.Is(err, errDefer) {
 			// Left on the server, within bounds (deferred.go).
-			return c.deferEnvelope(ctx, conn, mb, m, key, err)
+			return false, c.deferEnvelope(ctx, conn, mb, m, key, err)
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		if c.kpUsed {
 			c.kpUsed = false
 			c.refillKeyPackagesQuietly(ctx)
 		}
 	}
+	return true, nil
+}
+
+// ackEnvelope acknowledges an envelope receiveEnvelope committed, and
+// dates its seen mark.
+func (c *Client) ackEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m Message) error {
+	key := seenKey(mb, m)
+	defer c.timed(TimeRecvAck, time.Now())
 	_, err := conn.Ack(ctx, mb.box.mailbox(), []wire.MessageID{m.ID})
 	if err == nil && !seenAcked(c, key) {
 		// The mark stays, dated, for as long as a server could still
@@ -216,8 +240,9 @@ func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Messa
 // honest server delivers it again and a replay fails MLS's own check.
 const seenKeep = 30 * 24 * time.Hour
 
-// ackedMark is the seen mark of an acknowledged message: the time of the
-// ack. An unacknowledged message's mark is the single byte 1.
+// ackedMark is the dated seen mark: the time of the ack, or of the
+// processing that precedes it (process). A mark not dated yet (a chunk
+// kept for later, an envelope dropped unread) is the single byte 1.
 func ackedMark(t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(t.Unix()))
 }
@@ -270,7 +295,9 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		return fmt.Errorf("%w: mailbox key", ErrCorruptState)
 	}
 	self := c.prof.IdentityKey.Public().(ed25519.PublicKey)
+	start := time.Now()
 	op, err := sealed.Open(box, mb.box.SendID, m.Envelope, c.opts.Now(), 0, self)
+	c.timed(TimeRecvOpen, start)
 	var commit func(tx *state.Tx) error
 	var chunkKey []byte
 	if err == nil && op.ContentType == sealed.ContentChunk {
@@ -316,6 +343,7 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	if err != nil {
 		commit = nil
 	}
+	defer c.timed(TimeRecvCommit, time.Now())
 	return c.store.Update(func(tx *state.Tx) error {
 		if commit != nil {
 			if err := commit(tx); err != nil {
@@ -333,7 +361,11 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 		if err := c.putProfile(tx); err != nil {
 			return err
 		}
-		return tx.Put(bucketSeen, seenKey, []byte{1})
+		// Dated now rather than at the ack: the mark is kept seenKeep
+		// from here, still past the lifetime of the message on any
+		// server (which began when the server stored it, before this),
+		// and the ack needs no transaction of its own (ackEnvelope).
+		return tx.Put(bucketSeen, seenKey, ackedMark(c.opts.Now()))
 	})
 }
 
@@ -439,6 +471,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	if op.ContentType != sealed.ContentMLS {
 		return nil, fmt.Errorf("unexpected content type %d in a conversation", op.ContentType)
 	}
+	mlsStart := time.Now()
 	g, err := c.loadGroup(ctx, r)
 	if err != nil {
 		return nil, err
@@ -500,6 +533,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	oldEpoch := g.Epoch()
 	before := memberSet(g)
 	rec, err := g.ProcessMessage(op.Content)
+	mlsTime := time.Since(mlsStart)
 	if err != nil {
 		if pm != nil && !commitFailure(err) && errors.Is(err, mls.ErrDecryptFailed) {
 			// Not of this epoch's keys: perhaps of a branch of commits
@@ -547,9 +581,11 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		// (docs/protocol.md §11.5).
 		return nil, fmt.Errorf("a message from %s, written in epoch %d, after the commit that removed them", sender, g.Epoch())
 	}
+	start := time.Now()
 	if _, err := c.senderContact(ctx, op); err != nil {
 		return nil, err
 	}
+	c.timed(TimeRecvSender, start)
 	var effects []func(tx *state.Tx) error
 	note := func(f func(tx *state.Tx)) {
 		effects = append(effects, func(tx *state.Tx) error { f(tx); return nil })
@@ -653,7 +689,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				c.history(tx, r, Event{Kind: EventGap, From: sender, Missed: missed, Text: fmt.Sprintf("%d message(s) from %s missing", len(missed), sender)})
 			})
 		}
+		start := time.Now()
 		c.gossip(ctx, sender, m.Checkpoint)
+		c.timed(TimeRecvGossip, start)
 		sentAt := time.Unix(int64(m.SentAt), 0)
 		switch m.Kind {
 		case content.KindText:
@@ -713,8 +751,12 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s proposed a change only %v may make (%v); it was ignored", r.display(), sender, admins(r, r.Admins, before), p.Type)})
 		}
 	}
+	start = time.Now()
 	if err := c.saveState(r, g, usePrev, li); err != nil {
 		return nil, err
+	}
+	if f := c.opts.Timing; f != nil {
+		f(TimeRecvMLS, mlsTime+time.Since(start))
 	}
 	return func(tx *state.Tx) error {
 		for _, f := range effects {
@@ -860,6 +902,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 	type arrival struct {
 		mb mailboxRef
 		m  Message
+		at time.Time
 	}
 	in := make(chan arrival)
 	subs := map[string]*Subscription{}
@@ -891,7 +934,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			go func() {
 				for m := range s.C {
 					select {
-					case in <- arrival{mb, m}:
+					case in <- arrival{mb, m, time.Now()}:
 					case <-ctx.Done():
 						return
 					}
@@ -950,17 +993,34 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			})
 			rearm()
 		case a := <-in:
+			// The envelope's effects are committed, then its events
+			// shown, then it is acknowledged: the ack's round trip is
+			// not between its arrival and the callback.
+			var conn *Conn
+			ack := false
 			step(func() error {
-				conn, err := c.conn(ctx, a.mb.role)
+				c.timed(TimeRecvWait, a.at)
+				var err error
+				conn, err = c.conn(ctx, a.mb.role)
 				if err == nil {
-					err = c.deliver(ctx, conn, a.mb, a.m)
+					ack, err = c.receiveEnvelope(ctx, conn, a.mb, a.m)
+				}
+				return err
+			})
+			c.timed(TimeRecvShown, a.at)
+			step(func() error {
+				var err error
+				if ack {
+					err = c.ackEnvelope(ctx, conn, a.mb, a.m)
 				}
 				if err == nil {
 					// A scheduled update found due goes now.
 					err = c.commitDueUpdates(ctx)
 				}
 				if err == nil {
+					start := time.Now()
 					err = c.flush(ctx)
+					c.timed(TimeRecvFlush, start)
 				}
 				return err
 			})

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
@@ -126,6 +127,9 @@ type Wallet struct {
 	keys     map[uint32][]byte // the token keys checked, by epoch
 	fillErr  error             // the last scheduled refill's error
 	refills  []time.Time       // when scheduled refills started
+	// gen counts the encodings made (save, TakeEncoded): an encoding is
+	// current while gen still holds its number.
+	gen atomic.Uint64
 }
 
 // Wallet encoding (inside the encrypted state, or the wallet file):
@@ -584,13 +588,71 @@ func expGapMean(mean time.Duration) time.Duration {
 // save serializes toks and the remembered keys into the store. Call with
 // mu held.
 func (w *Wallet) save(toks []tokens.Token) error {
+	buf, err := w.encode(toks)
+	if err != nil {
+		return err
+	}
+	if err := w.store.Save(buf); err != nil {
+		return fmt.Errorf("save wallet: %w", err)
+	}
+	return nil
+}
+
+// TakeEncoded is TakeN for a caller that stores the wallet itself, in the
+// same transaction that records what the tokens are for (the client's
+// outbox), so that one fsync makes both durable before any token is
+// shown to the server. It takes up to n tokens (fewer, with no error,
+// when the wallet holds fewer) and returns them with the wallet's
+// encoding after the take and that encoding's generation. The caller
+// writes enc where WalletStore.Save would, in the same transaction; if
+// Current(gen) no longer holds after it committed, a later encoding (a
+// refill's) may have been stored before it, and the caller calls resave
+// so that the store holds the wallet as it is in memory. The taken
+// tokens must not be used before enc is stored.
+func (w *Wallet) TakeEncoded(n int) (toks [][]byte, enc []byte, gen uint64, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	usable := w.usable()
+	got := min(n, len(usable))
+	if got == 0 {
+		return nil, nil, 0, nil
+	}
+	rest := usable[got:]
+	if enc, err = w.encode(rest); err != nil {
+		return nil, nil, 0, err
+	}
+	toks = make([][]byte, got)
+	for i := range toks {
+		if toks[i], err = usable[i].MarshalBinary(); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	w.toks = rest
+	return toks, enc, w.gen.Load(), nil
+}
+
+// Current reports whether the encoding of generation gen is the newest
+// the wallet made (TakeEncoded).
+func (w *Wallet) Current(gen uint64) bool { return w.gen.Load() == gen }
+
+// resave stores the wallet as it is in memory.
+func (w *Wallet) resave() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.save(w.toks)
+}
+
+// encode serializes toks and the remembered keys, as a new generation.
+// Call with mu held.
+func (w *Wallet) encode(toks []tokens.Token) ([]byte, error) {
+	w.gen.Add(1)
 	buf := make([]byte, 5, 5+len(toks)*tokens.TokenSize+5+len(w.keys)*(4+tokens.PublicKeySize))
 	buf[0] = walletVersion
 	binary.BigEndian.PutUint32(buf[1:], uint32(len(toks)))
 	for i := range toks {
 		raw, err := toks[i].MarshalBinary()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		buf = append(buf, raw...)
 	}
@@ -605,10 +667,7 @@ func (w *Wallet) save(toks []tokens.Token) error {
 		buf = binary.BigEndian.AppendUint32(buf, e)
 		buf = append(buf, w.keys[e]...)
 	}
-	if err := w.store.Save(buf); err != nil {
-		return fmt.Errorf("save wallet: %w", err)
-	}
-	return nil
+	return buf, nil
 }
 
 // fileWallet is a wallet file, written atomically (temp file, fsync,
