@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sync"
 )
 
 // The prefix tree is a binary Merkle tree over 256-bit indices (VRF
@@ -445,3 +446,71 @@ var emptyRootHash = func() [32]byte {
 
 // emptyRoot is the root hash of the empty tree.
 func emptyRoot() [32]byte { return emptyRootHash }
+
+// insertLeaves inserts leaves (one epoch's) into the tree read through
+// src, the two halves of the tree (the root's two children) on two
+// goroutines when each half has at least minParallel, and rehashes. src(i) gives
+// each goroutine a source of its own (a bbolt transaction is not safe
+// for concurrent use). The result does not depend on the leaves' order
+// or on the split: the tree's shape is a function of the set of leaves.
+// It returns the changed records and the new root hash.
+func insertLeaves(src func(i int) (nodeSource, func()), epoch uint64, leaves []Leaf, minParallel int) (map[nodeID]*nodeRecord, [32]byte, error) {
+	var side [2][]Leaf
+	for i := range leaves {
+		b := leaves[i].Index.bit(0)
+		side[b] = append(side[b], leaves[i])
+	}
+	if len(side[0]) < minParallel || len(side[1]) < minParallel {
+		s, done := src(0)
+		defer done()
+		tb := newTreeBatch(s, epoch)
+		for i := range leaves {
+			if err := tb.Insert(leaves[i].Index, leaves[i].Commitment); err != nil {
+				return nil, [32]byte{}, err
+			}
+		}
+		root, err := tb.Finish()
+		return tb.dirty, root, err
+	}
+	// Each half's batch changes the root's child on its side only; the
+	// root is merged from the two below.
+	var tbs [2]*treeBatch
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, done := src(i)
+			defer done()
+			tb := newTreeBatch(s, epoch)
+			for j := range side[i] {
+				if errs[i] = tb.Insert(side[i][j].Index, side[i][j].Commitment); errs[i] != nil {
+					return
+				}
+			}
+			_, errs[i] = tb.Finish()
+			tbs[i] = tb
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[0], errs[1]); err != nil {
+		return nil, [32]byte{}, err
+	}
+	root := tbs[0].root
+	root.state.child[1], root.state.present[1] = tbs[1].root.state.child[1], tbs[1].root.state.present[1]
+	var h [2][32]byte
+	for i := range 2 {
+		if root.state.present[i] {
+			h[i] = root.state.child[i].hash
+		}
+	}
+	root.state.hash = nodeHash(0, &root.id.prefix, &h[0], &h[1])
+	dirty := tbs[0].dirty
+	for id, r := range tbs[1].dirty {
+		if id != rootID {
+			dirty[id] = r
+		}
+	}
+	return dirty, root.state.hash, nil
+}
