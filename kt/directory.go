@@ -686,14 +686,14 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		}
 	}
 	// The commitments (an HMAC each), in parallel, in the list's order.
-	real := make([]int, 0, len(ul.Leaves))
+	live := make([]int, 0, len(ul.Leaves))
 	for i := range batch {
 		if results[i].Err == nil {
-			real = append(real, i)
+			live = append(live, i)
 		}
 	}
-	parallel(len(real), func(j int) {
-		i := real[j]
+	parallel(len(live), func(j int) {
+		i := live[j]
 		ul.Leaves[j].Commitment = Commit(recs[i].opening, batch[i].label, vers[i], e, batch[i].value)
 	})
 	if !genesis {
@@ -722,7 +722,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 			next = binary.BigEndian.Uint64(k) + 1
 		}
 		if next != e {
-			return fmt.Errorf("kt: epoch %d was committed while it was built", next-1)
+			return fmt.Errorf("kt: the database's next epoch is %d, not the %d built (a second writer?)", next, e)
 		}
 		versions := tx.Bucket(bucketVersions)
 		for i, u := range batch {
