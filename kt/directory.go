@@ -652,70 +652,96 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	})
 	d.stats.vrf += time.Since(vrfStart)
 	treeStart := time.Now()
-	var dirty map[nodeID]*nodeRecord
-	err := d.db.Update(func(tx *bolt.Tx) error {
-		var e uint64
+	// The epoch's leaves, then the tree's new nodes, are made in read
+	// transactions (the tree on two goroutines), outside the write
+	// transaction: there is one writer (writeMu), so nothing they read
+	// changes before it. Everything is written in that one transaction,
+	// all or nothing.
+	var e uint64
+	if err := d.db.View(func(tx *bolt.Tx) error {
 		if k, _ := tx.Bucket(bucketEpochs).Cursor().Last(); k != nil {
 			e = binary.BigEndian.Uint64(k) + 1
 		} else if !genesis {
 			return errors.New("kt: no genesis epoch")
 		}
-		tb := newTreeBatch(txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, e)
-		// The update list an auditor replays (§1.5): every leaf this
-		// epoch inserts, in order, stored with the record.
-		ul := UpdateList{Epoch: e, Leaves: make([]Leaf, 0, max(len(batch), d.opts.MinUpdates))}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("kt: commit epoch: %w", err)
+	}
+	// The update list an auditor replays (§1.5): every leaf this epoch
+	// inserts, in order, stored with the record.
+	ul := UpdateList{Epoch: e, Leaves: make([]Leaf, 0, max(len(batch), d.opts.MinUpdates))}
+	for i := range batch {
+		if vers[i] > d.opts.MaxVersions {
+			results[i] = Published{Err: ErrTooManyVersions}
+			continue
+		}
+		recs[i].added = e
+		ul.Leaves = append(ul.Leaves, Leaf{Index: recs[i].index})
+		results[i] = Published{Version: vers[i]}
+	}
+	for i := range results {
+		if results[i].Err == nil {
+			results[i].Epoch = e
+		}
+	}
+	// The commitments (an HMAC each), in parallel, in the list's order.
+	live := make([]int, 0, len(ul.Leaves))
+	for i := range batch {
+		if results[i].Err == nil {
+			live = append(live, i)
+		}
+	}
+	parallel(len(live), func(j int) {
+		i := live[j]
+		ul.Leaves[j].Commitment = Commit(recs[i].opening, batch[i].label, vers[i], e, batch[i].value)
+	})
+	if !genesis {
+		// Padding: fake leaves at random indices with random
+		// commitments, indistinguishable from real ones.
+		for n := len(batch); n < d.opts.MinUpdates; n++ {
+			var l Leaf
+			rand.Read(l.Index[:])
+			rand.Read(l.Commitment[:])
+			ul.Leaves = append(ul.Leaves, l)
+		}
+	}
+	dirty, root, err := insertLeaves(func(int) (nodeSource, func()) {
+		tx, err := d.db.Begin(false)
+		if err != nil {
+			return errSource{err}, func() {}
+		}
+		return txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, func() { tx.Rollback() }
+	}, e, ul.Leaves, parallelInsertMin)
+	if err != nil {
+		return nil, fmt.Errorf("kt: commit epoch: %w", err)
+	}
+	err = d.db.Update(func(tx *bolt.Tx) error {
+		next := uint64(0)
+		if k, _ := tx.Bucket(bucketEpochs).Cursor().Last(); k != nil {
+			next = binary.BigEndian.Uint64(k) + 1
+		}
+		if next != e {
+			return fmt.Errorf("kt: the database's next epoch is %d, not the %d built (a second writer?)", next, e)
+		}
 		versions := tx.Bucket(bucketVersions)
 		for i, u := range batch {
-			v := vers[i]
-			if v > d.opts.MaxVersions {
-				results[i] = Published{Err: ErrTooManyVersions}
+			if results[i].Err != nil {
 				continue
 			}
-			rec := &recs[i]
-			rec.added = e
-			c := Commit(rec.opening, u.label, v, e, u.value)
-			if err := tb.Insert(rec.index, c); err != nil {
+			if err := versions.Put(versionKey(u.label, vers[i]), recs[i].marshal()); err != nil {
 				return err
 			}
-			ul.Leaves = append(ul.Leaves, Leaf{Index: rec.index, Commitment: c})
-			if err := versions.Put(versionKey(u.label, v), rec.marshal()); err != nil {
-				return err
-			}
-			results[i] = Published{Version: v, Epoch: e}
 		}
-		if !genesis {
-			// Padding: fake leaves at random indices with random
-			// commitments, indistinguishable from real ones.
-			for n := len(batch); n < d.opts.MinUpdates; n++ {
-				var idx Index
-				var c [32]byte
-				rand.Read(idx[:])
-				rand.Read(c[:])
-				if err := tb.Insert(idx, c); err != nil {
-					return err
-				}
-				ul.Leaves = append(ul.Leaves, Leaf{Index: idx, Commitment: c})
-			}
-		}
-		root, err := tb.Finish()
-		if err != nil {
+		if err := d.ts.putNodes(tx, dirty); err != nil {
 			return err
 		}
-		if err := d.ts.putNodes(tx, tb.dirty); err != nil {
-			return err
-		}
-		d.ts.stagePrevs(e, tb.dirty)
+		d.ts.stagePrevs(e, dirty)
 		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: d.cfgHash}
 		// The list goes in before the record: in the same transaction,
 		// so no record is ever logged without its list.
 		if err := tx.Bucket(bucketUpdates).Put(epochKey(e), ul.Marshal()); err != nil {
 			return err
-		}
-		dirty = tb.dirty
-		for i := range results {
-			if results[i].Err == nil {
-				results[i].Epoch = e
-			}
 		}
 		return tx.Bucket(bucketEpochs).Put(epochKey(e), rec.Marshal())
 	})
@@ -787,6 +813,16 @@ func (d *Directory) Checkpoint() (*Checkpoint, error) {
 	}
 	return v.checkpoint, nil
 }
+
+// parallelInsertMin is the fewest leaves on each side of the root for
+// which an epoch's inserts run on two goroutines.
+const parallelInsertMin = 256
+
+// errSource is a nodeSource that fails: a read transaction that could
+// not be begun.
+type errSource struct{ err error }
+
+func (s errSource) node(nodeID) (*nodeRecord, error) { return nil, s.err }
 
 // parallel runs f(0..n-1) on GOMAXPROCS goroutines.
 func parallel(n int, f func(i int)) {

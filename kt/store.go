@@ -50,31 +50,23 @@ type treeStore struct {
 	cacheDepth int
 	mu         sync.RWMutex
 	cache      map[nodeID]*nodeRecord
-	// The previous states of the uncached nodes epoch prevEpoch changed
-	// (nodeRecord): records are stored without them.
+	// The records epoch prevEpoch changed, whose previous states
+	// (nodeRecord) readers of the epoch before may need: records are
+	// stored without them.
 	prevEpoch uint64
-	prevs     map[nodeID]prevState
+	prevs     map[nodeID]*nodeRecord
 }
 
-type prevState struct {
-	from  uint64
-	state nodeState
-}
-
-// stagePrevs keeps the previous states of the uncached records of epoch
-// e's batch for readers of the epoch before, dropping those of the epoch
+// stagePrevs keeps the records of epoch e's batch, with their previous
+// states, for readers of the epoch before, dropping those of the epoch
 // before (its readers are gone: an epoch is committed only once the one
 // before it is served). Call it in the transaction that stores the batch,
-// before it commits, so no reader sees the records without them.
+// before it commits, so no reader sees the records without them. The
+// batch's map is kept as it is, not copied: nothing changes it after
+// Finish.
 func (ts *treeStore) stagePrevs(e uint64, dirty map[nodeID]*nodeRecord) {
-	prevs := map[nodeID]prevState{}
-	for id, r := range dirty {
-		if int(id.depth) > ts.cacheDepth && r.hasPrev {
-			prevs[id] = prevState{from: r.prevFrom, state: r.prev}
-		}
-	}
 	ts.mu.Lock()
-	ts.prevEpoch, ts.prevs = e, prevs
+	ts.prevEpoch, ts.prevs = e, dirty
 	ts.mu.Unlock()
 }
 
@@ -212,29 +204,36 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 	}
 	s.ts.mu.RLock()
 	if r.epoch == s.ts.prevEpoch {
-		if p, ok := s.ts.prevs[id]; ok {
-			r.hasPrev, r.prevFrom, r.prev = true, p.from, p.state
+		if p, ok := s.ts.prevs[id]; ok && p.hasPrev {
+			r.hasPrev, r.prevFrom, r.prev = true, p.prevFrom, p.prev
 		}
 	}
 	s.ts.mu.RUnlock()
 	return r, nil
 }
 
-// putNodes writes a batch's records in tx.
+// putNodes writes a batch's records in tx. Keys and values are encoded
+// into one buffer, which bbolt reads until the transaction commits.
 func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
 	// In key order, so bbolt fills pages front to back.
 	type put struct {
 		k []byte
 		r *nodeRecord
 	}
+	const maxKV = 2*(2+IndexSize) + 8 + 33 + 2*(2+IndexSize+64)
+	buf := make([]byte, 0, len(dirty)*maxKV)
 	puts := make([]put, 0, len(dirty))
 	for id, r := range dirty {
-		puts = append(puts, put{id.storeKey(), r})
+		n := len(buf)
+		buf = id.appendStoreKey(buf)
+		puts = append(puts, put{buf[n:len(buf):len(buf)], r})
 	}
 	slices.SortFunc(puts, func(a, b put) int { return bytes.Compare(a.k, b.k) })
 	b := tx.Bucket(bucketNodes)
 	for _, p := range puts {
-		if err := b.Put(p.k, p.r.marshal()); err != nil {
+		n := len(buf)
+		buf = p.r.appendTo(buf)
+		if err := b.Put(p.k, buf[n:len(buf):len(buf)]); err != nil {
 			return err
 		}
 	}

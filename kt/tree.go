@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sync"
 )
 
 // The prefix tree is a binary Merkle tree over 256-bit indices (VRF
@@ -84,14 +85,18 @@ const storeSplit = 16
 // of 10,000 inserts into a 1M-leaf tree changes about 50,000 such nodes;
 // ordered by depth they dirtied most of the file's pages at every commit.
 func (n nodeID) storeKey() []byte {
+	return n.appendStoreKey(make([]byte, 0, 2+IndexSize))
+}
+
+// appendStoreKey appends storeKey to b.
+func (n nodeID) appendStoreKey(b []byte) []byte {
 	if n.depth <= storeSplit {
-		return n.key()
+		b = binary.BigEndian.AppendUint16(b, n.depth)
+		return append(b, n.prefix[:]...)
 	}
-	k := make([]byte, 2+IndexSize)
-	k[0] = 0x01
-	copy(k[1:], n.prefix[:])
-	k[1+IndexSize] = byte(n.depth)
-	return k
+	b = append(b, storeKeyDeep)
+	b = append(b, n.prefix[:]...)
+	return append(b, byte(n.depth))
 }
 
 // storeKeyDeep is the first byte of the store keys of nodes below
@@ -158,6 +163,11 @@ type nodeRecord struct {
 	hasPrev  bool
 	prevFrom uint64
 	prev     nodeState
+	// kid links a record a treeBatch changed to the records of its
+	// children the batch changed: 1 + their position in the batch's
+	// list, 0 for none. Only meaningful within that batch; indices, not
+	// pointers, so that records hold no pointers for the GC to scan.
+	kid [2]int32
 }
 
 // at returns the state of the node at epoch e.
@@ -185,7 +195,8 @@ func appendState(b []byte, s *nodeState) []byte {
 			continue
 		}
 		c := &s.child[i]
-		b = append(b, c.id.key()...)
+		b = binary.BigEndian.AppendUint16(b, c.id.depth) // c.id.key()
+		b = append(b, c.id.prefix[:]...)
 		b = append(b, c.hash[:]...)
 		if c.leaf() {
 			b = append(b, c.commitment[:]...)
@@ -195,8 +206,10 @@ func appendState(b []byte, s *nodeState) []byte {
 }
 
 // marshal encodes the record without its previous state.
-func (r *nodeRecord) marshal() []byte {
-	b := make([]byte, 0, 240)
+func (r *nodeRecord) marshal() []byte { return r.appendTo(make([]byte, 0, 240)) }
+
+// appendTo appends marshal's encoding to b.
+func (r *nodeRecord) appendTo(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, r.epoch)
 	return appendState(b, &r.state)
 }
@@ -284,10 +297,18 @@ var ErrDuplicateIndex = errors.New("kt: index already in the tree")
 // treeBatch inserts leaves for one epoch into copies of the nodes it
 // touches; Finish rehashes them bottom-up. Nothing is written until the
 // caller stores Dirty.
+//
+// The batch's records form a tree of their own: every changed node but
+// the root is reached from its changed parent through nodeRecord.kid, so
+// an insert walks down the nodes earlier inserts changed without a map
+// lookup, and Finish rehashes them depth first from the root. dirty
+// indexes the same records by ID for the store.
 type treeBatch struct {
 	src   nodeSource
 	epoch uint64
 	dirty map[nodeID]*nodeRecord // the internal nodes this batch changed; Finish rehashes them all
+	list  []*nodeRecord          // the same records; nodeRecord.kid points into it
+	root  *nodeRecord            // the root's record in this batch, once changed
 	// noPrev drops the state before this epoch instead of keeping it for
 	// readers of earlier epochs (a ReplayTree has none).
 	noPrev bool
@@ -312,63 +333,73 @@ func (t *treeBatch) get(id nodeID) (*nodeRecord, error) {
 	return r, nil
 }
 
-// edit returns a writable record of id for this epoch, keeping the state
-// readers of earlier epochs still need.
-func (t *treeBatch) edit(r *nodeRecord) *nodeRecord {
-	if d, ok := t.dirty[r.id]; ok {
-		return d
-	}
+// edit returns a writable copy of r, a record the batch has not changed
+// yet, for this epoch, keeping the state readers of earlier epochs still
+// need, and its position in list plus one.
+func (t *treeBatch) edit(r *nodeRecord) (*nodeRecord, int32) {
 	n := &nodeRecord{id: r.id, epoch: t.epoch, state: r.state}
 	if r.epoch < t.epoch && !t.noPrev {
 		n.hasPrev, n.prevFrom, n.prev = true, r.epoch, r.state
 	}
-	t.dirty[r.id] = n
-	return n
+	return n, t.add(n)
 }
 
-func (t *treeBatch) create(id nodeID, s nodeState) *nodeRecord {
-	n := &nodeRecord{id: id, epoch: t.epoch, state: s}
-	t.dirty[id] = n
-	return n
+func (t *treeBatch) add(n *nodeRecord) int32 {
+	t.dirty[n.id] = n
+	t.list = append(t.list, n)
+	return int32(len(t.list))
 }
 
 // Insert adds the leaf (index, commitment).
 func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
 	leaf := childRef{id: nodeID{depth: leafDepth, prefix: index}, hash: LeafHash(&index, &commitment), commitment: commitment}
-	cur, err := t.get(rootID)
-	if err != nil {
-		return err
+	if t.root == nil {
+		r, err := t.get(rootID)
+		if err != nil {
+			return err
+		}
+		t.root, _ = t.edit(r)
 	}
+	w := t.root
 	for {
-		d := int(cur.id.depth)
+		d := int(w.id.depth)
 		b := index.bit(d)
-		w := t.edit(cur)
 		if !w.state.present[b] {
 			w.state.child[b], w.state.present[b] = leaf, true
 			return nil
 		}
-		c := w.state.child[b]
+		c := &w.state.child[b]
 		cp := commonPrefix(&index, &c.id.prefix)
 		if cp >= int(c.id.depth) {
 			if c.leaf() {
 				return ErrDuplicateIndex
 			}
-			if cur, err = t.get(c.id); err != nil {
+			if k := w.kid[b]; k != 0 {
+				w = t.list[k-1]
+				continue
+			}
+			r, err := t.src.node(c.id)
+			if err != nil {
 				return err
 			}
-			if cur == nil {
+			if r == nil {
 				return fmt.Errorf("kt: tree node %d/%x missing", c.id.depth, c.id.prefix[:4])
 			}
+			n, k := t.edit(r)
+			w.kid[b] = k
+			w = n
 			continue
 		}
 		// Split: a new internal node at the common prefix holds the old
-		// child and the new leaf.
-		mid := nodeID{depth: uint16(cp), prefix: index.prefix(cp)}
-		var ms nodeState
-		ms.child[index.bit(cp)], ms.present[index.bit(cp)] = leaf, true
-		ms.child[1-index.bit(cp)], ms.present[1-index.bit(cp)] = c, true
-		t.create(mid, ms)
-		w.state.child[b] = childRef{id: mid}
+		// child (with its record in this batch, if changed) and the new
+		// leaf.
+		ib := index.bit(cp)
+		mid := &nodeRecord{id: nodeID{depth: uint16(cp), prefix: index.prefix(cp)}, epoch: t.epoch}
+		mid.state.child[ib], mid.state.present[ib] = leaf, true
+		mid.state.child[1-ib], mid.state.present[1-ib] = *c, true
+		mid.kid[1-ib] = w.kid[b]
+		w.kid[b] = t.add(mid)
+		*c = childRef{id: mid.id}
 		return nil
 	}
 }
@@ -377,31 +408,34 @@ func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
 // first (so each one's touched children are done), and returns the new
 // root hash.
 func (t *treeBatch) Finish() ([32]byte, error) {
-	byDepth := make([][]*nodeRecord, leafDepth)
-	for id, r := range t.dirty {
-		byDepth[id.depth] = append(byDepth[id.depth], r)
-	}
-	for d := leafDepth - 1; d >= 0; d-- {
-		for _, r := range byDepth[d] {
-			var h [2][32]byte
-			for i := range 2 {
-				if !r.state.present[i] {
-					continue
-				}
-				c := &r.state.child[i]
-				if dc, ok := t.dirty[c.id]; ok && !c.leaf() {
-					c.hash = dc.state.hash
-				}
-				h[i] = c.hash
-			}
-			r.state.hash = nodeHash(d, &r.id.prefix, &h[0], &h[1])
+	if t.root == nil {
+		root, err := t.get(rootID)
+		if err != nil {
+			return [32]byte{}, err
 		}
+		return root.state.hash, nil
 	}
-	root, err := t.get(rootID)
-	if err != nil {
-		return [32]byte{}, err
+	t.rehash(t.root)
+	return t.root.state.hash, nil
+}
+
+// rehash recomputes the hashes of r and of its changed descendants.
+// The recursion is at most 256 deep, one level per bit of the index.
+func (t *treeBatch) rehash(r *nodeRecord) {
+	var h [2][32]byte
+	for i := range 2 {
+		if !r.state.present[i] {
+			continue
+		}
+		c := &r.state.child[i]
+		if k := r.kid[i]; k != 0 {
+			kr := t.list[k-1]
+			t.rehash(kr)
+			c.hash = kr.state.hash
+		}
+		h[i] = c.hash
 	}
-	return root.state.hash, nil
+	r.state.hash = nodeHash(int(r.id.depth), &r.id.prefix, &h[0], &h[1])
 }
 
 var emptyRootHash = func() [32]byte {
@@ -412,3 +446,71 @@ var emptyRootHash = func() [32]byte {
 
 // emptyRoot is the root hash of the empty tree.
 func emptyRoot() [32]byte { return emptyRootHash }
+
+// insertLeaves inserts leaves (one epoch's) into the tree read through
+// src, the two halves of the tree (the root's two children) on two
+// goroutines when each half has at least minParallel, and rehashes. src(i) gives
+// each goroutine a source of its own (a bbolt transaction is not safe
+// for concurrent use). The result does not depend on the leaves' order
+// or on the split: the tree's shape is a function of the set of leaves.
+// It returns the changed records and the new root hash.
+func insertLeaves(src func(i int) (nodeSource, func()), epoch uint64, leaves []Leaf, minParallel int) (map[nodeID]*nodeRecord, [32]byte, error) {
+	var side [2][]Leaf
+	for i := range leaves {
+		b := leaves[i].Index.bit(0)
+		side[b] = append(side[b], leaves[i])
+	}
+	if len(side[0]) < minParallel || len(side[1]) < minParallel {
+		s, done := src(0)
+		defer done()
+		tb := newTreeBatch(s, epoch)
+		for i := range leaves {
+			if err := tb.Insert(leaves[i].Index, leaves[i].Commitment); err != nil {
+				return nil, [32]byte{}, err
+			}
+		}
+		root, err := tb.Finish()
+		return tb.dirty, root, err
+	}
+	// Each half's batch changes the root's child on its side only; the
+	// root is merged from the two below.
+	var tbs [2]*treeBatch
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, done := src(i)
+			defer done()
+			tb := newTreeBatch(s, epoch)
+			for j := range side[i] {
+				if errs[i] = tb.Insert(side[i][j].Index, side[i][j].Commitment); errs[i] != nil {
+					return
+				}
+			}
+			_, errs[i] = tb.Finish()
+			tbs[i] = tb
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[0], errs[1]); err != nil {
+		return nil, [32]byte{}, err
+	}
+	root := tbs[0].root
+	root.state.child[1], root.state.present[1] = tbs[1].root.state.child[1], tbs[1].root.state.present[1]
+	var h [2][32]byte
+	for i := range 2 {
+		if root.state.present[i] {
+			h[i] = root.state.child[i].hash
+		}
+	}
+	root.state.hash = nodeHash(0, &root.id.prefix, &h[0], &h[1])
+	dirty := tbs[0].dirty
+	for id, r := range tbs[1].dirty {
+		if id != rootID {
+			dirty[id] = r
+		}
+	}
+	return dirty, root.state.hash, nil
+}

@@ -77,11 +77,13 @@ func TestTreeRootPinned(t *testing.T) {
 		noPrev     bool
 		cacheDepth [2]int
 		legacy     bool // stored by key() before the reopen
+		parallel   bool // insertLeaves, every epoch on two goroutines (the directory's commit)
 	}{
-		{"directory", false, [2]int{DefaultCacheDepth, 3}, false},
-		{"replay", true, [2]int{2, 20}, false},
-		{"legacy directory", false, [2]int{DefaultCacheDepth, DefaultCacheDepth}, true},
-		{"legacy replay", true, [2]int{20, 18}, true},
+		{"directory", false, [2]int{DefaultCacheDepth, 3}, false, false},
+		{"replay", true, [2]int{2, 20}, false, false},
+		{"legacy directory", false, [2]int{DefaultCacheDepth, DefaultCacheDepth}, true, false},
+		{"legacy replay", true, [2]int{20, 18}, true, false},
+		{"directory, two goroutines", false, [2]int{DefaultCacheDepth, 5}, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "pin.db")
@@ -97,6 +99,26 @@ func TestTreeRootPinned(t *testing.T) {
 				}
 				for e := half * len(epochs) / 2; e < (half+1)*len(epochs)/2; e++ {
 					var dirty map[nodeID]*nodeRecord
+					if c.parallel {
+						var root [32]byte
+						dirty, root, err = insertLeaves(func(int) (nodeSource, func()) {
+							tx, err := db.Begin(false)
+							if err != nil {
+								t.Error(err)
+								return errSource{err}, func() {}
+							}
+							return txNodes{ts: ts, b: tx.Bucket(bucketNodes)}, func() { tx.Rollback() }
+						}, uint64(e+1), epochs[e], 1)
+						if err != nil {
+							t.Fatalf("epoch %d: %v", e+1, err)
+						}
+						all.Write(root[:])
+						if err := db.Update(func(tx *bolt.Tx) error { return ts.putNodes(tx, dirty) }); err != nil {
+							t.Fatal(err)
+						}
+						ts.publish(dirty)
+						continue
+					}
 					if err := db.Update(func(tx *bolt.Tx) error {
 						tb := newTreeBatch(txNodes{ts: ts, b: tx.Bucket(bucketNodes)}, uint64(e+1))
 						tb.noPrev = c.noPrev
