@@ -13,6 +13,10 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
+// The operations of Store. Reads run in read-only transactions of their
+// own (view), concurrently with the writer; writes are ops of the
+// group-commit writer (do, writer.go), so each is durable when it returns.
+
 // view runs a read-only transaction, mapping a closed database to ErrClosed.
 func (s *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {

@@ -10,6 +10,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// Expiry: PurgeExpired deletes what the TTL and the token epochs let go,
+// in transactions of bounded size. Idle mailboxes go by PurgeIdle
+// (idle.go).
+
 const (
 	// purgeChunk bounds the deletions of one PurgeExpired transaction, so
 	// that purging a large backlog never holds up sends for long.

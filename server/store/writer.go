@@ -11,6 +11,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// The group-commit writer. Every write is an op: do queues it and waits;
+// the one writer goroutine takes everything queued (up to
+// Options.MaxBatch), runs it in one bbolt transaction (update) together
+// with the idempotency index, the key-slot file and the totals, and
+// answers each op only once that transaction is durable, so concurrent
+// writes share one fsync.
+
 const (
 	opQueued int32 = iota
 	opTaken
