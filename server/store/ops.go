@@ -87,8 +87,8 @@ func (s *Bolt) Mailbox(ctx context.Context, receiveID [MailboxIDSize]byte) (Mail
 	return m, nil
 }
 
-// Put implements Store. The message's arrival time is now truncated to
-// Options.TimeGranularity. A duplicate is answered without touching quota:
+// Put implements Store. The message's arrival time is the argument now
+// truncated to Options.TimeGranularity. A duplicate is answered without touching quota:
 // the message was accepted once, so the retry must succeed the same way.
 func (s *Bolt) Put(ctx context.Context, sendID [MailboxIDSize]byte, id [MessageIDSize]byte, envelope []byte, q Quota, now time.Time, spend *Spend) (PutResult, error) {
 	if len(envelope) > s.maxEnv {
