@@ -5,10 +5,10 @@ package store
 //
 // It lives in memory. On disk its source is the arrivals bucket (time |
 // receiveID | seq -> messageID), which Put appends to in time order in the
-// same transaction as the message; Open rebuilds the index from it. A
-// B-tree keyed by the random message IDs cost each send a leaf page of
-// its own (docs/storage.md), the largest single share of a commit's
-// writes; the map costs memory instead (see idemEntryBytes).
+// same transaction as the message; Open rebuilds the index from it. On
+// disk, a B-tree keyed by the random message IDs costs each send a leaf
+// page of its own (docs/storage.md), the largest single share of a
+// commit's writes; the map costs memory instead (see idemEntryBytes).
 //
 // Only the writer goroutine touches the index once Open has returned, so
 // it has no lock. Its changes follow the transaction they were made in:

@@ -11,9 +11,9 @@ import (
 
 // Idle mailboxes (schema 4).
 //
-// Anyone holding a delivery token can create a mailbox, and messages
-// expire but mailboxes did not: what a stranger made the server keep
-// grew for ever. Each mailbox now records the day its owner last used it
+// Anyone holding a delivery token can create a mailbox. Messages expire;
+// unless mailboxes expire too, what a stranger makes the server keep
+// grows for ever. So each mailbox records the day its owner last used it
 // (lastUsed: a Fetch, which Subscribe also reads through), and PurgeIdle
 // deletes the mailboxes not used for longer than the idle TTL, with their
 // messages, key slots and idempotency keys, as DeleteMailbox does.
@@ -25,8 +25,8 @@ import (
 // from is storage kept for nobody.
 //
 // The day is recorded by the first Fetch of that day (UTC), in a write of
-// its own; the other Fetches of the day read the record as before and
-// write nothing. A mailbox is deleted by the first PurgeIdle at least
+// its own; the other Fetches of the day only read the record and write
+// nothing. A mailbox is deleted by the first PurgeIdle at least
 // idle after the end of the day it was last used: between idle and
 // idle + 1 day after its owner's last Fetch.
 
