@@ -41,14 +41,23 @@ func TestClearnetThroughTor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := tcp.Addr().(*net.TCPAddr).Port
-	udp, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatal(err)
+	// One port for both: a free TCP port may be taken for UDP by another
+	// process on the machine, so try a few.
+	var tcp net.Listener
+	var udp net.PacketConn
+	for attempt := 0; ; attempt++ {
+		tcp, err = net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := tcp.Addr().(*net.TCPAddr).Port
+		if udp, err = net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			break
+		}
+		tcp.Close()
+		if attempt == 20 {
+			t.Fatal(err)
+		}
 	}
 	tpc := tunnel.Server(tcp, tunnel.Options{})
 	udpServed, tcpServed := make(chan error, 1), make(chan error, 1)
