@@ -197,13 +197,26 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
 	}
-	intro, err := c.intro(r, res.Welcome)
-	if err != nil {
-		return nil, err
+	// Each member gets the Welcome cut down to its own group secrets
+	// (mls.WelcomeFor): about half the bytes and tokens of the whole
+	// Welcome in a big group (TestWelcomeCost).
+	intros := make([][]byte, len(contacts))
+	for i := range contacts {
+		ref, err := kps[i].Ref()
+		if err != nil {
+			return nil, err
+		}
+		w, err := mls.WelcomeFor(res.Welcome, ref)
+		if err != nil {
+			return nil, fmt.Errorf("the Welcome for %s: %w", contacts[i].Handle, err)
+		}
+		if intros[i], err = c.intro(r, w); err != nil {
+			return nil, err
+		}
 	}
 	err = c.store.Update(func(tx *state.Tx) error {
-		for _, ct := range contacts {
-			if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
+		for i, ct := range contacts {
+			if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intros[i]}); err != nil {
 				return err
 			}
 		}
