@@ -159,7 +159,6 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if c.prof.Handle == "" {
 		return nil, ErrNotRegistered
 	}
-	var kps []*mls.KeyPackage
 	var contacts []*Contact
 	for _, h := range handles {
 		if h == c.prof.Handle {
@@ -169,27 +168,34 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 		if err != nil {
 			return nil, err
 		}
-		kp, err := c.contactKeyPackage(ctx, ct)
-		if err != nil {
-			return nil, err
-		}
-		kps = append(kps, kp)
 		contacts = append(contacts, ct)
 	}
 	g, err := mls.Create(c.mlsIdentity(), c.mlsConfig(ctx), opts)
 	if err != nil {
 		return nil, err
 	}
-	res, err := g.Add(kps...)
-	if err != nil {
-		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
-	}
 	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: c.opts.Now()}
 	if kind == content.ConvDirect {
 		r.Peer = handles[0]
 	}
+	// The mailbox before the one-time KeyPackages: each fetch costs a
+	// token, and a big group's fetches could empty the wallet (a fetch
+	// without a token falls back to the last-resort KeyPackage) and
+	// leave none for the mailbox, failing the whole creation.
 	if r.Mailbox, err = c.convMailbox(ctx, r); err != nil {
 		return nil, fmt.Errorf("creating the conversation's mailbox: %w", err)
+	}
+	var kps []*mls.KeyPackage
+	for _, ct := range contacts {
+		kp, err := c.contactKeyPackage(ctx, ct)
+		if err != nil {
+			return nil, err
+		}
+		kps = append(kps, kp)
+	}
+	res, err := g.Add(kps...)
+	if err != nil {
+		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
 	}
 	for _, h := range handles {
 		r.Members[h] = &memberRecord{}
