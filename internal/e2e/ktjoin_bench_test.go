@@ -156,8 +156,19 @@ func TestMessengerGroupJoinKT(t *testing.T) {
 				m := v.members[j]
 				start := time.Now()
 				before := ktWork.n()
-				ev := mustSync(t, ctx, m)
+				// In a big group the joiner's announcements to every member
+				// (a token each) can outrun its wallet: they wait in the
+				// outbox for its refills, the join is done.
+				ev, err := m.Sync(ctx)
 				d := time.Since(start)
+				if err != nil && !errors.Is(err, client.ErrQueued) {
+					t.Fatalf("%s sync: %v", m.Handle(), err)
+				}
+				for _, e := range ev {
+					if e.Kind == client.EventAlarm {
+						t.Errorf("%s: alarm %v", m.Handle(), e.Alarm)
+					}
+				}
 				kw, ok := ktWork.since(before)
 				if !ok {
 					t.Fatalf("%s joined without looking the members up together (lookupMembers)", m.Handle())
