@@ -184,7 +184,6 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if c.prof.Handle == "" {
 		return nil, ErrNotRegistered
 	}
-	var kps []*mls.KeyPackage
 	var contacts []*Contact
 	for _, h := range handles {
 		if h == c.prof.Handle {
@@ -194,20 +193,11 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 		if err != nil {
 			return nil, err
 		}
-		kp, err := c.contactKeyPackage(ctx, ct)
-		if err != nil {
-			return nil, err
-		}
-		kps = append(kps, kp)
 		contacts = append(contacts, ct)
 	}
 	g, err := mls.Create(c.mlsIdentity(), c.mlsConfig(ctx), opts)
 	if err != nil {
 		return nil, err
-	}
-	res, err := g.Add(kps...)
-	if err != nil {
-		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
 	}
 	now := c.opts.Now()
 	r := &convRecord{ID: g.GroupID(), Kind: kind, Name: name, Creator: c.prof.Handle, Members: map[string]*memberRecord{}, Active: true, Created: now, LastUpdate: now, MyLeafChanged: now}
@@ -216,8 +206,24 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	} else {
 		r.Admins = []string{c.prof.Handle}
 	}
+	// The mailbox before the one-time KeyPackages: each fetch costs a
+	// token, and a big group's fetches could empty the wallet (a fetch
+	// without a token falls back to the last-resort KeyPackage) and
+	// leave none for the mailbox, failing the whole creation.
 	if r.Mailbox, err = c.convMailbox(ctx, r); err != nil {
 		return nil, fmt.Errorf("creating the conversation's mailbox: %w", err)
+	}
+	var kps []*mls.KeyPackage
+	for _, ct := range contacts {
+		kp, err := c.contactKeyPackage(ctx, ct)
+		if err != nil {
+			return nil, err
+		}
+		kps = append(kps, kp)
+	}
+	res, err := g.Add(kps...)
+	if err != nil {
+		return nil, fmt.Errorf("adding %s: %w", strings.Join(handles, ", "), err)
 	}
 	for _, h := range handles {
 		r.Members[h] = &memberRecord{LeafChanged: now}
@@ -225,13 +231,26 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 	if err := c.saveGroup(r, g); err != nil {
 		return nil, err
 	}
-	intro, err := c.intro(r, res.Welcome)
-	if err != nil {
-		return nil, err
+	// Each member gets the Welcome cut down to its own group secrets
+	// (mls.WelcomeFor): about half the bytes and tokens of the whole
+	// Welcome in a big group (TestWelcomeCost).
+	intros := make([][]byte, len(contacts))
+	for i := range contacts {
+		ref, err := kps[i].Ref()
+		if err != nil {
+			return nil, err
+		}
+		w, err := mls.WelcomeFor(res.Welcome, ref)
+		if err != nil {
+			return nil, fmt.Errorf("the Welcome for %s: %w", contacts[i].Handle, err)
+		}
+		if intros[i], err = c.intro(r, w); err != nil {
+			return nil, err
+		}
 	}
 	err = c.store.Update(func(tx *state.Tx) error {
-		for _, ct := range contacts {
-			if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intro}); err != nil {
+		for i, ct := range contacts {
+			if err := c.enqueueContent(tx, &outboxEntry{Conv: r.ID, To: ct.Handle, Intro: true, SendID: ct.IntroSendID, Sealing: ct.IntroKey, Type: sealed.ContentMLSWelcome, Payload: intros[i]}); err != nil {
 				return err
 			}
 		}

@@ -27,7 +27,9 @@ import (
 //   - An account exchange waits until no anonymous connection has been
 //     dialled for a random quiet gap (accountQuietMin plus up to as much
 //     again), and no anonymous connection is dialled while it runs nor
-//     for another such gap after it (awaitAnonymous). A one-shot run that
+//     for another such gap after it (awaitAnonymous). If no gap comes
+//     within accountClaimAfter(), the exchange holds new anonymous dials
+//     until one has passed, so that it cannot starve. A one-shot run that
 //     had to refill therefore waits before its sends (QuietUntil tells
 //     the caller how long, to say so).
 //   - The mailbox connections a run opens at once are staggered
@@ -40,6 +42,20 @@ import (
 // Longer is harder to link on a quiet server and slower for the one run
 // in ~DefaultWalletLow sends that has to refill first.
 var accountQuietMin = 2 * time.Second
+
+// accountClaimAfter is how long an account exchange waits for a quiet
+// gap to come by itself. After that it makes one: anonymous dials wait
+// (as they do during an exchange) until the gap since the last one has
+// passed, the exchange is done and a gap after it has passed too. A
+// client that dials often (a first-contact connection per flush, KT
+// lookups, a busy sync loop) would otherwise hold its own refills off
+// for ever; no anonymous dial comes nearer the exchange either way, so
+// the server learns nothing more.
+func accountClaimAfter() time.Duration { return 2 * accountQuietMin }
+
+// claimPoll is how often an exchange that claimed the quiet gap checks
+// whether the anonymous dials under way have ended.
+const claimPoll = 50 * time.Millisecond
 
 // staggerTotal bounds the delays that spread the mailbox connections a
 // run opens at once: the whole spread stays within it, so Sync is at
@@ -65,23 +81,50 @@ func (c *Client) accountExchange(ctx context.Context, fn func(*Conn) error) erro
 		return fn(user)
 	}
 	quiet := quietGap()
+	claimAt := time.Now().Add(accountClaimAfter())
+	claimed := false // this exchange holds acctBusy while it waits
 	for {
 		c.mu.Lock()
 		busy := c.acctBusy
 		var wait time.Duration
-		if busy == nil {
+		if claimed || busy == nil {
+			busy = nil
 			wait = time.Until(c.lastAnon.Add(quiet))
 			if c.anonDialing > 0 {
 				wait = quiet
+				if claimed {
+					wait = claimPoll // the dial's end restarts the gap
+				}
 			}
 			if wait <= 0 {
-				c.acctBusy = make(chan struct{})
+				if !claimed {
+					c.acctBusy = make(chan struct{})
+				}
 				c.mu.Unlock()
 				break
+			}
+			if !claimed {
+				until := time.Until(claimAt)
+				if until <= 0 {
+					// No gap came by itself: make one. New anonymous
+					// dials wait (awaitAnonymous) from now until the
+					// exchange and the gap after it are over.
+					c.acctBusy = make(chan struct{})
+					claimed = true
+					c.mu.Unlock()
+					continue
+				}
+				wait = min(wait, until)
 			}
 		}
 		c.mu.Unlock()
 		if err := holdOff(ctx, busy, wait); err != nil {
+			if claimed {
+				c.mu.Lock()
+				close(c.acctBusy)
+				c.acctBusy = nil
+				c.mu.Unlock()
+			}
 			return err
 		}
 	}

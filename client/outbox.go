@@ -246,6 +246,14 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	if e.Intro {
 		role = connForFirst(e.To)
 	}
+	// The token first: an entry that cannot be paid for dials nothing.
+	// A first-contact connection is dialled afresh at every flush, and
+	// an anonymous dial holds the wallet's refill off for a quiet gap
+	// (linking.go): a client syncing often with a Welcome waiting for a
+	// token would otherwise keep its own refill from ever running.
+	if _, err := c.entryToken(ctx, seq); err != nil {
+		return err
+	}
 	conn, err := c.conn(ctx, role)
 	if err != nil {
 		return err

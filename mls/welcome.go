@@ -1,6 +1,10 @@
 package mls
 
-import "golang.org/x/crypto/cryptobyte"
+import (
+	"bytes"
+
+	"golang.org/x/crypto/cryptobyte"
+)
 
 // PathSecret is the path secret a new member needs for the lowest common
 // ancestor with the committer (RFC 9420 §12.4.3.1).
@@ -190,3 +194,34 @@ func (g *GroupInfo) unmarshal(s *cryptobyte.String) bool {
 
 // MarshalTBS encodes the signed part of the group info.
 func (g *GroupInfo) MarshalTBS() ([]byte, error) { return g.GroupInfoTBS.Marshal() }
+
+// WelcomeFor returns the Welcome MLSMessage welcome cut down to what the
+// member added with key package ref needs: its own EncryptedGroupSecrets
+// and the encrypted GroupInfo. A joiner opens only the entry addressed to
+// its KeyPackageRef (RFC 9420 §12.4.3.1); the others are of no use to it,
+// and with X-Wing each is about 1.2 KB, so a Welcome to 127 members sent
+// whole to each of them would carry 127 such entries 127 times. Nothing
+// signed or hashed covers the list (the GroupInfo is signed; the Welcome
+// is not part of the transcript). A ref with no entry is ErrWelcomeNotForUs.
+func WelcomeFor(welcome, ref []byte) ([]byte, error) {
+	var m MLSMessage
+	if err := m.Unmarshal(welcome); err != nil {
+		return nil, err
+	}
+	if m.WireFormat != WireFormatWelcome {
+		return nil, ErrUnexpectedMessage
+	}
+	w := *m.Welcome
+	w.Secrets = nil
+	for _, e := range m.Welcome.Secrets {
+		if bytes.Equal(e.NewMember, ref) {
+			w.Secrets = append(w.Secrets, e)
+			break
+		}
+	}
+	if len(w.Secrets) == 0 {
+		return nil, ErrWelcomeNotForUs
+	}
+	m.Welcome = &w
+	return m.Marshal()
+}
