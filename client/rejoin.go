@@ -55,13 +55,7 @@ const (
 )
 
 func (c *Client) rejoinAfter() time.Duration {
-	switch {
-	case c.opts.RejoinAfter < 0:
-		return 0
-	case c.opts.RejoinAfter == 0:
-		return DefaultRejoinAfter
-	}
-	return c.opts.RejoinAfter
+	return optionOr(c.opts.RejoinAfter, DefaultRejoinAfter)
 }
 
 // askRejoinIfBehind notes that a message of a later epoch than our

@@ -24,24 +24,22 @@ const (
 	DefaultUpdateEvery = 24 * time.Hour
 )
 
-func (c *Client) updateAfter() int {
-	switch {
-	case c.opts.UpdateAfter < 0:
-		return 0
-	case c.opts.UpdateAfter == 0:
-		return DefaultUpdateAfter
-	}
-	return c.opts.UpdateAfter
-}
+func (c *Client) updateAfter() int { return optionOr(c.opts.UpdateAfter, DefaultUpdateAfter) }
 
 func (c *Client) updateEvery() time.Duration {
+	return optionOr(c.opts.UpdateEvery, DefaultUpdateEvery)
+}
+
+// optionOr reads a ClientOptions bound: 0 means def, below 0 means off
+// (0 returned).
+func optionOr[T int | time.Duration](v, def T) T {
 	switch {
-	case c.opts.UpdateEvery < 0:
+	case v < 0:
 		return 0
-	case c.opts.UpdateEvery == 0:
-		return DefaultUpdateEvery
+	case v == 0:
+		return def
 	}
-	return c.opts.UpdateEvery
+	return v
 }
 
 // updateDue counts a text received in r and reports whether our
