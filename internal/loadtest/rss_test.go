@@ -78,9 +78,17 @@ const (
 	honestTokens = 1 + 20 + 3*rounds + 20
 )
 
+// p99Slack: an honest p99 more than twice the unloaded one still passes
+// if it is within this of it. At p99s of a few milliseconds one
+// scheduling hiccup of the machine doubles the figure (CI, load 1: 3.2 ms
+// unloaded, 7.5 ms under the record-header attack, which cost 41× the
+// unloaded p99 before its bound); a jammed server costs hundreds.
+const p99Slack = 10 * time.Millisecond
+
 // rssFlags are extra qpc-server flags from QPC_RSS_SERVER_FLAGS (space
 // separated), to check that the test fails when a bound is removed, for
 // example --delivery-bytes=1099511627776 --delivery-conn-bytes=1099511627776.
+
 func rssFlags() []string { return strings.Fields(os.Getenv("QPC_RSS_SERVER_FLAGS")) }
 
 // rssAddrs is how many loopback addresses the Fetch/Subscribe attack
@@ -968,8 +976,8 @@ func rssPhase(t *testing.T, name string, concurrent bool, prepare func(context.C
 	switch {
 	case len(loaded) == 0:
 		t.Errorf("no honest round ran under the attack (stopped at %.0f MiB of growth)", float64(peak-base)/mib)
-	case l99 > 2*u99:
-		t.Errorf("honest p99 %v under the attack, more than twice the unloaded %v", l99, u99)
+	case l99 > 2*u99 && l99-u99 > p99Slack:
+		t.Errorf("honest p99 %v under the attack, more than twice the unloaded %v and %v above it", l99, u99, p99Slack)
 	}
 	if e.a.streams.Load() == 0 {
 		t.Error("the attack never got going")
