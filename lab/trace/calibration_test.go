@@ -2,7 +2,6 @@ package trace_test
 
 import (
 	"context"
-	"flag"
 	"math"
 	"os"
 	"path/filepath"
@@ -46,10 +45,6 @@ replies = 0.25
 repeats = 0.25
 `
 
-// labLong runs the lab's longer checks: the calibration on the paper's
-// traffic (a second live run, about 30 s more).
-var labLong = flag.Bool("lab.long", false, "also run the lab's longer checks (TestLabCalibration on the paper's traffic)")
-
 const (
 	calibSeed = 7
 	// calibMedianRatio bounds live/trace (and trace/live) of the SDA's
@@ -73,17 +68,12 @@ const (
 // stated tolerance.
 //
 // It runs the lab's own traffic (every receipt reaches its writer,
-// independent conversations) in the default test run, and with -lab.long
-// also Martiny et al.'s ([traffic]: stray receipts, correlated
-// background), which the live population plays and FromSchedule models.
+// independent conversations) and Martiny et al.'s ([traffic]: stray
+// receipts, correlated background), which the live population plays and
+// FromSchedule models, each a live run of about 20 s.
 func TestLabCalibration(t *testing.T) {
 	t.Run("lab traffic", func(t *testing.T) { calibrate(t, calibScenario) })
-	t.Run("paper traffic", func(t *testing.T) {
-		if !*labLong {
-			t.Skip("a second live run of about 30 s: go test ./lab/trace -run TestLabCalibration -lab.long")
-		}
-		calibrate(t, calibPaper)
-	})
+	t.Run("paper traffic", func(t *testing.T) { calibrate(t, calibPaper) })
 }
 
 func calibrate(t *testing.T, src string) {
