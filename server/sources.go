@@ -417,6 +417,7 @@ func (t *sourceTable) take(e *streamEntry, n int64) {
 		e.group.delivery += n
 	}
 	t.delivery += n
+	t.metrics.SetDeliveryBytes(t.delivery)
 }
 
 // giveBackDelivery returns n of the delivery bytes e's stream holds (less
@@ -441,6 +442,7 @@ func (t *sourceTable) giveBackLocked(e *streamEntry, n int64) {
 		e.group.delivery -= n
 	}
 	t.delivery -= n
+	t.metrics.SetDeliveryBytes(t.delivery)
 	if !t.holdGrants {
 		t.grant()
 	}

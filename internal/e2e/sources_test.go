@@ -224,10 +224,13 @@ func TestAttackStreamsTotalShared(t *testing.T) {
 // stream of the source holding the most, in well under request_timeout.
 func TestAttackDeliveryShared(t *testing.T) {
 	const connBytes = 1 << 20
-	ts := startServer(t, func(o *server.Options) {
+	m := metrics.New("test")
+	ts := startServer(t, withMetrics(m, func(o *server.Options) {
 		o.DeliveryConnBytes, o.DeliverySourceBytes, o.DeliveryBytes = connBytes, connBytes, 2*connBytes
 		o.RequestTimeout = 20 * time.Second
-	})
+	}))
+	base := serveAdmin(t, ts)
+	held := func() float64 { return value(scrape(t, base), "qpc_delivery_bytes_held") }
 	ctx := ctxT(t)
 	stranger := dialFrom(t, ts, "127.0.0.9")
 	mb, err := stranger.CreateMailbox(ctx, nil)
@@ -240,7 +243,7 @@ func TestAttackDeliveryShared(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var held []*quic.Stream
+	var stalledFetch []*quic.Stream
 	for _, ip := range []string{"127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"} {
 		qc := rawFrom(t, ts, ip)
 		cs := qc.ConnectionState().TLS
@@ -259,10 +262,24 @@ func TestAttackDeliveryShared(t *testing.T) {
 				t.Fatal(err)
 			}
 			st.Write(rec) // and never read the answer
-			held = append(held, st)
+			stalledFetch = append(stalledFetch, st)
 		}
 	}
-	time.Sleep(time.Second) // the server loads what the budgets let it
+	// The server loads what the budgets let it; on a loaded machine that
+	// takes a while. Wait until both sources hold pages (more than one
+	// source's share) and the figure has not moved for half a second.
+	last, same := held(), 0
+	for deadline := time.Now().Add(15 * time.Second); same < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("strangers' Fetch streams never settled: delivery bytes held %v", last)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if now := held(); now == last && now > connBytes {
+			same++
+		} else {
+			last, same = now, 0
+		}
+	}
 
 	alice, bob := dialFrom(t, ts, "127.0.0.4"), dialFrom(t, ts, "127.0.0.4")
 	own, err := bob.CreateMailbox(ctx, nil)
@@ -280,7 +297,7 @@ func TestAttackDeliveryShared(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("honest fetch took %v while strangers held delivery_bytes (request_timeout 20 s)", d)
 	}
-	if got := outcomes(held, 500*time.Millisecond); count(got, reset) == 0 {
+	if got := outcomes(stalledFetch, 500*time.Millisecond); count(got, reset) == 0 {
 		t.Errorf("no stranger's stream was reset for the honest fetch: %v", got)
 	}
 }

@@ -68,6 +68,7 @@ type Metrics struct {
 	hellos        *prometheus.CounterVec // version
 	streamsOpen   prometheus.Gauge
 	requestBytes  prometheus.Gauge
+	deliveryBytes prometheus.Gauge
 
 	commitDuration prometheus.Histogram
 	commitOps      prometheus.Histogram
@@ -151,8 +152,12 @@ func New(version string) *Metrics {
 	m.requestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "qpc_request_bytes_held", Help: "Bytes the record buffers of request streams hold now, all connections together (bounded by request_bytes).",
 	})
+	m.deliveryBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_delivery_bytes_held", Help: "Envelope bytes Fetch and Subscribe pages hold now, all connections together (bounded by delivery_bytes).",
+	})
 	f(m.streamsOpen)
 	f(m.requestBytes)
+	f(m.deliveryBytes)
 
 	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "qpc_store_commit_duration_seconds", Help: "Duration of one group-commit write transaction, fsync included.",
@@ -399,6 +404,13 @@ func (m *Metrics) StreamDone() {
 func (m *Metrics) SetRequestBytes(n int64) {
 	if m != nil {
 		m.requestBytes.Set(float64(n))
+	}
+}
+
+// SetDeliveryBytes sets the envelope bytes delivery pages hold.
+func (m *Metrics) SetDeliveryBytes(n int64) {
+	if m != nil {
+		m.deliveryBytes.Set(float64(n))
 	}
 }
 
