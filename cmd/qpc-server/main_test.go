@@ -372,8 +372,8 @@ func TestRunShutdownTimeout(t *testing.T) {
 	if code := p.exit(t, 10*time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0; stderr:\n%s", code, p.stderr.String())
 	}
-	if d := time.Since(began); d < 900*time.Millisecond || d > 2500*time.Millisecond {
-		t.Errorf("stopped %v after the signal; want just over the 1s shutdown timeout", d)
+	if d := time.Since(began); d < 900*time.Millisecond || d > 6*time.Second {
+		t.Errorf("stopped %v after the signal; want just over the 1s shutdown timeout, well before the stuck request (which never ends) or the 10 s wait", d)
 	}
 	for _, want := range []string{"signal=interrupt", "shutdown timed out", "stopped"} {
 		if !strings.Contains(p.stderr.String(), want) {
