@@ -1,6 +1,7 @@
 package kt
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -28,7 +29,11 @@ func (d *Directory) Backup(dir string) error {
 	}); err != nil {
 		return fmt.Errorf("kt: backup: database: %w", err)
 	}
-	if err := copyTree(d.log.dir, filepath.Join(dir, LogDir)); err != nil {
+	p, ok := d.log.driver.(*posixLog)
+	if !ok {
+		return errors.New("kt: backup: the epoch log is not in files (DirectoryOptions.OpenLog): back up its store instead")
+	}
+	if err := copyTree(p.dir, filepath.Join(dir, LogDir)); err != nil {
 		return fmt.Errorf("kt: backup: log: %w", err)
 	}
 	return nil

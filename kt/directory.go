@@ -90,6 +90,9 @@ type DirectoryOptions struct {
 	WitnessTimeout  time.Duration // per checkpoint; default DefaultWitnessTimeout
 	WitnessFailOpen bool
 	WitnessClient   *http.Client // for the witness requests; default http.DefaultClient
+	// OpenLog, if set, opens the epoch log's driver (LogDriver); nil:
+	// Tessera's POSIX driver in Dir/LogDir (OpenPOSIXLog).
+	OpenLog func(context.Context, LogConfig) (LogDriver, error)
 	// Opened, if set, gets the directory once its database and log are
 	// open, before OpenDirectory makes or recovers its last epoch and
 	// waits for that epoch's checkpoint. Start serving Handler here: under
@@ -248,7 +251,7 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if opts.WitnessPolicy.Required() {
 		wit = &witnessing{policy: opts.WitnessPolicy, timeout: opts.WitnessTimeout, failOpen: opts.WitnessFailOpen}
 	}
-	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
+	if d.log, err = openEpochLog(ctx, opts.OpenLog, filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -776,7 +779,7 @@ func (d *Directory) Close() error {
 
 // LogResource reads a tlog-tiles resource of the epoch log (see
 // ReadLogResource).
-func (d *Directory) LogResource(rel string) ([]byte, error) { return ReadLogResource(d.log.dir, rel) }
+func (d *Directory) LogResource(rel string) ([]byte, error) { return d.log.driver.ReadResource(rel) }
 
 // UpdateList returns the encoded update list of committed epoch e
 // (§1.5); ErrResource for an epoch not committed, or committed before
@@ -802,8 +805,14 @@ func (d *Directory) UpdateList(e uint64) ([]byte, error) {
 	return out, nil
 }
 
-// LogDir returns the directory holding the epoch log's tiles.
-func (d *Directory) LogDir() string { return d.log.dir }
+// LogDir returns the directory holding the epoch log's tiles: "" when
+// the log is not Tessera's POSIX driver (DirectoryOptions.OpenLog).
+func (d *Directory) LogDir() string {
+	if p, ok := d.log.driver.(*posixLog); ok {
+		return p.dir
+	}
+	return ""
+}
 
 // Checkpoint returns the checkpoint lookups are currently answered under.
 func (d *Directory) Checkpoint() (*Checkpoint, error) {
