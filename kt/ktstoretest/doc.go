@@ -14,4 +14,12 @@
 // other's consistency (RFC 6962 §2.1), tlog-tiles resources by path equal
 // to the typed reads and nothing outside them, and a reopened log keeping
 // its entries and growing on from them.
+//
+// The tree suite checks what the directory relies on: each commit whole
+// or not at all, only the next epoch accepted (the fence against a second
+// writer), records, lists, versions and nodes read back byte for byte
+// (also after the committer reuses its buffers, and after a reopen), the
+// greatest version of a label among labels that prefix one another, node
+// keys scanned in bytewise order, and snapshots that never see part of an
+// epoch, also while commits run.
 package ktstoretest
