@@ -51,7 +51,9 @@ type NewSession struct {
 // gives each operation its atomicity: every method is one transaction,
 // all or nothing, and a mutating method returns only once its change is
 // durable (committed and synced). Implementations must be safe for
-// concurrent use, also from several processes sharing one database.
+// concurrent use; one that several server nodes share must keep each
+// method atomic across them (a username registered once, a quota never
+// overdrawn, a KeyPackage taken once, whichever nodes ask).
 //
 // Errors are the package's sentinels (ErrTaken, ErrAuth, ErrNotFound,
 // ErrTooManyDevices, ErrQuota, ErrPoolFull, ErrClosed after Close), or
