@@ -1,13 +1,12 @@
 package kt
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Backup copies the directory's state (the database and the epoch log) to
@@ -23,12 +22,18 @@ func (d *Directory) Backup(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("kt: backup: %w", err)
 	}
-	if err := d.db.View(func(tx *bolt.Tx) error {
-		return tx.CopyFile(filepath.Join(dir, DBFile), 0o600)
-	}); err != nil {
+	bt, ok := d.store.(*boltTree)
+	if !ok {
+		return errors.New("kt: backup: the tree is not in the bbolt file (DirectoryOptions.Tree): back up its store instead")
+	}
+	if err := bt.backup(filepath.Join(dir, DBFile)); err != nil {
 		return fmt.Errorf("kt: backup: database: %w", err)
 	}
-	if err := copyTree(d.log.dir, filepath.Join(dir, LogDir)); err != nil {
+	p, ok := d.log.driver.(*posixLog)
+	if !ok {
+		return errors.New("kt: backup: the epoch log is not in files (DirectoryOptions.OpenLog): back up its store instead")
+	}
+	if err := copyTree(p.dir, filepath.Join(dir, LogDir)); err != nil {
 		return fmt.Errorf("kt: backup: log: %w", err)
 	}
 	return nil

@@ -3,7 +3,6 @@ package kt
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/kt/vrf"
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -90,6 +88,13 @@ type DirectoryOptions struct {
 	WitnessTimeout  time.Duration // per checkpoint; default DefaultWitnessTimeout
 	WitnessFailOpen bool
 	WitnessClient   *http.Client // for the witness requests; default http.DefaultClient
+	// Tree, if set, is the store of the tree, versions and epoch
+	// records (TreeStore), which the directory owns from then on; nil:
+	// the bbolt file Dir/DBFile (OpenBoltTree).
+	Tree TreeStore
+	// OpenLog, if set, opens the epoch log's driver (LogDriver); nil:
+	// Tessera's POSIX driver in Dir/LogDir (OpenPOSIXLog).
+	OpenLog func(context.Context, LogConfig) (LogDriver, error)
 	// Opened, if set, gets the directory once its database and log are
 	// open, before OpenDirectory makes or recovers its last epoch and
 	// waits for that epoch's checkpoint. Start serving Handler here: under
@@ -113,7 +118,7 @@ type Directory struct {
 	opts     DirectoryOptions
 	cfg      Config
 	cfgHash  [32]byte
-	db       *bolt.DB
+	store    TreeStore
 	ts       *treeStore
 	log      *epochLog
 	writeMu  sync.Mutex
@@ -229,27 +234,26 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 		proofs:   newProofCache(opts.ProofCache),
 	}
 	d.cfgHash = d.cfg.Hash()
-	db, err := bolt.Open(filepath.Join(opts.Dir, DBFile), 0o600, &bolt.Options{
-		Timeout: 5 * time.Second,
-		// The freelist is rebuilt at open instead of written at every
-		// commit, and kept as a map: commits stay fast as the file grows.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kt: open database: %w", err)
+	st := opts.Tree
+	if st == nil {
+		var err error
+		if st, err = OpenBoltTree(opts.Dir); err != nil {
+			return nil, err
+		}
 	}
-	d.db = db
-	if d.ts, err = openTreeStore(db, opts.CacheDepth, bucketVersions, bucketEpochs, bucketUpdates); err != nil {
-		db.Close()
-		return nil, err
+	d.store = st
+	d.ts = newTreeStore(opts.CacheDepth)
+	if err := viewTree(ctx, st, d.ts.fill); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
+	var err error
 	var wit *witnessing
 	if opts.WitnessPolicy.Required() {
 		wit = &witnessing{policy: opts.WitnessPolicy, timeout: opts.WitnessTimeout, failOpen: opts.WitnessFailOpen}
 	}
-	if d.log, err = openEpochLog(filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
-		db.Close()
+	if d.log, err = openEpochLog(ctx, opts.OpenLog, filepath.Join(opts.Dir, LogDir), opts.LogSigner, wit, opts.WitnessClient); err != nil {
+		st.Close()
 		return nil, err
 	}
 	if opts.Opened != nil {
@@ -257,7 +261,7 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	}
 	if err := d.recover(ctx); err != nil {
 		d.log.close()
-		db.Close()
+		st.Close()
 		return nil, err
 	}
 	return d, nil
@@ -287,18 +291,19 @@ func (d *Directory) recover(ctx context.Context) error {
 // epochCount is the number of committed epochs.
 func (d *Directory) epochCount() (uint64, error) {
 	var n uint64
-	err := d.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bucketEpochs).Cursor().Last()
-		if k != nil {
-			n = binary.BigEndian.Uint64(k) + 1
-		}
-		return nil
+	err := viewTree(context.Background(), d.store, func(s TreeSnapshot) error {
+		var err error
+		n, err = s.Epochs()
+		return err
 	})
 	return n, err
 }
 
-func (d *Directory) epochRecord(tx *bolt.Tx, e uint64) ([]byte, *EpochRecord, error) {
-	raw := tx.Bucket(bucketEpochs).Get(epochKey(e))
+func (d *Directory) epochRecord(s TreeSnapshot, e uint64) ([]byte, *EpochRecord, error) {
+	raw, err := s.EpochRecord(e)
+	if err != nil {
+		return nil, nil, err
+	}
 	if raw == nil {
 		return nil, nil, fmt.Errorf("kt: epoch %d not stored", e)
 	}
@@ -328,8 +333,8 @@ func (d *Directory) syncLog(ctx context.Context) error {
 			return fmt.Errorf("kt: reading log entry %d: %w", size-1, err)
 		}
 		var want []byte
-		if err := d.db.View(func(tx *bolt.Tx) error {
-			want, _, err = d.epochRecord(tx, size-1)
+		if err := viewTree(ctx, d.store, func(s TreeSnapshot) error {
+			want, _, err = d.epochRecord(s, size-1)
 			return err
 		}); err != nil {
 			return err
@@ -340,8 +345,8 @@ func (d *Directory) syncLog(ctx context.Context) error {
 	}
 	for e := size; e < n; e++ {
 		var raw []byte
-		if err := d.db.View(func(tx *bolt.Tx) error {
-			raw, _, err = d.epochRecord(tx, e)
+		if err := viewTree(ctx, d.store, func(s TreeSnapshot) error {
+			raw, _, err = d.epochRecord(s, e)
 			return err
 		}); err != nil {
 			return err
@@ -368,8 +373,8 @@ func (d *Directory) syncLog(ctx context.Context) error {
 	}
 	var raw []byte
 	var rec *EpochRecord
-	if err := d.db.View(func(tx *bolt.Tx) error {
-		raw, rec, err = d.epochRecord(tx, n-1)
+	if err := viewTree(ctx, d.store, func(s TreeSnapshot) error {
+		raw, rec, err = d.epochRecord(s, n-1)
 		return err
 	}); err != nil {
 		return err
@@ -621,13 +626,16 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	// below), then the VRF proofs in parallel: proving is most of the cost
 	// of an insert.
 	vers := make([]uint32, len(batch))
-	if err := d.db.View(func(tx *bolt.Tx) error {
-		versions := tx.Bucket(bucketVersions)
+	ctx := context.Background()
+	if err := viewTree(ctx, d.store, func(s TreeSnapshot) error {
 		seen := map[string]uint32{}
 		for i, u := range batch {
 			v, ok := seen[u.label]
 			if !ok {
-				v = latestVersion(versions, u.label)
+				var err error
+				if v, err = s.LatestVersion(u.label); err != nil {
+					return err
+				}
 			}
 			v++
 			seen[u.label] = v
@@ -658,13 +666,12 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	// changes before it. Everything is written in that one transaction,
 	// all or nothing.
 	var e uint64
-	if err := d.db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketEpochs).Cursor().Last(); k != nil {
-			e = binary.BigEndian.Uint64(k) + 1
-		} else if !genesis {
-			return errors.New("kt: no genesis epoch")
+	if err := viewTree(ctx, d.store, func(s TreeSnapshot) error {
+		var err error
+		if e, err = s.Epochs(); err == nil && e == 0 && !genesis {
+			err = errors.New("kt: no genesis epoch")
 		}
-		return nil
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
@@ -707,44 +714,25 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		}
 	}
 	dirty, root, err := insertLeaves(func(int) (nodeSource, func()) {
-		tx, err := d.db.Begin(false)
+		snap, err := d.store.Snapshot(ctx)
 		if err != nil {
 			return errSource{err}, func() {}
 		}
-		return txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, func() { tx.Rollback() }
+		return txNodes{ts: d.ts, snap: snap}, snap.Release
 	}, e, ul.Leaves, parallelInsertMin)
 	if err != nil {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
-	err = d.db.Update(func(tx *bolt.Tx) error {
-		next := uint64(0)
-		if k, _ := tx.Bucket(bucketEpochs).Cursor().Last(); k != nil {
-			next = binary.BigEndian.Uint64(k) + 1
+	c := EpochCommit{Epoch: e, Nodes: encodeNodes(dirty), UpdateList: ul.Marshal()}
+	for i, u := range batch {
+		if results[i].Err == nil {
+			c.Versions = append(c.Versions, VersionWrite{Label: u.label, Version: vers[i], Record: recs[i].marshal()})
 		}
-		if next != e {
-			return fmt.Errorf("kt: the database's next epoch is %d, not the %d built (a second writer?)", next, e)
-		}
-		versions := tx.Bucket(bucketVersions)
-		for i, u := range batch {
-			if results[i].Err != nil {
-				continue
-			}
-			if err := versions.Put(versionKey(u.label, vers[i]), recs[i].marshal()); err != nil {
-				return err
-			}
-		}
-		if err := d.ts.putNodes(tx, dirty); err != nil {
-			return err
-		}
-		d.ts.stagePrevs(e, dirty)
-		rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: d.cfgHash}
-		// The list goes in before the record: in the same transaction,
-		// so no record is ever logged without its list.
-		if err := tx.Bucket(bucketUpdates).Put(epochKey(e), ul.Marshal()); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketEpochs).Put(epochKey(e), rec.Marshal())
-	})
+	}
+	rec := EpochRecord{Epoch: e, Timestamp: uint64(d.opts.Now().UnixMilli()), Root: root, UpdatesDigest: ul.Digest(), ConfigHash: d.cfgHash}
+	c.Record = rec.Marshal()
+	d.ts.stagePrevs(e, dirty)
+	err = d.store.CommitEpoch(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
@@ -771,12 +759,12 @@ func (d *Directory) Close() error {
 	}
 	d.pending = nil
 	d.pendMu.Unlock()
-	return errors.Join(d.log.close(), d.db.Close())
+	return errors.Join(d.log.close(), d.store.Close())
 }
 
 // LogResource reads a tlog-tiles resource of the epoch log (see
 // ReadLogResource).
-func (d *Directory) LogResource(rel string) ([]byte, error) { return ReadLogResource(d.log.dir, rel) }
+func (d *Directory) LogResource(rel string) ([]byte, error) { return d.log.driver.ReadResource(rel) }
 
 // UpdateList returns the encoded update list of committed epoch e
 // (§1.5); ErrResource for an epoch not committed, or committed before
@@ -787,11 +775,12 @@ func (d *Directory) LogResource(rel string) ([]byte, error) { return ReadLogReso
 // not.
 func (d *Directory) UpdateList(e uint64) ([]byte, error) {
 	var out []byte
-	err := d.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketUpdates).Get(epochKey(e)); b != nil {
+	err := viewTree(context.Background(), d.store, func(s TreeSnapshot) error {
+		b, err := s.UpdateList(e)
+		if b != nil {
 			out = append([]byte(nil), b...)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kt: update list %d: %w", e, err)
@@ -802,8 +791,14 @@ func (d *Directory) UpdateList(e uint64) ([]byte, error) {
 	return out, nil
 }
 
-// LogDir returns the directory holding the epoch log's tiles.
-func (d *Directory) LogDir() string { return d.log.dir }
+// LogDir returns the directory holding the epoch log's tiles: "" when
+// the log is not Tessera's POSIX driver (DirectoryOptions.OpenLog).
+func (d *Directory) LogDir() string {
+	if p, ok := d.log.driver.(*posixLog); ok {
+		return p.dir
+	}
+	return ""
+}
 
 // Checkpoint returns the checkpoint lookups are currently answered under.
 func (d *Directory) Checkpoint() (*Checkpoint, error) {
@@ -854,9 +849,10 @@ func parallel(n int, f func(i int)) {
 // LatestVersion returns the newest committed version of label (0: none).
 func (d *Directory) LatestVersion(label string) (uint32, error) {
 	var v uint32
-	err := d.db.View(func(tx *bolt.Tx) error {
-		v = latestVersion(tx.Bucket(bucketVersions), label)
-		return nil
+	err := viewTree(context.Background(), d.store, func(s TreeSnapshot) error {
+		var err error
+		v, err = s.LatestVersion(label)
+		return err
 	})
 	return v, err
 }

@@ -6,12 +6,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	bolt "go.etcd.io/bbolt"
 	"io"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/quicprochat/qpc/kt/vrf"
 	"golang.org/x/mod/sumdb/note"
@@ -351,9 +352,9 @@ func TestEpochLoopLatency(t *testing.T) {
 func (d *Directory) versionProofAtView(label string, version uint32) (VersionProof, error) {
 	v := d.view.Load()
 	var p VersionProof
-	err := d.db.View(func(tx *bolt.Tx) error {
+	err := d.boltDB().View(func(tx *bolt.Tx) error {
 		var err error
-		p, err = d.versionProof(txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, v.epoch, label, version, nil)
+		p, err = d.versionProof(txNodes{ts: d.ts, snap: boltSnapshot{tx: tx}}, v.epoch, label, version, nil)
 		return err
 	})
 	return p, err
@@ -507,3 +508,7 @@ func TestConcurrentPublishes(t *testing.T) {
 		t.Fatalf("history: %v", err)
 	}
 }
+
+// boltDB is the directory's bbolt database, for tests that read or forge
+// its buckets directly.
+func (d *Directory) boltDB() *bolt.DB { return d.store.(*boltTree).db }

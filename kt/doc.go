@@ -23,6 +23,17 @@
 // Monitor (owner monitoring) compares an owner's history with the versions
 // it published and reports any other as an Alarm with the evidence.
 //
+// # Storage
+//
+// The directory reaches its state through two interfaces: TreeStore
+// (treestore.go: the tree's nodes, the labels' versions, the epoch
+// records and update lists; embedded: OpenBoltTree, the bbolt file
+// DBFile, treebolt.go and store.go) and LogDriver (logdriver.go: the
+// epoch log; embedded: OpenPOSIXLog, Tessera's POSIX driver in LogDir).
+// DirectoryOptions.Tree and OpenLog put others; kt/ktstoretest holds the
+// conformance suites they must pass. Both say what one sequencer at a
+// time needs from an implementation shared by several nodes.
+//
 // kt imports kt/vrf, Tessera, transparency-dev/merkle, x/mod/sumdb/note,
 // cryptobyte and bbolt; it imports nothing else of qpc, so a client can
 // verify with it alone.

@@ -94,7 +94,7 @@ func BenchmarkEpoch10k(b *testing.B) {
 			commit(labels)
 		}
 		if saved != "" {
-			if err := d.db.View(func(tx *bolt.Tx) error { return tx.CopyFile(saved, 0o600) }); err != nil {
+			if err := d.boltDB().View(func(tx *bolt.Tx) error { return tx.CopyFile(saved, 0o600) }); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -121,11 +121,11 @@ func BenchmarkEpoch10k(b *testing.B) {
 			labels[i] = (i*stride + r) % n
 		}
 		r++
-		cpu0, w0, wt0 := cpuTime(), pageWrites(d.db), writeTime(d.db)
+		cpu0, w0, wt0 := cpuTime(), pageWrites(d.boltDB()), writeTime(d.boltDB())
 		times = append(times, commit(labels))
 		cpus = append(cpus, cpuTime()-cpu0)
-		writes = append(writes, pageWrites(d.db)-w0)
-		writeTimes = append(writeTimes, writeTime(d.db)-wt0)
+		writes = append(writes, pageWrites(d.boltDB())-w0)
+		writeTimes = append(writeTimes, writeTime(d.boltDB())-wt0)
 	}
 	slices.Sort(times)
 	slices.Sort(cpus)

@@ -33,10 +33,10 @@ func (d *testDir) forge(t testing.TB, label string, fs []forgedVersion) uint64 {
 	defer d.writeMu.Unlock()
 	var dirty map[nodeID]*nodeRecord
 	var e uint64
-	err := d.db.Update(func(tx *bolt.Tx) error {
+	err := d.boltDB().Update(func(tx *bolt.Tx) error {
 		k, _ := tx.Bucket(bucketEpochs).Cursor().Last()
 		e = binary.BigEndian.Uint64(k) + 1
-		tb := newTreeBatch(txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, e)
+		tb := newTreeBatch(txNodes{ts: d.ts, snap: boltSnapshot{tx: tx}}, e)
 		digest := sha256.New()
 		versions := tx.Bucket(bucketVersions)
 		for _, f := range fs {
@@ -87,10 +87,10 @@ func (d *testDir) proveAs(t testing.TB, label string, want, absent []uint32) (Ep
 	}
 	var entries []HistoryEntry
 	var abs []VersionProof
-	err = d.db.View(func(tx *bolt.Tx) error {
-		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
+	err = d.boltDB().View(func(tx *bolt.Tx) error {
+		src := txNodes{ts: d.ts, snap: boltSnapshot{tx: tx}}
 		for _, ver := range want {
-			r, err := getVersion(tx.Bucket(bucketVersions), label, ver)
+			r, err := getVersion(boltSnapshot{tx: tx}, label, ver)
 			if err != nil {
 				return err
 			}

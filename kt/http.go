@@ -16,7 +16,7 @@ import (
 // at most MaxUpdateListSize bytes.
 func (d *Directory) Handler(prefix string) http.Handler {
 	prefix = strings.TrimSuffix(prefix, "/")
-	tiles := TilesHandler(d.LogDir(), prefix)
+	tiles := tilesHandler(d.LogResource, prefix)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rest, ok := strings.CutPrefix(r.URL.Path, prefix+"/"+UpdatesPath)
 		if !ok {
@@ -72,6 +72,11 @@ func ParseUpdatesPath(rel string) (uint64, bool) {
 // <prefix>/tile/entries/<N>[.p/<W>]. Nothing else in the log directory
 // (Tessera's state files) is reachable.
 func TilesHandler(logDir, prefix string) http.Handler {
+	return tilesHandler(func(rel string) ([]byte, error) { return ReadLogResource(logDir, rel) }, prefix)
+}
+
+// tilesHandler is TilesHandler over read (ReadLogResource's contract).
+func tilesHandler(read func(rel string) ([]byte, error), prefix string) http.Handler {
 	prefix = strings.TrimSuffix(prefix, "/")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -94,7 +99,7 @@ func TilesHandler(logDir, prefix string) http.Handler {
 				w.Header().Set("Cache-Control", "public, max-age=604800, immutable")
 			}
 		}
-		data, err := ReadLogResource(logDir, rel)
+		data, err := read(rel)
 		if err != nil {
 			http.NotFound(w, r)
 			return

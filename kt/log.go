@@ -6,26 +6,20 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
-	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api"
 	tclient "github.com/transparency-dev/tessera/client"
-	"github.com/transparency-dev/tessera/storage/posix"
 	"golang.org/x/mod/sumdb/note"
 )
 
-// epochLog is the RFC 6962 log of epoch records, kept by Tessera's POSIX
-// driver as C2SP tlog-tiles files in one directory.
+// epochLog is the RFC 6962 log of epoch records as the directory uses
+// it: a LogDriver (Tessera's POSIX driver unless DirectoryOptions.OpenLog
+// says otherwise) and the witness policy its checkpoints are held to.
 type epochLog struct {
-	dir      string
-	appender *tessera.Appender
-	shutdown func(context.Context) error
-	reader   tessera.LogReader
-	cancel   context.CancelFunc
-	wit      *witnessing // nil: no witness policy
+	driver LogDriver
+	wit    *witnessing // nil: no witness policy
 }
 
 // witnessing is how the log has its checkpoints cosigned: Tessera sends
@@ -63,23 +57,11 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // epoch within about this long.
 const checkpointInterval = 100 * time.Millisecond
 
-func openEpochLog(dir string, signer note.Signer, wit *witnessing, hc *http.Client) (*epochLog, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("kt: log dir: %w", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cfg := posix.Config{Path: dir}
-	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(signer).
-		WithBatching(1, time.Millisecond).
-		WithCheckpointInterval(checkpointInterval).
-		WithCheckpointRepublishInterval(time.Minute)
+// openEpochLog opens the log with open (nil: the POSIX driver in dir),
+// giving it a client that counts witness requests.
+func openEpochLog(ctx context.Context, open func(context.Context, LogConfig) (LogDriver, error), dir string, signer note.Signer, wit *witnessing, hc *http.Client) (*epochLog, error) {
+	c := LogConfig{Signer: signer}
 	if wit != nil {
-		group, err := wit.policy.tesseraGroup()
-		if err != nil {
-			cancel()
-			return nil, err
-		}
 		if hc == nil {
 			hc = http.DefaultClient
 		}
@@ -89,37 +71,23 @@ func openEpochLog(dir string, signer note.Signer, wit *witnessing, hc *http.Clie
 		}
 		counted := *hc
 		counted.Transport = countingTransport{next: next, w: wit}
-		cfg.HTTPClient = &counted
-		opts.WithWitnesses(group, &tessera.WitnessOptions{Timeout: wit.timeout, FailOpen: wit.failOpen})
-		// A checkpoint that did not get its cosignatures is tried again
-		// soon even when the log has not grown (a restart, witnesses
-		// back after an outage).
-		opts.WithCheckpointRepublishInterval(time.Second)
+		c.Witnesses, c.WitnessTimeout, c.WitnessFailOpen, c.HTTPClient = wit.policy, wit.timeout, wit.failOpen, &counted
 	}
-	driver, err := posix.New(ctx, cfg)
+	if open == nil {
+		open = func(ctx context.Context, c LogConfig) (LogDriver, error) { return OpenPOSIXLog(ctx, dir, c) }
+	}
+	driver, err := open(ctx, c)
 	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("kt: log driver: %w", err)
+		return nil, err
 	}
-	app, shutdown, reader, err := tessera.NewAppender(ctx, driver, opts)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("kt: log appender: %w", err)
-	}
-	return &epochLog{dir: dir, appender: app, shutdown: shutdown, reader: reader, cancel: cancel, wit: wit}, nil
+	return &epochLog{driver: driver, wit: wit}, nil
 }
 
-func (l *epochLog) close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := l.shutdown(ctx)
-	l.cancel()
-	return err
-}
+func (l *epochLog) close() error { return l.driver.Close() }
 
 // size is the number of integrated entries.
 func (l *epochLog) size(ctx context.Context) (uint64, error) {
-	n, err := l.reader.IntegratedSize(ctx)
+	n, err := l.driver.IntegratedSize(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}
@@ -128,11 +96,11 @@ func (l *epochLog) size(ctx context.Context) (uint64, error) {
 
 // add appends one entry and returns its index once integrated.
 func (l *epochLog) add(ctx context.Context, entry []byte) (uint64, error) {
-	idx, err := l.appender.Add(ctx, tessera.NewEntry(entry))()
+	idx, err := l.driver.Append(ctx, entry)
 	if err != nil {
 		return 0, fmt.Errorf("kt: log append: %w", err)
 	}
-	return idx.Index, nil
+	return idx, nil
 }
 
 // awaitCheckpoint polls until a published checkpoint covers size entries
@@ -142,7 +110,7 @@ func (l *epochLog) awaitCheckpoint(ctx context.Context, size uint64, v note.Veri
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		raw, err := l.reader.ReadCheckpoint(ctx)
+		raw, err := l.driver.ReadCheckpoint(ctx)
 		if err == nil {
 			cp, err := OpenCheckpoint(raw, v)
 			if err != nil {
@@ -180,7 +148,7 @@ func (l *epochLog) awaitCheckpoint(ctx context.Context, size uint64, v note.Veri
 
 // entry reads the log entry at index of a log of at least index+1 entries.
 func (l *epochLog) entry(ctx context.Context, index, logSize uint64) ([]byte, error) {
-	eb, err := tclient.GetEntryBundle(ctx, l.reader.ReadEntryBundle, index/256, logSize)
+	eb, err := tclient.GetEntryBundle(ctx, l.driver.ReadEntryBundle, index/256, logSize)
 	if err != nil {
 		return nil, err
 	}
@@ -197,5 +165,5 @@ func entryAt(eb api.EntryBundle, index uint64) ([]byte, error) {
 
 // proofBuilder reads tiles for proofs against a tree of size n.
 func (l *epochLog) proofBuilder(ctx context.Context, n uint64) (*tclient.ProofBuilder, error) {
-	return tclient.NewProofBuilder(ctx, n, l.reader.ReadTile)
+	return tclient.NewProofBuilder(ctx, n, l.driver.ReadTile)
 }

@@ -3,8 +3,6 @@ package kt
 import (
 	"context"
 	"fmt"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // MaxHistoryServed bounds the versions of one history answer, so that it
@@ -40,10 +38,13 @@ func (d *Directory) epochProof(ctx context.Context, v *view, known uint64) (Epoc
 
 // latestAt returns the newest version of label added at or before epoch e
 // (0 when none) and its record.
-func latestAt(tx *bolt.Tx, label string, e uint64) (uint32, *versionRecord, error) {
-	versions := tx.Bucket(bucketVersions)
-	for v := latestVersion(versions, label); v > 0; v-- {
-		rec, err := getVersion(versions, label, v)
+func latestAt(s TreeSnapshot, label string, e uint64) (uint32, *versionRecord, error) {
+	top, err := s.LatestVersion(label)
+	if err != nil {
+		return 0, nil, err
+	}
+	for v := top; v > 0; v-- {
+		rec, err := getVersion(s, label, v)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -54,8 +55,11 @@ func latestAt(tx *bolt.Tx, label string, e uint64) (uint32, *versionRecord, erro
 	return 0, nil, nil
 }
 
-func getVersion(b *bolt.Bucket, label string, v uint32) (*versionRecord, error) {
-	raw := b.Get(versionKey(label, v))
+func getVersion(s TreeSnapshot, label string, v uint32) (*versionRecord, error) {
+	raw, err := s.Version(label, v)
+	if err != nil {
+		return nil, err
+	}
 	if raw == nil {
 		return nil, fmt.Errorf("kt: version %d of a label missing", v)
 	}
@@ -121,8 +125,8 @@ func (d *Directory) LookupCharged(ctx context.Context, label string, known uint6
 		return nil, err
 	}
 	p := &LookupProof{Epoch: ep}
-	err = d.db.View(func(tx *bolt.Tx) error {
-		return d.lookupBody(tx, txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}, v.epoch, label, budget, p)
+	err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
+		return d.lookupBody(s, txNodes{ts: d.ts, snap: s}, v.epoch, label, budget, p)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kt: lookup: %w", err)
@@ -152,10 +156,10 @@ func (d *Directory) LookupBatch(ctx context.Context, labels []string, known uint
 		return nil, err
 	}
 	p := &BatchLookupProof{Epoch: ep, Lookups: make([]LookupProof, len(labels))}
-	err = d.db.View(func(tx *bolt.Tx) error {
-		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
+	err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
+		src := txNodes{ts: d.ts, snap: s}
 		for i, label := range labels {
-			if err := d.lookupBody(tx, src, v.epoch, label, budget, &p.Lookups[i]); err != nil {
+			if err := d.lookupBody(s, src, v.epoch, label, budget, &p.Lookups[i]); err != nil {
 				return err
 			}
 		}
@@ -169,17 +173,16 @@ func (d *Directory) LookupBatch(ctx context.Context, labels []string, known uint
 
 // lookupBody fills p with label's greatest version at epoch e, its ladder
 // and its absence set.
-func (d *Directory) lookupBody(tx *bolt.Tx, src nodeSource, e uint64, label string, budget ProofBudget, p *LookupProof) error {
-	k, rec, err := latestAt(tx, label, e)
+func (d *Directory) lookupBody(s TreeSnapshot, src nodeSource, e uint64, label string, budget ProofBudget, p *LookupProof) error {
+	k, rec, err := latestAt(s, label, e)
 	if err != nil {
 		return err
 	}
 	p.Version = k
 	if k > 0 {
 		p.Added, p.Opening, p.Value = rec.added, rec.opening, rec.value
-		versions := tx.Bucket(bucketVersions)
 		for _, lv := range ladder(k) {
-			r, err := getVersion(versions, label, lv)
+			r, err := getVersion(s, label, lv)
 			if err != nil {
 				return err
 			}
@@ -227,13 +230,12 @@ func (d *Directory) HistoryCharged(ctx context.Context, label string, since uint
 		return nil, err
 	}
 	p := &HistoryProof{Epoch: ep, Since: since}
-	err = d.db.View(func(tx *bolt.Tx) error {
-		src := txNodes{ts: d.ts, b: tx.Bucket(bucketNodes)}
-		k, _, err := latestAt(tx, label, v.epoch)
+	err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
+		src := txNodes{ts: d.ts, snap: s}
+		k, _, err := latestAt(s, label, v.epoch)
 		if err != nil {
 			return err
 		}
-		versions := tx.Bucket(bucketVersions)
 		first := max(since, 1)
 		if first > k {
 			first = k // the greatest version alone (none when k is 0)
@@ -243,7 +245,7 @@ func (d *Directory) HistoryCharged(ctx context.Context, label string, since uint
 			last = first + MaxHistoryServed - 1
 		}
 		for ver := first; ver >= 1 && ver <= last; ver++ {
-			r, err := getVersion(versions, label, ver)
+			r, err := getVersion(s, label, ver)
 			if err != nil {
 				return err
 			}
@@ -254,7 +256,7 @@ func (d *Directory) HistoryCharged(ctx context.Context, label string, since uint
 			p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
 		}
 		if last < k {
-			r, err := getVersion(versions, label, last+1)
+			r, err := getVersion(s, label, last+1)
 			if err != nil {
 				return err
 			}

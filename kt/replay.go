@@ -34,7 +34,7 @@ func OpenReplayTree(db *bolt.DB, cacheDepth int) (*ReplayTree, error) {
 func (t *ReplayTree) Root() ([32]byte, error) {
 	var root [32]byte
 	err := t.db.View(func(tx *bolt.Tx) error {
-		r, err := txNodes{ts: t.ts, b: tx.Bucket(bucketNodes)}.node(rootID)
+		r, err := txNodes{ts: t.ts, snap: boltSnapshot{tx: tx}}.node(rootID)
 		if err != nil {
 			return err
 		}
@@ -56,7 +56,7 @@ func (t *ReplayTree) Root() ([32]byte, error) {
 func (t *ReplayTree) Apply(epoch uint64, leaves []Leaf, check func(tx *bolt.Tx, root [32]byte) error) error {
 	var dirty map[nodeID]*nodeRecord
 	err := t.db.Update(func(tx *bolt.Tx) error {
-		tb := newTreeBatch(txNodes{ts: t.ts, b: tx.Bucket(bucketNodes)}, epoch)
+		tb := newTreeBatch(txNodes{ts: t.ts, snap: boltSnapshot{tx: tx}}, epoch)
 		tb.noPrev = true
 		for i := range leaves {
 			if err := tb.Insert(leaves[i].Index, leaves[i].Commitment); err != nil {

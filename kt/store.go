@@ -41,12 +41,11 @@ var metaLayout = []byte("tree-layout")
 // a layout this one does not know.
 var ErrTreeLayout = errors.New("kt: the database's tree is stored in a layout this version does not know (written by a newer version); refusing to open it")
 
-// treeStore reads and writes the prefix tree in bbolt, with every node of
-// depth <= cacheDepth held in memory. The cache is complete for those
-// depths (filled at open, updated after each commit), so a miss there
-// means the node does not exist.
+// treeStore reads the prefix tree through a TreeStore's snapshots, with
+// every node of depth <= cacheDepth held in memory. The cache is complete
+// for those depths (filled at open, updated after each commit), so a miss
+// there means the node does not exist.
 type treeStore struct {
-	db         *bolt.DB
 	cacheDepth int
 	mu         sync.RWMutex
 	cache      map[nodeID]*nodeRecord
@@ -60,8 +59,9 @@ type treeStore struct {
 // stagePrevs keeps the records of epoch e's batch, with their previous
 // states, for readers of the epoch before, dropping those of the epoch
 // before (its readers are gone: an epoch is committed only once the one
-// before it is served). Call it in the transaction that stores the batch,
-// before it commits, so no reader sees the records without them. The
+// before it is served). Call it before the commit that stores the batch,
+// so no reader sees the records without them (until then nobody reads
+// epoch e's records, and nobody needs the dropped ones). The
 // batch's map is kept as it is, not copied: nothing changes it after
 // Finish.
 func (ts *treeStore) stagePrevs(e uint64, dirty map[nodeID]*nodeRecord) {
@@ -70,10 +70,24 @@ func (ts *treeStore) stagePrevs(e uint64, dirty map[nodeID]*nodeRecord) {
 	ts.mu.Unlock()
 }
 
-// openTreeStore opens the tree in db's nodes bucket, creating it and the
-// other buckets named.
+// openTreeStore prepares the tree in db's nodes bucket (prepareBoltTree)
+// and fills a cache from it: the ReplayTree's way in.
 func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, error) {
-	ts := &treeStore{db: db, cacheDepth: cacheDepth, cache: map[nodeID]*nodeRecord{}}
+	if err := prepareBoltTree(db, buckets...); err != nil {
+		return nil, err
+	}
+	ts := newTreeStore(cacheDepth)
+	err := db.View(func(tx *bolt.Tx) error { return ts.fill(boltSnapshot{tx: tx}) })
+	if err != nil {
+		return nil, fmt.Errorf("kt: open tree: %w", err)
+	}
+	return ts, nil
+}
+
+// prepareBoltTree creates db's nodes and meta buckets and the other
+// buckets named, refuses a layout it does not know and upgrades an older
+// one.
+func prepareBoltTree(db *bolt.DB, buckets ...[]byte) error {
 	err := db.Update(func(tx *bolt.Tx) error {
 		for _, b := range append([][]byte{bucketNodes, bucketMeta}, buckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -93,34 +107,34 @@ func openTreeStore(db *bolt.DB, cacheDepth int, buckets ...[]byte) (*treeStore, 
 			return tx.Bucket(bucketMeta).Put(metaLayout, binary.BigEndian.AppendUint32(nil, treeLayout))
 		})
 	}
-	if err == nil {
-		err = db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketNodes).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
-				id, err := nodeIDFromStoreKey(k)
-				if err != nil {
-					return err
-				}
-				if int(id.depth) > cacheDepth {
-					if cacheDepth <= storeSplit {
-						break
-					}
-					// Below storeSplit the depths are interleaved.
-					continue
-				}
-				r, err := parseNodeRecord(id, v)
-				if err != nil {
-					return err
-				}
-				ts.cache[id] = r
-			}
-			return nil
-		})
-	}
 	if err != nil {
-		return nil, fmt.Errorf("kt: open tree: %w", err)
+		return fmt.Errorf("kt: open tree: %w", err)
 	}
-	return ts, nil
+	return nil
+}
+
+func newTreeStore(cacheDepth int) *treeStore {
+	return &treeStore{cacheDepth: cacheDepth, cache: map[nodeID]*nodeRecord{}}
+}
+
+// fill loads the nodes of depth <= cacheDepth from snap into the cache.
+func (ts *treeStore) fill(snap TreeSnapshot) error {
+	return snap.ScanNodes(func(k, v []byte) (bool, error) {
+		id, err := nodeIDFromStoreKey(k)
+		if err != nil {
+			return false, err
+		}
+		if int(id.depth) > ts.cacheDepth {
+			// Below storeSplit the depths are interleaved.
+			return ts.cacheDepth > storeSplit, nil
+		}
+		r, err := parseNodeRecord(id, v)
+		if err != nil {
+			return false, err
+		}
+		ts.cache[id] = r
+		return true, nil
+	})
 }
 
 // checkLayout refuses a tree stored in a layout above treeLayout.
@@ -181,10 +195,10 @@ func migrateNodeKeys(db *bolt.DB) error {
 	}
 }
 
-// txNodes reads nodes through the cache and one bbolt transaction.
+// txNodes reads nodes through the cache and one snapshot.
 type txNodes struct {
-	ts *treeStore
-	b  *bolt.Bucket
+	ts   *treeStore
+	snap TreeSnapshot
 }
 
 func (s txNodes) node(id nodeID) (*nodeRecord, error) {
@@ -194,9 +208,9 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 		s.ts.mu.RUnlock()
 		return r, nil
 	}
-	v := s.b.Get(id.storeKey())
-	if v == nil {
-		return nil, nil
+	v, err := s.snap.Node(id.storeKey())
+	if err != nil || v == nil {
+		return nil, err
 	}
 	r, err := parseNodeRecord(id, v)
 	if err != nil || r.hasPrev {
@@ -212,10 +226,10 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 	return r, nil
 }
 
-// putNodes writes a batch's records in tx. Keys and values are encoded
-// into one buffer, which bbolt reads until the transaction commits.
-func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
-	// In key order, so bbolt fills pages front to back.
+// encodeNodes encodes a batch's records for a commit, in key order (so
+// bbolt fills pages front to back). Keys and values share one buffer,
+// which the store reads until the commit is done.
+func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
 	type put struct {
 		k []byte
 		r *nodeRecord
@@ -229,15 +243,19 @@ func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
 		puts = append(puts, put{buf[n:len(buf):len(buf)], r})
 	}
 	slices.SortFunc(puts, func(a, b put) int { return bytes.Compare(a.k, b.k) })
-	b := tx.Bucket(bucketNodes)
-	for _, p := range puts {
+	out := make([]NodeWrite, len(puts))
+	for i, p := range puts {
 		n := len(buf)
 		buf = p.r.appendTo(buf)
-		if err := b.Put(p.k, buf[n:len(buf):len(buf)]); err != nil {
-			return err
-		}
+		out[i] = NodeWrite{Key: p.k, Value: buf[n:len(buf):len(buf)]}
 	}
-	return nil
+	return out
+}
+
+// putNodes writes a batch's records in a bbolt transaction (a
+// ReplayTree's, or a test's).
+func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
+	return boltPutNodes(tx, encodeNodes(dirty))
 }
 
 // publish makes committed records visible through the cache.

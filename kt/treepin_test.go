@@ -107,7 +107,7 @@ func TestTreeRootPinned(t *testing.T) {
 								t.Error(err)
 								return errSource{err}, func() {}
 							}
-							return txNodes{ts: ts, b: tx.Bucket(bucketNodes)}, func() { tx.Rollback() }
+							return txNodes{ts: ts, snap: boltSnapshot{tx: tx}}, func() { tx.Rollback() }
 						}, uint64(e+1), epochs[e], 1)
 						if err != nil {
 							t.Fatalf("epoch %d: %v", e+1, err)
@@ -120,7 +120,7 @@ func TestTreeRootPinned(t *testing.T) {
 						continue
 					}
 					if err := db.Update(func(tx *bolt.Tx) error {
-						tb := newTreeBatch(txNodes{ts: ts, b: tx.Bucket(bucketNodes)}, uint64(e+1))
+						tb := newTreeBatch(txNodes{ts: ts, snap: boltSnapshot{tx: tx}}, uint64(e+1))
 						tb.noPrev = c.noPrev
 						for _, l := range epochs[e] {
 							if err := tb.Insert(l.Index, l.Commitment); err != nil {

@@ -192,8 +192,8 @@ func TestUpdateListsReplay(t *testing.T) {
 	cp, _ := d.Checkpoint()
 	for e := range cp.Size {
 		var raw []byte
-		if err := d.db.View(func(tx *bolt.Tx) error {
-			raw, _, err = d.epochRecord(tx, e)
+		if err := d.boltDB().View(func(tx *bolt.Tx) error {
+			raw, _, err = d.epochRecord(boltSnapshot{tx: tx}, e)
 			return err
 		}); err != nil {
 			t.Fatal(err)

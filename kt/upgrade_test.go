@@ -89,7 +89,7 @@ func TestDirectoryUpgradeFromLayout1(t *testing.T) {
 		}
 	}
 	check(3)
-	if err := d.db.View(func(tx *bolt.Tx) error {
+	if err := d.boltDB().View(func(tx *bolt.Tx) error {
 		var left int
 		c := tx.Bucket(bucketNodes).Cursor()
 		for k, _ := c.Seek(nodeID{depth: storeSplit + 1}.key()); k != nil && k[0] < storeKeyDeep; k, _ = c.Next() {

@@ -2,12 +2,9 @@ package accounts
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math"
 
 	"github.com/quicprochat/qpc/wire"
-	bolt "go.etcd.io/bbolt"
 )
 
 // KeyPackage pools (docs/protocol.md §4.12). Each account keeps a pool of
@@ -37,59 +34,14 @@ func (s *Service) UploadKeyPackages(ctx context.Context, acct AccountRef, kps []
 			return 0, fmt.Errorf("accounts: upload key packages: %w: a KeyPackage of %d bytes", ErrMalformed, len(kp))
 		}
 	}
-	var count int
-	run := func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketAccountIDs).Get(acct[:]) == nil {
-			return ErrNotFound
-		}
-		b := tx.Bucket(bucketKeyPackages)
-		var last uint64
-		var err error
-		count, last, err = poolOf(b, acct)
-		if err != nil || len(kps) == 0 {
-			return err
-		}
-		if count+len(kps) > limit {
-			return ErrPoolFull
-		}
-		if last > math.MaxUint64-uint64(len(kps)) {
-			return fmt.Errorf("%w: KeyPackage sequence exhausted", ErrCorrupt)
-		}
-		for i, kp := range kps {
-			if err := b.Put(keyPackageKey(acct, last+1+uint64(i)), encodeKeyPackage(kp)); err != nil {
-				return err
-			}
-		}
-		count += len(kps)
-		return nil
+	if err := s.check(ctx); err != nil {
+		return 0, err
 	}
-	var err error
-	if len(kps) == 0 {
-		err = s.view(ctx, run) // a query: no write, no fsync
-	} else {
-		err = s.update(ctx, run)
-	}
+	count, err := s.store.AddKeyPackages(ctx, acct, kps, limit)
 	if err != nil {
 		return count, fmt.Errorf("accounts: upload key packages: %w", err)
 	}
 	return count, nil
-}
-
-// poolOf counts the account's pool and returns the sequence number of
-// its newest KeyPackage (0 when empty).
-func poolOf(b *bolt.Bucket, acct AccountRef) (count int, last uint64, err error) {
-	c := b.Cursor()
-	for k, _ := c.Seek(acct[:]); k != nil && hasPrefix(k, acct[:]); k, _ = c.Next() {
-		if len(k) != keyPackageKeySize {
-			return 0, 0, ErrCorrupt
-		}
-		seq := binary.BigEndian.Uint64(k[accountIDSize:])
-		if seq <= last {
-			return 0, 0, ErrCorrupt // keys are in order; zero is never used
-		}
-		count, last = count+1, seq
-	}
-	return count, last, nil
 }
 
 // TakeKeyPackage removes the oldest KeyPackage from the pool of the
@@ -111,29 +63,10 @@ func poolOf(b *bolt.Bucket, acct AccountRef) (count int, last uint64, err error)
 // ErrClosed, or the context's error.
 func (s *Service) TakeKeyPackage(ctx context.Context, username string) ([]byte, error) {
 	cred := credentialID(username)
-	var kp []byte
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketAccounts).Get(cred[:])
-		if v == nil {
-			return nil
-		}
-		a, err := decodeAccount(v)
-		if err != nil {
-			return err
-		}
-		c := tx.Bucket(bucketKeyPackages).Cursor()
-		k, v := c.Seek(a.id[:])
-		if k == nil || !hasPrefix(k, a.id[:]) {
-			return nil
-		}
-		if len(k) != keyPackageKeySize {
-			return ErrCorrupt
-		}
-		if kp, err = decodeKeyPackage(v); err != nil {
-			return err
-		}
-		return c.Delete()
-	})
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	kp, err := s.store.TakeKeyPackage(ctx, cred)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: take key package: %w", err)
 	}

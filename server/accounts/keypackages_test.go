@@ -211,7 +211,7 @@ func TestKeyPackageCorruptRecords(t *testing.T) {
 			e := newEnv(t, Options{})
 			a := e.mustRegister("alice", "pw", 1)
 			mustUpload(t, e, a.Account, kps("a", 0, 2), 10, 2)
-			err := e.svc.db.Update(func(tx *bolt.Tx) error { return damage(tx.Bucket(bucketKeyPackages), a.Account) })
+			err := e.svc.store.(*Bolt).db.Update(func(tx *bolt.Tx) error { return damage(tx.Bucket(bucketKeyPackages), a.Account) })
 			if err != nil {
 				t.Fatal(err)
 			}

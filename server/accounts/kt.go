@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/quicprochat/qpc/account"
-	bolt "go.etcd.io/bbolt"
 )
 
 // AuthenticateUsername checks a session and that its account was
@@ -24,16 +23,10 @@ func (s *Service) AuthenticateUsername(ctx context.Context, token account.Token,
 		return AccountRef{}, fmt.Errorf("accounts: authenticate username: %w", ErrInvalidUsername)
 	}
 	want := credentialID(username)
-	err = s.view(ctx, func(tx *bolt.Tx) error {
-		got, err := credOf(tx, acct)
-		if err != nil {
-			return err
-		}
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			return ErrAuth
-		}
-		return nil
-	})
+	got, err := s.store.Credential(ctx, acct)
+	if err == nil && subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		err = ErrAuth
+	}
 	if err != nil {
 		return AccountRef{}, fmt.Errorf("accounts: authenticate username: %w", err)
 	}

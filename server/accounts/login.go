@@ -3,13 +3,13 @@ package accounts
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/bytemare/opaque"
 	"github.com/quicprochat/qpc/account"
-	bolt "go.etcd.io/bbolt"
 )
 
 // LoginState is the server's half of one login between LoginStart and
@@ -18,7 +18,7 @@ import (
 type LoginState struct {
 	server    *opaque.Server // this login's own server (one per login)
 	clientMAC []byte         // expected KE3 (RFC 9807 §6.4.4)
-	cred      [credIDSize]byte
+	cred      CredID
 	src       Source    // where the login came from, for the limiter
 	started   time.Time // when LoginStart admitted it
 	account   AccountRef
@@ -83,19 +83,13 @@ func (s *Service) LoginStartFrom(ctx context.Context, src Source, username strin
 		acct   AccountRef
 		found  int
 	)
-	err = s.view(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketAccounts).Get(cred[:])
-		if v == nil {
-			return nil
-		}
-		r, err := decodeAccount(v)
-		if err != nil {
-			return err
-		}
-		stored, acct, found = r.record, r.id, 1
-		return nil
-	})
-	if err != nil {
+	if err := s.check(ctx); err != nil {
+		return nil, nil, err
+	}
+	switch a, err := s.store.Account(ctx, cred); {
+	case err == nil:
+		stored, acct, found = a.Record, a.Ref, 1
+	case !errors.Is(err, ErrNotFound):
 		return nil, nil, fmt.Errorf("accounts: login: %w", err)
 	}
 	if len(fakeBytes) != len(stored) {
@@ -171,24 +165,13 @@ func (s *Service) LoginFinish(ctx context.Context, st *LoginState, ke3 []byte, d
 		return Session{}, fmt.Errorf("accounts: login: %w", ErrAuth)
 	}
 	s.limits.succeeded(st.cred, st.src, st.started)
-	var sess Session
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		// The account may have been deleted since LoginStart.
-		v := tx.Bucket(bucketAccounts).Get(st.cred[:])
-		if v == nil {
-			return ErrAuth
-		}
-		r, err := decodeAccount(v)
-		if err != nil {
-			return err
-		}
-		if r.id != st.account {
-			return ErrAuth
-		}
-		sess, err = s.issueSession(tx, st.account, device, deviceName, now)
-		return err
-	})
-	if err != nil {
+	sess, ns := s.newSession(st.account, device, deviceName, now)
+	if err := s.check(ctx); err != nil {
+		return Session{}, err
+	}
+	// The account may have been deleted since LoginStart: the store
+	// checks it is still st.account.
+	if err := s.store.Login(ctx, st.cred, st.account, ns, s.opts.MaxDevices); err != nil {
 		return Session{}, fmt.Errorf("accounts: login: %w", err)
 	}
 	return sess, nil

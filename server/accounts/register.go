@@ -3,11 +3,12 @@ package accounts
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/bytemare/opaque/message"
 	"github.com/quicprochat/qpc/account"
-	bolt "go.etcd.io/bbolt"
 )
 
 // RegisterStart is RegisterStartFrom the zero Source (an in-process
@@ -41,13 +42,13 @@ func (s *Service) RegisterStartFrom(ctx context.Context, src Source, username st
 		return nil, fmt.Errorf("accounts: register: %w", ErrRateLimited)
 	}
 	cred := credentialID(u)
-	err = s.view(ctx, func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketAccounts).Get(cred[:]) != nil {
-			return ErrTaken
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	switch _, err := s.store.Account(ctx, cred); {
+	case err == nil:
+		return nil, fmt.Errorf("accounts: register: %w", ErrTaken)
+	case !errors.Is(err, ErrNotFound):
 		return nil, fmt.Errorf("accounts: register: %w", err)
 	}
 	resp, err := s.registrationResponse(cred, request)
@@ -60,7 +61,7 @@ func (s *Service) RegisterStartFrom(ctx context.Context, src Source, username st
 // registrationResponse evaluates the OPRF on the client's blinded password
 // with the key derived from oprf_seed and cred (RFC 9807 §5.2.2), on a
 // server of its own.
-func (s *Service) registrationResponse(cred [credIDSize]byte, request []byte) ([]byte, error) {
+func (s *Service) registrationResponse(cred CredID, request []byte) ([]byte, error) {
 	srv, err := s.newServer()
 	if err != nil {
 		return nil, fmt.Errorf("%w: opaque server: %w", ErrStorage, err)
@@ -125,29 +126,13 @@ func (s *Service) RegisterFinish(ctx context.Context, username string, record []
 	}
 	cred := credentialID(u)
 	now := s.opts.Now()
-	var sess Session
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		accounts, ids := tx.Bucket(bucketAccounts), tx.Bucket(bucketAccountIDs)
-		if accounts.Get(cred[:]) != nil {
-			return ErrTaken
-		}
-		var id AccountRef
-		rand.Read(id[:])
-		if ids.Get(id[:]) != nil {
-			// 2^-128 per pair: a collision means a broken random source.
-			return fmt.Errorf("%w: account ID collision", ErrStorage)
-		}
-		r := accountRecord{id: id, created: coarse(now), record: rec}
-		if err := accounts.Put(cred[:], r.encode()); err != nil {
-			return err
-		}
-		if err := ids.Put(id[:], encodeAccountID(cred)); err != nil {
-			return err
-		}
-		var err error
-		sess, err = s.issueSession(tx, id, device, deviceName, now)
-		return err
-	})
+	var id AccountRef
+	rand.Read(id[:])
+	sess, ns := s.newSession(id, device, deviceName, now)
+	if err := s.check(ctx); err != nil {
+		return Session{}, err
+	}
+	err = s.store.Register(ctx, cred, StoredAccount{Ref: id, Created: time.Unix(coarse(now), 0), Record: rec}, ns)
 	if err != nil {
 		return Session{}, fmt.Errorf("accounts: register: %w", err)
 	}

@@ -10,8 +10,6 @@ import (
 
 	"github.com/bytemare/opaque"
 	"github.com/quicprochat/qpc/account"
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Errors. Every error a method returns matches exactly one of these with
@@ -182,39 +180,49 @@ func (o *Options) setDefaults() {
 type Service struct {
 	keys   *Keys
 	conf   *opaque.Configuration
-	db     *bolt.DB
+	store  Store
 	opts   Options
 	limits *limiter
 	closed atomic.Bool
 }
 
 // Open opens (creating if needed) <dataDir>/accounts.db, mode 0600, and
-// returns a Service using keys. The caller closes it.
+// returns a Service using keys over it (OpenBolt, New). The caller closes
+// it.
 func Open(dataDir string, keys *Keys, opts Options) (*Service, error) {
 	if keys == nil {
 		return nil, errors.New("accounts: open: nil keys")
 	}
-	opts.setDefaults()
-	db, err := openDB(dataDir)
+	st, err := OpenBolt(dataDir)
 	if err != nil {
-		return nil, fmt.Errorf("accounts: open: %w: %w", ErrStorage, err)
+		return nil, err
 	}
+	return New(st, keys, opts)
+}
+
+// New returns a Service using keys over st, which it owns from then on:
+// Close closes it.
+func New(st Store, keys *Keys, opts Options) (*Service, error) {
+	if keys == nil || st == nil {
+		return nil, errors.New("accounts: new: nil keys or store")
+	}
+	opts.setDefaults()
 	return &Service{
 		keys:   keys,
 		conf:   account.Configuration(),
-		db:     db,
+		store:  st,
 		opts:   opts,
 		limits: newLimiter(opts),
 	}, nil
 }
 
-// Close closes the database. It is idempotent.
+// Close closes the store. It is idempotent.
 func (s *Service) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("accounts: close: %w: %w", ErrStorage, err)
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("accounts: close: %w", err)
 	}
 	return nil
 }
@@ -222,16 +230,16 @@ func (s *Service) Close() error {
 // credentialID is the RFC 9807 credential_identifier of a (normalised)
 // username: unique per client and stable (§5, §8), and the key of the
 // account record, so the raw username is never stored.
-func credentialID(username string) [credIDSize]byte {
+func credentialID(username string) CredID {
 	h := sha256.New()
 	h.Write([]byte("qpc/1 account\x00"))
 	h.Write([]byte(username))
-	var id [credIDSize]byte
+	var id CredID
 	h.Sum(id[:0])
 	return id
 }
 
-func hashToken(t account.Token) [tokenHashSize]byte { return sha256.Sum256(t[:]) }
+func hashToken(t account.Token) TokenHash { return sha256.Sum256(t[:]) }
 
 // newServer returns a fresh opaque.Server with its own copy of the key
 // material: one per exchange, never shared (reusing one broke the next
@@ -245,37 +253,6 @@ func (s *Service) newServer() (*opaque.Server, error) {
 		return nil, err
 	}
 	return srv, nil
-}
-
-// storageErr classifies an error from a bbolt transaction: our sentinel
-// errors pass unchanged, a closed database is ErrClosed, anything else is
-// ErrStorage.
-func storageErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ErrTaken), errors.Is(err, ErrAuth), errors.Is(err, ErrQuota),
-		errors.Is(err, ErrNotFound), errors.Is(err, ErrTooManyDevices), errors.Is(err, ErrStorage),
-		errors.Is(err, ErrMalformed), errors.Is(err, ErrPoolFull):
-		return err
-	case errors.Is(err, berrors.ErrDatabaseNotOpen):
-		return ErrClosed
-	}
-	return fmt.Errorf("%w: %w", ErrStorage, err)
-}
-
-func (s *Service) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	return storageErr(s.db.Update(fn))
-}
-
-func (s *Service) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	return storageErr(s.db.View(fn))
 }
 
 func (s *Service) check(ctx context.Context) error {

@@ -7,75 +7,19 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
-	bolt "go.etcd.io/bbolt"
 )
 
-// issueSession creates or refreshes device for the account and gives it a
-// new session, revoking the device's previous ones: one session per
-// device, so that revoking a device or logging in again leaves nothing
-// behind. Runs inside the caller's write transaction.
-func (s *Service) issueSession(tx *bolt.Tx, acct AccountRef, device account.DeviceID, name string, now time.Time) (Session, error) {
-	devices := tx.Bucket(bucketDevices)
-	dk := deviceKey(acct, device)
-	dev := deviceRecord{created: coarse(now), lastUsed: coarse(now), name: name}
-	if v := devices.Get(dk); v != nil {
-		old, err := decodeDevice(v)
-		if err != nil {
-			return Session{}, err
-		}
-		dev.created = old.created
-		if err := deleteSessionsWithPrefix(tx, dk, nil); err != nil {
-			return Session{}, err
-		}
-	} else {
-		n := 0
-		c := devices.Cursor()
-		for k, _ := c.Seek(acct[:]); k != nil && hasPrefix(k, acct[:]); k, _ = c.Next() {
-			n++
-		}
-		if n >= s.opts.MaxDevices {
-			return Session{}, ErrTooManyDevices
-		}
-	}
-	if err := devices.Put(dk, dev.encode()); err != nil {
-		return Session{}, err
-	}
-
+// newSession makes a session for device of acct: a fresh random token,
+// returned to the caller, and what the store keeps of it (its hash, the
+// device's entry, coarse times). The store revokes the device's previous
+// sessions when it stores it: one session per device, so that revoking a
+// device or logging in again leaves nothing behind.
+func (s *Service) newSession(acct AccountRef, device account.DeviceID, name string, now time.Time) (Session, NewSession) {
 	var token account.Token
 	rand.Read(token[:])
-	h := hashToken(token)
-	expiry := coarseUp(now.Add(s.opts.SessionTTL))
-	rec := sessionRecord{account: acct, device: device, expiry: expiry, lastUsed: coarse(now)}
-	if err := tx.Bucket(bucketSessions).Put(h[:], rec.encode()); err != nil {
-		return Session{}, err
-	}
-	if err := tx.Bucket(bucketAcctSession).Put(acctSessionKey(acct, device, h), nil); err != nil {
-		return Session{}, err
-	}
-	return Session{Token: token, Expiry: time.Unix(expiry, 0), Account: acct, Device: device}, nil
-}
-
-// sessionIn looks a session up inside a transaction. Unknown and expired
-// sessions are both ErrAuth.
-//
-// The lookup is keyed by SHA-256(token): the B-tree compares hashes, not
-// tokens, in variable time, which tells a timing attacker at most how many
-// leading bytes of some stored hash match the hash of a token of its
-// choosing; that is no help in finding a token (it would need a preimage).
-// So no further constant-time comparison is needed here.
-func sessionIn(tx *bolt.Tx, h [tokenHashSize]byte, now time.Time) (sessionRecord, error) {
-	v := tx.Bucket(bucketSessions).Get(h[:])
-	if v == nil {
-		return sessionRecord{}, ErrAuth
-	}
-	r, err := decodeSession(v)
-	if err != nil {
-		return sessionRecord{}, err
-	}
-	if now.Unix() >= r.expiry {
-		return sessionRecord{}, ErrAuth
-	}
-	return r, nil
+	expiry := time.Unix(coarseUp(now.Add(s.opts.SessionTTL)), 0)
+	ns := NewSession{Hash: hashToken(token), Device: device, DeviceName: name, Now: time.Unix(coarse(now), 0), Expiry: expiry}
+	return Session{Token: token, Expiry: expiry, Account: acct, Device: device}, ns
 }
 
 // Authenticate returns the account and device of a session token.
@@ -85,63 +29,27 @@ func sessionIn(tx *bolt.Tx, h [tokenHashSize]byte, now time.Time) (sessionRecord
 func (s *Service) Authenticate(ctx context.Context, token account.Token) (AccountRef, account.DeviceID, error) {
 	h := hashToken(token)
 	now := s.opts.Now()
-	var r sessionRecord
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		r, err = sessionIn(tx, h, now)
-		return err
-	})
+	if err := s.check(ctx); err != nil {
+		return AccountRef{}, account.DeviceID{}, err
+	}
+	r, err := s.store.Session(ctx, h, now)
 	if err != nil {
 		return AccountRef{}, account.DeviceID{}, fmt.Errorf("accounts: authenticate: %w", err)
 	}
-	if r.lastUsed < coarse(now) {
-		err = s.update(ctx, func(tx *bolt.Tx) error {
-			r, err := sessionIn(tx, h, now)
-			if err != nil {
-				return err // revoked meanwhile
-			}
-			r.lastUsed = coarse(now)
-			if err := tx.Bucket(bucketSessions).Put(h[:], r.encode()); err != nil {
-				return err
-			}
-			devices := tx.Bucket(bucketDevices)
-			dk := deviceKey(r.account, r.device)
-			if v := devices.Get(dk); v != nil {
-				d, err := decodeDevice(v)
-				if err != nil {
-					return err
-				}
-				d.lastUsed = coarse(now)
-				return devices.Put(dk, d.encode())
-			}
-			return nil
-		})
-		if err != nil {
+	if r.LastUsed.Unix() < coarse(now) {
+		if err := s.store.TouchSession(ctx, h, now, time.Unix(coarse(now), 0)); err != nil {
 			return AccountRef{}, account.DeviceID{}, fmt.Errorf("accounts: authenticate: %w", err)
 		}
 	}
-	return r.account, r.device, nil
+	return r.Account, r.Device, nil
 }
 
 // Devices lists the account's devices, ordered by device ID.
 func (s *Service) Devices(ctx context.Context, acct AccountRef) ([]Device, error) {
-	var out []Device
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDevices).Cursor()
-		for k, v := c.Seek(acct[:]); k != nil && hasPrefix(k, acct[:]); k, v = c.Next() {
-			if len(k) != accountIDSize+account.DeviceIDSize {
-				return ErrCorrupt
-			}
-			d, err := decodeDevice(v)
-			if err != nil {
-				return err
-			}
-			dev := Device{Name: d.name, Created: time.Unix(d.created, 0), LastUsed: time.Unix(d.lastUsed, 0)}
-			copy(dev.ID[:], k[accountIDSize:])
-			out = append(out, dev)
-		}
-		return nil
-	})
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	out, err := s.store.Devices(ctx, acct)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: devices: %w", err)
 	}
@@ -165,18 +73,10 @@ func (s *Service) DeviceList(ctx context.Context, acct AccountRef) (account.Devi
 // sessions; its token fails Authenticate from then on. A device may
 // revoke itself. ErrNotFound if the account has no such device.
 func (s *Service) RevokeDevice(ctx context.Context, acct AccountRef, device account.DeviceID) error {
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		devices := tx.Bucket(bucketDevices)
-		dk := deviceKey(acct, device)
-		if devices.Get(dk) == nil {
-			return ErrNotFound
-		}
-		if err := deleteSessionsWithPrefix(tx, dk, nil); err != nil {
-			return err
-		}
-		return devices.Delete(dk)
-	})
-	if err != nil {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if err := s.store.RevokeDevice(ctx, acct, device); err != nil {
 		return fmt.Errorf("accounts: revoke device: %w", err)
 	}
 	return nil
@@ -192,15 +92,14 @@ func (s *Service) RevokeDevice(ctx context.Context, acct AccountRef, device acco
 func (s *Service) ChangePasswordStart(ctx context.Context, token account.Token, request []byte) ([]byte, error) {
 	h := hashToken(token)
 	now := s.opts.Now()
-	var cred [credIDSize]byte
-	err := s.view(ctx, func(tx *bolt.Tx) error {
-		r, err := sessionIn(tx, h, now)
-		if err != nil {
-			return err
-		}
-		cred, err = credOf(tx, r.account)
-		return err
-	})
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	r, err := s.store.Session(ctx, h, now)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: change password: %w", err)
+	}
+	cred, err := s.store.Credential(ctx, r.Account)
 	if err != nil {
 		return nil, fmt.Errorf("accounts: change password: %w", err)
 	}
@@ -229,30 +128,10 @@ func (s *Service) ChangePasswordFinish(ctx context.Context, token account.Token,
 	}
 	h := hashToken(token)
 	now := s.opts.Now()
-	err = s.update(ctx, func(tx *bolt.Tx) error {
-		r, err := sessionIn(tx, h, now)
-		if err != nil {
-			return err
-		}
-		cred, err := credOf(tx, r.account)
-		if err != nil {
-			return err
-		}
-		accounts := tx.Bucket(bucketAccounts)
-		v := accounts.Get(cred[:])
-		if v == nil {
-			return ErrNotFound
-		}
-		a, err := decodeAccount(v)
-		if err != nil {
-			return err
-		}
-		a.record = rec
-		if err := accounts.Put(cred[:], a.encode()); err != nil {
-			return err
-		}
-		return deleteSessionsWithPrefix(tx, r.account[:], &h)
-	})
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	err = s.store.ChangePassword(ctx, h, now, rec)
 	if err != nil {
 		return fmt.Errorf("accounts: change password: %w", err)
 	}
@@ -268,32 +147,10 @@ func (s *Service) ChangePasswordFinish(ctx context.Context, token account.Token,
 func (s *Service) DeleteAccount(ctx context.Context, token account.Token) error {
 	h := hashToken(token)
 	now := s.opts.Now()
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		r, err := sessionIn(tx, h, now)
-		if err != nil {
-			return err
-		}
-		cred, err := credOf(tx, r.account)
-		if err != nil {
-			return err
-		}
-		if err := deleteSessionsWithPrefix(tx, r.account[:], nil); err != nil {
-			return err
-		}
-		if err := deletePrefix(tx.Bucket(bucketDevices), r.account[:]); err != nil {
-			return err
-		}
-		if err := deletePrefix(tx.Bucket(bucketQuota), r.account[:]); err != nil {
-			return err
-		}
-		if err := deletePrefix(tx.Bucket(bucketKeyPackages), r.account[:]); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketAccountIDs).Delete(r.account[:]); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketAccounts).Delete(cred[:])
-	})
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	err := s.store.DeleteAccount(ctx, h, now)
 	if err != nil {
 		return fmt.Errorf("accounts: delete account: %w", err)
 	}
@@ -304,49 +161,12 @@ func (s *Service) DeleteAccount(ctx context.Context, token account.Token) error 
 // sessions already fail Authenticate; this only reclaims their space. The
 // server calls it now and then (hourly is plenty).
 func (s *Service) PurgeExpired(ctx context.Context) (int, error) {
-	now := s.opts.Now().Unix()
-	n := 0
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		sessions, idx := tx.Bucket(bucketSessions), tx.Bucket(bucketAcctSession)
-		type doomed struct {
-			h   []byte
-			key []byte
-		}
-		var del []doomed
-		c := sessions.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			r, err := decodeSession(v)
-			if err != nil {
-				return err
-			}
-			if now >= r.expiry {
-				var h [tokenHashSize]byte
-				copy(h[:], k)
-				del = append(del, doomed{h: h[:], key: acctSessionKey(r.account, r.device, h)})
-			}
-		}
-		for _, d := range del {
-			if err := sessions.Delete(d.h); err != nil {
-				return err
-			}
-			if err := idx.Delete(d.key); err != nil {
-				return err
-			}
-		}
-		n = len(del)
-		return nil
-	})
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	n, err := s.store.PurgeSessions(ctx, s.opts.Now())
 	if err != nil {
 		return 0, fmt.Errorf("accounts: purge: %w", err)
 	}
 	return n, nil
-}
-
-// credOf returns the credential identifier of an account.
-func credOf(tx *bolt.Tx, acct AccountRef) ([credIDSize]byte, error) {
-	v := tx.Bucket(bucketAccountIDs).Get(acct[:])
-	if v == nil {
-		return [credIDSize]byte{}, ErrNotFound
-	}
-	return decodeAccountID(v)
 }

@@ -16,6 +16,16 @@
 // when the message goes, so that nothing of an acknowledged envelope can
 // be read from the data directory (keys.go, docs/storage.md).
 //
+// The spent-token set is part of this seam, not a seam of its own: a
+// delivery token pays for a write (Spend in CreateMailbox and Put), and
+// the store records its key in the same transaction as the write, so a
+// token is spent exactly when its write is durable: a write refused
+// (spent token, quota, unknown mailbox) spends nothing and stores
+// nothing, and no crash can fall between the two. Spend alone serves the
+// one payment whose write is another store's (a KeyPackage fetch). A
+// second backend keeps the spent set in the same database and
+// transaction as the mailboxes; storetest checks it (Spend*).
+//
 // The store never sees an account or a sender: a mailbox is two random IDs
 // and an owner key, a message is an opaque envelope under a client-chosen
 // message ID. Times are kept coarse.

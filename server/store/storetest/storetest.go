@@ -49,6 +49,8 @@ func Run(t *testing.T, open Opener) {
 		{"SpendPurge", testSpendPurge},
 		{"SpendAlone", testSpendAlone},
 		{"SpendAloneConcurrent", testSpendAloneConcurrent},
+		{"SpendRefusedWritesNothing", testSpendRefusedWritesNothing},
+		{"SpendConcurrentWrites", testSpendConcurrentWrites},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -758,6 +760,114 @@ func testSpendNotConsumedByRefusal(t *testing.T, s store.Store) {
 	wantErr(t, "unknown mailbox", err, store.ErrNotFound)
 	if _, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend); err != nil {
 		t.Fatalf("token refused after writes that did not happen: %v", err)
+	}
+	// A mailbox refused as existing leaves its token unspent too.
+	spend = &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+	wantErr(t, "existing mailbox", s.CreateMailbox(ctx, m, spend), store.ErrExists)
+	if err := s.Spend(ctx, spend); err != nil {
+		t.Fatalf("token refused after a mailbox that was not created: %v", err)
+	}
+}
+
+// testSpendRefusedWritesNothing: the spend and the write it pays for are
+// one transaction, so a write refused because its token is spent leaves
+// nothing behind: no message, no idempotency key (a later send of the same
+// message ID with a good token is stored, not answered as a duplicate), no
+// quota used, no mailbox.
+func testSpendRefusedWritesNothing(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	m := newMailbox(t, s)
+	spent := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+	if err := s.Spend(ctx, spent); err != nil {
+		t.Fatal(err)
+	}
+	id := random[[16]byte](t)
+	_, err := s.Put(ctx, m.SendID, id, []byte("refused"), store.Quota{MaxMessages: 1}, t0, spent)
+	wantErr(t, "Put with a spent token", err, store.ErrSpent)
+	if msgs := fetchAll(t, s, m); len(msgs) != 0 {
+		t.Fatalf("a Put refused for its spent token stored %d messages", len(msgs))
+	}
+	fresh := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+	r, err := s.Put(ctx, m.SendID, id, []byte("paid"), store.Quota{MaxMessages: 1}, t0, fresh)
+	if err != nil {
+		t.Fatalf("Put of the refused message ID with a fresh token (quota 1): %v", err)
+	}
+	if r.Duplicate {
+		t.Fatal("the refused Put left an idempotency key: a later Put of its ID was answered as a duplicate")
+	}
+	msgs := fetchAll(t, s, m)
+	if len(msgs) != 1 || string(msgs[0].Envelope) != "paid" {
+		t.Fatalf("messages after the paid Put: %d", len(msgs))
+	}
+	other := store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t), Created: t0}
+	wantErr(t, "CreateMailbox with a spent token", s.CreateMailbox(ctx, other, spent), store.ErrSpent)
+	if _, err := s.Mailbox(ctx, other.ReceiveID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a mailbox refused for its spent token exists: %v", err)
+	}
+	_, err = s.Put(ctx, other.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, nil)
+	wantErr(t, "Put to the refused mailbox's send ID", err, store.ErrNotFound)
+}
+
+// testSpendConcurrentWrites: of many writes paid with one token at once
+// (which a group-commit backend may put in one transaction, and a
+// multi-node backend may run on several nodes), exactly one is stored.
+func testSpendConcurrentWrites(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 12
+	m := newMailbox(t, s)
+	run := func(write func(i int) error) (ok int) {
+		var (
+			wg      sync.WaitGroup
+			start   = make(chan struct{})
+			okN     atomic.Int32
+			refused atomic.Int32
+		)
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				switch err := write(i); {
+				case err == nil:
+					okN.Add(1)
+				case errors.Is(err, store.ErrSpent):
+					refused.Add(1)
+				default:
+					t.Errorf("write: %v", err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if int(okN.Load()+refused.Load()) != n {
+			t.Fatalf("%d writes succeeded and %d were refused of %d", okN.Load(), refused.Load(), n)
+		}
+		return int(okN.Load())
+	}
+	spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+	if ok := run(func(int) error {
+		_, err := s.Put(ctx, m.SendID, random[[16]byte](t), []byte("x"), store.Quota{}, t0, spend)
+		return err
+	}); ok != 1 {
+		t.Fatalf("%d Puts paid with one token succeeded, want 1", ok)
+	}
+	if msgs := fetchAll(t, s, m); len(msgs) != 1 {
+		t.Fatalf("%d messages stored from one token, want 1", len(msgs))
+	}
+	spend = &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+	boxes := make([]store.Mailbox, n)
+	if ok := run(func(i int) error {
+		boxes[i] = store.Mailbox{ReceiveID: random[[32]byte](t), SendID: random[[32]byte](t), Created: t0}
+		return s.CreateMailbox(ctx, boxes[i], spend)
+	}); ok != 1 {
+		t.Fatalf("%d mailboxes created with one token, want 1", ok)
+	}
+	exist := 0
+	for _, b := range boxes {
+		if _, err := s.Mailbox(ctx, b.ReceiveID); err == nil {
+			exist++
+		}
+	}
+	if exist != 1 {
+		t.Fatalf("%d mailboxes exist from one token, want 1", exist)
 	}
 }
 
