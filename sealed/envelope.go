@@ -124,6 +124,10 @@ const (
 	// ContentRejoinInfo answers it: a client/content.Intro whose Welcome
 	// field holds a GroupInfo MLSMessage (docs/protocol.md §11.7).
 	ContentRejoinInfo ContentType = 0x0006
+	// ContentCommitEcho carries a commit a member followed, an MLSMessage
+	// of its committer's, to a member on another branch of the group's
+	// commits (docs/protocol.md §11.6).
+	ContentCommitEcho ContentType = 0x0007
 )
 
 // SenderIdentity is who seals: the Ed25519 identity private key published
