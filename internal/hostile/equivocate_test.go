@@ -3,15 +3,21 @@ package hostile_test
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/mls"
+	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/wire"
 )
 
 // equivocate has c make two different update commits from its one state
@@ -213,6 +219,136 @@ func TestHostileMemberEquivocates(t *testing.T) {
 	for _, c := range honest[:3] {
 		ev := memberEvents(t, ctx, c, client.AlarmMemberPolicy)
 		if got := textsIn(ev); !slices.Contains(got, "dave: after it all") {
+			t.Errorf("%s read %v", c.Handle(), got)
+		}
+	}
+}
+
+// TestHostileMemberEchoStorm: the commit echo (docs/protocol.md §11.6)
+// must not let a member make others send without bound. Eve keeps a
+// branch of her own: from her state of epoch e she makes an update
+// commit nobody else applies (bob's commit, which ranks first, is the
+// group's), and from it sends alice, 20 times, a message of alice's
+// current epoch that cannot decrypt there, then 20 times an echo of her
+// losing commit. Each of these asks alice to echo bob's commit to eve;
+// she does so once: one envelope, counted in the server's record of
+// what alice's connections sent, and alice stays with bob and carol.
+func TestHostileMemberEchoStorm(t *testing.T) {
+	const storm = 20
+	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
+	var mu sync.Mutex
+	echoes := map[string]int{}
+	var u []*client.Client
+	handles := []string{"alice", "bob", "carol", "eve"}
+	for _, hd := range handles {
+		o := h.ClientOptions(t)
+		o.SentEnvelope = func(e client.SentEnvelope) {
+			if e.Echo {
+				mu.Lock()
+				echoes[hd+" to "+e.To]++
+				mu.Unlock()
+			}
+		}
+		u = append(u, h.NewUserWith(t, hd, hd, o))
+	}
+	ctx := memberCtx(t)
+	for _, c := range u {
+		for _, hd := range handles {
+			if hd != c.Handle() {
+				addContacts(t, ctx, hd, c)
+			}
+		}
+	}
+	alice, bob, carol, eve := u[0], u[1], u[2], u[3]
+	groupG(t, ctx, alice, bob, carol, eve)
+
+	// Eve keeps her state of epoch e, at an epoch where bob's commit
+	// ranks before any of hers (the keyed part of the rank, §11.6).
+	var snapshot []byte
+	for i := 0; ; i++ {
+		bobFirst := false
+		err := eve.SendMLS(ctx, "#g", nil, func(g *mls.Group) ([]byte, error) {
+			k, err := g.ExportSecret("qpc commit order", nil, 32)
+			if err != nil {
+				return nil, err
+			}
+			mac := func(leaf uint32) []byte {
+				m := hmac.New(sha256.New, k)
+				m.Write(binary.BigEndian.AppendUint32(nil, leaf))
+				return m.Sum(nil)
+			}
+			bobFirst = bytes.Compare(mac(leafOf(t, g, "bob")), mac(g.LeafIndex())) < 0
+			if snapshot, err = g.Marshal(); err != nil {
+				return nil, err
+			}
+			return nil, errProbe
+		})
+		if !errors.Is(err, errProbe) {
+			t.Fatal(err)
+		}
+		if bobFirst {
+			break
+		}
+		if i == 12 {
+			t.Fatal("bob's rank never came before eve's")
+		}
+		if err := carol.Update(ctx, "#g"); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, ctx, alice, bob, eve, carol)
+	}
+	if err := bob.Update(ctx, "#g"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, ctx, alice, bob, carol, eve)
+	sameEpoch(t, ctx, "#g", alice, bob, carol, eve)
+
+	// Eve's own branch: her update from epoch e, applied by nobody else.
+	branch, err := mls.UnmarshalGroup(snapshot, &mls.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := branch.Update()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := len(h.Events())
+	for i := range storm {
+		err := eve.SendMLS(ctx, "#g", []string{"alice"}, func(*mls.Group) ([]byte, error) {
+			return branch.Encrypt([]byte(fmt.Sprintf("undecryptable %d", i)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range storm {
+		if err := eve.SendSealed(ctx, "#g", []string{"alice"}, sealed.ContentCommitEcho, res.Commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Alice reads all of it (and what stays deferred again at each sync).
+	for range 3 {
+		memberEvents(t, ctx, alice)
+	}
+	var sends []wire.MessageID
+	for _, e := range h.Events()[mark:] {
+		if s, ok := e.Message.(*wire.Send); ok && e.FromClient && e.Tag == "alice" && !slices.Contains(sends, s.MessageID) {
+			sends = append(sends, s.MessageID)
+		}
+	}
+	mu.Lock()
+	t.Logf("eve sent alice %d undecryptable messages and %d echoes; alice sent %d envelopes (echoes: %v)", storm, storm, len(sends), echoes)
+	if len(sends) != 1 || echoes["alice to eve"] != 1 || echoes["alice to bob"]+echoes["alice to carol"] != 0 {
+		t.Errorf("alice sent %d envelopes (echoes %v), want one echo of bob's commit to eve", len(sends), echoes)
+	}
+	mu.Unlock()
+	settle(t, ctx, alice, bob, carol)
+	sameEpoch(t, ctx, "#g", alice, bob, carol)
+	if err := alice.Send(ctx, "#g", "still together"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Client{bob, carol} {
+		if got := textsIn(memberEvents(t, ctx, c)); !slices.Contains(got, "alice: still together") {
 			t.Errorf("%s read %v", c.Handle(), got)
 		}
 	}
