@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/sealed"
@@ -102,7 +103,23 @@ func allSame(epochs []uint64, auths [][]byte) bool {
 // nothing ever made it switch.
 func TestHostileMemberEquivocates(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "carol", "dave", "eve")
+	// What the honest members send, by kind: the cost of a fork.
+	var mu sync.Mutex
+	var echoes, texts, all int
+	u := newCountedMembers(t, h, func(from string, e client.SentEnvelope) {
+		if from == "eve" {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		all++
+		switch {
+		case e.Echo:
+			echoes++
+		case e.Kind == content.KindText:
+			texts++
+		}
+	}, "alice", "bob", "carol", "dave", "eve")
 	honest, eve := u[:4], u[4]
 	ctx := memberCtx(t)
 	groupG(t, ctx, u[0], u[1:]...)
@@ -148,6 +165,9 @@ func TestHostileMemberEquivocates(t *testing.T) {
 		if allSame(epochs, auths) {
 			t.Fatalf("round %d: eve's two commits did not split the group", round)
 		}
+		mu.Lock()
+		echoes, texts, all = 0, 0, 0
+		mu.Unlock()
 		start := time.Now()
 		for _, c := range honest {
 			text := fmt.Sprintf("round %d from %s", round, c.Handle())
@@ -192,7 +212,7 @@ func TestHostileMemberEquivocates(t *testing.T) {
 			}
 			t.Fatalf("round %d: the honest members did not converge within %d sync rounds after eve's equivocation", round, maxRounds)
 		}
-		t.Logf("round %d (better commit to %v): converged after %d sync rounds, %v", round, split[0], rounds, time.Since(start).Round(time.Millisecond))
+		took := time.Since(start).Round(time.Millisecond)
 		// Two more rounds: whatever is still on its way (texts sent
 		// again after a switch) must not be shown twice.
 		for range 2 {
@@ -201,6 +221,14 @@ func TestHostileMemberEquivocates(t *testing.T) {
 			}
 		}
 		sameEpoch(t, ctx, "#g", honest...)
+		mu.Lock()
+		// Each honest member's text goes to the 4 others: 16 envelopes.
+		t.Logf("round %d (better commit to %v): converged after %d sync rounds, %v; the honest members sent %d envelopes for 16 of texts: %d echoes, %d texts sent again, %d others (receipts)",
+			round, split[0], rounds, took, all, echoes, texts-16, all-echoes-texts)
+		if echoes > 3*4 {
+			t.Errorf("round %d: %d echoes, more than one per honest member to each other member on the other side", round, echoes)
+		}
+		mu.Unlock()
 	}
 	for _, c := range honest {
 		for _, s := range sent {
@@ -224,6 +252,26 @@ func TestHostileMemberEquivocates(t *testing.T) {
 	}
 }
 
+// newCountedMembers is newMembers with count told of every envelope each
+// sends (ClientOptions.SentEnvelope), by its sender's handle.
+func newCountedMembers(t *testing.T, h *hostile.Server, count func(from string, e client.SentEnvelope), handles ...string) []*client.Client {
+	var u []*client.Client
+	for _, hd := range handles {
+		o := h.ClientOptions(t)
+		o.SentEnvelope = func(e client.SentEnvelope) { count(hd, e) }
+		u = append(u, h.NewUserWith(t, hd, hd, o))
+	}
+	ctx := memberCtx(t)
+	for _, c := range u {
+		for _, hd := range handles {
+			if hd != c.Handle() {
+				addContacts(t, ctx, hd, c)
+			}
+		}
+	}
+	return u
+}
+
 // TestHostileMemberEchoStorm: the commit echo (docs/protocol.md §11.6)
 // must not let a member make others send without bound. Eve keeps a
 // branch of her own: from her state of epoch e she makes an update
@@ -238,27 +286,14 @@ func TestHostileMemberEchoStorm(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
 	var mu sync.Mutex
 	echoes := map[string]int{}
-	var u []*client.Client
-	handles := []string{"alice", "bob", "carol", "eve"}
-	for _, hd := range handles {
-		o := h.ClientOptions(t)
-		o.SentEnvelope = func(e client.SentEnvelope) {
-			if e.Echo {
-				mu.Lock()
-				echoes[hd+" to "+e.To]++
-				mu.Unlock()
-			}
+	u := newCountedMembers(t, h, func(from string, e client.SentEnvelope) {
+		if e.Echo {
+			mu.Lock()
+			echoes[from+" to "+e.To]++
+			mu.Unlock()
 		}
-		u = append(u, h.NewUserWith(t, hd, hd, o))
-	}
+	}, "alice", "bob", "carol", "eve")
 	ctx := memberCtx(t)
-	for _, c := range u {
-		for _, hd := range handles {
-			if hd != c.Handle() {
-				addContacts(t, ctx, hd, c)
-			}
-		}
-	}
 	alice, bob, carol, eve := u[0], u[1], u[2], u[3]
 	groupG(t, ctx, alice, bob, carol, eve)
 
