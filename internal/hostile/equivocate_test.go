@@ -122,6 +122,11 @@ func TestHostileMemberEquivocates(t *testing.T) {
 	}, "alice", "bob", "carol", "dave", "eve")
 	honest, eve := u[:4], u[4]
 	ctx := memberCtx(t)
+	// Sends never refill a wallet; long-lived clients run the refill
+	// schedule.
+	for _, c := range u {
+		defer c.StartRefills(ctx)()
+	}
 	groupG(t, ctx, u[0], u[1:]...)
 	sameEpoch(t, ctx, "#g", u...)
 
@@ -276,13 +281,13 @@ func newCountedMembers(t *testing.T, h *hostile.Server, count func(from string, 
 // must not let a member make others send without bound. Eve keeps a
 // branch of her own: from her state of epoch e she makes an update
 // commit nobody else applies (bob's commit, which ranks first, is the
-// group's), and from it sends alice, 20 times, a message of alice's
-// current epoch that cannot decrypt there, then 20 times an echo of her
+// group's), and from it sends alice, 10 times, a message of alice's
+// current epoch that cannot decrypt there, then 10 times an echo of her
 // losing commit. Each of these asks alice to echo bob's commit to eve;
 // she does so once: one envelope, counted in the server's record of
 // what alice's connections sent, and alice stays with bob and carol.
 func TestHostileMemberEchoStorm(t *testing.T) {
-	const storm = 20
+	const storm = 10
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
 	var mu sync.Mutex
 	echoes := map[string]int{}
@@ -294,6 +299,9 @@ func TestHostileMemberEchoStorm(t *testing.T) {
 		}
 	}, "alice", "bob", "carol", "eve")
 	ctx := memberCtx(t)
+	for _, c := range u {
+		defer c.StartRefills(ctx)()
+	}
 	alice, bob, carol, eve := u[0], u[1], u[2], u[3]
 	groupG(t, ctx, alice, bob, carol, eve)
 
