@@ -132,6 +132,25 @@ func (c *Client) senderContact(ctx context.Context, op *sealed.Opened) (*Contact
 // processIntro joins a conversation from a Welcome sent to our intro
 // mailbox.
 func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message) (func(*state.Tx) error, error) {
+	if op.ContentType == sealed.ContentCommitEcho {
+		// A member's echo of a commit (echo.go), to a conversation
+		// that receives here (SingleMailbox).
+		var msg mls.MLSMessage
+		if err := msg.Unmarshal(op.Content); err != nil {
+			return nil, fmt.Errorf("malformed echo in the intro mailbox")
+		}
+		var id []byte
+		if pm, pub := msg.PrivateMessage, msg.PublicMessage; pm != nil {
+			id = pm.GroupID
+		} else if pub != nil {
+			id = pub.Content.GroupID
+		}
+		r, err := c.getConv(id)
+		if err != nil || r == nil {
+			return nil, fmt.Errorf("%w: for a conversation we are not in", errEchoUseless)
+		}
+		return c.processConv(ctx, r.ID, op)
+	}
 	if op.ContentType == sealed.ContentMLS {
 		// A conversation message that followed its Welcome here before we
 		// announced our mailbox.
