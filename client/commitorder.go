@@ -99,6 +99,12 @@ type epochLink struct {
 	Sent [][]byte `json:",omitempty"`
 	// Admins is the admin list in force in Epoch.
 	Admins []string `json:",omitempty"`
+	// Out is the commit (its MLSMessage, ours or its committer's) we
+	// followed out of Epoch, echoed to a member on another branch
+	// (echo.go); EchoedTo names the members it was echoed to, each at
+	// most once.
+	Out      []byte   `json:",omitempty"`
+	EchoedTo []string `json:",omitempty"`
 }
 
 func orderKey(g *mls.Group) ([]byte, error) {
@@ -155,10 +161,10 @@ func (r *convRecord) linkAt(epoch uint64, now time.Time) int {
 }
 
 // pushLink records that we left the current epoch (state pre, of epoch)
-// by a commit of rank rank (ours when mine is set).
-func (c *Client) pushLink(r *convRecord, epoch uint64, pre []byte, rank []byte, mine *commitIntent) {
+// by the commit out, of rank rank (ours when mine is set).
+func (c *Client) pushLink(r *convRecord, epoch uint64, pre []byte, rank []byte, mine *commitIntent, out []byte) {
 	now := c.opts.Now()
-	r.Chain = append(r.Chain, &epochLink{Epoch: epoch, State: pre, Until: now.Add(prevEpochKeep), OutRank: rank, Mine: mine, Sent: r.Sent, Admins: r.Admins})
+	r.Chain = append(r.Chain, &epochLink{Epoch: epoch, State: pre, Until: now.Add(prevEpochKeep), OutRank: rank, Mine: mine, Sent: r.Sent, Admins: r.Admins, Out: out})
 	r.Sent = nil
 	r.Chain = slices.DeleteFunc(r.Chain, func(l *epochLink) bool { return !now.Before(l.Until) })
 	if len(r.Chain) > maxChain {
@@ -352,7 +358,7 @@ func (c *Client) commitIn(r *convRecord, g *mls.Group, in *commitIntent, kps []*
 	if err != nil {
 		return nil, nil, err
 	}
-	c.pushLink(r, epoch, pre, commitRank(key, g.LeafIndex(), res.Commit, len(removed) > 0), in)
+	c.pushLink(r, epoch, pre, commitRank(key, g.LeafIndex(), res.Commit, len(removed) > 0), in, res.Commit)
 	if newAdmins != nil {
 		r.Admins = admins(r, newAdmins, memberSet(g))
 	}
@@ -375,11 +381,11 @@ func (c *Client) commitIn(r *convRecord, g *mls.Group, in *commitIntent, kps []*
 var ErrNotAdmin = errors.New("not an admin of the group")
 
 // switchBranch moves r to the branch of commits that won on the epoch of
-// link i: next is that epoch's state with the winning commit applied,
-// rank its rank. The epochs after link i are dropped; it returns the
-// messages we sent in them (to send again) and the intents of our commits
-// that were dropped (to retry).
-func (c *Client) switchBranch(r *convRecord, i int, next *mls.Group, rank []byte) (resend [][]byte, retry []*commitIntent, err error) {
+// link i: next is that epoch's state with the winning commit (out)
+// applied, rank its rank. The epochs after link i are dropped; it returns
+// the messages we sent in them (to send again) and the intents of our
+// commits that were dropped (to retry).
+func (c *Client) switchBranch(r *convRecord, i int, next *mls.Group, rank, out []byte) (resend [][]byte, retry []*commitIntent, err error) {
 	l := r.Chain[i]
 	if l.Mine != nil {
 		retry = append(retry, l.Mine)
@@ -392,7 +398,7 @@ func (c *Client) switchBranch(r *convRecord, i int, next *mls.Group, rank []byte
 	}
 	resend = append(resend, r.Sent...)
 	r.Chain = r.Chain[:i+1]
-	l.OutRank, l.Mine = rank, nil
+	l.OutRank, l.Mine, l.Out, l.EchoedTo = rank, nil, out, nil
 	r.Sent = nil
 	r.Admins = l.Admins
 	syncPrev(r)

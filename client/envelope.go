@@ -70,7 +70,7 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	if errors.Is(err, errDefer) {
 		return err
 	}
-	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) {
+	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) || errors.Is(err, errEchoUseless) {
 		// A member's message of an epoch dropped by a fork choice: its
 		// sender sends it again (commitorder.go); a message truly lost
 		// shows as a gap in the sender's numbers.
@@ -132,6 +132,25 @@ func (c *Client) senderContact(ctx context.Context, op *sealed.Opened) (*Contact
 // processIntro joins a conversation from a Welcome sent to our intro
 // mailbox.
 func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message) (func(*state.Tx) error, error) {
+	if op.ContentType == sealed.ContentCommitEcho {
+		// A member's echo of a commit (echo.go), to a conversation
+		// that receives here (SingleMailbox).
+		var msg mls.MLSMessage
+		if err := msg.Unmarshal(op.Content); err != nil {
+			return nil, fmt.Errorf("malformed echo in the intro mailbox")
+		}
+		var id []byte
+		if pm, pub := msg.PrivateMessage, msg.PublicMessage; pm != nil {
+			id = pm.GroupID
+		} else if pub != nil {
+			id = pub.Content.GroupID
+		}
+		r, err := c.getConv(id)
+		if err != nil || r == nil {
+			return nil, fmt.Errorf("%w: for a conversation we are not in", errEchoUseless)
+		}
+		return c.processConv(ctx, r.ID, op)
+	}
 	if op.ContentType == sealed.ContentMLS {
 		// A conversation message that followed its Welcome here before we
 		// announced our mailbox.
@@ -206,7 +225,10 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	if op.ContentType == sealed.ContentRejoinRequest || op.ContentType == sealed.ContentRejoinInfo {
 		return c.processRejoin(ctx, r, op) // rejoin.go
 	}
-	if op.ContentType != sealed.ContentMLS {
+	// echo: a commit a member followed, sent to us because we seem to be
+	// on another branch of commits (echo.go).
+	echo := op.ContentType == sealed.ContentCommitEcho
+	if op.ContentType != sealed.ContentMLS && !echo {
 		return nil, fmt.Errorf("unexpected content type %d in a conversation", op.ContentType)
 	}
 	mlsStart := time.Now()
@@ -217,6 +239,14 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	var msg mls.MLSMessage
 	if err := msg.Unmarshal(op.Content); err != nil {
 		return nil, err
+	}
+	if echo {
+		if err := checkEcho(r, &msg, op.Sender.Handle); err != nil {
+			return nil, err
+		}
+		if pm, pub := msg.PrivateMessage, msg.PublicMessage; pm != nil && pm.Epoch > g.Epoch() || pub != nil && pub.Content.Epoch > g.Epoch() {
+			return nil, fmt.Errorf("%w: of an epoch we have not reached", errEchoUseless)
+		}
 	}
 	if msg.PrivateMessage != nil && msg.PrivateMessage.Epoch > g.Epoch() {
 		// Its commit has not reached us yet. Only a member's is waited
@@ -248,7 +278,8 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	if past {
 		if li = r.linkAt(msgEpoch, now); li < 0 {
 			if _, ok := r.Members[op.Sender.Handle]; ok {
-				// A member's, of an epoch we hold no state of: of a
+				// A member's (or its echo of a commit), of an epoch we
+				// hold no state of: of a
 				// branch a fork choice dropped (its sender sent it
 				// again), or read too late; a message truly lost
 				// shows as a gap in the sender's numbers.
@@ -273,13 +304,21 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	rec, err := g.ProcessMessage(op.Content)
 	mlsTime := time.Since(mlsStart)
 	if err != nil {
+		if echo {
+			// Of another branch's epoch, or of no use: the echoer meant
+			// well, or is answered by nothing.
+			return nil, fmt.Errorf("%w: %v", errEchoUseless, err)
+		}
 		if pm != nil && !commitFailure(err) && errors.Is(err, mls.ErrDecryptFailed) {
-			// Not of this epoch's keys: perhaps of a branch of commits
-			// we will switch to. Only a member's is waited for.
+			// Not of this epoch's keys: of another branch of commits,
+			// which we may switch to. Only a member's is waited for;
+			// its sender learns the commit we followed into the epoch
+			// (echo.go), so that one of us switches.
 			if _, ok := r.Members[op.Sender.Handle]; ok {
 				if !usePrev && pm.Epoch == g.Epoch() {
 					c.rejoinLost(r, pm.Epoch, op.Sender.Handle) // rejoin.go
 				}
+				c.echoFork(ctx, r, pm.Epoch, op)
 				return nil, errDeferOtherBranch
 			}
 		}
@@ -299,17 +338,21 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		if usePrev {
 			// A resync competing with the commit we followed out of
 			// its epoch: ordered like any commit (rejoin.go).
-			return c.resyncForkChoice(ctx, r, g, li, key, rec.External, op)
+			return c.resyncForkChoice(ctx, r, g, li, key, rec.External, op, echo)
 		}
-		return c.acceptResync(ctx, r, g, rec.External, op, func() { // rejoin.go
-			c.pushLink(r, oldEpoch, baseRaw, resyncRank(key, rec.External.Resynced.Leaf, op.Content), nil)
+		return c.acceptResync(ctx, r, g, rec.External, op, echo, func() { // rejoin.go
+			c.pushLink(r, oldEpoch, baseRaw, resyncRank(key, rec.External.Resynced.Leaf, op.Content), nil, op.Content)
 		})
 	}
 	sender := c.memberHandle(g, rec.Sender.Index)
 	if rec.ContentType == mls.ContentTypeCommit {
 		sender = memberAt(baseRaw, c, ctx, rec.Sender.Index)
 	}
-	if sender != op.Sender.Handle {
+	if echo && rec.ContentType == mls.ContentTypeCommit && sender != "" {
+		// An echo: the commit is its committer's, the envelope the
+		// echoer's, a member (checkEcho); the policy below judges the
+		// committer.
+	} else if sender != op.Sender.Handle {
 		c.raise(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("in %s, an envelope sealed by %s carried a message from %s", r.display(), op.Sender.Handle, sender)})
 		return nil, fmt.Errorf("sealed sender and MLS sender differ")
 	}
@@ -357,20 +400,25 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		if usePrev {
 			// A commit competing with the one we followed out of its
 			// epoch: the lower rank wins (commitorder.go).
-			if sameCommitter(rank, r.Chain[li].OutRank) {
+			if sameCommitter(rank, r.Chain[li].OutRank) && !bytes.Equal(rank, r.Chain[li].OutRank) {
 				// Two commits of one member on one epoch: no honest
 				// client makes them (a retry is on a later epoch).
 				c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), sender, oldEpoch)})
 			}
 			if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
+				if echo && !bytes.Equal(rank, r.Chain[li].OutRank) {
+					// The echoer is on a branch that loses: it
+					// learns ours (echo.go).
+					return c.echoBack(r, li, op.Sender.Handle), nil
+				}
 				return func(*state.Tx) error { return nil }, nil // it lost; its committer retries
 			}
-			if resend, retry, err = c.switchBranch(r, li, g, rank); err != nil {
+			if resend, retry, err = c.switchBranch(r, li, g, rank, op.Content); err != nil {
 				return nil, err
 			}
 			usePrev = false
 		} else {
-			c.pushLink(r, oldEpoch, baseRaw, rank, nil)
+			c.pushLink(r, oldEpoch, baseRaw, rank, nil, op.Content)
 		}
 		if newAdmins != nil && !slices.Equal(newAdmins, admins(r, r.Admins, after)) {
 			note(func(tx *state.Tx) {

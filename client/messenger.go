@@ -149,6 +149,7 @@ type SentEnvelope struct {
 	Intro  bool         // to the member's intro mailbox (a Welcome)
 	Kind   content.Kind // content kind; 0: a Welcome or handshake message
 	Cover  bool         // a dummy of cover traffic
+	Echo   bool         // a commit echo (docs/protocol.md §11.6)
 	At     time.Time    // when the server acknowledged it
 }
 

@@ -318,7 +318,7 @@ func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
 		f(e.ID, e.Cover)
 	}
 	if f := c.opts.SentEnvelope; f != nil {
-		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, At: c.opts.Now()})
+		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, Echo: e.Type == sealed.ContentCommitEcho, At: c.opts.Now()})
 	}
 	return nil
 }

@@ -53,6 +53,25 @@ func (c *Client) SendMLS(ctx context.Context, target string, to []string, craft 
 	return c.flush(ctx)
 }
 
+// SendSealed is for tools and tests that play a member, like SendMLS: it
+// queues payload, sealed as this client's with content type typ, for the
+// members of conversation target named in to, and tries to send it.
+// Nothing is checked or changed: the hostile-member tests send echoes of
+// commits with it (docs/protocol.md §11.6).
+func (c *Client) SendSealed(ctx context.Context, target string, to []string, typ sealed.ContentType, payload []byte) error {
+	c.op.Lock()
+	defer c.op.Unlock()
+	r, err := c.findConv(target)
+	if err != nil {
+		return err
+	}
+	err = c.store.Update(func(tx *state.Tx) error { return c.fanOut(tx, r, to, typ, payload) })
+	if err != nil {
+		return err
+	}
+	return c.flush(ctx)
+}
+
 // StartMLS is for tools and tests that speak MLS themselves, like
 // SendMLS: it starts a conversation as CreateGroup (group) or a first
 // Send (direct) would, but with the MLS group made by opts (a chosen

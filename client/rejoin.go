@@ -301,9 +301,9 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 // top of this file). Once accepted, link keeps the epoch the commit left
 // for the fork choice (commitorder.go): a resync ranks after removals and
 // before every other commit.
-func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, link func()) (func(*state.Tx) error, error) {
+func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, ext *mls.ExternalJoin, op *sealed.Opened, echo bool, link func()) (func(*state.Tx) error, error) {
 	joiner := string(ext.Joiner.Credential.Identity)
-	if err := c.checkResync(ctx, r, ext, op); err != nil {
+	if err := c.checkResync(ctx, r, ext, op, echo); err != nil {
 		return nil, err
 	}
 	link()
@@ -320,8 +320,9 @@ func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, 
 }
 
 // checkResync refuses, with an alarm, an external commit that is not a
-// member's resync of itself (see the top of this file).
-func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.ExternalJoin, op *sealed.Opened) error {
+// member's resync of itself (see the top of this file). An echo of one
+// (echo.go) is sealed by the member that echoes it, not by the joiner.
+func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.ExternalJoin, op *sealed.Opened, echo bool) error {
 	joiner := string(ext.Joiner.Credential.Identity)
 	refuse := func(why string) error {
 		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, an external commit sealed by %s was refused: %s", r.display(), op.Sender.Handle, why)})
@@ -330,7 +331,7 @@ func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.Extern
 	switch {
 	case ext.Resynced == nil:
 		return refuse(joiner + " would join without replacing a leaf of its own (only a member's resync is accepted)")
-	case joiner != op.Sender.Handle:
+	case joiner != op.Sender.Handle && !echo:
 		return refuse("it joins " + joiner + ", not its sender")
 	case string(ext.Resynced.Credential.Identity) != joiner:
 		return refuse("it replaces another member's leaf")
@@ -349,8 +350,8 @@ func (c *Client) checkResync(ctx context.Context, r *convRecord, ext *mls.Extern
 // (commitorder.go), and if it ranks lower than the commit we followed we switch to it, as to any
 // commit. Refusing it instead split the group for good: the members that
 // read the resync first kept it (TestConcurrentCommitResyncRace).
-func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Group, li int, key []byte, ext *mls.ExternalJoin, op *sealed.Opened) (func(*state.Tx) error, error) {
-	if err := c.checkResync(ctx, r, ext, op); err != nil {
+func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Group, li int, key []byte, ext *mls.ExternalJoin, op *sealed.Opened, echo bool) (func(*state.Tx) error, error) {
+	if err := c.checkResync(ctx, r, ext, op, echo); err != nil {
 		return nil, err
 	}
 	joiner := string(ext.Joiner.Credential.Identity)
@@ -359,9 +360,12 @@ func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Gro
 		c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), joiner, r.Chain[li].Epoch)})
 	}
 	if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
+		if echo && !bytes.Equal(rank, r.Chain[li].OutRank) {
+			return c.echoBack(r, li, op.Sender.Handle), nil // echo.go
+		}
 		return func(*state.Tx) error { return nil }, nil // it lost
 	}
-	resend, retry, err := c.switchBranch(r, li, g, rank)
+	resend, retry, err := c.switchBranch(r, li, g, rank, op.Content)
 	if err != nil {
 		return nil, err
 	}

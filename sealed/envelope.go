@@ -119,11 +119,15 @@ const (
 	ContentCheckpoint ContentType = 0x0003 // a gossiped key-transparency checkpoint
 	ContentChunk      ContentType = 0x0004 // one padding.Split chunk of a larger payload
 	// ContentRejoinRequest asks a member of a conversation for a fresh
-	// GroupInfo; the content is the group ID (docs/protocol.md §11.7).
+	// GroupInfo; the content is the group ID (docs/protocol.md §11.8).
 	ContentRejoinRequest ContentType = 0x0005
 	// ContentRejoinInfo answers it: a client/content.Intro whose Welcome
-	// field holds a GroupInfo MLSMessage (docs/protocol.md §11.7).
+	// field holds a GroupInfo MLSMessage (docs/protocol.md §11.8).
 	ContentRejoinInfo ContentType = 0x0006
+	// ContentCommitEcho carries a commit a member followed, an MLSMessage
+	// of its committer's, to a member on another branch of the group's
+	// commits (docs/protocol.md §11.6).
+	ContentCommitEcho ContentType = 0x0007
 )
 
 // SenderIdentity is who seals: the Ed25519 identity private key published

@@ -32,7 +32,15 @@ var orderRounds = flag.Int("order-rounds", 3, "rounds of TestConcurrentCommitOne
 // must be read by every other member exactly once.
 func TestConcurrentCommitOneOrder(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	u := newMembers(t, h, "alice", "bob", "carol", "dave")
+	// Commit echoes (§11.6) the members send: in this race, only for
+	// messages read before the commit that makes them readable.
+	var echoes, sentAll atomic.Int64
+	u := newCountedMembers(t, h, func(_ string, e client.SentEnvelope) {
+		sentAll.Add(1)
+		if e.Echo {
+			echoes.Add(1)
+		}
+	}, "alice", "bob", "carol", "dave")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	groupG(t, ctx, u[0], u[1:]...)
@@ -109,7 +117,7 @@ func TestConcurrentCommitOneOrder(t *testing.T) {
 	delaying.Store(false)
 	converge(t, ctx, u, rng, syncOne, *orderRounds)
 	mu.Lock()
-	t.Logf("%d deliveries were held back to a later fetch", delayed)
+	t.Logf("%d deliveries were held back to a later fetch; %d commit echoes of %d envelopes sent (set-up included)", delayed, echoes.Load(), sentAll.Load())
 	mu.Unlock()
 	for _, c := range u {
 		for _, s := range sent {
