@@ -456,7 +456,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// A dummy of cover traffic: processed up to here like a text,
 			// then dropped.
 		}
-		if m.Kind == content.KindText && c.updateDue(r, usePrev) {
+		if m.Kind == content.KindText && c.updateDue(r, cur, usePrev) {
 			// Our scheduled update (update.go): after a text we
 			// received. Receipts, cover dummies and announcements do
 			// not count, so that the schedule's cost follows what
