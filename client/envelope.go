@@ -70,7 +70,7 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	if errors.Is(err, errDefer) {
 		return err
 	}
-	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) {
+	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) || errors.Is(err, errAfterRemoval) {
 		// A member's message of an epoch dropped by a fork choice: its
 		// sender sends it again (commitorder.go); a message truly lost
 		// shows as a gap in the sender's numbers.
@@ -211,6 +211,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	}
 	mlsStart := time.Now()
 	g, err := c.loadGroup(ctx, r)
+	if err != nil && !r.Active {
+		return nil, errAfterRemoval // joinbranch.go
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +285,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				}
 				return nil, errDeferOtherBranch
 			}
+			return nil, c.undecryptableFromNonMember(ctx, r, op, err) // joinbranch.go
 		}
 		if pm != nil && !usePrev && pm.ContentType == mls.ContentTypeCommit && commitFailure(err) {
 			// Every later message of the conversation is from an epoch
