@@ -94,8 +94,12 @@ type Conversation struct {
 	Group   bool
 	Name    string // the group name, or the peer's handle
 	Creator string
-	Members []string // including us
-	Active  bool
+	// CreatorLeft: the creator is no longer a member; Admins: a group's
+	// admins, who decide (groupview.go).
+	CreatorLeft bool     `json:",omitempty"`
+	Admins      []string `json:",omitempty"`
+	Members     []string // including us
+	Active      bool
 }
 
 func (r *convRecord) display() string {
@@ -172,6 +176,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 				conv.Members = append(conv.Members, string(m.Credential.Identity))
 			}
 			slices.Sort(conv.Members)
+			conv.Admins, conv.CreatorLeft = authority(r, memberSet(g))
 		}
 		out = append(out, conv)
 	}
