@@ -66,9 +66,13 @@ type convRecord struct {
 	// UpdateDue: our scheduled update is to be committed once the
 	// mailboxes were read.
 	UpdateDue bool `json:",omitempty"`
-	Active    bool // false once removed
-	Left      bool // we asked to leave
-	Created   time.Time
+	// RejoinedFrom: the member whose answer we last rejoined from, until
+	// a message of another member decrypts in our epoch
+	// (rejoinguard.go).
+	RejoinedFrom string `json:",omitempty"`
+	Active       bool   // false once removed
+	Left         bool   // we asked to leave
+	Created      time.Time
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`

@@ -254,7 +254,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				// A member's, of an epoch we hold no state of: of a
 				// branch a fork choice dropped (its sender sent it
 				// again), or read too late; a message truly lost
-				// shows as a gap in the sender's numbers.
+				// shows as a gap in the sender's numbers. Or we
+				// rejoined a branch of our own (rejoinguard.go).
+				c.suspectRejoin(r, op.Sender.Handle)
 				return nil, fmt.Errorf("%w: a message of epoch %d", errStaleBranch, msgEpoch)
 			}
 			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", msgEpoch)
@@ -328,6 +330,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		return nil, err
 	}
 	c.timed(TimeRecvSender, start)
+	if !usePrev && sender != r.RejoinedFrom {
+		r.RejoinedFrom = "" // another member shares our epoch (rejoinguard.go)
+	}
 	var effects []func(tx *state.Tx) error
 	note := func(f func(tx *state.Tx)) {
 		effects = append(effects, func(tx *state.Tx) error { f(tx); return nil })

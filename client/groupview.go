@@ -43,6 +43,12 @@ type groupExtra struct {
 	// epoch then, first arrived (askRejoinIfBehind).
 	Behind      time.Time `json:",omitempty"`
 	BehindEpoch uint64    `json:",omitempty"`
+	// RejoinedAt is when we last rejoined, Base the state (GroupInfo
+	// context) we rejoined from; Suspect: no other member shared it past
+	// the rejoin window, and we asked another (rejoinguard.go).
+	RejoinedAt time.Time `json:",omitempty"`
+	Base       []byte    `json:",omitempty"`
+	Suspect    bool      `json:",omitempty"`
 }
 
 // groupExtra reads conv's record; a missing or unreadable one is empty
