@@ -769,6 +769,9 @@ func (c *cli) group(ctx context.Context, args []string) error {
 // createdBy labels a group's creator, marked when it is no longer a
 // member: the admins decide (adminsLabel), not the creator.
 func createdBy(creator string, left bool) string {
+	if creator == "" {
+		return "created by a member who left" // joined after (client/invites.go)
+	}
 	s := "created by " + safetext.Line(creator)
 	if left {
 		s += " (left)"
