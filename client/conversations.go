@@ -66,9 +66,13 @@ type convRecord struct {
 	// UpdateDue: our scheduled update is to be committed once the
 	// mailboxes were read.
 	UpdateDue bool `json:",omitempty"`
-	Active    bool // false once removed
-	Left      bool // we asked to leave
-	Created   time.Time
+	// RejoinedFrom: the member whose answer we last rejoined from, until
+	// a message of another member decrypts in our epoch
+	// (rejoinguard.go).
+	RejoinedFrom string `json:",omitempty"`
+	Active       bool   // false once removed
+	Left         bool   // we asked to leave
+	Created      time.Time
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`
@@ -94,8 +98,12 @@ type Conversation struct {
 	Group   bool
 	Name    string // the group name, or the peer's handle
 	Creator string
-	Members []string // including us
-	Active  bool
+	// CreatorLeft: the creator is no longer a member; Admins: a group's
+	// admins, who decide (groupview.go).
+	CreatorLeft bool     `json:",omitempty"`
+	Admins      []string `json:",omitempty"`
+	Members     []string // including us
+	Active      bool
 }
 
 func (r *convRecord) display() string {
@@ -172,6 +180,7 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 				conv.Members = append(conv.Members, string(m.Credential.Identity))
 			}
 			slices.Sort(conv.Members)
+			conv.Admins, conv.CreatorLeft = authority(r, memberSet(g))
 		}
 		out = append(out, conv)
 	}

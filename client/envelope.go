@@ -70,7 +70,7 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey 
 	if errors.Is(err, errDefer) {
 		return err
 	}
-	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) || errors.Is(err, errEchoUseless) {
+	if errors.Is(err, errStaleBranch) || errors.Is(err, errRefused) || errors.Is(err, errEchoUseless) || errors.Is(err, errAfterRemoval) {
 		// A member's message of an epoch dropped by a fork choice: its
 		// sender sends it again (commitorder.go); a message truly lost
 		// shows as a gap in the sender's numbers.
@@ -233,6 +233,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 	}
 	mlsStart := time.Now()
 	g, err := c.loadGroup(ctx, r)
+	if err != nil && !r.Active {
+		return nil, errAfterRemoval // joinbranch.go
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +285,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				// hold no state of: of a
 				// branch a fork choice dropped (its sender sent it
 				// again), or read too late; a message truly lost
-				// shows as a gap in the sender's numbers.
+				// shows as a gap in the sender's numbers. Or we
+				// rejoined a branch of our own (rejoinguard.go).
+				c.suspectRejoin(r, op.Sender.Handle)
 				return nil, fmt.Errorf("%w: a message of epoch %d", errStaleBranch, msgEpoch)
 			}
 			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", msgEpoch)
@@ -321,6 +326,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				c.echoFork(ctx, r, pm.Epoch, op)
 				return nil, errDeferOtherBranch
 			}
+			return nil, c.undecryptableFromNonMember(ctx, r, op, err) // joinbranch.go
 		}
 		if pm != nil && !usePrev && pm.ContentType == mls.ContentTypeCommit && commitFailure(err) {
 			// Every later message of the conversation is from an epoch
@@ -367,6 +373,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		return nil, err
 	}
 	c.timed(TimeRecvSender, start)
+	if !usePrev && sender != r.RejoinedFrom {
+		r.RejoinedFrom = "" // another member shares our epoch (rejoinguard.go)
+	}
 	var effects []func(tx *state.Tx) error
 	note := func(f func(tx *state.Tx)) {
 		effects = append(effects, func(tx *state.Tx) error { f(tx); return nil })
@@ -504,7 +513,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			// A dummy of cover traffic: processed up to here like a text,
 			// then dropped.
 		}
-		if m.Kind == content.KindText && c.updateDue(r, usePrev) {
+		if m.Kind == content.KindText && c.updateDue(r, cur, usePrev) {
 			// Our scheduled update (update.go): after a text we
 			// received. Receipts, cover dummies and announcements do
 			// not count, so that the schedule's cost follows what

@@ -43,6 +43,12 @@ type groupExtra struct {
 	// epoch then, first arrived (askRejoinIfBehind).
 	Behind      time.Time `json:",omitempty"`
 	BehindEpoch uint64    `json:",omitempty"`
+	// RejoinedAt is when we last rejoined, Base the state (GroupInfo
+	// context) we rejoined from; Suspect: no other member shared it past
+	// the rejoin window, and we asked another (rejoinguard.go).
+	RejoinedAt time.Time `json:",omitempty"`
+	Base       []byte    `json:",omitempty"`
+	Suspect    bool      `json:",omitempty"`
 }
 
 // groupExtra reads conv's record; a missing or unreadable one is empty
@@ -75,13 +81,31 @@ func leafUpdated(r *convRecord, handle string, you bool) time.Time {
 
 // GroupView is a conversation's MLS group as `qpc group` shows it.
 type GroupView struct {
-	ID      string // hex conversation (MLS group) ID
-	Name    string // the group name, or the peer's handle
-	Group   bool   // false for a direct chat
-	Creator string
-	Active  bool
-	Epoch   uint64
-	Members []GroupMember // in leaf order, us included
+	ID    string // hex conversation (MLS group) ID
+	Name  string // the group name, or the peer's handle
+	Group bool   // false for a direct chat
+	// Creator made the conversation; in a group it is a label only (the
+	// admins decide, docs/protocol.md §11.6). CreatorLeft: it is no
+	// longer a member.
+	Creator     string
+	CreatorLeft bool     `json:",omitempty"`
+	Admins      []string `json:",omitempty"` // groups: who may add, remove and set the admins
+	Active      bool
+	Epoch       uint64
+	Members     []GroupMember // in leaf order, us included
+}
+
+// authority is who decides in r, whose state is g: the admins of a group
+// in force (admins, commitorder.go; none for a direct chat) and whether
+// the creator has left. The creator recorded when the conversation
+// began (leaf 0 then) stays a label after it leaves; what `qpc group`
+// showed as "created by" was taken for the group's authority long after
+// it had gone.
+func authority(r *convRecord, members map[string]bool) (list []string, creatorLeft bool) {
+	if r.Kind != content.ConvGroup {
+		return nil, false
+	}
+	return admins(r, r.Admins, members), !members[r.Creator]
 }
 
 // GroupMember is one member of a GroupView.
@@ -119,6 +143,7 @@ func (c *Client) Groups(ctx context.Context, target string) ([]GroupView, error)
 			v := GroupView{ID: hex.EncodeToString(r.ID), Name: r.display(), Group: r.Kind == content.ConvGroup, Creator: r.Creator, Active: r.Active && !r.Left}
 			if g, err := c.loadGroup(ctx, r); err == nil {
 				v.Epoch = g.Epoch()
+				v.Admins, v.CreatorLeft = authority(r, memberSet(g))
 				for _, m := range g.Members() {
 					h := string(m.Credential.Identity)
 					v.Members = append(v.Members, GroupMember{Handle: h, Leaf: m.Leaf, You: h == c.prof.Handle, Updated: leafUpdated(r, h, h == c.prof.Handle)})

@@ -454,17 +454,27 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	if !members[from.Handle] {
 		return nil, nil, fmt.Errorf("a welcome from %s for a group they are not a member of", from.Handle)
 	}
+	if creator == c.prof.Handle {
+		// An add fills the leftmost blank leaf (RFC 9420 §7.7): leaf 0
+		// is ours because the creator left. Who created the group is
+		// then unknown to us; the admins decide anyway.
+		creator = ""
+	}
 	// A group ID is its creator's choice (RFC 9420 §8.1): a Welcome for
 	// the ID of a conversation we have re-admits us only when it comes
-	// from that conversation's creator, for the same kind; anyone else
-	// (a member removed from it, say) would replace the group in our
-	// state with one of theirs.
+	// from that conversation's creator (leaf 0 of the new group), or
+	// from one of its admins as we knew them, for the same kind; anyone
+	// else (a member removed from it, say) would replace the group in our
+	// state with one of theirs. The admins: once the creator has left,
+	// leaf 0 is whoever was added next (TestCreatorGoneReAdd).
 	if r, err := c.getConv(g.GroupID()); err != nil {
 		return nil, nil, err
-	} else if r != nil && (r.Creator != creator || r.Kind != in.ConvKind) {
+	} else if r != nil && (r.Creator == "" || r.Creator != creator) && !slices.Contains(r.Admins, from.Handle) || r != nil && r.Kind != in.ConvKind {
 		return nil, nil, fmt.Errorf("a welcome from %s for the group ID of %s, which %s created", from.Handle, r.display(), r.Creator)
 	} else if r != nil && !c.readmitted(ctx, r, g) {
 		return func(*state.Tx) error { return nil }, g.GroupID(), nil // joined already
+	} else if r != nil {
+		creator = r.Creator // re-added: the group's creator is as we knew it
 	}
 	if in.ConvKind == content.ConvDirect && (len(members) != 2 || !members[c.prof.Handle]) {
 		return nil, nil, fmt.Errorf("a direct chat from %s with %d members", from.Handle, len(members))
@@ -534,6 +544,9 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 		return nil, nil, err
 	}
 	text := "you joined " + r.display() + " (created by " + creator + ")"
+	if creator == "" {
+		text = "you joined " + r.display() + " (its creator has left)"
+	}
 	if r.Kind == content.ConvDirect {
 		text = from.Handle + " started a conversation with you"
 	}

@@ -126,9 +126,9 @@ type ClientOptions struct {
 	// UpdateAfter and UpdateEvery schedule the commits that refresh
 	// our leaf in each conversation (post-compromise security,
 	// docs/protocol.md §11.7): after we received a text, once
-	// UpdateAfter texts were received or UpdateEvery passed since our
-	// last commit there. 0: DefaultUpdateAfter, DefaultUpdateEvery; < 0:
-	// that bound is off.
+	// UpdateAfter texts (plus our stagger, less than UpdateAfter) were
+	// received or UpdateEvery passed since our last commit there. 0:
+	// DefaultUpdateAfter, DefaultUpdateEvery; < 0: that bound is off.
 	UpdateAfter int
 	UpdateEvery time.Duration
 	// RejoinAfter is how long messages of a later epoch must go on

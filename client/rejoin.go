@@ -230,6 +230,27 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	if in.ConvKind != r.Kind {
 		return nil, fmt.Errorf("a group state from %s for a %v, not a %v", from, in.ConvKind, r.Kind)
 	}
+	again := false
+	if x.Suspect {
+		// Asked because no other member shared the state we rejoined
+		// from (rejoinguard.go).
+		if again, err = checkSuspectAnswer(r, &x, g, from, in.Welcome); err != nil {
+			return nil, err
+		}
+		if !again {
+			x.Asked, x.Suspect = time.Time{}, false
+			return func(tx *state.Tx) error {
+				if err := c.putGroupExtra(tx, r.ID, &x); err != nil {
+					return err
+				}
+				return putJSON(tx, bucketConvs, r.ID, r)
+			}, nil
+		}
+	}
+	base, err := groupInfoContext(in.Welcome)
+	if err != nil {
+		return nil, err
+	}
 	ng, commit, err := mls.JoinExternalWith(in.Welcome, c.mlsIdentity(), c.mlsConfig(ctx),
 		&mls.ExternalJoinOptions{GroupID: r.ID, Signer: []byte(from), Resync: true})
 	if err != nil {
@@ -237,7 +258,7 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	}
 	old := g.Epoch()
 	oldAdmins := admins(r, r.Admins, memberSet(g))
-	if ng.Epoch()-1 < old || ng.Epoch()-1 == old && !x.Lost {
+	if !again && (ng.Epoch()-1 < old || ng.Epoch()-1 == old && !x.Lost) {
 		// We caught up meanwhile (the commit was late, not lost).
 		x.Asked, x.Lost = time.Time{}, false
 		return func(tx *state.Tx) error { return c.putGroupExtra(tx, r.ID, &x) }, nil
@@ -281,6 +302,7 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	}
 	r.MyLeafChanged = now
 	x.Asked, x.Lost, x.Rejoined = time.Time{}, false, ng.Epoch()
+	x.RejoinedAt, x.Base, x.Suspect, r.RejoinedFrom = now, base, false, from
 	return func(tx *state.Tx) error {
 		if err := c.fanOut(tx, r, sortedKeys(r.Members), sealed.ContentMLS, commit); err != nil {
 			return err

@@ -17,6 +17,14 @@ import (
 // announcements are not counted). A thief holding a copy of the member's state
 // follows the conversation only until then: the commit's path replaces
 // every key of the member's that the copy holds.
+//
+// The text bound is staggered per member (updateStagger): a member
+// commits after N + o texts, o = ⌊p·N/n⌋ for the member at position p of
+// the n members in leaf order. Without it a burst of N texts made every
+// receiver's update due at the same text: up to n − 1 commits on one
+// epoch, of which all but one lost the fork choice and were made again,
+// one epoch after another (TestHealUpdateBurstStaggered). The healing
+// bound in texts is so N + o < 2N.
 
 // Defaults of the update schedule.
 const (
@@ -50,17 +58,48 @@ func optionOr[T int | time.Duration](v, def T) T {
 // keep (maxChain) its texts could no longer be read. The update is then
 // made at the first text of the current epoch, once the last one has
 // reached the peer; the keys the thief held were already replaced by it.
-func (c *Client) updateDue(r *convRecord, past bool) bool {
+//
+// g is the conversation's current group, which places us in the stagger.
+func (c *Client) updateDue(r *convRecord, g *mls.Group, past bool) bool {
 	r.RecvSinceUpdate++
 	if past {
 		return false
 	}
-	if n := c.updateAfter(); n > 0 && r.RecvSinceUpdate >= n {
+	if n := c.updateAfter(); n > 0 && r.RecvSinceUpdate >= n+updateStagger(g, n) {
 		return true
 	}
 	t := c.updateEvery()
 	return t > 0 && !r.LastUpdate.IsZero() && c.opts.Now().Sub(r.LastUpdate) >= t ||
 		t > 0 && r.LastUpdate.IsZero() && c.opts.Now().Sub(r.Created) >= t
+}
+
+// updateStagger is our offset in the text bound of the schedule, of N
+// (UpdateAfter) texts: ⌊p·N/n⌋, p the position of our leaf among the n
+// members of g in leaf order (0 for the group's creator). The members'
+// thresholds are so spread evenly over [N, 2N): when they all receive
+// the same texts, each falls due at a text of its own, and reads the
+// commit of the one before it (moving to its epoch) before its own turn,
+// so a burst makes about one update commit per epoch instead of n − 1
+// competing ones. The position, not a random draw, keeps two members of
+// a group of at most N from sharing a threshold. Texts read in one fetch,
+// or written by a member that reads nothing in between (its texts are
+// then of a past epoch, which makes no update due), can still make
+// several due at once; the fork choice orders them (commitorder.go).
+func updateStagger(g *mls.Group, n int) int {
+	if g == nil {
+		return 0
+	}
+	me, p, members := g.LeafIndex(), 0, 0
+	for _, m := range g.Members() {
+		members++
+		if m.Leaf < me {
+			p++
+		}
+	}
+	if members < 2 {
+		return 0
+	}
+	return p * n / members
 }
 
 // commitDueUpdates commits the scheduled updates that processing found

@@ -746,8 +746,8 @@ func (c *cli) group(ctx context.Context, args []string) error {
 				if !g.Active {
 					state = " (removed)"
 				}
-				fmt.Fprintf(c.stdout, "%s\tcreated by %s\t%s%s\n",
-					safetext.Line(g.Name), safetext.Line(g.Creator), safetext.Line(strings.Join(g.Members, ",")), state)
+				fmt.Fprintf(c.stdout, "%s\t%s\t%s%s%s\n",
+					safetext.Line(g.Name), createdBy(g.Creator, g.CreatorLeft), safetext.Line(strings.Join(g.Members, ",")), adminsLabel(g.Admins), state)
 			}
 			return nil
 		case "show":
@@ -764,6 +764,32 @@ func (c *cli) group(ctx context.Context, args []string) error {
 		}
 		return err
 	})
+}
+
+// createdBy labels a group's creator, marked when it is no longer a
+// member: the admins decide (adminsLabel), not the creator.
+func createdBy(creator string, left bool) string {
+	if creator == "" {
+		return "created by a member who left" // joined after (client/invites.go)
+	}
+	s := "created by " + safetext.Line(creator)
+	if left {
+		s += " (left)"
+	}
+	return s
+}
+
+// adminsLabel is "\tadmins a,b" for a group's admins, "" for none (a
+// direct chat, or a group we are no longer in).
+func adminsLabel(admins []string) string {
+	if len(admins) == 0 {
+		return ""
+	}
+	var out []string
+	for _, a := range admins {
+		out = append(out, safetext.Line(a))
+	}
+	return "\tadmins " + strings.Join(out, ",")
 }
 
 // groupShow prints the MLS state of every conversation, or of target's:
@@ -788,7 +814,7 @@ func (c *cli) groupShow(ctx context.Context, cl *client.Client, target string) e
 		if !v.Active {
 			state = " (not a member)"
 		}
-		fmt.Fprintf(c.stdout, "%s\tepoch %d\tcreated by %s%s\n", name, v.Epoch, safetext.Line(v.Creator), state)
+		fmt.Fprintf(c.stdout, "%s\tepoch %d\t%s%s%s\n", name, v.Epoch, createdBy(v.Creator, v.CreatorLeft), adminsLabel(v.Admins), state)
 		for _, m := range v.Members {
 			who := safetext.Line(m.Handle)
 			if m.You {

@@ -14,6 +14,11 @@ import (
 // healN is the update schedule's message bound in the healing tests.
 const healN = 3
 
+// healBound is the healing bound in texts of the member at leaf position
+// p of n with the schedule's bound N: its update is staggered by
+// ⌊p·N/n⌋ texts (docs/protocol.md §11.7).
+func healBound(N, p, n int) int { return N + p*N/n }
+
 // healUsers makes alice, carol and a bob whose updates follow opts'
 // schedule, each a contact of the others.
 func healUsers(t *testing.T, h *hostile.Server, after int, every time.Duration) (alice, bob, carol *client.Client) {
@@ -81,7 +86,8 @@ func heal(t *testing.T, ctx context.Context, h *hostile.Server, alice, bob *clie
 }
 
 // TestHealGroupAfterN: a thief copies bob's whole state of a group once;
-// bob goes on using the group. After at most healN messages received,
+// bob goes on using the group. After at most healN messages received
+// (and his stagger: he is at leaf 1 of 3, so healN + 1),
 // bob's scheduled update (docs/protocol.md §11.7) locks the copy out: it
 // reads nothing alice writes after. Before, no member ever updated its
 // leaf, and the copy read the group for good.
@@ -90,8 +96,8 @@ func TestHealGroupAfterN(t *testing.T) {
 	alice, bob, carol := healUsers(t, h, healN, -1)
 	ctx := memberCtx(t)
 	groupG(t, ctx, alice, bob, carol)
-	if n := heal(t, ctx, h, alice, bob, []*client.Client{carol}, "#g", "#g", 3*healN, nil); n > healN {
-		t.Fatalf("the copy of bob's state read alice's messages up to #%d, past the bound of %d", n, healN)
+	if n, b := heal(t, ctx, h, alice, bob, []*client.Client{carol}, "#g", "#g", 3*healN, nil), healBound(healN, 1, 3); n > b {
+		t.Fatalf("the copy of bob's state read alice's messages up to #%d, past the bound of %d", n, b)
 	}
 }
 
@@ -104,8 +110,8 @@ func TestHealDirectAfterN(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle(t, ctx, alice, bob)
-	if n := heal(t, ctx, h, alice, bob, nil, "alice", "bob", 3*healN, nil); n > healN {
-		t.Fatalf("the copy of bob's state read alice's messages up to #%d, past the bound of %d", n, healN)
+	if n, b := heal(t, ctx, h, alice, bob, nil, "alice", "bob", 3*healN, nil), healBound(healN, 1, 2); n > b {
+		t.Fatalf("the copy of bob's state read alice's messages up to #%d, past the bound of %d", n, b)
 	}
 }
 
