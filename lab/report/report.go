@@ -257,8 +257,9 @@ func writeLive(b *strings.Builder, live *Live) {
 		traffic = fmt.Sprintf("the paper's traffic (%d stray receipts; correlated background in the schedule)", live.Strays)
 	}
 	fmt.Fprintf(b, "### Live, on the real server\n\nScenario %s, %d users at %g×, %s: %d texts (%d lost). Receipts followed their texts after a median of %v and a 90th percentile of %v real time; "+
-		"the live SDA's window (and `sda-epoch`'s epoch) is that 90th percentile, as the server knows its own processing time. Every user is a target.\n\n",
-		live.Scenario, live.Users, live.Speed, traffic, live.Texts, live.Lost, live.LagMedian.Round(time.Millisecond), live.LagP90.Round(time.Millisecond))
+		"the live SDA's window (and `sda-epoch`'s epoch) is the scenario's epoch of %v in real time (%v), or that 90th percentile when it is longer, as the server knows its own processing time. Every user is a target.\n\n",
+		live.Scenario, live.Users, live.Speed, traffic, live.Texts, live.Lost, live.LagMedian.Round(time.Millisecond), live.LagP90.Round(time.Millisecond),
+		live.ScenarioEpoch, time.Duration(float64(live.ScenarioEpoch)/live.Speed).Round(time.Millisecond))
 	b.WriteString("| record | SDA | linked | median texts to link | texts received (median) | against their ~5 |\n|---|---|---|---|---|---|\n")
 	row := func(rec, attack string, s score.Summary) {
 		fmt.Fprintf(b, "| %s | %s | %d/%d | **%s** | %s | %s |\n", rec, attack, s.Linked, s.Targets, fmtF(s.Median), fmtF(s.Messages), against5(s.Median))
@@ -269,8 +270,8 @@ func writeLive(b *strings.Builder, live *Live) {
 	if sm := live.Same; sm != nil {
 		row("trace of the same schedule, the run's receipt lags", fmt.Sprintf("`sda-epoch`, epoch %v real", w), sm.LaggedEpoch)
 		row("trace of the same schedule, the run's receipt lags", fmt.Sprintf("`sda`, window %v real", w), sm.Lagged)
-		row("trace of the same schedule, the paper's timing (uncompressed, receipts 0.5 s after delivery)", "`sda-epoch`, 1-s epochs", sm.PaperEpoch)
-		row("trace of the same schedule, the paper's timing", "`sda`, 1-s window", sm.Paper)
+		row(fmt.Sprintf("trace of the same schedule, the scenario's own timing (uncompressed, receipts %v after delivery)", live.ReceiptDelay), fmt.Sprintf("`sda-epoch`, %v epochs", live.ScenarioEpoch), sm.PaperEpoch)
+		row("trace of the same schedule, the scenario's own timing", fmt.Sprintf("`sda`, %v window", live.ScenarioEpoch), sm.Paper)
 	}
 	b.WriteString("\n")
 }
