@@ -25,10 +25,15 @@ type Live struct {
 	Texts    int
 	Lost     int
 	// LagMedian and LagP90 are the receipts' delays after their texts,
-	// real time; Window (the SDA's) is LagP90: the server knows its own
-	// processing time.
+	// real time; Window (the SDA's, and sda-epoch's epoch) is the
+	// scenario's epoch in real time (its epoch over the speed), or LagP90
+	// when that is longer: the server knows its own processing time.
 	LagMedian, LagP90, Window time.Duration
-	Summary                   score.Summary
+	// ScenarioEpoch is the scenario's epoch (simulated time) and
+	// ReceiptDelay its receipt delay (simulated; 0 when the scenario is
+	// not checked in).
+	ScenarioEpoch, ReceiptDelay time.Duration
+	Summary                     score.Summary
 	// Epoch is sda-epoch's figure on the same record, its epoch Window.
 	Epoch score.Summary
 	// Stray receipts the run sent (the scenario's traffic.stray_receipts).
@@ -66,6 +71,7 @@ func RunLive(dir string) (*Live, error) {
 		Seed         int64   `json:"seed"`
 		Users        int     `json:"users"`
 		Speed        float64 `json:"speed"`
+		EpochNS      int64   `json:"epoch_ns"`
 		DurationNS   int64   `json:"duration_ns"`
 		ScheduleHash string  `json:"schedule_hash"`
 		RunStartNS   int64   `json:"run_start_ns"`
@@ -95,8 +101,8 @@ func RunLive(dir string) (*Live, error) {
 	}
 	slices.Sort(lags)
 	l := &Live{Dir: dir, Scenario: m.Scenario, Users: m.Users, Speed: m.Speed, Texts: m.Texts, Lost: m.Lost, Strays: m.Strays,
-		LagMedian: lags[len(lags)/2], LagP90: lags[len(lags)*9/10]}
-	l.Window = l.LagP90
+		LagMedian: lags[len(lags)/2], LagP90: lags[len(lags)*9/10], ScenarioEpoch: time.Duration(m.EpochNS)}
+	l.Window = max(time.Duration(float64(m.EpochNS)/m.Speed), l.LagP90)
 	opt := attack.Options{Identities: map[string]string{}, Attacks: []string{"sda", "sda-epoch"}, Window: int64(l.Window), Epoch: int64(l.Window), Top: 10}
 	for _, x := range lines {
 		if x.User != nil {
@@ -132,6 +138,7 @@ func RunLive(dir string) (*Live, error) {
 		return l, nil // not a checked-in scenario: no trace of its schedule
 	}
 	l.Traffic = TrafficLab
+	l.ReceiptDelay = sc.Receipts.Delay.Mean.Duration
 	if sc.Traffic.StrayReceipts+sc.Traffic.Replies+sc.Traffic.Repeats > 0 {
 		l.Traffic = TrafficPaper
 	}
@@ -173,4 +180,28 @@ func traceSDA(sc *scenario.Scenario, sched *scenario.Schedule, so trace.Schedule
 	}
 	res := run.Results()
 	return score.Score(res[0], tb, score.Identity), score.Score(res[1], tb, score.Identity), nil
+}
+
+// Predict is the SDA (both counts) on trace mode of scenario sc's own
+// schedule for seed, every user a target, scored at the identity level:
+// what a live run of sc should give. Speed 0 (or 1) is the scenario's
+// own timing (receipts at the scenario's delay after delivery, window and
+// epoch sc.Epoch); a Speed above 1 compresses time as a live run does,
+// each receipt following its text by the scenario's delay over the speed
+// plus lag (the machine's), and the window and epoch are
+// max(sc.Epoch/Speed, the receipts' delay), as RunLive sets them on a
+// live record.
+func Predict(sc *scenario.Scenario, seed uint64, speed float64, lag time.Duration) (sda, epoch score.Summary, err error) {
+	sched, err := sc.Generate(int64(seed))
+	if err != nil {
+		return sda, epoch, fmt.Errorf("report: predict: %w", err)
+	}
+	so := trace.ScheduleOptions{Speed: 1, Seed: seed}
+	w := sc.Epoch.Duration
+	if speed > 1 {
+		d := time.Duration(float64(sc.Receipts.Delay.Mean.Duration)/speed) + lag
+		so.Speed, so.ReceiptLags = speed, []time.Duration{d}
+		w = max(time.Duration(float64(w)/speed), d)
+	}
+	return traceSDA(sc, sched, so, int64(w))
 }

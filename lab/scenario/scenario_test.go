@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,19 @@ func TestLabScenariosCheckedIn(t *testing.T) {
 	if m == nil || !m.Naive || m.PerConversation() || !m.Receipts.Enabled || m.Receipts.Delay.Dist != "fixed" ||
 		m.Receipts.Delay.Mean.Duration != 500*time.Millisecond || m.Epoch.Duration != time.Second || m.Timing.RatePerDay != 50 {
 		t.Errorf("martiny-naive is not Martiny et al.'s setting: %+v", m)
+	}
+	// martiny-crowd is martiny-naive at a live size with the crowd kept:
+	// the epoch scaled by (10^6/users)^(1/3), to the second, the receipt
+	// delay half of it, everything else martiny-naive's (docs/research.md,
+	// "The live figure, scaled by the crowd").
+	if c := byName["martiny-crowd"]; c == nil {
+		t.Error("martiny-crowd is missing")
+	} else {
+		want := time.Duration(math.Round(math.Cbrt(1e6/float64(c.Users)))) * m.Epoch.Duration
+		if !c.Naive || c.Epoch.Duration != want || c.Receipts.Delay.Dist != "fixed" || c.Receipts.Delay.Mean.Duration != want/2 ||
+			!reflect.DeepEqual(c.Timing, m.Timing) || c.Graph != m.Graph || c.Traffic != m.Traffic || !reflect.DeepEqual(c.Sizes, m.Sizes) {
+			t.Errorf("martiny-crowd is not martiny-naive with the epoch scaled to %v for %d users: %+v", want, c.Users, c)
+		}
 	}
 	d := byName["qpc-default"]
 	if d == nil || d.Naive || !d.PerConversation() || d.Cover.RatePerDay != 432 || d.Receipts.Delay.Dist != "exp" {
