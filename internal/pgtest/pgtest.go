@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/url"
@@ -31,12 +32,29 @@ var (
 	admin   string   // URL of a database on the server from which to CREATE DATABASE
 	local   *cluster // the throwaway cluster, if this binary started one
 	haveErr error    // why there is no server
+	// durable: the throwaway cluster syncs its commits to disk (fsync
+	// on). Main turns it on when benchmarks run, which must measure real
+	// commits; tests test what a commit means, not that it survives a
+	// power cut, and run several times faster without the syncs.
+	durable bool
 )
 
 // Main runs the package's tests and then stops the throwaway cluster, if
 // one was started. Call it from TestMain: os.Exit(pgtest.Main(m)).
 func Main(m *testing.M) int {
+	flag.Parse() // m.Run would; durable needs -test.bench now
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		durable = true
+	}
 	code := m.Run()
+	if dbName != "" && local == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		// FORCE ends the connections a failed test left open.
+		if err := exec1(ctx, admin, "DROP DATABASE IF EXISTS "+dbName+" WITH (FORCE)"); err != nil {
+			fmt.Fprintf(os.Stderr, "pgtest: dropping the test database %s: %v\n", dbName, err)
+		}
+		cancel()
+	}
 	if local != nil {
 		if err := local.stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: stopping the throwaway cluster: %v\n", err)
@@ -45,12 +63,15 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// DB returns the URL of a new, empty database, dropped when t ends. With
-// no PostgreSQL to be had it fails t under CI=true and skips it
-// otherwise, saying why.
+// DB returns the URL of a new, empty namespace on the server: a schema of
+// its own in the shared test database, named by the URL's search_path,
+// dropped with everything in it when t ends. (A schema rather than a
+// database: CREATE DATABASE copies a template and costs a second or more
+// on a loaded machine, a schema costs a catalog row.) With no PostgreSQL
+// to be had it fails t under CI=true and skips it otherwise, saying why.
 func DB(t testing.TB) string {
 	t.Helper()
-	u, err := Server()
+	u, err := testDatabase()
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("pgtest: %v (CI must provide PostgreSQL: .ci/run installs Debian's postgresql)", err)
@@ -58,21 +79,51 @@ func DB(t testing.TB) string {
 		t.Skipf("pgtest: %v; install PostgreSQL (Debian: apt-get install postgresql) or set %s to run this test", err, EnvURL)
 	}
 	name := "qpc_test_" + randomHex(8)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := exec1(ctx, u, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+	if err := exec1(ctx, u, "CREATE SCHEMA "+name); err != nil {
+		t.Fatalf("pgtest: create schema: %v", err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		// FORCE ends the connections a failed test left open.
-		if err := exec1(ctx, u, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		if err := exec1(ctx, u, "DROP SCHEMA IF EXISTS "+name+" CASCADE"); err != nil {
+			t.Errorf("pgtest: drop schema %s: %v", name, err)
 		}
 	})
-	return withDatabase(u, name)
+	return withParam(u, "search_path", name)
 }
+
+var (
+	dbOnce sync.Once
+	dbURL  string
+	dbErr  error
+)
+
+// testDatabase returns the URL of the database the schemas go in: one per
+// test binary, created on the server on first use (and dropped by Main
+// when the server is not a throwaway one).
+func testDatabase() (string, error) {
+	dbOnce.Do(func() {
+		u, err := Server()
+		if err != nil {
+			dbErr = err
+			return
+		}
+		name := "qpc_test_" + randomHex(8)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := exec1(ctx, u, "CREATE DATABASE "+name); err != nil {
+			dbErr = fmt.Errorf("create the test database: %w", err)
+			return
+		}
+		dbName, dbURL = name, withDatabase(u, name)
+	})
+	return dbURL, dbErr
+}
+
+// dbName is the test database, for Main to drop.
+var dbName string
 
 // Server returns the URL of the server's maintenance database, starting
 // the throwaway cluster on first use, or why there is no server.
@@ -103,6 +154,18 @@ func exec1(ctx context.Context, u, sql string) error {
 	defer conn.Close(context.Background())
 	_, err = conn.Exec(ctx, sql)
 	return err
+}
+
+// withParam returns u with the connection parameter key set to value.
+func withParam(u, key, value string) string {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "postgres" && p.Scheme != "postgresql") {
+		return u + " " + key + "=" + value
+	}
+	q := p.Query()
+	q.Set(key, value)
+	p.RawQuery = q.Encode()
+	return p.String()
 }
 
 // withDatabase returns u naming the database name instead.
@@ -209,7 +272,8 @@ func runPostgres(bindir, dir, data string, port int, attr *syscall.SysProcAttr) 
 	os.Chmod(logPath, 0o666) // written by the cluster's user
 	cmd := exec.Command(filepath.Join(bindir, "postgres"), "-D", data,
 		"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-k", dir,
-		"-c", "max_connections=300", "-c", "shared_buffers=64MB")
+		"-c", "max_connections=300", "-c", "shared_buffers=64MB",
+		"-c", "fsync="+onOff(durable), "-c", "full_page_writes="+onOff(durable))
 	cmd.SysProcAttr = attr
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -242,6 +306,13 @@ func runPostgres(bindir, dir, data string, port int, attr *syscall.SysProcAttr) 
 			return nil, fmt.Errorf("postgres did not accept connections within 60 s: %v", err)
 		}
 	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func lastLines(s string, n int) string {

@@ -10,7 +10,8 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(Main(m)) }
 
-// TestDB: each DB is a new, empty database of its own on a real server.
+// TestDB: each DB is a new, empty namespace of its own on a real server:
+// a table made in one is not in the other.
 func TestDB(t *testing.T) {
 	ctx := context.Background()
 	a, b := DB(t), DB(t)
@@ -31,11 +32,14 @@ func TestDB(t *testing.T) {
 	}
 	defer cb.Close(ctx)
 	var n int
-	if err := cb.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").Scan(&n); err != nil {
+	if err := cb.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 0 {
-		t.Fatalf("a new database holds %d tables", n)
+		t.Fatalf("a new namespace holds %d tables", n)
+	}
+	if _, err := cb.Exec(ctx, "CREATE TABLE t (x int)"); err != nil {
+		t.Fatalf("the same table name in another namespace: %v", err)
 	}
 	var version string
 	if err := ca.QueryRow(ctx, "SHOW server_version").Scan(&version); err != nil {

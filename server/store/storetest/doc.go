@@ -20,7 +20,7 @@
 // idempotent Put (also after Ack), idempotent Ack, quotas, deletion, expiry
 // with an injected clock, concurrent Puts, closed-store errors, and the
 // spent set of one-time authorizations (spent by CreateMailbox, Put or
-// Spend alone, once each, also under concurrency).
+// Spend alone, once each, also under concurrency, by Spend and by Put).
 //
 // Assumptions about the backend: its time granularity divides one hour (the
 // suite's timestamps are whole hours apart, so truncation never moves a
