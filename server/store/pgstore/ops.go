@@ -18,7 +18,7 @@ import (
 
 // CreateMailbox implements store.Store.
 func (s *Store) CreateMailbox(ctx context.Context, m store.Mailbox, spend *store.Spend) error {
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		// ON CONFLICT DO NOTHING covers both unique IDs: a taken one
 		// inserts nothing, and waits for a concurrent insert of it to end.
 		ct, err := tx.Exec(ctx, `INSERT INTO mailboxes (receive_id, send_id, owner_key, created, last_used)
@@ -89,7 +89,7 @@ func (s *Store) Put(ctx context.Context, sendID [store.MailboxIDSize]byte, id [s
 	received := s.coarse(now)
 	size := int64(len(envelope))
 	var res store.PutResult
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		res = store.PutResult{}
 		var (
 			rid                []byte
@@ -160,7 +160,7 @@ func (s *Store) Spend(ctx context.Context, spend *store.Spend) error {
 	if spend == nil {
 		return nil
 	}
-	err := s.write(ctx, func(tx pgx.Tx) error { return spendIn(ctx, tx, spend) })
+	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error { return spendIn(ctx, tx, spend) })
 	if err != nil {
 		return fmt.Errorf("pgstore: spend: %w", err)
 	}
@@ -252,7 +252,7 @@ func (s *Store) Ack(ctx context.Context, receiveID [store.MailboxIDSize]byte, id
 		raw[i] = ids[i][:]
 	}
 	var n int64
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		var one int
 		err := tx.QueryRow(ctx, "SELECT 1 FROM mailboxes WHERE receive_id = $1 FOR UPDATE", receiveID[:]).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -281,7 +281,7 @@ func (s *Store) Ack(ctx context.Context, receiveID [store.MailboxIDSize]byte, id
 // DeleteMailbox implements store.Store: its messages and arrivals go with
 // it (ON DELETE CASCADE), in one transaction.
 func (s *Store) DeleteMailbox(ctx context.Context, receiveID [store.MailboxIDSize]byte) error {
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		ct, err := tx.Exec(ctx, "DELETE FROM mailboxes WHERE receive_id = $1", receiveID[:])
 		if err != nil {
 			return err

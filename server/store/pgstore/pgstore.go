@@ -197,17 +197,26 @@ func storageErr(err error) error { return fmt.Errorf("%w: %w", store.ErrStorageF
 // mailboxes, say): nothing of it happened, so running it again is safe.
 const maxAttempts = 5
 
+// writeTimeout bounds one write transaction once it has started.
+const writeTimeout = 30 * time.Second
+
 // write runs fn in a transaction and commits it, retrying one that
 // PostgreSQL aborted before its commit; fn's own errors roll it back.
-// onCommit hears of every committed or failed transaction.
-func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// A ctx done before the transaction starts abandons it; once started it
+// runs to its outcome (bounded by writeTimeout, not by ctx), as the bbolt
+// writer does, so that a write the database committed is never reported
+// as lost because its caller gave up a moment before. onCommit hears of
+// every committed or failed transaction.
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
 	var err error
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		err = pgx.BeginFunc(ctx, s.pool, fn)
+		err = pgx.BeginFunc(wctx, s.pool, func(tx pgx.Tx) error { return fn(wctx, tx) })
 		if s.onCommit != nil && !isRefusal(err) {
 			s.onCommit(store.CommitInfo{Ops: 1, Duration: time.Since(start), Err: err})
 		}
@@ -216,7 +225,7 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		}
 	}
 	if err != nil {
-		return s.classify(ctx, err)
+		return s.classify(wctx, err)
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, ttl time.Durati
 	total := 0
 	for {
 		var n, mailboxes int
-		err := s.write(ctx, func(tx pgx.Tx) error {
+		err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			n, mailboxes = 0, 0
 			// The mailboxes of the oldest arrivals, locked first and in
 			// order (the lock order of every write).
@@ -70,7 +70,7 @@ func (s *Store) PurgeExpired(ctx context.Context, now time.Time, ttl time.Durati
 	// Spends expire on their own clock (the token epoch), not the TTL.
 	for {
 		var n int64
-		err := s.write(ctx, func(tx pgx.Tx) error {
+		err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			ct, err := tx.Exec(ctx, `DELETE FROM spent WHERE spend_key IN (
 				SELECT spend_key FROM spent WHERE expires < $1 LIMIT $2)`, now.Unix(), purgeChunk)
 			n = ct.RowsAffected()
@@ -124,7 +124,7 @@ func (s *Store) PurgeIdle(ctx context.Context, now time.Time, idle time.Duration
 			}
 		}
 		var deleted [][]byte
-		err = s.write(ctx, func(tx pgx.Tx) error {
+		err = s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, "UPDATE mailboxes SET last_used = $2 WHERE receive_id = ANY($1) AND last_used < $2", kept, today); err != nil {
 				return err
 			}
