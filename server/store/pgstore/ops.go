@@ -77,77 +77,56 @@ func (s *Store) Mailbox(ctx context.Context, receiveID [store.MailboxIDSize]byte
 	return m, nil
 }
 
-// Put implements store.Store. It locks the mailbox's row first: a
-// concurrent Put of the same message ID, through this node or another,
-// waits and then finds the arrival this one committed, so it is the
-// Duplicate. The spend, the message, its arrival and the counters are one
-// transaction.
+// Put implements store.Store: one call of qpc_put (migrations), in a
+// transaction of its own, one round trip. It locks the mailbox's row
+// first: a concurrent Put of the same message ID, through this node or
+// another, waits and then finds the arrival this one committed, so it is
+// the Duplicate. The spend, the message, its arrival and the counters are
+// one transaction.
 func (s *Store) Put(ctx context.Context, sendID [store.MailboxIDSize]byte, id [store.MessageIDSize]byte, envelope []byte, q store.Quota, now time.Time, spend *store.Spend) (store.PutResult, error) {
 	if len(envelope) > s.maxEnv {
 		return store.PutResult{}, fmt.Errorf("pgstore: put: %w", store.ErrTooLarge)
 	}
-	received := s.coarse(now)
-	size := int64(len(envelope))
+	var (
+		spendKey     []byte
+		spendExpires int64
+	)
+	if spend != nil {
+		spendKey, spendExpires = spend.Key[:], spend.Until.Unix()
+	}
 	var res store.PutResult
-	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		res = store.PutResult{}
+	err := s.autocommit(ctx, func(ctx context.Context) error {
 		var (
-			rid                []byte
-			next, count, bytes int64
-			dupSeq             int64
+			status int
+			rid    []byte
+			seq    *int64
 		)
-		err := tx.QueryRow(ctx, "SELECT receive_id, next_seq, msg_count, msg_bytes FROM mailboxes WHERE send_id = $1 FOR UPDATE",
-			sendID[:]).Scan(&rid, &next, &count, &bytes)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return store.ErrNotFound
-		}
+		err := s.pool.QueryRow(ctx, "SELECT status, rid, seq FROM qpc_put($1, $2, $3, $4, $5, $6, $7, $8)",
+			sendID[:], id[:], envelope, s.coarse(now), int64(q.MaxMessages), q.MaxBytes, spendKey, spendExpires).Scan(&status, &rid, &seq)
 		if err != nil {
 			return err
 		}
+		res = store.PutResult{}
 		copy(res.ReceiveID[:], rid)
-		// A statement of its own, so that (read committed) it sees what
-		// the Put that held the lock before us committed; in one
-		// statement with the lock it would not.
-		err = tx.QueryRow(ctx, "SELECT seq FROM arrivals WHERE receive_id = $1 AND message_id = $2", rid, id[:]).Scan(&dupSeq)
-		if err == nil {
-			res.Seq, res.Duplicate = uint64(dupSeq), true
+		if seq != nil {
+			res.Seq = uint64(*seq)
+		}
+		switch status {
+		case 0:
 			return nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		if q.MaxMessages > 0 && count+1 > int64(q.MaxMessages) {
+		case 1:
+			return store.ErrNotFound
+		case 2:
+			res.Duplicate = true
+			return nil
+		case 3:
 			return store.ErrQuotaCount
-		}
-		if q.MaxBytes > 0 && bytes+size > q.MaxBytes {
+		case 4:
 			return store.ErrQuotaBytes
+		case 5:
+			return store.ErrSpent
 		}
-		// One round trip for the writes; a spent key rolls them back.
-		b := &pgx.Batch{}
-		spent := spend != nil
-		if spent {
-			b.Queue("INSERT INTO spent (spend_key, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING", spend.Key[:], spend.Until.Unix())
-		}
-		b.Queue("UPDATE mailboxes SET next_seq = $2, msg_count = msg_count + 1, msg_bytes = msg_bytes + $3 WHERE receive_id = $1", rid, next+1, size)
-		b.Queue("INSERT INTO messages (receive_id, seq, message_id, received, envelope) VALUES ($1, $2, $3, $4, $5)", rid, next, id[:], received, envelope)
-		b.Queue("INSERT INTO arrivals (receive_id, message_id, seq, received) VALUES ($1, $2, $3, $4)", rid, id[:], next, received)
-		br := tx.SendBatch(ctx, b)
-		if spent {
-			ct, err := br.Exec()
-			if err != nil {
-				br.Close()
-				return err
-			}
-			if ct.RowsAffected() == 0 {
-				br.Close()
-				return store.ErrSpent
-			}
-		}
-		if err := br.Close(); err != nil {
-			return err
-		}
-		res.Seq = uint64(next)
-		return nil
+		return fmt.Errorf("qpc_put returned status %d", status)
 	})
 	if err != nil {
 		return store.PutResult{}, fmt.Errorf("pgstore: put: %w", err)

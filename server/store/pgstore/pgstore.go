@@ -230,6 +230,32 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx pgx.T
 	return nil
 }
 
+// autocommit runs fn, one statement in a transaction of its own, as
+// write runs a transaction: abandoned if ctx is done before it starts,
+// run to its outcome after, retried if PostgreSQL aborted it.
+func (s *Store) autocommit(ctx context.Context, fn func(ctx context.Context) error) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	var err error
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		err = fn(wctx)
+		if s.onCommit != nil && !isRefusal(err) {
+			s.onCommit(store.CommitInfo{Ops: 1, Duration: time.Since(start), Err: err})
+		}
+		if !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return s.classify(wctx, err)
+	}
+	return nil
+}
+
 // isRefusal: an error of the store's semantics, not of the database.
 func isRefusal(err error) bool {
 	for _, known := range []error{store.ErrNotFound, store.ErrExists, store.ErrQuotaCount, store.ErrQuotaBytes, store.ErrSpent} {
