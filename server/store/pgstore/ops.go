@@ -77,8 +77,8 @@ func (s *Store) Mailbox(ctx context.Context, receiveID [store.MailboxIDSize]byte
 	return m, nil
 }
 
-// Put implements store.Store: one call of qpc_put (migrations), in a
-// transaction of its own, one round trip. It locks the mailbox's row
+// Put implements store.Store: one call of qpc_put (migrations), committed
+// with the other sends queued at the time (group commit, batch.go). It locks the mailbox's row
 // first: a concurrent Put of the same message ID, through this node or
 // another, waits and then finds the arrival this one committed, so it is
 // the Duplicate. The spend, the message, its arrival and the counters are
@@ -94,44 +94,15 @@ func (s *Store) Put(ctx context.Context, sendID [store.MailboxIDSize]byte, id [s
 	if spend != nil {
 		spendKey, spendExpires = spend.Key[:], spend.Until.Unix()
 	}
-	var res store.PutResult
-	err := s.autocommit(ctx, func(ctx context.Context) error {
-		var (
-			status int
-			rid    []byte
-			seq    *int64
-		)
-		err := s.pool.QueryRow(ctx, "SELECT status, rid, seq FROM qpc_put($1, $2, $3, $4, $5, $6, $7, $8)",
-			sendID[:], id[:], envelope, s.coarse(now), int64(q.MaxMessages), q.MaxBytes, spendKey, spendExpires).Scan(&status, &rid, &seq)
-		if err != nil {
-			return err
-		}
-		res = store.PutResult{}
-		copy(res.ReceiveID[:], rid)
-		if seq != nil {
-			res.Seq = uint64(*seq)
-		}
-		switch status {
-		case 0:
-			return nil
-		case 1:
-			return store.ErrNotFound
-		case 2:
-			res.Duplicate = true
-			return nil
-		case 3:
-			return store.ErrQuotaCount
-		case 4:
-			return store.ErrQuotaBytes
-		case 5:
-			return store.ErrSpent
-		}
-		return fmt.Errorf("qpc_put returned status %d", status)
-	})
+	c := &putCall{
+		sendID: sendID[:], id: id[:], env: envelope, received: s.coarse(now),
+		maxCount: int64(q.MaxMessages), maxBytes: q.MaxBytes, spendKey: spendKey, spendExpires: spendExpires,
+	}
+	err := s.submit(ctx, c)
 	if err != nil {
 		return store.PutResult{}, fmt.Errorf("pgstore: put: %w", err)
 	}
-	return res, nil
+	return c.res, nil
 }
 
 // Spend implements store.Store: one INSERT, committed before it returns.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,12 @@ type Store struct {
 	log      *slog.Logger
 	onCommit func(store.CommitInfo)
 	closed   atomic.Bool
+
+	// puts is the queue of the batchers (batch.go); mu orders sends on
+	// it against Close, which closes it.
+	puts         chan *putCall
+	mu           sync.RWMutex
+	batchersDone sync.WaitGroup
 }
 
 var _ store.Store = (*Store)(nil)
@@ -89,6 +96,11 @@ func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
+	s.puts = make(chan *putCall, 4*maxBatch)
+	for range batchers {
+		s.batchersDone.Add(1)
+		go s.batcher()
+	}
 	return s, nil
 }
 
@@ -124,10 +136,18 @@ func (s *Store) checkEnvelopeLimit(ctx context.Context) error {
 	})
 }
 
-// Close closes the pool, waiting for the operations in flight; later
-// calls fail with store.ErrClosed. It is idempotent.
+// Close commits the sends already queued, closes the pool, waiting for
+// the operations in flight; later calls fail with store.ErrClosed. It is
+// idempotent.
 func (s *Store) Close() error {
-	if s.closed.CompareAndSwap(false, true) {
+	s.mu.Lock()
+	first := s.closed.CompareAndSwap(false, true)
+	if first {
+		close(s.puts)
+	}
+	s.mu.Unlock()
+	if first {
+		s.batchersDone.Wait()
 		s.pool.Close()
 	}
 	return nil
@@ -217,32 +237,6 @@ func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx pgx.T
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		err = pgx.BeginFunc(wctx, s.pool, func(tx pgx.Tx) error { return fn(wctx, tx) })
-		if s.onCommit != nil && !isRefusal(err) {
-			s.onCommit(store.CommitInfo{Ops: 1, Duration: time.Since(start), Err: err})
-		}
-		if !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
-			break
-		}
-	}
-	if err != nil {
-		return s.classify(wctx, err)
-	}
-	return nil
-}
-
-// autocommit runs fn, one statement in a transaction of its own, as
-// write runs a transaction: abandoned if ctx is done before it starts,
-// run to its outcome after, retried if PostgreSQL aborted it.
-func (s *Store) autocommit(ctx context.Context, fn func(ctx context.Context) error) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	var err error
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		err = fn(wctx)
 		if s.onCommit != nil && !isRefusal(err) {
 			s.onCommit(store.CommitInfo{Ops: 1, Duration: time.Since(start), Err: err})
 		}
