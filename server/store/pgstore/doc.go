@@ -6,12 +6,19 @@
 // advisory lock (migrate.go, migrations/*.sql) and returns a *Store;
 // Close it last. It passes the conformance suite in store/storetest.
 //
-// Every write is one PostgreSQL transaction, committed with
+// Every write is a PostgreSQL transaction, committed with
 // synchronous_commit on before the call returns: acknowledged means
 // committed. A token's spend is a row of the spent table inserted in the
 // transaction of the write it pays for. Writes to one mailbox take its
 // row's lock first, so concurrent and retried sends through any number of
-// nodes see each other: a message ID is stored once, quotas are exact.
+// nodes see each other: a message ID is stored once, quotas are exact. A
+// send is one call of the schema's qpc_put function; a node commits the
+// sends queued at the same time in one transaction (batch.go).
+//
+// Where things are: pgstore.go (Open, Close, Totals, Ping, the write
+// helper), migrate.go and migrations/ (the schema), ops.go (the
+// operations), batch.go (group commit of sends), purge.go (expiry and
+// idle mailboxes).
 //
 // Unlike the embedded bbolt store, envelopes are not sealed under keys of
 // their own: an acknowledged envelope's bytes may remain in the
