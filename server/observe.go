@@ -56,26 +56,37 @@ func CommitObserver(m *metrics.Metrics) func(store.CommitInfo) {
 }
 
 // storeTotalsAge is how long a scrape reuses the store totals: not at
-// all, since the store keeps them as running sums (store.Bolt.Totals
-// reads no record).
+// all, since the bbolt store keeps them as running sums (store.Bolt.Totals
+// reads no record) and PostgreSQL's sum over the mailboxes table is one
+// query per scrape.
 const storeTotalsAge = 0
 
 // WatchStore registers the store-wide queue gauges of st on m (messages
 // and bytes held, mailboxes, the writer's queue). Call it again after
-// reopening the store; the gauges then read the new one.
-func WatchStore(m *metrics.Metrics, st *store.Bolt) {
+// reopening the store; the gauges then read the new one. A store without
+// Totals (neither bbolt nor PostgreSQL) registers nothing; the gauges of
+// the bbolt writer (queue, idempotency keys, unreadable messages) are
+// zero for a store without Stats.
+func WatchStore(m *metrics.Metrics, st store.Store) {
+	tot, ok := st.(interface {
+		Totals(context.Context) (store.Totals, error)
+	})
+	if !ok {
+		return
+	}
+	stats, _ := st.(interface{ Stats() store.Stats })
 	m.WatchStore(func() (metrics.StoreTotals, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		t, err := st.Totals(ctx)
+		t, err := tot.Totals(ctx)
 		if err != nil {
 			return metrics.StoreTotals{}, err
 		}
-		stats := st.Stats()
-		return metrics.StoreTotals{
-			Mailboxes: t.Mailboxes, Messages: t.Messages, Bytes: t.Bytes,
-			WriterQueue: stats.Queued, IdempotencyKeys: stats.IdempotencyKeys,
-			Unreadable: stats.Unreadable,
-		}, nil
+		out := metrics.StoreTotals{Mailboxes: t.Mailboxes, Messages: t.Messages, Bytes: t.Bytes}
+		if stats != nil {
+			s := stats.Stats()
+			out.WriterQueue, out.IdempotencyKeys, out.Unreadable = s.Queued, s.IdempotencyKeys, s.Unreadable
+		}
+		return out, nil
 	}, storeTotalsAge)
 }

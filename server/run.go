@@ -22,6 +22,7 @@ import (
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
+	"github.com/quicprochat/qpc/server/store/pgstore"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/tor"
 	"github.com/quicprochat/qpc/tor/tunnel"
@@ -163,7 +164,7 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	// from the first transaction.
 	opts.Metrics = metrics.New(o.Version)
 	storeOpts.OnCommit = CommitObserver(opts.Metrics)
-	st, err := store.Open(cfg.StorePath(), storeOpts)
+	st, err := openStore(ctx, cfg, storeOpts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("store %s is locked by another process (is another qpc-server running on this data directory?)", cfg.StorePath())
 	}
@@ -177,6 +178,9 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	}
 	if err != nil {
 		return err
+	}
+	if cfg.StorePostgres() {
+		log.Info("store: mailboxes, messages and spent tokens in PostgreSQL; accounts and key transparency in the data directory", "dir", cfg.DataDir)
 	}
 	// From here on the store is closed on every path, so that the writer
 	// commits what it queued and the file lock is released.
@@ -193,8 +197,25 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	return err
 }
 
+// openStore opens the store the configuration names: the embedded bbolt
+// file in the data directory, or PostgreSQL.
+func openStore(ctx context.Context, cfg *config.Config, o store.Options) (store.Store, error) {
+	if cfg.StorePostgres() {
+		st, err := pgstore.Open(ctx, cfg.Store, o)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := store.Open(cfg.StorePath(), o)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 // run opens what lives beside the store and serves.
-func run(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger, id *Identity, st *store.Bolt, opts Options) error {
+func run(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger, id *Identity, st store.Store, opts Options) error {
 	// Accounts and the token issuer: their keys live in the data dir beside
 	// the TLS key; the OPAQUE server identity is the pin clients know.
 	pin := id.Pin()
@@ -260,6 +281,10 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 	}
 	if cfg.KT {
 		srv.AddReadyCheck("kt", ktReady)
+	}
+	if p, ok := opts.Store.(interface{ Ping(context.Context) error }); ok {
+		// A database the server cannot reach: not ready.
+		srv.AddReadyCheck("store", p.Ping)
 	}
 	// Clearnet listeners serve at once; the onion joins when tor is up,
 	// which can take minutes on the public network.

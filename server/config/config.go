@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,7 +82,8 @@ type Config struct {
 	RequestTimeout    Duration `toml:"request_timeout"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 
-	StoreMaxBatch int `toml:"store_max_batch"`
+	StoreMaxBatch int    `toml:"store_max_batch"`
+	Store         string `toml:"store"` // StoreBolt or a postgres:// URL
 
 	KT           bool     `toml:"kt"`             // keep the key-transparency directory (docs/key-transparency.md)
 	KTListen     string   `toml:"kt_listen"`      // TCP host:port of the read-only tlog-tiles listener, or "off"
@@ -228,6 +230,7 @@ func Default() Config {
 		RequestTimeout:    Duration{DefaultRequestTimeout},
 		ShutdownTimeout:   Duration{DefaultShutdownTimeout},
 		StoreMaxBatch:     store.DefaultMaxBatch,
+		Store:             StoreBolt,
 		RequireTokens:     true,
 		TokenEpoch:        Duration{tokens.DefaultEpochLength},
 		TokenQuota:        DefaultTokenQuota,
@@ -623,6 +626,16 @@ var configFields = append([]configField{
 		value: func(c *Config) any { return c.StoreMaxBatch },
 	},
 	{
+		key: "store",
+		help: "where mailboxes, messages and spent tokens live: bbolt, the embedded file qpc.db in the data directory (no setup), " +
+			"or a postgres:// URL of a PostgreSQL database several nodes may share (docs/scaling.md; accounts and key transparency stay in the data directory). " +
+			"Give the password in PGPASSWORD or ~/.pgpass, not in the URL",
+		parse: func(c *Config, s string) error { c.Store = s; return nil },
+		copy:  func(d, s *Config) { d.Store = s.Store },
+		check: func(c *Config) error { return checkStore(c.Store) },
+		value: func(c *Config) any { return redactStore(c.Store) },
+	},
+	{
 		key:   "require_tokens",
 		help:  "every mailbox creation and send must spend an anonymous delivery token; false is for tests and benchmarks only",
 		parse: func(c *Config, s string) error { return parseBool(&c.RequireTokens, s) },
@@ -930,6 +943,44 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// StoreBolt is the store setting of the embedded store, the default.
+const StoreBolt = "bbolt"
+
+// StorePostgres reports whether the store setting names PostgreSQL.
+func (c *Config) StorePostgres() bool { return isPostgresURL(c.Store) }
+
+func isPostgresURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// checkStore accepts bbolt or a postgres:// URL; the connection itself is
+// checked when the server opens the store.
+func checkStore(s string) error {
+	if s == StoreBolt {
+		return nil
+	}
+	if !isPostgresURL(s) {
+		return fmt.Errorf("%q is neither %s nor a postgres:// URL", redactStore(s), StoreBolt)
+	}
+	if _, err := url.Parse(s); err != nil {
+		return fmt.Errorf("%q is not a valid URL", redactStore(s))
+	}
+	return nil
+}
+
+// redactStore hides a password given in the store URL, so that neither
+// the rendered configuration nor an error prints it.
+func redactStore(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if i := strings.LastIndex(s, "@"); i >= 0 {
+			return "xxxxx" + s[i:] // unparseable: keep only what follows the credentials
+		}
+		return s
+	}
+	return u.Redacted()
 }
 
 // FilePath is the configuration file in the data directory.

@@ -7,8 +7,8 @@
 // suite in storetest.
 //
 // Store is the seam: the server talks only to the interface, so a second
-// backend (PostgreSQL for multi-node deployments) is a new implementation,
-// not a rewrite. Open returns the embedded default, a bbolt file in the
+// backend is a new implementation, not a rewrite: server/store/pgstore
+// keeps the mailboxes in PostgreSQL, for nodes sharing one database. Open returns the embedded default, a bbolt file in the
 // data directory, whose single writer goroutine groups concurrent writes
 // into one fsynced transaction (group commit) and acknowledges each write
 // only after that transaction is durable. Each envelope in it is sealed

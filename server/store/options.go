@@ -63,6 +63,11 @@ type CommitInfo struct {
 	Err      error         // non-nil if the transaction was rolled back
 }
 
+// WithDefaults returns o with every zero field set to its default, or
+// why o is invalid. Another backend (pgstore) takes the fields that apply
+// to it from here.
+func (o Options) WithDefaults() (Options, error) { return o.withDefaults() }
+
 func (o Options) withDefaults() (Options, error) {
 	if o.OpenTimeout == 0 {
 		o.OpenTimeout = DefaultOpenTimeout

@@ -20,7 +20,7 @@
 // idempotent Put (also after Ack), idempotent Ack, quotas, deletion, expiry
 // with an injected clock, concurrent Puts, closed-store errors, and the
 // spent set of one-time authorizations (spent by CreateMailbox, Put or
-// Spend alone, once each, also under concurrency; spent in the same
+// Spend alone, once each, also under concurrency, by Spend and by Put; spent in the same
 // transaction as the write it pays for, so a write refused for a spent
 // token stores nothing and a refused write spends nothing).
 //

@@ -51,6 +51,7 @@ func Run(t *testing.T, open Opener) {
 		{"SpendAloneConcurrent", testSpendAloneConcurrent},
 		{"SpendRefusedWritesNothing", testSpendRefusedWritesNothing},
 		{"SpendConcurrentWrites", testSpendConcurrentWrites},
+		{"SpendPutConcurrent", testSpendPutConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -967,5 +968,58 @@ func testSpendAloneConcurrent(t *testing.T, s store.Store) {
 		if ok.Load() != 1 || refused.Load() != n-1 {
 			t.Fatalf("%d Spends of one key succeeded and %d were refused; want 1 and %d", ok.Load(), refused.Load(), n-1)
 		}
+	}
+}
+
+// testSpendPutConcurrent: of many Puts paying with one key at once, for
+// different messages, exactly one stores its message and the others are
+// ErrSpent; many Puts of one message with one key at once (a client's
+// retries racing) all succeed, once fresh and otherwise Duplicate.
+func testSpendPutConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const n = 16
+	m := newMailbox(t, s)
+	for round := range 4 {
+		spend := &store.Spend{Key: random[[32]byte](t), Until: t0.Add(time.Hour)}
+		same := round%2 == 1 // odd rounds: retries of one message
+		id := random[[16]byte](t)
+		var (
+			wg                  sync.WaitGroup
+			start               = make(chan struct{})
+			fresh, dup, refused atomic.Int32
+		)
+		for range n {
+			wg.Go(func() {
+				mid := id
+				if !same {
+					mid = random[[16]byte](t)
+				}
+				<-start
+				r, err := s.Put(ctx, m.SendID, mid, mid[:], store.Quota{}, t0, spend)
+				switch {
+				case err == nil && r.Duplicate:
+					dup.Add(1)
+				case err == nil:
+					fresh.Add(1)
+				case errors.Is(err, store.ErrSpent):
+					refused.Add(1)
+				default:
+					t.Errorf("Put: %v", err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if same && (fresh.Load() != 1 || dup.Load() != n-1) {
+			t.Fatalf("%d racing retries of one message with one key: %d fresh, %d Duplicate, %d ErrSpent; want 1 fresh, the rest Duplicate",
+				n, fresh.Load(), dup.Load(), refused.Load())
+		}
+		if !same && (fresh.Load() != 1 || refused.Load() != n-1) {
+			t.Fatalf("%d Puts of different messages with one key: %d stored, %d Duplicate, %d ErrSpent; want 1 stored, the rest ErrSpent",
+				n, fresh.Load(), dup.Load(), refused.Load())
+		}
+	}
+	if msgs := fetchAll(t, s, m); len(msgs) != 4 {
+		t.Fatalf("%d messages stored by 4 tokens, want 4", len(msgs))
 	}
 }

@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/internal/pgtest"
+	"github.com/quicprochat/qpc/wire"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// TestRunPostgres: qpc-server run --store postgres://... (the path of the
+// binary: flags, config.Load, server.Run) keeps mailboxes, messages and
+// spent tokens in a real PostgreSQL and no qpc.db in the data directory;
+// a real client registers, creates a mailbox and sends, paying with
+// tokens; after a restart of the server the message is still there, and
+// the tokens it spent are still spent; /readyz checks the database.
+func TestRunPostgres(t *testing.T) {
+	t.Parallel()
+	url := pgtest.DB(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	args := []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s", "--store", url}
+	r := startRun(t, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	if _, err := os.Stat(filepath.Join(dir, "qpc.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a server on PostgreSQL made a bbolt store: %v", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		code, body := httpGet(t, "http://"+r.admin+"/readyz")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz: %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	conn, err := client.Dial(ctx, r.addr, client.Options{})
+	if err != nil {
+		t.Fatalf("dial %s: %v", r.addr, err)
+	}
+	var device account.DeviceID
+	device[0] = 1
+	sess, err := conn.Register(ctx, "pg-operator", []byte("a long passphrase"), device, "test",
+		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	keys, err := conn.TokenKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := conn.IssueTokens(ctx, sess, keys.Keys[keys.Current], 3)
+	if err != nil {
+		t.Fatalf("issue tokens: %v", err)
+	}
+	createTok, _ := toks[0].MarshalBinary()
+	sendTok, _ := toks[1].MarshalBinary()
+	mb, err := conn.CreateMailbox(ctx, createTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgID := client.NewMessageID()
+	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
+		t.Fatal(err)
+	}
+	// A retry of the same message (the answer was lost) is acknowledged
+	// again, not refused for its spent token, and not stored twice.
+	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
+		t.Fatalf("retry of an acknowledged send: %v", err)
+	}
+	conn.Close()
+
+	// It is all in PostgreSQL.
+	db, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	var mailboxes, messages, spent int
+	if err := db.QueryRow(ctx, "SELECT (SELECT count(*) FROM mailboxes), (SELECT count(*) FROM messages), (SELECT count(*) FROM spent)").
+		Scan(&mailboxes, &messages, &spent); err != nil {
+		t.Fatal(err)
+	}
+	if mailboxes != 1 || messages != 1 || spent != 2 {
+		t.Fatalf("PostgreSQL holds %d mailboxes, %d messages, %d spent tokens; want 1, 1, 2", mailboxes, messages, spent)
+	}
+
+	// A restart: the message waits in the database, the spent token is
+	// still spent, and the next token still pays.
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run after the drain: %v", err)
+	}
+	r = startRun(t, args...)
+	conn, err = client.Dial(ctx, r.addr, client.Options{})
+	if err != nil {
+		t.Fatalf("dial after the restart: %v", err)
+	}
+	defer conn.Close()
+	if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), []byte("again"), sendTok); !errors.Is(err, &wire.Error{Code: wire.CodeTokenSpent}) {
+		t.Fatalf("a spent token on another message after the restart: %v, want TOKEN_SPENT", err)
+	}
+	nextTok, _ := toks[2].MarshalBinary()
+	if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), []byte("a second envelope"), nextTok); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
+	if err != nil || len(msgs) != 2 || string(msgs[0].Envelope) != "an opaque envelope" || msgs[0].ID != msgID {
+		t.Fatalf("fetch after the restart: %d messages, %v", len(msgs), err)
+	}
+	if n, err := conn.Ack(ctx, mb, []wire.MessageID{msgID, msgs[1].ID}); err != nil || n != 2 {
+		t.Fatalf("ack: %d, %v", n, err)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run after the drain: %v", err)
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, "PostgreSQL") {
+		t.Errorf("the log does not say the store is in PostgreSQL:\n%s", logs)
+	}
+}
