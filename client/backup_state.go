@@ -220,7 +220,7 @@ func parseBackup(payload []byte) (*backupDoc, error) {
 	if p == nil || p.Server == "" {
 		return nil, fmt.Errorf("%w: no profile", backup.ErrCorrupt)
 	}
-	if _, err := newKTVerifier(p.KTVKey, p.KTVRF, p.KTConfig, p.KTWitnessPolicy); err != nil {
+	if _, err := p.ktPin().Verifier(); err != nil {
 		return nil, fmt.Errorf("%w: kt pin: %v", backup.ErrCorrupt, err)
 	}
 	if p.Handle != "" && len(p.IdentityKey) != ed25519.PrivateKeySize {
@@ -296,7 +296,7 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 	}
 	c := newClient(st, opts)
 	c.prof = p
-	v, err := newKTVerifier(p.KTVKey, p.KTVRF, p.KTConfig, p.KTWitnessPolicy)
+	v, err := p.ktPin().Verifier()
 	if err == nil && len(p.Checkpoint) > 0 {
 		err = v.SetLatest(p.Checkpoint)
 	}

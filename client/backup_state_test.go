@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/client/backup"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -47,7 +48,7 @@ func backupFixture(t *testing.T) *Client {
 	p.MLSSigPub, p.MLSSigPriv = []byte("sigpub"), []byte("sigpriv")
 	p.KeyPackage, p.Device = []byte("kp"), [16]byte{1, 2, 3}
 	p.Intro = &mailboxRecord{OwnerKey: p.IdentityKey, Sealing: []byte("intro sealing")}
-	p.Session, p.RecvCursor = &Session{}, 3
+	p.Session, p.RecvCursor = &protocol.Session{}, 3
 	var err error
 	err = st.Update(func(tx *state.Tx) error {
 		raw, _ := json.Marshal(p)

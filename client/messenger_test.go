@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -87,9 +88,9 @@ func TestParseKTPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	vrfKey, _, _ := ed25519.GenerateKey(rand.Reader)
-	want := KTPin{VKey: vkey, VRFKey: vrfKey, ConfigHash: [32]byte{1, 2, 3}}
+	want := protocol.KTPin{VKey: vkey, VRFKey: vrfKey, ConfigHash: [32]byte{1, 2, 3}}
 	for _, text := range []string{want.String(), strings.ReplaceAll(want.String(), "\n", " ")} {
-		got, err := ParseKTPin(text)
+		got, err := protocol.ParseKTPin(text)
 		if err != nil || got.VKey != want.VKey || string(got.VRFKey) != string(want.VRFKey) || got.ConfigHash != want.ConfigHash {
 			t.Fatalf("parse %q: %+v %v", text, got, err)
 		}
@@ -101,7 +102,7 @@ func TestParseKTPin(t *testing.T) {
 		"short config": strings.Replace(pinText, "config 0f1e", "config 0f", 1),
 		"junk":         pinText + "extra",
 	} {
-		if _, err := ParseKTPin(text); err == nil {
+		if _, err := protocol.ParseKTPin(text); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -112,12 +113,12 @@ func FuzzParseKTPin(f *testing.F) {
 	f.Add(strings.ReplaceAll(pinText, "\n", " "))
 	f.Add("vrf-key")
 	f.Fuzz(func(t *testing.T, s string) {
-		p, err := ParseKTPin(s)
+		p, err := protocol.ParseKTPin(s)
 		if err != nil {
 			return
 		}
 		// What parses round-trips through String.
-		q, err := ParseKTPin(p.String())
+		q, err := protocol.ParseKTPin(p.String())
 		if err != nil || q.VKey != p.VKey || string(q.VRFKey) != string(p.VRFKey) || q.ConfigHash != p.ConfigHash {
 			t.Fatalf("round trip: %v", err)
 		}

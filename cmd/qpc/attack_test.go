@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 )
 
@@ -166,7 +167,7 @@ func eveAndBob(t *testing.T, dir string) (env map[string]map[string]string, qpc 
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin, err := client.ParseKTPin(string(pinText))
+	pin, err := protocol.ParseKTPin(string(pinText))
 	if err != nil {
 		t.Fatal(err)
 	}

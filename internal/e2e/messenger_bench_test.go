@@ -17,6 +17,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/bench"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/padding"
@@ -27,7 +28,7 @@ import (
 )
 
 // Messenger benchmarks: what the SDK (client.Client) costs on top of the
-// raw delivery path (client.Conn), measured in the same run so that the
+// raw delivery path (protocol.Conn), measured in the same run so that the
 // ratios hold even when other work shares the machine.
 //
 //   - TestMessengerDMLatency: alice.Send start → bob's Follow callback sees
@@ -62,7 +63,7 @@ func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle s
 }
 
 // maxWrite records the largest record a connection wrote: each request
-// record is one Write on its stream (client.Options.Tap).
+// record is one Write on its stream (protocol.Options.Tap).
 type maxWrite struct{ n atomic.Int64 }
 
 func (m *maxWrite) tap(_ int64, outgoing bool, b []byte) {
@@ -81,9 +82,9 @@ func (m *maxWrite) tap(_ int64, outgoing bool, b []byte) {
 // subscription, on the same server as the messenger, paying tokens of an
 // account of its own.
 type rawPath struct {
-	send, recv *client.Conn
-	mb         *client.Mailbox
-	sub        *client.Subscription
+	send, recv *protocol.Conn
+	mb         *protocol.Mailbox
+	sub        *protocol.Subscription
 	toks       [][]byte
 	envLen     int
 	wrote      maxWrite
@@ -106,13 +107,13 @@ func envelopeFor(recordSize, authLen int) int {
 func newRawPath(t *testing.T, ms *messengerServer, name string, sends, recordSize int) *rawPath {
 	t.Helper()
 	p := &rawPath{arrivals: make(chan rawArrival, 4096)}
-	acct := dial(t, ms.testServer, client.Options{})
+	acct := dial(t, ms.testServer, protocol.Options{})
 	sess := registered(t, acct, name)
 	for len(p.toks) < sends+1 {
 		p.toks = append(p.toks, wallet(t, acct, sess, min(tokens.MaxBatch, sends+1-len(p.toks)))...)
 	}
-	p.send = dial(t, ms.testServer, client.Options{Tap: p.wrote.tap})
-	p.recv = dial(t, ms.testServer, client.Options{})
+	p.send = dial(t, ms.testServer, protocol.Options{Tap: p.wrote.tap})
+	p.recv = dial(t, ms.testServer, protocol.Options{})
 	ctx := ctxT(t)
 	var err error
 	if p.mb, err = p.recv.CreateMailbox(ctx, p.take()); err != nil {
@@ -151,7 +152,7 @@ func (p *rawPath) one(ctx context.Context, idx uint32) (send, lat time.Duration,
 	binary.BigEndian.PutUint32(env, idx)
 	tok := p.take()
 	start := time.Now()
-	if _, err := p.send.Send(ctx, p.mb.SendID, client.NewMessageID(), env, tok); err != nil {
+	if _, err := p.send.Send(ctx, p.mb.SendID, protocol.NewMessageID(), env, tok); err != nil {
 		return 0, 0, err
 	}
 	send = time.Since(start)
@@ -385,7 +386,7 @@ func TestMessengerDMLatency(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st.Tokens >= client.DefaultWalletLow {
+			if st.Tokens >= protocol.DefaultWalletLow {
 				return
 			}
 			if time.Now().After(deadline) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
@@ -64,16 +65,16 @@ func TestHostileServerHelloPolicy(t *testing.T) {
 		}
 	})
 	ctx := ctxT(t)
-	_, err = client.Dial(ctx, h.Addr("victim"), client.Options{})
-	if !errors.Is(err, client.ErrPolicy) || !strings.Contains(err.Error(), fine.String()) || !strings.Contains(err.Error(), padding.Default.String()) {
+	_, err = protocol.Dial(ctx, h.Addr("victim"), protocol.Options{})
+	if !errors.Is(err, protocol.ErrPolicy) || !strings.Contains(err.Error(), fine.String()) || !strings.Contains(err.Error(), padding.Default.String()) {
 		t.Fatalf("dial: %v, want ErrPolicy naming %s and %s", err, fine, padding.Default)
 	}
-	if _, err := client.Init(ctx, h.Addr("victim"), h.Pin(), h.ClientOptions(t)); !errors.Is(err, client.ErrPolicy) {
+	if _, err := client.Init(ctx, h.Addr("victim"), h.Pin(), h.ClientOptions(t)); !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("init: %v, want ErrPolicy", err)
 	}
 	// The registered victim's next connection: refused too, so nothing
 	// it sends is padded to the server's buckets.
-	if _, err := victim.AddContact(ctx, "other"); !errors.Is(err, client.ErrPolicy) {
+	if _, err := victim.AddContact(ctx, "other"); !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("the victim's lookup: %v, want ErrPolicy", err)
 	}
 	for _, e := range h.Events() {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/lab/netrecord"
 	"github.com/quicprochat/qpc/lab/record"
@@ -484,7 +485,7 @@ func (r *run) startUsers(ctx context.Context, work string, srv *labServer, addr 
 		opts := client.ClientOptions{
 			Home: filepath.Join(work, su.Name), Passphrase: []byte("lab"),
 			KDF:           &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
-			Dial:          client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Policy: srv.policy, Logger: quiet},
+			Dial:          protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Policy: srv.policy, Logger: quiet},
 			Logger:        quiet,
 			ReceiptDelay:  &rd,
 			Cover:         cover,
