@@ -163,7 +163,7 @@ func (c *Client) ExportBackup(w io.Writer, passphrase []byte, withHistory bool) 
 // The restored client has no account session and no tokens: Login it
 // before sending. It must replace the device the backup came from; the
 // two must not both keep running (their MLS states would diverge).
-func RestoreBackup(ctx context.Context, r io.ReadSeeker, prompt func(attempt int) ([]byte, error), opts ClientOptions) (*Client, error) {
+func RestoreBackup(ctx context.Context, r io.ReadSeeker, prompt func(attempt int) ([]byte, error), opts Options) (*Client, error) {
 	opts.setDefaults()
 	path := filepath.Join(opts.Home, state.FileName)
 	if _, err := os.Stat(path); err == nil {
@@ -241,7 +241,7 @@ func parseBackup(payload []byte) (*backupDoc, error) {
 
 // restoreState creates the state from doc in one transaction and opens
 // the client on it.
-func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
+func restoreState(doc *backupDoc, opts Options) (*Client, error) {
 	st, err := state.Create(opts.Home, opts.Passphrase, opts.KDF)
 	if err != nil {
 		return nil, err

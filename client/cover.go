@@ -150,7 +150,7 @@ type CoverCheck struct {
 }
 
 // SetCover stores the cover setting used by Follow (and shown by Status)
-// when ClientOptions.Cover is nil; nil or a rate of 0 turns it off.
+// when Options.Cover is nil; nil or a rate of 0 turns it off.
 //
 // With a live session it first asks the server for the account's token
 // quota and refuses, with a *CoverQuotaError, a rate whose dummies alone
@@ -955,7 +955,7 @@ func (c *Client) coverStatus(policy padding.Policy) CoverStatus {
 }
 
 // FollowCover is Follow in cover mode with o for this client (as if
-// ClientOptions.Cover were o), whatever the stored setting.
+// Options.Cover were o), whatever the stored setting.
 func (c *Client) FollowCover(ctx context.Context, o CoverOptions, fn func(Event)) error {
 	if err := c.RefillIfEmpty(ctx); err != nil { // token refills: tokenkeys.go
 		c.log.Debug("refill", "err", err)

@@ -12,7 +12,7 @@
 // evidence. docs/user-guide.md shows it through the qpc command;
 // docs/protocol.md §11 gives the content formats.
 //
-//	c, err := client.Init(ctx, "qpc://<pin>@host:4433", pin, client.ClientOptions{Passphrase: pass})
+//	c, err := client.Init(ctx, "qpc://<pin>@host:4433", pin, client.Options{Passphrase: pass})
 //	err = c.Register(ctx, "alice", password)
 //	err = c.Send(ctx, "bob", "hello")        // starts the direct chat
 //	events, err := c.Sync(ctx)               // or c.Follow(ctx, func(client.Event){...})

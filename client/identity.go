@@ -221,7 +221,7 @@ func legacyOwnerState(published map[uint32][32]byte) kt.OwnerState {
 }
 
 // convMailbox is the receive mailbox of a new conversation: a fresh one,
-// or the intro mailbox under ClientOptions.SingleMailbox (the lab's naive
+// or the intro mailbox under Options.SingleMailbox (the lab's naive
 // mode, which weakens privacy on purpose).
 func (c *Client) convMailbox(ctx context.Context, r *convRecord) (*mailboxRecord, error) {
 	if c.opts.SingleMailbox && c.prof.Intro != nil {

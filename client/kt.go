@@ -12,7 +12,7 @@ import (
 )
 
 // DefaultKTLookupParallel is how many lookup connections a join has open
-// at once (ClientOptions.KTLookupParallel).
+// at once (Options.KTLookupParallel).
 const DefaultKTLookupParallel = 8
 
 // planLookups puts the labels of sets into batches of at most max labels

@@ -56,8 +56,8 @@ var (
 // (X25519 + ML-KEM-768) with ChaCha20-Poly1305, SHA-256 and Ed25519.
 const DefaultSuite = mls.SuiteXWingChaCha20Poly1305SHA256Ed25519
 
-// ClientOptions configure Init and Open. Zero values take defaults.
-type ClientOptions struct {
+// Options configure Init and Open. Zero values take defaults.
+type Options struct {
 	// Home is the state directory (QPC_HOME); default
 	// ~/.local/share/qpc.
 	Home string
@@ -141,7 +141,7 @@ type ClientOptions struct {
 }
 
 // SentEnvelope describes one envelope the server stored
-// (ClientOptions.SentEnvelope).
+// (Options.SentEnvelope).
 type SentEnvelope struct {
 	ID     wire.MessageID
 	Conv   string       // hex conversation (MLS group) ID
@@ -183,7 +183,7 @@ func (c *Client) Mailboxes() ([]MailboxInfo, error) {
 	return out, nil
 }
 
-// DefaultHome is where the state lives when neither ClientOptions.Home
+// DefaultHome is where the state lives when neither Options.Home
 // nor QPC_HOME says otherwise.
 func DefaultHome() string {
 	if h := os.Getenv("QPC_HOME"); h != "" {
@@ -199,7 +199,7 @@ func DefaultHome() string {
 	return filepath.Join(home, ".local", "share", "qpc")
 }
 
-func (o *ClientOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	if o.Home == "" {
 		o.Home = DefaultHome()
 	}
@@ -217,7 +217,7 @@ func (o *ClientOptions) setDefaults() {
 // Client is one user's messenger on one device. Its methods are safe for
 // concurrent use; they serialize on the local state.
 type Client struct {
-	opts  ClientOptions
+	opts  Options
 	store *state.Store
 	log   *slog.Logger
 
@@ -265,7 +265,7 @@ type Client struct {
 // Init creates a new local state in opts.Home for the server at addr
 // (qpc://...) whose key transparency is pinned by pin, and checks that the
 // server answers and its log verifies under the pin.
-func Init(ctx context.Context, addr string, pin protocol.KTPin, opts ClientOptions) (*Client, error) {
+func Init(ctx context.Context, addr string, pin protocol.KTPin, opts Options) (*Client, error) {
 	opts.setDefaults()
 	if _, err := wire.ParseAddress(addr); err != nil {
 		return nil, fmt.Errorf("server address: %w", err)
@@ -304,7 +304,7 @@ func Init(ctx context.Context, addr string, pin protocol.KTPin, opts ClientOptio
 }
 
 // Open opens an existing local state.
-func Open(opts ClientOptions) (*Client, error) {
+func Open(opts Options) (*Client, error) {
 	opts.setDefaults()
 	st, err := state.Open(opts.Home, opts.Passphrase, nil)
 	if err != nil {
@@ -331,7 +331,7 @@ func Open(opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-func newClient(st *state.Store, opts ClientOptions) *Client {
+func newClient(st *state.Store, opts Options) *Client {
 	return &Client{opts: opts, store: st, log: opts.Logger, conns: map[string]*protocol.Conn{}}
 }
 
@@ -467,7 +467,7 @@ type profile struct {
 	// text); empty: none.
 	KTWitnessPolicy string `json:",omitempty"`
 	// Policy is the padding policy pinned for the server at Init
-	// (ClientOptions.Dial.Policy, else padding.Default) or by PinPolicy;
+	// (Options.Dial.Policy, else padding.Default) or by PinPolicy;
 	// the zero Policy, in states made before Init wrote the pin, pins
 	// padding.V1 (pinned).
 	Policy padding.Policy `json:",omitzero"`

@@ -40,7 +40,7 @@ type outboxEntry struct {
 	Queued  time.Time
 	Cover   bool `json:",omitempty"` // a dummy of cover traffic
 	// Kind is the content kind of a conversation message (0: a Welcome
-	// or handshake message), for ClientOptions.SentEnvelope only.
+	// or handshake message), for Options.SentEnvelope only.
 	Kind content.Kind `json:",omitempty"`
 }
 

@@ -153,7 +153,7 @@ func (c *Client) refillBeforeSending(ctx context.Context, w *protocol.Wallet, ne
 }
 
 // StartRefills runs the token wallet's refill schedule (Wallet.RunRefills:
-// checks at exponential gaps of mean ClientOptions.RefillMean, each
+// checks at exponential gaps of mean Options.RefillMean, each
 // topping the wallet up to its low-water mark) until the returned stop is
 // called or ctx ends. Follow runs it; a program that sends from a
 // long-lived Client without following runs it itself, since sends never

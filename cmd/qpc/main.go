@@ -275,8 +275,8 @@ func explainRaw(err error) string {
 }
 
 // options builds the client options from the environment and flags.
-func (c *cli) options(passphrase []byte) client.ClientOptions {
-	o := client.ClientOptions{
+func (c *cli) options(passphrase []byte) client.Options {
+	o := client.Options{
 		Home:       c.home,
 		Passphrase: passphrase,
 		Logger:     slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -94,7 +94,7 @@ func registerAfterStart(t *testing.T, i int) error {
 	if err != nil {
 		return err
 	}
-	opts := client.ClientOptions{
+	opts := client.Options{
 		Home:       filepath.Join(dir, "home"),
 		Passphrase: []byte("pass"),
 		KDF:        &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},

@@ -46,7 +46,7 @@ func benchEnabled() bool { return os.Getenv("QPC_BENCH") == "1" }
 
 // newUserErr is newUser for goroutines: it returns the error instead of
 // failing the test, and takes its own context and options.
-func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle string, mutate func(*client.ClientOptions)) (*client.Client, error) {
+func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle string, mutate func(*client.Options)) (*client.Client, error) {
 	opts := messengerOptions(t.TempDir())
 	if mutate != nil {
 		mutate(&opts)
@@ -187,7 +187,7 @@ func (d dist) mean() float64 {
 	return float64(sum) / float64(len(d)) / float64(time.Millisecond)
 }
 
-// parts collects the durations ClientOptions.Timing reports, by part.
+// parts collects the durations client.Options.Timing reports, by part.
 type parts struct {
 	mu sync.Mutex
 	on bool
@@ -225,7 +225,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	var aliceParts, bobParts parts
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	alice, err := newUserErr(ctx, t, ms, "alice", func(o *client.ClientOptions) {
+	alice, err := newUserErr(ctx, t, ms, "alice", func(o *client.Options) {
 		o.Dial.Tap = aliceWrote.tap
 		o.Timing = aliceParts.record
 		// Alice sends hundreds of messages without following: her
@@ -240,7 +240,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	// bobDone is told when bob has acknowledged a delivery and run his
 	// outbox after it (the end of Follow's work on it).
 	bobDone := make(chan struct{}, 4096)
-	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.ClientOptions) {
+	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.Options) {
 		o.Timing = func(part string, d time.Duration) {
 			bobParts.record(part, d)
 			if part == client.TimeRecvFlush {
@@ -456,7 +456,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	t.Logf("  ratio e2e/raw (median of the rounds' ratios): p50 %.2f  p99 %.2f",
 		med(func(r round) float64 { return r.e2eLat.pct(50) / r.rawLat.pct(50) }), med(func(r round) float64 { return r.e2eLat.pct(99) / r.rawLat.pct(99) }))
 	// Where the time goes: each part's p50 and mean over every measured
-	// message (ClientOptions.Timing), in the order a message meets them.
+	// message (client.Options.Timing), in the order a message meets them.
 	order := []string{client.TimeSendMLS, client.TimeSendQueue, client.TimeSendTokens, client.TimeSendSeal, client.TimeSendWire, client.TimeSendDone, client.TimeSendFlush,
 		client.TimeRecvWait, client.TimeRecvOpen, client.TimeRecvMLS, client.TimeRecvSender, client.TimeRecvGossip, client.TimeRecvCommit, client.TimeRecvAck, client.TimeRecvFlush, client.TimeRecvShown}
 	t.Logf("  %-12s %8s %8s %8s %6s", "part", "p50_ms", "p99_ms", "mean_ms", "count")

@@ -63,8 +63,8 @@ func (ms *messengerServer) pin() protocol.KTPin {
 // tests run the real cost.
 var tinyKDF = &state.Options{Time: 1, MemoryKiB: 64, Threads: 1}
 
-func messengerOptions(home string) client.ClientOptions {
-	return client.ClientOptions{
+func messengerOptions(home string) client.Options {
+	return client.Options{
 		Home: home, Passphrase: []byte("local passphrase"), KDF: tinyKDF,
 		Dial:   protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -283,8 +283,8 @@ func (h *Server) Events() []Event {
 
 // ClientOptions are messenger options for a fresh home: a cheap KDF and a
 // quiet logger, with retries suited to loopback.
-func (h *Server) ClientOptions(t testing.TB) client.ClientOptions {
-	return client.ClientOptions{
+func (h *Server) ClientOptions(t testing.TB) client.Options {
+	return client.Options{
 		Home: t.TempDir(), Passphrase: []byte("local passphrase"),
 		KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
 		Dial:   protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Policy: h.policy},
@@ -303,7 +303,7 @@ func (h *Server) NewUser(t testing.TB, tag, handle string) *client.Client {
 }
 
 // NewUserWith is NewUser with options.
-func (h *Server) NewUserWith(t testing.TB, tag, handle string, opts client.ClientOptions) *client.Client {
+func (h *Server) NewUserWith(t testing.TB, tag, handle string, opts client.Options) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -22,7 +22,7 @@ import (
 
 // clockedUser registers handle through Addr(tag) with a clock the test
 // moves, and returns its options too (to reopen its state).
-func clockedUser(t *testing.T, h *hostile.Server, tag, handle string) (*client.Client, client.ClientOptions, *hostile.Clock) {
+func clockedUser(t *testing.T, h *hostile.Server, tag, handle string) (*client.Client, client.Options, *hostile.Clock) {
 	t.Helper()
 	clk := &hostile.Clock{}
 	opts := h.ClientOptions(t)
@@ -195,7 +195,7 @@ func TestHostileOwnerCheckErrors(t *testing.T) {
 // gossipSetup: alice and bob talk; bob's clock is the test's. It returns
 // after alice has verified a checkpoint larger than bob's, so that what
 // she gossips next needs the server to compare.
-func gossipSetup(t *testing.T, h *hostile.Server) (alice, bob *client.Client, bobOpts client.ClientOptions, clk *hostile.Clock) {
+func gossipSetup(t *testing.T, h *hostile.Server) (alice, bob *client.Client, bobOpts client.Options, clk *hostile.Clock) {
 	t.Helper()
 	ctx := ctxT(t)
 	alice = h.NewUser(t, "alice", "alice")

@@ -90,7 +90,7 @@ func tokenAlarms(t *testing.T, c *client.Client) []client.Alarm {
 }
 
 // initUser is NewUser without the registration.
-func initUser(t *testing.T, h *hostile.Server, tag string) (*client.Client, client.ClientOptions) {
+func initUser(t *testing.T, h *hostile.Server, tag string) (*client.Client, client.Options) {
 	t.Helper()
 	opts := h.ClientOptions(t)
 	c, err := client.Init(ctxT(t), h.Addr(tag), h.Pin(), opts)

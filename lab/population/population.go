@@ -482,7 +482,7 @@ func (r *run) startUsers(ctx context.Context, work string, srv *labServer, addr 
 		u := &user{i: i, name: su.Name, handle: su.Handle, work: make(chan func(), 4096), pending: map[string][]*textOut{}, strays: map[string]int{}}
 		r.users[i] = u
 		r.byHand[u.handle] = u
-		opts := client.ClientOptions{
+		opts := client.Options{
 			Home: filepath.Join(work, su.Name), Passphrase: []byte("lab"),
 			KDF:           &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
 			Dial:          protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Policy: srv.policy, Logger: quiet},
