@@ -164,6 +164,9 @@ func (c *Client) ExportBackup(w io.Writer, passphrase []byte, withHistory bool) 
 // before sending. It must replace the device the backup came from; the
 // two must not both keep running (their MLS states would diverge).
 func RestoreBackup(ctx context.Context, r io.ReadSeeker, prompt func(attempt int) ([]byte, error), opts Options) (*Client, error) {
+	if opts.Home == "" {
+		return nil, ErrNoHome
+	}
 	opts.setDefaults()
 	path := filepath.Join(opts.Home, state.FileName)
 	if _, err := os.Stat(path); err == nil {

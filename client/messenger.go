@@ -50,6 +50,9 @@ var (
 	ErrNotCreator    = errors.New("only the group's creator can add or remove members")
 	ErrInactive      = errors.New("you are no longer a member of this conversation")
 	ErrTooLong       = errors.New("message too long for one envelope")
+	// ErrNoHome: Options.Home is empty. The SDK never guesses a state
+	// directory from the environment; the program gives one.
+	ErrNoHome = errors.New("client: no state directory: Options.Home is empty")
 )
 
 // DefaultSuite is the MLS cipher suite of new conversations: X-Wing
@@ -58,8 +61,10 @@ const DefaultSuite = mls.SuiteXWingChaCha20Poly1305SHA256Ed25519
 
 // Options configure Init and Open. Zero values take defaults.
 type Options struct {
-	// Home is the state directory (QPC_HOME); default
-	// ~/.local/share/qpc.
+	// Home is the state directory; it must be set (ErrNoHome). The SDK
+	// reads no environment: the program chooses it (the qpc command
+	// takes --home, QPC_HOME, else $XDG_DATA_HOME/qpc or
+	// ~/.local/share/qpc).
 	Home string
 	// Passphrase unlocks the local state.
 	Passphrase []byte
@@ -183,26 +188,7 @@ func (c *Client) Mailboxes() ([]MailboxInfo, error) {
 	return out, nil
 }
 
-// DefaultHome is where the state lives when neither Options.Home
-// nor QPC_HOME says otherwise.
-func DefaultHome() string {
-	if h := os.Getenv("QPC_HOME"); h != "" {
-		return h
-	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-		return filepath.Join(x, "qpc")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(".", "qpc-home")
-	}
-	return filepath.Join(home, ".local", "share", "qpc")
-}
-
 func (o *Options) setDefaults() {
-	if o.Home == "" {
-		o.Home = DefaultHome()
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -266,6 +252,9 @@ type Client struct {
 // (qpc://...) whose key transparency is pinned by pin, and checks that the
 // server answers and its log verifies under the pin.
 func Init(ctx context.Context, addr string, pin protocol.KTPin, opts Options) (*Client, error) {
+	if opts.Home == "" {
+		return nil, ErrNoHome
+	}
 	opts.setDefaults()
 	if _, err := wire.ParseAddress(addr); err != nil {
 		return nil, fmt.Errorf("server address: %w", err)
@@ -305,6 +294,9 @@ func Init(ctx context.Context, addr string, pin protocol.KTPin, opts Options) (*
 
 // Open opens an existing local state.
 func Open(opts Options) (*Client, error) {
+	if opts.Home == "" {
+		return nil, ErrNoHome
+	}
 	opts.setDefaults()
 	st, err := state.Open(opts.Home, opts.Passphrase, nil)
 	if err != nil {

@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -159,7 +160,7 @@ func (c *cli) main(args []string) int {
 		c.home = c.getenv("QPC_HOME")
 	}
 	if c.home == "" {
-		c.home = client.DefaultHome()
+		c.home = defaultHome(c.getenv)
 	}
 	c.torSOCKS = c.getenv("QPC_TOR_SOCKS")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -272,6 +273,20 @@ func explainRaw(err error) string {
 		}
 	}
 	return msg
+}
+
+// defaultHome is the state directory when neither --home nor QPC_HOME
+// names one: $XDG_DATA_HOME/qpc, else ~/.local/share/qpc. The SDK reads
+// no environment; this command does.
+func defaultHome(getenv func(string) string) string {
+	if x := getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "qpc")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".", "qpc-home")
+	}
+	return filepath.Join(home, ".local", "share", "qpc")
 }
 
 // options builds the client options from the environment and flags.
