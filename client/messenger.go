@@ -59,7 +59,8 @@ var (
 // (X25519 + ML-KEM-768) with ChaCha20-Poly1305, SHA-256 and Ed25519.
 const DefaultSuite = mls.SuiteXWingChaCha20Poly1305SHA256Ed25519
 
-// Options configure Init and Open. Zero values take defaults.
+// Options configure Init, Open and RestoreBackup. Home is required;
+// other zero values take defaults.
 type Options struct {
 	// Home is the state directory; it must be set (ErrNoHome). The SDK
 	// reads no environment: the program chooses it (the qpc command
