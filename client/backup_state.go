@@ -163,7 +163,10 @@ func (c *Client) ExportBackup(w io.Writer, passphrase []byte, withHistory bool) 
 // The restored client has no account session and no tokens: Login it
 // before sending. It must replace the device the backup came from; the
 // two must not both keep running (their MLS states would diverge).
-func RestoreBackup(ctx context.Context, r io.ReadSeeker, prompt func(attempt int) ([]byte, error), opts ClientOptions) (*Client, error) {
+func RestoreBackup(ctx context.Context, r io.ReadSeeker, prompt func(attempt int) ([]byte, error), opts Options) (*Client, error) {
+	if opts.Home == "" {
+		return nil, ErrNoHome
+	}
 	opts.setDefaults()
 	path := filepath.Join(opts.Home, state.FileName)
 	if _, err := os.Stat(path); err == nil {
@@ -220,7 +223,7 @@ func parseBackup(payload []byte) (*backupDoc, error) {
 	if p == nil || p.Server == "" {
 		return nil, fmt.Errorf("%w: no profile", backup.ErrCorrupt)
 	}
-	if _, err := newKTVerifier(p.KTVKey, p.KTVRF, p.KTConfig, p.KTWitnessPolicy); err != nil {
+	if _, err := p.ktPin().Verifier(); err != nil {
 		return nil, fmt.Errorf("%w: kt pin: %v", backup.ErrCorrupt, err)
 	}
 	if p.Handle != "" && len(p.IdentityKey) != ed25519.PrivateKeySize {
@@ -241,7 +244,7 @@ func parseBackup(payload []byte) (*backupDoc, error) {
 
 // restoreState creates the state from doc in one transaction and opens
 // the client on it.
-func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
+func restoreState(doc *backupDoc, opts Options) (*Client, error) {
 	st, err := state.Create(opts.Home, opts.Passphrase, opts.KDF)
 	if err != nil {
 		return nil, err
@@ -296,7 +299,7 @@ func restoreState(doc *backupDoc, opts ClientOptions) (*Client, error) {
 	}
 	c := newClient(st, opts)
 	c.prof = p
-	v, err := newKTVerifier(p.KTVKey, p.KTVRF, p.KTConfig, p.KTWitnessPolicy)
+	v, err := p.ktPin().Verifier()
 	if err == nil && len(p.Checkpoint) > 0 {
 		err = v.SetLatest(p.Checkpoint)
 	}

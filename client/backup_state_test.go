@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/client/backup"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -47,7 +48,7 @@ func backupFixture(t *testing.T) *Client {
 	p.MLSSigPub, p.MLSSigPriv = []byte("sigpub"), []byte("sigpriv")
 	p.KeyPackage, p.Device = []byte("kp"), [16]byte{1, 2, 3}
 	p.Intro = &mailboxRecord{OwnerKey: p.IdentityKey, Sealing: []byte("intro sealing")}
-	p.Session, p.RecvCursor = &Session{}, 3
+	p.Session, p.RecvCursor = &protocol.Session{}, 3
 	var err error
 	err = st.Update(func(tx *state.Tx) error {
 		raw, _ := json.Marshal(p)
@@ -91,7 +92,7 @@ func backupFixture(t *testing.T) *Client {
 		t.Fatal(err)
 	}
 	st.Close()
-	c, err := Open(ClientOptions{Home: home, Passphrase: []byte("local")})
+	c, err := Open(Options{Home: home, Passphrase: []byte("local")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestBackupRoundTrip(t *testing.T) {
 		}
 		home := filepath.Join(t.TempDir(), "restored")
 		prompt, tries := prompter("wrong", "backup pass")
-		r, err := RestoreBackup(context.Background(), bytes.NewReader(buf.Bytes()), prompt, ClientOptions{Home: home, Passphrase: []byte("new local"), KDF: cheapKDF})
+		r, err := RestoreBackup(context.Background(), bytes.NewReader(buf.Bytes()), prompt, Options{Home: home, Passphrase: []byte("new local"), KDF: cheapKDF})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +177,7 @@ func TestBackupRoundTrip(t *testing.T) {
 			t.Errorf("tokens were restored: %q %q", got["wallet"], got[bucketOutboxTokens])
 		}
 		// The state opens with the new local passphrase, without a session.
-		r, err = Open(ClientOptions{Home: home, Passphrase: []byte("new local")})
+		r, err = Open(Options{Home: home, Passphrase: []byte("new local")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +231,7 @@ func TestBackupRestoreFailures(t *testing.T) {
 		"empty":            {nil, right, backup.ErrCorrupt},
 	} {
 		home := filepath.Join(t.TempDir(), "h")
-		_, err := RestoreBackup(context.Background(), bytes.NewReader(tc.data), tc.prompt, ClientOptions{Home: home, Passphrase: []byte("x"), KDF: cheapKDF})
+		_, err := RestoreBackup(context.Background(), bytes.NewReader(tc.data), tc.prompt, Options{Home: home, Passphrase: []byte("x"), KDF: cheapKDF})
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
 		}
@@ -241,7 +242,7 @@ func TestBackupRestoreFailures(t *testing.T) {
 	// An existing state is never overwritten, and the prompt is not asked.
 	asked := false
 	_, err := RestoreBackup(context.Background(), bytes.NewReader(good), func(int) ([]byte, error) { asked = true; return []byte("backup pass"), nil },
-		ClientOptions{Home: c.Home(), Passphrase: []byte("x")})
+		Options{Home: c.Home(), Passphrase: []byte("x")})
 	if !errors.Is(err, state.ErrExists) || asked {
 		t.Fatalf("restore over a state: %v (asked %v)", err, asked)
 	}
@@ -253,7 +254,7 @@ func TestBackupRestoreFailures(t *testing.T) {
 	}
 	p, _ := prompter("p")
 	home := filepath.Join(t.TempDir(), "h")
-	if _, err := RestoreBackup(context.Background(), bytes.NewReader(buf.Bytes()), p, ClientOptions{Home: home, Passphrase: []byte("x"), KDF: cheapKDF}); !errors.Is(err, ErrBackupVersion) {
+	if _, err := RestoreBackup(context.Background(), bytes.NewReader(buf.Bytes()), p, Options{Home: home, Passphrase: []byte("x"), KDF: cheapKDF}); !errors.Is(err, ErrBackupVersion) {
 		t.Fatalf("newer version: %v", err)
 	}
 	if err := c.ExportBackup(&buf, nil, false); err == nil {

@@ -24,7 +24,7 @@ func chunkClient(t *testing.T) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	opts := ClientOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	opts := Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	opts.setDefaults()
 	c := newClient(st, opts)
 	c.prof = &profile{Handle: "bob"}

@@ -49,7 +49,7 @@ func TestHostileContactVersionRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	opts := ClientOptions{Logger: quiet}
+	opts := Options{Logger: quiet}
 	opts.setDefaults()
 	c := newClient(st, opts)
 	c.prof = &profile{Handle: "alice"}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/sealed"
@@ -92,9 +93,9 @@ const CoverQuotaShare = 0.8
 // CoverQuotaError is SetCover's refusal of a rate whose dummies alone would
 // take more than CoverQuotaShare of the account's token quota per epoch.
 type CoverQuotaError struct {
-	Rate    float64          // the refused rate, envelopes per second
-	Quota   TokenQuotaStatus // the server's answer
-	MaxRate float64          // the largest rate that fits, as MaxCoverRate
+	Rate    float64                   // the refused rate, envelopes per second
+	Quota   protocol.TokenQuotaStatus // the server's answer
+	MaxRate float64                   // the largest rate that fits, as MaxCoverRate
 }
 
 func (e *CoverQuotaError) Error() string {
@@ -103,13 +104,13 @@ func (e *CoverQuotaError) Error() string {
 		advice = "this quota leaves no room for cover traffic"
 	}
 	return fmt.Sprintf("cover at %g/s spends %s tokens a day; this server issues %s, and cover may use at most %.0f %% of them: %s",
-		e.Rate, thousands(e.Rate*86400), e.Quota, CoverQuotaShare*100, advice)
+		e.Rate, protocol.Thousands(e.Rate*86400), e.Quota, CoverQuotaShare*100, advice)
 }
 
 // MaxCoverRate is the largest cover rate, in envelopes per second, whose
 // dummies take at most CoverQuotaShare of q's quota per epoch, rounded
 // down to two significant digits so that it reads well and still fits.
-func MaxCoverRate(q TokenQuotaStatus) float64 {
+func MaxCoverRate(q protocol.TokenQuotaStatus) float64 {
 	if q.EpochLength <= 0 || q.Quota <= 0 {
 		return 0
 	}
@@ -134,7 +135,7 @@ func MaxCoverRate(q TokenQuotaStatus) float64 {
 
 // coverFits reports whether dummies at rate take at most CoverQuotaShare
 // of q's quota in one epoch.
-func coverFits(rate float64, q TokenQuotaStatus) bool {
+func coverFits(rate float64, q protocol.TokenQuotaStatus) bool {
 	return rate*q.EpochLength.Seconds() <= CoverQuotaShare*float64(q.Quota)*(1+1e-12)
 }
 
@@ -142,14 +143,14 @@ func coverFits(rate float64, q TokenQuotaStatus) bool {
 type CoverCheck struct {
 	// Quota is the server's answer, nil when it was not asked (cover
 	// off, or Unchecked).
-	Quota *TokenQuotaStatus
+	Quota *protocol.TokenQuotaStatus
 	// Unchecked says why a rate was stored without the quota check: no
 	// live session, or the server could not be asked. Empty otherwise.
 	Unchecked string
 }
 
 // SetCover stores the cover setting used by Follow (and shown by Status)
-// when ClientOptions.Cover is nil; nil or a rate of 0 turns it off.
+// when Options.Cover is nil; nil or a rate of 0 turns it off.
 //
 // With a live session it first asks the server for the account's token
 // quota and refuses, with a *CoverQuotaError, a rate whose dummies alone
@@ -230,11 +231,11 @@ func (c *Client) checkCoverQuota(ctx context.Context, rate float64) (CoverCheck,
 
 // accountQuota asks for the token quota on the account's connection, the
 // one that carries the session anyway. The caller holds c.op.
-func (c *Client) accountQuota(ctx context.Context, s *Session) (TokenQuotaStatus, error) {
+func (c *Client) accountQuota(ctx context.Context, s *protocol.Session) (protocol.TokenQuotaStatus, error) {
 	defer c.closeAccount()
 	acct, err := c.conn(ctx, connAccount)
 	if err != nil {
-		return TokenQuotaStatus{}, err
+		return protocol.TokenQuotaStatus{}, err
 	}
 	return acct.TokenQuota(ctx, s)
 }
@@ -954,7 +955,7 @@ func (c *Client) coverStatus(policy padding.Policy) CoverStatus {
 }
 
 // FollowCover is Follow in cover mode with o for this client (as if
-// ClientOptions.Cover were o), whatever the stored setting.
+// Options.Cover were o), whatever the stored setting.
 func (c *Client) FollowCover(ctx context.Context, o CoverOptions, fn func(Event)) error {
 	if err := c.RefillIfEmpty(ctx); err != nil { // token refills: tokenkeys.go
 		c.log.Debug("refill", "err", err)

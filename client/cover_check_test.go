@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/quicprochat/qpc/client/protocol"
 )
 
 // TestMaxCoverRate: the largest rate SetCover accepts, rounded down to two
@@ -29,14 +31,14 @@ func TestMaxCoverRate(t *testing.T) {
 		{1000, 0, 0},                 // a nonsense epoch
 		{4500, 90 * time.Second, 40}, // exactly 40/s
 	} {
-		q := TokenQuotaStatus{Quota: c.quota, EpochLength: c.epoch}
+		q := protocol.TokenQuotaStatus{Quota: c.quota, EpochLength: c.epoch}
 		if got := MaxCoverRate(q); got != c.want {
 			t.Errorf("MaxCoverRate(%d per %v) = %g, want %g", c.quota, c.epoch, got, c.want)
 		}
 	}
 	for _, epoch := range []time.Duration{time.Minute, time.Hour, 7 * time.Hour, day} {
 		for quota := 1; quota <= 200000; quota = quota*3/2 + 1 {
-			q := TokenQuotaStatus{Quota: quota, EpochLength: epoch}
+			q := protocol.TokenQuotaStatus{Quota: quota, EpochLength: epoch}
 			r := MaxCoverRate(q)
 			if r <= 0 || !coverFits(r, q) {
 				t.Fatalf("%d per %v: MaxCoverRate %g does not fit", quota, epoch, r)
@@ -60,32 +62,21 @@ func TestMaxCoverRate(t *testing.T) {
 func TestCoverQuotaErrorText(t *testing.T) {
 	for _, c := range []struct {
 		rate float64
-		q    TokenQuotaStatus
+		q    protocol.TokenQuotaStatus
 		want string
 	}{
-		{0.05, TokenQuotaStatus{Quota: 1000, EpochLength: 24 * time.Hour},
+		{0.05, protocol.TokenQuotaStatus{Quota: 1000, EpochLength: 24 * time.Hour},
 			"cover at 0.05/s spends 4,320 tokens a day; this server issues 1,000 a day per account, and cover may use at most 80 % of them: choose at most 0.0092/s"},
-		{1, TokenQuotaStatus{Quota: 100, EpochLength: time.Hour},
+		{1, protocol.TokenQuotaStatus{Quota: 100, EpochLength: time.Hour},
 			"cover at 1/s spends 86,400 tokens a day; this server issues 100 per 1h epoch per account (2,400 a day), and cover may use at most 80 % of them: choose at most 0.022/s"},
-		{0.5, TokenQuotaStatus{Quota: 30, EpochLength: 90 * time.Second},
+		{0.5, protocol.TokenQuotaStatus{Quota: 30, EpochLength: 90 * time.Second},
 			"cover at 0.5/s spends 43,200 tokens a day; this server issues 30 per 90s epoch per account (28,800 a day), and cover may use at most 80 % of them: choose at most 0.26/s"},
-		{0.001, TokenQuotaStatus{Quota: 0, EpochLength: 24 * time.Hour},
+		{0.001, protocol.TokenQuotaStatus{Quota: 0, EpochLength: 24 * time.Hour},
 			"cover at 0.001/s spends 86 tokens a day; this server issues 0 a day per account, and cover may use at most 80 % of them: this quota leaves no room for cover traffic"},
 	} {
 		e := &CoverQuotaError{Rate: c.rate, Quota: c.q, MaxRate: MaxCoverRate(c.q)}
 		if got := e.Error(); got != c.want {
 			t.Errorf("got  %s\nwant %s", got, c.want)
-		}
-	}
-}
-
-func TestThousands(t *testing.T) {
-	for x, want := range map[float64]string{
-		0: "0", 7: "7", 999.6: "1,000", 4320.000000001: "4,320", 123456: "123,456",
-		1234567: "1,234,567", -4321: "-4,321",
-	} {
-		if got := thousands(x); got != want {
-			t.Errorf("thousands(%v) = %q, want %q", x, got, want)
 		}
 	}
 }

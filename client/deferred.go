@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -107,7 +108,7 @@ type deferredRecord struct {
 // the count and byte bounds the oldest envelopes of the kind given up
 // first, are marked seen and acknowledged (m itself among them,
 // perhaps).
-func (c *Client) deferEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m Message, seenKey []byte, cause error) error {
+func (c *Client) deferEnvelope(ctx context.Context, conn *protocol.Conn, mb mailboxRef, m protocol.Message, seenKey []byte, cause error) error {
 	kind := deferKind(cause)
 	now := c.opts.Now()
 	prefix := mb.box.ReceiveID[:]

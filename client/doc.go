@@ -12,7 +12,7 @@
 // evidence. docs/user-guide.md shows it through the qpc command;
 // docs/protocol.md §11 gives the content formats.
 //
-//	c, err := client.Init(ctx, "qpc://<pin>@host:4433", pin, client.ClientOptions{Passphrase: pass})
+//	c, err := client.Init(ctx, "qpc://<pin>@host:4433", pin, client.Options{Home: dir, Passphrase: pass})
 //	err = c.Register(ctx, "alice", password)
 //	err = c.Send(ctx, "bob", "hello")        // starts the direct chat
 //	events, err := c.Sync(ctx)               // or c.Follow(ctx, func(client.Event){...})
@@ -23,34 +23,17 @@
 // runs that schedule with StartRefills, and a one-shot one calls
 // RefillIfEmpty before anything else.
 //
-// The protocol layer, Conn, dials a delivery server over QUIC, pins its
-// key, and makes the protocol's requests.
+// The lower layer, the protocol connection (protocol.Conn: Dial, the
+// mailbox, account, key-transparency, token and KeyPackage requests, the
+// token Wallet), is package client/protocol; the messenger opens one
+// connection per role through it (messenger.go). A program that manages
+// its own mailboxes and envelopes uses client/protocol alone.
 //
-// The common case:
+// Options.Home, the state directory, must be given (ErrNoHome): the SDK
+// reads no environment. The qpc command chooses it from --home, QPC_HOME,
+// else $XDG_DATA_HOME/qpc or ~/.local/share/qpc.
 //
-//	conn, err := client.Dial(ctx, "qpc://<pin>@host:4433", client.Options{})
-//	defer conn.Close()
-//	mb, err := conn.CreateMailbox(ctx, nil)        // receive side: keep mb secret
-//	dup, err := conn.Send(ctx, peerSendID, client.NewMessageID(), envelope, nil)
-//	msgs, more, err := conn.Fetch(ctx, mb, 0, 100)
-//	sub, err := conn.Subscribe(ctx, mb, 0)         // push delivery
-//	n, err := conn.Ack(ctx, mb, ids)
-//
-// A Mailbox holds its owner key; every request that reads or changes a
-// mailbox is signed with it over the current connection's TLS exporter, so
-// it is re-signed on each retry. Sends carry no credential at all, only a
-// delivery token where the server requires one: SendPaid spends one token
-// per wire.SendsPerToken Sends on its connection and tells the caller
-// whether it spent the one it was given. Every
-// record leaves padded to a bucket of the policy the server announced; the
-// client refuses to send anything else.
-//
-// Idempotent requests (Send with its message ID, Fetch, Ack, DeleteMailbox,
-// Health, TokenKeys) are retried with exponential backoff and jitter on
-// transport failures and on retryable error codes, redialling when the
-// connection died.
-// CreateMailbox is not retried: a lost reply would leave an orphan mailbox.
-//
-// Imports: wire, padding, sealed, mls, kt, tokens, account, tor, client/state,
-// client/content, quic-go and the standard library; never server.
+// Imports: client/protocol, wire, padding, sealed, mls, kt, tokens,
+// client/state, client/content, client/backup, client/safetext, quic-go
+// (to tell transport errors) and the standard library; never server (docs/adr/0028-client-protocol-package.md).
 package client

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/sealed"
@@ -27,7 +28,7 @@ import (
 // process handles one envelope: on success its effects and the seen mark
 // are committed together. A permanently bad envelope raises an alarm and
 // is marked seen so that it is acked and never blocks the mailbox.
-func (c *Client) process(ctx context.Context, mb mailboxRef, m Message, seenKey []byte) error {
+func (c *Client) process(ctx context.Context, mb mailboxRef, m protocol.Message, seenKey []byte) error {
 	box, err := sealed.ParseMailboxPrivateKey(mb.box.Sealing)
 	if err != nil {
 		return fmt.Errorf("%w: mailbox key", ErrCorruptState)
@@ -131,7 +132,7 @@ func (c *Client) senderContact(ctx context.Context, op *sealed.Opened) (*Contact
 
 // processIntro joins a conversation from a Welcome sent to our intro
 // mailbox.
-func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m Message) (func(*state.Tx) error, error) {
+func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m protocol.Message) (func(*state.Tx) error, error) {
 	if op.ContentType == sealed.ContentCommitEcho {
 		// A member's echo of a commit (echo.go), to a conversation
 		// that receives here (SingleMailbox).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -163,7 +164,7 @@ func (c *Client) drain(ctx context.Context, mb mailboxRef) error {
 }
 
 // deliver processes one envelope and acks it unless it is deferred.
-func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Message) error {
+func (c *Client) deliver(ctx context.Context, conn *protocol.Conn, mb mailboxRef, m protocol.Message) error {
 	ack, err := c.receiveEnvelope(ctx, conn, mb, m)
 	if err != nil || !ack {
 		return err
@@ -172,14 +173,14 @@ func (c *Client) deliver(ctx context.Context, conn *Conn, mb mailboxRef, m Messa
 }
 
 // seenKey is the key of an envelope's seen mark.
-func seenKey(mb mailboxRef, m Message) []byte {
+func seenKey(mb mailboxRef, m protocol.Message) []byte {
 	return append(mb.box.ReceiveID[:len(mb.box.ReceiveID):len(mb.box.ReceiveID)], m.ID[:]...)
 }
 
 // receiveEnvelope processes one envelope, unless it was already, and
 // commits its effects with its seen mark. ack reports whether it is to
 // be acknowledged (ackEnvelope): not when it was deferred.
-func (c *Client) receiveEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m Message) (ack bool, err error) {
+func (c *Client) receiveEnvelope(ctx context.Context, conn *protocol.Conn, mb mailboxRef, m protocol.Message) (ack bool, err error) {
 	key := seenKey(mb, m)
 	seen := false
 	if err := c.store.View(func(tx *state.Tx) error {
@@ -211,7 +212,7 @@ func (c *Client) receiveEnvelope(ctx context.Context, conn *Conn, mb mailboxRef,
 
 // ackEnvelope acknowledges an envelope receiveEnvelope committed, and
 // dates its seen mark.
-func (c *Client) ackEnvelope(ctx context.Context, conn *Conn, mb mailboxRef, m Message) error {
+func (c *Client) ackEnvelope(ctx context.Context, conn *protocol.Conn, mb mailboxRef, m protocol.Message) error {
 	key := seenKey(mb, m)
 	defer c.timed(TimeRecvAck, time.Now())
 	_, err := conn.Ack(ctx, mb.box.mailbox(), []wire.MessageID{m.ID})
@@ -298,11 +299,11 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 	}
 	type arrival struct {
 		mb mailboxRef
-		m  Message
+		m  protocol.Message
 		at time.Time
 	}
 	in := make(chan arrival)
-	subs := map[string]*Subscription{}
+	subs := map[string]*protocol.Subscription{}
 	defer func() {
 		for _, s := range subs {
 			s.Close()
@@ -393,7 +394,7 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 			// The envelope's effects are committed, then its events
 			// shown, then it is acknowledged: the ack's round trip is
 			// not between its arrival and the callback.
-			var conn *Conn
+			var conn *protocol.Conn
 			ack := false
 			step(func() error {
 				c.timed(TimeRecvWait, a.at)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 )
 
@@ -121,7 +122,7 @@ func (c *Client) splitAmongPending(from string, cp *kt.Checkpoint) bool {
 // the bound, or with no room left, it is an alarm instead. It reports
 // whether the server caused err (the attempt counted; the comparison
 // started at start, monotonic time: serverCaused).
-func (c *Client) keepGossip(ctx context.Context, conn *Conn, g pendingGossip, cp *kt.Checkpoint, err error, start time.Time) (byServer bool) {
+func (c *Client) keepGossip(ctx context.Context, conn *protocol.Conn, g pendingGossip, cp *kt.Checkpoint, err error, start time.Time) (byServer bool) {
 	now := c.opts.Now()
 	i := -1
 	for j, p := range c.prof.PendingGossip {
@@ -149,7 +150,7 @@ func (c *Client) keepGossip(ctx context.Context, conn *Conn, g pendingGossip, cp
 		g.Since = now
 	}
 	g.LastError = err.Error()
-	byServer = errors.Is(err, errLater) || c.serverCaused(ctx, conn, err, start)
+	byServer = errors.Is(err, errLater) || c.serverCaused(ctx, healthProbe(conn), err, start)
 	if byServer {
 		g.Attempts++
 	}
@@ -233,7 +234,7 @@ func (c *Client) recheckGossip(ctx context.Context) {
 // smaller) and the connection it used. Its requests end before the
 // caller's deadline (ktContext), so that a server that holds them open is
 // told from no network.
-func (c *Client) compareGossip(ctx context.Context, from string, raw []byte) (*Conn, error) {
+func (c *Client) compareGossip(ctx context.Context, from string, raw []byte) (*protocol.Conn, error) {
 	kctx, cancel := ktContext(ctx)
 	defer cancel()
 	conn, err := c.compareCheckpoint(kctx, raw)
@@ -256,7 +257,7 @@ func (c *Client) compareGossip(ctx context.Context, from string, raw []byte) (*C
 	return conn, nil
 }
 
-func (c *Client) compareCheckpoint(ctx context.Context, raw []byte) (*Conn, error) {
+func (c *Client) compareCheckpoint(ctx context.Context, raw []byte) (*protocol.Conn, error) {
 	conn, err := c.conn(ctx, connKT)
 	if err != nil {
 		return nil, err

@@ -38,7 +38,7 @@ func gossipClient(t *testing.T) (*Client, func(size uint64, root byte) []byte, *
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	c := newClient(st, ClientOptions{Now: func() time.Time { return now }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c := newClient(st, Options{Now: func() time.Time { return now }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	c.v, c.prof = v, &profile{}
 	t.Cleanup(func() { st.Close() })
 	sign := func(size uint64, root byte) []byte {

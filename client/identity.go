@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/sealed"
@@ -159,7 +160,7 @@ func (c *Client) publish(ctx context.Context) error {
 	}
 	// The token keys this wallet was shown, each checked against key
 	// transparency: the newest eight epochs (kt.Binding's limit).
-	b.TokenKeys = w.commitments(8)
+	b.TokenKeys = w.Commitments(8)
 	if err := b.Sign(p.IdentityKey); err != nil {
 		return err
 	}
@@ -169,7 +170,7 @@ func (c *Client) publish(ctx context.Context) error {
 	}
 	owner := c.ktOwner()
 	version, _, err := acct.KTPublish(ctx, p.Session, owner, b)
-	var verr *KTVersionError
+	var verr *protocol.KTVersionError
 	if errors.As(err, &verr) {
 		// Published, but not as the next version: the log holds versions
 		// of our handle we did not make.
@@ -191,9 +192,9 @@ func (c *Client) publish(ctx context.Context) error {
 // ktOwner returns the owner record of our handle, restored from the
 // profile and saving every change to it (kt.OwnerState: monitoring by
 // version, publishes pending until the log shows them).
-func (c *Client) ktOwner() *KTOwner {
+func (c *Client) ktOwner() *protocol.KTOwner {
 	p := c.prof
-	o := NewKTOwner(p.Handle)
+	o := protocol.NewKTOwner(p.Handle)
 	if p.KTOwner != nil {
 		o.SetState(*p.KTOwner)
 	} else {
@@ -220,7 +221,7 @@ func legacyOwnerState(published map[uint32][32]byte) kt.OwnerState {
 }
 
 // convMailbox is the receive mailbox of a new conversation: a fresh one,
-// or the intro mailbox under ClientOptions.SingleMailbox (the lab's naive
+// or the intro mailbox under Options.SingleMailbox (the lab's naive
 // mode, which weakens privacy on purpose).
 func (c *Client) convMailbox(ctx context.Context, r *convRecord) (*mailboxRecord, error) {
 	if c.opts.SingleMailbox && c.prof.Intro != nil {
@@ -328,7 +329,7 @@ func (c *Client) Logout() error {
 // mismatch is an AlarmTokenKey. The key is checked when the wallet
 // refills, and at the start of a run that need not refill on a
 // connection without the session (RefillIfEmpty, checkTokenKey).
-func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
+func (c *Client) getWallet(ctx context.Context) (*protocol.Wallet, error) {
 	if c.wallet != nil {
 		return c.wallet, nil
 	}
@@ -340,7 +341,7 @@ func (c *Client) getWallet(ctx context.Context) (*Wallet, error) {
 	} else {
 		s = nil
 	}
-	w, err := NewWallet(walletStore{c.store}, nil, s, opts)
+	w, err := protocol.NewWallet(walletStore{c.store}, nil, s, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ import (
 // KeyPackage of its own (and read the Welcome sealed to it).
 func TestValidKeyPackage(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
-	c := &Client{opts: ClientOptions{Now: func() time.Time { return now }}}
+	c := &Client{opts: Options{Now: func() time.Time { return now }}}
 	ident := func(handle string) *mls.Identity {
 		id, err := mls.NewBasicIdentity(DefaultSuite, []byte(handle))
 		if err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"time"
+
+	"github.com/quicprochat/qpc/client/protocol"
 )
 
 // Keeping the account apart from the anonymous connections in time
@@ -70,7 +72,7 @@ func quietGap() time.Duration {
 // accountExchange runs fn on a fresh account connection, closed
 // afterwards, at a moment apart from every anonymous dial (see above).
 // Exchanges run one at a time.
-func (c *Client) accountExchange(ctx context.Context, fn func(*Conn) error) error {
+func (c *Client) accountExchange(ctx context.Context, fn func(*protocol.Conn) error) error {
 	c.mu.Lock()
 	user := c.conns[connAccount]
 	c.mu.Unlock()
@@ -151,7 +153,7 @@ func (c *Client) awaitAnonymous(ctx context.Context) error {
 		c.mu.Lock()
 		if c.closing {
 			c.mu.Unlock()
-			return ErrClosed
+			return protocol.ErrClosed
 		}
 		busy := c.acctBusy
 		wait := time.Until(c.anonHold)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/mls"
@@ -49,16 +50,22 @@ var (
 	ErrNotCreator    = errors.New("only the group's creator can add or remove members")
 	ErrInactive      = errors.New("you are no longer a member of this conversation")
 	ErrTooLong       = errors.New("message too long for one envelope")
+	// ErrNoHome: Options.Home is empty. The SDK never guesses a state
+	// directory from the environment; the program gives one.
+	ErrNoHome = errors.New("client: no state directory: Options.Home is empty")
 )
 
 // DefaultSuite is the MLS cipher suite of new conversations: X-Wing
 // (X25519 + ML-KEM-768) with ChaCha20-Poly1305, SHA-256 and Ed25519.
 const DefaultSuite = mls.SuiteXWingChaCha20Poly1305SHA256Ed25519
 
-// ClientOptions configure Init and Open. Zero values take defaults.
-type ClientOptions struct {
-	// Home is the state directory (QPC_HOME); default
-	// ~/.local/share/qpc.
+// Options configure Init, Open and RestoreBackup. Home is required;
+// other zero values take defaults.
+type Options struct {
+	// Home is the state directory; it must be set (ErrNoHome). The SDK
+	// reads no environment: the program chooses it (the qpc command
+	// takes --home, QPC_HOME, else $XDG_DATA_HOME/qpc or
+	// ~/.local/share/qpc).
 	Home string
 	// Passphrase unlocks the local state.
 	Passphrase []byte
@@ -67,7 +74,7 @@ type ClientOptions struct {
 	// Dial is used for every connection (Tor, timeouts). Its Policy is
 	// pinned in the state by Init; later connections use the pinned one
 	// whatever Dial.Policy says (see PinPolicy).
-	Dial Options
+	Dial protocol.Options
 	// Now is the clock; default time.Now. Key-transparency answers are
 	// judged by it too (KTMaxEpochAge).
 	Now func() time.Time
@@ -140,7 +147,7 @@ type ClientOptions struct {
 }
 
 // SentEnvelope describes one envelope the server stored
-// (ClientOptions.SentEnvelope).
+// (Options.SentEnvelope).
 type SentEnvelope struct {
 	ID     wire.MessageID
 	Conv   string       // hex conversation (MLS group) ID
@@ -183,26 +190,7 @@ func (c *Client) Mailboxes() ([]MailboxInfo, error) {
 	return out, nil
 }
 
-// DefaultHome is where the state lives when neither ClientOptions.Home
-// nor QPC_HOME says otherwise.
-func DefaultHome() string {
-	if h := os.Getenv("QPC_HOME"); h != "" {
-		return h
-	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-		return filepath.Join(x, "qpc")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return filepath.Join(".", "qpc-home")
-	}
-	return filepath.Join(home, ".local", "share", "qpc")
-}
-
-func (o *ClientOptions) setDefaults() {
-	if o.Home == "" {
-		o.Home = DefaultHome()
-	}
+func (o *Options) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -214,111 +202,10 @@ func (o *ClientOptions) setDefaults() {
 	}
 }
 
-// KTPin is what a client pins for a server's key transparency: what
-// `qpc-server kt-vkey` prints.
-type KTPin struct {
-	VKey       string
-	VRFKey     []byte
-	ConfigHash [32]byte
-	// WitnessPolicy is the witness policy checkpoints must satisfy, in
-	// the format of kt.ParseWitnessPolicy (canonical text); empty: none.
-	WitnessPolicy string
-}
-
-// policyKeywords start the lines of a witness policy in a pin.
-var policyKeywords = map[string]bool{"witness": true, "group": true, "quorum": true, "log": true}
-
-// ParseKTPin reads the output of `qpc-server kt-vkey`: the note verifier
-// key, "vrf-key <hex>" and "config <hex>", on lines or separated by
-// spaces, then, for a server with witnesses, the witness policy, one
-// directive a line (witness, group, quorum).
-func ParseKTPin(s string) (KTPin, error) {
-	var p KTPin
-	var policy strings.Builder
-	var f []string
-	for line := range strings.Lines(s) {
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		lf := strings.Fields(line)
-		if len(lf) > 0 && policyKeywords[lf[0]] {
-			policy.WriteString(strings.Join(lf, " ") + "\n")
-			continue
-		}
-		f = append(f, lf...)
-	}
-	for i := 0; i < len(f); i++ {
-		switch {
-		case f[i] == "vrf-key" && i+1 < len(f):
-			b, err := hex.DecodeString(f[i+1])
-			if err != nil || len(b) == 0 {
-				return p, fmt.Errorf("kt pin: bad vrf-key")
-			}
-			p.VRFKey = b
-			i++
-		case f[i] == "config" && i+1 < len(f):
-			b, err := hex.DecodeString(f[i+1])
-			if err != nil || len(b) != 32 {
-				return p, fmt.Errorf("kt pin: bad config hash")
-			}
-			copy(p.ConfigHash[:], b)
-			i++
-		case p.VKey == "" && strings.Contains(f[i], "+"):
-			p.VKey = f[i]
-		default:
-			return p, fmt.Errorf("kt pin: unexpected %q (give the lines `qpc-server kt-vkey` prints)", f[i])
-		}
-	}
-	if p.VKey == "" || p.VRFKey == nil || p.ConfigHash == [32]byte{} {
-		return p, fmt.Errorf("kt pin: incomplete (give the lines `qpc-server kt-vkey` prints)")
-	}
-	if policy.Len() > 0 {
-		wp, err := kt.ParseWitnessPolicy(policy.String())
-		if err != nil {
-			return p, fmt.Errorf("kt pin: %w", err)
-		}
-		if wp.Required() {
-			p.WitnessPolicy = wp.Text()
-		}
-	}
-	if _, err := p.Verifier(); err != nil {
-		return p, fmt.Errorf("kt pin: %w", err)
-	}
-	return p, nil
-}
-
-// String formats the pin as `qpc-server kt-vkey` does.
-func (p KTPin) String() string {
-	return fmt.Sprintf("%s\nvrf-key %x\nconfig %x\n%s", p.VKey, p.VRFKey, p.ConfigHash, p.WitnessPolicy)
-}
-
-// Verifier is a key-transparency verifier pinned to p, witness policy
-// included.
-func (p KTPin) Verifier() (*kt.Verifier, error) {
-	return newKTVerifier(p.VKey, p.VRFKey, p.ConfigHash, p.WitnessPolicy)
-}
-
-// newKTVerifier pins a verifier to the log key, VRF key, configuration
-// hash and witness policy (empty: none).
-func newKTVerifier(vkey string, vrfKey []byte, cfg [32]byte, policy string) (*kt.Verifier, error) {
-	v, err := kt.NewVerifier(vkey, vrfKey, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if policy != "" {
-		wp, err := kt.ParseWitnessPolicy(policy)
-		if err != nil {
-			return nil, err
-		}
-		v.SetWitnessPolicy(wp)
-	}
-	return v, nil
-}
-
 // Client is one user's messenger on one device. Its methods are safe for
 // concurrent use; they serialize on the local state.
 type Client struct {
-	opts  ClientOptions
+	opts  Options
 	store *state.Store
 	log   *slog.Logger
 
@@ -330,12 +217,12 @@ type Client struct {
 	op     sync.Mutex
 	prof   *profile
 	v      *kt.Verifier
-	wallet *Wallet
+	wallet *protocol.Wallet
 	// pending collects the events of the running operation.
 	pending []Event
 
 	mu      sync.Mutex // guards conns and closing
-	conns   map[string]*Conn
+	conns   map[string]*protocol.Conn
 	lookups atomic.Uint64 // names the one-shot lookup connections (for Tap)
 	// kpUsed is set (under op) when a join used one of our one-time
 	// KeyPackages, so that the pool is topped up after it.
@@ -366,7 +253,10 @@ type Client struct {
 // Init creates a new local state in opts.Home for the server at addr
 // (qpc://...) whose key transparency is pinned by pin, and checks that the
 // server answers and its log verifies under the pin.
-func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Client, error) {
+func Init(ctx context.Context, addr string, pin protocol.KTPin, opts Options) (*Client, error) {
+	if opts.Home == "" {
+		return nil, ErrNoHome
+	}
 	opts.setDefaults()
 	if _, err := wire.ParseAddress(addr); err != nil {
 		return nil, fmt.Errorf("server address: %w", err)
@@ -405,7 +295,10 @@ func Init(ctx context.Context, addr string, pin KTPin, opts ClientOptions) (*Cli
 }
 
 // Open opens an existing local state.
-func Open(opts ClientOptions) (*Client, error) {
+func Open(opts Options) (*Client, error) {
+	if opts.Home == "" {
+		return nil, ErrNoHome
+	}
 	opts.setDefaults()
 	st, err := state.Open(opts.Home, opts.Passphrase, nil)
 	if err != nil {
@@ -416,7 +309,7 @@ func Open(opts ClientOptions) (*Client, error) {
 		st.Close()
 		return nil, err
 	}
-	v, err := newKTVerifier(c.prof.KTVKey, c.prof.KTVRF, c.prof.KTConfig, c.prof.KTWitnessPolicy)
+	v, err := c.prof.ktPin().Verifier()
 	if err != nil {
 		st.Close()
 		return nil, fmt.Errorf("kt pin in the local state: %w", err)
@@ -432,8 +325,8 @@ func Open(opts ClientOptions) (*Client, error) {
 	return c, nil
 }
 
-func newClient(st *state.Store, opts ClientOptions) *Client {
-	return &Client{opts: opts, store: st, log: opts.Logger, conns: map[string]*Conn{}}
+func newClient(st *state.Store, opts Options) *Client {
+	return &Client{opts: opts, store: st, log: opts.Logger, conns: map[string]*protocol.Conn{}}
 }
 
 // Close closes every connection and the local state.
@@ -441,7 +334,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closing = true
 	conns := c.conns
-	c.conns = map[string]*Conn{}
+	c.conns = map[string]*protocol.Conn{}
 	c.mu.Unlock()
 	for _, conn := range conns {
 		conn.Close()
@@ -484,7 +377,7 @@ func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
 func connForFirst(h string) string { return "first:" + h }
 
 // conn returns the connection for a role, dialling it the first time.
-func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
+func (c *Client) conn(ctx context.Context, key string) (*protocol.Conn, error) {
 	c.mu.Lock()
 	if conn := c.conns[key]; conn != nil && !c.closing {
 		c.mu.Unlock()
@@ -507,11 +400,11 @@ func (c *Client) conn(ctx context.Context, key string) (*Conn, error) {
 
 // dial opens a new connection for a role; conn caches it, one-shot users
 // close it themselves.
-func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
+func (c *Client) dial(ctx context.Context, key string) (*protocol.Conn, error) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return nil, ErrClosed
+		return nil, protocol.ErrClosed
 	}
 	addr := c.prof.Server
 	policy := c.prof.Policy
@@ -524,7 +417,7 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 	}
 	opts := c.opts.Dial
 	opts.Policy = pinned(policy)
-	opts.answers = &c.answers
+	opts.Answered = c.answers.mark
 	if tap := c.opts.Tap; tap != nil {
 		opts.Tap = func(stream int64, outgoing bool, b []byte) { tap(key, stream, outgoing, b) }
 	}
@@ -533,7 +426,7 @@ func (c *Client) dial(ctx context.Context, key string) (*Conn, error) {
 		t.Isolation = "" // a random circuit per connection
 		opts.Tor = &t
 	}
-	return Dial(ctx, addr, opts)
+	return protocol.Dial(ctx, addr, opts)
 }
 
 // lookupLabel looks label up in key transparency on a connection of its
@@ -568,7 +461,7 @@ type profile struct {
 	// text); empty: none.
 	KTWitnessPolicy string `json:",omitempty"`
 	// Policy is the padding policy pinned for the server at Init
-	// (ClientOptions.Dial.Policy, else padding.Default) or by PinPolicy;
+	// (Options.Dial.Policy, else padding.Default) or by PinPolicy;
 	// the zero Policy, in states made before Init wrote the pin, pins
 	// padding.V1 (pinned).
 	Policy padding.Policy `json:",omitzero"`
@@ -583,7 +476,7 @@ type profile struct {
 	KPEncPriv   []byte
 	Intro       *mailboxRecord
 	Device      [16]byte
-	Session     *Session
+	Session     *protocol.Session
 
 	KTPublished map[uint32][32]byte // versions the server answered our publishes with (and: we published)
 	KTOwner     *kt.OwnerState      // monitoring by version (nil: from KTPublished, an older profile)
@@ -596,6 +489,11 @@ type profile struct {
 	RecvCursor uint64 // the history entry up to which Recv has reported
 }
 
+// ktPin is the key-transparency pin the profile holds.
+func (p *profile) ktPin() protocol.KTPin {
+	return protocol.KTPin{VKey: p.KTVKey, VRFKey: p.KTVRF, ConfigHash: p.KTConfig, WitnessPolicy: p.KTWitnessPolicy}
+}
+
 // mailboxRecord is one of our receive mailboxes with its sealing key.
 type mailboxRecord struct {
 	ReceiveID wire.ID
@@ -605,8 +503,8 @@ type mailboxRecord struct {
 	After     uint64 // the delivery sequence number processed up to
 }
 
-func (m *mailboxRecord) mailbox() *Mailbox {
-	return &Mailbox{ReceiveID: m.ReceiveID, SendID: m.SendID, Key: m.OwnerKey}
+func (m *mailboxRecord) mailbox() *protocol.Mailbox {
+	return &protocol.Mailbox{ReceiveID: m.ReceiveID, SendID: m.SendID, Key: m.OwnerKey}
 }
 
 // Bucket names of the local state.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/wire"
@@ -39,7 +40,7 @@ type outboxEntry struct {
 	Queued  time.Time
 	Cover   bool `json:",omitempty"` // a dummy of cover traffic
 	// Kind is the content kind of a conversation message (0: a Welcome
-	// or handshake message), for ClientOptions.SentEnvelope only.
+	// or handshake message), for Options.SentEnvelope only.
 	Kind content.Kind `json:",omitempty"`
 }
 
@@ -51,7 +52,7 @@ func (e *outboxEntry) dest() string {
 }
 
 func (c *Client) enqueue(tx *state.Tx, e *outboxEntry) error {
-	e.ID = NewMessageID()
+	e.ID = protocol.NewMessageID()
 	e.Queued = c.opts.Now()
 	raw, err := json.Marshal(e)
 	if err != nil {
@@ -272,7 +273,7 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 
 // sealEntry seals e for one attempt on conn, paid with the entry's token.
 // An entry that cannot be sealed is dropped, with an alarm.
-func (c *Client) sealEntry(ctx context.Context, conn *Conn, seq uint64, e *outboxEntry) (env, tok []byte, err error) {
+func (c *Client) sealEntry(ctx context.Context, conn *protocol.Conn, seq uint64, e *outboxEntry) (env, tok []byte, err error) {
 	tok, err = c.entryToken(ctx, seq)
 	if err != nil {
 		return nil, nil, err
@@ -365,14 +366,14 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 // it twice after a crash, linking the two sends) and one fsync covers
 // both.
 type tokenTake struct {
-	w    *Wallet
+	w    *protocol.Wallet
 	toks [][]byte
 	enc  []byte
 	gen  uint64
 }
 
 // takeTokens takes up to n tokens; nil when the wallet has none.
-func takeTokens(w *Wallet, n int) (*tokenTake, error) {
+func takeTokens(w *protocol.Wallet, n int) (*tokenTake, error) {
 	toks, enc, gen, err := w.TakeEncoded(n)
 	if err != nil || len(toks) == 0 {
 		return nil, err
@@ -405,7 +406,7 @@ func (t *tokenTake) record(tx *state.Tx, need []uint64) error {
 // the tokens out of the wallet in memory only: they are never used.
 func (t *tokenTake) done(err error) error {
 	if !t.w.Current(t.gen) {
-		if serr := t.w.resave(); err == nil {
+		if serr := t.w.Resave(); err == nil {
 			err = serr
 		}
 	}
@@ -477,7 +478,7 @@ func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
 // closeConns closes the connections whose role starts with prefix.
 func (c *Client) closeConns(prefix string) {
 	c.mu.Lock()
-	var done []*Conn
+	var done []*protocol.Conn
 	for k, conn := range c.conns {
 		if strings.HasPrefix(k, prefix) {
 			done = append(done, conn)

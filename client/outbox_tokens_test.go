@@ -2,11 +2,14 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/tokens"
 )
@@ -15,8 +18,8 @@ import (
 // stored wallet in the transaction that assigns them, never before it and
 // never after it, so no token is ever both in the stored wallet and
 // assigned (a crash would then spend it twice, linking two sends); and a
-// refill that stored the wallet between the take and that transaction is
-// not undone by it.
+// spend or refill that stored the wallet between the take and that
+// transaction is not undone by it.
 func TestTokenTakeOneTransaction(t *testing.T) {
 	secret := make([]byte, tokens.MasterSecretSize)
 	rand.Read(secret)
@@ -24,7 +27,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	toks, pk := issued(t, iss, 8)
+	toks, pk := issuedTokens(t, iss, 8)
 	raw, _ := pk.MarshalBinary()
 	st, err := state.Create(t.TempDir(), []byte("pass"), cheapKDF)
 	if err != nil {
@@ -32,24 +35,35 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	}
 	defer st.Close()
 	ws := walletStore{st}
-	w, err := NewWallet(ws, nil, nil, WalletOptions{})
-	if err != nil {
+	// The wallet holds all eight tokens, under the issuer's key,
+	// remembered as checked (the version 2 encoding, protocol/wallet.go).
+	enc := []byte{2}
+	enc = binary.BigEndian.AppendUint32(enc, uint32(len(toks)))
+	for _, tk := range toks {
+		b, _ := tk.MarshalBinary()
+		enc = append(enc, b...)
+	}
+	enc = binary.BigEndian.AppendUint32(enc, uint32(time.Hour/time.Second))
+	enc = append(enc, 1)
+	enc = binary.BigEndian.AppendUint32(enc, pk.Epoch)
+	enc = append(enc, raw...)
+	if err := ws.Save(enc); err != nil {
 		t.Fatal(err)
 	}
-	w.toks = toks[:5]
-	if err := w.remember(pk.Epoch, raw, time.Hour); err != nil {
+	w, err := protocol.NewWallet(ws, nil, nil, protocol.WalletOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	stored := func() [][]byte {
 		t.Helper()
-		w2, err := NewWallet(ws, nil, nil, WalletOptions{})
-		if err != nil {
-			t.Fatal(err)
+		enc, err := ws.Load()
+		if err != nil || len(enc) < 5 {
+			t.Fatalf("stored wallet: %d bytes, %v", len(enc), err)
 		}
 		var out [][]byte
-		for _, tk := range w2.toks {
-			b, _ := tk.MarshalBinary()
-			out = append(out, b)
+		n := int(binary.BigEndian.Uint32(enc[1:]))
+		for i := range n {
+			out = append(out, enc[5+i*tokens.TokenSize:5+(i+1)*tokens.TokenSize])
 		}
 		return out
 	}
@@ -81,7 +95,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if err != nil || take == nil || len(take.toks) != 2 {
 		t.Fatalf("take 2: %v, %v", take, err)
 	}
-	if n := len(stored()); n != 5 {
+	if n := len(stored()); n != 8 {
 		t.Fatalf("the take alone changed the stored wallet: %d tokens", n)
 	}
 	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{1, 2}) })
@@ -94,22 +108,23 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 			t.Fatalf("token %d: assigned %x, still in the stored wallet %v", i, assigned(seq), has(after, take.toks[i]))
 		}
 	}
-	if len(after) != 3 {
-		t.Fatalf("stored wallet: %d tokens, want 3", len(after))
+	if len(after) != 6 {
+		t.Fatalf("stored wallet: %d tokens, want 6", len(after))
 	}
 
-	// A refill stores the wallet between a take and its transaction: the
-	// transaction's older encoding must not undo it.
+	// Another spend stores the wallet between a take and its transaction
+	// (as a refill would): the transaction's older encoding, which still
+	// holds that spent token, must not undo it.
 	take, err = takeTokens(w, 1)
 	if err != nil || take == nil {
 		t.Fatalf("take 1: %v", err)
 	}
-	w.mu.Lock()
-	w.toks = append(w.toks, toks[5:]...)
-	err = w.save(w.toks)
-	w.mu.Unlock()
+	spent, err := w.Take(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if has(stored(), spent) {
+		t.Fatal("the spend did not store the wallet")
 	}
 	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{3}) })
 	if err := take.done(err); err != nil {
@@ -117,16 +132,13 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	}
 	after = stored()
 	if has(after, take.toks[0]) || !bytes.Equal(assigned(3), take.toks[0]) {
-		t.Fatal("the token taken before the refill is in the stored wallet, or not assigned")
+		t.Fatal("the token taken before the spend is in the stored wallet, or not assigned")
 	}
-	for _, tk := range toks[5:] {
-		b, _ := tk.MarshalBinary()
-		if !has(after, b) {
-			t.Fatal("a refilled token is missing from the stored wallet")
-		}
+	if has(after, spent) {
+		t.Fatal("the transaction's older encoding put a spent token back in the stored wallet")
 	}
-	if len(after) != 5 {
-		t.Fatalf("stored wallet: %d tokens, want 5", len(after))
+	if len(after) != 4 {
+		t.Fatalf("stored wallet: %d tokens, want 4", len(after))
 	}
 
 	// Too few entries for the tokens taken: refused, nothing written.
@@ -139,4 +151,27 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if assigned(4) != nil {
 		t.Fatal("a refused record assigned a token")
 	}
+}
+
+// issuedTokens returns n real tokens of the issuer's current epoch and
+// its key.
+func issuedTokens(t *testing.T, iss *tokens.Issuer, n int) ([]tokens.Token, *tokens.PublicKey) {
+	t.Helper()
+	pk, err := iss.PublicKey(iss.Epoch())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl, req, err := tokens.Blind(pk, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := iss.Issue(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := bl.Finalize(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return toks, pk
 }

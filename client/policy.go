@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 )
 
@@ -49,14 +50,14 @@ func (c *Client) PinPolicy(ctx context.Context, p padding.Policy) error {
 		t.Isolation = "" // a random circuit, as for every connection
 		opts.Tor = &t
 	}
-	conn, err := Dial(ctx, c.prof.Server, opts)
+	conn, err := protocol.Dial(ctx, c.prof.Server, opts)
 	if err != nil {
 		return fmt.Errorf("checking the server under the new padding policy: %w", err)
 	}
 	conn.Close()
 	c.mu.Lock()
 	old := c.conns
-	c.conns = map[string]*Conn{}
+	c.conns = map[string]*protocol.Conn{}
 	c.prof.Policy = p
 	c.mu.Unlock()
 	for _, conn := range old {

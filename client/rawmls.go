@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/sealed"
@@ -135,7 +136,7 @@ func (c *Client) Steal(ctx context.Context, target string) (*StolenConv, error) 
 // Read fetches what waits in the stolen mailbox (over conn, any
 // connection to the server) and returns the texts the copy decrypts; the
 // commits among them it applies.
-func (s *StolenConv) Read(ctx context.Context, conn *Conn) ([]string, error) {
+func (s *StolenConv) Read(ctx context.Context, conn *protocol.Conn) ([]string, error) {
 	key, err := sealed.ParseMailboxPrivateKey(s.box.Sealing)
 	if err != nil {
 		return nil, err

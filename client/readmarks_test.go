@@ -61,7 +61,7 @@ func readFixture(t *testing.T) *Client {
 
 func openAt(t *testing.T, home string) *Client {
 	t.Helper()
-	c, err := Open(ClientOptions{Home: home, Passphrase: []byte("local")})
+	c, err := Open(Options{Home: home, Passphrase: []byte("local")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestReadMarksBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		prompt, _ := prompter("backup pass")
-		r, err := RestoreBackup(context.Background(), bytes.NewReader(buf.Bytes()), prompt, ClientOptions{Home: filepath.Join(t.TempDir(), "restored"), Passphrase: []byte("new"), KDF: cheapKDF})
+		r, err := RestoreBackup(context.Background(), bytes.NewReader(buf.Bytes()), prompt, Options{Home: filepath.Join(t.TempDir(), "restored"), Passphrase: []byte("new"), KDF: cheapKDF})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -33,7 +33,7 @@ type ReceiptDelay struct {
 	Max  time.Duration // default 5 min
 }
 
-// DefaultReceiptDelay is the receipt delay unless ClientOptions says
+// DefaultReceiptDelay is the receipt delay unless Options says
 // otherwise.
 var DefaultReceiptDelay = ReceiptDelay{Mean: 30 * time.Second, Max: 5 * time.Minute}
 
@@ -206,7 +206,7 @@ func (c *Client) onText(tx *state.Tx, r *convRecord, sender string, id [content.
 // for no message and reports nothing). It exists only for the
 // traffic-analysis lab: lab/population plays Martiny et al.'s simulated
 // traffic, in which a share of receipts go from a random user to a random
-// user (ClientOptions.KeepReceipt drops the receipts they replace). On
+// user (Options.KeepReceipt drops the receipts they replace). On
 // the wire it is a receipt like any other: encrypted in the chat's MLS
 // group, sealed, padded, paid with a token.
 func (c *Client) StrayReceipt(ctx context.Context, handle string) error {

@@ -46,7 +46,7 @@ const (
 	rejoinInfoFor = 7 * 24 * time.Hour
 	// DefaultRejoinAfter is how long messages of a later epoch must go
 	// on arriving, with no commit of ours applied, before we ask to
-	// rejoin (ClientOptions.RejoinAfter). A later epoch's message is
+	// rejoin (Options.RejoinAfter). A later epoch's message is
 	// usually only ahead of its commit (concurrent commits, delivery
 	// order, §11.6): asking at once would make a member rejoin while the
 	// fork choice was about to bring it along, and two resyncs on one

@@ -21,7 +21,7 @@ import (
 // record per member. It asserts only that the states are the bulk of the
 // record; the figures are in its log (issue 20, stored states).
 func TestConvRecordStateCost(t *testing.T) {
-	c := &Client{opts: ClientOptions{Now: time.Now}}
+	c := &Client{opts: Options{Now: time.Now}}
 	for _, n := range []int{2, 16, 128} {
 		id, err := mls.NewBasicIdentity(DefaultSuite, []byte("member-0000"))
 		if err != nil {

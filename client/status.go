@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
 )
@@ -37,8 +39,8 @@ type Status struct {
 	// TokenQuota is the account's token allowance and what it took this
 	// epoch, asked on the session when logged in and the server is
 	// reachable; TokenQuotaError says why asking failed.
-	TokenQuota      *TokenQuotaStatus `json:"token_quota,omitempty"`
-	TokenQuotaError string            `json:"token_quota_error,omitempty"`
+	TokenQuota      *protocol.TokenQuotaStatus `json:"token_quota,omitempty"`
+	TokenQuotaError string                     `json:"token_quota_error,omitempty"`
 	// OwnerCheck is how owner monitoring (KTCheck) went; GossipPending
 	// how many checkpoints contacts gossiped are not compared yet
 	// (gossip.go), the oldest kept since GossipPendingSince.
@@ -102,7 +104,7 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := NewWallet(walletStore{c.store}, nil, nil, WalletOptions{})
+	w, err := protocol.NewWallet(walletStore{c.store}, nil, nil, protocol.WalletOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +282,7 @@ func pastBound(attempts int, since, now time.Time) bool {
 // ownerCheckFailed records a failed owner check and raises the alarm it
 // calls for; it returns the alarms raised and err. The check started at
 // start (monotonic time).
-func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error, start time.Time) ([]Alarm, error) {
+func (c *Client) ownerCheckFailed(ctx context.Context, conn *protocol.Conn, err error, start time.Time) ([]Alarm, error) {
 	err = fmt.Errorf("owner check: %w", err)
 	now := c.opts.Now()
 	oc := &c.prof.OwnerCheck
@@ -299,7 +301,7 @@ func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error, st
 			Detail: "owner monitoring: the server answered with a history of your handle that does not verify: " + err.Error()})
 	}
 	evidence := len(out) > 0
-	if oc.failed(now, err, evidence || c.serverCaused(ctx, conn, err, start)) && !evidence {
+	if oc.failed(now, err, evidence || c.serverCaused(ctx, healthProbe(conn), err, start)) && !evidence {
 		out = append(out, Alarm{Kind: AlarmKTUnverified, Detail: fmt.Sprintf(
 			"owner monitoring failed %d times since %s because of the server's answers (last: %v): it will not show you the versions of your own keys, and keys in your name may be shown to others",
 			oc.Failures, oc.FailingSince.UTC().Format(time.RFC3339), err)})
@@ -321,14 +323,14 @@ func (c *Client) ownerCheckFailed(ctx context.Context, conn *Conn, err error, st
 // an answer came (an error record, or bytes that did not parse or
 // verify), or nothing came but the server answered some other request of
 // this client, on any of its connections (a hello included), during the
-// check or within recentAnswer before it, or answers a Health request on
-// conn now. Only a failure with nothing answered around it is "no
+// check or within recentAnswer before it, or answers probe (a Health
+// request on the check's connection, healthProbe; nil: none) now. Only a failure with nothing answered around it is "no
 // network": a server cannot withhold one answer, or one kind of answer
 // (Health too), and have that filed as the network's fault while it
 // answers the rest. A cancelled context or a closed client is never the
 // server's doing.
-func (c *Client) serverCaused(ctx context.Context, conn *Conn, err error, start time.Time) bool {
-	if ctx.Err() != nil || errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) {
+func (c *Client) serverCaused(ctx context.Context, probe func(context.Context) error, err error, start time.Time) bool {
+	if ctx.Err() != nil || errors.Is(err, protocol.ErrClosed) || errors.Is(err, context.Canceled) {
 		return false
 	}
 	if !transportError(err) {
@@ -337,14 +339,26 @@ func (c *Client) serverCaused(ctx context.Context, conn *Conn, err error, start 
 	if c.answers.since(start.Add(-recentAnswer)) {
 		return true
 	}
-	if conn == nil {
+	if probe == nil {
 		return false
 	}
-	probe := time.Now()
+	probed := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	_, herr := conn.Health(pctx)
-	return ctx.Err() == nil && (herr == nil || !transportError(herr) || c.answers.since(probe))
+	herr := probe(pctx)
+	return ctx.Err() == nil && (herr == nil || !transportError(herr) || c.answers.since(probed))
+}
+
+// healthProbe is serverCaused's probe on conn: a Health request. It is
+// nil without a connection.
+func healthProbe(conn *protocol.Conn) func(context.Context) error {
+	if conn == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		_, err := conn.Health(ctx)
+		return err
+	}
 }
 
 // transportError: err says nothing came back (a timeout, a reset or
@@ -355,5 +369,34 @@ func transportError(err error) bool {
 	var ae *quic.ApplicationError
 	var te *quic.TransportError
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, ErrPin) || errors.As(err, &ne) || errors.As(err, &se) || errors.As(err, &ae) || errors.As(err, &te)
+		errors.Is(err, protocol.ErrPin) || errors.As(err, &ne) || errors.As(err, &se) || errors.As(err, &ae) || errors.As(err, &te)
+}
+
+// answerLog is when a server last answered any request of one client, on
+// any of its connections: the evidence that tells "the server withholds
+// this answer" from "nothing reaches the server" (serverCaused). It keeps
+// the monotonic clock, which the network's liveness is a matter of.
+type answerLog struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// mark records an answer now.
+func (a *answerLog) mark() {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.last = time.Now()
+	a.mu.Unlock()
+}
+
+// since reports whether an answer came at t or later.
+func (a *answerLog) since(t time.Time) bool {
+	if a == nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.last.IsZero() && !a.last.Before(t)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -17,11 +18,16 @@ import (
 // came with an answer.
 func TestServerCausedNoNetwork(t *testing.T) {
 	c, _, _ := gossipClient(t)
-	opts := Options{HandshakeTimeout: 300 * time.Millisecond, MaxAttempts: 1, answers: &c.answers}
-	opts.setDefaults()
-	// Nothing listens here: every dial fails.
-	dead := &Conn{addr: wire.Address{Host: "127.0.0.1:9"}, opts: opts}
-	defer dead.Close()
+	opts := protocol.Options{HandshakeTimeout: 300 * time.Millisecond, MaxAttempts: 1, Answered: c.answers.mark}
+	// Nothing listens here: every dial fails, as a Health request on a
+	// connection whose server is gone redials and fails.
+	dead := func(ctx context.Context) error {
+		conn, err := protocol.Dial(ctx, wire.Address{Host: "127.0.0.1:9"}.String(), opts)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
 	ctx := context.Background()
 	start := time.Now()
 	lost := errors.Join(errors.New("kt history"), io.EOF)

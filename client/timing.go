@@ -2,7 +2,7 @@ package client
 
 import "time"
 
-// Timing parts: what ClientOptions.Timing is told of, one call per part
+// Timing parts: what Options.Timing is told of, one call per part
 // per message. docs/benchmarks.md ("Direct message end to end") breaks a
 // direct message's latency down by them.
 const (
@@ -27,7 +27,7 @@ const (
 	TimeRecvShown  = "recv.shown"  // from the arrival to the event handed to Follow's callback
 )
 
-// timed tells ClientOptions.Timing that part took since start.
+// timed tells Options.Timing that part took since start.
 func (c *Client) timed(part string, start time.Time) {
 	if f := c.opts.Timing; f != nil {
 		f(part, time.Since(start))

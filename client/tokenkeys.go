@@ -9,6 +9,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/tokens"
 )
@@ -33,7 +34,7 @@ import (
 // tokenKeyAlarm records a wallet's TokenKeyAlarm. The wallet may call it
 // from the refill schedule's goroutine, so it does not touch the running
 // operation's events (see raiseBackground).
-func (c *Client) tokenKeyAlarm(a TokenKeyAlarm) {
+func (c *Client) tokenKeyAlarm(a protocol.TokenKeyAlarm) {
 	var ev [][]byte
 	if a.Shown != nil {
 		ev = append(ev, a.Shown)
@@ -43,9 +44,9 @@ func (c *Client) tokenKeyAlarm(a TokenKeyAlarm) {
 	}
 	detail := "the server showed you a token key no one else is shown, so it could recognise the messages you pay for: " + a.Err.Error()
 	switch {
-	case errors.Is(a.Err, ErrTokenEpoch):
+	case errors.Is(a.Err, protocol.ErrTokenEpoch):
 		detail = "the server named a token epoch the clock contradicts (check this device's clock), so it could recognise the messages you pay for: " + a.Err.Error()
-	case errors.Is(a.Err, ErrEpochLength):
+	case errors.Is(a.Err, protocol.ErrEpochLength):
 		detail = "the server announced a token epoch length other than the one remembered or committed in key transparency for everyone, which would give you epochs of your own: " + a.Err.Error()
 	}
 	c.raiseBackground(Alarm{Kind: AlarmTokenKey, Detail: detail, Evidence: ev})
@@ -74,13 +75,13 @@ func (c *Client) backgroundEvents() []Event {
 // checks but for a chance of 1 in 1,000: spending at r tokens a second,
 // the wallet runs dry before the next check (an exponential gap of mean
 // m) with probability exp(-low / (r × m)), so low ≥ r × m × ln 1000.
-func (c *Client) walletOptions() WalletOptions {
-	o := WalletOptions{KT: c.v, Now: c.opts.Now, RefillMean: c.refillMean(), OnAlarm: c.tokenKeyAlarm}
+func (c *Client) walletOptions() protocol.WalletOptions {
+	o := protocol.WalletOptions{KT: c.v, Now: c.opts.Now, RefillMean: c.refillMean(), OnAlarm: c.tokenKeyAlarm}
 	if cv := c.coverMode(); cv != nil {
 		// At most ten batches a check: a rate beyond the quota runs dry
 		// anyway (the cover quota check warns of it).
 		low := math.Ceil(cv.Rate * o.RefillMean.Seconds() * math.Log(1000))
-		o.Low = int(max(DefaultWalletLow, min(low, 10*tokens.MaxBatch)))
+		o.Low = int(max(protocol.DefaultWalletLow, min(low, 10*tokens.MaxBatch)))
 	}
 	return o
 }
@@ -108,7 +109,7 @@ func (c *Client) RefillIfEmpty(ctx context.Context) error {
 	if !w.CanRefill() {
 		return nil
 	}
-	if w.Len() >= w.opts.Low {
+	if w.Len() >= w.Low() {
 		// The run's token-key check (a refill checks the key itself): a
 		// mismatch is an alarm now rather than at the next refill.
 		// Tokens already held were obtained under checked keys and stay
@@ -116,7 +117,7 @@ func (c *Client) RefillIfEmpty(ctx context.Context) error {
 		c.checkTokenKey(ctx, w)
 		return nil
 	}
-	return c.refillBeforeSending(ctx, w, w.opts.Low)
+	return c.refillBeforeSending(ctx, w, w.Low())
 }
 
 // checkTokenKey checks the server's current token key (Wallet.Key) on an
@@ -126,10 +127,10 @@ func (c *Client) RefillIfEmpty(ctx context.Context) error {
 // need not be kept apart from the other anonymous connections; nor can
 // the server pick whom to show a key of its own to, short of telling
 // clients apart by their network address.
-func (c *Client) checkTokenKey(ctx context.Context, w *Wallet) {
+func (c *Client) checkTokenKey(ctx context.Context, w *protocol.Wallet) {
 	conn, err := c.dial(ctx, connTokenKey)
 	if err == nil {
-		_, err = w.keyOn(ctx, conn)
+		_, err = w.KeyOn(ctx, conn)
 		conn.Close()
 	}
 	if err != nil {
@@ -141,18 +142,18 @@ func (c *Client) checkTokenKey(ctx context.Context, w *Wallet) {
 // tokens, but only in a run with no refill schedule that has opened no
 // connection but the account and checkpoint ones: then no send precedes
 // the refill. Otherwise the sends wait for the schedule.
-func (c *Client) refillBeforeSending(ctx context.Context, w *Wallet, need int) error {
+func (c *Client) refillBeforeSending(ctx context.Context, w *protocol.Wallet, need int) error {
 	c.mu.Lock()
 	allowed := c.refillLoops == 0 && !c.anonOpened
 	c.mu.Unlock()
 	if !allowed || !w.CanRefill() || w.Len() >= need {
 		return nil
 	}
-	return w.TopUp(ctx, max(need, w.opts.Low))
+	return w.TopUp(ctx, max(need, w.Low()))
 }
 
 // StartRefills runs the token wallet's refill schedule (Wallet.RunRefills:
-// checks at exponential gaps of mean ClientOptions.RefillMean, each
+// checks at exponential gaps of mean Options.RefillMean, each
 // topping the wallet up to its low-water mark) until the returned stop is
 // called or ctx ends. Follow runs it; a program that sends from a
 // long-lived Client without following runs it itself, since sends never
@@ -163,12 +164,12 @@ func (c *Client) StartRefills(ctx context.Context) (stop func()) {
 	c.refillLoops++
 	c.mu.Unlock()
 	done := make(chan struct{})
-	gap := func() time.Duration { return expGapMean(c.refillMean()) }
+	gap := func() time.Duration { return protocol.ExpGap(c.refillMean()) }
 	go func() {
 		defer close(done)
-		runSchedule(ctx, gap, func(at time.Time) {
+		protocol.RunSchedule(ctx, gap, func(at time.Time) {
 			c.op.Lock()
-			var w *Wallet
+			var w *protocol.Wallet
 			var err error
 			if c.prof.Handle != "" {
 				w, err = c.getWallet(ctx)
@@ -181,7 +182,7 @@ func (c *Client) StartRefills(ctx context.Context) (stop func()) {
 			if w == nil || !w.CanRefill() {
 				return
 			}
-			w.scheduledRefill(ctx, at)
+			w.ScheduledRefill(ctx, at)
 			if err := w.RefillErr(); err != nil && ctx.Err() == nil {
 				c.log.Debug("scheduled refill", "err", err)
 			}
@@ -200,7 +201,7 @@ func (c *Client) refillMean() time.Duration {
 	if c.opts.RefillMean > 0 {
 		return c.opts.RefillMean
 	}
-	return DefaultRefillMean
+	return protocol.DefaultRefillMean
 }
 
 // checkTokenCommitments compares the token-key commitments a binding
@@ -218,7 +219,7 @@ func (c *Client) checkTokenCommitments(ctx context.Context, handle string, b *kt
 	w := c.wallet
 	if w == nil {
 		var err error
-		if w, err = NewWallet(walletStore{c.store}, nil, nil, WalletOptions{}); err != nil {
+		if w, err = protocol.NewWallet(walletStore{c.store}, nil, nil, protocol.WalletOptions{}); err != nil {
 			c.log.Debug("token-key commitments not compared", "err", err)
 			return
 		}
@@ -229,7 +230,7 @@ func (c *Client) checkTokenCommitments(ctx context.Context, handle string, b *kt
 		whose = "your"
 	}
 	for _, tk := range b.TokenKeys {
-		if epochLen > 0 && tk.Epoch > tokens.EpochAt(c.opts.Now().Add(TokenEpochSkew), epochLen)+1 {
+		if epochLen > 0 && tk.Epoch > tokens.EpochAt(c.opts.Now().Add(protocol.TokenEpochSkew), epochLen)+1 {
 			c.raise(Alarm{Kind: AlarmTokenKey, Detail: fmt.Sprintf("%s key-transparency binding commits to a token key of epoch %d, after the clock's next epoch: the server gave that account epochs of its own", whose, tk.Epoch)})
 			continue
 		}
@@ -240,7 +241,7 @@ func (c *Client) checkTokenCommitments(ctx context.Context, handle string, b *kt
 		want, ok := known[tk.Epoch]
 		if !ok {
 			committed, err := c.committedTokenKey(ctx, tk.Epoch)
-			if errors.Is(err, ErrTokenKeyMismatch) {
+			if errors.Is(err, protocol.ErrTokenKeyMismatch) {
 				c.raise(Alarm{Kind: AlarmTokenKey, Detail: fmt.Sprintf("the token key committed for epoch %d (in %s binding) is not a single well-formed key: %v", tk.Epoch, whose, err)})
 				continue
 			}
@@ -289,7 +290,7 @@ func (c *Client) committedTokenKey(ctx context.Context, epoch uint32) ([]byte, e
 		return nil, err
 	}
 	defer conn.Close()
-	res, err := conn.ktLookup(ctx, c.v, kt.TokenKeyLabel(epoch))
+	res, err := conn.KTLookupValue(ctx, c.v, kt.TokenKeyLabel(epoch))
 	if err != nil {
 		return nil, err
 	}
@@ -297,10 +298,10 @@ func (c *Client) committedTokenKey(ctx context.Context, epoch uint32) ([]byte, e
 	case res.Version == 0:
 		return nil, nil
 	case res.Version != 1:
-		return nil, fmt.Errorf("epoch %d: %w", epoch, ErrTokenKeyMismatch)
+		return nil, fmt.Errorf("epoch %d: %w", epoch, protocol.ErrTokenKeyMismatch)
 	}
 	if pk, err := tokens.ParsePublicKey(res.Value); err != nil || pk.Epoch != epoch {
-		return nil, fmt.Errorf("epoch %d: %w: malformed committed key", epoch, ErrTokenKeyMismatch)
+		return nil, fmt.Errorf("epoch %d: %w: malformed committed key", epoch, protocol.ErrTokenKeyMismatch)
 	}
 	return res.Value, nil
 }

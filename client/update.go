@@ -38,7 +38,7 @@ func (c *Client) updateEvery() time.Duration {
 	return optionOr(c.opts.UpdateEvery, DefaultUpdateEvery)
 }
 
-// optionOr reads a ClientOptions bound: 0 means def, below 0 means off
+// optionOr reads a Options bound: 0 means def, below 0 means off
 // (0 returned).
 func optionOr[T int | time.Duration](v, def T) T {
 	switch {

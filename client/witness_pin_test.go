@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/quicprochat/qpc/client/protocol"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -32,7 +33,7 @@ func TestWitnessPinParse(t *testing.T) {
 		{"policy without URLs, comments", base + "# from the operator\nwitness a " + w + "\nquorum a\n", true},
 		{"quorum none", base + "quorum none\n", false},
 	} {
-		p, err := ParseKTPin(tc.text)
+		p, err := protocol.ParseKTPin(tc.text)
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
@@ -40,7 +41,7 @@ func TestWitnessPinParse(t *testing.T) {
 		if (p.WitnessPolicy != "") != tc.policy || hex.EncodeToString(p.VRFKey) != vrf {
 			t.Errorf("%s: parsed %+v", tc.name, p)
 		}
-		again, err := ParseKTPin(p.String())
+		again, err := protocol.ParseKTPin(p.String())
 		if err != nil || again.String() != p.String() {
 			t.Errorf("%s: String does not parse back: %v\n%s", tc.name, err, p.String())
 		}
@@ -54,7 +55,7 @@ func TestWitnessPinParse(t *testing.T) {
 		base + "witness a not-a-key\nquorum a\n", // bad key
 		base + "group g 2 a\nquorum g\n",         // unknown member
 	} {
-		if _, err := ParseKTPin(bad); err == nil {
+		if _, err := protocol.ParseKTPin(bad); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
 	}

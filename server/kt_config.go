@@ -163,7 +163,7 @@ func ed25519PublicFromNoteKey(field string) ed25519.PublicKey {
 // kt.TokenEpochLabel, and the token public key of the current and the
 // next token epoch, each once, under kt.TokenKeyLabel, and again each
 // token epoch until ctx ends. Clients check the length and the key they
-// are given against them (client.Wallet.Key), so the server can hand no
+// are given against them (protocol.Wallet.Key), so the server can hand no
 // user a key of its own, nor epochs of its own, to tag its tokens. The
 // length cannot change once committed: a second version is an alarm for
 // every client.

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 )
 
@@ -166,7 +167,7 @@ func eveAndBob(t *testing.T, dir string) (env map[string]map[string]string, qpc 
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin, err := client.ParseKTPin(string(pinText))
+	pin, err := protocol.ParseKTPin(string(pinText))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func eveAndBob(t *testing.T, dir string) (env map[string]map[string]string, qpc 
 			"QPC_PASSWORD":   "password of " + name,
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cl, err := client.Init(ctx, addr, pin, client.ClientOptions{
+		cl, err := client.Init(ctx, addr, pin, client.Options{
 			Home: env[name]["QPC_HOME"], Passphrase: []byte(env[name]["QPC_PASSPHRASE"]),
 			KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
 			Logger: slog.New(slog.DiscardHandler),

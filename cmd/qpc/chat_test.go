@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 )
 
 // TestChatTmux drives `qpc chat` for real: a real qpc binary and a real
@@ -238,13 +238,13 @@ func chatServer(t *testing.T, dir string) (addr, pinFile string) {
 		<-done
 	})
 
-	parsed, err := client.ParseKTPin(string(pin))
+	parsed, err := protocol.ParseKTPin(string(pin))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := client.WaitTokenKey(ctx, addr, parsed, client.Options{}, 100*time.Millisecond); err != nil {
+	if err := protocol.WaitTokenKey(ctx, addr, parsed, protocol.Options{}, 100*time.Millisecond); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 		t.Fatalf("%v\n%s", err, log)
 	}

@@ -34,11 +34,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/safetext"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/invite"
@@ -158,7 +160,7 @@ func (c *cli) main(args []string) int {
 		c.home = c.getenv("QPC_HOME")
 	}
 	if c.home == "" {
-		c.home = client.DefaultHome()
+		c.home = defaultHome(c.getenv)
 	}
 	c.torSOCKS = c.getenv("QPC_TOR_SOCKS")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -257,7 +259,7 @@ func explainRaw(err error) string {
 		return "no local state here: run `qpc init <invite>` first (or set QPC_HOME)"
 	case errors.Is(err, state.ErrExists):
 		return "a local state already exists in this QPC_HOME"
-	case errors.Is(err, client.ErrPolicy):
+	case errors.Is(err, protocol.ErrPolicy):
 		return msg + " (ask the operator for the buckets and pin them with `qpc buckets <sizes>` only if they confirm the change)"
 	case errors.Is(err, context.DeadlineExceeded):
 		return msg + " (timed out: is the server reachable? with --tor, is tor running?)"
@@ -273,15 +275,29 @@ func explainRaw(err error) string {
 	return msg
 }
 
+// defaultHome is the state directory when neither --home nor QPC_HOME
+// names one: $XDG_DATA_HOME/qpc, else ~/.local/share/qpc. The SDK reads
+// no environment; this command does.
+func defaultHome(getenv func(string) string) string {
+	if x := getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "qpc")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(".", "qpc-home")
+	}
+	return filepath.Join(home, ".local", "share", "qpc")
+}
+
 // options builds the client options from the environment and flags.
-func (c *cli) options(passphrase []byte) client.ClientOptions {
-	o := client.ClientOptions{
+func (c *cli) options(passphrase []byte) client.Options {
+	o := client.Options{
 		Home:       c.home,
 		Passphrase: passphrase,
 		Logger:     slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if c.tor || c.torSOCKS != "" {
-		o.Dial.Tor = &client.TorOptions{SOCKS: c.torSOCKS, Progress: c.torProgress()}
+		o.Dial.Tor = &protocol.TorOptions{SOCKS: c.torSOCKS, Progress: c.torProgress()}
 	}
 	return o
 }
@@ -384,7 +400,7 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 		args = fs.Args()[1:]
 	}
 	var addr string
-	var pin client.KTPin
+	var pin protocol.KTPin
 	var policy padding.Policy
 	switch len(positional) {
 	case 0:
@@ -398,7 +414,7 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 			return err
 		}
 		addr = inv.Address(c.tor)
-		pin = client.KTPin{VKey: inv.LogKey, VRFKey: inv.VRFKey, ConfigHash: inv.ConfigHash, WitnessPolicy: inv.WitnessPolicy}
+		pin = protocol.KTPin{VKey: inv.LogKey, VRFKey: inv.VRFKey, ConfigHash: inv.ConfigHash, WitnessPolicy: inv.WitnessPolicy}
 		policy = inv.Buckets
 		if err := c.initConflicts(fs, inv, pin, *server, *ktPin, *buckets); err != nil {
 			return err
@@ -425,15 +441,15 @@ func (c *cli) initCmd(ctx context.Context, args []string) error {
 }
 
 // initFlags reads the server, pin and buckets of an init without invite.
-func (c *cli) initFlags(server, ktPin, buckets string) (string, client.KTPin, padding.Policy, error) {
+func (c *cli) initFlags(server, ktPin, buckets string) (string, protocol.KTPin, padding.Policy, error) {
 	var policy padding.Policy
 	if server == "" || ktPin == "" {
-		return "", client.KTPin{}, policy, usagef("init needs an invite (qpc init <invite>), or --server <qpc://...> and --kt <pin>")
+		return "", protocol.KTPin{}, policy, usagef("init needs an invite (qpc init <invite>), or --server <qpc://...> and --kt <pin>")
 	}
 	if buckets != "" {
 		p, err := padding.ParsePolicy(buckets)
 		if err != nil {
-			return "", client.KTPin{}, policy, usagef("init --buckets: %v", err)
+			return "", protocol.KTPin{}, policy, usagef("init --buckets: %v", err)
 		}
 		policy = p
 	}
@@ -442,15 +458,15 @@ func (c *cli) initFlags(server, ktPin, buckets string) (string, client.KTPin, pa
 }
 
 // readKTPin parses a pin given as text or @file.
-func readKTPin(text string) (client.KTPin, error) {
+func readKTPin(text string) (protocol.KTPin, error) {
 	if name, ok := strings.CutPrefix(text, "@"); ok {
 		b, err := os.ReadFile(name)
 		if err != nil {
-			return client.KTPin{}, fmt.Errorf("reading the kt pin: %w", err)
+			return protocol.KTPin{}, fmt.Errorf("reading the kt pin: %w", err)
 		}
 		text = string(b)
 	}
-	return client.ParseKTPin(text)
+	return protocol.ParseKTPin(text)
 }
 
 // withoutURLs drops the witness URLs from a witness policy's text, as an
@@ -470,7 +486,7 @@ func withoutURLs(policy string) string {
 // initConflicts refuses flags given beside an invite that say something
 // else than it: which one to trust is not for qpc to guess. A flag that
 // agrees is harmless; the QPC_* variables are not read at all.
-func (c *cli) initConflicts(fs *flag.FlagSet, inv *invite.Invite, pin client.KTPin, server, ktPin, buckets string) error {
+func (c *cli) initConflicts(fs *flag.FlagSet, inv *invite.Invite, pin protocol.KTPin, server, ktPin, buckets string) error {
 	var err error
 	fs.Visit(func(f *flag.Flag) {
 		if err != nil {

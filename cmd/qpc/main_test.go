@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -187,11 +187,11 @@ func startServer(ts *testscript.TestScript, data, listen string) {
 // waitReady waits until the server answers and has committed its token
 // key in key transparency (clients refuse tokens before that).
 func waitReady(ts *testscript.TestScript, addr, pinText string) {
-	pin, err := client.ParseKTPin(pinText)
+	pin, err := protocol.ParseKTPin(pinText)
 	ts.Check(err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := client.WaitTokenKey(ctx, addr, pin, client.Options{}, 100*time.Millisecond); err != nil {
+	if err := protocol.WaitTokenKey(ctx, addr, pin, protocol.Options{}, 100*time.Millisecond); err != nil {
 		ts.Fatalf("%v\n%s", err, ts.ReadFile("server.log"))
 	}
 }

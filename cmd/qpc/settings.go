@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/safetext"
 )
 
@@ -122,7 +123,7 @@ func (c *cli) coverCmd(ctx context.Context, args []string) error {
 }
 
 // coverShare is the share of q's quota that cover at rate takes.
-func coverShare(rate float64, q client.TokenQuotaStatus) float64 {
+func coverShare(rate float64, q protocol.TokenQuotaStatus) float64 {
 	if q.Quota <= 0 {
 		return math.Inf(1)
 	}

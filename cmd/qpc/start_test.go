@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/invite"
 )
@@ -93,13 +94,13 @@ func registerAfterStart(t *testing.T, i int) error {
 	if err != nil {
 		return err
 	}
-	opts := client.ClientOptions{
+	opts := client.Options{
 		Home:       filepath.Join(dir, "home"),
 		Passphrase: []byte("pass"),
 		KDF:        &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
 	}
 	opts.Dial.Policy = inv.Buckets
-	pin := client.KTPin{VKey: inv.LogKey, VRFKey: inv.VRFKey, ConfigHash: inv.ConfigHash}
+	pin := protocol.KTPin{VKey: inv.LogKey, VRFKey: inv.VRFKey, ConfigHash: inv.ConfigHash}
 	cl, err := client.Init(ctx, inv.Address(false), pin, opts)
 	if err != nil {
 		return fmt.Errorf("init: %w", err)

@@ -79,7 +79,8 @@ var harnesses = []string{"internal/e2e", "internal/hostile", "internal/bench", "
 // longest room it is in. allow, when not nil, lists everything of qpc the
 // room's code may import (its own subpackages always); deny lists what it
 // must not import, from its code or its tests; never lists what it must
-// not depend on even transitively. The rules are docs/architecture.md's
+// not depend on even transitively. deny and never never forbid the room
+// itself (client/protocol denies client, not client/protocol). The rules are docs/architecture.md's
 // table; ARCHITECTURE.md in the shared directory is its source.
 type rule struct {
 	room  string
@@ -102,6 +103,10 @@ var rules = []rule{
 	{room: "server", deny: []string{"client", "mls", "lab", "cmd"}, never: []string{"client", "mls"}},
 	// The client SDK never links the server.
 	{room: "client", deny: []string{"server", "lab", "cmd"}, never: []string{"server"}},
+	// The protocol connection is the SDK's lower layer: it never links
+	// the messenger (client) or anything else of client's (docs/adr/0028).
+	{room: "client/protocol", allow: append([]string{"account", "kt", "padding", "tokens", "tor", "wire"}, helpers...),
+		deny: []string{"client", "server", "lab", "cmd"}, never: []string{"client", "server"}},
 	{room: "lab", deny: []string{"cmd"}},
 	// Thin mains: the server binary is not a client, the client binary
 	// not a server.
@@ -142,12 +147,12 @@ func violations(pkgs []pkg) []string {
 			}
 		}
 		for _, imp := range append(slices.Clone(p.imports), p.testImports...) {
-			if inAny(imp, r.deny) {
+			if inAny(imp, r.deny) && !in(imp, r.room) {
 				bad = append(bad, fmt.Sprintf("%s (or its tests) imports %s: room %s may not", p.path, imp, r.room))
 			}
 		}
 		for _, dep := range p.deps {
-			if inAny(dep, r.never) {
+			if inAny(dep, r.never) && !in(dep, r.room) {
 				bad = append(bad, fmt.Sprintf("%s depends on %s: room %s may not, even through another package", p.path, dep, r.room))
 			}
 		}
@@ -179,11 +184,21 @@ func TestRulesCatchForbiddenImports(t *testing.T) {
 		{pkg{path: "kt/witness", imports: []string{"server"}}, "kt/witness imports server"},
 		{pkg{path: "tokens", imports: []string{"internal/hostile"}}, "tokens imports the test harness internal/hostile"},
 		{pkg{path: "cmd/qpc-server", deps: []string{"client"}}, "cmd/qpc-server depends on client"},
+		{pkg{path: "client/protocol", imports: []string{"client/state"}}, "client/protocol (or its tests) imports client/state"},
+		{pkg{path: "client/protocol", testImports: []string{"client"}}, "client/protocol (or its tests) imports client"},
+		{pkg{path: "client/protocol", deps: []string{"client/content"}}, "client/protocol depends on client/content"},
+		{pkg{path: "client/protocol", imports: []string{"sealed"}}, "client/protocol imports sealed"},
 	} {
 		got := violations([]pkg{tc.p})
 		if !slices.ContainsFunc(got, func(v string) bool { return strings.HasPrefix(v, tc.want) }) {
 			t.Errorf("%+v: violations %q, want one starting %q", tc.p, got, tc.want)
 		}
+	}
+	if got := violations([]pkg{{path: "client/protocol", imports: []string{"wire", "kt", "tokens"}, deps: []string{"kt/vrf"}}}); len(got) != 0 {
+		t.Errorf("the protocol connection may import wire, kt and tokens: %q", got)
+	}
+	if got := violations([]pkg{{path: "client", imports: []string{"client/protocol"}}}); len(got) != 0 {
+		t.Errorf("the messenger may import the protocol connection: %q", got)
 	}
 	if got := violations([]pkg{{path: "internal/e2e", imports: []string{"client", "server"}}}); len(got) != 0 {
 		t.Errorf("an integration package may import both sides: %q", got)

@@ -17,7 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
@@ -46,7 +46,7 @@ type Config struct {
 	// envelope is RecordSize - wire.SendOverhead(0) bytes.
 	RecordSize int
 	Senders    int
-	// SendersPerConn is how many senders share one client.Conn (one QUIC
+	// SendersPerConn is how many senders share one protocol.Conn (one QUIC
 	// connection; each Send is its own stream on it). 8 keeps each
 	// connection's stream concurrency well under the server's default
 	// MaxStreams of 100 while still multiplexing, as a busy client would.
@@ -59,15 +59,15 @@ type Config struct {
 	Baseline bool
 	// Tokens adds a third phase (in-process only): the same load against a
 	// server that requires delivery tokens. Creates carry a token each;
-	// senders pay through client.Conn.SendPaid, one token per
+	// senders pay through protocol.Conn.SendPaid, one token per
 	// wire.SendsPerToken Sends on their connection (docs/adr/0017). The
 	// tokens are minted before the window from the server's issuer, so the
 	// phase measures redemption on the send path, not issuance; its rate
 	// is reported as a ratio to the tokens-off phase of the same run.
 	Tokens bool
 	// TokenPerSend has the tokens phase pay every Send with a token of its
-	// own (client.Conn.Send), as clients did before a token paid for
-	// wire.SendsPerToken Sends on its connection (client.Conn.SendPaid).
+	// own (protocol.Conn.Send), as clients did before a token paid for
+	// wire.SendsPerToken Sends on its connection (protocol.Conn.SendPaid).
 	TokenPerSend bool
 	// CPUProfile and BaselineCPUProfile, if set, receive a CPU profile of
 	// the qpc phase and of the baseline phase (setup excluded).
@@ -468,11 +468,11 @@ type windowHooks struct{ start, end func() }
 // for cfg.Duration.
 func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHooks, pool *tokenPool) (phase, error) {
 	var p phase
-	copts := client.Options{Logger: cfg.Logger}
+	copts := protocol.Options{Logger: cfg.Logger}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 
-	recv, err := client.Dial(setupCtx, addr, copts)
+	recv, err := protocol.Dial(setupCtx, addr, copts)
 	if err != nil {
 		return p, fmt.Errorf("dial receiver: %w", err)
 	}
@@ -506,9 +506,9 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 	}
 
 	nconns := (cfg.Senders + cfg.SendersPerConn - 1) / cfg.SendersPerConn
-	conns := make([]*client.Conn, nconns)
+	conns := make([]*protocol.Conn, nconns)
 	for i := range conns {
-		c, err := client.Dial(setupCtx, addr, copts)
+		c, err := protocol.Dial(setupCtx, addr, copts)
 		if err != nil {
 			return p, fmt.Errorf("dial sender: %w", err)
 		}
@@ -600,15 +600,15 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 				var err error
 				switch {
 				case pool == nil:
-					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, nil)
+					_, err = conn.Send(sendCtx, mb.SendID, protocol.NewMessageID(), env, nil)
 				case cfg.TokenPerSend:
-					_, err = conn.Send(sendCtx, mb.SendID, client.NewMessageID(), env, held)
+					_, err = conn.Send(sendCtx, mb.SendID, protocol.NewMessageID(), env, held)
 					held = nil
 				default:
 					// A token pays for wire.SendsPerToken Sends on its
 					// connection: keep it while the allowance pays.
 					var spent bool
-					_, spent, err = conn.SendPaid(sendCtx, mb.SendID, client.NewMessageID(), env, held)
+					_, spent, err = conn.SendPaid(sendCtx, mb.SendID, protocol.NewMessageID(), env, held)
 					if spent {
 						held = nil
 					}
@@ -666,7 +666,7 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 // ackLoop acks delivered messages in batches: whatever has queued up while
 // the previous Ack was in flight, up to the protocol's maximum, so acking
 // costs a few requests per second, not one per message.
-func ackLoop(c *client.Conn, mb *client.Mailbox, q <-chan wire.MessageID, errs *atomic.Int64) {
+func ackLoop(c *protocol.Conn, mb *protocol.Mailbox, q <-chan wire.MessageID, errs *atomic.Int64) {
 	batch := make([]wire.MessageID, 0, wire.MaxAckIDs)
 	flush := func() {
 		if len(batch) == 0 {

@@ -15,7 +15,7 @@
 //     records, one stream per request and one long-lived stream for the
 //     subscription, and keeps messages in a map instead of a database.
 //
-// Because both phases drive the same client.Conn calls, every message
+// Because both phases drive the same protocol.Conn calls, every message
 // costs the same QUIC streams and bytes in both; what differs is only the
 // server's handling of a Send (group-committed bbolt transaction and fsync
 // versus a map insert) and of its delivery (read transaction versus map

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server/store"
 	qtokens "github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
@@ -150,12 +150,12 @@ func crashLoop(t *testing.T, cycles int, tokens bool) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opts := client.Options{
+	opts := protocol.Options{
 		RequestTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second,
 		MaxAttempts: 20, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
 	}
 	dialCtx, dcancel := context.WithTimeout(ctx, 20*time.Second)
-	recv, err := client.Dial(dialCtx, addr, opts)
+	recv, err := protocol.Dial(dialCtx, addr, opts)
 	dcancel()
 	if err != nil {
 		t.Fatal(err)
@@ -185,14 +185,14 @@ func crashLoop(t *testing.T, cycles int, tokens bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := client.Dial(ctx, addr, opts)
+			c, err := protocol.Dial(ctx, addr, opts)
 			for err != nil {
 				select {
 				case <-stop:
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
-				c, err = client.Dial(ctx, addr, opts)
+				c, err = protocol.Dial(ctx, addr, opts)
 			}
 			defer c.Close()
 			var held []byte // the token this sender pays with next
@@ -207,7 +207,7 @@ func crashLoop(t *testing.T, cycles int, tokens bool) {
 						return // out of tokens
 					}
 				}
-				id := client.NewMessageID()
+				id := protocol.NewMessageID()
 				led.mu.Lock()
 				led.sent[id] = false
 				led.mu.Unlock()
@@ -410,7 +410,7 @@ func (p *tokenPool) take() []byte {
 
 // mint registers an account over c and issues n tokens with it. Tokens
 // carry nothing of the account, so one account serves every sender.
-func mint(ctx context.Context, t *testing.T, c *client.Conn, n int) [][]byte {
+func mint(ctx context.Context, t *testing.T, c *protocol.Conn, n int) [][]byte {
 	t.Helper()
 	var dev account.DeviceID
 	crand.Read(dev[:])
@@ -443,10 +443,10 @@ func mint(ctx context.Context, t *testing.T, c *client.Conn, n int) [][]byte {
 // replayPaid shows every token in paid again, on a fresh connection and
 // under a new message ID, and returns how many the server accepted (any
 // answer but TOKEN_SPENT is counted and logged).
-func replayPaid(ctx context.Context, t *testing.T, addr string, opts client.Options, to wire.ID, paid [][]byte) int {
+func replayPaid(ctx context.Context, t *testing.T, addr string, opts protocol.Options, to wire.ID, paid [][]byte) int {
 	t.Helper()
 	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	c, err := client.Dial(dctx, addr, opts)
+	c, err := protocol.Dial(dctx, addr, opts)
 	cancel()
 	if err != nil {
 		t.Fatal(err)
@@ -455,7 +455,7 @@ func replayPaid(ctx context.Context, t *testing.T, addr string, opts client.Opti
 	accepted := 0
 	for _, tok := range paid {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := c.Send(sctx, to, client.NewMessageID(), []byte("replayed token"), tok)
+		_, err := c.Send(sctx, to, protocol.NewMessageID(), []byte("replayed token"), tok)
 		cancel()
 		if code, _ := wire.CodeOf(err); code != wire.CodeTokenSpent {
 			accepted++

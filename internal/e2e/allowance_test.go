@@ -3,16 +3,16 @@ package e2e
 import (
 	"testing"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/wire"
 )
 
 // allowanceSetup starts a server that requires tokens, creates a mailbox
 // and returns it with a connection to send from and n unspent tokens.
-func allowanceSetup(t *testing.T, n int) (*testServer, *client.Conn, *client.Session, *client.Mailbox, [][]byte) {
+func allowanceSetup(t *testing.T, n int) (*testServer, *protocol.Conn, *protocol.Session, *protocol.Mailbox, [][]byte) {
 	t.Helper()
 	ts := startSecureServer(t, nil)
-	owner := dial(t, ts, client.Options{})
+	owner := dial(t, ts, protocol.Options{})
 	sess := registered(t, owner, "carol")
 	toks := wallet(t, owner, sess, n+1)
 	mb, err := owner.CreateMailbox(ctxT(t), toks[0])
@@ -22,7 +22,7 @@ func allowanceSetup(t *testing.T, n int) (*testServer, *client.Conn, *client.Ses
 	return ts, owner, sess, mb, toks[1:]
 }
 
-func stored(t *testing.T, owner *client.Conn, mb *client.Mailbox) int {
+func stored(t *testing.T, owner *protocol.Conn, mb *protocol.Mailbox) int {
 	t.Helper()
 	msgs, _, err := owner.Fetch(ctxT(t), mb, 0, 1000)
 	if err != nil {
@@ -41,26 +41,26 @@ func stored(t *testing.T, owner *client.Conn, mb *client.Mailbox) int {
 func TestAttackSendAllowanceReplay(t *testing.T) {
 	ts, owner, _, mb, toks := allowanceSetup(t, 1)
 	ctx := ctxT(t)
-	payer := dial(t, ts, client.Options{})
-	other := dial(t, ts, client.Options{})
-	send := func(c *client.Conn, id wire.MessageID, auth []byte) (bool, error) {
+	payer := dial(t, ts, protocol.Options{})
+	other := dial(t, ts, protocol.Options{})
+	send := func(c *protocol.Conn, id wire.MessageID, auth []byte) (bool, error) {
 		return c.Send(ctx, mb.SendID, id, []byte("paid by one token"), auth)
 	}
-	if _, err := send(payer, client.NewMessageID(), toks[0]); err != nil {
+	if _, err := send(payer, protocol.NewMessageID(), toks[0]); err != nil {
 		t.Fatal(err)
 	}
-	credited := client.NewMessageID()
+	credited := protocol.NewMessageID()
 	if _, err := send(payer, credited, nil); err != nil {
 		t.Fatalf("first Send on the allowance: %v", err)
 	}
 	// The replay of that very Send on another connection, under its own
 	// message ID and under a new one, and the token itself.
-	for _, id := range []wire.MessageID{credited, client.NewMessageID()} {
+	for _, id := range []wire.MessageID{credited, protocol.NewMessageID()} {
 		if _, err := send(other, id, nil); !isCode(err, wire.CodeTokenMissing) {
 			t.Fatalf("an empty auth on another connection: %v, want TOKEN_MISSING", err)
 		}
 	}
-	if _, err := send(other, client.NewMessageID(), toks[0]); !isCode(err, wire.CodeTokenSpent) {
+	if _, err := send(other, protocol.NewMessageID(), toks[0]); !isCode(err, wire.CodeTokenSpent) {
 		t.Fatalf("the paying token on another connection: %v, want TOKEN_SPENT", err)
 	}
 	// A retry of a credited Send is a duplicate and uses nothing up.
@@ -68,11 +68,11 @@ func TestAttackSendAllowanceReplay(t *testing.T) {
 		t.Fatalf("retry of a credited Send: dup=%v err=%v", dup, err)
 	}
 	for i := 2; i < wire.SendsPerToken; i++ {
-		if _, err := send(payer, client.NewMessageID(), nil); err != nil {
+		if _, err := send(payer, protocol.NewMessageID(), nil); err != nil {
 			t.Fatalf("Send %d of %d on the allowance: %v", i+1, wire.SendsPerToken, err)
 		}
 	}
-	if _, err := send(payer, client.NewMessageID(), nil); !isCode(err, wire.CodeTokenMissing) {
+	if _, err := send(payer, protocol.NewMessageID(), nil); !isCode(err, wire.CodeTokenMissing) {
 		t.Fatalf("Send %d on one token: %v, want TOKEN_MISSING", wire.SendsPerToken+1, err)
 	}
 	if n := stored(t, owner, mb); n != wire.SendsPerToken {
@@ -86,12 +86,12 @@ func TestAttackSendAllowanceReplay(t *testing.T) {
 func TestSendAllowanceExpires(t *testing.T) {
 	ts, _, _, mb, toks := allowanceSetup(t, 1)
 	ctx := ctxT(t)
-	payer := dial(t, ts, client.Options{})
-	if _, err := payer.Send(ctx, mb.SendID, client.NewMessageID(), []byte("x"), toks[0]); err != nil {
+	payer := dial(t, ts, protocol.Options{})
+	if _, err := payer.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("x"), toks[0]); err != nil {
 		t.Fatal(err)
 	}
 	ts.clock.advance(2 * tokenEpoch)
-	if _, err := payer.Send(ctx, mb.SendID, client.NewMessageID(), []byte("x"), nil); !isCode(err, wire.CodeTokenMissing) {
+	if _, err := payer.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("x"), nil); !isCode(err, wire.CodeTokenMissing) {
 		t.Fatalf("an allowance past its token's validity: %v, want TOKEN_MISSING", err)
 	}
 }
@@ -105,13 +105,13 @@ func TestSendPaidCountsTheAllowance(t *testing.T) {
 	const sends = 2*wire.SendsPerToken + 1
 	ts, owner, sess, mb, toks := allowanceSetup(t, 4)
 	ctx := ctxT(t)
-	payer := dial(t, ts, client.Options{})
+	payer := dial(t, ts, protocol.Options{})
 	spentTokens := 0
 	for i := range sends {
 		if len(toks) == 1 {
 			t.Fatalf("Send %d: out of tokens after %d", i+1, spentTokens)
 		}
-		dup, spent, err := payer.SendPaid(ctx, mb.SendID, client.NewMessageID(), []byte("x"), toks[0])
+		dup, spent, err := payer.SendPaid(ctx, mb.SendID, protocol.NewMessageID(), []byte("x"), toks[0])
 		if err != nil || dup {
 			t.Fatalf("Send %d: dup=%v err=%v", i+1, dup, err)
 		}
@@ -129,8 +129,8 @@ func TestSendPaidCountsTheAllowance(t *testing.T) {
 		t.Fatalf("the mailbox holds %d messages, want %d", n, sends)
 	}
 	// Another connection starts from nothing: its first Send pays.
-	other := dial(t, ts, client.Options{})
-	if _, spent, err := other.SendPaid(ctx, mb.SendID, client.NewMessageID(), []byte("x"), toks[0]); err != nil || !spent {
+	other := dial(t, ts, protocol.Options{})
+	if _, spent, err := other.SendPaid(ctx, mb.SendID, protocol.NewMessageID(), []byte("x"), toks[0]); err != nil || !spent {
 		t.Fatalf("first Send on a new connection: spent=%v err=%v, want the token spent", spent, err)
 	}
 	// The server's allowance ends with the paying token's validity; the
@@ -138,7 +138,7 @@ func TestSendPaidCountsTheAllowance(t *testing.T) {
 	// refused and SendPaid pays with the token in the same call.
 	ts.clock.advance(2 * tokenEpoch)
 	fresh := wallet(t, owner, sess, 1)
-	dup, spent, err := payer.SendPaid(ctx, mb.SendID, client.NewMessageID(), []byte("x"), fresh[0])
+	dup, spent, err := payer.SendPaid(ctx, mb.SendID, protocol.NewMessageID(), []byte("x"), fresh[0])
 	if err != nil || dup || !spent {
 		t.Fatalf("Send after the allowance expired: dup=%v spent=%v err=%v, want the token spent", dup, spent, err)
 	}

@@ -26,7 +26,7 @@ func coverRun(t *testing.T, ms *messengerServer, name string, rate float64, dur 
 	log := newSendLog()
 	// A rate far above any quota spends the wallet within seconds: its
 	// refill schedule runs fast here to keep up (sends never refill).
-	a := newUserWith(t, ms, name+"-a", func(o *client.ClientOptions) { o.Tap, o.RefillMean = log.tap, time.Second })
+	a := newUserWith(t, ms, name+"-a", func(o *client.Options) { o.Tap, o.RefillMean = log.tap, time.Second })
 	b := newUser(t, ms, name+"-b")
 	connect(t, a, b)
 	if rate > 0 {
@@ -200,7 +200,7 @@ func TestCoverTraffic(t *testing.T) {
 func TestCoverQuotaWarning(t *testing.T) {
 	ms := startMessengerServerWith(t, func(o *server.Options) { o.TokenQuota = 100 })
 	// Sends never refill the wallet; its schedule does (fast here).
-	a := newUserWith(t, ms, "quota-a", func(o *client.ClientOptions) { o.RefillMean = 100 * time.Millisecond })
+	a := newUserWith(t, ms, "quota-a", func(o *client.Options) { o.RefillMean = 100 * time.Millisecond })
 	b := newUser(t, ms, "quota-b")
 	connect(t, a, b)
 	// SetCover would refuse this rate; the warning is for a rate set

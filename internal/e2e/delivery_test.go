@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
@@ -25,7 +25,7 @@ func isCode(err error, code wire.Code) bool {
 func TestCreateSendFetchAckDelete(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	alice, bob := dial(t, ts, client.Options{}), dial(t, ts, client.Options{})
+	alice, bob := dial(t, ts, protocol.Options{}), dial(t, ts, protocol.Options{})
 
 	mb, err := bob.CreateMailbox(ctx, nil)
 	if err != nil {
@@ -36,7 +36,7 @@ func TestCreateSendFetchAckDelete(t *testing.T) {
 	}
 	var ids []wire.MessageID
 	for i := range 5 {
-		id := client.NewMessageID()
+		id := protocol.NewMessageID()
 		ids = append(ids, id)
 		dup, err := alice.Send(ctx, mb.SendID, id, envelope(i), nil)
 		if err != nil || dup {
@@ -61,7 +61,7 @@ func TestCreateSendFetchAckDelete(t *testing.T) {
 		}
 	}
 	// The sender cannot read the mailbox: it has no owner key.
-	if _, _, err := alice.Fetch(ctx, &client.Mailbox{ReceiveID: mb.ReceiveID, Key: otherKey(t)}, 0, 10); !isCode(err, wire.CodeUnauthorized) {
+	if _, _, err := alice.Fetch(ctx, &protocol.Mailbox{ReceiveID: mb.ReceiveID, Key: otherKey(t)}, 0, 10); !isCode(err, wire.CodeUnauthorized) {
 		t.Fatalf("fetch with a wrong key: %v, want UNAUTHORIZED", err)
 	}
 	n, err := bob.Ack(ctx, mb, ids[:2])
@@ -78,7 +78,7 @@ func TestCreateSendFetchAckDelete(t *testing.T) {
 	if err := bob.DeleteMailbox(ctx, mb); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.Send(ctx, mb.SendID, client.NewMessageID(), envelope(9), nil); !isCode(err, wire.CodeNotFound) {
+	if _, err := alice.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(9), nil); !isCode(err, wire.CodeNotFound) {
 		t.Fatalf("send to deleted mailbox: %v, want NOT_FOUND", err)
 	}
 	if _, _, err := bob.Fetch(ctx, mb, 0, 10); !isCode(err, wire.CodeNotFound) {
@@ -92,13 +92,13 @@ func TestCreateSendFetchAckDelete(t *testing.T) {
 func TestSubscribePush(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	alice, bob := dial(t, ts, client.Options{}), dial(t, ts, client.Options{})
+	alice, bob := dial(t, ts, protocol.Options{}), dial(t, ts, protocol.Options{})
 	mb, err := bob.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// One message before subscribing (backlog), three after (push).
-	if _, err := alice.Send(ctx, mb.SendID, client.NewMessageID(), envelope(0), nil); err != nil {
+	if _, err := alice.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(0), nil); err != nil {
 		t.Fatal(err)
 	}
 	sub, err := bob.Subscribe(ctx, mb, 0)
@@ -112,7 +112,7 @@ func TestSubscribePush(t *testing.T) {
 		t.Fatal("no caught-up marker")
 	}
 	for i := 1; i < 4; i++ {
-		if _, err := alice.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+		if _, err := alice.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -130,7 +130,7 @@ func TestSubscribePush(t *testing.T) {
 		}
 	}
 	// A subscription signed with the wrong key is refused.
-	if _, err := alice.Subscribe(ctx, &client.Mailbox{ReceiveID: mb.ReceiveID, Key: otherKey(t)}, 0); !isCode(err, wire.CodeUnauthorized) {
+	if _, err := alice.Subscribe(ctx, &protocol.Mailbox{ReceiveID: mb.ReceiveID, Key: otherKey(t)}, 0); !isCode(err, wire.CodeUnauthorized) {
 		t.Fatalf("subscribe with a wrong key: %v, want UNAUTHORIZED", err)
 	}
 }
@@ -138,12 +138,12 @@ func TestSubscribePush(t *testing.T) {
 func TestIdempotentRetry(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	mb, err := c.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	if dup, err := c.Send(ctx, mb.SendID, id, envelope(1), nil); err != nil || dup {
 		t.Fatalf("first send: %v %v", dup, err)
 	}
@@ -167,17 +167,17 @@ func TestIdempotentRetry(t *testing.T) {
 func TestQuotaFull(t *testing.T) {
 	ts := startServer(t, func(o *server.Options) { o.Quota = store.Quota{MaxMessages: 3, MaxBytes: 1 << 20} })
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	mb, _ := c.CreateMailbox(ctx, nil)
 	var ids []wire.MessageID
 	for i := range 3 {
-		id := client.NewMessageID()
+		id := protocol.NewMessageID()
 		ids = append(ids, id)
 		if _, err := c.Send(ctx, mb.SendID, id, envelope(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(3), nil)
+	_, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(3), nil)
 	if !isCode(err, wire.CodeQuota) {
 		t.Fatalf("fourth send: %v, want QUOTA", err)
 	}
@@ -186,7 +186,7 @@ func TestQuotaFull(t *testing.T) {
 	}
 	// Acking frees room.
 	c.Ack(ctx, mb, ids[:1])
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(3), nil); err != nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(3), nil); err != nil {
 		t.Fatalf("send after ack: %v", err)
 	}
 }
@@ -197,9 +197,9 @@ func TestTTLExpiry(t *testing.T) {
 		o.PurgeInterval = 20 * time.Millisecond
 	})
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	mb, _ := c.CreateMailbox(ctx, nil)
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(0), nil); err != nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(0), nil); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond) // several sweeps: nothing is old yet
@@ -226,10 +226,10 @@ func TestTTLExpiry(t *testing.T) {
 func TestRestartKeepsAckedSends(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	mb, _ := c.CreateMailbox(ctx, nil)
 	for i := range 20 {
-		if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+		if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -255,7 +255,7 @@ func TestRestartKeepsAckedSends(t *testing.T) {
 func TestDrainAndResume(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	mb, _ := c.CreateMailbox(ctx, nil)
 	sub, err := c.Subscribe(ctx, mb, 0)
 	if err != nil {
@@ -268,7 +268,7 @@ func TestDrainAndResume(t *testing.T) {
 		t.Fatalf("shutdown took %v: the subscription held it up", d)
 	}
 	ts.start()
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(7), nil); err != nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(7), nil); err != nil {
 		t.Fatalf("send after restart: %v", err)
 	}
 	select {
@@ -288,7 +288,7 @@ func TestDrainAndResume(t *testing.T) {
 func TestIdleSubscriptionLearnsOfDeletion(t *testing.T) {
 	ts := startServer(t, func(o *server.Options) { o.RequestTimeout = 300 * time.Millisecond })
 	ctx := ctxT(t)
-	owner := dial(t, ts, client.Options{})
+	owner := dial(t, ts, protocol.Options{})
 	mb, err := owner.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +318,7 @@ func TestIdleSubscriptionLearnsOfDeletion(t *testing.T) {
 func TestHealthWhileDraining(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{MaxAttempts: 1})
+	c := dial(t, ts, protocol.Options{MaxAttempts: 1})
 	if st, err := c.Health(ctx); err != nil || st != wire.StatusServing {
 		t.Fatalf("health before the drain: %d, %v", st, err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
@@ -36,7 +36,7 @@ func TestDiskFull(t *testing.T) {
 	pcAddr := serveOn(t, srv)
 	ts.addr = id.Address(pcAddr).String()
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{MaxAttempts: 1})
+	c := dial(t, ts, protocol.Options{MaxAttempts: 1})
 	mb, err := c.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestDiskFull(t *testing.T) {
 	var acked []wire.MessageID
 	var full error
 	for range 2000 {
-		id := client.NewMessageID()
+		id := protocol.NewMessageID()
 		if _, err := c.Send(ctx, mb.SendID, id, env, nil); err != nil {
 			full = err
 			break
@@ -59,7 +59,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("send to a full store: %v, want UNAVAILABLE", full)
 	}
 	// Everything acknowledged is still there.
-	var got []client.Message
+	var got []protocol.Message
 	for after := uint64(0); ; {
 		msgs, more, err := c.Fetch(ctx, mb, after, 1000)
 		if err != nil {
@@ -78,7 +78,7 @@ func TestDiskFull(t *testing.T) {
 	if _, err := c.Ack(ctx, mb, acked[:len(acked)/2]); err != nil {
 		t.Fatalf("ack on a full store: %v", err)
 	}
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), env, nil); err != nil {
 		t.Fatalf("send after space returned: %v", err)
 	}
 }
@@ -106,7 +106,7 @@ func serveOn(t *testing.T, srv *server.Server) string {
 func TestSlowReaderBlocksNoOne(t *testing.T) {
 	ts := startServer(t, func(o *server.Options) { o.RequestTimeout = 2 * time.Second })
 	ctx := ctxT(t)
-	owner := dial(t, ts, client.Options{})
+	owner := dial(t, ts, protocol.Options{})
 	stuck, err := owner.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -115,16 +115,16 @@ func TestSlowReaderBlocksNoOne(t *testing.T) {
 	rawSubscribe(t, ts, stuck)
 
 	// Fill the stuck mailbox with large envelopes while others work.
-	sender := dial(t, ts, client.Options{})
+	sender := dial(t, ts, protocol.Options{})
 	big := bytes.Repeat([]byte{1}, 100000)
 	go func() {
 		for range 60 {
-			if _, err := sender.Send(ctx, stuck.SendID, client.NewMessageID(), big, nil); err != nil {
+			if _, err := sender.Send(ctx, stuck.SendID, protocol.NewMessageID(), big, nil); err != nil {
 				return
 			}
 		}
 	}()
-	other := dial(t, ts, client.Options{})
+	other := dial(t, ts, protocol.Options{})
 	mb, err := other.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestSlowReaderBlocksNoOne(t *testing.T) {
 	var worst time.Duration
 	for i := range 50 {
 		start := time.Now()
-		if _, err := other.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+		if _, err := other.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 			t.Fatalf("send %d while a reader stalls: %v", i, err)
 		}
 		if _, _, err := other.Fetch(ctx, mb, 0, 1); err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -38,7 +39,7 @@ func TestMessengerGapDetected(t *testing.T) {
 	texts(t, alice) // bob's mailbox announcement
 	// bob's conversation mailbox, as his own fetches name it.
 	var convBox wire.ID
-	for role, reqs := range bobLog.requests(t, dial(t, ms.testServer, client.Options{}).Policy()) {
+	for role, reqs := range bobLog.requests(t, dial(t, ms.testServer, protocol.Options{}).Policy()) {
 		for _, m := range reqs {
 			if f, ok := m.(*wire.Fetch); ok && strings.HasPrefix(role, "conv:") {
 				convBox = f.ReceiveID

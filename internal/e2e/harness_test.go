@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/store"
@@ -180,7 +180,7 @@ func (ts *testServer) restart() {
 	ts.start()
 }
 
-func dial(t *testing.T, ts *testServer, opts client.Options) *client.Conn {
+func dial(t *testing.T, ts *testServer, opts protocol.Options) *protocol.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -189,7 +189,7 @@ func dial(t *testing.T, ts *testServer, opts client.Options) *client.Conn {
 		opts.BaseBackoff = 20 * time.Millisecond
 		opts.MaxBackoff = 200 * time.Millisecond
 	}
-	c, err := client.Dial(ctx, ts.addr, opts)
+	c, err := protocol.Dial(ctx, ts.addr, opts)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 )
 
 // oneTimeKPs is how many one-time KeyPackages c keeps private keys for.
@@ -76,7 +77,7 @@ func TestAttackDrainKeyPackagePool(t *testing.T) {
 	ms := startMessengerServer(t)
 	ctx := ctxT(t)
 	alice, bob := newUser(t, ms, "alice"), newUser(t, ms, "bob")
-	acct, anon := dial(t, ms.testServer, client.Options{}), dial(t, ms.testServer, client.Options{})
+	acct, anon := dial(t, ms.testServer, protocol.Options{}), dial(t, ms.testServer, protocol.Options{})
 	sess := registered(t, acct, "mallory")
 	toks := wallet(t, acct, sess, 21)
 	drained := 0

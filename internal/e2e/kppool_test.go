@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
@@ -25,7 +25,7 @@ func TestKeyPackagePoolOverTheWire(t *testing.T) {
 	base := serveAdmin(t, ts)
 	ctx := ctxT(t)
 	// The owner's connection carries its session; fetches go on another.
-	acct, anon := dial(t, ts, client.Options{}), dial(t, ts, client.Options{})
+	acct, anon := dial(t, ts, protocol.Options{}), dial(t, ts, protocol.Options{})
 	const handle = "zelda.kp-owner"
 	sess := registered(t, acct, handle)
 
@@ -144,8 +144,8 @@ func TestKeyPackagePoolOverTheWire(t *testing.T) {
 func TestKeyPackagePoolWithoutAccounts(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{MaxAttempts: 1})
-	if _, _, err := c.UploadKeyPackages(ctx, &client.Session{}, nil); !isCode(err, wire.CodeUnavailable) {
+	c := dial(t, ts, protocol.Options{MaxAttempts: 1})
+	if _, _, err := c.UploadKeyPackages(ctx, &protocol.Session{}, nil); !isCode(err, wire.CodeUnavailable) {
 		t.Fatalf("upload: %v, want UNAVAILABLE", err)
 	}
 	if _, err := c.FetchKeyPackage(ctx, "someone", nil); !isCode(err, wire.CodeUnavailable) {

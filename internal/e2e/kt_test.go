@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/tokens"
@@ -119,12 +119,12 @@ func (id identity) binding(t *testing.T, label string, intro byte, tombstone boo
 
 func TestKTPublishLookupMonitor(t *testing.T) {
 	ts, k := startKTServer(t)
-	acct := dial(t, ts, client.Options{})
-	anon := dial(t, ts, client.Options{})
+	acct := dial(t, ts, protocol.Options{})
+	anon := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	sess := registered(t, acct, "alice")
 	alice := newIdentity()
-	owner := client.NewKTOwner("alice")
+	owner := protocol.NewKTOwner("alice")
 	vAlice, vBob := k.verifier(t), k.verifier(t)
 
 	// Never published: a verified absence.
@@ -160,12 +160,12 @@ func TestKTPublishLookupMonitor(t *testing.T) {
 	// Only the account itself may publish under its name, and only a
 	// binding that verifies.
 	bobSess := registered(t, acct, "bob")
-	if _, _, err := acct.KTPublish(ctx, bobSess, client.NewKTOwner("alice"), newIdentity().binding(t, "alice", 9, false)); !isCode(err, wire.CodeAuth) {
+	if _, _, err := acct.KTPublish(ctx, bobSess, protocol.NewKTOwner("alice"), newIdentity().binding(t, "alice", 9, false)); !isCode(err, wire.CodeAuth) {
 		t.Fatalf("publishing under another's name: %v", err)
 	}
 	forged := newIdentity().binding(t, "bob", 9, false)
 	forged.IntroSendID[0]++
-	if _, _, err := acct.KTPublish(ctx, bobSess, client.NewKTOwner("bob"), forged); !isCode(err, wire.CodeProtocol) {
+	if _, _, err := acct.KTPublish(ctx, bobSess, protocol.NewKTOwner("bob"), forged); !isCode(err, wire.CodeProtocol) {
 		t.Fatalf("publishing a binding that does not verify: %v", err)
 	}
 
@@ -188,11 +188,11 @@ func TestKTPublishLookupMonitor(t *testing.T) {
 // whose evidence verifies for anyone.
 func TestKTAttackRogueKey(t *testing.T) {
 	ts, k := startKTServer(t)
-	acct := dial(t, ts, client.Options{})
-	anon := dial(t, ts, client.Options{})
+	acct := dial(t, ts, protocol.Options{})
+	anon := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	sess := registered(t, acct, "alice")
-	owner := client.NewKTOwner("alice")
+	owner := protocol.NewKTOwner("alice")
 	if _, _, err := acct.KTPublish(ctx, sess, owner, newIdentity().binding(t, "alice", 1, false)); err != nil {
 		t.Fatal(err)
 	}
@@ -298,11 +298,11 @@ func TestKTAttackSplitView(t *testing.T) {
 		t.Fatal(err)
 	}
 	vBob, _ := kt.NewVerifierFromConfig(ka.keys.VKey, b.Config())
-	ra, _, err := dial(t, tsA, client.Options{}).KTLookup(ctx, vAlice, "alice")
+	ra, _, err := dial(t, tsA, protocol.Options{}).KTLookup(ctx, vAlice, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, _, err := dial(t, tsB, client.Options{}).KTLookup(ctx, vBob, "alice")
+	rb, _, err := dial(t, tsB, protocol.Options{}).KTLookup(ctx, vBob, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +317,7 @@ func TestKTAttackSplitView(t *testing.T) {
 		t.Fatalf("bob compares alice's checkpoint: %v", err)
 	}
 	// And once alice has seen fork A, fork B's answers are refused.
-	if _, _, err := dial(t, tsB, client.Options{}).KTLookup(ctx, vAlice, "alice"); !errors.Is(err, kt.ErrInconsistent) {
+	if _, _, err := dial(t, tsB, protocol.Options{}).KTLookup(ctx, vAlice, "alice"); !errors.Is(err, kt.ErrInconsistent) {
 		t.Fatalf("alice on fork B: %v", err)
 	}
 }
@@ -340,10 +340,10 @@ func reopenManual(t *testing.T, k *ktDir) *kt.Directory {
 // KT state; a client that saw a newer checkpoint refuses its answers.
 func TestKTAttackRollback(t *testing.T) {
 	ts, k := startKTServer(t)
-	acct := dial(t, ts, client.Options{})
+	acct := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	sess := registered(t, acct, "alice")
-	owner := client.NewKTOwner("alice")
+	owner := protocol.NewKTOwner("alice")
 	v := k.verifier(t)
 	if _, _, err := acct.KTPublish(ctx, sess, owner, newIdentity().binding(t, "alice", 1, false)); err != nil {
 		t.Fatal(err)
@@ -355,7 +355,7 @@ func TestKTAttackRollback(t *testing.T) {
 	k.open()
 	ts.opts.KT = k.d
 	ts.restart()
-	acct = dial(t, ts, client.Options{})
+	acct = dial(t, ts, protocol.Options{})
 	if _, _, err := acct.KTPublish(ctx, sess, owner, newIdentity().binding(t, "alice", 2, false)); err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func TestKTAttackRollback(t *testing.T) {
 	k.open()
 	ts.opts.KT = k.d
 	ts.restart()
-	acct = dial(t, ts, client.Options{})
+	acct = dial(t, ts, protocol.Options{})
 	// Let the rolled-back log grow past nothing: it stays behind v's
 	// checkpoint for a while, and any answer meanwhile is refused.
 	if _, _, err := acct.KTLookup(ctx, v, "alice"); !errors.Is(err, kt.ErrRollback) && !errors.Is(err, kt.ErrInconsistent) {
@@ -398,10 +398,10 @@ func copyKT(t *testing.T, from, to string) {
 // alone.
 func TestKTTilesOverQUICAndHTTP(t *testing.T) {
 	ts, k := startKTServer(t)
-	acct := dial(t, ts, client.Options{})
+	acct := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	sess := registered(t, acct, "alice")
-	if _, _, err := acct.KTPublish(ctx, sess, client.NewKTOwner("alice"), newIdentity().binding(t, "alice", 1, false)); err != nil {
+	if _, _, err := acct.KTPublish(ctx, sess, protocol.NewKTOwner("alice"), newIdentity().binding(t, "alice", 1, false)); err != nil {
 		t.Fatal(err)
 	}
 	var hs *httptest.Server
@@ -419,7 +419,7 @@ func TestKTTilesOverQUICAndHTTP(t *testing.T) {
 	k.d = reopenManual(t, k)
 	ts.opts.KT = k.d
 	ts.restart()
-	acct = dial(t, ts, client.Options{})
+	acct = dial(t, ts, protocol.Options{})
 	hs = httptest.NewServer(server.KTHandler(k.d, "/kt"))
 	defer hs.Close()
 
@@ -478,7 +478,7 @@ func TestKTTokenKeys(t *testing.T) {
 		server.PublishTokenKeys(pubCtx, k.d, ts.issuer, tokenEpoch, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	defer func() { cancel(); <-done }()
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	v := k.verifier(t)
 	keys, err := c.TokenKeys(ctx)
@@ -520,7 +520,7 @@ func TestKTTokenKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.KTTokenKey(ctx, v, tagged); !errors.Is(err, client.ErrTokenKeyMismatch) {
+	if err := c.KTTokenKey(ctx, v, tagged); !errors.Is(err, protocol.ErrTokenKeyMismatch) {
 		t.Fatalf("a key of the server's own: %v", err)
 	}
 }

@@ -95,7 +95,7 @@ func TestMessengerGroupJoinKT(t *testing.T) {
 	for vi, v := range vs {
 		prefix := fmt.Sprintf("j%d", vi)
 		v.times, v.kt = map[time.Duration][]time.Duration{}, map[time.Duration][]time.Duration{}
-		owner, err := newUserErr(ctx, t, ms, prefix+"-owner", func(o *client.ClientOptions) { o.RefillMean = 200 * time.Millisecond })
+		owner, err := newUserErr(ctx, t, ms, prefix+"-owner", func(o *client.Options) { o.RefillMean = 200 * time.Millisecond })
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/bench"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/padding"
@@ -27,7 +28,7 @@ import (
 )
 
 // Messenger benchmarks: what the SDK (client.Client) costs on top of the
-// raw delivery path (client.Conn), measured in the same run so that the
+// raw delivery path (protocol.Conn), measured in the same run so that the
 // ratios hold even when other work shares the machine.
 //
 //   - TestMessengerDMLatency: alice.Send start → bob's Follow callback sees
@@ -45,7 +46,7 @@ func benchEnabled() bool { return os.Getenv("QPC_BENCH") == "1" }
 
 // newUserErr is newUser for goroutines: it returns the error instead of
 // failing the test, and takes its own context and options.
-func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle string, mutate func(*client.ClientOptions)) (*client.Client, error) {
+func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle string, mutate func(*client.Options)) (*client.Client, error) {
 	opts := messengerOptions(t.TempDir())
 	if mutate != nil {
 		mutate(&opts)
@@ -62,7 +63,7 @@ func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle s
 }
 
 // maxWrite records the largest record a connection wrote: each request
-// record is one Write on its stream (client.Options.Tap).
+// record is one Write on its stream (protocol.Options.Tap).
 type maxWrite struct{ n atomic.Int64 }
 
 func (m *maxWrite) tap(_ int64, outgoing bool, b []byte) {
@@ -81,9 +82,9 @@ func (m *maxWrite) tap(_ int64, outgoing bool, b []byte) {
 // subscription, on the same server as the messenger, paying tokens of an
 // account of its own.
 type rawPath struct {
-	send, recv *client.Conn
-	mb         *client.Mailbox
-	sub        *client.Subscription
+	send, recv *protocol.Conn
+	mb         *protocol.Mailbox
+	sub        *protocol.Subscription
 	toks       [][]byte
 	envLen     int
 	wrote      maxWrite
@@ -106,13 +107,13 @@ func envelopeFor(recordSize, authLen int) int {
 func newRawPath(t *testing.T, ms *messengerServer, name string, sends, recordSize int) *rawPath {
 	t.Helper()
 	p := &rawPath{arrivals: make(chan rawArrival, 4096)}
-	acct := dial(t, ms.testServer, client.Options{})
+	acct := dial(t, ms.testServer, protocol.Options{})
 	sess := registered(t, acct, name)
 	for len(p.toks) < sends+1 {
 		p.toks = append(p.toks, wallet(t, acct, sess, min(tokens.MaxBatch, sends+1-len(p.toks)))...)
 	}
-	p.send = dial(t, ms.testServer, client.Options{Tap: p.wrote.tap})
-	p.recv = dial(t, ms.testServer, client.Options{})
+	p.send = dial(t, ms.testServer, protocol.Options{Tap: p.wrote.tap})
+	p.recv = dial(t, ms.testServer, protocol.Options{})
 	ctx := ctxT(t)
 	var err error
 	if p.mb, err = p.recv.CreateMailbox(ctx, p.take()); err != nil {
@@ -151,7 +152,7 @@ func (p *rawPath) one(ctx context.Context, idx uint32) (send, lat time.Duration,
 	binary.BigEndian.PutUint32(env, idx)
 	tok := p.take()
 	start := time.Now()
-	if _, err := p.send.Send(ctx, p.mb.SendID, client.NewMessageID(), env, tok); err != nil {
+	if _, err := p.send.Send(ctx, p.mb.SendID, protocol.NewMessageID(), env, tok); err != nil {
 		return 0, 0, err
 	}
 	send = time.Since(start)
@@ -186,7 +187,7 @@ func (d dist) mean() float64 {
 	return float64(sum) / float64(len(d)) / float64(time.Millisecond)
 }
 
-// parts collects the durations ClientOptions.Timing reports, by part.
+// parts collects the durations client.Options.Timing reports, by part.
 type parts struct {
 	mu sync.Mutex
 	on bool
@@ -224,7 +225,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	var aliceParts, bobParts parts
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	alice, err := newUserErr(ctx, t, ms, "alice", func(o *client.ClientOptions) {
+	alice, err := newUserErr(ctx, t, ms, "alice", func(o *client.Options) {
 		o.Dial.Tap = aliceWrote.tap
 		o.Timing = aliceParts.record
 		// Alice sends hundreds of messages without following: her
@@ -239,7 +240,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	// bobDone is told when bob has acknowledged a delivery and run his
 	// outbox after it (the end of Follow's work on it).
 	bobDone := make(chan struct{}, 4096)
-	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.ClientOptions) {
+	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.Options) {
 		o.Timing = func(part string, d time.Duration) {
 			bobParts.record(part, d)
 			if part == client.TimeRecvFlush {
@@ -385,7 +386,7 @@ func TestMessengerDMLatency(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st.Tokens >= client.DefaultWalletLow {
+			if st.Tokens >= protocol.DefaultWalletLow {
 				return
 			}
 			if time.Now().After(deadline) {
@@ -455,7 +456,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	t.Logf("  ratio e2e/raw (median of the rounds' ratios): p50 %.2f  p99 %.2f",
 		med(func(r round) float64 { return r.e2eLat.pct(50) / r.rawLat.pct(50) }), med(func(r round) float64 { return r.e2eLat.pct(99) / r.rawLat.pct(99) }))
 	// Where the time goes: each part's p50 and mean over every measured
-	// message (ClientOptions.Timing), in the order a message meets them.
+	// message (client.Options.Timing), in the order a message meets them.
 	order := []string{client.TimeSendMLS, client.TimeSendQueue, client.TimeSendTokens, client.TimeSendSeal, client.TimeSendWire, client.TimeSendDone, client.TimeSendFlush,
 		client.TimeRecvWait, client.TimeRecvOpen, client.TimeRecvMLS, client.TimeRecvSender, client.TimeRecvGossip, client.TimeRecvCommit, client.TimeRecvAck, client.TimeRecvFlush, client.TimeRecvShown}
 	t.Logf("  %-12s %8s %8s %8s %6s", "part", "p50_ms", "p99_ms", "mean_ms", "count")

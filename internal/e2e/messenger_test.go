@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/server"
 )
@@ -47,25 +48,25 @@ func startMessengerServerWith(t *testing.T, mutate func(*server.Options)) *messe
 	// Wait for the token key to be in the log.
 	waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelWait()
-	if err := client.WaitTokenKey(waitCtx, ts.addr, ms.pin(), client.Options{Policy: ts.opts.Policy}, 50*time.Millisecond); err != nil {
+	if err := protocol.WaitTokenKey(waitCtx, ts.addr, ms.pin(), protocol.Options{Policy: ts.opts.Policy}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	return ms
 }
 
-func (ms *messengerServer) pin() client.KTPin {
+func (ms *messengerServer) pin() protocol.KTPin {
 	cfg := ms.kt.d.Config()
-	return client.KTPin{VKey: ms.kt.keys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash()}
+	return protocol.KTPin{VKey: ms.kt.keys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash()}
 }
 
 // tinyKDF keeps Argon2id cheap in tests that make many clients; the CLI
 // tests run the real cost.
 var tinyKDF = &state.Options{Time: 1, MemoryKiB: 64, Threads: 1}
 
-func messengerOptions(home string) client.ClientOptions {
-	return client.ClientOptions{
+func messengerOptions(home string) client.Options {
+	return client.Options{
 		Home: home, Passphrase: []byte("local passphrase"), KDF: tinyKDF,
-		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
+		Dial:   protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }

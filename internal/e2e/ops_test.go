@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/quic-go/quic-go"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/metrics"
@@ -139,14 +139,14 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, body := httpGet(t, base+"/readyz"); code != 200 {
 		t.Fatalf("/readyz: %d %q", code, body)
 	}
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	mb, err := c.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+		if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -286,7 +286,7 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 	ts := startSecureServer(t, withMetrics(m, nil))
 	base := serveAdmin(t, ts)
 	ctx := ctxT(t)
-	acct, anon := dial(t, ts, client.Options{}), dial(t, ts, client.Options{})
+	acct, anon := dial(t, ts, protocol.Options{}), dial(t, ts, protocol.Options{})
 
 	sess := registered(t, acct, "carol")
 	if _, err := acct.Login(ctx, "carol", []byte("wrong password"), newDevice(), "phone", cheapKSF); !isCode(err, wire.CodeAuth) {
@@ -302,14 +302,14 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 	}
 	// Before the connection's first paid Send, which leaves it an
 	// allowance of Sends without a token (docs/adr/0017).
-	if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), envelope(3), nil); !isCode(err, wire.CodeTokenMissing) {
+	if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(3), nil); !isCode(err, wire.CodeTokenMissing) {
 		t.Fatalf("no token: %v", err)
 	}
-	msgID := client.NewMessageID()
+	msgID := protocol.NewMessageID()
 	if _, err := anon.Send(ctx, mb.SendID, msgID, envelope(1), toks[1]); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), envelope(2), toks[1]); !isCode(err, wire.CodeTokenSpent) {
+	if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(2), toks[1]); !isCode(err, wire.CodeTokenSpent) {
 		t.Fatalf("spent token: %v", err)
 	}
 	msgs, _, err := anon.Fetch(ctx, mb, 0, 10)
@@ -324,7 +324,7 @@ func TestMetricsCarryNoIdentifiers(t *testing.T) {
 	}
 	var unknown wire.ID
 	unknown[0] = 0xAB
-	if _, err := anon.Send(ctx, unknown, client.NewMessageID(), envelope(4), toks[2]); !isCode(err, wire.CodeNotFound) {
+	if _, err := anon.Send(ctx, unknown, protocol.NewMessageID(), envelope(4), toks[2]); !isCode(err, wire.CodeNotFound) {
 		t.Fatalf("send to nowhere: %v", err)
 	}
 	// The KeyPackage pool: an upload, and a paid fetch by handle.
@@ -418,10 +418,10 @@ func encodings(b []byte) []string {
 }
 
 // dialOnce dials with no retries, so a refusal comes back as it is.
-func dialOnce(ts *testServer) (*client.Conn, error) {
+func dialOnce(ts *testServer) (*protocol.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return client.Dial(ctx, ts.addr, client.Options{MaxAttempts: 1})
+	return protocol.Dial(ctx, ts.addr, protocol.Options{MaxAttempts: 1})
 }
 
 func TestConnectionLimitPerAddress(t *testing.T) {
@@ -429,9 +429,9 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 	ts := startServer(t, withMetrics(m, func(o *server.Options) { o.MaxConnsPerAddr = 3 }))
 	base := serveAdmin(t, ts)
 	ctx := ctxT(t)
-	var conns []*client.Conn
+	var conns []*protocol.Conn
 	for range 3 {
-		conns = append(conns, dial(t, ts, client.Options{}))
+		conns = append(conns, dial(t, ts, protocol.Options{}))
 	}
 	mb, err := conns[0].CreateMailbox(ctx, nil)
 	if err != nil {
@@ -448,7 +448,7 @@ func TestConnectionLimitPerAddress(t *testing.T) {
 	}
 	// The admitted clients keep working while others are refused.
 	for i, c := range conns {
-		if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+		if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 			t.Fatalf("client %d after the refusals: %v", i, err)
 		}
 	}
@@ -494,19 +494,19 @@ func TestConnectionLimitGlobalAndTor(t *testing.T) {
 		t.Fatal(err)
 	}
 	torAddr := id.Address(pc.LocalAddr().String()).String()
-	dialTor := func() (*client.Conn, error) {
+	dialTor := func() (*protocol.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		return client.Dial(ctx, torAddr, client.Options{MaxAttempts: 1})
+		return protocol.Dial(ctx, torAddr, protocol.Options{MaxAttempts: 1})
 	}
-	clear := dial(t, ts, client.Options{})
+	clear := dial(t, ts, protocol.Options{})
 	if c, err := dialOnce(ts); !isCode(err, wire.CodeRateLimited) {
 		if c != nil {
 			c.Close()
 		}
 		t.Fatalf("second clearnet connection: %v, want RATE_LIMITED", err)
 	}
-	var tor []*client.Conn
+	var tor []*protocol.Conn
 	for i := range 2 {
 		c, err := dialTor()
 		if err != nil {
@@ -542,8 +542,8 @@ func TestRequestRateLimit(t *testing.T) {
 	ts := startServer(t, withMetrics(m, func(o *server.Options) { o.RequestRate, o.RequestBurst = 0.01, 8 }))
 	base := serveAdmin(t, ts)
 	ctx := ctxT(t)
-	greedy := dial(t, ts, client.Options{MaxAttempts: 1})
-	calm := dial(t, ts, client.Options{MaxAttempts: 1})
+	greedy := dial(t, ts, protocol.Options{MaxAttempts: 1})
+	calm := dial(t, ts, protocol.Options{MaxAttempts: 1})
 	ok, limited := 0, 0
 	for range 12 {
 		_, err := greedy.Health(ctx)
@@ -642,7 +642,7 @@ func TestVersionNegotiation(t *testing.T) {
 		t.Error("a client speaking only version 3 got through TLS")
 	}
 	// The reference client (version 1 only) works against N=2, N-1=1.
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	if _, err := c.Health(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -692,13 +692,13 @@ func TestDeployMetricsExist(t *testing.T) {
 	m := metrics.New("test")
 	ts := startServer(t, withMetrics(m, nil))
 	base := serveAdmin(t, ts)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	ctx := ctxT(t)
 	mb, err := c.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(1), nil); err != nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(1), nil); err != nil {
 		t.Fatal(err)
 	}
 	fams := scrape(t, base)

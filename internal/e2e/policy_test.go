@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 )
@@ -25,8 +26,8 @@ func TestHostilePaddingPolicy(t *testing.T) {
 	ctx := ctxT(t)
 
 	// The low-level connection: refused, once (not retried).
-	_, err = client.Dial(ctx, ms.addr, client.Options{MaxAttempts: 3})
-	if !errors.Is(err, client.ErrPolicy) {
+	_, err = protocol.Dial(ctx, ms.addr, protocol.Options{MaxAttempts: 3})
+	if !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("dial with the default pin: %v, want ErrPolicy", err)
 	}
 	for _, want := range []string{fine.String(), padding.Default.String()} {
@@ -34,7 +35,7 @@ func TestHostilePaddingPolicy(t *testing.T) {
 			t.Errorf("the error does not name %s: %v", want, err)
 		}
 	}
-	conn, err := client.Dial(ctx, ms.addr, client.Options{Policy: fine})
+	conn, err := protocol.Dial(ctx, ms.addr, protocol.Options{Policy: fine})
 	if err != nil {
 		t.Fatalf("dial with the operator's policy pinned: %v", err)
 	}
@@ -45,7 +46,7 @@ func TestHostilePaddingPolicy(t *testing.T) {
 
 	// The messenger: Init with the default pin fails and leaves no state.
 	home := t.TempDir()
-	if _, err := client.Init(ctx, ms.addr, ms.pin(), messengerOptions(home)); !errors.Is(err, client.ErrPolicy) {
+	if _, err := client.Init(ctx, ms.addr, ms.pin(), messengerOptions(home)); !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("init with the default pin: %v, want ErrPolicy", err)
 	}
 	if m, _ := filepath.Glob(filepath.Join(home, "state.db")); len(m) != 0 {
@@ -77,7 +78,7 @@ func TestHostilePaddingPolicy(t *testing.T) {
 
 	// The default server and the default pin still agree.
 	def := startServer(t, nil)
-	dial(t, def, client.Options{}).Close()
+	dial(t, def, protocol.Options{}).Close()
 }
 
 // TestPaddingPolicyUpgrade: the default moved from padding.V1 to V2

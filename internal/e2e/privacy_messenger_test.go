@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
@@ -132,7 +133,7 @@ func TestMessengerPrivacy(t *testing.T) {
 
 	// The mailbox IDs the clients used, from their own requests; and the
 	// send/fetch path never carried account business.
-	policy := dial(t, ms.testServer, client.Options{}).Policy()
+	policy := dial(t, ms.testServer, protocol.Options{}).Policy()
 	mailboxIDs := map[wire.ID]bool{}
 	lookupConns, fetchConns := 0, 0
 	for h, l := range logs {

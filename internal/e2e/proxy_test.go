@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -116,7 +116,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 	proxy := newUDPProxy(t, ts.host)
 	a, _ := wire.ParseAddress(ts.addr)
 	a.Host = proxy.addr()
-	c, err := client.Dial(ctx, a.String(), client.Options{
+	c, err := protocol.Dial(ctx, a.String(), protocol.Options{
 		RequestTimeout: 400 * time.Millisecond, IdleTimeout: 2 * time.Second,
 		HandshakeTimeout: 2 * time.Second,
 		MaxAttempts:      20, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
@@ -125,7 +125,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	owner := dial(t, ts, client.Options{})
+	owner := dial(t, ts, protocol.Options{})
 	mb, err := owner.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +146,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	dup, err := c.Send(ctx, mb.SendID, id, []byte("exactly once"), nil)
 	<-stored
 	if err != nil {
@@ -173,7 +173,7 @@ func TestDeleteRetryAfterLostDone(t *testing.T) {
 	proxy := newUDPProxy(t, ts.host)
 	a, _ := wire.ParseAddress(ts.addr)
 	a.Host = proxy.addr()
-	c, err := client.Dial(ctx, a.String(), client.Options{
+	c, err := protocol.Dial(ctx, a.String(), protocol.Options{
 		RequestTimeout: 400 * time.Millisecond, IdleTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second,
 		MaxAttempts: 20, BaseBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 	})
@@ -185,7 +185,7 @@ func TestDeleteRetryAfterLostDone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	watcher := dial(t, ts, client.Options{})
+	watcher := dial(t, ts, protocol.Options{})
 	proxy.dropDown.Store(true)
 	go func() {
 		for ctx.Err() == nil {

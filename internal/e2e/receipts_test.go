@@ -73,7 +73,7 @@ func (l *sendLog) count() int {
 }
 
 // newUserWith is newUser with adjusted options.
-func newUserWith(t *testing.T, ms *messengerServer, handle string, mutate func(*client.ClientOptions)) *client.Client {
+func newUserWith(t *testing.T, ms *messengerServer, handle string, mutate func(*client.Options)) *client.Client {
 	t.Helper()
 	ctx := ctxT(t)
 	o := messengerOptions(t.TempDir())
@@ -127,7 +127,7 @@ func TestReceiptsOffAndRead(t *testing.T) {
 	log := newSendLog()
 	delay := &client.ReceiptDelay{Mean: 20 * time.Millisecond, Max: 200 * time.Millisecond}
 	alice := newUser(t, ms, "alice")
-	bob := newUserWith(t, ms, "bob", func(o *client.ClientOptions) { o.Tap = log.tap; o.ReceiptDelay = delay })
+	bob := newUserWith(t, ms, "bob", func(o *client.Options) { o.Tap = log.tap; o.ReceiptDelay = delay })
 	ctx := ctxT(t)
 	connect(t, alice, bob)
 	if d, r, err := bob.Receipts("alice"); err != nil || d || r {
@@ -225,8 +225,8 @@ func TestReceiptDelayMeasured(t *testing.T) {
 	// Hundreds of messages and receipts: the wallets refill on their
 	// schedule (fast here), never because of a send; alice, who does not
 	// follow, runs hers herself.
-	alice := newUserWith(t, ms, "alice", func(o *client.ClientOptions) { o.RefillMean = 100 * time.Millisecond })
-	bob := newUserWith(t, ms, "bob", func(o *client.ClientOptions) {
+	alice := newUserWith(t, ms, "alice", func(o *client.Options) { o.RefillMean = 100 * time.Millisecond })
+	bob := newUserWith(t, ms, "bob", func(o *client.Options) {
 		o.Tap, o.ReceiptDelay, o.RefillMean = log.tap, &delay, 100*time.Millisecond
 		// Every envelope bob sends is counted as a receipt below: his
 		// scheduled leaf updates (one commit after 50 texts) would be

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -61,15 +61,15 @@ func TestDrainUnderLoad(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	copts := client.Options{
+	copts := protocol.Options{
 		MaxAttempts: 3, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		RequestTimeout: 5 * time.Second, HandshakeTimeout: 5 * time.Second,
 	}
-	owner, err := client.Dial(ctx, addr, copts)
+	owner, err := protocol.Dial(ctx, addr, copts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var boxes []*client.Mailbox
+	var boxes []*protocol.Mailbox
 	for range mailboxes {
 		mb, err := owner.CreateMailbox(ctx, nil)
 		if err != nil {
@@ -79,7 +79,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	}
 	owner.Close()
 
-	conns := make([]*client.Conn, clients)
+	conns := make([]*protocol.Conn, clients)
 	var wg sync.WaitGroup
 	var dialErr atomic.Value
 	for i := range conns {
@@ -111,7 +111,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	for i, c := range conns {
 		wg.Go(func() {
 			for n := 0; ; n++ {
-				ps := pendingSend{to: boxes[(i+n)%mailboxes].SendID, id: client.NewMessageID(), env: []byte(fmt.Sprintf("client %d message %d", i, n))}
+				ps := pendingSend{to: boxes[(i+n)%mailboxes].SendID, id: protocol.NewMessageID(), env: []byte(fmt.Sprintf("client %d message %d", i, n))}
 				_, err := c.Send(ctx, ps.to, ps.id, ps.env, nil)
 				mu.Lock()
 				if err == nil {
@@ -126,7 +126,7 @@ func TestDrainUnderLoad(t *testing.T) {
 				switch {
 				case ok:
 					codes[code.String()]++
-				case errors.Is(err, client.ErrClosed):
+				case errors.Is(err, protocol.ErrClosed):
 					codes["closed"]++
 				default:
 					codes["transport"]++
@@ -176,7 +176,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	// Restart on the same port; every client retries what it holds.
 	_, port, _ := net.SplitHostPort(regexp.MustCompile(`@([^/]+)$`).FindStringSubmatch(addr)[1])
 	r2 := startRun(t, args("127.0.0.1:"+port)...)
-	retry := client.Options{MaxAttempts: 20, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second}
+	retry := protocol.Options{MaxAttempts: 20, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second}
 	var retried, dups atomic.Int64
 	for i := range conns {
 		wg.Go(func() {
@@ -254,11 +254,11 @@ func TestDrainUnderLoad(t *testing.T) {
 // new connection (CONNECTION_REFUSED) while 32 others are still in their
 // handshake, which 200 clients dialling at once on two loaded cores
 // reach; the client backs off and tries again.
-func dialRetry(ctx context.Context, addr string, opts client.Options) (*client.Conn, error) {
+func dialRetry(ctx context.Context, addr string, opts protocol.Options) (*protocol.Conn, error) {
 	var err error
 	for attempt := 1; attempt <= 20; attempt++ {
-		var c *client.Conn
-		if c, err = client.Dial(ctx, addr, opts); err == nil {
+		var c *protocol.Conn
+		if c, err = protocol.Dial(ctx, addr, opts); err == nil {
 			return c, nil
 		}
 		time.Sleep(time.Duration(min(attempt, 10)*25+rand.IntN(50)) * time.Millisecond)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -48,7 +48,7 @@ func TestRunPostgres(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	conn, err := client.Dial(ctx, r.addr, client.Options{})
+	conn, err := protocol.Dial(ctx, r.addr, protocol.Options{})
 	if err != nil {
 		t.Fatalf("dial %s: %v", r.addr, err)
 	}
@@ -73,7 +73,7 @@ func TestRunPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgID := client.NewMessageID()
+	msgID := protocol.NewMessageID()
 	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
 		t.Fatal(err)
 	}
@@ -105,16 +105,16 @@ func TestRunPostgres(t *testing.T) {
 		t.Fatalf("Run after the drain: %v", err)
 	}
 	r = startRun(t, args...)
-	conn, err = client.Dial(ctx, r.addr, client.Options{})
+	conn, err = protocol.Dial(ctx, r.addr, protocol.Options{})
 	if err != nil {
 		t.Fatalf("dial after the restart: %v", err)
 	}
 	defer conn.Close()
-	if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), []byte("again"), sendTok); !errors.Is(err, &wire.Error{Code: wire.CodeTokenSpent}) {
+	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("again"), sendTok); !errors.Is(err, &wire.Error{Code: wire.CodeTokenSpent}) {
 		t.Fatalf("a spent token on another message after the restart: %v, want TOKEN_SPENT", err)
 	}
 	nextTok, _ := toks[2].MarshalBinary()
-	if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), []byte("a second envelope"), nextTok); err != nil {
+	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("a second envelope"), nextTok); err != nil {
 		t.Fatal(err)
 	}
 	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)

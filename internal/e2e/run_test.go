@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/wire"
@@ -183,7 +183,7 @@ func TestRunServesRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := client.Dial(ctx, r.addr, client.Options{PacketConn: pc, RemoteAddr: raddr})
+	conn, err := protocol.Dial(ctx, r.addr, protocol.Options{PacketConn: pc, RemoteAddr: raddr})
 	if err != nil {
 		t.Fatalf("dial %s: %v", r.addr, err)
 	}
@@ -214,7 +214,7 @@ func TestRunServesRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgID := client.NewMessageID()
+	msgID := protocol.NewMessageID()
 	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestRunStoreLocked(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := client.Dial(ctx, first.addr, client.Options{})
+	conn, err := protocol.Dial(ctx, first.addr, protocol.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func TestRunRefusesStrandedEnvelopes(t *testing.T) {
 	first := startRun(t, common...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := client.Dial(ctx, first.addr, client.Options{})
+	conn, err := protocol.Dial(ctx, first.addr, protocol.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestRunRefusesStrandedEnvelopes(t *testing.T) {
 	}
 	long, short := bytes.Repeat([]byte{0xAB}, 20000), []byte("short")
 	for _, env := range [][]byte{long, short} {
-		if _, err := conn.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
+		if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), env, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -325,7 +325,7 @@ func TestRunRefusesStrandedEnvelopes(t *testing.T) {
 	t.Logf("refusal: %v", err)
 
 	again := startRun(t, common...)
-	conn, err = client.Dial(ctx, again.addr, client.Options{})
+	conn, err = protocol.Dial(ctx, again.addr, protocol.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

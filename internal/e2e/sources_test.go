@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/metrics"
@@ -49,7 +49,7 @@ func rawFrom(t *testing.T, ts *testServer, ip string) *quic.Conn {
 }
 
 // dialFrom dials ts with the client SDK from ip.
-func dialFrom(t *testing.T, ts *testServer, ip string) *client.Conn {
+func dialFrom(t *testing.T, ts *testServer, ip string) *protocol.Conn {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", ip+":0")
 	if err != nil {
@@ -59,7 +59,7 @@ func dialFrom(t *testing.T, ts *testServer, ip string) *client.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, ts, client.Options{PacketConn: pc, RemoteAddr: raddr})
+	c := dial(t, ts, protocol.Options{PacketConn: pc, RemoteAddr: raddr})
 	t.Cleanup(func() { pc.Close() })
 	return c
 }
@@ -239,7 +239,7 @@ func TestAttackDeliveryShared(t *testing.T) {
 	}
 	env := make([]byte, stranger.Limits().MaxEnvelope)
 	for range 16 { // 2 MiB: more than a source's share
-		if _, err := stranger.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
+		if _, err := stranger.Send(ctx, mb.SendID, protocol.NewMessageID(), env, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -286,7 +286,7 @@ func TestAttackDeliveryShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.Send(ctx, own.SendID, client.NewMessageID(), []byte("hello"), nil); err != nil {
+	if _, err := alice.Send(ctx, own.SendID, protocol.NewMessageID(), []byte("hello"), nil); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

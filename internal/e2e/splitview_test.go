@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 )
 
@@ -86,7 +87,7 @@ func TestMessengerSplitView(t *testing.T) {
 	// hold (their padding leaves, here).
 	mirror := func(label string, fromAddr string, to *ktDir) {
 		t.Helper()
-		c, err := client.Dial(ctx, fromAddr, client.Options{})
+		c, err := protocol.Dial(ctx, fromAddr, protocol.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +163,7 @@ func waitTokenKey(t *testing.T, addr string, ms *messengerServer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := client.WaitTokenKey(ctx, addr, ms.pin(), client.Options{}, 50*time.Millisecond); err != nil {
+	if err := protocol.WaitTokenKey(ctx, addr, ms.pin(), protocol.Options{}, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/metrics"
 )
@@ -46,7 +46,7 @@ func TestStalledStreamsCutOff(t *testing.T) {
 	cancel()
 
 	// Others are served while the stalled streams hold their slots.
-	other := dial(t, ts, client.Options{})
+	other := dial(t, ts, protocol.Options{})
 	start := time.Now()
 	for range 10 {
 		if _, err := other.Health(ctx); err != nil {

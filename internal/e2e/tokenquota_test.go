@@ -4,7 +4,7 @@ import (
 	"encoding/hex"
 	"testing"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/wire"
@@ -20,12 +20,12 @@ func TestTokenQuotaOverTheWire(t *testing.T) {
 	ts := startSecureServer(t, withMetrics(m, func(o *server.Options) { o.TokenQuota = 50 }))
 	base := serveAdmin(t, ts)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	const handle = "quentin.quota"
 	sess := registered(t, c, handle)
 	other := registered(t, c, "olga.quota")
 
-	ask := func(s *client.Session, wantIssued int) client.TokenQuotaStatus {
+	ask := func(s *protocol.Session, wantIssued int) protocol.TokenQuotaStatus {
 		t.Helper()
 		q, err := c.TokenQuota(ctx, s)
 		if err != nil {
@@ -85,8 +85,8 @@ func TestTokenQuotaOverTheWire(t *testing.T) {
 // answers UNAVAILABLE.
 func TestTokenQuotaWithoutAccounts(t *testing.T) {
 	ts := startServer(t, nil)
-	c := dial(t, ts, client.Options{MaxAttempts: 1})
-	if _, err := c.TokenQuota(ctxT(t), &client.Session{}); !isCode(err, wire.CodeUnavailable) {
+	c := dial(t, ts, protocol.Options{MaxAttempts: 1})
+	if _, err := c.TokenQuota(ctxT(t), &protocol.Session{}); !isCode(err, wire.CodeUnavailable) {
 		t.Fatalf("token quota: %v, want UNAVAILABLE", err)
 	}
 }

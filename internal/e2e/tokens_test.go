@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
@@ -29,7 +29,7 @@ func newDevice() account.DeviceID {
 }
 
 // registered registers a fresh account on c and returns its session.
-func registered(t *testing.T, c *client.Conn, name string) *client.Session {
+func registered(t *testing.T, c *protocol.Conn, name string) *protocol.Session {
 	t.Helper()
 	s, err := c.Register(ctxT(t), name, []byte("correct horse "+name), newDevice(), "laptop", cheapKSF)
 	if err != nil {
@@ -39,7 +39,7 @@ func registered(t *testing.T, c *client.Conn, name string) *client.Session {
 }
 
 // wallet fetches the current key and n tokens for the session.
-func wallet(t *testing.T, c *client.Conn, s *client.Session, n int) [][]byte {
+func wallet(t *testing.T, c *protocol.Conn, s *protocol.Session, n int) [][]byte {
 	t.Helper()
 	ctx := ctxT(t)
 	keys, err := c.TokenKeys(ctx)
@@ -66,7 +66,7 @@ func TestAccountsAndTokensRoundTrip(t *testing.T) {
 	ctx := ctxT(t)
 	// Account traffic and anonymous traffic on separate connections, as
 	// the SDK documents.
-	acctConn, anon := dial(t, ts, client.Options{}), dial(t, ts, client.Options{})
+	acctConn, anon := dial(t, ts, protocol.Options{}), dial(t, ts, protocol.Options{})
 
 	sess := registered(t, acctConn, "alice")
 	dev2 := newDevice()
@@ -93,7 +93,7 @@ func TestAccountsAndTokensRoundTrip(t *testing.T) {
 		t.Fatalf("create with a token: %v", err)
 	}
 	for i, tok := range toks[1:] {
-		if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), tok); err != nil {
+		if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), tok); err != nil {
 			t.Fatalf("send %d with a token: %v", i, err)
 		}
 	}
@@ -135,7 +135,7 @@ func TestAccountsAndTokensRoundTrip(t *testing.T) {
 func TestAccountFailures(t *testing.T) {
 	ts := startSecureServer(t, func(o *server.Options) { o.TokenQuota = 3 })
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	sess := registered(t, c, "bob")
 	if _, err := c.Register(ctx, "bob", []byte("other"), newDevice(), "x", cheapKSF); !isCode(err, wire.CodeTaken) {
 		t.Fatalf("register a taken name: %v, want TAKEN", err)
@@ -159,7 +159,7 @@ func TestAccountFailures(t *testing.T) {
 	if _, err := c.IssueTokens(ctx, sess, keys.Keys[keys.Current], 3); err != nil {
 		t.Fatalf("quota in the next epoch: %v", err)
 	}
-	var forged client.Session
+	var forged protocol.Session
 	rand.Read(forged.Token[:])
 	if _, err := c.IssueTokens(ctx, &forged, keys.Keys[keys.Current], 1); !isCode(err, wire.CodeAuth) {
 		t.Fatalf("tokens on a forged session: %v, want AUTH", err)
@@ -171,7 +171,7 @@ func TestAccountFailures(t *testing.T) {
 func TestTokenFailures(t *testing.T) {
 	ts := startSecureServer(t, nil)
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	sess := registered(t, c, "carol")
 	toks := wallet(t, c, sess, 20)
 	mb, err := c.CreateMailbox(ctx, toks[0])
@@ -181,7 +181,7 @@ func TestTokenFailures(t *testing.T) {
 	toks = toks[1:]
 
 	// A well-behaved client, sending with its own tokens all along.
-	good := dial(t, ts, client.Options{})
+	good := dial(t, ts, protocol.Options{})
 	goodSess := registered(t, good, "dave")
 	goodToks := wallet(t, good, goodSess, 30)
 	var wg sync.WaitGroup
@@ -196,14 +196,14 @@ func TestTokenFailures(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := good.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), tok); err != nil {
+			if _, err := good.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), tok); err != nil {
 				goodErrs <- err
 			}
 		}
 	}()
 
 	send := func(auth []byte) error {
-		_, err := c.Send(ctx, mb.SendID, client.NewMessageID(), []byte("x"), auth)
+		_, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("x"), auth)
 		return err
 	}
 	// Forged: a token-shaped blob with a random PRF output.
@@ -229,7 +229,7 @@ func TestTokenFailures(t *testing.T) {
 	}
 	// A retry of the same message with the same token is a duplicate, not
 	// a double spend.
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	if _, err := c.Send(ctx, mb.SendID, id, []byte("once"), toks[2]); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestTokenFailures(t *testing.T) {
 	}
 	// Token from another server's key.
 	other := startSecureServer(t, nil)
-	oc := dial(t, other, client.Options{})
+	oc := dial(t, other, protocol.Options{})
 	foreign := wallet(t, oc, registered(t, oc, "erin"), 1)
 	if err := send(foreign[0]); !isCode(err, wire.CodeTokenInvalid) {
 		t.Errorf("token of another server: %v, want TOKEN_INVALID", err)
@@ -297,8 +297,8 @@ func TestUnlinkableByStructure(t *testing.T) {
 	ts := startSecureServer(t, nil)
 	ctx := ctxT(t)
 	var taps streamLog
-	acct := dial(t, ts, client.Options{Tap: taps.tap})
-	anon := dial(t, ts, client.Options{})
+	acct := dial(t, ts, protocol.Options{Tap: taps.tap})
+	anon := dial(t, ts, protocol.Options{})
 	sess := registered(t, acct, "frank")
 	toks := wallet(t, acct, sess, 10)
 	mb, err := anon.CreateMailbox(ctx, toks[0])
@@ -306,7 +306,7 @@ func TestUnlinkableByStructure(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, tok := range toks[1:] {
-		if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), tok); err != nil {
+		if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), tok); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
@@ -82,8 +82,8 @@ func TestTunnelTransport(t *testing.T) {
 	addr := id.Address(ln.Addr().String()).String()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tunnelOpts := func(d *recordingDialer) client.Options {
-		return client.Options{Tor: &client.TorOptions{Always: true, Dialer: d}, BaseBackoff: 10 * time.Millisecond}
+	tunnelOpts := func(d *recordingDialer) protocol.Options {
+		return protocol.Options{Tor: &protocol.TorOptions{Always: true, Dialer: d}, BaseBackoff: 10 * time.Millisecond}
 	}
 
 	const clients = 8
@@ -93,7 +93,7 @@ func TestTunnelTransport(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := client.Dial(ctx, addr, tunnelOpts(&recordingDialer{}))
+			c, err := protocol.Dial(ctx, addr, tunnelOpts(&recordingDialer{}))
 			if err != nil {
 				errs <- err
 				return
@@ -111,7 +111,7 @@ func TestTunnelTransport(t *testing.T) {
 			}
 			defer sub.Close()
 			for j := range 5 {
-				if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i*10+j), nil); err != nil {
+				if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i*10+j), nil); err != nil {
 					errs <- fmt.Errorf("client %d send %d: %w", i, j, err)
 					return
 				}
@@ -135,7 +135,7 @@ func TestTunnelTransport(t *testing.T) {
 	// A cut stream (a dropped circuit): the QUIC connection on it ends at
 	// once, and the next request redials on a new stream.
 	d := &recordingDialer{}
-	c, err := client.Dial(ctx, addr, tunnelOpts(d))
+	c, err := protocol.Dial(ctx, addr, tunnelOpts(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestTunnelTransport(t *testing.T) {
 	d.conns[0].Close()
 	d.mu.Unlock()
 	time.Sleep(50 * time.Millisecond)
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), envelope(99), nil); err != nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(99), nil); err != nil {
 		t.Fatalf("send after the stream was cut: %v", err)
 	}
 	if d.count() != 2 {

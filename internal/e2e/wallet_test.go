@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 )
 
@@ -24,7 +24,7 @@ func (ms *messengerServer) verifier(t *testing.T) *kt.Verifier {
 }
 
 // issued is how many tokens the account obtained this epoch.
-func issued(t *testing.T, c *client.Conn, s *client.Session) int {
+func issued(t *testing.T, c *protocol.Conn, s *protocol.Session) int {
 	t.Helper()
 	q, err := c.TokenQuota(ctxT(t), s)
 	if err != nil {
@@ -40,15 +40,15 @@ func issued(t *testing.T, c *client.Conn, s *client.Session) int {
 func TestWallet(t *testing.T) {
 	ms := startMessengerServer(t)
 	ctx := ctxT(t)
-	acct, anon := dial(t, ms.testServer, client.Options{}), dial(t, ms.testServer, client.Options{})
+	acct, anon := dial(t, ms.testServer, protocol.Options{}), dial(t, ms.testServer, protocol.Options{})
 	sess := registered(t, acct, "gina")
 	path := filepath.Join(t.TempDir(), "wallet")
-	opts := client.WalletOptions{Low: 5, Batch: 10, KT: ms.verifier(t), Now: ms.clock.now}
-	w, err := client.OpenWallet(path, acct, sess, opts)
+	opts := protocol.WalletOptions{Low: 5, Batch: 10, KT: ms.verifier(t), Now: ms.clock.now}
+	w, err := protocol.OpenWallet(path, acct, sess, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Take(ctx); !errors.Is(err, client.ErrNoTokens) {
+	if _, err := w.Take(ctx); !errors.Is(err, protocol.ErrNoTokens) {
 		t.Fatalf("take from an empty wallet: %v, want ErrNoTokens", err)
 	}
 	if n := issued(t, acct, sess); n != 0 {
@@ -76,7 +76,7 @@ func TestWallet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), tok); err != nil {
+		if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), tok); err != nil {
 			t.Fatalf("send %d with a wallet token: %v", i, err)
 		}
 	}
@@ -87,7 +87,7 @@ func TestWallet(t *testing.T) {
 	// The schedule (fast here) tops it up.
 	fast := opts
 	fast.RefillMean = 20 * time.Millisecond
-	w, err = client.OpenWallet(path, acct, sess, fast)
+	w, err = protocol.OpenWallet(path, acct, sess, fast)
 	if err != nil || w.Len() != 4 {
 		t.Fatalf("reopened wallet: %d tokens, %v", w.Len(), err)
 	}
@@ -104,25 +104,25 @@ func TestWallet(t *testing.T) {
 		t.Fatalf("after the scheduled refill: %d tokens (%v), %d refills, want 14 and 1", w.Len(), w.RefillErr(), len(w.ScheduledRefills()))
 	}
 	// Reopen: the unspent tokens and the checked key are still there.
-	w2, err := client.OpenWallet(path, acct, sess, client.WalletOptions{Low: 1, KT: opts.KT, Now: ms.clock.now})
+	w2, err := protocol.OpenWallet(path, acct, sess, protocol.WalletOptions{Low: 1, KT: opts.KT, Now: ms.clock.now})
 	if err != nil || w2.Len() != 14 || len(w2.KnownKeys()) != 1 {
 		t.Fatalf("reopened wallet: %d tokens, %d keys, %v", w2.Len(), len(w2.KnownKeys()), err)
 	}
 	tok, _ = w2.Take(ctx)
-	if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), envelope(9), tok); err != nil {
+	if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(9), tok); err != nil {
 		t.Fatalf("send with a token from the reopened wallet: %v", err)
 	}
 	// Without a verifier there is no refill.
-	w3, err := client.OpenWallet(filepath.Join(t.TempDir(), "w3"), acct, sess, client.WalletOptions{})
+	w3, err := protocol.OpenWallet(filepath.Join(t.TempDir(), "w3"), acct, sess, protocol.WalletOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w3.Refill(ctx); !errors.Is(err, client.ErrNoKTVerifier) {
+	if err := w3.Refill(ctx); !errors.Is(err, protocol.ErrNoKTVerifier) {
 		t.Fatalf("refill without a KT verifier: %v", err)
 	}
 	// A corrupt file is an error, not an empty wallet.
 	os.WriteFile(path, []byte{1, 0, 0, 0, 9, 1, 2}, 0o600)
-	if _, err := client.OpenWallet(path, acct, sess, client.WalletOptions{}); err == nil {
+	if _, err := protocol.OpenWallet(path, acct, sess, protocol.WalletOptions{}); err == nil {
 		t.Fatal("corrupt wallet accepted")
 	}
 }

@@ -39,7 +39,7 @@ func TestWalletRefillsUnderSyncLoop(t *testing.T) {
 			if tc.lookups {
 				prefix = "starvel"
 			}
-			owner := newUserWith(t, ms, prefix+"-owner", func(o *client.ClientOptions) { o.RefillMean = 100 * time.Millisecond })
+			owner := newUserWith(t, ms, prefix+"-owner", func(o *client.Options) { o.RefillMean = 100 * time.Millisecond })
 			peer := prefix + "-peer"
 			newUser(t, ms, peer)
 			// Registration filled the wallet (before any anonymous dial);

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/wire"
@@ -49,7 +49,7 @@ func TestEveryRecordIsBucketSized(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
 	var log streamLog
-	c := dial(t, ts, client.Options{Tap: log.tap})
+	c := dial(t, ts, protocol.Options{Tap: log.tap})
 	mb, err := c.CreateMailbox(ctx, []byte("auth-blob"))
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestEveryRecordIsBucketSized(t *testing.T) {
 	// Envelopes of many sizes, so records land in every bucket.
 	var ids []wire.MessageID
 	for _, n := range []int{0, 1, 400, 460, 2000, 2047, 5000, 16000, 17000, 100000, int(c.Limits().MaxEnvelope)} {
-		id := client.NewMessageID()
+		id := protocol.NewMessageID()
 		ids = append(ids, id)
 		if _, err := c.Send(ctx, mb.SendID, id, make([]byte, n), nil); err != nil {
 			t.Fatalf("send %d bytes: %v", n, err)
@@ -81,7 +81,7 @@ func TestEveryRecordIsBucketSized(t *testing.T) {
 	c.Ack(ctx, mb, ids)
 	c.Health(ctx)
 	// An error response is a record too.
-	c.Send(ctx, wire.ID{1}, client.NewMessageID(), []byte("x"), nil)
+	c.Send(ctx, wire.ID{1}, protocol.NewMessageID(), []byte("x"), nil)
 	c.DeleteMailbox(ctx, mb)
 
 	policy := c.Policy()
@@ -156,7 +156,7 @@ func rawHelloConn(t *testing.T, ts *testServer) *quic.Conn {
 // rawSubscribe subscribes to mb on a raw connection, signing over its
 // exporter, and returns the stream and its reader; the test decides
 // whether to read.
-func rawSubscribe(t *testing.T, ts *testServer, mb *client.Mailbox) (*quic.Stream, *wire.Reader) {
+func rawSubscribe(t *testing.T, ts *testServer, mb *protocol.Mailbox) (*quic.Stream, *wire.Reader) {
 	t.Helper()
 	qc := rawHelloConn(t, ts)
 	cs := qc.ConnectionState().TLS
@@ -200,7 +200,7 @@ func rawRoundTrip(t *testing.T, qc *quic.Conn, p padding.Policy, raw []byte) (wi
 func TestMalformedRecordsFlood(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx := ctxT(t)
-	good := dial(t, ts, client.Options{})
+	good := dial(t, ts, protocol.Options{})
 	mb, err := good.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestMalformedRecordsFlood(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := good.Send(ctx, mb.SendID, client.NewMessageID(), envelope(i), nil); err != nil {
+			if _, err := good.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 				goodErrs <- err
 			}
 		}
@@ -276,7 +276,7 @@ func TestAttackImpersonateServer(t *testing.T) {
 	a.Pin[0] ^= 1
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := client.Dial(ctx, a.String(), client.Options{}); err == nil || !strings.Contains(err.Error(), "pinned") {
+	if _, err := protocol.Dial(ctx, a.String(), protocol.Options{}); err == nil || !strings.Contains(err.Error(), "pinned") {
 		t.Fatalf("dial with a wrong pin: %v, want a pin error", err)
 	}
 }
@@ -286,7 +286,7 @@ func TestAttackImpersonateServer(t *testing.T) {
 func TestLogsCarryNoIdentifiers(t *testing.T) {
 	ts := startServer(t, func(o *server.Options) { o.Logger = o.Logger.With("test", "privacy") })
 	ctx := ctxT(t)
-	c := dial(t, ts, client.Options{})
+	c := dial(t, ts, protocol.Options{})
 	mb, err := c.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -300,14 +300,14 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	add(mb.Key.Public().(ed25519PublicKey))
 	sub, _ := c.Subscribe(ctx, mb, 0)
 	for i := range 5 {
-		id := client.NewMessageID()
+		id := protocol.NewMessageID()
 		add(id[:])
 		if _, err := c.Send(ctx, mb.SendID, id, envelope(i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c.Fetch(ctx, mb, 0, 10)
-	c.Send(ctx, wire.ID{9}, client.NewMessageID(), []byte("x"), nil) // a refusal
+	c.Send(ctx, wire.ID{9}, protocol.NewMessageID(), []byte("x"), nil) // a refusal
 	sub.Close()
 	c.DeleteMailbox(ctx, mb)
 	raw := rawConn(t, ts)

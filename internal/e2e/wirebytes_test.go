@@ -12,6 +12,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/lab/netrecord"
 	"github.com/quicprochat/qpc/lab/record"
 	"github.com/quicprochat/qpc/mls"
@@ -231,7 +232,7 @@ func (o *overhead) largestText(t *testing.T, b int) int {
 func messageOverhead(t *testing.T, ms *messengerServer, handle string) *overhead {
 	t.Helper()
 	ctx := ctxT(t)
-	conn := dial(t, ms.testServer, client.Options{Policy: ms.opts.Policy})
+	conn := dial(t, ms.testServer, protocol.Options{Policy: ms.opts.Policy})
 	defer conn.Close()
 	cp, err := conn.KTCheckpoint(ctx, ms.verifier(t))
 	if err != nil {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -70,7 +70,7 @@ func TestAttackReplayToken(t *testing.T) {
 	mallory := h.Raw(t, "mallory")
 	for _, s := range sends {
 		again := *s
-		again.MessageID = client.NewMessageID()
+		again.MessageID = protocol.NewMessageID()
 		resp, err := mallory.RoundTrip(&again)
 		if err != nil {
 			t.Fatal(err)

@@ -39,7 +39,7 @@ var (
 // records everything it sees: every record of every connection (tagged
 // per user: the server can tell users apart), mailbox creation and
 // owners, deliveries, acks, sizes and times. Ground truth comes from the
-// clients (ClientOptions.Sent). Stumps on each of 18 features, naive Bayes
+// clients (client.Options.Sent). Stumps on each of 18 features, naive Bayes
 // and logistic regression are trained on the first half of the sends;
 // the one best on training is scored on the second half (both halves
 // balanced: chance is 0.5). It must not beat 0.55.

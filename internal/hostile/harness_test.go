@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/wire"
@@ -87,7 +88,7 @@ func TestHarnessLies(t *testing.T) {
 		}
 	})
 	health := func(tag string) uint8 {
-		c, err := client.Dial(ctx, h.Addr(tag), client.Options{})
+		c, err := protocol.Dial(ctx, h.Addr(tag), protocol.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +133,7 @@ func TestHarnessLies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	victim, err := client.Dial(ctx, h.Addr("kt-victim"), client.Options{})
+	victim, err := protocol.Dial(ctx, h.Addr("kt-victim"), protocol.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestHarnessLies(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	honest, err := client.Dial(ctx, h.Addr("honest"), client.Options{})
+	honest, err := protocol.Dial(ctx, h.Addr("honest"), protocol.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 )
 
@@ -51,7 +52,7 @@ func heal(t *testing.T, ctx context.Context, h *hostile.Server, alice, bob *clie
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := client.Dial(ctx, h.Addr("thief"), client.Options{Policy: h.Policy()})
+	conn, err := protocol.Dial(ctx, h.Addr("thief"), protocol.Options{Policy: h.Policy()})
 	if err != nil {
 		t.Fatal(err)
 	}

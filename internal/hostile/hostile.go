@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
@@ -188,7 +189,7 @@ func Start(t testing.TB, opts Options) *Server {
 	t.Cleanup(func() { cancel(); <-published })
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer wcancel()
-	fatal(client.WaitTokenKey(wctx, h.Addr("setup"), h.Pin(), client.Options{Policy: h.policy}, 50*time.Millisecond))
+	fatal(protocol.WaitTokenKey(wctx, h.Addr("setup"), h.Pin(), protocol.Options{Policy: h.policy}, 50*time.Millisecond))
 	return h
 }
 
@@ -228,9 +229,9 @@ func (h *Server) Addr(tag string) string {
 }
 
 // Pin is what clients pin of the key-transparency log.
-func (h *Server) Pin() client.KTPin {
+func (h *Server) Pin() protocol.KTPin {
 	cfg := h.kt.Config()
-	return client.KTPin{VKey: h.KTKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash(), WitnessPolicy: h.witnessPolicy}
+	return protocol.KTPin{VKey: h.KTKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash(), WitnessPolicy: h.witnessPolicy}
 }
 
 // KT is the honest key-transparency directory the server runs.
@@ -282,11 +283,11 @@ func (h *Server) Events() []Event {
 
 // ClientOptions are messenger options for a fresh home: a cheap KDF and a
 // quiet logger, with retries suited to loopback.
-func (h *Server) ClientOptions(t testing.TB) client.ClientOptions {
-	return client.ClientOptions{
+func (h *Server) ClientOptions(t testing.TB) client.Options {
+	return client.Options{
 		Home: t.TempDir(), Passphrase: []byte("local passphrase"),
 		KDF:    &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
-		Dial:   client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Policy: h.policy},
+		Dial:   protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Policy: h.policy},
 		Logger: quiet(),
 		// Sends never refill the wallet; a test that follows, or calls
 		// StartRefills, gets its refills within a fraction of a second.
@@ -302,7 +303,7 @@ func (h *Server) NewUser(t testing.TB, tag, handle string) *client.Client {
 }
 
 // NewUserWith is NewUser with options.
-func (h *Server) NewUserWith(t testing.TB, tag, handle string, opts client.ClientOptions) *client.Client {
+func (h *Server) NewUserWith(t testing.TB, tag, handle string, opts client.Options) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/wire"
@@ -96,7 +97,7 @@ func TestHostileKTPublishVersion(t *testing.T) {
 	}
 	defer alice.Close()
 	err = alice.Register(ctx, "alice", []byte("password of alice"))
-	var verr *client.KTVersionError
+	var verr *protocol.KTVersionError
 	if !errors.As(err, &verr) || verr.Alarm.Version != 3 {
 		t.Fatalf("register with the publish answered as version 3: %v", err)
 	}

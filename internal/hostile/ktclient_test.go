@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
@@ -21,7 +22,7 @@ import (
 
 // clockedUser registers handle through Addr(tag) with a clock the test
 // moves, and returns its options too (to reopen its state).
-func clockedUser(t *testing.T, h *hostile.Server, tag, handle string) (*client.Client, client.ClientOptions, *hostile.Clock) {
+func clockedUser(t *testing.T, h *hostile.Server, tag, handle string) (*client.Client, client.Options, *hostile.Clock) {
 	t.Helper()
 	clk := &hostile.Clock{}
 	opts := h.ClientOptions(t)
@@ -64,16 +65,16 @@ func TestHostileServerHelloPolicy(t *testing.T) {
 		}
 	})
 	ctx := ctxT(t)
-	_, err = client.Dial(ctx, h.Addr("victim"), client.Options{})
-	if !errors.Is(err, client.ErrPolicy) || !strings.Contains(err.Error(), fine.String()) || !strings.Contains(err.Error(), padding.Default.String()) {
+	_, err = protocol.Dial(ctx, h.Addr("victim"), protocol.Options{})
+	if !errors.Is(err, protocol.ErrPolicy) || !strings.Contains(err.Error(), fine.String()) || !strings.Contains(err.Error(), padding.Default.String()) {
 		t.Fatalf("dial: %v, want ErrPolicy naming %s and %s", err, fine, padding.Default)
 	}
-	if _, err := client.Init(ctx, h.Addr("victim"), h.Pin(), h.ClientOptions(t)); !errors.Is(err, client.ErrPolicy) {
+	if _, err := client.Init(ctx, h.Addr("victim"), h.Pin(), h.ClientOptions(t)); !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("init: %v, want ErrPolicy", err)
 	}
 	// The registered victim's next connection: refused too, so nothing
 	// it sends is padded to the server's buckets.
-	if _, err := victim.AddContact(ctx, "other"); !errors.Is(err, client.ErrPolicy) {
+	if _, err := victim.AddContact(ctx, "other"); !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("the victim's lookup: %v, want ErrPolicy", err)
 	}
 	for _, e := range h.Events() {
@@ -194,7 +195,7 @@ func TestHostileOwnerCheckErrors(t *testing.T) {
 // gossipSetup: alice and bob talk; bob's clock is the test's. It returns
 // after alice has verified a checkpoint larger than bob's, so that what
 // she gossips next needs the server to compare.
-func gossipSetup(t *testing.T, h *hostile.Server) (alice, bob *client.Client, bobOpts client.ClientOptions, clk *hostile.Clock) {
+func gossipSetup(t *testing.T, h *hostile.Server) (alice, bob *client.Client, bobOpts client.Options, clk *hostile.Clock) {
 	t.Helper()
 	ctx := ctxT(t)
 	alice = h.NewUser(t, "alice", "alice")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server"
@@ -23,7 +23,7 @@ import (
 func ktAccount(t *testing.T, h *hostile.Server, handle string) *wire.KTPublish {
 	t.Helper()
 	ctx := ctxT(t)
-	conn, err := client.Dial(ctx, h.Addr(handle), h.ClientOptions(t).Dial)
+	conn, err := protocol.Dial(ctx, h.Addr(handle), h.ClientOptions(t).Dial)
 	if err != nil {
 		t.Fatal(err)
 	}

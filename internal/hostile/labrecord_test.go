@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/lab/record"
@@ -77,7 +77,7 @@ func TestLabRecordComplete(t *testing.T) {
 	// The protocol connection, for the requests the messenger makes
 	// only now and then: health, the token quota, a subscription, a
 	// mailbox deleted, KT checkpoint, consistency and tiles.
-	c, err := client.Dial(ctx, h.Addr("conn"), h.ClientOptions(t).Dial)
+	c, err := protocol.Dial(ctx, h.Addr("conn"), h.ClientOptions(t).Dial)
 	must("dial", err)
 	defer c.Close()
 	_, err = c.Health(ctx)
@@ -99,7 +99,7 @@ func TestLabRecordComplete(t *testing.T) {
 	must("create mailbox", err)
 	sub, err := c.Subscribe(ctx, mb, 0)
 	must("subscribe", err)
-	_, err = c.Send(ctx, mb.SendID, client.NewMessageID(), []byte("sealed"), auth(1))
+	_, err = c.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("sealed"), auth(1))
 	must("send", err)
 	select {
 	case _, ok := <-sub.C:
@@ -135,7 +135,7 @@ func TestLabRecordComplete(t *testing.T) {
 	_, err = c.KTTile(ctx, "checkpoint")
 	must("kt tile", err)
 	// A refused request: the token was spent by the Send above.
-	if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), []byte("again"), auth(1)); err == nil {
+	if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("again"), auth(1)); err == nil {
 		t.Fatal("a spent token was accepted")
 	}
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
@@ -26,7 +26,7 @@ import (
 func TestAttackStrangerMailboxesExpire(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{Server: func(o *server.Options) { o.PurgeInterval = 20 * time.Millisecond }})
 	ctx := ctxT(t)
-	mallory, err := client.Dial(ctx, h.Addr("mallory"), h.ClientOptions(t).Dial)
+	mallory, err := protocol.Dial(ctx, h.Addr("mallory"), h.ClientOptions(t).Dial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestAttackStrangerMailboxesExpire(t *testing.T) {
 		}
 		return b
 	}
-	var junk []*client.Mailbox
+	var junk []*protocol.Mailbox
 	for i := range 20 {
 		mb, err := mallory.CreateMailbox(ctx, spend())
 		if err != nil {
@@ -63,13 +63,13 @@ func TestAttackStrangerMailboxesExpire(t *testing.T) {
 		}
 		junk = append(junk, mb)
 		if i < 8 {
-			if _, err := mallory.Send(ctx, mb.SendID, client.NewMessageID(), bytes.Repeat([]byte{byte(i)}, 1000), spend()); err != nil {
+			if _, err := mallory.Send(ctx, mb.SendID, protocol.NewMessageID(), bytes.Repeat([]byte{byte(i)}, 1000), spend()); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	// The owner's two mailboxes, paid with tokens like any other.
-	owner, err := client.Dial(ctx, h.Addr("owner"), h.ClientOptions(t).Dial)
+	owner, err := protocol.Dial(ctx, h.Addr("owner"), h.ClientOptions(t).Dial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestAttackStrangerMailboxesExpire(t *testing.T) {
 		t.Fatal("the key-slot file still holds a key of an expired mailbox's message")
 	}
 	// The owner's mailboxes stay and work.
-	for _, mb := range []*client.Mailbox{fetched, subscribed} {
+	for _, mb := range []*protocol.Mailbox{fetched, subscribed} {
 		if _, err := h.Store().Mailbox(ctx, mb.ReceiveID); err != nil {
 			t.Fatalf("a used mailbox was deleted: %v", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/tokens"
@@ -35,7 +36,7 @@ func TestHostileMaxEnvelope(t *testing.T) {
 		}
 	})
 	ctx := ctxT(t)
-	if _, err := client.Init(ctx, h.Addr("victim"), h.Pin(), h.ClientOptions(t)); !errors.Is(err, client.ErrPolicy) {
+	if _, err := client.Init(ctx, h.Addr("victim"), h.Pin(), h.ClientOptions(t)); !errors.Is(err, protocol.ErrPolicy) {
 		t.Fatalf("init against a server announcing max_envelope %d: %v, want ErrPolicy", small, err)
 	}
 	for _, e := range h.Events() {

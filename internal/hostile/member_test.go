@@ -119,12 +119,12 @@ func newMembers(t *testing.T, h *hostile.Server, handles ...string) []*client.Cl
 
 // newRejoiningMembers is newMembers for the rejoin tests: a member asks
 // to rejoin at the first message of a later epoch, not after
-// ClientOptions.RejoinAfter (10 minutes) of them.
+// client.Options.RejoinAfter (10 minutes) of them.
 func newRejoiningMembers(t *testing.T, h *hostile.Server, handles ...string) []*client.Client {
-	return newMembersWith(t, h, func(o *client.ClientOptions) { o.RejoinAfter = -1 }, handles...)
+	return newMembersWith(t, h, func(o *client.Options) { o.RejoinAfter = -1 }, handles...)
 }
 
-func newMembersWith(t *testing.T, h *hostile.Server, set func(*client.ClientOptions), handles ...string) []*client.Client {
+func newMembersWith(t *testing.T, h *hostile.Server, set func(*client.Options), handles ...string) []*client.Client {
 	var out []*client.Client
 	for _, hd := range handles {
 		o := h.ClientOptions(t)

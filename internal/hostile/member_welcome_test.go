@@ -357,7 +357,7 @@ func delivered(t *testing.T, ctx context.Context, c *client.Client, err error) {
 // patchEve closes eve's client, lets fn change her stored conversation
 // called name (its JSON fields, and its MLS group state if fn returns
 // one), and opens her client again.
-func patchEve(t *testing.T, eve *client.Client, opts client.ClientOptions, name string, fn func(rec map[string]json.RawMessage, group []byte) []byte) *client.Client {
+func patchEve(t *testing.T, eve *client.Client, opts client.Options, name string, fn func(rec map[string]json.RawMessage, group []byte) []byte) *client.Client {
 	t.Helper()
 	eve.Close()
 	st, err := state.Open(opts.Home, opts.Passphrase, nil)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/tokens"
@@ -89,7 +90,7 @@ func tokenAlarms(t *testing.T, c *client.Client) []client.Alarm {
 }
 
 // initUser is NewUser without the registration.
-func initUser(t *testing.T, h *hostile.Server, tag string) (*client.Client, client.ClientOptions) {
+func initUser(t *testing.T, h *hostile.Server, tag string) (*client.Client, client.Options) {
 	t.Helper()
 	opts := h.ClientOptions(t)
 	c, err := client.Init(ctxT(t), h.Addr(tag), h.Pin(), opts)
@@ -257,8 +258,8 @@ func TestHostileServerBindingTokenCommitment(t *testing.T) {
 func TestHostileServerRefillTiming(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	ctx := ctxT(t)
-	dialTag := func(tag string) *client.Conn {
-		c, err := client.Dial(ctx, h.Addr(tag), h.ClientOptions(t).Dial)
+	dialTag := func(tag string) *protocol.Conn {
+		c, err := protocol.Dial(ctx, h.Addr(tag), h.ClientOptions(t).Dial)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,9 +278,9 @@ func TestHostileServerRefillTiming(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := client.WalletOptions{Low: 5, Batch: 10, KT: v, Now: h.Clock.Now, RefillMean: time.Hour}
+	opts := protocol.WalletOptions{Low: 5, Batch: 10, KT: v, Now: h.Clock.Now, RefillMean: time.Hour}
 	path := filepath.Join(t.TempDir(), "wallet")
-	w, err := client.OpenWallet(path, acct, sess, opts)
+	w, err := protocol.OpenWallet(path, acct, sess, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +292,7 @@ func TestHostileServerRefillTiming(t *testing.T) {
 		t.Fatal(err)
 	}
 	send := func(i int) {
-		if _, err := anon.Send(ctx, mb.SendID, client.NewMessageID(), make([]byte, 100+i%7), mustTake(t, w)); err != nil {
+		if _, err := anon.Send(ctx, mb.SendID, protocol.NewMessageID(), make([]byte, 100+i%7), mustTake(t, w)); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
 	}
@@ -299,7 +300,7 @@ func TestHostileServerRefillTiming(t *testing.T) {
 	for i := range 9 {
 		send(i)
 	}
-	if _, err := w.Take(ctx); !errors.Is(err, client.ErrNoTokens) {
+	if _, err := w.Take(ctx); !errors.Is(err, protocol.ErrNoTokens) {
 		t.Fatalf("take from the spent wallet: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -310,7 +311,7 @@ func TestHostileServerRefillTiming(t *testing.T) {
 	// 2. The schedule (mean 60 ms here) refills while spends run at
 	// random instants (mean 40 ms apart).
 	opts.RefillMean = 60 * time.Millisecond
-	w, err = client.OpenWallet(path, acct, sess, opts)
+	w, err = protocol.OpenWallet(path, acct, sess, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +368,7 @@ func TestHostileServerRefillTiming(t *testing.T) {
 		len(spends), span.Round(time.Millisecond), len(scheduled), len(issues), followed, len(spends), window, chance)
 }
 
-func mustTake(t *testing.T, w *client.Wallet) []byte {
+func mustTake(t *testing.T, w *protocol.Wallet) []byte {
 	t.Helper()
 	tok, err := w.Take(context.Background())
 	if err != nil {
@@ -383,10 +384,10 @@ func randFloat() float64 { return mrand.Float64() }
 // registerRaw registers handle through the protocol layer alone, on a
 // connection tagged handle, so that a test can publish a binding of its
 // own making under it.
-func registerRaw(t *testing.T, h *hostile.Server, handle string) (*client.Conn, *client.Session) {
+func registerRaw(t *testing.T, h *hostile.Server, handle string) (*protocol.Conn, *protocol.Session) {
 	t.Helper()
 	ctx := ctxT(t)
-	conn, err := client.Dial(ctx, h.Addr(handle), h.ClientOptions(t).Dial)
+	conn, err := protocol.Dial(ctx, h.Addr(handle), h.ClientOptions(t).Dial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,9 +403,9 @@ func registerRaw(t *testing.T, h *hostile.Server, handle string) (*client.Conn, 
 
 // publishBinding publishes b, signed already, under the session's handle
 // and waits until the directory serves it.
-func publishBinding(t *testing.T, h *hostile.Server, conn *client.Conn, sess *client.Session, b *kt.Binding) {
+func publishBinding(t *testing.T, h *hostile.Server, conn *protocol.Conn, sess *protocol.Session, b *kt.Binding) {
 	t.Helper()
-	if _, _, err := conn.KTPublish(ctxT(t), sess, client.NewKTOwner(b.Label), b); err != nil {
+	if _, _, err := conn.KTPublish(ctxT(t), sess, protocol.NewKTOwner(b.Label), b); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -44,7 +44,7 @@
 // request_rate for the one token-minting connection, and token_quota.
 //
 // Tokens: every create spends an anonymous delivery token, and every send
-// is paid through client.Conn.SendPaid, one token per wire.SendsPerToken
+// is paid through protocol.Conn.SendPaid, one token per wire.SendsPerToken
 // sends on the client's connection (docs/adr/0017);
 // QPC_LOAD_TOKEN_PER_SEND=1 pays every send with a token of its own, the
 // baseline of that change. Receivers ack once a second at a phase of

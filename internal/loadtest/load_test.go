@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -83,16 +83,16 @@ func loadAvg() string {
 }
 
 // clientOptions: the defaults, with bounded retries so a broken run ends.
-var clientOptions = client.Options{MaxAttempts: 6, BaseBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+var clientOptions = protocol.Options{MaxAttempts: 6, BaseBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
 
 // cheapKSF keeps the one registration cheap; login cost is measured by
 // qpc-bench report, not here.
 var cheapKSF = account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1})
 
 // dialAll dials n connections, at most par at a time.
-func dialAll(ctx context.Context, t *testing.T, addr string, n, par int) []*client.Conn {
+func dialAll(ctx context.Context, t *testing.T, addr string, n, par int) []*protocol.Conn {
 	t.Helper()
-	conns := make([]*client.Conn, n)
+	conns := make([]*protocol.Conn, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
@@ -104,7 +104,7 @@ func dialAll(ctx context.Context, t *testing.T, addr string, n, par int) []*clie
 			defer func() { <-sem }()
 			for attempt := 0; attempt < 3; attempt++ {
 				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				conns[i], errs[i] = client.Dial(dctx, addr, clientOptions)
+				conns[i], errs[i] = protocol.Dial(dctx, addr, clientOptions)
 				cancel()
 				if errs[i] == nil {
 					return
@@ -139,7 +139,7 @@ func mintTokens(ctx context.Context, t *testing.T, addr string, n int) [][]byte 
 
 // mintTokensOn registers handle over c and has it issue n tokens, as
 // mintTokens does.
-func mintTokensOn(ctx context.Context, t *testing.T, c *client.Conn, handle string, n int) [][]byte {
+func mintTokensOn(ctx context.Context, t *testing.T, c *protocol.Conn, handle string, n int) [][]byte {
 	t.Helper()
 	var dev account.DeviceID
 	rand.Read(dev[:])
@@ -230,7 +230,7 @@ type tracker struct {
 
 func key(from, seq int) uint64 { return uint64(from)<<32 | uint64(seq) }
 
-func (tr *tracker) deliver(at int, m client.Message, now time.Duration) {
+func (tr *tracker) deliver(at int, m protocol.Message, now time.Duration) {
 	b := m.Envelope
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -289,8 +289,8 @@ func TestLoad(t *testing.T) {
 	mintTime := time.Since(setupStart)
 
 	conns := dialAll(ctx, t, srv.addr, sz.clients, 32)
-	mbs := make([]*client.Mailbox, sz.clients)
-	subs := make([]*client.Subscription, sz.clients)
+	mbs := make([]*protocol.Mailbox, sz.clients)
+	subs := make([]*protocol.Subscription, sz.clients)
 	{
 		var wg sync.WaitGroup
 		errs := make([]error, sz.clients)
@@ -433,7 +433,7 @@ func TestLoad(t *testing.T) {
 				if to >= i {
 					to++
 				}
-				id := client.NewMessageID()
+				id := protocol.NewMessageID()
 				sent := time.Since(epoch)
 				env := encodeEnvelope(i, to, seq, sent, id)
 				sctx, scancel := context.WithTimeout(ctx, 60*time.Second)

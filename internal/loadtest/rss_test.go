@@ -21,7 +21,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
@@ -149,7 +149,7 @@ func loopback(t *testing.T, ip string) net.PacketConn {
 }
 
 // dialFrom dials the server with the client SDK from ip.
-func dialFrom(ctx context.Context, t *testing.T, addr, ip string) *client.Conn {
+func dialFrom(ctx context.Context, t *testing.T, addr, ip string) *protocol.Conn {
 	t.Helper()
 	a, err := wire.ParseAddress(addr)
 	if err != nil {
@@ -162,7 +162,7 @@ func dialFrom(ctx context.Context, t *testing.T, addr, ip string) *client.Conn {
 	pc := loopback(t, ip)
 	opts := clientOptions
 	opts.PacketConn, opts.RemoteAddr = pc, raddr
-	c, err := client.Dial(ctx, addr, opts)
+	c, err := protocol.Dial(ctx, addr, opts)
 	if err != nil {
 		pc.Close()
 		t.Fatalf("dial from %s: %v", ip, err)
@@ -269,9 +269,9 @@ func (r *rawConn) openUnread(ctx context.Context, rec []byte) error {
 // honestPair is the well-behaved client: alice sends to bob's mailbox,
 // bob receives on a subscription, over the client SDK.
 type honestPair struct {
-	alice, bob *client.Conn
-	mb         *client.Mailbox
-	sub        *client.Subscription
+	alice, bob *protocol.Conn
+	mb         *protocol.Mailbox
+	sub        *protocol.Subscription
 	toks       [][]byte
 }
 
@@ -284,7 +284,7 @@ func (p *honestPair) round(ctx context.Context, t *testing.T) time.Duration {
 	}
 	tok := p.toks[0]
 	p.toks = p.toks[1:]
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	env := make([]byte, 1000)
 	copy(env, id[:])
 	start := time.Now()
@@ -497,12 +497,12 @@ func (a *attack) streamFlood(ctx context.Context, addr string, ips []string, w *
 // envelopes of the largest size the server takes, paid with tokens of an
 // account of the stranger's own (one per mailbox and one per send: the
 // same as over the wire with the SDK).
-func strangerMailboxes(ctx context.Context, t *testing.T, addr, ip string, n, msgs int) []*client.Mailbox {
+func strangerMailboxes(ctx context.Context, t *testing.T, addr, ip string, n, msgs int) []*protocol.Mailbox {
 	t.Helper()
 	c := dialFrom(ctx, t, addr, ip)
 	toks := mintTokensOn(ctx, t, c, "stranger", n*(msgs+1))
 	env := make([]byte, c.Limits().MaxEnvelope)
-	var mbs []*client.Mailbox
+	var mbs []*protocol.Mailbox
 	for range n {
 		mb, err := c.CreateMailbox(ctx, toks[0])
 		if err != nil {
@@ -511,7 +511,7 @@ func strangerMailboxes(ctx context.Context, t *testing.T, addr, ip string, n, ms
 		toks = toks[1:]
 		for range msgs {
 			rand.Read(env[:64])
-			if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), env, toks[0]); err != nil {
+			if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), env, toks[0]); err != nil {
 				t.Fatalf("stranger's send: %v", err)
 			}
 			toks = toks[1:]
@@ -552,8 +552,8 @@ func bigBinding(label string) (*kt.Binding, error) {
 // ktAccount is an account of the KT-publish attacker, on a connection of
 // its own from its source address.
 type ktAccount struct {
-	c      *client.Conn
-	sess   *client.Session
+	c      *protocol.Conn
+	sess   *protocol.Session
 	handle string
 	value  *kt.Binding
 }
@@ -580,7 +580,7 @@ func ktAccounts(ctx context.Context, addr string, a *attack, perSource int) []*k
 					raddr, _ := net.ResolveUDPAddr("udp", wa.Host)
 					opts := clientOptions
 					opts.PacketConn, opts.RemoteAddr, opts.MaxAttempts = pc, raddr, 1
-					c, err := client.Dial(ctx, addr, opts)
+					c, err := protocol.Dial(ctx, addr, opts)
 					if err != nil {
 						a.fail(err)
 						continue
@@ -721,8 +721,8 @@ func ktFlood(ctx context.Context, accts []*ktAccount, a *attack, published, refu
 	var wg sync.WaitGroup
 	for _, acct := range accts {
 		publish := func() {
-			_, _, err := acct.c.KTPublish(ctx, acct.sess, client.NewKTOwner(acct.handle), acct.value)
-			var verr *client.KTVersionError
+			_, _, err := acct.c.KTPublish(ctx, acct.sess, protocol.NewKTOwner(acct.handle), acct.value)
+			var verr *protocol.KTVersionError
 			switch _, coded := wire.CodeOf(err); {
 			case err == nil, errors.As(err, &verr):
 				published.Add(1)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/tor"
 )
 
@@ -33,7 +33,7 @@ func TestAttachToRunningTor(t *testing.T) {
 	}
 
 	srv := publishServer(t, nw, attached, nil, "")
-	c, err := client.Dial(ctx, srv.addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	c, err := protocol.Dial(ctx, srv.addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	if err != nil {
 		t.Fatalf("dial the onion published through the attached tor: %v", err)
 	}
@@ -57,7 +57,7 @@ func TestAttachToRunningTor(t *testing.T) {
 	// 20 s without a connection is the proof.
 	short, cancelShort := context.WithTimeout(ctx, 20*time.Second)
 	defer cancelShort()
-	if _, err := client.Dial(short, srv.addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}}); err == nil {
+	if _, err := protocol.Dial(short, srv.addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}}); err == nil {
 		t.Error("the onion still answers after the controller that published it left")
 	}
 }

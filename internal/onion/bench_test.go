@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/store"
@@ -31,7 +31,7 @@ import (
 //
 // Three qpc connections share the circuit, each to a tunnel listener of
 // its own on the same server: "qpc" is the client as shipped
-// (client.Dial through Tor) and the tunnel as the server runs it; "old"
+// (protocol.Dial through Tor) and the tunnel as the server runs it; "old"
 // runs both ends of its tunnel as before issue 22 (delayed ACKs kept,
 // small datagrams written at once); "quickack" fixes only the first. A
 // fourth client reaches the server over loopback UDP, without Tor: its
@@ -85,9 +85,9 @@ func BenchmarkOnionRoundTrip(b *testing.B) {
 	variants := []struct {
 		name string
 		port int
-		opts tunnel.Options // both ends; "qpc" uses the defaults through client.Dial
+		opts tunnel.Options // both ends; "qpc" uses the defaults through protocol.Dial
 		ln   net.Listener
-		conn *client.Conn
+		conn *protocol.Conn
 	}{
 		{name: "qpc", port: 4433},
 		{name: "old", port: 4434, opts: tunnel.Options{DelayedACK: true, SmallHold: -1}},
@@ -127,7 +127,7 @@ func BenchmarkOnionRoundTrip(b *testing.B) {
 		v := &variants[i]
 		addr := id.Address(fmt.Sprintf("%s.onion:%d", svc.ID, v.port)).String()
 		if v.name == "qpc" {
-			v.conn, err = client.Dial(ctx, addr, client.Options{Tor: &client.TorOptions{SOCKS: socks, Isolation: isolation}})
+			v.conn, err = protocol.Dial(ctx, addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks, Isolation: isolation}})
 		} else {
 			var stream net.Conn
 			stream, err = d.DialContext(ctx, "tcp", fmt.Sprintf("%s.onion:%d", svc.ID, v.port))
@@ -136,14 +136,14 @@ func BenchmarkOnionRoundTrip(b *testing.B) {
 			}
 			pc := tunnel.Client(stream, v.opts)
 			defer pc.Close()
-			v.conn, err = client.Dial(ctx, addr, client.Options{PacketConn: pc, RemoteAddr: pc.RemoteAddr(), HandshakeTimeout: time.Minute})
+			v.conn, err = protocol.Dial(ctx, addr, protocol.Options{PacketConn: pc, RemoteAddr: pc.RemoteAddr(), HandshakeTimeout: time.Minute})
 		}
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer v.conn.Close()
 	}
-	direct, err := client.Dial(ctx, id.Address(udp.LocalAddr().String()).String(), client.Options{})
+	direct, err := protocol.Dial(ctx, id.Address(udp.LocalAddr().String()).String(), protocol.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -171,10 +171,10 @@ func BenchmarkOnionRoundTrip(b *testing.B) {
 		_, err := io.ReadFull(raw, buf)
 		return err
 	}}}
-	send := func(c *client.Conn) func() error {
-		return func() error { _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); return err }
+	send := func(c *protocol.Conn) func() error {
+		return func() error { _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), env, nil); return err }
 	}
-	health := func(c *client.Conn) func() error {
+	health := func(c *protocol.Conn) func() error {
 		return func() error { _, err := c.Health(ctx); return err }
 	}
 	for _, v := range variants {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
@@ -74,7 +74,7 @@ func TestClearnetThroughTor(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := client.Dial(ctx, addr, client.Options{Tor: &client.TorOptions{SOCKS: socks, Always: true, ConnectTimeout: time.Minute}})
+	c, err := protocol.Dial(ctx, addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks, Always: true, ConnectTimeout: time.Minute}})
 	if err != nil {
 		t.Fatalf("dial %s through a Tor exit: %v", addr, err)
 	}
@@ -86,7 +86,7 @@ func TestClearnetThroughTor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := client.NewMessageID()
+	msg := protocol.NewMessageID()
 	if _, err := c.Send(ctx, mb.SendID, msg, envelope("via an exit"), nil); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/tornet"
 )
 
@@ -138,7 +138,7 @@ func TestServerOnionBesideUDP(t *testing.T) {
 	if !ok || !strings.Contains(clear, "@127.0.0.1:") {
 		t.Fatalf("first line %q, want the clearnet address", clear)
 	}
-	udp, err := client.Dial(ctx, clear, client.Options{})
+	udp, err := protocol.Dial(ctx, clear, protocol.Options{})
 	if err != nil {
 		t.Fatalf("clearnet dial while tor starts: %v", err)
 	}
@@ -153,11 +153,11 @@ func TestServerOnionBesideUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	if _, err := udp.Send(ctx, mb.SendID, id, envelope("both ways"), nil); err != nil {
 		t.Fatal(err)
 	}
-	viaTor, err := client.Dial(ctx, onion, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	viaTor, err := protocol.Dial(ctx, onion, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	if err != nil {
 		t.Fatalf("onion dial: %v", err)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 )
 
@@ -157,13 +157,13 @@ func TestMessengerDirectOverOnion(t *testing.T) {
 // (clients refuse tokens before that).
 func waitTokenKeyInKT(t *testing.T, addr, socks, pinText string) {
 	t.Helper()
-	pin, err := client.ParseKTPin(pinText)
+	pin, err := protocol.ParseKTPin(pinText)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := client.Dial(ctx, addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	c, err := protocol.Dial(ctx, addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	if err != nil {
 		t.Fatalf("dial the onion: %v", err)
 	}

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/account"
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/tornet"
 )
 
@@ -97,7 +97,7 @@ func onionOnlyChild(t *testing.T, bin string) {
 
 	// The full path with delivery tokens: an account on one connection,
 	// anonymous traffic on another, both through tor.
-	acct, err := client.Dial(ctx, addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	acct, err := protocol.Dial(ctx, addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	if err != nil {
 		t.Fatalf("dial the onion-only server: %v", err)
 	}
@@ -117,7 +117,7 @@ func onionOnlyChild(t *testing.T, bin string) {
 	if err != nil {
 		t.Fatalf("tokens over tor: %v", err)
 	}
-	anon, err := client.Dial(ctx, addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	anon, err := protocol.Dial(ctx, addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func onionOnlyChild(t *testing.T, bin string) {
 	if err != nil {
 		t.Fatalf("create mailbox with a token: %v", err)
 	}
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	if _, err := anon.Send(ctx, mb.SendID, id, envelope("onion only"), raw[1]); err != nil {
 		t.Fatalf("send with a token: %v", err)
 	}

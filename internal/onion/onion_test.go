@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/tornet"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/config"
@@ -170,7 +170,7 @@ func TestOnionDelivery(t *testing.T) {
 	defer cancel()
 	var connectReports int
 	var mu sync.Mutex
-	owner, err := client.Dial(ctx, srv.addr, client.Options{Tor: &client.TorOptions{
+	owner, err := protocol.Dial(ctx, srv.addr, protocol.Options{Tor: &protocol.TorOptions{
 		SOCKS:    socks,
 		Progress: func(tor.Progress) { mu.Lock(); connectReports++; mu.Unlock() },
 	}})
@@ -187,12 +187,12 @@ func TestOnionDelivery(t *testing.T) {
 	}
 	// The sender is another client on its own circuit (another SOCKS
 	// username), as a contact would be.
-	sender, err := client.Dial(ctx, srv.addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	sender, err := protocol.Dial(ctx, srv.addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	if err != nil {
 		t.Fatalf("second client: %v", err)
 	}
 	defer sender.Close()
-	first := client.NewMessageID()
+	first := protocol.NewMessageID()
 	if _, err := sender.Send(ctx, mb.SendID, first, envelope("through tor"), nil); err != nil {
 		t.Fatalf("send over tor: %v", err)
 	}
@@ -205,7 +205,7 @@ func TestOnionDelivery(t *testing.T) {
 		t.Fatalf("subscribe over tor: %v", err)
 	}
 	defer sub.Close()
-	pushed := client.NewMessageID()
+	pushed := protocol.NewMessageID()
 	if _, err := sender.Send(ctx, mb.SendID, pushed, envelope("pushed"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestOnionClientAuthorization(t *testing.T) {
 
 	// Unauthorized: the plain client has no key for this onion.
 	short, cancelShort := context.WithTimeout(ctx, 60*time.Second)
-	_, err = client.Dial(short, srv.addr, client.Options{Tor: &client.TorOptions{SOCKS: socks}})
+	_, err = protocol.Dial(short, srv.addr, protocol.Options{Tor: &protocol.TorOptions{SOCKS: socks}})
 	cancelShort()
 	if err == nil {
 		t.Fatal("a client without the authorization key connected")
@@ -263,7 +263,7 @@ func TestOnionClientAuthorization(t *testing.T) {
 		t.Fatal(err)
 	}
 	short, cancelShort = context.WithTimeout(ctx, 60*time.Second)
-	_, err = client.Dial(short, srv.addr, client.Options{Tor: &client.TorOptions{Tor: wrongTor}})
+	_, err = protocol.Dial(short, srv.addr, protocol.Options{Tor: &protocol.TorOptions{Tor: wrongTor}})
 	cancelShort()
 	if err == nil {
 		t.Fatal("a client with the wrong authorization key connected")
@@ -274,7 +274,7 @@ func TestOnionClientAuthorization(t *testing.T) {
 	if err := ct.AuthorizeClient(priv); err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.Dial(ctx, srv.addr, client.Options{Tor: &client.TorOptions{Tor: ct}})
+	c, err := protocol.Dial(ctx, srv.addr, protocol.Options{Tor: &protocol.TorOptions{Tor: ct}})
 	if err != nil {
 		t.Fatalf("authorized client: %v", err)
 	}
@@ -283,7 +283,7 @@ func TestOnionClientAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := client.NewMessageID()
+	id := protocol.NewMessageID()
 	if _, err := c.Send(ctx, mb.SendID, id, envelope("authorized"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -293,9 +293,9 @@ func TestOnionClientAuthorization(t *testing.T) {
 
 	// Stream isolation, as tor sees it: by default every Conn gets a
 	// circuit of its own; Conns given one isolation key share one.
-	dial := func(isolation string) *client.Conn {
+	dial := func(isolation string) *protocol.Conn {
 		t.Helper()
-		c, err := client.Dial(ctx, srv.addr, client.Options{Tor: &client.TorOptions{Tor: ct, Isolation: isolation}})
+		c, err := protocol.Dial(ctx, srv.addr, protocol.Options{Tor: &protocol.TorOptions{Tor: ct, Isolation: isolation}})
 		if err != nil {
 			t.Fatalf("dial with isolation %q: %v", isolation, err)
 		}
@@ -305,7 +305,7 @@ func TestOnionClientAuthorization(t *testing.T) {
 	before := onionCircuits(t, ct, srv.onion.Service.ID)
 	dial("")
 	afterOwn := onionCircuits(t, ct, srv.onion.Service.ID)
-	key := client.IsolationKey("identity", "alice")
+	key := protocol.IsolationKey("identity", "alice")
 	dial(key)
 	dial(key)
 	after := onionCircuits(t, ct, srv.onion.Service.ID)

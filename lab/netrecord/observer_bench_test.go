@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
@@ -46,7 +46,7 @@ func BenchmarkObserverRequestPath(b *testing.B) {
 			env := make([]byte, 700)
 			b.Run("SendFetchAck", func(b *testing.B) {
 				for b.Loop() {
-					if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), env, nil); err != nil {
+					if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), env, nil); err != nil {
 						b.Fatal(err)
 					}
 					msgs, _, err := c.Fetch(ctx, mb, 0, 1)
@@ -62,7 +62,7 @@ func BenchmarkObserverRequestPath(b *testing.B) {
 	}
 }
 
-func benchServer(b *testing.B, observe bool) (*client.Conn, func()) {
+func benchServer(b *testing.B, observe bool) (*protocol.Conn, func()) {
 	dir := b.TempDir()
 	if _, err := server.CreateIdentity(dir); err != nil {
 		b.Fatal(err)
@@ -96,7 +96,7 @@ func benchServer(b *testing.B, observe bool) (*client.Conn, func()) {
 	go srv.Serve(pc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, id.Address(pc.LocalAddr().String()).String(), client.Options{})
+	c, err := protocol.Dial(ctx, id.Address(pc.LocalAddr().String()).String(), protocol.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/lab/netrecord"
 	"github.com/quicprochat/qpc/lab/record"
 	"github.com/quicprochat/qpc/server"
@@ -88,7 +88,7 @@ func TestLabNetworkRecord(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	addr := id.Address(relay.Addr().String()).String()
-	c, err := client.Dial(ctx, addr, client.Options{})
+	c, err := protocol.Dial(ctx, addr, protocol.Options{})
 	if err != nil {
 		t.Fatalf("dial through the relay: %v", err)
 	}
@@ -102,7 +102,7 @@ func TestLabNetworkRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if _, err := c.Send(ctx, mb.SendID, client.NewMessageID(), bytes.Repeat([]byte{byte(i)}, 100+1000*i), nil); err != nil {
+		if _, err := c.Send(ctx, mb.SendID, protocol.NewMessageID(), bytes.Repeat([]byte{byte(i)}, 100+1000*i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

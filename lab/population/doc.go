@@ -21,16 +21,16 @@
 // started and joined) and the schedule, from Manifest.RunStartNS. The
 // clients themselves add receipts and cover traffic as the scenario
 // configures them; the ground truth records every envelope of those the
-// server stored, through client.ClientOptions.SentEnvelope.
+// server stored, through client.Options.SentEnvelope.
 //
 // Martiny et al.'s simulated traffic ([traffic]) is played for real: the
 // correlated background is in the schedule, and stray receipts are
-// receipts the clients drop (client.ClientOptions.KeepReceipt) while a
+// receipts the clients drop (client.Options.KeepReceipt) while a
 // random user sends a real one to a random peer in their place
 // (Client.StrayReceipt); the truth marks those strays (record.StrayPrefix).
 //
 // Naive mode (and mailboxes.per_conversation = false) sets
-// client.ClientOptions.SingleMailbox, which weakens privacy on purpose:
+// client.Options.SingleMailbox, which weakens privacy on purpose:
 // it exists to measure what qpc's per-conversation mailboxes buy.
 //
 // Imports: client, server (and the stores, accounts, tokens and KT it is

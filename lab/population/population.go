@@ -20,6 +20,7 @@ import (
 
 	"github.com/quicprochat/qpc/client"
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/lab/netrecord"
 	"github.com/quicprochat/qpc/lab/record"
@@ -481,10 +482,10 @@ func (r *run) startUsers(ctx context.Context, work string, srv *labServer, addr 
 		u := &user{i: i, name: su.Name, handle: su.Handle, work: make(chan func(), 4096), pending: map[string][]*textOut{}, strays: map[string]int{}}
 		r.users[i] = u
 		r.byHand[u.handle] = u
-		opts := client.ClientOptions{
+		opts := client.Options{
 			Home: filepath.Join(work, su.Name), Passphrase: []byte("lab"),
 			KDF:           &state.Options{Time: 1, MemoryKiB: 64, Threads: 1},
-			Dial:          client.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Policy: srv.policy, Logger: quiet},
+			Dial:          protocol.Options{MaxAttempts: 8, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Policy: srv.policy, Logger: quiet},
 			Logger:        quiet,
 			ReceiptDelay:  &rd,
 			Cover:         cover,

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/server"
@@ -153,15 +153,15 @@ func startServer(dir string, observer io.Writer, log *slog.Logger) (_ *labServer
 	}()
 	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer wcancel()
-	if err := client.WaitTokenKey(wctx, s.addr, s.pin(), client.Options{Policy: s.policy}, 50*time.Millisecond); err != nil {
+	if err := protocol.WaitTokenKey(wctx, s.addr, s.pin(), protocol.Options{Policy: s.policy}, 50*time.Millisecond); err != nil {
 		return nil, fmt.Errorf("waiting for the token key in key transparency: %w", err)
 	}
 	return s, nil
 }
 
-func (s *labServer) pin() client.KTPin {
+func (s *labServer) pin() protocol.KTPin {
 	cfg := s.kt.Config()
-	return client.KTPin{VKey: s.ktKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash()}
+	return protocol.KTPin{VKey: s.ktKeys.VKey, VRFKey: cfg.VRFPublicKey, ConfigHash: cfg.Hash()}
 }
 
 // close shuts the server down and closes what it holds.

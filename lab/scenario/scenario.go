@@ -168,7 +168,7 @@ type Cover struct {
 type Mailboxes struct {
 	// PerConversation: each conversation receives at fresh mailboxes of
 	// its own (qpc's default, and the default here); false: at the
-	// user's intro mailbox (naive mode, client.ClientOptions.SingleMailbox).
+	// user's intro mailbox (naive mode, client.Options.SingleMailbox).
 	PerConversation *bool `toml:"per_conversation"`
 }
 

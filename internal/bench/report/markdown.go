@@ -273,7 +273,7 @@ server, timed to its arrival on the subscription. The two alternate message
 by message, 5 rounds of 100 of each; a figure is the median over the rounds
 of each round's p50 or p99, and a ratio the median of the rounds' ratios.
 The next message starts once the receiver has acknowledged the last, in
-both paths. `+"`"+`ClientOptions.Timing`+"`"+` reports each part of the way (below).
+both paths. `+"`"+`client.Options.Timing`+"`"+` reports each part of the way (below).
 
 Measured 2026-12-07 14:52–14:57 UTC, load average 11–13 (other engineers'
 builds and tests on the two cores and the one disk), five runs of main

@@ -1,4 +1,4 @@
-package client
+package protocol
 
 import (
 	"context"
@@ -177,7 +177,7 @@ func NewWallet(store WalletStore, conn *Conn, sess *Session, opts WalletOptions)
 	}
 	w := &Wallet{store: store, conn: conn, sess: sess, opts: opts, keys: map[uint32][]byte{}}
 	mean := opts.RefillMean
-	w.gap = func() time.Duration { return expGapMean(mean) }
+	w.gap = func() time.Duration { return ExpGap(mean) }
 	raw, err := store.Load()
 	if err != nil {
 		return nil, fmt.Errorf("open wallet: %w", err)
@@ -242,6 +242,10 @@ func (w *Wallet) Len() int {
 	defer w.mu.Unlock()
 	return len(w.toks)
 }
+
+// Low is the wallet's low-water mark (WalletOptions.Low, defaulted): a
+// scheduled refill tops the wallet up when it holds fewer tokens.
+func (w *Wallet) Low() int { return w.opts.Low }
 
 // Take returns one token's bytes for a Send or CreateMailbox Auth field.
 // Tokens too old to be accepted, or of an epoch whose key the wallet did
@@ -338,7 +342,7 @@ func (w *Wallet) exchange(ctx context.Context, fn func(*Conn) error) error {
 
 // refillOn is Refill on conn.
 func (w *Wallet) refillOn(ctx context.Context, conn *Conn) error {
-	key, err := w.keyOn(ctx, conn)
+	key, err := w.KeyOn(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("wallet refill: %w", err)
 	}
@@ -385,14 +389,14 @@ func (w *Wallet) Key(ctx context.Context) (*tokens.PublicKey, error) {
 	var key *tokens.PublicKey
 	err := w.exchange(ctx, func(conn *Conn) error {
 		var err error
-		key, err = w.keyOn(ctx, conn)
+		key, err = w.KeyOn(ctx, conn)
 		return err
 	})
 	return key, err
 }
 
-// keyOn is Key on conn.
-func (w *Wallet) keyOn(ctx context.Context, conn *Conn) (*tokens.PublicKey, error) {
+// KeyOn is Key on conn, a connection the caller chose (and closes).
+func (w *Wallet) KeyOn(ctx context.Context, conn *Conn) (*tokens.PublicKey, error) {
 	keys, err := conn.TokenKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -539,13 +543,15 @@ func (w *Wallet) TopUp(ctx context.Context, n int) error {
 // IssueTokens requests therefore start only at these instants, whatever
 // the anonymous connections send. Errors are kept for RefillErr.
 func (w *Wallet) RunRefills(ctx context.Context) {
-	runSchedule(ctx, w.gap, func(at time.Time) {
-		w.scheduledRefill(ctx, at)
+	RunSchedule(ctx, w.gap, func(at time.Time) {
+		w.ScheduledRefill(ctx, at)
 	})
 }
 
-// scheduledRefill is one check of the refill schedule.
-func (w *Wallet) scheduledRefill(ctx context.Context, at time.Time) {
+// ScheduledRefill is one check of the refill schedule (RunRefills), for
+// a caller that runs the schedule itself (RunSchedule): at is the
+// instant the check was due.
+func (w *Wallet) ScheduledRefill(ctx context.Context, at time.Time) {
 	w.mu.Lock()
 	low := len(w.usable()) < w.opts.Low
 	if low {
@@ -561,10 +567,10 @@ func (w *Wallet) scheduledRefill(ctx context.Context, at time.Time) {
 	w.mu.Unlock()
 }
 
-// runSchedule calls tick at instants separated by gap(), measured from
+// RunSchedule calls tick at instants separated by gap(), measured from
 // the schedule's start (a slow tick delays the next one but does not
 // shift the timeline), until ctx ends.
-func runSchedule(ctx context.Context, gap func() time.Duration, tick func(at time.Time)) {
+func RunSchedule(ctx context.Context, gap func() time.Duration, tick func(at time.Time)) {
 	next := time.Now()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
@@ -580,8 +586,8 @@ func runSchedule(ctx context.Context, gap func() time.Duration, tick func(at tim
 	}
 }
 
-// expGapMean draws an exponential gap of the given mean.
-func expGapMean(mean time.Duration) time.Duration {
+// ExpGap draws an exponential gap of the given mean.
+func ExpGap(mean time.Duration) time.Duration {
 	return time.Duration(-math.Log1p(-mrand.Float64()) * float64(mean))
 }
 
@@ -606,7 +612,7 @@ func (w *Wallet) save(toks []tokens.Token) error {
 // encoding after the take and that encoding's generation. The caller
 // writes enc where WalletStore.Save would, in the same transaction; if
 // Current(gen) no longer holds after it committed, a later encoding (a
-// refill's) may have been stored before it, and the caller calls resave
+// refill's) may have been stored before it, and the caller calls Resave
 // so that the store holds the wallet as it is in memory. The taken
 // tokens must not be used before enc is stored.
 func (w *Wallet) TakeEncoded(n int) (toks [][]byte, enc []byte, gen uint64, err error) {
@@ -635,8 +641,8 @@ func (w *Wallet) TakeEncoded(n int) (toks [][]byte, enc []byte, gen uint64, err 
 // the wallet made (TakeEncoded).
 func (w *Wallet) Current(gen uint64) bool { return w.gen.Load() == gen }
 
-// resave stores the wallet as it is in memory.
-func (w *Wallet) resave() error {
+// Resave stores the wallet as it is in memory (see TakeEncoded).
+func (w *Wallet) Resave() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.save(w.toks)
@@ -736,9 +742,9 @@ func (w *Wallet) EpochLength() time.Duration {
 	return w.epochLen
 }
 
-// commitments are the token-key commitments a binding publishes: the
+// Commitments are the token-key commitments a binding publishes: the
 // newest n remembered epochs, newest first.
-func (w *Wallet) commitments(n int) []kt.TokenKeyCommitment {
+func (w *Wallet) Commitments(n int) []kt.TokenKeyCommitment {
 	known := w.KnownKeys()
 	epochs := make([]uint32, 0, len(known))
 	for e := range known {

@@ -1,4 +1,4 @@
-package client
+package protocol
 
 import (
 	"context"
@@ -50,7 +50,7 @@ type Options struct {
 	PacketConn net.PacketConn
 	RemoteAddr net.Addr
 
-	// Tor routes the connection through Tor (client/tor.go). Onion
+	// Tor routes the connection through Tor (tor.go). Onion
 	// addresses go through Tor whatever is set here; by default through
 	// the system tor's SOCKS port, one circuit per Conn.
 	Tor *TorOptions
@@ -68,39 +68,19 @@ type Options struct {
 	// policy with its address (`qpc init --buckets`).
 	Policy padding.Policy
 
-	// answers, if set, records when the server last answered anything on
-	// this connection (a hello, a response, an error record); a Client
-	// shares one among all its connections to its server (status.go).
-	answers *answerLog
+	// Answered, if set, is called whenever the server answers anything
+	// on this connection (a hello, a response, an error record): the
+	// messenger shares one record of it among all its connections to its
+	// server, to tell "the server withholds this answer" from "nothing
+	// reaches the server".
+	Answered func()
 }
 
-// answerLog is when a server last answered any request of one client, on
-// any of its connections: the evidence that tells "the server withholds
-// this answer" from "nothing reaches the server" (serverCaused). It keeps
-// the monotonic clock, which the network's liveness is a matter of.
-type answerLog struct {
-	mu   sync.Mutex
-	last time.Time
-}
-
-// mark records an answer now.
-func (a *answerLog) mark() {
-	if a == nil {
-		return
+// answered calls Options.Answered, if set.
+func (c *Conn) answered() {
+	if c.opts.Answered != nil {
+		c.opts.Answered()
 	}
-	a.mu.Lock()
-	a.last = time.Now()
-	a.mu.Unlock()
-}
-
-// since reports whether an answer came at t or later.
-func (a *answerLog) since(t time.Time) bool {
-	if a == nil {
-		return false
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return !a.last.IsZero() && !a.last.Before(t)
 }
 
 func (o *Options) setDefaults() {
@@ -330,7 +310,7 @@ func (c *Conn) dial(ctx context.Context) (*session, error) {
 		qc.CloseWithError(1, "")
 		return nil, err
 	}
-	c.opts.answers.mark()
+	c.answered()
 	return s, nil
 }
 
@@ -375,7 +355,7 @@ func (c *Conn) runHello(ctx context.Context, s *session) error {
 		// So is the largest envelope, which sets where messages are cut
 		// into chunks: a smaller limit for one client would make the
 		// number of chunks tell its texts' lengths.
-		if want := defaultMaxEnvelope(c.opts.Policy); int(m.Limits.MaxEnvelope) < want {
+		if want := wire.MaxEnvelope(c.opts.Policy); int(m.Limits.MaxEnvelope) < want {
 			return fmt.Errorf("%w: the server announced max_envelope %d, the pinned buckets %s give %d", ErrPolicy, m.Limits.MaxEnvelope, c.opts.Policy, want)
 		}
 		s.hello = *m
@@ -465,7 +445,7 @@ func (c *Conn) do(ctx context.Context, idempotent bool, attempt func(ctx context
 			err = attempt(actx, s)
 			cancel()
 			if _, coded := wire.CodeOf(err); err == nil || coded {
-				c.opts.answers.mark() // an answer or an error record came
+				c.answered() // an answer or an error record came
 			} else {
 				c.dropSession(s)
 			}

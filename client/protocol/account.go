@@ -1,4 +1,4 @@
-package client
+package protocol
 
 import (
 	"context"
@@ -248,14 +248,15 @@ func (q TokenQuotaStatus) PerDay() float64 {
 // "100 per 1h epoch per account (2,400 a day)" for epochs other than a day.
 func (q TokenQuotaStatus) String() string {
 	if q.EpochLength == 24*time.Hour {
-		return thousands(float64(q.Quota)) + " a day per account"
+		return Thousands(float64(q.Quota)) + " a day per account"
 	}
-	return fmt.Sprintf("%s per %s epoch per account (%s a day)", thousands(float64(q.Quota)), epochString(q.EpochLength), thousands(q.PerDay()))
+	return fmt.Sprintf("%s per %s epoch per account (%s a day)", Thousands(float64(q.Quota)), epochString(q.EpochLength), Thousands(q.PerDay()))
 }
 
-// thousands formats x rounded to a whole number with comma separators,
-// as the cover messages print token counts.
-func thousands(x float64) string {
+// Thousands formats x rounded to a whole number with comma separators,
+// as token counts are printed (TokenQuotaStatus.String, the messenger's
+// cover messages).
+func Thousands(x float64) string {
 	s := strconv.FormatFloat(math.Round(x), 'f', 0, 64)
 	neg := strings.HasPrefix(s, "-")
 	s = strings.TrimPrefix(s, "-")
