@@ -49,11 +49,20 @@ type convRecord struct {
 	// whose group Welcomes are joined without asking (invites.go).
 	Accepted bool `json:",omitempty"`
 	// Chain: the past epochs a fork choice may return to, oldest
-	// first (commitorder.go); Prev is its newest. Sent: the content
-	// messages we sent in the current epoch, to send again if it is
-	// dropped.
-	Chain []*epochLink `json:",omitempty"`
-	Sent  [][]byte     `json:",omitempty"`
+	// first (commitorder.go); Prev is its newest. Their states are kept
+	// apart from the record (convstore.go), under slots numbered by
+	// StateNext.
+	Chain     []*epochLink `json:",omitempty"`
+	StateNext uint64       `json:",omitempty"`
+	// SentFrom and SentTo number the content messages we sent in the
+	// current epoch, to send again if it is dropped, kept apart from
+	// the record (convstore.go); SentNext numbers the next one.
+	SentFrom, SentTo, SentNext uint64 `json:",omitempty"`
+	// LegacySent held those messages in the record itself before they
+	// were kept apart; it is moved out when the record is read.
+	LegacySent [][]byte `json:"Sent,omitempty"`
+	// ops are the writes beside the record that its next putConv makes.
+	ops []convOp
 	// Admins: who may add, remove and set the admins (docs/protocol.md
 	// §11.6); nil: the creator alone.
 	Admins []string `json:",omitempty"`
@@ -136,6 +145,7 @@ func (c *Client) getConv(id []byte) (*convRecord, error) {
 		return nil, err
 	}
 	upgradeChain(&r)
+	migrateChain(&r)
 	return &r, nil
 }
 
@@ -148,6 +158,7 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 				return err
 			}
 			upgradeChain(r)
+			migrateChain(r)
 			out = append(out, r)
 			return nil
 		})
@@ -254,7 +265,7 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 				return err
 			}
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	return r, err
 }
@@ -392,7 +403,7 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventMemberAdded, From: handle, Text: handle + " was added"})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if err != nil {
 		return err
@@ -430,7 +441,7 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		}
 		delete(r.Members, handle)
 		c.history(tx, r, Event{Kind: EventMemberRemoved, From: handle, Text: handle + " was removed"})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	return err
 }
@@ -539,7 +550,7 @@ func (c *Client) Leave(ctx context.Context, group string) error {
 		return err
 	}
 	r.Left = true
-	if err := c.store.Update(func(tx *state.Tx) error { return putJSON(tx, bucketConvs, r.ID, r) }); err != nil {
+	if err := c.store.Update(func(tx *state.Tx) error { return putConv(tx, r) }); err != nil {
 		return err
 	}
 	return c.flush(ctx)
@@ -636,7 +647,7 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 				return err
 			}
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if take != nil {
 		err = take.done(err)
