@@ -627,17 +627,24 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	// one transaction (one fsync) makes the message, its outbox entries
 	// and their tokens durable (outbox.go, tokenTake). In cover mode the
 	// schedule assigns them when it sends (cover.go).
-	take := c.takeTokensFor(ctx, len(r.Members))
+	// Tokens left over from entries that went out on a connection's
+	// allowance (spare.go) are used first.
+	cover := c.coverMode() != nil
+	var take *tokenTake
+	if !cover {
+		take = c.takeTokensFor(ctx, len(r.Members)-c.spareCount())
+	}
+	var assigned []uint64
 	err = c.store.Update(func(tx *state.Tx) error {
 		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 			return err
 		}
-		if take != nil {
+		if !cover {
 			need, err := untokened(tx)
 			if err != nil {
 				return err
 			}
-			if err := take.record(tx, need); err != nil {
+			if assigned, err = assignAll(tx, take, need); err != nil {
 				return err
 			}
 		}
@@ -651,6 +658,9 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	})
 	if take != nil {
 		err = take.done(err)
+	}
+	if err == nil {
+		c.unshown.add(assigned...)
 	}
 	return err
 }

@@ -84,7 +84,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if n := len(stored()); n != 5 {
 		t.Fatalf("the take alone changed the stored wallet: %d tokens", n)
 	}
-	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{1, 2}) })
+	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{1, 2}, take.toks) })
 	if err := take.done(err); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{3}) })
+	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{3}, take.toks) })
 	if err := take.done(err); err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 
 	// Too few entries for the tokens taken: refused, nothing written.
 	take, _ = takeTokens(w, 2)
-	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{4}) })
+	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{4}, take.toks) })
 	if err == nil {
 		t.Fatal("two tokens recorded for one entry")
 	}
