@@ -10,8 +10,9 @@ import (
 
 // Where a conversation's record keeps what the fork choice needs
 // (commitorder.go, docs/adr/0027-conversation-record-apart.md). The
-// record itself (bucketConvs) is rewritten with every message sent or received: it holds the current
-// group state, which advances with each one. What the fork choice keeps
+// record itself (bucketConvs) is rewritten with every message sent or
+// received: it holds the current group state, which advances with each
+// one. What the fork choice keeps
 // beside it changes far less often, and is far larger: the states of up
 // to maxChain past epochs (several KB each) and the plaintexts we sent in
 // each kept epoch (up to maxResend each). Kept inside the record they made
