@@ -635,6 +635,7 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 		take = c.takeTokensFor(ctx, len(r.Members)-c.spareCount())
 	}
 	var assigned []uint64
+	oldest := c.spareOldest()
 	err = c.store.Update(func(tx *state.Tx) error {
 		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 			return err
@@ -644,7 +645,7 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 			if err != nil {
 				return err
 			}
-			if assigned, err = assignAll(tx, take, need); err != nil {
+			if assigned, err = assignAll(tx, take, need, oldest); err != nil {
 				return err
 			}
 		}

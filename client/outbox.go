@@ -371,9 +371,10 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 		}
 	}
 	var assigned []uint64
+	oldest := c.spareOldest()
 	err = c.store.Update(func(tx *state.Tx) error {
 		var err error
-		assigned, err = assignAll(tx, take, need)
+		assigned, err = assignAll(tx, take, need, oldest)
 		return err
 	})
 	if take != nil {
@@ -495,8 +496,9 @@ func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
 		return tok, err
 	}
 	if c.spareCount() > 0 {
+		oldest := c.spareOldest()
 		err = c.store.Update(func(tx *state.Tx) error {
-			rest, err := assignSpare(tx, []uint64{seq})
+			rest, err := assignSpare(tx, []uint64{seq}, oldest)
 			if err != nil || len(rest) > 0 {
 				return err
 			}

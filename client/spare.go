@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/tokens"
 )
 
 // Tokens an outbox entry did not need. Every entry is given a token when
@@ -108,6 +109,15 @@ func addSpare(tx *state.Tx, toks [][]byte) error {
 	return putSpare(tx, append(pool, toks...))
 }
 
+// spareOldest is the oldest token epoch the pool may hand out (the
+// wallet's view of the clock; 0: any). The caller holds c.op.
+func (c *Client) spareOldest() uint32 {
+	if c.wallet == nil {
+		return 0
+	}
+	return c.wallet.OldestEpoch()
+}
+
 // spareCount is how many tokens the pool holds.
 func (c *Client) spareCount() int {
 	var n int
@@ -120,11 +130,18 @@ func (c *Client) spareCount() int {
 }
 
 // assignSpare gives entries of need tokens from the pool, in order, and
-// returns the entries still without one.
-func assignSpare(tx *state.Tx, need []uint64) ([]uint64, error) {
-	pool, err := getSpare(tx)
-	if err != nil || len(pool) == 0 {
+// returns the entries still without one. Tokens of an epoch before
+// oldest, which the server no longer accepts, are dropped from the pool.
+func assignSpare(tx *state.Tx, need []uint64, oldest uint32) ([]uint64, error) {
+	all, err := getSpare(tx)
+	if err != nil || len(all) == 0 {
 		return need, err
+	}
+	pool := all[:0:0]
+	for _, raw := range all {
+		if tok, err := tokens.ParseToken(raw); err == nil && tok.Epoch >= oldest {
+			pool = append(pool, raw)
+		}
 	}
 	n := min(len(pool), len(need))
 	for i := range n {
@@ -142,8 +159,8 @@ func assignSpare(tx *state.Tx, need []uint64) ([]uint64, error) {
 // taken from the wallet (take, nil: none), whose encoding after the take
 // it stores; taken tokens left over (the pool grew meanwhile) go to the
 // pool. It returns the entries given a token.
-func assignAll(tx *state.Tx, take *tokenTake, need []uint64) ([]uint64, error) {
-	rest, err := assignSpare(tx, need)
+func assignAll(tx *state.Tx, take *tokenTake, need []uint64, oldest uint32) ([]uint64, error) {
+	rest, err := assignSpare(tx, need, oldest)
 	if err != nil {
 		return nil, err
 	}
