@@ -39,9 +39,9 @@ func (l *authLog) tap(role string, stream int64, outgoing bool, b []byte) {
 	l.streams[k] = append(l.streams[k], b...)
 }
 
-// sends returns the Send requests seen so far: the role of each and its
-// auth (empty: paid by its connection's allowance).
-func (l *authLog) sends(t *testing.T) (roles []string, auths [][]byte) {
+// sends returns the Send requests seen so far: the role of each, its
+// auth (empty: paid by its connection's allowance) and the record's size.
+func (l *authLog) sends(t *testing.T) (roles []string, auths [][]byte, sizes []int) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -52,10 +52,12 @@ func (l *authLog) sends(t *testing.T) (roles []string, auths [][]byte) {
 			if err != nil {
 				break // a record still being written
 			}
+			size := len(rest) - len(next)
 			rest = next
 			if kind != wire.KindSend {
 				continue
 			}
+			sizes = append(sizes, size)
 			m, err := wire.Decode(kind, body)
 			if err != nil {
 				t.Fatalf("%s: a Send that does not decode: %v", k, err)
@@ -64,14 +66,15 @@ func (l *authLog) sends(t *testing.T) (roles []string, auths [][]byte) {
 			auths = append(auths, m.(*wire.Send).Auth)
 		}
 	}
-	return roles, auths
+	return roles, auths, sizes
 }
 
 // TestMessengerSendPaidTokens: the messenger pays for its Sends with
 // Conn.SendPaid (docs/adr/0017-token-per-connection.md): 16 texts to bob
 // and 16 to carol, alternating, go out on the two conversations'
 // connections with one token shown per 8 Sends of each, not one per
-// Send; every token is shown on one connection only (a token a Send did
+// Send, in records of one size with a token or without; every token is
+// shown on one connection only (a token a Send did
 // not need is used again only if it was never shown, so nothing links the
 // two conversations' connections); and both get every text.
 func TestMessengerSendPaidTokens(t *testing.T) {
@@ -87,7 +90,7 @@ func TestMessengerSendPaidTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, auths := log.sends(t)
+	_, auths, _ := log.sends(t)
 	mark := len(auths)
 
 	const n = 16
@@ -115,8 +118,15 @@ func TestMessengerSendPaidTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	roles, auths := log.sends(t)
-	roles, auths = roles[mark:], auths[mark:]
+	roles, auths, sizes := log.sends(t)
+	roles, auths, sizes = roles[mark:], auths[mark:], sizes[mark:]
+	// A Send without a token is padded to the bucket of one with it: the
+	// network sees the same record either way.
+	for i, n := range sizes {
+		if n != sizes[0] || !padding.Default.IsBucket(n) {
+			t.Fatalf("Send %d (auth of %d bytes) is a %d-byte record, Send 0 (auth of %d) %d bytes", i, len(auths[i]), n, len(auths[0]), sizes[0])
+		}
+	}
 	if len(auths) != 2*n {
 		t.Fatalf("%d Sends on the wire for %d texts", len(auths), 2*n)
 	}
