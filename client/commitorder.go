@@ -89,14 +89,22 @@ type commitIntent struct {
 // rank of the commit we followed out of it, and what we sent in it.
 type epochLink struct {
 	Epoch uint64
-	State []byte // mls.Group.Marshal of the epoch
-	Until time.Time
+	// State is mls.Group.Marshal of the epoch, stored apart from the
+	// record under Slot (convstore.go) and read when needed
+	// (Client.linkState); LegacyState held it in the record before.
+	State       []byte `json:"-"`
+	Slot        uint64 `json:",omitempty"`
+	LegacyState []byte `json:"State,omitempty"`
+	Until       time.Time
 	// OutRank is the rank of the commit we followed out of Epoch; Mine
 	// is set when that commit is ours.
 	OutRank []byte
 	Mine    *commitIntent `json:",omitempty"`
-	// Sent holds the content messages (plaintexts) we sent in Epoch.
-	Sent [][]byte `json:",omitempty"`
+	// SentFrom and SentTo number the content messages (plaintexts) we
+	// sent in Epoch, stored apart (convstore.go); LegacySent held them
+	// in the record before.
+	SentFrom, SentTo uint64   `json:",omitempty"`
+	LegacySent       [][]byte `json:"Sent,omitempty"`
 	// Admins is the admin list in force in Epoch.
 	Admins []string `json:",omitempty"`
 	// Out is the commit (its MLSMessage, ours or its committer's) we
@@ -164,10 +172,21 @@ func (r *convRecord) linkAt(epoch uint64, now time.Time) int {
 // by the commit out, of rank rank (ours when mine is set).
 func (c *Client) pushLink(r *convRecord, epoch uint64, pre []byte, rank []byte, mine *commitIntent, out []byte) {
 	now := c.opts.Now()
-	r.Chain = append(r.Chain, &epochLink{Epoch: epoch, State: pre, Until: now.Add(prevEpochKeep), OutRank: rank, Mine: mine, Sent: r.Sent, Admins: r.Admins, Out: out})
-	r.Sent = nil
-	r.Chain = slices.DeleteFunc(r.Chain, func(l *epochLink) bool { return !now.Before(l.Until) })
+	l := &epochLink{Epoch: epoch, Until: now.Add(prevEpochKeep), OutRank: rank, Mine: mine, SentFrom: r.SentFrom, SentTo: r.SentTo, Admins: r.Admins, Out: out}
+	r.setLinkState(l, pre) // written once, as the epoch is left
+	r.Chain = append(r.Chain, l)
+	r.SentFrom = r.SentTo
+	r.Chain = slices.DeleteFunc(r.Chain, func(l *epochLink) bool {
+		if !now.Before(l.Until) {
+			r.dropLink(l)
+			return true
+		}
+		return false
+	})
 	if len(r.Chain) > maxChain {
+		for _, l := range r.Chain[:len(r.Chain)-maxChain] {
+			r.dropLink(l)
+		}
 		r.Chain = slices.Clone(r.Chain[len(r.Chain)-maxChain:])
 	}
 	syncPrev(r)
@@ -192,18 +211,9 @@ func syncPrev(r *convRecord) {
 // unknown, so it sorts last).
 func upgradeChain(r *convRecord) {
 	if len(r.Chain) == 0 && r.Prev != nil {
-		r.Chain = []*epochLink{{Epoch: r.PrevEpoch, State: r.Prev, Until: r.PrevUntil, OutRank: []byte{0}, Admins: r.Admins}}
+		r.Chain = []*epochLink{{Epoch: r.PrevEpoch, LegacyState: r.Prev, Until: r.PrevUntil, OutRank: []byte{0}, Admins: r.Admins}}
 	}
 	r.Prev = nil
-}
-
-// noteSent keeps plain, a content message we sent in the current epoch,
-// to send it again if a fork choice drops the epoch.
-func (r *convRecord) noteSent(plain []byte) {
-	if len(r.Sent) >= maxResend {
-		r.Sent = slices.Delete(r.Sent, 0, 1)
-	}
-	r.Sent = append(r.Sent, plain)
 }
 
 // admins is the policy's admin list in force with members (the
@@ -391,15 +401,25 @@ func (c *Client) switchBranch(r *convRecord, i int, next *mls.Group, rank, out [
 		retry = append(retry, l.Mine)
 	}
 	for _, d := range r.Chain[i+1:] {
-		resend = append(resend, d.Sent...)
+		sent, err := c.sentIn(r, d.SentFrom, d.SentTo)
+		if err != nil {
+			return nil, nil, err
+		}
+		resend = append(resend, sent...)
 		if d.Mine != nil {
 			retry = append(retry, d.Mine)
 		}
+		r.dropLink(d)
 	}
-	resend = append(resend, r.Sent...)
+	sent, err := c.sentIn(r, r.SentFrom, r.SentTo)
+	if err != nil {
+		return nil, nil, err
+	}
+	resend = append(resend, sent...)
+	r.dropSent(r.SentFrom, r.SentTo)
+	r.SentFrom = r.SentTo
 	r.Chain = r.Chain[:i+1]
 	l.OutRank, l.Mine, l.Out, l.EchoedTo = rank, nil, out, nil
-	r.Sent = nil
 	r.Admins = l.Admins
 	syncPrev(r)
 	if err := c.saveGroup(r, next); err != nil {
@@ -540,7 +560,7 @@ func (c *Client) SetAdmins(ctx context.Context, group string, handles []string) 
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventAdmins, From: c.prof.Handle, Text: fmt.Sprintf("the admins are now %v", r.Admins)})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if err != nil {
 		return err

@@ -49,11 +49,20 @@ type convRecord struct {
 	// whose group Welcomes are joined without asking (invites.go).
 	Accepted bool `json:",omitempty"`
 	// Chain: the past epochs a fork choice may return to, oldest
-	// first (commitorder.go); Prev is its newest. Sent: the content
-	// messages we sent in the current epoch, to send again if it is
-	// dropped.
-	Chain []*epochLink `json:",omitempty"`
-	Sent  [][]byte     `json:",omitempty"`
+	// first (commitorder.go); Prev is its newest. Their states are kept
+	// apart from the record (convstore.go), under slots numbered by
+	// StateNext.
+	Chain     []*epochLink `json:",omitempty"`
+	StateNext uint64       `json:",omitempty"`
+	// SentFrom and SentTo number the content messages we sent in the
+	// current epoch, to send again if it is dropped, kept apart from
+	// the record (convstore.go); SentNext numbers the next one.
+	SentFrom, SentTo, SentNext uint64 `json:",omitempty"`
+	// LegacySent held those messages in the record itself before they
+	// were kept apart; it is moved out when the record is read.
+	LegacySent [][]byte `json:"Sent,omitempty"`
+	// ops are the writes beside the record that its next putConv makes.
+	ops []convOp
 	// Admins: who may add, remove and set the admins (docs/protocol.md
 	// §11.6); nil: the creator alone.
 	Admins []string `json:",omitempty"`
@@ -144,6 +153,7 @@ func (c *Client) getConv(id []byte) (*convRecord, error) {
 		return nil, err
 	}
 	upgradeChain(&r)
+	migrateChain(&r)
 	return &r, nil
 }
 
@@ -156,6 +166,7 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 				return err
 			}
 			upgradeChain(r)
+			migrateChain(r)
 			out = append(out, r)
 			return nil
 		})
@@ -263,7 +274,7 @@ func (c *Client) startConv(ctx context.Context, kind content.ConvKind, name stri
 				return err
 			}
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	return r, err
 }
@@ -401,7 +412,7 @@ func (c *Client) AddMember(ctx context.Context, group, handle string) error {
 			return err
 		}
 		c.history(tx, r, Event{Kind: EventMemberAdded, From: handle, Text: handle + " was added"})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if err != nil {
 		return err
@@ -439,7 +450,7 @@ func (c *Client) removeMember(ctx context.Context, r *convRecord, g *mls.Group, 
 		}
 		delete(r.Members, handle)
 		c.history(tx, r, Event{Kind: EventMemberRemoved, From: handle, Text: handle + " was removed"})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	return err
 }
@@ -548,7 +559,7 @@ func (c *Client) Leave(ctx context.Context, group string) error {
 		return err
 	}
 	r.Left = true
-	if err := c.store.Update(func(tx *state.Tx) error { return putJSON(tx, bucketConvs, r.ID, r) }); err != nil {
+	if err := c.store.Update(func(tx *state.Tx) error { return putConv(tx, r) }); err != nil {
 		return err
 	}
 	return c.flush(ctx)
@@ -625,17 +636,25 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	// one transaction (one fsync) makes the message, its outbox entries
 	// and their tokens durable (outbox.go, tokenTake). In cover mode the
 	// schedule assigns them when it sends (cover.go).
-	take := c.takeTokensFor(ctx, len(r.Members))
+	// Tokens left over from entries that went out on a connection's
+	// allowance (spare.go) are used first.
+	cover := c.coverMode() != nil
+	var take *tokenTake
+	if !cover {
+		take = c.takeTokensFor(ctx, len(r.Members)-c.spareCount())
+	}
+	var assigned []uint64
+	oldest := c.spareOldest()
 	err = c.store.Update(func(tx *state.Tx) error {
 		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 			return err
 		}
-		if take != nil {
+		if !cover {
 			need, err := untokened(tx)
 			if err != nil {
 				return err
 			}
-			if err := take.record(tx, need); err != nil {
+			if assigned, err = assignAll(tx, take, need, oldest); err != nil {
 				return err
 			}
 		}
@@ -645,10 +664,13 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 				return err
 			}
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if take != nil {
 		err = take.done(err)
+	}
+	if err == nil {
+		c.unshown.add(assigned...)
 	}
 	return err
 }

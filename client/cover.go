@@ -489,10 +489,12 @@ type coverEnvelope struct {
 	env, tok []byte
 }
 
-// coverResult is a tick's outcome for the envelope it sent.
+// coverResult is a tick's outcome for the envelope it sent; spent: its
+// token was shown (Conn.SendPaid).
 type coverResult struct {
-	p   *coverEnvelope
-	err error
+	p     *coverEnvelope
+	err   error
+	spent bool
 }
 
 // coverScan walks the outbox in the order flush sends it and returns the
@@ -642,13 +644,20 @@ func (c *Client) queueDummyBounded(ctx context.Context) (bool, error) {
 }
 
 // coverSend writes p on the cover connection: the only work of a tick.
-func (c *Client) coverSend(ctx context.Context, p *coverEnvelope) error {
+// Like flush, it pays with p's token only when the connection has no
+// Sends left of a token it showed (Conn.SendPaid): every Send of cover
+// mode, dummy or real, goes on this one connection, so the allowance
+// links nothing the connection does not.
+func (c *Client) coverSend(ctx context.Context, p *coverEnvelope) (spent bool, err error) {
 	conn, err := c.conn(ctx, connCover)
 	if err != nil {
-		return err
+		return false, err
 	}
-	_, err = conn.Send(ctx, p.e.SendID, p.e.ID, p.env, p.tok)
-	return err
+	_, spent, err = conn.SendPaid(ctx, p.e.SendID, p.e.ID, p.env, p.tok)
+	if spent {
+		c.unshown.shown(p.seq)
+	}
+	return spent, err
 }
 
 // coverSchedule runs the ticks: at each it sends what is in the slot, if
@@ -672,9 +681,9 @@ func (c *Client) coverSchedule(ctx context.Context, rate float64, slot <-chan *c
 		}
 		select {
 		case p := <-slot:
-			err := c.coverSend(ctx, p)
+			spent, err := c.coverSend(ctx, p)
 			select {
-			case done <- coverResult{p, err}:
+			case done <- coverResult{p, err, spent}:
 			case <-ctx.Done():
 				return // the entry stays queued; a resend carries the same ID
 			}
@@ -709,13 +718,15 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 	var (
 		out  quotaOut
 		sent uint64 // stored by the server, still in the outbox
+		free bool   // sent's token was not needed (spare.go)
 	)
 	lead := time.NewTimer(0)
 	defer lead.Stop()
 	forget := func() {
 		if sent != 0 {
-			c.dropEntry(sent)
-			sent = 0
+			seq, f := sent, free
+			c.store.Update(func(tx *state.Tx) error { return retire(tx, seq, f) })
+			sent, free = 0, false
 		}
 	}
 	for {
@@ -766,6 +777,7 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 		case r := <-l.done:
 			if r.err == nil {
 				sent = r.p.seq
+				free = !r.spent && c.unshown.free(sent)
 				c.sentEntry(r.p.seq, r.p.e, nil) // reports it sent
 			} else if err := c.coverFailed(r, l.emit); ctx.Err() == nil {
 				c.log.Debug("cover tick", "err", err)

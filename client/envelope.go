@@ -293,11 +293,15 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			}
 			return nil, fmt.Errorf("a message of epoch %d, older than the states kept", msgEpoch)
 		}
-		prev, err := mls.UnmarshalGroup(r.Chain[li].State, c.mlsConfig(ctx))
+		raw, err := c.linkState(r, li)
+		if err != nil {
+			return nil, err
+		}
+		prev, err := mls.UnmarshalGroup(raw, c.mlsConfig(ctx))
 		if err != nil {
 			return nil, fmt.Errorf("%w: previous epoch state: %v", ErrCorruptState, err)
 		}
-		g, usePrev, baseRaw = prev, true, r.Chain[li].State
+		g, usePrev, baseRaw = prev, true, raw
 	}
 	var key []byte
 	if pub := msg.PublicMessage; (pm != nil && pm.ContentType == mls.ContentTypeCommit) || (pub != nil && pub.Content.ContentType == mls.ContentTypeCommit) {
@@ -560,7 +564,7 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				return err
 			}
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	}, nil
 }
 
@@ -629,7 +633,7 @@ func (c *Client) saveState(r *convRecord, g *mls.Group, prev bool, link int) err
 		return err
 	}
 	if link >= 0 && link < len(r.Chain) {
-		r.Chain[link].State = raw
+		r.setLinkState(r.Chain[link], raw)
 	}
 	syncPrev(r)
 	return nil

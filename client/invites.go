@@ -565,6 +565,6 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 		// Top the pool up after this envelope: one KeyPackage less, or
 		// (a Welcome to the last-resort one) none left at all.
 		c.kpUsed = true
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	}, g.GroupID(), nil
 }

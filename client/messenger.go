@@ -248,6 +248,9 @@ type Client struct {
 	// answers is when the server last answered this client, on any
 	// connection (status.go serverCaused).
 	answers answerLog
+	// unshown are the outbox entries whose tokens were never shown
+	// (spare.go).
+	unshown unshownTokens
 }
 
 // Init creates a new local state in opts.Home for the server at addr

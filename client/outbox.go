@@ -134,16 +134,16 @@ func (c *Client) flush(ctx context.Context) error {
 	// Envelopes the server stored are deleted from the outbox in one
 	// transaction at the end (a crash before it only resends them, under
 	// the same message IDs, and the server stores each once).
+	// A token an entry did not need (it went out on its connection's
+	// allowance) goes to the spare pool in the same transaction (spare.go).
 	var sent []uint64
+	free := map[uint64]bool{}
 	defer func() {
 		if len(sent) > 0 {
 			defer c.timed(TimeSendDone, time.Now())
 			c.store.Update(func(tx *state.Tx) error {
 				for _, seq := range sent {
-					if err := tx.DeleteSeq(bucketOutbox, seq); err != nil {
-						return err
-					}
-					if err := tx.Delete(bucketOutboxTokens, seqKey(seq)); err != nil {
+					if err := retire(tx, seq, free[seq]); err != nil {
 						return err
 					}
 				}
@@ -174,9 +174,10 @@ func (c *Client) flush(ctx context.Context) error {
 		if blocked[d] {
 			continue
 		}
-		err = c.sendEntry(ctx, it.seq, e)
+		unneeded, err := c.sendEntry(ctx, it.seq, e)
 		if err == nil {
 			sent = append(sent, it.seq)
+			free[it.seq] = unneeded
 		} else {
 			blocked[d] = true
 			if firstErr == nil {
@@ -241,8 +242,11 @@ func (c *Client) resolveEntry(seq uint64, e *outboxEntry) (ok, wait bool, err er
 	return true, false, nil
 }
 
-// sendEntry makes one attempt at one entry.
-func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) error {
+// sendEntry makes one attempt at one entry. The entry's token pays only
+// when its connection has no Sends left of a token it showed before
+// (Conn.SendPaid); unneeded reports a token that was not needed and was
+// never shown, which the pool may take (spare.go).
+func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) (unneeded bool, err error) {
 	role := connForConv(e.Conv)
 	if e.Intro {
 		role = connForFirst(e.To)
@@ -253,22 +257,28 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	// (linking.go): a client syncing often with a Welcome waiting for a
 	// token would otherwise keep its own refill from ever running.
 	if _, err := c.entryToken(ctx, seq); err != nil {
-		return err
+		return false, err
 	}
 	conn, err := c.conn(ctx, role)
 	if err != nil {
-		return err
+		return false, err
 	}
 	start := time.Now()
 	env, tok, err := c.sealEntry(ctx, conn, seq, e)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c.timed(TimeSendSeal, start)
 	start = time.Now()
-	_, err = conn.Send(ctx, e.SendID, e.ID, env, tok)
+	_, spent, err := conn.SendPaid(ctx, e.SendID, e.ID, env, tok)
 	c.timed(TimeSendWire, start)
-	return c.sentEntry(seq, e, err)
+	if spent {
+		c.unshown.shown(seq)
+	}
+	if err := c.sentEntry(seq, e, err); err != nil {
+		return false, err
+	}
+	return !spent && c.unshown.free(seq), nil
 }
 
 // sealEntry seals e for one attempt on conn, paid with the entry's token.
@@ -305,6 +315,7 @@ func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
 		switch code {
 		case wire.CodeTokenSpent, wire.CodeTokenExpired, wire.CodeTokenInvalid:
 			// A token that can no longer pay: take a new one next time.
+			c.unshown.shown(seq)
 			c.store.Update(func(tx *state.Tx) error { return tx.Delete(bucketOutboxTokens, seqKey(seq)) })
 		case wire.CodeNotFound:
 			c.dropEntry(seq)
@@ -344,19 +355,36 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 	if err != nil || len(need) == 0 {
 		return err
 	}
-	w, err := c.getWallet(ctx)
-	if err != nil {
+	var take *tokenTake
+	if n := len(need) - c.spareCount(); n > 0 {
+		w, err := c.getWallet(ctx)
+		if err != nil {
+			return err
+		}
+		if err := c.refillBeforeSending(ctx, w, n); err != nil && w.Len() == 0 && n == len(need) {
+			return err
+		}
+		if take, err = takeTokens(w, n); err != nil {
+			return err
+		}
+		if take == nil && n == len(need) {
+			return nil // none taken: entryToken reports it, per entry
+		}
+	}
+	var assigned []uint64
+	oldest := c.spareOldest()
+	err = c.store.Update(func(tx *state.Tx) error {
+		var err error
+		assigned, err = assignAll(tx, take, need, oldest)
 		return err
+	})
+	if take != nil {
+		err = take.done(err)
 	}
-	if err := c.refillBeforeSending(ctx, w, len(need)); err != nil && w.Len() == 0 {
-		return err
+	if err == nil {
+		c.unshown.add(assigned...)
 	}
-	take, err := takeTokens(w, len(need))
-	if err != nil || take == nil {
-		return err // none taken: entryToken reports it, per entry
-	}
-	err = c.store.Update(func(tx *state.Tx) error { return take.record(tx, need) })
-	return take.done(err)
+	return err
 }
 
 // tokenTake is tokens taken from the wallet for outbox entries, with the
@@ -381,17 +409,16 @@ func takeTokens(w *protocol.Wallet, n int) (*tokenTake, error) {
 	return &tokenTake{w, toks, enc, gen}, nil
 }
 
-// record stores the wallet after the take and assigns the tokens to the
-// entries need, in order. need must be at least as long as the tokens
-// taken.
-func (t *tokenTake) record(tx *state.Tx, need []uint64) error {
-	if len(need) < len(t.toks) {
-		return fmt.Errorf("outbox: %d tokens taken for %d entries", len(t.toks), len(need))
+// record stores the wallet after the take and assigns toks, of the
+// tokens taken, to the entries need, in order.
+func (t *tokenTake) record(tx *state.Tx, need []uint64, toks [][]byte) error {
+	if len(need) < len(toks) {
+		return fmt.Errorf("outbox: %d tokens for %d entries", len(toks), len(need))
 	}
 	if err := tx.Put(bucketMeta, keyWallet, t.enc); err != nil {
 		return err
 	}
-	for i, tok := range t.toks {
+	for i, tok := range toks {
 		if err := tx.Put(bucketOutboxTokens, seqKey(need[i]), tok); err != nil {
 			return err
 		}
@@ -417,7 +444,7 @@ func (t *tokenTake) done(err error) error {
 // (nil): in cover mode, or when the wallet holds fewer than n (flush then
 // refills first where it may, and reports a shortage).
 func (c *Client) takeTokensFor(ctx context.Context, n int) *tokenTake {
-	if n == 0 || c.coverMode() != nil {
+	if n <= 0 || c.coverMode() != nil {
 		return nil
 	}
 	w, err := c.getWallet(ctx)
@@ -447,6 +474,7 @@ func untokened(tx *state.Tx) ([]uint64, error) {
 }
 
 func (c *Client) dropEntry(seq uint64) {
+	c.unshown.shown(seq)
 	c.store.Update(func(tx *state.Tx) error {
 		tx.Delete(bucketOutboxTokens, seqKey(seq))
 		return tx.DeleteSeq(bucketOutbox, seq)
@@ -468,10 +496,30 @@ func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
 	if err != nil || tok != nil {
 		return tok, err
 	}
+	if c.spareCount() > 0 {
+		oldest := c.spareOldest()
+		err = c.store.Update(func(tx *state.Tx) error {
+			rest, err := assignSpare(tx, []uint64{seq}, oldest)
+			if err != nil || len(rest) > 0 {
+				return err
+			}
+			tok, err = tx.Get(bucketOutboxTokens, seqKey(seq))
+			return err
+		})
+		if err != nil || tok != nil {
+			if tok != nil {
+				c.unshown.add(seq)
+			}
+			return tok, err
+		}
+	}
 	if tok, err = c.token(ctx); err != nil {
 		return nil, err
 	}
 	err = c.store.Update(func(tx *state.Tx) error { return tx.Put(bucketOutboxTokens, seqKey(seq), tok) })
+	if err == nil {
+		c.unshown.add(seq)
+	}
 	return tok, err
 }
 

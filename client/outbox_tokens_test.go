@@ -98,7 +98,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if n := len(stored()); n != 8 {
 		t.Fatalf("the take alone changed the stored wallet: %d tokens", n)
 	}
-	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{1, 2}) })
+	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{1, 2}, take.toks) })
 	if err := take.done(err); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 	if has(stored(), spent) {
 		t.Fatal("the spend did not store the wallet")
 	}
-	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{3}) })
+	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{3}, take.toks) })
 	if err := take.done(err); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestTokenTakeOneTransaction(t *testing.T) {
 
 	// Too few entries for the tokens taken: refused, nothing written.
 	take, _ = takeTokens(w, 2)
-	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{4}) })
+	err = st.Update(func(tx *state.Tx) error { return take.record(tx, []uint64{4}, take.toks) })
 	if err == nil {
 		t.Fatal("two tokens recorded for one entry")
 	}

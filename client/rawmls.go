@@ -46,7 +46,7 @@ func (c *Client) SendMLS(ctx context.Context, target string, to []string, craft 
 		if err := c.fanOut(tx, r, to, sealed.ContentMLS, msg); err != nil {
 			return err
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if err != nil {
 		return err

@@ -289,7 +289,11 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	}
 	// The old epochs' states belong to a history we left: no fork choice
 	// returns to them (commitorder.go).
-	r.Chain, r.Sent = nil, nil
+	for _, l := range r.Chain {
+		r.dropLink(l)
+	}
+	r.dropSent(r.SentFrom, r.SentTo)
+	r.Chain, r.SentFrom = nil, r.SentTo
 	syncPrev(r)
 	if in.Admins != nil && slices.Contains(oldAdmins, from) {
 		// The admin list as of the answer's epoch: we missed the commits
@@ -314,7 +318,7 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 		if err := c.putGroupExtra(tx, r.ID, &x); err != nil {
 			return err
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	}, nil
 }
 
@@ -337,7 +341,7 @@ func (c *Client) acceptResync(ctx context.Context, r *convRecord, g *mls.Group, 
 	}
 	return func(tx *state.Tx) error {
 		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	}, nil
 }
 
@@ -425,6 +429,6 @@ func (c *Client) resyncForkChoice(ctx context.Context, r *convRecord, g *mls.Gro
 			c.history(tx, r, Event{Kind: EventMemberRemoved, From: h, Text: h + " left or was removed"})
 		}
 		c.history(tx, r, Event{Kind: EventWarning, From: joiner, Text: joiner + " rejoined " + r.display() + " (their state of the group was out of date)"})
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	}, nil
 }

@@ -133,7 +133,7 @@ func (c *Client) commitDueUpdates(ctx context.Context) error {
 					return err
 				}
 			}
-			return putJSON(tx, bucketConvs, r.ID, r)
+			return putConv(tx, r)
 		})
 		if err != nil {
 			return err
@@ -166,7 +166,7 @@ func (c *Client) Update(ctx context.Context, target string) error {
 		if err := c.fanOut(tx, r, to, sealed.ContentMLS, res.Commit); err != nil {
 			return err
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if err != nil {
 		return err

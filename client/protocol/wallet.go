@@ -294,6 +294,20 @@ func (w *Wallet) TakeN(_ context.Context, n int) ([][]byte, error) {
 	return out, short
 }
 
+// OldestEpoch is the oldest token epoch the server still accepts by the
+// clock (0 while the epoch length is unknown): for tokens kept outside
+// the wallet (the outbox's spare pool).
+func (w *Wallet) OldestEpoch() uint32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.epochLen > 0 {
+		if cur := tokens.EpochAt(w.opts.Now().Add(-TokenEpochSkew), w.epochLen); cur > 0 {
+			return cur - 1
+		}
+	}
+	return 0
+}
+
 // usable returns the tokens the server can still accept by the clock and
 // whose epoch's key the wallet checked and remembers. Call with mu held.
 func (w *Wallet) usable() []tokens.Token {

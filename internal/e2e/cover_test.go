@@ -205,15 +205,22 @@ func TestCoverQuotaWarning(t *testing.T) {
 	connect(t, a, b)
 	// SetCover would refuse this rate; the warning is for a rate set
 	// unchecked (qpc cover --force) or a quota lowered since.
-	if err := a.SetCoverUnchecked(&client.CoverOptions{Rate: 50, FetchEvery: time.Second}); err != nil {
+	if err := a.SetCoverUnchecked(&client.CoverOptions{Rate: 100, FetchEvery: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	// A token pays for 8 Sends on the cover connection (SendPaid), so
+	// the quota's 100 tokens last about 800 dummies, 8 s at full rate:
+	// the run lasts until the warning came and 1 s more (in which no
+	// second one may come), or 60 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var warnings []client.Event
 	if err := a.Follow(ctx, func(e client.Event) {
 		if e.Kind == client.EventWarning {
 			warnings = append(warnings, e)
+			if len(warnings) == 1 {
+				time.AfterFunc(time.Second, cancel)
+			}
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -221,7 +228,7 @@ func TestCoverQuotaWarning(t *testing.T) {
 	if len(warnings) != 1 {
 		t.Fatalf("%d warnings, want 1: %v", len(warnings), warnings)
 	}
-	for _, want := range []string{"WARNING cover traffic paused", "quota", "4320000 tokens a day", "qpc cover <rate>"} {
+	for _, want := range []string{"WARNING cover traffic paused", "quota", "8640000 tokens a day", "qpc cover <rate>"} {
 		if s := warnings[0].String(); !strings.Contains(s, want) {
 			t.Errorf("%q lacks %q", s, want)
 		}

@@ -80,7 +80,8 @@ func (m *maxWrite) tap(_ int64, outgoing bool, b []byte) {
 
 // rawPath is the baseline: a sender Conn and a receiver Conn with a
 // subscription, on the same server as the messenger, paying tokens of an
-// account of its own.
+// account of its own with Conn.SendPaid (a token per wire.SendsPerToken
+// Sends), as qpc-bench does.
 type rawPath struct {
 	send, recv *protocol.Conn
 	mb         *protocol.Mailbox
@@ -150,9 +151,14 @@ func (p *rawPath) one(ctx context.Context, idx uint32) (send, lat time.Duration,
 	env := make([]byte, p.envLen)
 	rand.Read(env)
 	binary.BigEndian.PutUint32(env, idx)
-	tok := p.take()
+	// Paid as qpc-bench and the messenger pay: a token per
+	// wire.SendsPerToken Sends on the connection (Conn.SendPaid).
 	start := time.Now()
-	if _, err := p.send.Send(ctx, p.mb.SendID, protocol.NewMessageID(), env, tok); err != nil {
+	_, spent, err := p.send.SendPaid(ctx, p.mb.SendID, protocol.NewMessageID(), env, p.toks[0])
+	if spent {
+		p.take()
+	}
+	if err != nil {
 		return 0, 0, err
 	}
 	send = time.Since(start)

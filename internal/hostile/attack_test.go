@@ -51,7 +51,10 @@ func TestAttackReplayOwnerRequest(t *testing.T) {
 
 // TestAttackReplayToken: a delivery token seen on the wire (or by the
 // server) pays for one write only: the same token on another send, even
-// to the same mailbox under a new message ID, is refused as spent.
+// to the same mailbox under a new message ID, is refused as spent. A Send
+// the messenger paid from its connection's allowance (an empty auth,
+// SendPaid) replayed on another connection is refused as TOKEN_MISSING:
+// the allowance does not travel.
 func TestAttackReplayToken(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	alice, _ := pair(t, h)
@@ -68,6 +71,7 @@ func TestAttackReplayToken(t *testing.T) {
 		t.Fatal("alice sent nothing")
 	}
 	mallory := h.Raw(t, "mallory")
+	paid := 0
 	for _, s := range sends {
 		again := *s
 		again.MessageID = protocol.NewMessageID()
@@ -75,10 +79,19 @@ func TestAttackReplayToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, ok := resp.(*wire.ErrorMessage)
-		if !ok || e.Code != wire.CodeTokenSpent {
-			t.Fatalf("a replayed token answered %T %v, want TOKEN_SPENT", resp, resp)
+		want := wire.CodeTokenSpent
+		if len(s.Auth) == 0 {
+			want = wire.CodeTokenMissing
+		} else {
+			paid++
 		}
+		e, ok := resp.(*wire.ErrorMessage)
+		if !ok || e.Code != want {
+			t.Fatalf("a replayed Send (auth of %d bytes) answered %T %v, want %v", len(s.Auth), resp, resp, want)
+		}
+	}
+	if paid == 0 {
+		t.Fatal("alice showed no token")
 	}
 }
 

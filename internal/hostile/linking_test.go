@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,20 @@ func TestHostileOneShotRefillLinksSend(t *testing.T) {
 	texts(t, bob)
 	texts(t, alice)
 	// Spend the wallet: this long-lived run never refills after a send.
+	// Meanwhile the server answers every Send alice pays from her
+	// connection's allowance with TOKEN_MISSING, as a server that does
+	// not count the allowance would, so that each Send spends a token
+	// (SendPaid pays at once) and the wallet runs dry as fast as before
+	// the allowance.
+	var draining atomic.Bool
+	draining.Store(true)
+	h.Rewrite(func(x *hostile.Exchange) {
+		if s, ok := x.Request.(*wire.Send); ok && draining.Load() && x.Tag == "alice" && len(s.Auth) == 0 {
+			if _, ok := x.Response.(*wire.Sent); ok {
+				x.Response = &wire.ErrorMessage{Code: wire.CodeTokenMissing, Detail: "no allowance counted"}
+			}
+		}
+	})
 	for i := 0; ; i++ {
 		err := alice.Send(ctx, "bob", fmt.Sprintf("spend %d", i))
 		if err != nil {
@@ -55,6 +70,7 @@ func TestHostileOneShotRefillLinksSend(t *testing.T) {
 		}
 	}
 	alice.Close()
+	draining.Store(false)
 
 	// The next `qpc send`, as cmd/qpc runs it.
 	mark := time.Now()
