@@ -153,8 +153,8 @@ type deliveries struct {
 	delayed int
 }
 
-// pending counts the envelopes held back and not delivered since, and
-// returns the count of first deliveries so far.
+// state returns how many envelopes were held back and not delivered
+// since, and how many envelopes were delivered for a first time so far.
 func (d *deliveries) state() (pending, fresh int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
