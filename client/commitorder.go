@@ -109,9 +109,12 @@ type epochLink struct {
 	Admins []string `json:",omitempty"`
 	// Out is the commit (its MLSMessage, ours or its committer's) we
 	// followed out of Epoch, echoed to a member on another branch
-	// (echo.go); EchoedTo names the members it was echoed to, each at
-	// most once.
-	Out      []byte   `json:",omitempty"`
+	// (echo.go). Like State it is stored apart under Slot
+	// (convstore.go, read with Client.linkOut); HasOut says there is
+	// one. EchoedTo names the members it was echoed to, each at most
+	// once.
+	Out      []byte   `json:"-"`
+	HasOut   bool     `json:",omitempty"`
 	EchoedTo []string `json:",omitempty"`
 }
 
@@ -172,8 +175,9 @@ func (r *convRecord) linkAt(epoch uint64, now time.Time) int {
 // by the commit out, of rank rank (ours when mine is set).
 func (c *Client) pushLink(r *convRecord, epoch uint64, pre []byte, rank []byte, mine *commitIntent, out []byte) {
 	now := c.opts.Now()
-	l := &epochLink{Epoch: epoch, Until: now.Add(prevEpochKeep), OutRank: rank, Mine: mine, SentFrom: r.SentFrom, SentTo: r.SentTo, Admins: r.Admins, Out: out}
+	l := &epochLink{Epoch: epoch, Until: now.Add(prevEpochKeep), OutRank: rank, Mine: mine, SentFrom: r.SentFrom, SentTo: r.SentTo, Admins: r.Admins}
 	r.setLinkState(l, pre) // written once, as the epoch is left
+	r.setLinkOut(l, out)
 	r.Chain = append(r.Chain, l)
 	r.SentFrom = r.SentTo
 	r.Chain = slices.DeleteFunc(r.Chain, func(l *epochLink) bool {
@@ -419,7 +423,8 @@ func (c *Client) switchBranch(r *convRecord, i int, next *mls.Group, rank, out [
 	r.dropSent(r.SentFrom, r.SentTo)
 	r.SentFrom = r.SentTo
 	r.Chain = r.Chain[:i+1]
-	l.OutRank, l.Mine, l.Out, l.EchoedTo = rank, nil, out, nil
+	l.OutRank, l.Mine, l.EchoedTo = rank, nil, nil
+	r.setLinkOut(l, out)
 	r.Admins = l.Admins
 	syncPrev(r)
 	if err := c.saveGroup(r, next); err != nil {

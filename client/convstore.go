@@ -24,6 +24,10 @@ import (
 //     and the link's Slot. It is written when the epoch is left, again
 //     only when a late message of that epoch is read with it (the state's
 //     keys advance), and deleted with the link.
+//   - bucketConvOut: the commit we followed out of a past epoch (a few KB
+//     to tens of KB in a large group), under the link's Slot, kept to echo
+//     it to a member on another branch (echo.go); written when the epoch
+//     is left or the branch switched, deleted with the link.
 //   - bucketConvSent: each plaintext we sent, under the conversation's ID
 //     and a number from the record's counter (SentNext), written once when
 //     it is sent. An epoch's messages are a range [SentFrom, SentTo) of
@@ -39,6 +43,7 @@ import (
 const (
 	bucketConvStates = "conv-states"
 	bucketConvSent   = "conv-sent"
+	bucketConvOut    = "conv-out"
 )
 
 // convOp is a queued write beside a conversation's record: val nil
@@ -78,11 +83,41 @@ func (r *convRecord) setLinkState(l *epochLink, raw []byte) {
 	r.queue(bucketConvStates, l.Slot, raw)
 }
 
-// dropLink deletes what link l kept apart: its state and its sent
-// messages.
+// setLinkOut keeps out, the commit we followed out of l's epoch, apart
+// from the record (nil: none).
+func (r *convRecord) setLinkOut(l *epochLink, out []byte) {
+	if l.Slot == 0 {
+		r.StateNext++
+		l.Slot = r.StateNext
+	}
+	l.Out, l.HasOut = out, out != nil
+	r.queue(bucketConvOut, l.Slot, out)
+}
+
+// linkOut returns the commit we followed out of l's epoch, or nil.
+func (r *convRecord) linkOut(tx *state.Tx, l *epochLink) ([]byte, error) {
+	if l.Out != nil || !l.HasOut {
+		return l.Out, nil
+	}
+	key := r.slotKey(l.Slot)
+	if v, ok := r.pending(bucketConvOut, key); ok {
+		l.Out = v
+		return v, nil
+	}
+	v, err := tx.Get(bucketConvOut, key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: epoch %d's commit: %v", ErrCorruptState, l.Epoch, err)
+	}
+	l.Out = v
+	return v, nil
+}
+
+// dropLink deletes what link l kept apart: its state, the commit out of
+// it and its sent messages.
 func (r *convRecord) dropLink(l *epochLink) {
 	if l.Slot != 0 {
 		r.queue(bucketConvStates, l.Slot, nil)
+		r.queue(bucketConvOut, l.Slot, nil)
 	}
 	r.dropSent(l.SentFrom, l.SentTo)
 }

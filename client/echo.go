@@ -108,12 +108,19 @@ func (c *Client) echoBack(r *convRecord, i int, to string) func(*state.Tx) error
 // it, to's mailbox is known, and it was not echoed to to before.
 func (c *Client) mayEcho(r *convRecord, l *epochLink, to string) bool {
 	m := r.Members[to]
-	return l.Out != nil && m != nil && m.Sealing != nil && to != c.prof.Handle && !slices.Contains(l.EchoedTo, to)
+	return l.HasOut && m != nil && m.Sealing != nil && to != c.prof.Handle && !slices.Contains(l.EchoedTo, to)
 }
 
 // echoLink queues the echo of l's commit to member to and records it.
 func (c *Client) echoLink(tx *state.Tx, r *convRecord, l *epochLink, to string) error {
-	if err := c.fanOut(tx, r, []string{to}, sealed.ContentCommitEcho, l.Out); err != nil {
+	out, err := r.linkOut(tx, l)
+	if err != nil {
+		return err
+	}
+	if out == nil {
+		return nil // kept no longer
+	}
+	if err := c.fanOut(tx, r, []string{to}, sealed.ContentCommitEcho, out); err != nil {
 		return err
 	}
 	l.EchoedTo = append(l.EchoedTo, to)
