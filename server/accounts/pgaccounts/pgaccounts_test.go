@@ -21,6 +21,8 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
+var bg = context.Background()
+
 var quiet = slog.New(slog.DiscardHandler)
 
 func open(t testing.TB, url string) *pgaccounts.Store {
