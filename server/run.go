@@ -19,6 +19,7 @@ import (
 
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/accounts/pgaccounts"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
@@ -180,7 +181,7 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 		return err
 	}
 	if cfg.StorePostgres() {
-		log.Info("store: mailboxes, messages and spent tokens in PostgreSQL; accounts and key transparency in the data directory", "dir", cfg.DataDir)
+		log.Info("store: mailboxes, messages, spent tokens and accounts in PostgreSQL; key transparency in the data directory", "dir", cfg.DataDir)
 	}
 	// From here on the store is closed on every path, so that the writer
 	// commits what it queued and the file lock is released.
@@ -214,6 +215,24 @@ func openStore(ctx context.Context, cfg *config.Config, o store.Options) (store.
 	return st, nil
 }
 
+// openAccountStore opens the account store beside the mailbox store: in
+// the same PostgreSQL database (tables of its own) when the store is
+// PostgreSQL, else the bbolt file accounts.db in the data directory.
+func openAccountStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (accounts.Store, error) {
+	if cfg.StorePostgres() {
+		st, err := pgaccounts.Open(ctx, cfg.Store, pgaccounts.Options{Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	st, err := accounts.OpenBolt(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
 // run opens what lives beside the store and serves.
 func run(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger, id *Identity, st store.Store, opts Options) error {
 	// Accounts and the token issuer: their keys live in the data dir beside
@@ -223,8 +242,13 @@ func run(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	accts, err := accounts.Open(cfg.DataDir, keys, cfg.AccountOptions())
+	acctStore, err := openAccountStore(ctx, cfg, log)
 	if err != nil {
+		return err
+	}
+	accts, err := accounts.New(acctStore, keys, cfg.AccountOptions())
+	if err != nil {
+		acctStore.Close()
 		return err
 	}
 	defer accts.Close()
@@ -285,6 +309,10 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 	if p, ok := opts.Store.(interface{ Ping(context.Context) error }); ok {
 		// A database the server cannot reach: not ready.
 		srv.AddReadyCheck("store", p.Ping)
+	}
+	if opts.Accounts != nil && cfg.StorePostgres() {
+		// The account store has a pool of its own.
+		srv.AddReadyCheck("accounts", opts.Accounts.Ping)
 	}
 	// Clearnet listeners serve at once; the onion joins when tor is up,
 	// which can take minutes on the public network.

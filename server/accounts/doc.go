@@ -25,8 +25,9 @@
 // default, Bolt (OpenBolt): a bbolt file of its own, <dataDir>/accounts.db
 // (0600), separate from the mailbox store so that the two cannot be
 // joined. Each write is one fsynced bbolt transaction (logins are rare;
-// no group commit needed). New puts a Service over any other Store; it
-// must pass the conformance suite in server/accounts/accountstest.
+// no group commit needed). New puts a Service over any other Store (the
+// PostgreSQL one is server/accounts/pgaccounts); it must pass the
+// conformance suite in server/accounts/accountstest.
 // Usernames are stored only as credential identifiers,
 // SHA-256("qpc/1 account\0" || username); session tokens only as their
 // SHA-256; stored times are rounded to the hour. See db.go for the layout.

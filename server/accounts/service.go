@@ -227,6 +227,19 @@ func (s *Service) Close() error {
 	return nil
 }
 
+// Ping checks that the store answers, for /readyz: a store with a Ping
+// method of its own (a database) is asked; the embedded one always
+// answers.
+func (s *Service) Ping(ctx context.Context) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
 // credentialID is the RFC 9807 credential_identifier of a (normalised)
 // username: unique per client and stable (§5, §8), and the key of the
 // account record, so the raw username is never stored.
