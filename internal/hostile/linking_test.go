@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/hostile"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -136,11 +137,26 @@ func TestHostileFollowStartLinksAccount(t *testing.T) {
 	}
 	texts(t, bob)
 	texts(t, alice)
-	// Use tokens as a day of chatting does, so that the schedule has
-	// something to top up (a wallet above its low-water mark is left
-	// alone).
-	for i := range 60 {
-		if err := alice.Send(ctx, "bob", fmt.Sprintf("chat %d", i)); err != nil {
+	// Use tokens as a day of chatting does, until the wallet is below
+	// its low-water mark, so that the schedule has something to top up
+	// (a wallet above it is left alone). A token pays for up to eight
+	// sends on a connection (SendPaid), so that takes a few hundred.
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer scancel()
+	for i := 0; ; i++ {
+		if i%8 == 0 {
+			st, err := alice.Status(sctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Tokens < protocol.DefaultWalletLow {
+				break
+			}
+			if i >= 2000 {
+				t.Fatalf("%d sends left %d tokens, not below the low-water mark %d", i, st.Tokens, protocol.DefaultWalletLow)
+			}
+		}
+		if err := alice.Send(sctx, "bob", fmt.Sprintf("chat %d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,11 +170,39 @@ func TestHostileFollowStartLinksAccount(t *testing.T) {
 	defer again.Close()
 	// Refill checks every ~200 ms here, but an account exchange waits a
 	// quiet gap of 2-4 s after the last anonymous dial (the mailbox
-	// connections, staggered over up to 2 s), so the run lasts long
-	// enough for one to happen.
-	fctx, stop := context.WithTimeout(ctx, 8*time.Second)
+	// connections, staggered over up to 2 s). Follow runs until the
+	// server has seen the refill's IssueTokens and the mailboxes' owner
+	// requests, and a further 2 s for any connection that starts just
+	// after it (a loaded machine can take far longer than a quiet one to
+	// get there; at most a minute).
+	fctx, stop := context.WithTimeout(ctx, time.Minute)
 	defer stop()
-	again.Follow(fctx, func(client.Event) {})
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		again.Follow(fctx, func(client.Event) {})
+	}()
+	seen := func() bool {
+		issued, owned := false, false
+		for _, e := range h.Events() {
+			if !e.FromClient || e.Time.Before(mark) {
+				continue
+			}
+			switch e.Message.(type) {
+			case *wire.IssueTokens:
+				issued = true
+			case wire.Signed:
+				owned = true
+			}
+		}
+		return issued && owned
+	}
+	for fctx.Err() == nil && !seen() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	stop()
+	<-followed
 
 	// The server's view (no tags used): the connection that carried an
 	// IssueTokens (the account's session), its first request, and the
