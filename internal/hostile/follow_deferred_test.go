@@ -145,6 +145,7 @@ func TestFollowRetriesDeferred(t *testing.T) {
 	mu.Lock()
 	armed = true
 	mu.Unlock()
+	mark := time.Now()
 
 	if err := alice.Update(ctx, "#g"); err != nil {
 		t.Fatal(err)
@@ -158,6 +159,21 @@ func TestFollowRetriesDeferred(t *testing.T) {
 		return swapped
 	})
 	expectText(t, texts, "alice: written in the next epoch")
+	// The retry follows the move, not every envelope: a text of the
+	// epoch bob stands in reads nothing again.
+	if err := alice.Send(ctx, "#g", "and one more"); err != nil {
+		t.Fatal(err)
+	}
+	expectText(t, texts, "alice: and one more")
+	fetches := 0
+	for _, e := range h.Events() {
+		if _, ok := e.Message.(*wire.Fetch); ok && e.FromClient && e.Tag == "bob" && e.Time.After(mark) {
+			fetches++
+		}
+	}
+	if fetches != 1 {
+		t.Errorf("bob fetched %d times while following, want once (the retry after the commit)", fetches)
+	}
 	if e := sameEpoch(t, ctx, "#g", alice, bob); e != e0+1 {
 		t.Fatalf("at epoch %d, want %d", e, e0+1)
 	}
