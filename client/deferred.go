@@ -15,7 +15,8 @@ import (
 )
 
 // Deferral (docs/storage.md). An envelope that cannot be processed yet is
-// left on the server, unacknowledged, and read again at the next sync: a
+// left on the server, unacknowledged, and read again at the next sync
+// (while following, when its conversation moves: retryDeferred below): a
 // conversation message that reached the intro mailbox before its Welcome
 // was processed, a message from an epoch whose commit has not arrived, or
 // one whose processing failed for a passing reason (the network). Every
