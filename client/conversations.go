@@ -331,6 +331,7 @@ func (c *Client) saveGroup(r *convRecord, g *mls.Group) error {
 		return err
 	}
 	r.Group = raw
+	c.noteEpoch(r.ID, g) // deferred.go
 	return nil
 }
 

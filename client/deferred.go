@@ -10,11 +10,13 @@ import (
 
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/wire"
 )
 
 // Deferral (docs/storage.md). An envelope that cannot be processed yet is
-// left on the server, unacknowledged, and read again at the next sync: a
+// left on the server, unacknowledged, and read again at the next sync
+// (while following, when its conversation moves: retryDeferred below): a
 // conversation message that reached the intro mailbox before its Welcome
 // was processed, a message from an epoch whose commit has not arrived, or
 // one whose processing failed for a passing reason (the network). Every
@@ -195,6 +197,18 @@ func (c *Client) deferEnvelope(ctx context.Context, conn *protocol.Conn, mb mail
 	})
 }
 
+// isDeferred reports whether the envelope whose seen key is key was
+// deferred.
+func (c *Client) isDeferred(key []byte) bool {
+	held := false
+	c.store.View(func(tx *state.Tx) error {
+		_, err := tx.Get(bucketDeferred, key)
+		held = err == nil
+		return nil
+	})
+	return held
+}
+
 // forgetDeferred deletes the records of mb's deferred envelopes that a
 // complete read of the mailbox no longer found (the server dropped them
 // at the end of their lifetime).
@@ -266,4 +280,136 @@ func (c *Client) summariseDropped(every time.Duration) {
 	n := d.suppressed
 	d.suppressed, d.summarised = 0, now
 	c.raise(Alarm{Kind: AlarmDropped, Detail: fmt.Sprintf("%d more envelopes were dropped: they could not be read, their sender did not match key transparency, or they waited too long", n)})
+}
+
+// Retrying while following (docs/protocol.md §11.4). Sync reads each
+// mailbox whole, deferred envelopes included, at every sync; Follow's
+// subscriptions deliver each envelope once. So while following, the
+// deferred envelopes of a mailbox are read again when what they wait for
+// may have come: when a conversation's epoch or branch moved (a commit
+// applied, a fork switch, a rejoin, a conversation joined), those of the
+// mailbox it receives at and of the intro mailbox (where a conversation's
+// first messages may wait); and, once a minute, those deferred for a
+// passing failure. The deferred bucket stays the record of what is left
+// on the server: a crash before a retry loses nothing, the next Follow
+// or Sync reads it all again.
+
+// deferSweepEvery is how often, while following, envelopes deferred for
+// a passing failure are read again.
+const deferSweepEvery = time.Minute
+
+// deferRetry is what Follow's retries of deferred envelopes go by (under
+// op).
+type deferRetry struct {
+	// epochs is each conversation's epoch and epoch authenticator as
+	// last saved; moved names those whose epoch or branch changed since
+	// the last retry (a conversation not seen before counts as moved).
+	epochs map[string]epochMark
+	moved  map[string]bool
+	// swept is when the envelopes deferred for a passing failure were
+	// last read again.
+	swept time.Time
+}
+
+// epochMark is a conversation's epoch and branch: its epoch number and
+// epoch authenticator (RFC 9420 §8.7), which differs between two
+// branches of one epoch number.
+type epochMark struct {
+	epoch uint64
+	auth  string
+}
+
+// noteEpoch records g as the current state of conversation id (called
+// wherever it is saved, saveGroup), and whether its epoch or branch
+// moved.
+func (c *Client) noteEpoch(id []byte, g *mls.Group) {
+	m := epochMark{g.Epoch(), string(g.EpochAuthenticator())}
+	k := string(id)
+	if old, ok := c.retry.epochs[k]; ok && old == m {
+		return
+	}
+	if c.retry.epochs == nil {
+		c.retry.epochs = map[string]epochMark{}
+	}
+	if c.retry.moved == nil {
+		c.retry.moved = map[string]bool{}
+	}
+	c.retry.epochs[k] = m
+	c.retry.moved[k] = true
+}
+
+// settleEpochs forgets the moves recorded so far: a sync read every
+// deferred envelope again, and a subscription's backlog delivers them all
+// once more.
+func (c *Client) settleEpochs() {
+	c.retry.moved, c.retry.swept = nil, time.Now()
+}
+
+// retryDeferred reads again, while following, the deferred envelopes of
+// the mailboxes where what they wait for may have come (see above). Only
+// envelopes recorded as deferred are processed (what arrived meanwhile is
+// the subscription's), at most maxDeferred a mailbox; another pass
+// follows only when the last one processed some of them and moved a
+// conversation again, so there are no more passes than envelopes
+// deferred.
+func (c *Client) retryDeferred(ctx context.Context) error {
+	now := time.Now()
+	sweep := now.Sub(c.retry.swept) >= deferSweepEvery
+	for {
+		moved := c.retry.moved
+		c.retry.moved = nil
+		if len(moved) == 0 && !sweep {
+			return nil
+		}
+		var held []struct {
+			key  []byte
+			kind string
+		}
+		err := c.store.View(func(tx *state.Tx) error {
+			return tx.ForEach(bucketDeferred, func(k, v []byte) error {
+				var r deferredRecord
+				if jsonUnmarshal(v, &r) != nil {
+					r.Kind = deferKindUnknownGroup
+				}
+				held = append(held, struct {
+					key  []byte
+					kind string
+				}{append([]byte(nil), k...), r.Kind})
+				return nil
+			})
+		})
+		if err != nil || len(held) == 0 {
+			c.retry.swept = now
+			return err
+		}
+		boxes, err := c.mailboxes()
+		if err != nil {
+			return err
+		}
+		processed := 0
+		for _, mb := range boxes {
+			some, transient := false, false
+			for _, h := range held {
+				if bytes.HasPrefix(h.key, mb.box.ReceiveID[:]) {
+					some = true
+					transient = transient || h.kind == deferKindTransient
+				}
+			}
+			due := moved[string(mb.conv)] || mb.intro && len(moved) > 0 || sweep && transient
+			if !some || !due {
+				continue
+			}
+			n, err := c.drain(ctx, mb, true)
+			processed += n
+			if err != nil {
+				return err
+			}
+		}
+		if sweep {
+			c.retry.swept, sweep = now, false
+		}
+		if processed == 0 {
+			return nil
+		}
+	}
 }

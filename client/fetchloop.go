@@ -108,7 +108,7 @@ func (c *Client) Sync(ctx context.Context) ([]Event, error) {
 				}
 				opened++
 			}
-			if err := c.drain(ctx, mb); err != nil && firstErr == nil {
+			if _, err := c.drain(ctx, mb, false); err != nil && firstErr == nil {
 				firstErr = err
 			}
 		}
@@ -135,41 +135,44 @@ func (c *Client) takeEvents() []Event {
 	return ev
 }
 
-// drain fetches and processes one mailbox until it is empty.
-func (c *Client) drain(ctx context.Context, mb mailboxRef) error {
+// drain fetches and processes one mailbox until it is empty; with
+// deferredOnly, only the envelopes deferred before (deferred.go), the
+// others being a subscription's to deliver. It returns how many
+// envelopes it processed and acknowledged.
+func (c *Client) drain(ctx context.Context, mb mailboxRef, deferredOnly bool) (int, error) {
 	conn, err := c.conn(ctx, mb.role)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var after uint64
+	done := 0
 	// present is every envelope the mailbox held, to forget the deferral
 	// records of those the server no longer has.
 	present := map[wire.MessageID]bool{}
 	for {
 		msgs, more, err := conn.Fetch(ctx, mb.box.mailbox(), after, 64)
 		if err != nil {
-			return err
+			return done, err
 		}
 		for _, m := range msgs {
 			after = m.Seq
 			present[m.ID] = true
-			if err := c.deliver(ctx, conn, mb, m); err != nil {
-				return err
+			if deferredOnly && !c.isDeferred(seenKey(mb, m)) {
+				continue
+			}
+			ack, err := c.receiveEnvelope(ctx, conn, mb, m)
+			if err == nil && ack {
+				done++
+				err = c.ackEnvelope(ctx, conn, mb, m)
+			}
+			if err != nil {
+				return done, err
 			}
 		}
 		if !more || len(msgs) == 0 {
-			return c.forgetDeferred(mb, present)
+			return done, c.forgetDeferred(mb, present)
 		}
 	}
-}
-
-// deliver processes one envelope and acks it unless it is deferred.
-func (c *Client) deliver(ctx context.Context, conn *protocol.Conn, mb mailboxRef, m protocol.Message) error {
-	ack, err := c.receiveEnvelope(ctx, conn, mb, m)
-	if err != nil || !ack {
-		return err
-	}
-	return c.ackEnvelope(ctx, conn, mb, m)
 }
 
 // seenKey is the key of an envelope's seen mark.
@@ -297,6 +300,12 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 	if err != nil {
 		return err
 	}
+	// The subscriptions' backlogs deliver every deferred envelope once
+	// more; from then on, they are read again when their conversation
+	// moves (retryDeferred).
+	c.op.Lock()
+	c.settleEpochs()
+	c.op.Unlock()
 	type arrival struct {
 		mb mailboxRef
 		m  protocol.Message
@@ -412,6 +421,12 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 					err = c.ackEnvelope(ctx, conn, a.mb, a.m)
 				}
 				if err == nil {
+					// What was deferred until this envelope's commit
+					// (or switch, or join) is read again now, not at
+					// the next sync (deferred.go).
+					err = c.retryDeferred(ctx)
+				}
+				if err == nil {
 					// A scheduled update found due goes now.
 					err = c.commitDueUpdates(ctx)
 				}
@@ -429,6 +444,11 @@ func (c *Client) Follow(ctx context.Context, fn func(Event)) error {
 		case <-tick.C:
 			step(func() error {
 				c.summariseDropped(time.Minute)
+				// Moves made by other calls (a joined invitation),
+				// and deferrals for a passing failure.
+				if err := c.retryDeferred(ctx); err != nil {
+					return err
+				}
 				return c.flush(ctx)
 			})
 			// Kept gossip is compared again while following too, so the

@@ -211,6 +211,7 @@ type Client struct {
 
 	seenPruned time.Time  // when dropStaleSeen last ran (under op)
 	drops      dropAlarms // alarms for dropped envelopes, rate-limited (under op; deferred.go)
+	retry      deferRetry // when Follow reads deferred envelopes again (under op; deferred.go)
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
