@@ -252,7 +252,7 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 				if err := c.putGroupExtra(tx, r.ID, &x); err != nil {
 					return err
 				}
-				return putJSON(tx, bucketConvs, r.ID, r)
+				return putConv(tx, r)
 			}, nil
 		}
 	}
