@@ -80,7 +80,7 @@ func (c *Client) echoFork(ctx context.Context, r *convRecord, epoch uint64, op *
 		if err := c.echoLink(tx, r, r.Chain[i], to); err != nil {
 			return err
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	})
 	if err != nil {
 		c.log.Warn("could not echo a commit", "conv", r.display(), "err", err)
@@ -100,7 +100,7 @@ func (c *Client) echoBack(r *convRecord, i int, to string) func(*state.Tx) error
 		if err := c.echoLink(tx, r, l, to); err != nil {
 			return err
 		}
-		return putJSON(tx, bucketConvs, r.ID, r)
+		return putConv(tx, r)
 	}
 }
 

@@ -419,7 +419,15 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 				// client makes them (a retry is on a later epoch).
 				c.raiseLimited(Alarm{Kind: AlarmMemberPolicy, Detail: fmt.Sprintf("in %s, %s sent two different commits for epoch %d", r.display(), sender, oldEpoch)})
 			}
-			if bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
+			// A committer no longer a member of the branch we follow
+			// (removed by a commit after this epoch) loses, as its
+			// resync does (checkResync): else a removed member who kept
+			// a better commit for an epoch before its removal, or a
+			// state of it, undoes the removal and reads and writes
+			// until an admin removes it again
+			// (TestHostileMemberUndoesRemovalFromEarlierEpoch).
+			gone := sender != c.prof.Handle && r.Members[sender] == nil
+			if gone || bytes.Compare(rank, r.Chain[li].OutRank) >= 0 {
 				if echo && !bytes.Equal(rank, r.Chain[li].OutRank) {
 					// The echoer is on a branch that loses: it
 					// learns ours (echo.go).

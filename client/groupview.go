@@ -49,6 +49,10 @@ type groupExtra struct {
 	RejoinedAt time.Time `json:",omitempty"`
 	Base       []byte    `json:",omitempty"`
 	Suspect    bool      `json:",omitempty"`
+	// Distrusted names the members whose answer we rejoined from and
+	// no other member shared (rejoinguard.go): never asked, nor
+	// believed, again in this conversation.
+	Distrusted []string `json:",omitempty"`
 }
 
 // groupExtra reads conv's record; a missing or unreadable one is empty

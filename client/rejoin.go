@@ -94,10 +94,10 @@ func (c *Client) askRejoin(r *convRecord, from string) {
 			return nil
 		}
 		to := from
-		if m := r.Members[to]; m == nil || m.Sealing == nil {
+		if m := r.Members[to]; m == nil || m.Sealing == nil || slices.Contains(x.Distrusted, to) {
 			to = ""
 			for _, h := range append([]string{r.Creator}, sortedKeys(r.Members)...) {
-				if m := r.Members[h]; m != nil && m.Sealing != nil {
+				if m := r.Members[h]; m != nil && m.Sealing != nil && !slices.Contains(x.Distrusted, h) {
 					to = h
 					break
 				}
@@ -223,6 +223,12 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 	if x.Asked.IsZero() || now.Sub(x.Asked) > rejoinInfoFor {
 		return nil, fmt.Errorf("a group state from %s we did not ask for", from)
 	}
+	if slices.Contains(x.Distrusted, from) {
+		// Its earlier answer was a state no other member shared
+		// (rejoinguard.go): else it would cut us off again at each
+		// rejoin (TestHostileMemberForgedGroupInfoAgain).
+		return nil, fmt.Errorf("a group state from %s, whose earlier answer no other member shared", from)
+	}
 	in, err := content.ParseIntro(op.Content)
 	if err != nil {
 		return nil, err
@@ -237,13 +243,16 @@ func (c *Client) rejoin(ctx context.Context, r *convRecord, g *mls.Group, op *se
 		if again, err = checkSuspectAnswer(r, &x, g, from, in.Welcome); err != nil {
 			return nil, err
 		}
+		if again && answeredAhead(&x, in.Welcome) {
+			x.Distrusted = append(x.Distrusted, r.RejoinedFrom)
+		}
 		if !again {
 			x.Asked, x.Suspect = time.Time{}, false
 			return func(tx *state.Tx) error {
 				if err := c.putGroupExtra(tx, r.ID, &x); err != nil {
 					return err
 				}
-				return putJSON(tx, bucketConvs, r.ID, r)
+				return putConv(tx, r)
 			}, nil
 		}
 	}

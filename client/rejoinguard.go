@@ -104,3 +104,18 @@ func groupInfoContext(info []byte) ([]byte, error) {
 	out = append(append(out, gc.TreeHash...), gc.ConfirmedTranscriptHash...)
 	return out, nil
 }
+
+// answeredAhead reports whether the state we rejoined from (x.Base) was
+// of an epoch not before info's, another member's answer that shows
+// another state: the first answerer stood at or ahead of a group nobody
+// else follows it in, on a branch of its own, and is distrusted for good
+// (TestHostileMemberForgedGroupInfoAgain). One whose answer a later
+// commit, or another member's resync, outran is not
+// (TestRejoinTwoAtOnce).
+func answeredAhead(x *groupExtra, info []byte) bool {
+	theirs, err := groupInfoContext(info)
+	if err != nil || len(x.Base) < 8 || len(theirs) < 8 {
+		return false
+	}
+	return binary.BigEndian.Uint64(x.Base) >= binary.BigEndian.Uint64(theirs)
+}

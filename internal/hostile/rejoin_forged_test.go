@@ -25,12 +25,18 @@ import (
 // than the one it rejoined from) makes it rejoin again: bob is back in
 // the group's epoch and reads what alice writes.
 func TestHostileMemberForgedGroupInfo(t *testing.T) {
+	forgedGroupInfo(t)
+}
+
+// forgedGroupInfo plays TestHostileMemberForgedGroupInfo and returns its
+// users, bob back in the group's epoch, eve on her branch.
+func forgedGroupInfo(t *testing.T) (alice, bob, carol, eve *client.Client, eveOpts client.Options) {
 	h := hostile.Start(t, hostile.Options{Accounts: hostile.RoomyAccounts})
-	eveOpts := h.ClientOptions(t)
+	eveOpts = h.ClientOptions(t)
 	bobOpts := h.ClientOptions(t)
 	bobOpts.RejoinAfter = -1 // asks at the first message of a later epoch
-	alice, bob, carol := h.NewUser(t, "alice", "alice"), h.NewUserWith(t, "bob", "bob", bobOpts), h.NewUser(t, "carol", "carol")
-	eve := h.NewUserWith(t, "eve", "eve", eveOpts)
+	alice, bob, carol = h.NewUser(t, "alice", "alice"), h.NewUserWith(t, "bob", "bob", bobOpts), h.NewUser(t, "carol", "carol")
+	eve = h.NewUserWith(t, "eve", "eve", eveOpts)
 	ctx := memberCtx(t)
 	all := []*client.Client{alice, bob, carol, eve}
 	for _, u := range all {
@@ -99,6 +105,56 @@ func TestHostileMemberForgedGroupInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := textsIn(memberEvents(t, ctx, bob, client.AlarmDropped)); !slices.Contains(got, "alice: bob, are you back?") {
+		t.Fatalf("bob read %q", got)
+	}
+	return alice, bob, carol, eve, eveOpts
+}
+
+// TestHostileMemberForgedGroupInfoAgain: after TestHostileMemberForgedGroupInfo,
+// bob is back in the group's epoch and eve, whose answer nobody else
+// shared, is still a member. She moves her branch on past bob's epoch
+// and writes to him again: a message of a later epoch, which makes him
+// ask its sender for the group's state. Before, bob asked eve again and
+// rejoined her branch again from her answer, cut off once more, and the
+// two could go on for good, each round a rejoin (an external commit to
+// every member) and a window of the group's texts lost to bob. Now a
+// member whose answer no other member shared is neither asked nor
+// believed again in that conversation: bob stays in the group's epoch
+// and reads what alice writes.
+func TestHostileMemberForgedGroupInfoAgain(t *testing.T) {
+	alice, bob, carol, eve, eveOpts := forgedGroupInfo(t)
+	ctx := memberCtx(t)
+	settle(t, ctx, alice, bob, carol)
+	real := sameEpoch(t, ctx, "#g", alice, bob, carol)
+	eve = patchEve(t, eve, eveOpts, "g", func(_ map[string]json.RawMessage, group []byte) []byte {
+		g, err := mls.UnmarshalGroup(group, &mls.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g.Epoch() <= real+1 {
+			if _, err := g.Commit(&mls.CommitOptions{SkipPending: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		raw, err := g.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	})
+	if err := eve.Send(ctx, "#g", "bob, ask me again"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		for _, c := range []*client.Client{bob, eve, alice, carol, bob} {
+			memberEvents(t, ctx, c, client.AlarmDropped)
+		}
+	}
+	sameEpoch(t, ctx, "#g", alice, bob, carol)
+	if err := alice.Send(ctx, "#g", "bob, still with us?"); err != nil {
+		t.Fatal(err)
+	}
+	if got := textsIn(memberEvents(t, ctx, bob, client.AlarmDropped)); !slices.Contains(got, "alice: bob, still with us?") {
 		t.Fatalf("bob read %q", got)
 	}
 }
