@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -144,11 +143,10 @@ type run struct {
 	// Stray receipts (Traffic.StrayReceipts), on from the schedule's
 	// start to the end of the drain (a text scheduled late is still
 	// processed then).
-	strayOn  atomic.Bool
-	strayMu  sync.Mutex
-	strayRng *rand.Rand
-	peers    [][]int // user -> its direct chats' peers
-	ctx      context.Context
+	strayOn atomic.Bool
+	strayMu sync.Mutex
+	draws   *scenario.Strays
+	ctx     context.Context
 }
 
 // Run runs a scenario on a live server and writes the records to
@@ -190,15 +188,7 @@ func Run(ctx context.Context, opts Options) (*Manifest, error) {
 		opts.Settle = 5500 * time.Millisecond
 	}
 	r := &run{opts: opts, sc: &sc, sched: sched, log: log, speed: sc.Speed, byHand: map[string]*user{}, convHex: map[string]int{},
-		strayRng: rand.New(rand.NewPCG(uint64(opts.Seed), 0x7374726179)), // "stray"
-		peers:    make([][]int, len(sched.Users))}
-	for _, c := range sched.Convs {
-		if !c.Group {
-			a, b := c.Members[0], c.Members[1]
-			r.peers[a] = append(r.peers[a], b)
-			r.peers[b] = append(r.peers[b], a)
-		}
-	}
+		draws: scenario.NewStrays(sched, sc.Traffic.StrayReceipts)}
 	return r.run(ctx)
 }
 
@@ -407,17 +397,7 @@ func (r *run) keepReceipt(string) bool {
 		return true
 	}
 	r.strayMu.Lock()
-	drop := r.strayRng.Float64() < f
-	var x, y int
-	if drop {
-		for {
-			x = r.strayRng.IntN(len(r.users))
-			if len(r.peers[x]) > 0 {
-				break
-			}
-		}
-		y = r.peers[x][r.strayRng.IntN(len(r.peers[x]))]
-	}
+	drop, x, y, _ := r.draws.Next()
 	r.strayMu.Unlock()
 	if !drop {
 		return true
