@@ -265,9 +265,10 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) erro
 	}
 	c.timed(TimeSendSeal, start)
 	start = time.Now()
+	sent := c.opts.Now()
 	_, err = conn.Send(ctx, e.SendID, e.ID, env, tok)
 	c.timed(TimeSendWire, start)
-	return c.sentEntry(seq, e, err)
+	return c.sentEntry(seq, e, sent, err)
 }
 
 // sealEntry seals e for one attempt on conn, paid with the entry's token.
@@ -298,8 +299,9 @@ func (c *Client) sealEntry(ctx context.Context, conn *Conn, seq uint64, e *outbo
 // sentEntry takes the server's answer (err) to one attempt at e: a token
 // that can no longer pay is forgotten, an entry whose mailbox is gone is
 // dropped with an alarm. It does not delete a stored entry from the
-// outbox; the caller does.
-func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
+// outbox; the caller does. sent is when the request went out (zero when
+// not known).
+func (c *Client) sentEntry(seq uint64, e *outboxEntry, sent time.Time, err error) error {
 	if code, ok := wire.CodeOf(err); ok {
 		switch code {
 		case wire.CodeTokenSpent, wire.CodeTokenExpired, wire.CodeTokenInvalid:
@@ -318,7 +320,7 @@ func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
 		f(e.ID, e.Cover)
 	}
 	if f := c.opts.SentEnvelope; f != nil {
-		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, Echo: e.Type == sealed.ContentCommitEcho, At: c.opts.Now()})
+		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, Echo: e.Type == sealed.ContentCommitEcho, Sent: sent, At: c.opts.Now()})
 	}
 	return nil
 }

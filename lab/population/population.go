@@ -778,9 +778,9 @@ func textOf(m scenario.Message) string {
 func (r *run) sent(u *user, e client.SentEnvelope) {
 	switch {
 	case e.Cover:
-		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgCover}, e.Conv, &r.cover)
+		r.addTruth(record.TruthMessage{T: sentAt(e), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgCover}, e.Conv, &r.cover)
 	case e.Kind == content.KindReceipt:
-		m := record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}
+		m := record.TruthMessage{T: sentAt(e), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}
 		u.mu.Lock()
 		stray := u.strays[e.To] > 0
 		if stray {
@@ -799,13 +799,27 @@ func (r *run) sent(u *user, e client.SentEnvelope) {
 			for i, h := range t.to {
 				to[i] = r.nameOf(h)
 			}
-			line = &record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: to, Conv: t.conv, Msg: t.msg, Kind: record.MsgText}
+			line = &record.TruthMessage{T: sentAt(e), From: u.name, To: to, Conv: t.conv, Msg: t.msg, Kind: record.MsgText}
 		}
 		u.mu.Unlock()
 		if line != nil {
 			r.addTruth(*line, "", &r.texts)
 		}
 	}
+}
+
+// sentAt is the truth's time of an envelope: when its request went out,
+// which comes before the server's arrival event in the observer record.
+// The SDA's step for the window a text opens then counts that text, as the
+// trace's does (the server's answer, a round trip later, missed it and
+// made every link at a text's window look one text faster live than in
+// the trace); receipt lags are measured between the same two events.
+// Cover ticks do not say when their request went out: the answer's time.
+func sentAt(e client.SentEnvelope) int64 {
+	if e.Sent.IsZero() {
+		return e.At.UnixNano()
+	}
+	return e.Sent.UnixNano()
 }
 
 // match finds the text an envelope belongs to: the oldest pending text of
