@@ -108,6 +108,27 @@ func calibrate(t *testing.T, src string) {
 	if m.Lost != 0 {
 		t.Fatalf("the live run lost %d of %d texts: it did not keep its schedule", m.Lost, m.Scheduled)
 	}
+	// The live run and the trace play the same stray receipts
+	// (scenario.Strays): as many receipts as the schedule's draws say
+	// were replaced. Which ones depends on the order the machine
+	// delivered near-simultaneous texts in; how many does not.
+	if f := sc.Traffic.StrayReceipts; f > 0 {
+		d, want := scenario.NewStrays(sched, f), 0
+		for _, msg := range sched.Messages {
+			if sched.Convs[msg.Conv].Group {
+				continue
+			}
+			for range sched.Recipients(msg) {
+				if ok, _, _, _ := d.Next(); ok {
+					want++
+				}
+			}
+		}
+		t.Logf("stray receipts: %d receipts replaced, the schedule draws %d (%d texts scheduled)", m.Dropped, want, m.Scheduled)
+		if m.Dropped != want {
+			t.Errorf("the live run replaced %d receipts with stray ones, the schedule's draws %d: it did not play the trace's strays", m.Dropped, want)
+		}
+	}
 	lines := readTruth(t, filepath.Join(out, population.FileTruth))
 	live, err := score.FromRecord(lines, m.RunStartNS)
 	if err != nil {
