@@ -29,7 +29,8 @@ type ScheduleOptions struct {
 	// follows after the scenario's receipt delay over Speed plus Latency:
 	// a machine that takes no time.
 	ReceiptLags []time.Duration
-	// Seed seeds the draws (receipt delays) and the mailbox IDs.
+	// Seed seeds the draws (receipt delays) and the mailbox IDs; the
+	// stray receipts are the schedule's own (scenario.Strays).
 	Seed uint64
 }
 
