@@ -778,7 +778,7 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 			if r.err == nil {
 				sent = r.p.seq
 				free = !r.spent && c.unshown.free(sent)
-				c.sentEntry(r.p.seq, r.p.e, nil) // reports it sent
+				c.sentEntry(r.p.seq, r.p.e, time.Time{}, nil) // reports it sent
 			} else if err := c.coverFailed(r, l.emit); ctx.Err() == nil {
 				c.log.Debug("cover tick", "err", err)
 			}
@@ -793,7 +793,7 @@ func (c *Client) coverFast(ctx context.Context, l *coverLanes) {
 func (c *Client) coverFailed(r coverResult, emit func([]Event)) error {
 	c.op.Lock()
 	c.pending = nil
-	err := c.sentEntry(r.p.seq, r.p.e, r.err)
+	err := c.sentEntry(r.p.seq, r.p.e, time.Time{}, r.err)
 	ev := c.takeEvents()
 	c.op.Unlock()
 	emit(ev)

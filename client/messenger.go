@@ -157,7 +157,11 @@ type SentEnvelope struct {
 	Kind   content.Kind // content kind; 0: a Welcome or handshake message
 	Cover  bool         // a dummy of cover traffic
 	Echo   bool         // a commit echo (docs/protocol.md §11.6)
-	At     time.Time    // when the server acknowledged it
+	// Sent is when the request went out, before the server received it
+	// (zero when not known: cover ticks); At when the server acknowledged
+	// it.
+	Sent time.Time
+	At   time.Time
 }
 
 // MailboxInfo names one of the client's receive mailboxes

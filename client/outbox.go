@@ -270,12 +270,13 @@ func (c *Client) sendEntry(ctx context.Context, seq uint64, e *outboxEntry) (unn
 	}
 	c.timed(TimeSendSeal, start)
 	start = time.Now()
+	sent := c.opts.Now()
 	_, spent, err := conn.SendPaid(ctx, e.SendID, e.ID, env, tok)
 	c.timed(TimeSendWire, start)
 	if spent {
 		c.unshown.shown(seq)
 	}
-	if err := c.sentEntry(seq, e, err); err != nil {
+	if err := c.sentEntry(seq, e, sent, err); err != nil {
 		return false, err
 	}
 	return !spent && c.unshown.free(seq), nil
@@ -309,8 +310,9 @@ func (c *Client) sealEntry(ctx context.Context, conn *protocol.Conn, seq uint64,
 // sentEntry takes the server's answer (err) to one attempt at e: a token
 // that can no longer pay is forgotten, an entry whose mailbox is gone is
 // dropped with an alarm. It does not delete a stored entry from the
-// outbox; the caller does.
-func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
+// outbox; the caller does. sent is when the request went out (zero when
+// not known).
+func (c *Client) sentEntry(seq uint64, e *outboxEntry, sent time.Time, err error) error {
 	if code, ok := wire.CodeOf(err); ok {
 		switch code {
 		case wire.CodeTokenSpent, wire.CodeTokenExpired, wire.CodeTokenInvalid:
@@ -330,7 +332,7 @@ func (c *Client) sentEntry(seq uint64, e *outboxEntry, err error) error {
 		f(e.ID, e.Cover)
 	}
 	if f := c.opts.SentEnvelope; f != nil {
-		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, Echo: e.Type == sealed.ContentCommitEcho, At: c.opts.Now()})
+		f(SentEnvelope{ID: e.ID, Conv: hex.EncodeToString(e.Conv), To: e.To, SendID: e.SendID, Intro: e.Intro, Kind: e.Kind, Cover: e.Cover, Echo: e.Type == sealed.ContentCommitEcho, Sent: sent, At: c.opts.Now()})
 	}
 	return nil
 }

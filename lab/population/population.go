@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,11 +144,10 @@ type run struct {
 	// Stray receipts (Traffic.StrayReceipts), on from the schedule's
 	// start to the end of the drain (a text scheduled late is still
 	// processed then).
-	strayOn  atomic.Bool
-	strayMu  sync.Mutex
-	strayRng *rand.Rand
-	peers    [][]int // user -> its direct chats' peers
-	ctx      context.Context
+	strayOn atomic.Bool
+	strayMu sync.Mutex
+	draws   *scenario.Strays
+	ctx     context.Context
 }
 
 // Run runs a scenario on a live server and writes the records to
@@ -191,15 +189,7 @@ func Run(ctx context.Context, opts Options) (*Manifest, error) {
 		opts.Settle = 5500 * time.Millisecond
 	}
 	r := &run{opts: opts, sc: &sc, sched: sched, log: log, speed: sc.Speed, byHand: map[string]*user{}, convHex: map[string]int{},
-		strayRng: rand.New(rand.NewPCG(uint64(opts.Seed), 0x7374726179)), // "stray"
-		peers:    make([][]int, len(sched.Users))}
-	for _, c := range sched.Convs {
-		if !c.Group {
-			a, b := c.Members[0], c.Members[1]
-			r.peers[a] = append(r.peers[a], b)
-			r.peers[b] = append(r.peers[b], a)
-		}
-	}
+		draws: scenario.NewStrays(sched, sc.Traffic.StrayReceipts)}
 	return r.run(ctx)
 }
 
@@ -408,17 +398,7 @@ func (r *run) keepReceipt(string) bool {
 		return true
 	}
 	r.strayMu.Lock()
-	drop := r.strayRng.Float64() < f
-	var x, y int
-	if drop {
-		for {
-			x = r.strayRng.IntN(len(r.users))
-			if len(r.peers[x]) > 0 {
-				break
-			}
-		}
-		y = r.peers[x][r.strayRng.IntN(len(r.peers[x]))]
-	}
+	drop, x, y, _ := r.draws.Next()
 	r.strayMu.Unlock()
 	if !drop {
 		return true
@@ -799,9 +779,9 @@ func textOf(m scenario.Message) string {
 func (r *run) sent(u *user, e client.SentEnvelope) {
 	switch {
 	case e.Cover:
-		r.addTruth(record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgCover}, e.Conv, &r.cover)
+		r.addTruth(record.TruthMessage{T: sentAt(e), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgCover}, e.Conv, &r.cover)
 	case e.Kind == content.KindReceipt:
-		m := record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}
+		m := record.TruthMessage{T: sentAt(e), From: u.name, To: []string{r.nameOf(e.To)}, Kind: record.MsgReceipt}
 		u.mu.Lock()
 		stray := u.strays[e.To] > 0
 		if stray {
@@ -820,13 +800,27 @@ func (r *run) sent(u *user, e client.SentEnvelope) {
 			for i, h := range t.to {
 				to[i] = r.nameOf(h)
 			}
-			line = &record.TruthMessage{T: e.At.UnixNano(), From: u.name, To: to, Conv: t.conv, Msg: t.msg, Kind: record.MsgText}
+			line = &record.TruthMessage{T: sentAt(e), From: u.name, To: to, Conv: t.conv, Msg: t.msg, Kind: record.MsgText}
 		}
 		u.mu.Unlock()
 		if line != nil {
 			r.addTruth(*line, "", &r.texts)
 		}
 	}
+}
+
+// sentAt is the truth's time of an envelope: when its request went out,
+// which comes before the server's arrival event in the observer record.
+// The SDA's step for the window a text opens then counts that text, as the
+// trace's does (the server's answer, a round trip later, missed it and
+// made every link at a text's window look one text faster live than in
+// the trace); receipt lags are measured between the same two events.
+// Cover ticks do not say when their request went out: the answer's time.
+func sentAt(e client.SentEnvelope) int64 {
+	if e.Sent.IsZero() {
+		return e.At.UnixNano()
+	}
+	return e.Sent.UnixNano()
 }
 
 // match finds the text an envelope belongs to: the oldest pending text of

@@ -108,6 +108,36 @@ func calibrate(t *testing.T, src string) {
 	if m.Lost != 0 {
 		t.Fatalf("the live run lost %d of %d texts: it did not keep its schedule", m.Lost, m.Scheduled)
 	}
+	// The live run and the trace play the same stray receipts
+	// (scenario.Strays): the live run replaced as many receipts as the
+	// schedule's draws say, for the texts its clients had processed by
+	// the end (all but the last few, under load). Which receipts depends
+	// on the order the machine delivered near-simultaneous texts in; how
+	// many does not.
+	if f := sc.Traffic.StrayReceipts; f > 0 {
+		const late = 10 // texts the clients may not have processed when the run ended
+		d := scenario.NewStrays(sched, f)
+		var cum []int // cum[n]: strays among the first n draws
+		cum = append(cum, 0)
+		for _, msg := range sched.Messages {
+			if sched.Convs[msg.Conv].Group {
+				continue
+			}
+			for range sched.Recipients(msg) {
+				ok, _, _, _ := d.Next()
+				cum = append(cum, cum[len(cum)-1])
+				if ok {
+					cum[len(cum)-1]++
+				}
+			}
+		}
+		n := len(cum) - 1
+		t.Logf("stray receipts: %d receipts replaced live, %d drawn for the schedule's %d", m.Dropped, cum[n], n)
+		if !slices.Contains(cum[max(n-late, 0):], m.Dropped) {
+			t.Errorf("the live run replaced %d receipts with stray ones, the schedule's draws %d (%d..%d for its last %d texts unprocessed): it did not play the trace's strays",
+				m.Dropped, cum[n], cum[max(n-late, 0)], cum[n], late)
+		}
+	}
 	lines := readTruth(t, filepath.Join(out, population.FileTruth))
 	live, err := score.FromRecord(lines, m.RunStartNS)
 	if err != nil {

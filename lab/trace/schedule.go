@@ -29,7 +29,8 @@ type ScheduleOptions struct {
 	// follows after the scenario's receipt delay over Speed plus Latency:
 	// a machine that takes no time.
 	ReceiptLags []time.Duration
-	// Seed seeds the draws (receipt delays) and the mailbox IDs.
+	// Seed seeds the draws (receipt delays) and the mailbox IDs; the
+	// stray receipts are the schedule's own (scenario.Strays).
 	Seed uint64
 }
 
@@ -110,25 +111,11 @@ func FromSchedule(sc *scenario.Scenario, s *scenario.Schedule, o ScheduleOptions
 			attack.Event{T: t + lat, Conn: rc, Ev: "deliver", Mailbox: mb, Bucket: bkt},
 			attack.Event{T: t + lat + lat/2, Conn: rc, Ev: "ack", Mailbox: mb, N: 1})
 	}
-	// Stray receipts (traffic.stray_receipts), as lab/population plays
-	// them: the receipt is dropped and a random user sends one, at the
-	// same time, to a random peer of its direct chats.
-	type peer struct{ u, conv int }
-	peers := make([][]peer, len(s.Users))
-	var writers []int // users with a direct chat
-	for ci, c := range s.Convs {
-		if !c.Group {
-			a, b := c.Members[0], c.Members[1]
-			peers[a] = append(peers[a], peer{b, ci})
-			peers[b] = append(peers[b], peer{a, ci})
-		}
-	}
-	for u := range peers {
-		if len(peers[u]) > 0 {
-			writers = append(writers, u)
-		}
-	}
-	stray := sc.Traffic.StrayReceipts
+	// Stray receipts (traffic.stray_receipts), drawn as lab/population
+	// draws them (scenario.Strays, in the order of the texts): the
+	// receipt is dropped and a random user sends one, at the same time,
+	// to a random peer of its direct chats.
+	strays := scenario.NewStrays(s, sc.Traffic.StrayReceipts)
 	for _, m := range s.Messages {
 		t := at(m.At)
 		c := s.Convs[m.Conv]
@@ -137,10 +124,8 @@ func FromSchedule(sc *scenario.Scenario, s *scenario.Schedule, o ScheduleOptions
 			tb.Receive(s.Users[r].Handle, t)
 			if receipts && !c.Group {
 				from, to, conv := r, m.From, m.Conv
-				if stray > 0 && rng.Float64() < stray {
-					from = writers[rng.IntN(len(writers))]
-					p := peers[from][rng.IntN(len(peers[from]))]
-					to, conv = p.u, p.conv
+				if ok, x, y, cv := strays.Next(); ok {
+					from, to, conv = x, y, cv
 				}
 				send(t+lag(), from, to, conv, 2048)
 			}
