@@ -113,8 +113,10 @@ type epochLink struct {
 	// (convstore.go, read with Client.linkOut); HasOut says there is
 	// one. EchoedTo names the members it was echoed to, each at most
 	// once.
-	Out      []byte   `json:"-"`
-	HasOut   bool     `json:",omitempty"`
+	Out       []byte `json:"-"`
+	HasOut    bool   `json:",omitempty"`
+	LegacyOut []byte `json:"Out,omitempty"` // in the record before it was kept apart
+
 	EchoedTo []string `json:",omitempty"`
 }
 

@@ -223,6 +223,10 @@ func migrateChain(r *convRecord) {
 			r.setLinkState(l, l.LegacyState)
 			l.LegacyState = nil
 		}
+		if l.LegacyOut != nil {
+			r.setLinkOut(l, l.LegacyOut)
+			l.LegacyOut = nil
+		}
 		if l.LegacySent != nil {
 			l.SentFrom = r.SentNext
 			for _, p := range l.LegacySent {

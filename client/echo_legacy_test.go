@@ -26,7 +26,7 @@ func TestEchoKeepsMigratedChain(t *testing.T) {
 		ID: id, Kind: content.ConvGroup, Name: "team", Creator: "alice", Active: true, Created: time.Now(),
 		Members: map[string]*memberRecord{"bob": {Sealing: []byte{1}}},
 		Chain: []*epochLink{{Epoch: 3, LegacyState: legacy, LegacySent: [][]byte{sent}, Until: until,
-			OutRank: []byte{2}, Out: []byte("the commit out of epoch 3")}},
+			OutRank: []byte{2}, LegacyOut: []byte("the commit out of epoch 3")}},
 	}
 	err := st.Update(func(tx *state.Tx) error {
 		raw, err := json.Marshal(p)
