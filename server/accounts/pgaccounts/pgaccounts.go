@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/quicprochat/qpc/internal/pgmigrate"
+	"github.com/quicprochat/qpc/internal/pgtx"
 	"github.com/quicprochat/qpc/server/accounts"
 )
 
@@ -170,43 +170,15 @@ func (s *Store) classify(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", accounts.ErrStorage, err)
 }
 
-// maxAttempts bounds the runs of a transaction PostgreSQL aborted for a
-// deadlock or a serialization failure: nothing of it happened, so running
-// it again is safe.
-const maxAttempts = 5
-
-// writeTimeout bounds one write transaction once it has started.
-const writeTimeout = 30 * time.Second
-
-// write runs fn in a transaction and commits it, again if PostgreSQL
-// aborted it for a deadlock; fn's own errors roll it back. A ctx done
-// before the transaction starts abandons it; once started it runs to its
-// outcome (bounded by writeTimeout, not by ctx), so that a change the
-// database committed is never reported as not made because the caller
-// gave up a moment before.
+// write runs fn in a transaction and commits it (pgtx.Write: run again
+// if PostgreSQL aborted it for a deadlock; once started, run to its
+// outcome, so that a change the database committed is never reported as
+// not made because the caller gave up a moment before).
 func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	var err error
-	for attempt := 1; ; attempt++ {
-		err = pgx.BeginFunc(wctx, s.pool, func(tx pgx.Tx) error { return fn(wctx, tx) })
-		if !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
-			break
-		}
-	}
-	if err != nil {
-		return s.classify(wctx, err)
-	}
-	return nil
-}
-
-// retryable: deadlock_detected or serialization_failure.
-func retryable(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+	return pgtx.Write(ctx, s.pool, fn, nil, s.classify)
 }
 
 // into copies a stored value into dst, an array's slice; a value of

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/quicprochat/qpc/internal/pgtx"
 	"github.com/quicprochat/qpc/server/store"
 )
 
@@ -133,10 +134,10 @@ func (s *Store) batcher() {
 
 func (s *Store) runBatch(batch []*putCall) {
 	slices.SortStableFunc(batch, func(a, b *putCall) int { return bytes.Compare(a.sendID, b.sendID) })
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), pgtx.WriteTimeout)
 	defer cancel()
 	var err error
-	for attempt := 1; attempt <= maxAttempts; attempt++ {
+	for attempt := 1; attempt <= pgtx.MaxAttempts; attempt++ {
 		start := time.Now()
 		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			b := &pgx.Batch{}
@@ -155,7 +156,7 @@ func (s *Store) runBatch(batch []*putCall) {
 		if s.onCommit != nil {
 			s.onCommit(store.CommitInfo{Ops: len(batch), Duration: time.Since(start), Err: err})
 		}
-		if !retryable(err) {
+		if !pgtx.Retryable(err) {
 			break
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/quicprochat/qpc/internal/pgtx"
 	"github.com/quicprochat/qpc/server/store"
 )
 
@@ -212,42 +212,23 @@ func (s *Store) classify(ctx context.Context, err error) error {
 
 func storageErr(err error) error { return fmt.Errorf("%w: %w", store.ErrStorageFailed, err) }
 
-// maxAttempts bounds the retries of a transaction PostgreSQL aborted for
-// a deadlock or a serialization failure (two nodes purging the same
-// mailboxes, say): nothing of it happened, so running it again is safe.
-const maxAttempts = 5
-
-// writeTimeout bounds one write transaction once it has started.
-const writeTimeout = 30 * time.Second
-
-// write runs fn in a transaction and commits it, retrying one that
-// PostgreSQL aborted before its commit; fn's own errors roll it back.
-// A ctx done before the transaction starts abandons it; once started it
-// runs to its outcome (bounded by writeTimeout, not by ctx), as the bbolt
-// writer does, so that a write the database committed is never reported
-// as lost because its caller gave up a moment before. onCommit hears of
-// every committed or failed transaction.
+// write runs fn in a transaction and commits it (pgtx.Write: retried
+// when PostgreSQL aborted it, run to its outcome once started, as the
+// bbolt writer does). onCommit hears of every committed or failed
+// transaction.
 func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
-	defer cancel()
-	var err error
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		err = pgx.BeginFunc(wctx, s.pool, func(tx pgx.Tx) error { return fn(wctx, tx) })
-		if s.onCommit != nil && !isRefusal(err) {
-			s.onCommit(store.CommitInfo{Ops: 1, Duration: time.Since(start), Err: err})
-		}
-		if !retryable(err) || attempt == maxAttempts || ctx.Err() != nil {
-			break
+	var ran func(time.Duration, error)
+	if s.onCommit != nil {
+		ran = func(d time.Duration, err error) {
+			if !isRefusal(err) {
+				s.onCommit(store.CommitInfo{Ops: 1, Duration: d, Err: err})
+			}
 		}
 	}
-	if err != nil {
-		return s.classify(wctx, err)
-	}
-	return nil
+	return pgtx.Write(ctx, s.pool, fn, ran, s.classify)
 }
 
 // isRefusal: an error of the store's semantics, not of the database.
@@ -258,12 +239,6 @@ func isRefusal(err error) bool {
 		}
 	}
 	return false
-}
-
-// retryable: deadlock_detected or serialization_failure.
-func retryable(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
 
 func (s *Store) coarse(t time.Time) int64 { return t.Truncate(s.gran).Unix() }
