@@ -155,8 +155,16 @@ func TestWireBytesPerMessage(t *testing.T) {
 			return lo
 		}
 		r.largest2K = largest(2048)
-		if pred := ov.largestText(t, 2048); pred != r.largest2K {
-			t.Errorf("%s: the overhead table predicts %d bytes of text in 2 KiB, the client fit %d", pol.name, pred, r.largest2K)
+		// The client carries the KT checkpoint it last verified, which
+		// can be older than the one served when the table was measured:
+		// its tree size, decimal in the note, is then a digit shorter
+		// if the log crossed a power of ten meanwhile (a CI run fit 237
+		// bytes against a prediction of 236). Either is the table adding
+		// up; anything else is not.
+		older := *ov
+		older.cp--
+		if pred, alt := ov.largestText(t, 2048), older.largestText(t, 2048); r.largest2K != pred && r.largest2K != alt {
+			t.Errorf("%s: the overhead table predicts %d bytes of text in 2 KiB (%d with a checkpoint a digit shorter), the client fit %d", pol.name, pred, alt, r.largest2K)
 		}
 		r.largestSecond = largest(pol.p.Buckets()[2])
 		if got := texts(t, bob); len(got) == 0 {
