@@ -971,14 +971,25 @@ func checkStore(s string) error {
 }
 
 // redactStore hides a password given in the store URL, so that neither
-// the rendered configuration nor an error prints it.
+// the rendered configuration nor an error prints it: the userinfo's
+// password, and a password query parameter (libpq accepts both). A URL
+// that does not parse keeps only what follows its credentials, and no
+// query at all.
 func redactStore(s string) string {
+	const mask = "xxxxx" // what url.Redacted puts for a password
 	u, err := url.Parse(s)
 	if err != nil {
 		if i := strings.LastIndex(s, "@"); i >= 0 {
-			return "xxxxx" + s[i:] // unparseable: keep only what follows the credentials
+			s = mask + s[i:]
+		}
+		if i := strings.Index(s, "?"); i >= 0 {
+			s = s[:i+1] + mask
 		}
 		return s
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", mask)
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

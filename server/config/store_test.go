@@ -46,7 +46,7 @@ func TestConfigStore(t *testing.T) {
 			t.Fatalf("rendered configuration shows the password, or no store:\n%s", b.String())
 		}
 	}
-	for _, bad := range []string{"", "mysql://x@y/z", "/var/lib/qpc/other.db", "postgres://u:hunter2secret@h:badport/db"} {
+	for _, bad := range []string{"", "mysql://x@y/z", "/var/lib/qpc/other.db", "postgres://u:hunter2secret@h:badport/db", "postgres://h:badport/db?password=hunter2secret"} {
 		_, err := Load(Flags{"data_dir": dataDir(t, ""), "store": bad}, mapEnv(nil))
 		if err == nil {
 			t.Errorf("store %q accepted", bad)
@@ -54,6 +54,23 @@ func TestConfigStore(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "store from flag --store") || strings.Contains(err.Error(), "hunter2secret") {
 			t.Errorf("store %q: %v", bad, err)
+		}
+	}
+}
+
+// TestRedactStore: a password in the store URL, as userinfo or as libpq's
+// password parameter, never reaches the rendered configuration or an
+// error, whether the URL parses or not.
+func TestRedactStore(t *testing.T) {
+	for _, u := range []string{
+		"postgres://qpc:hunter2secret@db/qpc",
+		"postgres://qpc@db/qpc?sslmode=require&password=hunter2secret",
+		"postgresql://db/qpc?password=hunter2secret",
+		"postgres://qpc:hunter2secret@db:badport/qpc",
+		"postgres://db:badport/qpc?password=hunter2secret",
+	} {
+		if got := redactStore(u); strings.Contains(got, "hunter2secret") || !strings.Contains(got, "db") {
+			t.Errorf("redactStore(%q) = %q", u, got)
 		}
 	}
 }
