@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -80,28 +79,14 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgaccounts: open: %w", err)
 	}
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		// pgx's message may quote the URL, password included.
-		return nil, errors.New("pgaccounts: open: the store URL is not a valid PostgreSQL connection string (postgres://user@host:port/db)")
-	}
-	if !strings.Contains(url, "pool_max_conns") {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	// A returned call is committed, whatever the server's default.
-	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
-	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "qpc-server accounts"
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.OpenTimeout)
 	defer cancel()
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server accounts")
+	if errors.Is(err, pgtx.ErrURL) {
+		return nil, fmt.Errorf("pgaccounts: open: %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pgaccounts: open: %w: %w", accounts.ErrStorage, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("pgaccounts: open: connecting to %s:%d: %w: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, accounts.ErrStorage, err)
 	}
 	applied, err := ms.Apply(ctx, pool)
 	if err != nil {

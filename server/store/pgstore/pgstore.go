@@ -57,28 +57,14 @@ func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		// pgx's message may quote the URL, password included.
-		return nil, fmt.Errorf("pgstore: open: the store URL is not a valid PostgreSQL connection string (postgres://user@host:port/db)")
-	}
-	if !strings.Contains(url, "pool_max_conns") {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	// Acknowledged means committed, whatever the server's default.
-	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
-	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "qpc-server"
-	}
 	ctx, cancel := context.WithTimeout(ctx, max(o.OpenTimeout, 30*time.Second))
 	defer cancel()
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server")
+	if errors.Is(err, pgtx.ErrURL) {
+		return nil, fmt.Errorf("pgstore: open: %w", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w: %w", store.ErrStorageFailed, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("pgstore: open: connecting to %s:%d: %w: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, store.ErrStorageFailed, err)
 	}
 	applied, err := migrate(ctx, pool)
 	if err != nil {
