@@ -413,11 +413,12 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 					// Resubscribe on the current connection; move first
 					// if the one the subscription ran on is still current.
 					for {
-						conn, _, gen := c.current()
+						_, _, gen := c.current()
 						if gen == subGen && !c.move(ctx, cl, gen, &moves) {
 							t.Errorf("client %d: no node to move to", i)
 							return
 						}
+						var conn *protocol.Conn
 						conn, _, subGen = c.current()
 						sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
 						s, err := conn.Subscribe(sctx, c.mb, last)
