@@ -175,6 +175,14 @@ func (c *Conn) LocalAddr() net.Addr {
 	return c.sess.qc.LocalAddr()
 }
 
+// Endpoint is the host:port of the endpoint the current (or last)
+// connection went to: one of the address's endpoints.
+func (c *Conn) Endpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr.Host
+}
+
 // Policy is the padding policy the server announced.
 func (c *Conn) Policy() padding.Policy { return c.hello().Policy }
 
