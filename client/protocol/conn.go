@@ -108,9 +108,26 @@ func (o *Options) setDefaults() {
 
 // Conn is a connection to one server, redialled as needed. It is safe for
 // concurrent use; each request runs on its own QUIC stream.
+//
+// A server of several nodes has an address of several endpoints
+// (docs/protocol.md §1.1). Conn dials them in an order drawn at random
+// when it is made, and when a connection fails or dies the next dial
+// starts at the endpoint after the one that failed: a node killed
+// mid-session costs the requests in flight one retry, which the
+// idempotent ones make by themselves (do), and the subscriptions one
+// resubscription from their cursor (Subscription.run).
 type Conn struct {
+	// addr is the endpoint of the current (or last) connection, the pin
+	// of every endpoint.
 	addr wire.Address
 	opts Options
+	// eps are the address's endpoints in the order drawn at Dial; cur is
+	// the index of addr in it; next where the next dial starts.
+	eps       []wire.Address
+	cur, next int
+	// onion: some endpoint is an onion service, so every endpoint is
+	// dialled through Tor (viaTor).
+	onion bool
 
 	mu     sync.Mutex
 	sess   *session // current connection; nil after a failure
@@ -135,7 +152,12 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	opts.setDefaults()
-	c := &Conn{addr: a, opts: opts}
+	c := &Conn{addr: a.Endpoints()[0], opts: opts, eps: a.Endpoints(), onion: a.AnyOnion()}
+	// A random order, not the written one: with the written one every
+	// client would land on the first node, which would carry the whole
+	// load until it failed and would see every client's connections
+	// (when and from where each connects); drawn per Conn, both spread.
+	mrand.Shuffle(len(c.eps), func(i, j int) { c.eps[i], c.eps[j] = c.eps[j], c.eps[i] })
 	if _, err := c.session(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -151,6 +173,14 @@ func (c *Conn) LocalAddr() net.Addr {
 		return nil
 	}
 	return c.sess.qc.LocalAddr()
+}
+
+// Endpoint is the host:port of the endpoint the current (or last)
+// connection went to: one of the address's endpoints.
+func (c *Conn) Endpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr.Host
 }
 
 // Policy is the padding policy the server announced.
@@ -226,6 +256,11 @@ func (c *Conn) session(ctx context.Context) (*session, error) {
 	if c.sess != nil && c.sess.qc.Context().Err() == nil {
 		return c.sess, nil
 	}
+	if c.sess != nil {
+		// The connection died under us (idle timeout, the node gone):
+		// start with another node.
+		c.next = c.cur + 1
+	}
 	c.sess = nil
 	s, err := c.dial(ctx)
 	if err != nil {
@@ -247,12 +282,47 @@ func (c *Conn) dropSession(s *session) {
 	defer c.mu.Unlock()
 	if c.sess == s {
 		c.sess = nil
+		c.next = c.cur + 1 // this node failed us: try another first
 		qc := s.qc
 		time.AfterFunc(c.opts.RequestTimeout, func() { qc.CloseWithError(0, "") })
 	}
 }
 
+// dial connects to the first endpoint that answers, starting at c.next
+// and trying each once. Called with c.mu held. With one endpoint its
+// error is returned as it is; with several, all of theirs joined.
 func (c *Conn) dial(ctx context.Context) (*session, error) {
+	if c.opts.PacketConn != nil || len(c.eps) <= 1 {
+		return c.dialOne(ctx) // a tunnel names its own peer
+	}
+	var errs []error
+	for k := range len(c.eps) {
+		i := (c.next + k) % len(c.eps)
+		c.addr = c.eps[i]
+		s, err := c.dialOne(ctx)
+		if err == nil {
+			c.cur, c.next = i, i
+			return s, nil
+		}
+		if errors.Is(err, ErrPin) {
+			// A node of this server with another key: misconfigured, or
+			// not the server's at all. Said loudly even when another
+			// node answers.
+			c.opts.Logger.Warn("endpoint presented a key other than the pinned one", "endpoint", c.addr.Host)
+		} else {
+			c.opts.Logger.Debug("endpoint failed", "endpoint", c.addr.Host, "err", err)
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", c.addr.Host, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	c.next = (c.next + 1) % len(c.eps)
+	return nil, fmt.Errorf("every endpoint failed: %w", errors.Join(errs...))
+}
+
+// dialOne connects to c.addr and runs the hello.
+func (c *Conn) dialOne(ctx context.Context) (*session, error) {
 	timeout := c.opts.HandshakeTimeout
 	if c.viaTor() {
 		timeout = max(timeout, c.opts.Tor.ConnectTimeout)

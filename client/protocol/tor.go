@@ -71,7 +71,9 @@ func (o *Options) setTorDefaults() {
 }
 
 // viaTor reports whether this Conn's QUIC goes through Tor.
-func (c *Conn) viaTor() bool { return c.addr.Onion() || c.opts.Tor.Always }
+// When any endpoint is an onion service every one is: failing over from
+// an onion to a clearnet node must not reveal the client's address.
+func (c *Conn) viaTor() bool { return c.onion || c.opts.Tor.Always }
 
 func (c *Conn) torDialer() (tor.Dialer, error) {
 	t := c.opts.Tor

@@ -1,0 +1,267 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/client/protocol"
+	"github.com/quicprochat/qpc/internal/pgtest"
+	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/tokens"
+	"github.com/quicprochat/qpc/wire"
+)
+
+// keySet are the files an operator copies to every node of one server
+// (docs/scaling.md).
+var keySet = []string{server.KeyFile, server.TokenKeyFile, accounts.KeyFileName, server.KTNoteKeyFile, server.KTVRFKeyFile}
+
+// copyKeySet copies the key set of data directory from into a new data
+// directory to, as an operator provisions a node.
+func copyKeySet(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range keySet {
+		b, err := os.ReadFile(filepath.Join(from, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// nodeArgs are the flags of one node of a server on the database url.
+func nodeArgs(dir, url string) []string {
+	return []string{"--data-dir", dir, "--listen", "127.0.0.1:0", "--shutdown-timeout", "5s", "--store", url}
+}
+
+// TestAttackNodeWithOtherKeys plays an operator's slip (or a planted
+// node) among the nodes of one server on one PostgreSQL: a node whose
+// data directory holds another tls.key (it would present another pin,
+// and every client would refuse it, or pin it), another tokens.key
+// (tokens issued by one node would not redeem on another), or no keys at
+// all (it would make a key set of its own) must refuse to start, naming
+// the key and never its value. A node with the copied key set starts.
+func TestAttackNodeWithOtherKeys(t *testing.T) {
+	t.Parallel()
+	url := pgtest.DB(t)
+	base := t.TempDir()
+	dir1 := filepath.Join(base, "node1")
+	r1 := startRun(t, nodeArgs(dir1, url)...)
+
+	dir2 := filepath.Join(base, "node2")
+	copyKeySet(t, dir1, dir2)
+	r2 := startRun(t, nodeArgs(dir2, url)...)
+	a1, _ := wire.ParseAddress(r1.addr)
+	a2, _ := wire.ParseAddress(r2.addr)
+	if a1.Pin != a2.Pin {
+		t.Fatalf("two nodes with one key set announce %s and %s", r1.addr, r2.addr)
+	}
+
+	// Another TLS key: a fresh identity, the rest copied.
+	dirTLS := filepath.Join(base, "other-tls")
+	copyKeySet(t, dir1, dirTLS)
+	os.Remove(filepath.Join(dirTLS, server.KeyFile))
+	if _, err := server.CreateIdentity(dirTLS); err != nil {
+		t.Fatal(err)
+	}
+	// Another token secret.
+	dirTok := filepath.Join(base, "other-tokens")
+	copyKeySet(t, dir1, dirTok)
+	otherSecret := make([]byte, tokens.MasterSecretSize)
+	for i := range otherSecret {
+		otherSecret[i] = byte(i + 1)
+	}
+	if err := os.WriteFile(filepath.Join(dirTok, server.TokenKeyFile), otherSecret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Another VRF key: every node would answer key-transparency lookups
+	// under labels of its own.
+	dirVRF := filepath.Join(base, "other-vrf")
+	copyKeySet(t, dir1, dirVRF)
+	otherSeed := make([]byte, vrf.SeedSize)
+	otherSeed[0] = 7
+	if err := os.WriteFile(filepath.Join(dirVRF, server.KTVRFKeyFile), otherSeed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsRaw, _ := os.ReadFile(filepath.Join(dirTLS, server.KeyFile))
+	for _, tc := range []struct {
+		dir, want string
+		secret    []byte
+	}{
+		{dirTLS, server.KeyFile + " differs", tlsRaw},
+		{dirTok, server.TokenKeyFile + " differs", otherSecret},
+		{dirVRF, server.KTVRFKeyFile + " differs", otherSeed},
+	} {
+		r, err := tryRun(t, nodeArgs(tc.dir, url)...)
+		if err == nil {
+			r.stop()
+			t.Fatalf("a node with another %s started on the server's database (it announced %s, the server is %s)", strings.TrimSuffix(tc.want, " differs"), r.addr, r1.addr)
+		}
+		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "copy the key set") {
+			t.Errorf("refusal of a node with another key: %v; want it to say %q and how to fix it", err, tc.want)
+		}
+		for _, leak := range []string{string(tc.secret), strings.TrimSpace(string(tc.secret)), fmt.Sprintf("%x", tc.secret)} {
+			if leak != "" && strings.Contains(err.Error()+r.logs.String(), leak) {
+				t.Errorf("the refusal or the log shows the key itself")
+			}
+		}
+	}
+
+	// An empty data directory: the node must not make keys of its own.
+	dirEmpty := filepath.Join(base, "empty")
+	r, err := tryRun(t, nodeArgs(dirEmpty, url)...)
+	if err == nil {
+		r.stop()
+		t.Fatalf("a node with an empty data directory started with a key set of its own (%s; the server is %s)", r.addr, r1.addr)
+	}
+	if !strings.Contains(err.Error(), "lacks ") || !strings.Contains(err.Error(), server.KeyFile) || !strings.Contains(err.Error(), "copy the key set") {
+		t.Errorf("refusal of a node without keys: %v; want it to name %s and say to copy the key set", err, server.KeyFile)
+	}
+	if _, serr := os.Stat(filepath.Join(dirEmpty, server.KeyFile)); serr == nil {
+		t.Errorf("the refused node created %s", server.KeyFile)
+	}
+}
+
+// TestEndpointsFailover: one server of two nodes on one PostgreSQL, the
+// key set copied; a client holds the address of both endpoints. It
+// registers, is issued tokens, subscribes and sends; then the node it is
+// connected to dies hard (its socket vanishes mid-session: no close
+// reaches the client), and without anything done by the user the same
+// client's next Send goes through the other node and its subscription
+// resumes there and delivers it. Tokens issued by one node pay on the
+// other (one tokens.key).
+func TestEndpointsFailover(t *testing.T) {
+	t.Parallel()
+	url := pgtest.DB(t)
+	base := t.TempDir()
+	dir1, dir2 := filepath.Join(base, "node1"), filepath.Join(base, "node2")
+	r1 := startRun(t, nodeArgs(dir1, url)...)
+	copyKeySet(t, dir1, dir2)
+	r2 := startRun(t, nodeArgs(dir2, url)...)
+	a1, _ := wire.ParseAddress(r1.addr)
+	a2, _ := wire.ParseAddress(r2.addr)
+	// Each node behind a relay whose closing is the node's death: its
+	// address stops answering at once, with no goodbye.
+	p1, p2 := newUDPProxy(t, a1.Host), newUDPProxy(t, a2.Host)
+	proxies := map[string]*udpProxy{p1.addr(): p1, p2.addr(): p2}
+	addr := wire.Address{Pin: a1.Pin, Host: p1.addr(), More: []string{p2.addr()}}.String()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	// Short timeouts so that a dead node is noticed in seconds; generous
+	// deadlines below for a loaded machine.
+	opts := protocol.Options{HandshakeTimeout: 5 * time.Second, IdleTimeout: 4 * time.Second, RequestTimeout: 4 * time.Second}
+	conn, err := protocol.Dial(ctx, addr, opts)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	var device account.DeviceID
+	device[0] = 1
+	sess, err := conn.Register(ctx, "two-nodes", []byte("a long passphrase"), device, "test",
+		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	keys, err := conn.TokenKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := conn.IssueTokens(ctx, sess, keys.Keys[keys.Current], 3)
+	if err != nil {
+		t.Fatalf("issue tokens: %v", err)
+	}
+	tok := func(i int) []byte { b, _ := toks[i].MarshalBinary(); return b }
+	mb, err := conn.CreateMailbox(ctx, tok(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := conn.Subscribe(ctx, mb, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	receive := func(want string) {
+		t.Helper()
+		select {
+		case m, ok := <-sub.C:
+			if !ok {
+				t.Fatalf("subscription ended: %v", sub.Err())
+			}
+			if string(m.Envelope) != want {
+				t.Fatalf("subscription delivered %q, want %q", m.Envelope, want)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%q not delivered within 60s", want)
+		}
+	}
+	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("before"), tok(1)); err != nil {
+		t.Fatal(err)
+	}
+	receive("before")
+
+	dead := conn.Endpoint()
+	p, ok := proxies[dead]
+	if !ok {
+		t.Fatalf("connected to %s, not one of the endpoints %s", dead, addr)
+	}
+	p.close()
+	t.Logf("killed the node behind %s", dead)
+
+	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("after"), tok(2)); err != nil {
+		t.Fatalf("send after the node died: %v", err)
+	}
+	if now := conn.Endpoint(); now == dead {
+		t.Fatalf("the send after the node died went to %s, the dead node", now)
+	}
+	receive("after")
+}
+
+// TestEndpointsBadList: an endpoint list the parser refuses is a clear
+// error from Dial, before any packet; a list whose every endpoint is dead
+// fails once each was tried, naming them.
+func TestEndpointsBadList(t *testing.T) {
+	t.Parallel()
+	pin := wire.PinSPKI([]byte("spki"))
+	pinText := wire.Address{Pin: pin, Host: "h:1"}.String()[6:49]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, bad := range []string{
+		"qpc://" + pinText + "@127.0.0.1:1,127.0.0.1:1",
+		"qpc://" + pinText + "@127.0.0.1:1,",
+		"qpc://" + pinText + "@127.0.0.1:1, 127.0.0.1:2",
+		"qpc://" + pinText + "@" + strings.Repeat("127.0.0.1:1,", wire.MaxEndpoints) + "127.0.0.1:2",
+	} {
+		if _, err := protocol.Dial(ctx, bad, protocol.Options{}); !errors.Is(err, wire.ErrBadAddress) {
+			t.Errorf("Dial(%q) = %v, want ErrBadAddress", bad, err)
+		}
+	}
+	// Two endpoints where nothing listens.
+	var hosts []string
+	for range 2 {
+		pc, err := listenLocal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, pc.LocalAddr().String())
+		pc.Close()
+	}
+	addr := wire.Address{Pin: pin, Host: hosts[0], More: hosts[1:]}.String()
+	_, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: 2 * time.Second, MaxAttempts: 1})
+	if err == nil || !strings.Contains(err.Error(), "every endpoint failed") || !strings.Contains(err.Error(), hosts[0]) || !strings.Contains(err.Error(), hosts[1]) {
+		t.Fatalf("Dial of two dead endpoints: %v; want every endpoint named", err)
+	}
+}
