@@ -3,8 +3,10 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -25,9 +27,10 @@ const StoreBolt = "bbolt"
 
 // sharedKeys are the files of the first node's data directory copied to
 // the others: the server key (the pin in the address), the OPAQUE key
-// (logins) and the token master secret (tokens minted through one node are
-// spent through another).
-var sharedKeys = []string{"tls.key", "opaque.key", "tokens.key"}
+// (logins), the token master secret (tokens minted through one node are
+// spent through another) and the KT keys (when KT runs). Nodes on one
+// PostgreSQL database refuse to start with another key set (ADR 0039).
+var sharedKeys = []string{"tls.key", "opaque.key", "tokens.key", "kt-note.key", "kt-vrf.key"}
 
 // Options configures a cluster.
 type Options struct {
@@ -153,6 +156,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	for _, n := range c.Nodes[1:] {
 		for _, f := range sharedKeys {
 			b, err := os.ReadFile(filepath.Join(c.Nodes[0].Dir, f))
+			if errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(f, "kt-") {
+				continue // KT is off
+			}
 			if err != nil {
 				t.Fatalf("cluster: the first node's %s: %v", f, err)
 			}
@@ -174,6 +180,30 @@ func Start(t testing.TB, o Options) *Cluster {
 		}
 	}
 	return c
+}
+
+// Address is the server's one address listing every node as an endpoint
+// (qpc://<pin>@host1:port1,host2:port2,...), in node order: what an
+// operator gives clients, which dial its endpoints in a random order and
+// move to another when one fails.
+func (c *Cluster) Address() string {
+	pin, _, _ := strings.Cut(c.Nodes[0].Addr(), "@")
+	hosts := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		_, hosts[i], _ = strings.Cut(n.Addr(), "@")
+	}
+	return pin + "@" + strings.Join(hosts, ",")
+}
+
+// NodeOf returns the index of the node listening on endpoint (host:port,
+// as protocol.Conn.Endpoint gives it), or -1.
+func (c *Cluster) NodeOf(endpoint string) int {
+	for i, n := range c.Nodes {
+		if n.Listen == endpoint {
+			return i
+		}
+	}
+	return -1
 }
 
 // Addrs returns every node's qpc:// address, in node order.

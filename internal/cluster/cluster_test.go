@@ -18,7 +18,7 @@ func TestClusterCrossNode(t *testing.T) {
 	cl := cluster.Start(t, cluster.Options{Nodes: 3, Flags: loadFlags(clients + 100)})
 	res := runLoad(t, cl, loadOpts{clients: clients, window: 8 * time.Second, interval: 500 * time.Millisecond, drain: 30 * time.Second})
 	fmt.Printf("cluster-crossnode: nodes=3 clients=%d %s\n", clients, res)
-	res.check(t)
+	res.check(t, false)
 	if res.crossed == 0 {
 		t.Errorf("no delivery crossed nodes (%d delivered): the run did not test cross-node delivery", res.delivered)
 	}
@@ -31,11 +31,13 @@ func TestClusterCrossNode(t *testing.T) {
 }
 
 // TestClusterFailover: three nodes under load, one killed with SIGKILL
-// halfway through the window. Its clients move to the other nodes and
-// retry what failed under the same message IDs; every send that returned
-// OK is delivered exactly once, nothing is delivered that no Send
-// acknowledged, and the killed node comes back on its data directory and
-// serves again.
+// halfway through the window. Every client has the one address listing
+// the three nodes; the clients of the killed node move to the others by
+// themselves (client/protocol's failover: Sends retried under their
+// message IDs, subscriptions resumed after their last sequence number).
+// Every send that returned OK is delivered exactly once, nothing is
+// delivered that no Send acknowledged, no send fails for good, and the
+// killed node comes back on its data directory and serves again.
 func TestClusterFailover(t *testing.T) {
 	const clients = 30
 	cl := cluster.Start(t, cluster.Options{Nodes: 3, Flags: loadFlags(clients + 100)})
@@ -50,10 +52,11 @@ func TestClusterFailover(t *testing.T) {
 	})
 	<-killed
 	fmt.Printf("cluster-failover: nodes=3 killed=1 clients=%d %s\n", clients, res)
-	res.check(t)
-	// A third of the clients were on the killed node and kept sending.
-	if res.failovers < clients/3 {
-		t.Errorf("%d clients moved to another node, want at least the %d of the killed node", res.failovers, clients/3)
+	res.check(t, true)
+	// About a third of the clients were on the killed node and kept
+	// sending.
+	if res.failovers == 0 {
+		t.Errorf("no client moved to another node: the kill did not test failover")
 	}
 	if res.crossed == 0 {
 		t.Errorf("no delivery crossed nodes (%d delivered)", res.delivered)
@@ -77,5 +80,5 @@ func TestClusterFailover(t *testing.T) {
 	}
 	res2 := runLoad(t, cl, loadOpts{clients: 6, window: 3 * time.Second, interval: 500 * time.Millisecond, drain: 30 * time.Second})
 	fmt.Printf("cluster-failover-restarted: %s\n", res2)
-	res2.check(t)
+	res2.check(t, false)
 }

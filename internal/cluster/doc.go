@@ -17,10 +17,11 @@
 // process), run with a data directory of its own, on 127.0.0.1 ports
 // chosen once and kept across restarts, so its address does not change.
 // The nodes share one key set: the first node creates its data directory
-// and keys, and its tls.key, opaque.key and tokens.key are copied into
-// the other nodes' data directories before they start, so all nodes have
-// one server identity (one pin in their addresses), one OPAQUE key and
-// one token master secret.
+// and keys, and its tls.key, opaque.key, tokens.key and KT keys are
+// copied into the other nodes' data directories before they start, so all
+// nodes present one server (one pin, one OPAQUE key, one token secret, one
+// KT key pair; nodes on one database refuse another key set, ADR 0039).
+// Cluster.Address is the one multi-endpoint address of them all.
 //
 // Options.Store "bbolt" runs the nodes on their own bbolt files instead
 // (the one-node baseline of the figures; several bbolt nodes share
