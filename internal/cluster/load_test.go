@@ -137,19 +137,19 @@ type loadOpts struct {
 
 // loadResult is what a run measured.
 type loadResult struct {
-	sent, delivered    int
-	lost, duplicated   int
-	crossed            int // first deliveries whose Send was acknowledged by another node than the receiver's
-	bad, unacked       int
-	sendErrs           int
-	dupAcks            int // sends the server called duplicates
-	failovers          int // times a client's Send was answered by another node than its previous one
-	rate               float64 // acknowledged sends per second of the window
-	p50, p99           float64 // send start → delivery, ms
-	sendP50, sendP99   float64 // send round trip, ms
-	cpuPct             float64 // the nodes' CPU, % of one core, summed
-	window             time.Duration
-	load0, load1       string
+	sent, delivered  int
+	lost, duplicated int
+	crossed          int // first deliveries whose Send was acknowledged by another node than the receiver's
+	bad, unacked     int
+	sendErrs         int
+	dupAcks          int     // sends the server called duplicates
+	failovers        int     // times a client's Send was answered by another node than its previous one
+	rate             float64 // acknowledged sends per second of the window
+	p50, p99         float64 // send start → delivery, ms
+	sendP50, sendP99 float64 // send round trip, ms
+	cpuPct           float64 // the nodes' CPU, % of one core, summed
+	window           time.Duration
+	load0, load1     string
 }
 
 func (r loadResult) String() string {
