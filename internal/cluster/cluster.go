@@ -215,6 +215,23 @@ func (c *Cluster) Addrs() []string {
 	return out
 }
 
+// KTPin is what `qpc-server kt-vkey` prints for node 0's data directory
+// and flags: the KT log's verifier key, VRF key and configuration hash
+// that clients pin (protocol.ParseKTPin). Every node shares them.
+func (c *Cluster) KTPin(t testing.TB) string {
+	t.Helper()
+	args := append([]string{"kt-vkey"}, c.Nodes[0].args[1:]...)
+	out, err := exec.Command(Binary(t), args...).Output()
+	if err != nil {
+		t.Fatalf("cluster: qpc-server kt-vkey: %v", err)
+	}
+	return string(out)
+}
+
+// KTURL is the base URL of node i's KT log tiles (kt_listen with the
+// default kt_prefix /kt), for an auditor (kt/audit.HTTPLog).
+func (n *Node) KTURL() string { return "http://" + n.KT + "/kt" }
+
 // Kill ends node i with SIGKILL (kill -9: no shutdown, no flush) and
 // waits until the process is gone.
 func (c *Cluster) Kill(t testing.TB, i int) {

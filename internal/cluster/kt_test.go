@@ -1,0 +1,275 @@
+package cluster_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/quicprochat/qpc/account"
+	"github.com/quicprochat/qpc/client/protocol"
+	"github.com/quicprochat/qpc/internal/cluster"
+	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/audit"
+)
+
+// ktLease reads the KT sequencer's lease row (internal/pglease's
+// qpc_leases): its holder and fencing token, or "" when there is none yet.
+func ktLease(ctx context.Context, t *testing.T, store string) (holder string, token int64) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, store)
+	if err != nil {
+		t.Fatalf("connect to the cluster's database: %v", err)
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, `SELECT holder, token FROM qpc_leases WHERE name LIKE '%kt%' AND expires_at > clock_timestamp()`).Scan(&holder, &token)
+	if err == pgx.ErrNoRows {
+		return "", 0
+	}
+	if err != nil {
+		t.Fatalf("read the KT lease: %v (is the KT directory on PostgreSQL with a sequencer lease, h-ktnodes?)", err)
+	}
+	return holder, token
+}
+
+// ktPublisher is one account publishing new versions of its own label.
+type ktPublisher struct {
+	handle string
+	conn   *protocol.Conn
+	sess   *protocol.Session
+	owner  *protocol.KTOwner
+	priv   ed25519.PrivateKey
+
+	mu    sync.Mutex
+	acked byte // IntroSendID[0] of the last binding whose publish returned OK
+	errs  int
+}
+
+func (p *ktPublisher) binding(t *testing.T, n byte) *kt.Binding {
+	b := &kt.Binding{
+		Label:        p.handle,
+		IdentityKeys: []ed25519.PublicKey{p.priv.Public().(ed25519.PublicKey)},
+		IntroKey:     make([]byte, 1216),
+		TokenKeys:    []kt.TokenKeyCommitment{{Epoch: 1}},
+	}
+	b.IntroSendID[0] = n
+	if err := b.Sign(p.priv); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestClusterKTSequencerKill: three nodes on one database, the KT
+// directory on PostgreSQL with one sequencer by lease. Accounts publish
+// new bindings through all nodes while the sequencer's node is killed
+// with SIGKILL. Another node takes the lease over (its fencing token
+// grows), the log keeps growing, every publish that returned OK is what
+// a verified lookup finds at the end, and an independent auditor
+// (kt/audit, replaying every epoch from the tiles) accepts the log from a
+// checkpoint before the kill to one after it: the takeover neither forked
+// nor rewrote the log.
+func TestClusterKTSequencerKill(t *testing.T) {
+	cl := cluster.Start(t, cluster.Options{Nodes: 3, Flags: append(loadFlags(100), "--kt-epoch", "300ms")})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pin, err := protocol.ParseKTPin(cl.KTPin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey, err := note.NewVerifier(pin.VKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The sequencer: the lease's holder. Node 0 started alone first, so it
+	// took the lease; the check below says so or fails.
+	deadline := time.Now().Add(60 * time.Second)
+	holder0, token0 := ktLease(ctx, t, cl.Store)
+	for holder0 == "" && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		holder0, token0 = ktLease(ctx, t, cl.Store)
+	}
+	if holder0 == "" {
+		t.Fatal("no node holds the KT sequencer lease after 60 s")
+	}
+
+	// Publishers, spread over the nodes by the multi-endpoint address.
+	const accounts = 6
+	pubs := make([]*ktPublisher, accounts)
+	for i := range pubs {
+		c, err := protocol.Dial(ctx, cl.Address(), clientOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		var dev account.DeviceID
+		rand.Read(dev[:])
+		_, priv, _ := ed25519.GenerateKey(rand.Reader)
+		handle := fmt.Sprintf("kt%x", dev[:4])
+		sess, err := c.Register(ctx, handle, []byte("kt test password"), dev, handle, cheapKSF)
+		if err != nil {
+			t.Fatalf("register %s: %v", handle, err)
+		}
+		pubs[i] = &ktPublisher{handle: handle, conn: c, sess: sess, owner: protocol.NewKTOwner(handle), priv: priv}
+	}
+
+	seq := -1
+	for i, n := range cl.Nodes {
+		if strings.Contains(holder0, fmt.Sprint(n.Pid())) || strings.Contains(holder0, n.Listen) || strings.Contains(holder0, n.Dir) {
+			seq = i
+		}
+	}
+	if seq < 0 {
+		seq = 0 // the holder's name says nothing of the node: node 0 started alone first
+	}
+	survivor := cl.Nodes[(seq+1)%3]
+
+	// An auditor reading a surviving node's tiles (the log is in the
+	// shared database: any node serves all of it).
+	auditor, err := audit.Open(filepath.Join(t.TempDir(), "audit.db"), audit.Options{Log: audit.HTTPLog(survivor.KTURL(), nil), Verifier: logKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auditor.Close()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, p := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := byte(1); ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				b := p.binding(t, n)
+				// A publish that fails (its node died, the sequencer is
+				// being replaced) is retried with the same binding until
+				// it is acknowledged: only then does the next one start.
+				for {
+					pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+					_, _, err := p.conn.KTPublish(pctx, p.sess, p.owner, b)
+					pcancel()
+					if err == nil {
+						break
+					}
+					p.mu.Lock()
+					p.errs++
+					p.mu.Unlock()
+					select {
+					case <-stop:
+						return
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+				p.mu.Lock()
+				p.acked = n
+				p.mu.Unlock()
+			}
+		}()
+	}
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+
+	// Let epochs commit, then audit up to a checkpoint from before the kill.
+	var before *kt.Checkpoint
+	for before == nil || before.Size < 4 {
+		if time.Now().After(deadline.Add(60 * time.Second)) {
+			t.Fatalf("the log did not reach 4 epochs before the kill: %+v", before)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if before, err = auditor.Follow(ctx); err != nil {
+			t.Fatalf("audit before the kill: %v", err)
+		}
+	}
+
+	cl.Kill(t, seq)
+	killedAt := time.Now()
+
+	// Another node takes the lease over: a new holder, a larger token.
+	var holder1 string
+	var token1 int64
+	for {
+		holder1, token1 = ktLease(ctx, t, cl.Store)
+		if holder1 != "" && token1 > token0 {
+			break
+		}
+		if time.Since(killedAt) > 90*time.Second {
+			t.Fatalf("no takeover 90 s after the sequencer's node (%s, token %d) was killed: lease %q token %d", holder0, token0, holder1, token1)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if holder1 == holder0 {
+		t.Fatalf("the lease went back to the killed holder %q: node %d was not the sequencer", holder0, seq)
+	}
+	takeover := time.Since(killedAt)
+
+	// The log keeps growing: epochs after the takeover, audited.
+	var after *kt.Checkpoint
+	for after == nil || after.Size < before.Size+4 {
+		if time.Since(killedAt) > 2*time.Minute {
+			t.Fatalf("the log stopped at %d epochs (before the kill: %d)", after.Size, before.Size)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if after, err = auditor.Follow(ctx); err != nil {
+			t.Fatalf("audit after the takeover: %v", err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	// Every acknowledged publish is what a verified lookup finds.
+	v, err := pin.Verifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, err := protocol.Dial(ctx, survivor.Addr(), clientOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	errs := 0
+	for _, p := range pubs {
+		p.mu.Lock()
+		want, e := p.acked, p.errs
+		p.mu.Unlock()
+		errs += e
+		if want == 0 {
+			t.Errorf("%s: no publish acknowledged", p.handle)
+			continue
+		}
+		var got *kt.Binding
+		for {
+			_, b, err := lc.KTLookup(ctx, v, p.handle)
+			if err != nil {
+				t.Fatalf("lookup %s: %v", p.handle, err)
+			}
+			got = b
+			if got != nil && got.IntroSendID[0] >= want || time.Since(killedAt) > 3*time.Minute {
+				break
+			}
+			time.Sleep(300 * time.Millisecond) // the last publish's epoch may still be committing
+		}
+		if got == nil || got.IntroSendID[0] != want {
+			t.Errorf("%s: lookup finds binding %v, the last acknowledged publish was %d", p.handle, got, want)
+		}
+	}
+	fmt.Printf("cluster-kt: killed=node%d holder=%q token=%d→%d takeover_s=%.1f epochs_before=%d epochs_after=%d publish_retries=%d\n",
+		seq, holder0, token0, token1, takeover.Seconds(), before.Size, after.Size, errs)
+}
