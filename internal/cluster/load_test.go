@@ -128,6 +128,10 @@ type loadOpts struct {
 	node func(i int) int
 	// at, if set, runs once at half the window (for example a kill).
 	at func()
+	// pre and post, if set, run just before the send window and after
+	// the last delivery's ack (for costs per message: every send, push
+	// and ack of the run falls between them).
+	pre, post func()
 	// failover: every client dials the cluster's one multi-endpoint
 	// address (endpoints in a random order) and relies on the client's
 	// own failover (client/protocol) when its node dies; otherwise client
@@ -315,13 +319,15 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 			}()
 		}
 		wg.Wait()
-		t.Cleanup(func() {
+		// The run's connections end with it (not with the test), so
+		// that runs after it do not share the nodes with idle clients.
+		defer func() {
 			for _, c := range clients {
 				if c != nil && c.conn != nil {
 					c.conn.Close()
 				}
 			}
-		})
+		}()
 		for i, err := range errs {
 			if err != nil {
 				t.Fatalf("client %d: dial, create mailbox and subscribe: %v", i, err)
@@ -391,6 +397,9 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 	}
 	res := loadResult{load0: loadAvg()}
 	var sendErrs, dupAcks atomic.Int64
+	if o.pre != nil {
+		o.pre()
+	}
 	windowStart := time.Now()
 	end := windowStart.Add(o.window)
 	if o.at != nil {
@@ -471,6 +480,9 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	rwg.Wait()
+	if o.post != nil {
+		o.post()
+	}
 
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
