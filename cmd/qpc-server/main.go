@@ -78,7 +78,8 @@ Usage:
   qpc-server invite [flags]    print the invite: the one string a client needs
                                (qpc init <invite>): server key, endpoints, key-transparency
                                pin, padding buckets, witness policy; --host <name> the host
-                               clients reach the server by; --qr as a QR code too
+                               clients reach the server by; --other-nodes h:p,... the
+                               endpoints of the server's other nodes; --qr as a QR code too
   qpc-server address [flags]   print the qpc:// address clients use (pinned server key);
                                --qr prints each address as a QR code too, under its text
   qpc-server config [flags]    print the effective configuration, annotated with its sources
@@ -126,13 +127,14 @@ func (c *cli) main(args []string) int {
 	flags := config.Flags{}
 	flags.Register(fs)
 	var qr bool
-	var host string
+	var host, others string
 	switch cmd {
 	case "address":
 		fs.BoolVar(&qr, "qr", false, "address only: print each address as a QR code too, under its text")
 	case "invite":
 		fs.BoolVar(&qr, "qr", false, "invite only: print the invite as a QR code too, under its text")
 		fs.StringVar(&host, "host", "", "invite only: the host name or address clients reach the server by (default: the listen host)")
+		fs.StringVar(&others, "other-nodes", "", "invite only: the endpoints of the server's other nodes, host:port or <56 characters>.onion:port, comma-separated (docs/scaling.md)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -160,7 +162,7 @@ func (c *cli) main(args []string) int {
 	case "address":
 		err = c.address(cfg, qr)
 	case "invite":
-		err = c.invite(cfg, host, qr)
+		err = c.invite(cfg, host, others, qr)
 	case "config":
 		err = cfg.Render(c.stdout)
 	case "run":

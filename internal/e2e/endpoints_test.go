@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +21,11 @@ import (
 	"github.com/quicprochat/qpc/kt/vrf"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/accounts"
+	"github.com/quicprochat/qpc/server/config"
+	"github.com/quicprochat/qpc/server/metrics"
+	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
+	"github.com/quicprochat/qpc/tor/tunnel"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -263,5 +272,133 @@ func TestEndpointsBadList(t *testing.T) {
 	_, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: 2 * time.Second, MaxAttempts: 1})
 	if err == nil || !strings.Contains(err.Error(), "every endpoint failed") || !strings.Contains(err.Error(), hosts[0]) || !strings.Contains(err.Error(), hosts[1]) {
 		t.Fatalf("Dial of two dead endpoints: %v; want every endpoint named", err)
+	}
+}
+
+// torDialer stands in for Tor's SOCKS port with the same tunnel Tor
+// carries: it maps the test's onion name to a local listener and takes
+// any other host:port as a Tor exit would, over TCP. It records every
+// host:port the client asked it for, and the streams, so a test can cut
+// a node's circuits.
+type torDialer struct {
+	onion, onionTarget string
+	mu                 sync.Mutex
+	asked              []string
+	conns              map[string][]net.Conn
+}
+
+func (d *torDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	target := addr
+	if addr == d.onion {
+		target = d.onionTarget
+	}
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, network, target)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.asked = append(d.asked, addr)
+	if err == nil {
+		d.conns[addr] = append(d.conns[addr], c)
+	}
+	return c, err
+}
+
+// cut closes every stream to addr, as the death of the node behind it.
+func (d *torDialer) cut(addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns[addr] {
+		c.Close()
+	}
+}
+
+func (d *torDialer) askedFor() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.asked)
+}
+
+// TestAttackOnionFailoverStaysOnTor plays the network observer at a
+// clearnet node against a client that reaches a server through Tor: the
+// address lists an onion endpoint and a clearnet one (two nodes on one
+// store, one key). Whichever node the client starts on dies; the client
+// goes on through the other, and every connection, the failover's
+// included, goes through Tor: the clearnet node never sees the client's
+// own address. Without the rule (Tor chosen per endpoint) the clearnet
+// endpoint is dialled directly over UDP, where nothing answers.
+func TestAttackOnionFailoverStaysOnTor(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	id, err := server.CreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var lns []net.Listener
+	for range 2 {
+		srv, err := server.New(server.Options{Identity: id, Store: st, Authorizer: server.OpenAccess{},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		served := make(chan error, 1)
+		go func() { served <- srv.ServeTransport(tunnel.Server(ln, tunnel.Options{}), metrics.TransportTor) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+			<-served
+		})
+	}
+	onion := strings.Repeat("abcdefgh234567", 4) + ".onion:" + wire.OnionPort
+	clear := lns[1].Addr().String()
+	d := &torDialer{onion: onion, onionTarget: lns[0].Addr().String(), conns: map[string][]net.Conn{}}
+	addr := wire.Address{Pin: id.Pin(), Host: onion, More: []string{clear}}.String()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	conn, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: 5 * time.Second, IdleTimeout: 4 * time.Second,
+		RequestTimeout: 4 * time.Second, BaseBackoff: 10 * time.Millisecond, Tor: &protocol.TorOptions{Dialer: d}})
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer conn.Close()
+	mb, err := conn.CreateMailbox(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("before"), nil); err != nil {
+		t.Fatal(err)
+	}
+	first := conn.Endpoint()
+	// The node dies: its listener goes and its circuits are cut.
+	if first == onion {
+		lns[0].Close()
+	} else {
+		lns[1].Close()
+	}
+	d.cut(first)
+	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("after"), nil); err != nil {
+		t.Fatalf("send after the node at %s died: %v", first, err)
+	}
+	if now := conn.Endpoint(); now == first {
+		t.Fatalf("still on %s after it died", now)
+	}
+	asked := d.askedFor()
+	if !slices.Contains(asked, onion) || !slices.Contains(asked, clear) {
+		t.Fatalf("Tor was asked for %v; want both endpoints, the clearnet one %s included", asked, clear)
+	}
+	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("fetch: %d messages, %v; want both", len(msgs), err)
 	}
 }
