@@ -41,15 +41,17 @@ func loadFlags(maxConns int) []string {
 	}
 }
 
-// clientOptions: short timeouts, so that a client whose node was killed
-// notices within seconds and moves to another node (a request that is
-// merely slow and times out moves too, which is as correct: the send is
-// retried under its message ID).
+// clientOptions: a short idle timeout, so that a client whose node was
+// killed notices within seconds and moves to another endpoint (a
+// connection merely slow on a loaded machine that times out moves too,
+// which is as correct: sends are retried under their message IDs,
+// subscriptions resume after their cursor), and retries enough for a
+// loaded CI machine.
 var clientOptions = protocol.Options{
-	HandshakeTimeout: 3 * time.Second,
-	IdleTimeout:      3 * time.Second,
-	RequestTimeout:   10 * time.Second,
-	MaxAttempts:      2,
+	HandshakeTimeout: 10 * time.Second,
+	IdleTimeout:      4 * time.Second,
+	RequestTimeout:   15 * time.Second,
+	MaxAttempts:      4,
 	BaseBackoff:      50 * time.Millisecond,
 	MaxBackoff:       500 * time.Millisecond,
 }
