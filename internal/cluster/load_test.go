@@ -38,6 +38,11 @@ func loadFlags(maxConns int) []string {
 		"--max-streams-total", fmt.Sprint(100 * maxConns),
 		"--request-rate", "100000",
 		"--request-burst", "100000",
+		// Every account of a test registers from 127.0.0.1.
+		"--register-rate", "1000",
+		"--register-burst", "1000",
+		"--register-source-rate", "1000",
+		"--register-source-burst", "1000",
 	}
 }
 
