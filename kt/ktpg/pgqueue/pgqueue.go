@@ -61,13 +61,30 @@ type Queue struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool
+	owned  bool // Close closes pool
 }
 
 var _ kt.SharedQueue = (*Queue)(nil)
 
 // Open connects to url, brings the queue's schema up to date and starts
-// the listener.
+// the listener. The queue owns the pool.
 func Open(ctx context.Context, url string, o Options) (*Queue, error) {
+	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server kt queue")
+	if err != nil {
+		return nil, fmt.Errorf("pgqueue: open: %w", err)
+	}
+	q, err := New(ctx, pool, o)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	q.owned = true
+	return q, nil
+}
+
+// New is Open on a pool the caller keeps and closes after the queue (one
+// of its connections listens while the queue is open).
+func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Queue, error) {
 	if o.FallbackPoll <= 0 {
 		o.FallbackPoll = DefaultFallbackPoll
 	}
@@ -75,15 +92,10 @@ func Open(ctx context.Context, url string, o Options) (*Queue, error) {
 		o.Logger = slog.Default()
 	}
 	ms, err := pgmigrate.Load(migrationFiles, "migrations", versionTable)
-	if err != nil {
-		return nil, fmt.Errorf("pgqueue: open: %w", err)
+	if err == nil {
+		_, err = ms.Apply(ctx, pool)
 	}
-	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server kt queue")
 	if err != nil {
-		return nil, fmt.Errorf("pgqueue: open: %w", err)
-	}
-	if _, err := ms.Apply(ctx, pool); err != nil {
-		pool.Close()
 		return nil, fmt.Errorf("pgqueue: open: migrating the schema: %w", err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
@@ -99,7 +111,9 @@ func (q *Queue) Close() error {
 	}
 	q.stop()
 	<-q.done
-	q.pool.Close()
+	if q.owned {
+		q.pool.Close()
+	}
 	q.mu.Lock()
 	for id, ch := range q.wait {
 		ch <- kt.Published{Err: kt.ErrClosed}
