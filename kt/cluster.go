@@ -444,3 +444,43 @@ func (d *Directory) enqueueShared(label string, value []byte) (<-chan Published,
 	}()
 	return ch, nil
 }
+
+// errStaleView reports a view the tree's snapshot cannot answer for: on a
+// node of several, the snapshot must hold the view's epoch and at most
+// one epoch after it (the records of that one carry their previous
+// states; the nodes of an epoch further on do not).
+var errStaleView = errors.New("kt: the served epoch and the tree moved apart")
+
+// checkView refuses, on a node of several, a snapshot that cannot answer
+// for v (errStaleView); on one node it accepts everything, as before.
+func (d *Directory) checkView(s TreeSnapshot, v *view) error {
+	if d.opts.Lease == nil {
+		return nil
+	}
+	n, err := s.Epochs()
+	if err != nil {
+		return err
+	}
+	if v.epoch >= n || v.epoch+2 < n {
+		return errStaleView
+	}
+	return nil
+}
+
+// retryStale runs answer again, after serving the newest checkpoint,
+// while it finds its view stale (a few times: each retry follows a
+// commit that moved the tree on).
+func (d *Directory) retryStale(ctx context.Context, answer func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := answer()
+		if !errors.Is(err, errStaleView) {
+			return err
+		}
+		if attempt == 4 {
+			return fmt.Errorf("kt: the tree moved on %d times while answering: %w", attempt+1, err)
+		}
+		if err := d.refresh(ctx); err != nil && !errors.Is(err, ErrNoEpoch) {
+			return err
+		}
+	}
+}

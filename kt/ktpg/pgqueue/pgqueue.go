@@ -316,32 +316,35 @@ func (q *Queue) Wait(ctx context.Context, id int64) (kt.Published, error) {
 }
 
 // listen holds a connection LISTENing on the channel and delivers the
-// waiters' outcomes after each notification, poke or FallbackPoll.
+// waiters' outcomes after each notification, poke or FallbackPoll. The
+// connection is its own, outside the pool: it is held as long as the
+// queue is open, and the pool's Close waits for none of it.
 func (q *Queue) listen(ctx context.Context) {
 	defer close(q.done)
 	for ctx.Err() == nil {
-		conn, err := q.pool.Acquire(ctx)
+		conn, err := pgx.ConnectConfig(ctx, q.pool.Config().ConnConfig.Copy())
 		if err == nil {
-			_, err = conn.Exec(ctx, "LISTEN "+channel)
+			if _, err = conn.Exec(ctx, "LISTEN "+channel); err != nil {
+				conn.Close(context.Background())
+			}
 		}
 		if err != nil {
-			if conn != nil {
-				conn.Release()
-			}
 			if ctx.Err() == nil {
 				q.o.Logger.Warn("kt queue: listening", "err", err)
 			}
+			// Outcomes are still read, without notifications.
+			if err := q.deliver(ctx); err != nil && ctx.Err() == nil {
+				q.o.Logger.Warn("kt queue: reading outcomes", "err", err)
+			}
 			select {
 			case <-ctx.Done():
+			case <-q.poke:
 			case <-time.After(q.o.FallbackPoll):
 			}
 			continue
 		}
 		err = q.serve(ctx, conn)
-		// A connection that failed (or was interrupted mid-wait) is not
-		// given back to the pool.
-		conn.Conn().Close(context.Background())
-		conn.Release()
+		conn.Close(context.Background())
 		if ctx.Err() == nil {
 			q.o.Logger.Warn("kt queue: listener connection lost", "err", err)
 		}
@@ -349,7 +352,7 @@ func (q *Queue) listen(ctx context.Context) {
 }
 
 // serve delivers outcomes until the connection fails or ctx ends.
-func (q *Queue) serve(ctx context.Context, conn *pgxpool.Conn) error {
+func (q *Queue) serve(ctx context.Context, conn *pgx.Conn) error {
 	notes := make(chan error, 1)
 	for {
 		if err := q.deliver(ctx); err != nil && ctx.Err() == nil {
@@ -357,7 +360,7 @@ func (q *Queue) serve(ctx context.Context, conn *pgxpool.Conn) error {
 		}
 		wctx, cancel := context.WithTimeout(ctx, q.o.FallbackPoll)
 		go func() {
-			_, err := conn.Conn().WaitForNotification(wctx)
+			_, err := conn.WaitForNotification(wctx)
 			notes <- err
 		}()
 		var err error
