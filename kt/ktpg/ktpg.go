@@ -44,7 +44,8 @@ type Node struct {
 	Lease *pgseq.Lease
 }
 
-// Close closes the node's pool: call it after the directory's Close.
+// Close closes the node's pool at once: the directory's Close does it
+// too, after its stores; call Close when OpenDirectory failed.
 func (n *Node) Close() { n.Pool.Close() }
 
 // Configure connects to the database at url and sets o.Tree, o.OpenLog,
@@ -82,9 +83,23 @@ func Configure(ctx context.Context, url string, o *kt.DirectoryOptions, opt Opti
 		tree.Close()
 		return fail(err)
 	}
-	o.Tree, o.Lease, o.Queue = tree, lease, queue
+	// The directory closes the tree last (after the lease, the queue and
+	// the log): the pool goes with it.
+	o.Tree, o.Lease, o.Queue = closingTree{tree, pool.Close}, lease, queue
 	o.OpenLog = func(ctx context.Context, c kt.LogConfig) (kt.LogDriver, error) {
 		return pglog.Open(ctx, pool, c, pglog.Options{Fence: lease.Fence})
 	}
 	return &Node{Pool: pool, Lease: lease}, nil
+}
+
+// closingTree is the tree store, closing the node's pool after itself.
+type closingTree struct {
+	kt.TreeStore
+	after func()
+}
+
+func (t closingTree) Close() error {
+	err := t.TreeStore.Close()
+	t.after()
+	return err
 }
