@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -54,6 +55,24 @@ type treeStore struct {
 	// stored without them.
 	prevEpoch uint64
 	prevs     map[nodeID]*nodeRecord
+	// bypass, on a node of several that does not sequence (Lease), sends
+	// every read to the store's snapshot: another node commits the
+	// epochs, so the cache would be stale.
+	bypass atomic.Bool
+}
+
+// refill replaces the cache with the nodes of snap and drops the staged
+// previous states: a node that takes the sequencer lease starts from
+// what the last holder committed.
+func (ts *treeStore) refill(snap TreeSnapshot) error {
+	fresh := newTreeStore(ts.cacheDepth)
+	if err := fresh.fill(snap); err != nil {
+		return err
+	}
+	ts.mu.Lock()
+	ts.cache, ts.prevEpoch, ts.prevs = fresh.cache, 0, nil
+	ts.mu.Unlock()
+	return nil
 }
 
 // stagePrevs keeps the records of epoch e's batch, with their previous
@@ -202,7 +221,7 @@ type txNodes struct {
 }
 
 func (s txNodes) node(id nodeID) (*nodeRecord, error) {
-	if int(id.depth) <= s.ts.cacheDepth {
+	if int(id.depth) <= s.ts.cacheDepth && !s.ts.bypass.Load() {
 		s.ts.mu.RLock()
 		r := s.ts.cache[id]
 		s.ts.mu.RUnlock()
@@ -228,8 +247,11 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 
 // encodeNodes encodes a batch's records for a commit, in key order (so
 // bbolt fills pages front to back). Keys and values share one buffer,
-// which the store reads until the commit is done.
-func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
+// which the store reads until the commit is done. withPrev stores each
+// record with its previous state: on a store several nodes share, the
+// nodes that do not sequence read the served epoch from the store while
+// the next one is committed, and have no staged previous states.
+func encodeNodes(dirty map[nodeID]*nodeRecord, withPrev bool) []NodeWrite {
 	type put struct {
 		k []byte
 		r *nodeRecord
@@ -247,6 +269,10 @@ func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
 	for i, p := range puts {
 		n := len(buf)
 		buf = p.r.appendTo(buf)
+		if withPrev && p.r.hasPrev {
+			buf = binary.BigEndian.AppendUint64(buf, p.r.prevFrom)
+			buf = appendState(buf, &p.r.prev)
+		}
 		out[i] = NodeWrite{Key: p.k, Value: buf[n:len(buf):len(buf)]}
 	}
 	return out
@@ -255,7 +281,7 @@ func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
 // putNodes writes a batch's records in a bbolt transaction (a
 // ReplayTree's, or a test's).
 func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
-	return boltPutNodes(tx, encodeNodes(dirty))
+	return boltPutNodes(tx, encodeNodes(dirty, false))
 }
 
 // publish makes committed records visible through the cache.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/ktpg"
 	"github.com/quicprochat/qpc/kt/vrf"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tokens"
@@ -139,8 +140,22 @@ func OpenKT(ctx context.Context, c *config.Config, k *KTKeys, log *slog.Logger, 
 		return nil, err
 	}
 	o.WitnessPolicy = policy
+	// On PostgreSQL the directory is one node of several sharing the
+	// database (docs/key-transparency.md, "Several nodes"): its tree, log
+	// and queue of publishes are there, and the node holding the
+	// sequencer lease makes the epochs. Every node must load the same
+	// KT keys (kt-note.key, kt-vrf.key in the data directory).
+	var node *ktpg.Node
+	if c.StorePostgres() {
+		if node, err = ktpg.Configure(ctx, c.Store, &o, ktpg.Options{Logger: log}); err != nil {
+			return nil, err
+		}
+	}
 	d, err := kt.OpenDirectory(ctx, o)
 	if err != nil {
+		if node != nil {
+			node.Close()
+		}
 		return nil, err
 	}
 	d.Start()

@@ -68,7 +68,7 @@ func inAny(p string, rooms []string) bool {
 
 // helpers are the internal packages production code may import: small,
 // self-contained, no test harness.
-var helpers = []string{"internal/secretfile", "internal/ratelimit", "internal/qrcode", "internal/stats", "internal/pgmigrate", "internal/pgtx"}
+var helpers = []string{"internal/secretfile", "internal/ratelimit", "internal/qrcode", "internal/stats", "internal/pgmigrate", "internal/pgtx", "internal/pglease"}
 
 // harnesses are the test harnesses and tools of internal/: only other
 // harnesses, tests and commands may import them.
@@ -97,6 +97,8 @@ var rules = []rule{
 	{room: "account", allow: []string{"wire"}},
 	{room: "mls", allow: []string{}},
 	{room: "kt", allow: helpers},
+	// The epoch log on PostgreSQL: kt's seam and the PostgreSQL helpers.
+	{room: "kt/ktpg/pglog", allow: []string{"kt", "internal/pgmigrate", "internal/pgtx"}},
 	{room: "tor", allow: helpers},
 	{room: "invite", allow: []string{"kt", "padding", "wire"}},
 	// The delivery service never sees a client or an MLS group.
