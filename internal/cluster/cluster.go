@@ -470,15 +470,16 @@ func (n *Node) metrics() (map[string]float64, error) {
 	return out, nil
 }
 
-// Ready GETs the node's /readyz and returns its status code and body.
-func (n *Node) Ready(t testing.TB) (int, string) {
-	t.Helper()
+// Ready GETs the node's /readyz and returns its status code and body;
+// 0 and the error when the admin listener does not answer (it may start
+// a moment after the QUIC listener).
+func (n *Node) Ready() (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Admin+"/readyz", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("cluster: node %d: readyz: %v", n.Index, err)
+		return 0, err.Error()
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

@@ -69,7 +69,7 @@ func TestClusterFailover(t *testing.T) {
 	cl.Restart(t, 1)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, body := cl.Nodes[1].Ready(t)
+		code, body := cl.Nodes[1].Ready()
 		if code == 200 {
 			break
 		}
