@@ -27,6 +27,12 @@
 // (the one-node baseline of the figures; several bbolt nodes share
 // nothing).
 //
+// Its tests: TestClusterCrossNode (exactly-once delivery across three
+// nodes), TestClusterFailover (a node killed under load),
+// TestClusterKTSequencerKill (the KT sequencer's node killed, audited),
+// TestClusterDatabaseDown (the nodes cut off from PostgreSQL), and,
+// with QPC_CLUSTER_FIGURES=1, the figures of docs/scaling.md.
+//
 // The package holds a test harness: only tests and other harnesses import
 // it (internal/arch).
 package cluster
