@@ -14,11 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/quicprochat/qpc/internal/litewitness"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/ktpg/pglog"
@@ -184,5 +186,122 @@ func independent(t *testing.T, base string, nv note.Verifier) {
 	root, err := tlog.TreeHash(tree.N, hr)
 	if err != nil || root != tree.Hash {
 		t.Fatalf("the tiles do not hash to the checkpoint's root (%v)", err)
+	}
+}
+
+// TestCosignedOnPGLog: under a 2-of-3 witness policy with three real
+// witnesses (litewitness, an implementation other than ours), the
+// directory on pglog serves only checkpoints the policy accepts; with two
+// witnesses down the log integrates the epoch but publishes nothing
+// ("publish late": the served checkpoint stays the last cosigned one),
+// and with one back the waiting epoch is published, cosigned.
+func TestCosignedOnPGLog(t *testing.T) {
+	ctx := context.Background()
+	ws := make([]*litewitness.Witness, 3)
+	for i := range ws {
+		ws[i] = litewitness.Start(t, "witness.test/"+string(rune('a'+i)))
+	}
+	skey, vkey, err := note.GenerateKey(rand.Reader, "pglog.example/witnessed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	nv, _ := note.NewVerifier(vkey)
+	for _, w := range ws {
+		w.AddLog(t, signer.Name(), vkey)
+	}
+	policy, err := kt.ParseWitnessPolicy(litewitness.Policy(2, ws...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	vk, err := vrf.NewPrivateKey(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pool(t, pgtest.DB(t))
+	var logs *pglog.Log
+	d, err := kt.OpenDirectory(ctx, kt.DirectoryOptions{
+		Dir: t.TempDir(), LogSigner: signer, LogVerifier: nv, VRFKey: vk,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		WitnessPolicy: policy, WitnessTimeout: time.Second,
+		OpenLog: func(ctx context.Context, c kt.LogConfig) (kt.LogDriver, error) {
+			l, err := pglog.Open(ctx, p, c, pglog.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			logs = l
+			return l, err
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tick := func(label string, within time.Duration) error {
+		if _, err := d.Enqueue(label, []byte("key of "+label)); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, within)
+		defer cancel()
+		_, err := d.Tick(ctx)
+		return err
+	}
+	if err := tick("alice", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	v, err := kt.NewVerifierFromConfig(vkey, d.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.SetWitnessPolicy(policy)
+	lookup := func(label string) *kt.LookupResult {
+		t.Helper()
+		lp, err := d.Lookup(ctx, label, v.KnownSize())
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := kt.ParseLookupProof(lp.Marshal())
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.VerifyLookup(label, q)
+		if err != nil {
+			t.Fatalf("lookup of %s under the policy: %v", label, err)
+		}
+		return res
+	}
+	res := lookup("alice")
+	if got := policy.Cosigners(res.Checkpoint.Raw); len(got) < 2 {
+		t.Fatalf("served checkpoint cosigned by %v, want at least 2", got)
+	}
+	served, err := d.LogResource("checkpoint")
+	if err != nil || !bytes.Equal(served, res.Checkpoint.Raw) {
+		t.Fatalf("the tiles' checkpoint differs from the one lookups are answered under (%v)", err)
+	}
+
+	ws[1].Stop()
+	ws[2].Stop()
+	if err := tick("bob", 2500*time.Millisecond); err == nil {
+		t.Fatal("an epoch was published with 1 of 3 witnesses up under a 2-of-3 policy")
+	}
+	if got, _ := d.LogResource("checkpoint"); !bytes.Equal(got, served) {
+		t.Fatal("the log published a checkpoint without a quorum")
+	}
+	if n, err := logs.IntegratedSize(ctx); err != nil || n <= res.Checkpoint.Size {
+		t.Fatalf("the waiting epoch is not integrated: size %d, %v", n, err)
+	}
+
+	ws[1].Restart(t)
+	if err := tick("carol", 30*time.Second); err != nil {
+		t.Fatalf("epoch with the quorum back: %v", err)
+	}
+	if lookup("carol").Version != 1 {
+		t.Fatal("carol's key is not published")
+	}
+	res2 := lookup("bob")
+	if res2.Version != 1 || res2.Checkpoint.Size <= res.Checkpoint.Size {
+		t.Fatalf("after the quorum came back: version %d at size %d", res2.Version, res2.Checkpoint.Size)
+	}
+	if got := policy.Cosigners(res2.Checkpoint.Raw); len(got) < 2 {
+		t.Fatalf("checkpoint after the quorum came back cosigned by %v", got)
 	}
 }
