@@ -106,7 +106,9 @@ func (l *Log) publishOnce(ctx context.Context, last *time.Time) error {
 	if err != nil {
 		return err
 	}
-	if size == cpSize && time.Since(*last) < republishInterval {
+	// Due at every tick: the ticker's period is the interval, and a
+	// round a little late must not skip the next one.
+	if size == cpSize && time.Since(*last) < republishInterval*9/10 {
 		return nil
 	}
 	r, err := loadRange(uint64(size), hashes)
@@ -117,11 +119,11 @@ func (l *Log) publishOnce(ctx context.Context, last *time.Time) error {
 	if err != nil {
 		return err
 	}
+	*last = time.Now()
 	cp, err := l.publish(ctx, uint64(size), root)
 	if err != nil {
 		return fmt.Errorf("pglog: checkpoint of %d entries: %w", size, err)
 	}
-	*last = time.Now()
 	return pgtx.Write(ctx, l.pool, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM ktlog_head WHERE id = 1 FOR UPDATE`); err != nil {
 			return err
