@@ -97,6 +97,8 @@ var rules = []rule{
 	{room: "account", allow: []string{"wire"}},
 	{room: "mls", allow: []string{}},
 	{room: "kt", allow: helpers},
+	// The epoch log on PostgreSQL: kt's seam and the PostgreSQL helpers.
+	{room: "kt/ktpg/pglog", allow: []string{"kt", "internal/pgmigrate", "internal/pgtx"}},
 	{room: "tor", allow: helpers},
 	{room: "invite", allow: []string{"kt", "padding", "wire"}},
 	// The delivery service never sees a client or an MLS group.
