@@ -144,6 +144,7 @@ func (s *Store) runBatch(batch []*putCall) {
 			for _, c := range batch {
 				b.Queue(putSQL, c.args()...)
 			}
+			s.queueNotify(b, batch)
 			br := tx.SendBatch(ctx, b)
 			for _, c := range batch {
 				if err := c.scan(br.QueryRow()); err != nil {
