@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,30 +26,30 @@ import (
 // 0038): real server.Server nodes on one real PostgreSQL database, real
 // clients.
 
-// pgNode is one server node on a shared PostgreSQL store.
-type pgNode struct {
+// xnNode is one server node on a shared PostgreSQL store.
+type xnNode struct {
 	addr    string
 	srv     *server.Server
-	store   *countingStore
+	store   *xnStore
 	metrics *metrics.Metrics
 	logs    *syncBuffer
 }
 
-// countingStore is the real PostgreSQL store; it counts the idle sweeps
+// xnStore is the real PostgreSQL store; it counts the idle sweeps
 // its node ran, so a test knows when a purge round finished.
-type countingStore struct {
+type xnStore struct {
 	*pgstore.Store
 	sweeps atomic.Int64
 }
 
-func (c *countingStore) PurgeIdle(ctx context.Context, now time.Time, idle time.Duration, keep func([store.MailboxIDSize]byte) bool, gone func([store.MailboxIDSize]byte)) (int, error) {
+func (c *xnStore) PurgeIdle(ctx context.Context, now time.Time, idle time.Duration, keep func([store.MailboxIDSize]byte) bool, gone func([store.MailboxIDSize]byte)) (int, error) {
 	defer c.sweeps.Add(1)
 	return c.Store.PurgeIdle(ctx, now, idle, keep, gone)
 }
 
-// startPGNode runs a node on the database at dbURL (its pool's
+// startXNNode runs a node on the database at dbURL (its pool's
 // application_name is name, so a test can find its connections).
-func startPGNode(t *testing.T, dbURL, name string, mutate func(*server.Options)) *pgNode {
+func startXNNode(t *testing.T, dbURL, name string, mutate func(*server.Options)) *xnNode {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := server.CreateIdentity(dir); err != nil {
@@ -58,13 +59,13 @@ func startPGNode(t *testing.T, dbURL, name string, mutate func(*server.Options))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &pgNode{metrics: metrics.New("test"), logs: &syncBuffer{}}
+	n := &xnNode{metrics: metrics.New("test"), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	st, err := pgstore.Open(context.Background(), withURLParam(t, dbURL, "application_name", name), store.Options{Logger: log})
+	st, err := pgstore.Open(context.Background(), xnURLParam(t, dbURL, "application_name", name), store.Options{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.store = &countingStore{Store: st}
+	n.store = &xnStore{Store: st}
 	opts := server.Options{Identity: id, Store: n.store, Logger: log, Metrics: n.metrics}
 	if mutate != nil {
 		mutate(&opts)
@@ -94,7 +95,7 @@ func startPGNode(t *testing.T, dbURL, name string, mutate func(*server.Options))
 	return n
 }
 
-func withURLParam(t *testing.T, u, key, value string) string {
+func xnURLParam(t *testing.T, u, key, value string) string {
 	t.Helper()
 	p, err := url.Parse(u)
 	if err != nil {
@@ -106,8 +107,8 @@ func withURLParam(t *testing.T, u, key, value string) string {
 	return p.String()
 }
 
-// gauge reads a label-free gauge or counter of m.
-func gauge(t *testing.T, m *metrics.Metrics, name string) float64 {
+// xnMetric reads a label-free gauge or counter of m.
+func xnMetric(t *testing.T, m *metrics.Metrics, name string) float64 {
 	t.Helper()
 	fams, err := m.Registry().Gather()
 	if err != nil {
@@ -128,8 +129,8 @@ func gauge(t *testing.T, m *metrics.Metrics, name string) float64 {
 	return 0
 }
 
-// waitFor polls cond for up to 30 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// xnWaitFor polls cond for up to 30 s.
+func xnWaitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !cond(); {
 		if time.Now().After(deadline) {
@@ -139,7 +140,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func dialNode(t *testing.T, n *pgNode) *protocol.Conn {
+func xnDial(t *testing.T, n *xnNode) *protocol.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -151,8 +152,8 @@ func dialNode(t *testing.T, n *pgNode) *protocol.Conn {
 	return c
 }
 
-// subscribed creates a mailbox through c and subscribes to it, caught up.
-func subscribed(t *testing.T, c *protocol.Conn) (*protocol.Mailbox, *protocol.Subscription) {
+// xnSubscribed creates a mailbox through c and subscribes to it, caught up.
+func xnSubscribed(t *testing.T, c *protocol.Conn) (*protocol.Mailbox, *protocol.Subscription) {
 	t.Helper()
 	ctx := ctxT(t)
 	mb, err := c.CreateMailbox(ctx, nil)
@@ -172,9 +173,9 @@ func subscribed(t *testing.T, c *protocol.Conn) (*protocol.Mailbox, *protocol.Su
 	return mb, sub
 }
 
-// pushed waits (generously) for the next pushed message, which must be
+// xnPushed waits (generously) for the next pushed message, which must be
 // want.
-func pushed(t *testing.T, sub *protocol.Subscription, want []byte, what string) {
+func xnPushed(t *testing.T, sub *protocol.Subscription, want []byte, what string) {
 	t.Helper()
 	select {
 	case m, ok := <-sub.C:
@@ -197,25 +198,25 @@ func pushed(t *testing.T, sub *protocol.Subscription, want []byte, what string) 
 func TestCrossNodeDelivery(t *testing.T) {
 	t.Parallel()
 	db := pgtest.DB(t)
-	a, b := startPGNode(t, db, "qpc-deliver-a", nil), startPGNode(t, db, "qpc-deliver-b", nil)
-	waitFor(t, "B's wake-up listener up", func() bool { return gauge(t, b.metrics, "qpc_store_wake_listener_up") == 1 })
+	a, b := startXNNode(t, db, "qpc-deliver-a", nil), startXNNode(t, db, "qpc-deliver-b", nil)
+	xnWaitFor(t, "B's wake-up listener up", func() bool { return xnMetric(t, b.metrics, "qpc_store_wake_listener_up") == 1 })
 	ctx := ctxT(t)
-	sender, owner := dialNode(t, a), dialNode(t, b)
-	mb, sub := subscribed(t, owner)
+	sender, owner := xnDial(t, a), xnDial(t, b)
+	mb, sub := xnSubscribed(t, owner)
 	for i := range 3 {
 		if _, err := sender.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
 			t.Fatal(err)
 		}
-		pushed(t, sub, envelope(i), "a send through A to a subscriber on B")
+		xnPushed(t, sub, envelope(i), "a send through A to a subscriber on B")
 	}
-	if got := gauge(t, b.metrics, "qpc_store_wakes_total"); got < 3 {
+	if got := xnMetric(t, b.metrics, "qpc_store_wakes_total"); got < 3 {
 		t.Errorf("qpc_store_wakes_total on B = %v, want at least 3", got)
 	}
-	if got := gauge(t, a.metrics, "qpc_store_wakes_total"); got != 0 {
+	if got := xnMetric(t, a.metrics, "qpc_store_wakes_total"); got != 0 {
 		t.Errorf("qpc_store_wakes_total on A = %v: A heard its own sends back", got)
 	}
 	// The owner deletes the mailbox through A: B's subscription ends.
-	if err := dialNode(t, a).DeleteMailbox(ctx, mb); err != nil {
+	if err := xnDial(t, a).DeleteMailbox(ctx, mb); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -231,9 +232,9 @@ func TestCrossNodeDelivery(t *testing.T) {
 	}
 }
 
-// pgProxy forwards TCP connections to PostgreSQL; while refusing it
+// xnProxy forwards TCP connections to PostgreSQL; while refusing it
 // closes new ones at once, as a database that is unreachable does.
-type pgProxy struct {
+type xnProxy struct {
 	ln       net.Listener
 	target   string
 	refusing atomic.Bool
@@ -241,13 +242,13 @@ type pgProxy struct {
 	wg       sync.WaitGroup
 }
 
-func startPGProxy(t *testing.T, target string) *pgProxy {
+func startXNProxy(t *testing.T, target string) *xnProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pgProxy{ln: ln, target: target}
+	p := &xnProxy{ln: ln, target: target}
 	var conns sync.Map
 	p.wg.Go(func() {
 		for {
@@ -278,21 +279,21 @@ func startPGProxy(t *testing.T, target string) *pgProxy {
 	return p
 }
 
-// viaProxy is dbURL with its host replaced by a proxy to it.
-func viaProxy(t *testing.T, dbURL string) (string, *pgProxy) {
+// xnViaProxy is dbURL with its host replaced by a proxy to it.
+func xnViaProxy(t *testing.T, dbURL string) (string, *xnProxy) {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startPGProxy(t, u.Host)
+	p := startXNProxy(t, u.Host)
 	u.Host = p.ln.Addr().String()
 	return u.String(), p
 }
 
-// terminateListener ends the wake-up listener connection of the node
+// xnTerminateListener ends the wake-up listener connection of the node
 // whose pool is named app, from the database's side.
-func terminateListener(t *testing.T, db, app string) {
+func xnTerminateListener(t *testing.T, db, app string) {
 	t.Helper()
 	ctx := ctxT(t)
 	conn, err := pgx.Connect(ctx, db)
@@ -316,31 +317,31 @@ func terminateListener(t *testing.T, db, app string) {
 func TestCrossNodeListenerReconnect(t *testing.T) {
 	t.Parallel()
 	db := pgtest.DB(t)
-	bURL, proxy := viaProxy(t, db)
-	a, b := startPGNode(t, db, "qpc-reconnect-a", nil), startPGNode(t, bURL, "qpc-reconnect-b", nil)
-	waitFor(t, "B's wake-up listener up", func() bool { return gauge(t, b.metrics, "qpc_store_wake_listener_up") == 1 })
+	bURL, proxy := xnViaProxy(t, db)
+	a, b := startXNNode(t, db, "qpc-reconnect-a", nil), startXNNode(t, bURL, "qpc-reconnect-b", nil)
+	xnWaitFor(t, "B's wake-up listener up", func() bool { return xnMetric(t, b.metrics, "qpc_store_wake_listener_up") == 1 })
 	ctx := ctxT(t)
-	sender, owner := dialNode(t, a), dialNode(t, b)
-	mb, sub := subscribed(t, owner)
+	sender, owner := xnDial(t, a), xnDial(t, b)
+	mb, sub := xnSubscribed(t, owner)
 	if _, err := sender.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(0), nil); err != nil {
 		t.Fatal(err)
 	}
-	pushed(t, sub, envelope(0), "before the listener is killed")
+	xnPushed(t, sub, envelope(0), "before the listener is killed")
 
 	proxy.refusing.Store(true)
-	terminateListener(t, db, "qpc-reconnect-b")
-	waitFor(t, "B's listener down and refused a reconnect", func() bool {
-		return gauge(t, b.metrics, "qpc_store_wake_listener_up") == 0 && proxy.refused.Load() > 0
+	xnTerminateListener(t, db, "qpc-reconnect-b")
+	xnWaitFor(t, "B's listener down and refused a reconnect", func() bool {
+		return xnMetric(t, b.metrics, "qpc_store_wake_listener_up") == 0 && proxy.refused.Load() > 0
 	})
 	if _, err := sender.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(1), nil); err != nil {
 		t.Fatal(err)
 	}
 	proxy.refusing.Store(false)
-	pushed(t, sub, envelope(1), "a send while B's listener was away")
+	xnPushed(t, sub, envelope(1), "a send while B's listener was away")
 	if _, err := sender.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(2), nil); err != nil {
 		t.Fatal(err)
 	}
-	pushed(t, sub, envelope(2), "a send after B's listener is back")
+	xnPushed(t, sub, envelope(2), "a send after B's listener is back")
 }
 
 // TestCrossNodeSubscribedNotPurged: a mailbox subscribed on node B, into
@@ -359,15 +360,15 @@ func TestCrossNodeSubscribedNotPurged(t *testing.T) {
 	opts := func(o *server.Options) {
 		o.Now, o.MailboxTTL, o.PurgeInterval = clk.now, 2*24*time.Hour, 20*time.Millisecond
 	}
-	a, b := startPGNode(t, db, "qpc-purge-a", opts), startPGNode(t, db, "qpc-purge-b", opts)
+	a, b := startXNNode(t, db, "qpc-purge-a", opts), startXNNode(t, db, "qpc-purge-b", opts)
 	other, err := pgstore.Open(context.Background(), db, store.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
 	ctx := ctxT(t)
-	sender, owner := dialNode(t, a), dialNode(t, b)
-	mb, sub := subscribed(t, owner)
+	sender, owner := xnDial(t, a), xnDial(t, b)
+	mb, sub := xnSubscribed(t, owner)
 	idle, err := owner.CreateMailbox(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -381,7 +382,7 @@ func TestCrossNodeSubscribedNotPurged(t *testing.T) {
 			t.Fatalf("day %d: the mailbox subscribed on B is gone after another node's idle sweep: %v", day, err)
 		}
 		before := b.store.sweeps.Load()
-		waitFor(t, "B's purge rounds", func() bool { return b.store.sweeps.Load() >= before+2 })
+		xnWaitFor(t, "B's purge rounds", func() bool { return b.store.sweeps.Load() >= before+2 })
 	}
 	if _, err := other.Mailbox(ctx, idle.ReceiveID); err == nil {
 		t.Fatal("the unsubscribed mailbox was not purged: the sweeps did not run")
@@ -389,5 +390,62 @@ func TestCrossNodeSubscribedNotPurged(t *testing.T) {
 	if _, err := sender.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(0), nil); err != nil {
 		t.Fatal(err)
 	}
-	pushed(t, sub, envelope(0), "a send through A after five idle days")
+	xnPushed(t, sub, envelope(0), "a send through A after five idle days")
+}
+
+// TestCrossNodeLatency measures how long a send through node A takes to
+// be pushed to a subscriber on node B (woken by the database's
+// notification) against one on A itself (woken by A's hub), in the same
+// run, interleaved: rounds of one send to each, medians. By default it
+// runs a few rounds and asserts only that both paths deliver;
+// QPC_BENCH=1 runs 5 batches of 40 and logs the figures
+// (docs/scaling.md, "Cross-node delivery").
+func TestCrossNodeLatency(t *testing.T) {
+	db := pgtest.DB(t)
+	a, b := startXNNode(t, db, "qpc-latency-a", nil), startXNNode(t, db, "qpc-latency-b", nil)
+	xnWaitFor(t, "B's wake-up listener up", func() bool { return xnMetric(t, b.metrics, "qpc_store_wake_listener_up") == 1 })
+	sender := xnDial(t, a)
+	local, sameSub := xnSubscribed(t, xnDial(t, a))
+	remote, crossSub := xnSubscribed(t, xnDial(t, b))
+	batches, rounds := 1, 5
+	if benchEnabled() {
+		batches, rounds = 5, 40
+	}
+	deliver := func(mb *protocol.Mailbox, sub *protocol.Subscription, i int) time.Duration {
+		ctx := ctxT(t)
+		start := time.Now()
+		if _, err := sender.Send(ctx, mb.SendID, protocol.NewMessageID(), envelope(i), nil); err != nil {
+			t.Fatal(err)
+		}
+		xnPushed(t, sub, envelope(i), "latency round")
+		return time.Since(start)
+	}
+	var same, cross []time.Duration
+	var ratios []float64
+	for batch := range batches {
+		var s, c []time.Duration
+		for i := range rounds {
+			// Alternate which goes first, so neither always follows the other.
+			if i%2 == 0 {
+				s = append(s, deliver(local, sameSub, i))
+				c = append(c, deliver(remote, crossSub, i))
+			} else {
+				c = append(c, deliver(remote, crossSub, i))
+				s = append(s, deliver(local, sameSub, i))
+			}
+		}
+		ms, mc := xnMedian(s), xnMedian(c)
+		same, cross = append(same, ms), append(cross, mc)
+		ratios = append(ratios, float64(mc)/float64(ms))
+		t.Logf("batch %d: send-to-push median same node %v, cross node %v, ratio %.2f", batch, ms, mc, float64(mc)/float64(ms))
+	}
+	slices.Sort(ratios)
+	t.Logf("medians over %d batches of %d: same node %v, cross node %v, cross/same %.2f (ratios %.2f)",
+		batches, rounds, xnMedian(same), xnMedian(cross), ratios[len(ratios)/2], ratios)
+}
+
+func xnMedian(d []time.Duration) time.Duration {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[len(d)/2]
 }
