@@ -158,8 +158,9 @@ func parsePayload(p string) (kind byte, node string, ids [][store.MailboxIDSize]
 // ping unanswered in listenPing counts as lost, so a connection that died
 // without a word (a partition) is noticed within a minute. Reconnects
 // back off from listenRetryMin to listenRetryMax.
+var listenIdle = 30 * time.Second // a var for the test of the idle ping
+
 const (
-	listenIdle     = 30 * time.Second
 	listenPing     = 10 * time.Second
 	listenRetryMin = 100 * time.Millisecond
 	listenRetryMax = 5 * time.Second

@@ -141,3 +141,32 @@ func TestKeepInUse(t *testing.T) {
 		t.Fatalf("PurgeIdle four days after: %d deleted, %v; want 1", n, err)
 	}
 }
+
+// TestWakesIdlePing: a listener that hears nothing for its idle time
+// pings its connection and keeps it (no WakeLost, no reconnect), and
+// still hears the next send.
+func TestWakesIdlePing(t *testing.T) {
+	old := pgstore.SetListenIdle(50 * time.Millisecond)
+	t.Cleanup(func() { pgstore.SetListenIdle(old) }) // after the listener stopped
+	url := pgtest.DB(t)
+	a, b := open(t, url), open(t, url)
+	wb := wakes(t, b)
+	// Some twenty idle periods, each ending in a ping.
+	time.Sleep(time.Second)
+	m := newBox(t, a)
+	put(t, a, m)
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case w := <-wb:
+			if w.Kind == store.WakeLost || w.Kind == store.WakeListening {
+				t.Fatalf("an idle listener reported %d: it lost its connection", w.Kind)
+			}
+			if w.Kind == store.WakeStored && w.ReceiveID == m.ReceiveID {
+				return
+			}
+		case <-deadline:
+			t.Fatal("an idle listener did not hear the next send")
+		}
+	}
+}
