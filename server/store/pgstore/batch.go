@@ -162,6 +162,7 @@ func (s *Store) runBatch(batch []*putCall) {
 		}
 	}
 	if err == nil {
+		s.notifyAfter(ctx, batch)
 		for _, c := range batch {
 			close(c.done)
 		}

@@ -51,6 +51,7 @@ const (
 	notifyPerBatch notifyMode = iota
 	notifyPerSend
 	notifyOff
+	notifyAfterCommit // measured only: a transaction of its own after the batch's commit
 )
 
 // channelFor is the notification channel of the schema the store's
@@ -112,14 +113,17 @@ const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id,
 // queueNotify adds the batch's notifications to b.
 func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
 	switch s.mode {
-	case notifyOff:
-		return
+	case notifyPerBatch:
+		s.queueBatchNotify(b, batch)
 	case notifyPerSend:
 		for _, c := range batch {
 			b.Queue(notifySendsSQL, s.channel, s.header(kindStored), [][]byte{c.sendID})
 		}
-		return
 	}
+}
+
+// queueBatchNotify queues one notification per notifyIDs sends of batch.
+func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall) {
 	for i := 0; i < len(batch); i += notifyIDs {
 		part := batch[i:min(i+notifyIDs, len(batch))]
 		ids := make([][]byte, len(part))
@@ -127,6 +131,22 @@ func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
 			ids[j] = c.sendID
 		}
 		b.Queue(notifySendsSQL, s.channel, s.header(kindStored), ids)
+	}
+}
+
+// notifyAfter is the notifyAfterCommit mode, which benchmarks compare:
+// the batch's notifications in an autocommit statement of their own
+// after its commit, so that the notification lock is not held across
+// the batch's WAL flush. A node that fails between the two loses the
+// wake-ups.
+func (s *Store) notifyAfter(ctx context.Context, batch []*putCall) {
+	if s.mode != notifyAfterCommit {
+		return
+	}
+	b := &pgx.Batch{}
+	s.queueBatchNotify(b, batch)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		s.log.Warn("store: notifying a batch's sends failed", "err", err)
 	}
 }
 

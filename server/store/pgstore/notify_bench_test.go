@@ -17,12 +17,13 @@ import (
 // BenchmarkPutNotify: BenchmarkStorePut's sends (2 KiB, token-paid, 256
 // mailboxes) through one node while a second node listens, with the
 // cross-node notification off, once per group-commit batch (the
-// default) and once per send. Sub-benchmarks of one benchmark, so that
+// default), once per send, and once per batch in a transaction of its
+// own after the batch's commit ("after"). Sub-benchmarks of one benchmark, so that
 // -count=N interleaves them: compare them within one run only. Each
 // reports the wake-ups the listening node received per send.
 func BenchmarkPutNotify(b *testing.B) {
 	for _, par := range []int{1, 16} {
-		for _, mode := range []string{"off", "batch", "send"} {
+		for _, mode := range []string{"off", "batch", "send", "after"} {
 			b.Run(fmt.Sprintf("par=%d/notify=%s", par, mode), func(b *testing.B) {
 				url := pgtest.DB(b)
 				conn, err := pgx.Connect(context.Background(), url)
