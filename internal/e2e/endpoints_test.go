@@ -230,13 +230,16 @@ func TestEndpointsFailover(t *testing.T) {
 	p.close()
 	t.Logf("killed the node behind %s", dead)
 
+	killed := time.Now()
 	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("after"), tok(2)); err != nil {
 		t.Fatalf("send after the node died: %v", err)
 	}
+	t.Logf("the send after the death took %v (request timeout %v)", time.Since(killed).Round(time.Millisecond), opts.RequestTimeout)
 	if now := conn.Endpoint(); now == dead {
 		t.Fatalf("the send after the node died went to %s, the dead node", now)
 	}
 	receive("after")
+	t.Logf("the subscription delivered it %v after the death (idle timeout %v)", time.Since(killed).Round(time.Millisecond), opts.IdleTimeout)
 }
 
 // TestEndpointsBadList: an endpoint list the parser refuses is a clear
