@@ -405,3 +405,73 @@ func TestAttackOnionFailoverStaysOnTor(t *testing.T) {
 		t.Fatalf("fetch: %d messages, %v; want both", len(msgs), err)
 	}
 }
+
+// startNode serves a server of identity id over store st on a fresh UDP
+// socket on 127.0.0.1 and returns its host:port.
+func startNode(t *testing.T, id *server.Identity, st store.Store) string {
+	t.Helper()
+	srv, err := server.New(server.Options{Identity: id, Store: st, Authorizer: server.OpenAccess{},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := listenLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(pc) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return pc.LocalAddr().String()
+}
+
+// TestAttackImpostorEndpoint plays a network attacker who answers at one
+// of a server's endpoints (a hijacked DNS name, a rogue node) with a key
+// of its own: the client never talks to it, whichever order it draws,
+// and goes on through the real node; with the impostor alone it fails
+// with ErrPin.
+func TestAttackImpostorEndpoint(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	real, err := server.CreateIdentity(filepath.Join(dir, "real"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake, err := server.CreateIdentity(filepath.Join(dir, "fake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	good := startNode(t, real, st)
+	bad := startNode(t, fake, st)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addr := wire.Address{Pin: real.Pin(), Host: bad, More: []string{good}}.String()
+	// Each Dial draws its order: enough of them to start at the impostor.
+	for range 8 {
+		conn, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		if e := conn.Endpoint(); e != good {
+			t.Fatalf("the client serves through %s, the impostor's endpoint", e)
+		}
+		if _, err := conn.CreateMailbox(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	}
+	alone := wire.Address{Pin: real.Pin(), Host: bad}.String()
+	if _, err := protocol.Dial(ctx, alone, protocol.Options{HandshakeTimeout: 5 * time.Second, MaxAttempts: 1}); !errors.Is(err, protocol.ErrPin) {
+		t.Fatalf("dial of the impostor alone: %v, want ErrPin", err)
+	}
+}
