@@ -475,3 +475,60 @@ func TestAttackImpostorEndpoint(t *testing.T) {
 		t.Fatalf("dial of the impostor alone: %v, want ErrPin", err)
 	}
 }
+
+// TestEndpointsDeadNodeDoesNotHoldDial: of two endpoints, one a node that
+// died without a word (its address swallows every packet), a new
+// connection does not wait a whole handshake timeout when it draws the
+// dead one first: the live one is tried beside it after the stagger
+// delay. Dials of the live endpoint alone, interleaved, are the baseline.
+func TestEndpointsDeadNodeDoesNotHoldDial(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	id, err := server.CreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	live := startNode(t, id, st)
+	hole, err := listenLocal() // open, never read: a dead node's address
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	both := wire.Address{Pin: id.Pin(), Host: hole.LocalAddr().String(), More: []string{live}}.String()
+	alone := wire.Address{Pin: id.Pin(), Host: live}.String()
+	const handshake = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dial := func(addr string) time.Duration {
+		start := time.Now()
+		c, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: handshake})
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		d := time.Since(start)
+		if e := c.Endpoint(); e != live {
+			t.Fatalf("connected to %s, not the live node %s", e, live)
+		}
+		c.Close()
+		return d
+	}
+	var withDead, baseline []time.Duration
+	for range 8 {
+		baseline = append(baseline, dial(alone))
+		withDead = append(withDead, dial(both))
+	}
+	slices.Sort(withDead)
+	slices.Sort(baseline)
+	t.Logf("dial with a dead endpoint in the list: median %v, max %v; the live endpoint alone: median %v (handshake timeout %v)",
+		withDead[len(withDead)/2], withDead[len(withDead)-1], baseline[len(baseline)/2], handshake)
+	// Eight draws start at the dead node about four times; any of them
+	// waiting for the handshake timeout fails this.
+	if worst := withDead[len(withDead)-1]; worst >= handshake/2 {
+		t.Fatalf("a dial took %v with a dead endpoint first: it waited for the handshake timeout (%v)", worst, handshake)
+	}
+}
