@@ -97,12 +97,12 @@ func (c *Conn) torDialer() (tor.Dialer, error) {
 
 // dialTor opens a stream through Tor to the server and runs QUIC over it.
 // The stream and its transport end with the QUIC connection.
-func (c *Conn) dialTor(ctx context.Context, qconf *quic.Config) (*quic.Conn, error) {
+func (c *Conn) dialTor(ctx context.Context, host string, qconf *quic.Config) (*quic.Conn, error) {
 	d, err := c.torDialer()
 	if err != nil {
 		return nil, err
 	}
-	stream, err := d.DialContext(ctx, "tcp", c.addr.Host)
+	stream, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
 	}

@@ -230,13 +230,16 @@ func TestEndpointsFailover(t *testing.T) {
 	p.close()
 	t.Logf("killed the node behind %s", dead)
 
+	killed := time.Now()
 	if _, err := conn.Send(ctx, mb.SendID, protocol.NewMessageID(), []byte("after"), tok(2)); err != nil {
 		t.Fatalf("send after the node died: %v", err)
 	}
+	t.Logf("the send after the death took %v (request timeout %v)", time.Since(killed).Round(time.Millisecond), opts.RequestTimeout)
 	if now := conn.Endpoint(); now == dead {
 		t.Fatalf("the send after the node died went to %s, the dead node", now)
 	}
 	receive("after")
+	t.Logf("the subscription delivered it %v after the death (idle timeout %v)", time.Since(killed).Round(time.Millisecond), opts.IdleTimeout)
 }
 
 // TestEndpointsBadList: an endpoint list the parser refuses is a clear
@@ -400,5 +403,132 @@ func TestAttackOnionFailoverStaysOnTor(t *testing.T) {
 	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
 	if err != nil || len(msgs) != 2 {
 		t.Fatalf("fetch: %d messages, %v; want both", len(msgs), err)
+	}
+}
+
+// startNode serves a server of identity id over store st on a fresh UDP
+// socket on 127.0.0.1 and returns its host:port.
+func startNode(t *testing.T, id *server.Identity, st store.Store) string {
+	t.Helper()
+	srv, err := server.New(server.Options{Identity: id, Store: st, Authorizer: server.OpenAccess{},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := listenLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(pc) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-served
+	})
+	return pc.LocalAddr().String()
+}
+
+// TestAttackImpostorEndpoint plays a network attacker who answers at one
+// of a server's endpoints (a hijacked DNS name, a rogue node) with a key
+// of its own: the client never talks to it, whichever order it draws,
+// and goes on through the real node; with the impostor alone it fails
+// with ErrPin.
+func TestAttackImpostorEndpoint(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	real, err := server.CreateIdentity(filepath.Join(dir, "real"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake, err := server.CreateIdentity(filepath.Join(dir, "fake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	good := startNode(t, real, st)
+	bad := startNode(t, fake, st)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addr := wire.Address{Pin: real.Pin(), Host: bad, More: []string{good}}.String()
+	// Each Dial draws its order: enough of them to start at the impostor.
+	for range 8 {
+		conn, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		if e := conn.Endpoint(); e != good {
+			t.Fatalf("the client serves through %s, the impostor's endpoint", e)
+		}
+		if _, err := conn.CreateMailbox(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	}
+	alone := wire.Address{Pin: real.Pin(), Host: bad}.String()
+	if _, err := protocol.Dial(ctx, alone, protocol.Options{HandshakeTimeout: 5 * time.Second, MaxAttempts: 1}); !errors.Is(err, protocol.ErrPin) {
+		t.Fatalf("dial of the impostor alone: %v, want ErrPin", err)
+	}
+}
+
+// TestEndpointsDeadNodeDoesNotHoldDial: of two endpoints, one a node that
+// died without a word (its address swallows every packet), a new
+// connection does not wait a whole handshake timeout when it draws the
+// dead one first: the live one is tried beside it after the stagger
+// delay. Dials of the live endpoint alone, interleaved, are the baseline.
+func TestEndpointsDeadNodeDoesNotHoldDial(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	id, err := server.CreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(dir, config.StoreFile), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	live := startNode(t, id, st)
+	hole, err := listenLocal() // open, never read: a dead node's address
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	both := wire.Address{Pin: id.Pin(), Host: hole.LocalAddr().String(), More: []string{live}}.String()
+	alone := wire.Address{Pin: id.Pin(), Host: live}.String()
+	const handshake = 30 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dial := func(addr string) time.Duration {
+		start := time.Now()
+		c, err := protocol.Dial(ctx, addr, protocol.Options{HandshakeTimeout: handshake})
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		d := time.Since(start)
+		if e := c.Endpoint(); e != live {
+			t.Fatalf("connected to %s, not the live node %s", e, live)
+		}
+		c.Close()
+		return d
+	}
+	var withDead, baseline []time.Duration
+	for range 8 {
+		baseline = append(baseline, dial(alone))
+		withDead = append(withDead, dial(both))
+	}
+	slices.Sort(withDead)
+	slices.Sort(baseline)
+	t.Logf("dial with a dead endpoint in the list: median %v, max %v; the live endpoint alone: median %v (handshake timeout %v)",
+		withDead[len(withDead)/2], withDead[len(withDead)-1], baseline[len(baseline)/2], handshake)
+	// Eight draws start at the dead node about four times; any of them
+	// waiting for the handshake timeout fails this.
+	if worst := withDead[len(withDead)-1]; worst >= handshake/2 {
+		t.Fatalf("a dial took %v with a dead endpoint first: it waited for the handshake timeout (%v)", worst, handshake)
 	}
 }
