@@ -418,7 +418,7 @@ func (d *Directory) syncLog(ctx context.Context) error {
 // the epoch's own timeout) and reports it whatever ctx says.
 func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
 	if d.opts.Queue != nil {
-		return d.publishShared(ctx, label, value)
+		return d.publishShared(ctx, label, value, false)
 	}
 	u, err := d.enqueue(label, value)
 	if err != nil {

@@ -423,3 +423,39 @@ func cfgHash(d *kt.Directory) [32]byte {
 	c := d.Config()
 	return c.Hash()
 }
+
+// TestNodesPublishFirst: a value committed once (the token epoch length,
+// which every node publishes when it starts) published through two nodes
+// at once gets one version: one publish lands, the other is refused with
+// ErrVersionTaken, never made version 2.
+func TestNodesPublishFirst(t *testing.T) {
+	url := pgtest.DB(t)
+	k := kttest.NewKeys(t, "kt-nodes-first")
+	nodes := []*node{openNode(t, url, k, "a", true), openNode(t, url, k, "b", true)}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	for round := range 3 {
+		label := fmt.Sprintf("once-%d", round)
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() { _, errs[i] = n.d.PublishFirst(ctx, label, []byte("the same value")) })
+		}
+		wg.Wait()
+		landed := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				landed++
+			case !errors.Is(err, kt.ErrVersionTaken):
+				t.Fatalf("PublishFirst through %s: %v", nodes[i].name, err)
+			}
+		}
+		if landed != 1 {
+			t.Fatalf("round %d: %d of the first publishes landed: %v", round, landed, errs)
+		}
+		if v, err := nodes[0].d.LatestVersion(label); err != nil || v != 1 {
+			t.Fatalf("round %d: the label has version %d (%v), want 1", round, v, err)
+		}
+	}
+}
