@@ -251,6 +251,27 @@ func TestNodesPublishLatency(t *testing.T) {
 	ms, mo := viaSeq[rounds/2], viaOther[rounds/2]
 	t.Logf("publish latency, median of %d (epoch interval %v): through the sequencer %v, through another node %v (ratio %.2f)",
 		rounds, testInterval, ms, mo, float64(mo)/float64(ms))
+
+	// Lookups, interleaved: the sequencer reads the tree's top levels
+	// from memory, the other node every node from the database.
+	var lkSeq, lkOther []time.Duration
+	for i := range 3 * rounds {
+		for _, side := range []struct {
+			n *node
+			d *[]time.Duration
+		}{{seq, &lkSeq}, {other, &lkOther}} {
+			start := time.Now()
+			if _, err := side.n.d.Lookup(ctx, fmt.Sprintf("a-%d", i%rounds), 0); err != nil {
+				t.Fatalf("lookup through %s: %v", side.n.name, err)
+			}
+			*side.d = append(*side.d, time.Since(start))
+		}
+	}
+	slices.Sort(lkSeq)
+	slices.Sort(lkOther)
+	ls, lo := lkSeq[len(lkSeq)/2], lkOther[len(lkOther)/2]
+	t.Logf("lookup latency, median of %d: on the sequencer %v, on another node %v (ratio %.2f)",
+		len(lkSeq), ls, lo, float64(lo)/float64(ls))
 }
 
 // TestHostileSequencerKilled kills the sequencer mid-stream (its
