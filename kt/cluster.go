@@ -205,6 +205,14 @@ func (d *Directory) refresh(ctx context.Context) error {
 	if !bytes.Equal(got, rec) {
 		return fmt.Errorf("kt: log entry %d differs from the database's epoch record", e)
 	}
+	// The cache first, then the view: a reader of the new epoch must not
+	// find the nodes of an older one in the cache.
+	if err := viewTree(ctx, d.store, d.ts.follow); err != nil {
+		d.ts.bypass.Store(true)
+		d.opts.Logger.Warn("kt: following the tree into the cache; reading the database instead", "err", err)
+	} else {
+		d.ts.bypass.Store(false)
+	}
 	for {
 		old := d.view.Load()
 		if old != nil && old.checkpoint.Size >= cp.Size {
@@ -531,7 +539,7 @@ func (d *Directory) checkView(s TreeSnapshot, v *view) error {
 func (d *Directory) retryStale(ctx context.Context, answer func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := answer()
-		if !errors.Is(err, errStaleView) {
+		if !errors.Is(err, errStaleView) && (d.opts.Lease == nil || !errors.Is(err, errNoState)) {
 			return err
 		}
 		if attempt == 4 {

@@ -259,7 +259,7 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	}
 	d.store = st
 	d.ts = newTreeStore(opts.CacheDepth)
-	if err := viewTree(ctx, st, d.ts.fill); err != nil {
+	if err := viewTree(ctx, st, d.ts.refill); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
@@ -770,6 +770,9 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
 	d.ts.publish(dirty)
+	d.ts.mu.Lock()
+	d.ts.epochs = e + 1
+	d.ts.mu.Unlock()
 	d.stats.tree += time.Since(treeStart)
 	return results, nil
 }
