@@ -36,6 +36,7 @@ type node struct {
 	name string
 	d    *kt.Directory
 	n    *ktpg.Node
+	o    kt.DirectoryOptions
 }
 
 // openNode opens a directory node on the database at url; start runs its
@@ -58,7 +59,7 @@ func openNode(t *testing.T, url string, k kttest.Keys, name string, start bool) 
 		n.Close()
 		t.Fatalf("node %s: %v", name, err)
 	}
-	nd := &node{name: name, d: d, n: n}
+	nd := &node{name: name, d: d, n: n, o: o}
 	t.Cleanup(func() { nd.d.Close(); nd.n.Close() })
 	if start {
 		d.Start()
@@ -479,4 +480,57 @@ func TestNodesPublishFirst(t *testing.T) {
 			t.Fatalf("round %d: the label has version %d (%v), want 1", round, v, err)
 		}
 	}
+}
+
+// TestHostileSequencerDiesWithTakenUpdates: the sequencer takes queued
+// publishes into its epoch and dies before it commits them. The next
+// holder puts them back in the queue and commits them: the publishers,
+// waiting on another node, are answered, and the versions are served.
+func TestHostileSequencerDiesWithTakenUpdates(t *testing.T) {
+	url := pgtest.DB(t)
+	k := kttest.NewKeys(t, "kt-nodes-taken")
+	a := openNode(t, url, k, "a", false) // holds the lease; its epochs are the test's
+	b := openNode(t, url, k, "b", true)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	const n = 3
+	type result struct {
+		label string
+		p     kt.Published
+		err   error
+	}
+	results := make(chan result, n)
+	for i := range n {
+		label := fmt.Sprintf("taken-%d", i)
+		go func() {
+			p, err := b.d.Publish(ctx, label, []byte("v "+label))
+			results <- result{label, p, err}
+		}()
+	}
+	// a's epoch takes them all...
+	taken := 0
+	waitFor(t, "a's epoch takes the publishes", func() bool {
+		q, err := a.o.Queue.Take(ctx, a.size(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken += len(q)
+		return taken == n
+	})
+	// ...and a dies before committing them.
+	a.kill()
+	want := map[string]kt.Published{}
+	values := map[string][]byte{}
+	for range n {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				t.Fatalf("publish %s: %v", r.label, r.err)
+			}
+			want[r.label], values[r.label] = r.p, []byte("v "+r.label)
+		case <-ctx.Done():
+			t.Fatalf("the publishes a took were never answered (%d of %d)", len(want), n)
+		}
+	}
+	checkLookups(t, k, want, values, b)
 }
