@@ -201,9 +201,7 @@ func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context
 			}
 		}
 		if len(keys) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO kt_tree_nodes (key, value)
-				SELECT * FROM unnest($1::bytea[], $2::bytea[])
-				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keys, values); err != nil {
+			if err := putNodes(ctx, tx, keys, values); err != nil {
 				return err
 			}
 		}
@@ -221,6 +219,16 @@ func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context
 	if err != nil && !errors.Is(err, kt.ErrEpochTaken) && !errors.Is(err, pglease.ErrFenced) {
 		return fmt.Errorf("commit epoch %d: %w", c.Epoch, err)
 	}
+	return err
+}
+
+// putNodes upserts the nodes keys[i] = values[i] in tx: one statement,
+// the arrays sent in binary. (COPY into a temporary table and an upsert
+// from it measured no faster: docs/adr/0035.)
+func putNodes(ctx context.Context, tx pgx.Tx, keys, values [][]byte) error {
+	_, err := tx.Exec(ctx, `INSERT INTO kt_tree_nodes (key, value)
+		SELECT * FROM unnest($1::bytea[], $2::bytea[])
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keys, values)
 	return err
 }
 
