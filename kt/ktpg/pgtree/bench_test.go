@@ -64,15 +64,16 @@ func BenchmarkCommit10k(b *testing.B) {
 	stores := []store{{name: "pg", s: pg}, {name: "bolt", s: bolt}}
 
 	// The nodes on label l's path at depths 16 to 19, keyed as the
-	// directory keys nodes below its cached levels (0x01, the prefix,
-	// the depth: a subtree's nodes together). 10,000 updates at 1M
+	// directory keys nodes below its cached levels (0x01, the 32-byte
+	// prefix, the depth: a subtree's nodes together). 10,000 updates at 1M
 	// labels change ~38,000 of them, the ~37,000 node records of the
 	// directory's epoch.
 	path := func(l int) [][]byte {
 		h := sha256.Sum256(binary.BigEndian.AppendUint64(nil, uint64(l)))
 		var keys [][]byte
 		for d := 16; d <= 19; d++ {
-			p := []byte{h[0], h[1], h[2] & byte(0xff<<(24-d))}
+			p := make([]byte, 32) // the index's first d bits
+			p[0], p[1], p[2] = h[0], h[1], h[2]&byte(0xff<<(24-d))
 			keys = append(keys, append(append([]byte{1}, p...), byte(d)))
 		}
 		return keys

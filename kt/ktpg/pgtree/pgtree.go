@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -295,6 +296,9 @@ type snapshot struct {
 	ctx    context.Context
 	tx     pgx.Tx
 	epochs int64 // read when the snapshot was taken
+	// mu makes the reads take turns: a transaction runs one query at a
+	// time.
+	mu sync.Mutex
 }
 
 func (n *snapshot) Release() {
@@ -311,6 +315,8 @@ func (n *snapshot) err(what string, err error) error {
 // bytesOf runs a query of one bytea; nil when there is no row (or the
 // value is NULL).
 func (n *snapshot) bytesOf(what, sql string, args ...any) ([]byte, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var b []byte
 	err := n.tx.QueryRow(n.ctx, sql, args...).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -339,6 +345,8 @@ func (n *snapshot) UpdateList(e uint64) ([]byte, error) {
 }
 
 func (n *snapshot) LatestVersion(label string) (uint32, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var v int64
 	err := n.tx.QueryRow(n.ctx, `SELECT coalesce(max(version), 0) FROM kt_tree_versions WHERE label = $1`,
 		[]byte(label)).Scan(&v)
@@ -357,32 +365,39 @@ func (n *snapshot) Node(k []byte) ([]byte, error) {
 	return n.bytesOf("node", `SELECT value FROM kt_tree_nodes WHERE key = $1`, notNull(k))
 }
 
+// page reads the scanPage nodes after key after (from the first if
+// first).
+func (n *snapshot) page(first bool, after []byte) (keys, values [][]byte, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var rows pgx.Rows
+	if first {
+		rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes ORDER BY key LIMIT $1`, scanPage)
+	} else {
+		rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes WHERE key > $1 ORDER BY key LIMIT $2`, after, scanPage)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var k, v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		keys, values = append(keys, k), append(values, v)
+	}
+	return keys, values, rows.Err()
+}
+
 // ScanNodes reads the nodes a page at a time (keyset pagination, in the
 // snapshot's one view), so fn may stop early without the rest being read
 // and may call the snapshot's other methods.
 func (n *snapshot) ScanNodes(fn func(k, v []byte) (bool, error)) error {
 	var after []byte
 	for first := true; ; first = false {
-		var rows pgx.Rows
-		var err error
-		if first {
-			rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes ORDER BY key LIMIT $1`, scanPage)
-		} else {
-			rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes WHERE key > $1 ORDER BY key LIMIT $2`, after, scanPage)
-		}
+		keys, values, err := n.page(first, after)
 		if err != nil {
-			return n.err("scan nodes", err)
-		}
-		var keys, values [][]byte
-		for rows.Next() {
-			var k, v []byte
-			if err := rows.Scan(&k, &v); err != nil {
-				rows.Close()
-				return n.err("scan nodes", err)
-			}
-			keys, values = append(keys, k), append(values, v)
-		}
-		if err := rows.Err(); err != nil {
 			return n.err("scan nodes", err)
 		}
 		for i := range keys {
