@@ -134,7 +134,8 @@ func (s *Store) Close() error {
 }
 
 // classify passes the TreeStore's refusals and a done context as they
-// are, and wraps anything else once.
+// are, says ErrClosed for a closed store, and leaves the caller to say
+// what failed.
 func (s *Store) classify(ctx context.Context, err error) error {
 	if errors.Is(err, kt.ErrEpochTaken) || errors.Is(err, pglease.ErrFenced) {
 		return err
@@ -145,7 +146,7 @@ func (s *Store) classify(ctx context.Context, err error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return fmt.Errorf("pgtree: %w", err)
+	return err
 }
 
 // CommitEpoch writes c in one transaction (kt.TreeStore), fenced by
@@ -206,19 +207,16 @@ func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context
 				return err
 			}
 		}
-		var list []byte
-		if c.UpdateList != nil {
-			list = c.UpdateList
-		}
+		// A nil list is stored as NULL: none.
 		if _, err := tx.Exec(ctx, `INSERT INTO kt_tree_epochs (epoch, record, update_list) VALUES ($1, $2, $3)`,
-			int64(c.Epoch), notNull(c.Record), list); err != nil {
+			int64(c.Epoch), notNull(c.Record), c.UpdateList); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE kt_tree_head SET epochs = epochs + 1`)
 		return err
 	}, nil, s.classify)
 	if err != nil && !errors.Is(err, kt.ErrEpochTaken) && !errors.Is(err, pglease.ErrFenced) {
-		return fmt.Errorf("commit epoch %d: %w", c.Epoch, err)
+		return fmt.Errorf("pgtree: commit epoch %d: %w", c.Epoch, err)
 	}
 	return err
 }
@@ -277,7 +275,7 @@ func (s *Store) Snapshot(ctx context.Context) (kt.TreeSnapshot, error) {
 	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, s.classify(ctx, err)
+		return nil, fmt.Errorf("pgtree: snapshot: %w", s.classify(ctx, err))
 	}
 	// The first statement takes the transaction's snapshot: here, so
 	// that the view is the state when Snapshot returns, not when the
