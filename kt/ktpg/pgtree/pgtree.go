@@ -97,6 +97,9 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 // New is Open on a pool the caller keeps (and closes after the store):
 // for a node that shares one pool between the store and its lease.
 func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Store, error) {
+	if o.Fence != nil && (o.Fence.Lease == "" || o.Fence.Token == nil) {
+		return nil, errors.New("pgtree: open: a Fence needs a Lease name and a Token function")
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
