@@ -16,7 +16,8 @@
 // ... FOR UPDATE), runs the fence (Options.Fence, or the one given to
 // AppendFenced) in the same transaction, assigns the next index, writes
 // the entry into its bundle, the hash tiles the new leaf changes and a
-// new checkpoint signed by LogConfig.Signer, and commits, with
+// new checkpoint signed by LogConfig.Signer (no timestamp: C2SP
+// tlog-checkpoint, the same bytes as the POSIX driver's), and commits, with
 // synchronous_commit on, before it returns. The head row lock serialises
 // appends from every node: concurrent appends get consecutive indices.
 // A fence that returns an error rolls the whole transaction back: the log
@@ -34,9 +35,22 @@
 // partial resource of a smaller width is its prefix (C2SP tlog-tiles:
 // the hashes and entries of a tile never change once written).
 //
-// Witness cosigning (LogConfig.Witnesses) is not implemented here yet:
-// Open refuses a configuration that asks for it.
+// # Witnesses
+//
+// Under a witness policy (LogConfig.Witnesses) Append commits the entry,
+// its tiles and the new size but no checkpoint: a publisher goroutine
+// has the checkpoint signed and cosigned by Tessera's own publisher
+// (tessera.AppendOptions.CheckpointPublisher, as the POSIX driver does)
+// after each Append and every second, and stores it in a transaction of
+// its own over an older one (witness.go). Both of its transactions run
+// Options.Fence: only the sequencer asks witnesses and publishes.
+//
+// Where things are: pglog.go (Open, Append, the readers), witness.go
+// (the publisher), migrate.go and migrations/ (the schema).
 //
 // Imports: the standard library, kt, internal/pgmigrate, internal/pgtx,
-// pgx, and transparency-dev's merkle, formats and tessera/api/layout.
+// pgx, and transparency-dev's merkle, formats and tessera (its public
+// api/layout and checkpoint publisher; the tile integration of its
+// drivers is internal to it, so the tiles are computed here from merkle's
+// compact ranges, RFC 6962 §2.1 and C2SP tlog-tiles).
 package pglog

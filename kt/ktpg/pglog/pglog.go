@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,9 @@ type Options struct {
 	// Fence, if not nil, runs in every Append's transaction (see Fence).
 	// AppendFenced gives one for a single append instead.
 	Fence Fence
+	// Logger hears of checkpoints the publisher could not publish under
+	// a witness policy (nil: slog.Default()).
+	Logger *slog.Logger
 }
 
 // ErrFenced wraps the error of a Fence that refused an Append.
@@ -59,7 +63,16 @@ type Log struct {
 	pool   *pgxpool.Pool
 	signer note.Signer
 	fence  Fence
+	log    *slog.Logger
 	closed atomic.Bool
+
+	// Under a witness policy (witness.go): publish signs and has a
+	// checkpoint cosigned; the publisher goroutine runs it after each
+	// Append (wake) and every republishInterval, until stop.
+	publish func(ctx context.Context, size uint64, root []byte) ([]byte, error)
+	wake    chan struct{}
+	stop    context.CancelFunc
+	done    chan struct{}
 }
 
 var _ kt.LogDriver = (*Log)(nil)
@@ -82,13 +95,13 @@ func Open(ctx context.Context, pool *pgxpool.Pool, c kt.LogConfig, o Options) (*
 	if c.Signer == nil {
 		return nil, errors.New("pglog: open: LogConfig.Signer is required")
 	}
-	if c.Witnesses != nil {
-		return nil, errors.New("pglog: open: witness cosigning is not supported by the PostgreSQL log driver yet")
-	}
 	if _, err := migrate(ctx, pool); err != nil {
 		return nil, fmt.Errorf("pglog: open: migrating the schema: %w", err)
 	}
-	l := &Log{pool: pool, signer: c.Signer, fence: o.Fence}
+	l := &Log{pool: pool, signer: c.Signer, fence: o.Fence, log: o.Logger}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
 	empty := rfc6962.DefaultHasher.EmptyRoot()
 	cp, err := l.sign(0, empty)
 	if err != nil {
@@ -98,13 +111,25 @@ func Open(ctx context.Context, pool *pgxpool.Pool, c kt.LogConfig, o Options) (*
 		VALUES (1, 0, '', $1, 0) ON CONFLICT (id) DO NOTHING`, cp); err != nil {
 		return nil, fmt.Errorf("pglog: open: creating the log: %w", err)
 	}
+	if c.Witnesses != nil {
+		if err := l.startPublisher(c); err != nil {
+			return nil, fmt.Errorf("pglog: open: %w", err)
+		}
+	}
 	return l, nil
 }
 
 // Close stops the log: later calls fail with ErrClosed. Every Append
-// that returned was committed; nothing is pending.
+// that returned was committed; nothing is pending. Under a witness policy
+// it stops the publisher, waiting for a publication under way.
 func (l *Log) Close() error {
-	l.closed.Store(true)
+	if l.closed.Swap(true) {
+		return nil
+	}
+	if l.stop != nil {
+		l.stop()
+		<-l.done
+	}
 	return nil
 }
 
@@ -146,6 +171,12 @@ func (l *Log) AppendFenced(ctx context.Context, entry []byte, fence Fence) (uint
 		}
 		return fmt.Errorf("pglog: append: %w", err)
 	})
+	if err == nil && l.wake != nil {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
 	return index, err
 }
 
@@ -197,6 +228,15 @@ func (l *Log) integrate(ctx context.Context, tx pgx.Tx, entry []byte, fence Fenc
 	binary.BigEndian.PutUint16(rec, uint16(len(entry)))
 	if err := appendTo(ctx, tx, "bundles", 0, index, append(rec, entry...)); err != nil {
 		return 0, err
+	}
+	if l.publish != nil {
+		// Under a witness policy the publisher has the checkpoint
+		// cosigned once this commits (witness.go).
+		if _, err := tx.Exec(ctx, `UPDATE ktlog_head SET size = $1, range_hashes = $2 WHERE id = 1`,
+			int64(index+1), bytes.Join(r.Hashes(), nil)); err != nil {
+			return 0, fmt.Errorf("writing the head: %w", err)
+		}
+		return index, nil
 	}
 	cp, err := l.sign(index+1, root)
 	if err != nil {

@@ -17,7 +17,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/api/layout"
+	tclient "github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/quicprochat/qpc/internal/pgtest"
@@ -389,4 +392,76 @@ func TestEntryTooLong(t *testing.T) {
 	if idx, err := l.Append(context.Background(), make([]byte, 1<<16-1)); err != nil || idx != 0 {
 		t.Fatalf("Append of 65535 bytes: %d, %v", idx, err)
 	}
+}
+
+// TestReadersSeeProvableCheckpoints: while one node appends, a reader on
+// another node (its own pool) only ever sees checkpoints whose tiles and
+// bundles are all there: the newest entry's bundle holds it and its
+// inclusion proof, built from the tiles, verifies against the
+// checkpoint's root (RFC 6962 §2.1.1).
+func TestReadersSeeProvableCheckpoints(t *testing.T) {
+	url := pgtest.DB(t)
+	c, v := keys(t)
+	w := open(t, pool(t, url), c, pglog.Options{})
+	r := open(t, pool(t, url), c, pglog.Options{})
+	const n = layout.EntryBundleWidth + 14 // into a second tile
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			if _, err := w.Append(context.Background(), entryOf(i)); err != nil {
+				t.Errorf("Append %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	ctx := context.Background()
+	checked := 0
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		raw, err := r.ReadCheckpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, err := kt.OpenCheckpoint(raw, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp.Size == 0 {
+			continue
+		}
+		last := cp.Size - 1
+		eb, err := tclient.GetEntryBundle(ctx, r.ReadEntryBundle, last/layout.EntryBundleWidth, cp.Size)
+		if err != nil {
+			t.Fatalf("checkpoint of %d entries: bundle of its last entry: %v", cp.Size, err)
+		}
+		e := eb.Entries[last%layout.EntryBundleWidth]
+		if !bytes.Equal(e, entryOf(int(last))) {
+			t.Fatalf("entry %d = %q", last, e)
+		}
+		pb, err := tclient.NewProofBuilder(ctx, cp.Size, r.ReadTile)
+		if err != nil {
+			t.Fatalf("checkpoint of %d entries: tiles: %v", cp.Size, err)
+		}
+		p, err := pb.InclusionProof(ctx, last)
+		if err != nil {
+			t.Fatalf("checkpoint of %d entries: inclusion proof: %v", cp.Size, err)
+		}
+		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, last, cp.Size, rfc6962.DefaultHasher.HashLeaf(e), p, cp.Root[:]); err != nil {
+			t.Fatalf("checkpoint of %d entries does not prove its last entry: %v", cp.Size, err)
+		}
+		checked++
+		time.Sleep(time.Millisecond) // leave the appender CPU on a small machine
+	}
+	if t.Failed() {
+		return
+	}
+	if size, err := r.IntegratedSize(ctx); err != nil || size != n {
+		t.Fatalf("IntegratedSize %d, %v; want %d", size, err, n)
+	}
+	t.Logf("%d checkpoints checked while appending", checked)
 }
