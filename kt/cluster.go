@@ -82,6 +82,31 @@ type QueuedUpdate struct {
 	Index   Index
 	Proof   [vrf.ProofSize]byte
 	Epoch   uint64 // the epoch that took it (Taken)
+	// First: the value is to be the label's first version, or nothing
+	// (PublishFirst): the epoch refuses it with ErrVersionTaken when the
+	// label has one.
+	First bool
+}
+
+// ErrVersionTaken is PublishFirst's refusal: the label has a version
+// already (another node published it).
+var ErrVersionTaken = errors.New("kt: the label has a version already")
+
+// PublishFirst publishes value as the first version of label, or nothing
+// if the label has one (ErrVersionTaken): for values committed once,
+// such as the token epoch length, which every node of several would
+// otherwise publish again. On one node it is Publish after a look at the
+// label's latest version; on several the epoch that takes it checks.
+func (d *Directory) PublishFirst(ctx context.Context, label string, value []byte) (Published, error) {
+	if d.opts.Queue != nil {
+		return d.publishShared(ctx, label, value, true)
+	}
+	if v, err := d.LatestVersion(label); err != nil {
+		return Published{}, err
+	} else if v > 0 {
+		return Published{}, ErrVersionTaken
+	}
+	return d.Publish(ctx, label, value)
 }
 
 // ErrLabelQueued is a SharedQueue's refusal of a second update of a label
@@ -180,6 +205,14 @@ func (d *Directory) refresh(ctx context.Context) error {
 	if !bytes.Equal(got, rec) {
 		return fmt.Errorf("kt: log entry %d differs from the database's epoch record", e)
 	}
+	// The cache first, then the view: a reader of the new epoch must not
+	// find the nodes of an older one in the cache.
+	if err := viewTree(ctx, d.store, d.ts.follow); err != nil {
+		d.ts.bypass.Store(true)
+		d.opts.Logger.Warn("kt: following the tree into the cache; reading the database instead", "err", err)
+	} else {
+		d.ts.bypass.Store(false)
+	}
 	for {
 		old := d.view.Load()
 		if old != nil && old.checkpoint.Size >= cp.Size {
@@ -268,21 +301,49 @@ func (d *Directory) tickShared(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("kt: taking queued updates: %w", err)
 	}
-	batch := make([]*update, len(taken))
-	ids := make([]int64, len(taken))
-	for i, q := range taken {
-		batch[i] = &update{label: q.Label, value: q.Value, version: q.Version, index: q.Index, proof: q.Proof}
-		ids[i] = q.ID
+	// A first version (PublishFirst) of a label that has one is refused
+	// here: this node is the only writer, so what it reads now holds
+	// when it commits.
+	refused := make([]bool, len(taken))
+	if err := viewTree(ctx, d.store, func(s TreeSnapshot) error {
+		for i, q := range taken {
+			if q.First {
+				v, err := s.LatestVersion(q.Label)
+				if err != nil {
+					return err
+				}
+				refused[i] = v > 0
+			}
+		}
+		return nil
+	}); err != nil {
+		return 0, err
 	}
-	results, err := d.commit(batch, false)
+	batch := make([]*update, 0, len(taken))
+	for i, q := range taken {
+		if !refused[i] {
+			batch = append(batch, &update{label: q.Label, value: q.Value, version: q.Version, index: q.Index, proof: q.Proof})
+		}
+	}
+	committed, err := d.commit(batch, false)
 	if err != nil {
 		return 0, err
 	}
 	if err := d.syncLog(ctx); err != nil {
 		return 0, err
 	}
+	ids := make([]int64, len(taken))
+	results := make([]Published, len(taken))
+	for i, q := range taken {
+		ids[i] = q.ID
+		if refused[i] {
+			results[i] = Published{Err: ErrVersionTaken}
+		} else {
+			results[i], committed = committed[0], committed[1:]
+		}
+	}
 	if len(ids) > 0 {
-		if err := d.opts.Queue.Settle(ctx, ids, results[:len(ids)]); err != nil {
+		if err := d.opts.Queue.Settle(ctx, ids, results); err != nil {
 			return 0, fmt.Errorf("kt: settling epoch %d's updates: %w", e, err)
 		}
 	}
@@ -316,6 +377,8 @@ func (d *Directory) reconcile(ctx context.Context) error {
 			switch {
 			case v > 0 && rec.added == q.Epoch && bytes.Equal(rec.value, q.Value):
 				results = append(results, Published{Version: v, Epoch: q.Epoch})
+			case q.First && v > 0:
+				results = append(results, Published{Err: ErrVersionTaken})
 			case v >= d.opts.MaxVersions:
 				results = append(results, Published{Err: ErrTooManyVersions})
 			default:
@@ -345,7 +408,7 @@ func (d *Directory) reconcile(ctx context.Context) error {
 
 // publishShared queues value through the shared queue and waits for the
 // sequencer's outcome, with Publish's contract.
-func (d *Directory) publishShared(ctx context.Context, label string, value []byte) (Published, error) {
+func (d *Directory) publishShared(ctx context.Context, label string, value []byte, first bool) (Published, error) {
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return Published{}, ErrLabel
 	}
@@ -363,10 +426,13 @@ func (d *Directory) publishShared(ctx context.Context, label string, value []byt
 			return Published{}, err
 		}
 		v := latest + 1
+		if first && latest > 0 {
+			return Published{}, ErrVersionTaken
+		}
 		if v > d.opts.MaxVersions {
 			return Published{}, ErrTooManyVersions
 		}
-		q := QueuedUpdate{Label: label, Value: value, Version: v}
+		q := QueuedUpdate{Label: label, Value: value, Version: v, First: first}
 		q.Index, q.Proof = d.prove(label, v)
 		id, err = d.opts.Queue.Add(ctx, q, d.opts.MaxPending)
 		if err == nil {
@@ -438,7 +504,7 @@ func (d *Directory) enqueueShared(label string, value []byte) (<-chan Published,
 	}
 	ch := make(chan Published, 1)
 	go func() {
-		p, err := d.publishShared(context.Background(), label, value)
+		p, err := d.publishShared(context.Background(), label, value, false)
 		p.Err = err
 		ch <- p
 	}()
@@ -473,7 +539,7 @@ func (d *Directory) checkView(s TreeSnapshot, v *view) error {
 func (d *Directory) retryStale(ctx context.Context, answer func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := answer()
-		if !errors.Is(err, errStaleView) {
+		if !errors.Is(err, errStaleView) && (d.opts.Lease == nil || !errors.Is(err, errNoState)) {
 			return err
 		}
 		if attempt == 4 {

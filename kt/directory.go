@@ -259,7 +259,7 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	}
 	d.store = st
 	d.ts = newTreeStore(opts.CacheDepth)
-	if err := viewTree(ctx, st, d.ts.fill); err != nil {
+	if err := viewTree(ctx, st, d.ts.refill); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
@@ -418,7 +418,7 @@ func (d *Directory) syncLog(ctx context.Context) error {
 // the epoch's own timeout) and reports it whatever ctx says.
 func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
 	if d.opts.Queue != nil {
-		return d.publishShared(ctx, label, value)
+		return d.publishShared(ctx, label, value, false)
 	}
 	u, err := d.enqueue(label, value)
 	if err != nil {
@@ -770,6 +770,9 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
 	d.ts.publish(dirty)
+	d.ts.mu.Lock()
+	d.ts.epochs = e + 1
+	d.ts.mu.Unlock()
 	d.stats.tree += time.Since(treeStart)
 	return results, nil
 }

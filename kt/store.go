@@ -59,19 +59,113 @@ type treeStore struct {
 	// every read to the store's snapshot: another node commits the
 	// epochs, so the cache would be stale.
 	bypass atomic.Bool
+	// epochs is the number of committed epochs the cache reflects (on
+	// a node of several, which follows other nodes' commits).
+	epochs uint64
 }
+
+// errNoState is a node read for an epoch whose state it no longer has:
+// the tree moved on more than an epoch past the reader's.
+var errNoState = errors.New("kt: tree node has no state at epoch")
 
 // refill replaces the cache with the nodes of snap and drops the staged
 // previous states: a node that takes the sequencer lease starts from
 // what the last holder committed.
 func (ts *treeStore) refill(snap TreeSnapshot) error {
 	fresh := newTreeStore(ts.cacheDepth)
+	n, err := snap.Epochs()
+	if err != nil {
+		return err
+	}
 	if err := fresh.fill(snap); err != nil {
 		return err
 	}
 	ts.mu.Lock()
-	ts.cache, ts.prevEpoch, ts.prevs = fresh.cache, 0, nil
+	ts.cache, ts.prevEpoch, ts.prevs, ts.epochs = fresh.cache, 0, nil, n
 	ts.mu.Unlock()
+	return nil
+}
+
+// followMax is the most epochs follow catches up on by their update
+// lists; further behind, it reads the whole cache again.
+const followMax = 64
+
+// follow brings the cache up to snap, which another node's commits moved
+// on: every node an epoch changed lies on the path from the root to a
+// leaf it inserted (an insert changes the nodes above its leaf, and a
+// later one only adds nodes between them), so walking those paths in snap
+// down to cacheDepth reads every changed and new node. The records read
+// carry their previous states (stored so on a shared store), so readers
+// of the epoch before snap's last keep finding theirs.
+func (ts *treeStore) follow(snap TreeSnapshot) error {
+	m, err := snap.Epochs()
+	if err != nil {
+		return err
+	}
+	ts.mu.RLock()
+	from := ts.epochs
+	ts.mu.RUnlock()
+	if from >= m {
+		return nil
+	}
+	if m-from > followMax {
+		return ts.refill(snap)
+	}
+	found := map[nodeID]*nodeRecord{}
+	for e := from; e < m; e++ {
+		raw, err := snap.UpdateList(e)
+		if err != nil {
+			return err
+		}
+		if raw == nil {
+			return ts.refill(snap) // an epoch from before update lists were kept
+		}
+		ul, err := ParseUpdateList(raw)
+		if err != nil {
+			return err
+		}
+		for i := range ul.Leaves {
+			if err := ts.walk(snap, &ul.Leaves[i].Index, found); err != nil {
+				return err
+			}
+		}
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.epochs != from {
+		return nil // another follow got there first
+	}
+	for id, r := range found {
+		ts.cache[id] = r
+	}
+	ts.epochs = m
+	return nil
+}
+
+// walk reads the nodes on the path to index down to cacheDepth into found.
+func (ts *treeStore) walk(snap TreeSnapshot, index *Index, found map[nodeID]*nodeRecord) error {
+	id := rootID
+	for int(id.depth) <= ts.cacheDepth {
+		r, ok := found[id]
+		if !ok {
+			raw, err := snap.Node(id.storeKey())
+			if err != nil {
+				return err
+			}
+			if raw == nil {
+				return nil
+			}
+			if r, err = parseNodeRecord(id, raw); err != nil {
+				return err
+			}
+			found[id] = r
+		}
+		b := index.bit(int(id.depth))
+		if !r.state.present[b] || r.state.child[b].leaf() {
+			return nil
+		}
+		id = r.state.child[b].id
+	}
 	return nil
 }
 

@@ -231,11 +231,20 @@ func PublishTokenKeysNotify(ctx context.Context, d *kt.Directory, issuer *tokens
 			items = append(items, item{label: label, value: raw, epoch: e})
 		}
 		// Published together, so they are served in the same KT epoch;
-		// Publish withdraws what is still queued when ctx ends.
+		// Publish withdraws what is still queued when ctx ends. Each is
+		// a first version: of several nodes sharing the directory, each
+		// runs this, and a label another node published meanwhile is
+		// refused (kt.ErrVersionTaken), never given a second version.
 		results := make([]kt.Published, len(items))
 		var wg sync.WaitGroup
 		for i, it := range items {
-			wg.Go(func() { results[i], _ = d.Publish(ctx, it.label, it.value) })
+			wg.Go(func() {
+				var err error
+				results[i], err = d.PublishFirst(ctx, it.label, it.value)
+				if errors.Is(err, kt.ErrVersionTaken) {
+					results[i] = kt.Published{} // committed by another node
+				}
+			})
 		}
 		wg.Wait()
 		for i, p := range results {

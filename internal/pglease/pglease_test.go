@@ -216,7 +216,9 @@ func TestLeaseFenceWaitsForWriteInFlight(t *testing.T) {
 // not before, and within ttl plus a generous slack.
 func TestLeaseTakeover(t *testing.T) {
 	l, _ := open(t)
-	const ttl = time.Second
+	// Long beside the renewal interval, so that a loaded machine does
+	// not make node-a miss a renewal.
+	const ttl = 2 * time.Second
 	tok, ok := acquire(t, l, "seq", "node-a", ttl)
 	if !ok {
 		t.Fatal("node-a did not get a free lease")
@@ -230,7 +232,7 @@ func TestLeaseTakeover(t *testing.T) {
 		if _, ok := acquire(t, l, "seq", "node-b", ttl); ok {
 			t.Fatal("node-b took a lease that is being renewed")
 		}
-		time.Sleep(ttl / 4)
+		time.Sleep(ttl / 20)
 	}
 	// node-a dies.
 	got, at := await(t, l, "seq", "node-b", ttl)

@@ -36,6 +36,7 @@ type node struct {
 	name string
 	d    *kt.Directory
 	n    *ktpg.Node
+	o    kt.DirectoryOptions
 }
 
 // openNode opens a directory node on the database at url; start runs its
@@ -58,7 +59,7 @@ func openNode(t *testing.T, url string, k kttest.Keys, name string, start bool) 
 		n.Close()
 		t.Fatalf("node %s: %v", name, err)
 	}
-	nd := &node{name: name, d: d, n: n}
+	nd := &node{name: name, d: d, n: n, o: o}
 	t.Cleanup(func() { nd.d.Close(); nd.n.Close() })
 	if start {
 		d.Start()
@@ -251,6 +252,27 @@ func TestNodesPublishLatency(t *testing.T) {
 	ms, mo := viaSeq[rounds/2], viaOther[rounds/2]
 	t.Logf("publish latency, median of %d (epoch interval %v): through the sequencer %v, through another node %v (ratio %.2f)",
 		rounds, testInterval, ms, mo, float64(mo)/float64(ms))
+
+	// Lookups, interleaved: the sequencer reads the tree's top levels
+	// from memory, the other node every node from the database.
+	var lkSeq, lkOther []time.Duration
+	for i := range 3 * rounds {
+		for _, side := range []struct {
+			n *node
+			d *[]time.Duration
+		}{{seq, &lkSeq}, {other, &lkOther}} {
+			start := time.Now()
+			if _, err := side.n.d.Lookup(ctx, fmt.Sprintf("a-%d", i%rounds), 0); err != nil {
+				t.Fatalf("lookup through %s: %v", side.n.name, err)
+			}
+			*side.d = append(*side.d, time.Since(start))
+		}
+	}
+	slices.Sort(lkSeq)
+	slices.Sort(lkOther)
+	ls, lo := lkSeq[len(lkSeq)/2], lkOther[len(lkOther)/2]
+	t.Logf("lookup latency, median of %d: on the sequencer %v, on another node %v (ratio %.2f)",
+		len(lkSeq), ls, lo, float64(lo)/float64(ls))
 }
 
 // TestHostileSequencerKilled kills the sequencer mid-stream (its
@@ -422,4 +444,93 @@ func TestAttackPausedSequencerFenced(t *testing.T) {
 func cfgHash(d *kt.Directory) [32]byte {
 	c := d.Config()
 	return c.Hash()
+}
+
+// TestNodesPublishFirst: a value committed once (the token epoch length,
+// which every node publishes when it starts) published through two nodes
+// at once gets one version: one publish lands, the other is refused with
+// ErrVersionTaken, never made version 2.
+func TestNodesPublishFirst(t *testing.T) {
+	url := pgtest.DB(t)
+	k := kttest.NewKeys(t, "kt-nodes-first")
+	nodes := []*node{openNode(t, url, k, "a", true), openNode(t, url, k, "b", true)}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	for round := range 3 {
+		label := fmt.Sprintf("once-%d", round)
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() { _, errs[i] = n.d.PublishFirst(ctx, label, []byte("the same value")) })
+		}
+		wg.Wait()
+		landed := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				landed++
+			case !errors.Is(err, kt.ErrVersionTaken):
+				t.Fatalf("PublishFirst through %s: %v", nodes[i].name, err)
+			}
+		}
+		if landed != 1 {
+			t.Fatalf("round %d: %d of the first publishes landed: %v", round, landed, errs)
+		}
+		if v, err := nodes[0].d.LatestVersion(label); err != nil || v != 1 {
+			t.Fatalf("round %d: the label has version %d (%v), want 1", round, v, err)
+		}
+	}
+}
+
+// TestHostileSequencerDiesWithTakenUpdates: the sequencer takes queued
+// publishes into its epoch and dies before it commits them. The next
+// holder puts them back in the queue and commits them: the publishers,
+// waiting on another node, are answered, and the versions are served.
+func TestHostileSequencerDiesWithTakenUpdates(t *testing.T) {
+	url := pgtest.DB(t)
+	k := kttest.NewKeys(t, "kt-nodes-taken")
+	a := openNode(t, url, k, "a", false) // holds the lease; its epochs are the test's
+	b := openNode(t, url, k, "b", true)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	const n = 3
+	type result struct {
+		label string
+		p     kt.Published
+		err   error
+	}
+	results := make(chan result, n)
+	for i := range n {
+		label := fmt.Sprintf("taken-%d", i)
+		go func() {
+			p, err := b.d.Publish(ctx, label, []byte("v "+label))
+			results <- result{label, p, err}
+		}()
+	}
+	// a's epoch takes them all...
+	taken := 0
+	waitFor(t, "a's epoch takes the publishes", func() bool {
+		q, err := a.o.Queue.Take(ctx, a.size(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken += len(q)
+		return taken == n
+	})
+	// ...and a dies before committing them.
+	a.kill()
+	want := map[string]kt.Published{}
+	values := map[string][]byte{}
+	for range n {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				t.Fatalf("publish %s: %v", r.label, r.err)
+			}
+			want[r.label], values[r.label] = r.p, []byte("v "+r.label)
+		case <-ctx.Done():
+			t.Fatalf("the publishes a took were never answered (%d of %d)", len(want), n)
+		}
+	}
+	checkLookups(t, k, want, values, b)
 }

@@ -141,10 +141,10 @@ func (q *Queue) write(ctx context.Context, fenced bool, fn func(context.Context,
 func (q *Queue) Add(ctx context.Context, u kt.QueuedUpdate, maxPending int) (int64, error) {
 	var id int64
 	err := q.write(ctx, false, func(ctx context.Context, tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `INSERT INTO kt_pending (label, value, version, vrf_index, vrf_proof)
-			SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM kt_pending WHERE state < 2) < $6
+		err := tx.QueryRow(ctx, `INSERT INTO kt_pending (label, value, version, vrf_index, vrf_proof, first)
+			SELECT $1, $2, $3, $4, $5, $7 WHERE (SELECT count(*) FROM kt_pending WHERE state < 2) < $6
 			ON CONFLICT (label) WHERE state < 2 DO NOTHING RETURNING id`,
-			[]byte(u.Label), u.Value, int64(u.Version), u.Index[:], u.Proof[:], maxPending).Scan(&id)
+			[]byte(u.Label), u.Value, int64(u.Version), u.Index[:], u.Proof[:], maxPending, u.First).Scan(&id)
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -174,7 +174,7 @@ func (q *Queue) Withdraw(ctx context.Context, id int64) (bool, error) {
 	return n == 1, err
 }
 
-const takenCols = `id, label, value, version, vrf_index, vrf_proof, epoch`
+const takenCols = `id, label, value, version, vrf_index, vrf_proof, epoch, first`
 
 func scanTaken(rows pgx.Rows) ([]kt.QueuedUpdate, error) {
 	var out []kt.QueuedUpdate
@@ -182,7 +182,7 @@ func scanTaken(rows pgx.Rows) ([]kt.QueuedUpdate, error) {
 		var u kt.QueuedUpdate
 		var label, index, proof []byte
 		var version, epoch int64
-		if err := rows.Scan(&u.ID, &label, &u.Value, &version, &index, &proof, &epoch); err != nil {
+		if err := rows.Scan(&u.ID, &label, &u.Value, &version, &index, &proof, &epoch, &u.First); err != nil {
 			return nil, err
 		}
 		if len(index) != len(u.Index) || len(proof) != len(u.Proof) || version <= 0 || version > int64(kt.MaxVersion) || epoch < 0 {
@@ -230,7 +230,7 @@ func (q *Queue) Taken(ctx context.Context) ([]kt.QueuedUpdate, error) {
 }
 
 // The outcomes' errors as stored: the directory's sentinels by name.
-var errNames = map[string]error{"too_many_versions": kt.ErrTooManyVersions}
+var errNames = map[string]error{"too_many_versions": kt.ErrTooManyVersions, "version_taken": kt.ErrVersionTaken}
 
 func errName(err error) string {
 	for n, e := range errNames {

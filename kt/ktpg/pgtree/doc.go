@@ -13,7 +13,9 @@
 // its first read at once, so the snapshot is the committed state at that
 // moment, whole, whatever commits run meanwhile (PostgreSQL's MVCC keeps
 // the rows it sees); it holds one pool connection until Release. Keep
-// snapshots short: a long one holds back vacuum.
+// snapshots short: a long one holds back vacuum. Each read is one query
+// (a round trip). A snapshot may be shared by goroutines; its reads take
+// turns.
 //
 // Writes: CommitEpoch is one transaction (internal/pgtx: run again on a
 // deadlock, committed with synchronous_commit on). It locks the one row

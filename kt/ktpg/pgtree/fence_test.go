@@ -66,6 +66,9 @@ func TestAttackTreeFormerSequencer(t *testing.T) {
 	l := leases(t, url)
 	a, b := newNode(t, url, "node-a"), newNode(t, url, "node-b")
 
+	if _, err := pgtree.Open(bg, url, pgtree.Options{Logger: quiet, Fence: &pgtree.Fence{Lease: seqLease}}); err == nil {
+		t.Fatal("Open accepted a Fence without a Token function")
+	}
 	// A node without the lease commits nothing.
 	if err := a.store.CommitEpoch(bg, epochOf(0, "a")); !errors.Is(err, pglease.ErrFenced) {
 		t.Fatalf("commit without the lease: %v, want ErrFenced", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +97,9 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 // New is Open on a pool the caller keeps (and closes after the store):
 // for a node that shares one pool between the store and its lease.
 func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Store, error) {
+	if o.Fence != nil && (o.Fence.Lease == "" || o.Fence.Token == nil) {
+		return nil, errors.New("pgtree: open: a Fence needs a Lease name and a Token function")
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -133,7 +137,8 @@ func (s *Store) Close() error {
 }
 
 // classify passes the TreeStore's refusals and a done context as they
-// are, and wraps anything else once.
+// are, says ErrClosed for a closed store, and leaves the caller to say
+// what failed.
 func (s *Store) classify(ctx context.Context, err error) error {
 	if errors.Is(err, kt.ErrEpochTaken) || errors.Is(err, pglease.ErrFenced) {
 		return err
@@ -144,7 +149,7 @@ func (s *Store) classify(ctx context.Context, err error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return fmt.Errorf("pgtree: %w", err)
+	return err
 }
 
 // CommitEpoch writes c in one transaction (kt.TreeStore), fenced by
@@ -201,26 +206,31 @@ func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context
 			}
 		}
 		if len(keys) > 0 {
-			if _, err := tx.Exec(ctx, `INSERT INTO kt_tree_nodes (key, value)
-				SELECT * FROM unnest($1::bytea[], $2::bytea[])
-				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keys, values); err != nil {
+			if err := putNodes(ctx, tx, keys, values); err != nil {
 				return err
 			}
 		}
-		var list []byte
-		if c.UpdateList != nil {
-			list = c.UpdateList
-		}
+		// A nil list is stored as NULL: none.
 		if _, err := tx.Exec(ctx, `INSERT INTO kt_tree_epochs (epoch, record, update_list) VALUES ($1, $2, $3)`,
-			int64(c.Epoch), notNull(c.Record), list); err != nil {
+			int64(c.Epoch), notNull(c.Record), c.UpdateList); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `UPDATE kt_tree_head SET epochs = epochs + 1`)
 		return err
 	}, nil, s.classify)
 	if err != nil && !errors.Is(err, kt.ErrEpochTaken) && !errors.Is(err, pglease.ErrFenced) {
-		return fmt.Errorf("commit epoch %d: %w", c.Epoch, err)
+		return fmt.Errorf("pgtree: commit epoch %d: %w", c.Epoch, err)
 	}
+	return err
+}
+
+// putNodes upserts the nodes keys[i] = values[i] in tx: one statement,
+// the arrays sent in binary. (COPY into a temporary table and an upsert
+// from it measured no faster: docs/adr/0035.)
+func putNodes(ctx context.Context, tx pgx.Tx, keys, values [][]byte) error {
+	_, err := tx.Exec(ctx, `INSERT INTO kt_tree_nodes (key, value)
+		SELECT * FROM unnest($1::bytea[], $2::bytea[])
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, keys, values)
 	return err
 }
 
@@ -268,7 +278,7 @@ func (s *Store) Snapshot(ctx context.Context) (kt.TreeSnapshot, error) {
 	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, s.classify(ctx, err)
+		return nil, fmt.Errorf("pgtree: snapshot: %w", s.classify(ctx, err))
 	}
 	// The first statement takes the transaction's snapshot: here, so
 	// that the view is the state when Snapshot returns, not when the
@@ -287,6 +297,9 @@ type snapshot struct {
 	ctx    context.Context
 	tx     pgx.Tx
 	epochs int64 // read when the snapshot was taken
+	// mu makes the reads take turns: a transaction runs one query at a
+	// time.
+	mu sync.Mutex
 }
 
 func (n *snapshot) Release() {
@@ -303,6 +316,8 @@ func (n *snapshot) err(what string, err error) error {
 // bytesOf runs a query of one bytea; nil when there is no row (or the
 // value is NULL).
 func (n *snapshot) bytesOf(what, sql string, args ...any) ([]byte, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var b []byte
 	err := n.tx.QueryRow(n.ctx, sql, args...).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -331,6 +346,8 @@ func (n *snapshot) UpdateList(e uint64) ([]byte, error) {
 }
 
 func (n *snapshot) LatestVersion(label string) (uint32, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	var v int64
 	err := n.tx.QueryRow(n.ctx, `SELECT coalesce(max(version), 0) FROM kt_tree_versions WHERE label = $1`,
 		[]byte(label)).Scan(&v)
@@ -349,32 +366,39 @@ func (n *snapshot) Node(k []byte) ([]byte, error) {
 	return n.bytesOf("node", `SELECT value FROM kt_tree_nodes WHERE key = $1`, notNull(k))
 }
 
+// page reads the scanPage nodes after key after (from the first if
+// first).
+func (n *snapshot) page(first bool, after []byte) (keys, values [][]byte, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var rows pgx.Rows
+	if first {
+		rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes ORDER BY key LIMIT $1`, scanPage)
+	} else {
+		rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes WHERE key > $1 ORDER BY key LIMIT $2`, after, scanPage)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var k, v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		keys, values = append(keys, k), append(values, v)
+	}
+	return keys, values, rows.Err()
+}
+
 // ScanNodes reads the nodes a page at a time (keyset pagination, in the
 // snapshot's one view), so fn may stop early without the rest being read
 // and may call the snapshot's other methods.
 func (n *snapshot) ScanNodes(fn func(k, v []byte) (bool, error)) error {
 	var after []byte
 	for first := true; ; first = false {
-		var rows pgx.Rows
-		var err error
-		if first {
-			rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes ORDER BY key LIMIT $1`, scanPage)
-		} else {
-			rows, err = n.tx.Query(n.ctx, `SELECT key, value FROM kt_tree_nodes WHERE key > $1 ORDER BY key LIMIT $2`, after, scanPage)
-		}
+		keys, values, err := n.page(first, after)
 		if err != nil {
-			return n.err("scan nodes", err)
-		}
-		var keys, values [][]byte
-		for rows.Next() {
-			var k, v []byte
-			if err := rows.Scan(&k, &v); err != nil {
-				rows.Close()
-				return n.err("scan nodes", err)
-			}
-			keys, values = append(keys, k), append(values, v)
-		}
-		if err := rows.Err(); err != nil {
 			return n.err("scan nodes", err)
 		}
 		for i := range keys {

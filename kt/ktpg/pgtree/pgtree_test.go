@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/quicprochat/qpc/internal/pgtest"
@@ -105,4 +107,48 @@ func commitN(t testing.TB, s kt.TreeStore, e uint64, nodes []kt.NodeWrite) {
 	if err := s.CommitEpoch(bg, kt.EpochCommit{Epoch: e, Nodes: nodes, Record: fmt.Appendf(nil, "record %d", e)}); err != nil {
 		t.Fatalf("CommitEpoch(%d): %v", e, err)
 	}
+}
+
+// TestSnapshotSharedByGoroutines: one snapshot read by several
+// goroutines at once answers every key right (stored keys with their
+// values, absent keys nil, a node committed after the snapshot not
+// seen); under -race, no race.
+func TestSnapshotSharedByGoroutines(t *testing.T) {
+	s := open(t, pgtest.DB(t), pgtree.Options{Logger: quiet})
+	defer s.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	stored := map[string][]byte{}
+	var nodes []kt.NodeWrite
+	for i := 0; i < 600; i += 1 + rng.IntN(3) { // gaps: absent keys between stored ones
+		k := binary.BigEndian.AppendUint16([]byte{1}, uint16(i))
+		v := fmt.Appendf(nil, "v%d", i)
+		stored[string(k)] = v
+		nodes = append(nodes, kt.NodeWrite{Key: k, Value: v})
+	}
+	commitN(t, s, 0, nodes)
+	snap, err := s.Snapshot(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	commitN(t, s, 1, []kt.NodeWrite{{Key: binary.BigEndian.AppendUint16([]byte{1}, 601), Value: []byte("later")}})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 5))
+			for range 2000 {
+				i := r.IntN(640) - 20
+				k := binary.BigEndian.AppendUint16([]byte{1}, uint16(i))
+				if i < 0 {
+					k = []byte{0, byte(-i)}
+				}
+				got, err := snap.Node(k)
+				if want := stored[string(k)]; err != nil || !bytes.Equal(got, want) || (got == nil) != (want == nil) {
+					t.Errorf("Node(%x) = %q, %v; want %q", k, got, err, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -10,6 +10,7 @@ CREATE TABLE kt_pending (
 	version        bigint NOT NULL,
 	vrf_index      bytea NOT NULL,
 	vrf_proof      bytea NOT NULL,
+	first          boolean NOT NULL DEFAULT false, -- PublishFirst: refused if the label has a version
 	state          smallint NOT NULL DEFAULT 0,
 	epoch          bigint,
 	result_version bigint,
