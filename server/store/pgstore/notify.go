@@ -30,9 +30,10 @@ import (
 // 8000 bytes: notifyIDs IDs make at most 17+64*100 = 6417.
 //
 // A group-commit batch of sends notifies once per notifyIDs mailboxes
-// rather than once per send: a notifying commit takes PostgreSQL's
-// global notification lock, so fewer notifies serialise fewer commits
-// (measured in docs/scaling.md).
+// rather than once per send: a notifying commit holds PostgreSQL's
+// database-wide notification lock through its WAL flush, so the less it
+// queues under it the better (per batch against per send, and against
+// after the commit, measured in docs/scaling.md).
 
 const (
 	kindStored  = 's'
