@@ -22,8 +22,9 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // TestRunPostgres: qpc-server run --store postgres://... (the path of the
 // binary: flags, config.Load, server.Run) keeps mailboxes, messages,
 // spent tokens, accounts and the KT directory in a real PostgreSQL and
-// neither qpc.db, accounts.db, kt.db nor kt-log in the data directory; a real client registers, creates a
-// mailbox and sends, paying with tokens; after a restart of the server the
+// neither qpc.db, accounts.db, kt.db nor kt-log in the data directory; a
+// real client registers, creates a mailbox and sends, paying with
+// tokens; after a restart of the server the
 // message is still there, the tokens it spent are still spent, the session
 // still works, the token quota counts what was issued before the restart
 // and refuses past it, and a login works; /readyz checks the database.

@@ -87,7 +87,7 @@ func Configure(ctx context.Context, url string, o *kt.DirectoryOptions, opt Opti
 	// the log): the pool goes with it.
 	o.Tree, o.Lease, o.Queue = closingTree{tree, pool.Close}, lease, queue
 	o.OpenLog = func(ctx context.Context, c kt.LogConfig) (kt.LogDriver, error) {
-		return pglog.Open(ctx, pool, c, pglog.Options{Fence: lease.Fence})
+		return pglog.Open(ctx, pool, c, pglog.Options{Fence: lease.Fence, Logger: opt.Logger})
 	}
 	return &Node{Pool: pool, Lease: lease}, nil
 }

@@ -410,7 +410,8 @@ func TestAttackPausedSequencerFenced(t *testing.T) {
 	}
 	b := openNode(t, url, k, "b", true)
 	waitFor(t, "b takes the lease a stopped renewing", func() bool { return b.n.Lease.Token() != 0 })
-	if _, err := b.d.Publish(ctx, "after", []byte("v")); err != nil {
+	after, err := b.d.Publish(ctx, "after", []byte("v"))
+	if err != nil {
 		t.Fatal(err)
 	}
 	// A publish queued for the next epoch, which a's epoch would take.
@@ -426,10 +427,20 @@ func TestAttackPausedSequencerFenced(t *testing.T) {
 	if !errors.Is(err, pglease.ErrFenced) {
 		t.Fatalf("the paused former sequencer's epoch: %v, want refused by the fence", err)
 	}
-	if p := <-ch; p.Err != nil || p.Epoch < epochs {
-		t.Fatalf("the queued publish: %+v", p)
+	queued := <-ch
+	if queued.Err != nil || queued.Epoch < epochs {
+		t.Fatalf("the queued publish: %+v", queued)
 	}
 	waitFor(t, "b goes on", func() bool { return b.size() > epochs+2 })
+	// a runs its loop again: it finds the lease gone, stops sequencing
+	// and follows b, its cache (last filled by its own epochs) brought up
+	// to date: its lookups verify.
+	a.d.Start()
+	checkLookups(t, k, map[string]kt.Published{"after": after, "queued": queued},
+		map[string][]byte{"after": []byte("v"), "queued": []byte("v")}, a, b)
+	if a.n.Lease.Token() != 0 {
+		t.Fatal("a took the lease back from b")
+	}
 	auditor, err := audit.Open(filepath.Join(t.TempDir(), "audit.db"), audit.Options{
 		Log: audit.DirectoryLog(b.d), Verifier: k.Verifier, ConfigHash: cfgHash(b.d)})
 	if err != nil {
