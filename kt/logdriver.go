@@ -18,8 +18,9 @@ import (
 // log of entries (one epoch record each) published as C2SP tlog-tiles
 // (a signed checkpoint, hash tiles and entry bundles). It is the seam the
 // directory reaches its log through; OpenPOSIXLog is the embedded one
-// (Tessera's POSIX driver, files in a directory). A second implementation
-// must pass the conformance suite in kt/ktstoretest (RunLog).
+// (Tessera's POSIX driver, files in a directory), kt/ktpg/pglog the one
+// on PostgreSQL. Every implementation must pass the conformance suite in
+// kt/ktstoretest (RunLog).
 //
 // # One sequencer
 //

@@ -272,6 +272,11 @@ func (p *WitnessPolicy) tesseraGroup() (tessera.WitnessGroup, error) {
 	return p.group, nil
 }
 
+// TesseraGroup is the policy as the Tessera witness group a LogDriver
+// other than the POSIX one hands Tessera's checkpoint publisher
+// (tessera.AppendOptions.WithWitnesses); every witness needs a URL.
+func (p *WitnessPolicy) TesseraGroup() (tessera.WitnessGroup, error) { return p.tesseraGroup() }
+
 // PublishStats describe the checkpoints the directory published.
 type PublishStats struct {
 	Witnessed       bool          // a witness policy is configured
