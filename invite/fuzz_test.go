@@ -51,7 +51,7 @@ func optionalSkipped(t *testing.T, s string) bool {
 	b := raw[:len(raw)-4]
 	for len(b) >= 3 {
 		n := int(b[1])<<8 | int(b[2])
-		if b[0]&optionalBit != 0 {
+		if b[0]&optionalBit != 0 && b[0] != fieldMore {
 			return true
 		}
 		b = b[min(3+n, len(b)):]

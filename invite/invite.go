@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,6 +53,10 @@ const (
 	fieldConfig  = 0x06 // 32 bytes: the KT configuration hash
 	fieldBuckets = 0x07 // u24 per bucket, ascending
 	fieldWitness = 0x08 // the witness policy (policy.go)
+	// fieldMore lists the endpoints of further nodes of the server, each
+	// u8 type (fieldUDP or fieldOnion) u8<that field's value>. Optional:
+	// a qpc that does not know it dials the first endpoints alone.
+	fieldMore = optionalBit | 0x09
 
 	optionalBit = 0x80
 )
@@ -82,16 +87,44 @@ type Invite struct {
 	// WitnessPolicy is the witness policy the log's checkpoints must
 	// satisfy, as kt.WitnessPolicy.Text without witness URLs; "" if none.
 	WitnessPolicy string
+	// More are the endpoints of the server's further nodes (host:port or
+	// <56 characters>.onion:port), after UDP and Onion; all of them
+	// together at most wire.MaxEndpoints, none twice.
+	More []string
 }
 
-// Address returns the qpc:// address to dial: the onion endpoint when tor
-// is asked for (or is the only one), else the UDP one.
+// Address returns the qpc:// address to dial: the onion endpoints when tor
+// is asked for (or are the only ones), else the UDP ones; each list in the
+// invite's order, UDP or Onion first.
 func (inv *Invite) Address(tor bool) string {
-	a := wire.Address{Pin: inv.Pin, Host: inv.UDP}
-	if inv.Onion != "" && (tor || inv.UDP == "") {
-		a.Host = inv.Onion
+	var clear, onion []string
+	for _, h := range append([]string{inv.UDP, inv.Onion}, inv.More...) {
+		switch {
+		case h == "":
+		case isOnionEndpoint(h):
+			onion = append(onion, h)
+		default:
+			clear = append(clear, h)
+		}
+	}
+	hosts := clear
+	if len(onion) > 0 && (tor || len(clear) == 0) {
+		hosts = onion
+	}
+	a := wire.Address{Pin: inv.Pin}
+	if len(hosts) > 0 {
+		a.Host, a.More = hosts[0], hosts[1:]
+	}
+	if len(a.More) == 0 {
+		a.More = nil
 	}
 	return a.String()
+}
+
+// isOnionEndpoint reports whether host:port names an onion service.
+func isOnionEndpoint(hostport string) bool {
+	h, _, err := net.SplitHostPort(hostport)
+	return err == nil && wire.IsOnionHost(h)
 }
 
 // String returns the invite, or "" if a field cannot be encoded (Encode
@@ -147,11 +180,36 @@ func (inv *Invite) Encode() (string, error) {
 		}
 		field(fieldWitness, func(b *cryptobyte.Builder) { b.AddBytes(wp) })
 	}
+	if len(inv.More) > 0 {
+		var more cryptobyte.Builder
+		for _, h := range inv.More {
+			if isOnionEndpoint(h) {
+				key, port, err := onionKey(h)
+				if err != nil {
+					return "", err
+				}
+				more.AddUint8(fieldOnion)
+				more.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(key); b.AddUint16(port) })
+				continue
+			}
+			more.AddUint8(fieldUDP)
+			more.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(h)) })
+		}
+		mb, err := more.Bytes()
+		if err != nil {
+			return "", fmt.Errorf("%w: further endpoints: %v", ErrMalformed, err)
+		}
+		field(fieldMore, func(b *cryptobyte.Builder) { b.AddBytes(mb) })
+	}
 	body, err := b.Bytes()
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	return Prefix + b32.EncodeToString(binary.BigEndian.AppendUint32(body, checksum(body))), nil
+	text := Prefix + b32.EncodeToString(binary.BigEndian.AppendUint32(body, checksum(body)))
+	if len(text) > MaxLen {
+		return "", fmt.Errorf("%w: %d characters, more than %d (fewer or shorter endpoints)", ErrMalformed, len(text), MaxLen)
+	}
+	return text, nil
 }
 
 // checksum is CRC-32C over the prefix and the body: a version changed by
@@ -295,6 +353,34 @@ func (inv *Invite) decodeField(t uint8, v cryptobyte.String) error {
 			return err
 		}
 		inv.WitnessPolicy = text
+	case fieldMore:
+		for !v.Empty() {
+			var et uint8
+			var ev cryptobyte.String
+			if !v.ReadUint8(&et) || !v.ReadUint8LengthPrefixed(&ev) || len(inv.More) >= wire.MaxEndpoints {
+				return bad("further endpoints")
+			}
+			switch et {
+			case fieldUDP:
+				// An onion goes as an onion entry: one encoding each.
+				if len(ev) == 0 || isOnionEndpoint(string(ev)) {
+					return bad("further endpoint")
+				}
+				inv.More = append(inv.More, string(ev))
+			case fieldOnion:
+				var key []byte
+				var port uint16
+				if !ev.ReadBytes(&key, 32) || !ev.ReadUint16(&port) || !ev.Empty() || port == 0 {
+					return bad("further onion endpoint")
+				}
+				inv.More = append(inv.More, net.JoinHostPort(onionID(key)+".onion", strconv.Itoa(int(port))))
+			default:
+				return bad("further endpoint type")
+			}
+		}
+		if len(inv.More) == 0 {
+			return bad("further endpoints (an empty list)")
+		}
 	default:
 		if t&optionalBit == 0 {
 			return fmt.Errorf("%w: field %#02x", ErrCritical, t)
@@ -317,18 +403,39 @@ func (inv *Invite) check() error {
 		}
 	}
 	if inv.UDP != "" {
-		h, port, _ := net.SplitHostPort(inv.UDP)
-		if wire.IsOnionHost(h) {
+		if isOnionEndpoint(inv.UDP) {
 			return fmt.Errorf("%w: an onion host in the UDP endpoint", ErrMalformed)
 		}
-		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 || strconv.FormatUint(p, 10) != port || !hostName(h) {
-			return fmt.Errorf("%w: UDP endpoint %q is not host:port", ErrMalformed, inv.UDP)
+		if err := checkUDP(inv.UDP); err != nil {
+			return err
 		}
 	}
 	if inv.Onion != "" {
 		if _, _, err := onionKey(inv.Onion); err != nil {
 			return err
 		}
+	}
+	var all []string
+	for _, h := range []string{inv.UDP, inv.Onion} {
+		if h != "" {
+			all = append(all, h)
+		}
+	}
+	if n := len(all) + len(inv.More); n > wire.MaxEndpoints {
+		return fmt.Errorf("%w: %d endpoints, at most %d", ErrMalformed, n, wire.MaxEndpoints)
+	}
+	for _, h := range inv.More {
+		if isOnionEndpoint(h) {
+			if _, _, err := onionKey(h); err != nil {
+				return err
+			}
+		} else if err := checkUDP(h); err != nil {
+			return err
+		}
+		if slices.ContainsFunc(all, func(e string) bool { return strings.EqualFold(e, h) }) {
+			return fmt.Errorf("%w: endpoint %q twice", ErrMalformed, h)
+		}
+		all = append(all, h)
 	}
 	if _, err := kt.NewVerifier(inv.LogKey, inv.VRFKey, inv.ConfigHash); err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -344,6 +451,16 @@ func (inv *Invite) check() error {
 		if !wp.Required() {
 			return fmt.Errorf("%w: a witness policy that requires nothing (leave it out)", ErrMalformed)
 		}
+	}
+	return nil
+}
+
+// checkUDP checks a clearnet endpoint: an IP address or DNS name and a
+// port in its one spelling.
+func checkUDP(hostport string) error {
+	h, port, err := net.SplitHostPort(hostport)
+	if p, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || p == 0 || strconv.FormatUint(p, 10) != port || !hostName(h) {
+		return fmt.Errorf("%w: UDP endpoint %q is not host:port", ErrMalformed, hostport)
 	}
 	return nil
 }

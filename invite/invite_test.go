@@ -12,11 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/quicprochat/qpc/internal/qrcode"
 	"github.com/quicprochat/qpc/padding"
+	"github.com/quicprochat/qpc/wire"
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/mod/sumdb/note"
 	"rsc.io/qr"
@@ -104,7 +106,12 @@ func samples(t testing.TB) map[string]*Invite {
 	one := sample(t)
 	one.UDP = "192.0.2.7:4433"
 	one.WitnessPolicy = "witness w1 " + witnessVKey("w1.example") + "\nquorum w1\n"
-	return map[string]*Invite{"udp": udp, "onion": onion, "udp_onion": both, "witnesses3": witnesses, "ipv6_buckets": buckets, "witness_other_key_name": one}
+	nodes := sample(t)
+	nodes.UDP = "node1.example.org:4433"
+	nodes.Onion = onionHost("4433")
+	nodes.More = []string{"node2.example.org:4433", "[2001:db8::2]:4433", onionID(seeded("onion2", 32)) + ".onion:4433"}
+	return map[string]*Invite{"udp": udp, "onion": onion, "udp_onion": both, "witnesses3": witnesses, "ipv6_buckets": buckets, "witness_other_key_name": one,
+		"nodes": nodes}
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -242,21 +249,25 @@ func failures(t testing.TB) map[string]string {
 	b := body(t, good)
 	s := good.String()
 	return map[string]string{
-		"checksum_one_character":  s[:40] + map[bool]string{true: "b", false: "a"}[s[40] == 'a'] + s[41:],
-		"checksum_cut_off":        s[:len(s)-1],
-		"version_changed":         "qpc2:" + s[5:],
-		"malformed_address":       "qpc://" + base64.RawURLEncoding.EncodeToString(good.Pin[:]) + "@chat.example.org:4433",
-		"malformed_character":     s[:30] + "1" + s[31:],
-		"malformed_no_pin":        raw(fieldsWithout(t, b, fieldPin)),
-		"malformed_no_endpoint":   raw(fieldsWithout(t, b, fieldUDP)),
-		"malformed_no_buckets":    raw(fieldsWithout(t, b, fieldBuckets)),
-		"malformed_field_twice":   raw(withField(t, b, fieldBuckets, []byte{0, 2, 0})),
-		"malformed_bad_buckets":   raw(replaceField(t, b, fieldBuckets, []byte{0, 1, 0})),
-		"malformed_vrf_key_short": raw(replaceField(t, b, fieldVRFKey, seeded("vrf", 31))),
-		"malformed_policy_no_ref": raw(withField(t, b, fieldWitness, []byte{tagQuorum, 0})),
-		"checksum_trailing_bits":  s[:len(s)-1] + string(lastBitsChanged(s)),
-		"critical_unknown_field":  raw(withField(t, b, 0x7f, []byte("later"))),
-		"version_2":               "qpc2:aaaa",
+		"checksum_one_character":      s[:40] + map[bool]string{true: "b", false: "a"}[s[40] == 'a'] + s[41:],
+		"checksum_cut_off":            s[:len(s)-1],
+		"version_changed":             "qpc2:" + s[5:],
+		"malformed_address":           "qpc://" + base64.RawURLEncoding.EncodeToString(good.Pin[:]) + "@chat.example.org:4433",
+		"malformed_character":         s[:30] + "1" + s[31:],
+		"malformed_no_pin":            raw(fieldsWithout(t, b, fieldPin)),
+		"malformed_no_endpoint":       raw(fieldsWithout(t, b, fieldUDP)),
+		"malformed_no_buckets":        raw(fieldsWithout(t, b, fieldBuckets)),
+		"malformed_field_twice":       raw(withField(t, b, fieldBuckets, []byte{0, 2, 0})),
+		"malformed_bad_buckets":       raw(replaceField(t, b, fieldBuckets, []byte{0, 1, 0})),
+		"malformed_vrf_key_short":     raw(replaceField(t, b, fieldVRFKey, seeded("vrf", 31))),
+		"malformed_policy_no_ref":     raw(withField(t, b, fieldWitness, []byte{tagQuorum, 0})),
+		"checksum_trailing_bits":      s[:len(s)-1] + string(lastBitsChanged(s)),
+		"critical_unknown_field":      raw(withField(t, b, 0x7f, []byte("later"))),
+		"version_2":                   "qpc2:aaaa",
+		"malformed_more_repeated":     raw(withField(t, b, fieldMore, moreUDP(good.UDP))),
+		"malformed_more_seventeen":    raw(withField(t, b, fieldMore, moreUDP(seventeen()[1:]...))),
+		"malformed_more_empty":        raw(withField(t, b, fieldMore, nil)),
+		"malformed_more_onion_as_udp": raw(withField(t, b, fieldMore, moreUDP(onionHost("4433")))),
 	}
 }
 
@@ -362,4 +373,67 @@ func TestQRSize(t *testing.T) {
 			t.Errorf("%s: QR version %d, want at most %d", tc.name, version, tc.maxVersion)
 		}
 	}
+}
+
+// moreUDP is the value of a further-endpoints field of clearnet hosts.
+func moreUDP(hosts ...string) []byte {
+	var b cryptobyte.Builder
+	for _, h := range hosts {
+		b.AddUint8(fieldUDP)
+		b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(h)) })
+	}
+	return b.BytesOrPanic()
+}
+
+// seventeen are one endpoint more than an address holds.
+func seventeen() []string {
+	var hosts []string
+	for i := range wire.MaxEndpoints + 1 {
+		hosts = append(hosts, fmt.Sprintf("n%d.example.org:4433", i))
+	}
+	return hosts
+}
+
+// TestEndpoints: an invite of a server of several nodes gives the address
+// of all of them (clearnet, or with tor the onions), and an older reader,
+// which skips the optional field, the first endpoint alone; too many
+// endpoints or one twice do not encode.
+func TestEndpoints(t *testing.T) {
+	inv := samples(t)["nodes"]
+	s, err := inv.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := wire.ParseAddress(got.Address(false))
+	if err != nil || !slices.Equal(a.Hosts(), []string{"node1.example.org:4433", "node2.example.org:4433", "[2001:db8::2]:4433"}) {
+		t.Errorf("Address(false) = %s, %v; want the three clearnet nodes", got.Address(false), err)
+	}
+	a, err = wire.ParseAddress(got.Address(true))
+	if err != nil || len(a.Hosts()) != 2 || !a.Onion() || !a.AnyOnion() || !wire.IsOnionHost(strings.Split(a.More[0], ":")[0]) {
+		t.Errorf("Address(true) = %s, %v; want the two onions", got.Address(true), err)
+	}
+	// An older reader: the field is optional, so it is skipped.
+	old := *got
+	old.More = nil
+	if a, _ := wire.ParseAddress(old.Address(false)); a.Host != "node1.example.org:4433" || a.More != nil {
+		t.Errorf("without the further endpoints: %s", old.Address(false))
+	}
+	for name, more := range map[string][]string{
+		"repeated":       {"node2.example.org:4433", "NODE2.example.org:4433"},
+		"repeats UDP":    {inv.UDP},
+		"too many":       seventeen()[2:],
+		"not host:port":  {"node2.example.org"},
+		"terminal codes": {"no\x1bde.example.org:1"},
+	} {
+		bad := *inv
+		bad.More = more
+		if _, err := bad.Encode(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Encode = %v, want ErrMalformed", name, err)
+		}
+	}
+	t.Logf("invite of 2 + 3 endpoints: %d characters", len(s))
 }

@@ -141,6 +141,15 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	if o.Listening == nil {
 		o.Listening = func(Listener) {}
 	}
+	// Nodes sharing a PostgreSQL store share one key set: checked before
+	// any key is made (docs/adr/0039).
+	book, err := openKeyBook(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if book != nil {
+		defer book.Close()
+	}
 	id, err := LoadIdentity(cfg.DataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, serr := os.Stat(cfg.StorePath()); serr == nil {
@@ -155,6 +164,12 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	}
 	if err != nil {
 		return err
+	}
+	if book != nil {
+		if err := checkKeySet(ctx, cfg, id, book); err != nil {
+			return err
+		}
+		book.Close()
 	}
 	opts, storeOpts, err := OptionsFromConfig(cfg)
 	if err != nil {

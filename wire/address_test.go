@@ -2,6 +2,9 @@ package wire
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -40,4 +43,98 @@ func TestOnionAddress(t *testing.T) {
 			t.Errorf("ParseAddress(%q) = %v, want ErrBadAddress", bad, err)
 		}
 	}
+}
+
+func TestAddressEndpoints(t *testing.T) {
+	pin := PinSPKI([]byte("spki"))
+	a := Address{Pin: pin, Host: "n1.example.org:4433", More: []string{"[2001:db8::1]:4433", strings.Repeat("abcdefgh234567", 4) + ".onion:4433"}}
+	s := a.String()
+	want := "qpc://" + s[6:49] + "@n1.example.org:4433,[2001:db8::1]:4433," + strings.Repeat("abcdefgh234567", 4) + ".onion"
+	if s != want {
+		t.Fatalf("String() = %q, want %q", s, want)
+	}
+	got, err := ParseAddress(s)
+	if err != nil || !slices.Equal(got.Hosts(), a.Hosts()) || got.Pin != pin {
+		t.Fatalf("ParseAddress(%q) = %+v, %v", s, got, err)
+	}
+	if got.Onion() || !got.AnyOnion() {
+		t.Errorf("Onion() = %v (first host), AnyOnion() = %v; want false, true", got.Onion(), got.AnyOnion())
+	}
+	eps := got.Endpoints()
+	if len(eps) != 3 || eps[1].Host != "[2001:db8::1]:4433" || eps[1].More != nil || eps[1].Pin != pin || !eps[2].Onion() {
+		t.Errorf("Endpoints() = %+v", eps)
+	}
+	// The single form is unchanged: no More, and it prints as before.
+	one, err := ParseAddress("qpc://" + s[6:49] + "@n1.example.org:4433")
+	if err != nil || one.More != nil || one.String() != "qpc://"+s[6:49]+"@n1.example.org:4433" {
+		t.Errorf("single form: %+v, %v", one, err)
+	}
+}
+
+// TestAddressVectors checks testdata/address/good_*.txt (parse, and print
+// back the same text) and fail_*.txt (ErrBadAddress).
+func TestAddressVectors(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "address", "*.txt"))
+	good, fail := 0, 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := strings.TrimSuffix(string(raw), "\n")
+		a, err := ParseAddress(in)
+		switch name := filepath.Base(f); {
+		case strings.HasPrefix(name, "good_"):
+			good++
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			} else if a.String() != in {
+				t.Errorf("%s: prints back as %q", name, a.String())
+			}
+		case strings.HasPrefix(name, "fail_"):
+			fail++
+			if !errors.Is(err, ErrBadAddress) {
+				t.Errorf("%s: %+v, %v; want ErrBadAddress", name, a, err)
+			}
+		}
+	}
+	if good < 5 || fail < 10 {
+		t.Fatalf("testdata/address has %d good and %d fail vectors", good, fail)
+	}
+}
+
+// FuzzParseAddress: any text parses or fails with ErrBadAddress; what
+// parses has at most MaxEndpoints distinct endpoints and prints back to
+// text that parses to the same address.
+func FuzzParseAddress(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "address", "*.txt"))
+	for _, p := range files {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(strings.TrimSuffix(string(raw), "\n"))
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAddress(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadAddress) {
+				t.Fatalf("ParseAddress(%q) = %v, not ErrBadAddress", s, err)
+			}
+			return
+		}
+		hosts := a.Hosts()
+		if len(hosts) > MaxEndpoints {
+			t.Fatalf("%d endpoints", len(hosts))
+		}
+		for i, h := range hosts {
+			if slices.Contains(hosts[:i], h) {
+				t.Fatalf("endpoint %q twice", h)
+			}
+		}
+		b, err := ParseAddress(a.String())
+		if err != nil || b.Pin != a.Pin || !slices.Equal(b.Hosts(), hosts) {
+			t.Fatalf("%q printed as %q parses to %+v, %v", s, a.String(), b, err)
+		}
+	})
 }

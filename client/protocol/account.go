@@ -29,7 +29,7 @@ type Session struct {
 // ServerIdentity is the OPAQUE server identity of this server: its pin.
 // Both sides bind it into every registration and login (RFC 9807 §4).
 func (c *Conn) ServerIdentity() []byte {
-	pin := c.addr.Pin
+	pin := c.pin
 	return pin[:]
 }
 

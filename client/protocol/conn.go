@@ -108,9 +108,28 @@ func (o *Options) setDefaults() {
 
 // Conn is a connection to one server, redialled as needed. It is safe for
 // concurrent use; each request runs on its own QUIC stream.
+//
+// A server of several nodes has an address of several endpoints
+// (docs/protocol.md §1.1). Conn dials them in an order drawn at random
+// when it is made, and when a connection fails or dies the next dial
+// starts at the endpoint after the one that failed: a node killed
+// mid-session costs the requests in flight one retry, which the
+// idempotent ones make by themselves (do), and the subscriptions one
+// resubscription from their cursor (Subscription.run).
 type Conn struct {
+	// pin is the key every endpoint must present.
+	pin [wire.PinSize]byte
+	// addr is the endpoint of the current (or last) connection; guarded
+	// by mu.
 	addr wire.Address
 	opts Options
+	// eps are the address's endpoints in the order drawn at Dial; cur is
+	// the index of addr in it; next where the next dial starts.
+	eps       []wire.Address
+	cur, next int
+	// onion: some endpoint is an onion service, so every endpoint is
+	// dialled through Tor (viaTor).
+	onion bool
 
 	mu     sync.Mutex
 	sess   *session // current connection; nil after a failure
@@ -135,7 +154,12 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	opts.setDefaults()
-	c := &Conn{addr: a, opts: opts}
+	c := &Conn{pin: a.Pin, addr: a.Endpoints()[0], opts: opts, eps: a.Endpoints(), onion: a.AnyOnion()}
+	// A random order, not the written one: with the written one every
+	// client would land on the first node, which would carry the whole
+	// load until it failed and would see every client's connections
+	// (when and from where each connects); drawn per Conn, both spread.
+	mrand.Shuffle(len(c.eps), func(i, j int) { c.eps[i], c.eps[j] = c.eps[j], c.eps[i] })
 	if _, err := c.session(ctx); err != nil {
 		c.Close()
 		return nil, err
@@ -151,6 +175,14 @@ func (c *Conn) LocalAddr() net.Addr {
 		return nil
 	}
 	return c.sess.qc.LocalAddr()
+}
+
+// Endpoint is the host:port of the endpoint the current (or last)
+// connection went to: one of the address's endpoints.
+func (c *Conn) Endpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr.Host
 }
 
 // Policy is the padding policy the server announced.
@@ -188,7 +220,7 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) tlsConfig() *tls.Config {
-	pin := c.addr.Pin
+	pin := c.pin
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// Every version this build speaks, newest first; the server picks
@@ -226,6 +258,11 @@ func (c *Conn) session(ctx context.Context) (*session, error) {
 	if c.sess != nil && c.sess.qc.Context().Err() == nil {
 		return c.sess, nil
 	}
+	if c.sess != nil {
+		// The connection died under us (idle timeout, the node gone):
+		// start with another node.
+		c.next = c.cur + 1
+	}
 	c.sess = nil
 	s, err := c.dial(ctx)
 	if err != nil {
@@ -247,12 +284,124 @@ func (c *Conn) dropSession(s *session) {
 	defer c.mu.Unlock()
 	if c.sess == s {
 		c.sess = nil
+		c.next = c.cur + 1 // this node failed us: try another first
 		qc := s.qc
 		time.AfterFunc(c.opts.RequestTimeout, func() { qc.CloseWithError(0, "") })
 	}
 }
 
+// dial connects to the first endpoint that answers, starting at c.next.
+// Called with c.mu held. With one endpoint its error is returned as it
+// is; with several, all of theirs joined.
+//
+// The endpoints are tried in turn, each after the last failed or, if it
+// has not answered within staggerDelay, beside it (RFC 8305 §5 does the
+// same for addresses of one name): a node that died without a word
+// would otherwise hold every new connection for a whole handshake
+// timeout. The first to complete its hello wins; the others are
+// cancelled, or closed if they completed too. All the nodes are one
+// operator's, so a second dial tells no one new of the client.
 func (c *Conn) dial(ctx context.Context) (*session, error) {
+	if c.opts.PacketConn != nil || len(c.eps) <= 1 {
+		return c.dialOne(ctx, c.addr) // a tunnel names its own peer
+	}
+	if !c.viaTor() {
+		if err := c.ownTransport(); err != nil {
+			return nil, err
+		}
+	}
+	type result struct {
+		i   int
+		s   *session
+		err error
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make(chan result, len(c.eps))
+	launched, pending := 0, 0
+	launch := func() {
+		i := (c.next + launched) % len(c.eps)
+		launched++
+		pending++
+		go func() {
+			s, err := c.dialOne(dctx, c.eps[i])
+			results <- result{i, s, err}
+		}()
+	}
+	stagger := time.NewTimer(c.staggerDelay())
+	defer stagger.Stop()
+	launch()
+	var errs []error
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				cancel()
+				// Late winners are closed as they come in.
+				go func(n int) {
+					for range n {
+						if late := <-results; late.s != nil {
+							late.s.qc.CloseWithError(0, "")
+						}
+					}
+				}(pending)
+				c.addr, c.cur, c.next = c.eps[r.i], r.i, r.i
+				return r.s, nil
+			}
+			host := c.eps[r.i].Host
+			if errors.Is(r.err, ErrPin) {
+				// A node of this server with another key: misconfigured,
+				// or not the server's at all. Said loudly even when
+				// another node answers.
+				c.opts.Logger.Warn("endpoint presented a key other than the pinned one", "endpoint", host)
+			} else {
+				c.opts.Logger.Debug("endpoint failed", "endpoint", host, "err", r.err)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", host, r.err))
+			if launched < len(c.eps) && ctx.Err() == nil {
+				launch()
+				stagger.Reset(c.staggerDelay())
+			}
+		case <-stagger.C:
+			if launched < len(c.eps) {
+				launch()
+				stagger.Reset(c.staggerDelay())
+			}
+		}
+	}
+	c.next = (c.next + 1) % len(c.eps)
+	return nil, fmt.Errorf("every endpoint failed: %w", errors.Join(errs...))
+}
+
+// staggerDelay is how long dial waits for an endpoint before trying the
+// next beside it: a second on UDP, where a live node answers in a round
+// trip or two; ten through Tor, where building the circuit alone takes
+// seconds.
+func (c *Conn) staggerDelay() time.Duration {
+	if c.viaTor() {
+		return min(10*time.Second, c.opts.Tor.ConnectTimeout)
+	}
+	return min(time.Second, c.opts.HandshakeTimeout)
+}
+
+// ownTransport makes the UDP transport the Conn's direct dials share.
+// Called with c.mu held.
+func (c *Conn) ownTransport() error {
+	if c.owned != nil {
+		return nil
+	}
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	c.owned = &quic.Transport{Conn: udp}
+	return nil
+}
+
+// dialOne connects to the endpoint ep and runs the hello. It may run
+// beside other dialOne calls of the same Conn (dial).
+func (c *Conn) dialOne(ctx context.Context, ep wire.Address) (*session, error) {
 	timeout := c.opts.HandshakeTimeout
 	if c.viaTor() {
 		timeout = max(timeout, c.opts.Tor.ConnectTimeout)
@@ -277,17 +426,13 @@ func (c *Conn) dial(ctx context.Context) (*session, error) {
 		tr := &quic.Transport{Conn: c.opts.PacketConn}
 		qc, err = tr.Dial(ctx, c.opts.RemoteAddr, c.tlsConfig(), qconf)
 	} else if c.viaTor() {
-		qc, err = c.dialTor(ctx, qconf)
+		qc, err = c.dialTor(ctx, ep.Host, qconf)
 	} else {
-		if c.owned == nil {
-			udp, lerr := net.ListenUDP("udp", nil)
-			if lerr != nil {
-				return nil, fmt.Errorf("dial: %w", lerr)
-			}
-			c.owned = &quic.Transport{Conn: udp}
+		if err := c.ownTransport(); err != nil {
+			return nil, err
 		}
 		var raddr *net.UDPAddr
-		raddr, err = net.ResolveUDPAddr("udp", c.addr.Host)
+		raddr, err = net.ResolveUDPAddr("udp", ep.Host)
 		if err != nil {
 			return nil, fmt.Errorf("dial: %w", err)
 		}

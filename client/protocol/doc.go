@@ -32,6 +32,12 @@
 // CreateMailbox, the account exchanges, IssueTokens, KTPublish and the
 // KeyPackage requests are not: a lost reply may have changed the server.
 //
+// An address may list several endpoints, the nodes of one server
+// (docs/protocol.md §1.1): Conn dials them in a random order and, when
+// its connection fails or dies, redials starting with the next, so the
+// retries above and the subscriptions' resubscriptions go on through
+// another node. Conn.Endpoint says which one serves.
+//
 // Beside the mailbox requests, Conn makes the account exchanges (Register,
 // Login, OPAQUE, returning a Session), the key-transparency requests
 // (KTLookup, KTPublish, KTMonitor, ... checked by a kt.Verifier pinned

@@ -434,7 +434,7 @@ func WaitTokenKey(ctx context.Context, addr string, pin KTPin, opts Options, int
 	for {
 		last = func() error {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if a, err := wire.ParseAddress(addr); opts.Tor != nil || (err == nil && a.Onion()) {
+			if a, err := wire.ParseAddress(addr); opts.Tor != nil || (err == nil && a.AnyOnion()) {
 				cancel()
 				actx, cancel = context.WithTimeout(ctx, 2*time.Minute)
 			}

@@ -71,7 +71,9 @@ func (o *Options) setTorDefaults() {
 }
 
 // viaTor reports whether this Conn's QUIC goes through Tor.
-func (c *Conn) viaTor() bool { return c.addr.Onion() || c.opts.Tor.Always }
+// When any endpoint is an onion service every one is: failing over from
+// an onion to a clearnet node must not reveal the client's address.
+func (c *Conn) viaTor() bool { return c.onion || c.opts.Tor.Always }
 
 func (c *Conn) torDialer() (tor.Dialer, error) {
 	t := c.opts.Tor
@@ -95,12 +97,12 @@ func (c *Conn) torDialer() (tor.Dialer, error) {
 
 // dialTor opens a stream through Tor to the server and runs QUIC over it.
 // The stream and its transport end with the QUIC connection.
-func (c *Conn) dialTor(ctx context.Context, qconf *quic.Config) (*quic.Conn, error) {
+func (c *Conn) dialTor(ctx context.Context, host string, qconf *quic.Config) (*quic.Conn, error) {
 	d, err := c.torDialer()
 	if err != nil {
 		return nil, err
 	}
-	stream, err := d.DialContext(ctx, "tcp", c.addr.Host)
+	stream, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
 	}

@@ -33,6 +33,13 @@ func TestAddressQR(t *testing.T) {
 		t.Errorf("config --qr: exit %d, stderr %q; want a usage error", code, errb.String())
 	}
 
+	// A list a client would refuse is not printed.
+	errb.Reset()
+	c = &cli{stdout: &bytes.Buffer{}, stderr: &errb, lookupEnv: func(string) (string, bool) { return "", false }}
+	if code := c.main([]string{"address", "--data-dir", dir, "--listen", "127.0.0.1:4433", "--other-nodes", "127.0.0.1:4433"}); code != exitError || !strings.Contains(errb.String(), "repeats") {
+		t.Errorf("address --other-nodes with this node again: exit %d, stderr %q; want an error", code, errb.String())
+	}
+
 	for _, c := range []struct {
 		name  string
 		flags []string
@@ -41,6 +48,7 @@ func TestAddressQR(t *testing.T) {
 		{"clearnet", nil, []string{"@127.0.0.1:4433"}},
 		{"clearnet and onion", []string{"--onion"}, []string{"@127.0.0.1:4433", ".onion"}},
 		{"onion only", []string{"--onion-only"}, []string{".onion"}},
+		{"two nodes", []string{"--other-nodes", "node2.example.org:4433"}, []string{"@127.0.0.1:4433,node2.example.org:4433", ".onion"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"address", "--data-dir", dir, "--listen", "127.0.0.1:4433"}, c.flags...)

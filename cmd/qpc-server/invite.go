@@ -22,8 +22,9 @@ import (
 // pin, the padding buckets and the witness policy. host replaces the
 // listen host in the UDP endpoint (the name clients reach the server by);
 // with qr, the invite follows as a QR code, in upper case, which QR's
-// alphanumeric mode packs denser.
-func (c *cli) invite(cfg *config.Config, host string, qr bool) error {
+// alphanumeric mode packs denser. others lists the endpoints of the
+// server's further nodes, comma-separated (invite field 0x89).
+func (c *cli) invite(cfg *config.Config, host, others string, qr bool) error {
 	if !cfg.KT {
 		return errors.New("an invite pins the key-transparency log, and kt is off")
 	}
@@ -60,6 +61,9 @@ func (c *cli) invite(cfg *config.Config, host string, qr bool) error {
 	}
 	if inv.Onion, err = onionHost(cfg); err != nil {
 		return err
+	}
+	if others != "" {
+		inv.More = strings.Split(others, ",")
 	}
 	s, err := inv.Encode()
 	if err != nil {

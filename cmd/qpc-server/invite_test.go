@@ -46,11 +46,20 @@ func TestInvite(t *testing.T) {
 		t.Errorf("the QR code decodes to %q (%v), want the invite in upper case", got, err)
 	}
 
+	// A server of several nodes: the invite names them all.
+	out, _ = runCLI(t, "invite", "--data-dir", dir, "--listen", "0.0.0.0:4433", "--host", "node1.example.org", "--other-nodes", "node2.example.org:4433,node3.example.org:4433")
+	inv, err = invite.Parse(out)
+	if err != nil || inv.Address(false) != "qpc://"+strings.TrimSpace(addr)[6:49]+"@node1.example.org:4433,node2.example.org:4433,node3.example.org:4433" {
+		t.Fatalf("invite with --other-nodes: %+v, %v", inv, err)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--listen", "0.0.0.0:4433"}, "give --host"},
+		{[]string{"--listen", "127.0.0.1:4433", "--other-nodes", "127.0.0.1:4433"}, "twice"},
+		{[]string{"--listen", "127.0.0.1:4433", "--other-nodes", "node2.example.org:4433, node3.example.org:4433"}, "not host:port"},
 		{[]string{"--listen", "127.0.0.1:0"}, "port 0"},
 		{[]string{"--kt=false"}, "kt is off"},
 		{[]string{"--onion-only", "--host", "x.example"}, "onion only"},

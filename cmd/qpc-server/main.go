@@ -78,9 +78,11 @@ Usage:
   qpc-server invite [flags]    print the invite: the one string a client needs
                                (qpc init <invite>): server key, endpoints, key-transparency
                                pin, padding buckets, witness policy; --host <name> the host
-                               clients reach the server by; --qr as a QR code too
+                               clients reach the server by; --other-nodes h:p,... the
+                               endpoints of the server's other nodes; --qr as a QR code too
   qpc-server address [flags]   print the qpc:// address clients use (pinned server key);
-                               --qr prints each address as a QR code too, under its text
+                               --other-nodes h:p,... adds the endpoints of the server's
+                               other nodes; --qr prints each address as a QR code too
   qpc-server config [flags]    print the effective configuration, annotated with its sources
   qpc-server kt-vkey [flags]   print the key-transparency note verifier key, VRF key and config hash
   qpc-server onion ...         manage the clients authorized to reach the onion service
@@ -126,13 +128,15 @@ func (c *cli) main(args []string) int {
 	flags := config.Flags{}
 	flags.Register(fs)
 	var qr bool
-	var host string
+	var host, others string
 	switch cmd {
 	case "address":
 		fs.BoolVar(&qr, "qr", false, "address only: print each address as a QR code too, under its text")
+		fs.StringVar(&others, "other-nodes", "", "address only: the endpoints of the server's other nodes, host:port, comma-separated, listed after this one's (docs/scaling.md)")
 	case "invite":
 		fs.BoolVar(&qr, "qr", false, "invite only: print the invite as a QR code too, under its text")
 		fs.StringVar(&host, "host", "", "invite only: the host name or address clients reach the server by (default: the listen host)")
+		fs.StringVar(&others, "other-nodes", "", "invite only: the endpoints of the server's other nodes, host:port or <56 characters>.onion:port, comma-separated (docs/scaling.md)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -158,9 +162,9 @@ func (c *cli) main(args []string) int {
 	case "init":
 		err = c.init(cfg)
 	case "address":
-		err = c.address(cfg, qr)
+		err = c.address(cfg, others, qr)
 	case "invite":
-		err = c.invite(cfg, host, qr)
+		err = c.invite(cfg, host, others, qr)
 	case "config":
 		err = cfg.Render(c.stdout)
 	case "run":
@@ -219,7 +223,7 @@ func (c *cli) init(cfg *config.Config) error {
 
 // address prints the server's addresses, one a line; with qr, each line is
 // followed by the address as a QR code (for a phone's camera).
-func (c *cli) address(cfg *config.Config, qr bool) error {
+func (c *cli) address(cfg *config.Config, others string, qr bool) error {
 	id, err := server.LoadIdentity(cfg.DataDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("no server key in %s (run qpc-server init first)", cfg.DataDir)
@@ -228,9 +232,19 @@ func (c *cli) address(cfg *config.Config, qr bool) error {
 		return err
 	}
 	if !cfg.OnionOnly {
-		c.printAddress(id.Address(cfg.Listen), "")
+		addr := id.Address(cfg.Listen)
+		if others != "" {
+			// The server's other nodes after this one: parsed as a
+			// client will, so a list it would refuse is not printed.
+			a, err := wire.ParseAddress(addr.String() + "," + others)
+			if err != nil {
+				return fmt.Errorf("--other-nodes: %w", err)
+			}
+			addr = a
+		}
+		c.printAddress(addr, "")
 		if qr {
-			if err := qrcode.Render(c.stdout, id.Address(cfg.Listen).String()); err != nil {
+			if err := qrcode.Render(c.stdout, addr.String()); err != nil {
 				return err
 			}
 		}

@@ -103,6 +103,8 @@ var rules = []rule{
 	{room: "invite", allow: []string{"kt", "padding", "wire"}},
 	// The delivery service never sees a client or an MLS group.
 	{room: "server", deny: []string{"client", "mls", "lab", "cmd"}, never: []string{"client", "mls"}},
+	// The record of the key set's public fingerprints (docs/adr/0039).
+	{room: "server/keyset", allow: []string{"internal/pgmigrate", "internal/pgtx"}},
 	// The client SDK never links the server.
 	{room: "client", deny: []string{"server", "lab", "cmd"}, never: []string{"server"}},
 	// The protocol connection is the SDK's lower layer: it never links
