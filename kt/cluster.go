@@ -167,6 +167,8 @@ func (d *Directory) acquired(ctx context.Context) error {
 // view: what a node that does not sequence does once per poll. ErrNoEpoch
 // before the first checkpoint.
 func (d *Directory) refresh(ctx context.Context) error {
+	d.refreshMu.Lock()
+	defer d.refreshMu.Unlock()
 	raw, err := d.log.driver.ReadCheckpoint(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ErrNoEpoch

@@ -125,24 +125,28 @@ type DirectoryOptions struct {
 // at a fixed cadence, and answers lookups, histories and consistency
 // requests with proofs. It is safe for concurrent use.
 type Directory struct {
-	opts     DirectoryOptions
-	cfg      Config
-	cfgHash  [32]byte
-	store    TreeStore
-	ts       *treeStore
-	log      *epochLog
-	writeMu  sync.Mutex
-	pendMu   sync.Mutex
-	pending  []*update
-	queued   int                     // updates enqueued and not yet settled (pending, being proved or in an epoch being committed)
-	reserved map[string]*reservation // labels with updates queued
-	proofs   *proofCache
-	view     atomic.Pointer[view]
-	closed   atomic.Bool
-	stop     chan struct{}
-	done     chan struct{}
-	started  atomic.Bool
-	stats    commitStats // guarded by writeMu
+	opts    DirectoryOptions
+	cfg     Config
+	cfgHash [32]byte
+	store   TreeStore
+	ts      *treeStore
+	log     *epochLog
+	writeMu sync.Mutex
+	pendMu  sync.Mutex
+	// refreshMu makes a follower's refreshes one at a time: each brings
+	// the cache up to its snapshot before it serves its checkpoint, and
+	// two at once could serve the newer checkpoint over the older cache.
+	refreshMu sync.Mutex
+	pending   []*update
+	queued    int                     // updates enqueued and not yet settled (pending, being proved or in an epoch being committed)
+	reserved  map[string]*reservation // labels with updates queued
+	proofs    *proofCache
+	view      atomic.Pointer[view]
+	closed    atomic.Bool
+	stop      chan struct{}
+	done      chan struct{}
+	started   atomic.Bool
+	stats     commitStats // guarded by writeMu
 
 	proofsComputed atomic.Uint64
 	publishLatency atomic.Int64 // the last epoch's append to its served checkpoint, ns

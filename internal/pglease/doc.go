@@ -13,6 +13,8 @@
 //	err = l.Renew(ctx, "kt-sequencer", nodeID, token, ttl) // well within ttl
 //	// in every write made as the holder, in the write's transaction:
 //	err = pglease.Check(ctx, tx, "kt-sequencer", token) // ErrFenced: step down
+//	// or hand a store the check as its fence (kt/ktpg/pgtree, kt/ktpg/pglog):
+//	fence := pglease.Fence("kt-sequencer", currentToken)
 //	err = l.Release(ctx, "kt-sequencer", nodeID, token)
 //
 // The rules:

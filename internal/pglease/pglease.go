@@ -175,3 +175,11 @@ func Check(ctx context.Context, tx pgx.Tx, name string, token uint64) error {
 	}
 	return nil
 }
+
+// Fence returns the fence of a store written by the holder of the lease
+// name (pgtree.Options.Fence, pglog.Options.Fence): run inside the
+// store's write transaction, it is Check with the token that token
+// returns at that moment (0, no lease held: refused).
+func Fence(name string, token func() uint64) func(ctx context.Context, tx pgx.Tx) error {
+	return func(ctx context.Context, tx pgx.Tx) error { return Check(ctx, tx, name, token()) }
+}

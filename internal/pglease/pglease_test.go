@@ -64,7 +64,7 @@ func await(t *testing.T, l *pglease.Leases, name, holder string, ttl time.Durati
 // transaction as the lease check, through pgtx.Write as the stores write.
 func fencedWrite(pool *pgxpool.Pool, name string, token uint64, what string) error {
 	return pgtx.Write(bg, pool, func(ctx context.Context, tx pgx.Tx) error {
-		if err := pglease.Check(ctx, tx, name, token); err != nil {
+		if err := pglease.Fence(name, func() uint64 { return token })(ctx, tx); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO writes (what) VALUES ($1)`, what)

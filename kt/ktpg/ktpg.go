@@ -74,7 +74,7 @@ func Configure(ctx context.Context, url string, o *kt.DirectoryOptions, opt Opti
 		return fail(err)
 	}
 	lease := pgseq.New(leases, opt.Holder, opt.LeaseTTL)
-	tree, err := pgtree.New(ctx, pool, pgtree.Options{Fence: &pgtree.Fence{Lease: pgseq.Name, Token: lease.Token}, Logger: opt.Logger})
+	tree, err := pgtree.New(ctx, pool, pgtree.Options{Fence: lease.Fence, Logger: opt.Logger})
 	if err != nil {
 		return fail(err)
 	}

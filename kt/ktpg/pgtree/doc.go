@@ -24,20 +24,20 @@
 // (COPY) and upserts the nodes with one INSERT ... SELECT FROM unnest(...)
 // ON CONFLICT DO UPDATE.
 //
-// Fencing (the KT sequencer of several nodes): hold a lease of
-// internal/pglease and make each commit check it, either per call,
+// Fencing (the KT sequencer of several nodes): a Fence is a
+// func(ctx, pgx.Tx) error that CommitEpoch runs first in its transaction
+// (the same form as kt/ktpg/pglog's, so one serves both stores). Hold a
+// lease of internal/pglease and pass its check, for every CommitEpoch,
+// the directory's:
 //
-//	err := store.CommitEpochFenced(ctx, c, "kt-sequencer", token)
+//	pgtree.Options{Fence: pglease.Fence("kt-sequencer", currentToken)}
 //
-// or for every CommitEpoch, the directory's, with
-//
-//	pgtree.Options{Fence: &pgtree.Fence{Lease: "kt-sequencer", Token: currentToken}}
-//
-// where currentToken returns the token this node holds the lease with (0
-// when it holds none: every commit is refused). A fenced commit whose
-// lease was taken over, released or has expired fails with an error
-// wrapping pglease.ErrFenced and writes nothing; the check's share lock
-// on the lease's row lasts to the commit, so a takeover waits for an
+// or for one call, store.CommitEpochFenced(ctx, c, fence), where
+// currentToken returns the token this node holds the lease with (0 when
+// it holds none: every commit is refused). A commit whose lease was
+// taken over, released or has expired fails with an error wrapping
+// ErrFenced and pglease.ErrFenced and writes nothing; the check's share
+// lock on the lease's row lasts to the commit, so a takeover waits for an
 // epoch in flight. The node must then stop sequencing and, to sequence
 // again, Acquire the lease anew and reopen its directory (its in-memory
 // tree may lag what the new holder committed).

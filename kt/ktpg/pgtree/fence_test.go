@@ -11,10 +11,17 @@ import (
 	"github.com/quicprochat/qpc/internal/pglease"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/ktpg/pglog"
 	"github.com/quicprochat/qpc/kt/ktpg/pgtree"
 )
 
 const seqLease = "kt-sequencer"
+
+// One lease check fences both KT stores.
+var (
+	_ pgtree.Fence = pglease.Fence(seqLease, nil)
+	_ pglog.Fence  = pglease.Fence(seqLease, nil)
+)
 
 // node is one qpc-server node's share of the KT state: its lease token
 // and its tree store, fenced by that token (as the directory uses it).
@@ -26,9 +33,14 @@ type node struct {
 
 func newNode(t *testing.T, url, name string) *node {
 	n := &node{name: name}
-	n.store = open(t, url, pgtree.Options{Logger: quiet, Fence: &pgtree.Fence{Lease: seqLease, Token: n.token.Load}})
+	n.store = open(t, url, pgtree.Options{Logger: quiet, Fence: pglease.Fence(seqLease, n.token.Load)})
 	t.Cleanup(func() { n.store.Close() })
 	return n
+}
+
+// fixed is the fence of the sequencer lease held with token.
+func fixed(token uint64) pgtree.Fence {
+	return pglease.Fence(seqLease, func() uint64 { return token })
 }
 
 func leases(t *testing.T, url string) *pglease.Leases {
@@ -66,11 +78,8 @@ func TestAttackTreeFormerSequencer(t *testing.T) {
 	l := leases(t, url)
 	a, b := newNode(t, url, "node-a"), newNode(t, url, "node-b")
 
-	if _, err := pgtree.Open(bg, url, pgtree.Options{Logger: quiet, Fence: &pgtree.Fence{Lease: seqLease}}); err == nil {
-		t.Fatal("Open accepted a Fence without a Token function")
-	}
 	// A node without the lease commits nothing.
-	if err := a.store.CommitEpoch(bg, epochOf(0, "a")); !errors.Is(err, pglease.ErrFenced) {
+	if err := a.store.CommitEpoch(bg, epochOf(0, "a")); !errors.Is(err, pglease.ErrFenced) || !errors.Is(err, pgtree.ErrFenced) {
 		t.Fatalf("commit without the lease: %v, want ErrFenced", err)
 	}
 	tok, ok, err := l.Acquire(bg, seqLease, a.name, time.Minute)
@@ -109,11 +118,11 @@ func TestAttackTreeFormerSequencer(t *testing.T) {
 	if !errors.Is(err, pglease.ErrFenced) {
 		t.Fatalf("the former sequencer's commit of epoch 1: %v, want ErrFenced", err)
 	}
-	if err := a.store.CommitEpochFenced(bg, stale, seqLease, tok); !errors.Is(err, pglease.ErrFenced) {
+	if err := a.store.CommitEpochFenced(bg, stale, fixed(tok)); !errors.Is(err, pglease.ErrFenced) {
 		t.Fatalf("the former sequencer's CommitEpochFenced: %v, want ErrFenced", err)
 	}
 	// B, the holder, sequences on.
-	if err := b.store.CommitEpochFenced(bg, epochOf(1, "b"), seqLease, b.token.Load()); err != nil {
+	if err := b.store.CommitEpochFenced(bg, epochOf(1, "b"), fixed(b.token.Load())); err != nil {
 		t.Fatalf("the new holder's commit of epoch 1: %v", err)
 	}
 	snap, err := a.store.Snapshot(bg)

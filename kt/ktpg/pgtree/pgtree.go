@@ -38,19 +38,22 @@ const scanPage = 2048
 // ErrClosed is the answer of a closed store.
 var ErrClosed = errors.New("pgtree: the store is closed")
 
-// Fence makes a store's commits those of a lease holder (internal/pglease):
-// each CommitEpoch checks, inside its transaction, that the lease Lease is
-// held with the token Token returns (0: not held, every commit refused).
-type Fence struct {
-	Lease string
-	Token func() uint64
-}
+// Fence is the check a fenced CommitEpoch runs inside its transaction,
+// before it locks the head row or writes anything (the same form as
+// pglog.Fence). An error rolls the transaction back (the store is
+// unchanged) and is returned wrapped in ErrFenced. The KT sequencer
+// passes its lease check, pglease.Fence(name, token), so that a node that
+// lost the lease cannot commit an epoch however long it paused.
+type Fence func(ctx context.Context, tx pgx.Tx) error
+
+// ErrFenced wraps the error of a Fence that refused a commit.
+var ErrFenced = errors.New("pgtree: commit refused by the fence")
 
 // Options configure a Store.
 type Options struct {
-	// Fence, if set, fences every CommitEpoch (CommitEpochFenced with
-	// Fence.Lease and Fence.Token()).
-	Fence *Fence
+	// Fence, if not nil, runs in every CommitEpoch's transaction (see
+	// Fence). CommitEpochFenced gives one for a single commit instead.
+	Fence Fence
 	// Logger hears of migrations; nil is slog.Default().
 	Logger *slog.Logger
 	// OpenTimeout bounds connecting and migrating; 0 is 30 s.
@@ -61,7 +64,7 @@ type Options struct {
 type Store struct {
 	pool   *pgxpool.Pool
 	owned  bool // Close closes pool
-	fence  *Fence
+	fence  Fence
 	closed atomic.Bool
 }
 
@@ -97,9 +100,6 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 // New is Open on a pool the caller keeps (and closes after the store):
 // for a node that shares one pool between the store and its lease.
 func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Store, error) {
-	if o.Fence != nil && (o.Fence.Lease == "" || o.Fence.Token == nil) {
-		return nil, errors.New("pgtree: open: a Fence needs a Lease name and a Token function")
-	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -140,7 +140,7 @@ func (s *Store) Close() error {
 // are, says ErrClosed for a closed store, and leaves the caller to say
 // what failed.
 func (s *Store) classify(ctx context.Context, err error) error {
-	if errors.Is(err, kt.ErrEpochTaken) || errors.Is(err, pglease.ErrFenced) {
+	if errors.Is(err, kt.ErrEpochTaken) || errors.Is(err, ErrFenced) {
 		return err
 	}
 	if cerr := ctx.Err(); cerr != nil {
@@ -155,25 +155,20 @@ func (s *Store) classify(ctx context.Context, err error) error {
 // CommitEpoch writes c in one transaction (kt.TreeStore), fenced by
 // Options.Fence if set.
 func (s *Store) CommitEpoch(ctx context.Context, c kt.EpochCommit) error {
-	if s.fence != nil {
-		return s.CommitEpochFenced(ctx, c, s.fence.Lease, s.fence.Token())
-	}
-	return s.commit(ctx, c, nil)
+	return s.CommitEpochFenced(ctx, c, s.fence)
 }
 
-// CommitEpochFenced is CommitEpoch as the holder of lease with token: the
-// transaction checks first (pglease.Check) that the lease is still held
-// with token, and fails with an error wrapping pglease.ErrFenced,
-// writing nothing, if it is not. The check's share lock on the lease
-// holds to the commit, so a takeover of the lease comes after this epoch
-// or refuses it.
-func (s *Store) CommitEpochFenced(ctx context.Context, c kt.EpochCommit, lease string, token uint64) error {
-	return s.commit(ctx, c, func(ctx context.Context, tx pgx.Tx) error {
-		return pglease.Check(ctx, tx, lease, token)
-	})
+// CommitEpochFenced is CommitEpoch running fence (nil: none) first in its
+// transaction: if fence refuses, the commit fails with an error wrapping
+// ErrFenced and fence's error, and writes nothing. With
+// pglease.Fence(name, token) the check's share lock on the lease holds
+// to the commit, so a takeover of the lease comes after this epoch or
+// refuses it.
+func (s *Store) CommitEpochFenced(ctx context.Context, c kt.EpochCommit, fence Fence) error {
+	return s.commit(ctx, c, fence)
 }
 
-func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context.Context, pgx.Tx) error) error {
+func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence Fence) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -189,7 +184,7 @@ func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context
 		// Lock order: the lease, then the head.
 		if fence != nil {
 			if err := fence(ctx, tx); err != nil {
-				return err
+				return fmt.Errorf("%w: %w", ErrFenced, err)
 			}
 		}
 		var next int64
@@ -218,7 +213,7 @@ func (s *Store) commit(ctx context.Context, c kt.EpochCommit, fence func(context
 		_, err := tx.Exec(ctx, `UPDATE kt_tree_head SET epochs = epochs + 1`)
 		return err
 	}, nil, s.classify)
-	if err != nil && !errors.Is(err, kt.ErrEpochTaken) && !errors.Is(err, pglease.ErrFenced) {
+	if err != nil && !errors.Is(err, kt.ErrEpochTaken) && !errors.Is(err, ErrFenced) {
 		return fmt.Errorf("pgtree: commit epoch %d: %w", c.Epoch, err)
 	}
 	return err
