@@ -66,6 +66,32 @@ func (h *hub) notify(id [32]byte) {
 	}
 }
 
+// notifyAll wakes every subscription: after the store's wake-up listener
+// was away, since nobody knows what was stored meanwhile.
+func (h *hub) notifyAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, subs := range h.subs {
+		for _, s := range subs {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// mailboxes lists the mailboxes with a live subscription.
+func (h *hub) mailboxes() [][32]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := make([][32]byte, 0, len(h.subs))
+	for id := range h.subs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // closeMailbox ends every subscription of a deleted mailbox.
 func (h *hub) closeMailbox(id [32]byte) {
 	h.mu.Lock()

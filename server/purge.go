@@ -23,6 +23,7 @@ func (s *Server) purgeLoop() {
 			} else if n > 0 {
 				s.log.Info("expired messages purged", "count", n)
 			}
+			s.keepSubscribedInUse()
 			s.purgeIdle()
 			if s.opts.Accounts != nil {
 				if _, err := s.opts.Accounts.PurgeExpired(context.Background()); err != nil {

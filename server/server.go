@@ -60,6 +60,9 @@ type Server struct {
 	subsCancel context.CancelFunc
 	purgeStop  chan struct{}
 	purgeDone  chan struct{}
+	keptDay    time.Time          // the day keepSubscribedInUse last ran (purge loop only)
+	wakeStop   context.CancelFunc // ends the store's wake-up listener (wake.go); nil without one
+	wakeDone   chan struct{}
 	closed     atomic.Bool
 	connIDs    atomic.Uint64 // numbers connections for ConnInfo
 
@@ -142,6 +145,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.readers.New = func() any { return wire.NewReader(nil, opts.Policy) }
 	s.subsCtx, s.subsCancel = context.WithCancel(context.Background())
+	s.startWakes()
 	go s.purgeLoop()
 	if opts.Observer != nil {
 		s.log.Warn(observerWarning)
@@ -271,6 +275,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		pc.Close()
 	}
 	<-s.purgeDone
+	s.stopWakes()
 	if o := s.opts.Observer; o != nil {
 		// Every connection's close event goes in before the last flush.
 		conns := make(chan struct{})

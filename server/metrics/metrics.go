@@ -73,6 +73,8 @@ type Metrics struct {
 	commitDuration prometheus.Histogram
 	commitOps      prometheus.Histogram
 	commitFailures prometheus.Counter
+	wakes          prometheus.Counter // wake-ups from the shared store
+	wakeListener   prometheus.Gauge
 
 	tokensIssued   prometheus.Counter
 	tokensRedeemed prometheus.Counter
@@ -173,6 +175,14 @@ func New(version string) *Metrics {
 	f(m.commitDuration)
 	f(m.commitOps)
 	f(m.commitFailures)
+	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "qpc_store_wakes_total", Help: "Wake-ups received from the shared store: mailboxes another node stored in or deleted.",
+	})
+	m.wakeListener = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "qpc_store_wake_listener_up", Help: "1 while the shared store's wake-up listener is connected (0 on a single-node store).",
+	})
+	f(m.wakes)
+	f(m.wakeListener)
 
 	m.tokensIssued = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "qpc_tokens_issued_total", Help: "Delivery tokens issued (blinded evaluations).",
@@ -565,6 +575,22 @@ func (m *Metrics) SetTorStatus(enabled, published bool) {
 	if m != nil {
 		m.torEnabled.Set(b2f(enabled))
 		m.torUp.Set(b2f(published && enabled))
+	}
+}
+
+// WakeReceived counts a wake-up from the shared store (a mailbox another
+// node stored a message in or deleted).
+func (m *Metrics) WakeReceived() {
+	if m != nil {
+		m.wakes.Inc()
+	}
+}
+
+// SetWakeListener records whether the shared store's wake-up listener is
+// connected.
+func (m *Metrics) SetWakeListener(up bool) {
+	if m != nil {
+		m.wakeListener.Set(b2f(up))
 	}
 }
 

@@ -144,6 +144,7 @@ func (s *Store) runBatch(batch []*putCall) {
 			for _, c := range batch {
 				b.Queue(putSQL, c.args()...)
 			}
+			s.queueNotify(b, batch)
 			br := tx.SendBatch(ctx, b)
 			for _, c := range batch {
 				if err := c.scan(br.QueryRow()); err != nil {
@@ -161,6 +162,7 @@ func (s *Store) runBatch(batch []*putCall) {
 		}
 	}
 	if err == nil {
+		s.notifyAfter(ctx, batch)
 		for _, c := range batch {
 			close(c.done)
 		}

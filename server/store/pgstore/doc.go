@@ -18,7 +18,8 @@
 // Where things are: pgstore.go (Open, Close, Totals, Ping, the write
 // helper), migrate.go and migrations/ (the schema), ops.go (the
 // operations), batch.go (group commit of sends), purge.go (expiry and
-// idle mailboxes).
+// idle mailboxes), notify.go (cross-node wake-ups: store.Waker, by
+// LISTEN/NOTIFY; ADR 0038).
 //
 // Unlike the embedded bbolt store, envelopes are not sealed under keys of
 // their own: an acknowledged envelope's bytes may remain in the

@@ -239,7 +239,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, receiveID [store.MailboxIDSiz
 		if ct.RowsAffected() == 0 {
 			return store.ErrNotFound
 		}
-		return nil
+		return s.notifyDeleted(ctx, tx, [][]byte{receiveID[:]})
 	})
 	if err != nil {
 		return fmt.Errorf("pgstore: delete mailbox: %w", err)

@@ -32,6 +32,14 @@ type Store struct {
 	puts         chan *putCall
 	mu           sync.RWMutex
 	batchersDone sync.WaitGroup
+
+	// Cross-node wake-ups (notify.go): the schema's channel, this
+	// Store's node tag, how sends notify, and closed by Close to end
+	// Wakes.
+	channel string
+	node    string
+	mode    notifyMode
+	closing chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -79,6 +87,10 @@ func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, gran: o.TimeGranularity, maxEnv: o.MaxEnvelope, log: o.Logger, onCommit: o.OnCommit}
 	if err := s.checkEnvelopeLimit(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgstore: open: %w", err)
+	}
+	if err := s.setupNotify(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
@@ -130,6 +142,7 @@ func (s *Store) Close() error {
 	first := s.closed.CompareAndSwap(false, true)
 	if first {
 		close(s.puts)
+		close(s.closing)
 	}
 	s.mu.Unlock()
 	if first {

@@ -133,7 +133,10 @@ func (s *Store) PurgeIdle(ctx context.Context, now time.Time, idle time.Duration
 				return err
 			}
 			deleted, err = pgx.CollectRows(rows, pgx.RowTo[[]byte])
-			return err
+			if err != nil {
+				return err
+			}
+			return s.notifyDeleted(ctx, tx, deleted)
 		})
 		if err != nil {
 			return total, fmt.Errorf("pgstore: purge idle: %w", err)

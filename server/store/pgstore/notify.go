@@ -1,0 +1,312 @@
+package pgstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/quicprochat/qpc/server/store"
+)
+
+// Cross-node wake-ups (store.Waker; docs/scaling.md, "Cross-node
+// delivery"; ADR 0038). A transaction that stores messages or deletes
+// mailboxes calls pg_notify on the store's channel; PostgreSQL delivers
+// the notification on commit only, to every session listening on the
+// channel, each node's listener among them (Wakes). The payload is
+//
+//	kind (1 byte: 's' stored, 'd' deleted) | node (16 hex digits) | receive IDs (64 hex digits each)
+//
+// node is the sending Store's random tag: a node skips its own
+// notifications, since its hub heard of its own writes already. A
+// payload stays inside the database (and its logs if the operator logs
+// statements); the server logs none. NOTIFY payloads are limited to
+// 8000 bytes: notifyIDs IDs make at most 17+64*100 = 6417.
+//
+// A group-commit batch of sends notifies once per notifyIDs mailboxes
+// rather than once per send: a notifying commit holds PostgreSQL's
+// database-wide notification lock through its WAL flush, so the less it
+// queues under it the better (per batch against per send, and against
+// after the commit, measured in docs/scaling.md).
+
+const (
+	kindStored  = 's'
+	kindDeleted = 'd'
+	nodeTagHex  = 16
+	headerLen   = 1 + nodeTagHex
+	notifyIDs   = 100 // receive IDs per payload
+	idHex       = 2 * store.MailboxIDSize
+)
+
+// notifyMode is how a batch of sends notifies: per batch (the default),
+// per send, or not at all. Only benchmarks change it.
+type notifyMode int
+
+const (
+	notifyPerBatch notifyMode = iota
+	notifyPerSend
+	notifyOff
+	notifyAfterCommit // measured only: a transaction of its own after the batch's commit
+)
+
+// channelFor is the notification channel of the schema the store's
+// tables live in: nodes of one deployment share it, deployments in other
+// schemas of the same database do not hear each other. Channel names are
+// identifiers, at most 63 bytes.
+func channelFor(schema string) string {
+	ch := "qpc_wake." + schema
+	if len(ch) > 63 {
+		sum := sha256.Sum256([]byte(schema))
+		ch = "qpc_wake." + hex.EncodeToString(sum[:16])
+	}
+	return ch
+}
+
+// setupNotify picks the store's channel and node tag.
+func (s *Store) setupNotify(ctx context.Context) error {
+	var schema string
+	if err := s.pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return storageErr(err)
+	}
+	var tag [nodeTagHex / 2]byte
+	if _, err := rand.Read(tag[:]); err != nil {
+		return err
+	}
+	s.channel, s.node = channelFor(schema), hex.EncodeToString(tag[:])
+	s.closing = make(chan struct{})
+	return nil
+}
+
+// header is the start of a payload of kind from this node.
+func (s *Store) header(kind byte) string { return string(kind) + s.node }
+
+// notifyDeleted queues, in tx, the notifications that the mailboxes are
+// gone.
+func (s *Store) notifyDeleted(ctx context.Context, tx pgx.Tx, rids [][]byte) error {
+	for len(rids) > 0 {
+		n := min(len(rids), notifyIDs)
+		p := make([]byte, 0, headerLen+n*idHex)
+		p = append(p, s.header(kindDeleted)...)
+		for _, r := range rids[:n] {
+			p = hex.AppendEncode(p, r)
+		}
+		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", s.channel, string(p)); err != nil {
+			return err
+		}
+		rids = rids[n:]
+	}
+	return nil
+}
+
+// Queued after a batch's qpc_put calls: the mailboxes of the send IDs
+// (locked by the batch already) are notified, in one payload. A send
+// refused or found a duplicate wakes its mailbox's subscribers for
+// nothing: they read, find nothing new and wait again.
+const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
+	FROM mailboxes WHERE send_id = ANY($3) HAVING count(*) > 0`
+
+// queueNotify adds the batch's notifications to b.
+func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
+	switch s.mode {
+	case notifyPerBatch:
+		s.queueBatchNotify(b, batch)
+	case notifyPerSend:
+		for _, c := range batch {
+			b.Queue(notifySendsSQL, s.channel, s.header(kindStored), [][]byte{c.sendID})
+		}
+	}
+}
+
+// queueBatchNotify queues one notification per notifyIDs sends of batch.
+func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall) {
+	for i := 0; i < len(batch); i += notifyIDs {
+		part := batch[i:min(i+notifyIDs, len(batch))]
+		ids := make([][]byte, len(part))
+		for j, c := range part {
+			ids[j] = c.sendID
+		}
+		b.Queue(notifySendsSQL, s.channel, s.header(kindStored), ids)
+	}
+}
+
+// notifyAfter is the notifyAfterCommit mode, which benchmarks compare:
+// the batch's notifications in an autocommit statement of their own
+// after its commit, so that the notification lock is not held across
+// the batch's WAL flush. A node that fails between the two loses the
+// wake-ups.
+func (s *Store) notifyAfter(ctx context.Context, batch []*putCall) {
+	if s.mode != notifyAfterCommit {
+		return
+	}
+	b := &pgx.Batch{}
+	s.queueBatchNotify(b, batch)
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		s.log.Warn("store: notifying a batch's sends failed", "err", err)
+	}
+}
+
+// parsePayload decodes a notification's payload: its kind, the tag of
+// the node that sent it and its receive IDs. A payload of another form is
+// an error; nothing in it is trusted beyond its form.
+func parsePayload(p string) (kind byte, node string, ids [][store.MailboxIDSize]byte, err error) {
+	if len(p) < headerLen || (len(p)-headerLen)%idHex != 0 {
+		return 0, "", nil, errors.New("malformed wake-up payload")
+	}
+	kind, node = p[0], p[1:headerLen]
+	if kind != kindStored && kind != kindDeleted {
+		return 0, "", nil, errors.New("wake-up payload of an unknown kind")
+	}
+	if _, err := hex.DecodeString(node); err != nil {
+		return 0, "", nil, errors.New("wake-up payload with a malformed node tag")
+	}
+	rest := p[headerLen:]
+	ids = make([][store.MailboxIDSize]byte, len(rest)/idHex)
+	for i := range ids {
+		if _, err := hex.Decode(ids[i][:], []byte(rest[i*idHex:(i+1)*idHex])); err != nil {
+			return 0, "", nil, errors.New("wake-up payload with a malformed receive ID")
+		}
+	}
+	return kind, node, ids, nil
+}
+
+// Listener timing: a connection silent for listenIdle is pinged, and a
+// ping unanswered in listenPing counts as lost, so a connection that died
+// without a word (a partition) is noticed within a minute. Reconnects
+// back off from listenRetryMin to listenRetryMax.
+var listenIdle = 30 * time.Second // a var for the test of the idle ping
+
+const (
+	listenPing     = 10 * time.Second
+	listenRetryMin = 100 * time.Millisecond
+	listenRetryMax = 5 * time.Second
+)
+
+var _ store.Waker = (*Store)(nil)
+
+// Wakes implements store.Waker: one connection of its own (not the
+// pool's) LISTENs on the store's channel and reconnects when it fails.
+func (s *Store) Wakes(ctx context.Context, fn func(store.Wake)) error {
+	if err := s.check(ctx); err != nil {
+		return fmt.Errorf("pgstore: wakes: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	retry := listenRetryMin
+	for {
+		up, err := s.listen(ctx, fn)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if up {
+			fn(store.Wake{Kind: store.WakeLost})
+			retry = listenRetryMin
+		}
+		// The error names no payload: pgx reports the connection's
+		// failure, not the notifications it carried.
+		s.log.Warn("store: the wake-up listener lost its database connection; reconnecting", "err", err, "retry_in", retry)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, listenRetryMax)
+	}
+}
+
+// listen connects, LISTENs and reports notifications until the
+// connection fails or ctx is done; up says whether it got as far as
+// listening.
+func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err error) {
+	cfg := s.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] += " listener"
+	// A deadline, not a cancel request, ends a wait: the idle timer
+	// fires every listenIdle, and a cancel request is a new connection.
+	cfg.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	cctx, cancel := context.WithTimeout(ctx, listenPing)
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err == nil {
+		_, err = conn.Exec(cctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize())
+	}
+	cancel()
+	if conn != nil {
+		defer conn.Close(context.Background())
+	}
+	if err != nil {
+		return false, err
+	}
+	// Whatever was committed while nobody listened is unknown: every
+	// subscriber reads its mailbox again.
+	fn(store.Wake{Kind: store.WakeListening})
+	for {
+		wctx, cancel := context.WithTimeout(ctx, listenIdle)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return true, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			pctx, cancel := context.WithTimeout(ctx, listenPing)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return true, err
+			}
+			continue
+		}
+		if err != nil {
+			return true, err
+		}
+		kind, node, ids, perr := parsePayload(n.Payload)
+		if perr != nil {
+			s.log.Warn("store: ignored a wake-up notification", "err", perr)
+			continue
+		}
+		if node == s.node {
+			continue
+		}
+		k := store.WakeStored
+		if kind == kindDeleted {
+			k = store.WakeDeleted
+		}
+		for _, id := range ids {
+			fn(store.Wake{Kind: k, ReceiveID: id})
+		}
+	}
+}
+
+// KeepInUse implements store.Waker: the mailboxes' last use moves
+// forward to now's day, in chunks of purgeChunk.
+func (s *Store) KeepInUse(ctx context.Context, receiveIDs [][store.MailboxIDSize]byte, now time.Time) error {
+	today := dayOf(now.Unix())
+	for len(receiveIDs) > 0 {
+		n := min(len(receiveIDs), purgeChunk)
+		raw := make([][]byte, n)
+		for i := range raw {
+			raw[i] = receiveIDs[i][:]
+		}
+		err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, "UPDATE mailboxes SET last_used = $2 WHERE receive_id = ANY($1) AND last_used < $2", raw, today)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("pgstore: keep in use: %w", err)
+		}
+		receiveIDs = receiveIDs[n:]
+	}
+	return nil
+}
