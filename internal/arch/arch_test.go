@@ -68,7 +68,7 @@ func inAny(p string, rooms []string) bool {
 
 // helpers are the internal packages production code may import: small,
 // self-contained, no test harness.
-var helpers = []string{"internal/secretfile", "internal/ratelimit", "internal/qrcode", "internal/stats", "internal/pgmigrate", "internal/pgtx"}
+var helpers = []string{"internal/secretfile", "internal/ratelimit", "internal/qrcode", "internal/stats", "internal/pgmigrate", "internal/pgtx", "internal/pglease"}
 
 // harnesses are the test harnesses and tools of internal/: only other
 // harnesses, tests and commands may import them.
