@@ -86,6 +86,7 @@ func (c *Client) lookupMembers(ctx context.Context, handles []string) {
 	}
 	batches := planLookups([][]string{due}, kt.MaxBatchLabels)
 	start := time.Now()
+	defer c.timed(TimeKTMembers, start)
 	defer func() {
 		c.log.Debug("kt: looked up a group's members", "members", len(due), "connections", len(batches), "parallel", par, "took", time.Since(start))
 	}()

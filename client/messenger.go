@@ -452,6 +452,7 @@ func (c *Client) dial(ctx context.Context, key string) (*protocol.Conn, error) {
 // (docs/key-transparency.md §5). The price is a handshake per lookup;
 // ensureContact spares repeated lookups within the hour.
 func (c *Client) lookupLabel(ctx context.Context, label string) (*kt.LookupResult, *kt.Binding, error) {
+	defer c.timed(TimeKTLookup, time.Now())
 	conn, err := c.dial(ctx, fmt.Sprintf("%s:%d", connKTLookup, c.lookups.Add(1)))
 	if err != nil {
 		return nil, nil, err
