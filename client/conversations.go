@@ -99,6 +99,13 @@ type memberRecord struct {
 	// this member's leaf (its join, or a commit of its own, which
 	// carries a path): what `qpc group` shows as its last update.
 	LeafChanged time.Time `json:",omitempty"`
+	// Unverified: key transparency has not yet shown this member's MLS
+	// signature key for its handle. A joiner checks the other members
+	// lazily (docs/adr/0041-lazy-member-checks.md): a member's message
+	// is read only once its key checks out (checkSender), and until then
+	// `qpc group` says the member is not checked. Records from before
+	// were all checked at the join (false).
+	Unverified bool `json:",omitempty"`
 }
 
 // Conversation describes a conversation for listings.

@@ -378,6 +378,22 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		return nil, err
 	}
 	c.timed(TimeRecvSender, start)
+	// A member not checked at our join is checked at its first message
+	// (kt.go checkSender), in the state that holds its leaf now.
+	if mr := r.Members[sender]; mr != nil && mr.Unverified {
+		leaves := g
+		if rec.Removed {
+			if leaves, err = mls.UnmarshalGroup(baseRaw, c.mlsConfig(ctx)); err != nil {
+				return nil, err
+			}
+		}
+		if err := c.checkSender(ctx, r, leaves, sender); err != nil {
+			if ctx.Err() != nil {
+				return nil, errDefer
+			}
+			return nil, err
+		}
+	}
 	if !usePrev && sender != r.RejoinedFrom {
 		r.RejoinedFrom = "" // another member shares our epoch (rejoinguard.go)
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -151,6 +153,13 @@ func (c *Client) flush(ctx context.Context) error {
 			})
 		}
 	}()
+	waiting := make([]*outboxEntry, 0, len(items))
+	for _, it := range items {
+		if it.e.Sealing == nil {
+			waiting = append(waiting, it.e)
+		}
+	}
+	c.lookupOneUnreached(ctx, waiting)
 	start := time.Now()
 	if err := c.assignTokens(ctx, len(items)); err != nil {
 		return fmt.Errorf("%w: %w", ErrQueued, err)
@@ -192,6 +201,46 @@ func (c *Client) flush(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrQueued, firstErr)
 	}
 	return nil
+}
+
+// lookupOneUnreached looks up, on a connection of its own, one member
+// (picked at random) that entries of waiting wait for: a member of a
+// conversation that announced no mailbox yet and that is no contact of
+// ours, so that nothing is known to send to. A join no longer looks the
+// group's members up (ADR 0041), so its announcement to each member
+// waits here until either the member's own announcement arrives (and
+// names its mailbox) or this lookup gives its intro mailbox; one lookup
+// a flush spreads a group's lookups over the syncs that follow the
+// join, each at a time of its own, instead of one burst the server
+// could read the group off.
+func (c *Client) lookupOneUnreached(ctx context.Context, waiting []*outboxEntry) {
+	var cands []string
+	for _, e := range waiting {
+		if e.Conv == nil || slices.Contains(cands, e.To) {
+			continue
+		}
+		r, err := c.getConv(e.Conv)
+		if err != nil || r == nil {
+			continue
+		}
+		if m := r.Members[e.To]; m == nil || m.Sealing != nil {
+			continue
+		}
+		if ct, err := c.contact(e.To); err != nil || ct != nil {
+			continue
+		}
+		cands = append(cands, e.To)
+	}
+	if len(cands) == 0 {
+		return
+	}
+	h := cands[mrand.IntN(len(cands))]
+	start := time.Now()
+	if _, err := c.lookup(ctx, h, false); err != nil {
+		c.log.Debug("kt: a member to reach could not be looked up", "err", err)
+		return
+	}
+	c.log.Debug("kt: looked up a member to reach it", "waiting", len(cands), "took", time.Since(start))
 }
 
 // ErrQueued wraps a delivery attempt that failed while the envelope is

@@ -25,6 +25,10 @@ const (
 	TimeRecvAck    = "recv.ack"    // the Ack request and the acked mark
 	TimeRecvFlush  = "recv.flush"  // the outbox pass after a delivery
 	TimeRecvShown  = "recv.shown"  // from the arrival to the event handed to Follow's callback
+
+	// Key transparency (the join benchmark, docs/benchmarks.md).
+	TimeKTLookup  = "kt.lookup"  // one lookup on a connection of its own (lookupLabel), verified
+	TimeKTMembers = "kt.members" // a join's lookups of every member at once (KTMembersAtJoin)
 )
 
 // timed tells Options.Timing that part took since start.
