@@ -646,7 +646,9 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	}
 	var assigned []uint64
 	oldest := c.spareOldest()
-	err = c.store.Update(func(tx *state.Tx) error {
+	// update: the sent entries of earlier texts are deleted in this
+	// transaction too (retire.go).
+	err = c.update(func(tx *state.Tx) error {
 		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 			return err
 		}

@@ -83,7 +83,9 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m protocol.Message,
 		commit = nil
 	}
 	defer c.timed(TimeRecvCommit, time.Now())
-	return c.store.Update(func(tx *state.Tx) error {
+	// update: sent entries retiring are deleted in this transaction too
+	// (retire.go).
+	return c.update(func(tx *state.Tx) error {
 		if commit != nil {
 			if err := commit(tx); err != nil {
 				return err

@@ -144,6 +144,12 @@ type Options struct {
 	// (docs/protocol.md §11.8). 0: DefaultRejoinAfter (10 minutes); < 0:
 	// at once. A commit that fails to process asks at once.
 	RejoinAfter time.Duration
+	// RetireAfter bounds how long an outbox entry the server has
+	// acknowledged may stay on disk before it is deleted (retire.go):
+	// the deletion goes with the next transaction the client makes
+	// anyway, or after this delay if none comes. 0: DefaultRetireAfter;
+	// < 0: only with the next transaction, or at Close.
+	RetireAfter time.Duration
 }
 
 // SentEnvelope describes one envelope the server stored
@@ -219,10 +225,12 @@ type Client struct {
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
-	op     sync.Mutex
-	prof   *profile
-	v      *kt.Verifier
-	wallet *protocol.Wallet
+	op sync.Mutex
+	// retiring holds the sent outbox entries not deleted yet (retire.go).
+	retiring retiring
+	prof     *profile
+	v        *kt.Verifier
+	wallet   *protocol.Wallet
 	// pending collects the events of the running operation.
 	pending []Event
 
@@ -349,6 +357,8 @@ func (c *Client) Close() error {
 	}
 	c.op.Lock()
 	defer c.op.Unlock()
+	c.retireAll()
+	c.retiring.close()
 	return c.store.Close()
 }
 

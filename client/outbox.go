@@ -69,7 +69,9 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 const bucketOutboxTokens = "outbox-tokens"
 
 // Pending is the number of real envelopes in the outbox (cover
-// traffic's dummies waiting there are not counted).
+// traffic's dummies waiting there are not counted). An envelope the
+// server has acknowledged is not pending, even while its deletion from
+// the outbox is not written yet (retire.go).
 func (c *Client) Pending() (int, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -81,7 +83,10 @@ func (c *Client) Pending() (int, error) {
 // The caller holds c.op.
 func (c *Client) outboxCount() (real, cover int, err error) {
 	err = c.store.View(func(tx *state.Tx) error {
-		return tx.ForEachSeq(bucketOutbox, 0, func(_ uint64, v []byte) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			if c.retiring.has(seq) {
+				return nil // sent; its deletion is not written yet (retire.go)
+			}
 			var e struct{ Cover bool }
 			if err := jsonUnmarshal(v, &e); err != nil {
 				return err
@@ -118,6 +123,9 @@ func (c *Client) flush(ctx context.Context) error {
 	var items []item
 	err := c.store.View(func(tx *state.Tx) error {
 		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			if c.retiring.has(seq) {
+				return nil // sent already (retire.go)
+			}
 			e := new(outboxEntry)
 			if err := jsonUnmarshal(v, e); err != nil {
 				return err
@@ -131,26 +139,15 @@ func (c *Client) flush(ctx context.Context) error {
 	}
 	// First-contact connections are one-shot: close them when done.
 	defer c.closeConns("first:")
-	// Envelopes the server stored are deleted from the outbox in one
-	// transaction at the end (a crash before it only resends them, under
-	// the same message IDs, and the server stores each once).
-	// A token an entry did not need (it went out on its connection's
-	// allowance) goes to the spare pool in the same transaction (spare.go).
+	// Envelopes the server stored are retired at the end: deleted from
+	// the outbox by the next transaction the client makes, or on a short
+	// timer (retire.go; a crash before it only resends them, under the
+	// same message IDs, and the server stores each once). A token an
+	// entry did not need (it went out on its connection's allowance)
+	// goes to the spare pool in the same transaction (spare.go).
 	var sent []uint64
 	free := map[uint64]bool{}
-	defer func() {
-		if len(sent) > 0 {
-			defer c.timed(TimeSendDone, time.Now())
-			c.store.Update(func(tx *state.Tx) error {
-				for _, seq := range sent {
-					if err := retire(tx, seq, free[seq]); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-	}()
+	defer func() { c.retireLater(sent, free) }()
 	start := time.Now()
 	if err := c.assignTokens(ctx, len(items)); err != nil {
 		return fmt.Errorf("%w: %w", ErrQueued, err)
@@ -375,7 +372,7 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 	}
 	var assigned []uint64
 	oldest := c.spareOldest()
-	err = c.store.Update(func(tx *state.Tx) error {
+	err = c.update(func(tx *state.Tx) error {
 		var err error
 		assigned, err = assignAll(tx, take, need, oldest)
 		return err
@@ -500,7 +497,7 @@ func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
 	}
 	if c.spareCount() > 0 {
 		oldest := c.spareOldest()
-		err = c.store.Update(func(tx *state.Tx) error {
+		err = c.update(func(tx *state.Tx) error {
 			rest, err := assignSpare(tx, []uint64{seq}, oldest)
 			if err != nil || len(rest) > 0 {
 				return err
