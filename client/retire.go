@@ -32,7 +32,8 @@ const DefaultRetireAfter = 200 * time.Millisecond
 type retiring struct {
 	mu     sync.Mutex
 	set    map[uint64]bool // entry seq -> its token was never shown
-	timer  *time.Timer
+	timer  *time.Timer     // armed while set is not empty
+	gen    uint64          // names the armed timer
 	closed bool
 }
 
@@ -70,12 +71,18 @@ func (r *retiring) snapshot() map[uint64]bool {
 	return out
 }
 
-// written forgets the entries whose deletion was committed.
+// written forgets the entries whose deletion was committed, and stops
+// the timer once none is left: it runs only when no transaction came
+// within RetireAfter of a retirement.
 func (r *retiring) written(done map[uint64]bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for s := range done {
 		delete(r.set, s)
+	}
+	if len(r.set) == 0 && r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
 	}
 }
 
@@ -110,17 +117,23 @@ func (c *Client) retireLater(sent []uint64, free map[uint64]bool) {
 		d = DefaultRetireAfter
 	}
 	if d > 0 && r.timer == nil && !r.closed {
-		r.timer = time.AfterFunc(d, c.retireTimer)
+		r.gen++
+		gen := r.gen
+		r.timer = time.AfterFunc(d, func() { c.retireTimer(gen) })
 	}
 }
 
-// retireTimer writes the deletions no transaction has carried yet.
-func (c *Client) retireTimer() {
+// retireTimer writes the deletions no transaction has carried yet; gen
+// names the timer that fired (a timer stopped too late to keep its
+// callback from running finds another armed, or none, and leaves it).
+func (c *Client) retireTimer(gen uint64) {
 	c.op.Lock()
 	defer c.op.Unlock()
 	r := &c.retiring
 	r.mu.Lock()
-	r.timer = nil
+	if r.gen == gen {
+		r.timer = nil
+	}
 	closed := r.closed
 	r.mu.Unlock()
 	if !closed {
