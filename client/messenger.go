@@ -228,9 +228,11 @@ type Client struct {
 	op sync.Mutex
 	// retiring holds the sent outbox entries not deleted yet (retire.go).
 	retiring retiring
-	prof     *profile
-	v        *kt.Verifier
-	wallet   *protocol.Wallet
+	// floors: where our ratchets resume after a restart (reserve.go).
+	floors floors
+	prof   *profile
+	v      *kt.Verifier
+	wallet *protocol.Wallet
 	// pending collects the events of the running operation.
 	pending []Event
 
@@ -393,6 +395,16 @@ const (
 
 func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
 func connForFirst(h string) string { return "first:" + h }
+
+// cachedConn returns the open connection for a role, or nil.
+func (c *Client) cachedConn(key string) *protocol.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return nil
+	}
+	return c.conns[key]
+}
 
 // conn returns the connection for a role, dialling it the first time.
 func (c *Client) conn(ctx context.Context, key string) (*protocol.Conn, error) {

@@ -54,12 +54,18 @@ func (e *outboxEntry) dest() string {
 func (c *Client) enqueue(tx *state.Tx, e *outboxEntry) error {
 	e.ID = protocol.NewMessageID()
 	e.Queued = c.opts.Now()
+	_, err := c.enqueueAt(tx, e)
+	return err
+}
+
+// enqueueAt stores e, whose ID and Queued are set, as it is, and returns
+// its sequence number.
+func (c *Client) enqueueAt(tx *state.Tx, e *outboxEntry) (uint64, error) {
 	raw, err := json.Marshal(e)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = tx.Append(bucketOutbox, raw)
-	return err
+	return tx.Append(bucketOutbox, raw)
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
