@@ -98,6 +98,9 @@ type memberRecord struct {
 	SendID  wire.ID
 	Sealing []byte // sealing public key; nil until announced
 	LastSeq uint64
+	// LastID is the content ID of the message numbered LastSeq: another
+	// message under that number is not a duplicate (reserve.go).
+	LastID  []byte `json:",omitempty"`
 	Missing []uint64
 	Seen    bool // a message with a sequence number arrived
 	// LeafChanged is when we processed the last commit that changed
