@@ -605,6 +605,7 @@ func (c *Client) Send(ctx context.Context, target, text string) error {
 // is about its delivery and usually wraps ErrQueued); it is "" when nothing
 // was recorded.
 func (c *Client) SendText(ctx context.Context, target, text string) (id string, err error) {
+	start := time.Now()
 	c.op.Lock()
 	defer c.op.Unlock()
 	if text == "" || len(text) > content.MaxText {
@@ -626,6 +627,7 @@ func (c *Client) SendText(ctx context.Context, target, text string) (id string, 
 	if !r.Active || r.Left {
 		return "", ErrInactive
 	}
+	c.timed(TimeSendLock, start)
 	if r.Kind == content.ConvDirect {
 		r.Accepted = true // stored with the message
 	}
@@ -725,7 +727,7 @@ func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Mes
 		// token (reserve.go).
 		written := make(chan error, 1)
 		go func() { written <- queue() }()
-		at, sent, sendErr = c.sendEarly(ctx, conn, pre)
+		at, sent, sendErr = c.sendEarly(ctx, conn, pre, start)
 		err = <-written
 		if err != nil {
 			// The envelope may be out with a generation the state on
@@ -782,7 +784,7 @@ func (c *Client) earlyEntry(r *convRecord, ct []byte, kind content.Kind) (*outbo
 // sendEarly seals e and sends it on conn's allowance (never a token:
 // reserve.go). sent reports that the server stored it; at is when the
 // request went out.
-func (c *Client) sendEarly(ctx context.Context, conn *protocol.Conn, e *outboxEntry) (at time.Time, sent bool, err error) {
+func (c *Client) sendEarly(ctx context.Context, conn *protocol.Conn, e *outboxEntry, prep time.Time) (at time.Time, sent bool, err error) {
 	start := time.Now()
 	to, err := sealed.ParseMailboxPublicKey(e.Sealing)
 	if err != nil {
@@ -797,6 +799,7 @@ func (c *Client) sendEarly(ctx context.Context, conn *protocol.Conn, e *outboxEn
 		return at, false, err
 	}
 	c.timed(TimeSendSeal, start)
+	c.timed(TimeSendPrep, prep)
 	start = time.Now()
 	at = c.opts.Now()
 	sent, _, err = conn.SendAllowed(ctx, e.SendID, e.ID, env)
