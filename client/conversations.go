@@ -90,6 +90,9 @@ type convRecord struct {
 	// Reserve: the generations of our application ratchet that a text
 	// may have used before its state was written (reserve.go).
 	Reserve *sendReserve `json:",omitempty"`
+	// reserveRead is Reserve as read from the local state (nil for a
+	// record made in memory): what a crash would leave.
+	reserveRead *sendReserve
 }
 
 // memberRecord is what we know of another member: its mailbox for this
@@ -151,7 +154,7 @@ func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, erro
 	// After a restart, our ratchet skips what a text sent before its
 	// state was written may have used (reserve.go); r.Group follows, for
 	// whatever keeps the state as it is stored.
-	skipped, err := c.floors.apply(r.ID, r.Reserve, g)
+	skipped, err := c.floors.apply(r.ID, r.reserveRead, g)
 	if err != nil {
 		return nil, err
 	}
@@ -174,6 +177,7 @@ func (c *Client) getConv(id []byte) (*convRecord, error) {
 	}
 	upgradeChain(&r)
 	migrateChain(&r)
+	r.reserveRead = r.Reserve
 	return &r, nil
 }
 
@@ -187,6 +191,7 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 			}
 			upgradeChain(r)
 			migrateChain(r)
+			r.reserveRead = r.Reserve
 			out = append(out, r)
 			return nil
 		})
@@ -651,7 +656,7 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 // sent reports that it went out (it is retiring, flush skips it).
 func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Message, early bool) (sent bool, err error) {
 	start := time.Now()
-	stored := r.Reserve // as on disk
+	stored := r.reserveRead // as on disk
 	g, err := c.loadGroup(ctx, r)
 	if err != nil {
 		return false, err
