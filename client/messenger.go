@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -578,6 +579,12 @@ func (c *Client) putProfile(tx *state.Tx) error {
 	raw, err := json.Marshal(c.prof)
 	if err != nil {
 		return err
+	}
+	// Every envelope's commit stores the profile (its gossip may have
+	// changed it), but mostly it has not changed: its several KB are not
+	// written again then, one overflow run fewer in that commit.
+	if old, err := tx.Get(bucketMeta, keyProfile); err == nil && bytes.Equal(old, raw) {
+		return nil
 	}
 	return tx.Put(bucketMeta, keyProfile, raw)
 }
