@@ -795,7 +795,7 @@ func (c *Client) sendEarly(ctx context.Context, conn *protocol.Conn, e *outboxEn
 	if err != nil {
 		return at, false, err
 	}
-	policy, err := sealed.PlaintextPolicy(conn.Policy(), tokens.TokenSize)
+	policy, err := sealed.PlaintextPolicy(c.connPolicy(conn), tokens.TokenSize)
 	if err != nil {
 		return at, false, err
 	}

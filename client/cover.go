@@ -571,7 +571,7 @@ func (c *Client) coverFillFast(ctx context.Context, id sealed.SenderIdentity, sk
 	if err != nil {
 		return nil
 	}
-	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
+	policy, err := sealed.PlaintextPolicy(c.connPolicy(conn), len(tok))
 	if err != nil {
 		return nil
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -297,7 +298,7 @@ func (c *Client) sealEntry(ctx context.Context, conn *protocol.Conn, seq uint64,
 		c.dropEntry(seq)
 		return nil, nil, fmt.Errorf("%w: %s's mailbox key is malformed", ErrUndeliverable, e.To)
 	}
-	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
+	policy, err := sealed.PlaintextPolicy(c.connPolicy(conn), len(tok))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -542,4 +543,17 @@ func (c *Client) closeConns(prefix string) {
 	for _, conn := range done {
 		conn.Close()
 	}
+}
+
+// connPolicy is the padding policy of conn's server: the one its session
+// announced, or, with no session (the last one was lost; the next request
+// opens one), the pinned policy, which a session must announce (else the
+// handshake fails with ErrPolicy). Sealing with the empty policy of a
+// lost session failed every attempt, and since the attempt never reached
+// the Send the session was never opened again: the entry stayed queued.
+func (c *Client) connPolicy(conn *protocol.Conn) padding.Policy {
+	if p := conn.Policy(); len(p.Buckets()) > 0 {
+		return p
+	}
+	return c.Policy()
 }
