@@ -14,16 +14,30 @@ import (
 
 // TestHostileEarlySendAnswerLost: a direct text leaves while the
 // transaction that records it is written (client/reserve.go, ADR 0042).
-// The server stores such an early Send and withholds its answer. The
-// text must be neither lost nor shown twice: alice's Send gives up on the
-// answer, the entry her transaction recorded goes out again under the same
-// message ID (the server stores it once), her outbox empties, and bob
-// shows the text once; her next texts go on as before.
+// The server stores alice's Sends and withholds every answer while she
+// sends a text: the early Send and the outbox's retries all time out,
+// and her connection is left without a session. The text must be neither
+// lost nor shown twice: once answers come again, the entry her
+// transaction recorded goes out again under the same message ID (the
+// server stores it once), her outbox empties, and bob shows the text
+// once. Before, the retry sealed with the policy of the lost session
+// (none), failed before its Send, never opened a session again, and the
+// entry stayed queued for good.
 func TestHostileEarlySendAnswerLost(t *testing.T) {
 	h := hostile.Start(t, hostile.Options{})
 	o := h.ClientOptions(t)
-	o.Dial.RequestTimeout = time.Second // the withheld answer's cost
-	alice := h.NewUserWith(t, "alice", "alice", o)
+	registered := h.NewUserWith(t, "alice", "alice", o)
+	if err := registered.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened with short waits: what a withheld answer costs.
+	o.Dial.RequestTimeout = time.Second
+	o.Dial.MaxAttempts = 2
+	alice, err := client.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
 	bob := h.NewUser(t, "bob", "bob")
 	ctx := ctxT(t)
 	if err := alice.Send(ctx, "bob", "hello"); err != nil {
@@ -42,21 +56,27 @@ func TestHostileEarlySendAnswerLost(t *testing.T) {
 		t.Fatalf("bob got %q", got)
 	}
 
-	var dropped atomic.Int32
+	var withhold atomic.Bool
+	var dropped, early atomic.Int32
+	withhold.Store(true)
 	h.Rewrite(func(x *hostile.Exchange) {
 		s, ok := x.Request.(*wire.Send)
-		if x.Tag != "alice" || !ok || len(s.Auth) != 0 {
+		if x.Tag != "alice" || !ok || !withhold.Load() {
 			return
 		}
-		if _, ok := x.Response.(*wire.Sent); ok && dropped.CompareAndSwap(0, 1) {
+		if _, ok := x.Response.(*wire.Sent); ok {
 			x.Drop = true
+			if dropped.Add(1) == 1 && len(s.Auth) == 0 {
+				early.Store(1) // the first went on the allowance
+			}
 		}
 	})
-	if err := alice.Send(ctx, "bob", "two"); err != nil && !errors.Is(err, client.ErrQueued) {
-		t.Fatal(err)
+	if err := alice.Send(ctx, "bob", "two"); !errors.Is(err, client.ErrQueued) {
+		t.Fatalf("alice's Send with every answer withheld: %v, want ErrQueued", err)
 	}
-	if dropped.Load() != 1 {
-		t.Fatal("alice's early Send was not seen")
+	withhold.Store(false)
+	if dropped.Load() == 0 || early.Load() != 1 {
+		t.Fatalf("%d answers withheld, the first to a Send without a token: %v", dropped.Load(), early.Load() == 1)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
