@@ -8,7 +8,7 @@ import (
 	"github.com/quicprochat/qpc/mls"
 )
 
-// Sending before the state is written (docs/adr/0042-send-before-the-state-is-durable.md).
+// Sending before the state is written (docs/adr/0042-early-send.md).
 //
 // A text's envelope may leave while the transaction that records it (the
 // message, the advanced group state, the outbox entry and its token) is

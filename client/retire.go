@@ -8,7 +8,7 @@ import (
 )
 
 // Sent entries are deleted from the outbox later, not in a transaction
-// of their own (docs/adr/0034-sent-entries-retired-later.md). Once the
+// of their own (docs/adr/0042-early-send.md). Once the
 // server has acknowledged an entry it is marked retiring in memory:
 // flush, Pending, Status, QueuedSince and the cover schedule skip it as
 // if it were gone, and its deletion (with its token, pooled if it was
