@@ -37,7 +37,7 @@ func countText(t *testing.T, c *client.Client, target, text string) int {
 }
 
 // TestMessengerRetireCrash: a sent outbox entry is deleted later, with
-// the next transaction or on a short timer (client/retire.go, ADR 0034),
+// the next transaction or on a short timer (client/retire.go, ADR 0042),
 // not in a transaction of its own after the server's acknowledgement.
 // The test plays a crash in that window: alice sends a text, the server
 // acknowledges it, and her state directory is copied before the deletion
