@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -151,6 +152,12 @@ type Options struct {
 	// (docs/protocol.md §11.8). 0: DefaultRejoinAfter (10 minutes); < 0:
 	// at once. A commit that fails to process asks at once.
 	RejoinAfter time.Duration
+	// RetireAfter bounds how long an outbox entry the server has
+	// acknowledged may stay on disk before it is deleted (retire.go):
+	// the deletion goes with the next transaction the client makes
+	// anyway, or after this delay if none comes. 0: DefaultRetireAfter;
+	// < 0: only with the next transaction, or at Close.
+	RetireAfter time.Duration
 }
 
 // SentEnvelope describes one envelope the server stored
@@ -226,7 +233,11 @@ type Client struct {
 
 	// op serializes the operations that read or change the local state
 	// and the MLS groups (every exported method takes it).
-	op     sync.Mutex
+	op sync.Mutex
+	// retiring holds the sent outbox entries not deleted yet (retire.go).
+	retiring retiring
+	// floors: where our ratchets resume after a restart (reserve.go).
+	floors floors
 	prof   *profile
 	v      *kt.Verifier
 	wallet *protocol.Wallet
@@ -356,6 +367,8 @@ func (c *Client) Close() error {
 	}
 	c.op.Lock()
 	defer c.op.Unlock()
+	c.retireAll()
+	c.retiring.close()
 	return c.store.Close()
 }
 
@@ -390,6 +403,16 @@ const (
 
 func connForConv(id []byte) string { return "conv:" + hex.EncodeToString(id) }
 func connForFirst(h string) string { return "first:" + h }
+
+// cachedConn returns the open connection for a role, or nil.
+func (c *Client) cachedConn(key string) *protocol.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return nil
+	}
+	return c.conns[key]
+}
 
 // conn returns the connection for a role, dialling it the first time.
 func (c *Client) conn(ctx context.Context, key string) (*protocol.Conn, error) {
@@ -564,6 +587,12 @@ func (c *Client) putProfile(tx *state.Tx) error {
 	raw, err := json.Marshal(c.prof)
 	if err != nil {
 		return err
+	}
+	// Every envelope's commit stores the profile (its gossip may have
+	// changed it), but mostly it has not changed: its several KB are not
+	// written again then, one overflow run fewer in that commit.
+	if old, err := tx.Get(bucketMeta, keyProfile); err == nil && bytes.Equal(old, raw) {
+		return nil
 	}
 	return tx.Put(bucketMeta, keyProfile, raw)
 }

@@ -7,6 +7,8 @@ import "time"
 // direct message's latency down by them.
 const (
 	// Sending (SendText).
+	TimeSendLock   = "send.lock"   // the operation lock taken and the conversation found
+	TimeSendPrep   = "send.prep"   // a text sent early: from its encryption to its Send request (tokens taken, outbox read, envelope sealed)
 	TimeSendMLS    = "send.mls"    // group state loaded, content encrypted, state marshalled
 	TimeSendQueue  = "send.queue"  // the transaction that records the outbox entries, history and conversation
 	TimeSendTokens = "send.tokens" // tokens assigned to outbox entries (wallet and transaction)
