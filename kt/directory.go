@@ -104,6 +104,16 @@ type DirectoryOptions struct {
 	// OpenDirectory returns.
 	Opened func(*Directory)
 
+	// Lease and Queue make the directory one node of several sharing Tree
+	// and the log OpenLog opens (docs/key-transparency.md, "Several
+	// nodes"; ADR 0037): the node holding Lease sequences (builds the
+	// epochs from Queue), every node serves lookups and proofs from the
+	// shared stores and publishes through Queue. Both or neither; with
+	// them Tree and OpenLog are required, and the stores must fence their
+	// writes with the same lease.
+	Lease Lease
+	Queue SharedQueue
+
 	// afterCommit, in tests, runs after an epoch's bbolt commit and
 	// before its log append; an error stops the epoch there, as a crash
 	// would.
@@ -115,24 +125,28 @@ type DirectoryOptions struct {
 // at a fixed cadence, and answers lookups, histories and consistency
 // requests with proofs. It is safe for concurrent use.
 type Directory struct {
-	opts     DirectoryOptions
-	cfg      Config
-	cfgHash  [32]byte
-	store    TreeStore
-	ts       *treeStore
-	log      *epochLog
-	writeMu  sync.Mutex
-	pendMu   sync.Mutex
-	pending  []*update
-	queued   int                     // updates enqueued and not yet settled (pending, being proved or in an epoch being committed)
-	reserved map[string]*reservation // labels with updates queued
-	proofs   *proofCache
-	view     atomic.Pointer[view]
-	closed   atomic.Bool
-	stop     chan struct{}
-	done     chan struct{}
-	started  atomic.Bool
-	stats    commitStats // guarded by writeMu
+	opts    DirectoryOptions
+	cfg     Config
+	cfgHash [32]byte
+	store   TreeStore
+	ts      *treeStore
+	log     *epochLog
+	writeMu sync.Mutex
+	pendMu  sync.Mutex
+	// refreshMu makes a follower's refreshes one at a time: each brings
+	// the cache up to its snapshot before it serves its checkpoint, and
+	// two at once could serve the newer checkpoint over the older cache.
+	refreshMu sync.Mutex
+	pending   []*update
+	queued    int                     // updates enqueued and not yet settled (pending, being proved or in an epoch being committed)
+	reserved  map[string]*reservation // labels with updates queued
+	proofs    *proofCache
+	view      atomic.Pointer[view]
+	closed    atomic.Bool
+	stop      chan struct{}
+	done      chan struct{}
+	started   atomic.Bool
+	stats     commitStats // guarded by writeMu
 
 	proofsComputed atomic.Uint64
 	publishLatency atomic.Int64 // the last epoch's append to its served checkpoint, ns
@@ -217,6 +231,12 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if opts.WitnessTimeout <= 0 {
 		opts.WitnessTimeout = DefaultWitnessTimeout
 	}
+	if (opts.Lease == nil) != (opts.Queue == nil) {
+		return nil, errors.New("kt: Lease and Queue go together")
+	}
+	if opts.Lease != nil && (opts.Tree == nil || opts.OpenLog == nil) {
+		return nil, errors.New("kt: a directory of several nodes (Lease) needs a shared Tree and OpenLog")
+	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kt: %w", err)
 	}
@@ -243,7 +263,7 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	}
 	d.store = st
 	d.ts = newTreeStore(opts.CacheDepth)
-	if err := viewTree(ctx, st, d.ts.fill); err != nil {
+	if err := viewTree(ctx, st, d.ts.refill); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("kt: open tree: %w", err)
 	}
@@ -259,7 +279,11 @@ func OpenDirectory(ctx context.Context, opts DirectoryOptions) (*Directory, erro
 	if opts.Opened != nil {
 		opts.Opened(d)
 	}
-	if err := d.recover(ctx); err != nil {
+	start := d.recover
+	if opts.Lease != nil {
+		start = d.join
+	}
+	if err := start(ctx); err != nil {
 		d.log.close()
 		st.Close()
 		return nil, err
@@ -397,6 +421,9 @@ func (d *Directory) syncLog(ctx context.Context) error {
 // epoch has taken it, Publish waits for that epoch's outcome (bounded by
 // the epoch's own timeout) and reports it whatever ctx says.
 func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Published, error) {
+	if d.opts.Queue != nil {
+		return d.publishShared(ctx, label, value, false)
+	}
 	u, err := d.enqueue(label, value)
 	if err != nil {
 		return Published{}, err
@@ -418,6 +445,9 @@ func (d *Directory) Publish(ctx context.Context, label string, value []byte) (Pu
 // wait at once (ErrQueueFull beyond), and a label gets at most MaxVersions
 // versions (ErrTooManyVersions beyond).
 func (d *Directory) Enqueue(label string, value []byte) (<-chan Published, error) {
+	if d.opts.Queue != nil {
+		return d.enqueueShared(label, value)
+	}
 	u, err := d.enqueue(label, value)
 	if err != nil {
 		return nil, err
@@ -520,6 +550,10 @@ func (d *Directory) Start() {
 	if d.started.Swap(true) {
 		return
 	}
+	if d.opts.Lease != nil {
+		go d.runShared()
+		return
+	}
 	go func() {
 		defer close(d.done)
 		t := time.NewTicker(d.opts.EpochInterval)
@@ -545,6 +579,9 @@ func (d *Directory) Start() {
 func (d *Directory) Tick(ctx context.Context) (uint64, error) {
 	if d.closed.Load() {
 		return 0, ErrClosed
+	}
+	if d.opts.Lease != nil {
+		return d.tickShared(ctx)
 	}
 	d.writeMu.Lock()
 	defer d.writeMu.Unlock()
@@ -723,7 +760,7 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
-	c := EpochCommit{Epoch: e, Nodes: encodeNodes(dirty), UpdateList: ul.Marshal()}
+	c := EpochCommit{Epoch: e, Nodes: encodeNodes(dirty, d.opts.Lease != nil), UpdateList: ul.Marshal()}
 	for i, u := range batch {
 		if results[i].Err == nil {
 			c.Versions = append(c.Versions, VersionWrite{Label: u.label, Version: vers[i], Record: recs[i].marshal()})
@@ -737,6 +774,9 @@ func (d *Directory) commit(batch []*update, genesis bool) ([]Published, error) {
 		return nil, fmt.Errorf("kt: commit epoch: %w", err)
 	}
 	d.ts.publish(dirty)
+	d.ts.mu.Lock()
+	d.ts.epochs = e + 1
+	d.ts.mu.Unlock()
 	d.stats.tree += time.Since(treeStart)
 	return results, nil
 }
@@ -759,7 +799,15 @@ func (d *Directory) Close() error {
 	}
 	d.pending = nil
 	d.pendMu.Unlock()
-	return errors.Join(d.log.close(), d.store.Close())
+	var lerr error
+	if d.opts.Lease != nil {
+		// Released, the lease passes to another node at once rather
+		// than after its time to live.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		lerr = errors.Join(d.opts.Lease.Release(ctx), d.opts.Queue.Close())
+		cancel()
+	}
+	return errors.Join(lerr, d.log.close(), d.store.Close())
 }
 
 // LogResource reads a tlog-tiles resource of the epoch log (see

@@ -72,7 +72,7 @@ func proveIndex(src nodeSource, e uint64, index Index) (MapProof, error) {
 		} else if r == nil {
 			return p, fmt.Errorf("kt: tree node missing")
 		} else if st, _ = r.at(e); st == nil {
-			return p, fmt.Errorf("kt: tree node has no state at epoch %d", e)
+			return p, fmt.Errorf("%w %d", errNoState, e)
 		}
 		d := int(id.depth)
 		if d != 0 && commonPrefix(&index, &id.prefix) < d {

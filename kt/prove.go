@@ -2,6 +2,7 @@ package kt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -116,20 +117,30 @@ func (d *Directory) LookupCharged(ctx context.Context, label string, known uint6
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return nil, ErrLabel
 	}
-	v := d.view.Load()
-	if v == nil {
-		return nil, ErrNoEpoch
-	}
-	ep, err := d.epochProof(ctx, v, known)
-	if err != nil {
-		return nil, err
-	}
-	p := &LookupProof{Epoch: ep}
-	err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
-		return d.lookupBody(s, txNodes{ts: d.ts, snap: s}, v.epoch, label, budget, p)
+	var p *LookupProof
+	err := d.retryStale(ctx, func() error {
+		v := d.view.Load()
+		if v == nil {
+			return ErrNoEpoch
+		}
+		ep, err := d.epochProof(ctx, v, known)
+		if err != nil {
+			return err
+		}
+		p = &LookupProof{Epoch: ep}
+		err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
+			if err := d.checkView(s, v); err != nil {
+				return err
+			}
+			return d.lookupBody(s, txNodes{ts: d.ts, snap: s}, v.epoch, label, budget, p)
+		})
+		if err != nil && !errors.Is(err, ErrNoEpoch) && !errors.Is(err, errStaleView) {
+			return fmt.Errorf("kt: lookup: %w", err)
+		}
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kt: lookup: %w", err)
+		return nil, err
 	}
 	return p, nil
 }
@@ -147,26 +158,36 @@ func (d *Directory) LookupBatch(ctx context.Context, labels []string, known uint
 			return nil, ErrLabel
 		}
 	}
-	v := d.view.Load()
-	if v == nil {
-		return nil, ErrNoEpoch
-	}
-	ep, err := d.epochProof(ctx, v, known)
-	if err != nil {
-		return nil, err
-	}
-	p := &BatchLookupProof{Epoch: ep, Lookups: make([]LookupProof, len(labels))}
-	err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
-		src := txNodes{ts: d.ts, snap: s}
-		for i, label := range labels {
-			if err := d.lookupBody(s, src, v.epoch, label, budget, &p.Lookups[i]); err != nil {
+	var p *BatchLookupProof
+	err := d.retryStale(ctx, func() error {
+		v := d.view.Load()
+		if v == nil {
+			return ErrNoEpoch
+		}
+		ep, err := d.epochProof(ctx, v, known)
+		if err != nil {
+			return err
+		}
+		p = &BatchLookupProof{Epoch: ep, Lookups: make([]LookupProof, len(labels))}
+		err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
+			if err := d.checkView(s, v); err != nil {
 				return err
 			}
+			src := txNodes{ts: d.ts, snap: s}
+			for i, label := range labels {
+				if err := d.lookupBody(s, src, v.epoch, label, budget, &p.Lookups[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrNoEpoch) && !errors.Is(err, errStaleView) {
+			return fmt.Errorf("kt: lookup batch: %w", err)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kt: lookup batch: %w", err)
+		return nil, err
 	}
 	return p, nil
 }
@@ -221,64 +242,74 @@ func (d *Directory) HistoryCharged(ctx context.Context, label string, since uint
 	if len(label) == 0 || len(label) > MaxLabelLen {
 		return nil, ErrLabel
 	}
-	v := d.view.Load()
-	if v == nil {
-		return nil, ErrNoEpoch
-	}
-	ep, err := d.epochProof(ctx, v, known)
-	if err != nil {
-		return nil, err
-	}
-	p := &HistoryProof{Epoch: ep, Since: since}
-	err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
-		src := txNodes{ts: d.ts, snap: s}
-		k, _, err := latestAt(s, label, v.epoch)
+	var p *HistoryProof
+	err := d.retryStale(ctx, func() error {
+		v := d.view.Load()
+		if v == nil {
+			return ErrNoEpoch
+		}
+		ep, err := d.epochProof(ctx, v, known)
 		if err != nil {
 			return err
 		}
-		first := max(since, 1)
-		if first > k {
-			first = k // the greatest version alone (none when k is 0)
-		}
-		last := k
-		if k > 0 && k-first+1 > MaxHistoryServed {
-			last = first + MaxHistoryServed - 1
-		}
-		for ver := first; ver >= 1 && ver <= last; ver++ {
-			r, err := getVersion(s, label, ver)
+		p = &HistoryProof{Epoch: ep, Since: since}
+		err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
+			if err := d.checkView(s, v); err != nil {
+				return err
+			}
+			src := txNodes{ts: d.ts, snap: s}
+			k, _, err := latestAt(s, label, v.epoch)
 			if err != nil {
 				return err
 			}
-			vp, err := d.versionProof(src, v.epoch, label, ver, r)
-			if err != nil {
+			first := max(since, 1)
+			if first > k {
+				first = k // the greatest version alone (none when k is 0)
+			}
+			last := k
+			if k > 0 && k-first+1 > MaxHistoryServed {
+				last = first + MaxHistoryServed - 1
+			}
+			for ver := first; ver >= 1 && ver <= last; ver++ {
+				r, err := getVersion(s, label, ver)
+				if err != nil {
+					return err
+				}
+				vp, err := d.versionProof(src, v.epoch, label, ver, r)
+				if err != nil {
+					return err
+				}
+				p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
+			}
+			if last < k {
+				r, err := getVersion(s, label, last+1)
+				if err != nil {
+					return err
+				}
+				p.More = true
+				p.Next, err = d.versionProof(src, v.epoch, label, last+1, r)
 				return err
 			}
-			p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
-		}
-		if last < k {
-			r, err := getVersion(s, label, last+1)
-			if err != nil {
+			absent := absentSet(k)
+			if err := d.charge(budget, label, absent); err != nil {
 				return err
 			}
-			p.More = true
-			p.Next, err = d.versionProof(src, v.epoch, label, last+1, r)
-			return err
-		}
-		absent := absentSet(k)
-		if err := d.charge(budget, label, absent); err != nil {
-			return err
-		}
-		for _, av := range absent {
-			vp, err := d.versionProof(src, v.epoch, label, av, nil)
-			if err != nil {
-				return err
+			for _, av := range absent {
+				vp, err := d.versionProof(src, v.epoch, label, av, nil)
+				if err != nil {
+					return err
+				}
+				p.Absent = append(p.Absent, vp)
 			}
-			p.Absent = append(p.Absent, vp)
+			return nil
+		})
+		if err != nil && !errors.Is(err, ErrNoEpoch) && !errors.Is(err, errStaleView) {
+			return fmt.Errorf("kt: history: %w", err)
 		}
-		return nil
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kt: history: %w", err)
+		return nil, err
 	}
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -54,6 +55,118 @@ type treeStore struct {
 	// stored without them.
 	prevEpoch uint64
 	prevs     map[nodeID]*nodeRecord
+	// bypass, on a node of several that does not sequence (Lease), sends
+	// every read to the store's snapshot: another node commits the
+	// epochs, so the cache would be stale.
+	bypass atomic.Bool
+	// epochs is the number of committed epochs the cache reflects (on
+	// a node of several, which follows other nodes' commits).
+	epochs uint64
+}
+
+// errNoState is a node read for an epoch whose state it no longer has:
+// the tree moved on more than an epoch past the reader's.
+var errNoState = errors.New("kt: tree node has no state at epoch")
+
+// refill replaces the cache with the nodes of snap and drops the staged
+// previous states: a node that takes the sequencer lease starts from
+// what the last holder committed.
+func (ts *treeStore) refill(snap TreeSnapshot) error {
+	fresh := newTreeStore(ts.cacheDepth)
+	n, err := snap.Epochs()
+	if err != nil {
+		return err
+	}
+	if err := fresh.fill(snap); err != nil {
+		return err
+	}
+	ts.mu.Lock()
+	ts.cache, ts.prevEpoch, ts.prevs, ts.epochs = fresh.cache, 0, nil, n
+	ts.mu.Unlock()
+	return nil
+}
+
+// followMax is the most epochs follow catches up on by their update
+// lists; further behind, it reads the whole cache again.
+const followMax = 64
+
+// follow brings the cache up to snap, which another node's commits moved
+// on: every node an epoch changed lies on the path from the root to a
+// leaf it inserted (an insert changes the nodes above its leaf, and a
+// later one only adds nodes between them), so walking those paths in snap
+// down to cacheDepth reads every changed and new node. The records read
+// carry their previous states (stored so on a shared store), so readers
+// of the epoch before snap's last keep finding theirs.
+func (ts *treeStore) follow(snap TreeSnapshot) error {
+	m, err := snap.Epochs()
+	if err != nil {
+		return err
+	}
+	ts.mu.RLock()
+	from := ts.epochs
+	ts.mu.RUnlock()
+	if from >= m {
+		return nil
+	}
+	if m-from > followMax {
+		return ts.refill(snap)
+	}
+	found := map[nodeID]*nodeRecord{}
+	for e := from; e < m; e++ {
+		raw, err := snap.UpdateList(e)
+		if err != nil {
+			return err
+		}
+		if raw == nil {
+			return ts.refill(snap) // an epoch from before update lists were kept
+		}
+		ul, err := ParseUpdateList(raw)
+		if err != nil {
+			return err
+		}
+		for i := range ul.Leaves {
+			if err := ts.walk(snap, &ul.Leaves[i].Index, found); err != nil {
+				return err
+			}
+		}
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.epochs != from {
+		return nil // another follow got there first
+	}
+	for id, r := range found {
+		ts.cache[id] = r
+	}
+	ts.epochs = m
+	return nil
+}
+
+// walk reads the nodes on the path to index down to cacheDepth into found.
+func (ts *treeStore) walk(snap TreeSnapshot, index *Index, found map[nodeID]*nodeRecord) error {
+	id := rootID
+	for int(id.depth) <= ts.cacheDepth {
+		r, ok := found[id]
+		if !ok {
+			raw, err := snap.Node(id.storeKey())
+			if err != nil {
+				return err
+			}
+			if raw == nil {
+				return nil
+			}
+			if r, err = parseNodeRecord(id, raw); err != nil {
+				return err
+			}
+			found[id] = r
+		}
+		b := index.bit(int(id.depth))
+		if !r.state.present[b] || r.state.child[b].leaf() {
+			return nil
+		}
+		id = r.state.child[b].id
+	}
+	return nil
 }
 
 // stagePrevs keeps the records of epoch e's batch, with their previous
@@ -202,7 +315,7 @@ type txNodes struct {
 }
 
 func (s txNodes) node(id nodeID) (*nodeRecord, error) {
-	if int(id.depth) <= s.ts.cacheDepth {
+	if int(id.depth) <= s.ts.cacheDepth && !s.ts.bypass.Load() {
 		s.ts.mu.RLock()
 		r := s.ts.cache[id]
 		s.ts.mu.RUnlock()
@@ -228,8 +341,11 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 
 // encodeNodes encodes a batch's records for a commit, in key order (so
 // bbolt fills pages front to back). Keys and values share one buffer,
-// which the store reads until the commit is done.
-func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
+// which the store reads until the commit is done. withPrev stores each
+// record with its previous state: on a store several nodes share, the
+// nodes that do not sequence read the served epoch from the store while
+// the next one is committed, and have no staged previous states.
+func encodeNodes(dirty map[nodeID]*nodeRecord, withPrev bool) []NodeWrite {
 	type put struct {
 		k []byte
 		r *nodeRecord
@@ -247,6 +363,10 @@ func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
 	for i, p := range puts {
 		n := len(buf)
 		buf = p.r.appendTo(buf)
+		if withPrev && p.r.hasPrev {
+			buf = binary.BigEndian.AppendUint64(buf, p.r.prevFrom)
+			buf = appendState(buf, &p.r.prev)
+		}
 		out[i] = NodeWrite{Key: p.k, Value: buf[n:len(buf):len(buf)]}
 	}
 	return out
@@ -255,7 +375,7 @@ func encodeNodes(dirty map[nodeID]*nodeRecord) []NodeWrite {
 // putNodes writes a batch's records in a bbolt transaction (a
 // ReplayTree's, or a test's).
 func (ts *treeStore) putNodes(tx *bolt.Tx, dirty map[nodeID]*nodeRecord) error {
-	return boltPutNodes(tx, encodeNodes(dirty))
+	return boltPutNodes(tx, encodeNodes(dirty, false))
 }
 
 // publish makes committed records visible through the cache.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/quicprochat/qpc/internal/secretfile"
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/ktpg"
 	"github.com/quicprochat/qpc/kt/vrf"
 	"github.com/quicprochat/qpc/server/config"
 	"github.com/quicprochat/qpc/tokens"
@@ -139,8 +140,22 @@ func OpenKT(ctx context.Context, c *config.Config, k *KTKeys, log *slog.Logger, 
 		return nil, err
 	}
 	o.WitnessPolicy = policy
+	// On PostgreSQL the directory is one node of several sharing the
+	// database (docs/key-transparency.md, "Several nodes"): its tree, log
+	// and queue of publishes are there, and the node holding the
+	// sequencer lease makes the epochs. Every node must load the same
+	// KT keys (kt-note.key, kt-vrf.key in the data directory).
+	var node *ktpg.Node
+	if c.StorePostgres() {
+		if node, err = ktpg.Configure(ctx, c.Store, &o, ktpg.Options{Logger: log}); err != nil {
+			return nil, err
+		}
+	}
 	d, err := kt.OpenDirectory(ctx, o)
 	if err != nil {
+		if node != nil {
+			node.Close()
+		}
 		return nil, err
 	}
 	d.Start()
@@ -216,11 +231,20 @@ func PublishTokenKeysNotify(ctx context.Context, d *kt.Directory, issuer *tokens
 			items = append(items, item{label: label, value: raw, epoch: e})
 		}
 		// Published together, so they are served in the same KT epoch;
-		// Publish withdraws what is still queued when ctx ends.
+		// Publish withdraws what is still queued when ctx ends. Each is
+		// a first version: of several nodes sharing the directory, each
+		// runs this, and a label another node published meanwhile is
+		// refused (kt.ErrVersionTaken), never given a second version.
 		results := make([]kt.Published, len(items))
 		var wg sync.WaitGroup
 		for i, it := range items {
-			wg.Go(func() { results[i], _ = d.Publish(ctx, it.label, it.value) })
+			wg.Go(func() {
+				var err error
+				results[i], err = d.PublishFirst(ctx, it.label, it.value)
+				if errors.Is(err, kt.ErrVersionTaken) {
+					results[i] = kt.Published{} // committed by another node
+				}
+			})
 		}
 		wg.Wait()
 		for i, p := range results {

@@ -21,9 +21,10 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // TestRunPostgres: qpc-server run --store postgres://... (the path of the
 // binary: flags, config.Load, server.Run) keeps mailboxes, messages,
-// spent tokens and accounts in a real PostgreSQL and neither qpc.db nor
-// accounts.db in the data directory; a real client registers, creates a
-// mailbox and sends, paying with tokens; after a restart of the server the
+// spent tokens, accounts and the KT directory in a real PostgreSQL and
+// neither qpc.db, accounts.db, kt.db nor kt-log in the data directory; a
+// real client registers, creates a mailbox and sends, paying with
+// tokens; after a restart of the server the
 // message is still there, the tokens it spent are still spent, the session
 // still works, the token quota counts what was issued before the restart
 // and refuses past it, and a login works; /readyz checks the database.
@@ -36,7 +37,7 @@ func TestRunPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	for _, f := range []string{"qpc.db", "accounts.db"} {
+	for _, f := range []string{"qpc.db", "accounts.db", "kt.db", "kt-log"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("a server on PostgreSQL made the bbolt file %s: %v", f, err)
 		}
@@ -98,6 +99,11 @@ func TestRunPostgres(t *testing.T) {
 	if err := db.QueryRow(ctx, "SELECT (SELECT count(*) FROM mailboxes), (SELECT count(*) FROM messages), (SELECT count(*) FROM spent)").
 		Scan(&mailboxes, &messages, &spent); err != nil {
 		t.Fatal(err)
+	}
+	// The key-transparency log too (kt/ktpg): the token keys' epochs.
+	var ktEpochs int64
+	if err := db.QueryRow(ctx, "SELECT size FROM ktlog_head").Scan(&ktEpochs); err != nil || ktEpochs < 2 {
+		t.Fatalf("the KT log in PostgreSQL: %d epochs, %v", ktEpochs, err)
 	}
 	if mailboxes != 1 || messages != 1 || spent != 2 {
 		t.Fatalf("PostgreSQL holds %d mailboxes, %d messages, %d spent tokens; want 1, 1, 2", mailboxes, messages, spent)
