@@ -89,6 +89,7 @@ func (c *Client) ExportBackup(w io.Writer, passphrase []byte, withHistory bool) 
 		return errors.New("backup: empty passphrase")
 	}
 	c.op.Lock()
+	c.retireAll() // sent entries out of the outbox first (retire.go)
 	doc := &backupDoc{
 		Format: backupFormat, Version: backupVersion, Created: c.opts.Now().UTC(), History: withHistory,
 		Keyed: map[string][]backupEntry{}, Sequenced: map[string][]backupEntry{},

@@ -19,7 +19,10 @@ func (c *Client) QueuedSince() (map[string]time.Time, error) {
 	defer c.op.Unlock()
 	out := map[string]time.Time{}
 	err := c.store.View(func(tx *state.Tx) error {
-		return tx.ForEachSeq(bucketOutbox, 0, func(_ uint64, v []byte) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			if c.retiring.has(seq) {
+				return nil // acknowledged (retire.go)
+			}
 			e := new(outboxEntry)
 			if err := jsonUnmarshal(v, e); err != nil {
 				return err

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
+	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
 	"github.com/quicprochat/qpc/mls"
 	"github.com/quicprochat/qpc/sealed"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -85,6 +87,12 @@ type convRecord struct {
 	// Traffic is what cover traffic's dummies in this conversation
 	// imitate (cover.go).
 	Traffic *coverTraffic `json:",omitempty"`
+	// Reserve: the generations of our application ratchet that a text
+	// may have used before its state was written (reserve.go).
+	Reserve *sendReserve `json:",omitempty"`
+	// reserveRead is Reserve as read from the local state (nil for a
+	// record made in memory): what a crash would leave.
+	reserveRead *sendReserve
 }
 
 // memberRecord is what we know of another member: its mailbox for this
@@ -93,12 +101,22 @@ type memberRecord struct {
 	SendID  wire.ID
 	Sealing []byte // sealing public key; nil until announced
 	LastSeq uint64
+	// LastID is the content ID of the message numbered LastSeq: another
+	// message under that number is not a duplicate (reserve.go).
+	LastID  []byte `json:",omitempty"`
 	Missing []uint64
 	Seen    bool // a message with a sequence number arrived
 	// LeafChanged is when we processed the last commit that changed
 	// this member's leaf (its join, or a commit of its own, which
 	// carries a path): what `qpc group` shows as its last update.
 	LeafChanged time.Time `json:",omitempty"`
+	// Unverified: key transparency has not yet shown this member's MLS
+	// signature key for its handle. A joiner checks the other members
+	// lazily (docs/adr/0041-lazy-member-checks.md): a member's message
+	// is read only once its key checks out (checkSender), and until then
+	// `qpc group` says the member is not checked. Records from before
+	// were all checked at the join (false).
+	Unverified bool `json:",omitempty"`
 }
 
 // Conversation describes a conversation for listings.
@@ -140,6 +158,18 @@ func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: group state: %v", ErrCorruptState, err)
 	}
+	// After a restart, our ratchet skips what a text sent before its
+	// state was written may have used (reserve.go); r.Group follows, for
+	// whatever keeps the state as it is stored.
+	skipped, err := c.floors.apply(r.ID, r.reserveRead, g)
+	if err != nil {
+		return nil, err
+	}
+	if skipped {
+		if r.Group, err = g.Marshal(); err != nil {
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -154,6 +184,7 @@ func (c *Client) getConv(id []byte) (*convRecord, error) {
 	}
 	upgradeChain(&r)
 	migrateChain(&r)
+	r.reserveRead = r.Reserve
 	return &r, nil
 }
 
@@ -167,6 +198,7 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 			}
 			upgradeChain(r)
 			migrateChain(r)
+			r.reserveRead = r.Reserve
 			out = append(out, r)
 			return nil
 		})
@@ -331,7 +363,8 @@ func (c *Client) saveGroup(r *convRecord, g *mls.Group) error {
 		return err
 	}
 	r.Group = raw
-	c.noteEpoch(r.ID, g) // deferred.go
+	r.Reserve = reserveFor(g) // reserve.go
+	c.noteEpoch(r.ID, g)      // deferred.go
 	return nil
 }
 
@@ -584,6 +617,7 @@ func (c *Client) Send(ctx context.Context, target, text string) error {
 // is about its delivery and usually wraps ErrQueued); it is "" when nothing
 // was recorded.
 func (c *Client) SendText(ctx context.Context, target, text string) (id string, err error) {
+	start := time.Now()
 	c.op.Lock()
 	defer c.op.Unlock()
 	if text == "" || len(text) > content.MaxText {
@@ -605,11 +639,12 @@ func (c *Client) SendText(ctx context.Context, target, text string) (id string, 
 	if !r.Active || r.Left {
 		return "", ErrInactive
 	}
+	c.timed(TimeSendLock, start)
 	if r.Kind == content.ConvDirect {
 		r.Accepted = true // stored with the message
 	}
 	m := &content.Message{Kind: content.KindText, Text: text}
-	if err := c.sendContent(ctx, r, m); err != nil {
+	if _, err := c.queueContent(ctx, r, m, true); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(m.ID[:]), c.flush(ctx)
@@ -618,21 +653,32 @@ func (c *Client) SendText(ctx context.Context, target, text string) (id string, 
 // sendContent encrypts m once in r's group and queues it for every other
 // member, persisting the advanced group state and the outbox together.
 func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Message) error {
+	_, err := c.queueContent(ctx, r, m, false)
+	return err
+}
+
+// queueContent is sendContent that, if early is set and the text may
+// leave before its transaction is written (reserve.go, earlyEntry), sends
+// it while the transaction is written and returns once both are done;
+// sent reports that it went out (it is retiring, flush skips it).
+func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Message, early bool) (sent bool, err error) {
 	start := time.Now()
+	stored := r.reserveRead // as on disk
 	g, err := c.loadGroup(ctx, r)
 	if err != nil {
-		return err
+		return false, err
 	}
+	epoch := g.Epoch()
+	gen, genErr := g.NextSendGeneration()
 	ct, err := c.encryptIn(g, r, m)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := c.saveGroup(r, g); err != nil {
-		return err
+		return false, err
 	}
 	c.timed(TimeSendMLS, start)
 	start = time.Now()
-	defer c.timed(TimeSendQueue, start)
 	// The entries' tokens are taken now and recorded with them, so that
 	// one transaction (one fsync) makes the message, its outbox entries
 	// and their tokens durable (outbox.go, tokenTake). In cover mode the
@@ -644,36 +690,133 @@ func (c *Client) sendContent(ctx context.Context, r *convRecord, m *content.Mess
 	if !cover {
 		take = c.takeTokensFor(ctx, len(r.Members)-c.spareCount())
 	}
+	var pre *outboxEntry
+	var conn *protocol.Conn
+	if early && !cover && genErr == nil && stored.covers(epoch, gen) && (take != nil || c.spareCount() > 0) {
+		pre, conn = c.earlyEntry(r, ct, m.Kind)
+	}
 	var assigned []uint64
+	var seq uint64
 	oldest := c.spareOldest()
-	err = c.store.Update(func(tx *state.Tx) error {
-		if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
-			return err
-		}
-		if !cover {
-			need, err := untokened(tx)
-			if err != nil {
+	// update: the sent entries of earlier texts are deleted in this
+	// transaction too (retire.go).
+	queue := func() error {
+		defer c.timed(TimeSendQueue, start)
+		return c.update(func(tx *state.Tx) error {
+			if pre != nil {
+				var err error
+				if seq, err = c.enqueueAt(tx, pre); err != nil {
+					return err
+				}
+			} else if err := c.fanOutAs(tx, r, sortedKeys(r.Members), sealed.ContentMLS, ct, m.Kind); err != nil {
 				return err
 			}
-			if assigned, err = assignAll(tx, take, need, oldest); err != nil {
-				return err
+			if !cover {
+				need, err := untokened(tx)
+				if err != nil {
+					return err
+				}
+				if assigned, err = assignAll(tx, take, need, oldest); err != nil {
+					return err
+				}
 			}
-		}
-		if m.Kind == content.KindText {
-			c.history(tx, r, Event{Kind: EventMessage, From: c.prof.Handle, Text: m.Text, Seq: m.Seq, SentAt: time.Unix(int64(m.SentAt), 0), ID: hex.EncodeToString(m.ID[:])})
-			if err := sentMessage(tx, m.ID); err != nil {
-				return err
+			if m.Kind == content.KindText {
+				c.history(tx, r, Event{Kind: EventMessage, From: c.prof.Handle, Text: m.Text, Seq: m.Seq, SentAt: time.Unix(int64(m.SentAt), 0), ID: hex.EncodeToString(m.ID[:])})
+				if err := sentMessage(tx, m.ID); err != nil {
+					return err
+				}
 			}
+			return putConv(tx, r)
+		})
+	}
+	var at time.Time
+	var sendErr error
+	if pre == nil {
+		err = queue()
+	} else {
+		// The envelope leaves while the transaction is written: the
+		// stored reservation covers its generation, and it shows no
+		// token (reserve.go).
+		written := make(chan error, 1)
+		go func() { written <- queue() }()
+		at, sent, sendErr = c.sendEarly(ctx, conn, pre, start)
+		err = <-written
+		if err != nil {
+			// The envelope may be out with a generation the state on
+			// disk still names as the next: never use it again.
+			c.floors.raise(r.ID, &sendReserve{Epoch: epoch, Gen: gen + 1})
 		}
-		return putConv(tx, r)
-	})
+	}
 	if take != nil {
 		err = take.done(err)
 	}
-	if err == nil {
-		c.unshown.add(assigned...)
+	if err != nil {
+		return false, err
 	}
-	return err
+	c.unshown.add(assigned...)
+	if pre != nil && sent {
+		if err := c.sentEntry(seq, pre, at, sendErr); err != nil {
+			return false, err
+		}
+		c.retireLater([]uint64{seq}, map[uint64]bool{seq: c.unshown.free(seq)})
+	}
+	return sent, nil
+}
+
+// earlyEntry is the outbox entry of ct if it may leave before its
+// transaction is written, with the connection it leaves on; nil when it
+// goes by flush: not a direct chat whose peer announced its mailbox,
+// something else waiting in the outbox (entries leave in order), too
+// long for one envelope, or no connection open.
+func (c *Client) earlyEntry(r *convRecord, ct []byte, kind content.Kind) (*outboxEntry, *protocol.Conn) {
+	if r.Kind != content.ConvDirect || len(r.Members) != 1 || len(ct) > c.maxContent() {
+		return nil, nil
+	}
+	var to string
+	var mr *memberRecord
+	for h, m := range r.Members {
+		to, mr = h, m
+	}
+	if mr == nil || mr.Sealing == nil {
+		return nil, nil
+	}
+	if n, cover, err := c.outboxCount(); err != nil || n+cover > 0 {
+		return nil, nil
+	}
+	conn := c.cachedConn(connForConv(r.ID))
+	if conn == nil {
+		return nil, nil
+	}
+	e := &outboxEntry{Conv: r.ID, To: to, Type: sealed.ContentMLS, Payload: ct, Kind: kind, SendID: mr.SendID, Sealing: mr.Sealing}
+	e.ID = protocol.NewMessageID()
+	e.Queued = c.opts.Now()
+	return e, conn
+}
+
+// sendEarly seals e and sends it on conn's allowance (never a token:
+// reserve.go). sent reports that the server stored it; at is when the
+// request went out.
+func (c *Client) sendEarly(ctx context.Context, conn *protocol.Conn, e *outboxEntry, prep time.Time) (at time.Time, sent bool, err error) {
+	start := time.Now()
+	to, err := sealed.ParseMailboxPublicKey(e.Sealing)
+	if err != nil {
+		return at, false, err
+	}
+	policy, err := sealed.PlaintextPolicy(c.connPolicy(conn), tokens.TokenSize)
+	if err != nil {
+		return at, false, err
+	}
+	env, err := sealed.Seal(policy, to, e.SendID, sealed.SenderIdentity{Key: c.prof.IdentityKey, Handle: c.prof.Handle}, e.Type, e.Payload, c.opts.Now())
+	if err != nil {
+		return at, false, err
+	}
+	c.timed(TimeSendSeal, start)
+	c.timed(TimeSendPrep, prep)
+	start = time.Now()
+	at = c.opts.Now()
+	sent, _, err = conn.SendAllowed(ctx, e.SendID, e.ID, env)
+	c.timed(TimeSendWire, start)
+	return at, sent && err == nil, err
 }
 
 // fanOut queues payload for each of the given members of r.

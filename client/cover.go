@@ -510,7 +510,7 @@ func (c *Client) coverScan(skip uint64) (seq uint64, first *outboxEntry, behind 
 	var items []item
 	err = c.store.View(func(tx *state.Tx) error {
 		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
-			if seq == skip {
+			if seq == skip || c.retiring.has(seq) {
 				return nil
 			}
 			e := new(outboxEntry)
@@ -571,7 +571,7 @@ func (c *Client) coverFillFast(ctx context.Context, id sealed.SenderIdentity, sk
 	if err != nil {
 		return nil
 	}
-	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
+	policy, err := sealed.PlaintextPolicy(c.connPolicy(conn), len(tok))
 	if err != nil {
 		return nil
 	}

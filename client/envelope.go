@@ -83,7 +83,9 @@ func (c *Client) process(ctx context.Context, mb mailboxRef, m protocol.Message,
 		commit = nil
 	}
 	defer c.timed(TimeRecvCommit, time.Now())
-	return c.store.Update(func(tx *state.Tx) error {
+	// update: sent entries retiring are deleted in this transaction too
+	// (retire.go).
+	return c.update(func(tx *state.Tx) error {
 		if commit != nil {
 			if err := commit(tx); err != nil {
 				return err
@@ -378,6 +380,22 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		return nil, err
 	}
 	c.timed(TimeRecvSender, start)
+	// A member not checked at our join is checked at its first message
+	// (kt.go checkSender), in the state that holds its leaf now.
+	if mr := r.Members[sender]; mr != nil && mr.Unverified {
+		leaves := g
+		if rec.Removed {
+			if leaves, err = mls.UnmarshalGroup(baseRaw, c.mlsConfig(ctx)); err != nil {
+				return nil, err
+			}
+		}
+		if err := c.checkSender(ctx, r, leaves, sender); err != nil {
+			if ctx.Err() != nil {
+				return nil, errDefer
+			}
+			return nil, err
+		}
+	}
 	if !usePrev && sender != r.RejoinedFrom {
 		r.RejoinedFrom = "" // another member shares our epoch (rejoinguard.go)
 	}
@@ -489,6 +507,15 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			r.Members[sender] = mr
 		}
 		dup, missed := trackSeq(mr, m.Seq)
+		if dup && m.Seq == mr.LastSeq && len(mr.LastID) > 0 && !bytes.Equal(mr.LastID, m.ID[:]) {
+			// The sender's newest number again, on another message: a
+			// sender restarted after a crash while its last text was on
+			// the way numbers its next message as that one (reserve.go).
+			dup = false
+		}
+		if !dup && m.Seq == mr.LastSeq {
+			mr.LastID = m.ID[:]
+		}
 		if dup {
 			break // a duplicate delivery, or a message sent again after a fork choice
 		}

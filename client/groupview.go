@@ -120,6 +120,10 @@ type GroupMember struct {
 	// Updated is when this client last processed a change of the
 	// member's leaf (its commit, or its rejoin); zero if not seen yet.
 	Updated time.Time
+	// Unchecked: key transparency has not yet shown this member's key
+	// for its handle (we joined and it has written nothing since; ADR
+	// 0041). Nothing it sends is shown until it checks out.
+	Unchecked bool `json:",omitempty"`
 }
 
 // Groups describes the MLS state of every conversation (direct chats
@@ -150,7 +154,7 @@ func (c *Client) Groups(ctx context.Context, target string) ([]GroupView, error)
 				v.Admins, v.CreatorLeft = authority(r, memberSet(g))
 				for _, m := range g.Members() {
 					h := string(m.Credential.Identity)
-					v.Members = append(v.Members, GroupMember{Handle: h, Leaf: m.Leaf, You: h == c.prof.Handle, Updated: leafUpdated(r, h, h == c.prof.Handle)})
+					v.Members = append(v.Members, GroupMember{Handle: h, Leaf: m.Leaf, You: h == c.prof.Handle, Updated: leafUpdated(r, h, h == c.prof.Handle), Unchecked: r.Members[h] != nil && r.Members[h].Unverified})
 				}
 			} else {
 				// A state a removal left cannot be loaded (our leaf is

@@ -479,17 +479,30 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	if in.ConvKind == content.ConvDirect && (len(members) != 2 || !members[c.prof.Handle]) {
 		return nil, nil, fmt.Errorf("a direct chat from %s with %d members", from.Handle, len(members))
 	}
-	// The members' lookups, spread over connections of their own and
-	// made concurrently (lookupMembers), before they are checked one by
-	// one against what was stored.
-	handles := make([]string, 0, len(later))
-	for _, m := range later {
-		handles = append(handles, string(m.cred.Identity))
+	// The other members are not looked up now: each is checked when its
+	// first message is to be read (checkSender), on a connection of its
+	// own at a time of its own, so that the join neither waits for a
+	// lookup per member nor shows the server the group's members looked
+	// up in one burst (docs/adr/0041-lazy-member-checks.md). One already
+	// known (a contact checked within the hour, with this key) is
+	// checked here, without asking the server.
+	unverified := map[string]bool{}
+	if c.opts.KTMembersAtJoin {
+		handles := make([]string, 0, len(later))
+		for _, m := range later {
+			handles = append(handles, string(m.cred.Identity))
+		}
+		c.lookupMembers(ctx, handles)
+		for _, m := range later {
+			if err := verify(m.cred, m.key); err != nil {
+				return nil, nil, fmt.Errorf("joining: member %s: %w: %w", m.cred.Identity, mls.ErrMemberRejected, err)
+			}
+		}
+		later = nil
 	}
-	c.lookupMembers(ctx, handles)
 	for _, m := range later {
-		if err := verify(m.cred, m.key); err != nil {
-			return nil, nil, fmt.Errorf("joining: member %s: %w: %w", m.cred.Identity, mls.ErrMemberRejected, err)
+		if !c.knownMember(m.cred, m.key) {
+			unverified[string(m.cred.Identity)] = true
 		}
 	}
 	now := c.opts.Now()
@@ -516,7 +529,7 @@ func (c *Client) joinIntro(ctx context.Context, from *Contact, in *content.Intro
 	}
 	for h := range members {
 		if h != c.prof.Handle {
-			r.Members[h] = &memberRecord{LeafChanged: now}
+			r.Members[h] = &memberRecord{LeafChanged: now, Unverified: unverified[h]}
 		}
 	}
 	for _, m := range in.Roster {

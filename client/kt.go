@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/mls"
 )
 
 // DefaultKTLookupParallel is how many lookup connections a join has open
@@ -84,6 +86,7 @@ func (c *Client) lookupMembers(ctx context.Context, handles []string) {
 	}
 	batches := planLookups([][]string{due}, kt.MaxBatchLabels)
 	start := time.Now()
+	defer c.timed(TimeKTMembers, start)
 	defer func() {
 		c.log.Debug("kt: looked up a group's members", "members", len(due), "connections", len(batches), "parallel", par, "took", time.Since(start))
 	}()
@@ -169,4 +172,46 @@ func (c *Client) fetchLookups(ctx context.Context, labels []string) []memberLook
 		out[i].b = b
 	}
 	return out
+}
+
+// knownMember reports whether a member's key is already checked without
+// asking the server: its handle is a contact looked up within the hour
+// (verifyMember's horizon) whose binding lists the key.
+func (c *Client) knownMember(cred mls.Credential, key []byte) bool {
+	if cred.Type != mls.CredentialTypeBasic {
+		return false
+	}
+	ct, err := c.contact(string(cred.Identity))
+	if err != nil || ct == nil || c.opts.Now().Sub(ct.Checked) >= time.Hour {
+		return false
+	}
+	return slices.ContainsFunc(ct.DeviceKeys, func(k []byte) bool { return bytes.Equal(k, key) })
+}
+
+// checkSender checks a member marked Unverified at our join before one of
+// its messages is read: every leaf of its handle in g must hold a key its
+// key-transparency binding lists (verifyMember: the contact if checked
+// within the hour, which the sealed sender's check has just made sure
+// of, else a lookup on a connection of its own). A member that fails is
+// refused with mls.ErrMemberRejected and stays unverified: none of its
+// messages is shown as its own (docs/adr/0041-lazy-member-checks.md).
+func (c *Client) checkSender(ctx context.Context, r *convRecord, g *mls.Group, handle string) error {
+	mr := r.Members[handle]
+	if mr == nil || !mr.Unverified {
+		return nil
+	}
+	start := time.Now()
+	verify := c.verifyMember(ctx)
+	for _, m := range g.Members() {
+		if string(m.Credential.Identity) != handle {
+			continue
+		}
+		if err := verify(m.Credential, m.SignatureKey); err != nil {
+			c.raiseLimited(Alarm{Kind: AlarmBadSender, Detail: fmt.Sprintf("in %s, %s's key is not the one key transparency shows (%v): its messages are not shown", r.display(), handle, err)})
+			return fmt.Errorf("member %s: %w: %w", handle, mls.ErrMemberRejected, err)
+		}
+	}
+	mr.Unverified = false
+	c.log.Debug("kt: checked a member at its first message", "took", time.Since(start))
+	return nil
 }

@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/quicprochat/qpc/client/content"
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/sealed"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -54,12 +57,18 @@ func (e *outboxEntry) dest() string {
 func (c *Client) enqueue(tx *state.Tx, e *outboxEntry) error {
 	e.ID = protocol.NewMessageID()
 	e.Queued = c.opts.Now()
+	_, err := c.enqueueAt(tx, e)
+	return err
+}
+
+// enqueueAt stores e, whose ID and Queued are set, as it is, and returns
+// its sequence number.
+func (c *Client) enqueueAt(tx *state.Tx, e *outboxEntry) (uint64, error) {
 	raw, err := json.Marshal(e)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = tx.Append(bucketOutbox, raw)
-	return err
+	return tx.Append(bucketOutbox, raw)
 }
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
@@ -69,7 +78,9 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) 
 const bucketOutboxTokens = "outbox-tokens"
 
 // Pending is the number of real envelopes in the outbox (cover
-// traffic's dummies waiting there are not counted).
+// traffic's dummies waiting there are not counted). An envelope the
+// server has acknowledged is not pending, even while its deletion from
+// the outbox is not written yet (retire.go).
 func (c *Client) Pending() (int, error) {
 	c.op.Lock()
 	defer c.op.Unlock()
@@ -81,7 +92,10 @@ func (c *Client) Pending() (int, error) {
 // The caller holds c.op.
 func (c *Client) outboxCount() (real, cover int, err error) {
 	err = c.store.View(func(tx *state.Tx) error {
-		return tx.ForEachSeq(bucketOutbox, 0, func(_ uint64, v []byte) error {
+		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			if c.retiring.has(seq) {
+				return nil // sent; its deletion is not written yet (retire.go)
+			}
 			var e struct{ Cover bool }
 			if err := jsonUnmarshal(v, &e); err != nil {
 				return err
@@ -118,6 +132,9 @@ func (c *Client) flush(ctx context.Context) error {
 	var items []item
 	err := c.store.View(func(tx *state.Tx) error {
 		return tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, v []byte) error {
+			if c.retiring.has(seq) {
+				return nil // sent already (retire.go)
+			}
 			e := new(outboxEntry)
 			if err := jsonUnmarshal(v, e); err != nil {
 				return err
@@ -131,26 +148,22 @@ func (c *Client) flush(ctx context.Context) error {
 	}
 	// First-contact connections are one-shot: close them when done.
 	defer c.closeConns("first:")
-	// Envelopes the server stored are deleted from the outbox in one
-	// transaction at the end (a crash before it only resends them, under
-	// the same message IDs, and the server stores each once).
-	// A token an entry did not need (it went out on its connection's
-	// allowance) goes to the spare pool in the same transaction (spare.go).
+	// Envelopes the server stored are retired at the end: deleted from
+	// the outbox by the next transaction the client makes, or on a short
+	// timer (retire.go; a crash before it only resends them, under the
+	// same message IDs, and the server stores each once). A token an
+	// entry did not need (it went out on its connection's allowance)
+	// goes to the spare pool in the same transaction (spare.go).
 	var sent []uint64
 	free := map[uint64]bool{}
-	defer func() {
-		if len(sent) > 0 {
-			defer c.timed(TimeSendDone, time.Now())
-			c.store.Update(func(tx *state.Tx) error {
-				for _, seq := range sent {
-					if err := retire(tx, seq, free[seq]); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
+	defer func() { c.retireLater(sent, free) }()
+	waiting := make([]*outboxEntry, 0, len(items))
+	for _, it := range items {
+		if it.e.Sealing == nil {
+			waiting = append(waiting, it.e)
 		}
-	}()
+	}
+	c.lookupOneUnreached(ctx, waiting)
 	start := time.Now()
 	if err := c.assignTokens(ctx, len(items)); err != nil {
 		return fmt.Errorf("%w: %w", ErrQueued, err)
@@ -192,6 +205,46 @@ func (c *Client) flush(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrQueued, firstErr)
 	}
 	return nil
+}
+
+// lookupOneUnreached looks up, on a connection of its own, one member
+// (picked at random) that entries of waiting wait for: a member of a
+// conversation that announced no mailbox yet and that is no contact of
+// ours, so that nothing is known to send to. A join no longer looks the
+// group's members up (ADR 0041), so its announcement to each member
+// waits here until either the member's own announcement arrives (and
+// names its mailbox) or this lookup gives its intro mailbox; one lookup
+// a flush spreads a group's lookups over the syncs that follow the
+// join, each at a time of its own, instead of one burst the server
+// could read the group off.
+func (c *Client) lookupOneUnreached(ctx context.Context, waiting []*outboxEntry) {
+	var cands []string
+	for _, e := range waiting {
+		if e.Conv == nil || slices.Contains(cands, e.To) {
+			continue
+		}
+		r, err := c.getConv(e.Conv)
+		if err != nil || r == nil {
+			continue
+		}
+		if m := r.Members[e.To]; m == nil || m.Sealing != nil {
+			continue
+		}
+		if ct, err := c.contact(e.To); err != nil || ct != nil {
+			continue
+		}
+		cands = append(cands, e.To)
+	}
+	if len(cands) == 0 {
+		return
+	}
+	h := cands[mrand.IntN(len(cands))]
+	start := time.Now()
+	if _, err := c.lookup(ctx, h, false); err != nil {
+		c.log.Debug("kt: a member to reach could not be looked up", "err", err)
+		return
+	}
+	c.log.Debug("kt: looked up a member to reach it", "waiting", len(cands), "took", time.Since(start))
 }
 
 // ErrQueued wraps a delivery attempt that failed while the envelope is
@@ -294,7 +347,7 @@ func (c *Client) sealEntry(ctx context.Context, conn *protocol.Conn, seq uint64,
 		c.dropEntry(seq)
 		return nil, nil, fmt.Errorf("%w: %s's mailbox key is malformed", ErrUndeliverable, e.To)
 	}
-	policy, err := sealed.PlaintextPolicy(conn.Policy(), len(tok))
+	policy, err := sealed.PlaintextPolicy(c.connPolicy(conn), len(tok))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -375,7 +428,7 @@ func (c *Client) assignTokens(ctx context.Context, max int) error {
 	}
 	var assigned []uint64
 	oldest := c.spareOldest()
-	err = c.store.Update(func(tx *state.Tx) error {
+	err = c.update(func(tx *state.Tx) error {
 		var err error
 		assigned, err = assignAll(tx, take, need, oldest)
 		return err
@@ -500,7 +553,7 @@ func (c *Client) entryToken(ctx context.Context, seq uint64) ([]byte, error) {
 	}
 	if c.spareCount() > 0 {
 		oldest := c.spareOldest()
-		err = c.store.Update(func(tx *state.Tx) error {
+		err = c.update(func(tx *state.Tx) error {
 			rest, err := assignSpare(tx, []uint64{seq}, oldest)
 			if err != nil || len(rest) > 0 {
 				return err
@@ -539,4 +592,17 @@ func (c *Client) closeConns(prefix string) {
 	for _, conn := range done {
 		conn.Close()
 	}
+}
+
+// connPolicy is the padding policy of conn's server: the one its session
+// announced, or, with no session (the last one was lost; the next request
+// opens one), the pinned policy, which a session must announce (else the
+// handshake fails with ErrPolicy). Sealing with the empty policy of a
+// lost session failed every attempt, and since the attempt never reached
+// the Send the session was never opened again: the entry stayed queued.
+func (c *Client) connPolicy(conn *protocol.Conn) padding.Policy {
+	if p := conn.Policy(); len(p.Buckets()) > 0 {
+		return p
+	}
+	return c.Policy()
 }

@@ -118,12 +118,14 @@ func (c *Client) spareOldest() uint32 {
 	return c.wallet.OldestEpoch()
 }
 
-// spareCount is how many tokens the pool holds.
+// spareCount is how many tokens the pool holds, counting those of sent
+// entries that go to it when their deletion is written (retire.go): the
+// transactions that take from the pool (update) write those first.
 func (c *Client) spareCount() int {
-	var n int
+	n := c.retiring.free()
 	c.store.View(func(tx *state.Tx) error {
 		toks, err := getSpare(tx)
-		n = len(toks)
+		n += len(toks)
 		return err
 	})
 	return n

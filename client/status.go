@@ -92,7 +92,12 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		}
 	}
 	err := c.store.View(func(tx *state.Tx) error {
-		if err := tx.ForEachSeq(bucketOutbox, 0, func(uint64, []byte) error { st.Outbox++; return nil }); err != nil {
+		if err := tx.ForEachSeq(bucketOutbox, 0, func(seq uint64, _ []byte) error {
+			if !c.retiring.has(seq) { // acknowledged (retire.go)
+				st.Outbox++
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 		if err := tx.ForEach(bucketOneTimeKPs, func(_, _ []byte) error { st.OneTimeKeyPackages++; return nil }); err != nil {

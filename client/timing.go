@@ -7,6 +7,8 @@ import "time"
 // direct message's latency down by them.
 const (
 	// Sending (SendText).
+	TimeSendLock   = "send.lock"   // the operation lock taken and the conversation found
+	TimeSendPrep   = "send.prep"   // a text sent early: from its encryption to its Send request (tokens taken, outbox read, envelope sealed)
 	TimeSendMLS    = "send.mls"    // group state loaded, content encrypted, state marshalled
 	TimeSendQueue  = "send.queue"  // the transaction that records the outbox entries, history and conversation
 	TimeSendTokens = "send.tokens" // tokens assigned to outbox entries (wallet and transaction)
@@ -25,6 +27,10 @@ const (
 	TimeRecvAck    = "recv.ack"    // the Ack request and the acked mark
 	TimeRecvFlush  = "recv.flush"  // the outbox pass after a delivery
 	TimeRecvShown  = "recv.shown"  // from the arrival to the event handed to Follow's callback
+
+	// Key transparency (the join benchmark, docs/benchmarks.md).
+	TimeKTLookup  = "kt.lookup"  // one lookup on a connection of its own (lookupLabel), verified
+	TimeKTMembers = "kt.members" // a join's lookups of every member at once (KTMembersAtJoin)
 )
 
 // timed tells Options.Timing that part took since start.

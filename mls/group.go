@@ -136,6 +136,22 @@ func (g *Group) CipherSuite() CipherSuiteID { return g.suite.ID }
 // LeafIndex returns this member's leaf index.
 func (g *Group) LeafIndex() uint32 { return g.priv.leaf }
 
+// NextSendGeneration is the generation of this member's application
+// ratchet (§9.1) that its next Encrypt uses.
+func (g *Group) NextSendGeneration() (uint32, error) {
+	return g.secretTree.NextGeneration(g.priv.leaf, ApplicationRatchet)
+}
+
+// SkipSendTo advances this member's application ratchet so that its next
+// Encrypt uses generation or a later one, deleting the keys in between.
+// It lets a sender that may have used generations up to generation-1
+// without recording it (a crash after sending, before its state was
+// written) never use one of them again; receivers reach the next
+// generation as they reach any that arrives ahead (§9.2).
+func (g *Group) SkipSendTo(generation uint32) error {
+	return g.secretTree.SkipTo(g.priv.leaf, ApplicationRatchet, generation)
+}
+
 // Active reports whether this member can still use the group.
 func (g *Group) Active() bool { return !g.inactive }
 

@@ -332,3 +332,40 @@ func zeroKey(k RatchetKey) {
 	zero(k.Key)
 	zero(k.Nonce)
 }
+
+// NextGeneration is the generation the leaf's ratchet of type typ hands
+// out next (NextKey).
+func (t *SecretTree) NextGeneration(leaf uint32, typ RatchetType) (uint32, error) {
+	r, err := t.leafRatchet(leaf, typ)
+	if err != nil {
+		return 0, fmt.Errorf("secret tree %v generation: %w", typ, err)
+	}
+	if r.exhausted {
+		return 0, ErrRatchetExhausted
+	}
+	return r.next, nil
+}
+
+// SkipTo advances the leaf's ratchet of type typ until the next
+// generation it hands out is at least generation, deleting the keys it
+// steps over (none is kept: they are this sender's own, never to be
+// received). A ratchet already there is left as it is. A sender uses it
+// to never reuse a generation whose use may not have been recorded before
+// a crash (§9.1 requires each key and nonce to be used once).
+func (t *SecretTree) SkipTo(leaf uint32, typ RatchetType, generation uint32) error {
+	r, err := t.leafRatchet(leaf, typ)
+	if err != nil {
+		return fmt.Errorf("secret tree %v skip: %w", typ, err)
+	}
+	if !r.exhausted && generation > r.next && generation-r.next > t.opts.MaxForwardDistance {
+		return fmt.Errorf("secret tree %v skip of leaf %d to %d: %w", typ, leaf, generation, ErrGenerationTooFar)
+	}
+	for !r.exhausted && r.next < generation {
+		k, err := t.step(r)
+		if err != nil {
+			return err
+		}
+		zeroKey(k)
+	}
+	return nil
+}

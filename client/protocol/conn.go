@@ -789,6 +789,47 @@ func (c *Conn) SendPaid(ctx context.Context, to wire.ID, id wire.MessageID, enve
 	return duplicate, spent, nil
 }
 
+// SendAllowed is SendPaid without a token: it sends envelope only if
+// the connection has Sends left of a token it showed before (ADR 0017),
+// and otherwise sends nothing and reports sent false, so that the caller
+// pays with SendPaid. A messenger uses it to send before the token it
+// would show is recorded (a token must never be shown before then, or a
+// crash could show it twice, linking two Sends). When err is not nil the
+// envelope may have reached the server.
+func (c *Conn) SendAllowed(ctx context.Context, to wire.ID, id wire.MessageID, envelope []byte) (sent, duplicate bool, err error) {
+	if max := c.Limits().MaxEnvelope; max > 0 && len(envelope) > int(max) {
+		return false, false, fmt.Errorf("send: %w", wire.Errorf(wire.CodeTooLarge, "envelope of %d bytes exceeds %d", len(envelope), max))
+	}
+	// One attempt: a retry on a new session would have no allowance.
+	err = c.do(ctx, false, func(ctx context.Context, s *session) error {
+		if !s.allowance.take() {
+			return nil
+		}
+		m, err := c.call(ctx, s, &wire.Send{SendID: to, MessageID: id, Envelope: envelope})
+		if err != nil {
+			if code, _ := wire.CodeOf(err); code == wire.CodeTokenMissing {
+				s.allowance.clear() // the server holds less than we counted
+				return nil
+			}
+			s.allowance.refund()
+			return err
+		}
+		r, ok := m.(*wire.Sent)
+		if !ok || r.MessageID != id {
+			return unexpected(m)
+		}
+		if r.Duplicate {
+			s.allowance.refund() // nothing stored, nothing paid
+		}
+		sent, duplicate = true, r.Duplicate
+		return nil
+	})
+	if err != nil {
+		return false, false, fmt.Errorf("send: %w", err)
+	}
+	return sent, duplicate, nil
+}
+
 // allowance is the client's count of a connection's Send allowance. It
 // never exceeds the server's: the server grants before it answers, and
 // this side grants only on the answer.

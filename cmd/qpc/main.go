@@ -836,6 +836,9 @@ func (c *cli) groupShow(ctx context.Context, cl *client.Client, target string) e
 			if m.You {
 				who += " (you)"
 			}
+			if m.Unchecked {
+				who += " (key not checked yet)"
+			}
 			updated := "not seen"
 			if !m.Updated.IsZero() {
 				updated = m.Updated.Local().Format("2006-01-02 15:04")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -22,19 +21,21 @@ import (
 
 // TestMessengerGroupJoinKT measures what a group's members wait for when
 // they join: the first Sync after the creator added them, and within it
-// the key-transparency lookups of every member they did not know
-// (client lookupMembers; issue 22, docs/adr/0019-kt-batch-lookups.md).
-// Two groups of the same size are made in one run: the members of one
-// look the others up one at a time (KTLookupParallel 1: as before), those
-// of the other with the default concurrency, each lookup on a connection
-// of its own either way. Joins alternate between the two groups, one at a
-// time, and the test reports the medians and their ratios. The default
-// run is small (groups of 4, one join each, 20 ms); QPC_BENCH=1 makes
-// groups of QPC_JOIN_MEMBERS (default 128) and times QPC_JOIN_RUNS joins
-// (default 3) of each at each one-way delay of QPC_JOIN_DELAYS (default
-// "0,20ms,50ms"), and, in the same run, one member's MLS processing of a
-// Welcome to a group of that size (mls.Join), the Show line of issue 22
-// item 4 (docs/benchmarks.md):
+// the key-transparency work (issue 22 item 4; docs/adr/0019 and
+// docs/adr/0041-lazy-member-checks.md). Two groups of the same size are
+// made in one run: the members of one look every other member up before
+// they accept the group (Options.KTMembersAtJoin, concurrently on
+// connections of their own: ADR 0019, as before), those of the other
+// check each member at its first message and look up at most one member
+// a flush to reach it (ADR 0041). Joins alternate between the two groups,
+// one at a time, and the test reports the medians and their ratios, with
+// each join's parts (client Timing): the KT lookups, the outbox pass and
+// its Sends. The default run is small (groups of 4, one join each, 20 ms);
+// QPC_BENCH=1 makes groups of QPC_JOIN_MEMBERS (default 128) and times
+// QPC_JOIN_RUNS joins (default 3) of each at each one-way delay of
+// QPC_JOIN_DELAYS (default "0,20ms,50ms"), and, in the same run, one
+// member's MLS processing of a Welcome to a group of that size
+// (mls.Join), the Show line of issue 22 item 4 (docs/benchmarks.md):
 //
 //	QPC_BENCH=1 go test ./internal/e2e -run TestMessengerGroupJoinKT -v -timeout 60m
 //
@@ -84,28 +85,34 @@ func TestMessengerGroupJoinKT(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
 	defer cancel()
 	type variant struct {
-		name     string
-		parallel int
-		members  []*client.Client
-		times    map[time.Duration][]time.Duration // by delay: the join, the first Sync
-		kt       map[time.Duration][]time.Duration // its lookups (lookupMembers)
+		name    string
+		atJoin  bool
+		members []*client.Client
+		parts   []*partTimes
+		times   map[time.Duration][]time.Duration // by delay: the join, the first Sync
+		kt      map[time.Duration][]time.Duration // its KT lookups (kt.lookup, kt.members)
+		flush   map[time.Duration][]time.Duration // its outbox passes (send.flush)
+		sends   map[time.Duration][]int           // its Sends (send.wire)
+		lookups map[time.Duration][]int           // its single lookups (kt.lookup)
 	}
-	ktWork := &lookupTimes{}
-	vs := []*variant{{name: "one at a time", parallel: 1}, {name: "concurrent", parallel: 0}}
+	vs := []*variant{{name: "all at join", atJoin: true}, {name: "lazy"}}
 	for vi, v := range vs {
 		prefix := fmt.Sprintf("j%d", vi)
-		v.times, v.kt = map[time.Duration][]time.Duration{}, map[time.Duration][]time.Duration{}
+		v.times, v.kt, v.flush = map[time.Duration][]time.Duration{}, map[time.Duration][]time.Duration{}, map[time.Duration][]time.Duration{}
+		v.sends, v.lookups = map[time.Duration][]int{}, map[time.Duration][]int{}
 		owner, err := newUserErr(ctx, t, ms, prefix+"-owner", func(o *client.Options) { o.RefillMean = 200 * time.Millisecond })
 		if err != nil {
 			t.Fatal(err)
 		}
 		handles := make([]string, n-1)
 		v.members = make([]*client.Client, n-1)
+		v.parts = make([]*partTimes, n-1)
 		parallel(t, n-1, func(i int) error {
 			handles[i] = fmt.Sprintf("%s-m%03d", prefix, i)
 			opts := messengerOptions(t.TempDir())
-			opts.KTLookupParallel = v.parallel
-			opts.Logger = slog.New(ktWork)
+			opts.KTMembersAtJoin = v.atJoin
+			v.parts[i] = &partTimes{}
+			opts.Timing = v.parts[i].add
 			c, err := client.Init(ctx, pa.String(), ms.pin(), opts)
 			if err != nil {
 				return err
@@ -153,12 +160,12 @@ func TestMessengerGroupJoinKT(t *testing.T) {
 		for _, delay := range delays {
 			proxy.delay.Store(int64(delay))
 			for _, v := range vs {
-				m := v.members[j]
+				m, pt := v.members[j], v.parts[j]
+				pt.reset()
 				start := time.Now()
-				before := ktWork.n()
-				// In a big group the joiner's announcements to every member
-				// (a token each) can outrun its wallet: they wait in the
-				// outbox for its refills, the join is done.
+				// The joiner's announcements to members whose mailboxes it
+				// does not know wait in its outbox (ADR 0041), or for its
+				// wallet's refills: the join is done.
 				ev, err := m.Sync(ctx)
 				d := time.Since(start)
 				if err != nil && !errors.Is(err, client.ErrQueued) {
@@ -169,34 +176,44 @@ func TestMessengerGroupJoinKT(t *testing.T) {
 						t.Errorf("%s: alarm %v", m.Handle(), e.Alarm)
 					}
 				}
-				kw, ok := ktWork.since(before)
-				if !ok {
-					t.Fatalf("%s joined without looking the members up together (lookupMembers)", m.Handle())
-				}
 				if !slices.ContainsFunc(ev, func(e client.Event) bool { return e.Kind == client.EventJoined }) {
 					t.Fatalf("%s did not join in its first sync", m.Handle())
 				}
-				v.kt[delay] = append(v.kt[delay], kw)
+				all, _ := pt.get(client.TimeKTMembers)
+				if all > 0 != v.atJoin {
+					t.Fatalf("%s (%s): every member looked up at the join: %v", m.Handle(), v.name, all > 0)
+				}
+				// A lazy join looks up one member it cannot reach, and the
+				// sender of each member's message that came with the
+				// Welcome (an earlier joiner's announcement).
+				lk, nl := pt.get(client.TimeKTLookup)
+				fl, _ := pt.get(client.TimeSendFlush)
+				_, ns := pt.get(client.TimeSendWire)
+				v.kt[delay] = append(v.kt[delay], all+lk)
+				v.flush[delay] = append(v.flush[delay], fl)
+				v.sends[delay] = append(v.sends[delay], ns)
+				v.lookups[delay] = append(v.lookups[delay], nl)
 				v.times[delay] = append(v.times[delay], d)
 			}
 			j++
 		}
 	}
 	proxy.delay.Store(0)
-	mlsJoin := mlsJoinTime(t, n, joins)
+	mlsJoin := mlsJoinTime(t, n, max(joins, 5))
 	med := func(ds []time.Duration) time.Duration {
 		s := slices.Clone(ds)
 		slices.Sort(s)
 		return s[len(s)/2]
 	}
 	looked := n - 2 // every member but the creator (a contact) and oneself
-	t.Logf("group of %d: a member's first sync (join, %d members looked up), GOMAXPROCS=%d, %d joins each per delay, alternating; one member's mls.Join of the Welcome (median of %d): %v", n, looked, runtime.GOMAXPROCS(0), joins, joins, mlsJoin.Round(time.Microsecond))
+	t.Logf("group of %d: a member's first sync (join), GOMAXPROCS=%d, %d joins each per delay, alternating; one member's mls.Join of its cut Welcome (median of %d): %v", n, runtime.GOMAXPROCS(0), joins, max(joins, 5), mlsJoin.Round(time.Microsecond))
 	for _, delay := range delays {
 		for _, v := range vs {
-			t.Logf("  %v each way, %-14s join median %7.3f s (%.1f x mls.Join); its KT lookups median %7.3f s = %.4f s per member looked up   (joins %v; lookups %v)",
-				delay, v.name, med(v.times[delay]).Seconds(), med(v.times[delay]).Seconds()/mlsJoin.Seconds(), med(v.kt[delay]).Seconds(), med(v.kt[delay]).Seconds()/float64(looked), v.times[delay], v.kt[delay])
+			t.Logf("  %v each way, %-11s join median %7.3f s (%.1f x mls.Join); KT lookups median %7.3f s = %.4f s per member of the group; outbox pass %7.3f s, Sends %v, single lookups %v   (joins %v; KT %v; outbox %v)",
+				delay, v.name, med(v.times[delay]).Seconds(), med(v.times[delay]).Seconds()/mlsJoin.Seconds(), med(v.kt[delay]).Seconds(), med(v.kt[delay]).Seconds()/float64(looked),
+				med(v.flush[delay]).Seconds(), v.sends[delay], v.lookups[delay], v.times[delay], v.kt[delay], v.flush[delay])
 		}
-		t.Logf("  %v each way, concurrent / one at a time: join %.2f, KT lookups %.2f", delay,
+		t.Logf("  %v each way, lazy / all at join: join %.2f, KT lookups %.3f", delay,
 			med(vs[1].times[delay]).Seconds()/med(vs[0].times[delay]).Seconds(), med(vs[1].kt[delay]).Seconds()/med(vs[0].kt[delay]).Seconds())
 	}
 }
@@ -254,45 +271,32 @@ func mlsJoinTime(t *testing.T, n, runs int) time.Duration {
 	return ds[len(ds)/2]
 }
 
-// lookupTimes is a slog.Handler keeping the "took" of every "kt: looked
-// up a group's members" record (client lookupMembers) and dropping the
-// rest.
-type lookupTimes struct {
-	mu    sync.Mutex
-	times []time.Duration
+// partTimes sums what a client's Options.Timing is told, by part.
+type partTimes struct {
+	mu  sync.Mutex
+	sum map[string]time.Duration
+	n   map[string]int
 }
 
-func (l *lookupTimes) Enabled(context.Context, slog.Level) bool { return true }
-func (l *lookupTimes) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *lookupTimes) WithGroup(string) slog.Handler            { return l }
-func (l *lookupTimes) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "kt: looked up a group's members" {
-		return nil
+func (p *partTimes) add(part string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sum == nil {
+		p.sum, p.n = map[string]time.Duration{}, map[string]int{}
 	}
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "took" {
-			l.mu.Lock()
-			l.times = append(l.times, a.Value.Duration())
-			l.mu.Unlock()
-		}
-		return true
-	})
-	return nil
+	p.sum[part] += d
+	p.n[part]++
 }
 
-func (l *lookupTimes) n() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.times)
+func (p *partTimes) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sum, p.n = nil, nil
 }
 
-// since sums the times recorded after the first n.
-func (l *lookupTimes) since(n int) (time.Duration, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var sum time.Duration
-	for _, d := range l.times[n:] {
-		sum += d
-	}
-	return sum, len(l.times) > n
+// get is part's total time and count since the last reset.
+func (p *partTimes) get(part string) (time.Duration, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sum[part], p.n[part]
 }

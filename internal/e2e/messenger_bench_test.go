@@ -463,7 +463,7 @@ func TestMessengerDMLatency(t *testing.T) {
 		med(func(r round) float64 { return r.e2eLat.pct(50) / r.rawLat.pct(50) }), med(func(r round) float64 { return r.e2eLat.pct(99) / r.rawLat.pct(99) }))
 	// Where the time goes: each part's p50 and mean over every measured
 	// message (client.Options.Timing), in the order a message meets them.
-	order := []string{client.TimeSendMLS, client.TimeSendQueue, client.TimeSendTokens, client.TimeSendSeal, client.TimeSendWire, client.TimeSendDone, client.TimeSendFlush,
+	order := []string{client.TimeSendLock, client.TimeSendMLS, client.TimeSendPrep, client.TimeSendQueue, client.TimeSendTokens, client.TimeSendSeal, client.TimeSendWire, client.TimeSendDone, client.TimeSendFlush,
 		client.TimeRecvWait, client.TimeRecvOpen, client.TimeRecvMLS, client.TimeRecvSender, client.TimeRecvGossip, client.TimeRecvCommit, client.TimeRecvAck, client.TimeRecvFlush, client.TimeRecvShown}
 	t.Logf("  %-12s %8s %8s %8s %6s", "part", "p50_ms", "p99_ms", "mean_ms", "count")
 	for _, part := range order {
