@@ -73,7 +73,7 @@ var helpers = []string{"internal/secretfile", "internal/ratelimit", "internal/qr
 // harnesses are the test harnesses and tools of internal/: only other
 // harnesses, tests and commands may import them.
 var harnesses = []string{"internal/e2e", "internal/hostile", "internal/bench", "internal/loadtest",
-	"internal/crashtest", "internal/tornet", "internal/onion", "internal/litewitness", "internal/deps", "internal/arch"}
+	"internal/crashtest", "internal/tornet", "internal/onion", "internal/litewitness", "internal/deps", "internal/arch", "internal/cluster"}
 
 // rule says what a room may import. A package follows the rule of the
 // longest room it is in. allow, when not nil, lists everything of qpc the

@@ -1,0 +1,526 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/quicprochat/qpc/internal/pgtest"
+)
+
+// StoreBolt in Options.Store runs every node on bbolt files of its own.
+const StoreBolt = "bbolt"
+
+// sharedKeys are the files of the first node's data directory copied to
+// the others: the server key (the pin in the address), the OPAQUE key
+// (logins), the token master secret (tokens minted through one node are
+// spent through another) and the KT keys (when KT runs). Nodes on one
+// PostgreSQL database refuse to start with another key set (ADR 0039).
+var sharedKeys = []string{"tls.key", "opaque.key", "tokens.key", "kt-note.key", "kt-vrf.key"}
+
+// Options configures a cluster.
+type Options struct {
+	// Nodes is how many qpc-server processes run; 3 when zero.
+	Nodes int
+	// Store is the nodes' store setting: empty for a fresh PostgreSQL
+	// namespace of internal/pgtest shared by all nodes, StoreBolt for
+	// bbolt files of each node's own, or a postgres:// URL.
+	Store string
+	// Flags are extra qpc-server run flags for every node.
+	Flags []string
+	// NodeFlags, when set, gives extra flags for node i.
+	NodeFlags func(i int) []string
+}
+
+// Cluster is a set of running nodes.
+type Cluster struct {
+	// Store is the store setting every node runs with.
+	Store string
+	// Nodes are the nodes in start order; node 0 made the shared keys.
+	Nodes []*Node
+}
+
+// Node is one qpc-server process (or its data directory and ports while
+// it is killed).
+type Node struct {
+	Index  int
+	Dir    string // data directory
+	Listen string // UDP host:port clients dial, kept across restarts
+	Admin  string // TCP host:port of /healthz, /readyz, /metrics
+	KT     string // TCP host:port of the KT log's tiles
+	args   []string
+
+	mu   sync.Mutex
+	addr string // qpc:// address, once printed
+	proc *proc
+	// Starts counts the processes started on this node.
+	starts int
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	logs *lockedBuffer
+	done chan struct{}
+}
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+)
+
+// Binary compiles cmd/qpc-server once per test process and returns its
+// path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "qpc-cluster-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildBin = filepath.Join(dir, "qpc-server")
+		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/quicprochat/qpc/cmd/qpc-server")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("cluster: build qpc-server: %v", buildErr)
+	}
+	return buildBin
+}
+
+// Start runs o.Nodes nodes on one store and returns once every node
+// printed its address. The nodes are stopped (SIGTERM, then SIGKILL) when
+// t ends.
+func Start(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.Nodes <= 0 {
+		o.Nodes = 3
+	}
+	Binary(t)
+	store := o.Store
+	if store == "" {
+		store = pgtest.DB(t)
+	}
+	c := &Cluster{Store: store}
+	for i := range o.Nodes {
+		n := &Node{
+			Index:  i,
+			Dir:    filepath.Join(t.TempDir(), fmt.Sprintf("node%d", i)),
+			Listen: freePort(t, "udp"),
+			Admin:  freePort(t, "tcp"),
+			KT:     freePort(t, "tcp"),
+		}
+		if err := os.MkdirAll(n.Dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		n.args = append([]string{"run",
+			"--data-dir", n.Dir,
+			"--store", store,
+			"--listen", n.Listen,
+			"--admin-listen", n.Admin,
+			"--kt-listen", n.KT,
+			"--log-level", "warn",
+		}, o.Flags...)
+		if o.NodeFlags != nil {
+			n.args = append(n.args, o.NodeFlags(i)...)
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	t.Cleanup(func() {
+		var wg sync.WaitGroup
+		for _, n := range c.Nodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); n.stop() }()
+		}
+		wg.Wait()
+	})
+	// The first node makes the keys; the others get copies, then all but
+	// the first start in parallel.
+	c.Nodes[0].start(t)
+	for _, n := range c.Nodes[1:] {
+		for _, f := range sharedKeys {
+			b, err := os.ReadFile(filepath.Join(c.Nodes[0].Dir, f))
+			if errors.Is(err, fs.ErrNotExist) && strings.HasPrefix(f, "kt-") {
+				continue // KT is off
+			}
+			if err != nil {
+				t.Fatalf("cluster: the first node's %s: %v", f, err)
+			}
+			if err := os.WriteFile(filepath.Join(n.Dir, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.Nodes))
+	for i, n := range c.Nodes[1:] {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i+1] = n.launch() }()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// Address is the server's one address listing every node as an endpoint
+// (qpc://<pin>@host1:port1,host2:port2,...), in node order: what an
+// operator gives clients, which dial its endpoints in a random order and
+// move to another when one fails.
+func (c *Cluster) Address() string {
+	pin, _, _ := strings.Cut(c.Nodes[0].Addr(), "@")
+	hosts := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		_, hosts[i], _ = strings.Cut(n.Addr(), "@")
+	}
+	return pin + "@" + strings.Join(hosts, ",")
+}
+
+// NodeOf returns the index of the node listening on endpoint (host:port,
+// as protocol.Conn.Endpoint gives it), or -1.
+func (c *Cluster) NodeOf(endpoint string) int {
+	for i, n := range c.Nodes {
+		if n.Listen == endpoint {
+			return i
+		}
+	}
+	return -1
+}
+
+// Addrs returns every node's qpc:// address, in node order.
+func (c *Cluster) Addrs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Addr()
+	}
+	return out
+}
+
+// KTPin is what `qpc-server kt-vkey` prints for node 0's data directory
+// and flags: the KT log's verifier key, VRF key and configuration hash
+// that clients pin (protocol.ParseKTPin). Every node shares them.
+func (c *Cluster) KTPin(t testing.TB) string {
+	t.Helper()
+	args := append([]string{"kt-vkey"}, c.Nodes[0].args[1:]...)
+	out, err := exec.Command(Binary(t), args...).Output()
+	if err != nil {
+		t.Fatalf("cluster: qpc-server kt-vkey: %v", err)
+	}
+	return string(out)
+}
+
+// KTURL is the base URL of node i's KT log tiles (kt_listen with the
+// default kt_prefix /kt), for an auditor (kt/audit.HTTPLog).
+func (n *Node) KTURL() string { return "http://" + n.KT + "/kt" }
+
+// Kill ends node i with SIGKILL (kill -9: no shutdown, no flush) and
+// waits until the process is gone.
+func (c *Cluster) Kill(t testing.TB, i int) {
+	t.Helper()
+	n := c.Nodes[i]
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		t.Fatalf("cluster: node %d is not running", i)
+	}
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("cluster: node %d did not die of SIGKILL in 30 s", i)
+	}
+}
+
+// Restart starts node i again on its data directory and ports, after
+// Kill or a crash, and waits for its address line.
+func (c *Cluster) Restart(t testing.TB, i int) {
+	t.Helper()
+	n := c.Nodes[i]
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p != nil {
+		select {
+		case <-p.done:
+		default:
+			t.Fatalf("cluster: node %d is still running", i)
+		}
+	}
+	n.start(t)
+}
+
+// Addr is the node's qpc:// address (the same across restarts).
+func (n *Node) Addr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.addr
+}
+
+// Running reports whether the node's process is alive.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Pid is the node's current process ID, 0 when it does not run.
+func (n *Node) Pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil {
+		return 0
+	}
+	return n.proc.cmd.Process.Pid
+}
+
+// Logs is what the node's current (or last) process wrote to stderr, up
+// to 1 MiB.
+func (n *Node) Logs() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc == nil {
+		return ""
+	}
+	return n.proc.logs.String()
+}
+
+// Alive fails t if the node's process has exited.
+func (n *Node) Alive(t testing.TB) {
+	t.Helper()
+	if !n.Running() {
+		t.Fatalf("cluster: node %d exited:\n%s", n.Index, n.Logs())
+	}
+}
+
+func (n *Node) start(t testing.TB) {
+	t.Helper()
+	if err := n.launch(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// launch starts the process and waits for its address line.
+func (n *Node) launch() error {
+	if buildBin == "" {
+		return fmt.Errorf("cluster: Binary was not built")
+	}
+	cmd := exec.Command(buildBin, n.args...)
+	// The node's configuration comes from its flags alone.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "QPC_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.logs
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("cluster: start node %d: %w", n.Index, err)
+	}
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "address: "); ok {
+				select {
+				case line <- a:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, out)
+	}()
+	go func() {
+		cmd.Wait()
+		close(p.done)
+	}()
+	n.mu.Lock()
+	n.proc = p
+	n.starts++
+	n.mu.Unlock()
+	select {
+	case a := <-line:
+		n.mu.Lock()
+		n.addr = a
+		n.mu.Unlock()
+		return nil
+	case <-p.done:
+		return fmt.Errorf("cluster: node %d exited before it listened:\n%s", n.Index, p.logs.String())
+	case <-time.After(90 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("cluster: node %d printed no address in 90 s:\n%s", n.Index, p.logs.String())
+	}
+}
+
+// stop ends the process with SIGTERM, then SIGKILL after 15 s.
+func (n *Node) stop() {
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		return
+	}
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// CPU is the node's current process's user plus system CPU time so far
+// (utime+stime of /proc/<pid>/stat; USER_HZ is 100 on Linux).
+func (n *Node) CPU(t testing.TB) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("cluster: parse /proc/<pid>/stat: %q", s)
+	}
+	return time.Duration(ut+st) * time.Second / 100
+}
+
+// Metrics scrapes the node's /metrics into series (name with its labels,
+// as written) → value.
+func (n *Node) Metrics(t testing.TB) map[string]float64 {
+	t.Helper()
+	m, err := n.metrics()
+	if err != nil {
+		t.Fatalf("cluster: node %d: %v", n.Index, err)
+	}
+	return m
+}
+
+func (n *Node) metrics() (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Admin+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics line %q: %w", l, err)
+		}
+		out[l[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return out, nil
+}
+
+// Ready GETs the node's /readyz and returns its status code and body;
+// 0 and the error when the admin listener does not answer (it may start
+// a moment after the QUIC listener).
+func (n *Node) Ready() (int, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Admin+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(b)
+}
+
+// freePort returns a host:port on 127.0.0.1 that was free a moment ago.
+func freePort(t testing.TB, network string) string {
+	t.Helper()
+	if network == "udp" {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		return pc.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() < 1<<20 {
+		l.b.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
