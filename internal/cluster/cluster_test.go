@@ -30,7 +30,7 @@ func TestClusterCrossNode(t *testing.T) {
 	}
 }
 
-// TestClusterFailover: three nodes under load, one killed with SIGKILL
+// TestAttackClusterNodeKilled: three nodes under load, one killed with SIGKILL
 // halfway through the window. Every client has the one address listing
 // the three nodes; the clients of the killed node move to the others by
 // themselves (client/protocol's failover: Sends retried under their
@@ -38,7 +38,7 @@ func TestClusterCrossNode(t *testing.T) {
 // Every send that returned OK is delivered exactly once, nothing is
 // delivered that no Send acknowledged, no send fails for good, and the
 // killed node comes back on its data directory and serves again.
-func TestClusterFailover(t *testing.T) {
+func TestAttackClusterNodeKilled(t *testing.T) {
 	const clients = 30
 	cl := cluster.Start(t, cluster.Options{Nodes: 3, Flags: loadFlags(clients + 100)})
 	killed := make(chan struct{})

@@ -28,8 +28,8 @@
 // nothing).
 //
 // Its tests: TestClusterCrossNode (exactly-once delivery across three
-// nodes), TestClusterFailover (a node killed under load),
-// TestClusterKTSequencerKill (the KT sequencer's node killed, audited),
+// nodes), TestAttackClusterNodeKilled (a node killed under load),
+// TestAttackClusterKTSequencerKilled (the KT sequencer's node killed, audited),
 // TestClusterDatabaseDown (the nodes cut off from PostgreSQL), and,
 // with QPC_CLUSTER_FIGURES=1, the figures of docs/scaling.md.
 //

@@ -67,7 +67,7 @@ func (p *ktPublisher) binding(t *testing.T, n byte) *kt.Binding {
 	return b
 }
 
-// TestClusterKTSequencerKill: three nodes on one database, the KT
+// TestAttackClusterKTSequencerKilled: three nodes on one database, the KT
 // directory on PostgreSQL with one sequencer by lease. Accounts publish
 // new bindings through all nodes while the sequencer's node is killed
 // with SIGKILL. Another node takes the lease over (its fencing token
@@ -76,7 +76,7 @@ func (p *ktPublisher) binding(t *testing.T, n byte) *kt.Binding {
 // (kt/audit, replaying every epoch from the tiles) accepts the log from a
 // checkpoint before the kill to one after it: the takeover neither forked
 // nor rewrote the log.
-func TestClusterKTSequencerKill(t *testing.T) {
+func TestAttackClusterKTSequencerKilled(t *testing.T) {
 	cl := cluster.Start(t, cluster.Options{Nodes: 3, Flags: append(loadFlags(100), "--kt-epoch", "300ms")})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

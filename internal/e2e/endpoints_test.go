@@ -476,12 +476,12 @@ func TestAttackImpostorEndpoint(t *testing.T) {
 	}
 }
 
-// TestEndpointsDeadNodeDoesNotHoldDial: of two endpoints, one a node that
+// TestAttackDeadNodeDoesNotHoldDial: of two endpoints, one a node that
 // died without a word (its address swallows every packet), a new
 // connection does not wait a whole handshake timeout when it draws the
 // dead one first: the live one is tried beside it after the stagger
 // delay. Dials of the live endpoint alone, interleaved, are the baseline.
-func TestEndpointsDeadNodeDoesNotHoldDial(t *testing.T) {
+func TestAttackDeadNodeDoesNotHoldDial(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	id, err := server.CreateIdentity(dir)
