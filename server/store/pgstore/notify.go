@@ -105,11 +105,18 @@ func (s *Store) notifyDeleted(ctx context.Context, tx pgx.Tx, rids [][]byte) err
 }
 
 // Queued after a batch's qpc_put calls: the mailboxes of the send IDs
-// (locked by the batch already) are notified, in one payload. A send
-// refused or found a duplicate wakes its mailbox's subscribers for
-// nothing: they read, find nothing new and wait again.
+// (locked by the batch already) that this transaction stored a message
+// in are notified, in one payload. A stored send updates its mailbox's
+// row (next_seq), so the row's version is this transaction's (xmin); a
+// send refused or found a duplicate writes nothing and notifies nothing:
+// otherwise a stranger replaying one send (a duplicate costs no token)
+// would make every other node wake the mailbox's subscribers each time
+// (TestAttackRefusedSendsWakeNoOtherNode). No xid assigned: nothing was
+// stored, and the comparison with NULL selects no row.
 const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
-	FROM mailboxes WHERE send_id = ANY($3) HAVING count(*) > 0`
+	FROM mailboxes WHERE send_id = ANY($3)
+		AND xmin = pg_current_xact_id_if_assigned()::xid
+	HAVING count(*) > 0`
 
 // queueNotify adds the batch's notifications to b.
 func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
