@@ -112,7 +112,8 @@ func (s *Store) notifyDeleted(ctx context.Context, tx pgx.Tx, rids [][]byte) err
 // otherwise a stranger replaying one send (a duplicate costs no token)
 // would make every other node wake the mailbox's subscribers each time
 // (TestAttackRefusedSendsWakeNoOtherNode). No xid assigned: nothing was
-// stored, and the comparison with NULL selects no row.
+// stored, and the comparison with NULL selects no row
+// (pg_current_xact_id_if_assigned: PostgreSQL 13 and later).
 const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
 	FROM mailboxes WHERE send_id = ANY($3)
 		AND xmin = pg_current_xact_id_if_assigned()::xid
