@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/server/store"
 )
@@ -77,6 +78,67 @@ func TestAttackRefusedSendsWakeNoOtherNode(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatal("B did not hear the marker send within 30 s")
+		}
+	}
+}
+
+// TestHostileIdleSessionTimeoutKeepsListener plays a careless operator
+// who sets idle_session_timeout (PostgreSQL 14+) on the database or the
+// server's role, here one second, below the listener's 30 s ping: the
+// listener waits for notifications idle, so the database ended its
+// session at every timeout; each reconnect lost the wake-ups sent
+// meanwhile and made the node wake every subscription it holds, a
+// storm every second. The listener must keep one session: it stays
+// idle for three timeouts without a WakeLost, and hears the next send.
+func TestHostileIdleSessionTimeoutKeepsListener(t *testing.T) {
+	t.Parallel()
+	url := pgtest.DB(t) + "&idle_session_timeout=1000"
+	a, b := open(t, url), open(t, url+"&application_name=qpc-idle-b")
+	wb := wakes(t, b)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// Poll the listener's session until it has been idle for three
+	// timeouts (it passes) or B reports its loss (it fails).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case w := <-wb:
+			if w.Kind == store.WakeLost || w.Kind == store.WakeListening {
+				t.Fatalf("the listener lost its session to idle_session_timeout (reported %d)", w.Kind)
+			}
+		default:
+		}
+		var idle float64
+		err := admin.QueryRow(ctx, `SELECT coalesce(max(extract(epoch FROM clock_timestamp() - state_change)), 0)
+			FROM pg_stat_activity WHERE application_name = 'qpc-idle-b listener' AND datname = current_database() AND state = 'idle'`).Scan(&idle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if idle >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the listener's session was never idle for 3 s within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m := newBox(t, a)
+	put(t, a, m)
+	for {
+		select {
+		case w := <-wb:
+			if w.Kind == store.WakeLost || w.Kind == store.WakeListening {
+				t.Fatalf("the listener lost its session to idle_session_timeout (reported %d)", w.Kind)
+			}
+			if w.Kind == store.WakeStored && w.ReceiveID == m.ReceiveID {
+				return
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the listener did not hear the next send within 30 s")
 		}
 	}
 }

@@ -248,6 +248,9 @@ func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err e
 	cctx, cancel := context.WithTimeout(ctx, listenPing)
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err == nil {
+		err = keepIdleSession(cctx, conn)
+	}
+	if err == nil {
 		_, err = conn.Exec(cctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize())
 	}
 	cancel()
@@ -295,6 +298,22 @@ func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err e
 			fn(store.Wake{Kind: k, ReceiveID: id})
 		}
 	}
+}
+
+// keepIdleSession exempts the listener's session from an
+// idle_session_timeout set on the database or the role (PostgreSQL 14
+// and later; an older server does not know it, and ends no idle
+// session): the listener waits idle between notifications and pings only
+// after listenIdle, so a shorter timeout would end its session again and
+// again, each time losing wake-ups and waking every subscription
+// (TestHostileIdleSessionTimeoutKeepsListener).
+func keepIdleSession(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, "SET idle_session_timeout = 0")
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: before 14
+		return nil
+	}
+	return err
 }
 
 // KeepInUse implements store.Waker: the mailboxes' last use moves
