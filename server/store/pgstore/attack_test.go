@@ -142,3 +142,51 @@ func TestHostileIdleSessionTimeoutKeepsListener(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileFlappingListenerBacksOff plays whoever can end the
+// listener's session over and over (a middlebox resetting connections,
+// a pooler, an operator's script terminating backends): every reconnect
+// makes the node wake every subscription it holds, so a listener that
+// reconnects at once after a session that did not last would turn each
+// kill into a storm of mailbox reads. A session ended right after it
+// began must not reset the backoff: the waits before reconnecting
+// double (100 ms, 200 ms, ... 5 s), so the fifth reconnect comes at
+// least 1.6 s after its loss (a lower bound: load only lengthens it).
+func TestHostileFlappingListenerBacksOff(t *testing.T) {
+	t.Parallel()
+	url := pgtest.DB(t)
+	b := open(t, url+"&application_name=qpc-flap-b")
+	wb := wakes(t, b)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	next := func(kind store.WakeKind) time.Time {
+		t.Helper()
+		for {
+			select {
+			case w := <-wb:
+				if w.Kind == kind {
+					return time.Now()
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no wake of kind %d within 30 s", kind)
+			}
+		}
+	}
+	var gap time.Duration
+	for range 5 {
+		var killed int
+		if err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = 'qpc-flap-b listener' AND datname = current_database()`).Scan(&killed); err != nil || killed < 1 {
+			t.Fatalf("terminating B's listener: %d terminated, %v", killed, err)
+		}
+		lost := next(store.WakeLost)
+		gap = next(store.WakeListening).Sub(lost)
+	}
+	if gap < 1600*time.Millisecond {
+		t.Fatalf("the fifth reconnect of a listener killed as soon as it listened came %v after its loss, want at least 1.6 s (backoff)", gap)
+	}
+}

@@ -193,6 +193,7 @@ const (
 	listenPing     = 10 * time.Second
 	listenRetryMin = 100 * time.Millisecond
 	listenRetryMax = 5 * time.Second
+	listenStable   = time.Minute // a session this long resets the backoff
 )
 
 var _ store.Waker = (*Store)(nil)
@@ -214,13 +215,21 @@ func (s *Store) Wakes(ctx context.Context, fn func(store.Wake)) error {
 	}()
 	retry := listenRetryMin
 	for {
+		start := time.Now()
 		up, err := s.listen(ctx, fn)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if up {
 			fn(store.Wake{Kind: store.WakeLost})
-			retry = listenRetryMin
+			// Only a session that lasted starts the backoff over: each
+			// reconnect wakes every subscription the node holds, so a
+			// session ended as soon as it listened, again and again, must
+			// not bring a storm of reads every 100 ms
+			// (TestHostileFlappingListenerBacksOff).
+			if time.Since(start) >= listenStable {
+				retry = listenRetryMin
+			}
 		}
 		// The error names no payload: pgx reports the connection's
 		// failure, not the notifications it carried.
