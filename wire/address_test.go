@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/base64"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -105,8 +106,9 @@ func TestAddressVectors(t *testing.T) {
 }
 
 // FuzzParseAddress: any text parses or fails with ErrBadAddress; what
-// parses has at most MaxEndpoints distinct endpoints and prints back to
-// text that parses to the same address.
+// parses has at most MaxEndpoints distinct endpoints, none a name under
+// .onion but an onion's, and prints back to text that parses to the same
+// address.
 func FuzzParseAddress(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "address", "*.txt"))
 	for _, p := range files {
@@ -131,6 +133,10 @@ func FuzzParseAddress(f *testing.F) {
 		for i, h := range hosts {
 			if slices.Contains(hosts[:i], h) {
 				t.Fatalf("endpoint %q twice", h)
+			}
+			// A name under .onion is an onion, dialled through Tor.
+			if name, _, err := net.SplitHostPort(h); err != nil || inOnionDomain(name) && !IsOnionHost(name) {
+				t.Fatalf("endpoint %q: a name under .onion that is no onion, or no host:port (%v)", h, err)
 			}
 		}
 		b, err := ParseAddress(a.String())
