@@ -119,11 +119,17 @@ const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id,
 		AND xmin = pg_current_xact_id_if_assigned()::xid
 	HAVING count(*) > 0`
 
+// notifyAfterSQL is notifySendsSQL for the measured-only
+// notifyAfterCommit mode, whose transaction of its own stored nothing:
+// every send's mailbox, stored or not.
+const notifyAfterSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
+	FROM mailboxes WHERE send_id = ANY($3) HAVING count(*) > 0`
+
 // queueNotify adds the batch's notifications to b.
 func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
 	switch s.mode {
 	case notifyPerBatch:
-		s.queueBatchNotify(b, batch)
+		s.queueBatchNotify(b, batch, notifySendsSQL)
 	case notifyPerSend:
 		for _, c := range batch {
 			b.Queue(notifySendsSQL, s.channel, s.header(kindStored), [][]byte{c.sendID})
@@ -132,14 +138,14 @@ func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
 }
 
 // queueBatchNotify queues one notification per notifyIDs sends of batch.
-func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall) {
+func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall, sql string) {
 	for i := 0; i < len(batch); i += notifyIDs {
 		part := batch[i:min(i+notifyIDs, len(batch))]
 		ids := make([][]byte, len(part))
 		for j, c := range part {
 			ids[j] = c.sendID
 		}
-		b.Queue(notifySendsSQL, s.channel, s.header(kindStored), ids)
+		b.Queue(sql, s.channel, s.header(kindStored), ids)
 	}
 }
 
@@ -153,7 +159,7 @@ func (s *Store) notifyAfter(ctx context.Context, batch []*putCall) {
 		return
 	}
 	b := &pgx.Batch{}
-	s.queueBatchNotify(b, batch)
+	s.queueBatchNotify(b, batch, notifyAfterSQL)
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		s.log.Warn("store: notifying a batch's sends failed", "err", err)
 	}
