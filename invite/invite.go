@@ -462,6 +462,11 @@ func checkUDP(hostport string) error {
 	if p, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || p == 0 || strconv.FormatUint(p, 10) != port || !hostName(h) {
 		return fmt.Errorf("%w: UDP endpoint %q is not host:port", ErrMalformed, hostport)
 	}
+	// The address's own rules, as for the first endpoints: a name under
+	// .onion that is not an onion's is refused, not dialled without Tor.
+	if _, err := wire.ParseAddress(wire.Address{Host: hostport}.String()); err != nil {
+		return fmt.Errorf("%w: UDP endpoint %q: %v", ErrMalformed, hostport, err)
+	}
 	return nil
 }
 

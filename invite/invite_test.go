@@ -268,6 +268,10 @@ func failures(t testing.TB) map[string]string {
 		"malformed_more_seventeen":    raw(withField(t, b, fieldMore, moreUDP(seventeen()[1:]...))),
 		"malformed_more_empty":        raw(withField(t, b, fieldMore, nil)),
 		"malformed_more_onion_as_udp": raw(withField(t, b, fieldMore, moreUDP(onionHost("4433")))),
+		// Names Tor takes for an onion, spelled as none: never a clearnet
+		// endpoint (TestAttackOnionLookalikeRefused in wire).
+		"malformed_udp_onion_subdomain": raw(replaceField(t, b, fieldUDP, []byte("www."+onionHost("4433")))),
+		"malformed_more_onion_dot":      raw(withField(t, b, fieldMore, moreUDP(strings.Replace(onionHost("4433"), ".onion:", ".onion.:", 1)))),
 	}
 }
 

@@ -33,8 +33,14 @@ func (s *Server) startWakes() {
 				s.opts.Metrics.WakeReceived()
 				s.hub.notify(wk.ReceiveID)
 			case store.WakeDeleted:
+				// A hint to read the store, not its word: any role that
+				// may connect to the database can notify, so a forged
+				// deletion must not end the subscriptions of a mailbox
+				// that exists. Woken, each reads its mailbox and, if it
+				// is gone, ends with NOT_FOUND
+				// (TestHostileDBRoleForgedDeletionKeepsSubscription).
 				s.opts.Metrics.WakeReceived()
-				s.hub.closeMailbox(wk.ReceiveID)
+				s.hub.notify(wk.ReceiveID)
 			case store.WakeListening:
 				// Wakes sent while nobody listened are lost: every
 				// subscriber reads its mailbox again (a deleted one

@@ -88,6 +88,13 @@ func IsOnionHost(host string) bool {
 	return true
 }
 
+// inOnionDomain reports whether host (no port) is a name under .onion
+// (RFC 7686) in any spelling: any case, with or without a trailing dot.
+func inOnionDomain(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	return h == "onion" || strings.HasSuffix(h, ".onion")
+}
+
 // PinSPKI returns the pin of a DER SubjectPublicKeyInfo.
 func PinSPKI(spki []byte) [PinSize]byte { return sha256.Sum256(spki) }
 
@@ -140,6 +147,12 @@ func ParseAddress(s string) (Address, error) {
 			// No resolver takes such a name; a space after a comma is a
 			// slip of whoever wrote the list.
 			return Address{}, fmt.Errorf("%w: endpoint %d: space or control character", ErrBadAddress, i+1)
+		}
+		if !IsOnionHost(h) && inOnionDomain(h) {
+			// Tor takes a subdomain of an onion (and the resolver a
+			// trailing dot) for the onion itself: as a clearnet host it
+			// would be dialled without Tor.
+			return Address{}, fmt.Errorf("%w: endpoint %d: a name in .onion must be a v3 onion service, <56 characters>.onion", ErrBadAddress, i+1)
 		}
 		if IsOnionHost(h) {
 			// One spelling per onion, as String writes it back.

@@ -1,7 +1,9 @@
 package wire
 
 import (
+	"encoding/base64"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,8 +106,9 @@ func TestAddressVectors(t *testing.T) {
 }
 
 // FuzzParseAddress: any text parses or fails with ErrBadAddress; what
-// parses has at most MaxEndpoints distinct endpoints and prints back to
-// text that parses to the same address.
+// parses has at most MaxEndpoints distinct endpoints, none a name under
+// .onion but an onion's, and prints back to text that parses to the same
+// address.
 func FuzzParseAddress(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "address", "*.txt"))
 	for _, p := range files {
@@ -131,10 +134,50 @@ func FuzzParseAddress(f *testing.F) {
 			if slices.Contains(hosts[:i], h) {
 				t.Fatalf("endpoint %q twice", h)
 			}
+			// A name under .onion is an onion, dialled through Tor.
+			if name, _, err := net.SplitHostPort(h); err != nil || inOnionDomain(name) && !IsOnionHost(name) {
+				t.Fatalf("endpoint %q: a name under .onion that is no onion, or no host:port (%v)", h, err)
+			}
 		}
 		b, err := ParseAddress(a.String())
 		if err != nil || b.Pin != a.Pin || !slices.Equal(b.Hosts(), hosts) {
 			t.Fatalf("%q printed as %q parses to %+v, %v", s, a.String(), b, err)
 		}
 	})
+}
+
+// TestAttackOnionLookalikeRefused plays whoever writes an address for a
+// client (a hostile contact's invite, a pasted link): a host that names
+// an onion service to Tor and to the resolver (a subdomain of a v3 onion,
+// which Tor serves as the onion; a trailing dot; both) but is not
+// spelled as one was taken for a clearnet host, so a list of such
+// endpoints was dialled without Tor (a resolver that does not hold .onion
+// back, RFC 7686 §2, then asks DNS for it). Any name ending in .onion
+// must be a v3 onion or refused.
+func TestAttackOnionLookalikeRefused(t *testing.T) {
+	id := strings.Repeat("abcdefgh234567", 4)
+	pin := base64.RawURLEncoding.EncodeToString(make([]byte, PinSize))
+	for _, host := range []string{
+		"www." + id + ".onion:4433",
+		id + ".onion.:4433",
+		strings.ToUpper(id) + ".ONION.:4433",
+		"www." + id + ".onion.:8443",
+		"[" + id + ".onion.]:4433",
+		id + ".onion.",
+		"n1.example.org:4433,www." + id + ".onion:4433",
+	} {
+		a, err := ParseAddress("qpc://" + pin + "@" + host)
+		if err == nil {
+			t.Errorf("ParseAddress(%q) = %v (through Tor: %v); want ErrBadAddress for a name in .onion that is no v3 onion", host, a, a.AnyOnion())
+		} else if !errors.Is(err, ErrBadAddress) {
+			t.Errorf("ParseAddress(%q): %v; want ErrBadAddress", host, err)
+		}
+	}
+	// The real onion still parses, and a clearnet name merely containing
+	// "onion" is a clearnet name.
+	for _, host := range []string{id + ".onion", "onion.example.org:4433", "myonion:4433"} {
+		if _, err := ParseAddress("qpc://" + pin + "@" + host); err != nil {
+			t.Errorf("ParseAddress(%q): %v", host, err)
+		}
+	}
 }

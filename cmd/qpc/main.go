@@ -297,7 +297,11 @@ func (c *cli) options(passphrase []byte) client.Options {
 		Logger:     slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if c.tor || c.torSOCKS != "" {
-		o.Dial.Tor = &protocol.TorOptions{SOCKS: c.torSOCKS, Progress: c.torProgress()}
+		// --tor is every connection through Tor, a clearnet server's
+		// too (out of an exit to its tunnel listener, docs/tor.md), never
+		// straight to it: an address without an onion must not take the
+		// user off Tor (TestAttackTorFlagNeverDialsDirect).
+		o.Dial.Tor = &protocol.TorOptions{SOCKS: c.torSOCKS, Progress: c.torProgress(), Always: c.tor}
 	}
 	return o
 }

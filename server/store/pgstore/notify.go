@@ -105,17 +105,31 @@ func (s *Store) notifyDeleted(ctx context.Context, tx pgx.Tx, rids [][]byte) err
 }
 
 // Queued after a batch's qpc_put calls: the mailboxes of the send IDs
-// (locked by the batch already) are notified, in one payload. A send
-// refused or found a duplicate wakes its mailbox's subscribers for
-// nothing: they read, find nothing new and wait again.
+// (locked by the batch already) that this transaction stored a message
+// in are notified, in one payload. A stored send updates its mailbox's
+// row (next_seq), so the row's version is this transaction's (xmin); a
+// send refused or found a duplicate writes nothing and notifies nothing:
+// otherwise a stranger replaying one send (a duplicate costs no token)
+// would make every other node wake the mailbox's subscribers each time
+// (TestAttackRefusedSendsWakeNoOtherNode). No xid assigned: nothing was
+// stored, and the comparison with NULL selects no row
+// (pg_current_xact_id_if_assigned: PostgreSQL 13 and later).
 const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
+	FROM mailboxes WHERE send_id = ANY($3)
+		AND xmin = pg_current_xact_id_if_assigned()::xid
+	HAVING count(*) > 0`
+
+// notifyAfterSQL is notifySendsSQL for the measured-only
+// notifyAfterCommit mode, whose transaction of its own stored nothing:
+// every send's mailbox, stored or not.
+const notifyAfterSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
 	FROM mailboxes WHERE send_id = ANY($3) HAVING count(*) > 0`
 
 // queueNotify adds the batch's notifications to b.
 func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
 	switch s.mode {
 	case notifyPerBatch:
-		s.queueBatchNotify(b, batch)
+		s.queueBatchNotify(b, batch, notifySendsSQL)
 	case notifyPerSend:
 		for _, c := range batch {
 			b.Queue(notifySendsSQL, s.channel, s.header(kindStored), [][]byte{c.sendID})
@@ -124,14 +138,14 @@ func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
 }
 
 // queueBatchNotify queues one notification per notifyIDs sends of batch.
-func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall) {
+func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall, sql string) {
 	for i := 0; i < len(batch); i += notifyIDs {
 		part := batch[i:min(i+notifyIDs, len(batch))]
 		ids := make([][]byte, len(part))
 		for j, c := range part {
 			ids[j] = c.sendID
 		}
-		b.Queue(notifySendsSQL, s.channel, s.header(kindStored), ids)
+		b.Queue(sql, s.channel, s.header(kindStored), ids)
 	}
 }
 
@@ -145,7 +159,7 @@ func (s *Store) notifyAfter(ctx context.Context, batch []*putCall) {
 		return
 	}
 	b := &pgx.Batch{}
-	s.queueBatchNotify(b, batch)
+	s.queueBatchNotify(b, batch, notifyAfterSQL)
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		s.log.Warn("store: notifying a batch's sends failed", "err", err)
 	}
@@ -185,6 +199,7 @@ const (
 	listenPing     = 10 * time.Second
 	listenRetryMin = 100 * time.Millisecond
 	listenRetryMax = 5 * time.Second
+	listenStable   = time.Minute // a session this long resets the backoff
 )
 
 var _ store.Waker = (*Store)(nil)
@@ -206,13 +221,21 @@ func (s *Store) Wakes(ctx context.Context, fn func(store.Wake)) error {
 	}()
 	retry := listenRetryMin
 	for {
+		start := time.Now()
 		up, err := s.listen(ctx, fn)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if up {
 			fn(store.Wake{Kind: store.WakeLost})
-			retry = listenRetryMin
+			// Only a session that lasted starts the backoff over: each
+			// reconnect wakes every subscription the node holds, so a
+			// session ended as soon as it listened, again and again, must
+			// not bring a storm of reads every 100 ms
+			// (TestHostileFlappingListenerBacksOff).
+			if time.Since(start) >= listenStable {
+				retry = listenRetryMin
+			}
 		}
 		// The error names no payload: pgx reports the connection's
 		// failure, not the notifications it carried.
@@ -239,6 +262,9 @@ func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err e
 	}
 	cctx, cancel := context.WithTimeout(ctx, listenPing)
 	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err == nil {
+		err = keepIdleSession(cctx, conn)
+	}
 	if err == nil {
 		_, err = conn.Exec(cctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize())
 	}
@@ -287,6 +313,22 @@ func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err e
 			fn(store.Wake{Kind: k, ReceiveID: id})
 		}
 	}
+}
+
+// keepIdleSession exempts the listener's session from an
+// idle_session_timeout set on the database or the role (PostgreSQL 14
+// and later; an older server does not know it, and ends no idle
+// session): the listener waits idle between notifications and pings only
+// after listenIdle, so a shorter timeout would end its session again and
+// again, each time losing wake-ups and waking every subscription
+// (TestHostileIdleSessionTimeoutKeepsListener).
+func keepIdleSession(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, "SET idle_session_timeout = 0")
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: before 14
+		return nil
+	}
+	return err
 }
 
 // KeepInUse implements store.Waker: the mailboxes' last use moves
