@@ -668,7 +668,7 @@ func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Mes
 	if err != nil {
 		return false, err
 	}
-	epoch := g.Epoch()
+	epoch, auth := g.Epoch(), g.EpochAuthenticator()
 	gen, genErr := g.NextSendGeneration()
 	ct, err := c.encryptIn(g, r, m)
 	if err != nil {
@@ -744,7 +744,7 @@ func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Mes
 		if err != nil {
 			// The envelope may be out with a generation the state on
 			// disk still names as the next: never use it again.
-			c.floors.raise(r.ID, &sendReserve{Epoch: epoch, Gen: gen + 1})
+			c.floors.raise(r.ID, &sendReserve{Epoch: epoch, Gen: gen + 1}, auth)
 		}
 	}
 	if take != nil {

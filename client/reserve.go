@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"sync"
@@ -59,9 +60,22 @@ func (r *sendReserve) covers(epoch uint64, gen uint32) bool {
 // conversation: the reservation read from disk the first time this
 // process loaded its group (what a crash before it may have used), raised
 // when an early send's transaction failed.
+//
+// A floor holds for the epoch it was taken in, named by its authenticator
+// as well as its number: after a fork choice (commitorder.go) another
+// branch's epoch of the same number has other keys, which no text used;
+// skipping them lost generations for nothing, and past MaxForwardDistance
+// (1024) failed every load of the group, so that each envelope of the
+// conversation was dropped unread until a restart
+// (TestAttackFloorOtherBranch).
 type floors struct {
 	mu sync.Mutex
-	m  map[string]*sendReserve
+	m  map[string]*floor
+}
+
+type floor struct {
+	sendReserve
+	auth []byte // the authenticator of the epoch the floor was taken in; nil: unknown, any of its number
 }
 
 // apply skips g's ratchet to the floor of conversation id, setting it
@@ -69,17 +83,24 @@ type floors struct {
 // whether g changed.
 func (f *floors) apply(id []byte, stored *sendReserve, g *mls.Group) (bool, error) {
 	k := hex.EncodeToString(id)
+	auth := g.EpochAuthenticator()
 	f.mu.Lock()
 	fl, seen := f.m[k]
 	if !seen {
 		if f.m == nil {
-			f.m = map[string]*sendReserve{}
+			f.m = map[string]*floor{}
 		}
-		fl = stored
+		if stored != nil {
+			// The reservation is stored with the state g was read from.
+			fl = &floor{sendReserve: *stored}
+			if stored.Epoch == g.Epoch() {
+				fl.auth = auth
+			}
+		}
 		f.m[k] = fl
 	}
 	f.mu.Unlock()
-	if fl == nil || fl.Epoch != g.Epoch() || !g.Active() {
+	if fl == nil || fl.Epoch != g.Epoch() || fl.auth != nil && !bytes.Equal(fl.auth, auth) || !g.Active() {
 		return false, nil
 	}
 	next, err := g.NextSendGeneration()
@@ -92,15 +113,16 @@ func (f *floors) apply(id []byte, stored *sendReserve, g *mls.Group) (bool, erro
 	return true, nil
 }
 
-// raise sets conversation id's floor to at least r.
-func (f *floors) raise(id []byte, r *sendReserve) {
+// raise sets conversation id's floor to at least r, in the epoch whose
+// authenticator is auth.
+func (f *floors) raise(id []byte, r *sendReserve, auth []byte) {
 	k := hex.EncodeToString(id)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m == nil {
-		f.m = map[string]*sendReserve{}
+		f.m = map[string]*floor{}
 	}
-	if old := f.m[k]; old == nil || old.Epoch != r.Epoch || old.Gen < r.Gen {
-		f.m[k] = r
+	if old := f.m[k]; old == nil || old.Epoch != r.Epoch || !bytes.Equal(old.auth, auth) || old.Gen < r.Gen {
+		f.m[k] = &floor{sendReserve: *r, auth: auth}
 	}
 }
