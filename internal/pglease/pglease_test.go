@@ -218,7 +218,7 @@ func TestLeaseTakeover(t *testing.T) {
 	l, _ := open(t)
 	// Long beside the renewal interval, so that a loaded machine does
 	// not make node-a miss a renewal.
-	const ttl = 2 * time.Second
+	const ttl = 5 * time.Second
 	tok, ok := acquire(t, l, "seq", "node-a", ttl)
 	if !ok {
 		t.Fatal("node-a did not get a free lease")
