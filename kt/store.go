@@ -365,7 +365,7 @@ func encodeNodes(dirty map[nodeID]*nodeRecord, withPrev bool) []NodeWrite {
 		buf = p.r.appendTo(buf)
 		if withPrev && p.r.hasPrev {
 			buf = binary.BigEndian.AppendUint64(buf, p.r.prevFrom)
-			buf = appendState(buf, &p.r.prev)
+			buf = appendState2(buf, &p.r.prev)
 		}
 		out[i] = NodeWrite{Key: p.k, Value: buf[n:len(buf):len(buf)]}
 	}

@@ -205,13 +205,125 @@ func appendState(b []byte, s *nodeState) []byte {
 	return b
 }
 
-// marshal encodes the record without its previous state.
-func (r *nodeRecord) marshal() []byte { return r.appendTo(make([]byte, 0, 240)) }
+// Node records are stored in one of two formats; both parse.
+//
+// Format 1 (before 2026-12-07b): epoch (8) || state [|| prevFrom (8) ||
+// state], a state being hash (32) || mask (1) || per present child: key
+// (34) || hash (32) [|| commitment (32) for a leaf]. Its first byte is
+// 0 (the epoch's high byte).
+//
+// Format 2 (recordV2): 0x02 || epoch (8) || state2 [|| prevFrom (8) ||
+// state2], a state2 being mask (1) || per present child either 0x00 ||
+// index (32) || commitment (32) for a leaf, or depth (1, >= 1) || the
+// first ceil(depth/8) bytes of its prefix || hash (32) for an internal
+// node. It leaves out what a reader recomputes: the node's own hash and
+// its leaves' hashes (one SHA-256 each), and the zero bytes of a child's
+// prefix. A record is about half the size, so an epoch's changed nodes
+// sit on fewer pages (docs/adr/0043). Records are rewritten in format 2
+// when an epoch changes them; format-1 records stay readable.
+//
+// Parsing either format recomputes the hashes a state2 leaves out, so a
+// parsed record is the same whichever format it was read from.
+const recordV2 = 0x02
+
+// marshal encodes the record without its previous state (format 2).
+func (r *nodeRecord) marshal() []byte { return r.appendTo(make([]byte, 0, 160)) }
 
 // appendTo appends marshal's encoding to b.
 func (r *nodeRecord) appendTo(b []byte) []byte {
+	b = append(b, recordV2)
 	b = binary.BigEndian.AppendUint64(b, r.epoch)
+	return appendState2(b, &r.state)
+}
+
+// marshalV1 encodes the record in format 1 (tests of the upgrade path).
+func (r *nodeRecord) marshalV1() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 240), r.epoch)
 	return appendState(b, &r.state)
+}
+
+// appendState2 appends s as a format-2 state.
+func appendState2(b []byte, s *nodeState) []byte {
+	var mask byte
+	for i := range 2 {
+		if s.present[i] {
+			mask |= 1 << i
+		}
+	}
+	b = append(b, mask)
+	for i := range 2 {
+		if !s.present[i] {
+			continue
+		}
+		c := &s.child[i]
+		if c.leaf() {
+			b = append(b, 0)
+			b = append(b, c.id.prefix[:]...)
+			b = append(b, c.commitment[:]...)
+			continue
+		}
+		b = append(b, byte(c.id.depth))
+		b = append(b, c.id.prefix[:(c.id.depth+7)/8]...)
+		b = append(b, c.hash[:]...)
+	}
+	return b
+}
+
+// parseState2 parses a format-2 state into s, without its hashes.
+func parseState2(b []byte, s *nodeState) ([]byte, error) {
+	if len(b) < 1 || b[0] > 3 {
+		return nil, errors.New("short node state")
+	}
+	mask := b[0]
+	b = b[1:]
+	for i := range 2 {
+		if mask&(1<<i) == 0 {
+			continue
+		}
+		if len(b) < 1 {
+			return nil, errors.New("short child")
+		}
+		c := &s.child[i]
+		if b[0] == 0 {
+			if len(b) < 1+2*32 {
+				return nil, errors.New("short leaf child")
+			}
+			c.id.depth = leafDepth
+			copy(c.id.prefix[:], b[1:33])
+			copy(c.commitment[:], b[33:65])
+			b = b[65:]
+		} else {
+			d := int(b[0])
+			n := (d + 7) / 8
+			if len(b) < 1+n+32 {
+				return nil, errors.New("short child")
+			}
+			var p Index
+			copy(p[:], b[1:1+n])
+			c.id = nodeID{depth: uint16(d), prefix: p.prefix(d)}
+			copy(c.hash[:], b[1+n:1+n+32])
+			b = b[1+n+32:]
+		}
+		s.present[i] = true
+	}
+	return b, nil
+}
+
+// rehashState recomputes the hashes a parsed state may not carry: its
+// leaves' and its own (at node id).
+func rehashState(id nodeID, s *nodeState) {
+	var h [2][32]byte
+	for i := range 2 {
+		if !s.present[i] {
+			continue
+		}
+		c := &s.child[i]
+		if c.leaf() {
+			c.hash = LeafHash(&c.id.prefix, &c.commitment)
+		}
+		h[i] = c.hash
+	}
+	s.hash = nodeHash(int(id.depth), &id.prefix, &h[0], &h[1])
 }
 
 func parseState(b []byte, s *nodeState) ([]byte, error) {
@@ -246,11 +358,15 @@ func parseState(b []byte, s *nodeState) ([]byte, error) {
 
 func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
 	r := &nodeRecord{id: id}
+	parse := parseState
+	if len(b) > 0 && b[0] == recordV2 {
+		parse, b = parseState2, b[1:]
+	}
 	if len(b) < 8 {
 		return nil, fmt.Errorf("kt: node record: short")
 	}
 	r.epoch = binary.BigEndian.Uint64(b)
-	b, err := parseState(b[8:], &r.state)
+	b, err := parse(b[8:], &r.state)
 	if err != nil {
 		return nil, fmt.Errorf("kt: node record: %w", err)
 	}
@@ -259,10 +375,12 @@ func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
 			return nil, fmt.Errorf("kt: node record: short previous state")
 		}
 		r.hasPrev, r.prevFrom = true, binary.BigEndian.Uint64(b)
-		if b, err = parseState(b[8:], &r.prev); err != nil || len(b) != 0 {
+		if b, err = parse(b[8:], &r.prev); err != nil || len(b) != 0 {
 			return nil, fmt.Errorf("kt: node record: bad previous state")
 		}
+		rehashState(id, &r.prev)
 	}
+	rehashState(id, &r.state)
 	return r, nil
 }
 

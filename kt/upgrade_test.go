@@ -144,7 +144,7 @@ func toLayout1(t *testing.T, path string, labels int) int {
 			// Layout 1 kept a previous state in the record: one the
 			// served epoch never reads (its epoch is older than the
 			// record's), stored as layout 1 stored it.
-			old := r.marshal()
+			old := r.marshalV1()
 			if r.epoch > 0 {
 				old = binary.BigEndian.AppendUint64(old, r.epoch-1)
 				var prev nodeState
