@@ -326,8 +326,12 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 		return nil, err
 	}
 	r, err := parseNodeRecord(id, v)
-	if err != nil || r.hasPrev {
-		return r, err
+	if err != nil {
+		return nil, err
+	}
+	r.own = true
+	if r.hasPrev {
+		return r, nil
 	}
 	s.ts.mu.RLock()
 	if r.epoch == s.ts.prevEpoch {
@@ -346,20 +350,49 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 // nodes that do not sequence read the served epoch from the store while
 // the next one is committed, and have no staged previous states.
 func encodeNodes(dirty map[nodeID]*nodeRecord, withPrev bool) []NodeWrite {
+	// The nodes down to storeSplit (keys from 0x00) and the deeper ones
+	// (keys from storeKeyDeep) are two key ranges, sorted and encoded on
+	// two goroutines.
+	var part [2][]*nodeRecord
+	for id, r := range dirty {
+		i := 0
+		if id.depth > storeSplit {
+			i = 1
+		}
+		part[i] = append(part[i], r)
+	}
+	out := make([]NodeWrite, len(dirty))
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at := 0
+			if i == 1 {
+				at = len(part[0])
+			}
+			encodeSorted(part[i], withPrev, out[at:at+len(part[i])])
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// encodeSorted encodes recs into out in their store keys' order.
+func encodeSorted(recs []*nodeRecord, withPrev bool, out []NodeWrite) {
 	type put struct {
 		k []byte
 		r *nodeRecord
 	}
-	const maxKV = 2*(2+IndexSize) + 8 + 33 + 2*(2+IndexSize+64)
-	buf := make([]byte, 0, len(dirty)*maxKV)
-	puts := make([]put, 0, len(dirty))
-	for id, r := range dirty {
+	const maxKV = 2*(2+IndexSize) + 1 + 8 + 1 + 2*(1+IndexSize+32)
+	buf := make([]byte, 0, len(recs)*maxKV)
+	puts := make([]put, 0, len(recs))
+	for _, r := range recs {
 		n := len(buf)
-		buf = id.appendStoreKey(buf)
+		buf = r.id.appendStoreKey(buf)
 		puts = append(puts, put{buf[n:len(buf):len(buf)], r})
 	}
 	slices.SortFunc(puts, func(a, b put) int { return bytes.Compare(a.k, b.k) })
-	out := make([]NodeWrite, len(puts))
 	for i, p := range puts {
 		n := len(buf)
 		buf = p.r.appendTo(buf)
@@ -369,7 +402,6 @@ func encodeNodes(dirty map[nodeID]*nodeRecord, withPrev bool) []NodeWrite {
 		}
 		out[i] = NodeWrite{Key: p.k, Value: buf[n:len(buf):len(buf)]}
 	}
-	return out
 }
 
 // putNodes writes a batch's records in a bbolt transaction (a

@@ -168,6 +168,10 @@ type nodeRecord struct {
 	// list, 0 for none. Only meaningful within that batch; indices, not
 	// pointers, so that records hold no pointers for the GC to scan.
 	kid [2]int32
+	// own marks a record read for one caller alone (parsed from the
+	// store, not the cache's): a treeBatch edits it in place instead of
+	// copying it.
+	own bool
 }
 
 // at returns the state of the node at epoch e.
@@ -455,10 +459,16 @@ func (t *treeBatch) get(id nodeID) (*nodeRecord, error) {
 // yet, for this epoch, keeping the state readers of earlier epochs still
 // need, and its position in list plus one.
 func (t *treeBatch) edit(r *nodeRecord) (*nodeRecord, int32) {
-	n := &nodeRecord{id: r.id, epoch: t.epoch, state: r.state}
+	n := r
+	if r.own {
+		r.own, r.hasPrev = false, false
+	} else {
+		n = &nodeRecord{id: r.id, state: r.state}
+	}
 	if r.epoch < t.epoch && !t.noPrev {
 		n.hasPrev, n.prevFrom, n.prev = true, r.epoch, r.state
 	}
+	n.epoch = t.epoch
 	return n, t.add(n)
 }
 
