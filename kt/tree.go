@@ -428,7 +428,7 @@ var ErrDuplicateIndex = errors.New("kt: index already in the tree")
 type treeBatch struct {
 	src   nodeSource
 	epoch uint64
-	dirty map[nodeID]*nodeRecord // the internal nodes this batch changed; Finish rehashes them all
+	dirty map[nodeID]*nodeRecord // the internal nodes this batch changed, by ID: made by Finish from list
 	list  []*nodeRecord          // the same records; nodeRecord.kid points into it
 	root  *nodeRecord            // the root's record in this batch, once changed
 	// noPrev drops the state before this epoch instead of keeping it for
@@ -437,14 +437,11 @@ type treeBatch struct {
 }
 
 func newTreeBatch(src nodeSource, epoch uint64) *treeBatch {
-	return &treeBatch{src: src, epoch: epoch, dirty: map[nodeID]*nodeRecord{}}
+	return &treeBatch{src: src, epoch: epoch}
 }
 
 // get returns the newest record of id, from this batch or the source.
 func (t *treeBatch) get(id nodeID) (*nodeRecord, error) {
-	if r, ok := t.dirty[id]; ok {
-		return r, nil
-	}
 	r, err := t.src.node(id)
 	if err != nil {
 		return nil, err
@@ -473,7 +470,6 @@ func (t *treeBatch) edit(r *nodeRecord) (*nodeRecord, int32) {
 }
 
 func (t *treeBatch) add(n *nodeRecord) int32 {
-	t.dirty[n.id] = n
 	t.list = append(t.list, n)
 	return int32(len(t.list))
 }
@@ -536,6 +532,16 @@ func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
 // first (so each one's touched children are done), and returns the new
 // root hash.
 func (t *treeBatch) Finish() ([32]byte, error) {
+	root, err := t.finishHashes()
+	t.dirty = make(map[nodeID]*nodeRecord, len(t.list))
+	for _, r := range t.list {
+		t.dirty[r.id] = r
+	}
+	return root, err
+}
+
+// finishHashes is Finish without indexing the records by ID.
+func (t *treeBatch) finishHashes() ([32]byte, error) {
 	if t.root == nil {
 		root, err := t.get(rootID)
 		if err != nil {
@@ -617,7 +623,7 @@ func insertLeaves(src func(i int) (nodeSource, func()), epoch uint64, leaves []L
 					return
 				}
 			}
-			_, errs[i] = tb.Finish()
+			_, errs[i] = tb.finishHashes()
 			tbs[i] = tb
 		}()
 	}
@@ -634,10 +640,12 @@ func insertLeaves(src func(i int) (nodeSource, func()), epoch uint64, leaves []L
 		}
 	}
 	root.state.hash = nodeHash(0, &root.id.prefix, &h[0], &h[1])
-	dirty := tbs[0].dirty
-	for id, r := range tbs[1].dirty {
-		if id != rootID {
-			dirty[id] = r
+	dirty := make(map[nodeID]*nodeRecord, len(tbs[0].list)+len(tbs[1].list))
+	for i := range 2 {
+		for _, r := range tbs[i].list {
+			if r.id != rootID || i == 0 {
+				dirty[r.id] = r
+			}
 		}
 	}
 	return dirty, root.state.hash, nil
