@@ -29,12 +29,16 @@ var (
 //	  previous state, a "latest" bucket
 //	2: nodes below storeSplit under storeKey, records without their
 //	  previous state (nodeRecord), no "latest" bucket kept
+//	3: as 2, and records an epoch changes are written in format 2
+//	  (recordV2, about half the bytes); format-1 records still read
+//	  (docs/adr/0043). Layout-2 code misreads format 2, hence the bump.
 //
-// openTreeStore migrates layout 1 to 2 and refuses a layout above
+// openTreeStore migrates layout 1 to 3 (2 needs no migration: its
+// records are rewritten as epochs change them) and refuses a layout above
 // treeLayout, which a newer version wrote. (Versions before layout 2 do
 // not read the marker: docs/adr/0014-kt-tree-storage-layout.md says what
 // a downgrade does.)
-const treeLayout = 2
+const treeLayout = 3
 
 var metaLayout = []byte("tree-layout")
 
