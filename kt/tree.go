@@ -346,6 +346,12 @@ func parseState(b []byte, s *nodeState) ([]byte, error) {
 		}
 		c := &s.child[i]
 		c.id, _ = nodeIDFromKey(b[:34])
+		if c.id.depth == 0 || c.id.depth > leafDepth {
+			return nil, errors.New("bad child depth")
+		}
+		if !c.leaf() {
+			c.id.prefix = c.id.prefix.prefix(int(c.id.depth))
+		}
 		copy(c.hash[:], b[34:66])
 		b = b[66:]
 		if c.leaf() {
