@@ -169,6 +169,8 @@ func FuzzNodeStore(f *testing.F) {
 	f.Add(rootID.storeKey(), r.marshal())
 	f.Add(deep.storeKey(), append(r.marshal(), r.marshal()...))
 	f.Add(deep.key(), r.marshal()[:50])
+	f.Add(deep.storeKey(), r.marshalV1())
+	f.Add(deep.storeKey(), append(r.marshalV1(), r.marshalV1()...))
 	f.Fuzz(func(t *testing.T, key, value []byte) {
 		id, err := nodeIDFromStoreKey(key)
 		if err != nil {

@@ -29,12 +29,16 @@ var (
 //	  previous state, a "latest" bucket
 //	2: nodes below storeSplit under storeKey, records without their
 //	  previous state (nodeRecord), no "latest" bucket kept
+//	3: as 2, and records an epoch changes are written in format 2
+//	  (recordV2, about half the bytes); format-1 records still read
+//	  (docs/adr/0043). Layout-2 code misreads format 2, hence the bump.
 //
-// openTreeStore migrates layout 1 to 2 and refuses a layout above
+// openTreeStore migrates layout 1 to 3 (2 needs no migration: its
+// records are rewritten as epochs change them) and refuses a layout above
 // treeLayout, which a newer version wrote. (Versions before layout 2 do
 // not read the marker: docs/adr/0014-kt-tree-storage-layout.md says what
 // a downgrade does.)
-const treeLayout = 2
+const treeLayout = 3
 
 var metaLayout = []byte("tree-layout")
 
@@ -326,8 +330,12 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 		return nil, err
 	}
 	r, err := parseNodeRecord(id, v)
-	if err != nil || r.hasPrev {
-		return r, err
+	if err != nil {
+		return nil, err
+	}
+	r.own = true
+	if r.hasPrev {
+		return r, nil
 	}
 	s.ts.mu.RLock()
 	if r.epoch == s.ts.prevEpoch {
@@ -346,30 +354,58 @@ func (s txNodes) node(id nodeID) (*nodeRecord, error) {
 // nodes that do not sequence read the served epoch from the store while
 // the next one is committed, and have no staged previous states.
 func encodeNodes(dirty map[nodeID]*nodeRecord, withPrev bool) []NodeWrite {
+	// The nodes down to storeSplit (keys from 0x00) and the deeper ones
+	// (keys from storeKeyDeep) are two key ranges, sorted and encoded on
+	// two goroutines.
+	var part [2][]*nodeRecord
+	for id, r := range dirty {
+		i := 0
+		if id.depth > storeSplit {
+			i = 1
+		}
+		part[i] = append(part[i], r)
+	}
+	out := make([]NodeWrite, len(dirty))
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at := 0
+			if i == 1 {
+				at = len(part[0])
+			}
+			encodeSorted(part[i], withPrev, out[at:at+len(part[i])])
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// encodeSorted encodes recs into out in their store keys' order.
+func encodeSorted(recs []*nodeRecord, withPrev bool, out []NodeWrite) {
 	type put struct {
 		k []byte
 		r *nodeRecord
 	}
-	const maxKV = 2*(2+IndexSize) + 8 + 33 + 2*(2+IndexSize+64)
-	buf := make([]byte, 0, len(dirty)*maxKV)
-	puts := make([]put, 0, len(dirty))
-	for id, r := range dirty {
+	const maxKV = 2*(2+IndexSize) + 1 + 8 + 1 + 2*(1+IndexSize+32)
+	buf := make([]byte, 0, len(recs)*maxKV)
+	puts := make([]put, 0, len(recs))
+	for _, r := range recs {
 		n := len(buf)
-		buf = id.appendStoreKey(buf)
+		buf = r.id.appendStoreKey(buf)
 		puts = append(puts, put{buf[n:len(buf):len(buf)], r})
 	}
 	slices.SortFunc(puts, func(a, b put) int { return bytes.Compare(a.k, b.k) })
-	out := make([]NodeWrite, len(puts))
 	for i, p := range puts {
 		n := len(buf)
 		buf = p.r.appendTo(buf)
 		if withPrev && p.r.hasPrev {
 			buf = binary.BigEndian.AppendUint64(buf, p.r.prevFrom)
-			buf = appendState(buf, &p.r.prev)
+			buf = appendState2(buf, &p.r.prev)
 		}
 		out[i] = NodeWrite{Key: p.k, Value: buf[n:len(buf):len(buf)]}
 	}
-	return out
 }
 
 // putNodes writes a batch's records in a bbolt transaction (a

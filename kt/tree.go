@@ -168,6 +168,10 @@ type nodeRecord struct {
 	// list, 0 for none. Only meaningful within that batch; indices, not
 	// pointers, so that records hold no pointers for the GC to scan.
 	kid [2]int32
+	// own marks a record read for one caller alone (parsed from the
+	// store, not the cache's): a treeBatch edits it in place instead of
+	// copying it.
+	own bool
 }
 
 // at returns the state of the node at epoch e.
@@ -205,13 +209,125 @@ func appendState(b []byte, s *nodeState) []byte {
 	return b
 }
 
-// marshal encodes the record without its previous state.
-func (r *nodeRecord) marshal() []byte { return r.appendTo(make([]byte, 0, 240)) }
+// Node records are stored in one of two formats; both parse.
+//
+// Format 1 (before 2026-12-07b): epoch (8) || state [|| prevFrom (8) ||
+// state], a state being hash (32) || mask (1) || per present child: key
+// (34) || hash (32) [|| commitment (32) for a leaf]. Its first byte is
+// 0 (the epoch's high byte).
+//
+// Format 2 (recordV2): 0x02 || epoch (8) || state2 [|| prevFrom (8) ||
+// state2], a state2 being mask (1) || per present child either 0x00 ||
+// index (32) || commitment (32) for a leaf, or depth (1, >= 1) || the
+// first ceil(depth/8) bytes of its prefix || hash (32) for an internal
+// node. It leaves out what a reader recomputes: the node's own hash and
+// its leaves' hashes (one SHA-256 each), and the zero bytes of a child's
+// prefix. A record is about half the size, so an epoch's changed nodes
+// sit on fewer pages (docs/adr/0043). Records are rewritten in format 2
+// when an epoch changes them; format-1 records stay readable.
+//
+// Parsing either format recomputes the hashes a state2 leaves out, so a
+// parsed record is the same whichever format it was read from.
+const recordV2 = 0x02
+
+// marshal encodes the record without its previous state (format 2).
+func (r *nodeRecord) marshal() []byte { return r.appendTo(make([]byte, 0, 160)) }
 
 // appendTo appends marshal's encoding to b.
 func (r *nodeRecord) appendTo(b []byte) []byte {
+	b = append(b, recordV2)
 	b = binary.BigEndian.AppendUint64(b, r.epoch)
+	return appendState2(b, &r.state)
+}
+
+// marshalV1 encodes the record in format 1 (tests of the upgrade path).
+func (r *nodeRecord) marshalV1() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 240), r.epoch)
 	return appendState(b, &r.state)
+}
+
+// appendState2 appends s as a format-2 state.
+func appendState2(b []byte, s *nodeState) []byte {
+	var mask byte
+	for i := range 2 {
+		if s.present[i] {
+			mask |= 1 << i
+		}
+	}
+	b = append(b, mask)
+	for i := range 2 {
+		if !s.present[i] {
+			continue
+		}
+		c := &s.child[i]
+		if c.leaf() {
+			b = append(b, 0)
+			b = append(b, c.id.prefix[:]...)
+			b = append(b, c.commitment[:]...)
+			continue
+		}
+		b = append(b, byte(c.id.depth))
+		b = append(b, c.id.prefix[:(c.id.depth+7)/8]...)
+		b = append(b, c.hash[:]...)
+	}
+	return b
+}
+
+// parseState2 parses a format-2 state into s, without its hashes.
+func parseState2(b []byte, s *nodeState) ([]byte, error) {
+	if len(b) < 1 || b[0] > 3 {
+		return nil, errors.New("short node state")
+	}
+	mask := b[0]
+	b = b[1:]
+	for i := range 2 {
+		if mask&(1<<i) == 0 {
+			continue
+		}
+		if len(b) < 1 {
+			return nil, errors.New("short child")
+		}
+		c := &s.child[i]
+		if b[0] == 0 {
+			if len(b) < 1+2*32 {
+				return nil, errors.New("short leaf child")
+			}
+			c.id.depth = leafDepth
+			copy(c.id.prefix[:], b[1:33])
+			copy(c.commitment[:], b[33:65])
+			b = b[65:]
+		} else {
+			d := int(b[0])
+			n := (d + 7) / 8
+			if len(b) < 1+n+32 {
+				return nil, errors.New("short child")
+			}
+			var p Index
+			copy(p[:], b[1:1+n])
+			c.id = nodeID{depth: uint16(d), prefix: p.prefix(d)}
+			copy(c.hash[:], b[1+n:1+n+32])
+			b = b[1+n+32:]
+		}
+		s.present[i] = true
+	}
+	return b, nil
+}
+
+// rehashState recomputes the hashes a parsed state may not carry: its
+// leaves' and its own (at node id).
+func rehashState(id nodeID, s *nodeState) {
+	var h [2][32]byte
+	for i := range 2 {
+		if !s.present[i] {
+			continue
+		}
+		c := &s.child[i]
+		if c.leaf() {
+			c.hash = LeafHash(&c.id.prefix, &c.commitment)
+		}
+		h[i] = c.hash
+	}
+	s.hash = nodeHash(int(id.depth), &id.prefix, &h[0], &h[1])
 }
 
 func parseState(b []byte, s *nodeState) ([]byte, error) {
@@ -230,6 +346,12 @@ func parseState(b []byte, s *nodeState) ([]byte, error) {
 		}
 		c := &s.child[i]
 		c.id, _ = nodeIDFromKey(b[:34])
+		if c.id.depth == 0 || c.id.depth > leafDepth {
+			return nil, errors.New("bad child depth")
+		}
+		if !c.leaf() {
+			c.id.prefix = c.id.prefix.prefix(int(c.id.depth))
+		}
 		copy(c.hash[:], b[34:66])
 		b = b[66:]
 		if c.leaf() {
@@ -246,11 +368,15 @@ func parseState(b []byte, s *nodeState) ([]byte, error) {
 
 func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
 	r := &nodeRecord{id: id}
+	parse := parseState
+	if len(b) > 0 && b[0] == recordV2 {
+		parse, b = parseState2, b[1:]
+	}
 	if len(b) < 8 {
 		return nil, fmt.Errorf("kt: node record: short")
 	}
 	r.epoch = binary.BigEndian.Uint64(b)
-	b, err := parseState(b[8:], &r.state)
+	b, err := parse(b[8:], &r.state)
 	if err != nil {
 		return nil, fmt.Errorf("kt: node record: %w", err)
 	}
@@ -259,10 +385,12 @@ func parseNodeRecord(id nodeID, b []byte) (*nodeRecord, error) {
 			return nil, fmt.Errorf("kt: node record: short previous state")
 		}
 		r.hasPrev, r.prevFrom = true, binary.BigEndian.Uint64(b)
-		if b, err = parseState(b[8:], &r.prev); err != nil || len(b) != 0 {
+		if b, err = parse(b[8:], &r.prev); err != nil || len(b) != 0 {
 			return nil, fmt.Errorf("kt: node record: bad previous state")
 		}
+		rehashState(id, &r.prev)
 	}
+	rehashState(id, &r.state)
 	return r, nil
 }
 
@@ -306,7 +434,7 @@ var ErrDuplicateIndex = errors.New("kt: index already in the tree")
 type treeBatch struct {
 	src   nodeSource
 	epoch uint64
-	dirty map[nodeID]*nodeRecord // the internal nodes this batch changed; Finish rehashes them all
+	dirty map[nodeID]*nodeRecord // the internal nodes this batch changed, by ID: made by Finish from list
 	list  []*nodeRecord          // the same records; nodeRecord.kid points into it
 	root  *nodeRecord            // the root's record in this batch, once changed
 	// noPrev drops the state before this epoch instead of keeping it for
@@ -315,14 +443,11 @@ type treeBatch struct {
 }
 
 func newTreeBatch(src nodeSource, epoch uint64) *treeBatch {
-	return &treeBatch{src: src, epoch: epoch, dirty: map[nodeID]*nodeRecord{}}
+	return &treeBatch{src: src, epoch: epoch}
 }
 
 // get returns the newest record of id, from this batch or the source.
 func (t *treeBatch) get(id nodeID) (*nodeRecord, error) {
-	if r, ok := t.dirty[id]; ok {
-		return r, nil
-	}
 	r, err := t.src.node(id)
 	if err != nil {
 		return nil, err
@@ -337,15 +462,20 @@ func (t *treeBatch) get(id nodeID) (*nodeRecord, error) {
 // yet, for this epoch, keeping the state readers of earlier epochs still
 // need, and its position in list plus one.
 func (t *treeBatch) edit(r *nodeRecord) (*nodeRecord, int32) {
-	n := &nodeRecord{id: r.id, epoch: t.epoch, state: r.state}
+	n := r
+	if r.own {
+		r.own, r.hasPrev = false, false
+	} else {
+		n = &nodeRecord{id: r.id, state: r.state}
+	}
 	if r.epoch < t.epoch && !t.noPrev {
 		n.hasPrev, n.prevFrom, n.prev = true, r.epoch, r.state
 	}
+	n.epoch = t.epoch
 	return n, t.add(n)
 }
 
 func (t *treeBatch) add(n *nodeRecord) int32 {
-	t.dirty[n.id] = n
 	t.list = append(t.list, n)
 	return int32(len(t.list))
 }
@@ -408,6 +538,16 @@ func (t *treeBatch) Insert(index Index, commitment [32]byte) error {
 // first (so each one's touched children are done), and returns the new
 // root hash.
 func (t *treeBatch) Finish() ([32]byte, error) {
+	root, err := t.finishHashes()
+	t.dirty = make(map[nodeID]*nodeRecord, len(t.list))
+	for _, r := range t.list {
+		t.dirty[r.id] = r
+	}
+	return root, err
+}
+
+// finishHashes is Finish without indexing the records by ID.
+func (t *treeBatch) finishHashes() ([32]byte, error) {
 	if t.root == nil {
 		root, err := t.get(rootID)
 		if err != nil {
@@ -489,7 +629,7 @@ func insertLeaves(src func(i int) (nodeSource, func()), epoch uint64, leaves []L
 					return
 				}
 			}
-			_, errs[i] = tb.Finish()
+			_, errs[i] = tb.finishHashes()
 			tbs[i] = tb
 		}()
 	}
@@ -506,10 +646,12 @@ func insertLeaves(src func(i int) (nodeSource, func()), epoch uint64, leaves []L
 		}
 	}
 	root.state.hash = nodeHash(0, &root.id.prefix, &h[0], &h[1])
-	dirty := tbs[0].dirty
-	for id, r := range tbs[1].dirty {
-		if id != rootID {
-			dirty[id] = r
+	dirty := make(map[nodeID]*nodeRecord, len(tbs[0].list)+len(tbs[1].list))
+	for i := range 2 {
+		for _, r := range tbs[i].list {
+			if r.id != rootID || i == 0 {
+				dirty[r.id] = r
+			}
 		}
 	}
 	return dirty, root.state.hash, nil

@@ -20,7 +20,8 @@ import (
 // checks that nothing is lost or misread: every label's lookup verifies
 // against the logged roots at its version, new versions follow the old
 // ones (not version 1 again), the epoch after the upgrade verifies, and a
-// reopen finds the layout marker.
+// reopen finds the layout marker. The records the epochs after it
+// change are rewritten in format 2 (ADR 0043); the rest stay in format 1.
 func TestDirectoryUpgradeFromLayout1(t *testing.T) {
 	s, nv, vkey, k := newKeys(t, "kt.test/log")
 	dir := t.TempDir()
@@ -98,6 +99,23 @@ func TestDirectoryUpgradeFromLayout1(t *testing.T) {
 		if left != 0 {
 			return fmt.Errorf("%d nodes below depth %d left under their layout-1 keys", left, storeSplit)
 		}
+		// Records the epochs after the upgrade changed are in format 2,
+		// the others still in format 1, and the lookups above read both.
+		var v1, v2 int
+		if err := tx.Bucket(bucketNodes).ForEach(func(_, v []byte) error {
+			if len(v) > 0 && v[0] == recordV2 {
+				v2++
+			} else {
+				v1++
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if v1 == 0 || v2 == 0 {
+			return fmt.Errorf("%d format-1 and %d format-2 records after the upgrade and %d epochs, want some of both", v1, v2, n)
+		}
+		t.Logf("%d format-1 and %d format-2 node records", v1, v2)
 		if l := tx.Bucket(bucketMeta).Get(metaLayout); !bytes.Equal(l, binary.BigEndian.AppendUint32(nil, treeLayout)) {
 			return fmt.Errorf("layout marker %x after the upgrade", l)
 		}
@@ -144,7 +162,7 @@ func toLayout1(t *testing.T, path string, labels int) int {
 			// Layout 1 kept a previous state in the record: one the
 			// served epoch never reads (its epoch is older than the
 			// record's), stored as layout 1 stored it.
-			old := r.marshal()
+			old := r.marshalV1()
 			if r.epoch > 0 {
 				old = binary.BigEndian.AppendUint64(old, r.epoch-1)
 				var prev nodeState
