@@ -128,3 +128,23 @@ func JoinState(base, ratchets []byte) ([]byte, error) {
 	buf.Write(post)
 	return buf.Bytes(), nil
 }
+
+// SameBase reports whether ratchets a and b were cut from the same base
+// (their bases' hashes are equal), without the bases. Malformed ratchets
+// are never the same.
+func SameBase(a, b []byte) bool {
+	ha, ok1 := ratchetsBaseHash(a)
+	hb, ok2 := ratchetsBaseHash(b)
+	return ok1 && ok2 && bytes.Equal(ha, hb)
+}
+
+func ratchetsBaseHash(ratchets []byte) ([]byte, bool) {
+	s := cryptobyte.String(ratchets)
+	var v uint8
+	var epoch uint64
+	var h []byte
+	if !s.ReadUint8(&v) || v != ratchetsVersion || !s.ReadUint64(&epoch) || !readOpaque(&s, &h) || len(h) != sha256.Size {
+		return nil, false
+	}
+	return h, true
+}

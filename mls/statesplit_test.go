@@ -73,6 +73,9 @@ func TestStateSplit(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalidState", name, err)
 		}
 	}
+	if !SameBase(rat0, rat1) || SameBase(rat1, rat2) || SameBase(rat2, base2) || SameBase(nil, nil) {
+		t.Error("SameBase does not tell the ratchets' bases apart")
+	}
 	if _, _, err := SplitState(base2); !errors.Is(err, ErrInvalidState) {
 		t.Errorf("a base split as a state: %v", err)
 	}
