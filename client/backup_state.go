@@ -72,7 +72,7 @@ type backupEntry struct {
 // The buckets a backup carries. The wallet (in meta) and the
 // outbox-tokens bucket (tokens assigned to outbox entries) stay behind.
 var (
-	backupKeyed     = []string{bucketContacts, bucketConvs, bucketConvStates, bucketConvSent, bucketConvOut, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks, bucketChunkSets, bucketChunkParts, bucketReadMarks, bucketOneTimeKPs, bucketInvites}
+	backupKeyed     = []string{bucketContacts, bucketConvs, bucketConvStates, bucketConvSent, bucketConvOut, bucketConvGroup, bucketConvRatchets, bucketSeen, bucketSettings, bucketUnread, bucketDelivery, bucketChunks, bucketChunkSets, bucketChunkParts, bucketReadMarks, bucketOneTimeKPs, bucketInvites}
 	backupSequenced = []string{bucketOutbox, bucketAlarms, bucketHistory, bucketReceipts}
 )
 

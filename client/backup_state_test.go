@@ -64,6 +64,8 @@ func backupFixture(t *testing.T) *Client {
 		must(tx.Put(bucketConvStates, []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 1}, []byte("epoch 3")))
 		must(tx.Put(bucketConvSent, []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 0}, []byte("sent in epoch 3")))
 		must(tx.Put(bucketConvOut, []byte{1, 2, 0, 0, 0, 0, 0, 0, 0, 1}, []byte("the commit out of epoch 3")))
+		must(tx.Put(bucketConvGroup, []byte{1, 2}, []byte("group base")))
+		must(tx.Put(bucketConvRatchets, []byte{1, 2}, []byte("group ratchets")))
 		must(tx.Put(bucketSeen, []byte("msg"), []byte{1}))
 		must(tx.Put(bucketSettings, []byte("receipts:bob"), []byte(`{"delivery":true}`)))
 		must(tx.Put(bucketUnread, []byte{1, 2}, []byte(`[]`)))

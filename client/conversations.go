@@ -37,10 +37,15 @@ type convRecord struct {
 	Name    string // groups
 	Peer    string // direct chats
 	Creator string
-	Group   []byte // mls.Group.Marshal
-	Mailbox *mailboxRecord
-	Members map[string]*memberRecord // other members, by handle
-	MySeq   uint64
+	// Group is the current group state (mls.Group.Marshal). It is not in
+	// the record: it is stored in two parts beside it, its base and its
+	// ratchets (convstore.go, docs/adr/0044-ratchets-apart.md).
+	// LegacyGroup held it in the record before; it is read into Group.
+	Group       []byte `json:"-"`
+	LegacyGroup []byte `json:"Group,omitempty"`
+	Mailbox     *mailboxRecord
+	Members     map[string]*memberRecord // other members, by handle
+	MySeq       uint64
 	// PrevEpoch and PrevUntil are the epoch before the last commit and
 	// until when its state is kept (prevEpochKeep), in Chain. Prev held
 	// that state before Chain existed; it is read once into Chain.
@@ -175,7 +180,12 @@ func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, erro
 
 func (c *Client) getConv(id []byte) (*convRecord, error) {
 	var r convRecord
-	err := c.store.View(func(tx *state.Tx) error { return getJSON(tx, bucketConvs, id, &r) })
+	err := c.store.View(func(tx *state.Tx) error {
+		if err := getJSON(tx, bucketConvs, id, &r); err != nil {
+			return err
+		}
+		return getGroup(tx, &r)
+	})
 	if errors.Is(err, state.ErrNoEntry) {
 		return nil, nil
 	}
@@ -194,6 +204,9 @@ func (c *Client) allConvs() ([]*convRecord, error) {
 		return tx.ForEach(bucketConvs, func(_, v []byte) error {
 			r := new(convRecord)
 			if err := jsonUnmarshal(v, r); err != nil {
+				return err
+			}
+			if err := getGroup(tx, r); err != nil {
 				return err
 			}
 			upgradeChain(r)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/quicprochat/qpc/client/state"
+	"github.com/quicprochat/qpc/mls"
 )
 
 // Where a conversation's record keeps what the fork choice needs
@@ -34,6 +35,16 @@ import (
 //     those numbers (the record's for the current epoch, a link's for a
 //     past one); a range is deleted with its epoch.
 //
+//   - bucketConvGroup and bucketConvRatchets: the current group state in
+//     two parts (mls.SplitState, docs/adr/0044-ratchets-apart.md), under
+//     the conversation's ID. The ratchets (the secret tree, a few hundred
+//     bytes in a direct chat) advance with every message sent or read and
+//     are rewritten with the record; the base (the ratchet tree, our keys,
+//     the epoch secrets: ~14 KB in a direct chat, more in a large group)
+//     changes with the epoch and is rewritten only then. The ratchets name
+//     the base they belong to (its hash): a base and ratchets that were not
+//     written together do not load (ErrCorruptState).
+//
 // Numbers are never reused, so an epoch dropped by a fork choice and an
 // epoch of the same number on the branch that won never share a key.
 // The writes are queued on the record (ops) as it changes and made, in
@@ -44,6 +55,10 @@ const (
 	bucketConvStates = "conv-states"
 	bucketConvSent   = "conv-sent"
 	bucketConvOut    = "conv-out"
+	// bucketConvGroup and bucketConvRatchets hold the current group
+	// state's two parts.
+	bucketConvGroup    = "conv-group"
+	bucketConvRatchets = "conv-ratchets"
 )
 
 // convOp is a queued write beside a conversation's record: val nil
@@ -211,7 +226,68 @@ func putConv(tx *state.Tx, r *convRecord) error {
 		}
 	}
 	r.ops = nil
+	if err := putGroup(tx, r); err != nil {
+		return err
+	}
 	return putJSON(tx, bucketConvs, r.ID, r)
+}
+
+// putGroup stores r's group state in its two parts, in tx: the ratchets
+// always, the base only when it differs from the one stored (what is on
+// disk in tx, not what this process last wrote: a transaction that failed
+// wrote nothing). A record from before the split (LegacyGroup) loses its
+// copy here.
+func putGroup(tx *state.Tx, r *convRecord) error {
+	r.LegacyGroup = nil
+	if r.Group == nil {
+		if err := tx.Delete(bucketConvGroup, r.ID); err != nil {
+			return err
+		}
+		return tx.Delete(bucketConvRatchets, r.ID)
+	}
+	base, ratchets, err := mls.SplitState(r.Group)
+	if err != nil {
+		return fmt.Errorf("%w: group state: %v", ErrCorruptState, err)
+	}
+	// The ratchets on disk name the base on disk (they are written
+	// together, and do not load otherwise): comparing them is comparing
+	// the bases, without reading one (194 KB in a 128-member group).
+	old, err := tx.Get(bucketConvRatchets, r.ID)
+	if err != nil && !errors.Is(err, state.ErrNoEntry) {
+		return err
+	}
+	if !mls.SameBase(old, ratchets) {
+		if err := tx.Put(bucketConvGroup, r.ID, base); err != nil {
+			return err
+		}
+	}
+	return tx.Put(bucketConvRatchets, r.ID, ratchets)
+}
+
+// getGroup reads r's group state into r.Group, in tx: from the record
+// itself if it is from before the split, else from its two parts (none:
+// the conversation has no group state).
+func getGroup(tx *state.Tx, r *convRecord) error {
+	if r.LegacyGroup != nil {
+		r.Group = r.LegacyGroup
+		return nil
+	}
+	base, err := tx.Get(bucketConvGroup, r.ID)
+	if errors.Is(err, state.ErrNoEntry) {
+		r.Group = nil
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ratchets, err := tx.Get(bucketConvRatchets, r.ID)
+	if err != nil {
+		return fmt.Errorf("%w: group ratchets: %v", ErrCorruptState, err)
+	}
+	if r.Group, err = mls.JoinState(base, ratchets); err != nil {
+		return fmt.Errorf("%w: group state: %v", ErrCorruptState, err)
+	}
+	return nil
 }
 
 // migrateChain moves what a record from before this layout kept inside

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -23,6 +24,24 @@ func storedConv(t *testing.T, c *Client, id []byte) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// groupState is a real group state (mls.Group.Marshal) of a group of one.
+func groupState(t *testing.T) []byte {
+	t.Helper()
+	id, err := mls.NewBasicIdentity(mls.SuiteX25519AES128GCMSHA256Ed25519, []byte("me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := mls.Create(id, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := g.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func saveConv(t *testing.T, c *Client, r *convRecord) {
@@ -51,7 +70,7 @@ func loadConv(t *testing.T, c *Client, id []byte) *convRecord {
 func TestConvPastStatesApart(t *testing.T) {
 	c := backupFixture(t)
 	id := bytes.Repeat([]byte{0xc0}, 32)
-	group := bytes.Repeat([]byte{'g'}, 7000)
+	group := groupState(t)
 	r := &convRecord{ID: id, Group: group, Members: map[string]*memberRecord{}, Active: true}
 	stateOf := func(epoch int) []byte { return bytes.Repeat([]byte{byte(epoch)}, 7000) }
 	text := func(epoch, i int) []byte {
@@ -85,9 +104,10 @@ func TestConvPastStatesApart(t *testing.T) {
 		t.Fatalf("%d links kept, want %d", len(r.Chain), maxChain)
 	}
 	// The record grows by the links' few numbers, never by a state or a
-	// text: with them inside it was 4 × 7000 + 240 × 400 bytes more.
+	// text: with them inside it was 4 × 7000 + 240 × 400 bytes more. The
+	// current group state is apart too (ADR 0044).
 	for i, n := range sizes {
-		if n > len(group)*4/3+2000 {
+		if n > 2000 {
 			t.Fatalf("after text %d the record is %d bytes: past states or texts are in it", i, n)
 		}
 	}
@@ -165,6 +185,7 @@ func TestConvMaxResendApart(t *testing.T) {
 func TestConvLegacyChainMigrates(t *testing.T) {
 	c := backupFixture(t)
 	id := bytes.Repeat([]byte{0xc2}, 32)
+	group := groupState(t)
 	type legacyLink struct {
 		Epoch   uint64
 		State   []byte
@@ -172,7 +193,7 @@ func TestConvLegacyChainMigrates(t *testing.T) {
 		Sent    [][]byte
 	}
 	legacy := map[string]any{
-		"ID": id, "Group": []byte("current"), "Active": true,
+		"ID": id, "Group": group, "Active": true,
 		"Chain": []legacyLink{{Epoch: 7, State: []byte("state of epoch 7"), OutRank: []byte{2}, Sent: [][]byte{[]byte("sent in 7")}}},
 		"Sent":  [][]byte{[]byte("sent in 8"), []byte("also in 8")},
 	}
@@ -194,11 +215,14 @@ func TestConvLegacyChainMigrates(t *testing.T) {
 		if !equalBytes(s7, [][]byte{[]byte("sent in 7")}) || !equalBytes(s8, [][]byte{[]byte("sent in 8"), []byte("also in 8")}) {
 			t.Fatalf("sent texts %q, %q", s7, s8)
 		}
+		if !bytes.Equal(r.Group, group) {
+			t.Fatal("the group state did not survive")
+		}
 	}
 	r := loadConv(t, c, id)
 	check(r)
 	saveConv(t, c, r)
-	if b := storedConv(t, c, id); bytes.Contains(b, []byte(`"State"`)) || bytes.Contains(b, []byte(`"Sent"`)) {
+	if b := storedConv(t, c, id); bytes.Contains(b, []byte(`"State"`)) || bytes.Contains(b, []byte(`"Sent"`)) || bytes.Contains(b, []byte(`"Group"`)) {
 		t.Fatalf("the record still holds its past: %s", b)
 	}
 	check(loadConv(t, c, id))
@@ -214,4 +238,135 @@ func equalBytes(a, b [][]byte) bool {
 		}
 	}
 	return true
+}
+
+// storedParts returns the group state's two parts and the record of
+// conversation id as stored.
+func storedParts(t *testing.T, c *Client, id []byte) (base, ratchets, record []byte) {
+	t.Helper()
+	err := c.store.View(func(tx *state.Tx) error {
+		var err error
+		if base, err = tx.Get(bucketConvGroup, id); err != nil {
+			return err
+		}
+		if ratchets, err = tx.Get(bucketConvRatchets, id); err != nil {
+			return err
+		}
+		record, err = tx.Get(bucketConvs, id)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base, ratchets, record
+}
+
+// TestConvRatchetsApartOneTransaction: the current group state is stored
+// beside the record in two parts (ADR 0044). A text rewrites the ratchets
+// and the record, not the base; the three are written in the record's one
+// transaction, so a transaction that fails leaves all three as they were
+// (if the ratchets were written in a transaction of their own, a crash
+// between the two would leave a generation used on disk that the record's
+// reservation does not know, or a text's state without its record). And a
+// base and ratchets that were not written together never load as a group
+// state: reading them is ErrCorruptState.
+func TestConvRatchetsApartOneTransaction(t *testing.T) {
+	c := backupFixture(t)
+	id := bytes.Repeat([]byte{0xc3}, 32)
+	ident, err := mls.NewBasicIdentity(mls.SuiteX25519AES128GCMSHA256Ed25519, []byte("me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := mls.Create(ident, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &convRecord{ID: id, Members: map[string]*memberRecord{}, Active: true}
+	save := func(tx *state.Tx) error {
+		if err := c.saveGroup(r, g); err != nil {
+			return err
+		}
+		r.MySeq++
+		return putConv(tx, r)
+	}
+	if err := c.store.Update(save); err != nil {
+		t.Fatal(err)
+	}
+	base0, rat0, rec0 := storedParts(t, c, id)
+	if bytes.Contains(rec0, []byte(`"Group"`)) {
+		t.Fatal("the group state is in the record")
+	}
+
+	// A text: the ratchets and the record change, the base does not.
+	if _, err := g.Encrypt([]byte("text")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.store.Update(save); err != nil {
+		t.Fatal(err)
+	}
+	base1, rat1, rec1 := storedParts(t, c, id)
+	if !bytes.Equal(base1, base0) || bytes.Equal(rat1, rat0) || bytes.Equal(rec1, rec0) {
+		t.Fatalf("after a text: base changed %v, ratchets changed %v, record changed %v",
+			!bytes.Equal(base1, base0), !bytes.Equal(rat1, rat0), !bytes.Equal(rec1, rec0))
+	}
+	if len(rat1) > len(base1)/2 {
+		t.Errorf("a text rewrites %d + %d bytes beside a %d-byte base", len(rat1), len(rec1), len(base1))
+	}
+	if got := loadConv(t, c, id); !bytes.Equal(got.Group, r.Group) || got.MySeq != r.MySeq {
+		t.Fatal("the stored group state or record is not the one written")
+	}
+
+	// The next text's transaction fails after putConv: nothing of it is
+	// on disk, neither the record nor the ratchets.
+	if _, err := g.Encrypt([]byte("text 2")); err != nil {
+		t.Fatal(err)
+	}
+	failed := errors.New("the transaction fails after putConv")
+	if err := c.store.Update(func(tx *state.Tx) error {
+		if err := save(tx); err != nil {
+			return err
+		}
+		return failed
+	}); !errors.Is(err, failed) {
+		t.Fatal(err)
+	}
+	base2, rat2, rec2 := storedParts(t, c, id)
+	if !bytes.Equal(base2, base1) || !bytes.Equal(rat2, rat1) || !bytes.Equal(rec2, rec1) {
+		t.Fatalf("a failed transaction left part of its writes: base %v, ratchets %v, record %v",
+			!bytes.Equal(base2, base1), !bytes.Equal(rat2, rat1), !bytes.Equal(rec2, rec1))
+	}
+
+	// A commit: a new base. The in-memory record still says the base on
+	// disk is base1's; putConv compares with the disk, and writes it.
+	if _, err := g.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.store.Update(save); err != nil {
+		t.Fatal(err)
+	}
+	base3, rat3, _ := storedParts(t, c, id)
+	if bytes.Equal(base3, base1) {
+		t.Fatal("a commit did not rewrite the base")
+	}
+	if got := loadConv(t, c, id); !bytes.Equal(got.Group, r.Group) {
+		t.Fatal("the stored group state after the commit is not the one written")
+	}
+
+	// Parts written apart never load together.
+	for name, p := range map[string][2][]byte{
+		"the new base with the old ratchets": {base3, rat1},
+		"the old base with the new ratchets": {base1, rat3},
+	} {
+		if err := c.store.Update(func(tx *state.Tx) error {
+			if err := tx.Put(bucketConvGroup, id, p[0]); err != nil {
+				return err
+			}
+			return tx.Put(bucketConvRatchets, id, p[1])
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.getConv(id); !errors.Is(err, ErrCorruptState) {
+			t.Errorf("%s: %v, want ErrCorruptState", name, err)
+		}
+	}
 }

@@ -91,6 +91,11 @@ func TestConvRecordStateCost(t *testing.T) {
 		}
 		t.Logf("n = %3d: record %7d bytes with 0 past epochs, %7d with %d (×%.2f); %7d bytes of states and commits kept apart; one group state %6d bytes",
 			n, none, kept, maxChain, float64(kept)/float64(none), apart, state)
+		base, ratchets, err := mls.SplitState(r.Group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("n = %3d: the group state apart (ADR 0044): base %6d bytes (per epoch), ratchets %5d bytes (per text)", n, len(base), len(ratchets))
 		if kept >= none+state {
 			t.Fatalf("n = %d: the record grew from %d to %d bytes with %d past epochs, by more than one group state (%d): the kept states or commits are in it", n, none, kept, maxChain, state)
 		}

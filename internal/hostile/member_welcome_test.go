@@ -383,8 +383,25 @@ func patchEve(t *testing.T, eve *client.Client, opts client.Options, name string
 		if err := json.Unmarshal(val, &rec); err != nil {
 			return err
 		}
-		if err := json.Unmarshal(rec["Group"], &group); err != nil {
-			return err
+		if rec["Group"] != nil {
+			if err := json.Unmarshal(rec["Group"], &group); err != nil {
+				return err
+			}
+		} else {
+			// Stored beside the record (ADR 0044): the base and the
+			// ratchets. A state fn returns goes into the record, which
+			// the client reads first (as a record from before the split).
+			base, err := tx.Get("conv-group", key)
+			if err != nil {
+				return err
+			}
+			ratchets, err := tx.Get("conv-ratchets", key)
+			if err != nil {
+				return err
+			}
+			if group, err = mls.JoinState(base, ratchets); err != nil {
+				return err
+			}
 		}
 		if g := fn(rec, group); g != nil {
 			raw, _ := json.Marshal(g)
