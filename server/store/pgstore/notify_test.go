@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,4 +180,13 @@ var testWakeKey = bytes.Repeat([]byte{0x77}, store.WakeKeySize)
 // tagOf is the mailbox's tag in the tests' wakes.
 func tagOf(id [store.MailboxIDSize]byte) [store.WakeTagSize]byte {
 	return store.WakeTagOf(testWakeKey, id)
+}
+
+// TestOpenNeedsWakeKey: a store without the wake key its nodes share
+// would name mailboxes in tags no other node finds: Open refuses it.
+func TestOpenNeedsWakeKey(t *testing.T) {
+	_, err := pgstore.Open(context.Background(), "postgres://qpc@127.0.0.1:1/qpc", store.Options{})
+	if err == nil || !strings.Contains(err.Error(), "wake key") {
+		t.Fatalf("Open without a wake key: %v", err)
+	}
 }
