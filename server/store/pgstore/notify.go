@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,9 +33,11 @@ import (
 // the node, after the batch's calls told which sends stored: the key
 // never reaches the database (neither a statement nor its parameters).
 //
-// node is the sending Store's random tag, new at each start: a node
-// skips its own notifications, since its hub heard of its own writes
-// already. A payload stays inside the database (and its logs if the
+// node is the sending Store's mark on the payload (nodeMark: keyed by a
+// random key of the Store, new at each start, over the rest of the
+// payload): a node skips its own notifications, since its hub heard of
+// its own writes already, and a listener cannot tell which payloads came
+// from one node. A payload stays inside the database (and its logs if the
 // operator logs statements); the server logs none. A NOTIFY payload must
 // be shorter than 8000 bytes: notifyTags tags make at most 17+32*249 =
 // 7985.
@@ -85,17 +88,31 @@ func (s *Store) setupNotify(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
 		return storageErr(err)
 	}
-	var tag [nodeTagHex / 2]byte
-	if _, err := rand.Read(tag[:]); err != nil {
+	s.nodeKey = make([]byte, 32)
+	if _, err := rand.Read(s.nodeKey); err != nil {
 		return err
 	}
-	s.channel, s.node = channelFor(schema), hex.EncodeToString(tag[:])
+	s.channel = channelFor(schema)
 	s.closing = make(chan struct{})
 	return nil
 }
 
-// header is the start of a payload of kind from this node.
-func (s *Store) header(kind byte) string { return string(kind) + s.node }
+// nodeMark is this node's mark on a payload of kind naming the wake tags
+// tagsHex: the first 8 bytes of HMAC-SHA256 under the node's key, new at
+// each start, in hex. The node knows its own payloads by it; to anyone
+// else the marks of two payloads that differ are unrelated, so a
+// listener cannot tell which payloads one node sent.
+func (s *Store) nodeMark(kind byte, tagsHex []byte) []byte {
+	m := hmac.New(sha256.New, s.nodeKey)
+	m.Write([]byte{kind})
+	m.Write(tagsHex)
+	return hex.AppendEncode(make([]byte, 0, nodeTagHex), m.Sum(nil)[:nodeTagHex/2])
+}
+
+// own reports whether this node sent the payload p (parsed already).
+func (s *Store) own(p string) bool {
+	return hmac.Equal([]byte(p[1:headerLen]), s.nodeMark(p[0], []byte(p[headerLen:])))
+}
 
 // WakeTag implements store.Waker: the mailbox's tag under the store's
 // wake key.
@@ -109,12 +126,15 @@ func (s *Store) payloads(kind byte, rids [][store.MailboxIDSize]byte) []string {
 	var out []string
 	for len(rids) > 0 {
 		n := min(len(rids), notifyTags)
-		p := make([]byte, 0, headerLen+n*tagHex)
-		p = append(p, s.header(kind)...)
+		tags := make([]byte, 0, n*tagHex)
 		for _, r := range rids[:n] {
 			tag := s.WakeTag(r)
-			p = hex.AppendEncode(p, tag[:])
+			tags = hex.AppendEncode(tags, tag[:])
 		}
+		p := make([]byte, 0, headerLen+len(tags))
+		p = append(p, kind)
+		p = append(p, s.nodeMark(kind, tags)...)
+		p = append(p, tags...)
 		out = append(out, string(p))
 		rids = rids[n:]
 	}
@@ -331,12 +351,12 @@ func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err e
 		if err != nil {
 			return true, err
 		}
-		kind, node, tags, perr := parsePayload(n.Payload)
+		kind, _, tags, perr := parsePayload(n.Payload)
 		if perr != nil {
 			s.log.Warn("store: ignored a wake-up notification", "err", perr)
 			continue
 		}
-		if node == s.node {
+		if s.own(n.Payload) {
 			continue
 		}
 		k := store.WakeStored

@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -46,7 +47,7 @@ func FuzzParsePayload(f *testing.F) {
 // TestPayloadBound: a payload of the most tags stays under PostgreSQL's
 // limit of 8000 bytes, and a full group-commit batch fits in two.
 func TestPayloadBound(t *testing.T) {
-	s := &Store{node: "0123456789abcdef", wakeKey: make([]byte, store.WakeKeySize)}
+	s := &Store{nodeKey: make([]byte, 32), wakeKey: make([]byte, store.WakeKeySize)}
 	rids := make([][store.MailboxIDSize]byte, maxBatch)
 	for i := range rids {
 		rids[i][0], rids[i][1] = byte(i), byte(i>>8)
@@ -62,6 +63,12 @@ func TestPayloadBound(t *testing.T) {
 		if _, _, _, err := parsePayload(p); err != nil {
 			t.Fatal(err)
 		}
+		if !s.own(p) || (&Store{nodeKey: bytes.Repeat([]byte{1}, 32), wakeKey: s.wakeKey}).own(p) {
+			t.Fatal("a node's mark is not its own, or another's")
+		}
+	}
+	if ps[0][1:headerLen] == ps[1][1:headerLen] {
+		t.Fatal("two payloads of one node carry the same mark")
 	}
 	if len(ps[0]) != headerLen+notifyTags*tagHex || len(ps[0]) > maxPayload {
 		t.Fatalf("a full payload has %d bytes", len(ps[0]))

@@ -35,10 +35,10 @@ type Store struct {
 	batchersDone sync.WaitGroup
 
 	// Cross-node wake-ups (notify.go): the schema's channel, this
-	// Store's node tag, how sends notify, and closed by Close to end
+	// Store's key of its node marks, the wake key, how sends notify, and closed by Close to end
 	// Wakes.
 	channel string
-	node    string
+	nodeKey []byte
 	wakeKey []byte
 	mode    notifyMode
 	closing chan struct{}
