@@ -81,7 +81,8 @@ func TestHostileDBRoleForgedDeletionKeepsSubscription(t *testing.T) {
 // role that can also read the tables would). No payload may hold a
 // receive ID or a send ID, whole or its first 16 bytes: the wakes name
 // a mailbox by a keyed tag (ADR 0038, "Keyed tags") that only the
-// nodes, holding tokens.key, can tie to a mailbox.
+// nodes, holding tokens.key, can tie to a mailbox; nor may two payloads
+// of one node carry the same node mark.
 func TestAttackDBListenerLearnsNoReceiveID(t *testing.T) {
 	t.Parallel()
 	db := pgtest.DB(t)
@@ -131,6 +132,18 @@ func TestAttackDBListenerLearnsNoReceiveID(t *testing.T) {
 			stores++
 		case strings.HasPrefix(n.Payload, "d"):
 			deletes++
+		}
+	}
+
+	// The stores all came through A, yet their node marks are unrelated:
+	// the listener cannot tell which payloads one node sent.
+	marks := map[string]bool{}
+	for _, p := range payloads {
+		if strings.HasPrefix(p, "s") && len(p) >= 17 {
+			if marks[p[1:17]] {
+				t.Fatalf("two payloads carry the node mark %s", p[1:17])
+			}
+			marks[p[1:17]] = true
 		}
 	}
 
