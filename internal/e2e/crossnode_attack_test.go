@@ -135,18 +135,6 @@ func TestAttackDBListenerLearnsNoReceiveID(t *testing.T) {
 		}
 	}
 
-	// The stores all came through A, yet their node marks are unrelated:
-	// the listener cannot tell which payloads one node sent.
-	marks := map[string]bool{}
-	for _, p := range payloads {
-		if strings.HasPrefix(p, "s") && len(p) >= 17 {
-			if marks[p[1:17]] {
-				t.Fatalf("two payloads carry the node mark %s", p[1:17])
-			}
-			marks[p[1:17]] = true
-		}
-	}
-
 	// Against the tables: every receive and send ID the store holds, and
 	// the deleted mailbox's.
 	admin, err := pgx.Connect(ctx, db)
@@ -179,6 +167,18 @@ func TestAttackDBListenerLearnsNoReceiveID(t *testing.T) {
 					t.Fatalf("a wake-up payload a role without table privileges heard names a mailbox of the tables (%x...): %.40s...", id[:4], p)
 				}
 			}
+		}
+	}
+
+	// The stores all came through A, yet their node marks are unrelated:
+	// the listener cannot tell which payloads one node sent.
+	marks := map[string]bool{}
+	for _, p := range payloads {
+		if strings.HasPrefix(p, "s") && len(p) >= 17 {
+			if marks[p[1:17]] {
+				t.Fatalf("two payloads carry the node mark %s", p[1:17])
+			}
+			marks[p[1:17]] = true
 		}
 	}
 }
