@@ -67,7 +67,7 @@ func TestLoadIdentityMissingOrBad(t *testing.T) {
 }
 
 func TestHubWakesAndMerges(t *testing.T) {
-	h := newHub(DefaultMaxSubsPerMailbox)
+	h := newHub(DefaultMaxSubsPerMailbox, nil)
 	id := [32]byte{1}
 	s, stop := h.subscribe(id)
 	h.notify(id)

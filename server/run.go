@@ -180,6 +180,17 @@ func Run(ctx context.Context, cfg *config.Config, o RunOptions) error {
 	// from the first transaction.
 	opts.Metrics = metrics.New(o.Version)
 	storeOpts.OnCommit = CommitObserver(opts.Metrics)
+	if cfg.StorePostgres() {
+		// The nodes name mailboxes in their wakes by tags under a key
+		// derived from tokens.key, which they share (ADR 0038, 0039).
+		secret, err := LoadOrCreateTokenSecret(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		if storeOpts.WakeKey, err = store.DeriveWakeKey(secret); err != nil {
+			return err
+		}
+	}
 	st, err := openStore(ctx, cfg, storeOpts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("store %s is locked by another process (is another qpc-server running on this data directory?)", cfg.StorePath())

@@ -131,7 +131,7 @@ func New(opts Options) (*Server, error) {
 			QuotaBytes:    uint64(opts.Quota.MaxBytes),
 			TTLSeconds:    uint32(opts.TTL / time.Second),
 		},
-		hub:       newHub(opts.MaxSubsPerMailbox),
+		hub:       newHub(opts.MaxSubsPerMailbox, wakeTagger(opts.Store)),
 		log:       opts.Logger,
 		conns:     make(map[*quic.Conn]struct{}),
 		purgeStop: make(chan struct{}),

@@ -31,7 +31,7 @@ func (s *Server) startWakes() {
 			switch wk.Kind {
 			case store.WakeStored:
 				s.opts.Metrics.WakeReceived()
-				s.hub.notify(wk.ReceiveID)
+				s.hub.notifyTag(wk.Tag)
 			case store.WakeDeleted:
 				// A hint to read the store, not its word: any role that
 				// may connect to the database can notify, so a forged
@@ -40,7 +40,7 @@ func (s *Server) startWakes() {
 				// is gone, ends with NOT_FOUND
 				// (TestHostileDBRoleForgedDeletionKeepsSubscription).
 				s.opts.Metrics.WakeReceived()
-				s.hub.notify(wk.ReceiveID)
+				s.hub.notifyTag(wk.Tag)
 			case store.WakeListening:
 				// Wakes sent while nobody listened are lost: every
 				// subscriber reads its mailbox again (a deleted one
@@ -55,6 +55,15 @@ func (s *Server) startWakes() {
 			s.log.Warn("the store's wake-up listener stopped: subscribers hear only of sends through this node", "err", err)
 		}
 	}()
+}
+
+// wakeTagger is the store's WakeTag, for the hub's index of its
+// mailboxes by tag, if the store is shared.
+func wakeTagger(st store.Store) func([32]byte) [store.WakeTagSize]byte {
+	if w, ok := st.(store.Waker); ok {
+		return w.WakeTag
+	}
+	return nil
 }
 
 // stopWakes ends the listener and waits for it.

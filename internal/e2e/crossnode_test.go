@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -61,7 +62,7 @@ func startXNNode(t *testing.T, dbURL, name string, mutate func(*server.Options))
 	}
 	n := &xnNode{metrics: metrics.New("test"), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	st, err := pgstore.Open(context.Background(), xnURLParam(t, dbURL, "application_name", name), store.Options{Logger: log})
+	st, err := pgstore.Open(context.Background(), xnURLParam(t, dbURL, "application_name", name), store.Options{Logger: log, WakeKey: xnWakeKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +94,17 @@ func startXNNode(t *testing.T, dbURL, name string, mutate func(*server.Options))
 		st.Close()
 	})
 	return n
+}
+
+// xnWakeKey is the wake key of the test's nodes, derived as qpc-server
+// derives it from the token master secret all nodes share.
+func xnWakeKey(t *testing.T) []byte {
+	t.Helper()
+	k, err := store.DeriveWakeKey(bytes.Repeat([]byte{0x5a}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 func xnURLParam(t *testing.T, u, key, value string) string {
@@ -361,7 +373,7 @@ func TestCrossNodeSubscribedNotPurged(t *testing.T) {
 		o.Now, o.MailboxTTL, o.PurgeInterval = clk.now, 2*24*time.Hour, 20*time.Millisecond
 	}
 	a, b := startXNNode(t, db, "qpc-purge-a", opts), startXNNode(t, db, "qpc-purge-b", opts)
-	other, err := pgstore.Open(context.Background(), db, store.Options{Logger: slog.New(slog.DiscardHandler)})
+	other, err := pgstore.Open(context.Background(), db, store.Options{Logger: slog.New(slog.DiscardHandler), WakeKey: xnWakeKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,12 @@ type Options struct {
 	// transaction, so the server can feed histograms of batch size and
 	// commit latency. It must return quickly: the next transaction waits.
 	OnCommit func(CommitInfo)
+
+	// WakeKey is the key of the wake tags (DeriveWakeKey) of a store that
+	// several nodes share (the PostgreSQL store), which refuses to open
+	// without one: every node of a deployment must hold the same key. The
+	// bbolt store ignores it.
+	WakeKey []byte
 }
 
 // CommitInfo describes one write transaction of the group-commit writer.

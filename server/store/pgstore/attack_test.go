@@ -70,10 +70,10 @@ func TestAttackRefusedSendsWakeNoOtherNode(t *testing.T) {
 	for {
 		select {
 		case w := <-wb:
-			if w.Kind == store.WakeStored && w.ReceiveID == marker.ReceiveID {
+			if w.Kind == store.WakeStored && w.Tag == tagOf(marker.ReceiveID) {
 				return
 			}
-			if w.ReceiveID == m.ReceiveID || w.ReceiveID == n.ReceiveID {
+			if w.Tag == tagOf(m.ReceiveID) || w.Tag == tagOf(n.ReceiveID) {
 				t.Fatalf("a send that stored nothing woke another node: %+v", w)
 			}
 		case <-deadline:
@@ -134,7 +134,7 @@ func TestHostileIdleSessionTimeoutKeepsListener(t *testing.T) {
 			if w.Kind == store.WakeLost || w.Kind == store.WakeListening {
 				t.Fatalf("the listener lost its session to idle_session_timeout (reported %d)", w.Kind)
 			}
-			if w.Kind == store.WakeStored && w.ReceiveID == m.ReceiveID {
+			if w.Kind == store.WakeStored && w.Tag == tagOf(m.ReceiveID) {
 				return
 			}
 		case <-time.After(30 * time.Second):

@@ -144,7 +144,6 @@ func (s *Store) runBatch(batch []*putCall) {
 			for _, c := range batch {
 				b.Queue(putSQL, c.args()...)
 			}
-			s.queueNotify(b, batch)
 			br := tx.SendBatch(ctx, b)
 			for _, c := range batch {
 				if err := c.scan(br.QueryRow()); err != nil {
@@ -152,7 +151,10 @@ func (s *Store) runBatch(batch []*putCall) {
 					return err
 				}
 			}
-			return br.Close()
+			if err := br.Close(); err != nil {
+				return err
+			}
+			return s.notifyStored(ctx, tx, batch)
 		})
 		if s.onCommit != nil {
 			s.onCommit(store.CommitInfo{Ops: len(batch), Duration: time.Since(start), Err: err})

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,15 +22,27 @@ import (
 // the notification on commit only, to every session listening on the
 // channel, each node's listener among them (Wakes). The payload is
 //
-//	kind (1 byte: 's' stored, 'd' deleted) | node (16 hex digits) | receive IDs (64 hex digits each)
+//	kind (1 byte: 's' stored, 'd' deleted) | node (16 hex digits) | wake tags (32 hex digits each)
 //
-// node is the sending Store's random tag: a node skips its own
-// notifications, since its hub heard of its own writes already. A
-// payload stays inside the database (and its logs if the operator logs
-// statements); the server logs none. NOTIFY payloads are limited to
-// 8000 bytes: notifyIDs IDs make at most 17+64*100 = 6417.
+// A wake tag (store.WakeTagOf: HMAC-SHA256 under the wake key, derived
+// from tokens.key, truncated to 16 bytes) names a mailbox to the nodes,
+// which hold the key, and to nobody else: any role that may connect to
+// the database may LISTEN, and learns from a payload neither a receive
+// ID nor anything else it can tie to the tables
+// (TestAttackListenerLearnsNoReceiveID). The tags are computed here, in
+// the node, after the batch's calls told which sends stored: the key
+// never reaches the database (neither a statement nor its parameters).
 //
-// A group-commit batch of sends notifies once per notifyIDs mailboxes
+// node is the sending Store's mark on the payload (nodeMark: keyed by a
+// random key of the Store, new at each start, over the rest of the
+// payload): a node skips its own notifications, since its hub heard of
+// its own writes already, and a listener cannot tell which payloads came
+// from one node. A payload stays inside the database (and its logs if the
+// operator logs statements); the server logs none. A NOTIFY payload must
+// be shorter than 8000 bytes: notifyTags tags make at most 17+32*249 =
+// 7985.
+//
+// A group-commit batch of sends notifies once per notifyTags mailboxes
 // rather than once per send: a notifying commit holds PostgreSQL's
 // database-wide notification lock through its WAL flush, so the less it
 // queues under it the better (per batch against per send, and against
@@ -40,8 +53,9 @@ const (
 	kindDeleted = 'd'
 	nodeTagHex  = 16
 	headerLen   = 1 + nodeTagHex
-	notifyIDs   = 100 // receive IDs per payload
-	idHex       = 2 * store.MailboxIDSize
+	tagHex      = 2 * store.WakeTagSize
+	maxPayload  = 7999                              // bytes; PostgreSQL's limit is < 8000
+	notifyTags  = (maxPayload - headerLen) / tagHex // wake tags per payload: 249
 )
 
 // notifyMode is how a batch of sends notifies: per batch (the default),
@@ -74,79 +88,114 @@ func (s *Store) setupNotify(ctx context.Context) error {
 	if err := s.pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
 		return storageErr(err)
 	}
-	var tag [nodeTagHex / 2]byte
-	if _, err := rand.Read(tag[:]); err != nil {
+	s.nodeKey = make([]byte, 32)
+	if _, err := rand.Read(s.nodeKey); err != nil {
 		return err
 	}
-	s.channel, s.node = channelFor(schema), hex.EncodeToString(tag[:])
+	s.channel = channelFor(schema)
 	s.closing = make(chan struct{})
 	return nil
 }
 
-// header is the start of a payload of kind from this node.
-func (s *Store) header(kind byte) string { return string(kind) + s.node }
+// nodeMark is this node's mark on a payload of kind naming the wake tags
+// tagsHex: the first 8 bytes of HMAC-SHA256 under the node's key, new at
+// each start, in hex. The node knows its own payloads by it; to anyone
+// else the marks of two payloads that differ are unrelated, so a
+// listener cannot tell which payloads one node sent.
+func (s *Store) nodeMark(kind byte, tagsHex []byte) []byte {
+	m := hmac.New(sha256.New, s.nodeKey)
+	m.Write([]byte{kind})
+	m.Write(tagsHex)
+	return hex.AppendEncode(make([]byte, 0, nodeTagHex), m.Sum(nil)[:nodeTagHex/2])
+}
+
+// own reports whether this node sent the payload p (parsed already).
+func (s *Store) own(p string) bool {
+	return hmac.Equal([]byte(p[1:headerLen]), s.nodeMark(p[0], []byte(p[headerLen:])))
+}
+
+// WakeTag implements store.Waker: the mailbox's tag under the store's
+// wake key.
+func (s *Store) WakeTag(receiveID [store.MailboxIDSize]byte) [store.WakeTagSize]byte {
+	return store.WakeTagOf(s.wakeKey, receiveID)
+}
+
+// payloads are the notifications of kind naming the mailboxes rids,
+// notifyTags to a payload.
+func (s *Store) payloads(kind byte, rids [][store.MailboxIDSize]byte) []string {
+	var out []string
+	for len(rids) > 0 {
+		n := min(len(rids), notifyTags)
+		tags := make([]byte, 0, n*tagHex)
+		for _, r := range rids[:n] {
+			tag := s.WakeTag(r)
+			tags = hex.AppendEncode(tags, tag[:])
+		}
+		p := make([]byte, 0, headerLen+len(tags))
+		p = append(p, kind)
+		p = append(p, s.nodeMark(kind, tags)...)
+		p = append(p, tags...)
+		out = append(out, string(p))
+		rids = rids[n:]
+	}
+	return out
+}
 
 // notifyDeleted queues, in tx, the notifications that the mailboxes are
 // gone.
 func (s *Store) notifyDeleted(ctx context.Context, tx pgx.Tx, rids [][]byte) error {
-	for len(rids) > 0 {
-		n := min(len(rids), notifyIDs)
-		p := make([]byte, 0, headerLen+n*idHex)
-		p = append(p, s.header(kindDeleted)...)
-		for _, r := range rids[:n] {
-			p = hex.AppendEncode(p, r)
-		}
-		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", s.channel, string(p)); err != nil {
+	ids := make([][store.MailboxIDSize]byte, len(rids))
+	for i, r := range rids {
+		copy(ids[i][:], r)
+	}
+	for _, p := range s.payloads(kindDeleted, ids) {
+		if _, err := tx.Exec(ctx, notifySQL, s.channel, p); err != nil {
 			return err
 		}
-		rids = rids[n:]
 	}
 	return nil
 }
 
-// Queued after a batch's qpc_put calls: the mailboxes of the send IDs
-// (locked by the batch already) that this transaction stored a message
-// in are notified, in one payload. A stored send updates its mailbox's
-// row (next_seq), so the row's version is this transaction's (xmin); a
-// send refused or found a duplicate writes nothing and notifies nothing:
-// otherwise a stranger replaying one send (a duplicate costs no token)
-// would make every other node wake the mailbox's subscribers each time
-// (TestAttackRefusedSendsWakeNoOtherNode). No xid assigned: nothing was
-// stored, and the comparison with NULL selects no row
-// (pg_current_xact_id_if_assigned: PostgreSQL 13 and later).
-const notifySendsSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
-	FROM mailboxes WHERE send_id = ANY($3)
-		AND xmin = pg_current_xact_id_if_assigned()::xid
-	HAVING count(*) > 0`
+const notifySQL = "SELECT pg_notify($1, $2)"
 
-// notifyAfterSQL is notifySendsSQL for the measured-only
-// notifyAfterCommit mode, whose transaction of its own stored nothing:
-// every send's mailbox, stored or not.
-const notifyAfterSQL = `SELECT pg_notify($1, $2 || string_agg(encode(receive_id, 'hex'), ''))
-	FROM mailboxes WHERE send_id = ANY($3) HAVING count(*) > 0`
-
-// queueNotify adds the batch's notifications to b.
-func (s *Store) queueNotify(b *pgx.Batch, batch []*putCall) {
-	switch s.mode {
-	case notifyPerBatch:
-		s.queueBatchNotify(b, batch, notifySendsSQL)
-	case notifyPerSend:
-		for _, c := range batch {
-			b.Queue(notifySendsSQL, s.channel, s.header(kindStored), [][]byte{c.sendID})
+// stored lists the mailboxes of the batch's calls that stored a message
+// (in call order, each once: runBatch sorted the calls by send ID, so
+// the sends into one mailbox are neighbours). A send refused or found a duplicate wrote
+// nothing and notifies nothing: otherwise a stranger replaying one send
+// (a duplicate costs no token) would make every other node wake the
+// mailbox's subscribers each time (TestAttackRefusedSendsWakeNoOtherNode).
+func stored(batch []*putCall) [][store.MailboxIDSize]byte {
+	var rids [][store.MailboxIDSize]byte
+	for _, c := range batch {
+		if c.err != nil || c.res.Duplicate || (len(rids) > 0 && rids[len(rids)-1] == c.res.ReceiveID) {
+			continue
 		}
+		rids = append(rids, c.res.ReceiveID)
 	}
+	return rids
 }
 
-// queueBatchNotify queues one notification per notifyIDs sends of batch.
-func (s *Store) queueBatchNotify(b *pgx.Batch, batch []*putCall, sql string) {
-	for i := 0; i < len(batch); i += notifyIDs {
-		part := batch[i:min(i+notifyIDs, len(batch))]
-		ids := make([][]byte, len(part))
-		for j, c := range part {
-			ids[j] = c.sendID
+// notifyStored queues, in tx, after the batch's calls were scanned, the
+// notifications of the mailboxes they stored in: one round trip for all
+// of them, and none when nothing was stored.
+func (s *Store) notifyStored(ctx context.Context, tx pgx.Tx, batch []*putCall) error {
+	var ps []string
+	switch s.mode {
+	case notifyPerBatch:
+		ps = s.payloads(kindStored, stored(batch))
+	case notifyPerSend:
+		for _, c := range batch {
+			ps = append(ps, s.payloads(kindStored, stored([]*putCall{c}))...)
 		}
-		b.Queue(sql, s.channel, s.header(kindStored), ids)
 	}
+	if len(ps) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, p := range ps {
+		b.Queue(notifySQL, s.channel, p)
+	}
+	return tx.SendBatch(ctx, b).Close()
 }
 
 // notifyAfter is the notifyAfterCommit mode, which benchmarks compare:
@@ -159,17 +208,22 @@ func (s *Store) notifyAfter(ctx context.Context, batch []*putCall) {
 		return
 	}
 	b := &pgx.Batch{}
-	s.queueBatchNotify(b, batch, notifyAfterSQL)
+	for _, p := range s.payloads(kindStored, stored(batch)) {
+		b.Queue(notifySQL, s.channel, p)
+	}
+	if b.Len() == 0 {
+		return
+	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		s.log.Warn("store: notifying a batch's sends failed", "err", err)
 	}
 }
 
 // parsePayload decodes a notification's payload: its kind, the tag of
-// the node that sent it and its receive IDs. A payload of another form is
+// the node that sent it and its wake tags. A payload of another form is
 // an error; nothing in it is trusted beyond its form.
-func parsePayload(p string) (kind byte, node string, ids [][store.MailboxIDSize]byte, err error) {
-	if len(p) < headerLen || (len(p)-headerLen)%idHex != 0 {
+func parsePayload(p string) (kind byte, node string, tags [][store.WakeTagSize]byte, err error) {
+	if len(p) < headerLen || (len(p)-headerLen)%tagHex != 0 {
 		return 0, "", nil, errors.New("malformed wake-up payload")
 	}
 	kind, node = p[0], p[1:headerLen]
@@ -180,13 +234,13 @@ func parsePayload(p string) (kind byte, node string, ids [][store.MailboxIDSize]
 		return 0, "", nil, errors.New("wake-up payload with a malformed node tag")
 	}
 	rest := p[headerLen:]
-	ids = make([][store.MailboxIDSize]byte, len(rest)/idHex)
-	for i := range ids {
-		if _, err := hex.Decode(ids[i][:], []byte(rest[i*idHex:(i+1)*idHex])); err != nil {
-			return 0, "", nil, errors.New("wake-up payload with a malformed receive ID")
+	tags = make([][store.WakeTagSize]byte, len(rest)/tagHex)
+	for i := range tags {
+		if _, err := hex.Decode(tags[i][:], []byte(rest[i*tagHex:(i+1)*tagHex])); err != nil {
+			return 0, "", nil, errors.New("wake-up payload with a malformed wake tag")
 		}
 	}
-	return kind, node, ids, nil
+	return kind, node, tags, nil
 }
 
 // Listener timing: a connection silent for listenIdle is pinged, and a
@@ -297,20 +351,20 @@ func (s *Store) listen(ctx context.Context, fn func(store.Wake)) (up bool, err e
 		if err != nil {
 			return true, err
 		}
-		kind, node, ids, perr := parsePayload(n.Payload)
+		kind, _, tags, perr := parsePayload(n.Payload)
 		if perr != nil {
 			s.log.Warn("store: ignored a wake-up notification", "err", perr)
 			continue
 		}
-		if node == s.node {
+		if s.own(n.Payload) {
 			continue
 		}
 		k := store.WakeStored
 		if kind == kindDeleted {
 			k = store.WakeDeleted
 		}
-		for _, id := range ids {
-			fn(store.Wake{Kind: k, ReceiveID: id})
+		for _, tag := range tags {
+			fn(store.Wake{Kind: k, Tag: tag})
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package pgstore_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +40,7 @@ func expectWake(t *testing.T, ch <-chan store.Wake, kind store.WakeKind, id [32]
 	for {
 		select {
 		case w := <-ch:
-			if w.Kind == kind && w.ReceiveID == id {
+			if w.Kind == kind && (kind == store.WakeListening || kind == store.WakeLost || w.Tag == tagOf(id)) {
 				return
 			}
 		case <-deadline:
@@ -88,7 +90,7 @@ func TestWakesAcrossStores(t *testing.T) {
 	put(t, b, n)
 	select {
 	case w := <-wa:
-		if w.Kind != store.WakeStored || w.ReceiveID != n.ReceiveID {
+		if w.Kind != store.WakeStored || w.Tag != tagOf(n.ReceiveID) {
 			t.Fatalf("A's listener reported %+v first, want B's send to %x (its own sends are not reported)", w, n.ReceiveID[:4])
 		}
 	case <-time.After(30 * time.Second):
@@ -162,11 +164,29 @@ func TestWakesIdlePing(t *testing.T) {
 			if w.Kind == store.WakeLost || w.Kind == store.WakeListening {
 				t.Fatalf("an idle listener reported %d: it lost its connection", w.Kind)
 			}
-			if w.Kind == store.WakeStored && w.ReceiveID == m.ReceiveID {
+			if w.Kind == store.WakeStored && w.Tag == tagOf(m.ReceiveID) {
 				return
 			}
 		case <-deadline:
 			t.Fatal("an idle listener did not hear the next send")
 		}
+	}
+}
+
+// testWakeKey is the wake key of the tests' stores: the nodes of one
+// deployment share theirs.
+var testWakeKey = bytes.Repeat([]byte{0x77}, store.WakeKeySize)
+
+// tagOf is the mailbox's tag in the tests' wakes.
+func tagOf(id [store.MailboxIDSize]byte) [store.WakeTagSize]byte {
+	return store.WakeTagOf(testWakeKey, id)
+}
+
+// TestOpenNeedsWakeKey: a store without the wake key its nodes share
+// would name mailboxes in tags no other node finds: Open refuses it.
+func TestOpenNeedsWakeKey(t *testing.T) {
+	_, err := pgstore.Open(context.Background(), "postgres://qpc@127.0.0.1:1/qpc", store.Options{})
+	if err == nil || !strings.Contains(err.Error(), "wake key") {
+		t.Fatalf("Open without a wake key: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -34,10 +35,11 @@ type Store struct {
 	batchersDone sync.WaitGroup
 
 	// Cross-node wake-ups (notify.go): the schema's channel, this
-	// Store's node tag, how sends notify, and closed by Close to end
+	// Store's key of its node marks, the wake key, how sends notify, and closed by Close to end
 	// Wakes.
 	channel string
-	node    string
+	nodeKey []byte
+	wakeKey []byte
 	mode    notifyMode
 	closing chan struct{}
 }
@@ -65,6 +67,9 @@ func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
+	if len(o.WakeKey) != store.WakeKeySize {
+		return nil, fmt.Errorf("pgstore: open: a wake key of %d bytes is needed (store.Options.WakeKey), got %d", store.WakeKeySize, len(o.WakeKey))
+	}
 	ctx, cancel := context.WithTimeout(ctx, max(o.OpenTimeout, 30*time.Second))
 	defer cancel()
 	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server")
@@ -90,6 +95,7 @@ func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
+	s.wakeKey = bytes.Clone(o.WakeKey)
 	if err := s.setupNotify(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: open: %w", err)

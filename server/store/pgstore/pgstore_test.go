@@ -27,7 +27,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 func open(t testing.TB, url string) *pgstore.Store {
 	t.Helper()
-	s, err := pgstore.Open(context.Background(), url, store.Options{Logger: quiet})
+	s, err := pgstore.Open(context.Background(), url, store.Options{Logger: quiet, WakeKey: testWakeKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	for i := range nodes {
 		wg.Go(func() {
 			<-start
-			opens[i], errs[i] = pgstore.Open(context.Background(), url, store.Options{Logger: quiet})
+			opens[i], errs[i] = pgstore.Open(context.Background(), url, store.Options{Logger: quiet, WakeKey: testWakeKey})
 		})
 	}
 	close(start)
@@ -108,7 +108,7 @@ func TestMigrateConcurrent(t *testing.T) {
 	if _, err := conn.Exec(ctx, "INSERT INTO schema_version (version) VALUES ($1)", len(want)+1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pgstore.Open(ctx, url, store.Options{}); !errors.Is(err, pgstore.ErrNewerSchema) {
+	if _, err := pgstore.Open(ctx, url, store.Options{WakeKey: testWakeKey}); !errors.Is(err, pgstore.ErrNewerSchema) {
 		t.Fatalf("Open of a newer schema: %v, want ErrNewerSchema", err)
 	}
 }
@@ -211,12 +211,12 @@ func TestOversize(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	_, err := pgstore.Open(ctx, url, store.Options{MaxEnvelope: 2000})
+	_, err := pgstore.Open(ctx, url, store.Options{MaxEnvelope: 2000, WakeKey: testWakeKey})
 	var over *store.OversizeError
 	if !errors.As(err, &over) || over.Count != 1 || over.Largest != 3000 {
 		t.Fatalf("Open with a smaller limit: %v, want an OversizeError for one envelope of 3000 bytes", err)
 	}
-	s2, err := pgstore.Open(ctx, url, store.Options{MaxEnvelope: 3000})
+	s2, err := pgstore.Open(ctx, url, store.Options{MaxEnvelope: 3000, WakeKey: testWakeKey})
 	if err != nil {
 		t.Fatalf("Open with a limit that fits: %v", err)
 	}
