@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 	"github.com/quicprochat/qpc/internal/pgtest"
 )
 
@@ -62,6 +63,7 @@ type Node struct {
 	Listen string // UDP host:port clients dial, kept across restarts
 	Admin  string // TCP host:port of /healthz, /readyz, /metrics
 	KT     string // TCP host:port of the KT log's tiles
+	bin    string // the qpc-server binary
 	args   []string
 
 	mu   sync.Mutex
@@ -73,35 +75,8 @@ type Node struct {
 
 type proc struct {
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *loadkit.LockedBuffer
 	done chan struct{}
-}
-
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
-// Binary compiles cmd/qpc-server once per test process and returns its
-// path.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "qpc-cluster-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "qpc-server")
-		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/quicprochat/qpc/cmd/qpc-server")
-		cmd.Stderr = os.Stderr
-		buildErr = cmd.Run()
-	})
-	if buildErr != nil {
-		t.Fatalf("cluster: build qpc-server: %v", buildErr)
-	}
-	return buildBin
 }
 
 // Start runs o.Nodes nodes on one store and returns once every node
@@ -112,7 +87,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Nodes <= 0 {
 		o.Nodes = 3
 	}
-	Binary(t)
+	bin := loadkit.ServerBinary(t)
 	store := o.Store
 	if store == "" {
 		store = pgtest.DB(t)
@@ -125,6 +100,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			Listen: freePort(t, "udp"),
 			Admin:  freePort(t, "tcp"),
 			KT:     freePort(t, "tcp"),
+			bin:    bin,
 		}
 		if err := os.MkdirAll(n.Dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -221,7 +197,7 @@ func (c *Cluster) Addrs() []string {
 func (c *Cluster) KTPin(t testing.TB) string {
 	t.Helper()
 	args := append([]string{"kt-vkey"}, c.Nodes[0].args[1:]...)
-	out, err := exec.Command(Binary(t), args...).Output()
+	out, err := exec.Command(loadkit.ServerBinary(t), args...).Output()
 	if err != nil {
 		t.Fatalf("cluster: qpc-server kt-vkey: %v", err)
 	}
@@ -330,10 +306,7 @@ func (n *Node) start(t testing.TB) {
 
 // launch starts the process and waits for its address line.
 func (n *Node) launch() error {
-	if buildBin == "" {
-		return fmt.Errorf("cluster: Binary was not built")
-	}
-	cmd := exec.Command(buildBin, n.args...)
+	cmd := exec.Command(n.bin, n.args...)
 	// The node's configuration comes from its flags alone.
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "QPC_") {
@@ -341,7 +314,7 @@ func (n *Node) launch() error {
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, logs: &loadkit.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -503,24 +476,4 @@ func freePort(t testing.TB, network string) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 1<<20 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -9,72 +9,26 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
 // 100 on every Linux architecture Go supports.
 const clockTicks = 100
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
-// serverBinary compiles cmd/qpc-server once per test process.
-func serverBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "qpc-loadtest-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "qpc-server")
-		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/quicprochat/qpc/cmd/qpc-server")
-		cmd.Stderr = os.Stderr
-		buildErr = cmd.Run()
-	})
-	if buildErr != nil {
-		t.Fatalf("build qpc-server: %v", buildErr)
-	}
-	return buildBin
-}
-
 // serverProc is one running qpc-server process.
 type serverProc struct {
 	cmd   *exec.Cmd
 	addr  string // qpc:// address
 	admin string // host:port of /metrics
-	logs  *lockedBuffer
+	logs  *loadkit.LockedBuffer
 	done  chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 1<<20 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // freeTCP returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -112,7 +66,7 @@ func startServer(t *testing.T, maxConns int) *serverProc {
 // line.
 func startServerFlags(t *testing.T, flags ...string) *serverProc {
 	t.Helper()
-	bin := serverBinary(t)
+	bin := loadkit.ServerBinary(t)
 	admin := freeTCP(t)
 	args := append([]string{"run",
 		"--data-dir", t.TempDir(),
@@ -129,7 +83,7 @@ func startServerFlags(t *testing.T, flags ...string) *serverProc {
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &serverProc{cmd: cmd, admin: admin, logs: &lockedBuffer{}, done: make(chan struct{})}
+	p := &serverProc{cmd: cmd, admin: admin, logs: &loadkit.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.logs
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -301,24 +255,4 @@ func meanDelta(m0, m1 map[string]float64, name, labels string) float64 {
 		return 0
 	}
 	return (m1[sum] - m0[sum]) / n
-}
-
-// raiseNoFile lifts the soft RLIMIT_NOFILE to at least n (one UDP socket
-// per client), up to the hard limit.
-func raiseNoFile(t *testing.T, n uint64) {
-	t.Helper()
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Cur >= n {
-		return
-	}
-	if r.Max < n {
-		r.Max = n // root may raise the hard limit too
-	}
-	r.Cur = n
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		t.Fatalf("RLIMIT_NOFILE to %d: %v", n, err)
-	}
 }
