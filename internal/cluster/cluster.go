@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,15 +66,9 @@ type Node struct {
 
 	mu   sync.Mutex
 	addr string // qpc:// address, once printed
-	proc *proc
+	proc *loadkit.Proc
 	// Starts counts the processes started on this node.
 	starts int
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	logs *loadkit.LockedBuffer
-	done chan struct{}
 }
 
 // Start runs o.Nodes nodes on one store and returns once every node
@@ -219,9 +211,9 @@ func (c *Cluster) Kill(t testing.TB, i int) {
 	if p == nil {
 		t.Fatalf("cluster: node %d is not running", i)
 	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	syscall.Kill(-p.Pid(), syscall.SIGKILL)
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("cluster: node %d did not die of SIGKILL in 30 s", i)
 	}
@@ -237,7 +229,7 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 	n.mu.Unlock()
 	if p != nil {
 		select {
-		case <-p.done:
+		case <-p.Done:
 		default:
 			t.Fatalf("cluster: node %d is still running", i)
 		}
@@ -261,7 +253,7 @@ func (n *Node) Running() bool {
 		return false
 	}
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return false
 	default:
 		return true
@@ -275,7 +267,7 @@ func (n *Node) Pid() int {
 	if n.proc == nil {
 		return 0
 	}
-	return n.proc.cmd.Process.Pid
+	return n.proc.Pid()
 }
 
 // Logs is what the node's current (or last) process wrote to stderr, up
@@ -286,7 +278,7 @@ func (n *Node) Logs() string {
 	if n.proc == nil {
 		return ""
 	}
-	return n.proc.logs.String()
+	return n.proc.Logs.String()
 }
 
 // Alive fails t if the node's process has exited.
@@ -306,57 +298,18 @@ func (n *Node) start(t testing.TB) {
 
 // launch starts the process and waits for its address line.
 func (n *Node) launch() error {
-	cmd := exec.Command(n.bin, n.args...)
-	// The node's configuration comes from its flags alone.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "QPC_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &proc{cmd: cmd, logs: &loadkit.LockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.logs
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("cluster: start node %d: %w", n.Index, err)
-	}
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "address: "); ok {
-				select {
-				case line <- a:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	go func() {
-		cmd.Wait()
-		close(p.done)
-	}()
-	n.mu.Lock()
-	n.proc = p
-	n.starts++
-	n.mu.Unlock()
-	select {
-	case a := <-line:
+	p, addr, err := loadkit.StartServer(loadkit.ServerCommand(n.bin, n.args...), 90*time.Second)
+	if p != nil {
 		n.mu.Lock()
-		n.addr = a
+		n.proc = p
+		n.starts++
+		n.addr = addr
 		n.mu.Unlock()
-		return nil
-	case <-p.done:
-		return fmt.Errorf("cluster: node %d exited before it listened:\n%s", n.Index, p.logs.String())
-	case <-time.After(90 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("cluster: node %d printed no address in 90 s:\n%s", n.Index, p.logs.String())
 	}
+	if err != nil {
+		return fmt.Errorf("cluster: node %d: %w", n.Index, err)
+	}
+	return nil
 }
 
 // stop ends the process with SIGTERM, then SIGKILL after 15 s.
@@ -364,83 +317,31 @@ func (n *Node) stop() {
 	n.mu.Lock()
 	p := n.proc
 	n.mu.Unlock()
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+	if p != nil {
+		p.Stop()
 	}
 }
 
 // CPU is the node's current process's user plus system CPU time so far
-// (utime+stime of /proc/<pid>/stat; USER_HZ is 100 on Linux).
+// (utime+stime of /proc/<pid>/stat).
 func (n *Node) CPU(t testing.TB) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.Pid()))
+	d, err := loadkit.CPU(n.Pid())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("cluster: node %d: %v", n.Index, err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("cluster: parse /proc/<pid>/stat: %q", s)
-	}
-	return time.Duration(ut+st) * time.Second / 100
+	return d
 }
 
 // Metrics scrapes the node's /metrics into series (name with its labels,
 // as written) → value.
 func (n *Node) Metrics(t testing.TB) map[string]float64 {
 	t.Helper()
-	m, err := n.metrics()
+	m, err := loadkit.Metrics(n.Admin)
 	if err != nil {
 		t.Fatalf("cluster: node %d: %v", n.Index, err)
 	}
 	return m
-}
-
-func (n *Node) metrics() (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", l, err)
-		}
-		out[l[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	return out, nil
 }
 
 // Ready GETs the node's /readyz and returns its status code and body;

@@ -110,7 +110,7 @@ func rssAddrs(t *testing.T) int {
 // memStatus is VmRSS, RssAnon and RssFile of /proc/<pid>/status, bytes.
 func (p *serverProc) memStatus(t *testing.T) (rss, anon, file int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func watchRSS(t *testing.T, srv *serverProc, base int64) *rssWatch {
 	w := &rssWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	w.base.Store(base)
 	sample := func() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.cmd.Process.Pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.Pid()))
 		if err != nil {
 			return // exited: alive() says so
 		}

@@ -14,7 +14,9 @@
 //
 // Sends is one client's send schedule (one message per interval at a
 // phase of its own, each to a random other client). ServerBinary builds
-// the qpc-server the harnesses run, once per test process; LockedBuffer
-// is a bounded sink for its output. Percentile, LoadAvg and RaiseNoFile
-// are the figures' and the run's small helpers.
+// the qpc-server the harnesses run, once per test process;
+// ServerCommand and StartServer run it and wait for its address line,
+// keeping its stderr in a LockedBuffer (bounded); Proc.Stop ends it.
+// Metrics and CPU read a server's /metrics and CPU time; Percentile,
+// LoadAvg and RaiseNoFile are the figures' and the run's small helpers.
 package loadkit
