@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -12,13 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 	"github.com/quicprochat/qpc/internal/pgtest"
 )
 
@@ -62,46 +61,14 @@ type Node struct {
 	Listen string // UDP host:port clients dial, kept across restarts
 	Admin  string // TCP host:port of /healthz, /readyz, /metrics
 	KT     string // TCP host:port of the KT log's tiles
+	bin    string // the qpc-server binary
 	args   []string
 
 	mu   sync.Mutex
 	addr string // qpc:// address, once printed
-	proc *proc
+	proc *loadkit.Proc
 	// Starts counts the processes started on this node.
 	starts int
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	logs *lockedBuffer
-	done chan struct{}
-}
-
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
-// Binary compiles cmd/qpc-server once per test process and returns its
-// path.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "qpc-cluster-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "qpc-server")
-		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/quicprochat/qpc/cmd/qpc-server")
-		cmd.Stderr = os.Stderr
-		buildErr = cmd.Run()
-	})
-	if buildErr != nil {
-		t.Fatalf("cluster: build qpc-server: %v", buildErr)
-	}
-	return buildBin
 }
 
 // Start runs o.Nodes nodes on one store and returns once every node
@@ -112,7 +79,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Nodes <= 0 {
 		o.Nodes = 3
 	}
-	Binary(t)
+	bin := loadkit.ServerBinary(t)
 	store := o.Store
 	if store == "" {
 		store = pgtest.DB(t)
@@ -125,6 +92,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			Listen: freePort(t, "udp"),
 			Admin:  freePort(t, "tcp"),
 			KT:     freePort(t, "tcp"),
+			bin:    bin,
 		}
 		if err := os.MkdirAll(n.Dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -221,7 +189,7 @@ func (c *Cluster) Addrs() []string {
 func (c *Cluster) KTPin(t testing.TB) string {
 	t.Helper()
 	args := append([]string{"kt-vkey"}, c.Nodes[0].args[1:]...)
-	out, err := exec.Command(Binary(t), args...).Output()
+	out, err := exec.Command(loadkit.ServerBinary(t), args...).Output()
 	if err != nil {
 		t.Fatalf("cluster: qpc-server kt-vkey: %v", err)
 	}
@@ -243,9 +211,9 @@ func (c *Cluster) Kill(t testing.TB, i int) {
 	if p == nil {
 		t.Fatalf("cluster: node %d is not running", i)
 	}
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	syscall.Kill(-p.Pid(), syscall.SIGKILL)
 	select {
-	case <-p.done:
+	case <-p.Done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("cluster: node %d did not die of SIGKILL in 30 s", i)
 	}
@@ -261,7 +229,7 @@ func (c *Cluster) Restart(t testing.TB, i int) {
 	n.mu.Unlock()
 	if p != nil {
 		select {
-		case <-p.done:
+		case <-p.Done:
 		default:
 			t.Fatalf("cluster: node %d is still running", i)
 		}
@@ -285,7 +253,7 @@ func (n *Node) Running() bool {
 		return false
 	}
 	select {
-	case <-p.done:
+	case <-p.Done:
 		return false
 	default:
 		return true
@@ -299,7 +267,7 @@ func (n *Node) Pid() int {
 	if n.proc == nil {
 		return 0
 	}
-	return n.proc.cmd.Process.Pid
+	return n.proc.Pid()
 }
 
 // Logs is what the node's current (or last) process wrote to stderr, up
@@ -310,7 +278,7 @@ func (n *Node) Logs() string {
 	if n.proc == nil {
 		return ""
 	}
-	return n.proc.logs.String()
+	return n.proc.Logs.String()
 }
 
 // Alive fails t if the node's process has exited.
@@ -330,60 +298,18 @@ func (n *Node) start(t testing.TB) {
 
 // launch starts the process and waits for its address line.
 func (n *Node) launch() error {
-	if buildBin == "" {
-		return fmt.Errorf("cluster: Binary was not built")
-	}
-	cmd := exec.Command(buildBin, n.args...)
-	// The node's configuration comes from its flags alone.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "QPC_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &proc{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.logs
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("cluster: start node %d: %w", n.Index, err)
-	}
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "address: "); ok {
-				select {
-				case line <- a:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	go func() {
-		cmd.Wait()
-		close(p.done)
-	}()
-	n.mu.Lock()
-	n.proc = p
-	n.starts++
-	n.mu.Unlock()
-	select {
-	case a := <-line:
+	p, addr, err := loadkit.StartServer(loadkit.ServerCommand(n.bin, n.args...), 90*time.Second)
+	if p != nil {
 		n.mu.Lock()
-		n.addr = a
+		n.proc = p
+		n.starts++
+		n.addr = addr
 		n.mu.Unlock()
-		return nil
-	case <-p.done:
-		return fmt.Errorf("cluster: node %d exited before it listened:\n%s", n.Index, p.logs.String())
-	case <-time.After(90 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-		return fmt.Errorf("cluster: node %d printed no address in 90 s:\n%s", n.Index, p.logs.String())
 	}
+	if err != nil {
+		return fmt.Errorf("cluster: node %d: %w", n.Index, err)
+	}
+	return nil
 }
 
 // stop ends the process with SIGTERM, then SIGKILL after 15 s.
@@ -391,83 +317,31 @@ func (n *Node) stop() {
 	n.mu.Lock()
 	p := n.proc
 	n.mu.Unlock()
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+	if p != nil {
+		p.Stop()
 	}
 }
 
 // CPU is the node's current process's user plus system CPU time so far
-// (utime+stime of /proc/<pid>/stat; USER_HZ is 100 on Linux).
+// (utime+stime of /proc/<pid>/stat).
 func (n *Node) CPU(t testing.TB) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.Pid()))
+	d, err := loadkit.CPU(n.Pid())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("cluster: node %d: %v", n.Index, err)
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("cluster: parse /proc/<pid>/stat: %q", s)
-	}
-	return time.Duration(ut+st) * time.Second / 100
+	return d
 }
 
 // Metrics scrapes the node's /metrics into series (name with its labels,
 // as written) → value.
 func (n *Node) Metrics(t testing.TB) map[string]float64 {
 	t.Helper()
-	m, err := n.metrics()
+	m, err := loadkit.Metrics(n.Admin)
 	if err != nil {
 		t.Fatalf("cluster: node %d: %v", n.Index, err)
 	}
 	return m
-}
-
-func (n *Node) metrics() (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.Admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %q: %w", l, err)
-		}
-		out[l[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	return out, nil
 }
 
 // Ready GETs the node's /readyz and returns its status code and body;
@@ -503,24 +377,4 @@ func freePort(t testing.TB, network string) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 1<<20 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

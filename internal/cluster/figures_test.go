@@ -13,6 +13,7 @@ import (
 
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/cluster"
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -155,7 +156,7 @@ func TestClusterFigures(t *testing.T) {
 	b, p1, p3 := got["bolt1"], got["pg1"], got["pg3"]
 	fmt.Printf("cluster-figures-ratios: pg1/bolt1 msgs_per_s=%.2f p50=%.2f p99=%.2f; pg3/pg1 msgs_per_s=%.2f p50=%.2f p99=%.2f; loadavg=%s\n",
 		median(p1.rate)/median(b.rate), median(p1.p50)/median(b.p50), median(p1.p99)/median(b.p99),
-		median(p3.rate)/median(p1.rate), median(p3.p50)/median(p1.p50), median(p3.p99)/median(p1.p99), loadAvg())
+		median(p3.rate)/median(p1.rate), median(p3.p50)/median(p1.p50), median(p3.p99)/median(p1.p99), loadkit.LoadAvg())
 }
 
 // TestClusterBytesPerMessage measures what a queued message takes in
@@ -202,7 +203,7 @@ func TestClusterBytesPerMessage(t *testing.T) {
 	next := 0
 	for i := range mailboxes * perMailbox {
 		id := protocol.NewMessageID()
-		env := encodeEnvelope(0, i%mailboxes, i, 0, id)
+		env := loadkit.Encode(0, i%mailboxes, i, 0, id)
 		_, spent, err := c.SendPaid(ctx, mbs[i%mailboxes].SendID, id, env, toks[next])
 		if err != nil {
 			t.Fatalf("send %d: %v", i, err)
@@ -214,7 +215,7 @@ func TestClusterBytesPerMessage(t *testing.T) {
 	after := size()
 	n := mailboxes * perMailbox
 	fmt.Printf("cluster-bytes: messages=%d envelope_bytes=%d pg_bytes_per_msg=%.0f (relations %d → %d bytes)\n",
-		n, envelopeSize, float64(after-before)/float64(n), before, after)
+		n, loadkit.EnvelopeSize, float64(after-before)/float64(n), before, after)
 	if after <= before {
 		t.Errorf("the store's relations did not grow (%d → %d) with %d queued messages", before, after, n)
 	}

@@ -3,21 +3,19 @@ package cluster_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/internal/cluster"
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
@@ -103,26 +101,6 @@ func mintTokens(ctx context.Context, t *testing.T, addr string, n int) [][]byte 
 	}
 	return out[:n]
 }
-
-const (
-	hdrSize      = 4 + 4 + 4 + 8 + wire.MessageIDSize // from, to, seq, sent, id
-	envelopeSize = 1000
-)
-
-func encodeEnvelope(from, to, seq int, sent time.Duration, id wire.MessageID) []byte {
-	b := make([]byte, envelopeSize)
-	binary.BigEndian.PutUint32(b[0:], uint32(from))
-	binary.BigEndian.PutUint32(b[4:], uint32(to))
-	binary.BigEndian.PutUint32(b[8:], uint32(seq))
-	binary.BigEndian.PutUint64(b[12:], uint64(sent))
-	copy(b[20:], id[:])
-	for i := hdrSize; i < len(b); i++ {
-		b[i] = byte(from + seq + i)
-	}
-	return b
-}
-
-func key(from, seq int) uint64 { return uint64(from)<<32 | uint64(seq) }
 
 // loadOpts is one load run.
 type loadOpts struct {
@@ -217,30 +195,17 @@ type tracker struct {
 }
 
 func (tr *tracker) deliver(at, atNode int, m protocol.Message, now time.Duration) {
-	b := m.Envelope
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if len(b) != envelopeSize {
-		tr.bad++
-		return
-	}
-	from, to := int(binary.BigEndian.Uint32(b[0:])), int(binary.BigEndian.Uint32(b[4:]))
-	seq := int(binary.BigEndian.Uint32(b[8:]))
-	sent := time.Duration(binary.BigEndian.Uint64(b[12:]))
-	var id wire.MessageID
-	copy(id[:], b[20:])
-	ok := to == at && id == m.ID
-	for i := hdrSize; ok && i < len(b); i++ {
-		ok = b[i] == byte(from+seq+i)
-	}
+	e, ok := loadkit.Open(m.Envelope, at, m.ID)
 	if !ok {
 		tr.bad++
 		return
 	}
-	k := key(from, seq)
+	k := loadkit.Key(e.From, e.Seq)
 	tr.delivered[k]++
 	if tr.delivered[k] == 1 {
-		tr.lats = append(tr.lats, now-sent)
+		tr.lats = append(tr.lats, now-e.Sent)
 		tr.nDeliv.Add(1)
 		// A delivery that arrives before its Send returned is counted
 		// once the ledger has the acknowledging node; deliveries are
@@ -253,25 +218,6 @@ func (tr *tracker) deliver(at, atNode int, m protocol.Message, now time.Duration
 	}
 }
 
-func percentile(sorted []time.Duration, q float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return float64(sorted[int(q*float64(len(sorted)-1))].Microseconds()) / 1000
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "?"
-	}
-	return f[0]
-}
-
 // runLoad runs o against the cluster: each client sends one message per
 // interval to a random other client for the window, receivers ack once a
 // second, and the ledger is checked after a drain.
@@ -280,7 +226,7 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 	if o.node == nil {
 		o.node = func(i int) int { return i % len(cl.Nodes) }
 	}
-	raiseNoFile(t, uint64(o.clients)+1024)
+	loadkit.RaiseNoFile(t, uint64(o.clients)+1024)
 	ctx, cancel := context.WithTimeout(context.Background(), o.window+o.drain+5*time.Minute)
 	defer cancel()
 
@@ -402,7 +348,7 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 	for _, n := range cl.Nodes {
 		cpu0 = append(cpu0, n.CPU(t))
 	}
-	res := loadResult{load0: loadAvg()}
+	res := loadResult{load0: loadkit.LoadAvg()}
 	var sendErrs, dupAcks atomic.Int64
 	if o.pre != nil {
 		o.pre()
@@ -421,25 +367,11 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 		go func() {
 			defer swg.Done()
 			mine := toks[i*perClient : (i+1)*perClient]
-			rng := mrand.New(mrand.NewPCG(uint64(i), 7))
-			time.Sleep(time.Duration(rng.Int64N(int64(o.interval))))
-			tick := time.NewTicker(o.interval)
-			defer tick.Stop()
 			next := 0
-			for seq := 0; seq < sends && next < len(mine); seq++ {
-				if seq > 0 {
-					<-tick.C
-				}
-				if !time.Now().Before(end) {
-					break
-				}
-				to := rng.IntN(o.clients - 1)
-				if to >= i {
-					to++
-				}
+			loadkit.Sends(i, o.clients, sends, o.interval, end, func(seq, to int) bool {
 				id := protocol.NewMessageID()
 				sent := time.Since(epoch)
-				env := encodeEnvelope(i, to, seq, sent, id)
+				env := loadkit.Encode(i, to, seq, sent, id)
 				sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
 				dup, spent, err := c.conn.SendPaid(sctx, clients[to].mb.SendID, id, env, mine[next])
 				scancel()
@@ -456,7 +388,7 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 					c.mu.Unlock()
 					tr.mu.Lock()
 					tr.sendRTTs = append(tr.sendRTTs, time.Since(epoch)-sent)
-					tr.acked[key(i, seq)] = node
+					tr.acked[loadkit.Key(i, seq)] = node
 					tr.mu.Unlock()
 					tr.nAcked.Add(1)
 					if dup {
@@ -467,7 +399,8 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 					sendErrs.Add(1)
 					t.Errorf("client %d: send %d: %v", i, seq, err)
 				}
-			}
+				return next < len(mine)
+			})
 		}()
 	}
 	swg.Wait()
@@ -477,7 +410,7 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 			res.cpuPct += 100 * (n.CPU(t) - cpu0[k]).Seconds() / res.window.Seconds()
 		}
 	}
-	res.load1 = loadAvg()
+	res.load1 = loadkit.LoadAvg()
 
 	drainStart := time.Now()
 	for tr.nDeliv.Load() < tr.nAcked.Load() && time.Since(drainStart) < o.drain {
@@ -493,19 +426,7 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	for k := range tr.acked {
-		if tr.delivered[k] == 0 {
-			res.lost++
-		}
-	}
-	for k, n := range tr.delivered {
-		if n > 1 {
-			res.duplicated += n - 1
-		}
-		if _, ok := tr.acked[k]; !ok {
-			res.unacked++
-		}
-	}
+	res.lost, res.duplicated, res.unacked = loadkit.Tally(tr.acked, tr.delivered)
 	for k, node := range tr.early {
 		if a, ok := tr.acked[k]; ok && a != node {
 			res.crossed++
@@ -518,26 +439,7 @@ func runLoad(t *testing.T, cl *cluster.Cluster, o loadOpts) loadResult {
 	res.sendErrs, res.dupAcks = int(sendErrs.Load()), int(dupAcks.Load())
 	res.failovers = int(moves.Load())
 	res.rate = float64(res.sent) / res.window.Seconds()
-	res.p50, res.p99 = percentile(tr.lats, 0.50), percentile(tr.lats, 0.99)
-	res.sendP50, res.sendP99 = percentile(tr.sendRTTs, 0.50), percentile(tr.sendRTTs, 0.99)
+	res.p50, res.p99 = loadkit.Percentile(tr.lats, 0.50), loadkit.Percentile(tr.lats, 0.99)
+	res.sendP50, res.sendP99 = loadkit.Percentile(tr.sendRTTs, 0.50), loadkit.Percentile(tr.sendRTTs, 0.99)
 	return res
-}
-
-// raiseNoFile lifts the soft RLIMIT_NOFILE to at least n.
-func raiseNoFile(t *testing.T, n uint64) {
-	t.Helper()
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Cur >= n {
-		return
-	}
-	if r.Max < n {
-		r.Max = n
-	}
-	r.Cur = n
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		t.Fatalf("RLIMIT_NOFILE to %d: %v", n, err)
-	}
 }

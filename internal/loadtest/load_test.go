@@ -3,12 +3,10 @@ package loadtest
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/client/protocol"
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -67,19 +66,6 @@ func selfCPU(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// loadAvg is the 1-minute load average: how busy the shared machine was.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "?"
-	}
-	return f[0]
 }
 
 // clientOptions: the defaults, with bounded retries so a broken run ends.
@@ -192,27 +178,6 @@ func mintTokensOn(ctx context.Context, t *testing.T, c *protocol.Conn, handle st
 	return out[:n]
 }
 
-// Each envelope starts with this header; the rest is filler. The message
-// ID is repeated inside so the receiver checks that what it got under an
-// ID is what was sent under it.
-const (
-	hdrSize      = 4 + 4 + 4 + 8 + wire.MessageIDSize // from, to, seq, sent (ns since run start), id
-	envelopeSize = 1000                               // leaves a 2 KiB bucket with room for the token
-)
-
-func encodeEnvelope(from, to, seq int, sent time.Duration, id wire.MessageID) []byte {
-	b := make([]byte, envelopeSize)
-	binary.BigEndian.PutUint32(b[0:], uint32(from))
-	binary.BigEndian.PutUint32(b[4:], uint32(to))
-	binary.BigEndian.PutUint32(b[8:], uint32(seq))
-	binary.BigEndian.PutUint64(b[12:], uint64(sent))
-	copy(b[20:], id[:])
-	for i := hdrSize; i < len(b); i++ {
-		b[i] = byte(from + seq + i)
-	}
-	return b
-}
-
 // tracker is the ledger of a run: what was acknowledged, and what each
 // receiver saw.
 type tracker struct {
@@ -228,47 +193,25 @@ type tracker struct {
 	nDeliv    atomic.Int64
 }
 
-func key(from, seq int) uint64 { return uint64(from)<<32 | uint64(seq) }
-
 func (tr *tracker) deliver(at int, m protocol.Message, now time.Duration) {
-	b := m.Envelope
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if len(b) != envelopeSize {
-		tr.bad++
-		return
-	}
-	from, to := int(binary.BigEndian.Uint32(b[0:])), int(binary.BigEndian.Uint32(b[4:]))
-	seq := int(binary.BigEndian.Uint32(b[8:]))
-	sent := time.Duration(binary.BigEndian.Uint64(b[12:]))
-	var id wire.MessageID
-	copy(id[:], b[20:])
-	ok := to == at && id == m.ID
-	for i := hdrSize; ok && i < len(b); i++ {
-		ok = b[i] == byte(from+seq+i)
-	}
+	e, ok := loadkit.Open(m.Envelope, at, m.ID)
 	if !ok {
 		tr.bad++
 		return
 	}
-	k := key(from, seq)
+	k := loadkit.Key(e.From, e.Seq)
 	tr.delivered[k]++
 	if tr.delivered[k] == 1 {
-		tr.lats = append(tr.lats, now-sent)
+		tr.lats = append(tr.lats, now-e.Sent)
 		tr.nDeliv.Add(1)
 	}
 }
 
-func percentile(sorted []time.Duration, q float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return float64(sorted[int(q*float64(len(sorted)-1))].Microseconds()) / 1000
-}
-
 func TestLoad(t *testing.T) {
 	sz := runSize(t)
-	raiseNoFile(t, uint64(sz.clients)+1024)
+	loadkit.RaiseNoFile(t, uint64(sz.clients)+1024)
 	srv := startServer(t, sz.clients+100)
 	ctx, cancel := context.WithTimeout(context.Background(), sz.window+sz.drain+10*time.Minute)
 	defer cancel()
@@ -407,7 +350,7 @@ func TestLoad(t *testing.T) {
 
 	// Senders: each client sends one message per interval, starting at a
 	// random phase, to a random other client.
-	cpu0, self0, load0 := srv.cpu(t), selfCPU(t), loadAvg()
+	cpu0, self0, load0 := srv.cpu(t), selfCPU(t), loadkit.LoadAvg()
 	met0 := srv.metrics(t)
 	windowStart := time.Now()
 	end := windowStart.Add(sz.window)
@@ -417,25 +360,11 @@ func TestLoad(t *testing.T) {
 		go func() {
 			defer swg.Done()
 			mine := toks[i*perClient : (i+1)*perClient]
-			rng := mrand.New(mrand.NewPCG(uint64(i), 7))
-			time.Sleep(time.Duration(rng.Int64N(int64(sz.interval))))
-			tick := time.NewTicker(sz.interval)
-			defer tick.Stop()
 			next := 0 // mine[next] pays when the connection's allowance is used up
-			for seq := 0; seq < sends && next < len(mine); seq++ {
-				if seq > 0 {
-					<-tick.C
-				}
-				if !time.Now().Before(end) {
-					break
-				}
-				to := rng.IntN(sz.clients - 1)
-				if to >= i {
-					to++
-				}
+			loadkit.Sends(i, sz.clients, sends, sz.interval, end, func(seq, to int) bool {
 				id := protocol.NewMessageID()
 				sent := time.Since(epoch)
-				env := encodeEnvelope(i, to, seq, sent, id)
+				env := loadkit.Encode(i, to, seq, sent, id)
 				sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
 				var dup, spent bool
 				var err error
@@ -459,19 +388,20 @@ func TestLoad(t *testing.T) {
 					tr.sendErrs++
 					t.Errorf("client %d: send %d: %v", i, seq, err)
 				default:
-					tr.acked[key(i, seq)] = true
+					tr.acked[loadkit.Key(i, seq)] = true
 					tr.nAcked.Add(1)
 					if dup {
 						tr.dupAcks++
 					}
 				}
 				tr.mu.Unlock()
-			}
+				return next < len(mine)
+			})
 		}()
 	}
 	swg.Wait()
 	window := time.Since(windowStart)
-	cpu, selfCPUUsed, load1 := srv.cpu(t)-cpu0, selfCPU(t)-self0, loadAvg()
+	cpu, selfCPUUsed, load1 := srv.cpu(t)-cpu0, selfCPU(t)-self0, loadkit.LoadAvg()
 	rss, hwm := srv.rss(t)
 	met1 := srv.metrics(t)
 	srv.alive(t)
@@ -492,27 +422,14 @@ func TestLoad(t *testing.T) {
 
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	var lost, duplicated, unacked int
-	for k := range tr.acked {
-		if tr.delivered[k] == 0 {
-			lost++
-		}
-	}
-	for k, n := range tr.delivered {
-		if n > 1 {
-			duplicated += n - 1
-		}
-		if !tr.acked[k] {
-			unacked++
-		}
-	}
+	lost, duplicated, unacked := loadkit.Tally(tr.acked, tr.delivered)
 	slices.Sort(tr.lats)
 	slices.Sort(tr.sendRTTs)
 	sent := len(tr.acked)
 	rate := float64(sent) / window.Seconds()
 	fmt.Printf("loadtest: clients=%d sent=%d delivered=%d lost=%d duplicated=%d msgs_per_s=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f server_rss_mib=%.1f server_hwm_mib=%.1f server_cpu_pct=%.1f offered_msgs_per_s=%.0f clients_cpu_pct=%.1f loadavg=%s..%s window_s=%.1f drain_s=%.2f setup_s=%.1f mint_s=%.1f send_errors=%d\n",
 		sz.clients, sent, len(tr.lats), lost, duplicated, rate,
-		percentile(tr.lats, 0.50), percentile(tr.lats, 0.99), percentile(tr.lats, 0.999),
+		loadkit.Percentile(tr.lats, 0.50), loadkit.Percentile(tr.lats, 0.99), loadkit.Percentile(tr.lats, 0.999),
 		float64(rss)/(1<<20), float64(hwm)/(1<<20), 100*cpu.Seconds()/window.Seconds(),
 		float64(sz.clients)/sz.interval.Seconds(), 100*selfCPUUsed.Seconds()/window.Seconds(), load0, load1,
 		window.Seconds(), drain.Seconds(), setupTime.Seconds(), mintTime.Seconds(), tr.sendErrs)
@@ -523,7 +440,7 @@ func TestLoad(t *testing.T) {
 	// The Send round trip alone (start of Send to Sent): what of the
 	// delivery latency the send path is, the rest being the push.
 	fmt.Printf("loadtest-send: token_per_send=%v inline_acks=%v send_p50_ms=%.2f send_p99_ms=%.2f send_p999_ms=%.2f\n",
-		perSend, inlineAcks, percentile(tr.sendRTTs, 0.50), percentile(tr.sendRTTs, 0.99), percentile(tr.sendRTTs, 0.999))
+		perSend, inlineAcks, loadkit.Percentile(tr.sendRTTs, 0.50), loadkit.Percentile(tr.sendRTTs, 0.99), loadkit.Percentile(tr.sendRTTs, 0.999))
 	fmt.Printf("loadtest-server: send_ms=%.2f ack_ms=%.2f commits=%.0f mean_commit_ms=%.2f mean_batch_ops=%.1f\n",
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="send"}`),
 		1000*meanDelta(met0, met1, "qpc_request_duration_seconds", `{kind="ack"}`),
@@ -552,7 +469,7 @@ func TestLoad(t *testing.T) {
 
 func TestIdle(t *testing.T) {
 	sz := runSize(t)
-	raiseNoFile(t, uint64(sz.idle)+1024)
+	loadkit.RaiseNoFile(t, uint64(sz.idle)+1024)
 	srv := startServer(t, sz.idle+100)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -1,80 +1,22 @@
 package loadtest
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 )
-
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
-// 100 on every Linux architecture Go supports.
-const clockTicks = 100
-
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
-// serverBinary compiles cmd/qpc-server once per test process.
-func serverBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "qpc-loadtest-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "qpc-server")
-		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/quicprochat/qpc/cmd/qpc-server")
-		cmd.Stderr = os.Stderr
-		buildErr = cmd.Run()
-	})
-	if buildErr != nil {
-		t.Fatalf("build qpc-server: %v", buildErr)
-	}
-	return buildBin
-}
 
 // serverProc is one running qpc-server process.
 type serverProc struct {
-	cmd   *exec.Cmd
+	*loadkit.Proc
 	addr  string // qpc:// address
 	admin string // host:port of /metrics
-	logs  *lockedBuffer
-	done  chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.b.Len() < 1<<20 {
-		l.b.Write(p)
-	}
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // freeTCP returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -112,7 +54,7 @@ func startServer(t *testing.T, maxConns int) *serverProc {
 // line.
 func startServerFlags(t *testing.T, flags ...string) *serverProc {
 	t.Helper()
-	bin := serverBinary(t)
+	bin := loadkit.ServerBinary(t)
 	admin := freeTCP(t)
 	args := append([]string{"run",
 		"--data-dir", t.TempDir(),
@@ -121,73 +63,22 @@ func startServerFlags(t *testing.T, flags ...string) *serverProc {
 		"--kt-listen", "127.0.0.1:0",
 		"--log-level", "warn",
 	}, flags...)
-	cmd := exec.Command(bin, args...)
-	// The server's configuration comes from the flags alone.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "QPC_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
+	proc, addr, err := loadkit.StartServer(loadkit.ServerCommand(bin, args...), 60*time.Second)
+	if proc != nil {
+		t.Cleanup(proc.Stop)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &serverProc{cmd: cmd, admin: admin, logs: &lockedBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.logs
-	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "address: "); ok {
-				select {
-				case line <- a:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	go func() {
-		cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(p.stop)
-	select {
-	case p.addr = <-line:
-	case <-p.done:
-		t.Fatalf("qpc-server exited before it listened:\n%s", p.logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("qpc-server printed no address in 60 s:\n%s", p.logs.String())
-	}
-	return p
-}
-
-// stop ends the server with SIGTERM, then SIGKILL after 15 s.
-func (p *serverProc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	return &serverProc{Proc: proc, addr: addr, admin: admin}
 }
 
 // alive fails the test if the server has exited.
 func (p *serverProc) alive(t *testing.T) {
 	t.Helper()
 	select {
-	case <-p.done:
-		t.Fatalf("qpc-server exited:\n%s", p.logs.String())
+	case <-p.Done:
+		t.Fatalf("qpc-server exited:\n%s", p.Logs.String())
 	default:
 	}
 }
@@ -196,7 +87,7 @@ func (p *serverProc) alive(t *testing.T) {
 // bytes.
 func (p *serverProc) rss(t *testing.T) (rss, hwm int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,56 +116,22 @@ func (p *serverProc) rss(t *testing.T) (rss, hwm int64) {
 // cpu returns the server's user plus system CPU time so far.
 func (p *serverProc) cpu(t *testing.T) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	d, err := loadkit.CPU(p.Pid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The command name (field 2) may hold spaces; count from the ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("parse /proc/<pid>/stat: %q", s)
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks
+	return d
 }
 
 // metrics scrapes /metrics into series (name with its labels, as written)
 // → value.
 func (p *serverProc) metrics(t *testing.T) map[string]float64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	m, err := loadkit.Metrics(p.admin)
 	if err != nil {
-		t.Fatalf("metrics: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", l, err)
-		}
-		out[l[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	return out
+	return m
 }
 
 // openConns reads qpc_connections_open (all transports) from /metrics.
@@ -301,24 +158,4 @@ func meanDelta(m0, m1 map[string]float64, name, labels string) float64 {
 		return 0
 	}
 	return (m1[sum] - m0[sum]) / n
-}
-
-// raiseNoFile lifts the soft RLIMIT_NOFILE to at least n (one UDP socket
-// per client), up to the hard limit.
-func raiseNoFile(t *testing.T, n uint64) {
-	t.Helper()
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Cur >= n {
-		return
-	}
-	if r.Max < n {
-		r.Max = n // root may raise the hard limit too
-	}
-	r.Cur = n
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		t.Fatalf("RLIMIT_NOFILE to %d: %v", n, err)
-	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quicprochat/qpc/account"
 	"github.com/quicprochat/qpc/client/protocol"
+	"github.com/quicprochat/qpc/internal/loadtest/loadkit"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/padding"
 	"github.com/quicprochat/qpc/wire"
@@ -109,7 +110,7 @@ func rssAddrs(t *testing.T) int {
 // memStatus is VmRSS, RssAnon and RssFile of /proc/<pid>/status, bytes.
 func (p *serverProc) memStatus(t *testing.T) (rss, anon, file int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +363,7 @@ func watchRSS(t *testing.T, srv *serverProc, base int64) *rssWatch {
 	w := &rssWatch{stop: make(chan struct{}), done: make(chan struct{})}
 	w.base.Store(base)
 	sample := func() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.cmd.Process.Pid))
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", srv.Pid()))
 		if err != nil {
 			return // exited: alive() says so
 		}
@@ -967,7 +968,7 @@ func rssPhase(t *testing.T, name string, concurrent bool, prepare func(context.C
 		name, what, float64(base)/mib, float64(baseAnon)/mib, float64(baseFile)/mib,
 		float64(peak)/mib, float64(anon)/mib, float64(file)/mib, float64(peak-base)/mib, rssBound/mib, e.w.abort.Load(),
 		ms(p50(unloaded)), ms(u99), ms(l50), ms(l99), float64(l99)/float64(u99), len(unloaded), len(loaded),
-		e.a.errs.Load(), srvCPU.Seconds(), testCPU.Seconds(), wall.Seconds(), loadAvg(), rssFlags())
+		e.a.errs.Load(), srvCPU.Seconds(), testCPU.Seconds(), wall.Seconds(), loadkit.LoadAvg(), rssFlags())
 
 	if g := peak - base; g > rssBound {
 		t.Errorf("the server's RSS grew by %.1f MiB (from %.1f to %.1f MiB), bound %d MiB",
