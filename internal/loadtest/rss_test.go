@@ -83,8 +83,12 @@ const (
 // if it is within this of it. At p99s of a few milliseconds one
 // scheduling hiccup of the machine doubles the figure (CI, load 1: 3.2 ms
 // unloaded, 7.5 ms under the record-header attack, which cost 41× the
-// unloaded p99 before its bound); a jammed server costs hundreds.
-const p99Slack = 10 * time.Millisecond
+// unloaded p99 before its bound); a jammed server costs hundreds. With
+// other packages' tests on the same two cores (load 4-5) the code before
+// and after every change of 2026-12-07 gave 23 ms against 9 ms unloaded
+// under the KT publish flood in one run of three, and 6-8 ms in the
+// others: the slack covers that, and a jammed server still fails.
+const p99Slack = 25 * time.Millisecond
 
 // rssFlags are extra qpc-server flags from QPC_RSS_SERVER_FLAGS (space
 // separated), to check that the test fails when a bound is removed, for
