@@ -1,6 +1,7 @@
 package pgaccounts_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -24,6 +25,10 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 var bg = context.Background()
 
 var quiet = slog.New(slog.DiscardHandler)
+
+// wakeKey is the mailbox store's wake key (ADR 0038), which pgstore.Open
+// requires; any 32 bytes do for a store opened beside the accounts.
+var wakeKey = bytes.Repeat([]byte{0x77}, store.WakeKeySize)
 
 func open(t testing.TB, url string) *pgaccounts.Store {
 	t.Helper()
@@ -76,7 +81,7 @@ func TestBesideMailboxes(t *testing.T) {
 		})
 		wg.Go(func() {
 			<-start
-			m, err := pgstore.Open(context.Background(), url, store.Options{Logger: quiet})
+			m, err := pgstore.Open(context.Background(), url, store.Options{Logger: quiet, WakeKey: wakeKey})
 			if err == nil {
 				m.Close()
 			}
@@ -129,7 +134,7 @@ func TestBesideMailboxes(t *testing.T) {
 	}
 	// The mailbox store does not care.
 	open := func() error {
-		m, err := pgstore.Open(ctx, url, store.Options{Logger: quiet})
+		m, err := pgstore.Open(ctx, url, store.Options{Logger: quiet, WakeKey: wakeKey})
 		if err == nil {
 			m.Close()
 		}
