@@ -346,7 +346,12 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 	if pc != nil {
 		host, _, _ := net.SplitHostPort(cfg.Listen)
 		bound := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
-		serves.start(func() error { return srv.Serve(pc) })
+		// Registered before Listening reports it, so /readyz counts it.
+		if err := serves.listen(srv, pc, metrics.TransportUDP); err != nil {
+			srv.Shutdown(context.Background())
+			<-serves.wait()
+			return err
+		}
 		o.Listening(Listener{Kind: ListenerQUIC, Addr: pc.LocalAddr().String(), Address: opts.Identity.Address(bound)})
 	}
 	if cfg.TunnelListen != config.TorOff {
@@ -359,7 +364,11 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 		tpc := tunnel.Server(ln, tunnel.Options{})
 		// Clients behind Tor exits share the exits' addresses, so the
 		// tunnel counts as the tor transport.
-		serves.start(func() error { return srv.ServeTransport(tpc, metrics.TransportTor) })
+		if err := serves.listen(srv, tpc, metrics.TransportTor); err != nil {
+			srv.Shutdown(context.Background())
+			<-serves.wait()
+			return err
+		}
 		log.Info("tunnel listener for clients through Tor exits", "addr", tpc.LocalAddr().String())
 		o.Listening(Listener{Kind: ListenerTunnel, Addr: tpc.LocalAddr().String()})
 	}
@@ -390,7 +399,11 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 		}
 		if onion != nil {
 			defer onion.Close()
-			serves.start(func() error { return srv.ServeOnion(onion) })
+			if err := serves.listen(srv, onion.Conn, metrics.TransportTor); err != nil {
+				srv.Shutdown(context.Background())
+				<-serves.wait()
+				return err
+			}
 			address := onion.Address(opts.Identity)
 			o.Listening(Listener{Kind: ListenerOnion, Addr: address.Host, Address: address})
 			// Publish returned once the descriptor was uploaded; the
@@ -666,6 +679,17 @@ func newServing() *serving {
 func (s *serving) start(f func() error) {
 	s.n++
 	go func() { s.results <- f() }()
+}
+
+// listen registers a listener on pc with srv, so that Ready counts it
+// once listen returns, and serves it like start.
+func (s *serving) listen(srv *Server, pc net.PacketConn, transport string) error {
+	ln, err := srv.listen(pc, transport)
+	if err != nil || ln == nil {
+		return err
+	}
+	s.start(func() error { return srv.accept(ln, transport) })
+	return nil
 }
 
 func (s *serving) wait() <-chan error {

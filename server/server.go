@@ -179,6 +179,17 @@ func (s *Server) Serve(pc net.PacketConn) error {
 // service, where every client shares the tunnel's address, so the
 // per-address limits are not applied; MaxConnsTor caps them together.
 func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
+	ln, err := s.listen(pc, transport)
+	if err != nil || ln == nil {
+		return err
+	}
+	return s.accept(ln, transport)
+}
+
+// listen opens the QUIC listener on pc and registers it, so that Ready
+// counts it from the moment listen returns; it returns nil and no error
+// when the server is already draining (pc is then closed).
+func (s *Server) listen(pc net.PacketConn, transport string) (*quic.Listener, error) {
 	tr := &quic.Transport{Conn: pc}
 	conf := s.quic
 	// A tunnel (tor/tunnel) fixes the packet size and needs a longer
@@ -188,7 +199,7 @@ func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 	}
 	ln, err := tr.Listen(s.tls, conf)
 	if err != nil {
-		return fmt.Errorf("serve: %w", err)
+		return nil, fmt.Errorf("serve: %w", err)
 	}
 	s.mu.Lock()
 	if s.draining {
@@ -196,13 +207,19 @@ func (s *Server) ServeTransport(pc net.PacketConn, transport string) error {
 		ln.Close()
 		tr.Close()
 		pc.Close()
-		return nil
+		return nil, nil
 	}
 	s.listeners = append(s.listeners, ln)
 	s.transports = append(s.transports, tr)
 	s.packets = append(s.packets, pc)
 	s.mu.Unlock()
 	s.log.Info("listening", "transport", transport, "addr", pc.LocalAddr().String())
+	return ln, nil
+}
+
+// accept serves connections from a listener that listen registered until
+// Shutdown closes it.
+func (s *Server) accept(ln *quic.Listener, transport string) error {
 	for {
 		conn, err := ln.Accept(context.Background())
 		if err != nil {
