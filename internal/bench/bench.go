@@ -182,6 +182,21 @@ type Result struct {
 	// commits wrote per operation: the store's write amplification.
 	StorePagesPerOp float64 `json:"store_pages_per_op,omitempty"`
 	StorePageBytes  int     `json:"store_page_bytes,omitempty"`
+	// CPU time of the whole process (clients and server, user and
+	// system) per acknowledged Send during the send window, in µs, and
+	// the baseline's over qpc's. Both phases saturate the CPU on a small
+	// machine, so the cpu ratio bounds the throughput ratio and, unlike
+	// it, hardly moves with other processes' load.
+	CPUUsPerMsg         float64 `json:"cpu_us_per_msg,omitempty"`
+	BaselineCPUUsPerMsg float64 `json:"baseline_cpu_us_per_msg,omitempty"`
+	CPURatio            float64 `json:"cpu_ratio,omitempty"`
+	// FsyncMs is the median time of a 4 KiB write and fdatasync of a
+	// scratch file beside the store, probed just before and just after
+	// the qpc phase's window (in-process only). Each commit waits for
+	// three such syncs and the relay for none: a ratio measured while
+	// other work keeps the disk busy is low for that reason, whatever
+	// the load average says.
+	FsyncMs float64 `json:"fsync_ms,omitempty"`
 
 	// The tokens phase (Config.Tokens): throughput with a token redeemed
 	// per send, as a ratio to the tokens-off qpc phase above.
@@ -210,6 +225,17 @@ type phase struct {
 	ackErrors  int
 	conns      int
 	tally      tally
+	// cpu is the whole process's CPU time (user and system: clients,
+	// server and store) spent during the send window.
+	cpu time.Duration
+}
+
+// cpuUsPerMsg is the process CPU time per acknowledged Send, in µs.
+func (p phase) cpuUsPerMsg() float64 {
+	if p.tally.acked == 0 {
+		return 0
+	}
+	return round(float64(p.cpu) / float64(time.Microsecond) / float64(p.tally.acked))
 }
 
 func (p phase) meanSendMs() float64 {
@@ -307,6 +333,7 @@ func (res *Result) setBaseline(b phase) {
 	res.BaselineSendErrors = b.sendErrors
 	res.BaselineMaxSendMs = ms(b.maxSend)
 	res.BaselineMeanSendMs = b.meanSendMs()
+	res.BaselineCPUUsPerMsg = b.cpuUsPerMsg()
 }
 
 // setQPC fills in the qpc phase's figures, and the ratio if the baseline
@@ -330,6 +357,10 @@ func (res *Result) setQPC(q phase) {
 	res.DrainMs = ms(q.drain)
 	res.MaxSendMs = ms(q.maxSend)
 	res.MeanSendMs = q.meanSendMs()
+	res.CPUUsPerMsg = q.cpuUsPerMsg()
+	if res.BaselineCPUUsPerMsg > 0 && res.CPUUsPerMsg > 0 {
+		res.CPURatio = round(res.BaselineCPUUsPerMsg / res.CPUUsPerMsg)
+	}
 }
 
 func round(x float64) float64 { return math.Round(x*1000) / 1000 }
@@ -410,10 +441,13 @@ func runInProcess(ctx context.Context, cfg Config, res *Result, tokens int) (pha
 	if tokens > 0 {
 		profile = cfg.TokensCPUProfile
 	}
+	// The disk's sync latency, just before and just after the window.
+	syncs := fsyncProbe(dir, nil)
 	p, err := load(ctx, cfg, id.Address(pc.LocalAddr().String()).String(), profile, hooks, pool)
 	if err != nil {
 		return p, err
 	}
+	res.FsyncMs = medianMs(fsyncProbe(dir, syncs))
 	res.StoreCommits = after.Commits - before.Commits
 	res.StoreOps = after.Ops - before.Ops
 	res.LargestBatch = after.LargestBatch
@@ -630,11 +664,13 @@ func load(ctx context.Context, cfg Config, addr, profile string, hooks *windowHo
 	if hooks != nil {
 		hooks.start()
 	}
+	cpuStart := processCPU()
 	windowStart = time.Now()
 	deadline = windowStart.Add(cfg.Duration)
 	close(startGo)
 	wg.Wait()
 	p.elapsed = time.Since(windowStart)
+	p.cpu = processCPU() - cpuStart
 	if hooks != nil {
 		hooks.end()
 	}
