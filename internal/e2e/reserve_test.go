@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"testing"
@@ -120,7 +121,10 @@ func TestMessengerRestartNoGap(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			ms := startMessengerServer(t)
-			ctx := ctxT(t)
+			// One context for the whole run, generous: a loaded CI
+			// machine took over 20 s for it.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
 			alice := newUserWith(t, ms, "alice", func(o *client.Options) { o.RetireAfter = -1 })
 			bob := newUser(t, ms, "bob")
 			connect(t, alice, bob)
