@@ -517,8 +517,9 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 		dup, missed := trackSeq(mr, m.Seq, m.SkippedBefore)
 		if dup && m.Seq == mr.LastSeq && len(mr.LastID) > 0 && !bytes.Equal(mr.LastID, m.ID[:]) {
 			// The sender's newest number again, on another message: a
-			// sender restarted after a crash while its last text was on
-			// the way numbers its next message as that one (reserve.go).
+			// sender from before ADR 0045 restarted after a crash while
+			// its last text was on the way numbers its next message as
+			// that one (reserve.go; ours now skip it and say so).
 			dup = false
 		}
 		if !dup && m.Seq == mr.LastSeq {
