@@ -166,7 +166,12 @@ func (c *Client) loadGroup(ctx context.Context, r *convRecord) (*mls.Group, erro
 	// After a restart, our ratchet skips what a text sent before its
 	// state was written may have used (reserve.go); r.Group follows, for
 	// whatever keeps the state as it is stored.
-	skipped, err := c.floors.apply(r.ID, r.reserveRead, g)
+	// Only a direct text leaves early; its number is the record's next.
+	var seq uint64
+	if r.Kind == content.ConvDirect {
+		seq = r.MySeq + 1
+	}
+	skipped, err := c.floors.apply(r.ID, r.reserveRead, seq, g)
 	if err != nil {
 		return nil, err
 	}
@@ -758,6 +763,7 @@ func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Mes
 			// The envelope may be out with a generation the state on
 			// disk still names as the next: never use it again.
 			c.floors.raise(r.ID, &sendReserve{Epoch: epoch, Gen: gen + 1}, auth)
+			c.floors.usedSeq(r.ID, m.Seq) // and its number
 		}
 	}
 	if take != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -199,8 +198,17 @@ func (c *Client) processIntro(ctx context.Context, op *sealed.Opened, m protocol
 
 // encryptIn encrypts m as our next message in g.
 func (c *Client) encryptIn(g *mls.Group, r *convRecord, m *content.Message) ([]byte, error) {
-	if _, err := rand.Read(m.ID[:]); err != nil {
+	// The number after our record's may have gone out with a text whose
+	// record a crash or a failed transaction lost (reserve.go): skipped,
+	// and the message says so.
+	skip := c.floors.skipSeq(r.ID, r.MySeq)
+	id, err := content.NewID(skip)
+	if err != nil {
 		return nil, err
+	}
+	m.ID, m.SkippedBefore = id, skip
+	if skip {
+		r.MySeq++
 	}
 	r.MySeq++
 	m.Seq = r.MySeq
@@ -506,11 +514,12 @@ func (c *Client) processConv(ctx context.Context, id []byte, op *sealed.Opened) 
 			mr = &memberRecord{}
 			r.Members[sender] = mr
 		}
-		dup, missed := trackSeq(mr, m.Seq)
+		dup, missed := trackSeq(mr, m.Seq, m.SkippedBefore)
 		if dup && m.Seq == mr.LastSeq && len(mr.LastID) > 0 && !bytes.Equal(mr.LastID, m.ID[:]) {
 			// The sender's newest number again, on another message: a
-			// sender restarted after a crash while its last text was on
-			// the way numbers its next message as that one (reserve.go).
+			// sender from before ADR 0045 restarted after a crash while
+			// its last text was on the way numbers its next message as
+			// that one (reserve.go; ours now skip it and say so).
 			dup = false
 		}
 		if !dup && m.Seq == mr.LastSeq {
@@ -686,8 +695,11 @@ func (c *Client) memberHandle(g *mls.Group, leaf uint32) string {
 // trackSeq records sequence number seq from a member: it reports a
 // duplicate, or the numbers skipped since the last one (a gap). The
 // first number seen from a member sets the baseline when we joined after
-// it had written.
-func trackSeq(m *memberRecord, seq uint64) (dup bool, missed []uint64) {
+// it had written. skipped: the message says the number before it may
+// never have been sent (content.Message.SkippedBefore, after the sender
+// restarted): that one number is not reported, but is still awaited (a
+// text sent early and delivered late is shown). It excuses no other.
+func trackSeq(m *memberRecord, seq uint64, skipped bool) (dup bool, missed []uint64) {
 	switch {
 	case !m.Seen:
 		m.Seen = true
@@ -711,5 +723,8 @@ func trackSeq(m *memberRecord, seq uint64) (dup bool, missed []uint64) {
 		m.Missing = m.Missing[len(m.Missing)-1000:]
 	}
 	m.LastSeq = seq
+	if skipped && len(missed) > 0 && missed[len(missed)-1] == seq-1 {
+		missed = missed[:len(missed)-1]
+	}
 	return false, missed
 }

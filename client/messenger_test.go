@@ -11,36 +11,44 @@ import (
 func TestTrackSeq(t *testing.T) {
 	m := &memberRecord{}
 	steps := []struct {
-		seq    uint64
-		dup    bool
-		missed []uint64
+		seq     uint64
+		skipped bool // the message says the number before it may never have been sent
+		dup     bool
+		missed  []uint64
 	}{
-		{1, false, nil},
-		{2, false, nil},
-		{2, true, nil},             // delivered twice
-		{5, false, []uint64{3, 4}}, // a gap
-		{4, false, nil},            // a late arrival fills it
-		{4, true, nil},             // and only once
-		{3, false, nil},
-		{6, false, nil},
-		{1, true, nil},
+		{1, false, false, nil},
+		{2, false, false, nil},
+		{2, false, true, nil},             // delivered twice
+		{5, false, false, []uint64{3, 4}}, // a gap
+		{4, false, false, nil},            // a late arrival fills it
+		{4, false, true, nil},             // and only once
+		{3, false, false, nil},
+		{6, false, false, nil},
+		{1, false, true, nil},
+		{8, true, false, []uint64{}},     // 7 excused: skipped by a restart
+		{7, false, false, nil},           // but shown if it was sent after all
+		{9, true, false, nil},            // a skip flag with no gap excuses nothing
+		{12, true, false, []uint64{10}},  // it excuses 11 only
+		{14, false, false, []uint64{13}}, // an unflagged gap is reported
+		{16, true, false, []uint64{}},    // 15 excused
+		{16, true, true, nil},            // a duplicate stays one
 	}
 	for i, s := range steps {
-		dup, missed := trackSeq(m, s.seq)
+		dup, missed := trackSeq(m, s.seq, s.skipped)
 		if dup != s.dup || !slices.Equal(missed, s.missed) {
 			t.Fatalf("step %d (seq %d): dup %v missed %v, want %v %v", i, s.seq, dup, missed, s.dup, s.missed)
 		}
 	}
-	if len(m.Missing) != 0 {
-		t.Fatalf("gaps left: %v", m.Missing)
+	if want := []uint64{10, 11, 13, 15}; !slices.Equal(m.Missing, want) {
+		t.Fatalf("awaited %v, want %v", m.Missing, want)
 	}
 	// A member first seen at a later number (we joined after its earlier
 	// messages) sets the baseline without a gap.
 	late := &memberRecord{}
-	if dup, missed := trackSeq(late, 40); dup || missed != nil {
+	if dup, missed := trackSeq(late, 40, false); dup || missed != nil {
 		t.Fatalf("first sight at 40: %v %v", dup, missed)
 	}
-	if _, missed := trackSeq(late, 42); !slices.Equal(missed, []uint64{41}) {
+	if _, missed := trackSeq(late, 42, false); !slices.Equal(missed, []uint64{41}) {
 		t.Fatalf("then 42: missed %v", missed)
 	}
 }

@@ -68,9 +68,21 @@ func (r *sendReserve) covers(epoch uint64, gen uint32) bool {
 // (1024) failed every load of the group, so that each envelope of the
 // conversation was dropped unread until a restart
 // (TestAttackFloorOtherBranch).
+//
+// The same crash leaves our next sequence number (convRecord.MySeq + 1)
+// possibly used by the text sent early. The first message we number
+// after it skips that number and says so (content.Message.SkippedBefore):
+// a recipient excuses the one number before a message that says it, and
+// reports every other gap, so a text the server withholds after a restart
+// shows as missing, and an ordinary restart shows no gap
+// (docs/adr/0045-restart-numbers.md, TestHostileWithheldAfterRestart).
 type floors struct {
 	mu sync.Mutex
 	m  map[string]*floor
+	// seqs: per conversation, the sequence number a text sent before its
+	// state was written may have used, until a message numbered after it
+	// is recorded.
+	seqs map[string]uint64
 }
 
 type floor struct {
@@ -79,9 +91,12 @@ type floor struct {
 }
 
 // apply skips g's ratchet to the floor of conversation id, setting it
-// from stored, the reservation on disk, the first time. It reports
-// whether g changed.
-func (f *floors) apply(id []byte, stored *sendReserve, g *mls.Group) (bool, error) {
+// from stored, the reservation on disk, the first time. seq is the number
+// our next message takes by the record read with it, if a text may have
+// been sent early in the conversation (a direct one), else 0: the first
+// time, it is noted as possibly used (usedSeq). It reports whether g
+// changed.
+func (f *floors) apply(id []byte, stored *sendReserve, seq uint64, g *mls.Group) (bool, error) {
 	k := hex.EncodeToString(id)
 	auth := g.EpochAuthenticator()
 	f.mu.Lock()
@@ -95,6 +110,9 @@ func (f *floors) apply(id []byte, stored *sendReserve, g *mls.Group) (bool, erro
 			fl = &floor{sendReserve: *stored}
 			if stored.Epoch == g.Epoch() {
 				fl.auth = auth
+			}
+			if seq > 0 {
+				f.usedSeqLocked(k, seq)
 			}
 		}
 		f.m[k] = fl
@@ -125,4 +143,38 @@ func (f *floors) raise(id []byte, r *sendReserve, auth []byte) {
 	if old := f.m[k]; old == nil || old.Epoch != r.Epoch || !bytes.Equal(old.auth, auth) || old.Gen < r.Gen {
 		f.m[k] = &floor{sendReserve: *r, auth: auth}
 	}
+}
+
+// usedSeq notes that a message of conversation id numbered seq may have
+// left without its record: the next message numbered seq skips it.
+func (f *floors) usedSeq(id []byte, seq uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.usedSeqLocked(hex.EncodeToString(id), seq)
+}
+
+func (f *floors) usedSeqLocked(k string, seq uint64) {
+	if f.seqs == nil {
+		f.seqs = map[string]uint64{}
+	}
+	f.seqs[k] = max(f.seqs[k], seq)
+}
+
+// skipSeq reports whether our next message in conversation id, which the
+// record (mySeq, as the record about to be written holds it) numbers
+// mySeq+1, must skip that number: a message may have left under it
+// without its record. Once the record is past it, the note is dropped.
+func (f *floors) skipSeq(id []byte, mySeq uint64) bool {
+	k := hex.EncodeToString(id)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	used, ok := f.seqs[k]
+	if !ok {
+		return false
+	}
+	if mySeq >= used {
+		delete(f.seqs, k)
+		return false
+	}
+	return mySeq+1 == used
 }

@@ -64,7 +64,7 @@ func TestAttackFloorOtherBranch(t *testing.T) {
 
 	var f floors
 	// The restart's first load, in x: skipped to the reservation.
-	if skipped, err := f.apply(conv, stored, load(xRaw)); err != nil || !skipped {
+	if skipped, err := f.apply(conv, stored, 0, load(xRaw)); err != nil || !skipped {
 		t.Fatalf("first load in our branch: skipped %v, %v", skipped, err)
 	}
 	// The fork choice moves to y: loading it must work and leave its
@@ -73,7 +73,7 @@ func TestAttackFloorOtherBranch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	skipped, err := f.apply(conv, reserveFor(y), y)
+	skipped, err := f.apply(conv, reserveFor(y), 0, y)
 	if err != nil {
 		t.Fatalf("loading the branch the fork choice took: %v", err)
 	}
@@ -82,7 +82,7 @@ func TestAttackFloorOtherBranch(t *testing.T) {
 	}
 	// Our branch's state, read again, is still held to the floor.
 	again := load(xRaw)
-	if skipped, err := f.apply(conv, stored, again); err != nil || !skipped {
+	if skipped, err := f.apply(conv, stored, 0, again); err != nil || !skipped {
 		t.Fatalf("our branch again: skipped %v, %v", skipped, err)
 	}
 	if now, _ := again.NextSendGeneration(); now != stored.Gen {
@@ -96,10 +96,10 @@ func TestAttackFloorOtherBranch(t *testing.T) {
 	if _, err := y2.Update(); err != nil {
 		t.Fatal(err)
 	}
-	if skipped, err := r.apply(conv, nil, y2); err != nil || skipped {
+	if skipped, err := r.apply(conv, nil, 0, y2); err != nil || skipped {
 		t.Errorf("a raised floor applied to another branch: skipped %v, %v", skipped, err)
 	}
-	if skipped, err := r.apply(conv, nil, load(xRaw)); err != nil || !skipped {
+	if skipped, err := r.apply(conv, nil, 0, load(xRaw)); err != nil || !skipped {
 		t.Errorf("a raised floor in its own branch: skipped %v, %v", skipped, err)
 	}
 }

@@ -26,6 +26,14 @@ var (
 
 func sendID(b byte) (id [SendIDSize]byte) { id[0], id[31] = b, b; return }
 
+// skippedID is sampleID with the SkippedBefore mark in its second half.
+func skippedID() [IDSize]byte {
+	id := sampleID
+	mark := skipMark(&id)
+	copy(id[IDSize/2:], mark[:])
+	return id
+}
+
 // samples holds the good vectors: testdata/good_<name>.hex is the encoding
 // of samples()[name], a *Message for message_*, an *Intro for intro_*.
 func samples() map[string]any {
@@ -33,6 +41,8 @@ func samples() map[string]any {
 		"message_text": &Message{Kind: KindText, ID: sampleID, Seq: 1, SentAt: 1700000000,
 			Checkpoint: sampleCkp, Text: "hello, wörld ✓"},
 		"message_text_no_checkpoint": &Message{Kind: KindText, ID: sampleID, Seq: 7, SentAt: 1700000007, Text: "x"},
+		"message_text_skipped_before": &Message{Kind: KindText, ID: skippedID(), Seq: 9, SentAt: 1700000009,
+			SkippedBefore: true, Text: "after a restart"},
 		"message_mailbox": &Message{Kind: KindMailbox, ID: sampleID, Seq: 2, SentAt: 1700000001,
 			Mailbox: &MailboxAnnounce{SendID: sendID(0xa1), SealingKey: sampleKey}},
 		"message_leave": &Message{Kind: KindLeave, ID: sampleID, Seq: 3, SentAt: 1700000002},
@@ -423,6 +433,8 @@ func TestMarshalRefuses(t *testing.T) {
 		"nil message":                  (*Message)(nil),
 		"nil intro":                    (*Intro)(nil),
 		"seq 0":                        &Message{Kind: KindText, Text: "hi"},
+		"skipped without the mark":     &Message{Kind: KindText, ID: sampleID, Seq: 2, Text: "hi", SkippedBefore: true},
+		"the mark without skipped":     &Message{Kind: KindText, ID: skippedID(), Seq: 2, Text: "hi"},
 		"unknown kind":                 &Message{Kind: 9, Seq: 1},
 		"empty text":                   &Message{Kind: KindText, Seq: 1},
 		"bad utf8":                     &Message{Kind: KindText, Seq: 1, Text: "\xff"},
@@ -466,6 +478,32 @@ func bigRoster() *Intro {
 		in.Roster = append(in.Roster, Member{Handle: fmt.Sprintf("u%04d", i), SealingKey: key})
 	}
 	return in
+}
+
+// TestNewID: an ID drawn for a message that skipped the number before it
+// carries the mark and parses as such; one drawn for any other does not.
+func TestNewID(t *testing.T) {
+	for _, skipped := range []bool{false, true} {
+		id, err := NewID(skipped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if marked(&id) != skipped {
+			t.Errorf("NewID(%t) marked %t", skipped, !skipped)
+		}
+		b := mustMarshal(&Message{Kind: KindText, ID: id, Seq: 2, Text: "hi", SkippedBefore: skipped})
+		m, err := ParseMessage(b)
+		if err != nil || m.SkippedBefore != skipped || m.ID != id {
+			t.Errorf("NewID(%t): parsed %+v, %v", skipped, m, err)
+		}
+	}
+	// The mark depends on the first half: a message's ID with another
+	// first half and the same second half does not carry it.
+	id := skippedID()
+	id[0] ^= 1
+	if marked(&id) {
+		t.Error("the mark does not depend on the first half")
+	}
 }
 
 func TestValidHandle(t *testing.T) {

@@ -1,6 +1,9 @@
 package content
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"fmt"
 	"unicode/utf8"
 
@@ -76,10 +79,17 @@ func (t ReceiptType) String() string {
 // Filler (possibly empty) for KindCover, none for KindLeave.
 type Message struct {
 	Kind Kind
-	// ID is a random content ID, for deduplication and receipts.
+	// ID is a random content ID, for deduplication and receipts (NewID).
+	// Its second half is the mark of SkippedBefore when that is set.
 	ID [IDSize]byte
 	// Seq counts the sender's messages in the conversation from 1.
 	Seq uint64
+	// SkippedBefore says that the number Seq-1 may never have been sent:
+	// the sender skipped it after a restart (docs/adr/0045-restart-numbers.md).
+	// It is carried in ID (§11.1), not in a byte of its own, so that a
+	// client that does not know it still reads the message; Marshal
+	// refuses a message whose ID disagrees with it.
+	SkippedBefore bool
 	// SentAt is the sender's clock, in Unix seconds.
 	SentAt uint64
 	// Checkpoint is the signed key-transparency checkpoint note (C2SP
@@ -107,6 +117,45 @@ type MailboxAnnounce struct {
 type Receipt struct {
 	Type ReceiptType
 	IDs  [][IDSize]byte // 1..MaxReceiptIDs content IDs
+}
+
+// skipLabel separates the hash of the SkippedBefore mark from any other.
+const skipLabel = "qpc content id: the number before may be skipped\x00"
+
+// skipMark is the second half of an ID whose message has SkippedBefore
+// set: the first 8 bytes of SHA-256(skipLabel || the first half) (§11.1).
+// A random ID carries it with probability 2^-64.
+func skipMark(id *[IDSize]byte) [IDSize / 2]byte {
+	h := sha256.Sum256(append([]byte(skipLabel), id[:IDSize/2]...))
+	var out [IDSize / 2]byte
+	copy(out[:], h[:])
+	return out
+}
+
+// marked reports whether id carries the SkippedBefore mark.
+func marked(id *[IDSize]byte) bool {
+	mark := skipMark(id)
+	return subtle.ConstantTimeCompare(mark[:], id[IDSize/2:]) == 1
+}
+
+// NewID draws a random content ID for a message whose SkippedBefore is
+// skipped: with the mark, or, without it, one that does not carry it by
+// chance.
+func NewID(skipped bool) ([IDSize]byte, error) {
+	var id [IDSize]byte
+	for {
+		if _, err := rand.Read(id[:]); err != nil {
+			return id, fmt.Errorf("content: drawing an ID: %w", err)
+		}
+		if skipped {
+			mark := skipMark(&id)
+			copy(id[IDSize/2:], mark[:])
+			return id, nil
+		}
+		if !marked(&id) {
+			return id, nil
+		}
+	}
 }
 
 // Marshal encodes m as docs/protocol.md §11.1 lays it out. It fails with
@@ -168,6 +217,7 @@ func ParseMessage(b []byte) (*Message, error) {
 		return nil, malformed("message: %d trailing bytes", len(s))
 	}
 	m.Kind = Kind(kind)
+	m.SkippedBefore = marked(&m.ID)
 	m.Checkpoint = clone(checkpoint)
 	switch m.Kind {
 	case KindText:
@@ -215,6 +265,9 @@ func (m *Message) check() error {
 	}
 	if m.Seq == 0 {
 		return malformed("message: seq 0 (sequence numbers start at 1)")
+	}
+	if m.SkippedBefore != marked(&m.ID) {
+		return malformed("message: skipped-before %t, but the ID says %t", m.SkippedBefore, !m.SkippedBefore)
 	}
 	if len(m.Checkpoint) > MaxCheckpoint {
 		return malformed("message: checkpoint of %d bytes exceeds %d", len(m.Checkpoint), MaxCheckpoint)
