@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -41,13 +42,27 @@ import (
 // Both run small and assert only the plumbing by default; QPC_BENCH=1 runs
 // the full sizes and logs the numbers (go test -run 'Messenger(DMLatency|
 // GroupSendCost)' -v ./internal/e2e).
+//
+// Measurement knobs of TestMessengerDMLatency (never set in CI):
+// QPC_DM_TRACE=file writes a Go execution trace of the measured rounds
+// (go tool trace); QPC_DM_TMPFS_alice=dir (or _bob) puts that client's
+// state in a fresh directory under dir, e.g. /dev/shm, to take its fsyncs
+// out of the measurement (a measurement, not a configuration to use).
 
 func benchEnabled() bool { return os.Getenv("QPC_BENCH") == "1" }
 
 // newUserErr is newUser for goroutines: it returns the error instead of
 // failing the test, and takes its own context and options.
 func newUserErr(ctx context.Context, t *testing.T, ms *messengerServer, handle string, mutate func(*client.Options)) (*client.Client, error) {
-	opts := messengerOptions(t.TempDir())
+	home := t.TempDir()
+	if d := os.Getenv("QPC_DM_TMPFS_" + handle); d != "" {
+		var err error
+		if home, err = os.MkdirTemp(d, handle); err != nil {
+			return nil, err
+		}
+		t.Cleanup(func() { os.RemoveAll(home) })
+	}
+	opts := messengerOptions(home)
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -229,11 +244,15 @@ func TestMessengerDMLatency(t *testing.T) {
 	ms := startMessengerServer(t)
 	var aliceWrote maxWrite
 	var aliceParts, bobParts parts
+	var tl timeline
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	alice, err := newUserErr(ctx, t, ms, "alice", func(o *client.Options) {
 		o.Dial.Tap = aliceWrote.tap
-		o.Timing = aliceParts.record
+		o.Timing = func(part string, d time.Duration) {
+			aliceParts.record(part, d)
+			tl.alice(part, d)
+		}
 		// Alice sends hundreds of messages without following: her
 		// wallet refills on a schedule of its own, as a long-lived
 		// client's does (StartRefills), often enough to never run dry.
@@ -249,6 +268,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	bob, err := newUserErr(ctx, t, ms, "bob", func(o *client.Options) {
 		o.Timing = func(part string, d time.Duration) {
 			bobParts.record(part, d)
+			tl.bob(part, d)
 			if part == client.TimeRecvFlush {
 				bobDone <- struct{}{}
 			}
@@ -300,6 +320,8 @@ func TestMessengerDMLatency(t *testing.T) {
 		t.Helper()
 		text := fmt.Sprintf("m %d", seq)
 		start := time.Now()
+		cur := tl.begin(start)
+		defer func() { cur.shown = start.Add(lat) }()
 		if err := alice.Send(ctx, "bob", text); err != nil {
 			t.Fatalf("send %q: %v", text, err)
 		}
@@ -379,6 +401,18 @@ func TestMessengerDMLatency(t *testing.T) {
 	var rs []round
 	aliceParts.start()
 	bobParts.start()
+	tl.start()
+	if f := os.Getenv("QPC_DM_TRACE"); f != "" {
+		// A Go execution trace of the measured rounds (go tool trace).
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := trace.Start(out); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { trace.Stop(); out.Close() }()
+	}
 	next := warm
 	// Alice's refills wait for a quiet moment on her anonymous
 	// connections (linking.go), which back-to-back sends may not leave:
@@ -410,6 +444,7 @@ func TestMessengerDMLatency(t *testing.T) {
 			}
 			next++
 			r.rawSend, r.rawLat = append(r.rawSend, s), append(r.rawLat, l)
+			tl.raw(s, l)
 		}
 		for i := range n {
 			if i%40 == 0 {
@@ -461,6 +496,7 @@ func TestMessengerDMLatency(t *testing.T) {
 	}
 	t.Logf("  ratio e2e/raw (median of the rounds' ratios): p50 %.2f  p99 %.2f",
 		med(func(r round) float64 { return r.e2eLat.pct(50) / r.rawLat.pct(50) }), med(func(r round) float64 { return r.e2eLat.pct(99) / r.rawLat.pct(99) }))
+	tl.log(t)
 	// Where the time goes: each part's p50 and mean over every measured
 	// message (client.Options.Timing), in the order a message meets them.
 	order := []string{client.TimeSendLock, client.TimeSendMLS, client.TimeSendPrep, client.TimeSendQueue, client.TimeSendTokens, client.TimeSendSeal, client.TimeSendWire, client.TimeSendDone, client.TimeSendFlush,
@@ -809,4 +845,93 @@ func sealCost(t *testing.T, iters int) float64 {
 		}
 	}
 	return float64(time.Since(start)) / float64(iters) / float64(time.Millisecond)
+}
+
+// timeline places each measured message's parts on one time line, so
+// that the path can be cut where the parts do not say: from alice's Send
+// request leaving to the envelope's arrival at bob, against the raw
+// path's Send start to its arrival.
+type timeline struct {
+	mu   sync.Mutex
+	on   bool
+	cur  *msgTimes
+	msgs []*msgTimes
+	rawS dist
+	rawL dist
+}
+
+type msgTimes struct {
+	start, wireStart, wireEnd, arrival, shown time.Time
+}
+
+func (tl *timeline) start() {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.on = true
+}
+
+func (tl *timeline) begin(start time.Time) *msgTimes {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	m := &msgTimes{start: start}
+	tl.cur = m
+	if tl.on {
+		tl.msgs = append(tl.msgs, m)
+	}
+	return m
+}
+
+func (tl *timeline) raw(s, l time.Duration) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	tl.rawS, tl.rawL = append(tl.rawS, s), append(tl.rawL, l)
+}
+
+func (tl *timeline) alice(part string, d time.Duration) {
+	now := time.Now()
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	// The last Send of the message is the one that carried it: a text
+	// the connection's allowance could not pay is tried early (nothing
+	// sent) and then sent by the outbox pass with a token.
+	if tl.cur != nil && part == client.TimeSendWire {
+		tl.cur.wireStart, tl.cur.wireEnd = now.Add(-d), now
+	}
+}
+
+func (tl *timeline) bob(part string, d time.Duration) {
+	now := time.Now()
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	if tl.cur != nil && part == client.TimeRecvWait {
+		tl.cur.arrival = now.Add(-d)
+	}
+}
+
+func (tl *timeline) log(t *testing.T) {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	var pre, net, ack, afterAck, shown, total dist
+	for _, m := range tl.msgs {
+		if m.wireStart.IsZero() || m.arrival.IsZero() {
+			continue
+		}
+		pre = append(pre, m.wireStart.Sub(m.start))
+		net = append(net, m.arrival.Sub(m.wireStart))
+		ack = append(ack, m.wireEnd.Sub(m.wireStart))
+		afterAck = append(afterAck, m.arrival.Sub(m.wireEnd))
+		shown = append(shown, m.shown.Sub(m.arrival))
+		total = append(total, m.shown.Sub(m.start))
+	}
+	var rawAfter dist
+	for i := range tl.rawS {
+		rawAfter = append(rawAfter, tl.rawL[i]-tl.rawS[i])
+	}
+	t.Logf("  timeline, message by message (%d DM, %d raw): p50 / mean ms", len(net), len(tl.rawL))
+	t.Logf("    DM  start → Send request:        %6.2f / %6.2f", pre.pct(50), pre.mean())
+	t.Logf("    DM  Send request → bob arrival:  %6.2f / %6.2f   raw Send start → arrival: %6.2f / %6.2f", net.pct(50), net.mean(), tl.rawL.pct(50), tl.rawL.mean())
+	t.Logf("    DM  Send request → ack:          %6.2f / %6.2f   raw Send call:           %6.2f / %6.2f", ack.pct(50), ack.mean(), tl.rawS.pct(50), tl.rawS.mean())
+	t.Logf("    DM  ack → arrival:               %6.2f / %6.2f   raw ack → arrival:       %6.2f / %6.2f", afterAck.pct(50), afterAck.mean(), rawAfter.pct(50), rawAfter.mean())
+	t.Logf("    DM  arrival → callback:          %6.2f / %6.2f", shown.pct(50), shown.mean())
+	t.Logf("    DM  total:                       %6.2f / %6.2f   (the parts' p50s add to %.2f: p50s do not add, means do)", total.pct(50), total.mean(), pre.pct(50)+net.pct(50)+shown.pct(50))
 }
