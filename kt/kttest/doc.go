@@ -12,5 +12,6 @@
 // everything appended.
 //
 // kt's own internal tests (package kt) cannot import this package, which
-// imports kt.
+// imports kt; they make their keys with kt/kttest/logkeys, which NewKeys
+// calls.
 package kttest
