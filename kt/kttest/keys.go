@@ -31,3 +31,19 @@ func OpenDirectory(t testing.TB, dir string, k Keys) *kt.Directory {
 	t.Cleanup(func() { d.Close() })
 	return d
 }
+
+// Lookup looks label up in d as a client does: the proof goes through
+// its wire encoding and v verifies it (v's known size moves on). Lookup
+// and decoding failures fail t; the verifier's refusal is returned.
+func Lookup(t testing.TB, d *kt.Directory, v *kt.Verifier, label string) (*kt.LookupResult, error) {
+	t.Helper()
+	p, err := d.Lookup(context.Background(), label, v.KnownSize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := kt.ParseLookupProof(p.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.VerifyLookup(label, q)
+}
