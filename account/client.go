@@ -59,17 +59,27 @@ type registration struct {
 	done           bool
 }
 
-func startRegistration(username string, password, serverIdentity []byte, opts []ClientOption) (*registration, []byte, error) {
+// newClient checks what a registration or a login starts from and makes
+// its OPAQUE client; it returns the normalized username.
+func newClient(username string, password, serverIdentity []byte) (string, *opaque.Client, error) {
 	u, err := NormalizeUsername(username)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, err
 	}
 	if len(password) == 0 || len(serverIdentity) == 0 {
-		return nil, nil, errors.New("account: empty password or server identity")
+		return "", nil, errors.New("account: empty password or server identity")
 	}
 	c, err := Configuration().Client()
 	if err != nil {
-		return nil, nil, fmt.Errorf("account: opaque client: %w", err)
+		return "", nil, fmt.Errorf("account: opaque client: %w", err)
+	}
+	return u, c, nil
+}
+
+func startRegistration(username string, password, serverIdentity []byte, opts []ClientOption) (*registration, []byte, error) {
+	u, c, err := newClient(username, password, serverIdentity)
+	if err != nil {
+		return nil, nil, err
 	}
 	// RFC 9807 §5.2.1 CreateRegistrationRequest: blind the password.
 	req, err := c.RegistrationInit(password)
@@ -190,16 +200,9 @@ type Login struct {
 // ClientLogin starts logging in as username. It returns the flow and the
 // LoginStart body (RFC 9807 §6.2.1 GenerateKE1).
 func ClientLogin(username string, password, serverIdentity []byte, opts ...ClientOption) (*Login, []byte, error) {
-	u, err := NormalizeUsername(username)
+	u, c, err := newClient(username, password, serverIdentity)
 	if err != nil {
 		return nil, nil, err
-	}
-	if len(password) == 0 || len(serverIdentity) == 0 {
-		return nil, nil, errors.New("account: empty password or server identity")
-	}
-	c, err := Configuration().Client()
-	if err != nil {
-		return nil, nil, fmt.Errorf("account: opaque client: %w", err)
 	}
 	ke1, err := c.GenerateKE1(password)
 	if err != nil {

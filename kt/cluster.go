@@ -411,11 +411,8 @@ func (d *Directory) reconcile(ctx context.Context) error {
 // publishShared queues value through the shared queue and waits for the
 // sequencer's outcome, with Publish's contract.
 func (d *Directory) publishShared(ctx context.Context, label string, value []byte, first bool) (Published, error) {
-	if len(label) == 0 || len(label) > MaxLabelLen {
-		return Published{}, ErrLabel
-	}
-	if len(value) > MaxValueLen {
-		return Published{}, ErrValue
+	if err := checkUpdate(label, value); err != nil {
+		return Published{}, err
 	}
 	wait := 10 * time.Millisecond
 	var id int64
@@ -495,11 +492,8 @@ func (d *Directory) publishShared(ctx context.Context, label string, value []byt
 
 // enqueueShared is Enqueue through the shared queue.
 func (d *Directory) enqueueShared(label string, value []byte) (<-chan Published, error) {
-	if len(label) == 0 || len(label) > MaxLabelLen {
-		return nil, ErrLabel
-	}
-	if len(value) > MaxValueLen {
-		return nil, ErrValue
+	if err := checkUpdate(label, value); err != nil {
+		return nil, err
 	}
 	if d.closed.Load() {
 		return nil, ErrClosed

@@ -455,12 +455,21 @@ func (d *Directory) Enqueue(label string, value []byte) (<-chan Published, error
 	return u.done, nil
 }
 
-func (d *Directory) enqueue(label string, value []byte) (*update, error) {
+// checkUpdate refuses a label or a value no epoch takes (ErrLabel,
+// ErrValue).
+func checkUpdate(label string, value []byte) error {
 	if len(label) == 0 || len(label) > MaxLabelLen {
-		return nil, ErrLabel
+		return ErrLabel
 	}
 	if len(value) > MaxValueLen {
-		return nil, ErrValue
+		return ErrValue
+	}
+	return nil
+}
+
+func (d *Directory) enqueue(label string, value []byte) (*update, error) {
+	if err := checkUpdate(label, value); err != nil {
+		return nil, err
 	}
 	if d.closed.Load() {
 		return nil, ErrClosed

@@ -3,7 +3,6 @@ package kt
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/quicprochat/qpc/kt/kttest/logkeys"
 	"github.com/quicprochat/qpc/kt/vrf"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -26,22 +26,8 @@ type testDir struct {
 
 func newKeys(t testing.TB, origin string) (note.Signer, note.Verifier, string, *vrf.PrivateKey) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	k, _ := vrf.NewPrivateKey(seed)
-	return s, v, vkey, k
+	k := logkeys.New(t, origin)
+	return k.Signer, k.Verifier, k.VKey, k.VRF
 }
 
 func openTestDir(t testing.TB, dir string, s note.Signer, v note.Verifier, vkey string, k *vrf.PrivateKey) *testDir {

@@ -88,20 +88,17 @@ func (d *testDir) proveAs(t testing.TB, label string, want, absent []uint32) (Ep
 	var entries []HistoryEntry
 	var abs []VersionProof
 	err = d.boltDB().View(func(tx *bolt.Tx) error {
-		src := txNodes{ts: d.ts, snap: boltSnapshot{tx: tx}}
+		snap := boltSnapshot{tx: tx}
+		av := answerView{snap: snap, src: txNodes{ts: d.ts, snap: snap}, epoch: v.epoch}
 		for _, ver := range want {
-			r, err := getVersion(boltSnapshot{tx: tx}, label, ver)
-			if err != nil {
-				return err
-			}
-			vp, err := d.versionProof(src, v.epoch, label, ver, r)
+			r, vp, err := d.storedVersionProof(av, label, ver)
 			if err != nil {
 				return err
 			}
 			entries = append(entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
 		}
 		for _, ver := range absent {
-			vp, err := d.versionProof(src, v.epoch, label, ver, nil)
+			vp, err := d.versionProof(av.src, av.epoch, label, ver, nil)
 			if err != nil {
 				return err
 			}

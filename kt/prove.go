@@ -111,14 +111,23 @@ func (d *Directory) Lookup(ctx context.Context, label string, known uint64) (*Lo
 	return d.LookupCharged(ctx, label, known, nil)
 }
 
-// LookupCharged is Lookup, asking budget first for the VRF proofs it must
-// compute (nil: no limit).
-func (d *Directory) LookupCharged(ctx context.Context, label string, known uint64, budget ProofBudget) (*LookupProof, error) {
-	if len(label) == 0 || len(label) > MaxLabelLen {
-		return nil, ErrLabel
-	}
-	var p *LookupProof
-	err := d.retryStale(ctx, func() error {
+// answerView is what an answer is built from: a snapshot of the tree
+// checked to hold the served view, the tree's nodes read through the
+// directory's cache, and the view's epoch.
+type answerView struct {
+	snap  TreeSnapshot
+	src   nodeSource
+	epoch uint64
+}
+
+// withView runs answer on the served epoch: ep is that epoch's proof for a
+// requester knowing a log of size known, and av a snapshot that can answer
+// for it (checkView). A view found stale runs everything again
+// (retryStale), so answer must build its result afresh each time. An error
+// other than ErrNoEpoch and errStaleView from the snapshot or answer is
+// wrapped once with op.
+func (d *Directory) withView(ctx context.Context, op string, known uint64, answer func(ep EpochProof, av answerView) error) error {
+	return d.retryStale(ctx, func() error {
 		v := d.view.Load()
 		if v == nil {
 			return ErrNoEpoch
@@ -127,17 +136,29 @@ func (d *Directory) LookupCharged(ctx context.Context, label string, known uint6
 		if err != nil {
 			return err
 		}
-		p = &LookupProof{Epoch: ep}
 		err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
 			if err := d.checkView(s, v); err != nil {
 				return err
 			}
-			return d.lookupBody(s, txNodes{ts: d.ts, snap: s}, v.epoch, label, budget, p)
+			return answer(ep, answerView{snap: s, src: txNodes{ts: d.ts, snap: s}, epoch: v.epoch})
 		})
 		if err != nil && !errors.Is(err, ErrNoEpoch) && !errors.Is(err, errStaleView) {
-			return fmt.Errorf("kt: lookup: %w", err)
+			return fmt.Errorf("kt: %s: %w", op, err)
 		}
 		return err
+	})
+}
+
+// LookupCharged is Lookup, asking budget first for the VRF proofs it must
+// compute (nil: no limit).
+func (d *Directory) LookupCharged(ctx context.Context, label string, known uint64, budget ProofBudget) (*LookupProof, error) {
+	if len(label) == 0 || len(label) > MaxLabelLen {
+		return nil, ErrLabel
+	}
+	var p *LookupProof
+	err := d.withView(ctx, "lookup", known, func(ep EpochProof, av answerView) error {
+		p = &LookupProof{Epoch: ep}
+		return d.lookupBody(av, label, budget, p)
 	})
 	if err != nil {
 		return nil, err
@@ -159,32 +180,14 @@ func (d *Directory) LookupBatch(ctx context.Context, labels []string, known uint
 		}
 	}
 	var p *BatchLookupProof
-	err := d.retryStale(ctx, func() error {
-		v := d.view.Load()
-		if v == nil {
-			return ErrNoEpoch
-		}
-		ep, err := d.epochProof(ctx, v, known)
-		if err != nil {
-			return err
-		}
+	err := d.withView(ctx, "lookup batch", known, func(ep EpochProof, av answerView) error {
 		p = &BatchLookupProof{Epoch: ep, Lookups: make([]LookupProof, len(labels))}
-		err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
-			if err := d.checkView(s, v); err != nil {
+		for i, label := range labels {
+			if err := d.lookupBody(av, label, budget, &p.Lookups[i]); err != nil {
 				return err
 			}
-			src := txNodes{ts: d.ts, snap: s}
-			for i, label := range labels {
-				if err := d.lookupBody(s, src, v.epoch, label, budget, &p.Lookups[i]); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, ErrNoEpoch) && !errors.Is(err, errStaleView) {
-			return fmt.Errorf("kt: lookup batch: %w", err)
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -192,10 +195,10 @@ func (d *Directory) LookupBatch(ctx context.Context, labels []string, known uint
 	return p, nil
 }
 
-// lookupBody fills p with label's greatest version at epoch e, its ladder
-// and its absence set.
-func (d *Directory) lookupBody(s TreeSnapshot, src nodeSource, e uint64, label string, budget ProofBudget, p *LookupProof) error {
-	k, rec, err := latestAt(s, label, e)
+// lookupBody fills p with label's greatest version at the view's epoch,
+// its ladder and its absence set.
+func (d *Directory) lookupBody(av answerView, label string, budget ProofBudget, p *LookupProof) error {
+	k, rec, err := latestAt(av.snap, label, av.epoch)
 	if err != nil {
 		return err
 	}
@@ -203,30 +206,45 @@ func (d *Directory) lookupBody(s TreeSnapshot, src nodeSource, e uint64, label s
 	if k > 0 {
 		p.Added, p.Opening, p.Value = rec.added, rec.opening, rec.value
 		for _, lv := range ladder(k) {
-			r, err := getVersion(s, label, lv)
-			if err != nil {
-				return err
-			}
-			vp, err := d.versionProof(src, e, label, lv, r)
+			_, vp, err := d.storedVersionProof(av, label, lv)
 			if err != nil {
 				return err
 			}
 			p.Ladder = append(p.Ladder, vp)
 		}
 	}
-	// The greatest version: every version of absentSet(k) is absent.
+	p.Absent, err = d.absenceProofs(av, label, k, budget)
+	return err
+}
+
+// storedVersionProof reads the stored version ver of label and proves it
+// at the view's epoch.
+func (d *Directory) storedVersionProof(av answerView, label string, ver uint32) (*versionRecord, VersionProof, error) {
+	r, err := getVersion(av.snap, label, ver)
+	if err != nil {
+		return nil, VersionProof{}, err
+	}
+	vp, err := d.versionProof(av.src, av.epoch, label, ver, r)
+	return r, vp, err
+}
+
+// absenceProofs proves that k is label's greatest version at the view's
+// epoch: every version of absentSet(k) is absent. budget is asked first
+// for the VRF proofs the cache lacks.
+func (d *Directory) absenceProofs(av answerView, label string, k uint32, budget ProofBudget) ([]VersionProof, error) {
 	absent := absentSet(k)
 	if err := d.charge(budget, label, absent); err != nil {
-		return err
+		return nil, err
 	}
-	for _, av := range absent {
-		vp, err := d.versionProof(src, e, label, av, nil)
+	var ps []VersionProof
+	for _, ver := range absent {
+		vp, err := d.versionProof(av.src, av.epoch, label, ver, nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		p.Absent = append(p.Absent, vp)
+		ps = append(ps, vp)
 	}
-	return nil
+	return ps, nil
 }
 
 // History proves, for its owner, every version of label from version
@@ -243,69 +261,33 @@ func (d *Directory) HistoryCharged(ctx context.Context, label string, since uint
 		return nil, ErrLabel
 	}
 	var p *HistoryProof
-	err := d.retryStale(ctx, func() error {
-		v := d.view.Load()
-		if v == nil {
-			return ErrNoEpoch
-		}
-		ep, err := d.epochProof(ctx, v, known)
+	err := d.withView(ctx, "history", known, func(ep EpochProof, av answerView) error {
+		p = &HistoryProof{Epoch: ep, Since: since}
+		k, _, err := latestAt(av.snap, label, av.epoch)
 		if err != nil {
 			return err
 		}
-		p = &HistoryProof{Epoch: ep, Since: since}
-		err = viewTree(ctx, d.store, func(s TreeSnapshot) error {
-			if err := d.checkView(s, v); err != nil {
-				return err
-			}
-			src := txNodes{ts: d.ts, snap: s}
-			k, _, err := latestAt(s, label, v.epoch)
+		first := max(since, 1)
+		if first > k {
+			first = k // the greatest version alone (none when k is 0)
+		}
+		last := k
+		if k > 0 && k-first+1 > MaxHistoryServed {
+			last = first + MaxHistoryServed - 1
+		}
+		for ver := first; ver >= 1 && ver <= last; ver++ {
+			r, vp, err := d.storedVersionProof(av, label, ver)
 			if err != nil {
 				return err
 			}
-			first := max(since, 1)
-			if first > k {
-				first = k // the greatest version alone (none when k is 0)
-			}
-			last := k
-			if k > 0 && k-first+1 > MaxHistoryServed {
-				last = first + MaxHistoryServed - 1
-			}
-			for ver := first; ver >= 1 && ver <= last; ver++ {
-				r, err := getVersion(s, label, ver)
-				if err != nil {
-					return err
-				}
-				vp, err := d.versionProof(src, v.epoch, label, ver, r)
-				if err != nil {
-					return err
-				}
-				p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
-			}
-			if last < k {
-				r, err := getVersion(s, label, last+1)
-				if err != nil {
-					return err
-				}
-				p.More = true
-				p.Next, err = d.versionProof(src, v.epoch, label, last+1, r)
-				return err
-			}
-			absent := absentSet(k)
-			if err := d.charge(budget, label, absent); err != nil {
-				return err
-			}
-			for _, av := range absent {
-				vp, err := d.versionProof(src, v.epoch, label, av, nil)
-				if err != nil {
-					return err
-				}
-				p.Absent = append(p.Absent, vp)
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, ErrNoEpoch) && !errors.Is(err, errStaleView) {
-			return fmt.Errorf("kt: history: %w", err)
+			p.Entries = append(p.Entries, HistoryEntry{Added: r.added, Opening: r.opening, Value: r.value, Proof: vp})
 		}
+		if last < k {
+			p.More = true
+			_, p.Next, err = d.storedVersionProof(av, label, last+1)
+			return err
+		}
+		p.Absent, err = d.absenceProofs(av, label, k, budget)
 		return err
 	})
 	if err != nil {

@@ -38,18 +38,10 @@ const (
 )
 
 func (o *Options) setDeliveryDefaults() {
-	if o.DeliveryBytes <= 0 {
-		o.DeliveryBytes = config.DefaultDeliveryBytes
-	}
-	if o.DeliveryConnBytes <= 0 {
-		o.DeliveryConnBytes = config.DefaultDeliveryConnBytes
-	}
-	if o.MaxSubsPerMailbox <= 0 {
-		o.MaxSubsPerMailbox = DefaultMaxSubsPerMailbox
-	}
-	if o.MaxSubsPerConn <= 0 {
-		o.MaxSubsPerConn = DefaultMaxSubsPerConn
-	}
+	orDefault(&o.DeliveryBytes, config.DefaultDeliveryBytes)
+	orDefault(&o.DeliveryConnBytes, config.DefaultDeliveryConnBytes)
+	orDefault(&o.MaxSubsPerMailbox, DefaultMaxSubsPerMailbox)
+	orDefault(&o.MaxSubsPerConn, DefaultMaxSubsPerConn)
 }
 
 // deliveryPage returns how many messages a page holds, or an error if the

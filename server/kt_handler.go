@@ -37,24 +37,12 @@ type KTLimits struct {
 }
 
 func (l *KTLimits) setDefaults() {
-	if l.KTPublishRate <= 0 {
-		l.KTPublishRate = config.DefaultKTPublishRate
-	}
-	if l.KTPublishBurst <= 0 {
-		l.KTPublishBurst = config.DefaultKTPublishBurst
-	}
-	if l.KTProofRate <= 0 {
-		l.KTProofRate = config.DefaultKTProofRate
-	}
-	if l.KTProofBurst <= 0 {
-		l.KTProofBurst = config.DefaultKTProofBurst
-	}
-	if l.KTProofRateTotal <= 0 {
-		l.KTProofRateTotal = config.DefaultKTProofRateTotal
-	}
-	if l.KTProofBurstTotal <= 0 {
-		l.KTProofBurstTotal = config.DefaultKTProofBurstTotal
-	}
+	orDefault(&l.KTPublishRate, config.DefaultKTPublishRate)
+	orDefault(&l.KTPublishBurst, config.DefaultKTPublishBurst)
+	orDefault(&l.KTProofRate, config.DefaultKTProofRate)
+	orDefault(&l.KTProofBurst, config.DefaultKTProofBurst)
+	orDefault(&l.KTProofRateTotal, config.DefaultKTProofRateTotal)
+	orDefault(&l.KTProofBurstTotal, config.DefaultKTProofBurstTotal)
 }
 
 // ktLimiter holds the server's key-transparency budgets: per account for

@@ -15,26 +15,16 @@ import (
 )
 
 func (o *Options) setLimitDefaults() {
-	if o.MaxConns <= 0 {
-		o.MaxConns = config.DefaultMaxConns
-	}
-	if o.MaxConnsPerAddr <= 0 {
-		o.MaxConnsPerAddr = config.DefaultMaxConnsPerAddr
-	}
-	if o.MaxConnsPerNet <= 0 {
-		o.MaxConnsPerNet = config.DefaultMaxConnsPerNet
-	}
+	orDefault(&o.MaxConns, config.DefaultMaxConns)
+	orDefault(&o.MaxConnsPerAddr, config.DefaultMaxConnsPerAddr)
+	orDefault(&o.MaxConnsPerNet, config.DefaultMaxConnsPerNet)
 	if o.MaxConnsTor <= 0 {
 		// Half the slots: an onion flood, which the per-address caps
 		// cannot tell apart, leaves the other half to clearnet clients.
 		o.MaxConnsTor = max(1, o.MaxConns/2)
 	}
-	if o.RequestRate <= 0 {
-		o.RequestRate = config.DefaultRequestRate
-	}
-	if o.RequestBurst <= 0 {
-		o.RequestBurst = config.DefaultRequestBurst
-	}
+	orDefault(&o.RequestRate, config.DefaultRequestRate)
+	orDefault(&o.RequestBurst, config.DefaultRequestBurst)
 	if len(o.Versions) == 0 {
 		o.Versions = wire.SupportedVersions()
 	}

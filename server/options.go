@@ -164,6 +164,13 @@ type Options struct {
 	Observer *Observer
 }
 
+// orDefault sets an option left unset (zero or negative) to its default d.
+func orDefault[T ~int | ~int64 | ~float64](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
 func (o *Options) setDefaults() {
 	if o.Policy.Max() == 0 {
 		o.Policy = padding.Default
@@ -171,20 +178,13 @@ func (o *Options) setDefaults() {
 	if o.Quota == (store.Quota{}) {
 		o.Quota = store.Quota{MaxMessages: config.DefaultQuotaMessages, MaxBytes: config.DefaultQuotaBytes}
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&o.TTL, config.DefaultMessageTTL)
-	def(&o.MailboxTTL, config.DefaultMailboxTTL)
-	def(&o.PurgeInterval, config.DefaultPurgeInterval)
-	def(&o.HandshakeTimeout, config.DefaultHandshakeTimeout)
-	def(&o.IdleTimeout, config.DefaultIdleTimeout)
-	def(&o.RequestTimeout, config.DefaultRequestTimeout)
-	if o.MaxStreams <= 0 {
-		o.MaxStreams = config.DefaultMaxStreams
-	}
+	orDefault(&o.TTL, config.DefaultMessageTTL)
+	orDefault(&o.MailboxTTL, config.DefaultMailboxTTL)
+	orDefault(&o.PurgeInterval, config.DefaultPurgeInterval)
+	orDefault(&o.HandshakeTimeout, config.DefaultHandshakeTimeout)
+	orDefault(&o.IdleTimeout, config.DefaultIdleTimeout)
+	orDefault(&o.RequestTimeout, config.DefaultRequestTimeout)
+	orDefault(&o.MaxStreams, config.DefaultMaxStreams)
 	o.setLimitDefaults()
 	o.setDeliveryDefaults()
 	o.setSourceDefaults()
@@ -193,13 +193,9 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	def(&o.TokenEpoch, tokens.DefaultEpochLength)
-	if o.TokenQuota <= 0 {
-		o.TokenQuota = config.DefaultTokenQuota
-	}
-	if o.KeyPackagePool <= 0 {
-		o.KeyPackagePool = config.DefaultKeyPackagePool
-	}
+	orDefault(&o.TokenEpoch, tokens.DefaultEpochLength)
+	orDefault(&o.TokenQuota, config.DefaultTokenQuota)
+	orDefault(&o.KeyPackagePool, config.DefaultKeyPackagePool)
 	o.KeyPackagePool = min(o.KeyPackagePool, math.MaxUint16)
 	if o.Authorizer == nil {
 		if o.Tokens != nil {

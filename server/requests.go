@@ -40,12 +40,8 @@ import (
 const quicConnWindowRecords = 4
 
 func (o *Options) setRequestDefaults() {
-	if o.RequestBytes <= 0 {
-		o.RequestBytes = config.DefaultRequestBytes
-	}
-	if o.RequestConnBytes <= 0 {
-		o.RequestConnBytes = config.DefaultRequestConnBytes
-	}
+	orDefault(&o.RequestBytes, config.DefaultRequestBytes)
+	orDefault(&o.RequestConnBytes, config.DefaultRequestConnBytes)
 	if o.RequestSourceBytes <= 0 {
 		o.RequestSourceBytes = min(config.DefaultRequestSourceBytes, o.RequestBytes)
 	}

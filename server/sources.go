@@ -35,12 +35,8 @@ import (
 // DefaultDeliverySourceBytes.
 
 func (o *Options) setSourceDefaults() {
-	if o.MaxStreamsPerAddr <= 0 {
-		o.MaxStreamsPerAddr = config.DefaultMaxStreamsPerAddr
-	}
-	if o.MaxStreamsTotal <= 0 {
-		o.MaxStreamsTotal = config.DefaultMaxStreamsTotal
-	}
+	orDefault(&o.MaxStreamsPerAddr, config.DefaultMaxStreamsPerAddr)
+	orDefault(&o.MaxStreamsTotal, config.DefaultMaxStreamsTotal)
 	o.MaxStreamsPerAddr = min(o.MaxStreamsPerAddr, o.MaxStreamsTotal)
 	if o.DeliverySourceBytes <= 0 {
 		o.DeliverySourceBytes = min(config.DefaultDeliverySourceBytes, o.DeliveryBytes)

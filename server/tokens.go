@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quicprochat/qpc/internal/secretfile"
+	"github.com/quicprochat/qpc/server/accounts"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
@@ -109,18 +110,28 @@ func (s *Server) tokenKeys() (wire.Message, error) {
 	return list, nil
 }
 
+// tokenAccount is where IssueTokens and TokenQuota start: a server that
+// issues tokens, and the account of session (noted for the observer).
+func (s *Server) tokenAccount(ctx context.Context, session [wire.SessionSize]byte) (accounts.AccountRef, error) {
+	if s.opts.Tokens == nil || s.opts.Accounts == nil {
+		return accounts.AccountRef{}, wire.Errorf(wire.CodeUnavailable, "this server issues no tokens")
+	}
+	acct, _, err := s.opts.Accounts.Authenticate(ctx, session)
+	if err != nil {
+		return accounts.AccountRef{}, accountError(err)
+	}
+	s.noteAccount(ctx, acct)
+	return acct, nil
+}
+
 // issueTokens evaluates a batch of blinded tokens for a logged-in account,
 // charged against its per-epoch quota. The quota counts tokens, nothing
 // else: the blinded elements are not stored.
 func (s *Server) issueTokens(ctx context.Context, m *wire.IssueTokens) (wire.Message, error) {
-	if s.opts.Tokens == nil || s.opts.Accounts == nil {
-		return nil, wire.Errorf(wire.CodeUnavailable, "this server issues no tokens")
-	}
-	acct, _, err := s.opts.Accounts.Authenticate(ctx, m.Session)
+	acct, err := s.tokenAccount(ctx, m.Session)
 	if err != nil {
-		return nil, accountError(err)
+		return nil, err
 	}
-	s.noteAccount(ctx, acct)
 	req, err := tokens.ParseTokenRequest(m.Request)
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeProtocol, "malformed token request")
@@ -147,14 +158,10 @@ func (s *Server) issueTokens(ctx context.Context, m *wire.IssueTokens) (wire.Mes
 // what it took in the current one, so that a client can size its cover
 // traffic before the quota starves its real messages. It changes nothing.
 func (s *Server) tokenQuota(ctx context.Context, m *wire.TokenQuota) (wire.Message, error) {
-	if s.opts.Tokens == nil || s.opts.Accounts == nil {
-		return nil, wire.Errorf(wire.CodeUnavailable, "this server issues no tokens")
-	}
-	acct, _, err := s.opts.Accounts.Authenticate(ctx, m.Session)
+	acct, err := s.tokenAccount(ctx, m.Session)
 	if err != nil {
-		return nil, accountError(err)
+		return nil, err
 	}
-	s.noteAccount(ctx, acct)
 	cur := s.opts.Tokens.Epoch()
 	used, err := s.opts.Accounts.QuotaUsed(ctx, acct, cur)
 	if err != nil {

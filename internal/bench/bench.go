@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -81,24 +82,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Scenario == "" {
-		c.Scenario = DefaultScenario
-	}
-	if c.RecordSize == 0 {
-		c.RecordSize = DefaultRecordSize
-	}
-	if c.Senders == 0 {
-		c.Senders = DefaultSenders
-	}
-	if c.SendersPerConn == 0 {
-		c.SendersPerConn = DefaultSendersPerConn
-	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	if c.Drain == 0 {
-		c.Drain = DefaultDrain
-	}
+	c.Scenario = cmp.Or(c.Scenario, DefaultScenario)
+	c.RecordSize = cmp.Or(c.RecordSize, DefaultRecordSize)
+	c.Senders = cmp.Or(c.Senders, DefaultSenders)
+	c.SendersPerConn = cmp.Or(c.SendersPerConn, DefaultSendersPerConn)
+	c.Duration = cmp.Or(c.Duration, DefaultDuration)
+	c.Drain = cmp.Or(c.Drain, DefaultDrain)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}

@@ -57,31 +57,9 @@ func TestRunPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial %s: %v", r.addr, err)
 	}
-	var device account.DeviceID
-	device[0] = 1
-	sess, err := conn.Register(ctx, "pg-operator", []byte("a long passphrase"), device, "test",
-		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
-	if err != nil {
-		t.Fatalf("register: %v", err)
-	}
-	keys, err := conn.TokenKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	toks, err := conn.IssueTokens(ctx, sess, keys.Keys[keys.Current], 3)
-	if err != nil {
-		t.Fatalf("issue tokens: %v", err)
-	}
-	createTok, _ := toks[0].MarshalBinary()
-	sendTok, _ := toks[1].MarshalBinary()
-	mb, err := conn.CreateMailbox(ctx, createTok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgID := protocol.NewMessageID()
-	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
-		t.Fatal(err)
-	}
+	first := sendFirst(t, ctx, conn, "pg-operator", 3)
+	device, sess, keys, toks := first.device, first.sess, first.keys, first.toks
+	mb, msgID, sendTok := first.mb, first.msgID, first.sendTok
 	// A retry of the same message (the answer was lost) is acknowledged
 	// again, not refused for its spent token, and not stored twice.
 	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {

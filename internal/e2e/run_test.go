@@ -18,6 +18,7 @@ import (
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
 	"github.com/quicprochat/qpc/server/config"
+	"github.com/quicprochat/qpc/tokens"
 	"github.com/quicprochat/qpc/wire"
 )
 
@@ -193,31 +194,8 @@ func TestRunServesRound(t *testing.T) {
 	if _, err := conn.CreateMailbox(ctx, nil); !errors.Is(err, &wire.Error{Code: wire.CodeTokenMissing}) {
 		t.Fatalf("tokenless create on a default server: %v, want TOKEN_MISSING", err)
 	}
-	var device account.DeviceID
-	device[0] = 1
-	sess, err := conn.Register(ctx, "operator-test", []byte("a long passphrase"), device, "test",
-		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
-	if err != nil {
-		t.Fatalf("register: %v", err)
-	}
-	keys, err := conn.TokenKeys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	toks, err := conn.IssueTokens(ctx, sess, keys.Keys[keys.Current], 2)
-	if err != nil {
-		t.Fatalf("issue tokens: %v", err)
-	}
-	createTok, _ := toks[0].MarshalBinary()
-	sendTok, _ := toks[1].MarshalBinary()
-	mb, err := conn.CreateMailbox(ctx, createTok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgID := protocol.NewMessageID()
-	if _, err := conn.Send(ctx, mb.SendID, msgID, []byte("an opaque envelope"), sendTok); err != nil {
-		t.Fatal(err)
-	}
+	first := sendFirst(t, ctx, conn, "operator-test", 2)
+	sess, mb, msgID, sendTok := first.sess, first.mb, first.msgID, first.sendTok
 	msgs, _, err := conn.Fetch(ctx, mb, 0, 10)
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("fetch: %d messages, %v", len(msgs), err)
@@ -252,6 +230,49 @@ func TestRunServesRound(t *testing.T) {
 	if c := pc.LocalAddr().String(); strings.Contains(logs, c) {
 		t.Errorf("log contains the client address %s", c)
 	}
+}
+
+// firstSend is what sendFirst did.
+type firstSend struct {
+	device  account.DeviceID
+	sess    *protocol.Session
+	keys    *protocol.TokenKeys
+	toks    []tokens.Token // issued; the first two are spent
+	mb      *protocol.Mailbox
+	msgID   wire.MessageID
+	sendTok []byte // the send's token
+}
+
+// sendFirst is a new user's first round on a server run by startRun:
+// handle registers (device 1, with the password "a long passphrase"),
+// has n tokens issued (n >= 2), creates a mailbox paying with the first
+// and sends it "an opaque envelope" paying with the second.
+func sendFirst(t *testing.T, ctx context.Context, conn *protocol.Conn, handle string, n int) firstSend {
+	t.Helper()
+	var f firstSend
+	f.device[0] = 1
+	var err error
+	f.sess, err = conn.Register(ctx, handle, []byte("a long passphrase"), f.device, "test",
+		account.WithKSF(account.KSFParams{Time: 1, MemoryKiB: 1024, Threads: 1}))
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	if f.keys, err = conn.TokenKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.toks, err = conn.IssueTokens(ctx, f.sess, f.keys.Keys[f.keys.Current], n); err != nil {
+		t.Fatalf("issue tokens: %v", err)
+	}
+	createTok, _ := f.toks[0].MarshalBinary()
+	f.sendTok, _ = f.toks[1].MarshalBinary()
+	if f.mb, err = conn.CreateMailbox(ctx, createTok); err != nil {
+		t.Fatal(err)
+	}
+	f.msgID = protocol.NewMessageID()
+	if _, err := conn.Send(ctx, f.mb.SendID, f.msgID, []byte("an opaque envelope"), f.sendTok); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // TestRunStoreLocked: a second Run on the same data directory fails with

@@ -48,11 +48,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool) (*Leases, error) {
 // without Open, such as a store fenced by a lease, calls it at its own
 // open).
 func Migrate(ctx context.Context, db pgmigrate.Beginner) error {
-	set, err := pgmigrate.Load(migrationFiles, "migrations", versionTable)
-	if err == nil {
-		_, err = set.Apply(ctx, db)
-	}
-	if err != nil {
+	if _, err := pgmigrate.Migrate(ctx, db, migrationFiles, "migrations", versionTable); err != nil {
 		return fmt.Errorf("pglease: migrating the schema: %w", err)
 	}
 	return nil

@@ -11,6 +11,9 @@
 //	set, err := pgmigrate.Load(files, "migrations", "schema_version")
 //	applied, err := set.Apply(ctx, pool)
 //
+// (Migrate does both, for a component that needs the Set for nothing
+// else.)
+//
 // Files are named NNNN_what.sql, numbered 1, 2, 3... without gaps. Apply
 // runs every version the database lacks in one transaction that first
 // takes a transaction-level advisory lock (one key for every component:

@@ -82,6 +82,16 @@ func version(name string) (int, error) {
 // Newest is the newest version of the set (0 for none).
 func (s *Set) Newest() int { return len(s.list) }
 
+// Migrate is Load, then Apply on db: for a component that needs its
+// Set for nothing else.
+func Migrate(ctx context.Context, db Beginner, fsys fs.FS, dir, table string) ([]int, error) {
+	s, err := Load(fsys, dir, table)
+	if err != nil {
+		return nil, err
+	}
+	return s.Apply(ctx, db)
+}
+
 // Beginner starts transactions: a *pgxpool.Pool or a *pgx.Conn.
 type Beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/quicprochat/qpc/internal/pgmigrate"
 )
 
 // ErrURL is Open's refusal of a store URL pgx cannot parse. pgx's own
@@ -40,4 +41,35 @@ func Open(ctx context.Context, url string, maxConns int32, app string) (*pgxpool
 		return nil, fmt.Errorf("connecting to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	return pool, nil
+}
+
+// OpenMigrated is Open, then set.Apply on the new pool, for a store that
+// owns its pool and its schema; a failure closes the pool. It returns the
+// pool and the versions applied. ErrURL and pgmigrate.ErrNewerSchema,
+// which the operator must fix, come as they are; any other failure of the
+// database, connecting or migrating, wraps failed (the store's sentinel
+// for it; nil: none).
+func OpenMigrated(ctx context.Context, url string, maxConns int32, app string, set *pgmigrate.Set, failed error) (*pgxpool.Pool, []int, error) {
+	wrap := func(err error) error {
+		if failed == nil {
+			return err
+		}
+		return fmt.Errorf("%w: %w", failed, err)
+	}
+	pool, err := Open(ctx, url, maxConns, app)
+	if errors.Is(err, ErrURL) {
+		return nil, nil, err
+	}
+	if err != nil {
+		return nil, nil, wrap(err)
+	}
+	applied, err := set.Apply(ctx, pool)
+	if err != nil {
+		pool.Close()
+		if errors.Is(err, pgmigrate.ErrNewerSchema) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("migrating the schema: %w", wrap(err))
+	}
+	return pool, applied, nil
 }

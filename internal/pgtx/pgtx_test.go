@@ -3,13 +3,17 @@ package pgtx_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
+	"slices"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/quicprochat/qpc/internal/pgmigrate"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/internal/pgtx"
 )
@@ -108,5 +112,47 @@ func TestWrite(t *testing.T) {
 	}, nil, classify)
 	if err != nil || count() != 2 {
 		t.Fatalf("write whose caller gave up: %v, %d rows; want nil, 2", err, count())
+	}
+}
+
+// TestOpenMigrated: on a real PostgreSQL, the first open applies the set
+// and the second nothing; a URL pgx cannot parse is ErrURL and a database
+// migrated further is ErrNewerSchema, neither wrapping the store's
+// sentinel; a migration that fails wraps it.
+func TestOpenMigrated(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.DB(t)
+	sql := func(s string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(s)} }
+	load := func(fsys fstest.MapFS) *pgmigrate.Set {
+		t.Helper()
+		set, err := pgmigrate.Load(fsys, "m", "open_version")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	failed := errors.New("storage failed")
+	one := load(fstest.MapFS{"m/0001_t.sql": sql("CREATE TABLE t (n int)")})
+	for i, want := range [][]int{{1}, nil} {
+		pool, applied, err := pgtx.OpenMigrated(ctx, url, 2, "pgtx test", one, failed)
+		if err != nil || !slices.Equal(applied, want) {
+			t.Fatalf("open %d: applied %v, %v; want %v", i+1, applied, err, want)
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+			t.Fatal(err)
+		}
+		pool.Close()
+	}
+
+	if _, _, err := pgtx.OpenMigrated(ctx, "postgres://[::1", 2, "pgtx test", one, failed); !errors.Is(err, pgtx.ErrURL) || errors.Is(err, failed) {
+		t.Errorf("bad URL: %v; want ErrURL alone", err)
+	}
+	empty := load(fstest.MapFS{"m": &fstest.MapFile{Mode: fs.ModeDir}})
+	if _, _, err := pgtx.OpenMigrated(ctx, url, 2, "pgtx test", empty, failed); !errors.Is(err, pgmigrate.ErrNewerSchema) || errors.Is(err, failed) {
+		t.Errorf("newer schema: %v; want ErrNewerSchema alone", err)
+	}
+	bad := load(fstest.MapFS{"m/0001_t.sql": sql("CREATE TABLE t (n int)"), "m/0002_bad.sql": sql("NOT SQL")})
+	if _, _, err := pgtx.OpenMigrated(ctx, url, 2, "pgtx test", bad, failed); !errors.Is(err, failed) {
+		t.Errorf("failing migration: %v; want it wrapping the store's sentinel", err)
 	}
 }

@@ -3,7 +3,6 @@ package ktstoretest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/quicprochat/qpc/kt"
+	"github.com/quicprochat/qpc/kt/kttest/logkeys"
 )
 
 // LogStorage is one fresh, empty place for a log: Open opens a driver
@@ -56,19 +56,8 @@ func RunLog(t *testing.T, open LogOpener) {
 
 func logKeys(t *testing.T) (kt.LogConfig, note.Verifier) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "ktstoretest.example/log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kt.LogConfig{Signer: s}, v
+	k := logkeys.New(t, "ktstoretest.example/log")
+	return kt.LogConfig{Signer: k.Signer}, k.Verifier
 }
 
 func closeLog(t *testing.T, l kt.LogDriver) {
@@ -187,18 +176,25 @@ func testLogCheckpointProves(t *testing.T, st LogStorage) {
 	appendN(t, l, 3, 7)
 	large := awaitCheckpoint(t, l, v, 10)
 	checkEntries(t, l, large, func(i uint64) []byte { return entry(int(i)) })
-	// The larger tree extends the smaller (RFC 6962 §2.1.2).
+	checkExtends(t, l, small, large)
+}
+
+// checkExtends checks, with a consistency proof built from the log's
+// tiles, that the tree of newer extends the tree of older (RFC 6962
+// §2.1.2).
+func checkExtends(t *testing.T, l kt.LogDriver, older, newer *kt.Checkpoint) {
+	t.Helper()
 	ctx := context.Background()
-	pb, err := tclient.NewProofBuilder(ctx, large.Size, l.ReadTile)
+	pb, err := tclient.NewProofBuilder(ctx, newer.Size, l.ReadTile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := pb.ConsistencyProof(ctx, small.Size, large.Size)
+	cons, err := pb.ConsistencyProof(ctx, older.Size, newer.Size)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, small.Size, large.Size, cons, small.Root[:], large.Root[:]); err != nil {
-		t.Fatalf("the log's checkpoints are not consistent: %v", err)
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, older.Size, newer.Size, cons, older.Root[:], newer.Root[:]); err != nil {
+		t.Fatalf("the log of size %d does not extend the one of size %d: %v", newer.Size, older.Size, err)
 	}
 }
 
@@ -288,18 +284,7 @@ func testLogReopen(t *testing.T, st LogStorage) {
 	appendN(t, l, 6, 2) // the next index follows the kept ones
 	after := awaitCheckpoint(t, l, v, 8)
 	checkEntries(t, l, after, func(i uint64) []byte { return entry(int(i)) })
-	ctx := context.Background()
-	pb, err := tclient.NewProofBuilder(ctx, after.Size, l.ReadTile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := pb.ConsistencyProof(ctx, before.Size, after.Size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, before.Size, after.Size, cons, before.Root[:], after.Root[:]); err != nil {
-		t.Fatalf("the reopened log does not extend the old one: %v", err)
-	}
+	checkExtends(t, l, before, after) // the reopened log extends the old one
 }
 
 // testLogFullBundle: past one full entry bundle and hash tile (256), so

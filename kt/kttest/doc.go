@@ -11,6 +11,10 @@
 // kt_listen serves them. Checkpoint waits for the signed checkpoint of
 // everything appended.
 //
+// OpenDirectory opens a real directory for a test; Lookup looks a label
+// up in one as a client does (through the wire encoding, verified).
+//
 // kt's own internal tests (package kt) cannot import this package, which
-// imports kt.
+// imports kt; they make their keys with kt/kttest/logkeys, which NewKeys
+// calls.
 package kttest

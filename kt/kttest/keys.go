@@ -2,48 +2,19 @@ package kttest
 
 import (
 	"context"
-	"crypto/rand"
 	"log/slog"
 	"testing"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/quicprochat/qpc/kt"
-	"github.com/quicprochat/qpc/kt/vrf"
+	"github.com/quicprochat/qpc/kt/kttest/logkeys"
 )
 
-// Keys are a log's keys: its checkpoint signer, the matching verifier and
-// its text form, and the VRF key that hides labels.
-type Keys struct {
-	Signer   note.Signer
-	Verifier note.Verifier
-	VKey     string // the verifier key, as note.NewVerifier reads it
-	VRF      *vrf.PrivateKey
-}
+// Keys are a log's keys (logkeys.Keys): its checkpoint signer, the
+// matching verifier and its text form, and the VRF key that hides labels.
+type Keys = logkeys.Keys
 
-// NewKeys makes fresh keys for a log named origin.
-func NewKeys(t testing.TB, origin string) Keys {
-	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seed := make([]byte, 32)
-	rand.Read(seed)
-	k, err := vrf.NewPrivateKey(seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Keys{Signer: s, Verifier: v, VKey: vkey, VRF: k}
-}
+// NewKeys makes fresh keys for a log named origin (logkeys.New).
+func NewKeys(t testing.TB, origin string) Keys { return logkeys.New(t, origin) }
 
 // OpenDirectory opens a real directory in dir with k, logging nowhere and
 // without its epoch loop (the test makes epochs with Tick); it is closed
@@ -59,4 +30,20 @@ func OpenDirectory(t testing.TB, dir string, k Keys) *kt.Directory {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// Lookup looks label up in d as a client does: the proof goes through
+// its wire encoding and v verifies it (v's known size moves on). Lookup
+// and decoding failures fail t; the verifier's refusal is returned.
+func Lookup(t testing.TB, d *kt.Directory, v *kt.Verifier, label string) (*kt.LookupResult, error) {
+	t.Helper()
+	p, err := d.Lookup(context.Background(), label, v.KnownSize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := kt.ParseLookupProof(p.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.VerifyLookup(label, q)
 }

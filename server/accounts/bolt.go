@@ -87,17 +87,26 @@ func (b *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 
 // ---- accounts ----
 
+// getAccount reads the account of cred; ok is false when there is none.
+func getAccount(tx *bolt.Tx, cred CredID) (r accountRecord, ok bool, err error) {
+	v := tx.Bucket(bucketAccounts).Get(cred[:])
+	if v == nil {
+		return r, false, nil
+	}
+	r, err = decodeAccount(v)
+	return r, err == nil, err
+}
+
 // Account implements Store.
 func (b *Bolt) Account(ctx context.Context, cred CredID) (StoredAccount, error) {
 	var a StoredAccount
 	err := b.view(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketAccounts).Get(cred[:])
-		if v == nil {
-			return ErrNotFound
-		}
-		r, err := decodeAccount(v)
+		r, ok, err := getAccount(tx, cred)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			return ErrNotFound
 		}
 		a = StoredAccount{Ref: r.id, Created: time.Unix(r.created, 0), Record: r.record}
 		return nil
@@ -142,15 +151,11 @@ func (b *Bolt) Register(ctx context.Context, cred CredID, a StoredAccount, s New
 func (b *Bolt) Login(ctx context.Context, cred CredID, ref AccountRef, s NewSession, maxDevices int) error {
 	return b.update(ctx, func(tx *bolt.Tx) error {
 		// The account may have been deleted since LoginStart.
-		v := tx.Bucket(bucketAccounts).Get(cred[:])
-		if v == nil {
-			return ErrAuth
-		}
-		r, err := decodeAccount(v)
+		r, ok, err := getAccount(tx, cred)
 		if err != nil {
 			return err
 		}
-		if r.id != ref {
+		if !ok || r.id != ref {
 			return ErrAuth
 		}
 		return issueSession(tx, ref, s, maxDevices)
@@ -307,17 +312,15 @@ func (b *Bolt) ChangePassword(ctx context.Context, h TokenHash, now time.Time, r
 		if err != nil {
 			return err
 		}
-		accounts := tx.Bucket(bucketAccounts)
-		v := accounts.Get(cred[:])
-		if v == nil {
-			return ErrNotFound
-		}
-		a, err := decodeAccount(v)
+		a, ok, err := getAccount(tx, cred)
 		if err != nil {
 			return err
 		}
+		if !ok {
+			return ErrNotFound
+		}
 		a.record = record
-		if err := accounts.Put(cred[:], a.encode()); err != nil {
+		if err := tx.Bucket(bucketAccounts).Put(cred[:], a.encode()); err != nil {
 			return err
 		}
 		keep := [tokenHashSize]byte(h)
@@ -528,12 +531,8 @@ func poolOf(b *bolt.Bucket, acct AccountRef) (count int, last uint64, err error)
 func (b *Bolt) TakeKeyPackage(ctx context.Context, cred CredID) ([]byte, error) {
 	var kp []byte
 	err := b.update(ctx, func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketAccounts).Get(cred[:])
-		if v == nil {
-			return nil
-		}
-		a, err := decodeAccount(v)
-		if err != nil {
+		a, ok, err := getAccount(tx, cred)
+		if err != nil || !ok {
 			return err
 		}
 		c := tx.Bucket(bucketKeyPackages).Cursor()

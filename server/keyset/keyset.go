@@ -52,13 +52,9 @@ func Open(ctx context.Context, url string) (*Book, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pool, err := pgtx.Open(ctx, url, 1, "qpc-server keyset")
+	pool, _, err := pgtx.OpenMigrated(ctx, url, 1, "qpc-server keyset", ms, nil)
 	if err != nil {
 		return nil, fmt.Errorf("keyset: open: %w", err)
-	}
-	if _, err := ms.Apply(ctx, pool); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("keyset: open: migrating the schema: %w", err)
 	}
 	return &Book{pool: pool}, nil
 }

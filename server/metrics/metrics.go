@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -108,133 +109,64 @@ var (
 // qpc_build_info.
 func New(version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
-	f(collectors.NewGoCollector())
-	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every collector is registered as it is made.
+	a := promauto.With(m.reg)
+	counter := func(name, help string) prometheus.Counter {
+		return a.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return a.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return a.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	gaugeVec := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return a.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	}
+	histogram := func(name, help string, buckets []float64) prometheus.Histogram {
+		return a.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	}
 
-	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "qpc_build_info", Help: "Always 1; labels carry the server version and the Go version.",
-	}, []string{"version", "goversion"})
-	build.WithLabelValues(version, runtime.Version()).Set(1)
-	f(build)
+	gaugeVec("qpc_build_info", "Always 1; labels carry the server version and the Go version.",
+		"version", "goversion").WithLabelValues(version, runtime.Version()).Set(1)
 
-	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_requests_total", Help: "Requests read, by kind (subscriptions and account exchanges count once).",
-	}, []string{"kind"})
-	m.requestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_request_errors_total", Help: "Error records sent, by request kind and protocol error code.",
-	}, []string{"kind", "code"})
-	m.requestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	m.requests = counterVec("qpc_requests_total", "Requests read, by kind (subscriptions and account exchanges count once).", "kind")
+	m.requestErrors = counterVec("qpc_request_errors_total", "Error records sent, by request kind and protocol error code.", "kind", "code")
+	m.requestDuration = a.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "qpc_request_duration_seconds", Help: "Time from a request read to its response written, by kind (subscriptions excluded).",
 		Buckets: latencyBuckets,
 	}, []string{"kind"})
-	m.limitRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_limit_refusals_total", Help: "Connections and requests refused by a limit, by limit.",
-	}, []string{"limit"})
-	f(m.requests)
-	f(m.requestErrors)
-	f(m.requestDuration)
-	f(m.limitRefusals)
+	m.limitRefusals = counterVec("qpc_limit_refusals_total", "Connections and requests refused by a limit, by limit.", "limit")
 
-	m.connsAccepted = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_connections_accepted_total", Help: "QUIC connections accepted, by transport.",
-	}, []string{"transport"})
-	m.connsOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "qpc_connections_open", Help: "Connections open now, by transport.",
-	}, []string{"transport"})
-	m.hellos = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_hello_versions_total", Help: "Completed hellos by negotiated protocol version (watch it before retiring a version).",
-	}, []string{"version"})
-	m.streamsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_streams_open", Help: "Request streams being handled now, all connections together.",
-	})
-	f(m.connsAccepted)
-	f(m.connsOpen)
-	f(m.hellos)
-	m.requestBytes = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_request_bytes_held", Help: "Bytes the record buffers of request streams hold now, all connections together (bounded by request_bytes).",
-	})
-	m.deliveryBytes = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_delivery_bytes_held", Help: "Envelope bytes Fetch and Subscribe pages hold now, all connections together (bounded by delivery_bytes).",
-	})
-	f(m.streamsOpen)
-	f(m.requestBytes)
-	f(m.deliveryBytes)
+	m.connsAccepted = counterVec("qpc_connections_accepted_total", "QUIC connections accepted, by transport.", "transport")
+	m.connsOpen = gaugeVec("qpc_connections_open", "Connections open now, by transport.", "transport")
+	m.hellos = counterVec("qpc_hello_versions_total", "Completed hellos by negotiated protocol version (watch it before retiring a version).", "version")
+	m.streamsOpen = gauge("qpc_streams_open", "Request streams being handled now, all connections together.")
+	m.requestBytes = gauge("qpc_request_bytes_held", "Bytes the record buffers of request streams hold now, all connections together (bounded by request_bytes).")
+	m.deliveryBytes = gauge("qpc_delivery_bytes_held", "Envelope bytes Fetch and Subscribe pages hold now, all connections together (bounded by delivery_bytes).")
 
-	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "qpc_store_commit_duration_seconds", Help: "Duration of one group-commit write transaction, fsync included.",
-		Buckets: latencyBuckets,
-	})
-	m.commitOps = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "qpc_store_commit_batch_ops", Help: "Operations committed together in one write transaction.",
-		Buckets: batchBuckets,
-	})
-	m.commitFailures = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "qpc_store_commit_failures_total", Help: "Write transactions rolled back by a storage failure.",
-	})
-	f(m.commitDuration)
-	f(m.commitOps)
-	f(m.commitFailures)
-	m.wakes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "qpc_store_wakes_total", Help: "Wake-ups received from the shared store: mailboxes another node stored in or deleted.",
-	})
-	m.wakeListener = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_store_wake_listener_up", Help: "1 while the shared store's wake-up listener is connected (0 on a single-node store).",
-	})
-	f(m.wakes)
-	f(m.wakeListener)
+	m.commitDuration = histogram("qpc_store_commit_duration_seconds", "Duration of one group-commit write transaction, fsync included.", latencyBuckets)
+	m.commitOps = histogram("qpc_store_commit_batch_ops", "Operations committed together in one write transaction.", batchBuckets)
+	m.commitFailures = counter("qpc_store_commit_failures_total", "Write transactions rolled back by a storage failure.")
+	m.wakes = counter("qpc_store_wakes_total", "Wake-ups received from the shared store: mailboxes another node stored in or deleted.")
+	m.wakeListener = gauge("qpc_store_wake_listener_up", "1 while the shared store's wake-up listener is connected (0 on a single-node store).")
 
-	m.tokensIssued = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "qpc_tokens_issued_total", Help: "Delivery tokens issued (blinded evaluations).",
-	})
-	m.tokensRedeemed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "qpc_tokens_redeemed_total", Help: "Delivery tokens spent by a committed create or send.",
-	})
-	m.tokensRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_tokens_rejected_total", Help: "Delivery tokens refused, by reason (the error code).",
-	}, []string{"reason"})
-	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_logins_total", Help: "Account logins, by outcome.",
-	}, []string{"outcome"})
-	m.registrations = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_registrations_total", Help: "Account registrations, by outcome.",
-	}, []string{"outcome"})
-	f(m.tokensIssued)
-	f(m.tokensRedeemed)
-	f(m.tokensRejected)
-	f(m.logins)
-	f(m.registrations)
+	m.tokensIssued = counter("qpc_tokens_issued_total", "Delivery tokens issued (blinded evaluations).")
+	m.tokensRedeemed = counter("qpc_tokens_redeemed_total", "Delivery tokens spent by a committed create or send.")
+	m.tokensRejected = counterVec("qpc_tokens_rejected_total", "Delivery tokens refused, by reason (the error code).", "reason")
+	m.logins = counterVec("qpc_logins_total", "Account logins, by outcome.", "outcome")
+	m.registrations = counterVec("qpc_registrations_total", "Account registrations, by outcome.", "outcome")
 
-	m.keyPackagesUploaded = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "qpc_key_packages_uploaded_total", Help: "KeyPackages added to accounts' pools by accepted uploads.",
-	})
-	m.keyPackageFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "qpc_key_package_fetches_total", Help: "Paid KeyPackage fetches answered, by result (served, or empty: empty pool or unknown handle).",
-	}, []string{"result"})
-	f(m.keyPackagesUploaded)
-	f(m.keyPackageFetches)
+	m.keyPackagesUploaded = counter("qpc_key_packages_uploaded_total", "KeyPackages added to accounts' pools by accepted uploads.")
+	m.keyPackageFetches = counterVec("qpc_key_package_fetches_total", "Paid KeyPackage fetches answered, by result (served, or empty: empty pool or unknown handle).", "result")
 
-	m.ktEpochLag = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_kt_epoch_lag", Help: "Key transparency: committed epochs the served checkpoint does not cover yet (0 without KT).",
-	})
-	m.torEnabled = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_tor_enabled", Help: "1 if the onion service is configured.",
-	})
-	m.torUp = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_tor_onion_published", Help: "1 while the onion service descriptor is published.",
-	})
-	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_ready", Help: "1 while /readyz answers ready.",
-	})
-	m.draining = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "qpc_draining", Help: "1 once a graceful shutdown has begun.",
-	})
-	f(m.ktEpochLag)
-	m.ktWitness.register(f)
-	f(m.torEnabled)
-	f(m.torUp)
-	f(m.ready)
-	f(m.draining)
+	m.ktEpochLag = gauge("qpc_kt_epoch_lag", "Key transparency: committed epochs the served checkpoint does not cover yet (0 without KT).")
+	m.ktWitness.register(a)
+	m.torEnabled = gauge("qpc_tor_enabled", "1 if the onion service is configured.")
+	m.torUp = gauge("qpc_tor_onion_published", "1 while the onion service descriptor is published.")
+	m.ready = gauge("qpc_ready", "1 while /readyz answers ready.")
+	m.draining = gauge("qpc_draining", "1 once a graceful shutdown has begun.")
 
 	// Series that exist before the first event, so that rate() in alert
 	// rules and dashboards has a zero to start from.
@@ -525,7 +457,7 @@ type ktWitnessSeries struct {
 	unwit    prometheus.CounterFunc
 }
 
-func (s *ktWitnessSeries) register(f func(prometheus.Collector)) {
+func (s *ktWitnessSeries) register(a promauto.Factory) {
 	read := func(get func(*KTPublish) uint64) func() float64 {
 		return func() float64 {
 			s.mu.Lock()
@@ -533,26 +465,21 @@ func (s *ktWitnessSeries) register(f func(prometheus.Collector)) {
 			return float64(get(&s.last))
 		}
 	}
-	s.size = prometheus.NewGauge(prometheus.GaugeOpts{
+	s.size = a.NewGauge(prometheus.GaugeOpts{
 		Name: "qpc_kt_witnessed_size", Help: "Key transparency: size of the newest served checkpoint that satisfies the witness policy (0 without one).",
 	})
-	s.latency = prometheus.NewGauge(prometheus.GaugeOpts{
+	s.latency = a.NewGauge(prometheus.GaugeOpts{
 		Name: "qpc_kt_publish_latency_seconds", Help: "Key transparency: the last epoch's log append to its served (under a witness policy: cosigned) checkpoint.",
 	})
-	s.requests = prometheus.NewCounterFunc(prometheus.CounterOpts{
+	s.requests = a.NewCounterFunc(prometheus.CounterOpts{
 		Name: "qpc_kt_witness_requests_total", Help: "Key transparency: add-checkpoint requests sent to witnesses.",
 	}, read(func(k *KTPublish) uint64 { return k.WitnessRequests }))
-	s.failures = prometheus.NewCounterFunc(prometheus.CounterOpts{
+	s.failures = a.NewCounterFunc(prometheus.CounterOpts{
 		Name: "qpc_kt_witness_failures_total", Help: "Key transparency: add-checkpoint requests that failed (no answer, or a status other than 200).",
 	}, read(func(k *KTPublish) uint64 { return k.WitnessFailures }))
-	s.unwit = prometheus.NewCounterFunc(prometheus.CounterOpts{
+	s.unwit = a.NewCounterFunc(prometheus.CounterOpts{
 		Name: "qpc_kt_unwitnessed_checkpoints_total", Help: "Key transparency: checkpoints served without the witness quorum (kt_witness_fail_open); clients pinned to the policy refuse them.",
 	}, read(func(k *KTPublish) uint64 { return k.Unwitnessed }))
-	f(s.size)
-	f(s.latency)
-	f(s.requests)
-	f(s.failures)
-	f(s.unwit)
 }
 
 // SetKTPublish is for the key-transparency log: its checkpoint

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"time"
@@ -75,18 +76,10 @@ type CommitInfo struct {
 func (o Options) WithDefaults() (Options, error) { return o.withDefaults() }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.OpenTimeout == 0 {
-		o.OpenTimeout = DefaultOpenTimeout
-	}
-	if o.MaxBatch == 0 {
-		o.MaxBatch = DefaultMaxBatch
-	}
-	if o.TimeGranularity == 0 {
-		o.TimeGranularity = DefaultTimeGranularity
-	}
-	if o.MaxEnvelope == 0 {
-		o.MaxEnvelope = DefaultMaxEnvelope
-	}
+	o.OpenTimeout = cmp.Or(o.OpenTimeout, DefaultOpenTimeout)
+	o.MaxBatch = cmp.Or(o.MaxBatch, DefaultMaxBatch)
+	o.TimeGranularity = cmp.Or(o.TimeGranularity, DefaultTimeGranularity)
+	o.MaxEnvelope = cmp.Or(o.MaxEnvelope, DefaultMaxEnvelope)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/ktpg/pglog"
+	"github.com/quicprochat/qpc/kt/kttest"
 	"github.com/quicprochat/qpc/kt/vrf"
 )
 
@@ -84,15 +85,7 @@ func TestDirectoryOnPGLog(t *testing.T) {
 	}
 	verify := func(d *kt.Directory, label string) {
 		t.Helper()
-		lp, err := d.Lookup(ctx, label, v.KnownSize())
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := kt.ParseLookupProof(lp.Marshal())
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := v.VerifyLookup(label, q)
+		res, err := kttest.Lookup(t, d, v, label)
 		if err != nil {
 			t.Fatalf("lookup of %s does not verify: %v", label, err)
 		}
@@ -255,15 +248,7 @@ func TestCosignedOnPGLog(t *testing.T) {
 	v.SetWitnessPolicy(policy)
 	lookup := func(label string) *kt.LookupResult {
 		t.Helper()
-		lp, err := d.Lookup(ctx, label, v.KnownSize())
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := kt.ParseLookupProof(lp.Marshal())
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := v.VerifyLookup(label, q)
+		res, err := kttest.Lookup(t, d, v, label)
 		if err != nil {
 			t.Fatalf("lookup of %s under the policy: %v", label, err)
 		}

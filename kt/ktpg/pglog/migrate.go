@@ -1,7 +1,6 @@
 package pglog
 
 import (
-	"context"
 	"embed"
 
 	"github.com/quicprochat/qpc/internal/pgmigrate"
@@ -21,11 +20,3 @@ const versionTable = "ktlog_schema_version"
 // ErrNewerSchema is Open's refusal of a database migrated by a newer
 // build.
 var ErrNewerSchema = pgmigrate.ErrNewerSchema
-
-func migrate(ctx context.Context, db pgmigrate.Beginner) ([]int, error) {
-	ms, err := pgmigrate.Load(migrationFiles, "migrations", versionTable)
-	if err != nil {
-		return nil, err
-	}
-	return ms.Apply(ctx, db)
-}

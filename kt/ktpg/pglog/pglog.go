@@ -22,6 +22,7 @@ import (
 	"github.com/transparency-dev/tessera/api/layout"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/quicprochat/qpc/internal/pgmigrate"
 	"github.com/quicprochat/qpc/internal/pgtx"
 	"github.com/quicprochat/qpc/kt"
 )
@@ -95,7 +96,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, c kt.LogConfig, o Options) (*
 	if c.Signer == nil {
 		return nil, errors.New("pglog: open: LogConfig.Signer is required")
 	}
-	if _, err := migrate(ctx, pool); err != nil {
+	if _, err := pgmigrate.Migrate(ctx, pool, migrationFiles, "migrations", versionTable); err != nil {
 		return nil, fmt.Errorf("pglog: open: migrating the schema: %w", err)
 	}
 	l := &Log{pool: pool, signer: c.Signer, fence: o.Fence, log: o.Logger}

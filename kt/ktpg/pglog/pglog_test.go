@@ -3,7 +3,6 @@ package pglog_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,6 +27,7 @@ import (
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/ktpg/pglog"
 	"github.com/quicprochat/qpc/kt/ktstoretest"
+	"github.com/quicprochat/qpc/kt/kttest"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -54,19 +54,31 @@ func open(t testing.TB, p *pgxpool.Pool, c kt.LogConfig, o pglog.Options) *pglog
 
 func keys(t testing.TB) (kt.LogConfig, note.Verifier) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, "pglog.example/log")
-	if err != nil {
+	k := kttest.NewKeys(t, "pglog.example/log")
+	return kt.LogConfig{Signer: k.Signer}, k.Verifier
+}
+
+// tokenLease makes a lease of the simplest kind in p, a token that is 1
+// until the test moves it on (UPDATE lease SET token = ...), and returns
+// the fence of a holder of token: it refuses once the token moved on.
+func tokenLease(t testing.TB, p *pgxpool.Pool) func(token int64) pglog.Fence {
+	t.Helper()
+	if _, err := p.Exec(context.Background(), `CREATE TABLE lease (id int PRIMARY KEY, token bigint NOT NULL);
+		INSERT INTO lease VALUES (1, 1)`); err != nil {
 		t.Fatal(err)
 	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
+	return func(token int64) pglog.Fence {
+		return func(ctx context.Context, tx pgx.Tx) error {
+			var cur int64
+			if err := tx.QueryRow(ctx, `SELECT token FROM lease WHERE id = 1 FOR SHARE`).Scan(&cur); err != nil {
+				return err
+			}
+			if cur != token {
+				return fmt.Errorf("lease token %d is no longer current (%d)", token, cur)
+			}
+			return nil
+		}
 	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kt.LogConfig{Signer: s}, v
 }
 
 // TestConformance runs kt/ktstoretest's log suite on PostgreSQL.
@@ -316,22 +328,7 @@ func TestAttackFencedAppendLeavesLogUnchanged(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.DB(t)
 	p := pool(t, url)
-	if _, err := p.Exec(ctx, `CREATE TABLE lease (id int PRIMARY KEY, token bigint NOT NULL);
-		INSERT INTO lease VALUES (1, 1)`); err != nil {
-		t.Fatal(err)
-	}
-	fenceFor := func(token int64) pglog.Fence {
-		return func(ctx context.Context, tx pgx.Tx) error {
-			var cur int64
-			if err := tx.QueryRow(ctx, `SELECT token FROM lease WHERE id = 1 FOR SHARE`).Scan(&cur); err != nil {
-				return err
-			}
-			if cur != token {
-				return fmt.Errorf("lease token %d is no longer current (%d)", token, cur)
-			}
-			return nil
-		}
-	}
+	fenceFor := tokenLease(t, p)
 	c, v := keys(t)
 	old := open(t, p, c, pglog.Options{Fence: fenceFor(1)})
 	for i := range 5 {

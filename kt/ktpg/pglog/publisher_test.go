@@ -2,9 +2,7 @@ package pglog_test
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,13 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/quicprochat/qpc/internal/litewitness"
 	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/kt"
 	"github.com/quicprochat/qpc/kt/ktpg/pglog"
+	"github.com/quicprochat/qpc/kt/kttest"
 )
 
 // counting counts the requests a node's publisher sends to witnesses.
@@ -39,35 +35,16 @@ func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestAttackFencedPublisherIsSilent(t *testing.T) {
 	ctx := context.Background()
 	w := litewitness.Start(t, "witness.test/a")
-	skey, vkey, err := note.GenerateKey(rand.Reader, "pglog.example/fenced")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, _ := note.NewSigner(skey)
-	nv, _ := note.NewVerifier(vkey)
-	w.AddLog(t, signer.Name(), vkey)
+	k := kttest.NewKeys(t, "pglog.example/fenced")
+	signer, nv := k.Signer, k.Verifier
+	w.AddLog(t, signer.Name(), k.VKey)
 	policy, err := kt.ParseWitnessPolicy(litewitness.Policy(1, w))
 	if err != nil {
 		t.Fatal(err)
 	}
 	url := pgtest.DB(t)
 	p := pool(t, url)
-	if _, err := p.Exec(ctx, `CREATE TABLE lease (id int PRIMARY KEY, token bigint NOT NULL);
-		INSERT INTO lease VALUES (1, 1)`); err != nil {
-		t.Fatal(err)
-	}
-	fenceFor := func(token int64) pglog.Fence {
-		return func(ctx context.Context, tx pgx.Tx) error {
-			var cur int64
-			if err := tx.QueryRow(ctx, `SELECT token FROM lease WHERE id = 1 FOR SHARE`).Scan(&cur); err != nil {
-				return err
-			}
-			if cur != token {
-				return fmt.Errorf("lease token %d is no longer current (%d)", token, cur)
-			}
-			return nil
-		}
-	}
+	fenceFor := tokenLease(t, p)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	node := func(token int64, hc *counting) *pglog.Log {
 		c := kt.LogConfig{Signer: signer, Witnesses: policy, WitnessTimeout: 5 * time.Second,

@@ -91,11 +91,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Queue, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	ms, err := pgmigrate.Load(migrationFiles, "migrations", versionTable)
-	if err == nil {
-		_, err = ms.Apply(ctx, pool)
-	}
-	if err != nil {
+	if _, err := pgmigrate.Migrate(ctx, pool, migrationFiles, "migrations", versionTable); err != nil {
 		return nil, fmt.Errorf("pgqueue: open: migrating the schema: %w", err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())

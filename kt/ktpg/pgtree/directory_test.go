@@ -1,7 +1,6 @@
 package pgtree_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/quicprochat/qpc/internal/pgtest"
@@ -46,15 +45,7 @@ func TestDirectoryOnPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := d.Lookup(context.Background(), label, v.KnownSize())
-		if err != nil {
-			t.Fatal(err)
-		}
-		q, err := kt.ParseLookupProof(p.Marshal())
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := v.VerifyLookup(label, q)
+		r, err := kttest.Lookup(t, d, v, label)
 		if err != nil {
 			t.Fatalf("VerifyLookup(%s): %v", label, err)
 		}

@@ -70,10 +70,6 @@ type Store struct {
 
 var _ kt.TreeStore = (*Store)(nil)
 
-func migrations() (*pgmigrate.Set, error) {
-	return pgmigrate.Load(migrationFiles, "migrations", versionTable)
-}
-
 // Open connects to the database at url (a postgres:// URL; pgx's
 // pool_max_conns and the PG* environment variables apply), brings the
 // tree schema (and the leases' schema) up to date and returns the store,
@@ -108,11 +104,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, o Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.OpenTimeout)
 	defer cancel()
-	ms, err := migrations()
-	if err != nil {
-		return nil, fmt.Errorf("pgtree: open: %w", err)
-	}
-	applied, err := ms.Apply(ctx, pool)
+	applied, err := pgmigrate.Migrate(ctx, pool, migrationFiles, "migrations", versionTable)
 	if err != nil {
 		return nil, fmt.Errorf("pgtree: open: migrating the schema: %w", err)
 	}

@@ -98,14 +98,15 @@ func lockAccount(ctx context.Context, tx pgx.Tx, cred accounts.CredID) (ref acco
 	return ref, true, into(ref[:], b)
 }
 
-// lockRef is lockAccount by AccountRef.
-func lockRef(ctx context.Context, tx pgx.Tx, ref accounts.AccountRef) (ok bool, err error) {
+// lockRef is lockAccount by AccountRef; an account that is not there is
+// accounts.ErrNotFound.
+func lockRef(ctx context.Context, tx pgx.Tx, ref accounts.AccountRef) error {
 	var one int
-	err = tx.QueryRow(ctx, "SELECT 1 FROM accounts WHERE account_ref = $1 FOR UPDATE", ref[:]).Scan(&one)
+	err := tx.QueryRow(ctx, "SELECT 1 FROM accounts WHERE account_ref = $1 FOR UPDATE", ref[:]).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+		return accounts.ErrNotFound
 	}
-	return err == nil, err
+	return err
 }
 
 // Login implements accounts.Store.
@@ -250,12 +251,8 @@ func (s *Store) Devices(ctx context.Context, ref accounts.AccountRef) ([]account
 // RevokeDevice implements accounts.Store.
 func (s *Store) RevokeDevice(ctx context.Context, ref accounts.AccountRef, device account.DeviceID) error {
 	return s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		ok, err := lockRef(ctx, tx, ref)
-		if err != nil {
+		if err := lockRef(ctx, tx, ref); err != nil {
 			return err
-		}
-		if !ok {
-			return accounts.ErrNotFound
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM account_sessions WHERE account_ref = $1 AND device_id = $2", ref[:], device[:]); err != nil {
 			return err
@@ -349,15 +346,11 @@ func (s *Store) PurgeSessions(ctx context.Context, now time.Time) (int, error) {
 // ConsumeQuota implements accounts.Store.
 func (s *Store) ConsumeQuota(ctx context.Context, ref accounts.AccountRef, epoch uint32, n, limit int) error {
 	return s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		ok, err := lockRef(ctx, tx, ref)
-		if err != nil {
+		if err := lockRef(ctx, tx, ref); err != nil {
 			return err
 		}
-		if !ok {
-			return accounts.ErrNotFound
-		}
 		var used int64
-		err = tx.QueryRow(ctx, "SELECT used FROM account_quota WHERE account_ref = $1 AND epoch = $2", ref[:], int64(epoch)).Scan(&used)
+		err := tx.QueryRow(ctx, "SELECT used FROM account_quota WHERE account_ref = $1 AND epoch = $2", ref[:], int64(epoch)).Scan(&used)
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -413,12 +406,8 @@ func (s *Store) AddKeyPackages(ctx context.Context, ref accounts.AccountRef, kps
 	}
 	var count int
 	err := s.write(ctx, func(ctx context.Context, tx pgx.Tx) error {
-		ok, err := lockRef(ctx, tx, ref)
-		if err != nil {
+		if err := lockRef(ctx, tx, ref); err != nil {
 			return err
-		}
-		if !ok {
-			return accounts.ErrNotFound
 		}
 		var last int64
 		if err := tx.QueryRow(ctx, "SELECT count(*), coalesce(max(seq), 0) FROM account_key_packages WHERE account_ref = $1", ref[:]).

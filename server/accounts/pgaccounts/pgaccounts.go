@@ -81,20 +81,9 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.OpenTimeout)
 	defer cancel()
-	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server accounts")
-	if errors.Is(err, pgtx.ErrURL) {
+	pool, applied, err := pgtx.OpenMigrated(ctx, url, DefaultMaxConns, "qpc-server accounts", ms, accounts.ErrStorage)
+	if err != nil {
 		return nil, fmt.Errorf("pgaccounts: open: %w", err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("pgaccounts: open: %w: %w", accounts.ErrStorage, err)
-	}
-	applied, err := ms.Apply(ctx, pool)
-	if err != nil {
-		pool.Close()
-		if errors.Is(err, ErrNewerSchema) {
-			return nil, fmt.Errorf("pgaccounts: open: %w", err)
-		}
-		return nil, fmt.Errorf("pgaccounts: open: migrating the schema: %w: %w", accounts.ErrStorage, err)
 	}
 	if len(applied) > 0 {
 		o.Logger.Info("accounts: PostgreSQL schema migrated", "versions", applied)

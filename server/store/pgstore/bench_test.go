@@ -34,19 +34,26 @@ func backends(b *testing.B, fn func(b *testing.B, s store.Store)) {
 		fn(b, s)
 	})
 	b.Run("backend=postgres", func(b *testing.B) {
-		url := pgtest.DB(b)
-		conn, err := pgx.Connect(context.Background(), url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		var fsync string
-		err = conn.QueryRow(context.Background(), "SHOW fsync").Scan(&fsync)
-		conn.Close(context.Background())
-		if err != nil || fsync != "on" {
-			b.Fatalf("the database syncs no commits (fsync %q, %v): the comparison with bbolt would be meaningless", fsync, err)
-		}
-		fn(b, open(b, url))
+		fn(b, open(b, syncedDB(b)))
 	})
+}
+
+// syncedDB is pgtest.DB on a server that syncs its commits (fsync on):
+// without it, sends would cost a fraction of what they cost in service,
+// and a comparison with bbolt would be meaningless.
+func syncedDB(b *testing.B) string {
+	url := pgtest.DB(b)
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var fsync string
+	err = conn.QueryRow(context.Background(), "SHOW fsync").Scan(&fsync)
+	conn.Close(context.Background())
+	if err != nil || fsync != "on" {
+		b.Fatalf("the database syncs no commits (fsync %q, %v)", fsync, err)
+	}
+	return url
 }
 
 func benchBoxes(b *testing.B, s store.Store, n int) []store.Mailbox {
@@ -69,28 +76,34 @@ func BenchmarkStorePut(b *testing.B) {
 	for _, par := range []int{1, 16} {
 		b.Run(fmt.Sprintf("par=%d", par), func(b *testing.B) {
 			backends(b, func(b *testing.B, s store.Store) {
-				boxes := benchBoxes(b, s, 256)
-				var next atomic.Uint64
-				b.SetParallelism(par)
-				b.SetBytes(benchEnvelope)
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					env := make([]byte, benchEnvelope)
-					for pb.Next() {
-						n := next.Add(1)
-						var id [store.MessageIDSize]byte
-						binary.BigEndian.PutUint64(id[:], n)
-						spend := &store.Spend{Until: bt0.Add(time.Hour)}
-						binary.BigEndian.PutUint64(spend.Key[:], n)
-						if _, err := s.Put(context.Background(), boxes[n%uint64(len(boxes))].SendID, id, env, store.Quota{}, bt0, spend); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
+				putSends(b, s, benchBoxes(b, s, 256), par)
 			})
 		})
 	}
+}
+
+// putSends is BenchmarkStorePut's timed loop: b.N sends of 2 KiB
+// envelopes, each paid with a token (its spend is part of the write),
+// spread over boxes, by par×GOMAXPROCS senders.
+func putSends(b *testing.B, s store.Store, boxes []store.Mailbox, par int) {
+	var next atomic.Uint64
+	b.SetParallelism(par)
+	b.SetBytes(benchEnvelope)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		env := make([]byte, benchEnvelope)
+		for pb.Next() {
+			n := next.Add(1)
+			var id [store.MessageIDSize]byte
+			binary.BigEndian.PutUint64(id[:], n)
+			spend := &store.Spend{Until: bt0.Add(time.Hour)}
+			binary.BigEndian.PutUint64(spend.Key[:], n)
+			if _, err := s.Put(context.Background(), boxes[n%uint64(len(boxes))].SendID, id, env, store.Quota{}, bt0, spend); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkStoreRoundTrip: one message's life, serially: Put, Fetch,

@@ -1,10 +1,8 @@
 package pgstore
 
 import (
-	"context"
 	"embed"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/quicprochat/qpc/internal/pgmigrate"
 )
 
@@ -39,13 +37,3 @@ func SchemaVersion() int {
 // ErrNewerSchema is Open's refusal of a database migrated by a newer
 // build: this one does not know what the newer schema means.
 var ErrNewerSchema = pgmigrate.ErrNewerSchema
-
-// migrate brings the database to the newest schema, returning the
-// versions it applied.
-func migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
-	ms, err := migrations()
-	if err != nil {
-		return nil, err
-	}
-	return ms.Apply(ctx, pool)
-}

@@ -2,14 +2,11 @@ package pgstore_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/quicprochat/qpc/internal/pgtest"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/server/store/pgstore"
 )
@@ -25,17 +22,7 @@ func BenchmarkPutNotify(b *testing.B) {
 	for _, par := range []int{1, 16} {
 		for _, mode := range []string{"off", "batch", "send", "after"} {
 			b.Run(fmt.Sprintf("par=%d/notify=%s", par, mode), func(b *testing.B) {
-				url := pgtest.DB(b)
-				conn, err := pgx.Connect(context.Background(), url)
-				if err != nil {
-					b.Fatal(err)
-				}
-				var fsync string
-				err = conn.QueryRow(context.Background(), "SHOW fsync").Scan(&fsync)
-				conn.Close(context.Background())
-				if err != nil || fsync != "on" {
-					b.Fatalf("the database syncs no commits (fsync %q, %v)", fsync, err)
-				}
+				url := syncedDB(b)
 				s, listener := open(b, url), open(b, url)
 				pgstore.SetNotifyMode(s, mode)
 				var woken atomic.Int64
@@ -55,25 +42,7 @@ func BenchmarkPutNotify(b *testing.B) {
 				}()
 				defer func() { cancel(); <-done }()
 				<-up
-				boxes := benchBoxes(b, s, 256)
-				var next atomic.Uint64
-				b.SetParallelism(par)
-				b.SetBytes(benchEnvelope)
-				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					env := make([]byte, benchEnvelope)
-					for pb.Next() {
-						n := next.Add(1)
-						var id [store.MessageIDSize]byte
-						binary.BigEndian.PutUint64(id[:], n)
-						spend := &store.Spend{Until: bt0.Add(time.Hour)}
-						binary.BigEndian.PutUint64(spend.Key[:], n)
-						if _, err := s.Put(context.Background(), boxes[n%uint64(len(boxes))].SendID, id, env, store.Quota{}, bt0, spend); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
+				putSends(b, s, benchBoxes(b, s, 256), par)
 				b.StopTimer()
 				if mode != "off" {
 					// Every send's mailbox is heard of (deduplicated within a batch).

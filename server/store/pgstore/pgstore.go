@@ -70,22 +70,15 @@ func Open(ctx context.Context, url string, opts store.Options) (*Store, error) {
 	if len(o.WakeKey) != store.WakeKeySize {
 		return nil, fmt.Errorf("pgstore: open: a wake key of %d bytes is needed (store.Options.WakeKey), got %d", store.WakeKeySize, len(o.WakeKey))
 	}
-	ctx, cancel := context.WithTimeout(ctx, max(o.OpenTimeout, 30*time.Second))
-	defer cancel()
-	pool, err := pgtx.Open(ctx, url, DefaultMaxConns, "qpc-server")
-	if errors.Is(err, pgtx.ErrURL) {
+	ms, err := migrations()
+	if err != nil {
 		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, max(o.OpenTimeout, 30*time.Second))
+	defer cancel()
+	pool, applied, err := pgtx.OpenMigrated(ctx, url, DefaultMaxConns, "qpc-server", ms, store.ErrStorageFailed)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: open: %w: %w", store.ErrStorageFailed, err)
-	}
-	applied, err := migrate(ctx, pool)
-	if err != nil {
-		pool.Close()
-		if errors.Is(err, ErrNewerSchema) {
-			return nil, fmt.Errorf("pgstore: open: %w", err)
-		}
-		return nil, fmt.Errorf("pgstore: open: migrating the schema: %w: %w", store.ErrStorageFailed, err)
+		return nil, fmt.Errorf("pgstore: open: %w", err)
 	}
 	if len(applied) > 0 {
 		o.Logger.Info("store: PostgreSQL schema migrated", "versions", applied)
