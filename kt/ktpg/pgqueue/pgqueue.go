@@ -137,19 +137,31 @@ func (q *Queue) write(ctx context.Context, fenced bool, fn func(context.Context,
 func (q *Queue) Add(ctx context.Context, u kt.QueuedUpdate, maxPending int) (int64, error) {
 	var id int64
 	err := q.write(ctx, false, func(ctx context.Context, tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `INSERT INTO kt_pending (label, value, version, vrf_index, vrf_proof, first)
-			SELECT $1, $2, $3, $4, $5, $7 WHERE (SELECT count(*) FROM kt_pending WHERE state < 2) < $6
-			ON CONFLICT (label) WHERE state < 2 DO NOTHING RETURNING id`,
-			[]byte(u.Label), u.Value, int64(u.Version), u.Index[:], u.Proof[:], maxPending, u.First).Scan(&id)
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		var queued bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM kt_pending WHERE label = $1 AND state < 2)`, []byte(u.Label)).Scan(&queued); err != nil {
-			return err
-		}
-		if queued {
-			return kt.ErrLabelQueued
+		// Each statement reads the table afresh (READ COMMITTED): the
+		// label's queued row that made the insert do nothing may be
+		// settled before the check after it runs. Only a queue that is
+		// really full answers ErrQueueFull; otherwise the insert is tried
+		// again (a settle per try, so a few tries suffice).
+		for range 8 {
+			err := tx.QueryRow(ctx, `INSERT INTO kt_pending (label, value, version, vrf_index, vrf_proof, first)
+				SELECT $1, $2, $3, $4, $5, $7 WHERE (SELECT count(*) FROM kt_pending WHERE state < 2) < $6
+				ON CONFLICT (label) WHERE state < 2 DO NOTHING RETURNING id`,
+				[]byte(u.Label), u.Value, int64(u.Version), u.Index[:], u.Proof[:], maxPending, u.First).Scan(&id)
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			var queued bool
+			var pending int64
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM kt_pending WHERE label = $1 AND state < 2),
+				(SELECT count(*) FROM kt_pending WHERE state < 2)`, []byte(u.Label)).Scan(&queued, &pending); err != nil {
+				return err
+			}
+			if queued {
+				return kt.ErrLabelQueued
+			}
+			if pending >= int64(maxPending) {
+				return kt.ErrQueueFull
+			}
 		}
 		return kt.ErrQueueFull
 	})
