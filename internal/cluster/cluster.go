@@ -345,8 +345,8 @@ func (n *Node) Metrics(t testing.TB) map[string]float64 {
 }
 
 // Ready GETs the node's /readyz and returns its status code and body;
-// 0 and the error when the admin listener does not answer (it may start
-// a moment after the QUIC listener).
+// 0 and the error when the admin listener does not answer (the node was
+// killed, or is still starting).
 func (n *Node) Ready() (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
