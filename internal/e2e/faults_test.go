@@ -143,18 +143,29 @@ func TestSlowReaderBlocksNoOne(t *testing.T) {
 	if worst > time.Second {
 		t.Fatalf("a send+fetch took %v while another client's subscription stalled", worst)
 	}
-	// The stuck mailbox still holds everything for a reader that reads.
-	deadline := time.Now().Add(10 * time.Second)
+	// The stuck mailbox still holds everything for a reader that reads,
+	// read in pages of 10 (one page of 6 MB did not fit in the 2 s
+	// request timeout on a loaded machine), once the sender is done
+	// (30 s: 60 sends of 100 kB are slow there too).
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		msgs, _, err := owner.Fetch(ctx, stuck, 0, 100)
-		if err != nil {
-			t.Fatal(err)
+		held := 0
+		for after, more := uint64(0), true; more; {
+			var msgs []protocol.Message
+			msgs, more, err = owner.Fetch(ctx, stuck, after, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			held += len(msgs)
+			if len(msgs) > 0 {
+				after = msgs[len(msgs)-1].Seq
+			}
 		}
-		if len(msgs) == 60 {
+		if held == 60 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("stuck mailbox holds %d of 60 messages", len(msgs))
+			t.Fatalf("stuck mailbox holds %d of 60 messages", held)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
