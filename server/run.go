@@ -343,6 +343,24 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 	// Clearnet listeners serve at once; the onion joins when tor is up,
 	// which can take minutes on the public network.
 	serves := newServing()
+	// The admin listener comes up before tor bootstraps (minutes on the
+	// public network): /healthz must answer meanwhile, and /readyz says
+	// "tor: not published" until the onion service is. It comes up before
+	// the QUIC listener is reported, too: whoever sees the address (the
+	// binary prints it) finds /readyz and /metrics answering, rather than
+	// a refused connection for a moment.
+	closeAdmin, err := startAdmin(cfg, srv, log, o.Listening)
+	if err != nil {
+		if pc != nil {
+			pc.Close() // not the server's yet
+		}
+		srv.Shutdown(context.Background())
+		<-serves.wait()
+		return err
+	}
+	// The admin listener outlives the drain: /readyz must answer 503 while
+	// requests finish, or load balancers would not notice.
+	defer closeAdmin()
 	if pc != nil {
 		host, _, _ := net.SplitHostPort(cfg.Listen)
 		bound := net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
@@ -372,18 +390,6 @@ func serve(ctx context.Context, cfg *config.Config, o RunOptions, log *slog.Logg
 		log.Info("tunnel listener for clients through Tor exits", "addr", tpc.LocalAddr().String())
 		o.Listening(Listener{Kind: ListenerTunnel, Addr: tpc.LocalAddr().String()})
 	}
-	// The admin listener comes up before tor bootstraps (minutes on the
-	// public network): /healthz must answer meanwhile, and /readyz says
-	// "tor: not published" until the onion service is.
-	closeAdmin, err := startAdmin(cfg, srv, log, o.Listening)
-	if err != nil {
-		srv.Shutdown(context.Background())
-		<-serves.wait()
-		return err
-	}
-	// The admin listener outlives the drain: /readyz must answer 503 while
-	// requests finish, or load balancers would not notice.
-	defer closeAdmin()
 	if cfg.ServesOnion() {
 		var published atomic.Bool
 		opts.Metrics.SetTorStatus(true, false)

@@ -298,18 +298,41 @@ func (n *Node) start(t testing.TB) {
 
 // launch starts the process and waits for its address line.
 func (n *Node) launch() error {
-	p, addr, err := loadkit.StartServer(loadkit.ServerCommand(n.bin, n.args...), 90*time.Second)
-	if p != nil {
-		n.mu.Lock()
-		n.proc = p
-		n.starts++
-		n.addr = addr
-		n.mu.Unlock()
+	n.mu.Lock()
+	first := n.starts == 0
+	n.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		p, addr, err := loadkit.StartServer(loadkit.ServerCommand(n.bin, n.args...), 90*time.Second)
+		if p != nil {
+			n.mu.Lock()
+			n.proc = p
+			n.starts++
+			n.addr = addr
+			n.mu.Unlock()
+		}
+		// The ports were free a moment ago; another process (tests run
+		// in parallel) may have taken one since. On the first start,
+		// before any client knows them, take others; a restart keeps
+		// its ports.
+		if err != nil && first && attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			n.Listen, n.Admin, n.KT = freePortErr("udp"), freePortErr("tcp"), freePortErr("tcp")
+			for i := 0; i+1 < len(n.args); i++ {
+				switch n.args[i] {
+				case "--listen":
+					n.args[i+1] = n.Listen
+				case "--admin-listen":
+					n.args[i+1] = n.Admin
+				case "--kt-listen":
+					n.args[i+1] = n.KT
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: node %d: %w", n.Index, err)
+		}
+		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("cluster: node %d: %w", n.Index, err)
-	}
-	return nil
 }
 
 // stop ends the process with SIGTERM, then SIGKILL after 15 s.
@@ -345,8 +368,8 @@ func (n *Node) Metrics(t testing.TB) map[string]float64 {
 }
 
 // Ready GETs the node's /readyz and returns its status code and body;
-// 0 and the error when the admin listener does not answer (it may start
-// a moment after the QUIC listener).
+// 0 and the error when the admin listener does not answer (the node was
+// killed, or is still starting).
 func (n *Node) Ready() (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -363,17 +386,26 @@ func (n *Node) Ready() (int, string) {
 // freePort returns a host:port on 127.0.0.1 that was free a moment ago.
 func freePort(t testing.TB, network string) string {
 	t.Helper()
+	a := freePortErr(network)
+	if a == "" {
+		t.Fatalf("cluster: no free %s port on 127.0.0.1", network)
+	}
+	return a
+}
+
+// freePortErr is freePort for launch, which has no t: "" when none.
+func freePortErr(network string) string {
 	if network == "udp" {
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			return ""
 		}
 		defer pc.Close()
 		return pc.LocalAddr().String()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return ""
 	}
 	defer l.Close()
 	return l.Addr().String()

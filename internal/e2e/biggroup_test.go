@@ -26,7 +26,7 @@ func TestMessengerBigGroup(t *testing.T) {
 		users = append(users, newUser(t, ms, h))
 		handles = append(handles, h)
 	}
-	// ctxT's 20 s start now: nine registrations (each uploading its
+	// ctxT's deadline starts now: nine registrations (each uploading its
 	// one-time KeyPackages) can take most of that under -race.
 	ctx := ctxT(t)
 	addContacts(t, ctx, handles[0], users[1:]...)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/quicprochat/qpc/client/protocol"
 	"github.com/quicprochat/qpc/server"
+	"github.com/quicprochat/qpc/server/metrics"
 	"github.com/quicprochat/qpc/server/store"
 	"github.com/quicprochat/qpc/wire"
 )
@@ -316,27 +317,42 @@ func TestIdleSubscriptionLearnsOfDeletion(t *testing.T) {
 // TestHealthWhileDraining: during a drain the server refuses new requests
 // but still answers Health, with the draining status.
 func TestHealthWhileDraining(t *testing.T) {
-	ts := startServer(t, nil)
+	ts := startServer(t, withMetrics(metrics.New("test"), nil))
+	base := serveAdmin(t, ts)
 	ctx := ctxT(t)
 	c := dial(t, ts, protocol.Options{MaxAttempts: 1})
 	if st, err := c.Health(ctx); err != nil || st != wire.StatusServing {
 		t.Fatalf("health before the drain: %d, %v", st, err)
 	}
-	// A request left half written keeps the drain waiting.
+	// A request left half written keeps the drain waiting, once the
+	// server has taken its stream (qpc_streams_open counts it): a stream
+	// still unaccepted when the drain begins is refused instead, and the
+	// drain ends at once (a fixed 100 ms wait missed it under load).
 	qc := rawHelloConn(t, ts)
 	stuck, err := qc.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stuck.Write([]byte{byte(wire.KindHealth), 0})
-	time.Sleep(100 * time.Millisecond) // the server has taken the stream
+	for deadline := time.Now().Add(30 * time.Second); value(scrape(t, base), "qpc_streams_open") < 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never took the half-written stream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	done := make(chan error, 1)
 	go func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		done <- ts.srv.Shutdown(sctx)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// Serving until the Shutdown goroutine has run; then draining.
+	for deadline := time.Now().Add(30 * time.Second); !ts.srv.Draining(); {
+		if time.Now().After(deadline) {
+			t.Fatal("Shutdown never began")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	st, err := c.Health(ctx)
 	if err != nil || st != wire.StatusDraining {
 		t.Fatalf("health during the drain: %d, %v; want draining", st, err)

@@ -139,10 +139,16 @@ func TestDrainUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	// At least sendFor of load, and at least one ack per client on
+	// average before the signal: a loaded machine may take longer to
+	// get there than sendFor (the check after the drain says so if it
+	// never does).
 	time.Sleep(sendFor)
-	mu.Lock()
-	before := len(acked)
-	mu.Unlock()
+	ackedNow := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	for deadline := time.Now().Add(30 * time.Second); ackedNow() < clients && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := ackedNow()
 	r.signal()
 	// The admin listener says unready from the start of the drain (or is
 	// gone, once the drain has finished).

@@ -166,8 +166,10 @@ func TestAttackLoginFlood(t *testing.T) {
 			t.Fatalf("alice's login during the flood (%s): %v", &c, err)
 		}
 		times = append(times, d)
-		if d > 5*time.Second {
-			t.Errorf("alice's login took %v during the flood", d)
+		// A few seconds, or ten times her login without the flood
+		// when a loaded machine makes that slow too.
+		if d > max(5*time.Second, 10*quiet) {
+			t.Errorf("alice's login took %v during the flood (%v without it)", d, quiet)
 		}
 	}
 	stop()

@@ -33,7 +33,7 @@ type Event struct {
 	Conn       uint64
 	Transport  string
 	Stream     int
-	FromClient bool         // a request record; else one the server sent (after any rewrite)
+	FromClient bool         // a request record; else one the server sent (after any rewrite; recorded as its write begins)
 	Kind       wire.Kind    // the record's kind
 	Size       int          // the record's bytes on the wire (its bucket)
 	Message    wire.Message // decoded
@@ -139,12 +139,16 @@ func (s *tapStream) forward(pr *io.PipeReader) {
 				pr.CloseWithError(err)
 				return
 			}
+			// Recorded before the write: once the client has the record,
+			// a test reading Events must find it (recorded after, a
+			// client on a loaded machine could act on the answer, and
+			// the test look, before this goroutine ran again).
+			s.h.record(Event{Tag: s.tag, Conn: s.conn.ID, Transport: s.conn.Transport, Stream: s.n,
+				Kind: m.Kind(), Size: len(rec), Message: m})
 			if _, err := s.Stream.Write(rec); err != nil {
 				pr.CloseWithError(err)
 				return
 			}
-			s.h.record(Event{Tag: s.tag, Conn: s.conn.ID, Transport: s.conn.Transport, Stream: s.n,
-				Kind: m.Kind(), Size: len(rec), Message: m})
 		}
 	}
 }

@@ -494,7 +494,13 @@ func TestIdle(t *testing.T) {
 	// Let the handshakes' garbage settle; keep-alives keep the connections.
 	time.Sleep(3 * time.Second)
 	srv.alive(t)
+	// The server counts a connection once its accept loop has taken it,
+	// which can trail the client's handshake on a loaded machine: wait
+	// for the count (up to 30 s) rather than read it once.
 	open := srv.openConns(t)
+	for deadline := time.Now().Add(30 * time.Second); open != sz.idle && time.Now().Before(deadline); open = srv.openConns(t) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	rss, hwm := srv.rss(t)
 	perConn := float64(rss-base) / float64(sz.idle)
 	fmt.Printf("idletest: conns=%d rss_base_mib=%.1f rss_mib=%.1f hwm_mib=%.1f per_conn_kib=%.1f open=%d dial_s=%.1f\n",

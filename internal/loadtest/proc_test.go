@@ -55,22 +55,30 @@ func startServer(t *testing.T, maxConns int) *serverProc {
 func startServerFlags(t *testing.T, flags ...string) *serverProc {
 	t.Helper()
 	bin := loadkit.ServerBinary(t)
-	admin := freeTCP(t)
-	args := append([]string{"run",
-		"--data-dir", t.TempDir(),
-		"--listen", "127.0.0.1:0",
-		"--admin-listen", admin,
-		"--kt-listen", "127.0.0.1:0",
-		"--log-level", "warn",
-	}, flags...)
-	proc, addr, err := loadkit.StartServer(loadkit.ServerCommand(bin, args...), 60*time.Second)
-	if proc != nil {
-		t.Cleanup(proc.Stop)
+	for attempt := 1; ; attempt++ {
+		admin := freeTCP(t)
+		args := append([]string{"run",
+			"--data-dir", t.TempDir(),
+			"--listen", "127.0.0.1:0",
+			"--admin-listen", admin,
+			"--kt-listen", "127.0.0.1:0",
+			"--log-level", "warn",
+		}, flags...)
+		proc, addr, err := loadkit.StartServer(loadkit.ServerCommand(bin, args...), 60*time.Second)
+		if proc != nil {
+			t.Cleanup(proc.Stop)
+		}
+		// The admin port was free a moment ago: another process (tests
+		// run in parallel) may have taken it since. Another one, then.
+		if err != nil && attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("admin port %s taken before qpc-server bound it; trying another", admin)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &serverProc{Proc: proc, addr: addr, admin: admin}
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &serverProc{Proc: proc, addr: addr, admin: admin}
 }
 
 // alive fails the test if the server has exited.
