@@ -110,7 +110,12 @@ type memberRecord struct {
 	// message under that number is not a duplicate (reserve.go).
 	LastID  []byte `json:",omitempty"`
 	Missing []uint64
-	Seen    bool // a message with a sequence number arrived
+	// Excused: the newest numbers (at most maxExcused) a message that
+	// skipped the one before it excused (docs/adr/0045-restart-numbers.md):
+	// not reported, still awaited, kept apart from Missing so that a
+	// sender's restarts neither grow this record nor push a gap out.
+	Excused []uint64 `json:",omitempty"`
+	Seen    bool     // a message with a sequence number arrived
 	// LeafChanged is when we processed the last commit that changed
 	// this member's leaf (its join, or a commit of its own, which
 	// carries a path): what `qpc group` shows as its last update.
