@@ -715,7 +715,14 @@ func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Mes
 	}
 	var pre *outboxEntry
 	var conn *protocol.Conn
-	if early && !cover && genErr == nil && stored.covers(epoch, gen) && (take != nil || c.spareCount() > 0) {
+	// A message that skipped the number before it (encryptIn, ADR 0045)
+	// never leaves early: its own number must be on disk first, or a
+	// crash in its window makes the next message skip to it again, and a
+	// server that withholds that one hides it. After a restart the ratchet
+	// floor alone does not keep it from leaving early: a commit since
+	// stored a reservation of the new epoch, which covers it
+	// (TestHostileWithheldAfterTwoRestarts).
+	if early && !m.SkippedBefore && !cover && genErr == nil && stored.covers(epoch, gen) && (take != nil || c.spareCount() > 0) {
 		pre, conn = c.earlyEntry(r, ct, m.Kind)
 	}
 	var assigned []uint64
