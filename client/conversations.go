@@ -110,7 +110,12 @@ type memberRecord struct {
 	// message under that number is not a duplicate (reserve.go).
 	LastID  []byte `json:",omitempty"`
 	Missing []uint64
-	Seen    bool // a message with a sequence number arrived
+	// Excused: the newest numbers (at most maxExcused) a message that
+	// skipped the one before it excused (docs/adr/0045-restart-numbers.md):
+	// not reported, still awaited, kept apart from Missing so that a
+	// sender's restarts neither grow this record nor push a gap out.
+	Excused []uint64 `json:",omitempty"`
+	Seen    bool     // a message with a sequence number arrived
 	// LeafChanged is when we processed the last commit that changed
 	// this member's leaf (its join, or a commit of its own, which
 	// carries a path): what `qpc group` shows as its last update.
@@ -710,7 +715,14 @@ func (c *Client) queueContent(ctx context.Context, r *convRecord, m *content.Mes
 	}
 	var pre *outboxEntry
 	var conn *protocol.Conn
-	if early && !cover && genErr == nil && stored.covers(epoch, gen) && (take != nil || c.spareCount() > 0) {
+	// A message that skipped the number before it (encryptIn, ADR 0045)
+	// never leaves early: its own number must be on disk first, or a
+	// crash in its window makes the next message skip to it again, and a
+	// server that withholds that one hides it. After a restart the ratchet
+	// floor alone does not keep it from leaving early: a commit since
+	// stored a reservation of the new epoch, which covers it
+	// (TestHostileWithheldAfterTwoRestarts).
+	if early && !m.SkippedBefore && !cover && genErr == nil && stored.covers(epoch, gen) && (take != nil || c.spareCount() > 0) {
 		pre, conn = c.earlyEntry(r, ct, m.Kind)
 	}
 	var assigned []uint64

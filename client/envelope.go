@@ -698,7 +698,8 @@ func (c *Client) memberHandle(g *mls.Group, leaf uint32) string {
 // it had written. skipped: the message says the number before it may
 // never have been sent (content.Message.SkippedBefore, after the sender
 // restarted): that one number is not reported, but is still awaited (a
-// text sent early and delivered late is shown). It excuses no other.
+// text sent early and delivered late is shown; memberRecord.Excused).
+// It excuses no other.
 func trackSeq(m *memberRecord, seq uint64, skipped bool) (dup bool, missed []uint64) {
 	switch {
 	case !m.Seen:
@@ -713,18 +714,35 @@ func trackSeq(m *memberRecord, seq uint64, skipped bool) (dup bool, missed []uin
 			m.Missing = slices.Delete(m.Missing, i, i+1) // a late arrival fills the gap
 			return false, nil
 		}
+		if i := slices.Index(m.Excused, seq); i >= 0 {
+			m.Excused = slices.Delete(m.Excused, i, i+1) // a text sent early before a restart, late
+			return false, nil
+		}
 		return true, nil
 	}
 	for s := m.LastSeq + 1; s < seq && len(missed) < 1000; s++ {
 		missed = append(missed, s)
+	}
+	if skipped && len(missed) > 0 && missed[len(missed)-1] == seq-1 {
+		// Awaited apart from the gaps, the newest few only: one per
+		// restart of the sender's would otherwise grow Missing and push
+		// a real gap's number out of it (TestAttackRestartsEvictAwaited).
+		missed = missed[:len(missed)-1]
+		m.Excused = append(m.Excused, seq-1)
+		if len(m.Excused) > maxExcused {
+			m.Excused = m.Excused[len(m.Excused)-maxExcused:]
+		}
 	}
 	m.Missing = append(m.Missing, missed...)
 	if len(m.Missing) > 1000 {
 		m.Missing = m.Missing[len(m.Missing)-1000:]
 	}
 	m.LastSeq = seq
-	if skipped && len(missed) > 0 && missed[len(missed)-1] == seq-1 {
-		missed = missed[:len(missed)-1]
-	}
 	return false, missed
 }
+
+// maxExcused is how many numbers excused by a sender's restarts
+// (memberRecord.Excused) are still awaited: a text sent early before a
+// crash is late by as long as the server holds it, and each restart
+// excuses one number more.
+const maxExcused = 8
