@@ -125,24 +125,7 @@ func TestHostileWithheldAfterTwoRestarts(t *testing.T) {
 	}
 	four := sentSeq(t, again, "bob", "four")
 
-	ev, err := bob.Sync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	var missed []uint64
-	for _, e := range ev {
-		switch e.Kind {
-		case client.EventMessage:
-			got = append(got, e.Text)
-		case client.EventGap:
-			if e.From == "alice" {
-				missed = append(missed, e.Missed...)
-			}
-		case client.EventAlarm:
-			t.Errorf("bob: alarm %v", e.Alarm)
-		}
-	}
+	got, missed := syncGaps(ctx, t, bob, "alice")
 	if !slices.Equal(got, []string{"five"}) {
 		t.Fatalf("bob got %q, want \"five\" alone (\"four\" was withheld)", got)
 	}

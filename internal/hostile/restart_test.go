@@ -151,24 +151,7 @@ func TestHostileWithheldAfterRestart(t *testing.T) {
 	}
 	three := sentSeq(t, again, "bob", "three")
 
-	ev, err := bob.Sync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	var missed []uint64
-	for _, e := range ev {
-		switch e.Kind {
-		case client.EventMessage:
-			got = append(got, e.Text)
-		case client.EventGap:
-			if e.From == "alice" {
-				missed = append(missed, e.Missed...)
-			}
-		case client.EventAlarm:
-			t.Errorf("bob: alarm %v", e.Alarm)
-		}
-	}
+	got, missed := syncGaps(ctx, t, bob, "alice")
 	if !slices.Equal(got, []string{"four"}) {
 		t.Fatalf("bob got %q, want \"four\" alone (\"three\" was withheld)", got)
 	}
@@ -198,4 +181,27 @@ func countTextOf(t *testing.T, c *client.Client, target, text string) int {
 		}
 	}
 	return n
+}
+
+// syncGaps syncs c and returns the texts it showed and the numbers it
+// reported missing from the contact from; an alarm fails the test.
+func syncGaps(ctx context.Context, t *testing.T, c *client.Client, from string) (got []string, missed []uint64) {
+	t.Helper()
+	ev, err := c.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ev {
+		switch e.Kind {
+		case client.EventMessage:
+			got = append(got, e.Text)
+		case client.EventGap:
+			if e.From == from {
+				missed = append(missed, e.Missed...)
+			}
+		case client.EventAlarm:
+			t.Errorf("%s: alarm %v", c.Handle(), e.Alarm)
+		}
+	}
+	return got, missed
 }
