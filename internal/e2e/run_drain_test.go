@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -181,7 +182,7 @@ func TestDrainUnderLoad(t *testing.T) {
 
 	// Restart on the same port; every client retries what it holds.
 	_, port, _ := net.SplitHostPort(regexp.MustCompile(`@([^/]+)$`).FindStringSubmatch(addr)[1])
-	r2 := startRun(t, args("127.0.0.1:"+port)...)
+	r2 := restartOn(t, args("127.0.0.1:"+port)...)
 	retry := protocol.Options{MaxAttempts: 20, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, RequestTimeout: 10 * time.Second}
 	var retried, dups atomic.Int64
 	for i := range conns {
@@ -254,6 +255,29 @@ func TestDrainUnderLoad(t *testing.T) {
 		t.Fatalf("%d acknowledged sends; store holds %d distinct: %d lost, %d stored twice", len(acked), len(stored), lost, doubled)
 	}
 	t.Logf("%d sends from %d clients: every one acknowledged and stored exactly once", len(acked), clients)
+}
+
+// restartOn starts a server as startRun does, on the port the test's
+// first run just released. Another process's ephemeral UDP socket may take
+// that port in between (CI runs many tests at once); Run then says
+// "address already in use", and restartOn tries again for up to 30 s,
+// until the other socket has gone. Any other error fails the test.
+func restartOn(t *testing.T, args ...string) *runServer {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for attempt := 1; ; attempt++ {
+		r, err := tryRun(t, args...)
+		if err == nil {
+			if attempt > 1 {
+				t.Logf("restart: port free again at attempt %d", attempt)
+			}
+			return r
+		}
+		if !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+			t.Fatalf("server.Run (restart, attempt %d): %v\nlog:\n%s", attempt, err, r.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // dialRetry dials like a real client facing a crowd: quic-go refuses a

@@ -266,23 +266,34 @@ func waitVersion(t *testing.T, d *kt.Directory, label string, want uint32) {
 // before the epoch. The server withdraws the update: it is never
 // published (the client, had it waited, would have been told it was
 // not), and the account's next publish is version 1.
+//
+// The test holds the epochs at a gate in the tree store while the publish
+// is queued and withdrawn, so that no epoch can take it in between
+// however slow the machine is (a 1 s epoch was not always long enough for
+// a publish to be queued and withdrawn under load).
 func TestAttackKTTimedOutPublish(t *testing.T) {
-	h := hostile.Start(t, hostile.Options{KTEpoch: time.Second})
+	gate := &gatedTree{held: make(chan struct{}, 1)}
+	h := hostile.Start(t, hostile.Options{KT: func(_ *server.KTKeys, o *kt.DirectoryOptions) {
+		st, err := kt.OpenBoltTree(o.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gate.TreeStore, o.Tree = st, gate
+	}})
 	pub := ktAccount(t, h, "mallory")
 	d := h.KT()
 	rc := h.Raw(t, "mallory")
-	// Right after an epoch, so that the next is a second away.
-	cp, err := d.Checkpoint()
-	if err != nil {
-		t.Fatal(err)
+	// An epoch waits at the gate with what it took from the queue; the
+	// next cannot start until it is done.
+	gate.hold()
+	t.Cleanup(gate.release) // registered after Start's: runs before the directory closes
+	select {
+	case <-gate.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no epoch reached the gate")
 	}
-	for size := cp.Size; cp.Size == size; {
-		time.Sleep(5 * time.Millisecond)
-		if cp, err = d.Checkpoint(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	q0 := d.Queued()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := rc.QUIC.OpenStreamSync(ctx)
 	if err != nil {
@@ -292,12 +303,30 @@ func TestAttackKTTimedOutPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	waitQueued(t, d, 1)
+	waitQueued(t, d, q0+1)
 	// The client gives up and goes away.
 	st.CancelRead(0)
-	waitQueued(t, d, 0)
-	// Two epochs later, nothing of mallory's is in the log.
-	time.Sleep(2 * d.Config().EpochInterval)
+	waitQueued(t, d, q0)
+	// Two epochs later (the held one, then one that found the queue as
+	// the withdrawal left it), nothing of mallory's is in the log.
+	cp, err := d.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate.release()
+	for n, size := 0, cp.Size; n < 2; {
+		deadline := time.Now().Add(30 * time.Second)
+		for cp.Size == size {
+			if time.Now().After(deadline) {
+				t.Fatalf("no epoch served in 30 s after epoch %d", n)
+			}
+			time.Sleep(5 * time.Millisecond)
+			if cp, err = d.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n, size = n+1, cp.Size
+	}
 	if v, _ := d.LatestVersion("mallory"); v != 0 {
 		t.Fatalf("the publish its client gave up on was published later, as version %d", v)
 	}
@@ -307,9 +336,48 @@ func TestAttackKTTimedOutPublish(t *testing.T) {
 	}
 }
 
+// gatedTree is the directory's tree store with a gate before each epoch's
+// commit: while hold is in force, an epoch waits there (holding the
+// directory's epoch lock, so no other epoch starts) and says so on held.
+type gatedTree struct {
+	kt.TreeStore
+	held chan struct{}
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (g *gatedTree) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gate = make(chan struct{})
+}
+
+func (g *gatedTree) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gate != nil {
+		close(g.gate)
+		g.gate = nil
+	}
+}
+
+func (g *gatedTree) CommitEpoch(ctx context.Context, c kt.EpochCommit) error {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case g.held <- struct{}{}:
+		default:
+		}
+		<-gate
+	}
+	return g.TreeStore.CommitEpoch(ctx, c)
+}
+
 func waitQueued(t *testing.T, d *kt.Directory, want int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for d.Queued() != want {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d publishes queued, want %d", d.Queued(), want)
