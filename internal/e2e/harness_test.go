@@ -3,11 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,7 +143,7 @@ func (ts *testServer) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", ts.host)
+	pc, err := listenAgain(ts.host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,4 +211,18 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// listenAgain listens on host, which a restart takes from the run
+// before: another process's ephemeral socket may hold the released port
+// for a while, so "address already in use" is retried for up to 30 s.
+func listenAgain(host string) (net.PacketConn, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pc, err := net.ListenPacket("udp", host)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return pc, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
