@@ -268,8 +268,18 @@ func TestCosignedOnPGLog(t *testing.T) {
 	if err := tick("bob", 2500*time.Millisecond); err == nil {
 		t.Fatal("an epoch was published with 1 of 3 witnesses up under a 2-of-3 policy")
 	}
-	if got, _ := d.LogResource("checkpoint"); !bytes.Equal(got, served) {
-		t.Fatal("the log published a checkpoint without a quorum")
+	// The publisher republishes every second while witnesses cosign, so
+	// on a slow run the bytes may have changed before the witnesses
+	// stopped: what must hold is the quorum and the size served.
+	got, err := d.LogResource("checkpoint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := policy.Cosigners(got); len(c) < 2 {
+		t.Fatalf("the log published a checkpoint without a quorum (cosigned by %v):\n%s", c, got)
+	}
+	if lines := strings.SplitN(string(got), "\n", 3); len(lines) < 3 || lines[1] != strconv.FormatUint(res.Checkpoint.Size, 10) {
+		t.Fatalf("the log's public checkpoint is not the one served at size %d:\n%s", res.Checkpoint.Size, got)
 	}
 	if n, err := logs.IntegratedSize(ctx); err != nil || n <= res.Checkpoint.Size {
 		t.Fatalf("the waiting epoch is not integrated: size %d, %v", n, err)
