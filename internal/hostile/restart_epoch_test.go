@@ -1,15 +1,11 @@
 package hostile_test
 
 import (
-	"context"
 	"os"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/quicprochat/qpc/client"
-	"github.com/quicprochat/qpc/internal/hostile"
-	"github.com/quicprochat/qpc/server/store"
 )
 
 // TestHostileWithheldAfterTwoRestarts: ADR 0045 says the message that
@@ -27,29 +23,8 @@ import (
 // it did not leave early, the crash that follows it leaves its number on
 // disk, and the test restarts from that state.
 func TestHostileWithheldAfterTwoRestarts(t *testing.T) {
-	sw := &dropping{}
-	h := hostile.Start(t, hostile.Options{WrapStore: func(s store.Store) store.Store { sw.Store = s; return sw }})
-	var parts partOrder
-	o := h.ClientOptions(t)
-	o.Timing = parts.record
-	o.RetireAfter = -1 // no background transaction: a copy is never taken halfway through one
-	alice := h.NewUserWith(t, "alice", "alice", o)
-	bob := h.NewUser(t, "bob", "bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if err := alice.Send(ctx, "bob", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	if got := texts(t, bob); !slices.Equal(got, []string{"alice: hello"}) {
-		t.Fatalf("bob got %q", got)
-	}
-	texts(t, alice) // alice learns bob's mailbox
-	if err := alice.Send(ctx, "bob", "one"); err != nil {
-		t.Fatal(err)
-	}
-	if got := texts(t, bob); !slices.Equal(got, []string{"alice: one"}) {
-		t.Fatalf("bob got %q", got)
-	}
+	r := startRestartRun(t)
+	sw, parts, o, alice, bob, ctx := r.sw, r.parts, r.o, r.alice, r.bob, r.ctx
 	// send sends text and reports whether it left before its transaction.
 	send := func(c *client.Client, text string) bool {
 		t.Helper()

@@ -79,36 +79,8 @@ func sentSeq(t *testing.T, c *client.Client, target, text string) uint64 {
 // vanished without a trace. Now her first message after the restart
 // skips that number and says so, and only that one number is excused.
 func TestHostileWithheldAfterRestart(t *testing.T) {
-	sw := &dropping{}
-	h := hostile.Start(t, hostile.Options{WrapStore: func(s store.Store) store.Store { sw.Store = s; return sw }})
-	var parts partOrder
-	o := h.ClientOptions(t)
-	o.Timing = parts.record
-	// No transaction of alice's runs in the background (the sent entry's
-	// deletion waits for her next one), so her state is never copied
-	// halfway through one.
-	o.RetireAfter = -1
-	alice := h.NewUserWith(t, "alice", "alice", o)
-	bob := h.NewUser(t, "bob", "bob")
-	// One context for the whole run, generous: under load it takes far
-	// longer than the second it takes on a quiet machine.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	if err := alice.Send(ctx, "bob", "hello"); err != nil {
-		t.Fatal(err)
-	}
-	if got := texts(t, bob); !slices.Equal(got, []string{"alice: hello"}) {
-		t.Fatalf("bob got %q", got)
-	}
-	texts(t, alice) // alice learns bob's mailbox
-	// The first text on the conversation's connection pays with a token;
-	// the next ones go on its allowance, early.
-	if err := alice.Send(ctx, "bob", "one"); err != nil {
-		t.Fatal(err)
-	}
-	if got := texts(t, bob); !slices.Equal(got, []string{"alice: one"}) {
-		t.Fatalf("bob got %q", got)
-	}
+	r := startRestartRun(t)
+	sw, parts, o, alice, bob, ctx := r.sw, r.parts, r.o, r.alice, r.bob, r.ctx
 
 	img := t.TempDir()
 	if err := os.CopyFS(img, os.DirFS(alice.Home())); err != nil {
@@ -204,4 +176,51 @@ func syncGaps(ctx context.Context, t *testing.T, c *client.Client, from string) 
 		}
 	}
 	return got, missed
+}
+
+// restartRun is the set-up both restart tests share: a hostile server
+// whose store can drop what it acknowledges, alice whose client reports
+// the order of a send's parts, bob, and alice's "hello" and "one" shown
+// to bob.
+type restartRun struct {
+	sw         *dropping
+	parts      *partOrder
+	o          client.Options
+	alice, bob *client.Client
+	ctx        context.Context
+}
+
+func startRestartRun(t *testing.T) *restartRun {
+	t.Helper()
+	r := &restartRun{sw: &dropping{}, parts: &partOrder{}}
+	h := hostile.Start(t, hostile.Options{WrapStore: func(s store.Store) store.Store { r.sw.Store = s; return r.sw }})
+	r.o = h.ClientOptions(t)
+	r.o.Timing = r.parts.record
+	// No transaction of alice's runs in the background (the sent entry's
+	// deletion waits for her next one), so her state is never copied
+	// halfway through one.
+	r.o.RetireAfter = -1
+	r.alice = h.NewUserWith(t, "alice", "alice", r.o)
+	r.bob = h.NewUser(t, "bob", "bob")
+	// One context for the whole run, generous: under load it takes far
+	// longer than the second it takes on a quiet machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	r.ctx = ctx
+	if err := r.alice.Send(ctx, "bob", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if got := texts(t, r.bob); !slices.Equal(got, []string{"alice: hello"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	texts(t, r.alice) // alice learns bob's mailbox
+	// The first text on the conversation's connection pays with a token;
+	// the next ones go on its allowance, early.
+	if err := r.alice.Send(ctx, "bob", "one"); err != nil {
+		t.Fatal(err)
+	}
+	if got := texts(t, r.bob); !slices.Equal(got, []string{"alice: one"}) {
+		t.Fatalf("bob got %q", got)
+	}
+	return r
 }
