@@ -185,15 +185,21 @@ func (r *nodeRecord) at(e uint64) (*nodeState, bool) {
 	return nil, false
 }
 
-func appendState(b []byte, s *nodeState) []byte {
-	b = append(b, s.hash[:]...)
+// presentMask is the state's mask byte in both formats: bit i set when
+// child i is present.
+func (s *nodeState) presentMask() byte {
 	var mask byte
 	for i := range 2 {
 		if s.present[i] {
 			mask |= 1 << i
 		}
 	}
-	b = append(b, mask)
+	return mask
+}
+
+func appendState(b []byte, s *nodeState) []byte {
+	b = append(b, s.hash[:]...)
+	b = append(b, s.presentMask())
 	for i := range 2 {
 		if !s.present[i] {
 			continue
@@ -248,13 +254,7 @@ func (r *nodeRecord) marshalV1() []byte {
 
 // appendState2 appends s as a format-2 state.
 func appendState2(b []byte, s *nodeState) []byte {
-	var mask byte
-	for i := range 2 {
-		if s.present[i] {
-			mask |= 1 << i
-		}
-	}
-	b = append(b, mask)
+	b = append(b, s.presentMask())
 	for i := range 2 {
 		if !s.present[i] {
 			continue
